@@ -1,0 +1,38 @@
+#pragma once
+// The admin listener: GET /metrics (Prometheus text 0.0.4), /healthz, /readyz. One small
+// Boost.Beast server on the control thread's io_context — no thread per request, and never on a
+// worker, so a scrape cannot slow the connection path.
+#include <prometheus/registry.h>
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "mtlsd/config/address.hpp"
+
+namespace mtlsd::admin {
+
+struct readiness {
+  bool ready = false;
+  std::string why;  // what is not ready, for the 503 body
+};
+
+class server {
+ public:
+  // Binds at once (throws boost::system::system_error when it cannot); serves after start().
+  server(boost::asio::io_context& ioc, const config::address& address,
+         std::shared_ptr<prometheus::Registry> registry, std::function<readiness()> ready);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  void start();
+  void stop();
+  const std::string& bound_address() const;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace mtlsd::admin

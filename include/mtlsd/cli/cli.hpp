@@ -1,0 +1,26 @@
+#pragma once
+// The command line of ../shared/interface.md: run, check, verify, version, health, --help.
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mtlsd::cli {
+
+// Parsed `--flag value` / `--flag=value` options of one subcommand.
+struct options {
+  std::string command;
+  std::vector<std::pair<std::string, std::string>> flags;
+  bool help = false;
+  std::optional<std::string> get(std::string_view name) const;
+};
+
+int main(int argc, char** argv);
+
+int check_command(const options& o);
+int verify_command(const options& o);
+int health_command(const options& o);
+
+// Parses RFC 3339 ("2026-01-02T03:04:05Z", "...+02:00", fractional seconds allowed) or "@EPOCH".
+std::optional<long long> parse_time(std::string_view text);
+
+}  // namespace mtlsd::cli

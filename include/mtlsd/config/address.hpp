@@ -1,0 +1,26 @@
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace mtlsd::config {
+
+// HOST:PORT, [IPV6]:PORT or unix:/path, as written in the configuration.
+struct address {
+  enum class kind { tcp, unix_socket };
+  kind type = kind::tcp;
+  std::string host;  // tcp: hostname or IP literal (no brackets)
+  std::uint16_t port = 0;
+  std::string path;  // unix_socket
+
+  bool is_unix() const { return type == kind::unix_socket; }
+  // Back to the configuration syntax: "127.0.0.1:8443", "[::1]:8443", "unix:/run/app.sock".
+  std::string str() const;
+  friend bool operator==(const address&, const address&) = default;
+};
+
+// Returns the address, or an error message explaining what is wrong with `text`.
+std::variant<address, std::string> parse_address(std::string_view text);
+
+}  // namespace mtlsd::config

@@ -1,0 +1,174 @@
+#pragma once
+// The validated configuration as plain structs. Only src/config/load.cpp knows YAML; everything
+// else builds runtime objects from these. Defaults are those of ../shared/interface.md.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/address.hpp"
+#include "mtlsd/config/diagnostic.hpp"
+#include "mtlsd/config/duration.hpp"
+
+namespace mtlsd::config {
+
+using namespace std::chrono_literals;
+
+// A file named by the configuration, remembered with where it was named so that a later failure
+// to load it (at check, start or reload) can point at the line.
+struct file_ref {
+  std::string path;  // absolute, or relative to the configuration file's directory
+  source_location where;
+  bool empty() const { return path.empty(); }
+};
+
+struct allow_list {
+  std::vector<std::string> spiffe_ids;            // exact, or "spiffe://td/path/*" prefix
+  std::vector<std::string> uri_sans;              // exact
+  std::vector<std::string> dns_sans;              // exact or "*.suffix" (one label)
+  std::vector<std::string> common_names;          // exact
+  std::vector<std::string> organizational_units;  // exact
+  std::vector<std::string> sha256_fingerprints;   // hex, colons optional, any case
+  bool empty() const {
+    return spiffe_ids.empty() && uri_sans.empty() && dns_sans.empty() && common_names.empty() &&
+           organizational_units.empty() && sha256_fingerprints.empty();
+  }
+};
+
+struct tls_options {
+  file_ref cert;
+  file_ref key;
+  file_ref key_password_file;
+  file_ref pkcs12;
+  file_ref pkcs12_password_file;
+  std::string min_version = "1.2";
+  std::string max_version = "1.3";
+  std::string cipher_suites;  // TLS 1.3; "" = secure defaults
+  std::string ciphers;        // TLS 1.2; "" = ECDHE + AEAD only
+  std::string curves;         // "" = X25519:P-256:P-384
+  std::vector<std::string> alpn;
+  bool session_resumption = true;
+  source_location where;  // the `tls:` block itself
+};
+
+enum class client_auth_mode { require, optional, none };
+
+struct client_auth_options {
+  client_auth_mode mode = client_auth_mode::require;
+  std::vector<file_ref> ca;
+  int verify_depth = 4;
+  allow_list allow;
+  source_location where;
+};
+
+struct server_auth_options {
+  std::vector<file_ref> ca;  // empty = system trust store
+  std::string server_name;   // "" = host of `upstream`
+  allow_list allow;
+  // Turning verification of the remote off must be explicit and is logged loudly at start.
+  bool insecure_skip_verify = false;
+};
+
+enum class crl_scope { leaf, chain };
+enum class ocsp_mode { off, leaf, chain };
+enum class unavailable_policy { fail, allow };
+
+struct revocation_options {
+  std::vector<file_ref> crl_files;
+  bool crl_distribution_points = false;
+  crl_scope scope = crl_scope::chain;
+  ocsp_mode ocsp = ocsp_mode::off;
+  std::string ocsp_responder;
+  duration ocsp_timeout = 2s;
+  unavailable_policy on_unavailable = unavailable_policy::fail;
+  duration crl_grace = 0s;
+  bool recheck_established = true;
+  bool stapling = false;
+  bool enabled() const {
+    return !crl_files.empty() || crl_distribution_points || ocsp != ocsp_mode::off;
+  }
+};
+
+enum class proxy_protocol_mode { off, v2 };
+
+enum class xfcc_mode { sanitize, forward_only, append_forward, sanitize_set, always_forward_only };
+
+struct http_options {
+  bool enabled = false;  // true when the `http:` block is present
+  xfcc_mode forward_client_cert_details = xfcc_mode::sanitize_set;
+  std::vector<std::string> set_current_client_cert_details = {"uri", "dns", "subject", "hash"};
+};
+
+struct timeout_options {
+  duration handshake = 10s;
+  duration connect = 5s;
+  duration idle = 5min;
+};
+
+enum class listener_mode { server, client };
+
+struct listener {
+  std::string name;
+  listener_mode mode = listener_mode::server;
+  address listen;
+  address upstream;
+  int max_connections = 10000;
+  timeout_options timeouts;
+  tls_options tls;
+  client_auth_options client_auth;
+  server_auth_options server_auth;
+  revocation_options revocation;
+  proxy_protocol_mode proxy_protocol = proxy_protocol_mode::off;
+  http_options http;
+  source_location where;  // the list item
+};
+
+enum class log_format { text, json };
+
+struct log_options {
+  std::string level = "info";
+  log_format format = log_format::text;
+  bool access_log = true;
+};
+
+struct admin_options {
+  std::optional<address> listen = address{address::kind::tcp, "127.0.0.1", 9901, {}};
+};
+
+struct reload_options {
+  bool watch = true;
+  duration poll_interval = 0s;
+};
+
+struct shutdown_options {
+  duration drain_timeout = 30s;
+};
+
+struct configuration {
+  std::string file;  // absolute path of the YAML this came from
+  admin_options admin;
+  log_options log;
+  unsigned workers = 0;  // 0 = number of CPU cores
+  reload_options reload;
+  shutdown_options shutdown;
+  std::vector<listener> listeners;
+
+  const listener* find_listener(std::string_view name) const;
+  // Every file the configuration names (for the reload watcher and `check`).
+  std::vector<file_ref> referenced_files() const;
+};
+
+struct load_result {
+  std::optional<configuration> config;  // set when there is no error (warnings allowed)
+  diagnostics problems;
+};
+
+// Reads and validates the YAML file. Never throws for bad input: every problem is returned with
+// FILE:LINE:COL. Does not open the certificate files it names (the runtime build does that).
+load_result load_file(const std::string& path);
+
+// Same, from text (for tests and for a config handed over in memory). `file` names it in errors
+// and anchors relative paths.
+load_result load_text(const std::string& text, const std::string& file);
+
+}  // namespace mtlsd::config

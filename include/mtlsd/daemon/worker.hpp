@@ -1,0 +1,46 @@
+#pragma once
+// A worker: one thread running one io_context with its own acceptors and sessions. Workers
+// share nothing on the connection path (no strands, no locks); the control thread talks to them
+// only by posting.
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/proxy/session.hpp"
+
+namespace mtlsd::daemon {
+
+class worker {
+ public:
+  explicit worker(unsigned index);
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  boost::asio::io_context& context() { return ioc_; }
+  void start();
+  // Stops the event loop and joins the thread. Open sessions are destroyed with the loop.
+  void stop();
+
+  // Thread-safe (they post to the worker).
+  void serve(std::shared_ptr<proxy::listener_slot> slot, proxy::stream_acceptor acceptor);
+  void close_listener(const std::string& name);
+  void close_all_listeners();
+  void kill_sessions();
+
+ private:
+  unsigned index_;
+  // Touched only on this worker's thread. Declared before ioc_ so that they outlive it: the
+  // io_context's destructor destroys pending session frames, which unregister themselves.
+  std::map<std::string, std::shared_ptr<proxy::stream_acceptor>> acceptors_;
+  proxy::session_registry sessions_;
+  boost::asio::io_context ioc_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+}  // namespace mtlsd::daemon

@@ -1,0 +1,65 @@
+#pragma once
+// Structured logging on top of spdlog. A line is a message plus flat key/value fields, printed
+// as `msg k=v k="v w"` in text mode or as one JSON object per line in json mode. spdlog has no
+// JSON output of its own (its patterns do not escape), so the line is built here and spdlog only
+// filters by level and writes.
+#include <spdlog/spdlog.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "mtlsd/config/config.hpp"
+
+namespace mtlsd::log {
+
+struct field {
+  std::string_view key;
+  std::variant<std::string_view, std::int64_t, double, bool> value;
+
+  field(std::string_view k, std::string_view v) : key(k), value(v) {}
+  field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
+  field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
+  template <class I>
+  requires std::is_integral_v<I> &&(!std::is_same_v<I, bool>)field(std::string_view k, I v)
+      : key(k), value(static_cast<std::int64_t>(v)) {}
+  field(std::string_view k, double v) : key(k), value(v) {}
+  field(std::string_view k, bool v) : key(k), value(v) {}
+};
+
+using fields = std::initializer_list<field>;
+
+// Configures the process logger: stderr, level and format. Safe to call again on reload.
+void setup(const config::log_options& options);
+// Before the configuration is read: text on stderr at info.
+void setup_default();
+
+bool enabled(spdlog::level::level_enum level);
+void write(spdlog::level::level_enum level, std::string_view msg, fields f = {});
+
+inline void trace(std::string_view msg, fields f = {}) {
+  write(spdlog::level::trace, msg, f);
+}
+inline void debug(std::string_view msg, fields f = {}) {
+  write(spdlog::level::debug, msg, f);
+}
+inline void info(std::string_view msg, fields f = {}) {
+  write(spdlog::level::info, msg, f);
+}
+inline void warn(std::string_view msg, fields f = {}) {
+  write(spdlog::level::warn, msg, f);
+}
+inline void error(std::string_view msg, fields f = {}) {
+  write(spdlog::level::err, msg, f);
+}
+
+// Escapes `s` as the body of a JSON string (no surrounding quotes).
+void append_json_escaped(std::string& out, std::string_view s);
+
+// Formats one line the way `write` would, without the timestamp (for tests).
+std::string format_line(config::log_format format, spdlog::level::level_enum level,
+                        std::string_view msg, fields f);
+
+}  // namespace mtlsd::log

@@ -1,0 +1,97 @@
+#pragma once
+// Every metric family, declared once, as handles injected where they are used (design.md #9).
+// Per-listener handles are looked up once when a listener's runtime is built, so the connection
+// path only touches atomics — never prometheus-cpp's family maps and their mutex.
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "mtlsd/reason.hpp"
+
+namespace mtlsd::metrics {
+
+struct listener_metrics {
+  prometheus::Counter* accepted;
+  prometheus::Counter* rejected;
+  prometheus::Counter* errors;
+  prometheus::Gauge* active;
+  std::array<prometheus::Counter*, reason_count> failures;  // indexed by reason
+  prometheus::Histogram* handshake_duration;
+  prometheus::Histogram* connection_duration;
+  prometheus::Counter* rx_bytes;
+  prometheus::Counter* tx_bytes;
+  prometheus::Counter* upstream_connect_failures;
+  prometheus::Counter* resumed;
+  prometheus::Counter* over_limit;
+
+  prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
+};
+
+class registry {
+ public:
+  registry();
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+
+  std::shared_ptr<prometheus::Registry> prometheus_registry() const { return registry_; }
+
+  // Created on first use and kept for the process lifetime: a listener that goes away and comes
+  // back on reload keeps its counters (Prometheus counters must not reset while the process runs).
+  listener_metrics& for_listener(const std::string& name);
+
+  // Counts a negotiated protocol/cipher, for `mtlsd_tls_handshakes_total`. Called once per
+  // completed handshake; cached per (listener, version, cipher) behind a mutex-free fast path
+  // is not worth it at handshake rates, so this takes the family lock.
+  void count_handshake(const std::string& listener, std::string_view version,
+                       std::string_view cipher);
+
+  prometheus::Counter& reload_success() { return *reload_success_; }
+  prometheus::Counter& reload_failure() { return *reload_failure_; }
+  prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
+
+  // Replaces every certificate-expiry series (called after each successful runtime build).
+  struct cert_series {
+    std::string listener, role, subject, serial;
+    double not_after;
+  };
+  void set_certificate_expiry(const std::vector<cert_series>& certs);
+
+  prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
+  prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* connections_;
+  prometheus::Family<prometheus::Gauge>* active_;
+  prometheus::Family<prometheus::Counter>* handshake_failures_;
+  prometheus::Family<prometheus::Histogram>* handshake_duration_;
+  prometheus::Family<prometheus::Histogram>* connection_duration_;
+  prometheus::Family<prometheus::Counter>* bytes_;
+  prometheus::Family<prometheus::Counter>* upstream_failures_;
+  prometheus::Family<prometheus::Counter>* resumptions_;
+  prometheus::Family<prometheus::Counter>* over_limit_;
+  prometheus::Family<prometheus::Counter>* tls_handshakes_;
+  prometheus::Family<prometheus::Gauge>* cert_expiry_;
+  prometheus::Family<prometheus::Counter>* reloads_;
+  prometheus::Family<prometheus::Gauge>* last_reload_;
+  prometheus::Family<prometheus::Counter>* revocation_checks_;
+  prometheus::Family<prometheus::Gauge>* crl_next_update_;
+  prometheus::Family<prometheus::Gauge>* build_info_;
+  prometheus::Counter* reload_success_;
+  prometheus::Counter* reload_failure_;
+  prometheus::Gauge* last_reload_success_;
+
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
+  std::vector<prometheus::Gauge*> cert_gauges_;
+};
+
+}  // namespace mtlsd::metrics

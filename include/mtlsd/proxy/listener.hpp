@@ -1,0 +1,36 @@
+#pragma once
+// Accepting connections. Each worker has its own acceptor per listener (SO_REUSEPORT: the kernel
+// spreads connections over workers, nothing is shared on the connection path). What workers do
+// share per listener is a listener_slot: the listener's current runtime (swapped on reload) and
+// its connection count (for max_connections).
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <memory>
+#include <string>
+
+#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/session.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+
+namespace mtlsd::proxy {
+
+struct listener_slot {
+  std::string name;
+  std::string bound;  // the address actually bound ("127.0.0.1:40123" for a configured port 0)
+  std::atomic<std::shared_ptr<const runtime::listener_runtime>> current;
+  std::atomic<int> active{0};
+};
+
+// Connections open across all listeners and workers (for drain).
+int active_sessions();
+
+// A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
+// address. Removes a stale unix socket file first. Throws boost::system::system_error.
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
+
+// Accepts until the acceptor is closed. Keeps accepting through errors: EMFILE/ENFILE back off
+// briefly (the pending connection stays queued, so retrying at once would spin) and resume.
+asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
+                                  std::shared_ptr<listener_slot> slot, session_registry& registry);
+
+}  // namespace mtlsd::proxy

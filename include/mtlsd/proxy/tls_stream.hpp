@@ -1,0 +1,52 @@
+#pragma once
+// TLS over a non-blocking socket: OpenSSL reads and writes the file descriptor itself and Asio
+// only reports readiness. Compared with asio::ssl::stream this (1) saves a copy through a BIO
+// pair, and (2) lets each direction close on its own: shutdown_send() sends a lone close_notify
+// while the other direction keeps reading — asio's async_shutdown would also wait for the
+// peer's close_notify and collide with the concurrent reader. Reads and writes may be in flight
+// at the same time (one of each), as in nginx; renegotiation is disabled in every context.
+#include <openssl/ssl.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <string>
+#include <utility>
+
+#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/tls/openssl.hpp"
+
+namespace mtlsd::proxy {
+
+class tls_stream {
+ public:
+  // `sock` must stay open and outlive this object; the caller owns it.
+  tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server);
+  tls_stream(const tls_stream&) = delete;
+  tls_stream& operator=(const tls_stream&) = delete;
+
+  SSL* native() const { return ssl_.get(); }
+
+  // Completes the handshake. On failure, failure_reason()/failure_detail() say what OpenSSL said.
+  asio::awaitable<error_code> handshake();
+  // Reads up to buf.size() bytes; asio::error::eof once the peer sent close_notify (or closed
+  // TCP without one — SSL_OP_IGNORE_UNEXPECTED_EOF — which clients commonly do).
+  asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+  // Writes all of `buf` (as one record when it fits).
+  asio::awaitable<error_code> write(asio::const_buffer buf);
+  // Sends close_notify (our half of the TLS shutdown) without waiting for the peer's.
+  asio::awaitable<error_code> shutdown_send();
+
+  int failure_reason() const { return failure_reason_; }  // ERR_GET_REASON, 0 if none
+  const std::string& failure_detail() const { return failure_detail_; }
+
+ private:
+  template <class Op>
+  asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op);
+
+  stream_socket& sock_;
+  tls::ssl_ptr ssl_;
+  int failure_reason_ = 0;
+  std::string failure_detail_;
+};
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,17 @@
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <string>
+
+#include "mtlsd/config/address.hpp"
+#include "mtlsd/proxy/net.hpp"
+
+namespace mtlsd::proxy {
+
+// Connects `sock` (closed on entry) to the upstream: a unix socket, an IP literal, or a hostname
+// resolved afresh on every connection (so DNS changes are followed without a reload) and tried
+// address by address. The caller bounds the time (the session's connect deadline). On failure
+// `detail` says what was tried.
+asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
+                                             std::string& detail);
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,33 @@
+#pragma once
+// The one vocabulary for why a connection was refused: logs, the `reason` metric label and
+// `mtlsd verify` all use these names (../shared/interface.md, "Rejection reasons").
+#include <array>
+#include <optional>
+#include <string_view>
+
+namespace mtlsd {
+
+enum class reason {
+  no_client_cert,
+  unknown_ca,
+  expired,
+  not_yet_valid,
+  bad_signature,
+  bad_key_usage,
+  chain_too_long,
+  revoked,
+  revocation_unavailable,
+  not_authorized,
+  hostname_mismatch,
+  handshake_timeout,
+  protocol_error,
+  upstream_unavailable,
+};
+
+inline constexpr std::size_t reason_count = 14;
+
+std::string_view to_string(reason r);
+std::optional<reason> reason_from_string(std::string_view s);
+const std::array<reason, reason_count>& all_reasons();
+
+}  // namespace mtlsd

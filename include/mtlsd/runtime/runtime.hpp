@@ -1,0 +1,50 @@
+#pragma once
+// The runtime snapshot: configuration plus everything built from it (TLS contexts, trust stores,
+// allow lists, metric handles). Immutable once built and shared by std::shared_ptr<const ...>:
+// a reload builds a whole new one off the connection path and publishes it; each connection
+// keeps the listener_runtime it started with, so old contexts live exactly as long as their
+// connections (design.md, "Runtime snapshot").
+#include <ctime>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/tls/context.hpp"
+
+namespace mtlsd::runtime {
+
+struct listener_runtime {
+  config::listener cfg;
+  tls::tls_context tls;
+  metrics::listener_metrics* metrics = nullptr;  // never null in a daemon; null in `check`
+  metrics::registry* registry = nullptr;
+};
+
+struct runtime {
+  config::configuration cfg;
+  std::vector<std::shared_ptr<const listener_runtime>> listeners;
+
+  std::shared_ptr<const listener_runtime> find(std::string_view name) const;
+};
+
+struct build_options {
+  metrics::registry* registry = nullptr;  // where listeners get their metric handles
+  std::time_t now = 0;                    // 0 = the current time
+};
+
+// Builds every listener. Throws config::config_error listing every problem of every listener
+// (not just the first) — the same checks `mtlsd check` runs: files load, keys match their
+// certificates, chains are in order, our own certificates are within their validity period.
+std::shared_ptr<const runtime> build(const config::configuration& cfg,
+                                     const build_options& opts = {});
+
+// Warnings that do not stop a runtime from working: certificates expiring within 30 days,
+// private keys readable by group or others.
+config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
+
+// Every certificate a runtime serves or trusts, for the expiry gauges.
+std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt);
+
+}  // namespace mtlsd::runtime

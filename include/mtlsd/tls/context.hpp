@@ -1,0 +1,41 @@
+#pragma once
+// Builds a listener's SSL_CTX from its configuration: protocol floor, ciphers, our certificate,
+// the trust store and the verifier. Built once per runtime and shared by every worker — never
+// per connection (design.md: library overhead, not crypto, dominates handshakes).
+#include <memory>
+#include <string>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/verify.hpp"
+
+namespace mtlsd::tls {
+
+inline constexpr const char* default_tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+inline constexpr const char* default_tls13_suites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+inline constexpr const char* default_groups = "X25519:P-256:P-384";
+
+struct tls_context {
+  // Declared before ctx so that it is destroyed after it: the context points at the verifier.
+  std::unique_ptr<verifier> peer_verifier;
+  std::unique_ptr<const std::string> alpn_wire;  // server: our ALPN list, read by the callback
+  ssl_ctx_ptr ctx;
+  cert_chain own_chain;     // our certificate chain, leaf first (empty for a client without a cert)
+  cert_chain trust;         // CA certificates of the trust store (empty = system store)
+  std::string server_name;  // client mode: the name checked and sent as SNI ("" for an IP)
+};
+
+// Throws config::config_error naming the configuration line of whatever failed.
+tls_context build_context(const config::listener& l);
+
+// True for "127.0.0.1" or "::1" (no brackets), false for host names.
+bool is_ip_literal(const std::string& host);
+
+// "TLSv1.3" etc. for an SSL's negotiated version (OpenSSL's own names).
+std::string_view version_name(const SSL* ssl);
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,44 @@
+#pragma once
+// Loading certificates, keys, PKCS#12 bundles, CA bundles and CRLs from files. Every failure is a
+// config_error naming the file and the line of the configuration that named it.
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/tls/openssl.hpp"
+
+namespace mtlsd::tls {
+
+// Our own identity: leaf first, then intermediates, and the matching private key.
+struct key_pair {
+  cert_chain chain;
+  evp_pkey_ptr key;
+};
+
+// Reads a small secret file (a password); trailing newlines are not part of the secret.
+std::string read_secret_file(const config::file_ref& f);
+
+// PEM, leaf first. Throws config_error when the file is missing, empty or not PEM.
+cert_chain load_cert_chain(const config::file_ref& f);
+
+// PEM (PKCS#8 or traditional, encrypted or not) or DER. `password` may be empty.
+evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& password);
+
+// cert+key or pkcs12, per the tls options; verifies the key matches the leaf.
+key_pair load_key_pair(const config::tls_options& tls);
+
+// All certificates in one or more PEM bundles.
+cert_chain load_ca_bundles(const std::vector<config::file_ref>& files);
+
+// PEM or DER CRLs (a file may hold several PEM CRLs).
+std::vector<x509_crl_ptr> load_crls(const config::file_ref& f);
+
+// For messages and metrics.
+std::string subject_of(const X509* cert);
+std::string issuer_of(const X509* cert);
+std::string serial_of(const X509* cert);  // upper-case hex, like `openssl x509 -serial`
+std::time_t not_after_of(const X509* cert);
+std::time_t not_before_of(const X509* cert);
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,33 @@
+#pragma once
+// Who a peer certificate says it is: the names allow lists match and logs print.
+#include <openssl/x509.h>
+
+#include <ctime>
+#include <string>
+#include <vector>
+
+namespace mtlsd::tls {
+
+struct peer_identity {
+  std::string spiffe_id;  // the first URI SAN with the spiffe:// scheme, if any
+  std::vector<std::string> uri_sans;
+  std::vector<std::string> dns_sans;
+  std::vector<std::string> ip_sans;
+  std::string subject;  // RFC 2253
+  std::string common_name;
+  std::vector<std::string> organizational_units;
+  std::string sha256;  // lower-case hex, no colons, of the DER certificate
+  std::string serial;  // upper-case hex
+  std::string issuer;
+  std::time_t not_after = 0;
+
+  // For logs: the SPIFFE ID when there is one (the stable workload name), else the subject.
+  const std::string& display() const { return spiffe_id.empty() ? subject : spiffe_id; }
+};
+
+peer_identity extract_identity(X509* cert);
+
+// Lower-case hex SHA-256 of the DER encoding.
+std::string sha256_fingerprint(X509* cert);
+
+}  // namespace mtlsd::tls

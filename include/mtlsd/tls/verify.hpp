@@ -1,0 +1,54 @@
+#pragma once
+// Peer verification shared by live handshakes and `mtlsd verify`: one decision function, run
+// from OpenSSL's verify callback, so that a refused peer gets a TLS alert (not a TCP reset) and
+// `mtlsd verify` cannot disagree with what a handshake would do.
+#include <openssl/ssl.h>
+
+#include <ctime>
+#include <optional>
+#include <string>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/reason.hpp"
+#include "mtlsd/tls/identity.hpp"
+
+namespace mtlsd::tls {
+
+// What verification concluded about one peer. Filled by the verify callback.
+struct verify_outcome {
+  std::optional<reason> refusal;
+  std::string detail;
+  std::optional<peer_identity> identity;  // set once the leaf passed every check
+};
+
+// Maps an X509_V_ERR_* code onto the rejection vocabulary.
+reason reason_from_x509_error(int err);
+
+enum class peer_role { client, server };  // which side the verified peer is
+
+class verifier {
+ public:
+  verifier(peer_role role, config::allow_list allow);
+
+  // Installs the callback on `ctx` and points the context at this verifier, which must outlive
+  // the context and every SSL made from it.
+  void attach(SSL_CTX* ctx) const;
+  // Per connection: where the callback writes its conclusion. `out` must outlive the handshake.
+  static void bind(SSL* ssl, verify_outcome* out);
+
+  // `mtlsd verify`: verifies `leaf` (+ `untrusted` intermediates) exactly as a handshake on `ctx`
+  // would — same store, parameters, purpose, depth, callback — optionally at time `at`.
+  verify_outcome verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
+                                std::optional<std::time_t> at) const;
+
+  peer_role role() const { return role_; }
+
+ private:
+  static int callback(int ok, X509_STORE_CTX* store_ctx);
+  int decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const;
+
+  peer_role role_;
+  config::allow_list allow_;
+};
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,155 @@
+#include "mtlsd/admin/admin_server.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/proxy/net.hpp"
+
+namespace mtlsd::admin {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::as_tuple;
+using asio::use_awaitable;
+
+struct server::impl : std::enable_shared_from_this<impl> {
+  impl(asio::io_context& ioc, std::shared_ptr<prometheus::Registry> r, std::function<readiness()> f)
+      : acceptor(ioc), registry(std::move(r)), ready(std::move(f)) {}
+
+  proxy::stream_acceptor acceptor;
+  std::shared_ptr<prometheus::Registry> registry;
+  std::function<readiness()> ready;
+  std::string bound;
+  int open_connections = 0;
+  static constexpr int max_connections = 64;  // scrapers and probes, not the public
+
+  http::response<http::string_body> respond(const http::request<http::string_body>& req) {
+    http::response<http::string_body> res;
+    res.version(req.version());
+    res.keep_alive(req.keep_alive());
+    res.set(http::field::server, "mtlsd");
+    res.set(http::field::cache_control, "no-store");
+    std::string_view target(req.target().data(), req.target().size());
+    target = target.substr(0, target.find('?'));
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      res.result(http::status::method_not_allowed);
+      res.set(http::field::allow, "GET, HEAD");
+      res.body() = "method not allowed\n";
+    } else if (target == "/metrics") {
+      res.result(http::status::ok);
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      res.body() = prometheus::TextSerializer().Serialize(registry->Collect());
+    } else if (target == "/healthz") {
+      res.result(http::status::ok);
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      res.body() = "ok\n";
+    } else if (target == "/readyz") {
+      readiness r = ready();
+      res.result(r.ready ? http::status::ok : http::status::service_unavailable);
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      res.body() = r.ready ? "ready\n" : "not ready: " + r.why + "\n";
+    } else {
+      res.result(http::status::not_found);
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      res.body() = "not found; try /metrics, /healthz or /readyz\n";
+    }
+    if (req.method() == http::verb::head) {
+      res.content_length(res.body().size());
+      res.body().clear();
+    }
+    res.prepare_payload();
+    return res;
+  }
+
+  asio::awaitable<void> serve_connection(proxy::stream_socket sock) {
+    using namespace asio::experimental::awaitable_operators;
+    beast::flat_buffer buffer;
+    asio::steady_timer timer(sock.get_executor());
+    for (;;) {
+      http::request<http::string_body> req;
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(4096);
+      timer.expires_after(std::chrono::seconds(10));  // slow or idle clients do not hold a slot
+      auto result = co_await (http::async_read(sock, buffer, parser, as_tuple(use_awaitable)) ||
+                              timer.async_wait(as_tuple(use_awaitable)));
+      if (result.index() != 0) co_return;
+      auto [ec, n] = std::get<0>(result);
+      if (ec) co_return;
+      req = parser.release();
+      auto res = respond(req);
+      auto [wec, written] = co_await http::async_write(sock, res, as_tuple(use_awaitable));
+      if (wec || !res.keep_alive()) break;
+    }
+    boost::system::error_code ignored;
+    sock.shutdown(proxy::stream_socket::shutdown_send, ignored);
+  }
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    auto ex = acceptor.get_executor();
+    for (;;) {
+      auto [ec, sock] = co_await acceptor.async_accept(as_tuple(use_awaitable));
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) {
+        asio::steady_timer backoff(ex, std::chrono::milliseconds(50));
+        co_await backoff.async_wait(as_tuple(use_awaitable));
+        continue;
+      }
+      if (open_connections >= max_connections) continue;  // closes it
+      ++open_connections;
+      asio::co_spawn(ex, serve_connection(std::move(sock)),
+                     [self](std::exception_ptr) { --self->open_connections; });
+    }
+  }
+};
+
+server::server(asio::io_context& ioc, const config::address& address,
+               std::shared_ptr<prometheus::Registry> registry, std::function<readiness()> ready)
+    : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
+  auto literal = proxy::literal_endpoint(address);
+  auto* ep = std::get_if<proxy::stream_endpoint>(&literal);
+  if (!ep)
+    throw boost::system::system_error(
+        asio::error::host_not_found,
+        "admin.address must be an IP address or unix: path, not " + address.host);
+  impl_->acceptor = proxy::open_acceptor(ioc, *ep, false);
+  impl_->bound = proxy::format_endpoint(impl_->acceptor.local_endpoint());
+}
+
+server::~server() {
+  stop();
+}
+
+void server::start() {
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->accept_loop(), [](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("admin server stopped", {{"error", ex.what()}});
+      }
+    }
+  });
+}
+
+void server::stop() {
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+const std::string& server::bound_address() const {
+  return impl_->bound;
+}
+
+}  // namespace mtlsd::admin

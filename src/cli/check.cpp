@@ -1,0 +1,35 @@
+#include <iostream>
+
+#include "mtlsd/cli/cli.hpp"
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+
+namespace mtlsd::cli {
+
+// `mtlsd check`: the same load and build as startup and reload, printed like a compiler.
+int check_command(const options& o) {
+  const std::string path = *o.get("config");
+  auto loaded = config::load_file(path);
+  for (const auto& p : loaded.problems)
+    std::cerr << p.str() << "\n";
+  if (!loaded.config) {
+    std::cerr << "mtlsd: configuration " << path << " is NOT usable\n";
+    return 1;
+  }
+  try {
+    auto rt = runtime::build(*loaded.config);
+    for (const auto& w : runtime::warnings(*rt))
+      std::cerr << w.str() << "\n";
+    std::cout << "mtlsd: configuration " << loaded.config->file << " is valid ("
+              << rt->listeners.size() << (rt->listeners.size() == 1 ? " listener" : " listeners")
+              << ")\n";
+    return 0;
+  } catch (const config::config_error& e) {
+    for (const auto& p : e.problems())
+      std::cerr << p.str() << "\n";
+    std::cerr << "mtlsd: configuration " << loaded.config->file << " is NOT usable\n";
+    return 1;
+  }
+}
+
+}  // namespace mtlsd::cli

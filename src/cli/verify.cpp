@@ -1,0 +1,124 @@
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "mtlsd/cli/cli.hpp"
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/credentials.hpp"
+
+namespace mtlsd::cli {
+
+std::optional<long long> parse_time(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  if (text.front() == '@') {
+    long long v = 0;
+    std::string digits(text.substr(1));
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    v = std::stoll(digits);
+    return v;
+  }
+  std::tm tm{};
+  int consumed = 0;
+  std::string s(text);
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6)
+    return std::nullopt;
+  std::string_view rest = text.substr(static_cast<std::size_t>(consumed));
+  if (!rest.empty() && rest.front() == '.') {  // fractional seconds: ignored
+    rest.remove_prefix(1);
+    while (!rest.empty() && std::isdigit(static_cast<unsigned char>(rest.front())))
+      rest.remove_prefix(1);
+  }
+  long long offset = 0;
+  if (rest == "Z" || rest == "z") {
+  } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':') {
+    int h = 0, m = 0;
+    if (std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &h, &m) != 2)
+      return std::nullopt;
+    offset = (h * 3600LL + m * 60LL) * (rest[0] == '+' ? 1 : -1);
+  } else {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+      tm.tm_min > 59 || tm.tm_sec > 60)
+    return std::nullopt;
+  return static_cast<long long>(timegm(&tm)) - offset;
+}
+
+// `mtlsd verify`: the handshake's own verifier, run on certificates from files.
+int verify_command(const options& o) {
+  auto config_path = o.get("config");
+  auto listener_name = o.get("listener");
+  auto cert_path = o.get("cert");
+  if (!config_path || !listener_name || !cert_path) {
+    std::cerr << "mtlsd verify: needs --config FILE --listener NAME --cert PEM (see mtlsd verify "
+                 "--help)\n";
+    return 2;
+  }
+  std::optional<std::time_t> at;
+  if (auto t = o.get("at")) {
+    auto parsed = parse_time(*t);
+    if (!parsed) {
+      std::cerr << "mtlsd verify: --at '" << *t
+                << "': expected RFC 3339 (2026-01-02T03:04:05Z) or @EPOCH\n";
+      return 2;
+    }
+    at = static_cast<std::time_t>(*parsed);
+  }
+  auto loaded = config::load_file(*config_path);
+  if (!loaded.config) {
+    for (const auto& p : loaded.problems)
+      std::cerr << p.str() << "\n";
+    return 2;
+  }
+  const config::listener* l = loaded.config->find_listener(*listener_name);
+  if (!l) {
+    std::cerr << "mtlsd verify: no listener named '" << *listener_name << "' in "
+              << loaded.config->file << "\n";
+    return 2;
+  }
+  // Build only this listener, so a problem elsewhere in the file does not get in the way.
+  config::configuration one = *loaded.config;
+  one.listeners = {*l};
+  std::shared_ptr<const runtime::runtime> rt;
+  try {
+    runtime::build_options opts;
+    if (at) opts.now = *at;
+    rt = runtime::build(one, opts);
+  } catch (const config::config_error& e) {
+    for (const auto& p : e.problems())
+      std::cerr << p.str() << "\n";
+    return 2;
+  }
+  const auto& lr = *rt->listeners.front();
+  tls::cert_chain presented;
+  try {
+    presented = tls::load_cert_chain({*cert_path, {}});
+    if (auto chain = o.get("chain"))
+      for (auto& c : tls::load_cert_chain({*chain, {}}))
+        presented.push_back(std::move(c));
+  } catch (const config::config_error& e) {
+    std::cerr << "mtlsd verify: " << e.what() << "\n";
+    return 2;
+  }
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  for (std::size_t i = 1; i < presented.size(); ++i)
+    sk_X509_push(untrusted, presented[i].get());
+  auto outcome = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), presented.front().get(),
+                                                      untrusted, at);
+  sk_X509_free(untrusted);
+  if (outcome.refusal) {
+    std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << outcome.detail << "\n";
+    return 1;
+  }
+  std::cout << "accepted: "
+            << (outcome.identity ? outcome.identity->display() : std::string("(no identity)"))
+            << "\n";
+  return 0;
+}
+
+}  // namespace mtlsd::cli

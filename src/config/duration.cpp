@@ -1,0 +1,61 @@
+#include "mtlsd/config/duration.hpp"
+
+#include <cctype>
+#include <cstdint>
+#include <limits>
+
+namespace mtlsd::config {
+
+std::optional<duration> parse_duration(std::string_view text) {
+  if (text == "0") return duration{0};
+  if (text.empty()) return std::nullopt;
+  std::int64_t total_ms = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    // A number (integer or decimal), then a unit; repeated ("1m30s").
+    std::size_t start = i;
+    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+      ++i;
+    if (i == start) return std::nullopt;
+    std::string number(text.substr(start, i - start));
+    std::size_t unit_start = i;
+    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i])))
+      ++i;
+    std::string_view unit = text.substr(unit_start, i - unit_start);
+    double scale = 0;
+    if (unit == "ms")
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "h")
+      scale = 3'600'000;
+    else
+      return std::nullopt;
+    double value = 0;
+    try {
+      std::size_t used = 0;
+      value = std::stod(number, &used);
+      if (used != number.size()) return std::nullopt;
+    } catch (...) {
+      return std::nullopt;
+    }
+    double ms = value * scale;
+    if (ms > static_cast<double>(std::numeric_limits<std::int32_t>::max()) * 1000.0)
+      return std::nullopt;
+    total_ms += static_cast<std::int64_t>(ms + 0.5);
+  }
+  return duration{total_ms};
+}
+
+std::string format_duration(duration d) {
+  auto ms = d.count();
+  if (ms == 0) return "0s";
+  if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+}  // namespace mtlsd::config

@@ -1,0 +1,682 @@
+// YAML -> configuration structs. The only file that includes yaml-cpp.
+//
+// Every problem is collected (not just the first) so that `mtlsd check` can print one line per
+// problem, each as FILE:LINE:COL from yaml-cpp's marks (0-based there, 1-based here).
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "mtlsd/config/config.hpp"
+
+namespace mtlsd::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Levenshtein distance, to suggest the key the user probably meant.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+using keys = std::initializer_list<std::string_view>;
+
+class reader {
+ public:
+  reader(std::string file, diagnostics& out)
+      : file_(std::move(file)), base_dir_(fs::path(file_).parent_path()), out_(out) {}
+
+  source_location at(const YAML::Node& n) const {
+    if (!n.IsDefined() || n.Mark().is_null()) return {file_, 0, 0};
+    return {file_, n.Mark().line + 1, n.Mark().column + 1};
+  }
+  void error(const source_location& where, std::string msg) {
+    out_.push_back({where, std::move(msg), false});
+  }
+  void error(const YAML::Node& n, std::string msg) { error(at(n), std::move(msg)); }
+
+  // `n` must be a mapping whose keys are all in `known`. A null node (e.g. `tls:` with nothing
+  // after it) counts as an empty mapping.
+  bool map(const YAML::Node& n, const std::string& path, keys known) {
+    if (n.IsNull()) return true;
+    if (!n.IsMap()) {
+      error(n, path + ": expected a mapping of keys, got " + kind(n));
+      return false;
+    }
+    std::set<std::string> seen;
+    for (const auto& kv : n) {
+      const std::string key = kv.first.Scalar();
+      if (!seen.insert(key).second) error(kv.first, "duplicate key '" + key + "' in " + path);
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      std::string msg = "unknown key '" + key + "' in " + path;
+      std::string_view best;
+      std::size_t best_d = 3;  // only suggest close matches
+      for (auto k : known) {
+        auto d = edit_distance(key, k);
+        if (d < best_d) best_d = d, best = k;
+      }
+      if (!best.empty()) msg += " (did you mean '" + std::string(best) + "'?)";
+      error(kv.first, msg);
+    }
+    return true;
+  }
+
+  bool str(const YAML::Node& n, const std::string& path, std::string& out) {
+    if (n.IsNull()) {
+      out.clear();
+      return true;
+    }
+    if (!n.IsScalar()) {
+      error(n, path + ": expected a string, got " + kind(n));
+      return false;
+    }
+    out = n.Scalar();
+    return true;
+  }
+
+  bool boolean(const YAML::Node& n, const std::string& path, bool& out) {
+    static const std::pair<std::string_view, bool> words[] = {{"true", true}, {"yes", true},
+                                                              {"on", true},   {"false", false},
+                                                              {"no", false},  {"off", false}};
+    if (n.IsScalar()) {
+      std::string v = n.Scalar();
+      std::transform(v.begin(), v.end(), v.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      for (auto [w, b] : words)
+        if (v == w) return out = b, true;
+    }
+    error(n, path + ": expected true or false, got " + describe(n));
+    return false;
+  }
+
+  bool integer(const YAML::Node& n, const std::string& path, long long min, long long max,
+               long long& out) {
+    if (n.IsScalar()) {
+      const std::string& s = n.Scalar();
+      long long v = 0;
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (ec == std::errc{} && p == s.data() + s.size()) {
+        if (v < min || v > max) {
+          error(n, path + ": " + s + " is out of range (" + std::to_string(min) + " to " +
+                       std::to_string(max) + ")");
+          return false;
+        }
+        out = v;
+        return true;
+      }
+    }
+    error(n, path + ": expected an integer, got " + describe(n));
+    return false;
+  }
+
+  template <class Int>
+  void integer_into(const YAML::Node& n, const std::string& path, long long min, long long max,
+                    Int& out) {
+    long long v = 0;
+    if (integer(n, path, min, max, v)) out = static_cast<Int>(v);
+  }
+
+  bool dur(const YAML::Node& n, const std::string& path, duration& out) {
+    if (n.IsScalar()) {
+      if (auto d = parse_duration(n.Scalar())) return out = *d, true;
+    }
+    error(n, path + ": invalid duration " + describe(n) +
+                 ": expected a number with a unit (ms, s, m, h), e.g. 250ms, 10s, 5m");
+    return false;
+  }
+
+  bool addr(const YAML::Node& n, const std::string& path, address& out) {
+    std::string text;
+    if (!str(n, path, text)) return false;
+    auto parsed = parse_address(text);
+    if (auto* msg = std::get_if<std::string>(&parsed)) {
+      error(n, path + ": invalid address '" + text + "': " + *msg);
+      return false;
+    }
+    out = std::get<address>(parsed);
+    return true;
+  }
+
+  bool strings(const YAML::Node& n, const std::string& path, std::vector<std::string>& out) {
+    out.clear();
+    if (n.IsNull()) return true;
+    if (n.IsScalar()) {  // a single string where a list is expected: accept it, it is unambiguous
+      out.push_back(n.Scalar());
+      return true;
+    }
+    if (!n.IsSequence()) {
+      error(n, path + ": expected a list of strings, got " + kind(n));
+      return false;
+    }
+    bool ok = true;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      std::string s;
+      if (str(n[i], path + "[" + std::to_string(i) + "]", s))
+        out.push_back(s);
+      else
+        ok = false;
+    }
+    return ok;
+  }
+
+  file_ref resolve(const std::string& raw, const YAML::Node& n) const {
+    if (raw.empty()) return {};
+    fs::path p(raw);
+    if (p.is_relative()) p = base_dir_ / p;
+    return {p.lexically_normal().string(), at(n)};
+  }
+
+  bool file(const YAML::Node& n, const std::string& path, file_ref& out) {
+    std::string raw;
+    if (!str(n, path, raw)) return false;
+    out = resolve(raw, n);
+    return true;
+  }
+
+  bool files(const YAML::Node& n, const std::string& path, std::vector<file_ref>& out) {
+    out.clear();
+    if (n.IsScalar()) {
+      file_ref f;
+      if (!file(n, path, f)) return false;
+      if (!f.empty()) out.push_back(f);
+      return true;
+    }
+    if (n.IsNull()) return true;
+    if (!n.IsSequence()) {
+      error(n, path + ": expected a list of file paths, got " + kind(n));
+      return false;
+    }
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      file_ref f;
+      if (file(n[i], path + "[" + std::to_string(i) + "]", f) && !f.empty()) out.push_back(f);
+    }
+    return true;
+  }
+
+  template <class E>
+  bool choice(const YAML::Node& n, const std::string& path,
+              std::initializer_list<std::pair<std::string_view, E>> options, E& out) {
+    if (n.IsScalar()) {
+      for (auto& [name, value] : options)
+        if (n.Scalar() == name) return out = value, true;
+    }
+    std::string list;
+    for (auto& [name, value] : options)
+      list += (list.empty() ? "" : " | ") + std::string(name);
+    error(n, path + ": invalid value " + describe(n) + ": expected " + list);
+    return false;
+  }
+
+  static std::string kind(const YAML::Node& n) {
+    switch (n.Type()) {
+      case YAML::NodeType::Map:
+        return "a mapping";
+      case YAML::NodeType::Sequence:
+        return "a list";
+      case YAML::NodeType::Scalar:
+        return "'" + n.Scalar() + "'";
+      case YAML::NodeType::Null:
+        return "nothing";
+      default:
+        return "an undefined value";
+    }
+  }
+  static std::string describe(const YAML::Node& n) { return kind(n); }
+
+ private:
+  std::string file_;
+  fs::path base_dir_;
+  diagnostics& out_;
+};
+
+// Calls f(value) when `key` is present in mapping `m`. Reads through a const node so that
+// operator[] never inserts keys (a yaml-cpp pitfall).
+template <class F>
+void with(const YAML::Node& m, const char* key, F&& f) {
+  if (!m.IsMap()) return;
+  const YAML::Node v = m[key];
+  if (v.IsDefined()) f(v);
+}
+
+void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a) {
+  r.map(n, path,
+        {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
+         "sha256_fingerprints"});
+  with(n, "spiffe_ids", [&](auto v) {
+    if (!r.strings(v, path + ".spiffe_ids", a.spiffe_ids)) return;
+    for (std::size_t i = 0; i < a.spiffe_ids.size(); ++i) {
+      const auto& id = a.spiffe_ids[i];
+      if (id.rfind("spiffe://", 0) != 0)
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID (must start with spiffe://)");
+      auto star = id.find('*');
+      if (star != std::string::npos &&
+          (star != id.size() - 1 || id.size() < 2 || id[star - 1] != '/'))
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".spiffe_ids: '" + id + "': '*' is only allowed as a trailing '/*'");
+    }
+  });
+  with(n, "uri_sans", [&](auto v) { r.strings(v, path + ".uri_sans", a.uri_sans); });
+  with(n, "dns_sans", [&](auto v) {
+    if (!r.strings(v, path + ".dns_sans", a.dns_sans)) return;
+    for (std::size_t i = 0; i < a.dns_sans.size(); ++i) {
+      const auto& d = a.dns_sans[i];
+      if (d.find('*') != std::string::npos &&
+          (d.rfind("*.", 0) != 0 || d.find('*', 1) != std::string::npos))
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".dns_sans: '" + d + "': wildcards are only allowed as a leading '*.'");
+    }
+  });
+  with(n, "common_names", [&](auto v) { r.strings(v, path + ".common_names", a.common_names); });
+  with(n, "organizational_units",
+       [&](auto v) { r.strings(v, path + ".organizational_units", a.organizational_units); });
+  with(n, "sha256_fingerprints", [&](auto v) {
+    if (!r.strings(v, path + ".sha256_fingerprints", a.sha256_fingerprints)) return;
+    for (std::size_t i = 0; i < a.sha256_fingerprints.size(); ++i) {
+      std::string hex;
+      for (char c : a.sha256_fingerprints[i])
+        if (c != ':') hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".sha256_fingerprints: '" + a.sha256_fingerprints[i] +
+                    "' is not a SHA-256 fingerprint (64 hex digits, colons optional)");
+      a.sha256_fingerprints[i] = hex;
+    }
+  });
+}
+
+void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
+  t.where = r.at(n);
+  r.map(n, path,
+        {"cert", "key", "key_password_file", "pkcs12", "pkcs12_password_file", "min_version",
+         "max_version", "cipher_suites", "ciphers", "curves", "alpn", "session_resumption"});
+  with(n, "cert", [&](auto v) { r.file(v, path + ".cert", t.cert); });
+  with(n, "key", [&](auto v) { r.file(v, path + ".key", t.key); });
+  with(n, "key_password_file",
+       [&](auto v) { r.file(v, path + ".key_password_file", t.key_password_file); });
+  with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", t.pkcs12); });
+  with(n, "pkcs12_password_file",
+       [&](auto v) { r.file(v, path + ".pkcs12_password_file", t.pkcs12_password_file); });
+  auto version = [&](const char* key, std::string& out) {
+    with(n, key, [&](auto v) {
+      std::string s;
+      if (r.str(v, path + "." + key, s)) {
+        if (s == "1.2" || s == "1.3")
+          out = s;
+        else
+          r.error(v, path + "." + key + ": unsupported TLS version '" + s +
+                         "': expected \"1.2\" or \"1.3\"");
+      }
+    });
+  };
+  version("min_version", t.min_version);
+  version("max_version", t.max_version);
+  if (t.min_version > t.max_version)
+    r.error(t.where,
+            path + ": min_version " + t.min_version + " is above max_version " + t.max_version);
+  with(n, "cipher_suites", [&](auto v) { r.str(v, path + ".cipher_suites", t.cipher_suites); });
+  with(n, "ciphers", [&](auto v) { r.str(v, path + ".ciphers", t.ciphers); });
+  with(n, "curves", [&](auto v) { r.str(v, path + ".curves", t.curves); });
+  with(n, "alpn", [&](auto v) {
+    if (!r.strings(v, path + ".alpn", t.alpn)) return;
+    for (const auto& p : t.alpn)
+      if (p.empty() || p.size() > 255)
+        r.error(v, path + ".alpn: protocol names must be 1 to 255 bytes");
+  });
+  with(n, "session_resumption",
+       [&](auto v) { r.boolean(v, path + ".session_resumption", t.session_resumption); });
+}
+
+void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
+                      revocation_options& rv) {
+  r.map(n, path,
+        {"crl_files", "crl_distribution_points", "crl_scope", "ocsp", "ocsp_responder",
+         "ocsp_timeout", "on_unavailable", "crl_grace", "recheck_established", "stapling"});
+  with(n, "crl_files", [&](auto v) { r.files(v, path + ".crl_files", rv.crl_files); });
+  with(n, "crl_distribution_points", [&](auto v) {
+    r.boolean(v, path + ".crl_distribution_points", rv.crl_distribution_points);
+  });
+  with(n, "crl_scope", [&](auto v) {
+    r.choice(v, path + ".crl_scope", {{"leaf", crl_scope::leaf}, {"chain", crl_scope::chain}},
+             rv.scope);
+  });
+  with(n, "ocsp", [&](auto v) {
+    r.choice(v, path + ".ocsp",
+             {{"off", ocsp_mode::off},
+              {"false", ocsp_mode::off},
+              {"leaf", ocsp_mode::leaf},
+              {"chain", ocsp_mode::chain}},
+             rv.ocsp);
+  });
+  with(n, "ocsp_responder", [&](auto v) {
+    if (r.str(v, path + ".ocsp_responder", rv.ocsp_responder) && !rv.ocsp_responder.empty() &&
+        rv.ocsp_responder.rfind("http://", 0) != 0)
+      r.error(v, path +
+                     ".ocsp_responder: only http:// responder URLs are supported (OCSP is signed, "
+                     "so TLS adds nothing)");
+  });
+  with(n, "ocsp_timeout", [&](auto v) { r.dur(v, path + ".ocsp_timeout", rv.ocsp_timeout); });
+  with(n, "on_unavailable", [&](auto v) {
+    r.choice(v, path + ".on_unavailable",
+             {{"fail", unavailable_policy::fail}, {"allow", unavailable_policy::allow}},
+             rv.on_unavailable);
+  });
+  with(n, "crl_grace", [&](auto v) { r.dur(v, path + ".crl_grace", rv.crl_grace); });
+  with(n, "recheck_established",
+       [&](auto v) { r.boolean(v, path + ".recheck_established", rv.recheck_established); });
+  with(n, "stapling", [&](auto v) { r.boolean(v, path + ".stapling", rv.stapling); });
+}
+
+void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  l.where = r.at(n);
+  if (!n.IsMap()) {
+    r.error(n, path + ": expected a mapping describing a listener, got " + reader::kind(n));
+    return;
+  }
+  r.map(n, path,
+        {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
+         "server_auth", "revocation", "proxy_protocol", "http"});
+  const YAML::Node name = n["name"];
+  if (!name.IsDefined())
+    r.error(n, path + ": missing required key 'name'");
+  else if (r.str(name, path + ".name", l.name)) {
+    bool ok = !l.name.empty() && std::all_of(l.name.begin(), l.name.end(), [](unsigned char c) {
+      return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+    });
+    if (!ok)
+      r.error(name, path + ".name: '" + l.name +
+                        "' must be non-empty and use only letters, digits, '_', '-' and '.'");
+  }
+  with(n, "mode", [&](auto v) {
+    r.choice(v, path + ".mode",
+             {{"server", listener_mode::server}, {"client", listener_mode::client}}, l.mode);
+  });
+  const YAML::Node listen = n["listen"];
+  if (!listen.IsDefined())
+    r.error(n, path + ": missing required key 'listen'");
+  else
+    r.addr(listen, path + ".listen", l.listen);
+  const YAML::Node upstream = n["upstream"];
+  if (!upstream.IsDefined())
+    r.error(n, path + ": missing required key 'upstream'");
+  else if (r.addr(upstream, path + ".upstream", l.upstream)) {
+    if (l.upstream.type == address::kind::tcp && l.upstream.port == 0)
+      r.error(upstream, path + ".upstream: port 0 is not a valid destination");
+  }
+  with(n, "max_connections", [&](auto v) {
+    r.integer_into(v, path + ".max_connections", 1, 10'000'000, l.max_connections);
+  });
+  with(n, "timeouts", [&](auto v) {
+    const std::string p = path + ".timeouts";
+    r.map(v, p, {"handshake", "connect", "idle"});
+    with(v, "handshake", [&](auto x) { r.dur(x, p + ".handshake", l.timeouts.handshake); });
+    with(v, "connect", [&](auto x) { r.dur(x, p + ".connect", l.timeouts.connect); });
+    with(v, "idle", [&](auto x) { r.dur(x, p + ".idle", l.timeouts.idle); });
+    if (l.timeouts.handshake.count() == 0) r.error(v, p + ".handshake must be greater than 0");
+    if (l.timeouts.connect.count() == 0) r.error(v, p + ".connect must be greater than 0");
+  });
+  const YAML::Node tls = n["tls"];
+  if (tls.IsDefined())
+    parse_tls(r, tls, path + ".tls", l.tls);
+  else
+    l.tls.where = l.where;
+
+  const YAML::Node ca_node = n["client_auth"];
+  if (ca_node.IsDefined()) {
+    const std::string p = path + ".client_auth";
+    auto& ca = l.client_auth;
+    ca.where = r.at(ca_node);
+    r.map(ca_node, p, {"mode", "ca", "verify_depth", "allow"});
+    with(ca_node, "mode", [&](auto v) {
+      r.choice(v, p + ".mode",
+               {{"require", client_auth_mode::require},
+                {"optional", client_auth_mode::optional},
+                {"none", client_auth_mode::none}},
+               ca.mode);
+    });
+    with(ca_node, "ca", [&](auto v) { r.files(v, p + ".ca", ca.ca); });
+    with(ca_node, "verify_depth",
+         [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, ca.verify_depth); });
+    with(ca_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", ca.allow); });
+  } else {
+    l.client_auth.where = l.where;
+  }
+  const YAML::Node sa_node = n["server_auth"];
+  if (sa_node.IsDefined()) {
+    const std::string p = path + ".server_auth";
+    auto& sa = l.server_auth;
+    r.map(sa_node, p, {"ca", "server_name", "allow", "insecure_skip_verify"});
+    with(sa_node, "ca", [&](auto v) { r.files(v, p + ".ca", sa.ca); });
+    with(sa_node, "server_name", [&](auto v) { r.str(v, p + ".server_name", sa.server_name); });
+    with(sa_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow); });
+    with(sa_node, "insecure_skip_verify",
+         [&](auto v) { r.boolean(v, p + ".insecure_skip_verify", sa.insecure_skip_verify); });
+  }
+  with(n, "revocation",
+       [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
+  with(n, "proxy_protocol", [&](auto v) {
+    r.choice(v, path + ".proxy_protocol",
+             {{"off", proxy_protocol_mode::off},
+              {"false", proxy_protocol_mode::off},
+              {"v2", proxy_protocol_mode::v2}},
+             l.proxy_protocol);
+  });
+  with(n, "http", [&](auto v) {
+    const std::string p = path + ".http";
+    l.http.enabled = true;
+    r.map(v, p, {"forward_client_cert_details", "set_current_client_cert_details"});
+    with(v, "forward_client_cert_details", [&](auto x) {
+      r.choice(x, p + ".forward_client_cert_details",
+               {{"sanitize", xfcc_mode::sanitize},
+                {"forward_only", xfcc_mode::forward_only},
+                {"append_forward", xfcc_mode::append_forward},
+                {"sanitize_set", xfcc_mode::sanitize_set},
+                {"always_forward_only", xfcc_mode::always_forward_only}},
+               l.http.forward_client_cert_details);
+    });
+    with(v, "set_current_client_cert_details", [&](auto x) {
+      if (!r.strings(x, p + ".set_current_client_cert_details",
+                     l.http.set_current_client_cert_details))
+        return;
+      static const std::set<std::string> known = {"uri", "dns", "subject", "hash", "cert", "chain"};
+      for (const auto& d : l.http.set_current_client_cert_details)
+        if (!known.count(d))
+          r.error(x, p + ".set_current_client_cert_details: unknown detail '" + d +
+                         "': expected uri, dns, subject, hash, cert or chain");
+    });
+  });
+
+  // Cross-field rules: catch contradictions here rather than as odd runtime behaviour.
+  const bool server = l.mode == listener_mode::server;
+  const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
+  if (has_pem && !l.tls.pkcs12.empty())
+    r.error(l.tls.where, path + ".tls: give either cert + key or pkcs12, not both");
+  if (!l.tls.cert.empty() && l.tls.key.empty())
+    r.error(l.tls.where, path + ".tls: 'cert' is set but 'key' is missing");
+  if (l.tls.cert.empty() && !l.tls.key.empty())
+    r.error(l.tls.where, path + ".tls: 'key' is set but 'cert' is missing");
+  if (server) {
+    if (!has_pem && l.tls.pkcs12.empty())
+      r.error(
+          l.tls.where,
+          path + ".tls: a server-mode listener needs its certificate: set cert + key or pkcs12");
+    if (l.client_auth.mode != client_auth_mode::none && l.client_auth.ca.empty())
+      r.error(l.client_auth.where,
+              path + ".client_auth.ca: client certificates are required (mode " +
+                  (l.client_auth.mode == client_auth_mode::require ? "require" : "optional") +
+                  ") but no CA bundle is configured");
+    if (sa_node.IsDefined())
+      r.error(sa_node, path + ".server_auth applies to mode: client only (use client_auth)");
+  } else {
+    if (ca_node.IsDefined())
+      r.error(ca_node, path + ".client_auth applies to mode: server only (use server_auth)");
+    if (l.upstream.is_unix())
+      r.error(upstream,
+              path + ".upstream: a client-mode listener connects to a TLS server over TCP");
+    if (l.proxy_protocol != proxy_protocol_mode::off)
+      r.error(n["proxy_protocol"], path + ".proxy_protocol applies to mode: server only");
+    if (l.http.enabled) r.error(n["http"], path + ".http applies to mode: server only");
+    if (l.revocation.stapling)
+      r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
+  }
+}
+
+configuration parse_root(reader& r, const YAML::Node& root, const std::string& file) {
+  configuration c;
+  c.file = file;
+  if (!root.IsMap()) {
+    r.error(root, "expected a mapping at the top level (admin, log, listeners, ...), got " +
+                      reader::kind(root));
+    return c;
+  }
+  r.map(root, "the top level", {"admin", "log", "workers", "reload", "shutdown", "listeners"});
+  with(root, "admin", [&](auto v) {
+    r.map(v, "admin", {"address"});
+    with(v, "address", [&](auto a) {
+      std::string text;
+      if (!r.str(a, "admin.address", text)) return;
+      if (text.empty()) {
+        c.admin.listen.reset();
+        return;
+      }
+      address parsed;
+      if (r.addr(a, "admin.address", parsed)) c.admin.listen = parsed;
+    });
+  });
+  with(root, "log", [&](auto v) {
+    r.map(v, "log", {"level", "format", "access_log"});
+    with(v, "level", [&](auto x) {
+      std::string level;
+      r.choice(x, "log.level",
+               {{"trace", std::string("trace")},
+                {"debug", std::string("debug")},
+                {"info", std::string("info")},
+                {"warn", std::string("warn")},
+                {"error", std::string("error")}},
+               c.log.level);
+      (void)level;
+    });
+    with(v, "format", [&](auto x) {
+      r.choice(x, "log.format", {{"text", log_format::text}, {"json", log_format::json}},
+               c.log.format);
+    });
+    with(v, "access_log", [&](auto x) { r.boolean(x, "log.access_log", c.log.access_log); });
+  });
+  with(root, "workers", [&](auto v) { r.integer_into(v, "workers", 0, 1024, c.workers); });
+  with(root, "reload", [&](auto v) {
+    r.map(v, "reload", {"watch", "poll_interval"});
+    with(v, "watch", [&](auto x) { r.boolean(x, "reload.watch", c.reload.watch); });
+    with(v, "poll_interval",
+         [&](auto x) { r.dur(x, "reload.poll_interval", c.reload.poll_interval); });
+  });
+  with(root, "shutdown", [&](auto v) {
+    r.map(v, "shutdown", {"drain_timeout"});
+    with(v, "drain_timeout",
+         [&](auto x) { r.dur(x, "shutdown.drain_timeout", c.shutdown.drain_timeout); });
+  });
+  const YAML::Node ls = root["listeners"];
+  if (!ls.IsDefined() || ls.IsNull()) {
+    r.error(root, "no listeners configured: add at least one under 'listeners:'");
+  } else if (!ls.IsSequence()) {
+    r.error(ls, "listeners: expected a list of listeners, got " + reader::kind(ls));
+  } else {
+    std::set<std::string> names;
+    std::vector<std::pair<address, std::string>> bound;
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      listener l;
+      const std::string path = "listeners[" + std::to_string(i) + "]";
+      parse_listener(r, ls[i], path, l);
+      if (!l.name.empty() && !names.insert(l.name).second)
+        r.error(ls[i]["name"], path + ".name: duplicate listener name '" + l.name + "'");
+      for (const auto& [a, other] : bound)
+        if (a == l.listen && !(a.type == address::kind::tcp && a.port == 0))
+          r.error(ls[i]["listen"],
+                  path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
+      bound.emplace_back(l.listen, l.name);
+      c.listeners.push_back(std::move(l));
+    }
+    if (ls.size() == 0) r.error(ls, "no listeners configured: add at least one under 'listeners:'");
+  }
+  return c;
+}
+
+load_result finish(configuration c, diagnostics problems) {
+  load_result out;
+  out.problems = std::move(problems);
+  if (!has_errors(out.problems)) out.config = std::move(c);
+  return out;
+}
+
+}  // namespace
+
+const listener* configuration::find_listener(std::string_view name) const {
+  for (const auto& l : listeners)
+    if (l.name == name) return &l;
+  return nullptr;
+}
+
+std::vector<file_ref> configuration::referenced_files() const {
+  std::vector<file_ref> out;
+  auto add = [&](const file_ref& f) {
+    if (!f.empty()) out.push_back(f);
+  };
+  for (const auto& l : listeners) {
+    for (const auto* f : {&l.tls.cert, &l.tls.key, &l.tls.key_password_file, &l.tls.pkcs12,
+                          &l.tls.pkcs12_password_file})
+      add(*f);
+    for (const auto& f : l.client_auth.ca)
+      add(f);
+    for (const auto& f : l.server_auth.ca)
+      add(f);
+    for (const auto& f : l.revocation.crl_files)
+      add(f);
+  }
+  return out;
+}
+
+load_result load_text(const std::string& text, const std::string& file) {
+  diagnostics problems;
+  reader r(file, problems);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    problems.push_back({{file, e.mark.line + 1, e.mark.column + 1}, "YAML syntax error: " + e.msg});
+    return finish({}, std::move(problems));
+  }
+  configuration c = parse_root(r, root, file);
+  return finish(std::move(c), std::move(problems));
+}
+
+load_result load_file(const std::string& path) {
+  std::string absolute = fs::absolute(path).lexically_normal().string();
+  std::ifstream in(absolute, std::ios::binary);
+  if (!in) {
+    load_result out;
+    out.problems.push_back(
+        {{absolute, 0, 0}, std::string("cannot read configuration file: ") + std::strerror(errno)});
+    return out;
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return load_text(buf.str(), absolute);
+}
+
+}  // namespace mtlsd::config

@@ -1,0 +1,357 @@
+#include "mtlsd/daemon/daemon.hpp"
+
+#include <csignal>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/daemon/worker.hpp"
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/version.hpp"
+
+namespace mtlsd::daemon {
+namespace {
+
+namespace asio = boost::asio;
+using steady = std::chrono::steady_clock;
+using slot_ptr = std::shared_ptr<proxy::listener_slot>;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+class daemon {
+ public:
+  explicit daemon(std::string path) : config_path_(std::move(path)), signals_(control_) {}
+
+  int run() {
+    std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
+    log::setup_default();
+    auto loaded = config::load_file(config_path_);
+    for (const auto& p : loaded.problems)
+      log::write(p.warning ? spdlog::level::warn : spdlog::level::err, p.str());
+    if (!loaded.config) {
+      log::error("configuration is not usable; not starting", {{"config", config_path_}});
+      return 1;
+    }
+    apply_logging(*loaded.config);
+    std::shared_ptr<const runtime::runtime> rt;
+    try {
+      rt = runtime::build(*loaded.config, {&metrics_});
+    } catch (const config::config_error& e) {
+      for (const auto& p : e.problems())
+        log::error(p.str());
+      log::error("configuration is not usable; not starting", {{"config", config_path_}});
+      return 1;
+    }
+    for (const auto& w : runtime::warnings(*rt))
+      log::warn(w.str());
+
+    unsigned n =
+        rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i)
+      workers_.push_back(std::make_unique<worker>(i));
+    try {
+      for (const auto& lr : rt->listeners) {
+        auto b = bind(lr);
+        start_serving(b);
+        slots_[lr->cfg.name] = b.slot;
+      }
+      if (rt->cfg.admin.listen) start_admin(*rt->cfg.admin.listen);
+    } catch (const std::exception& e) {
+      log::error("cannot start", {{"error", e.what()}});
+      return 1;
+    }
+    runtime_ = rt;
+    metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
+    metrics_.last_reload_success_time().Set(unix_now());
+    warn_insecure(*rt);
+    for (auto& w : workers_)
+      w->start();
+
+    signals_.add(SIGHUP);
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    wait_for_signal();
+    log::info("ready",
+              {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
+    notify_ready();
+
+    control_.run();
+    for (auto& w : workers_)
+      w->stop();
+    log::info("stopped");
+    return 0;
+  }
+
+ private:
+  struct bound_listener {
+    slot_ptr slot;
+    std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
+  };
+
+  void apply_logging(const config::configuration& cfg) {
+    log::setup(cfg.log);
+    log::set_access_log_enabled(cfg.log.access_log);
+  }
+
+  proxy::stream_endpoint resolve_listen(const config::address& a) {
+    auto literal = proxy::literal_endpoint(a);
+    if (auto* ep = std::get_if<proxy::stream_endpoint>(&literal)) return *ep;
+    // A hostname (e.g. localhost): resolved once at bind time, on the control thread.
+    asio::ip::tcp::resolver resolver(control_);
+    auto results = resolver.resolve(a.host, std::to_string(a.port));
+    return proxy::stream_endpoint(results.begin()->endpoint());
+  }
+
+  // Binds a listener's sockets on every worker without serving them yet, so that a reload can
+  // bind everything it needs first and give up cleanly if any bind fails.
+  bound_listener bind(const std::shared_ptr<const runtime::listener_runtime>& lr) {
+    bound_listener b;
+    b.slot = std::make_shared<proxy::listener_slot>();
+    b.slot->name = lr->cfg.name;
+    b.slot->current.store(lr);
+    auto ep = resolve_listen(lr->cfg.listen);
+    try {
+      if (lr->cfg.listen.is_unix()) {
+        b.acceptors.push_back(proxy::open_acceptor(workers_[0]->context(), ep, false));
+      } else {
+        for (auto& w : workers_) {
+          b.acceptors.push_back(proxy::open_acceptor(w->context(), ep, true));
+          // Port 0: the kernel picked a port for the first worker; the others join it.
+          ep = b.acceptors.front().local_endpoint();
+        }
+      }
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error("listener '" + lr->cfg.name + "': cannot listen on " +
+                               lr->cfg.listen.str() + ": " + e.code().message());
+    }
+    b.slot->bound = proxy::format_endpoint(b.acceptors.front().local_endpoint());
+    return b;
+  }
+
+  void start_serving(bound_listener& b) {
+    for (std::size_t i = 0; i < b.acceptors.size(); ++i)
+      workers_[i]->serve(b.slot, std::move(b.acceptors[i]));
+    const auto lr = b.slot->current.load();
+    log::info("listening",
+              {{"listener", b.slot->name},
+               {"address", b.slot->bound},
+               {"mode", lr->cfg.mode == config::listener_mode::server ? "server" : "client"},
+               {"upstream", lr->cfg.upstream.str()}});
+  }
+
+  void start_admin(const config::address& a) {
+    admin_ = std::make_unique<admin::server>(control_, a, metrics_.prometheus_registry(),
+                                             [this] { return readiness(); });
+    admin_->start();
+    log::info("admin listening", {{"address", admin_->bound_address()}});
+  }
+
+  void warn_insecure(const runtime::runtime& rt) {
+    for (const auto& l : rt.listeners)
+      if (l->cfg.mode == config::listener_mode::client && l->cfg.server_auth.insecure_skip_verify)
+        log::warn(
+            "server_auth.insecure_skip_verify is ON: the remote's certificate is NOT verified; "
+            "anyone on the path can impersonate it",
+            {{"listener", l->cfg.name}});
+  }
+
+  admin::readiness readiness() const {
+    if (draining_) return {false, "draining"};
+    if (!runtime_) return {false, "starting"};
+    const std::time_t now = std::time(nullptr);
+    for (const auto& l : runtime_->listeners) {
+      if (!slots_.count(l->cfg.name)) return {false, "listener " + l->cfg.name + " is not bound"};
+      if (!l->tls.own_chain.empty() && tls::not_after_of(l->tls.own_chain.front().get()) < now)
+        return {false, "listener " + l->cfg.name + ": certificate " +
+                           tls::subject_of(l->tls.own_chain.front().get()) + " has expired"};
+    }
+    return {true, {}};
+  }
+
+  void wait_for_signal() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP)
+        reload("SIGHUP");
+      else
+        drain(sig == SIGINT ? "SIGINT" : "SIGTERM");
+      wait_for_signal();
+    });
+  }
+
+  void reload(const std::string& trigger) {
+    if (draining_) return;
+    const auto started = steady::now();
+    notify_reloading();
+    auto fail = [&](const std::string& why) {
+      metrics_.reload_failure().Increment();
+      log::error("reload failed; still serving the previous configuration",
+                 {{"trigger", trigger}, {"error", why}});
+      notify_ready();
+    };
+    auto loaded = config::load_file(config_path_);
+    if (!loaded.config) {
+      std::string why;
+      for (const auto& p : loaded.problems)
+        if (!p.warning) why += (why.empty() ? "" : "; ") + p.str();
+      return fail(why);
+    }
+    std::shared_ptr<const runtime::runtime> next;
+    try {
+      next = runtime::build(*loaded.config, {&metrics_});
+    } catch (const config::config_error& e) {
+      return fail(e.what());
+    }
+
+    // Reconcile listeners: keep the sockets of those whose address did not change (only their
+    // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
+    std::vector<bound_listener> added;
+    std::vector<std::string> kept, started_names, retired;
+    try {
+      for (const auto& lr : next->listeners) {
+        auto it = slots_.find(lr->cfg.name);
+        const auto* old = runtime_->find(lr->cfg.name).get();
+        if (it != slots_.end() && old && old->cfg.listen == lr->cfg.listen) continue;
+        added.push_back(bind(lr));
+      }
+    } catch (const std::exception& e) {
+      return fail(e.what());
+    }
+    for (const auto& lr : next->listeners) {
+      auto it = slots_.find(lr->cfg.name);
+      const auto* old = runtime_->find(lr->cfg.name).get();
+      if (it != slots_.end() && old && old->cfg.listen == lr->cfg.listen) {
+        it->second->current.store(lr);  // new connections use it from now on
+        kept.push_back(lr->cfg.name);
+      }
+    }
+    for (auto& [name, slot] : slots_) {
+      const auto* now_cfg = next->cfg.find_listener(name);
+      bool moved = std::any_of(added.begin(), added.end(),
+                               [&](const bound_listener& b) { return b.slot->name == name; });
+      if (!now_cfg || moved) {
+        for (auto& w : workers_)
+          w->close_listener(name);
+        retired.push_back(name);
+      }
+    }
+    for (const auto& name : retired)
+      slots_.erase(name);
+    for (auto& b : added) {
+      // close_listener() was posted before serve(), so on each worker the old acceptor of a
+      // moved listener is closed before the new one is registered under the same name.
+      start_serving(b);
+      started_names.push_back(b.slot->name);
+      slots_[b.slot->name] = b.slot;
+    }
+    if (next->cfg.workers != runtime_->cfg.workers)
+      log::warn("'workers' changed; the new count takes effect after a restart");
+    if (next->cfg.admin.listen != runtime_->cfg.admin.listen)
+      log::warn("'admin.address' changed; the new address takes effect after a restart");
+    apply_logging(next->cfg);
+    runtime_ = next;
+    for (const auto& w : runtime::warnings(*next))
+      log::warn(w.str());
+    warn_insecure(*next);
+    metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+    metrics_.reload_success().Increment();
+    metrics_.last_reload_success_time().Set(unix_now());
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& x : v)
+        s += (s.empty() ? "" : ",") + x;
+      return s;
+    };
+    log::info(
+        "reloaded",
+        {{"trigger", trigger},
+         {"listeners_updated", join(kept)},
+         {"listeners_started", join(started_names)},
+         {"listeners_stopped", join(retired)},
+         {"duration_ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()}});
+    notify_ready();
+  }
+
+  void drain(const std::string& trigger) {
+    if (draining_) {
+      // A second signal: stop waiting for connections to finish.
+      log::warn("second stop signal: closing open connections now", {{"signal", trigger}});
+      for (auto& w : workers_)
+        w->kill_sessions();
+      killed_ = true;
+      hard_deadline_ = steady::now() + std::chrono::seconds(2);
+      return;
+    }
+    draining_ = true;
+    notify_stopping();
+    const auto timeout = runtime_->cfg.shutdown.drain_timeout;
+    log::info("draining", {{"signal", trigger},
+                           {"open_connections", proxy::active_sessions()},
+                           {"drain_timeout", config::format_duration(timeout)}});
+    for (auto& w : workers_)
+      w->close_all_listeners();
+    drain_deadline_ = steady::now() + timeout;
+    drain_timer_ = std::make_unique<asio::steady_timer>(control_);
+    poll_drain();
+  }
+
+  void poll_drain() {
+    const auto now = steady::now();
+    const int open = proxy::active_sessions();
+    if (open == 0 || (killed_ && now >= hard_deadline_)) {
+      log::info("drained", {{"open_connections", open}});
+      if (admin_) admin_->stop();
+      signals_.cancel();
+      control_.stop();
+      return;
+    }
+    if (!killed_ && now >= drain_deadline_) {
+      log::warn("drain timeout reached: closing open connections", {{"open_connections", open}});
+      for (auto& w : workers_)
+        w->kill_sessions();
+      killed_ = true;
+      hard_deadline_ = now + std::chrono::seconds(2);
+    }
+    drain_timer_->expires_after(std::chrono::milliseconds(20));
+    drain_timer_->async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) poll_drain();
+    });
+  }
+
+  std::string config_path_;
+  asio::io_context control_{1};
+  asio::signal_set signals_;
+  metrics::registry metrics_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::shared_ptr<const runtime::runtime> runtime_;
+  std::map<std::string, slot_ptr> slots_;
+  std::unique_ptr<admin::server> admin_;
+  bool draining_ = false;
+  bool killed_ = false;
+  steady::time_point drain_deadline_{};
+  steady::time_point hard_deadline_{};
+  std::unique_ptr<asio::steady_timer> drain_timer_;
+};
+
+}  // namespace
+
+int run(const std::string& config_path) {
+  daemon d(config_path);
+  return d.run();
+}
+
+}  // namespace mtlsd::daemon

@@ -1,0 +1,77 @@
+#include "mtlsd/daemon/worker.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::daemon {
+
+namespace asio = boost::asio;
+
+worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_)) {}
+
+worker::~worker() {
+  stop();
+}
+
+void worker::start() {
+  thread_ = std::thread([this] {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        // Completion handlers do not throw by design; if one does, log it and keep serving.
+        log::error("worker event loop error", {{"worker", index_}, {"error", e.what()}});
+      }
+    }
+  });
+}
+
+void worker::stop() {
+  if (!thread_.joinable()) return;
+  work_.reset();
+  ioc_.stop();
+  thread_.join();
+}
+
+void worker::serve(std::shared_ptr<proxy::listener_slot> slot, proxy::stream_acceptor acceptor) {
+  auto acc = std::make_shared<proxy::stream_acceptor>(std::move(acceptor));
+  asio::post(ioc_, [this, slot = std::move(slot), acc]() mutable {
+    const std::string name = slot->name;
+    acceptors_[name] = acc;
+    asio::co_spawn(ioc_, proxy::accept_loop(acc, std::move(slot), sessions_),
+                   [this, name, acc](std::exception_ptr) {
+                     // Forget the acceptor unless a new one for the same name replaced it.
+                     auto it = acceptors_.find(name);
+                     if (it != acceptors_.end() && it->second == acc) acceptors_.erase(it);
+                   });
+  });
+}
+
+void worker::close_listener(const std::string& name) {
+  asio::post(ioc_, [this, name] {
+    auto it = acceptors_.find(name);
+    if (it == acceptors_.end()) return;
+    boost::system::error_code ignored;
+    it->second->close(ignored);
+    acceptors_.erase(it);
+  });
+}
+
+void worker::close_all_listeners() {
+  asio::post(ioc_, [this] {
+    for (auto& [name, acc] : acceptors_) {
+      boost::system::error_code ignored;
+      acc->close(ignored);
+    }
+    acceptors_.clear();
+  });
+}
+
+void worker::kill_sessions() {
+  asio::post(ioc_, [this] { sessions_.kill_all(); });
+}
+
+}  // namespace mtlsd::daemon

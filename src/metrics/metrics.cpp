@@ -1,0 +1,146 @@
+#include "mtlsd/metrics/metrics.hpp"
+
+#include <openssl/crypto.h>
+
+#include "mtlsd/version.hpp"
+
+namespace mtlsd::metrics {
+namespace {
+
+using prometheus::Histogram;
+
+// Handshakes take ~1 ms on loopback and up to seconds across continents or with slow OCSP.
+const Histogram::BucketBoundaries handshake_buckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+const Histogram::BucketBoundaries connection_buckets = {0.01, 0.1,  1,    10,    60,
+                                                        300,  1800, 3600, 21600, 86400};
+
+}  // namespace
+
+registry::registry() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  connections_ = &prometheus::BuildCounter()
+                      .Name("mtlsd_connections_total")
+                      .Help(
+                          "Connections by outcome: accepted (relayed), rejected (refused with a "
+                          "reason), error (internal failure).")
+                      .Register(r);
+  active_ = &prometheus::BuildGauge()
+                 .Name("mtlsd_connections_active")
+                 .Help("Connections currently open on the listener.")
+                 .Register(r);
+  handshake_failures_ = &prometheus::BuildCounter()
+                             .Name("mtlsd_handshake_failures_total")
+                             .Help("Refused connections by rejection reason.")
+                             .Register(r);
+  handshake_duration_ = &prometheus::BuildHistogram()
+                             .Name("mtlsd_handshake_duration_seconds")
+                             .Help("Time from accept to a completed TLS handshake.")
+                             .Register(r);
+  connection_duration_ = &prometheus::BuildHistogram()
+                              .Name("mtlsd_connection_duration_seconds")
+                              .Help("Lifetime of relayed connections.")
+                              .Register(r);
+  bytes_ = &prometheus::BuildCounter()
+                .Name("mtlsd_bytes_total")
+                .Help(
+                    "Payload bytes relayed, as seen from the accepting side (rx = from the peer "
+                    "that connected to mtlsd).")
+                .Register(r);
+  upstream_failures_ = &prometheus::BuildCounter()
+                            .Name("mtlsd_upstream_connect_failures_total")
+                            .Help("Failed connection attempts to the upstream.")
+                            .Register(r);
+  resumptions_ = &prometheus::BuildCounter()
+                      .Name("mtlsd_tls_session_resumptions_total")
+                      .Help("Handshakes that resumed an earlier TLS session.")
+                      .Register(r);
+  over_limit_ =
+      &prometheus::BuildCounter()
+           .Name("mtlsd_connections_over_limit_total")
+           .Help("Connections closed at once because the listener was at max_connections.")
+           .Register(r);
+  tls_handshakes_ = &prometheus::BuildCounter()
+                         .Name("mtlsd_tls_handshakes_total")
+                         .Help("Completed TLS handshakes by protocol version and cipher.")
+                         .Register(r);
+  cert_expiry_ =
+      &prometheus::BuildGauge()
+           .Name("mtlsd_certificate_expiry_timestamp_seconds")
+           .Help("notAfter of every certificate mtlsd serves or trusts, as a Unix timestamp.")
+           .Register(r);
+  reloads_ = &prometheus::BuildCounter()
+                  .Name("mtlsd_config_reloads_total")
+                  .Help("Configuration and certificate reloads by result.")
+                  .Register(r);
+  last_reload_ = &prometheus::BuildGauge()
+                      .Name("mtlsd_config_last_reload_success_timestamp_seconds")
+                      .Help("When the running configuration was last loaded successfully.")
+                      .Register(r);
+  revocation_checks_ = &prometheus::BuildCounter()
+                            .Name("mtlsd_revocation_checks_total")
+                            .Help("Revocation decisions by method and result.")
+                            .Register(r);
+  crl_next_update_ = &prometheus::BuildGauge()
+                          .Name("mtlsd_crl_next_update_timestamp_seconds")
+                          .Help("nextUpdate of each loaded CRL, by issuer.")
+                          .Register(r);
+  build_info_ = &prometheus::BuildGauge()
+                     .Name("mtlsd_build_info")
+                     .Help("Always 1; labels say which build is running.")
+                     .Register(r);
+  build_info_->Add({{"version", kVersion}, {"openssl", OpenSSL_version(OPENSSL_VERSION_STRING)}})
+      .Set(1);
+  reload_success_ = &reloads_->Add({{"result", "success"}});
+  reload_failure_ = &reloads_->Add({{"result", "failure"}});
+  last_reload_success_ = &last_reload_->Add({});
+}
+
+listener_metrics& registry::for_listener(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto& slot = listeners_[name];
+  if (slot) return *slot;
+  slot = std::make_unique<listener_metrics>();
+  auto& m = *slot;
+  m.accepted = &connections_->Add({{"listener", name}, {"result", "accepted"}});
+  m.rejected = &connections_->Add({{"listener", name}, {"result", "rejected"}});
+  m.errors = &connections_->Add({{"listener", name}, {"result", "error"}});
+  m.active = &active_->Add({{"listener", name}});
+  // Every reason exists from the start (at 0) so that rate() and alerts work before the first
+  // failure of a kind.
+  for (reason r : all_reasons())
+    m.failures[static_cast<std::size_t>(r)] =
+        &handshake_failures_->Add({{"listener", name}, {"reason", std::string(to_string(r))}});
+  m.handshake_duration = &handshake_duration_->Add({{"listener", name}}, handshake_buckets);
+  m.connection_duration = &connection_duration_->Add({{"listener", name}}, connection_buckets);
+  m.rx_bytes = &bytes_->Add({{"listener", name}, {"direction", "rx"}});
+  m.tx_bytes = &bytes_->Add({{"listener", name}, {"direction", "tx"}});
+  m.upstream_connect_failures = &upstream_failures_->Add({{"listener", name}});
+  m.resumed = &resumptions_->Add({{"listener", name}});
+  m.over_limit = &over_limit_->Add({{"listener", name}});
+  return m;
+}
+
+void registry::count_handshake(const std::string& listener, std::string_view version,
+                               std::string_view cipher) {
+  tls_handshakes_
+      ->Add({{"listener", listener},
+             {"version", std::string(version)},
+             {"cipher", std::string(cipher)}})
+      .Increment();
+}
+
+void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {
+  std::lock_guard lock(mutex_);
+  for (auto* g : cert_gauges_)
+    cert_expiry_->Remove(g);
+  cert_gauges_.clear();
+  for (const auto& c : certs) {
+    auto& g = cert_expiry_->Add(
+        {{"listener", c.listener}, {"role", c.role}, {"subject", c.subject}, {"serial", c.serial}});
+    g.Set(c.not_after);
+    cert_gauges_.push_back(&g);
+  }
+}
+
+}  // namespace mtlsd::metrics

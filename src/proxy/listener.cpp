@@ -1,0 +1,118 @@
+#include "mtlsd/proxy/listener.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::proxy {
+namespace {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+std::atomic<int> total_active{0};
+
+void remove_stale_unix_socket(const stream_endpoint& ep) {
+  if (ep.data()->sa_family != AF_UNIX) return;
+  std::string path = format_endpoint(ep).substr(5);
+  struct stat st {};
+  // Only a socket left behind by an earlier run; never delete a regular file someone put there.
+  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+    ::unlink(path.c_str());
+}
+
+}  // namespace
+
+int active_sessions() {
+  return total_active.load();
+}
+
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
+  remove_stale_unix_socket(ep);
+  stream_acceptor acc(ioc);
+  acc.open(ep.protocol());
+  const int family = ep.data()->sa_family;
+  if (family != AF_UNIX) {
+    acc.set_option(asio::socket_base::reuse_address(true));
+    if (reuse_port) {
+      int one = 1;
+      if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
+    }
+  }
+  acc.bind(ep);
+  acc.listen(asio::socket_base::max_listen_connections);
+  return acc;
+}
+
+asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
+                                  std::shared_ptr<listener_slot> slot, session_registry& registry) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer backoff(ex);
+  auto last_warning = std::chrono::steady_clock::time_point{};
+  for (;;) {
+    auto [ec, sock] = co_await acceptor->async_accept(as_tuple(use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    if (ec) {
+      const bool out_of_fds = ec == asio::error::no_descriptors || ec.value() == ENFILE;
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_warning > std::chrono::seconds(1)) {  // at most one line a second
+        log::warn("accept failed", {{"listener", slot->name}, {"error", ec.message()}});
+        last_warning = now;
+      }
+      backoff.expires_after(out_of_fds ? std::chrono::milliseconds(100)
+                                       : std::chrono::milliseconds(5));
+      co_await backoff.async_wait(as_tuple(use_awaitable));
+      continue;
+    }
+    auto listener = slot->current.load();
+    auto* m = listener->metrics;
+    if (slot->active.fetch_add(1) >= listener->cfg.max_connections) {
+      // Refuse at once rather than queue: a client that waits forever is worse than one that
+      // retries elsewhere.
+      slot->active.fetch_sub(1);
+      if (m) {
+        m->over_limit->Increment();
+        m->rejected->Increment();
+      }
+      log::access_record rec;
+      rec.listener = slot->name;
+      rec.client = remote_address(sock);
+      rec.result = "rejected";
+      rec.detail =
+          "max_connections (" + std::to_string(listener->cfg.max_connections) + ") reached";
+      log::write_access(rec);
+      error_code ignored;
+      sock.close(ignored);
+      continue;
+    }
+    ++total_active;
+    if (m) m->active->Increment();
+    asio::co_spawn(ex, run_session(std::move(sock), listener, registry),
+                   [slot, m, name = slot->name](std::exception_ptr e) {
+                     slot->active.fetch_sub(1);
+                     --total_active;
+                     if (m) m->active->Decrement();
+                     // Sessions catch their own errors; anything reaching here is a bug to see.
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex2) {
+                         log::error("session escaped with an exception",
+                                    {{"listener", name}, {"error", ex2.what()}});
+                       }
+                     }
+                   });
+  }
+}
+
+}  // namespace mtlsd::proxy

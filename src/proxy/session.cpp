@@ -1,0 +1,324 @@
+#include "mtlsd/proxy/session.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <optional>
+
+#include "mtlsd/config/duration.hpp"
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/proxy/upstream.hpp"
+#include "mtlsd/tls/verify.hpp"
+
+namespace mtlsd::proxy {
+namespace {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using steady = std::chrono::steady_clock;
+
+enum class phase { handshake, connect, relay, closing };
+
+// Everything one connection knows, in the coroutine frame: no shared_from_this, no heap
+// objects beyond the frame and the relay's two buffers.
+struct session {
+  session(stream_socket p, std::shared_ptr<const runtime::listener_runtime> l)
+      : listener(std::move(l)),
+        peer(std::move(p)),
+        upstream(peer.get_executor()),
+        watchdog_timer(peer.get_executor()),
+        start(steady::now()) {}
+
+  std::shared_ptr<const runtime::listener_runtime> listener;
+  stream_socket peer;      // the accepting side's peer
+  stream_socket upstream;  // where we connect to
+  asio::steady_timer watchdog_timer;
+  session_control control;
+  steady::time_point start;
+
+  phase current = phase::handshake;
+  activity_clock clock;  // the watchdog's deadline, for every phase
+  bool timed_out = false;
+
+  std::string client;
+  std::optional<reason> refusal;
+  std::string detail;
+  std::string identity;
+  const char* tls_version = "";
+  const char* cipher = "";
+  bool resumed = false;
+  bool admitted = false;
+  bool failed = false;  // internal error: neither admitted nor refused
+  relay_result relayed;
+
+  void enter(phase p, config::duration timeout) {
+    current = p;
+    clock.idle = {};
+    clock.deadline = steady::now() + timeout;
+  }
+  void refuse(reason r, std::string why) {
+    if (refusal) return;  // the first reason is the true one
+    refusal = r;
+    detail = std::move(why);
+  }
+};
+
+// Ends when the current phase's deadline passes, or when the session is killed. Cancelled (and
+// so ends) as soon as the session itself finishes.
+asio::awaitable<void> watchdog(session& s) {
+  for (;;) {
+    if (s.control.killed()) co_return;
+    s.watchdog_timer.expires_at(s.clock.deadline);
+    auto [ec] = co_await s.watchdog_timer.async_wait(as_tuple(use_awaitable));
+    if (ec || s.control.killed()) co_return;
+    if (steady::now() >= s.clock.deadline) {
+      s.timed_out = true;
+      co_return;
+    }
+  }
+}
+
+void record_tls_details(session& s, SSL* ssl) {
+  s.tls_version = SSL_get_version(ssl);
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
+  s.cipher = c ? SSL_CIPHER_get_name(c) : "";
+  s.resumed = SSL_session_reused(ssl) == 1;
+}
+
+// Why a handshake failed, in the rejection vocabulary.
+void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
+                                const error_code& ec) {
+  if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
+  if (tls.failure_reason() == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+    return s.refuse(reason::no_client_cert, "client sent no certificate");
+  if (ec == asio::error::eof)
+    return s.refuse(reason::protocol_error, "connection closed during the TLS handshake");
+  std::string why = tls.failure_detail().empty() ? ec.message() : tls.failure_detail();
+  s.refuse(reason::protocol_error, "TLS handshake failed: " + why);
+}
+
+// After a refusal the alert is already written; closing now, with the client's unread bytes in
+// our receive queue, would make the kernel send RST — and a RST can destroy the alert before the
+// client reads it (curl then reports a reset instead of "certificate required"). So: FIN, then
+// read and discard until the client closes, bounded by a short deadline (nginx's lingering close).
+asio::awaitable<void> linger_close(session& s) {
+  s.enter(phase::closing, std::chrono::seconds(1));
+  error_code ec;
+  s.peer.shutdown(stream_socket::shutdown_send, ec);
+  if (ec) co_return;
+  std::array<char, 1024> sink;
+  for (;;) {
+    auto [rec, n] = co_await s.peer.async_read_some(asio::buffer(sink), as_tuple(use_awaitable));
+    if (rec) co_return;
+  }
+}
+
+void observe_handshake(session& s) {
+  const auto& lr = *s.listener;
+  if (!lr.metrics) return;
+  lr.metrics->handshake_duration->Observe(
+      std::chrono::duration<double>(steady::now() - s.start).count());
+  if (s.resumed) lr.metrics->resumed->Increment();
+  lr.registry->count_handshake(lr.cfg.name, s.tls_version, s.cipher);
+}
+
+// mode: server — TLS from the peer, plaintext to the upstream.
+asio::awaitable<void> serve_server(session& s) {
+  const auto& cfg = s.listener->cfg;
+  tls_stream tls(s.peer, s.listener->tls.ctx.get(), true);
+  tls::verify_outcome vo;
+  tls::verifier::bind(tls.native(), &vo);
+
+  s.enter(phase::handshake, cfg.timeouts.handshake);
+  if (auto ec = co_await tls.handshake()) {
+    classify_handshake_failure(s, vo, tls, ec);
+    co_await linger_close(s);
+    co_return;
+  }
+  record_tls_details(s, tls.native());
+  if (vo.identity) {
+    s.identity = vo.identity->display();
+  } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
+    // A resumed session skips verification (it was verified when first established, under this
+    // same context); its certificate still names the peer.
+    s.identity = tls::extract_identity(cert).display();
+  }
+  observe_handshake(s);
+
+  // Nothing reaches the upstream before this point: the peer is verified and authorized.
+  s.enter(phase::connect, cfg.timeouts.connect);
+  std::string why;
+  if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+    if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
+    s.refuse(reason::upstream_unavailable, why);
+    s.enter(phase::closing, std::chrono::seconds(1));
+    co_await tls.shutdown_send();
+    co_return;
+  }
+  s.admitted = true;
+  if (s.listener->metrics) s.listener->metrics->accepted->Increment();
+
+  s.current = phase::relay;
+  s.clock.idle = cfg.timeouts.idle;
+  s.clock.deadline = steady::time_point::max();
+  co_await relay(tls, s.peer, s.upstream, s.clock, s.relayed);
+}
+
+// mode: client — plaintext from the local app, TLS to the remote.
+asio::awaitable<void> serve_client(session& s) {
+  const auto& lr = *s.listener;
+  const auto& cfg = lr.cfg;
+  s.enter(phase::connect, cfg.timeouts.connect);
+  std::string why;
+  if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+    if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
+    s.refuse(reason::upstream_unavailable, why);
+    co_return;
+  }
+  tls_stream tls(s.upstream, lr.tls.ctx.get(), false);
+  tls::verify_outcome vo;
+  tls::verifier::bind(tls.native(), &vo);
+  // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).
+  // SSL_ctrl directly: the SSL_set_tlsext_host_name macro hides an old-style cast.
+  if (!lr.tls.server_name.empty() && !tls::is_ip_literal(lr.tls.server_name))
+    SSL_ctrl(tls.native(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+             const_cast<char*>(lr.tls.server_name.c_str()));
+
+  s.enter(phase::handshake, cfg.timeouts.handshake);
+  if (auto ec = co_await tls.handshake()) {
+    classify_handshake_failure(s, vo, tls, ec);
+    co_return;
+  }
+  record_tls_details(s, tls.native());
+  if (vo.identity)
+    s.identity = vo.identity->display();
+  else if (X509* cert = SSL_get0_peer_certificate(tls.native()))
+    s.identity = tls::extract_identity(cert).display();
+  observe_handshake(s);
+  s.admitted = true;
+  if (lr.metrics) lr.metrics->accepted->Increment();
+
+  s.current = phase::relay;
+  s.clock.idle = cfg.timeouts.idle;
+  s.clock.deadline = steady::time_point::max();
+  co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
+}
+
+void finish(session& s) {
+  const auto& lr = *s.listener;
+  const auto& cfg = lr.cfg;
+  if (s.timed_out) {
+    switch (s.current) {
+      case phase::handshake:
+        s.refuse(reason::handshake_timeout, "no completed TLS handshake within " +
+                                                config::format_duration(cfg.timeouts.handshake));
+        break;
+      case phase::connect:
+        if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
+        s.refuse(reason::upstream_unavailable, "connect to " + cfg.upstream.str() +
+                                                   " timed out after " +
+                                                   config::format_duration(cfg.timeouts.connect));
+        break;
+      case phase::relay:
+        s.detail = "idle timeout (" + config::format_duration(cfg.timeouts.idle) + ")";
+        break;
+      case phase::closing:
+        break;
+    }
+  }
+  if (s.control.killed() && s.detail.empty()) s.detail = "closed by mtlsd (drain timeout)";
+  if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
+
+  const char* result = "accepted";
+  if (!s.admitted) result = s.refusal ? "rejected" : "error";
+  if (s.admitted && s.refusal) result = "accepted";  // admitted, later closed (e.g. revoked)
+
+  // server mode: rx = bytes the TLS client sent; client mode: rx = bytes the local app sent.
+  const bool server = cfg.mode == config::listener_mode::server;
+  const std::uint64_t rx = server ? s.relayed.from_tls : s.relayed.from_plain;
+  const std::uint64_t tx = server ? s.relayed.from_plain : s.relayed.from_tls;
+  const auto elapsed = steady::now() - s.start;
+
+  if (auto* m = lr.metrics) {
+    if (!s.admitted) {
+      if (s.refusal) {
+        m->rejected->Increment();
+        m->failure(*s.refusal).Increment();
+      } else {
+        m->errors->Increment();
+      }
+    } else {
+      m->connection_duration->Observe(std::chrono::duration<double>(elapsed).count());
+    }
+    if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
+    if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
+  }
+  log::access_record rec;
+  rec.listener = cfg.name;
+  rec.client = std::move(s.client);
+  rec.identity = std::move(s.identity);
+  rec.tls_version = s.tls_version;
+  rec.cipher = s.cipher;
+  rec.resumed = s.resumed;
+  rec.rx_bytes = rx;
+  rec.tx_bytes = tx;
+  rec.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+  rec.result = result;
+  rec.reason = s.refusal ? to_string(*s.refusal) : std::string_view();
+  rec.detail = std::move(s.detail);
+  log::write_access(rec);
+}
+
+}  // namespace
+
+void session_control::kill() {
+  killed_ = true;
+  if (watchdog_) watchdog_->cancel();
+}
+
+void session_registry::kill_all() {
+  // kill() only cancels a timer; sessions unregister themselves later, from their own frames.
+  for (auto* s : live_)
+    s->kill();
+}
+
+asio::awaitable<void> run_session(stream_socket peer,
+                                  std::shared_ptr<const runtime::listener_runtime> listener,
+                                  session_registry& registry) {
+  using namespace asio::experimental::awaitable_operators;
+  session s(std::move(peer), std::move(listener));
+  s.client = remote_address(s.peer);
+  s.control.attach(&s.watchdog_timer);
+  registry.add(&s.control);
+  struct unregister {
+    session_registry& r;
+    session_control* c;
+    ~unregister() { r.remove(c); }
+  } guard{registry, &s.control};
+
+  set_nodelay(s.peer);
+  const bool server = s.listener->cfg.mode == config::listener_mode::server;
+  try {
+    if (server)
+      co_await (serve_server(s) || watchdog(s));
+    else
+      co_await (serve_client(s) || watchdog(s));
+  } catch (const std::exception& e) {
+    s.failed = true;
+    if (s.detail.empty()) s.detail = std::string("internal error: ") + e.what();
+    log::error("session failed",
+               {{"listener", s.listener->cfg.name}, {"client", s.client}, {"error", e.what()}});
+  }
+  finish(s);
+}
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,95 @@
+#include "mtlsd/proxy/tls_stream.hpp"
+
+#include <openssl/err.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+
+namespace mtlsd::proxy {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
+    : sock_(sock), ssl_(SSL_new(ctx)) {
+  if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
+  sock_.non_blocking(true);
+  SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
+  if (server)
+    SSL_set_accept_state(ssl_.get());
+  else
+    SSL_set_connect_state(ssl_.get());
+}
+
+// Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
+// asks for it. `op(n)` returns OpenSSL's return value and stores the byte count in n.
+template <class Op>
+asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op) {
+  for (;;) {
+    ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
+    errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
+    std::size_t n = 0;
+    int rc = op(n);
+    if (rc > 0) co_return std::pair{error_code{}, n};
+    switch (SSL_get_error(ssl_.get(), rc)) {
+      case SSL_ERROR_WANT_READ: {
+        auto [ec] = co_await sock_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+        if (ec) co_return std::pair{ec, std::size_t{0}};
+        continue;
+      }
+      case SSL_ERROR_WANT_WRITE: {
+        auto [ec] = co_await sock_.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
+        if (ec) co_return std::pair{ec, std::size_t{0}};
+        continue;
+      }
+      case SSL_ERROR_ZERO_RETURN:
+        co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
+      case SSL_ERROR_SYSCALL: {
+        int e = errno;
+        failure_detail_ = tls::drain_errors();
+        if (e == 0) co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
+        if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
+        co_return std::pair{error_code(e, boost::system::system_category()), std::size_t{0}};
+      }
+      default: {
+        failure_reason_ = ERR_GET_REASON(ERR_peek_error());
+        failure_detail_ = tls::drain_errors();
+        co_return std::pair{error_code(asio::error::access_denied), std::size_t{0}};
+      }
+    }
+  }
+}
+
+asio::awaitable<error_code> tls_stream::handshake() {
+  auto [ec, n] = co_await drive([this](std::size_t&) { return SSL_do_handshake(ssl_.get()); });
+  co_return ec;
+}
+
+asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::read_some(
+    asio::mutable_buffer buf) {
+  return drive(
+      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
+}
+
+asio::awaitable<error_code> tls_stream::write(asio::const_buffer buf) {
+  // Without SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_write_ex succeeds only once everything is written
+  // and must be retried with the same arguments after WANT_WRITE — which drive() does.
+  auto [ec, n] = co_await drive([this, buf](std::size_t& written) {
+    return SSL_write_ex(ssl_.get(), buf.data(), buf.size(), &written);
+  });
+  co_return ec;
+}
+
+asio::awaitable<error_code> tls_stream::shutdown_send() {
+  if (SSL_get_shutdown(ssl_.get()) & SSL_SENT_SHUTDOWN) co_return error_code{};
+  // SSL_shutdown returns 0 once our close_notify is out and the peer's has not arrived yet —
+  // exactly the half-close we want, so 0 counts as done.
+  auto [ec, n] = co_await drive([this](std::size_t&) {
+    int rc = SSL_shutdown(ssl_.get());
+    return rc >= 0 ? 1 : rc;
+  });
+  co_return ec;
+}
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,136 @@
+#include "mtlsd/runtime/runtime.hpp"
+
+#include <sys/stat.h>
+
+#include <ctime>
+
+#include "mtlsd/tls/credentials.hpp"
+
+namespace mtlsd::runtime {
+namespace {
+
+constexpr std::time_t warn_window = 30 * 24 * 3600;
+
+std::string utc(std::time_t t) {
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+const config::file_ref& own_cert_ref(const config::listener& l) {
+  return l.tls.pkcs12.empty() ? l.tls.cert : l.tls.pkcs12;
+}
+
+// Problems with our own chain that would make every handshake fail or confuse clients.
+void check_own_chain(const config::listener& l, const tls::tls_context& t, std::time_t now,
+                     config::diagnostics& out) {
+  const auto& ref = own_cert_ref(l);
+  for (std::size_t i = 0; i < t.own_chain.size(); ++i) {
+    X509* c = t.own_chain[i].get();
+    const std::string what = (i == 0 ? "certificate " : "intermediate ") + tls::subject_of(c);
+    if (tls::not_after_of(c) < now)
+      out.push_back(
+          {ref.where, ref.path + ": " + what + " expired at " + utc(tls::not_after_of(c)), false});
+    else if (tls::not_before_of(c) > now)
+      out.push_back({ref.where,
+                     ref.path + ": " + what + " is not valid before " + utc(tls::not_before_of(c)),
+                     false});
+    if (i + 1 < t.own_chain.size() && X509_check_issued(t.own_chain[i + 1].get(), c) != X509_V_OK)
+      out.push_back(
+          {ref.where,
+           ref.path + ": chain is out of order: " + tls::subject_of(t.own_chain[i + 1].get()) +
+               " did not issue " + tls::subject_of(c) + " (put the leaf first, then each issuer)",
+           false});
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const listener_runtime> runtime::find(std::string_view name) const {
+  for (const auto& l : listeners)
+    if (l->cfg.name == name) return l;
+  return nullptr;
+}
+
+std::shared_ptr<const runtime> build(const config::configuration& cfg, const build_options& opts) {
+  const std::time_t now = opts.now ? opts.now : std::time(nullptr);
+  auto rt = std::make_shared<runtime>();
+  rt->cfg = cfg;
+  config::diagnostics problems;
+  for (const auto& l : cfg.listeners) {
+    try {
+      auto lr = std::make_shared<listener_runtime>();
+      lr->cfg = l;
+      lr->tls = tls::build_context(l);
+      check_own_chain(l, lr->tls, now, problems);
+      if (opts.registry) {
+        lr->registry = opts.registry;
+        lr->metrics = &opts.registry->for_listener(l.name);
+      }
+      rt->listeners.push_back(std::move(lr));
+    } catch (const config::config_error& e) {
+      problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    }
+  }
+  if (config::has_errors(problems)) throw config::config_error(std::move(problems));
+  return rt;
+}
+
+config::diagnostics warnings(const runtime& rt, std::time_t now) {
+  if (!now) now = std::time(nullptr);
+  config::diagnostics out;
+  for (const auto& l : rt.listeners) {
+    const auto& ref = own_cert_ref(l->cfg);
+    for (const auto& c : l->tls.own_chain) {
+      auto na = tls::not_after_of(c.get());
+      if (na >= now && na - now < warn_window)
+        out.push_back({ref.where,
+                       ref.path + ": " + tls::subject_of(c.get()) + " expires in " +
+                           std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
+                       true});
+    }
+    for (const auto& c : l->tls.trust) {
+      auto na = tls::not_after_of(c.get());
+      if (na < now)
+        out.push_back({l->cfg.client_auth.where,
+                       "trusted CA " + tls::subject_of(c.get()) + " expired at " + utc(na), true});
+      else if (na - now < warn_window)
+        out.push_back({l->cfg.client_auth.where,
+                       "trusted CA " + tls::subject_of(c.get()) + " expires in " +
+                           std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
+                       true});
+    }
+    // A private key the whole machine can read is a key the whole machine has.
+    for (const auto* key : {&l->cfg.tls.key, &l->cfg.tls.pkcs12}) {
+      struct stat st {};
+      if (key->empty() || ::stat(key->path.c_str(), &st) != 0) continue;
+      if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        out.push_back({key->where,
+                       key->path + ": private key file is accessible by group or others (mode " +
+                           mode + "); chmod 600 it",
+                       true});
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt) {
+  std::vector<metrics::registry::cert_series> out;
+  for (const auto& l : rt.listeners) {
+    const bool server = l->cfg.mode == config::listener_mode::server;
+    for (const auto& c : l->tls.own_chain)
+      out.push_back({l->cfg.name, server ? "server" : "client", tls::subject_of(c.get()),
+                     tls::serial_of(c.get()), static_cast<double>(tls::not_after_of(c.get()))});
+    for (const auto& c : l->tls.trust)
+      out.push_back({l->cfg.name, "ca", tls::subject_of(c.get()), tls::serial_of(c.get()),
+                     static_cast<double>(tls::not_after_of(c.get()))});
+  }
+  return out;
+}
+
+}  // namespace mtlsd::runtime

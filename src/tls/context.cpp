@@ -1,0 +1,178 @@
+#include "mtlsd/tls/context.hpp"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+
+#include <cstring>
+
+namespace mtlsd::tls {
+namespace {
+
+[[noreturn]] void fail(const config::source_location& where, const std::string& what) {
+  throw config::config_error({{where, what, false}});
+}
+
+int protocol_version(const std::string& v) {
+  return v == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
+}
+
+// ALPN wire format: length-prefixed protocol names.
+std::string alpn_wire(const std::vector<std::string>& protos) {
+  std::string out;
+  for (const auto& p : protos) {
+    out += static_cast<char>(p.size());
+    out += p;
+  }
+  return out;
+}
+
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void* arg) {
+  const auto* ours = static_cast<const std::string*>(arg);
+  unsigned char* selected = nullptr;
+  // Server preference order; with no overlap, continue without ALPN rather than fail the
+  // handshake (the upstream decides what to do with the bytes).
+  if (SSL_select_next_proto(&selected, outlen, reinterpret_cast<const unsigned char*>(ours->data()),
+                            static_cast<unsigned>(ours->size()), in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+void apply_protocol_settings(SSL_CTX* ctx, const config::tls_options& t) {
+  SSL_CTX_set_min_proto_version(ctx, protocol_version(t.min_version));
+  SSL_CTX_set_max_proto_version(ctx, protocol_version(t.max_version));
+  // No renegotiation, no compression (CRIME), our cipher order, and a peer that drops TCP without
+  // close_notify reads as EOF rather than as an error (what every browser does anyway).
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // Idle connections give their 34 KiB of record buffers back.
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_max_early_data(ctx, 0);  // no 0-RTT: early data is replayable
+  const std::string ciphers = t.ciphers.empty() ? default_tls12_ciphers : t.ciphers;
+  if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1)
+    fail(t.where, "tls.ciphers: no usable TLS 1.2 cipher in '" + ciphers + "': " + drain_errors());
+  const std::string suites = t.cipher_suites.empty() ? default_tls13_suites : t.cipher_suites;
+  if (SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1)
+    fail(t.where, "tls.cipher_suites: invalid TLS 1.3 suites '" + suites + "': " + drain_errors());
+  const std::string groups = t.curves.empty() ? default_groups : t.curves;
+  if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1)
+    fail(t.where, "tls.curves: invalid groups '" + groups + "': " + drain_errors());
+}
+
+void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
+  key_pair kp = load_key_pair(t);
+  STACK_OF(X509)* chain = sk_X509_new_null();
+  for (std::size_t i = 1; i < kp.chain.size(); ++i)
+    sk_X509_push(chain, kp.chain[i].get());
+  int rc = SSL_CTX_use_cert_and_key(ctx, kp.chain.front().get(), kp.key.get(), chain, 1);
+  sk_X509_free(chain);  // the context took its own references
+  if (rc != 1) {
+    const auto& where = t.pkcs12.empty() ? t.cert.where : t.pkcs12.where;
+    fail(where, "cannot use certificate and key: " + drain_errors());
+  }
+  out.own_chain = std::move(kp.chain);
+}
+
+// Builds the trust store from CA bundles. Returns the certificates for metrics.
+cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>& bundles,
+                               bool advertise_to_clients) {
+  cert_chain cas = load_ca_bundles(bundles);
+  X509_STORE* store = X509_STORE_new();
+  for (const auto& ca : cas) {
+    if (X509_STORE_add_cert(store, ca.get()) != 1) drain_errors();  // duplicates are harmless
+    // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
+    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
+  }
+  SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
+  return cas;
+}
+
+}  // namespace
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+std::string_view version_name(const SSL* ssl) {
+  return SSL_get_version(ssl);
+}
+
+tls_context build_context(const config::listener& l) {
+  tls_context out;
+  const bool server = l.mode == config::listener_mode::server;
+  out.ctx.reset(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
+  if (!out.ctx) fail(l.where, "cannot create TLS context: " + drain_errors());
+  SSL_CTX* ctx = out.ctx.get();
+  apply_protocol_settings(ctx, l.tls);
+
+  if (server) {
+    use_key_pair(ctx, l.tls, out);
+    const auto& ca = l.client_auth;
+    int mode = SSL_VERIFY_NONE;
+    if (ca.mode == config::client_auth_mode::require)
+      mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    if (ca.mode == config::client_auth_mode::optional) mode = SSL_VERIFY_PEER;
+    if (ca.mode != config::client_auth_mode::none) {
+      out.trust = install_trust_store(ctx, ca.ca, true);
+      SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
+    }
+    SSL_CTX_set_verify(ctx, mode, nullptr);
+    out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow);
+    out.peer_verifier->attach(ctx);
+
+    // Resumed sessions must be bound to this listener's policy: the id context is the listener
+    // name (a session from another listener never resumes here). Tickets are per SSL_CTX, so a
+    // reload — which builds a new context with new keys — forces full handshakes and a fresh
+    // verification against the new policy.
+    unsigned char sid[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(l.name.data()), l.name.size(), sid);
+    SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
+    if (l.tls.session_resumption) {
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+      SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
+    } else {
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+      SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    if (!l.tls.alpn.empty()) {
+      out.alpn_wire = std::make_unique<const std::string>(alpn_wire(l.tls.alpn));
+      SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
+    }
+  } else {
+    if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) use_key_pair(ctx, l.tls, out);
+    const auto& sa = l.server_auth;
+    if (sa.ca.empty()) {
+      if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        fail(l.where, "cannot load the system trust store: " + drain_errors());
+    } else {
+      out.trust = install_trust_store(ctx, sa.ca, false);
+    }
+    SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
+    out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+    if (is_ip_literal(out.server_name)) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, out.server_name.c_str());
+    } else {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
+    }
+    out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow);
+    out.peer_verifier->attach(ctx);
+    SSL_CTX_set_session_cache_mode(
+        ctx, l.tls.session_resumption ? SSL_SESS_CACHE_CLIENT : SSL_SESS_CACHE_OFF);
+    if (!l.tls.alpn.empty()) {
+      std::string wire = alpn_wire(l.tls.alpn);
+      SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
+                              static_cast<unsigned>(wire.size()));
+    }
+  }
+  drain_errors();
+  return out;
+}
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,217 @@
+#include "mtlsd/tls/credentials.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace mtlsd::tls {
+namespace {
+
+[[noreturn]] void fail(const config::file_ref& f, const std::string& what) {
+  throw config::config_error({{f.where, f.path + ": " + what, false}});
+}
+
+std::string read_file(const config::file_ref& f, const char* kind) {
+  std::ifstream in(f.path, std::ios::binary);
+  if (!in) fail(f, std::string("cannot read ") + kind + ": " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::string s = buf.str();
+  if (s.empty()) fail(f, std::string(kind) + " file is empty");
+  return s;
+}
+
+bio_ptr memory_bio(const std::string& data) {
+  return bio_ptr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+bool looks_like_pem(const std::string& data) {
+  return data.find("-----BEGIN ") != std::string::npos;
+}
+
+// Supplies the configured password to OpenSSL, and never lets OpenSSL prompt on a terminal
+// (its default when no callback is given).
+struct password_source {
+  const std::string* password;
+  bool asked = false;
+};
+
+int password_cb(char* buf, int size, int /*rwflag*/, void* u) {
+  auto* src = static_cast<password_source*>(u);
+  src->asked = true;
+  if (src->password->empty()) return 0;
+  int n = static_cast<int>(
+      std::min<std::size_t>(src->password->size(), static_cast<std::size_t>(size)));
+  std::memcpy(buf, src->password->data(), static_cast<std::size_t>(n));
+  return n;
+}
+
+std::time_t asn1_to_time(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return timegm(&tm);
+}
+
+}  // namespace
+
+std::string read_secret_file(const config::file_ref& f) {
+  std::string s = read_file(f, "password file");
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
+    s.pop_back();
+  return s;
+}
+
+cert_chain load_cert_chain(const config::file_ref& f) {
+  std::string data = read_file(f, "certificate");
+  cert_chain chain;
+  auto bio = memory_bio(data);
+  if (looks_like_pem(data)) {
+    while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
+      chain.emplace_back(c);
+    // Reading stops with a "no start line" error at the end of the file: expected, not a failure.
+    ERR_clear_error();
+  } else if (X509* c = d2i_X509_bio(bio.get(), nullptr)) {
+    chain.emplace_back(c);
+  }
+  if (chain.empty()) {
+    std::string why = drain_errors();
+    fail(f, "no certificate found (expected PEM '-----BEGIN CERTIFICATE-----' or DER)" +
+                (why.empty() ? std::string() : ": " + why));
+  }
+  return chain;
+}
+
+evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& password) {
+  std::string data = read_file(f, "private key");
+  auto bio = memory_bio(data);
+  password_source src{&password};
+  EVP_PKEY* key = nullptr;
+  if (looks_like_pem(data))
+    key = PEM_read_bio_PrivateKey(bio.get(), nullptr, password_cb, &src);
+  else
+    key = d2i_PrivateKey_bio(bio.get(), nullptr);
+  if (!key) {
+    std::string why = drain_errors();
+    if (src.asked && password.empty())
+      fail(f, "private key is encrypted: set key_password_file (or pkcs12_password_file)");
+    if (src.asked) fail(f, "cannot decrypt private key: wrong password? (" + why + ")");
+    fail(f, "no private key found (expected PEM or DER; PKCS#8 or traditional)" +
+                (why.empty() ? std::string() : ": " + why));
+  }
+  return evp_pkey_ptr(key);
+}
+
+key_pair load_key_pair(const config::tls_options& tls) {
+  key_pair kp;
+  if (!tls.pkcs12.empty()) {
+    std::string data = read_file(tls.pkcs12, "PKCS#12 bundle");
+    std::string password;
+    if (!tls.pkcs12_password_file.empty()) password = read_secret_file(tls.pkcs12_password_file);
+    auto bio = memory_bio(data);
+    std::unique_ptr<PKCS12, openssl_deleter<PKCS12_free>> p12(d2i_PKCS12_bio(bio.get(), nullptr));
+    if (!p12) fail(tls.pkcs12, "not a PKCS#12 bundle: " + drain_errors());
+    EVP_PKEY* key = nullptr;
+    X509* leaf = nullptr;
+    STACK_OF(X509)* extra = nullptr;
+    if (PKCS12_parse(p12.get(), password.c_str(), &key, &leaf, &extra) != 1) {
+      std::string why = drain_errors();
+      fail(tls.pkcs12,
+           (password.empty() ? "cannot open PKCS#12 bundle (is pkcs12_password_file set?): "
+                             : "cannot open PKCS#12 bundle (wrong password?): ") +
+               why);
+    }
+    kp.key.reset(key);
+    if (!leaf) fail(tls.pkcs12, "PKCS#12 bundle holds no certificate");
+    kp.chain.emplace_back(leaf);
+    for (int i = 0; extra && i < sk_X509_num(extra); ++i)
+      kp.chain.emplace_back(sk_X509_value(extra, i));
+    sk_X509_free(extra);  // the certificates now belong to kp.chain
+    if (!kp.key) fail(tls.pkcs12, "PKCS#12 bundle holds no private key");
+    if (X509_check_private_key(kp.chain.front().get(), kp.key.get()) != 1) {
+      drain_errors();
+      fail(tls.pkcs12, "the private key in the PKCS#12 bundle does not match its certificate");
+    }
+    return kp;
+  }
+  kp.chain = load_cert_chain(tls.cert);
+  std::string password;
+  if (!tls.key_password_file.empty()) password = read_secret_file(tls.key_password_file);
+  kp.key = load_private_key(tls.key, password);
+  if (X509_check_private_key(kp.chain.front().get(), kp.key.get()) != 1) {
+    drain_errors();
+    throw config::config_error(
+        {{tls.key.where,
+          tls.key.path + ": private key does not match the certificate in " + tls.cert.path + " (" +
+              subject_of(kp.chain.front().get()) + ")",
+          false}});
+  }
+  return kp;
+}
+
+cert_chain load_ca_bundles(const std::vector<config::file_ref>& files) {
+  cert_chain all;
+  for (const auto& f : files) {
+    auto chain = load_cert_chain(f);
+    for (auto& c : chain)
+      all.push_back(std::move(c));
+  }
+  return all;
+}
+
+std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
+  std::string data = read_file(f, "CRL");
+  std::vector<x509_crl_ptr> out;
+  auto bio = memory_bio(data);
+  if (looks_like_pem(data)) {
+    while (X509_CRL* c = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr))
+      out.emplace_back(c);
+    ERR_clear_error();
+  } else if (X509_CRL* c = d2i_X509_CRL_bio(bio.get(), nullptr)) {
+    out.emplace_back(c);
+  }
+  if (out.empty())
+    fail(f, "no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER): " + drain_errors());
+  return out;
+}
+
+std::string subject_of(const X509* cert) {
+  bio_ptr bio(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0,
+                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  char* p = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &p);
+  return std::string(p, static_cast<std::size_t>(n));
+}
+
+std::string issuer_of(const X509* cert) {
+  bio_ptr bio(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(bio.get(), X509_get_issuer_name(cert), 0,
+                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  char* p = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &p);
+  return std::string(p, static_cast<std::size_t>(n));
+}
+
+std::string serial_of(const X509* cert) {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+  std::unique_ptr<BIGNUM, openssl_deleter<BN_free>> bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  if (!bn) return {};
+  char* hex = BN_bn2hex(bn.get());
+  std::string out = hex ? hex : "";
+  OPENSSL_free(hex);
+  return out;
+}
+
+std::time_t not_after_of(const X509* cert) {
+  return asn1_to_time(X509_get0_notAfter(cert));
+}
+std::time_t not_before_of(const X509* cert) {
+  return asn1_to_time(X509_get0_notBefore(cert));
+}
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,106 @@
+#include "mtlsd/tls/identity.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include <array>
+#include <cstdio>
+
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/openssl.hpp"
+
+namespace mtlsd::tls {
+namespace {
+
+std::string asn1_string(const ASN1_STRING* s) {
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                     static_cast<std::size_t>(ASN1_STRING_length(s)));
+}
+
+std::string ip_to_string(const ASN1_OCTET_STRING* ip) {
+  const unsigned char* p = ASN1_STRING_get0_data(ip);
+  int n = ASN1_STRING_length(ip);
+  char buf[64];
+  if (n == 4) {
+    std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", p[0], p[1], p[2], p[3]);
+    return buf;
+  }
+  if (n == 16) {
+    std::string out;
+    for (int i = 0; i < 16; i += 2) {
+      std::snprintf(buf, sizeof buf, "%s%x", i ? ":" : "", (p[i] << 8) | p[i + 1]);
+      out += buf;
+    }
+    return out;
+  }
+  return {};
+}
+
+std::vector<std::string> name_entries(X509_NAME* name, int nid) {
+  std::vector<std::string> out;
+  for (int i = X509_NAME_get_index_by_NID(name, nid, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(name, nid, i)) {
+    ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+    unsigned char* utf8 = nullptr;
+    int len = ASN1_STRING_to_UTF8(&utf8, data);
+    if (len >= 0) out.emplace_back(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
+    OPENSSL_free(utf8);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string sha256_fingerprint(X509* cert) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md.data(), &len) != 1) return {};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 0xf];
+  }
+  return out;
+}
+
+peer_identity extract_identity(X509* cert) {
+  peer_identity id;
+  if (!cert) return id;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    switch (gn->type) {
+      case GEN_URI: {
+        std::string uri = asn1_string(gn->d.uniformResourceIdentifier);
+        // OpenSSL 3.0 has no URI matcher; the SPIFFE ID is simply the spiffe:// URI SAN.
+        if (id.spiffe_id.empty() && uri.rfind("spiffe://", 0) == 0) id.spiffe_id = uri;
+        id.uri_sans.push_back(std::move(uri));
+        break;
+      }
+      case GEN_DNS:
+        id.dns_sans.push_back(asn1_string(gn->d.dNSName));
+        break;
+      case GEN_IPADD:
+        id.ip_sans.push_back(ip_to_string(gn->d.iPAddress));
+        break;
+      default:
+        break;
+    }
+  }
+  GENERAL_NAMES_free(names);
+  X509_NAME* subject = X509_get_subject_name(cert);
+  auto cns = name_entries(subject, NID_commonName);
+  if (!cns.empty()) id.common_name = cns.back();  // the most specific CN, as X509_check_host does
+  id.organizational_units = name_entries(subject, NID_organizationalUnitName);
+  id.subject = subject_of(cert);
+  id.issuer = issuer_of(cert);
+  id.serial = serial_of(cert);
+  id.sha256 = sha256_fingerprint(cert);
+  id.not_after = not_after_of(cert);
+  return id;
+}
+
+}  // namespace mtlsd::tls

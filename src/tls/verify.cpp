@@ -1,0 +1,160 @@
+#include "mtlsd/tls/verify.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509_vfy.h>
+
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/peer_policy.hpp"
+
+namespace mtlsd::tls {
+namespace {
+
+// ex_data slots: SSL_CTX -> verifier, SSL -> outcome, and for offline checks (no SSL) the same
+// two on the X509_STORE_CTX.
+struct indexes {
+  int ctx_verifier = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  int ssl_outcome = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  int store_verifier = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  int store_outcome = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+};
+
+const indexes& idx() {
+  static const indexes i;
+  return i;
+}
+
+std::string describe(int err, int depth, X509* cert) {
+  std::string s = X509_verify_cert_error_string(err);
+  s += " (depth " + std::to_string(depth);
+  if (cert) s += ": " + subject_of(cert);
+  return s + ")";
+}
+
+}  // namespace
+
+reason reason_from_x509_error(int err) {
+  switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      return reason::expired;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return reason::not_yet_valid;
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+      return reason::bad_signature;
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+      return reason::bad_key_usage;
+    case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+      return reason::chain_too_long;
+    case X509_V_ERR_CERT_REVOKED:
+      return reason::revoked;
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+      return reason::revocation_unavailable;
+    case X509_V_ERR_APPLICATION_VERIFICATION:
+      return reason::not_authorized;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    case X509_V_ERR_EMAIL_MISMATCH:
+      return reason::hostname_mismatch;
+    default:
+      // Untrusted root, missing issuer, self-signed leaf, unknown critical extension...: the
+      // chain does not lead to a CA we trust.
+      return reason::unknown_ca;
+  }
+}
+
+verifier::verifier(peer_role role, config::allow_list allow)
+    : role_(role), allow_(std::move(allow)) {}
+
+void verifier::attach(SSL_CTX* ctx) const {
+  SSL_CTX_set_ex_data(ctx, idx().ctx_verifier, const_cast<verifier*>(this));
+  int mode = SSL_CTX_get_verify_mode(ctx);
+  SSL_CTX_set_verify(ctx, mode, &verifier::callback);
+}
+
+void verifier::bind(SSL* ssl, verify_outcome* out) {
+  SSL_set_ex_data(ssl, idx().ssl_outcome, out);
+}
+
+int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
+  const verifier* v = nullptr;
+  verify_outcome* out = nullptr;
+  if (auto* ssl = static_cast<SSL*>(
+          X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()))) {
+    v = static_cast<const verifier*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx().ctx_verifier));
+    out = static_cast<verify_outcome*>(SSL_get_ex_data(ssl, idx().ssl_outcome));
+  } else {
+    v = static_cast<const verifier*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_verifier));
+    out = static_cast<verify_outcome*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_outcome));
+  }
+  if (!v || !out) return ok;
+  return v->decide(ok, store_ctx, *out);
+}
+
+int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const {
+  const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
+  X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
+  if (!ok) {
+    const int err = X509_STORE_CTX_get_error(store_ctx);
+    if (!out.refusal) {  // the first error is the real one; later ones are consequences
+      out.refusal = reason_from_x509_error(err);
+      out.detail = describe(err, depth, cert);
+    }
+    return 0;
+  }
+  if (depth != 0 || !cert) return 1;
+  // The chain is valid up to a trusted root; now: is this peer one we admit?
+  peer_identity id = extract_identity(cert);
+  policy_decision d = evaluate(allow_, id);
+  if (!d.allowed) {
+    out.refusal = reason::not_authorized;
+    out.detail = std::move(d.detail);
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  out.identity = std::move(id);
+  return 1;
+}
+
+verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
+                                        std::optional<std::time_t> at) const {
+  verify_outcome out;
+  x509_store_ctx_ptr sctx(X509_STORE_CTX_new());
+  if (!sctx || X509_STORE_CTX_init(sctx.get(), SSL_CTX_get_cert_store(ctx), leaf, untrusted) != 1) {
+    out.refusal = reason::protocol_error;
+    out.detail = "cannot set up verification: " + drain_errors();
+    return out;
+  }
+  // What ssl_verify_cert_chain() does for a handshake: purpose by peer role, then the context's
+  // parameters (depth, flags, host names).
+  X509_STORE_CTX_set_default(sctx.get(), role_ == peer_role::client ? "ssl_client" : "ssl_server");
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(sctx.get());
+  X509_VERIFY_PARAM_set1(param, SSL_CTX_get0_param(ctx));
+  if (at) X509_VERIFY_PARAM_set_time(param, *at);
+  X509_STORE_CTX_set_verify_cb(sctx.get(), &verifier::callback);
+  X509_STORE_CTX_set_ex_data(sctx.get(), idx().store_verifier, const_cast<verifier*>(this));
+  X509_STORE_CTX_set_ex_data(sctx.get(), idx().store_outcome, &out);
+  int rc = X509_verify_cert(sctx.get());
+  if (rc != 1 && !out.refusal) {
+    int err = X509_STORE_CTX_get_error(sctx.get());
+    out.refusal = reason_from_x509_error(err);
+    out.detail = describe(err, X509_STORE_CTX_get_error_depth(sctx.get()),
+                          X509_STORE_CTX_get_current_cert(sctx.get()));
+  }
+  drain_errors();
+  return out;
+}
+
+}  // namespace mtlsd::tls
