@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The two commands a new developer needs (see README):
+#   scripts/dev.sh run    install what is missing, build Release, make a dev PKI, start a demo
+#                         upstream and mtlsd (config/dev.yaml), show an admitted and a refused
+#                         client; keeps running until Ctrl-C when attached to a terminal
+#   scripts/dev.sh test   install what is missing, build, run every test (unit, integration,
+#                         deployment checks) through ctest
+# Also: scripts/dev.sh test --asan   the same suite on an AddressSanitizer+UBSan build
+#       scripts/dev.sh build [PRESET] / deps
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# Debian 12 packages. Boost is the versioned 1.81 package: the unversioned libboost-dev is 1.74,
+# whose Asio lacks the coroutine operators mtlsd uses (../shared/toolchain.md).
+BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
+            libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev)
+RUN_PKGS=(openssl curl python3 ca-certificates)
+TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint nodejs npm systemd)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_missing() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  say "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+  local preset=$1
+  say "building ($preset)"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j"$(nproc)"
+}
+
+cmd_run() {
+  install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"
+  build release
+  local bin="$ROOT/build/release/mtlsd" dev="$ROOT/.dev"
+  mkdir -p "$dev"
+  say "making a dev PKI in .dev/pki (git-ignored)"
+  "$ROOT/scripts/gen-pki.sh" "$dev/pki"
+  "$bin" check --config "$ROOT/config/dev.yaml"
+
+  say "starting the demo upstream on 127.0.0.1:8080 and mtlsd on 127.0.0.1:8443"
+  mkdir -p "$dev/www"
+  echo "hello from the demo upstream: you were admitted by mtlsd" >"$dev/www/index.html"
+  python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dev/www" >"$dev/upstream.log" 2>&1 &
+  local upstream_pid=$!
+  "$bin" run --config "$ROOT/config/dev.yaml" 2>"$dev/mtlsd.log" &
+  local mtlsd_pid=$!
+  trap 'kill $mtlsd_pid $upstream_pid 2>/dev/null; wait $mtlsd_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    grep -q '"msg":"ready"\|info ready' "$dev/mtlsd.log" 2>/dev/null && break
+    kill -0 $mtlsd_pid 2>/dev/null || { cat "$dev/mtlsd.log"; exit 1; }
+    sleep 0.1
+  done
+
+  local pki="$dev/pki"
+  say "an admitted client (certificate from the trusted CA, SPIFFE ID on the allow list):"
+  echo "\$ curl --cert client.crt --key client.key --cacert ca.crt https://localhost:8443/"
+  curl -sS --cert "$pki/client.crt" --key "$pki/client.key" --cacert "$pki/ca.crt" https://localhost:8443/
+  say "a refused client (certificate from another CA):"
+  echo "\$ curl --cert client-other.crt --key client-other.key --cacert ca.crt https://localhost:8443/"
+  curl -sS --cert "$pki/client-other.crt" --key "$pki/client-other.key" --cacert "$pki/ca.crt" \
+    https://localhost:8443/ || true
+  say "what mtlsd logged (access log):"
+  grep 'access' "$dev/mtlsd.log" | tail -n 2
+  say "metrics: curl -s http://127.0.0.1:9901/metrics | grep mtlsd_handshake_failures_total"
+  curl -s http://127.0.0.1:9901/metrics | grep -E '^mtlsd_(connections_total|handshake_failures_total\{.*unknown_ca)' || true
+
+  if [[ -t 0 ]]; then
+    say "mtlsd is running on https://localhost:8443 (admin http://127.0.0.1:9901). Ctrl-C stops it."
+    say "logs: .dev/mtlsd.log   PKI: .dev/pki"
+    wait $mtlsd_pid
+  fi
+}
+
+cmd_test() {
+  local preset=dev
+  [[ ${1:-} == --asan ]] && preset=asan
+  install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}"
+  build "$preset"
+  say "running the test suite ($preset)"
+  # Unit tests in parallel; integration tests one file at a time (each starts real daemons and
+  # clients; two cores are better spent inside one than on two fighting).
+  ctest --preset "$preset" -L unit -j"$(nproc)"
+  ctest --preset "$preset" -LE unit
+}
+
+case ${1:-} in
+  run) cmd_run ;;
+  test) shift; cmd_test "$@" ;;
+  build) install_missing "${BUILD_PKGS[@]}"; build "${2:-dev}" ;;
+  deps) install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}" ;;
+  *) echo "usage: scripts/dev.sh run | test [--asan] | build [PRESET] | deps" >&2; exit 2 ;;
+esac
