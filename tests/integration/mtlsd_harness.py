@@ -1,0 +1,257 @@
+"""Drive the real mtlsd binary: write its YAML config, start it, read its JSON logs.
+
+The contract between this harness and the daemon (tests use `log.format: json`):
+every stderr line is one JSON object with at least "ts", "level", "msg";
+  {"msg":"listening","listener":NAME,"address":"127.0.0.1:40123" | "[::1]:P" | "unix:/p"}
+  {"msg":"admin listening","address":"127.0.0.1:P"}
+  {"msg":"ready"}                        after every listener is bound
+  {"msg":"access","listener":..,"client":"127.0.0.1:5555","identity":..,
+   "tls_version":..,"cipher":..,"rx_bytes":N,"tx_bytes":N,"duration_ms":N,
+   "result":"accepted|rejected|error","reason":..,"detail":..}   one per connection
+Tests bind port 0 and read the real ports back from these lines.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+# Re-exported so tests need a single import.
+from clients import (Exchange, bulk_exchange, client_context, connect, curl, echo_roundtrip,
+                     fmt_addr, half_close_exchange, open_tls, read_then_write_after_close,
+                     s_client, tls_exchange)
+from pki import Pki, generate_pki
+from upstream import (Upstream, banner_then_read, digest_reply, duplex, echo, free_port,
+                      http_ok, reply_after, reply_after_eof)
+
+__all__ = [
+    "Exchange", "bulk_exchange", "client_context", "connect", "curl", "echo_roundtrip",
+    "fmt_addr", "half_close_exchange", "open_tls", "read_then_write_after_close", "s_client",
+    "tls_exchange", "Pki", "generate_pki", "Upstream", "banner_then_read", "digest_reply",
+    "duplex", "echo", "free_port", "http_ok", "reply_after", "reply_after_eof",
+    "deep_merge", "server_listener", "daemon_config", "write_config", "parse_address",
+    "Mtlsd", "MtlsdError", "run_cli", "proc_fd_count",
+]
+
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+LOG_TIMEOUT = 5.0
+POLL = 0.01
+
+
+# --- configuration ------------------------------------------------------------
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge; a None in `override` deletes the key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def server_listener(pki: Pki, upstream: str, name: str = "inbound", **overrides: Any) -> dict:
+    """A server-mode listener on 127.0.0.1:0 requiring a client cert from ca.crt."""
+    base = {
+        "name": name,
+        "mode": "server",
+        "listen": "127.0.0.1:0",
+        "upstream": upstream,
+        "tls": {"cert": pki.path("server.crt"), "key": pki.path("server.key")},
+        "client_auth": {"mode": "require", "ca": [pki.path("ca.crt")]},
+    }
+    return deep_merge(base, overrides)
+
+
+def daemon_config(listeners: list[dict], **overrides: Any) -> dict:
+    base = {
+        "admin": {"address": "127.0.0.1:0"},
+        "log": {"level": "info", "format": "json", "access_log": True},
+        "workers": 2,
+        "shutdown": {"drain_timeout": "5s"},
+        "listeners": listeners,
+    }
+    return deep_merge(base, overrides)
+
+
+def write_config(path: Path, config: dict | str) -> Path:
+    path = Path(path)
+    path.write_text(config if isinstance(config, str)
+                    else yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+    return path
+
+
+def parse_address(address: str):
+    """'127.0.0.1:80' -> ('127.0.0.1', 80); '[::1]:80' -> ('::1', 80); 'unix:/p' -> '/p'."""
+    if address.startswith("unix:"):
+        return address[len("unix:"):]
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# --- the daemon ---------------------------------------------------------------
+
+class MtlsdError(AssertionError):
+    pass
+
+
+class Mtlsd:
+    """One mtlsd process. Always call kill() (the fixtures do) in teardown."""
+
+    def __init__(self, binary: str, config: dict | str, workdir: Path,
+                 preexec_fn: Optional[Callable[[], None]] = None):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = write_config(self.workdir / "mtlsd.yaml", config)
+        self.stderr_path = self.workdir / "stderr.log"
+        self.stdout_path = self.workdir / "stdout.log"
+        self.preexec_fn = preexec_fn
+        self.proc: Optional[subprocess.Popen] = None
+        self.listeners: dict[str, str] = {}
+        self.admin_address: Optional[str] = None
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def start(self, wait_ready: bool = True) -> "Mtlsd":
+        with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "run", "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                preexec_fn=self.preexec_fn, cwd=self.workdir)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.logs()
+            if any(line.get("msg") == "ready" for line in lines):
+                self._collect_addresses(lines)
+                return
+            if self.proc.poll() is not None:
+                raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before ready:\n"
+                                 f"{self.output_tail()}")
+            time.sleep(POLL)
+        raise MtlsdError(f"mtlsd not ready within {timeout}s:\n{self.output_tail()}")
+
+    def _collect_addresses(self, lines: list[dict]) -> None:
+        for line in lines:
+            if line.get("msg") == "listening":
+                self.listeners[line["listener"]] = line["address"]
+            elif line.get("msg") == "admin listening":
+                self.admin_address = line["address"]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise MtlsdError(f"mtlsd still running after {timeout}s:\n{self.output_tail()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+
+    # --- addresses --------------------------------------------------------------
+
+    def addr(self, listener: str = "inbound"):
+        """(host, port) to connect to, or a unix socket path."""
+        if listener not in self.listeners:
+            raise MtlsdError(f"no 'listening' line for listener {listener!r}; "
+                             f"have {sorted(self.listeners)}")
+        return parse_address(self.listeners[listener])
+
+    # --- logs ---------------------------------------------------------------
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output_tail(self, n: int = 40) -> str:
+        lines = self.stderr_text().splitlines()[-n:]
+        out = self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+        return "\n".join(lines) + (f"\n[stdout]\n{out}" if out else "")
+
+    def logs(self) -> list[dict]:
+        """Every complete stderr line, parsed. A line that is not a JSON object
+        comes back as {"_raw": line} so tests can assert there are none."""
+        text = self.stderr_text()
+        complete = text[:text.rfind("\n") + 1]
+        out = []
+        for raw in complete.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                obj = None
+            out.append(obj if isinstance(obj, dict) else {"_raw": raw})
+        return out
+
+    def access_logs(self, **match: Any) -> list[dict]:
+        return [line for line in self.logs()
+                if line.get("msg") == "access" and _matches(line, match)]
+
+    def wait_for_log(self, predicate: Callable[[dict], bool],
+                     timeout: float = LOG_TIMEOUT) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.logs():
+                if predicate(line):
+                    return line
+            if time.monotonic() >= deadline:
+                raise MtlsdError(f"no matching log line within {timeout}s:\n{self.output_tail()}")
+            time.sleep(POLL)
+
+    def wait_for_access(self, timeout: float = LOG_TIMEOUT, **match: Any) -> dict:
+        """The access line for one connection, e.g. wait_for_access(client=ex.local)."""
+        return self.wait_for_log(lambda l: l.get("msg") == "access" and _matches(l, match),
+                                 timeout)
+
+
+def _matches(line: dict, match: dict) -> bool:
+    return all(line.get(k) == v for k, v in match.items())
+
+
+# --- command-line modes -------------------------------------------------------
+
+def run_cli(binary: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run `mtlsd ARGS` (check, verify, version); output as text."""
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def proc_fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

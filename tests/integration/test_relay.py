@@ -1,0 +1,88 @@
+"""Server mode: the relay itself — unix upstreams, bulk byte-exactness,
+half-close in both directions, and a dead upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from mtlsd_harness import (banner_then_read, client_context, digest_reply, duplex,
+                           bulk_exchange, echo_roundtrip, free_port, half_close_exchange,
+                           open_tls, read_then_write_after_close, reply_after_eof, tls_exchange)
+from refusal import assert_admitted
+
+CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
+BULK = 64 * 1024 * 1024
+
+
+def test_unix_socket_upstream(serve, make_upstream, pki, short_tmp):
+    up = make_upstream(unix_path=str(short_tmp / "up.sock"))
+    daemon, _ = serve(upstream=up)
+    payload = b"over a unix socket\n"
+    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"), payload)
+    assert_admitted(daemon, ex, payload, CLIENT_ID)
+    assert bytes(up.connections[0].received) == payload
+
+
+def test_64_mib_each_way_concurrently(serve, pki):
+    rng = random.Random(2024)
+    to_upstream, to_client = rng.randbytes(BULK), rng.randbytes(BULK)
+    daemon, up = serve(duplex(to_client, expect=BULK))
+    with open_tls(daemon.addr(), client_context(pki, "client"), timeout=60) as sock:
+        received = bulk_exchange(sock, to_upstream, expect=BULK, timeout=120)
+    assert len(received) == BULK
+    assert hashlib.sha256(received).digest() == hashlib.sha256(to_client).digest()
+    conn = up.wait_for_connections(1)[0]
+    assert conn.done.wait(30)
+    assert len(conn.received) == BULK
+    assert hashlib.sha256(conn.received).digest() == hashlib.sha256(to_upstream).digest()
+    line = daemon.wait_for_access(result="accepted", timeout=10)
+    assert line["rx_bytes"] == BULK and line["tx_bytes"] == BULK
+
+
+@pytest.mark.parametrize("how", ["close_notify", "fin"])
+def test_client_half_close_still_gets_reply(serve, pki, how):
+    """Client sends, closes its write side, and must still get the upstream's
+    reply, which the upstream only sends after it has seen EOF."""
+    daemon, up = serve(reply_after_eof())
+    payload = b"x" * 100_000 + b"end"
+    reply, clean, local = half_close_exchange(daemon.addr(), client_context(pki, "client"),
+                                              payload, how)
+    assert reply == digest_reply(payload)
+    assert clean, "mtlsd should end the TLS stream with close_notify after upstream EOF"
+    conn = up.connections[0]
+    assert conn.eof.is_set() and bytes(conn.received) == payload
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "accepted"
+    assert line["rx_bytes"] == len(payload) and line["tx_bytes"] == len(reply)
+
+
+def test_upstream_half_close_lets_client_keep_sending(serve, pki):
+    """The reverse direction: the upstream half-closes first; the client sees
+    close_notify but can still send, and the upstream receives it."""
+    daemon, up = serve(banner_then_read(b"banner\n"))
+    banner, clean = read_then_write_after_close(daemon.addr(), client_context(pki, "client"),
+                                                b"late data")
+    assert banner == b"banner\n" and clean
+    conn = up.wait_for_connections(1)[0]
+    assert conn.done.wait(10)
+    assert bytes(conn.received) == b"late data"
+
+
+def test_upstream_down_then_back(serve, make_upstream, pki):
+    port = free_port()
+    daemon, _ = serve(upstream=f"127.0.0.1:{port}", timeouts={"connect": "2s"})
+    ctx = client_context(pki, "client")
+
+    ex = tls_exchange(daemon.addr(), ctx, b"nobody home\n")
+    assert ex.handshake_ok and ex.data == b""
+    assert not isinstance(ex.error, TimeoutError), "client was left hanging"
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["reason"] == "upstream_unavailable" and line["result"] != "accepted"
+
+    up = make_upstream(port=port)
+    ex = echo_roundtrip(daemon.addr(), ctx)
+    assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
+    assert up.connection_count() == 1
