@@ -22,7 +22,9 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT" || exit 1
 
 need yamllint "apt-get install yamllint"
-need python3 "apt-get install python3"
+# Debian's python3 (with python3-yaml), not whatever python3 PATH finds first.
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
 
 # --- 1. yamllint ---------------------------------------------------------
 mapfile -t YAML < <(yaml_files)
@@ -36,7 +38,7 @@ else
 fi
 
 # --- 2. PrometheusRule in step with alerts.yaml ----------------------------
-if out=$(/usr/bin/env python3 "$DEPLOY_TESTS/sync_prometheusrule.py" --check 2>&1); then
+if out=$("$PY" "$DEPLOY_TESTS/sync_prometheusrule.py" --check 2>&1); then
     say "$out"
 else
     printf '%s\n' "$out"
@@ -100,8 +102,6 @@ done
 
 # --- 5. embedded mtlsd configs against shared/interface.md ----------------------
 # (mtlsd check on them needs the binary: check_configs.sh)
-PY=/usr/bin/python3
-[[ -x $PY ]] || PY=python3
 if out=$("$PY" "$DEPLOY_TESTS/config_keys.py" 2>&1); then
     printf '%s\n' "$out"
 else

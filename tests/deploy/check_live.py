@@ -1,0 +1,256 @@
+#!/usr/bin/python3
+"""Start mtlsd with every shipped config and check what the deployment files rely on.
+
+  check_live.py --mtlsd BINARY [--pki DIR]
+
+Each config in deploy/ and config/ (extract_configs.py --loopback: test PKI,
+every address on 127.0.0.1 with port 0) that `mtlsd check` accepts is run
+under a test NOTIFY_SOCKET, as systemd's Type=notify would, and:
+
+  * READY=1 arrives, and by then every listener accepts TCP connections
+    (mtlsd.service's Type=notify);
+  * `mtlsd health --url http://ADMIN/readyz` and `.../healthz` exit 0
+    (the image's HEALTHCHECK, exec probes), and /readyz, /healthz answer 200
+    (the Kubernetes httpGet probes);
+  * /metrics passes `promtool check metrics`, and every metric the alert rules
+    (deploy/prometheus/alerts.yaml) use that this run can produce is exposed
+    with the labels the rules aggregate and print;
+  * SIGHUP gives RELOADING=1 then READY=1 and counts
+    mtlsd_config_reloads_total{result="success"} (ExecReload);
+  * SIGTERM gives STOPPING=1 and exit status 0 (KillSignal, drain).
+
+Only loopback addresses are used; every process is stopped by this script.
+Exit 1 with FAIL lines on any problem.
+"""
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+# Labels the alert rules aggregate by or print, per metric (shared/interface.md).
+ALERT_LABELS = {
+    "mtlsd_certificate_expiry_timestamp_seconds": {"listener", "role", "subject", "serial"},
+    "mtlsd_connections_total": {"listener", "result"},
+    "mtlsd_handshake_failures_total": {"listener", "reason"},
+    "mtlsd_config_reloads_total": {"result"},
+    "mtlsd_revocation_checks_total": {"listener", "method", "result"},
+    "mtlsd_crl_next_update_timestamp_seconds": {"issuer"},
+}
+
+
+class Run:
+    def __init__(self, binary, config, workdir):
+        self.config = config
+        self.lines = []
+        self.notes = []
+        self.sock_path = os.path.join(workdir, "notify.sock")
+        if os.path.exists(self.sock_path):
+            os.unlink(self.sock_path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.sock_path)
+        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path)
+        self.proc = subprocess.Popen([binary, "run", "--config", config], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_notify(self, want, timeout):
+        """Wait for a datagram containing the line `want`; return all seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                msg = self.sock.recv(4096).decode(errors="replace")
+            except socket.timeout:
+                break
+            self.notes.append(msg)
+            if want in msg.splitlines():
+                return True
+            if self.proc.poll() is not None:
+                break
+        return False
+
+    def addresses(self, what):
+        """host:port values logged for `what` (listening / admin listening)."""
+        out = []
+        for line in self.lines:
+            if re.search(rf'(^|[" ]){re.escape(what)}(["]|\s)', line):
+                m = re.search(r'address["=:]+"?([0-9.]+:\d+)', line)
+                if m:
+                    out.append(m.group(1))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.sock.close()
+
+
+def http_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def parse_exposition(text):
+    """{metric name: [label-name sets of its samples]}"""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s", line)
+        if m:
+            labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(3) or ""))
+            samples.setdefault(m.group(1), []).append(labels)
+    return samples
+
+
+def check_one(binary, config, source, workdir, problems):
+    def bad(msg):
+        problems.append(f"{source}: {msg}")
+        print(f"FAIL: {source}: {msg}")
+
+    run = Run(binary, config, workdir)
+    try:
+        if not run.wait_notify("READY=1", 15):
+            bad(f"no READY=1 on NOTIFY_SOCKET within 15s (got {run.notes}); log: {run.lines[-5:]}")
+            return
+        listeners = run.addresses("listening")
+        admins = run.addresses("admin listening")
+        listeners = [a for a in listeners if a not in admins]
+        if not listeners or not admins:
+            bad(f"could not find the bound listener/admin addresses in the log: {run.lines[:6]}")
+            return
+        for addr in listeners:
+            host, port = addr.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=2).close()
+            except OSError as e:
+                bad(f"READY=1 was sent but listener {addr} refuses connections: {e}")
+        admin = admins[0]
+        for path in ("/readyz", "/healthz"):
+            rc = subprocess.run([binary, "health", "--url", f"http://{admin}{path}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=15)
+            if rc.returncode != 0:
+                bad(f"`mtlsd health --url http://{admin}{path}` exited {rc.returncode}: {rc.stdout.strip()}")
+            status, body = http_get(f"http://{admin}{path}")
+            if status != 200:
+                bad(f"GET {path} answered {status}: {body.strip()[:200]}")
+        # A reload, so that the reload counter has a sample.
+        run.notes.clear()
+        run.proc.send_signal(signal.SIGHUP)
+        if not run.wait_notify("RELOADING=1", 10):
+            bad(f"SIGHUP: no RELOADING=1 (got {run.notes})")
+        elif not run.wait_notify("READY=1", 10):
+            bad(f"SIGHUP: RELOADING=1 but no READY=1 after it (got {run.notes})")
+        status, metrics = http_get(f"http://{admin}/metrics")
+        if status != 200:
+            bad(f"GET /metrics answered {status}")
+            return
+        if shutil.which("promtool"):
+            pc = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if pc.returncode != 0:
+                bad(f"promtool check metrics: {pc.stdout.strip()}")
+        exposed = parse_exposition(metrics)
+        alert_metrics = set(re.findall(r"\bmtlsd_[a-z_]+", (ROOT / "deploy/prometheus/alerts.yaml").read_text()))
+        for name in sorted(alert_metrics):
+            if name not in ALERT_LABELS:
+                bad(f"alerts.yaml uses {name}, which is not a core metric of shared/interface.md")
+                continue
+            if name not in exposed:
+                continue  # no sample yet in this run (e.g. no revocation check); listed below
+            for labels in exposed[name]:
+                missing = ALERT_LABELS[name] - labels
+                if missing:
+                    bad(f"{name} is exposed without label(s) {sorted(missing)} that the alert rules use")
+                    break
+        cfg_text = open(config, encoding="utf-8").read()
+        required = {"mtlsd_certificate_expiry_timestamp_seconds", "mtlsd_config_reloads_total",
+                    "mtlsd_connections_total"}
+        if "crl_files: [/" in cfg_text or re.search(r"crl_files:\s*\n\s*-", cfg_text):
+            required.add("mtlsd_crl_next_update_timestamp_seconds")
+        for name in sorted(required - exposed.keys()):
+            bad(f"{name} (used by the alert rules) has no sample after start-up, a reload and a connection")
+        if not re.search(r'^mtlsd_config_reloads_total\{[^}]*result="success"[^}]*\}\s+[1-9]', metrics, re.M):
+            bad('mtlsd_config_reloads_total{result="success"} did not count the SIGHUP reload')
+        unseen = sorted(alert_metrics & ALERT_LABELS.keys() - exposed.keys())
+        run.notes.clear()
+        run.proc.send_signal(signal.SIGTERM)
+        stopping = run.wait_notify("STOPPING=1", 10)
+        try:
+            rc = run.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            bad("did not exit within 15s of SIGTERM (no connections open)")
+            return
+        if not stopping:
+            bad(f"SIGTERM: no STOPPING=1 (got {run.notes})")
+        if rc != 0:
+            bad(f"SIGTERM: exit status {rc}, expected 0")
+        if not any(p.startswith(f"{source}:") for p in problems):
+            extra = f"; no sample yet (needs client traffic): {', '.join(unseen)}" if unseen else ""
+            print(f"ok: {source}: READY=1 after bind, health/readyz/healthz 200, SIGHUP -> RELOADING/READY, "
+                  f"metrics lint-clean with the alerts' labels, SIGTERM -> STOPPING, exit 0{extra}")
+    finally:
+        run.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mtlsd", required=True)
+    ap.add_argument("--pki", help="existing scripts/gen-pki.sh output (default: generate one)")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.mtlsd)
+    if not os.access(binary, os.X_OK):
+        print(f"FAIL: {args.mtlsd}: no mtlsd binary", file=sys.stderr)
+        return 2
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = args.pki or os.path.join(tmp, "pki")
+        if not args.pki:
+            subprocess.run(["bash", str(ROOT / "scripts/gen-pki.sh"), pki], check=True, stdout=subprocess.DEVNULL)
+        out = os.path.join(tmp, "configs")
+        ex = subprocess.run([sys.executable, str(HERE / "extract_configs.py"), "--pki", pki, "--out", out, "--loopback"],
+                            stdout=subprocess.PIPE, text=True)
+        if ex.returncode != 0:
+            print(ex.stdout)
+            print("FAIL: extract_configs.py failed")
+            return 1
+        ran = 0
+        for line in ex.stdout.splitlines():
+            config, source = line.split("\t", 1)
+            chk = subprocess.run([binary, "check", "--config", config], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+            if chk.returncode != 0:
+                print(f"skip: {source}: `mtlsd check` rejects it (check_configs.sh reports why)")
+                continue
+            ran += 1
+            check_one(binary, config, source, tmp, problems)
+        if ran == 0:
+            print("FAIL: no config could be started")
+            return 1
+    print(f"live: {ran - len({p.split(': ')[0] for p in problems})} passed, "
+          f"{len({p.split(': ')[0] for p in problems})} failed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
