@@ -118,6 +118,12 @@ listener_metrics& registry::for_listener(const std::string& name) {
   m.upstream_connect_failures = &upstream_failures_->Add({{"listener", name}});
   m.resumed = &resumptions_->Add({{"listener", name}});
   m.over_limit = &over_limit_->Add({{"listener", name}});
+  const char* methods[] = {"crl", "ocsp"};
+  const char* results[] = {"good", "revoked", "unknown", "unavailable"};
+  for (std::size_t i = 0; i < 2; ++i)
+    for (std::size_t j = 0; j < 4; ++j)
+      m.revocation_checks[i][j] = &revocation_checks_->Add(
+          {{"listener", name}, {"method", methods[i]}, {"result", results[j]}});
   return m;
 }
 

@@ -3,17 +3,21 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
+#include <cstring>
 #include <optional>
 
 #include "mtlsd/config/duration.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/upstream.hpp"
@@ -52,7 +56,7 @@ struct session {
   std::string client;
   std::optional<reason> refusal;
   std::string detail;
-  std::string identity;
+  std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
   const char* tls_version = "";
   const char* cipher = "";
   bool resumed = false;
@@ -97,6 +101,8 @@ void record_tls_details(session& s, SSL* ssl) {
 // Why a handshake failed, in the rejection vocabulary.
 void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
                                 const error_code& ec) {
+  // Cancelled by the watchdog (deadline or kill): finish() names the reason from the phase.
+  if (ec == asio::error::operation_aborted) return;
   if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
   if (tls.failure_reason() == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
     return s.refuse(reason::no_client_cert, "client sent no certificate");
@@ -122,6 +128,78 @@ asio::awaitable<void> linger_close(session& s) {
   }
 }
 
+void count_revocation(session& s, const tls::verify_outcome& vo) {
+  if (vo.crl == tls::crl_result::not_checked || !s.listener->metrics) return;
+  std::size_t result = 0;
+  switch (vo.crl) {
+    case tls::crl_result::good:
+      result = 0;
+      break;
+    case tls::crl_result::revoked:
+      result = 1;
+      break;
+    case tls::crl_result::unavailable:
+      result = 3;
+      break;
+    case tls::crl_result::not_checked:
+      return;
+  }
+  s.listener->metrics->revocation_checks[0][result]->Increment();
+  if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
+    log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
+              {{"listener", s.listener->cfg.name}, {"client", s.client}, {"detail", vo.crl_note}});
+}
+
+sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
+  sockaddr_storage out{};
+  std::memcpy(&out, ep.data(), std::min<std::size_t>(ep.size(), sizeof out));
+  return out;
+}
+
+// Everything the PROXY v2 header tells the upstream about this connection.
+proxy_v2_info proxy_info(const session& s, SSL* ssl) {
+  proxy_v2_info info;
+  error_code ec;
+  info.source = sockaddr_of(s.peer.remote_endpoint(ec));
+  info.destination = sockaddr_of(s.peer.local_endpoint(ec));
+  const unsigned char* alpn = nullptr;
+  unsigned alpn_len = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+  if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.authority = sni;
+  info.tls_version = s.tls_version;
+  info.cipher = s.cipher;
+  info.resumed = s.resumed;
+  if (X509* cert = SSL_get0_peer_certificate(ssl)) {
+    info.client_cert = true;
+    info.verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    info.signature_algorithm = OBJ_nid2sn(X509_get_signature_nid(cert));
+    if (EVP_PKEY* key = X509_get0_pubkey(cert)) {
+      // HAProxy's spelling: "RSA2048", "EC256", "ED25519".
+      const int id = EVP_PKEY_get_base_id(key);
+      if (id == EVP_PKEY_RSA)
+        info.key_algorithm = "RSA" + std::to_string(EVP_PKEY_get_bits(key));
+      else if (id == EVP_PKEY_EC)
+        info.key_algorithm = "EC" + std::to_string(EVP_PKEY_get_bits(key));
+      else
+        info.key_algorithm = OBJ_nid2sn(id);
+    }
+    unsigned char* der = nullptr;
+    int len = i2d_X509(cert, &der);
+    if (len > 0)
+      info.cert_der.assign(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+  }
+  if (s.peer_identity) {
+    info.common_name = s.peer_identity->common_name;
+    info.spiffe_id = s.peer_identity->spiffe_id;
+    info.uri_sans = s.peer_identity->uri_sans;
+    info.dns_sans = s.peer_identity->dns_sans;
+    info.cert_sha256 = s.peer_identity->sha256;
+  }
+  return info;
+}
+
 void observe_handshake(session& s) {
   const auto& lr = *s.listener;
   if (!lr.metrics) return;
@@ -139,18 +217,21 @@ asio::awaitable<void> serve_server(session& s) {
   tls::verifier::bind(tls.native(), &vo);
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
-  if (auto ec = co_await tls.handshake()) {
-    classify_handshake_failure(s, vo, tls, ec);
+  auto handshake_error = co_await tls.handshake();
+  count_revocation(s, vo);
+  if (handshake_error) {
+    if (handshake_error == asio::error::operation_aborted) co_return;  // see finish()
+    classify_handshake_failure(s, vo, tls, handshake_error);
     co_await linger_close(s);
     co_return;
   }
   record_tls_details(s, tls.native());
   if (vo.identity) {
-    s.identity = vo.identity->display();
+    s.peer_identity = std::move(vo.identity);
   } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
     // A resumed session skips verification (it was verified when first established, under this
     // same context); its certificate still names the peer.
-    s.identity = tls::extract_identity(cert).display();
+    s.peer_identity = tls::extract_identity(cert);
   }
   observe_handshake(s);
 
@@ -158,11 +239,21 @@ asio::awaitable<void> serve_server(session& s) {
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
   if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+    if (ec == asio::error::operation_aborted) co_return;  // the watchdog's verdict: see finish()
     if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
     s.refuse(reason::upstream_unavailable, why);
     s.enter(phase::closing, std::chrono::seconds(1));
     co_await tls.shutdown_send();
     co_return;
+  }
+  if (cfg.proxy_protocol == config::proxy_protocol_mode::v2) {
+    const std::string header = build_proxy_v2_header(proxy_info(s, tls.native()));
+    auto [wec, n] =
+        co_await asio::async_write(s.upstream, asio::buffer(header), as_tuple(use_awaitable));
+    if (wec) {
+      s.refuse(reason::upstream_unavailable, "writing the PROXY header: " + wec.message());
+      co_return;
+    }
   }
   s.admitted = true;
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
@@ -180,6 +271,7 @@ asio::awaitable<void> serve_client(session& s) {
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
   if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+    if (ec == asio::error::operation_aborted) co_return;  // the watchdog's verdict: see finish()
     if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
     s.refuse(reason::upstream_unavailable, why);
     co_return;
@@ -200,9 +292,9 @@ asio::awaitable<void> serve_client(session& s) {
   }
   record_tls_details(s, tls.native());
   if (vo.identity)
-    s.identity = vo.identity->display();
+    s.peer_identity = std::move(vo.identity);
   else if (X509* cert = SSL_get0_peer_certificate(tls.native()))
-    s.identity = tls::extract_identity(cert).display();
+    s.peer_identity = tls::extract_identity(cert);
   observe_handshake(s);
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
@@ -265,7 +357,7 @@ void finish(session& s) {
   log::access_record rec;
   rec.listener = cfg.name;
   rec.client = std::move(s.client);
-  rec.identity = std::move(s.identity);
+  if (s.peer_identity) rec.identity = s.peer_identity->display();
   rec.tls_version = s.tls_version;
   rec.cipher = s.cipher;
   rec.resumed = s.resumed;

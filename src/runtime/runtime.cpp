@@ -46,6 +46,21 @@ void check_own_chain(const config::listener& l, const tls::tls_context& t, std::
   }
 }
 
+// Configuration keys that name a feature this build does not have yet. Accepting them silently
+// would be a security hole (an operator who asked for OCSP must not get "no revocation"), so
+// they are refused with a clear message.
+void refuse_unbuilt_features(const config::listener& l, config::diagnostics& out) {
+  auto refuse = [&](const char* what) {
+    out.push_back({l.where,
+                   "listener '" + l.name + "': " + what + " is not supported by this build yet",
+                   false});
+  };
+  if (l.http.enabled) refuse("http (X-Forwarded-Client-Cert)");
+  if (l.revocation.ocsp != config::ocsp_mode::off) refuse("revocation.ocsp");
+  if (l.revocation.crl_distribution_points) refuse("revocation.crl_distribution_points");
+  if (l.revocation.stapling) refuse("revocation.stapling");
+}
+
 }  // namespace
 
 std::shared_ptr<const listener_runtime> runtime::find(std::string_view name) const {
@@ -60,11 +75,12 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   rt->cfg = cfg;
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
+    refuse_unbuilt_features(l, problems);
     try {
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;
       lr->tls = tls::build_context(l);
-      check_own_chain(l, lr->tls, now, problems);
+      if (opts.check_own_validity) check_own_chain(l, lr->tls, now, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
         lr->metrics = &opts.registry->for_listener(l.name);

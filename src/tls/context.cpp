@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/sha.h>
 
+#include <chrono>
 #include <cstring>
 
 namespace mtlsd::tls {
@@ -90,6 +91,29 @@ cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>
   return cas;
 }
 
+// CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
+// during chain verification, so revocation is decided inside the handshake.
+crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
+  crl_policy policy;
+  if (rv.crl_files.empty()) return policy;
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  for (const auto& f : rv.crl_files) {
+    for (auto& crl : load_crls(f)) {
+      if (X509_STORE_add_crl(store, crl.get()) != 1) drain_errors();  // duplicate: harmless
+      out.crls.push_back(std::move(crl));
+    }
+  }
+  unsigned long flags = X509_V_FLAG_CRL_CHECK | X509_V_FLAG_USE_DELTAS;
+  // chain: every CA level needs a CRL; a level without one follows on_unavailable.
+  if (rv.scope == config::crl_scope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
+  X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), flags);
+  policy.enabled = true;
+  policy.soft_fail = rv.on_unavailable == config::unavailable_policy::allow;
+  policy.grace_seconds =
+      static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count());
+  return policy;
+}
+
 }  // namespace
 
 bool is_ip_literal(const std::string& host) {
@@ -116,12 +140,14 @@ tls_context build_context(const config::listener& l) {
     if (ca.mode == config::client_auth_mode::require)
       mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     if (ca.mode == config::client_auth_mode::optional) mode = SSL_VERIFY_PEER;
+    crl_policy crl;
     if (ca.mode != config::client_auth_mode::none) {
       out.trust = install_trust_store(ctx, ca.ca, true);
       SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
+      crl = install_crls(ctx, l.revocation, out);
     }
     SSL_CTX_set_verify(ctx, mode, nullptr);
-    out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow);
+    out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
     out.peer_verifier->attach(ctx);
 
     // Resumed sessions must be bound to this listener's policy: the id context is the listener

@@ -75,8 +75,8 @@ reason reason_from_x509_error(int err) {
   }
 }
 
-verifier::verifier(peer_role role, config::allow_list allow)
-    : role_(role), allow_(std::move(allow)) {}
+verifier::verifier(peer_role role, config::allow_list allow, crl_policy crl)
+    : role_(role), allow_(std::move(allow)), crl_(crl) {}
 
 void verifier::attach(SSL_CTX* ctx) const {
   SSL_CTX_set_ex_data(ctx, idx().ctx_verifier, const_cast<verifier*>(this));
@@ -103,11 +103,43 @@ int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
   return v->decide(ok, store_ctx, *out);
 }
 
+bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
+  if (crl_.grace_seconds <= 0) return false;
+  const X509_CRL* crl = X509_STORE_CTX_get0_current_crl(store_ctx);
+  std::tm tm{};
+  if (!crl || !X509_CRL_get0_nextUpdate(crl) ||
+      ASN1_TIME_to_tm(X509_CRL_get0_nextUpdate(crl), &tm) != 1)
+    return false;
+  const std::time_t next = timegm(&tm);
+  const X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
+  const std::time_t now = (X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME)
+                              ? X509_VERIFY_PARAM_get_time(param)
+                              : std::time(nullptr);
+  return now - next <= crl_.grace_seconds;
+}
+
 int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const {
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (!ok) {
     const int err = X509_STORE_CTX_get_error(store_ctx);
+    if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
+      // Within crl_grace the stale CRL is still enforced: once we accept the time error,
+      // OpenSSL goes on to check the certificate against it.
+      return 1;
+    }
+    if (crl_.enabled && crl_.soft_fail &&
+        reason_from_x509_error(err) == reason::revocation_unavailable) {
+      // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
+      // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
+      out.crl = crl_result::unavailable;
+      out.crl_note = describe(err, depth, cert);
+      return 1;
+    }
+    if (err == X509_V_ERR_CERT_REVOKED)
+      out.crl = crl_result::revoked;
+    else if (reason_from_x509_error(err) == reason::revocation_unavailable)
+      out.crl = crl_result::unavailable;
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
       out.refusal = reason_from_x509_error(err);
       out.detail = describe(err, depth, cert);
@@ -125,6 +157,7 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     return 0;
   }
   out.identity = std::move(id);
+  if (crl_.enabled && out.crl == crl_result::not_checked) out.crl = crl_result::good;
   return 1;
 }
 

@@ -31,6 +31,9 @@ struct listener_metrics {
   prometheus::Counter* upstream_connect_failures;
   prometheus::Counter* resumed;
   prometheus::Counter* over_limit;
+  // mtlsd_revocation_checks_total: [method][result], method crl=0 ocsp=1,
+  // result good=0 revoked=1 unknown=2 unavailable=3.
+  std::array<std::array<prometheus::Counter*, 4>, 2> revocation_checks;
 
   prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
 };

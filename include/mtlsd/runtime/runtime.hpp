@@ -32,6 +32,8 @@ struct runtime {
 struct build_options {
   metrics::registry* registry = nullptr;  // where listeners get their metric handles
   std::time_t now = 0;                    // 0 = the current time
+  // `mtlsd verify` judges a peer's certificate, not ours: it skips our own validity checks.
+  bool check_own_validity = true;
 };
 
 // Builds every listener. Throws config::config_error listing every problem of every listener

@@ -24,9 +24,10 @@ struct tls_context {
   std::unique_ptr<verifier> peer_verifier;
   std::unique_ptr<const std::string> alpn_wire;  // server: our ALPN list, read by the callback
   ssl_ctx_ptr ctx;
-  cert_chain own_chain;     // our certificate chain, leaf first (empty for a client without a cert)
-  cert_chain trust;         // CA certificates of the trust store (empty = system store)
-  std::string server_name;  // client mode: the name checked and sent as SNI ("" for an IP)
+  cert_chain own_chain;  // our certificate chain, leaf first (empty for a client without a cert)
+  cert_chain trust;      // CA certificates of the trust store (empty = system store)
+  std::vector<x509_crl_ptr> crls;  // CRLs loaded from revocation.crl_files
+  std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
 };
 
 // Throws config::config_error naming the configuration line of whatever failed.

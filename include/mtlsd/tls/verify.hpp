@@ -14,11 +14,23 @@
 
 namespace mtlsd::tls {
 
+// What CRL checking concluded, for mtlsd_revocation_checks_total.
+enum class crl_result { not_checked, good, revoked, unavailable };
+
 // What verification concluded about one peer. Filled by the verify callback.
 struct verify_outcome {
   std::optional<reason> refusal;
   std::string detail;
   std::optional<peer_identity> identity;  // set once the leaf passed every check
+  crl_result crl = crl_result::not_checked;
+  std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
+};
+
+// How CRL problems are treated (revocation.on_unavailable / crl_grace).
+struct crl_policy {
+  bool enabled = false;
+  bool soft_fail = false;  // on_unavailable: allow
+  long grace_seconds = 0;  // keep enforcing a CRL this long past its nextUpdate
 };
 
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
@@ -28,7 +40,7 @@ enum class peer_role { client, server };  // which side the verified peer is
 
 class verifier {
  public:
-  verifier(peer_role role, config::allow_list allow);
+  verifier(peer_role role, config::allow_list allow, crl_policy crl = {});
 
   // Installs the callback on `ctx` and points the context at this verifier, which must outlive
   // the context and every SSL made from it.
@@ -46,9 +58,11 @@ class verifier {
  private:
   static int callback(int ok, X509_STORE_CTX* store_ctx);
   int decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const;
+  bool within_grace(X509_STORE_CTX* store_ctx) const;
 
   peer_role role_;
   config::allow_list allow_;
+  crl_policy crl_;
 };
 
 }  // namespace mtlsd::tls

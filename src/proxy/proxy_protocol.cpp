@@ -1,0 +1,103 @@
+#include "mtlsd/proxy/proxy_protocol.hpp"
+
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+namespace mtlsd::proxy {
+namespace {
+
+constexpr char signature[12] = {'\x0D', '\x0A', '\x0D', '\x0A', '\x00', '\x0D',
+                                '\x0A', '\x51', '\x55', '\x49', '\x54', '\x0A'};
+
+void put16(std::string& out, std::size_t v) {
+  out += static_cast<char>((v >> 8) & 0xff);
+  out += static_cast<char>(v & 0xff);
+}
+
+void tlv(std::string& out, std::uint8_t type, std::string_view value) {
+  if (value.size() > 0xffff) return;  // cannot be encoded; skipping beats corrupting
+  out += static_cast<char>(type);
+  put16(out, value.size());
+  out.append(value);
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v)
+    out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+template <class T>
+const T& as(const sockaddr_storage& s) {
+  return *reinterpret_cast<const T*>(&s);
+}
+
+}  // namespace
+
+std::string build_proxy_v2_header(const proxy_v2_info& info) {
+  std::string addresses;
+  std::uint8_t family = 0x00;  // UNSPEC
+  if (info.source.ss_family == AF_INET && info.destination.ss_family == AF_INET) {
+    family = 0x11;  // TCP over IPv4
+    const auto& src = as<sockaddr_in>(info.source);
+    const auto& dst = as<sockaddr_in>(info.destination);
+    addresses.append(reinterpret_cast<const char*>(&src.sin_addr), 4);
+    addresses.append(reinterpret_cast<const char*>(&dst.sin_addr), 4);
+    addresses.append(reinterpret_cast<const char*>(&src.sin_port), 2);  // already big-endian
+    addresses.append(reinterpret_cast<const char*>(&dst.sin_port), 2);
+  } else if (info.source.ss_family == AF_INET6 && info.destination.ss_family == AF_INET6) {
+    family = 0x21;  // TCP over IPv6
+    const auto& src = as<sockaddr_in6>(info.source);
+    const auto& dst = as<sockaddr_in6>(info.destination);
+    addresses.append(reinterpret_cast<const char*>(&src.sin6_addr), 16);
+    addresses.append(reinterpret_cast<const char*>(&dst.sin6_addr), 16);
+    addresses.append(reinterpret_cast<const char*>(&src.sin6_port), 2);
+    addresses.append(reinterpret_cast<const char*>(&dst.sin6_port), 2);
+  } else if (info.source.ss_family == AF_UNIX && info.destination.ss_family == AF_UNIX) {
+    family = 0x31;  // UNIX stream
+    char path[108] = {};
+    std::memcpy(path, as<sockaddr_un>(info.source).sun_path, sizeof path);
+    addresses.append(path, sizeof path);
+    std::memcpy(path, as<sockaddr_un>(info.destination).sun_path, sizeof path);
+    addresses.append(path, sizeof path);
+  }
+
+  std::string tlvs;
+  if (!info.alpn.empty()) tlv(tlvs, pp2::alpn, info.alpn);
+  if (!info.authority.empty()) tlv(tlvs, pp2::authority, info.authority);
+  {
+    std::string ssl;
+    std::uint8_t client = pp2::client_ssl;
+    if (info.client_cert) client |= pp2::client_cert_conn;
+    if (info.resumed && info.client_cert) client |= pp2::client_cert_sess;
+    ssl += static_cast<char>(client);
+    // `verify` is 0 when the client presented a certificate and it was verified.
+    const std::uint32_t verify = (info.client_cert && info.verified) ? 0 : 1;
+    for (int shift = 24; shift >= 0; shift -= 8)
+      ssl += static_cast<char>((verify >> shift) & 0xff);
+    tlv(ssl, pp2::ssl_version, info.tls_version);
+    if (!info.common_name.empty()) tlv(ssl, pp2::ssl_cn, info.common_name);
+    tlv(ssl, pp2::ssl_cipher, info.cipher);
+    if (!info.signature_algorithm.empty()) tlv(ssl, pp2::ssl_sig_alg, info.signature_algorithm);
+    if (!info.key_algorithm.empty()) tlv(ssl, pp2::ssl_key_alg, info.key_algorithm);
+    tlv(tlvs, pp2::ssl, ssl);
+  }
+  if (!info.spiffe_id.empty()) tlv(tlvs, pp2::spiffe_id, info.spiffe_id);
+  if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, join(info.uri_sans));
+  if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, join(info.dns_sans));
+  if (!info.cert_der.empty()) tlv(tlvs, pp2::cert_der, info.cert_der);
+  if (!info.cert_sha256.empty()) tlv(tlvs, pp2::cert_sha256, info.cert_sha256);
+
+  std::string out(signature, sizeof signature);
+  out += static_cast<char>(0x21);  // version 2, command PROXY
+  out += static_cast<char>(family);
+  put16(out, addresses.size() + tlvs.size());
+  out += addresses;
+  out += tlvs;
+  return out;
+}
+
+}  // namespace mtlsd::proxy
