@@ -249,10 +249,12 @@ newkey other-ca
 selfsign other_ca other-ca "/O=Unrelated/CN=Unrelated Root CA"
 
 # --- servers ---------------------------------------------------------------
+# Back-dated two years so `mtlsd verify --at` inside client-expired's window
+# still finds the listener's own certificate valid.
 newkey server
-sign root_ca server "/O=mtlsd Test/CN=localhost" ext_server "$PAST_1D" "$FUTURE_2Y"
+sign root_ca server "/O=mtlsd Test/CN=localhost" ext_server "$PAST_2Y" "$FUTURE_2Y"
 newkey server-int
-sign int_ca server-int "/O=mtlsd Test/CN=localhost" ext_server "$PAST_1D" "$FUTURE_2Y"
+sign int_ca server-int "/O=mtlsd Test/CN=localhost" ext_server "$PAST_2Y" "$FUTURE_2Y"
 cat "$OUT/server-int.crt" "$OUT/int.crt" >"$OUT/server-int-fullchain.crt"
 
 # --- clients ---------------------------------------------------------------
