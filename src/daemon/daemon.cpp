@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -84,6 +85,8 @@ class daemon {
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     wait_for_signal();
+    expiry_ = std::make_unique<expiry_monitor>(control_, [this] { return runtime_; });
+    expiry_->start();
     log::info("ready",
               {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
     notify_ready();
@@ -315,6 +318,7 @@ class daemon {
     if (open == 0 || (killed_ && now >= hard_deadline_)) {
       log::info("drained", {{"open_connections", open}});
       if (admin_) admin_->stop();
+      expiry_.reset();
       signals_.cancel();
       control_.stop();
       return;
@@ -340,6 +344,7 @@ class daemon {
   std::shared_ptr<const runtime::runtime> runtime_;
   std::map<std::string, slot_ptr> slots_;
   std::unique_ptr<admin::server> admin_;
+  std::unique_ptr<expiry_monitor> expiry_;
   bool draining_ = false;
   bool killed_ = false;
   steady::time_point drain_deadline_{};
