@@ -700,17 +700,27 @@ def test_reload_updates_expiry_gauges_and_reload_metrics(start_mtlsd, make_upstr
         m.get("mtlsd_config_last_reload_success_timestamp_seconds")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: mtlsd_crl_next_update_timestamp_seconds is registered "
-                   "(metrics.cpp) but never set: no series appears for a loaded CRL")
-def test_crl_next_update_gauge(start_mtlsd, make_upstream, pki):
-    """The contract's mtlsd_crl_next_update_timestamp_seconds{issuer} for a loaded CRL."""
-    up = make_upstream()
-    daemon = start_mtlsd(daemon_config([server_listener(
-        pki, up.address, revocation={"crl_files": [pki.path("crl.pem")]})]))
-    out = subprocess.run(["openssl", "crl", "-in", pki.path("crl.pem"), "-noout", "-nextupdate",
-                          "-issuer", "-nameopt", "RFC2253"],
+def crl_facts(path: str) -> tuple[dict, float]:
+    out = subprocess.run(["openssl", "crl", "-in", path, "-noout", "-nextupdate", "-issuer",
+                          "-nameopt", "RFC2253"],
                          capture_output=True, text=True, check=True).stdout
     facts = dict(line.split("=", 1) for line in out.strip().splitlines())
-    next_update = ssl.cert_time_to_seconds(facts["nextUpdate"])
-    series = daemon.scrape().series("mtlsd_crl_next_update_timestamp_seconds")
-    assert series == [({"issuer": facts["issuer"]}, float(next_update))]
+    return {"issuer": facts["issuer"]}, float(ssl.cert_time_to_seconds(facts["nextUpdate"]))
+
+
+def test_crl_next_update_gauge(start_mtlsd, make_upstream, pki):
+    """The contract's mtlsd_crl_next_update_timestamp_seconds{issuer} for each
+    loaded CRL, at start and after a reload that adds one."""
+    up = make_upstream()
+    config = daemon_config([server_listener(
+        pki, up.address, revocation={"crl_files": [pki.path("crl.pem")]})])
+    daemon = start_mtlsd(config)
+    root = crl_facts(pki.path("crl.pem"))
+    assert daemon.scrape().series("mtlsd_crl_next_update_timestamp_seconds") == [root]
+
+    config["listeners"][0]["revocation"]["crl_files"].append(pki.path("int-crl.pem"))
+    write_config(daemon.config_path, config)
+    daemon.send_signal(signal.SIGHUP)
+    m = wait_metric(daemon, "mtlsd_config_reloads_total", 1, result="success")
+    got = m.series("mtlsd_crl_next_update_timestamp_seconds")
+    assert sorted(got, key=str) == sorted([root, crl_facts(pki.path("int-crl.pem"))], key=str)
