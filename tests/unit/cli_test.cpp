@@ -75,7 +75,7 @@ TEST(ParseTime, RejectsGarbage) {
 // 2026-03-03), one-digit fields and leading blanks are accepted, the offset is not range-checked
 // ("+99:99", "+-1:00") and a '.' without digits passes. `mtlsd verify --at` then judges the
 // certificate at a time the operator did not ask for, without a word.
-TEST(ParseTime, DISABLED_RejectsMalformedRfc3339) {
+TEST(ParseTime, RejectsMalformedRfc3339) {
   for (const char* bad :
        {"2026-02-31T00:00:00Z", "2026-04-31T00:00:00Z", "2026-1-2T3:4:5Z", " 2026-01-02T03:04:05Z",
         "2026-01-02T03:04:05+99:99", "2026-01-02T03:04:05+-1:00", "2026-01-02T03:04:05.Z"}) {
@@ -87,7 +87,7 @@ TEST(ParseTime, DISABLED_RejectsMalformedRfc3339) {
 // passed to std::stoll, which throws std::out_of_range instead of returning nullopt. `mtlsd
 // verify --at @99999999999999999999` therefore terminates with an uncaught exception instead of
 // printing the usage error.
-TEST(ParseTime, DISABLED_HugeEpochIsRejectedNotThrown) {
+TEST(ParseTime, HugeEpochIsRejectedNotThrown) {
   std::optional<long long> r;
   EXPECT_NO_THROW(r = parse_time("@99999999999999999999"));
   EXPECT_EQ(r, std::nullopt);

@@ -1124,7 +1124,7 @@ TEST(ConfigAllow, AlpnNamesMustBeNonEmpty) {
 // after it) gives a null node whose yaml-cpp mark is that of the NEXT token, so the diagnostic
 // points at the following line (here 5:5 instead of line 4). For a null value the location of
 // its key should be used.
-TEST(ConfigEmptyValue, DISABLED_ErrorPointsAtTheKeysLine) {
+TEST(ConfigEmptyValue, ErrorPointsAtTheKeysLine) {
   load_result r = load_text(R"(listeners:
   - name: inbound
     listen: 0.0.0.0:8443
