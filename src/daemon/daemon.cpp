@@ -128,6 +128,7 @@ class daemon {
     }
     runtime_ = rt;
     metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
+    metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
     for (auto& w : workers_)
@@ -348,6 +349,7 @@ class daemon {
       log::warn(w.str());
     warn_insecure(*next);
     metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+    metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
     metrics_.last_reload_success_time().Set(unix_now());
     log::info("reloaded", {{"trigger", trigger},

@@ -157,4 +157,16 @@ void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {
   }
 }
 
+void registry::set_crl_next_update(const std::map<std::string, double>& by_issuer) {
+  std::lock_guard lock(mutex_);
+  for (auto* g : crl_gauges_)
+    crl_next_update_->Remove(g);
+  crl_gauges_.clear();
+  for (const auto& [issuer, next] : by_issuer) {
+    auto& g = crl_next_update_->Add({{"issuer", issuer}});
+    g.Set(next);
+    crl_gauges_.push_back(&g);
+  }
+}
+
 }  // namespace mtlsd::metrics

@@ -135,6 +135,22 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   return out;
 }
 
+std::map<std::string, double> crl_next_updates(const runtime& rt) {
+  std::map<std::string, double> out;
+  for (const auto& l : rt.listeners) {
+    for (const auto& crl : l->tls.crls) {
+      const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+      std::tm tm{};
+      if (!next || ASN1_TIME_to_tm(next, &tm) != 1) continue;
+      const std::string name = tls::name_of(X509_CRL_get_issuer(crl.get()));
+      auto t = static_cast<double>(timegm(&tm));
+      auto [it, inserted] = out.emplace(name, t);
+      if (!inserted && t > it->second) it->second = t;
+    }
+  }
+  return out;
+}
+
 std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt) {
   std::vector<metrics::registry::cert_series> out;
   for (const auto& l : rt.listeners) {

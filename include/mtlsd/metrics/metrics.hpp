@@ -72,6 +72,9 @@ class registry {
   };
   void set_certificate_expiry(const std::vector<cert_series>& certs);
 
+  // Replaces the CRL nextUpdate series (one per issuer; the latest nextUpdate wins).
+  void set_crl_next_update(const std::map<std::string, double>& by_issuer);
+
   prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
 
@@ -102,6 +105,7 @@ class registry {
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
   std::vector<prometheus::Gauge*> cert_gauges_;
+  std::vector<prometheus::Gauge*> crl_gauges_;
 };
 
 }  // namespace mtlsd::metrics
