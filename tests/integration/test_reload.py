@@ -10,7 +10,6 @@ does *not* happen (no reload without a trigger), each bounded well above the deb
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -18,7 +17,6 @@ import ssl
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -173,22 +171,8 @@ def changed_files(line: dict) -> set[str]:
     return set(filter(None, line.get("files_changed", "").split(",")))
 
 
-def scrape(daemon: Mtlsd) -> str:
-    host, port = parse_address(daemon.admin_address)
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
 def metric(daemon: Mtlsd, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in scrape(daemon).splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = ",".join(sorted(p for p in re.findall(r'\w+="[^"]*"', m.group(2) or "")))
-        if have == want:
-            return float(m.group(3))
-    raise AssertionError(f"no sample {name}{{{want}}} on /metrics")
+    return daemon.scrape().get(name, **labels)
 
 
 def reload_counts(daemon: Mtlsd) -> tuple[float, float]:
@@ -363,7 +347,8 @@ def test_kubernetes_secret_volume_swap(start_reloadable, make_upstream, rpki, tm
 BAD_KEY = b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n"
 
 
-@pytest.mark.parametrize("breakage", ["corrupt_key", "key_does_not_match", "invalid_yaml"])
+@pytest.mark.parametrize("breakage", ["corrupt_key", "key_does_not_match", "expired_cert",
+                                      "invalid_yaml"])
 def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upstream, rpki,
                                                      tmp_path, breakage):
     certs = install(tmp_path / "certs", rpki, server_crt="server.crt", server_key="server.key",
@@ -381,6 +366,11 @@ def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upst
         write_and_rename(certs["server_key"], rpki.read("server2.key"))
         expect_failed(daemon, 0, f"{certs['server_key']}: private key does not match the "
                                  f"certificate in {certs['server_crt']}")
+    elif breakage == "expired_cert":
+        # A matching pair, but expired: the same validity check as `mtlsd check`.
+        write_and_rename(certs["server_crt"], rpki.read("client-expired.crt"))
+        write_and_rename(certs["server_key"], rpki.read("client-expired.key"))
+        expect_failed(daemon, 0, f"{certs['server_crt']}: certificate ", " expired at ")
     else:
         daemon.config_path.write_text("listeners:\n  - name: inbound\n   mode: [server\n")
         expect_failed(daemon, 0, f"{daemon.config_path}:", "YAML syntax error")
@@ -397,7 +387,7 @@ def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upst
         write_config(daemon.config_path, config)
     else:
         write_and_rename(certs["server_crt"], rpki.read("server2.crt"))
-        if breakage == "corrupt_key":
+        if breakage in ("corrupt_key", "expired_cert"):
             write_and_rename(certs["server_key"], rpki.read("server2.key"))
     expect_reloaded(daemon, 1)
     assert served_serial(daemon, rpki) == new
