@@ -564,7 +564,7 @@ def test_twenty_reloads_under_load_drop_nothing(start_reloadable, make_upstream,
             t.join(10)
     assert not any(t.is_alive() for t in threads)
     assert failed == [], f"{len(failed)} of {len(failed) + len(ok)} connections failed: {failed[:5]}"
-    assert len(ok) >= 80
+    assert len(ok) >= 10 + 20 * 3  # what the waits above guarantee
     assert set(ok) == set(serials), "clients did not see both certificates"
     # Every connection made it through to the upstream and back.
     assert upstream.connection_count() == len(ok)
