@@ -271,6 +271,7 @@ class daemon {
       metrics_.reload_failure().Increment();
       log::error("reload failed; still serving the previous configuration",
                  {{"trigger", trigger},
+                  {"result", "failure"},
                   {"files_changed", files},
                   {"error", why},
                   {"duration_ms", elapsed_ms(started)}});
@@ -353,6 +354,7 @@ class daemon {
     metrics_.reload_success().Increment();
     metrics_.last_reload_success_time().Set(unix_now());
     log::info("reloaded", {{"trigger", trigger},
+                           {"result", "success"},
                            {"files_changed", files},
                            {"listeners_updated", join(kept)},
                            {"listeners_started", join(started_names)},

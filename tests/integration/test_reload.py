@@ -152,7 +152,8 @@ def wait_outcome(daemon: Mtlsd, seen: int, timeout: float = RELOAD_TIMEOUT) -> d
 
 def expect_reloaded(daemon: Mtlsd, seen: int, **fields) -> dict:
     line = wait_outcome(daemon, seen)
-    assert line["msg"] == RELOADED, line
+    assert line["msg"] == RELOADED and line.get("result") == "success", line
+    assert isinstance(line.get("duration_ms"), int), line
     for key, value in fields.items():
         assert line.get(key) == value, (key, line)
     return line
@@ -161,7 +162,8 @@ def expect_reloaded(daemon: Mtlsd, seen: int, **fields) -> dict:
 def expect_failed(daemon: Mtlsd, seen: int, *needles: str) -> dict:
     line = wait_outcome(daemon, seen)
     assert line["msg"] == FAILED, line
-    assert line.get("level") == "error", line
+    assert line.get("level") == "error" and line.get("result") == "failure", line
+    assert isinstance(line.get("duration_ms"), int), line
     for needle in needles:
         assert needle in line.get("error", ""), (needle, line)
     return line
