@@ -101,7 +101,8 @@ fi
 rm -f "$build_log"
 [[ -x "$MTLSD_BIN" ]] || die "no mtlsd binary at $MTLSD_BIN"
 [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN"
-log "mtlsd: $MTLSD_BIN ($(date -r "$MTLSD_BIN" '+built %F %T'))"
+log "mtlsd: $MTLSD_BIN ($(date -r "$MTLSD_BIN" '+built %F %T')); builds took $(($(date +%s) - START)) s"
+START=$(date +%s)   # the time budget (--quick: 40 s) covers what follows, not the builds
 
 # --- temporary directory, process bookkeeping, cleanup ---------------------------------------
 T=$(mktemp -d /tmp/mtlsd-bench.XXXXXX)
