@@ -291,3 +291,15 @@ def test_remote_refusing_our_certificate(chain):
     # read the remote's alert instead of data.
     line = outbound.wait_for_access(client=local)
     assert line["tx_bytes"] == 0, line
+
+
+def test_insecure_skip_verify_is_explicit_and_loud(chain, pki):
+    """Verification off only by the explicit key, with a warning at start: a
+    remote from a CA we do not trust is then accepted."""
+    outbound, _, _ = chain(client={"server_auth": {"ca": [pki.path("other-ca.crt")],
+                                                   "insecure_skip_verify": True}})
+    warning = outbound.wait_for_log(lambda l: "insecure_skip_verify" in l.get("msg", ""))
+    assert warning["level"] == "warn" and warning["listener"] == "outbound"
+    data, local, _ = plain_exchange(outbound.addr("outbound"), b"trusting\n")
+    assert data == b"trusting\n"
+    assert outbound.wait_for_access(client=local)["result"] == "accepted"
