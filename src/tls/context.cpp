@@ -77,6 +77,7 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
     const auto& where = t.pkcs12.empty() ? t.cert.where : t.pkcs12.where;
     fail(where, "cannot use certificate and key: " + drain_errors());
   }
+  out.own_uri_sans = extract_identity(kp.chain.front().get()).uri_sans;
   out.own_chain = std::move(kp.chain);
 }
 
@@ -192,8 +193,13 @@ tls_context build_context(const config::listener& l) {
     }
     out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow);
     out.peer_verifier->attach(ctx);
-    SSL_CTX_set_session_cache_mode(
-        ctx, l.tls.session_resumption ? SSL_SESS_CACHE_CLIENT : SSL_SESS_CACHE_OFF);
+    if (l.tls.session_resumption) {
+      out.sessions = std::make_unique<client_session_cache>();
+      out.sessions->attach(ctx);
+    } else {
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // TLS 1.2: do not even ask for a ticket
+    }
     if (!l.tls.alpn.empty()) {
       std::string wire = alpn_wire(l.tls.alpn);
       SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
