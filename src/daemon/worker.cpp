@@ -13,6 +13,10 @@ worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_
 
 worker::~worker() {
   stop();
+  // Our references to acceptors go first: an I/O object must not outlive its io_context.
+  // Pending accept loops and sessions still hold theirs; the io_context destroys those frames
+  // while its services are alive, and sessions_ (declared before ioc_) outlives that.
+  acceptors_.clear();
 }
 
 void worker::start() {

@@ -499,7 +499,8 @@ TEST_F(RuntimeBuildTest, NotPem) {
 }
 
 TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
-  files_.dir().write("other.key", test::key_to_pem(test::make_key()));
+  tls::evp_pkey_ptr other_key(test::make_key());
+  files_.dir().write("other.key", test::key_to_pem(other_key.get()));
   auto problems =
       build_problems(files_.server("", "      cert: server.crt\n      key: other.key\n"));
   ASSERT_EQ(problems.size(), 1u);
