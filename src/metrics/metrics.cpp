@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::metrics {
@@ -146,6 +148,40 @@ void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {
         {{"listener", c.listener}, {"role", c.role}, {"subject", c.subject}, {"serial", c.serial}});
     g.Set(c.not_after);
     cert_gauges_.push_back(&g);
+  }
+}
+
+void registry::set_crl_next_update(const std::string& source,
+                                   const std::vector<std::pair<std::string, double>>& issuers) {
+  std::lock_guard lock(mutex_);
+  if (issuers.empty()) {
+    crl_sources_.erase(source);
+  } else {
+    auto& mine = crl_sources_[source];
+    mine.clear();
+    for (const auto& [issuer, when] : issuers) {
+      auto [it, fresh] = mine.emplace(issuer, when);
+      if (!fresh) it->second = std::min(it->second, when);
+    }
+  }
+  std::map<std::string, double> earliest;
+  for (const auto& [src, by_issuer] : crl_sources_)
+    for (const auto& [issuer, when] : by_issuer) {
+      auto [it, fresh] = earliest.emplace(issuer, when);
+      if (!fresh) it->second = std::min(it->second, when);
+    }
+  for (auto it = crl_gauges_.begin(); it != crl_gauges_.end();) {
+    if (!earliest.count(it->first)) {
+      crl_next_update_->Remove(it->second);
+      it = crl_gauges_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [issuer, when] : earliest) {
+    auto& g = crl_gauges_[issuer];
+    if (!g) g = &crl_next_update_->Add({{"issuer", issuer}});
+    g->Set(when);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
 
 namespace mtlsd::runtime {
 namespace {
@@ -56,9 +57,14 @@ void refuse_unbuilt_features(const config::listener& l, config::diagnostics& out
                    false});
   };
   if (l.http.enabled) refuse("http (X-Forwarded-Client-Cert)");
-  if (l.revocation.ocsp != config::ocsp_mode::off) refuse("revocation.ocsp");
-  if (l.revocation.crl_distribution_points) refuse("revocation.crl_distribution_points");
-  if (l.revocation.stapling) refuse("revocation.stapling");
+  // Client mode checks a stapled OCSP response from the remote; fetching revocation data for the
+  // remote's certificate (and CRL files for it) is not built yet.
+  if (l.mode == config::listener_mode::client) {
+    if (!l.revocation.crl_files.empty()) refuse("revocation.crl_files in mode: client");
+    if (l.revocation.ocsp != config::ocsp_mode::off) refuse("revocation.ocsp in mode: client");
+    if (l.revocation.crl_distribution_points)
+      refuse("revocation.crl_distribution_points in mode: client");
+  }
 }
 
 }  // namespace
@@ -80,6 +86,9 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;
       lr->tls = tls::build_context(l);
+      lr->revocation = tls::revocation::policy::from(l.revocation);
+      if (lr->revocation.network() || lr->revocation.stapling)
+        lr->revocation_service = opts.revocation;
       if (opts.check_own_validity) check_own_chain(l, lr->tls, now, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
@@ -145,6 +154,19 @@ std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt
     for (const auto& c : l->tls.trust)
       out.push_back({l->cfg.name, "ca", tls::subject_of(c.get()), tls::serial_of(c.get()),
                      static_cast<double>(tls::not_after_of(c.get()))});
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> crl_file_series(
+    const runtime& rt) {
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> out;
+  for (const auto& l : rt.listeners) {
+    std::vector<std::pair<std::string, double>> crls;
+    for (const auto& crl : l->tls.crls)
+      if (std::time_t next = tls::revocation::crl_next_update(crl.get()))
+        crls.emplace_back(tls::revocation::crl_issuer_text(crl.get()), static_cast<double>(next));
+    out.emplace_back("files " + l->cfg.name, std::move(crls));
   }
   return out;
 }

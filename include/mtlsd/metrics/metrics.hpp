@@ -13,6 +13,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mtlsd/reason.hpp"
 
@@ -67,6 +69,13 @@ class registry {
   };
   void set_certificate_expiry(const std::vector<cert_series>& certs);
 
+  // mtlsd_crl_next_update_timestamp_seconds. Each owner of CRLs sets its own set under a
+  // `source` key ("files LISTENER" for a listener's crl_files, replaced on every reload; "crl
+  // URL" for a CRL fetched from a distribution point; an empty list removes the source). The
+  // gauge of an issuer is the earliest nextUpdate over every source: what expires first.
+  void set_crl_next_update(const std::string& source,
+                           const std::vector<std::pair<std::string, double>>& issuers);
+
   prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
 
@@ -95,6 +104,8 @@ class registry {
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
   std::vector<prometheus::Gauge*> cert_gauges_;
+  std::map<std::string, std::map<std::string, double>> crl_sources_;  // source -> issuer -> time
+  std::map<std::string, prometheus::Gauge*> crl_gauges_;              // by issuer
 };
 
 }  // namespace mtlsd::metrics

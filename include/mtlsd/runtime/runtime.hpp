@@ -12,6 +12,11 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/metrics/metrics.hpp"
 #include "mtlsd/tls/context.hpp"
+#include "mtlsd/tls/revocation/policy.hpp"
+
+namespace mtlsd::tls::revocation {
+class service;
+}
 
 namespace mtlsd::runtime {
 
@@ -20,6 +25,10 @@ struct listener_runtime {
   tls::tls_context tls;
   metrics::listener_metrics* metrics = nullptr;  // never null in a daemon; null in `check`
   metrics::registry* registry = nullptr;
+  tls::revocation::policy revocation;
+  // Answers that need the network (OCSP, distribution points); process-wide, outlives every
+  // runtime. Null in `check`, and wherever the policy needs no network.
+  tls::revocation::service* revocation_service = nullptr;
 };
 
 struct runtime {
@@ -30,8 +39,9 @@ struct runtime {
 };
 
 struct build_options {
-  metrics::registry* registry = nullptr;  // where listeners get their metric handles
-  std::time_t now = 0;                    // 0 = the current time
+  metrics::registry* registry = nullptr;           // where listeners get their metric handles
+  tls::revocation::service* revocation = nullptr;  // for listeners with OCSP / distribution points
+  std::time_t now = 0;                             // 0 = the current time
   // `mtlsd verify` judges a peer's certificate, not ours: it skips our own validity checks.
   bool check_own_validity = true;
 };
@@ -48,5 +58,10 @@ config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
 
 // Every certificate a runtime serves or trusts, for the expiry gauges.
 std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt);
+
+// For mtlsd_crl_next_update_timestamp_seconds: per listener with crl_files, the source key and
+// (issuer, nextUpdate) of each CRL it loaded.
+std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> crl_file_series(
+    const runtime& rt);
 
 }  // namespace mtlsd::runtime

@@ -7,6 +7,7 @@
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/stapling.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -23,6 +24,9 @@ struct tls_context {
   // Declared before ctx so that it is destroyed after it: the context points at the verifier.
   std::unique_ptr<verifier> peer_verifier;
   std::unique_ptr<const std::string> alpn_wire;  // server: our ALPN list, read by the callback
+  // revocation.stapling: the response served to clients, kept fresh by the revocation service
+  // (which holds it weakly: it lives as long as this context).
+  std::shared_ptr<revocation::staple_slot> staple;
   ssl_ctx_ptr ctx;
   cert_chain own_chain;  // our certificate chain, leaf first (empty for a client without a cert)
   cert_chain trust;      // CA certificates of the trust store (empty = system store)
