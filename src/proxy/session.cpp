@@ -303,13 +303,17 @@ asio::awaitable<void> serve_server(session& s) {
   }
   observe_handshake(s);
 
-  bool chain_verified = false;
-  const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
-  if (network_revocation && !chain.empty() &&
-      !co_await check_revocation(s, tls, vo, chain, chain_verified))
-    co_return;
-  if (lr.revocation.recheck_established && lr.revocation.enabled() && !chain.empty())
-    s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
+  // Revocation needs the peer's chain; without it configured, nothing is allocated here.
+  const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
+  if (network_revocation || recheck) {
+    bool chain_verified = false;
+    const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
+    if (network_revocation && !chain.empty() &&
+        !co_await check_revocation(s, tls, vo, chain, chain_verified))
+      co_return;
+    if (recheck && !chain.empty())
+      s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
+  }
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   s.enter(phase::connect, cfg.timeouts.connect);
