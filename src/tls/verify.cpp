@@ -155,6 +155,9 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
       out.refusal = reason_from_x509_error(err);
       out.detail = describe(err, depth, cert);
+      // CRLs in the store come from revocation.crl_files: say which source answered.
+      if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
+        out.detail += " (crl file)";
     }
     return 0;
   }

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from mtlsd_harness import client_context, echo_roundtrip, run_cli, write_config, daemon_config
-from mtlsd_harness import server_listener
+from mtlsd_harness import (client_context, connect, daemon_config, echo_roundtrip, fmt_addr,
+                           open_tls, run_cli, server_listener, write_config)
 from refusal import assert_admitted, assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import assert_metric_delta, metric, metrics_text
@@ -207,3 +207,57 @@ def test_ocsp_chain_mode_checks_the_leaf_of_a_root_issued_client(serve_rv, rpki,
                     b"ping\n")
     assert rv.ocsp_requests() == 1
     assert metric(daemon, OCSP, listener="inbound", method="ocsp", result="good") == 1
+
+
+def test_resumed_session_is_checked_too(serve_rv, rpki, rv):
+    daemon, up = serve_rv(ocsp())
+    ctx = client_context(rpki, "client-ocsp")
+    first = open_tls(daemon.addr(), ctx)
+    first.sendall(b"ping\n")
+    assert first.recv(100) == b"ping\n"  # reading also takes the TLS 1.3 session ticket
+    session = first.session
+    first.close()
+    before = metrics_text(daemon)
+    raw = connect(daemon.addr())
+    local = fmt_addr(raw.getsockname())
+    second = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    assert second.session_reused
+    second.sendall(b"ping\n")
+    assert second.recv(100) == b"ping\n"
+    second.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["resumed"] is True and line["result"] == "accepted", line
+    # Checked again (from the cache: the issuer was learnt from the full handshake).
+    assert_metric_delta(daemon, before, OCSP, 1, listener="inbound", method="ocsp", result="good")
+    assert rv.ocsp_requests() == 1
+
+
+def test_resumption_does_not_bypass_a_later_revocation(serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    rv.ocsp.index = mine.path("db/root/index.txt")
+    # Admitted without an answer (responder down, soft-fail): nothing cached for it.
+    daemon, up = serve_rv(ocsp(on_unavailable="allow"))
+    rv.stop()
+    ctx = client_context(mine, "client-ocsp")
+    first = open_tls(daemon.addr(), ctx)
+    first.sendall(b"ping\n")
+    assert first.recv(100) == b"ping\n"
+    session = first.session
+    first.close()
+
+    mine.openssl("ca", "-batch", "-name", "root_ca", "-revoke", mine.path("client-ocsp.crt"))
+    rv.start()
+    time.sleep(1.1)  # past the hold-off that follows a failed request
+    raw = connect(daemon.addr())
+    local = fmt_addr(raw.getsockname())
+    second = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    assert second.session_reused
+    second.sendall(b"ping\n")
+    second.settimeout(5)
+    try:
+        assert second.recv(100) == b""
+    except OSError:
+        pass
+    second.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["resumed"] is True and line["reason"] == "revoked", line
