@@ -17,7 +17,7 @@ cd "$ROOT"
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates)
-TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint nodejs npm systemd)
+TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -86,10 +86,18 @@ cmd_run() {
   fi
 }
 
+# Node.js for the offline manifest and Dockerfile checks. Many machines carry NodeSource's nodejs,
+# which bundles npm and conflicts with Debian's npm package: only install Debian's when absent.
+install_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  install_missing nodejs npm
+}
+
 cmd_test() {
   local preset=dev
   [[ ${1:-} == --asan ]] && preset=asan
   install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}"
+  install_node
   build "$preset"
   say "running the test suite ($preset)"
   # Unit tests in parallel; integration tests one file at a time (each starts real daemons and
@@ -102,6 +110,6 @@ case ${1:-} in
   run) cmd_run ;;
   test) shift; cmd_test "$@" ;;
   build) install_missing "${BUILD_PKGS[@]}"; build "${2:-dev}" ;;
-  deps) install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}" ;;
+  deps) install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}"; install_node ;;
   *) echo "usage: scripts/dev.sh run | test [--asan] | build [PRESET] | deps" >&2; exit 2 ;;
 esac

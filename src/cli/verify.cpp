@@ -1,5 +1,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -44,43 +45,69 @@ tls::revocation::verdict check_revocation(const runtime::listener_runtime& lr,
 
 }  // namespace
 
+namespace {
+
+// Exactly `n` ASCII digits at text[pos...].
+std::optional<int> digits(std::string_view text, std::size_t pos, std::size_t n) {
+  if (pos + n > text.size()) return std::nullopt;
+  int v = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (text[i] < '0' || text[i] > '9') return std::nullopt;
+    v = v * 10 + (text[i] - '0');
+  }
+  return v;
+}
+
+int days_in_month(int year, int month) {
+  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : days[month - 1];
+}
+
+}  // namespace
+
 std::optional<long long> parse_time(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  if (text.front() == '@') {
+  if (!text.empty() && text.front() == '@') {
     long long v = 0;
-    std::string digits(text.substr(1));
-    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
-      return std::nullopt;
-    v = std::stoll(digits);
+    const char* first = text.data() + 1;
+    const char* last = text.data() + text.size();
+    auto [p, ec] = std::from_chars(first, last, v);
+    if (first == last || ec != std::errc{} || p != last || *first == '-') return std::nullopt;
     return v;
   }
-  std::tm tm{};
-  int consumed = 0;
-  std::string s(text);
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6)
+  // RFC 3339: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), every field full width.
+  auto year = digits(text, 0, 4), month = digits(text, 5, 2), day = digits(text, 8, 2);
+  auto hour = digits(text, 11, 2), minute = digits(text, 14, 2), second = digits(text, 17, 2);
+  if (!year || !month || !day || !hour || !minute || !second || text[4] != '-' || text[7] != '-' ||
+      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || text[13] != ':' || text[16] != ':')
     return std::nullopt;
-  std::string_view rest = text.substr(static_cast<std::size_t>(consumed));
-  if (!rest.empty() && rest.front() == '.') {  // fractional seconds: ignored
-    rest.remove_prefix(1);
-    while (!rest.empty() && std::isdigit(static_cast<unsigned char>(rest.front())))
-      rest.remove_prefix(1);
+  if (*month < 1 || *month > 12 || *day < 1 || *day > days_in_month(*year, *month) || *hour > 23 ||
+      *minute > 59 || *second > 60)
+    return std::nullopt;
+  std::string_view rest = text.substr(19);
+  if (!rest.empty() && rest.front() == '.') {  // fractional seconds: at least one digit, ignored
+    std::size_t n = 1;
+    while (n < rest.size() && rest[n] >= '0' && rest[n] <= '9')
+      ++n;
+    if (n == 1) return std::nullopt;
+    rest.remove_prefix(n);
   }
   long long offset = 0;
   if (rest == "Z" || rest == "z") {
   } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':') {
-    int h = 0, m = 0;
-    if (std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &h, &m) != 2)
-      return std::nullopt;
-    offset = (h * 3600LL + m * 60LL) * (rest[0] == '+' ? 1 : -1);
+    auto oh = digits(rest, 1, 2), om = digits(rest, 4, 2);
+    if (!oh || !om || *oh > 23 || *om > 59) return std::nullopt;
+    offset = (*oh * 3600LL + *om * 60LL) * (rest[0] == '+' ? 1 : -1);
   } else {
     return std::nullopt;
   }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-      tm.tm_min > 59 || tm.tm_sec > 60)
-    return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = *year - 1900;
+  tm.tm_mon = *month - 1;
+  tm.tm_mday = *day;
+  tm.tm_hour = *hour;
+  tm.tm_min = *minute;
+  tm.tm_sec = *second;
   return static_cast<long long>(timegm(&tm)) - offset;
 }
 

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 
 namespace mtlsd::config {
@@ -50,12 +51,22 @@ std::optional<duration> parse_duration(std::string_view text) {
 }
 
 std::string format_duration(duration d) {
-  auto ms = d.count();
+  const auto ms = d.count();
   if (ms == 0) return "0s";
   if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
   if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
-  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  return std::to_string(ms) + "ms";
+  if (ms < 1000) return std::to_string(ms) + "ms";
+  // Seconds with the millisecond fraction, trailing zeros trimmed: 1500ms -> "1.5s".
+  std::string out = std::to_string(ms / 1000);
+  if (const auto frac = ms % 1000) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, ".%03d", static_cast<int>(frac));
+    std::string f(buf);
+    while (f.back() == '0')
+      f.pop_back();
+    out += f;
+  }
+  return out + "s";
 }
 
 }  // namespace mtlsd::config

@@ -38,12 +38,19 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 
 using keys = std::initializer_list<std::string_view>;
 
+// While with() runs the handler of a key whose value is empty, that key's position.
+thread_local const YAML::Mark* empty_value_key = nullptr;
+
 class reader {
  public:
   reader(std::string file, diagnostics& out)
       : file_(std::move(file)), base_dir_(fs::path(file_).parent_path()), out_(out) {}
 
   source_location at(const YAML::Node& n) const {
+    // yaml-cpp gives an empty value (`upstream:`) the position of the NEXT token, which is on
+    // the following line: point at the key instead (remembered by with()).
+    if (n.IsNull() && empty_value_key && !empty_value_key->is_null())
+      return {file_, empty_value_key->line + 1, empty_value_key->column + 1};
     if (!n.IsDefined() || n.Mark().is_null()) return {file_, 0, 0};
     return {file_, n.Mark().line + 1, n.Mark().column + 1};
   }
@@ -248,11 +255,32 @@ class reader {
 
 // Calls f(value) when `key` is present in mapping `m`. Reads through a const node so that
 // operator[] never inserts keys (a yaml-cpp pitfall).
+// While alive, errors about an empty value of `key` in mapping `m` point at the key.
+class empty_value_scope {
+ public:
+  empty_value_scope(const YAML::Node& m, const char* key) : saved_(empty_value_key) {
+    const YAML::Node v = m.IsMap() ? m[key] : YAML::Node();
+    if (!v.IsDefined() || !v.IsNull()) return;
+    for (const auto& kv : m)
+      if (kv.first.Scalar() == key) mark_ = kv.first.Mark();
+    empty_value_key = &mark_;
+  }
+  ~empty_value_scope() { empty_value_key = saved_; }
+  empty_value_scope(const empty_value_scope&) = delete;
+  empty_value_scope& operator=(const empty_value_scope&) = delete;
+
+ private:
+  YAML::Mark mark_ = YAML::Mark::null_mark();
+  const YAML::Mark* saved_;
+};
+
 template <class F>
 void with(const YAML::Node& m, const char* key, F&& f) {
   if (!m.IsMap()) return;
   const YAML::Node v = m[key];
-  if (v.IsDefined()) f(v);
+  if (!v.IsDefined()) return;
+  empty_value_scope scope(m, key);
+  f(v);
 }
 
 void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a) {
@@ -394,6 +422,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
         {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
          "server_auth", "revocation", "proxy_protocol", "http"});
   const YAML::Node name = n["name"];
+  empty_value_scope name_scope(n, "name");
   if (!name.IsDefined())
     r.error(n, path + ": missing required key 'name'");
   else if (r.str(name, path + ".name", l.name)) {
@@ -409,11 +438,13 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
              {{"server", listener_mode::server}, {"client", listener_mode::client}}, l.mode);
   });
   const YAML::Node listen = n["listen"];
+  empty_value_scope listen_scope(n, "listen");
   if (!listen.IsDefined())
     r.error(n, path + ": missing required key 'listen'");
   else
     r.addr(listen, path + ".listen", l.listen);
   const YAML::Node upstream = n["upstream"];
+  empty_value_scope upstream_scope(n, "upstream");
   if (!upstream.IsDefined())
     r.error(n, path + ": missing required key 'upstream'");
   else if (r.addr(upstream, path + ".upstream", l.upstream)) {

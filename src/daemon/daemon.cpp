@@ -8,10 +8,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <map>
-#include <set>
 #include <thread>
 
 #include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -120,9 +120,9 @@ class daemon {
     }
     runtime_ = rt;
     metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
+    metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
-    publish_crl_files(*rt);
     start_stapling(*rt, nullptr);
     for (auto& w : workers_)
       w->start();
@@ -131,6 +131,8 @@ class daemon {
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     wait_for_signal();
+    expiry_ = std::make_unique<expiry_monitor>(control_, [this] { return runtime_; });
+    expiry_->start();
     log::info("ready",
               {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
     notify_ready();
@@ -154,18 +156,6 @@ class daemon {
     opts.registry = &metrics_;
     opts.revocation = &revocation_->service();
     return opts;
-  }
-
-  // mtlsd_crl_next_update_timestamp_seconds for every listener's CRL files.
-  void publish_crl_files(const runtime::runtime& rt) {
-    std::set<std::string> now;
-    for (auto& [source, crls] : runtime::crl_file_series(rt)) {
-      metrics_.set_crl_next_update(source, crls);
-      now.insert(source);
-    }
-    for (const auto& gone : crl_file_sources_)
-      if (!now.count(gone)) metrics_.set_crl_next_update(gone, {});
-    crl_file_sources_ = std::move(now);
   }
 
   // revocation.stapling: the service keeps each listener's staple fresh. A listener that serves
@@ -372,13 +362,13 @@ class daemon {
     apply_logging(next->cfg);
     const auto previous = runtime_;
     runtime_ = next;
-    publish_crl_files(*next);
     start_stapling(*next, previous.get());
     recheck_crl_files(*next);
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
     warn_insecure(*next);
     metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+    metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
     metrics_.last_reload_success_time().Set(unix_now());
     auto join = [](const std::vector<std::string>& v) {
@@ -427,6 +417,7 @@ class daemon {
     if (open == 0 || (killed_ && now >= hard_deadline_)) {
       log::info("drained", {{"open_connections", open}});
       if (admin_) admin_->stop();
+      expiry_.reset();
       signals_.cancel();
       control_.stop();
       return;
@@ -451,10 +442,10 @@ class daemon {
   std::vector<std::unique_ptr<worker>> workers_;
   // After workers_: joined (and so done posting to workers) before they are destroyed.
   std::unique_ptr<revocation_thread> revocation_;
-  std::set<std::string> crl_file_sources_;
   std::shared_ptr<const runtime::runtime> runtime_;
   std::map<std::string, slot_ptr> slots_;
   std::unique_ptr<admin::server> admin_;
+  std::unique_ptr<expiry_monitor> expiry_;
   bool draining_ = false;
   bool killed_ = false;
   steady::time_point drain_deadline_{};

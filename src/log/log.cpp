@@ -5,6 +5,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 namespace mtlsd::log {
@@ -55,6 +56,10 @@ void append_value(std::string& out, const field& f, bool json) {
         } else if constexpr (std::is_same_v<T, bool>) {
           out += v ? "true" : "false";
         } else if constexpr (std::is_same_v<T, double>) {
+          if (!std::isfinite(v)) {  // JSON has no inf/nan; text keeps the line parseable too
+            out += json ? "null" : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
+            return;
+          }
           char buf[32];
           auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
           out.append(buf, ec == std::errc{} ? p : buf);
@@ -140,8 +145,9 @@ std::string format_line(config::log_format format, spdlog::level::level_enum lev
   }
   out += level_name(level);
   out += ' ';
+  // One event, one line, and nothing a terminal would act on (CR, ESC...).
   for (char c : msg)
-    out += (c == '\n' ? ' ' : c);  // one event, one line
+    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
   for (const auto& x : f) {
     out += ' ';
     out += x.key;

@@ -152,33 +152,27 @@ void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {
 }
 
 void registry::set_crl_next_update(const std::string& source,
-                                   const std::vector<std::pair<std::string, double>>& issuers) {
+                                   const std::map<std::string, double>& by_issuer) {
   std::lock_guard lock(mutex_);
-  if (issuers.empty()) {
+  if (by_issuer.empty())
     crl_sources_.erase(source);
-  } else {
-    auto& mine = crl_sources_[source];
-    mine.clear();
+  else
+    crl_sources_[source] = by_issuer;
+  std::map<std::string, double> latest;
+  for (const auto& [src, issuers] : crl_sources_)
     for (const auto& [issuer, when] : issuers) {
-      auto [it, fresh] = mine.emplace(issuer, when);
-      if (!fresh) it->second = std::min(it->second, when);
-    }
-  }
-  std::map<std::string, double> earliest;
-  for (const auto& [src, by_issuer] : crl_sources_)
-    for (const auto& [issuer, when] : by_issuer) {
-      auto [it, fresh] = earliest.emplace(issuer, when);
-      if (!fresh) it->second = std::min(it->second, when);
+      auto [it, fresh] = latest.emplace(issuer, when);
+      if (!fresh) it->second = std::max(it->second, when);
     }
   for (auto it = crl_gauges_.begin(); it != crl_gauges_.end();) {
-    if (!earliest.count(it->first)) {
+    if (!latest.count(it->first)) {
       crl_next_update_->Remove(it->second);
       it = crl_gauges_.erase(it);
     } else {
       ++it;
     }
   }
-  for (const auto& [issuer, when] : earliest) {
+  for (const auto& [issuer, when] : latest) {
     auto& g = crl_gauges_[issuer];
     if (!g) g = &crl_next_update_->Add({{"issuer", issuer}});
     g->Set(when);

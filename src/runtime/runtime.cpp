@@ -5,7 +5,6 @@
 #include <ctime>
 
 #include "mtlsd/tls/credentials.hpp"
-#include "mtlsd/tls/revocation/crl.hpp"
 
 namespace mtlsd::runtime {
 namespace {
@@ -144,6 +143,22 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   return out;
 }
 
+std::map<std::string, double> crl_next_updates(const runtime& rt) {
+  std::map<std::string, double> out;
+  for (const auto& l : rt.listeners) {
+    for (const auto& crl : l->tls.crls) {
+      const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+      std::tm tm{};
+      if (!next || ASN1_TIME_to_tm(next, &tm) != 1) continue;
+      const std::string name = tls::name_of(X509_CRL_get_issuer(crl.get()));
+      auto t = static_cast<double>(timegm(&tm));
+      auto [it, inserted] = out.emplace(name, t);
+      if (!inserted && t > it->second) it->second = t;
+    }
+  }
+  return out;
+}
+
 std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt) {
   std::vector<metrics::registry::cert_series> out;
   for (const auto& l : rt.listeners) {
@@ -154,19 +169,6 @@ std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt
     for (const auto& c : l->tls.trust)
       out.push_back({l->cfg.name, "ca", tls::subject_of(c.get()), tls::serial_of(c.get()),
                      static_cast<double>(tls::not_after_of(c.get()))});
-  }
-  return out;
-}
-
-std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> crl_file_series(
-    const runtime& rt) {
-  std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> out;
-  for (const auto& l : rt.listeners) {
-    std::vector<std::pair<std::string, double>> crls;
-    for (const auto& crl : l->tls.crls)
-      if (std::time_t next = tls::revocation::crl_next_update(crl.get()))
-        crls.emplace_back(tls::revocation::crl_issuer_text(crl.get()), static_cast<double>(next));
-    out.emplace_back("files " + l->cfg.name, std::move(crls));
   }
   return out;
 }

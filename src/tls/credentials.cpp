@@ -179,22 +179,20 @@ std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
   return out;
 }
 
-std::string subject_of(const X509* cert) {
+std::string name_of(const X509_NAME* name) {
   bio_ptr bio(BIO_new(BIO_s_mem()));
-  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0,
-                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
   char* p = nullptr;
   long n = BIO_get_mem_data(bio.get(), &p);
   return std::string(p, static_cast<std::size_t>(n));
 }
 
+std::string subject_of(const X509* cert) {
+  return name_of(X509_get_subject_name(cert));
+}
+
 std::string issuer_of(const X509* cert) {
-  bio_ptr bio(BIO_new(BIO_s_mem()));
-  X509_NAME_print_ex(bio.get(), X509_get_issuer_name(cert), 0,
-                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-  char* p = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &p);
-  return std::string(p, static_cast<std::size_t>(n));
+  return name_of(X509_get_issuer_name(cert));
 }
 
 std::string serial_of(const X509* cert) {

@@ -28,7 +28,14 @@ std::string describe(int err, int depth, X509* cert) {
   std::string s = X509_verify_cert_error_string(err);
   s += " (depth " + std::to_string(depth);
   if (cert) s += ": " + subject_of(cert);
-  return s + ")";
+  s += ")";
+  // The most common misconfiguration: say which issuer is missing and the two ways to fix it.
+  if (cert && (err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+               err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT))
+    s += "; issuer " + issuer_of(cert) +
+         " is not in the trust store and was not sent by the peer (a missing intermediate must be "
+         "sent by the peer or added to the CA bundle)";
+  return s;
 }
 
 }  // namespace

@@ -133,6 +133,11 @@ def check_one(binary, config, source, workdir, problems):
         if not run.wait_notify("READY=1", 15):
             bad(f"no READY=1 on NOTIFY_SOCKET within 15s (got {run.notes}); log: {run.lines[-5:]}")
             return
+        # READY=1 can arrive before our reader thread has consumed the log lines written just
+        # before it: wait (bounded) for the admin line rather than racing it.
+        deadline = time.monotonic() + 5
+        while not run.addresses("admin listening") and time.monotonic() < deadline:
+            time.sleep(0.02)
         listeners = run.addresses("listening")
         admins = run.addresses("admin listening")
         listeners = [a for a in listeners if a not in admins]

@@ -14,6 +14,7 @@ Tests bind port 0 and read the real ports back from these lines.
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import os
 import signal
@@ -38,7 +39,8 @@ __all__ = [
     "tls_exchange", "Pki", "generate_pki", "Upstream", "banner_then_read", "digest_reply",
     "duplex", "echo", "free_port", "http_ok", "reply_after", "reply_after_eof",
     "deep_merge", "server_listener", "daemon_config", "write_config", "parse_address",
-    "Mtlsd", "MtlsdError", "run_cli", "proc_fd_count",
+    "Mtlsd", "MtlsdError", "run_cli", "proc_fd_count", "Metrics", "parse_metrics",
+    "AdminResponse",
 ]
 
 READY_TIMEOUT = 10.0
@@ -184,6 +186,33 @@ class Mtlsd:
 
     # --- addresses --------------------------------------------------------------
 
+    def admin_url(self, path: str = "/metrics") -> str:
+        if not self.admin_address:
+            raise MtlsdError("no 'admin listening' line: is admin.address set?")
+        return f"http://{self.admin_address}{path}"
+
+    def admin_request(self, path: str, method: str = "GET", body: Optional[bytes] = None,
+                      timeout: float = 5.0) -> "AdminResponse":
+        """One plain-HTTP request to the admin listener (a fresh connection each time)."""
+        if not self.admin_address:
+            raise MtlsdError("no 'admin listening' line: is admin.address set?")
+        host, port = parse_address(self.admin_address)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body)
+            res = conn.getresponse()
+            return AdminResponse(res.status, {k.lower(): v for k, v in res.getheaders()},
+                                 res.read())
+        finally:
+            conn.close()
+
+    def scrape(self) -> "Metrics":
+        """GET /metrics, parsed; fails unless the answer is 200 in text format 0.0.4."""
+        res = self.admin_request("/metrics")
+        if res.status != 200:
+            raise MtlsdError(f"/metrics answered {res.status}: {res.body[:200]!r}")
+        return parse_metrics(res.body.decode())
+
     def addr(self, listener: str = "inbound"):
         """(host, port) to connect to, or a unix socket path."""
         if listener not in self.listeners:
@@ -243,6 +272,129 @@ class Mtlsd:
 
 def _matches(line: dict, match: dict) -> bool:
     return all(line.get(k) == v for k, v in match.items())
+
+
+# --- admin endpoint and Prometheus text format -------------------------------
+
+class AdminResponse:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+    def __repr__(self) -> str:
+        return f"AdminResponse({self.status}, {self.body[:120]!r})"
+
+
+SeriesKey = tuple  # (metric name, ((label, value), ...) sorted)
+
+
+class Metrics:
+    """One scrape: every sample keyed by (name, sorted label pairs), plus # TYPE/# HELP."""
+
+    def __init__(self) -> None:
+        self.samples: dict[SeriesKey, float] = {}
+        self.types: dict[str, str] = {}
+        self.helps: dict[str, str] = {}
+        self.lines: list[str] = []      # the sample lines, verbatim
+
+    @staticmethod
+    def key(name: str, labels: dict[str, str]) -> SeriesKey:
+        return name, tuple(sorted(labels.items()))
+
+    def get(self, name: str, **labels: str) -> float:
+        """The sample with exactly these labels; KeyError when absent."""
+        key = self.key(name, labels)
+        if key not in self.samples:
+            have = [dict(l) for (n, l) in self.samples if n == name]
+            raise KeyError(f"no sample {name}{labels}; have {have}")
+        return self.samples[key]
+
+    def series(self, name: str, **match: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample of `name` whose labels include `match`."""
+        return [(dict(labels), v) for (n, labels), v in self.samples.items()
+                if n == name and all(dict(labels).get(k) == val for k, val in match.items())]
+
+    def total(self, name: str, **match: str) -> float:
+        return sum(v for _, v in self.series(name, **match))
+
+    def label_values(self) -> set[str]:
+        return {value for (_, labels) in self.samples for _, value in labels}
+
+    def delta(self, before: "Metrics", names: Optional[set[str]] = None) -> dict[SeriesKey, float]:
+        """self - before for every series (absent = 0) of the given names, zeros dropped."""
+        out = {}
+        for key in set(self.samples) | set(before.samples):
+            if names is not None and key[0] not in names:
+                continue
+            d = self.samples.get(key, 0.0) - before.samples.get(key, 0.0)
+            if d != 0:
+                out[key] = d
+        return out
+
+
+def _parse_labels(text: str, i: int) -> tuple[dict[str, str], int]:
+    """Parse `{a="x",b="y"}` starting at text[i] == '{'; returns (labels, index after '}')."""
+    labels: dict[str, str] = {}
+    i += 1
+    while True:
+        while text[i] in " ,":
+            i += 1
+        if text[i] == "}":
+            return labels, i + 1
+        eq = text.index("=", i)
+        name = text[i:eq].strip()
+        if text[eq + 1] != '"':
+            raise ValueError(f"label {name}: value not quoted: {text!r}")
+        j, value = eq + 2, []
+        while text[j] != '"':
+            if text[j] == "\\":
+                nxt = text[j + 1]
+                value.append({"n": "\n", "\\": "\\", '"': '"'}.get(nxt, "\\" + nxt))
+                j += 2
+            else:
+                value.append(text[j])
+                j += 1
+        if name in labels:
+            raise ValueError(f"duplicate label {name}: {text!r}")
+        labels[name] = "".join(value)
+        i = j + 1
+
+
+def parse_metrics(text: str) -> Metrics:
+    """Prometheus text exposition format 0.0.4 (what promtool and Prometheus read).
+    Strict: a malformed line or a duplicate series raises ValueError."""
+    m = Metrics()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] == "TYPE":
+                m.types[parts[2]] = parts[3] if len(parts) > 3 else ""
+            elif len(parts) >= 3 and parts[1] == "HELP":
+                m.helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace != -1 and (space == -1 or brace < space):
+            name = line[:brace]
+            labels, end = _parse_labels(line, brace)
+            rest = line[end:].split()
+        else:
+            name, labels, rest = line[:space], {}, line[space:].split()
+        if not rest or len(rest) > 2:
+            raise ValueError(f"bad sample line: {raw!r}")
+        value = float(rest[0])  # accepts NaN, +Inf, -Inf
+        key = Metrics.key(name, labels)
+        if key in m.samples:
+            raise ValueError(f"duplicate series: {raw!r}")
+        m.samples[key] = value
+        m.lines.append(raw)
+    return m
 
 
 # --- command-line modes -------------------------------------------------------

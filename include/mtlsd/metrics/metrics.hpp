@@ -13,7 +13,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "mtlsd/reason.hpp"
@@ -69,12 +68,17 @@ class registry {
   };
   void set_certificate_expiry(const std::vector<cert_series>& certs);
 
-  // mtlsd_crl_next_update_timestamp_seconds. Each owner of CRLs sets its own set under a
-  // `source` key ("files LISTENER" for a listener's crl_files, replaced on every reload; "crl
-  // URL" for a CRL fetched from a distribution point; an empty list removes the source). The
-  // gauge of an issuer is the earliest nextUpdate over every source: what expires first.
+  // mtlsd_crl_next_update_timestamp_seconds{issuer}. Each owner of CRLs sets its own series
+  // under a `source` key ("files" for every listener's crl_files, replaced on each reload;
+  // "crl URL" for a CRL fetched from a distribution point; an empty map removes the source). An
+  // issuer's gauge is the latest nextUpdate over every source: the freshest CRL mtlsd holds for
+  // it, so the gauge passes time() only when no CRL of that issuer is current.
   void set_crl_next_update(const std::string& source,
-                           const std::vector<std::pair<std::string, double>>& issuers);
+                           const std::map<std::string, double>& by_issuer);
+  // The CRL files' series (source "files").
+  void set_crl_next_update(const std::map<std::string, double>& by_issuer) {
+    set_crl_next_update("files", by_issuer);
+  }
 
   prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }

@@ -5,6 +5,7 @@
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
 // connections (design.md, "Runtime snapshot").
 #include <ctime>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,12 +57,10 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg,
 // private keys readable by group or others.
 config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
 
+// nextUpdate of every CRL a runtime holds, by issuer (the latest when several), for the gauge.
+std::map<std::string, double> crl_next_updates(const runtime& rt);
+
 // Every certificate a runtime serves or trusts, for the expiry gauges.
 std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt);
-
-// For mtlsd_crl_next_update_timestamp_seconds: per listener with crl_files, the source key and
-// (issuer, nextUpdate) of each CRL it loaded.
-std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>> crl_file_series(
-    const runtime& rt);
 
 }  // namespace mtlsd::runtime

@@ -34,7 +34,8 @@ cert_chain load_ca_bundles(const std::vector<config::file_ref>& files);
 // PEM or DER CRLs (a file may hold several PEM CRLs).
 std::vector<x509_crl_ptr> load_crls(const config::file_ref& f);
 
-// For messages and metrics.
+// For messages and metrics. Names are RFC 2253 ("CN=x,O=y").
+std::string name_of(const X509_NAME* name);
 std::string subject_of(const X509* cert);
 std::string issuer_of(const X509* cert);
 std::string serial_of(const X509* cert);  // upper-case hex, like `openssl x509 -serial`

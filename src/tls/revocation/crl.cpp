@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "mtlsd/tls/credentials.hpp"
+
 namespace mtlsd::tls::revocation {
 
 std::time_t asn1_time_to_unix(const ASN1_TIME* t) {
@@ -92,12 +94,7 @@ std::time_t crl_next_update(const X509_CRL* crl) {
 }
 
 std::string crl_issuer_text(const X509_CRL* crl) {
-  bio_ptr bio(BIO_new(BIO_s_mem()));
-  X509_NAME_print_ex(bio.get(), X509_CRL_get_issuer(crl), 0,
-                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-  char* p = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &p);
-  return std::string(p, static_cast<std::size_t>(n));
+  return name_of(X509_CRL_get_issuer(crl));  // as the CRL-file series and the logs spell it
 }
 
 std::string name_der(const X509_NAME* name) {

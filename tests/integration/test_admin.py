@@ -1,0 +1,175 @@
+"""The admin listener: /healthz, /readyz (ready, draining, expired serving
+certificate), /metrics headers, 404 and 405, and `admin.address: ""`."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from mtlsd_harness import (client_context, daemon_config, open_tls, parse_address,
+                           server_listener)
+
+READY_POLL_TIMEOUT = 5.0
+
+
+def poll_status(daemon, path: str, status: int, timeout: float = READY_POLL_TIMEOUT):
+    """GET `path` until it answers `status` (bounded); returns that response."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = daemon.admin_request(path)
+        if res.status == status:
+            return res
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{path} still {res} after {timeout}s, expected {status}")
+        time.sleep(0.02)
+
+
+def test_healthz_and_readyz_when_ready(serve):
+    daemon, _ = serve()
+    health = daemon.admin_request("/healthz")
+    assert health.status == 200 and health.text == "ok\n"
+    assert health.headers["content-type"].startswith("text/plain")
+    ready = daemon.admin_request("/readyz")
+    assert ready.status == 200 and ready.text == "ready\n", ready
+
+
+def test_metrics_is_prometheus_text_format(serve):
+    daemon, _ = serve()
+    res = daemon.admin_request("/metrics")
+    assert res.status == 200
+    assert res.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"# TYPE mtlsd_connections_total counter\n" in res.body
+    # A query string (what some scrapers add) does not change the answer.
+    assert daemon.admin_request("/metrics?format=text").status == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/metric", "/metrics/", "/healthz/x", "/../metrics",
+                                  "/READYZ"])
+def test_unknown_path_is_404(serve, path):
+    daemon, _ = serve()
+    res = daemon.admin_request(path)
+    assert res.status == 404, res
+    assert b"mtlsd_" not in res.body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+def test_other_methods_are_405(serve, method, path):
+    daemon, _ = serve()
+    res = daemon.admin_request(path, method=method, body=b"x=1")
+    assert res.status == 405, res
+    assert "GET" in res.headers.get("allow", ""), res.headers
+
+
+def test_head_has_no_body(serve):
+    daemon, _ = serve()
+    res = daemon.admin_request("/healthz", method="HEAD")
+    assert res.status == 200 and res.body == b""
+
+
+def test_admin_disabled_with_empty_address(serve):
+    daemon, _ = serve(top={"admin": {"address": ""}})
+    assert daemon.admin_address is None
+    assert not any(l.get("msg") == "admin listening" for l in daemon.logs())
+
+
+def test_readyz_503_while_draining(serve, pki):
+    daemon, _ = serve(top={"shutdown": {"drain_timeout": "30s"}})
+    sock = open_tls(daemon.addr(), client_context(pki, "client"))
+    try:
+        sock.sendall(b"hold\n")
+        assert sock.recv(5) == b"hold\n"
+        assert daemon.admin_request("/readyz").status == 200
+
+        daemon.send_signal(signal.SIGTERM)
+        res = poll_status(daemon, "/readyz", 503)
+        assert daemon.running(), "mtlsd exited with a connection still open"
+        assert "draining" in res.text, res
+        # Alive while draining (a liveness probe must not kill a draining pod),
+        # and still scrapable: the open connection is visible.
+        assert daemon.admin_request("/healthz").status == 200
+        m = daemon.scrape()
+        assert m.get("mtlsd_connections_active", listener="inbound") == 1
+        # The connection still works during the drain.
+        sock.sendall(b"more\n")
+        assert sock.recv(5) == b"more\n"
+    finally:
+        sock.close()
+    assert daemon.wait_exit(5) == 0
+
+
+def short_lived_server_cert(pki, tmp_path, seconds: int):
+    """A copy of the PKI with server-short.{crt,key} (root-issued, CN=short-lived)
+    that expires `seconds` from now. Returns (pki copy, notAfter as Unix time)."""
+    mine = pki.copy_to(tmp_path / "pki")
+    key, csr, crt = (mine.path(n) for n in ("server-short.key", "server-short.csr",
+                                            "server-short.crt"))
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
+    mine.openssl("req", "-new", "-key", key, "-subj", "/O=mtlsd Test/CN=short-lived",
+                 "-out", csr)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    end = now + datetime.timedelta(seconds=seconds)
+    start = now - datetime.timedelta(days=1)
+    mine.openssl("ca", "-batch", "-notext", "-name", "root_ca", "-extensions", "ext_server",
+                 "-startdate", start.strftime("%Y%m%d%H%M%SZ"),
+                 "-enddate", end.strftime("%Y%m%d%H%M%SZ"), "-in", csr, "-out", crt)
+    return mine, end.timestamp()
+
+
+def test_readyz_503_with_expired_serving_cert(start_mtlsd, make_upstream, pki, tmp_path):
+    mine, not_after = short_lived_server_cert(pki, tmp_path, seconds=5)
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(
+        mine, up.address, tls={"cert": mine.path("server-short.crt"),
+                               "key": mine.path("server-short.key")})]))
+    assert time.time() < not_after - 1, "the test machine is too slow for a 5 s certificate"
+    ready = daemon.admin_request("/readyz")
+    assert ready.status == 200, ready
+    (labels, value), = daemon.scrape().series("mtlsd_certificate_expiry_timestamp_seconds",
+                                              role="server")
+    assert labels["subject"] == "CN=short-lived,O=mtlsd Test" and value == not_after
+
+    # Still valid (and ready) right up to notAfter; 503 after it.
+    time.sleep(max(0.0, not_after - time.time() + 1.05))
+    res = poll_status(daemon, "/readyz", 503, timeout=3)
+    assert "inbound" in res.text and "expired" in res.text and "short-lived" in res.text, res
+    assert daemon.admin_request("/healthz").status == 200, "liveness must not follow readiness"
+
+
+def test_warns_about_a_certificate_expiring_soon(start_mtlsd, make_upstream, pki, tmp_path):
+    mine, _ = short_lived_server_cert(pki, tmp_path, seconds=3 * 86400)
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(
+        mine, up.address, tls={"cert": mine.path("server-short.crt"),
+                               "key": mine.path("server-short.key")})]))
+    line = daemon.wait_for_log(lambda l: l.get("level") == "warn"
+                               and "short-lived" in str(l.get("subject", "")), timeout=3)
+    assert line.get("role") == "server" and line.get("listener") == "inbound", line
+    # Only the short-lived certificate: the CA has ten years left.
+    warned = [l for l in daemon.logs() if l.get("level") == "warn" and "subject" in l]
+    assert len(warned) == 1, warned
+
+
+def test_slow_admin_clients_do_not_block_probes(serve):
+    """The admin server runs on the control loop without a thread per request:
+    clients stuck half-way through a request must not delay a probe."""
+    daemon, _ = serve()
+    stuck = []
+    try:
+        for _ in range(10):
+            s = socket.create_connection(parse_address(daemon.admin_address), timeout=5)
+            s.sendall(b"GET /metr")
+            stuck.append(s)
+        start = time.monotonic()
+        assert daemon.admin_request("/readyz").status == 200
+        assert [v for _, v in daemon.scrape().series("mtlsd_build_info")] == [1]
+        assert time.monotonic() - start < 1.0
+    finally:
+        for s in stuck:
+            s.close()

@@ -1,0 +1,1213 @@
+// config::load_text / load_file: defaults, every class of error with its FILE:LINE:COL, path
+// resolution and normalisation. Each YAML text starts on line 1 so that the line numbers in the
+// expectations can be read off the literal.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/config.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd::config {
+namespace {
+
+using ::testing::ElementsAre;
+using namespace std::chrono_literals;
+
+const std::string kFile = "/etc/mtlsd/mtlsd.yaml";
+
+// "FILE:LINE:COL: message", as `mtlsd check` prints it.
+std::string at(int line, int col, const std::string& message) {
+  return kFile + ":" + std::to_string(line) + ":" + std::to_string(col) + ": " + message;
+}
+
+std::vector<std::string> problems_of(const std::string& yaml) {
+  load_result r = load_text(yaml, kFile);
+  std::vector<std::string> out;
+  for (const auto& p : r.problems)
+    out.push_back(p.str());
+  if (has_errors(r.problems)) {
+    EXPECT_FALSE(r.config.has_value()) << "errors but a config";
+  }
+  return out;
+}
+
+configuration load_ok(const std::string& yaml) {
+  load_result r = load_text(yaml, kFile);
+  for (const auto& p : r.problems)
+    ADD_FAILURE() << "unexpected problem: " << p.str();
+  if (!r.config) {
+    ADD_FAILURE() << "no configuration";
+    return {};
+  }
+  return *r.config;
+}
+
+// The smallest valid server-mode configuration; lines 1-9.
+const std::string kMinimal = R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tls.crt
+      key: tls.key
+    client_auth:
+      ca: [ca.crt]
+)";
+
+// The same with the tls block last, so that tests can append keys to it; lines 1-9.
+const std::string kMinimalTlsLast = R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    client_auth:
+      ca: [ca.crt]
+    tls:
+      cert: tls.crt
+      key: tls.key
+)";
+
+// --- defaults -------------------------------------------------------------------------------
+
+TEST(ConfigDefaults, TopLevelMatchTheContract) {
+  configuration c = load_ok(kMinimal);
+  EXPECT_EQ(c.file, kFile);
+  ASSERT_TRUE(c.admin.listen.has_value());
+  EXPECT_EQ(c.admin.listen->str(), "127.0.0.1:9901");
+  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.log.format, log_format::text);
+  EXPECT_TRUE(c.log.access_log);
+  EXPECT_EQ(c.workers, 0u);
+  EXPECT_TRUE(c.reload.watch);
+  EXPECT_EQ(c.reload.poll_interval, 0s);
+  EXPECT_EQ(c.shutdown.drain_timeout, 30s);
+  ASSERT_EQ(c.listeners.size(), 1u);
+}
+
+TEST(ConfigDefaults, ListenerMatchTheContract) {
+  configuration c = load_ok(kMinimal);
+  ASSERT_EQ(c.listeners.size(), 1u);
+  const listener& l = c.listeners[0];
+  EXPECT_EQ(l.name, "inbound");
+  EXPECT_EQ(l.mode, listener_mode::server);
+  EXPECT_EQ(l.listen.str(), "0.0.0.0:8443");
+  EXPECT_EQ(l.upstream.str(), "127.0.0.1:8080");
+  EXPECT_EQ(l.max_connections, 10000);
+  EXPECT_EQ(l.timeouts.handshake, 10s);
+  EXPECT_EQ(l.timeouts.connect, 5s);
+  EXPECT_EQ(l.timeouts.idle, 5min);
+
+  EXPECT_EQ(l.tls.cert.path, "/etc/mtlsd/tls.crt");
+  EXPECT_EQ(l.tls.key.path, "/etc/mtlsd/tls.key");
+  EXPECT_TRUE(l.tls.key_password_file.empty());
+  EXPECT_TRUE(l.tls.pkcs12.empty());
+  EXPECT_TRUE(l.tls.pkcs12_password_file.empty());
+  EXPECT_EQ(l.tls.min_version, "1.2");
+  EXPECT_EQ(l.tls.max_version, "1.3");
+  EXPECT_EQ(l.tls.cipher_suites, "");
+  EXPECT_EQ(l.tls.ciphers, "");
+  EXPECT_EQ(l.tls.curves, "");
+  EXPECT_TRUE(l.tls.alpn.empty());
+  EXPECT_TRUE(l.tls.session_resumption);
+
+  EXPECT_EQ(l.client_auth.mode, client_auth_mode::require);
+  ASSERT_EQ(l.client_auth.ca.size(), 1u);
+  EXPECT_EQ(l.client_auth.ca[0].path, "/etc/mtlsd/ca.crt");
+  EXPECT_EQ(l.client_auth.verify_depth, 4);
+  EXPECT_TRUE(l.client_auth.allow.empty());
+
+  EXPECT_TRUE(l.server_auth.ca.empty());
+  EXPECT_EQ(l.server_auth.server_name, "");
+  EXPECT_TRUE(l.server_auth.allow.empty());
+  EXPECT_FALSE(l.server_auth.insecure_skip_verify);
+
+  const revocation_options& rv = l.revocation;
+  EXPECT_TRUE(rv.crl_files.empty());
+  EXPECT_FALSE(rv.crl_distribution_points);
+  EXPECT_EQ(rv.scope, crl_scope::chain);
+  EXPECT_EQ(rv.ocsp, ocsp_mode::off);
+  EXPECT_EQ(rv.ocsp_responder, "");
+  EXPECT_EQ(rv.ocsp_timeout, 2s);
+  EXPECT_EQ(rv.on_unavailable, unavailable_policy::fail);
+  EXPECT_EQ(rv.crl_grace, 0s);
+  EXPECT_TRUE(rv.recheck_established);
+  EXPECT_FALSE(rv.stapling);
+  EXPECT_FALSE(rv.enabled());
+
+  EXPECT_EQ(l.proxy_protocol, proxy_protocol_mode::off);
+  EXPECT_FALSE(l.http.enabled);
+  EXPECT_EQ(l.http.forward_client_cert_details, xfcc_mode::sanitize_set);
+  EXPECT_THAT(l.http.set_current_client_cert_details, ElementsAre("uri", "dns", "subject", "hash"));
+}
+
+TEST(ConfigDefaults, FileRefsRememberWhereTheyWereNamed) {
+  configuration c = load_ok(kMinimal);
+  const listener& l = c.listeners.at(0);
+  EXPECT_EQ(l.tls.cert.where.str(), kFile + ":6:13");
+  EXPECT_EQ(l.tls.key.where.str(), kFile + ":7:12");
+  EXPECT_EQ(l.client_auth.ca.at(0).where.str(), kFile + ":9:12");
+  EXPECT_EQ(l.where.str(), kFile + ":2:5");
+  EXPECT_EQ(l.tls.where.str(), kFile + ":6:7");
+  EXPECT_EQ(l.client_auth.where.str(), kFile + ":9:7");
+}
+
+TEST(ConfigDefaults, EmptyHttpBlockEnablesHttpWithDefaults) {
+  configuration c = load_ok(kMinimal + "    http: {}\n");
+  const listener& l = c.listeners.at(0);
+  EXPECT_TRUE(l.http.enabled);
+  EXPECT_EQ(l.http.forward_client_cert_details, xfcc_mode::sanitize_set);
+  EXPECT_THAT(l.http.set_current_client_cert_details, ElementsAre("uri", "dns", "subject", "hash"));
+}
+
+TEST(ConfigParse, EveryKeyWithNonDefaultValues) {
+  configuration c = load_ok(R"(admin:
+  address: "[::1]:9902"
+log:
+  level: debug
+  format: json
+  access_log: false
+workers: 3
+reload:
+  watch: false
+  poll_interval: 30s
+shutdown:
+  drain_timeout: 1m30s
+listeners:
+  - name: in.bound-1_a
+    mode: server
+    listen: "[::]:8443"
+    upstream: unix:/run/app.sock
+    max_connections: 500
+    timeouts:
+      handshake: 2s
+      connect: 250ms
+      idle: 1h
+    tls:
+      pkcs12: /secrets/server.p12
+      pkcs12_password_file: p12.pass
+      min_version: "1.3"
+      max_version: "1.3"
+      cipher_suites: TLS_AES_256_GCM_SHA384
+      ciphers: ECDHE-ECDSA-AES256-GCM-SHA384
+      curves: X25519
+      alpn: [h2, http/1.1]
+      session_resumption: false
+    client_auth:
+      mode: optional
+      ca: [a.crt, /abs/b.crt]
+      verify_depth: 2
+      allow:
+        spiffe_ids: [spiffe://example.org/ns/*, spiffe://example.org/exact]
+        uri_sans: [https://x.example.org/id]
+        dns_sans: ["*.svc.example.org", api.example.org]
+        common_names: [alice]
+        organizational_units: [payments]
+        sha256_fingerprints: ["AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"]
+    revocation:
+      crl_files: [crl/root.crl]
+      crl_distribution_points: true
+      crl_scope: leaf
+      ocsp: chain
+      ocsp_responder: http://ocsp.example.org:8080
+      ocsp_timeout: 500ms
+      on_unavailable: allow
+      crl_grace: 1h
+      recheck_established: false
+      stapling: true
+    proxy_protocol: v2
+    http:
+      forward_client_cert_details: append_forward
+      set_current_client_cert_details: [cert, chain]
+  - name: outbound
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: backend.example.org:443
+    tls:
+      cert: client.crt
+      key: client.key
+      key_password_file: client.pass
+    server_auth:
+      ca: server-ca.crt
+      server_name: api.example.org
+      insecure_skip_verify: true
+      allow:
+        dns_sans: [api.example.org]
+)");
+  ASSERT_TRUE(c.admin.listen.has_value());
+  EXPECT_EQ(*c.admin.listen, (address{address::kind::tcp, "::1", 9902, {}}));
+  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.log.format, log_format::json);
+  EXPECT_FALSE(c.log.access_log);
+  EXPECT_EQ(c.workers, 3u);
+  EXPECT_FALSE(c.reload.watch);
+  EXPECT_EQ(c.reload.poll_interval, 30s);
+  EXPECT_EQ(c.shutdown.drain_timeout, 90s);
+  ASSERT_EQ(c.listeners.size(), 2u);
+
+  const listener& s = c.listeners[0];
+  EXPECT_EQ(s.name, "in.bound-1_a");
+  EXPECT_EQ(s.listen, (address{address::kind::tcp, "::", 8443, {}}));
+  EXPECT_EQ(s.upstream, (address{address::kind::unix_socket, {}, 0, "/run/app.sock"}));
+  EXPECT_EQ(s.max_connections, 500);
+  EXPECT_EQ(s.timeouts.handshake, 2s);
+  EXPECT_EQ(s.timeouts.connect, 250ms);
+  EXPECT_EQ(s.timeouts.idle, 1h);
+  EXPECT_EQ(s.tls.pkcs12.path, "/secrets/server.p12");
+  EXPECT_EQ(s.tls.pkcs12_password_file.path, "/etc/mtlsd/p12.pass");
+  EXPECT_EQ(s.tls.min_version, "1.3");
+  EXPECT_EQ(s.tls.max_version, "1.3");
+  EXPECT_EQ(s.tls.cipher_suites, "TLS_AES_256_GCM_SHA384");
+  EXPECT_EQ(s.tls.ciphers, "ECDHE-ECDSA-AES256-GCM-SHA384");
+  EXPECT_EQ(s.tls.curves, "X25519");
+  EXPECT_THAT(s.tls.alpn, ElementsAre("h2", "http/1.1"));
+  EXPECT_FALSE(s.tls.session_resumption);
+  EXPECT_EQ(s.client_auth.mode, client_auth_mode::optional);
+  ASSERT_EQ(s.client_auth.ca.size(), 2u);
+  EXPECT_EQ(s.client_auth.ca[0].path, "/etc/mtlsd/a.crt");
+  EXPECT_EQ(s.client_auth.ca[1].path, "/abs/b.crt");
+  EXPECT_EQ(s.client_auth.verify_depth, 2);
+  const allow_list& a = s.client_auth.allow;
+  EXPECT_THAT(a.spiffe_ids, ElementsAre("spiffe://example.org/ns/*", "spiffe://example.org/exact"));
+  EXPECT_THAT(a.uri_sans, ElementsAre("https://x.example.org/id"));
+  EXPECT_THAT(a.dns_sans, ElementsAre("*.svc.example.org", "api.example.org"));
+  EXPECT_THAT(a.common_names, ElementsAre("alice"));
+  EXPECT_THAT(a.organizational_units, ElementsAre("payments"));
+  EXPECT_THAT(a.sha256_fingerprints,
+              ElementsAre("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"));
+  const revocation_options& rv = s.revocation;
+  ASSERT_EQ(rv.crl_files.size(), 1u);
+  EXPECT_EQ(rv.crl_files[0].path, "/etc/mtlsd/crl/root.crl");
+  EXPECT_TRUE(rv.crl_distribution_points);
+  EXPECT_EQ(rv.scope, crl_scope::leaf);
+  EXPECT_EQ(rv.ocsp, ocsp_mode::chain);
+  EXPECT_EQ(rv.ocsp_responder, "http://ocsp.example.org:8080");
+  EXPECT_EQ(rv.ocsp_timeout, 500ms);
+  EXPECT_EQ(rv.on_unavailable, unavailable_policy::allow);
+  EXPECT_EQ(rv.crl_grace, 1h);
+  EXPECT_FALSE(rv.recheck_established);
+  EXPECT_TRUE(rv.stapling);
+  EXPECT_TRUE(rv.enabled());
+  EXPECT_EQ(s.proxy_protocol, proxy_protocol_mode::v2);
+  EXPECT_TRUE(s.http.enabled);
+  EXPECT_EQ(s.http.forward_client_cert_details, xfcc_mode::append_forward);
+  EXPECT_THAT(s.http.set_current_client_cert_details, ElementsAre("cert", "chain"));
+
+  const listener& o = c.listeners[1];
+  EXPECT_EQ(o.mode, listener_mode::client);
+  EXPECT_EQ(o.upstream, (address{address::kind::tcp, "backend.example.org", 443, {}}));
+  EXPECT_EQ(o.tls.cert.path, "/etc/mtlsd/client.crt");
+  EXPECT_EQ(o.tls.key_password_file.path, "/etc/mtlsd/client.pass");
+  ASSERT_EQ(o.server_auth.ca.size(), 1u);  // a single string is accepted for a list
+  EXPECT_EQ(o.server_auth.ca[0].path, "/etc/mtlsd/server-ca.crt");
+  EXPECT_EQ(o.server_auth.server_name, "api.example.org");
+  EXPECT_TRUE(o.server_auth.insecure_skip_verify);
+  EXPECT_THAT(o.server_auth.allow.dns_sans, ElementsAre("api.example.org"));
+
+  EXPECT_EQ(c.find_listener("outbound"), &c.listeners[1]);
+  EXPECT_EQ(c.find_listener("nope"), nullptr);
+  std::vector<std::string> files;
+  for (const auto& f : c.referenced_files())
+    files.push_back(f.path);
+  EXPECT_THAT(files, ElementsAre("/secrets/server.p12", "/etc/mtlsd/p12.pass", "/etc/mtlsd/a.crt",
+                                 "/abs/b.crt", "/etc/mtlsd/crl/root.crl", "/etc/mtlsd/client.crt",
+                                 "/etc/mtlsd/client.key", "/etc/mtlsd/client.pass",
+                                 "/etc/mtlsd/server-ca.crt"));
+}
+
+TEST(ConfigParse, BooleansAcceptYamlSpellings) {
+  configuration c = load_ok("log:\n  access_log: off\nreload:\n  watch: No\n" + kMinimal);
+  EXPECT_FALSE(c.log.access_log);
+  EXPECT_FALSE(c.reload.watch);
+  c = load_ok("log:\n  access_log: YES\n" + kMinimal);
+  EXPECT_TRUE(c.log.access_log);
+}
+
+TEST(ConfigParse, ClientModeNeedsNoCertificate) {
+  configuration c = load_ok(R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: 10.0.0.7:8443
+)");
+  const listener& l = c.listeners.at(0);
+  EXPECT_EQ(l.mode, listener_mode::client);
+  EXPECT_TRUE(l.tls.cert.empty());
+  EXPECT_TRUE(l.server_auth.ca.empty());  // system trust store
+}
+
+TEST(ConfigParse, ClientAuthNoneNeedsNoCa) {
+  configuration c = load_ok(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {mode: none}
+)");
+  EXPECT_EQ(c.listeners.at(0).client_auth.mode, client_auth_mode::none);
+}
+
+// --- paths and normalisation ----------------------------------------------------------------
+
+TEST(ConfigPaths, RelativePathsResolveAgainstTheConfigDirectory) {
+  configuration c = load_ok(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: certs/./tls.crt
+      key: ../pki/tls.key
+      key_password_file: /run/secrets/key.pass
+    client_auth:
+      ca: [ca.crt, ../../root/ca.crt]
+    revocation:
+      crl_files: crl.pem
+)");
+  const listener& l = c.listeners.at(0);
+  EXPECT_EQ(l.tls.cert.path, "/etc/mtlsd/certs/tls.crt");
+  EXPECT_EQ(l.tls.key.path, "/etc/pki/tls.key");
+  EXPECT_EQ(l.tls.key_password_file.path, "/run/secrets/key.pass");
+  ASSERT_EQ(l.client_auth.ca.size(), 2u);
+  EXPECT_EQ(l.client_auth.ca[0].path, "/etc/mtlsd/ca.crt");
+  EXPECT_EQ(l.client_auth.ca[1].path, "/root/ca.crt");
+  ASSERT_EQ(l.revocation.crl_files.size(), 1u);
+  EXPECT_EQ(l.revocation.crl_files[0].path, "/etc/mtlsd/crl.pem");
+}
+
+TEST(ConfigPaths, LoadFileResolvesAgainstTheFilesOwnDirectory) {
+  test::pki_dir dir;
+  const std::string path = dir.write("conf/mtlsd.yaml", kMinimal);
+  // Also through a relative spelling of the same file: the result must be absolute.
+  const std::string relative =
+      std::filesystem::path(path).lexically_relative(std::filesystem::current_path()).string();
+  for (const std::string& p : {path, relative}) {
+    load_result r = load_file(p);
+    ASSERT_TRUE(r.problems.empty()) << r.problems.front().str();
+    ASSERT_TRUE(r.config.has_value());
+    const std::string conf_dir = (dir.path() / "conf").string();
+    EXPECT_EQ(r.config->file, path);
+    EXPECT_EQ(r.config->listeners.at(0).tls.cert.path, conf_dir + "/tls.crt");
+    EXPECT_EQ(r.config->listeners.at(0).tls.cert.where.str(), path + ":6:13");
+    EXPECT_EQ(r.config->listeners.at(0).client_auth.ca.at(0).path, conf_dir + "/ca.crt");
+  }
+}
+
+TEST(ConfigPaths, LoadFileErrorsNameTheAbsoluteFile) {
+  test::pki_dir dir;
+  const std::string path = dir.write("bad.yaml", "workers: lots\n" + kMinimal);
+  load_result r = load_file(path);
+  EXPECT_FALSE(r.config.has_value());
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].str(), path + ":1:10: workers: expected an integer, got 'lots'");
+}
+
+TEST(ConfigPaths, MissingConfigFile) {
+  test::pki_dir dir;
+  const std::string path = (dir.path() / "absent.yaml").string();
+  load_result r = load_file(path);
+  EXPECT_FALSE(r.config.has_value());
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].str(),
+            path + ": cannot read configuration file: No such file or directory");
+}
+
+TEST(ConfigNormalise, FingerprintsLoseColonsAndCase) {
+  configuration c = load_ok(kMinimal + R"(      allow:
+        sha256_fingerprints:
+          - 01:23:45:67:89:AB:CD:EF:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:ab:cd:ef
+          - FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210
+)");
+  EXPECT_THAT(c.listeners.at(0).client_auth.allow.sha256_fingerprints,
+              ElementsAre("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                          "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"));
+}
+
+TEST(ConfigAdmin, EmptyAddressDisablesAdmin) {
+  configuration c = load_ok("admin:\n  address: \"\"\n" + kMinimal);
+  EXPECT_FALSE(c.admin.listen.has_value());
+}
+
+TEST(ConfigAdmin, AddressIsParsed) {
+  configuration c = load_ok("admin:\n  address: 0.0.0.0:19901\n" + kMinimal);
+  ASSERT_TRUE(c.admin.listen.has_value());
+  EXPECT_EQ(*c.admin.listen, (address{address::kind::tcp, "0.0.0.0", 19901, {}}));
+}
+
+TEST(ConfigAdmin, BadAddress) {
+  EXPECT_THAT(problems_of("admin:\n  address: localhost\n" + kMinimal),
+              ElementsAre(at(2, 12,
+                             "admin.address: invalid address 'localhost': expected HOST:PORT, "
+                             "[IPV6]:PORT or unix:/path")));
+}
+
+// --- unknown keys, at every level -----------------------------------------------------------
+
+TEST(ConfigUnknownKey, TopLevel) {
+  EXPECT_THAT(problems_of("workers: 2\nlistner: []\n" + kMinimal),
+              ElementsAre(at(2, 1,
+                             "unknown key 'listner' in the top level (did you mean "
+                             "'listeners'?)")));
+}
+
+TEST(ConfigUnknownKey, NoSuggestionWhenNothingIsClose) {
+  EXPECT_THAT(problems_of("frobnicate: 1\n" + kMinimal),
+              ElementsAre(at(1, 1, "unknown key 'frobnicate' in the top level")));
+}
+
+TEST(ConfigUnknownKey, Admin) {
+  EXPECT_THAT(problems_of("admin:\n  adress: 127.0.0.1:1\n" + kMinimal),
+              ElementsAre(at(2, 3, "unknown key 'adress' in admin (did you mean 'address'?)")));
+}
+
+TEST(ConfigUnknownKey, Log) {
+  EXPECT_THAT(problems_of("log:\n  level: info\n  formt: json\n" + kMinimal),
+              ElementsAre(at(3, 3, "unknown key 'formt' in log (did you mean 'format'?)")));
+}
+
+TEST(ConfigUnknownKey, ReloadAndShutdown) {
+  EXPECT_THAT(problems_of("reload:\n  wacth: true\nshutdown:\n  drain_timout: 5s\n" + kMinimal),
+              ElementsAre(at(2, 3, "unknown key 'wacth' in reload (did you mean 'watch'?)"),
+                          at(4, 3,
+                             "unknown key 'drain_timout' in shutdown (did you mean "
+                             "'drain_timeout'?)")));
+}
+
+TEST(ConfigUnknownKey, Listener) {
+  EXPECT_THAT(problems_of(kMinimal + "    max_connection: 5\n"),
+              ElementsAre(at(10, 5,
+                             "unknown key 'max_connection' in listeners[0] (did you mean "
+                             "'max_connections'?)")));
+}
+
+TEST(ConfigUnknownKey, Timeouts) {
+  EXPECT_THAT(problems_of(kMinimal + "    timeouts:\n      handshak: 5s\n"),
+              ElementsAre(at(11, 7,
+                             "unknown key 'handshak' in listeners[0].timeouts (did you mean "
+                             "'handshake'?)")));
+}
+
+TEST(ConfigUnknownKey, Tls) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tls.crt
+      key: tls.key
+      ciphers_suites: TLS_AES_128_GCM_SHA256
+      certificate_file: x
+    client_auth:
+      ca: [ca.crt]
+)"),
+              ElementsAre(at(8, 7,
+                             "unknown key 'ciphers_suites' in listeners[0].tls (did you mean "
+                             "'cipher_suites'?)"),
+                          at(9, 7, "unknown key 'certificate_file' in listeners[0].tls")));
+}
+
+TEST(ConfigUnknownKey, ClientAuthAndAllow) {
+  EXPECT_THAT(problems_of(kMinimal + R"(      verify_dept: 3
+      allow:
+        spiffe_id: [spiffe://example.org/a]
+)"),
+              ElementsAre(at(10, 7,
+                             "unknown key 'verify_dept' in listeners[0].client_auth (did you "
+                             "mean 'verify_depth'?)"),
+                          at(12, 9,
+                             "unknown key 'spiffe_id' in listeners[0].client_auth.allow (did "
+                             "you mean 'spiffe_ids'?)")));
+}
+
+TEST(ConfigUnknownKey, ServerAuthAndItsAllow) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: 10.0.0.7:8443
+    server_auth:
+      server_nme: api
+      allow:
+        dns_san: [api.example.org]
+)"),
+              ElementsAre(at(7, 7,
+                             "unknown key 'server_nme' in listeners[0].server_auth (did you "
+                             "mean 'server_name'?)"),
+                          at(9, 9,
+                             "unknown key 'dns_san' in listeners[0].server_auth.allow (did you "
+                             "mean 'dns_sans'?)")));
+}
+
+TEST(ConfigUnknownKey, RevocationAndHttp) {
+  EXPECT_THAT(problems_of(kMinimal + R"(    revocation:
+      crl_file: [x.crl]
+    http:
+      forward_client_cert_detail: sanitize
+)"),
+              ElementsAre(at(11, 7,
+                             "unknown key 'crl_file' in listeners[0].revocation (did you mean "
+                             "'crl_files'?)"),
+                          at(13, 7,
+                             "unknown key 'forward_client_cert_detail' in listeners[0].http "
+                             "(did you mean 'forward_client_cert_details'?)")));
+}
+
+TEST(ConfigUnknownKey, SecondListenerIsNamedByIndex) {
+  EXPECT_THAT(problems_of(kMinimal + R"(  - name: second
+    listen: 0.0.0.0:9443
+    upstream: 127.0.0.1:9080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+    upstraem: x
+)"),
+              ElementsAre(at(15, 5,
+                             "unknown key 'upstraem' in listeners[1] (did you mean "
+                             "'upstream'?)")));
+}
+
+// --- wrong types ----------------------------------------------------------------------------
+
+TEST(ConfigWrongType, ListWhereMappingExpected) {
+  EXPECT_THAT(problems_of("log: [a, b]\n" + kMinimal),
+              ElementsAre(at(1, 6, "log: expected a mapping of keys, got a list")));
+}
+
+TEST(ConfigWrongType, ScalarWhereMappingExpected) {
+  EXPECT_THAT(problems_of("admin: 127.0.0.1:9901\n" + kMinimal),
+              ElementsAre(at(1, 8, "admin: expected a mapping of keys, got '127.0.0.1:9901'")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "    timeouts: 5s\n"),
+      ElementsAre(at(10, 15, "listeners[0].timeouts: expected a mapping of keys, got '5s'")));
+}
+
+TEST(ConfigWrongType, MappingWhereScalarExpected) {
+  EXPECT_THAT(problems_of("workers: {count: 2}\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: expected an integer, got a mapping")));
+  EXPECT_THAT(problems_of(kMinimal + "    mode: {server: true}\n"),
+              ElementsAre(at(10, 11,
+                             "listeners[0].mode: invalid value a mapping: expected server | "
+                             "client")));
+}
+
+TEST(ConfigWrongType, ListWhereStringExpected) {
+  // The cert is not taken, so the cross-field check also notices that only the key is left.
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: [a.crt, b.crt]
+      key: tls.key
+    client_auth:
+      ca: [ca.crt]
+)"),
+              ElementsAre(at(6, 13, "listeners[0].tls.cert: expected a string, got a list"),
+                          at(6, 7, "listeners[0].tls: 'key' is set but 'cert' is missing")));
+}
+
+TEST(ConfigWrongType, MappingWhereListExpected) {
+  EXPECT_THAT(
+      problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tls.crt
+      key: tls.key
+      alpn: {h2: true}
+    client_auth:
+      ca:
+        file: ca.crt
+)"),
+      ElementsAre(at(8, 13, "listeners[0].tls.alpn: expected a list of strings, got a mapping"),
+                  at(11, 9,
+                     "listeners[0].client_auth.ca: expected a list of file paths, got a "
+                     "mapping"),
+                  at(10, 7,
+                     "listeners[0].client_auth.ca: client certificates are required "
+                     "(mode require) but no CA bundle is configured")));
+}
+
+TEST(ConfigWrongType, ListElementNotAString) {
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n        common_names: [alice, [bob]]\n"),
+              ElementsAre(at(11, 31,
+                             "listeners[0].client_auth.allow.common_names[1]: expected a string, "
+                             "got a list")));
+}
+
+TEST(ConfigWrongType, Listeners) {
+  EXPECT_THAT(problems_of("listeners:\n  inbound: {}\n"),
+              ElementsAre(at(2, 3, "listeners: expected a list of listeners, got a mapping")));
+  EXPECT_THAT(problems_of("listeners:\n  - inbound\n"),
+              ElementsAre(at(2, 5,
+                             "listeners[0]: expected a mapping describing a listener, got "
+                             "'inbound'")));
+}
+
+TEST(ConfigWrongType, Boolean) {
+  EXPECT_THAT(problems_of("log:\n  access_log: sometimes\n" + kMinimal),
+              ElementsAre(at(2, 15, "log.access_log: expected true or false, got 'sometimes'")));
+  EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      stapling: [true]\n"),
+              ElementsAre(at(11, 17,
+                             "listeners[0].revocation.stapling: expected true or false, got a "
+                             "list")));
+}
+
+TEST(ConfigWrongType, TopLevelNotAMapping) {
+  EXPECT_THAT(problems_of("- a\n- b\n"),
+              ElementsAre(at(1, 1,
+                             "expected a mapping at the top level (admin, log, listeners, ...), "
+                             "got a list")));
+  EXPECT_THAT(
+      problems_of(""),
+      ElementsAre(kFile + ": expected a mapping at the top level (admin, log, listeners, ...), "
+                          "got nothing"));
+}
+
+// --- values ---------------------------------------------------------------------------------
+
+TEST(ConfigBadValue, Duration) {
+  const std::string hint = ": expected a number with a unit (ms, s, m, h), e.g. 250ms, 10s, 5m";
+  EXPECT_THAT(
+      problems_of(kMinimal + "    timeouts:\n      handshake: 10\n      idle: -5m\n"),
+      ElementsAre(at(11, 18, "listeners[0].timeouts.handshake: invalid duration '10'" + hint),
+                  at(12, 13, "listeners[0].timeouts.idle: invalid duration '-5m'" + hint)));
+  EXPECT_THAT(problems_of("shutdown:\n  drain_timeout: 30 s\n" + kMinimal),
+              ElementsAre(at(2, 18, "shutdown.drain_timeout: invalid duration '30 s'" + hint)));
+  EXPECT_THAT(problems_of("reload:\n  poll_interval: [1s]\n" + kMinimal),
+              ElementsAre(at(2, 18, "reload.poll_interval: invalid duration a list" + hint)));
+  EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      ocsp_timeout: 2x\n"),
+              ElementsAre(at(
+                  11, 21, "listeners[0].revocation.ocsp_timeout: invalid duration '2x'" + hint)));
+}
+
+TEST(ConfigBadValue, ZeroTimeouts) {
+  EXPECT_THAT(problems_of(kMinimal + "    timeouts:\n      handshake: 0s\n      connect: 0\n"),
+              ElementsAre(at(11, 7, "listeners[0].timeouts.handshake must be greater than 0"),
+                          at(11, 7, "listeners[0].timeouts.connect must be greater than 0")));
+}
+
+std::string with_addresses(const std::string& listen, const std::string& upstream) {
+  return "listeners:\n  - name: inbound\n    listen: " + listen + "\n    upstream: " + upstream +
+         "\n    tls: {cert: tls.crt, key: tls.key}\n    client_auth: {ca: ca.crt}\n";
+}
+
+TEST(ConfigBadValue, AddressMissingPort) {
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0", "127.0.0.1:8080")),
+              ElementsAre(at(3, 13,
+                             "listeners[0].listen: invalid address '0.0.0.0': expected "
+                             "HOST:PORT, [IPV6]:PORT or unix:/path")));
+}
+
+TEST(ConfigBadValue, AddressBadPort) {
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:8443", "127.0.0.1:99999")),
+              ElementsAre(at(4, 15,
+                             "listeners[0].upstream: invalid address '127.0.0.1:99999': invalid "
+                             "port '99999': expected a number from 0 to 65535")));
+}
+
+TEST(ConfigBadValue, AddressIpv6WithoutBrackets) {
+  EXPECT_THAT(problems_of(with_addresses("::1:8443", "127.0.0.1:8080")),
+              ElementsAre(at(3, 13,
+                             "listeners[0].listen: invalid address '::1:8443': IPv6 addresses "
+                             "must be written in brackets: [IPV6]:PORT")));
+}
+
+TEST(ConfigBadValue, AddressEmptyUnixPath) {
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:8443", "\"unix:\"")),
+              ElementsAre(at(4, 15,
+                             "listeners[0].upstream: invalid address 'unix:': unix socket "
+                             "address needs a path, e.g. unix:/run/app.sock")));
+}
+
+TEST(ConfigBadValue, UpstreamPortZero) {
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:8443", "127.0.0.1:0")),
+              ElementsAre(at(4, 15, "listeners[0].upstream: port 0 is not a valid destination")));
+}
+
+TEST(ConfigBadValue, ListenAddressUsedTwice) {
+  EXPECT_THAT(problems_of(kMinimal + R"(  - name: second
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:9080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(11, 13,
+                             "listeners[1].listen: 0.0.0.0:8443 is already used by listener "
+                             "'inbound'")));
+}
+
+TEST(ConfigBadValue, ListenPortZeroMayRepeat) {
+  configuration c = load_ok(with_addresses("127.0.0.1:0", "127.0.0.1:8080") + R"(  - name: second
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:9080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)");
+  EXPECT_EQ(c.listeners.size(), 2u);
+}
+
+TEST(ConfigBadValue, EnumValues) {
+  EXPECT_THAT(problems_of("log:\n  level: verbose\n  format: xml\n" + kMinimal),
+              ElementsAre(at(2, 10,
+                             "log.level: invalid value 'verbose': expected trace | debug | info "
+                             "| warn | error"),
+                          at(3, 11, "log.format: invalid value 'xml': expected text | json")));
+  EXPECT_THAT(problems_of(kMinimal + R"(      mode: required
+    proxy_protocol: v1
+    revocation:
+      crl_scope: all
+      ocsp: on
+      on_unavailable: ignore
+    http:
+      forward_client_cert_details: forward
+      set_current_client_cert_details: [uri, email]
+)"),
+              ElementsAre(at(10, 13,
+                             "listeners[0].client_auth.mode: invalid value 'required': expected "
+                             "require | optional | none"),
+                          at(13, 18,
+                             "listeners[0].revocation.crl_scope: invalid value 'all': expected "
+                             "leaf | chain"),
+                          at(14, 13,
+                             "listeners[0].revocation.ocsp: invalid value 'on': expected off | "
+                             "false | leaf | chain"),
+                          at(15, 23,
+                             "listeners[0].revocation.on_unavailable: invalid value 'ignore': "
+                             "expected fail | allow"),
+                          at(11, 21,
+                             "listeners[0].proxy_protocol: invalid value 'v1': expected off | "
+                             "false | v2"),
+                          at(17, 36,
+                             "listeners[0].http.forward_client_cert_details: invalid value "
+                             "'forward': expected sanitize | forward_only | append_forward | "
+                             "sanitize_set | always_forward_only"),
+                          at(18, 40,
+                             "listeners[0].http.set_current_client_cert_details: unknown detail "
+                             "'email': expected uri, dns, subject, hash, cert or chain")));
+}
+
+TEST(ConfigBadValue, ModeTypo) {
+  EXPECT_THAT(problems_of(kMinimal + "    mode: sever\n"),
+              ElementsAre(at(10, 11,
+                             "listeners[0].mode: invalid value 'sever': expected server | "
+                             "client")));
+}
+
+TEST(ConfigBadValue, TlsVersion) {
+  EXPECT_THAT(problems_of(kMinimalTlsLast + "      min_version: \"1.1\"\n"),
+              ElementsAre(at(10, 20,
+                             "listeners[0].tls.min_version: unsupported TLS version "
+                             "'1.1': expected \"1.2\" or \"1.3\"")));
+}
+
+TEST(ConfigBadValue, OcspResponderMustBeHttp) {
+  EXPECT_THAT(
+      problems_of(kMinimal + "    revocation:\n      ocsp_responder: https://ocsp.example.org\n"),
+      ElementsAre(at(11, 23,
+                     "listeners[0].revocation.ocsp_responder: only http:// responder URLs are "
+                     "supported (OCSP is signed, so TLS adds nothing)")));
+}
+
+TEST(ConfigBadValue, ListenerName) {
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:1", "127.0.0.1:2") + "    name: x\n"),
+              ::testing::Contains(at(7, 5, "duplicate key 'name' in listeners[0]")));
+  std::string bad = with_addresses("0.0.0.0:1", "127.0.0.1:2");
+  bad.replace(bad.find("inbound"), 7, "\"in bound\"");
+  EXPECT_THAT(problems_of(bad),
+              ElementsAre(at(2, 11,
+                             "listeners[0].name: 'in bound' must be non-empty and use only "
+                             "letters, digits, '_', '-' and '.'")));
+}
+
+// --- integers -------------------------------------------------------------------------------
+
+TEST(ConfigInteger, OutOfRange) {
+  EXPECT_THAT(problems_of("workers: 2000\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: 2000 is out of range (0 to 1024)")));
+  EXPECT_THAT(problems_of("workers: -1\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: -1 is out of range (0 to 1024)")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "      verify_depth: 33\n    max_connections: 0\n"),
+      ElementsAre(at(11, 22, "listeners[0].max_connections: 0 is out of range (1 to 10000000)"),
+                  at(10, 21,
+                     "listeners[0].client_auth.verify_depth: 33 is out of range (0 to "
+                     "32)")));
+}
+
+TEST(ConfigInteger, NotAnInteger) {
+  EXPECT_THAT(problems_of("workers: 1.5\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: expected an integer, got '1.5'")));
+  EXPECT_THAT(problems_of("workers: 0x10\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: expected an integer, got '0x10'")));
+  EXPECT_THAT(problems_of("workers: 99999999999999999999\n" + kMinimal),
+              ElementsAre(at(1, 10, "workers: expected an integer, got '99999999999999999999'")));
+}
+
+TEST(ConfigInteger, Boundaries) {
+  configuration c = load_ok("workers: 1024\n" + kMinimal +
+                            "      verify_depth: 0\n    max_connections: 10000000\n");
+  EXPECT_EQ(c.workers, 1024u);
+  EXPECT_EQ(c.listeners.at(0).client_auth.verify_depth, 0);
+  EXPECT_EQ(c.listeners.at(0).max_connections, 10'000'000);
+}
+
+// --- duplicates -----------------------------------------------------------------------------
+
+TEST(ConfigDuplicate, TopLevelKey) {
+  EXPECT_THAT(problems_of("workers: 1\nworkers: 2\n" + kMinimal),
+              ElementsAre(at(2, 1, "duplicate key 'workers' in the top level")));
+}
+
+TEST(ConfigDuplicate, NestedKey) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tls.crt
+      key: tls.key
+      cert: other.crt
+    client_auth:
+      ca: [ca.crt]
+)"),
+              ElementsAre(at(8, 7, "duplicate key 'cert' in listeners[0].tls")));
+}
+
+TEST(ConfigDuplicate, ListenerName) {
+  EXPECT_THAT(problems_of(kMinimal + R"(  - name: inbound
+    listen: 0.0.0.0:9443
+    upstream: 127.0.0.1:9080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(10, 11, "listeners[1].name: duplicate listener name 'inbound'")));
+}
+
+// --- YAML syntax ----------------------------------------------------------------------------
+
+TEST(ConfigSyntax, BadIndentation) {
+  EXPECT_THAT(problems_of("admin:\n  address: 127.0.0.1:9901\n log:\n  level: info\n"),
+              ElementsAre(at(3, 2, "YAML syntax error: end of map not found")));
+}
+
+TEST(ConfigSyntax, TabIndentation) {
+  EXPECT_THAT(problems_of("listeners:\n  - name: in\n\tlisten: x\n"),
+              ElementsAre(at(3, 1, "YAML syntax error: illegal tab when looking for indentation")));
+}
+
+TEST(ConfigSyntax, OnlyTheSyntaxErrorIsReported) {
+  // Nothing after a syntax error can be trusted: no follow-up "missing key" noise.
+  EXPECT_THAT(problems_of("listeners:\n  - name: in\n    tls: {cert: a\n"),
+              ElementsAre(::testing::StartsWith(kFile + ":4:1: YAML syntax error: ")));
+}
+
+// --- required keys and cross-field rules ----------------------------------------------------
+
+TEST(ConfigRequired, NoListeners) {
+  EXPECT_THAT(
+      problems_of("workers: 1\n"),
+      ElementsAre(at(1, 1, "no listeners configured: add at least one under 'listeners:'")));
+  EXPECT_THAT(
+      problems_of("workers: 1\nlisteners: []\n"),
+      ElementsAre(at(2, 12, "no listeners configured: add at least one under 'listeners:'")));
+  EXPECT_THAT(
+      problems_of("listeners:\n"),
+      ElementsAre(at(1, 1, "no listeners configured: add at least one under 'listeners:'")));
+}
+
+TEST(ConfigRequired, NameListenUpstream) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - mode: server
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(2, 5, "listeners[0]: missing required key 'name'"),
+                          at(2, 5, "listeners[0]: missing required key 'listen'"),
+                          at(2, 5, "listeners[0]: missing required key 'upstream'")));
+}
+
+TEST(ConfigRequired, ServerModeWithoutCertificate) {
+  // Without a tls block the listener itself is pointed at; with one, the block.
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(2, 5,
+                             "listeners[0].tls: a server-mode listener needs its certificate: "
+                             "set cert + key or pkcs12")));
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      min_version: "1.3"
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(6, 7,
+                             "listeners[0].tls: a server-mode listener needs its certificate: "
+                             "set cert + key or pkcs12")));
+}
+
+TEST(ConfigRequired, CertWithoutKeyAndViceVersa) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt}
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(5, 10, "listeners[0].tls: 'cert' is set but 'key' is missing")));
+  EXPECT_THAT(
+      problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key, pkcs12: server.p12}
+    client_auth: {ca: ca.crt}
+)"),
+      ElementsAre(at(5, 10, "listeners[0].tls: give either cert + key or pkcs12, not both")));
+}
+
+TEST(ConfigRequired, RequireOrOptionalWithoutCa) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key}
+)"),
+              ElementsAre(at(2, 5,
+                             "listeners[0].client_auth.ca: client certificates are required "
+                             "(mode require) but no CA bundle is configured")));
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth:
+      mode: optional
+      ca: []
+)"),
+              ElementsAre(at(7, 7,
+                             "listeners[0].client_auth.ca: client certificates are required "
+                             "(mode optional) but no CA bundle is configured")));
+}
+
+const std::string kClient = R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: backend.example.org:8443
+)";
+
+TEST(ConfigCrossField, ClientAuthInClientMode) {
+  EXPECT_THAT(problems_of(kClient + "    client_auth:\n      ca: [ca.crt]\n"),
+              ElementsAre(at(7, 7,
+                             "listeners[0].client_auth applies to mode: server only (use "
+                             "server_auth)")));
+}
+
+TEST(ConfigCrossField, ServerAuthInServerMode) {
+  EXPECT_THAT(problems_of(kMinimal + "    server_auth:\n      server_name: x\n"),
+              ElementsAre(at(11, 7,
+                             "listeners[0].server_auth applies to mode: client only (use "
+                             "client_auth)")));
+}
+
+TEST(ConfigCrossField, ServerOnlyFeaturesInClientMode) {
+  EXPECT_THAT(
+      problems_of(kClient + R"(    proxy_protocol: v2
+    http: {}
+    revocation:
+      stapling: true
+)"),
+      ElementsAre(at(6, 21, "listeners[0].proxy_protocol applies to mode: server only"),
+                  at(7, 11, "listeners[0].http applies to mode: server only"),
+                  at(9, 7, "listeners[0].revocation.stapling applies to mode: server only")));
+}
+
+TEST(ConfigCrossField, ClientModeUpstreamMustBeTcp) {
+  std::string yaml = kClient;
+  yaml.replace(yaml.find("backend.example.org:8443"), 24, "unix:/run/s.sock");
+  EXPECT_THAT(problems_of(yaml),
+              ElementsAre(at(5, 15,
+                             "listeners[0].upstream: a client-mode listener connects to a TLS "
+                             "server over TCP")));
+}
+
+TEST(ConfigCrossField, MinVersionAboveMaxVersion) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls:
+      cert: tls.crt
+      key: tls.key
+      min_version: "1.3"
+      max_version: "1.2"
+    client_auth: {ca: ca.crt}
+)"),
+              ElementsAre(at(6, 7, "listeners[0].tls: min_version 1.3 is above max_version 1.2")));
+}
+
+// --- allow-list syntax ----------------------------------------------------------------------
+
+TEST(ConfigAllow, SpiffePatternWithMisplacedStar) {
+  const std::string msg = "listeners[0].client_auth.allow.spiffe_ids: ";
+  EXPECT_THAT(problems_of(kMinimal + R"(      allow:
+        spiffe_ids:
+          - spiffe://example.org/ns/*
+          - spiffe://example.org/*/app
+          - spiffe://example.org/ns*
+          - spiffe://example.org/ns/*/
+          - https://example.org/ns/a
+)"),
+              ElementsAre(at(13, 13,
+                             msg + "'spiffe://example.org/*/app': '*' is only allowed as a "
+                                   "trailing '/*'"),
+                          at(14, 13,
+                             msg + "'spiffe://example.org/ns*': '*' is only allowed as a "
+                                   "trailing '/*'"),
+                          at(15, 13,
+                             msg + "'spiffe://example.org/ns/*/': '*' is only allowed as a "
+                                   "trailing '/*'"),
+                          at(16, 13,
+                             msg + "'https://example.org/ns/a' is not a SPIFFE ID (must start "
+                                   "with spiffe://)")));
+}
+
+TEST(ConfigAllow, BareStarIsRejected) {
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n        spiffe_ids: \"*\"\n"),
+              ElementsAre(at(11, 21,
+                             "listeners[0].client_auth.allow.spiffe_ids: '*' is not a SPIFFE ID "
+                             "(must start with spiffe://)"),
+                          at(11, 21,
+                             "listeners[0].client_auth.allow.spiffe_ids: '*': '*' is only "
+                             "allowed as a trailing '/*'")));
+}
+
+TEST(ConfigAllow, DnsWildcardOnlyLeading) {
+  EXPECT_THAT(
+      problems_of(kMinimal +
+                  "      allow:\n        dns_sans: [\"*.ok.org\", \"a.*.org\", \"*.*.org\"]\n"),
+      ElementsAre(at(11, 32,
+                     "listeners[0].client_auth.allow.dns_sans: 'a.*.org': wildcards are "
+                     "only allowed as a leading '*.'"),
+                  at(11, 43,
+                     "listeners[0].client_auth.allow.dns_sans: '*.*.org': wildcards are "
+                     "only allowed as a leading '*.'")));
+}
+
+TEST(ConfigAllow, BadFingerprint) {
+  const std::string msg = "listeners[0].client_auth.allow.sha256_fingerprints: ";
+  const std::string hint = "' is not a SHA-256 fingerprint (64 hex digits, colons optional)";
+  const std::string too_short(62, 'a');
+  const std::string not_hex = std::string(63, 'a') + "g";
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n        sha256_fingerprints:\n          - " +
+                          too_short + "\n          - " + not_hex + "\n          - abc\n"),
+              ElementsAre(at(12, 13, msg + "'" + too_short + hint),
+                          at(13, 13, msg + "'" + not_hex + hint), at(14, 13, msg + "'abc" + hint)));
+}
+
+TEST(ConfigAllow, AlpnNamesMustBeNonEmpty) {
+  EXPECT_THAT(
+      problems_of(kMinimalTlsLast + "      alpn: [h2, \"\"]\n"),
+      ElementsAre(at(10, 13, "listeners[0].tls.alpn: protocol names must be 1 to 255 bytes")));
+}
+
+// --- empty values ---------------------------------------------------------------------------
+
+// BUG (src/config/load.cpp, reader::at): a key with an empty value (`upstream:` and nothing
+// after it) gives a null node whose yaml-cpp mark is that of the NEXT token, so the diagnostic
+// points at the following line (here 5:5 instead of line 4). For a null value the location of
+// its key should be used.
+TEST(ConfigEmptyValue, ErrorPointsAtTheKeysLine) {
+  load_result r = load_text(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream:
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)",
+                            kFile);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].message,
+            "listeners[0].upstream: invalid address '': expected HOST:PORT, [IPV6]:PORT or "
+            "unix:/path");
+  EXPECT_EQ(r.problems[0].where.line, 4);
+}
+
+// The same quirk, pinned as it behaves today so that a change is noticed: an empty `tls:` block
+// (server mode) is reported on the line after it.
+TEST(ConfigEmptyValue, EmptyBlockIsTreatedAsAbsent) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    client_auth: {ca: ca.crt}
+    tls:
+)"),
+              ElementsAre(::testing::EndsWith(
+                  ": listeners[0].tls: a server-mode listener needs its certificate: set cert + "
+                  "key or pkcs12")));
+}
+
+// --- several problems at once ---------------------------------------------------------------
+
+TEST(ConfigMultipleErrors, AllAreReportedInOrder) {
+  load_result r = load_text(R"(workers: many
+log:
+  level: loud
+listeners:
+  - name: inbound
+    listen: 0.0.0.0
+    upstream: 127.0.0.1:8080
+    timeouts:
+      idle: forever
+    tls:
+      cert: tls.crt
+      key: tls.key
+      colour: blue
+    client_auth:
+      ca: [ca.crt]
+)",
+                            kFile);
+  EXPECT_FALSE(r.config.has_value());
+  std::vector<std::string> got;
+  for (const auto& p : r.problems) {
+    EXPECT_FALSE(p.warning);
+    got.push_back(p.str());
+  }
+  EXPECT_THAT(got,
+              ElementsAre(at(3, 10,
+                             "log.level: invalid value 'loud': expected trace | debug | info | "
+                             "warn | error"),
+                          at(1, 10, "workers: expected an integer, got 'many'"),
+                          at(6, 13,
+                             "listeners[0].listen: invalid address '0.0.0.0': expected "
+                             "HOST:PORT, [IPV6]:PORT or unix:/path"),
+                          at(9, 13,
+                             "listeners[0].timeouts.idle: invalid duration 'forever': expected "
+                             "a number with a unit (ms, s, m, h), e.g. 250ms, 10s, 5m"),
+                          at(13, 7, "unknown key 'colour' in listeners[0].tls")));
+}
+
+TEST(ConfigDiagnostic, Formatting) {
+  diagnostic d{{"/x.yaml", 3, 7}, "boom", false};
+  EXPECT_EQ(d.str(), "/x.yaml:3:7: boom");
+  d.warning = true;
+  EXPECT_EQ(d.str(), "/x.yaml:3:7: warning: boom");
+  EXPECT_EQ((diagnostic{{"/x.yaml", 0, 0}, "no line", false}).str(), "/x.yaml: no line");
+  EXPECT_EQ((diagnostic{{"", 0, 0}, "bare", false}).str(), "bare");
+  EXPECT_FALSE(has_errors({d}));
+  EXPECT_TRUE(has_errors({d, diagnostic{{}, "e", false}}));
+  config_error e({{{"/a", 1, 2}, "first", false}, {{"/b", 3, 4}, "second", true}});
+  EXPECT_STREQ(e.what(), "/a:1:2: first\n/b:3:4: warning: second");
+  EXPECT_EQ(e.problems().size(), 2u);
+}
+
+}  // namespace
+}  // namespace mtlsd::config

@@ -1,0 +1,157 @@
+// tls::extract_identity and tls::sha256_fingerprint on certificates made by test_pki.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <array>
+#include <cstdio>
+
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/identity.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd::tls {
+namespace {
+
+using ::testing::ElementsAre;
+
+std::string hex(const unsigned char* p, std::size_t n) {
+  std::string out;
+  char buf[3];
+  for (std::size_t i = 0; i < n; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", p[i]);
+    out += buf;
+  }
+  return out;
+}
+
+// The IPv6 text form is not pinned by the contract; compare the address, not the spelling.
+std::array<unsigned char, 16> ipv6_bytes(const std::string& text) {
+  std::array<unsigned char, 16> b{};
+  EXPECT_EQ(inet_pton(AF_INET6, text.c_str(), b.data()), 1) << "not an IPv6 address: " << text;
+  return b;
+}
+
+class IdentityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new test::credential(test::make_root_ca({.cn = "Identity Root"}));
+  }
+  static void TearDownTestSuite() { delete root_; }
+  static test::credential* root_;
+};
+test::credential* IdentityTest::root_ = nullptr;
+
+TEST_F(IdentityTest, AllNamesOfAWorkloadCertificate) {
+  const std::time_t not_after = test::now() + test::days(90);
+  test::credential c = test::make_leaf(
+      *root_, {.cn = "api",
+               .ous = {"payments", "eu-west"},
+               .org = "Example Corp",
+               .uri_sans = {"https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api",
+                            "spiffe://example.org/second"},
+               .dns_sans = {"api.svc.cluster.local", "api.example.org"},
+               .ip_sans = {"10.1.2.3", "2001:db8::1"},
+               .not_after = not_after,
+               .serial = 0x0A1B2C3D4EULL});
+  peer_identity id = extract_identity(c.cert());
+
+  // The first spiffe:// URI, even when another URI comes before it.
+  EXPECT_EQ(id.spiffe_id, "spiffe://example.org/ns/prod/sa/api");
+  EXPECT_THAT(id.uri_sans,
+              ElementsAre("https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api",
+                          "spiffe://example.org/second"));
+  EXPECT_THAT(id.dns_sans, ElementsAre("api.svc.cluster.local", "api.example.org"));
+  ASSERT_EQ(id.ip_sans.size(), 2u);
+  EXPECT_EQ(id.ip_sans[0], "10.1.2.3");
+  EXPECT_EQ(ipv6_bytes(id.ip_sans[1]), ipv6_bytes("2001:db8::1"));
+  EXPECT_EQ(id.common_name, "api");
+  EXPECT_THAT(id.organizational_units, ElementsAre("payments", "eu-west"));
+  EXPECT_EQ(id.subject, "CN=api,OU=eu-west,OU=payments,O=Example Corp");
+  EXPECT_EQ(id.issuer, "CN=Identity Root,O=mtlsd tests");
+  EXPECT_EQ(id.serial, "0A1B2C3D4E");
+  EXPECT_EQ(id.not_after, not_after);
+  EXPECT_EQ(id.display(), "spiffe://example.org/ns/prod/sa/api");
+}
+
+TEST_F(IdentityTest, CertificateWithoutSans) {
+  test::credential c = test::make_leaf(*root_, {.cn = "legacy client", .serial = 0x1234});
+  peer_identity id = extract_identity(c.cert());
+  EXPECT_EQ(id.spiffe_id, "");
+  EXPECT_TRUE(id.uri_sans.empty());
+  EXPECT_TRUE(id.dns_sans.empty());
+  EXPECT_TRUE(id.ip_sans.empty());
+  EXPECT_TRUE(id.organizational_units.empty());
+  EXPECT_EQ(id.common_name, "legacy client");
+  EXPECT_EQ(id.subject, "CN=legacy client,O=mtlsd tests");
+  EXPECT_EQ(id.serial, "1234");
+  // Without a SPIFFE ID, logs show the subject.
+  EXPECT_EQ(id.display(), "CN=legacy client,O=mtlsd tests");
+}
+
+TEST_F(IdentityTest, NonSpiffeUrisGiveNoSpiffeId) {
+  test::credential c = test::make_leaf(
+      *root_, {.cn = "x", .uri_sans = {"https://x.example.org", "urn:example:spiffe://no"}});
+  peer_identity id = extract_identity(c.cert());
+  EXPECT_EQ(id.spiffe_id, "");
+  EXPECT_THAT(id.uri_sans, ElementsAre("https://x.example.org", "urn:example:spiffe://no"));
+}
+
+TEST_F(IdentityTest, Utf8SubjectValues) {
+  test::credential c =
+      test::make_leaf(*root_, {.cn = "Jos\xC3\xA9", .ous = {"\xC3\x89quipe"}});  // José, Équipe
+  peer_identity id = extract_identity(c.cert());
+  EXPECT_EQ(id.common_name, "Jos\xC3\xA9");
+  EXPECT_THAT(id.organizational_units, ElementsAre("\xC3\x89quipe"));
+  EXPECT_EQ(id.subject, "CN=Jos\xC3\xA9,OU=\xC3\x89quipe,O=mtlsd tests");
+}
+
+TEST_F(IdentityTest, Sha256IsTheDigestOfTheDer) {
+  test::credential c = test::make_leaf(*root_, {.cn = "fp"});
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  ASSERT_EQ(X509_digest(c.cert(), EVP_sha256(), md.data(), &len), 1);
+  ASSERT_EQ(len, 32u);
+  const std::string expected = hex(md.data(), len);
+  EXPECT_EQ(sha256_fingerprint(c.cert()), expected);
+  EXPECT_EQ(extract_identity(c.cert()).sha256, expected);
+
+  // Independently: SHA-256 over the DER bytes.
+  const std::string der = test::to_der(c.cert());
+  unsigned char md2[32];
+  unsigned int len2 = 0;
+  ASSERT_EQ(EVP_Digest(der.data(), der.size(), md2, &len2, EVP_sha256(), nullptr), 1);
+  EXPECT_EQ(hex(md2, len2), expected);
+}
+
+TEST_F(IdentityTest, DifferentCertificatesDifferentFingerprints) {
+  test::credential a = test::make_leaf(*root_, {.cn = "same"});
+  test::credential b = test::make_leaf(*root_, {.cn = "same"});
+  EXPECT_NE(sha256_fingerprint(a.cert()), sha256_fingerprint(b.cert()));
+}
+
+TEST_F(IdentityTest, SerialIsUpperCaseHexLikeOpenSslCli) {
+  test::credential c = test::make_leaf(*root_, {.cn = "s", .serial = 0xABCDEF0123456789ULL});
+  EXPECT_EQ(extract_identity(c.cert()).serial, "ABCDEF0123456789");
+  EXPECT_EQ(serial_of(c.cert()), "ABCDEF0123456789");
+}
+
+TEST_F(IdentityTest, ValidityHelpers) {
+  const std::time_t nb = 1'700'000'000;
+  const std::time_t na = 1'900'000'000;
+  test::credential c = test::make_leaf(*root_, {.cn = "v", .not_before = nb, .not_after = na});
+  EXPECT_EQ(not_before_of(c.cert()), nb);
+  EXPECT_EQ(not_after_of(c.cert()), na);
+  EXPECT_EQ(extract_identity(c.cert()).not_after, na);
+}
+
+TEST(Identity, NullCertificateGivesAnEmptyIdentity) {
+  peer_identity id = extract_identity(nullptr);
+  EXPECT_EQ(id.subject, "");
+  EXPECT_EQ(id.sha256, "");
+  EXPECT_TRUE(id.uri_sans.empty());
+}
+
+}  // namespace
+}  // namespace mtlsd::tls

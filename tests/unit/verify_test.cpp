@@ -1,0 +1,739 @@
+// The verification path of live handshakes and `mtlsd verify`: tls::build_context from a real
+// configuration pointing at test_pki files, then verifier::verify_offline on client (and server)
+// certificates; and runtime::build / runtime::warnings on broken and risky credentials.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/context.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/verify.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::string utc(std::time_t t) {
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// One PKI for all tests in this file. The root is valid since a year ago, so that `--at` tests
+// can move the clock back without leaving the root's window.
+struct shared_pki {
+  test::credential root;
+  test::credential intermediate;
+  test::credential other_root;
+  test::credential server;  // our own certificate, issued by root
+};
+
+shared_pki* pki = nullptr;
+
+class PkiEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    pki = new shared_pki;
+    pki->root =
+        test::make_root_ca({.cn = "Verify Root", .not_before = test::now() - test::days(365)});
+    pki->intermediate = test::make_intermediate(
+        pki->root, {.cn = "Verify Intermediate", .not_before = test::now() - test::days(365)});
+    pki->other_root = test::make_root_ca({.cn = "Other Root"});
+    pki->server = test::make_leaf(
+        pki->root, {.cn = "server", .dns_sans = {"localhost"}, .usage = test::key_usage::server});
+  }
+  void TearDown() override {
+    delete pki;
+    pki = nullptr;
+  }
+};
+
+[[maybe_unused]] ::testing::Environment* const pki_env =
+    ::testing::AddGlobalTestEnvironment(new PkiEnvironment);
+
+// A temporary directory with root.crt, intermediate.crt, other-root.crt, server.crt/key, and a
+// configuration written next to them (relative paths resolve against it).
+class ConfigDir {
+ public:
+  ConfigDir() {
+    dir_.write("root.crt", test::to_pem(pki->root.cert()), 0644);
+    dir_.write("intermediate.crt", test::to_pem(pki->intermediate.cert()), 0644);
+    dir_.write("other-root.crt", test::to_pem(pki->other_root.cert()), 0644);
+    dir_.write_pair("server", pki->server);
+  }
+
+  test::pki_dir& dir() { return dir_; }
+  std::string path(const std::string& name) const { return (dir_.path() / name).string(); }
+  std::string conf_path() const { return path("mtlsd.yaml"); }
+
+  // A server-mode listener. Lines: 1 listeners, 2 name, 3 listen, 4 upstream, 5 client_auth,
+  // 6 ca, then `client_auth_extra`, then `tls:` with cert and key (cert on the next line after
+  // `tls:`) and `tls_extra`.
+  config::configuration server(
+      const std::string& client_auth_extra = "",
+      const std::string& tls_lines = "      cert: server.crt\n      key: server.key\n") {
+    return load(
+        "listeners:\n"
+        "  - name: inbound\n"
+        "    listen: 127.0.0.1:0\n"
+        "    upstream: 127.0.0.1:8080\n"
+        "    client_auth:\n"
+        "      ca: [root.crt]\n" +
+        client_auth_extra + "    tls:\n" + tls_lines);
+  }
+
+  config::configuration load(const std::string& yaml) {
+    dir_.write("mtlsd.yaml", yaml, 0644);
+    config::load_result r = config::load_file(conf_path());
+    for (const auto& p : r.problems)
+      ADD_FAILURE() << "configuration problem: " << p.str();
+    if (!r.config) throw std::runtime_error("test configuration does not load");
+    return *r.config;
+  }
+
+ private:
+  test::pki_dir dir_;
+};
+
+tls::verify_outcome verify(const tls::tls_context& t, const test::credential& leaf,
+                           const std::vector<test::credential>& chain = {},
+                           std::optional<std::time_t> at = std::nullopt) {
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  for (const auto& c : chain)
+    sk_X509_push(untrusted, c.cert());
+  tls::verify_outcome out =
+      t.peer_verifier->verify_offline(t.ctx.get(), leaf.cert(), untrusted, at);
+  sk_X509_free(untrusted);
+  return out;
+}
+
+// What an unknown_ca detail adds after the failing certificate.
+const std::string kMissingIssuerHint =
+    " is not in the trust store and was not sent by the peer (a missing intermediate must be "
+    "sent by the peer or added to the CA bundle)";
+
+std::string refusal(const tls::verify_outcome& o) {
+  return o.refusal ? std::string(to_string(*o.refusal)) : std::string("accepted");
+}
+
+// --- client certificates judged by a server-mode listener ----------------------------------
+
+class VerifyClientTest : public ::testing::Test {
+ protected:
+  tls::tls_context context(const std::string& client_auth_extra = "") {
+    config::configuration c = files_.server(client_auth_extra);
+    return tls::build_context(c.listeners.at(0));
+  }
+  ConfigDir files_;
+};
+
+TEST_F(VerifyClientTest, GoodClientIsAcceptedWithItsIdentity) {
+  auto t = context();
+  auto leaf = test::make_leaf(
+      pki->root, {.cn = "alice", .uri_sans = {"spiffe://example.org/ns/prod/sa/alice"}});
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "accepted") << o.detail;
+  EXPECT_EQ(o.detail, "");
+  ASSERT_TRUE(o.identity.has_value());
+  EXPECT_EQ(o.identity->spiffe_id, "spiffe://example.org/ns/prod/sa/alice");
+  EXPECT_EQ(o.identity->common_name, "alice");
+  EXPECT_EQ(o.identity->issuer, "CN=Verify Root,O=mtlsd tests");
+  EXPECT_EQ(o.identity->sha256, tls::sha256_fingerprint(leaf.cert()));
+}
+
+TEST_F(VerifyClientTest, ContextHoldsOwnChainAndTrust) {
+  auto t = context();
+  ASSERT_EQ(t.own_chain.size(), 1u);
+  EXPECT_EQ(tls::subject_of(t.own_chain[0].get()), "CN=server,O=mtlsd tests");
+  ASSERT_EQ(t.trust.size(), 1u);
+  EXPECT_EQ(tls::subject_of(t.trust[0].get()), "CN=Verify Root,O=mtlsd tests");
+  EXPECT_EQ(t.peer_verifier->role(), tls::peer_role::client);
+  EXPECT_EQ(SSL_CTX_get_verify_mode(t.ctx.get()),
+            SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+}
+
+TEST_F(VerifyClientTest, Expired) {
+  auto t = context();
+  auto leaf = test::make_leaf(pki->root, {.cn = "old",
+                                          .not_before = test::now() - test::days(10),
+                                          .not_after = test::now() - test::days(2)});
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "expired");
+  EXPECT_EQ(o.detail, "certificate has expired (depth 0: CN=old,O=mtlsd tests)");
+  EXPECT_FALSE(o.identity.has_value());
+}
+
+TEST_F(VerifyClientTest, NotYetValid) {
+  auto t = context();
+  auto leaf = test::make_leaf(pki->root, {.cn = "future",
+                                          .not_before = test::now() + test::days(2),
+                                          .not_after = test::now() + test::days(10)});
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "not_yet_valid");
+  EXPECT_EQ(o.detail, "certificate is not yet valid (depth 0: CN=future,O=mtlsd tests)");
+}
+
+TEST_F(VerifyClientTest, OtherCaIsUnknown) {
+  auto t = context();
+  auto leaf = test::make_leaf(pki->other_root, {.cn = "stranger"});
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "unknown_ca");
+  EXPECT_EQ(o.detail,
+            "unable to get local issuer certificate (depth 0: CN=stranger,O=mtlsd tests); issuer "
+            "CN=Other Root,O=mtlsd tests" +
+                kMissingIssuerHint);
+  // Sending the foreign root along does not help: it is not a trust anchor.
+  EXPECT_EQ(refusal(verify(t, leaf, {pki->other_root})), "unknown_ca");
+}
+
+TEST_F(VerifyClientTest, SelfSignedIsUnknown) {
+  auto t = context();
+  auto o = verify(t, test::make_self_signed({.cn = "me"}));
+  EXPECT_EQ(refusal(o), "unknown_ca");
+  EXPECT_EQ(o.detail, "self-signed certificate (depth 0: CN=me,O=mtlsd tests)");
+}
+
+TEST_F(VerifyClientTest, ForgedSignatureIsBadSignature) {
+  auto t = context();
+  // Names and key identifiers say "Verify Root", but another key signs.
+  EVP_PKEY* wrong_key = test::make_key();
+  X509_up_ref(pki->root.cert());
+  test::credential impostor(pki->root.cert(), wrong_key);
+  auto o = verify(t, test::make_leaf(impostor, {.cn = "forged"}));
+  EXPECT_EQ(refusal(o), "bad_signature");
+  EXPECT_EQ(o.detail, "certificate signature failure (depth 0: CN=forged,O=mtlsd tests)");
+}
+
+TEST_F(VerifyClientTest, ServerAuthOnlyEkuIsBadKeyUsage) {
+  auto t = context();
+  auto o = verify(t, test::make_leaf(pki->root, {.cn = "srv", .usage = test::key_usage::server}));
+  EXPECT_EQ(refusal(o), "bad_key_usage");
+  EXPECT_EQ(o.detail, "unsuitable certificate purpose (depth 0: CN=srv,O=mtlsd tests)");
+}
+
+TEST_F(VerifyClientTest, EkuBothOrAbsentIsAccepted) {
+  auto t = context();
+  EXPECT_EQ(
+      refusal(verify(t, test::make_leaf(pki->root, {.cn = "b", .usage = test::key_usage::both}))),
+      "accepted");
+  EXPECT_EQ(
+      refusal(verify(t, test::make_leaf(pki->root, {.cn = "n", .usage = test::key_usage::none}))),
+      "accepted");
+}
+
+TEST_F(VerifyClientTest, ChainViaIntermediate) {
+  auto t = context();
+  auto leaf = test::make_leaf(pki->intermediate, {.cn = "via-intermediate"});
+  auto with = verify(t, leaf, {pki->intermediate});
+  EXPECT_EQ(refusal(with), "accepted") << with.detail;
+  ASSERT_TRUE(with.identity.has_value());
+  EXPECT_EQ(with.identity->issuer, "CN=Verify Intermediate,O=mtlsd tests");
+
+  auto without = verify(t, leaf);
+  EXPECT_EQ(refusal(without), "unknown_ca");
+  EXPECT_EQ(without.detail,
+            "unable to get local issuer certificate (depth 0: CN=via-intermediate,O=mtlsd "
+            "tests); issuer CN=Verify Intermediate,O=mtlsd tests" +
+                kMissingIssuerHint);
+}
+
+TEST_F(VerifyClientTest, VerifyDepthCountsIntermediates) {
+  auto leaf = test::make_leaf(pki->intermediate, {.cn = "deep"});
+  auto direct = test::make_leaf(pki->root, {.cn = "direct"});
+
+  auto depth0 = context("      verify_depth: 0\n");
+  auto o = verify(depth0, leaf, {pki->intermediate});
+  EXPECT_EQ(refusal(o), "chain_too_long");
+  EXPECT_THAT(o.detail, StartsWith("certificate chain too long (depth "));
+  // No intermediate: depth 0 is enough.
+  EXPECT_EQ(refusal(verify(depth0, direct)), "accepted");
+
+  auto depth1 = context("      verify_depth: 1\n");
+  EXPECT_EQ(refusal(verify(depth1, leaf, {pki->intermediate})), "accepted");
+}
+
+TEST_F(VerifyClientTest, AllowListMissIsNotAuthorized) {
+  auto t = context(
+      "      allow:\n"
+      "        spiffe_ids: [spiffe://example.org/ns/prod/*]\n"
+      "        common_names: [bob]\n");
+  auto alice = test::make_leaf(
+      pki->root, {.cn = "alice", .uri_sans = {"spiffe://example.org/ns/dev/sa/alice"}});
+  auto o = verify(t, alice);
+  EXPECT_EQ(refusal(o), "not_authorized");
+  EXPECT_EQ(o.detail,
+            "certificate matches no allow rule: spiffe_id=spiffe://example.org/ns/dev/sa/alice "
+            "cn=alice sha256=" +
+                tls::sha256_fingerprint(alice.cert()));
+  EXPECT_FALSE(o.identity.has_value());
+
+  auto prod =
+      test::make_leaf(pki->root, {.cn = "x", .uri_sans = {"spiffe://example.org/ns/prod/sa/api"}});
+  EXPECT_EQ(refusal(verify(t, prod)), "accepted");
+  EXPECT_EQ(refusal(verify(t, test::make_leaf(pki->root, {.cn = "bob"}))), "accepted");
+}
+
+TEST_F(VerifyClientTest, AllowListByFingerprintFromConfig) {
+  auto leaf = test::make_leaf(pki->root, {.cn = "pinned"});
+  std::string fp = tls::sha256_fingerprint(leaf.cert());
+  std::string colons;  // "AB:CD:..." as an operator would paste it
+  for (std::size_t i = 0; i < fp.size(); i += 2)
+    colons += (colons.empty() ? "" : ":") + fp.substr(i, 2);
+  for (auto& ch : colons)
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  auto t = context("      allow:\n        sha256_fingerprints: [\"" + colons + "\"]\n");
+  EXPECT_EQ(refusal(verify(t, leaf)), "accepted");
+  EXPECT_EQ(refusal(verify(t, test::make_leaf(pki->root, {.cn = "pinned"}))), "not_authorized");
+}
+
+TEST_F(VerifyClientTest, AtTimeMakesAnExpiredCertificateValid) {
+  auto t = context();
+  const std::time_t now = test::now();
+  auto leaf = test::make_leaf(
+      pki->root,
+      {.cn = "was-valid", .not_before = now - test::days(30), .not_after = now - test::days(10)});
+  EXPECT_EQ(refusal(verify(t, leaf)), "expired");
+  auto then = verify(t, leaf, {}, now - test::days(20));
+  EXPECT_EQ(refusal(then), "accepted") << then.detail;
+  EXPECT_EQ(refusal(verify(t, leaf, {}, now - test::days(31))), "not_yet_valid");
+}
+
+TEST_F(VerifyClientTest, AtTimeCanAlsoExpireAValidCertificate) {
+  auto t = context();
+  auto leaf = test::make_leaf(pki->root, {.cn = "short", .not_after = test::now() + test::days(5)});
+  EXPECT_EQ(refusal(verify(t, leaf)), "accepted");
+  EXPECT_EQ(refusal(verify(t, leaf, {}, test::now() + test::days(6))), "expired");
+}
+
+TEST_F(VerifyClientTest, OptionalModeStillVerifiesPresentedCertificates) {
+  auto t = context("      mode: optional\n");
+  EXPECT_EQ(SSL_CTX_get_verify_mode(t.ctx.get()), SSL_VERIFY_PEER);
+  EXPECT_EQ(refusal(verify(t, test::make_leaf(pki->other_root, {.cn = "x"}))), "unknown_ca");
+  EXPECT_EQ(refusal(verify(t, test::make_leaf(pki->root, {.cn = "y"}))), "accepted");
+}
+
+// A smoke test of test_pki's CRLs with the CRL support of build_context (the revocation suite
+// goes further).
+TEST_F(VerifyClientTest, CrlFromTestPkiRevokes) {
+  auto good = test::make_leaf(pki->root, {.cn = "good"});
+  auto bad = test::make_leaf(pki->root, {.cn = "bad"});
+  tls::x509_crl_ptr crl(test::make_crl(
+      pki->root, {.revoked = {{test::serial_of(bad.cert()), test::now() - test::hours(2)}}}));
+  files_.dir().write("root.crl", test::to_pem(crl.get()), 0644);
+  auto t = context("    revocation:\n      crl_files: [root.crl]\n");
+  ASSERT_EQ(t.crls.size(), 1u);
+
+  auto o = verify(t, bad);
+  EXPECT_EQ(refusal(o), "revoked");
+  EXPECT_EQ(o.detail, "certificate revoked (depth 0: CN=bad,O=mtlsd tests)");
+  EXPECT_EQ(o.crl, tls::crl_result::revoked);
+  auto g = verify(t, good);
+  EXPECT_EQ(refusal(g), "accepted") << g.detail;
+  EXPECT_EQ(g.crl, tls::crl_result::good);
+}
+
+TEST_F(VerifyClientTest, DerCrlAndStaleCrl) {
+  auto leaf = test::make_leaf(pki->root, {.cn = "leaf"});
+  tls::x509_crl_ptr stale(test::make_crl(pki->root, {.this_update = test::now() - test::days(10),
+                                                     .next_update = test::now() - test::days(1)}));
+  files_.dir().write("root.crl", test::to_der(stale.get()), 0644);
+  auto t = context("    revocation:\n      crl_files: [root.crl]\n");
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "revocation_unavailable");
+  EXPECT_EQ(o.detail, "CRL has expired (depth 0: CN=leaf,O=mtlsd tests)");
+  EXPECT_EQ(o.crl, tls::crl_result::unavailable);
+}
+
+TEST_F(VerifyClientTest, BadCipherListNamesTheTlsBlock) {
+  config::configuration c = files_.server(
+      "", "      cert: server.crt\n      key: server.key\n      ciphers: NOT-A-CIPHER\n");
+  try {
+    tls::build_context(c.listeners.at(0));
+    ADD_FAILURE() << "build_context accepted an unusable cipher list";
+  } catch (const config::config_error& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_EQ(e.problems()[0].where.str(), files_.conf_path() + ":8:7");
+    EXPECT_THAT(e.problems()[0].message,
+                StartsWith("tls.ciphers: no usable TLS 1.2 cipher in 'NOT-A-CIPHER': "));
+  }
+}
+
+// --- server certificates judged by a client-mode listener ----------------------------------
+
+class VerifyServerTest : public ::testing::Test {
+ protected:
+  tls::tls_context context(const std::string& upstream, const std::string& server_auth_extra = "") {
+    config::configuration c = files_.load(
+        "listeners:\n"
+        "  - name: outbound\n"
+        "    mode: client\n"
+        "    listen: 127.0.0.1:0\n"
+        "    upstream: " +
+        upstream +
+        "\n"
+        "    server_auth:\n"
+        "      ca: [root.crt]\n" +
+        server_auth_extra);
+    return tls::build_context(c.listeners.at(0));
+  }
+  test::credential server_cert(std::vector<std::string> dns, std::vector<std::string> ips = {},
+                               test::key_usage usage = test::key_usage::server) {
+    return test::make_leaf(
+        pki->root,
+        {.cn = "upstream", .dns_sans = std::move(dns), .ip_sans = std::move(ips), .usage = usage});
+  }
+  ConfigDir files_;
+};
+
+TEST_F(VerifyServerTest, NameFromUpstreamHost) {
+  auto t = context("api.example.org:443");
+  EXPECT_EQ(t.server_name, "api.example.org");
+  EXPECT_EQ(t.peer_verifier->role(), tls::peer_role::server);
+  auto o = verify(t, server_cert({"api.example.org"}));
+  EXPECT_EQ(refusal(o), "accepted") << o.detail;
+  o = verify(t, server_cert({"web.example.org"}));
+  EXPECT_EQ(refusal(o), "hostname_mismatch");
+  EXPECT_EQ(o.detail, "hostname mismatch (depth 0: CN=upstream,O=mtlsd tests)");
+}
+
+TEST_F(VerifyServerTest, ServerNameOverridesUpstreamHost) {
+  auto t = context("10.0.0.5:443", "      server_name: api.internal\n");
+  EXPECT_EQ(t.server_name, "api.internal");
+  EXPECT_EQ(refusal(verify(t, server_cert({"api.internal"}))), "accepted");
+  EXPECT_EQ(refusal(verify(t, server_cert({}, {"10.0.0.5"}))), "hostname_mismatch");
+}
+
+TEST_F(VerifyServerTest, IpUpstreamChecksIpSans) {
+  auto t = context("10.0.0.5:443");
+  EXPECT_EQ(refusal(verify(t, server_cert({}, {"10.0.0.5"}))), "accepted");
+  auto o = verify(t, server_cert({"10.0.0.5"}, {"10.0.0.6"}));
+  EXPECT_EQ(refusal(o), "hostname_mismatch");
+  EXPECT_EQ(o.detail, "IP address mismatch (depth 0: CN=upstream,O=mtlsd tests)");
+}
+
+TEST_F(VerifyServerTest, ClientOnlyEkuIsBadKeyUsage) {
+  auto t = context("api.example.org:443");
+  EXPECT_EQ(refusal(verify(t, server_cert({"api.example.org"}, {}, test::key_usage::client))),
+            "bad_key_usage");
+}
+
+TEST_F(VerifyServerTest, AllowListAppliesToTheServer) {
+  auto t = context("api.example.org:443",
+                   "      allow:\n        spiffe_ids: [spiffe://example.org/ns/prod/sa/api]\n");
+  auto good = test::make_leaf(pki->root, {.cn = "api",
+                                          .uri_sans = {"spiffe://example.org/ns/prod/sa/api"},
+                                          .dns_sans = {"api.example.org"},
+                                          .usage = test::key_usage::server});
+  EXPECT_EQ(refusal(verify(t, good)), "accepted");
+  EXPECT_EQ(refusal(verify(t, server_cert({"api.example.org"}))), "not_authorized");
+}
+
+// --- runtime::build: our own credentials ---------------------------------------------------
+
+config::diagnostics build_problems(const config::configuration& c) {
+  try {
+    runtime::build(c);
+  } catch (const config::config_error& e) {
+    return e.problems();
+  }
+  ADD_FAILURE() << "runtime::build succeeded";
+  return {};
+}
+
+class RuntimeBuildTest : public ::testing::Test {
+ protected:
+  // Lines 7 (`tls:`), 8 (cert, value at column 13) and 9 (key, value at column 12).
+  std::string at(int line, int col) const {
+    return files_.conf_path() + ":" + std::to_string(line) + ":" + std::to_string(col);
+  }
+  ConfigDir files_;
+};
+
+TEST_F(RuntimeBuildTest, GoodConfigurationBuilds) {
+  auto rt = runtime::build(files_.server());
+  ASSERT_EQ(rt->listeners.size(), 1u);
+  EXPECT_EQ(rt->find("inbound"), rt->listeners[0]);
+  EXPECT_EQ(rt->find("nope"), nullptr);
+  EXPECT_EQ(rt->listeners[0]->tls.own_chain.size(), 1u);
+  EXPECT_THAT(runtime::warnings(*rt), ElementsAre());
+}
+
+TEST_F(RuntimeBuildTest, MissingCertificateFile) {
+  auto problems =
+      build_problems(files_.server("", "      cert: absent.crt\n      key: server.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(8, 13) + ": " + files_.path("absent.crt") +
+                                   ": cannot read certificate: No such file or directory");
+}
+
+TEST_F(RuntimeBuildTest, MissingCaFile) {
+  std::remove(files_.path("root.crt").c_str());
+  auto problems = build_problems(files_.server());
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(6, 12) + ": " + files_.path("root.crt") +
+                                   ": cannot read certificate: No such file or directory");
+}
+
+TEST_F(RuntimeBuildTest, NotPem) {
+  files_.dir().write("garbage.crt", "hello\n");
+  auto problems =
+      build_problems(files_.server("", "      cert: garbage.crt\n      key: server.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].where.str(), at(8, 13));
+  EXPECT_THAT(problems[0].message,
+              StartsWith(files_.path("garbage.crt") +
+                         ": no certificate found (expected PEM '-----BEGIN CERTIFICATE-----' or "
+                         "DER)"));
+}
+
+TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
+  files_.dir().write("other.key", test::key_to_pem(test::make_key()));
+  auto problems =
+      build_problems(files_.server("", "      cert: server.crt\n      key: other.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(9, 12) + ": " + files_.path("other.key") +
+                                   ": private key does not match the certificate in " +
+                                   files_.path("server.crt") + " (CN=server,O=mtlsd tests)");
+}
+
+TEST_F(RuntimeBuildTest, TraditionalKeyFormat) {
+  files_.dir().write("trad.key", test::key_to_traditional_pem(pki->server.key()));
+  ASSERT_THAT(test::key_to_traditional_pem(pki->server.key()),
+              StartsWith("-----BEGIN EC PRIVATE KEY-----"));
+  EXPECT_NO_THROW(
+      runtime::build(files_.server("", "      cert: server.crt\n      key: trad.key\n")));
+}
+
+TEST_F(RuntimeBuildTest, DerCertificate) {
+  files_.dir().write("server.der", test::to_der(pki->server.cert()));
+  EXPECT_NO_THROW(
+      runtime::build(files_.server("", "      cert: server.der\n      key: server.key\n")));
+}
+
+TEST_F(RuntimeBuildTest, EncryptedKeyWithoutPassword) {
+  files_.dir().write("enc.key", test::key_to_encrypted_pem(pki->server.key(), "s3cret"));
+  auto problems = build_problems(files_.server("", "      cert: server.crt\n      key: enc.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(),
+            at(9, 12) + ": " + files_.path("enc.key") +
+                ": private key is encrypted: set key_password_file (or pkcs12_password_file)");
+}
+
+TEST_F(RuntimeBuildTest, EncryptedKeyWithWrongPassword) {
+  files_.dir().write("enc.key", test::key_to_encrypted_pem(pki->server.key(), "s3cret"));
+  files_.dir().write("key.pass", "wrong\n");
+  auto problems = build_problems(files_.server(
+      "", "      cert: server.crt\n      key: enc.key\n      key_password_file: key.pass\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].where.str(), at(9, 12));
+  EXPECT_THAT(problems[0].message, StartsWith(files_.path("enc.key") +
+                                              ": cannot decrypt private key: wrong password? ("));
+}
+
+TEST_F(RuntimeBuildTest, EncryptedKeyWithRightPassword) {
+  files_.dir().write("enc.key", test::key_to_encrypted_pem(pki->server.key(), "s3cret"));
+  files_.dir().write("key.pass", "s3cret\n");  // the trailing newline is not part of it
+  auto rt = runtime::build(files_.server(
+      "", "      cert: server.crt\n      key: enc.key\n      key_password_file: key.pass\n"));
+  ASSERT_EQ(rt->listeners.size(), 1u);
+}
+
+TEST_F(RuntimeBuildTest, MissingPasswordFile) {
+  files_.dir().write("enc.key", test::key_to_encrypted_pem(pki->server.key(), "s3cret"));
+  auto problems = build_problems(files_.server(
+      "", "      cert: server.crt\n      key: enc.key\n      key_password_file: nope.pass\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(10, 26) + ": " + files_.path("nope.pass") +
+                                   ": cannot read password file: No such file or directory");
+}
+
+TEST_F(RuntimeBuildTest, Pkcs12WithRightPassword) {
+  auto leaf =
+      test::make_leaf(pki->intermediate, {.cn = "p12 server", .usage = test::key_usage::server});
+  files_.dir().write("server.p12", test::to_pkcs12(leaf, {pki->intermediate}, "p12pass"));
+  files_.dir().write("p12.pass", "p12pass");
+  auto rt = runtime::build(
+      files_.server("", "      pkcs12: server.p12\n      pkcs12_password_file: p12.pass\n"));
+  const auto& chain = rt->listeners.at(0)->tls.own_chain;
+  ASSERT_EQ(chain.size(), 2u);
+  EXPECT_EQ(tls::subject_of(chain[0].get()), "CN=p12 server,O=mtlsd tests");
+  EXPECT_EQ(tls::subject_of(chain[1].get()), "CN=Verify Intermediate,O=mtlsd tests");
+}
+
+TEST_F(RuntimeBuildTest, Pkcs12WithWrongPassword) {
+  files_.dir().write("server.p12", test::to_pkcs12(pki->server, {}, "p12pass"));
+  files_.dir().write("p12.pass", "nope\n");
+  auto problems = build_problems(
+      files_.server("", "      pkcs12: server.p12\n      pkcs12_password_file: p12.pass\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].where.str(), at(8, 15));
+  EXPECT_THAT(problems[0].message, StartsWith(files_.path("server.p12") +
+                                              ": cannot open PKCS#12 bundle (wrong password?): "));
+}
+
+TEST_F(RuntimeBuildTest, Pkcs12WithoutPasswordFile) {
+  files_.dir().write("server.p12", test::to_pkcs12(pki->server, {}, "p12pass"));
+  auto problems = build_problems(files_.server("", "      pkcs12: server.p12\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_THAT(problems[0].message,
+              StartsWith(files_.path("server.p12") +
+                         ": cannot open PKCS#12 bundle (is pkcs12_password_file set?): "));
+}
+
+TEST_F(RuntimeBuildTest, ExpiredOwnCertificateIsRejected) {
+  const std::time_t expired_at = test::now() - test::days(3);
+  auto old = test::make_leaf(pki->root, {.cn = "old server",
+                                         .usage = test::key_usage::server,
+                                         .not_before = test::now() - test::days(30),
+                                         .not_after = expired_at});
+  files_.dir().write_pair("old", old);
+  auto problems = build_problems(files_.server("", "      cert: old.crt\n      key: old.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(8, 13) + ": " + files_.path("old.crt") +
+                                   ": certificate CN=old server,O=mtlsd tests expired at " +
+                                   utc(expired_at));
+}
+
+TEST_F(RuntimeBuildTest, VerifyCommandSkipsOwnValidity) {
+  // `mtlsd verify` judges a peer's certificate; our own expired one must not get in the way.
+  auto old = test::make_leaf(pki->root, {.cn = "old server",
+                                         .usage = test::key_usage::server,
+                                         .not_before = test::now() - test::days(30),
+                                         .not_after = test::now() - test::days(3)});
+  files_.dir().write_pair("old", old);
+  runtime::build_options opts;
+  opts.check_own_validity = false;
+  EXPECT_NO_THROW(
+      runtime::build(files_.server("", "      cert: old.crt\n      key: old.key\n"), opts));
+}
+
+TEST_F(RuntimeBuildTest, NotYetValidOwnCertificateIsRejected) {
+  const std::time_t from = test::now() + test::days(3);
+  auto early = test::make_leaf(pki->root, {.cn = "early",
+                                           .usage = test::key_usage::server,
+                                           .not_before = from,
+                                           .not_after = from + test::days(30)});
+  files_.dir().write_pair("early", early);
+  auto problems =
+      build_problems(files_.server("", "      cert: early.crt\n      key: early.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(), at(8, 13) + ": " + files_.path("early.crt") +
+                                   ": certificate CN=early,O=mtlsd tests is not valid before " +
+                                   utc(from));
+}
+
+TEST_F(RuntimeBuildTest, ChainOutOfOrder) {
+  auto leaf =
+      test::make_leaf(pki->intermediate, {.cn = "chained", .usage = test::key_usage::server});
+  // The leaf, then a certificate that did not issue it.
+  files_.dir().write_pair("chained", leaf, {pki->other_root});
+  auto problems =
+      build_problems(files_.server("", "      cert: chained.crt\n      key: chained.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(),
+            at(8, 13) + ": " + files_.path("chained.crt") +
+                ": chain is out of order: CN=Other Root,O=mtlsd tests did not issue "
+                "CN=chained,O=mtlsd tests (put the leaf first, then each issuer)");
+}
+
+TEST_F(RuntimeBuildTest, EveryListenersProblemsAreReported) {
+  config::configuration c = files_.load(
+      "listeners:\n"
+      "  - name: a\n"
+      "    listen: 127.0.0.1:0\n"
+      "    upstream: 127.0.0.1:8080\n"
+      "    client_auth: {ca: missing-ca.crt}\n"
+      "    tls: {cert: server.crt, key: server.key}\n"
+      "  - name: b\n"
+      "    listen: 127.0.0.1:0\n"
+      "    upstream: 127.0.0.1:8081\n"
+      "    client_auth: {ca: root.crt}\n"
+      "    tls: {cert: missing.crt, key: server.key}\n");
+  auto problems = build_problems(c);
+  std::vector<std::string> got;
+  for (const auto& p : problems)
+    got.push_back(p.str());
+  EXPECT_THAT(got, ElementsAre(at(5, 23) + ": " + files_.path("missing-ca.crt") +
+                                   ": cannot read certificate: No such file or directory",
+                               at(11, 17) + ": " + files_.path("missing.crt") +
+                                   ": cannot read certificate: No such file or directory"));
+}
+
+TEST_F(RuntimeBuildTest, UnbuiltFeaturesAreRefusedNotIgnored) {
+  // An operator who asked for OCSP must not silently get no revocation checking.
+  auto problems = build_problems(files_.server("    revocation:\n      ocsp: leaf\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].str(),
+            at(2, 5) + ": listener 'inbound': revocation.ocsp is not supported by this build yet");
+}
+
+// --- runtime::warnings ---------------------------------------------------------------------
+
+TEST_F(RuntimeBuildTest, WarnsAboutAWorldReadableKey) {
+  files_.dir().write("server.key", test::key_to_pem(pki->server.key()), 0644);
+  auto rt = runtime::build(files_.server());
+  auto w = runtime::warnings(*rt);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(w[0].warning);
+  EXPECT_EQ(w[0].str(), at(9, 12) + ": warning: " + files_.path("server.key") +
+                            ": private key file is accessible by group or others (mode 0644); "
+                            "chmod 600 it");
+}
+
+TEST_F(RuntimeBuildTest, WarnsAboutAGroupReadableKey) {
+  files_.dir().write("server.key", test::key_to_pem(pki->server.key()), 0640);
+  auto w = runtime::warnings(*runtime::build(files_.server()));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0].message, HasSubstr("(mode 0640)"));
+}
+
+TEST_F(RuntimeBuildTest, WarnsAboutACertificateExpiringWithin30Days) {
+  const std::time_t now = test::now();
+  const std::time_t not_after = now + test::days(10);
+  auto soon = test::make_leaf(
+      pki->root, {.cn = "soon", .usage = test::key_usage::server, .not_after = not_after});
+  files_.dir().write_pair("soon", soon);
+  auto rt = runtime::build(files_.server("", "      cert: soon.crt\n      key: soon.key\n"));
+  auto w = runtime::warnings(*rt, now);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(w[0].warning);
+  EXPECT_EQ(w[0].str(), at(8, 13) + ": warning: " + files_.path("soon.crt") +
+                            ": CN=soon,O=mtlsd tests expires in 10 days (" + utc(not_after) + ")");
+  // 31 days before, it is not worth a warning yet.
+  EXPECT_THAT(runtime::warnings(*rt, not_after - test::days(31)), ElementsAre());
+}
+
+TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaExpiringSoon) {
+  const std::time_t now = test::now();
+  auto short_root = test::make_root_ca({.cn = "Short Root", .not_after = now + test::days(20)});
+  files_.dir().write("short-root.crt", test::to_pem(short_root.cert()), 0644);
+  auto rt =
+      runtime::build(files_.load("listeners:\n"
+                                 "  - name: inbound\n"
+                                 "    listen: 127.0.0.1:0\n"
+                                 "    upstream: 127.0.0.1:8080\n"
+                                 "    client_auth:\n"
+                                 "      ca: [short-root.crt]\n"
+                                 "    tls: {cert: server.crt, key: server.key}\n"));
+  auto w = runtime::warnings(*rt, now);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].str(), at(6, 7) +
+                            ": warning: trusted CA CN=Short Root,O=mtlsd tests expires in "
+                            "20 days (" +
+                            utc(now + test::days(20)) + ")");
+}
+
+}  // namespace
+}  // namespace mtlsd
