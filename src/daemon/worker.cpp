@@ -13,6 +13,11 @@ worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_
 
 worker::~worker() {
   stop();
+  // Acceptors are I/O objects: they must go before ioc_ (which destroys its socket service).
+  // Normally close_all_listeners() emptied the map, but a drain that ends at once can stop the
+  // loop before that posted handler ran. (Frames still holding an acceptor are destroyed by
+  // ioc_'s destructor, while its services still exist.)
+  acceptors_.clear();
 }
 
 void worker::start() {

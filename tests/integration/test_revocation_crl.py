@@ -187,3 +187,25 @@ def test_crl_file_answers_where_the_certificate_has_no_distribution_point(serve_
                    "revoked")
     assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
                     b"ping\n")
+
+
+def test_expired_distribution_point_crl_still_revokes(serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    root_crl(mine, "short.pem", "-crlsec", "2")
+    rv.crls[ROOT_CRL] = mine.read("short.pem")
+    daemon, up = serve_rv(CDP)
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+    rv.stop()  # the refresh ahead of nextUpdate fails; the CRL expires
+    time.sleep(3.2)  # nextUpdate has a one-second resolution: be past it for sure
+    # The last CRL mtlsd had still revokes...
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp-revoked"))
+    assert ex.data == b"" and ex.local, ex
+    assert daemon.wait_for_access(client=ex.local)["reason"] == "revoked"
+    # ...but says nothing current about the others.
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp"))
+    assert ex.data == b"" and ex.local, ex
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["reason"] == "revocation_unavailable", line
+    assert "CRL expired at" in line["detail"] and "refreshing it failed" in line["detail"], line
+    daemon.wait_for_log(lambda l: l.get("msg") == "CRL download failed")

@@ -261,3 +261,17 @@ def test_resumption_does_not_bypass_a_later_revocation(serve_rv, rpki, rv, tmp_p
     second.close()
     line = daemon.wait_for_access(client=local)
     assert line["resumed"] is True and line["reason"] == "revoked", line
+
+
+def test_daemon_with_every_revocation_source_stops_cleanly(serve_rv, rpki, rv):
+    # The revocation thread (with a CRL refresh and a staple loop pending) must not hold up
+    # or crash the shutdown.
+    daemon, up = serve_rv({**ocsp(), "crl_distribution_points": True, "stapling": True,
+                           "on_unavailable": "allow"},
+                          tls={"cert": rpki.path("server-ocsp.crt"),
+                               "key": rpki.path("server-ocsp.key")})
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+    daemon.wait_for_log(lambda l: l.get("msg") == "stapling OCSP response")
+    assert daemon.stop() == 0
+    assert "Sanitizer" not in daemon.stderr_text()

@@ -372,6 +372,10 @@ struct service::impl : std::enable_shared_from_this<impl> {
     else
       error = check_crl_issuer(crl.get(), issuer.get());
     crl_cached* old = self->crls.peek(url.text);
+    // A stale mirror or cache in front of the distribution point must not roll us back.
+    if (error.empty() && old && crl_this_update(crl.get()) < old->this_update)
+      error = "the distribution point serves a CRL older than the one already held (" +
+              utc(crl_this_update(crl.get())) + " < " + utc(old->this_update) + ")";
     if (!error.empty()) {
       f->error = error;
       self->record_failure(url.text, "fetching the CRL failed: " + error);
