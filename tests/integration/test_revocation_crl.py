@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from mtlsd_harness import client_context, echo_roundtrip
+from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, run_cli,
+                           server_listener, write_config)
 from refusal import assert_admitted, assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import ROOT_CRL, assert_metric_delta, metric, metrics_text
@@ -209,3 +210,17 @@ def test_expired_distribution_point_crl_still_revokes(serve_rv, rpki, rv, tmp_pa
     assert line["reason"] == "revocation_unavailable", line
     assert "CRL expired at" in line["detail"] and "refreshing it failed" in line["detail"], line
     daemon.wait_for_log(lambda l: l.get("msg") == "CRL download failed")
+
+
+def test_verify_command_uses_distribution_points(mtlsd_bin, rpki, rv, tmp_path):
+    listener = server_listener(rpki, "127.0.0.1:9", revocation=CDP)
+    cfg = write_config(tmp_path / "mtlsd.yaml", daemon_config([listener]))
+    proc = run_cli(mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                   "--cert", rpki.path("client-cdp-revoked.crt"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("rejected: revoked: "), proc.stdout
+    assert f"(crl {rv.url(ROOT_CRL)})" in proc.stdout, proc.stdout
+    proc = run_cli(mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                   "--cert", rpki.path("client-cdp.crt"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"revocation: good (crl {rv.url(ROOT_CRL)})" in proc.stdout.splitlines(), proc.stdout
