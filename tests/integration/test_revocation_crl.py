@@ -224,3 +224,19 @@ def test_verify_command_uses_distribution_points(mtlsd_bin, rpki, rv, tmp_path):
                    "--cert", rpki.path("client-cdp.crt"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"revocation: good (crl {rv.url(ROOT_CRL)})" in proc.stdout.splitlines(), proc.stdout
+
+
+def test_distribution_point_crl_for_ca_certificates_only_does_not_answer_for_a_leaf(
+        serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    with open(mine.path("openssl.cnf"), "a") as cnf:
+        cnf.write("\n[ crl_ext_ca_only ]\nauthorityKeyIdentifier = keyid:always\n"
+                  "issuingDistributionPoint = critical, @idp_ca_only\n"
+                  "[ idp_ca_only ]\nonlyCA = TRUE\n")
+    root_crl(mine, "ca-only.pem", "-crlexts", "crl_ext_ca_only")
+    rv.crls[ROOT_CRL] = mine.read("ca-only.pem")
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert "covers CA certificates only" in line["detail"], line

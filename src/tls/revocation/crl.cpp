@@ -68,6 +68,25 @@ std::string check_crl_issuer(X509_CRL* crl, X509* issuer) {
   return {};
 }
 
+std::string check_crl_scope(X509_CRL* crl, X509* cert) {
+  int crit = 0;
+  auto* idp = static_cast<ISSUING_DIST_POINT*>(
+      X509_CRL_get_ext_d2i(crl, NID_issuing_distribution_point, &crit, nullptr));
+  drain_errors();
+  if (!idp) return {};
+  std::string why;
+  // A CRL limited to some reasons, or listing other CAs' certificates, is not a complete
+  // answer for anyone; one limited to end-entity or CA certificates is for those only.
+  if (idp->onlysomereasons || idp->indirectCRL > 0 || idp->onlyattr > 0)
+    why = "a partitioned or indirect CRL (issuing distribution point), which is not supported";
+  else if (idp->onlyuser > 0 && X509_check_ca(cert))
+    why = "the CRL covers end-entity certificates only";
+  else if (idp->onlyCA > 0 && !X509_check_ca(cert))
+    why = "the CRL covers CA certificates only";
+  ISSUING_DIST_POINT_free(idp);
+  return why;
+}
+
 crl_entry_status lookup_crl(X509_CRL* crl, X509* cert) {
   crl_entry_status out;
   X509_REVOKED* entry = nullptr;

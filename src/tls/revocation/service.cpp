@@ -500,6 +500,10 @@ struct service::impl : std::enable_shared_from_this<impl> {
         }
       }
       c->last_used = now;
+      if (std::string why = check_crl_scope(c->crl.get(), cert); !why.empty()) {
+        out.detail = why;
+        continue;
+      }
       const std::time_t when = at ? at : now;
       crl_entry_status e = lookup_crl(c->crl.get(), cert);
       if (e.revoked) {
