@@ -1,5 +1,6 @@
 #include "mtlsd/daemon/daemon.hpp"
 
+#include <algorithm>
 #include <csignal>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -7,11 +8,13 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <thread>
 
 #include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
+#include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -67,6 +70,46 @@ class revocation_thread {
   std::thread thread_;
 };
 
+std::string join(const std::vector<std::string>& v, const char* sep = ",") {
+  std::string s;
+  for (const auto& x : v)
+    s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+
+std::int64_t elapsed_ms(steady::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - since).count();
+}
+
+// The files a configuration depends on: itself and every file it names.
+std::vector<std::string> watched_files(const config::configuration& cfg) {
+  std::vector<std::string> out{cfg.file};
+  for (const auto& f : cfg.referenced_files())
+    if (std::find(out.begin(), out.end(), f.path) == out.end()) out.push_back(f.path);
+  return out;
+}
+
+file_watcher::options watch_options(const config::configuration& cfg) {
+  file_watcher::options o;
+  o.inotify = cfg.reload.watch;
+  o.poll_interval = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.reload.poll_interval);
+  return o;
+}
+
+// "inbound:1002->1005" for every listener that kept its name but now serves another certificate.
+std::vector<std::string> rotated_certificates(const runtime::runtime& before,
+                                              const runtime::runtime& after) {
+  std::vector<std::string> out;
+  for (const auto& l : after.listeners) {
+    auto old = before.find(l->cfg.name);
+    if (!old || old->tls.own_chain.empty() || l->tls.own_chain.empty()) continue;
+    const auto was = tls::serial_of(old->tls.own_chain.front().get());
+    const auto now = tls::serial_of(l->tls.own_chain.front().get());
+    if (was != now) out.push_back(l->cfg.name + ":" + was + "->" + now);
+  }
+  return out;
+}
+
 class daemon {
  public:
   explicit daemon(std::string path) : config_path_(std::move(path)), signals_(control_) {}
@@ -74,6 +117,14 @@ class daemon {
   int run() {
     std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
     log::setup_default();
+    // Fingerprint the configuration before reading it, so that a write racing with startup is
+    // seen as a change rather than lost.
+    const std::string config_abs = std::filesystem::absolute(config_path_).lexically_normal();
+    watcher_ = std::make_unique<file_watcher>(
+        control_, [this](const std::vector<std::string>& changed, std::string_view trigger) {
+          on_files_checked(changed, trigger);
+        });
+    watcher_->watch({config_abs}, {.inotify = false});
     auto loaded = config::load_file(config_path_);
     for (const auto& p : loaded.problems)
       log::write(p.warning ? spdlog::level::warn : spdlog::level::err, p.str());
@@ -83,6 +134,7 @@ class daemon {
     }
     apply_logging(*loaded.config);
     revocation_ = std::make_unique<revocation_thread>(metrics_);
+    watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> rt;
     try {
       rt = runtime::build(*loaded.config, build_options());
@@ -290,28 +342,54 @@ class daemon {
     });
   }
 
-  void reload(const std::string& trigger) {
+  // After every debounced or polled look at the watched files. Most looks find nothing (an
+  // unrelated file in the same directory, a touch, an identical rewrite): counted, not reloaded.
+  void on_files_checked(const std::vector<std::string>& changed, std::string_view trigger) {
+    metrics_.file_checks(!changed.empty()).Increment();
+    if (!changed.empty()) reload(std::string(trigger), changed);
+  }
+
+  // Runs on the control thread only. Workers never wait for it: they keep serving with the
+  // runtime they have until the one atomic store per listener below publishes the new one.
+  void reload(const std::string& trigger, std::vector<std::string> changed = {}) {
     if (draining_) return;
     const auto started = steady::now();
     notify_reloading();
+    // Baseline the fingerprints before reading anything: a write that lands while we read is
+    // then seen as a change and reloaded again, never lost. For SIGHUP this also says what
+    // changed.
+    for (auto& f : watcher_->rescan())
+      if (std::find(changed.begin(), changed.end(), f) == changed.end()) changed.push_back(f);
+    const std::string files = join(changed);
     auto fail = [&](const std::string& why) {
       metrics_.reload_failure().Increment();
       log::error("reload failed; still serving the previous configuration",
-                 {{"trigger", trigger}, {"error", why}});
+                 {{"trigger", trigger},
+                  {"result", "failure"},
+                  {"files_changed", files},
+                  {"error", why},
+                  {"duration_ms", elapsed_ms(started)}});
       notify_ready();
     };
     auto loaded = config::load_file(config_path_);
     if (!loaded.config) {
+      // Unparseable: keep watching what we watched (the configuration file is among it).
       std::string why;
       for (const auto& p : loaded.problems)
         if (!p.warning) why += (why.empty() ? "" : "; ") + p.str();
       return fail(why);
     }
+    // Watch what the new configuration names even if it turns out unusable: a certificate it
+    // names that does not exist yet must trigger the next attempt when it appears.
+    watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> next;
     try {
       next = runtime::build(*loaded.config, build_options());
     } catch (const config::config_error& e) {
-      return fail(e.what());
+      std::vector<std::string> problems;
+      for (const auto& p : e.problems())
+        if (!p.warning) problems.push_back(p.str());
+      return fail(join(problems, "; "));
     }
 
     // Reconcile listeners: keep the sockets of those whose address did not change (only their
@@ -361,6 +439,7 @@ class daemon {
       log::warn("'admin.address' changed; the new address takes effect after a restart");
     apply_logging(next->cfg);
     const auto previous = runtime_;
+    const auto rotated = rotated_certificates(*runtime_, *next);
     runtime_ = next;
     start_stapling(*next, previous.get());
     recheck_crl_files(*next);
@@ -371,20 +450,14 @@ class daemon {
     metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
     metrics_.last_reload_success_time().Set(unix_now());
-    auto join = [](const std::vector<std::string>& v) {
-      std::string s;
-      for (const auto& x : v)
-        s += (s.empty() ? "" : ",") + x;
-      return s;
-    };
-    log::info(
-        "reloaded",
-        {{"trigger", trigger},
-         {"listeners_updated", join(kept)},
-         {"listeners_started", join(started_names)},
-         {"listeners_stopped", join(retired)},
-         {"duration_ms",
-          std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()}});
+    log::info("reloaded", {{"trigger", trigger},
+                           {"result", "success"},
+                           {"files_changed", files},
+                           {"listeners_updated", join(kept)},
+                           {"listeners_started", join(started_names)},
+                           {"listeners_stopped", join(retired)},
+                           {"certificates_rotated", join(rotated)},
+                           {"duration_ms", elapsed_ms(started)}});
     notify_ready();
   }
 
@@ -418,6 +491,7 @@ class daemon {
       log::info("drained", {{"open_connections", open}});
       if (admin_) admin_->stop();
       expiry_.reset();
+      watcher_.reset();
       signals_.cancel();
       control_.stop();
       return;
@@ -446,6 +520,7 @@ class daemon {
   std::map<std::string, slot_ptr> slots_;
   std::unique_ptr<admin::server> admin_;
   std::unique_ptr<expiry_monitor> expiry_;
+  std::unique_ptr<file_watcher> watcher_;
   bool draining_ = false;
   bool killed_ = false;
   steady::time_point drain_deadline_{};

@@ -13,10 +13,9 @@ worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_
 
 worker::~worker() {
   stop();
-  // Acceptors are I/O objects: they must go before ioc_ (which destroys its socket service).
-  // Normally close_all_listeners() emptied the map, but a drain that ends at once can stop the
-  // loop before that posted handler ran. (Frames still holding an acceptor are destroyed by
-  // ioc_'s destructor, while its services still exist.)
+  // Our references to acceptors go first: an I/O object must not outlive its io_context.
+  // Pending accept loops and sessions still hold theirs; the io_context destroys those frames
+  // while its services are alive, and sessions_ (declared before ioc_) outlives that.
   acceptors_.clear();
 }
 

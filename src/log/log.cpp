@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 
 namespace mtlsd::log {
 namespace {
@@ -83,14 +84,20 @@ std::string timestamp() {
   return buf;
 }
 
+// Installs the process logger once and only adjusts its level afterwards. setup() runs again
+// on every reload while workers are logging through spdlog::default_logger_raw(); replacing the
+// default logger then would free it under their feet (a crash seen under load).
 void install(spdlog::level::level_enum level) {
-  // stderr, unbuffered lines, one mutex: containers and systemd collect stderr.
-  auto logger =
-      std::make_shared<spdlog::logger>("mtlsd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  logger->set_pattern("%v");
-  logger->set_level(level);
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(std::move(logger));
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // stderr, unbuffered lines, one mutex: containers and systemd collect stderr.
+    auto logger = std::make_shared<spdlog::logger>(
+        "mtlsd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    logger->set_pattern("%v");
+    logger->flush_on(spdlog::level::trace);
+    spdlog::set_default_logger(std::move(logger));
+  });
+  spdlog::default_logger_raw()->set_level(level);  // an atomic store
 }
 
 }  // namespace

@@ -79,6 +79,14 @@ registry::registry() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Name("mtlsd_config_last_reload_success_timestamp_seconds")
                       .Help("When the running configuration was last loaded successfully.")
                       .Register(r);
+  auto& file_checks = prometheus::BuildCounter()
+                          .Name("mtlsd_config_file_checks_total")
+                          .Help(
+                              "Looks at the watched files' content after a file event or poll, "
+                              "by whether anything had changed (only changes reload).")
+                          .Register(r);
+  file_checks_changed_ = &file_checks.Add({{"result", "changed"}});
+  file_checks_unchanged_ = &file_checks.Add({{"result", "unchanged"}});
   revocation_checks_ = &prometheus::BuildCounter()
                             .Name("mtlsd_revocation_checks_total")
                             .Help("Revocation decisions by method and result.")

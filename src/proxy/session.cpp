@@ -17,10 +17,12 @@
 #include "mtlsd/config/duration.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/upstream.hpp"
+#include "mtlsd/proxy/xfcc.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
 
@@ -44,8 +46,9 @@ struct session {
         start(steady::now()) {}
 
   std::shared_ptr<const runtime::listener_runtime> listener;
-  stream_socket peer;      // the accepting side's peer
-  stream_socket upstream;  // where we connect to
+  stream_socket peer;        // the accepting side's peer
+  stream_socket upstream;    // where we connect to
+  std::string upstream_key;  // client mode: the session cache's key (outlives the SSL)
   // The TLS side (on `peer` in server mode, on `upstream` in client mode). In the frame rather
   // than in serve_*() so that a session killed from outside can still send close_notify.
   std::optional<tls_stream> tls;
@@ -341,7 +344,14 @@ asio::awaitable<void> serve_server(session& s) {
   s.current = phase::relay;
   s.clock.idle = cfg.timeouts.idle;
   s.clock.deadline = steady::time_point::max();
-  co_await relay(tls, s.peer, s.upstream, s.clock, s.relayed);
+  if (cfg.http.enabled) {
+    const xfcc_policy xfcc =
+        make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
+                         s.listener->tls.own_uri_sans);
+    co_await http_relay(tls, s.peer, s.upstream, xfcc, s.clock, s.relayed);
+  } else {
+    co_await relay(tls, s.peer, s.upstream, s.clock, s.relayed);
+  }
 }
 
 // mode: client — plaintext from the local app, TLS to the remote.
@@ -359,6 +369,12 @@ asio::awaitable<void> serve_client(session& s) {
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;
   tls::verifier::bind(tls.native(), &vo);
+  // Resumption is per upstream address: a hostname may resolve to servers that do not share
+  // ticket keys. Sessions arriving later on this connection (TLS 1.3 tickets) land there too.
+  if (lr.tls.sessions) {
+    s.upstream_key = remote_address(s.upstream);
+    lr.tls.sessions->prepare(tls.native(), &s.upstream_key);
+  }
   // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).
   // SSL_ctrl directly: the SSL_set_tlsext_host_name macro hides an old-style cast.
   if (!lr.tls.server_name.empty() && !tls::is_ip_literal(lr.tls.server_name))

@@ -25,7 +25,7 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
 // asks for it. `op(n)` returns OpenSSL's return value and stores the byte count in n.
 template <class Op>
-asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op) {
+asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input) {
   for (;;) {
     ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
     errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
@@ -34,6 +34,8 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op) {
     if (rc > 0) co_return std::pair{error_code{}, n};
     switch (SSL_get_error(ssl_.get(), rc)) {
       case SSL_ERROR_WANT_READ: {
+        if (!wait_for_input)
+          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
         auto [ec] = co_await sock_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
         if (ec) co_return std::pair{ec, std::size_t{0}};
         continue;
@@ -70,6 +72,13 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::read_some(
     asio::mutable_buffer buf) {
   return drive(
       [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
+}
+
+asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::try_read_some(
+    asio::mutable_buffer buf) {
+  return drive(
+      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); },
+      false);
 }
 
 asio::awaitable<error_code> tls_stream::write(asio::const_buffer buf) {

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "mtlsd/tls/credentials.hpp"
@@ -55,7 +56,9 @@ void refuse_unbuilt_features(const config::listener& l, config::diagnostics& out
                    "listener '" + l.name + "': " + what + " is not supported by this build yet",
                    false});
   };
-  if (l.http.enabled) refuse("http (X-Forwarded-Client-Cert)");
+  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
+  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
+    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
   // Client mode checks a stapled OCSP response from the remote; fetching revocation data for the
   // remote's certificate (and CRL files for it) is not built yet.
   if (l.mode == config::listener_mode::client) {

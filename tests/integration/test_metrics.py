@@ -604,6 +604,7 @@ def test_labels_hold_no_client_address_or_identity(multi, pki):
         "mtlsd_certificate_expiry_timestamp_seconds": {"listener", "role", "subject", "serial"},
         "mtlsd_config_reloads_total": {"result"},
         "mtlsd_config_last_reload_success_timestamp_seconds": set(),
+        "mtlsd_config_file_checks_total": {"result"},
         "mtlsd_revocation_checks_total": {"listener", "method", "result"},
         "mtlsd_crl_next_update_timestamp_seconds": {"issuer"},
         "mtlsd_build_info": {"version", "openssl"},
@@ -669,7 +670,8 @@ def test_build_info_is_one(start_mtlsd, make_upstream, pki, mtlsd_bin):
 
 def test_reload_updates_expiry_gauges_and_reload_metrics(start_mtlsd, make_upstream, pki):
     up = make_upstream()
-    config = daemon_config([server_listener(pki, up.address)])
+    # SIGHUP only: with the file watcher on, a slow signal could let it reload first.
+    config = daemon_config([server_listener(pki, up.address)], reload={"watch": False})
     daemon = start_mtlsd(config)
     before = daemon.scrape()
     other = cert_facts(pki.path("other-ca.crt"))
@@ -713,7 +715,8 @@ def test_crl_next_update_gauge(start_mtlsd, make_upstream, pki):
     loaded CRL, at start and after a reload that adds one."""
     up = make_upstream()
     config = daemon_config([server_listener(
-        pki, up.address, revocation={"crl_files": [pki.path("crl.pem")]})])
+        pki, up.address, revocation={"crl_files": [pki.path("crl.pem")]})],
+        reload={"watch": False})  # SIGHUP only, as above
     daemon = start_mtlsd(config)
     root = crl_facts(pki.path("crl.pem"))
     assert daemon.scrape().series("mtlsd_crl_next_update_timestamp_seconds") == [root]

@@ -105,6 +105,12 @@ TEST(TestPki, Pkcs12RoundTrip) {
   EXPECT_EQ(EVP_PKEY_eq(key, leaf.key()), 1);
   ASSERT_EQ(sk_X509_num(ca), 1);
   EXPECT_EQ(X509_cmp(sk_X509_value(ca, 0), root.cert()), 0);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  sk_X509_pop_free(ca, X509_free);
+  key = nullptr;
+  cert = nullptr;
+  ca = nullptr;
   EXPECT_EQ(PKCS12_parse(p12, "wrong", &key, &cert, &ca), 0);
   EVP_PKEY_free(key);
   X509_free(cert);

@@ -499,7 +499,8 @@ TEST_F(RuntimeBuildTest, NotPem) {
 }
 
 TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
-  files_.dir().write("other.key", test::key_to_pem(test::make_key()));
+  tls::evp_pkey_ptr other_key(test::make_key());
+  files_.dir().write("other.key", test::key_to_pem(other_key.get()));
   auto problems =
       build_problems(files_.server("", "      cert: server.crt\n      key: other.key\n"));
   ASSERT_EQ(problems.size(), 1u);
@@ -672,12 +673,22 @@ TEST_F(RuntimeBuildTest, EveryListenersProblemsAreReported) {
 }
 
 TEST_F(RuntimeBuildTest, UnbuiltFeaturesAreRefusedNotIgnored) {
-  // An operator who asked for X-Forwarded-Client-Cert must not silently get none.
-  auto problems = build_problems(files_.server("    http: {}\n"));
+  // An operator who asked for CRL checks of the remote must not silently get none: client mode
+  // checks stapled responses only.
+  auto problems =
+      build_problems(files_.load("listeners:\n"
+                                 "  - name: outbound\n"
+                                 "    mode: client\n"
+                                 "    listen: 127.0.0.1:0\n"
+                                 "    upstream: 127.0.0.1:8443\n"
+                                 "    server_auth:\n"
+                                 "      ca: [root.crt]\n"
+                                 "    revocation:\n"
+                                 "      crl_files: [root.crt]\n"));
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_EQ(problems[0].str(), at(2, 5) +
-                                   ": listener 'inbound': http (X-Forwarded-Client-Cert) is not "
-                                   "supported by this build yet");
+                                   ": listener 'outbound': revocation.crl_files in mode: client "
+                                   "is not supported by this build yet");
 }
 
 TEST_F(RuntimeBuildTest, OcspDistributionPointsAndStaplingBuild) {

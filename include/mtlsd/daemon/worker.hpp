@@ -36,8 +36,9 @@ class worker {
 
  private:
   unsigned index_;
-  // Touched only on this worker's thread. Declared before ioc_ so that they outlive it: the
+  // Touched only on this worker's thread. Declared before ioc_ so that sessions_ outlives it: the
   // io_context's destructor destroys pending session frames, which unregister themselves.
+  // acceptors_ is cleared explicitly in ~worker, before ioc_ goes.
   std::map<std::string, std::shared_ptr<proxy::stream_acceptor>> acceptors_;
   proxy::session_registry sessions_;
   boost::asio::io_context ioc_{1};

@@ -60,6 +60,11 @@ class registry {
   prometheus::Counter& reload_success() { return *reload_success_; }
   prometheus::Counter& reload_failure() { return *reload_failure_; }
   prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
+  // mtlsd_config_file_checks_total{result="changed|unchanged"}: looks at the watched files
+  // after an event or poll; only "changed" ones lead to a reload.
+  prometheus::Counter& file_checks(bool changed) {
+    return changed ? *file_checks_changed_ : *file_checks_unchanged_;
+  }
 
   // Replaces every certificate-expiry series (called after each successful runtime build).
   struct cert_series {
@@ -104,6 +109,8 @@ class registry {
   prometheus::Counter* reload_success_;
   prometheus::Counter* reload_failure_;
   prometheus::Gauge* last_reload_success_;
+  prometheus::Counter* file_checks_changed_;
+  prometheus::Counter* file_checks_unchanged_;
 
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;

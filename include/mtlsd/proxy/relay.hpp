@@ -1,6 +1,7 @@
 #pragma once
 // Moving bytes between the TLS side and the plaintext side of a connection: two pumps, one per
-// direction, run concurrently. Each has one fixed buffer and reads again only after its write
+// direction, run concurrently. A pump waits for readability holding no buffer, borrows one from
+// the worker's pool while data moves (buffer_pool.hpp), and reads again only after its write
 // completed, so a slow receiver stops the sender (backpressure) and memory stays bounded. At
 // EOF a pump half-closes the far side (TCP shutdown(SHUT_WR) <-> TLS close_notify) and lets the
 // other direction run on, as ghostunnel's proxy does.

@@ -31,6 +31,10 @@ class tls_stream {
   // Reads up to buf.size() bytes; asio::error::eof once the peer sent close_notify (or closed
   // TCP without one — SSL_OP_IGNORE_UNEXPECTED_EOF — which clients commonly do).
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+  // Like read_some, but returns asio::error::would_block instead of waiting for the socket.
+  asio::awaitable<std::pair<error_code, std::size_t>> try_read_some(asio::mutable_buffer buf);
+  // True when OpenSSL holds received bytes not yet returned (read-ahead): read before waiting.
+  bool has_pending() const { return SSL_has_pending(ssl_.get()) == 1; }
   // Writes all of `buf` (as one record when it fits).
   asio::awaitable<error_code> write(asio::const_buffer buf);
   // Sends close_notify (our half of the TLS shutdown) without waiting for the peer's.
@@ -41,7 +45,7 @@ class tls_stream {
 
  private:
   template <class Op>
-  asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op);
+  asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true);
 
   stream_socket& sock_;
   tls::ssl_ptr ssl_;

@@ -8,6 +8,7 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/stapling.hpp"
+#include "mtlsd/tls/session_cache.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -27,9 +28,13 @@ struct tls_context {
   // revocation.stapling: the response served to clients, kept fresh by the revocation service
   // (which holds it weakly: it lives as long as this context).
   std::shared_ptr<revocation::staple_slot> staple;
+  // Client mode with session_resumption: the sessions the context's callback stores (shared by
+  // every worker of this runtime). Declared before ctx for the same reason as the verifier.
+  std::unique_ptr<client_session_cache> sessions;
   ssl_ctx_ptr ctx;
   cert_chain own_chain;  // our certificate chain, leaf first (empty for a client without a cert)
-  cert_chain trust;      // CA certificates of the trust store (empty = system store)
+  std::vector<std::string> own_uri_sans;  // URI SANs of our leaf (X-Forwarded-Client-Cert's By=)
+  cert_chain trust;                // CA certificates of the trust store (empty = system store)
   std::vector<x509_crl_ptr> crls;  // CRLs loaded from revocation.crl_files
   std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
 };

@@ -1,0 +1,823 @@
+// mtlsd_loadgen: an mTLS (TLS 1.3, client certificate) HTTP/1.1 load generator for bench/run.sh.
+//
+// wrk, h2load and ab cannot present a client certificate, so the benchmark brings its own client.
+// It is deliberately simple: blocking sockets, one thread per concurrent connection, OpenSSL 3.
+//
+// Modes (each prints exactly one JSON line on stdout; diagnostics go to stderr):
+//   handshakes  T threads loop: connect, full mTLS handshake (never resumed), one small request
+//               with "Connection: close", read the response and the server's close, close.
+//   requests    C persistent connections (one thread each) loop request/response (keep-alive).
+//   bulk        C persistent connections (default 1) loop downloading a large body.
+//   idle        open K connections (handshake + one request each), hold them idle, and report how
+//               much the server's resident memory grew per connection.
+//
+// The measured window starts after --warmup seconds and ends after --duration seconds or --count
+// operations, whichever comes first. When --server-pid is given, the CPU time (utime + stime) of
+// that process and all its descendants is sampled at both ends of the window, so rates can be
+// expressed per server CPU-second: that figure is far less sensitive to a busy machine than a
+// plain rate.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+struct options {
+  std::string mode = "handshakes";
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string cert, key, ca;
+  std::string server_name = "localhost";
+  std::string path;  // default depends on the mode
+  std::string label;
+  std::string format = "json";
+  int threads = 4;
+  int connections = 0;  // default depends on the mode
+  double duration = 5.0;
+  double warmup = 1.0;
+  double settle = 0.5;
+  double timeout = 5.0;
+  std::uint64_t count = 0;  // 0 = bounded by duration only
+  std::vector<pid_t> server_pids;
+  std::vector<pid_t> upstream_pids;
+};
+
+[[noreturn]] void usage(int code) {
+  std::fputs(
+      "usage: mtlsd_loadgen --port N --cert PEM --key PEM --ca PEM [options]\n"
+      "  --mode handshakes|requests|bulk|idle   (default handshakes)\n"
+      "  --host IPV4            server address (default 127.0.0.1)\n"
+      "  --server-name NAME     SNI and certificate name to verify (default localhost)\n"
+      "  --path PATH            request path (default /small; bulk: /large)\n"
+      "  --threads T            handshakes: concurrent loops; idle: opener threads (default 4)\n"
+      "  --connections C        requests: 32, bulk: 1, idle: 200 (default)\n"
+      "  --duration S           measured window in seconds (default 5)\n"
+      "  --warmup S             unmeasured ramp-up before the window (default 1)\n"
+      "  --count N              end the window after N operations (default: duration only)\n"
+      "  --settle S             idle: wait before each memory sample (default 0.5)\n"
+      "  --timeout S            per socket operation (default 5)\n"
+      "  --server-pid P[,P...]  sample CPU (and, for idle, RSS) of these processes + descendants\n"
+      "  --upstream-pid P[,...] also report the upstream's CPU seconds\n"
+      "  --label TEXT           copied into the output\n"
+      "  --format json|text     output line format (default json)\n",
+      code == 0 ? stdout : stderr);
+  std::exit(code);
+}
+
+std::vector<pid_t> parse_pids(const std::string& s) {
+  std::vector<pid_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    out.push_back(static_cast<pid_t>(std::stol(item)));
+  }
+  return out;
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view a = args[i];
+    if (a == "--help" || a == "-h") usage(0);
+    if (i + 1 >= args.size()) {
+      std::fprintf(stderr, "loadgen: %s needs a value (or is unknown)\n", argv[i + 1]);
+      usage(2);
+    }
+    const std::string v(args[++i]);
+    try {
+      if (a == "--mode")
+        o.mode = v;
+      else if (a == "--host")
+        o.host = v;
+      else if (a == "--port")
+        o.port = std::stoi(v);
+      else if (a == "--cert")
+        o.cert = v;
+      else if (a == "--key")
+        o.key = v;
+      else if (a == "--ca")
+        o.ca = v;
+      else if (a == "--server-name")
+        o.server_name = v;
+      else if (a == "--path")
+        o.path = v;
+      else if (a == "--label")
+        o.label = v;
+      else if (a == "--format")
+        o.format = v;
+      else if (a == "--threads")
+        o.threads = std::stoi(v);
+      else if (a == "--connections")
+        o.connections = std::stoi(v);
+      else if (a == "--duration")
+        o.duration = std::stod(v);
+      else if (a == "--warmup")
+        o.warmup = std::stod(v);
+      else if (a == "--settle")
+        o.settle = std::stod(v);
+      else if (a == "--timeout")
+        o.timeout = std::stod(v);
+      else if (a == "--count")
+        o.count = std::stoull(v);
+      else if (a == "--server-pid")
+        o.server_pids = parse_pids(v);
+      else if (a == "--upstream-pid")
+        o.upstream_pids = parse_pids(v);
+      else {
+        std::fprintf(stderr, "loadgen: unknown option %s\n", std::string(a).c_str());
+        usage(2);
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "loadgen: bad value for %s: %s\n", std::string(a).c_str(), v.c_str());
+      usage(2);
+    }
+  }
+  if (o.port <= 0 || o.port > 65535 || o.cert.empty() || o.key.empty() || o.ca.empty()) usage(2);
+  if (o.mode != "handshakes" && o.mode != "requests" && o.mode != "bulk" && o.mode != "idle") {
+    std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
+    usage(2);
+  }
+  if (o.format != "json" && o.format != "text") usage(2);
+  if (o.path.empty()) o.path = o.mode == "bulk" ? "/large" : "/small";
+  if (o.connections <= 0) {
+    o.connections = o.mode == "bulk" ? 1 : o.mode == "idle" ? 200 : 32;
+  }
+  o.threads = std::max(1, o.threads);
+  o.duration = std::max(0.1, o.duration);
+  o.warmup = std::max(0.0, o.warmup);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc sampling: CPU seconds and resident memory of a process tree.
+
+struct proc_info {
+  pid_t ppid = 0;
+  std::uint64_t ticks = 0;  // utime + stime
+};
+
+bool read_proc(pid_t pid, proc_info& out) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  const auto close = line.rfind(')');  // the command name may contain spaces and parentheses
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 2));
+  std::vector<std::string> fields;
+  std::string tok;
+  while (rest >> tok && fields.size() < 13)
+    fields.push_back(tok);
+  if (fields.size() < 13) return false;
+  // fields[0] is field 3 (state): ppid = field 4, utime = field 14, stime = field 15.
+  out.ppid = static_cast<pid_t>(std::stol(fields[1]));
+  out.ticks = std::stoull(fields[11]) + std::stoull(fields[12]);
+  return true;
+}
+
+// The given processes and all their descendants (nginx's workers are children of the master).
+std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
+  std::map<pid_t, std::vector<pid_t>> children;
+  if (DIR* d = ::opendir("/proc")) {
+    while (const dirent* e = ::readdir(d)) {
+      char* end = nullptr;
+      const long pid = std::strtol(e->d_name, &end, 10);
+      if (end == e->d_name || *end != '\0') continue;
+      proc_info pi;
+      if (read_proc(static_cast<pid_t>(pid), pi)) {
+        children[pi.ppid].push_back(static_cast<pid_t>(pid));
+      }
+    }
+    ::closedir(d);
+  }
+  std::vector<pid_t> out;
+  std::vector<pid_t> todo = roots;
+  while (!todo.empty()) {
+    const pid_t p = todo.back();
+    todo.pop_back();
+    if (std::find(out.begin(), out.end(), p) != out.end()) continue;
+    out.push_back(p);
+    const auto it = children.find(p);
+    if (it != children.end()) todo.insert(todo.end(), it->second.begin(), it->second.end());
+  }
+  return out;
+}
+
+double tree_cpu_seconds(const std::vector<pid_t>& roots) {
+  static const long hz = ::sysconf(_SC_CLK_TCK);
+  std::uint64_t ticks = 0;
+  for (const pid_t p : process_tree(roots)) {
+    proc_info pi;
+    if (read_proc(p, pi)) ticks += pi.ticks;
+  }
+  return static_cast<double>(ticks) / static_cast<double>(hz);
+}
+
+std::uint64_t tree_rss_kib(const std::vector<pid_t>& roots) {
+  std::uint64_t kib = 0;
+  for (const pid_t p : process_tree(roots)) {
+    std::ifstream f("/proc/" + std::to_string(p) + "/status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) {
+        kib += std::stoull(line.substr(6));
+        break;
+      }
+    }
+  }
+  return kib;
+}
+
+double self_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  const auto tv = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return tv(ru.ru_utime) + tv(ru.ru_stime);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared run state
+
+enum class phase : int { warmup = 0, measuring = 1, stopped = 2 };
+
+struct run_state {
+  std::atomic<int> ph{static_cast<int>(phase::warmup)};
+  std::atomic<std::uint64_t> ops{0};         // completed operations inside the window
+  std::atomic<std::uint64_t> body_bytes{0};  // response body bytes inside the window
+  std::atomic<std::uint64_t> errors{0};      // failed operations (any time)
+  std::atomic<std::uint64_t> handshakes{0};  // completed handshakes (any time)
+  std::atomic<std::uint64_t> tickets{0};     // session tickets received (any time)
+  std::mutex err_mu;
+  std::map<std::string, std::uint64_t> error_kinds;
+
+  bool measuring() const { return ph.load(std::memory_order_relaxed) == 1; }
+  bool stopped() const { return ph.load(std::memory_order_relaxed) == 2; }
+
+  void error(const std::string& what) {
+    errors.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(err_mu);
+    if (++error_kinds[what] == 1) std::fprintf(stderr, "loadgen: error: %s\n", what.c_str());
+  }
+};
+
+run_state g_state;
+
+int on_new_session(SSL*, SSL_SESSION*) {
+  g_state.tickets.fetch_add(1, std::memory_order_relaxed);
+  return 0;  // not kept: every handshake in this tool is a full one
+}
+
+std::string ssl_error_text(SSL* ssl, int ret, const char* op) {
+  const int e = SSL_get_error(ssl, ret);
+  std::string s = std::string(op) + ": ";
+  const unsigned long code = ERR_get_error();
+  if (code != 0) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof buf);
+    s += buf;
+  } else if (e == SSL_ERROR_SYSCALL) {
+    s += errno == 0 ? std::string("unexpected EOF") : std::string(std::strerror(errno));
+  } else if (e == SSL_ERROR_ZERO_RETURN) {
+    s += "closed by peer";
+  } else {
+    s += "SSL error " + std::to_string(e);
+  }
+  ERR_clear_error();
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One client connection: TCP + TLS + a minimal HTTP/1.1 response reader.
+
+class connection {
+ public:
+  connection() = default;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() { close(); }
+
+  bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) {
+      err = std::string("socket: ") + std::strerror(errno);
+      return false;
+    }
+    const int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(o.timeout);
+    tv.tv_usec = static_cast<suseconds_t>((o.timeout - std::floor(o.timeout)) * 1e6);
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      err = std::string("connect: ") + std::strerror(errno);
+      return false;
+    }
+    ssl_ = SSL_new(ctx);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
+      err = "SSL_new failed";
+      return false;
+    }
+    // SSL_set_tlsext_host_name() is a macro with a C cast; call what it expands to.
+    SSL_ctrl(ssl_, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+             const_cast<char*>(o.server_name.c_str()));
+    SSL_set1_host(ssl_, o.server_name.c_str());
+    errno = 0;
+    const int r = SSL_connect(ssl_);
+    if (r != 1) {
+      err = ssl_error_text(ssl_, r, "handshake");
+      const long v = SSL_get_verify_result(ssl_);
+      if (v != X509_V_OK) err += std::string(" (") + X509_verify_cert_error_string(v) + ")";
+      return false;
+    }
+    g_state.handshakes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  bool write_all(const std::string& data, std::string& err) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+      std::size_t n = 0;
+      errno = 0;
+      const int r = SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n);
+      if (r != 1) {
+        err = ssl_error_text(ssl_, r, "write");
+        return false;
+      }
+      done += n;
+    }
+    return true;
+  }
+
+  // Reads one response with a Content-Length body; body bytes read while the window is open are
+  // added to g_state.body_bytes as they arrive (so long downloads count in the right window).
+  bool read_response(std::string& err) {
+    std::size_t header_end = std::string::npos;
+    while ((header_end = find_header_end()) == std::string::npos) {
+      if (have_ == buf_.size()) {
+        err = "response headers too large";
+        return false;
+      }
+      if (!fill(err, "read headers")) return false;
+    }
+    const std::string_view head(buf_.data(), header_end);
+    if (head.size() < 12 || head.substr(0, 5) != "HTTP/" || head.substr(9, 3) != "200") {
+      err = "unexpected status: " + std::string(head.substr(0, head.find('\r')));
+      return false;
+    }
+    std::uint64_t length = 0;
+    bool have_length = false;
+    std::size_t pos = 0;
+    while ((pos = head.find("\r\n", pos)) != std::string_view::npos) {
+      pos += 2;
+      constexpr std::string_view name = "content-length:";
+      if (head.size() - pos < name.size()) break;
+      bool match = true;
+      for (std::size_t i = 0; i < name.size() && match; ++i) {
+        match = std::tolower(static_cast<unsigned char>(head[pos + i])) == name[i];
+      }
+      if (match) {
+        length = std::strtoull(head.data() + pos + name.size(), nullptr, 10);
+        have_length = true;
+        break;
+      }
+    }
+    if (!have_length) {
+      err = "response without Content-Length";
+      return false;
+    }
+    const std::size_t body_start = header_end + 4;
+    const std::size_t in_buf = std::min<std::uint64_t>(have_ - body_start, length);
+    std::uint64_t remaining = length - in_buf;
+    count_body(in_buf);
+    consume(body_start + in_buf);
+    while (remaining > 0) {
+      std::size_t n = 0;
+      errno = 0;
+      const std::size_t want = std::min<std::uint64_t>(remaining, buf_.size());
+      const int r = SSL_read_ex(ssl_, buf_.data(), want, &n);
+      if (r != 1) {
+        err = ssl_error_text(ssl_, r, "read body");
+        return false;
+      }
+      remaining -= n;
+      count_body(n);
+    }
+    return true;
+  }
+
+  // After "Connection: close": the server must close. Anything but a timeout counts as closed.
+  bool await_close(std::string& err) {
+    for (;;) {
+      std::size_t n = 0;
+      errno = 0;
+      const int r = SSL_read_ex(ssl_, buf_.data(), buf_.size(), &n);
+      if (r == 1) continue;  // unexpected trailing data: drain it
+      const int e = SSL_get_error(ssl_, r);
+      if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        err = "timeout waiting for the server to close";
+        ERR_clear_error();
+        return false;
+      }
+      ERR_clear_error();
+      return true;
+    }
+  }
+
+  void close() {
+    if (ssl_ != nullptr) {
+      if (SSL_is_init_finished(ssl_) == 1) SSL_shutdown(ssl_);  // one close_notify, no wait
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+      ERR_clear_error();
+    }
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    have_ = 0;
+  }
+
+ private:
+  std::size_t find_header_end() const {
+    const std::string_view v(buf_.data(), have_);
+    return v.find("\r\n\r\n");
+  }
+
+  bool fill(std::string& err, const char* what) {
+    std::size_t n = 0;
+    errno = 0;
+    const int r = SSL_read_ex(ssl_, buf_.data() + have_, buf_.size() - have_, &n);
+    if (r != 1) {
+      err = ssl_error_text(ssl_, r, what);
+      return false;
+    }
+    have_ += n;
+    return true;
+  }
+
+  void consume(std::size_t n) {
+    std::memmove(buf_.data(), buf_.data() + n, have_ - n);
+    have_ -= n;
+  }
+
+  static void count_body(std::uint64_t n) {
+    if (n > 0 && g_state.measuring()) {
+      g_state.body_bytes.fetch_add(n, std::memory_order_relaxed);
+    }
+  }
+
+  int fd_ = -1;
+  SSL* ssl_ = nullptr;
+  std::vector<char> buf_ = std::vector<char>(64 * 1024);
+  std::size_t have_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Modes
+
+struct latencies {
+  std::vector<double> ms;
+};
+
+void record(latencies& lat, clock_type::time_point started) {
+  if (!g_state.measuring()) return;
+  g_state.ops.fetch_add(1, std::memory_order_relaxed);
+  lat.ms.push_back(seconds_since(started) * 1e3);
+}
+
+void backoff() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+void handshake_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
+  const std::string req =
+      "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\nConnection: close\r\n\r\n";
+  std::string err;
+  while (!g_state.stopped()) {
+    const auto t = clock_type::now();
+    connection c;
+    if (c.open(ctx, o, addr, err) && c.write_all(req, err) && c.read_response(err) &&
+        c.await_close(err)) {
+      c.close();
+      record(lat, t);
+    } else {
+      g_state.error(err);
+      backoff();
+    }
+  }
+}
+
+void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
+  const std::string req = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\n\r\n";
+  std::string err;
+  while (!g_state.stopped()) {
+    connection c;
+    if (!c.open(ctx, o, addr, err)) {
+      g_state.error(err);
+      backoff();
+      continue;
+    }
+    while (!g_state.stopped()) {
+      const auto t = clock_type::now();
+      if (!c.write_all(req, err) || !c.read_response(err)) {
+        g_state.error(err);
+        break;
+      }
+      record(lat, t);
+    }
+  }
+}
+
+struct window {
+  double wall_s = 0;
+  double server_cpu_s = 0;
+  double upstream_cpu_s = 0;
+  double client_cpu_s = 0;
+};
+
+// Runs the workers, opens the window after the warm-up, closes it on duration or count.
+window run_window(const options& o, int nthreads,
+                  void (*loop)(SSL_CTX*, const options&, const sockaddr_in&, latencies&),
+                  SSL_CTX* ctx, const sockaddr_in& addr, std::vector<latencies>& lats) {
+  lats.resize(static_cast<std::size_t>(nthreads));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < nthreads; ++i) {
+    threads.emplace_back(loop, ctx, std::cref(o), std::cref(addr),
+                         std::ref(lats[static_cast<std::size_t>(i)]));
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
+  window w;
+  const double s0 = o.server_pids.empty() ? 0 : tree_cpu_seconds(o.server_pids);
+  const double u0 = o.upstream_pids.empty() ? 0 : tree_cpu_seconds(o.upstream_pids);
+  const double c0 = self_cpu_seconds();
+  const auto t0 = clock_type::now();
+  g_state.ph.store(static_cast<int>(phase::measuring));
+  while (seconds_since(t0) < o.duration && (o.count == 0 || g_state.ops.load() < o.count)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  g_state.ph.store(static_cast<int>(phase::stopped));
+  w.wall_s = seconds_since(t0);
+  w.server_cpu_s = o.server_pids.empty() ? 0 : tree_cpu_seconds(o.server_pids) - s0;
+  w.upstream_cpu_s = o.upstream_pids.empty() ? 0 : tree_cpu_seconds(o.upstream_pids) - u0;
+  w.client_cpu_s = self_cpu_seconds() - c0;
+  for (auto& t : threads)
+    t.join();
+  return w;
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output: one line, JSON (default) or key=value text.
+
+class line_writer {
+ public:
+  explicit line_writer(bool json) : json_(json) {}
+  line_writer& str(const char* k, const std::string& v) {
+    sep();
+    if (json_) {
+      out_ << '"' << k << "\":\"";
+      for (const char c : v) {
+        if (c == '"' || c == '\\')
+          out_ << '\\' << c;
+        else if (static_cast<unsigned char>(c) < 0x20)
+          out_ << ' ';
+        else
+          out_ << c;
+      }
+      out_ << '"';
+    } else {
+      out_ << k << '=' << v;
+    }
+    return *this;
+  }
+  line_writer& num(const char* k, double v, int decimals = 3) {
+    sep();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, std::isfinite(v) ? v : 0.0);
+    out_ << (json_ ? "\"" : "") << k << (json_ ? "\":" : "=") << buf;
+    return *this;
+  }
+  line_writer& integer(const char* k, std::uint64_t v) {
+    sep();
+    out_ << (json_ ? "\"" : "") << k << (json_ ? "\":" : "=") << v;
+    return *this;
+  }
+  std::string finish() { return (json_ ? "{" : "") + out_.str() + (json_ ? "}" : ""); }
+
+ private:
+  void sep() {
+    if (!first_) out_ << (json_ ? "," : " ");
+    first_ = false;
+  }
+  bool json_;
+  bool first_ = true;
+  std::ostringstream out_;
+};
+
+double ratio(double a, double b) {
+  return b > 0 ? a / b : 0;
+}
+
+int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
+  std::vector<latencies> lats;
+  window w;
+  int nthreads = 0;
+  if (o.mode == "handshakes") {
+    nthreads = o.threads;
+    w = run_window(o, nthreads, handshake_loop, ctx, addr, lats);
+  } else {
+    nthreads = o.connections;
+    w = run_window(o, nthreads, keepalive_loop, ctx, addr, lats);
+  }
+  std::vector<double> all;
+  for (auto& l : lats)
+    all.insert(all.end(), l.ms.begin(), l.ms.end());
+  const double ops = static_cast<double>(g_state.ops.load());
+  const double mb = static_cast<double>(g_state.body_bytes.load()) / 1e6;
+  const auto hs = g_state.handshakes.load();
+
+  line_writer out(o.format == "json");
+  out.str("label", o.label)
+      .str("mode", o.mode)
+      .str("target", o.host + ":" + std::to_string(o.port))
+      .str("path", o.path)
+      .integer("concurrency", static_cast<std::uint64_t>(nthreads))
+      .num("window_s", w.wall_s)
+      .integer("ops", g_state.ops.load())
+      .integer("errors", g_state.errors.load())
+      .num("ops_per_s", ratio(ops, w.wall_s), 1)
+      .num("mb_per_s", ratio(mb, w.wall_s), 1)
+      .num("server_cpu_s", w.server_cpu_s, 2)
+      .num("server_cores_busy", ratio(w.server_cpu_s, w.wall_s), 2)
+      .num("ops_per_server_cpu_s", ratio(ops, w.server_cpu_s), 1)
+      .num("mb_per_server_cpu_s", ratio(mb, w.server_cpu_s), 1)
+      .num("upstream_cpu_s", w.upstream_cpu_s, 2)
+      .num("client_cpu_s", w.client_cpu_s, 2)
+      .num("lat_p50_ms", percentile(all, 0.50))
+      .num("lat_p99_ms", percentile(all, 0.99))
+      .integer("handshakes", hs)
+      .num("tickets_per_handshake",
+           ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2);
+  std::printf("%s\n", out.finish().c_str());
+  return ops > 0 ? 0 : 1;
+}
+
+// Opens n connections (handshake + one keep-alive request each) with `threads` openers.
+std::vector<std::unique_ptr<connection>> open_many(SSL_CTX* ctx, const options& o,
+                                                   const sockaddr_in& addr, int n) {
+  std::vector<std::unique_ptr<connection>> conns(static_cast<std::size_t>(n));
+  std::atomic<int> next{0};
+  const std::string req = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\n\r\n";
+  std::vector<std::thread> threads;
+  for (int t = 0; t < std::min(o.threads, n); ++t) {
+    threads.emplace_back([&] {
+      std::string err;
+      for (int i = next++; i < n; i = next++) {
+        auto c = std::make_unique<connection>();
+        if (c->open(ctx, o, addr, err) && c->write_all(req, err) && c->read_response(err)) {
+          conns[static_cast<std::size_t>(i)] = std::move(c);
+        } else {
+          g_state.error(err);
+        }
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  std::erase(conns, nullptr);
+  return conns;
+}
+
+int run_idle(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
+  const auto settle = std::chrono::duration<double>(o.settle);
+  // Warm the server up (allocator arenas, per-thread OpenSSL state) so the delta below is the
+  // per-connection cost, not one-time start-up cost.
+  open_many(ctx, o, addr, std::min(o.connections, 64)).clear();
+  std::this_thread::sleep_for(settle);
+  const std::uint64_t before = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
+  const auto t0 = clock_type::now();
+  auto conns = open_many(ctx, o, addr, o.connections);
+  const double open_s = seconds_since(t0);
+  std::this_thread::sleep_for(settle);
+  const std::uint64_t after = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
+  const auto held = conns.size();
+  conns.clear();
+
+  const double delta = static_cast<double>(after) - static_cast<double>(before);
+  line_writer out(o.format == "json");
+  out.str("label", o.label)
+      .str("mode", o.mode)
+      .str("target", o.host + ":" + std::to_string(o.port))
+      .integer("connections", held)
+      .integer("errors", g_state.errors.load())
+      .num("open_s", open_s, 2)
+      .integer("rss_before_kib", before)
+      .integer("rss_after_kib", after)
+      .num("kib_per_conn", held > 0 ? delta / static_cast<double>(held) : 0, 1)
+      .integer("handshakes", g_state.handshakes.load())
+      .num("tickets_per_handshake",
+           ratio(static_cast<double>(g_state.tickets.load()),
+                 static_cast<double>(g_state.handshakes.load())),
+           2);
+  std::printf("%s\n", out.finish().c_str());
+  return held > 0 ? 0 : 1;
+}
+
+SSL_CTX* make_ctx(const options& o) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return nullptr;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  if (SSL_CTX_use_certificate_chain_file(ctx, o.cert.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, o.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1 ||
+      SSL_CTX_load_verify_locations(ctx, o.ca.c_str(), nullptr) != 1) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  // Tickets are counted (to show each server's configuration) but never used: every handshake
+  // is a full one.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+  return ctx;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+
+  // Many connections (idle mode) need many descriptors.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(o.port));
+  if (::inet_pton(AF_INET, o.host.c_str(), &addr.sin_addr) != 1) {
+    std::fprintf(stderr, "loadgen: --host must be an IPv4 literal: %s\n", o.host.c_str());
+    return 2;
+  }
+  SSL_CTX* ctx = make_ctx(o);
+  if (ctx == nullptr) {
+    char buf[256];
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    std::fprintf(stderr, "loadgen: cannot load client credentials: %s\n", buf);
+    return 2;
+  }
+  const int rc = o.mode == "idle" ? run_idle(o, ctx, addr) : run_load(o, ctx, addr);
+  SSL_CTX_free(ctx);
+  return rc;
+}

@@ -1,0 +1,38 @@
+#pragma once
+// The HTTP/1.1-aware relay of a server-mode listener with an `http:` block. It sits where the
+// byte relay (relay.hpp) sits, between the verified TLS client and one upstream connection, and
+// parses each message with Boost.Beast so it can rewrite X-Forwarded-Client-Cert (xfcc.hpp):
+//
+// - keep-alive and pipelining: one request at a time, in order, on one upstream connection;
+// - bodies are streamed, never buffered whole: each direction owns one fixed ~16 KiB body
+//   buffer and a read buffer bounded by the 64 KiB head limit; chunked bodies are re-chunked
+//   as they pass (trailers are not forwarded);
+// - the request body and the response run concurrently (an upstream may answer before it has
+//   read the whole body, or stream its answer while reading);
+// - `Expect: 100-continue` is answered here and not forwarded (Envoy's default);
+// - `Upgrade` (WebSocket, h2c): after the upstream's 101 both directions become the plain byte
+//   relay, bytes already read included;
+// - a malformed request gets 400 (431 for an oversized head) and the connection closes; an
+//   upstream that fails before answering gets the client a 502.
+#include <boost/asio/awaitable.hpp>
+
+#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/proxy/xfcc.hpp"
+
+namespace mtlsd::proxy {
+
+// Limits, exposed for tests and documentation.
+inline constexpr std::uint32_t http_head_limit = 64 * 1024;  // request or response line + fields
+// Per direction. A little under one TLS record (16 KiB) so that a re-chunked piece — data plus
+// "3fc0\r\n" and "\r\n" — still travels as a single record.
+inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
+
+// Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network
+// or protocol errors: they end the connection and land in `result`.
+asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
+                                 const xfcc_policy& xfcc, activity_clock& clock,
+                                 relay_result& result);
+
+}  // namespace mtlsd::proxy

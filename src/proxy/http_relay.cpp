@@ -1,0 +1,521 @@
+#include "mtlsd/proxy/http_relay.hpp"
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_range.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <string>
+#include <vector>
+
+namespace mtlsd::proxy {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::as_tuple;
+using asio::use_awaitable;
+
+// Read buffers hold at most one message head plus one body chunk of look-ahead.
+constexpr std::size_t read_buffer_limit = http_head_limit + http_body_chunk;
+
+// Ends the exchange from inside one of the two concurrent pumps: thrown so that the && group
+// cancels the other pump. The reason is recorded before the throw.
+struct stop_exchange : std::exception {};
+
+bool is_http_error(const error_code& ec) {
+  return &ec.category() == &http::make_error_code(http::error::need_more).category();
+}
+
+bool cancelled(const error_code& ec) {
+  return ec == asio::error::operation_aborted;
+}
+
+// The TLS client's side of the connection.
+class tls_side {
+ public:
+  tls_side(tls_stream& tls, stream_socket& sock) : tls_(tls), sock_(sock) {}
+
+  asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+    return tls_.read_some(b);
+  }
+  // One TLS write per call: the pieces a serializer hands out (chunk size, data, CRLF...) are
+  // gathered first, or each would become a record of its own.
+  asio::awaitable<error_code> write(const std::vector<asio::const_buffer>& bufs) {
+    if (bufs.size() == 1) co_return co_await tls_.write(bufs.front());
+    staging_.clear();
+    for (const auto& b : bufs)
+      staging_.append(static_cast<const char*>(b.data()), b.size());
+    co_return co_await tls_.write(asio::buffer(staging_));
+  }
+  asio::awaitable<error_code> write(std::string_view s) {
+    co_return co_await tls_.write(asio::buffer(s.data(), s.size()));
+  }
+  // close_notify, then FIN.
+  asio::awaitable<void> close() {
+    co_await tls_.shutdown_send();
+    error_code ignored;
+    sock_.shutdown(stream_socket::shutdown_send, ignored);
+  }
+
+ private:
+  tls_stream& tls_;
+  stream_socket& sock_;
+  std::string staging_;  // bounded by one message head or one body chunk plus framing
+};
+
+// The upstream's side: a plain socket.
+class plain_side {
+ public:
+  explicit plain_side(stream_socket& sock) : sock_(sock) {}
+
+  asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+    auto [ec, n] = co_await sock_.async_read_some(b, as_tuple(use_awaitable));
+    co_return std::pair{ec, n};
+  }
+  asio::awaitable<error_code> write(const std::vector<asio::const_buffer>& bufs) {
+    auto [ec, n] = co_await asio::async_write(sock_, bufs, as_tuple(use_awaitable));
+    co_return ec;
+  }
+  asio::awaitable<error_code> write(std::string_view s) {
+    auto [ec, n] = co_await asio::async_write(sock_, asio::buffer(s.data(), s.size()),
+                                              as_tuple(use_awaitable));
+    co_return ec;
+  }
+  void close() {
+    error_code ignored;
+    sock_.shutdown(stream_socket::shutdown_send, ignored);
+  }
+
+ private:
+  stream_socket& sock_;
+};
+
+// One side's incoming bytes: a bounded read buffer and the parse step that fills it.
+template <class Side>
+struct inbound {
+  inbound(Side& s, std::uint64_t& c, activity_clock& k) : side(s), counter(c), clock(k) {}
+
+  Side& side;
+  std::uint64_t& counter;  // bytes read from this side (the access log's rx or tx)
+  activity_clock& clock;
+  beast::flat_buffer buf{read_buffer_limit};
+
+  // One step of the parser, as beast::http::read_some takes it: parse what is buffered, read
+  // more only when the parser needs more. Returns success once the parser made progress,
+  // need_buffer when the body buffer is full, end_of_stream at EOF before any byte.
+  template <bool isRequest>
+  asio::awaitable<error_code> step(http::basic_parser<isRequest>& p) {
+    error_code ec;
+    if (buf.size() > 0) {
+      buf.consume(p.put(buf.data(), ec));
+      if (ec != http::error::need_more) co_return ec;
+    }
+    for (;;) {
+      const std::size_t size = beast::read_size(buf, 65536);
+      if (size == 0) co_return http::error::buffer_overflow;
+      auto [rec, n] = co_await side.read_some(buf.prepare(size));
+      if (rec == asio::error::eof) {
+        if (!p.got_some()) co_return http::error::end_of_stream;
+        error_code eec;
+        p.put_eof(eec);
+        co_return eec;
+      }
+      if (rec) co_return rec;
+      buf.commit(n);
+      counter += n;
+      clock.touch();
+      ec = {};
+      buf.consume(p.put(buf.data(), ec));
+      if (ec != http::error::need_more) co_return ec;
+    }
+  }
+
+  template <bool isRequest>
+  asio::awaitable<error_code> head(http::basic_parser<isRequest>& p) {
+    while (!p.is_header_done())
+      if (auto ec = co_await step(p)) co_return ec;
+    co_return error_code{};
+  }
+
+  // Gives a large head's memory back once it is gone (keep-alive connections live long).
+  void trim() {
+    if (buf.size() == 0 && buf.capacity() > 2 * http_body_chunk) buf.shrink_to_fit();
+  }
+};
+
+// Writes what a serializer has ready — until it needs more body (need_buffer) or is done, or,
+// with `head_only`, once the head is out.
+template <class Side, bool isRequest>
+asio::awaitable<error_code> write_ready(Side& side,
+                                        http::serializer<isRequest, http::buffer_body>& sr,
+                                        std::vector<asio::const_buffer>& scratch, bool head_only) {
+  for (;;) {
+    if (sr.is_done() || (head_only && sr.is_header_done())) co_return error_code{};
+    error_code ec;
+    scratch.clear();
+    sr.next(ec, [&](error_code&, const auto& buffers) {
+      for (auto b : beast::buffers_range_ref(buffers))
+        if (b.size() > 0) scratch.push_back(b);
+    });
+    if (ec == http::error::need_buffer) co_return error_code{};
+    if (ec) co_return ec;
+    std::size_t n = 0;
+    for (const auto& b : scratch)
+      n += b.size();
+    if (n > 0)
+      if (auto wec = co_await side.write(scratch)) co_return wec;
+    sr.consume(n);
+  }
+}
+
+// Where a body transfer stopped: reading from the source or writing to the sink.
+struct body_outcome {
+  error_code ec;
+  bool reading = false;
+};
+
+// Streams a message body from `in` to `out` through one fixed buffer: read what fits, write
+// it, repeat. Memory stays at one chunk whatever the body's length or framing.
+template <class In, class Out, bool isRequest>
+asio::awaitable<body_outcome> stream_body(In& in, Out& out,
+                                          http::parser<isRequest, http::buffer_body>& p,
+                                          http::serializer<isRequest, http::buffer_body>& sr,
+                                          std::array<char, http_body_chunk>& chunk,
+                                          std::vector<asio::const_buffer>& scratch) {
+  auto& body = p.get().body();
+  while (!p.is_done()) {
+    body.data = chunk.data();
+    body.size = chunk.size();
+    auto ec = co_await in.step(p);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return body_outcome{ec, true};
+    const std::size_t n = chunk.size() - body.size;
+    if (n == 0 && !p.is_done()) continue;  // e.g. only a chunk header was parsed
+    // A zero-length piece with more=true would end a chunked body early: only the last piece
+    // may be empty (it then writes the terminating chunk).
+    body.data = n ? chunk.data() : nullptr;
+    body.size = n;
+    body.more = !p.is_done();
+    if (auto wec = co_await write_ready(out, sr, scratch, false))
+      co_return body_outcome{wec, false};
+  }
+  co_return body_outcome{};
+}
+
+std::string simple_response(int status, std::string_view reason, std::string_view text) {
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " ";
+  out.append(reason);
+  out += "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size() + 1) +
+         "\r\nConnection: close\r\n\r\n";
+  out.append(text);
+  return out + "\n";
+}
+
+bool is_upgrade(const http::request<http::buffer_body>& m) {
+  return m.version() >= 11 && m.count(http::field::upgrade) > 0 &&
+         http::token_list{m[http::field::connection]}.exists("upgrade");
+}
+
+class http_connection {
+ public:
+  http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
+                  const xfcc_policy& xfcc, activity_clock& clock, relay_result& result)
+      : tls_(tls),
+        tls_socket_(tls_socket),
+        plain_(plain),
+        xfcc_(xfcc),
+        clock_(clock),
+        result_(result),
+        client_(tls, tls_socket),
+        upstream_(plain),
+        from_client_(client_, result.from_tls, clock),
+        from_upstream_(upstream_, result.from_plain, clock) {}
+
+  asio::awaitable<void> run();
+
+ private:
+  using request_parser = http::request_parser<http::buffer_body>;
+  using response_parser = http::response_parser<http::buffer_body>;
+
+  asio::awaitable<error_code> next_request_head(request_parser& req);
+  asio::awaitable<error_code> upstream_readable() {
+    auto [ec] = co_await plain_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    co_return ec;
+  }
+  asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
+  asio::awaitable<void> send_request_body(request_parser& req,
+                                          http::serializer<true, http::buffer_body>& sr);
+  asio::awaitable<void> relay_response(bool head, bool upgrade);
+  asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
+  asio::awaitable<void> tunnel();
+  asio::awaitable<void> close_both();
+  void rewrite_xfcc_header(http::request<http::buffer_body>& m) const;
+  void fail(std::string why) {
+    if (result_.aborted) return;
+    result_.aborted = true;
+    result_.error = std::move(why);
+  }
+
+  tls_stream& tls_;
+  stream_socket& tls_socket_;
+  stream_socket& plain_;
+  const xfcc_policy& xfcc_;
+  activity_clock& clock_;
+  relay_result& result_;
+  tls_side client_;
+  plain_side upstream_;
+  inbound<tls_side> from_client_;
+  inbound<plain_side> from_upstream_;
+  std::array<char, http_body_chunk> request_chunk_;
+  std::array<char, http_body_chunk> response_chunk_;
+  std::vector<asio::const_buffer> request_scratch_, response_scratch_;
+
+  // The exchange in progress.
+  bool request_done_ = false;      // the request body went upstream completely
+  bool response_started_ = false;  // the final response's head reached the client
+  bool response_keep_alive_ = true;
+  bool upgraded_ = false;
+  bool end_ = false;  // close the connection after this exchange
+};
+
+asio::awaitable<void> http_connection::close_both() {
+  upstream_.close();
+  co_await client_.close();
+}
+
+asio::awaitable<void> http_connection::refuse(int status, std::string_view reason,
+                                              std::string why) {
+  fail(std::move(why));
+  const std::string response = simple_response(status, reason, reason);
+  if (!co_await client_.write(response)) co_await close_both();
+}
+
+void http_connection::rewrite_xfcc_header(http::request<http::buffer_body>& m) const {
+  if (xfcc_.what == xfcc_policy::action::keep) return;
+  std::optional<std::string> value;
+  {
+    std::vector<std::string_view> existing;
+    for (auto [it, end] = m.equal_range(xfcc_header); it != end; ++it)
+      existing.emplace_back(it->value().data(), it->value().size());
+    value = rewrite_xfcc(xfcc_, existing);
+  }
+  m.erase(xfcc_header);
+  if (value) m.set(xfcc_header, *value);
+}
+
+// Between requests the upstream has nothing to say: if it becomes readable, it closed its end of
+// the keep-alive connection (or misbehaves), and the connection ends here — HTTP clients retry
+// an idempotent request on a fresh connection, but not one answered by a 502.
+asio::awaitable<error_code> http_connection::next_request_head(request_parser& req) {
+  using namespace asio::experimental::awaitable_operators;
+  if (from_client_.buf.size() > 0 || from_upstream_.buf.size() > 0)
+    co_return co_await from_client_.head(req);
+  auto r = co_await (from_client_.head(req) || upstream_readable());
+  if (r.index() == 0) co_return std::get<0>(r);
+  const error_code ec = std::get<1>(r);
+  if (cancelled(ec)) co_return ec;
+  end_ = true;
+  co_return error_code{};
+}
+
+asio::awaitable<void> http_connection::send_request_body(
+    request_parser& req, http::serializer<true, http::buffer_body>& sr) {
+  if (request_done_) co_return;
+  auto out =
+      co_await stream_body(from_client_, upstream_, req, sr, request_chunk_, request_scratch_);
+  if (!out.ec) {
+    request_done_ = true;
+    co_return;
+  }
+  if (cancelled(out.ec)) throw stop_exchange{};  // by the other pump or the watchdog
+  if (!out.reading) {
+    // The upstream stopped reading (it may have answered early and closed): let the response
+    // side deliver whatever it said; the connection closes after it.
+    end_ = true;
+    co_return;
+  }
+  end_ = true;
+  fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
+       out.ec.message());
+  throw stop_exchange{};
+}
+
+asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std::string why) {
+  end_ = true;
+  if (cancelled(ec)) throw stop_exchange{};
+  fail("upstream: " + why + (ec ? ": " + ec.message() : std::string()));
+  // Before the response head went out the client can still be told; after it, only the
+  // truncated response and the close say it.
+  if (!response_started_) {
+    const std::string response = simple_response(502, "Bad Gateway", "Bad Gateway");
+    co_await client_.write(response);
+  }
+  throw stop_exchange{};
+}
+
+asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
+  for (;;) {
+    response_parser res;
+    res.header_limit(http_head_limit);
+    res.body_limit(boost::none);
+    if (head) res.skip(true);  // a response to HEAD has a length but no body
+    if (auto ec = co_await from_upstream_.head(res))
+      co_await upstream_failed(ec, "reading the response head");
+    auto& msg = res.get();
+    const unsigned status = msg.result_int();
+    if (status == 101 && !upgrade)
+      co_await upstream_failed({}, "101 Switching Protocols without an Upgrade request");
+    if (msg.count(http::field::transfer_encoding) && msg.count(http::field::content_length))
+      msg.erase(http::field::content_length);  // RFC 9112 6.3: Transfer-Encoding wins
+
+    http::serializer<false, http::buffer_body> sr{msg};
+    sr.split(true);
+    const bool interim = status >= 100 && status < 200 && status != 101;
+    if (!interim) response_started_ = true;
+    if (auto ec = co_await write_ready(client_, sr, response_scratch_, true)) {
+      end_ = true;
+      if (!cancelled(ec)) fail("writing the response to the client: " + ec.message());
+      throw stop_exchange{};
+    }
+    if (interim) continue;  // 100, 103: the final response follows
+    if (status == 101) {
+      upgraded_ = true;
+      co_return;
+    }
+    if (!res.is_done()) {
+      auto out = co_await stream_body(from_upstream_, client_, res, sr, response_chunk_,
+                                      response_scratch_);
+      if (out.ec && out.reading) co_await upstream_failed(out.ec, "reading the response body");
+      if (out.ec) {
+        end_ = true;
+        if (!cancelled(out.ec)) fail("writing the response to the client: " + out.ec.message());
+        throw stop_exchange{};
+      }
+    }
+    response_keep_alive_ = res.keep_alive();
+    if (!request_done_) {
+      // Answered before the whole request body arrived: the rest of that body can no longer be
+      // told apart from the next request, so this connection ends after the answer.
+      end_ = true;
+      throw stop_exchange{};
+    }
+    co_return;
+  }
+}
+
+// After a 101: bytes already buffered on either side go first, then the byte relay.
+asio::awaitable<void> http_connection::tunnel() {
+  if (from_client_.buf.size() > 0) {
+    const auto data = from_client_.buf.data();
+    if (auto ec = co_await upstream_.write(
+            std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+      fail("writing to the upstream after the upgrade: " + ec.message());
+      co_return;
+    }
+    from_client_.buf.consume(data.size());
+  }
+  if (from_upstream_.buf.size() > 0) {
+    const auto data = from_upstream_.buf.data();
+    if (auto ec = co_await client_.write(
+            std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+      fail("writing to the client after the upgrade: " + ec.message());
+      co_return;
+    }
+    from_upstream_.buf.consume(data.size());
+  }
+  from_client_.buf = beast::flat_buffer(0);  // the byte relay has buffers of its own
+  from_upstream_.buf = beast::flat_buffer(0);
+  co_await relay(tls_, tls_socket_, plain_, clock_, result_);
+}
+
+asio::awaitable<void> http_connection::run() {
+  using namespace asio::experimental::awaitable_operators;
+  for (;;) {
+    request_parser req;
+    req.header_limit(http_head_limit);
+    req.body_limit(boost::none);  // streamed: no limit to enforce on memory
+    const error_code ec = co_await next_request_head(req);
+    if (cancelled(ec)) co_return;
+    if (end_) co_return co_await close_both();  // upstream closed while idle
+    if (ec == http::error::end_of_stream) co_return co_await close_both();
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
+      co_return co_await refuse(
+          431, "Request Header Fields Too Large",
+          "request head larger than " + std::to_string(http_head_limit) + " bytes");
+    if (is_http_error(ec))
+      co_return co_await refuse(400, "Bad Request", "malformed request: " + ec.message());
+    if (ec) co_return fail("reading the request: " + ec.message());
+
+    auto& msg = req.get();
+    if (msg.method() == http::verb::connect)
+      co_return co_await refuse(405, "Method Not Allowed", "CONNECT is not proxied");
+    // A Transfer-Encoding whose last coding is not chunked leaves the body's end undefined
+    // (RFC 9112 6.3): the classic request-smuggling shape. Beast already refuses
+    // Transfer-Encoding together with Content-Length.
+    if (msg.count(http::field::transfer_encoding) && !req.chunked())
+      co_return co_await refuse(400, "Bad Request", "Transfer-Encoding without final chunked");
+
+    rewrite_xfcc_header(msg);
+    const bool head = msg.method() == http::verb::head;
+    const bool upgrade = is_upgrade(msg);
+    const bool keep_alive = msg.keep_alive();
+    bool send_continue = false;
+    if (beast::iequals(msg[http::field::expect], "100-continue")) {
+      msg.erase(http::field::expect);
+      send_continue = !req.is_done();
+    }
+
+    http::serializer<true, http::buffer_body> sr{msg};
+    sr.split(true);
+    request_done_ = req.is_done();
+    response_started_ = false;
+    response_keep_alive_ = true;
+    upgraded_ = false;
+    if (auto wec = co_await write_ready(upstream_, sr, request_scratch_, true)) {
+      if (cancelled(wec)) co_return;
+      co_return co_await refuse(502, "Bad Gateway",
+                                "upstream: writing the request: " + wec.message());
+    }
+    if (send_continue) {
+      if (auto wec = co_await client_.write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")))
+        co_return fail("writing 100 Continue: " + wec.message());
+    }
+
+    try {
+      co_await (send_request_body(req, sr) && relay_response(head, upgrade));
+    } catch (const std::exception&) {
+      // stop_exchange (or both pumps' exceptions): the cause is recorded, end_ is set.
+    }
+    // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
+    const auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;
+    if (end_) co_return co_await close_both();
+    if (upgraded_) co_return co_await tunnel();
+    if (!keep_alive || !response_keep_alive_) co_return co_await close_both();
+    from_client_.trim();
+    from_upstream_.trim();
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
+                                 const xfcc_policy& xfcc, activity_clock& clock,
+                                 relay_result& result) {
+  clock.touch();
+  http_connection c(tls, tls_socket, plain, xfcc, clock, result);
+  co_await c.run();
+}
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,89 @@
+#include "mtlsd/tls/session_cache.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+namespace mtlsd::tls {
+namespace {
+
+// ex_data slots: SSL_CTX -> cache, SSL -> the upstream key of that connection.
+struct indexes {
+  int ctx_cache = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  int ssl_key = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+};
+
+const indexes& idx() {
+  static const indexes i;
+  return i;
+}
+
+bool expired(const SSL_SESSION* s, std::time_t now) {
+  return SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now;
+}
+
+}  // namespace
+
+client_session_cache::client_session_cache(std::size_t max_entries)
+    : max_entries_(std::max<std::size_t>(1, max_entries)) {}
+
+client_session_cache::~client_session_cache() {
+  for (auto& [key, e] : entries_)
+    SSL_SESSION_free(e.session);
+}
+
+void client_session_cache::attach(SSL_CTX* ctx) {
+  SSL_CTX_set_ex_data(ctx, idx().ctx_cache, this);
+  // CLIENT: call the new-session callback; NO_INTERNAL_STORE: OpenSSL's own cache would only
+  // grow (a client never looks sessions up in it).
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, &client_session_cache::on_new_session);
+}
+
+void client_session_cache::prepare(SSL* ssl, const std::string* key) {
+  SSL_set_ex_data(ssl, idx().ssl_key, const_cast<std::string*>(key));
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(*key);
+  if (it == entries_.end()) return;
+  if (expired(it->second.session, std::time(nullptr))) {
+    SSL_SESSION_free(it->second.session);
+    entries_.erase(it);
+    return;
+  }
+  // SSL_set_session takes its own reference; the entry keeps ours, so concurrent connections
+  // can resume the same session (OpenSSL copies it before changing anything).
+  SSL_set_session(ssl, it->second.session);
+}
+
+std::size_t client_session_cache::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
+int client_session_cache::on_new_session(SSL* ssl, SSL_SESSION* session) {
+  auto* cache = static_cast<client_session_cache*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx().ctx_cache));
+  const auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, idx().ssl_key));
+  if (!cache || !key || !SSL_SESSION_is_resumable(session)) return 0;  // not kept
+  cache->store(*key, session);
+  return 1;  // we keep the reference OpenSSL handed us
+}
+
+void client_session_cache::store(const std::string& key, SSL_SESSION* session) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(key);
+  if (it != entries_.end()) {
+    SSL_SESSION_free(it->second.session);
+    it->second = {session, ++counter_};
+    return;
+  }
+  if (entries_.size() >= max_entries_) {
+    auto oldest = std::min_element(
+        entries_.begin(), entries_.end(),
+        [](const auto& a, const auto& b) { return a.second.stored < b.second.stored; });
+    SSL_SESSION_free(oldest->second.session);
+    entries_.erase(oldest);
+  }
+  entries_.emplace(key, entry{session, ++counter_});
+}
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,451 @@
+"""Server mode with an `http:` block: mtlsd parses HTTP/1.1 between the TLS
+client and the upstream and sets X-Forwarded-Client-Cert the way Envoy does.
+
+What the upstream sees is checked with a strict HTTP parser of our own
+(http_upstream.py); clients are Python's http.client and raw TLS sockets where
+the exact bytes matter (pipelining, 100-continue, WebSocket, malformed input)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import socket
+import ssl
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from http_upstream import (HttpRecorder, Reader, parse_head, read_request, response,
+                           websocket_echo, ws_accept, ws_frame, ws_read_frame)
+from mtlsd_harness import client_context, fmt_addr, open_tls
+
+CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
+FORGED = "By=spiffe://evil/proxy;Hash=00;URI=spiffe://example.org/ns/admin/sa/root"
+TIMEOUT = 10.0
+
+
+# --- helpers ----------------------------------------------------------------------
+
+def sha256_hex(pki, cert: str) -> str:
+    der = ssl.PEM_cert_to_DER_cert(Path(pki.path(cert)).read_text())
+    return hashlib.sha256(der).hexdigest()
+
+
+def envoy_url_encode(pem: str) -> str:
+    for a, b in (("\n", "%0A"), (" ", "%20"), ("+", "%2B"), ("/", "%2F"), ("=", "%3D")):
+        pem = pem.replace(a, b)
+    return pem
+
+
+def pem_of(pki, cert: str) -> str:
+    """The certificate as OpenSSL's PEM_write_bio_X509 writes it."""
+    return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(Path(pki.path(cert)).read_text()))
+
+
+def client_element(pki) -> str:
+    """client.crt's element under the default details [uri, dns, subject, hash]."""
+    return (f"Hash={sha256_hex(pki, 'client.crt')};"
+            f'Subject="CN=client,OU=payments,O=mtlsd Test";'
+            f"URI={CLIENT_ID};DNS=client.example.org")
+
+
+class SockConn:
+    """Gives an SSL socket the recv() shape http_upstream.Reader expects."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv(self, n: int = 65536) -> bytes:
+        return self.sock.recv(n)
+
+
+def read_response(reader: Reader, head_request: bool = False):
+    """(status, headers, body) of one response read from `reader`; None at EOF."""
+    raw = reader.until(b"\r\n\r\n")
+    if raw is None:
+        return None
+    version, status, _, headers = parse_head(raw)
+    assert version.startswith("HTTP/1."), raw
+    status = int(status)
+    hdrs = {k.lower(): v for k, v in headers}
+    body = b""
+    if head_request or status in (101, 204, 304) or 100 <= status < 200:
+        return status, hdrs, body
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int(reader.until(b"\r\n").split(b";")[0], 16)
+            if size == 0:
+                reader.until(b"\r\n")
+                break
+            body += reader.exact(size)
+            reader.exact(2)
+    elif "content-length" in hdrs:
+        body = reader.exact(int(hdrs["content-length"]))
+    return status, hdrs, body
+
+
+@pytest.fixture
+def http_serve(serve):
+    """http_serve(app=None, http={...}, **listener_overrides) -> (daemon, upstream, recorder)."""
+    def start(app=None, *, http: dict | None = None, handler=None, **overrides):
+        recorder = HttpRecorder(app) if app else HttpRecorder()
+        daemon, up = serve(handler or recorder.handler(), http=http or {}, **overrides)
+        return daemon, up, recorder
+    return start
+
+
+def https(daemon, pki, cert="client", timeout=TIMEOUT) -> http.client.HTTPSConnection:
+    host, port = daemon.addr()
+    ctx = client_context(pki, cert)
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
+    conn.sock = ctx.wrap_socket(socket.create_connection((host, port), timeout),
+                                server_hostname="localhost")
+    return conn
+
+
+def get_json(conn, method="GET", path="/", body=None, headers=None):
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    assert resp.status == 200, (resp.status, data)
+    return json.loads(data) if data else None
+
+
+# --- X-Forwarded-Client-Cert --------------------------------------------------
+
+def test_forged_xfcc_is_stripped_and_the_real_one_set(http_serve, pki):
+    daemon, _, rec = http_serve()
+    conn = https(daemon, pki)
+    conn.putrequest("GET", "/who")
+    conn.putheader("X-Forwarded-Client-Cert", FORGED)
+    conn.putheader("x-forwarded-client-cert", "By=second;URI=forged")  # a second line too
+    conn.endheaders()
+    resp = conn.getresponse()
+    seen = json.loads(resp.read())
+    conn.close()
+    assert seen["xfcc"] == [client_element(pki)]
+    (req,) = rec.requests
+    assert req.xfcc == [client_element(pki)]
+    assert not any("evil" in v or "forged" in v for _, v in req.headers)
+
+
+XFCC_MODES_WITH_CERT = {
+    "sanitize": lambda el: [],
+    "forward_only": lambda el: [FORGED],
+    "append_forward": lambda el: [FORGED + "," + el],
+    "sanitize_set": lambda el: [el],
+    "always_forward_only": lambda el: [FORGED],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(XFCC_MODES_WITH_CERT))
+def test_xfcc_modes_with_a_client_certificate(http_serve, pki, mode):
+    daemon, _, rec = http_serve(http={"forward_client_cert_details": mode})
+    conn = https(daemon, pki)
+    get_json(conn, headers={"X-Forwarded-Client-Cert": FORGED})
+    get_json(conn)  # and a request that carries none
+    conn.close()
+    expected = XFCC_MODES_WITH_CERT[mode](client_element(pki))
+    assert rec.requests[0].xfcc == expected
+    without = {"sanitize": [], "forward_only": [], "always_forward_only": [],
+               "append_forward": [client_element(pki)], "sanitize_set": [client_element(pki)]}
+    assert rec.requests[1].xfcc == without[mode]
+
+
+XFCC_MODES_WITHOUT_CERT = {
+    "sanitize": [], "forward_only": [], "append_forward": [], "sanitize_set": [],
+    "always_forward_only": [FORGED],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(XFCC_MODES_WITHOUT_CERT))
+def test_xfcc_modes_without_a_client_certificate(http_serve, pki, mode):
+    """client_auth optional, no certificate: only always_forward_only lets the
+    client's header through (Envoy: no mTLS, no forwarding)."""
+    daemon, _, rec = http_serve(http={"forward_client_cert_details": mode},
+                                client_auth={"mode": "optional"})
+    conn = https(daemon, pki, cert=None)
+    get_json(conn, headers={"X-Forwarded-Client-Cert": FORGED})
+    conn.close()
+    assert rec.requests[0].xfcc == XFCC_MODES_WITHOUT_CERT[mode]
+
+
+def test_cert_and_chain_details_in_envoy_order(http_serve, pki):
+    """Configured in a scrambled order; emitted in Envoy's: Hash, Cert, Chain,
+    Subject, URI (DNS absent: that certificate has none)."""
+    daemon, _, rec = http_serve(http={"set_current_client_cert_details":
+                                      ["dns", "chain", "uri", "cert", "subject", "hash"]})
+    host, port = daemon.addr()
+    ctx = client_context(pki, "client-int", certfile="client-int-chain.crt")
+    with open_tls((host, port), ctx) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _, _ = read_response(Reader(SockConn(sock)))
+    assert status == 200
+    leaf, inter = pem_of(pki, "client-int.crt"), pem_of(pki, "int.crt")
+    expected = (f"Hash={sha256_hex(pki, 'client-int.crt')};"
+                f'Cert="{envoy_url_encode(leaf)}";'
+                f'Chain="{envoy_url_encode(leaf)}{envoy_url_encode(inter)}";'
+                f'Subject="CN=client-int,OU=payments,O=mtlsd Test";'
+                f"URI=spiffe://example.org/ns/default/sa/client-int")
+    (req,) = rec.requests
+    assert req.xfcc == [expected]
+    cert_value = expected.split('Cert="')[1].split('"')[0]
+    assert urllib.parse.unquote(cert_value) == leaf
+
+
+def test_by_names_our_own_uri_san(http_serve, pki, tmp_path):
+    """By= carries the URI SAN of mtlsd's own certificate (here a server
+    certificate with a SPIFFE ID, issued for this test)."""
+    own = pki.copy_to(tmp_path / "pki")
+    key, csr, crt = (str(tmp_path / n) for n in ("edge.key", "edge.csr", "edge.crt"))
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("[ edge ]\nbasicConstraints = critical, CA:false\n"
+                   "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
+                   "subjectAltName = DNS:localhost, URI:spiffe://example.org/ns/edge/sa/mtlsd\n")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    own.openssl("req", "-new", "-key", key, "-subj", "/O=mtlsd Test/CN=localhost", "-out", csr)
+    own.openssl("ca", "-batch", "-notext", "-name", "root_ca", "-extfile", str(ext),
+                "-extensions", "edge", "-days", "30", "-in", csr, "-out", crt)
+    daemon, _, rec = http_serve(tls={"cert": crt, "key": key},
+                                http={"forward_client_cert_details": "append_forward"})
+    conn = https(daemon, pki)
+    get_json(conn, headers={"X-Forwarded-Client-Cert": "By=spiffe://front;Hash=ab"})
+    conn.close()
+    assert rec.requests[0].xfcc == [
+        "By=spiffe://front;Hash=ab,By=spiffe://example.org/ns/edge/sa/mtlsd;" +
+        client_element(pki)]
+
+
+# --- the HTTP relay itself -----------------------------------------------------
+
+def test_keep_alive_several_requests_one_connection(http_serve, pki):
+    daemon, up, rec = http_serve()
+    conn = https(daemon, pki)
+    local = fmt_addr(conn.sock.getsockname())
+    get_json(conn, path="/a")
+    conn.request("HEAD", "/b")
+    head = conn.getresponse()
+    assert head.status == 200 and head.read() == b""
+    assert int(head.getheader("content-length")) > 0   # a length, but no body follows
+    seen = get_json(conn, "POST", "/c", body=b"x" * 100_000)
+    assert seen["body_len"] == 100_000
+    conn.request("GET", "/chunked")
+    chunked = conn.getresponse()
+    data = chunked.read()
+    assert chunked.status == 200 and chunked.getheader("transfer-encoding") == "chunked"
+    assert data.endswith(bytes(range(256)) * 256)
+    get_json(conn, "DELETE", "/d")
+    sock = conn.sock
+    get_json(conn, path="/e")
+    assert conn.sock is sock
+    conn.close()
+
+    assert [r.target for r in rec.requests] == ["/a", "/b", "/c", "/chunked", "/d", "/e"]
+    assert {r.conn_id for r in rec.requests} == {1}
+    assert up.connection_count() == 1
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "accepted" and line["identity"] == CLIENT_ID
+    assert len(daemon.access_logs()) == 1
+
+
+def test_pipelined_requests_answered_in_order(http_serve, pki):
+    daemon, _, rec = http_serve()
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                     b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reader = Reader(SockConn(sock))
+        targets = [json.loads(read_response(reader)[2])["target"] for _ in range(3)]
+        assert read_response(reader) is None     # closed after Connection: close
+    assert targets == ["/1", "/2", "/3"]
+    assert rec.requests[1].body == b"abc"
+
+
+def test_chunked_upload_arrives_intact(http_serve, pki):
+    daemon, _, rec = http_serve()
+    rng = random.Random(7)
+    parts = [rng.randbytes(rng.randint(1, 200_000)) for _ in range(30)]
+    body = b"".join(parts)
+    conn = https(daemon, pki)
+    seen = get_json(conn, "POST", "/upload", body=iter(parts))  # http.client chunks it
+    conn.close()
+    assert seen["chunked"] is True
+    assert seen["body_len"] == len(body)
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert rec.requests[0].body == body
+
+
+def test_large_bodies_are_streamed_not_buffered(http_serve, pki):
+    """32 MiB up and a 32 MiB chunked answer down, through one connection: the
+    daemon's peak RSS must not grow anywhere near the body size."""
+    def app(req):
+        if req.target == "/down":
+            block = bytes(range(256)) * 4096   # 1 MiB
+            return response(200, b"", chunks=[block] * 32)
+        return response(200, json.dumps({"len": len(req.body),
+                                         "sha": hashlib.sha256(req.body).hexdigest()}).encode())
+    daemon, _, _ = http_serve(app)
+
+    def peak_rss_kib() -> int:
+        for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+    conn = https(daemon, pki, timeout=60)
+    get_json(conn, path="/warm-up")
+    before = peak_rss_kib()
+    body = random.Random(3).randbytes(32 * 1024 * 1024)
+    seen = get_json(conn, "POST", "/up", body=body)
+    assert seen == {"len": len(body), "sha": hashlib.sha256(body).hexdigest()}
+    conn.request("GET", "/down")
+    resp = conn.getresponse()
+    assert len(resp.read()) == 32 * 1024 * 1024
+    conn.close()
+    grown = peak_rss_kib() - before
+    if "libasan" in Path(f"/proc/{daemon.pid}/maps").read_text():
+        return  # ASan's quarantine holds freed memory: RSS says nothing there
+    assert grown < 16 * 1024, f"peak RSS grew by {grown} KiB while relaying 64 MiB"
+
+
+def test_expect_100_continue_is_answered_by_mtlsd(http_serve, pki):
+    daemon, _, rec = http_serve()
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.sendall(b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(SockConn(sock))
+        status, _, _ = read_response(reader)
+        assert status == 100
+        sock.sendall(b"hello")
+        status, _, body = read_response(reader)
+        assert status == 200 and json.loads(body)["body_len"] == 5
+    (req,) = rec.requests
+    assert req.get("expect") is None and req.body == b"hello"
+
+
+def test_websocket_upgrade_is_echoed_through(http_serve, pki):
+    upgrades = []
+    daemon, up, _ = http_serve(handler=websocket_echo(upgrades))
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    mask = b"\x11\x22\x33\x44"
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        # The first frame rides in the same write as the upgrade request: mtlsd must pass the
+        # bytes it already read on once the upstream said 101.
+        sock.sendall(("GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nX-Forwarded-Client-Cert: {FORGED}\r\n\r\n"
+                      ).encode() + ws_frame(b"early", mask=mask))
+        reader = Reader(SockConn(sock))
+        status, headers, _ = read_response(reader)
+        assert status == 101
+        assert headers["sec-websocket-accept"] == ws_accept(key)
+        assert ws_read_frame(reader.exact) == (0x1, b"early")
+        for payload in (b"hello", b"x" * 300, random.Random(1).randbytes(100_000)):
+            sock.sendall(ws_frame(payload, opcode=0x2, mask=mask))
+            assert ws_read_frame(reader.exact) == (0x2, payload)
+        sock.sendall(ws_frame(b"\x03\xe8", opcode=0x8, mask=mask))
+        assert ws_read_frame(reader.exact) == (0x8, b"\x03\xe8")
+    (req,) = upgrades
+    assert req.xfcc == [client_element(pki)]
+    conn = up.wait_for_connections(1)[0]
+    assert conn.done.wait(5)
+    line = daemon.wait_for_access(result="accepted")
+    assert line["rx_bytes"] > 100_000 and line["tx_bytes"] > 100_000
+
+
+def test_upgrade_refused_by_upstream_stays_http(http_serve, pki):
+    """A non-101 answer to an Upgrade request: the connection stays HTTP."""
+    daemon, _, rec = http_serve()
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.sendall(b"GET /no HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n"
+                     b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reader = Reader(SockConn(sock))
+        assert read_response(reader)[0] == 200
+        assert json.loads(read_response(reader)[2])["target"] == "/after"
+    assert [r.target for r in rec.requests] == ["/no", "/after"]
+
+
+# --- refusals and failures ----------------------------------------------------
+
+def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+    return out, local
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths"])
+def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, request_bytes):
+    daemon, up, rec = http_serve()
+    out, local = raw_exchange(daemon, pki, request_bytes)
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
+    assert b"Connection: close" in out
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "accepted"      # admitted by TLS; the HTTP request was refused
+    assert line["detail"], line
+    assert up.total_received() == 0 and rec.requests == []
+
+
+def test_oversized_request_head_gets_431(http_serve, pki):
+    daemon, up, _ = http_serve()
+    out, _ = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                          b"a" * (70 * 1024) + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431 "), out[:80]
+    assert up.total_received() == 0
+
+
+def test_connect_method_refused(http_serve, pki):
+    daemon, up, _ = http_serve()
+    out, _ = raw_exchange(daemon, pki, b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 405 "), out[:80]
+    assert up.total_received() == 0
+
+
+def test_upstream_dying_before_the_answer_gets_502(http_serve, pki):
+    def hang_up(conn):
+        Reader(conn).until(b"\r\n\r\n")
+    daemon, _, _ = http_serve(handler=hang_up)
+    out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+    assert "upstream" in daemon.wait_for_access(client=local)["detail"]
+
+
+def test_upstream_closing_idle_keep_alive_closes_the_client(http_serve, pki):
+    """The upstream answers one request (keep-alive) and then closes while idle:
+    the client sees the connection end rather than a later 502."""
+    def one_then_close(conn):
+        read_request(Reader(conn))
+        conn.sendall(response(200, b"only one"))
+        conn.shutdown_write()
+    daemon, _, _ = http_serve(handler=one_then_close)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(SockConn(sock))
+        status, _, body = read_response(reader)
+        assert (status, body) == (200, b"only one")
+        start = time.monotonic()
+        assert read_response(reader) is None
+        assert time.monotonic() - start < 5
