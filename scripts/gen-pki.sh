@@ -8,6 +8,13 @@
 #   openssl ca -config OUTDIR/openssl.cnf -name root_ca -gencrl -out OUTDIR/crl.pem
 # The config holds absolute paths: regenerate (or rewrite them) if OUTDIR moves.
 #
+# Revocation material: client-ocsp{,-revoked} and server-ocsp name an OCSP
+# responder (AIA) at $GEN_PKI_OCSP_URL, client-cdp{,-revoked} a CRL distribution
+# point at $GEN_PKI_CRL_URL; ocsp-signer is a delegated responder (OCSPSigning);
+# crl-base.pem + crl-delta.pem are a base/delta CRL pair (only the delta knows
+# client-delta is revoked); crl-all.pem lists every revocation of the root.
+# Tests bind their responder first and pass its URLs in.
+#
 # Keys are EC P-256 so the whole run takes well under a second or two.
 # Validity windows are explicit dates (not -days) so expired / not-yet-valid
 # certificates are real, and the root is back-dated so `mtlsd verify --at`
