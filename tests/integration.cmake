@@ -1,5 +1,10 @@
 # Integration tests: pytest files that drive the real mtlsd binary with real clients. One ctest
 # entry per file, so a failure names the area; pytest prints the failing test itself.
+if(MTLSD_SANITIZE)
+  set(_mtlsd_sanitized 1)
+else()
+  set(_mtlsd_sanitized 0)
+endif()
 file(GLOB MTLSD_INTEGRATION_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/integration/test_*.py)
 foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
   get_filename_component(test_name ${test_file} NAME_WE)
@@ -9,5 +14,5 @@ foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
   set_tests_properties(integration.${test_name} PROPERTIES
     LABELS integration
     TIMEOUT 600
-    ENVIRONMENT "MTLSD_BIN=$<TARGET_FILE:mtlsd>;MTLSD_SOURCE_DIR=${PROJECT_SOURCE_DIR};PYTHONDONTWRITEBYTECODE=1")
+    ENVIRONMENT "MTLSD_BIN=$<TARGET_FILE:mtlsd>;MTLSD_SOURCE_DIR=${PROJECT_SOURCE_DIR};PYTHONDONTWRITEBYTECODE=1;MTLSD_SANITIZED=${_mtlsd_sanitized}")
 endforeach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 
@@ -78,6 +79,11 @@ def test_max_connections_refuses_promptly(serve, pki):
     held[1].close()
 
 
+@pytest.mark.skipif(
+    os.environ.get("MTLSD_SANITIZED") == "1",
+    reason="sanitizer runtime artefact: UBSan's vptr check probes memory through a pipe(), which "
+    "fails once the process is out of descriptors, and then reports valid objects as bad; the "
+    "normal build runs this test")
 def test_accept_keeps_working_after_emfile(start_mtlsd, make_upstream, pki):
     limit = 64
 
