@@ -8,6 +8,13 @@
 #   openssl ca -config OUTDIR/openssl.cnf -name root_ca -gencrl -out OUTDIR/crl.pem
 # The config holds absolute paths: regenerate (or rewrite them) if OUTDIR moves.
 #
+# Revocation material: client-ocsp{,-revoked} and server-ocsp name an OCSP
+# responder (AIA) at $GEN_PKI_OCSP_URL, client-cdp{,-revoked} a CRL distribution
+# point at $GEN_PKI_CRL_URL; ocsp-signer is a delegated responder (OCSPSigning);
+# crl-base.pem + crl-delta.pem are a base/delta CRL pair (only the delta knows
+# client-delta is revoked); crl-all.pem lists every revocation of the root.
+# Tests bind their responder first and pass its URLs in.
+#
 # Keys are EC P-256 so the whole run takes well under a second or two.
 # Validity windows are explicit dates (not -days) so expired / not-yet-valid
 # certificates are real, and the root is back-dated so `mtlsd verify --at`
@@ -48,6 +55,13 @@ FUTURE_1Y=$(at '+1 year')
 FUTURE_2Y=$(at '+2 years')
 FUTURE_3Y=$(at '+3 years')
 FUTURE_10Y=$(at '+10 years')
+
+# Revocation endpoints baked into the certificates that carry AIA / CDP
+# extensions. Tests that run an OCSP responder or CRL server bind it first and
+# pass its URLs in; the defaults point at a closed loopback port.
+OCSP_URL=${GEN_PKI_OCSP_URL:-http://127.0.0.1:9/ocsp}
+CRL_URL=${GEN_PKI_CRL_URL:-http://127.0.0.1:9/root.crl}
+DELTA_URL=${GEN_PKI_DELTA_URL:-http://127.0.0.1:9/root-delta.crl}
 
 # Distinct serial ranges per CA make log lines and CRL dumps easy to read.
 first_serial=1000
@@ -211,6 +225,50 @@ keyUsage               = critical, digitalSignature
 subjectKeyIdentifier   = hash
 authorityKeyIdentifier = keyid, issuer
 extendedKeyUsage       = clientAuth
+
+# Revocation: a client whose certificate names an OCSP responder (AIA), one
+# that names a CRL distribution point, a server for OCSP stapling, and a
+# delegated OCSP responder (OCSPSigning EKU, signed by the root).
+[ ext_client_ocsp ]
+basicConstraints       = critical, CA:false
+keyUsage               = critical, digitalSignature
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid, issuer
+extendedKeyUsage       = clientAuth
+subjectAltName         = DNS:\${ENV::LEAF_DNS}
+authorityInfoAccess    = OCSP;URI:$OCSP_URL
+
+[ ext_client_cdp ]
+basicConstraints       = critical, CA:false
+keyUsage               = critical, digitalSignature
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid, issuer
+extendedKeyUsage       = clientAuth
+subjectAltName         = DNS:\${ENV::LEAF_DNS}
+crlDistributionPoints  = URI:$CRL_URL
+
+[ ext_server_ocsp ]
+basicConstraints       = critical, CA:false
+keyUsage               = critical, digitalSignature
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid, issuer
+extendedKeyUsage       = serverAuth
+subjectAltName         = DNS:localhost, IP:127.0.0.1, IP:::1
+authorityInfoAccess    = OCSP;URI:$OCSP_URL
+
+[ ext_ocsp_signer ]
+basicConstraints       = critical, CA:false
+keyUsage               = critical, digitalSignature
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid, issuer
+extendedKeyUsage       = OCSPSigning
+noCheck                = ignored
+
+# A base CRL that points at its delta CRL (OpenSSL only looks for deltas when
+# the certificate or the base CRL carries freshestCRL).
+[ crl_ext_base ]
+authorityKeyIdentifier = keyid:always
+freshestCRL            = URI:$DELTA_URL
 EOF
 
 # The generic profile reads LEAF_DNS from the environment at every config
@@ -315,6 +373,44 @@ chmod 600 "$OUT"/*.key "$OUT"/*.pass "$OUT"/*.p12
 ossl ca -batch -config "$CNF" -name root_ca -revoke "$OUT/client-revoked.crt" -crl_reason keyCompromise
 ossl ca -batch -config "$CNF" -name root_ca -gencrl -out "$OUT/crl.pem"
 ossl ca -batch -config "$CNF" -name int_ca -gencrl -out "$OUT/int-crl.pem"
+
+# OCSP / CRL distribution points / delta CRLs. Certificates first, then the
+# revocations, so crl.pem and int-crl.pem above stay as they were.
+newkey ocsp-signer
+sign root_ca ocsp-signer "/O=mtlsd Test/CN=mtlsd Test OCSP Responder" ext_ocsp_signer "$PAST_1D" "$FUTURE_2Y"
+newkey server-ocsp
+sign root_ca server-ocsp "/O=mtlsd Test/CN=localhost" ext_server_ocsp "$PAST_2Y" "$FUTURE_2Y"
+for name in client-ocsp client-ocsp-revoked; do
+    newkey "$name"
+    LEAF_DNS=$name.example.org \
+        sign root_ca "$name" "/O=mtlsd Test/OU=payments/CN=$name" ext_client_ocsp "$PAST_1D" "$FUTURE_2Y"
+done
+for name in client-cdp client-cdp-revoked; do
+    newkey "$name"
+    LEAF_DNS=$name.example.org \
+        sign root_ca "$name" "/O=mtlsd Test/OU=payments/CN=$name" ext_client_cdp "$PAST_1D" "$FUTURE_2Y"
+done
+newkey client-delta
+LEAF_DNS=client-delta.example.org \
+    sign root_ca client-delta "/O=mtlsd Test/OU=payments/CN=client-delta" ext_client_generic "$PAST_1D" "$FUTURE_2Y"
+ossl ca -batch -config "$CNF" -name root_ca -revoke "$OUT/client-ocsp-revoked.crt" -crl_reason keyCompromise
+ossl ca -batch -config "$CNF" -name root_ca -revoke "$OUT/client-cdp-revoked.crt" -crl_reason keyCompromise
+# crl-base.pem: everything revoked so far, with a freshestCRL pointer; then
+# client-delta is revoked and only the delta CRL (deltaCRL = the base's
+# number) knows it.
+base_number=$(cat "$OUT/db/root/crlnumber")
+ossl ca -batch -config "$CNF" -name root_ca -gencrl -crlexts crl_ext_base -out "$OUT/crl-base.pem"
+ossl ca -batch -config "$CNF" -name root_ca -revoke "$OUT/client-delta.crt" -crl_reason superseded
+cat >>"$CNF" <<EOF
+
+[ crl_ext_delta ]
+authorityKeyIdentifier = keyid:always
+deltaCRL               = critical, ASN1:INTEGER:0x$base_number
+EOF
+ossl ca -batch -config "$CNF" -name root_ca -gencrl -crlexts crl_ext_delta -out "$OUT/crl-delta.pem"
+# Every revocation of the root, for a CRL distribution point to serve.
+ossl ca -batch -config "$CNF" -name root_ca -gencrl -out "$OUT/crl-all.pem"
+chmod 600 "$OUT"/*.key
 
 rm -rf "$OUT/csr"
 rm -f "$LOG"

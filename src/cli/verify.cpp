@@ -1,3 +1,5 @@
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -5,10 +7,43 @@
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
 
 namespace mtlsd::cli {
+namespace {
+
+// The answers that need the network (OCSP, distribution points), from the same revocation
+// service a daemon uses, on a local event loop.
+tls::revocation::verdict check_revocation(const runtime::listener_runtime& lr,
+                                          tls::verify_outcome& outcome,
+                                          std::optional<std::time_t> at) {
+  // The service logs what went wrong with a responder: on stderr, so stdout stays the verdict.
+  config::log_options quiet;
+  quiet.level = "warn";
+  log::setup(quiet);
+  boost::asio::io_context ioc;
+  tls::revocation::service svc(ioc.get_executor(), nullptr, {}, false);
+  tls::revocation::check_request req;
+  req.chain = std::move(outcome.chain);
+  req.pol = lr.revocation;
+  req.crl_file_unavailable = outcome.crl_deferred_depths;
+  req.crl_file_note = outcome.crl_note;
+  req.at = at ? *at : 0;
+  tls::revocation::verdict v;
+  v.refusal = reason::revocation_unavailable;
+  v.detail = "internal error in the revocation check";
+  boost::asio::co_spawn(ioc, svc.check(std::move(req)),
+                        [&v](std::exception_ptr e, tls::revocation::verdict r) {
+                          if (!e) v = std::move(r);
+                        });
+  ioc.run();
+  return v;
+}
+
+}  // namespace
 
 namespace {
 
@@ -142,9 +177,23 @@ int verify_command(const options& o) {
     std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << outcome.detail << "\n";
     return 1;
   }
+  std::string revocation_line;
+  if (lr.revocation.network()) {
+    auto v = check_revocation(lr, outcome, at);
+    if (v.refusal) {
+      std::cout << "rejected: " << to_string(*v.refusal) << ": " << v.detail << "\n";
+      return 1;
+    }
+    if (!v.soft_fail_note.empty())
+      revocation_line =
+          "revocation: unavailable, admitted by on_unavailable: allow: " + v.soft_fail_note;
+    else if (!v.source.empty())
+      revocation_line = "revocation: good (" + v.source + ")";
+  }
   std::cout << "accepted: "
             << (outcome.identity ? outcome.identity->display() : std::string("(no identity)"))
             << "\n";
+  if (!revocation_line.empty()) std::cout << revocation_line << "\n";
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <csignal>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -22,6 +23,9 @@
 #include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::daemon {
@@ -34,6 +38,37 @@ using slot_ptr = std::shared_ptr<proxy::listener_slot>;
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
+
+// The revocation service on a thread of its own: OCSP requests and CRL downloads never run on a
+// worker, and the service's caches are touched by this one thread only.
+class revocation_thread {
+ public:
+  explicit revocation_thread(metrics::registry& m)
+      : work_(asio::make_work_guard(ioc_)), service_(ioc_.get_executor(), &m) {
+    thread_ = std::thread([this] {
+      for (;;) {
+        try {
+          ioc_.run();
+          return;
+        } catch (const std::exception& e) {
+          log::error("revocation service error", {{"error", e.what()}});
+        }
+      }
+    });
+  }
+  ~revocation_thread() {
+    work_.reset();
+    ioc_.stop();
+    thread_.join();
+  }
+  tls::revocation::service& service() { return service_; }
+
+ private:
+  asio::io_context ioc_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  tls::revocation::service service_;
+  std::thread thread_;
+};
 
 std::string join(const std::vector<std::string>& v, const char* sep = ",") {
   std::string s;
@@ -98,10 +133,11 @@ class daemon {
       return 1;
     }
     apply_logging(*loaded.config);
+    revocation_ = std::make_unique<revocation_thread>(metrics_);
     watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> rt;
     try {
-      rt = runtime::build(*loaded.config, {&metrics_});
+      rt = runtime::build(*loaded.config, build_options());
     } catch (const config::config_error& e) {
       for (const auto& p : e.problems())
         log::error(p.str());
@@ -115,6 +151,14 @@ class daemon {
         rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i)
       workers_.push_back(std::make_unique<worker>(i));
+    // recheck_established: revocations the service learns close the sessions they revoke.
+    std::vector<worker*> all_workers;
+    for (auto& w : workers_)
+      all_workers.push_back(w.get());
+    revocation_->service().subscribe([all_workers](tls::revocation::event_ptr e) {
+      for (auto* w : all_workers)
+        w->revoke(e);
+    });
     try {
       for (const auto& lr : rt->listeners) {
         auto b = bind(lr);
@@ -131,6 +175,7 @@ class daemon {
     metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
+    start_stapling(*rt, nullptr);
     for (auto& w : workers_)
       w->start();
 
@@ -147,6 +192,7 @@ class daemon {
     control_.run();
     for (auto& w : workers_)
       w->stop();
+    revocation_.reset();
     log::info("stopped");
     return 0;
   }
@@ -156,6 +202,54 @@ class daemon {
     slot_ptr slot;
     std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
   };
+
+  runtime::build_options build_options() {
+    runtime::build_options opts;
+    opts.registry = &metrics_;
+    opts.revocation = &revocation_->service();
+    return opts;
+  }
+
+  // revocation.stapling: the service keeps each listener's staple fresh. A listener that serves
+  // the same certificate as before starts with the previous runtime's staple (no gap).
+  void start_stapling(const runtime::runtime& rt, const runtime::runtime* previous) {
+    for (const auto& l : rt.listeners) {
+      if (!l->tls.staple || l->tls.own_chain.empty()) continue;
+      X509* leaf = l->tls.own_chain.front().get();
+      if (previous)
+        if (auto old = previous->find(l->cfg.name);
+            old && old->tls.staple && !old->tls.own_chain.empty() &&
+            X509_cmp(old->tls.own_chain.front().get(), leaf) == 0)
+          l->tls.staple->set(old->tls.staple->get());
+      // Our issuer: next in our chain file, else among the CAs we trust.
+      X509* issuer = l->tls.own_chain.size() > 1 ? l->tls.own_chain[1].get() : nullptr;
+      for (std::size_t i = 0; !issuer && i < l->tls.trust.size(); ++i)
+        if (X509_check_issued(l->tls.trust[i].get(), leaf) == X509_V_OK)
+          issuer = l->tls.trust[i].get();
+      auto urls = tls::revocation::ocsp_urls(leaf);
+      std::string url = urls.empty() ? l->cfg.revocation.ocsp_responder : urls.front();
+      if (!issuer || url.empty()) {
+        log::warn(!issuer ? "revocation.stapling: the issuer of our certificate is not known "
+                            "(append it to tls.cert after the leaf); not stapling"
+                          : "revocation.stapling: our certificate names no OCSP responder and "
+                            "revocation.ocsp_responder is not set; not stapling",
+                  {{"listener", l->cfg.name}});
+        continue;
+      }
+      revocation_->service().staple(l->tls.staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
+                                    l->revocation.timeout, l->cfg.name);
+    }
+  }
+
+  // recheck_established: after a reload, the CRL files may revoke peers that are connected.
+  void recheck_crl_files(const runtime::runtime& rt) {
+    for (const auto& l : rt.listeners) {
+      if (!l->revocation.recheck_established || l->tls.crls.empty()) continue;
+      for (auto& e : tls::revocation::events_from_crl_files(l->tls.crls, l->cfg.name))
+        for (auto& w : workers_)
+          w->revoke(e);
+    }
+  }
 
   void apply_logging(const config::configuration& cfg) {
     log::setup(cfg.log);
@@ -290,7 +384,7 @@ class daemon {
     watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> next;
     try {
-      next = runtime::build(*loaded.config, {&metrics_});
+      next = runtime::build(*loaded.config, build_options());
     } catch (const config::config_error& e) {
       std::vector<std::string> problems;
       for (const auto& p : e.problems())
@@ -344,8 +438,11 @@ class daemon {
     if (next->cfg.admin.listen != runtime_->cfg.admin.listen)
       log::warn("'admin.address' changed; the new address takes effect after a restart");
     apply_logging(next->cfg);
+    const auto previous = runtime_;
     const auto rotated = rotated_certificates(*runtime_, *next);
     runtime_ = next;
+    start_stapling(*next, previous.get());
+    recheck_crl_files(*next);
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
     warn_insecure(*next);
@@ -417,6 +514,8 @@ class daemon {
   asio::signal_set signals_;
   metrics::registry metrics_;
   std::vector<std::unique_ptr<worker>> workers_;
+  // After workers_: joined (and so done posting to workers) before they are destroyed.
+  std::unique_ptr<revocation_thread> revocation_;
   std::shared_ptr<const runtime::runtime> runtime_;
   std::map<std::string, slot_ptr> slots_;
   std::unique_ptr<admin::server> admin_;

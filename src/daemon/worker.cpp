@@ -78,4 +78,12 @@ void worker::kill_sessions() {
   asio::post(ioc_, [this] { sessions_.kill_all(); });
 }
 
+void worker::revoke(tls::revocation::event_ptr e) {
+  asio::post(ioc_, [this, e = std::move(e)] {
+    if (std::size_t n = sessions_.revoke(*e))
+      log::info("closing connections of a revoked peer",
+                {{"worker", index_}, {"connections", n}, {"source", e->source}});
+  });
+}
+
 }  // namespace mtlsd::daemon

@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::metrics {
@@ -157,15 +159,31 @@ void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {
   }
 }
 
-void registry::set_crl_next_update(const std::map<std::string, double>& by_issuer) {
+void registry::set_crl_next_update(const std::string& source,
+                                   const std::map<std::string, double>& by_issuer) {
   std::lock_guard lock(mutex_);
-  for (auto* g : crl_gauges_)
-    crl_next_update_->Remove(g);
-  crl_gauges_.clear();
-  for (const auto& [issuer, next] : by_issuer) {
-    auto& g = crl_next_update_->Add({{"issuer", issuer}});
-    g.Set(next);
-    crl_gauges_.push_back(&g);
+  if (by_issuer.empty())
+    crl_sources_.erase(source);
+  else
+    crl_sources_[source] = by_issuer;
+  std::map<std::string, double> latest;
+  for (const auto& [src, issuers] : crl_sources_)
+    for (const auto& [issuer, when] : issuers) {
+      auto [it, fresh] = latest.emplace(issuer, when);
+      if (!fresh) it->second = std::max(it->second, when);
+    }
+  for (auto it = crl_gauges_.begin(); it != crl_gauges_.end();) {
+    if (!latest.count(it->first)) {
+      crl_next_update_->Remove(it->second);
+      it = crl_gauges_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [issuer, when] : latest) {
+    auto& g = crl_gauges_[issuer];
+    if (!g) g = &crl_next_update_->Add({{"issuer", issuer}});
+    g->Set(when);
   }
 }
 

@@ -23,6 +23,7 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/upstream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::proxy {
@@ -32,7 +33,7 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using steady = std::chrono::steady_clock;
 
-enum class phase { handshake, connect, relay, closing };
+enum class phase { handshake, revocation, connect, relay, closing };
 
 // Everything one connection knows, in the coroutine frame: no shared_from_this, no heap
 // objects beyond the frame and the relay's two buffers.
@@ -48,6 +49,9 @@ struct session {
   stream_socket peer;        // the accepting side's peer
   stream_socket upstream;    // where we connect to
   std::string upstream_key;  // client mode: the session cache's key (outlives the SSL)
+  // The TLS side (on `peer` in server mode, on `upstream` in client mode). In the frame rather
+  // than in serve_*() so that a session killed from outside can still send close_notify.
+  std::optional<tls_stream> tls;
   asio::steady_timer watchdog_timer;
   session_control control;
   steady::time_point start;
@@ -132,7 +136,10 @@ asio::awaitable<void> linger_close(session& s) {
 }
 
 void count_revocation(session& s, const tls::verify_outcome& vo) {
-  if (vo.crl == tls::crl_result::not_checked || !s.listener->metrics) return;
+  if (!s.listener->metrics) return;
+  if (int i = tls::revocation::metric_index(vo.staple); i >= 0)
+    s.listener->metrics->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
+  if (vo.crl == tls::crl_result::not_checked) return;
   std::size_t result = 0;
   switch (vo.crl) {
     case tls::crl_result::good:
@@ -151,6 +158,63 @@ void count_revocation(session& s, const tls::verify_outcome& vo) {
   if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
     log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
               {{"listener", s.listener->cfg.name}, {"client", s.client}, {"detail", vo.crl_note}});
+}
+
+// The peer's certificates as this connection saw them: the verified chain after a full
+// handshake, only the leaf after a resumption (which skips verification).
+std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
+  std::vector<X509*> out;
+  STACK_OF(X509)* chain = SSL_session_reused(ssl) ? nullptr : SSL_get0_verified_chain(ssl);
+  verified = chain != nullptr;
+  if (chain) {
+    for (int i = 0; i < sk_X509_num(chain); ++i)
+      out.push_back(sk_X509_value(chain, i));
+  } else if (X509* leaf = SSL_get0_peer_certificate(ssl)) {
+    out.push_back(leaf);
+  }
+  return out;
+}
+
+void count_verdict(session& s, const tls::revocation::verdict& v) {
+  auto* m = s.listener->metrics;
+  if (!m) return;
+  if (int i = tls::revocation::metric_index(v.crl); i >= 0)
+    m->revocation_checks[0][static_cast<std::size_t>(i)]->Increment();
+  if (int i = tls::revocation::metric_index(v.ocsp); i >= 0)
+    m->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
+}
+
+// After the handshake and before the upstream hears of the peer: the revocation answers that
+// need the network (OCSP, distribution points), from the revocation service. The worker keeps
+// serving other connections meanwhile. False when the peer must go no further (refused, or the
+// session was ended meanwhile).
+asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::verify_outcome& vo,
+                                       const std::vector<X509*>& chain, bool verified) {
+  const auto& lr = *s.listener;
+  tls::revocation::check_request req;
+  req.pol = lr.revocation;
+  req.chain_verified = verified;
+  for (X509* c : chain)
+    req.chain.push_back(tls::up_ref(c));
+  req.crl_file_unavailable = vo.crl_deferred_depths;
+  req.crl_file_note = vo.crl_note;
+  // Every lookup runs concurrently and is bounded by the timeout; this deadline is a backstop.
+  s.enter(phase::revocation, 2 * lr.revocation.timeout + std::chrono::seconds(1));
+  auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));
+  if (!v) co_return false;  // cancelled by the watchdog: finish() names the reason
+  count_verdict(s, *v);
+  if (v->refusal) {
+    s.refuse(*v->refusal, v->detail);
+    // The handshake is over, so no alert can say why: close_notify, then a lingering close.
+    s.enter(phase::closing, std::chrono::seconds(1));
+    co_await tls.shutdown_send();
+    co_await linger_close(s);
+    co_return false;
+  }
+  if (!v->soft_fail_note.empty())
+    log::warn("admitted without a revocation answer (revocation.on_unavailable: allow)",
+              {{"listener", lr.cfg.name}, {"client", s.client}, {"detail", v->soft_fail_note}});
+  co_return true;
 }
 
 sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
@@ -214,14 +278,18 @@ void observe_handshake(session& s) {
 
 // mode: server — TLS from the peer, plaintext to the upstream.
 asio::awaitable<void> serve_server(session& s) {
-  const auto& cfg = s.listener->cfg;
-  tls_stream tls(s.peer, s.listener->tls.ctx.get(), true);
+  const auto& lr = *s.listener;
+  const auto& cfg = lr.cfg;
+  tls_stream& tls = s.tls.emplace(s.peer, lr.tls.ctx.get(), true);
   tls::verify_outcome vo;
   tls::verifier::bind(tls.native(), &vo);
+  // With OCSP / distribution points, revocation is decided after the handshake (and counted
+  // then); otherwise the handshake decided it.
+  const bool network_revocation = lr.revocation_service && lr.revocation.network();
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
   auto handshake_error = co_await tls.handshake();
-  count_revocation(s, vo);
+  if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
     if (handshake_error == asio::error::operation_aborted) co_return;  // see finish()
     classify_handshake_failure(s, vo, tls, handshake_error);
@@ -237,6 +305,18 @@ asio::awaitable<void> serve_server(session& s) {
     s.peer_identity = tls::extract_identity(cert);
   }
   observe_handshake(s);
+
+  // Revocation needs the peer's chain; without it configured, nothing is allocated here.
+  const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
+  if (network_revocation || recheck) {
+    bool chain_verified = false;
+    const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
+    if (network_revocation && !chain.empty() &&
+        !co_await check_revocation(s, tls, vo, chain, chain_verified))
+      co_return;
+    if (recheck && !chain.empty())
+      s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
+  }
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   s.enter(phase::connect, cfg.timeouts.connect);
@@ -286,7 +366,7 @@ asio::awaitable<void> serve_client(session& s) {
     s.refuse(reason::upstream_unavailable, why);
     co_return;
   }
-  tls_stream tls(s.upstream, lr.tls.ctx.get(), false);
+  tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;
   tls::verifier::bind(tls.native(), &vo);
   // Resumption is per upstream address: a hostname may resolve to servers that do not share
@@ -302,8 +382,10 @@ asio::awaitable<void> serve_client(session& s) {
              const_cast<char*>(lr.tls.server_name.c_str()));
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
-  if (auto ec = co_await tls.handshake()) {
-    classify_handshake_failure(s, vo, tls, ec);
+  auto handshake_error = co_await tls.handshake();
+  count_revocation(s, vo);  // a stapled OCSP response, when the remote sent one
+  if (handshake_error) {
+    classify_handshake_failure(s, vo, tls, handshake_error);
     co_return;
   }
   record_tls_details(s, tls.native());
@@ -330,6 +412,11 @@ void finish(session& s) {
         s.refuse(reason::handshake_timeout, "no completed TLS handshake within " +
                                                 config::format_duration(cfg.timeouts.handshake));
         break;
+      case phase::revocation:
+        s.refuse(reason::revocation_unavailable,
+                 "no revocation answer within " +
+                     config::format_duration(2 * lr.revocation.timeout + std::chrono::seconds(1)));
+        break;
       case phase::connect:
         if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
         s.refuse(reason::upstream_unavailable, "connect to " + cfg.upstream.str() +
@@ -343,6 +430,7 @@ void finish(session& s) {
         break;
     }
   }
+  if (s.control.kill_reason()) s.refuse(*s.control.kill_reason(), s.control.kill_detail());
   if (s.control.killed() && s.detail.empty()) s.detail = "closed by mtlsd (drain timeout)";
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
 
@@ -393,11 +481,52 @@ void session_control::kill() {
   if (watchdog_) watchdog_->cancel();
 }
 
+void session_control::kill(reason why, std::string detail) {
+  if (killed_) return;
+  kill_reason_ = why;
+  kill_detail_ = std::move(detail);
+  kill();
+}
+
+void session_control::watch_revocation(const std::string* listener,
+                                       std::vector<tls::revocation::peer_cert_id> certs) {
+  listener_ = listener;
+  peer_certs_ = std::move(certs);
+}
+
+bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
+  if (killed_ || peer_certs_.empty()) return false;
+  if (!e.listener.empty() && (!listener_ || *listener_ != e.listener)) return false;
+  const int depth = tls::revocation::revoked_depth(e, peer_certs_);
+  if (depth < 0) return false;
+  kill(reason::revoked, "certificate at depth " + std::to_string(depth) +
+                            " revoked while connected (" + e.source + ")");
+  return true;
+}
+
 void session_registry::kill_all() {
   // kill() only cancels a timer; sessions unregister themselves later, from their own frames.
   for (auto* s : live_)
     s->kill();
 }
+
+std::size_t session_registry::revoke(const tls::revocation::revocation_event& e) {
+  std::size_t n = 0;
+  for (auto* s : live_)
+    if (s->revoke_if(e)) ++n;
+  return n;
+}
+
+namespace {
+
+// A session killed for a reason the peer should hear of (revoked) gets close_notify, bounded.
+asio::awaitable<void> close_notify(session& s) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(s.peer.get_executor(), std::chrono::seconds(1));
+  co_await (s.tls->shutdown_send() || deadline.async_wait(as_tuple(use_awaitable)));
+}
+
+}  // namespace
 
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
@@ -420,6 +549,7 @@ asio::awaitable<void> run_session(stream_socket peer,
       co_await (serve_server(s) || watchdog(s));
     else
       co_await (serve_client(s) || watchdog(s));
+    if (s.control.kill_reason() && s.tls && s.admitted) co_await close_notify(s);
   } catch (const std::exception& e) {
     s.failed = true;
     if (s.detail.empty()) s.detail = std::string("internal error: ") + e.what();

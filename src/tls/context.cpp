@@ -115,6 +115,7 @@ crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_
   policy.soft_fail = rv.on_unavailable == config::unavailable_policy::allow;
   policy.grace_seconds =
       static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count());
+  policy.defer_unavailable = rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points;
   return policy;
 }
 
@@ -173,6 +174,10 @@ tls_context build_context(const config::listener& l) {
       out.alpn_wire = std::make_unique<const std::string>(alpn_wire(l.tls.alpn));
       SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
     }
+    if (l.revocation.stapling) {
+      out.staple = std::make_shared<revocation::staple_slot>();
+      revocation::serve_staples(ctx, out.staple.get());
+    }
   } else {
     if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) use_key_pair(ctx, l.tls, out);
     const auto& sa = l.server_auth;
@@ -193,6 +198,8 @@ tls_context build_context(const config::listener& l) {
     }
     out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow);
     out.peer_verifier->attach(ctx);
+    // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused.
+    revocation::check_staples(ctx);
     if (l.tls.session_resumption) {
       out.sessions = std::make_unique<client_session_cache>();
       out.sessions->attach(ctx);

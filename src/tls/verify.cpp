@@ -95,6 +95,10 @@ void verifier::bind(SSL* ssl, verify_outcome* out) {
   SSL_set_ex_data(ssl, idx().ssl_outcome, out);
 }
 
+verify_outcome* verifier::outcome_of(SSL* ssl) {
+  return static_cast<verify_outcome*>(SSL_get_ex_data(ssl, idx().ssl_outcome));
+}
+
 int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
   const verifier* v = nullptr;
   verify_outcome* out = nullptr;
@@ -135,6 +139,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
       // OpenSSL goes on to check the certificate against it.
       return 1;
     }
+    if (crl_.enabled && crl_.defer_unavailable &&
+        reason_from_x509_error(err) == reason::revocation_unavailable) {
+      // Another source (OCSP, a distribution point) may answer for this certificate: the
+      // revocation service decides after the handshake. A CRL that is present still revokes.
+      out.crl_deferred_depths |= depth < 32 ? (1U << depth) : (1U << 31);
+      if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
+      return 1;
+    }
     if (crl_.enabled && crl_.soft_fail &&
         reason_from_x509_error(err) == reason::revocation_unavailable) {
       // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
@@ -150,6 +162,9 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
       out.refusal = reason_from_x509_error(err);
       out.detail = describe(err, depth, cert);
+      // CRLs in the store come from revocation.crl_files: say which source answered.
+      if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
+        out.detail += " (crl file)";
     }
     return 0;
   }
@@ -187,6 +202,10 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
   X509_STORE_CTX_set_ex_data(sctx.get(), idx().store_verifier, const_cast<verifier*>(this));
   X509_STORE_CTX_set_ex_data(sctx.get(), idx().store_outcome, &out);
   int rc = X509_verify_cert(sctx.get());
+  if (rc == 1)
+    if (STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(sctx.get()))
+      for (int i = 0; i < sk_X509_num(chain); ++i)
+        out.chain.push_back(up_ref(sk_X509_value(chain, i)));
   if (rc != 1 && !out.refusal) {
     int err = X509_STORE_CTX_get_error(sctx.get());
     out.refusal = reason_from_x509_error(err);

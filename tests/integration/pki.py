@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import ssl
 import subprocess
@@ -46,8 +47,10 @@ class Pki:
         return Pki(dest)
 
 
-def generate_pki(outdir: Path) -> Pki:
-    proc = subprocess.run([str(GEN_PKI), str(outdir)], capture_output=True, text=True, timeout=120)
+def generate_pki(outdir: Path, env: dict | None = None) -> Pki:
+    """`env` adds variables for gen-pki.sh (GEN_PKI_OCSP_URL, GEN_PKI_CRL_URL, ...)."""
+    proc = subprocess.run([str(GEN_PKI), str(outdir)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"gen-pki.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return Pki(outdir)

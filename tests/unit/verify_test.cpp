@@ -337,7 +337,7 @@ TEST_F(VerifyClientTest, CrlFromTestPkiRevokes) {
 
   auto o = verify(t, bad);
   EXPECT_EQ(refusal(o), "revoked");
-  EXPECT_EQ(o.detail, "certificate revoked (depth 0: CN=bad,O=mtlsd tests)");
+  EXPECT_EQ(o.detail, "certificate revoked (depth 0: CN=bad,O=mtlsd tests) (crl file)");
   EXPECT_EQ(o.crl, tls::crl_result::revoked);
   auto g = verify(t, good);
   EXPECT_EQ(refusal(g), "accepted") << g.detail;
@@ -352,7 +352,7 @@ TEST_F(VerifyClientTest, DerCrlAndStaleCrl) {
   auto t = context("    revocation:\n      crl_files: [root.crl]\n");
   auto o = verify(t, leaf);
   EXPECT_EQ(refusal(o), "revocation_unavailable");
-  EXPECT_EQ(o.detail, "CRL has expired (depth 0: CN=leaf,O=mtlsd tests)");
+  EXPECT_EQ(o.detail, "CRL has expired (depth 0: CN=leaf,O=mtlsd tests) (crl file)");
   EXPECT_EQ(o.crl, tls::crl_result::unavailable);
 }
 
@@ -673,11 +673,31 @@ TEST_F(RuntimeBuildTest, EveryListenersProblemsAreReported) {
 }
 
 TEST_F(RuntimeBuildTest, UnbuiltFeaturesAreRefusedNotIgnored) {
-  // An operator who asked for OCSP must not silently get no revocation checking.
-  auto problems = build_problems(files_.server("    revocation:\n      ocsp: leaf\n"));
+  // An operator who asked for CRL checks of the remote must not silently get none: client mode
+  // checks stapled responses only.
+  auto problems =
+      build_problems(files_.load("listeners:\n"
+                                 "  - name: outbound\n"
+                                 "    mode: client\n"
+                                 "    listen: 127.0.0.1:0\n"
+                                 "    upstream: 127.0.0.1:8443\n"
+                                 "    server_auth:\n"
+                                 "      ca: [root.crt]\n"
+                                 "    revocation:\n"
+                                 "      crl_files: [root.crt]\n"));
   ASSERT_EQ(problems.size(), 1u);
-  EXPECT_EQ(problems[0].str(),
-            at(2, 5) + ": listener 'inbound': revocation.ocsp is not supported by this build yet");
+  EXPECT_EQ(problems[0].str(), at(2, 5) +
+                                   ": listener 'outbound': revocation.crl_files in mode: client "
+                                   "is not supported by this build yet");
+}
+
+TEST_F(RuntimeBuildTest, OcspDistributionPointsAndStaplingBuild) {
+  auto rt = runtime::build(
+      files_.server("    revocation:\n      ocsp: leaf\n      crl_distribution_points: true\n"
+                    "      stapling: true\n"));
+  const auto& l = *rt->listeners.front();
+  EXPECT_TRUE(l.revocation.network());
+  EXPECT_TRUE(l.tls.staple);
 }
 
 // --- runtime::warnings ---------------------------------------------------------------------

@@ -31,6 +31,8 @@ class worker {
   void close_listener(const std::string& name);
   void close_all_listeners();
   void kill_sessions();
+  // Closes the sessions whose peers `e` revokes (recheck_established).
+  void revoke(tls::revocation::event_ptr e);
 
  private:
   unsigned index_;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "mtlsd/reason.hpp"
 
@@ -72,8 +73,17 @@ class registry {
   };
   void set_certificate_expiry(const std::vector<cert_series>& certs);
 
-  // Replaces the CRL nextUpdate series (one per issuer; the latest nextUpdate wins).
-  void set_crl_next_update(const std::map<std::string, double>& by_issuer);
+  // mtlsd_crl_next_update_timestamp_seconds{issuer}. Each owner of CRLs sets its own series
+  // under a `source` key ("files" for every listener's crl_files, replaced on each reload;
+  // "crl URL" for a CRL fetched from a distribution point; an empty map removes the source). An
+  // issuer's gauge is the latest nextUpdate over every source: the freshest CRL mtlsd holds for
+  // it, so the gauge passes time() only when no CRL of that issuer is current.
+  void set_crl_next_update(const std::string& source,
+                           const std::map<std::string, double>& by_issuer);
+  // The CRL files' series (source "files").
+  void set_crl_next_update(const std::map<std::string, double>& by_issuer) {
+    set_crl_next_update("files", by_issuer);
+  }
 
   prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
@@ -105,7 +115,8 @@ class registry {
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
   std::vector<prometheus::Gauge*> cert_gauges_;
-  std::vector<prometheus::Gauge*> crl_gauges_;
+  std::map<std::string, std::map<std::string, double>> crl_sources_;  // source -> issuer -> time
+  std::map<std::string, prometheus::Gauge*> crl_gauges_;              // by issuer
 };
 
 }  // namespace mtlsd::metrics

@@ -7,23 +7,42 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstddef>
 #include <memory>
+#include <optional>
+#include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "mtlsd/proxy/net.hpp"
+#include "mtlsd/reason.hpp"
 #include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
 
 namespace mtlsd::proxy {
 
 // The handle a worker keeps on each live session, to close it from outside.
 class session_control {
  public:
-  void kill();
+  void kill();                                // drain timeout
+  void kill(reason why, std::string detail);  // e.g. the peer was revoked while connected
   bool killed() const { return killed_; }
+  const std::optional<reason>& kill_reason() const { return kill_reason_; }
+  const std::string& kill_detail() const { return kill_detail_; }
   void attach(asio::steady_timer* watchdog) { watchdog_ = watchdog; }
+
+  // recheck_established: the admitted peer's certificates (leaf first), so that a revocation
+  // learnt later can find this session. `listener` must outlive the session.
+  void watch_revocation(const std::string* listener,
+                        std::vector<tls::revocation::peer_cert_id> certs);
+  // Kills the session when `e` revokes one of its peer's certificates.
+  bool revoke_if(const tls::revocation::revocation_event& e);
 
  private:
   bool killed_ = false;
+  std::optional<reason> kill_reason_;
+  std::string kill_detail_;
   asio::steady_timer* watchdog_ = nullptr;
+  const std::string* listener_ = nullptr;
+  std::vector<tls::revocation::peer_cert_id> peer_certs_;
 };
 
 // Live sessions of one worker. Single-threaded: only touched from that worker's io_context.
@@ -32,6 +51,8 @@ class session_registry {
   void add(session_control* s) { live_.insert(s); }
   void remove(session_control* s) { live_.erase(s); }
   void kill_all();
+  // Closes the sessions whose peers `e` revokes; returns how many.
+  std::size_t revoke(const tls::revocation::revocation_event& e);
   std::size_t size() const { return live_.size(); }
 
  private:

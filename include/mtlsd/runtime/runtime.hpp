@@ -13,6 +13,11 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/metrics/metrics.hpp"
 #include "mtlsd/tls/context.hpp"
+#include "mtlsd/tls/revocation/policy.hpp"
+
+namespace mtlsd::tls::revocation {
+class service;
+}
 
 namespace mtlsd::runtime {
 
@@ -21,6 +26,10 @@ struct listener_runtime {
   tls::tls_context tls;
   metrics::listener_metrics* metrics = nullptr;  // never null in a daemon; null in `check`
   metrics::registry* registry = nullptr;
+  tls::revocation::policy revocation;
+  // Answers that need the network (OCSP, distribution points); process-wide, outlives every
+  // runtime. Null in `check`, and wherever the policy needs no network.
+  tls::revocation::service* revocation_service = nullptr;
 };
 
 struct runtime {
@@ -31,8 +40,9 @@ struct runtime {
 };
 
 struct build_options {
-  metrics::registry* registry = nullptr;  // where listeners get their metric handles
-  std::time_t now = 0;                    // 0 = the current time
+  metrics::registry* registry = nullptr;           // where listeners get their metric handles
+  tls::revocation::service* revocation = nullptr;  // for listeners with OCSP / distribution points
+  std::time_t now = 0;                             // 0 = the current time
   // `mtlsd verify` judges a peer's certificate, not ours: it skips our own validity checks.
   bool check_own_validity = true;
 };

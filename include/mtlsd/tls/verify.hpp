@@ -4,6 +4,7 @@
 // `mtlsd verify` cannot disagree with what a handshake would do.
 #include <openssl/ssl.h>
 
+#include <cstdint>
 #include <ctime>
 #include <optional>
 #include <string>
@@ -11,6 +12,8 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/reason.hpp"
 #include "mtlsd/tls/identity.hpp"
+#include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/revocation/status.hpp"
 
 namespace mtlsd::tls {
 
@@ -24,13 +27,22 @@ struct verify_outcome {
   std::optional<peer_identity> identity;  // set once the leaf passed every check
   crl_result crl = crl_result::not_checked;
   std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
+  // With OCSP or distribution points configured, a depth whose CRL file is missing or stale is
+  // not decided in the handshake: bit d is set and the revocation service decides (another
+  // source may answer for that certificate).
+  std::uint32_t crl_deferred_depths = 0;
+  // Client mode: what a stapled OCSP response from the remote said (not_checked: none sent).
+  revocation::status staple = revocation::status::not_checked;
+  std::string staple_detail;
+  cert_chain chain;  // verify_offline only: the verified chain, leaf first
 };
 
 // How CRL problems are treated (revocation.on_unavailable / crl_grace).
 struct crl_policy {
   bool enabled = false;
-  bool soft_fail = false;  // on_unavailable: allow
-  long grace_seconds = 0;  // keep enforcing a CRL this long past its nextUpdate
+  bool soft_fail = false;          // on_unavailable: allow
+  long grace_seconds = 0;          // keep enforcing a CRL this long past its nextUpdate
+  bool defer_unavailable = false;  // OCSP/CDP configured: see verify_outcome::crl_deferred_depths
 };
 
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
@@ -47,6 +59,8 @@ class verifier {
   void attach(SSL_CTX* ctx) const;
   // Per connection: where the callback writes its conclusion. `out` must outlive the handshake.
   static void bind(SSL* ssl, verify_outcome* out);
+  // The outcome bound to `ssl`, or null (for callbacks that run later in the handshake).
+  static verify_outcome* outcome_of(SSL* ssl);
 
   // `mtlsd verify`: verifies `leaf` (+ `untrusted` intermediates) exactly as a handshake on `ctx`
   // would — same store, parameters, purpose, depth, callback — optionally at time `at`.

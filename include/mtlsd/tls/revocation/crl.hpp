@@ -1,0 +1,50 @@
+#pragma once
+// CRLs fetched from distribution points (RFC 5280 §4.2.1.13), as pure functions: where to fetch,
+// how to parse, who signed it, what it says about a certificate.
+#include <openssl/x509.h>
+
+#include <ctime>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtlsd/tls/openssl.hpp"
+
+namespace mtlsd::tls::revocation {
+
+// The http:// URLs in `cert`'s CRL Distribution Points (full names only; LDAP and relative
+// names are skipped).
+std::vector<std::string> crl_urls(X509* cert);
+
+// DER or PEM. Null when `data` holds no CRL.
+x509_crl_ptr parse_crl(std::string_view data);
+
+// "" when `crl` was issued by `issuer` (same name, valid signature, cRLSign usage when the
+// issuer restricts key usage) and is a complete CRL (not a delta); otherwise why not.
+std::string check_crl_issuer(X509_CRL* crl, X509* issuer);
+
+// "" when `crl` speaks for `cert`; otherwise why not (its Issuing Distribution Point limits it
+// to CA or end-entity certificates, to some reasons, or makes it indirect).
+std::string check_crl_scope(X509_CRL* crl, X509* cert);
+
+struct crl_entry_status {
+  bool revoked = false;
+  std::time_t revoked_at = 0;
+  std::string reason;  // e.g. "keyCompromise"; empty when the CRL gives none
+};
+crl_entry_status lookup_crl(X509_CRL* crl, X509* cert);
+
+std::time_t crl_this_update(const X509_CRL* crl);
+std::time_t crl_next_update(const X509_CRL* crl);  // 0: none
+std::string crl_issuer_text(const X509_CRL* crl);  // RFC 2253, for metrics and logs
+
+// DER encodings used to match revocations against live sessions: the issuer name of a
+// certificate or CRL, and serial numbers (content octets of the INTEGER).
+std::string name_der(const X509_NAME* name);
+std::string serial_der(const ASN1_INTEGER* serial);
+// Every serial a CRL revokes (removeFromCRL entries of deltas excluded), sorted.
+std::vector<std::string> revoked_serials(X509_CRL* crl);
+
+std::time_t asn1_time_to_unix(const ASN1_TIME* t);  // 0 when absent or unparsable
+
+}  // namespace mtlsd::tls::revocation

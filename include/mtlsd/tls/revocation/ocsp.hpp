@@ -1,0 +1,52 @@
+#pragma once
+// OCSP (RFC 6960) as pure functions on OpenSSL objects: where to ask, what to send, and what a
+// response proves. No I/O here: the revocation service sends the bytes; client-mode stapling
+// checks a response the remote handed over inside the handshake.
+#include <openssl/ocsp.h>
+
+#include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/revocation/status.hpp"
+
+namespace mtlsd::tls::revocation {
+
+using ocsp_request_ptr = std::unique_ptr<OCSP_REQUEST, openssl_deleter<OCSP_REQUEST_free>>;
+
+// Clock skew tolerated on thisUpdate/nextUpdate (responders' clocks drift; RFC 6960 leaves
+// the amount to the client, OpenSSL's own tools use 5 minutes).
+inline constexpr long ocsp_skew_seconds = 300;
+
+// The http:// responder URLs named in `cert`'s Authority Information Access extension.
+std::vector<std::string> ocsp_urls(X509* cert);
+
+struct ocsp_query {
+  std::string der;           // the encoded OCSPRequest, for the POST body
+  std::string cert_id;       // DER of the CertID: names the certificate in caches
+  ocsp_request_ptr request;  // kept to check the nonce in the response
+};
+
+// A request for `cert`'s status (SHA-1 CertID, as responders expect), with a random nonce.
+ocsp_query make_ocsp_query(X509* cert, X509* issuer, bool nonce = true);
+
+struct ocsp_answer {
+  status result = status::unavailable;
+  std::time_t this_update = 0;
+  std::time_t next_update = 0;  // 0: the responder gave none
+  std::time_t revoked_at = 0;
+  std::string detail;  // revocation reason, or why the response is unusable
+};
+
+// What a DER OCSPResponse proves about `cert` (issued by `issuer`): it must be a successful
+// response, signed by `issuer` itself or by a responder certificate `issuer` issued with the
+// OCSPSigning EKU, echo the nonce of `request` when it echoes one at all (a different nonce is a
+// replay), name `cert`, and be current at `now` within ocsp_skew_seconds. Anything less is
+// `unavailable` with the reason in `detail`. `request` may be null (stapled responses).
+ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
+                                OCSP_REQUEST* request, std::time_t now);
+
+}  // namespace mtlsd::tls::revocation

@@ -1,0 +1,91 @@
+#pragma once
+// The revocation service: every revocation answer that needs the network comes from here — OCSP
+// for peers, CRLs from distribution points, OCSP for our own certificate (stapling). It runs on
+// an executor of its own (a dedicated thread in the daemon, a local io_context in `mtlsd
+// verify`), so workers never block on it and its caches need no locks. Sessions hand it a
+// request and await the verdict with await_check(), which resumes them on their own worker.
+//
+// Bounds: every request is limited by the listener's ocsp_timeout and by a response size;
+// caches are LRU-bounded in entries (and bytes for CRLs); concurrent checks of one certificate
+// share one OCSP request, concurrent uses of one distribution point share one download.
+// OCSP answers are kept until their nextUpdate; CRLs until nextUpdate, refreshed ahead of it in
+// the background (with backoff on failure) while peers still use them.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/policy.hpp"
+#include "mtlsd/tls/revocation/stapling.hpp"
+
+namespace mtlsd::metrics {
+class registry;
+}
+
+namespace mtlsd::tls::revocation {
+
+struct check_request {
+  cert_chain chain;  // leaf first: a full handshake's verified chain, trust anchor last
+  // false for a resumed session: `chain` is just the leaf, and its issuers come from what the
+  // service learnt from verified chains (tickets never outlive the context that issued them, so
+  // a resumed peer's issuer was seen by a full handshake of this process).
+  bool chain_verified = true;
+  policy pol;
+  std::uint32_t crl_file_unavailable = 0;  // bit d: the handshake had no usable CRL at depth d
+  std::string crl_file_note;               // what OpenSSL said about it
+  std::time_t at = 0;                      // validation time for CRLs (`verify --at`); 0 = now
+};
+
+struct service_limits {
+  std::size_t ocsp_entries = 10000;
+  std::size_t ocsp_response_bytes = 64 * 1024;
+  std::size_t crl_entries = 64;
+  std::size_t crl_bytes = 10 * 1024 * 1024;        // one CRL
+  std::size_t crl_total_bytes = 64 * 1024 * 1024;  // every cached CRL together
+  std::size_t issuers = 1024;
+};
+
+class service {
+ public:
+  // `background`: refresh CRLs ahead of expiry and keep staples fresh (the daemon); off for
+  // one-shot use (`mtlsd verify`). `metrics` may be null.
+  service(boost::asio::any_io_executor ex, metrics::registry* metrics, service_limits limits = {},
+          bool background = true);
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  boost::asio::any_io_executor executor() const;
+
+  // Run on executor() only (see await_check). Never throws for network or certificate problems.
+  boost::asio::awaitable<verdict> check(check_request req);
+
+  // Thread-safe. `sink` runs on the service's executor for each revocation learnt from a newly
+  // fetched CRL or OCSP answer (recheck_established).
+  void subscribe(std::function<void(event_ptr)> sink);
+
+  // Thread-safe. Keeps `slot` filled with a verified OCSP response for `cert` (issued by
+  // `issuer`) from `url`, refreshed halfway to its nextUpdate, for as long as the slot lives.
+  void staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr issuer, std::string url,
+              std::chrono::milliseconds timeout, std::string listener);
+
+  // Thread-safe. Ends background refreshes; checks in flight complete with what they have.
+  void stop();
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+// Runs svc.check(req) on the service's executor and resumes the caller on its own. When the
+// caller is cancelled first (its session was killed), returns nullopt at once and the check runs
+// on without it (another session may share its requests).
+boost::asio::awaitable<std::optional<verdict>> await_check(service& svc, check_request req);
+
+}  // namespace mtlsd::tls::revocation

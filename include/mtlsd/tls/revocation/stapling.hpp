@@ -1,0 +1,37 @@
+#pragma once
+// OCSP stapling inside the handshake. Server: hand clients that ask (status_request) the
+// response the revocation service keeps fresh for our certificate. Client: ask the remote for
+// one and check it when it comes; a remote that staples "revoked" is refused.
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <ctime>
+#include <memory>
+#include <string>
+
+namespace mtlsd::tls::revocation {
+
+// The current DER OCSP response for one listener's certificate. Written by the revocation
+// service's thread, read by every worker's handshakes: an atomic shared_ptr, no lock.
+class staple_slot {
+ public:
+  struct response {
+    std::string der;
+    std::time_t next_update = 0;  // 0: none given
+  };
+  std::shared_ptr<const response> get() const { return current_.load(); }
+  void set(std::shared_ptr<const response> r) { current_.store(std::move(r)); }
+
+ private:
+  std::atomic<std::shared_ptr<const response>> current_;
+};
+
+// Server contexts: staple `slot`'s response (it must outlive `ctx`). Without a fresh response
+// the handshake goes on without a staple.
+void serve_staples(SSL_CTX* ctx, const staple_slot* slot);
+
+// Client contexts: request a stapled response and check it after the chain is verified. Needs
+// the context's verifier (verify.hpp) to record the verdict.
+void check_staples(SSL_CTX* ctx);
+
+}  // namespace mtlsd::tls::revocation

@@ -1,0 +1,155 @@
+#include "mtlsd/tls/revocation/crl.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+
+#include "mtlsd/tls/credentials.hpp"
+
+namespace mtlsd::tls::revocation {
+
+std::time_t asn1_time_to_unix(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return timegm(&tm);
+}
+
+std::vector<std::string> crl_urls(X509* cert) {
+  std::vector<std::string> out;
+  auto* points = static_cast<STACK_OF(DIST_POINT)*>(
+      X509_get_ext_d2i(cert, NID_crl_distribution_points, nullptr, nullptr));
+  for (int i = 0; points && i < sk_DIST_POINT_num(points); ++i) {
+    DIST_POINT* dp = sk_DIST_POINT_value(points, i);
+    // A point with a CRL issuer names an indirect CRL; a point limited to some reasons does not
+    // give a complete answer. Neither is supported: skip rather than misread them.
+    if (!dp->distpoint || dp->distpoint->type != 0 || dp->CRLissuer || dp->reasons) continue;
+    GENERAL_NAMES* names = dp->distpoint->name.fullname;
+    for (int j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
+      GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, j);
+      if (gn->type != GEN_URI) continue;
+      const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
+      std::string url(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                      static_cast<std::size_t>(ASN1_STRING_length(uri)));
+      if (url.rfind("http://", 0) == 0) out.push_back(std::move(url));
+    }
+  }
+  sk_DIST_POINT_pop_free(points, DIST_POINT_free);
+  drain_errors();
+  return out;
+}
+
+x509_crl_ptr parse_crl(std::string_view data) {
+  bio_ptr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+  X509_CRL* crl = nullptr;
+  if (data.find("-----BEGIN X509 CRL-----") != std::string_view::npos)
+    crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr);
+  else
+    crl = d2i_X509_CRL_bio(bio.get(), nullptr);
+  drain_errors();
+  return x509_crl_ptr(crl);
+}
+
+std::string check_crl_issuer(X509_CRL* crl, X509* issuer) {
+  if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) != 0)
+    return "CRL issuer does not match the certificate's issuer";
+  if ((X509_get_extension_flags(issuer) & EXFLAG_KUSAGE) &&
+      !(X509_get_key_usage(issuer) & KU_CRL_SIGN))
+    return "the issuer may not sign CRLs (no cRLSign key usage)";
+  EVP_PKEY* key = X509_get0_pubkey(issuer);
+  if (!key || X509_CRL_verify(crl, key) != 1) {
+    drain_errors();
+    return "CRL signature does not verify against the issuer";
+  }
+  if (X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) >= 0)
+    return "a delta CRL where a complete CRL was expected";
+  return {};
+}
+
+std::string check_crl_scope(X509_CRL* crl, X509* cert) {
+  int crit = 0;
+  auto* idp = static_cast<ISSUING_DIST_POINT*>(
+      X509_CRL_get_ext_d2i(crl, NID_issuing_distribution_point, &crit, nullptr));
+  drain_errors();
+  if (!idp) return {};
+  std::string why;
+  // A CRL limited to some reasons, or listing other CAs' certificates, is not a complete
+  // answer for anyone; one limited to end-entity or CA certificates is for those only.
+  if (idp->onlysomereasons || idp->indirectCRL > 0 || idp->onlyattr > 0)
+    why = "a partitioned or indirect CRL (issuing distribution point), which is not supported";
+  else if (idp->onlyuser > 0 && X509_check_ca(cert))
+    why = "the CRL covers end-entity certificates only";
+  else if (idp->onlyCA > 0 && !X509_check_ca(cert))
+    why = "the CRL covers CA certificates only";
+  ISSUING_DIST_POINT_free(idp);
+  return why;
+}
+
+crl_entry_status lookup_crl(X509_CRL* crl, X509* cert) {
+  crl_entry_status out;
+  X509_REVOKED* entry = nullptr;
+  // 1 = listed; 2 = listed as removeFromCRL (a delta's "no longer on hold"): not revoked.
+  if (X509_CRL_get0_by_cert(crl, &entry, cert) != 1 || !entry) return out;
+  out.revoked = true;
+  out.revoked_at = asn1_time_to_unix(X509_REVOKED_get0_revocationDate(entry));
+  int crit = 0;
+  if (auto* code = static_cast<ASN1_ENUMERATED*>(
+          X509_REVOKED_get_ext_d2i(entry, NID_crl_reason, &crit, nullptr))) {
+    out.reason = OCSP_crl_reason_str(ASN1_ENUMERATED_get(code));
+    ASN1_ENUMERATED_free(code);
+  }
+  drain_errors();
+  return out;
+}
+
+std::time_t crl_this_update(const X509_CRL* crl) {
+  return asn1_time_to_unix(X509_CRL_get0_lastUpdate(crl));
+}
+
+std::time_t crl_next_update(const X509_CRL* crl) {
+  return asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl));
+}
+
+std::string crl_issuer_text(const X509_CRL* crl) {
+  return name_of(X509_CRL_get_issuer(crl));  // as the CRL-file series and the logs spell it
+}
+
+std::string name_der(const X509_NAME* name) {
+  unsigned char* buf = nullptr;
+  const int len = i2d_X509_NAME(name, &buf);
+  if (len <= 0) return {};
+  std::string out(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(len));
+  OPENSSL_free(buf);
+  return out;
+}
+
+std::string serial_der(const ASN1_INTEGER* serial) {
+  if (!serial) return {};
+  std::string out(reinterpret_cast<const char*>(ASN1_STRING_get0_data(serial)),
+                  static_cast<std::size_t>(ASN1_STRING_length(serial)));
+  // The sign lives in the type, not the octets: keep them apart (serials are positive anyway).
+  if (ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) out.insert(0, 1, '-');
+  return out;
+}
+
+std::vector<std::string> revoked_serials(X509_CRL* crl) {
+  std::vector<std::string> out;
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl);
+  for (int i = 0; entries && i < sk_X509_REVOKED_num(entries); ++i) {
+    X509_REVOKED* entry = sk_X509_REVOKED_value(entries, i);
+    int crit = 0;
+    auto* code = static_cast<ASN1_ENUMERATED*>(
+        X509_REVOKED_get_ext_d2i(entry, NID_crl_reason, &crit, nullptr));
+    const bool removed = code && ASN1_ENUMERATED_get(code) == CRL_REASON_REMOVE_FROM_CRL;
+    ASN1_ENUMERATED_free(code);
+    if (!removed) out.push_back(serial_der(X509_REVOKED_get0_serialNumber(entry)));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  drain_errors();
+  return out;
+}
+
+}  // namespace mtlsd::tls::revocation

@@ -1,0 +1,140 @@
+#include "mtlsd/tls/revocation/ocsp.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "mtlsd/tls/revocation/crl.hpp"
+
+namespace mtlsd::tls::revocation {
+namespace {
+
+using ocsp_certid_ptr = std::unique_ptr<OCSP_CERTID, openssl_deleter<OCSP_CERTID_free>>;
+using ocsp_response_ptr = std::unique_ptr<OCSP_RESPONSE, openssl_deleter<OCSP_RESPONSE_free>>;
+using ocsp_basic_ptr = std::unique_ptr<OCSP_BASICRESP, openssl_deleter<OCSP_BASICRESP_free>>;
+
+template <class T, class Encode>
+std::string encode(T* obj, Encode i2d) {
+  unsigned char* buf = nullptr;
+  const int len = i2d(obj, &buf);
+  if (len <= 0) return {};
+  std::string out(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(len));
+  OPENSSL_free(buf);
+  return out;
+}
+
+ocsp_answer unusable(std::string why) {
+  ocsp_answer a;
+  a.result = status::unavailable;
+  a.detail = std::move(why);
+  return a;
+}
+
+}  // namespace
+
+std::vector<std::string> ocsp_urls(X509* cert) {
+  std::vector<std::string> out;
+  STACK_OF(OPENSSL_STRING)* urls = X509_get1_ocsp(cert);
+  for (int i = 0; urls && i < sk_OPENSSL_STRING_num(urls); ++i) {
+    std::string url = sk_OPENSSL_STRING_value(urls, i);
+    if (url.rfind("http://", 0) == 0) out.push_back(std::move(url));
+  }
+  X509_email_free(urls);  // frees a STACK_OF(OPENSSL_STRING), whatever its name says
+  return out;
+}
+
+ocsp_query make_ocsp_query(X509* cert, X509* issuer, bool nonce) {
+  ocsp_query q;
+  ocsp_certid_ptr id(OCSP_cert_to_id(nullptr, cert, issuer));
+  if (!id) return q;
+  q.cert_id = encode(id.get(), i2d_OCSP_CERTID);
+  q.request.reset(OCSP_REQUEST_new());
+  OCSP_CERTID* for_request = OCSP_CERTID_dup(id.get());
+  if (!q.request || !for_request || !OCSP_request_add0_id(q.request.get(), for_request)) {
+    OCSP_CERTID_free(for_request);
+    q.request.reset();
+    drain_errors();
+    return q;
+  }
+  if (nonce) OCSP_request_add1_nonce(q.request.get(), nullptr, -1);
+  q.der = encode(q.request.get(), i2d_OCSP_REQUEST);
+  drain_errors();
+  return q;
+}
+
+ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
+                                OCSP_REQUEST* request, std::time_t now) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  ocsp_response_ptr response(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size())));
+  if (!response) {
+    drain_errors();
+    return unusable("not an OCSP response");
+  }
+  const int rs = OCSP_response_status(response.get());
+  if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+    return unusable(std::string("responder answered '") + OCSP_response_status_str(rs) + "'");
+  ocsp_basic_ptr basic(OCSP_response_get1_basic(response.get()));
+  if (!basic) {
+    drain_errors();
+    return unusable("not a basic OCSP response");
+  }
+  // 1 = echoed, 2 = no nonce either side, -1 = the responder does not echo nonces (allowed:
+  // many pre-generate responses), 3 = nonce only in the response. 0 = a different nonce: this is
+  // an answer to someone else's question.
+  if (request && OCSP_check_nonce(request, basic.get()) == 0) {
+    drain_errors();
+    return unusable("response nonce does not match the request (replayed response?)");
+  }
+
+  // The issuer, already verified as part of the peer's chain, is the only trust anchor: the
+  // responder is the issuer itself or a certificate it issued with the OCSPSigning EKU
+  // (OpenSSL's ocsp_check_issuer/ocsp_check_delegated).
+  x509_store_ptr anchors(X509_STORE_new());
+  if (!anchors || X509_STORE_add_cert(anchors.get(), issuer) != 1) {
+    drain_errors();
+    return unusable("cannot set up OCSP verification");
+  }
+  X509_STORE_set_flags(anchors.get(), X509_V_FLAG_PARTIAL_CHAIN);
+  STACK_OF(X509)* certs = sk_X509_new_null();
+  sk_X509_push(certs, issuer);
+  const int verified = OCSP_basic_verify(basic.get(), certs, anchors.get(), 0);
+  sk_X509_free(certs);
+  if (verified <= 0) {
+    std::string why = drain_errors();
+    return unusable("response signature does not verify against the issuer" +
+                    (why.empty() ? std::string() : ": " + why));
+  }
+
+  ocsp_certid_ptr id(OCSP_cert_to_id(nullptr, cert, issuer));
+  int st = -1, reason = -1;
+  ASN1_GENERALIZEDTIME *revoked = nullptr, *this_update = nullptr, *next_update = nullptr;
+  if (!id || OCSP_resp_find_status(basic.get(), id.get(), &st, &reason, &revoked, &this_update,
+                                   &next_update) != 1) {
+    drain_errors();
+    return unusable("response does not cover this certificate");
+  }
+  ocsp_answer a;
+  a.this_update = asn1_time_to_unix(this_update);
+  a.next_update = asn1_time_to_unix(next_update);
+  if (!this_update || a.this_update > now + ocsp_skew_seconds)
+    return unusable("response is not yet valid (thisUpdate in the future)");
+  if (a.next_update && a.next_update < now - ocsp_skew_seconds)
+    return unusable("response is stale (nextUpdate has passed)");
+  switch (st) {
+    case V_OCSP_CERTSTATUS_GOOD:
+      a.result = status::good;
+      break;
+    case V_OCSP_CERTSTATUS_REVOKED:
+      a.result = status::revoked;
+      a.revoked_at = asn1_time_to_unix(revoked);
+      if (reason >= 0) a.detail = OCSP_crl_reason_str(reason);
+      break;
+    default:
+      a.result = status::unknown;
+      a.detail = "the responder does not know this certificate";
+      break;
+  }
+  drain_errors();
+  return a;
+}
+
+}  // namespace mtlsd::tls::revocation

@@ -1,0 +1,79 @@
+#include "mtlsd/tls/revocation/stapling.hpp"
+
+#include <cstring>
+#include <ctime>
+
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+#include "mtlsd/tls/verify.hpp"
+
+namespace mtlsd::tls::revocation {
+namespace {
+
+// SSL_CTX_set_tlsext_status_cb and friends are macros hiding old-style casts: call what they
+// expand to.
+using status_cb = int (*)(SSL*, void*);
+
+void set_status_cb(SSL_CTX* ctx, status_cb cb) {
+  SSL_CTX_callback_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB, reinterpret_cast<void (*)()>(cb));
+}
+
+int staple_our_response(SSL* ssl, void* arg) {
+  const auto* slot = static_cast<const staple_slot*>(arg);
+  auto r = slot->get();
+  // Never staple an expired response: clients would (rightly) refuse the handshake.
+  if (!r || r->der.empty() || (r->next_update && r->next_update < std::time(nullptr)))
+    return SSL_TLSEXT_ERR_NOACK;
+  auto* copy = static_cast<unsigned char*>(OPENSSL_malloc(r->der.size()));
+  if (!copy) return SSL_TLSEXT_ERR_NOACK;
+  std::memcpy(copy, r->der.data(), r->der.size());
+  // OpenSSL takes ownership of `copy`.
+  if (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP, static_cast<long>(r->der.size()),
+               copy) != 1) {
+    OPENSSL_free(copy);
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// Client side: called once the remote's chain is verified, with or without a staple.
+int check_remote_staple(SSL* ssl, void*) {
+  const unsigned char* resp = nullptr;
+  const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
+  if (!resp || len <= 0) return 1;  // no staple: nothing to check
+  verify_outcome* out = verifier::outcome_of(ssl);
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  // Without a verified chain (insecure_skip_verify) there is no issuer to check against.
+  if (!chain || sk_X509_num(chain) < 2 || SSL_get_verify_result(ssl) != X509_V_OK) return 1;
+  X509* leaf = sk_X509_value(chain, 0);
+  X509* issuer = sk_X509_value(chain, 1);
+  ocsp_answer a = check_ocsp_response(
+      std::string_view(reinterpret_cast<const char*>(resp), static_cast<std::size_t>(len)), leaf,
+      issuer, nullptr, std::time(nullptr));
+  if (out) {
+    out->staple = a.result;
+    out->staple_detail = a.detail;
+  }
+  if (a.result != status::revoked) return 1;  // an unusable staple is as good as none
+  if (out && !out->refusal) {
+    out->refusal = reason::revoked;
+    out->detail = "certificate revoked" +
+                  (a.detail.empty() ? std::string() : " (" + a.detail + ")") +
+                  " at depth 0: " + subject_of(leaf) + " (stapled OCSP response)";
+  }
+  return 0;  // fails the handshake with a bad_certificate_status_response alert
+}
+
+}  // namespace
+
+void serve_staples(SSL_CTX* ctx, const staple_slot* slot) {
+  set_status_cb(ctx, staple_our_response);
+  SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB_ARG, 0, const_cast<staple_slot*>(slot));
+}
+
+void check_staples(SSL_CTX* ctx) {
+  SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_TYPE, TLSEXT_STATUSTYPE_ocsp, nullptr);
+  set_status_cb(ctx, check_remote_staple);
+}
+
+}  // namespace mtlsd::tls::revocation

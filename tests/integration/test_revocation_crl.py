@@ -1,0 +1,242 @@
+"""CRLs: files (with delta CRLs, staleness and crl_grace) decided inside the
+handshake, and CRLs fetched from the distribution points the certificates
+name, decided after it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, run_cli,
+                           server_listener, write_config)
+from refusal import assert_admitted, assert_refused
+from revocation_env import *  # noqa: F401,F403  (fixtures)
+from revocation_env import ROOT_CRL, assert_metric_delta, metric, metrics_text
+
+CHECKS = "mtlsd_revocation_checks_total"
+NEXT_UPDATE = "mtlsd_crl_next_update_timestamp_seconds"
+ROOT_ISSUER = "CN=mtlsd Test Root CA,O=mtlsd Test"
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+
+
+def root_crl(pki, out: str, *extra: str) -> str:
+    pki.openssl("ca", "-batch", "-name", "root_ca", "-gencrl", *extra, "-out", pki.path(out))
+    return pki.path(out)
+
+
+# --- CRL files ------------------------------------------------------------------
+
+def test_crl_file_revokes_in_the_handshake_and_exports_next_update(serve_rv, rpki):
+    daemon, up = serve_rv({"crl_files": [rpki.path("crl.pem"), rpki.path("int-crl.pem")]})
+    before = metrics_text(daemon)
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-revoked"))
+    assert_refused(daemon, up, ex, "revoked")
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
+                    b"ping\n")
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="revoked")
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="good")
+    assert metric(daemon, NEXT_UPDATE, issuer=ROOT_ISSUER) > time.time()
+    assert metric(daemon, NEXT_UPDATE, issuer="CN=mtlsd Test Intermediate CA,O=mtlsd Test") > 0
+
+
+def test_delta_crl_is_honoured(serve_rv, rpki):
+    # client-delta was revoked after crl-base.pem: only crl-delta.pem knows.
+    ctx = client_context(rpki, "client-delta")
+    daemon, up = serve_rv({"crl_files": [rpki.path("crl-base.pem")], "crl_scope": "leaf"})
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), ctx), b"ping\n")
+    daemon, up = serve_rv({"crl_files": [rpki.path("crl-base.pem"), rpki.path("crl-delta.pem")],
+                           "crl_scope": "leaf"})
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(), ctx), "revoked")
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
+                    b"ping\n")
+
+
+def stale_crl(rpki, tmp_path) -> str:
+    """The root's CRL (client-revoked listed) whose nextUpdate passed an hour ago."""
+    mine = rpki.copy_to(tmp_path / "pki")
+    now = time.time()
+    return root_crl(mine, "stale-crl.pem", "-crl_lastupdate", stamp(now - 7200),
+                    "-crl_nextupdate", stamp(now - 3600))
+
+
+def test_stale_crl_within_grace_is_still_enforced(serve_rv, rpki, tmp_path):
+    daemon, up = serve_rv({"crl_files": [stale_crl(rpki, tmp_path)], "crl_grace": "2h"})
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(), client_context(rpki,
+                                                                            "client-revoked")),
+                   "revoked")
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
+                    b"ping\n")
+
+
+def test_stale_crl_past_grace_is_unavailable(serve_rv, rpki, tmp_path):
+    daemon, up = serve_rv({"crl_files": [stale_crl(rpki, tmp_path)], "crl_grace": "30m"})
+    before = metrics_text(daemon)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(), client_context(rpki,
+                                                                                   "client")),
+                          "revocation_unavailable")
+    assert "CRL has expired" in line["detail"], line
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="unavailable")
+    # The gauge says when it expired: what the MtlsdCRLExpired alert looks at.
+    assert metric(daemon, NEXT_UPDATE, issuer=ROOT_ISSUER) < time.time()
+
+
+def test_stale_crl_under_allow_admits_but_still_revokes(serve_rv, rpki, tmp_path):
+    daemon, up = serve_rv({"crl_files": [stale_crl(rpki, tmp_path)],
+                           "on_unavailable": "allow"})
+    # Soft-fail still enforces the last CRL it had.
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(), client_context(rpki,
+                                                                            "client-revoked")),
+                   "revoked")
+    before = metrics_text(daemon)
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
+                    b"ping\n")
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="unavailable")
+
+
+# --- CRL distribution points ----------------------------------------------------
+
+CDP = {"crl_distribution_points": True, "ocsp_timeout": "1s"}
+
+
+def test_distribution_point_crl_admits_and_revokes(serve_rv, rpki, rv):
+    daemon, up = serve_rv(CDP)
+    before = metrics_text(daemon)
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp-revoked"))
+    line = assert_refused(daemon, up, ex, "revoked", alert=False)
+    assert f"(crl {rv.url(ROOT_CRL)})" in line["detail"], line
+    assert "keyCompromise" in line["detail"], line
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+    # One download served both checks.
+    assert rv.crl_requests(ROOT_CRL) == 1
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="good")
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="revoked")
+    assert metric(daemon, NEXT_UPDATE, issuer=ROOT_ISSUER) > time.time()
+
+
+def test_distribution_point_down_under_fail_refuses(serve_rv, rpki, rv):
+    daemon, up = serve_rv(CDP)
+    rv.stop()
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert f"crl {rv.url(ROOT_CRL)}" in line["detail"], line
+
+
+def test_distribution_point_down_under_allow_admits_and_counts(serve_rv, rpki, rv):
+    daemon, up = serve_rv({**CDP, "on_unavailable": "allow"})
+    rv.stop()
+    before = metrics_text(daemon)
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+    assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
+                        result="unavailable")
+
+
+def test_distribution_point_crl_from_another_issuer_is_rejected(serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    mine.openssl("ca", "-batch", "-name", "other_ca", "-gencrl", "-out", mine.path("other.pem"))
+    rv.crls[ROOT_CRL] = mine.read("other.pem")
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert "CRL issuer does not match" in line["detail"], line
+
+
+def test_distribution_point_serving_garbage_is_unavailable(serve_rv, rpki, rv):
+    rv.crls[ROOT_CRL] = b"<html>not a CRL</html>"
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert "not a CRL" in line["detail"], line
+
+
+def test_distribution_point_crl_in_der_is_accepted(serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    subprocess.run(["openssl", "crl", "-in", mine.path("crl-all.pem"), "-outform", "DER",
+                    "-out", mine.path("crl-all.der")], check=True, capture_output=True)
+    rv.crls[ROOT_CRL] = mine.read("crl-all.der")
+    daemon, up = serve_rv(CDP)
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+
+
+def test_certificate_without_distribution_point_is_unavailable(serve_rv, rpki, rv):
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client")),
+                          "revocation_unavailable", alert=False)
+    assert "names no http:// CRL distribution point" in line["detail"], line
+
+
+def test_crl_file_answers_where_the_certificate_has_no_distribution_point(serve_rv, rpki, rv):
+    # An answer from any source is enough: the file covers client.crt, which names no CDP.
+    daemon, up = serve_rv({**CDP, "crl_files": [rpki.path("crl.pem")], "crl_scope": "leaf"})
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(), client_context(rpki,
+                                                                            "client-revoked")),
+                   "revoked")
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client")),
+                    b"ping\n")
+
+
+def test_expired_distribution_point_crl_still_revokes(serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    root_crl(mine, "short.pem", "-crlsec", "2")
+    rv.crls[ROOT_CRL] = mine.read("short.pem")
+    daemon, up = serve_rv(CDP)
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp")),
+                    b"ping\n")
+    rv.stop()  # the refresh ahead of nextUpdate fails; the CRL expires
+    time.sleep(3.2)  # nextUpdate has a one-second resolution: be past it for sure
+    # The last CRL mtlsd had still revokes...
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp-revoked"))
+    assert ex.data == b"" and ex.local, ex
+    assert daemon.wait_for_access(client=ex.local)["reason"] == "revoked"
+    # ...but says nothing current about the others.
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp"))
+    assert ex.data == b"" and ex.local, ex
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["reason"] == "revocation_unavailable", line
+    assert "CRL expired at" in line["detail"] and "refreshing it failed" in line["detail"], line
+    daemon.wait_for_log(lambda l: l.get("msg") == "CRL download failed")
+
+
+def test_verify_command_uses_distribution_points(mtlsd_bin, rpki, rv, tmp_path):
+    listener = server_listener(rpki, "127.0.0.1:9", revocation=CDP)
+    cfg = write_config(tmp_path / "mtlsd.yaml", daemon_config([listener]))
+    proc = run_cli(mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                   "--cert", rpki.path("client-cdp-revoked.crt"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("rejected: revoked: "), proc.stdout
+    assert f"(crl {rv.url(ROOT_CRL)})" in proc.stdout, proc.stdout
+    proc = run_cli(mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                   "--cert", rpki.path("client-cdp.crt"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"revocation: good (crl {rv.url(ROOT_CRL)})" in proc.stdout.splitlines(), proc.stdout
+
+
+def test_distribution_point_crl_for_ca_certificates_only_does_not_answer_for_a_leaf(
+        serve_rv, rpki, rv, tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    with open(mine.path("openssl.cnf"), "a") as cnf:
+        cnf.write("\n[ crl_ext_ca_only ]\nauthorityKeyIdentifier = keyid:always\n"
+                  "issuingDistributionPoint = critical, @idp_ca_only\n"
+                  "[ idp_ca_only ]\nonlyCA = TRUE\n")
+    root_crl(mine, "ca-only.pem", "-crlexts", "crl_ext_ca_only")
+    rv.crls[ROOT_CRL] = mine.read("ca-only.pem")
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert "covers CA certificates only" in line["detail"], line

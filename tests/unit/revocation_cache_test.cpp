@@ -1,0 +1,88 @@
+// The revocation service's bounded caches, and the pieces of it that need no network.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "mtlsd/tls/revocation/cache.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/http_fetch.hpp"
+
+namespace mtlsd::tls::revocation {
+namespace {
+
+TEST(RevocationCache, EvictsLeastRecentlyUsedByCount) {
+  lru_cache<std::string, int> c(2, 0);
+  c.put("a", 1);
+  c.put("b", 2);
+  ASSERT_NE(c.find("a"), nullptr);  // a is now the most recent
+  c.put("c", 3);
+  EXPECT_EQ(c.size(), 2u);
+  EXPECT_EQ(c.peek("b"), nullptr);
+  EXPECT_NE(c.peek("a"), nullptr);
+  EXPECT_NE(c.peek("c"), nullptr);
+}
+
+TEST(RevocationCache, EvictsByBytesAndRefusesOversizedEntries) {
+  lru_cache<std::string, std::string> c(10, 10, [](const std::string& v) { return v.size(); });
+  std::string evicted;
+  c.on_evict([&](const std::string& k, std::string&) { evicted += k; });
+  c.put("a", "12345");
+  c.put("b", "12345");
+  EXPECT_EQ(c.bytes(), 10u);
+  c.put("c", "123");
+  EXPECT_EQ(evicted, "a");
+  EXPECT_EQ(c.bytes(), 8u);
+  EXPECT_EQ(c.put("big", std::string(11, 'x')), nullptr);
+  EXPECT_EQ(c.peek("big"), nullptr);
+}
+
+TEST(RevocationCache, ReplacingKeepsTheByteCountRight) {
+  lru_cache<std::string, std::string> c(10, 100, [](const std::string& v) { return v.size(); });
+  c.put("a", "123");
+  c.put("a", "12345");
+  EXPECT_EQ(c.size(), 1u);
+  EXPECT_EQ(c.bytes(), 5u);
+  c.erase("a");
+  EXPECT_EQ(c.bytes(), 0u);
+}
+
+TEST(RevocationHttpUrl, Parses) {
+  auto u = parse_http_url("http://127.0.0.1:8080/ocsp");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, "8080");
+  EXPECT_EQ(u->target, "/ocsp");
+  u = parse_http_url("HTTP://crl.example.org");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->port, "80");
+  EXPECT_EQ(u->target, "/");
+  u = parse_http_url("http://[::1]:9/x?y=1");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->host, "::1");
+  EXPECT_EQ(u->target, "/x?y=1");
+}
+
+TEST(RevocationHttpUrl, Rejects) {
+  EXPECT_FALSE(parse_http_url("https://example.org/"));
+  EXPECT_FALSE(parse_http_url("ldap://example.org/"));
+  EXPECT_FALSE(parse_http_url("http://"));
+  EXPECT_FALSE(parse_http_url("http://host:0/"));
+  EXPECT_FALSE(parse_http_url("http://host:99999/"));
+  EXPECT_FALSE(parse_http_url("http://user@host/"));
+  EXPECT_FALSE(parse_http_url("http://[::1/"));
+}
+
+TEST(RevocationEvent, MatchesIssuerAndSerial) {
+  revocation_event e;
+  e.issuer = "issuer-A";
+  e.serials = {"\x10\x01", "\x10\x05"};
+  std::vector<peer_cert_id> chain = {{"issuer-A", "\x10\x02"}, {"root", "\x01"}};
+  EXPECT_EQ(revoked_depth(e, chain), -1);
+  chain[0].serial = "\x10\x05";
+  EXPECT_EQ(revoked_depth(e, chain), 0);
+  chain[0].issuer = "issuer-B";  // same serial, another CA: not this one
+  EXPECT_EQ(revoked_depth(e, chain), -1);
+}
+
+}  // namespace
+}  // namespace mtlsd::tls::revocation
