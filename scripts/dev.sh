@@ -38,14 +38,37 @@ install_missing() {
 
 build() {
   local preset=$1
+  shift
   say "building ($preset)"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" -j"$(nproc)"
+  cmake --build --preset "$preset" -j"$(nproc)" "$@"
+}
+
+# Background processes of `run`, stopped on any exit (globals: a trap runs after the function
+# that set them has returned).
+MTLSD_PID=""
+UPSTREAM_PID=""
+cleanup() {
+  [[ -n $MTLSD_PID ]] && kill "$MTLSD_PID" 2>/dev/null && wait "$MTLSD_PID" 2>/dev/null
+  [[ -n $UPSTREAM_PID ]] && kill "$UPSTREAM_PID" 2>/dev/null
+  return 0
+}
+trap cleanup EXIT
+
+wait_until() {  # wait_until DESCRIPTION COMMAND...: up to 10 s
+  local what=$1
+  shift
+  for _ in $(seq 100); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "dev.sh: $what did not come up within 10 s" >&2
+  return 1
 }
 
 cmd_run() {
   install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"
-  build release
+  build release --target mtlsd
   local bin="$ROOT/build/release/mtlsd" dev="$ROOT/.dev"
   mkdir -p "$dev"
   say "making a dev PKI in .dev/pki (git-ignored)"
@@ -56,15 +79,14 @@ cmd_run() {
   mkdir -p "$dev/www"
   echo "hello from the demo upstream: you were admitted by mtlsd" >"$dev/www/index.html"
   python3 -m http.server 8080 --bind 127.0.0.1 --directory "$dev/www" >"$dev/upstream.log" 2>&1 &
-  local upstream_pid=$!
+  UPSTREAM_PID=$!
+  wait_until "the demo upstream on 127.0.0.1:8080" curl -sf http://127.0.0.1:8080/
   "$bin" run --config "$ROOT/config/dev.yaml" 2>"$dev/mtlsd.log" &
-  local mtlsd_pid=$!
-  trap 'kill $mtlsd_pid $upstream_pid 2>/dev/null; wait $mtlsd_pid 2>/dev/null || true' EXIT
-  for _ in $(seq 100); do
-    grep -q '"msg":"ready"\|info ready' "$dev/mtlsd.log" 2>/dev/null && break
-    kill -0 $mtlsd_pid 2>/dev/null || { cat "$dev/mtlsd.log"; exit 1; }
-    sleep 0.1
-  done
+  MTLSD_PID=$!
+  if ! wait_until "mtlsd" grep -q 'info ready\|"msg":"ready"' "$dev/mtlsd.log"; then
+    cat "$dev/mtlsd.log" >&2
+    exit 1
+  fi
 
   local pki="$dev/pki"
   say "an admitted client (certificate from the trusted CA, SPIFFE ID on the allow list):"
@@ -82,7 +104,7 @@ cmd_run() {
   if [[ -t 0 ]]; then
     say "mtlsd is running on https://localhost:8443 (admin http://127.0.0.1:9901). Ctrl-C stops it."
     say "logs: .dev/mtlsd.log   PKI: .dev/pki"
-    wait $mtlsd_pid
+    wait "$MTLSD_PID"
   fi
 }
 
