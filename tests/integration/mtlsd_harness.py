@@ -253,21 +253,27 @@ class Mtlsd:
         return [line for line in self.logs()
                 if line.get("msg") == "access" and _matches(line, match)]
 
+    def log_mark(self) -> int:
+        """How many log lines exist now; pass as since= to ignore everything older (a shared
+        daemon may already hold a line from an earlier connection that used the same client
+        port)."""
+        return len(self.logs())
+
     def wait_for_log(self, predicate: Callable[[dict], bool],
-                     timeout: float = LOG_TIMEOUT) -> dict:
+                     timeout: float = LOG_TIMEOUT, since: int = 0) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            for line in self.logs():
+            for line in self.logs()[since:]:
                 if predicate(line):
                     return line
             if time.monotonic() >= deadline:
                 raise MtlsdError(f"no matching log line within {timeout}s:\n{self.output_tail()}")
             time.sleep(POLL)
 
-    def wait_for_access(self, timeout: float = LOG_TIMEOUT, **match: Any) -> dict:
+    def wait_for_access(self, timeout: float = LOG_TIMEOUT, since: int = 0, **match: Any) -> dict:
         """The access line for one connection, e.g. wait_for_access(client=ex.local)."""
         return self.wait_for_log(lambda l: l.get("msg") == "access" and _matches(l, match),
-                                 timeout)
+                                 timeout, since)
 
 
 def _matches(line: dict, match: dict) -> bool:

@@ -529,9 +529,10 @@ def test_over_max_connections_counts_rejected_without_a_reason(multi, pki):
         assert held.recv(5) == b"hold\n"
         before = daemon.scrape()
         assert before.get("mtlsd_connections_active", listener="limited") == 1
+        mark = daemon.log_mark()
         ex = raw_exchange(daemon.addr("limited"), b"")
         assert ex.data == b"" and ex.elapsed < 2, ex
-        line = daemon.wait_for_access(client=ex.local)
+        line = daemon.wait_for_access(client=ex.local, since=mark)
         assert line["result"] == "rejected" and line["reason"] == "", line
         after = daemon.scrape()
         assert after.get("mtlsd_connections_active", listener="limited") == 1
