@@ -271,9 +271,23 @@ class Mtlsd:
             time.sleep(POLL)
 
     def wait_for_access(self, timeout: float = LOG_TIMEOUT, since: int = 0, **match: Any) -> dict:
-        """The access line for one connection, e.g. wait_for_access(client=ex.local)."""
-        return self.wait_for_log(lambda l: l.get("msg") == "access" and _matches(l, match),
-                                 timeout, since)
+        """The access line for one connection, e.g. wait_for_access(client=ex.local).
+
+        A line is handed out once: on a shared daemon an earlier connection may have used the
+        same ephemeral client port, and its (already consumed) line must not answer for a new
+        connection. `since` excludes older lines altogether."""
+        deadline = time.monotonic() + timeout
+        consumed = self.__dict__.setdefault("_consumed_access", set())
+        while True:
+            for index, line in enumerate(self.logs()):
+                if index < since or index in consumed:
+                    continue
+                if line.get("msg") == "access" and _matches(line, match):
+                    consumed.add(index)
+                    return line
+            if time.monotonic() >= deadline:
+                raise MtlsdError(f"no matching access line within {timeout}s:\n{self.output_tail()}")
+            time.sleep(POLL)
 
 
 def _matches(line: dict, match: dict) -> bool:
