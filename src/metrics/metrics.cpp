@@ -1,5 +1,9 @@
 #include "mtlsd/metrics/metrics.hpp"
 
+#include <atomic>
+#include <cstdint>
+#include <tuple>
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -19,7 +23,12 @@ const Histogram::BucketBoundaries connection_buckets = {0.01, 0.1,  1,    10,   
 
 }  // namespace
 
-registry::registry() : registry_(std::make_shared<prometheus::Registry>()) {
+namespace {
+std::atomic<std::uint64_t> next_registry_id{1};
+}  // namespace
+
+registry::registry()
+    : registry_(std::make_shared<prometheus::Registry>()), id_(next_registry_id++) {
   auto& r = *registry_;
   connections_ = &prometheus::BuildCounter()
                       .Name("mtlsd_connections_total")
@@ -139,11 +148,21 @@ listener_metrics& registry::for_listener(const std::string& name) {
 
 void registry::count_handshake(const std::string& listener, std::string_view version,
                                std::string_view cipher) {
-  tls_handshakes_
-      ->Add({{"listener", listener},
-             {"version", std::string(version)},
-             {"cipher", std::string(cipher)}})
-      .Increment();
+  // Called once per handshake on every worker: Family::Add would take the family mutex and hash
+  // every label each time. OpenSSL's version and cipher names are static strings, so a
+  // per-thread cache keyed by their addresses (and this registry's id, never reused) finds the
+  // counter without a lock after the first handshake of each kind.
+  using key = std::tuple<std::uint64_t, std::string, const char*, const char*>;
+  thread_local std::map<key, prometheus::Counter*> cache;
+  key k{id_, listener, version.data(), cipher.data()};
+  auto it = cache.find(k);
+  if (it == cache.end()) {
+    auto& counter = tls_handshakes_->Add({{"listener", listener},
+                                          {"version", std::string(version)},
+                                          {"cipher", std::string(cipher)}});
+    it = cache.emplace(std::move(k), &counter).first;
+  }
+  it->second->Increment();
 }
 
 void registry::set_certificate_expiry(const std::vector<cert_series>& certs) {

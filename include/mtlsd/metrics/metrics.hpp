@@ -51,9 +51,8 @@ class registry {
   // back on reload keeps its counters (Prometheus counters must not reset while the process runs).
   listener_metrics& for_listener(const std::string& name);
 
-  // Counts a negotiated protocol/cipher, for `mtlsd_tls_handshakes_total`. Called once per
-  // completed handshake; cached per (listener, version, cipher) behind a mutex-free fast path
-  // is not worth it at handshake rates, so this takes the family lock.
+  // Counts a negotiated protocol/cipher for `mtlsd_tls_handshakes_total`, once per completed
+  // handshake. Lock-free after the first handshake of each kind on a thread (per-thread cache).
   void count_handshake(const std::string& listener, std::string_view version,
                        std::string_view cipher);
 
@@ -112,6 +111,7 @@ class registry {
   prometheus::Counter* file_checks_changed_;
   prometheus::Counter* file_checks_unchanged_;
 
+  std::uint64_t id_;  // keys per-thread caches; unique for the process lifetime
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
   std::vector<prometheus::Gauge*> cert_gauges_;

@@ -221,19 +221,24 @@ struct service::impl : std::enable_shared_from_this<impl> {
     return f;
   }
 
+  // Whatever happens to a fetch (answer, error, exception, cancellation), its flight leaves the
+  // in-flight map and every session waiting on it wakes up.
+  template <class Map, class Flight>
+  struct inflight_guard {
+    Map& inflight;
+    Flight& flight;
+    const std::string& key;
+    ~inflight_guard() {
+      inflight.erase(key);
+      flight.finish();
+    }
+  };
+
   static asio::awaitable<void> fetch_ocsp(std::shared_ptr<impl> self,
                                           std::shared_ptr<ocsp_flight> f, ocsp_query q,
                                           x509_ptr cert, x509_ptr issuer, http_url url,
                                           std::chrono::milliseconds timeout) {
-    struct finish_guard {  // whatever happens, waiters wake up
-      impl& s;
-      ocsp_flight& f;
-      const std::string& id;
-      ~finish_guard() {
-        s.ocsp_inflight.erase(id);
-        f.finish();
-      }
-    } guard{*self, *f, q.cert_id};
+    inflight_guard guard{self->ocsp_inflight, *f, q.cert_id};
     f->answer.result = status::unavailable;
     f->answer.detail = "internal error";
 
@@ -346,15 +351,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
   static asio::awaitable<void> fetch_crl(std::shared_ptr<impl> self, std::shared_ptr<crl_flight> f,
                                          http_url url, x509_ptr issuer,
                                          std::chrono::milliseconds timeout) {
-    struct finish_guard {
-      impl& s;
-      crl_flight& f;
-      const std::string& url;
-      ~finish_guard() {
-        s.crl_inflight.erase(url);
-        f.finish();
-      }
-    } guard{*self, *f, url.text};
+    inflight_guard guard{self->crl_inflight, *f, url.text};
     f->error = "internal error";
 
     http_request req;
