@@ -426,6 +426,38 @@ def test_descriptor_exhaustion_backs_off_and_recovers(fault_daemon, pki):
     assert_rss_bounded(daemon, baseline, 32)
 
 
+@pytest.mark.skipif(SANITIZED, reason="as above: UBSan misreports once out of descriptors")
+@pytest.mark.xfail(strict=True, reason="fixed on h11-pipeline: running out of descriptors while "
+                   "connecting upstream is refused as over_capacity, not upstream_unavailable "
+                   "(issue 11, item 10)")
+def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, pki):
+    limit = 64
+    daemon = fault_daemon(timeouts={"handshake": "60s"}, preexec_fn=fd_limit(limit))
+    before = daemon.scrape()
+    silent = []
+    try:
+        # Silent connections one by one until mtlsd has exactly one descriptor left: the next
+        # client's accept takes it, and its upstream socket cannot be made.
+        while proc_fd_count(daemon.pid) < limit - 1:
+            held = proc_fd_count(daemon.pid)
+            assert len(silent) < limit, "mtlsd's descriptor count does not follow our connections"
+            silent.append(connect(daemon.addr(), timeout=5))
+            wait_until(lambda: proc_fd_count(daemon.pid) > held, 5, "the connection's accept")
+        ex = echo_roundtrip(daemon.addr(), client_context(pki))
+        line = daemon.wait_for_access(client=ex.local)
+        print(f"refused with {line.get('reason')!r}: {line.get('detail')!r}")
+        assert ex.data == b"" and line["result"] == "rejected", (ex, line)
+        assert line["reason"] == "over_capacity", line
+    finally:
+        close_all(silent)
+    wait_active(daemon, lambda v: v == 0, 15, "every connection to be released")
+    after = daemon.scrape()
+    # Not the upstream's fault: it must not be counted against it.
+    assert after.get("mtlsd_upstream_connect_failures_total", listener="inbound") == \
+        before.get("mtlsd_upstream_connect_failures_total", listener="inbound")
+    real_clients_served(daemon, pki, "inbound", rounds=1)
+
+
 # --- ten thousand connections -----------------------------------------------------------
 
 # Under ASan every handshake and allocation is several times slower; a fifth of the load
