@@ -536,12 +536,14 @@ class daemon {
 }  // namespace
 
 int run(const std::string& config_path) {
+  // Bounded, on every way out, and while the metrics the drop hook counts into are alive (it is
+  // destroyed before `d`): a log reader that went away must not keep the process from exiting.
+  struct final_log_flush {
+    ~final_log_flush() { log::finish(std::chrono::seconds(1)); }
+  };
   daemon d(config_path);
-  const int rc = d.run();
-  // Bounded, and while the metrics the drop hook counts into are alive: a log reader that went
-  // away must not keep the process from exiting.
-  log::finish(std::chrono::seconds(1));
-  return rc;
+  final_log_flush flush;
+  return d.run();
 }
 
 }  // namespace mtlsd::daemon

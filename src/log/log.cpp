@@ -290,6 +290,8 @@ bool finish(std::chrono::milliseconds limit) {
       ok = false;
     }
   }
+  // What it counted into may go away after this (the daemon's metrics).
+  drop_hook.store(nullptr, std::memory_order_release);
   return ok;
 }
 

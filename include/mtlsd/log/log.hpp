@@ -45,7 +45,8 @@ void setup_default();
 // reader: when a queue is full the line is dropped and counted (access_log.hpp).
 void start_async();
 // Bounded final flush before exit: waits up to `limit` in all for the queues to be written,
-// then stops the writers (one stuck in a write is left behind). True when nothing was lost.
+// then stops the writers (one stuck in a write is left behind) and forgets the drop hook.
+// True when nothing was lost.
 bool finish(std::chrono::milliseconds limit);
 // SIGUSR1 (logrotate): reopens the access-log file after the lines already queued.
 void reopen();
