@@ -31,7 +31,11 @@ bool access_configured = false;
 std::string access_path;  // as configured
 bool access_is_file = false;
 
+// Drops of every kind not yet told about in the events (see report_drops).
+std::atomic<std::uint64_t> unreported_drops{0};
+
 void count_drop(line_kind kind) {
+  unreported_drops.fetch_add(1, std::memory_order_relaxed);
   if (kind != line_kind::access) return;
   access_dropped.fetch_add(1, std::memory_order_relaxed);
   if (const auto* hook = drop_hook.load(std::memory_order_acquire)) (*hook)();
@@ -45,11 +49,17 @@ void write_now(const std::string& line) {
   std::fflush(stderr);
 }
 
+void report_drops(sink& events);
+
 void emit(std::string line, line_kind kind) {
   sink* out = kind == line_kind::access ? access_out.load(std::memory_order_acquire) : nullptr;
-  if (!out) out = events_out.load(std::memory_order_acquire);
+  sink* events = events_out.load(std::memory_order_acquire);
+  if (!out) out = events;
   if (out) {
-    out->push(std::move(line), kind);
+    // Once the events output takes lines again, it says how many were lost before.
+    if (out->push(std::move(line), kind) && out == events &&
+        unreported_drops.load(std::memory_order_relaxed) != 0)
+      report_drops(*events);
   } else if (abandoned.load(std::memory_order_relaxed)) {
     count_drop(kind);
   } else {
@@ -155,6 +165,16 @@ std::string make_line(spdlog::level::level_enum level, std::string_view msg, fie
     line += '\n';
   }
   return line;
+}
+
+void report_drops(sink& events) {
+  const std::uint64_t n = unreported_drops.exchange(0, std::memory_order_relaxed);
+  if (n == 0 || !spdlog::default_logger_raw()->should_log(spdlog::level::warn)) return;
+  std::string notice = make_line(spdlog::level::warn,
+                                 "log lines dropped: an output did not keep up", {{"lines", n}});
+  // Not taken either: keep the count for the next time (count_drop added one for the notice).
+  if (!events.push(std::move(notice), line_kind::event))
+    unreported_drops.fetch_add(n - 1, std::memory_order_relaxed);
 }
 
 // Applies log.access_log_path the first time; a later, different value waits for a restart

@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,7 +71,8 @@ def _run_stuck(mtlsd_bin, tmp_path, pki, upstream, access_log_path: str):
     return proc, err_r, out_r
 
 
-def _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, access_log_path: str):
+def _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, access_log_path: str,
+                         reader_comes_back: bool):
     upstream = make_upstream()
     proc, err_r, out_r = _run_stuck(mtlsd_bin, tmp_path, pki, upstream, access_log_path)
     try:
@@ -103,11 +105,34 @@ def _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, access_log_pat
         assert dropped > 0, dropped
         assert dropped < REQUESTS
 
-        # Drain completes and the final flush gives up on the dead reader: a prompt exit 0.
+        collected: list[bytes] = []
+        reader = None
+        if reader_comes_back:
+            # The reader returns: what was queued flows, then new lines, and one line says how
+            # many were lost in between.
+            reader = threading.Thread(target=_drain_into, args=(err_r, collected), daemon=True)
+            reader.start()
+            ex = echo_roundtrip(addr, ctx)
+            assert ex.error is None
+            deadline = time.monotonic() + 10
+            while True:
+                lines = _json_lines(b"".join(collected))
+                notice = [l for l in lines if l.get("msg", "").startswith("log lines dropped")]
+                mine = [l for l in lines if l.get("msg") == "access" and l["client"] == ex.local]
+                if notice and mine:
+                    break
+                assert time.monotonic() < deadline, lines[-3:]
+                time.sleep(0.01)
+            assert notice[0]["level"] == "warn" and notice[0]["lines"] >= dropped
+
+        # Drain completes and the final flush gives up on a dead reader: a prompt exit 0.
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert time.monotonic() - start < 5.0
+        if reader:
+            reader.join(5)
+            assert _json_lines(b"".join(collected))[-1]["msg"] == "stopped"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -117,12 +142,34 @@ def _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, access_log_pat
 
 
 def test_stuck_stderr_does_not_stop_traffic_or_shutdown(mtlsd_bin, tmp_path, pki, make_upstream):
-    _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, "")
+    # Events and access lines on stderr; nobody reads it until the end.
+    _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, "", reader_comes_back=False)
+
+
+def test_stuck_stderr_recovers_and_says_what_was_lost(mtlsd_bin, tmp_path, pki, make_upstream):
+    _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, "", reader_comes_back=True)
 
 
 def test_stuck_stdout_access_log_does_not_stop_traffic(mtlsd_bin, tmp_path, pki, make_upstream):
     # Access lines on stdout (a second pipe nobody reads), events on stderr (also unread).
-    _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, "stdout")
+    _stuck_sink_scenario(mtlsd_bin, tmp_path, pki, make_upstream, "stdout",
+                         reader_comes_back=False)
+
+
+def _drain_into(fd: int, out: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        out.append(chunk)
+
+
+def _json_lines(data: bytes) -> list[dict]:
+    text = data.decode(errors="replace")
+    return [json.loads(l) for l in text[:text.rfind("\n") + 1].splitlines() if l.strip()]
 
 
 # --- log.access_log_path --------------------------------------------------------
