@@ -4,6 +4,7 @@ log.access_log_path sends access lines to stdout or a file that logrotate can ro
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
@@ -14,9 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from mtlsd_harness import (MtlsdError, client_context, daemon_config, echo_roundtrip,
                            parse_address, parse_metrics, server_listener, write_config)
-import http.client
 
 # 64 KiB of pipe plus mtlsd's 128 KiB queue hold about 600 access lines: this is well past it.
 REQUESTS = 1500
@@ -274,3 +276,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_changed_access_log_path_waits_for_a_restart(serve, pki, tmp_path):
+    log_file = tmp_path / "access.log"
+    daemon, up = serve(top={"log": {"access_log_path": str(log_file)}})
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["log"]["access_log_path"] = "stdout"
+    config["log"]["level"] = "debug"
+    mark = daemon.log_mark()
+    write_config(daemon.config_path, config)
+    daemon.send_signal(signal.SIGHUP)
+    warning = daemon.wait_for_log(lambda l: "access_log_path" in l.get("msg", ""), since=mark)
+    assert warning["level"] == "warn" and warning["path"] == str(log_file)
+    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
+    clients = _requests(daemon, pki, 2)
+    assert [l["client"] for l in _wait_lines(log_file, 2)] == clients  # still the file
+    assert not daemon.stdout_path.read_text()
