@@ -10,8 +10,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "mtlsd/config/config.hpp"
 
@@ -37,6 +40,25 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 }
 
 using keys = std::initializer_list<std::string_view>;
+
+// Why mtlsd could not append to (or create) the file `path`, or nothing. Checked at load so
+// that `mtlsd check` and a reload refuse a path the daemon could not open.
+std::optional<std::string> unwritable_log_file(const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (fs::exists(st)) {
+    if (fs::is_directory(st)) return "it is a directory";
+    if (::access(path.c_str(), W_OK) != 0) return std::string(std::strerror(errno));
+    return std::nullopt;
+  }
+  const fs::path dir = fs::path(path).parent_path();
+  const auto dst = fs::status(dir, ec);
+  if (!fs::exists(dst)) return "the directory " + dir.string() + " does not exist";
+  if (!fs::is_directory(dst)) return dir.string() + " is not a directory";
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    return "the directory " + dir.string() + " is not writable (" + std::strerror(errno) + ")";
+  return std::nullopt;
+}
 
 // While with() runs the handler of a key whose value is empty, that key's position.
 thread_local const YAML::Mark* empty_value_key = nullptr;
@@ -592,7 +614,7 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     });
   });
   with(root, "log", [&](auto v) {
-    r.map(v, "log", {"level", "format", "access_log"});
+    r.map(v, "log", {"level", "format", "access_log", "access_log_path"});
     with(v, "level", [&](auto x) {
       std::string level;
       r.choice(x, "log.level",
@@ -609,6 +631,19 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
                c.log.format);
     });
     with(v, "access_log", [&](auto x) { r.boolean(x, "log.access_log", c.log.access_log); });
+    with(v, "access_log_path", [&](auto x) {
+      std::string raw;
+      if (!r.str(x, "log.access_log_path", raw)) return;
+      c.log.access_log_path_where = r.at(x);
+      if (raw.empty() || raw == "stderr" || raw == "stdout") {
+        c.log.access_log_path = raw == "stderr" ? "" : raw;
+        return;
+      }
+      const file_ref f = r.resolve(raw, x);
+      c.log.access_log_path = f.path;
+      if (auto why = unwritable_log_file(f.path))
+        r.error(x, "log.access_log_path: cannot write '" + f.path + "': " + *why);
+    });
   });
   with(root, "workers", [&](auto v) { r.integer_into(v, "workers", 0, 1024, c.workers); });
   with(root, "reload", [&](auto v) {

@@ -117,6 +117,8 @@ class daemon {
   int run() {
     std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
     log::setup_default();
+    log::start_async();  // from here on no thread waits on stderr (issue 11 #8)
+    log::set_access_drop_hook([c = &metrics_.access_log_dropped()] { c->Increment(); });
     // Fingerprint the configuration before reading it, so that a write racing with startup is
     // seen as a change rather than lost.
     const std::string config_abs = std::filesystem::absolute(config_path_).lexically_normal();
@@ -182,6 +184,7 @@ class daemon {
     signals_.add(SIGHUP);
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
+    signals_.add(SIGUSR1);  // logrotate: reopen the access-log file
     wait_for_signal();
     expiry_ = std::make_unique<expiry_monitor>(control_, [this] { return runtime_; });
     expiry_->start();
@@ -334,7 +337,9 @@ class daemon {
   void wait_for_signal() {
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
       if (ec) return;
-      if (sig == SIGHUP)
+      if (sig == SIGUSR1)
+        log::reopen();
+      else if (sig == SIGHUP)
         reload("SIGHUP");
       else
         drain(sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -531,7 +536,13 @@ class daemon {
 }  // namespace
 
 int run(const std::string& config_path) {
+  // Bounded, on every way out, and while the metrics the drop hook counts into are alive (it is
+  // destroyed before `d`): a log reader that went away must not keep the process from exiting.
+  struct final_log_flush {
+    ~final_log_flush() { log::finish(std::chrono::seconds(1)); }
+  };
   daemon d(config_path);
+  final_log_flush flush;
   return d.run();
 }
 

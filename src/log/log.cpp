@@ -1,16 +1,71 @@
 #include "mtlsd/log/log.hpp"
 
-#include <spdlog/sinks/stdout_sinks.h>
-
 #include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
+#include <system_error>
+
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/sink.hpp"
 
 namespace mtlsd::log {
 namespace {
+
+// Per output: ~500 access lines of burst while the reader is slow, at most this much memory.
+constexpr std::size_t kQueueBytes = 128 * 1024;
+
+// Set once, never freed: a writer thread left behind by finish() may still hold them, and
+// workers read them without a lock.
+std::atomic<sink*> events_out{nullptr};  // null: written by the calling thread
+std::atomic<sink*> access_out{nullptr};  // null: access lines go with the events
+std::atomic<bool> abandoned{false};      // finish() gave up on a stuck output: drop
+std::atomic<std::uint64_t> access_dropped{0};
+std::atomic<const std::function<void()>*> drop_hook{nullptr};
+
+// log.access_log_path as first applied (later changes wait for a restart).
+std::mutex access_mu;
+bool access_configured = false;
+std::string access_path;  // as configured
+bool access_is_file = false;
+
+// Drops of every kind not yet told about in the events (see report_drops).
+std::atomic<std::uint64_t> unreported_drops{0};
+
+void count_drop(line_kind kind) {
+  unreported_drops.fetch_add(1, std::memory_order_relaxed);
+  if (kind != line_kind::access) return;
+  access_dropped.fetch_add(1, std::memory_order_relaxed);
+  if (const auto* hook = drop_hook.load(std::memory_order_acquire)) (*hook)();
+}
+
+// Before start_async() and after a clean finish(): the CLI's way, one line at a time.
+void write_now(const std::string& line) {
+  static std::mutex mu;
+  std::lock_guard lk(mu);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
+void report_drops(sink& events);
+
+void emit(std::string line, line_kind kind) {
+  sink* out = kind == line_kind::access ? access_out.load(std::memory_order_acquire) : nullptr;
+  sink* events = events_out.load(std::memory_order_acquire);
+  if (!out) out = events;
+  if (out) {
+    // Once the events output takes lines again, it says how many were lost before.
+    if (out->push(std::move(line), kind) && out == events &&
+        unreported_drops.load(std::memory_order_relaxed) != 0)
+      report_drops(*events);
+  } else if (abandoned.load(std::memory_order_relaxed)) {
+    count_drop(kind);
+  } else {
+    write_now(line);
+  }
+}
 
 std::atomic<config::log_format> current_format{config::log_format::text};
 
@@ -86,18 +141,76 @@ std::string timestamp() {
 
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
 // on every reload while workers are logging through spdlog::default_logger_raw(); replacing the
-// default logger then would free it under their feet (a crash seen under load).
+// default logger then would free it under their feet (a crash seen under load). The logger only
+// filters by level: it has no spdlog sink, lines go out through emit().
 void install(spdlog::level::level_enum level) {
   static std::once_flag once;
-  std::call_once(once, [] {
-    // stderr, unbuffered lines, one mutex: containers and systemd collect stderr.
-    auto logger = std::make_shared<spdlog::logger>(
-        "mtlsd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    logger->set_pattern("%v");
-    logger->flush_on(spdlog::level::trace);
-    spdlog::set_default_logger(std::move(logger));
-  });
+  std::call_once(once,
+                 [] { spdlog::set_default_logger(std::make_shared<spdlog::logger>("mtlsd")); });
   spdlog::default_logger_raw()->set_level(level);  // an atomic store
+}
+
+std::string make_line(spdlog::level::level_enum level, std::string_view msg, fields f) {
+  const auto format = current_format.load(std::memory_order_relaxed);
+  std::string body = format_line(format, level, msg, f);
+  std::string line;
+  line.reserve(body.size() + 40);
+  if (format == config::log_format::json) {
+    line = "{\"ts\":\"" + timestamp() + "\",";
+    line += body;
+    line += "}\n";
+  } else {
+    line = timestamp() + " ";
+    line += body;
+    line += '\n';
+  }
+  return line;
+}
+
+void report_drops(sink& events) {
+  const std::uint64_t n = unreported_drops.exchange(0, std::memory_order_relaxed);
+  if (n == 0 || !spdlog::default_logger_raw()->should_log(spdlog::level::warn)) return;
+  std::string notice = make_line(spdlog::level::warn,
+                                 "log lines dropped: an output did not keep up", {{"lines", n}});
+  // Not taken either: keep the count for the next time (count_drop added one for the notice).
+  if (!events.push(std::move(notice), line_kind::event))
+    unreported_drops.fetch_add(n - 1, std::memory_order_relaxed);
+}
+
+// Applies log.access_log_path the first time; a later, different value waits for a restart
+// (workers push to the output without a lock, so it is never swapped under them).
+void configure_access(const std::string& path) {
+  std::unique_lock lk(access_mu);
+  if (access_configured) {
+    if (path == access_path) return;
+    const std::string old = access_path;
+    lk.unlock();
+    warn("'log.access_log_path' changed; the new path takes effect after a restart",
+         {{"path", old}});
+    return;
+  }
+  access_configured = true;
+  access_path = path;
+  if (path.empty() || path == "stderr") return;
+  if (path == "stdout") {
+    access_out.store(sink::for_fd(1, kQueueBytes, count_drop).release(), std::memory_order_release);
+    return;
+  }
+  try {
+    auto reopened = [path](const std::string& error) {
+      if (error.empty())
+        info("access log reopened", {{"path", path}});
+      else
+        log::error("cannot reopen the access log; still writing to the previous file",
+                   {{"error", error}});
+    };
+    access_out.store(sink::for_file(path, kQueueBytes, count_drop, reopened).release(),
+                     std::memory_order_release);
+    access_is_file = true;
+  } catch (const std::system_error& e) {
+    lk.unlock();
+    log::error("cannot open log.access_log_path; access lines go to stderr", {{"error", e.what()}});
+  }
 }
 
 }  // namespace
@@ -171,6 +284,60 @@ void setup_default() {
 void setup(const config::log_options& options) {
   current_format = options.format;
   install(spdlog::level::from_str(options.level));
+  configure_access(options.access_log_path);
+}
+
+void start_async() {
+  if (events_out.load()) return;
+  // fd 2 stays open for the process lifetime; the sink never closes it.
+  events_out.store(sink::for_fd(2, kQueueBytes, count_drop).release(), std::memory_order_release);
+}
+
+bool finish(std::chrono::milliseconds limit) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + limit;
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()));
+  };
+  bool ok = true;
+  if (auto* a = access_out.load()) ok = a->stop(left()) && ok;
+  if (auto* e = events_out.load()) {
+    if (e->stop(left())) {
+      events_out.store(nullptr);  // stderr reads again: write directly from now on
+    } else {
+      abandoned = true;
+      ok = false;
+    }
+  }
+  // What it counted into may go away after this (the daemon's metrics).
+  drop_hook.store(nullptr, std::memory_order_release);
+  return ok;
+}
+
+void reopen() {
+  std::unique_lock lk(access_mu);
+  if (!access_is_file) {
+    lk.unlock();
+    info("SIGUSR1: log.access_log_path names no file; nothing to reopen");
+    return;
+  }
+  access_out.load()->reopen();
+}
+
+std::string access_log_file() {
+  std::lock_guard lk(access_mu);
+  return access_is_file ? access_path : std::string();
+}
+
+void set_access_drop_hook(std::function<void()> hook) {
+  // Leaked on purpose: a worker may be calling the previous one.
+  drop_hook.store(hook ? new std::function<void()>(std::move(hook)) : nullptr,
+                  std::memory_order_release);
+}
+
+std::uint64_t access_lines_dropped() {
+  return access_dropped.load(std::memory_order_relaxed);
 }
 
 bool enabled(spdlog::level::level_enum level) {
@@ -178,16 +345,16 @@ bool enabled(spdlog::level::level_enum level) {
 }
 
 void write(spdlog::level::level_enum level, std::string_view msg, fields f) {
-  auto* logger = spdlog::default_logger_raw();
-  if (!logger->should_log(level)) return;
-  const auto format = current_format.load(std::memory_order_relaxed);
-  std::string body = format_line(format, level, msg, f);
-  std::string line;
-  if (format == config::log_format::json)
-    line = "{\"ts\":\"" + timestamp() + "\"," + body + "}";
-  else
-    line = timestamp() + " " + body;
-  logger->log(level, "{}", line);
+  if (!spdlog::default_logger_raw()->should_log(level)) return;
+  emit(make_line(level, msg, f), line_kind::event);
+}
+
+void write_access_line(std::string_view msg, fields f) {
+  // In its own output, the access log is not subject to log.level (that filters events).
+  if (!access_out.load(std::memory_order_acquire) &&
+      !spdlog::default_logger_raw()->should_log(spdlog::level::info))
+    return;
+  emit(make_line(spdlog::level::info, msg, f), line_kind::access);
 }
 
 }  // namespace mtlsd::log

@@ -113,6 +113,13 @@ registry::registry()
   reload_success_ = &reloads_->Add({{"result", "success"}});
   reload_failure_ = &reloads_->Add({{"result", "failure"}});
   last_reload_success_ = &last_reload_->Add({});
+  access_log_dropped_ = &prometheus::BuildCounter()
+                             .Name("mtlsd_access_log_dropped_total")
+                             .Help(
+                                 "Access-log lines dropped because their output (stderr, stdout "
+                                 "or the file) did not keep up; traffic was not held back.")
+                             .Register(r)
+                             .Add({});
 }
 
 listener_metrics& registry::for_listener(const std::string& name) {

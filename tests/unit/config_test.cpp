@@ -325,6 +325,37 @@ TEST(ConfigParse, BooleansAcceptYamlSpellings) {
   EXPECT_TRUE(c.log.access_log);
 }
 
+TEST(ConfigParse, AccessLogPath) {
+  EXPECT_EQ(load_ok(kMinimal).log.access_log_path, "");
+  EXPECT_EQ(load_ok("log:\n  access_log_path: \"\"\n" + kMinimal).log.access_log_path, "");
+  EXPECT_EQ(load_ok("log:\n  access_log_path: stderr\n" + kMinimal).log.access_log_path, "");
+  EXPECT_EQ(load_ok("log:\n  access_log_path: stdout\n" + kMinimal).log.access_log_path, "stdout");
+  const auto dir = std::filesystem::temp_directory_path();
+  configuration c =
+      load_ok("log:\n  access_log_path: " + (dir / "mtlsd-access.log").string() + "\n" + kMinimal);
+  EXPECT_EQ(c.log.access_log_path, (dir / "mtlsd-access.log").lexically_normal().string());
+  EXPECT_EQ(c.log.access_log_path_where.line, 2);
+}
+
+TEST(ConfigErrors, AccessLogPathMustBeWritable) {
+  EXPECT_THAT(
+      problems_of("log:\n  access_log_path: /nonexistent-mtlsd-dir/access.log\n" + kMinimal),
+      ElementsAre(at(2, 20,
+                     "log.access_log_path: cannot write '/nonexistent-mtlsd-dir/access.log': "
+                     "the directory /nonexistent-mtlsd-dir does not exist")));
+  const std::string tmp = std::filesystem::temp_directory_path().string();
+  EXPECT_THAT(
+      problems_of("log:\n  access_log_path: " + tmp + "\n" + kMinimal),
+      ElementsAre(at(2, 20, "log.access_log_path: cannot write '" + tmp + "': it is a directory")));
+  // Relative paths are relative to the configuration file's directory, like every path.
+  EXPECT_THAT(problems_of("log:\n  access_log_path: logs/access.log\n" + kMinimal),
+              ElementsAre(at(2, 20,
+                             "log.access_log_path: cannot write '/etc/mtlsd/logs/access.log': "
+                             "the directory /etc/mtlsd/logs does not exist")));
+  EXPECT_THAT(problems_of("log:\n  access_log_path: [a]\n" + kMinimal),
+              ElementsAre(at(2, 20, "log.access_log_path: expected a string, got a list")));
+}
+
 TEST(ConfigParse, ClientModeNeedsNoCertificate) {
   configuration c = load_ok(R"(listeners:
   - name: out

@@ -129,6 +129,10 @@ struct log_options {
   std::string level = "info";
   log_format format = log_format::text;
   bool access_log = true;
+  // "" = stderr (with the events), "stdout", or a file (absolute after loading): appended,
+  // created 0640, reopened on SIGUSR1.
+  std::string access_log_path;
+  source_location access_log_path_where;
 };
 
 struct admin_options {

@@ -1,6 +1,7 @@
 #pragma once
 // One line per connection, written when it ends (log.access_log).
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace mtlsd::log {
@@ -22,5 +23,11 @@ struct access_record {
 
 void set_access_log_enabled(bool enabled);
 void write_access(const access_record& r);
+
+// mtlsd_access_log_dropped_total: `hook` runs once for every access line dropped because its
+// output was too slow (or lost on a write error), on the thread that saw it. Set it before
+// workers start; log stays a leaf, so the daemon passes the metric in.
+void set_access_drop_hook(std::function<void()> hook);
+std::uint64_t access_lines_dropped();
 
 }  // namespace mtlsd::log

@@ -5,6 +5,7 @@
 // filters by level and writes.
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -31,10 +32,28 @@ struct field {
 
 using fields = std::initializer_list<field>;
 
-// Configures the process logger: stderr, level and format. Safe to call again on reload.
+// Configures the process logger: level, format and, the first time, where access lines go
+// (log.access_log_path; a later change is warned about and waits for a restart). Safe to call
+// again on reload.
 void setup(const config::log_options& options);
 // Before the configuration is read: text on stderr at info.
 void setup_default();
+
+// The daemon's outputs. Until start_async() lines are written to stderr by the thread that logs
+// (the CLI commands). After it, each output (stderr; the access-log file or stdout) has a
+// bounded queue drained by its own writer thread, so a worker never waits on a slow or stuck
+// reader: when a queue is full the line is dropped and counted (access_log.hpp).
+void start_async();
+// Bounded final flush before exit: waits up to `limit` in all for the queues to be written,
+// then stops the writers (one stuck in a write is left behind) and forgets the drop hook.
+// True when nothing was lost.
+bool finish(std::chrono::milliseconds limit);
+// SIGUSR1 (logrotate): reopens the access-log file after the lines already queued.
+void reopen();
+// The access-log file (absolute path) when log.access_log_path names one, else "". It is
+// opened at start and opened again, possibly created, by reopen(): a sandbox must leave its
+// directory writable.
+std::string access_log_file();
 
 bool enabled(spdlog::level::level_enum level);
 void write(spdlog::level::level_enum level, std::string_view msg, fields f = {});
@@ -54,6 +73,9 @@ inline void warn(std::string_view msg, fields f = {}) {
 inline void error(std::string_view msg, fields f = {}) {
   write(spdlog::level::err, msg, f);
 }
+
+// For access_log.cpp: like write(), but the line goes to the access-log output.
+void write_access_line(std::string_view msg, fields f);
 
 // Escapes `s` as the body of a JSON string (no surrounding quotes).
 void append_json_escaped(std::string& out, std::string_view s);

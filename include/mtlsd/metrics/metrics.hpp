@@ -59,6 +59,8 @@ class registry {
   prometheus::Counter& reload_success() { return *reload_success_; }
   prometheus::Counter& reload_failure() { return *reload_failure_; }
   prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
+  // mtlsd_access_log_dropped_total (incremented through log::set_access_drop_hook).
+  prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   // mtlsd_config_file_checks_total{result="changed|unchanged"}: looks at the watched files
   // after an event or poll; only "changed" ones lead to a reload.
   prometheus::Counter& file_checks(bool changed) {
@@ -108,6 +110,7 @@ class registry {
   prometheus::Counter* reload_success_;
   prometheus::Counter* reload_failure_;
   prometheus::Gauge* last_reload_success_;
+  prometheus::Counter* access_log_dropped_;
   prometheus::Counter* file_checks_changed_;
   prometheus::Counter* file_checks_unchanged_;
 

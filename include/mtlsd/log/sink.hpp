@@ -1,0 +1,66 @@
+#pragma once
+// A log output that never makes the logging thread wait on I/O (issue 11 #8: a stderr pipe
+// nobody reads froze every worker). Lines go into a bounded FIFO under a short lock; one writer
+// thread per output drains it with blocking writes. When the output is slower than the lines
+// come, push() drops the line and reports it, instead of waiting.
+//
+// The FIFO is shared by every producer, so lines from one thread keep their order (and lines of
+// different threads keep the order in which they were pushed).
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace mtlsd::log {
+
+enum class line_kind : std::uint8_t { event, access };
+
+class sink {
+ public:
+  // Called (from any thread) for each line pushed into a full queue, or lost on a write error.
+  using drop_handler = std::function<void(line_kind)>;
+  // Called on the writer thread after a reopen: empty = done, else why it failed (the old file
+  // is kept then).
+  using reopen_handler = std::function<void(const std::string& error)>;
+
+  // Writes to `fd`, which stays the caller's (stderr, stdout, a pipe in tests).
+  static std::unique_ptr<sink> for_fd(int fd, std::size_t max_bytes, drop_handler on_drop = {});
+  // Appends to the file `path` (created 0640). Throws std::system_error when it cannot be
+  // opened.
+  static std::unique_ptr<sink> for_file(const std::string& path, std::size_t max_bytes,
+                                        drop_handler on_drop = {}, reopen_handler on_reopen = {});
+
+  sink(const sink&) = delete;
+  sink& operator=(const sink&) = delete;
+  // Stops the writer after it has written what is queued; waits for it (use stop() to bound
+  // the wait on an output that does not read).
+  ~sink();
+
+  // `line` must end with '\n'. Never waits on the output: false when the line was dropped.
+  bool push(std::string line, line_kind kind);
+
+  // A file sink: closes and opens the path again once the lines pushed before this call are
+  // written (logrotate renames the file, then signals). No effect on an fd sink.
+  void reopen();
+
+  // Waits up to `limit` until every line pushed before the call is written (or lost).
+  bool flush(std::chrono::milliseconds limit);
+
+  // Bounded final flush: waits up to `limit` for the queue to be written, then stops the
+  // writer. If the output is stuck the writer thread is left behind (it owns its state and
+  // touches nothing else) and later pushes are dropped. True when everything was written.
+  bool stop(std::chrono::milliseconds limit);
+
+  std::uint64_t dropped() const;  // lines dropped or lost, every kind
+
+ private:
+  struct state;
+  explicit sink(std::shared_ptr<state> s);
+  std::shared_ptr<state> state_;
+  std::thread writer_;
+};
+
+}  // namespace mtlsd::log

@@ -1,0 +1,236 @@
+#include "mtlsd/log/sink.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace mtlsd::log {
+
+namespace {
+
+int open_append(const std::string& path) {
+  // 0640: access lines name clients and identities; the group can be a log shipper.
+  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+// Blocking write of all of `data`. Only the writer thread calls this, so a reader that stops
+// reading stalls this thread alone. An fd someone else made non-blocking is waited on.
+bool write_all(int fd, const std::string& data) {
+  const char* p = data.data();
+  std::size_t left = data.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n >= 0) {
+      p += n;
+      left -= static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      pollfd pfd{fd, POLLOUT, 0};
+      ::poll(&pfd, 1, 100);
+      continue;
+    }
+    return false;  // EPIPE, EBADF, ENOSPC...: the rest of the data is lost
+  }
+  return true;
+}
+
+}  // namespace
+
+struct sink::state {
+  struct entry {
+    std::string line;  // empty for a reopen marker
+    line_kind kind = line_kind::event;
+    bool reopen = false;
+  };
+
+  state(int output, bool owned, std::string file, std::size_t max, drop_handler d, reopen_handler r)
+      : fd(output),
+        owns_fd(owned),
+        path(std::move(file)),
+        max_bytes(max),
+        on_drop(std::move(d)),
+        on_reopen(std::move(r)) {}
+  state(const state&) = delete;
+  state& operator=(const state&) = delete;
+  ~state() {
+    if (owns_fd && fd >= 0) ::close(fd);
+  }
+
+  // Only the writer thread touches these three after construction.
+  int fd;
+  bool owns_fd;
+  std::string path;
+
+  const std::size_t max_bytes;
+  const drop_handler on_drop;
+  const reopen_handler on_reopen;
+
+  std::mutex mu;
+  std::condition_variable wake;     // the writer waits for lines
+  std::condition_variable written;  // flush() waits for the writer
+  std::vector<entry> queue;
+  std::size_t queued_bytes = 0;  // queued or being written: the bound covers both
+  std::uint64_t pushed = 0;      // entries accepted
+  std::uint64_t done = 0;        // entries written or lost
+  bool closed = false;           // stop() began: refuse new lines
+  bool stopping = false;         // the writer returns once the queue is empty
+  std::atomic<std::uint64_t> dropped{0};
+
+  void drop(line_kind kind) {
+    dropped.fetch_add(1, std::memory_order_relaxed);
+    if (on_drop) on_drop(kind);
+  }
+
+  void do_reopen() {
+    if (path.empty()) return;
+    const int fresh = open_append(path);
+    if (fresh < 0) {
+      const std::string why = std::strerror(errno);
+      if (on_reopen) on_reopen(path + ": " + why);
+      return;  // keep writing to the old file rather than lose lines
+    }
+    if (owns_fd && fd >= 0) ::close(fd);
+    fd = fresh;
+    owns_fd = true;
+    if (on_reopen) on_reopen({});
+  }
+
+  static void run(const std::shared_ptr<state>& s) {
+    std::vector<entry> batch;
+    std::string buf;
+    for (;;) {
+      {
+        std::unique_lock lk(s->mu);
+        s->wake.wait(lk, [&] { return !s->queue.empty() || s->stopping; });
+        if (s->queue.empty()) return;
+        batch.swap(s->queue);
+      }
+      std::size_t bytes = 0;
+      std::size_t i = 0;
+      while (i < batch.size()) {
+        // One write per run of lines (up to 64 KiB), not one per line.
+        buf.clear();
+        const std::size_t first = i;
+        while (i < batch.size() && !batch[i].reopen && buf.size() < 65536)
+          buf += batch[i++].line;
+        bytes += buf.size();
+        if (!buf.empty() && !write_all(s->fd, buf))
+          for (std::size_t j = first; j < i; ++j)
+            s->drop(batch[j].kind);
+        if (i < batch.size() && batch[i].reopen) {
+          s->do_reopen();
+          ++i;
+        }
+      }
+      {
+        std::lock_guard lk(s->mu);
+        s->queued_bytes -= bytes;
+        s->done += batch.size();
+      }
+      s->written.notify_all();
+      batch.clear();
+    }
+  }
+};
+
+sink::sink(std::shared_ptr<state> s) : state_(std::move(s)) {
+  writer_ = std::thread([s = state_] { state::run(s); });
+}
+
+std::unique_ptr<sink> sink::for_fd(int fd, std::size_t max_bytes, drop_handler on_drop) {
+  return std::unique_ptr<sink>(new sink(
+      std::make_shared<state>(fd, false, std::string(), max_bytes, std::move(on_drop), nullptr)));
+}
+
+std::unique_ptr<sink> sink::for_file(const std::string& path, std::size_t max_bytes,
+                                     drop_handler on_drop, reopen_handler on_reopen) {
+  const int fd = open_append(path);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), path);
+  return std::unique_ptr<sink>(new sink(std::make_shared<state>(
+      fd, true, path, max_bytes, std::move(on_drop), std::move(on_reopen))));
+}
+
+sink::~sink() {
+  if (!writer_.joinable()) return;
+  {
+    std::lock_guard lk(state_->mu);
+    state_->stopping = true;
+  }
+  state_->wake.notify_one();
+  writer_.join();
+}
+
+bool sink::push(std::string line, line_kind kind) {
+  const std::size_t size = line.size();
+  bool accepted = false;
+  bool was_empty = false;
+  {
+    std::lock_guard lk(state_->mu);
+    if (!state_->closed && state_->queued_bytes + size <= state_->max_bytes) {
+      was_empty = state_->queue.empty();
+      state_->queue.push_back({std::move(line), kind, false});
+      state_->queued_bytes += size;
+      ++state_->pushed;
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    state_->drop(kind);
+    return false;
+  }
+  // The writer only sleeps on an empty queue: waking it for later lines is a wasted syscall.
+  if (was_empty) state_->wake.notify_one();
+  return true;
+}
+
+void sink::reopen() {
+  {
+    std::lock_guard lk(state_->mu);
+    if (state_->closed) return;
+    state_->queue.push_back({std::string(), line_kind::event, true});
+    ++state_->pushed;
+  }
+  state_->wake.notify_one();
+}
+
+bool sink::flush(std::chrono::milliseconds limit) {
+  std::unique_lock lk(state_->mu);
+  const std::uint64_t target = state_->pushed;
+  return state_->written.wait_for(lk, limit, [&] { return state_->done >= target; });
+}
+
+bool sink::stop(std::chrono::milliseconds limit) {
+  if (!writer_.joinable()) return true;
+  {
+    std::lock_guard lk(state_->mu);
+    state_->closed = true;
+  }
+  const bool all_written = flush(limit);
+  {
+    std::lock_guard lk(state_->mu);
+    state_->stopping = true;
+  }
+  state_->wake.notify_one();
+  if (all_written)
+    writer_.join();
+  else
+    writer_.detach();  // blocked in write(): it holds its own reference to the state
+  return all_written;
+}
+
+std::uint64_t sink::dropped() const {
+  return state_->dropped.load(std::memory_order_relaxed);
+}
+
+}  // namespace mtlsd::log
