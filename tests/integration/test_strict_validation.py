@@ -7,18 +7,17 @@ handshake; email_sans; server_auth.verify_depth; a forged CertificateVerify is b
 from __future__ import annotations
 
 import base64
-import socket
 import ssl
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from clients import client_context, fmt_addr, tls_exchange
+from clients import client_context, tls_exchange
 from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
 from refusal import assert_admitted, assert_refused
+from tls_remote import Remote, plain_exchange
 from strict_pki import GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki, openssl_strict_verify
 
 TIMEOUT = 10.0
@@ -160,59 +159,6 @@ def test_server_mode_handshakes(serve, pki, spki):
                  reason="name_constraints") == 1
     assert m.get("mtlsd_handshake_failures_total", listener="inbound",
                  reason="bad_certificate") == 3
-
-
-class Remote:
-    """A TLS server (Python ssl, security level 0) presenting `cert` (+ chain) with `key`;
-    echoes what it reads."""
-
-    def __init__(self, certfile: str, keyfile: str, tls12: bool = False):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        self.ctx.load_cert_chain(certfile, keyfile)
-        if tls12:
-            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.handshakes = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn):
-        conn.settimeout(TIMEOUT)
-        try:
-            with self.ctx.wrap_socket(conn, server_side=True) as s:
-                self.handshakes += 1
-                while data := s.recv(65536):
-                    s.sendall(data)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.sock.close()
-
-
-def plain_exchange(addr, payload: bytes = b"ping\n"):
-    with socket.create_connection(addr, timeout=TIMEOUT) as sock:
-        local = fmt_addr(sock.getsockname())
-        data = b""
-        try:
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)  # mtlsd may have closed already (a refused remote)
-            while chunk := sock.recv(65536):
-                data += chunk
-        except OSError:
-            pass
-    return data, local
 
 
 def outbound(name: str, remote: str, ca: list[str], **extra) -> dict:
