@@ -91,6 +91,7 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_SIGNATURE_ALGORITHM_INCONSISTENCY:
     case X509_V_ERR_EC_KEY_EXPLICIT_PARAMS:
     case X509_V_ERR_INVALID_EXTENSION:
+    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
     case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
     case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
       return reason::bad_certificate;
@@ -113,8 +114,8 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_EMAIL_MISMATCH:
       return reason::hostname_mismatch;
     default:
-      // Untrusted root, missing issuer, self-signed leaf, unknown critical extension...: the
-      // chain does not lead to a CA we trust.
+      // Untrusted root, missing issuer, self-signed leaf...: the chain does not lead to a CA
+      // we trust.
       return reason::unknown_ca;
   }
 }
