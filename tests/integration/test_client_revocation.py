@@ -119,15 +119,23 @@ def test_require_staple(start_mtlsd, make_upstream, rpki, rv):
         assert "require_staple" in line["detail"], line
     finally:
         plain.close()
-    # ...one that staples a good response (mtlsd with revocation.stapling) is admitted.
+    # ...one that staples a good response (mtlsd with revocation.stapling) is admitted, and
+    # with ocsp: leaf as well the staple answers for the leaf (no request of the client's own).
     up = make_upstream()
     remote = start_mtlsd(daemon_config([stapling_listener(rpki, up.address)]))
     remote.wait_for_log(lambda l: l.get("msg") == "stapling OCSP response")
     host, port = remote.addr()
-    client = start_mtlsd(daemon_config([outbound(rpki, f"{host}:{port}", require_staple=True)]))
-    admitted(client, "outbound")
-    assert metric(client, "mtlsd_revocation_checks_total", listener="outbound", method="ocsp",
-                  result="good") == 1
+    client = start_mtlsd(daemon_config([
+        outbound(rpki, f"{host}:{port}", "staple_only", require_staple=True),
+        outbound(rpki, f"{host}:{port}", "staple_and_ocsp", require_staple=True, ocsp="leaf"),
+    ]))
+    requests = rv.ocsp_requests()
+    admitted(client, "staple_only")
+    admitted(client, "staple_and_ocsp")
+    assert rv.ocsp_requests() == requests
+    for name in ("staple_only", "staple_and_ocsp"):
+        assert metric(client, "mtlsd_revocation_checks_total", listener=name, method="ocsp",
+                      result="good") == 1
 
 
 def test_revoked_remote_is_disconnected(start_mtlsd, rpki, tmp_path):
