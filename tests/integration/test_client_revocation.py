@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+from pathlib import Path
 
 from clients import fmt_addr
-from mtlsd_harness import daemon_config
+from mtlsd_harness import daemon_config, run_cli
 from revocation_env import *  # noqa: F401,F403  (fixtures)
-from revocation_env import metric
+from revocation_env import ROOT_CRL, metric
 from test_revocation_stapling import stapling_listener
 from tls_remote import Remote, plain_exchange
 
@@ -49,7 +51,7 @@ def admitted(client, listener: str) -> dict:
     return line
 
 
-def test_crl_file_refuses_a_revoked_remote(start_mtlsd, rpki, tmp_path):
+def test_crl_file_refuses_a_revoked_remote(start_mtlsd, mtlsd_bin, rpki, tmp_path):
     mine = rpki.copy_to(tmp_path / "pki")
     revoke(mine, "server.crt")
     crl = gencrl(mine)
@@ -67,6 +69,11 @@ def test_crl_file_refuses_a_revoked_remote(start_mtlsd, rpki, tmp_path):
                       result="revoked") == 1
         assert metric(client, "mtlsd_revocation_checks_total", listener="good", method="crl",
                       result="good") == 1
+        proc = run_cli(mtlsd_bin, "verify", "--config", str(client.config_path), "--listener",
+                       "revoked", "--cert", mine.path("server.crt"))
+        assert proc.returncode == 1 and proc.stdout.startswith("rejected: revoked: "), \
+            proc.stdout
+        assert "(crl file)" in proc.stdout, proc.stdout
     finally:
         revoked.close()
         good.close()
@@ -164,3 +171,54 @@ def test_revoked_remote_is_disconnected(start_mtlsd, rpki, tmp_path):
         refused(client, "outbound", "revoked")  # and it cannot come back
     finally:
         remote.close()
+
+
+def issue_server_cert(pki, name: str, extra_ext: str) -> None:
+    """A serverAuth certificate for localhost from the root's `openssl ca` database (so that it
+    can be revoked like the others), with `extra_ext` lines added."""
+    ext = Path(pki.path(f"{name}.ext"))
+    ext.write_text("[ e ]\nbasicConstraints = critical, CA:false\n"
+                   "keyUsage = critical, digitalSignature\nsubjectKeyIdentifier = hash\n"
+                   "authorityKeyIdentifier = keyid\nextendedKeyUsage = serverAuth\n"
+                   "subjectAltName = DNS:localhost\n" + extra_ext)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", pki.path(f"{name}.key")],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-new", "-key", pki.path(f"{name}.key"), "-subj",
+                    f"/CN={name}", "-out", pki.path(f"{name}.csr")], check=True,
+                   capture_output=True)
+    pki.openssl("ca", "-batch", "-name", "root_ca", "-in", pki.path(f"{name}.csr"), "-out",
+                pki.path(f"{name}.crt"), "-extfile", str(ext), "-extensions", "e", "-days", "30")
+
+
+def test_distribution_point_of_the_remote_and_verify(start_mtlsd, mtlsd_bin, rpki, rv,
+                                                     tmp_path):
+    mine = rpki.copy_to(tmp_path / "pki")
+    cdp = f"crlDistributionPoints = URI:{rv.url(ROOT_CRL)}\n"
+    issue_server_cert(mine, "good-cdp", cdp)
+    issue_server_cert(mine, "revoked-cdp", cdp)
+    revoke(mine, "revoked-cdp.crt")
+    rv.crls = {ROOT_CRL: Path(gencrl(mine)).read_bytes()}
+    good = Remote(mine.path("good-cdp.crt"), mine.path("good-cdp.key"))
+    bad = Remote(mine.path("revoked-cdp.crt"), mine.path("revoked-cdp.key"))
+    try:
+        rev = {"crl_distribution_points": True, "crl_scope": "leaf"}
+        client = start_mtlsd(daemon_config([outbound(mine, good.address, "good", **rev),
+                                            outbound(mine, bad.address, "bad", **rev)]))
+        admitted(client, "good")
+        line = refused(client, "bad", "revoked")
+        assert "crl http://" in line["detail"], line
+        assert metric(client, "mtlsd_revocation_checks_total", listener="bad", method="crl",
+                      result="revoked") == 1
+        # `mtlsd verify` on the client-mode listener says the same about the remote's cert.
+        proc = run_cli(mtlsd_bin, "verify", "--config", str(client.config_path), "--listener",
+                       "bad", "--cert", mine.path("revoked-cdp.crt"))
+        assert proc.returncode == 1 and proc.stdout.startswith("rejected: revoked: "), \
+            (proc.stdout, proc.stderr)
+        proc = run_cli(mtlsd_bin, "verify", "--config", str(client.config_path), "--listener",
+                       "good", "--cert", mine.path("good-cdp.crt"))
+        assert proc.returncode == 0 and "revocation: good (crl http://" in proc.stdout, \
+            (proc.stdout, proc.stderr)
+    finally:
+        good.close()
+        bad.close()
