@@ -38,6 +38,13 @@ std::string describe(int err, int depth, X509* cert) {
   return s;
 }
 
+// The top of a verified chain that is not self-issued: an anchor by X509_V_FLAG_PARTIAL_CHAIN.
+bool is_partial_chain_anchor(X509_STORE_CTX* store_ctx, int depth, X509* cert) {
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  return cert && chain && depth == sk_X509_num(chain) - 1 &&
+         X509_check_issued(cert, cert) != X509_V_OK;
+}
+
 }  // namespace
 
 reason reason_from_x509_error(int err) {
@@ -197,6 +204,13 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (!ok) {
     const int err = X509_STORE_CTX_get_error(store_ctx);
+    if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
+        is_partial_chain_anchor(store_ctx, depth, cert)) {
+      // An issuing CA listed in the trust bundle is an anchor, trusted by configuration like a
+      // root: it needs no CRL from an issuer nobody configured (crl_scope: chain means every
+      // level below the anchor, as for the network sources).
+      return 1;
+    }
     if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
       // Within crl_grace the stale CRL is still enforced: once we accept the time error,
       // OpenSSL goes on to check the certificate against it.

@@ -408,3 +408,33 @@ TEST(Validation, StrictReasonMapping) {
 
 }  // namespace
 }  // namespace mtlsd
+
+namespace mtlsd {
+namespace {
+
+// crl_scope: chain checks every level below the anchor. With an issuing CA as the anchor, the
+// anchor itself needs no CRL from the root (nobody configured one): it is trusted by
+// configuration, exactly like a root.
+TEST(Validation, AnIntermediateAnchorNeedsNoCrlOfItsOwn) {
+  listener_files files;
+  test::pki_dir extra;
+  tls::x509_crl_ptr crl(test::make_crl(pki().intermediate, {}));
+  const std::string crl_path = extra.write("int.crl", test::to_pem(crl.get()), 0644);
+  auto t = files.build(server_listener("intermediate.crt",
+                                       "    revocation:\n      crl_files: [" + crl_path + "]\n"));
+  auto leaf = test::make_leaf(pki().intermediate, {.cn = "leaf", .dns_sans = {"localhost"}});
+  auto off = offline(t, leaf);
+  EXPECT_EQ(verdict(off.refusal), "accepted") << off.detail;
+  EXPECT_EQ(verdict(client_presents(t, leaf).refusal), "accepted");
+  // ...while a revoked leaf is still refused.
+  auto revoked = test::make_leaf(pki().intermediate, {.cn = "revoked"});
+  tls::x509_crl_ptr crl2(test::make_crl(
+      pki().intermediate, {.revoked = {{test::serial_of(revoked.cert()), test::now()}}}));
+  extra.write("int.crl", test::to_pem(crl2.get()), 0644);
+  auto t2 = files.build(server_listener("intermediate.crt",
+                                        "    revocation:\n      crl_files: [" + crl_path + "]\n"));
+  EXPECT_EQ(verdict(offline(t2, revoked).refusal), "revoked");
+}
+
+}  // namespace
+}  // namespace mtlsd
