@@ -22,9 +22,11 @@ enum class reason {
   handshake_timeout,
   protocol_error,
   upstream_unavailable,
+  name_constraints,  // a CA's nameConstraints exclude (or do not permit) a name of the chain
+  bad_certificate,   // a certificate breaks the RFC 5280 profile strict validation enforces
 };
 
-inline constexpr std::size_t reason_count = 14;
+inline constexpr std::size_t reason_count = 16;
 
 std::string_view to_string(reason r);
 std::optional<reason> reason_from_string(std::string_view s);

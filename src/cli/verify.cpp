@@ -1,8 +1,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 
 #include "mtlsd/cli/cli.hpp"
@@ -157,15 +160,24 @@ int verify_command(const options& o) {
     return 2;
   }
   const auto& lr = *rt->listeners.front();
+  // A file that cannot be opened is a usage error; one that opens but holds no certificate a
+  // handshake could parse is a rejection, exactly as a peer sending it would be.
+  auto chain_path = o.get("chain");
+  for (const auto* path : {&*cert_path, chain_path ? &*chain_path : nullptr}) {
+    if (path && !std::ifstream(*path)) {
+      std::cerr << "mtlsd verify: cannot open " << *path << ": " << std::strerror(errno) << "\n";
+      return 2;
+    }
+  }
   tls::cert_chain presented;
   try {
     presented = tls::load_cert_chain({*cert_path, {}});
-    if (auto chain = o.get("chain"))
-      for (auto& c : tls::load_cert_chain({*chain, {}}))
+    if (chain_path)
+      for (auto& c : tls::load_cert_chain({*chain_path, {}}))
         presented.push_back(std::move(c));
   } catch (const config::config_error& e) {
-    std::cerr << "mtlsd verify: " << e.what() << "\n";
-    return 2;
+    std::cout << "rejected: " << to_string(reason::bad_certificate) << ": " << e.what() << "\n";
+    return 1;
   }
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (std::size_t i = 1; i < presented.size(); ++i)

@@ -308,7 +308,7 @@ void with(const YAML::Node& m, const char* key, F&& f) {
 void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a) {
   r.map(n, path,
         {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
-         "sha256_fingerprints"});
+         "sha256_fingerprints", "email_sans"});
   with(n, "spiffe_ids", [&](auto v) {
     if (!r.strings(v, path + ".spiffe_ids", a.spiffe_ids)) return;
     for (std::size_t i = 0; i < a.spiffe_ids.size(); ++i) {
@@ -332,6 +332,17 @@ void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_
           (d.rfind("*.", 0) != 0 || d.find('*', 1) != std::string::npos))
         r.error(v.IsSequence() ? v[i] : v,
                 path + ".dns_sans: '" + d + "': wildcards are only allowed as a leading '*.'");
+    }
+  });
+  with(n, "email_sans", [&](auto v) {
+    if (!r.strings(v, path + ".email_sans", a.email_sans)) return;
+    for (std::size_t i = 0; i < a.email_sans.size(); ++i) {
+      const auto& e = a.email_sans[i];
+      const auto at = e.find('@');
+      if (at == std::string::npos || at == 0 || at + 1 == e.size() ||
+          e.find('@', at + 1) != std::string::npos)
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".email_sans: '" + e + "' is not an e-mail address (local@domain)");
     }
   });
   with(n, "common_names", [&](auto v) { r.strings(v, path + ".common_names", a.common_names); });
@@ -398,7 +409,8 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
                       revocation_options& rv) {
   r.map(n, path,
         {"crl_files", "crl_distribution_points", "crl_scope", "ocsp", "ocsp_responder",
-         "ocsp_timeout", "on_unavailable", "crl_grace", "recheck_established", "stapling"});
+         "ocsp_timeout", "on_unavailable", "crl_grace", "recheck_established", "stapling",
+         "require_staple"});
   with(n, "crl_files", [&](auto v) { r.files(v, path + ".crl_files", rv.crl_files); });
   with(n, "crl_distribution_points", [&](auto v) {
     r.boolean(v, path + ".crl_distribution_points", rv.crl_distribution_points);
@@ -432,6 +444,8 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
   with(n, "recheck_established",
        [&](auto v) { r.boolean(v, path + ".recheck_established", rv.recheck_established); });
   with(n, "stapling", [&](auto v) { r.boolean(v, path + ".stapling", rv.stapling); });
+  with(n, "require_staple",
+       [&](auto v) { r.boolean(v, path + ".require_staple", rv.require_staple); });
 }
 
 void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
@@ -515,7 +529,9 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   if (sa_node.IsDefined()) {
     const std::string p = path + ".server_auth";
     auto& sa = l.server_auth;
-    r.map(sa_node, p, {"ca", "server_name", "allow", "insecure_skip_verify"});
+    r.map(sa_node, p, {"ca", "server_name", "verify_depth", "allow", "insecure_skip_verify"});
+    with(sa_node, "verify_depth",
+         [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, sa.verify_depth); });
     with(sa_node, "ca", [&](auto v) { r.files(v, p + ".ca", sa.ca); });
     with(sa_node, "server_name", [&](auto v) { r.str(v, p + ".server_name", sa.server_name); });
     with(sa_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow); });
@@ -588,6 +604,12 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     if (l.http.enabled) r.error(n["http"], path + ".http applies to mode: server only");
     if (l.revocation.stapling)
       r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
+  }
+  if (server && l.revocation.require_staple) {
+    r.error(n["revocation"]["require_staple"],
+            path +
+                ".revocation.require_staple applies to mode: client only (a client's "
+                "certificate cannot be stapled)");
   }
 }
 

@@ -113,6 +113,8 @@ void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const
   if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
   if (tls.failure_reason() == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
     return s.refuse(reason::no_client_cert, "client sent no certificate");
+  if (auto r = tls::reason_from_ssl_failure(tls.failure_reason()))
+    return s.refuse(*r, "TLS handshake failed: " + tls.failure_detail());
   if (ec == asio::error::eof)
     return s.refuse(reason::protocol_error, "connection closed during the TLS handshake");
   std::string why = tls.failure_detail().empty() ? ec.message() : tls.failure_detail();
@@ -198,6 +200,7 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
     req.chain.push_back(tls::up_ref(c));
   req.crl_file_unavailable = vo.crl_deferred_depths;
   req.crl_file_note = vo.crl_note;
+  req.leaf_stapled_good = vo.staple == tls::revocation::status::good;
   // Every lookup runs concurrently and is bounded by the timeout; this deadline is a backstop.
   s.enter(phase::revocation, 2 * lr.revocation.timeout + std::chrono::seconds(1));
   auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));
@@ -381,9 +384,16 @@ asio::awaitable<void> serve_client(session& s) {
     SSL_ctrl(tls.native(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(lr.tls.server_name.c_str()));
 
+  // The remote's chain gets the same revocation checks as a client's in mode: server (CRL files
+  // in the handshake, OCSP / distribution points after it, recheck of live connections).
+  const bool network_revocation =
+      lr.revocation_service && lr.revocation.network() && !cfg.server_auth.insecure_skip_verify;
+
   s.enter(phase::handshake, cfg.timeouts.handshake);
   auto handshake_error = co_await tls.handshake();
-  count_revocation(s, vo);  // a stapled OCSP response, when the remote sent one
+  // CRL files and a stapled OCSP response, when the remote sent one (with OCSP / distribution
+  // points the revocation service's verdict is counted instead, as in mode: server).
+  if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
     classify_handshake_failure(s, vo, tls, handshake_error);
     co_return;
@@ -394,6 +404,18 @@ asio::awaitable<void> serve_client(session& s) {
   else if (X509* cert = SSL_get0_peer_certificate(tls.native()))
     s.peer_identity = tls::extract_identity(cert);
   observe_handshake(s);
+  const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled() &&
+                       !cfg.server_auth.insecure_skip_verify;
+  if (network_revocation || recheck) {
+    bool chain_verified = false;
+    const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
+    // Nothing of the app's goes to a remote whose certificate is revoked.
+    if (network_revocation && !chain.empty() &&
+        !co_await check_revocation(s, tls, vo, chain, chain_verified))
+      co_return;
+    if (recheck && !chain.empty())
+      s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
+  }
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 

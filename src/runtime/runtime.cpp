@@ -59,14 +59,6 @@ void refuse_unbuilt_features(const config::listener& l, config::diagnostics& out
   // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
   if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
     refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
-  // Client mode checks a stapled OCSP response from the remote; fetching revocation data for the
-  // remote's certificate (and CRL files for it) is not built yet.
-  if (l.mode == config::listener_mode::client) {
-    if (!l.revocation.crl_files.empty()) refuse("revocation.crl_files in mode: client");
-    if (l.revocation.ocsp != config::ocsp_mode::off) refuse("revocation.ocsp in mode: client");
-    if (l.revocation.crl_distribution_points)
-      refuse("revocation.crl_distribution_points in mode: client");
-  }
 }
 
 }  // namespace

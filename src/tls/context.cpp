@@ -137,6 +137,7 @@ tls_context build_context(const config::listener& l) {
   if (!out.ctx) fail(l.where, "cannot create TLS context: " + drain_errors());
   SSL_CTX* ctx = out.ctx.get();
   apply_protocol_settings(ctx, l.tls);
+  apply_validation_policy(ctx);
 
   if (server) {
     use_key_pair(ctx, l.tls, out);
@@ -188,18 +189,24 @@ tls_context build_context(const config::listener& l) {
       out.trust = install_trust_store(ctx, sa.ca, false);
     }
     SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
+    const crl_policy crl = install_crls(ctx, l.revocation, out);
     out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
     X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
     if (is_ip_literal(out.server_name)) {
       X509_VERIFY_PARAM_set1_ip_asc(param, out.server_name.c_str());
     } else {
-      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      // DNS SANs only: never fall back to the subject CN (dropped by browsers, Go and rustls;
+      // a CN is not typed, so "127.0.0.1" or "*.example.org" there would mean anything).
+      X509_VERIFY_PARAM_set_hostflags(
+          param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
       X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
     }
-    out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow);
+    out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
     out.peer_verifier->attach(ctx);
-    // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused.
-    revocation::check_staples(ctx);
+    // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused, and
+    // with require_staple so is one that staples nothing usable.
+    revocation::check_staples(ctx, l.revocation.require_staple);
     if (l.tls.session_resumption) {
       out.sessions = std::make_unique<client_session_cache>();
       out.sessions->attach(ctx);

@@ -83,6 +83,9 @@ peer_identity extract_identity(X509* cert) {
       case GEN_DNS:
         id.dns_sans.push_back(asn1_string(gn->d.dNSName));
         break;
+      case GEN_EMAIL:
+        id.email_sans.push_back(asn1_string(gn->d.rfc822Name));
+        break;
       case GEN_IPADD:
         id.ip_sans.push_back(ip_to_string(gn->d.iPAddress));
         break;

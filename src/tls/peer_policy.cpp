@@ -27,6 +27,13 @@ std::string join(const std::vector<std::string>& v) {
 
 }  // namespace
 
+bool match_email(std::string_view pattern, std::string_view email) {
+  const auto pa = pattern.rfind('@'), ea = email.rfind('@');
+  if (pa == std::string_view::npos || ea == std::string_view::npos) return false;
+  return pattern.substr(0, pa) == email.substr(0, ea) &&
+         iequals(pattern.substr(pa + 1), email.substr(ea + 1));
+}
+
 bool match_spiffe_id(std::string_view pattern, std::string_view id) {
   if (pattern.size() >= 2 && pattern.substr(pattern.size() - 2) == "/*") {
     std::string_view prefix = pattern.substr(0, pattern.size() - 1);  // keep the '/'
@@ -58,6 +65,10 @@ policy_decision evaluate(const config::allow_list& allow, const peer_identity& p
         return any(peer.dns_sans, [&](const std::string& d) { return match_dns_name(p, d); });
       }))
     return {};
+  if (any(allow.email_sans, [&](const std::string& p) {
+        return any(peer.email_sans, [&](const std::string& e) { return match_email(p, e); });
+      }))
+    return {};
   if (!peer.common_name.empty() &&
       any(allow.common_names, [&](const std::string& p) { return p == peer.common_name; }))
     return {};
@@ -71,6 +82,7 @@ policy_decision evaluate(const config::allow_list& allow, const peer_identity& p
   std::string detail = "certificate matches no allow rule:";
   if (!peer.spiffe_id.empty()) detail += " spiffe_id=" + peer.spiffe_id;
   if (!peer.dns_sans.empty()) detail += " dns=" + join(peer.dns_sans);
+  if (!peer.email_sans.empty()) detail += " email=" + join(peer.email_sans);
   if (!peer.common_name.empty()) detail += " cn=" + peer.common_name;
   if (!peer.organizational_units.empty()) detail += " ou=" + join(peer.organizational_units);
   detail += " sha256=" + peer.sha256;

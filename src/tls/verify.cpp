@@ -38,6 +38,13 @@ std::string describe(int err, int depth, X509* cert) {
   return s;
 }
 
+// The top of a verified chain that is not self-issued: an anchor by X509_V_FLAG_PARTIAL_CHAIN.
+bool is_partial_chain_anchor(X509_STORE_CTX* store_ctx, int depth, X509* cert) {
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  return cert && chain && depth == sk_X509_num(chain) - 1 &&
+         X509_check_issued(cert, cert) != X509_V_OK;
+}
+
 }  // namespace
 
 reason reason_from_x509_error(int err) {
@@ -49,14 +56,52 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
     case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+    // Below the security level: a signature from a key or digest that can be forged (RSA-1024,
+    // P-192, SHA-1) proves nothing, so it is a bad signature, whether or not the math checks out.
+    case X509_V_ERR_EE_KEY_TOO_SMALL:
+    case X509_V_ERR_CA_KEY_TOO_SMALL:
+    case X509_V_ERR_CA_MD_TOO_WEAK:
+    case X509_V_ERR_UNSUPPORTED_SIGNATURE_ALGORITHM:
       return reason::bad_signature;
     case X509_V_ERR_INVALID_PURPOSE:
     case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
     case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
     case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
     case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_INVALID_NON_CA:
     case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+    // Strict (RFC 5280) key usage and basicConstraints rules.
+    case X509_V_ERR_KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA:
+    case X509_V_ERR_CA_CERT_MISSING_KEY_USAGE:
+    case X509_V_ERR_CA_BCONS_NOT_CRITICAL:
+    case X509_V_ERR_PATHLEN_INVALID_FOR_NON_CA:
+    case X509_V_ERR_PATHLEN_WITHOUT_KU_KEY_CERT_SIGN:
       return reason::bad_key_usage;
+    case X509_V_ERR_PERMITTED_VIOLATION:
+    case X509_V_ERR_EXCLUDED_VIOLATION:
+    case X509_V_ERR_SUBTREE_MINMAX:
+    case X509_V_ERR_UNSUPPORTED_CONSTRAINT_TYPE:
+    case X509_V_ERR_UNSUPPORTED_CONSTRAINT_SYNTAX:
+    case X509_V_ERR_UNSUPPORTED_NAME_SYNTAX:
+      return reason::name_constraints;
+    // The rest of the strict profile: the certificate itself is malformed, whoever issued it.
+    case X509_V_ERR_MISSING_AUTHORITY_KEY_IDENTIFIER:
+    case X509_V_ERR_MISSING_SUBJECT_KEY_IDENTIFIER:
+    case X509_V_ERR_AUTHORITY_KEY_IDENTIFIER_CRITICAL:
+    case X509_V_ERR_SUBJECT_KEY_IDENTIFIER_CRITICAL:
+    case X509_V_ERR_ISSUER_NAME_EMPTY:
+    case X509_V_ERR_SUBJECT_NAME_EMPTY:
+    case X509_V_ERR_EMPTY_SUBJECT_ALT_NAME:
+    case X509_V_ERR_EMPTY_SUBJECT_SAN_NOT_CRITICAL:
+    case X509_V_ERR_EXTENSIONS_REQUIRE_VERSION_3:
+    case X509_V_ERR_SIGNATURE_ALGORITHM_MISMATCH:
+    case X509_V_ERR_SIGNATURE_ALGORITHM_INCONSISTENCY:
+    case X509_V_ERR_EC_KEY_EXPLICIT_PARAMS:
+    case X509_V_ERR_INVALID_EXTENSION:
+    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+      return reason::bad_certificate;
     case X509_V_ERR_CERT_CHAIN_TOO_LONG:
       return reason::chain_too_long;
     case X509_V_ERR_CERT_REVOKED:
@@ -76,10 +121,35 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_EMAIL_MISMATCH:
       return reason::hostname_mismatch;
     default:
-      // Untrusted root, missing issuer, self-signed leaf, unknown critical extension...: the
-      // chain does not lead to a CA we trust.
+      // Untrusted root, missing issuer, self-signed leaf...: the chain does not lead to a CA
+      // we trust.
       return reason::unknown_ca;
   }
+}
+
+std::optional<reason> reason_from_ssl_failure(int ssl_reason) {
+  switch (ssl_reason) {
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+      return reason::no_client_cert;
+    // CertificateVerify (or, from a server, ServerKeyExchange) signed with a key other than the
+    // certificate's: the peer does not hold the key of the certificate it presented.
+    case SSL_R_BAD_SIGNATURE:
+      return reason::bad_signature;
+    default:
+      return std::nullopt;
+  }
+}
+
+void apply_validation_policy(SSL_CTX* ctx) {
+  // Strict RFC 5280 path validation (what `openssl verify -x509_strict` does), and every
+  // certificate of the trust bundle is an anchor, self-signed or not (Go's crypto/x509 and
+  // rustls-webpki): trusting exactly one issuing CA must not require trusting its root.
+  X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
+                              X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN);
+  // Security level 2 at least (112-bit: RSA/DSA >= 2048, EC >= 224 bits, no SHA-1 or MD5
+  // signatures), whatever the distribution compiled in as the default. It applies to the peer's
+  // chain through the verify parameters' auth level (verify_offline does the same).
+  if (SSL_CTX_get_security_level(ctx) < 2) SSL_CTX_set_security_level(ctx, 2);
 }
 
 verifier::verifier(peer_role role, config::allow_list allow, crl_policy crl)
@@ -134,6 +204,13 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (!ok) {
     const int err = X509_STORE_CTX_get_error(store_ctx);
+    if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
+        is_partial_chain_anchor(store_ctx, depth, cert)) {
+      // An issuing CA listed in the trust bundle is an anchor, trusted by configuration like a
+      // root: it needs no CRL from an issuer nobody configured (crl_scope: chain means every
+      // level below the anchor, as for the network sources).
+      return 1;
+    }
     if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
       // Within crl_grace the stale CRL is still enforced: once we accept the time error,
       // OpenSSL goes on to check the certificate against it.
@@ -197,6 +274,10 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
   X509_STORE_CTX_set_default(sctx.get(), role_ == peer_role::client ? "ssl_client" : "ssl_server");
   X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(sctx.get());
   X509_VERIFY_PARAM_set1(param, SSL_CTX_get0_param(ctx));
+  // ssl_verify_cert_chain() does this too: the peer's keys and signature digests must meet the
+  // context's security level. Without it `verify` would accept RSA-1024 or SHA-1 chains that a
+  // handshake refuses.
+  X509_VERIFY_PARAM_set_auth_level(param, SSL_CTX_get_security_level(ctx));
   if (at) X509_VERIFY_PARAM_set_time(param, *at);
   X509_STORE_CTX_set_verify_cb(sctx.get(), &verifier::callback);
   X509_STORE_CTX_set_ex_data(sctx.get(), idx().store_verifier, const_cast<verifier*>(this));

@@ -27,7 +27,8 @@ ADDRESS = re.compile(r"^(unix:/.+|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[A-Za-z0-9.-]+:\d{1
 # The key tree of shared/interface.md. A leaf is a validator name or a set of
 # allowed values; a dict is a nested mapping; a list holds the item schema.
 ALLOW = {k: "strlist" for k in (
-    "spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units", "sha256_fingerprints")}
+    "spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units", "sha256_fingerprints",
+    "email_sans")}
 LISTENER = {
     "name": "str",
     "mode": {"server", "client"},
@@ -48,7 +49,8 @@ LISTENER = {
         "verify_depth": "int",
         "allow": ALLOW,
     },
-    "server_auth": {"ca": "strlist", "server_name": "str", "allow": ALLOW},
+    "server_auth": {"ca": "strlist", "server_name": "str", "verify_depth": "int", "allow": ALLOW,
+                    "insecure_skip_verify": "bool"},
     "revocation": {
         "crl_files": "strlist",
         "crl_distribution_points": "bool",
@@ -60,6 +62,7 @@ LISTENER = {
         "crl_grace": "duration",
         "recheck_established": "bool",
         "stapling": "bool",
+        "require_staple": "bool",
     },
     "proxy_protocol": {"off", "v2"},
     "http": {

@@ -1242,3 +1242,57 @@ TEST(ConfigDiagnostic, Formatting) {
 
 }  // namespace
 }  // namespace mtlsd::config
+
+// --- issue 10: validation keys ------------------------------------------------------------------
+
+namespace mtlsd::config {
+namespace {
+using ::testing::HasSubstr;
+
+TEST(ConfigValidation, ServerAuthVerifyDepthEmailSansAndRequireStaple) {
+  configuration c = load_ok(kClient + R"(    server_auth:
+      verify_depth: 2
+      allow:
+        email_sans: [ops@example.org]
+    revocation:
+      require_staple: true
+      crl_files: [root.crl]
+)");
+  const listener& l = c.listeners.at(0);
+  EXPECT_EQ(l.server_auth.verify_depth, 2);
+  EXPECT_THAT(l.server_auth.allow.email_sans, ElementsAre("ops@example.org"));
+  EXPECT_FALSE(l.server_auth.allow.empty());
+  EXPECT_TRUE(l.revocation.require_staple);
+  EXPECT_EQ(load_ok(kClient).listeners.at(0).server_auth.verify_depth, 4);
+  EXPECT_FALSE(load_ok(kClient).listeners.at(0).revocation.require_staple);
+}
+
+TEST(ConfigValidation, ClientAuthEmailSans) {
+  configuration c = load_ok(kMinimal + "      allow: {email_sans: [a@b.org, c@d.org]}\n");
+  EXPECT_THAT(c.listeners.at(0).client_auth.allow.email_sans, ElementsAre("a@b.org", "c@d.org"));
+}
+
+TEST(ConfigValidation, BadEmailSan) {
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n        email_sans: [alice, '@b.org']\n"),
+              ElementsAre(at(11, 22,
+                             "listeners[0].client_auth.allow.email_sans: 'alice' is not an "
+                             "e-mail address (local@domain)"),
+                          at(11, 29,
+                             "listeners[0].client_auth.allow.email_sans: '@b.org' is not an "
+                             "e-mail address (local@domain)")));
+}
+
+TEST(ConfigValidation, ServerAuthVerifyDepthRange) {
+  EXPECT_THAT(problems_of(kClient + "    server_auth:\n      verify_depth: 33\n"),
+              ElementsAre(HasSubstr("listeners[0].server_auth.verify_depth")));
+}
+
+TEST(ConfigValidation, RequireStapleIsClientModeOnly) {
+  EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      require_staple: true\n"),
+              ElementsAre(at(11, 23,
+                             "listeners[0].revocation.require_staple applies to mode: client "
+                             "only (a client's certificate cannot be stapled)")));
+}
+
+}  // namespace
+}  // namespace mtlsd::config

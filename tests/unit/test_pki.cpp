@@ -90,7 +90,9 @@ void add_conf_ext(X509* subject, X509* issuer, int nid, const std::string& value
 }
 
 void add_subject_alt_names(X509* x, const cert_spec& spec) {
-  if (spec.uri_sans.empty() && spec.dns_sans.empty() && spec.ip_sans.empty()) return;
+  if (spec.uri_sans.empty() && spec.dns_sans.empty() && spec.ip_sans.empty() &&
+      spec.email_sans.empty())
+    return;
   GENERAL_NAMES* names = GENERAL_NAMES_new();
   check(names != nullptr, "GENERAL_NAMES_new");
   auto push_string = [&](int type, const std::string& value) {
@@ -107,6 +109,8 @@ void add_subject_alt_names(X509* x, const cert_spec& spec) {
     push_string(GEN_URI, u);
   for (const auto& d : spec.dns_sans)
     push_string(GEN_DNS, d);
+  for (const auto& e : spec.email_sans)
+    push_string(GEN_EMAIL, e);
   for (const auto& ip : spec.ip_sans) {
     ASN1_OCTET_STRING* bytes = a2i_IPADDRESS(ip.c_str());
     check(bytes != nullptr, "a2i_IPADDRESS(" + ip + ")");
@@ -151,8 +155,10 @@ owned_x509 start_cert(X509_NAME* subject, EVP_PKEY* subject_key, const credentia
   return x;
 }
 
-credential finish(owned_x509 x, EVP_PKEY* subject_key, EVP_PKEY* signing_key) {
-  check(X509_sign(x.get(), signing_key, EVP_sha256()) > 0, "X509_sign");
+credential finish(owned_x509 x, EVP_PKEY* subject_key, EVP_PKEY* signing_key,
+                  const std::string& digest = "") {
+  const EVP_MD* md = digest == "sha1" ? EVP_sha1() : EVP_sha256();
+  check(X509_sign(x.get(), signing_key, md) > 0, "X509_sign");
   return credential(x.release(), subject_key);
 }
 
@@ -168,13 +174,16 @@ credential make_ca(const credential* issuer, const ca_spec& spec) {
   add_conf_ext(x.get(), issuer ? issuer->cert() : x.get(), NID_basic_constraints, bc);
   add_conf_ext(x.get(), issuer ? issuer->cert() : x.get(), NID_key_usage,
                "critical,keyCertSign,cRLSign");
+  if (!spec.name_constraints.empty())
+    add_conf_ext(x.get(), issuer ? issuer->cert() : x.get(), NID_name_constraints,
+                 spec.name_constraints);
   if (issuer)
     add_revocation_pointers(x.get(), issuer->cert(), spec.crl_distribution_point, spec.ocsp_url);
   return finish(std::move(x), key, issuer ? issuer->key() : key);
 }
 
 credential make_end_entity(const credential* issuer, const cert_spec& spec) {
-  EVP_PKEY* key = make_key();
+  EVP_PKEY* key = make_key(spec.key_type);
   X509_NAME* name = build_name(spec.org, spec.ous, spec.cn);
   auto x = start_cert(name, key, issuer, spec.serial.value_or(random_serial()),
                       spec.not_before.value_or(now() - hours(1)),
@@ -198,7 +207,7 @@ credential make_end_entity(const credential* issuer, const cert_spec& spec) {
   }
   add_subject_alt_names(x.get(), spec);
   add_revocation_pointers(x.get(), signer, spec.crl_distribution_point, spec.ocsp_url);
-  return finish(std::move(x), key, issuer ? issuer->key() : key);
+  return finish(std::move(x), key, issuer ? issuer->key() : key, spec.digest);
 }
 
 }  // namespace
@@ -210,9 +219,14 @@ std::time_t now() {
 credential::credential(X509* cert, EVP_PKEY* key)
     : cert_(cert, X509_free), key_(key, EVP_PKEY_free) {}
 
-EVP_PKEY* make_key() {
-  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  check(key != nullptr, "EVP_PKEY_Q_keygen(EC, P-256)");
+EVP_PKEY* make_key(const std::string& type) {
+  EVP_PKEY* key = nullptr;
+  if (type.rfind("RSA-", 0) == 0)
+    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::stoul(type.substr(4)));
+  else
+    key =
+        EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", type.empty() ? "P-256" : type.substr(3).c_str());
+  check(key != nullptr, "EVP_PKEY_Q_keygen(" + (type.empty() ? "EC-P-256" : type) + ")");
   return key;
 }
 

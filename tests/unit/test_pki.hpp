@@ -67,6 +67,9 @@ struct cert_spec {
   std::optional<std::uint64_t> serial{};    // default: a fresh random 63-bit serial
   std::string crl_distribution_point{};     // URI, e.g. http://127.0.0.1:1234/ca.crl
   std::string ocsp_url{};                   // AIA OCSP responder URI
+  std::vector<std::string> email_sans{};    // rfc822Name
+  std::string key_type{};                   // "" = EC P-256; "RSA-1024", "RSA-2048", "EC-P-192"
+  std::string digest{};                     // issuer's signature digest; "" = sha256, or "sha1"
 };
 
 struct ca_spec {
@@ -78,10 +81,11 @@ struct ca_spec {
   std::optional<std::uint64_t> serial{};
   std::string crl_distribution_point{};
   std::string ocsp_url{};
+  std::string name_constraints{};  // openssl.cnf syntax, e.g. "critical,permitted;DNS:.example.org"
 };
 
-// A fresh EC P-256 key.
-EVP_PKEY* make_key();
+// A fresh EC P-256 key, or `type` ("RSA-1024", "RSA-2048", "EC-P-192", "EC-P-384").
+EVP_PKEY* make_key(const std::string& type = "");
 
 // A self-signed root CA.
 credential make_root_ca(const ca_spec& spec);

@@ -672,11 +672,13 @@ TEST_F(RuntimeBuildTest, EveryListenersProblemsAreReported) {
                                    ": cannot read certificate: No such file or directory"));
 }
 
-TEST_F(RuntimeBuildTest, UnbuiltFeaturesAreRefusedNotIgnored) {
-  // An operator who asked for CRL checks of the remote must not silently get none: client mode
-  // checks stapled responses only.
-  auto problems =
-      build_problems(files_.load("listeners:\n"
+TEST_F(RuntimeBuildTest, ClientModeRevocationBuilds) {
+  // CRL files, OCSP and distribution points for the remote's chain in mode: client (they were
+  // refused as unbuilt before; an operator who asks for them must get them).
+  tls::x509_crl_ptr crl(test::make_crl(pki->root, {}));
+  files_.dir().write("root.crl", test::to_pem(crl.get()), 0644);
+  auto rt =
+      runtime::build(files_.load("listeners:\n"
                                  "  - name: outbound\n"
                                  "    mode: client\n"
                                  "    listen: 127.0.0.1:0\n"
@@ -684,11 +686,12 @@ TEST_F(RuntimeBuildTest, UnbuiltFeaturesAreRefusedNotIgnored) {
                                  "    server_auth:\n"
                                  "      ca: [root.crt]\n"
                                  "    revocation:\n"
-                                 "      crl_files: [root.crt]\n"));
-  ASSERT_EQ(problems.size(), 1u);
-  EXPECT_EQ(problems[0].str(), at(2, 5) +
-                                   ": listener 'outbound': revocation.crl_files in mode: client "
-                                   "is not supported by this build yet");
+                                 "      crl_files: [root.crl]\n"
+                                 "      ocsp: leaf\n"
+                                 "      require_staple: true\n"));
+  const auto& l = *rt->listeners.front();
+  EXPECT_EQ(l.tls.crls.size(), 1u);
+  EXPECT_TRUE(l.revocation.network());
 }
 
 TEST_F(RuntimeBuildTest, OcspDistributionPointsAndStaplingBuild) {

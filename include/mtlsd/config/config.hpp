@@ -29,9 +29,10 @@ struct allow_list {
   std::vector<std::string> common_names;          // exact
   std::vector<std::string> organizational_units;  // exact
   std::vector<std::string> sha256_fingerprints;   // hex, colons optional, any case
+  std::vector<std::string> email_sans;  // rfc822Name SANs: exact (domain part case-insensitive)
   bool empty() const {
     return spiffe_ids.empty() && uri_sans.empty() && dns_sans.empty() && common_names.empty() &&
-           organizational_units.empty() && sha256_fingerprints.empty();
+           organizational_units.empty() && sha256_fingerprints.empty() && email_sans.empty();
   }
 };
 
@@ -64,6 +65,7 @@ struct client_auth_options {
 struct server_auth_options {
   std::vector<file_ref> ca;  // empty = system trust store
   std::string server_name;   // "" = host of `upstream`
+  int verify_depth = 4;      // intermediates allowed between the remote's leaf and an anchor
   allow_list allow;
   // Turning verification of the remote off must be explicit and is logged loudly at start.
   bool insecure_skip_verify = false;
@@ -84,6 +86,8 @@ struct revocation_options {
   duration crl_grace = 0s;
   bool recheck_established = true;
   bool stapling = false;
+  // Client mode: refuse a remote that does not staple a usable OCSP response for its leaf.
+  bool require_staple = false;
   bool enabled() const {
     return !crl_files.empty() || crl_distribution_points || ocsp != ocsp_mode::off;
   }

@@ -13,7 +13,8 @@ struct peer_identity {
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
   std::vector<std::string> ip_sans;
-  std::string subject;  // RFC 2253
+  std::vector<std::string> email_sans;  // rfc822Name
+  std::string subject;                  // RFC 2253
   std::string common_name;
   std::vector<std::string> organizational_units;
   std::string sha256;  // lower-case hex, no colons, of the DER certificate

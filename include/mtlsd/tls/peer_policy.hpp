@@ -16,6 +16,9 @@ bool match_spiffe_id(std::string_view pattern, std::string_view id);
 // ("a.example.org", not "example.org" nor "a.b.example.org"), as in RFC 6125 host matching.
 bool match_dns_name(std::string_view pattern, std::string_view name);
 
+// RFC 5280 rfc822Name comparison: the local part exactly, the domain case-insensitively.
+bool match_email(std::string_view pattern, std::string_view email);
+
 struct policy_decision {
   bool allowed = true;
   std::string detail;  // why not, for the log and `mtlsd verify`

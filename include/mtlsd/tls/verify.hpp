@@ -48,6 +48,15 @@ struct crl_policy {
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
 reason reason_from_x509_error(int err);
 
+// Why a handshake failed when the verify callback recorded nothing, from the SSL_R_* reason of
+// the error that ended it (a forged CertificateVerify is bad_signature); nullopt when it is no
+// matter of certificates (then protocol_error).
+std::optional<reason> reason_from_ssl_failure(int ssl_reason);
+
+// The validation rules every context that verifies a peer gets, in both modes: strict RFC 5280
+// checks, every trust-bundle certificate an anchor, security level 2 or above.
+void apply_validation_policy(SSL_CTX* ctx);
+
 enum class peer_role { client, server };  // which side the verified peer is
 
 class verifier {

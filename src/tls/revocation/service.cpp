@@ -577,7 +577,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
       if (pol.distribution_points && pol.crl_at(d))
         lookups.push_back(
             lookup_distribution_point(l.distribution_point, cert, issuer, pol, req.at));
-      if (pol.ocsp_at(d)) lookups.push_back(lookup_ocsp(l.ocsp, cert, issuer, pol));
+      if (pol.ocsp_at(d)) {
+        // Client mode: a verified staple saying "good" is the leaf's OCSP answer already.
+        if (d == 0 && req.leaf_stapled_good)
+          l.ocsp = {status::good, "stapled ocsp", ""};
+        else
+          lookups.push_back(lookup_ocsp(l.ocsp, cert, issuer, pol));
+      }
     }
     co_await run_all(std::move(lookups));
     co_return decide(levels, pol.soft_fail);

@@ -36,15 +36,34 @@ int staple_our_response(SSL* ssl, void* arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
+// The callback argument: whether a usable staple is required (revocation.require_staple).
+constexpr bool staple_optional = false;
+constexpr bool staple_required = true;
+
+// require_staple: no staple, or one that does not say "good", refuses the remote.
+int refuse_without_staple(SSL* ssl, verify_outcome* out, const std::string& why) {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (out && !out->refusal) {
+    out->refusal = reason::revocation_unavailable;
+    out->detail = why + " at depth 0: " + (leaf ? subject_of(leaf) : std::string("?")) +
+                  " (revocation.require_staple)";
+  }
+  return 0;
+}
+
 // Client side: called once the remote's chain is verified, with or without a staple.
-int check_remote_staple(SSL* ssl, void*) {
-  const unsigned char* resp = nullptr;
-  const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
-  if (!resp || len <= 0) return 1;  // no staple: nothing to check
+int check_remote_staple(SSL* ssl, void* arg) {
+  const bool required = arg && *static_cast<const bool*>(arg);
   verify_outcome* out = verifier::outcome_of(ssl);
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
   // Without a verified chain (insecure_skip_verify) there is no issuer to check against.
   if (!chain || sk_X509_num(chain) < 2 || SSL_get_verify_result(ssl) != X509_V_OK) return 1;
+  const unsigned char* resp = nullptr;
+  const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
+  if (!resp || len <= 0) {  // no staple: nothing to check
+    if (required) return refuse_without_staple(ssl, out, "remote stapled no OCSP response");
+    return 1;
+  }
   X509* leaf = sk_X509_value(chain, 0);
   X509* issuer = sk_X509_value(chain, 1);
   ocsp_answer a = check_ocsp_response(
@@ -54,7 +73,14 @@ int check_remote_staple(SSL* ssl, void*) {
     out->staple = a.result;
     out->staple_detail = a.detail;
   }
-  if (a.result != status::revoked) return 1;  // an unusable staple is as good as none
+  if (a.result != status::revoked) {
+    // Without require_staple an unusable staple is as good as none.
+    if (required && a.result != status::good)
+      return refuse_without_staple(ssl, out,
+                                   "stapled OCSP response is not usable" +
+                                       (a.detail.empty() ? std::string() : " (" + a.detail + ")"));
+    return 1;
+  }
   if (out && !out->refusal) {
     out->refusal = reason::revoked;
     out->detail = "certificate revoked" +
@@ -71,9 +97,11 @@ void serve_staples(SSL_CTX* ctx, const staple_slot* slot) {
   SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB_ARG, 0, const_cast<staple_slot*>(slot));
 }
 
-void check_staples(SSL_CTX* ctx) {
+void check_staples(SSL_CTX* ctx, bool require) {
   SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_TYPE, TLSEXT_STATUSTYPE_ocsp, nullptr);
   set_status_cb(ctx, check_remote_staple);
+  SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB_ARG, 0,
+               const_cast<bool*>(require ? &staple_required : &staple_optional));
 }
 
 }  // namespace mtlsd::tls::revocation

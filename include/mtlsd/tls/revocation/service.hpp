@@ -40,6 +40,9 @@ struct check_request {
   std::uint32_t crl_file_unavailable = 0;  // bit d: the handshake had no usable CRL at depth d
   std::string crl_file_note;               // what OpenSSL said about it
   std::time_t at = 0;                      // validation time for CRLs (`verify --at`); 0 = now
+  // Client mode: the remote stapled a verified, current "good" OCSP response for the leaf,
+  // which then needs no OCSP request of its own.
+  bool leaf_stapled_good = false;
 };
 
 struct service_limits {

@@ -31,7 +31,8 @@ class staple_slot {
 void serve_staples(SSL_CTX* ctx, const staple_slot* slot);
 
 // Client contexts: request a stapled response and check it after the chain is verified. Needs
-// the context's verifier (verify.hpp) to record the verdict.
-void check_staples(SSL_CTX* ctx);
+// the context's verifier (verify.hpp) to record the verdict. `require`: a remote that staples
+// nothing, or nothing that says "good", is refused (revocation_unavailable).
+void check_staples(SSL_CTX* ctx, bool require = false);
 
 }  // namespace mtlsd::tls::revocation

@@ -1,0 +1,338 @@
+"""Strict path validation in both directions, through real clients and servers and through
+`mtlsd verify`: every certificate `openssl verify -x509_strict` refuses with the same anchors is
+refused, with the same reason a handshake logs; an issuing CA alone is a trust anchor; client
+mode never matches the subject CN; weak keys and SHA-1 are refused by `verify` as by a
+handshake; email_sans; server_auth.verify_depth; a forged CertificateVerify is bad_signature."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clients import client_context, tls_exchange
+from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
+from refusal import assert_admitted, assert_refused
+from tls_remote import Remote, plain_exchange
+from strict_pki import GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki, openssl_strict_verify
+
+TIMEOUT = 10.0
+
+
+@dataclass
+class Case:
+    name: str
+    reason: str             # "accepted" or the rejection reason
+    strict_only: bool       # refused by `openssl verify -x509_strict`, accepted without it
+    intermediate: str | None = None
+
+
+CASES = [
+    Case("good", "accepted", False),
+    Case("no_aki", "bad_certificate", True),
+    Case("ca_no_ski", "bad_certificate", True, "int_no_ski"),
+    Case("root_bc_noncritical", "bad_key_usage", True),
+    Case("root_no_bc", "bad_key_usage", True),
+    Case("leaf_keycertsign", "bad_key_usage", True),
+    Case("empty_subject_san_noncritical", "bad_certificate", True),
+    Case("name_constraints", "name_constraints", False, "int_nc"),
+    Case("rsa1024", "bad_signature", False),
+    Case("sha1", "bad_signature", False),
+    Case("p192", "bad_signature", False),
+]
+
+
+def no_line(profile: str, key: str) -> str:
+    """`profile` without extension `key` (`openssl x509 -req` adds key identifiers unless they
+    are set to none)."""
+    out = "".join(l + "\n" for l in profile.splitlines() if not l.startswith(key))
+    return out + (f"{key} = none\n" if key.endswith("KeyIdentifier") else "")
+
+
+@pytest.fixture(scope="module")
+def spki(tmp_path_factory) -> StrictPki:
+    p = StrictPki(tmp_path_factory.mktemp("strict"))
+    p.ca("sroot")
+    p.ca("bc_noncritical_root", GOOD_CA.replace("critical, CA:true", "CA:true"))
+    p.ca("no_bc_root", no_line(GOOD_CA, "basicConstraints"))
+    p.ca("int_no_ski", no_line(GOOD_CA, "subjectKeyIdentifier"), issuer="sroot")
+    p.ca("int_nc", GOOD_CA + "nameConstraints = critical, permitted;DNS:.example.org\n",
+         issuer="sroot")
+    p.ca("issuing", GOOD_CA, issuer="sroot")
+    for usage in ("client", "server"):
+        ext = GOOD_LEAF + USAGE_EXT[usage]
+        def leaf(case, issuer="sroot", **kw):
+            return p.leaf(f"{case}-{usage}", issuer, usage, **kw)
+        leaf("good")
+        leaf("no_aki", ext=no_line(ext, "authorityKeyIdentifier").format(name="no_aki"))
+        leaf("ca_no_ski", "int_no_ski", intermediate="int_no_ski",
+             ext=ext.replace("keyid\n", "keyid, issuer\n").format(name="ca_no_ski"))
+        leaf("root_bc_noncritical", "bc_noncritical_root")
+        leaf("root_no_bc", "no_bc_root")
+        leaf("leaf_keycertsign",
+             ext=ext.replace("digitalSignature", "digitalSignature, keyCertSign")
+             .format(name="kcs"))
+        leaf("empty_subject_san_noncritical", subject="/")
+        leaf("name_constraints", "int_nc", intermediate="int_nc")
+        leaf("rsa1024", key="rsa1024")
+        leaf("sha1", md="sha1")
+        leaf("p192", key="p192")
+        leaf("issued", "issuing", intermediate="issuing")
+        leaf("cn_only", ext=no_line(ext, "subjectAltName").format(name="cn"),
+             subject="/CN=localhost")
+        leaf("email", ext=ext.format(name="email").rstrip("\n") + ", email:ops@example.org\n")
+    return p
+
+
+def anchors(spki) -> list[str]:
+    return [spki.path(f"{r}.crt") for r in ("sroot", "bc_noncritical_root", "no_bc_root")]
+
+
+# --- the same verdict from openssl -x509_strict, mtlsd verify, and handshakes ----------------
+
+def verify_cli(mtlsd_bin, cfg, listener, cert, chain=None):
+    args = ["verify", "--config", str(cfg), "--listener", listener, "--cert", cert]
+    if chain:
+        args += ["--chain", chain]
+    return run_cli(mtlsd_bin, *args)
+
+
+@pytest.fixture(scope="module")
+def verify_cfg(spki, pki, tmp_path_factory):
+    cfg = daemon_config([
+        server_listener(pki, "127.0.0.1:9", client_auth={"ca": anchors(spki)}),
+        {"name": "outbound", "mode": "client", "listen": "127.0.0.1:0",
+         "upstream": "localhost:9", "server_auth": {"ca": anchors(spki)}},
+    ])
+    return write_config(tmp_path_factory.mktemp("vcfg") / "verify.yaml", cfg)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("listener,usage", [("inbound", "client"), ("outbound", "server")])
+def test_verify_agrees_with_openssl_strict(mtlsd_bin, spki, verify_cfg, case, listener, usage):
+    cert = spki.path(f"{case.name}-{usage}.crt")
+    inter = spki.path(f"{case.intermediate}.crt") if case.intermediate else None
+    proc = verify_cli(mtlsd_bin, verify_cfg, listener, cert, inter)
+    if case.reason == "accepted":
+        assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), proc.stdout
+    else:
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        assert proc.stdout.startswith(f"rejected: {case.reason}: "), proc.stdout
+    if case.strict_only:
+        strict = openssl_strict_verify(spki, anchors(spki), cert, inter)
+        assert strict.returncode != 0, strict.stdout  # openssl -x509_strict refuses it too
+        lax = subprocess.run(["openssl", "verify", "-partial_chain", "-CAfile",
+                              str(Path(spki.root) / "anchors-sroot-bc_noncritical_root-"
+                                  "no_bc_root.pem"), *(["-untrusted", inter] if inter else []),
+                              "-purpose", "sslclient" if usage == "client" else "sslserver",
+                              cert], capture_output=True, text=True)
+        assert lax.returncode == 0, lax.stdout + lax.stderr  # only strictness refuses it
+
+
+def weak_client_ctx(pki, spki, name: str) -> ssl.SSLContext:
+    """Python's ssl client presenting a strict-PKI certificate (its own security level off, so
+    that it presents even a weak one)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_verify_locations(pki.path("ca.crt"))
+    ctx.load_cert_chain(spki.path(f"{name}.chain.crt"), spki.path(f"{name}.key"))
+    if name.startswith("p192"):
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no signature scheme for it
+    return ctx
+
+
+def test_server_mode_handshakes(serve, pki, spki):
+    daemon, up = serve(client_auth={"ca": anchors(spki)})
+    # Refusals first: assert_refused checks that the upstream has seen no connection at all.
+    for case in sorted(CASES, key=lambda c: c.reason == "accepted"):
+        ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, f"{case.name}-client"), expect=5)
+        if case.reason == "accepted":
+            assert_admitted(daemon, ex, b"ping\n")
+        else:
+            assert_refused(daemon, up, ex, case.reason)
+    m = daemon.scrape()
+    assert m.get("mtlsd_handshake_failures_total", listener="inbound",
+                 reason="name_constraints") == 1
+    assert m.get("mtlsd_handshake_failures_total", listener="inbound",
+                 reason="bad_certificate") == 3
+
+
+def outbound(name: str, remote: str, ca: list[str], **extra) -> dict:
+    return {"name": name, "mode": "client", "listen": "127.0.0.1:0", "upstream": remote,
+            "server_auth": {"ca": ca, "server_name": "localhost", **extra}}
+
+
+def test_client_mode_handshakes(start_mtlsd, spki):
+    remotes = {c.name: Remote(spki.path(f"{c.name}-server.chain.crt"),
+                              spki.path(f"{c.name}-server.key"))
+               for c in CASES if c.name != "p192"}  # mtlsd's groups start at P-256
+    try:
+        daemon = start_mtlsd(daemon_config(
+            [outbound(n, r.address, anchors(spki)) for n, r in remotes.items()]))
+        for case in CASES:
+            if case.name == "p192":
+                continue
+            data, local = plain_exchange(daemon.addr(case.name))
+            line = daemon.wait_for_access(client=local)
+            assert line["listener"] == case.name, line
+            if case.reason == "accepted":
+                assert data == b"ping\n" and line["result"] == "accepted", line
+            else:
+                assert data == b"", line
+                assert line["result"] == "rejected" and line["reason"] == case.reason, line
+        assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="name_constraints",
+                                   reason="name_constraints") == 1
+    finally:
+        for r in remotes.values():
+            r.close()
+
+
+# --- trust anchors, names, depth, e-mail -------------------------------------------------------
+
+def test_an_issuing_ca_alone_is_a_trust_anchor_in_both_modes(serve, start_mtlsd, pki, spki):
+    issuing = [spki.path("issuing.crt")]
+    daemon, up = serve(client_auth={"ca": issuing})
+    # A certificate of the root that issued it is not admitted: only the listed CA is trusted.
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "good-client"), expect=5)
+    assert_refused(daemon, up, ex, "unknown_ca")
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "issued-client"), expect=5)
+    assert_admitted(daemon, ex, b"ping\n")
+
+    remote = Remote(spki.path("issued-server.crt"), spki.path("issued-server.key"))
+    try:
+        client = start_mtlsd(daemon_config([outbound("outbound", remote.address, issuing)]))
+        data, local = plain_exchange(client.addr("outbound"))
+        assert data == b"ping\n", client.wait_for_access(client=local)
+    finally:
+        remote.close()
+
+
+def test_client_mode_never_falls_back_to_the_cn(start_mtlsd, spki, mtlsd_bin, verify_cfg):
+    remote = Remote(spki.path("cn_only-server.crt"), spki.path("cn_only-server.key"))
+    try:
+        client = start_mtlsd(daemon_config([outbound("outbound", remote.address,
+                                                     [spki.path("sroot.crt")])]))
+        data, local = plain_exchange(client.addr("outbound"))
+        line = client.wait_for_access(client=local)
+        assert data == b"" and line["reason"] == "hostname_mismatch", line
+    finally:
+        remote.close()
+    proc = verify_cli(mtlsd_bin, verify_cfg, "outbound", spki.path("cn_only-server.crt"))
+    assert proc.returncode == 1 and proc.stdout.startswith("rejected: hostname_mismatch"), \
+        proc.stdout
+
+
+def test_server_auth_verify_depth(start_mtlsd, spki):
+    remote = Remote(spki.path("issued-server.chain.crt"), spki.path("issued-server.key"))
+    try:
+        client = start_mtlsd(daemon_config([
+            outbound("shallow", remote.address, [spki.path("sroot.crt")], verify_depth=0),
+            outbound("deep", remote.address, [spki.path("sroot.crt")], verify_depth=1),
+        ]))
+        data, local = plain_exchange(client.addr("shallow"))
+        line = client.wait_for_access(client=local)
+        assert data == b"" and line["reason"] == "chain_too_long", line
+        data, local = plain_exchange(client.addr("deep"))
+        assert data == b"ping\n", client.wait_for_access(client=local)
+    finally:
+        remote.close()
+
+
+def test_email_sans_in_both_modes(serve, start_mtlsd, pki, spki):
+    daemon, up = serve(client_auth={"ca": [spki.path("sroot.crt")],
+                                    "allow": {"email_sans": ["ops@EXAMPLE.org"]}})
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "good-client"), expect=5)
+    line = assert_refused(daemon, up, ex, "not_authorized")
+    assert "matches no allow rule" in line["detail"], line
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "email-client"), expect=5)
+    assert_admitted(daemon, ex, b"ping\n")
+
+    remote_ok = Remote(spki.path("email-server.crt"), spki.path("email-server.key"))
+    remote_no = Remote(spki.path("good-server.crt"), spki.path("good-server.key"))
+    try:
+        allow = {"allow": {"email_sans": ["ops@example.org"]}}
+        client = start_mtlsd(daemon_config([
+            outbound("ok", remote_ok.address, [spki.path("sroot.crt")], **allow),
+            outbound("no", remote_no.address, [spki.path("sroot.crt")], **allow),
+        ]))
+        data, local = plain_exchange(client.addr("ok"))
+        assert data == b"ping\n", client.wait_for_access(client=local)
+        data, local = plain_exchange(client.addr("no"))
+        line = client.wait_for_access(client=local)
+        assert data == b"" and line["reason"] == "not_authorized", line
+    finally:
+        remote_ok.close()
+        remote_no.close()
+
+
+# --- verify: an unparseable certificate is a rejection ------------------------------------------
+
+def test_verify_rejects_an_unparseable_certificate(mtlsd_bin, verify_cfg, tmp_path):
+    bad = tmp_path / "garbage.crt"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                   "-----END CERTIFICATE-----\n")
+    proc = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(bad))
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stdout.startswith("rejected: bad_certificate: "), proc.stdout
+    missing = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(tmp_path / "nope.crt"))
+    assert missing.returncode == 2 and "cannot open" in missing.stderr, missing.stderr
+
+
+# --- a forged CertificateVerify ---------------------------------------------------------------
+
+def forged_key(cert: str, out: Path) -> str:
+    """An EC key file whose public half is `cert`'s and whose private half is a fresh key's:
+    TLS libraries accept it as the certificate's key (they compare public halves), so the
+    handshake signature they make with it does not verify."""
+    other = out.with_suffix(".other.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", str(other)], check=True,
+                   capture_output=True)
+    sec1 = subprocess.run(["openssl", "ec", "-in", str(other), "-outform", "DER"], check=True,
+                          capture_output=True).stdout
+    pub = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"], check=True,
+                         capture_output=True).stdout
+    spki_der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub,
+                              check=True, capture_output=True).stdout
+    point = spki_der[-65:]
+    assert point[0] == 4 and sec1[-65] == 4  # both uncompressed P-256 points, at the very end
+    forged = sec1[:-65] + point
+    out.write_text("-----BEGIN EC PRIVATE KEY-----\n" +
+                   base64.encodebytes(forged).decode() + "-----END EC PRIVATE KEY-----\n")
+    return str(out)
+
+
+def test_forged_certificate_verify_from_a_client_is_bad_signature(serve, pki, tmp_path):
+    daemon, up = serve()
+    key = forged_key(pki.path("client.crt"), tmp_path / "forged.key")
+    ctx = client_context(pki)
+    ctx.load_cert_chain(pki.path("client.crt"), key)  # Python's ssl is fooled: halves match
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
+    line = assert_refused(daemon, up, ex, "bad_signature")
+    assert "bad signature" in line["detail"], line
+    # openssl s_client, the same way.
+    mark = daemon.log_mark()
+    host, port = daemon.addr()
+    proc = subprocess.run(["openssl", "s_client", "-connect", f"{host}:{port}", "-cert",
+                           pki.path("client.crt"), "-key", key, "-CAfile", pki.path("ca.crt"),
+                           "-tls1_2"], input=b"ping\n", capture_output=True, timeout=TIMEOUT)
+    assert b"ping" not in proc.stdout.split(b"---")[-1]
+    daemon.wait_for_log(lambda l: l.get("msg") == "access" and l.get("reason") == "bad_signature",
+                        since=mark)
+
+
+def test_forged_certificate_verify_from_a_remote_is_bad_signature(start_mtlsd, pki, tmp_path):
+    key = forged_key(pki.path("server.crt"), tmp_path / "forged.key")
+    remote = Remote(pki.path("server.crt"), key)
+    try:
+        client = start_mtlsd(daemon_config([outbound("outbound", remote.address,
+                                                     [pki.path("ca.crt")])]))
+        data, local = plain_exchange(client.addr("outbound"))
+        line = client.wait_for_access(client=local)
+        assert data == b"" and line["reason"] == "bad_signature", line
+    finally:
+        remote.close()
