@@ -248,8 +248,8 @@ struct resolver::impl {
     p->self = std::prev(q.waiters.end());
   }
 
-  // From a waiter's cancellation slot: it leaves at once; the query runs on for the others
-  // (and for the cache), as c-ares cannot cancel a single query.
+  // From a waiter's cancellation slot: it leaves at once. The query runs on for its other
+  // waiters (c-ares cannot cancel a single query); see reap_soon() for when nobody is left.
   void cancel(waiter* w) {
     std::unique_ptr<waiter> mine = std::move(*w->self);
     w->q->waiters.erase(w->self);

@@ -172,7 +172,7 @@ TEST(Resolver, ALookupIsBoundedByTheCallersTimer) {
     auto [ms, timed_out] = co_await bounded("silent.test", 200ms);
     EXPECT_TRUE(timed_out);
     EXPECT_GE(ms, 195);
-    EXPECT_LT(ms, 400) << "the timer did not end the lookup";
+    EXPECT_LT(ms, 450) << "the timer did not end the lookup";
   });
   EXPECT_GE(silent.queries("silent.test"), 1) << "the query never reached the server";
 }
@@ -192,11 +192,11 @@ TEST(Resolver, ConcurrentLookupsEndAtTheirOwnDeadlinesNotInTurn) {
         },
         asio::detached);
   ioc.run();
-  EXPECT_LT(ms_since(start), 600);
+  EXPECT_LT(ms_since(start), 900) << "the lookups were served one after another";
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(results[i].second);
     EXPECT_GE(results[i].first, limits[i].count() - 5) << "lookup " << i;
-    EXPECT_LT(results[i].first, limits[i].count() + 150) << "lookup " << i;
+    EXPECT_LT(results[i].first, limits[i].count() + 250) << "lookup " << i;
   }
 }
 
@@ -216,7 +216,7 @@ TEST(Resolver, ConcurrentLookupsOfOneNameShareAQueryAndEachLeavesOnTime) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(results[i].second);
     EXPECT_GE(results[i].first, 100 * (i + 1) - 5);
-    EXPECT_LT(results[i].first, 100 * (i + 1) + 150);
+    EXPECT_LT(results[i].first, 100 * (i + 1) + 250);
   }
   // One A and one AAAA query, not three of each.
   EXPECT_LE(silent.queries("same.test"), 2);
@@ -244,7 +244,7 @@ TEST(Resolver, CancellingThroughTheSlotReturnsAtOnce) {
   ASSERT_TRUE(got);
   EXPECT_EQ(got->ec, asio::error::operation_aborted);
   EXPECT_GE(ms, 95);
-  EXPECT_LT(ms, 300);
+  EXPECT_LT(ms, 350);
 }
 
 TEST(Resolver, AnAnswerIsCachedForItsTtlAndFetchedAgainAfter) {
