@@ -29,7 +29,9 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
   auto literal = literal_endpoint(to);
   if (auto* ep = std::get_if<stream_endpoint>(&literal)) {
     auto ec = co_await try_connect(sock, *ep);
-    if (ec) detail = "connect to " + to.str() + ": " + ec.message();
+    // Cancelled: nothing to add to the session's "connect to X timed out".
+    if (ec && ec != asio::error::operation_aborted)
+      detail = "connect to " + to.str() + ": " + ec.message();
     co_return ec;
   }
   // c-ares on this worker's io_context (src/net/resolver.cpp): cancelled at once by the
@@ -47,7 +49,10 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
     const stream_endpoint ep(asio::ip::tcp::endpoint(ip, to.port));
     last = co_await try_connect(sock, ep);
     if (!last) co_return last;
-    if (last == asio::error::operation_aborted) break;
+    if (last == asio::error::operation_aborted) {  // the step that did not finish, as above
+      detail = "connect to " + format_endpoint(ep);
+      break;
+    }
     detail += (detail.empty() ? "" : "; ") +
               ("connect to " + format_endpoint(ep) + ": " + last.message());
   }

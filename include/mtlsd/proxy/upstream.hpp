@@ -11,8 +11,9 @@ namespace mtlsd::proxy {
 // resolved by the worker's resolver (net/resolver.hpp: asynchronous, cancellable, cached for the
 // DNS TTL, so DNS changes are followed without a reload) and tried address by address. The
 // caller bounds the time (the session's connect deadline) by cancelling, which ends a pending
-// lookup at once. On failure `detail` says what was tried; when cancelled during the lookup it
-// is "DNS lookup of HOST" (the step that did not finish).
+// lookup at once. On failure `detail` says what was tried; when cancelled it names the step
+// that did not finish: "DNS lookup of HOST" or "connect to IP:PORT" (of a host name's addresses);
+// empty for a literal address.
 asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
                                              std::string& detail);
 
