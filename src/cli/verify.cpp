@@ -11,6 +11,7 @@
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/net/resolver.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
@@ -146,6 +147,11 @@ int verify_command(const options& o) {
               << loaded.config->file << "\n";
     return 2;
   }
+  // OCSP responders and distribution points by name: through the configured DNS servers.
+  net::resolver_options dns;
+  for (const auto& server : loaded.config->dns.servers)
+    dns.servers.push_back({server.host, server.port});
+  net::set_resolver_options(std::move(dns));
   // Build only this listener, so a problem elsewhere in the file does not get in the way.
   config::configuration one = *loaded.config;
   one.listeners = {*l};

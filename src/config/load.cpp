@@ -2,6 +2,8 @@
 //
 // Every problem is collected (not just the first) so that `mtlsd check` can print one line per
 // problem, each as FILE:LINE:COL from yaml-cpp's marks (0-based there, 1-based here).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -613,6 +615,38 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   }
 }
 
+// dns.servers: IP:PORT entries. A DNS server cannot itself be found by name, and c-ares takes
+// addresses only.
+void parse_dns_servers(reader& r, const YAML::Node& n, std::vector<address>& out) {
+  out.clear();
+  if (n.IsNull()) return;
+  if (!n.IsSequence() && !n.IsScalar()) {  // one scalar is one server, as for other lists
+    r.error(n, "dns.servers: expected a list of IP:PORT addresses, got " + reader::kind(n));
+    return;
+  }
+  const std::size_t count = n.IsScalar() ? 1 : n.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    const YAML::Node item = n.IsScalar() ? n : n[i];
+    const std::string path =
+        n.IsScalar() ? std::string("dns.servers") : "dns.servers[" + std::to_string(i) + "]";
+    address a;
+    if (!r.addr(item, path, a)) continue;
+    in6_addr scratch{};
+    const bool ip = ::inet_pton(AF_INET, a.host.c_str(), &scratch) == 1 ||
+                    ::inet_pton(AF_INET6, a.host.c_str(), &scratch) == 1;
+    if (a.is_unix()) {
+      r.error(item, path + ": a DNS server is an IP:PORT address, not a unix socket");
+    } else if (!ip) {
+      r.error(item, path + ": '" + a.host +
+                        "' is not an IP address (a DNS server cannot be found by name)");
+    } else if (a.port == 0) {
+      r.error(item, path + ": port 0 is not a DNS server's port (53 is the usual one)");
+    } else {
+      out.push_back(a);
+    }
+  }
+}
+
 configuration parse_root(reader& r, const YAML::Node& root, const std::string& file) {
   configuration c;
   c.file = file;
@@ -621,7 +655,8 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
                       reader::kind(root));
     return c;
   }
-  r.map(root, "the top level", {"admin", "log", "workers", "reload", "shutdown", "listeners"});
+  r.map(root, "the top level",
+        {"admin", "log", "workers", "reload", "shutdown", "dns", "listeners"});
   with(root, "admin", [&](auto v) {
     r.map(v, "admin", {"address"});
     with(v, "address", [&](auto a) {
@@ -678,6 +713,10 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     r.map(v, "shutdown", {"drain_timeout"});
     with(v, "drain_timeout",
          [&](auto x) { r.dur(x, "shutdown.drain_timeout", c.shutdown.drain_timeout); });
+  });
+  with(root, "dns", [&](auto v) {
+    r.map(v, "dns", {"servers"});
+    with(v, "servers", [&](auto x) { parse_dns_servers(r, x, c.dns.servers); });
   });
   const YAML::Node ls = root["listeners"];
   if (!ls.IsDefined() || ls.IsNull()) {

@@ -20,6 +20,7 @@
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/net/resolver.hpp"
 #include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -135,6 +136,7 @@ class daemon {
       return 1;
     }
     apply_logging(*loaded.config);
+    apply_dns(*loaded.config);
     revocation_ = std::make_unique<revocation_thread>(metrics_);
     watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> rt;
@@ -252,6 +254,15 @@ class daemon {
         for (auto& w : workers_)
           w->revoke(e);
     }
+  }
+
+  // Read by each thread's resolver when it is first used: set before any worker or the
+  // revocation thread resolves a name. Changes need a restart (see reload()).
+  static void apply_dns(const config::configuration& cfg) {
+    net::resolver_options o;
+    for (const auto& server : cfg.dns.servers)
+      o.servers.push_back({server.host, server.port});
+    net::set_resolver_options(std::move(o));
   }
 
   void apply_logging(const config::configuration& cfg) {
@@ -440,6 +451,8 @@ class daemon {
     }
     if (next->cfg.workers != runtime_->cfg.workers)
       log::warn("'workers' changed; the new count takes effect after a restart");
+    if (next->cfg.dns.servers != runtime_->cfg.dns.servers)
+      log::warn("'dns.servers' changed; the new servers take effect after a restart");
     if (next->cfg.admin.listen != runtime_->cfg.admin.listen)
       log::warn("'admin.address' changed; the new address takes effect after a restart");
     apply_logging(next->cfg);

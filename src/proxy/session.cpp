@@ -59,6 +59,7 @@ struct session {
   phase current = phase::handshake;
   activity_clock clock;  // the watchdog's deadline, for every phase
   bool timed_out = false;
+  std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
 
   std::string client;
   std::optional<reason> refusal;
@@ -325,7 +326,10 @@ asio::awaitable<void> serve_server(session& s) {
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
   if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
-    if (ec == asio::error::operation_aborted) co_return;  // the watchdog's verdict: see finish()
+    if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
+      s.connect_step = std::move(why);
+      co_return;
+    }
     if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
     s.refuse(reason::upstream_unavailable, why);
     s.enter(phase::closing, std::chrono::seconds(1));
@@ -364,7 +368,10 @@ asio::awaitable<void> serve_client(session& s) {
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
   if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
-    if (ec == asio::error::operation_aborted) co_return;  // the watchdog's verdict: see finish()
+    if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
+      s.connect_step = std::move(why);
+      co_return;
+    }
     if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
     s.refuse(reason::upstream_unavailable, why);
     co_return;
@@ -441,9 +448,12 @@ void finish(session& s) {
         break;
       case phase::connect:
         if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
-        s.refuse(reason::upstream_unavailable, "connect to " + cfg.upstream.str() +
-                                                   " timed out after " +
-                                                   config::format_duration(cfg.timeouts.connect));
+        s.refuse(reason::upstream_unavailable,
+                 s.connect_step.empty() ? "connect to " + cfg.upstream.str() + " timed out after " +
+                                              config::format_duration(cfg.timeouts.connect)
+                                        : s.connect_step + " timed out after " +
+                                              config::format_duration(cfg.timeouts.connect) +
+                                              " (connect to " + cfg.upstream.str() + ")");
         break;
       case phase::relay:
         s.detail = "idle timeout (" + config::format_duration(cfg.timeouts.idle) + ")";

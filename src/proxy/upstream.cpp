@@ -2,8 +2,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "mtlsd/net/resolver.hpp"
 
 namespace mtlsd::proxy {
 namespace {
@@ -28,24 +29,32 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
   auto literal = literal_endpoint(to);
   if (auto* ep = std::get_if<stream_endpoint>(&literal)) {
     auto ec = co_await try_connect(sock, *ep);
-    if (ec) detail = "connect to " + to.str() + ": " + ec.message();
+    // Cancelled: nothing to add to the session's "connect to X timed out".
+    if (ec && ec != asio::error::operation_aborted)
+      detail = "connect to " + to.str() + ": " + ec.message();
     co_return ec;
   }
-  asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-  auto [rec, results] =
-      co_await resolver.async_resolve(to.host, std::to_string(to.port), as_tuple(use_awaitable));
-  if (rec) {
-    detail = "resolve " + to.host + ": " + rec.message();
-    co_return rec;
+  // c-ares on this worker's io_context (src/net/resolver.cpp): cancelled at once by the
+  // session's connect deadline or kill, never serialized behind other lookups.
+  net::resolve_result resolved = co_await net::resolve(to.host);
+  if (resolved.ec) {
+    // Aborted = the connect deadline (or a kill) ended the lookup: the session says so.
+    detail = resolved.ec == asio::error::operation_aborted
+                 ? "DNS lookup of " + to.host
+                 : "resolve " + to.host + ": " + resolved.ec.message();
+    co_return resolved.ec;
   }
   error_code last = asio::error::host_not_found;
-  for (const auto& entry : results) {
-    last = co_await try_connect(sock, stream_endpoint(entry.endpoint()));
+  for (const auto& ip : resolved.addresses) {
+    const stream_endpoint ep(asio::ip::tcp::endpoint(ip, to.port));
+    last = co_await try_connect(sock, ep);
     if (!last) co_return last;
-    if (last == asio::error::operation_aborted) break;
+    if (last == asio::error::operation_aborted) {  // the step that did not finish, as above
+      detail = "connect to " + format_endpoint(ep);
+      break;
+    }
     detail += (detail.empty() ? "" : "; ") +
-              ("connect to " + format_endpoint(stream_endpoint(entry.endpoint())) + ": " +
-               last.message());
+              ("connect to " + format_endpoint(ep) + ": " + last.message());
   }
   co_return last;
 }

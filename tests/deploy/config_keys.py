@@ -77,6 +77,7 @@ CONFIG = {
     "workers": "int",
     "reload": {"watch": "bool", "poll_interval": "duration"},
     "shutdown": {"drain_timeout": "duration"},
+    "dns": {"servers": "strlist"},
     "listeners": [LISTENER],
 }
 SERVER_ONLY = ("client_auth", "http")

@@ -84,6 +84,7 @@ TEST(ConfigDefaults, TopLevelMatchTheContract) {
   EXPECT_TRUE(c.reload.watch);
   EXPECT_EQ(c.reload.poll_interval, 0s);
   EXPECT_EQ(c.shutdown.drain_timeout, 30s);
+  EXPECT_TRUE(c.dns.servers.empty());  // the system resolver configuration
   ASSERT_EQ(c.listeners.size(), 1u);
 }
 
@@ -711,6 +712,42 @@ TEST(ConfigBadValue, Duration) {
   EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      ocsp_timeout: 2x\n"),
               ElementsAre(at(
                   11, 21, "listeners[0].revocation.ocsp_timeout: invalid duration '2x'" + hint)));
+}
+
+TEST(ConfigDns, ServersAreIpAddressesWithPorts) {
+  configuration c = load_ok("dns:\n  servers: [127.0.0.1:5353, '[::1]:53']\n" + kMinimal);
+  ASSERT_EQ(c.dns.servers.size(), 2u);
+  EXPECT_EQ(c.dns.servers[0].host, "127.0.0.1");
+  EXPECT_EQ(c.dns.servers[0].port, 5353);
+  EXPECT_EQ(c.dns.servers[1].host, "::1");
+  EXPECT_EQ(c.dns.servers[1].port, 53);
+  EXPECT_TRUE(load_ok("dns:\n  servers: []\n" + kMinimal).dns.servers.empty());
+  EXPECT_TRUE(load_ok("dns: {}\n" + kMinimal).dns.servers.empty());
+  EXPECT_EQ(load_ok("dns:\n  servers: 10.0.0.1:53\n" + kMinimal).dns.servers.size(), 1u);
+}
+
+TEST(ConfigDns, BadServersNameTheirPlace) {
+  EXPECT_THAT(problems_of("dns:\n  servers:\n    - ns1.example:53\n    - 10.0.0.1\n"
+                          "    - unix:/run/dns.sock\n    - 10.0.0.2:0\n" +
+                          kMinimal),
+              ElementsAre(at(3, 7,
+                             "dns.servers[0]: 'ns1.example' is not an IP address (a DNS server "
+                             "cannot be found by name)"),
+                          at(4, 7,
+                             "dns.servers[1]: invalid address '10.0.0.1': expected HOST:PORT, "
+                             "[IPV6]:PORT or unix:/path"),
+                          at(5, 7,
+                             "dns.servers[2]: a DNS server is an IP:PORT address, not a unix "
+                             "socket"),
+                          at(6, 7,
+                             "dns.servers[3]: port 0 is not a DNS server's port (53 is the "
+                             "usual one)")));
+  EXPECT_THAT(problems_of("dns:\n  servers: {a: 1}\n" + kMinimal),
+              ElementsAre(at(2, 12,
+                             "dns.servers: expected a list of IP:PORT addresses, got a "
+                             "mapping")));
+  EXPECT_THAT(problems_of("dns:\n  server: []\n" + kMinimal),
+              ElementsAre(at(2, 3, "unknown key 'server' in dns (did you mean 'servers'?)")));
 }
 
 TEST(ConfigBadValue, ZeroTimeouts) {

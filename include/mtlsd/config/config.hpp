@@ -152,6 +152,12 @@ struct shutdown_options {
   duration drain_timeout = 30s;
 };
 
+struct dns_options {
+  // DNS servers for upstream and OCSP/CRL host names, each an IP literal with a port.
+  // Empty = the system resolver configuration (/etc/resolv.conf). /etc/hosts applies either way.
+  std::vector<address> servers;
+};
+
 struct configuration {
   std::string file;  // absolute path of the YAML this came from
   admin_options admin;
@@ -159,6 +165,7 @@ struct configuration {
   unsigned workers = 0;  // 0 = number of CPU cores
   reload_options reload;
   shutdown_options shutdown;
+  dns_options dns;
   std::vector<listener> listeners;
 
   const listener* find_listener(std::string_view name) const;

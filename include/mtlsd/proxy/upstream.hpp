@@ -8,9 +8,12 @@
 namespace mtlsd::proxy {
 
 // Connects `sock` (closed on entry) to the upstream: a unix socket, an IP literal, or a hostname
-// resolved afresh on every connection (so DNS changes are followed without a reload) and tried
-// address by address. The caller bounds the time (the session's connect deadline). On failure
-// `detail` says what was tried.
+// resolved by the worker's resolver (net/resolver.hpp: asynchronous, cancellable, cached for the
+// DNS TTL, so DNS changes are followed without a reload) and tried address by address. The
+// caller bounds the time (the session's connect deadline) by cancelling, which ends a pending
+// lookup at once. On failure `detail` says what was tried; when cancelled it names the step
+// that did not finish: "DNS lookup of HOST" or "connect to IP:PORT" (of a host name's addresses);
+// empty for a literal address.
 asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
                                              std::string& detail);
 

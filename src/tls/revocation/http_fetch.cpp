@@ -9,7 +9,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <cstdint>
+#include <vector>
 
+#include "mtlsd/net/resolver.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::tls::revocation {
@@ -64,25 +67,37 @@ std::optional<http_url> parse_http_url(std::string_view url) {
 
 namespace {
 
+// `step` says what is under way, for the caller's timeout message.
 asio::awaitable<http_result> exchange(const http_url& url, const http_request& req,
-                                      beast::tcp_stream& stream) {
-  auto ex = co_await asio::this_coro::executor;
+                                      beast::tcp_stream& stream, std::string& step) {
   http_result out;
-  tcp::resolver resolver(ex);
-  auto [rec, endpoints] =
-      co_await resolver.async_resolve(url.host, url.port, as_tuple(use_awaitable));
-  if (rec) {
-    out.error = "resolving " + url.host + ": " + rec.message();
-    co_return out;
+  std::uint16_t port = 0;
+  std::from_chars(url.port.data(), url.port.data() + url.port.size(), port);  // checked by parse
+  std::vector<tcp::endpoint> endpoints;
+  boost::system::error_code lec;
+  if (auto ip = asio::ip::make_address(url.host, lec); !lec) {
+    endpoints.emplace_back(ip, port);
+  } else {
+    // The thread's c-ares resolver (net/resolver.hpp): the caller's deadline cancels it.
+    step = "DNS lookup of " + url.host;
+    net::resolve_result resolved = co_await net::resolve(url.host);
+    if (resolved.ec) {
+      out.error = "resolving " + url.host + ": " + resolved.ec.message();
+      co_return out;
+    }
+    for (const auto& a : resolved.addresses)
+      endpoints.emplace_back(a, port);
   }
   // Beast's own deadline as well as the caller's timer: it closes the socket on expiry, so no
   // operation can outlive the timeout even where per-operation cancellation is not supported.
+  step = "connecting";
   stream.expires_after(req.timeout);
   auto [cec, ep] = co_await stream.async_connect(endpoints, as_tuple(use_awaitable));
   if (cec) {
     out.error = "connecting: " + cec.message();
     co_return out;
   }
+  step = "HTTP exchange";
   http::request<http::string_body> msg{req.post ? http::verb::post : http::verb::get, url.target,
                                        11};
   const bool default_port = url.port == "80";
@@ -133,13 +148,15 @@ asio::awaitable<http_result> http_fetch(const http_url& url, http_request req) {
   auto ex = co_await asio::this_coro::executor;
   beast::tcp_stream stream(ex);
   asio::steady_timer deadline(ex, req.timeout);
+  std::string step = "HTTP exchange";
   auto result =
-      co_await (exchange(url, req, stream) || deadline.async_wait(as_tuple(use_awaitable)));
+      co_await (exchange(url, req, stream, step) || deadline.async_wait(as_tuple(use_awaitable)));
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   if (result.index() == 0) co_return std::get<0>(std::move(result));
   http_result timed_out;
-  timed_out.error = "no answer within " + std::to_string(req.timeout.count()) + "ms";
+  timed_out.error =
+      "no answer within " + std::to_string(req.timeout.count()) + "ms (" + step + " unfinished)";
   co_return timed_out;
 }
 

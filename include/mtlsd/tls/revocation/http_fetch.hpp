@@ -26,7 +26,9 @@ struct http_request {
   std::string body;          // POST only
   std::string content_type;  // POST only
   std::string accept;
-  std::chrono::milliseconds timeout{2000};  // the whole exchange: resolve, connect, write, read
+  // The whole exchange: DNS lookup (c-ares, cancelled with the rest when this passes),
+  // connect, write, read.
+  std::chrono::milliseconds timeout{2000};
   std::size_t max_body = 64 * 1024;
 };
 
@@ -36,7 +38,8 @@ struct http_result {
   std::string error;  // why not, when !ok
 };
 
-// Runs on the caller's executor. Never throws for network errors.
+// Runs on the caller's executor (an io_context: host names go to its net::resolver). Never
+// throws for network errors.
 boost::asio::awaitable<http_result> http_fetch(const http_url& url, http_request req);
 
 }  // namespace mtlsd::tls::revocation
