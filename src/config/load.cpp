@@ -577,7 +577,8 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
                       reader::kind(root));
     return c;
   }
-  r.map(root, "the top level", {"admin", "log", "workers", "reload", "shutdown", "listeners"});
+  r.map(root, "the top level",
+        {"admin", "log", "workers", "reload", "shutdown", "sandbox", "listeners"});
   with(root, "admin", [&](auto v) {
     r.map(v, "admin", {"address"});
     with(v, "address", [&](auto a) {
@@ -611,6 +612,7 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     with(v, "access_log", [&](auto x) { r.boolean(x, "log.access_log", c.log.access_log); });
   });
   with(root, "workers", [&](auto v) { r.integer_into(v, "workers", 0, 1024, c.workers); });
+  with(root, "sandbox", [&](auto v) { r.boolean(v, "sandbox", c.sandbox); });
   with(root, "reload", [&](auto v) {
     r.map(v, "reload", {"watch", "poll_interval"});
     with(v, "watch", [&](auto x) { r.boolean(x, "reload.watch", c.reload.watch); });

@@ -151,6 +151,9 @@ struct configuration {
   unsigned workers = 0;  // 0 = number of CPU cores
   reload_options reload;
   shutdown_options shutdown;
+  // After start-up: no_new_privs, no capabilities, a seccomp filter and (where the kernel has it)
+  // Landlock. Changing it needs a restart.
+  bool sandbox = true;
   std::vector<listener> listeners;
 
   const listener* find_listener(std::string_view name) const;
