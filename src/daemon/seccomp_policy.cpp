@@ -26,153 +26,62 @@ namespace {
 
 // Allowed with any arguments. Names (not numbers) so that one table serves every architecture;
 // a name the architecture does not have (e.g. `open` on aarch64) is skipped.
+// clang-format off
 constexpr const char* kAllowed[] = {
     // Memory: glibc malloc, thread stacks, OpenSSL, Asio buffers.
-    "brk",
-    "mmap",
-    "munmap",
-    "mremap",
-    "mprotect",
-    "madvise",
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
     // Threads and synchronisation: std::thread, std::mutex/condition_variable, the Asio
     // scheduler, glibc's per-thread set-up (clone itself is filtered below).
-    "futex",
-    "set_robust_list",
-    "get_robust_list",
-    "rseq",
-    "sched_yield",
-    "sched_getaffinity",
-    "gettid",
-    "getpid",
-    "set_tid_address",
-    "exit",
-    "exit_group",
-    "restart_syscall",
-    "nanosleep",
+    "futex", "set_robust_list", "get_robust_list", "rseq", "sched_yield", "sched_getaffinity",
+    "gettid", "getpid", "set_tid_address", "exit", "exit_group", "restart_syscall", "nanosleep",
     "clock_nanosleep",
     // Clocks: timers, log timestamps, certificate expiry (vDSO usually, the syscalls as fallback).
-    "clock_gettime",
-    "clock_getres",
-    "gettimeofday",
-    "time",
+    "clock_gettime", "clock_getres", "gettimeofday", "time",
     // Randomness: OpenSSL's DRBG seeding.
     "getrandom",
     // Files: reload re-reads the configuration, certificates, keys, CAs and CRLs; the watcher
     // fingerprints them; getaddrinfo reads /etc/resolv.conf and /etc/hosts and dlopens NSS
     // modules; std::filesystem::absolute needs getcwd. Landlock says *which* files.
-    "open",
-    "openat",
-    "close",
-    "read",
-    "pread64",
-    "readv",
-    "lseek",
-    "fstat",
-    "stat",
-    "lstat",
-    "newfstatat",
-    "statx",
-    "statfs",
-    "fstatfs",
-    "getdents64",
-    "readlink",
-    "readlinkat",
-    "access",
-    "faccessat",
-    "faccessat2",
-    "fcntl",
-    "dup",
-    "dup3",
-    "getcwd",
+    "open", "openat", "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
+    "newfstatat", "statx", "statfs", "fstatfs", "getdents64", "readlink", "readlinkat", "access",
+    "faccessat", "faccessat2", "fcntl", "dup", "dup3", "getcwd",
     // A unix listener re-bound on reload removes its stale socket file (proxy/listener.cpp).
-    "unlink",
-    "unlinkat",
+    "unlink", "unlinkat",
     // Output: spdlog to stderr/stdout, the access log file.
-    "write",
-    "writev",
-    "pwrite64",
-    "fsync",
-    "fdatasync",
+    "write", "writev", "pwrite64", "fsync", "fdatasync",
     // Asio's reactor: epoll, eventfd and timerfd (pipe2 as its fallback interrupter); getaddrinfo
     // and libsystemd poll.
-    "epoll_create",
-    "epoll_create1",
-    "epoll_ctl",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "eventfd2",
-    "timerfd_create",
-    "timerfd_settime",
-    "timerfd_gettime",
-    "pipe2",
-    "poll",
-    "ppoll",
-    "select",
-    "pselect6",
+    "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "pipe2", "poll", "ppoll",
+    "select", "pselect6",
     // The file watcher (reload.watch).
-    "inotify_init1",
-    "inotify_add_watch",
-    "inotify_rm_watch",
+    "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
     // Sockets (socket() itself is filtered by family below): accepting peers, binding listeners a
     // reload adds, upstream connects (TCP and unix), OCSP and CRL fetches, the admin endpoint,
     // DNS (getaddrinfo, c-ares: sendmmsg for parallel A/AAAA queries), sd_notify (sendmsg on a
     // unix datagram socket).
-    "bind",
-    "listen",
-    "accept",
-    "accept4",
-    "connect",
-    "getsockname",
-    "getpeername",
-    "setsockopt",
-    "getsockopt",
-    "sendto",
-    "recvfrom",
-    "sendmsg",
-    "recvmsg",
-    "sendmmsg",
-    "recvmmsg",
-    "shutdown",
+    "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "setsockopt",
+    "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown",
     // Signals: Asio's signal_set (SIGHUP, SIGTERM, SIGINT), SIGPIPE ignored, abort()'s unblocking.
-    "rt_sigaction",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "sigaltstack",
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
     // Identity and limits queried by OpenSSL, NSS and libsystemd.
-    "getuid",
-    "geteuid",
-    "getgid",
-    "getegid",
-    "getresuid",
-    "getresgid",
-    "getppid",
-    "uname",
-    "sysinfo",
-    "getrlimit",
-    "getrusage",
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getppid", "uname",
+    "sysinfo", "getrlimit", "getrusage",
 };
+// clang-format on
 
 #ifdef MTLSD_SANITIZER_BUILD
 // ASan/UBSan/LSan runtimes only: LeakSanitizer stops the world at exit with a ptrace()ing helper
-// task (clone without CLONE_THREAD, prctl(PR_SET_PTRACER), waitpid, kill), reads
-// /proc/self/maps and task lists, and adjusts limits. Never in a release build.
+// task (clone without CLONE_THREAD, prctl(PR_SET_PTRACER), waitpid, kill), lists our threads in
+// /proc/PID/task (with the old getdents on x86_64), reads /proc/self/maps, and adjusts limits.
+// Never in a release build.
+// clang-format off
 constexpr const char* kSanitizerOnly[] = {
-    "ptrace",
-    "wait4",
-    "waitid",
-    "kill",
-    "tkill",
-    "tgkill",
-    "clone",
-    "prctl",
-    "prlimit64",
-    "setrlimit",
-    "process_vm_readv",
-    "mincore",
-    "sched_getparam",
-    "sched_getscheduler",
+    "ptrace",    "getdents",         "wait4",   "waitid",         "kill",
+    "tkill",     "tgkill",           "clone",   "prctl",          "prlimit64",
+    "setrlimit", "process_vm_readv", "mincore", "sched_getparam", "sched_getscheduler",
 };
+// clang-format on
 #endif
 
 using ctx_ptr = std::unique_ptr<void, void (*)(scmp_filter_ctx)>;
