@@ -656,7 +656,7 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     return c;
   }
   r.map(root, "the top level",
-        {"admin", "log", "workers", "reload", "shutdown", "dns", "listeners"});
+        {"admin", "log", "workers", "reload", "shutdown", "dns", "sandbox", "listeners"});
   with(root, "admin", [&](auto v) {
     r.map(v, "admin", {"address"});
     with(v, "address", [&](auto a) {
@@ -703,6 +703,7 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     });
   });
   with(root, "workers", [&](auto v) { r.integer_into(v, "workers", 0, 1024, c.workers); });
+  with(root, "sandbox", [&](auto v) { r.boolean(v, "sandbox", c.sandbox); });
   with(root, "reload", [&](auto v) {
     r.map(v, "reload", {"watch", "poll_interval"});
     with(v, "watch", [&](auto x) { r.boolean(x, "reload.watch", c.reload.watch); });

@@ -15,6 +15,7 @@
 #include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
+#include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -41,11 +42,13 @@ double unix_now() {
 }
 
 // The revocation service on a thread of its own: OCSP requests and CRL downloads never run on a
-// worker, and the service's caches are touched by this one thread only.
+// worker, and the service's caches are touched by this one thread only. The thread starts with
+// the workers, after the sandbox is entered (so that it is inside it); work posted before waits.
 class revocation_thread {
  public:
   explicit revocation_thread(metrics::registry& m)
-      : work_(asio::make_work_guard(ioc_)), service_(ioc_.get_executor(), &m) {
+      : work_(asio::make_work_guard(ioc_)), service_(ioc_.get_executor(), &m) {}
+  void start() {
     thread_ = std::thread([this] {
       for (;;) {
         try {
@@ -60,7 +63,7 @@ class revocation_thread {
   ~revocation_thread() {
     work_.reset();
     ioc_.stop();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
   tls::revocation::service& service() { return service_; }
 
@@ -170,6 +173,9 @@ class daemon {
         slots_[lr->cfg.name] = b.slot;
       }
       if (rt->cfg.admin.listen) start_admin(*rt->cfg.admin.listen);
+      // Everything is bound and loaded, and no thread has started yet (each that starts later
+      // inherits the sandbox): the one moment to enter it.
+      sandbox_ = sandbox::enter(rt->cfg);
     } catch (const std::exception& e) {
       log::error("cannot start", {{"error", e.what()}});
       return 1;
@@ -180,6 +186,7 @@ class daemon {
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
     start_stapling(*rt, nullptr);
+    revocation_->start();
     for (auto& w : workers_)
       w->start();
 
@@ -398,6 +405,7 @@ class daemon {
     // Watch what the new configuration names even if it turns out unusable: a certificate it
     // names that does not exist yet must trigger the next attempt when it appears.
     watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
+    if (auto why = sandbox::check_reload(sandbox_, *loaded.config); !why.empty()) return fail(why);
     std::shared_ptr<const runtime::runtime> next;
     try {
       next = runtime::build(*loaded.config, build_options());
@@ -539,6 +547,7 @@ class daemon {
   std::unique_ptr<admin::server> admin_;
   std::unique_ptr<expiry_monitor> expiry_;
   std::unique_ptr<file_watcher> watcher_;
+  sandbox::state sandbox_;
   bool draining_ = false;
   bool killed_ = false;
   steady::time_point drain_deadline_{};

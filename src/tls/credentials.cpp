@@ -1,27 +1,66 @@
 #include "mtlsd/tls/credentials.hpp"
 
+#include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace mtlsd::tls {
 namespace {
 
-[[noreturn]] void fail(const config::file_ref& f, const std::string& what) {
-  throw config::config_error({{f.where, f.path + ": " + what, false}});
+// A key pasted where its file's path belongs must not be echoed into logs by our errors.
+std::string shown(const std::string& path) {
+  return path.find("-----BEGIN") != std::string::npos || path.find('\n') != std::string::npos
+             ? "<a PEM block where a file path belongs; not shown>"
+             : path;
 }
 
+[[noreturn]] void fail(const config::file_ref& f, const std::string& what) {
+  throw config::config_error({{f.where, shown(f.path) + ": " + what, false}});
+}
+
+// Wipes a string holding key material or a password when it goes out of scope.
+struct cleanse_on_exit {
+  std::string& s;
+  ~cleanse_on_exit() { OPENSSL_cleanse(s.data(), s.size()); }
+};
+
+// Reads a whole file straight into one buffer, with no stream buffer or reallocation leaving
+// copies of a key or password behind in freed memory (callers cleanse the one buffer).
 std::string read_file(const config::file_ref& f, const char* kind) {
-  std::ifstream in(f.path, std::ios::binary);
-  if (!in) fail(f, std::string("cannot read ") + kind + ": " + std::strerror(errno));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  std::string s = buf.str();
+  const int fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(f, std::string("cannot read ") + kind + ": " + std::strerror(errno));
+  struct stat st {};
+  std::string s;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) s.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  for (;;) {
+    if (got == s.size()) {
+      // Larger than stat said (or not a regular file): grow, cleansing the old buffer.
+      std::string bigger(s.size() * 2 + 4096, '\0');
+      std::memcpy(bigger.data(), s.data(), got);
+      OPENSSL_cleanse(s.data(), s.size());
+      s.swap(bigger);
+    }
+    const ssize_t n = ::read(fd, s.data() + got, s.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      ::close(fd);
+      OPENSSL_cleanse(s.data(), s.size());
+      fail(f, std::string("cannot read ") + kind + ": " + std::strerror(e));
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  s.resize(got);
   if (s.empty()) fail(f, std::string(kind) + " file is empty");
   return s;
 }
@@ -61,8 +100,10 @@ std::time_t asn1_to_time(const ASN1_TIME* t) {
 
 std::string read_secret_file(const config::file_ref& f) {
   std::string s = read_file(f, "password file");
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
-    s.pop_back();
+  std::size_t n = s.size();
+  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+    --n;
+  s.resize(n);  // shrinks in place: no copy of the password is left behind
   return s;
 }
 
@@ -88,6 +129,7 @@ cert_chain load_cert_chain(const config::file_ref& f) {
 
 evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& password) {
   std::string data = read_file(f, "private key");
+  cleanse_on_exit wipe{data};
   auto bio = memory_bio(data);
   password_source src{&password};
   EVP_PKEY* key = nullptr;
@@ -110,8 +152,12 @@ key_pair load_key_pair(const config::tls_options& tls) {
   key_pair kp;
   if (!tls.pkcs12.empty()) {
     std::string data = read_file(tls.pkcs12, "PKCS#12 bundle");
-    std::string password;
-    if (!tls.pkcs12_password_file.empty()) password = read_secret_file(tls.pkcs12_password_file);
+    cleanse_on_exit wipe_data{data};
+    // Initialised in place (no temporary left holding a short password), wiped on every exit.
+    std::string password = tls.pkcs12_password_file.empty()
+                               ? std::string()
+                               : read_secret_file(tls.pkcs12_password_file);
+    cleanse_on_exit wipe_password{password};
     auto bio = memory_bio(data);
     std::unique_ptr<PKCS12, openssl_deleter<PKCS12_free>> p12(d2i_PKCS12_bio(bio.get(), nullptr));
     if (!p12) fail(tls.pkcs12, "not a PKCS#12 bundle: " + drain_errors());
@@ -139,15 +185,16 @@ key_pair load_key_pair(const config::tls_options& tls) {
     return kp;
   }
   kp.chain = load_cert_chain(tls.cert);
-  std::string password;
-  if (!tls.key_password_file.empty()) password = read_secret_file(tls.key_password_file);
+  std::string password =
+      tls.key_password_file.empty() ? std::string() : read_secret_file(tls.key_password_file);
+  cleanse_on_exit wipe_password{password};
   kp.key = load_private_key(tls.key, password);
   if (X509_check_private_key(kp.chain.front().get(), kp.key.get()) != 1) {
     drain_errors();
     throw config::config_error(
         {{tls.key.where,
-          tls.key.path + ": private key does not match the certificate in " + tls.cert.path + " (" +
-              subject_of(kp.chain.front().get()) + ")",
+          shown(tls.key.path) + ": private key does not match the certificate in " +
+              shown(tls.cert.path) + " (" + subject_of(kp.chain.front().get()) + ")",
           false}});
   }
   return kp;

@@ -384,8 +384,12 @@ def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upst
 
     # The next good write recovers.
     if breakage == "invalid_yaml":
-        config["listeners"][0]["tls"] = {"cert": rpki.path("server2.crt"),
-                                         "key": rpki.path("server2.key")}
+        # New files, but in the directory the configuration named at start-up: one outside it
+        # would need a restart under the sandbox (test_sandbox.py).
+        fresh = install(certs["server_crt"].parent, rpki, server2_crt="server2.crt",
+                        server2_key="server2.key")
+        config["listeners"][0]["tls"] = {"cert": str(fresh["server2_crt"]),
+                                         "key": str(fresh["server2_key"])}
         write_config(daemon.config_path, config)
     else:
         write_and_rename(certs["server_crt"], rpki.read("server2.crt"))

@@ -81,6 +81,7 @@ TEST(ConfigDefaults, TopLevelMatchTheContract) {
   EXPECT_EQ(c.log.format, log_format::text);
   EXPECT_TRUE(c.log.access_log);
   EXPECT_EQ(c.workers, 0u);
+  EXPECT_TRUE(c.sandbox);
   EXPECT_TRUE(c.reload.watch);
   EXPECT_EQ(c.reload.poll_interval, 0s);
   EXPECT_EQ(c.shutdown.drain_timeout, 30s);
@@ -171,6 +172,7 @@ log:
   format: json
   access_log: false
 workers: 3
+sandbox: false
 reload:
   watch: false
   poll_interval: 30s
@@ -243,6 +245,7 @@ listeners:
   EXPECT_EQ(c.log.format, log_format::json);
   EXPECT_FALSE(c.log.access_log);
   EXPECT_EQ(c.workers, 3u);
+  EXPECT_FALSE(c.sandbox);
   EXPECT_FALSE(c.reload.watch);
   EXPECT_EQ(c.reload.poll_interval, 30s);
   EXPECT_EQ(c.shutdown.drain_timeout, 90s);
@@ -424,6 +427,15 @@ TEST(ConfigPaths, LoadFileResolvesAgainstTheFilesOwnDirectory) {
     EXPECT_EQ(r.config->listeners.at(0).tls.cert.where.str(), path + ":6:13");
     EXPECT_EQ(r.config->listeners.at(0).client_auth.ca.at(0).path, conf_dir + "/ca.crt");
   }
+}
+
+TEST(ConfigParse, SandboxMustBeABoolean) {
+  test::pki_dir dir;
+  const std::string path = dir.write("bad.yaml", "sandbox: maybe\n" + kMinimal);
+  load_result r = load_file(path);
+  EXPECT_FALSE(r.config.has_value());
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].str().rfind(path + ":1:10: sandbox: ", 0), 0u) << r.problems[0].str();
 }
 
 TEST(ConfigPaths, LoadFileErrorsNameTheAbsoluteFile) {

@@ -166,6 +166,9 @@ struct configuration {
   reload_options reload;
   shutdown_options shutdown;
   dns_options dns;
+  // After start-up: no_new_privs, no capabilities, a seccomp filter and (where the kernel has it)
+  // Landlock. Changing it needs a restart.
+  bool sandbox = true;
   std::vector<listener> listeners;
 
   const listener* find_listener(std::string_view name) const;

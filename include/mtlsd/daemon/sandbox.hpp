@@ -1,0 +1,64 @@
+#pragma once
+// The sandbox mtlsd enters after start-up (listeners bound, files loaded), before any thread
+// starts: no_new_privs, no capabilities, a seccomp filter that kills the process on any system
+// call outside the policy (src/daemon/seccomp_policy.cpp), and, where the kernel has it,
+// Landlock limiting file access to the directories the configuration names (read-only) plus the
+// few system files the resolver and OpenSSL read. Threads created afterwards inherit all of it.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "mtlsd/config/config.hpp"
+
+namespace mtlsd::daemon::sandbox {
+
+// The file-system view a process needs. Entries are absolute paths; directories cover what is
+// beneath them (so a Kubernetes `..data` swap inside a named directory stays covered).
+struct paths {
+  std::vector<std::string> read;     // read-only, files or directories
+  std::vector<std::string> write;    // files that may be created, written and truncated (the
+                                     // parent directory gets those rights: logs are rotated)
+  std::vector<std::string> sockets;  // directories where unix listener sockets are (re)created
+};
+
+// What a configuration names: the directory of the configuration file and of every file it
+// references (both as written and after following symlinks), unix listener directories. The
+// access log file, when one is configured, belongs in `write`.
+paths paths_for(const config::configuration& cfg);
+
+// Files the process itself reads at run time whatever the configuration: resolver configuration,
+// shared libraries (NSS modules getaddrinfo loads), OpenSSL's configuration and default trust
+// store, /proc/self, /dev/urandom, /dev/null.
+paths system_paths();
+
+struct state {
+  bool active = false;                              // false: `sandbox: false`
+  int landlock_abi = 0;                             // 0: Landlock not enforced (kernel without it)
+  std::vector<std::filesystem::path> read_roots;    // canonical, from paths_for() at start-up
+  std::vector<std::filesystem::path> socket_roots;  // canonical
+};
+
+// Enters the sandbox for `cfg` (or logs that it is off). Must run while the calling thread is the
+// only one: capabilities and Landlock apply to the calling thread and the threads it creates
+// later. Throws std::runtime_error when it cannot (the daemon then does not start).
+state enter(const config::configuration& cfg);
+
+// For a reload inside the sandbox: "" when `next` only names files the sandbox lets us read (and
+// unix listeners where it lets us create sockets); otherwise an error that says the change needs
+// a restart. Logs a warning when `sandbox` itself changed (that also takes a restart).
+std::string check_reload(const state& s, const config::configuration& next);
+
+// Building blocks, one file each.
+// Landlock ABI version of the running kernel; 0 when absent or disabled (errno in `why`).
+int landlock_abi(std::string* why = nullptr);
+// Restricts the calling thread (and threads it creates later) to `p`. Paths that do not exist are
+// skipped. Throws std::runtime_error on failure.
+void landlock_restrict(int abi, const paths& p);
+// Loads the seccomp policy for all threads; a system call outside it kills the process.
+// Returns the number of system calls allowed. Throws std::runtime_error on failure.
+int install_seccomp();
+// PR_SET_NO_NEW_PRIVS, then empties the ambient, bounding (where we may), inheritable, permitted
+// and effective capability sets. Returns a note when the bounding set could not be emptied.
+std::string drop_privileges();
+
+}  // namespace mtlsd::daemon::sandbox

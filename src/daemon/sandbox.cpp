@@ -1,0 +1,195 @@
+// Entering the sandbox and checking reloads against it. The pieces live in privileges.cpp,
+// landlock.cpp and seccomp_policy.cpp; this file decides what the file-system view is.
+#include "mtlsd/daemon/sandbox.hpp"
+
+#include <dirent.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <system_error>
+
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::daemon::sandbox {
+namespace {
+
+namespace fs = std::filesystem;
+
+void add_unique(std::vector<std::string>& v, std::string s) {
+  if (!s.empty() && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(std::move(s));
+}
+
+// Follows symlinks as far as they exist; the path itself when that fails.
+fs::path canonical_or_self(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? p.lexically_normal() : c;
+}
+
+bool is_uri(const std::string& p) {
+  return p.rfind("pkcs11:", 0) == 0;
+}
+
+fs::path resolve(const config::configuration& cfg, const std::string& p) {
+  fs::path path(p);
+  if (path.is_relative()) path = fs::path(cfg.file).parent_path() / path;
+  return path.lexically_normal();
+}
+
+// Every file the configuration names, absolute.
+std::vector<fs::path> named_files(const config::configuration& cfg) {
+  std::vector<fs::path> out{fs::path(cfg.file)};
+  for (const auto& f : cfg.referenced_files())
+    if (!is_uri(f.path)) out.push_back(resolve(cfg, f.path));
+  return out;
+}
+
+bool beneath(const fs::path& p, const fs::path& root) {
+  auto r = root.begin();
+  auto i = p.begin();
+  for (; r != root.end(); ++r, ++i)
+    if (i == p.end() || *i != *r) return false;
+  return true;
+}
+
+bool under_any(const fs::path& p, const std::vector<fs::path>& roots) {
+  return std::any_of(roots.begin(), roots.end(), [&](const fs::path& r) { return beneath(p, r); });
+}
+
+std::vector<fs::path> canonical_all(const std::vector<std::string>& v) {
+  std::vector<fs::path> out;
+  for (const auto& s : v)
+    out.push_back(canonical_or_self(s));
+  return out;
+}
+
+int thread_count() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (const dirent* e = ::readdir(d))
+      n += e->d_name[0] != '.';
+    ::closedir(d);
+  }
+  return n;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v)
+    s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+}  // namespace
+
+paths paths_for(const config::configuration& cfg) {
+  paths p;
+  for (const auto& f : named_files(cfg)) {
+    // As written (a Kubernetes secret directory, whose `..data` link a rotation swaps) and where
+    // it leads now (a file that is a symlink into another directory).
+    add_unique(p.read, f.parent_path().string());
+    add_unique(p.read, canonical_or_self(f).parent_path().string());
+  }
+  // Files mtlsd writes after start-up go into p.write (their directory becomes writable so that
+  // a rotated file can be re-created): the access log file, once log.access_log_path exists.
+  for (const auto& l : cfg.listeners)
+    if (l.listen.is_unix())
+      add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());
+  return p;
+}
+
+paths system_paths() {
+  paths p;
+  // getaddrinfo (and c-ares): resolver and NSS configuration, NSS modules it dlopens.
+  for (const char* f : {"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+                        "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/ld.so.cache",
+                        "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"})
+    add_unique(p.read, f);
+  // Local time for log timestamps.
+  add_unique(p.read, "/etc/localtime");
+  add_unique(p.read, "/usr/share/zoneinfo");
+  // OpenSSL: its configuration and default trust store (a client listener without server_auth.ca
+  // may rely on it), wherever this build of OpenSSL looks for them.
+  add_unique(p.read, "/etc/ssl");
+  add_unique(p.read, "/usr/lib/ssl");
+  add_unique(p.read, X509_get_default_cert_dir());
+  add_unique(p.read, X509_get_default_cert_file());
+  for (const char* env : {X509_get_default_cert_dir_env(), X509_get_default_cert_file_env()})
+    if (const char* v = std::getenv(env)) add_unique(p.read, v);
+  // Our own /proc entries (thread names, sanitizer runtimes' maps) and CPU topology.
+  add_unique(p.read, canonical_or_self("/proc/self").string());
+  add_unique(p.read, "/sys/devices/system/cpu");
+  add_unique(p.read, "/dev/urandom");
+  add_unique(p.read, "/dev/random");
+  add_unique(p.read, "/dev/null");
+  // Our own executable (sanitizer runtimes symbolize reports from it).
+  add_unique(p.read, canonical_or_self("/proc/self/exe").string());
+  return p;
+}
+
+state enter(const config::configuration& cfg) {
+  state s;
+  if (!cfg.sandbox) {
+    log::warn(
+        "sandbox is off (sandbox: false): no seccomp filter, no Landlock, capabilities and "
+        "privileges kept");
+    return s;
+  }
+  if (int n = thread_count(); n > 1)
+    throw std::logic_error("sandbox: entered with " + std::to_string(n) +
+                           " threads running; it must be entered before any thread starts");
+  paths p = paths_for(cfg);
+  const std::string config_dirs = join(p.read);
+  for (const auto& r : system_paths().read)
+    add_unique(p.read, r);
+  std::string why;
+  s.landlock_abi = landlock_abi(&why);
+  s.read_roots = canonical_all(p.read);
+  s.socket_roots = canonical_all(p.sockets);
+
+  const std::string note = drop_privileges();
+  if (s.landlock_abi > 0) {
+    landlock_restrict(s.landlock_abi, p);
+  } else {
+    log::warn("sandbox: Landlock is not available; file access is not restricted",
+              {{"reason", why}});
+  }
+  const int calls = install_seccomp();
+  s.active = true;
+  log::info("sandbox on", {{"no_new_privs", true},
+                           {"capabilities", "none"},
+                           {"seccomp_syscalls", calls},
+                           {"landlock_abi", s.landlock_abi},
+                           {"readable_dirs", config_dirs},
+                           {"socket_dirs", join(p.sockets)}});
+  if (!note.empty()) log::info("sandbox: " + note);
+  return s;
+}
+
+std::string check_reload(const state& s, const config::configuration& next) {
+  if (next.sandbox != s.active)
+    log::warn(std::string("'sandbox' changed to ") + (next.sandbox ? "true" : "false") +
+              "; it takes effect after a restart");
+  if (!s.active) return {};
+  for (const auto& f : named_files(next)) {
+    const auto real = canonical_or_self(f);
+    if (!under_any(real, s.read_roots))
+      return "sandbox: " + f.string() +
+             (real != f ? " (-> " + real.string() + ")" : std::string()) +
+             " is outside the directories the sandbox lets mtlsd read (those the configuration "
+             "named at start-up); this change needs a restart";
+  }
+  for (const auto& l : next.listeners)
+    if (l.listen.is_unix()) {
+      const auto dir = canonical_or_self(fs::absolute(l.listen.path).parent_path());
+      if (!under_any(dir, s.socket_roots))
+        return "sandbox: listener '" + l.name + "' would create the unix socket " + l.listen.path +
+               " in a directory the sandbox does not let mtlsd create sockets in (only those of "
+               "the unix listeners at start-up); this change needs a restart";
+    }
+  return {};
+}
+
+}  // namespace mtlsd::daemon::sandbox

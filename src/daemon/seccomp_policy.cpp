@@ -1,0 +1,161 @@
+// The seccomp policy: every system call mtlsd makes after start-up, grouped by who needs it. Any
+// other call kills the whole process (SCMP_ACT_KILL_PROCESS; the kernel logs it with the call's
+// number, see `journalctl -k` or `dmesg`). Adding a call here is the fix when a new code path
+// needs one; the integration suite (dev and ASan builds) runs every path under this filter.
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "mtlsd/daemon/sandbox.hpp"
+
+namespace mtlsd::daemon::sandbox {
+namespace {
+
+// Allowed with any arguments. Names (not numbers) so that one table serves every architecture;
+// a name the architecture does not have (e.g. `open` on aarch64) is skipped.
+// clang-format off
+constexpr const char* kAllowed[] = {
+    // Memory: glibc malloc, thread stacks, OpenSSL, Asio buffers.
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
+    // Threads and synchronisation: std::thread, std::mutex/condition_variable, the Asio
+    // scheduler, glibc's per-thread set-up (clone itself is filtered below).
+    "futex", "set_robust_list", "get_robust_list", "rseq", "sched_yield", "sched_getaffinity",
+    "gettid", "getpid", "set_tid_address", "exit", "exit_group", "restart_syscall", "nanosleep",
+    "clock_nanosleep",
+    // Clocks: timers, log timestamps, certificate expiry (vDSO usually, the syscalls as fallback).
+    "clock_gettime", "clock_getres", "gettimeofday", "time",
+    // Randomness: OpenSSL's DRBG seeding.
+    "getrandom",
+    // Files: reload re-reads the configuration, certificates, keys, CAs and CRLs; the watcher
+    // fingerprints them; getaddrinfo reads /etc/resolv.conf and /etc/hosts and dlopens NSS
+    // modules; std::filesystem::absolute needs getcwd. Landlock says *which* files.
+    "open", "openat", "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
+    "newfstatat", "statx", "statfs", "fstatfs", "getdents64", "readlink", "readlinkat", "access",
+    "faccessat", "faccessat2", "fcntl", "dup", "dup3", "getcwd",
+    // A unix listener re-bound on reload removes its stale socket file (proxy/listener.cpp).
+    "unlink", "unlinkat",
+    // Output: spdlog to stderr/stdout, the access log file.
+    "write", "writev", "pwrite64", "fsync", "fdatasync",
+    // Asio's reactor: epoll, eventfd and timerfd (pipe2 as its fallback interrupter); getaddrinfo
+    // and libsystemd poll.
+    "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "pipe2", "poll", "ppoll",
+    "select", "pselect6",
+    // The file watcher (reload.watch).
+    "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
+    // Sockets (socket() itself is filtered by family below): accepting peers, binding listeners a
+    // reload adds, upstream connects (TCP and unix), OCSP and CRL fetches, the admin endpoint,
+    // DNS (getaddrinfo, c-ares: sendmmsg for parallel A/AAAA queries), sd_notify (sendmsg on a
+    // unix datagram socket).
+    "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "setsockopt",
+    "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown",
+    // Signals: Asio's signal_set (SIGHUP, SIGTERM, SIGINT), SIGPIPE ignored, abort()'s unblocking.
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
+    // Identity and limits queried by OpenSSL, NSS and libsystemd.
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getppid", "uname",
+    "sysinfo", "getrlimit", "getrusage",
+};
+// clang-format on
+
+#ifdef MTLSD_SANITIZER_BUILD
+// ASan/UBSan/LSan runtimes only: LeakSanitizer stops the world at exit with a ptrace()ing helper
+// task (clone without CLONE_THREAD, prctl(PR_SET_PTRACER), waitpid, kill), lists our threads in
+// /proc/PID/task (with the old getdents on x86_64), reads /proc/self/maps, and adjusts limits.
+// Never in a release build.
+// clang-format off
+constexpr const char* kSanitizerOnly[] = {
+    "ptrace",    "getdents",         "wait4",   "waitid",         "kill",
+    "tkill",     "tgkill",           "clone",   "prctl",          "prlimit64",
+    "setrlimit", "process_vm_readv", "mincore", "sched_getparam", "sched_getscheduler",
+};
+// clang-format on
+#endif
+
+using ctx_ptr = std::unique_ptr<void, void (*)(scmp_filter_ctx)>;
+
+[[noreturn]] void fail(const std::string& what, int rc) {
+  throw std::runtime_error("seccomp: " + what + ": " + std::strerror(-rc));
+}
+
+// Allows `name` when argument `arg` equals one of `values` (several rules are OR-ed).
+int allow_if(scmp_filter_ctx ctx, const char* name, unsigned arg,
+             std::initializer_list<scmp_datum_t> values) {
+  const int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return 0;
+  for (auto v : values) {
+    const scmp_arg_cmp cmp{arg, SCMP_CMP_EQ, v, 0};
+    if (int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 1, &cmp); rc < 0)
+      fail(std::string("rule for ") + name, rc);
+  }
+  return 1;
+}
+
+int allow(scmp_filter_ctx ctx, const char* name) {
+  const int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return 0;
+  if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0); rc < 0)
+    fail(std::string("rule for ") + name, rc);
+  return 1;
+}
+
+}  // namespace
+
+int install_seccomp() {
+  ctx_ptr ctx(seccomp_init(SCMP_ACT_KILL_PROCESS), seccomp_release);
+  if (!ctx) throw std::runtime_error("seccomp: cannot initialise a filter");
+  // All threads (there should be one; this makes sure).
+  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1); rc < 0)
+    fail("thread synchronisation", rc);
+  int n = 0;
+  for (const char* name : kAllowed)
+    n += allow(ctx.get(), name);
+
+  // socket(): the families mtlsd uses: TCP over IPv4/IPv6, unix (upstreams, sd_notify), netlink
+  // (getaddrinfo's AI_ADDRCONFIG asks the kernel which address families are configured).
+  n += allow_if(ctx.get(), "socket", 0, {AF_INET, AF_INET6, AF_UNIX, AF_NETLINK});
+  // ioctl(): non-blocking mode and readable-byte counts (Asio), isatty() (spdlog's colour
+  // check), interface index/name of IPv6 scope ids (if_nametoindex/if_indextoname).
+  n += allow_if(
+      ctx.get(), "ioctl", 1,
+      {FIONBIO, FIONREAD, FIOCLEX, FIONCLEX, TCGETS, TIOCGWINSZ, SIOCGIFINDEX, SIOCGIFNAME});
+  // prlimit64(): reading limits only (new_limit == NULL).
+  n += allow_if(ctx.get(), "prlimit64", 2, {0});
+  // tgkill(): to ourselves only (abort(), raise()).
+  n += allow_if(ctx.get(), "tgkill", 0, {static_cast<scmp_datum_t>(::getpid())});
+  // prctl(): thread names and reads; nothing that changes privileges.
+  n += allow_if(ctx.get(), "prctl", 0, {PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE, PR_SET_VMA});
+  // Threads only: clone() must carry CLONE_THREAD (no new processes). glibc tries clone3()
+  // first, whose flags a filter cannot see; ENOSYS makes it fall back to clone().
+  {
+    const int nr = seccomp_syscall_resolve_name("clone");
+    const scmp_arg_cmp thread{0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD};
+    if (int rc = seccomp_rule_add_array(ctx.get(), SCMP_ACT_ALLOW, nr, 1, &thread); rc < 0)
+      fail("rule for clone", rc);
+    ++n;
+    const int nr3 = seccomp_syscall_resolve_name("clone3");
+    if (nr3 != __NR_SCMP_ERROR)
+      if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), nr3, 0); rc < 0)
+        fail("rule for clone3", rc);
+  }
+#ifdef MTLSD_SANITIZER_BUILD
+  for (const char* name : kSanitizerOnly)
+    n += allow(ctx.get(), name);
+#endif
+  if (int rc = seccomp_load(ctx.get()); rc < 0) fail("cannot load the filter", rc);
+  return n;
+}
+
+}  // namespace mtlsd::daemon::sandbox
