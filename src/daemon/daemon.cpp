@@ -121,7 +121,6 @@ class daemon {
   int run() {
     std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
     log::setup_default();
-    log::start_async();  // from here on no thread waits on stderr (issue 11 #8)
     log::set_access_drop_hook([c = &metrics_.access_log_dropped()] { c->Increment(); });
     // Fingerprint the configuration before reading it, so that a write racing with startup is
     // seen as a change rather than lost.
@@ -180,6 +179,9 @@ class daemon {
       log::error("cannot start", {{"error", e.what()}});
       return 1;
     }
+    // From here on no thread waits on stderr or the access-log file (issue 11 #8); start-up
+    // lines before this were written directly, while nothing served traffic.
+    log::start_async();
     runtime_ = rt;
     metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
     metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));

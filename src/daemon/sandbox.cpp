@@ -93,7 +93,12 @@ paths paths_for(const config::configuration& cfg) {
     add_unique(p.read, canonical_or_self(f).parent_path().string());
   }
   // Files mtlsd writes after start-up go into p.write (their directory becomes writable so that
-  // a rotated file can be re-created): the access log file, once log.access_log_path exists.
+  // a rotated file can be re-created on SIGUSR1): the access log file.
+  if (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") {
+    const fs::path log_file(cfg.log.access_log_path);
+    add_unique(p.write, log_file.parent_path().string());
+    add_unique(p.write, canonical_or_self(log_file).parent_path().string());
+  }
   for (const auto& l : cfg.listeners)
     if (l.listen.is_unix())
       add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());

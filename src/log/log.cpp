@@ -177,6 +177,9 @@ void report_drops(sink& events) {
     unreported_drops.fetch_add(n - 1, std::memory_order_relaxed);
 }
 
+void open_access_output(std::unique_lock<std::mutex>& lk);
+bool async_started = false;  // guarded by access_mu
+
 // Applies log.access_log_path the first time; a later, different value waits for a restart
 // (workers push to the output without a lock, so it is never swapped under them).
 void configure_access(const std::string& path) {
@@ -191,6 +194,15 @@ void configure_access(const std::string& path) {
   }
   access_configured = true;
   access_path = path;
+  // The output (and its writer thread) comes with start_async(): the daemon enters its sandbox
+  // first, and only a process with a single thread can.
+  if (!async_started) return;
+  open_access_output(lk);
+}
+
+// Opens log.access_log_path's output. `lk` holds access_mu.
+void open_access_output(std::unique_lock<std::mutex>& lk) {
+  const std::string path = access_path;
   if (path.empty() || path == "stderr") return;
   if (path == "stdout") {
     access_out.store(sink::for_fd(1, kQueueBytes, count_drop).release(), std::memory_order_release);
@@ -291,6 +303,9 @@ void start_async() {
   if (events_out.load()) return;
   // fd 2 stays open for the process lifetime; the sink never closes it.
   events_out.store(sink::for_fd(2, kQueueBytes, count_drop).release(), std::memory_order_release);
+  std::unique_lock lk(access_mu);
+  async_started = true;
+  if (access_configured) open_access_output(lk);
 }
 
 bool finish(std::chrono::milliseconds limit) {

@@ -42,7 +42,8 @@ void setup_default();
 // The daemon's outputs. Until start_async() lines are written to stderr by the thread that logs
 // (the CLI commands). After it, each output (stderr; the access-log file or stdout) has a
 // bounded queue drained by its own writer thread, so a worker never waits on a slow or stuck
-// reader: when a queue is full the line is dropped and counted (access_log.hpp).
+// reader: when a queue is full the line is dropped and counted (access_log.hpp). The access-log
+// output named by setup() is opened here, not before: the threads start after the sandbox.
 void start_async();
 // Bounded final flush before exit: waits up to `limit` in all for the queues to be written,
 // then stops the writers (one stuck in a write is left behind) and forgets the drop hook.
