@@ -22,9 +22,10 @@ enum class reason {
   handshake_timeout,
   protocol_error,
   upstream_unavailable,
+  over_capacity,  // max_connections, or out of file descriptors
 };
 
-inline constexpr std::size_t reason_count = 14;
+inline constexpr std::size_t reason_count = 15;
 
 std::string_view to_string(reason r);
 std::optional<reason> reason_from_string(std::string_view s);
