@@ -305,6 +305,7 @@ class daemon {
   void start_admin(const config::address& a) {
     admin_ = std::make_unique<admin::server>(control_, a, metrics_.prometheus_registry(),
                                              [this] { return readiness(); });
+    admin_->count_errors_in(&metrics_.internal_errors("admin"));
     admin_->start();
     log::info("admin listening", {{"address", admin_->bound_address()}});
   }

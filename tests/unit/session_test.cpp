@@ -24,6 +24,7 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/proxy/net.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -426,6 +427,35 @@ TEST(Relay, AClientThatLeavesWhileTheUpstreamIsStalledIsNoticed) {
   reset_close(*p.client_sock);  // the client leaves (its pending write ends with the socket)
   ASSERT_TRUE(p.run_until_ended(3s)) << "not noticed until the idle timeout";
   EXPECT_LE(p.ended.value() - left, 100ms + slack) << ms(*p.ended - left);
+}
+
+// --- accept loop ----------------------------------------------------------------------------
+
+TEST(AcceptLoop, OutOfDescriptorsIsCountedBackedOffAndRecovered) {
+  pipeline p("{handshake: 5s}");
+  auto slot = std::make_shared<mtlsd::proxy::listener_slot>();
+  slot->name = "t";
+  slot->current.store(p.listener);
+  auto acc = std::make_shared<stream_acceptor>(p.ioc, loopback());
+  stream_socket waiting(p.ioc);
+  waiting.connect(acc->local_endpoint());  // queued in the kernel until accepted
+  std::vector<int> hogs;
+  for (int fd; (fd = ::dup(0)) >= 0;)
+    hogs.push_back(fd);
+  bool loop_ended = false;
+  asio::co_spawn(p.ioc, mtlsd::proxy::accept_loop(acc, slot, p.sessions),
+                 [&](std::exception_ptr) { loop_ended = true; });
+  p.run_until([] { return false; }, 500ms);
+  for (int fd : hogs)
+    ::close(fd);
+  const double errors = p.counter(p.m->accept_errors);
+  EXPECT_GE(errors, 2);   // counted...
+  EXPECT_LE(errors, 10);  // ...and backed off (100 ms), not a busy loop
+  EXPECT_EQ(p.sessions.size(), 0u);
+  ASSERT_TRUE(p.run_until([&] { return p.sessions.size() == 1; }, 2s)) << "never recovered";
+  EXPECT_FALSE(loop_ended);
+  acc->close();
+  ASSERT_TRUE(p.run_until([&] { return loop_ended; }));
 }
 
 // --- tls_stream -----------------------------------------------------------------------------
