@@ -14,6 +14,7 @@
 
 #include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
+#include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/worker.hpp"
@@ -149,6 +150,8 @@ class daemon {
 
     unsigned n =
         rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+    // Two descriptors per connection: raise the soft limit before anything is accepted.
+    raise_fd_limit(rt->cfg, n);
     for (unsigned i = 0; i < n; ++i)
       workers_.push_back(std::make_unique<worker>(i));
     // recheck_established: revocations the service learns close the sessions they revoke.
