@@ -178,7 +178,7 @@ class daemon {
     metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
-    start_stapling(*rt, nullptr);
+    start_stapling(*rt);
     for (auto& w : workers_)
       w->start();
 
@@ -213,17 +213,30 @@ class daemon {
     return opts;
   }
 
-  // revocation.stapling: the service keeps each listener's staple fresh. A listener that serves
-  // the same certificate as before starts with the previous runtime's staple (no gap).
-  void start_stapling(const runtime::runtime& rt, const runtime::runtime* previous) {
+  // A listener that serves the same certificate as before starts with the previous runtime's
+  // staple. Called before the new runtime is published, so no handshake sees it without one.
+  static void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous) {
+    for (const auto& l : rt.listeners) {
+      if (!l->tls.staple || l->tls.own_chain.empty()) continue;
+      if (auto old = previous.find(l->cfg.name);
+          old && old->tls.staple && !old->tls.own_chain.empty() &&
+          X509_cmp(old->tls.own_chain.front().get(), l->tls.own_chain.front().get()) == 0)
+        l->tls.staple->set(old->tls.staple->get());
+    }
+  }
+
+  // After a reload published `rt`: the previous runtime's staples are no longer refreshed, even
+  // while connections still hold that runtime.
+  static void retire_staples(const runtime::runtime& previous) {
+    for (const auto& l : previous.listeners)
+      if (l->tls.staple) l->tls.staple->retire();
+  }
+
+  // revocation.stapling: the service keeps each listener's staple fresh.
+  void start_stapling(const runtime::runtime& rt) {
     for (const auto& l : rt.listeners) {
       if (!l->tls.staple || l->tls.own_chain.empty()) continue;
       X509* leaf = l->tls.own_chain.front().get();
-      if (previous)
-        if (auto old = previous->find(l->cfg.name);
-            old && old->tls.staple && !old->tls.own_chain.empty() &&
-            X509_cmp(old->tls.own_chain.front().get(), leaf) == 0)
-          l->tls.staple->set(old->tls.staple->get());
       // Our issuer: next in our chain file, else among the CAs we trust.
       X509* issuer = l->tls.own_chain.size() > 1 ? l->tls.own_chain[1].get() : nullptr;
       for (std::size_t i = 0; !issuer && i < l->tls.trust.size(); ++i)
@@ -396,6 +409,8 @@ class daemon {
       return fail(join(problems, "; "));
     }
 
+    inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
+
     // Reconcile listeners: keep the sockets of those whose address did not change (only their
     // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
     std::vector<bound_listener> added;
@@ -445,7 +460,8 @@ class daemon {
     const auto previous = runtime_;
     const auto rotated = rotated_certificates(*runtime_, *next);
     runtime_ = next;
-    start_stapling(*next, previous.get());
+    retire_staples(*previous);
+    start_stapling(*next);
     recheck_crl_files(*next);
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
