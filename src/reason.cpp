@@ -6,7 +6,8 @@ constexpr std::array<std::string_view, reason_count> names = {
     "no_client_cert",         "unknown_ca",           "expired",           "not_yet_valid",
     "bad_signature",          "bad_key_usage",        "chain_too_long",    "revoked",
     "revocation_unavailable", "not_authorized",       "hostname_mismatch", "handshake_timeout",
-    "protocol_error",         "upstream_unavailable", "name_constraints",  "bad_certificate"};
+    "protocol_error",         "upstream_unavailable", "name_constraints",  "bad_certificate",
+    "over_capacity"};
 }
 
 std::string_view to_string(reason r) {

@@ -24,9 +24,10 @@ enum class reason {
   upstream_unavailable,
   name_constraints,  // a CA's nameConstraints exclude (or do not permit) a name of the chain
   bad_certificate,   // a certificate breaks the RFC 5280 profile strict validation enforces
+  over_capacity,     // max_connections, or out of file descriptors
 };
 
-inline constexpr std::size_t reason_count = 16;
+inline constexpr std::size_t reason_count = 17;
 
 std::string_view to_string(reason r);
 std::optional<reason> reason_from_string(std::string_view s);

@@ -22,6 +22,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::as_tuple;
 using asio::use_awaitable;
+using namespace std::chrono_literals;
 
 struct server::impl : std::enable_shared_from_this<impl> {
   impl(asio::io_context& ioc, std::shared_ptr<prometheus::Registry> r, std::function<readiness()> f)
@@ -31,6 +32,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::shared_ptr<prometheus::Registry> registry;
   std::function<readiness()> ready;
   std::string bound;
+  prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
   int open_connections = 0;
   static constexpr int max_connections = 64;  // scrapers and probes, not the public
 
@@ -95,22 +97,60 @@ struct server::impl : std::enable_shared_from_this<impl> {
     sock.shutdown(proxy::stream_socket::shutdown_send, ignored);
   }
 
+  // Logs and counts an error that must not pass silently; the caller goes on.
+  void report(std::string_view what, const std::string& error) {
+    if (errors) errors->Increment();
+    log::error(what, {{"error", error}});
+  }
+  static std::string message_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
     auto ex = acceptor.get_executor();
+    auto last_warning = std::chrono::steady_clock::time_point{};
     for (;;) {
       auto [ec, sock] = co_await acceptor.async_accept(as_tuple(use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        asio::steady_timer backoff(ex, std::chrono::milliseconds(50));
+        // Out of descriptors, the connection stays queued: pause rather than spin.
+        if (errors) errors->Increment();
+        if (auto now = std::chrono::steady_clock::now(); now - last_warning > 1s) {
+          log::warn("admin: accept failed", {{"error", ec.message()}});
+          last_warning = now;
+        }
+        asio::steady_timer backoff(ex, std::chrono::milliseconds(100));
         co_await backoff.async_wait(as_tuple(use_awaitable));
         continue;
       }
       if (open_connections >= max_connections) continue;  // closes it
       ++open_connections;
-      asio::co_spawn(ex, serve_connection(std::move(sock)),
-                     [self](std::exception_ptr) { --self->open_connections; });
+      asio::co_spawn(ex, serve_connection(std::move(sock)), [self](std::exception_ptr e) {
+        --self->open_connections;
+        if (e) self->report("admin: request failed", message_of(e));
+      });
     }
+  }
+
+  // Runs accept_loop; should it ever throw, reports it and starts it again after a pause.
+  void start_accepting() {
+    auto self = shared_from_this();
+    asio::co_spawn(acceptor.get_executor(), accept_loop(), [self](std::exception_ptr e) {
+      if (!e) return;
+      self->report("admin: accept loop failed; restarting it", message_of(e));
+      if (!self->acceptor.is_open()) return;
+      auto pause = std::make_shared<asio::steady_timer>(self->acceptor.get_executor(), 100ms);
+      pause->async_wait([self, pause](boost::system::error_code) {
+        if (self->acceptor.is_open()) self->start_accepting();
+      });
+    });
   }
 };
 
@@ -132,15 +172,11 @@ server::~server() {
 }
 
 void server::start() {
-  asio::co_spawn(impl_->acceptor.get_executor(), impl_->accept_loop(), [](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("admin server stopped", {{"error", ex.what()}});
-      }
-    }
-  });
+  impl_->start_accepting();
+}
+
+void server::count_errors_in(prometheus::Counter* errors) {
+  impl_->errors = errors;
 }
 
 void server::stop() {

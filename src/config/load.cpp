@@ -494,10 +494,11 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   });
   with(n, "timeouts", [&](auto v) {
     const std::string p = path + ".timeouts";
-    r.map(v, p, {"handshake", "connect", "idle"});
+    r.map(v, p, {"handshake", "connect", "idle", "half_close"});
     with(v, "handshake", [&](auto x) { r.dur(x, p + ".handshake", l.timeouts.handshake); });
     with(v, "connect", [&](auto x) { r.dur(x, p + ".connect", l.timeouts.connect); });
     with(v, "idle", [&](auto x) { r.dur(x, p + ".idle", l.timeouts.idle); });
+    with(v, "half_close", [&](auto x) { r.dur(x, p + ".half_close", l.timeouts.half_close); });
     if (l.timeouts.handshake.count() == 0) r.error(v, p + ".handshake must be greater than 0");
     if (l.timeouts.connect.count() == 0) r.error(v, p + ".connect must be greater than 0");
   });

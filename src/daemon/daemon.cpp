@@ -14,6 +14,7 @@
 
 #include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
+#include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
@@ -155,6 +156,8 @@ class daemon {
 
     unsigned n =
         rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+    // Two descriptors per connection: raise the soft limit before anything is accepted.
+    raise_fd_limit(rt->cfg, n);
     for (unsigned i = 0; i < n; ++i)
       workers_.push_back(std::make_unique<worker>(i));
     // recheck_established: revocations the service learns close the sessions they revoke.
@@ -187,7 +190,7 @@ class daemon {
     metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
-    start_stapling(*rt, nullptr);
+    start_stapling(*rt);
     revocation_->start();
     for (auto& w : workers_)
       w->start();
@@ -224,17 +227,30 @@ class daemon {
     return opts;
   }
 
-  // revocation.stapling: the service keeps each listener's staple fresh. A listener that serves
-  // the same certificate as before starts with the previous runtime's staple (no gap).
-  void start_stapling(const runtime::runtime& rt, const runtime::runtime* previous) {
+  // A listener that serves the same certificate as before starts with the previous runtime's
+  // staple. Called before the new runtime is published, so no handshake sees it without one.
+  static void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous) {
+    for (const auto& l : rt.listeners) {
+      if (!l->tls.staple || l->tls.own_chain.empty()) continue;
+      if (auto old = previous.find(l->cfg.name);
+          old && old->tls.staple && !old->tls.own_chain.empty() &&
+          X509_cmp(old->tls.own_chain.front().get(), l->tls.own_chain.front().get()) == 0)
+        l->tls.staple->set(old->tls.staple->get());
+    }
+  }
+
+  // After a reload published `rt`: the previous runtime's staples are no longer refreshed, even
+  // while connections still hold that runtime.
+  static void retire_staples(const runtime::runtime& previous) {
+    for (const auto& l : previous.listeners)
+      if (l->tls.staple) l->tls.staple->retire();
+  }
+
+  // revocation.stapling: the service keeps each listener's staple fresh.
+  void start_stapling(const runtime::runtime& rt) {
     for (const auto& l : rt.listeners) {
       if (!l->tls.staple || l->tls.own_chain.empty()) continue;
       X509* leaf = l->tls.own_chain.front().get();
-      if (previous)
-        if (auto old = previous->find(l->cfg.name);
-            old && old->tls.staple && !old->tls.own_chain.empty() &&
-            X509_cmp(old->tls.own_chain.front().get(), leaf) == 0)
-          l->tls.staple->set(old->tls.staple->get());
       // Our issuer: next in our chain file, else among the CAs we trust.
       X509* issuer = l->tls.own_chain.size() > 1 ? l->tls.own_chain[1].get() : nullptr;
       for (std::size_t i = 0; !issuer && i < l->tls.trust.size(); ++i)
@@ -328,6 +344,7 @@ class daemon {
   void start_admin(const config::address& a) {
     admin_ = std::make_unique<admin::server>(control_, a, metrics_.prometheus_registry(),
                                              [this] { return readiness(); });
+    admin_->count_errors_in(&metrics_.internal_errors("admin"));
     admin_->start();
     log::info("admin listening", {{"address", admin_->bound_address()}});
   }
@@ -418,6 +435,8 @@ class daemon {
       return fail(join(problems, "; "));
     }
 
+    inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
+
     // Reconcile listeners: keep the sockets of those whose address did not change (only their
     // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
     std::vector<bound_listener> added;
@@ -469,7 +488,8 @@ class daemon {
     const auto previous = runtime_;
     const auto rotated = rotated_certificates(*runtime_, *next);
     runtime_ = next;
-    start_stapling(*next, previous.get());
+    retire_staples(*previous);
+    start_stapling(*next);
     recheck_crl_files(*next);
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());

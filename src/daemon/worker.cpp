@@ -2,12 +2,18 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 
 #include "mtlsd/log/log.hpp"
 
 namespace mtlsd::daemon {
 
 namespace asio = boost::asio;
+
+namespace {
+constexpr auto restart_pause = std::chrono::milliseconds(100);
+}
 
 worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_)) {}
 
@@ -43,15 +49,44 @@ void worker::stop() {
 void worker::serve(std::shared_ptr<proxy::listener_slot> slot, proxy::stream_acceptor acceptor) {
   auto acc = std::make_shared<proxy::stream_acceptor>(std::move(acceptor));
   asio::post(ioc_, [this, slot = std::move(slot), acc]() mutable {
-    const std::string name = slot->name;
-    acceptors_[name] = acc;
-    asio::co_spawn(ioc_, proxy::accept_loop(acc, std::move(slot), sessions_),
-                   [this, name, acc](std::exception_ptr) {
-                     // Forget the acceptor unless a new one for the same name replaced it.
-                     auto it = acceptors_.find(name);
-                     if (it != acceptors_.end() && it->second == acc) acceptors_.erase(it);
-                   });
+    acceptors_[slot->name] = acc;
+    accept(std::move(slot), acc);
   });
+}
+
+void worker::accept(std::shared_ptr<proxy::listener_slot> slot,
+                    std::shared_ptr<proxy::stream_acceptor> acc) {
+  asio::co_spawn(ioc_, proxy::accept_loop(acc, slot, sessions_),
+                 [this, slot, acc](std::exception_ptr e) {
+                   auto it = acceptors_.find(slot->name);
+                   const bool current = it != acceptors_.end() && it->second == acc;
+                   if (!e) {
+                     // Closed: forget the acceptor unless a new one for the same name replaced
+                     // it.
+                     if (current) acceptors_.erase(it);
+                     return;
+                   }
+                   // accept_loop handles its own errors; this is a bug. The loop must not die
+                   // quietly: log, count, and accept again after a pause (no spin if it recurs).
+                   std::string what = "unknown exception";
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& x) {
+                     what = x.what();
+                   } catch (...) {
+                   }
+                   if (auto lr = slot->current.load(); lr && lr->metrics)
+                     lr->metrics->accept_errors->Increment();
+                   log::error("accept loop failed; restarting it",
+                              {{"worker", index_}, {"listener", slot->name}, {"error", what}});
+                   if (!current || !acc->is_open()) return;
+                   auto pause = std::make_shared<asio::steady_timer>(ioc_, restart_pause);
+                   pause->async_wait([this, pause, slot, acc](boost::system::error_code) {
+                     auto now = acceptors_.find(slot->name);
+                     if (now != acceptors_.end() && now->second == acc && acc->is_open())
+                       accept(slot, acc);
+                   });
+                 });
 }
 
 void worker::close_listener(const std::string& name) {

@@ -71,6 +71,14 @@ registry::registry()
            .Name("mtlsd_connections_over_limit_total")
            .Help("Connections closed at once because the listener was at max_connections.")
            .Register(r);
+  accept_errors_ = &prometheus::BuildCounter()
+                        .Name("mtlsd_accept_errors_total")
+                        .Help("Failed accepts (e.g. out of file descriptors); accepting goes on.")
+                        .Register(r);
+  internal_errors_ = &prometheus::BuildCounter()
+                          .Name("mtlsd_internal_errors_total")
+                          .Help("Unexpected exceptions caught at the top of a loop that went on.")
+                          .Register(r);
   tls_handshakes_ = &prometheus::BuildCounter()
                          .Name("mtlsd_tls_handshakes_total")
                          .Help("Completed TLS handshakes by protocol version and cipher.")
@@ -122,6 +130,11 @@ registry::registry()
                              .Add({});
 }
 
+prometheus::Counter& registry::internal_errors(const std::string& component) {
+  std::lock_guard lock(mutex_);
+  return internal_errors_->Add({{"component", component}});
+}
+
 listener_metrics& registry::for_listener(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto& slot = listeners_[name];
@@ -144,6 +157,7 @@ listener_metrics& registry::for_listener(const std::string& name) {
   m.upstream_connect_failures = &upstream_failures_->Add({{"listener", name}});
   m.resumed = &resumptions_->Add({{"listener", name}});
   m.over_limit = &over_limit_->Add({{"listener", name}});
+  m.accept_errors = &accept_errors_->Add({{"listener", name}});
   const char* methods[] = {"crl", "ocsp"};
   const char* results[] = {"good", "revoked", "unknown", "unavailable"};
   for (std::size_t i = 0; i < 2; ++i)

@@ -29,10 +29,6 @@ using asio::use_awaitable;
 // Read buffers hold at most one message head plus one body chunk of look-ahead.
 constexpr std::size_t read_buffer_limit = http_head_limit + http_body_chunk;
 
-// Ends the exchange from inside one of the two concurrent pumps: thrown so that the && group
-// cancels the other pump. The reason is recorded before the throw.
-struct stop_exchange : std::exception {};
-
 bool is_http_error(const error_code& ec) {
   return &ec.category() == &http::make_error_code(http::error::need_more).category();
 }
@@ -257,6 +253,8 @@ class http_connection {
   asio::awaitable<void> send_request_body(request_parser& req,
                                           http::serializer<true, http::buffer_body>& sr);
   asio::awaitable<void> relay_response(bool head, bool upgrade);
+  // Records the upstream's failure, tells the client (502) when it still can, and stops the
+  // exchange; the caller returns.
   asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
   asio::awaitable<void> tunnel();
   asio::awaitable<void> close_both();
@@ -265,6 +263,15 @@ class http_connection {
     if (result_.aborted) return;
     result_.aborted = true;
     result_.error = std::move(why);
+  }
+  // Ends the exchange from inside one of the two concurrent pumps: cancels the other's waits
+  // (errors are values; the cause is recorded first).
+  void stop_exchange() {
+    end_ = true;
+    stopped_ = true;
+    error_code ignored;
+    tls_socket_.cancel(ignored);
+    plain_.cancel(ignored);
   }
 
   tls_stream& tls_;
@@ -286,7 +293,8 @@ class http_connection {
   bool response_started_ = false;  // the final response's head reached the client
   bool response_keep_alive_ = true;
   bool upgraded_ = false;
-  bool end_ = false;  // close the connection after this exchange
+  bool end_ = false;      // close the connection after this exchange
+  bool stopped_ = false;  // a pump ended the exchange: the other returns at its next step
 };
 
 asio::awaitable<void> http_connection::close_both() {
@@ -334,26 +342,26 @@ asio::awaitable<void> http_connection::send_request_body(
   if (request_done_) co_return;
   auto out =
       co_await stream_body(from_client_, upstream_, req, sr, request_chunk_, request_scratch_);
+  if (stopped_) co_return;
   if (!out.ec) {
     request_done_ = true;
     co_return;
   }
-  if (cancelled(out.ec)) throw stop_exchange{};  // by the other pump or the watchdog
+  if (cancelled(out.ec)) co_return;  // by the other pump or the watchdog
   if (!out.reading) {
     // The upstream stopped reading (it may have answered early and closed): let the response
     // side deliver whatever it said; the connection closes after it.
     end_ = true;
     co_return;
   }
-  end_ = true;
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
        out.ec.message());
-  throw stop_exchange{};
+  stop_exchange();
 }
 
 asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std::string why) {
   end_ = true;
-  if (cancelled(ec)) throw stop_exchange{};
+  if (cancelled(ec)) co_return;
   fail("upstream: " + why + (ec ? ": " + ec.message() : std::string()));
   // Before the response head went out the client can still be told; after it, only the
   // truncated response and the close say it.
@@ -361,7 +369,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
     const std::string response = simple_response(502, "Bad Gateway", "Bad Gateway");
     co_await client_.write(response);
   }
-  throw stop_exchange{};
+  stop_exchange();
 }
 
 asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
@@ -370,12 +378,13 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     res.header_limit(http_head_limit);
     res.body_limit(boost::none);
     if (head) res.skip(true);  // a response to HEAD has a length but no body
-    if (auto ec = co_await from_upstream_.head(res))
-      co_await upstream_failed(ec, "reading the response head");
+    auto head_ec = co_await from_upstream_.head(res);
+    if (stopped_) co_return;
+    if (head_ec) co_return co_await upstream_failed(head_ec, "reading the response head");
     auto& msg = res.get();
     const unsigned status = msg.result_int();
     if (status == 101 && !upgrade)
-      co_await upstream_failed({}, "101 Switching Protocols without an Upgrade request");
+      co_return co_await upstream_failed({}, "101 Switching Protocols without an Upgrade request");
     if (msg.count(http::field::transfer_encoding) && msg.count(http::field::content_length))
       msg.erase(http::field::content_length);  // RFC 9112 6.3: Transfer-Encoding wins
 
@@ -383,10 +392,11 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     sr.split(true);
     const bool interim = status >= 100 && status < 200 && status != 101;
     if (!interim) response_started_ = true;
-    if (auto ec = co_await write_ready(client_, sr, response_scratch_, true)) {
+    if (auto ec = co_await write_ready(client_, sr, response_scratch_, true); ec || stopped_) {
       end_ = true;
-      if (!cancelled(ec)) fail("writing the response to the client: " + ec.message());
-      throw stop_exchange{};
+      if (cancelled(ec) || stopped_) co_return;
+      fail("writing the response to the client: " + ec.message());
+      co_return stop_exchange();
     }
     if (interim) continue;  // 100, 103: the final response follows
     if (status == 101) {
@@ -396,19 +406,21 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (!res.is_done()) {
       auto out = co_await stream_body(from_upstream_, client_, res, sr, response_chunk_,
                                       response_scratch_);
-      if (out.ec && out.reading) co_await upstream_failed(out.ec, "reading the response body");
+      if (stopped_) co_return;
+      if (out.ec && out.reading)
+        co_return co_await upstream_failed(out.ec, "reading the response body");
       if (out.ec) {
         end_ = true;
-        if (!cancelled(out.ec)) fail("writing the response to the client: " + out.ec.message());
-        throw stop_exchange{};
+        if (cancelled(out.ec)) co_return;
+        fail("writing the response to the client: " + out.ec.message());
+        co_return stop_exchange();
       }
     }
     response_keep_alive_ = res.keep_alive();
     if (!request_done_) {
       // Answered before the whole request body arrived: the rest of that body can no longer be
       // told apart from the next request, so this connection ends after the answer.
-      end_ = true;
-      throw stop_exchange{};
+      co_return stop_exchange();
     }
     co_return;
   }
@@ -479,6 +491,7 @@ asio::awaitable<void> http_connection::run() {
     http::serializer<true, http::buffer_body> sr{msg};
     sr.split(true);
     request_done_ = req.is_done();
+    stopped_ = false;
     response_started_ = false;
     response_keep_alive_ = true;
     upgraded_ = false;
@@ -492,10 +505,13 @@ asio::awaitable<void> http_connection::run() {
         co_return fail("writing 100 Continue: " + wec.message());
     }
 
+    // Neither pump throws for network or protocol errors: each records its cause and stops
+    // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
+    // arrives as an exception, from a pump that waited again after it.
     try {
       co_await (send_request_body(req, sr) && relay_response(head, upgrade));
-    } catch (const std::exception&) {
-      // stop_exchange (or both pumps' exceptions): the cause is recorded, end_ is set.
+    } catch (const boost::system::system_error& e) {
+      if (!cancelled(e.code())) throw;
     }
     // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
     const auto state = co_await asio::this_coro::cancellation_state;

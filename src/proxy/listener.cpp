@@ -54,6 +54,66 @@ stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, 
   return acc;
 }
 
+namespace {
+
+// Starts a session for an accepted connection, or refuses it over max_connections.
+void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
+           session_registry& registry, const asio::any_io_executor& ex) {
+  auto listener = slot->current.load();
+  auto* m = listener->metrics;
+  if (slot->active.fetch_add(1) >= listener->cfg.max_connections) {
+    // Refuse at once rather than queue: a client that waits forever is worse than one that
+    // retries elsewhere.
+    slot->active.fetch_sub(1);
+    if (m) {
+      m->over_limit->Increment();
+      m->rejected->Increment();
+      m->failure(reason::over_capacity).Increment();
+    }
+    log::access_record rec;
+    rec.listener = slot->name;
+    rec.client = remote_address(sock);
+    rec.result = "rejected";
+    rec.reason = to_string(reason::over_capacity);
+    rec.detail = "max_connections (" + std::to_string(listener->cfg.max_connections) + ") reached";
+    log::write_access(rec);
+    error_code ignored;
+    sock.close(ignored);
+    return;
+  }
+  ++total_active;
+  if (m) m->active->Increment();
+  asio::co_spawn(ex, run_session(std::move(sock), listener, registry),
+                 [slot, m, name = slot->name](std::exception_ptr e) {
+                   slot->active.fetch_sub(1);
+                   --total_active;
+                   if (m) m->active->Decrement();
+                   // Sessions catch their own errors; anything reaching here is a bug to see.
+                   if (e) {
+                     if (m) m->errors->Increment();
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex2) {
+                       log::error("session escaped with an exception",
+                                  {{"listener", name}, {"error", ex2.what()}});
+                     } catch (...) {
+                       log::error("session escaped with an exception", {{"listener", name}});
+                     }
+                   }
+                 });
+}
+
+// Accepting after a failure: out of descriptors, the pending connection stays queued and would
+// fail again at once, so wait long enough not to spin; anything else, briefly.
+constexpr auto emfile_backoff = std::chrono::milliseconds(100);
+constexpr auto error_backoff = std::chrono::milliseconds(5);
+
+void count_accept_error(const listener_slot& slot) {
+  if (auto lr = slot.current.load(); lr && lr->metrics) lr->metrics->accept_errors->Increment();
+}
+
+}  // namespace
+
 asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
                                   std::shared_ptr<listener_slot> slot, session_registry& registry) {
   auto ex = co_await asio::this_coro::executor;
@@ -63,55 +123,25 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
     auto [ec, sock] = co_await acceptor->async_accept(as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
     if (ec) {
+      count_accept_error(*slot);
       const bool out_of_fds = ec == asio::error::no_descriptors || ec.value() == ENFILE;
       auto now = std::chrono::steady_clock::now();
       if (now - last_warning > std::chrono::seconds(1)) {  // at most one line a second
         log::warn("accept failed", {{"listener", slot->name}, {"error", ec.message()}});
         last_warning = now;
       }
-      backoff.expires_after(out_of_fds ? std::chrono::milliseconds(100)
-                                       : std::chrono::milliseconds(5));
+      backoff.expires_after(out_of_fds ? emfile_backoff : error_backoff);
       co_await backoff.async_wait(as_tuple(use_awaitable));
       continue;
     }
-    auto listener = slot->current.load();
-    auto* m = listener->metrics;
-    if (slot->active.fetch_add(1) >= listener->cfg.max_connections) {
-      // Refuse at once rather than queue: a client that waits forever is worse than one that
-      // retries elsewhere.
-      slot->active.fetch_sub(1);
-      if (m) {
-        m->over_limit->Increment();
-        m->rejected->Increment();
-      }
-      log::access_record rec;
-      rec.listener = slot->name;
-      rec.client = remote_address(sock);
-      rec.result = "rejected";
-      rec.detail =
-          "max_connections (" + std::to_string(listener->cfg.max_connections) + ") reached";
-      log::write_access(rec);
-      error_code ignored;
-      sock.close(ignored);
-      continue;
+    // Nothing below is expected to throw; if it does (a bug, bad_alloc), that connection is
+    // dropped, the failure logged and counted, and accepting goes on.
+    try {
+      admit(std::move(sock), slot, registry, ex);
+    } catch (const std::exception& e) {
+      count_accept_error(*slot);
+      log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
     }
-    ++total_active;
-    if (m) m->active->Increment();
-    asio::co_spawn(ex, run_session(std::move(sock), listener, registry),
-                   [slot, m, name = slot->name](std::exception_ptr e) {
-                     slot->active.fetch_sub(1);
-                     --total_active;
-                     if (m) m->active->Decrement();
-                     // Sessions catch their own errors; anything reaching here is a bug to see.
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex2) {
-                         log::error("session escaped with an exception",
-                                    {{"listener", name}, {"error", ex2.what()}});
-                       }
-                     }
-                   });
   }
 }
 

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -25,77 +28,29 @@
 #include "mtlsd/proxy/xfcc.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "session_state.hpp"
 
 namespace mtlsd::proxy {
 namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
-using steady = std::chrono::steady_clock;
+using detail::outcome;
+using detail::phase;
+using detail::session;
+using detail::steady;
 
-enum class phase { handshake, revocation, connect, relay, closing };
-
-// Everything one connection knows, in the coroutine frame: no shared_from_this, no heap
-// objects beyond the frame and the relay's two buffers.
-struct session {
-  session(stream_socket p, std::shared_ptr<const runtime::listener_runtime> l)
-      : listener(std::move(l)),
-        peer(std::move(p)),
-        upstream(peer.get_executor()),
-        watchdog_timer(peer.get_executor()),
-        start(steady::now()) {}
-
-  std::shared_ptr<const runtime::listener_runtime> listener;
-  stream_socket peer;        // the accepting side's peer
-  stream_socket upstream;    // where we connect to
-  std::string upstream_key;  // client mode: the session cache's key (outlives the SSL)
-  // The TLS side (on `peer` in server mode, on `upstream` in client mode). In the frame rather
-  // than in serve_*() so that a session killed from outside can still send close_notify.
-  std::optional<tls_stream> tls;
-  asio::steady_timer watchdog_timer;
-  session_control control;
-  steady::time_point start;
-
-  phase current = phase::handshake;
-  activity_clock clock;  // the watchdog's deadline, for every phase
-  bool timed_out = false;
-  std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
-
-  std::string client;
-  std::optional<reason> refusal;
-  std::string detail;
-  std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
-  const char* tls_version = "";
-  const char* cipher = "";
-  bool resumed = false;
-  bool admitted = false;
-  bool failed = false;  // internal error: neither admitted nor refused
-  relay_result relayed;
-
-  void enter(phase p, config::duration timeout) {
-    current = p;
-    clock.idle = {};
-    clock.deadline = steady::now() + timeout;
-  }
-  void refuse(reason r, std::string why) {
-    if (refusal) return;  // the first reason is the true one
-    refusal = r;
-    detail = std::move(why);
-  }
-};
-
-// Ends when the current phase's deadline passes, or when the session is killed. Cancelled (and
-// so ends) as soon as the session itself finishes.
-asio::awaitable<void> watchdog(session& s) {
+// Ends when the current phase's deadline passes or when the session is killed, and says which.
+// enter() and kill() cancel its timer to make it look again (a new phase may have a shorter
+// deadline); the serving side finishing first cancels it for good.
+asio::awaitable<outcome> watchdog(session& s) {
   for (;;) {
-    if (s.control.killed()) co_return;
+    if (s.control.killed()) co_return outcome{outcome::kind::killed, {}};
+    if (steady::now() >= s.clock.deadline) co_return outcome{outcome::kind::deadline, {}};
     s.watchdog_timer.expires_at(s.clock.deadline);
-    auto [ec] = co_await s.watchdog_timer.async_wait(as_tuple(use_awaitable));
-    if (ec || s.control.killed()) co_return;
-    if (steady::now() >= s.clock.deadline) {
-      s.timed_out = true;
-      co_return;
-    }
+    co_await s.watchdog_timer.async_wait(as_tuple(use_awaitable));  // aborted: look again
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return outcome{};
   }
 }
 
@@ -138,31 +93,6 @@ asio::awaitable<void> linger_close(session& s) {
   }
 }
 
-void count_revocation(session& s, const tls::verify_outcome& vo) {
-  if (!s.listener->metrics) return;
-  if (int i = tls::revocation::metric_index(vo.staple); i >= 0)
-    s.listener->metrics->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
-  if (vo.crl == tls::crl_result::not_checked) return;
-  std::size_t result = 0;
-  switch (vo.crl) {
-    case tls::crl_result::good:
-      result = 0;
-      break;
-    case tls::crl_result::revoked:
-      result = 1;
-      break;
-    case tls::crl_result::unavailable:
-      result = 3;
-      break;
-    case tls::crl_result::not_checked:
-      return;
-  }
-  s.listener->metrics->revocation_checks[0][result]->Increment();
-  if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
-    log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
-              {{"listener", s.listener->cfg.name}, {"client", s.client}, {"detail", vo.crl_note}});
-}
-
 // The peer's certificates as this connection saw them: the verified chain after a full
 // handshake, only the leaf after a resumption (which skips verification).
 std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
@@ -176,15 +106,6 @@ std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
     out.push_back(leaf);
   }
   return out;
-}
-
-void count_verdict(session& s, const tls::revocation::verdict& v) {
-  auto* m = s.listener->metrics;
-  if (!m) return;
-  if (int i = tls::revocation::metric_index(v.crl); i >= 0)
-    m->revocation_checks[0][static_cast<std::size_t>(i)]->Increment();
-  if (int i = tls::revocation::metric_index(v.ocsp); i >= 0)
-    m->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
 }
 
 // After the handshake and before the upstream hears of the peer: the revocation answers that
@@ -271,13 +192,13 @@ proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   return info;
 }
 
-void observe_handshake(session& s) {
-  const auto& lr = *s.listener;
-  if (!lr.metrics) return;
-  lr.metrics->handshake_duration->Observe(
-      std::chrono::duration<double>(steady::now() - s.start).count());
-  if (s.resumed) lr.metrics->resumed->Increment();
-  lr.registry->count_handshake(lr.cfg.name, s.tls_version, s.cipher);
+// The upstream connect failed. Running out of file descriptors is our capacity, not the
+// upstream's fault: refused as over_capacity and not counted as an upstream failure.
+void refuse_connect(session& s, const error_code& ec, const std::string& why) {
+  if (out_of_descriptors(ec))
+    return s.refuse(reason::over_capacity, "out of file descriptors: " + why);
+  if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
+  s.refuse(reason::upstream_unavailable, why);
 }
 
 // mode: server — TLS from the peer, plaintext to the upstream.
@@ -330,8 +251,7 @@ asio::awaitable<void> serve_server(session& s) {
       s.connect_step = std::move(why);
       co_return;
     }
-    if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
-    s.refuse(reason::upstream_unavailable, why);
+    refuse_connect(s, ec, why);
     s.enter(phase::closing, std::chrono::seconds(1));
     co_await tls.shutdown_send();
     co_return;
@@ -348,9 +268,7 @@ asio::awaitable<void> serve_server(session& s) {
   s.admitted = true;
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
 
-  s.current = phase::relay;
-  s.clock.idle = cfg.timeouts.idle;
-  s.clock.deadline = steady::time_point::max();
+  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
   if (cfg.http.enabled) {
     const xfcc_policy xfcc =
         make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
@@ -372,8 +290,7 @@ asio::awaitable<void> serve_client(session& s) {
       s.connect_step = std::move(why);
       co_return;
     }
-    if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
-    s.refuse(reason::upstream_unavailable, why);
+    refuse_connect(s, ec, why);
     co_return;
   }
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
@@ -426,84 +343,15 @@ asio::awaitable<void> serve_client(session& s) {
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 
-  s.current = phase::relay;
-  s.clock.idle = cfg.timeouts.idle;
-  s.clock.deadline = steady::time_point::max();
+  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
   co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
 }
 
-void finish(session& s) {
-  const auto& lr = *s.listener;
-  const auto& cfg = lr.cfg;
-  if (s.timed_out) {
-    switch (s.current) {
-      case phase::handshake:
-        s.refuse(reason::handshake_timeout, "no completed TLS handshake within " +
-                                                config::format_duration(cfg.timeouts.handshake));
-        break;
-      case phase::revocation:
-        s.refuse(reason::revocation_unavailable,
-                 "no revocation answer within " +
-                     config::format_duration(2 * lr.revocation.timeout + std::chrono::seconds(1)));
-        break;
-      case phase::connect:
-        if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
-        s.refuse(reason::upstream_unavailable,
-                 s.connect_step.empty() ? "connect to " + cfg.upstream.str() + " timed out after " +
-                                              config::format_duration(cfg.timeouts.connect)
-                                        : s.connect_step + " timed out after " +
-                                              config::format_duration(cfg.timeouts.connect) +
-                                              " (connect to " + cfg.upstream.str() + ")");
-        break;
-      case phase::relay:
-        s.detail = "idle timeout (" + config::format_duration(cfg.timeouts.idle) + ")";
-        break;
-      case phase::closing:
-        break;
-    }
-  }
-  if (s.control.kill_reason()) s.refuse(*s.control.kill_reason(), s.control.kill_detail());
-  if (s.control.killed() && s.detail.empty()) s.detail = "closed by mtlsd (drain timeout)";
-  if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
-
-  const char* result = "accepted";
-  if (!s.admitted) result = s.refusal ? "rejected" : "error";
-  if (s.admitted && s.refusal) result = "accepted";  // admitted, later closed (e.g. revoked)
-
-  // server mode: rx = bytes the TLS client sent; client mode: rx = bytes the local app sent.
-  const bool server = cfg.mode == config::listener_mode::server;
-  const std::uint64_t rx = server ? s.relayed.from_tls : s.relayed.from_plain;
-  const std::uint64_t tx = server ? s.relayed.from_plain : s.relayed.from_tls;
-  const auto elapsed = steady::now() - s.start;
-
-  if (auto* m = lr.metrics) {
-    if (!s.admitted) {
-      if (s.refusal) {
-        m->rejected->Increment();
-        m->failure(*s.refusal).Increment();
-      } else {
-        m->errors->Increment();
-      }
-    } else {
-      m->connection_duration->Observe(std::chrono::duration<double>(elapsed).count());
-    }
-    if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
-    if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
-  }
-  log::access_record rec;
-  rec.listener = cfg.name;
-  rec.client = std::move(s.client);
-  if (s.peer_identity) rec.identity = s.peer_identity->display();
-  rec.tls_version = s.tls_version;
-  rec.cipher = s.cipher;
-  rec.resumed = s.resumed;
-  rec.rx_bytes = rx;
-  rec.tx_bytes = tx;
-  rec.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
-  rec.result = result;
-  rec.reason = s.refusal ? to_string(*s.refusal) : std::string_view();
-  rec.detail = std::move(s.detail);
-  log::write_access(rec);
+asio::awaitable<void> serve(session& s) {
+  if (s.listener->cfg.mode == config::listener_mode::server)
+    co_await serve_server(s);
+  else
+    co_await serve_client(s);
 }
 
 }  // namespace
@@ -551,6 +399,17 @@ std::size_t session_registry::revoke(const tls::revocation::revocation_event& e)
 
 namespace {
 
+// An exception that ended a session: an internal error.
+outcome failure(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return outcome{outcome::kind::failed, x.what()};
+  } catch (...) {
+    return outcome{outcome::kind::failed, "unknown exception"};
+  }
+}
+
 // A session killed for a reason the peer should hear of (revoked) gets close_notify, bounded.
 asio::awaitable<void> close_notify(session& s) {
   using namespace asio::experimental::awaitable_operators;
@@ -563,7 +422,6 @@ asio::awaitable<void> close_notify(session& s) {
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
                                   session_registry& registry) {
-  using namespace asio::experimental::awaitable_operators;
   session s(std::move(peer), std::move(listener));
   s.client = remote_address(s.peer);
   s.control.attach(&s.watchdog_timer);
@@ -575,20 +433,26 @@ asio::awaitable<void> run_session(stream_socket peer,
   } guard{registry, &s.control};
 
   set_nodelay(s.peer);
-  const bool server = s.listener->cfg.mode == config::listener_mode::server;
-  try {
-    if (server)
-      co_await (serve_server(s) || watchdog(s));
-    else
-      co_await (serve_client(s) || watchdog(s));
-    if (s.control.kill_reason() && s.tls && s.admitted) co_await close_notify(s);
-  } catch (const std::exception& e) {
-    s.failed = true;
-    if (s.detail.empty()) s.detail = std::string("internal error: ") + e.what();
-    log::error("session failed",
-               {{"listener", s.listener->cfg.name}, {"client", s.client}, {"error", e.what()}});
+  // The serving side and the watchdog race; the first to finish — returning, throwing, or
+  // timing out — cancels the other at once (wait_for_one; awaitable_operators' || would wait
+  // for the watchdog when the serving side throws, and drop the exception). Named operands:
+  // GCC 12 mishandles temporaries inside a co_await expression.
+  auto ex = s.peer.get_executor();
+  auto serving = asio::co_spawn(ex, serve(s), asio::deferred);
+  auto watching = asio::co_spawn(ex, watchdog(s), asio::deferred);
+  auto group = asio::experimental::make_parallel_group(std::move(serving), std::move(watching));
+  auto [order, serve_error, watch_error, watch_result] =
+      co_await std::move(group).async_wait(asio::experimental::wait_for_one(), use_awaitable);
+  outcome o = order[0] == 0 ? outcome{} : watch_result;
+  if (std::exception_ptr e = order[0] == 0 ? serve_error : watch_error) o = failure(e);
+  if (o.how == outcome::kind::killed && s.control.kill_reason() && s.tls && s.admitted) {
+    try {
+      co_await close_notify(s);
+    } catch (const std::exception&) {
+      o = failure(std::current_exception());
+    }
   }
-  finish(s);
+  finish(s, o);
 }
 
 }  // namespace mtlsd::proxy

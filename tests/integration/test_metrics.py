@@ -46,7 +46,7 @@ ALL_REASONS = {
     "no_client_cert", "unknown_ca", "expired", "not_yet_valid", "bad_signature",
     "bad_key_usage", "chain_too_long", "revoked", "revocation_unavailable", "not_authorized",
     "hostname_mismatch", "handshake_timeout", "protocol_error", "upstream_unavailable",
-    "name_constraints", "bad_certificate",
+    "name_constraints", "bad_certificate", "over_capacity",
 }
 
 
@@ -415,8 +415,8 @@ def test_exact_counter_deltas(multi, pki, case):
 
 def test_every_rejection_has_exactly_one_reason(multi):
     """Cumulative invariants over everything the shared daemon has seen so far:
-    every rejected connection has exactly one reason (or was over
-    max_connections, as the README says), every reason of the contract exists
+    every rejected connection has exactly one reason (over max_connections:
+    over_capacity), every reason of the contract exists
     as a series from the start (so alerts and rate() work)."""
     m = multi.daemon.scrape()
     assert m.get("mtlsd_connections_total", listener="inbound", result="rejected") > 0
@@ -425,9 +425,9 @@ def test_every_rejection_has_exactly_one_reason(multi):
                    m.series("mtlsd_handshake_failures_total", listener=listener)}
         assert set(reasons) == ALL_REASONS, listener
         over = m.get("mtlsd_connections_over_limit_total", listener=listener)
-        assert sum(reasons.values()) + over == m.get("mtlsd_connections_total",
-                                                     listener=listener, result="rejected"), \
-            listener
+        assert over <= reasons["over_capacity"], listener
+        assert sum(reasons.values()) == m.get("mtlsd_connections_total",
+                                              listener=listener, result="rejected"), listener
         results = {labels["result"] for labels, _ in
                    m.series("mtlsd_connections_total", listener=listener)}
         assert results == {"accepted", "rejected", "error"}
@@ -520,9 +520,9 @@ def test_active_gauge_follows_open_connections(multi, pki):
     assert multi.daemon.scrape().types["mtlsd_connections_active"] == "gauge"
 
 
-def test_over_max_connections_counts_rejected_without_a_reason(multi, pki):
+def test_over_max_connections_counts_rejected_as_over_capacity(multi, pki):
     """README: over-limit connections are closed at once and counted as
-    result=rejected and in mtlsd_connections_over_limit_total, with no reason."""
+    result=rejected and in mtlsd_connections_over_limit_total, reason over_capacity."""
     daemon = multi.daemon
     held = open_tls(daemon.addr("limited"), client_context(pki, "client"))
     try:
@@ -534,12 +534,14 @@ def test_over_max_connections_counts_rejected_without_a_reason(multi, pki):
         ex = raw_exchange(daemon.addr("limited"), b"")
         assert ex.data == b"" and ex.elapsed < 2, ex
         line = daemon.wait_for_access(client=ex.local, since=mark)
-        assert line["result"] == "rejected" and line["reason"] == "", line
+        assert line["result"] == "rejected" and line["reason"] == "over_capacity", line
         after = daemon.scrape()
         assert after.get("mtlsd_connections_active", listener="limited") == 1
     finally:
         held.close()
     expected = {k("mtlsd_connections_total", listener="limited", result="rejected"): 1.0,
+                k("mtlsd_handshake_failures_total", listener="limited",
+                  reason="over_capacity"): 1.0,
                 k("mtlsd_connections_over_limit_total", listener="limited"): 1.0}
     assert _describe(after.delta(before, COUNTERS)) == _describe(expected)
     wait_metric(daemon, "mtlsd_connections_active", 0, listener="limited")
@@ -602,6 +604,8 @@ def test_labels_hold_no_client_address_or_identity(multi, pki):
         "mtlsd_upstream_connect_failures_total": {"listener"},
         "mtlsd_tls_session_resumptions_total": {"listener"},
         "mtlsd_connections_over_limit_total": {"listener"},
+        "mtlsd_accept_errors_total": {"listener"},
+        "mtlsd_internal_errors_total": {"component"},
         "mtlsd_tls_handshakes_total": {"listener", "version", "cipher"},
         "mtlsd_certificate_expiry_timestamp_seconds": {"listener", "role", "subject", "serial"},
         "mtlsd_config_reloads_total": {"result"},

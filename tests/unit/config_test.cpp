@@ -101,6 +101,7 @@ TEST(ConfigDefaults, ListenerMatchTheContract) {
   EXPECT_EQ(l.timeouts.handshake, 10s);
   EXPECT_EQ(l.timeouts.connect, 5s);
   EXPECT_EQ(l.timeouts.idle, 5min);
+  EXPECT_EQ(l.timeouts.half_close, 30s);
 
   EXPECT_EQ(l.tls.cert.path, "/etc/mtlsd/tls.crt");
   EXPECT_EQ(l.tls.key.path, "/etc/mtlsd/tls.key");
@@ -188,6 +189,7 @@ listeners:
       handshake: 2s
       connect: 250ms
       idle: 1h
+      half_close: 3s
     tls:
       pkcs12: /secrets/server.p12
       pkcs12_password_file: p12.pass
@@ -259,6 +261,7 @@ listeners:
   EXPECT_EQ(s.timeouts.handshake, 2s);
   EXPECT_EQ(s.timeouts.connect, 250ms);
   EXPECT_EQ(s.timeouts.idle, 1h);
+  EXPECT_EQ(s.timeouts.half_close, 3s);
   EXPECT_EQ(s.tls.pkcs12.path, "/secrets/server.p12");
   EXPECT_EQ(s.tls.pkcs12_password_file.path, "/etc/mtlsd/p12.pass");
   EXPECT_EQ(s.tls.min_version, "1.3");

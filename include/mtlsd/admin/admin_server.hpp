@@ -2,6 +2,7 @@
 // The admin listener: GET /metrics (Prometheus text 0.0.4), /healthz, /readyz. One small
 // Boost.Beast server on the control thread's io_context — no thread per request, and never on a
 // worker, so a scrape cannot slow the connection path.
+#include <prometheus/counter.h>
 #include <prometheus/registry.h>
 #include <boost/asio/io_context.hpp>
 #include <functional>
@@ -26,6 +27,8 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
+  // Where failed accepts and unexpected exceptions are counted (set before start()).
+  void count_errors_in(prometheus::Counter* errors);
   void start();
   void stop();
   const std::string& bound_address() const;

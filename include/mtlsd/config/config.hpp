@@ -107,6 +107,7 @@ struct timeout_options {
   duration handshake = 10s;
   duration connect = 5s;
   duration idle = 5min;
+  duration half_close = 30s;  // after one side half-closed, the other has this long; 0s = no limit
 };
 
 enum class listener_mode { server, client };

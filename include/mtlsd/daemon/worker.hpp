@@ -35,6 +35,10 @@ class worker {
   void revoke(tls::revocation::event_ptr e);
 
  private:
+  // Runs the accept loop of `slot` on `acc`; restarts it should it ever fail.
+  void accept(std::shared_ptr<proxy::listener_slot> slot,
+              std::shared_ptr<proxy::stream_acceptor> acc);
+
   unsigned index_;
   // Touched only on this worker's thread. Declared before ioc_ so that sessions_ outlives it: the
   // io_context's destructor destroys pending session frames, which unregister themselves.

@@ -32,6 +32,7 @@ struct listener_metrics {
   prometheus::Counter* upstream_connect_failures;
   prometheus::Counter* resumed;
   prometheus::Counter* over_limit;
+  prometheus::Counter* accept_errors;  // accept() failed (EMFILE...) or the accept loop threw
   // mtlsd_revocation_checks_total: [method][result], method crl=0 ocsp=1,
   // result good=0 revoked=1 unknown=2 unavailable=3.
   std::array<std::array<prometheus::Counter*, 4>, 2> revocation_checks;
@@ -55,6 +56,10 @@ class registry {
   // handshake. Lock-free after the first handshake of each kind on a thread (per-thread cache).
   void count_handshake(const std::string& listener, std::string_view version,
                        std::string_view cipher);
+
+  // mtlsd_internal_errors_total{component}: exceptions that reached the top of a loop that must
+  // keep running (a worker's accept loop, the admin server). Created on first use.
+  prometheus::Counter& internal_errors(const std::string& component);
 
   prometheus::Counter& reload_success() { return *reload_success_; }
   prometheus::Counter& reload_failure() { return *reload_failure_; }
@@ -100,6 +105,8 @@ class registry {
   prometheus::Family<prometheus::Counter>* upstream_failures_;
   prometheus::Family<prometheus::Counter>* resumptions_;
   prometheus::Family<prometheus::Counter>* over_limit_;
+  prometheus::Family<prometheus::Counter>* accept_errors_;
+  prometheus::Family<prometheus::Counter>* internal_errors_;
   prometheus::Family<prometheus::Counter>* tls_handshakes_;
   prometheus::Family<prometheus::Gauge>* cert_expiry_;
   prometheus::Family<prometheus::Counter>* reloads_;

@@ -4,8 +4,13 @@
 // the worker's pool while data moves (buffer_pool.hpp), and reads again only after its write
 // completed, so a slow receiver stops the sender (backpressure) and memory stays bounded. At
 // EOF a pump half-closes the far side (TCP shutdown(SHUT_WR) <-> TLS close_notify) and lets the
-// other direction run on, as ghostunnel's proxy does.
+// other direction run on, as ghostunnel's proxy does, for at most timeouts.half_close. Errors are
+// values: the pump that meets one records it and cancels the other. While a write waits for a
+// slow receiver, the socket nobody reads is watched for its peer leaving (reset: the relay ends;
+// FIN: the half-close deadline starts).
+#include <algorithm>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 
@@ -14,13 +19,33 @@
 
 namespace mtlsd::proxy {
 
-// Shared with the session's watchdog: each pump moves the idle deadline forward on activity.
+// Shared with the session's watchdog: each pump moves the idle deadline forward on activity;
+// the first EOF starts the half-close deadline, which activity does not move.
 struct activity_clock {
-  std::chrono::steady_clock::duration idle{};  // 0 = no idle timeout
-  std::chrono::steady_clock::time_point deadline{};
+  using clock = std::chrono::steady_clock;
+  clock::duration idle{};        // 0 = no idle timeout
+  clock::duration half_close{};  // after one direction ended, the other has this long; 0 = no limit
+  clock::time_point deadline{};  // what the watchdog enforces
+  clock::time_point close_by = clock::time_point::max();  // set by the first half-close
+  bool half_closed = false;
+  asio::steady_timer* watchdog = nullptr;  // woken when the deadline moves earlier
+
   void touch() {
-    if (idle.count() > 0) deadline = std::chrono::steady_clock::now() + idle;
+    if (idle.count() > 0) deadline = std::min(clock::now() + idle, close_by);
   }
+  // One direction reached EOF (or its sender is known to have finished).
+  void start_half_close() {
+    if (half_closed) return;
+    half_closed = true;
+    if (half_close.count() == 0) return;
+    close_by = clock::now() + half_close;
+    if (close_by < deadline) {
+      deadline = close_by;
+      if (watchdog) watchdog->cancel();  // it re-arms with the earlier deadline
+    }
+  }
+  // True when the half-close deadline (rather than the idle one) is what has passed.
+  bool past_close_by() const { return half_closed && clock::now() >= close_by; }
 };
 
 struct relay_result {

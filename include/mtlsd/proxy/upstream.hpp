@@ -1,5 +1,7 @@
 #pragma once
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/error.hpp>
+#include <cerrno>
 #include <string>
 
 #include "mtlsd/config/address.hpp"
@@ -16,5 +18,12 @@ namespace mtlsd::proxy {
 // empty for a literal address.
 asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
                                              std::string& detail);
+
+// EMFILE / ENFILE (and ENOBUFS / ENOMEM from socket()): a failure of ours, not the upstream's.
+inline bool out_of_descriptors(const error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory ||
+         (ec.category() == boost::system::system_category() && ec.value() == ENFILE);
+}
 
 }  // namespace mtlsd::proxy

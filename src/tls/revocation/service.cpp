@@ -602,7 +602,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
       std::time_t next = 0;
       {
         auto slot = weak.lock();
-        if (!slot) co_return;  // the listener's runtime is gone (reload)
+        // The listener's runtime is gone, or superseded by a reload (its connections may
+        // hold it for long; their handshakes are over).
+        if (!slot || slot->retired()) co_return;
         ocsp_query q = make_ocsp_query(cert.get(), issuer.get(), false);
         http_request req;
         req.post = true;
@@ -648,7 +650,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
         }
       }
       while (!self->stopping && std::time(nullptr) < next) {
-        if (weak.expired()) co_return;
+        if (auto slot = weak.lock(); !slot || slot->retired()) co_return;
         co_await self->sleep_for(seconds(next - std::time(nullptr)));
       }
     }

@@ -74,7 +74,8 @@ class service {
   void subscribe(std::function<void(event_ptr)> sink);
 
   // Thread-safe. Keeps `slot` filled with a verified OCSP response for `cert` (issued by
-  // `issuer`) from `url`, refreshed halfway to its nextUpdate, for as long as the slot lives.
+  // `issuer`) from `url`, refreshed halfway to its nextUpdate, for as long as the slot lives and
+  // is not retired (staple_slot::retire, on reload).
   void staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr issuer, std::string url,
               std::chrono::milliseconds timeout, std::string listener);
 

@@ -22,8 +22,14 @@ class staple_slot {
   std::shared_ptr<const response> get() const { return current_.load(); }
   void set(std::shared_ptr<const response> r) { current_.store(std::move(r)); }
 
+  // A reload replaced the runtime that owns this slot: connections still holding that runtime
+  // keep it alive, but its staple is no longer refreshed (the new runtime's slot is).
+  void retire() { retired_.store(true); }
+  bool retired() const { return retired_.load(); }
+
  private:
   std::atomic<std::shared_ptr<const response>> current_;
+  std::atomic<bool> retired_{false};
 };
 
 // Server contexts: staple `slot`'s response (it must outlive `ctx`). Without a fresh response

@@ -1,0 +1,59 @@
+#include "mtlsd/daemon/fd_limit.hpp"
+
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::daemon {
+
+std::uint64_t fd_overhead(const config::configuration& cfg, unsigned workers) {
+  constexpr std::uint64_t admin_connections = 64;  // admin_server's own cap
+  constexpr std::uint64_t per_worker = 4;          // epoll, eventfd, timerfd, spare
+  constexpr std::uint64_t process = 64;  // stdio, logs, inotify, revocation thread and fetches
+  return cfg.listeners.size() * workers + admin_connections + per_worker * workers + process;
+}
+
+std::uint64_t fds_needed(const config::configuration& cfg, unsigned workers) {
+  std::uint64_t n = fd_overhead(cfg, workers);
+  for (const auto& l : cfg.listeners)
+    n += 2 * static_cast<std::uint64_t>(l.max_connections);
+  return n;
+}
+
+fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
+  fd_budget b;
+  b.needed = fds_needed(cfg, workers);
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log::warn("cannot read the file descriptor limit", {{"error", std::strerror(errno)}});
+    return b;
+  }
+  b.soft_before = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      rl = raised;
+    else
+      log::warn("cannot raise the file descriptor limit",
+                {{"soft", static_cast<std::uint64_t>(rl.rlim_cur)},
+                 {"hard", static_cast<std::uint64_t>(rl.rlim_max)},
+                 {"error", std::strerror(errno)}});
+  }
+  b.soft = rl.rlim_cur;
+  b.hard = rl.rlim_max;
+  if (b.soft < b.needed)
+    log::warn(
+        "the file descriptor limit is below what max_connections needs (2 per connection "
+        "plus overhead); connections beyond it are refused as over_capacity",
+        {{"limit", b.soft},
+         {"needed", b.needed},
+         {"hard_limit", b.hard},
+         {"overhead", fd_overhead(cfg, workers)}});
+  return b;
+}
+
+}  // namespace mtlsd::daemon

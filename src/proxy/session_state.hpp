@@ -1,0 +1,111 @@
+#pragma once
+// Private to session*.cpp: what one connection knows, in its coroutine frame, and how it ended.
+// session.cpp runs the phases; session_report.cpp turns the end into one access-log line and
+// the metric updates.
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/session.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/tls/identity.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/tls/verify.hpp"
+
+namespace mtlsd::proxy::detail {
+
+using steady = std::chrono::steady_clock;
+
+enum class phase { handshake, revocation, connect, relay, closing };
+
+// How a session ended: returned by whichever of the serving side and the watchdog finished
+// first (the other is cancelled at once), never inferred from flags set on the way.
+struct outcome {
+  enum class kind {
+    completed,  // the serving side returned: admitted and relayed to the end, or refused
+    deadline,   // the current phase's deadline passed (phase says which)
+    killed,     // session_control::kill(): drain timeout, revocation
+    failed,     // an internal error (an exception): result=error
+  };
+  kind how = kind::completed;
+  std::string error;  // failed: what went wrong
+};
+
+// Everything one connection knows: no shared_from_this, no heap objects beyond the frame and the
+// relay's buffers.
+struct session {
+  session(stream_socket p, std::shared_ptr<const runtime::listener_runtime> l)
+      : listener(std::move(l)),
+        peer(std::move(p)),
+        upstream(peer.get_executor()),
+        watchdog_timer(peer.get_executor()),
+        start(steady::now()) {
+    clock.watchdog = &watchdog_timer;
+  }
+
+  std::shared_ptr<const runtime::listener_runtime> listener;
+  stream_socket peer;        // the accepting side's peer
+  stream_socket upstream;    // where we connect to
+  std::string upstream_key;  // client mode: the session cache's key (outlives the SSL)
+  // The TLS side (on `peer` in server mode, on `upstream` in client mode). In the frame rather
+  // than in serve_*() so that a session killed from outside can still send close_notify.
+  std::optional<tls_stream> tls;
+  asio::steady_timer watchdog_timer;
+  session_control control;
+  steady::time_point start;
+
+  phase current = phase::handshake;
+  config::duration phase_timeout{};  // the current phase's deadline, for the log
+  activity_clock clock;              // the watchdog's deadline, for every phase
+
+  std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
+  std::string client;
+  std::optional<reason> refusal;
+  std::string detail;
+  std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
+  const char* tls_version = "";
+  const char* cipher = "";
+  bool resumed = false;
+  bool admitted = false;
+  relay_result relayed;
+
+  // A new phase with its own deadline, counted from now. The watchdog is woken so that a deadline
+  // shorter than the previous phase's holds too.
+  void enter(phase p, config::duration timeout) {
+    current = p;
+    phase_timeout = timeout;
+    clock.idle = {};
+    clock.close_by = steady::time_point::max();
+    clock.half_closed = false;
+    clock.deadline = steady::now() + timeout;
+    watchdog_timer.cancel();
+  }
+  // The relay phase: only the idle timeout (and, after a half-close, timeouts.half_close) bound
+  // it; 0 = no idle timeout.
+  void enter_relay(config::duration idle, config::duration half_close) {
+    current = phase::relay;
+    phase_timeout = idle;
+    clock.idle = idle;
+    clock.half_close = half_close;
+    clock.close_by = steady::time_point::max();
+    clock.deadline = steady::time_point::max();
+    clock.touch();
+    watchdog_timer.cancel();
+  }
+  void refuse(reason r, std::string why) {
+    if (refusal) return;  // the first reason is the true one
+    refusal = r;
+    detail = std::move(why);
+  }
+};
+
+// session_report.cpp: counting and logging.
+void count_revocation(session& s, const tls::verify_outcome& vo);
+void count_verdict(session& s, const tls::revocation::verdict& v);
+void observe_handshake(session& s);
+// Names the end of `s` from `o`, updates the metrics and writes the access-log line.
+void finish(session& s, const outcome& o);
+
+}  // namespace mtlsd::proxy::detail

@@ -1,0 +1,45 @@
+// The descriptor budget at start: raised to the hard limit, and the arithmetic of what
+// max_connections needs (issue 11: 2 per connection plus overhead).
+#include "mtlsd/daemon/fd_limit.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+namespace {
+
+using mtlsd::config::configuration;
+using mtlsd::config::listener;
+
+configuration with_listeners(std::initializer_list<int> max_connections) {
+  configuration c;
+  for (int m : max_connections) {
+    listener l;
+    l.max_connections = m;
+    c.listeners.push_back(l);
+  }
+  return c;
+}
+
+TEST(FdLimit, NeedsTwoPerConnectionOfEveryListenerPlusOverhead) {
+  const auto c = with_listeners({100, 50});
+  EXPECT_EQ(mtlsd::daemon::fds_needed(c, 2), 2u * 150 + mtlsd::daemon::fd_overhead(c, 2));
+  EXPECT_GT(mtlsd::daemon::fd_overhead(c, 2), 2u * 2);  // at least the listening sockets
+}
+
+TEST(FdLimit, RaisesTheSoftLimitToTheHardOne) {
+  rlimit rl{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_max < 128) GTEST_SKIP() << "hard limit too low to lower the soft one";
+  rlimit lowered = rl;
+  lowered.rlim_cur = 100;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  const auto b = mtlsd::daemon::raise_fd_limit(with_listeners({10}), 1);
+  rlimit now{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+  EXPECT_EQ(b.soft_before, 100u);
+  EXPECT_EQ(now.rlim_cur, rl.rlim_max);
+  EXPECT_EQ(b.soft, rl.rlim_max);
+  EXPECT_EQ(b.needed, mtlsd::daemon::fds_needed(with_listeners({10}), 1));
+}
+
+}  // namespace
