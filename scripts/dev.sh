@@ -15,7 +15,8 @@ cd "$ROOT"
 # Debian 12 packages. Boost is the versioned 1.81 package: the unversioned libboost-dev is 1.74,
 # whose Asio lacks the coroutine operators mtlsd uses (../shared/toolchain.md).
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
-            libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev)
+            libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
+            libcli11-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates)
 TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils)
 
