@@ -1,7 +1,14 @@
-// cli::parse_time, the `--at` argument of `mtlsd verify`: RFC 3339 or @EPOCH.
+// cli::parse_time, the `--at` argument of `mtlsd verify`: RFC 3339 or @EPOCH; the key-permission
+// warning of `mtlsd check` and reloads; config::print of `mtlsd check --print`.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "mtlsd/cli/cli.hpp"
+#include "mtlsd/runtime/key_permissions.hpp"
 
 namespace mtlsd::cli {
 namespace {
@@ -95,3 +102,60 @@ TEST(ParseTime, HugeEpochIsRejectedNotThrown) {
 
 }  // namespace
 }  // namespace mtlsd::cli
+
+// The key-permission warning of `mtlsd check` and of start-up/reload.
+
+namespace mtlsd::runtime {
+namespace {
+
+TEST(KeyExposure, OwnerOnlyIsFine) {
+  EXPECT_EQ(key_exposure(0600, 1000, {1000}), std::nullopt);
+  EXPECT_EQ(key_exposure(0400, 1234, {1000}), std::nullopt);
+}
+
+TEST(KeyExposure, ReadableByOwnGroupIsFine) {
+  // Kubernetes fsGroup / the systemd key group: 0640 with a group the process is in.
+  EXPECT_EQ(key_exposure(0640, 2000, {1000, 2000}), std::nullopt);
+  EXPECT_EQ(key_exposure(0440, 1000, {1000}), std::nullopt);
+}
+
+TEST(KeyExposure, ReadableByAnotherGroupIsReported) {
+  auto why = key_exposure(0640, 3000, {1000, 2000});
+  ASSERT_TRUE(why);
+  EXPECT_EQ(*why, "is accessible by group 3000, which mtlsd is not in");
+}
+
+TEST(KeyExposure, WorldAccessIsReportedWhateverTheGroup) {
+  for (mode_t m : {0644, 0604, 0601, 0666})
+    EXPECT_EQ(key_exposure(m, 1000, {1000}), "is accessible by others") << std::oct << m;
+}
+
+TEST(KeyPermissionWarning, OncePerFileAndModeNotAtEveryReload) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("mtlsd-keyperm-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "loose.key").string();
+  std::ofstream(path) << "not really a key\n";
+  config::file_ref key{path, {"/etc/mtlsd/mtlsd.yaml", 7, 12}};
+
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt);
+
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  auto first = key_permission_warning_once(key);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->warning);
+  EXPECT_EQ(first->str(), "/etc/mtlsd/mtlsd.yaml:7:12: warning: " + path +
+                              ": private key file is accessible by others (mode 0644); chmod 600 "
+                              "it, or 640 with a group mtlsd runs in");
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt) << "repeated for the same file";
+
+  // A different loosening of the same file is news.
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  EXPECT_TRUE(key_permission_warning_once(key));
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mtlsd::runtime
