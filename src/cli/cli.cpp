@@ -125,7 +125,9 @@ otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.)
       CLI::App* topic = help_topic_.empty() ? nullptr : find_command(help_topic_);
       if (!help_topic_.empty() && !topic)
         return usage_error("unknown command '" + help_topic_ + "'", nullptr);
-      std::cout << (topic ? topic->help("mtlsd") : app_.help());
+      // app_.help() would explain `help` itself, the command that was chosen.
+      std::cout << (topic ? topic->help("mtlsd")
+                          : app_.get_formatter()->make_help(&app_, "", CLI::AppFormatMode::Normal));
       return 0;
     }
     if (name == "version") return version_command();

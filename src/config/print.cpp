@@ -80,7 +80,12 @@ class printer {
   }
   void word(const char* k, const char* v) {
     key(k);
-    out << v;
+    // YAML 1.1 readers (PyYAML, many tools) take a plain off/on/yes/no for a boolean.
+    const std::string_view w(v);
+    if (w == "off" || w == "on" || w == "yes" || w == "no")
+      out << YAML::DoubleQuoted << v;
+    else
+      out << v;
   }
   void boolean(const char* k, bool v) {
     key(k);

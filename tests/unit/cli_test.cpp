@@ -300,8 +300,8 @@ TEST(PrintYaml, DefaultsAreFilledIn) {
   for (const char* line :
        {"\n  address: \"127.0.0.1:9901\"\n", "\n  level: info\n", "\nworkers: 0\n",
         "\n  drain_timeout: 30s\n", "\n    max_connections: 10000\n", "\n      idle: 5m\n",
-        "\n      min_version: \"1.2\"\n", "\n      verify_depth: 4\n", "\n      ocsp: off\n",
-        "\n      on_unavailable: fail\n", "\n    proxy_protocol: off\n"})
+        "\n      min_version: \"1.2\"\n", "\n      verify_depth: 4\n", "\n      ocsp: \"off\"\n",
+        "\n      on_unavailable: fail\n", "\n    proxy_protocol: \"off\"\n"})
     EXPECT_NE(printed.find(line), std::string::npos) << line << "\nin:\n" << printed;
   // No `http:` block: its presence is what turns HTTP mode on.
   EXPECT_EQ(printed.find("http:"), std::string::npos) << printed;
