@@ -422,6 +422,16 @@ def test_admin_bind_failure_names_admin_address(mtlsd_bin, pki, tmp_path):
     assert f"admin.address: cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
 
 
+def test_unresolvable_listen_address_is_a_plain_message(mtlsd_bin, pki, tmp_path):
+    cfg = write_config(tmp_path / "listen.yaml", daemon_config(
+        [server_listener(pki, "127.0.0.1:9", listen="no-such-host.invalid:0")]))
+    proc = run_cli(mtlsd_bin, "run", "--config", str(cfg))
+    out = output(proc)
+    assert proc.returncode == 1, out
+    assert "/usr/include" not in out, out
+    assert "listener 'inbound': cannot listen on no-such-host.invalid:0: " in out, out
+
+
 def test_health_errors_carry_no_boost_source_location(mtlsd_bin):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
