@@ -16,7 +16,7 @@ cd "$ROOT"
 # whose Asio lacks the coroutine operators mtlsd uses (../shared/toolchain.md).
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
-            libc-ares-dev libseccomp-dev)
+            libc-ares-dev libseccomp-dev libcli11-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates)
 TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils)
 

@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <stdexcept>
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/listener.hpp"
@@ -159,11 +160,16 @@ server::server(asio::io_context& ioc, const config::address& address,
     : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
   auto literal = proxy::literal_endpoint(address);
   auto* ep = std::get_if<proxy::stream_endpoint>(&literal);
+  // Plain messages: a system_error's what() would show Boost's source location to the operator.
   if (!ep)
-    throw boost::system::system_error(
-        asio::error::host_not_found,
-        "admin.address must be an IP address or unix: path, not " + address.host);
-  impl_->acceptor = proxy::open_acceptor(ioc, *ep, false);
+    throw std::runtime_error("admin.address: " + address.str() +
+                             ": must be an IP address or unix: path, not a host name");
+  try {
+    impl_->acceptor = proxy::open_acceptor(ioc, *ep, false);
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("admin.address: cannot listen on " + address.str() + ": " +
+                             e.code().message());
+  }
   impl_->bound = proxy::format_endpoint(impl_->acceptor.local_endpoint());
 }
 

@@ -2,13 +2,17 @@
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/print.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 
 namespace mtlsd::cli {
 
 // `mtlsd check`: the same load and build as startup and reload, printed like a compiler.
+// With --print (like nginx -T) a usable configuration goes to stdout as YAML and the verdict to
+// stderr, so that stdout can be saved and checked again.
 int check_command(const options& o) {
   const std::string path = *o.get("config");
+  const bool print = o.get("print").has_value();
   auto loaded = config::load_file(path);
   for (const auto& p : loaded.problems)
     std::cerr << p.str() << "\n";
@@ -20,9 +24,10 @@ int check_command(const options& o) {
     auto rt = runtime::build(*loaded.config);
     for (const auto& w : runtime::warnings(*rt))
       std::cerr << w.str() << "\n";
-    std::cout << "mtlsd: configuration " << loaded.config->file << " is valid ("
-              << rt->listeners.size() << (rt->listeners.size() == 1 ? " listener" : " listeners")
-              << ")\n";
+    if (print) std::cout << config::print_yaml(*loaded.config) << std::flush;
+    (print ? std::cerr : std::cout)
+        << "mtlsd: configuration " << loaded.config->file << " is valid (" << rt->listeners.size()
+        << (rt->listeners.size() == 1 ? " listener" : " listeners") << ")\n";
     return 0;
   } catch (const config::config_error& e) {
     for (const auto& p : e.problems())

@@ -1,12 +1,15 @@
+// The command line, parsed by CLI11: subcommands, `--opt value` / `--opt=value`, generated help
+// per command, and the messages and exit codes people expect (0 ok, 1 rejected or problems found,
+// 2 usage or configuration error). The commands themselves (check.cpp, verify.cpp, health.cpp)
+// read their values from `options`, so they do not depend on the parser.
 #include "mtlsd/cli/cli.hpp"
 
 #include <openssl/crypto.h>
 
-#include <algorithm>
+#include <CLI/CLI.hpp>
 #include <boost/version.hpp>
-#include <cstdio>
+#include <deque>
 #include <iostream>
-#include <map>
 
 #include "mtlsd/daemon/daemon.hpp"
 #include "mtlsd/version.hpp"
@@ -14,56 +17,26 @@
 namespace mtlsd::cli {
 namespace {
 
-constexpr const char* usage_text = R"(mtlsd — mTLS sidecar and reverse proxy
+constexpr const char* signals_text =
+    "Signals: SIGHUP reloads; SIGTERM/SIGINT drain open connections, then exit 0.\n"
+    "Exit status: 0 ok, 1 rejected or problems found, 2 usage or configuration error.";
 
-Usage:
-  mtlsd run    --config FILE      run the daemon (also: mtlsd --config FILE)
-  mtlsd check  --config FILE      validate configuration and every file it names, like nginx -t
-  mtlsd verify --config FILE --listener NAME --cert PEM [--chain PEM] [--at TIME]
-                                  would this certificate be admitted by listener NAME?
-  mtlsd health --url URL [--timeout DURATION]
-                                  probe an admin endpoint (exit 0 on HTTP 200), for HEALTHCHECK
-  mtlsd version                   print versions of mtlsd, OpenSSL and Boost
-  mtlsd <command> --help          help for one command
+constexpr const char* check_text =
+    R"(Parses and type-checks FILE, loads every certificate, key, CA bundle and CRL it names and
+checks each key matches its certificate. Prints one line per problem as FILE:LINE:COL: message.
+Warnings (expiry within 30 days, private keys readable by others or by a group mtlsd is not in)
+do not fail the check. Exit status: 0 when the configuration is usable, 1 otherwise.
+With --print, a usable configuration is printed on stdout as YAML with every default filled in
+and secrets redacted (like nginx -T); `mtlsd check` accepts that output again.)";
 
-Signals: SIGHUP reloads; SIGTERM/SIGINT drain open connections, then exit 0.
-)";
-
-const std::map<std::string, std::string, std::less<>> command_help = {
-    {"run", R"(Usage: mtlsd run --config FILE
-
-Runs the daemon with the YAML configuration FILE until SIGTERM/SIGINT (drain, exit 0).
-SIGHUP (or a change to any watched file) reloads; a bad reload keeps the old configuration.
-)"},
-    {"check", R"(Usage: mtlsd check --config FILE
-
-Parses and type-checks FILE, loads every certificate, key, CA bundle and CRL it names and checks
-each key matches its certificate. Prints one line per problem as FILE:LINE:COL: message.
-Warnings (expiry within 30 days, private keys readable by group/others) do not fail the check.
-Exit status: 0 when the configuration is usable, 1 otherwise.
-)"},
-    {"verify",
-     R"(Usage: mtlsd verify --config FILE --listener NAME --cert PEM [--chain PEM] [--at TIME]
-
-Runs the same verification a live handshake on listener NAME would run (trust store, depth,
+constexpr const char* verify_text =
+    R"(Runs the same verification a live handshake on listener NAME would run (trust store, depth,
 key usage, allow list) on the certificate in PEM (more certificates in PEM, and those in
 --chain, are treated as intermediates the peer sends). On a client-mode listener it judges a
 remote server's certificate against server_auth instead (trust, server_name, allow list).
 --at TIME validates at TIME: RFC 3339 (2026-01-02T03:04:05Z) or @EPOCH seconds.
-Prints `accepted: <identity>` (exit 0) or `rejected: <reason>: <detail>` (exit 1).
-)"},
-    {"health", R"(Usage: mtlsd health --url URL [--timeout DURATION]
-
-GETs URL (http:// only, e.g. http://127.0.0.1:9901/readyz) and exits 0 on HTTP 200, 1
-otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.
-)"},
-    {"version", "Usage: mtlsd version\n\nPrints the versions of mtlsd, OpenSSL and Boost.\n"},
-};
-
-int usage_error(const std::string& msg) {
-  std::cerr << "mtlsd: " << msg << "\n\n" << usage_text;
-  return 2;
-}
+Prints `accepted: <identity>` (exit 0) or `rejected: <reason>: <detail>` (exit 1); exit 2 for
+usage or configuration errors.)";
 
 int version_command() {
   std::cout << "mtlsd " << kVersion << "\n"
@@ -74,6 +47,181 @@ int version_command() {
   return 0;
 }
 
+// The parser and where each option's value lands, so that the chosen command's options can be
+// handed over as `options`.
+class parser {
+ public:
+  parser() : app_("mtlsd — mTLS sidecar and reverse proxy", "mtlsd") {
+    app_.footer(signals_text);
+    app_.require_subcommand(0, 1);
+    app_.add_flag("-V,--version", version_, "print versions of mtlsd, OpenSSL and Boost");
+    // `mtlsd --config FILE` is `mtlsd run --config FILE` (container ENTRYPOINT + args).
+    top_config_ = app_.add_option("-c,--config", config_, "run the daemon with FILE (= run)")
+                      ->type_name("FILE");
+
+    auto* run = command(
+        "run", "run the daemon",
+        R"(Runs the daemon with the YAML configuration FILE until SIGTERM/SIGINT (drain, exit 0).
+SIGHUP (or a change to any watched file) reloads; a bad reload keeps the old configuration.)");
+    option(run, "-c,--config", "FILE", "the YAML configuration", true);
+
+    auto* check = command(
+        "check", "validate the configuration and every file it names, like nginx -t", check_text);
+    option(check, "-c,--config", "FILE", "the YAML configuration", true);
+    flag(check, "--print",
+         "print the effective configuration (defaults filled in, secrets "
+         "redacted) as YAML on stdout");
+
+    auto* verify =
+        command("verify", "would this certificate be admitted by listener NAME?", verify_text);
+    option(verify, "-c,--config", "FILE", "the YAML configuration", true);
+    option(verify, "--listener", "NAME", "the listener whose policy judges the certificate", true);
+    option(verify, "--cert", "PEM", "the peer's certificate (leaf first; more = intermediates)",
+           true);
+    option(verify, "--chain", "PEM", "more intermediates the peer sends", false);
+    option(verify, "--at", "TIME", "validation time: RFC 3339 or @EPOCH (default: now)", false);
+    option(verify, "--source", "ADDR", "the peer's source address, for allow rules on it", false);
+    option(verify, "--sni", "NAME", "the server name the peer asked for, for allow rules on it",
+           false);
+
+    auto* health = command(
+        "health", "probe an admin endpoint (exit 0 on HTTP 200)",
+        R"(GETs URL (http:// only, e.g. http://127.0.0.1:9901/readyz) and exits 0 on HTTP 200, 1
+otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.)");
+    option(health, "--url", "URL", "http://HOST:PORT/PATH to GET", true);
+    option(health, "--timeout", "DURATION", "give up after this long (default 2s)", false);
+
+    command("version", "print versions of mtlsd, OpenSSL and Boost",
+            "Prints the versions of mtlsd, OpenSSL and Boost (same as mtlsd --version).");
+    auto* help = command("help", "help for mtlsd or one command", "");
+    help->add_option("command", help_topic_, "the command to explain");
+  }
+
+  int main(int argc, char** argv) {
+    // An unknown word where the command goes is an unknown command, not a stray argument.
+    if (argc > 1 && argv[1][0] != '-' && !find_command(argv[1]))
+      return usage_error("unknown command '" + std::string(argv[1]) + "'", nullptr);
+    try {
+      app_.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+      std::cout << app_.help();
+      return 0;
+    } catch (const CLI::ParseError& e) {
+      // CLI11 checks required options before it complains about unknown ones; the unknown one
+      // is the real mistake (a typo of a required option), so name it first.
+      if (!extras().empty()) return unexpected_arguments();
+      if (top_config_->count() > 0 && chosen()) return config_before_command(chosen());
+      return usage_error(e.what(), chosen());
+    }
+    if (version_) return version_command();
+    CLI::App* sub = chosen();
+    if (!sub) {
+      if (top_config_->count() == 0) return usage_error("no command given", nullptr);
+      return daemon::run(config_);
+    }
+    const std::string name = sub->get_name();
+    if (top_config_->count() > 0) return config_before_command(sub);
+    if (name == "help") {
+      CLI::App* topic = help_topic_.empty() ? nullptr : find_command(help_topic_);
+      if (!help_topic_.empty() && !topic)
+        return usage_error("unknown command '" + help_topic_ + "'", nullptr);
+      // app_.help() would explain `help` itself, the command that was chosen.
+      std::cout << (topic ? topic->help("mtlsd")
+                          : app_.get_formatter()->make_help(&app_, "", CLI::AppFormatMode::Normal));
+      return 0;
+    }
+    if (name == "version") return version_command();
+    options o;
+    o.command = name;
+    for (const auto& v : values_)
+      if (v.command == sub && v.opt->count() > 0) o.flags.emplace_back(v.name, *v.value);
+    if (name == "health") return health_command(o);
+    if (name == "verify") return verify_command(o);
+    if (name == "check") return check_command(o);
+    return daemon::run(*o.get("config"));
+  }
+
+ private:
+  struct bound {
+    CLI::App* command;
+    CLI::Option* opt;
+    std::string name;    // as `options::get` knows it: the long name without dashes
+    std::string* value;  // "true" for a flag
+  };
+
+  CLI::App* command(const char* name, const char* summary, const char* text) {
+    auto* sub = app_.add_subcommand(name, summary);
+    if (*text) sub->footer(text);
+    return sub;
+  }
+
+  void option(CLI::App* sub, const std::string& names, const char* value_name, const char* help,
+              bool required) {
+    auto* value = &storage_.emplace_back();
+    auto* opt = sub->add_option(names, *value, help)->type_name(value_name);
+    if (required) opt->required();
+    values_.push_back({sub, opt, opt->get_single_name(), value});
+  }
+
+  void flag(CLI::App* sub, const std::string& names, const char* help) {
+    auto* value = &storage_.emplace_back("true");
+    const std::string description(help);
+    auto* opt = sub->add_flag(names, description);
+    values_.push_back({sub, opt, opt->get_single_name(), value});
+  }
+
+  CLI::App* find_command(const std::string& name) {
+    auto found = app_.get_subcommands([&](const CLI::App* a) { return a->get_name() == name; });
+    return found.empty() ? nullptr : found.front();
+  }
+
+  CLI::App* chosen() const {
+    auto subs = app_.get_subcommands();
+    return subs.empty() ? nullptr : subs.front();
+  }
+
+  // CLI11 lists what it did not expect; say which command it was unexpected for and whether it
+  // looked like an option.
+  std::vector<std::string> extras() const {
+    CLI::App* sub = chosen();
+    std::vector<std::string> extra = sub ? sub->remaining() : std::vector<std::string>{};
+    for (const auto& a : app_.remaining())
+      extra.push_back(a);
+    return extra;
+  }
+
+  int unexpected_arguments() const {
+    CLI::App* sub = chosen();
+    const auto extra = extras();
+    const std::string where = sub ? " for 'mtlsd " + sub->get_name() + "'" : "";
+    if (extra.empty()) return usage_error("unexpected argument" + where, sub);
+    const std::string& first = extra.front();
+    if (first.size() > 1 && first[0] == '-')
+      return usage_error("unknown option '" + first.substr(0, first.find('=')) + "'" + where, sub);
+    return usage_error("unexpected argument '" + first + "'" + where, sub);
+  }
+
+  int config_before_command(CLI::App* sub) const {
+    return usage_error(
+        "--config goes after the command: mtlsd " + sub->get_name() + " --config FILE", sub);
+  }
+
+  int usage_error(const std::string& msg, CLI::App* sub) const {
+    std::cerr << "mtlsd: " << msg << "\n"
+              << "Run 'mtlsd " << (sub ? sub->get_name() + " " : std::string()) << "--help' "
+              << (sub ? "for its options." : "for usage.") << "\n";
+    return 2;
+  }
+
+  CLI::App app_;
+  CLI::Option* top_config_ = nullptr;
+  bool version_ = false;
+  std::string config_;
+  std::string help_topic_;
+  std::deque<std::string> storage_;  // stable addresses for CLI11 to write into
+  std::vector<bound> values_;
+};
+
 }  // namespace
 
 std::optional<std::string> options::get(std::string_view name) const {
@@ -83,71 +231,8 @@ std::optional<std::string> options::get(std::string_view name) const {
 }
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  options o;
-  std::size_t i = 0;
-  if (!args.empty() && args[0].rfind("-", 0) != 0) o.command = args[i++];
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-h" || a == "--help") {
-      o.help = true;
-      continue;
-    }
-    if (a.rfind("--", 0) != 0 && a != "-c") return usage_error("unexpected argument '" + a + "'");
-    std::string name = a == "-c" ? "config" : a.substr(2);
-    std::string value;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      if (i + 1 >= args.size()) return usage_error("option --" + name + " needs a value");
-      value = args[++i];
-    }
-    o.flags.emplace_back(name, value);
-  }
-  if (o.command.empty()) {
-    if (o.help) {
-      std::cout << usage_text;
-      return 0;
-    }
-    if (o.get("config"))
-      o.command = "run";
-    else
-      return usage_error("no command given");
-  }
-  if (o.command == "help") {
-    std::cout << usage_text;
-    return 0;
-  }
-  auto help = command_help.find(o.command);
-  if (help == command_help.end()) return usage_error("unknown command '" + o.command + "'");
-  if (o.help) {
-    std::cout << help->second;
-    return 0;
-  }
-  auto allowed = [&](std::initializer_list<std::string_view> names) -> std::optional<int> {
-    for (const auto& [k, v] : o.flags)
-      if (std::find(names.begin(), names.end(), k) == names.end())
-        return usage_error("unknown option --" + k + " for '" + o.command + "'");
-    return std::nullopt;
-  };
-  if (o.command == "version") {
-    if (auto e = allowed({})) return *e;
-    return version_command();
-  }
-  if (o.command == "health") {
-    if (auto e = allowed({"url", "timeout"})) return *e;
-    return health_command(o);
-  }
-  if (o.command == "verify") {
-    if (auto e = allowed({"config", "listener", "cert", "chain", "at"})) return *e;
-    return verify_command(o);
-  }
-  if (auto e = allowed({"config"})) return *e;
-  auto config = o.get("config");
-  if (!config) return usage_error("'" + o.command + "' needs --config FILE");
-  if (o.command == "check") return check_command(o);
-  return daemon::run(*config);
+  parser p;
+  return p.main(argc, argv);
 }
 
 }  // namespace mtlsd::cli

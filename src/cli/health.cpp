@@ -90,6 +90,8 @@ int health_command(const options& o) {
         if (!e) return;
         try {
           std::rethrow_exception(e);
+        } catch (const boost::system::system_error& ex) {
+          error = ex.code().message();  // what() appends Boost's source location
         } catch (const std::exception& ex) {
           error = ex.what();
         }

@@ -4,6 +4,7 @@
 // problem, each as FILE:LINE:COL from yaml-cpp's marks (0-based there, 1-based here).
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -746,6 +747,35 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
   return c;
 }
 
+// Where the second YAML document of `text` starts, if there is one. YAML::Load reads only the
+// first, so a file with `---` and more would silently lose the rest (and any error in it).
+class document_starts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+std::optional<YAML::Mark> second_document(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  document_starts starts;
+  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+  }
+  if (starts.marks.size() < 2) return std::nullopt;
+  return starts.marks[1];
+}
+
 load_result finish(configuration c, diagnostics problems) {
   load_result out;
   out.problems = std::move(problems);
@@ -786,6 +816,11 @@ load_result load_text(const std::string& text, const std::string& file) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
+    if (auto second = second_document(text))
+      problems.push_back({{file, second->line + 1, second->column + 1},
+                          "a second YAML document starts here: a configuration file holds exactly "
+                          "one (remove the '---' line and what follows, or merge it into the "
+                          "first)"});
   } catch (const YAML::ParserException& e) {
     problems.push_back({{file, e.mark.line + 1, e.mark.column + 1}, "YAML syntax error: " + e.msg});
     return finish({}, std::move(problems));

@@ -311,8 +311,8 @@ class daemon {
     b.slot = std::make_shared<proxy::listener_slot>();
     b.slot->name = lr->cfg.name;
     b.slot->current.store(lr);
-    auto ep = resolve_listen(lr->cfg.listen);
     try {
+      auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
       if (lr->cfg.listen.is_unix()) {
         b.acceptors.push_back(proxy::open_acceptor(workers_[0]->context(), ep, false));
       } else {

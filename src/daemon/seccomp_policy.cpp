@@ -64,9 +64,10 @@ constexpr const char* kAllowed[] = {
     "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown",
     // Signals: Asio's signal_set (SIGHUP, SIGTERM, SIGINT), SIGPIPE ignored, abort()'s unblocking.
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
-    // Identity and limits queried by OpenSSL, NSS and libsystemd.
+    // Identity and limits queried by OpenSSL, NSS and libsystemd; getgroups by the key-permission
+    // check on reload (is a key's group one mtlsd runs in).
     "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getppid", "uname",
-    "sysinfo", "getrlimit", "getrusage",
+    "sysinfo", "getrlimit", "getrusage", "getgroups",
 };
 // clang-format on
 

@@ -1,10 +1,9 @@
 #include "mtlsd/runtime/runtime.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <ctime>
 
+#include "mtlsd/runtime/key_permissions.hpp"
 #include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::runtime {
@@ -122,18 +121,8 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                        true});
     }
     // A private key the whole machine can read is a key the whole machine has.
-    for (const auto* key : {&l->cfg.tls.key, &l->cfg.tls.pkcs12}) {
-      struct stat st {};
-      if (key->empty() || ::stat(key->path.c_str(), &st) != 0) continue;
-      if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-        out.push_back({key->where,
-                       key->path + ": private key file is accessible by group or others (mode " +
-                           mode + "); chmod 600 it",
-                       true});
-      }
-    }
+    for (const auto* key : {&l->cfg.tls.key, &l->cfg.tls.pkcs12})
+      if (auto w = key_permission_warning_once(*key)) out.push_back(std::move(*w));
   }
   return out;
 }

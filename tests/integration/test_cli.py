@@ -1,16 +1,23 @@
-"""`mtlsd check` (nginx -t style, FILE:LINE:COL errors) and `mtlsd verify`
-(would this client certificate be admitted, by the handshake's own code)."""
+"""`mtlsd check` (nginx -t style, FILE:LINE:COL errors, --print), `mtlsd verify`
+(would this client certificate be admitted, by the handshake's own code), and the command line
+itself: --version, --config=F, unknown options, per-command help, exit codes, error texts."""
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import yaml
 
-from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
+from mtlsd_harness import Mtlsd, daemon_config, run_cli, server_listener, write_config
 
 BASE_YAML = """\
 admin:
@@ -228,3 +235,276 @@ def test_verify_unknown_listener_fails(mtlsd_bin, pki, verify_config):
     proc = verify(mtlsd_bin, verify_config, pki, "no-such-listener", "client.crt")
     assert proc.returncode != 0
     assert "accepted" not in proc.stdout
+
+
+# --- the command line ---------------------------------------------------------
+
+def test_version_flag_prints_what_version_prints(mtlsd_bin):
+    want = run_cli(mtlsd_bin, "version")
+    assert want.returncode == 0 and want.stdout.startswith("mtlsd "), output(want)
+    assert "OpenSSL" in want.stdout and "Boost" in want.stdout, want.stdout
+    for flag in ("--version", "-V"):
+        proc = run_cli(mtlsd_bin, flag)
+        assert proc.returncode == 0, output(proc)
+        assert proc.stdout == want.stdout, (flag, output(proc))
+
+
+def test_config_equals_form(mtlsd_bin, pki, tmp_path):
+    cfg = write_config(tmp_path / "good.yaml", BASE_YAML.format(pki=pki.root))
+    for args in (["check", f"--config={cfg}"], ["check", "-c", str(cfg)]):
+        proc = run_cli(mtlsd_bin, *args)
+        assert proc.returncode == 0, (args, output(proc))
+        assert "is valid" in proc.stdout, output(proc)
+    bad = write_config(tmp_path / "bad.yaml", "workers: many\n")
+    proc = run_cli(mtlsd_bin, "check", f"--config={bad}")
+    assert proc.returncode == 1 and located_lines(output(proc), str(bad)), output(proc)
+
+
+def test_bare_config_flag_runs_the_daemon(mtlsd_bin, pki, tmp_path):
+    """`mtlsd --config F` (a container's ENTRYPOINT mtlsd + args) is `mtlsd run --config F`."""
+    listeners = [server_listener(pki, "127.0.0.1:9")]
+    for form in (["--config", "{}"], ["--config={}"]):
+        work = tmp_path / form[0].strip("-=")
+        work.mkdir(exist_ok=True)
+        cfg = write_config(work / "mtlsd.yaml", daemon_config(listeners))
+        err_path = work / "stderr.log"
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen([mtlsd_bin] + [a.format(cfg) for a in form],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err)
+        try:
+            daemon = Mtlsd(mtlsd_bin, daemon_config(listeners), work / "h")
+            daemon.proc, daemon.stderr_path = proc, err_path
+            daemon.wait_ready()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0, daemon.output_tail()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "--config", "x.yaml", "--bogus"], "unknown option '--bogus' for 'mtlsd check'"),
+    (["check", "--bogus=1", "--config", "x.yaml"], "unknown option '--bogus' for 'mtlsd check'"),
+    # A typo of a required option is named as the unknown option, not as "--config is required".
+    (["check", "--confg", "x.yaml"], "unknown option '--confg' for 'mtlsd check'"),
+    (["verify", "--config", "x.yaml", "--listener", "a", "--cert", "c.pem", "--url", "u"],
+     "unknown option '--url' for 'mtlsd verify'"),
+    (["version", "--config", "x.yaml"], "unknown option '--config' for 'mtlsd version'"),
+    (["--bogus"], "unknown option '--bogus'"),
+    (["check", "--config", "x.yaml", "extra"], "unexpected argument 'extra' for 'mtlsd check'"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["check"], "--config is required"),
+    (["check", "--config"], "--config"),
+    (["verify", "--config", "x.yaml", "--cert", "c.pem"], "--listener is required"),
+    (["health"], "--url is required"),
+    ([], "no command given"),
+    (["--config", "x.yaml", "check"], "--config goes after the command"),
+])
+def test_usage_errors_exit_2_with_a_precise_message(mtlsd_bin, args, message):
+    proc = run_cli(mtlsd_bin, *args)
+    assert proc.returncode == 2, output(proc)
+    assert proc.stdout == "", output(proc)
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("mtlsd: ") and message in first, proc.stderr
+    assert "--help" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command,options", [
+    ("run", ["--config FILE"]),
+    ("check", ["--config FILE", "--print"]),
+    ("verify", ["--config FILE", "--listener NAME", "--cert PEM", "--chain PEM", "--at TIME"]),
+    ("health", ["--url URL", "--timeout DURATION"]),
+    ("version", []),
+])
+def test_help_per_command(mtlsd_bin, command, options):
+    for args in ([command, "--help"], [command, "-h"], ["help", command]):
+        proc = run_cli(mtlsd_bin, *args)
+        assert proc.returncode == 0, (args, output(proc))
+        assert f"Usage: mtlsd {command} " in proc.stdout, (args, proc.stdout)
+        for option in options:
+            assert option in proc.stdout, (args, option, proc.stdout)
+    # Only this command's options: check's help does not offer verify's.
+    if command == "check":
+        assert "--listener" not in proc.stdout
+
+
+def test_top_level_help_lists_every_command(mtlsd_bin):
+    for args in (["--help"], ["-h"], ["help"]):
+        proc = run_cli(mtlsd_bin, *args)
+        assert proc.returncode == 0, output(proc)
+        for word in ("run", "check", "verify", "health", "version", "--version", "--config"):
+            assert word in proc.stdout, (args, word, proc.stdout)
+
+
+# --- check --print ------------------------------------------------------------
+
+def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
+    text = (BASE_YAML.format(pki=pki.root)
+            .replace("    max_connections: 100\n",
+                     "    max_connections: 100\n"
+                     "    revocation:\n"
+                     "      ocsp: leaf\n"
+                     "      ocsp_responder: http://ocsp-user:hunter2@127.0.0.1:9/\n"
+                     "      on_unavailable: allow\n"))
+    # Relative paths: the printed copy lives elsewhere and must still find the files.
+    text = text.replace(f"{pki.root}/ca.crt", os.path.relpath(pki.path("ca.crt"), tmp_path))
+    cfg = write_config(tmp_path / "orig.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--print", "--config", str(cfg))
+    assert proc.returncode == 0, output(proc)
+    assert "is valid" in proc.stderr, output(proc)  # stdout is only the YAML
+    printed = yaml.safe_load(proc.stdout)
+
+    # Every default is filled in.
+    assert printed["workers"] == 0
+    assert printed["reload"] == {"watch": True, "poll_interval": "0s"}
+    assert printed["shutdown"] == {"drain_timeout": "30s"}
+    assert printed["log"] == {"level": "info", "format": "json", "access_log": True,
+                              "access_log_path": ""}
+    (inbound,) = printed["listeners"]
+    assert inbound["timeouts"] == {"handshake": "10s", "connect": "5s", "idle": "5m",
+                                   "half_close": "30s"}
+    assert inbound["tls"]["min_version"] == "1.2" and inbound["tls"]["max_version"] == "1.3"
+    assert inbound["client_auth"]["verify_depth"] == 4
+    assert inbound["client_auth"]["ca"] == [pki.path("ca.crt")]  # resolved to absolute
+    assert inbound["revocation"]["crl_scope"] == "chain"
+    assert inbound["proxy_protocol"] == "off"
+    # The password in the responder URL is not shown.
+    assert "hunter2" not in proc.stdout
+    assert inbound["revocation"]["ocsp_responder"] == "http://ocsp-user:REDACTED@127.0.0.1:9/"
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    again = write_config(other / "printed.yaml", proc.stdout)
+    proc2 = run_cli(mtlsd_bin, "check", "--config", str(again))
+    assert proc2.returncode == 0, output(proc2)
+    proc3 = run_cli(mtlsd_bin, "check", "--print", "--config", str(again))
+    assert proc3.returncode == 0, output(proc3)
+    assert yaml.safe_load(proc3.stdout) == printed
+
+
+def test_check_print_of_a_bad_config_prints_no_yaml(mtlsd_bin, pki, tmp_path):
+    cfg = write_config(tmp_path / "bad.yaml", BASE_YAML.format(pki=pki.root)
+                       .replace("      handshake: 10s", "      handshake: 10 parsecs"))
+    proc = run_cli(mtlsd_bin, "check", "--print", "--config", str(cfg))
+    assert proc.returncode == 1 and proc.stdout == "", output(proc)
+    assert located_lines(proc.stderr, str(cfg)), output(proc)
+
+
+# --- more than one YAML document ----------------------------------------------
+
+def test_check_refuses_a_second_yaml_document(mtlsd_bin, pki, tmp_path):
+    text = BASE_YAML.format(pki=pki.root) + "---\nworkers: 4\n"
+    cfg = write_config(tmp_path / "two-docs.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 1, output(proc)
+    located = located_lines(output(proc), str(cfg))
+    assert (line_of(text, "---"), ) == tuple(l for l, m in located if "second YAML document" in m), \
+        output(proc)
+    assert f"{cfg}:{line_of(text, '---')}:1: " in output(proc)
+    # A leading `---` only opens the first document.
+    ok = write_config(tmp_path / "leading.yaml", "---\n" + BASE_YAML.format(pki=pki.root))
+    assert run_cli(mtlsd_bin, "check", "--config", str(ok)).returncode == 0
+
+
+# --- user-facing error texts ----------------------------------------------------
+
+def test_admin_bind_failure_names_admin_address(mtlsd_bin, pki, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path / "admin.yaml", daemon_config(
+            [server_listener(pki, "127.0.0.1:9")], admin={"address": f"127.0.0.1:{port}"}))
+        proc = run_cli(mtlsd_bin, "run", "--config", str(cfg))
+    out = output(proc)
+    assert proc.returncode == 1, out
+    assert "/usr/include" not in out and "boost" not in out.lower(), out
+    assert f"admin.address: cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
+
+
+def test_unresolvable_listen_address_is_a_plain_message(mtlsd_bin, pki, tmp_path):
+    cfg = write_config(tmp_path / "listen.yaml", daemon_config(
+        [server_listener(pki, "127.0.0.1:9", listen="no-such-host.invalid:0")]))
+    proc = run_cli(mtlsd_bin, "run", "--config", str(cfg))
+    out = output(proc)
+    assert proc.returncode == 1, out
+    assert "/usr/include" not in out, out
+    assert "listener 'inbound': cannot listen on no-such-host.invalid:0: " in out, out
+
+
+def test_health_errors_carry_no_boost_source_location(mtlsd_bin):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        proc = run_cli(mtlsd_bin, "health", "--url", f"http://127.0.0.1:{port}/readyz")
+    assert proc.returncode == 1, output(proc)
+    assert proc.stderr == f"mtlsd health: http://127.0.0.1:{port}/readyz: Connection refused\n", \
+        output(proc)
+
+
+# --- private key permissions ----------------------------------------------------
+
+KEY_WARNING = "private key file is accessible"
+
+
+def loose_key_config(pki, tmp_path, mode: int, gid: int | None = None) -> tuple[Path, Path]:
+    key = tmp_path / "server.key"
+    shutil.copy(pki.path("server.key"), key)
+    if gid is not None:
+        os.chown(key, -1, gid)
+    os.chmod(key, mode)
+    text = BASE_YAML.format(pki=pki.root).replace(f"{pki.root}/server.key", str(key))
+    return write_config(tmp_path / "keyperm.yaml", text), key
+
+
+def foreign_group() -> int | None:
+    """A group this process is not in, when there is one."""
+    mine = {os.getegid(), *os.getgroups()}
+    for g in grp.getgrall():
+        if g.gr_gid not in mine:
+            return g.gr_gid
+    return None
+
+
+def test_key_readable_by_own_group_is_fine(mtlsd_bin, pki, tmp_path):
+    cfg, key = loose_key_config(pki, tmp_path, 0o640, gid=os.getegid())
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 0 and KEY_WARNING not in output(proc), output(proc)
+
+
+def test_world_readable_key_is_reported(mtlsd_bin, pki, tmp_path):
+    cfg, key = loose_key_config(pki, tmp_path, 0o644, gid=os.getegid())
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 0, output(proc)
+    want = f"warning: {key}: {KEY_WARNING} by others (mode 0644)"
+    assert [l for l in located_lines(output(proc), str(cfg)) if want in l[1]], output(proc)
+
+
+def test_key_readable_by_a_foreign_group_is_reported(mtlsd_bin, pki, tmp_path):
+    gid = foreign_group()
+    if gid is None or os.geteuid() != 0:
+        pytest.skip("needs root and a group this process is not in")
+    cfg, key = loose_key_config(pki, tmp_path, 0o640, gid=gid)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 0, output(proc)
+    assert f"{KEY_WARNING} by group {gid}, which mtlsd is not in (mode 0640)" in output(proc), \
+        output(proc)
+
+
+def test_key_warning_once_across_reloads(start_mtlsd, pki, tmp_path):
+    key = tmp_path / "server.key"
+    shutil.copy(pki.path("server.key"), key)
+    os.chmod(key, 0o644)
+    daemon = start_mtlsd(daemon_config([server_listener(pki, "127.0.0.1:9",
+                                                        tls={"key": str(key)})]))
+    def warnings():
+        return [l for l in daemon.logs() if KEY_WARNING in l.get("msg", "")]
+    assert len(warnings()) == 1, daemon.output_tail()
+    for _ in range(2):
+        mark = daemon.log_mark()
+        daemon.send_signal(signal.SIGHUP)
+        outcome = daemon.wait_for_log(lambda l: l.get("msg", "").startswith("reload"), since=mark)
+        assert outcome["msg"] == "reloaded", daemon.output_tail()
+    assert len(warnings()) == 1, daemon.output_tail()

@@ -1,7 +1,16 @@
-// cli::parse_time, the `--at` argument of `mtlsd verify`: RFC 3339 or @EPOCH.
+// cli::parse_time, the `--at` argument of `mtlsd verify`: RFC 3339 or @EPOCH; the key-permission
+// warning of `mtlsd check` and reloads; config::print of `mtlsd check --print`.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "mtlsd/cli/cli.hpp"
+#include "mtlsd/config/print.hpp"
+#include "mtlsd/runtime/key_permissions.hpp"
 
 namespace mtlsd::cli {
 namespace {
@@ -95,3 +104,259 @@ TEST(ParseTime, HugeEpochIsRejectedNotThrown) {
 
 }  // namespace
 }  // namespace mtlsd::cli
+
+// The key-permission warning of `mtlsd check` and of start-up/reload.
+
+namespace mtlsd::runtime {
+namespace {
+
+TEST(KeyExposure, OwnerOnlyIsFine) {
+  EXPECT_EQ(key_exposure(0600, 1000, {1000}), std::nullopt);
+  EXPECT_EQ(key_exposure(0400, 1234, {1000}), std::nullopt);
+}
+
+TEST(KeyExposure, ReadableByOwnGroupIsFine) {
+  // Kubernetes fsGroup / the systemd key group: 0640 with a group the process is in.
+  EXPECT_EQ(key_exposure(0640, 2000, {1000, 2000}), std::nullopt);
+  EXPECT_EQ(key_exposure(0440, 1000, {1000}), std::nullopt);
+}
+
+TEST(KeyExposure, ReadableByAnotherGroupIsReported) {
+  auto why = key_exposure(0640, 3000, {1000, 2000});
+  ASSERT_TRUE(why);
+  EXPECT_EQ(*why, "is accessible by group 3000, which mtlsd is not in");
+}
+
+TEST(KeyExposure, WorldAccessIsReportedWhateverTheGroup) {
+  for (mode_t m : {0644, 0604, 0601, 0666})
+    EXPECT_EQ(key_exposure(m, 1000, {1000}), "is accessible by others") << std::oct << m;
+}
+
+TEST(KeyPermissionWarning, OncePerFileAndModeNotAtEveryReload) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("mtlsd-keyperm-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "loose.key").string();
+  std::ofstream(path) << "not really a key\n";
+  config::file_ref key{path, {"/etc/mtlsd/mtlsd.yaml", 7, 12}};
+
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt);
+
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  auto first = key_permission_warning_once(key);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->warning);
+  EXPECT_EQ(first->str(), "/etc/mtlsd/mtlsd.yaml:7:12: warning: " + path +
+                              ": private key file is accessible by others (mode 0644); chmod 600 "
+                              "it, or 640 with a group mtlsd runs in");
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt) << "repeated for the same file";
+
+  // A different loosening of the same file is news.
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  EXPECT_TRUE(key_permission_warning_once(key));
+  EXPECT_EQ(key_permission_warning_once(key), std::nullopt);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mtlsd::runtime
+
+// `mtlsd check --print`: config::print_yaml.
+namespace mtlsd::config {
+namespace {
+
+// Every value differs from its default, so a key the printer forgot shows up as a difference.
+const std::string kEverything = R"(admin:
+  address: "[::1]:9902"
+log:
+  level: debug
+  format: json
+  access_log: false
+  access_log_path: stdout
+workers: 3
+sandbox: false
+dns:
+  servers: ["127.0.0.1:5353", "[::1]:53"]
+reload:
+  watch: false
+  poll_interval: 1m30s
+shutdown:
+  drain_timeout: 45s
+listeners:
+  - name: in-1
+    mode: server
+    listen: 0.0.0.0:8443
+    upstream: unix:/run/app.sock
+    max_connections: 77
+    timeouts:
+      handshake: 3s
+      connect: 250ms
+      idle: 0s
+      half_close: 7s
+    tls:
+      cert: certs/tls.crt
+      key: /etc/mtlsd/tls.key
+      key_password_file: tls.pass
+      min_version: "1.3"
+      cipher_suites: TLS_AES_256_GCM_SHA384
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256"
+      curves: "X25519"
+      alpn: [http/1.1]
+      session_resumption: false
+    client_auth:
+      mode: optional
+      ca: [ca1.crt, ca2.crt]
+      verify_depth: 2
+      allow:
+        spiffe_ids: ["spiffe://td/ns/*"]
+        uri_sans: ["urn:x"]
+        dns_sans: ["*.example.org"]
+        common_names: ["a: b # not a comment", "yes", "1.2", ""]
+        organizational_units: [ops]
+        email_sans: [ops@example.org]
+        sha256_fingerprints: ["AB:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89"]
+    revocation:
+      crl_files: [a.crl]
+      crl_distribution_points: true
+      crl_scope: leaf
+      ocsp: chain
+      ocsp_responder: http://ocsp.example.org/
+      ocsp_timeout: 1500ms
+      on_unavailable: allow
+      crl_grace: 1h
+      recheck_established: false
+      stapling: true
+    proxy_protocol: v2
+    http:
+      forward_client_cert_details: append_forward
+      set_current_client_cert_details: [cert, chain]
+  - name: out
+    mode: client
+    listen: 127.0.0.1:7000
+    upstream: remote.example.org:443
+    tls:
+      pkcs12: id.p12
+      pkcs12_password_file: id.pass
+      max_version: "1.2"
+    server_auth:
+      ca: [remote-ca.crt]
+      server_name: remote.example.org
+      verify_depth: 2
+      insecure_skip_verify: true
+    revocation:
+      require_staple: true
+  - name: out-2
+    mode: client
+    listen: 127.0.0.1:7001
+    upstream: remote.example.org:443
+    server_auth:
+      allow:
+        dns_sans: [remote.example.org]
+)";
+
+configuration must_load(const std::string& text, const std::string& file) {
+  auto r = load_text(text, file);
+  for (const auto& p : r.problems)
+    ADD_FAILURE() << p.str() << "\n---\n" << text;
+  return r.config.value_or(configuration{});
+}
+
+// Without the first line (a comment naming the source file).
+std::string body(const std::string& printed) {
+  return printed.substr(printed.find('\n') + 1);
+}
+
+TEST(PrintYaml, RoundTripsEveryKey) {
+  auto c = must_load(kEverything, "/etc/mtlsd/mtlsd.yaml");
+  const std::string printed = print_yaml(c);
+  auto again = must_load(printed, "/elsewhere/printed.yaml");
+  EXPECT_EQ(body(print_yaml(again)), body(printed));
+  // Spot checks: defaults and relative paths were resolved, the odd strings survived quoting.
+  ASSERT_EQ(again.listeners.size(), 3u);
+  const auto& in = again.listeners[0];
+  EXPECT_EQ(in.tls.cert.path, "/etc/mtlsd/certs/tls.crt");
+  EXPECT_EQ(in.tls.key_password_file.path, "/etc/mtlsd/tls.pass");
+  EXPECT_EQ(in.client_auth.allow.common_names,
+            (std::vector<std::string>{"a: b # not a comment", "yes", "1.2", ""}));
+  EXPECT_EQ(in.revocation.ocsp_timeout, std::chrono::milliseconds(1500));
+  EXPECT_EQ(in.upstream.str(), "unix:/run/app.sock");
+  EXPECT_TRUE(in.http.enabled);
+  EXPECT_EQ(again.admin.listen->str(), "[::1]:9902");
+  EXPECT_EQ(again.reload.poll_interval, std::chrono::seconds(90));
+  EXPECT_TRUE(again.listeners[1].server_auth.insecure_skip_verify);
+  EXPECT_EQ(again.listeners[1].tls.pkcs12.path, "/etc/mtlsd/id.p12");
+}
+
+TEST(PrintYaml, PrintsEveryKeyTheInputSet) {
+  const std::string printed = print_yaml(must_load(kEverything, "/etc/mtlsd/mtlsd.yaml"));
+  std::istringstream lines(kEverything);
+  for (std::string line; std::getline(lines, line);) {
+    auto first = line.find_first_not_of(" -");
+    auto colon = line.find(':', first);
+    const std::string key = line.substr(first, colon - first);
+    EXPECT_TRUE(printed.find(" " + key + ":") != std::string::npos ||
+                printed.find("\n" + key + ":") != std::string::npos)
+        << "key '" << key << "' missing from:\n"
+        << printed;
+  }
+}
+
+TEST(PrintYaml, DefaultsAreFilledIn) {
+  const std::string printed = print_yaml(must_load(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: /t.crt, key: /t.key}
+    client_auth: {ca: [/ca.crt]}
+)",
+                                                   "/etc/mtlsd/mtlsd.yaml"));
+  for (const char* line :
+       {"\n  address: \"127.0.0.1:9901\"\n", "\n  level: info\n", "\nworkers: 0\n",
+        "\n  drain_timeout: 30s\n", "\n    max_connections: 10000\n", "\n      idle: 5m\n",
+        "\n      min_version: \"1.2\"\n", "\n      verify_depth: 4\n", "\n      ocsp: \"off\"\n",
+        "\n      on_unavailable: fail\n", "\n    proxy_protocol: \"off\"\n"})
+    EXPECT_NE(printed.find(line), std::string::npos) << line << "\nin:\n" << printed;
+  // No `http:` block: its presence is what turns HTTP mode on.
+  EXPECT_EQ(printed.find("http:"), std::string::npos) << printed;
+}
+
+TEST(PrintYaml, DisabledAdminPrintsEmptyAddress) {
+  auto c = must_load("admin: {address: \"\"}\n" + std::string(R"(listeners:
+  - {name: a, listen: "127.0.0.1:1", upstream: "127.0.0.1:2", tls: {cert: /c, key: /k}, client_auth: {mode: none}}
+)"),
+                     "/x.yaml");
+  const std::string printed = print_yaml(c);
+  EXPECT_NE(printed.find("admin:\n  address: \"\"\n"), std::string::npos) << printed;
+  EXPECT_FALSE(must_load(printed, "/x.yaml").admin.listen);
+}
+
+TEST(PrintYaml, InlineSecretsAreRedacted) {
+  EXPECT_EQ(redact("http://user:s3cret@ocsp.example.org/x"),
+            "http://user:REDACTED@ocsp.example.org/x");
+  EXPECT_EQ(redact("pkcs11:token=T;object=O;pin-value=1234"),
+            "pkcs11:token=T;object=O;pin-value=REDACTED");
+  EXPECT_EQ(redact("pkcs11:token=T?pin-value=1234&module-name=p11"),
+            "pkcs11:token=T?pin-value=REDACTED&module-name=p11");
+  for (const char* same : {"http://ocsp.example.org:8080/x", "http://user@host/", "/etc/tls.pass",
+                           "spiffe://td/ns/a:b", "a: b # not a comment"})
+    EXPECT_EQ(redact(same), same);
+
+  auto c = must_load(R"(listeners:
+  - name: in
+    listen: 127.0.0.1:1
+    upstream: 127.0.0.1:2
+    tls: {cert: /c, key: /k, key_password_file: /run/secrets/key.pass}
+    client_auth: {ca: [/ca]}
+    revocation: {ocsp: leaf, ocsp_responder: "http://admin:hunter2@ocsp.internal/"}
+)",
+                     "/x.yaml");
+  const std::string printed = print_yaml(c);
+  EXPECT_EQ(printed.find("hunter2"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("http://admin:REDACTED@ocsp.internal/"), std::string::npos) << printed;
+  // A password file is named, never read: its path is fine to show.
+  EXPECT_NE(printed.find("key_password_file: \"/run/secrets/key.pass\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mtlsd::config

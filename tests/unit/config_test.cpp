@@ -1348,3 +1348,33 @@ TEST(ConfigValidation, RequireStapleIsClientModeOnly) {
 
 }  // namespace
 }  // namespace mtlsd::config
+
+namespace mtlsd::config {
+namespace {
+
+// YAML::Load reads only the first document: a second one (`---` then more) would be dropped
+// without a word, so it is refused where it starts.
+TEST(ConfigMultipleDocuments, SecondDocumentIsRefusedWhereItStarts) {
+  const std::string second_doc_msg =
+      "a second YAML document starts here: a configuration file holds exactly one (remove the "
+      "'---' line and what follows, or merge it into the first)";
+  EXPECT_THAT(problems_of(kMinimal + "---\nworkers: 2\n"), ElementsAre(at(10, 1, second_doc_msg)));
+  // Even an empty second document, and after a leading `---` that opens the first.
+  EXPECT_THAT(problems_of("---\n" + kMinimal + "---\n"), ElementsAre(at(11, 1, second_doc_msg)));
+}
+
+TEST(ConfigMultipleDocuments, LeadingMarkerAndDocumentEndAreFine) {
+  load_ok("---\n" + kMinimal);
+  load_ok(kMinimal + "...\n");
+  load_ok("# comment\n---\n" + kMinimal + "...\n# trailing comment\n");
+}
+
+TEST(ConfigMultipleDocuments, SyntaxErrorInASecondDocumentIsReported) {
+  auto problems = problems_of(kMinimal + "---\nworkers: [2\n");
+  ASSERT_FALSE(problems.empty());
+  EXPECT_THAT(problems.front(), ::testing::StartsWith(kFile + ":"));
+  EXPECT_THAT(problems.front(), ::testing::HasSubstr("YAML syntax error"));
+}
+
+}  // namespace
+}  // namespace mtlsd::config

@@ -6,7 +6,8 @@
 
 namespace mtlsd::cli {
 
-// Parsed `--flag value` / `--flag=value` options of one subcommand.
+// The options given to one subcommand, as (long name without dashes, value); a flag has the
+// value "true". Filled by the CLI11 parser in cli.cpp, so the commands do not depend on it.
 struct options {
   std::string command;
   std::vector<std::pair<std::string, std::string>> flags;

@@ -1,6 +1,7 @@
 #pragma once
 // The validated configuration as plain structs. Only src/config/load.cpp knows YAML; everything
 // else builds runtime objects from these. Defaults are those of ../shared/interface.md.
+// A new field is also printed by src/config/print.cpp (`mtlsd check --print`).
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -54,7 +54,8 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg,
                                      const build_options& opts = {});
 
 // Warnings that do not stop a runtime from working: certificates expiring within 30 days,
-// private keys readable by group or others.
+// private keys readable by others or by a group this process is not in (once per file and
+// mode in a process: see key_permissions.hpp).
 config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
 
 // nextUpdate of every CRL a runtime holds, by issuer (the latest when several), for the gauge.

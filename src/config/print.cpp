@@ -1,0 +1,269 @@
+// configuration structs -> YAML for `mtlsd check --print`. yaml-cpp's emitter does the quoting,
+// so any string round-trips through load_text.
+#include "mtlsd/config/print.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <regex>
+
+namespace mtlsd::config {
+namespace {
+
+const char* to_text(client_auth_mode m) {
+  switch (m) {
+    case client_auth_mode::require:
+      return "require";
+    case client_auth_mode::optional:
+      return "optional";
+    case client_auth_mode::none:
+      return "none";
+  }
+  return "";
+}
+
+const char* to_text(crl_scope s) {
+  return s == crl_scope::leaf ? "leaf" : "chain";
+}
+
+const char* to_text(ocsp_mode m) {
+  switch (m) {
+    case ocsp_mode::off:
+      return "off";
+    case ocsp_mode::leaf:
+      return "leaf";
+    case ocsp_mode::chain:
+      return "chain";
+  }
+  return "";
+}
+
+const char* to_text(unavailable_policy p) {
+  return p == unavailable_policy::fail ? "fail" : "allow";
+}
+
+const char* to_text(proxy_protocol_mode m) {
+  return m == proxy_protocol_mode::v2 ? "v2" : "off";
+}
+
+const char* to_text(xfcc_mode m) {
+  switch (m) {
+    case xfcc_mode::sanitize:
+      return "sanitize";
+    case xfcc_mode::forward_only:
+      return "forward_only";
+    case xfcc_mode::append_forward:
+      return "append_forward";
+    case xfcc_mode::sanitize_set:
+      return "sanitize_set";
+    case xfcc_mode::always_forward_only:
+      return "always_forward_only";
+  }
+  return "";
+}
+
+const char* to_text(listener_mode m) {
+  return m == listener_mode::client ? "client" : "server";
+}
+
+const char* to_text(log_format f) {
+  return f == log_format::json ? "json" : "text";
+}
+
+class printer {
+ public:
+  YAML::Emitter out;
+
+  void key(const char* k) { out << YAML::Key << k << YAML::Value; }
+  void str(const char* k, const std::string& v) {
+    key(k);
+    out << YAML::DoubleQuoted << redact(v);
+  }
+  void word(const char* k, const char* v) {
+    key(k);
+    // YAML 1.1 readers (PyYAML, many tools) take a plain off/on/yes/no for a boolean.
+    const std::string_view w(v);
+    if (w == "off" || w == "on" || w == "yes" || w == "no")
+      out << YAML::DoubleQuoted << v;
+    else
+      out << v;
+  }
+  void boolean(const char* k, bool v) {
+    key(k);
+    out << YAML::TrueFalseBool << v;
+  }
+  void number(const char* k, long long v) {
+    key(k);
+    out << v;
+  }
+  void dur(const char* k, duration d) {
+    key(k);
+    out << format_duration(d);
+  }
+  void file(const char* k, const file_ref& f) { str(k, f.path); }
+  void strings(const char* k, const std::vector<std::string>& v) {
+    key(k);
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& s : v)
+      out << YAML::DoubleQuoted << redact(s);
+    out << YAML::EndSeq;
+  }
+  void files(const char* k, const std::vector<file_ref>& v) {
+    key(k);
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& f : v)
+      out << YAML::DoubleQuoted << redact(f.path);
+    out << YAML::EndSeq;
+  }
+  void begin(const char* k) {
+    key(k);
+    out << YAML::BeginMap;
+  }
+  void end() { out << YAML::EndMap; }
+
+  void allow(const char* k, const allow_list& a) {
+    begin(k);
+    strings("spiffe_ids", a.spiffe_ids);
+    strings("uri_sans", a.uri_sans);
+    strings("dns_sans", a.dns_sans);
+    strings("common_names", a.common_names);
+    strings("organizational_units", a.organizational_units);
+    strings("sha256_fingerprints", a.sha256_fingerprints);
+    strings("email_sans", a.email_sans);
+    end();
+  }
+
+  void tls(const tls_options& t) {
+    begin("tls");
+    file("cert", t.cert);
+    file("key", t.key);
+    file("key_password_file", t.key_password_file);
+    file("pkcs12", t.pkcs12);
+    file("pkcs12_password_file", t.pkcs12_password_file);
+    str("min_version", t.min_version);
+    str("max_version", t.max_version);
+    str("cipher_suites", t.cipher_suites);
+    str("ciphers", t.ciphers);
+    str("curves", t.curves);
+    strings("alpn", t.alpn);
+    boolean("session_resumption", t.session_resumption);
+    end();
+  }
+
+  void revocation(const revocation_options& r, bool server) {
+    begin("revocation");
+    files("crl_files", r.crl_files);
+    boolean("crl_distribution_points", r.crl_distribution_points);
+    word("crl_scope", to_text(r.scope));
+    word("ocsp", to_text(r.ocsp));
+    str("ocsp_responder", r.ocsp_responder);
+    dur("ocsp_timeout", r.ocsp_timeout);
+    word("on_unavailable", to_text(r.on_unavailable));
+    dur("crl_grace", r.crl_grace);
+    boolean("recheck_established", r.recheck_established);
+    if (server)
+      boolean("stapling", r.stapling);
+    else
+      boolean("require_staple", r.require_staple);
+    end();
+  }
+
+  // Keys that apply to one mode only are printed for that mode only: load_text refuses
+  // client_auth, proxy_protocol, http and stapling on a client-mode listener and server_auth on
+  // a server-mode one.
+  void listener_entry(const listener& l) {
+    const bool server = l.mode == listener_mode::server;
+    out << YAML::BeginMap;
+    str("name", l.name);
+    word("mode", to_text(l.mode));
+    str("listen", l.listen.str());
+    str("upstream", l.upstream.str());
+    number("max_connections", l.max_connections);
+    begin("timeouts");
+    dur("handshake", l.timeouts.handshake);
+    dur("connect", l.timeouts.connect);
+    dur("idle", l.timeouts.idle);
+    dur("half_close", l.timeouts.half_close);
+    end();
+    tls(l.tls);
+    if (server) {
+      begin("client_auth");
+      word("mode", to_text(l.client_auth.mode));
+      files("ca", l.client_auth.ca);
+      number("verify_depth", l.client_auth.verify_depth);
+      allow("allow", l.client_auth.allow);
+      end();
+    } else {
+      begin("server_auth");
+      files("ca", l.server_auth.ca);
+      str("server_name", l.server_auth.server_name);
+      number("verify_depth", l.server_auth.verify_depth);
+      allow("allow", l.server_auth.allow);
+      boolean("insecure_skip_verify", l.server_auth.insecure_skip_verify);
+      end();
+    }
+    revocation(l.revocation, server);
+    if (server) {
+      word("proxy_protocol", to_text(l.proxy_protocol));
+      // `http:` being present is what turns HTTP mode on, so it is printed only when on.
+      if (l.http.enabled) {
+        begin("http");
+        word("forward_client_cert_details", to_text(l.http.forward_client_cert_details));
+        strings("set_current_client_cert_details", l.http.set_current_client_cert_details);
+        end();
+      }
+    }
+    out << YAML::EndMap;
+  }
+};
+
+}  // namespace
+
+std::string redact(const std::string& text) {
+  // scheme://user:PASSWORD@host -> scheme://user:REDACTED@host
+  static const std::regex userinfo(R"(([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@)");
+  // pkcs11:...;pin-value=PIN (RFC 7512) -> pin-value=REDACTED
+  static const std::regex pin(R"((pin-value=)[^;?&]*)", std::regex::icase);
+  std::string out = std::regex_replace(text, userinfo, "$1REDACTED@");
+  return std::regex_replace(out, pin, "$1REDACTED");
+}
+
+std::string print_yaml(const configuration& c) {
+  printer p;
+  p.out.SetIndent(2);
+  p.out << YAML::Comment("effective configuration of " + c.file +
+                         ": every default filled in, inline secrets REDACTED");
+  p.out << YAML::BeginMap;
+  p.begin("admin");
+  p.str("address", c.admin.listen ? c.admin.listen->str() : std::string());
+  p.end();
+  p.begin("log");
+  p.word("level", c.log.level.c_str());
+  p.word("format", to_text(c.log.format));
+  p.boolean("access_log", c.log.access_log);
+  p.str("access_log_path", c.log.access_log_path);
+  p.end();
+  p.number("workers", c.workers);
+  p.boolean("sandbox", c.sandbox);
+  p.begin("dns");
+  std::vector<std::string> servers;
+  for (const auto& a : c.dns.servers)
+    servers.push_back(a.str());
+  p.strings("servers", servers);
+  p.end();
+  p.begin("reload");
+  p.boolean("watch", c.reload.watch);
+  p.dur("poll_interval", c.reload.poll_interval);
+  p.end();
+  p.begin("shutdown");
+  p.dur("drain_timeout", c.shutdown.drain_timeout);
+  p.end();
+  p.key("listeners");
+  p.out << YAML::BeginSeq;
+  for (const auto& l : c.listeners)
+    p.listener_entry(l);
+  p.out << YAML::EndSeq;
+  p.out << YAML::EndMap;
+  return std::string(p.out.c_str()) + "\n";
+}
+
+}  // namespace mtlsd::config
