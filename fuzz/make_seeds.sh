@@ -136,5 +136,9 @@ for name, ver in (("clienthello-13", ssl.TLSVersion.TLSv1_3), ("clienthello-12",
         pass
     put("tls_stream_fuzz", name, out.read())
 put("tls_stream_fuzz", "http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+# Bit 0 set: a real client handshakes first; then application data and raw records.
+put("tls_stream_fuzz", "client-app-data", b"\x01\x10" + b"GET / HTTP/1.1\r\n\r\n" + b"\x15\x03\x03\x00\x02\x01\x00")
+put("tls_stream_fuzz", "client-close-notify-then-garbage",
+    b"\x03\x04ping" + b"\x17\x03\x03\x00\x05abcde" + b"\x16\x03\x03\xff\xff")
 PY
 echo "seeds written under $(pwd)/$C"

@@ -26,6 +26,7 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/context.hpp"
+#include "mtlsd/tls/verify.hpp"
 
 using namespace mtlsd;
 namespace asio = boost::asio;
@@ -101,6 +102,8 @@ void tls_peer(int fd, std::string_view app, std::string_view raw, bool close_not
 
 asio::awaitable<void> serve(proxy::stream_socket& sock) {
   proxy::tls_stream tls(sock, server_ctx->ctx.get(), true);
+  tls::verify_outcome outcome;  // as session.cpp does: the verifier records its verdict here
+  tls::verifier::bind(tls.native(), &outcome);
   if (co_await tls.handshake()) co_return;
   std::array<char, 4096> buf;
   for (;;) {
