@@ -15,8 +15,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto r = mtlsd::config::load_text(text, "/fuzz/mtlsd.yaml");
-  mtlsd::fuzz::check(r.config.has_value() || !r.problems.empty(),
-                     "a refused configuration says why");
+  mtlsd::fuzz::check(r.config.has_value() != mtlsd::config::has_errors(r.problems),
+                     "a configuration is refused exactly when there is an error");
+  for (const auto& p : r.problems)
+    mtlsd::fuzz::check(p.where.file == "/fuzz/mtlsd.yaml" && !p.message.empty(),
+                       "every problem names the file and says what is wrong");
   if (r.config) {
     // What `check` and the reload watcher do with a loaded configuration.
     (void)r.config->referenced_files();
