@@ -6,6 +6,9 @@
 #   scripts/dev.sh test   install what is missing, build, run every test (unit, integration,
 #                         deployment checks) through ctest
 # Also: scripts/dev.sh test --asan   the same suite on an AddressSanitizer+UBSan build
+#       scripts/dev.sh test --tsan   unit tests + the multi-worker integration files under TSan
+#       scripts/dev.sh fuzz [SECONDS]   build the libFuzzer targets (clang) and run each for
+#                                       SECONDS (default 60); fails on any crash, leak or timeout
 #       scripts/dev.sh build [PRESET] / deps
 set -euo pipefail
 
@@ -19,6 +22,8 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
             libc-ares-dev libseccomp-dev libcli11-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates)
 TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils)
+# libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
+FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -116,12 +121,28 @@ install_node() {
   install_missing nodejs npm
 }
 
+# The integration files that drive several workers at once: reload under load, revocation
+# events reaching every worker, drain. Under TSan (slow) only these run.
+TSAN_INTEGRATION='integration\.(test_reload|test_revocation_recheck|test_shutdown)$'
+
 cmd_test() {
   local preset=dev
   [[ ${1:-} == --asan ]] && preset=asan
+  [[ ${1:-} == --tsan ]] && preset=tsan
   install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}"
   install_node
+  # A sanitizer report fails the run: LeakSanitizer at exit, TSan at the first race (the
+  # integration harness also fails a test whose daemon printed a report). tsan.supp lists
+  # the suppressions, each with its reason.
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+  export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$ROOT/tsan.supp}
   build "$preset"
+  if [[ $preset == tsan ]]; then
+    say "running the unit tests and the multi-worker integration files (tsan)"
+    ctest --preset tsan -L unit -j"$(nproc)"
+    ctest --preset tsan -R "$TSAN_INTEGRATION"
+    return
+  fi
   say "running the test suite ($preset)"
   # Unit tests in parallel; integration tests one file at a time (each starts real daemons and
   # clients; two cores are better spent inside one than on two fighting).
@@ -129,10 +150,39 @@ cmd_test() {
   ctest --preset "$preset" -LE unit
 }
 
+cmd_fuzz() {
+  local seconds=${1:-60}
+  install_missing "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
+  build fuzz --target fuzz_all
+  local out="$ROOT/build/fuzz" failed=()
+  for src in "$ROOT"/fuzz/*_fuzz.cpp; do
+    local t
+    t=$(basename "$src" .cpp)
+    # New inputs go to build/fuzz/corpus (scratch); the committed seeds are read only.
+    mkdir -p "$out/corpus/$t" "$out/artifacts"
+    say "fuzzing $t for ${seconds}s"
+    if ! (cd "$out" && ASAN_OPTIONS=detect_leaks=1 "$out/fuzz/$t" -max_total_time="$seconds" \
+          -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1 \
+          -artifact_prefix="$out/artifacts/$t-" "$out/corpus/$t" "$ROOT/fuzz/corpus/$t" \
+          >"$out/$t.log" 2>&1); then
+      tail -n 60 "$out/$t.log" >&2
+      failed+=("$t")
+    else
+      grep -E '^stat::number_of_executed_units' "$out/$t.log" || true
+    fi
+  done
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "dev.sh fuzz: failed: ${failed[*]} (inputs in build/fuzz/artifacts; logs in build/fuzz/*.log)" >&2
+    return 1
+  fi
+  say "fuzzing: no crash, leak or timeout in ${seconds}s per target"
+}
+
 case ${1:-} in
   run) cmd_run ;;
   test) shift; cmd_test "$@" ;;
+  fuzz) shift; cmd_fuzz "$@" ;;
   build) install_missing "${BUILD_PKGS[@]}"; build "${2:-dev}" ;;
-  deps) install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}"; install_node ;;
-  *) echo "usage: scripts/dev.sh run | test [--asan] | build [PRESET] | deps" >&2; exit 2 ;;
+  deps) install_missing "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}" "${FUZZ_PKGS[@]}"; install_node ;;
+  *) echo "usage: scripts/dev.sh run | test [--asan|--tsan] | fuzz [SECONDS] | build [PRESET] | deps" >&2; exit 2 ;;
 esac

@@ -462,7 +462,8 @@ class daemon {
     for (auto& [name, slot] : slots_) {
       const auto* now_cfg = next->cfg.find_listener(name);
       bool moved = std::any_of(added.begin(), added.end(),
-                               [&](const bound_listener& b) { return b.slot->name == name; });
+                               // (clang 14, the fuzz build, cannot capture a binding)
+                               [&n = name](const bound_listener& b) { return b.slot->name == n; });
       if (!now_cfg || moved) {
         for (auto& w : workers_)
           w->close_listener(name);

@@ -1,5 +1,7 @@
 #include "mtlsd/proxy/http_relay.hpp"
 
+#include "mtlsd/proxy/http_head.hpp"
+
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -9,11 +11,9 @@
 #include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/read_size.hpp>
-#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <string>
 #include <vector>
@@ -218,11 +218,6 @@ std::string simple_response(int status, std::string_view reason, std::string_vie
   return out + "\n";
 }
 
-bool is_upgrade(const http::request<http::buffer_body>& m) {
-  return m.version() >= 11 && m.count(http::field::upgrade) > 0 &&
-         http::token_list{m[http::field::connection]}.exists("upgrade");
-}
-
 class http_connection {
  public:
   http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
@@ -258,7 +253,6 @@ class http_connection {
   asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
   asio::awaitable<void> tunnel();
   asio::awaitable<void> close_both();
-  void rewrite_xfcc_header(http::request<http::buffer_body>& m) const;
   void fail(std::string why) {
     if (result_.aborted) return;
     result_.aborted = true;
@@ -307,19 +301,6 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
   fail(std::move(why));
   const std::string response = simple_response(status, reason, reason);
   if (!co_await client_.write(response)) co_await close_both();
-}
-
-void http_connection::rewrite_xfcc_header(http::request<http::buffer_body>& m) const {
-  if (xfcc_.what == xfcc_policy::action::keep) return;
-  std::optional<std::string> value;
-  {
-    std::vector<std::string_view> existing;
-    for (auto [it, end] = m.equal_range(xfcc_header); it != end; ++it)
-      existing.emplace_back(it->value().data(), it->value().size());
-    value = rewrite_xfcc(xfcc_, existing);
-  }
-  m.erase(xfcc_header);
-  if (value) m.set(xfcc_header, *value);
 }
 
 // Between requests the upstream has nothing to say: if it becomes readable, it closed its end of
@@ -383,10 +364,8 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (head_ec) co_return co_await upstream_failed(head_ec, "reading the response head");
     auto& msg = res.get();
     const unsigned status = msg.result_int();
-    if (status == 101 && !upgrade)
-      co_return co_await upstream_failed({}, "101 Switching Protocols without an Upgrade request");
-    if (msg.count(http::field::transfer_encoding) && msg.count(http::field::content_length))
-      msg.erase(http::field::content_length);  // RFC 9112 6.3: Transfer-Encoding wins
+    if (auto why = prepare_response_head(msg, upgrade); !why.empty())
+      co_return co_await upstream_failed({}, std::move(why));
 
     http::serializer<false, http::buffer_body> sr{msg};
     sr.split(true);
@@ -470,23 +449,13 @@ asio::awaitable<void> http_connection::run() {
     if (ec) co_return fail("reading the request: " + ec.message());
 
     auto& msg = req.get();
-    if (msg.method() == http::verb::connect)
-      co_return co_await refuse(405, "Method Not Allowed", "CONNECT is not proxied");
-    // A Transfer-Encoding whose last coding is not chunked leaves the body's end undefined
-    // (RFC 9112 6.3): the classic request-smuggling shape. Beast already refuses
-    // Transfer-Encoding together with Content-Length.
-    if (msg.count(http::field::transfer_encoding) && !req.chunked())
-      co_return co_await refuse(400, "Bad Request", "Transfer-Encoding without final chunked");
-
-    rewrite_xfcc_header(msg);
-    const bool head = msg.method() == http::verb::head;
-    const bool upgrade = is_upgrade(msg);
-    const bool keep_alive = msg.keep_alive();
-    bool send_continue = false;
-    if (beast::iequals(msg[http::field::expect], "100-continue")) {
-      msg.erase(http::field::expect);
-      send_continue = !req.is_done();
-    }
+    auto verdict = prepare_request_head(msg, req.chunked(), req.is_done(), xfcc_);
+    if (verdict.status != 0)
+      co_return co_await refuse(verdict.status, verdict.reason, std::move(verdict.why));
+    const bool head = verdict.head;
+    const bool upgrade = verdict.upgrade;
+    const bool keep_alive = verdict.keep_alive;
+    const bool send_continue = verdict.send_continue;
 
     http::serializer<true, http::buffer_body> sr{msg};
     sr.split(true);

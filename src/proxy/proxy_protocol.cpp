@@ -16,8 +16,10 @@ void put16(std::string& out, std::size_t v) {
   out += static_cast<char>(v & 0xff);
 }
 
-void tlv(std::string& out, std::uint8_t type, std::string_view value) {
-  if (value.size() > 0xffff) return;  // cannot be encoded; skipping beats corrupting
+// Appends a TLV when it still fits in `limit` bytes of `out`: one value over 64 KiB, or all of
+// them together over the header's 16-bit length, cannot be encoded; skipping beats corrupting.
+void tlv(std::string& out, std::uint8_t type, std::string_view value, std::size_t limit = 0xffff) {
+  if (value.size() > 0xffff || out.size() + 3 + value.size() > limit) return;
   out += static_cast<char>(type);
   put16(out, value.size());
   out.append(value);
@@ -65,9 +67,11 @@ std::string build_proxy_v2_header(const proxy_v2_info& info) {
     addresses.append(path, sizeof path);
   }
 
+  // Every TLV together shares the 16-bit length with the addresses.
+  const std::size_t limit = 0xffff - addresses.size();
   std::string tlvs;
-  if (!info.alpn.empty()) tlv(tlvs, pp2::alpn, info.alpn);
-  if (!info.authority.empty()) tlv(tlvs, pp2::authority, info.authority);
+  if (!info.alpn.empty()) tlv(tlvs, pp2::alpn, info.alpn, limit);
+  if (!info.authority.empty()) tlv(tlvs, pp2::authority, info.authority, limit);
   {
     std::string ssl;
     std::uint8_t client = pp2::client_ssl;
@@ -83,13 +87,13 @@ std::string build_proxy_v2_header(const proxy_v2_info& info) {
     tlv(ssl, pp2::ssl_cipher, info.cipher);
     if (!info.signature_algorithm.empty()) tlv(ssl, pp2::ssl_sig_alg, info.signature_algorithm);
     if (!info.key_algorithm.empty()) tlv(ssl, pp2::ssl_key_alg, info.key_algorithm);
-    tlv(tlvs, pp2::ssl, ssl);
+    tlv(tlvs, pp2::ssl, ssl, limit);
   }
-  if (!info.spiffe_id.empty()) tlv(tlvs, pp2::spiffe_id, info.spiffe_id);
-  if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, join(info.uri_sans));
-  if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, join(info.dns_sans));
-  if (!info.cert_der.empty()) tlv(tlvs, pp2::cert_der, info.cert_der);
-  if (!info.cert_sha256.empty()) tlv(tlvs, pp2::cert_sha256, info.cert_sha256);
+  if (!info.spiffe_id.empty()) tlv(tlvs, pp2::spiffe_id, info.spiffe_id, limit);
+  if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, join(info.uri_sans), limit);
+  if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, join(info.dns_sans), limit);
+  if (!info.cert_der.empty()) tlv(tlvs, pp2::cert_der, info.cert_der, limit);
+  if (!info.cert_sha256.empty()) tlv(tlvs, pp2::cert_sha256, info.cert_sha256, limit);
 
   std::string out(signature, sizeof signature);
   out += static_cast<char>(0x21);  // version 2, command PROXY

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlsd_harness import (Mtlsd, Upstream, daemon_config, echo, generate_pki,
-                           server_listener)
+from mtlsd_harness import (Mtlsd, Upstream, check_sanitizer_reports, daemon_config, echo,
+                           generate_pki, server_listener)
 
 # Every test gets a hard wall-clock limit so a hung socket can never hang CI.
 TEST_TIMEOUT = int(os.environ.get("MTLSD_TEST_TIMEOUT", "90"))
@@ -101,6 +101,7 @@ def start_mtlsd(mtlsd_bin, tmp_path, request):
             print(f"--- mtlsd {daemon.config_path} (exit {daemon.proc and daemon.proc.poll()})")
             print(daemon.output_tail(60))
         daemon.kill()
+    check_sanitizer_reports(started)
 
 
 @pytest.fixture

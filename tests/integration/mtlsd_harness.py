@@ -109,6 +109,16 @@ class MtlsdError(AssertionError):
     pass
 
 
+def check_sanitizer_reports(daemons: list["Mtlsd"]) -> None:
+    """Fails (at teardown, after the daemons were stopped) when any daemon's stderr holds a
+    sanitizer report: a TSan race or an ASan error fails the test that provoked it even when
+    the daemon went on serving."""
+    for daemon in daemons:
+        report = daemon.sanitizer_report()
+        if report:
+            raise MtlsdError(f"sanitizer report from mtlsd {daemon.config_path}:\n{report}")
+
+
 class Mtlsd:
     """One mtlsd process. Always call kill() (the fixtures do) in teardown."""
 
@@ -227,6 +237,18 @@ class Mtlsd:
             return self.stderr_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    # What ASan, LSan, UBSan and TSan print when they find something (sanitizer builds).
+    SANITIZER_MARKERS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer",
+                         "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer: reported")
+
+    def sanitizer_report(self, n: int = 60) -> str:
+        """The first sanitizer report in the daemon's stderr (n lines from it), or ""."""
+        lines = self.stderr_text().splitlines()
+        for i, line in enumerate(lines):
+            if any(m in line for m in self.SANITIZER_MARKERS):
+                return "\n".join(lines[i:i + n])
+        return ""
 
     def output_tail(self, n: int = 40) -> str:
         lines = self.stderr_text().splitlines()[-n:]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from mtlsd_harness import Mtlsd, Upstream, client_context, daemon_config, echo_roundtrip, server_listener
+from mtlsd_harness import (Mtlsd, Upstream, check_sanitizer_reports, client_context, daemon_config,
+                           echo_roundtrip, server_listener)
 from refusal import assert_admitted, assert_refused
 
 RULES = {
@@ -64,6 +65,7 @@ def allow_daemon(mtlsd_bin, pki, tmp_path_factory):
         daemon.kill()
         for up in upstreams.values():
             up.close()
+    check_sanitizer_reports([daemon])
 
 
 @pytest.mark.parametrize("rule,client,certfile,admitted", CASES,

@@ -21,7 +21,8 @@ from typing import Callable
 
 import pytest
 
-from mtlsd_harness import (Exchange, Metrics, Mtlsd, Upstream, bulk_exchange, client_context,
+from mtlsd_harness import (Exchange, Metrics, Mtlsd, Upstream, bulk_exchange, check_sanitizer_reports,
+                           client_context,
                            daemon_config, echo, fmt_addr, free_port, open_tls, reply_after,
                            server_listener, tls_exchange, write_config)
 
@@ -210,6 +211,7 @@ def multi(mtlsd_bin, pki, tmp_path_factory):
         daemon.kill()
         for up in upstreams.values():
             up.close()
+    check_sanitizer_reports([daemon])
 
 
 def _fill_paths(value, pki):

@@ -22,8 +22,9 @@ from typing import Callable
 
 import pytest
 
-from mtlsd_harness import (Mtlsd, Pki, client_context, daemon_config, echo_roundtrip, open_tls,
-                           parse_address, server_listener, write_config)
+from mtlsd_harness import (Mtlsd, Pki, check_sanitizer_reports, client_context, daemon_config,
+                           echo_roundtrip, open_tls, parse_address, server_listener,
+                           write_config)
 
 RELOADED = "reloaded"
 FAILED = "reload failed; still serving the previous configuration"
@@ -117,6 +118,7 @@ def start_reloadable(mtlsd_bin, tmp_path, request):
             print(f"--- mtlsd {daemon.config_path} (exit {daemon.proc and daemon.proc.poll()})")
             print(daemon.output_tail(80))
         daemon.kill()
+    check_sanitizer_reports(started)
 
 
 def _mkdir(d: Path) -> Path:

@@ -47,7 +47,9 @@ struct proxy_v2_info {
 
 // The complete header: signature, version/command, family, addresses, TLVs. Mismatched or
 // unknown address families are sent as UNSPEC (the receiver then uses the connection's own
-// addresses) with the TLVs still present.
+// addresses) with the TLVs still present. TLVs that would push the header past its 16-bit
+// length are left out: they are added in the order ALPN, authority, SSL, SPIFFE ID, URI SANs,
+// DNS SANs, certificate, hash, each only when it still fits.
 std::string build_proxy_v2_header(const proxy_v2_info& info);
 
 }  // namespace mtlsd::proxy

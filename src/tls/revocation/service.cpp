@@ -238,7 +238,9 @@ struct service::impl : std::enable_shared_from_this<impl> {
                                           std::shared_ptr<ocsp_flight> f, ocsp_query q,
                                           x509_ptr cert, x509_ptr issuer, http_url url,
                                           std::chrono::milliseconds timeout) {
-    inflight_guard guard{self->ocsp_inflight, *f, q.cert_id};
+    // Template arguments spelled out: clang 14 (the fuzz build) has no CTAD for aggregates.
+    inflight_guard<decltype(self->ocsp_inflight), ocsp_flight> guard{self->ocsp_inflight, *f,
+                                                                     q.cert_id};
     f->answer.result = status::unavailable;
     f->answer.detail = "internal error";
 
@@ -351,7 +353,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
   static asio::awaitable<void> fetch_crl(std::shared_ptr<impl> self, std::shared_ptr<crl_flight> f,
                                          http_url url, x509_ptr issuer,
                                          std::chrono::milliseconds timeout) {
-    inflight_guard guard{self->crl_inflight, *f, url.text};
+    inflight_guard<decltype(self->crl_inflight), crl_flight> guard{self->crl_inflight, *f,
+                                                                   url.text};
     f->error = "internal error";
 
     http_request req;

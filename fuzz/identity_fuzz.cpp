@@ -1,0 +1,65 @@
+// Identity extraction and the allow list on arbitrary DER certificates: what mtlsd reads out of
+// a client's certificate (SANs, subject, fingerprint, CDP and OCSP URLs) and how the allow list
+// judges it. Must never crash; an identity must be admitted by a list naming its own values.
+#include <openssl/x509.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fuzz_support.hpp"
+#include "mtlsd/tls/identity.hpp"
+#include "mtlsd/tls/peer_policy.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+
+using namespace mtlsd;
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::quiet_logs();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const unsigned char* p = data;
+  tls::x509_ptr cert(d2i_X509(nullptr, &p, static_cast<long>(size)));
+  if (!cert) return 0;
+  const tls::peer_identity id = tls::extract_identity(cert.get());
+  fuzz::check(id.sha256 == tls::sha256_fingerprint(cert.get()), "one fingerprint");
+  fuzz::check(id.sha256.size() == 64, "a SHA-256 fingerprint is 64 hex digits");
+  (void)id.display();
+  (void)tls::revocation::crl_urls(cert.get());
+  (void)tls::revocation::ocsp_urls(cert.get());
+
+  config::allow_list nothing;
+  fuzz::check(tls::evaluate(nothing, id).allowed, "an empty allow list admits");
+
+  // A list that names none of the peer's values refuses it.
+  config::allow_list other;
+  other.spiffe_ids = {"spiffe://fuzz.invalid/nobody"};
+  other.dns_sans = {"nobody.fuzz.invalid"};
+  other.common_names = {"\x01nobody"};
+  const auto refused = tls::evaluate(other, id);
+  if (!refused.allowed) fuzz::check(!refused.detail.empty(), "a refusal says why");
+
+  // A list naming the peer's own values admits it.
+  config::allow_list own;
+  if (!id.spiffe_id.empty()) own.spiffe_ids.push_back(id.spiffe_id);
+  own.uri_sans = id.uri_sans;
+  own.dns_sans = id.dns_sans;
+  if (!id.common_name.empty()) own.common_names.push_back(id.common_name);
+  own.organizational_units = id.organizational_units;
+  own.sha256_fingerprints.push_back(id.sha256);
+  fuzz::check(tls::evaluate(own, id).allowed, "a list naming the peer's own values admits it");
+
+  // The matchers with patterns made of the peer's own names.
+  for (const auto& u : id.uri_sans) {
+    (void)tls::match_spiffe_id(u, id.spiffe_id);
+    (void)tls::match_spiffe_id(u + "/*", id.spiffe_id);
+  }
+  for (const auto& d : id.dns_sans) {
+    fuzz::check(d.empty() || d.find('*') != std::string::npos || tls::match_dns_name(d, d),
+                "a DNS name matches itself");
+    (void)tls::match_dns_name("*." + d, d);
+  }
+  return 0;
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Regenerates fuzz/fixtures (a fixed test PKI) and the seed corpora in fuzz/corpus/<target>/.
+# Run once by hand; the output is committed so that fuzz runs are reproducible. libFuzzer adds
+# what it finds to a scratch directory (build/fuzz/corpus), never here.
+set -euo pipefail
+cd "$(dirname "$0")"
+FX=fixtures
+C=corpus
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+rm -rf "$C"
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,xfcc_fuzz,http_head_fuzz,tls_stream_fuzz}
+
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
+openssl req -x509 -new -key "$FX/ca.key" -subj "/O=mtlsd fuzz/CN=Fuzz Root" -days 36500 \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+  -set_serial 1 -out "$FX/ca.crt"
+sign() {  # sign NAME SUBJECT SERIAL EXTFILE-LINES...
+  local name=$1 subj=$2 serial=$3
+  shift 3
+  printf '%s\n' "$@" >"$T/$name.ext"
+  openssl req -new -key "$FX/$name.key" -subj "$subj" -out "$T/$name.csr"
+  openssl x509 -req -in "$T/$name.csr" -CA "$FX/ca.crt" -CAkey "$FX/ca.key" -set_serial "$serial" \
+    -days 36500 -extfile "$T/$name.ext" -out "$FX/$name.crt" 2>/dev/null
+}
+sign leaf "/O=mtlsd fuzz/OU=payments/CN=alice" 0x1001 \
+  "basicConstraints=CA:FALSE" "extendedKeyUsage=clientAuth" \
+  "subjectAltName=URI:spiffe://example.org/ns/prod/sa/alice,DNS:alice.example.org,IP:127.0.0.1,email:alice@example.org" \
+  "crlDistributionPoints=URI:http://127.0.0.1:1/ca.crl" \
+  "authorityInfoAccess=OCSP;URI:http://127.0.0.1:1/ocsp"
+sign server "/O=mtlsd fuzz/CN=localhost" 0x2001 \
+  "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1"
+sign ocsp "/O=mtlsd fuzz/CN=Fuzz OCSP" 0x3001 \
+  "basicConstraints=CA:FALSE" "extendedKeyUsage=OCSPSigning"
+
+der() { openssl x509 -in "$1" -outform DER -out "$2"; }
+# identity_fuzz: DER certificates.
+for n in ca leaf server ocsp; do der "$FX/$n.crt" "$C/identity_fuzz/$n.der"; done
+
+# revocation_fuzz: first byte 0 = a CRL (DER or PEM), 1 = an OCSP response for leaf.crt,
+# 2 = bytes for the decide() table.
+cat >"$T/ca.cnf" <<CNF
+[ca]
+default_ca = fz
+[fz]
+database = $T/index.txt
+crlnumber = $T/crlnumber
+default_md = sha256
+default_crl_days = 36500
+CNF
+: >"$T/index.txt"
+echo 01 >"$T/crlnumber"
+openssl ca -config "$T/ca.cnf" -gencrl -keyfile "$FX/ca.key" -cert "$FX/ca.crt" -out "$T/empty.crl" 2>/dev/null
+openssl ca -config "$T/ca.cnf" -revoke "$FX/leaf.crt" -keyfile "$FX/ca.key" -cert "$FX/ca.crt" \
+  -crl_reason keyCompromise 2>/dev/null
+openssl ca -config "$T/ca.cnf" -gencrl -keyfile "$FX/ca.key" -cert "$FX/ca.crt" -out "$T/revoked.crl" 2>/dev/null
+for n in empty revoked; do
+  { printf '\0'; openssl crl -in "$T/$n.crl" -outform DER; } >"$C/revocation_fuzz/crl-$n.der"
+  { printf '\0'; cat "$T/$n.crl"; } >"$C/revocation_fuzz/crl-$n.pem"
+done
+ocsp_resp() {  # ocsp_resp OUT SIGNER-CERT SIGNER-KEY INDEX
+  openssl ocsp -issuer "$FX/ca.crt" -cert "$FX/leaf.crt" -no_nonce -reqout "$T/req.der" 2>/dev/null
+  openssl ocsp -index "$4" -CA "$FX/ca.crt" -rsigner "$2" -rkey "$3" -ndays 36500 \
+    -reqin "$T/req.der" -respout "$T/resp.der" 2>/dev/null
+  { printf '\1'; cat "$T/resp.der"; } >"$1"
+}
+ocsp_resp "$C/revocation_fuzz/ocsp-revoked-by-ca.der" "$FX/ca.crt" "$FX/ca.key" "$T/index.txt"
+ocsp_resp "$C/revocation_fuzz/ocsp-revoked-by-responder.der" "$FX/ocsp.crt" "$FX/ocsp.key" "$T/index.txt"
+printf 'V\t21240101000000Z\t\t1001\tunknown\t/O=mtlsd fuzz/OU=payments/CN=alice\n' >"$T/good.txt"
+ocsp_resp "$C/revocation_fuzz/ocsp-good.der" "$FX/ca.crt" "$FX/ca.key" "$T/good.txt"
+printf '\2\1\2\3\0\1\2\1\0\0\3\3\1' >"$C/revocation_fuzz/decide-1"
+printf '\2\0\2\2\2\2\2\2\2\2\2\2\2\2\2\2' >"$C/revocation_fuzz/decide-2"
+
+# config_load_fuzz: the shipped examples and the deployment fixtures.
+for f in ../config/*.yaml ../tests/deploy/fixtures/*.yaml; do
+  cp "$f" "$C/config_load_fuzz/$(basename "$f")"
+done
+
+python3 - "$C" <<'PY'
+import socket, ssl, struct, sys
+C = sys.argv[1]
+def put(target, name, data):
+    open(f"{C}/{target}/{name}", "wb").write(data)
+
+# proxy_v2_fuzz: first byte 0 = decode the rest; 1 = build a header from the rest, decode it.
+sig = b"\r\n\r\n\x00\r\nQUIT\n"
+def tlv(t, v): return bytes([t]) + struct.pack(">H", len(v)) + v
+ssl_tlv = tlv(0x20, b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"alice") +
+              tlv(0x23, b"TLS_AES_128_GCM_SHA256"))
+body = (socket.inet_aton("192.0.2.1") + socket.inet_aton("198.51.100.2") + struct.pack(">HH", 40000, 8443)
+        + tlv(0x01, b"h2") + tlv(0x02, b"api.example.org") + ssl_tlv
+        + tlv(0xE0, b"spiffe://example.org/a") + tlv(0xE1, b"spiffe://example.org/a,https://a")
+        + tlv(0xE2, b"a.example.org,b.example.org") + tlv(0xE4, b"ab" * 32) + tlv(0x04, b""))
+put("proxy_v2_fuzz", "v4", b"\0" + sig + b"\x21\x11" + struct.pack(">H", len(body)) + body)
+body6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1") * 2 + struct.pack(">HH", 1, 2) + tlv(0x03, b"\0\0\0\0")
+put("proxy_v2_fuzz", "v6-crc", b"\0" + sig + b"\x21\x21" + struct.pack(">H", len(body6)) + body6)
+bodyu = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
+put("proxy_v2_fuzz", "unix", b"\0" + sig + b"\x21\x31" + struct.pack(">H", len(bodyu)) + bodyu)
+put("proxy_v2_fuzz", "local", b"\0" + sig + b"\x20\x00\x00\x00")
+put("proxy_v2_fuzz", "build-1", b"\1" + bytes(range(200)))
+put("proxy_v2_fuzz", "build-2", b"\1\x11" + b"spiffe://example.org/a,b" * 4)
+
+# xfcc_fuzz: FuzzedDataProvider input; a few shapes.
+put("xfcc_fuzz", "plain", b"\x03\x01\x02\x03alice\x00spiffe://td/a\x00a.example\x00")
+put("xfcc_fuzz", "quotes", b'\x07"a";b,c\r\nDNS=x\x00\x01\x02\xff' * 3)
+
+# http_head_fuzz: a request head, "\0\0\0\0", a response head (first byte: policy).
+reqs = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Forwarded-Client-Cert: By=a;Hash=b\r\n\r\n",
+    b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HEAD / HTTP/1.0\r\nx-forwarded-client-cert: a\r\nX-FORWARDED-CLIENT-CERT: b\r\n\r\n",
+]
+resps = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+]
+for i, r in enumerate(reqs):
+    put("http_head_fuzz", f"req-{i}", bytes([i % 4]) + r + b"\0\0\0\0" + resps[i % len(resps)])
+
+# tls_stream_fuzz: what a client sends first (ClientHello), TLS 1.3 and 1.2.
+for name, ver in (("clienthello-13", ssl.TLSVersion.TLSv1_3), ("clienthello-12", ssl.TLSVersion.TLSv1_2)):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = ver
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        s.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    put("tls_stream_fuzz", name, out.read())
+put("tls_stream_fuzz", "http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+# Bit 0 set: a real client handshakes first; then application data and raw records.
+put("tls_stream_fuzz", "client-app-data", b"\x01\x10" + b"GET / HTTP/1.1\r\n\r\n" + b"\x15\x03\x03\x00\x02\x01\x00")
+put("tls_stream_fuzz", "client-close-notify-then-garbage",
+    b"\x03\x04ping" + b"\x17\x03\x03\x00\x05abcde" + b"\x16\x03\x03\xff\xff")
+PY
+echo "seeds written under $(pwd)/$C"
