@@ -24,11 +24,12 @@ using asio::as_tuple;
 using asio::use_awaitable;
 
 struct server::impl : std::enable_shared_from_this<impl> {
-  impl(asio::io_context& ioc, std::shared_ptr<prometheus::Registry> r, std::function<readiness()> f)
+  impl(asio::io_context& ioc, std::shared_ptr<prometheus::Collectable> r,
+       std::function<readiness()> f)
       : acceptor(ioc), registry(std::move(r)), ready(std::move(f)) {}
 
   proxy::stream_acceptor acceptor;
-  std::shared_ptr<prometheus::Registry> registry;
+  std::shared_ptr<prometheus::Collectable> registry;
   std::function<readiness()> ready;
   std::string bound;
   int open_connections = 0;
@@ -115,7 +116,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 };
 
 server::server(asio::io_context& ioc, const config::address& address,
-               std::shared_ptr<prometheus::Registry> registry, std::function<readiness()> ready)
+               std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready)
     : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
   auto literal = proxy::literal_endpoint(address);
   auto* ep = std::get_if<proxy::stream_endpoint>(&literal);
