@@ -34,8 +34,12 @@ void watchdog::tick() {
     if (a.load(std::memory_order_acquire) < round_) all = false;
   if (all && round_ > 0) {
     sd_notify(0, "WATCHDOG=1");
-  } else if (round_ > 0) {
+    if (stalled_) log::info("every worker answers again; pinging the systemd watchdog");
+    stalled_ = false;
+  } else if (round_ > 0 && !stalled_) {
+    // Once per stall, not at every tick.
     log::warn("a worker did not answer within half the watchdog interval; not pinging systemd");
+    stalled_ = true;
   }
   ++round_;
   for (std::size_t i = 0; i < workers_.size(); ++i)

@@ -34,6 +34,7 @@ class watchdog {
   std::shared_ptr<state> state_;
   std::chrono::microseconds period_{};
   std::uint64_t round_ = 0;
+  bool stalled_ = false;
 };
 
 }  // namespace mtlsd::daemon
