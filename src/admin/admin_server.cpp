@@ -26,11 +26,12 @@ using asio::use_awaitable;
 using namespace std::chrono_literals;
 
 struct server::impl : std::enable_shared_from_this<impl> {
-  impl(asio::io_context& ioc, std::shared_ptr<prometheus::Registry> r, std::function<readiness()> f)
+  impl(asio::io_context& ioc, std::shared_ptr<prometheus::Collectable> r,
+       std::function<readiness()> f)
       : acceptor(ioc), registry(std::move(r)), ready(std::move(f)) {}
 
   proxy::stream_acceptor acceptor;
-  std::shared_ptr<prometheus::Registry> registry;
+  std::shared_ptr<prometheus::Collectable> registry;
   std::function<readiness()> ready;
   std::string bound;
   prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
@@ -156,7 +157,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 };
 
 server::server(asio::io_context& ioc, const config::address& address,
-               std::shared_ptr<prometheus::Registry> registry, std::function<readiness()> ready)
+               std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready)
     : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
   auto literal = proxy::literal_endpoint(address);
   auto* ep = std::get_if<proxy::stream_endpoint>(&literal);

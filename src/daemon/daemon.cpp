@@ -18,6 +18,7 @@
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/daemon/watchdog.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
@@ -191,6 +192,7 @@ class daemon {
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
     start_stapling(*rt);
+    rt.reset();  // runtime_ alone owns it now: a reload that removes a listener frees its series
     revocation_->start();
     for (auto& w : workers_)
       w->start();
@@ -205,6 +207,11 @@ class daemon {
     log::info("ready",
               {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
     notify_ready();
+    std::vector<asio::io_context*> loops;
+    for (auto& w : workers_)
+      loops.push_back(&w->context());
+    watchdog_ = std::make_unique<watchdog>(control_, std::move(loops));
+    watchdog_->start();
 
     control_.run();
     for (auto& w : workers_)
@@ -342,7 +349,7 @@ class daemon {
   }
 
   void start_admin(const config::address& a) {
-    admin_ = std::make_unique<admin::server>(control_, a, metrics_.prometheus_registry(),
+    admin_ = std::make_unique<admin::server>(control_, a, metrics_.collectable(),
                                              [this] { return readiness(); });
     admin_->count_errors_in(&metrics_.internal_errors("admin"));
     admin_->start();
@@ -405,6 +412,7 @@ class daemon {
     const std::string files = join(changed);
     auto fail = [&](const std::string& why) {
       metrics_.reload_failure().Increment();
+      metrics_.last_reload_successful().Set(0);
       log::error("reload failed; still serving the previous configuration",
                  {{"trigger", trigger},
                   {"result", "failure"},
@@ -498,6 +506,7 @@ class daemon {
     metrics_.set_certificate_expiry(runtime::certificate_series(*next));
     metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
+    metrics_.last_reload_successful().Set(1);
     metrics_.last_reload_success_time().Set(unix_now());
     log::info("reloaded", {{"trigger", trigger},
                            {"result", "success"},
@@ -570,6 +579,7 @@ class daemon {
   std::unique_ptr<admin::server> admin_;
   std::unique_ptr<expiry_monitor> expiry_;
   std::unique_ptr<file_watcher> watcher_;
+  std::unique_ptr<watchdog> watchdog_;
   sandbox::state sandbox_;
   bool draining_ = false;
   bool killed_ = false;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "mtlsd/metrics/process_collector.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::metrics {
@@ -28,7 +29,11 @@ std::atomic<std::uint64_t> next_registry_id{1};
 }  // namespace
 
 registry::registry()
-    : registry_(std::make_shared<prometheus::Registry>()), id_(next_registry_id++) {
+    : registry_(std::make_shared<prometheus::Registry>()),
+      collectable_(
+          std::make_shared<collectables>(std::vector<std::shared_ptr<prometheus::Collectable>>{
+              registry_, std::make_shared<process_collector>()})),
+      id_(next_registry_id++) {
   auto& r = *registry_;
   connections_ = &prometheus::BuildCounter()
                       .Name("mtlsd_connections_total")
@@ -121,6 +126,15 @@ registry::registry()
   reload_success_ = &reloads_->Add({{"result", "success"}});
   reload_failure_ = &reloads_->Add({{"result", "failure"}});
   last_reload_success_ = &last_reload_->Add({});
+  last_reload_successful_ =
+      &prometheus::BuildGauge()
+           .Name("mtlsd_config_last_reload_successful")
+           .Help(
+               "1 if the last configuration load (start or reload) succeeded, 0 if the last "
+               "reload failed (the previous configuration is still being served).")
+           .Register(r)
+           .Add({});
+  last_reload_successful_->Set(1);  // the daemon only serves a configuration that loaded
   access_log_dropped_ = &prometheus::BuildCounter()
                              .Name("mtlsd_access_log_dropped_total")
                              .Help(
@@ -135,12 +149,27 @@ prometheus::Counter& registry::internal_errors(const std::string& component) {
   return internal_errors_->Add({{"component", component}});
 }
 
-listener_metrics& registry::for_listener(const std::string& name) {
+std::shared_ptr<listener_metrics> registry::for_listener(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto& slot = listeners_[name];
-  if (slot) return *slot;
-  slot = std::make_unique<listener_metrics>();
-  auto& m = *slot;
+  if (auto held = slot.lock()) return held;
+  // The deleter runs wherever the last holder lets go (control thread or a worker). Under the
+  // mutex, and only if no new holder took the name meanwhile: Family::Add() with the same labels
+  // returns the existing series, so a holder created after the last one went shares them.
+  auto made =
+      std::shared_ptr<listener_metrics>(new listener_metrics{}, [this, name](listener_metrics* p) {
+        {
+          std::lock_guard l(mutex_);
+          auto it = listeners_.find(name);
+          if (it != listeners_.end() && it->second.expired()) {
+            remove_listener_series(*p);
+            listeners_.erase(it);
+          }
+        }
+        delete p;
+      });
+  slot = made;
+  auto& m = *made;
   m.accepted = &connections_->Add({{"listener", name}, {"result", "accepted"}});
   m.rejected = &connections_->Add({{"listener", name}, {"result", "rejected"}});
   m.errors = &connections_->Add({{"listener", name}, {"result", "error"}});
@@ -164,7 +193,27 @@ listener_metrics& registry::for_listener(const std::string& name) {
     for (std::size_t j = 0; j < 4; ++j)
       m.revocation_checks[i][j] = &revocation_checks_->Add(
           {{"listener", name}, {"method", methods[i]}, {"result", results[j]}});
-  return m;
+  return made;
+}
+
+void registry::remove_listener_series(const listener_metrics& m) {
+  connections_->Remove(m.accepted);
+  connections_->Remove(m.rejected);
+  connections_->Remove(m.errors);
+  active_->Remove(m.active);
+  for (auto* c : m.failures)
+    handshake_failures_->Remove(c);
+  handshake_duration_->Remove(m.handshake_duration);
+  connection_duration_->Remove(m.connection_duration);
+  bytes_->Remove(m.rx_bytes);
+  bytes_->Remove(m.tx_bytes);
+  upstream_failures_->Remove(m.upstream_connect_failures);
+  resumptions_->Remove(m.resumed);
+  over_limit_->Remove(m.over_limit);
+  accept_errors_->Remove(m.accept_errors);
+  for (const auto& by_method : m.revocation_checks)
+    for (auto* c : by_method)
+      revocation_checks_->Remove(c);
 }
 
 void registry::count_handshake(const std::string& listener, std::string_view version,

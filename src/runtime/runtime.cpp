@@ -85,7 +85,8 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       if (opts.check_own_validity) check_own_chain(l, lr->tls, now, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
-        lr->metrics = &opts.registry->for_listener(l.name);
+        lr->metrics_holder = opts.registry->for_listener(l.name);
+        lr->metrics = lr->metrics_holder.get();
       }
       rt->listeners.push_back(std::move(lr));
     } catch (const config::config_error& e) {

@@ -45,6 +45,8 @@ ALERT_LABELS = {
     "mtlsd_connections_total": {"listener", "result"},
     "mtlsd_handshake_failures_total": {"listener", "reason"},
     "mtlsd_config_reloads_total": {"result"},
+    "mtlsd_config_last_reload_successful": set(),
+    "mtlsd_upstream_connect_failures_total": {"listener"},
     "mtlsd_revocation_checks_total": {"listener", "method", "result"},
     "mtlsd_crl_next_update_timestamp_seconds": {"issuer"},
 }
@@ -190,7 +192,8 @@ def check_one(binary, config, source, workdir, problems):
                     break
         cfg_text = open(config, encoding="utf-8").read()
         required = {"mtlsd_certificate_expiry_timestamp_seconds", "mtlsd_config_reloads_total",
-                    "mtlsd_connections_total"}
+                    "mtlsd_connections_total", "mtlsd_config_last_reload_successful",
+                    "mtlsd_upstream_connect_failures_total"}
         if "crl_files: [/" in cfg_text or re.search(r"crl_files:\s*\n\s*-", cfg_text):
             required.add("mtlsd_crl_next_update_timestamp_seconds")
         for name in sorted(required - exposed.keys()):

@@ -617,6 +617,14 @@ def test_labels_hold_no_client_address_or_identity(multi, pki):
         "mtlsd_crl_next_update_timestamp_seconds": {"issuer"},
         "mtlsd_build_info": {"version", "openssl"},
         "mtlsd_access_log_dropped_total": set(),
+        "mtlsd_config_last_reload_successful": set(),
+        "process_start_time_seconds": set(),
+        "process_cpu_seconds_total": set(),
+        "process_resident_memory_bytes": set(),
+        "process_virtual_memory_bytes": set(),
+        "process_open_fds": set(),
+        "process_max_fds": set(),
+        "process_threads": set(),
     }
     for (name, labels) in after.samples:
         assert name in allowed, f"undocumented metric {name}"

@@ -2,8 +2,8 @@
 // The admin listener: GET /metrics (Prometheus text 0.0.4), /healthz, /readyz. One small
 // Boost.Beast server on the control thread's io_context — no thread per request, and never on a
 // worker, so a scrape cannot slow the connection path.
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
-#include <prometheus/registry.h>
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
@@ -22,7 +22,7 @@ class server {
  public:
   // Binds at once (throws boost::system::system_error when it cannot); serves after start().
   server(boost::asio::io_context& ioc, const config::address& address,
-         std::shared_ptr<prometheus::Registry> registry, std::function<readiness()> ready);
+         std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;

@@ -48,9 +48,14 @@ class registry {
 
   std::shared_ptr<prometheus::Registry> prometheus_registry() const { return registry_; }
 
-  // Created on first use and kept for the process lifetime: a listener that goes away and comes
-  // back on reload keeps its counters (Prometheus counters must not reset while the process runs).
-  listener_metrics& for_listener(const std::string& name);
+  // A listener's series, shared by every runtime that has the listener (a reload that keeps it
+  // keeps its counters). When the last holder goes (a reload removed the listener and its last
+  // connection closed), its series are removed from /metrics. The registry must outlive every
+  // holder (the daemon declares it before its runtimes and workers).
+  std::shared_ptr<listener_metrics> for_listener(const std::string& name);
+
+  // The whole scrape: this registry's families and the process_* metrics (process_collector).
+  std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 
   // Counts a negotiated protocol/cipher for `mtlsd_tls_handshakes_total`, once per completed
   // handshake. Lock-free after the first handshake of each kind on a thread (per-thread cache).
@@ -64,6 +69,10 @@ class registry {
   prometheus::Counter& reload_success() { return *reload_success_; }
   prometheus::Counter& reload_failure() { return *reload_failure_; }
   prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
+  // mtlsd_config_last_reload_successful: 1 after start and each successful reload, 0 after a
+  // failed one (like Prometheus's prometheus_config_last_reload_successful), so an alert on it
+  // holds until a reload succeeds.
+  prometheus::Gauge& last_reload_successful() { return *last_reload_successful_; }
   // mtlsd_access_log_dropped_total (incremented through log::set_access_drop_hook).
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   // mtlsd_config_file_checks_total{result="changed|unchanged"}: looks at the watched files
@@ -95,7 +104,10 @@ class registry {
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
 
  private:
+  void remove_listener_series(const listener_metrics& m);
+
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> collectable_;
   prometheus::Family<prometheus::Counter>* connections_;
   prometheus::Family<prometheus::Gauge>* active_;
   prometheus::Family<prometheus::Counter>* handshake_failures_;
@@ -117,13 +129,14 @@ class registry {
   prometheus::Counter* reload_success_;
   prometheus::Counter* reload_failure_;
   prometheus::Gauge* last_reload_success_;
+  prometheus::Gauge* last_reload_successful_;
   prometheus::Counter* access_log_dropped_;
   prometheus::Counter* file_checks_changed_;
   prometheus::Counter* file_checks_unchanged_;
 
   std::uint64_t id_;  // keys per-thread caches; unique for the process lifetime
   std::mutex mutex_;
-  std::map<std::string, std::unique_ptr<listener_metrics>> listeners_;
+  std::map<std::string, std::weak_ptr<listener_metrics>> listeners_;
   std::vector<prometheus::Gauge*> cert_gauges_;
   std::map<std::string, std::map<std::string, double>> crl_sources_;  // source -> issuer -> time
   std::map<std::string, prometheus::Gauge*> crl_gauges_;              // by issuer

@@ -25,6 +25,8 @@ struct listener_runtime {
   config::listener cfg;
   tls::tls_context tls;
   metrics::listener_metrics* metrics = nullptr;  // never null in a daemon; null in `check`
+  // Keeps `metrics` (and its series on /metrics) alive while this runtime is in use.
+  std::shared_ptr<metrics::listener_metrics> metrics_holder;
   metrics::registry* registry = nullptr;
   tls::revocation::policy revocation;
   // Answers that need the network (OCSP, distribution points); process-wide, outlives every

@@ -1,0 +1,193 @@
+"""Health that reflects the service (issue 16): mtlsd_config_last_reload_successful,
+a listener removed by reload dropping its series, the process_* metrics read
+from /proc/self inside the sandbox, and the systemd watchdog (WATCHDOG=1 over
+NOTIFY_SOCKET while the workers answer).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import time
+
+from mtlsd_harness import (Mtlsd, client_context, daemon_config, proc_fd_count, server_listener,
+                           tls_exchange, write_config)
+
+TIMEOUT = 5.0
+
+
+def wait_scrape(daemon: Mtlsd, ok, what: str, timeout: float = TIMEOUT):
+    """Scrape until ok(metrics) holds (bounded); returns that scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = daemon.scrape()
+        if ok(m):
+            return m
+        assert time.monotonic() < deadline, f"{what}; last scrape:\n" + "\n".join(m.lines)
+        time.sleep(0.02)
+
+
+def reload(daemon: Mtlsd, config) -> None:
+    write_config(daemon.config_path, config)
+    daemon.send_signal(signal.SIGHUP)
+
+
+def test_last_reload_successful_holds_until_fixed(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+    config = daemon_config([server_listener(pki, up.address)], reload={"watch": False})
+    daemon = start_mtlsd(config)
+    m = daemon.scrape()
+    assert m.types["mtlsd_config_last_reload_successful"] == "gauge"
+    assert m.get("mtlsd_config_last_reload_successful") == 1
+
+    reload(daemon, "listeners: [\n")       # unparseable: the reload fails
+    m = wait_scrape(daemon, lambda m: m.get("mtlsd_config_reloads_total", result="failure") == 1,
+                    "failed reload not counted")
+    assert m.get("mtlsd_config_last_reload_successful") == 0
+    # Still 0 at the next scrape: nothing resets it but a good reload.
+    assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 0
+
+    reload(daemon, config)
+    m = wait_scrape(daemon, lambda m: m.get("mtlsd_config_reloads_total", result="success") == 1,
+                    "good reload not counted")
+    assert m.get("mtlsd_config_last_reload_successful") == 1
+
+
+def test_removed_listener_drops_its_series(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+    config = daemon_config([server_listener(pki, up.address, name="inbound"),
+                            server_listener(pki, up.address, name="old")],
+                           reload={"watch": False})
+    daemon = start_mtlsd(config)
+    # Traffic through "old" so that it has non-zero series too.
+    ex = tls_exchange(daemon.addr("old"), client_context(pki, "client"), b"hi\n")
+    assert ex.data == b"hi\n", ex.error
+    m = wait_scrape(daemon,
+                    lambda m: m.get("mtlsd_connections_total", listener="old",
+                                    result="accepted") == 1, "no accepted connection on old")
+    assert any(labels.get("listener") == "old" for labels in _all_labels(m))
+
+    config["listeners"] = config["listeners"][:1]
+    reload(daemon, config)
+    m = wait_scrape(daemon, lambda m: not any(labels.get("listener") == "old"
+                                              and name != "mtlsd_tls_handshakes_total"
+                                              for name, labels in _named_labels(m)),
+                    "series of the removed listener 'old' are still exported")
+    assert m.get("mtlsd_config_reloads_total", result="success") == 1
+    # The kept listener keeps its series.
+    assert m.series("mtlsd_connections_active", listener="inbound")
+    assert len(m.series("mtlsd_handshake_failures_total", listener="inbound")) > 1
+
+    # Back again: its series reappear (from 0; Prometheus's rate() handles the reset).
+    config["listeners"].append(server_listener(pki, up.address, name="old"))
+    reload(daemon, config)
+    m = wait_scrape(daemon, lambda m: m.series("mtlsd_connections_active", listener="old"),
+                    "re-added listener has no series")
+    assert m.get("mtlsd_connections_total", listener="old", result="accepted") == 0
+
+
+def _named_labels(m):
+    return [(name, dict(labels)) for (name, labels) in m.samples]
+
+
+def _all_labels(m):
+    return [labels for _, labels in _named_labels(m)]
+
+
+def test_process_metrics_are_sane(serve):
+    daemon, _ = serve()
+    started = time.time()
+    m = daemon.scrape()
+    for name, kind in [("process_start_time_seconds", "gauge"),
+                       ("process_cpu_seconds_total", "counter"),
+                       ("process_resident_memory_bytes", "gauge"),
+                       ("process_virtual_memory_bytes", "gauge"),
+                       ("process_open_fds", "gauge"), ("process_max_fds", "gauge"),
+                       ("process_threads", "gauge")]:
+        assert m.types.get(name) == kind, (name, m.types.get(name))
+    # Started a moment ago (clock tick resolution, test start-up).
+    assert abs(m.get("process_start_time_seconds") - started) < 30
+    assert m.get("process_cpu_seconds_total") >= 0
+    assert m.get("process_resident_memory_bytes") > 1 << 20
+    assert m.get("process_virtual_memory_bytes") >= m.get("process_resident_memory_bytes")
+    fds = m.get("process_open_fds")
+    assert 0 < fds <= m.get("process_max_fds")
+    # Same limit as the one mtlsd inherited from us; the count is what /proc says (±2 for the
+    # scrape's own connection and directory handle).
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert m.get("process_max_fds") == soft
+    assert abs(fds - proc_fd_count(daemon.pid)) <= 2
+    # Two workers, the control thread and the revocation and log threads at least.
+    assert m.get("process_threads") >= 3
+    assert m.get("process_threads") == len(os.listdir(f"/proc/{daemon.pid}/task"))
+    # Sandboxed (the default): the daemon survived reading /proc and getrlimit.
+    assert daemon.running()
+
+
+def test_watchdog_pings_while_workers_answer(start_mtlsd, make_upstream, pki, tmp_path):
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(5.0)
+
+    def child_env():
+        # After fork, so that WATCHDOG_PID is the daemon's own pid (sd_watchdog_enabled checks).
+        os.environ["NOTIFY_SOCKET"] = sock_path
+        os.environ["WATCHDOG_USEC"] = "400000"
+        os.environ["WATCHDOG_PID"] = str(os.getpid())
+
+    up = make_upstream()
+    try:
+        daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]),
+                             preexec_fn=child_env)
+        messages, pings = [], []
+        deadline = time.monotonic() + 5.0
+        while len(pings) < 5:
+            assert time.monotonic() < deadline, f"only {len(pings)} pings: {messages}"
+            msg = sock.recv(4096).decode()
+            messages.append(msg)
+            if "WATCHDOG=1" in msg.split("\n"):
+                pings.append(time.monotonic())
+        assert any("READY=1" in msg for msg in messages), messages
+        # About every 200 ms (half of WATCHDOG_USEC), never slower than the interval.
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert all(0.05 < g < 0.4 for g in gaps), gaps
+        lines = daemon.logs()
+        assert any(line.get("msg") == "systemd watchdog enabled" for line in lines)
+        # Traffic flows while pinging: the workers answer.
+        ex = tls_exchange(daemon.addr("inbound"), client_context(pki, "client"), b"x\n")
+        assert ex.data == b"x\n", ex.error
+        assert daemon.running()
+    finally:
+        sock.close()
+
+
+def test_no_watchdog_pings_for_another_pid(start_mtlsd, make_upstream, pki, tmp_path):
+    """WATCHDOG_PID names another process (systemd set it for the parent): no pings,
+    only READY=1. Guards against a test above that would pass with pings sent always."""
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(1.0)
+
+    def child_env():
+        os.environ["NOTIFY_SOCKET"] = sock_path
+        os.environ["WATCHDOG_USEC"] = "400000"
+        os.environ["WATCHDOG_PID"] = "1"
+
+    up = make_upstream()
+    try:
+        start_mtlsd(daemon_config([server_listener(pki, up.address)]), preexec_fn=child_env)
+        messages = []
+        deadline = time.monotonic() + 1.0      # five intervals' worth of pings, were they sent
+        while time.monotonic() < deadline:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except socket.timeout:
+                break
+        assert any("READY=1" in msg for msg in messages), messages
+        assert not any("WATCHDOG=1" in msg for msg in messages), messages
+    finally:
+        sock.close()
