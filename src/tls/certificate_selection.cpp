@@ -115,8 +115,8 @@ void certificate_selector::check_key_types(const config::tls_options& t,
       throw config::config_error(
           {{t.certificates[entries[b]].where,
             "tls.certificates[" + std::to_string(entries[b]) + "]: entry " +
-                std::to_string(entries[a]) + " already serves a " + key_type_name(ka) +
-                " certificate for " + names +
+                std::to_string(entries[a]) + " already serves " + names +
+                " with the same key type (" + key_type_name(ka) + ")" +
                 "; give at most one certificate per key type for the same names",
             false}});
     }

@@ -179,3 +179,46 @@ def test_check_names_the_entry_whose_key_does_not_match(mtlsd_bin, pki, certs, t
     line = next(i for i, t in enumerate(text, 1) if "api-ec.key" in t and i > 1
                 and "apps-wildcard.crt" in text[i - 2])
     assert re.search(rf"{re.escape(str(cfg))}:{line}:\d+: .*does not match", out), out
+
+
+def test_reload_swaps_one_entry(serve, pki, certs, tmp_path):
+    # The api entry's files live in their own directory; replacing them reloads the listener
+    # and the new certificate is served for that name, the others unchanged.
+    live = tmp_path / "live"
+    live.mkdir()
+    make_cert(pki, tmp_path, "api-ec-2", "ec", ["api.example.org"])
+    for suffix in ("crt", "key"):
+        (live / f"api.{suffix}").write_bytes((certs / f"api-ec.{suffix}").read_bytes())
+        (live / f"api.{suffix}").chmod(0o600)
+    tls = multi_tls(certs)
+    tls["certificates"][2] = {"cert": str(live / "api.crt"), "key": str(live / "api.key"),
+                              "server_names": ["api.example.org"]}
+    daemon, _ = serve(tls=tls)
+    assert python_served(daemon, pki, "api.example.org") == "api-ec"
+    mark = daemon.log_mark()
+    # Key and certificate land together (one debounced reload), each renamed into place.
+    for suffix in ("key", "crt"):
+        tmp = live / f".api.{suffix}.tmp"
+        tmp.write_bytes((tmp_path / f"api-ec-2.{suffix}").read_bytes())
+        tmp.chmod(0o600)
+        tmp.replace(live / f"api.{suffix}")
+    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
+    assert python_served(daemon, pki, "api.example.org") == "api-ec-2"
+    assert python_served(daemon, pki, "x.apps.example.org") == "apps-wildcard"
+    subjects = [labels["subject"] for labels, _ in daemon.scrape().series(
+        "mtlsd_certificate_expiry_timestamp_seconds", role="server")]
+    assert "CN=api-ec-2" in subjects and "CN=api-ec" not in subjects, subjects
+
+
+def test_check_refuses_two_certificates_of_one_key_type_for_a_name(mtlsd_bin, pki, certs,
+                                                                    tmp_path):
+    dup = entries(certs)
+    dup[4]["cert"], dup[4]["key"] = dup[2]["cert"], dup[2]["key"]  # a second ECDSA for api.*
+    cfg = write_config(tmp_path / "dup.yaml", daemon_config(
+        [server_listener(pki, "127.0.0.1:9", tls={"cert": None, "key": None,
+                                                   "certificates": dup})]))
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert re.search(rf"{re.escape(str(cfg))}:\d+:\d+: tls.certificates\[4\]: entry 2 already "
+                     r"serves 'api.example.org' with the same key type \(ECDSA\)", out), out
