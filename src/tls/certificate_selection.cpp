@@ -86,11 +86,13 @@ certificate_selector::certificate_selector(const config::tls_options& t) : stric
   }
   // No entry without server_names: the first entry's first name stands for the default, with
   // every entry that serves that name (an RSA and an ECDSA certificate stay together).
-  if (default_.empty() && !t.certificates.empty()) {
+  const bool borrowed = default_.empty() && !t.certificates.empty();
+  if (borrowed) {
     const std::string& first = t.certificates.front().server_names.front();
     default_ = first.rfind("*.", 0) == 0 ? wildcard_[first.substr(2)] : exact_[first];
   }
-  check_key_types(t, default_, "the default (no server_names)");
+  // (A default borrowed from the first name is checked with that name below.)
+  if (!borrowed) check_key_types(t, default_, "the default (no server_names)");
   for (const auto& [name, entries] : exact_)
     check_key_types(t, entries, "'" + name + "'");
   for (const auto& [suffix, entries] : wildcard_)
