@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -366,11 +367,74 @@ void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_
   });
 }
 
+// tls.certificates: each entry is cert + key or pkcs12, plus the names it serves.
+void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& path,
+                             certificate_entry& e) {
+  e.where = r.at(n);
+  if (!r.map(n, path,
+             {"cert", "key", "key_password_file", "key_pin_file", "pkcs12", "pkcs12_password_file",
+              "server_names"}))
+    return;
+  with(n, "cert", [&](auto v) { r.file(v, path + ".cert", e.cert); });
+  with(n, "key", [&](auto v) { r.file(v, path + ".key", e.key); });
+  with(n, "key_password_file",
+       [&](auto v) { r.file(v, path + ".key_password_file", e.key_password_file); });
+  // Named by the contract for PKCS#11 keys, which this build does not have: refused, not ignored.
+  with(n, "key_pin_file", [&](auto v) {
+    r.error(v, path + ".key_pin_file: PKCS#11 keys are not supported by this build");
+  });
+  with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", e.pkcs12); });
+  with(n, "pkcs12_password_file",
+       [&](auto v) { r.file(v, path + ".pkcs12_password_file", e.pkcs12_password_file); });
+  with(n, "server_names", [&](auto v) {
+    if (!r.strings(v, path + ".server_names", e.server_names)) return;
+    for (std::size_t i = 0; i < e.server_names.size(); ++i) {
+      auto& name = e.server_names[i];
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      const std::string_view rest =
+          name.rfind("*.", 0) == 0 ? std::string_view(name).substr(2) : std::string_view(name);
+      const bool bad = rest.empty() || rest.find('*') != std::string_view::npos ||
+                       rest.front() == '.' || rest.back() == '.' ||
+                       rest.find_first_of(" /:") != std::string_view::npos;
+      if (bad)
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".server_names: '" + name +
+                    "' is not a server name: expected a DNS name or '*.suffix'");
+    }
+  });
+  const bool has_pem = !e.cert.empty() || !e.key.empty();
+  if (has_pem && !e.pkcs12.empty())
+    r.error(n, path + ": give either cert + key or pkcs12, not both");
+  else if (!e.cert.empty() && e.key.empty())
+    r.error(n, path + ": 'cert' is set but 'key' is missing");
+  else if (e.cert.empty() && !e.key.empty())
+    r.error(n, path + ": 'key' is set but 'cert' is missing");
+  else if (!has_pem && e.pkcs12.empty())
+    r.error(n, path + ": each entry needs cert + key or pkcs12");
+}
+
+void parse_certificates(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
+  t.certificates_where = r.at(n);
+  if (!n.IsSequence()) {
+    r.error(
+        n, path + ": expected a list of {cert, key, server_names} entries, got " + reader::kind(n));
+    return;
+  }
+  if (n.size() == 0) r.error(n, path + ": the list is empty: give at least one certificate");
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    certificate_entry e;
+    parse_certificate_entry(r, n[i], path + "[" + std::to_string(i) + "]", e);
+    t.certificates.push_back(std::move(e));
+  }
+}
+
 void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
   t.where = r.at(n);
   r.map(n, path,
         {"cert", "key", "key_password_file", "pkcs12", "pkcs12_password_file", "min_version",
-         "max_version", "cipher_suites", "ciphers", "curves", "alpn", "session_resumption"});
+         "max_version", "cipher_suites", "ciphers", "curves", "alpn", "session_resumption",
+         "certificates", "strict_sni"});
   with(n, "cert", [&](auto v) { r.file(v, path + ".cert", t.cert); });
   with(n, "key", [&](auto v) { r.file(v, path + ".key", t.key); });
   with(n, "key_password_file",
@@ -406,6 +470,8 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
   });
   with(n, "session_resumption",
        [&](auto v) { r.boolean(v, path + ".session_resumption", t.session_resumption); });
+  with(n, "strict_sni", [&](auto v) { r.boolean(v, path + ".strict_sni", t.strict_sni); });
+  with(n, "certificates", [&](auto v) { parse_certificates(r, v, path + ".certificates", t); });
 }
 
 void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
@@ -579,6 +645,21 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   // Cross-field rules: catch contradictions here rather than as odd runtime behaviour.
   const bool server = l.mode == listener_mode::server;
   const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
+  const bool has_list = !l.tls.certificates.empty();
+  if (has_list && (has_pem || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
+                   !l.tls.pkcs12_password_file.empty()))
+    r.error(l.tls.certificates_where,
+            path + ".tls.certificates: give either certificates or cert/key/pkcs12, not both");
+  if (has_list && !server)
+    r.error(l.tls.certificates_where,
+            path + ".tls.certificates applies to mode: server only (a client presents one)");
+  if (l.tls.strict_sni && !server)
+    r.error(n["tls"]["strict_sni"], path + ".tls.strict_sni applies to mode: server only");
+  if (has_list && l.revocation.stapling && l.tls.certificates.size() > 1)
+    r.error(n["revocation"]["stapling"],
+            path +
+                ".revocation.stapling: not supported with several tls.certificates yet (staple "
+                "with one certificate, or turn stapling off)");
   if (has_pem && !l.tls.pkcs12.empty())
     r.error(l.tls.where, path + ".tls: give either cert + key or pkcs12, not both");
   if (!l.tls.cert.empty() && l.tls.key.empty())
@@ -586,7 +667,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   if (l.tls.cert.empty() && !l.tls.key.empty())
     r.error(l.tls.where, path + ".tls: 'key' is set but 'cert' is missing");
   if (server) {
-    if (!has_pem && l.tls.pkcs12.empty())
+    if (!has_pem && l.tls.pkcs12.empty() && !has_list)
       r.error(
           l.tls.where,
           path + ".tls: a server-mode listener needs its certificate: set cert + key or pkcs12");
@@ -800,6 +881,10 @@ std::vector<file_ref> configuration::referenced_files() const {
     for (const auto* f : {&l.tls.cert, &l.tls.key, &l.tls.key_password_file, &l.tls.pkcs12,
                           &l.tls.pkcs12_password_file})
       add(*f);
+    for (const auto& e : l.tls.certificates)
+      for (const auto* f :
+           {&e.cert, &e.key, &e.key_password_file, &e.pkcs12, &e.pkcs12_password_file})
+        add(*f);
     for (const auto& f : l.client_auth.ca)
       add(f);
     for (const auto& f : l.server_auth.ca)

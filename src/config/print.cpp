@@ -132,13 +132,32 @@ class printer {
     end();
   }
 
-  void tls(const tls_options& t) {
+  void key_pair(const file_ref& cert, const file_ref& key, const file_ref& key_password_file,
+                const file_ref& pkcs12, const file_ref& pkcs12_password_file) {
+    file("cert", cert);
+    file("key", key);
+    file("key_password_file", key_password_file);
+    file("pkcs12", pkcs12);
+    file("pkcs12_password_file", pkcs12_password_file);
+  }
+
+  // tls.certificates replaces cert/key/pkcs12 (giving both is an error), so only one is printed.
+  void tls(const tls_options& t, bool server) {
     begin("tls");
-    file("cert", t.cert);
-    file("key", t.key);
-    file("key_password_file", t.key_password_file);
-    file("pkcs12", t.pkcs12);
-    file("pkcs12_password_file", t.pkcs12_password_file);
+    if (t.certificates.empty()) {
+      key_pair(t.cert, t.key, t.key_password_file, t.pkcs12, t.pkcs12_password_file);
+    } else {
+      key("certificates");
+      out << YAML::BeginSeq;
+      for (const auto& e : t.certificates) {
+        out << YAML::BeginMap;
+        key_pair(e.cert, e.key, e.key_password_file, e.pkcs12, e.pkcs12_password_file);
+        strings("server_names", e.server_names);
+        out << YAML::EndMap;
+      }
+      out << YAML::EndSeq;
+    }
+    if (server) boolean("strict_sni", t.strict_sni);
     str("min_version", t.min_version);
     str("max_version", t.max_version);
     str("cipher_suites", t.cipher_suites);
@@ -184,7 +203,7 @@ class printer {
     dur("idle", l.timeouts.idle);
     dur("half_close", l.timeouts.half_close);
     end();
-    tls(l.tls);
+    tls(l.tls, server);
     if (server) {
       begin("client_auth");
       word("mode", to_text(l.client_auth.mode));

@@ -48,8 +48,9 @@ int expiry_monitor::check(std::time_t now) {
   };
   for (const auto& l : rt->listeners) {
     const char* own = l->cfg.mode == config::listener_mode::server ? "server" : "client";
-    for (const auto& c : l->tls.own_chain)
-      consider(l->cfg.name, own, c.get());
+    for (const auto& chain : l->tls.own_chains)
+      for (const auto& c : chain)
+        consider(l->cfg.name, own, c.get());
     for (const auto& c : l->tls.trust)
       consider(l->cfg.name, "ca", c.get());
   }

@@ -23,12 +23,25 @@ const config::file_ref& own_cert_ref(const config::listener& l) {
   return l.tls.pkcs12.empty() ? l.tls.cert : l.tls.pkcs12;
 }
 
-// Problems with our own chain that would make every handshake fail or confuse clients.
-void check_own_chain(const config::listener& l, const tls::tls_context& t, std::time_t now,
+// Each chain we serve with the configuration line that named it: the single cert/pkcs12, or
+// one per tls.certificates entry.
+std::vector<std::pair<const config::file_ref*, const tls::cert_chain*>> own_chains_of(
+    const config::listener& l, const tls::tls_context& t) {
+  std::vector<std::pair<const config::file_ref*, const tls::cert_chain*>> out;
+  if (l.tls.certificates.empty()) {
+    if (!t.own_chain.empty()) out.emplace_back(&own_cert_ref(l), &t.own_chain);
+    return out;
+  }
+  for (std::size_t i = 0; i < t.own_chains.size() && i < l.tls.certificates.size(); ++i)
+    out.emplace_back(&l.tls.certificates[i].cert_ref(), &t.own_chains[i]);
+  return out;
+}
+
+// Problems with one of our chains that would make every handshake fail or confuse clients.
+void check_own_chain(const config::file_ref& ref, const tls::cert_chain& own, std::time_t now,
                      config::diagnostics& out) {
-  const auto& ref = own_cert_ref(l);
-  for (std::size_t i = 0; i < t.own_chain.size(); ++i) {
-    X509* c = t.own_chain[i].get();
+  for (std::size_t i = 0; i < own.size(); ++i) {
+    X509* c = own[i].get();
     const std::string what = (i == 0 ? "certificate " : "intermediate ") + tls::subject_of(c);
     if (tls::not_after_of(c) < now)
       out.push_back(
@@ -37,12 +50,12 @@ void check_own_chain(const config::listener& l, const tls::tls_context& t, std::
       out.push_back({ref.where,
                      ref.path + ": " + what + " is not valid before " + utc(tls::not_before_of(c)),
                      false});
-    if (i + 1 < t.own_chain.size() && X509_check_issued(t.own_chain[i + 1].get(), c) != X509_V_OK)
-      out.push_back(
-          {ref.where,
-           ref.path + ": chain is out of order: " + tls::subject_of(t.own_chain[i + 1].get()) +
-               " did not issue " + tls::subject_of(c) + " (put the leaf first, then each issuer)",
-           false});
+    if (i + 1 < own.size() && X509_check_issued(own[i + 1].get(), c) != X509_V_OK)
+      out.push_back({ref.where,
+                     ref.path + ": chain is out of order: " + tls::subject_of(own[i + 1].get()) +
+                         " did not issue " + tls::subject_of(c) +
+                         " (put the leaf first, then each issuer)",
+                     false});
   }
 }
 
@@ -82,7 +95,9 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)
         lr->revocation_service = opts.revocation;
-      if (opts.check_own_validity) check_own_chain(l, lr->tls, now, problems);
+      if (opts.check_own_validity)
+        for (const auto& [ref, chain] : own_chains_of(l, lr->tls))
+          check_own_chain(*ref, *chain, now, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
         lr->metrics_holder = opts.registry->for_listener(l.name);
@@ -101,15 +116,15 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   if (!now) now = std::time(nullptr);
   config::diagnostics out;
   for (const auto& l : rt.listeners) {
-    const auto& ref = own_cert_ref(l->cfg);
-    for (const auto& c : l->tls.own_chain) {
-      auto na = tls::not_after_of(c.get());
-      if (na >= now && na - now < warn_window)
-        out.push_back({ref.where,
-                       ref.path + ": " + tls::subject_of(c.get()) + " expires in " +
-                           std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
-                       true});
-    }
+    for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls))
+      for (const auto& c : *chain) {
+        auto na = tls::not_after_of(c.get());
+        if (na >= now && na - now < warn_window)
+          out.push_back({ref->where,
+                         ref->path + ": " + tls::subject_of(c.get()) + " expires in " +
+                             std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
+                         true});
+      }
     for (const auto& c : l->tls.trust) {
       auto na = tls::not_after_of(c.get());
       if (na < now)
@@ -122,7 +137,12 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                        true});
     }
     // A private key the whole machine can read is a key the whole machine has.
-    for (const auto* key : {&l->cfg.tls.key, &l->cfg.tls.pkcs12})
+    std::vector<const config::file_ref*> keys = {&l->cfg.tls.key, &l->cfg.tls.pkcs12};
+    for (const auto& e : l->cfg.tls.certificates) {
+      keys.push_back(&e.key);
+      keys.push_back(&e.pkcs12);
+    }
+    for (const auto* key : keys)
       if (auto w = key_permission_warning_once(*key)) out.push_back(std::move(*w));
   }
   return out;
@@ -148,9 +168,10 @@ std::vector<metrics::registry::cert_series> certificate_series(const runtime& rt
   std::vector<metrics::registry::cert_series> out;
   for (const auto& l : rt.listeners) {
     const bool server = l->cfg.mode == config::listener_mode::server;
-    for (const auto& c : l->tls.own_chain)
-      out.push_back({l->cfg.name, server ? "server" : "client", tls::subject_of(c.get()),
-                     tls::serial_of(c.get()), static_cast<double>(tls::not_after_of(c.get()))});
+    for (const auto& chain : l->tls.own_chains)
+      for (const auto& c : chain)
+        out.push_back({l->cfg.name, server ? "server" : "client", tls::subject_of(c.get()),
+                       tls::serial_of(c.get()), static_cast<double>(tls::not_after_of(c.get()))});
     for (const auto& c : l->tls.trust)
       out.push_back({l->cfg.name, "ca", tls::subject_of(c.get()), tls::serial_of(c.get()),
                      static_cast<double>(tls::not_after_of(c.get()))});

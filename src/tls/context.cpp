@@ -66,6 +66,13 @@ void apply_protocol_settings(SSL_CTX* ctx, const config::tls_options& t) {
     fail(t.where, "tls.curves: invalid groups '" + groups + "': " + drain_errors());
 }
 
+cert_chain copy_chain(const cert_chain& c) {
+  cert_chain out;
+  for (const auto& x : c)
+    out.push_back(up_ref(x.get()));
+  return out;
+}
+
 void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
   key_pair kp = load_key_pair(t);
   STACK_OF(X509)* chain = sk_X509_new_null();
@@ -79,6 +86,17 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
   }
   out.own_uri_sans = extract_identity(kp.chain.front().get()).uri_sans;
   out.own_chain = std::move(kp.chain);
+  out.own_chains.push_back(copy_chain(out.own_chain));
+}
+
+// tls.certificates: the selector loads every entry and chooses per handshake.
+void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
+  out.selector = std::make_unique<certificate_selector>(t);
+  out.selector->attach(ctx);
+  for (const auto& kp : out.selector->certificates())
+    out.own_chains.push_back(copy_chain(kp.chain));
+  out.own_chain = copy_chain(out.own_chains.front());
+  out.own_uri_sans = extract_identity(out.own_chain.front().get()).uri_sans;
 }
 
 // Builds the trust store from CA bundles. Returns the certificates for metrics.
@@ -140,7 +158,10 @@ tls_context build_context(const config::listener& l) {
   apply_validation_policy(ctx);
 
   if (server) {
-    use_key_pair(ctx, l.tls, out);
+    if (l.tls.certificates.empty())
+      use_key_pair(ctx, l.tls, out);
+    else
+      use_certificates(ctx, l.tls, out);
     const auto& ca = l.client_auth;
     int mode = SSL_VERIFY_NONE;
     if (ca.mode == config::client_auth_mode::require)

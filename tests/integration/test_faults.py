@@ -335,8 +335,6 @@ def test_upstream_that_stops_reading_stalls_a_1gib_push(fault_daemon, pki, make_
         release.set()
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on h11-pipeline: a client that leaves while the "
-                   "upstream is stalled is noticed only at the idle timeout (issue 11, item 9)")
 def test_client_leaving_while_upstream_stalled_is_noticed(fault_daemon, pki, make_upstream):
     release = threading.Event()
     up = make_upstream(never_reads(release))
@@ -427,9 +425,6 @@ def test_descriptor_exhaustion_backs_off_and_recovers(fault_daemon, pki):
 
 
 @pytest.mark.skipif(SANITIZED, reason="as above: UBSan misreports once out of descriptors")
-@pytest.mark.xfail(strict=True, reason="fixed on h11-pipeline: running out of descriptors while "
-                   "connecting upstream is refused as over_capacity, not upstream_unavailable "
-                   "(issue 11, item 10)")
 def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, pki):
     limit = 64
     daemon = fault_daemon(timeouts={"handshake": "60s"}, preexec_fn=fd_limit(limit))

@@ -231,6 +231,19 @@ listeners:
     http:
       forward_client_cert_details: append_forward
       set_current_client_cert_details: [cert, chain]
+  - name: in-2
+    listen: 0.0.0.0:8444
+    upstream: 127.0.0.1:8080
+    tls:
+      certificates:
+        - cert: rsa.crt
+          key: rsa.key
+          server_names: [api.example.org, "*.example.org"]
+        - pkcs12: ec.p12
+          pkcs12_password_file: ec.pass
+      strict_sni: true
+    client_auth:
+      ca: [ca1.crt]
   - name: out
     mode: client
     listen: 127.0.0.1:7000
@@ -273,7 +286,7 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   auto again = must_load(printed, "/elsewhere/printed.yaml");
   EXPECT_EQ(body(print_yaml(again)), body(printed));
   // Spot checks: defaults and relative paths were resolved, the odd strings survived quoting.
-  ASSERT_EQ(again.listeners.size(), 3u);
+  ASSERT_EQ(again.listeners.size(), 4u);
   const auto& in = again.listeners[0];
   EXPECT_EQ(in.tls.cert.path, "/etc/mtlsd/certs/tls.crt");
   EXPECT_EQ(in.tls.key_password_file.path, "/etc/mtlsd/tls.pass");
@@ -284,8 +297,11 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_TRUE(in.http.enabled);
   EXPECT_EQ(again.admin.listen->str(), "[::1]:9902");
   EXPECT_EQ(again.reload.poll_interval, std::chrono::seconds(90));
-  EXPECT_TRUE(again.listeners[1].server_auth.insecure_skip_verify);
-  EXPECT_EQ(again.listeners[1].tls.pkcs12.path, "/etc/mtlsd/id.p12");
+  ASSERT_EQ(again.listeners[1].tls.certificates.size(), 2u);
+  EXPECT_EQ(again.listeners[1].tls.certificates[1].pkcs12.path, "/etc/mtlsd/ec.p12");
+  EXPECT_TRUE(again.listeners[1].tls.strict_sni);
+  EXPECT_TRUE(again.listeners[2].server_auth.insecure_skip_verify);
+  EXPECT_EQ(again.listeners[2].tls.pkcs12.path, "/etc/mtlsd/id.p12");
 }
 
 TEST(PrintYaml, PrintsEveryKeyTheInputSet) {

@@ -1346,6 +1346,120 @@ TEST(ConfigValidation, RequireStapleIsClientModeOnly) {
                              "only (a client's certificate cannot be stapled)")));
 }
 
+// --- tls.certificates / strict_sni --------------------------------------------------------------
+
+// Lines 1-6; the tls block (line 7) follows.
+const std::string kNoTls = R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    client_auth:
+      ca: [ca.crt]
+)";
+
+TEST(ConfigCertificates, EntriesWithNamesAndStrictSni) {
+  auto c = load_ok(kNoTls + R"(    tls:
+      strict_sni: true
+      certificates:
+        - cert: rsa.crt
+          key: rsa.key
+        - pkcs12: ec.p12
+          pkcs12_password_file: ec.pass
+          server_names: [API.Example.org, "*.apps.example.org"]
+)");
+  const auto& t = c.listeners.at(0).tls;
+  EXPECT_TRUE(t.strict_sni);
+  ASSERT_EQ(t.certificates.size(), 2u);
+  EXPECT_EQ(t.certificates[0].cert.path, "/etc/mtlsd/rsa.crt");
+  EXPECT_EQ(t.certificates[0].key.where.line, 11);
+  EXPECT_TRUE(t.certificates[0].server_names.empty());
+  EXPECT_EQ(t.certificates[1].cert_ref().path, "/etc/mtlsd/ec.p12");
+  EXPECT_EQ(t.certificates[1].where.line, 12);
+  EXPECT_THAT(t.certificates[1].server_names, ElementsAre("api.example.org", "*.apps.example.org"));
+  // Every entry's files are watched for reload.
+  std::vector<std::string> paths;
+  for (const auto& f : c.referenced_files())
+    paths.push_back(f.path);
+  EXPECT_THAT(paths, ::testing::IsSupersetOf({"/etc/mtlsd/rsa.key", "/etc/mtlsd/ec.pass"}));
+}
+
+TEST(ConfigCertificates, DefaultsOff) {
+  auto c = load_ok(kMinimal);
+  EXPECT_FALSE(c.listeners.at(0).tls.strict_sni);
+  EXPECT_TRUE(c.listeners.at(0).tls.certificates.empty());
+}
+
+TEST(ConfigCertificates, BothFormsIsAnError) {
+  EXPECT_THAT(problems_of(kMinimalTlsLast + R"(      certificates:
+        - {cert: a.crt, key: a.key}
+)"),
+              ElementsAre(at(11, 9,
+                             "listeners[0].tls.certificates: give either certificates or "
+                             "cert/key/pkcs12, not both")));
+}
+
+TEST(ConfigCertificates, EntryErrorsNameTheEntry) {
+  EXPECT_THAT(
+      problems_of(kNoTls + R"(    tls:
+      certificates:
+        - cert: a.crt
+        - key: b.key
+          server_names: ["a.*.org", "ok.org", "*."]
+        - {cert: c.crt, key: c.key, pkcs12: c.p12, colour: red}
+        - {cert: d.crt, key: d.key, key_pin_file: pin}
+)"),
+      ElementsAre(
+          at(9, 11, "listeners[0].tls.certificates[0]: 'cert' is set but 'key' is missing"),
+          at(11, 26,
+             "listeners[0].tls.certificates[1].server_names: 'a.*.org' is not a server "
+             "name: expected a DNS name or '*.suffix'"),
+          at(11, 47,
+             "listeners[0].tls.certificates[1].server_names: '*.' is not a server name: "
+             "expected a DNS name or '*.suffix'"),
+          at(10, 11, "listeners[0].tls.certificates[1]: 'key' is set but 'cert' is missing"),
+          at(12, 52, "unknown key 'colour' in listeners[0].tls.certificates[2]"),
+          at(12, 11,
+             "listeners[0].tls.certificates[2]: give either cert + key or pkcs12, not both"),
+          at(13, 51,
+             "listeners[0].tls.certificates[3].key_pin_file: PKCS#11 keys are not "
+             "supported by this build")));
+}
+
+TEST(ConfigCertificates, EmptyListAndClientModeAndStapling) {
+  EXPECT_THAT(problems_of(kNoTls + "    tls:\n      certificates: []\n"),
+              ElementsAre(at(8, 21,
+                             "listeners[0].tls.certificates: the list is empty: give at least one "
+                             "certificate"),
+                          at(8, 7,
+                             "listeners[0].tls: a server-mode listener needs its certificate: set "
+                             "cert + key or pkcs12")));
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:8080
+    upstream: backend:443
+    tls:
+      strict_sni: true
+      certificates:
+        - {cert: a.crt, key: a.key}
+)"),
+              ElementsAre(at(9, 9,
+                             "listeners[0].tls.certificates applies to mode: server only (a "
+                             "client presents one)"),
+                          at(7, 19, "listeners[0].tls.strict_sni applies to mode: server only")));
+  EXPECT_THAT(problems_of(kNoTls + R"(    revocation:
+      stapling: true
+    tls:
+      certificates:
+        - {cert: a.crt, key: a.key}
+        - {cert: b.crt, key: b.key}
+)"),
+              ElementsAre(at(8, 17,
+                             "listeners[0].revocation.stapling: not supported with several "
+                             "tls.certificates yet (staple with one certificate, or turn "
+                             "stapling off)")));
+}
+
 }  // namespace
 }  // namespace mtlsd::config
 

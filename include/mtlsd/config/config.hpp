@@ -37,6 +37,21 @@ struct allow_list {
   }
 };
 
+// One entry of tls.certificates: a certificate (cert + key, or pkcs12) and the server names it
+// answers for. Several entries let one listener serve several names, and RSA and ECDSA clients.
+struct certificate_entry {
+  file_ref cert;
+  file_ref key;
+  file_ref key_password_file;
+  file_ref pkcs12;
+  file_ref pkcs12_password_file;
+  // Lower-case, exact ("api.example.org") or "*.suffix" (one label). Empty = a default entry,
+  // served when the client sends no SNI or one that no entry names.
+  std::vector<std::string> server_names;
+  source_location where;  // the list item
+  const file_ref& cert_ref() const { return pkcs12.empty() ? cert : pkcs12; }
+};
+
 struct tls_options {
   file_ref cert;
   file_ref key;
@@ -50,6 +65,11 @@ struct tls_options {
   std::string curves;         // "" = X25519:P-256:P-384
   std::vector<std::string> alpn;
   bool session_resumption = true;
+  // Alternative to cert/key/pkcs12 (server mode): several certificates, chosen per handshake.
+  std::vector<certificate_entry> certificates;
+  source_location certificates_where;
+  // Server mode: refuse an SNI that no certificates entry names (unrecognized_name alert).
+  bool strict_sni = false;
   source_location where;  // the `tls:` block itself
 };
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/stapling.hpp"
 #include "mtlsd/tls/session_cache.hpp"
@@ -31,8 +32,13 @@ struct tls_context {
   // Client mode with session_resumption: the sessions the context's callback stores (shared by
   // every worker of this runtime). Declared before ctx for the same reason as the verifier.
   std::unique_ptr<client_session_cache> sessions;
+  // tls.certificates: picks the certificate per handshake (the context's callback points at it).
+  std::unique_ptr<certificate_selector> selector;
   ssl_ctx_ptr ctx;
   cert_chain own_chain;  // our certificate chain, leaf first (empty for a client without a cert)
+  // Every chain we serve, in order: own_chain alone, or one per tls.certificates entry (then
+  // own_chain is the first entry's). Expiry metrics, warnings and `check` walk all of them.
+  std::vector<cert_chain> own_chains;
   std::vector<std::string> own_uri_sans;  // URI SANs of our leaf (X-Forwarded-Client-Cert's By=)
   cert_chain trust;                // CA certificates of the trust store (empty = system store)
   std::vector<x509_crl_ptr> crls;  // CRLs loaded from revocation.crl_files

@@ -27,6 +27,7 @@ evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& pass
 
 // cert+key or pkcs12, per the tls options; verifies the key matches the leaf.
 key_pair load_key_pair(const config::tls_options& tls);
+key_pair load_key_pair(const config::certificate_entry& entry);  // one tls.certificates entry
 
 // All certificates in one or more PEM bundles.
 cert_chain load_ca_bundles(const std::vector<config::file_ref>& files);
