@@ -319,14 +319,18 @@ bool finish(std::chrono::milliseconds limit) {
   if (auto* a = access_out.load()) ok = a->stop(left()) && ok;
   if (auto* e = events_out.load()) {
     if (e->stop(left())) {
-      events_out.store(nullptr);  // stderr reads again: write directly from now on
+      // stderr reads again: write directly from now on. The stopped sink stays reachable (a
+      // thread may still hold the pointer it loaded), which also keeps LeakSanitizer quiet.
+      static std::atomic<sink*> retired{nullptr};
+      retired.store(events_out.exchange(nullptr));
     } else {
       abandoned = true;
       ok = false;
     }
   }
   // What it counted into may go away after this (the daemon's metrics).
-  drop_hook.store(nullptr, std::memory_order_release);
+  static std::atomic<std::function<void()>*> retired_hook{nullptr};  // reachable, as above
+  retired_hook.store(drop_hook.exchange(nullptr, std::memory_order_acq_rel));
   return ok;
 }
 

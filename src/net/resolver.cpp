@@ -303,6 +303,9 @@ struct resolver::impl {
 
    private:
     struct canceller {
+      // A constructor, not an aggregate: the slot builds it with parentheses, which clang 14
+      // (the fuzz build) does not allow for aggregates.
+      canceller(impl* o, waiter* wt) : owner(o), w(wt) {}
       impl* owner;
       waiter* w;
       void operator()(asio::cancellation_type type) {
