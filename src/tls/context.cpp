@@ -81,17 +81,22 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
   out.own_chain = std::move(kp.chain);
 }
 
-// Builds the trust store from CA bundles. Returns the certificates for metrics.
+// Builds the trust store from CA bundles. Returns the certificates for metrics. Only anchors go
+// into the store: an intermediate whose issuer is in the bundle too only helps build chains
+// (see split_trust_bundle), so its issuer's restrictions and CRLs still apply to it.
 cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>& bundles,
                                bool advertise_to_clients) {
   cert_chain cas = load_ca_bundles(bundles);
+  const trust_split split = split_trust_bundle(cas);
   X509_STORE* store = X509_STORE_new();
-  for (const auto& ca : cas) {
+  for (const auto& ca : split.anchors) {
     if (X509_STORE_add_cert(store, ca.get()) != 1) drain_errors();  // duplicates are harmless
-    // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
-    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
   }
+  // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
+  for (const auto& ca : cas)
+    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
   SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
+  offer_intermediates(ctx, split.intermediates);
   return cas;
 }
 
