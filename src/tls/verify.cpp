@@ -160,7 +160,6 @@ reason reason_from_x509_error(int err) {
       return reason::bad_signature;
     case X509_V_ERR_INVALID_PURPOSE:
     case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
-    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
     case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
     case X509_V_ERR_INVALID_CA:
     case X509_V_ERR_INVALID_NON_CA:
@@ -196,6 +195,10 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
     case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
     case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+    // Certificate policies (not checked unless a certificate demands it): a malformed policy
+    // extension, or a chain that cannot satisfy a requireExplicitPolicy constraint.
+    case X509_V_ERR_INVALID_POLICY_EXTENSION:
+    case X509_V_ERR_NO_EXPLICIT_POLICY:
       return reason::bad_certificate;
     case X509_V_ERR_CERT_CHAIN_TOO_LONG:
       return reason::chain_too_long;
@@ -208,6 +211,12 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_DIFFERENT_CRL_SCOPE:
     case X509_V_ERR_CRL_SIGNATURE_FAILURE:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    // A CRL with malformed dates, whose path cannot be validated, or whose issuer may not sign
+    // CRLs (no cRLSign): as if there were none — on_unavailable and deferral decide.
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
       return reason::revocation_unavailable;
     case X509_V_ERR_APPLICATION_VERIFICATION:
       return reason::not_authorized;

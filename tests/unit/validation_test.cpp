@@ -431,6 +431,16 @@ TEST(Validation, StrictReasonMapping) {
             reason::bad_key_usage);
   EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_CA_MD_TOO_WEAK), reason::bad_signature);
   EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_EE_KEY_TOO_SMALL), reason::bad_signature);
+  // A CRL that cannot be used is as if there were none: on_unavailable and deferral decide.
+  for (int err :
+       {X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD, X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD,
+        X509_V_ERR_CRL_PATH_VALIDATION_ERROR, X509_V_ERR_KEYUSAGE_NO_CRL_SIGN})
+    EXPECT_EQ(tls::reason_from_x509_error(err), reason::revocation_unavailable)
+        << X509_verify_cert_error_string(err);
+  // Policy errors: the certificates themselves are at fault.
+  EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_INVALID_POLICY_EXTENSION),
+            reason::bad_certificate);
+  EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_NO_EXPLICIT_POLICY), reason::bad_certificate);
 }
 
 }  // namespace
