@@ -150,7 +150,12 @@ tls_context build_context(const config::listener& l) {
     int mode = SSL_VERIFY_NONE;
     if (ca.mode == config::client_auth_mode::require)
       mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    if (ca.mode == config::client_auth_mode::optional) mode = SSL_VERIFY_PEER;
+    // optional: a certificate is verified when sent. With an allow list, though, a client is
+    // admitted only when an entry matches, and no entry can match a client without a
+    // certificate (the allow list is evaluated on the leaf, in the verify callback, which never
+    // runs then): such a client is refused in the handshake (no_client_cert), as under require.
+    if (ca.mode == config::client_auth_mode::optional)
+      mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     crl_policy crl;
     if (ca.mode != config::client_auth_mode::none) {
       out.trust = install_trust_store(ctx, ca.ca, true);
