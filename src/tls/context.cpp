@@ -217,7 +217,9 @@ tls_context build_context(const config::listener& l) {
     // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused, and
     // with require_staple so is one that staples nothing usable.
     revocation::check_staples(ctx, l.revocation.require_staple);
-    if (l.tls.session_resumption) {
+    // require_staple: a resumed session carries no staple (the status callback does not run),
+    // so it would skip the check; every connection of such a listener makes a full handshake.
+    if (l.tls.session_resumption && !l.revocation.require_staple) {
       out.sessions = std::make_unique<client_session_cache>();
       out.sessions->attach(ctx);
     } else {
