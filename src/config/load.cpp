@@ -607,6 +607,12 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     with(sa_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow); });
     with(sa_node, "insecure_skip_verify",
          [&](auto v) { r.boolean(v, p + ".insecure_skip_verify", sa.insecure_skip_verify); });
+    // Without verification there is no verified identity to match: an allow list would be
+    // ignored in silence, admitting any remote the operator meant to restrict.
+    if (sa.insecure_skip_verify && !sa.allow.empty())
+      r.error(sa_node["insecure_skip_verify"],
+              p + ".insecure_skip_verify: true cannot be combined with " + p +
+                  ".allow (nothing is verified, so the allow list could never be enforced)");
   }
   with(n, "revocation",
        [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });

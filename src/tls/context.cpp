@@ -99,17 +99,22 @@ void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& o
   out.own_uri_sans = extract_identity(out.own_chain.front().get()).uri_sans;
 }
 
-// Builds the trust store from CA bundles. Returns the certificates for metrics.
+// Builds the trust store from CA bundles. Returns the certificates for metrics. Only anchors go
+// into the store: an intermediate whose issuer is in the bundle too only helps build chains
+// (see split_trust_bundle), so its issuer's restrictions and CRLs still apply to it.
 cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>& bundles,
                                bool advertise_to_clients) {
   cert_chain cas = load_ca_bundles(bundles);
+  const trust_split split = split_trust_bundle(cas);
   X509_STORE* store = X509_STORE_new();
-  for (const auto& ca : cas) {
+  for (const auto& ca : split.anchors) {
     if (X509_STORE_add_cert(store, ca.get()) != 1) drain_errors();  // duplicates are harmless
-    // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
-    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
   }
+  // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
+  for (const auto& ca : cas)
+    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
   SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
+  offer_intermediates(ctx, split.intermediates);
   return cas;
 }
 
@@ -166,7 +171,12 @@ tls_context build_context(const config::listener& l) {
     int mode = SSL_VERIFY_NONE;
     if (ca.mode == config::client_auth_mode::require)
       mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    if (ca.mode == config::client_auth_mode::optional) mode = SSL_VERIFY_PEER;
+    // optional: a certificate is verified when sent. With an allow list, though, a client is
+    // admitted only when an entry matches, and no entry can match a client without a
+    // certificate (the allow list is evaluated on the leaf, in the verify callback, which never
+    // runs then): such a client is refused in the handshake (no_client_cert), as under require.
+    if (ca.mode == config::client_auth_mode::optional)
+      mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     crl_policy crl;
     if (ca.mode != config::client_auth_mode::none) {
       out.trust = install_trust_store(ctx, ca.ca, true);
@@ -228,7 +238,9 @@ tls_context build_context(const config::listener& l) {
     // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused, and
     // with require_staple so is one that staples nothing usable.
     revocation::check_staples(ctx, l.revocation.require_staple);
-    if (l.tls.session_resumption) {
+    // require_staple: a resumed session carries no staple (the status callback does not run),
+    // so it would skip the check; every connection of such a listener makes a full handshake.
+    if (l.tls.session_resumption && !l.revocation.require_staple) {
       out.sessions = std::make_unique<client_session_cache>();
       out.sessions->attach(ctx);
     } else {

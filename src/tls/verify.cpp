@@ -10,10 +10,15 @@
 namespace mtlsd::tls {
 namespace {
 
-// ex_data slots: SSL_CTX -> verifier, SSL -> outcome, and for offline checks (no SSL) the same
-// two on the X509_STORE_CTX.
+void free_pool(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  if (ptr) sk_X509_pop_free(static_cast<STACK_OF(X509)*>(ptr), X509_free);
+}
+
+// ex_data slots: SSL_CTX -> verifier and intermediates pool (owned), SSL -> outcome, and for
+// offline checks (no SSL) the same two on the X509_STORE_CTX.
 struct indexes {
   int ctx_verifier = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  int ctx_pool = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, &free_pool);
   int ssl_outcome = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   int store_verifier = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   int store_outcome = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -38,14 +43,104 @@ std::string describe(int err, int depth, X509* cert) {
   return s;
 }
 
-// The top of a verified chain that is not self-issued: an anchor by X509_V_FLAG_PARTIAL_CHAIN.
+// The top of a verified chain that is not self-issued AND came from the trust store (not from
+// the peer or the intermediates pool): an anchor by X509_V_FLAG_PARTIAL_CHAIN.
 bool is_partial_chain_anchor(X509_STORE_CTX* store_ctx, int depth, X509* cert) {
   STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
   return cert && chain && depth == sk_X509_num(chain) - 1 &&
+         depth >= X509_STORE_CTX_get_num_untrusted(store_ctx) &&
          X509_check_issued(cert, cert) != X509_V_OK;
 }
 
+bool self_issued(X509* c) {
+  return X509_check_issued(c, c) == X509_V_OK;
+}
+
+// The entry of `bundle` that issued `c` (name, AKI/SKI, key usage, and the signature itself), or
+// -1.
+int issuer_in(const cert_chain& bundle, X509* c) {
+  for (std::size_t i = 0; i < bundle.size(); ++i) {
+    X509* cand = bundle[i].get();
+    if (cand == c || X509_cmp(cand, c) == 0) continue;
+    if (X509_check_issued(cand, c) != X509_V_OK) continue;
+    EVP_PKEY* key = X509_get0_pubkey(cand);
+    if (key && X509_verify(c, key) == 1) return static_cast<int>(i);
+  }
+  drain_errors();
+  return -1;
+}
+
+// The untrusted certificates chain building may use: the peer's (first) then the pool. A new
+// stack without references of its own (free it with sk_X509_free).
+STACK_OF(X509) * with_pool(STACK_OF(X509) * peer, STACK_OF(X509) * pool) {
+  STACK_OF(X509)* both = peer ? sk_X509_dup(peer) : sk_X509_new_null();
+  if (!both) return nullptr;
+  for (int i = 0; pool && i < sk_X509_num(pool); ++i) {
+    if (!sk_X509_push(both, sk_X509_value(pool, i))) {
+      sk_X509_free(both);
+      return nullptr;
+    }
+  }
+  return both;
+}
+
+// Handshakes: X509_verify_cert with the pool added to what the peer sent, then the peer's stack
+// put back (libssl frees its own).
+int verify_with_pool(X509_STORE_CTX* store_ctx, void* arg) {
+  STACK_OF(X509)* peer = X509_STORE_CTX_get0_untrusted(store_ctx);
+  STACK_OF(X509)* both = with_pool(peer, static_cast<STACK_OF(X509)*>(arg));
+  if (!both) {
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_OUT_OF_MEM);
+    return 0;
+  }
+  X509_STORE_CTX_set0_untrusted(store_ctx, both);
+  const int rc = X509_verify_cert(store_ctx);
+  X509_STORE_CTX_set0_untrusted(store_ctx, peer);
+  sk_X509_free(both);
+  return rc;
+}
+
 }  // namespace
+
+trust_split split_trust_bundle(const cert_chain& bundle) {
+  trust_split out;
+  for (const auto& c : bundle) {
+    bool demote = false;
+    if (!self_issued(c.get())) {
+      // Walk up through the bundle: demote only if the walk ends at an entry that stays an
+      // anchor (a self-issued root, or one whose issuer is not in the bundle). A cycle of
+      // cross-signed CAs with no way out keeps this entry an anchor rather than trust nothing.
+      int at = issuer_in(bundle, c.get());
+      for (std::size_t steps = 0; at >= 0 && steps <= bundle.size(); ++steps) {
+        X509* up = bundle[static_cast<std::size_t>(at)].get();
+        if (self_issued(up)) {
+          demote = true;
+          break;
+        }
+        const int next = issuer_in(bundle, up);
+        if (next < 0) {
+          demote = true;
+          break;
+        }
+        at = next;
+      }
+    }
+    (demote ? out.intermediates : out.anchors).push_back(up_ref(c.get()));
+  }
+  return out;
+}
+
+void offer_intermediates(SSL_CTX* ctx, const cert_chain& pool) {
+  if (pool.empty()) return;
+  STACK_OF(X509)* sk = sk_X509_new_null();
+  if (!sk) return;
+  for (const auto& c : pool) {
+    if (sk_X509_push(sk, c.get())) X509_up_ref(c.get());
+  }
+  free_pool(nullptr, SSL_CTX_get_ex_data(ctx, idx().ctx_pool), nullptr, 0, 0, nullptr);
+  SSL_CTX_set_ex_data(ctx, idx().ctx_pool, sk);
+  SSL_CTX_set_cert_verify_callback(ctx, &verify_with_pool, sk);
+}
 
 reason reason_from_x509_error(int err) {
   switch (err) {
@@ -65,7 +160,6 @@ reason reason_from_x509_error(int err) {
       return reason::bad_signature;
     case X509_V_ERR_INVALID_PURPOSE:
     case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
-    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
     case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
     case X509_V_ERR_INVALID_CA:
     case X509_V_ERR_INVALID_NON_CA:
@@ -101,6 +195,10 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
     case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
     case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+    // Certificate policies (not checked unless a certificate demands it): a malformed policy
+    // extension, or a chain that cannot satisfy a requireExplicitPolicy constraint.
+    case X509_V_ERR_INVALID_POLICY_EXTENSION:
+    case X509_V_ERR_NO_EXPLICIT_POLICY:
       return reason::bad_certificate;
     case X509_V_ERR_CERT_CHAIN_TOO_LONG:
       return reason::chain_too_long;
@@ -113,6 +211,12 @@ reason reason_from_x509_error(int err) {
     case X509_V_ERR_DIFFERENT_CRL_SCOPE:
     case X509_V_ERR_CRL_SIGNATURE_FAILURE:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    // A CRL with malformed dates, whose path cannot be validated, or whose issuer may not sign
+    // CRLs (no cRLSign): as if there were none — on_unavailable and deferral decide.
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
       return reason::revocation_unavailable;
     case X509_V_ERR_APPLICATION_VERIFICATION:
       return reason::not_authorized;
@@ -206,9 +310,9 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     const int err = X509_STORE_CTX_get_error(store_ctx);
     if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
         is_partial_chain_anchor(store_ctx, depth, cert)) {
-      // An issuing CA listed in the trust bundle is an anchor, trusted by configuration like a
-      // root: it needs no CRL from an issuer nobody configured (crl_scope: chain means every
-      // level below the anchor, as for the network sources).
+      // An issuing CA listed in the trust bundle without its issuer is an anchor, trusted by
+      // configuration like a root: it needs no CRL from an issuer nobody configured (crl_scope:
+      // chain means every level below the anchor, as for the network sources).
       return 1;
     }
     if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
@@ -263,8 +367,13 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
 verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
                                         std::optional<std::time_t> at) const {
   verify_outcome out;
+  // What the handshake's verify_with_pool does: the trust bundle's intermediates help too.
+  auto* pool = static_cast<STACK_OF(X509)*>(SSL_CTX_get_ex_data(ctx, idx().ctx_pool));
+  std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> both(
+      with_pool(untrusted, pool), [](STACK_OF(X509) * sk) { sk_X509_free(sk); });
   x509_store_ctx_ptr sctx(X509_STORE_CTX_new());
-  if (!sctx || X509_STORE_CTX_init(sctx.get(), SSL_CTX_get_cert_store(ctx), leaf, untrusted) != 1) {
+  if (!both || !sctx ||
+      X509_STORE_CTX_init(sctx.get(), SSL_CTX_get_cert_store(ctx), leaf, both.get()) != 1) {
     out.refusal = reason::protocol_error;
     out.detail = "cannot set up verification: " + drain_errors();
     return out;

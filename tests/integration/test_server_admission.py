@@ -139,6 +139,18 @@ def test_optional_client_auth_still_refuses_a_bad_cert(serve, pki):
     assert_refused(daemon, up, ex, "expired")
 
 
+def test_optional_client_auth_with_an_allow_list_refuses_a_client_without_cert(serve, pki):
+    # No allow entry can match a client that presents nothing: refused, as under require.
+    daemon, up = serve(client_auth={"mode": "optional",
+                                    "allow": {"spiffe_ids": [CLIENT_ID]}})
+    ex = tls_exchange(daemon.addr(), client_context(pki, None))
+    assert_refused(daemon, up, ex, "no_client_cert")
+    assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason="no_client_cert") == 1
+    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
+    assert_admitted(daemon, ex, b"ping\n", identity=CLIENT_ID)
+
+
 def test_client_auth_none_admits_client_without_cert(serve, pki):
     daemon, _ = serve(client_auth={"mode": "none", "ca": None})
     ex = echo_roundtrip(daemon.addr(), client_context(pki, None))

@@ -237,7 +237,7 @@ listeners:
     server_auth:
       ca: server-ca.crt
       server_name: api.example.org
-      insecure_skip_verify: true
+      insecure_skip_verify: false
       allow:
         dns_sans: [api.example.org]
 )");
@@ -310,7 +310,8 @@ listeners:
   ASSERT_EQ(o.server_auth.ca.size(), 1u);  // a single string is accepted for a list
   EXPECT_EQ(o.server_auth.ca[0].path, "/etc/mtlsd/server-ca.crt");
   EXPECT_EQ(o.server_auth.server_name, "api.example.org");
-  EXPECT_TRUE(o.server_auth.insecure_skip_verify);
+  // (true together with an allow list is an error: InsecureSkipVerifyRefusesAnAllowList)
+  EXPECT_FALSE(o.server_auth.insecure_skip_verify);
   EXPECT_THAT(o.server_auth.allow.dns_sans, ElementsAre("api.example.org"));
 
   EXPECT_EQ(c.find_listener("outbound"), &c.listeners[1]);
@@ -430,6 +431,33 @@ TEST(ConfigPaths, LoadFileResolvesAgainstTheFilesOwnDirectory) {
     EXPECT_EQ(r.config->listeners.at(0).tls.cert.where.str(), path + ":6:13");
     EXPECT_EQ(r.config->listeners.at(0).client_auth.ca.at(0).path, conf_dir + "/ca.crt");
   }
+}
+
+// Nothing is verified, so no identity could be matched: the allow list would be ignored.
+TEST(ConfigErrors, InsecureSkipVerifyRefusesAnAllowList) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: outbound
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: backend.example.org:443
+    server_auth:
+      insecure_skip_verify: true
+      allow:
+        dns_sans: [api.example.org]
+)"),
+              ElementsAre(at(7, 29,
+                             "listeners[0].server_auth.insecure_skip_verify: true cannot be "
+                             "combined with listeners[0].server_auth.allow (nothing is verified, "
+                             "so the allow list could never be enforced)")));
+  // Either alone is fine.
+  load_ok(R"(listeners:
+  - name: outbound
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: backend.example.org:443
+    server_auth:
+      insecure_skip_verify: true
+)");
 }
 
 TEST(ConfigParse, SandboxMustBeABoolean) {

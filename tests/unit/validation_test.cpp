@@ -275,6 +275,33 @@ TEST(Validation, AnIssuingCaAloneIsATrustAnchor) {
   EXPECT_EQ(verdict(server_presents(c, srv).refusal), "accepted");
 }
 
+// A bundle with the root AND the intermediate: the intermediate is no anchor, so the root's CRL
+// revoking it refuses the intermediate's leaves (were it an anchor, the root's CRL would never
+// be consulted about it).
+TEST(Validation, AnIntermediateListedWithItsRootIsNoAnchor) {
+  listener_files files;
+  test::pki_dir extra;
+  auto leaf = test::make_leaf(pki().intermediate, {.cn = "below", .dns_sans = {"localhost"}});
+  tls::x509_crl_ptr root_crl(test::make_crl(
+      pki().root, {.revoked = {{test::serial_of(pki().intermediate.cert()), test::now()}}}));
+  tls::x509_crl_ptr int_crl(test::make_crl(pki().intermediate, {}));
+  const std::string crls = extra.write("root.crl", test::to_pem(root_crl.get()), 0644) + ", " +
+                           extra.write("int.crl", test::to_pem(int_crl.get()), 0644);
+  auto t = files.build(server_listener(
+      "root.crt, intermediate.crt",
+      "    revocation:\n      crl_scope: chain\n      crl_files: [" + crls + "]\n"));
+  EXPECT_EQ(verdict(offline(t, leaf).refusal), "revoked");
+  EXPECT_EQ(verdict(offline(t, leaf, {pki().intermediate}).refusal), "revoked");
+  EXPECT_EQ(verdict(client_presents(t, leaf).refusal), "revoked");
+  // Without revocation the same bundle builds leaf -> intermediate -> root, the intermediate
+  // from the bundle when the peer does not send it.
+  auto plain = files.build(server_listener("root.crt, intermediate.crt"));
+  auto off = offline(plain, leaf);
+  EXPECT_EQ(verdict(off.refusal), "accepted") << off.detail;
+  EXPECT_EQ(off.chain.size(), 3u);
+  EXPECT_EQ(verdict(client_presents(plain, leaf).refusal), "accepted");
+}
+
 TEST(Validation, VerifyDepthStillAppliesToPartialChains) {
   listener_files files;
   auto leaf = test::make_leaf(pki().intermediate, {.cn = "deep", .dns_sans = {"localhost"}});
@@ -404,6 +431,16 @@ TEST(Validation, StrictReasonMapping) {
             reason::bad_key_usage);
   EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_CA_MD_TOO_WEAK), reason::bad_signature);
   EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_EE_KEY_TOO_SMALL), reason::bad_signature);
+  // A CRL that cannot be used is as if there were none: on_unavailable and deferral decide.
+  for (int err :
+       {X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD, X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD,
+        X509_V_ERR_CRL_PATH_VALIDATION_ERROR, X509_V_ERR_KEYUSAGE_NO_CRL_SIGN})
+    EXPECT_EQ(tls::reason_from_x509_error(err), reason::revocation_unavailable)
+        << X509_verify_cert_error_string(err);
+  // Policy errors: the certificates themselves are at fault.
+  EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_INVALID_POLICY_EXTENSION),
+            reason::bad_certificate);
+  EXPECT_EQ(tls::reason_from_x509_error(X509_V_ERR_NO_EXPLICIT_POLICY), reason::bad_certificate);
 }
 
 }  // namespace

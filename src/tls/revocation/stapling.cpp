@@ -57,7 +57,10 @@ int check_remote_staple(SSL* ssl, void* arg) {
   verify_outcome* out = verifier::outcome_of(ssl);
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
   // Without a verified chain (insecure_skip_verify) there is no issuer to check against.
-  if (!chain || sk_X509_num(chain) < 2 || SSL_get_verify_result(ssl) != X509_V_OK) return 1;
+  if (!chain || sk_X509_num(chain) < 1 || SSL_get_verify_result(ssl) != X509_V_OK) return 1;
+  // A one-certificate chain (the remote's own certificate is the anchor) has no issuer in it to
+  // check a staple against; require_staple still demands one, whatever the chain's length.
+  if (sk_X509_num(chain) < 2 && !required) return 1;
   const unsigned char* resp = nullptr;
   const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
   if (!resp || len <= 0) {  // no staple: nothing to check
@@ -65,7 +68,9 @@ int check_remote_staple(SSL* ssl, void* arg) {
     return 1;
   }
   X509* leaf = sk_X509_value(chain, 0);
-  X509* issuer = sk_X509_value(chain, 1);
+  // A self-issued anchor answers for itself; any other lone certificate's staple cannot be
+  // checked, so it is unusable (and required: refused below).
+  X509* issuer = sk_X509_num(chain) >= 2 ? sk_X509_value(chain, 1) : leaf;
   ocsp_answer a = check_ocsp_response(
       std::string_view(reinterpret_cast<const char*>(resp), static_cast<std::size_t>(len)), leaf,
       issuer, nullptr, std::time(nullptr));
