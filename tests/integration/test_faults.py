@@ -335,8 +335,6 @@ def test_upstream_that_stops_reading_stalls_a_1gib_push(fault_daemon, pki, make_
         release.set()
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on h11-pipeline: a client that leaves while the "
-                   "upstream is stalled is noticed only at the idle timeout (issue 11, item 9)")
 def test_client_leaving_while_upstream_stalled_is_noticed(fault_daemon, pki, make_upstream):
     release = threading.Event()
     up = make_upstream(never_reads(release))
