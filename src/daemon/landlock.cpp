@@ -81,11 +81,6 @@ void add_rule(int ruleset, const std::string& path, std::uint64_t rights, std::u
                              std::strerror(errno));
 }
 
-std::string parent_of(const std::string& file) {
-  const auto slash = file.find_last_of('/');
-  return slash == 0 ? "/" : file.substr(0, slash);
-}
-
 }  // namespace
 
 int landlock_abi(std::string* why) {
@@ -109,12 +104,10 @@ void landlock_restrict(int abi, const paths& p) {
   fd_guard ruleset{static_cast<int>(rs)};
   for (const auto& r : p.read)
     add_rule(ruleset.fd, r, kReadFile | kReadDir, handled);
-  // Writable files: their directory, so that a rotated log can be re-created.
-  for (const auto& w : p.write) {
-    add_rule(ruleset.fd, w, kReadFile | kWriteFile | kTruncate, handled);
-    add_rule(ruleset.fd, parent_of(w), kReadFile | kWriteFile | kTruncate | kMakeReg | kRemoveFile,
-             handled);
-  }
+  // The access log's directory, exactly: write, truncate and create regular files there (a
+  // rotated log is re-created). No removing, no directories, nothing above it.
+  for (const auto& w : p.write_dirs)
+    add_rule(ruleset.fd, w, kReadFile | kWriteFile | kTruncate | kMakeReg, handled);
   for (const auto& s : p.sockets)
     add_rule(ruleset.fd, s, kMakeSock | kRemoveFile, handled);
   // Required by the kernel without CAP_SYS_ADMIN; drop_privileges() has set it already.

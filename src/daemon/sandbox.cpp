@@ -92,17 +92,26 @@ paths paths_for(const config::configuration& cfg) {
     add_unique(p.read, f.parent_path().string());
     add_unique(p.read, canonical_or_self(f).parent_path().string());
   }
-  // Files mtlsd writes after start-up go into p.write (their directory becomes writable so that
-  // a rotated file can be re-created on SIGUSR1): the access log file.
+  // The one file mtlsd writes after start-up: the access log. Its directory (exactly that one,
+  // absolute, as written and where a symlinked log file leads) lets a rotated file be re-created
+  // on SIGUSR1.
   if (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") {
-    const fs::path log_file(cfg.log.access_log_path);
-    add_unique(p.write, log_file.parent_path().string());
-    add_unique(p.write, canonical_or_self(log_file).parent_path().string());
+    const fs::path log_file = fs::absolute(resolve(cfg, cfg.log.access_log_path));
+    add_unique(p.write_dirs, log_file.parent_path().lexically_normal().string());
+    add_unique(p.write_dirs, canonical_or_self(log_file).parent_path().string());
   }
   for (const auto& l : cfg.listeners)
     if (l.listen.is_unix())
       add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());
   return p;
+}
+
+seccomp_options seccomp_options_for(const config::configuration& cfg) {
+  seccomp_options o;
+  o.write_files = !cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout";
+  o.remove_files = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
+                               [](const config::listener& l) { return l.listen.is_unix(); });
+  return o;
 }
 
 paths system_paths() {
@@ -158,16 +167,20 @@ state enter(const config::configuration& cfg) {
   if (s.landlock_abi > 0) {
     landlock_restrict(s.landlock_abi, p);
   } else {
-    log::warn("sandbox: Landlock is not available; file access is not restricted",
-              {{"reason", why}});
+    log::warn(
+        "sandbox: Landlock is not available; which files may be read is not restricted, and "
+        "seccomp limits writes only to opening files for writing when an access log file is "
+        "configured",
+        {{"reason", why}});
   }
-  const int calls = install_seccomp();
+  const int calls = install_seccomp(seccomp_options_for(cfg));
   s.active = true;
   log::info("sandbox on", {{"no_new_privs", true},
                            {"capabilities", "none"},
                            {"seccomp_syscalls", calls},
                            {"landlock_abi", s.landlock_abi},
                            {"readable_dirs", config_dirs},
+                           {"writable_dirs", join(p.write_dirs)},
                            {"socket_dirs", join(p.sockets)}});
   if (!note.empty()) log::info("sandbox: " + note);
   return s;

@@ -3,6 +3,7 @@
 // number, see `journalctl -k` or `dmesg`). Adding a call here is the fix when a new code path
 // needs one; the integration suite (dev and ASan builds) runs every path under this filter.
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <seccomp.h>
@@ -18,6 +19,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "mtlsd/daemon/sandbox.hpp"
 
@@ -41,12 +43,11 @@ constexpr const char* kAllowed[] = {
     "getrandom",
     // Files: reload re-reads the configuration, certificates, keys, CAs and CRLs; the watcher
     // fingerprints them; getaddrinfo reads /etc/resolv.conf and /etc/hosts and dlopens NSS
-    // modules; std::filesystem::absolute needs getcwd. Landlock says *which* files.
-    "open", "openat", "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
+    // modules; std::filesystem::absolute needs getcwd. Landlock says *which* files; open and
+    // openat are filtered by their flags below.
+    "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
     "newfstatat", "statx", "statfs", "fstatfs", "getdents64", "readlink", "readlinkat", "access",
     "faccessat", "faccessat2", "fcntl", "dup", "dup3", "getcwd",
-    // A unix listener re-bound on reload removes its stale socket file (proxy/listener.cpp).
-    "unlink", "unlinkat",
     // Output: spdlog to stderr/stdout, the access log file.
     "write", "writev", "pwrite64", "fsync", "fdatasync",
     // Asio's reactor: epoll, eventfd and timerfd (pipe2 as its fallback interrupter); getaddrinfo
@@ -112,9 +113,43 @@ int allow(scmp_filter_ctx ctx, const char* name) {
   return 1;
 }
 
+// Allows `name` when all of `cmps` hold (one rule: the comparisons are AND-ed).
+int allow_all_of(scmp_filter_ctx ctx, const char* name, std::initializer_list<scmp_arg_cmp> cmps) {
+  const int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return 0;
+  if (int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, static_cast<unsigned>(cmps.size()),
+                                      cmps.begin());
+      rc < 0)
+    fail(std::string("rule for ") + name, rc);
+  return 1;
+}
+
+// open(flags = arg 1), openat(flags = arg 2): read-only opens always; opens for writing only
+// when `write` (an access log file is configured), otherwise they fail with EACCES.
+int allow_opens(scmp_filter_ctx ctx, bool write) {
+  int n = 0;
+  for (auto [name, arg] : {std::pair{"open", 1U}, std::pair{"openat", 2U}}) {
+    if (write) {
+      n += allow(ctx, name);
+      continue;
+    }
+    const int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;
+    constexpr scmp_datum_t kWriting = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
+    n += allow_all_of(ctx, name, {scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, kWriting, 0}});
+    for (scmp_datum_t bit : {scmp_datum_t{O_WRONLY}, scmp_datum_t{O_RDWR}, scmp_datum_t{O_CREAT},
+                             scmp_datum_t{O_TRUNC}}) {
+      const scmp_arg_cmp cmp{arg, SCMP_CMP_MASKED_EQ, bit, bit};
+      if (int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EACCES), nr, 1, &cmp); rc < 0)
+        fail(std::string("rule for ") + name, rc);
+    }
+  }
+  return n;
+}
+
 }  // namespace
 
-int install_seccomp() {
+int install_seccomp(const seccomp_options& opts) {
   ctx_ptr ctx(seccomp_init(SCMP_ACT_KILL_PROCESS), seccomp_release);
   if (!ctx) throw std::runtime_error("seccomp: cannot initialise a filter");
   // All threads (there should be one; this makes sure).
@@ -124,9 +159,22 @@ int install_seccomp() {
   for (const char* name : kAllowed)
     n += allow(ctx.get(), name);
 
-  // socket(): the families mtlsd uses: TCP over IPv4/IPv6, unix (upstreams, sd_notify), netlink
-  // (getaddrinfo's AI_ADDRCONFIG asks the kernel which address families are configured).
-  n += allow_if(ctx.get(), "socket", 0, {AF_INET, AF_INET6, AF_UNIX, AF_NETLINK});
+  n += allow_opens(ctx.get(), opts.write_files);
+  // A unix listener re-bound on reload removes its stale socket file (proxy/listener.cpp); with
+  // no unix listener at start-up a reload cannot add one without a restart (check_reload), so
+  // nothing removes files.
+  if (opts.remove_files) {
+    n += allow(ctx.get(), "unlink");
+    n += allow(ctx.get(), "unlinkat");
+  }
+
+  // socket(): the families mtlsd uses: TCP over IPv4/IPv6, unix (upstreams, sd_notify), and
+  // netlink for routing information only: getaddrinfo's AI_ADDRCONFIG and if_nameindex ask the
+  // kernel over NETLINK_ROUTE which addresses are configured (glibc's __netlink_open).
+  n += allow_if(ctx.get(), "socket", 0, {AF_INET, AF_INET6, AF_UNIX});
+  n += allow_all_of(ctx.get(), "socket",
+                    {scmp_arg_cmp{0, SCMP_CMP_EQ, AF_NETLINK, 0},
+                     scmp_arg_cmp{2, SCMP_CMP_EQ, NETLINK_ROUTE, 0}});
   // ioctl(): non-blocking mode and readable-byte counts (Asio), isatty() (spdlog's colour
   // check), interface index/name of IPv6 scope ids (if_nametoindex/if_indextoname).
   n += allow_if(

@@ -215,4 +215,5 @@ def test_nginx_behind_http_mode_with_proxy_protocol(serve, pki, nginx):
     for path in ("/one", "/two"):
         lines = nginx_log_lines(nginx["dir"], f'"GET {path} HTTP/1.1"')
         assert len(lines) == 1 and lines[0].endswith(" 200"), lines
+    daemon.wait_for_access()  # written when the session ends, which may be after curl returns
     assert len(daemon.access_logs()) == 1

@@ -1,11 +1,21 @@
-// The sandbox's file-system view and its reload check (pure functions; entering the sandbox
-// itself is covered by tests/integration/test_sandbox.py on the real binary).
+// The sandbox's file-system view and its reload check (pure functions), and the Landlock and
+// seccomp pieces applied in a forked child (entering the whole sandbox is covered by
+// tests/integration/test_sandbox.py on the real binary).
 #include "mtlsd/daemon/sandbox.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "test_pki.hpp"
@@ -50,8 +60,141 @@ TEST(SandboxPaths, NameTheDirectoriesAsWrittenAndWhereSymlinksLead) {
   EXPECT_THAT(p.read, Contains((d.path() / "conf").string()));
   EXPECT_THAT(p.read, Contains((d.path() / "certs").string()));
   EXPECT_THAT(p.read, Contains((base / "real").string()));
-  EXPECT_TRUE(p.write.empty());
+  EXPECT_TRUE(p.write_dirs.empty());
   EXPECT_TRUE(p.sockets.empty());
+}
+
+TEST(SandboxPaths, TheAccessLogDirectoryItselfIsWritableNotItsParent) {
+  test::pki_dir d;
+  auto c = config_in(d.path() / "conf", d.path() / "certs");
+  c.log.access_log_path = "logs/access.log";  // relative: to the configuration file's directory
+  const paths p = paths_for(c);
+  EXPECT_THAT(p.write_dirs, Contains((d.path() / "conf" / "logs").string()));
+  for (const auto& w : p.write_dirs) {
+    EXPECT_TRUE(fs::path(w).is_absolute()) << w;
+    EXPECT_NE(fs::path(w), d.path() / "conf") << "the parent of the log directory is writable";
+  }
+}
+
+// Runs `body` in a forked child and returns its wait status; `body`'s return value is the exit
+// code. The child only makes raw system calls (no gtest) after forking.
+int in_child(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(body());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+// 0 when creating `path` succeeds, otherwise the errno.
+int create_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
+}
+
+TEST(SandboxLandlock, OnlyTheWriteDirectoryItselfTakesNewFilesAndNothingIsRemoved) {
+  std::string why;
+  const int abi = landlock_abi(&why);
+  if (abi <= 0) GTEST_SKIP() << "no Landlock: " << why;
+  test::pki_dir d;
+  const auto logs = d.path() / "var" / "logs";
+  const auto sibling = d.path() / "var" / "other";
+  fs::create_directories(logs);
+  fs::create_directories(sibling);
+  d.write("var/logs/old.log", "rotated");
+  paths p;
+  p.write_dirs.push_back(logs.string());
+  // Each result separately, so that a failure says which one.
+  auto expect = [&](int code, const std::function<int()>& step, const char* what) {
+    const int status = in_child([&] {
+      try {
+        landlock_restrict(abi, p);
+      } catch (...) {
+        return 99;
+      }
+      return step();
+    });
+    ASSERT_TRUE(WIFEXITED(status)) << what;
+    EXPECT_EQ(WEXITSTATUS(status), code) << what;
+  };
+  expect(
+      0, [&] { return create_file(logs / "access.log"); }, "create in the write directory");
+  expect(
+      EACCES, [&] { return create_file(sibling / "x.log"); }, "create in a sibling directory");
+  expect(
+      EACCES, [&] { return create_file(d.path() / "var" / "x.log"); }, "create in the parent");
+  expect(
+      EACCES, [&] { return ::unlink((logs / "old.log").c_str()) == 0 ? 0 : errno; },
+      "unlink in the write directory");
+  expect(
+      EACCES, [&] { return ::mkdir((logs / "sub").c_str(), 0700) == 0 ? 0 : errno; },
+      "mkdir in the write directory");
+  EXPECT_TRUE(fs::exists(logs / "access.log"));
+  EXPECT_TRUE(fs::exists(d.path() / "var" / "logs" / "old.log"));
+}
+
+// Installs the seccomp policy in a forked child, then runs `step`: its exit code, or the signal
+// that killed it (as 1000 + signal number).
+int under_seccomp(const seccomp_options& o, const std::function<int()>& step) {
+  const int status = in_child([&] {
+    try {
+      install_seccomp(o);
+    } catch (...) {
+      return 99;
+    }
+    return step();
+  });
+  return WIFSIGNALED(status) ? 1000 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+TEST(SandboxSeccomp, WithoutAnAccessLogFileOpeningForWritingFailsWithEacces) {
+  test::pki_dir d;
+  d.write("existing", "x");
+  const auto target = (d.path() / "new").string();
+  const auto existing = (d.path() / "existing").string();
+  seccomp_options o;  // no access log, no unix listeners
+  EXPECT_EQ(under_seccomp(o, [&] { return create_file(target); }), EACCES);
+  EXPECT_EQ(under_seccomp(o,
+                          [&] {
+                            const int fd = ::open(existing.c_str(), O_RDWR | O_CLOEXEC);
+                            return fd < 0 ? errno : 0;
+                          }),
+            EACCES);
+  EXPECT_EQ(under_seccomp(o,
+                          [&] {
+                            const int fd = ::open(existing.c_str(), O_RDONLY | O_CLOEXEC);
+                            return fd < 0 ? errno : 0;
+                          }),
+            0);
+  EXPECT_FALSE(fs::exists(target));
+  o.write_files = true;  // an access log file is configured
+  EXPECT_EQ(under_seccomp(o, [&] { return create_file(target); }), 0);
+}
+
+TEST(SandboxSeccomp, UnlinkOnlyWithUnixListeners) {
+  test::pki_dir d;
+  d.write("a", "x");
+  const auto a = (d.path() / "a").string();
+  seccomp_options o;
+  EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 1000 + SIGSYS);
+  EXPECT_TRUE(fs::exists(a));
+  o.remove_files = true;
+  EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 0);
+  EXPECT_FALSE(fs::exists(a));
+}
+
+TEST(SandboxSeccomp, NetlinkOnlyForRouting) {
+  auto netlink = [](int protocol) {
+    return [protocol] {
+      const int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+      return fd < 0 ? errno : 0;
+    };
+  };
+  EXPECT_EQ(under_seccomp({}, netlink(NETLINK_ROUTE)), 0);
+  EXPECT_EQ(under_seccomp({}, netlink(NETLINK_AUDIT)), 1000 + SIGSYS);
+  EXPECT_EQ(under_seccomp({}, netlink(NETLINK_KOBJECT_UEVENT)), 1000 + SIGSYS);
 }
 
 TEST(SandboxReload, SameDirectoriesAndKubernetesSwapsAreFine) {

@@ -15,15 +15,17 @@ namespace mtlsd::daemon::sandbox {
 // The file-system view a process needs. Entries are absolute paths; directories cover what is
 // beneath them (so a Kubernetes `..data` swap inside a named directory stays covered).
 struct paths {
-  std::vector<std::string> read;     // read-only, files or directories
-  std::vector<std::string> write;    // files that may be created, written and truncated (the
-                                     // parent directory gets those rights: logs are rotated)
+  std::vector<std::string> read;  // read-only, files or directories
+  // Directories (never their parents) in which files may be created, opened for writing and
+  // truncated, but nothing removed or made other than regular files: the access log's
+  // directory, so that a rotated log can be re-created on SIGUSR1.
+  std::vector<std::string> write_dirs;
   std::vector<std::string> sockets;  // directories where unix listener sockets are (re)created
 };
 
 // What a configuration names: the directory of the configuration file and of every file it
 // references (both as written and after following symlinks), unix listener directories. The
-// access log file, when one is configured, belongs in `write`.
+// directory of the access log file, when one is configured, is in `write_dirs`.
 paths paths_for(const config::configuration& cfg);
 
 // Files the process itself reads at run time whatever the configuration: resolver configuration,
@@ -54,9 +56,20 @@ int landlock_abi(std::string* why = nullptr);
 // Restricts the calling thread (and threads it creates later) to `p`. Paths that do not exist are
 // skipped. Throws std::runtime_error on failure.
 void landlock_restrict(int abi, const paths& p);
+// What the seccomp policy lets through beyond the fixed list, from the configuration at start-up.
+// It matters most on kernels without Landlock, where seccomp is all that limits file writes.
+struct seccomp_options {
+  // open()/openat() for writing (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC): only when an access log
+  // file is configured; otherwise such an open fails with EACCES (a visible error, not a kill).
+  bool write_files = false;
+  // unlink()/unlinkat(): only when there are unix listeners (a listener re-bound on reload
+  // removes its stale socket; reload cannot add one in a new directory without a restart).
+  bool remove_files = false;
+};
+seccomp_options seccomp_options_for(const config::configuration& cfg);
 // Loads the seccomp policy for all threads; a system call outside it kills the process.
 // Returns the number of system calls allowed. Throws std::runtime_error on failure.
-int install_seccomp();
+int install_seccomp(const seccomp_options& opts);
 // PR_SET_NO_NEW_PRIVS, then empties the ambient, bounding (where we may), inheritable, permitted
 // and effective capability sets. Returns a note when the bounding set could not be emptied.
 std::string drop_privileges();
