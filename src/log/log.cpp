@@ -329,7 +329,7 @@ bool finish(std::chrono::milliseconds limit) {
     }
   }
   // What it counted into may go away after this (the daemon's metrics).
-  static std::atomic<std::function<void()>*> retired_hook{nullptr};  // reachable, as above
+  static std::atomic<const std::function<void()>*> retired_hook{nullptr};  // reachable, as above
   retired_hook.store(drop_hook.exchange(nullptr, std::memory_order_acq_rel));
   return ok;
 }
