@@ -67,6 +67,17 @@ const char* key_type_name(int id) {
 }  // namespace
 
 certificate_selector::certificate_selector(const config::tls_options& t) : strict_(t.strict_sni) {
+  try {
+    build(t);
+  } catch (...) {
+    // A constructor that throws runs no destructor: free the chain stacks made so far.
+    for (auto* c : chains_)
+      sk_X509_free(c);
+    throw;
+  }
+}
+
+void certificate_selector::build(const config::tls_options& t) {
   for (std::size_t i = 0; i < t.certificates.size(); ++i) {
     const auto& e = t.certificates[i];
     certs_.push_back(load_key_pair(e));

@@ -37,6 +37,7 @@ class certificate_selector {
 
  private:
   static int on_client_hello(SSL* ssl, int* alert, void* arg);
+  void build(const config::tls_options& t);  // the constructor's body
   void check_key_types(const config::tls_options& t, const std::vector<std::size_t>& entries,
                        const std::string& names) const;
 
