@@ -194,6 +194,31 @@ proxy_v2_info proxy_info(const session& s, SSL* ssl) {
 
 // The upstream connect failed. Running out of file descriptors is our capacity, not the
 // upstream's fault: refused as over_capacity and not counted as an upstream failure.
+// After a completed handshake, in both modes: who the peer is, then revocation by network
+// sources (OCSP, distribution points) and, with recheck, a watch that closes the session when
+// a later answer revokes it. False: refused (the reason is recorded).
+asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
+                                          bool network_revocation, bool recheck) {
+  if (vo.identity) {
+    s.peer_identity = std::move(vo.identity);
+  } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
+    // A resumed session skips verification (it was verified when first established, under this
+    // same context); its certificate still names the peer.
+    s.peer_identity = tls::extract_identity(cert);
+  }
+  observe_handshake(s);
+  // Revocation needs the peer's chain; without it configured, nothing is allocated here.
+  if (!network_revocation && !recheck) co_return true;
+  bool chain_verified = false;
+  const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
+  if (chain.empty()) co_return true;
+  if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
+    co_return false;
+  if (recheck)
+    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(chain));
+  co_return true;
+}
+
 void refuse_connect(session& s, const error_code& ec, const std::string& why) {
   if (out_of_descriptors(ec))
     return s.refuse(reason::over_capacity, "out of file descriptors: " + why);
@@ -222,26 +247,8 @@ asio::awaitable<void> serve_server(session& s) {
     co_return;
   }
   record_tls_details(s, tls.native());
-  if (vo.identity) {
-    s.peer_identity = std::move(vo.identity);
-  } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
-    // A resumed session skips verification (it was verified when first established, under this
-    // same context); its certificate still names the peer.
-    s.peer_identity = tls::extract_identity(cert);
-  }
-  observe_handshake(s);
-
-  // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
-  if (network_revocation || recheck) {
-    bool chain_verified = false;
-    const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
-    if (network_revocation && !chain.empty() &&
-        !co_await check_revocation(s, tls, vo, chain, chain_verified))
-      co_return;
-    if (recheck && !chain.empty())
-      s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
-  }
+  if (!co_await judge_verified_peer(s, tls, vo, network_revocation, recheck)) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   s.enter(phase::connect, cfg.timeouts.connect);
@@ -323,23 +330,10 @@ asio::awaitable<void> serve_client(session& s) {
     co_return;
   }
   record_tls_details(s, tls.native());
-  if (vo.identity)
-    s.peer_identity = std::move(vo.identity);
-  else if (X509* cert = SSL_get0_peer_certificate(tls.native()))
-    s.peer_identity = tls::extract_identity(cert);
-  observe_handshake(s);
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled() &&
                        !cfg.server_auth.insecure_skip_verify;
-  if (network_revocation || recheck) {
-    bool chain_verified = false;
-    const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
-    // Nothing of the app's goes to a remote whose certificate is revoked.
-    if (network_revocation && !chain.empty() &&
-        !co_await check_revocation(s, tls, vo, chain, chain_verified))
-      co_return;
-    if (recheck && !chain.empty())
-      s.control.watch_revocation(&cfg.name, tls::revocation::peer_cert_ids(chain));
-  }
+  // Nothing of the app's goes to a remote whose certificate is revoked.
+  if (!co_await judge_verified_peer(s, tls, vo, network_revocation, recheck)) co_return;
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 
