@@ -76,6 +76,28 @@ def cpu_over(pid: int, seconds: float) -> float:
     return cpu_seconds(pid) - before
 
 
+def holds_peer(pid: int, peer_port: int) -> bool:
+    """Whether process `pid` has a TCP socket whose remote end is local port `peer_port`:
+    i.e. it has accepted that client's connection (and has not closed it)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for row in f:
+                fields = row.split()
+                # fields: sl local_address rem_address st ... uid timeout inode
+                if int(fields[2].rsplit(":", 1)[1], 16) == peer_port and fields[9] in inodes:
+                    return True
+    return False
+
+
 def active(daemon, listener: str = "inbound") -> float:
     return daemon.scrape().get("mtlsd_connections_active", listener=listener)
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from faults import (SANITIZED, BlackHole, SelectorUpstream, active, client_hello, close_all,
-                    cpu_over, fd_limit, fd_limit_to_hard, never_reads, nofile_soft,
+                    cpu_over, fd_limit, fd_limit_to_hard, holds_peer, never_reads, nofile_soft,
                     open_connections, push_until_stalled, pushes, raise_nofile,
                     read_until_closed, real_clients_served, refusing_address, reset_after,
                     rss_kib, rst_close, tls10_client_hello, wait_active, wait_stalled,
@@ -433,13 +433,15 @@ def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, p
     try:
         # Silent connections one by one until mtlsd has exactly one descriptor left: the next
         # client's accept takes it, and its upstream socket cannot be made.
+        # Each accept is awaited by finding the daemon's end of that very connection, not by
+        # a change in its descriptor count (the scrape's admin connection may close at the
+        # same moment, and then the count would not move).
         while proc_fd_count(daemon.pid) < limit - 1:
-            held = proc_fd_count(daemon.pid)
             assert len(silent) < limit, "mtlsd's descriptor count does not follow our connections"
-            silent.append(connect(daemon.addr(), timeout=5))
-            # != rather than >: the admin connection of the scrape above may close meanwhile,
-            # and then the loop simply opens one more.
-            wait_until(lambda: proc_fd_count(daemon.pid) != held, 5, "the connection's accept")
+            sock = connect(daemon.addr(), timeout=5)
+            silent.append(sock)
+            port = sock.getsockname()[1]
+            wait_until(lambda: holds_peer(daemon.pid, port), 5, "the connection's accept")
         ex = echo_roundtrip(daemon.addr(), client_context(pki))
         line = daemon.wait_for_access(client=ex.local)
         print(f"refused with {line.get('reason')!r}: {line.get('detail')!r}")
