@@ -12,8 +12,10 @@
 //      never reads is unknown to the schema: a typo such as `readinesProbe`;
 //   3. mtlsd policy, for every pod template with a container named `mtlsd`:
 //      hardening, probes on the admin port, resources, termination budget vs
-//      the config's shutdown.drain_timeout, native-sidecar restartPolicy, and
-//      every file the mtlsd config names provided by a mounted volume.
+//      the config's shutdown.drain_timeout, native-sidecar restartPolicy,
+//      every file the mtlsd config names provided by a mounted volume, and
+//      readiness/liveness probes on the app containers beside a sidecar that
+//      the kubelet can reach (not mtlsd's loopback upstream port).
 //
 // Documents are parsed as YAML 1.1, as the Kubernetes API machinery does, so
 // `on`/`yes` become booleans and fail string fields instead of slipping by.
@@ -329,6 +331,32 @@ function checkMtlsdPod(o, tmpl) {
     // Every file the config names must be mounted.
     for (const [key, path] of configPaths(cfg ?? {})) {
       if (!files.has(path)) problem(o, `${tag}: ${key} = ${path} is not provided by any volume mount`);
+    }
+    // The app containers beside a sidecar need probes of their own (mtlsd's
+    // say only that the proxy works), over a port the kubelet can reach: it
+    // probes from the node, so not the loopback upstream mtlsd forwards to.
+    if (isInit) {
+      const loopbackUpstream = new Set(
+        (cfg?.listeners ?? [])
+          .filter((l) => l.mode !== "client" && /^(127\.|\[::1\]|localhost)/.test(String(l.upstream ?? "")))
+          .map((l) => Number(String(l.upstream).split(":").pop())),
+      );
+      for (const app of mains.filter((x) => x.name !== "mtlsd")) {
+        for (const probe of ["readinessProbe", "livenessProbe"]) {
+          const p = app[probe];
+          if (!p) {
+            problem(o, `container ${app.name}: ${probe} missing (the app beside mtlsd needs probes of its own)`);
+            continue;
+          }
+          const port = p.httpGet?.port ?? p.tcpSocket?.port ?? p.grpc?.port;
+          if (port === undefined) continue; // exec probe: runs inside the container
+          const num = typeof port === "number" ? port : (app.ports ?? []).find((x) => x.name === port)?.containerPort;
+          if (num === undefined) problem(o, `container ${app.name}: ${probe} port ${port} is not a declared container port`);
+          else if (loopbackUpstream.has(num)) {
+            problem(o, `container ${app.name}: ${probe} probes port ${num}, mtlsd's loopback upstream: the kubelet cannot reach it`);
+          }
+        }
+      }
     }
     // Each listen port must be declared (documentation + NetworkPolicy).
     for (const l of cfg?.listeners ?? []) {
