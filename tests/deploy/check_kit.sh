@@ -3,15 +3,17 @@
 #
 #   1. render deploy/kustomize/example (the mtlsd-sidecar component on the
 #      orders app) and the Helm chart deploy/helm/mtlsd-sidecar with
-#      ci/orders-values.yaml (release orders, namespace shop) with
-#      render_kit.mjs (neither kustomize nor helm installs here: see its header)
+#      ci/orders-values.yaml (release orders, namespace shop), and both again
+#      with the trust-manager bundle (example-trust-bundle,
+#      ci/orders-trust-bundle-values.yaml), with render_kit.mjs (neither
+#      kustomize nor helm installs here: see its header)
 #   2. check_k8s.mjs on each rendering: schema, unknown keys, mtlsd pod policy
 #      (native sidecar, hardening/securityContext, probes of mtlsd and the
 #      app, resources, grace period vs drain_timeout, mounted files)
-#   3. check_kit.mjs facts on each: sidecar + ConfigMap + Certificate (from a
+#   3. check_kit.mjs same: each pair of renderings holds the same objects;
+#      check_kit.mjs facts on each: sidecar + ConfigMap + Certificate (from a
 #      ClusterIssuer, SPIFFE ID of the Deployment's namespace and service
-#      account) + PodMonitor selecting the pod; check_kit.mjs same: both
-#      renderings hold the same objects
+#      account) + PodMonitor selecting the pod
 #   4. negative cases: the chart without app.image must fail to render, a
 #      rendering without the PodMonitor must fail the facts, the kustomize
 #      renderer must refuse a feature it does not implement
@@ -42,24 +44,48 @@ trap 'rm -rf -- "$TMP"' EXIT
 CHART=deploy/helm/mtlsd-sidecar
 
 # --- 1. render ---------------------------------------------------------------
+# Two pairs, each a kustomize overlay and the chart with the values that
+# should give the same objects: the orders example, and the same trusting
+# the trust-manager overlap bundle.
 mkdir -p "$TMP/root/deploy"
-K=$TMP/root/deploy/kustomize-example.yaml
-H=$TMP/root/deploy/helm-orders.yaml
 rendered=()
-if node "$NPM_DIR/render_kit.mjs" kustomize deploy/kustomize/example >"$K" 2>"$TMP/err"; then
-    ok "rendered deploy/kustomize/example: $(grep -c '^kind:' "$K") object(s)"
-    rendered+=("$K")
-else
-    cat "$TMP/err"
-    fail "render_kit.mjs kustomize deploy/kustomize/example failed (above)"
-fi
-if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release orders --namespace shop -f "$CHART/ci/orders-values.yaml" >"$H" 2>"$TMP/err"; then
-    ok "rendered $CHART (release orders, namespace shop, ci/orders-values.yaml): $(grep -c '^kind:' "$H") object(s)"
-    rendered+=("$H")
-else
-    cat "$TMP/err"
-    fail "render_kit.mjs helm $CHART failed (above)"
-fi
+render_pair() { # NAME KUSTOMIZE_DIR VALUES_FILE...
+    local name=$1 kdir=$2
+    shift 2
+    local k=$TMP/root/deploy/$name-kustomize.yaml h=$TMP/root/deploy/$name-helm.yaml fargs=() v both=1
+    for v in "$@"; do fargs+=(-f "$v"); done
+    if node "$NPM_DIR/render_kit.mjs" kustomize "$kdir" >"$k" 2>"$TMP/err"; then
+        ok "rendered $kdir: $(grep -c '^kind:' "$k") object(s)"
+        rendered+=("$k")
+    else
+        cat "$TMP/err"
+        fail "render_kit.mjs kustomize $kdir failed (above)"
+        both=0
+    fi
+    if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release orders --namespace shop "${fargs[@]}" >"$h" 2>"$TMP/err"; then
+        ok "rendered $CHART (release orders, namespace shop, ${*##*/}): $(grep -c '^kind:' "$h") object(s)"
+        rendered+=("$h")
+    else
+        cat "$TMP/err"
+        fail "render_kit.mjs helm $CHART ${*##*/} failed (above)"
+        both=0
+    fi
+    if ((both)); then
+        out=$(node "$NPM_DIR/check_kit.mjs" same "$k" "$h" 2>&1) || fail "$name: kustomize and Helm render different objects (above)"
+        printf '%s\n' "$out"
+    fi
+}
+render_pair orders deploy/kustomize/example "$CHART/ci/orders-values.yaml"
+render_pair orders-trust-bundle deploy/kustomize/example-trust-bundle "$CHART/ci/orders-values.yaml" \
+    "$CHART/ci/orders-trust-bundle-values.yaml"
+
+for r in "$TMP"/root/deploy/orders-trust-bundle-*.yaml; do
+    if grep -qx '                  name: mesh-ca-bundle' "$r"; then
+        ok "${r##*/}: the sidecar's ca.crt comes from the trust-manager ConfigMap mesh-ca-bundle"
+    else
+        fail "${r##*/}: the sidecar does not mount the ConfigMap mesh-ca-bundle"
+    fi
+done
 
 # --- 2. the manifest checks on each rendering ------------------------------------
 for r in "${rendered[@]}"; do
@@ -71,15 +97,11 @@ for r in "${rendered[@]}"; do
     fi
 done
 
-# --- 3. the kit's facts, and both renderings alike -------------------------------
+# --- 3. the kit's facts ------------------------------------------------------------
 for r in "${rendered[@]}"; do
     out=$(node "$NPM_DIR/check_kit.mjs" facts "$r" 2>&1) || fail "check_kit.mjs facts ${r##*/}"
     printf '%s\n' "$out"
 done
-if ((${#rendered[@]} == 2)); then
-    out=$(node "$NPM_DIR/check_kit.mjs" same "$K" "$H" 2>&1) || fail "kustomize and Helm render different objects (above)"
-    printf '%s\n' "$out"
-fi
 
 # --- 4. negative cases: the checks and the renderer bite -----------------------
 if out=$(node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release x --namespace y 2>&1); then
