@@ -59,7 +59,7 @@ function facts(file) {
     if (cert.spec.issuerRef?.kind !== "ClusterIssuer") fail(`${file}: Certificate issuerRef.kind ${cert.spec.issuerRef?.kind}: the mesh CA's key must not live in the workload namespace (ClusterIssuer)`);
     if (cert.spec.privateKey?.rotationPolicy !== "Always") fail(`${file}: Certificate privateKey.rotationPolicy must be Always`);
   }
-  if (objs.some((o) => o.kind === "Issuer" || (o.kind === "Secret" && o.metadata?.namespace === ns && /ca/.test(o.metadata?.name ?? "")))) {
+  if (objs.some((o) => o.kind === "Issuer" || (o.kind === "Secret" && o.metadata?.namespace === ns && /(^|-)ca(-|$)/.test(o.metadata?.name ?? "")))) {
     fail(`${file}: an Issuer or CA Secret is rendered into the workload namespace`);
   }
   const pms = objs.filter((o) => o.kind === "PodMonitor");
