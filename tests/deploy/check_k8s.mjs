@@ -10,7 +10,8 @@
 //      properties the generated validator reads. The validator reads every
 //      property its schema declares (and every entry of a map), so a key it
 //      never reads is unknown to the schema: a typo such as `readinesProbe`;
-//   3. mtlsd policy, for every pod template with a container named `mtlsd`:
+//   3. no CA Issuer in a namespace (the CA key would sit beside the workloads);
+//      mtlsd policy, for every pod template with a container named `mtlsd`:
 //      hardening, probes on the admin port, resources, termination budget vs
 //      the config's shutdown.drain_timeout, native-sidecar restartPolicy,
 //      every file the mtlsd config names provided by a mounted volume, and
@@ -365,6 +366,15 @@ function checkMtlsdPod(o, tmpl) {
         problem(o, `${tag}: listener ${l.name} port ${port} is not a declared containerPort`);
       }
     }
+  }
+}
+
+// A namespaced CA Issuer reads its CA key pair from a Secret in its own
+// namespace: whoever reads Secrets there could mint any workload identity.
+// The mesh CA belongs to a ClusterIssuer (key in cert-manager's namespace).
+for (const o of objects) {
+  if (o.obj?.kind === "Issuer" && o.obj?.apiVersion?.startsWith("cert-manager.io/") && o.obj?.spec?.ca) {
+    problem(o, `a CA Issuer keeps the CA key (Secret ${o.obj.spec.ca.secretName}) in the workload namespace: use a ClusterIssuer`);
   }
 }
 
