@@ -177,8 +177,10 @@ if [[ -n $BINARY ]]; then
         else
             fail "OpenSSL's default CA file $cafile does not resolve to a CA bundle in the image"
         fi
-        # Run it there. chroot needs root (CI is); else a user namespace.
-        CHROOT=(chroot)
+        # Run it there, as the image's USER (65532) so that a file only root
+        # could read would show. chroot needs root (CI is); else a user
+        # namespace, where only the caller's own UID exists.
+        CHROOT=(chroot --userspec=65532:65532)
         ((EUID == 0)) || CHROOT=(unshare -r chroot)
         if ! ver=$("${CHROOT[@]}" "$RFS" /usr/bin/mtlsd --version 2>&1); then
             printf '%s\n' "$ver"
@@ -188,6 +190,9 @@ if [[ -n $BINARY ]]; then
             bash scripts/gen-pki.sh "$TMP/pki" >/dev/null || die "scripts/gen-pki.sh failed"
             mkdir -p "$RFS/etc/mtlsd"
             cp "$TMP"/pki/{server.crt,server.key,client.crt,client.key,ca.crt} "$RFS/etc/mtlsd/"
+            # As Kubernetes mounts them (fsGroup 65532, mode 0440).
+            chmod 0440 "$RFS"/etc/mtlsd/*
+            ((EUID == 0)) && chown -R 0:65532 "$RFS/etc/mtlsd"
             cat >"$RFS/etc/mtlsd/mtlsd.yaml" <<'CFG'
 listeners:
   - name: inbound
