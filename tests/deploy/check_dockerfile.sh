@@ -17,8 +17,10 @@
 #      docker/rootfs.sh builds the image's file system from it (the runtime
 #      stage is `scratch` + that); it must hold every DT_NEEDED library and
 #      nothing beyond the binary's ldd closure and the CA bundle, OpenSSL's
-#      default CA file must resolve in it, and under chroot mtlsd must run
-#      (--version, check with a test PKI, the HEALTHCHECK command)
+#      default CA file must resolve in it, and under chroot as UID 65532
+#      mtlsd must run (--version, check with a test PKI, the HEALTHCHECK
+#      command), and as root image_live.py starts the daemon there (/proc and
+#      /dev mounted, sandbox on): /readyz 200, HEALTHCHECK exit 0, SIGTERM exit 0
 #
 # Needs: node + npm (first run fills build/npm), python3, apt-get, dpkg,
 # objdump (binutils), chroot (as root; else unshare -r). Exit 1 on any failure.
@@ -222,6 +224,25 @@ CFG
             else
                 cat "$TMP/health"
                 fail "mtlsd health in the image file system exited $rc, expected 1 for an unreachable port"
+            fi
+            # The daemon itself, as a runtime starts it: /proc and /dev
+            # mounted, UID 65532, sandbox on (needs root for the mounts).
+            if ((EUID == 0)); then
+                cat >"$RFS/etc/mtlsd/live.yaml" <<'CFG'
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:9
+    tls: {cert: /etc/mtlsd/server.crt, key: /etc/mtlsd/server.key}
+    client_auth: {ca: [/etc/mtlsd/ca.crt]}
+CFG
+                out=$(timeout 120 "$PY" "$DEPLOY_TESTS/image_live.py" "$RFS" /etc/mtlsd/live.yaml 2>&1) ||
+                    fail "the daemon does not run from the image file system (above)"
+                printf '%s\n' "$out"
+            else
+                say "skip: not root: the daemon was not started from the image file system (needs mounts)"
             fi
         fi
     fi
