@@ -70,12 +70,12 @@ fi
 neg=$DEPLOY_TESTS/fixtures/Dockerfile.contract-bad
 out=$("$PY" "$DEPLOY_TESTS/dockerfile_facts.py" "$neg" 2>&1)
 rc=$?
-missing=0
+unreported=0
 while IFS= read -r line; do
     [[ -z $line ]] && continue
-    grep -qF -- "$line" <<<"$out" || { fail "${neg#"$ROOT"/}: expected problem not reported: $line"; missing=1; }
+    grep -qF -- "$line" <<<"$out" || { fail "${neg#"$ROOT"/}: expected problem not reported: $line"; unreported=1; }
 done <"$neg.expected"
-if ((rc == 1 && missing == 0)); then
+if ((rc == 1 && unreported == 0)); then
     ok "${neg#"$ROOT"/} breaks the contract as expected ($(grep -c '^FAIL: ' <<<"$out") problem(s))"
 else
     printf '%s\n' "$out"
@@ -155,16 +155,16 @@ if [[ -n $BINARY ]]; then
         # Every DT_NEEDED library is in the image, and every library in the
         # image is one the loader resolves for the binary (nothing extra).
         closure=$(ldd "$BINARY" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
-        missing=0
+        lacking=0
         for so in $(objdump -p "$BINARY" | awk '/NEEDED/ {print $2}'); do
             path=$(ldd "$BINARY" | awk -v so="$so" '$1 == so {print $3}')
-            [[ -n $path && -f $RFS$path ]] || { fail "the image lacks $so (DT_NEEDED of $BINARY)"; missing=1; }
+            [[ -n $path && -f $RFS$path ]] || { fail "the image lacks $so (DT_NEEDED of $BINARY)"; lacking=1; }
         done
         extra=$(cd "$RFS" && find . \( -type f -o -type l \) | sed 's#^\.##' | grep -vxF -f <(printf '%s\n' "$closure" /usr/bin/mtlsd \
             /etc/ssl/certs/ca-certificates.crt /usr/lib/ssl/cert.pem /usr/lib/ssl/certs) || true)
         if [[ -n $extra ]]; then
             fail "the image has files beyond the binary, its ldd closure and the CA bundle: $(tr '\n' ' ' <<<"$extra")"
-        elif ((missing == 0)); then
+        elif ((lacking == 0)); then
             ok "image file system = mtlsd + its ldd closure ($(wc -l <<<"$closure") files, $(du -sh "$RFS" | cut -f1) with this build) + CA bundle; no shell"
         fi
         [[ -e $RFS/bin/sh || -e $RFS/usr/bin/sh ]] && fail "the image has a shell"
