@@ -2,6 +2,8 @@
 //
 //   node check_kit.mjs facts FILE            the kit's promises, in one rendering
 //   node check_kit.mjs same KUSTOMIZE HELM   both renderings hold the same objects
+//   node check_kit.mjs keeps APP RENDERED    the app's own containers, volumes,
+//                                            pod labels and securityContext survive
 //
 // facts: exactly one Deployment, with mtlsd as a native sidecar (init
 // container, restartPolicy: Always) mounting a ConfigMap and the Secret of a
@@ -125,11 +127,40 @@ function same(kfile, hfile) {
   if (!problems.length) console.log(`ok: kustomize and Helm render the same ${k.size} objects: ${[...k.keys()].join(", ")}`);
 }
 
+// keeps: every container, init container, volume and pod label of the
+// original Deployment is in the rendering unchanged (the kit only adds).
+function keeps(origFile, renderedFile) {
+  const orig = load(origFile).find((o) => o.kind === "Deployment");
+  const out = load(renderedFile).find((o) => o.kind === "Deployment" && o.metadata.name === orig?.metadata?.name);
+  if (!orig || !out) return fail(`${renderedFile}: Deployment ${orig?.metadata?.name} missing`);
+  const o = orig.spec.template;
+  const r = out.spec.template;
+  const same = (a, b) => JSON.stringify(canonical([a], {}).values().next().value) === JSON.stringify(canonical([b], {}).values().next().value);
+  for (const list of ["initContainers", "containers", "volumes"]) {
+    for (const item of o.spec[list] ?? []) {
+      const got = (r.spec[list] ?? []).find((x) => x.name === item.name);
+      if (!got) fail(`${renderedFile}: ${list} ${item.name} of the app is gone`);
+      else if (!same(item, got)) fail(`${renderedFile}: ${list} ${item.name} of the app was changed`);
+    }
+  }
+  for (const [k, v] of Object.entries(o.metadata?.labels ?? {})) {
+    if (r.metadata?.labels?.[k] !== v) fail(`${renderedFile}: pod label ${k} of the app was changed`);
+  }
+  for (const [k, v] of Object.entries(o.spec.securityContext ?? {})) {
+    if (JSON.stringify(r.spec.securityContext?.[k]) !== JSON.stringify(v)) fail(`${renderedFile}: pod securityContext.${k} of the app was changed`);
+  }
+  if (!problems.length) {
+    const names = (l) => (r.spec[l] ?? []).map((x) => x.name).join(", ");
+    console.log(`ok: ${renderedFile}: the app's own parts are unchanged; initContainers [${names("initContainers")}], containers [${names("containers")}], volumes [${names("volumes")}]`);
+  }
+}
+
 const [mode, ...args] = process.argv.slice(2);
-if (mode === "facts" && args.length === 1) facts(args[0]);
+if (mode === "keeps" && args.length === 2) keeps(args[0], args[1]);
+else if (mode === "facts" && args.length === 1) facts(args[0]);
 else if (mode === "same" && args.length === 2) same(args[0], args[1]);
 else {
-  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT");
+  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | keeps APP_YAML RENDERED");
   process.exit(2);
 }
 for (const p of problems) console.log(`FAIL: ${p}`);

@@ -7,6 +7,9 @@
 #      with the trust-manager bundle (example-trust-bundle,
 #      ci/orders-trust-bundle-values.yaml), with render_kit.mjs (neither
 #      kustomize nor helm installs here: see its header)
+#      and the component on tests/deploy/fixtures/kit-app (an app with its own
+#      init container, volumes, labels): check_kit.mjs keeps — all of the
+#      app's own parts survive unchanged
 #   2. check_k8s.mjs on each rendering: schema, unknown keys, mtlsd pod policy
 #      (native sidecar, hardening/securityContext, probes of mtlsd and the
 #      app, resources, grace period vs drain_timeout, mounted files)
@@ -86,6 +89,19 @@ for r in "$TMP"/root/deploy/orders-trust-bundle-*.yaml; do
         fail "${r##*/}: the sidecar does not mount the ConfigMap mesh-ca-bundle"
     fi
 done
+
+# The component on an app with an init container, volumes and labels of its
+# own: everything the app had stays, the sidecar is added.
+F=$DEPLOY_TESTS/fixtures/kit-app
+if node "$NPM_DIR/render_kit.mjs" kustomize "$F" >"$TMP/kit-app.yaml" 2>"$TMP/err"; then
+    rendered+=("$TMP/kit-app.yaml")
+    out=$(node "$NPM_DIR/check_kit.mjs" keeps "$F/app.yaml" "$TMP/kit-app.yaml" 2>&1) ||
+        fail "the component changed the app's own parts (above)"
+    printf '%s\n' "$out"
+else
+    cat "$TMP/err"
+    fail "render_kit.mjs kustomize ${F#"$ROOT"/} failed (above)"
+fi
 
 # --- 2. the manifest checks on each rendering ------------------------------------
 for r in "${rendered[@]}"; do
