@@ -280,6 +280,19 @@ function checkMtlsdPod(o, tmpl) {
         problem(o, `${tag}: ${probe} must be an httpGet on the admin port or exec \`mtlsd health\``);
       }
     }
+    // Secret/projected files are owned by root with group fsGroup: when the
+    // mode gives "other" no read bit (0440), only fsGroup lets mtlsd read its
+    // key, so fsGroup must be a group mtlsd runs in.
+    const volumes = new Map((spec.volumes ?? []).map((v) => [v.name, v]));
+    for (const m of c.volumeMounts ?? []) {
+      const v = volumes.get(m.name);
+      const mode = v?.projected?.defaultMode ?? v?.secret?.defaultMode ?? v?.configMap?.defaultMode;
+      if (!v || (!v.projected && !v.secret) || mode === undefined || (mode & 0o004) !== 0) continue;
+      const groups = [eff("runAsGroup"), ...(podSc.supplementalGroups ?? [])].filter((g) => g !== undefined);
+      if (podSc.fsGroup === undefined || !groups.includes(podSc.fsGroup)) {
+        problem(o, `${tag}: volume ${m.name} (mode 0${mode.toString(8)}) is readable through fsGroup only, and fsGroup ${podSc.fsGroup ?? "(unset)"} is not a group mtlsd runs in (${groups.join(", ") || "none set"})`);
+      }
+    }
     const preStop = c.lifecycle?.preStop;
     if (!preStop) problem(o, `${tag}: lifecycle.preStop missing`);
     const preStopSeconds = preStop?.sleep?.seconds ?? 0;
