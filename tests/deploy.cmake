@@ -4,7 +4,7 @@ set(_deploy ${CMAKE_CURRENT_LIST_DIR}/deploy)
 foreach(check IN ITEMS manifests alerts)
   add_test(NAME deploy.${check} COMMAND ${_deploy}/check_${check}.sh)
 endforeach()
-foreach(check IN ITEMS systemd configs live)
+foreach(check IN ITEMS systemd configs live kit)
   add_test(NAME deploy.${check} COMMAND ${_deploy}/check_${check}.sh $<TARGET_FILE:mtlsd>)
 endforeach()
 # The Dockerfile check compares the runtime stage's packages with the libraries the binary loads;
@@ -15,5 +15,5 @@ if(MTLSD_SANITIZE)
 else()
   add_test(NAME deploy.dockerfile COMMAND ${_deploy}/check_dockerfile.sh $<TARGET_FILE:mtlsd>)
 endif()
-set_tests_properties(deploy.manifests deploy.alerts deploy.dockerfile deploy.systemd deploy.configs deploy.live
+set_tests_properties(deploy.manifests deploy.alerts deploy.dockerfile deploy.systemd deploy.configs deploy.live deploy.kit
   PROPERTIES LABELS deploy TIMEOUT 300 WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})

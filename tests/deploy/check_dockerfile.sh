@@ -5,19 +5,25 @@
 #   1. `dockerfile-utils lint` (npm): zero problems — warnings count too (the
 #      tool itself exits 0 on warnings, so its JSON output is counted), and a
 #      negative fixture proves a warning is caught
-#   2. the contract (dockerfile_facts.py): bookworm -> bookworm-slim, unit
-#      tests run in the build stage, numeric non-root USER, ENTRYPOINT, CMD,
-#      HEALTHCHECK as promised, no -dev package or compiler at run time
+#   2. the contract (dockerfile_facts.py): bookworm -> scratch, unit tests
+#      and docker/rootfs.sh in the build stage, nothing else at run time, OCI
+#      labels, numeric non-root USER, ENTRYPOINT, CMD, HEALTHCHECK as
+#      promised; a negative fixture must break it
 #   3. every package each stage's `apt-get install` names resolves on this
 #      Debian 12 machine: `apt-get install -s --no-install-recommends`
 #   4. the build stage installs everything scripts/dev.sh does for building
 #      (when dev.sh exists) — "same packages as the developer set-up"
 #   5. with a built binary (argument, else build/release/mtlsd, if present):
-#      every shared library it links (DT_NEEDED) comes from a package the
-#      runtime stage installs or that debian:bookworm-slim already has
+#      docker/rootfs.sh builds the image's file system from it (the runtime
+#      stage is `scratch` + that); it must hold every DT_NEEDED library and
+#      nothing beyond the binary's ldd closure and the CA bundle, OpenSSL's
+#      default CA file must resolve in it, and under chroot as UID 65532
+#      mtlsd must run (--version, check with a test PKI, the HEALTHCHECK
+#      command), and as root image_live.py starts the daemon there (/proc and
+#      /dev mounted, sandbox on): /readyz 200, HEALTHCHECK exit 0, SIGTERM exit 0
 #
 # Needs: node + npm (first run fills build/npm), python3, apt-get, dpkg,
-# objdump (binutils). Exit 1 on any failure.
+# objdump (binutils), chroot (as root; else unshare -r). Exit 1 on any failure.
 set -uo pipefail
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT" || exit 1
@@ -59,6 +65,21 @@ if out=$("$PY" "$DEPLOY_TESTS/dockerfile_facts.py" "$DOCKERFILE"); then
 else
     say "$out"
     fail "$DOCKERFILE breaks the image contract (above)"
+fi
+
+neg=$DEPLOY_TESTS/fixtures/Dockerfile.contract-bad
+out=$("$PY" "$DEPLOY_TESTS/dockerfile_facts.py" "$neg" 2>&1)
+rc=$?
+unreported=0
+while IFS= read -r line; do
+    [[ -z $line ]] && continue
+    grep -qF -- "$line" <<<"$out" || { fail "${neg#"$ROOT"/}: expected problem not reported: $line"; unreported=1; }
+done <"$neg.expected"
+if ((rc == 1 && unreported == 0)); then
+    ok "${neg#"$ROOT"/} breaks the contract as expected ($(grep -c '^FAIL: ' <<<"$out") problem(s))"
+else
+    printf '%s\n' "$out"
+    ((rc == 1)) || fail "${neg#"$ROOT"/}: dockerfile_facts.py exited $rc, expected 1"
 fi
 
 # --- 3. apt packages resolve on bookworm ---------------------------------------------
@@ -113,49 +134,120 @@ else
     say "skip: scripts/dev.sh not present: build-stage list not compared"
 fi
 
-# --- 5. runtime stage covers the binary's shared libraries -------------------------
+# --- 5. the runtime file system: built by docker/rootfs.sh, run under chroot --------
+# The image is `scratch` + what docker/rootfs.sh collects in the build stage.
+# The same script runs here on the host's build of the same Debian 12
+# packages, and mtlsd is started from the result with chroot: a library the
+# loader cannot find there would be missing from the image too.
 if [[ -z $BINARY && -x build/release/mtlsd ]]; then BINARY=build/release/mtlsd; fi
 if [[ -n $BINARY ]]; then
     need objdump "apt-get install binutils"
     need ldd "libc-bin"
+    need chroot "coreutils"
     [[ -x $BINARY ]] || die "$BINARY: not an executable"
-    # Packages every debian:bookworm-slim image already has (Essential or
-    # required by apt itself).
-    BASE="libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 liblzma5 libbz2-1.0 libcrypt1 libsystemd0 libudev1 libgnutls30 libgcrypt20 libcap2 liblz4-1 libselinux1 libpcre2-8-0 libacl1 libattr1 libgpg-error0"
-    runtime_pkgs=" ${STAGE_PKGS[runtime]:-} $BASE "
-    needed=$(objdump -p "$BINARY" | awk '/NEEDED/ {print $2}')
-    uncovered=0
-    for so in $needed; do
-        path=$(ldd "$BINARY" | awk -v so="$so" '$1 == so {print $3}')
-        if [[ -z $path || ! -e $path ]]; then
-            fail "$BINARY needs $so, which this machine cannot resolve"
-            uncovered=1
-            continue
+    TMP=$(mktemp -d)
+    trap 'rm -rf -- "$TMP"' EXIT
+    RFS=$TMP/rootfs
+    if ! out=$(sh docker/rootfs.sh "$BINARY" "$RFS" 2>&1); then
+        printf '%s\n' "$out"
+        fail "docker/rootfs.sh $BINARY failed (above)"
+    else
+        # Every DT_NEEDED library is in the image, and every library in the
+        # image is one the loader resolves for the binary (nothing extra).
+        closure=$(ldd "$BINARY" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
+        lacking=0
+        for so in $(objdump -p "$BINARY" | awk '/NEEDED/ {print $2}'); do
+            path=$(ldd "$BINARY" | awk -v so="$so" '$1 == so {print $3}')
+            [[ -n $path && -f $RFS$path ]] || { fail "the image lacks $so (DT_NEEDED of $BINARY)"; lacking=1; }
+        done
+        extra=$(cd "$RFS" && find . \( -type f -o -type l \) | sed 's#^\.##' | grep -vxF -f <(printf '%s\n' "$closure" /usr/bin/mtlsd \
+            /etc/ssl/certs/ca-certificates.crt /usr/lib/ssl/cert.pem /usr/lib/ssl/certs) || true)
+        if [[ -n $extra ]]; then
+            fail "the image has files beyond the binary, its ldd closure and the CA bundle: $(tr '\n' ' ' <<<"$extra")"
+        elif ((lacking == 0)); then
+            ok "image file system = mtlsd + its ldd closure ($(wc -l <<<"$closure") files, $(du -sh "$RFS" | cut -f1) with this build) + CA bundle; no shell"
         fi
-        pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
-        [[ -n $pkg ]] || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
-        if [[ -z $pkg ]]; then
-            fail "$so ($path) belongs to no Debian package"
-            uncovered=1
-        elif [[ $runtime_pkgs != *" $pkg "* ]]; then
-            fail "$BINARY needs $so from package $pkg, which the runtime stage does not install"
-            uncovered=1
+        [[ -e $RFS/bin/sh || -e $RFS/usr/bin/sh ]] && fail "the image has a shell"
+        # OpenSSL's default trust file (what SSL_CTX_set_default_verify_paths
+        # opens for `server_auth.ca: []`) resolves inside the image.
+        cafile=$("$PY" -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')
+        target=$(readlink "$RFS$cafile" || echo "$cafile")
+        [[ $target == /* ]] || target=$(dirname "$cafile")/$target
+        n=$(grep -c 'BEGIN CERTIFICATE' "$RFS$target" 2>/dev/null || echo 0)
+        if ((n > 0)); then
+            ok "OpenSSL's default CA file $cafile -> $target holds $n certificates in the image"
+        else
+            fail "OpenSSL's default CA file $cafile does not resolve to a CA bundle in the image"
         fi
-    done
-    ((uncovered == 0)) && ok "runtime stage provides every DT_NEEDED library of $BINARY: $(tr '\n' ' ' <<<"$needed")"
-    # The other direction is advice, not a failure: a library package that
-    # nothing in the binary's (transitive) ldd closure loads is dead weight.
-    loaded=$(ldd "$BINARY" | awk '$3 ~ /^\// {print $3}' | xargs -r readlink -f | sort -u)
-    for p in ${STAGE_PKGS[runtime]:-}; do
-        [[ $p == ca-certificates ]] && continue
-        libs=$(dpkg -L "$p" 2>/dev/null | grep -E '\.so(\.|$)' | xargs -r readlink -f | sort -u)
-        [[ -z $libs ]] && continue
-        if [[ -z $(comm -12 <(printf '%s\n' "$libs") <(printf '%s\n' "$loaded")) ]]; then
-            say "note: runtime package $p provides no library $BINARY loads (ldd): drop it unless something needs it at run time"
+        # Run it there, as the image's USER (65532) so that a file only root
+        # could read would show. chroot needs root (CI is); else a user
+        # namespace, where only the caller's own UID exists.
+        CHROOT=(chroot --userspec=65532:65532)
+        ((EUID == 0)) || CHROOT=(unshare -r chroot)
+        if ! ver=$("${CHROOT[@]}" "$RFS" /usr/bin/mtlsd --version 2>&1); then
+            printf '%s\n' "$ver"
+            fail "mtlsd --version does not run in the image file system (chroot; above)"
+        else
+            ok "mtlsd runs from the image file system: $(head -1 <<<"$ver")"
+            bash scripts/gen-pki.sh "$TMP/pki" >/dev/null || die "scripts/gen-pki.sh failed"
+            mkdir -p "$RFS/etc/mtlsd"
+            cp "$TMP"/pki/{server.crt,server.key,client.crt,client.key,ca.crt} "$RFS/etc/mtlsd/"
+            # As Kubernetes mounts them (fsGroup 65532, mode 0440).
+            chmod 0440 "$RFS"/etc/mtlsd/*
+            ((EUID == 0)) && chown -R 0:65532 "$RFS/etc/mtlsd"
+            cat >"$RFS/etc/mtlsd/mtlsd.yaml" <<'CFG'
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: /etc/mtlsd/server.crt, key: /etc/mtlsd/server.key}
+    client_auth: {ca: [/etc/mtlsd/ca.crt]}
+  - name: outbound
+    mode: client
+    listen: 127.0.0.1:9443
+    upstream: 127.0.0.1:443
+    tls: {cert: /etc/mtlsd/client.crt, key: /etc/mtlsd/client.key}
+    server_auth: {ca: [], server_name: example.org}
+CFG
+            if out=$("${CHROOT[@]}" "$RFS" /usr/bin/mtlsd check --config /etc/mtlsd/mtlsd.yaml 2>&1); then
+                ok "in the image file system: mtlsd check loads certificates, key and CA files ($out)"
+            else
+                printf '%s\n' "$out"
+                fail "mtlsd check fails in the image file system (above)"
+            fi
+            # The HEALTHCHECK command itself, against a port nothing serves:
+            # it must run without a shell and say no (exit 1), not crash.
+            "${CHROOT[@]}" "$RFS" /usr/bin/mtlsd health --url http://127.0.0.1:1/readyz --timeout 2s >"$TMP/health" 2>&1
+            rc=$?
+            if ((rc == 1)); then
+                ok "in the image file system: the HEALTHCHECK command runs and reports an unreachable admin port (exit 1)"
+            else
+                cat "$TMP/health"
+                fail "mtlsd health in the image file system exited $rc, expected 1 for an unreachable port"
+            fi
+            # The daemon itself, as a runtime starts it: /proc and /dev
+            # mounted, UID 65532, sandbox on (needs root for the mounts).
+            if ((EUID == 0)); then
+                cat >"$RFS/etc/mtlsd/live.yaml" <<'CFG'
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: inbound
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:9
+    tls: {cert: /etc/mtlsd/server.crt, key: /etc/mtlsd/server.key}
+    client_auth: {ca: [/etc/mtlsd/ca.crt]}
+CFG
+                out=$(timeout 120 "$PY" "$DEPLOY_TESTS/image_live.py" "$RFS" /etc/mtlsd/live.yaml 2>&1) ||
+                    fail "the daemon does not run from the image file system (above)"
+                printf '%s\n' "$out"
+            else
+                say "skip: not root: the daemon was not started from the image file system (needs mounts)"
+            fi
         fi
-    done
+    fi
 else
-    say "skip: no mtlsd binary (pass one, or build build/release/mtlsd): runtime libraries not compared with DT_NEEDED"
+    say "skip: no mtlsd binary (pass one, or build build/release/mtlsd): the image file system was not built and run"
 fi
 
 finish check_dockerfile

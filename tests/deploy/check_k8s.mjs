@@ -10,10 +10,13 @@
 //      properties the generated validator reads. The validator reads every
 //      property its schema declares (and every entry of a map), so a key it
 //      never reads is unknown to the schema: a typo such as `readinesProbe`;
-//   3. mtlsd policy, for every pod template with a container named `mtlsd`:
+//   3. no CA Issuer in a namespace (the CA key would sit beside the workloads);
+//      mtlsd policy, for every pod template with a container named `mtlsd`:
 //      hardening, probes on the admin port, resources, termination budget vs
-//      the config's shutdown.drain_timeout, native-sidecar restartPolicy, and
-//      every file the mtlsd config names provided by a mounted volume.
+//      the config's shutdown.drain_timeout, native-sidecar restartPolicy,
+//      every file the mtlsd config names provided by a mounted volume, and
+//      readiness/liveness probes on the app containers beside a sidecar that
+//      the kubelet can reach (not mtlsd's loopback upstream port).
 //
 // Documents are parsed as YAML 1.1, as the Kubernetes API machinery does, so
 // `on`/`yes` become booleans and fail string fields instead of slipping by.
@@ -277,6 +280,19 @@ function checkMtlsdPod(o, tmpl) {
         problem(o, `${tag}: ${probe} must be an httpGet on the admin port or exec \`mtlsd health\``);
       }
     }
+    // Secret/projected files are owned by root with group fsGroup: when the
+    // mode gives "other" no read bit (0440), only fsGroup lets mtlsd read its
+    // key, so fsGroup must be a group mtlsd runs in.
+    const volumes = new Map((spec.volumes ?? []).map((v) => [v.name, v]));
+    for (const m of c.volumeMounts ?? []) {
+      const v = volumes.get(m.name);
+      const mode = v?.projected?.defaultMode ?? v?.secret?.defaultMode ?? v?.configMap?.defaultMode;
+      if (!v || (!v.projected && !v.secret) || mode === undefined || (mode & 0o004) !== 0) continue;
+      const groups = [eff("runAsGroup"), ...(podSc.supplementalGroups ?? [])].filter((g) => g !== undefined);
+      if (podSc.fsGroup === undefined || !groups.includes(podSc.fsGroup)) {
+        problem(o, `${tag}: volume ${m.name} (mode 0${mode.toString(8)}) is readable through fsGroup only, and fsGroup ${podSc.fsGroup ?? "(unset)"} is not a group mtlsd runs in (${groups.join(", ") || "none set"})`);
+      }
+    }
     const preStop = c.lifecycle?.preStop;
     if (!preStop) problem(o, `${tag}: lifecycle.preStop missing`);
     const preStopSeconds = preStop?.sleep?.seconds ?? 0;
@@ -330,6 +346,32 @@ function checkMtlsdPod(o, tmpl) {
     for (const [key, path] of configPaths(cfg ?? {})) {
       if (!files.has(path)) problem(o, `${tag}: ${key} = ${path} is not provided by any volume mount`);
     }
+    // The app containers beside a sidecar need probes of their own (mtlsd's
+    // say only that the proxy works), over a port the kubelet can reach: it
+    // probes from the node, so not the loopback upstream mtlsd forwards to.
+    if (isInit) {
+      const loopbackUpstream = new Set(
+        (cfg?.listeners ?? [])
+          .filter((l) => l.mode !== "client" && /^(127\.|\[::1\]|localhost)/.test(String(l.upstream ?? "")))
+          .map((l) => Number(String(l.upstream).split(":").pop())),
+      );
+      for (const app of mains.filter((x) => x.name !== "mtlsd")) {
+        for (const probe of ["readinessProbe", "livenessProbe"]) {
+          const p = app[probe];
+          if (!p) {
+            problem(o, `container ${app.name}: ${probe} missing (the app beside mtlsd needs probes of its own)`);
+            continue;
+          }
+          const port = p.httpGet?.port ?? p.tcpSocket?.port ?? p.grpc?.port;
+          if (port === undefined) continue; // exec probe: runs inside the container
+          const num = typeof port === "number" ? port : (app.ports ?? []).find((x) => x.name === port)?.containerPort;
+          if (num === undefined) problem(o, `container ${app.name}: ${probe} port ${port} is not a declared container port`);
+          else if (loopbackUpstream.has(num)) {
+            problem(o, `container ${app.name}: ${probe} probes port ${num}, mtlsd's loopback upstream: the kubelet cannot reach it`);
+          }
+        }
+      }
+    }
     // Each listen port must be declared (documentation + NetworkPolicy).
     for (const l of cfg?.listeners ?? []) {
       const port = Number(String(l.listen ?? "").split(":").pop());
@@ -337,6 +379,15 @@ function checkMtlsdPod(o, tmpl) {
         problem(o, `${tag}: listener ${l.name} port ${port} is not a declared containerPort`);
       }
     }
+  }
+}
+
+// A namespaced CA Issuer reads its CA key pair from a Secret in its own
+// namespace: whoever reads Secrets there could mint any workload identity.
+// The mesh CA belongs to a ClusterIssuer (key in cert-manager's namespace).
+for (const o of objects) {
+  if (o.obj?.kind === "Issuer" && o.obj?.apiVersion?.startsWith("cert-manager.io/") && o.obj?.spec?.ca) {
+    problem(o, `a CA Issuer keeps the CA key (Secret ${o.obj.spec.ca.secretName}) in the workload namespace: use a ClusterIssuer`);
   }
 }
 

@@ -6,17 +6,29 @@
 --packages   print "STAGE<TAB>PACKAGE" for every package an `apt-get install`
              names (for check_dockerfile.sh's `apt-get install -s`); exit 0.
 otherwise    check the contract (exit 1 with one FAIL line per problem):
-             two stages, debian:bookworm -> debian:bookworm-slim; the build
-             stage runs cmake --preset release, the build and
-             `ctest --preset release -L unit`; the runtime stage installs no
-             compiler or -dev package, runs as a numeric non-root USER, and has
-             ENTRYPOINT ["mtlsd"], CMD ["run","--config","/etc/mtlsd/mtlsd.yaml"]
-             and HEALTHCHECK CMD ["mtlsd","health","--url",".../readyz"].
+             two stages, debian:bookworm (optionally pinned @sha256:<64 hex>)
+             -> scratch; the build stage runs cmake --preset release, the
+             build, `ctest --preset release -L unit` and docker/rootfs.sh
+             into the directory the runtime stage copies (COPY --from=build),
+             which is all the runtime stage has: no RUN (scratch has no
+             shell), ENV PATH with /usr/bin, OCI labels
+             (org.opencontainers.image.*, only keys the OCI image spec
+             defines; title, description, version, revision, created and
+             source present; the version's default is CMakeLists.txt's
+             project VERSION), a numeric non-root USER, ENTRYPOINT ["mtlsd"],
+             CMD ["run","--config","/etc/mtlsd/mtlsd.yaml"] and HEALTHCHECK
+             CMD ["mtlsd","health","--url",".../readyz"] (exec form: no shell).
 """
 import json
+import pathlib
 import re
 import shlex
 import sys
+
+# The annotation keys the OCI image spec predefines (annotations.md).
+OCI_KEYS = {"created", "authors", "url", "documentation", "source", "version", "revision", "vendor",
+            "licenses", "ref.name", "title", "description", "base.digest", "base.name"}
+OCI_REQUIRED = ("title", "description", "version", "revision", "created", "source")
 
 
 def instructions(text):
@@ -116,24 +128,56 @@ def main():
         problems.append(f"expected 2 stages (build, runtime), found {len(stages)}")
     if stages:
         build, runtime = stages[0], stages[-1]
-        if build["image"] != "debian:bookworm":
-            problems.append(f"build stage image is {build['image']}, expected debian:bookworm")
-        if runtime["image"] != "debian:bookworm-slim":
-            problems.append(f"runtime stage image is {runtime['image']}, expected debian:bookworm-slim")
+        if not re.fullmatch(r"debian:bookworm(@sha256:[0-9a-f]{64})?", build["image"]):
+            problems.append(f"build stage image is {build['image']}, expected debian:bookworm[@sha256:<digest>]")
+        if runtime["image"] != "scratch":
+            problems.append(f"runtime stage image is {runtime['image']}, expected scratch (binary + its libraries only)")
         build_runs = " ".join(r for _, i, r in build["ins"] if i == "RUN")
         for needle in ("cmake --preset release", "cmake --build --preset release", "ctest --preset release -L unit"):
             if needle not in build_runs:
                 problems.append(f"build stage does not run `{needle}`")
-        rt_pkgs = [p for _, i, r in runtime["ins"] if i == "RUN" for p in apt_packages(r)]
-        for p in rt_pkgs:
-            if p.endswith("-dev") or p in ("g++", "gcc", "cmake", "ninja-build", "build-essential", "curl", "wget"):
-                problems.append(f"runtime stage installs build/debug tool {p}")
+        m = re.search(r"docker/rootfs\.sh\s+(\S+)\s+(\S+)", build_runs)
+        if not m:
+            problems.append("build stage does not collect the runtime file system with docker/rootfs.sh BINARY DIR")
+        if any(i == "RUN" for _, i, _ in runtime["ins"]):
+            problems.append("runtime stage has a RUN instruction: scratch has no shell to run it")
         last = {}
         for lineno, ins, rest in runtime["ins"]:
             last[ins] = (lineno, rest)
         copies = [r for _, i, r in runtime["ins"] if i == "COPY"]
         if not any(f"--from={build['name']}" in c for c in copies):
             problems.append(f"runtime stage does not COPY --from={build['name']}")
+        elif m and not any(c.split()[1:2] and c.split()[1].rstrip("/") == m.group(2).rstrip("/") for c in copies
+                           if c.startswith(f"--from={build['name']}")):
+            problems.append(f"runtime stage does not COPY --from={build['name']} {m.group(2)} (what rootfs.sh wrote)")
+        env = " ".join(r for _, i, r in runtime["ins"] if i == "ENV")
+        if not re.search(r"\bPATH=(\S*:)?/usr/bin(:|\s|$)", env):
+            problems.append("runtime stage must set ENV PATH=/usr/bin (scratch defines none; ENTRYPOINT and exec probes use it)")
+        # OCI labels: the spec's keys only, the useful ones present.
+        stage_args = {}
+        for _, i, r in runtime["ins"]:
+            if i == "ARG":
+                k, _, v = r.partition("=")
+                stage_args[k.strip()] = v.strip().strip('"')
+        labels = {}
+        for _, i, r in runtime["ins"]:
+            if i == "LABEL":
+                for tok in shlex.split(r):
+                    k, _, v = tok.partition("=")
+                    labels[k] = substitute(v, stage_args)
+        for k in labels:
+            if not k.startswith("org.opencontainers.image."):
+                problems.append(f"label {k}: use the OCI annotation keys (org.opencontainers.image.*)")
+            elif k.removeprefix("org.opencontainers.image.") not in OCI_KEYS:
+                problems.append(f"label {k} is not a key the OCI image spec defines")
+        for k in OCI_REQUIRED:
+            if f"org.opencontainers.image.{k}" not in labels:
+                problems.append(f"label org.opencontainers.image.{k} missing")
+        cmake = pathlib.Path(path).resolve().parent.parent / "CMakeLists.txt"
+        pm = re.search(r"project\(\s*mtlsd\s+VERSION\s+([0-9.]+)", cmake.read_text(encoding="utf-8")) if cmake.is_file() else None
+        got_version = labels.get("org.opencontainers.image.version")
+        if pm and got_version != pm.group(1):
+            problems.append(f"label org.opencontainers.image.version defaults to {got_version!r}, CMakeLists.txt says {pm.group(1)}")
         user = last.get("USER", (0, ""))[1]
         uid = user.split(":")[0]
         if not uid.isdigit():
@@ -158,7 +202,8 @@ def main():
     if problems:
         return 1
     print(f"ok: {path}: stages {' -> '.join(s['image'] + ' AS ' + s['name'] for s in stages)}; "
-          f"unit tests in the build; numeric non-root USER; ENTRYPOINT/CMD/HEALTHCHECK as specified")
+          f"unit tests and rootfs.sh in the build; runtime = that file system only; OCI labels; "
+          f"numeric non-root USER; ENTRYPOINT/CMD/HEALTHCHECK as specified")
     return 0
 
 

@@ -163,7 +163,9 @@ def find_configs(root: pathlib.Path, line_offsets=None):
     for top in ("deploy", "config"):
         base = root / top
         if base.is_dir():
-            files += sorted(p for p in base.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            files += sorted(p for p in base.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                            # Helm templates are YAML only once rendered: check_kit.sh renders them.
+                            and not (p.parent.name == "templates" and p.parent.parent.joinpath("Chart.yaml").is_file()))
     for path in files:
         rel = path.relative_to(root)
         try:

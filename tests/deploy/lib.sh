@@ -50,9 +50,11 @@ ensure_npm() {
 }
 
 # YAML files the lint covers: deploy/, config/ and this directory's own
-# (alert tests, fixtures); sorted paths relative to ROOT.
+# (alert tests, fixtures); sorted paths relative to ROOT. Helm templates are
+# not YAML until rendered (check_kit.sh renders and checks them).
 yaml_files() {
-    (cd "$ROOT" && find deploy config tests/deploy -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | LC_ALL=C sort)
+    (cd "$ROOT" && find deploy config tests/deploy -type f \( -name '*.yaml' -o -name '*.yml' \) \
+        -not -path 'deploy/helm/*/templates/*' 2>/dev/null | LC_ALL=C sort)
 }
 
 # Kubernetes manifests: the YAML files under deploy/kubernetes/.

@@ -1,0 +1,167 @@
+// Checks on rendered rollout-kit output, run by check_kit.sh:
+//
+//   node check_kit.mjs facts FILE            the kit's promises, in one rendering
+//   node check_kit.mjs same KUSTOMIZE HELM   both renderings hold the same objects
+//   node check_kit.mjs keeps APP RENDERED    the app's own containers, volumes,
+//                                            pod labels and securityContext survive
+//
+// facts: exactly one Deployment, with mtlsd as a native sidecar (init
+// container, restartPolicy: Always) mounting a ConfigMap and the Secret of a
+// cert-manager Certificate in the same namespace; the Certificate comes from a
+// ClusterIssuer (the CA key is not in the workload namespace) and carries the
+// SPIFFE ID of the Deployment's namespace and service account, which exists;
+// a PodMonitor in that namespace selects the pod and scrapes a port mtlsd
+// declares. (Schema, hardening, probes and the grace period are check_k8s.mjs's.)
+//
+// same: the kustomize rendering of deploy/kustomize/example and the Helm
+// rendering of the chart with ci/orders-values.yaml are the same objects once
+// the chart's release-derived names (orders-mtlsd, orders-mtlsd-tls) are
+// mapped to the component's (mtlsd, mtlsd-tls) and mtlsd configs are compared
+// as parsed YAML, not text. Exit 1 with one FAIL line per difference.
+
+import { readFileSync } from "node:fs";
+import { parseAllDocuments, parse as parseYaml } from "yaml";
+
+const load = (file) =>
+  parseAllDocuments(readFileSync(file, "utf8"), { version: "1.1" })
+    .map((d) => d.toJS())
+    .filter((o) => o !== null && o !== undefined);
+const problems = [];
+const fail = (m) => problems.push(m);
+
+function facts(file) {
+  const objs = load(file);
+  const find = (kind, ns, name) => objs.find((o) => o.kind === kind && o.metadata?.namespace === ns && o.metadata?.name === name);
+  const deps = objs.filter((o) => o.kind === "Deployment");
+  if (deps.length !== 1) return fail(`${file}: ${deps.length} Deployments, expected 1`);
+  const d = deps[0];
+  const ns = d.metadata.namespace;
+  const pod = d.spec?.template ?? {};
+  const spec = pod.spec ?? {};
+  const sidecar = (spec.initContainers ?? []).find((c) => c.name === "mtlsd");
+  if (!sidecar) return fail(`${file}: Deployment ${d.metadata.name} has no mtlsd init container`);
+  if (sidecar.restartPolicy !== "Always") fail(`${file}: mtlsd init container lacks restartPolicy: Always (not a native sidecar)`);
+  if ((spec.containers ?? []).some((c) => c.name === "mtlsd")) fail(`${file}: mtlsd is also a regular container`);
+  if (!(spec.containers ?? []).length) fail(`${file}: the Deployment has no app container`);
+  const mount = (sidecar.volumeMounts ?? []).find((m) => m.mountPath === "/etc/mtlsd");
+  const vol = (spec.volumes ?? []).find((v) => v.name === mount?.name);
+  const sources = vol?.projected?.sources ?? [];
+  const cmName = sources.find((s) => s.configMap)?.configMap.name;
+  const secretName = sources.find((s) => s.secret)?.secret.name;
+  if (!cmName || !find("ConfigMap", ns, cmName)) fail(`${file}: the sidecar's ConfigMap ${cmName} is not rendered in namespace ${ns}`);
+  const sa = spec.serviceAccountName;
+  if (!sa || !find("ServiceAccount", ns, sa)) fail(`${file}: ServiceAccount ${sa} is not rendered in namespace ${ns}`);
+  const cert = objs.find((o) => o.kind === "Certificate" && o.spec?.secretName === secretName);
+  if (!cert) {
+    fail(`${file}: no Certificate writes the sidecar's Secret ${secretName}`);
+  } else {
+    if (cert.metadata.namespace !== ns) fail(`${file}: Certificate ${cert.metadata.name} is in ${cert.metadata.namespace}, the Deployment in ${ns}`);
+    const want = `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+    if (JSON.stringify(cert.spec.uris) !== JSON.stringify([want])) fail(`${file}: Certificate uris ${JSON.stringify(cert.spec.uris)}, expected [${want}]`);
+    if (cert.spec.issuerRef?.kind !== "ClusterIssuer") fail(`${file}: Certificate issuerRef.kind ${cert.spec.issuerRef?.kind}: the mesh CA's key must not live in the workload namespace (ClusterIssuer)`);
+    if (cert.spec.privateKey?.rotationPolicy !== "Always") fail(`${file}: Certificate privateKey.rotationPolicy must be Always`);
+  }
+  if (objs.some((o) => o.kind === "Issuer" || (o.kind === "Secret" && o.metadata?.namespace === ns && /(^|-)ca(-|$)/.test(o.metadata?.name ?? "")))) {
+    fail(`${file}: an Issuer or CA Secret is rendered into the workload namespace`);
+  }
+  const pms = objs.filter((o) => o.kind === "PodMonitor");
+  const labels = pod.metadata?.labels ?? {};
+  const selects = (pm) =>
+    (pm.metadata.namespace === ns || (pm.spec.namespaceSelector?.matchNames ?? []).includes(ns)) &&
+    Object.entries(pm.spec.selector?.matchLabels ?? {}).every(([k, v]) => labels[k] === v) &&
+    (pm.spec.selector?.matchExpressions ?? []).length === 0;
+  const pm = pms.find(selects);
+  if (!pm) fail(`${file}: no PodMonitor selects the Deployment's pods (labels ${JSON.stringify(labels)})`);
+  else {
+    const ports = (sidecar.ports ?? []).map((p) => p.name);
+    for (const ep of pm.spec.podMetricsEndpoints ?? []) {
+      if (!ports.includes(ep.port)) fail(`${file}: PodMonitor port ${ep.port} is not a port of the mtlsd container (${ports})`);
+    }
+  }
+  if (!problems.length) {
+    console.log(`ok: ${file}: Deployment ${ns}/${d.metadata.name} with the mtlsd native sidecar, ConfigMap ${cmName}, ` +
+      `Certificate ${cert.metadata.name} (${cert.spec.uris[0]}, ClusterIssuer ${cert.spec.issuerRef.name}) -> Secret ${secretName}, PodMonitor ${pm.metadata.name}`);
+  }
+}
+
+// Canonical form: names mapped, mtlsd configs parsed, keys sorted.
+function canonical(objs, rename) {
+  const map = (v) => {
+    if (typeof v === "string") return rename[v] ?? v;
+    if (Array.isArray(v)) return v.map(map);
+    if (v && typeof v === "object") return Object.fromEntries(Object.keys(v).sort().map((k) => [k, map(v[k])]));
+    return v;
+  };
+  const out = new Map();
+  for (const o of objs) {
+    const c = map(o);
+    if (c.kind === "ConfigMap") {
+      for (const [k, v] of Object.entries(c.data ?? {})) if (/\.ya?ml$/.test(k)) c.data[k] = map(parseYaml(v));
+    }
+    out.set(`${c.kind}/${c.metadata?.namespace}/${c.metadata?.name}`, c);
+  }
+  return out;
+}
+
+function diff(a, b, path, out) {
+  if (JSON.stringify(a) === JSON.stringify(b)) return;
+  if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) diff(a[k], b[k], `${path}/${k}`, out);
+    return;
+  }
+  out.push(`${path}: kustomize ${JSON.stringify(a)} vs helm ${JSON.stringify(b)}`);
+}
+
+function same(kfile, hfile) {
+  const k = canonical(load(kfile), {});
+  const h = canonical(load(hfile), { "orders-mtlsd": "mtlsd", "orders-mtlsd-tls": "mtlsd-tls" });
+  for (const key of new Set([...k.keys(), ...h.keys()])) {
+    if (!k.has(key)) fail(`only the Helm chart renders ${key}`);
+    else if (!h.has(key)) fail(`only the kustomize component renders ${key}`);
+    else {
+      const out = [];
+      diff(k.get(key), h.get(key), key, out);
+      out.forEach((m) => fail(m));
+    }
+  }
+  if (!problems.length) console.log(`ok: kustomize and Helm render the same ${k.size} objects: ${[...k.keys()].join(", ")}`);
+}
+
+// keeps: every container, init container, volume and pod label of the
+// original Deployment is in the rendering unchanged (the kit only adds).
+function keeps(origFile, renderedFile) {
+  const orig = load(origFile).find((o) => o.kind === "Deployment");
+  const out = load(renderedFile).find((o) => o.kind === "Deployment" && o.metadata.name === orig?.metadata?.name);
+  if (!orig || !out) return fail(`${renderedFile}: Deployment ${orig?.metadata?.name} missing`);
+  const o = orig.spec.template;
+  const r = out.spec.template;
+  const same = (a, b) => JSON.stringify(canonical([a], {}).values().next().value) === JSON.stringify(canonical([b], {}).values().next().value);
+  for (const list of ["initContainers", "containers", "volumes"]) {
+    for (const item of o.spec[list] ?? []) {
+      const got = (r.spec[list] ?? []).find((x) => x.name === item.name);
+      if (!got) fail(`${renderedFile}: ${list} ${item.name} of the app is gone`);
+      else if (!same(item, got)) fail(`${renderedFile}: ${list} ${item.name} of the app was changed`);
+    }
+  }
+  for (const [k, v] of Object.entries(o.metadata?.labels ?? {})) {
+    if (r.metadata?.labels?.[k] !== v) fail(`${renderedFile}: pod label ${k} of the app was changed`);
+  }
+  for (const [k, v] of Object.entries(o.spec.securityContext ?? {})) {
+    if (JSON.stringify(r.spec.securityContext?.[k]) !== JSON.stringify(v)) fail(`${renderedFile}: pod securityContext.${k} of the app was changed`);
+  }
+  if (!problems.length) {
+    const names = (l) => (r.spec[l] ?? []).map((x) => x.name).join(", ");
+    console.log(`ok: ${renderedFile}: the app's own parts are unchanged; initContainers [${names("initContainers")}], containers [${names("containers")}], volumes [${names("volumes")}]`);
+  }
+}
+
+const [mode, ...args] = process.argv.slice(2);
+if (mode === "keeps" && args.length === 2) keeps(args[0], args[1]);
+else if (mode === "facts" && args.length === 1) facts(args[0]);
+else if (mode === "same" && args.length === 2) same(args[0], args[1]);
+else {
+  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | keeps APP_YAML RENDERED");
+  process.exit(2);
+}
+for (const p of problems) console.log(`FAIL: ${p}`);
+process.exit(problems.length ? 1 : 0);

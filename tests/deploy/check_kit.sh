@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# check_kit.sh [MTLSD_BINARY] — the rollout kit, rendered offline and checked:
+#
+#   1. render deploy/kustomize/example (the mtlsd-sidecar component on the
+#      orders app) and the Helm chart deploy/helm/mtlsd-sidecar with
+#      ci/orders-values.yaml (release orders, namespace shop), and both again
+#      with the trust-manager bundle (example-trust-bundle,
+#      ci/orders-trust-bundle-values.yaml), with render_kit.mjs (neither
+#      kustomize nor helm installs here: see its header)
+#      and the component on tests/deploy/fixtures/kit-app (an app with its own
+#      init container, volumes, labels): check_kit.mjs keeps — all of the
+#      app's own parts survive unchanged
+#   2. check_k8s.mjs on each rendering: schema, unknown keys, mtlsd pod policy
+#      (native sidecar, hardening/securityContext, probes of mtlsd and the
+#      app, resources, grace period vs drain_timeout, mounted files)
+#   3. check_kit.mjs same: each pair of renderings holds the same objects;
+#      check_kit.mjs facts on each: sidecar + ConfigMap + Certificate (from a
+#      ClusterIssuer, SPIFFE ID of the Deployment's namespace and service
+#      account) + PodMonitor selecting the pod
+#   4. negative cases: the chart without app.image must fail to render, a
+#      rendering without the PodMonitor must fail the facts, the kustomize
+#      renderer must refuse a feature it does not implement
+#   5. config_keys.py on the rendered mtlsd configs, and with a binary (argument,
+#      else build/release or build/dev) `mtlsd check` on each
+#   6. README.md's worked example: its upstream serves a directory of its
+#      own, not the one holding the PKI
+#
+# Needs: node + npm (first run installs the pinned npm packages into
+# build/npm), python3 + python3-yaml, openssl (gen-pki.sh). Exit 1 on failure.
+set -uo pipefail
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT" || exit 1
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+BIN=${1:-}
+if [[ -z $BIN ]]; then
+    for b in build/release/mtlsd build/dev/mtlsd; do
+        [[ -x $b ]] && BIN=$b && break
+    done
+fi
+
+ensure_npm
+for f in render_kit.mjs check_kit.mjs check_k8s.mjs; do cp "$DEPLOY_TESTS/$f" "$NPM_DIR/$f"; done
+TMP=$(mktemp -d)
+trap 'rm -rf -- "$TMP"' EXIT
+CHART=deploy/helm/mtlsd-sidecar
+
+# --- 1. render ---------------------------------------------------------------
+# Two pairs, each a kustomize overlay and the chart with the values that
+# should give the same objects: the orders example, and the same trusting
+# the trust-manager overlap bundle.
+mkdir -p "$TMP/root/deploy"
+rendered=()
+render_pair() { # NAME KUSTOMIZE_DIR VALUES_FILE...
+    local name=$1 kdir=$2
+    shift 2
+    local k=$TMP/root/deploy/$name-kustomize.yaml h=$TMP/root/deploy/$name-helm.yaml fargs=() v both=1
+    for v in "$@"; do fargs+=(-f "$v"); done
+    if node "$NPM_DIR/render_kit.mjs" kustomize "$kdir" >"$k" 2>"$TMP/err"; then
+        ok "rendered $kdir: $(grep -c '^kind:' "$k") object(s)"
+        rendered+=("$k")
+    else
+        cat "$TMP/err"
+        fail "render_kit.mjs kustomize $kdir failed (above)"
+        both=0
+    fi
+    if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release orders --namespace shop "${fargs[@]}" >"$h" 2>"$TMP/err"; then
+        ok "rendered $CHART (release orders, namespace shop, ${*##*/}): $(grep -c '^kind:' "$h") object(s)"
+        rendered+=("$h")
+    else
+        cat "$TMP/err"
+        fail "render_kit.mjs helm $CHART ${*##*/} failed (above)"
+        both=0
+    fi
+    if ((both)); then
+        out=$(node "$NPM_DIR/check_kit.mjs" same "$k" "$h" 2>&1) || fail "$name: kustomize and Helm render different objects (above)"
+        printf '%s\n' "$out"
+    fi
+}
+render_pair orders deploy/kustomize/example "$CHART/ci/orders-values.yaml"
+render_pair orders-trust-bundle deploy/kustomize/example-trust-bundle "$CHART/ci/orders-values.yaml" \
+    "$CHART/ci/orders-trust-bundle-values.yaml"
+
+for r in "$TMP"/root/deploy/orders-trust-bundle-*.yaml; do
+    if grep -qx '                  name: mesh-ca-bundle' "$r"; then
+        ok "${r##*/}: the sidecar's ca.crt comes from the trust-manager ConfigMap mesh-ca-bundle"
+    else
+        fail "${r##*/}: the sidecar does not mount the ConfigMap mesh-ca-bundle"
+    fi
+done
+
+# The component on an app with an init container, volumes and labels of its
+# own: everything the app had stays, the sidecar is added.
+F=$DEPLOY_TESTS/fixtures/kit-app
+if node "$NPM_DIR/render_kit.mjs" kustomize "$F" >"$TMP/kit-app.yaml" 2>"$TMP/err"; then
+    rendered+=("$TMP/kit-app.yaml")
+    out=$(node "$NPM_DIR/check_kit.mjs" keeps "$F/app.yaml" "$TMP/kit-app.yaml" 2>&1) ||
+        fail "the component changed the app's own parts (above)"
+    printf '%s\n' "$out"
+else
+    cat "$TMP/err"
+    fail "render_kit.mjs kustomize ${F#"$ROOT"/} failed (above)"
+fi
+
+# --- 2. the manifest checks on each rendering ------------------------------------
+for r in "${rendered[@]}"; do
+    if out=$(node "$NPM_DIR/check_k8s.mjs" "$r" 2>&1); then
+        ok "check_k8s.mjs ${r##*/}: $(tail -1 <<<"$out")"
+    else
+        printf '%s\n' "$out"
+        fail "check_k8s.mjs rejected the rendering ${r##*/} (above)"
+    fi
+done
+
+# --- 3. the kit's facts ------------------------------------------------------------
+for r in "${rendered[@]}"; do
+    out=$(node "$NPM_DIR/check_kit.mjs" facts "$r" 2>&1) || fail "check_kit.mjs facts ${r##*/}"
+    printf '%s\n' "$out"
+done
+
+# --- 4. negative cases: the checks and the renderer bite -----------------------
+if out=$(node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release x --namespace y 2>&1); then
+    fail "the chart rendered without app.image"
+elif grep -q 'set app.image' <<<"$out"; then
+    ok "the chart refuses to render without app.image ($out)"
+else
+    printf '%s\n' "$out"
+    fail "the chart failed without app.image, but not with 'set app.image'"
+fi
+printf 'podMonitor:\n  enabled: false\n' >"$TMP/no-podmonitor.yaml"
+if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release orders --namespace shop -f "$CHART/ci/orders-values.yaml" \
+    -f "$TMP/no-podmonitor.yaml" >"$TMP/no-pm.yaml" 2>&1 &&
+    ! out=$(node "$NPM_DIR/check_kit.mjs" facts "$TMP/no-pm.yaml" 2>&1) && grep -q 'no PodMonitor selects' <<<"$out"; then
+    ok "check_kit.mjs facts rejects a rendering without the PodMonitor"
+else
+    printf '%s\n' "$out"
+    fail "check_kit.mjs facts did not reject a rendering without the PodMonitor"
+fi
+mkdir -p "$TMP/kneg"
+cp deploy/kustomize/example/*.yaml "$TMP/kneg/"
+printf 'namePrefix: x-\n' >>"$TMP/kneg/kustomization.yaml"
+sed -i "s#\.\./components/mtlsd-sidecar#$ROOT/deploy/kustomize/components/mtlsd-sidecar#" "$TMP/kneg/kustomization.yaml"
+if ! out=$(node "$NPM_DIR/render_kit.mjs" kustomize "$TMP/kneg" 2>&1) && grep -q "'namePrefix' is not supported" <<<"$out"; then
+    ok "render_kit.mjs refuses a kustomize feature it does not implement (namePrefix)"
+else
+    printf '%s\n' "$out"
+    fail "render_kit.mjs did not refuse namePrefix"
+fi
+
+# --- 5. the rendered mtlsd configs -------------------------------------------------
+for r in "${rendered[@]}"; do
+    if out=$("$PY" "$DEPLOY_TESTS/config_keys.py" "$r" 2>&1); then
+        printf '%s\n' "$out"
+    else
+        printf '%s\n' "$out"
+        fail "a rendered mtlsd config breaks the configuration contract (above)"
+    fi
+done
+if [[ -n $BIN && -x $BIN ]]; then
+    bash scripts/gen-pki.sh "$TMP/pki" >/dev/null || die "scripts/gen-pki.sh failed"
+    if out=$("$PY" "$DEPLOY_TESTS/extract_configs.py" --root "$TMP/root" --pki "$TMP/pki" --out "$TMP/configs" --mtlsd "$BIN" 2>&1); then
+        ok "mtlsd check accepts every rendered config: $(cut -f2 "$TMP/configs/index.tsv" | tr '\n' ' ')"
+    else
+        printf '%s\n' "$out"
+        fail "mtlsd check rejected a rendered config (above)"
+    fi
+else
+    fail "no mtlsd binary (pass one, or build build/release/mtlsd): rendered configs not checked with mtlsd check"
+fi
+
+# --- 6. README worked example --------------------------------------------------------
+if out=$("$PY" - README.md <<'EOF'
+import re, shlex, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+m = re.search(r"^## A worked example\n(.*?)^## ", text, re.S | re.M)
+if not m:
+    sys.exit("FAIL: README.md has no '## A worked example' section")
+block = m.group(1)
+pki = re.findall(r"^mkdir (\S+) && cd \1$", block, re.M)
+servers = [l for l in block.splitlines() if l.startswith("python3 -m http.server")]
+if not pki or not servers:
+    sys.exit("FAIL: README.md worked example: no `mkdir PKI && cd PKI` or no http.server upstream found")
+for line in servers:
+    words = shlex.split(line.split("#")[0].rstrip(" &"))
+    d = words[words.index("--directory") + 1] if "--directory" in words else "."
+    if d.rstrip("/") in (".", "..", "", pki[0]) or d.startswith(pki[0] + "/"):
+        sys.exit(f"FAIL: README.md worked example serves {d!r} (the PKI in {pki[0]}/, with ca.key): {line.strip()}")
+    if f"mkdir {d}" not in block and f"mkdir -p {d}" not in block:
+        sys.exit(f"FAIL: README.md worked example serves {d!r} but never creates it")
+print(f"ok: README.md worked example: the upstream serves {d}/, not the directory holding {pki[0]}/")
+EOF
+); then
+    say "$out"
+else
+    say "$out"
+    fail "README.md worked example (above)"
+fi
+
+finish check_kit
