@@ -223,7 +223,8 @@ def test_superseded_runtimes_stop_fetching_staples(start_mtlsd, make_upstream, r
     mine.openssl("ca", "-batch", "-notext", "-name", "root_ca", "-extensions", "ext_server_ocsp",
                  "-days", "30", "-in", mine.path("renewal.csr"),
                  "-out", mine.path("server-ocsp-2.crt"))
-    old_serial, new_serial = serial_of(mine, "server-ocsp.crt"), serial_of(mine, "server-ocsp-2.crt")
+    old_serial = serial_of(mine, "server-ocsp.crt")
+    new_serial = serial_of(mine, "server-ocsp-2.crt")
     live = tmp_path / "live.crt"
     shutil.copy(mine.path("server-ocsp.crt"), live)
     rv.ocsp.index = mine.path("db/root/index.txt")
