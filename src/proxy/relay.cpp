@@ -77,48 +77,90 @@ asio::awaitable<peer_end> watch_peer(stream_socket& sock) {
   }
 }
 
-// Writes everything to a non-blocking plain socket, waiting only when the kernel buffer is full;
-// meanwhile the TLS side is watched for its peer leaving (nobody reads it while we wait).
-asio::awaitable<error_code> write_plain(relay_state& st, const char* data, std::size_t n) {
+// Waits until `out` can take more bytes. Meanwhile nobody reads `in` (the pump that would is
+// this one, parked on its write), so `in` is watched for its peer leaving: a reset ends the
+// relay (the result says so), a FIN starts the half-close deadline — what that peer sent still
+// goes on — and stops the watching (the FIN stays visible). `watching` carries that across calls.
+enum class wait_end { writable, in_peer_reset, failed };
+asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, stream_socket& out,
+                                                               stream_socket& in, bool& watching) {
   using namespace asio::experimental::awaitable_operators;
+  for (;;) {
+    if (!watching) {
+      auto [wec] = co_await out.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
+      if (st.stopping)
+        co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
+      co_return std::pair{wec ? wait_end::failed : wait_end::writable, wec};
+    }
+    auto w = co_await (out.async_wait(stream_socket::wait_write, as_tuple(use_awaitable)) ||
+                       watch_peer(in));
+    if (st.stopping)
+      co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
+    if (w.index() == 0) {
+      auto [wec] = std::get<0>(w);
+      co_return std::pair{wec ? wait_end::failed : wait_end::writable, wec};
+    }
+    switch (std::get<1>(w)) {
+      case peer_end::reset:
+        co_return std::pair{wait_end::in_peer_reset, error_code(asio::error::connection_reset)};
+      case peer_end::fin:
+        st.clock.start_half_close();
+        watching = false;
+        continue;
+      case peer_end::none:
+        co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
+    }
+  }
+}
+
+// Writes everything to a non-blocking plain socket, waiting only when the kernel buffer is full;
+// meanwhile the TLS side is watched for its peer leaving. On an error the relay is stopped and
+// the error recorded; returns false then.
+asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t n) {
   bool watching = true;
   while (n > 0) {
     error_code ec;
     std::size_t written = st.plain.write_some(asio::buffer(data, n), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      if (!watching) {
-        auto [wec] =
-            co_await st.plain.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
-        if (wec) co_return wec;
-        if (st.stopping) co_return asio::error::operation_aborted;
-        continue;
-      }
-      auto w = co_await (st.plain.async_wait(stream_socket::wait_write, as_tuple(use_awaitable)) ||
-                         watch_peer(st.tls_socket));
-      if (st.stopping) co_return asio::error::operation_aborted;
-      if (w.index() == 0) {
-        if (auto [wec] = std::get<0>(w); wec) co_return wec;
-        continue;
-      }
-      switch (std::get<1>(w)) {
-        case peer_end::reset:
-          co_return asio::error::connection_reset;  // reported as the TLS peer's reset below
-        case peer_end::fin:
-          // The TLS peer finished sending (or left): what it sent still goes on, bounded by
-          // the half-close deadline.
-          st.clock.start_half_close();
-          watching = false;
-          continue;
-        case peer_end::none:
-          co_return asio::error::operation_aborted;
-      }
-      continue;
+      auto [how, wec] = co_await wait_writable(st, st.plain, st.tls_socket, watching);
+      if (how == wait_end::writable) continue;
+      if (how == wait_end::in_peer_reset)
+        st.fail("TLS peer left while the plaintext peer was not reading", wec);
+      else
+        st.fail("writing to plaintext peer", wec);
+      co_return false;
     }
-    if (ec) co_return ec;
+    if (ec) {
+      st.fail("writing to plaintext peer", ec);
+      co_return false;
+    }
     data += written;
     n -= written;
   }
-  co_return error_code{};
+  co_return true;
+}
+
+// The same towards the TLS peer, watching the plaintext side meanwhile: an upstream that resets
+// or finishes while the TLS client is not reading is noticed now, not at the idle timeout.
+asio::awaitable<bool> write_tls(relay_state& st, const char* data, std::size_t n) {
+  bool watching = true;
+  for (;;) {
+    // Retried with the same buffer after would_block, as OpenSSL requires.
+    auto ec = co_await st.tls.try_write(asio::buffer(data, n));
+    if (st.stopping) co_return false;
+    if (!ec) co_return true;
+    if (ec == asio::error::would_block) {
+      auto [how, wec] = co_await wait_writable(st, st.tls_socket, st.plain, watching);
+      if (how == wait_end::writable) continue;
+      if (how == wait_end::in_peer_reset)
+        st.fail("plaintext peer left while the TLS peer was not reading", wec);
+      else
+        st.fail("writing to TLS peer", wec);
+      co_return false;
+    }
+    st.fail("writing to TLS peer", ec);
+    co_return false;
+  }
 }
 
 asio::awaitable<void> tls_to_plain(relay_state& st) {
@@ -145,11 +187,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       }
       if (ec) co_return st.fail("reading from TLS peer", ec);
       st.clock.touch();
-      if (auto wec = co_await write_plain(st, buf.data(), n)) {
-        if (wec == asio::error::connection_reset && !st.stopping)
-          co_return st.fail("TLS peer left while the plaintext peer was not reading", wec);
-        co_return st.fail("writing to plaintext peer", wec);
-      }
+      if (!co_await write_plain(st, buf.data(), n)) co_return;
       st.r.from_tls += n;
     }
   }
@@ -178,9 +216,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       }
       if (ec) co_return st.fail("reading from plaintext peer", ec);
       st.clock.touch();
-      auto wec = co_await st.tls.write(asio::buffer(buf.data(), n));
-      if (st.stopping) co_return;
-      if (wec) co_return st.fail("writing to TLS peer", wec);
+      if (!co_await write_tls(st, buf.data(), n)) co_return;
       st.r.from_plain += n;
     }
   }

@@ -25,7 +25,8 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
 // asks for it. `op(n)` returns OpenSSL's return value and stores the byte count in n.
 template <class Op>
-asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input) {
+asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input,
+                                                                      bool wait_for_output) {
   for (;;) {
     ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
     errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
@@ -41,6 +42,8 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
         continue;
       }
       case SSL_ERROR_WANT_WRITE: {
+        if (!wait_for_output)
+          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
         auto [ec] = co_await sock_.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
         if (ec) co_return std::pair{ec, std::size_t{0}};
         continue;
@@ -87,6 +90,15 @@ asio::awaitable<error_code> tls_stream::write(asio::const_buffer buf) {
   auto [ec, n] = co_await drive([this, buf](std::size_t& written) {
     return SSL_write_ex(ssl_.get(), buf.data(), buf.size(), &written);
   });
+  co_return ec;
+}
+
+asio::awaitable<error_code> tls_stream::try_write(asio::const_buffer buf) {
+  auto [ec, n] = co_await drive(
+      [this, buf](std::size_t& written) {
+        return SSL_write_ex(ssl_.get(), buf.data(), buf.size(), &written);
+      },
+      true, false);
   co_return ec;
 }
 

@@ -8,6 +8,7 @@ it is meant to measure.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import resource
@@ -15,6 +16,7 @@ import selectors
 import socket
 import ssl
 import struct
+import termios
 import threading
 import time
 from typing import Callable, Optional, TypeVar
@@ -96,6 +98,21 @@ def holds_peer(pid: int, peer_port: int) -> bool:
                 if int(fields[2].rsplit(":", 1)[1], 16) == peer_port and fields[9] in inodes:
                     return True
     return False
+
+
+def queued(local_port: int, remote_port: int) -> tuple[int, int]:
+    """(send queue, receive queue) in bytes of the loopback TCP socket local_port ->
+    remote_port, whoever owns it, from /proc/net/tcp{,6}."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for row in f:
+                fields = row.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == local_port
+                        and int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
+                    tx, rx = fields[4].split(":")
+                    return int(tx, 16), int(rx, 16)
+    raise AssertionError(f"no TCP socket {local_port} -> {remote_port}")
 
 
 def active(daemon, listener: str = "inbound") -> float:
@@ -426,6 +443,56 @@ def pushes(total: int, chunk: int = 64 * 1024):
     return handler
 
 
+def unsent(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                          struct.pack("i", 0)))[0]
+
+
+def pushes_then(end: str, stalled: threading.Event, ended: threading.Event,
+                release: threading.Event, quiet: float = 1.0, chunk: int = 16 * 1024):
+    """Upstream handler for a proxy whose client does not read: push until the proxy stops
+    relaying, set `stalled`, then end and set `ended`:
+    - "reset": push until the proxy takes nothing for `quiet` seconds, then RST (the kernel
+      sends it ahead of anything still queued);
+    - "fin": push a chunk at a time, each only once the previous one reached the proxy, until
+      bytes sit unread in the proxy's receive queue for `quiet`/3 seconds (its write towards
+      the client is stalled); then shutdown(SHUT_WR), so the FIN lands behind bytes the proxy
+      has not read (a FIN queued behind our own unsent bytes would reach nobody), and stay
+      open, reading nothing, until `release`."""
+    block = b"\xa5" * chunk
+
+    def handler(conn) -> None:
+        if end == "reset":
+            conn.sock.settimeout(quiet)
+            try:
+                while True:
+                    conn.sent += conn.sock.send(block)
+            except (socket.timeout, TimeoutError):
+                pass
+            stalled.set()
+            rst_close(conn.sock)
+            ended.set()
+            return
+        proxy_end = (conn.sock.getpeername()[1], conn.sock.getsockname()[1])
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the proxy never stalled"
+            conn.sendall(block)
+            wait_until(lambda: unsent(conn.sock) == 0, 10, "a chunk to reach the proxy",
+                       interval=0.001)
+            backlog = queued(*proxy_end)[1]
+            if backlog:
+                time.sleep(quiet / 3)  # a measurement window: does the proxy read it meanwhile?
+                if queued(*proxy_end)[1] >= backlog:
+                    break
+        stalled.set()
+        conn.shutdown_write()
+        ended.set()
+        release.wait(120)
+    return handler
+
+
 class BlackHole:
     """A TCP server that accepts and never answers (an OCSP responder that hangs)."""
 
@@ -474,6 +541,25 @@ def wait_stalled(progress: Callable[[], int], quiet: float, timeout: float, what
             return value
         if now >= deadline:
             raise AssertionError(f"{what} still moving after {timeout}s ({value} bytes)")
+
+
+def flush_pending_record(sock: ssl.SSLSocket, make_room: Callable[[], None],
+                         timeout: float = 30.0) -> None:
+    """After push_until_stalled: one more send with the same block, so OpenSSL writes out the
+    record a would-block left half-written (in partial-write mode it returns once that record
+    is out), and a FIN after it cannot cut a record in two. `make_room()` lets some bytes
+    through (the stalled peer reads a little) whenever the socket takes nothing."""
+    block = b"\x5a" * (256 * 1024)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([], [sock], [], 0.1)[1]:
+            try:
+                if sock.send(block):
+                    return
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        make_room()
+    raise AssertionError("the pending record was never written")
 
 
 def push_until_stalled(sock: ssl.SSLSocket, limit: int, quiet: float = 1.0,

@@ -38,6 +38,7 @@ class OcspConfig:
 @dataclass
 class Counters:
     ocsp: int = 0
+    ocsp_bodies: list = field(default_factory=list)  # each OCSP request's DER, in arrival order
     crl: dict = field(default_factory=dict)   # path -> GET count
 
 
@@ -91,6 +92,7 @@ class RevocationServer:
                 body = self.rfile.read(length)
                 with owner._lock:
                     owner.counters.ocsp += 1
+                    owner.counters.ocsp_bodies.append(body)
                 owner._maybe_wait()
                 if owner.fail_status:
                     return self._send(owner.fail_status, b"unavailable\n", "text/plain")
@@ -170,6 +172,12 @@ class RevocationServer:
     def ocsp_requests(self) -> int:
         with self._lock:
             return self.counters.ocsp
+
+    def ocsp_requests_for(self, serial: bytes) -> int:
+        """OCSP requests that ask about the certificate with this serial number (its DER
+        INTEGER content, as in the request's CertID)."""
+        with self._lock:
+            return sum(1 for b in self.counters.ocsp_bodies if serial in b)
 
     def crl_requests(self, path: str) -> int:
         with self._lock:

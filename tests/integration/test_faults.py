@@ -12,6 +12,7 @@ file must stay within a few minutes on a shared 2-core machine.
 from __future__ import annotations
 
 import resource
+import socket
 import ssl
 import threading
 import time
@@ -19,11 +20,11 @@ import time
 import pytest
 
 from faults import (SANITIZED, BlackHole, SelectorUpstream, active, client_hello, close_all,
-                    cpu_over, fd_limit, fd_limit_to_hard, holds_peer, never_reads, nofile_soft,
-                    open_connections, push_until_stalled, pushes, raise_nofile,
-                    read_until_closed, real_clients_served, refusing_address, reset_after,
-                    rss_kib, rst_close, tls10_client_hello, wait_active, wait_stalled,
-                    wait_until)
+                    cpu_over, fd_limit, fd_limit_to_hard, flush_pending_record, holds_peer,
+                    never_reads, nofile_soft, open_connections, push_until_stalled, pushes,
+                    pushes_then, raise_nofile, read_until_closed, real_clients_served,
+                    queued, refusing_address, reset_after, rss_kib, rst_close, tls10_client_hello,
+                    unsent, wait_active, wait_stalled, wait_until)
 from mtlsd_harness import (client_context, connect, daemon_config, deep_merge, echo_roundtrip,
                            fmt_addr, open_tls, proc_fd_count, run_cli, server_listener,
                            write_config)
@@ -378,6 +379,103 @@ def test_client_that_stops_reading_stalls_a_1gib_upstream_push(fault_daemon, pki
     # Here the client's leaving is noticed at once: mtlsd is writing to it.
     wait_active(daemon, lambda v: v == 0, 5, "the session to end after its client left")
     wait_until(lambda: conn.done.is_set(), 5, "the upstream connection to be closed")
+
+
+# The reverse direction: mtlsd's write towards a TLS client that does not read is pending while
+# the upstream (nobody reads it meanwhile) leaves. A long idle timeout, so only noticing the
+# upstream's end can close the session in time; a short half-close deadline for the FIN case.
+REVERSE_TIMEOUTS = {"idle": "120s", "half_close": "1s"}
+
+
+@pytest.mark.parametrize("end", ["reset", "fin"])
+def test_upstream_leaving_while_client_not_reading_is_noticed(fault_daemon, pki, make_upstream,
+                                                              end):
+    stalled, ended, release = threading.Event(), threading.Event(), threading.Event()
+    up = make_upstream(pushes_then(end, stalled, ended, release))
+    daemon = fault_daemon(up.address, timeouts=REVERSE_TIMEOUTS)
+    baseline = rss_kib(daemon.pid)
+    sock = open_tls(daemon.addr(), client_context(pki), timeout=5)  # and does not read
+    local = fmt_addr(sock.getsockname())
+    try:
+        assert stalled.wait(30), "the upstream's push never stalled"
+        assert ended.wait(5), "the upstream never ended"
+        if end == "fin":
+            # The case at hand: mtlsd has not read the FIN, it waits behind bytes mtlsd has not
+            # relayed (its write towards this client is stalled), so mtlsd only learns of it by
+            # watching. Were that queue empty, mtlsd would read the FIN and the test would
+            # prove nothing.
+            upstream_end = up.wait_for_connections(1)[0].sock
+            _, backlog = queued(upstream_end.getpeername()[1], upstream_end.getsockname()[1])
+            print(f"fin behind {backlog} bytes in mtlsd's receive queue")
+            assert backlog > 0, "mtlsd relayed everything: the FIN is not behind a stall"
+        start = time.monotonic()
+        # reset: at once (one watch interval); fin: the half-close deadline (1 s) — both far
+        # below the idle timeout (120 s) that bounded it before.
+        wait_active(daemon, lambda v: v == 0, 5, f"the session to notice the upstream's {end}")
+        noticed = time.monotonic() - start
+        line = daemon.wait_for_access(client=local)
+        print(f"{end}: noticed after {noticed:.2f}s: {line.get('detail')!r}")
+        assert line["result"] == "accepted", line
+        if end == "reset":
+            assert noticed < 1.5, noticed
+            assert "plaintext peer left while the TLS peer was not reading" in line["detail"], line
+            assert "reset" in line["detail"].lower(), line
+        else:
+            assert 0.7 <= noticed < 2.5, noticed
+            assert line["detail"].startswith("half-close timeout (1s"), line
+        real_clients_served(daemon, pki, "control", rounds=1)
+        assert_rss_bounded(daemon, baseline)
+    finally:
+        rst_close(sock)
+        release.set()
+
+
+@pytest.mark.parametrize("pusher", ["client", "upstream"])
+def test_client_half_close_during_a_stalled_push_starts_the_half_close_deadline(
+        fault_daemon, pki, make_upstream, pusher):
+    """The client sends FIN while a push is stalled either way: the client pushes into an
+    upstream that does not read, or the upstream pushes to this client, which does not read.
+    Nobody reads the side that finished, yet the half-close deadline starts then, not at the
+    idle timeout."""
+    release = threading.Event()
+    up = make_upstream(never_reads(release) if pusher == "client" else pushes(PUSH_LIMIT))
+    daemon = fault_daemon(up.address, timeouts=REVERSE_TIMEOUTS)
+    baseline = rss_kib(daemon.pid)
+    sock = open_tls(daemon.addr(), client_context(pki), timeout=5)
+    local = fmt_addr(sock.getsockname())
+    try:
+        if pusher == "client":
+            push_until_stalled(sock, PUSH_LIMIT)
+            # The FIN must not queue behind bytes still in our send buffer (then it would
+            # reach nobody while the push is stalled): flush the record the stalled push may
+            # have left half-written, let the upstream take a little until our send queue is
+            # empty, then stop it reading again.
+            conn = up.wait_for_connections(1)[0]
+            take_some = lambda: conn.sock.recv(256 * 1024)  # noqa: E731 (the handler never reads)
+            flush_pending_record(sock, take_some)
+            deadline = time.monotonic() + 30
+            while unsent(sock):
+                assert time.monotonic() < deadline, "our bytes never reached mtlsd"
+                take_some()
+        else:
+            conn = up.wait_for_connections(1)[0]
+            wait_stalled(lambda: conn.sent, quiet=1.0, timeout=30, what="the upstream's push")
+        start = time.monotonic()
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # a bare FIN: Python cannot send a lone
+        # close_notify without waiting for the peer's; mtlsd treats both as the end of input
+        wait_active(daemon, lambda v: v == 0, 5, "the half-close deadline to end the session")
+        noticed = time.monotonic() - start
+        line = daemon.wait_for_access(client=local)
+        print(f"{pusher} pushing: ended {noticed:.2f}s after the client's FIN: "
+              f"{line.get('detail')!r}")
+        assert line["result"] == "accepted", line
+        assert 0.8 <= noticed < 2.5, noticed
+        assert line["detail"].startswith("half-close timeout (1s"), line
+        real_clients_served(daemon, pki, "control", rounds=1)
+        assert_rss_bounded(daemon, baseline)
+    finally:
+        rst_close(sock)
+        release.set()
 
 
 # --- descriptor exhaustion ------------------------------------------------------------------

@@ -37,6 +37,10 @@ class tls_stream {
   bool has_pending() const { return SSL_has_pending(ssl_.get()) == 1; }
   // Writes all of `buf` (as one record when it fits).
   asio::awaitable<error_code> write(asio::const_buffer buf);
+  // Like write, but returns asio::error::would_block instead of waiting for the socket to take
+  // more; the caller waits for writability and must then retry with the same `buf` (OpenSSL
+  // requires it), until it returns anything else.
+  asio::awaitable<error_code> try_write(asio::const_buffer buf);
   // Sends close_notify (our half of the TLS shutdown) without waiting for the peer's.
   asio::awaitable<error_code> shutdown_send();
 
@@ -45,7 +49,8 @@ class tls_stream {
 
  private:
   template <class Op>
-  asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true);
+  asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
+                                                            bool wait_for_output = true);
 
   stream_socket& sock_;
   tls::ssl_ptr ssl_;
