@@ -38,7 +38,7 @@ struct relay_state {
   void fail(const char* where, const error_code& ec) {
     if (!stopping && ec != asio::error::operation_aborted && !r.aborted) {
       r.aborted = true;
-      r.error = std::string(where) + ": " + ec.message();
+      r.error = std::string(where) + ": " + describe(ec, tls);
     }
     stop();
   }

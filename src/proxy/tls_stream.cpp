@@ -11,6 +11,32 @@ namespace mtlsd::proxy {
 using asio::as_tuple;
 using asio::use_awaitable;
 
+namespace {
+
+// boost::system::error_category's destructor is not virtual by design (categories are static
+// singletons, never deleted through a base pointer), which -Wnon-virtual-dtor flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class tls_protocol_category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "mtlsd.tls"; }
+  std::string message(int) const override { return "TLS protocol error"; }
+};
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+error_code tls_protocol_error() {
+  static const tls_protocol_category category;
+  return error_code(1, category);
+}
+
+std::string describe(const error_code& ec, const tls_stream& tls) {
+  if (ec == tls_protocol_error() && !tls.failure_detail().empty())
+    return ec.message() + " (" + tls.failure_detail() + ")";
+  return ec.message();
+}
+
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     : sock_(sock), ssl_(SSL_new(ctx)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
@@ -60,7 +86,7 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
       default: {
         failure_reason_ = ERR_GET_REASON(ERR_peek_error());
         failure_detail_ = tls::drain_errors();
-        co_return std::pair{error_code(asio::error::access_denied), std::size_t{0}};
+        co_return std::pair{tls_protocol_error(), std::size_t{0}};
       }
     }
   }

@@ -495,4 +495,25 @@ TEST(TlsStream, ATcpCloseWithoutCloseNotifyReadsAsEof) {
   EXPECT_EQ(p.counter(p.m->errors), 0);
 }
 
+TEST(TlsStream, AProtocolFailureIsNamedAsSuchWithOpenSslsDetail) {
+  asio::io_context ioc;
+  stream_acceptor acc(ioc, loopback());
+  stream_socket client(ioc);
+  client.connect(acc.local_endpoint());
+  stream_socket raw = acc.accept();
+  // Not a ServerHello: an application-data record before any handshake.
+  asio::write(raw, asio::buffer(std::string_view("\x17\x03\x03\x00\x05hello", 10)));
+  std::unique_ptr<SSL_CTX, ssl_ctx_deleter> ctx(SSL_CTX_new(TLS_client_method()));
+  tls_stream tls(client, ctx.get(), false);
+  std::optional<error_code> result;
+  asio::co_spawn(
+      ioc, [&]() -> asio::awaitable<void> { result = co_await tls.handshake(); }, asio::detached);
+  ioc.run_for(2s);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(*result, mtlsd::proxy::tls_protocol_error());
+  const std::string said = mtlsd::proxy::describe(*result, tls);
+  EXPECT_EQ(said.rfind("TLS protocol error (", 0), 0u) << said;  // not a borrowed errno's text
+  EXPECT_NE(said.find("unexpected message"), std::string::npos) << said;
+}
+
 }  // namespace

@@ -58,4 +58,12 @@ class tls_stream {
   std::string failure_detail_;
 };
 
+// What the operations above return when OpenSSL reports a TLS protocol failure (a malformed
+// or unexpected record, an alert from the peer). Its message says "TLS protocol error" (not a
+// borrowed errno's, which read "Permission denied"); failure_detail() holds OpenSSL's words.
+error_code tls_protocol_error();
+
+// ec's message, followed by OpenSSL's detail when ec is a TLS protocol failure on `tls`.
+std::string describe(const error_code& ec, const tls_stream& tls);
+
 }  // namespace mtlsd::proxy
