@@ -1,10 +1,12 @@
 #include "mtlsd/log/log.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <system_error>
 
@@ -109,6 +111,8 @@ void append_value(std::string& out, const field& f, bool json) {
           } else {
             out += v;
           }
+        } else if constexpr (std::is_same_v<T, null_value>) {
+          out += json ? "null" : "\"\"";
         } else if constexpr (std::is_same_v<T, bool>) {
           out += v ? "true" : "false";
         } else if constexpr (std::is_same_v<T, double>) {
@@ -127,16 +131,8 @@ void append_value(std::string& out, const field& f, bool json) {
 }
 
 std::string timestamp() {
-  using namespace std::chrono;
-  auto now = system_clock::now();
-  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::time_t t = system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
+  char buf[32];
+  return std::string(format_rfc3339(buf, std::chrono::system_clock::now(), true));
 }
 
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
@@ -226,6 +222,25 @@ void open_access_output(std::unique_lock<std::mutex>& lk) {
 }
 
 }  // namespace
+
+std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
+                                bool millis) {
+  using namespace std::chrono;
+  const auto since = t.time_since_epoch();
+  auto secs = floor<seconds>(since);
+  const auto ms = duration_cast<milliseconds>(since - secs).count();
+  const std::time_t tt = static_cast<std::time_t>(secs.count());
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  int n = millis
+              ? std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                              tm.tm_sec, static_cast<int>(ms))
+              : std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  if (n < 0) n = 0;
+  return std::string_view(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+}
 
 void append_json_escaped(std::string& out, std::string_view s) {
   for (unsigned char c : s) {

@@ -35,7 +35,9 @@ struct relay_state {
   relay_result& r;
   bool stopping = false;
 
-  void fail(const char* where, const error_code& ec) {
+  // `side`: whose end this error is (relay_result::first_end).
+  void fail(const char* where, const error_code& ec, relay_end side) {
+    if (!stopping && ec != asio::error::operation_aborted) r.ended_by(side);
     if (!stopping && ec != asio::error::operation_aborted && !r.aborted) {
       r.aborted = true;
       r.error = std::string(where) + ": " + ec.message();
@@ -106,6 +108,7 @@ asio::awaitable<error_code> write_plain(relay_state& st, const char* data, std::
         case peer_end::fin:
           // The TLS peer finished sending (or left): what it sent still goes on, bounded by
           // the half-close deadline.
+          st.r.ended_by(relay_end::tls_peer);
           st.clock.start_half_close();
           watching = false;
           continue;
@@ -130,7 +133,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
     if (!st.tls.has_pending()) {
       auto [ec] =
           co_await st.tls_socket.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-      if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec);
+      if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
@@ -139,16 +142,18 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (ec == asio::error::would_block) break;
       if (ec == asio::error::eof) {
         error_code ignored;
+        st.r.ended_by(relay_end::tls_peer);
         st.plain.shutdown(stream_socket::shutdown_send, ignored);  // pass the EOF on
         st.clock.start_half_close();
         co_return;
       }
-      if (ec) co_return st.fail("reading from TLS peer", ec);
+      if (ec) co_return st.fail("reading from TLS peer", ec, relay_end::tls_peer);
       st.clock.touch();
       if (auto wec = co_await write_plain(st, buf.data(), n)) {
         if (wec == asio::error::connection_reset && !st.stopping)
-          co_return st.fail("TLS peer left while the plaintext peer was not reading", wec);
-        co_return st.fail("writing to plaintext peer", wec);
+          co_return st.fail("TLS peer left while the plaintext peer was not reading", wec,
+                            relay_end::tls_peer);
+        co_return st.fail("writing to plaintext peer", wec, relay_end::plain_peer);
       }
       st.r.from_tls += n;
     }
@@ -161,7 +166,8 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
     if (st.stopping) co_return;
     auto [wait_ec] =
         co_await st.plain.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-    if (wait_ec || st.stopping) co_return st.fail("waiting for plaintext peer", wait_ec);
+    if (wait_ec || st.stopping)
+      co_return st.fail("waiting for plaintext peer", wait_ec, relay_end::plain_peer);
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       error_code ec;
@@ -170,17 +176,18 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (ec == asio::error::eof) {
         // close_notify, then FIN: clients that only watch TCP see the end too. The TLS peer
         // may still send; the other pump keeps reading.
+        st.r.ended_by(relay_end::plain_peer);
         st.clock.start_half_close();
         co_await st.tls.shutdown_send();
         error_code ignored;
         st.tls_socket.shutdown(stream_socket::shutdown_send, ignored);
         co_return;
       }
-      if (ec) co_return st.fail("reading from plaintext peer", ec);
+      if (ec) co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
       st.clock.touch();
       auto wec = co_await st.tls.write(asio::buffer(buf.data(), n));
       if (st.stopping) co_return;
-      if (wec) co_return st.fail("writing to TLS peer", wec);
+      if (wec) co_return st.fail("writing to TLS peer", wec, relay_end::tls_peer);
       st.r.from_plain += n;
     }
   }
