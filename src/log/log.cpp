@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <mutex>
 #include <system_error>
 
@@ -225,21 +224,25 @@ void open_access_output(std::unique_lock<std::mutex>& lk) {
 
 std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
                                 bool millis) {
+  // Calendar arithmetic rather than gmtime_r, which takes glibc's time-zone lock: this runs for
+  // every log line and every access line, on the workers.
   using namespace std::chrono;
   const auto since = t.time_since_epoch();
-  auto secs = floor<seconds>(since);
-  const auto ms = duration_cast<milliseconds>(since - secs).count();
-  const std::time_t tt = static_cast<std::time_t>(secs.count());
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  int n = millis
-              ? std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                              tm.tm_sec, static_cast<int>(ms))
-              : std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  if (n < 0) n = 0;
-  return std::string_view(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+  const auto day = floor<days>(since);
+  const year_month_day ymd{sys_days{day}};
+  const hh_mm_ss hms{floor<milliseconds>(since - day)};
+  const int y = static_cast<int>(ymd.year());
+  const unsigned mo = static_cast<unsigned>(ymd.month());
+  const unsigned d = static_cast<unsigned>(ymd.day());
+  const auto h = static_cast<int>(hms.hours().count());
+  const auto mi = static_cast<int>(hms.minutes().count());
+  const auto sec = static_cast<int>(hms.seconds().count());
+  const int n =
+      millis
+          ? std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", y, mo, d, h, mi,
+                          sec, static_cast<int>(hms.subseconds().count()))
+          : std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, mo, d, h, mi, sec);
+  return std::string_view(buf, std::clamp(n, 0, static_cast<int>(sizeof buf) - 1));
 }
 
 void append_json_escaped(std::string& out, std::string_view s) {
