@@ -231,7 +231,10 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   }
   if (!v->soft_fail_note.empty())
     log::warn("admitted without a revocation answer (revocation.on_unavailable: allow)",
-              {{"listener", lr.cfg.name}, {"client", s.client}, {"detail", v->soft_fail_note}});
+              {{"conn_id", s.conn_id},
+               {"listener", lr.cfg.name},
+               {"client", s.client},
+               {"detail", v->soft_fail_note}});
   co_return true;
 }
 
@@ -408,7 +411,7 @@ asio::awaitable<void> serve_client(session& s) {
   // Resumption is per upstream address: a hostname may resolve to servers that do not share
   // ticket keys. Sessions arriving later on this connection (TLS 1.3 tickets) land there too.
   if (lr.tls.sessions) {
-    s.upstream_key = remote_address(s.upstream);
+    s.upstream_key = s.upstream_address;  // as connected (connect_and_record)
     lr.tls.sessions->prepare(tls.native(), &s.upstream_key);
   }
   // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).

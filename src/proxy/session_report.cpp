@@ -32,7 +32,10 @@ void count_revocation(session& s, const tls::verify_outcome& vo) {
   s.listener->metrics->revocation_checks[0][result]->Increment();
   if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
     log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
-              {{"listener", s.listener->cfg.name}, {"client", s.client}, {"detail", vo.crl_note}});
+              {{"conn_id", s.conn_id},
+               {"listener", s.listener->cfg.name},
+               {"client", s.client},
+               {"detail", vo.crl_note}});
 }
 
 void count_verdict(session& s, const tls::revocation::verdict& v) {
@@ -150,8 +153,10 @@ void finish(session& s, const outcome& o) {
     case outcome::kind::failed:
       // Whatever was known before, the session ended because of this.
       s.detail = "internal error: " + o.error;
-      log::error("session failed",
-                 {{"listener", cfg.name}, {"client", s.client}, {"error", o.error}});
+      log::error("session failed", {{"conn_id", s.conn_id},
+                                    {"listener", cfg.name},
+                                    {"client", s.client},
+                                    {"error", o.error}});
       break;
   }
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -438,3 +439,16 @@ def test_no_debug_lines_at_info(serve, pki):
     assert ex.error is None
     daemon.wait_for_access(client=ex.local)
     assert not [l for l in daemon.logs() if l.get("level") == "debug"]
+
+
+def test_client_reset_is_client_close(serve, pki):
+    daemon, _ = serve()
+    sock = open_tls(daemon.addr(), client_context(pki, "client"))
+    local = fmt_addr(sock.getsockname())
+    sock.sendall(b"ping\n")
+    assert sock.recv(5) == b"ping\n"
+    # SO_LINGER 0: close() sends RST, not FIN.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "client_close" and line["result"] == "accepted", line
