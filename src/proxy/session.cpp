@@ -38,7 +38,6 @@ using asio::use_awaitable;
 using detail::outcome;
 using detail::phase;
 using detail::session;
-using detail::sni_of;
 using detail::steady;
 
 // Ends when the current phase's deadline passes or when the session is killed, and says which.
@@ -65,93 +64,23 @@ void record_tls_details(session& s, SSL* ssl) {
   s.resumed = SSL_session_reused(ssl) == 1;
 }
 
-std::string join_alpn(const std::vector<std::string>& protocols) {
-  std::string out;
-  for (const auto& p : protocols)
-    out += (out.empty() ? "" : ",") + p;
-  return out;
-}
-
-bool debugging() {
-  return log::enabled(spdlog::level::debug);
-}
-
-// A handshake that failed: what was negotiated, the refused leaf, and why (debug).
-void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
-  record_tls_details(s, ssl);
-  if (vo.refused_peer) s.refused_peer = std::move(vo.refused_peer);
-  if (!debugging()) return;
-  const std::string_view why = s.refusal ? to_string(*s.refusal) : std::string_view();
-  log::debug("TLS handshake failed", {{"conn_id", s.conn_id},
-                                      {"tls_version", s.tls_version},
-                                      {"reason", why},
-                                      {"detail", s.detail}});
-  if (vo.refusal)  // the verify callback judged the peer's certificate
-    log::debug("peer judged",
-               {{"conn_id", s.conn_id},
-                {"verdict", "deny"},
-                {"peer_subject", s.refused_peer ? s.refused_peer->subject : std::string()},
-                {"reason", why},
-                {"detail", s.detail}});
-}
-
-void debug_handshake_done(const session& s) {
-  if (!debugging()) return;
-  log::debug("TLS handshake done",
-             {{"conn_id", s.conn_id},
-              {"tls_version", s.tls_version},
-              {"cipher", s.cipher},
-              {"resumed", s.resumed},
-              {"peer_subject", s.peer_identity ? s.peer_identity->subject : std::string()}});
-}
-
-void debug_judged(const session& s, bool admitted) {
-  if (!debugging()) return;
-  const std::string_view identity =
-      s.peer_identity ? std::string_view(s.peer_identity->display()) : std::string_view();
-  if (admitted)
-    log::debug("peer judged",
-               {{"conn_id", s.conn_id}, {"verdict", "allow"}, {"identity", identity}});
-  else
-    log::debug("peer judged", {{"conn_id", s.conn_id},
-                               {"verdict", "deny"},
-                               {"identity", identity},
-                               {"reason", s.refusal ? to_string(*s.refusal) : std::string_view()},
-                               {"detail", s.detail}});
-}
-
-// connect_upstream with the access line's upstream and upstream_connect_ms, and debug lines.
+// connect_upstream, recording the access line's upstream and upstream_connect_ms.
 asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
-  const auto& to = s.listener->cfg.upstream;
   const auto begin = steady::now();
   steady::time_point resolved{};
-  auto ec = co_await connect_upstream(s.upstream, to, why, &resolved);
-  const auto done = steady::now();
+  auto ec = co_await connect_upstream(s.upstream, s.listener->cfg.upstream, why, &resolved);
   s.upstream_connect_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(done - begin).count();
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - begin).count();
   if (!ec) s.upstream_address = remote_address(s.upstream);
-  if (!debugging()) co_return ec;
-  if (resolved != steady::time_point{})
-    log::debug("upstream resolved",
-               {{"conn_id", s.conn_id},
-                {"host", to.host},
-                {"resolve_ms",
-                 std::chrono::duration_cast<std::chrono::milliseconds>(resolved - begin).count()}});
-  if (!ec)
-    log::debug("upstream connected", {{"conn_id", s.conn_id},
-                                      {"upstream", s.upstream_address},
-                                      {"connect_ms", s.upstream_connect_ms}});
-  else
-    log::debug("upstream connect failed", {{"conn_id", s.conn_id},
-                                           {"upstream", to.str()},
-                                           {"connect_ms", s.upstream_connect_ms},
-                                           {"error", why.empty() ? ec.message() : why}});
+  trace_connect(s, begin, resolved, ec, why);
   co_return ec;
 }
 
-void debug_relay_start(const session& s) {
-  if (!debugging()) return;
-  log::debug("relay started", {{"conn_id", s.conn_id}, {"upstream", s.upstream_address}});
+// A handshake that failed: what was negotiated and the refused leaf, for the access line.
+void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
+  record_tls_details(s, ssl);
+  if (vo.refused_peer) s.refused_peer = std::move(vo.refused_peer);
+  trace_handshake_failed(s, vo.refusal.has_value());
 }
 
 // Why a handshake failed, in the rejection vocabulary.
@@ -302,7 +231,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     // same context); its certificate still names the peer.
     s.peer_identity = tls::extract_identity(cert);
   }
-  debug_handshake_done(s);
+  trace_handshake_done(s);
   observe_handshake(s);
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   if (!network_revocation && !recheck) co_return true;
@@ -350,7 +279,7 @@ asio::awaitable<void> serve_server(session& s) {
   record_tls_details(s, tls.native());
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
-  debug_judged(s, judged);
+  trace_judged(s, judged);
   if (!judged) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
@@ -379,7 +308,7 @@ asio::awaitable<void> serve_server(session& s) {
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
 
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
-  debug_relay_start(s);
+  trace_relay_start(s);
   if (cfg.http.enabled) {
     const xfcc_policy xfcc =
         make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
@@ -426,10 +355,7 @@ asio::awaitable<void> serve_client(session& s) {
       lr.revocation_service && lr.revocation.network() && !cfg.server_auth.insecure_skip_verify;
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
-  if (debugging())
-    log::debug("ClientHello sent", {{"conn_id", s.conn_id},
-                                    {"sni", sni_of(tls.native())},
-                                    {"alpn_offered", join_alpn(cfg.tls.alpn)}});
+  trace_client_hello_sent(s, tls.native());
   auto handshake_error = co_await tls.handshake();
   // CRL files and a stapled OCSP response, when the remote sent one (with OCSP / distribution
   // points the revocation service's verdict is counted instead, as in mode: server).
@@ -444,13 +370,13 @@ asio::awaitable<void> serve_client(session& s) {
                        !cfg.server_auth.insecure_skip_verify;
   // Nothing of the app's goes to a remote whose certificate is revoked.
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
-  debug_judged(s, judged);
+  trace_judged(s, judged);
   if (!judged) co_return;
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
-  debug_relay_start(s);
+  trace_relay_start(s);
   co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
 }
 
@@ -536,9 +462,7 @@ asio::awaitable<void> run_session(stream_socket peer,
                                   session_registry& registry) {
   session s(std::move(peer), std::move(listener));
   s.client = remote_address(s.peer);
-  if (debugging())
-    log::debug("accepted",
-               {{"conn_id", s.conn_id}, {"listener", s.listener->cfg.name}, {"client", s.client}});
+  trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);
   struct unregister {

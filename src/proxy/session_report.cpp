@@ -189,12 +189,7 @@ void finish(session& s, const outcome& o) {
   }
   const termination ended = name_termination(s, o);
   const auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
-  if (log::enabled(spdlog::level::debug))
-    log::debug("closed", {{"conn_id", s.conn_id},
-                          {"termination", to_string(ended)},
-                          {"rx_bytes", rx},
-                          {"tx_bytes", tx},
-                          {"duration_ms", duration_ms}});
+  trace_closed(s, ended, rx, tx, duration_ms);
 
   log::access_record rec;
   char start[32];

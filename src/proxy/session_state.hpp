@@ -124,6 +124,19 @@ struct session {
 // Server side: the name the client asked for; client side: the name we sent. "" when none.
 std::string_view sni_of(SSL* ssl);
 
+// session_trace.cpp: the debug lines, one per phase, each with the conn_id. Each returns at once
+// (computing nothing) above log.level debug.
+void trace_accepted(const session& s);
+void trace_client_hello_sent(const session& s, SSL* ssl);
+void trace_handshake_failed(const session& s, bool judged_by_verify_callback);
+void trace_handshake_done(const session& s);
+void trace_judged(const session& s, bool admitted);
+void trace_connect(const session& s, steady::time_point begin, steady::time_point resolved,
+                   const error_code& ec, const std::string& why);
+void trace_relay_start(const session& s);
+void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
+                  std::int64_t duration_ms);
+
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);
 void count_verdict(session& s, const tls::revocation::verdict& v);
