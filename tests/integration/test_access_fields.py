@@ -22,7 +22,7 @@ import pytest
 from clients import open_tls, tls_exchange
 from http_upstream import HttpRecorder
 from mtlsd_harness import (banner_then_read, client_context, daemon_config, echo_roundtrip,
-                           fmt_addr, free_port, server_listener)
+                           fmt_addr, free_port, http_ok, server_listener)
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from test_client_mode import chain, plain_exchange  # noqa: F401  (chain is a fixture)
 from test_revocation_recheck import assert_closed_as_revoked, hold, revoke
@@ -269,6 +269,15 @@ def test_http_mode_one_line_per_connection(serve, pki):
     assert_peer(line, pki, "client")
     assert daemon.stop() == 0  # every line is out
     assert len(daemon.access_logs(client=local)) == 1  # two requests, one connection, one line
+
+
+def test_http_mode_upstream_saying_close_is_upstream_close(serve, pki):
+    daemon, _ = serve(http_ok(b"bye"), http={})
+    ex = tls_exchange(daemon.addr(), client_context(pki, "client"),
+                      b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ex.data.startswith(b"HTTP/1.1 200") and ex.data.endswith(b"bye"), ex
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["termination"] == "upstream_close", line
 
 
 def test_http_mode_malformed_request_is_an_error(serve, pki):

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/termination.hpp"
 
 namespace mtlsd::log {
 namespace {
@@ -260,6 +261,15 @@ TEST(JsonLine, NonFiniteNumbersStayValidJson) {
                                         {"b", -std::numeric_limits<double>::infinity()},
                                         {"c", std::numeric_limits<double>::quiet_NaN()}});
   EXPECT_TRUE(valid_json(line)) << line;
+}
+
+TEST(Termination, NamesAreTheContracts) {
+  // interface.md, "Access-log fields": exactly these, in this order.
+  const char* expected[] = {"client_close", "upstream_close", "idle_timeout", "half_close_timeout",
+                            "max_age",      "drain",          "revoked",      "reload_rejudged",
+                            "rate_limited", "error",          "refused"};
+  for (std::size_t i = 0; i < std::size(expected); ++i)
+    EXPECT_EQ(to_string(static_cast<termination>(i)), expected[i]);
 }
 
 TEST(NullValue, JsonNullTextEmpty) {
