@@ -17,20 +17,16 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from clients import open_tls, tls_exchange
 from http_upstream import HttpRecorder
 from mtlsd_harness import (banner_then_read, client_context, daemon_config, echo_roundtrip,
                            fmt_addr, free_port, http_ok, server_listener)
 from revocation_env import *  # noqa: F401,F403  (fixtures)
-from test_client_mode import chain, plain_exchange  # noqa: F401  (chain is a fixture)
+from test_client_mode import chain, client_listener, plain_exchange  # noqa: F401  (chain: fixture)
 from test_revocation_recheck import assert_closed_as_revoked, hold, revoke
 
 FIELDS = ("start", "conn_id", "sni", "alpn", "upstream", "upstream_connect_ms", "peer_serial",
           "peer_issuer", "peer_sha256", "peer_not_after", "termination")
-TERMINATIONS = {"client_close", "upstream_close", "idle_timeout", "half_close_timeout", "max_age",
-                "drain", "revoked", "reload_rejudged", "rate_limited", "error", "refused"}
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RFC3339_S = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -392,18 +388,22 @@ def test_text_format_has_every_field(start_mtlsd, make_upstream, pki):
 
 # --- debug lines ---------------------------------------------------------------------------------
 
+def connection_story(daemon, cid: int) -> list[dict]:
+    """The debug lines of connection `cid`, once its `closed` line is out."""
+    deadline = time.monotonic() + 5
+    while True:
+        mine = [l for l in daemon.logs() if l.get("conn_id") == cid and l.get("msg") != "access"]
+        if any(l["msg"] == "closed" for l in mine) or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.02)
+
+
 def test_debug_says_what_each_phase_did(serve, pki):
     daemon, up = serve(top={"log": {"level": "debug"}}, tls={"alpn": ["http/1.1"]})
     ex = echo_roundtrip(daemon.addr(), alpn_context(pki))
     assert ex.error is None
     access = daemon.wait_for_access(client=ex.local)
-    cid = access["conn_id"]
-    deadline = time.monotonic() + 5
-    while True:
-        mine = [l for l in daemon.logs() if l.get("conn_id") == cid and l.get("msg") != "access"]
-        if any(l["msg"] == "closed" for l in mine) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    mine = connection_story(daemon, access["conn_id"])
     by_msg = {l["msg"]: l for l in mine}
     assert all(l["level"] == "debug" for l in mine), mine
     order = ["accepted", "ClientHello received", "TLS handshake done", "peer judged",
@@ -427,19 +427,36 @@ def test_debug_on_a_refusal(serve, pki):
     daemon, _ = serve(top={"log": {"level": "debug"}},
                       client_auth={"allow": {"spiffe_ids": ["spiffe://example.org/nobody"]}})
     ex = tls_exchange(daemon.addr(), client_context(pki, "client"))
-    cid = daemon.wait_for_access(client=ex.local)["conn_id"]
-    deadline = time.monotonic() + 5
-    while True:
-        mine = [l for l in daemon.logs() if l.get("conn_id") == cid and l.get("msg") != "access"]
-        if any(l["msg"] == "closed" for l in mine) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    mine = connection_story(daemon, daemon.wait_for_access(client=ex.local)["conn_id"])
     msgs = [l["msg"] for l in mine]
     assert msgs == ["accepted", "ClientHello received", "TLS handshake failed", "peer judged",
                     "closed"], msgs
     judged = mine[3]
     assert judged["verdict"] == "deny" and judged["reason"] == "not_authorized", judged
     assert mine[-1]["termination"] == "refused"
+
+
+def test_debug_in_client_mode_with_a_host_name(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+    inbound = start_mtlsd(daemon_config([server_listener(pki, up.address)]))
+    _, port = inbound.addr("inbound")
+    outbound = start_mtlsd(daemon_config([client_listener(pki, f"localhost:{port}",
+                                                          tls={"alpn": ["h2", "http/1.1"]})],
+                                         log={"level": "debug"}))
+    data, local, _ = plain_exchange(outbound.addr("outbound"), b"by name\n")
+    assert data == b"by name\n"
+    access = outbound.wait_for_access(client=local)
+    assert access["upstream"] == f"127.0.0.1:{port}", access  # the resolved address
+    mine = connection_story(outbound, access["conn_id"])
+    assert [l["msg"] for l in mine] == [
+        "accepted", "upstream resolved", "upstream connected", "ClientHello sent",
+        "TLS handshake done", "peer judged", "relay started", "closed"], mine
+    by_msg = {l["msg"]: l for l in mine}
+    assert by_msg["upstream resolved"]["host"] == "localhost"
+    assert isinstance(by_msg["upstream resolved"]["resolve_ms"], int)
+    assert by_msg["ClientHello sent"]["sni"] == "localhost"
+    assert by_msg["ClientHello sent"]["alpn_offered"] == "h2,http/1.1"
+    assert by_msg["closed"]["termination"] == "client_close"
 
 
 def test_no_debug_lines_at_info(serve, pki):
