@@ -130,6 +130,42 @@ std::string_view alpn_of(SSL* ssl) {
   return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
 }
 
+// Completes `rec` with what the connection knew (who, TLS, upstream, the peer's certificate)
+// and writes it. The views point into `s` and its SSL, and into buffers on this frame.
+void write_access_line(session& s, log::access_record& rec) {
+  char start[32];
+  rec.conn_id = s.conn_id;
+  rec.start = log::format_rfc3339(start, s.started_at, true);
+  rec.listener = s.listener->cfg.name;
+  rec.client = std::move(s.client);
+  if (s.peer_identity) rec.identity = s.peer_identity->display();
+  rec.tls_version = s.tls_version;
+  rec.cipher = s.cipher;
+  rec.resumed = s.resumed;
+  if (s.tls) {
+    rec.sni = sni_of(s.tls->native());
+    rec.alpn = alpn_of(s.tls->native());
+  }
+  rec.upstream = s.upstream_address;
+  rec.upstream_connect_ms = s.upstream_connect_ms;
+  // The verified peer, else the leaf a refused peer presented.
+  const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
+                                   : s.refused_peer ? &*s.refused_peer
+                                                    : nullptr;
+  char not_after[32];
+  if (cert) {
+    rec.peer_subject = cert->subject;
+    rec.peer_serial = cert->serial;
+    rec.peer_issuer = cert->issuer;
+    rec.peer_sha256 = cert->sha256;
+    if (cert->not_after != 0)
+      rec.peer_not_after = log::format_rfc3339(
+          not_after, std::chrono::system_clock::from_time_t(cert->not_after), false);
+  }
+  rec.detail = std::move(s.detail);
+  log::write_access(rec);
+}
+
 }  // namespace
 
 std::string_view sni_of(SSL* ssl) {
@@ -192,43 +228,13 @@ void finish(session& s, const outcome& o) {
   trace_closed(s, ended, rx, tx, duration_ms);
 
   log::access_record rec;
-  char start[32];
-  rec.conn_id = s.conn_id;
-  rec.start = log::format_rfc3339(start, s.started_at, true);
-  rec.listener = cfg.name;
-  rec.client = std::move(s.client);
-  if (s.peer_identity) rec.identity = s.peer_identity->display();
-  rec.tls_version = s.tls_version;
-  rec.cipher = s.cipher;
-  rec.resumed = s.resumed;
-  if (s.tls) {
-    rec.sni = sni_of(s.tls->native());
-    rec.alpn = alpn_of(s.tls->native());
-  }
-  rec.upstream = s.upstream_address;
-  rec.upstream_connect_ms = s.upstream_connect_ms;
-  // The verified peer, else the leaf a refused peer presented.
-  const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
-                                   : s.refused_peer ? &*s.refused_peer
-                                                    : nullptr;
-  char not_after[32];
-  if (cert) {
-    rec.peer_subject = cert->subject;
-    rec.peer_serial = cert->serial;
-    rec.peer_issuer = cert->issuer;
-    rec.peer_sha256 = cert->sha256;
-    if (cert->not_after != 0)
-      rec.peer_not_after = log::format_rfc3339(
-          not_after, std::chrono::system_clock::from_time_t(cert->not_after), false);
-  }
   rec.rx_bytes = rx;
   rec.tx_bytes = tx;
   rec.duration_ms = duration_ms;
   rec.result = result;
   rec.reason = s.refusal && !failed ? to_string(*s.refusal) : std::string_view();
   rec.termination = to_string(ended);
-  rec.detail = std::move(s.detail);
-  log::write_access(rec);
+  write_access_line(s, rec);
 }
 
 }  // namespace mtlsd::proxy::detail
