@@ -17,17 +17,32 @@ void write_access(const access_record& r) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
   // Refusals are info too: they are the access log's reason to exist, and warn-level noise from
   // scanners would drown real warnings.
-  write_access_line("access", {{"listener", r.listener},
+  const field connect_ms = r.upstream_connect_ms < 0
+                               ? field("upstream_connect_ms", null)
+                               : field("upstream_connect_ms", r.upstream_connect_ms);
+  write_access_line("access", {{"start", r.start},
+                               {"conn_id", r.conn_id},
+                               {"listener", r.listener},
                                {"client", r.client},
                                {"identity", r.identity},
                                {"tls_version", r.tls_version},
                                {"cipher", r.cipher},
                                {"resumed", r.resumed},
+                               {"sni", r.sni},
+                               {"alpn", r.alpn},
+                               {"upstream", r.upstream},
+                               connect_ms,
+                               {"peer_subject", r.peer_subject},
+                               {"peer_serial", r.peer_serial},
+                               {"peer_issuer", r.peer_issuer},
+                               {"peer_sha256", r.peer_sha256},
+                               {"peer_not_after", r.peer_not_after},
                                {"rx_bytes", r.rx_bytes},
                                {"tx_bytes", r.tx_bytes},
                                {"duration_ms", r.duration_ms},
                                {"result", r.result},
                                {"reason", r.reason},
+                               {"termination", r.termination},
                                {"detail", r.detail}});
 }
 

@@ -1,5 +1,6 @@
 #include "mtlsd/log/log.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -109,6 +110,8 @@ void append_value(std::string& out, const field& f, bool json) {
           } else {
             out += v;
           }
+        } else if constexpr (std::is_same_v<T, null_value>) {
+          out += json ? "null" : "\"\"";
         } else if constexpr (std::is_same_v<T, bool>) {
           out += v ? "true" : "false";
         } else if constexpr (std::is_same_v<T, double>) {
@@ -127,16 +130,8 @@ void append_value(std::string& out, const field& f, bool json) {
 }
 
 std::string timestamp() {
-  using namespace std::chrono;
-  auto now = system_clock::now();
-  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::time_t t = system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
+  char buf[32];
+  return std::string(format_rfc3339(buf, std::chrono::system_clock::now(), true));
 }
 
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
@@ -226,6 +221,29 @@ void open_access_output(std::unique_lock<std::mutex>& lk) {
 }
 
 }  // namespace
+
+std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
+                                bool millis) {
+  // Calendar arithmetic rather than gmtime_r, which takes glibc's time-zone lock: this runs for
+  // every log line and every access line, on the workers.
+  using namespace std::chrono;
+  const auto since = t.time_since_epoch();
+  const auto day = floor<days>(since);
+  const year_month_day ymd{sys_days{day}};
+  const hh_mm_ss hms{floor<milliseconds>(since - day)};
+  const int y = static_cast<int>(ymd.year());
+  const unsigned mo = static_cast<unsigned>(ymd.month());
+  const unsigned d = static_cast<unsigned>(ymd.day());
+  const auto h = static_cast<int>(hms.hours().count());
+  const auto mi = static_cast<int>(hms.minutes().count());
+  const auto sec = static_cast<int>(hms.seconds().count());
+  const int n =
+      millis
+          ? std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", y, mo, d, h, mi,
+                          sec, static_cast<int>(hms.subseconds().count()))
+          : std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, mo, d, h, mi, sec);
+  return std::string_view(buf, std::clamp(n, 0, static_cast<int>(sizeof buf) - 1));
+}
 
 void append_json_escaped(std::string& out, std::string_view s) {
   for (unsigned char c : s) {

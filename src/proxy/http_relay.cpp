@@ -298,6 +298,7 @@ asio::awaitable<void> http_connection::close_both() {
 
 asio::awaitable<void> http_connection::refuse(int status, std::string_view reason,
                                               std::string why) {
+  result_.ended_by(relay_end::local);
   fail(std::move(why));
   const std::string response = simple_response(status, reason, reason);
   if (!co_await client_.write(response)) co_await close_both();
@@ -314,6 +315,7 @@ asio::awaitable<error_code> http_connection::next_request_head(request_parser& r
   if (r.index() == 0) co_return std::get<0>(r);
   const error_code ec = std::get<1>(r);
   if (cancelled(ec)) co_return ec;
+  result_.ended_by(relay_end::plain_peer);
   end_ = true;
   co_return error_code{};
 }
@@ -332,9 +334,11 @@ asio::awaitable<void> http_connection::send_request_body(
   if (!out.reading) {
     // The upstream stopped reading (it may have answered early and closed): let the response
     // side deliver whatever it said; the connection closes after it.
+    result_.ended_by(relay_end::plain_peer);
     end_ = true;
     co_return;
   }
+  result_.ended_by(is_http_error(out.ec) ? relay_end::local : relay_end::tls_peer);
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
        out.ec.message());
   stop_exchange();
@@ -343,6 +347,7 @@ asio::awaitable<void> http_connection::send_request_body(
 asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std::string why) {
   end_ = true;
   if (cancelled(ec)) co_return;
+  result_.ended_by(relay_end::plain_peer);
   fail("upstream: " + why + (ec ? ": " + ec.message() : std::string()));
   // Before the response head went out the client can still be told; after it, only the
   // truncated response and the close say it.
@@ -374,6 +379,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (auto ec = co_await write_ready(client_, sr, response_scratch_, true); ec || stopped_) {
       end_ = true;
       if (cancelled(ec) || stopped_) co_return;
+      result_.ended_by(relay_end::tls_peer);
       fail("writing the response to the client: " + ec.message());
       co_return stop_exchange();
     }
@@ -391,6 +397,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       if (out.ec) {
         end_ = true;
         if (cancelled(out.ec)) co_return;
+        result_.ended_by(relay_end::tls_peer);
         fail("writing the response to the client: " + out.ec.message());
         co_return stop_exchange();
       }
@@ -399,6 +406,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (!request_done_) {
       // Answered before the whole request body arrived: the rest of that body can no longer be
       // told apart from the next request, so this connection ends after the answer.
+      result_.ended_by(relay_end::plain_peer);
       co_return stop_exchange();
     }
     co_return;
@@ -411,6 +419,7 @@ asio::awaitable<void> http_connection::tunnel() {
     const auto data = from_client_.buf.data();
     if (auto ec = co_await upstream_.write(
             std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+      result_.ended_by(relay_end::plain_peer);
       fail("writing to the upstream after the upgrade: " + ec.message());
       co_return;
     }
@@ -420,6 +429,7 @@ asio::awaitable<void> http_connection::tunnel() {
     const auto data = from_upstream_.buf.data();
     if (auto ec = co_await client_.write(
             std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+      result_.ended_by(relay_end::tls_peer);
       fail("writing to the client after the upgrade: " + ec.message());
       co_return;
     }
@@ -439,14 +449,20 @@ asio::awaitable<void> http_connection::run() {
     const error_code ec = co_await next_request_head(req);
     if (cancelled(ec)) co_return;
     if (end_) co_return co_await close_both();  // upstream closed while idle
-    if (ec == http::error::end_of_stream) co_return co_await close_both();
+    if (ec == http::error::end_of_stream) {
+      result_.ended_by(relay_end::tls_peer);
+      co_return co_await close_both();
+    }
     if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
       co_return co_await refuse(
           431, "Request Header Fields Too Large",
           "request head larger than " + std::to_string(http_head_limit) + " bytes");
     if (is_http_error(ec))
       co_return co_await refuse(400, "Bad Request", "malformed request: " + ec.message());
-    if (ec) co_return fail("reading the request: " + ec.message());
+    if (ec) {
+      result_.ended_by(relay_end::tls_peer);
+      co_return fail("reading the request: " + ec.message());
+    }
 
     auto& msg = req.get();
     auto verdict = prepare_request_head(msg, req.chunked(), req.is_done(), xfcc_);
@@ -466,12 +482,15 @@ asio::awaitable<void> http_connection::run() {
     upgraded_ = false;
     if (auto wec = co_await write_ready(upstream_, sr, request_scratch_, true)) {
       if (cancelled(wec)) co_return;
+      result_.ended_by(relay_end::plain_peer);  // first: refuse() would name mtlsd
       co_return co_await refuse(502, "Bad Gateway",
                                 "upstream: writing the request: " + wec.message());
     }
     if (send_continue) {
-      if (auto wec = co_await client_.write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")))
+      if (auto wec = co_await client_.write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"))) {
+        result_.ended_by(relay_end::tls_peer);
         co_return fail("writing 100 Continue: " + wec.message());
+      }
     }
 
     // Neither pump throws for network or protocol errors: each records its cause and stops
@@ -487,7 +506,11 @@ asio::awaitable<void> http_connection::run() {
     if (state.cancelled() != asio::cancellation_type::none) co_return;
     if (end_) co_return co_await close_both();
     if (upgraded_) co_return co_await tunnel();
-    if (!keep_alive || !response_keep_alive_) co_return co_await close_both();
+    // Whoever asked for "Connection: close" (or spoke HTTP/1.0 without keep-alive) ended it.
+    if (!keep_alive || !response_keep_alive_) {
+      result_.ended_by(keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
+      co_return co_await close_both();
+    }
     from_client_.trim();
     from_upstream_.trim();
   }

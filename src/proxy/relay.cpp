@@ -35,7 +35,9 @@ struct relay_state {
   relay_result& r;
   bool stopping = false;
 
-  void fail(const char* where, const error_code& ec) {
+  // `side`: whose end this error is (relay_result::first_end).
+  void fail(const char* where, const error_code& ec, relay_end side) {
+    if (!stopping && ec != asio::error::operation_aborted) r.ended_by(side);
     if (!stopping && ec != asio::error::operation_aborted && !r.aborted) {
       r.aborted = true;
       r.error = std::string(where) + ": " + describe(ec, tls);
@@ -83,7 +85,8 @@ asio::awaitable<peer_end> watch_peer(stream_socket& sock) {
 // goes on — and stops the watching (the FIN stays visible). `watching` carries that across calls.
 enum class wait_end { writable, in_peer_reset, failed };
 asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, stream_socket& out,
-                                                               stream_socket& in, bool& watching) {
+                                                               stream_socket& in, relay_end in_side,
+                                                               bool& watching) {
   using namespace asio::experimental::awaitable_operators;
   for (;;) {
     if (!watching) {
@@ -104,6 +107,7 @@ asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, 
       case peer_end::reset:
         co_return std::pair{wait_end::in_peer_reset, error_code(asio::error::connection_reset)};
       case peer_end::fin:
+        st.r.ended_by(in_side);
         st.clock.start_half_close();
         watching = false;
         continue;
@@ -122,16 +126,17 @@ asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t
     error_code ec;
     std::size_t written = st.plain.write_some(asio::buffer(data, n), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      auto [how, wec] = co_await wait_writable(st, st.plain, st.tls_socket, watching);
+      auto [how, wec] =
+          co_await wait_writable(st, st.plain, st.tls_socket, relay_end::tls_peer, watching);
       if (how == wait_end::writable) continue;
       if (how == wait_end::in_peer_reset)
-        st.fail("TLS peer left while the plaintext peer was not reading", wec);
+        st.fail("TLS peer left while the plaintext peer was not reading", wec, relay_end::tls_peer);
       else
-        st.fail("writing to plaintext peer", wec);
+        st.fail("writing to plaintext peer", wec, relay_end::plain_peer);
       co_return false;
     }
     if (ec) {
-      st.fail("writing to plaintext peer", ec);
+      st.fail("writing to plaintext peer", ec, relay_end::plain_peer);
       co_return false;
     }
     data += written;
@@ -150,15 +155,17 @@ asio::awaitable<bool> write_tls(relay_state& st, const char* data, std::size_t n
     if (st.stopping) co_return false;
     if (!ec) co_return true;
     if (ec == asio::error::would_block) {
-      auto [how, wec] = co_await wait_writable(st, st.tls_socket, st.plain, watching);
+      auto [how, wec] =
+          co_await wait_writable(st, st.tls_socket, st.plain, relay_end::plain_peer, watching);
       if (how == wait_end::writable) continue;
       if (how == wait_end::in_peer_reset)
-        st.fail("plaintext peer left while the TLS peer was not reading", wec);
+        st.fail("plaintext peer left while the TLS peer was not reading", wec,
+                relay_end::plain_peer);
       else
-        st.fail("writing to TLS peer", wec);
+        st.fail("writing to TLS peer", wec, relay_end::tls_peer);
       co_return false;
     }
-    st.fail("writing to TLS peer", ec);
+    st.fail("writing to TLS peer", ec, relay_end::tls_peer);
     co_return false;
   }
 }
@@ -172,7 +179,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
     if (!st.tls.has_pending()) {
       auto [ec] =
           co_await st.tls_socket.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-      if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec);
+      if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
@@ -181,11 +188,12 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (ec == asio::error::would_block) break;
       if (ec == asio::error::eof) {
         error_code ignored;
+        st.r.ended_by(relay_end::tls_peer);
         st.plain.shutdown(stream_socket::shutdown_send, ignored);  // pass the EOF on
         st.clock.start_half_close();
         co_return;
       }
-      if (ec) co_return st.fail("reading from TLS peer", ec);
+      if (ec) co_return st.fail("reading from TLS peer", ec, relay_end::tls_peer);
       st.clock.touch();
       if (!co_await write_plain(st, buf.data(), n)) co_return;
       st.r.from_tls += n;
@@ -199,7 +207,8 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
     if (st.stopping) co_return;
     auto [wait_ec] =
         co_await st.plain.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-    if (wait_ec || st.stopping) co_return st.fail("waiting for plaintext peer", wait_ec);
+    if (wait_ec || st.stopping)
+      co_return st.fail("waiting for plaintext peer", wait_ec, relay_end::plain_peer);
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       error_code ec;
@@ -208,13 +217,14 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (ec == asio::error::eof) {
         // close_notify, then FIN: clients that only watch TCP see the end too. The TLS peer
         // may still send; the other pump keeps reading.
+        st.r.ended_by(relay_end::plain_peer);
         st.clock.start_half_close();
         co_await st.tls.shutdown_send();
         error_code ignored;
         st.tls_socket.shutdown(stream_socket::shutdown_send, ignored);
         co_return;
       }
-      if (ec) co_return st.fail("reading from plaintext peer", ec);
+      if (ec) co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
       st.clock.touch();
       if (!co_await write_tls(st, buf.data(), n)) co_return;
       st.r.from_plain += n;

@@ -54,11 +54,33 @@ asio::awaitable<outcome> watchdog(session& s) {
   }
 }
 
+// Also after a failed handshake: once a cipher was chosen, the version and cipher are known
+// (the access line of a refusal says what was negotiated).
 void record_tls_details(session& s, SSL* ssl) {
-  s.tls_version = SSL_get_version(ssl);
   const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
-  s.cipher = c ? SSL_CIPHER_get_name(c) : "";
+  if (!c) return;
+  s.tls_version = SSL_get_version(ssl);
+  s.cipher = SSL_CIPHER_get_name(c);
   s.resumed = SSL_session_reused(ssl) == 1;
+}
+
+// connect_upstream, recording the access line's upstream and upstream_connect_ms.
+asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
+  const auto begin = steady::now();
+  steady::time_point resolved{};
+  auto ec = co_await connect_upstream(s.upstream, s.listener->cfg.upstream, why, &resolved);
+  s.upstream_connect_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - begin).count();
+  if (!ec) s.upstream_address = remote_address(s.upstream);
+  trace_connect(s, begin, resolved, ec, why);
+  co_return ec;
+}
+
+// A handshake that failed: what was negotiated and the refused leaf, for the access line.
+void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
+  record_tls_details(s, ssl);
+  if (vo.refused_peer) s.refused_peer = std::move(vo.refused_peer);
+  trace_handshake_failed(s, vo.refusal.has_value());
 }
 
 // Why a handshake failed, in the rejection vocabulary.
@@ -138,7 +160,10 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   }
   if (!v->soft_fail_note.empty())
     log::warn("admitted without a revocation answer (revocation.on_unavailable: allow)",
-              {{"listener", lr.cfg.name}, {"client", s.client}, {"detail", v->soft_fail_note}});
+              {{"conn_id", s.conn_id},
+               {"listener", lr.cfg.name},
+               {"client", s.client},
+               {"detail", v->soft_fail_note}});
   co_return true;
 }
 
@@ -206,6 +231,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     // same context); its certificate still names the peer.
     s.peer_identity = tls::extract_identity(cert);
   }
+  trace_handshake_done(s);
   observe_handshake(s);
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   if (!network_revocation && !recheck) co_return true;
@@ -232,6 +258,7 @@ asio::awaitable<void> serve_server(session& s) {
   const auto& cfg = lr.cfg;
   tls_stream& tls = s.tls.emplace(s.peer, lr.tls.ctx.get(), true);
   tls::verify_outcome vo;
+  vo.conn_id = s.conn_id;
   tls::verifier::bind(tls.native(), &vo);
   // With OCSP / distribution points, revocation is decided after the handshake (and counted
   // then); otherwise the handshake decided it.
@@ -241,19 +268,24 @@ asio::awaitable<void> serve_server(session& s) {
   auto handshake_error = co_await tls.handshake();
   if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
-    if (handshake_error == asio::error::operation_aborted) co_return;  // see finish()
-    classify_handshake_failure(s, vo, tls, handshake_error);
+    // Aborted: cancelled by the watchdog, finish() names the reason.
+    if (handshake_error != asio::error::operation_aborted)
+      classify_handshake_failure(s, vo, tls, handshake_error);
+    record_failed_handshake(s, vo, tls.native());
+    if (handshake_error == asio::error::operation_aborted) co_return;
     co_await linger_close(s);
     co_return;
   }
   record_tls_details(s, tls.native());
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
-  if (!co_await judge_verified_peer(s, tls, vo, network_revocation, recheck)) co_return;
+  const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
+  trace_judged(s, judged);
+  if (!judged) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
-  if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+  if (auto ec = co_await connect_and_record(s, why)) {
     if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
       s.connect_step = std::move(why);
       co_return;
@@ -276,6 +308,7 @@ asio::awaitable<void> serve_server(session& s) {
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
 
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
+  trace_relay_start(s);
   if (cfg.http.enabled) {
     const xfcc_policy xfcc =
         make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
@@ -292,7 +325,7 @@ asio::awaitable<void> serve_client(session& s) {
   const auto& cfg = lr.cfg;
   s.enter(phase::connect, cfg.timeouts.connect);
   std::string why;
-  if (auto ec = co_await connect_upstream(s.upstream, cfg.upstream, why)) {
+  if (auto ec = co_await connect_and_record(s, why)) {
     if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
       s.connect_step = std::move(why);
       co_return;
@@ -302,11 +335,12 @@ asio::awaitable<void> serve_client(session& s) {
   }
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;
+  vo.conn_id = s.conn_id;
   tls::verifier::bind(tls.native(), &vo);
   // Resumption is per upstream address: a hostname may resolve to servers that do not share
   // ticket keys. Sessions arriving later on this connection (TLS 1.3 tickets) land there too.
   if (lr.tls.sessions) {
-    s.upstream_key = remote_address(s.upstream);
+    s.upstream_key = s.upstream_address;  // as connected (connect_and_record)
     lr.tls.sessions->prepare(tls.native(), &s.upstream_key);
   }
   // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).
@@ -321,23 +355,28 @@ asio::awaitable<void> serve_client(session& s) {
       lr.revocation_service && lr.revocation.network() && !cfg.server_auth.insecure_skip_verify;
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
+  trace_client_hello_sent(s, tls.native());
   auto handshake_error = co_await tls.handshake();
   // CRL files and a stapled OCSP response, when the remote sent one (with OCSP / distribution
   // points the revocation service's verdict is counted instead, as in mode: server).
   if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
     classify_handshake_failure(s, vo, tls, handshake_error);
+    record_failed_handshake(s, vo, tls.native());
     co_return;
   }
   record_tls_details(s, tls.native());
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled() &&
                        !cfg.server_auth.insecure_skip_verify;
   // Nothing of the app's goes to a remote whose certificate is revoked.
-  if (!co_await judge_verified_peer(s, tls, vo, network_revocation, recheck)) co_return;
+  const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
+  trace_judged(s, judged);
+  if (!judged) co_return;
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
+  trace_relay_start(s);
   co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
 }
 
@@ -356,7 +395,12 @@ void session_control::kill() {
 }
 
 void session_control::kill(reason why, std::string detail) {
+  kill(why == reason::revoked ? termination::revoked : termination::error, why, std::move(detail));
+}
+
+void session_control::kill(termination how, std::optional<reason> why, std::string detail) {
   if (killed_) return;
+  kill_termination_ = how;
   kill_reason_ = why;
   kill_detail_ = std::move(detail);
   kill();
@@ -418,6 +462,7 @@ asio::awaitable<void> run_session(stream_socket peer,
                                   session_registry& registry) {
   session s(std::move(peer), std::move(listener));
   s.client = remote_address(s.peer);
+  trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);
   struct unregister {

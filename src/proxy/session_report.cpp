@@ -1,4 +1,6 @@
 // The end of a session as the outside sees it: metric updates and the one access-log line.
+#include <openssl/ssl.h>
+
 #include <chrono>
 
 #include "mtlsd/config/duration.hpp"
@@ -30,7 +32,10 @@ void count_revocation(session& s, const tls::verify_outcome& vo) {
   s.listener->metrics->revocation_checks[0][result]->Increment();
   if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
     log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
-              {{"listener", s.listener->cfg.name}, {"client", s.client}, {"detail", vo.crl_note}});
+              {{"conn_id", s.conn_id},
+               {"listener", s.listener->cfg.name},
+               {"client", s.client},
+               {"detail", vo.crl_note}});
 }
 
 void count_verdict(session& s, const tls::revocation::verdict& v) {
@@ -86,7 +91,87 @@ void name_deadline(session& s) {
   }
 }
 
+// Who or what ended the session, from how it ended and, for a relay run to its end, which side
+// finished first.
+termination name_termination(const session& s, const outcome& o) {
+  if (s.ended_by) return *s.ended_by;
+  switch (o.how) {
+    case outcome::kind::failed:
+      return termination::error;
+    case outcome::kind::killed:
+      return s.control.kill_termination();
+    case outcome::kind::deadline:
+      if (s.current == phase::relay)
+        return s.clock.past_close_by() ? termination::half_close_timeout
+                                       : termination::idle_timeout;
+      break;
+    case outcome::kind::completed:
+      break;
+  }
+  if (!s.admitted) return s.refusal ? termination::refused : termination::error;
+  // The TLS side is the client in mode: server and the upstream in mode: client.
+  const bool server = s.listener->cfg.mode == config::listener_mode::server;
+  switch (s.relayed.first_end) {
+    case relay_end::tls_peer:
+      return server ? termination::client_close : termination::upstream_close;
+    case relay_end::plain_peer:
+      return server ? termination::upstream_close : termination::client_close;
+    case relay_end::local:
+    case relay_end::none:
+      break;
+  }
+  return termination::error;
+}
+
+std::string_view alpn_of(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  unsigned n = 0;
+  SSL_get0_alpn_selected(ssl, &p, &n);
+  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
+}
+
+// Completes `rec` with what the connection knew (who, TLS, upstream, the peer's certificate)
+// and writes it. The views point into `s` and its SSL, and into buffers on this frame.
+void write_access_line(session& s, log::access_record& rec) {
+  char start[32];
+  rec.conn_id = s.conn_id;
+  rec.start = log::format_rfc3339(start, s.started_at, true);
+  rec.listener = s.listener->cfg.name;
+  rec.client = std::move(s.client);
+  if (s.peer_identity) rec.identity = s.peer_identity->display();
+  rec.tls_version = s.tls_version;
+  rec.cipher = s.cipher;
+  rec.resumed = s.resumed;
+  if (s.tls) {
+    rec.sni = sni_of(s.tls->native());
+    rec.alpn = alpn_of(s.tls->native());
+  }
+  rec.upstream = s.upstream_address;
+  rec.upstream_connect_ms = s.upstream_connect_ms;
+  // The verified peer, else the leaf a refused peer presented.
+  const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
+                                   : s.refused_peer ? &*s.refused_peer
+                                                    : nullptr;
+  char not_after[32];
+  if (cert) {
+    rec.peer_subject = cert->subject;
+    rec.peer_serial = cert->serial;
+    rec.peer_issuer = cert->issuer;
+    rec.peer_sha256 = cert->sha256;
+    if (cert->not_after != 0)
+      rec.peer_not_after = log::format_rfc3339(
+          not_after, std::chrono::system_clock::from_time_t(cert->not_after), false);
+  }
+  rec.detail = std::move(s.detail);
+  log::write_access(rec);
+}
+
 }  // namespace
+
+std::string_view sni_of(SSL* ssl) {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  return name ? std::string_view(name) : std::string_view();
+}
 
 void finish(session& s, const outcome& o) {
   const auto& lr = *s.listener;
@@ -104,8 +189,10 @@ void finish(session& s, const outcome& o) {
     case outcome::kind::failed:
       // Whatever was known before, the session ended because of this.
       s.detail = "internal error: " + o.error;
-      log::error("session failed",
-                 {{"listener", cfg.name}, {"client", s.client}, {"error", o.error}});
+      log::error("session failed", {{"conn_id", s.conn_id},
+                                    {"listener", cfg.name},
+                                    {"client", s.client},
+                                    {"error", o.error}});
       break;
   }
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
@@ -136,20 +223,18 @@ void finish(session& s, const outcome& o) {
     if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
     if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
   }
+  const termination ended = name_termination(s, o);
+  const auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+  trace_closed(s, ended, rx, tx, duration_ms);
+
   log::access_record rec;
-  rec.listener = cfg.name;
-  rec.client = std::move(s.client);
-  if (s.peer_identity) rec.identity = s.peer_identity->display();
-  rec.tls_version = s.tls_version;
-  rec.cipher = s.cipher;
-  rec.resumed = s.resumed;
   rec.rx_bytes = rx;
   rec.tx_bytes = tx;
-  rec.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+  rec.duration_ms = duration_ms;
   rec.result = result;
   rec.reason = s.refusal && !failed ? to_string(*s.refusal) : std::string_view();
-  rec.detail = std::move(s.detail);
-  log::write_access(rec);
+  rec.termination = to_string(ended);
+  write_access_line(s, rec);
 }
 
 }  // namespace mtlsd::proxy::detail

@@ -2,14 +2,17 @@
 // Private to session*.cpp: what one connection knows, in its coroutine frame, and how it ended.
 // session.cpp runs the phases; session_report.cpp turns the end into one access-log line and
 // the metric updates.
+#include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/termination.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
@@ -17,6 +20,13 @@
 namespace mtlsd::proxy::detail {
 
 using steady = std::chrono::steady_clock;
+
+// Unique per process (all workers): the access line's conn_id, and every debug line of the
+// connection carries it. One relaxed increment per connection.
+inline std::uint64_t new_conn_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
 
 enum class phase { handshake, revocation, connect, relay, closing };
 
@@ -41,7 +51,9 @@ struct session {
         peer(std::move(p)),
         upstream(peer.get_executor()),
         watchdog_timer(peer.get_executor()),
-        start(steady::now()) {
+        start(steady::now()),
+        started_at(std::chrono::system_clock::now()),
+        conn_id(new_conn_id()) {
     clock.watchdog = &watchdog_timer;
   }
 
@@ -55,6 +67,8 @@ struct session {
   asio::steady_timer watchdog_timer;
   session_control control;
   steady::time_point start;
+  std::chrono::system_clock::time_point started_at;  // the access line's `start`
+  std::uint64_t conn_id;
 
   phase current = phase::handshake;
   config::duration phase_timeout{};  // the current phase's deadline, for the log
@@ -65,6 +79,12 @@ struct session {
   std::optional<reason> refusal;
   std::string detail;
   std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
+  std::optional<tls::peer_identity> refused_peer;   // the leaf of a peer refused in the handshake
+  std::string upstream_address;                     // the address connected to (resolved)
+  std::int64_t upstream_connect_ms = -1;            // -1: no connect attempted
+  // Set by whatever ends the session for a reason of its own (rate_limited...); otherwise
+  // finish() names the termination from the outcome.
+  std::optional<termination> ended_by;
   const char* tls_version = "";
   const char* cipher = "";
   bool resumed = false;
@@ -100,6 +120,22 @@ struct session {
     detail = std::move(why);
   }
 };
+
+// Server side: the name the client asked for; client side: the name we sent. "" when none.
+std::string_view sni_of(SSL* ssl);
+
+// session_trace.cpp: the debug lines, one per phase, each with the conn_id. Each returns at once
+// (computing nothing) above log.level debug.
+void trace_accepted(const session& s);
+void trace_client_hello_sent(const session& s, SSL* ssl);
+void trace_handshake_failed(const session& s, bool judged_by_verify_callback);
+void trace_handshake_done(const session& s);
+void trace_judged(const session& s, bool admitted);
+void trace_connect(const session& s, steady::time_point begin, steady::time_point resolved,
+                   const error_code& ec, const std::string& why);
+void trace_relay_start(const session& s);
+void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
+                  std::int64_t duration_ms);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);

@@ -25,7 +25,8 @@ asio::awaitable<error_code> try_connect(stream_socket& sock, const stream_endpoi
 }  // namespace
 
 asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
-                                             std::string& detail) {
+                                             std::string& detail,
+                                             std::chrono::steady_clock::time_point* resolved_at) {
   auto literal = literal_endpoint(to);
   if (auto* ep = std::get_if<stream_endpoint>(&literal)) {
     auto ec = co_await try_connect(sock, *ep);
@@ -44,6 +45,7 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
                  : "resolve " + to.host + ": " + resolved.ec.message();
     co_return resolved.ec;
   }
+  if (resolved_at) *resolved_at = std::chrono::steady_clock::now();
   error_code last = asio::error::host_not_found;
   for (const auto& ip : resolved.addresses) {
     const stream_endpoint ep(asio::ip::tcp::endpoint(ip, to.port));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -12,39 +13,6 @@ namespace {
 
 void add_once(std::vector<std::size_t>& v, std::size_t i) {
   if (std::find(v.begin(), v.end(), i) == v.end()) v.push_back(i);
-}
-
-// The host_name of a ClientHello's server_name extension (RFC 6066 §3), lower-cased; "" when
-// absent or malformed (OpenSSL itself rejects a malformed one later in the handshake).
-std::string client_sni(SSL* ssl) {
-  const unsigned char* p = nullptr;
-  std::size_t len = 0;
-  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 2) return {};
-  std::size_t list = (std::size_t{p[0]} << 8) | p[1];
-  if (list + 2 > len) return {};
-  p += 2;
-  while (list >= 3) {
-    const unsigned type = p[0];
-    const std::size_t n = (std::size_t{p[1]} << 8) | p[2];
-    if (n + 3 > list) return {};
-    if (type == TLSEXT_NAMETYPE_host_name) {
-      std::string name(reinterpret_cast<const char*>(p + 3), n);
-      for (auto& c : name) {
-        const auto u = static_cast<unsigned char>(c);
-        // Lower-case; anything a host name cannot hold is shown as '?' (it reaches the log).
-        if (u >= 'A' && u <= 'Z')
-          c = static_cast<char>(u - 'A' + 'a');
-        else if (!((u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '.' || u == '-' ||
-                   u == '_'))
-          c = '?';
-      }
-      if (!name.empty() && name.back() == '.') name.pop_back();  // absolute form
-      return name;
-    }
-    p += 3 + n;
-    list -= 3 + n;
-  }
-  return {};
 }
 
 const char* key_type_name(int id) {
@@ -164,6 +132,7 @@ const std::vector<std::size_t>& certificate_selector::select(std::string_view sn
 }
 
 int certificate_selector::on_client_hello(SSL* ssl, int* alert, void* arg) {
+  debug_client_hello(ssl);
   const auto* self = static_cast<const certificate_selector*>(arg);
   const std::string sni = client_sni(ssl);
   bool named = false;

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "mtlsd/tls/client_hello.hpp"
+
 namespace mtlsd::tls {
 namespace {
 
@@ -163,10 +165,12 @@ tls_context build_context(const config::listener& l) {
   apply_validation_policy(ctx);
 
   if (server) {
-    if (l.tls.certificates.empty())
+    if (l.tls.certificates.empty()) {
       use_key_pair(ctx, l.tls, out);
-    else
+      observe_client_hello(ctx);  // the selector does it otherwise
+    } else {
       use_certificates(ctx, l.tls, out);
+    }
     const auto& ca = l.client_auth;
     int mode = SSL_VERIFY_NONE;
     if (ca.mode == config::client_auth_mode::require)

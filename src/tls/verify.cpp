@@ -341,6 +341,8 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     else if (reason_from_x509_error(err) == reason::revocation_unavailable)
       out.crl = crl_result::unavailable;
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
+      if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx))
+        out.refused_peer = extract_identity(leaf);
       out.refusal = reason_from_x509_error(err);
       out.detail = describe(err, depth, cert);
       // CRLs in the store come from revocation.crl_files: say which source answered.
@@ -356,6 +358,7 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
   if (!d.allowed) {
     out.refusal = reason::not_authorized;
     out.detail = std::move(d.detail);
+    out.refused_peer = std::move(id);
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }

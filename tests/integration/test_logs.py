@@ -11,6 +11,10 @@ ACCESS_FIELDS = {
     "listener": str, "client": str, "identity": str, "tls_version": str, "cipher": str,
     "rx_bytes": int, "tx_bytes": int, "duration_ms": (int, float), "result": str,
     "reason": str, "detail": str,
+    # interface.md, "Access-log fields" (tests/integration/test_access_fields.py checks values)
+    "start": str, "conn_id": int, "sni": str, "alpn": str, "upstream": str,
+    "upstream_connect_ms": (int, type(None)), "peer_serial": str, "peer_issuer": str,
+    "peer_sha256": str, "peer_not_after": str, "termination": str,
 }
 
 
@@ -40,6 +44,7 @@ def test_every_line_is_json_with_contract_fields(serve, pki):
             assert isinstance(line.get(key), kind), (key, line)
         assert line["result"] in ("accepted", "rejected", "error")
     assert {l["result"] for l in access} == {"accepted", "rejected"}
+    assert {l["termination"] for l in access} == {"client_close", "refused"}
 
 
 def test_subject_identity_is_escaped(serve, pki):

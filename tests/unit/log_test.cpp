@@ -2,12 +2,14 @@
 // values hold (peer-controlled names end up in logs), text lines must stay on one line.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <string_view>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/termination.hpp"
 
 namespace mtlsd::log {
 namespace {
@@ -259,6 +261,37 @@ TEST(JsonLine, NonFiniteNumbersStayValidJson) {
                                         {"b", -std::numeric_limits<double>::infinity()},
                                         {"c", std::numeric_limits<double>::quiet_NaN()}});
   EXPECT_TRUE(valid_json(line)) << line;
+}
+
+TEST(Termination, NamesAreTheContracts) {
+  // interface.md, "Access-log fields": exactly these, in this order.
+  const char* expected[] = {"client_close", "upstream_close", "idle_timeout", "half_close_timeout",
+                            "max_age",      "drain",          "revoked",      "reload_rejudged",
+                            "rate_limited", "error",          "refused"};
+  for (std::size_t i = 0; i < std::size(expected); ++i)
+    EXPECT_EQ(to_string(static_cast<termination>(i)), expected[i]);
+}
+
+TEST(NullValue, JsonNullTextEmpty) {
+  EXPECT_EQ(format_line(log_format::json, spdlog::level::info, "access",
+                        {{"upstream_connect_ms", null}, {"n", 3}}),
+            R"("level":"info","msg":"access","upstream_connect_ms":null,"n":3)");
+  EXPECT_EQ(format_line(log_format::text, spdlog::level::info, "access",
+                        {{"upstream_connect_ms", null}, {"n", 3}}),
+            R"(info access upstream_connect_ms="" n=3)");
+}
+
+TEST(Rfc3339, MillisecondsAndSecondsInUtc) {
+  using namespace std::chrono;
+  char buf[32];
+  // 2024-02-29T23:59:59.007Z: a leap day, a day's last second, a zero-padded millisecond.
+  const system_clock::time_point t{sys_days{year{2024} / February / 29} + hours{23} + minutes{59} +
+                                   seconds{59} + milliseconds{7}};
+  EXPECT_EQ(format_rfc3339(buf, t, true), "2024-02-29T23:59:59.007Z");
+  EXPECT_EQ(format_rfc3339(buf, t, false), "2024-02-29T23:59:59Z");
+  EXPECT_EQ(format_rfc3339(buf, system_clock::time_point{}, true), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339(buf, system_clock::from_time_t(4102444800), false),
+            "2100-01-01T00:00:00Z");
 }
 
 TEST(TextLine, ExactShape) {

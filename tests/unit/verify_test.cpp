@@ -173,6 +173,29 @@ TEST_F(VerifyClientTest, Expired) {
   EXPECT_EQ(refusal(o), "expired");
   EXPECT_EQ(o.detail, "certificate has expired (depth 0: CN=old,O=mtlsd tests)");
   EXPECT_FALSE(o.identity.has_value());
+  // The access log still names what was refused.
+  ASSERT_TRUE(o.refused_peer.has_value());
+  EXPECT_EQ(o.refused_peer->subject, "CN=old,O=mtlsd tests");
+  EXPECT_EQ(o.refused_peer->sha256, tls::sha256_fingerprint(leaf.cert()));
+}
+
+TEST_F(VerifyClientTest, ARefusedPeerIsRecordedOnlyWhenRefused) {
+  auto t = context(
+      "      allow:\n"
+      "        common_names: [bob]\n");
+  auto alice = test::make_leaf(pki->root, {.cn = "alice"});
+  auto o = verify(t, alice);
+  EXPECT_EQ(refusal(o), "not_authorized");
+  ASSERT_TRUE(o.refused_peer.has_value());
+  EXPECT_EQ(o.refused_peer->common_name, "alice");
+  // Refused below the leaf (unknown issuer): the leaf is still the one named.
+  auto stranger = verify(t, test::make_leaf(pki->other_root, {.cn = "stranger"}));
+  EXPECT_EQ(refusal(stranger), "unknown_ca");
+  ASSERT_TRUE(stranger.refused_peer.has_value());
+  EXPECT_EQ(stranger.refused_peer->common_name, "stranger");
+  auto bob = verify(t, test::make_leaf(pki->root, {.cn = "bob"}));
+  EXPECT_EQ(refusal(bob), "accepted");
+  EXPECT_FALSE(bob.refused_peer.has_value());
 }
 
 TEST_F(VerifyClientTest, NotYetValid) {

@@ -3,21 +3,38 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace mtlsd::log {
 
+// Every field is written on every line (empty, or null in JSON for upstream_connect_ms, when
+// unknown), so that a line's shape never depends on how far the connection got. The views point
+// into the session's frame or its SSL: the line is formatted before write_access returns.
 struct access_record {
+  std::uint64_t conn_id = 0;  // unique per process; debug lines of the connection carry it too
+  std::string_view start;     // when it was accepted, RFC 3339 with milliseconds, UTC
   std::string_view listener;
   std::string client;    // peer address as seen by the accepting socket
-  std::string identity;  // SPIFFE ID, else the certificate subject; empty without a certificate
+  std::string identity;  // SPIFFE ID, else the certificate subject; empty unless verified
   std::string_view tls_version;
   std::string_view cipher;
-  std::uint64_t rx_bytes = 0;  // from the accepting side's peer
-  std::uint64_t tx_bytes = 0;  // to the accepting side's peer
+  std::string_view sni;       // server mode: what the client asked for; client mode: what we sent
+  std::string_view alpn;      // the negotiated protocol
+  std::string_view upstream;  // the address actually connected to (resolved)
+  std::int64_t upstream_connect_ms = -1;  // -1: no connect attempted (null)
+  // The peer's leaf certificate, when one was received (also for refused peers).
+  std::string_view peer_subject;
+  std::string_view peer_serial;
+  std::string_view peer_issuer;
+  std::string_view peer_sha256;     // of the DER leaf, lower-case hex
+  std::string_view peer_not_after;  // RFC 3339
+  std::uint64_t rx_bytes = 0;       // from the accepting side's peer
+  std::uint64_t tx_bytes = 0;       // to the accepting side's peer
   std::int64_t duration_ms = 0;
-  std::string_view result;  // accepted | rejected | error
-  std::string_view reason;  // a rejection reason, or empty
-  std::string detail;       // human explanation for a refusal or error
+  std::string_view result;       // accepted | rejected | error
+  std::string_view reason;       // a rejection reason, or empty
+  std::string_view termination;  // mtlsd/termination.hpp
+  std::string detail;            // human explanation for a refusal or error
   bool resumed = false;
 };
 

@@ -16,9 +16,13 @@
 
 namespace mtlsd::log {
 
+// A value not known (JSON null; "" in text, like an empty string).
+struct null_value {};
+inline constexpr null_value null{};
+
 struct field {
   std::string_view key;
-  std::variant<std::string_view, std::int64_t, double, bool> value;
+  std::variant<std::string_view, std::int64_t, double, bool, null_value> value;
 
   field(std::string_view k, std::string_view v) : key(k), value(v) {}
   field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
@@ -28,6 +32,7 @@ struct field {
       : key(k), value(static_cast<std::int64_t>(v)) {}
   field(std::string_view k, double v) : key(k), value(v) {}
   field(std::string_view k, bool v) : key(k), value(v) {}
+  field(std::string_view k, null_value v) : key(k), value(v) {}
 };
 
 using fields = std::initializer_list<field>;
@@ -77,6 +82,11 @@ inline void error(std::string_view msg, fields f = {}) {
 
 // For access_log.cpp: like write(), but the line goes to the access-log output.
 void write_access_line(std::string_view msg, fields f);
+
+// RFC 3339 in UTC ("2026-12-02T06:21:14.123Z" with `millis`, else "...14Z") into `buf`;
+// returns the view of what was written. No allocation: for per-connection fields.
+std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
+                                bool millis);
 
 // Escapes `s` as the body of a JSON string (no surrounding quotes).
 void append_json_escaped(std::string& out, std::string_view s);

@@ -48,11 +48,21 @@ struct activity_clock {
   bool past_close_by() const { return half_closed && clock::now() >= close_by; }
 };
 
+// Who ended a relay first, for the access log's termination: the side whose EOF or error came
+// first (a failed write counts against the side written to), or mtlsd itself (a protocol error
+// in HTTP mode).
+enum class relay_end : std::uint8_t { none, tls_peer, plain_peer, local };
+
 struct relay_result {
   std::uint64_t from_tls = 0;    // bytes read from the TLS peer and written to the plain side
   std::uint64_t from_plain = 0;  // bytes read from the plain side and written to the TLS peer
   bool aborted = false;          // a direction ended with an error (reset), not with EOF
-  std::string error;             // what that error was
+  relay_end first_end = relay_end::none;
+  std::string error;  // what that error was
+
+  void ended_by(relay_end e) {
+    if (first_end == relay_end::none) first_end = e;
+  }
 };
 
 // Relays until both directions reached EOF or one failed. Never throws for network errors.

@@ -15,6 +15,7 @@
 #include "mtlsd/proxy/net.hpp"
 #include "mtlsd/reason.hpp"
 #include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/termination.hpp"
 #include "mtlsd/tls/revocation/event.hpp"
 
 namespace mtlsd::proxy {
@@ -22,10 +23,14 @@ namespace mtlsd::proxy {
 // The handle a worker keeps on each live session, to close it from outside.
 class session_control {
  public:
-  void kill();                                // drain timeout
+  void kill();                                // drain timeout (termination=drain)
   void kill(reason why, std::string detail);  // e.g. the peer was revoked while connected
+  // Ends the session for `how` (max_age, reload_rejudged...); `why`, when set, is the access
+  // line's reason.
+  void kill(termination how, std::optional<reason> why, std::string detail);
   bool killed() const { return killed_; }
   const std::optional<reason>& kill_reason() const { return kill_reason_; }
+  termination kill_termination() const { return kill_termination_; }
   const std::string& kill_detail() const { return kill_detail_; }
   void attach(asio::steady_timer* watchdog) { watchdog_ = watchdog; }
 
@@ -39,6 +44,7 @@ class session_control {
  private:
   bool killed_ = false;
   std::optional<reason> kill_reason_;
+  termination kill_termination_ = termination::drain;
   std::string kill_detail_;
   asio::steady_timer* watchdog_ = nullptr;
   const std::string* listener_ = nullptr;

@@ -2,6 +2,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/error.hpp>
 #include <cerrno>
+#include <chrono>
 #include <string>
 
 #include "mtlsd/config/address.hpp"
@@ -15,9 +16,11 @@ namespace mtlsd::proxy {
 // caller bounds the time (the session's connect deadline) by cancelling, which ends a pending
 // lookup at once. On failure `detail` says what was tried; when cancelled it names the step
 // that did not finish: "DNS lookup of HOST" or "connect to IP:PORT" (of a host name's addresses);
-// empty for a literal address.
-asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
-                                             std::string& detail);
+// empty for a literal address. `resolved_at`, when given, is set when a host name's lookup
+// succeeded (for the debug line of the resolve step); untouched for a literal address.
+asio::awaitable<error_code> connect_upstream(
+    stream_socket& sock, const config::address& to, std::string& detail,
+    std::chrono::steady_clock::time_point* resolved_at = nullptr);
 
 // EMFILE / ENFILE (and ENOBUFS / ENOMEM from socket()): a failure of ours, not the upstream's.
 inline bool out_of_descriptors(const error_code& ec) {

@@ -25,6 +25,10 @@ struct verify_outcome {
   std::optional<reason> refusal;
   std::string detail;
   std::optional<peer_identity> identity;  // set once the leaf passed every check
+  // The leaf of a refused peer, for the access log (what was refused, not an identity).
+  std::optional<peer_identity> refused_peer;
+  // The connection's id in logs, for debug lines written from callbacks (ClientHello).
+  std::uint64_t conn_id = 0;
   crl_result crl = crl_result::not_checked;
   std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
   // With OCSP or distribution points configured, a depth whose CRL file is missing or stale is
