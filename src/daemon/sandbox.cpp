@@ -174,9 +174,16 @@ state enter(const config::configuration& cfg) {
         "privileges kept");
     return s;
   }
-  if (int n = thread_count(); n > 1)
+  if (int n = thread_count(); n > 1) {
+    if (auto note = tls::pkcs11::threads_started(); !note.empty())
+      throw std::runtime_error(
+          "sandbox: " + note +
+          ", and the sandbox can only be entered while mtlsd runs one thread: load the token's "
+          "own module (module-path= in the key's URI, or $PKCS11_MODULE_PATH) instead, or set "
+          "sandbox: false");
     throw std::logic_error("sandbox: entered with " + std::to_string(n) +
                            " threads running; it must be entered before any thread starts");
+  }
   paths p = paths_for(cfg);
   const std::string config_dirs = join(p.read);
   for (const auto& r : system_paths().read)

@@ -1,5 +1,6 @@
 #include "mtlsd/tls/pkcs11.hpp"
 
+#include <dirent.h>
 #include <libp11.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -36,6 +37,23 @@ struct module {
 std::mutex& lock() {
   static std::mutex m;
   return m;
+}
+
+// Modules that started threads when loaded (e.g. p11-kit's proxy loading OpenSC, whose GLib
+// starts one): the sandbox cannot be entered after that, and should say why.
+std::string& threads_note() {
+  static auto* s = new std::string;
+  return *s;
+}
+
+int thread_count() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (const dirent* e = ::readdir(d))
+      n += e->d_name[0] != '.';
+    ::closedir(d);
+  }
+  return n;
 }
 
 std::map<std::string, module>& modules() {
@@ -105,7 +123,12 @@ module& open_module(const std::string& path, const config::file_ref& key) {
   m.ctx = PKCS11_CTX_new();
   if (!m.ctx) fail(key.where, "cannot set up libp11: " + drain_errors());
   ERR_clear_error();
-  if (PKCS11_CTX_load(m.ctx, path.c_str()) != 0) {
+  const int threads_before = thread_count();
+  const int loaded = PKCS11_CTX_load(m.ctx, path.c_str());
+  if (const int started = thread_count() - threads_before; started > 0)
+    threads_note() += (threads_note().empty() ? "" : "; ") + std::string("PKCS#11 module ") + path +
+                      " started " + std::to_string(started) + " thread(s) when loaded";
+  if (loaded != 0) {
     std::string why = drain_errors();
     PKCS11_CTX_free(m.ctx);
     fail(key.where, "cannot load PKCS#11 module " + path +
@@ -229,6 +252,11 @@ PKCS11_KEY* find_key(PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
 }
 
 }  // namespace
+
+std::string threads_started() {
+  std::lock_guard guard(lock());
+  return threads_note();
+}
 
 std::string module_for(const config::pkcs11_uri& uri) {
   if (!uri.module_path.empty()) return uri.module_path;

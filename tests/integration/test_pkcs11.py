@@ -32,24 +32,28 @@ def module_path() -> str:
 
 
 class Token:
-    def __init__(self, root: Path, pki):
+    def __init__(self, root: Path, pki, objects: dict[str, str] = OBJECTS):
         self.root = root
         self.module = module_path()
         self.conf = root / "softhsm2.conf"
-        (root / "tokens").mkdir()
+        (root / "tokens").mkdir(parents=True)
         self.conf.write_text(f"directories.tokendir = {root / 'tokens'}\n"
                              "objectstore.backend = file\nlog.level = ERROR\n")
         self.env = {**os.environ, "SOFTHSM2_CONF": str(self.conf)}
         self.util("--init-token", "--free", "--label", "mtlsd", "--pin", PIN, "--so-pin", "123456")
-        for i, (label, key) in enumerate(OBJECTS.items(), start=1):
-            p8 = root / f"{label}.p8"
-            subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", pki.path(key),
-                            "-out", str(p8)], check=True, capture_output=True)
-            self.util("--import", str(p8), "--token", "mtlsd", "--label", label,
-                      "--id", f"{i:02x}", "--pin", PIN)
-            p8.unlink()  # only the token holds the key from here on
+        self.pki = pki
+        for i, (label, key) in enumerate(objects.items(), start=1):
+            self.import_key(label, key, i)
         self.pin_file = root / "pin"
         self.pin_file.write_text(PIN + "\n")
+
+    def import_key(self, label: str, key: str, id_: int) -> None:
+        p8 = self.root / f"{label}.p8"
+        subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", self.pki.path(key),
+                        "-out", str(p8)], check=True, capture_output=True)
+        self.util("--import", str(p8), "--token", "mtlsd", "--label", label,
+                  "--id", f"{id_:02x}", "--pin", PIN)
+        p8.unlink()  # only the token holds the key from here on
 
     def util(self, *args: str) -> None:
         proc = subprocess.run(["softhsm2-util", *args], env=self.env, capture_output=True,
@@ -149,7 +153,11 @@ def reload_with(daemon, config: dict) -> None:
     daemon.send_signal(signal.SIGHUP)
 
 
-def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token):
+def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token, tmp_path,
+                                     monkeypatch):
+    # A token of its own, holding one key at start; the second is imported while mtlsd runs.
+    token = Token(tmp_path / "hsm", pki, objects={"server": "server.key"})
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
     up = make_upstream()
     listener = server_listener(pki, up.address, tls=pkcs11_tls(token, "server", "server.crt", pki))
     config = daemon_config([listener])
@@ -157,6 +165,7 @@ def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token):
     old, new = serial(pki.path("server.crt")), serial(pki.path("server-int.crt"))
     assert served_serial(daemon.addr(), pki) == old
     held = open_tls(daemon.addr(), client_context(pki))  # a connection made with the old key
+    token.import_key("server2", "server-int.key", 2)
 
     mark = daemon.log_mark()
     reload_with(daemon, deep_merge(config, {"listeners": [server_listener(
@@ -176,7 +185,7 @@ def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token):
     line = daemon.wait_for_log(lambda l: l.get("msg") == "reload failed; still serving the "
                                "previous configuration", since=mark)
     assert ("no private key labelled 'gone' on PKCS#11 token 'mtlsd' (private keys there: "
-            "'client', 'server', 'server2')") in line["error"], line
+            "'server', 'server2')") in line["error"], line
     assert served_serial(daemon.addr(), pki) == new
     held.sendall(b"and now\n")
     assert held.recv(64) == b"and now\n"
@@ -263,3 +272,30 @@ def test_check_reports_a_malformed_uri_at_its_line(mtlsd_bin, pki, token, tmp_pa
     assert proc.returncode != 0
     assert (f"{path}:{key_position(text)}: listeners[0].tls.key: not a usable PKCS#11 URI: "
             "unknown attribute 'objekt'") in out, out
+
+
+def test_default_module_is_p11_kit_proxy(mtlsd_bin, pki, token, tmp_path):
+    """Without module-path= (and $PKCS11_MODULE_PATH) the key is looked up through p11-kit's
+    proxy, which offers SoftHSM's token (registered in /usr/share/p11-kit/modules)."""
+    tls = pkcs11_tls(token, "server", "server.crt", pki)
+    tls["key"] = "pkcs11:token=mtlsd;object=server"
+    listener = server_listener(pki, "127.0.0.1:9", tls=tls)
+    env_module = os.environ.pop("PKCS11_MODULE_PATH", None)
+    try:
+        off = write_config(tmp_path / "off.yaml", daemon_config([listener], sandbox=False))
+        proc = run_cli(mtlsd_bin, "check", "--config", str(off))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # With the sandbox on, a proxy that starts threads (GLib, when OpenSC is registered with
+        # p11-kit) is refused by check as `run` would refuse it.
+        on = write_config(tmp_path / "on.yaml", daemon_config([listener]))
+        proc = run_cli(mtlsd_bin, "check", "--config", str(on))
+        if os.path.exists("/usr/share/p11-kit/modules/opensc-pkcs11.module"):
+            assert proc.returncode == 1
+            assert f"{on}: PKCS#11 module p11-kit-proxy.so started " in proc.stderr, proc.stderr
+            assert (" thread(s) when loaded, so mtlsd run cannot enter the sandbox (it must have "
+                    "one thread then)") in proc.stderr, proc.stderr
+        else:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        if env_module is not None:
+            os.environ["PKCS11_MODULE_PATH"] = env_module

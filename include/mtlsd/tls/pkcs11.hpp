@@ -26,6 +26,10 @@ std::string module_for(const config::pkcs11_uri& uri);
 // configuration names, or the sandbox turned off (README, "Keys in an HSM").
 std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri);
 
+// "" unless loading a module started threads (then which, for the sandbox's error: it must be
+// entered while mtlsd has one thread). p11-kit's proxy does when it loads OpenSC.
+std::string threads_started();
+
 // Opens the token `key` names (a pkcs11: URI), logs in with the PIN from `pin_file` (or the
 // URI's pin-source / pin-value) and returns a handle on the private key. Each module is loaded
 // once per process and stays loaded (keys in use by older configurations keep working across
