@@ -49,7 +49,8 @@ class Token:
 
     def import_key(self, label: str, key: str, id_: int) -> None:
         p8 = self.root / f"{label}.p8"
-        subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", self.pki.path(key),
+        src = key if os.path.isabs(key) else self.pki.path(key)
+        subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", src,
                         "-out", str(p8)], check=True, capture_output=True)
         self.util("--import", str(p8), "--token", "mtlsd", "--label", label,
                   "--id", f"{id_:02x}", "--pin", PIN)
@@ -68,7 +69,12 @@ class Token:
 def token(tmp_path_factory, pki):
     if shutil.which("softhsm2-util") is None:
         pytest.fail("softhsm2-util is missing (apt-get install softhsm2; scripts/dev.sh deps)")
-    t = Token(tmp_path_factory.mktemp("softhsm"), pki)
+    root = tmp_path_factory.mktemp("softhsm")
+    t = Token(root, pki)
+    # An RSA key too (the test PKI's are ECDSA): TLS 1.3 signs with RSA-PSS through the token.
+    make_rsa_cert(pki, root)
+    t.import_key("rsa", str(root / "rsa.key"), len(OBJECTS) + 1)
+    (root / "rsa.key").unlink()
     # The daemons and `mtlsd check` started by this module inherit it.
     old = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(t.conf)
@@ -77,6 +83,20 @@ def token(tmp_path_factory, pki):
         os.environ.pop("SOFTHSM2_CONF", None)
     else:
         os.environ["SOFTHSM2_CONF"] = old
+
+
+def make_rsa_cert(pki, out: Path) -> None:
+    ext = out / "rsa.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(out / "rsa.key"), "-subj", "/CN=rsa-in-hsm", "-out", str(out / "rsa.csr")],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(out / "rsa.csr"), "-CA",
+                    pki.path("ca.crt"), "-CAkey", pki.path("ca.key"), "-set_serial", "74565",
+                    "-days", "30", "-extfile", str(ext), "-out", str(out / "rsa.crt")],
+                   check=True, capture_output=True)
 
 
 def serial(path: str) -> str:
@@ -120,6 +140,21 @@ def test_server_mode_signs_with_the_token(serve, pki, token, shape):
         assert ex.error is None and ex.data == b"ping\n", (version, ex.error)
         assert daemon.wait_for_access(client=ex.local)["identity"] == CLIENT_ID
     assert served_serial(daemon.addr(), pki) == serial(pki.path("server.crt"))
+
+
+def test_rsa_key_in_the_token_signs_pss_and_pkcs1(serve, pki, token):
+    daemon, _ = serve(tls={"cert": str(token.root / "rsa.crt"), "key": token.uri("rsa"),
+                           "key_pin_file": str(token.pin_file)})
+    host, port = daemon.addr()
+    for args, sigtype in ((["-tls1_3"], "RSA-PSS"), (["-tls1_2", "-sigalgs", "RSA+SHA256"], "RSA")):
+        proc = subprocess.run(
+            ["openssl", "s_client", "-connect", f"{host}:{port}", *args,
+             "-cert", pki.path("client.crt"), "-key", pki.path("client.key"),
+             "-CAfile", pki.path("ca.crt"), "-verify_return_error"],
+            input=b"ping\n", capture_output=True, timeout=20)
+        text = proc.stdout.decode(errors="replace")
+        assert "Verify return code: 0 (ok)" in text, text + proc.stderr.decode(errors="replace")
+        assert f"Peer signature type: {sigtype}\n" in text, text
 
 
 def test_pin_from_the_uris_pin_source(serve, pki, token):
@@ -250,7 +285,7 @@ def test_check_says_what_is_wrong(mtlsd_bin, pki, token, tmp_path, case):
         "wrong_pin": lambda: f"{path}:{pin_position(text)}: wrong PIN for PKCS#11 token 'mtlsd' "
                      f"(CKR_PIN_INCORRECT; from key_pin_file {wrong_pin})",
         "no_object": at + "no private key labelled 'nosuch' on PKCS#11 token 'mtlsd' "
-                          "(private keys there: 'client', 'server', 'server2')",
+                          "(private keys there: 'client', 'rsa', 'server', 'server2')",
         "mismatch": at + f"{tls['key']}: private key does not match the certificate in "
                          f"{pki.path('client.crt')} (CN=client,OU=payments,O=mtlsd Test)",
         "no_module": at + "PKCS#11 module /nonexistent/libpkcs11.so not found or not readable "
