@@ -17,7 +17,7 @@ import pytest
 from clients import client_context, open_tls, tls_exchange
 from mtlsd_harness import daemon_config, deep_merge, run_cli, server_listener, write_config
 
-PIN = "4711"
+PIN = "Xq7-pin-Zr9"  # unlike anything else in a log line
 MODULES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 # object label -> the PKI key imported under it (ids 01, 02, ...)
@@ -226,6 +226,7 @@ def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token, tmp
     assert held.recv(64) == b"and now\n"
     held.close()
     assert daemon.running()
+    assert PIN not in daemon.stderr_text()  # the PIN never reaches a log line
 
 
 # --- mtlsd check --------------------------------------------------------------
@@ -261,7 +262,7 @@ def test_check_accepts_a_good_pkcs11_key(mtlsd_bin, pki, token, tmp_path):
 def test_check_says_what_is_wrong(mtlsd_bin, pki, token, tmp_path, case):
     tls = pkcs11_tls(token, "server", "server.crt", pki)
     wrong_pin = tmp_path / "wrong.pin"
-    wrong_pin.write_text("0000\n")
+    wrong_pin.write_text("Wr0ng-pin\n")
     if case == "no_token":
         tls["key"] = token.uri("server", token="nosuch")
     elif case == "wrong_pin":
@@ -295,7 +296,7 @@ def test_check_says_what_is_wrong(mtlsd_bin, pki, token, tmp_path, case):
     }[case]
     expected = expected() if callable(expected) else expected
     assert expected in out.splitlines(), out
-    assert PIN not in out and "0000" not in out, out  # no PIN in any message
+    assert PIN not in out and "Wr0ng-pin" not in out, out  # no PIN in any message
 
 
 def test_check_reports_a_malformed_uri_at_its_line(mtlsd_bin, pki, token, tmp_path):
