@@ -4,6 +4,7 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/print.hpp"
 #include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/pkcs11.hpp"
 
 namespace mtlsd::cli {
 
@@ -24,6 +25,15 @@ int check_command(const options& o) {
     auto rt = runtime::build(*loaded.config);
     for (const auto& w : runtime::warnings(*rt))
       std::cerr << w.str() << "\n";
+    // `run` would load the same modules and then refuse to enter the sandbox: say so now.
+    if (auto note = tls::pkcs11::threads_started(); !note.empty() && loaded.config->sandbox) {
+      std::cerr << loaded.config->file << ": " << note
+                << ", so mtlsd run cannot enter the sandbox (it must have one thread then): load "
+                   "the token's own module (module-path= in the key's URI), or set sandbox: "
+                   "false\n"
+                << "mtlsd: configuration " << loaded.config->file << " is NOT usable\n";
+      return 1;
+    }
     if (print) std::cout << config::print_yaml(*loaded.config) << std::flush;
     (print ? std::cerr : std::cout)
         << "mtlsd: configuration " << loaded.config->file << " is valid (" << rt->listeners.size()

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/pkcs11_uri.hpp"
 
 namespace mtlsd::config {
 namespace {
@@ -223,6 +224,25 @@ class reader {
     return true;
   }
 
+  // A private key: a file, or a pkcs11: URI (kept verbatim, checked for syntax here so that a
+  // typo is reported at its line; the token itself is opened when credentials are loaded).
+  bool key_file(const YAML::Node& n, const std::string& path, file_ref& out) {
+    std::string raw;
+    if (!str(n, path, raw)) return false;
+    if (!is_pkcs11_uri(raw)) {
+      out = resolve(raw, n);
+      return true;
+    }
+    // Kept even when malformed, so that the entry does not also read as missing its key.
+    out = {raw, at(n)};
+    pkcs11_uri uri;
+    if (auto why = parse_pkcs11_uri(raw, uri); !why.empty()) {
+      error(n, path + ": not a usable PKCS#11 URI: " + why);
+      return false;
+    }
+    return true;
+  }
+
   bool files(const YAML::Node& n, const std::string& path, std::vector<file_ref>& out) {
     out.clear();
     if (n.IsScalar()) {
@@ -367,6 +387,27 @@ void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_
   });
 }
 
+// A key's secret comes from the file that matches its kind: key_password_file decrypts a key
+// file, key_pin_file (or the URI's pin-source/pin-value) logs in to a PKCS#11 token.
+void check_key_secrets(reader& r, const YAML::Node& n, const std::string& path, const file_ref& key,
+                       const file_ref& password, const file_ref& pin) {
+  const bool uri = is_pkcs11_uri(key.path);
+  if (uri && !password.empty())
+    r.error(n["key_password_file"],
+            path + ".key_password_file: the key is a pkcs11: URI; its PIN goes in key_pin_file");
+  if (!uri && !pin.empty())
+    r.error(n["key_pin_file"], path +
+                                   ".key_pin_file applies to a pkcs11: key only (a key file takes "
+                                   "key_password_file)");
+  pkcs11_uri parsed;
+  if (uri && !pin.empty() && parse_pkcs11_uri(key.path, parsed).empty() &&
+      (!parsed.pin_source.empty() || !parsed.pin_value.empty()))
+    r.error(n["key_pin_file"],
+            path +
+                ".key_pin_file: the key's URI already gives the PIN (pin-source or "
+                "pin-value); give it once");
+}
+
 // tls.certificates: each entry is cert + key or pkcs12, plus the names it serves.
 void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& path,
                              certificate_entry& e) {
@@ -376,13 +417,11 @@ void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& 
               "server_names"}))
     return;
   with(n, "cert", [&](auto v) { r.file(v, path + ".cert", e.cert); });
-  with(n, "key", [&](auto v) { r.file(v, path + ".key", e.key); });
+  with(n, "key", [&](auto v) { r.key_file(v, path + ".key", e.key); });
   with(n, "key_password_file",
        [&](auto v) { r.file(v, path + ".key_password_file", e.key_password_file); });
-  // Named by the contract for PKCS#11 keys, which this build does not have: refused, not ignored.
-  with(n, "key_pin_file", [&](auto v) {
-    r.error(v, path + ".key_pin_file: PKCS#11 keys are not supported by this build");
-  });
+  with(n, "key_pin_file", [&](auto v) { r.file(v, path + ".key_pin_file", e.key_pin_file); });
+  check_key_secrets(r, n, path, e.key, e.key_password_file, e.key_pin_file);
   with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", e.pkcs12); });
   with(n, "pkcs12_password_file",
        [&](auto v) { r.file(v, path + ".pkcs12_password_file", e.pkcs12_password_file); });
@@ -432,13 +471,15 @@ void parse_certificates(reader& r, const YAML::Node& n, const std::string& path,
 void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
   t.where = r.at(n);
   r.map(n, path,
-        {"cert", "key", "key_password_file", "pkcs12", "pkcs12_password_file", "min_version",
-         "max_version", "cipher_suites", "ciphers", "curves", "alpn", "session_resumption",
-         "certificates", "strict_sni"});
+        {"cert", "key", "key_password_file", "key_pin_file", "pkcs12", "pkcs12_password_file",
+         "min_version", "max_version", "cipher_suites", "ciphers", "curves", "alpn",
+         "session_resumption", "certificates", "strict_sni"});
   with(n, "cert", [&](auto v) { r.file(v, path + ".cert", t.cert); });
-  with(n, "key", [&](auto v) { r.file(v, path + ".key", t.key); });
+  with(n, "key", [&](auto v) { r.key_file(v, path + ".key", t.key); });
   with(n, "key_password_file",
        [&](auto v) { r.file(v, path + ".key_password_file", t.key_password_file); });
+  with(n, "key_pin_file", [&](auto v) { r.file(v, path + ".key_pin_file", t.key_pin_file); });
+  check_key_secrets(r, n, path, t.key, t.key_password_file, t.key_pin_file);
   with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", t.pkcs12); });
   with(n, "pkcs12_password_file",
        [&](auto v) { r.file(v, path + ".pkcs12_password_file", t.pkcs12_password_file); });
@@ -653,7 +694,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
   const bool has_list = !l.tls.certificates.empty();
   if (has_list && (has_pem || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
-                   !l.tls.pkcs12_password_file.empty()))
+                   !l.tls.key_pin_file.empty() || !l.tls.pkcs12_password_file.empty()))
     r.error(l.tls.certificates_where,
             path + ".tls.certificates: give either certificates or cert/key/pkcs12, not both");
   if (has_list && !server)
@@ -881,15 +922,21 @@ const listener* configuration::find_listener(std::string_view name) const {
 std::vector<file_ref> configuration::referenced_files() const {
   std::vector<file_ref> out;
   auto add = [&](const file_ref& f) {
-    if (!f.empty()) out.push_back(f);
+    if (f.empty()) return;
+    // A pkcs11: key is no file; the PIN file its URI names is (the module is not: it is code,
+    // loaded once, and src/daemon/sandbox.cpp lets the sandbox read it).
+    if (!is_pkcs11_uri(f.path)) return out.push_back(f);
+    pkcs11_uri uri;
+    if (parse_pkcs11_uri(f.path, uri).empty() && !uri.pin_source.empty())
+      out.push_back({uri.pin_source, f.where});
   };
   for (const auto& l : listeners) {
-    for (const auto* f : {&l.tls.cert, &l.tls.key, &l.tls.key_password_file, &l.tls.pkcs12,
-                          &l.tls.pkcs12_password_file})
+    for (const auto* f : {&l.tls.cert, &l.tls.key, &l.tls.key_password_file, &l.tls.key_pin_file,
+                          &l.tls.pkcs12, &l.tls.pkcs12_password_file})
       add(*f);
     for (const auto& e : l.tls.certificates)
-      for (const auto* f :
-           {&e.cert, &e.key, &e.key_password_file, &e.pkcs12, &e.pkcs12_password_file})
+      for (const auto* f : {&e.cert, &e.key, &e.key_password_file, &e.key_pin_file, &e.pkcs12,
+                            &e.pkcs12_password_file})
         add(*f);
     for (const auto& f : l.client_auth.ca)
       add(f);

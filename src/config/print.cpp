@@ -133,10 +133,12 @@ class printer {
   }
 
   void key_pair(const file_ref& cert, const file_ref& key, const file_ref& key_password_file,
-                const file_ref& pkcs12, const file_ref& pkcs12_password_file) {
+                const file_ref& key_pin_file, const file_ref& pkcs12,
+                const file_ref& pkcs12_password_file) {
     file("cert", cert);
     file("key", key);
     file("key_password_file", key_password_file);
+    file("key_pin_file", key_pin_file);
     file("pkcs12", pkcs12);
     file("pkcs12_password_file", pkcs12_password_file);
   }
@@ -145,13 +147,15 @@ class printer {
   void tls(const tls_options& t, bool server) {
     begin("tls");
     if (t.certificates.empty()) {
-      key_pair(t.cert, t.key, t.key_password_file, t.pkcs12, t.pkcs12_password_file);
+      key_pair(t.cert, t.key, t.key_password_file, t.key_pin_file, t.pkcs12,
+               t.pkcs12_password_file);
     } else {
       key("certificates");
       out << YAML::BeginSeq;
       for (const auto& e : t.certificates) {
         out << YAML::BeginMap;
-        key_pair(e.cert, e.key, e.key_password_file, e.pkcs12, e.pkcs12_password_file);
+        key_pair(e.cert, e.key, e.key_password_file, e.key_pin_file, e.pkcs12,
+                 e.pkcs12_password_file);
         strings("server_names", e.server_names);
         out << YAML::EndMap;
       }

@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/pkcs11.hpp"
 
 namespace mtlsd::daemon::sandbox {
 namespace {
@@ -28,8 +30,23 @@ fs::path canonical_or_self(const fs::path& p) {
   return ec ? p.lexically_normal() : c;
 }
 
-bool is_uri(const std::string& p) {
-  return p.rfind("pkcs11:", 0) == 0;
+// What the PKCS#11 modules behind the configuration's pkcs11: keys read when a key is loaded (at
+// start and at a reload, inside the sandbox): module, its configuration, its token directory.
+std::vector<fs::path> pkcs11_paths(const config::configuration& cfg) {
+  std::vector<fs::path> out;
+  auto add = [&](const config::file_ref& key) {
+    config::pkcs11_uri uri;
+    if (!config::is_pkcs11_uri(key.path) || !config::parse_pkcs11_uri(key.path, uri).empty())
+      return;
+    for (auto& p : tls::pkcs11::paths_to_read(uri))
+      if (std::find(out.begin(), out.end(), fs::path(p)) == out.end()) out.emplace_back(p);
+  };
+  for (const auto& l : cfg.listeners) {
+    add(l.tls.key);
+    for (const auto& e : l.tls.certificates)
+      add(e.key);
+  }
+  return out;
 }
 
 fs::path resolve(const config::configuration& cfg, const std::string& p) {
@@ -41,8 +58,9 @@ fs::path resolve(const config::configuration& cfg, const std::string& p) {
 // Every file the configuration names, absolute.
 std::vector<fs::path> named_files(const config::configuration& cfg) {
   std::vector<fs::path> out{fs::path(cfg.file)};
+  // (pkcs11: keys are no files; the PIN files their URIs name are among these.)
   for (const auto& f : cfg.referenced_files())
-    if (!is_uri(f.path)) out.push_back(resolve(cfg, f.path));
+    out.push_back(resolve(cfg, f.path));
   return out;
 }
 
@@ -91,6 +109,11 @@ paths paths_for(const config::configuration& cfg) {
     // it leads now (a file that is a symlink into another directory).
     add_unique(p.read, f.parent_path().string());
     add_unique(p.read, canonical_or_self(f).parent_path().string());
+  }
+  // Exactly these (a module's token directory, not its parent).
+  for (const auto& f : pkcs11_paths(cfg)) {
+    add_unique(p.read, f.string());
+    add_unique(p.read, canonical_or_self(f).string());
   }
   // The one file mtlsd writes after start-up: the access log. Its directory (exactly that one,
   // absolute, as written and where a symlinked log file leads) lets a rotated file be re-created
@@ -151,9 +174,16 @@ state enter(const config::configuration& cfg) {
         "privileges kept");
     return s;
   }
-  if (int n = thread_count(); n > 1)
+  if (int n = thread_count(); n > 1) {
+    if (auto note = tls::pkcs11::threads_started(); !note.empty())
+      throw std::runtime_error(
+          "sandbox: " + note +
+          ", and the sandbox can only be entered while mtlsd runs one thread: load the token's "
+          "own module (module-path= in the key's URI, or $PKCS11_MODULE_PATH) instead, or set "
+          "sandbox: false");
     throw std::logic_error("sandbox: entered with " + std::to_string(n) +
                            " threads running; it must be entered before any thread starts");
+  }
   paths p = paths_for(cfg);
   const std::string config_dirs = join(p.read);
   for (const auto& r : system_paths().read)
@@ -198,6 +228,13 @@ std::string check_reload(const state& s, const config::configuration& next) {
              (real != f ? " (-> " + real.string() + ")" : std::string()) +
              " is outside the directories the sandbox lets mtlsd read (those the configuration "
              "named at start-up); this change needs a restart";
+  }
+  for (const auto& f : pkcs11_paths(next)) {
+    const auto real = canonical_or_self(f);
+    if (!under_any(real, s.read_roots))
+      return "sandbox: the PKCS#11 module of a pkcs11: key needs " + f.string() +
+             ", which the sandbox does not let mtlsd read (the keys at start-up did not need "
+             "it); this change needs a restart";
   }
   for (const auto& l : next.listeners)
     if (l.listen.is_unix()) {

@@ -11,14 +11,19 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mtlsd/config/pkcs11_uri.hpp"
+#include "mtlsd/config/print.hpp"
+#include "mtlsd/tls/pkcs11.hpp"
+
 namespace mtlsd::tls {
 namespace {
 
-// A key pasted where its file's path belongs must not be echoed into logs by our errors.
+// A key pasted where its file's path belongs must not be echoed into logs by our errors, nor the
+// PIN a pkcs11: URI may carry (pin-value=).
 std::string shown(const std::string& path) {
-  return path.find("-----BEGIN") != std::string::npos || path.find('\n') != std::string::npos
-             ? "<a PEM block where a file path belongs; not shown>"
-             : path;
+  if (path.find("-----BEGIN") != std::string::npos || path.find('\n') != std::string::npos)
+    return "<a PEM block where a file path belongs; not shown>";
+  return config::is_pkcs11_uri(path) ? config::redact(path) : path;
 }
 
 [[noreturn]] void fail(const config::file_ref& f, const std::string& what) {
@@ -153,6 +158,7 @@ key_pair load_key_pair(const config::tls_options& t) {
   e.cert = t.cert;
   e.key = t.key;
   e.key_password_file = t.key_password_file;
+  e.key_pin_file = t.key_pin_file;
   e.pkcs12 = t.pkcs12;
   e.pkcs12_password_file = t.pkcs12_password_file;
   return load_key_pair(e);
@@ -195,10 +201,14 @@ key_pair load_key_pair(const config::certificate_entry& tls) {
     return kp;
   }
   kp.chain = load_cert_chain(tls.cert);
-  std::string password =
-      tls.key_password_file.empty() ? std::string() : read_secret_file(tls.key_password_file);
-  cleanse_on_exit wipe_password{password};
-  kp.key = load_private_key(tls.key, password);
+  if (config::is_pkcs11_uri(tls.key.path)) {
+    kp.key = pkcs11::load_private_key(tls.key, tls.key_pin_file);
+  } else {
+    std::string password =
+        tls.key_password_file.empty() ? std::string() : read_secret_file(tls.key_password_file);
+    cleanse_on_exit wipe_password{password};
+    kp.key = load_private_key(tls.key, password);
+  }
   if (X509_check_private_key(kp.chain.front().get(), kp.key.get()) != 1) {
     drain_errors();
     throw config::config_error(

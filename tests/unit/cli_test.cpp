@@ -237,7 +237,8 @@ listeners:
     tls:
       certificates:
         - cert: rsa.crt
-          key: rsa.key
+          key: "pkcs11:token=hsm;object=rsa%20key?module-path=/usr/lib/softhsm/libsofthsm2.so"
+          key_pin_file: hsm.pin
           server_names: [api.example.org, "*.example.org"]
         - pkcs12: ec.p12
           pkcs12_password_file: ec.pass
@@ -299,6 +300,10 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_EQ(again.reload.poll_interval, std::chrono::seconds(90));
   ASSERT_EQ(again.listeners[1].tls.certificates.size(), 2u);
   EXPECT_EQ(again.listeners[1].tls.certificates[1].pkcs12.path, "/etc/mtlsd/ec.p12");
+  // A pkcs11: URI is kept verbatim (not resolved like a path); its PIN file is a path.
+  EXPECT_EQ(again.listeners[1].tls.certificates[0].key.path,
+            "pkcs11:token=hsm;object=rsa%20key?module-path=/usr/lib/softhsm/libsofthsm2.so");
+  EXPECT_EQ(again.listeners[1].tls.certificates[0].key_pin_file.path, "/etc/mtlsd/hsm.pin");
   EXPECT_TRUE(again.listeners[1].tls.strict_sni);
   EXPECT_TRUE(again.listeners[2].server_auth.insecure_skip_verify);
   EXPECT_EQ(again.listeners[2].tls.pkcs12.path, "/etc/mtlsd/id.p12");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/pkcs11_uri.hpp"
 #include "test_pki.hpp"
 
 namespace mtlsd::config {
@@ -1327,7 +1328,9 @@ TEST(ConfigDiagnostic, Formatting) {
 
 namespace mtlsd::config {
 namespace {
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ConfigValidation, ServerAuthVerifyDepthEmailSansAndRequireStaple) {
   configuration c = load_ok(kClient + R"(    server_auth:
@@ -1449,8 +1452,8 @@ TEST(ConfigCertificates, EntryErrorsNameTheEntry) {
           at(12, 11,
              "listeners[0].tls.certificates[2]: give either cert + key or pkcs12, not both"),
           at(13, 51,
-             "listeners[0].tls.certificates[3].key_pin_file: PKCS#11 keys are not "
-             "supported by this build")));
+             "listeners[0].tls.certificates[3].key_pin_file applies to a pkcs11: key only (a "
+             "key file takes key_password_file)")));
 }
 
 TEST(ConfigCertificates, EmptyListAndClientModeAndStapling) {
@@ -1486,6 +1489,108 @@ TEST(ConfigCertificates, EmptyListAndClientModeAndStapling) {
                              "listeners[0].revocation.stapling: not supported with several "
                              "tls.certificates yet (staple with one certificate, or turn "
                              "stapling off)")));
+}
+
+// --- pkcs11: keys ---------------------------------------------------------------------------
+
+TEST(ConfigPkcs11, UriIsKeptVerbatimWithItsPinFile) {
+  auto c = load_text(kNoTls + R"(    tls:
+      cert: s.crt
+      key: "pkcs11:token=mtlsd;object=server"
+      key_pin_file: secrets/pin
+)",
+                     "/etc/mtlsd/mtlsd.yaml");
+  ASSERT_TRUE(c.config) << (c.problems.empty() ? "" : c.problems[0].str());
+  const auto& t = c.config->listeners[0].tls;
+  EXPECT_EQ(t.key.path, "pkcs11:token=mtlsd;object=server");
+  EXPECT_EQ(t.key_pin_file.path, "/etc/mtlsd/secrets/pin");
+  // The PIN file is watched and readable in the sandbox; the URI is no file.
+  std::vector<std::string> files;
+  for (const auto& f : c.config->referenced_files())
+    files.push_back(f.path);
+  EXPECT_THAT(files, Contains("/etc/mtlsd/secrets/pin"));
+  EXPECT_THAT(files, Not(Contains(t.key.path)));
+}
+
+TEST(ConfigPkcs11, PinSourceFileIsAReferencedFile) {
+  auto c = load_text(kNoTls + R"(    tls:
+      cert: s.crt
+      key: "pkcs11:token=mtlsd;object=server?pin-source=file:/run/pin"
+)",
+                     "/etc/mtlsd/mtlsd.yaml");
+  ASSERT_TRUE(c.config);
+  std::vector<std::string> files;
+  for (const auto& f : c.config->referenced_files())
+    files.push_back(f.path);
+  EXPECT_THAT(files, Contains("/run/pin"));
+}
+
+TEST(ConfigPkcs11, BadUrisAndMisplacedSecretsNameTheLine) {
+  EXPECT_THAT(problems_of(kNoTls + R"(    tls:
+      certificates:
+        - {cert: a.crt, key: "pkcs11:token=t;objekt=a"}
+        - {cert: b.crt, key: "pkcs11:token=t"}
+        - {cert: c.crt, key: "pkcs11:object=c?pin-source=pin.txt"}
+        - {cert: d.crt, key: "pkcs11:object=d?module-name=softhsm2"}
+        - {cert: e.crt, key: "pkcs11:object=e;id=%4"}
+        - {cert: f.crt, key: "pkcs11:object=f", key_password_file: p}
+        - {cert: g.crt, key: "pkcs11:object=g?pin-value=1", key_pin_file: p}
+        - {cert: h.crt, key: "pkcs11:object=h;type=cert"}
+)"),
+              ElementsAre(at(9, 30,
+                             "listeners[0].tls.certificates[0].key: not a usable PKCS#11 URI: "
+                             "unknown attribute 'objekt' (expected token, object, id, serial, "
+                             "manufacturer, model, type, module-path, pin-source or pin-value)"),
+                          at(10, 30,
+                             "listeners[0].tls.certificates[1].key: not a usable PKCS#11 URI: "
+                             "names no key: give object=LABEL and/or id=%XX... (the key's "
+                             "CKA_ID)"),
+                          at(11, 30,
+                             "listeners[0].tls.certificates[2].key: not a usable PKCS#11 URI: "
+                             "pin-source must name an absolute path "
+                             "(pin-source=file:/path/to/pin)"),
+                          at(12, 30,
+                             "listeners[0].tls.certificates[3].key: not a usable PKCS#11 URI: "
+                             "module-name is not supported: name the module's file with "
+                             "module-path="),
+                          at(13, 30,
+                             "listeners[0].tls.certificates[4].key: not a usable PKCS#11 URI: "
+                             "attribute 'id' has a malformed %-escape"),
+                          at(14, 68,
+                             "listeners[0].tls.certificates[5].key_password_file: the key is a "
+                             "pkcs11: URI; its PIN goes in key_pin_file"),
+                          at(15, 75,
+                             "listeners[0].tls.certificates[6].key_pin_file: the key's URI "
+                             "already gives the PIN (pin-source or pin-value); give it once"),
+                          at(16, 30,
+                             "listeners[0].tls.certificates[7].key: not a usable PKCS#11 URI: "
+                             "type=cert: only a private key can be used here (type=private)")));
+}
+
+TEST(Pkcs11Uri, ParsesRfc7512) {
+  mtlsd::config::pkcs11_uri u;
+  EXPECT_EQ(
+      mtlsd::config::parse_pkcs11_uri(
+          "PKCS11:token=My%20Token;object=k;id=%01%ab;serial=42;manufacturer=SoftHSM%20project;"
+          "model=SoftHSM%20v2;type=private;slot-id=3;x-vendor=1"
+          "?module-path=/usr/lib/m.so&pin-source=file:///run/pin",
+          u),
+      "");
+  EXPECT_EQ(u.token, "My Token");
+  EXPECT_EQ(u.object, "k");
+  EXPECT_TRUE(u.has_id);
+  EXPECT_EQ(u.id, std::string("\x01\xab"));
+  EXPECT_EQ(u.serial, "42");
+  EXPECT_EQ(u.manufacturer, "SoftHSM project");
+  EXPECT_EQ(u.model, "SoftHSM v2");
+  EXPECT_EQ(u.module_path, "/usr/lib/m.so");
+  EXPECT_EQ(u.pin_source, "/run/pin");
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:id=%01?pin-value=12%2534", u), "");
+  EXPECT_EQ(u.pin_value, "12%34");
+  EXPECT_FALSE(mtlsd::config::is_pkcs11_uri("/etc/pkcs11:x.key"));
+  EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a?module-path=rel.so", u), "");
+  EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a;pin-source=https://x/pin", u), "");
+  EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object", u), "");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -195,6 +196,57 @@ TEST(SandboxSeccomp, NetlinkOnlyForRouting) {
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_ROUTE)), 0);
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_AUDIT)), 1000 + SIGSYS);
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_KOBJECT_UEVENT)), 1000 + SIGSYS);
+}
+
+// SOFTHSM2_CONF for one test, restored afterwards.
+struct softhsm_conf_env {
+  std::string old;
+  bool had = false;
+  explicit softhsm_conf_env(const std::string& value) {
+    if (const char* v = std::getenv("SOFTHSM2_CONF")) old = v, had = true;
+    ::setenv("SOFTHSM2_CONF", value.c_str(), 1);
+  }
+  ~softhsm_conf_env() {
+    if (had)
+      ::setenv("SOFTHSM2_CONF", old.c_str(), 1);
+    else
+      ::unsetenv("SOFTHSM2_CONF");
+  }
+};
+
+TEST(SandboxPaths, APkcs11KeyLetsItsModuleConfigurationAndTokenDirectoryBeRead) {
+  test::pki_dir d;
+  fs::create_directories(d.path() / "hsm");
+  d.write("hsm/softhsm2.conf",
+          "# SoftHSM\ndirectories.tokendir = " + (d.path() / "hsm" / "tokens").string() +
+              "/\nobjectstore.backend = file\n");
+  softhsm_conf_env env((d.path() / "hsm" / "softhsm2.conf").string());
+  auto c = config_in(d.path() / "conf", d.path() / "certs");
+  c.listeners[0].tls.key.path = "pkcs11:token=t;object=o?module-path=/opt/hsm/libsofthsm2.so";
+  const paths p = paths_for(c);
+  EXPECT_THAT(p.read, Contains("/opt/hsm/libsofthsm2.so"));
+  EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "softhsm2.conf").string()));
+  EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "tokens").string()));
+  // The URI itself is no file: nothing named after it.
+  for (const auto& r : p.read)
+    EXPECT_EQ(r.find("pkcs11:"), std::string::npos) << r;
+}
+
+TEST(SandboxReload, APkcs11ModuleNeedingOtherFilesNeedsARestart) {
+  test::pki_dir d;
+  fs::create_directories(d.path() / "hsm");
+  d.write("hsm/softhsm2.conf", "directories.tokendir = " + (d.path() / "hsm").string() + "\n");
+  softhsm_conf_env env((d.path() / "hsm" / "softhsm2.conf").string());
+  auto c = config_in(d.path() / "conf", d.path() / "certs");
+  c.listeners[0].tls.key.path = "pkcs11:object=a?module-path=/opt/hsm/libsofthsm2.so";
+  const auto s = started_with(c);
+  auto next = c;
+  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/hsm/libsofthsm2.so";
+  EXPECT_EQ(check_reload(s, next), "");  // another object, same module and token directory
+  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/other/libvendor.so";
+  const std::string why = check_reload(s, next);
+  EXPECT_THAT(why, HasSubstr("/opt/other/libvendor.so"));
+  EXPECT_THAT(why, HasSubstr("needs a restart"));
 }
 
 TEST(SandboxReload, SameDirectoriesAndKubernetesSwapsAreFine) {

@@ -41,8 +41,9 @@ struct allow_list {
 // answers for. Several entries let one listener serve several names, and RSA and ECDSA clients.
 struct certificate_entry {
   file_ref cert;
-  file_ref key;
+  file_ref key;  // a file, or an RFC 7512 "pkcs11:" URI kept verbatim (see pkcs11_uri.hpp)
   file_ref key_password_file;
+  file_ref key_pin_file;  // the PIN of a pkcs11: key
   file_ref pkcs12;
   file_ref pkcs12_password_file;
   // Lower-case, exact ("api.example.org") or "*.suffix" (one label). Empty = a default entry,
@@ -54,8 +55,9 @@ struct certificate_entry {
 
 struct tls_options {
   file_ref cert;
-  file_ref key;
+  file_ref key;  // a file, or an RFC 7512 "pkcs11:" URI kept verbatim (see pkcs11_uri.hpp)
   file_ref key_password_file;
+  file_ref key_pin_file;  // the PIN of a pkcs11: key
   file_ref pkcs12;
   file_ref pkcs12_password_file;
   std::string min_version = "1.2";
