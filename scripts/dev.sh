@@ -21,7 +21,7 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
             libc-ares-dev libseccomp-dev libcli11-dev libgrpc++-dev libprotobuf-dev protobuf-compiler
             protobuf-compiler-grpc)
-RUN_PKGS=(openssl curl python3 ca-certificates)
+RUN_PKGS=(openssl curl python3 ca-certificates libgrpc++1.51 libprotobuf32)
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
 TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils
            python3-grpcio python3-grpc-tools)

@@ -141,8 +141,4 @@ void workload_client::start() {
   });
 }
 
-const std::string& workload_client::socket_path() const {
-  return impl_->socket_path;
-}
-
 }  // namespace mtlsd::spiffe

@@ -333,3 +333,35 @@ class RecordingRemote:
 
     def close(self):
         self.sock.close()
+
+
+def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki, short_tmp,
+                                                tmp_path):
+    """Two listeners on one agent socket (one stream): the one listing other.org in
+    trust_domains admits a client of that trust domain's CA (a federated bundle); the other
+    trusts its own trust domain's bundle only."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    try:
+        svid = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(svid, bundle=der_of(pki, "ca"),
+                    federated={"spiffe://other.org": der_of(pki, "other-ca")})
+        upstream = make_upstream().address
+        spiffe = {"workload_api": f"unix:{socket_path}"}
+        federated = server_listener(pki, upstream, name="federated", client_auth={"ca": None},
+                                    tls={"cert": None, "key": None,
+                                         "spiffe": {**spiffe, "trust_domains": ["other.org"]}})
+        own = server_listener(pki, upstream, name="own", client_auth={"ca": None},
+                              tls={"cert": None, "key": None, "spiffe": spiffe})
+        daemon = start_mtlsd(daemon_config([federated, own]))
+        wait_reloaded(daemon, svid.serial)
+        assert readyz(daemon).status == 200
+        assert svid_client(pki, daemon.addr("federated"), cert="client-other")() == svid.serial
+        assert svid_client(pki, daemon.addr("own"))() == svid.serial
+        with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+            svid_client(pki, daemon.addr("own"), cert="client-other")()
+        refused = daemon.wait_for_access(listener="own", result="rejected")
+        assert refused["reason"], refused
+        assert api.open_streams() == 1
+    finally:
+        api.stop()

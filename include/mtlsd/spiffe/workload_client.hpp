@@ -30,7 +30,6 @@ class workload_client {
   workload_client& operator=(const workload_client&) = delete;
 
   void start();
-  const std::string& socket_path() const;
 
  private:
   struct impl;
