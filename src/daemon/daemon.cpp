@@ -296,7 +296,8 @@ class daemon {
       metrics_.reload_failure().Increment();
       metrics_.last_reload_successful().Set(0);
       log::error(
-          "X.509-SVID update refused; still serving the previous one",
+          svids_.count(socket) ? "X.509-SVID update refused; still serving the previous one"
+                               : "X.509-SVID update refused; no certificate to serve yet",
           {{"trigger", "spiffe"}, {"result", "failure"}, {"socket", socket}, {"error", why}});
     } else {
       log::warn(
