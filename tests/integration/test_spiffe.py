@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
@@ -18,7 +19,7 @@ import grpc
 import pytest
 
 from faults import wait_until
-from mtlsd_harness import curl, daemon_config, s_client, server_listener
+from mtlsd_harness import curl, daemon_config, run_cli, s_client, server_listener, write_config
 from tls_remote import plain_exchange
 from upstream import echo
 from workload_api import WorkloadApi, der_of, issue_svid, stubs
@@ -392,3 +393,23 @@ def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki,
         assert svid_client(pki, daemon.addr("federated"), cert="client-other")() == svid.serial
     finally:
         api.stop()
+
+
+def test_check_and_verify_without_the_agent(mtlsd_bin, pki, tmp_path):
+    """`check` validates a tls.spiffe listener without contacting the agent (env read from
+    SPIFFE_ENDPOINT_SOCKET); `verify` says it cannot judge against bundles it does not fetch."""
+    listener = server_listener(pki, "127.0.0.1:9", client_auth={"ca": None},
+                               tls={"cert": None, "key": None, "spiffe": {"workload_api": "env"}})
+    cfg = write_config(tmp_path / "m.yaml", daemon_config([listener]))
+    env_run = subprocess.run([mtlsd_bin, "check", "--config", str(cfg)], capture_output=True,
+                             text=True, timeout=30,
+                             env={"SPIFFE_ENDPOINT_SOCKET": "unix:///run/spire/agent.sock"})
+    assert env_run.returncode == 0, env_run.stderr
+    unset = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert unset.returncode == 1
+    assert "m.yaml:" in unset.stderr and "SPIFFE_ENDPOINT_SOCKET is not set" in unset.stderr
+    res = subprocess.run([mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                          "--cert", pki.path("client.crt")], capture_output=True, text=True,
+                         timeout=30, env={"SPIFFE_ENDPOINT_SOCKET": "unix:/run/agent.sock"})
+    assert res.returncode == 2
+    assert "which verify does not fetch" in res.stderr

@@ -1616,5 +1616,23 @@ TEST(ConfigSpiffe, ExcludesCertificateFiles) {
                              "X.509-SVID names no OCSP responder)")));
 }
 
+TEST(ConfigSpiffe, ClientModeMustNameTheRemote) {
+  const std::string client = R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:7000
+    upstream: 127.0.0.1:8443
+    tls:
+      spiffe: {workload_api: "unix:/a.sock"}
+)";
+  EXPECT_THAT(problems_of(client),
+              ElementsAre(at(7, 15,
+                             "listeners[0].tls.spiffe in mode: client: name the remote's SPIFFE ID "
+                             "in server_auth.allow.spiffe_ids (an X.509-SVID carries no host name "
+                             "to check), or set server_auth.server_name")));
+  load_ok(client + "    server_auth: {allow: {spiffe_ids: [\"spiffe://td/remote\"]}}\n");
+  load_ok(client + "    server_auth: {server_name: remote.example.org}\n");
+}
+
 }  // namespace
 }  // namespace mtlsd::config
