@@ -5,13 +5,11 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <filesystem>
 #include <map>
-#include <set>
 #include <thread>
 
 #include "mtlsd/admin/admin_server.hpp"
@@ -20,6 +18,7 @@
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/daemon/svid_sources.hpp"
 #include "mtlsd/daemon/watchdog.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -28,12 +27,10 @@
 #include "mtlsd/net/resolver.hpp"
 #include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/runtime/runtime.hpp"
-#include "mtlsd/spiffe/workload_client.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/event.hpp"
 #include "mtlsd/tls/revocation/ocsp.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
-#include "mtlsd/tls/spiffe/x509_context.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::daemon {
@@ -201,7 +198,7 @@ class daemon {
     for (auto& w : workers_)
       w->start();
     // gRPC starts threads: only now, inside the sandbox.
-    reconcile_workload_clients(runtime_->cfg);
+    svids_->reconcile(runtime_->cfg);
 
     signals_.add(SIGHUP);
     signals_.add(SIGTERM);
@@ -220,7 +217,7 @@ class daemon {
     watchdog_->start();
 
     control_.run();
-    workload_clients_.clear();  // joined before the workers they feed are stopped
+    svids_->stop();  // joined before the workers they feed are stopped
     for (auto& w : workers_)
       w->stop();
     revocation_.reset();
@@ -238,84 +235,17 @@ class daemon {
     runtime::build_options opts;
     opts.registry = &metrics_;
     opts.revocation = &revocation_->service();
-    opts.svids = svids_;
+    opts.svids = svids_->latest();
     return opts;
-  }
-
-  // One Workload API client per socket any listener names: started for new sockets, stopped
-  // (destroyed) for sockets no listener names any more. Their last SVIDs are forgotten too.
-  void reconcile_workload_clients(const config::configuration& cfg) {
-    std::set<std::string> wanted;
-    for (const auto& l : cfg.listeners)
-      if (l.tls.spiffe.enabled) wanted.insert(l.tls.spiffe.socket_path);
-    for (auto it = workload_clients_.begin(); it != workload_clients_.end();) {
-      if (wanted.count(it->first)) {
-        ++it;
-        continue;
-      }
-      svids_.erase(it->first);
-      svid_errors_.erase(it->first);
-      it = workload_clients_.erase(it);
-    }
-    for (const auto& socket : wanted) {
-      if (workload_clients_.count(socket)) continue;
-      spiffe::workload_client::callbacks cb;
-      // On the client's thread: parse there (OpenSSL), then hand the result to the control
-      // thread, which alone touches svids_ and the runtime.
-      cb.on_update = [this, socket](tls::spiffe::raw_x509_svid raw) {
-        std::shared_ptr<const tls::spiffe::x509_context> svid;
-        std::string why;
-        try {
-          svid = tls::spiffe::parse(raw);
-        } catch (const std::exception& e) {
-          why = e.what();
-        }
-        asio::post(control_, [this, socket, svid, why] {
-          if (svid)
-            on_svid(socket, svid);
-          else
-            on_svid_error(socket, "the X.509-SVID update is unusable: " + why, true);
-        });
-      };
-      cb.on_error = [this, socket](const std::string& why) {
-        asio::post(control_, [this, socket, why] { on_svid_error(socket, why, false); });
-      };
-      auto client = std::make_unique<spiffe::workload_client>(socket, std::move(cb));
-      client->start();
-      log::info("SPIFFE Workload API client started", {{"socket", socket}});
-      workload_clients_[socket] = std::move(client);
-    }
-  }
-
-  // The stream failed or the agent sent something unusable: the last SVID (if any) keeps
-  // serving until it expires; /readyz shows `why` while there is none.
-  void on_svid_error(const std::string& socket, const std::string& why, bool refused) {
-    if (!workload_clients_.count(socket)) return;
-    svid_errors_[socket] = why;
-    if (refused) {
-      metrics_.reload_failure().Increment();
-      metrics_.last_reload_successful().Set(0);
-      log::error(
-          svids_.count(socket) ? "X.509-SVID update refused; still serving the previous one"
-                               : "X.509-SVID update refused; no certificate to serve yet",
-          {{"trigger", "spiffe"}, {"result", "failure"}, {"socket", socket}, {"error", why}});
-    } else {
-      log::warn(
-          "SPIFFE Workload API unavailable; the last X.509-SVID keeps serving until it "
-          "expires",
-          {{"socket", socket}, {"error", why}, {"have_svid", svids_.count(socket) > 0}});
-    }
   }
 
   // A new X.509-SVID or bundle: rebuilt and swapped in like a file reload (connections keep the
   // runtime they started with; new ones get the new certificate), but only for the listeners
   // that use this socket, and without reading the configuration again.
-  void on_svid(const std::string& socket, std::shared_ptr<const tls::spiffe::x509_context> svid) {
-    if (draining_ || !workload_clients_.count(socket)) return;
+  // Called by svid_sources with the new SVID already in latest(); returns why not, or "".
+  std::string on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
+    if (draining_) return {};  // nothing new is served any more; not a failure
     const auto started = steady::now();
-    svid_errors_.erase(socket);
-    const auto previous = svids_.count(socket) ? svids_[socket] : nullptr;
-    svids_[socket] = std::move(svid);
     config::configuration affected = runtime_->cfg;
     std::erase_if(affected.listeners, [&](const config::listener& l) {
       return !l.tls.spiffe.enabled || l.tls.spiffe.socket_path != socket;
@@ -324,15 +254,10 @@ class daemon {
     try {
       built = runtime::build(affected, build_options());
     } catch (const config::config_error& e) {
-      if (previous)
-        svids_[socket] = previous;
-      else
-        svids_.erase(socket);
       std::vector<std::string> problems;
       for (const auto& p : e.problems())
         if (!p.warning) problems.push_back(p.str());
-      on_svid_error(socket, join(problems, "; "), true);
-      return;
+      return join(problems, "; ");
     }
     auto next = std::make_shared<runtime::runtime>(*runtime_);
     std::vector<std::string> updated;
@@ -351,7 +276,7 @@ class daemon {
     metrics_.reload_success().Increment();
     metrics_.last_reload_successful().Set(1);
     metrics_.last_reload_success_time().Set(unix_now());
-    const auto& now = *svids_[socket];
+    const auto& now = *svids_->latest().at(socket);
     log::info("reloaded",
               {{"trigger", "spiffe"},
                {"result", "success"},
@@ -365,6 +290,7 @@ class daemon {
                {"listeners_updated", join(updated)},
                {"certificates_rotated", join(rotated)},
                {"duration_ms", elapsed_ms(started)}});
+    return {};
   }
 
   // A listener that serves the same certificate as before starts with the previous runtime's
@@ -506,12 +432,11 @@ class daemon {
       if (!slots_.count(l->cfg.name)) return {false, "listener " + l->cfg.name + " is not bound"};
       if (l->cfg.tls.spiffe.enabled && !l->svid) {
         const auto& sp = l->cfg.tls.spiffe;
-        auto err = svid_errors_.find(sp.socket_path);
-        return {false,
-                "listener " + l->cfg.name +
-                    ": waiting for the first X.509-SVID from the SPIFFE Workload API at unix:" +
-                    sp.socket_path +
-                    (err != svid_errors_.end() ? " (" + err->second + ")" : std::string())};
+        const auto why = svids_->last_error(sp.socket_path);
+        return {false, "listener " + l->cfg.name +
+                           ": waiting for the first X.509-SVID from the SPIFFE Workload API at "
+                           "unix:" +
+                           sp.socket_path + (why.empty() ? std::string() : " (" + why + ")")};
       }
       if (!l->tls.own_chain.empty() && tls::not_after_of(l->tls.own_chain.front().get()) < now)
         return {false, "listener " + l->cfg.name + ": certificate " +
@@ -645,7 +570,7 @@ class daemon {
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
     warn_insecure(*next);
-    reconcile_workload_clients(next->cfg);
+    svids_->reconcile(next->cfg);
     metrics_.set_certificate_expiry(runtime::certificate_series(*next));
     metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
@@ -729,11 +654,13 @@ class daemon {
   steady::time_point drain_deadline_{};
   steady::time_point hard_deadline_{};
   std::unique_ptr<asio::steady_timer> drain_timer_;
-  // tls.spiffe, by socket path: the latest usable X.509-SVID, why the stream is down, and the
-  // clients (last: destroyed, and so joined, first; they post to control_).
-  std::map<std::string, std::shared_ptr<const tls::spiffe::x509_context>> svids_;
-  std::map<std::string, std::string> svid_errors_;
-  std::map<std::string, std::unique_ptr<spiffe::workload_client>> workload_clients_;
+  // tls.spiffe: the Workload API clients and their latest SVIDs. Last: destroyed (its clients
+  // joined) first, while everything their posted updates touch is alive.
+  std::unique_ptr<svid_sources> svids_ = std::make_unique<svid_sources>(
+      control_, metrics_,
+      [this](const std::string& socket, const svid_sources::svid_ptr& previous) {
+        return on_svid(socket, previous);
+      });
 };
 
 }  // namespace
