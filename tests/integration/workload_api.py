@@ -9,8 +9,10 @@ metadata (InvalidArgument), and records every call it saw, so a test can tell th
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ def stubs():
     global _stubs
     if _stubs is None:
         out = Path(tempfile.mkdtemp(prefix="mtlsd-proto-"))
+        atexit.register(shutil.rmtree, out, True)
         subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}",
                         f"--python_out={out}", f"--grpc_python_out={out}", str(PROTO)],
                        check=True, capture_output=True, timeout=60)
