@@ -19,10 +19,12 @@ cd "$ROOT"
 # whose Asio lacks the coroutine operators mtlsd uses (../shared/toolchain.md).
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
-            libc-ares-dev libseccomp-dev libcli11-dev libp11-dev)
-RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules)
+            libc-ares-dev libseccomp-dev libcli11-dev libp11-dev libgrpc++-dev libprotobuf-dev
+            protobuf-compiler protobuf-compiler-grpc)
+RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc++1.51 libprotobuf32)
+# python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
-           softhsm2)
+           softhsm2 python3-grpcio python3-grpc-tools)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 

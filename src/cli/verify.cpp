@@ -147,6 +147,18 @@ int verify_command(const options& o) {
               << loaded.config->file << "\n";
     return 2;
   }
+  // tls.spiffe without CA files: the trust store is the agent's bundle, which `verify` does not
+  // fetch. Saying so beats answering unknown_ca for every chain.
+  const auto& cas =
+      l->mode == config::listener_mode::server ? l->client_auth.ca : l->server_auth.ca;
+  if (l->tls.spiffe.enabled && cas.empty()) {
+    std::cerr << "mtlsd verify: listener '" << l->name
+              << "' trusts the SPIFFE Workload API's bundles (tls.spiffe), which verify does not "
+                 "fetch; name the CA files in "
+              << (l->mode == config::listener_mode::server ? "client_auth.ca" : "server_auth.ca")
+              << " to verify against them\n";
+    return 2;
+  }
   // OCSP responders and distribution points by name: through the configured DNS servers.
   net::resolver_options dns;
   for (const auto& server : loaded.config->dns.servers)

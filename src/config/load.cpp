@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -468,12 +469,87 @@ void parse_certificates(reader& r, const YAML::Node& n, const std::string& path,
   }
 }
 
+// "unix:/path" or "unix:///path" (the URL form SPIFFE_ENDPOINT_SOCKET usually holds) -> "/path";
+// nullopt with `why` set otherwise. Only unix sockets: the Workload API over TCP would need its
+// own authentication of the agent, which the spec leaves to the deployment.
+std::optional<std::string> workload_api_socket(const std::string& value, std::string& why) {
+  constexpr std::string_view scheme = "unix:";
+  if (value.rfind(scheme, 0) != 0) {
+    why = "expected unix:/path/to/agent.sock (only unix sockets are supported)";
+    return std::nullopt;
+  }
+  std::string path = value.substr(scheme.size());
+  if (path.rfind("//", 0) == 0) {
+    // unix://HOST/path: only an empty host (unix:///path) names a local file.
+    if (path.rfind("///", 0) != 0) {
+      why = "a unix: URL names no host: write unix:///path or unix:/path";
+      return std::nullopt;
+    }
+    path = path.substr(2);
+  }
+  if (path.empty() || path.front() != '/') {
+    why = "the socket path must be absolute";
+    return std::nullopt;
+  }
+  if (path.size() >= 108) {  // sizeof(sockaddr_un::sun_path)
+    why = "the socket path is longer than a unix socket address can hold (107 bytes)";
+    return std::nullopt;
+  }
+  return fs::path(path).lexically_normal().string();
+}
+
+// A trust domain name, as in spiffe://NAME/...: lower-case letters, digits, '.', '-', '_'.
+// "spiffe://example.org" is accepted too and stored bare.
+bool trust_domain_name(std::string& td) {
+  if (td.rfind("spiffe://", 0) == 0) td = td.substr(9);
+  if (!td.empty() && td.back() == '/') td.pop_back();
+  return !td.empty() &&
+         td.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-_") == std::string::npos;
+}
+
+void parse_spiffe(reader& r, const YAML::Node& n, const std::string& path, spiffe_options& s) {
+  s.enabled = true;
+  s.where = r.at(n);
+  if (!r.map(n, path, {"workload_api", "trust_domains"})) return;
+  if (!n.IsMap() || !n["workload_api"].IsDefined())
+    r.error(n, path +
+                   ".workload_api is required: unix:/path/to/agent.sock, or env for "
+                   "$SPIFFE_ENDPOINT_SOCKET");
+  with(n, "workload_api", [&](auto v) {
+    if (!r.str(v, path + ".workload_api", s.workload_api)) return;
+    std::string value = s.workload_api, source = "";
+    if (value == "env") {
+      const char* env = std::getenv("SPIFFE_ENDPOINT_SOCKET");
+      if (!env || !*env) {
+        r.error(v, path + ".workload_api: env, but SPIFFE_ENDPOINT_SOCKET is not set");
+        return;
+      }
+      value = env;
+      source = " (from SPIFFE_ENDPOINT_SOCKET)";
+    }
+    std::string why;
+    if (auto socket = workload_api_socket(value, why))
+      s.socket_path = *socket;
+    else
+      r.error(v, path + ".workload_api: '" + value + "'" + source + ": " + why);
+  });
+  with(n, "trust_domains", [&](auto v) {
+    if (!r.strings(v, path + ".trust_domains", s.trust_domains)) return;
+    for (std::size_t i = 0; i < s.trust_domains.size(); ++i)
+      if (std::string written = s.trust_domains[i]; !trust_domain_name(s.trust_domains[i]))
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".trust_domains: '" + written +
+                    "' is not a trust domain name (lower-case letters, digits, '.', '-', '_', "
+                    "as in spiffe://NAME/...)");
+  });
+}
+
 void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
   t.where = r.at(n);
   r.map(n, path,
         {"cert", "key", "key_password_file", "key_pin_file", "pkcs12", "pkcs12_password_file",
          "min_version", "max_version", "cipher_suites", "ciphers", "curves", "alpn",
-         "session_resumption", "certificates", "strict_sni"});
+         "session_resumption", "certificates", "strict_sni", "spiffe"});
   with(n, "cert", [&](auto v) { r.file(v, path + ".cert", t.cert); });
   with(n, "key", [&](auto v) { r.key_file(v, path + ".key", t.key); });
   with(n, "key_password_file",
@@ -513,6 +589,7 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
        [&](auto v) { r.boolean(v, path + ".session_resumption", t.session_resumption); });
   with(n, "strict_sni", [&](auto v) { r.boolean(v, path + ".strict_sni", t.strict_sni); });
   with(n, "certificates", [&](auto v) { parse_certificates(r, v, path + ".certificates", t); });
+  with(n, "spiffe", [&](auto v) { parse_spiffe(r, v, path + ".spiffe", t.spiffe); });
 }
 
 void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
@@ -707,6 +784,18 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
             path +
                 ".revocation.stapling: not supported with several tls.certificates yet (staple "
                 "with one certificate, or turn stapling off)");
+  const bool spiffe = l.tls.spiffe.enabled;
+  if (spiffe && (has_pem || has_list || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
+                 !l.tls.pkcs12_password_file.empty()))
+    r.error(l.tls.spiffe.where,
+            path +
+                ".tls.spiffe: the Workload API supplies the certificate and key: give either "
+                "spiffe or cert/key/pkcs12/certificates, not both");
+  if (spiffe && l.revocation.stapling)
+    r.error(n["revocation"]["stapling"],
+            path +
+                ".revocation.stapling: not supported with tls.spiffe (an X.509-SVID names no "
+                "OCSP responder)");
   if (has_pem && !l.tls.pkcs12.empty())
     r.error(l.tls.where, path + ".tls: give either cert + key or pkcs12, not both");
   if (!l.tls.cert.empty() && l.tls.key.empty())
@@ -714,11 +803,12 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   if (l.tls.cert.empty() && !l.tls.key.empty())
     r.error(l.tls.where, path + ".tls: 'key' is set but 'cert' is missing");
   if (server) {
-    if (!has_pem && l.tls.pkcs12.empty() && !has_list)
+    if (!has_pem && l.tls.pkcs12.empty() && !has_list && !spiffe)
       r.error(
           l.tls.where,
           path + ".tls: a server-mode listener needs its certificate: set cert + key or pkcs12");
-    if (l.client_auth.mode != client_auth_mode::none && l.client_auth.ca.empty())
+    // With tls.spiffe the trust bundles are the CAs, unless client_auth.ca names files.
+    if (l.client_auth.mode != client_auth_mode::none && l.client_auth.ca.empty() && !spiffe)
       r.error(l.client_auth.where,
               path + ".client_auth.ca: client certificates are required (mode " +
                   (l.client_auth.mode == client_auth_mode::require ? "require" : "optional") +
@@ -728,6 +818,15 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   } else {
     if (ca_node.IsDefined())
       r.error(ca_node, path + ".client_auth applies to mode: server only (use server_auth)");
+    // The remote's SVID names no host: without a CA file or a server_name to check, its SPIFFE
+    // ID is what authenticates it, so it must be named.
+    if (spiffe && l.server_auth.ca.empty() && l.server_auth.server_name.empty() &&
+        l.server_auth.allow.empty())
+      r.error(l.tls.spiffe.where,
+              path +
+                  ".tls.spiffe in mode: client: name the remote's SPIFFE ID in "
+                  "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check), "
+                  "or set server_auth.server_name");
     if (l.upstream.is_unix())
       r.error(upstream,
               path + ".upstream: a client-mode listener connects to a TLS server over TCP");

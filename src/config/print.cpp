@@ -143,10 +143,17 @@ class printer {
     file("pkcs12_password_file", pkcs12_password_file);
   }
 
-  // tls.certificates replaces cert/key/pkcs12 (giving both is an error), so only one is printed.
+  // tls.spiffe and tls.certificates each replace cert/key/pkcs12 (giving both is an error), so
+  // only one is printed.
   void tls(const tls_options& t, bool server) {
     begin("tls");
-    if (t.certificates.empty()) {
+    if (t.spiffe.enabled) {
+      // As written ("env" stays env: the socket it names is read again at the next load).
+      begin("spiffe");
+      str("workload_api", t.spiffe.workload_api);
+      strings("trust_domains", t.spiffe.trust_domains);
+      end();
+    } else if (t.certificates.empty()) {
       key_pair(t.cert, t.key, t.key_password_file, t.key_pin_file, t.pkcs12,
                t.pkcs12_password_file);
     } else {

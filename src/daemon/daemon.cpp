@@ -18,6 +18,7 @@
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/daemon/svid_sources.hpp"
 #include "mtlsd/daemon/watchdog.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
@@ -196,6 +197,8 @@ class daemon {
     revocation_->start();
     for (auto& w : workers_)
       w->start();
+    // gRPC starts threads: only now, inside the sandbox.
+    svids_->reconcile(runtime_->cfg);
 
     signals_.add(SIGHUP);
     signals_.add(SIGTERM);
@@ -214,6 +217,7 @@ class daemon {
     watchdog_->start();
 
     control_.run();
+    svids_->stop();  // joined before the workers they feed are stopped
     for (auto& w : workers_)
       w->stop();
     revocation_.reset();
@@ -231,7 +235,62 @@ class daemon {
     runtime::build_options opts;
     opts.registry = &metrics_;
     opts.revocation = &revocation_->service();
+    opts.svids = svids_->latest();
     return opts;
+  }
+
+  // A new X.509-SVID or bundle: rebuilt and swapped in like a file reload (connections keep the
+  // runtime they started with; new ones get the new certificate), but only for the listeners
+  // that use this socket, and without reading the configuration again.
+  // Called by svid_sources with the new SVID already in latest(); returns why not, or "".
+  std::string on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
+    if (draining_) return {};  // nothing new is served any more; not a failure
+    const auto started = steady::now();
+    config::configuration affected = runtime_->cfg;
+    std::erase_if(affected.listeners, [&](const config::listener& l) {
+      return !l.tls.spiffe.enabled || l.tls.spiffe.socket_path != socket;
+    });
+    std::shared_ptr<const runtime::runtime> built;
+    try {
+      built = runtime::build(affected, build_options());
+    } catch (const config::config_error& e) {
+      std::vector<std::string> problems;
+      for (const auto& p : e.problems())
+        if (!p.warning) problems.push_back(p.str());
+      return join(problems, "; ");
+    }
+    auto next = std::make_shared<runtime::runtime>(*runtime_);
+    std::vector<std::string> updated;
+    for (auto& lr : next->listeners)
+      if (auto fresh = built->find(lr->cfg.name)) {
+        lr = fresh;
+        if (auto it = slots_.find(fresh->cfg.name); it != slots_.end())
+          it->second->current.store(fresh);  // new connections use it from now on
+        updated.push_back(fresh->cfg.name);
+      }
+    const auto rotated = rotated_certificates(*runtime_, *next);
+    runtime_ = next;
+    for (const auto& w : runtime::warnings(*built))
+      log::warn(w.str());
+    metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+    metrics_.reload_success().Increment();
+    metrics_.last_reload_successful().Set(1);
+    metrics_.last_reload_success_time().Set(unix_now());
+    const auto& now = *svids_->latest().at(socket);
+    log::info("reloaded",
+              {{"trigger", "spiffe"},
+               {"result", "success"},
+               {"socket", socket},
+               {"spiffe_id", now.spiffe_id},
+               {"serial", tls::serial_of(now.svid.chain.front().get())},
+               {"previous_serial",
+                previous ? tls::serial_of(previous->svid.chain.front().get()) : std::string()},
+               {"bundle_cas", static_cast<std::int64_t>(now.bundle.size())},
+               {"federated_trust_domains", static_cast<std::int64_t>(now.federated.size())},
+               {"listeners_updated", join(updated)},
+               {"certificates_rotated", join(rotated)},
+               {"duration_ms", elapsed_ms(started)}});
+    return {};
   }
 
   // A listener that serves the same certificate as before starts with the previous runtime's
@@ -371,6 +430,14 @@ class daemon {
     const std::time_t now = std::time(nullptr);
     for (const auto& l : runtime_->listeners) {
       if (!slots_.count(l->cfg.name)) return {false, "listener " + l->cfg.name + " is not bound"};
+      if (l->cfg.tls.spiffe.enabled && !l->svid) {
+        const auto& sp = l->cfg.tls.spiffe;
+        const auto why = svids_->last_error(sp.socket_path);
+        return {false, "listener " + l->cfg.name +
+                           ": waiting for the first X.509-SVID from the SPIFFE Workload API at "
+                           "unix:" +
+                           sp.socket_path + (why.empty() ? std::string() : " (" + why + ")")};
+      }
       if (!l->tls.own_chain.empty() && tls::not_after_of(l->tls.own_chain.front().get()) < now)
         return {false, "listener " + l->cfg.name + ": certificate " +
                            tls::subject_of(l->tls.own_chain.front().get()) + " has expired"};
@@ -503,6 +570,7 @@ class daemon {
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
     warn_insecure(*next);
+    svids_->reconcile(next->cfg);
     metrics_.set_certificate_expiry(runtime::certificate_series(*next));
     metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
     metrics_.reload_success().Increment();
@@ -586,6 +654,13 @@ class daemon {
   steady::time_point drain_deadline_{};
   steady::time_point hard_deadline_{};
   std::unique_ptr<asio::steady_timer> drain_timer_;
+  // tls.spiffe: the Workload API clients and their latest SVIDs. Last: destroyed (its clients
+  // joined) first, while everything their posted updates touch is alive.
+  std::unique_ptr<svid_sources> svids_ = std::make_unique<svid_sources>(
+      control_, metrics_,
+      [this](const std::string& socket, const svid_sources::svid_ptr& previous) {
+        return on_svid(socket, previous);
+      });
 };
 
 }  // namespace

@@ -126,6 +126,12 @@ paths paths_for(const config::configuration& cfg) {
   for (const auto& l : cfg.listeners)
     if (l.listen.is_unix())
       add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());
+  // tls.spiffe: the Workload API's socket directory. Connecting to a unix socket is not a
+  // Landlock file right (ABI 1-4), but an agent restarting re-creates its socket there, and a
+  // read rule keeps the client's view of it (stat, path walk) open whatever the ABI.
+  for (const auto& l : cfg.listeners)
+    if (l.tls.spiffe.enabled)
+      add_unique(p.spiffe_dirs, fs::path(l.tls.spiffe.socket_path).parent_path().string());
   return p;
 }
 
@@ -186,6 +192,8 @@ state enter(const config::configuration& cfg) {
   }
   paths p = paths_for(cfg);
   const std::string config_dirs = join(p.read);
+  for (const auto& d : p.spiffe_dirs)
+    add_unique(p.read, d);
   for (const auto& r : system_paths().read)
     add_unique(p.read, r);
   std::string why;
@@ -211,7 +219,8 @@ state enter(const config::configuration& cfg) {
                            {"landlock_abi", s.landlock_abi},
                            {"readable_dirs", config_dirs},
                            {"writable_dirs", join(p.write_dirs)},
-                           {"socket_dirs", join(p.sockets)}});
+                           {"socket_dirs", join(p.sockets)},
+                           {"workload_api_dirs", join(p.spiffe_dirs)}});
   if (!note.empty()) log::info("sandbox: " + note);
   return s;
 }

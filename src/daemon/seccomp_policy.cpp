@@ -69,6 +69,9 @@ constexpr const char* kAllowed[] = {
     // check on reload (is a key's group one mtlsd runs in).
     "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getppid", "uname",
     "sysinfo", "getrlimit", "getrusage", "getgroups",
+    // The SPIFFE Workload API client (tls.spiffe): gRPC reads its threads' scheduling policy
+    // (pthread_getschedparam) when it starts them. Reads only.
+    "sched_getparam", "sched_getscheduler",
 };
 // clang-format on
 
@@ -81,7 +84,8 @@ constexpr const char* kAllowed[] = {
 constexpr const char* kSanitizerOnly[] = {
     "ptrace",    "getdents",         "wait4",   "waitid",         "kill",
     "tkill",     "tgkill",           "clone",   "prctl",          "prlimit64",
-    "setrlimit", "process_vm_readv", "mincore", "sched_getparam", "sched_getscheduler",
+    "setrlimit", "process_vm_readv", "mincore",
+    // (sched_getparam and sched_getscheduler, which they use too, are in kAllowed for gRPC.)
 };
 // clang-format on
 #endif

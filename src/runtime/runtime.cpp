@@ -23,17 +23,26 @@ const config::file_ref& own_cert_ref(const config::listener& l) {
   return l.tls.pkcs12.empty() ? l.tls.cert : l.tls.pkcs12;
 }
 
-// Each chain we serve with the configuration line that named it: the single cert/pkcs12, or
-// one per tls.certificates entry.
-std::vector<std::pair<const config::file_ref*, const tls::cert_chain*>> own_chains_of(
-    const config::listener& l, const tls::tls_context& t) {
-  std::vector<std::pair<const config::file_ref*, const tls::cert_chain*>> out;
+// Each chain we serve with the configuration line that named it: the single cert/pkcs12, the
+// X.509-SVID (named after the Workload API, pointing at the spiffe: block), or one per
+// tls.certificates entry.
+std::vector<std::pair<config::file_ref, const tls::cert_chain*>> own_chains_of(
+    const config::listener& l, const tls::tls_context& t, const tls::spiffe::x509_context* svid) {
+  std::vector<std::pair<config::file_ref, const tls::cert_chain*>> out;
+  if (l.tls.spiffe.enabled) {
+    if (svid && !t.own_chain.empty())
+      out.emplace_back(
+          config::file_ref{"X.509-SVID " + svid->spiffe_id + " from " + l.tls.spiffe.workload_api,
+                           l.tls.spiffe.where},
+          &t.own_chain);
+    return out;
+  }
   if (l.tls.certificates.empty()) {
-    if (!t.own_chain.empty()) out.emplace_back(&own_cert_ref(l), &t.own_chain);
+    if (!t.own_chain.empty()) out.emplace_back(own_cert_ref(l), &t.own_chain);
     return out;
   }
   for (std::size_t i = 0; i < t.own_chains.size() && i < l.tls.certificates.size(); ++i)
-    out.emplace_back(&l.tls.certificates[i].cert_ref(), &t.own_chains[i]);
+    out.emplace_back(l.tls.certificates[i].cert_ref(), &t.own_chains[i]);
   return out;
 }
 
@@ -91,13 +100,16 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
     try {
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;
-      lr->tls = tls::build_context(l);
+      if (l.tls.spiffe.enabled)
+        if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
+          lr->svid = it->second;
+      lr->tls = tls::build_context(l, lr->svid.get());
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)
         lr->revocation_service = opts.revocation;
       if (opts.check_own_validity)
-        for (const auto& [ref, chain] : own_chains_of(l, lr->tls))
-          check_own_chain(*ref, *chain, now, problems);
+        for (const auto& [ref, chain] : own_chains_of(l, lr->tls, lr->svid.get()))
+          check_own_chain(ref, *chain, now, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
         lr->metrics_holder = opts.registry->for_listener(l.name);
@@ -116,12 +128,12 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   if (!now) now = std::time(nullptr);
   config::diagnostics out;
   for (const auto& l : rt.listeners) {
-    for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls))
+    for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
       for (const auto& c : *chain) {
         auto na = tls::not_after_of(c.get());
         if (na >= now && na - now < warn_window)
-          out.push_back({ref->where,
-                         ref->path + ": " + tls::subject_of(c.get()) + " expires in " +
+          out.push_back({ref.where,
+                         ref.path + ": " + tls::subject_of(c.get()) + " expires in " +
                              std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
                          true});
       }
@@ -134,6 +146,16 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
         out.push_back({l->cfg.client_auth.where,
                        "trusted CA " + tls::subject_of(c.get()) + " expires in " +
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
+                       true});
+    }
+    // A federated trust domain the agent sends no bundle for is trusted for nothing.
+    if (l->svid) {
+      std::vector<std::string> missing;
+      tls::spiffe::trusted_cas(*l->svid, l->cfg.tls.spiffe.trust_domains, &missing);
+      for (const auto& td : missing)
+        out.push_back({l->cfg.tls.spiffe.where,
+                       "tls.spiffe.trust_domains: the Workload API sent no bundle for " + td +
+                           "; its peers are not trusted",
                        true});
     }
     // A private key the whole machine can read is a key the whole machine has.

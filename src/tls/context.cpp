@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "mtlsd/tls/client_hello.hpp"
+#include "mtlsd/tls/spiffe/x509_context.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -91,6 +92,22 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
   out.own_chains.push_back(copy_chain(out.own_chain));
 }
 
+// tls.spiffe: the X.509-SVID is our certificate, exactly like a cert/key pair from files.
+void use_svid(SSL_CTX* ctx, const config::listener& l, const spiffe::x509_context& svid,
+              tls_context& out) {
+  STACK_OF(X509)* chain = sk_X509_new_null();
+  for (std::size_t i = 1; i < svid.svid.chain.size(); ++i)
+    sk_X509_push(chain, svid.svid.chain[i].get());
+  int rc =
+      SSL_CTX_use_cert_and_key(ctx, svid.svid.chain.front().get(), svid.svid.key.get(), chain, 1);
+  sk_X509_free(chain);  // the context took its own references
+  if (rc != 1)
+    fail(l.tls.spiffe.where, "cannot use the X.509-SVID " + svid.spiffe_id + ": " + drain_errors());
+  out.own_chain = copy_chain(svid.svid.chain);
+  out.own_chains.push_back(copy_chain(out.own_chain));
+  out.own_uri_sans = {svid.spiffe_id};
+}
+
 // tls.certificates: the selector loads every entry and chooses per handshake.
 void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
   out.selector = std::make_unique<certificate_selector>(t);
@@ -104,9 +121,7 @@ void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& o
 // Builds the trust store from CA bundles. Returns the certificates for metrics. Only anchors go
 // into the store: an intermediate whose issuer is in the bundle too only helps build chains
 // (see split_trust_bundle), so its issuer's restrictions and CRLs still apply to it.
-cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>& bundles,
-                               bool advertise_to_clients) {
-  cert_chain cas = load_ca_bundles(bundles);
+cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas, bool advertise_to_clients) {
   const trust_split split = split_trust_bundle(cas);
   X509_STORE* store = X509_STORE_new();
   for (const auto& ca : split.anchors) {
@@ -122,6 +137,15 @@ cert_chain install_trust_store(SSL_CTX* ctx, const std::vector<config::file_ref>
 
 // CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
 // during chain verification, so revocation is decided inside the handshake.
+// The CA files the configuration names or, with tls.spiffe and no files, the trust bundles (an
+// empty store until the first X.509-SVID arrives: nothing verifies, never the system store).
+cert_chain trusted_cas(const config::listener& l, const std::vector<config::file_ref>& files,
+                       const spiffe::x509_context* svid) {
+  if (!l.tls.spiffe.enabled || !files.empty()) return load_ca_bundles(files);
+  if (!svid) return {};
+  return spiffe::trusted_cas(*svid, l.tls.spiffe.trust_domains);
+}
+
 crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
   crl_policy policy;
   if (rv.crl_files.empty()) return policy;
@@ -155,7 +179,7 @@ std::string_view version_name(const SSL* ssl) {
   return SSL_get_version(ssl);
 }
 
-tls_context build_context(const config::listener& l) {
+tls_context build_context(const config::listener& l, const spiffe::x509_context* svid) {
   tls_context out;
   const bool server = l.mode == config::listener_mode::server;
   out.ctx.reset(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
@@ -165,7 +189,10 @@ tls_context build_context(const config::listener& l) {
   apply_validation_policy(ctx);
 
   if (server) {
-    if (l.tls.certificates.empty()) {
+    if (l.tls.spiffe.enabled) {
+      if (svid) use_svid(ctx, l, *svid, out);  // none yet: handshakes fail, /readyz says why
+      observe_client_hello(ctx);
+    } else if (l.tls.certificates.empty()) {
       use_key_pair(ctx, l.tls, out);
       observe_client_hello(ctx);  // the selector does it otherwise
     } else {
@@ -183,7 +210,7 @@ tls_context build_context(const config::listener& l) {
       mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     crl_policy crl;
     if (ca.mode != config::client_auth_mode::none) {
-      out.trust = install_trust_store(ctx, ca.ca, true);
+      out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid), true);
       SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
       crl = install_crls(ctx, l.revocation, out);
     }
@@ -215,22 +242,29 @@ tls_context build_context(const config::listener& l) {
       revocation::serve_staples(ctx, out.staple.get());
     }
   } else {
-    if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) use_key_pair(ctx, l.tls, out);
+    if (l.tls.spiffe.enabled) {
+      if (svid) use_svid(ctx, l, *svid, out);
+    } else if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) {
+      use_key_pair(ctx, l.tls, out);
+    }
     const auto& sa = l.server_auth;
-    if (sa.ca.empty()) {
+    if (sa.ca.empty() && !l.tls.spiffe.enabled) {
       if (SSL_CTX_set_default_verify_paths(ctx) != 1)
         fail(l.where, "cannot load the system trust store: " + drain_errors());
     } else {
-      out.trust = install_trust_store(ctx, sa.ca, false);
+      out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid), false);
     }
     SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
     SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
     const crl_policy crl = install_crls(ctx, l.revocation, out);
     out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
     X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
-    if (is_ip_literal(out.server_name)) {
+    // tls.spiffe authenticates the remote by its SPIFFE ID (server_auth.allow, required then):
+    // an X.509-SVID names no host, so the host name is checked only when server_name is set.
+    const bool spiffe_peer = l.tls.spiffe.enabled && sa.ca.empty() && sa.server_name.empty();
+    if (!spiffe_peer && is_ip_literal(out.server_name)) {
       X509_VERIFY_PARAM_set1_ip_asc(param, out.server_name.c_str());
-    } else {
+    } else if (!spiffe_peer) {
       // DNS SANs only: never fall back to the subject CN (dropped by browsers, Go and rustls;
       // a CN is not typed, so "127.0.0.1" or "*.example.org" there would mean anything).
       X509_VERIFY_PARAM_set_hostflags(

@@ -42,6 +42,7 @@ LISTENER = {
         "min_version": {"1.2", "1.3"}, "max_version": {"1.2", "1.3"},
         "cipher_suites": "str", "ciphers": "str", "curves": "str",
         "alpn": "strlist", "session_resumption": "bool",
+        "spiffe": {"workload_api": "str", "trust_domains": "strlist"},
     },
     "client_auth": {
         "mode": {"require", "optional", "none"},

@@ -267,6 +267,13 @@ listeners:
     server_auth:
       allow:
         dns_sans: [remote.example.org]
+  - name: svid
+    listen: 127.0.0.1:7002
+    upstream: 127.0.0.1:8080
+    tls:
+      spiffe:
+        workload_api: unix:///run/spire/sockets/agent.sock
+        trust_domains: [spiffe://other.example, partner.org]
 )";
 
 configuration must_load(const std::string& text, const std::string& file) {
@@ -287,7 +294,7 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   auto again = must_load(printed, "/elsewhere/printed.yaml");
   EXPECT_EQ(body(print_yaml(again)), body(printed));
   // Spot checks: defaults and relative paths were resolved, the odd strings survived quoting.
-  ASSERT_EQ(again.listeners.size(), 4u);
+  ASSERT_EQ(again.listeners.size(), 5u);
   const auto& in = again.listeners[0];
   EXPECT_EQ(in.tls.cert.path, "/etc/mtlsd/certs/tls.crt");
   EXPECT_EQ(in.tls.key_password_file.path, "/etc/mtlsd/tls.pass");
@@ -307,6 +314,10 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_TRUE(again.listeners[1].tls.strict_sni);
   EXPECT_TRUE(again.listeners[2].server_auth.insecure_skip_verify);
   EXPECT_EQ(again.listeners[2].tls.pkcs12.path, "/etc/mtlsd/id.p12");
+  const auto& svid = again.listeners[4].tls.spiffe;
+  EXPECT_TRUE(svid.enabled);
+  EXPECT_EQ(svid.socket_path, "/run/spire/sockets/agent.sock");
+  EXPECT_EQ(svid.trust_domains, (std::vector<std::string>{"other.example", "partner.org"}));
 }
 
 TEST(PrintYaml, PrintsEveryKeyTheInputSet) {

@@ -1625,3 +1625,119 @@ TEST(ConfigMultipleDocuments, SyntaxErrorInASecondDocumentIsReported) {
 
 }  // namespace
 }  // namespace mtlsd::config
+
+// --- tls.spiffe -------------------------------------------------------------------------------
+
+namespace mtlsd::config {
+namespace {
+
+// Lines 1-4; the tls block (line 5) follows.
+const std::string kSpiffeListener = R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+)";
+
+TEST(ConfigSpiffe, ReplacesCertKeyAndCa) {
+  auto c = load_ok(kSpiffeListener + R"(    tls:
+      spiffe:
+        workload_api: unix:///run/spire/sockets/../sockets/agent.sock
+        trust_domains: [spiffe://partner.org, other.example]
+)");
+  const auto& s = c.listeners.at(0).tls.spiffe;
+  EXPECT_TRUE(s.enabled);
+  EXPECT_EQ(s.workload_api, "unix:///run/spire/sockets/../sockets/agent.sock");
+  EXPECT_EQ(s.socket_path, "/run/spire/sockets/agent.sock");
+  EXPECT_THAT(s.trust_domains, ElementsAre("partner.org", "other.example"));
+  EXPECT_EQ(s.where.line, 7);
+  EXPECT_FALSE(load_ok(kMinimal).listeners.at(0).tls.spiffe.enabled);
+}
+
+TEST(ConfigSpiffe, EnvReadsSpiffeEndpointSocket) {
+  const std::string yaml = kSpiffeListener + R"(    tls:
+      spiffe: {workload_api: env}
+)";
+  ::setenv("SPIFFE_ENDPOINT_SOCKET", "unix:/tmp/agent.sock", 1);
+  EXPECT_EQ(load_ok(yaml).listeners.at(0).tls.spiffe.socket_path, "/tmp/agent.sock");
+  ::setenv("SPIFFE_ENDPOINT_SOCKET", "tcp://127.0.0.1:8081", 1);
+  EXPECT_THAT(problems_of(yaml),
+              ElementsAre(at(6, 30,
+                             "listeners[0].tls.spiffe.workload_api: 'tcp://127.0.0.1:8081' (from "
+                             "SPIFFE_ENDPOINT_SOCKET): expected unix:/path/to/agent.sock (only "
+                             "unix sockets are supported)")));
+  ::unsetenv("SPIFFE_ENDPOINT_SOCKET");
+  EXPECT_THAT(problems_of(yaml), ElementsAre(at(6, 30,
+                                                "listeners[0].tls.spiffe.workload_api: env, but "
+                                                "SPIFFE_ENDPOINT_SOCKET is not set")));
+}
+
+TEST(ConfigSpiffe, Errors) {
+  EXPECT_THAT(
+      problems_of(kSpiffeListener + R"(    tls:
+      spiffe:
+        workload_api: unix://host/agent.sock
+        trust_domains: [Example.org, "spiffe://ok.org/"]
+        colour: red
+)"),
+      ElementsAre(at(9, 9, "unknown key 'colour' in listeners[0].tls.spiffe"),
+                  at(7, 23,
+                     "listeners[0].tls.spiffe.workload_api: 'unix://host/agent.sock': a unix: "
+                     "URL names no host: write unix:///path or unix:/path"),
+                  at(8, 25,
+                     "listeners[0].tls.spiffe.trust_domains: 'Example.org' is not a trust domain "
+                     "name (lower-case letters, digits, '.', '-', '_', as in spiffe://NAME/...)")));
+  EXPECT_THAT(problems_of(kSpiffeListener + R"(    tls:
+      spiffe: {workload_api: "unix:relative.sock"}
+)"),
+              ElementsAre(at(6, 30,
+                             "listeners[0].tls.spiffe.workload_api: 'unix:relative.sock': the "
+                             "socket path must be absolute")));
+  EXPECT_THAT(problems_of(kSpiffeListener + R"(    tls:
+      spiffe:
+)"),
+              ElementsAre(at(6, 7,
+                             "listeners[0].tls.spiffe.workload_api is required: "
+                             "unix:/path/to/agent.sock, or env for $SPIFFE_ENDPOINT_SOCKET")));
+}
+
+TEST(ConfigSpiffe, ExcludesCertificateFiles) {
+  EXPECT_THAT(problems_of(kMinimalTlsLast + R"(      spiffe: {workload_api: "unix:/a.sock"}
+)"),
+              ElementsAre(at(10, 15,
+                             "listeners[0].tls.spiffe: the Workload API supplies the certificate "
+                             "and key: give either spiffe or cert/key/pkcs12/certificates, not "
+                             "both")));
+  EXPECT_THAT(problems_of(kSpiffeListener + R"(    tls:
+      spiffe: {workload_api: "unix:/a.sock"}
+      certificates: [{cert: a.crt, key: a.key}]
+    revocation: {stapling: true}
+)"),
+              ElementsAre(at(6, 15,
+                             "listeners[0].tls.spiffe: the Workload API supplies the certificate "
+                             "and key: give either spiffe or cert/key/pkcs12/certificates, not "
+                             "both"),
+                          at(8, 28,
+                             "listeners[0].revocation.stapling: not supported with tls.spiffe (an "
+                             "X.509-SVID names no OCSP responder)")));
+}
+
+TEST(ConfigSpiffe, ClientModeMustNameTheRemote) {
+  const std::string client = R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:7000
+    upstream: 127.0.0.1:8443
+    tls:
+      spiffe: {workload_api: "unix:/a.sock"}
+)";
+  EXPECT_THAT(problems_of(client),
+              ElementsAre(at(7, 15,
+                             "listeners[0].tls.spiffe in mode: client: name the remote's SPIFFE ID "
+                             "in server_auth.allow.spiffe_ids (an X.509-SVID carries no host name "
+                             "to check), or set server_auth.server_name")));
+  load_ok(client + "    server_auth: {allow: {spiffe_ids: [\"spiffe://td/remote\"]}}\n");
+  load_ok(client + "    server_auth: {server_name: remote.example.org}\n");
+}
+
+}  // namespace
+}  // namespace mtlsd::config

@@ -53,6 +53,20 @@ struct certificate_entry {
   const file_ref& cert_ref() const { return pkcs12.empty() ? cert : pkcs12; }
 };
 
+// tls.spiffe: our certificate and key (an X.509-SVID) and the CAs we trust (the trust bundles)
+// come from the SPIFFE Workload API instead of files, streamed and rotated by the agent.
+struct spiffe_options {
+  bool enabled = false;      // the `spiffe:` block is present
+  std::string workload_api;  // as written: "unix:/path" or "env"
+  // The agent's socket, absolute. For "env", read from $SPIFFE_ENDPOINT_SOCKET when the
+  // configuration is loaded.
+  std::string socket_path;
+  // Federated trust domains whose bundles are trusted besides our own, as bare names
+  // ("example.org"); [] = our own trust domain only.
+  std::vector<std::string> trust_domains;
+  source_location where;  // the `spiffe:` block
+};
+
 struct tls_options {
   file_ref cert;
   file_ref key;  // a file, or an RFC 7512 "pkcs11:" URI kept verbatim (see pkcs11_uri.hpp)
@@ -72,6 +86,7 @@ struct tls_options {
   source_location certificates_where;
   // Server mode: refuse an SNI that no certificates entry names (unrecognized_name alert).
   bool strict_sni = false;
+  spiffe_options spiffe;  // alternative to cert/key/pkcs12/certificates
   source_location where;  // the `tls:` block itself
 };
 

@@ -21,6 +21,8 @@ struct paths {
   // directory, so that a rotated log can be re-created on SIGUSR1.
   std::vector<std::string> write_dirs;
   std::vector<std::string> sockets;  // directories where unix listener sockets are (re)created
+  // Directories of SPIFFE Workload API sockets mtlsd connects to (readable; tls.spiffe).
+  std::vector<std::string> spiffe_dirs;
 };
 
 // What a configuration names: the directory of the configuration file and of every file it

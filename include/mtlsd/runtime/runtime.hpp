@@ -14,6 +14,7 @@
 #include "mtlsd/metrics/metrics.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/revocation/policy.hpp"
+#include "mtlsd/tls/spiffe/x509_context.hpp"
 
 namespace mtlsd::tls::revocation {
 class service;
@@ -32,6 +33,8 @@ struct listener_runtime {
   // Answers that need the network (OCSP, distribution points); process-wide, outlives every
   // runtime. Null in `check`, and wherever the policy needs no network.
   tls::revocation::service* revocation_service = nullptr;
+  // tls.spiffe: the X.509-SVID and bundles `tls` was built from; null before the first arrived.
+  std::shared_ptr<const tls::spiffe::x509_context> svid;
 };
 
 struct runtime {
@@ -47,6 +50,10 @@ struct build_options {
   std::time_t now = 0;                             // 0 = the current time
   // `mtlsd verify` judges a peer's certificate, not ours: it skips our own validity checks.
   bool check_own_validity = true;
+  // tls.spiffe: the latest update from each Workload API, by socket path (config
+  // spiffe_options::socket_path). A listener whose socket has none yet is built without a
+  // certificate (it is not ready until one arrives).
+  std::map<std::string, std::shared_ptr<const tls::spiffe::x509_context>> svids;
 };
 
 // Builds every listener. Throws config::config_error listing every problem of every listener

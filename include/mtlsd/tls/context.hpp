@@ -45,8 +45,14 @@ struct tls_context {
   std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
 };
 
-// Throws config::config_error naming the configuration line of whatever failed.
-tls_context build_context(const config::listener& l);
+namespace spiffe {
+struct x509_context;
+}
+
+// Throws config::config_error naming the configuration line of whatever failed. With tls.spiffe,
+// `svid` is the latest X.509-SVID and bundles from the Workload API, or null before the first:
+// then the context has no certificate and trusts nothing.
+tls_context build_context(const config::listener& l, const spiffe::x509_context* svid = nullptr);
 
 // True for "127.0.0.1" or "::1" (no brackets), false for host names.
 bool is_ip_literal(const std::string& host);

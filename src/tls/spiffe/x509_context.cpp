@@ -1,0 +1,97 @@
+// Decoding the Workload API's DER blobs. Every check here guards a promise the rest of mtlsd
+// makes about its own certificate (it matches its key, it is ours): an update that fails one is
+// refused and the previous SVID keeps serving.
+#include "mtlsd/tls/spiffe/x509_context.hpp"
+
+#include <openssl/x509v3.h>
+
+#include <stdexcept>
+
+#include "mtlsd/tls/identity.hpp"
+
+namespace mtlsd::tls::spiffe {
+namespace {
+
+// The Workload API concatenates DER certificates with no framing: decode one after the other.
+cert_chain parse_der_certificates(const std::string& der, const char* what) {
+  cert_chain out;
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  const auto* end = p + der.size();
+  while (p < end) {
+    X509* c = d2i_X509(nullptr, &p, static_cast<long>(end - p));
+    if (!c)
+      throw std::runtime_error(std::string(what) + ": not DER certificates: " + drain_errors());
+    out.emplace_back(c);
+  }
+  return out;
+}
+
+evp_pkey_ptr parse_pkcs8_key(const std::string& der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  // d2i_AutoPrivateKey takes PKCS#8 PrivateKeyInfo (and the traditional forms).
+  EVP_PKEY* k = d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(der.size()));
+  if (!k)
+    throw std::runtime_error("x509_svid_key: not a DER PKCS#8 private key: " + drain_errors());
+  return evp_pkey_ptr(k);
+}
+
+std::string bare(std::string td) {
+  if (td.rfind("spiffe://", 0) == 0) td = td.substr(9);
+  while (!td.empty() && td.back() == '/')
+    td.pop_back();
+  return td;
+}
+
+}  // namespace
+
+std::string trust_domain_of(const std::string& spiffe_id) {
+  if (spiffe_id.rfind("spiffe://", 0) != 0) return {};
+  const std::string rest = spiffe_id.substr(9);
+  return rest.substr(0, rest.find('/'));
+}
+
+std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
+  auto ctx = std::make_shared<x509_context>();
+  ctx->spiffe_id = raw.spiffe_id;
+  ctx->trust_domain = trust_domain_of(raw.spiffe_id);
+  if (ctx->trust_domain.empty())
+    throw std::runtime_error("spiffe_id '" + raw.spiffe_id + "' is not a SPIFFE ID");
+  ctx->svid.chain = parse_der_certificates(raw.x509_svid, "x509_svid");
+  if (ctx->svid.chain.empty()) throw std::runtime_error("x509_svid: no certificate");
+  ctx->svid.key = parse_pkcs8_key(raw.x509_svid_key);
+  X509* leaf = ctx->svid.chain.front().get();
+  if (X509_check_private_key(leaf, ctx->svid.key.get()) != 1)
+    throw std::runtime_error("x509_svid_key does not match the X.509-SVID: " + drain_errors());
+  if (X509_check_ca(leaf) != 0) throw std::runtime_error("x509_svid: the leaf is a CA certificate");
+  const auto uris = extract_identity(leaf).uri_sans;
+  if (uris.size() != 1 || uris.front() != raw.spiffe_id)
+    throw std::runtime_error("x509_svid: the leaf's URI SAN is not " + raw.spiffe_id +
+                             " (an X.509-SVID carries exactly its SPIFFE ID)");
+  ctx->bundle = parse_der_certificates(raw.bundle, "bundle");
+  if (ctx->bundle.empty())
+    throw std::runtime_error("bundle: no CA certificate for trust domain " + ctx->trust_domain);
+  for (const auto& [td, der] : raw.federated_bundles)
+    ctx->federated[bare(td)] =
+        parse_der_certificates(der, ("federated_bundles[" + td + "]").c_str());
+  return ctx;
+}
+
+cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
+                       std::vector<std::string>* missing) {
+  cert_chain out;
+  for (const auto& c : ctx.bundle)
+    out.push_back(up_ref(c.get()));
+  for (const auto& td : trust_domains) {
+    if (td == ctx.trust_domain) continue;
+    auto it = ctx.federated.find(td);
+    if (it == ctx.federated.end()) {
+      if (missing) missing->push_back(td);
+      continue;
+    }
+    for (const auto& c : it->second)
+      out.push_back(up_ref(c.get()));
+  }
+  return out;
+}
+
+}  // namespace mtlsd::tls::spiffe

@@ -1,0 +1,181 @@
+"""A SPIFFE Workload API server for the tests: Python grpcio (Debian's python3-grpcio), its code
+generated at test time by grpc_tools (python3-grpc-tools) from the same src/spiffe/workload.proto
+mtlsd is built from. It serves X.509-SVIDs issued from the test PKI over a unix socket, can
+rotate them and change the bundles while mtlsd's stream stays open, and can disappear.
+
+Like a real agent, it refuses a FetchX509SVID call without the `workload.spiffe.io: true`
+metadata (InvalidArgument), and records every call it saw, so a test can tell that mtlsd sent it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from pki import REPO_ROOT, Pki
+
+PROTO = REPO_ROOT / "src" / "spiffe" / "workload.proto"
+_stubs = None
+
+
+def stubs():
+    """(workload_pb2, workload_pb2_grpc), generated once per test session."""
+    global _stubs
+    if _stubs is None:
+        out = Path(tempfile.mkdtemp(prefix="mtlsd-proto-"))
+        atexit.register(shutil.rmtree, out, True)
+        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}",
+                        f"--python_out={out}", f"--grpc_python_out={out}", str(PROTO)],
+                       check=True, capture_output=True, timeout=60)
+        sys.path.insert(0, str(out))
+        _stubs = (importlib.import_module("workload_pb2"),
+                  importlib.import_module("workload_pb2_grpc"))
+    return _stubs
+
+
+@dataclass
+class Svid:
+    spiffe_id: str
+    cert_der: bytes      # leaf only
+    key_der: bytes       # PKCS#8
+    serial: str          # upper-case hex, as mtlsd logs it
+    cert_pem: str        # file paths, for Python ssl on the other side of a test
+    key_pem: str
+
+
+_serial = [0x5F1D0000]
+
+
+def issue_svid(pki: Pki, workdir: Path, spiffe_id: str, *, ca: str = "ca", days: int = 1,
+               dns: str | None = None) -> Svid:
+    """A leaf X.509-SVID signed by the PKI's `ca` (ca.crt/ca.key, or other-ca): exactly one URI
+    SAN (the SPIFFE ID), CA:FALSE, serverAuth+clientAuth, an EC P-256 key. `dns` adds a DNS SAN
+    (SPIRE can put DNS names in an SVID too), so that curl can check the host name."""
+    _serial[0] += 1
+    serial = _serial[0]
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = workdir / f"svid-{serial:X}"
+    ext = base.with_suffix(".ext")
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature, keyAgreement\n"
+                   "extendedKeyUsage = serverAuth, clientAuth\n"
+                   "subjectKeyIdentifier = hash\n"
+                   "authorityKeyIdentifier = keyid\n"
+                   f"subjectAltName = critical, URI:{spiffe_id}"
+                   + (f", DNS:{dns}" if dns else "") + "\n")
+    key, csr, crt = (str(base) + s for s in (".key", ".csr", ".crt"))
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+    run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    run("req", "-new", "-key", key, "-subj", "/O=SPIFFE", "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", pki.path(f"{ca}.crt"), "-CAkey", pki.path(f"{ca}.key"),
+        "-set_serial", str(serial), "-days", str(days), "-extfile", str(ext), "-out", crt)
+    der = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"], check=True,
+                         capture_output=True, timeout=30).stdout
+    key_der = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", key, "-outform",
+                              "DER"], check=True, capture_output=True, timeout=30).stdout
+    return Svid(spiffe_id, der, key_der, f"{serial:X}", crt, key)
+
+
+def der_of(pki: Pki, name: str) -> bytes:
+    """A PKI certificate (ca, other-ca, ...) as DER, for a bundle."""
+    return subprocess.run(["openssl", "x509", "-in", pki.path(f"{name}.crt"), "-outform", "DER"],
+                          check=True, capture_output=True, timeout=30).stdout
+
+
+@dataclass
+class State:
+    svid: Svid | None = None
+    bundle: bytes = b""
+    federated: dict[str, bytes] = field(default_factory=dict)
+
+
+class WorkloadApi:
+    """The server. `publish()` sends the current state to every open stream (and to later ones);
+    nothing is sent before the first publish (a real agent holds the call until it can answer).
+    """
+
+    def __init__(self, socket_path: str):
+        pb2, pb2_grpc = stubs()
+        self.pb2 = pb2
+        self.socket_path = socket_path
+        self.state = State()
+        self.calls: list[dict] = []      # metadata of every call
+        self.refused = 0
+        self._streams: list[queue.Queue] = []
+        self._lock = threading.Lock()
+        api = self
+
+        class Servicer(pb2_grpc.SpiffeWorkloadAPIServicer):
+            def FetchX509SVID(self, request, context):
+                metadata = dict(context.invocation_metadata())
+                with api._lock:
+                    api.calls.append(metadata)
+                if metadata.get("workload.spiffe.io") != "true":
+                    api.refused += 1
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "security header missing from request")
+                q: queue.Queue = queue.Queue()
+                with api._lock:
+                    api._streams.append(q)
+                    if api.state.svid is not None:
+                        q.put(api._response())
+                try:
+                    while context.is_active():
+                        try:
+                            item = q.get(timeout=0.1)
+                        except queue.Empty:
+                            continue
+                        if item is None:
+                            return
+                        yield item
+                finally:
+                    with api._lock:
+                        api._streams.remove(q)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server(Servicer(), self.server)
+        self.server.add_insecure_port(f"unix:{socket_path}")
+        self.server.start()
+
+    def _response(self):
+        s = self.state
+        svid = self.pb2.X509SVID(spiffe_id=s.svid.spiffe_id, x509_svid=s.svid.cert_der,
+                                 x509_svid_key=s.svid.key_der, bundle=s.bundle)
+        return self.pb2.X509SVIDResponse(svids=[svid], federated_bundles=s.federated)
+
+    def publish(self, svid: Svid | None = None, *, bundle: bytes | None = None,
+                federated: dict[str, bytes] | None = None) -> None:
+        with self._lock:
+            if svid is not None:
+                self.state.svid = svid
+            if bundle is not None:
+                self.state.bundle = bundle
+            if federated is not None:
+                self.state.federated = federated
+            for q in self._streams:
+                q.put(self._response())
+
+    def open_streams(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
+    def stop(self) -> None:
+        """The agent goes away: every stream ends, the socket closes."""
+        with self._lock:
+            for q in self._streams:
+                q.put(None)
+        self.server.stop(0).wait(5)

@@ -1,0 +1,122 @@
+// tls::spiffe::parse and trusted_cas: what the Workload API sends, decoded and checked, with real
+// certificates from test_pki.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/x509.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "mtlsd/tls/spiffe/x509_context.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd::tls::spiffe {
+namespace {
+
+using namespace mtlsd::test;
+using ::testing::HasSubstr;
+
+const std::string kId = "spiffe://example.org/ns/prod/sa/mtlsd";
+
+std::string pkcs8_der(EVP_PKEY* key) {
+  PKCS8_PRIV_KEY_INFO* p8 = EVP_PKEY2PKCS8(key);
+  unsigned char* buf = nullptr;
+  const int n = i2d_PKCS8_PRIV_KEY_INFO(p8, &buf);
+  std::string out(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
+  OPENSSL_free(buf);
+  PKCS8_PRIV_KEY_INFO_free(p8);
+  return out;
+}
+
+struct fixture {
+  credential root = make_root_ca({.cn = "example.org root"});
+  credential other_root = make_root_ca({.cn = "other.org root"});
+  credential leaf = make_leaf(root, {.cn = "mtlsd", .uri_sans = {kId}, .usage = key_usage::both});
+  raw_x509_svid raw() const {
+    raw_x509_svid r;
+    r.spiffe_id = kId;
+    r.x509_svid = to_der(leaf.cert());
+    r.x509_svid_key = pkcs8_der(leaf.key());
+    r.bundle = to_der(root.cert());
+    r.federated_bundles["spiffe://other.org"] = to_der(other_root.cert());
+    return r;
+  }
+};
+
+std::string refusal(const raw_x509_svid& r) {
+  try {
+    parse(r);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+TEST(SpiffeX509Context, ParsesSvidKeyAndBundles) {
+  fixture f;
+  auto raw = f.raw();
+  raw.x509_svid += to_der(f.root.cert());  // leaf first, then whatever follows
+  auto ctx = parse(raw);
+  EXPECT_EQ(ctx->spiffe_id, kId);
+  EXPECT_EQ(ctx->trust_domain, "example.org");
+  ASSERT_EQ(ctx->svid.chain.size(), 2u);
+  EXPECT_EQ(X509_cmp(ctx->svid.chain.front().get(), f.leaf.cert()), 0);
+  ASSERT_EQ(ctx->bundle.size(), 1u);
+  ASSERT_EQ(ctx->federated.count("other.org"), 1u);  // keyed by the bare name
+}
+
+TEST(SpiffeX509Context, TrustDomainsSelectFederatedBundles) {
+  fixture f;
+  auto ctx = parse(f.raw());
+  EXPECT_EQ(trusted_cas(*ctx, {}).size(), 1u);  // our own bundle only
+  std::vector<std::string> missing;
+  auto cas = trusted_cas(*ctx, {"other.org", "example.org", "absent.org"}, &missing);
+  ASSERT_EQ(cas.size(), 2u);
+  EXPECT_EQ(X509_cmp(cas[1].get(), f.other_root.cert()), 0);
+  EXPECT_THAT(missing, ::testing::ElementsAre("absent.org"));
+}
+
+TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
+  fixture f;
+  auto r = f.raw();
+  r.x509_svid_key = pkcs8_der(make_leaf(f.root, {.cn = "x", .uri_sans = {kId}}).key());
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid_key does not match the X.509-SVID"));
+  r = f.raw();
+  r.spiffe_id = "spiffe://example.org/someone-else";
+  EXPECT_THAT(refusal(r), HasSubstr("the leaf's URI SAN is not spiffe://example.org/someone-else"));
+  r = f.raw();
+  r.spiffe_id = "https://example.org/x";
+  EXPECT_THAT(refusal(r), HasSubstr("is not a SPIFFE ID"));
+  r = f.raw();
+  r.x509_svid = "not DER";
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid: not DER certificates"));
+  r = f.raw();
+  r.x509_svid.clear();
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid: no certificate"));
+  r = f.raw();
+  r.bundle.clear();
+  EXPECT_THAT(refusal(r), HasSubstr("bundle: no CA certificate for trust domain example.org"));
+  r = f.raw();
+  r.x509_svid_key = "junk";
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid_key: not a DER PKCS#8 private key"));
+  r = f.raw();
+  r.federated_bundles["spiffe://bad.org"] = "junk";
+  EXPECT_THAT(refusal(r), HasSubstr("federated_bundles[spiffe://bad.org]: not DER certificates"));
+}
+
+TEST(SpiffeX509Context, RefusesACaAsTheSvid) {
+  fixture f;
+  auto r = f.raw();
+  r.x509_svid = to_der(f.root.cert());
+  r.x509_svid_key = pkcs8_der(f.root.key());
+  EXPECT_THAT(refusal(r), HasSubstr("the leaf is a CA certificate"));
+}
+
+TEST(SpiffeX509Context, TrustDomainOf) {
+  EXPECT_EQ(trust_domain_of("spiffe://example.org/a/b"), "example.org");
+  EXPECT_EQ(trust_domain_of("spiffe://example.org"), "example.org");
+  EXPECT_EQ(trust_domain_of("example.org"), "");
+}
+
+}  // namespace
+}  // namespace mtlsd::tls::spiffe
