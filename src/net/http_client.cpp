@@ -88,7 +88,12 @@ asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_req
   boost::beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.header_limit(16 * 1024);
-  parser.body_limit(req.max_body);
+  // Beast checks a Content-Length against the limit while parsing the header: a probe that
+  // never reads the body must not be refused for its size.
+  if (req.headers_only)
+    parser.body_limit(boost::none);
+  else
+    parser.body_limit(req.max_body);
   auto [ec, n] =
       req.headers_only
           ? co_await http::async_read_header(sock, buffer, parser, as_tuple(use_awaitable))
