@@ -35,13 +35,26 @@ std::pair<std::string, std::string> first_set(const std::function<const char*(co
   return {};
 }
 
+// "http://user:secret@host" -> "http://user:REDACTED@host": a refused value is quoted in
+// the error, and the error goes to the log.
+std::string redacted(std::string value) {
+  const auto start = value.find("://");
+  const auto from = start == std::string::npos ? 0 : start + 3;
+  const auto at = value.find('@', from);
+  if (at == std::string::npos || value.find('/', from) < at) return value;
+  const auto colon = value.find(':', from);
+  if (colon != std::string::npos && colon < at)
+    value.replace(colon + 1, at - colon - 1, "REDACTED");
+  return value;
+}
+
 std::optional<http_url> parse_proxy(const std::string& variable, std::string value) {
   // curl's convention: a proxy without a scheme is an HTTP proxy.
   if (value.find("://") == std::string::npos) value = "http://" + value;
   std::string why;
   auto url = parse_http_url(value, &why);
   if (!url)
-    throw std::runtime_error(variable + "='" + value + "': " + why +
+    throw std::runtime_error(variable + "='" + redacted(value) + "': " + why +
                              " (expected http://HOST:PORT; TLS to the proxy is not supported)");
   return url;
 }
