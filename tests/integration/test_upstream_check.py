@@ -148,6 +148,17 @@ def test_tcp_check_down_is_503_with_the_reason(start_mtlsd, pki, refused_address
                         and l.get("error") == "connecting: Connection refused")
 
 
+def test_host_name_upstream_is_resolved_by_the_shared_resolver(start_mtlsd, make_upstream, pki):
+    """localhost comes from /etc/hosts through c-ares, inside the sandbox, on the control
+    thread; every address is tried in turn (::1 may refuse, 127.0.0.1 answers)."""
+    up = make_upstream()
+    address = "localhost:" + up.address.rsplit(":", 1)[1]
+    daemon = start_mtlsd(daemon_config([checked(pki, address)]))
+    res = wait_ready_state(daemon, lambda r: up_line("inbound", address) in r.text,
+                           "host-name upstream never up")
+    assert res.status == 200, res.text
+
+
 def test_one_healthy_upstream_keeps_it_ready(start_mtlsd, make_upstream, pki, refused_address):
     """503 only when EVERY check fails: one listener's upstream down is reported, not fatal."""
     up = make_upstream()
