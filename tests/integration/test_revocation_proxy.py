@@ -16,8 +16,7 @@ import socket
 
 import pytest
 
-from mtlsd_harness import MtlsdError, client_context, daemon_config, echo_roundtrip, \
-    server_listener
+from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
 from refusal import assert_admitted, assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import ROOT_CRL
