@@ -118,10 +118,11 @@ asio::awaitable<std::string> with_deadline(std::shared_ptr<Socket> sock,
                                            std::string& step) {
   using namespace asio::experimental::awaitable_operators;
   auto ex = co_await asio::this_coro::executor;
-  // The deadline cancels whatever is under way (the DNS lookup included). Closing the socket at
-  // the same moment ends any socket operation that does not take cancellation, so nothing can
-  // outlive the deadline.
-  asio::steady_timer deadline(ex, timeout), closer(ex, timeout);
+  // The deadline cancels whatever is under way (the DNS lookup included). Closing the socket a
+  // moment later ends any socket operation that does not take cancellation, so nothing can
+  // outlive the deadline by more than that; the moment's gap keeps the close from winning the
+  // race with the deadline (which would report "Operation canceled" instead of the timeout).
+  asio::steady_timer deadline(ex, timeout), closer(ex, timeout + std::chrono::milliseconds(20));
   closer.async_wait([sock](boost::system::error_code ec) {
     if (!ec) sock->close(ec);
   });
@@ -167,6 +168,7 @@ asio::awaitable<http_result> http_fetch(const http_url& url, http_request req) {
   if (!timed_out.empty()) {
     http_result t;
     t.error = std::move(timed_out);
+    if (!out.proxy.empty()) t.error += " via proxy " + out.proxy;
     t.proxy = std::move(out.proxy);
     co_return t;
   }

@@ -139,3 +139,19 @@ def test_unusable_proxy_variable_stops_the_start(serve_env, value, why):
     assert line["error"].startswith(f"HTTP_PROXY='{value.replace('secret', 'REDACTED')}': "
                                     f"{why}"), line
     assert "secret" not in daemon.output_tail(200)
+
+
+def test_silent_proxy_is_bounded_by_ocsp_timeout(serve_env, rpki, rv):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing ever answers
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        daemon, up = serve_env({"HTTP_PROXY": address}, {**OCSP, "ocsp_timeout": "300ms"})
+        ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp"))
+        line = assert_refused(daemon, up, ex, "revocation_unavailable", alert=False)
+    finally:
+        silent.close()
+    assert ("no answer within 300ms (HTTP exchange unfinished) via proxy " + address) \
+        in line["detail"], line
+    assert rv.ocsp_requests() == 0
