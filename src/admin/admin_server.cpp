@@ -62,7 +62,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       readiness r = ready();
       res.result(r.ready ? http::status::ok : http::status::service_unavailable);
       res.set(http::field::content_type, "text/plain; charset=utf-8");
-      res.body() = r.ready ? "ready\n" : "not ready: " + r.why + "\n";
+      res.body() = (r.ready ? "ready\n" : "not ready: " + r.why + "\n") + r.details;
     } else {
       res.result(http::status::not_found);
       res.set(http::field::content_type, "text/plain; charset=utf-8");

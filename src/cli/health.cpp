@@ -1,49 +1,13 @@
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <iostream>
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/duration.hpp"
+#include "mtlsd/net/http_client.hpp"
+#include "mtlsd/net/url.hpp"
 
 namespace mtlsd::cli {
-namespace {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-
-struct url {
-  std::string host, port, target;
-};
-
-std::optional<url> parse_url(std::string_view s) {
-  constexpr std::string_view scheme = "http://";
-  if (s.substr(0, scheme.size()) != scheme) return std::nullopt;
-  s.remove_prefix(scheme.size());
-  auto slash = s.find('/');
-  std::string_view authority = s.substr(0, slash);
-  url u;
-  u.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
-  if (!authority.empty() && authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) return std::nullopt;
-    u.host = std::string(authority.substr(1, close - 1));
-    u.port = close + 2 <= authority.size() ? std::string(authority.substr(close + 2)) : "80";
-  } else {
-    auto colon = authority.rfind(':');
-    u.host = std::string(authority.substr(0, colon));
-    u.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
-  }
-  if (u.host.empty() || u.port.empty()) return std::nullopt;
-  return u;
-}
-
-}  // namespace
 
 int health_command(const options& o) {
   auto text = o.get("url");
@@ -51,7 +15,7 @@ int health_command(const options& o) {
     std::cerr << "mtlsd health: needs --url http://HOST:PORT/PATH\n";
     return 2;
   }
-  auto u = parse_url(*text);
+  auto u = net::parse_http_url(*text);
   if (!u) {
     std::cerr << "mtlsd health: '" << *text << "' is not an http:// URL\n";
     return 2;
@@ -65,44 +29,31 @@ int health_command(const options& o) {
     }
     timeout = *d;
   }
-  asio::io_context ioc;
-  int status = 0;
-  std::string body, error;
-  asio::co_spawn(
-      ioc,
-      [&]() -> asio::awaitable<void> {
-        beast::tcp_stream stream(ioc);
-        stream.expires_after(timeout);
-        asio::ip::tcp::resolver resolver(ioc);
-        auto endpoints = co_await resolver.async_resolve(u->host, u->port, asio::use_awaitable);
-        co_await stream.async_connect(endpoints, asio::use_awaitable);
-        http::request<http::empty_body> req{http::verb::get, u->target, 11};
-        req.set(http::field::host, u->host);
-        req.set(http::field::user_agent, "mtlsd-health");
-        co_await http::async_write(stream, req, asio::use_awaitable);
-        beast::flat_buffer buffer;
-        http::response<http::string_body> res;
-        co_await http::async_read(stream, buffer, res, asio::use_awaitable);
-        status = static_cast<int>(res.result_int());
-        body = res.body();
-      },
-      [&](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const boost::system::system_error& ex) {
-          error = ex.code().message();  // what() appends Boost's source location
-        } catch (const std::exception& ex) {
-          error = ex.what();
-        }
-      });
+  net::http_request req;
+  req.user_agent = "mtlsd-health";
+  req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
+  // The probe talks to mtlsd's own admin port: never through a proxy from the environment.
+  boost::asio::io_context ioc;
+  net::http_result res;
+  std::string crashed;
+  boost::asio::co_spawn(ioc, net::http_fetch(*u, req),
+                        [&](std::exception_ptr e, net::http_result r) {
+                          res = std::move(r);
+                          if (!e) return;
+                          try {
+                            std::rethrow_exception(e);
+                          } catch (const std::exception& ex) {
+                            crashed = ex.what();
+                          }
+                        });
   ioc.run();
-  if (!error.empty()) {
-    std::cerr << "mtlsd health: " << *text << ": " << error << "\n";
+  if (!crashed.empty()) res.error = crashed;
+  if (!res.ok()) {
+    std::cerr << "mtlsd health: " << *text << ": " << res.error << "\n";
     return 1;
   }
-  if (status != 200) {
-    std::cerr << "mtlsd health: " << *text << ": HTTP " << status << ": " << body;
+  if (res.status != 200) {
+    std::cerr << "mtlsd health: " << *text << ": HTTP " << res.status << ": " << res.body;
     return 1;
   }
   return 0;

@@ -635,6 +635,45 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
        [&](auto v) { r.boolean(v, path + ".require_staple", rv.require_staple); });
 }
 
+// listeners[].upstream_check. A check in client mode can only be tcp: there the upstream is a
+// TLS server, and a plain HTTP request to it would say nothing about its health.
+void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& path, bool server,
+                          upstream_check_options& c) {
+  c.enabled = true;
+  if (n.IsNull()) return;  // `upstream_check:` alone: a tcp check with the defaults
+  r.map(n, path, {"type", "path", "interval", "timeout"});
+  with(n, "type", [&](auto v) {
+    r.choice(v, path + ".type",
+             {{"tcp", upstream_check_type::tcp}, {"http", upstream_check_type::http}}, c.type);
+  });
+  with(n, "path", [&](auto v) {
+    if (!r.str(v, path + ".path", c.path)) return;
+    const bool clean = std::none_of(c.path.begin(), c.path.end(), [](unsigned char ch) {
+      return ch <= 0x20 || ch == 0x7f || ch == '#';
+    });
+    if (c.path.empty() || c.path.front() != '/' || !clean)
+      r.error(v, path + ".path: '" + c.path +
+                     "' must start with / and hold no spaces, control characters or '#'");
+    else if (c.type != upstream_check_type::http)
+      r.error(v, path + ".path applies to type: http only");
+  });
+  with(n, "interval", [&](auto v) {
+    if (r.dur(v, path + ".interval", c.interval) && c.interval.count() == 0)
+      r.error(v, path + ".interval must be greater than 0");
+  });
+  with(n, "timeout", [&](auto v) {
+    if (r.dur(v, path + ".timeout", c.timeout) && c.timeout.count() == 0)
+      r.error(v, path + ".timeout must be greater than 0");
+    else if (c.timeout > c.interval)
+      r.error(v, path + ".timeout (" + format_duration(c.timeout) + ") must not exceed " + path +
+                     ".interval (" + format_duration(c.interval) + ")");
+  });
+  if (!server && c.type == upstream_check_type::http)
+    r.error(n["type"], path +
+                           ".type: http applies to mode: server only (in client mode the "
+                           "upstream speaks TLS; use tcp)");
+}
+
 void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
   l.where = r.at(n);
   if (!n.IsMap()) {
@@ -643,7 +682,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   }
   r.map(n, path,
         {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
-         "server_auth", "revocation", "proxy_protocol", "http"});
+         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check"});
   const YAML::Node name = n["name"];
   empty_value_scope name_scope(n, "name");
   if (!name.IsDefined())
@@ -768,6 +807,9 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
 
   // Cross-field rules: catch contradictions here rather than as odd runtime behaviour.
   const bool server = l.mode == listener_mode::server;
+  with(n, "upstream_check", [&](auto v) {
+    parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
+  });
   const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
   const bool has_list = !l.tls.certificates.empty();
   if (has_list && (has_pem || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||

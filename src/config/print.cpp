@@ -232,6 +232,16 @@ class printer {
       end();
     }
     revocation(l.revocation, server);
+    // Present = on, so printed only when on (like http:).
+    if (l.upstream_check.enabled) {
+      begin("upstream_check");
+      const bool http = l.upstream_check.type == upstream_check_type::http;
+      word("type", http ? "http" : "tcp");
+      if (http) str("path", l.upstream_check.path);
+      dur("interval", l.upstream_check.interval);
+      dur("timeout", l.upstream_check.timeout);
+      end();
+    }
     if (server) {
       word("proxy_protocol", to_text(l.proxy_protocol));
       // `http:` being present is what turns HTTP mode on, so it is printed only when on.

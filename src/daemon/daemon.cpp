@@ -19,11 +19,13 @@
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/svid_sources.hpp"
+#include "mtlsd/daemon/upstream_checks.hpp"
 #include "mtlsd/daemon/watchdog.hpp"
 #include "mtlsd/daemon/worker.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/net/proxy_env.hpp"
 #include "mtlsd/net/resolver.hpp"
 #include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/runtime/runtime.hpp"
@@ -142,6 +144,7 @@ class daemon {
     }
     apply_logging(*loaded.config);
     apply_dns(*loaded.config);
+    if (!apply_proxy_environment()) return 1;
     revocation_ = std::make_unique<revocation_thread>(metrics_);
     watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
     std::shared_ptr<const runtime::runtime> rt;
@@ -193,6 +196,8 @@ class daemon {
     metrics_.last_reload_success_time().Set(unix_now());
     warn_insecure(*rt);
     start_stapling(*rt);
+    upstream_checks_ = std::make_unique<upstream_checks>(control_, metrics_);
+    upstream_checks_->update(rt->cfg);  // probes begin when the control loop runs
     rt.reset();  // runtime_ alone owns it now: a reload that removes a listener frees its series
     revocation_->start();
     for (auto& w : workers_)
@@ -356,6 +361,29 @@ class daemon {
     net::set_resolver_options(std::move(o));
   }
 
+  // HTTP_PROXY / NO_PROXY and friends for OCSP and CRL fetches, read once: a running process
+  // does not see a changed environment, so a change needs a restart.
+  static bool apply_proxy_environment() {
+    net::proxy_settings p;
+    try {
+      p = net::proxy_from_environment();
+    } catch (const std::exception& e) {
+      log::error("cannot use the proxy environment; not starting", {{"error", e.what()}});
+      return false;
+    }
+    if (p.http)
+      log::info("OCSP and CRL fetches go through an HTTP proxy", {{"proxy", p.http->authority()},
+                                                                  {"from", p.http_variable},
+                                                                  {"no_proxy", join(p.no_proxy)}});
+    else if (p.https)
+      log::warn(p.https_variable +
+                    " is set, but it applies to https:// URLs and OCSP/CRL URLs are http://: "
+                    "set HTTP_PROXY (or http_proxy) to send revocation fetches through a proxy",
+                {{"proxy", p.https->authority()}});
+    net::set_fetch_proxy(std::move(p));
+    return true;
+  }
+
   void apply_logging(const config::configuration& cfg) {
     log::setup(cfg.log);
     log::set_access_log_enabled(cfg.log.access_log);
@@ -425,24 +453,49 @@ class daemon {
   }
 
   admin::readiness readiness() const {
-    if (draining_) return {false, "draining"};
-    if (!runtime_) return {false, "starting"};
+    if (draining_) return {false, "draining", {}};
+    if (!runtime_) return {false, "starting", {}};
     const std::time_t now = std::time(nullptr);
     for (const auto& l : runtime_->listeners) {
-      if (!slots_.count(l->cfg.name)) return {false, "listener " + l->cfg.name + " is not bound"};
+      if (!slots_.count(l->cfg.name))
+        return {false, "listener " + l->cfg.name + " is not bound", {}};
       if (l->cfg.tls.spiffe.enabled && !l->svid) {
         const auto& sp = l->cfg.tls.spiffe;
         const auto why = svids_->last_error(sp.socket_path);
-        return {false, "listener " + l->cfg.name +
-                           ": waiting for the first X.509-SVID from the SPIFFE Workload API at "
-                           "unix:" +
-                           sp.socket_path + (why.empty() ? std::string() : " (" + why + ")")};
+        return {false,
+                "listener " + l->cfg.name +
+                    ": waiting for the first X.509-SVID from the SPIFFE Workload API at unix:" +
+                    sp.socket_path + (why.empty() ? std::string() : " (" + why + ")"),
+                {}};
       }
       if (!l->tls.own_chain.empty() && tls::not_after_of(l->tls.own_chain.front().get()) < now)
-        return {false, "listener " + l->cfg.name + ": certificate " +
-                           tls::subject_of(l->tls.own_chain.front().get()) + " has expired"};
+        return {false,
+                "listener " + l->cfg.name + ": certificate " +
+                    tls::subject_of(l->tls.own_chain.front().get()) + " has expired",
+                {}};
     }
-    return {true, {}};
+    return upstream_readiness();
+  }
+
+  // listeners[].upstream_check: not ready only when EVERY check fails (one healthy upstream
+  // still serves traffic); a check that has not answered yet does not fail. Each listener's
+  // state is listed in the body either way.
+  admin::readiness upstream_readiness() const {
+    admin::readiness r{true, {}, {}};
+    if (!upstream_checks_) return r;
+    const auto all = upstream_checks_->statuses();
+    bool every_one_down = !all.empty();
+    for (const auto& s : all) {
+      every_one_down = every_one_down && s.state == upstream_checks::health::down;
+      r.details += "upstream " + s.listener + " (" + s.upstream + "): " + to_string(s.state);
+      if (!s.detail.empty()) r.details += ": " + s.detail;
+      r.details += "\n";
+    }
+    if (every_one_down) {
+      r.ready = false;
+      r.why = all.size() == 1 ? "the upstream check fails" : "every upstream check fails";
+    }
+    return r;
   }
 
   void wait_for_signal() {
@@ -564,6 +617,7 @@ class daemon {
     const auto previous = runtime_;
     const auto rotated = rotated_certificates(*runtime_, *next);
     runtime_ = next;
+    upstream_checks_->update(next->cfg);
     retire_staples(*previous);
     start_stapling(*next);
     recheck_crl_files(*next);
@@ -616,6 +670,7 @@ class daemon {
     if (open == 0 || (killed_ && now >= hard_deadline_)) {
       log::info("drained", {{"open_connections", open}});
       if (admin_) admin_->stop();
+      upstream_checks_->stop();
       expiry_.reset();
       watcher_.reset();
       signals_.cancel();
@@ -646,6 +701,7 @@ class daemon {
   std::map<std::string, slot_ptr> slots_;
   std::unique_ptr<admin::server> admin_;
   std::unique_ptr<expiry_monitor> expiry_;
+  std::unique_ptr<upstream_checks> upstream_checks_;
   std::unique_ptr<file_watcher> watcher_;
   std::unique_ptr<watchdog> watchdog_;
   sandbox::state sandbox_;

@@ -117,6 +117,12 @@ registry::registry()
                           .Name("mtlsd_crl_next_update_timestamp_seconds")
                           .Help("nextUpdate of each loaded CRL, by issuer.")
                           .Register(r);
+  upstream_up_ = &prometheus::BuildGauge()
+                      .Name("mtlsd_upstream_up")
+                      .Help(
+                          "1 if the listener's upstream_check last succeeded, 0 if it failed; "
+                          "only listeners with a check have a series.")
+                      .Register(r);
   build_info_ = &prometheus::BuildGauge()
                      .Name("mtlsd_build_info")
                      .Help("Always 1; labels say which build is running.")

@@ -47,6 +47,7 @@ ALERT_LABELS = {
     "mtlsd_config_reloads_total": {"result"},
     "mtlsd_config_last_reload_successful": set(),
     "mtlsd_upstream_connect_failures_total": {"listener"},
+    "mtlsd_upstream_up": {"listener"},  # additions section; only listeners with upstream_check
     "mtlsd_revocation_checks_total": {"listener", "method", "result"},
     "mtlsd_crl_next_update_timestamp_seconds": {"issuer"},
 }

@@ -440,7 +440,7 @@ def test_health_errors_carry_no_boost_source_location(mtlsd_bin):
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         proc = run_cli(mtlsd_bin, "health", "--url", f"http://127.0.0.1:{port}/readyz")
     assert proc.returncode == 1, output(proc)
-    assert proc.stderr == f"mtlsd health: http://127.0.0.1:{port}/readyz: Connection refused\n", \
+    assert proc.stderr == f"mtlsd health: http://127.0.0.1:{port}/readyz: connecting: Connection refused\n", \
         output(proc)
 
 

@@ -228,6 +228,11 @@ listeners:
       recheck_established: false
       stapling: true
     proxy_protocol: v2
+    upstream_check:
+      type: http
+      path: /healthz?deep=1
+      interval: 2s
+      timeout: 500ms
     http:
       forward_client_cert_details: append_forward
       set_current_client_cert_details: [cert, chain]
@@ -260,6 +265,7 @@ listeners:
       insecure_skip_verify: true
     revocation:
       require_staple: true
+    upstream_check: {type: tcp}
   - name: out-2
     mode: client
     listen: 127.0.0.1:7001

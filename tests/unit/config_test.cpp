@@ -1623,6 +1623,60 @@ TEST(ConfigMultipleDocuments, SyntaxErrorInASecondDocumentIsReported) {
   EXPECT_THAT(problems.front(), ::testing::HasSubstr("YAML syntax error"));
 }
 
+TEST(ConfigUpstreamCheck, OffByDefaultAndDefaults) {
+  EXPECT_FALSE(load_ok(kMinimal).listeners[0].upstream_check.enabled);
+  auto c = load_ok(kMinimal + "    upstream_check:\n").listeners[0].upstream_check;
+  EXPECT_TRUE(c.enabled);
+  EXPECT_EQ(c.type, upstream_check_type::tcp);
+  EXPECT_EQ(c.interval, 5s);
+  EXPECT_EQ(c.timeout, 1s);
+  c = load_ok(
+          kMinimal +
+          "    upstream_check: {type: http, path: \"/healthz?x=1\", interval: 2s, timeout: 2s}\n")
+          .listeners[0]
+          .upstream_check;
+  EXPECT_EQ(c.type, upstream_check_type::http);
+  EXPECT_EQ(c.path, "/healthz?x=1");
+  EXPECT_EQ(c.interval, 2s);
+  EXPECT_EQ(c.timeout, 2s);
+}
+
+TEST(ConfigUpstreamCheck, ErrorsNameTheKey) {
+  // Lines 10-.. follow kMinimal.
+  EXPECT_THAT(problems_of(kMinimal + "    upstream_check:\n      type: udp\n"),
+              ElementsAre(at(11, 13,
+                             "listeners[0].upstream_check.type: invalid value 'udp': expected "
+                             "tcp | http")));
+  EXPECT_THAT(problems_of(kMinimal + "    upstream_check:\n      type: http\n      path: health\n"),
+              ElementsAre(at(12, 13,
+                             "listeners[0].upstream_check.path: 'health' must start with / and "
+                             "hold no spaces, control characters or '#'")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "    upstream_check:\n      path: /x\n"),
+      ElementsAre(at(11, 13, "listeners[0].upstream_check.path applies to type: http only")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "    upstream_check:\n      interval: 0s\n"),
+      ElementsAre(at(11, 17, "listeners[0].upstream_check.interval must be greater than 0")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "    upstream_check:\n      interval: 1s\n      timeout: 2s\n"),
+      ElementsAre(at(12, 16,
+                     "listeners[0].upstream_check.timeout (2s) must not exceed "
+                     "listeners[0].upstream_check.interval (1s)")));
+  EXPECT_THAT(problems_of(kMinimal + "    upstream_check:\n      retries: 3\n"),
+              ElementsAre(at(11, 7, "unknown key 'retries' in listeners[0].upstream_check")));
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:7000
+    upstream: remote.example.org:443
+    upstream_check: {type: http}
+)"),
+              ::testing::Contains(at(6, 28,
+                                     "listeners[0].upstream_check.type: http applies to mode: "
+                                     "server only (in client mode the upstream speaks TLS; use "
+                                     "tcp)")));
+}
+
 }  // namespace
 }  // namespace mtlsd::config
 

@@ -5,7 +5,6 @@
 
 #include "mtlsd/tls/revocation/cache.hpp"
 #include "mtlsd/tls/revocation/event.hpp"
-#include "mtlsd/tls/revocation/http_fetch.hpp"
 
 namespace mtlsd::tls::revocation {
 namespace {
@@ -44,32 +43,6 @@ TEST(RevocationCache, ReplacingKeepsTheByteCountRight) {
   EXPECT_EQ(c.bytes(), 5u);
   c.erase("a");
   EXPECT_EQ(c.bytes(), 0u);
-}
-
-TEST(RevocationHttpUrl, Parses) {
-  auto u = parse_http_url("http://127.0.0.1:8080/ocsp");
-  ASSERT_TRUE(u);
-  EXPECT_EQ(u->host, "127.0.0.1");
-  EXPECT_EQ(u->port, "8080");
-  EXPECT_EQ(u->target, "/ocsp");
-  u = parse_http_url("HTTP://crl.example.org");
-  ASSERT_TRUE(u);
-  EXPECT_EQ(u->port, "80");
-  EXPECT_EQ(u->target, "/");
-  u = parse_http_url("http://[::1]:9/x?y=1");
-  ASSERT_TRUE(u);
-  EXPECT_EQ(u->host, "::1");
-  EXPECT_EQ(u->target, "/x?y=1");
-}
-
-TEST(RevocationHttpUrl, Rejects) {
-  EXPECT_FALSE(parse_http_url("https://example.org/"));
-  EXPECT_FALSE(parse_http_url("ldap://example.org/"));
-  EXPECT_FALSE(parse_http_url("http://"));
-  EXPECT_FALSE(parse_http_url("http://host:0/"));
-  EXPECT_FALSE(parse_http_url("http://host:99999/"));
-  EXPECT_FALSE(parse_http_url("http://user@host/"));
-  EXPECT_FALSE(parse_http_url("http://[::1/"));
 }
 
 TEST(RevocationEvent, MatchesIssuerAndSerial) {

@@ -15,7 +15,8 @@ namespace mtlsd::admin {
 
 struct readiness {
   bool ready = false;
-  std::string why;  // what is not ready, for the 503 body
+  std::string why;      // what is not ready, for the 503 body
+  std::string details;  // more lines for the body either way (the upstream checks' states)
 };
 
 class server {

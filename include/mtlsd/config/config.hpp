@@ -150,6 +150,19 @@ struct timeout_options {
 
 enum class listener_mode { server, client };
 
+enum class upstream_check_type { tcp, http };
+
+// listeners[].upstream_check: a periodic probe of the upstream, reported in /readyz and
+// mtlsd_upstream_up. Off unless the block is present.
+struct upstream_check_options {
+  bool enabled = false;  // true when the `upstream_check:` block is present
+  upstream_check_type type = upstream_check_type::tcp;
+  std::string path = "/";  // type http: the GET target; 2xx and 3xx mean up
+  duration interval = 5s;
+  duration timeout = 1s;
+  bool operator==(const upstream_check_options&) const = default;
+};
+
 struct listener {
   std::string name;
   listener_mode mode = listener_mode::server;
@@ -163,6 +176,7 @@ struct listener {
   revocation_options revocation;
   proxy_protocol_mode proxy_protocol = proxy_protocol_mode::off;
   http_options http;
+  upstream_check_options upstream_check;
   source_location where;  // the list item
 };
 

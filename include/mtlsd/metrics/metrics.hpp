@@ -100,6 +100,11 @@ class registry {
     set_crl_next_update("files", by_issuer);
   }
 
+  // mtlsd_upstream_up{listener}: 1 when the listener's upstream_check last succeeded, 0 when it
+  // failed. Only listeners with a check have a series (from their first result on); the
+  // checker (daemon/upstream_checks.hpp) adds and removes them.
+  prometheus::Family<prometheus::Gauge>& upstream_up() { return *upstream_up_; }
+
   prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
   prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
 
@@ -125,6 +130,7 @@ class registry {
   prometheus::Family<prometheus::Gauge>* last_reload_;
   prometheus::Family<prometheus::Counter>* revocation_checks_;
   prometheus::Family<prometheus::Gauge>* crl_next_update_;
+  prometheus::Family<prometheus::Gauge>* upstream_up_;
   prometheus::Family<prometheus::Gauge>* build_info_;
   prometheus::Counter* reload_success_;
   prometheus::Counter* reload_failure_;

@@ -14,10 +14,12 @@
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/net/http_client.hpp"
+#include "mtlsd/net/proxy_env.hpp"
+#include "mtlsd/net/url.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/cache.hpp"
 #include "mtlsd/tls/revocation/crl.hpp"
-#include "mtlsd/tls/revocation/http_fetch.hpp"
 #include "mtlsd/tls/revocation/ocsp.hpp"
 
 namespace mtlsd::tls::revocation {
@@ -26,6 +28,11 @@ namespace asio = boost::asio;
 using asio::as_tuple;
 using asio::use_awaitable;
 using steady = std::chrono::steady_clock;
+using net::http_fetch;
+using net::http_request;
+using net::http_result;
+using net::http_url;
+using net::parse_http_url;
 using std::chrono::seconds;
 
 namespace {
@@ -251,11 +258,12 @@ struct service::impl : std::enable_shared_from_this<impl> {
     req.accept = "application/ocsp-response";
     req.timeout = timeout;
     req.max_body = self->lim.ocsp_response_bytes;
+    req.proxy = net::fetch_proxy();
     http_result res = co_await http_fetch(url, std::move(req));
     ocsp_answer a;
-    if (!res.ok) {
+    if (const std::string failure = res.describe_unless(200); !failure.empty()) {
       a.result = status::unavailable;
-      a.detail = "no answer from the responder: " + res.error;
+      a.detail = "no answer from the responder: " + failure;
       self->record_failure(url.text, a.detail);
     } else {
       a = check_ocsp_response(res.body, cert.get(), issuer.get(), q.request.get(),
@@ -361,12 +369,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
     req.accept = "application/pkix-crl";
     req.timeout = timeout;
     req.max_body = self->lim.crl_bytes;
+    req.proxy = net::fetch_proxy();
     http_result res = co_await http_fetch(url, std::move(req));
     const std::time_t now = std::time(nullptr);
     x509_crl_ptr crl;
     std::string error;
-    if (!res.ok)
-      error = res.error;
+    if (const std::string failure = res.describe_unless(200); !failure.empty())
+      error = failure;
     else if (!(crl = parse_crl(res.body)))
       error = "the response is not a CRL";
     else
@@ -616,13 +625,14 @@ struct service::impl : std::enable_shared_from_this<impl> {
         req.accept = "application/ocsp-response";
         req.timeout = timeout;
         req.max_body = self->lim.ocsp_response_bytes;
+        req.proxy = net::fetch_proxy();
         http_result res = co_await http_fetch(url, std::move(req));
         const std::time_t now = std::time(nullptr);
         ocsp_answer a;
-        if (res.ok)
+        if (const std::string failure = res.describe_unless(200); failure.empty())
           a = check_ocsp_response(res.body, cert.get(), issuer.get(), nullptr, now);
         else
-          a.detail = "no answer from the responder: " + res.error;
+          a.detail = "no answer from the responder: " + failure;
         if (a.result == status::good || a.result == status::revoked) {
           auto r = std::make_shared<staple_slot::response>();
           r->der = std::move(res.body);

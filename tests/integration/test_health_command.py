@@ -1,0 +1,81 @@
+"""`mtlsd health --url URL` (the image's HEALTHCHECK) against the real daemon, on the one
+HTTP client and URL parser of net/: exit 0 on 200, 1 with the reason otherwise, 2 for a bad
+URL; bounded by --timeout whatever the server does; host names resolved (c-ares, /etc/hosts);
+never through a proxy from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from mtlsd_harness import daemon_config, run_cli, server_listener
+
+
+def health(binary: str, url: str, *extra: str, env: dict | None = None):
+    return subprocess.run([binary, "health", "--url", url, *extra], capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
+
+
+def test_ready_daemon_is_healthy(mtlsd_bin, serve):
+    daemon, _ = serve()
+    proc = health(mtlsd_bin, daemon.admin_url("/readyz"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_host_name_and_a_proxy_in_the_environment(mtlsd_bin, serve):
+    """localhost resolves; HTTP_PROXY pointing nowhere is ignored (the probe is local)."""
+    daemon, _ = serve()
+    port = daemon.admin_address.rsplit(":", 1)[1]
+    env = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:1", "http_proxy": "http://127.0.0.1:1"}
+    proc = health(mtlsd_bin, f"http://localhost:{port}/healthz", env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_not_ready_is_exit_1_with_the_body(mtlsd_bin, start_mtlsd, pki):
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{refused.getsockname()[1]}"
+    try:
+        daemon = start_mtlsd(daemon_config([server_listener(
+            pki, address, upstream_check={"interval": "100ms", "timeout": "50ms"})]))
+        deadline = time.monotonic() + 5
+        while daemon.admin_request("/readyz").status != 503:
+            assert time.monotonic() < deadline, "never 503"
+            time.sleep(0.02)
+        proc = health(mtlsd_bin, daemon.admin_url("/readyz"))
+    finally:
+        refused.close()
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (f"mtlsd health: {daemon.admin_url('/readyz')}: HTTP 503: not ready: "
+                           f"the upstream check fails\nupstream inbound ({address}): down: "
+                           "connecting: Connection refused\n"), proc.stderr
+
+
+def test_timeout_bounds_a_silent_server(mtlsd_bin):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)  # accepts (in the backlog), never answers
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/readyz"
+        started = time.monotonic()
+        proc = health(mtlsd_bin, url, "--timeout", "300ms")
+        elapsed = time.monotonic() - started
+    finally:
+        srv.close()
+    assert proc.returncode == 1
+    assert proc.stderr == f"mtlsd health: {url}: no answer within 300ms (HTTP exchange " \
+        "unfinished)\n", proc.stderr
+    assert elapsed < 2.0, elapsed
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:9901/readyz", "127.0.0.1:9901",
+                                 "http://user@127.0.0.1:9901/", "http://127.0.0.1:99999/"])
+def test_bad_url_is_a_usage_error(mtlsd_bin, url):
+    proc = run_cli(mtlsd_bin, "health", "--url", url)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"mtlsd health: '{url}' is not an http:// URL\n", proc.stderr
