@@ -447,6 +447,11 @@ bool session_control::rejudge(const runtime::listener_runtime& next) {
     return false;
   auto now = verdict_of(next, ssl_, source_);
   if (!now) return false;
+  // revocation.recheck_established: false keeps revoked peers' open connections: a reload that
+  // brings a new CRL must not close them either.
+  if ((now->first == reason::revoked || now->first == reason::revocation_unavailable) &&
+      !next.cfg.revocation.recheck_established)
+    return false;
   // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
   // did not change this peer's verdict, so it is not the reload's to act on.
   if (verdict_of(*current_, ssl_, source_)) return false;
