@@ -191,3 +191,61 @@ def test_verify_explains_a_refusal(mtlsd_bin, pki, tmp_path):
                         "source_cidrs [127.0.0.1/32] does not match source=127.0.0.2"), out
     proc = verify(mtlsd_bin, config, pki, "client", "--source", "nonsense")
     assert proc.returncode == 2 and "--source 'nonsense'" in proc.stderr, proc
+
+
+# --- server_auth.allow.rules (mode: client) ------------------------------------------------
+
+def client_listener(pki, upstream: str, rules: list) -> dict:
+    return {"name": "outbound", "mode": "client", "listen": "127.0.0.1:0", "upstream": upstream,
+            "tls": {"cert": pki.path("client.crt"), "key": pki.path("client.key")},
+            "server_auth": {"ca": [pki.path("ca.crt")], "server_name": "localhost",
+                            "allow": {"rules": rules}}}
+
+
+def plain(addr, payload: bytes = b"hello\n"):
+    """The local app's side: send, read the echo (or EOF); (data, local address)."""
+    sock = socket.create_connection(addr, timeout=10)
+    local = fmt_addr(sock.getsockname())
+    data = b""
+    try:
+        sock.sendall(payload)
+        while len(data) < len(payload):
+            chunk = sock.recv(100)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    return data, local
+
+
+def test_server_auth_rules_match_the_name_mtlsd_sends(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+    inbound = start_mtlsd(daemon_config([server_listener(pki, up.address)]))
+    remote = "%s:%d" % inbound.addr()
+    # The SNI mtlsd sends is server_name (localhost): a rule wanting another name refuses.
+    wrong = start_mtlsd(daemon_config([client_listener(
+        pki, remote, [{"sni": ["api.example.org"], "common_names": ["localhost"]}])]))
+    data, local = plain(wrong.addr("outbound"))
+    assert data == b""
+    line = wrong.wait_for_access(client=local)
+    assert line["reason"] == "not_authorized", line
+    assert "closest: rules[0] (common_names + sni) matched 1 of 2: sni [api.example.org] does " \
+        "not match sni=localhost" in line["detail"], line
+    up.assert_untouched()
+    right = start_mtlsd(daemon_config([client_listener(
+        pki, remote, [{"sni": ["localhost"], "common_names": ["localhost"],
+                       "not": {"dns_sans": ["*.example.org"]}}])]))
+    data, local = plain(right.addr("outbound"))
+    assert data == b"hello\n"
+    assert right.wait_for_access(client=local)["result"] == "accepted"
+    # verify on a client-mode listener judges a server certificate with that same SNI.
+    proc = run_cli(right.binary, "verify", "--config", str(right.config_path), "--listener",
+                   "outbound", "--cert", pki.path("server.crt"))
+    assert proc.returncode == 0, proc
+    assert "matched: rules[0] (common_names + sni, not dns_sans)" in proc.stdout, proc.stdout
+    proc = run_cli(right.binary, "verify", "--config", str(right.config_path), "--listener",
+                   "outbound", "--cert", pki.path("server.crt"), "--sni", "other.example.org")
+    assert proc.returncode == 1 and "sni=other.example.org" in proc.stdout, proc
