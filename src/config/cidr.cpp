@@ -6,80 +6,82 @@
 #include <cstring>
 
 namespace mtlsd::config {
+namespace {
+
+constexpr std::array<std::uint8_t, 12> v4_mapped_prefix = {0, 0, 0, 0, 0,    0,
+                                                           0, 0, 0, 0, 0xff, 0xff};
+
+}  // namespace
+
+std::string ip_address::str() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  ::inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), buf, sizeof buf);
+  return buf;
+}
+
+std::string cidr::str() const {
+  return base.str() + "/" + std::to_string(prefix);
+}
+
+bool cidr::contains(const ip_address& a) const {
+  if (a.v6 != base.v6) return false;
+  const int full = prefix / 8;
+  if (std::memcmp(a.bytes.data(), base.bytes.data(), static_cast<std::size_t>(full)) != 0)
+    return false;
+  const int rest = prefix % 8;
+  if (rest == 0) return true;
+  const auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
+  return (a.bytes[static_cast<std::size_t>(full)] & mask) ==
+         base.bytes[static_cast<std::size_t>(full)];
+}
 
 std::optional<ip_address> parse_ip(std::string_view text) {
-  if (auto pct = text.find('%'); pct != std::string_view::npos) text = text.substr(0, pct);
-  if (text.empty() || text.size() > 63) return std::nullopt;
-  char buf[64];
-  std::memcpy(buf, text.data(), text.size());
-  buf[text.size()] = '\0';
+  if (text.size() >= 2 && text.front() == '[' && text.back() == ']')
+    text = text.substr(1, text.size() - 2);
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+  const std::string s(text);
   ip_address a;
-  if (inet_pton(AF_INET, buf, a.bytes.data()) == 1) {
-    a.v4 = true;
-    return a;
-  }
-  if (inet_pton(AF_INET6, buf, a.bytes.data()) != 1) return std::nullopt;
-  static constexpr std::uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (std::memcmp(a.bytes.data(), mapped, sizeof mapped) == 0) {
-    std::memmove(a.bytes.data(), a.bytes.data() + 12, 4);
-    std::memset(a.bytes.data() + 4, 0, 12);
-    a.v4 = true;
+  if (::inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) return a;
+  if (::inet_pton(AF_INET6, s.c_str(), a.bytes.data()) != 1) return std::nullopt;
+  a.v6 = true;
+  if (std::memcmp(a.bytes.data(), v4_mapped_prefix.data(), v4_mapped_prefix.size()) == 0) {
+    std::array<std::uint8_t, 16> v4{};
+    std::memcpy(v4.data(), a.bytes.data() + 12, 4);
+    a.bytes = v4;
+    a.v6 = false;
   }
   return a;
 }
 
-std::string format_ip(const ip_address& a) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(a.v4 ? AF_INET : AF_INET6, a.bytes.data(), buf, sizeof buf);
-  return buf;
-}
-
 std::variant<cidr, std::string> parse_cidr(std::string_view text) {
-  cidr out;
-  out.text = std::string(text);
   const auto slash = text.find('/');
-  const std::string_view host = text.substr(0, slash);
-  if (host.find('%') != std::string_view::npos) return std::string("a zone (%) is not allowed");
-  // A mapped range written in IPv6 (::ffff:10.0.0.0/104) is the IPv4 range it covers.
-  const bool written_v6 = host.find(':') != std::string_view::npos;
-  auto ip = parse_ip(host);
-  if (!ip) return "'" + std::string(host) + "' is not an IPv4 or IPv6 address";
-  out.base = *ip;
-  const int max = ip->v4 ? 32 : 128;
-  if (slash == std::string_view::npos) {
-    out.prefix = max;
-    return out;
+  const auto ip = parse_ip(text.substr(0, slash));
+  if (!ip) return std::string("not an IP address or CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32)");
+  cidr c;
+  c.base = *ip;
+  const int max = ip->v6 ? 128 : 32;
+  c.prefix = max;
+  if (slash != std::string_view::npos) {
+    const auto len = text.substr(slash + 1);
+    int n = -1;
+    auto [p, ec] = std::from_chars(len.data(), len.data() + len.size(), n);
+    if (ec != std::errc{} || p != len.data() + len.size() || len.empty() || n < 0 || n > max)
+      return "invalid prefix length '" + std::string(len) + "' (0 to " + std::to_string(max) + ")";
+    c.prefix = n;
   }
-  const std::string_view len = text.substr(slash + 1);
-  int prefix = -1;
-  auto [p, ec] = std::from_chars(len.data(), len.data() + len.size(), prefix);
-  const int written_max = written_v6 ? 128 : 32;
-  if (len.empty() || ec != std::errc{} || p != len.data() + len.size() || prefix < 0 ||
-      prefix > written_max)
-    return "prefix length '" + std::string(len) + "' is not a number from 0 to " +
-           std::to_string(written_max);
-  if (written_v6 && ip->v4) {
-    if (prefix < 96) return std::string("an IPv4-mapped range needs a prefix of at least 96");
-    prefix -= 96;
-  }
-  out.prefix = prefix;
-  for (int bit = prefix; bit < max; ++bit) {
-    if (out.base.bytes[static_cast<std::size_t>(bit / 8)] & (0x80 >> (bit % 8)))
-      return "host bits are set below the /" + std::string(len) +
-             " prefix (did you mean the network address?)";
-  }
-  return out;
+  // Host bits below the prefix must be zero.
+  cidr masked = c;
+  for (int bit = c.prefix; bit < max; ++bit)
+    masked.base.bytes[static_cast<std::size_t>(bit / 8)] &=
+        static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+  if (!(masked.base == c.base)) return "host bits set: did you mean " + masked.str() + "?";
+  return c;
 }
 
-bool contains(const cidr& range, const ip_address& a) {
-  if (range.base.v4 != a.v4) return false;
-  const int full = range.prefix / 8, rest = range.prefix % 8;
-  if (std::memcmp(range.base.bytes.data(), a.bytes.data(), static_cast<std::size_t>(full)) != 0)
-    return false;
-  if (rest == 0) return true;
-  const auto mask = static_cast<std::uint8_t>(0xff00 >> rest);
-  const auto i = static_cast<std::size_t>(full);
-  return (range.base.bytes[i] & mask) == (a.bytes[i] & mask);
+bool any_contains(const std::vector<cidr>& ranges, const ip_address& a) {
+  for (const auto& r : ranges)
+    if (r.contains(a)) return true;
+  return false;
 }
 
 }  // namespace mtlsd::config

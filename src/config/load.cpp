@@ -388,7 +388,8 @@ void parse_cidrs(reader& r, const YAML::Node& v, const std::string& path, std::v
   for (std::size_t i = 0; i < texts.size(); ++i) {
     auto parsed = parse_cidr(texts[i]);
     if (auto* msg = std::get_if<std::string>(&parsed))
-      r.error(v.IsSequence() ? v[i] : v, path + ": '" + texts[i] + "' is not a CIDR: " + *msg);
+      r.error(v.IsSequence() ? v[i] : v,
+              path + "[" + std::to_string(i) + "]: invalid CIDR '" + texts[i] + "': " + *msg);
     else
       out.push_back(std::move(std::get<cidr>(parsed)));
   }

@@ -139,7 +139,7 @@ class printer {
       key("source_cidrs");
       out << YAML::Flow << YAML::BeginSeq;
       for (const auto& c : m.source_cidrs)
-        out << YAML::DoubleQuoted << c.text;
+        out << YAML::DoubleQuoted << c.str();
       out << YAML::EndSeq;
     }
     if (!m.sni.empty()) strings("sni", m.sni);

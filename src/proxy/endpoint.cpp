@@ -59,7 +59,6 @@ std::optional<config::ip_address> remote_ip(const stream_socket& s) {
     sockaddr_in in{};
     std::memcpy(&in, sa, sizeof in);
     std::memcpy(a.bytes.data(), &in.sin_addr, 4);
-    a.v4 = true;
     return a;
   }
   if (sa->sa_family == AF_INET6 && ep.size() >= sizeof(sockaddr_in6)) {
@@ -67,9 +66,9 @@ std::optional<config::ip_address> remote_ip(const stream_socket& s) {
     std::memcpy(&in6, sa, sizeof in6);
     if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
       std::memcpy(a.bytes.data(), reinterpret_cast<const unsigned char*>(&in6.sin6_addr) + 12, 4);
-      a.v4 = true;
     } else {
       std::memcpy(a.bytes.data(), &in6.sin6_addr, 16);
+      a.v6 = true;
     }
     return a;
   }

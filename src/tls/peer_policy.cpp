@@ -158,9 +158,8 @@ bool identity_matches(matcher k, const std::vector<std::string>& list, const pee
 bool matches(matcher k, const config::rule_matchers& m, const peer_identity& peer,
              const peer_context& ctx) {
   if (k == matcher::source_cidrs)
-    return ctx.source && any(m.source_cidrs, [&](const config::cidr& c) {
-             return config::contains(c, *ctx.source);
-           });
+    return ctx.source &&
+           any(m.source_cidrs, [&](const config::cidr& c) { return c.contains(*ctx.source); });
   if (k == matcher::sni)
     return !ctx.sni.empty() &&
            any(m.sni, [&](const std::string& p) { return match_dns_name(p, ctx.sni); });
@@ -194,7 +193,7 @@ std::string peer_values(matcher k, const peer_identity& peer, const peer_context
     case matcher::sha256_fingerprints:
       return "sha256=" + peer.sha256;
     case matcher::source_cidrs:
-      return "source=" + (ctx.source ? config::format_ip(*ctx.source) : std::string("(none)"));
+      return "source=" + (ctx.source ? ctx.source->str() : std::string("(none)"));
     case matcher::sni:
       return "sni=" + (ctx.sni.empty() ? std::string("(none)") : std::string(ctx.sni));
   }
@@ -205,7 +204,7 @@ std::string entries(matcher k, const config::rule_matchers& m) {
   if (k == matcher::source_cidrs) {
     std::string out;
     for (const auto& c : m.source_cidrs)
-      out += (out.empty() ? "" : ",") + c.text;
+      out += (out.empty() ? "" : ",") + c.str();
     return out;
   }
   return join(k == matcher::sni ? m.sni : *strings_of(k, m));

@@ -121,7 +121,7 @@ def test_not_excludes_and_flat_lists_are_ored_with_rules(start_mtlsd, make_upstr
     # client is excluded from 127.0.0.2.
     line = assert_refused(daemon, up, exchange(daemon.addr(), client_context(pki, "client"),
                                                source="127.0.0.2"), "not_authorized")
-    assert "not.source_cidrs [127.0.0.2] matches source=127.0.0.2" in line["detail"], line
+    assert "not.source_cidrs [127.0.0.2/32] matches source=127.0.0.2" in line["detail"], line
     # The flat list admits client-int (no DNS SAN) on its own.
     ctx = client_context(pki, "client-int", certfile="client-int-chain.crt")
     assert_admitted(daemon, exchange(daemon.addr(), ctx, source="127.0.0.2"), b"ping\n")

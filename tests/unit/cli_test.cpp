@@ -315,7 +315,7 @@ TEST(PrintYaml, RoundTripsEveryKey) {
             (std::vector<std::string>{"api.example.org", "*.internal"}));
   ASSERT_EQ(in.client_auth.allow.rules[0].match.source_cidrs.size(), 3u);
   EXPECT_EQ(in.client_auth.allow.rules[0].match.source_cidrs[2].prefix, 32);
-  EXPECT_EQ(in.client_auth.allow.rules[0].exclude.source_cidrs.at(0).text, "10.66.0.0/16");
+  EXPECT_EQ(in.client_auth.allow.rules[0].exclude.source_cidrs.at(0).str(), "10.66.0.0/16");
   EXPECT_EQ(in.client_auth.allow.rules[2].exclude.sni,
             (std::vector<std::string>{"admin.example.org"}));
   EXPECT_TRUE(in.client_auth.allow.rules[2].match.empty());
