@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <variant>
 
 #include "fuzz_support.hpp"
 #include "mtlsd/tls/identity.hpp"
@@ -50,6 +51,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   own.organizational_units = id.organizational_units;
   own.sha256_fingerprints.push_back(id.sha256);
   fuzz::check(tls::evaluate(own, id).allowed, "a list naming the peer's own values admits it");
+
+  // Rules: the peer's own fingerprint AND a source range admits it from inside the range only;
+  // the same fingerprint under `not:` refuses it, and the refusal names the closest rule.
+  config::allow_list rules;
+  config::allow_rule pinned;
+  pinned.match.sha256_fingerprints.push_back(id.sha256);
+  pinned.match.source_cidrs.push_back(std::get<config::cidr>(config::parse_cidr("10.0.0.0/8")));
+  config::allow_rule excluded;
+  excluded.exclude.sha256_fingerprints.push_back(id.sha256);
+  rules.rules.push_back(pinned);
+  rules.rules.push_back(excluded);
+  const auto inside = config::parse_ip("10.1.2.3"), outside = config::parse_ip("192.0.2.1");
+  const auto in = tls::evaluate(rules, id, {&*inside, ""});
+  fuzz::check(in.allowed && in.match.rule == 0, "a rule of the peer's own values admits it");
+  const auto out = tls::evaluate(rules, id, {&*outside, ""});
+  fuzz::check(!out.allowed && out.detail.find("closest: rules[") != std::string::npos,
+              "a rule refusal names the closest rule");
 
   // The matchers with patterns made of the peer's own names.
   for (const auto& u : id.uri_sans) {

@@ -35,8 +35,11 @@ key usage, allow list) on the certificate in PEM (more certificates in PEM, and 
 --chain, are treated as intermediates the peer sends). On a client-mode listener it judges a
 remote server's certificate against server_auth instead (trust, server_name, allow list).
 --at TIME validates at TIME: RFC 3339 (2026-01-02T03:04:05Z) or @EPOCH seconds.
-Prints `accepted: <identity>` (exit 0) or `rejected: <reason>: <detail>` (exit 1); exit 2 for
-usage or configuration errors.)";
+--source ADDR and --sni NAME give the connection's side for allow rules on source_cidrs and
+sni (on a client-mode listener the SNI defaults to the name mtlsd sends).
+Prints `accepted: <identity>` and `matched: <rule>` (exit 0) or `rejected: <reason>: <detail>`
+(exit 1; when allow rules refuse, the detail names the closest rule and its first failing
+matcher with the peer's values); exit 2 for usage or configuration errors.)";
 
 int version_command() {
   std::cout << "mtlsd " << kVersion << "\n"
@@ -80,7 +83,8 @@ SIGHUP (or a change to any watched file) reloads; a bad reload keeps the old con
            true);
     option(verify, "--chain", "PEM", "more intermediates the peer sends", false);
     option(verify, "--at", "TIME", "validation time: RFC 3339 or @EPOCH (default: now)", false);
-    option(verify, "--source", "ADDR", "the peer's source address, for allow rules on it", false);
+    option(verify, "--source", "ADDR", "the peer's IP address, for allow rules on source_cidrs",
+           false);
     option(verify, "--sni", "NAME", "the server name the peer asked for, for allow rules on it",
            false);
 

@@ -135,6 +135,16 @@ int verify_command(const options& o) {
     }
     at = static_cast<std::time_t>(*parsed);
   }
+  // The connection's side of allow rules: where the peer connects from, the name it asks for.
+  std::optional<config::ip_address> source;
+  if (auto a = o.get("source")) {
+    source = config::parse_ip(*a);
+    if (!source) {
+      std::cerr << "mtlsd verify: --source '" << *a
+                << "': expected an IP address (10.1.2.3 or 2001:db8::1)\n";
+      return 2;
+    }
+  }
   auto loaded = config::load_file(*config_path);
   if (!loaded.config) {
     for (const auto& p : loaded.problems)
@@ -200,8 +210,19 @@ int verify_command(const options& o) {
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (std::size_t i = 1; i < presented.size(); ++i)
     sk_X509_push(untrusted, presented[i].get());
+  // Client mode: the SNI a handshake sends (none for an IP), unless --sni says otherwise.
+  std::string sni;
+  if (auto n = o.get("sni"))
+    sni = *n;
+  else if (l->mode == config::listener_mode::client && !tls::is_ip_literal(lr.tls.server_name))
+    sni = lr.tls.server_name;
+  if (source && l->mode == config::listener_mode::client)
+    std::cerr << "mtlsd verify: --source is ignored on a client-mode listener (server_auth has "
+                 "no source_cidrs)\n";
+  const config::ip_address* src =
+      source && l->mode == config::listener_mode::server ? &*source : nullptr;
   auto outcome = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), presented.front().get(),
-                                                      untrusted, at);
+                                                      untrusted, at, {src, sni});
   sk_X509_free(untrusted);
   if (outcome.refusal) {
     std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << outcome.detail << "\n";
@@ -222,6 +243,8 @@ int verify_command(const options& o) {
   }
   std::cout << "accepted: "
             << (outcome.identity ? outcome.identity->display() : std::string("(no identity)"))
+            << "\n";
+  std::cout << "matched: " << tls::describe_match(lr.tls.peer_verifier->allow(), outcome.match)
             << "\n";
   if (!revocation_line.empty()) std::cout << revocation_line << "\n";
   return 0;

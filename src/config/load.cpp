@@ -330,10 +330,8 @@ void with(const YAML::Node& m, const char* key, F&& f) {
   f(v);
 }
 
-void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a) {
-  r.map(n, path,
-        {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
-         "sha256_fingerprints", "email_sans"});
+// The identity matchers of `allow` and of its rules (the caller checks the keys).
+void parse_identity(reader& r, const YAML::Node& n, const std::string& path, identity_matchers& a) {
   with(n, "spiffe_ids", [&](auto v) {
     if (!r.strings(v, path + ".spiffe_ids", a.spiffe_ids)) return;
     for (std::size_t i = 0; i < a.spiffe_ids.size(); ++i) {
@@ -384,6 +382,112 @@ void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_
                 path + ".sha256_fingerprints: '" + a.sha256_fingerprints[i] +
                     "' is not a SHA-256 fingerprint (64 hex digits, colons optional)");
       a.sha256_fingerprints[i] = hex;
+    }
+  });
+}
+
+// Lower-cases `sni` entries and checks each is a DNS name or "*.suffix".
+void parse_sni(reader& r, const YAML::Node& v, const std::string& path,
+               std::vector<std::string>& out) {
+  if (!r.strings(v, path, out)) return;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    auto& name = out[i];
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string_view rest =
+        name.rfind("*.", 0) == 0 ? std::string_view(name).substr(2) : std::string_view(name);
+    if (rest.empty() || rest.find('*') != std::string_view::npos || rest.front() == '.' ||
+        rest.back() == '.' || rest.find_first_of(" /:") != std::string_view::npos)
+      r.error(v.IsSequence() ? v[i] : v,
+              path + ": '" + name + "' is not a server name: expected a DNS name or '*.suffix'");
+  }
+}
+
+void parse_cidrs(reader& r, const YAML::Node& v, const std::string& path, std::vector<cidr>& out) {
+  std::vector<std::string> texts;
+  if (!r.strings(v, path, texts)) return;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto parsed = parse_cidr(texts[i]);
+    if (auto* msg = std::get_if<std::string>(&parsed))
+      r.error(v.IsSequence() ? v[i] : v,
+              path + "[" + std::to_string(i) + "]: invalid CIDR '" + texts[i] + "': " + *msg);
+    else
+      out.push_back(std::move(std::get<cidr>(parsed)));
+  }
+}
+
+enum class rule_side { client_auth, server_auth };
+
+// One rule, or its `not:` (nested = true: no further `not:`).
+void parse_rule_matchers(reader& r, const YAML::Node& n, const std::string& path, rule_matchers& m,
+                         rule_side side, bool nested, allow_rule* rule) {
+  if (!n.IsMap()) {
+    if (n.IsNull())
+      r.error(n, path + ": an empty " + (nested ? "'not'" : "rule") +
+                     " (give at least one matcher: " +
+                     "spiffe_ids, uri_sans, dns_sans, common_names, organizational_units, "
+                     "sha256_fingerprints, email_sans, " +
+                     (side == rule_side::client_auth ? "source_cidrs, " : "") + "sni" +
+                     (nested ? "" : ", not") + ")");
+    else
+      r.map(n, path, {});
+    return;
+  }
+  if (nested)
+    r.map(n, path,
+          {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
+           "sha256_fingerprints", "email_sans", "source_cidrs", "sni"});
+  else
+    r.map(n, path,
+          {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
+           "sha256_fingerprints", "email_sans", "source_cidrs", "sni", "not"});
+  parse_identity(r, n, path, m);
+  with(n, "source_cidrs", [&](auto v) {
+    if (side == rule_side::server_auth) {
+      r.error(v, path +
+                     ".source_cidrs: not available in server_auth (the remote is the address "
+                     "mtlsd connects to; use sni, or the identity matchers)");
+      return;
+    }
+    parse_cidrs(r, v, path + ".source_cidrs", m.source_cidrs);
+  });
+  with(n, "sni", [&](auto v) { parse_sni(r, v, path + ".sni", m.sni); });
+  // A matcher with no entries could never match: almost certainly a mistake.
+  for (const auto& kv : n) {
+    const std::string key = kv.first.Scalar();
+    if (key == "not") continue;
+    const YAML::Node& v = kv.second;
+    if (v.IsNull() || (v.IsSequence() && v.size() == 0))
+      r.error(kv.first, path + "." + key + ": an empty list never matches; remove the matcher");
+  }
+  if (rule) {
+    with(n, "not", [&](auto v) {
+      parse_rule_matchers(r, v, path + ".not", rule->exclude, side, true, nullptr);
+    });
+  }
+  if (n.size() == 0)
+    r.error(n, path + ": an empty " + std::string(nested ? "'not'" : "rule") +
+                   " (give at least one matcher)");
+}
+
+void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a,
+                 rule_side side) {
+  r.map(n, path,
+        {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
+         "sha256_fingerprints", "email_sans", "rules"});
+  parse_identity(r, n, path, a);
+  with(n, "rules", [&](auto v) {
+    if (v.IsNull()) return;
+    if (!v.IsSequence()) {
+      r.error(v, path + ".rules: expected a list of rules, got " + reader::kind(v));
+      return;
+    }
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      allow_rule rule;
+      rule.where = r.at(v[i]);
+      const std::string p = path + ".rules[" + std::to_string(i) + "]";
+      parse_rule_matchers(r, v[i], p, rule.match, side, false, &rule);
+      a.rules.push_back(std::move(rule));
     }
   });
 }
@@ -748,7 +852,8 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     with(ca_node, "ca", [&](auto v) { r.files(v, p + ".ca", ca.ca); });
     with(ca_node, "verify_depth",
          [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, ca.verify_depth); });
-    with(ca_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", ca.allow); });
+    with(ca_node, "allow",
+         [&](auto v) { parse_allow(r, v, p + ".allow", ca.allow, rule_side::client_auth); });
   } else {
     l.client_auth.where = l.where;
   }
@@ -761,7 +866,8 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
          [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, sa.verify_depth); });
     with(sa_node, "ca", [&](auto v) { r.files(v, p + ".ca", sa.ca); });
     with(sa_node, "server_name", [&](auto v) { r.str(v, p + ".server_name", sa.server_name); });
-    with(sa_node, "allow", [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow); });
+    with(sa_node, "allow",
+         [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow, rule_side::server_auth); });
     with(sa_node, "insecure_skip_verify",
          [&](auto v) { r.boolean(v, p + ".insecure_skip_verify", sa.insecure_skip_verify); });
     // Without verification there is no verified identity to match: an allow list would be

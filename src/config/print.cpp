@@ -120,15 +120,46 @@ class printer {
   }
   void end() { out << YAML::EndMap; }
 
+  void identity(const identity_matchers& a, bool all) {
+    auto list = [&](const char* k, const std::vector<std::string>& v) {
+      if (all || !v.empty()) strings(k, v);
+    };
+    list("spiffe_ids", a.spiffe_ids);
+    list("uri_sans", a.uri_sans);
+    list("dns_sans", a.dns_sans);
+    list("common_names", a.common_names);
+    list("organizational_units", a.organizational_units);
+    list("sha256_fingerprints", a.sha256_fingerprints);
+    list("email_sans", a.email_sans);
+  }
+  // A rule prints only the matchers it has: an absent matcher and an empty one differ.
+  void matchers(const rule_matchers& m) {
+    identity(m, false);
+    if (!m.source_cidrs.empty()) {
+      key("source_cidrs");
+      out << YAML::Flow << YAML::BeginSeq;
+      for (const auto& c : m.source_cidrs)
+        out << YAML::DoubleQuoted << c.str();
+      out << YAML::EndSeq;
+    }
+    if (!m.sni.empty()) strings("sni", m.sni);
+  }
   void allow(const char* k, const allow_list& a) {
     begin(k);
-    strings("spiffe_ids", a.spiffe_ids);
-    strings("uri_sans", a.uri_sans);
-    strings("dns_sans", a.dns_sans);
-    strings("common_names", a.common_names);
-    strings("organizational_units", a.organizational_units);
-    strings("sha256_fingerprints", a.sha256_fingerprints);
-    strings("email_sans", a.email_sans);
+    identity(a, true);
+    key("rules");
+    out << YAML::BeginSeq;
+    for (const auto& r : a.rules) {
+      out << YAML::BeginMap;
+      matchers(r.match);
+      if (!r.exclude.empty()) {
+        begin("not");
+        matchers(r.exclude);
+        end();
+      }
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
     end();
   }
 

@@ -621,6 +621,10 @@ class daemon {
     retire_staples(*previous);
     start_stapling(*next);
     recheck_crl_files(*next);
+    // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
+    // are closed; the others are untouched.
+    for (auto& w : workers_)
+      w->rejudge(next);
     for (const auto& w : runtime::warnings(*next))
       log::warn(w.str());
     warn_insecure(*next);

@@ -49,6 +49,13 @@ registry::registry()
                              .Name("mtlsd_handshake_failures_total")
                              .Help("Refused connections by rejection reason.")
                              .Register(r);
+  connections_closed_ =
+      &prometheus::BuildCounter()
+           .Name("mtlsd_connections_closed_total")
+           .Help(
+               "Admitted connections closed by mtlsd because their peer is no longer admitted: "
+               "revoked while connected, or refused by the policy of a reload, by reason.")
+           .Register(r);
   handshake_duration_ = &prometheus::BuildHistogram()
                              .Name("mtlsd_handshake_duration_seconds")
                              .Help("Time from accept to a completed TLS handshake.")
@@ -185,6 +192,9 @@ std::shared_ptr<listener_metrics> registry::for_listener(const std::string& name
   for (reason r : all_reasons())
     m.failures[static_cast<std::size_t>(r)] =
         &handshake_failures_->Add({{"listener", name}, {"reason", std::string(to_string(r))}});
+  for (reason r : all_reasons())
+    m.closed[static_cast<std::size_t>(r)] =
+        &connections_closed_->Add({{"listener", name}, {"reason", std::string(to_string(r))}});
   m.handshake_duration = &handshake_duration_->Add({{"listener", name}}, handshake_buckets);
   m.connection_duration = &connection_duration_->Add({{"listener", name}}, connection_buckets);
   m.rx_bytes = &bytes_->Add({{"listener", name}, {"direction", "rx"}});
@@ -209,6 +219,8 @@ void registry::remove_listener_series(const listener_metrics& m) {
   active_->Remove(m.active);
   for (auto* c : m.failures)
     handshake_failures_->Remove(c);
+  for (auto* c : m.closed)
+    connections_closed_->Remove(c);
   handshake_duration_->Remove(m.handshake_duration);
   connection_duration_->Remove(m.connection_duration);
   bytes_->Remove(m.rx_bytes);

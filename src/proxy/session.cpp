@@ -224,14 +224,31 @@ proxy_v2_info proxy_info(const session& s, SSL* ssl) {
 // a later answer revokes it. False: refused (the reason is recorded).
 asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
                                           bool network_revocation, bool recheck) {
+  const bool server = s.listener->cfg.mode == config::listener_mode::server;
+  const config::ip_address* source = server && s.source ? &*s.source : nullptr;
   if (vo.identity) {
     s.peer_identity = std::move(vo.identity);
   } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
     // A resumed session skips verification (it was verified when first established, under this
-    // same context); its certificate still names the peer.
+    // same context); its certificate still names the peer. But allow rules may also depend on
+    // where it connects from and the name it asks for, which a ticket does not pin: judge the
+    // allow list again, with this connection's address and SNI.
     s.peer_identity = tls::extract_identity(cert);
+    if (const auto& allow = s.listener->tls.peer_verifier->allow(); !allow.rules.empty()) {
+      const char* sni = SSL_get_servername(tls.native(), TLSEXT_NAMETYPE_host_name);
+      auto d = tls::evaluate(allow, *s.peer_identity, {source, sni ? sni : ""});
+      if (!d.allowed) {
+        observe_handshake(s);
+        s.refuse(reason::not_authorized, std::move(d.detail) + " (resumed session)");
+        s.enter(phase::closing, std::chrono::seconds(1));
+        co_await tls.shutdown_send();
+        co_await linger_close(s);
+        co_return false;
+      }
+    }
   }
   trace_handshake_done(s);
+  s.control.judged(tls.native(), source, s.listener.get());
   observe_handshake(s);
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   if (!network_revocation && !recheck) co_return true;
@@ -259,6 +276,7 @@ asio::awaitable<void> serve_server(session& s) {
   tls_stream& tls = s.tls.emplace(s.peer, lr.tls.ctx.get(), true);
   tls::verify_outcome vo;
   vo.conn_id = s.conn_id;
+  if (s.source) vo.source = &*s.source;
   tls::verifier::bind(tls.native(), &vo);
   // With OCSP / distribution points, revocation is decided after the handshake (and counted
   // then); otherwise the handshake decided it.
@@ -422,6 +440,69 @@ bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
   return true;
 }
 
+void session_control::judged(SSL* ssl, const config::ip_address* source,
+                             const runtime::listener_runtime* current) {
+  ssl_ = ssl;
+  source_ = source;
+  current_ = current;
+}
+
+namespace {
+
+// Whether `lr` admits the peer of `ssl` (connecting from `source`): nothing, or why not.
+std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
+                                                         SSL* ssl,
+                                                         const config::ip_address* source) {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (lr.cfg.mode == config::listener_mode::server) {
+    const auto& ca = lr.cfg.client_auth;
+    if (ca.mode == config::client_auth_mode::none) return std::nullopt;
+    // What the handshake's verify mode does (see tls/context.cpp): optional admits a client
+    // without a certificate unless there is an allow list.
+    if (!leaf) {
+      if (ca.mode == config::client_auth_mode::optional && ca.allow.empty()) return std::nullopt;
+      return std::pair{reason::no_client_cert, std::string("client sent no certificate")};
+    }
+  } else if (lr.cfg.server_auth.insecure_skip_verify || !leaf) {
+    return std::nullopt;
+  }
+  // The chain as verified (after a full handshake), else what the peer sent: everything but
+  // the leaf is offered as untrusted intermediates, so that a former anchor no longer in the
+  // trust store leads nowhere.
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  if (!chain) chain = SSL_get_peer_cert_chain(ssl);
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  if (!untrusted) return std::nullopt;
+  for (int i = 0; chain && i < sk_X509_num(chain); ++i)
+    if (X509* c = sk_X509_value(chain, i); c != leaf && X509_cmp(c, leaf) != 0)
+      sk_X509_push(untrusted, c);
+  const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
+                                                  {source, sni ? sni : ""});
+  sk_X509_free(untrusted);
+  if (!out.refusal) return std::nullopt;
+  return std::pair{*out.refusal, std::move(out.detail)};
+}
+
+}  // namespace
+
+bool session_control::rejudge(const runtime::listener_runtime& next) {
+  if (killed_ || !ssl_ || !current_ || &next == current_ || next.cfg.mode != current_->cfg.mode)
+    return false;
+  auto now = verdict_of(next, ssl_, source_);
+  if (!now) return false;
+  // revocation.recheck_established: false keeps revoked peers' open connections: a reload that
+  // brings a new CRL must not close them either.
+  if ((now->first == reason::revoked || now->first == reason::revocation_unavailable) &&
+      !next.cfg.revocation.recheck_established)
+    return false;
+  // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
+  // did not change this peer's verdict, so it is not the reload's to act on.
+  if (verdict_of(*current_, ssl_, source_)) return false;
+  kill(termination::reload_rejudged, now->first, "reload_rejudged: " + now->second);
+  return true;
+}
+
 void session_registry::kill_all() {
   // kill() only cancels a timer; sessions unregister themselves later, from their own frames.
   for (auto* s : live_)
@@ -432,6 +513,16 @@ std::size_t session_registry::revoke(const tls::revocation::revocation_event& e)
   std::size_t n = 0;
   for (auto* s : live_)
     if (s->revoke_if(e)) ++n;
+  return n;
+}
+
+std::size_t session_registry::rejudge(const runtime::runtime& next) {
+  std::size_t n = 0;
+  // kill() only cancels a timer: sessions unregister later, from their own frames.
+  for (auto* s : live_) {
+    if (!s->current_listener()) continue;
+    if (auto lr = next.find(s->current_listener()->cfg.name); lr && s->rejudge(*lr)) ++n;
+  }
   return n;
 }
 
@@ -462,6 +553,7 @@ asio::awaitable<void> run_session(stream_socket peer,
                                   session_registry& registry) {
   session s(std::move(peer), std::move(listener));
   s.client = remote_address(s.peer);
+  s.source = remote_ip(s.peer);
   trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);

@@ -220,6 +220,10 @@ void finish(session& s, const outcome& o) {
       m->failure(*s.refusal).Increment();
     }
     if (s.admitted) m->connection_duration->Observe(std::chrono::duration<double>(elapsed).count());
+    // An admitted connection closed because its peer no longer is (revoked while connected,
+    // refused by a reloaded policy).
+    if (s.admitted && o.how == outcome::kind::killed && s.control.kill_reason())
+      m->closed_for(*s.control.kill_reason()).Increment();
     if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
     if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
   }

@@ -76,6 +76,8 @@ struct session {
 
   std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
   std::string client;
+  // The peer's IP address, for allow rules on source_cidrs (none on a unix socket).
+  std::optional<config::ip_address> source;
   std::optional<reason> refusal;
   std::string detail;
   std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert

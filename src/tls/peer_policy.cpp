@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 namespace mtlsd::tls {
 namespace {
@@ -51,42 +52,254 @@ bool match_dns_name(std::string_view pattern, std::string_view name) {
   return iequals(pattern, name);
 }
 
-policy_decision evaluate(const config::allow_list& allow, const peer_identity& peer) {
-  if (allow.empty()) return {};
-  if (!peer.spiffe_id.empty() && any(allow.spiffe_ids, [&](const std::string& p) {
-        return match_spiffe_id(p, peer.spiffe_id);
-      }))
-    return {};
-  if (any(allow.uri_sans, [&](const std::string& p) {
-        return any(peer.uri_sans, [&](const std::string& u) { return u == p; });
-      }))
-    return {};
-  if (any(allow.dns_sans, [&](const std::string& p) {
-        return any(peer.dns_sans, [&](const std::string& d) { return match_dns_name(p, d); });
-      }))
-    return {};
-  if (any(allow.email_sans, [&](const std::string& p) {
-        return any(peer.email_sans, [&](const std::string& e) { return match_email(p, e); });
-      }))
-    return {};
-  if (!peer.common_name.empty() &&
-      any(allow.common_names, [&](const std::string& p) { return p == peer.common_name; }))
-    return {};
-  if (any(allow.organizational_units, [&](const std::string& p) {
-        return any(peer.organizational_units, [&](const std::string& ou) { return ou == p; });
-      }))
-    return {};
-  if (any(allow.sha256_fingerprints, [&](const std::string& p) { return p == peer.sha256; }))
-    return {};
+namespace {
 
-  std::string detail = "certificate matches no allow rule:";
+// The matchers, in evaluation order. The first seven are the identity lists (flat or in rules).
+enum class matcher : std::uint8_t {
+  spiffe_ids,
+  uri_sans,
+  dns_sans,
+  email_sans,
+  common_names,
+  organizational_units,
+  sha256_fingerprints,
+  source_cidrs,
+  sni,
+};
+constexpr matcher kAll[] = {
+    matcher::spiffe_ids,          matcher::uri_sans,     matcher::dns_sans,
+    matcher::email_sans,          matcher::common_names, matcher::organizational_units,
+    matcher::sha256_fingerprints, matcher::source_cidrs, matcher::sni};
+constexpr std::size_t kIdentityCount = 7;
+
+const char* name_of(matcher k) {
+  switch (k) {
+    case matcher::spiffe_ids:
+      return "spiffe_ids";
+    case matcher::uri_sans:
+      return "uri_sans";
+    case matcher::dns_sans:
+      return "dns_sans";
+    case matcher::email_sans:
+      return "email_sans";
+    case matcher::common_names:
+      return "common_names";
+    case matcher::organizational_units:
+      return "organizational_units";
+    case matcher::sha256_fingerprints:
+      return "sha256_fingerprints";
+    case matcher::source_cidrs:
+      return "source_cidrs";
+    case matcher::sni:
+      return "sni";
+  }
+  return "?";
+}
+
+const std::vector<std::string>* strings_of(matcher k, const config::identity_matchers& m) {
+  switch (k) {
+    case matcher::spiffe_ids:
+      return &m.spiffe_ids;
+    case matcher::uri_sans:
+      return &m.uri_sans;
+    case matcher::dns_sans:
+      return &m.dns_sans;
+    case matcher::email_sans:
+      return &m.email_sans;
+    case matcher::common_names:
+      return &m.common_names;
+    case matcher::organizational_units:
+      return &m.organizational_units;
+    case matcher::sha256_fingerprints:
+      return &m.sha256_fingerprints;
+    default:
+      return nullptr;
+  }
+}
+
+bool present(matcher k, const config::rule_matchers& m) {
+  if (k == matcher::source_cidrs) return !m.source_cidrs.empty();
+  if (k == matcher::sni) return !m.sni.empty();
+  return !strings_of(k, m)->empty();
+}
+
+// Whether the identity list `k` (entries `list`) matches the peer.
+bool identity_matches(matcher k, const std::vector<std::string>& list, const peer_identity& peer) {
+  switch (k) {
+    case matcher::spiffe_ids:
+      return !peer.spiffe_id.empty() &&
+             any(list, [&](const std::string& p) { return match_spiffe_id(p, peer.spiffe_id); });
+    case matcher::uri_sans:
+      return any(list, [&](const std::string& p) {
+        return any(peer.uri_sans, [&](const std::string& u) { return u == p; });
+      });
+    case matcher::dns_sans:
+      return any(list, [&](const std::string& p) {
+        return any(peer.dns_sans, [&](const std::string& d) { return match_dns_name(p, d); });
+      });
+    case matcher::email_sans:
+      return any(list, [&](const std::string& p) {
+        return any(peer.email_sans, [&](const std::string& e) { return match_email(p, e); });
+      });
+    case matcher::common_names:
+      return !peer.common_name.empty() &&
+             any(list, [&](const std::string& p) { return p == peer.common_name; });
+    case matcher::organizational_units:
+      return any(list, [&](const std::string& p) {
+        return any(peer.organizational_units, [&](const std::string& ou) { return ou == p; });
+      });
+    case matcher::sha256_fingerprints:
+      return any(list, [&](const std::string& p) { return p == peer.sha256; });
+    default:
+      return false;
+  }
+}
+
+bool matches(matcher k, const config::rule_matchers& m, const peer_identity& peer,
+             const peer_context& ctx) {
+  if (k == matcher::source_cidrs)
+    return ctx.source &&
+           any(m.source_cidrs, [&](const config::cidr& c) { return c.contains(*ctx.source); });
+  if (k == matcher::sni)
+    return !ctx.sni.empty() &&
+           any(m.sni, [&](const std::string& p) { return match_dns_name(p, ctx.sni); });
+  return identity_matches(k, *strings_of(k, m), peer);
+}
+
+bool rule_matches(const config::allow_rule& r, const peer_identity& peer, const peer_context& ctx) {
+  for (matcher k : kAll)
+    if (present(k, r.match) && !matches(k, r.match, peer, ctx)) return false;
+  for (matcher k : kAll)
+    if (present(k, r.exclude) && matches(k, r.exclude, peer, ctx)) return false;
+  return true;
+}
+
+// What the peer has for matcher `k`, for explanations: "spiffe_id=spiffe://..." etc.
+std::string peer_values(matcher k, const peer_identity& peer, const peer_context& ctx) {
+  auto or_none = [](const std::string& v) { return v.empty() ? std::string("(none)") : v; };
+  switch (k) {
+    case matcher::spiffe_ids:
+      return "spiffe_id=" + or_none(peer.spiffe_id);
+    case matcher::uri_sans:
+      return "uri=" + or_none(join(peer.uri_sans));
+    case matcher::dns_sans:
+      return "dns=" + or_none(join(peer.dns_sans));
+    case matcher::email_sans:
+      return "email=" + or_none(join(peer.email_sans));
+    case matcher::common_names:
+      return "cn=" + or_none(peer.common_name);
+    case matcher::organizational_units:
+      return "ou=" + or_none(join(peer.organizational_units));
+    case matcher::sha256_fingerprints:
+      return "sha256=" + peer.sha256;
+    case matcher::source_cidrs:
+      return "source=" + (ctx.source ? ctx.source->str() : std::string("(none)"));
+    case matcher::sni:
+      return "sni=" + (ctx.sni.empty() ? std::string("(none)") : std::string(ctx.sni));
+  }
+  return "";
+}
+
+std::string entries(matcher k, const config::rule_matchers& m) {
+  if (k == matcher::source_cidrs) {
+    std::string out;
+    for (const auto& c : m.source_cidrs)
+      out += (out.empty() ? "" : ",") + c.str();
+    return out;
+  }
+  return join(k == matcher::sni ? m.sni : *strings_of(k, m));
+}
+
+// "spiffe_ids + source_cidrs, not sni"
+std::string shape(const config::allow_rule& r) {
+  std::string out;
+  for (matcher k : kAll)
+    if (present(k, r.match)) out += (out.empty() ? "" : " + ") + std::string(name_of(k));
+  std::string excluded;
+  for (matcher k : kAll)
+    if (present(k, r.exclude))
+      excluded += (excluded.empty() ? "" : " + ") + std::string(name_of(k));
+  if (!excluded.empty()) out += (out.empty() ? "not " : ", not ") + excluded;
+  return out;
+}
+
+// Why rule `i` refused the peer, and how close it came.
+struct near_miss {
+  std::size_t satisfied = 0, total = 0;
+  std::string why;
+};
+
+near_miss explain(const config::allow_rule& r, const peer_identity& peer, const peer_context& ctx) {
+  near_miss n;
+  for (matcher k : kAll) {
+    if (!present(k, r.match)) continue;
+    ++n.total;
+    if (matches(k, r.match, peer, ctx))
+      ++n.satisfied;
+    else if (n.why.empty())
+      n.why = std::string(name_of(k)) + " [" + entries(k, r.match) + "] does not match " +
+              peer_values(k, peer, ctx);
+  }
+  for (matcher k : kAll) {
+    if (!present(k, r.exclude)) continue;
+    ++n.total;
+    if (!matches(k, r.exclude, peer, ctx))
+      ++n.satisfied;
+    else if (n.why.empty())
+      n.why = "not." + std::string(name_of(k)) + " [" + entries(k, r.exclude) + "] matches " +
+              peer_values(k, peer, ctx);
+  }
+  return n;
+}
+
+}  // namespace
+
+policy_decision evaluate(const config::allow_list& allow, const peer_identity& peer,
+                         const peer_context& ctx) {
+  if (allow.empty()) return {};
+  for (std::size_t i = 0; i < kIdentityCount; ++i) {
+    const matcher k = kAll[i];
+    const auto& list = *strings_of(k, allow);
+    if (!list.empty() && identity_matches(k, list, peer)) return {true, {}, {-1, name_of(k)}};
+  }
+  for (std::size_t i = 0; i < allow.rules.size(); ++i)
+    if (rule_matches(allow.rules[i], peer, ctx)) return {true, {}, {static_cast<int>(i), nullptr}};
+
+  const bool rules = !allow.rules.empty();
+  std::string detail = rules ? "peer matches no allow rule:" : "certificate matches no allow rule:";
   if (!peer.spiffe_id.empty()) detail += " spiffe_id=" + peer.spiffe_id;
   if (!peer.dns_sans.empty()) detail += " dns=" + join(peer.dns_sans);
   if (!peer.email_sans.empty()) detail += " email=" + join(peer.email_sans);
   if (!peer.common_name.empty()) detail += " cn=" + peer.common_name;
   if (!peer.organizational_units.empty()) detail += " ou=" + join(peer.organizational_units);
   detail += " sha256=" + peer.sha256;
-  return {false, detail};
+  if (!rules) return {false, detail, {}};
+  detail += " " + peer_values(matcher::source_cidrs, peer, ctx) + " " +
+            peer_values(matcher::sni, peer, ctx);
+  std::size_t best = 0;
+  near_miss closest = explain(allow.rules[0], peer, ctx);
+  for (std::size_t i = 1; i < allow.rules.size(); ++i) {
+    near_miss n = explain(allow.rules[i], peer, ctx);
+    // The most matchers satisfied; on a tie, the larger share of its rule, then the first.
+    if (n.satisfied > closest.satisfied ||
+        (n.satisfied == closest.satisfied &&
+         n.satisfied * closest.total > closest.satisfied * n.total)) {
+      best = i;
+      closest = std::move(n);
+    }
+  }
+  detail += "; closest: rules[" + std::to_string(best) + "] (" + shape(allow.rules[best]) +
+            ") matched " + std::to_string(closest.satisfied) + " of " +
+            std::to_string(closest.total) + ": " + closest.why;
+  return {false, detail, {}};
+}
+
+std::string describe_match(const config::allow_list& allow, const policy_match& m) {
+  if (m.rule >= 0 && static_cast<std::size_t>(m.rule) < allow.rules.size())
+    return "rules[" + std::to_string(m.rule) + "] (" +
+           shape(allow.rules[static_cast<std::size_t>(m.rule)]) + ")";
+  if (m.flat) return std::string(m.flat) + " (flat list)";
+  return "empty allow list (any certificate that chains to the trust store)";
 }
 
 }  // namespace mtlsd::tls

@@ -276,16 +276,20 @@ verify_outcome* verifier::outcome_of(SSL* ssl) {
 int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
   const verifier* v = nullptr;
   verify_outcome* out = nullptr;
+  std::string_view sni;
   if (auto* ssl = static_cast<SSL*>(
           X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()))) {
     v = static_cast<const verifier*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx().ctx_verifier));
     out = static_cast<verify_outcome*>(SSL_get_ex_data(ssl, idx().ssl_outcome));
+    // Server: what the client asked for; client: what we send (set before the handshake).
+    if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni = name;
   } else {
     v = static_cast<const verifier*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_verifier));
     out = static_cast<verify_outcome*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_outcome));
+    if (out) sni = out->sni;
   }
   if (!v || !out) return ok;
-  return v->decide(ok, store_ctx, *out);
+  return v->decide(ok, store_ctx, *out, sni);
 }
 
 bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
@@ -303,7 +307,8 @@ bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
   return now - next <= crl_.grace_seconds;
 }
 
-int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const {
+int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
+                     std::string_view sni) const {
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (!ok) {
@@ -354,7 +359,7 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
   if (depth != 0 || !cert) return 1;
   // The chain is valid up to a trusted root; now: is this peer one we admit?
   peer_identity id = extract_identity(cert);
-  policy_decision d = evaluate(allow_, id);
+  policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});
   if (!d.allowed) {
     out.refusal = reason::not_authorized;
     out.detail = std::move(d.detail);
@@ -363,13 +368,17 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) con
     return 0;
   }
   out.identity = std::move(id);
+  out.match = d.match;
   if (crl_.enabled && out.crl == crl_result::not_checked) out.crl = crl_result::good;
   return 1;
 }
 
 verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
-                                        std::optional<std::time_t> at) const {
+                                        std::optional<std::time_t> at,
+                                        const peer_context& peer) const {
   verify_outcome out;
+  out.source = peer.source;
+  out.sni = std::string(peer.sni);
   // What the handshake's verify_with_pool does: the trust bundle's intermediates help too.
   auto* pool = static_cast<STACK_OF(X509)*>(SSL_CTX_get_ex_data(ctx, idx().ctx_pool));
   std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> both(

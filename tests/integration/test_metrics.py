@@ -606,6 +606,7 @@ def test_labels_hold_no_client_address_or_identity(multi, pki):
         "mtlsd_upstream_connect_failures_total": {"listener"},
         "mtlsd_tls_session_resumptions_total": {"listener"},
         "mtlsd_connections_over_limit_total": {"listener"},
+        "mtlsd_connections_closed_total": {"listener", "reason"},
         "mtlsd_accept_errors_total": {"listener"},
         "mtlsd_internal_errors_total": {"component"},
         "mtlsd_tls_handshakes_total": {"listener", "version", "cipher"},

@@ -216,6 +216,20 @@ listeners:
         organizational_units: [ops]
         email_sans: [ops@example.org]
         sha256_fingerprints: ["AB:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89"]
+        rules:
+          - spiffe_ids: ["spiffe://td/ns/prod/*"]
+            source_cidrs: [10.0.0.0/8, "2001:db8::/32", 192.0.2.7]
+            sni: [API.example.org, "*.internal"]
+            not:
+              dns_sans: [bad.example.org]
+              source_cidrs: [10.66.0.0/16]
+          - common_names: [legacy]
+            uri_sans: ["urn:legacy"]
+            organizational_units: [ops]
+            email_sans: [legacy@example.org]
+            sha256_fingerprints: ["00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"]
+            dns_sans: [legacy.example.org]
+          - not: {sni: [admin.example.org]}
     revocation:
       crl_files: [a.crl]
       crl_distribution_points: true
@@ -273,6 +287,10 @@ listeners:
     server_auth:
       allow:
         dns_sans: [remote.example.org]
+        rules:
+          - sni: [remote.example.org]
+            spiffe_ids: ["spiffe://remote/*"]
+            not: {common_names: [old-remote]}
   - name: svid
     listen: 127.0.0.1:7002
     upstream: 127.0.0.1:8080
@@ -306,6 +324,17 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_EQ(in.tls.key_password_file.path, "/etc/mtlsd/tls.pass");
   EXPECT_EQ(in.client_auth.allow.common_names,
             (std::vector<std::string>{"a: b # not a comment", "yes", "1.2", ""}));
+  ASSERT_EQ(in.client_auth.allow.rules.size(), 3u);
+  EXPECT_EQ(in.client_auth.allow.rules[0].match.sni,
+            (std::vector<std::string>{"api.example.org", "*.internal"}));
+  ASSERT_EQ(in.client_auth.allow.rules[0].match.source_cidrs.size(), 3u);
+  EXPECT_EQ(in.client_auth.allow.rules[0].match.source_cidrs[2].prefix, 32);
+  EXPECT_EQ(in.client_auth.allow.rules[0].exclude.source_cidrs.at(0).str(), "10.66.0.0/16");
+  EXPECT_EQ(in.client_auth.allow.rules[2].exclude.sni,
+            (std::vector<std::string>{"admin.example.org"}));
+  EXPECT_TRUE(in.client_auth.allow.rules[2].match.empty());
+  EXPECT_EQ(again.listeners[3].server_auth.allow.rules.at(0).exclude.common_names,
+            (std::vector<std::string>{"old-remote"}));
   EXPECT_EQ(in.revocation.ocsp_timeout, std::chrono::milliseconds(1500));
   EXPECT_EQ(in.upstream.str(), "unix:/run/app.sock");
   EXPECT_TRUE(in.http.enabled);

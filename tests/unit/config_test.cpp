@@ -1623,6 +1623,143 @@ TEST(ConfigMultipleDocuments, SyntaxErrorInASecondDocumentIsReported) {
   EXPECT_THAT(problems.front(), ::testing::HasSubstr("YAML syntax error"));
 }
 
+// --- allow.rules -------------------------------------------------------------------------------
+
+TEST(ConfigAllowRules, ParsesMatchersNotAndCidrs) {
+  configuration c = load_ok(kMinimal + R"(      allow:
+        spiffe_ids: ["spiffe://td/ops"]
+        rules:
+          - spiffe_ids: ["spiffe://td/ns/*"]
+            source_cidrs: [10.0.0.0/8, "::1", "::ffff:192.0.2.1"]
+            sni: [API.Example.org]
+            not:
+              dns_sans: [bad.example.org]
+              source_cidrs: [10.9.0.0/16]
+          - not: {sni: ["*.admin.example.org"]}
+)");
+  const allow_list& a = c.listeners.at(0).client_auth.allow;
+  EXPECT_THAT(a.spiffe_ids, ElementsAre("spiffe://td/ops"));
+  ASSERT_EQ(a.rules.size(), 2u);
+  const auto& r0 = a.rules[0];
+  EXPECT_EQ(r0.where.line, 13);
+  EXPECT_EQ(r0.where.column, 13);
+  EXPECT_THAT(r0.match.spiffe_ids, ElementsAre("spiffe://td/ns/*"));
+  ASSERT_EQ(r0.match.source_cidrs.size(), 3u);
+  EXPECT_EQ(r0.match.source_cidrs[0].prefix, 8);
+  EXPECT_FALSE(r0.match.source_cidrs[0].base.v6);
+  EXPECT_EQ(r0.match.source_cidrs[1].prefix, 128);
+  EXPECT_TRUE(r0.match.source_cidrs[1].base.v6);
+  // A mapped address is the IPv4 address it carries.
+  EXPECT_EQ(r0.match.source_cidrs[2].str(), "192.0.2.1/32");
+  EXPECT_THAT(r0.match.sni, ElementsAre("api.example.org"));
+  EXPECT_THAT(r0.exclude.dns_sans, ElementsAre("bad.example.org"));
+  EXPECT_EQ(r0.exclude.source_cidrs.at(0).str(), "10.9.0.0/16");
+  EXPECT_TRUE(a.rules[1].match.empty());
+  EXPECT_THAT(a.rules[1].exclude.sni, ElementsAre("*.admin.example.org"));
+  EXPECT_FALSE(a.empty());
+}
+
+TEST(ConfigAllowRules, RulesAloneMakeTheListNonEmpty) {
+  configuration c = load_ok(kMinimal + R"(      allow:
+        rules:
+          - common_names: [alice]
+)");
+  EXPECT_FALSE(c.listeners.at(0).client_auth.allow.empty());
+  EXPECT_TRUE(c.listeners.at(0).client_auth.allow.identity_matchers::empty());
+}
+
+TEST(ConfigAllowRules, UnknownMatcherBadCidrBadSni) {
+  EXPECT_THAT(
+      problems_of(kMinimal + R"(      allow:
+        rules:
+          - spiffe_id: [spiffe://td/a]
+            source_cidrs: [10.0.0.0/33, 10.0.0.1/8, nonsense, 10.0.0.0/8]
+            sni: ["a b"]
+            not: {not: {sni: [x]}}
+)"),
+      ElementsAre(
+          at(12, 13,
+             "unknown key 'spiffe_id' in listeners[0].client_auth.allow.rules[0] (did you mean "
+             "'spiffe_ids'?)"),
+          at(13, 28,
+             "listeners[0].client_auth.allow.rules[0].source_cidrs[0]: invalid CIDR '10.0.0.0/33': "
+             "invalid prefix length '33' (0 to 32)"),
+          at(13, 41,
+             "listeners[0].client_auth.allow.rules[0].source_cidrs[1]: invalid CIDR '10.0.0.1/8': "
+             "host bits set: did you mean 10.0.0.0/8?"),
+          at(13, 53,
+             "listeners[0].client_auth.allow.rules[0].source_cidrs[2]: invalid CIDR 'nonsense': "
+             "not an IP address or CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32)"),
+          at(14, 19,
+             "listeners[0].client_auth.allow.rules[0].sni: 'a b' is not a server name: expected "
+             "a DNS name or '*.suffix'"),
+          at(15, 19, "unknown key 'not' in listeners[0].client_auth.allow.rules[0].not")));
+}
+
+TEST(ConfigAllowRules, EmptyRuleEmptyNotEmptyMatcher) {
+  EXPECT_THAT(problems_of(kMinimal + R"(      allow:
+        rules:
+          - {}
+          - ~
+          - dns_sans: []
+            not: {}
+)"),
+              ElementsAre(at(12, 13,
+                             "listeners[0].client_auth.allow.rules[0]: an empty rule (give at "
+                             "least one matcher)"),
+                          at(13, 13,
+                             "listeners[0].client_auth.allow.rules[1]: an empty rule (give at "
+                             "least one matcher: spiffe_ids, uri_sans, dns_sans, common_names, "
+                             "organizational_units, sha256_fingerprints, email_sans, "
+                             "source_cidrs, sni, not)"),
+                          at(14, 13,
+                             "listeners[0].client_auth.allow.rules[2].dns_sans: an empty list "
+                             "never matches; remove the matcher"),
+                          at(15, 18,
+                             "listeners[0].client_auth.allow.rules[2].not: an empty 'not' (give "
+                             "at least one matcher)")));
+}
+
+TEST(ConfigAllowRules, NoSourceCidrsInServerAuth) {
+  EXPECT_THAT(problems_of(R"(listeners:
+  - name: out
+    mode: client
+    listen: 127.0.0.1:15001
+    upstream: 10.0.0.7:8443
+    server_auth:
+      allow:
+        rules:
+          - sni: [api.example.org]
+            not: {source_cidrs: [10.0.0.0/8]}
+)"),
+              ElementsAre(at(10, 33,
+                             "listeners[0].server_auth.allow.rules[0].not.source_cidrs: not "
+                             "available in server_auth (the remote is the address mtlsd "
+                             "connects to; use sni, or the identity matchers)")));
+}
+
+TEST(ConfigAllowRules, RulesMustBeAList) {
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n        rules: {sni: [a]}\n"),
+              ElementsAre(at(11, 16,
+                             "listeners[0].client_auth.allow.rules: expected a list of rules, "
+                             "got a mapping")));
+}
+
+TEST(RuleCidr, FamiliesNeverMixAndMappedCountsAsV4) {
+  auto c = [](std::string_view t) { return std::get<cidr>(parse_cidr(t)); };
+  auto ip = [](std::string_view t) { return *parse_ip(t); };
+  EXPECT_TRUE(c("127.0.0.0/8").contains(ip("127.0.0.2")));
+  EXPECT_FALSE(c("127.0.0.1/32").contains(ip("127.0.0.2")));
+  EXPECT_TRUE(c("127.0.0.1").contains(ip("::ffff:127.0.0.1")));  // dual-stack socket
+  EXPECT_FALSE(c("127.0.0.1").contains(ip("::1")));              // families never mix
+  EXPECT_FALSE(c("::1").contains(ip("127.0.0.1")));
+  EXPECT_FALSE(c("0.0.0.0/0").contains(ip("2001:db8::1")));
+  EXPECT_TRUE(c("::/0").contains(ip("2001:db8::1")));
+  EXPECT_TRUE(c("2001:db8::/33").contains(ip("2001:db8:7fff::1")));
+  EXPECT_FALSE(c("2001:db8::/33").contains(ip("2001:db8:8000::1")));
+  EXPECT_EQ(ip("::ffff:10.1.2.3").str(), "10.1.2.3");
+}
+
 TEST(ConfigUpstreamCheck, OffByDefaultAndDefaults) {
   EXPECT_FALSE(load_ok(kMinimal).listeners[0].upstream_check.enabled);
   auto c = load_ok(kMinimal + "    upstream_check:\n").listeners[0].upstream_check;

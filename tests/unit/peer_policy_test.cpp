@@ -220,5 +220,102 @@ TEST_F(EvaluateTest, RefusalDetailNamesThePeer) {
   EXPECT_EQ(d.detail, "certificate matches no allow rule: cn=plain sha256=" + plain_->sha256);
 }
 
+// --- allow.rules ---------------------------------------------------------------------------
+
+config::cidr cidr_of(std::string_view text) {
+  return std::get<config::cidr>(config::parse_cidr(text));
+}
+
+TEST_F(EvaluateTest, RuleIsAnAndOfItsMatchers) {
+  config::allow_list a;
+  config::allow_rule r;
+  r.match.spiffe_ids = {"spiffe://example.org/ns/prod/*"};
+  r.match.source_cidrs = {cidr_of("127.0.0.0/8")};
+  r.match.sni = {"*.example.org"};
+  a.rules.push_back(r);
+  const auto lo = *config::parse_ip("127.0.0.2");
+  const auto v6 = *config::parse_ip("::1");
+  policy_decision d = evaluate(a, *alice_, {&lo, "api.example.org"});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.match.rule, 0);
+  EXPECT_EQ(describe_match(a, d.match), "rules[0] (spiffe_ids + source_cidrs + sni)");
+  // Each matcher failing alone refuses.
+  EXPECT_FALSE(evaluate(a, *alice_, {&v6, "api.example.org"}).allowed);
+  EXPECT_FALSE(evaluate(a, *alice_, {nullptr, "api.example.org"}).allowed);  // unix socket
+  EXPECT_FALSE(evaluate(a, *alice_, {&lo, ""}).allowed);                     // no SNI
+  EXPECT_FALSE(evaluate(a, *alice_, {&lo, "a.b.example.org"}).allowed);      // one label only
+  EXPECT_FALSE(evaluate(a, *plain_, {&lo, "api.example.org"}).allowed);
+  EXPECT_TRUE(evaluate(a, *alice_, {&lo, "API.Example.ORG"}).allowed);  // names: any case
+}
+
+TEST_F(EvaluateTest, NotExcludesOnAnyOfItsMatchers) {
+  config::allow_list a;
+  config::allow_rule r;
+  r.match.common_names = {"alice", "plain"};
+  r.exclude.dns_sans = {"alice.example.org"};
+  r.exclude.source_cidrs = {cidr_of("10.66.0.0/16")};
+  a.rules.push_back(r);
+  const auto inside = *config::parse_ip("10.66.1.1"), outside = *config::parse_ip("10.67.1.1");
+  EXPECT_FALSE(evaluate(a, *alice_, {&outside, ""}).allowed);  // excluded by its DNS SAN
+  EXPECT_TRUE(evaluate(a, *plain_, {&outside, ""}).allowed);
+  EXPECT_FALSE(evaluate(a, *plain_, {&inside, ""}).allowed);  // excluded by its source
+  // A rule with only `not` admits everyone else.
+  config::allow_list only_not;
+  config::allow_rule everyone_but;
+  everyone_but.exclude.common_names = {"plain"};
+  only_not.rules.push_back(everyone_but);
+  EXPECT_TRUE(evaluate(only_not, *alice_).allowed);
+  EXPECT_FALSE(evaluate(only_not, *plain_).allowed);
+}
+
+TEST_F(EvaluateTest, FlatListsAreOneMatcherRulesOredWithTheRules) {
+  config::allow_list a;
+  a.common_names = {"plain"};
+  config::allow_rule r;
+  r.match.spiffe_ids = {"spiffe://example.org/ns/prod/sa/alice"};
+  r.match.sni = {"alice.example.org"};
+  a.rules.push_back(r);
+  policy_decision d = evaluate(a, *plain_);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.match.rule, -1);
+  EXPECT_EQ(describe_match(a, d.match), "common_names (flat list)");
+  EXPECT_FALSE(evaluate(a, *alice_).allowed);  // the rule wants an SNI too
+  d = evaluate(a, *alice_, {nullptr, "alice.example.org"});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.match.rule, 0);
+  // The first match wins: alice also matches the flat list now.
+  a.common_names.push_back("alice");
+  EXPECT_EQ(evaluate(a, *alice_, {nullptr, "alice.example.org"}).match.rule, -1);
+  EXPECT_EQ(describe_match(config::allow_list{}, {}),
+            "empty allow list (any certificate that chains to the trust store)");
+}
+
+TEST_F(EvaluateTest, RefusalNamesTheClosestRuleAndItsFirstFailingMatcher) {
+  config::allow_list a;
+  config::allow_rule far, close;
+  far.match.common_names = {"bob"};
+  far.match.sni = {"bob.example.org"};
+  close.match.spiffe_ids = {"spiffe://example.org/ns/prod/*"};
+  close.match.source_cidrs = {cidr_of("10.0.0.0/8"), cidr_of("192.0.2.0/24")};
+  close.exclude.sni = {"admin.example.org"};
+  a.rules = {far, close};
+  const auto lo = *config::parse_ip("127.0.0.1");
+  policy_decision d = evaluate(a, *alice_, {&lo, "admin.example.org"});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.detail,
+            "peer matches no allow rule: spiffe_id=spiffe://example.org/ns/prod/sa/alice "
+            "dns=alice.svc.example.org,alice.example.org cn=alice ou=payments,eu sha256=" +
+                alice_->sha256 +
+                " source=127.0.0.1 sni=admin.example.org; closest: rules[1] (spiffe_ids + "
+                "source_cidrs, not sni) matched 1 of 3: source_cidrs [10.0.0.0/8,192.0.2.0/24] "
+                "does not match source=127.0.0.1");
+  const auto ten = *config::parse_ip("10.1.1.1");
+  d = evaluate(a, *alice_, {&ten, "admin.example.org"});
+  EXPECT_NE(d.detail.find("closest: rules[1] (spiffe_ids + source_cidrs, not sni) matched 2 of 3: "
+                          "not.sni [admin.example.org] matches sni=admin.example.org"),
+            std::string::npos)
+      << d.detail;
+}
+
 }  // namespace
 }  // namespace mtlsd::tls

@@ -109,12 +109,13 @@ class ConfigDir {
 
 tls::verify_outcome verify(const tls::tls_context& t, const test::credential& leaf,
                            const std::vector<test::credential>& chain = {},
-                           std::optional<std::time_t> at = std::nullopt) {
+                           std::optional<std::time_t> at = std::nullopt,
+                           const tls::peer_context& peer = {}) {
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (const auto& c : chain)
     sk_X509_push(untrusted, c.cert());
   tls::verify_outcome out =
-      t.peer_verifier->verify_offline(t.ctx.get(), leaf.cert(), untrusted, at);
+      t.peer_verifier->verify_offline(t.ctx.get(), leaf.cert(), untrusted, at, peer);
   sk_X509_free(untrusted);
   return out;
 }
@@ -306,6 +307,27 @@ TEST_F(VerifyClientTest, AllowListMissIsNotAuthorized) {
       test::make_leaf(pki->root, {.cn = "x", .uri_sans = {"spiffe://example.org/ns/prod/sa/api"}});
   EXPECT_EQ(refusal(verify(t, prod)), "accepted");
   EXPECT_EQ(refusal(verify(t, test::make_leaf(pki->root, {.cn = "bob"}))), "accepted");
+}
+
+TEST_F(VerifyClientTest, RulesSeeTheSourceAndSniVerifyIsGiven) {
+  auto t = context(
+      "      allow:\n"
+      "        rules:\n"
+      "          - spiffe_ids: [spiffe://example.org/ns/prod/*]\n"
+      "            source_cidrs: [10.0.0.0/8]\n"
+      "            sni: [api.example.org]\n");
+  auto api =
+      test::make_leaf(pki->root, {.cn = "x", .uri_sans = {"spiffe://example.org/ns/prod/sa/api"}});
+  const auto inside = *config::parse_ip("10.1.2.3"), outside = *config::parse_ip("192.0.2.1");
+  auto o = verify(t, api, {}, std::nullopt, {&inside, "api.example.org"});
+  EXPECT_EQ(refusal(o), "accepted");
+  EXPECT_EQ(o.match.rule, 0);
+  o = verify(t, api, {}, std::nullopt, {&outside, "api.example.org"});
+  EXPECT_EQ(refusal(o), "not_authorized");
+  EXPECT_THAT(o.detail, ::testing::EndsWith("source_cidrs [10.0.0.0/8] does not match "
+                                            "source=192.0.2.1"));
+  EXPECT_EQ(refusal(verify(t, api, {}, std::nullopt, {&inside, ""})), "not_authorized");
+  EXPECT_EQ(refusal(verify(t, api)), "not_authorized");  // no source, no SNI
 }
 
 TEST_F(VerifyClientTest, AllowListByFingerprintFromConfig) {

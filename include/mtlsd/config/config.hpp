@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mtlsd/config/address.hpp"
+#include "mtlsd/config/cidr.hpp"
 #include "mtlsd/config/diagnostic.hpp"
 #include "mtlsd/config/duration.hpp"
 
@@ -23,7 +24,9 @@ struct file_ref {
   bool empty() const { return path.empty(); }
 };
 
-struct allow_list {
+// The identity matchers: one list per certificate field; a list matches a peer when ANY of its
+// entries does.
+struct identity_matchers {
   std::vector<std::string> spiffe_ids;            // exact, or "spiffe://td/path/*" prefix
   std::vector<std::string> uri_sans;              // exact
   std::vector<std::string> dns_sans;              // exact or "*.suffix" (one label)
@@ -35,6 +38,31 @@ struct allow_list {
     return spiffe_ids.empty() && uri_sans.empty() && dns_sans.empty() && common_names.empty() &&
            organizational_units.empty() && sha256_fingerprints.empty() && email_sans.empty();
   }
+};
+
+// What one rule (or its `not:`) tests: the identity matchers plus the connection's.
+struct rule_matchers : identity_matchers {
+  std::vector<cidr> source_cidrs;  // the peer's address (client_auth only)
+  // Server mode: the SNI the client sent; client mode: the name mtlsd sends. Lower-case, exact
+  // or "*.suffix" (one label). No SNI matches no entry.
+  std::vector<std::string> sni;
+  bool empty() const { return identity_matchers::empty() && source_cidrs.empty() && sni.empty(); }
+};
+
+// allow.rules[i]: matches when EVERY matcher in `match` matches and NO matcher in `exclude`
+// does.
+struct allow_rule {
+  rule_matchers match;
+  rule_matchers exclude;  // `not:`
+  source_location where;  // the list item
+};
+
+// `allow`: empty admits every certificate that chains to the trust store. Otherwise a peer is
+// admitted when any non-empty flat list matches (each acts as a one-matcher rule) or any rule
+// does.
+struct allow_list : identity_matchers {
+  std::vector<allow_rule> rules;
+  bool empty() const { return identity_matchers::empty() && rules.empty(); }
 };
 
 // One entry of tls.certificates: a certificate (cert + key, or pkcs12) and the server names it

@@ -33,6 +33,8 @@ class worker {
   void kill_sessions();
   // Closes the sessions whose peers `e` revokes (recheck_established).
   void revoke(tls::revocation::event_ptr e);
+  // After a reload published `next`: closes the sessions whose peers it no longer admits.
+  void rejudge(std::shared_ptr<const runtime::runtime> next);
 
  private:
   // Runs the accept loop of `slot` on `acc`; restarts it should it ever fail.

@@ -37,7 +37,12 @@ struct listener_metrics {
   // result good=0 revoked=1 unknown=2 unavailable=3.
   std::array<std::array<prometheus::Counter*, 4>, 2> revocation_checks;
 
+  // mtlsd_connections_closed_total: admitted connections mtlsd closed because their peer is
+  // no longer admitted (revoked while connected, or refused by a reloaded policy), by reason.
+  std::array<prometheus::Counter*, reason_count> closed;
+
   prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
+  prometheus::Counter& closed_for(reason r) { return *closed[static_cast<std::size_t>(r)]; }
 };
 
 class registry {
@@ -116,6 +121,7 @@ class registry {
   prometheus::Family<prometheus::Counter>* connections_;
   prometheus::Family<prometheus::Gauge>* active_;
   prometheus::Family<prometheus::Counter>* handshake_failures_;
+  prometheus::Family<prometheus::Counter>* connections_closed_;
   prometheus::Family<prometheus::Histogram>* handshake_duration_;
   prometheus::Family<prometheus::Histogram>* connection_duration_;
   prometheus::Family<prometheus::Counter>* bytes_;

@@ -6,10 +6,12 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/socket_base.hpp>
+#include <optional>
 #include <string>
 #include <variant>
 
 #include "mtlsd/config/address.hpp"
+#include "mtlsd/config/cidr.hpp"
 
 namespace mtlsd::proxy {
 
@@ -25,6 +27,10 @@ std::string format_endpoint(const stream_endpoint& ep);
 // The bound/peer endpoint as text, or "" when the socket cannot tell.
 std::string local_address(const stream_socket& s);
 std::string remote_address(const stream_socket& s);
+
+// The peer's IP address (IPv4-mapped IPv6 as IPv4), or nothing for a unix socket or when the
+// socket cannot tell. For allow rules on source_cidrs.
+std::optional<config::ip_address> remote_ip(const stream_socket& s);
 
 // Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
 // small writes.

@@ -3,6 +3,8 @@
 // connect upstream (with a deadline) -> relay -> one access-log line and the metric updates.
 // A watchdog runs beside it and enforces whichever deadline the current phase has; `kill()`
 // (drain timeout, revocation) ends it the same way.
+#include <openssl/types.h>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstddef>
@@ -41,6 +43,18 @@ class session_control {
   // Kills the session when `e` revokes one of its peer's certificates.
   bool revoke_if(const tls::revocation::revocation_event& e);
 
+  // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates and SNI
+  // stay readable while the connection lives), `source` (the peer's address; null in client
+  // mode or on a unix socket) and `current` (the runtime the session runs with) belong to the
+  // session and outlive its registration.
+  void judged(SSL* ssl, const config::ip_address* source, const runtime::listener_runtime* current);
+  // After a reload: kills the session when `next` (the new runtime of its listener) refuses
+  // its peer while the session's own runtime still admits it — the reload changed the verdict
+  // (a CA removed, a rule tightened, a source range dropped, a CRL added). The verdict comes
+  // from verify_offline, the code a handshake runs. True when killed.
+  bool rejudge(const runtime::listener_runtime& next);
+  const runtime::listener_runtime* current_listener() const { return current_; }
+
  private:
   bool killed_ = false;
   std::optional<reason> kill_reason_;
@@ -49,6 +63,9 @@ class session_control {
   asio::steady_timer* watchdog_ = nullptr;
   const std::string* listener_ = nullptr;
   std::vector<tls::revocation::peer_cert_id> peer_certs_;
+  SSL* ssl_ = nullptr;
+  const config::ip_address* source_ = nullptr;
+  const runtime::listener_runtime* current_ = nullptr;
 };
 
 // Live sessions of one worker. Single-threaded: only touched from that worker's io_context.
@@ -59,6 +76,9 @@ class session_registry {
   void kill_all();
   // Closes the sessions whose peers `e` revokes; returns how many.
   std::size_t revoke(const tls::revocation::revocation_event& e);
+  // Closes the sessions whose peers the reloaded runtime `next` no longer admits (see
+  // session_control::rejudge); returns how many.
+  std::size_t rejudge(const runtime::runtime& next);
   std::size_t size() const { return live_.size(); }
 
  private:

@@ -13,6 +13,7 @@
 #include "mtlsd/reason.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/peer_policy.hpp"
 #include "mtlsd/tls/revocation/status.hpp"
 
 namespace mtlsd::tls {
@@ -22,6 +23,12 @@ enum class crl_result { not_checked, good, revoked, unavailable };
 
 // What verification concluded about one peer. Filled by the verify callback.
 struct verify_outcome {
+  // Input, set before verification: where the peer connects from, for allow rules on
+  // source_cidrs (null: unknown, e.g. a unix socket). Must outlive the handshake.
+  const config::ip_address* source = nullptr;
+  // Input for verify_offline only (a handshake reads the SNI from its SSL).
+  std::string sni;
+
   std::optional<reason> refusal;
   std::string detail;
   std::optional<peer_identity> identity;  // set once the leaf passed every check
@@ -29,6 +36,7 @@ struct verify_outcome {
   std::optional<peer_identity> refused_peer;
   // The connection's id in logs, for debug lines written from callbacks (ClientHello).
   std::uint64_t conn_id = 0;
+  policy_match match;                     // with identity: what in `allow` admitted the peer
   crl_result crl = crl_result::not_checked;
   std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
   // With OCSP or distribution points configured, a depth whose CRL file is missing or stale is
@@ -92,16 +100,20 @@ class verifier {
   // The outcome bound to `ssl`, or null (for callbacks that run later in the handshake).
   static verify_outcome* outcome_of(SSL* ssl);
 
-  // `mtlsd verify`: verifies `leaf` (+ `untrusted` intermediates) exactly as a handshake on `ctx`
-  // would — same store, parameters, purpose, depth, callback — optionally at time `at`.
+  // `mtlsd verify` and the re-judging of live connections after a reload: verifies `leaf` (+
+  // `untrusted` intermediates) exactly as a handshake on `ctx` would — same store, parameters,
+  // purpose, depth, callback, allow rules — optionally at time `at`, for a peer connecting from
+  // `peer.source` with SNI `peer.sni`.
   verify_outcome verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
-                                std::optional<std::time_t> at) const;
+                                std::optional<std::time_t> at, const peer_context& peer = {}) const;
+
+  const config::allow_list& allow() const { return allow_; }
 
   peer_role role() const { return role_; }
 
  private:
   static int callback(int ok, X509_STORE_CTX* store_ctx);
-  int decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out) const;
+  int decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out, std::string_view sni) const;
   bool within_grace(X509_STORE_CTX* store_ctx) const;
 
   peer_role role_;

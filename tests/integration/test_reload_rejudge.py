@@ -1,0 +1,136 @@
+"""A reload re-judges open connections: those whose peers the new configuration refuses are
+closed (close_notify, access line with the new policy's reason and `reload_rejudged`, counted in
+mtlsd_connections_closed_total); the others keep streaming, untouched.
+
+Each test holds connections with live echo traffic, changes what the listener admits, sends
+SIGHUP and waits for the victims' access lines (the daemon's own signal), then proves the
+bystanders still echo.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import ssl
+
+from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener, write_config
+
+CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
+
+
+def hold(daemon, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
+    """An admitted connection with traffic flowing: (socket, its address in the access log)."""
+    sock = socket.create_connection(daemon.addr(), timeout=10, source_address=(source, 0))
+    local = fmt_addr(sock.getsockname())
+    tls = ctx.wrap_socket(sock, server_hostname="localhost")
+    echo(tls, b"before\n")
+    return tls, local
+
+
+def echo(tls: ssl.SSLSocket, data: bytes) -> None:
+    tls.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = tls.recv(100)
+        assert chunk, f"closed while echoing {data!r}"
+        got += chunk
+    assert got == data
+
+
+def assert_rejudged(daemon, tls: ssl.SSLSocket, local: str, reason: str) -> dict:
+    """mtlsd closed the connection and logged the new policy's reason."""
+    tls.settimeout(10)
+    try:
+        assert tls.recv(100) == b""  # close_notify
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    line = daemon.wait_for_access(client=local)
+    assert line["reason"] == reason, line
+    assert line["detail"].startswith("reload_rejudged: "), line
+    assert line["termination"] == "reload_rejudged", line
+    assert line["result"] == "accepted", line  # it was admitted, and relayed until now
+    tls.close()
+    return line
+
+
+def reload_with(daemon, config: dict) -> None:
+    mark = daemon.log_mark()
+    write_config(daemon.config_path, config)
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
+
+
+def still_streaming(daemon, tls: ssl.SSLSocket, local: str) -> None:
+    echo(tls, b"after\n")
+    assert not daemon.access_logs(client=local), "a bystander was closed"
+
+
+def closed_count(daemon, reason: str) -> float:
+    return daemon.scrape().get("mtlsd_connections_closed_total", listener="inbound",
+                               reason=reason)
+
+
+def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki, tmp_path):
+    bundle = tmp_path / "bundle.crt"
+    bundle.write_bytes(pki.read("ca.crt") + pki.read("other-ca.crt"))
+    config = daemon_config([server_listener(pki, make_upstream().address,
+                                            client_auth={"ca": [str(bundle)]})],
+                           reload={"watch": False})
+    daemon = start_mtlsd(config)
+    other, other_addr = hold(daemon, client_context(pki, "client-other"))
+    mine, mine_addr = hold(daemon, client_context(pki, "client"))
+    assert closed_count(daemon, "unknown_ca") == 0
+
+    shutil.copyfile(pki.path("ca.crt"), bundle)
+    daemon.send_signal(signal.SIGHUP)
+    line = assert_rejudged(daemon, other, other_addr, "unknown_ca")
+    assert "client-other" in line["identity"] or "client-other" in line["detail"], line
+    still_streaming(daemon, mine, mine_addr)
+    assert closed_count(daemon, "unknown_ca") == 1
+    # Nothing else counted as a refusal: the closed peer was admitted once.
+    assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason="unknown_ca") == 0
+    mine.close()
+
+
+def test_tightening_a_rule_closes_the_peers_it_now_refuses(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+    loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, client_auth=loose)]))
+    victim, victim_addr = hold(daemon, client_context(pki, "client2"))
+    kept, kept_addr = hold(daemon, client_context(pki, "client"))
+    kept_far, kept_far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+
+    tight = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/ns/default/*"]}]}}
+    reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
+    line = assert_rejudged(daemon, victim, victim_addr, "not_authorized")
+    assert "closest: rules[0] (spiffe_ids) matched 0 of 1" in line["detail"], line
+    still_streaming(daemon, kept, kept_addr)
+    still_streaming(daemon, kept_far, kept_far_addr)
+    assert closed_count(daemon, "not_authorized") == 1
+
+    # A reload that changes nothing for anyone closes nothing.
+    reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
+    still_streaming(daemon, kept, kept_addr)
+    assert closed_count(daemon, "not_authorized") == 1
+    kept.close()
+    kept_far.close()
+
+
+def test_removing_a_source_range_closes_connections_from_it(start_mtlsd, make_upstream, pki):
+    up = make_upstream()
+
+    def allow(cidrs):
+        return {"allow": {"rules": [{"spiffe_ids": [CLIENT_ID], "source_cidrs": cidrs}]}}
+    daemon = start_mtlsd(daemon_config([server_listener(
+        pki, up.address, client_auth=allow(["127.0.0.1/32", "127.0.0.2/32"]))]))
+    near, near_addr = hold(daemon, client_context(pki, "client"))
+    far, far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+
+    reload_with(daemon, daemon_config([server_listener(pki, up.address,
+                                                       client_auth=allow(["127.0.0.1/32"]))]))
+    line = assert_rejudged(daemon, far, far_addr, "not_authorized")
+    assert "does not match source=127.0.0.2" in line["detail"], line
+    still_streaming(daemon, near, near_addr)
+    near.close()
