@@ -21,7 +21,7 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
             libc-ares-dev libseccomp-dev libcli11-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates)
-TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils)
+TEST_PKGS=(python3-pytest python3-yaml prometheus nginx-light yamllint systemd binutils haproxy)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 

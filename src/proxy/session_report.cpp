@@ -59,6 +59,9 @@ void name_deadline(session& s) {
   const auto& cfg = lr.cfg;
   const std::string after = config::format_duration(s.phase_timeout);
   switch (s.current) {
+    case phase::proxy_header:
+      s.refuse(reason::protocol_error, "no complete PROXY header within " + after);
+      break;
     case phase::handshake:
       s.refuse(reason::handshake_timeout, "no completed TLS handshake within " + after);
       break;
@@ -108,6 +111,10 @@ void finish(session& s, const outcome& o) {
                  {{"listener", cfg.name}, {"client", s.client}, {"error", o.error}});
       break;
   }
+  if (s.aged && s.detail.empty())  // termination cause max_age
+    s.detail = "max_age: timeouts.max_connection_age (" +
+               config::format_duration(cfg.timeouts.max_connection_age) +
+               ") reached, closed gracefully";
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
 
   const bool failed = o.how == outcome::kind::failed;
