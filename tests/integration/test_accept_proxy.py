@@ -60,8 +60,9 @@ def tls_after(daemon, header: bytes, ctx, payload: bytes = b"ping\n", timeout: f
 
 
 def refused(daemon, up, header: bytes, reason: str, *, then_tls: bool = False,
-            timeout: float = 5.0) -> dict:
-    """Send `header` (then, optionally, a TLS ClientHello); mtlsd closes without TLS."""
+            timeout: float = 5.0, client: str = "") -> dict:
+    """Send `header` (then, optionally, a TLS ClientHello); mtlsd closes without TLS. The
+    access line names `client` (the header's address) or else our own."""
     sock = connect(daemon.addr(), timeout)
     local = fmt_addr(sock.getsockname())
     try:
@@ -81,7 +82,7 @@ def refused(daemon, up, header: bytes, reason: str, *, then_tls: bool = False,
                 pass
     finally:
         sock.close()
-    line = daemon.wait_for_access(client=local)
+    line = daemon.wait_for_access(client=client or local)
     assert line["result"] == "rejected" and line["reason"] == reason, line
     up.assert_untouched()
     return line
@@ -129,8 +130,7 @@ def test_v2_local_keeps_the_connections_address(serve, pki):
 def test_allowed_sources_and_per_source_limits_judge_the_header_address(serve, pki):
     daemon, up = serve(accept_proxy_protocol=ACCEPT_BOTH, allowed_sources=["203.0.113.0/24"])
     line = refused(daemon, up, b"PROXY TCP4 198.51.100.7 127.0.0.1 1234 443\r\n",
-                   "source_not_allowed")
-    assert line["client"] == "198.51.100.7:1234", line
+                   "source_not_allowed", client="198.51.100.7:1234")
     assert "198.51.100.7 is not in allowed_sources" in line["detail"]
     _, data = tls_after(daemon, b"PROXY TCP4 203.0.113.7 127.0.0.1 1234 443\r\n",
                         client_context(pki, "client"))
@@ -239,7 +239,7 @@ def test_real_haproxy_send_proxy(serve, pki, haproxy, version):
     # HAProxy's own connect probes above arrive with a header too, and then close: refused or
     # not, they must not confuse what follows.
     port = p1 if version == "v1" else p2
-    ex = tls_exchange(("127.0.0.1", port), client_context(pki, "client"))
+    ex = tls_exchange(("127.0.0.1", port), client_context(pki, "client"), expect=5)
     assert ex.data == b"ping\n", ex.error
     # mtlsd logs the client's own address (from the header), not HAProxy's.
     line = daemon.wait_for_access(client=ex.local)
@@ -251,10 +251,13 @@ def test_real_haproxy_send_proxy(serve, pki, haproxy, version):
 def test_real_haproxy_with_the_wrong_version_is_refused(serve, pki, haproxy):
     daemon, up = serve(accept_proxy_protocol={"versions": ["v2"]})
     p1, _ = haproxy(daemon.addr())
-    ex = tls_exchange(("127.0.0.1", p1), client_context(pki, "client"))
-    assert ex.data == b""
-    line = daemon.wait_for_access(client=ex.local)
-    assert line["reason"] == "protocol_error", line
+    mark = daemon.log_mark()
+    ex = tls_exchange(("127.0.0.1", p1), client_context(pki, "client"), expect=5)
+    assert ex.data == b"" and not ex.handshake_ok, ex
+    # The refused connection is HAProxy's (the header was not accepted, so it names nobody).
+    # (HAProxy's own connect probes end in lines of their own: wait for the one that says why.)
+    daemon.wait_for_log(lambda l: l.get("msg") == "access" and l.get("reason") == "protocol_error"
+                        and "versions does not list v1" in l.get("detail", ""), since=mark)
     up.assert_untouched()
 
 
@@ -277,15 +280,23 @@ def test_flood_from_one_source_while_others_keep_their_rate(serve, pki):
     stop = threading.Event()
     flood = {"attempts": 0, "held": []}
 
+    # The flooder first fills its 5 places with silent connections, then floods: every
+    # further connection must be refused at once.
+    for _ in range(5):
+        s = connect(daemon.addr(), 5)
+        s.sendall(flood_header)
+        flood["held"].append(s)
+    deadline = time.monotonic() + 10
+    while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 5:
+        assert time.monotonic() < deadline, "the flooder's first connections were not accepted"
+        time.sleep(0.05)
+
     def flooder():
         while not stop.is_set() and flood["attempts"] < 20000:
             try:
-                s = connect(daemon.addr(), 5)
+                s = connect(daemon.addr(), 2)
                 s.sendall(flood_header)
                 flood["attempts"] += 1
-                if len(flood["held"]) < 5:
-                    flood["held"].append(s)  # silent: holds its per-source place
-                    continue
                 try:
                     s.recv(1)  # refused: closed at once
                 except OSError:
@@ -337,6 +348,6 @@ def test_flood_from_one_source_while_others_keep_their_rate(serve, pki):
           f"(~{cpu / max(flood['attempts'], 1) * 1e6:.0f} µs per flood connection, "
           f"handshakes included)")
     assert not failures_seen, failures_seen[:3]
-    assert limited >= flood["attempts"] - 5 - 50, (limited, flood["attempts"])
+    assert limited >= flood["attempts"] - 50, (limited, flood["attempts"])
     assert limited > 100, "the flood was too small to measure anything"
     assert p95 < 2.0, f"steady clients slowed down: p95 {p95:.2f}s"

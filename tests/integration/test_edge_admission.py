@@ -45,7 +45,7 @@ def test_allowed_sources_refuses_before_any_tls(serve, pki):
     line = refused_before_tls(daemon, up, "source_not_allowed")
     assert "127.0.0.1 is not in allowed_sources" in line["detail"], line
     # A TLS client gets no alert (there was no handshake), only the close.
-    ex = tls_exchange(daemon.addr(), client_context(pki, "client"))
+    ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
     assert ex.data == b"" and not ex.handshake_ok and ex.alert is None, ex.error
     assert failures(daemon, "source_not_allowed") == 2.0
     up.assert_untouched()
@@ -53,7 +53,7 @@ def test_allowed_sources_refuses_before_any_tls(serve, pki):
 
 def test_allowed_sources_admits_a_listed_client(serve, pki):
     daemon, _ = serve(allowed_sources=["127.0.0.0/8"])
-    ex = tls_exchange(daemon.addr(), client_context(pki, "client"))
+    ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
     assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
 
 
@@ -63,7 +63,7 @@ def test_connections_per_second_burst_then_refused(serve, pki):
     ctx = client_context(pki, "client")
     # A rate under 1/s cannot be written; 1/s refills one token a second, so take the burst
     # and the refusal within the same second.
-    results = [tls_exchange(daemon.addr(), ctx) for _ in range(5)]
+    results = [tls_exchange(daemon.addr(), ctx, expect=5) for _ in range(5)]
     served = [ex for ex in results if ex.data == b"ping\n"]
     assert len(served) >= 3, [ex.error for ex in results]
     refused = [ex for ex in results if ex.data == b""]
@@ -84,20 +84,20 @@ def test_max_connections_per_source(serve, pki):
         for s in held:
             s.sendall(b"hold\n")
             assert s.recv(64) == b"hold\n"
-        line = refused_before_tls(daemon, up_after_two(up), "rate_limited")
+        line = refused_before_tls(daemon, up_after(up), "rate_limited")
         assert "max_connections_per_source (2) reached for 127.0.0.1" in line["detail"], line
     finally:
         first = fmt_addr(held[0].getsockname())
         held[0].close()
     # The place is given back when the connection ends: the next one is served.
     daemon.wait_for_access(client=first, result="accepted")
-    ex = tls_exchange(daemon.addr(), ctx)
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
     assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
     held[1].close()
 
 
-class up_after_two:
-    """The upstream as seen after two admitted connections: a refusal must add none."""
+class up_after:
+    """The upstream as seen now: a refusal must add no connection to it."""
 
     def __init__(self, up):
         self.up = up
@@ -124,35 +124,54 @@ def test_max_connections_per_identity_after_the_handshake(serve, pki):
         assert up.connection_count() == 1
         # Another identity is not affected.
         other = tls_exchange(daemon.addr(), client_context(pki, "client-int",
-                                                           certfile="client-int-chain.crt"))
+                                                           certfile="client-int-chain.crt"), expect=5)
         assert other.data == b"ping\n", other.error
     finally:
         local = fmt_addr(held.getsockname())
         held.close()
     daemon.wait_for_access(client=local, result="accepted")
-    ex = tls_exchange(daemon.addr(), ctx)
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
     assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
     assert failures(daemon, "rate_limited") == 1.0
 
 
 def test_silent_sockets_up_to_the_pending_cap_do_not_stop_real_clients(serve, pki):
-    """The issue's measurement: silent sockets used to take the places of real clients.
-    With max_connections 40 the pending cap defaults to 20: 20 silent sockets hold it, a 21st
-    is refused as over_capacity at once, and real clients are all served meanwhile."""
-    daemon, up = serve(max_connections=40, timeouts={"handshake": "20s"})
-    silent = [connect(daemon.addr()) for _ in range(20)]
+    """The issue's measurement: silent sockets used to take the places of real clients
+    (500 silent sockets against max_connections 500 left real clients 12%). With
+    max_connections 40 the pending cap defaults to 20. Authenticated clients hold 15 places;
+    18 silent sockets wait in their handshakes; real clients keep being served beside them;
+    silent sockets beyond the cap are refused at once (over_capacity) instead of taking the
+    places max_connections keeps for authenticated clients, which go on working."""
+    daemon, up = serve(max_connections=40, timeouts={"handshake": "30s"})
+    ctx = client_context(pki, "client")
+    held = [open_tls(daemon.addr(), ctx) for _ in range(15)]
+    silent = []
     try:
+        for s in held:
+            s.sendall(b"hold\n")
+            assert s.recv(64) == b"hold\n"
+        silent = [connect(daemon.addr()) for _ in range(18)]
         deadline = time.monotonic() + 10
-        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 20:
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 33:
             assert time.monotonic() < deadline, "silent sockets not all accepted"
             time.sleep(0.05)
-        line = refused_before_tls(daemon, up, "over_capacity")
-        assert "max_pending_handshakes (20)" in line["detail"], line
-        ctx = client_context(pki, "client")
-        results = [tls_exchange(daemon.addr(), ctx) for _ in range(15)]
+        results = [tls_exchange(daemon.addr(), ctx, expect=5) for _ in range(15)]
         assert all(ex.data == b"ping\n" for ex in results), [ex.error for ex in results]
+        # Up to the cap, then refused: 40 silent sockets would otherwise have filled
+        # max_connections.
+        silent += [connect(daemon.addr()) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 35:
+            assert time.monotonic() < deadline, "silent sockets not all accepted"
+            time.sleep(0.05)
+        for _ in range(5):
+            line = refused_before_tls(daemon, up_after(up), "over_capacity")
+            assert "max_pending_handshakes (20)" in line["detail"], line
+        for s in held:  # the authenticated clients were never disturbed
+            s.sendall(b"still\n")
+            assert s.recv(64) == b"still\n"
     finally:
-        for s in silent:
+        for s in silent + held:
             s.close()
 
 
@@ -167,7 +186,7 @@ def test_explicit_pending_cap(serve, pki):
             s.close()
         deadline = time.monotonic() + 10
         while True:
-            ex = tls_exchange(daemon.addr(), client_context(pki, "client"))
+            ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
             if ex.data == b"ping\n" or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
