@@ -111,10 +111,12 @@ void finish(session& s, const outcome& o) {
                  {{"listener", cfg.name}, {"client", s.client}, {"error", o.error}});
       break;
   }
-  if (s.aged && s.detail.empty())  // termination cause max_age
+  if (s.aged) {  // termination cause max_age (and how the graceful close ended)
+    std::string then = s.detail.empty() ? "closed gracefully" : "then " + s.detail;
     s.detail = "max_age: timeouts.max_connection_age (" +
-               config::format_duration(cfg.timeouts.max_connection_age) +
-               ") reached, closed gracefully";
+               config::format_duration(cfg.timeouts.max_connection_age) + ") reached, " +
+               std::move(then);
+  }
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
 
   const bool failed = o.how == outcome::kind::failed;

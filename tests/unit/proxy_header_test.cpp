@@ -6,10 +6,20 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 
 namespace mtlsd::proxy {
@@ -155,6 +165,96 @@ TEST(ProxyHeaderV2, BadVersionOrCommandIsRefused) {
   EXPECT_EQ(parse_proxy_header(header).status, state::invalid);
   header[12] = '\x2F';  // command 15
   EXPECT_EQ(parse_proxy_header(header).status, state::invalid);
+}
+
+}  // namespace
+}  // namespace mtlsd::proxy
+
+// --- reading it off a socket: exactly the header, never a byte of what follows --------------
+
+namespace mtlsd::proxy {
+namespace {
+
+// Writes `pieces` to a socket pair (a pause between them, so that the reader sees each on its
+// own), reads the header off the other end, then returns what is left to read after it.
+struct read_result {
+  inbound_proxy_header header;
+  error_code ec;
+  std::string rest;
+};
+
+read_result read_in_pieces(const std::vector<std::string>& pieces) {
+  int fds[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  asio::io_context ioc;
+  stream_socket sock(ioc);
+  sock.assign(asio::generic::stream_protocol(AF_UNIX, 0), fds[0]);
+  read_result out;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        auto [ec, h] = co_await read_proxy_header(sock);
+        out.ec = ec;
+        out.header = h;
+        for (;;) {
+          char buf[256];
+          auto [rec, n] =
+              co_await sock.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+          out.rest.append(buf, n);
+          if (rec) break;
+        }
+      },
+      asio::detached);
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer pause(ioc);
+        for (const auto& p : pieces) {
+          EXPECT_EQ(::write(fds[1], p.data(), p.size()), static_cast<ssize_t>(p.size()));
+          pause.expires_after(std::chrono::milliseconds(5));
+          co_await pause.async_wait(asio::use_awaitable);
+        }
+        ::shutdown(fds[1], SHUT_WR);  // then EOF
+      },
+      asio::detached);
+  ioc.run();
+  ::close(fds[1]);
+  return out;
+}
+
+TEST(ProxyHeaderRead, V1InOneWriteLeavesTheRest) {
+  const auto r = read_in_pieces({"PROXY TCP4 192.0.2.7 198.51.100.1 1 2\r\n\x16\x03\x01hello"});
+  ASSERT_EQ(r.header.status, state::complete) << r.header.error;
+  EXPECT_EQ(r.rest, "\x16\x03\x01hello");
+}
+
+TEST(ProxyHeaderRead, V1InPiecesWithTheCrlfSplit) {
+  const auto r = read_in_pieces({"PRO", "XY TCP4 192.0.2.7 198.51.100.1 1 2\r", "\nrest"});
+  ASSERT_EQ(r.header.status, state::complete) << r.header.error;
+  EXPECT_EQ(ip_of(r.header.source), "192.0.2.7");
+  EXPECT_EQ(r.rest, "rest");
+}
+
+TEST(ProxyHeaderRead, ShortestV1LineIsNotOverRead) {
+  const auto r = read_in_pieces({"PROXY UNKNOWN\r\nX"});
+  ASSERT_EQ(r.header.status, state::complete) << r.header.error;
+  EXPECT_EQ(r.rest, "X");
+}
+
+TEST(ProxyHeaderRead, V2InPiecesLeavesTheRest) {
+  const std::string header = build_proxy_v2_header(v2_info());
+  const auto r =
+      read_in_pieces({header.substr(0, 7), header.substr(7, 20), header.substr(27), "after"});
+  ASSERT_EQ(r.header.status, state::complete) << r.header.error;
+  EXPECT_EQ(r.rest, "after");
+}
+
+TEST(ProxyHeaderRead, EofAndGarbageAreInvalid) {
+  const auto eof = read_in_pieces({"PROXY TCP4 192.0.2.7"});
+  EXPECT_EQ(eof.header.status, state::invalid);
+  EXPECT_NE(eof.header.error.find("closed before a complete PROXY header"), std::string::npos);
+  const auto tls = read_in_pieces({"\x16\x03\x01\x02\x00\x01\x00"s});
+  EXPECT_EQ(tls.header.status, state::invalid);
 }
 
 }  // namespace
