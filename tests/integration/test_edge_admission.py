@@ -215,3 +215,29 @@ def test_max_connection_age_closes_gracefully(serve, pki):
     assert line["detail"].startswith("max_age"), line
     # The upstream got its EOF too (its end was half-closed, not reset).
     assert up.connections[0].eof.wait(5), "the upstream never got EOF"
+
+
+def test_max_connection_age_in_http_mode_ends_a_keep_alive_connection(serve, pki):
+    from http_upstream import HttpRecorder
+    recorder = HttpRecorder()
+    daemon, _ = serve(recorder.handler(), http={},
+                      timeouts={"max_connection_age": "1s", "half_close": "5s"})
+    tls = open_tls(daemon.addr(), client_context(pki, "client"))
+    local = fmt_addr(tls.getsockname())
+    try:
+        tls.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        tls.settimeout(5)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += tls.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        start = time.monotonic()
+        while True:  # the rest of the response, then the end
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+        assert time.monotonic() - start < 4
+    finally:
+        tls.close()
+    line = daemon.wait_for_access(client=local, result="accepted")
+    assert "max_age" in line["detail"], line
