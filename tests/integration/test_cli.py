@@ -369,7 +369,8 @@ def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
     assert inbound["limits"] == {"connections_per_second": 0, "burst": 0,
                                  "max_connections_per_source": 0,
                                  "max_connections_per_identity": 0,
-                                 "max_pending_handshakes": inbound["max_connections"] // 2}
+                                 "max_pending_handshakes":
+                                     max(64, inbound["max_connections"] // 2)}
     assert inbound["tls"]["min_version"] == "1.2" and inbound["tls"]["max_version"] == "1.3"
     assert inbound["client_auth"]["verify_depth"] == 4
     assert inbound["client_auth"]["ca"] == [pki.path("ca.crt")]  # resolved to absolute

@@ -138,11 +138,11 @@ def test_max_connections_per_identity_after_the_handshake(serve, pki):
 def test_silent_sockets_up_to_the_pending_cap_do_not_stop_real_clients(serve, pki):
     """The issue's measurement: silent sockets used to take the places of real clients
     (500 silent sockets against max_connections 500 left real clients 12%). With
-    max_connections 40 the pending cap defaults to 20. Authenticated clients hold 15 places;
-    18 silent sockets wait in their handshakes; real clients keep being served beside them;
+    max_connections 160 the pending cap defaults to 80. Authenticated clients hold 15 places;
+    78 silent sockets wait in their handshakes; real clients keep being served beside them;
     silent sockets beyond the cap are refused at once (over_capacity) instead of taking the
     places max_connections keeps for authenticated clients, which go on working."""
-    daemon, up = serve(max_connections=40, timeouts={"handshake": "30s"})
+    daemon, up = serve(max_connections=160, timeouts={"handshake": "30s"})
     ctx = client_context(pki, "client")
     held = [open_tls(daemon.addr(), ctx) for _ in range(15)]
     silent = []
@@ -150,23 +150,23 @@ def test_silent_sockets_up_to_the_pending_cap_do_not_stop_real_clients(serve, pk
         for s in held:
             s.sendall(b"hold\n")
             assert s.recv(64) == b"hold\n"
-        silent = [connect(daemon.addr()) for _ in range(18)]
+        silent = [connect(daemon.addr()) for _ in range(78)]
         deadline = time.monotonic() + 10
-        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 33:
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 93:
             assert time.monotonic() < deadline, "silent sockets not all accepted"
             time.sleep(0.05)
         results = [tls_exchange(daemon.addr(), ctx, expect=5) for _ in range(15)]
         assert all(ex.data == b"ping\n" for ex in results), [ex.error for ex in results]
-        # Up to the cap, then refused: 40 silent sockets would otherwise have filled
+        # Up to the cap, then refused: 160 silent sockets would otherwise have filled
         # max_connections.
         silent += [connect(daemon.addr()) for _ in range(2)]
         deadline = time.monotonic() + 10
-        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 35:
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 95:
             assert time.monotonic() < deadline, "silent sockets not all accepted"
             time.sleep(0.05)
         for _ in range(5):
             line = refused_before_tls(daemon, up_after(up), "over_capacity")
-            assert "max_pending_handshakes (20)" in line["detail"], line
+            assert "max_pending_handshakes (80)" in line["detail"], line
         for s in held:  # the authenticated clients were never disturbed
             s.sendall(b"still\n")
             assert s.recv(64) == b"still\n"
@@ -179,6 +179,11 @@ def test_explicit_pending_cap(serve, pki):
     daemon, up = serve(limits={"max_pending_handshakes": 2}, timeouts={"handshake": "20s"})
     silent = [connect(daemon.addr()) for _ in range(2)]
     try:
+        # The workers take connections in any order: wait until both hold their places.
+        deadline = time.monotonic() + 10
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 2:
+            assert time.monotonic() < deadline, "silent sockets not accepted"
+            time.sleep(0.05)
         refused_before_tls(daemon, up, "over_capacity")
         # A handshake that completes gives its place back; the silent ones keep theirs.
         ex = None

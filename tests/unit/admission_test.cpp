@@ -157,7 +157,9 @@ TEST(Admission, PerSourceCountsFreeTheirEntriesAtZero) {
 
 TEST(Admission, PendingCapAndItsDefault) {
   auto cfg = limited();
-  EXPECT_EQ(cfg.limits.pending_cap(100), 50);
+  EXPECT_EQ(cfg.limits.pending_cap(10000), 5000);
+  EXPECT_EQ(cfg.limits.pending_cap(100), 64);  // the floor
+  EXPECT_EQ(cfg.limits.pending_cap(2), 2);     // never above max_connections
   EXPECT_EQ(cfg.limits.pending_cap(1), 1);
   cfg.limits.max_pending_handshakes = 2;
   auto st = std::make_shared<admission_state>();

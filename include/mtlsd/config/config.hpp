@@ -152,10 +152,13 @@ struct limit_options {
   int max_connections_per_source = 0;
   int max_connections_per_identity = 0;
   int max_pending_handshakes = 0;
-  // Connections not yet past the handshake: half of max_connections unless set, so that silent
-  // sockets can take at most half the places of authenticated clients.
+  // Connections not yet past the handshake: unless set, half of max_connections, so that
+  // silent sockets can take at most half the places of authenticated clients — but at least 64
+  // (or max_connections, when smaller), so that a small listener's clients arriving together
+  // are not refused while the previous ones finish their handshakes.
   int pending_cap(int max_connections) const {
-    return max_pending_handshakes > 0 ? max_pending_handshakes : std::max(1, max_connections / 2);
+    if (max_pending_handshakes > 0) return max_pending_handshakes;
+    return std::min(max_connections, std::max(64, max_connections / 2));
   }
   int bucket_size() const { return burst > 0 ? burst : connections_per_second; }
 };
