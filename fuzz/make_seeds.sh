@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,xfcc_fuzz,http_head_fuzz,tls_stream_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,tls_stream_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -98,6 +98,19 @@ put("proxy_v2_fuzz", "v6-crc", b"\0" + sig + b"\x21\x21" + struct.pack(">H", len
 bodyu = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
 put("proxy_v2_fuzz", "unix", b"\0" + sig + b"\x21\x31" + struct.pack(">H", len(bodyu)) + bodyu)
 put("proxy_v2_fuzz", "local", b"\0" + sig + b"\x20\x00\x00\x00")
+# proxy_header_fuzz: the first bytes of a connection on an accept_proxy_protocol listener.
+for name, data in [
+    ("v1-tcp4", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x16\x03\x01"),
+    ("v1-tcp6", b"PROXY TCP6 2001:db8::7 ::1 1 65535\r\n"),
+    ("v1-unknown", b"PROXY UNKNOWN\r\n"),
+    ("v1-unknown-long", b"PROXY UNKNOWN " + b"f" * 92 + b"\r\n"),
+    ("v1-partial", b"PROXY TCP4 192.0.2.7 198.5"),
+    ("v2-v4", sig + b"\x21\x11" + struct.pack(">H", len(body)) + body + b"\x16\x03\x01"),
+    ("v2-v6", sig + b"\x21\x21" + struct.pack(">H", len(body6)) + body6),
+    ("v2-local", sig + b"\x20\x00\x00\x00"),
+    ("tls", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+]:
+    put("proxy_header_fuzz", name, data)
 put("proxy_v2_fuzz", "build-1", b"\1" + bytes(range(200)))
 put("proxy_v2_fuzz", "build-2", b"\1\x11" + b"spiffe://example.org/a,b" * 4)
 

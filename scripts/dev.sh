@@ -24,7 +24,7 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
 RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc++1.51 libprotobuf32)
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
-           softhsm2 python3-grpcio python3-grpc-tools)
+           softhsm2 python3-grpcio python3-grpc-tools haproxy)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 

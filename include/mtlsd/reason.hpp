@@ -22,12 +22,14 @@ enum class reason {
   handshake_timeout,
   protocol_error,
   upstream_unavailable,
-  name_constraints,  // a CA's nameConstraints exclude (or do not permit) a name of the chain
-  bad_certificate,   // a certificate breaks the RFC 5280 profile strict validation enforces
-  over_capacity,     // max_connections, or out of file descriptors
+  name_constraints,    // a CA's nameConstraints exclude (or do not permit) a name of the chain
+  bad_certificate,     // a certificate breaks the RFC 5280 profile strict validation enforces
+  over_capacity,       // max_connections, the pending-handshake cap, or out of file descriptors
+  source_not_allowed,  // the client's address is outside listeners[].allowed_sources
+  rate_limited,        // limits: connections_per_second, per source or per identity
 };
 
-inline constexpr std::size_t reason_count = 17;
+inline constexpr std::size_t reason_count = 19;
 
 std::string_view to_string(reason r);
 std::optional<reason> reason_from_string(std::string_view s);

@@ -264,6 +264,33 @@ class reader {
     return true;
   }
 
+  // A list of CIDR ranges (or single addresses).
+  bool cidrs(const YAML::Node& n, const std::string& path, std::vector<cidr>& out) {
+    out.clear();
+    if (n.IsNull()) return true;
+    if (!n.IsSequence()) {
+      error(n, path + ": expected a list of CIDR ranges (e.g. [10.0.0.0/8]), got " + kind(n));
+      return false;
+    }
+    bool ok = true;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      const std::string p = path + "[" + std::to_string(i) + "]";
+      std::string text;
+      if (!str(n[i], p, text)) {
+        ok = false;
+        continue;
+      }
+      auto parsed = parse_cidr(text);
+      if (auto* msg = std::get_if<std::string>(&parsed)) {
+        error(n[i], p + ": invalid CIDR '" + text + "': " + *msg);
+        ok = false;
+      } else {
+        out.push_back(std::get<cidr>(parsed));
+      }
+    }
+    return ok;
+  }
+
   template <class E>
   bool choice(const YAML::Node& n, const std::string& path,
               std::initializer_list<std::pair<std::string_view, E>> options, E& out) {
@@ -778,6 +805,61 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
                            "upstream speaks TLS; use tcp)");
 }
 
+// allowed_sources, accept_proxy_protocol and limits: what is decided before any TLS work.
+void parse_admission(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  with(n, "allowed_sources",
+       [&](auto v) { r.cidrs(v, path + ".allowed_sources", l.allowed_sources); });
+  with(n, "accept_proxy_protocol", [&](auto v) {
+    const std::string p = path + ".accept_proxy_protocol";
+    auto& a = l.accept_proxy_protocol;
+    a.enabled = true;
+    r.map(v, p, {"versions", "trusted_sources"});
+    with(v, "versions", [&](auto x) {
+      std::vector<std::string> versions;
+      if (!r.strings(x, p + ".versions", versions)) return;
+      a.v1 = a.v2 = false;
+      for (const auto& ver : versions) {
+        if (ver == "v1")
+          a.v1 = true;
+        else if (ver == "v2")
+          a.v2 = true;
+        else
+          r.error(x, p + ".versions: unknown version '" + ver + "': expected v1 or v2");
+      }
+      if (versions.empty()) r.error(x, p + ".versions: name at least one of v1, v2");
+    });
+    with(v, "trusted_sources",
+         [&](auto x) { r.cidrs(x, p + ".trusted_sources", a.trusted_sources); });
+  });
+  with(n, "limits", [&](auto v) {
+    const std::string p = path + ".limits";
+    auto& lim = l.limits;
+    r.map(v, p,
+          {"connections_per_second", "burst", "max_connections_per_source",
+           "max_connections_per_identity", "max_pending_handshakes"});
+    const auto count = [&](const char* key, int& out) {
+      with(v, key, [&](auto x) { r.integer_into(x, p + "." + key, 0, 10'000'000, out); });
+    };
+    count("connections_per_second", lim.connections_per_second);
+    count("burst", lim.burst);
+    count("max_connections_per_source", lim.max_connections_per_source);
+    count("max_connections_per_identity", lim.max_connections_per_identity);
+    count("max_pending_handshakes", lim.max_pending_handshakes);
+    if (lim.burst > 0 && lim.connections_per_second == 0)
+      r.error(v["burst"], p + ".burst needs connections_per_second (the rate that refills it)");
+  });
+  // A peer on a unix socket has no IP address to match: only a PROXY header can give it one.
+  if (l.listen.is_unix() && !l.accept_proxy_protocol.enabled && !l.allowed_sources.empty())
+    r.error(n["allowed_sources"], path +
+                                      ".allowed_sources: a unix-socket listener's peers have no "
+                                      "IP address (use accept_proxy_protocol, or drop the list)");
+  if (l.listen.is_unix() && !l.accept_proxy_protocol.trusted_sources.empty())
+    r.error(n["accept_proxy_protocol"]["trusted_sources"],
+            path +
+                ".accept_proxy_protocol.trusted_sources: a unix-socket listener's peers have no "
+                "IP address (use [] and the socket's permissions)");
+}
+
 void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
   l.where = r.at(n);
   if (!n.IsMap()) {
@@ -786,7 +868,8 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   }
   r.map(n, path,
         {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
-         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check"});
+         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check", "allowed_sources",
+         "accept_proxy_protocol", "limits"});
   const YAML::Node name = n["name"];
   empty_value_scope name_scope(n, "name");
   if (!name.IsDefined())
@@ -822,14 +905,17 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   });
   with(n, "timeouts", [&](auto v) {
     const std::string p = path + ".timeouts";
-    r.map(v, p, {"handshake", "connect", "idle", "half_close"});
+    r.map(v, p, {"handshake", "connect", "idle", "half_close", "max_connection_age"});
     with(v, "handshake", [&](auto x) { r.dur(x, p + ".handshake", l.timeouts.handshake); });
     with(v, "connect", [&](auto x) { r.dur(x, p + ".connect", l.timeouts.connect); });
     with(v, "idle", [&](auto x) { r.dur(x, p + ".idle", l.timeouts.idle); });
     with(v, "half_close", [&](auto x) { r.dur(x, p + ".half_close", l.timeouts.half_close); });
+    with(v, "max_connection_age",
+         [&](auto x) { r.dur(x, p + ".max_connection_age", l.timeouts.max_connection_age); });
     if (l.timeouts.handshake.count() == 0) r.error(v, p + ".handshake must be greater than 0");
     if (l.timeouts.connect.count() == 0) r.error(v, p + ".connect must be greater than 0");
   });
+  parse_admission(r, n, path, l);
   const YAML::Node tls = n["tls"];
   if (tls.IsDefined())
     parse_tls(r, tls, path + ".tls", l.tls);

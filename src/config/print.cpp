@@ -114,6 +114,12 @@ class printer {
       out << YAML::DoubleQuoted << redact(f.path);
     out << YAML::EndSeq;
   }
+  void ranges(const char* k, const std::vector<cidr>& v) {
+    std::vector<std::string> text;
+    for (const auto& c : v)
+      text.push_back(c.str());
+    strings(k, text);
+  }
   void begin(const char* k) {
     key(k);
     out << YAML::BeginMap;
@@ -239,11 +245,30 @@ class printer {
     str("listen", l.listen.str());
     str("upstream", l.upstream.str());
     number("max_connections", l.max_connections);
+    ranges("allowed_sources", l.allowed_sources);
+    if (l.accept_proxy_protocol.enabled) {  // present = on, as in the file
+      begin("accept_proxy_protocol");
+      std::vector<std::string> versions;
+      if (l.accept_proxy_protocol.v1) versions.emplace_back("v1");
+      if (l.accept_proxy_protocol.v2) versions.emplace_back("v2");
+      strings("versions", versions);
+      ranges("trusted_sources", l.accept_proxy_protocol.trusted_sources);
+      end();
+    }
+    begin("limits");
+    number("connections_per_second", l.limits.connections_per_second);
+    number("burst", l.limits.burst);
+    number("max_connections_per_source", l.limits.max_connections_per_source);
+    number("max_connections_per_identity", l.limits.max_connections_per_identity);
+    // The effective cap, so that the default (half of max_connections) is visible.
+    number("max_pending_handshakes", l.limits.pending_cap(l.max_connections));
+    end();
     begin("timeouts");
     dur("handshake", l.timeouts.handshake);
     dur("connect", l.timeouts.connect);
     dur("idle", l.timeouts.idle);
     dur("half_close", l.timeouts.half_close);
+    dur("max_connection_age", l.timeouts.max_connection_age);
     end();
     tls(l.tls, server);
     if (server) {

@@ -12,6 +12,8 @@
 
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/termination.hpp"
+#include "session_state.hpp"
 
 namespace mtlsd::proxy {
 namespace {
@@ -56,34 +58,71 @@ stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, 
 
 namespace {
 
-// Starts a session for an accepted connection, or refuses it over max_connections.
+// A connection refused at accept, before any TLS work: no alert is possible before a
+// handshake, so it is closed, logged and counted with its reason.
+void refuse_at_accept(stream_socket& sock, const listener_slot& slot,
+                      const runtime::listener_runtime& listener, reason why, std::string detail) {
+  if (auto* m = listener.metrics) {
+    m->rejected->Increment();
+    m->failure(why).Increment();
+  }
+  log::access_record rec;
+  char start[32];
+  rec.conn_id = new_conn_id();
+  rec.start = log::format_rfc3339(start, std::chrono::system_clock::now(), true);
+  rec.listener = slot.name;
+  rec.client = remote_address(sock);
+  rec.result = "rejected";
+  rec.reason = to_string(why);
+  rec.termination =
+      to_string(why == reason::rate_limited ? termination::rate_limited : termination::refused);
+  rec.detail = std::move(detail);
+  log::write_access(rec);
+  error_code ignored;
+  sock.close(ignored);
+}
+
+// Starts a session for an accepted connection, or refuses it: over max_connections, and (on a
+// listener without accept_proxy_protocol, where the socket's address is the client's) by the
+// admission checks; with accept_proxy_protocol, a peer outside trusted_sources.
 void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
            session_registry& registry, const asio::any_io_executor& ex) {
   auto listener = slot->current.load();
   auto* m = listener->metrics;
-  if (slot->active.fetch_add(1) >= listener->cfg.max_connections) {
+  const auto& cfg = listener->cfg;
+  if (slot->active.fetch_add(1) >= cfg.max_connections) {
     // Refuse at once rather than queue: a client that waits forever is worse than one that
     // retries elsewhere.
     slot->active.fetch_sub(1);
-    if (m) {
-      m->over_limit->Increment();
-      m->rejected->Increment();
-      m->failure(reason::over_capacity).Increment();
-    }
-    log::access_record rec;
-    rec.listener = slot->name;
-    rec.client = remote_address(sock);
-    rec.result = "rejected";
-    rec.reason = to_string(reason::over_capacity);
-    rec.detail = "max_connections (" + std::to_string(listener->cfg.max_connections) + ") reached";
-    log::write_access(rec);
-    error_code ignored;
-    sock.close(ignored);
+    if (m) m->over_limit->Increment();
+    refuse_at_accept(sock, *slot, *listener, reason::over_capacity,
+                     "max_connections (" + std::to_string(cfg.max_connections) + ") reached");
     return;
   }
+  struct active_guard {  // given back unless a session takes the place over
+    listener_slot* s;
+    ~active_guard() {
+      if (s) s->active.fetch_sub(1);
+    }
+  } place{slot.get()};
+  error_code ec;
+  const auto remote = sock.remote_endpoint(ec);
+  const auto source = ec ? std::nullopt : ip_of(remote.data());
+  admission_ticket ticket(slot->admission);
+  if (cfg.accept_proxy_protocol.enabled) {
+    const auto& trusted = cfg.accept_proxy_protocol.trusted_sources;
+    if (!trusted.empty() && (!source || !config::any_contains(trusted, *source)))
+      return refuse_at_accept(sock, *slot, *listener, reason::protocol_error,
+                              "PROXY header expected from trusted_sources only; " +
+                                  (source ? source->str() : std::string("this peer")) +
+                                  " is not one of them");
+  } else if (auto no = ticket.admit_source(cfg, source)) {
+    return refuse_at_accept(sock, *slot, *listener, no->why, std::move(no->detail));
+  }
+  place.s = nullptr;
   ++total_active;
   if (m) m->active->Increment();
-  asio::co_spawn(ex, run_session(std::move(sock), listener, registry),
+  asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket)),
                  [slot, m, name = slot->name](std::exception_ptr e) {
                    slot->active.fetch_sub(1);
                    --total_active;

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -21,6 +22,7 @@
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
+#include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -43,11 +45,28 @@ using detail::steady;
 // Ends when the current phase's deadline passes or when the session is killed, and says which.
 // enter() and kill() cancel its timer to make it look again (a new phase may have a shorter
 // deadline); the serving side finishing first cancels it for good.
+// timeouts.max_connection_age passed: a graceful close. Shutting down our receiving side of
+// both sockets makes each pump read EOF once what already arrived is relayed, so each passes
+// the end on as at any EOF (close_notify + FIN to the client, FIN to the upstream) — with no
+// write cut in the middle — and timeouts.half_close bounds what is still in flight.
+void close_for_age(session& s) {
+  s.aged = true;
+  s.age_limit = steady::time_point::max();
+  ::shutdown(s.peer.native_handle(), SHUT_RD);
+  if (s.upstream.is_open()) ::shutdown(s.upstream.native_handle(), SHUT_RD);
+  s.clock.start_half_close();
+}
+
 asio::awaitable<outcome> watchdog(session& s) {
   for (;;) {
     if (s.control.killed()) co_return outcome{outcome::kind::killed, {}};
-    if (steady::now() >= s.clock.deadline) co_return outcome{outcome::kind::deadline, {}};
-    s.watchdog_timer.expires_at(s.clock.deadline);
+    const auto now = steady::now();
+    if (now >= s.age_limit) {
+      close_for_age(s);
+      continue;
+    }
+    if (now >= s.clock.deadline) co_return outcome{outcome::kind::deadline, {}};
+    s.watchdog_timer.expires_at(std::min(s.clock.deadline, s.age_limit));
     co_await s.watchdog_timer.async_wait(as_tuple(use_awaitable));  // aborted: look again
     auto state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) co_return outcome{};
@@ -177,8 +196,8 @@ sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
 proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   proxy_v2_info info;
   error_code ec;
-  info.source = sockaddr_of(s.peer.remote_endpoint(ec));
-  info.destination = sockaddr_of(s.peer.local_endpoint(ec));
+  info.source = s.proxied ? s.proxied_source : sockaddr_of(s.peer.remote_endpoint(ec));
+  info.destination = s.proxied ? s.proxied_destination : sockaddr_of(s.peer.local_endpoint(ec));
   const unsigned char* alpn = nullptr;
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
@@ -262,6 +281,56 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   co_return true;
 }
 
+// limits.max_connections_per_identity, once the handshake named the peer. The handshake is
+// over, so no alert can say why: close_notify, then close; the upstream hears nothing.
+asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
+  if (!s.peer_identity) co_return true;
+  auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->display());
+  if (!no) co_return true;
+  s.refuse(no->why, std::move(no->detail));
+  s.enter(phase::closing, std::chrono::seconds(1));
+  co_await tls.shutdown_send();
+  if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
+  co_return false;
+}
+
+// accept_proxy_protocol: the header first (bounded by timeouts.handshake), then the admission
+// checks with the client it names. False: refused (recorded), or cancelled by the watchdog.
+asio::awaitable<bool> accept_proxy_header(session& s) {
+  const auto& cfg = s.listener->cfg;
+  s.enter(phase::proxy_header, cfg.timeouts.handshake);
+  auto [ec, h] = co_await read_proxy_header(s.peer);
+  if (ec == asio::error::operation_aborted) co_return false;  // see finish()
+  if (h.status != inbound_proxy_header::state::complete) {
+    s.refuse(reason::protocol_error, h.error);
+    co_return false;
+  }
+  const auto& accept = cfg.accept_proxy_protocol;
+  if (!(h.version == 1 ? accept.v1 : accept.v2)) {
+    s.refuse(reason::protocol_error, "a PROXY v" + std::to_string(h.version) +
+                                         " header, but accept_proxy_protocol.versions does not "
+                                         "list v" +
+                                         std::to_string(h.version));
+    co_return false;
+  }
+  error_code rec;
+  const auto remote = s.peer.remote_endpoint(rec);
+  auto source = rec ? std::nullopt : ip_of(remote.data());
+  if (h.has_addresses) {  // else (LOCAL, UNKNOWN) the balancer's own connection stands
+    s.proxied = true;
+    s.proxied_source = h.source;
+    s.proxied_destination = h.destination;
+    source = ip_of(reinterpret_cast<const sockaddr*>(&h.source));
+    s.source = source;  // what allow rules (source_cidrs) and re-judging see
+    s.client = format_endpoint(stream_endpoint(&h.source, sizeof h.source));
+  }
+  if (auto no = s.ticket.admit_source(cfg, source)) {
+    s.refuse(no->why, std::move(no->detail));
+    co_return false;
+  }
+  co_return true;
+}
+
 void refuse_connect(session& s, const error_code& ec, const std::string& why) {
   if (out_of_descriptors(ec))
     return s.refuse(reason::over_capacity, "out of file descriptors: " + why);
@@ -284,6 +353,7 @@ asio::awaitable<void> serve_server(session& s) {
 
   s.enter(phase::handshake, cfg.timeouts.handshake);
   auto handshake_error = co_await tls.handshake();
+  s.ticket.end_handshake();
   if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
     // Aborted: cancelled by the watchdog, finish() names the reason.
@@ -299,6 +369,7 @@ asio::awaitable<void> serve_server(session& s) {
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
   trace_judged(s, judged);
   if (!judged) co_return;
+  if (!co_await admit_identity(s, tls)) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   s.enter(phase::connect, cfg.timeouts.connect);
@@ -325,7 +396,7 @@ asio::awaitable<void> serve_server(session& s) {
   s.admitted = true;
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
 
-  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
+  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close, cfg.timeouts.max_connection_age);
   trace_relay_start(s);
   if (cfg.http.enabled) {
     const xfcc_policy xfcc =
@@ -375,6 +446,7 @@ asio::awaitable<void> serve_client(session& s) {
   s.enter(phase::handshake, cfg.timeouts.handshake);
   trace_client_hello_sent(s, tls.native());
   auto handshake_error = co_await tls.handshake();
+  s.ticket.end_handshake();
   // CRL files and a stapled OCSP response, when the remote sent one (with OCSP / distribution
   // points the revocation service's verdict is counted instead, as in mode: server).
   if (handshake_error || !network_revocation) count_revocation(s, vo);
@@ -390,15 +462,21 @@ asio::awaitable<void> serve_client(session& s) {
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
   trace_judged(s, judged);
   if (!judged) co_return;
+  if (!co_await admit_identity(s, tls)) co_return;
   s.admitted = true;
   if (lr.metrics) lr.metrics->accepted->Increment();
 
-  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close);
+  s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close, cfg.timeouts.max_connection_age);
   trace_relay_start(s);
   co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
 }
 
 asio::awaitable<void> serve(session& s) {
+  // Not `a && !co_await b`: GCC 12 miscompiles a co_await inside a short-circuit operand.
+  if (s.listener->cfg.accept_proxy_protocol.enabled) {
+    const bool go_on = co_await accept_proxy_header(s);
+    if (!go_on) co_return;
+  }
   if (s.listener->cfg.mode == config::listener_mode::server)
     co_await serve_server(s);
   else
@@ -550,8 +628,9 @@ asio::awaitable<void> close_notify(session& s) {
 
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
-                                  session_registry& registry) {
+                                  session_registry& registry, admission_ticket ticket) {
   session s(std::move(peer), std::move(listener));
+  s.ticket = std::move(ticket);
   s.client = remote_address(s.peer);
   s.source = remote_ip(s.peer);
   trace_accepted(s);

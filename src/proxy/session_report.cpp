@@ -64,6 +64,9 @@ void name_deadline(session& s) {
   const auto& cfg = lr.cfg;
   const std::string after = config::format_duration(s.phase_timeout);
   switch (s.current) {
+    case phase::proxy_header:
+      s.refuse(reason::protocol_error, "no complete PROXY header within " + after);
+      break;
     case phase::handshake:
       s.refuse(reason::handshake_timeout, "no completed TLS handshake within " + after);
       break;
@@ -95,6 +98,7 @@ void name_deadline(session& s) {
 // finished first.
 termination name_termination(const session& s, const outcome& o) {
   if (s.ended_by) return *s.ended_by;
+  if (s.aged) return termination::max_age;  // however the graceful close then ended
   switch (o.how) {
     case outcome::kind::failed:
       return termination::error;
@@ -108,7 +112,10 @@ termination name_termination(const session& s, const outcome& o) {
     case outcome::kind::completed:
       break;
   }
-  if (!s.admitted) return s.refusal ? termination::refused : termination::error;
+  if (!s.admitted) {
+    if (!s.refusal) return termination::error;
+    return *s.refusal == reason::rate_limited ? termination::rate_limited : termination::refused;
+  }
   // The TLS side is the client in mode: server and the upstream in mode: client.
   const bool server = s.listener->cfg.mode == config::listener_mode::server;
   switch (s.relayed.first_end) {
@@ -194,6 +201,12 @@ void finish(session& s, const outcome& o) {
                                     {"client", s.client},
                                     {"error", o.error}});
       break;
+  }
+  if (s.aged) {  // termination cause max_age (and how the graceful close ended)
+    std::string then = s.detail.empty() ? "closed gracefully" : "then " + s.detail;
+    s.detail = "max_age: timeouts.max_connection_age (" +
+               config::format_duration(cfg.timeouts.max_connection_age) + ") reached, " +
+               std::move(then);
   }
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -28,7 +29,7 @@ inline std::uint64_t new_conn_id() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-enum class phase { handshake, revocation, connect, relay, closing };
+enum class phase { proxy_header, handshake, revocation, connect, relay, closing };
 
 // How a session ended: returned by whichever of the serving side and the watchdog finished
 // first (the other is cancelled at once), never inferred from flags set on the way.
@@ -74,6 +75,15 @@ struct session {
   config::duration phase_timeout{};  // the current phase's deadline, for the log
   activity_clock clock;              // the watchdog's deadline, for every phase
 
+  admission_ticket ticket;  // places held in the listener's limits (admission.hpp)
+  // accept_proxy_protocol: the client and our address as the PROXY header named them.
+  bool proxied = false;
+  sockaddr_storage proxied_source{};
+  sockaddr_storage proxied_destination{};
+  // timeouts.max_connection_age: when the relay is to be closed gracefully; max = never.
+  steady::time_point age_limit = steady::time_point::max();
+  bool aged = false;  // it was: both sides got EOF from us
+
   std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
   std::string client;
   // The peer's IP address, for allow rules on source_cidrs (none on a unix socket).
@@ -102,11 +112,14 @@ struct session {
     clock.close_by = steady::time_point::max();
     clock.half_closed = false;
     clock.deadline = steady::now() + timeout;
+    age_limit = steady::time_point::max();
     watchdog_timer.cancel();
   }
   // The relay phase: only the idle timeout (and, after a half-close, timeouts.half_close) bound
   // it; 0 = no idle timeout.
-  void enter_relay(config::duration idle, config::duration half_close) {
+  void enter_relay(config::duration idle, config::duration half_close,
+                   config::duration max_age = {}) {
+    if (max_age.count() > 0) age_limit = start + max_age;
     current = phase::relay;
     phase_timeout = idle;
     clock.idle = idle;

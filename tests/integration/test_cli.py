@@ -364,7 +364,13 @@ def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
                               "access_log_path": ""}
     (inbound,) = printed["listeners"]
     assert inbound["timeouts"] == {"handshake": "10s", "connect": "5s", "idle": "5m",
-                                   "half_close": "30s"}
+                                   "half_close": "30s", "max_connection_age": "0s"}
+    assert inbound["allowed_sources"] == [] and "accept_proxy_protocol" not in inbound
+    assert inbound["limits"] == {"connections_per_second": 0, "burst": 0,
+                                 "max_connections_per_source": 0,
+                                 "max_connections_per_identity": 0,
+                                 "max_pending_handshakes":
+                                     max(64, inbound["max_connections"] // 2)}
     assert inbound["tls"]["min_version"] == "1.2" and inbound["tls"]["max_version"] == "1.3"
     assert inbound["client_auth"]["verify_depth"] == 4
     assert inbound["client_auth"]["ca"] == [pki.path("ca.crt")]  # resolved to absolute

@@ -47,7 +47,7 @@ ALL_REASONS = {
     "no_client_cert", "unknown_ca", "expired", "not_yet_valid", "bad_signature",
     "bad_key_usage", "chain_too_long", "revoked", "revocation_unavailable", "not_authorized",
     "hostname_mismatch", "handshake_timeout", "protocol_error", "upstream_unavailable",
-    "name_constraints", "bad_certificate", "over_capacity",
+    "name_constraints", "bad_certificate", "over_capacity", "source_not_allowed", "rate_limited",
 }
 
 

@@ -189,11 +189,22 @@ listeners:
     listen: 0.0.0.0:8443
     upstream: unix:/run/app.sock
     max_connections: 77
+    allowed_sources: [10.0.0.0/8, "2001:db8::/32", 192.0.2.7/32]
+    accept_proxy_protocol:
+      versions: [v2]
+      trusted_sources: [127.0.0.0/8]
+    limits:
+      connections_per_second: 50
+      burst: 80
+      max_connections_per_source: 9
+      max_connections_per_identity: 4
+      max_pending_handshakes: 30
     timeouts:
       handshake: 3s
       connect: 250ms
       idle: 0s
       half_close: 7s
+      max_connection_age: 1h
     tls:
       cert: certs/tls.crt
       key: /etc/mtlsd/tls.key
@@ -338,6 +349,15 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_EQ(in.revocation.ocsp_timeout, std::chrono::milliseconds(1500));
   EXPECT_EQ(in.upstream.str(), "unix:/run/app.sock");
   EXPECT_TRUE(in.http.enabled);
+  ASSERT_EQ(in.allowed_sources.size(), 3u);
+  EXPECT_EQ(in.allowed_sources[1].str(), "2001:db8::/32");
+  EXPECT_TRUE(in.accept_proxy_protocol.enabled);
+  EXPECT_FALSE(in.accept_proxy_protocol.v1);
+  EXPECT_TRUE(in.accept_proxy_protocol.v2);
+  EXPECT_EQ(in.limits.burst, 80);
+  EXPECT_EQ(in.limits.max_pending_handshakes, 30);
+  EXPECT_EQ(in.timeouts.max_connection_age, std::chrono::hours(1));
+  EXPECT_FALSE(again.listeners[3].accept_proxy_protocol.enabled);
   EXPECT_EQ(again.admin.listen->str(), "[::1]:9902");
   EXPECT_EQ(again.reload.poll_interval, std::chrono::seconds(90));
   ASSERT_EQ(again.listeners[1].tls.certificates.size(), 2u);

@@ -1932,3 +1932,94 @@ TEST(ConfigSpiffe, ClientModeMustNameTheRemote) {
 
 }  // namespace
 }  // namespace mtlsd::config
+
+// --- admission: allowed_sources, accept_proxy_protocol, limits, max_connection_age ----------
+
+namespace mtlsd::config {
+namespace {
+
+TEST(ConfigAdmission, DefaultsAreOff) {
+  const auto c = load_ok(kMinimal);
+  const auto& l = c.listeners[0];
+  EXPECT_TRUE(l.allowed_sources.empty());
+  EXPECT_FALSE(l.accept_proxy_protocol.enabled);
+  EXPECT_EQ(l.limits.connections_per_second, 0);
+  EXPECT_EQ(l.limits.max_connections_per_source, 0);
+  EXPECT_EQ(l.limits.max_connections_per_identity, 0);
+  EXPECT_EQ(l.limits.pending_cap(l.max_connections), 5000);  // half of max_connections
+  EXPECT_EQ(l.timeouts.max_connection_age, 0s);
+}
+
+TEST(ConfigAdmission, ParsesEveryKey) {
+  const auto c = load_ok(kMinimal + R"(    allowed_sources: [10.0.0.0/8, "2001:db8::/32"]
+    accept_proxy_protocol: {versions: [v1], trusted_sources: [127.0.0.1]}
+    limits: {connections_per_second: 20, burst: 40, max_connections_per_source: 3,
+             max_connections_per_identity: 2, max_pending_handshakes: 7}
+    timeouts: {max_connection_age: 2h}
+)");
+  const auto& l = c.listeners[0];
+  ASSERT_EQ(l.allowed_sources.size(), 2u);
+  EXPECT_EQ(l.allowed_sources[1].str(), "2001:db8::/32");
+  EXPECT_TRUE(l.accept_proxy_protocol.enabled);
+  EXPECT_TRUE(l.accept_proxy_protocol.v1);
+  EXPECT_FALSE(l.accept_proxy_protocol.v2);
+  EXPECT_EQ(l.accept_proxy_protocol.trusted_sources.at(0).str(), "127.0.0.1/32");
+  EXPECT_EQ(l.limits.bucket_size(), 40);
+  EXPECT_EQ(l.limits.pending_cap(l.max_connections), 7);
+  EXPECT_EQ(l.timeouts.max_connection_age, 2h);
+  // An empty block turns the header on with both versions, from any peer.
+  const auto d = load_ok(kMinimal + "    accept_proxy_protocol: {}\n");
+  EXPECT_TRUE(d.listeners[0].accept_proxy_protocol.enabled);
+  EXPECT_TRUE(d.listeners[0].accept_proxy_protocol.v1 && d.listeners[0].accept_proxy_protocol.v2);
+}
+
+TEST(ConfigAdmission, ErrorsPointAtTheValue) {
+  EXPECT_THAT(problems_of(kMinimal + "    allowed_sources: [10.0.0.0/8, 10.1.2.3/8]\n"),
+              ElementsAre(at(10, 35,
+                             "listeners[0].allowed_sources[1]: invalid CIDR '10.1.2.3/8': host "
+                             "bits set: did you mean 10.0.0.0/8?")));
+  EXPECT_THAT(problems_of(kMinimal + "    allowed_sources: 10.0.0.0/8\n"),
+              ElementsAre(at(10, 22,
+                             "listeners[0].allowed_sources: expected a list of CIDR ranges (e.g. "
+                             "[10.0.0.0/8]), got '10.0.0.0/8'")));
+  EXPECT_THAT(problems_of(kMinimal + "    accept_proxy_protocol: {versions: [v3]}\n"),
+              ElementsAre(at(10, 39,
+                             "listeners[0].accept_proxy_protocol.versions: unknown version 'v3': "
+                             "expected v1 or v2")));
+  EXPECT_THAT(
+      problems_of(kMinimal + "    accept_proxy_protocol: {trusted: []}\n"),
+      ElementsAre(at(10, 29, "unknown key 'trusted' in listeners[0].accept_proxy_protocol")));
+  EXPECT_THAT(problems_of(kMinimal + "    limits: {burst: 5}\n"),
+              ElementsAre(at(10, 21,
+                             "listeners[0].limits.burst needs connections_per_second (the rate "
+                             "that refills it)")));
+  EXPECT_THAT(problems_of(kMinimal + "    limits: {max_connections_per_source: -1}\n"),
+              ElementsAre(at(10, 42,
+                             "listeners[0].limits.max_connections_per_source: -1 is out of range "
+                             "(0 to 10000000)")));
+  EXPECT_THAT(problems_of(kMinimal + "    timeouts: {max_connection_age: forever}\n"),
+              ElementsAre(at(10, 36,
+                             "listeners[0].timeouts.max_connection_age: invalid duration "
+                             "'forever': expected a number with a unit (ms, s, m, h), e.g. "
+                             "250ms, 10s, 5m")));
+}
+
+TEST(ConfigAdmission, UnixListenerPeersHaveNoAddress) {
+  const std::string unix_listener = R"(listeners:
+  - name: inbound
+    listen: unix:/run/in.sock
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: [ca.crt]}
+)";
+  EXPECT_THAT(problems_of(unix_listener + "    allowed_sources: [10.0.0.0/8]\n"),
+              ElementsAre(at(7, 22,
+                             "listeners[0].allowed_sources: a unix-socket listener's peers have "
+                             "no IP address (use accept_proxy_protocol, or drop the list)")));
+  // Behind a PROXY header they do have one.
+  load_ok(unix_listener +
+          "    allowed_sources: [10.0.0.0/8]\n    accept_proxy_protocol: {versions: [v2]}\n");
+}
+
+}  // namespace
+}  // namespace mtlsd::config

@@ -2,6 +2,7 @@
 // The validated configuration as plain structs. Only src/config/load.cpp knows YAML; everything
 // else builds runtime objects from these. Defaults are those of ../shared/interface.md.
 // A new field is also printed by src/config/print.cpp (`mtlsd check --print`).
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -174,6 +175,36 @@ struct timeout_options {
   duration connect = 5s;
   duration idle = 5min;
   duration half_close = 30s;  // after one side half-closed, the other has this long; 0s = no limit
+  // An admitted connection older than this is closed gracefully (half-close towards both sides,
+  // then half_close); 0s = no limit.
+  duration max_connection_age = 0s;
+};
+
+// accept_proxy_protocol: every connection must begin with a PROXY header (v1 text or v2
+// binary) from a trusted balancer; the address in it is the client's from then on.
+struct proxy_accept_options {
+  bool enabled = false;  // true when the block is present
+  bool v1 = true;
+  bool v2 = true;
+  std::vector<cidr> trusted_sources;  // [] = any peer may send the header
+};
+
+// Admission limits; 0 = unlimited (max_pending_handshakes: 0 = the default below).
+struct limit_options {
+  int connections_per_second = 0;  // token bucket per listener, shared by all workers
+  int burst = 0;                   // 0 = connections_per_second (one second's worth)
+  int max_connections_per_source = 0;
+  int max_connections_per_identity = 0;
+  int max_pending_handshakes = 0;
+  // Connections not yet past the handshake: unless set, half of max_connections, so that
+  // silent sockets can take at most half the places of authenticated clients — but at least 64
+  // (or max_connections, when smaller), so that a small listener's clients arriving together
+  // are not refused while the previous ones finish their handshakes.
+  int pending_cap(int max_connections) const {
+    if (max_pending_handshakes > 0) return max_pending_handshakes;
+    return std::min(max_connections, std::max(64, max_connections / 2));
+  }
+  int bucket_size() const { return burst > 0 ? burst : connections_per_second; }
 };
 
 enum class listener_mode { server, client };
@@ -197,6 +228,9 @@ struct listener {
   address listen;
   address upstream;
   int max_connections = 10000;
+  std::vector<cidr> allowed_sources;  // [] = any; checked before any TLS work
+  proxy_accept_options accept_proxy_protocol;
+  limit_options limits;
   timeout_options timeouts;
   tls_options tls;
   client_auth_options client_auth;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/net.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/runtime/runtime.hpp"
@@ -19,6 +20,8 @@ struct listener_slot {
   std::string bound;  // the address actually bound ("127.0.0.1:40123" for a configured port 0)
   std::atomic<std::shared_ptr<const runtime::listener_runtime>> current;
   std::atomic<int> active{0};
+  // allowed_sources, rate limits and the pending-handshake cap (admission.hpp).
+  std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
 };
 
 // Connections open across all listeners and workers (for drain).

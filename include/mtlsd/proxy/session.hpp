@@ -14,6 +14,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/net.hpp"
 #include "mtlsd/reason.hpp"
 #include "mtlsd/runtime/runtime.hpp"
@@ -86,8 +87,10 @@ class session_registry {
 };
 
 // Serves one accepted connection of `listener` to the end. Never throws for network errors.
+// `ticket` holds the connection's places in the listener's limits; on a listener with
+// accept_proxy_protocol it is still empty (admit_source runs once the header named the client).
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
-                                  session_registry& registry);
+                                  session_registry& registry, admission_ticket ticket = {});
 
 }  // namespace mtlsd::proxy

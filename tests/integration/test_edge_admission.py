@@ -1,0 +1,248 @@
+"""Admission at the edge (issue 17): allowed_sources, rate limits (per second, per source,
+per identity), the pending-handshake cap and max_connection_age, against the real binary with
+real TLS clients. Each refusal is checked in the client's view (closed, no data), the access
+log (reason), the metric (reason label) and the upstream (never touched)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+from mtlsd_harness import (client_context, connect, fmt_addr, open_tls, tls_exchange)
+from refusal import assert_admitted
+
+CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
+
+
+def refused_before_tls(daemon, up, reason: str, *, timeout: float = 5.0) -> dict:
+    """A raw TCP connection that mtlsd closes at once, before any TLS byte: no alert is
+    possible. Returns its access-log line."""
+    sock = connect(daemon.addr(), timeout)
+    local = fmt_addr(sock.getsockname())
+    try:
+        start = time.monotonic()
+        try:
+            assert sock.recv(1) == b"", "refused connection got data"
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - start < timeout / 2, "refusal was not prompt"
+    finally:
+        sock.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "rejected" and line["reason"] == reason, line
+    up.assert_untouched()
+    return line
+
+
+def failures(daemon, reason: str) -> float:
+    return daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason=reason)
+
+
+def test_allowed_sources_refuses_before_any_tls(serve, pki):
+    daemon, up = serve(allowed_sources=["10.0.0.0/8", "2001:db8::/32"])
+    line = refused_before_tls(daemon, up, "source_not_allowed")
+    assert "127.0.0.1 is not in allowed_sources" in line["detail"], line
+    # A TLS client gets no alert (there was no handshake), only the close.
+    ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
+    assert ex.data == b"" and not ex.handshake_ok and ex.alert is None, ex.error
+    assert failures(daemon, "source_not_allowed") == 2.0
+    up.assert_untouched()
+
+
+def test_allowed_sources_admits_a_listed_client(serve, pki):
+    daemon, _ = serve(allowed_sources=["127.0.0.0/8"])
+    ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
+    assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
+
+
+def test_connections_per_second_burst_then_refused(serve, pki):
+    # One token a minute: the burst of 3 is all this test can get.
+    daemon, up = serve(limits={"connections_per_second": 1, "burst": 3})
+    ctx = client_context(pki, "client")
+    # A rate under 1/s cannot be written; 1/s refills one token a second, so take the burst
+    # and the refusal within the same second.
+    results = [tls_exchange(daemon.addr(), ctx, expect=5) for _ in range(5)]
+    served = [ex for ex in results if ex.data == b"ping\n"]
+    assert len(served) >= 3, [ex.error for ex in results]
+    refused = [ex for ex in results if ex.data == b""]
+    assert refused, "no connection was rate limited"
+    for ex in refused:
+        line = daemon.wait_for_access(client=ex.local)
+        assert line["reason"] == "rate_limited", line
+        assert "connections_per_second" in line["detail"], line
+    assert failures(daemon, "rate_limited") == len(refused)
+    assert up.connection_count() == len(served)
+
+
+def test_max_connections_per_source(serve, pki):
+    daemon, up = serve(limits={"max_connections_per_source": 2})
+    ctx = client_context(pki, "client")
+    held = [open_tls(daemon.addr(), ctx) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(b"hold\n")
+            assert s.recv(64) == b"hold\n"
+        line = refused_before_tls(daemon, up_after(up), "rate_limited")
+        assert "max_connections_per_source (2) reached for 127.0.0.1" in line["detail"], line
+    finally:
+        first = fmt_addr(held[0].getsockname())
+        held[0].close()
+    # The place is given back when the connection ends: the next one is served.
+    daemon.wait_for_access(client=first, result="accepted")
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
+    assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
+    held[1].close()
+
+
+class up_after:
+    """The upstream as seen now: a refusal must add no connection to it."""
+
+    def __init__(self, up):
+        self.up = up
+        self.before = up.connection_count()
+
+    def assert_untouched(self):
+        assert self.up.connection_count() == self.before
+
+
+def test_max_connections_per_identity_after_the_handshake(serve, pki):
+    daemon, up = serve(limits={"max_connections_per_identity": 1})
+    ctx = client_context(pki, "client")
+    held = open_tls(daemon.addr(), ctx)
+    try:
+        held.sendall(b"hold\n")
+        assert held.recv(64) == b"hold\n"
+        # Same identity: the handshake completes, then mtlsd closes (no alert can be sent after
+        # a handshake); the upstream never sees this connection.
+        ex = tls_exchange(daemon.addr(), ctx, b"second\n")
+        assert ex.data == b"", ex.data
+        line = daemon.wait_for_access(client=ex.local)
+        assert line["result"] == "rejected" and line["reason"] == "rate_limited", line
+        assert f"max_connections_per_identity (1) reached for {CLIENT_ID}" in line["detail"]
+        assert up.connection_count() == 1
+        # Another identity is not affected.
+        other = tls_exchange(daemon.addr(), client_context(pki, "client-int",
+                                                           certfile="client-int-chain.crt"), expect=5)
+        assert other.data == b"ping\n", other.error
+    finally:
+        local = fmt_addr(held.getsockname())
+        held.close()
+    daemon.wait_for_access(client=local, result="accepted")
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
+    assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
+    assert failures(daemon, "rate_limited") == 1.0
+
+
+def test_silent_sockets_up_to_the_pending_cap_do_not_stop_real_clients(serve, pki):
+    """The issue's measurement: silent sockets used to take the places of real clients
+    (500 silent sockets against max_connections 500 left real clients 12%). With
+    max_connections 160 the pending cap defaults to 80. Authenticated clients hold 15 places;
+    78 silent sockets wait in their handshakes; real clients keep being served beside them;
+    silent sockets beyond the cap are refused at once (over_capacity) instead of taking the
+    places max_connections keeps for authenticated clients, which go on working."""
+    daemon, up = serve(max_connections=160, timeouts={"handshake": "30s"})
+    ctx = client_context(pki, "client")
+    held = [open_tls(daemon.addr(), ctx) for _ in range(15)]
+    silent = []
+    try:
+        for s in held:
+            s.sendall(b"hold\n")
+            assert s.recv(64) == b"hold\n"
+        silent = [connect(daemon.addr()) for _ in range(78)]
+        deadline = time.monotonic() + 10
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 93:
+            assert time.monotonic() < deadline, "silent sockets not all accepted"
+            time.sleep(0.05)
+        results = [tls_exchange(daemon.addr(), ctx, expect=5) for _ in range(15)]
+        assert all(ex.data == b"ping\n" for ex in results), [ex.error for ex in results]
+        # Up to the cap, then refused: 160 silent sockets would otherwise have filled
+        # max_connections.
+        silent += [connect(daemon.addr()) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 95:
+            assert time.monotonic() < deadline, "silent sockets not all accepted"
+            time.sleep(0.05)
+        for _ in range(5):
+            line = refused_before_tls(daemon, up_after(up), "over_capacity")
+            assert "max_pending_handshakes (80)" in line["detail"], line
+        for s in held:  # the authenticated clients were never disturbed
+            s.sendall(b"still\n")
+            assert s.recv(64) == b"still\n"
+    finally:
+        for s in silent + held:
+            s.close()
+
+
+def test_explicit_pending_cap(serve, pki):
+    daemon, up = serve(limits={"max_pending_handshakes": 2}, timeouts={"handshake": "20s"})
+    silent = [connect(daemon.addr()) for _ in range(2)]
+    try:
+        # The workers take connections in any order: wait until both hold their places.
+        deadline = time.monotonic() + 10
+        while daemon.scrape().get("mtlsd_connections_active", listener="inbound") < 2:
+            assert time.monotonic() < deadline, "silent sockets not accepted"
+            time.sleep(0.05)
+        refused_before_tls(daemon, up, "over_capacity")
+        # A handshake that completes gives its place back; the silent ones keep theirs.
+        ex = None
+        for s in silent[:1]:
+            s.close()
+        deadline = time.monotonic() + 10
+        while True:
+            ex = tls_exchange(daemon.addr(), client_context(pki, "client"), expect=5)
+            if ex.data == b"ping\n" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ex.data == b"ping\n", ex.error
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_max_connection_age_closes_gracefully(serve, pki):
+    daemon, up = serve(timeouts={"max_connection_age": "1s", "half_close": "5s"})
+    tls = open_tls(daemon.addr(), client_context(pki, "client"))
+    local = fmt_addr(tls.getsockname())
+    try:
+        tls.sendall(b"before\n")
+        assert tls.recv(64) == b"before\n"
+        tls.settimeout(5)
+        start = time.monotonic()
+        # A clean TLS end: close_notify (recv returns b""), not a reset.
+        assert tls.recv(64) == b""
+        assert 0.5 < time.monotonic() - start < 4, time.monotonic() - start
+    finally:
+        tls.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "accepted", line
+    assert line["detail"].startswith("max_age"), line
+    # The upstream got its EOF too (its end was half-closed, not reset).
+    assert up.connections[0].eof.wait(5), "the upstream never got EOF"
+
+
+def test_max_connection_age_in_http_mode_ends_a_keep_alive_connection(serve, pki):
+    from http_upstream import HttpRecorder
+    recorder = HttpRecorder()
+    daemon, _ = serve(recorder.handler(), http={},
+                      timeouts={"max_connection_age": "1s", "half_close": "5s"})
+    tls = open_tls(daemon.addr(), client_context(pki, "client"))
+    local = fmt_addr(tls.getsockname())
+    try:
+        tls.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        tls.settimeout(5)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += tls.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        start = time.monotonic()
+        while True:  # the rest of the response, then the end
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+        assert time.monotonic() - start < 4
+    finally:
+        tls.close()
+    line = daemon.wait_for_access(client=local, result="accepted")
+    assert "max_age" in line["detail"], line
