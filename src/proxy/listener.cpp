@@ -68,7 +68,7 @@ void refuse_at_accept(stream_socket& sock, const listener_slot& slot,
   }
   log::access_record rec;
   char start[32];
-  rec.conn_id = new_conn_id();
+  rec.conn_id = detail::new_conn_id();
   rec.start = log::format_rfc3339(start, std::chrono::system_clock::now(), true);
   rec.listener = slot.name;
   rec.client = remote_address(sock);

@@ -137,6 +137,23 @@ def test_allowed_sources_and_per_source_limits_judge_the_header_address(serve, p
     assert data == b"ping\n", data
 
 
+def test_allow_rules_see_the_header_address(serve, pki):
+    """source_cidrs in an allow rule matches the PROXY header's client, not the balancer's."""
+    daemon, _ = serve(accept_proxy_protocol=ACCEPT_BOTH,
+                      client_auth={"allow": {"rules": [{"spiffe_ids": [CLIENT_ID],
+                                                        "source_cidrs": ["203.0.113.0/24"]}]}})
+    _, data = tls_after(daemon, b"PROXY TCP4 203.0.113.7 127.0.0.1 1234 443\r\n",
+                        client_context(pki, "client"))
+    assert data == b"ping\n", data
+    daemon.wait_for_access(client="203.0.113.7:1234", result="accepted")
+    _, data = tls_after(daemon, b"PROXY TCP4 198.51.100.7 127.0.0.1 1234 443\r\n",
+                        client_context(pki, "client"))
+    assert not isinstance(data, bytes) or data == b"", data
+    line = daemon.wait_for_access(client="198.51.100.7:1234")
+    assert line["result"] == "rejected" and line["reason"] == "not_authorized", line
+    assert "source=198.51.100.7" in line["detail"], line
+
+
 def test_missing_header_is_a_protocol_error(serve, pki):
     daemon, up = serve(accept_proxy_protocol=ACCEPT_BOTH)
     line = refused(daemon, up, b"", "protocol_error", then_tls=True)

@@ -36,7 +36,7 @@ struct verify_outcome {
   std::optional<peer_identity> refused_peer;
   // The connection's id in logs, for debug lines written from callbacks (ClientHello).
   std::uint64_t conn_id = 0;
-  policy_match match;                     // with identity: what in `allow` admitted the peer
+  policy_match match;  // with identity: what in `allow` admitted the peer
   crl_result crl = crl_result::not_checked;
   std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
   // With OCSP or distribution points configured, a depth whose CRL file is missing or stale is
