@@ -137,7 +137,7 @@ asio::awaitable<std::string> with_deadline(std::shared_ptr<Socket> sock,
 
 }  // namespace
 
-asio::awaitable<http_result> http_fetch(const http_url& url, http_request req) {
+asio::awaitable<http_result> http_fetch(http_url url, http_request req) {
   auto ex = co_await asio::this_coro::executor;
   http_result out;
   std::string step = "connecting";

@@ -46,7 +46,9 @@ struct http_result {
   std::string describe_unless(int wanted) const;
 };
 
-boost::asio::awaitable<http_result> http_fetch(const http_url& url, http_request req);
+// Both by value: a coroutine keeps its parameters in its frame, and a reference parameter bound
+// to a caller's temporary would dangle at the first suspension.
+boost::asio::awaitable<http_result> http_fetch(http_url url, http_request req);
 
 // A TCP connection check with the same resolver and deadline rules: resolve `host` (an IP
 // literal is used as it is), connect to each address in turn until one accepts, close.
