@@ -753,32 +753,55 @@ void flood_loop(SSL_CTX*, const options& o, const sockaddr_in& addr, latencies& 
   }
 }
 
-// flood --hold: connections that send the header and then stay silent, holding their places.
-std::vector<int> open_holds(const options& o, const sockaddr_in& addr) {
-  std::vector<int> fds;
-  for (int i = 0; i < o.hold; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) break;
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
-        !send_all(fd, proxy_v1_header(fd, o.proxy_srcs.front(), o.port))) {
-      ::close(fd);
-      g_state.error(std::string("hold: ") + std::strerror(errno));
-      continue;
-    }
-    fds.push_back(fd);
+// flood --hold: a connection that sends the header and then stays silent, holding its place.
+int open_hold(const options& o, const sockaddr_in& addr) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      !send_all(fd, proxy_v1_header(fd, o.proxy_srcs.front(), o.port))) {
+    ::close(fd);
+    return -1;
   }
-  return fds;
+  return fd;
 }
 
-// How many held connections the server still keeps open (it has neither closed nor reset them).
+// Whether the server still keeps a held connection open (it has neither closed nor reset it).
+bool still_open(int fd) {
+  char b = 0;
+  const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
+  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 std::uint64_t still_held(const std::vector<int>& fds) {
-  std::uint64_t n = 0;
-  for (const int fd : fds) {
-    char b = 0;
-    const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) ++n;
+  return static_cast<std::uint64_t>(std::count_if(fds.begin(), fds.end(), still_open));
+}
+
+// Opens --hold connections and waits --settle for the server to read their headers. A hold
+// the server refused (the places of the previous run not yet released) is opened again, a few
+// times, so the flood that follows finds the places taken.
+std::vector<int> open_holds(const options& o, const sockaddr_in& addr) {
+  std::vector<int> fds(static_cast<std::size_t>(std::max(0, o.hold)), -1);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    for (int& fd : fds) {
+      if (fd >= 0 && still_open(fd)) continue;
+      if (fd >= 0) ::close(fd);
+      fd = open_hold(o, addr);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.settle));
+    if (std::all_of(fds.begin(), fds.end(), [](int fd) { return fd >= 0 && still_open(fd); })) {
+      break;
+    }
   }
-  return n;
+  std::erase_if(fds, [](int fd) {
+    if (fd >= 0 && still_open(fd)) return false;
+    if (fd >= 0) ::close(fd);
+    return true;
+  });
+  if (fds.size() < static_cast<std::size_t>(std::max(0, o.hold))) {
+    std::fprintf(stderr, "loadgen: only %zu of %d held connections stayed open\n", fds.size(),
+                 o.hold);
+  }
+  return fds;
 }
 
 struct window {
@@ -890,8 +913,6 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
     w = run_window(o, nthreads, handshake_loop, ctx, addr, lats);
   } else if (o.mode == "flood") {
     holds = open_holds(o, addr);
-    // Let the server read the holds' headers before the flood races them for the places.
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.settle));
     nthreads = o.threads;
     w = run_window(o, nthreads, flood_loop, ctx, addr, lats);
     held = still_held(holds);
