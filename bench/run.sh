@@ -339,6 +339,10 @@ start_nginx_flood() {
     fi
     local tickets="ssl_session_tickets off;"
     [[ $TICKETS == 1 ]] && tickets="ssl_session_tickets on;"
+    # mtlsd logs a refusal only as an access-log line: nginx logs its refusals (to the error
+    # log) only with --access-log too, else below the error log's level.
+    local refusal_log="limit_conn_log_level info;"
+    [[ $ACCESS_LOG == 1 ]] && refusal_log="limit_conn_log_level warn;"
     {
         echo "$load"
         echo "worker_processes $NPROC;"
@@ -350,6 +354,7 @@ stream {
     listen 127.0.0.1:$PROXY_PORT ssl proxy_protocol;
     proxy_protocol_timeout 30s;
     limit_conn per_source $PER_SOURCE;
+    $refusal_log
     ssl_certificate $PKI/server.crt;
     ssl_certificate_key $PKI/server.key;
     ssl_client_certificate $PKI/ca.crt;
