@@ -10,6 +10,16 @@
 //   bulk        C persistent connections (default 1) loop downloading a large body.
 //   idle        open K connections (handshake + one request each), hold them idle, and report how
 //               much the server's resident memory grew per connection.
+//   flood       T threads loop: connect, send a PROXY v1 header naming one source, wait for the
+//               server to close, close. No TLS at all: what is measured is what a refusal before
+//               the handshake costs the server. --hold N first opens N such connections and keeps
+//               them (the flooder fills its per-source places, as a real one would), so that every
+//               further connection is over the limit.
+//
+// With --proxy-src the handshakes/requests/bulk modes also begin each connection with a PROXY v1
+// header (thread i names source i modulo the list), so one loopback client plays several sources;
+// with --rate they pace themselves to a total number of operations per second (a client that
+// "keeps its rate" instead of going as fast as it can).
 //
 // The measured window starts after --warmup seconds and ends after --duration seconds or --count
 // operations, whichever comes first. When --server-pid is given, the CPU time (utime + stime) of
@@ -74,7 +84,11 @@ struct options {
   double warmup = 1.0;
   double settle = 0.5;
   double timeout = 5.0;
-  std::uint64_t count = 0;  // 0 = bounded by duration only
+  std::uint64_t count = 0;              // 0 = bounded by duration only
+  double rate = 0;                      // total operations per second over all threads; 0 = unpaced
+  int hold = 0;                         // flood: connections opened first and kept
+  std::vector<std::string> proxy_srcs;  // PROXY v1 source addresses; empty = no header
+  std::string scenario;                 // copied into the output
   std::vector<pid_t> server_pids;
   std::vector<pid_t> upstream_pids;
 };
@@ -82,7 +96,7 @@ struct options {
 [[noreturn]] void usage(int code) {
   std::fputs(
       "usage: mtlsd_loadgen --port N --cert PEM --key PEM --ca PEM [options]\n"
-      "  --mode handshakes|requests|bulk|idle   (default handshakes)\n"
+      "  --mode handshakes|requests|bulk|idle|flood   (default handshakes)\n"
       "  --host IPV4            server address (default 127.0.0.1)\n"
       "  --server-name NAME     SNI and certificate name to verify (default localhost)\n"
       "  --path PATH            request path (default /small; bulk: /large)\n"
@@ -95,10 +109,26 @@ struct options {
       "  --timeout S            per socket operation (default 5)\n"
       "  --server-pid P[,P...]  sample CPU (and, for idle, RSS) of these processes + descendants\n"
       "  --upstream-pid P[,...] also report the upstream's CPU seconds\n"
+      "  --proxy-src A[,B...]   begin each connection with a PROXY v1 header; thread i names\n"
+      "                         source i modulo the list (flood: required, the first is used)\n"
+      "  --rate R               total operations (flood: connections) per second over all\n"
+      "                         threads (default 0: as fast as possible)\n"
+      "  --hold N               flood: open N connections first and keep them (default 0)\n"
       "  --label TEXT           copied into the output\n"
+      "  --scenario TEXT        copied into the output\n"
       "  --format json|text     output line format (default json)\n",
       code == 0 ? stdout : stderr);
   std::exit(code);
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
 }
 
 std::vector<pid_t> parse_pids(const std::string& s) {
@@ -142,6 +172,14 @@ options parse(int argc, char** argv) {
         o.path = v;
       else if (a == "--label")
         o.label = v;
+      else if (a == "--scenario")
+        o.scenario = v;
+      else if (a == "--rate")
+        o.rate = std::stod(v);
+      else if (a == "--hold")
+        o.hold = std::stoi(v);
+      else if (a == "--proxy-src")
+        o.proxy_srcs = split_list(v);
       else if (a == "--format")
         o.format = v;
       else if (a == "--threads")
@@ -172,9 +210,21 @@ options parse(int argc, char** argv) {
     }
   }
   if (o.port <= 0 || o.port > 65535 || o.cert.empty() || o.key.empty() || o.ca.empty()) usage(2);
-  if (o.mode != "handshakes" && o.mode != "requests" && o.mode != "bulk" && o.mode != "idle") {
+  if (o.mode != "handshakes" && o.mode != "requests" && o.mode != "bulk" && o.mode != "idle" &&
+      o.mode != "flood") {
     std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
     usage(2);
+  }
+  if (o.mode == "flood" && o.proxy_srcs.empty()) {
+    std::fputs("loadgen: --mode flood needs --proxy-src\n", stderr);
+    usage(2);
+  }
+  for (const auto& src : o.proxy_srcs) {
+    in_addr a{};
+    if (::inet_pton(AF_INET, src.c_str(), &a) != 1) {
+      std::fprintf(stderr, "loadgen: --proxy-src takes IPv4 literals: %s\n", src.c_str());
+      usage(2);
+    }
   }
   if (o.format != "json" && o.format != "text") usage(2);
   if (o.path.empty()) o.path = o.mode == "bulk" ? "/large" : "/small";
@@ -282,11 +332,13 @@ enum class phase : int { warmup = 0, measuring = 1, stopped = 2 };
 
 struct run_state {
   std::atomic<int> ph{static_cast<int>(phase::warmup)};
-  std::atomic<std::uint64_t> ops{0};         // completed operations inside the window
-  std::atomic<std::uint64_t> body_bytes{0};  // response body bytes inside the window
-  std::atomic<std::uint64_t> errors{0};      // failed operations (any time)
-  std::atomic<std::uint64_t> handshakes{0};  // completed handshakes (any time)
-  std::atomic<std::uint64_t> tickets{0};     // session tickets received (any time)
+  std::atomic<std::uint64_t> ops{0};            // completed operations inside the window
+  std::atomic<std::uint64_t> body_bytes{0};     // response body bytes inside the window
+  std::atomic<std::uint64_t> errors{0};         // failed operations (any time)
+  std::atomic<std::uint64_t> window_errors{0};  // failed operations inside the window
+  std::atomic<std::uint64_t> refused{0};        // flood: closed by the server, inside the window
+  std::atomic<std::uint64_t> handshakes{0};     // completed handshakes (any time)
+  std::atomic<std::uint64_t> tickets{0};        // session tickets received (any time)
   std::mutex err_mu;
   std::map<std::string, std::uint64_t> error_kinds;
 
@@ -295,6 +347,7 @@ struct run_state {
 
   void error(const std::string& what) {
     errors.fetch_add(1, std::memory_order_relaxed);
+    if (measuring()) window_errors.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(err_mu);
     if (++error_kinds[what] == 1) std::fprintf(stderr, "loadgen: error: %s\n", what.c_str());
   }
@@ -326,6 +379,34 @@ std::string ssl_error_text(SSL* ssl, int ret, const char* op) {
   return s;
 }
 
+// "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" for a connected socket: the destination and the
+// source port are the socket's own, the source address is the one the caller plays.
+std::string proxy_v1_header(int fd, const std::string& src, int dport) {
+  sockaddr_in local{};
+  socklen_t len = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  return "PROXY TCP4 " + src + " 127.0.0.1 " + std::to_string(ntohs(local.sin_port)) + " " +
+         std::to_string(dport) + "\r\n";
+}
+
+bool send_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+void set_timeouts(int fd, double seconds) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(seconds);
+  tv.tv_usec = static_cast<suseconds_t>((seconds - std::floor(seconds)) * 1e6);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 // ---------------------------------------------------------------------------------------------
 // One client connection: TCP + TLS + a minimal HTTP/1.1 response reader.
 
@@ -336,7 +417,9 @@ class connection {
   connection& operator=(const connection&) = delete;
   ~connection() { close(); }
 
-  bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err) {
+  // proxy_src: when not empty, a PROXY v1 header naming that source precedes the ClientHello.
+  bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err,
+            const std::string& proxy_src = {}) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
       err = std::string("socket: ") + std::strerror(errno);
@@ -344,13 +427,13 @@ class connection {
     }
     const int one = 1;
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(o.timeout);
-    tv.tv_usec = static_cast<suseconds_t>((o.timeout - std::floor(o.timeout)) * 1e6);
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    set_timeouts(fd_, o.timeout);
     if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
       err = std::string("connect: ") + std::strerror(errno);
+      return false;
+    }
+    if (!proxy_src.empty() && !send_all(fd_, proxy_v1_header(fd_, proxy_src, o.port))) {
+      err = std::string("PROXY header: ") + std::strerror(errno);
       return false;
     }
     ssl_ = SSL_new(ctx);
@@ -516,8 +599,41 @@ class connection {
 // ---------------------------------------------------------------------------------------------
 // Modes
 
+// Per thread: its index and the latencies it measured.
 struct latencies {
+  std::size_t index = 0;
   std::vector<double> ms;
+};
+
+// The PROXY source thread `index` plays, or "" when there is no header.
+std::string proxy_src_for(const options& o, std::size_t index) {
+  return o.proxy_srcs.empty() ? std::string() : o.proxy_srcs[index % o.proxy_srcs.size()];
+}
+
+// Paces one thread to its share of --rate (threads are offset evenly within one interval). A
+// thread that falls behind does not burst to catch up: the offered rate is a ceiling.
+class pacer {
+ public:
+  pacer(const options& o, int nthreads, std::size_t index) {
+    if (o.rate <= 0) return;
+    interval_ = std::chrono::duration_cast<clock_type::duration>(
+        std::chrono::duration<double>(static_cast<double>(nthreads) / o.rate));
+    next_ = clock_type::now() + interval_ * static_cast<long>(index) / std::max(1, nthreads);
+  }
+  void wait() {
+    if (interval_ == clock_type::duration::zero()) return;
+    const auto now = clock_type::now();
+    if (next_ > now) {
+      std::this_thread::sleep_until(next_);
+    } else if (now - next_ > interval_) {
+      next_ = now;
+    }
+    next_ += interval_;
+  }
+
+ private:
+  clock_type::duration interval_{};
+  clock_type::time_point next_{};
 };
 
 void record(latencies& lat, clock_type::time_point started) {
@@ -534,10 +650,14 @@ void handshake_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
   const std::string req =
       "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\nConnection: close\r\n\r\n";
   std::string err;
+  const std::string src = proxy_src_for(o, lat.index);
+  pacer pace(o, o.threads, lat.index);
   while (!g_state.stopped()) {
+    pace.wait();
+    if (g_state.stopped()) break;
     const auto t = clock_type::now();
     connection c;
-    if (c.open(ctx, o, addr, err) && c.write_all(req, err) && c.read_response(err) &&
+    if (c.open(ctx, o, addr, err, src) && c.write_all(req, err) && c.read_response(err) &&
         c.await_close(err)) {
       c.close();
       record(lat, t);
@@ -551,14 +671,17 @@ void handshake_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
 void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
   const std::string req = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\n\r\n";
   std::string err;
+  const std::string src = proxy_src_for(o, lat.index);
+  pacer pace(o, o.connections, lat.index);
   while (!g_state.stopped()) {
     connection c;
-    if (!c.open(ctx, o, addr, err)) {
+    if (!c.open(ctx, o, addr, err, src)) {
       g_state.error(err);
       backoff();
       continue;
     }
     while (!g_state.stopped()) {
+      pace.wait();
       const auto t = clock_type::now();
       if (!c.write_all(req, err) || !c.read_response(err)) {
         g_state.error(err);
@@ -567,6 +690,118 @@ void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
       record(lat, t);
     }
   }
+}
+
+// One flood connection: connect, PROXY header, then wait for the server to close. Refused = the
+// server closed (FIN or RST) without sending a byte; anything else (a byte, a timeout) means it
+// was let in, which is counted as an error with its kind.
+enum class flood_outcome { refused, admitted, failed };
+
+flood_outcome flood_once(const options& o, const sockaddr_in& addr, const std::string& src,
+                         std::string& err) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = std::string("socket: ") + std::strerror(errno);
+    return flood_outcome::failed;
+  }
+  set_timeouts(fd, o.timeout);
+  flood_outcome out = flood_outcome::failed;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    err = std::string("connect: ") + std::strerror(errno);
+  } else if (!send_all(fd, proxy_v1_header(fd, src, o.port))) {
+    // Closed before the header was even sent (e.g. at accept): a refusal too.
+    out = errno == ECONNRESET || errno == EPIPE ? flood_outcome::refused : flood_outcome::failed;
+    err = std::string("send: ") + std::strerror(errno);
+  } else {
+    char b = 0;
+    const ssize_t n = ::recv(fd, &b, 1, 0);
+    if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE))) {
+      out = flood_outcome::refused;
+    } else if (n > 0) {
+      out = flood_outcome::admitted;
+      err = "flood connection: the server sent data";
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      out = flood_outcome::admitted;
+      err = "flood connection: not refused within --timeout";
+    } else {
+      err = std::string("recv: ") + std::strerror(errno);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+void flood_loop(SSL_CTX*, const options& o, const sockaddr_in& addr, latencies& lat) {
+  const std::string& src = o.proxy_srcs.front();
+  pacer pace(o, o.threads, lat.index);
+  std::string err;
+  while (!g_state.stopped()) {
+    pace.wait();
+    if (g_state.stopped()) break;
+    const auto t = clock_type::now();
+    const bool in_window = g_state.measuring();
+    if (flood_once(o, addr, src, err) == flood_outcome::refused) {
+      if (in_window) {  // ops = connections offered; latency = time until refused
+        g_state.ops.fetch_add(1, std::memory_order_relaxed);
+        g_state.refused.fetch_add(1, std::memory_order_relaxed);
+        lat.ms.push_back(seconds_since(t) * 1e3);
+      }
+    } else {
+      if (in_window) g_state.ops.fetch_add(1, std::memory_order_relaxed);
+      g_state.error(err);
+    }
+  }
+}
+
+// flood --hold: a connection that sends the header and then stays silent, holding its place.
+int open_hold(const options& o, const sockaddr_in& addr) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      !send_all(fd, proxy_v1_header(fd, o.proxy_srcs.front(), o.port))) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the server still keeps a held connection open (it has neither closed nor reset it).
+bool still_open(int fd) {
+  char b = 0;
+  const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
+  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+std::uint64_t still_held(const std::vector<int>& fds) {
+  return static_cast<std::uint64_t>(std::count_if(fds.begin(), fds.end(), still_open));
+}
+
+// Opens --hold connections and waits --settle for the server to read their headers. A hold
+// the server refused (the places of the previous run not yet released) is opened again, a few
+// times, so the flood that follows finds the places taken.
+std::vector<int> open_holds(const options& o, const sockaddr_in& addr) {
+  std::vector<int> fds(static_cast<std::size_t>(std::max(0, o.hold)), -1);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    for (int& fd : fds) {
+      if (fd >= 0 && still_open(fd)) continue;
+      if (fd >= 0) ::close(fd);
+      fd = open_hold(o, addr);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.settle));
+    if (std::all_of(fds.begin(), fds.end(), [](int fd) { return fd >= 0 && still_open(fd); })) {
+      break;
+    }
+  }
+  std::erase_if(fds, [](int fd) {
+    if (fd >= 0 && still_open(fd)) return false;
+    if (fd >= 0) ::close(fd);
+    return true;
+  });
+  if (fds.size() < static_cast<std::size_t>(std::max(0, o.hold))) {
+    std::fprintf(stderr, "loadgen: only %zu of %d held connections stayed open\n", fds.size(),
+                 o.hold);
+  }
+  return fds;
 }
 
 struct window {
@@ -581,6 +816,8 @@ window run_window(const options& o, int nthreads,
                   void (*loop)(SSL_CTX*, const options&, const sockaddr_in&, latencies&),
                   SSL_CTX* ctx, const sockaddr_in& addr, std::vector<latencies>& lats) {
   lats.resize(static_cast<std::size_t>(nthreads));
+  for (std::size_t i = 0; i < lats.size(); ++i)
+    lats[i].index = i;
   std::vector<std::thread> threads;
   for (int i = 0; i < nthreads; ++i) {
     threads.emplace_back(loop, ctx, std::cref(o), std::cref(addr),
@@ -669,9 +906,18 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   std::vector<latencies> lats;
   window w;
   int nthreads = 0;
+  std::vector<int> holds;
+  std::uint64_t held = 0;
   if (o.mode == "handshakes") {
     nthreads = o.threads;
     w = run_window(o, nthreads, handshake_loop, ctx, addr, lats);
+  } else if (o.mode == "flood") {
+    holds = open_holds(o, addr);
+    nthreads = o.threads;
+    w = run_window(o, nthreads, flood_loop, ctx, addr, lats);
+    held = still_held(holds);
+    for (const int fd : holds)
+      ::close(fd);
   } else {
     nthreads = o.connections;
     w = run_window(o, nthreads, keepalive_loop, ctx, addr, lats);
@@ -683,15 +929,21 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   const double mb = static_cast<double>(g_state.body_bytes.load()) / 1e6;
   const auto hs = g_state.handshakes.load();
 
+  const double window_errors = static_cast<double>(g_state.window_errors.load());
   line_writer out(o.format == "json");
   out.str("label", o.label)
       .str("mode", o.mode)
+      .str("scenario", o.scenario)
       .str("target", o.host + ":" + std::to_string(o.port))
       .str("path", o.path)
+      .num("rate", o.rate, 1)
+      .integer("sources", o.proxy_srcs.size())
       .integer("concurrency", static_cast<std::uint64_t>(nthreads))
       .num("window_s", w.wall_s)
       .integer("ops", g_state.ops.load())
       .integer("errors", g_state.errors.load())
+      .integer("window_errors", g_state.window_errors.load())
+      .num("success_pct", 100.0 * ratio(ops, ops + window_errors), 2)
       .num("ops_per_s", ratio(ops, w.wall_s), 1)
       .num("mb_per_s", ratio(mb, w.wall_s), 1)
       .num("server_cpu_s", w.server_cpu_s, 2)
@@ -705,6 +957,17 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .integer("handshakes", hs)
       .num("tickets_per_handshake",
            ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2);
+  if (o.mode == "flood") {
+    // ops = connections offered in the window (refused or not); the server's CPU in the window
+    // divided by the refusals is the cost of one (an upper bound if it served others meanwhile).
+    const double refused = static_cast<double>(g_state.refused.load());
+    out.integer("refused", g_state.refused.load())
+        .num("offered_per_s", ratio(ops, w.wall_s), 1)
+        .num("refused_per_s", ratio(refused, w.wall_s), 1)
+        .num("server_cpu_us_per_refused", 1e6 * ratio(w.server_cpu_s, refused), 1)
+        .integer("hold", static_cast<std::uint64_t>(o.hold))
+        .integer("held", held);
+  }
   std::printf("%s\n", out.finish().c_str());
   return ops > 0 ? 0 : 1;
 }

@@ -3,9 +3,17 @@
 # client. Prints a table of absolute numbers and the ratios mtlsd/nginx and mtlsd/haproxy.
 # See bench/README.md for what each number means and how to read it.
 #
-#   bench/run.sh [--quick] [--tickets 0|1] [--access-log] [--only LIST] [--out FILE] [--keep]
+#   bench/run.sh [--quick] [--flood] [--flood-rate N] [--tickets 0|1] [--access-log] [--only LIST]
+#                [--out FILE] [--keep]
 #
 #   --quick        small scale, about 40 s in all (default: about 2.5 minutes)
+#   --flood        instead of the four modes: one source (named by PROXY v1 headers) floods the
+#                  server, which caps connections per source, while three others make full mTLS
+#                  handshakes at a steady rate; the others alone, the flood alone, then both.
+#                  mtlsd and nginx (stream); HAProxy cannot refuse by the PROXY address before
+#                  the TLS handshake, so it is skipped (bench/README.md). About 30 s (--quick)
+#                  or 50 s.
+#   --flood-rate N flood connections offered per second (default 3000; 0 = as fast as it can)
 #   --tickets N    TLS 1.3 session tickets each server issues per full handshake (default 0;
 #                  OpenSSL's own default is 2). The table's "tickets/handshake" row shows what
 #                  each server really sent.
@@ -26,6 +34,8 @@ ACCESS_LOG=0
 ONLY="mtlsd,nginx,haproxy"
 OUT_FILE=""
 KEEP=0
+FLOOD=0
+FLOOD_RATE=3000
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -35,7 +45,9 @@ while [[ $# -gt 0 ]]; do
         --only) ONLY=${2:?}; shift ;;
         --out) OUT_FILE=${2:?}; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --flood) FLOOD=1 ;;
+        --flood-rate) FLOOD_RATE=${2:?}; shift ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -50,6 +62,16 @@ if [[ $QUICK == 1 ]]; then
 else
     WARMUP=1; HS_S=10; REQ_S=10; BULK_S=6; IDLE_CONNS=1000; SETTLE=1
     HS_THREADS=4; REQ_CONNS=32; BULK_CONNS=2; LARGE_MIB=32
+fi
+# --flood: the window of each of its three phases; the others' total rate (split over
+# OTHER_SOURCES sources, one thread each); the per-source cap the servers enforce.
+if [[ $QUICK == 1 ]]; then FLOOD_S=3; else FLOOD_S=6; fi
+OTHER_SOURCES=3; OTHERS_RATE=60; FLOOD_THREADS=4; PER_SOURCE=5
+FLOOD_SRC=198.51.100.66
+OTHER_SRCS=203.0.113.1,203.0.113.2,203.0.113.3
+if [[ $FLOOD == 1 ]]; then
+    LARGE_MIB=1   # only /small is fetched
+    [[ "$ONLY" == "mtlsd,nginx,haproxy" ]] && ONLY="mtlsd,nginx"
 fi
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -210,6 +232,14 @@ start_mtlsd() {
     [[ $TICKETS == 1 ]] && resumption=true
     local access=false
     [[ $ACCESS_LOG == 1 ]] && access=true
+    local flood_cfg=""
+    if [[ $FLOOD == 1 ]]; then
+        # Every connection begins with a PROXY v1 header; its source is what the per-source
+        # cap counts. A long handshake deadline keeps the flooder's held places held.
+        flood_cfg="    accept_proxy_protocol: {versions: [v1]}
+    limits: {max_connections_per_source: $PER_SOURCE}
+    timeouts: {handshake: 30s}"
+    fi
     cat >"$d/mtlsd.yaml" <<EOF
 admin: {address: ""}
 log: {level: warn, format: text, access_log: $access}
@@ -222,6 +252,7 @@ listeners:
     listen: 127.0.0.1:$PROXY_PORT
     upstream: 127.0.0.1:$UP_PORT
     max_connections: 100000
+$flood_cfg
     tls:
       cert: $PKI/server.crt
       key: $PKI/server.key
@@ -288,6 +319,62 @@ EOF
     SERVER_PID=$!
 }
 
+# --flood: nginx's stream module terminates TLS (a layer-4 proxy like mtlsd), reads the PROXY
+# header first and applies limit_conn, keyed by the header's address, in its preaccess phase,
+# which runs before the ssl phase: a refused connection costs no TLS work, as with mtlsd.
+NGINX_STREAM_MODULE=""
+for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
+    [[ -f "$m" ]] && { NGINX_STREAM_MODULE=$m; break; }
+done
+start_nginx_flood() {
+    local d=$T/nginx
+    mkdir -p "$d/tmp"
+    local load=""
+    if nginx -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
+        [[ -n "$NGINX_STREAM_MODULE" ]] ||
+            die "nginx's stream module is not installed (apt-get install libnginx-mod-stream)"
+        load="load_module $NGINX_STREAM_MODULE;"
+    elif ! nginx -V 2>&1 | grep -q -- '--with-stream'; then
+        die "this nginx has no stream module"
+    fi
+    local tickets="ssl_session_tickets off;"
+    [[ $TICKETS == 1 ]] && tickets="ssl_session_tickets on;"
+    # mtlsd logs a refusal only as an access-log line: nginx logs its refusals (to the error
+    # log) only with --access-log too, else below the error log's level.
+    local refusal_log="limit_conn_log_level info;"
+    [[ $ACCESS_LOG == 1 ]] && refusal_log="limit_conn_log_level warn;"
+    {
+        echo "$load"
+        echo "worker_processes $NPROC;"
+        nginx_common "$d"
+        cat <<EOF
+stream {
+  limit_conn_zone \$proxy_protocol_addr zone=per_source:10m;
+  server {
+    listen 127.0.0.1:$PROXY_PORT ssl proxy_protocol;
+    proxy_protocol_timeout 30s;
+    limit_conn per_source $PER_SOURCE;
+    $refusal_log
+    ssl_certificate $PKI/server.crt;
+    ssl_certificate_key $PKI/server.key;
+    ssl_client_certificate $PKI/ca.crt;
+    ssl_verify_client on;
+    ssl_verify_depth 4;
+    ssl_protocols TLSv1.3;
+    ssl_session_cache off;
+    $tickets
+    ssl_conf_command NumTickets $TICKETS;
+    ssl_handshake_timeout 30s;
+    proxy_pass 127.0.0.1:$UP_PORT;
+  }
+}
+EOF
+    } >"$d/nginx.conf"
+    nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" || die "nginx (stream) config rejected"
+    nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' >"$d/stdout.log" 2>&1 &
+    SERVER_PID=$!
+}
+
 start_haproxy() {
     local d=$T/haproxy
     mkdir -p "$d"
@@ -331,6 +418,7 @@ EOF
 }
 
 CURL_TLS=(--cacert "$PKI/ca.crt" --resolve "localhost:$PROXY_PORT:127.0.0.1" --max-time 3)
+[[ $FLOOD == 1 ]] && CURL_TLS+=(--haproxy-protocol)   # the servers require the PROXY header
 URL="https://localhost:$PROXY_PORT/small"
 
 # Ready = an mTLS request through the proxy returns the upstream's small file; then the proxy
@@ -374,9 +462,64 @@ loadgen() { # NAME MODE ARGS...: one JSON line into $RESULTS
     return 0
 }
 
+# --flood: one loadgen run of a phase (NAME SCENARIO MODE ARGS...), one JSON line into $RESULTS.
+flood_loadgen() {
+    local name=$1 scenario=$2 mode=$3
+    shift 3
+    local out err=$T/loadgen-$name-$scenario.err
+    if ! out=$(timeout 60 "$LOADGEN_BIN" --mode "$mode" --port "$PROXY_PORT" \
+        --cert "$PKI/client.crt" --key "$PKI/client.key" --ca "$PKI/ca.crt" \
+        --server-pid "$SERVER_PID" --upstream-pid "$UP_PID" --label "$name" \
+        --scenario "$scenario" --warmup "$WARMUP" "$@" 2>"$err"); then
+        log "$name $scenario: loadgen failed: $(head -c 400 "$err")"
+    fi
+    [[ -n "$out" ]] && echo "$out" >>"$RESULTS"
+    [[ -s "$err" ]] && log "$name $scenario: $(head -3 "$err" | tr '\n' ' ')"
+    return 0
+}
+
+# The three phases against the running server. The flooder holds its PER_SOURCE places with
+# silent connections (header sent, no ClientHello), so every further connection of its source
+# is over the cap; a connection not refused within 2 s is counted as an error.
+run_flood() { # NAME
+    local name=$1
+    local others=(--proxy-src "$OTHER_SRCS" --threads "$OTHER_SOURCES" --rate "$OTHERS_RATE")
+    local flood=(--proxy-src "$FLOOD_SRC" --threads "$FLOOD_THREADS" --rate "$FLOOD_RATE"
+        --hold "$PER_SOURCE" --timeout 2 --settle 0.5)
+    log "$name: others alone (${FLOOD_S}s, $OTHER_SOURCES sources, $OTHERS_RATE handshakes/s in all)"
+    flood_loadgen "$name" others_alone handshakes --duration "$FLOOD_S" "${others[@]}"
+    log "$name: flood alone (${FLOOD_S}s, one source, $FLOOD_RATE connections/s offered)"
+    flood_loadgen "$name" flood_alone flood --duration "$FLOOD_S" "${flood[@]}"
+    # Both at once: the others' window opens after the flooder's holds and warm-up (0.5 s
+    # settle + its warm-up) and closes before the flood's window does.
+    log "$name: flood and others together (${FLOOD_S}s)"
+    flood_loadgen "$name" flood_with_others flood --duration "$(awk "BEGIN{print $FLOOD_S + 1.5}")" \
+        "${flood[@]}" &
+    local flood_pid=$!
+    flood_loadgen "$name" others_flooded handshakes --duration "$FLOOD_S" \
+        --warmup "$(awk "BEGIN{print $WARMUP + 1}")" "${others[@]}"
+    wait "$flood_pid"
+}
+
 IFS=, read -r -a SERVERS <<<"$ONLY"
 for name in "${SERVERS[@]}"; do
     case "$name" in mtlsd | nginx | haproxy) ;; *) die "unknown server $name" ;; esac
+    if [[ $FLOOD == 1 ]]; then
+        if [[ $name == haproxy ]]; then
+            log "haproxy: skipped with --flood: its tcp-request connection rules see the socket's"
+            log "haproxy: address, not the PROXY header's; rules that see the header's run after"
+            log "haproxy: the TLS handshake (bench/README.md)"
+            continue
+        fi
+        log "$name: start (PROXY v1 required, at most $PER_SOURCE connections per source)"
+        if [[ $name == nginx ]]; then start_nginx_flood; else start_mtlsd; fi
+        PIDS+=("$SERVER_PID")
+        check_proxy "$name"
+        run_flood "$name"
+        stop_pid "$SERVER_PID"
+        forget_pid "$SERVER_PID"
+        continue
+    fi
     log "$name: start"
     "start_$name"
     PIDS+=("$SERVER_PID")
@@ -396,4 +539,4 @@ done
 log "done in $(($(date +%s) - START)) s; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ -n "$OUT_FILE" ]] && cp "$RESULTS" "$OUT_FILE"
 python3 "$ROOT/bench/report.py" "$RESULTS" \
-    --note "$NPROC cores; load average $(cut -d' ' -f1-3 /proc/loadavg); tickets=$TICKETS; access_log=$ACCESS_LOG; quick=$QUICK"
+    --note "$NPROC cores; load average $(cut -d' ' -f1-3 /proc/loadavg); tickets=$TICKETS; access_log=$ACCESS_LOG; quick=$QUICK; flood=$FLOOD"
