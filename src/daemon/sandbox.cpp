@@ -2,7 +2,6 @@
 // landlock.cpp and seccomp_policy.cpp; this file decides what the file-system view is.
 #include "mtlsd/daemon/sandbox.hpp"
 
-#include <dirent.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/pkcs11.hpp"
 
 namespace mtlsd::daemon::sandbox {
@@ -81,16 +81,6 @@ std::vector<fs::path> canonical_all(const std::vector<std::string>& v) {
   for (const auto& s : v)
     out.push_back(canonical_or_self(s));
   return out;
-}
-
-int thread_count() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (const dirent* e = ::readdir(d))
-      n += e->d_name[0] != '.';
-    ::closedir(d);
-  }
-  return n;
 }
 
 std::string join(const std::vector<std::string>& v) {

@@ -49,32 +49,6 @@ std::string remote_address(const stream_socket& s) {
   return ec ? std::string() : format_endpoint(ep);
 }
 
-std::optional<config::ip_address> remote_ip(const stream_socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  if (ec) return std::nullopt;
-  config::ip_address a;
-  const sockaddr* sa = ep.data();
-  if (sa->sa_family == AF_INET && ep.size() >= sizeof(sockaddr_in)) {
-    sockaddr_in in{};
-    std::memcpy(&in, sa, sizeof in);
-    std::memcpy(a.bytes.data(), &in.sin_addr, 4);
-    return a;
-  }
-  if (sa->sa_family == AF_INET6 && ep.size() >= sizeof(sockaddr_in6)) {
-    sockaddr_in6 in6{};
-    std::memcpy(&in6, sa, sizeof in6);
-    if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
-      std::memcpy(a.bytes.data(), reinterpret_cast<const unsigned char*>(&in6.sin6_addr) + 12, 4);
-    } else {
-      std::memcpy(a.bytes.data(), &in6.sin6_addr, 16);
-      a.v6 = true;
-    }
-    return a;
-  }
-  return std::nullopt;
-}
-
 void set_nodelay(stream_socket& s) {
   int family = s.local_endpoint().data()->sa_family;
   if (family != AF_INET && family != AF_INET6) return;

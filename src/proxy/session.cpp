@@ -196,7 +196,7 @@ sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
 proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   proxy_v2_info info;
   error_code ec;
-  info.source = s.proxied ? s.proxied_source : sockaddr_of(s.peer.remote_endpoint(ec));
+  info.source = s.proxied ? s.proxied_source : sockaddr_of(s.remote);
   info.destination = s.proxied ? s.proxied_destination : sockaddr_of(s.peer.local_endpoint(ec));
   const unsigned char* alpn = nullptr;
   unsigned alpn_len = 0;
@@ -258,6 +258,9 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       auto d = tls::evaluate(allow, *s.peer_identity, {source, sni ? sni : ""});
       if (!d.allowed) {
         observe_handshake(s);
+        // Refused: the log names it as the refused peer, not as a verified identity.
+        s.refused_peer = std::move(s.peer_identity);
+        s.peer_identity.reset();
         s.refuse(reason::not_authorized, std::move(d.detail) + " (resumed session)");
         s.enter(phase::closing, std::chrono::seconds(1));
         co_await tls.shutdown_send();
@@ -313,9 +316,7 @@ asio::awaitable<bool> accept_proxy_header(session& s) {
                                          std::to_string(h.version));
     co_return false;
   }
-  error_code rec;
-  const auto remote = s.peer.remote_endpoint(rec);
-  auto source = rec ? std::nullopt : ip_of(remote.data());
+  auto source = s.source;
   if (h.has_addresses) {  // else (LOCAL, UNKNOWN) the balancer's own connection stands
     s.proxied = true;
     s.proxied_source = h.source;
@@ -389,6 +390,9 @@ asio::awaitable<void> serve_server(session& s) {
     auto [wec, n] =
         co_await asio::async_write(s.upstream, asio::buffer(header), as_tuple(use_awaitable));
     if (wec) {
+      // The upstream took the connection and then failed: counted against it, as a failed
+      // connect is (refuse_connect).
+      if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
       s.refuse(reason::upstream_unavailable, "writing the PROXY header: " + wec.message());
       co_return;
     }
@@ -631,8 +635,12 @@ asio::awaitable<void> run_session(stream_socket peer,
                                   session_registry& registry, admission_ticket ticket) {
   session s(std::move(peer), std::move(listener));
   s.ticket = std::move(ticket);
-  s.client = remote_address(s.peer);
-  s.source = remote_ip(s.peer);
+  error_code peer_ec;
+  s.remote = s.peer.remote_endpoint(peer_ec);
+  if (!peer_ec) {
+    s.client = format_endpoint(s.remote);
+    s.source = ip_of(s.remote.data());
+  }
   trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);

@@ -103,6 +103,8 @@ termination name_termination(const session& s, const outcome& o) {
     case outcome::kind::failed:
       return termination::error;
     case outcome::kind::killed:
+      // A peer already refused, closed by a drain while it lingered, was still refused.
+      if (!s.admitted && s.refusal && !s.control.kill_reason()) break;
       return s.control.kill_termination();
     case outcome::kind::deadline:
       if (s.current == phase::relay)

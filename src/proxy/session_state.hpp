@@ -85,6 +85,8 @@ struct session {
   bool aged = false;  // it was: both sides got EOF from us
 
   std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
+  // The socket's peer, read once at accept (getpeername is a system call per use).
+  stream_endpoint remote;
   std::string client;
   // The peer's IP address, for allow rules on source_cidrs (none on a unix socket).
   std::optional<config::ip_address> source;

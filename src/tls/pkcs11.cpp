@@ -1,6 +1,5 @@
 #include "mtlsd/tls/pkcs11.hpp"
 
-#include <dirent.h>
 #include <libp11.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -13,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::tls::pkcs11 {
@@ -44,16 +44,6 @@ std::mutex& lock() {
 std::string& threads_note() {
   static auto* s = new std::string;
   return *s;
-}
-
-int thread_count() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (const dirent* e = ::readdir(d))
-      n += e->d_name[0] != '.';
-    ::closedir(d);
-  }
-  return n;
 }
 
 std::map<std::string, module>& modules() {

@@ -153,6 +153,8 @@ def test_a_resumed_session_is_judged_again(start_mtlsd, make_upstream, pki):
         tls.close()
     line = daemon.wait_for_access(client=local)
     assert line["reason"] == "not_authorized" and "(resumed session)" in line["detail"], line
+    # Refused: named as the refused peer, never as a verified identity.
+    assert line["identity"] == "" and line["peer_subject"].startswith("CN=client"), line
 
 
 # --- mtlsd verify --------------------------------------------------------------------------

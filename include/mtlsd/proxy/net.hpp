@@ -28,10 +28,6 @@ std::string format_endpoint(const stream_endpoint& ep);
 std::string local_address(const stream_socket& s);
 std::string remote_address(const stream_socket& s);
 
-// The peer's IP address (IPv4-mapped IPv6 as IPv4), or nothing for a unix socket or when the
-// socket cannot tell. For allow rules on source_cidrs.
-std::optional<config::ip_address> remote_ip(const stream_socket& s);
-
 // Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
 // small writes.
 void set_nodelay(stream_socket& s);
