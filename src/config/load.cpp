@@ -20,6 +20,7 @@
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/pkcs11_uri.hpp"
+#include "validate.hpp"
 #include "yaml_reader.hpp"
 
 namespace mtlsd::config {
@@ -208,27 +209,6 @@ void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_
   });
 }
 
-// A key's secret comes from the file that matches its kind: key_password_file decrypts a key
-// file, key_pin_file (or the URI's pin-source/pin-value) logs in to a PKCS#11 token.
-void check_key_secrets(reader& r, const YAML::Node& n, const std::string& path, const file_ref& key,
-                       const file_ref& password, const file_ref& pin) {
-  const bool uri = is_pkcs11_uri(key.path);
-  if (uri && !password.empty())
-    r.error(n["key_password_file"],
-            path + ".key_password_file: the key is a pkcs11: URI; its PIN goes in key_pin_file");
-  if (!uri && !pin.empty())
-    r.error(n["key_pin_file"], path +
-                                   ".key_pin_file applies to a pkcs11: key only (a key file takes "
-                                   "key_password_file)");
-  pkcs11_uri parsed;
-  if (uri && !pin.empty() && parse_pkcs11_uri(key.path, parsed).empty() &&
-      (!parsed.pin_source.empty() || !parsed.pin_value.empty()))
-    r.error(n["key_pin_file"],
-            path +
-                ".key_pin_file: the key's URI already gives the PIN (pin-source or "
-                "pin-value); give it once");
-}
-
 // tls.certificates: each entry is cert + key or pkcs12, plus the names it serves.
 void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& path,
                              certificate_entry& e) {
@@ -263,15 +243,7 @@ void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& 
                     "' is not a server name: expected a DNS name or '*.suffix'");
     }
   });
-  const bool has_pem = !e.cert.empty() || !e.key.empty();
-  if (has_pem && !e.pkcs12.empty())
-    r.error(n, path + ": give either cert + key or pkcs12, not both");
-  else if (!e.cert.empty() && e.key.empty())
-    r.error(n, path + ": 'cert' is set but 'key' is missing");
-  else if (e.cert.empty() && !e.key.empty())
-    r.error(n, path + ": 'key' is set but 'cert' is missing");
-  else if (!has_pem && e.pkcs12.empty())
-    r.error(n, path + ": each entry needs cert + key or pkcs12");
+  check_certificate_entry(r, n, path, e);
 }
 
 void parse_certificates(reader& r, const YAML::Node& n, const std::string& path, tls_options& t) {
@@ -393,9 +365,7 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
   };
   version("min_version", t.min_version);
   version("max_version", t.max_version);
-  if (t.min_version > t.max_version)
-    r.error(t.where,
-            path + ": min_version " + t.min_version + " is above max_version " + t.max_version);
+  check_tls_versions(r, path, t);
   with(n, "cipher_suites", [&](auto v) { r.str(v, path + ".cipher_suites", t.cipher_suites); });
   with(n, "ciphers", [&](auto v) { r.str(v, path + ".ciphers", t.ciphers); });
   with(n, "curves", [&](auto v) { r.str(v, path + ".curves", t.curves); });
@@ -474,8 +444,8 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
     if (c.path.empty() || c.path.front() != '/' || !clean)
       r.error(v, path + ".path: '" + c.path +
                      "' must start with / and hold no spaces, control characters or '#'");
-    else if (c.type != upstream_check_type::http)
-      r.error(v, path + ".path applies to type: http only");
+    else
+      check_upstream_check_path(r, v, path, c);
   });
   with(n, "interval", [&](auto v) {
     if (r.dur(v, path + ".interval", c.interval) && c.interval.count() == 0)
@@ -484,14 +454,10 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
   with(n, "timeout", [&](auto v) {
     if (r.dur(v, path + ".timeout", c.timeout) && c.timeout.count() == 0)
       r.error(v, path + ".timeout must be greater than 0");
-    else if (c.timeout > c.interval)
-      r.error(v, path + ".timeout (" + format_duration(c.timeout) + ") must not exceed " + path +
-                     ".interval (" + format_duration(c.interval) + ")");
+    else
+      check_upstream_check_timeout(r, v, path, c);
   });
-  if (!server && c.type == upstream_check_type::http)
-    r.error(n["type"], path +
-                           ".type: http applies to mode: server only (in client mode the "
-                           "upstream speaks TLS; use tcp)");
+  check_upstream_check_mode(r, n, path, server, c);
 }
 
 // allowed_sources, accept_proxy_protocol and limits: what is decided before any TLS work.
@@ -534,19 +500,9 @@ void parse_admission(reader& r, const YAML::Node& n, const std::string& path, li
     count("max_connections_per_source", lim.max_connections_per_source);
     count("max_connections_per_identity", lim.max_connections_per_identity);
     count("max_pending_handshakes", lim.max_pending_handshakes);
-    if (lim.burst > 0 && lim.connections_per_second == 0)
-      r.error(v["burst"], p + ".burst needs connections_per_second (the rate that refills it)");
+    check_limits(r, v, p, lim);
   });
-  // A peer on a unix socket has no IP address to match: only a PROXY header can give it one.
-  if (l.listen.is_unix() && !l.accept_proxy_protocol.enabled && !l.allowed_sources.empty())
-    r.error(n["allowed_sources"], path +
-                                      ".allowed_sources: a unix-socket listener's peers have no "
-                                      "IP address (use accept_proxy_protocol, or drop the list)");
-  if (l.listen.is_unix() && !l.accept_proxy_protocol.trusted_sources.empty())
-    r.error(n["accept_proxy_protocol"]["trusted_sources"],
-            path +
-                ".accept_proxy_protocol.trusted_sources: a unix-socket listener's peers have no "
-                "IP address (use [] and the socket's permissions)");
+  check_unix_listener_sources(r, n, path, l);
 }
 
 void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
@@ -645,12 +601,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
          [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow, rule_side::server_auth); });
     with(sa_node, "insecure_skip_verify",
          [&](auto v) { r.boolean(v, p + ".insecure_skip_verify", sa.insecure_skip_verify); });
-    // Without verification there is no verified identity to match: an allow list would be
-    // ignored in silence, admitting any remote the operator meant to restrict.
-    if (sa.insecure_skip_verify && !sa.allow.empty())
-      r.error(sa_node["insecure_skip_verify"],
-              p + ".insecure_skip_verify: true cannot be combined with " + p +
-                  ".allow (nothing is verified, so the allow list could never be enforced)");
+    check_server_auth(r, sa_node, p, sa);
   }
   with(n, "revocation",
        [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
@@ -686,85 +637,11 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     });
   });
 
-  // Cross-field rules: catch contradictions here rather than as odd runtime behaviour.
   const bool server = l.mode == listener_mode::server;
   with(n, "upstream_check", [&](auto v) {
     parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
   });
-  const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
-  const bool has_list = !l.tls.certificates.empty();
-  if (has_list && (has_pem || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
-                   !l.tls.key_pin_file.empty() || !l.tls.pkcs12_password_file.empty()))
-    r.error(l.tls.certificates_where,
-            path + ".tls.certificates: give either certificates or cert/key/pkcs12, not both");
-  if (has_list && !server)
-    r.error(l.tls.certificates_where,
-            path + ".tls.certificates applies to mode: server only (a client presents one)");
-  if (l.tls.strict_sni && !server)
-    r.error(n["tls"]["strict_sni"], path + ".tls.strict_sni applies to mode: server only");
-  if (has_list && l.revocation.stapling && l.tls.certificates.size() > 1)
-    r.error(n["revocation"]["stapling"],
-            path +
-                ".revocation.stapling: not supported with several tls.certificates yet (staple "
-                "with one certificate, or turn stapling off)");
-  const bool spiffe = l.tls.spiffe.enabled;
-  if (spiffe && (has_pem || has_list || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
-                 !l.tls.pkcs12_password_file.empty()))
-    r.error(l.tls.spiffe.where,
-            path +
-                ".tls.spiffe: the Workload API supplies the certificate and key: give either "
-                "spiffe or cert/key/pkcs12/certificates, not both");
-  if (spiffe && l.revocation.stapling)
-    r.error(n["revocation"]["stapling"],
-            path +
-                ".revocation.stapling: not supported with tls.spiffe (an X.509-SVID names no "
-                "OCSP responder)");
-  if (has_pem && !l.tls.pkcs12.empty())
-    r.error(l.tls.where, path + ".tls: give either cert + key or pkcs12, not both");
-  if (!l.tls.cert.empty() && l.tls.key.empty())
-    r.error(l.tls.where, path + ".tls: 'cert' is set but 'key' is missing");
-  if (l.tls.cert.empty() && !l.tls.key.empty())
-    r.error(l.tls.where, path + ".tls: 'key' is set but 'cert' is missing");
-  if (server) {
-    if (!has_pem && l.tls.pkcs12.empty() && !has_list && !spiffe)
-      r.error(
-          l.tls.where,
-          path + ".tls: a server-mode listener needs its certificate: set cert + key or pkcs12");
-    // With tls.spiffe the trust bundles are the CAs, unless client_auth.ca names files.
-    if (l.client_auth.mode != client_auth_mode::none && l.client_auth.ca.empty() && !spiffe)
-      r.error(l.client_auth.where,
-              path + ".client_auth.ca: client certificates are required (mode " +
-                  (l.client_auth.mode == client_auth_mode::require ? "require" : "optional") +
-                  ") but no CA bundle is configured");
-    if (sa_node.IsDefined())
-      r.error(sa_node, path + ".server_auth applies to mode: client only (use client_auth)");
-  } else {
-    if (ca_node.IsDefined())
-      r.error(ca_node, path + ".client_auth applies to mode: server only (use server_auth)");
-    // The remote's SVID names no host: without a CA file or a server_name to check, its SPIFFE
-    // ID is what authenticates it, so it must be named.
-    if (spiffe && l.server_auth.ca.empty() && l.server_auth.server_name.empty() &&
-        l.server_auth.allow.empty())
-      r.error(l.tls.spiffe.where,
-              path +
-                  ".tls.spiffe in mode: client: name the remote's SPIFFE ID in "
-                  "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check), "
-                  "or set server_auth.server_name");
-    if (l.upstream.is_unix())
-      r.error(upstream,
-              path + ".upstream: a client-mode listener connects to a TLS server over TCP");
-    if (l.proxy_protocol != proxy_protocol_mode::off)
-      r.error(n["proxy_protocol"], path + ".proxy_protocol applies to mode: server only");
-    if (l.http.enabled) r.error(n["http"], path + ".http applies to mode: server only");
-    if (l.revocation.stapling)
-      r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
-  }
-  if (server && l.revocation.require_staple) {
-    r.error(n["revocation"]["require_staple"],
-            path +
-                ".revocation.require_staple applies to mode: client only (a client's "
-                "certificate cannot be stapled)");
-  }
+  check_listener(r, n, path, l);
 }
 
 // dns.servers: IP:PORT entries. A DNS server cannot itself be found by name, and c-ares takes
@@ -877,19 +754,12 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
   } else if (!ls.IsSequence()) {
     r.error(ls, "listeners: expected a list of listeners, got " + reader::kind(ls));
   } else {
-    std::set<std::string> names;
-    std::vector<std::pair<address, std::string>> bound;
+    taken_by_listeners taken;
     for (std::size_t i = 0; i < ls.size(); ++i) {
       listener l;
       const std::string path = "listeners[" + std::to_string(i) + "]";
       parse_listener(r, ls[i], path, l);
-      if (!l.name.empty() && !names.insert(l.name).second)
-        r.error(ls[i]["name"], path + ".name: duplicate listener name '" + l.name + "'");
-      for (const auto& [a, other] : bound)
-        if (a == l.listen && !(a.type == address::kind::tcp && a.port == 0))
-          r.error(ls[i]["listen"],
-                  path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
-      bound.emplace_back(l.listen, l.name);
+      check_listener_unique(r, ls[i], path, l, taken);
       c.listeners.push_back(std::move(l));
     }
     if (ls.size() == 0) r.error(ls, "no listeners configured: add at least one under 'listeners:'");
