@@ -46,8 +46,8 @@ void check_upstream_check_mode(reader& r, const YAML::Node& n, const std::string
 
 // --- across a listener's sections ---------------------------------------------------------
 
-// The listener (`n`) once all its sections are read: where its certificate comes from and which
-// keys its mode allows.
+// The listener (`n`) once all its sections are read: where its certificate comes from, which
+// keys its mode allows, and the combinations this build cannot serve.
 void check_listener(reader& r, const YAML::Node& n, const std::string& path, const listener& l);
 
 // --- across listeners ---------------------------------------------------------------------
