@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "test_pki.hpp"
 
