@@ -22,6 +22,7 @@
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/pkcs11_uri.hpp"
+#include "sections.hpp"
 #include "validate.hpp"
 #include "yaml_reader.hpp"
 
@@ -47,168 +48,6 @@ std::optional<std::string> unwritable_log_file(const std::string& path) {
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
     return "the directory " + dir.string() + " is not writable (" + std::strerror(errno) + ")";
   return std::nullopt;
-}
-
-// The identity matchers of `allow` and of its rules (the caller checks the keys).
-void parse_identity(reader& r, const YAML::Node& n, const std::string& path, identity_matchers& a) {
-  with(n, "spiffe_ids", [&](auto v) {
-    if (!r.strings(v, path + ".spiffe_ids", a.spiffe_ids)) return;
-    for (std::size_t i = 0; i < a.spiffe_ids.size(); ++i) {
-      const auto& id = a.spiffe_ids[i];
-      if (id.rfind("spiffe://", 0) != 0)
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID (must start with spiffe://)");
-      auto star = id.find('*');
-      if (star != std::string::npos &&
-          (star != id.size() - 1 || id.size() < 2 || id[star - 1] != '/'))
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".spiffe_ids: '" + id + "': '*' is only allowed as a trailing '/*'");
-    }
-  });
-  with(n, "uri_sans", [&](auto v) { r.strings(v, path + ".uri_sans", a.uri_sans); });
-  with(n, "dns_sans", [&](auto v) {
-    if (!r.strings(v, path + ".dns_sans", a.dns_sans)) return;
-    for (std::size_t i = 0; i < a.dns_sans.size(); ++i) {
-      const auto& d = a.dns_sans[i];
-      if (d.find('*') != std::string::npos &&
-          (d.rfind("*.", 0) != 0 || d.find('*', 1) != std::string::npos))
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".dns_sans: '" + d + "': wildcards are only allowed as a leading '*.'");
-    }
-  });
-  with(n, "email_sans", [&](auto v) {
-    if (!r.strings(v, path + ".email_sans", a.email_sans)) return;
-    for (std::size_t i = 0; i < a.email_sans.size(); ++i) {
-      const auto& e = a.email_sans[i];
-      const auto at = e.find('@');
-      if (at == std::string::npos || at == 0 || at + 1 == e.size() ||
-          e.find('@', at + 1) != std::string::npos)
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".email_sans: '" + e + "' is not an e-mail address (local@domain)");
-    }
-  });
-  with(n, "common_names", [&](auto v) { r.strings(v, path + ".common_names", a.common_names); });
-  with(n, "organizational_units",
-       [&](auto v) { r.strings(v, path + ".organizational_units", a.organizational_units); });
-  with(n, "sha256_fingerprints", [&](auto v) {
-    if (!r.strings(v, path + ".sha256_fingerprints", a.sha256_fingerprints)) return;
-    for (std::size_t i = 0; i < a.sha256_fingerprints.size(); ++i) {
-      std::string hex;
-      for (char c : a.sha256_fingerprints[i])
-        if (c != ':') hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".sha256_fingerprints: '" + a.sha256_fingerprints[i] +
-                    "' is not a SHA-256 fingerprint (64 hex digits, colons optional)");
-      a.sha256_fingerprints[i] = hex;
-    }
-  });
-}
-
-// Lower-cases `sni` entries and checks each is a DNS name or "*.suffix".
-void parse_sni(reader& r, const YAML::Node& v, const std::string& path,
-               std::vector<std::string>& out) {
-  if (!r.strings(v, path, out)) return;
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    auto& name = out[i];
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const std::string_view rest =
-        name.rfind("*.", 0) == 0 ? std::string_view(name).substr(2) : std::string_view(name);
-    if (rest.empty() || rest.find('*') != std::string_view::npos || rest.front() == '.' ||
-        rest.back() == '.' || rest.find_first_of(" /:") != std::string_view::npos)
-      r.error(v.IsSequence() ? v[i] : v,
-              path + ": '" + name + "' is not a server name: expected a DNS name or '*.suffix'");
-  }
-}
-
-void parse_cidrs(reader& r, const YAML::Node& v, const std::string& path, std::vector<cidr>& out) {
-  std::vector<std::string> texts;
-  if (!r.strings(v, path, texts)) return;
-  for (std::size_t i = 0; i < texts.size(); ++i) {
-    auto parsed = parse_cidr(texts[i]);
-    if (auto* msg = std::get_if<std::string>(&parsed))
-      r.error(v.IsSequence() ? v[i] : v,
-              path + "[" + std::to_string(i) + "]: invalid CIDR '" + texts[i] + "': " + *msg);
-    else
-      out.push_back(std::move(std::get<cidr>(parsed)));
-  }
-}
-
-enum class rule_side { client_auth, server_auth };
-
-// One rule, or its `not:` (nested = true: no further `not:`).
-void parse_rule_matchers(reader& r, const YAML::Node& n, const std::string& path, rule_matchers& m,
-                         rule_side side, bool nested, allow_rule* rule) {
-  if (!n.IsMap()) {
-    if (n.IsNull())
-      r.error(n, path + ": an empty " + (nested ? "'not'" : "rule") +
-                     " (give at least one matcher: " +
-                     "spiffe_ids, uri_sans, dns_sans, common_names, organizational_units, "
-                     "sha256_fingerprints, email_sans, " +
-                     (side == rule_side::client_auth ? "source_cidrs, " : "") + "sni" +
-                     (nested ? "" : ", not") + ")");
-    else
-      r.map(n, path, {});
-    return;
-  }
-  if (nested)
-    r.map(n, path,
-          {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
-           "sha256_fingerprints", "email_sans", "source_cidrs", "sni"});
-  else
-    r.map(n, path,
-          {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
-           "sha256_fingerprints", "email_sans", "source_cidrs", "sni", "not"});
-  parse_identity(r, n, path, m);
-  with(n, "source_cidrs", [&](auto v) {
-    if (side == rule_side::server_auth) {
-      r.error(v, path +
-                     ".source_cidrs: not available in server_auth (the remote is the address "
-                     "mtlsd connects to; use sni, or the identity matchers)");
-      return;
-    }
-    parse_cidrs(r, v, path + ".source_cidrs", m.source_cidrs);
-  });
-  with(n, "sni", [&](auto v) { parse_sni(r, v, path + ".sni", m.sni); });
-  // A matcher with no entries could never match: almost certainly a mistake.
-  for (const auto& kv : n) {
-    const std::string key = kv.first.Scalar();
-    if (key == "not") continue;
-    const YAML::Node& v = kv.second;
-    if (v.IsNull() || (v.IsSequence() && v.size() == 0))
-      r.error(kv.first, path + "." + key + ": an empty list never matches; remove the matcher");
-  }
-  if (rule) {
-    with(n, "not", [&](auto v) {
-      parse_rule_matchers(r, v, path + ".not", rule->exclude, side, true, nullptr);
-    });
-  }
-  if (n.size() == 0)
-    r.error(n, path + ": an empty " + std::string(nested ? "'not'" : "rule") +
-                   " (give at least one matcher)");
-}
-
-void parse_allow(reader& r, const YAML::Node& n, const std::string& path, allow_list& a,
-                 rule_side side) {
-  r.map(n, path,
-        {"spiffe_ids", "uri_sans", "dns_sans", "common_names", "organizational_units",
-         "sha256_fingerprints", "email_sans", "rules"});
-  parse_identity(r, n, path, a);
-  with(n, "rules", [&](auto v) {
-    if (v.IsNull()) return;
-    if (!v.IsSequence()) {
-      r.error(v, path + ".rules: expected a list of rules, got " + reader::kind(v));
-      return;
-    }
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      allow_rule rule;
-      rule.where = r.at(v[i]);
-      const std::string p = path + ".rules[" + std::to_string(i) + "]";
-      parse_rule_matchers(r, v[i], p, rule.match, side, false, &rule);
-      a.rules.push_back(std::move(rule));
-    }
-  });
 }
 
 // tls.certificates: each entry is cert + key or pkcs12, plus the names it serves.
@@ -569,42 +408,12 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   else
     l.tls.where = l.where;
 
-  const YAML::Node ca_node = n["client_auth"];
-  if (ca_node.IsDefined()) {
-    const std::string p = path + ".client_auth";
-    auto& ca = l.client_auth;
-    ca.where = r.at(ca_node);
-    r.map(ca_node, p, {"mode", "ca", "verify_depth", "allow"});
-    with(ca_node, "mode", [&](auto v) {
-      r.choice(v, p + ".mode",
-               {{"require", client_auth_mode::require},
-                {"optional", client_auth_mode::optional},
-                {"none", client_auth_mode::none}},
-               ca.mode);
-    });
-    with(ca_node, "ca", [&](auto v) { r.files(v, p + ".ca", ca.ca); });
-    with(ca_node, "verify_depth",
-         [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, ca.verify_depth); });
-    with(ca_node, "allow",
-         [&](auto v) { parse_allow(r, v, p + ".allow", ca.allow, rule_side::client_auth); });
-  } else {
+  if (const YAML::Node ca = n["client_auth"]; ca.IsDefined())
+    parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
+  else
     l.client_auth.where = l.where;
-  }
-  const YAML::Node sa_node = n["server_auth"];
-  if (sa_node.IsDefined()) {
-    const std::string p = path + ".server_auth";
-    auto& sa = l.server_auth;
-    r.map(sa_node, p, {"ca", "server_name", "verify_depth", "allow", "insecure_skip_verify"});
-    with(sa_node, "verify_depth",
-         [&](auto v) { r.integer_into(v, p + ".verify_depth", 0, 32, sa.verify_depth); });
-    with(sa_node, "ca", [&](auto v) { r.files(v, p + ".ca", sa.ca); });
-    with(sa_node, "server_name", [&](auto v) { r.str(v, p + ".server_name", sa.server_name); });
-    with(sa_node, "allow",
-         [&](auto v) { parse_allow(r, v, p + ".allow", sa.allow, rule_side::server_auth); });
-    with(sa_node, "insecure_skip_verify",
-         [&](auto v) { r.boolean(v, p + ".insecure_skip_verify", sa.insecure_skip_verify); });
-    check_server_auth(r, sa_node, p, sa);
-  }
+  if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
+    parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
   with(n, "revocation",
        [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
   with(n, "proxy_protocol", [&](auto v) {

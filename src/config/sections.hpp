@@ -1,0 +1,22 @@
+#pragma once
+// The parsers of the configuration's sections, one file each: each reads its YAML node into its
+// struct, reports every problem at its position, and calls its section's rules (validate.hpp)
+// once their fields are read.
+#include <string>
+#include <vector>
+
+#include "yaml_reader.hpp"
+
+namespace mtlsd::config {
+
+// parse_auth.cpp: client_auth and server_auth, with their allow lists and rules.
+void parse_client_auth(reader& r, const YAML::Node& n, const std::string& path,
+                       client_auth_options& ca);
+void parse_server_auth(reader& r, const YAML::Node& n, const std::string& path,
+                       server_auth_options& sa);
+// Server names (`sni` matchers, tls.certificates[].server_names): lower-cased; each a DNS name
+// or "*.suffix".
+void parse_server_names(reader& r, const YAML::Node& v, const std::string& path,
+                        std::vector<std::string>& out);
+
+}  // namespace mtlsd::config
