@@ -19,4 +19,7 @@ void parse_server_auth(reader& r, const YAML::Node& n, const std::string& path,
 void parse_server_names(reader& r, const YAML::Node& v, const std::string& path,
                         std::vector<std::string>& out);
 
+// parse_tls.cpp
+void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t);
+
 }  // namespace mtlsd::config
