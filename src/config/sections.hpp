@@ -22,4 +22,8 @@ void parse_server_names(reader& r, const YAML::Node& v, const std::string& path,
 // parse_tls.cpp
 void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_options& t);
 
+// parse_revocation.cpp
+void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
+                      revocation_options& rv);
+
 }  // namespace mtlsd::config
