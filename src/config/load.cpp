@@ -207,31 +207,7 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
               {"v2", proxy_protocol_mode::v2}},
              l.proxy_protocol);
   });
-  with(n, "http", [&](auto v) {
-    const std::string p = path + ".http";
-    l.http.enabled = true;
-    r.map(v, p, {"forward_client_cert_details", "set_current_client_cert_details"});
-    with(v, "forward_client_cert_details", [&](auto x) {
-      r.choice(x, p + ".forward_client_cert_details",
-               {{"sanitize", xfcc_mode::sanitize},
-                {"forward_only", xfcc_mode::forward_only},
-                {"append_forward", xfcc_mode::append_forward},
-                {"sanitize_set", xfcc_mode::sanitize_set},
-                {"always_forward_only", xfcc_mode::always_forward_only}},
-               l.http.forward_client_cert_details);
-    });
-    with(v, "set_current_client_cert_details", [&](auto x) {
-      if (!r.strings(x, p + ".set_current_client_cert_details",
-                     l.http.set_current_client_cert_details))
-        return;
-      static const std::set<std::string> known = {"uri", "dns", "subject", "hash", "cert", "chain"};
-      for (const auto& d : l.http.set_current_client_cert_details)
-        if (!known.count(d))
-          r.error(x, p + ".set_current_client_cert_details: unknown detail '" + d +
-                         "': expected uri, dns, subject, hash, cert or chain");
-    });
-  });
-
+  with(n, "http", [&](auto v) { parse_http(r, v, path + ".http", l.http); });
   const bool server = l.mode == listener_mode::server;
   with(n, "upstream_check", [&](auto v) {
     parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);

@@ -26,4 +26,7 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
 void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
                       revocation_options& rv);
 
+// parse_http.cpp
+void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_options& http);
+
 }  // namespace mtlsd::config
