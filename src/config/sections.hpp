@@ -29,4 +29,12 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
 // parse_http.cpp
 void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_options& http);
 
+// parse_limits.cpp
+// allowed_sources, accept_proxy_protocol and limits of the listener `n` (read after its listen).
+void parse_admission(reader& r, const YAML::Node& n, const std::string& path, listener& l);
+void parse_timeouts(reader& r, const YAML::Node& v, const std::string& p, timeout_options& t);
+// listeners[].upstream_check; `server`: the listener's mode.
+void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& path, bool server,
+                          upstream_check_options& c);
+
 }  // namespace mtlsd::config
