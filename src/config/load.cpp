@@ -50,80 +50,6 @@ std::optional<std::string> unwritable_log_file(const std::string& path) {
   return std::nullopt;
 }
 
-void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
-  l.where = r.at(n);
-  if (!n.IsMap()) {
-    r.error(n, path + ": expected a mapping describing a listener, got " + reader::kind(n));
-    return;
-  }
-  r.map(n, path,
-        {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
-         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check", "allowed_sources",
-         "accept_proxy_protocol", "limits"});
-  const YAML::Node name = n["name"];
-  empty_value_scope name_scope(n, "name");
-  if (!name.IsDefined())
-    r.error(n, path + ": missing required key 'name'");
-  else if (r.str(name, path + ".name", l.name)) {
-    bool ok = !l.name.empty() && std::all_of(l.name.begin(), l.name.end(), [](unsigned char c) {
-      return std::isalnum(c) || c == '_' || c == '-' || c == '.';
-    });
-    if (!ok)
-      r.error(name, path + ".name: '" + l.name +
-                        "' must be non-empty and use only letters, digits, '_', '-' and '.'");
-  }
-  with(n, "mode", [&](auto v) {
-    r.choice(v, path + ".mode",
-             {{"server", listener_mode::server}, {"client", listener_mode::client}}, l.mode);
-  });
-  const YAML::Node listen = n["listen"];
-  empty_value_scope listen_scope(n, "listen");
-  if (!listen.IsDefined())
-    r.error(n, path + ": missing required key 'listen'");
-  else
-    r.addr(listen, path + ".listen", l.listen);
-  const YAML::Node upstream = n["upstream"];
-  empty_value_scope upstream_scope(n, "upstream");
-  if (!upstream.IsDefined())
-    r.error(n, path + ": missing required key 'upstream'");
-  else if (r.addr(upstream, path + ".upstream", l.upstream)) {
-    if (l.upstream.type == address::kind::tcp && l.upstream.port == 0)
-      r.error(upstream, path + ".upstream: port 0 is not a valid destination");
-  }
-  with(n, "max_connections", [&](auto v) {
-    r.integer_into(v, path + ".max_connections", 1, 10'000'000, l.max_connections);
-  });
-  with(n, "timeouts", [&](auto v) { parse_timeouts(r, v, path + ".timeouts", l.timeouts); });
-  parse_admission(r, n, path, l);
-  const YAML::Node tls = n["tls"];
-  if (tls.IsDefined())
-    parse_tls(r, tls, path + ".tls", l.tls);
-  else
-    l.tls.where = l.where;
-
-  if (const YAML::Node ca = n["client_auth"]; ca.IsDefined())
-    parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
-  else
-    l.client_auth.where = l.where;
-  if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
-    parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
-  with(n, "revocation",
-       [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
-  with(n, "proxy_protocol", [&](auto v) {
-    r.choice(v, path + ".proxy_protocol",
-             {{"off", proxy_protocol_mode::off},
-              {"false", proxy_protocol_mode::off},
-              {"v2", proxy_protocol_mode::v2}},
-             l.proxy_protocol);
-  });
-  with(n, "http", [&](auto v) { parse_http(r, v, path + ".http", l.http); });
-  const bool server = l.mode == listener_mode::server;
-  with(n, "upstream_check", [&](auto v) {
-    parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
-  });
-  check_listener(r, n, path, l);
-}
-
 // dns.servers: IP:PORT entries. A DNS server cannot itself be found by name, and c-ares takes
 // addresses only.
 void parse_dns_servers(reader& r, const YAML::Node& n, std::vector<address>& out) {
@@ -228,22 +154,7 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     r.map(v, "dns", {"servers"});
     with(v, "servers", [&](auto x) { parse_dns_servers(r, x, c.dns.servers); });
   });
-  const YAML::Node ls = root["listeners"];
-  if (!ls.IsDefined() || ls.IsNull()) {
-    r.error(root, "no listeners configured: add at least one under 'listeners:'");
-  } else if (!ls.IsSequence()) {
-    r.error(ls, "listeners: expected a list of listeners, got " + reader::kind(ls));
-  } else {
-    taken_by_listeners taken;
-    for (std::size_t i = 0; i < ls.size(); ++i) {
-      listener l;
-      const std::string path = "listeners[" + std::to_string(i) + "]";
-      parse_listener(r, ls[i], path, l);
-      check_listener_unique(r, ls[i], path, l, taken);
-      c.listeners.push_back(std::move(l));
-    }
-    if (ls.size() == 0) r.error(ls, "no listeners configured: add at least one under 'listeners:'");
-  }
+  parse_listeners(r, root, c.listeners);
   return c;
 }
 

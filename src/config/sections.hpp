@@ -37,4 +37,7 @@ void parse_timeouts(reader& r, const YAML::Node& v, const std::string& p, timeou
 void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& path, bool server,
                           upstream_check_options& c);
 
+// parse_listener.cpp: `listeners` of the top-level mapping `root`.
+void parse_listeners(reader& r, const YAML::Node& root, std::vector<listener>& out);
+
 }  // namespace mtlsd::config
