@@ -40,4 +40,7 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
 // parse_listener.cpp: `listeners` of the top-level mapping `root`.
 void parse_listeners(reader& r, const YAML::Node& root, std::vector<listener>& out);
 
+// parse_top.cpp: the whole document; `file` is the configuration's absolute path.
+configuration parse_root(reader& r, const YAML::Node& root, const std::string& file);
+
 }  // namespace mtlsd::config
