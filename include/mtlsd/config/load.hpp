@@ -1,7 +1,7 @@
 #pragma once
 // Loading a configuration: YAML text -> the validated structs of config.hpp, with every problem
 // found (not just the first) as FILE:LINE:COL. Implemented in src/config/load.cpp, which hands
-// each section to its parser (src/config/parse_*.cpp) and the cross-field rules to
+// the document to the section parsers (src/config/parse_*.cpp); the rules between keys are in
 // src/config/validate.cpp.
 #include <optional>
 #include <string>
