@@ -1,6 +1,8 @@
 // The rules of validate.hpp, in the order a listener's sections are read.
 #include "validate.hpp"
 
+#include "mtlsd/config/validate.hpp"
+
 #include <algorithm>
 
 #include "mtlsd/config/pkcs11_uri.hpp"
@@ -182,18 +184,6 @@ void check_client_mode(reader& r, const YAML::Node& n, const std::string& path, 
     r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
 }
 
-// Combinations this build cannot serve. Accepting them silently would be a security hole (an
-// operator who asked for a feature must not get its absence), so they are refused with a clear
-// message. Reported at the listener, as `mtlsd check` has always printed them.
-void refuse_unbuilt_features(reader& r, const listener& l) {
-  auto refuse = [&](const char* what) {
-    r.error(l.where, "listener '" + l.name + "': " + what + " is not supported by this build yet");
-  };
-  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
-  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
-    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
-}
-
 }  // namespace
 
 void check_listener(reader& r, const YAML::Node& n, const std::string& path, const listener& l) {
@@ -208,7 +198,6 @@ void check_listener(reader& r, const YAML::Node& n, const std::string& path, con
                 ".revocation.require_staple applies to mode: client only (a client's "
                 "certificate cannot be stapled)");
   }
-  refuse_unbuilt_features(r, l);
 }
 
 void check_listener_unique(reader& r, const YAML::Node& n, const std::string& path,
@@ -220,6 +209,17 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
       r.error(n["listen"],
               path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
   taken.addresses.emplace_back(l.listen, l.name);
+}
+
+void refuse_unbuilt_features(const listener& l, diagnostics& out) {
+  auto refuse = [&](const char* what) {
+    out.push_back({l.where,
+                   "listener '" + l.name + "': " + what + " is not supported by this build yet",
+                   false});
+  };
+  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
+  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
+    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
 }
 
 }  // namespace mtlsd::config

@@ -1,6 +1,8 @@
 #pragma once
 // The rules that relate two or more fields: every contradiction the configuration can hold, caught
-// at load (and so by `mtlsd check` and a reload) rather than as odd runtime behaviour.
+// at load (and so by `mtlsd check` and a reload) rather than as odd runtime behaviour. What a
+// well-formed configuration may ask but this build cannot serve is refused when the runtime is
+// built: include/mtlsd/config/validate.hpp, implemented in validate.cpp too.
 //
 // A section's parser calls its section's rules at the point where their fields have been read,
 // and the listener parser calls check_listener once all its sections are read, so that the
@@ -46,8 +48,9 @@ void check_upstream_check_mode(reader& r, const YAML::Node& n, const std::string
 
 // --- across a listener's sections ---------------------------------------------------------
 
-// The listener (`n`) once all its sections are read: where its certificate comes from, which
-// keys its mode allows, and the combinations this build cannot serve.
+// The listener (`n`) once all its sections are read: where its certificate comes from and which
+// keys its mode allows. (What this build cannot serve is judged at build time:
+// include/mtlsd/config/validate.hpp.)
 void check_listener(reader& r, const YAML::Node& n, const std::string& path, const listener& l);
 
 // --- across listeners ---------------------------------------------------------------------
