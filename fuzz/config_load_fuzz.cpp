@@ -6,6 +6,7 @@
 
 #include "fuzz_support.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   mtlsd::fuzz::quiet_logs();

@@ -24,6 +24,7 @@
 
 #include "fuzz_support.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/verify.hpp"

@@ -2,6 +2,7 @@
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/config/print.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/pkcs11.hpp"

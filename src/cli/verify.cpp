@@ -10,6 +10,7 @@
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/resolver.hpp"
 #include "mtlsd/runtime/runtime.hpp"

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"

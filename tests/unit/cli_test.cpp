@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "mtlsd/cli/cli.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/config/print.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
 

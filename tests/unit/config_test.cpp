@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "test_pki.hpp"
 
@@ -1232,7 +1233,7 @@ TEST(ConfigAllow, AlpnNamesMustBeNonEmpty) {
 
 // --- empty values ---------------------------------------------------------------------------
 
-// BUG (src/config/load.cpp, reader::at): a key with an empty value (`upstream:` and nothing
+// BUG (src/config/yaml_reader.cpp, reader::at): a key with an empty value (`upstream:` and nothing
 // after it) gives a null node whose yaml-cpp mark is that of the NEXT token, so the diagnostic
 // points at the following line (here 5:5 instead of line 4). For a null value the location of
 // its key should be used.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
 #include "mtlsd/proxy/listener.hpp"

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "test_pki.hpp"

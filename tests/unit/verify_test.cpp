@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/credentials.hpp"

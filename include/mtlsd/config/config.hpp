@@ -1,7 +1,8 @@
 #pragma once
-// The validated configuration as plain structs. Only src/config/load.cpp knows YAML; everything
-// else builds runtime objects from these. Defaults are those of ../shared/interface.md.
-// A new field is also printed by src/config/print.cpp (`mtlsd check --print`).
+// The validated configuration as plain structs, with the defaults of the README's configuration
+// reference. Only src/config knows YAML (load.hpp reads a file into these); everything else
+// builds runtime objects from them. A new field is also parsed in src/config/parse_*.cpp and
+// printed by src/config/print.cpp (`mtlsd check --print`).
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -290,18 +291,5 @@ struct configuration {
   // Every file the configuration names (for the reload watcher and `check`).
   std::vector<file_ref> referenced_files() const;
 };
-
-struct load_result {
-  std::optional<configuration> config;  // set when there is no error (warnings allowed)
-  diagnostics problems;
-};
-
-// Reads and validates the YAML file. Never throws for bad input: every problem is returned with
-// FILE:LINE:COL. Does not open the certificate files it names (the runtime build does that).
-load_result load_file(const std::string& path);
-
-// Same, from text (for tests and for a config handed over in memory). `file` names it in errors
-// and anchors relative paths.
-load_result load_text(const std::string& text, const std::string& file);
 
 }  // namespace mtlsd::config

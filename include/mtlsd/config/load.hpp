@@ -1,0 +1,27 @@
+#pragma once
+// Loading a configuration: YAML text -> the validated structs of config.hpp, with every problem
+// found (not just the first) as FILE:LINE:COL. Implemented in src/config/load.cpp, which hands
+// the document to the section parsers (src/config/parse_*.cpp); the rules between keys are in
+// src/config/validate.cpp.
+#include <optional>
+#include <string>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/config/diagnostic.hpp"
+
+namespace mtlsd::config {
+
+struct load_result {
+  std::optional<configuration> config;  // set when there is no error (warnings allowed)
+  diagnostics problems;
+};
+
+// Reads and validates the YAML file. Never throws for bad input: every problem is returned with
+// FILE:LINE:COL. Does not open the certificate files it names (the runtime build does that).
+load_result load_file(const std::string& path);
+
+// Same, from text (for tests and for a config handed over in memory). `file` names it in errors
+// and anchors relative paths.
+load_result load_text(const std::string& text, const std::string& file);
+
+}  // namespace mtlsd::config

@@ -1,0 +1,125 @@
+// listeners: each listener's own keys (name, mode, listen, upstream, ...), then each of its
+// sections through its parser, then the rules across them (validate.hpp).
+#include <algorithm>
+#include <cctype>
+
+#include "sections.hpp"
+#include "validate.hpp"
+
+namespace mtlsd::config {
+namespace {
+
+void parse_name(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  const YAML::Node name = n["name"];
+  if (!name.IsDefined())
+    r.error(n, path + ": missing required key 'name'");
+  else if (r.str(name, path + ".name", l.name)) {
+    bool ok = !l.name.empty() && std::all_of(l.name.begin(), l.name.end(), [](unsigned char c) {
+      return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+    });
+    if (!ok)
+      r.error(name, path + ".name: '" + l.name +
+                        "' must be non-empty and use only letters, digits, '_', '-' and '.'");
+  }
+}
+
+void parse_listen(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  const YAML::Node listen = n["listen"];
+  if (!listen.IsDefined())
+    r.error(n, path + ": missing required key 'listen'");
+  else
+    r.addr(listen, path + ".listen", l.listen);
+}
+
+void parse_upstream(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  const YAML::Node upstream = n["upstream"];
+  if (!upstream.IsDefined())
+    r.error(n, path + ": missing required key 'upstream'");
+  else if (r.addr(upstream, path + ".upstream", l.upstream)) {
+    if (l.upstream.type == address::kind::tcp && l.upstream.port == 0)
+      r.error(upstream, path + ".upstream: port 0 is not a valid destination");
+  }
+}
+
+// Everything after name, mode, listen and upstream, in the order its problems are reported.
+void parse_sections(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  with(n, "max_connections", [&](auto v) {
+    r.integer_into(v, path + ".max_connections", 1, 10'000'000, l.max_connections);
+  });
+  with(n, "timeouts", [&](auto v) { parse_timeouts(r, v, path + ".timeouts", l.timeouts); });
+  parse_admission(r, n, path, l);
+  if (const YAML::Node tls = n["tls"]; tls.IsDefined())
+    parse_tls(r, tls, path + ".tls", l.tls);
+  else
+    l.tls.where = l.where;
+  if (const YAML::Node ca = n["client_auth"]; ca.IsDefined())
+    parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
+  else
+    l.client_auth.where = l.where;
+  if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
+    parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
+  with(n, "revocation",
+       [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
+  with(n, "proxy_protocol", [&](auto v) {
+    r.choice(v, path + ".proxy_protocol",
+             {{"off", proxy_protocol_mode::off},
+              {"false", proxy_protocol_mode::off},
+              {"v2", proxy_protocol_mode::v2}},
+             l.proxy_protocol);
+  });
+  with(n, "http", [&](auto v) { parse_http(r, v, path + ".http", l.http); });
+  const bool server = l.mode == listener_mode::server;
+  with(n, "upstream_check", [&](auto v) {
+    parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
+  });
+}
+
+void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  l.where = r.at(n);
+  if (!n.IsMap()) {
+    r.error(n, path + ": expected a mapping describing a listener, got " + reader::kind(n));
+    return;
+  }
+  r.map(n, path,
+        {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
+         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check", "allowed_sources",
+         "accept_proxy_protocol", "limits"});
+  // The required keys are not read through with(), so their scopes are opened here. They last
+  // until the whole listener is read: an empty value read later without a scope of its own is
+  // reported at the last empty required key, as it always has been.
+  empty_value_scope name_scope(n, "name");
+  parse_name(r, n, path, l);
+  with(n, "mode", [&](auto v) {
+    r.choice(v, path + ".mode",
+             {{"server", listener_mode::server}, {"client", listener_mode::client}}, l.mode);
+  });
+  empty_value_scope listen_scope(n, "listen");
+  parse_listen(r, n, path, l);
+  empty_value_scope upstream_scope(n, "upstream");
+  parse_upstream(r, n, path, l);
+  parse_sections(r, n, path, l);
+  check_listener(r, n, path, l);
+}
+
+}  // namespace
+
+void parse_listeners(reader& r, const YAML::Node& root, std::vector<listener>& out) {
+  const YAML::Node ls = root["listeners"];
+  if (!ls.IsDefined() || ls.IsNull()) {
+    r.error(root, "no listeners configured: add at least one under 'listeners:'");
+  } else if (!ls.IsSequence()) {
+    r.error(ls, "listeners: expected a list of listeners, got " + reader::kind(ls));
+  } else {
+    taken_by_listeners taken;
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      listener l;
+      const std::string path = "listeners[" + std::to_string(i) + "]";
+      parse_listener(r, ls[i], path, l);
+      check_listener_unique(r, ls[i], path, l, taken);
+      out.push_back(std::move(l));
+    }
+    if (ls.size() == 0) r.error(ls, "no listeners configured: add at least one under 'listeners:'");
+  }
+}
+
+}  // namespace mtlsd::config

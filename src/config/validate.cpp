@@ -1,0 +1,225 @@
+// The rules of validate.hpp, in the order a listener's sections are read.
+#include "validate.hpp"
+
+#include "mtlsd/config/validate.hpp"
+
+#include <algorithm>
+
+#include "mtlsd/config/pkcs11_uri.hpp"
+
+namespace mtlsd::config {
+
+// A key's secret comes from the file that matches its kind: key_password_file decrypts a key
+// file, key_pin_file (or the URI's pin-source/pin-value) logs in to a PKCS#11 token.
+void check_key_secrets(reader& r, const YAML::Node& n, const std::string& path, const file_ref& key,
+                       const file_ref& password, const file_ref& pin) {
+  const bool uri = is_pkcs11_uri(key.path);
+  if (uri && !password.empty())
+    r.error(n["key_password_file"],
+            path + ".key_password_file: the key is a pkcs11: URI; its PIN goes in key_pin_file");
+  if (!uri && !pin.empty())
+    r.error(n["key_pin_file"], path +
+                                   ".key_pin_file applies to a pkcs11: key only (a key file takes "
+                                   "key_password_file)");
+  pkcs11_uri parsed;
+  if (uri && !pin.empty() && parse_pkcs11_uri(key.path, parsed).empty() &&
+      (!parsed.pin_source.empty() || !parsed.pin_value.empty()))
+    r.error(n["key_pin_file"],
+            path +
+                ".key_pin_file: the key's URI already gives the PIN (pin-source or "
+                "pin-value); give it once");
+}
+
+void check_certificate_entry(reader& r, const YAML::Node& n, const std::string& path,
+                             const certificate_entry& e) {
+  const bool has_pem = !e.cert.empty() || !e.key.empty();
+  if (has_pem && !e.pkcs12.empty())
+    r.error(n, path + ": give either cert + key or pkcs12, not both");
+  else if (!e.cert.empty() && e.key.empty())
+    r.error(n, path + ": 'cert' is set but 'key' is missing");
+  else if (e.cert.empty() && !e.key.empty())
+    r.error(n, path + ": 'key' is set but 'cert' is missing");
+  else if (!has_pem && e.pkcs12.empty())
+    r.error(n, path + ": each entry needs cert + key or pkcs12");
+}
+
+void check_tls_versions(reader& r, const std::string& path, const tls_options& t) {
+  if (t.min_version > t.max_version)
+    r.error(t.where,
+            path + ": min_version " + t.min_version + " is above max_version " + t.max_version);
+}
+
+void check_server_auth(reader& r, const YAML::Node& n, const std::string& path,
+                       const server_auth_options& sa) {
+  // Without verification there is no verified identity to match: an allow list would be
+  // ignored in silence, admitting any remote the operator meant to restrict.
+  if (sa.insecure_skip_verify && !sa.allow.empty())
+    r.error(n["insecure_skip_verify"],
+            path + ".insecure_skip_verify: true cannot be combined with " + path +
+                ".allow (nothing is verified, so the allow list could never be enforced)");
+}
+
+void check_limits(reader& r, const YAML::Node& n, const std::string& path,
+                  const limit_options& lim) {
+  if (lim.burst > 0 && lim.connections_per_second == 0)
+    r.error(n["burst"], path + ".burst needs connections_per_second (the rate that refills it)");
+}
+
+void check_unix_listener_sources(reader& r, const YAML::Node& n, const std::string& path,
+                                 const listener& l) {
+  // A peer on a unix socket has no IP address to match: only a PROXY header can give it one.
+  if (l.listen.is_unix() && !l.accept_proxy_protocol.enabled && !l.allowed_sources.empty())
+    r.error(n["allowed_sources"], path +
+                                      ".allowed_sources: a unix-socket listener's peers have no "
+                                      "IP address (use accept_proxy_protocol, or drop the list)");
+  if (l.listen.is_unix() && !l.accept_proxy_protocol.trusted_sources.empty())
+    r.error(n["accept_proxy_protocol"]["trusted_sources"],
+            path +
+                ".accept_proxy_protocol.trusted_sources: a unix-socket listener's peers have no "
+                "IP address (use [] and the socket's permissions)");
+}
+
+void check_upstream_check_path(reader& r, const YAML::Node& v, const std::string& path,
+                               const upstream_check_options& c) {
+  if (c.type != upstream_check_type::http) r.error(v, path + ".path applies to type: http only");
+}
+
+void check_upstream_check_timeout(reader& r, const YAML::Node& v, const std::string& path,
+                                  const upstream_check_options& c) {
+  if (c.timeout > c.interval)
+    r.error(v, path + ".timeout (" + format_duration(c.timeout) + ") must not exceed " + path +
+                   ".interval (" + format_duration(c.interval) + ")");
+}
+
+// A check in client mode can only be tcp: there the upstream is a TLS server, and a plain HTTP
+// request to it would say nothing about its health.
+void check_upstream_check_mode(reader& r, const YAML::Node& n, const std::string& path, bool server,
+                               const upstream_check_options& c) {
+  if (!server && c.type == upstream_check_type::http)
+    r.error(n["type"], path +
+                           ".type: http applies to mode: server only (in client mode the "
+                           "upstream speaks TLS; use tcp)");
+}
+
+namespace {
+
+// Where the listener's own certificate comes from: exactly one of cert + key, pkcs12,
+// tls.certificates and tls.spiffe.
+void check_certificate_source(reader& r, const YAML::Node& n, const std::string& path,
+                              const listener& l) {
+  const bool server = l.mode == listener_mode::server;
+  const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
+  const bool has_list = !l.tls.certificates.empty();
+  if (has_list && (has_pem || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
+                   !l.tls.key_pin_file.empty() || !l.tls.pkcs12_password_file.empty()))
+    r.error(l.tls.certificates_where,
+            path + ".tls.certificates: give either certificates or cert/key/pkcs12, not both");
+  if (has_list && !server)
+    r.error(l.tls.certificates_where,
+            path + ".tls.certificates applies to mode: server only (a client presents one)");
+  if (l.tls.strict_sni && !server)
+    r.error(n["tls"]["strict_sni"], path + ".tls.strict_sni applies to mode: server only");
+  if (has_list && l.revocation.stapling && l.tls.certificates.size() > 1)
+    r.error(n["revocation"]["stapling"],
+            path +
+                ".revocation.stapling: not supported with several tls.certificates yet (staple "
+                "with one certificate, or turn stapling off)");
+  const bool spiffe = l.tls.spiffe.enabled;
+  if (spiffe && (has_pem || has_list || !l.tls.pkcs12.empty() || !l.tls.key_password_file.empty() ||
+                 !l.tls.pkcs12_password_file.empty()))
+    r.error(l.tls.spiffe.where,
+            path +
+                ".tls.spiffe: the Workload API supplies the certificate and key: give either "
+                "spiffe or cert/key/pkcs12/certificates, not both");
+  if (spiffe && l.revocation.stapling)
+    r.error(n["revocation"]["stapling"],
+            path +
+                ".revocation.stapling: not supported with tls.spiffe (an X.509-SVID names no "
+                "OCSP responder)");
+  if (has_pem && !l.tls.pkcs12.empty())
+    r.error(l.tls.where, path + ".tls: give either cert + key or pkcs12, not both");
+  if (!l.tls.cert.empty() && l.tls.key.empty())
+    r.error(l.tls.where, path + ".tls: 'cert' is set but 'key' is missing");
+  if (l.tls.cert.empty() && !l.tls.key.empty())
+    r.error(l.tls.where, path + ".tls: 'key' is set but 'cert' is missing");
+}
+
+// A server-mode listener authenticates clients and serves them; a client-mode one connects to a
+// TLS server and authenticates it.
+void check_server_mode(reader& r, const YAML::Node& n, const std::string& path, const listener& l) {
+  const bool has_pem = !l.tls.cert.empty() || !l.tls.key.empty();
+  const bool spiffe = l.tls.spiffe.enabled;
+  if (!has_pem && l.tls.pkcs12.empty() && l.tls.certificates.empty() && !spiffe)
+    r.error(l.tls.where,
+            path + ".tls: a server-mode listener needs its certificate: set cert + key or pkcs12");
+  // With tls.spiffe the trust bundles are the CAs, unless client_auth.ca names files.
+  if (l.client_auth.mode != client_auth_mode::none && l.client_auth.ca.empty() && !spiffe)
+    r.error(l.client_auth.where,
+            path + ".client_auth.ca: client certificates are required (mode " +
+                (l.client_auth.mode == client_auth_mode::require ? "require" : "optional") +
+                ") but no CA bundle is configured");
+  if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
+    r.error(sa, path + ".server_auth applies to mode: client only (use client_auth)");
+}
+
+void check_client_mode(reader& r, const YAML::Node& n, const std::string& path, const listener& l) {
+  if (const YAML::Node ca = n["client_auth"]; ca.IsDefined())
+    r.error(ca, path + ".client_auth applies to mode: server only (use server_auth)");
+  // The remote's SVID names no host: without a CA file or a server_name to check, its SPIFFE
+  // ID is what authenticates it, so it must be named.
+  if (l.tls.spiffe.enabled && l.server_auth.ca.empty() && l.server_auth.server_name.empty() &&
+      l.server_auth.allow.empty())
+    r.error(l.tls.spiffe.where,
+            path +
+                ".tls.spiffe in mode: client: name the remote's SPIFFE ID in "
+                "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check), "
+                "or set server_auth.server_name");
+  if (l.upstream.is_unix())
+    r.error(n["upstream"],
+            path + ".upstream: a client-mode listener connects to a TLS server over TCP");
+  if (l.proxy_protocol != proxy_protocol_mode::off)
+    r.error(n["proxy_protocol"], path + ".proxy_protocol applies to mode: server only");
+  if (l.http.enabled) r.error(n["http"], path + ".http applies to mode: server only");
+  if (l.revocation.stapling)
+    r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
+}
+
+}  // namespace
+
+void check_listener(reader& r, const YAML::Node& n, const std::string& path, const listener& l) {
+  check_certificate_source(r, n, path, l);
+  if (l.mode == listener_mode::server)
+    check_server_mode(r, n, path, l);
+  else
+    check_client_mode(r, n, path, l);
+  if (l.mode == listener_mode::server && l.revocation.require_staple) {
+    r.error(n["revocation"]["require_staple"],
+            path +
+                ".revocation.require_staple applies to mode: client only (a client's "
+                "certificate cannot be stapled)");
+  }
+}
+
+void check_listener_unique(reader& r, const YAML::Node& n, const std::string& path,
+                           const listener& l, taken_by_listeners& taken) {
+  if (!l.name.empty() && !taken.names.insert(l.name).second)
+    r.error(n["name"], path + ".name: duplicate listener name '" + l.name + "'");
+  for (const auto& [a, other] : taken.addresses)
+    if (a == l.listen && !(a.type == address::kind::tcp && a.port == 0))
+      r.error(n["listen"],
+              path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
+  taken.addresses.emplace_back(l.listen, l.name);
+}
+
+void refuse_unbuilt_features(const listener& l, diagnostics& out) {
+  auto refuse = [&](const char* what) {
+    out.push_back({l.where,
+                   "listener '" + l.name + "': " + what + " is not supported by this build yet",
+                   false});
+  };
+  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
+  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
+    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
+}
+
+}  // namespace mtlsd::config

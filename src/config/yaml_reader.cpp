@@ -1,0 +1,268 @@
+// The typed readers of yaml_reader.hpp. Every problem is collected (not just the first) so that
+// `mtlsd check` can print one line per problem.
+#include "yaml_reader.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <set>
+
+#include "mtlsd/config/pkcs11_uri.hpp"
+
+namespace mtlsd::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Levenshtein distance, to suggest the key the user probably meant.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// While with() runs the handler of a key whose value is empty, that key's position.
+thread_local const YAML::Mark* empty_value_key = nullptr;
+
+}  // namespace
+
+reader::reader(std::string file, diagnostics& out)
+    : file_(std::move(file)), base_dir_(fs::path(file_).parent_path()), out_(out) {}
+
+source_location reader::at(const YAML::Node& n) const {
+  // yaml-cpp gives an empty value (`upstream:`) the position of the NEXT token, which is on
+  // the following line: point at the key instead (remembered by with()).
+  if (n.IsNull() && empty_value_key && !empty_value_key->is_null())
+    return {file_, empty_value_key->line + 1, empty_value_key->column + 1};
+  if (!n.IsDefined() || n.Mark().is_null()) return {file_, 0, 0};
+  return {file_, n.Mark().line + 1, n.Mark().column + 1};
+}
+
+bool reader::map(const YAML::Node& n, const std::string& path, keys known) {
+  if (n.IsNull()) return true;
+  if (!n.IsMap()) {
+    error(n, path + ": expected a mapping of keys, got " + kind(n));
+    return false;
+  }
+  std::set<std::string> seen;
+  for (const auto& kv : n) {
+    const std::string key = kv.first.Scalar();
+    if (!seen.insert(key).second) error(kv.first, "duplicate key '" + key + "' in " + path);
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string msg = "unknown key '" + key + "' in " + path;
+    std::string_view best;
+    std::size_t best_d = 3;  // only suggest close matches
+    for (auto k : known) {
+      auto d = edit_distance(key, k);
+      if (d < best_d) best_d = d, best = k;
+    }
+    if (!best.empty()) msg += " (did you mean '" + std::string(best) + "'?)";
+    error(kv.first, msg);
+  }
+  return true;
+}
+
+bool reader::str(const YAML::Node& n, const std::string& path, std::string& out) {
+  if (n.IsNull()) {
+    out.clear();
+    return true;
+  }
+  if (!n.IsScalar()) {
+    error(n, path + ": expected a string, got " + kind(n));
+    return false;
+  }
+  out = n.Scalar();
+  return true;
+}
+
+bool reader::boolean(const YAML::Node& n, const std::string& path, bool& out) {
+  static const std::pair<std::string_view, bool> words[] = {
+      {"true", true}, {"yes", true}, {"on", true}, {"false", false}, {"no", false}, {"off", false}};
+  if (n.IsScalar()) {
+    std::string v = n.Scalar();
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+    for (auto [w, b] : words)
+      if (v == w) return out = b, true;
+  }
+  error(n, path + ": expected true or false, got " + describe(n));
+  return false;
+}
+
+bool reader::integer(const YAML::Node& n, const std::string& path, long long min, long long max,
+                     long long& out) {
+  if (n.IsScalar()) {
+    const std::string& s = n.Scalar();
+    long long v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec == std::errc{} && p == s.data() + s.size()) {
+      if (v < min || v > max) {
+        error(n, path + ": " + s + " is out of range (" + std::to_string(min) + " to " +
+                     std::to_string(max) + ")");
+        return false;
+      }
+      out = v;
+      return true;
+    }
+  }
+  error(n, path + ": expected an integer, got " + describe(n));
+  return false;
+}
+
+bool reader::dur(const YAML::Node& n, const std::string& path, duration& out) {
+  if (n.IsScalar()) {
+    if (auto d = parse_duration(n.Scalar())) return out = *d, true;
+  }
+  error(n, path + ": invalid duration " + describe(n) +
+               ": expected a number with a unit (ms, s, m, h), e.g. 250ms, 10s, 5m");
+  return false;
+}
+
+bool reader::addr(const YAML::Node& n, const std::string& path, address& out) {
+  std::string text;
+  if (!str(n, path, text)) return false;
+  auto parsed = parse_address(text);
+  if (auto* msg = std::get_if<std::string>(&parsed)) {
+    error(n, path + ": invalid address '" + text + "': " + *msg);
+    return false;
+  }
+  out = std::get<address>(parsed);
+  return true;
+}
+
+bool reader::strings(const YAML::Node& n, const std::string& path, std::vector<std::string>& out) {
+  out.clear();
+  if (n.IsNull()) return true;
+  if (n.IsScalar()) {  // a single string where a list is expected: accept it, it is unambiguous
+    out.push_back(n.Scalar());
+    return true;
+  }
+  if (!n.IsSequence()) {
+    error(n, path + ": expected a list of strings, got " + kind(n));
+    return false;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    std::string s;
+    if (str(n[i], path + "[" + std::to_string(i) + "]", s))
+      out.push_back(s);
+    else
+      ok = false;
+  }
+  return ok;
+}
+
+file_ref reader::resolve(const std::string& raw, const YAML::Node& n) const {
+  if (raw.empty()) return {};
+  fs::path p(raw);
+  if (p.is_relative()) p = base_dir_ / p;
+  return {p.lexically_normal().string(), at(n)};
+}
+
+bool reader::file(const YAML::Node& n, const std::string& path, file_ref& out) {
+  std::string raw;
+  if (!str(n, path, raw)) return false;
+  out = resolve(raw, n);
+  return true;
+}
+
+bool reader::key_file(const YAML::Node& n, const std::string& path, file_ref& out) {
+  std::string raw;
+  if (!str(n, path, raw)) return false;
+  if (!is_pkcs11_uri(raw)) {
+    out = resolve(raw, n);
+    return true;
+  }
+  // Kept even when malformed, so that the entry does not also read as missing its key.
+  out = {raw, at(n)};
+  pkcs11_uri uri;
+  if (auto why = parse_pkcs11_uri(raw, uri); !why.empty()) {
+    error(n, path + ": not a usable PKCS#11 URI: " + why);
+    return false;
+  }
+  return true;
+}
+
+bool reader::files(const YAML::Node& n, const std::string& path, std::vector<file_ref>& out) {
+  out.clear();
+  if (n.IsScalar()) {
+    file_ref f;
+    if (!file(n, path, f)) return false;
+    if (!f.empty()) out.push_back(f);
+    return true;
+  }
+  if (n.IsNull()) return true;
+  if (!n.IsSequence()) {
+    error(n, path + ": expected a list of file paths, got " + kind(n));
+    return false;
+  }
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    file_ref f;
+    if (file(n[i], path + "[" + std::to_string(i) + "]", f) && !f.empty()) out.push_back(f);
+  }
+  return true;
+}
+
+bool reader::cidrs(const YAML::Node& n, const std::string& path, std::vector<cidr>& out) {
+  out.clear();
+  if (n.IsNull()) return true;
+  if (!n.IsSequence()) {
+    error(n, path + ": expected a list of CIDR ranges (e.g. [10.0.0.0/8]), got " + kind(n));
+    return false;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    const std::string p = path + "[" + std::to_string(i) + "]";
+    std::string text;
+    if (!str(n[i], p, text)) {
+      ok = false;
+      continue;
+    }
+    auto parsed = parse_cidr(text);
+    if (auto* msg = std::get_if<std::string>(&parsed)) {
+      error(n[i], p + ": invalid CIDR '" + text + "': " + *msg);
+      ok = false;
+    } else {
+      out.push_back(std::get<cidr>(parsed));
+    }
+  }
+  return ok;
+}
+
+std::string reader::kind(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return "'" + n.Scalar() + "'";
+    case YAML::NodeType::Null:
+      return "nothing";
+    default:
+      return "an undefined value";
+  }
+}
+
+empty_value_scope::empty_value_scope(const YAML::Node& m, const char* key)
+    : saved_(empty_value_key) {
+  const YAML::Node v = m.IsMap() ? m[key] : YAML::Node();
+  if (!v.IsDefined() || !v.IsNull()) return;
+  for (const auto& kv : m)
+    if (kv.first.Scalar() == key) mark_ = kv.first.Mark();
+  empty_value_key = &mark_;
+}
+
+empty_value_scope::~empty_value_scope() {
+  empty_value_key = saved_;
+}
+
+}  // namespace mtlsd::config
