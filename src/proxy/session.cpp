@@ -163,7 +163,7 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
     req.chain.push_back(tls::up_ref(c));
   req.crl_file_unavailable = vo.crl_deferred_depths;
   req.crl_file_note = vo.crl_note;
-  req.leaf_stapled_good = vo.staple == tls::revocation::status::good;
+  req.leaf_stapled_good = vo.staple == revocation_status::good;
   // Every lookup runs concurrently and is bounded by the timeout; this deadline is a backstop.
   s.enter(phase::revocation, 2 * lr.revocation.timeout + std::chrono::seconds(1));
   auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));

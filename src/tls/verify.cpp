@@ -337,14 +337,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
         reason_from_x509_error(err) == reason::revocation_unavailable) {
       // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
       // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
-      out.crl = crl_result::unavailable;
+      out.crl = revocation_status::unavailable;
       out.crl_note = describe(err, depth, cert);
       return 1;
     }
     if (err == X509_V_ERR_CERT_REVOKED)
-      out.crl = crl_result::revoked;
+      out.crl = revocation_status::revoked;
     else if (reason_from_x509_error(err) == reason::revocation_unavailable)
-      out.crl = crl_result::unavailable;
+      out.crl = revocation_status::unavailable;
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
       if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx))
         out.refused_peer = extract_identity(leaf);
@@ -369,7 +369,7 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   }
   out.identity = std::move(id);
   out.match = d.match;
-  if (crl_.enabled && out.crl == crl_result::not_checked) out.crl = crl_result::good;
+  if (crl_.enabled && out.crl == revocation_status::not_checked) out.crl = revocation_status::good;
   return 1;
 }
 
