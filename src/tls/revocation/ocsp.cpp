@@ -3,7 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "mtlsd/tls/revocation/crl.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 
 namespace mtlsd::tls::revocation {
 namespace {
