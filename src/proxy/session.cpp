@@ -30,6 +30,7 @@
 #include "mtlsd/proxy/xfcc.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "mtlsd/util/exception.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy {
@@ -612,13 +613,7 @@ namespace {
 
 // An exception that ended a session: an internal error.
 outcome failure(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return outcome{outcome::kind::failed, x.what()};
-  } catch (...) {
-    return outcome{outcome::kind::failed, "unknown exception"};
-  }
+  return outcome{outcome::kind::failed, util::message_of(e)};
 }
 
 // A session killed for a reason the peer should hear of (revoked) gets close_notify, bounded.
