@@ -16,6 +16,8 @@
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
+#include "mtlsd/daemon/loop_thread.hpp"
+#include "mtlsd/daemon/revocation_report.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/svid_sources.hpp"
@@ -52,17 +54,12 @@ double unix_now() {
 class revocation_thread {
  public:
   explicit revocation_thread(metrics::registry& m)
-      : work_(asio::make_work_guard(ioc_)), service_(ioc_.get_executor(), &m) {}
+      : work_(asio::make_work_guard(ioc_)),
+        service_(ioc_.get_executor(),
+                 [&m](const tls::revocation::outcome& o) { report_revocation(o, &m); }) {}
   void start() {
-    thread_ = std::thread([this] {
-      for (;;) {
-        try {
-          ioc_.run();
-          return;
-        } catch (const std::exception& e) {
-          log::error("revocation service error", {{"error", e.what()}});
-        }
-      }
+    thread_ = start_loop_thread(ioc_, [](const std::string& error) {
+      log::error("revocation service error", {{"error", error}});
     });
   }
   ~revocation_thread() {
@@ -337,8 +334,10 @@ class daemon {
                   {{"listener", l->cfg.name}});
         continue;
       }
-      revocation_->service().staple(l->tls.staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
-                                    l->revocation.timeout, l->cfg.name);
+      if (!revocation_->service().staple(l->tls.staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
+                                         l->revocation.timeout, l->cfg.name))
+        log::warn("cannot staple: the OCSP responder is not an http:// URL",
+                  {{"listener", l->cfg.name}, {"url", url}});
     }
   }
 
