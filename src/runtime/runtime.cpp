@@ -100,6 +100,7 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
         if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
           lr->svid = it->second;
       lr->tls = tls::build_context(l, lr->svid.get());
+      lr->staple = tls::revocation::attach_stapling(lr->tls.ctx.get(), l);
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)
         lr->revocation_service = opts.revocation;

@@ -745,7 +745,7 @@ TEST_F(RuntimeBuildTest, OcspDistributionPointsAndStaplingBuild) {
                     "      stapling: true\n"));
   const auto& l = *rt->listeners.front();
   EXPECT_TRUE(l.revocation.network());
-  EXPECT_TRUE(l.tls.staple);
+  EXPECT_TRUE(l.staple);
 }
 
 // --- runtime::warnings ---------------------------------------------------------------------
