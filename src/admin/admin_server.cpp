@@ -15,6 +15,7 @@
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/listener.hpp"
 #include "mtlsd/proxy/net.hpp"
+#include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::admin {
 
@@ -104,15 +105,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
     if (errors) errors->Increment();
     log::error(what, {{"error", error}});
   }
-  static std::string message_of(const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      return x.what();
-    } catch (...) {
-      return "unknown exception";
-    }
-  }
 
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
@@ -136,7 +128,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       ++open_connections;
       asio::co_spawn(ex, serve_connection(std::move(sock)), [self](std::exception_ptr e) {
         --self->open_connections;
-        if (e) self->report("admin: request failed", message_of(e));
+        if (e) self->report("admin: request failed", util::message_of(e));
       });
     }
   }
@@ -146,7 +138,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     auto self = shared_from_this();
     asio::co_spawn(acceptor.get_executor(), accept_loop(), [self](std::exception_ptr e) {
       if (!e) return;
-      self->report("admin: accept loop failed; restarting it", message_of(e));
+      self->report("admin: accept loop failed; restarting it", util::message_of(e));
       if (!self->acceptor.is_open()) return;
       auto pause = std::make_shared<asio::steady_timer>(self->acceptor.get_executor(), 100ms);
       pause->async_wait([self, pause](boost::system::error_code) {

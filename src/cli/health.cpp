@@ -6,6 +6,7 @@
 #include "mtlsd/config/duration.hpp"
 #include "mtlsd/net/http_client.hpp"
 #include "mtlsd/net/url.hpp"
+#include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::cli {
 
@@ -39,12 +40,7 @@ int health_command(const options& o) {
   boost::asio::co_spawn(ioc, net::http_fetch(*u, req),
                         [&](std::exception_ptr e, net::http_result r) {
                           res = std::move(r);
-                          if (!e) return;
-                          try {
-                            std::rethrow_exception(e);
-                          } catch (const std::exception& ex) {
-                            crashed = ex.what();
-                          }
+                          if (e) crashed = util::message_of(e);
                         });
   ioc.run();
   if (!crashed.empty()) res.error = crashed;

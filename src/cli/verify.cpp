@@ -11,6 +11,7 @@
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/load.hpp"
+#include "mtlsd/daemon/revocation_report.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/resolver.hpp"
 #include "mtlsd/runtime/runtime.hpp"
@@ -25,12 +26,14 @@ namespace {
 tls::revocation::verdict check_revocation(const runtime::listener_runtime& lr,
                                           tls::verify_outcome& outcome,
                                           std::optional<std::time_t> at) {
-  // The service logs what went wrong with a responder: on stderr, so stdout stays the verdict.
+  // What went wrong with a responder is logged on stderr, so stdout stays the verdict.
   config::log_options quiet;
   quiet.level = "warn";
   log::setup(quiet);
   boost::asio::io_context ioc;
-  tls::revocation::service svc(ioc.get_executor(), nullptr, {}, false);
+  tls::revocation::service svc(
+      ioc.get_executor(),
+      [](const tls::revocation::outcome& o) { daemon::report_revocation(o, nullptr); }, {}, false);
   tls::revocation::check_request req;
   req.chain = std::move(outcome.chain);
   req.pol = lr.revocation;

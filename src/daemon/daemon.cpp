@@ -17,6 +17,8 @@
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
+#include "mtlsd/daemon/loop_thread.hpp"
+#include "mtlsd/daemon/revocation_report.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/svid_sources.hpp"
@@ -53,17 +55,12 @@ double unix_now() {
 class revocation_thread {
  public:
   explicit revocation_thread(metrics::registry& m)
-      : work_(asio::make_work_guard(ioc_)), service_(ioc_.get_executor(), &m) {}
+      : work_(asio::make_work_guard(ioc_)),
+        service_(ioc_.get_executor(),
+                 [&m](const tls::revocation::outcome& o) { report_revocation(o, &m); }) {}
   void start() {
-    thread_ = std::thread([this] {
-      for (;;) {
-        try {
-          ioc_.run();
-          return;
-        } catch (const std::exception& e) {
-          log::error("revocation service error", {{"error", e.what()}});
-        }
-      }
+    thread_ = start_loop_thread(ioc_, [](const std::string& error) {
+      log::error("revocation service error", {{"error", error}});
     });
   }
   ~revocation_thread() {
@@ -303,11 +300,11 @@ class daemon {
   // staple. Called before the new runtime is published, so no handshake sees it without one.
   static void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous) {
     for (const auto& l : rt.listeners) {
-      if (!l->tls.staple || l->tls.own_chain.empty()) continue;
+      if (!l->staple || l->tls.own_chain.empty()) continue;
       if (auto old = previous.find(l->cfg.name);
-          old && old->tls.staple && !old->tls.own_chain.empty() &&
+          old && old->staple && !old->tls.own_chain.empty() &&
           X509_cmp(old->tls.own_chain.front().get(), l->tls.own_chain.front().get()) == 0)
-        l->tls.staple->set(old->tls.staple->get());
+        l->staple->set(old->staple->get());
     }
   }
 
@@ -315,13 +312,13 @@ class daemon {
   // while connections still hold that runtime.
   static void retire_staples(const runtime::runtime& previous) {
     for (const auto& l : previous.listeners)
-      if (l->tls.staple) l->tls.staple->retire();
+      if (l->staple) l->staple->retire();
   }
 
   // revocation.stapling: the service keeps each listener's staple fresh.
   void start_stapling(const runtime::runtime& rt) {
     for (const auto& l : rt.listeners) {
-      if (!l->tls.staple || l->tls.own_chain.empty()) continue;
+      if (!l->staple || l->tls.own_chain.empty()) continue;
       X509* leaf = l->tls.own_chain.front().get();
       // Our issuer: next in our chain file, else among the CAs we trust.
       X509* issuer = l->tls.own_chain.size() > 1 ? l->tls.own_chain[1].get() : nullptr;
@@ -338,8 +335,10 @@ class daemon {
                   {{"listener", l->cfg.name}});
         continue;
       }
-      revocation_->service().staple(l->tls.staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
-                                    l->revocation.timeout, l->cfg.name);
+      if (!revocation_->service().staple(l->staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
+                                         l->revocation.timeout, l->cfg.name))
+        log::warn("cannot staple: the OCSP responder is not an http:// URL",
+                  {{"listener", l->cfg.name}, {"url", url}});
     }
   }
 

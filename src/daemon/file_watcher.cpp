@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/util/hex.hpp"
 
 namespace mtlsd::daemon {
 namespace {
@@ -28,17 +29,6 @@ constexpr std::uint32_t watch_mask = IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOS
                                      IN_MOVE_SELF | IN_ONLYDIR;
 
 constexpr int max_symlink_hops = 16;
-
-std::string hex(const unsigned char* p, unsigned n) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (unsigned i = 0; i < n; ++i) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 0xf];
-  }
-  return out;
-}
 
 void collect(const fs::path& path, int hops, std::map<std::string, std::set<std::string>>& out) {
   if (hops > max_symlink_hops) return;  // a loop: the file cannot be opened anyway
@@ -89,7 +79,7 @@ std::string content_fingerprint(const std::string& path) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   EVP_DigestFinal_ex(md.get(), digest, &len);
-  return hex(digest, len);
+  return util::hex(digest, len);
 }
 
 std::map<std::string, std::set<std::string>> watch_points(const std::string& path) {

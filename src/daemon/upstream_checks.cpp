@@ -8,6 +8,7 @@
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/http_client.hpp"
+#include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::daemon {
 
@@ -93,16 +94,12 @@ struct upstream_checks::check : std::enable_shared_from_this<check> {
   }
 
   void start() {
-    asio::co_spawn(
-        timer.get_executor(), loop(shared_from_this()),
-        [name = current.listener](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& x) {
-            log::error("upstream check stopped", {{"listener", name}, {"error", x.what()}});
-          }
-        });
+    asio::co_spawn(timer.get_executor(), loop(shared_from_this()),
+                   [name = current.listener](std::exception_ptr e) {
+                     if (e)
+                       log::error("upstream check stopped",
+                                  {{"listener", name}, {"error", util::message_of(e)}});
+                   });
   }
 
   void stop() {

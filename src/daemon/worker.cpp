@@ -5,7 +5,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 
+#include "mtlsd/daemon/loop_thread.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::daemon {
 
@@ -26,16 +28,8 @@ worker::~worker() {
 }
 
 void worker::start() {
-  thread_ = std::thread([this] {
-    for (;;) {
-      try {
-        ioc_.run();
-        return;
-      } catch (const std::exception& e) {
-        // Completion handlers do not throw by design; if one does, log it and keep serving.
-        log::error("worker event loop error", {{"worker", index_}, {"error", e.what()}});
-      }
-    }
+  thread_ = start_loop_thread(ioc_, [index = index_](const std::string& error) {
+    log::error("worker event loop error", {{"worker", index}, {"error", error}});
   });
 }
 
@@ -68,13 +62,7 @@ void worker::accept(std::shared_ptr<proxy::listener_slot> slot,
                    }
                    // accept_loop handles its own errors; this is a bug. The loop must not die
                    // quietly: log, count, and accept again after a pause (no spin if it recurs).
-                   std::string what = "unknown exception";
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& x) {
-                     what = x.what();
-                   } catch (...) {
-                   }
+                   const std::string what = util::message_of(e);
                    if (auto lr = slot->current.load(); lr && lr->metrics)
                      lr->metrics->accept_errors->Increment();
                    log::error("accept loop failed; restarting it",

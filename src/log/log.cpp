@@ -245,6 +245,11 @@ std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time
   return std::string_view(buf, std::clamp(n, 0, static_cast<int>(sizeof buf) - 1));
 }
 
+std::string utc(std::time_t t) {
+  char buf[32];
+  return std::string(format_rfc3339(buf, std::chrono::system_clock::from_time_t(t), false));
+}
+
 void append_json_escaped(std::string& out, std::string_view s) {
   for (unsigned char c : s) {
     switch (c) {

@@ -203,12 +203,13 @@ std::shared_ptr<listener_metrics> registry::for_listener(const std::string& name
   m.resumed = &resumptions_->Add({{"listener", name}});
   m.over_limit = &over_limit_->Add({{"listener", name}});
   m.accept_errors = &accept_errors_->Add({{"listener", name}});
-  const char* methods[] = {"crl", "ocsp"};
-  const char* results[] = {"good", "revoked", "unknown", "unavailable"};
-  for (std::size_t i = 0; i < 2; ++i)
-    for (std::size_t j = 0; j < 4; ++j)
-      m.revocation_checks[i][j] = &revocation_checks_->Add(
-          {{"listener", name}, {"method", methods[i]}, {"result", results[j]}});
+  for (auto method : {revocation_method::crl, revocation_method::ocsp})
+    for (auto result : {revocation_status::good, revocation_status::revoked,
+                        revocation_status::unknown, revocation_status::unavailable})
+      m.revocation_checks[static_cast<std::size_t>(method)][static_cast<std::size_t>(result)] =
+          &revocation_checks_->Add({{"listener", name},
+                                    {"method", std::string(to_string(method))},
+                                    {"result", std::string(to_string(result))}});
   return made;
 }
 
@@ -231,7 +232,7 @@ void registry::remove_listener_series(const listener_metrics& m) {
   accept_errors_->Remove(m.accept_errors);
   for (const auto& by_method : m.revocation_checks)
     for (auto* c : by_method)
-      revocation_checks_->Remove(c);
+      if (c) revocation_checks_->Remove(c);
 }
 
 void registry::count_handshake(const std::string& listener, std::string_view version,

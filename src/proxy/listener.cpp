@@ -13,6 +13,7 @@
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/termination.hpp"
+#include "mtlsd/util/exception.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy {
@@ -130,14 +131,8 @@ void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
                    // Sessions catch their own errors; anything reaching here is a bug to see.
                    if (e) {
                      if (m) m->errors->Increment();
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex2) {
-                       log::error("session escaped with an exception",
-                                  {{"listener", name}, {"error", ex2.what()}});
-                     } catch (...) {
-                       log::error("session escaped with an exception", {{"listener", name}});
-                     }
+                     log::error("session escaped with an exception",
+                                {{"listener", name}, {"error", util::message_of(e)}});
                    }
                  });
 }

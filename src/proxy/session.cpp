@@ -30,6 +30,7 @@
 #include "mtlsd/proxy/xfcc.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "mtlsd/util/exception.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy {
@@ -163,7 +164,7 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
     req.chain.push_back(tls::up_ref(c));
   req.crl_file_unavailable = vo.crl_deferred_depths;
   req.crl_file_note = vo.crl_note;
-  req.leaf_stapled_good = vo.staple == tls::revocation::status::good;
+  req.leaf_stapled_good = vo.staple == revocation_status::good;
   // Every lookup runs concurrently and is bounded by the timeout; this deadline is a backstop.
   s.enter(phase::revocation, 2 * lr.revocation.timeout + std::chrono::seconds(1));
   auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));
@@ -612,13 +613,7 @@ namespace {
 
 // An exception that ended a session: an internal error.
 outcome failure(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return outcome{outcome::kind::failed, x.what()};
-  } catch (...) {
-    return outcome{outcome::kind::failed, "unknown exception"};
-  }
+  return outcome{outcome::kind::failed, util::message_of(e)};
 }
 
 // A session killed for a reason the peer should hear of (revoked) gets close_notify, bounded.

@@ -12,25 +12,9 @@ namespace mtlsd::proxy::detail {
 
 void count_revocation(session& s, const tls::verify_outcome& vo) {
   if (!s.listener->metrics) return;
-  if (int i = tls::revocation::metric_index(vo.staple); i >= 0)
-    s.listener->metrics->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
-  if (vo.crl == tls::crl_result::not_checked) return;
-  std::size_t result = 0;
-  switch (vo.crl) {
-    case tls::crl_result::good:
-      result = 0;
-      break;
-    case tls::crl_result::revoked:
-      result = 1;
-      break;
-    case tls::crl_result::unavailable:
-      result = 3;
-      break;
-    case tls::crl_result::not_checked:
-      return;
-  }
-  s.listener->metrics->revocation_checks[0][result]->Increment();
-  if (vo.crl == tls::crl_result::unavailable && !vo.refusal)
+  s.listener->metrics->revocation_check(revocation_method::ocsp, vo.staple);
+  s.listener->metrics->revocation_check(revocation_method::crl, vo.crl);
+  if (vo.crl == revocation_status::unavailable && !vo.refusal)
     log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
               {{"conn_id", s.conn_id},
                {"listener", s.listener->cfg.name},
@@ -41,10 +25,8 @@ void count_revocation(session& s, const tls::verify_outcome& vo) {
 void count_verdict(session& s, const tls::revocation::verdict& v) {
   auto* m = s.listener->metrics;
   if (!m) return;
-  if (int i = tls::revocation::metric_index(v.crl); i >= 0)
-    m->revocation_checks[0][static_cast<std::size_t>(i)]->Increment();
-  if (int i = tls::revocation::metric_index(v.ocsp); i >= 0)
-    m->revocation_checks[1][static_cast<std::size_t>(i)]->Increment();
+  m->revocation_check(revocation_method::crl, v.crl);
+  m->revocation_check(revocation_method::ocsp, v.ocsp);
 }
 
 void observe_handshake(session& s) {

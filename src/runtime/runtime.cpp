@@ -3,21 +3,17 @@
 #include <ctime>
 
 #include "mtlsd/config/validate.hpp"
+#include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::runtime {
 namespace {
 
-constexpr std::time_t warn_window = 30 * 24 * 3600;
+using log::utc;
 
-std::string utc(std::time_t t) {
-  char buf[32];
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+constexpr std::time_t warn_window = 30 * 24 * 3600;
 
 const config::file_ref& own_cert_ref(const config::listener& l) {
   return l.tls.pkcs12.empty() ? l.tls.cert : l.tls.pkcs12;
@@ -90,6 +86,7 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
         if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
           lr->svid = it->second;
       lr->tls = tls::build_context(l, lr->svid.get());
+      lr->staple = tls::revocation::attach_stapling(lr->tls.ctx.get(), l);
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)
         lr->revocation_service = opts.revocation;
@@ -160,11 +157,10 @@ std::map<std::string, double> crl_next_updates(const runtime& rt) {
   std::map<std::string, double> out;
   for (const auto& l : rt.listeners) {
     for (const auto& crl : l->tls.crls) {
-      const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
-      std::tm tm{};
-      if (!next || ASN1_TIME_to_tm(next, &tm) != 1) continue;
+      const std::time_t next = tls::asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl.get()));
+      if (!next) continue;
       const std::string name = tls::name_of(X509_CRL_get_issuer(crl.get()));
-      auto t = static_cast<double>(timegm(&tm));
+      auto t = static_cast<double>(next);
       auto [it, inserted] = out.emplace(name, t);
       if (!inserted && t > it->second) it->second = t;
     }

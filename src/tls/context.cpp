@@ -237,10 +237,6 @@ tls_context build_context(const config::listener& l, const spiffe::x509_context*
       out.alpn_wire = std::make_unique<const std::string>(alpn_wire(l.tls.alpn));
       SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
     }
-    if (l.revocation.stapling) {
-      out.staple = std::make_shared<revocation::staple_slot>();
-      revocation::serve_staples(ctx, out.staple.get());
-    }
   } else {
     if (l.tls.spiffe.enabled) {
       if (svid) use_svid(ctx, l, *svid, out);
@@ -273,9 +269,8 @@ tls_context build_context(const config::listener& l, const spiffe::x509_context*
     }
     out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
     out.peer_verifier->attach(ctx);
-    // Ask the remote for a stapled OCSP response; a remote stapling "revoked" is refused, and
-    // with require_staple so is one that staples nothing usable.
-    revocation::check_staples(ctx, l.revocation.require_staple);
+    // OCSP stapling (asking for the remote's staple and checking it) is installed on top of this
+    // context by the runtime (revocation::attach_stapling).
     // require_staple: a resumed session carries no staple (the status callback does not run),
     // so it would skip the check; every connection of such a listener makes a full handshake.
     if (l.tls.session_resumption && !l.revocation.require_staple) {

@@ -13,6 +13,7 @@
 
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/config/print.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/pkcs11.hpp"
 
 namespace mtlsd::tls {
@@ -93,12 +94,6 @@ int password_cb(char* buf, int size, int /*rwflag*/, void* u) {
       std::min<std::size_t>(src->password->size(), static_cast<std::size_t>(size)));
   std::memcpy(buf, src->password->data(), static_cast<std::size_t>(n));
   return n;
-}
-
-std::time_t asn1_to_time(const ASN1_TIME* t) {
-  std::tm tm{};
-  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
-  return timegm(&tm);
 }
 
 }  // namespace
@@ -273,10 +268,10 @@ std::string serial_of(const X509* cert) {
 }
 
 std::time_t not_after_of(const X509* cert) {
-  return asn1_to_time(X509_get0_notAfter(cert));
+  return asn1_time_to_unix(X509_get0_notAfter(cert));
 }
 std::time_t not_before_of(const X509* cert) {
-  return asn1_to_time(X509_get0_notBefore(cert));
+  return asn1_time_to_unix(X509_get0_notBefore(cert));
 }
 
 }  // namespace mtlsd::tls

@@ -8,6 +8,7 @@
 
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/util/hex.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -55,14 +56,7 @@ std::string sha256_fingerprint(X509* cert) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   if (X509_digest(cert, EVP_sha256(), md.data(), &len) != 1) return {};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 0xf];
-  }
-  return out;
+  return util::hex(md.data(), len);
 }
 
 peer_identity extract_identity(X509* cert) {

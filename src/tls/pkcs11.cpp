@@ -14,6 +14,7 @@
 
 #include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/util/hex.hpp"
 
 namespace mtlsd::tls::pkcs11 {
 namespace {
@@ -64,16 +65,6 @@ std::string quoted_list(std::vector<std::string> v) {
   return s.empty() ? "none" : s;
 }
 
-std::string hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (unsigned char c : bytes) {
-    s += digits[c >> 4];
-    s += digits[c & 15];
-  }
-  return s;
-}
-
 // The token attributes as the user wrote them, for messages.
 std::string describe_token(const config::pkcs11_uri& u) {
   std::string s;
@@ -90,7 +81,7 @@ std::string describe_token(const config::pkcs11_uri& u) {
 std::string describe_key(const config::pkcs11_uri& u) {
   std::string s;
   if (!u.object.empty()) s += "labelled '" + u.object + "'";
-  if (u.has_id) s += std::string(s.empty() ? "" : " and ") + "with id " + hex(u.id);
+  if (u.has_id) s += std::string(s.empty() ? "" : " and ") + "with id " + util::hex(u.id);
   return s;
 }
 
@@ -228,7 +219,7 @@ PKCS11_KEY* find_key(PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
     PKCS11_KEY* k = keys + i;
     const std::string k_label = k->label ? k->label : "";
     const std::string k_id(reinterpret_cast<const char*>(k->id), k->id ? k->id_len : 0);
-    seen.push_back(k_label.empty() ? "id " + hex(k_id) : k_label);
+    seen.push_back(k_label.empty() ? "id " + util::hex(k_id) : k_label);
     if ((uri.object.empty() || uri.object == k_label) && (!uri.has_id || uri.id == k_id))
       found.push_back(k);
   }

@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
 
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/peer_policy.hpp"
@@ -295,11 +296,8 @@ int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
 bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
   if (crl_.grace_seconds <= 0) return false;
   const X509_CRL* crl = X509_STORE_CTX_get0_current_crl(store_ctx);
-  std::tm tm{};
-  if (!crl || !X509_CRL_get0_nextUpdate(crl) ||
-      ASN1_TIME_to_tm(X509_CRL_get0_nextUpdate(crl), &tm) != 1)
-    return false;
-  const std::time_t next = timegm(&tm);
+  const std::time_t next = crl ? asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl)) : 0;
+  if (!next) return false;
   const X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
   const std::time_t now = (X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME)
                               ? X509_VERIFY_PARAM_get_time(param)
@@ -337,14 +335,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
         reason_from_x509_error(err) == reason::revocation_unavailable) {
       // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
       // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
-      out.crl = crl_result::unavailable;
+      out.crl = revocation_status::unavailable;
       out.crl_note = describe(err, depth, cert);
       return 1;
     }
     if (err == X509_V_ERR_CERT_REVOKED)
-      out.crl = crl_result::revoked;
+      out.crl = revocation_status::revoked;
     else if (reason_from_x509_error(err) == reason::revocation_unavailable)
-      out.crl = crl_result::unavailable;
+      out.crl = revocation_status::unavailable;
     if (!out.refusal) {  // the first error is the real one; later ones are consequences
       if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx))
         out.refused_peer = extract_identity(leaf);
@@ -369,7 +367,7 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   }
   out.identity = std::move(id);
   out.match = d.match;
-  if (crl_.enabled && out.crl == crl_result::not_checked) out.crl = crl_result::good;
+  if (crl_.enabled && out.crl == revocation_status::not_checked) out.crl = revocation_status::good;
   return 1;
 }
 

@@ -37,6 +37,35 @@ TEST(MetricsRegistry, ListenerSeriesGoWithTheLastHolder) {
   EXPECT_EQ(again->accepted->Value(), 0);
 }
 
+// The value of mtlsd_revocation_checks_total{listener=name, method, result}, -1 when absent.
+double revocation_checks(const registry& r, const std::string& name, const std::string& method,
+                         const std::string& result) {
+  for (const auto& family : r.collectable()->Collect()) {
+    if (family.name != "mtlsd_revocation_checks_total") continue;
+    for (const auto& metric : family.metric) {
+      int matched = 0;
+      for (const auto& label : metric.label)
+        matched += (label.name == "listener" && label.value == name) ||
+                   (label.name == "method" && label.value == method) ||
+                   (label.name == "result" && label.value == result);
+      if (matched == 3) return metric.counter.value;
+    }
+  }
+  return -1;
+}
+
+TEST(MetricsRegistry, RevocationChecksAreCountedByMethodAndResult) {
+  registry r;
+  auto m = r.for_listener("l");
+  m->revocation_check(mtlsd::revocation_method::ocsp, mtlsd::revocation_status::unknown);
+  m->revocation_check(mtlsd::revocation_method::crl, mtlsd::revocation_status::revoked);
+  m->revocation_check(mtlsd::revocation_method::crl, mtlsd::revocation_status::not_checked);
+  EXPECT_EQ(revocation_checks(r, "l", "ocsp", "unknown"), 1);
+  EXPECT_EQ(revocation_checks(r, "l", "crl", "revoked"), 1);
+  EXPECT_EQ(revocation_checks(r, "l", "crl", "good"), 0);  // present from the start, at 0
+  EXPECT_EQ(revocation_checks(r, "l", "crl", "not_checked"), -1);
+}
+
 TEST(MetricsRegistry, ProcessMetricsAndReloadGaugeAreExposed) {
   registry r;
   bool start = false, fds = false, reload_ok = false;

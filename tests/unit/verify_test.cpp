@@ -384,10 +384,10 @@ TEST_F(VerifyClientTest, CrlFromTestPkiRevokes) {
   auto o = verify(t, bad);
   EXPECT_EQ(refusal(o), "revoked");
   EXPECT_EQ(o.detail, "certificate revoked (depth 0: CN=bad,O=mtlsd tests) (crl file)");
-  EXPECT_EQ(o.crl, tls::crl_result::revoked);
+  EXPECT_EQ(o.crl, mtlsd::revocation_status::revoked);
   auto g = verify(t, good);
   EXPECT_EQ(refusal(g), "accepted") << g.detail;
-  EXPECT_EQ(g.crl, tls::crl_result::good);
+  EXPECT_EQ(g.crl, mtlsd::revocation_status::good);
 }
 
 TEST_F(VerifyClientTest, DerCrlAndStaleCrl) {
@@ -399,7 +399,7 @@ TEST_F(VerifyClientTest, DerCrlAndStaleCrl) {
   auto o = verify(t, leaf);
   EXPECT_EQ(refusal(o), "revocation_unavailable");
   EXPECT_EQ(o.detail, "CRL has expired (depth 0: CN=leaf,O=mtlsd tests) (crl file)");
-  EXPECT_EQ(o.crl, tls::crl_result::unavailable);
+  EXPECT_EQ(o.crl, mtlsd::revocation_status::unavailable);
 }
 
 TEST_F(VerifyClientTest, BadCipherListNamesTheTlsBlock) {
@@ -746,7 +746,7 @@ TEST_F(RuntimeBuildTest, OcspDistributionPointsAndStaplingBuild) {
                     "      stapling: true\n"));
   const auto& l = *rt->listeners.front();
   EXPECT_TRUE(l.revocation.network());
-  EXPECT_TRUE(l.tls.staple);
+  EXPECT_TRUE(l.staple);
 }
 
 // --- runtime::warnings ---------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -87,6 +88,8 @@ void write_access_line(std::string_view msg, fields f);
 // returns the view of what was written. No allocation: for per-connection fields.
 std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
                                 bool millis);
+// The same to the second, as a string: "2026-12-02T06:21:14Z", for times in messages.
+std::string utc(std::time_t t);
 
 // Escapes `s` as the body of a JSON string (no surrounding quotes).
 void append_json_escaped(std::string& out, std::string_view s);

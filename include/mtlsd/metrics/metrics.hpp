@@ -16,8 +16,17 @@
 #include <vector>
 
 #include "mtlsd/reason.hpp"
+#include "mtlsd/revocation_status.hpp"
 
 namespace mtlsd::metrics {
+
+// Sizes of the revocation_checks table, indexed by the enums' values (not_checked's row stays
+// null: it is never counted).
+inline constexpr std::size_t revocation_method_count = 2;
+inline constexpr std::size_t revocation_status_count = 5;
+static_assert(static_cast<std::size_t>(revocation_method::ocsp) + 1 == revocation_method_count);
+static_assert(static_cast<std::size_t>(revocation_status::unavailable) + 1 ==
+              revocation_status_count);
 
 struct listener_metrics {
   prometheus::Counter* accepted;
@@ -33,9 +42,10 @@ struct listener_metrics {
   prometheus::Counter* resumed;
   prometheus::Counter* over_limit;
   prometheus::Counter* accept_errors;  // accept() failed (EMFILE...) or the accept loop threw
-  // mtlsd_revocation_checks_total: [method][result], method crl=0 ocsp=1,
-  // result good=0 revoked=1 unknown=2 unavailable=3.
-  std::array<std::array<prometheus::Counter*, 4>, 2> revocation_checks;
+  // mtlsd_revocation_checks_total, one series per method and answer (not_checked has none):
+  // counted through revocation_check().
+  std::array<std::array<prometheus::Counter*, revocation_status_count>, revocation_method_count>
+      revocation_checks;
 
   // mtlsd_connections_closed_total: admitted connections mtlsd closed because their peer is
   // no longer admitted (revoked while connected, or refused by a reloaded policy), by reason.
@@ -43,6 +53,13 @@ struct listener_metrics {
 
   prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
   prometheus::Counter& closed_for(reason r) { return *closed[static_cast<std::size_t>(r)]; }
+  // Counts one revocation decision by `method`; a source that did not apply (not_checked)
+  // counts nothing.
+  void revocation_check(revocation_method method, revocation_status result) {
+    if (result == revocation_status::not_checked) return;
+    revocation_checks[static_cast<std::size_t>(method)][static_cast<std::size_t>(result)]
+        ->Increment();
+  }
 };
 
 class registry {

@@ -14,6 +14,7 @@
 #include "mtlsd/metrics/metrics.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/revocation/policy.hpp"
+#include "mtlsd/tls/revocation/stapling.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 
 namespace mtlsd::tls::revocation {
@@ -24,6 +25,9 @@ namespace mtlsd::runtime {
 
 struct listener_runtime {
   config::listener cfg;
+  // revocation.stapling: the response served to clients, kept fresh by the revocation service
+  // (which holds it weakly). Declared before `tls` so that it outlives the context's callback.
+  std::shared_ptr<tls::revocation::staple_slot> staple;
   tls::tls_context tls;
   metrics::listener_metrics* metrics = nullptr;  // never null in a daemon; null in `check`
   // Keeps `metrics` (and its series on /metrics) alive while this runtime is in use.

@@ -8,7 +8,6 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
-#include "mtlsd/tls/revocation/stapling.hpp"
 #include "mtlsd/tls/session_cache.hpp"
 #include "mtlsd/tls/verify.hpp"
 
@@ -26,9 +25,6 @@ struct tls_context {
   // Declared before ctx so that it is destroyed after it: the context points at the verifier.
   std::unique_ptr<verifier> peer_verifier;
   std::unique_ptr<const std::string> alpn_wire;  // server: our ALPN list, read by the callback
-  // revocation.stapling: the response served to clients, kept fresh by the revocation service
-  // (which holds it weakly: it lives as long as this context).
-  std::shared_ptr<revocation::staple_slot> staple;
   // Client mode with session_resumption: the sessions the context's callback stores (shared by
   // every worker of this runtime). Declared before ctx for the same reason as the verifier.
   std::unique_ptr<client_session_cache> sessions;

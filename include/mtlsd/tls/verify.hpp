@@ -11,15 +11,12 @@
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/reason.hpp"
+#include "mtlsd/revocation_status.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/peer_policy.hpp"
-#include "mtlsd/tls/revocation/status.hpp"
 
 namespace mtlsd::tls {
-
-// What CRL checking concluded, for mtlsd_revocation_checks_total.
-enum class crl_result { not_checked, good, revoked, unavailable };
 
 // What verification concluded about one peer. Filled by the verify callback.
 struct verify_outcome {
@@ -37,14 +34,15 @@ struct verify_outcome {
   // The connection's id in logs, for debug lines written from callbacks (ClientHello).
   std::uint64_t conn_id = 0;
   policy_match match;  // with identity: what in `allow` admitted the peer
-  crl_result crl = crl_result::not_checked;
+  // What the CRL files concluded (never `unknown`), for mtlsd_revocation_checks_total.
+  revocation_status crl = revocation_status::not_checked;
   std::string crl_note;  // e.g. which level had no CRL under on_unavailable: allow
   // With OCSP or distribution points configured, a depth whose CRL file is missing or stale is
   // not decided in the handshake: bit d is set and the revocation service decides (another
   // source may answer for that certificate).
   std::uint32_t crl_deferred_depths = 0;
   // Client mode: what a stapled OCSP response from the remote said (not_checked: none sent).
-  revocation::status staple = revocation::status::not_checked;
+  revocation_status staple = revocation_status::not_checked;
   std::string staple_detail;
   cert_chain chain;  // verify_offline only: the verified chain, leaf first
 };

@@ -7,15 +7,10 @@
 
 #include <algorithm>
 
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::tls::revocation {
-
-std::time_t asn1_time_to_unix(const ASN1_TIME* t) {
-  std::tm tm{};
-  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
-  return timegm(&tm);
-}
 
 std::vector<std::string> crl_urls(X509* cert) {
   std::vector<std::string> out;

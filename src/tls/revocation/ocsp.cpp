@@ -3,7 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "mtlsd/tls/revocation/crl.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 
 namespace mtlsd::tls::revocation {
 namespace {
@@ -27,6 +27,27 @@ ocsp_answer unusable(std::string why) {
   a.result = status::unavailable;
   a.detail = std::move(why);
   return a;
+}
+
+// "" when `basic` is signed by `issuer` or by a responder it delegated to; otherwise why not. The
+// issuer, already verified as part of the peer's chain, is the only trust anchor: the responder
+// is the issuer itself or a certificate it issued with the OCSPSigning EKU (OpenSSL's
+// ocsp_check_issuer/ocsp_check_delegated).
+std::string check_signer(OCSP_BASICRESP* basic, X509* issuer) {
+  x509_store_ptr anchors(X509_STORE_new());
+  if (!anchors || X509_STORE_add_cert(anchors.get(), issuer) != 1) {
+    drain_errors();
+    return "cannot set up OCSP verification";
+  }
+  X509_STORE_set_flags(anchors.get(), X509_V_FLAG_PARTIAL_CHAIN);
+  STACK_OF(X509)* certs = sk_X509_new_null();
+  sk_X509_push(certs, issuer);
+  const int verified = OCSP_basic_verify(basic, certs, anchors.get(), 0);
+  sk_X509_free(certs);
+  if (verified > 0) return {};
+  std::string why = drain_errors();
+  return "response signature does not verify against the issuer" +
+         (why.empty() ? std::string() : ": " + why);
 }
 
 }  // namespace
@@ -85,24 +106,8 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
     return unusable("response nonce does not match the request (replayed response?)");
   }
 
-  // The issuer, already verified as part of the peer's chain, is the only trust anchor: the
-  // responder is the issuer itself or a certificate it issued with the OCSPSigning EKU
-  // (OpenSSL's ocsp_check_issuer/ocsp_check_delegated).
-  x509_store_ptr anchors(X509_STORE_new());
-  if (!anchors || X509_STORE_add_cert(anchors.get(), issuer) != 1) {
-    drain_errors();
-    return unusable("cannot set up OCSP verification");
-  }
-  X509_STORE_set_flags(anchors.get(), X509_V_FLAG_PARTIAL_CHAIN);
-  STACK_OF(X509)* certs = sk_X509_new_null();
-  sk_X509_push(certs, issuer);
-  const int verified = OCSP_basic_verify(basic.get(), certs, anchors.get(), 0);
-  sk_X509_free(certs);
-  if (verified <= 0) {
-    std::string why = drain_errors();
-    return unusable("response signature does not verify against the issuer" +
-                    (why.empty() ? std::string() : ": " + why));
-  }
+  if (std::string why = check_signer(basic.get(), issuer); !why.empty())
+    return unusable(std::move(why));
 
   ocsp_certid_ptr id(OCSP_cert_to_id(nullptr, cert, issuer));
   int st = -1, reason = -1;

@@ -2,57 +2,6 @@
 
 namespace mtlsd::tls::revocation {
 
-std::string_view to_string(status s) {
-  switch (s) {
-    case status::not_checked:
-      return "not_checked";
-    case status::good:
-      return "good";
-    case status::revoked:
-      return "revoked";
-    case status::unknown:
-      return "unknown";
-    case status::unavailable:
-      return "unavailable";
-  }
-  return "unavailable";
-}
-
-int metric_index(status s) {
-  switch (s) {
-    case status::good:
-      return 0;
-    case status::revoked:
-      return 1;
-    case status::unknown:
-      return 2;
-    case status::unavailable:
-      return 3;
-    case status::not_checked:
-      break;
-  }
-  return -1;
-}
-
-status worst(status a, status b) {
-  auto rank = [](status s) {
-    switch (s) {
-      case status::not_checked:
-        return 0;
-      case status::good:
-        return 1;
-      case status::unknown:
-        return 2;
-      case status::unavailable:
-        return 3;
-      case status::revoked:
-        return 4;
-    }
-    return 0;
-  };
-  return rank(a) >= rank(b) ? a : b;
-}
-
 policy policy::from(const config::revocation_options& rv) {
   policy p;
   p.ocsp = rv.ocsp;

@@ -97,6 +97,19 @@ int check_remote_staple(SSL* ssl, void* arg) {
 
 }  // namespace
 
+std::shared_ptr<staple_slot> attach_stapling(SSL_CTX* ctx, const config::listener& l) {
+  if (l.mode == config::listener_mode::client) {
+    // A remote stapling "revoked" is refused, and with require_staple so is one that staples
+    // nothing usable.
+    check_staples(ctx, l.revocation.require_staple);
+    return nullptr;
+  }
+  if (!l.revocation.stapling) return nullptr;
+  auto slot = std::make_shared<staple_slot>();
+  serve_staples(ctx, slot.get());
+  return slot;
+}
+
 void serve_staples(SSL_CTX* ctx, const staple_slot* slot) {
   set_status_cb(ctx, staple_our_response);
   SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB_ARG, 0, const_cast<staple_slot*>(slot));

@@ -45,6 +45,4 @@ std::string serial_der(const ASN1_INTEGER* serial);
 // Every serial a CRL revokes (removeFromCRL entries of deltas excluded), sorted.
 std::vector<std::string> revoked_serials(X509_CRL* crl);
 
-std::time_t asn1_time_to_unix(const ASN1_TIME* t);  // 0 when absent or unparsable
-
 }  // namespace mtlsd::tls::revocation

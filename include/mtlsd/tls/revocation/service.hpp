@@ -10,6 +10,14 @@
 // share one OCSP request, concurrent uses of one distribution point share one download.
 // OCSP answers are kept until their nextUpdate; CRLs until nextUpdate, refreshed ahead of it in
 // the background (with backoff on failure) while peers still use them.
+//
+// The service writes no log line and no metric: checks return verdicts, and everything else it
+// does is handed to its owner as an outcome (outcome.hpp) to log and count.
+//
+// Parts, along the data flow (src/tls/revocation/): ocsp_client (one exchange with a responder,
+// cache, shared requests), crl_fetcher (downloads, cache, background refresh), chain_completion
+// (issuers for resumed sessions), stapler (our own certificate's response), service_state (what
+// they share); service.cpp composes them into check().
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
@@ -21,12 +29,9 @@
 
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/outcome.hpp"
 #include "mtlsd/tls/revocation/policy.hpp"
 #include "mtlsd/tls/revocation/stapling.hpp"
-
-namespace mtlsd::metrics {
-class registry;
-}
 
 namespace mtlsd::tls::revocation {
 
@@ -57,8 +62,8 @@ struct service_limits {
 class service {
  public:
   // `background`: refresh CRLs ahead of expiry and keep staples fresh (the daemon); off for
-  // one-shot use (`mtlsd verify`). `metrics` may be null.
-  service(boost::asio::any_io_executor ex, metrics::registry* metrics, service_limits limits = {},
+  // one-shot use (`mtlsd verify`). `report` receives every outcome on `ex` (may be empty).
+  service(boost::asio::any_io_executor ex, outcome_sink report, service_limits limits = {},
           bool background = true);
   ~service();
   service(const service&) = delete;
@@ -75,9 +80,10 @@ class service {
 
   // Thread-safe. Keeps `slot` filled with a verified OCSP response for `cert` (issued by
   // `issuer`) from `url`, refreshed halfway to its nextUpdate, for as long as the slot lives and
-  // is not retired (staple_slot::retire, on reload).
-  void staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr issuer, std::string url,
-              std::chrono::milliseconds timeout, std::string listener);
+  // is not retired (staple_slot::retire, on reload). False (and nothing started) when `url` is
+  // not an http:// URL.
+  bool staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr issuer,
+              const std::string& url, std::chrono::milliseconds timeout, std::string listener);
 
   // Thread-safe. Ends background refreshes; checks in flight complete with what they have.
   void stop();

@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "mtlsd/config/config.hpp"
+
 namespace mtlsd::tls::revocation {
 
 // The current DER OCSP response for one listener's certificate. Written by the revocation
@@ -31,6 +33,11 @@ class staple_slot {
   std::atomic<std::shared_ptr<const response>> current_;
   std::atomic<bool> retired_{false};
 };
+
+// The stapling of one listener's context (built by tls::build_context): in server mode with
+// revocation.stapling, a new slot whose response is served (null otherwise); in client mode,
+// asking the remote for its staple and checking it (revocation.require_staple).
+std::shared_ptr<staple_slot> attach_stapling(SSL_CTX* ctx, const config::listener& l);
 
 // Server contexts: staple `slot`'s response (it must outlive `ctx`). Without a fresh response
 // the handshake goes on without a staple.

@@ -1,25 +1,11 @@
 #pragma once
-// What one revocation source said about one certificate, in the vocabulary of the
-// `result` label of mtlsd_revocation_checks_total.
-#include <string_view>
+// What one revocation source said about one certificate. The enum itself is the neutral
+// mtlsd::revocation_status (revocation_status.hpp), shared with the handshake's CRL checks and
+// the metrics; this folder calls it `status` for short.
+#include "mtlsd/revocation_status.hpp"
 
 namespace mtlsd::tls::revocation {
 
-enum class status {
-  not_checked,  // this source does not apply (not configured, or not at this depth)
-  good,
-  revoked,
-  unknown,      // OCSP: the responder does not know the certificate
-  unavailable,  // no fresh, verifiable answer could be had
-};
-
-std::string_view to_string(status s);
-
-// The `result` label index used by metrics::listener_metrics::revocation_checks
-// (good=0 revoked=1 unknown=2 unavailable=3); not_checked has none.
-int metric_index(status s);
-
-// For combining answers into one per method: revoked > unavailable > unknown > good.
-status worst(status a, status b);
+using status = revocation_status;
 
 }  // namespace mtlsd::tls::revocation

@@ -1,0 +1,240 @@
+#include "crl_fetcher.hpp"
+
+#include <algorithm>
+
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/net/proxy_env.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
+
+namespace mtlsd::tls::revocation {
+
+namespace asio = boost::asio;
+using log::utc;
+
+namespace {
+
+// When to download again: a quarter of the CRL's validity ahead of its nextUpdate (at most an
+// hour ahead), so that a distribution point that is down for a while does not leave us without
+// a current CRL.
+std::time_t refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now) {
+  if (!next_update) return now + crl_idle_lifetime;
+  const std::time_t lead =
+      std::clamp<std::time_t>((next_update - this_update) / 4, 1, crl_idle_lifetime);
+  return std::max(next_update - lead, now + 1);
+}
+
+}  // namespace
+
+crl_fetcher::crl_fetcher(std::shared_ptr<service_state> state)
+    : state_(std::move(state)),
+      cache_(state_->lim.crl_entries, state_->lim.crl_total_bytes,
+             [](const cached& c) { return c.bytes; }) {
+  cache_.on_evict([this](const std::string& url, cached&) { state_->report(crl_dropped{url}); });
+}
+
+// --- lookups ------------------------------------------------------------------------------
+
+asio::awaitable<answer> crl_fetcher::lookup(x509_ptr cert, x509_ptr issuer, policy pol,
+                                            std::time_t at) {
+  const auto urls = crl_urls(cert.get());
+  if (urls.empty())
+    co_return answer{status::unavailable, "crl",
+                     "the certificate names no http:// CRL distribution point"};
+  answer out;
+  for (const auto& url_text : urls) {
+    out = co_await lookup_at(url_text, cert.get(), issuer.get(), pol, at);
+    if (out.result != status::unavailable) break;
+  }
+  co_return out;
+}
+
+asio::awaitable<answer> crl_fetcher::lookup_at(std::string url_text, X509* cert, X509* issuer,
+                                               policy pol, std::time_t at) {
+  answer out{status::unavailable, "crl " + url_text, ""};
+  auto url = net::parse_http_url(url_text);
+  if (!url) {
+    out.detail = "not an http:// URL";
+    co_return out;
+  }
+  const std::time_t now = std::time(nullptr);
+  cached* c = cache_.find(url_text);
+  const bool expired = c && c->next_update && now >= c->next_update;
+  // Download when there is nothing yet, or when the copy expired and the last attempt is not
+  // backing off; otherwise use what there is.
+  if (!c || (expired && (c->failures == 0 || now >= c->refresh_at))) {
+    if (const std::string* error = state_->recently_failed(url_text);
+        error && !inflight_.count(url_text) && !c) {
+      out.detail = *error;
+      co_return out;
+    }
+    auto f = start(*url, issuer, pol.timeout);
+    co_await f->wait();
+    c = cache_.find(url_text);
+    if (!c) {
+      out.detail = "fetching the CRL failed: " + f->error;
+      co_return out;
+    }
+  }
+  if (X509_cmp(c->issuer.get(), issuer) != 0) {
+    if (std::string why = check_crl_issuer(c->crl.get(), issuer); !why.empty()) {
+      out.detail = why;
+      co_return out;
+    }
+  }
+  c->last_used = now;
+  co_return judge(*c, cert, pol, at ? at : now);
+}
+
+answer crl_fetcher::judge(const cached& c, X509* cert, const policy& pol, std::time_t when) const {
+  answer out{status::unavailable, "crl " + c.url, ""};
+  if (std::string why = check_crl_scope(c.crl.get(), cert); !why.empty()) {
+    out.detail = why;
+    return out;
+  }
+  crl_entry_status e = lookup_crl(c.crl.get(), cert);
+  if (e.revoked) {
+    out.result = status::revoked;
+    out.detail = e.reason;
+    return out;
+  }
+  if (c.next_update && when > c.next_update + pol.grace_seconds) {
+    out.detail = "CRL expired at " + utc(c.next_update) +
+                 (c.last_error.empty() ? "" : "; refreshing it failed: " + c.last_error);
+    return out;
+  }
+  if (c.this_update > when + ocsp_skew_seconds) {
+    out.detail = "CRL is not valid before " + utc(c.this_update);
+    return out;
+  }
+  out.result = status::good;
+  return out;
+}
+
+// --- downloads ----------------------------------------------------------------------------
+
+std::shared_ptr<crl_fetcher::download_flight> crl_fetcher::start(
+    const net::http_url& url, X509* issuer, std::chrono::milliseconds timeout) {
+  if (auto it = inflight_.find(url.text); it != inflight_.end()) return it->second;
+  auto f = std::make_shared<download_flight>(state_->ex);
+  inflight_[url.text] = f;
+  state_->spawn(fetch(shared_from_this(), f, url, up_ref(issuer), timeout), "crl download");
+  return f;
+}
+
+asio::awaitable<void> crl_fetcher::fetch(std::shared_ptr<crl_fetcher> self,
+                                         std::shared_ptr<download_flight> f, net::http_url url,
+                                         x509_ptr issuer, std::chrono::milliseconds timeout) {
+  inflight_guard<decltype(self->inflight_), download_flight> guard{self->inflight_, *f, url.text};
+  f->error = "internal error";
+  net::http_request req;
+  req.accept = "application/pkix-crl";
+  req.timeout = timeout;
+  req.max_body = self->state_->lim.crl_bytes;
+  req.proxy = net::fetch_proxy();
+  net::http_result res = co_await net::http_fetch(url, std::move(req));
+  std::string error;
+  x509_crl_ptr crl = self->accept(res, issuer.get(), self->cache_.peek(url.text), error);
+  if (!crl) {
+    f->error = error;
+    self->failed(url.text, error);
+    co_return;
+  }
+  f->error = self->keep(url, std::move(crl), res.body, std::move(issuer), timeout);
+}
+
+x509_crl_ptr crl_fetcher::accept(const net::http_result& res, X509* issuer, const cached* old,
+                                 std::string& error) const {
+  x509_crl_ptr crl;
+  if (error = res.describe_unless(200); !error.empty()) return nullptr;
+  if (!(crl = parse_crl(res.body))) {
+    error = "the response is not a CRL";
+    return nullptr;
+  }
+  if (error = check_crl_issuer(crl.get(), issuer); !error.empty()) return nullptr;
+  // A stale mirror or cache in front of the distribution point must not roll us back.
+  if (old && crl_this_update(crl.get()) < old->this_update) {
+    error = "the distribution point serves a CRL older than the one already held (" +
+            utc(crl_this_update(crl.get())) + " < " + utc(old->this_update) + ")";
+    return nullptr;
+  }
+  return crl;
+}
+
+void crl_fetcher::failed(const std::string& url, const std::string& error) {
+  state_->record_failure(url, "fetching the CRL failed: " + error);
+  if (cached* old = cache_.peek(url)) {
+    old->failures++;
+    old->last_error = error;
+    old->refresh_at = std::time(nullptr) + backoff(old->failures);
+  }
+  state_->report(crl_fetched{url, error, "", 0, 0});
+}
+
+std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const std::string& body,
+                              x509_ptr issuer, std::chrono::milliseconds timeout) {
+  const std::time_t now = std::time(nullptr);
+  const cached* old = cache_.peek(url.text);
+  cached fresh;
+  fresh.url = url.text;
+  fresh.bytes = body.size();
+  fresh.body_hash = std::hash<std::string>{}(body);
+  fresh.this_update = crl_this_update(crl.get());
+  fresh.next_update = crl_next_update(crl.get());
+  fresh.timeout = timeout;
+  fresh.last_used = old ? old->last_used : now;
+  const bool changed = !old || old->body_hash != fresh.body_hash;
+  const bool has_loop = old != nullptr;
+  fresh.generation = old ? old->generation : next_generation_++;
+  if (fresh.next_update && fresh.next_update <= now) {
+    // Published already stale: keep it (it still revokes) but retry with backoff.
+    fresh.failures = old ? old->failures + 1 : 1;
+    fresh.last_error =
+        "the distribution point serves a CRL past its nextUpdate (" + utc(fresh.next_update) + ")";
+    fresh.refresh_at = now + backoff(fresh.failures);
+  } else {
+    fresh.refresh_at = refresh_time(fresh.this_update, fresh.next_update, now);
+  }
+  crl_fetched done{url.text, "", crl_issuer_text(crl.get()), 0, fresh.next_update};
+  std::vector<std::string> serials =
+      changed ? revoked_serials(crl.get()) : std::vector<std::string>{};
+  done.revoked = serials.size();
+  std::string issuer_name = name_der(X509_CRL_get_issuer(crl.get()));
+  fresh.crl = std::move(crl);
+  fresh.issuer = std::move(issuer);
+  const std::uint64_t generation = fresh.generation;
+  if (!cache_.put(url.text, std::move(fresh))) return "CRL larger than the cache allows";
+  state_->report(done);
+  if (changed && !serials.empty()) {
+    auto e = std::make_shared<revocation_event>();
+    e->issuer = std::move(issuer_name);
+    e->serials = std::move(serials);
+    e->source = "crl " + url.text;
+    state_->publish(std::move(e));
+  }
+  if (state_->background && !has_loop)
+    state_->spawn(refresh_loop(shared_from_this(), url, generation), "crl refresh");
+  return {};
+}
+
+asio::awaitable<void> crl_fetcher::refresh_loop(std::shared_ptr<crl_fetcher> self,
+                                                net::http_url url, std::uint64_t generation) {
+  for (;;) {
+    cached* c = self->cache_.peek(url.text);
+    if (self->state_->stopping || !c || c->generation != generation) co_return;
+    const std::time_t now = std::time(nullptr);
+    if (now - c->last_used > crl_idle_lifetime) {
+      self->state_->report(crl_dropped{url.text});
+      self->cache_.erase(url.text);
+      co_return;
+    }
+    if (now >= c->refresh_at) {
+      auto f = self->start(url, c->issuer.get(), c->timeout);
+      co_await f->wait();
+      continue;
+    }
+    co_await self->state_->sleep_for(std::chrono::seconds(c->refresh_at - now));
+  }
+}
+
+}  // namespace mtlsd::tls::revocation

@@ -1,0 +1,138 @@
+#include "ocsp_client.hpp"
+
+#include "mtlsd/net/http_client.hpp"
+#include "mtlsd/net/proxy_env.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
+
+namespace mtlsd::tls::revocation {
+
+namespace asio = boost::asio;
+
+asio::awaitable<ocsp_exchange> ask_responder(net::http_url url, ocsp_query query, x509_ptr cert,
+                                             x509_ptr issuer, std::chrono::milliseconds timeout,
+                                             std::size_t max_response) {
+  net::http_request req;
+  req.post = true;
+  req.body = std::move(query.der);
+  req.content_type = "application/ocsp-request";
+  req.accept = "application/ocsp-response";
+  req.timeout = timeout;
+  req.max_body = max_response;
+  req.proxy = net::fetch_proxy();
+  net::http_result res = co_await net::http_fetch(url, std::move(req));
+  ocsp_exchange out;
+  if (const std::string failure = res.describe_unless(200); !failure.empty()) {
+    out.answer.result = status::unavailable;
+    out.answer.detail = "no answer from the responder: " + failure;
+    co_return out;
+  }
+  out.responded = true;
+  out.answer = check_ocsp_response(res.body, cert.get(), issuer.get(), query.request.get(),
+                                   std::time(nullptr));
+  out.response = std::move(res.body);
+  co_return out;
+}
+
+bool ocsp_client::cached::fresh(std::time_t now) const {
+  if (answer.next_update) return now < answer.next_update;
+  return now < fetched + ocsp_default_lifetime;
+}
+
+ocsp_client::ocsp_client(std::shared_ptr<service_state> state)
+    : state_(std::move(state)), cache_(state_->lim.ocsp_entries, 0) {}
+
+std::shared_ptr<ocsp_client::request_flight> ocsp_client::start(ocsp_query query,
+                                                                const x509_ptr& cert,
+                                                                const x509_ptr& issuer,
+                                                                const net::http_url& url,
+                                                                std::chrono::milliseconds timeout) {
+  if (auto it = inflight_.find(query.cert_id); it != inflight_.end()) return it->second;
+  auto f = std::make_shared<request_flight>(state_->ex);
+  inflight_[query.cert_id] = f;
+  state_->spawn(fetch(shared_from_this(), f, std::move(query), up_ref(cert.get()),
+                      up_ref(issuer.get()), url, timeout),
+                "ocsp request");
+  return f;
+}
+
+asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
+                                         std::shared_ptr<request_flight> f, ocsp_query query,
+                                         x509_ptr cert, x509_ptr issuer, net::http_url url,
+                                         std::chrono::milliseconds timeout) {
+  const std::string cert_id = query.cert_id;
+  // Template arguments spelled out: clang 14 (the fuzz build) has no CTAD for aggregates.
+  inflight_guard<decltype(self->inflight_), request_flight> guard{self->inflight_, *f, cert_id};
+  f->answer.result = status::unavailable;
+  f->answer.detail = "internal error";
+  ocsp_exchange x =
+      co_await ask_responder(url, std::move(query), up_ref(cert.get()), up_ref(issuer.get()),
+                             timeout, self->state_->lim.ocsp_response_bytes);
+  if (!x.responded)
+    self->state_->record_failure(url.text, x.answer.detail);
+  else if (x.answer.result != status::unavailable)
+    self->keep(cert_id, x.answer, cert.get(), url.text);
+  self->state_->report(ocsp_fetched{url.text, subject_of(cert.get()), x.answer});
+  f->answer = std::move(x.answer);
+}
+
+void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* cert,
+                       const std::string& url) {
+  const cached* before = cache_.peek(cert_id);
+  const bool newly_revoked =
+      a.result == status::revoked && !(before && before->answer.result == status::revoked);
+  cache_.put(cert_id, {a, url, std::time(nullptr)});
+  if (!newly_revoked) return;
+  auto e = std::make_shared<revocation_event>();
+  e->issuer = name_der(X509_get_issuer_name(cert));
+  e->serials = {serial_der(X509_get0_serialNumber(cert))};
+  e->source = "ocsp " + url;
+  state_->publish(std::move(e));
+}
+
+asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, policy pol) {
+  answer out{status::unavailable, "ocsp", "internal error"};
+  std::string url_text = pol.ocsp_responder;
+  if (url_text.empty()) {
+    auto urls = ocsp_urls(cert.get());
+    if (!urls.empty()) url_text = urls.front();
+  }
+  if (url_text.empty()) {
+    out.detail = "the certificate names no OCSP responder and ocsp_responder is not set";
+    co_return out;
+  }
+  out.source = "ocsp " + url_text;
+  auto url = net::parse_http_url(url_text);
+  if (!url) {
+    out.detail = "not an http:// URL";
+    co_return out;
+  }
+  ocsp_query q = make_ocsp_query(cert.get(), issuer.get());
+  if (q.der.empty()) {
+    out.detail = "cannot build an OCSP request: " + drain_errors();
+    co_return out;
+  }
+  const std::string id = q.cert_id;
+  if (const cached* c = cache_.find(id); c && c->fresh(std::time(nullptr)))
+    co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
+  ocsp_answer a;
+  if (const std::string* error = state_->recently_failed(url->text);
+      error && !inflight_.count(id)) {
+    a.result = status::unavailable;
+    a.detail = *error;
+  } else {
+    auto f = start(std::move(q), cert, issuer, *url, pol.timeout);
+    co_await f->wait();
+    a = f->answer;
+  }
+  if (a.result == status::unavailable) {
+    // A revocation does not expire with the response that announced it.
+    if (const cached* c = cache_.find(id); c && c->answer.result == status::revoked)
+      co_return answer{status::revoked, "ocsp " + c->url, c->answer.detail};
+  }
+  out.result = a.result;
+  out.detail = a.detail;
+  co_return out;
+}
+
+}  // namespace mtlsd::tls::revocation

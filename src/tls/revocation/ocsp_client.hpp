@@ -1,0 +1,71 @@
+#pragma once
+// OCSP over the network: one exchange with a responder (send the request built once, check the
+// response), and the client that answers peers' checks from it with a cache and shared requests.
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "flight.hpp"
+#include "mtlsd/net/url.hpp"
+#include "mtlsd/tls/openssl.hpp"
+#include "mtlsd/tls/revocation/cache.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+#include "mtlsd/tls/revocation/policy.hpp"
+#include "service_state.hpp"
+
+namespace mtlsd::tls::revocation {
+
+struct ocsp_exchange {
+  ocsp_answer answer;      // unavailable with the reason when the responder gave no usable answer
+  std::string response;    // the DER response as received (what a staple hands clients)
+  bool responded = false;  // a 200 response arrived (usable or not): the responder is up
+};
+
+// POSTs `query` to `url` and checks the response against `cert`, `issuer` and the query's nonce
+// (check_ocsp_response), at the time it arrives.
+boost::asio::awaitable<ocsp_exchange> ask_responder(net::http_url url, ocsp_query query,
+                                                    x509_ptr cert, x509_ptr issuer,
+                                                    std::chrono::milliseconds timeout,
+                                                    std::size_t max_response);
+
+// Answers for peers' certificates, cached by CertID until their nextUpdate; concurrent checks of
+// one certificate share one request. Every request's outcome is reported (ocsp_fetched).
+class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
+ public:
+  explicit ocsp_client(std::shared_ptr<service_state> state);
+
+  // What the responder (pol.ocsp_responder, else the certificate's AIA) says about `cert`. A
+  // revocation stays known after the response that announced it expires.
+  boost::asio::awaitable<answer> lookup(x509_ptr cert, x509_ptr issuer, policy pol);
+
+ private:
+  struct cached {
+    ocsp_answer answer;
+    std::string url;
+    std::time_t fetched = 0;
+    bool fresh(std::time_t now) const;
+  };
+  struct request_flight : flight {
+    using flight::flight;
+    ocsp_answer answer;
+  };
+
+  // The flight of the request for `query`'s certificate: the one in progress, or a new one.
+  std::shared_ptr<request_flight> start(ocsp_query query, const x509_ptr& cert,
+                                        const x509_ptr& issuer, const net::http_url& url,
+                                        std::chrono::milliseconds timeout);
+  static boost::asio::awaitable<void> fetch(std::shared_ptr<ocsp_client> self,
+                                            std::shared_ptr<request_flight> f, ocsp_query query,
+                                            x509_ptr cert, x509_ptr issuer, net::http_url url,
+                                            std::chrono::milliseconds timeout);
+  // Caches a usable answer; a newly learnt revocation becomes an event (recheck_established).
+  void keep(const std::string& cert_id, const ocsp_answer& a, X509* cert, const std::string& url);
+
+  std::shared_ptr<service_state> state_;
+  lru_cache<std::string, cached> cache_;  // by CertID
+  std::unordered_map<std::string, std::shared_ptr<request_flight>> inflight_;
+};
+
+}  // namespace mtlsd::tls::revocation

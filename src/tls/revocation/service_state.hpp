@@ -1,0 +1,90 @@
+#pragma once
+// What the parts of the revocation service share (OCSP client, CRL fetcher, stapler, the service
+// itself): its executor and limits, whether it runs background work and was stopped, the timers
+// its loops sleep on, URLs that failed a moment ago, and where outcomes and revocation events
+// go. Touched by the service's thread only, so nothing here is locked.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/outcome.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/util/exception.hpp"
+
+namespace mtlsd::tls::revocation {
+
+using steady = std::chrono::steady_clock;
+
+// An OCSP answer without nextUpdate says "ask again whenever": keep it this long.
+inline constexpr std::time_t ocsp_default_lifetime = 300;
+// A distribution point nobody used for this long is no longer refreshed (and is forgotten); no
+// background refresh waits longer than this.
+inline constexpr std::time_t crl_idle_lifetime = 3600;
+
+// Exponential backoff for background refreshes: 1s, 2s, 4s ... 5 minutes.
+std::time_t backoff(int failures);
+
+class service_state {
+ public:
+  service_state(boost::asio::any_io_executor executor, outcome_sink report, service_limits limits,
+                bool background_work)
+      : ex(std::move(executor)),
+        lim(limits),
+        background(background_work),
+        report_to_(std::move(report)) {}
+
+  const boost::asio::any_io_executor ex;
+  const service_limits lim;
+  const bool background;  // refresh CRLs and staples (the daemon), or answer checks only
+  bool stopping = false;
+
+  void report(const outcome& o) const {
+    if (report_to_) report_to_(o);
+  }
+
+  // Runs `task` on the service's executor; an exception that ends it is reported as
+  // task_failed (named `what`).
+  template <class Awaitable>
+  void spawn(Awaitable task, const char* what) {
+    boost::asio::co_spawn(ex, std::move(task),
+                          [report = report_to_, what](const std::exception_ptr& e) {
+                            if (e && report) report(task_failed{what, util::message_of(e)});
+                          });
+  }
+
+  // Background loops sleep through this: stop() wakes them. At most a minute at a time, so that
+  // a loop notices soon that its slot or cache entry is gone.
+  boost::asio::awaitable<void> sleep_for(steady::duration d);
+  // Ends background work: loops see `stopping` when they wake (now).
+  void stop();
+
+  void subscribe(std::function<void(event_ptr)> sink) { sinks_.push_back(std::move(sink)); }
+  void publish(const event_ptr& e) const {
+    for (const auto& sink : sinks_)
+      sink(e);
+  }
+
+  // After a failed request to a URL, checks answer "unavailable" at once for a moment instead of
+  // each waiting for the same dead server (background refreshes have their own backoff): the
+  // error of a URL that failed a moment ago, else null.
+  const std::string* recently_failed(const std::string& url);
+  void record_failure(const std::string& url, const std::string& error);
+
+ private:
+  outcome_sink report_to_;
+  std::vector<std::function<void(event_ptr)>> sinks_;
+  std::unordered_map<std::string, std::pair<steady::time_point, std::string>> failed_urls_;
+  std::unordered_set<boost::asio::steady_timer*> sleeping_;
+};
+
+}  // namespace mtlsd::tls::revocation

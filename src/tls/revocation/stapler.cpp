@@ -1,0 +1,76 @@
+#include "stapler.hpp"
+
+#include <algorithm>
+
+#include "ocsp_client.hpp"
+
+namespace mtlsd::tls::revocation {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// The listener's runtime is gone, or superseded by a reload (its connections may hold it for
+// long; their handshakes are over).
+bool abandoned(const std::shared_ptr<staple_slot>& slot) {
+  return !slot || slot->retired();
+}
+
+struct progress {
+  int failures = 0;  // in a row, for the backoff
+  bool stapled_once = false;
+};
+
+// One refresh of `slot`: fetches a response and staples it when it says good or revoked (a
+// revoked certificate is stapled too: clients must learn it). Returns when to refresh next.
+// (Non-const references only: none can bind to a temporary that dies while this is suspended.)
+asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, staple_source& src,
+                                     progress& done) {
+  // No nonce: responders that pre-generate responses ignore it, and a staple is shared anyway.
+  ocsp_exchange x = co_await ask_responder(
+      src.url, make_ocsp_query(src.cert.get(), src.issuer.get(), false), up_ref(src.cert.get()),
+      up_ref(src.issuer.get()), src.timeout, state.lim.ocsp_response_bytes);
+  const ocsp_answer& a = x.answer;
+  const std::time_t now = std::time(nullptr);
+  const bool usable = a.result == status::good || a.result == status::revoked;
+  state.report(staple_fetched{src.listener, src.url.text, a, usable && !done.stapled_once});
+  if (!usable) {
+    ++done.failures;
+    // Never leave an expired response in the slot (the handshake skips it anyway).
+    auto current = slot.get();
+    if (current && current->next_update && current->next_update <= now) slot.set(nullptr);
+    co_return now + backoff(done.failures);
+  }
+  auto r = std::make_shared<staple_slot::response>();
+  r->der = std::move(x.response);
+  r->next_update = a.next_update;
+  slot.set(std::move(r));
+  done.failures = 0;
+  done.stapled_once = true;
+  // Refresh halfway to nextUpdate: a responder outage shorter than half the validity never
+  // leaves clients without a staple.
+  const std::time_t next = a.next_update ? a.this_update + (a.next_update - a.this_update) / 2
+                                         : now + ocsp_default_lifetime;
+  co_return std::clamp<std::time_t>(next, now + 1, now + crl_idle_lifetime);
+}
+
+}  // namespace
+
+asio::awaitable<void> keep_stapled(std::shared_ptr<service_state> state,
+                                   std::weak_ptr<staple_slot> weak, staple_source src) {
+  progress done;
+  while (!state->stopping) {
+    std::time_t next = 0;
+    {
+      auto slot = weak.lock();  // not held while sleeping: the slot may go meanwhile
+      if (abandoned(slot)) co_return;
+      next = co_await refresh(*state, *slot, src, done);
+    }
+    while (!state->stopping && std::time(nullptr) < next) {
+      if (abandoned(weak.lock())) co_return;
+      co_await state->sleep_for(std::chrono::seconds(next - std::time(nullptr)));
+    }
+  }
+}
+
+}  // namespace mtlsd::tls::revocation
