@@ -1,6 +1,7 @@
 #pragma once
 // The validated configuration as plain structs. Only src/config/load.cpp knows YAML; everything
-// else builds runtime objects from these. Defaults are those of ../shared/interface.md.
+// else builds runtime objects from these. Each default here is the one the README's
+// configuration reference documents: a deployment relies on it as much as on a key it sets.
 // A new field is also printed by src/config/print.cpp (`mtlsd check --print`).
 #include <algorithm>
 #include <cstdint>
