@@ -1,11 +1,9 @@
 #include "mtlsd/proxy/session.hpp"
 
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -15,20 +13,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
-#include <cstring>
-#include <optional>
 
-#include "mtlsd/config/duration.hpp"
-#include "mtlsd/log/access_log.hpp"
-#include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
-#include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
-#include "mtlsd/proxy/upstream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
-#include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "session_state.hpp"
 
