@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 # Debian 12 packages. Boost is the versioned 1.81 package: the unversioned libboost-dev is 1.74,
-# whose Asio lacks the coroutine operators mtlsd uses (../shared/toolchain.md).
+# whose Asio lacks the coroutine operators mtlsd uses.
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
             libc-ares-dev libseccomp-dev libcli11-dev libp11-dev libgrpc++-dev libprotobuf-dev

@@ -1,6 +1,7 @@
 #pragma once
 // The one vocabulary for why a connection was refused: logs, the `reason` metric label and
-// `mtlsd verify` all use these names (../shared/interface.md, "Rejection reasons").
+// `mtlsd verify` all use these names, so they are an interface: dashboards and alerts match
+// them (the README's "Logs" section lists them). Add a name; never rename one.
 #include <array>
 #include <optional>
 #include <string_view>

@@ -13,8 +13,8 @@
 #include <stdexcept>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/listener.hpp"
-#include "mtlsd/proxy/net.hpp"
 #include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::admin {

@@ -17,7 +17,8 @@ namespace {
 constexpr auto restart_pause = std::chrono::milliseconds(100);
 }
 
-worker::worker(unsigned index) : index_(index), work_(asio::make_work_guard(ioc_)) {}
+worker::worker(unsigned index, proxy::open_sessions& counted)
+    : index_(index), sessions_(&counted), work_(asio::make_work_guard(ioc_)) {}
 
 worker::~worker() {
   stop();

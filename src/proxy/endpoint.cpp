@@ -7,7 +7,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cstring>
 
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 
 namespace mtlsd::proxy {
 

@@ -100,11 +100,11 @@ class plain_side {
 // One side's incoming bytes: a bounded read buffer and the parse step that fills it.
 template <class Side>
 struct inbound {
-  inbound(Side& s, std::uint64_t& c, activity_clock& k) : side(s), counter(c), clock(k) {}
+  inbound(Side& s, std::uint64_t& c, idle_deadline& k) : side(s), counter(c), clock(k) {}
 
   Side& side;
   std::uint64_t& counter;  // bytes read from this side (the access log's rx or tx)
-  activity_clock& clock;
+  idle_deadline& clock;
   beast::flat_buffer buf{read_buffer_limit};
 
   // One step of the parser, as beast::http::read_some takes it: parse what is buffered, read
@@ -221,7 +221,7 @@ std::string simple_response(int status, std::string_view reason, std::string_vie
 class http_connection {
  public:
   http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                  const xfcc_policy& xfcc, activity_clock& clock, relay_result& result)
+                  const xfcc_policy& xfcc, idle_deadline& clock, relay_result& result)
       : tls_(tls),
         tls_socket_(tls_socket),
         plain_(plain),
@@ -272,7 +272,7 @@ class http_connection {
   stream_socket& tls_socket_;
   stream_socket& plain_;
   const xfcc_policy& xfcc_;
-  activity_clock& clock_;
+  idle_deadline& clock_;
   relay_result& result_;
   tls_side client_;
   plain_side upstream_;
@@ -519,7 +519,7 @@ asio::awaitable<void> http_connection::run() {
 }  // namespace
 
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                                 const xfcc_policy& xfcc, activity_clock& clock,
+                                 const xfcc_policy& xfcc, idle_deadline& clock,
                                  relay_result& result) {
   clock.touch();
   http_connection c(tls, tls_socket, plain, xfcc, clock, result);

@@ -22,8 +22,6 @@ namespace {
 using asio::as_tuple;
 using asio::use_awaitable;
 
-std::atomic<int> total_active{0};
-
 void remove_stale_unix_socket(const stream_endpoint& ep) {
   if (ep.data()->sa_family != AF_UNIX) return;
   std::string path = format_endpoint(ep).substr(5);
@@ -34,10 +32,6 @@ void remove_stale_unix_socket(const stream_endpoint& ep) {
 }
 
 }  // namespace
-
-int active_sessions() {
-  return total_active.load();
-}
 
 stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
   remove_stale_unix_socket(ep);
@@ -121,12 +115,13 @@ void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
     return refuse_at_accept(sock, *slot, *listener, no->why, std::move(no->detail));
   }
   place.s = nullptr;
-  ++total_active;
+  open_sessions* counted = registry.counted();
+  if (counted) counted->opened();
   if (m) m->active->Increment();
   asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket)),
-                 [slot, m, name = slot->name](std::exception_ptr e) {
+                 [slot, m, counted, name = slot->name](std::exception_ptr e) {
                    slot->active.fetch_sub(1);
-                   --total_active;
+                   if (counted) counted->closed();
                    if (m) m->active->Decrement();
                    // Sessions catch their own errors; anything reaching here is a bug to see.
                    if (e) {

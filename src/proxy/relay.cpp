@@ -31,7 +31,7 @@ struct relay_state {
   tls_stream& tls;
   stream_socket& tls_socket;
   stream_socket& plain;
-  activity_clock& clock;
+  idle_deadline& clock;
   relay_result& r;
   bool stopping = false;
 
@@ -235,7 +235,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
 }  // namespace
 
 asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                            activity_clock& clock, relay_result& result) {
+                            idle_deadline& clock, relay_result& result) {
   using namespace asio::experimental::awaitable_operators;
   clock.touch();
   plain.non_blocking(true);  // the pumps read and write it directly, waiting only when needed

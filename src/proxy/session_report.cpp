@@ -164,9 +164,11 @@ std::string_view sni_of(SSL* ssl) {
   return name ? std::string_view(name) : std::string_view();
 }
 
-void finish(session& s, const outcome& o) {
-  const auto& lr = *s.listener;
-  const auto& cfg = lr.cfg;
+namespace {
+
+// The access line's detail for how `s` ended: from the outcome, then max_age and a relay error.
+void describe_end(session& s, const outcome& o) {
+  const auto& cfg = s.listener->cfg;
   switch (o.how) {
     case outcome::kind::completed:
       break;
@@ -193,6 +195,14 @@ void finish(session& s, const outcome& o) {
                std::move(then);
   }
   if (s.relayed.aborted && s.detail.empty()) s.detail = s.relayed.error;
+}
+
+}  // namespace
+
+void finish(session& s, const outcome& o) {
+  const auto& lr = *s.listener;
+  const auto& cfg = lr.cfg;
+  describe_end(s, o);
 
   const bool failed = o.how == outcome::kind::failed;
   const char* result = "accepted";

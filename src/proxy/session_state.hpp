@@ -1,7 +1,9 @@
 #pragma once
 // Private to session*.cpp: what one connection knows, in its coroutine frame, and how it ended.
-// session.cpp runs the phases; session_report.cpp turns the end into one access-log line and
-// the metric updates.
+// session.cpp runs the phases in order (and the watchdog beside them); session_judge.cpp holds
+// the steps between handshake and upstream, session_upstream.cpp the upstream side;
+// session_report.cpp turns the end into one access-log line and the metric updates;
+// session_trace.cpp writes the debug lines.
 #include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
@@ -10,6 +12,7 @@
 #include <string>
 
 #include "mtlsd/proxy/admission.hpp"
+#include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -44,8 +47,9 @@ struct outcome {
   std::string error;  // failed: what went wrong
 };
 
-// Everything one connection knows: no shared_from_this, no heap objects beyond the frame and the
-// relay's buffers.
+// Everything one connection knows, owned by the session's coroutine frame (no shared_from_this):
+// whoever must reach it from outside goes through `control`, registered with the worker. Some
+// members own heap memory of their own (strings, the peer's identity, the TLS object).
 struct session {
   session(stream_socket p, std::shared_ptr<const runtime::listener_runtime> l)
       : listener(std::move(l)),
@@ -73,7 +77,7 @@ struct session {
 
   phase current = phase::handshake;
   config::duration phase_timeout{};  // the current phase's deadline, for the log
-  activity_clock clock;              // the watchdog's deadline, for every phase
+  idle_deadline clock;               // the watchdog's deadline, for every phase
 
   admission_ticket ticket;  // places held in the listener's limits (admission.hpp)
   // accept_proxy_protocol: the client and our address as the PROXY header named them.
@@ -153,6 +157,23 @@ void trace_connect(const session& s, steady::time_point begin, steady::time_poin
 void trace_relay_start(const session& s);
 void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
                   std::int64_t duration_ms);
+
+// session_judge.cpp: between the handshake and the upstream. The awaitables return false when
+// the peer must go no further (the refusal is recorded) or the watchdog cancelled the step.
+void record_tls_details(session& s, SSL* ssl);
+void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl);
+void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
+                                const error_code& ec);
+asio::awaitable<void> linger_close(session& s);
+asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
+                                          bool network_revocation, bool recheck);
+asio::awaitable<bool> admit_identity(session& s, tls_stream& tls);
+asio::awaitable<bool> accept_proxy_header(session& s);
+
+// session_upstream.cpp: the upstream side.
+asio::awaitable<error_code> connect_and_record(session& s, std::string& why);
+void refuse_connect(session& s, const error_code& ec, const std::string& why);
+proxy_v2_info proxy_info(const session& s, SSL* ssl);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);

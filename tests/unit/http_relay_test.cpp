@@ -20,8 +20,8 @@
 #include <optional>
 #include <string>
 
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
-#include "mtlsd/proxy/net.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
@@ -164,7 +164,7 @@ class http_pipeline {
   stream_socket client_sock{ioc}, proxy_tls_sock{ioc}, proxy_plain_sock{ioc}, upstream_sock{ioc};
   std::optional<tls_stream> proxy_tls, client_tls;  // after the sockets: destroyed first
   mtlsd::proxy::xfcc_policy xfcc;
-  mtlsd::proxy::activity_clock clock;
+  mtlsd::proxy::idle_deadline clock;
   mtlsd::proxy::relay_result result;
   std::string upstream_received;
   std::exception_ptr escaped;

@@ -1,5 +1,5 @@
 #pragma once
-// The command line of ../shared/interface.md: run, check, verify, version, health, --help.
+// The command line: run, check, verify, version, health, --help (the README's "Command line").
 #include <optional>
 #include <string>
 #include <vector>

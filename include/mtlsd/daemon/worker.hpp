@@ -10,13 +10,15 @@
 #include <thread>
 
 #include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/proxy/open_sessions.hpp"
 #include "mtlsd/proxy/session.hpp"
 
 namespace mtlsd::daemon {
 
 class worker {
  public:
-  explicit worker(unsigned index);
+  // `counted`: where this worker's sessions are counted for drain (outlives the worker).
+  worker(unsigned index, proxy::open_sessions& counted);
   ~worker();
   worker(const worker&) = delete;
   worker& operator=(const worker&) = delete;

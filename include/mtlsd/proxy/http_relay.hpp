@@ -16,7 +16,7 @@
 //   upstream that fails before answering gets the client a 502.
 #include <boost/asio/awaitable.hpp>
 
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
@@ -32,7 +32,7 @@ inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
 // Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network
 // or protocol errors: they end the connection and land in `result`.
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                                 const xfcc_policy& xfcc, activity_clock& clock,
+                                 const xfcc_policy& xfcc, idle_deadline& clock,
                                  relay_result& result);
 
 }  // namespace mtlsd::proxy

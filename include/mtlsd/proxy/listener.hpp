@@ -9,7 +9,7 @@
 #include <string>
 
 #include "mtlsd/proxy/admission.hpp"
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 
@@ -23,9 +23,6 @@ struct listener_slot {
   // allowed_sources, rate limits and the pending-handshake cap (admission.hpp).
   std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
 };
-
-// Connections open across all listeners and workers (for drain).
-int active_sessions();
 
 // A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
 // address. Removes a stale unix socket file first. Throws boost::system::system_error.

@@ -6,7 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <utility>
 
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/proxy_header.hpp"
 
 namespace mtlsd::proxy {

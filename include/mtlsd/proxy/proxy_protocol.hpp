@@ -2,7 +2,8 @@
 // PROXY protocol v2 (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt): the header a
 // server-mode listener sends upstream before any payload, so the upstream learns the client's
 // address and identity. Compatible with nginx `listen ... proxy_protocol` and HAProxy
-// `accept-proxy`. The TLVs are those of ../shared/interface.md.
+// `accept-proxy`. The TLVs are the specification's (ALPN, authority, SSL and its sub-TLVs) plus
+// mtlsd's own in the 0xE0-0xEF range the specification reserves for applications (below).
 #include <sys/socket.h>
 
 #include <cstdint>

@@ -14,14 +14,15 @@
 #include <chrono>
 #include <cstdint>
 
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 
 namespace mtlsd::proxy {
 
-// Shared with the session's watchdog: each pump moves the idle deadline forward on activity;
-// the first EOF starts the half-close deadline, which activity does not move.
-struct activity_clock {
+// The deadline the session's watchdog enforces (each phase sets its own; see session::enter),
+// and how the relay moves it: each pump pushes it forward on activity (by `idle`); the first
+// EOF caps it with the half-close deadline, which activity does not move.
+struct idle_deadline {
   using clock = std::chrono::steady_clock;
   clock::duration idle{};        // 0 = no idle timeout
   clock::duration half_close{};  // after one direction ended, the other has this long; 0 = no limit
@@ -67,6 +68,6 @@ struct relay_result {
 
 // Relays until both directions reached EOF or one failed. Never throws for network errors.
 asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                            activity_clock& clock, relay_result& result);
+                            idle_deadline& clock, relay_result& result);
 
 }  // namespace mtlsd::proxy

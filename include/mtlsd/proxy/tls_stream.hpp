@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/tls/openssl.hpp"
 
 namespace mtlsd::proxy {

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "mtlsd/config/address.hpp"
-#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/endpoint.hpp"
 
 namespace mtlsd::proxy {
 

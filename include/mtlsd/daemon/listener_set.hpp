@@ -1,0 +1,65 @@
+#pragma once
+// The listeners being served, by name: for each, the slot every worker's acceptor reads the
+// listener's current runtime from, and the address it is bound to. Startup opens them all;
+// a reload binds what is new or moved first (all or nothing) and only then swaps: kept
+// listeners get the new runtime through their slot, moved and removed ones are closed on every
+// worker. Runs on the control thread; workers are only posted to.
+#include <boost/asio/io_context.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mtlsd/daemon/worker.hpp"
+#include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+
+namespace mtlsd::daemon {
+
+class listener_set {
+ public:
+  using listener_ptr = std::shared_ptr<const runtime::listener_runtime>;
+
+  // `control` resolves host names in listen addresses; `workers` are the ones that serve.
+  // Both outlive the set.
+  listener_set(boost::asio::io_context& control, std::vector<std::unique_ptr<worker>>& workers);
+
+  // Startup: binds and serves every listener of `rt`. Throws std::runtime_error naming the
+  // listener and the address when one cannot be bound.
+  void open_all(const runtime::runtime& rt);
+
+  // A listener bound on every worker but not served yet (see bind_changed).
+  struct bound_listener {
+    std::shared_ptr<proxy::listener_slot> slot;
+    std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
+  };
+  // Reload, first step: binds the listeners of `next` that are new or listen elsewhere than in
+  // `current`. Throws (and the bound sockets close again, nothing else changed) when one
+  // cannot be bound.
+  std::vector<bound_listener> bind_changed(const runtime::runtime& next,
+                                           const runtime::runtime& current);
+
+  struct changes {
+    std::vector<std::string> kept, started, stopped;  // by name, for the "reloaded" line
+  };
+  // Reload, second step: kept listeners serve new connections with their runtime in `next`;
+  // those `next` no longer has, or that moved, are closed on every worker; `added` (from
+  // bind_changed) start serving.
+  changes swap_in(std::vector<bound_listener> added, const runtime::runtime& next,
+                  const runtime::runtime& current);
+
+  // New connections of `lr`'s listener (if it is served) use `lr` from now on.
+  void publish(const listener_ptr& lr);
+  bool is_bound(const std::string& name) const { return slots_.count(name) != 0; }
+
+ private:
+  bound_listener bind(const listener_ptr& lr);
+  void start_serving(bound_listener& b);
+  proxy::stream_endpoint resolve_listen(const config::address& a);
+
+  boost::asio::io_context& control_;
+  std::vector<std::unique_ptr<worker>>& workers_;
+  std::map<std::string, std::shared_ptr<proxy::listener_slot>> slots_;
+};
+
+}  // namespace mtlsd::daemon

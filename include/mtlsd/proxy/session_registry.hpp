@@ -1,0 +1,92 @@
+#pragma once
+// Reaching live sessions from outside their coroutines: the handle each session registers
+// (session_control) and each worker's set of them (session_registry), through which a drain,
+// a revocation or a reload closes them.
+#include <openssl/types.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "mtlsd/proxy/open_sessions.hpp"
+#include "mtlsd/reason.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/termination.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
+
+namespace mtlsd::proxy {
+
+namespace asio = boost::asio;
+
+// The handle a worker keeps on each live session, to close it from outside.
+class session_control {
+ public:
+  void kill();                                // drain timeout (termination=drain)
+  void kill(reason why, std::string detail);  // e.g. the peer was revoked while connected
+  // Ends the session for `how` (max_age, reload_rejudged...); `why`, when set, is the access
+  // line's reason.
+  void kill(termination how, std::optional<reason> why, std::string detail);
+  bool killed() const { return killed_; }
+  const std::optional<reason>& kill_reason() const { return kill_reason_; }
+  termination kill_termination() const { return kill_termination_; }
+  const std::string& kill_detail() const { return kill_detail_; }
+  void attach(asio::steady_timer* watchdog) { watchdog_ = watchdog; }
+
+  // recheck_established: the admitted peer's certificates (leaf first), so that a revocation
+  // learnt later can find this session. `listener` must outlive the session.
+  void watch_revocation(const std::string* listener,
+                        std::vector<tls::revocation::peer_cert_id> certs);
+  // Kills the session when `e` revokes one of its peer's certificates.
+  bool revoke_if(const tls::revocation::revocation_event& e);
+
+  // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates and SNI
+  // stay readable while the connection lives), `source` (the peer's address; null in client
+  // mode or on a unix socket) and `current` (the runtime the session runs with) belong to the
+  // session and outlive its registration.
+  void judged(SSL* ssl, const config::ip_address* source, const runtime::listener_runtime* current);
+  // After a reload: kills the session when `next` (the new runtime of its listener) refuses
+  // its peer while the session's own runtime still admits it — the reload changed the verdict
+  // (a CA removed, a rule tightened, a source range dropped, a CRL added). The verdict comes
+  // from verify_offline, the code a handshake runs. True when killed.
+  bool rejudge(const runtime::listener_runtime& next);
+  const runtime::listener_runtime* current_listener() const { return current_; }
+
+ private:
+  bool killed_ = false;
+  std::optional<reason> kill_reason_;
+  termination kill_termination_ = termination::drain;
+  std::string kill_detail_;
+  asio::steady_timer* watchdog_ = nullptr;
+  const std::string* listener_ = nullptr;
+  std::vector<tls::revocation::peer_cert_id> peer_certs_;
+  SSL* ssl_ = nullptr;
+  const config::ip_address* source_ = nullptr;
+  const runtime::listener_runtime* current_ = nullptr;
+};
+
+// Live sessions of one worker. Single-threaded: only touched from that worker's io_context.
+class session_registry {
+ public:
+  // `counted` (may be null, e.g. in tests): where this worker's sessions are counted for drain;
+  // it outlives the registry.
+  explicit session_registry(open_sessions* counted = nullptr) : counted_(counted) {}
+  open_sessions* counted() const { return counted_; }
+  void add(session_control* s) { live_.insert(s); }
+  void remove(session_control* s) { live_.erase(s); }
+  void kill_all();
+  // Closes the sessions whose peers `e` revokes; returns how many.
+  std::size_t revoke(const tls::revocation::revocation_event& e);
+  // Closes the sessions whose peers the reloaded runtime `next` no longer admits (see
+  // session_control::rejudge); returns how many.
+  std::size_t rejudge(const runtime::runtime& next);
+  std::size_t size() const { return live_.size(); }
+
+ private:
+  std::unordered_set<session_control*> live_;
+  open_sessions* counted_;
+};
+
+}  // namespace mtlsd::proxy

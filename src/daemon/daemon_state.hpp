@@ -1,0 +1,127 @@
+#pragma once
+// Private to the daemon's own files: the one object that owns everything the control thread
+// runs, and the helpers those files share. startup.cpp starts it and runs the control loop;
+// reload.cpp swaps in a new configuration or SVID; staples.cpp keeps stapling and CRL rechecks
+// in step with the runtime; readiness.cpp answers /readyz; drain.cpp handles the signals and
+// stops it. The sockets served live in listener_set, the threads in worker and
+// revocation_thread.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/daemon/expiry_monitor.hpp"
+#include "mtlsd/daemon/file_watcher.hpp"
+#include "mtlsd/daemon/listener_set.hpp"
+#include "mtlsd/daemon/revocation_thread.hpp"
+#include "mtlsd/daemon/sandbox.hpp"
+#include "mtlsd/daemon/svid_sources.hpp"
+#include "mtlsd/daemon/upstream_checks.hpp"
+#include "mtlsd/daemon/watchdog.hpp"
+#include "mtlsd/daemon/worker.hpp"
+#include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/proxy/open_sessions.hpp"
+#include "mtlsd/runtime/runtime.hpp"
+
+namespace mtlsd::daemon::detail {
+
+namespace asio = boost::asio;
+using steady = std::chrono::steady_clock;
+using runtime_ptr = std::shared_ptr<const runtime::runtime>;
+
+class daemon {
+ public:
+  explicit daemon(std::string path) : config_path_(std::move(path)), signals_(control_) {}
+  // Starts everything, runs the control loop until drained, stops the threads. Returns the
+  // process exit code.
+  int run();
+
+ private:
+  // startup.cpp
+  runtime_ptr load_first();
+  bool open_and_enter_sandbox(const runtime::runtime& rt);
+  void go_live(runtime_ptr rt);
+  void start_workers(unsigned n);
+  runtime::build_options build_options();
+  void apply_logging(const config::configuration& cfg);
+  void start_admin(const config::address& a);
+
+  // reload.cpp
+  void on_files_checked(const std::vector<std::string>& changed, std::string_view trigger);
+  void reload(const std::string& trigger, std::vector<std::string> changed = {});
+  runtime_ptr load_next(std::string& why);
+  void publish(const runtime_ptr& next);
+  std::string on_svid(const std::string& socket, const svid_sources::svid_ptr& previous);
+
+  // staples.cpp
+  void start_stapling(const runtime::runtime& rt);
+  void recheck_crl_files(const runtime::runtime& rt);
+
+  // readiness.cpp
+  admin::readiness readiness() const;
+  admin::readiness upstream_readiness() const;
+
+  // drain.cpp
+  void wait_for_signal();
+  void drain(const std::string& trigger);
+  void kill_open_sessions();
+  void wait_for_drain();
+  void stop_control_loop(int open);
+
+  std::string config_path_;
+  asio::io_context control_{1};
+  asio::signal_set signals_;
+  metrics::registry metrics_;
+  // Before workers_: their sessions count themselves in it while the workers live.
+  proxy::open_sessions open_sessions_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  // After workers_: joined (and so done posting to workers) before they are destroyed.
+  std::unique_ptr<revocation_thread> revocation_;
+  runtime_ptr runtime_;
+  listener_set listeners_{control_, workers_};
+  std::unique_ptr<admin::server> admin_;
+  std::unique_ptr<expiry_monitor> expiry_;
+  std::unique_ptr<upstream_checks> upstream_checks_;
+  std::unique_ptr<file_watcher> watcher_;
+  std::unique_ptr<watchdog> watchdog_;
+  sandbox::state sandbox_;
+  bool draining_ = false;
+  bool killed_ = false;  // open sessions were told to close (drain timeout, a second signal)
+  steady::time_point drain_deadline_{};
+  steady::time_point hard_deadline_{};
+  // Expires at the drain's next deadline; cancelled early when the last session ends.
+  asio::steady_timer drain_timer_{control_};
+  // tls.spiffe: the Workload API clients and their latest SVIDs. Last: destroyed (its clients
+  // joined) first, while everything their posted updates touch is alive.
+  std::unique_ptr<svid_sources> svids_ = std::make_unique<svid_sources>(
+      control_, metrics_,
+      [this](const std::string& socket, const svid_sources::svid_ptr& previous) {
+        return on_svid(socket, previous);
+      });
+};
+
+// reload.cpp: the files a configuration depends on (itself and every file it names), and how
+// to watch them.
+std::vector<std::string> watched_files(const config::configuration& cfg);
+file_watcher::options watch_options(const config::configuration& cfg);
+
+// startup.cpp
+std::string join(const std::vector<std::string>& v, const char* sep = ",");
+std::int64_t elapsed_ms(steady::time_point since);
+double unix_now();
+void warn_insecure(const runtime::runtime& rt);
+// "inbound:1002->1005" for every listener that kept its name but now serves another certificate.
+std::vector<std::string> rotated_certificates(const runtime::runtime& before,
+                                              const runtime::runtime& after);
+// staples.cpp: a listener that serves the same certificate as before starts with the previous
+// runtime's staple; the previous runtime's staples are no longer refreshed.
+void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous);
+void retire_staples(const runtime::runtime& previous);
+
+}  // namespace mtlsd::daemon::detail

@@ -1,0 +1,219 @@
+// Reloading: a new configuration (SIGHUP, or a watched file changed) or a new X.509-SVID is
+// built into a whole new runtime next to the running one, then published. Runs on the control
+// thread only. Workers never wait for it: they keep serving with the runtime they have until
+// the one atomic store per listener publishes the new one, and each connection keeps the
+// runtime it started with.
+#include <algorithm>
+
+#include "daemon_state.hpp"
+#include "mtlsd/config/load.hpp"
+#include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/credentials.hpp"
+
+namespace mtlsd::daemon::detail {
+
+std::vector<std::string> watched_files(const config::configuration& cfg) {
+  std::vector<std::string> out{cfg.file};
+  for (const auto& f : cfg.referenced_files())
+    if (std::find(out.begin(), out.end(), f.path) == out.end()) out.push_back(f.path);
+  return out;
+}
+
+file_watcher::options watch_options(const config::configuration& cfg) {
+  file_watcher::options o;
+  o.inotify = cfg.reload.watch;
+  o.poll_interval = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.reload.poll_interval);
+  return o;
+}
+
+std::vector<std::string> rotated_certificates(const runtime::runtime& before,
+                                              const runtime::runtime& after) {
+  std::vector<std::string> out;
+  for (const auto& l : after.listeners) {
+    auto old = before.find(l->cfg.name);
+    if (!old || old->tls.own_chain.empty() || l->tls.own_chain.empty()) continue;
+    const auto was = tls::serial_of(old->tls.own_chain.front().get());
+    const auto now = tls::serial_of(l->tls.own_chain.front().get());
+    if (was != now) out.push_back(l->cfg.name + ":" + was + "->" + now);
+  }
+  return out;
+}
+
+namespace {
+
+// The errors (not the warnings) of a configuration that does not build, as one line.
+std::string errors_of(const config::config_error& e) {
+  std::vector<std::string> problems;
+  for (const auto& p : e.problems())
+    if (!p.warning) problems.push_back(p.str());
+  return join(problems, "; ");
+}
+
+// What a reload cannot change in a running process: said, and left as it was.
+void warn_restart_needed(const config::configuration& next, const config::configuration& now) {
+  if (next.workers != now.workers)
+    log::warn("'workers' changed; the new count takes effect after a restart");
+  if (next.dns.servers != now.dns.servers)
+    log::warn("'dns.servers' changed; the new servers take effect after a restart");
+  if (next.admin.listen != now.admin.listen)
+    log::warn("'admin.address' changed; the new address takes effect after a restart");
+}
+
+}  // namespace
+
+// After every debounced or polled look at the watched files. Most looks find nothing (an
+// unrelated file in the same directory, a touch, an identical rewrite): counted, not reloaded.
+void daemon::on_files_checked(const std::vector<std::string>& changed, std::string_view trigger) {
+  metrics_.file_checks(!changed.empty()).Increment();
+  if (!changed.empty()) reload(std::string(trigger), changed);
+}
+
+void daemon::reload(const std::string& trigger, std::vector<std::string> changed) {
+  if (draining_) return;
+  const auto started = steady::now();
+  notify_reloading();
+  // Baseline the fingerprints before reading anything: a write that lands while we read is
+  // then seen as a change and reloaded again, never lost. For SIGHUP this also says what
+  // changed.
+  for (auto& f : watcher_->rescan())
+    if (std::find(changed.begin(), changed.end(), f) == changed.end()) changed.push_back(f);
+  const std::string files = join(changed);
+  auto fail = [&](const std::string& why) {
+    metrics_.reload_failure().Increment();
+    metrics_.last_reload_successful().Set(0);
+    log::error("reload failed; still serving the previous configuration",
+               {{"trigger", trigger},
+                {"result", "failure"},
+                {"files_changed", files},
+                {"error", why},
+                {"duration_ms", elapsed_ms(started)}});
+    notify_ready();
+  };
+  std::string why;
+  const runtime_ptr next = load_next(why);
+  if (!next) return fail(why);
+
+  inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
+
+  // Reconcile listeners: keep the sockets of those whose address did not change (only their
+  // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
+  std::vector<listener_set::bound_listener> added;
+  try {
+    added = listeners_.bind_changed(*next, *runtime_);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  const auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
+  warn_restart_needed(next->cfg, runtime_->cfg);
+  const auto rotated = rotated_certificates(*runtime_, *next);
+  publish(next);
+  log::info("reloaded", {{"trigger", trigger},
+                         {"result", "success"},
+                         {"files_changed", files},
+                         {"listeners_updated", join(changes.kept)},
+                         {"listeners_started", join(changes.started)},
+                         {"listeners_stopped", join(changes.stopped)},
+                         {"certificates_rotated", join(rotated)},
+                         {"duration_ms", elapsed_ms(started)}});
+  notify_ready();
+}
+
+// The configuration as the files now say, built; null with `why` when it is not usable.
+runtime_ptr daemon::load_next(std::string& why) {
+  auto loaded = config::load_file(config_path_);
+  if (!loaded.config) {
+    // Unparseable: keep watching what we watched (the configuration file is among it).
+    for (const auto& p : loaded.problems)
+      if (!p.warning) why += (why.empty() ? "" : "; ") + p.str();
+    return nullptr;
+  }
+  // Watch what the new configuration names even if it turns out unusable: a certificate it
+  // names that does not exist yet must trigger the next attempt when it appears.
+  watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
+  why = sandbox::check_reload(sandbox_, *loaded.config);
+  if (!why.empty()) return nullptr;
+  try {
+    return runtime::build(*loaded.config, build_options());
+  } catch (const config::config_error& e) {
+    why = errors_of(e);
+    return nullptr;
+  }
+}
+
+// `next` becomes the runtime: everything that follows the runtime follows it, and open
+// connections its policy refuses are closed.
+void daemon::publish(const runtime_ptr& next) {
+  apply_logging(next->cfg);
+  const auto previous = runtime_;
+  runtime_ = next;
+  upstream_checks_->update(next->cfg);
+  retire_staples(*previous);
+  start_stapling(*next);
+  recheck_crl_files(*next);
+  // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
+  // are closed; the others are untouched.
+  for (auto& w : workers_)
+    w->rejudge(next);
+  for (const auto& w : runtime::warnings(*next))
+    log::warn(w.str());
+  warn_insecure(*next);
+  svids_->reconcile(next->cfg);
+  metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+  metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
+  metrics_.reload_success().Increment();
+  metrics_.last_reload_successful().Set(1);
+  metrics_.last_reload_success_time().Set(unix_now());
+}
+
+// A new X.509-SVID or bundle: rebuilt and swapped in like a file reload (connections keep the
+// runtime they started with; new ones get the new certificate), but only for the listeners
+// that use this socket, and without reading the configuration again.
+// Called by svid_sources with the new SVID already in latest(); returns why not, or "".
+std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
+  if (draining_) return {};  // nothing new is served any more; not a failure
+  const auto started = steady::now();
+  config::configuration affected = runtime_->cfg;
+  std::erase_if(affected.listeners, [&](const config::listener& l) {
+    return !l.tls.spiffe.enabled || l.tls.spiffe.socket_path != socket;
+  });
+  runtime_ptr built;
+  try {
+    built = runtime::build(affected, build_options());
+  } catch (const config::config_error& e) {
+    return errors_of(e);
+  }
+  auto next = std::make_shared<runtime::runtime>(*runtime_);
+  std::vector<std::string> updated;
+  for (auto& lr : next->listeners)
+    if (auto fresh = built->find(lr->cfg.name)) {
+      lr = fresh;
+      listeners_.publish(fresh);  // new connections use it from now on
+      updated.push_back(fresh->cfg.name);
+    }
+  const auto rotated = rotated_certificates(*runtime_, *next);
+  runtime_ = next;
+  for (const auto& w : runtime::warnings(*built))
+    log::warn(w.str());
+  metrics_.set_certificate_expiry(runtime::certificate_series(*next));
+  metrics_.reload_success().Increment();
+  metrics_.last_reload_successful().Set(1);
+  metrics_.last_reload_success_time().Set(unix_now());
+  const auto& now = *svids_->latest().at(socket);
+  log::info("reloaded",
+            {{"trigger", "spiffe"},
+             {"result", "success"},
+             {"socket", socket},
+             {"spiffe_id", now.spiffe_id},
+             {"serial", tls::serial_of(now.svid.chain.front().get())},
+             {"previous_serial",
+              previous ? tls::serial_of(previous->svid.chain.front().get()) : std::string()},
+             {"bundle_cas", static_cast<std::int64_t>(now.bundle.size())},
+             {"federated_trust_domains", static_cast<std::int64_t>(now.federated.size())},
+             {"listeners_updated", join(updated)},
+             {"certificates_rotated", join(rotated)},
+             {"duration_ms", elapsed_ms(started)}});
+  return {};
+}
+
+}  // namespace mtlsd::daemon::detail

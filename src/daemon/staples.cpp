@@ -1,0 +1,68 @@
+// Revocation work that follows the runtime: our own certificates' OCSP staples (kept fresh by
+// the revocation service, handed from one runtime to the next) and, after a reload, the CRL
+// files' verdicts on connected peers.
+#include <openssl/x509v3.h>
+
+#include "daemon_state.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/revocation/event.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+
+namespace mtlsd::daemon::detail {
+
+// Called before the new runtime is published, so no handshake sees it without a staple.
+void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous) {
+  for (const auto& l : rt.listeners) {
+    if (!l->staple || l->tls.own_chain.empty()) continue;
+    if (auto old = previous.find(l->cfg.name);
+        old && old->staple && !old->tls.own_chain.empty() &&
+        X509_cmp(old->tls.own_chain.front().get(), l->tls.own_chain.front().get()) == 0)
+      l->staple->set(old->staple->get());
+  }
+}
+
+// After a reload published another runtime: `previous`'s staples are no longer refreshed, even
+// while connections still hold that runtime.
+void retire_staples(const runtime::runtime& previous) {
+  for (const auto& l : previous.listeners)
+    if (l->staple) l->staple->retire();
+}
+
+// revocation.stapling: the service keeps each listener's staple fresh.
+void daemon::start_stapling(const runtime::runtime& rt) {
+  for (const auto& l : rt.listeners) {
+    if (!l->staple || l->tls.own_chain.empty()) continue;
+    X509* leaf = l->tls.own_chain.front().get();
+    // Our issuer: next in our chain file, else among the CAs we trust.
+    X509* issuer = l->tls.own_chain.size() > 1 ? l->tls.own_chain[1].get() : nullptr;
+    for (std::size_t i = 0; !issuer && i < l->tls.trust.size(); ++i)
+      if (X509_check_issued(l->tls.trust[i].get(), leaf) == X509_V_OK)
+        issuer = l->tls.trust[i].get();
+    auto urls = tls::revocation::ocsp_urls(leaf);
+    std::string url = urls.empty() ? l->cfg.revocation.ocsp_responder : urls.front();
+    if (!issuer || url.empty()) {
+      log::warn(!issuer ? "revocation.stapling: the issuer of our certificate is not known "
+                          "(append it to tls.cert after the leaf); not stapling"
+                        : "revocation.stapling: our certificate names no OCSP responder and "
+                          "revocation.ocsp_responder is not set; not stapling",
+                {{"listener", l->cfg.name}});
+      continue;
+    }
+    if (!revocation_->service().staple(l->staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
+                                       l->revocation.timeout, l->cfg.name))
+      log::warn("cannot staple: the OCSP responder is not an http:// URL",
+                {{"listener", l->cfg.name}, {"url", url}});
+  }
+}
+
+// recheck_established: after a reload, the CRL files may revoke peers that are connected.
+void daemon::recheck_crl_files(const runtime::runtime& rt) {
+  for (const auto& l : rt.listeners) {
+    if (!l->revocation.recheck_established || l->tls.crls.empty()) continue;
+    for (auto& e : tls::revocation::events_from_crl_files(l->tls.crls, l->cfg.name))
+      for (auto& w : workers_)
+        w->revoke(e);
+  }
+}
+
+}  // namespace mtlsd::daemon::detail

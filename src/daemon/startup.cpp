@@ -1,0 +1,242 @@
+// Starting the daemon: the first configuration, the threads, the listeners, the sandbox, then
+// the control loop until a drain stops it.
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#include "daemon_state.hpp"
+#include "mtlsd/config/load.hpp"
+#include "mtlsd/daemon/daemon.hpp"
+#include "mtlsd/daemon/fd_limit.hpp"
+#include "mtlsd/daemon/sd_notify.hpp"
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/net/proxy_env.hpp"
+#include "mtlsd/net/resolver.hpp"
+#include "mtlsd/version.hpp"
+
+namespace mtlsd::daemon {
+namespace detail {
+namespace {
+
+// Read by each thread's resolver when it is first used: set before any worker or the
+// revocation thread resolves a name. Changes need a restart (a reload says so).
+void apply_dns(const config::configuration& cfg) {
+  net::resolver_options o;
+  for (const auto& server : cfg.dns.servers)
+    o.servers.push_back({server.host, server.port});
+  net::set_resolver_options(std::move(o));
+}
+
+// HTTP_PROXY / NO_PROXY and friends for OCSP and CRL fetches, read once: a running process
+// does not see a changed environment, so a change needs a restart.
+bool apply_proxy_environment() {
+  net::proxy_settings p;
+  try {
+    p = net::proxy_from_environment();
+  } catch (const std::exception& e) {
+    log::error("cannot use the proxy environment; not starting", {{"error", e.what()}});
+    return false;
+  }
+  if (p.http)
+    log::info("OCSP and CRL fetches go through an HTTP proxy", {{"proxy", p.http->authority()},
+                                                                {"from", p.http_variable},
+                                                                {"no_proxy", join(p.no_proxy)}});
+  else if (p.https)
+    log::warn(p.https_variable +
+                  " is set, but it applies to https:// URLs and OCSP/CRL URLs are http://: "
+                  "set HTTP_PROXY (or http_proxy) to send revocation fetches through a proxy",
+              {{"proxy", p.https->authority()}});
+  net::set_fetch_proxy(std::move(p));
+  return true;
+}
+
+}  // namespace
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string s;
+  for (const auto& x : v)
+    s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+
+std::int64_t elapsed_ms(steady::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - since).count();
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void warn_insecure(const runtime::runtime& rt) {
+  for (const auto& l : rt.listeners)
+    if (l->cfg.mode == config::listener_mode::client && l->cfg.server_auth.insecure_skip_verify)
+      log::warn(
+          "server_auth.insecure_skip_verify is ON: the remote's certificate is NOT verified; "
+          "anyone on the path can impersonate it",
+          {{"listener", l->cfg.name}});
+}
+
+int daemon::run() {
+  auto rt = load_first();
+  if (!rt) return 1;
+  unsigned n =
+      rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+  // Two descriptors per connection: raise the soft limit before anything is accepted.
+  raise_fd_limit(rt->cfg, n);
+  start_workers(n);
+  if (!open_and_enter_sandbox(*rt)) return 1;
+  go_live(std::move(rt));
+
+  signals_.add(SIGHUP);
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.add(SIGUSR1);  // logrotate: reopen the access-log file
+  wait_for_signal();
+  expiry_ = std::make_unique<expiry_monitor>(control_, [this] { return runtime_; });
+  expiry_->start();
+  log::info("ready",
+            {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
+  notify_ready();
+  std::vector<asio::io_context*> loops;
+  for (auto& w : workers_)
+    loops.push_back(&w->context());
+  watchdog_ = std::make_unique<watchdog>(control_, std::move(loops));
+  watchdog_->start();
+
+  control_.run();
+  svids_->stop();  // joined before the workers they feed are stopped
+  for (auto& w : workers_)
+    w->stop();
+  revocation_.reset();
+  log::info("stopped");
+  return 0;
+}
+
+// The first configuration, read and built; null (the reasons logged) when it is not usable.
+runtime_ptr daemon::load_first() {
+  std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
+  log::setup_default();
+  log::set_access_drop_hook([c = &metrics_.access_log_dropped()] { c->Increment(); });
+  // Fingerprint the configuration before reading it, so that a write racing with startup is
+  // seen as a change rather than lost.
+  const std::string config_abs = std::filesystem::absolute(config_path_).lexically_normal();
+  watcher_ = std::make_unique<file_watcher>(
+      control_, [this](const std::vector<std::string>& changed, std::string_view trigger) {
+        on_files_checked(changed, trigger);
+      });
+  watcher_->watch({config_abs}, {.inotify = false});
+  auto loaded = config::load_file(config_path_);
+  for (const auto& p : loaded.problems)
+    log::write(p.warning ? spdlog::level::warn : spdlog::level::err, p.str());
+  if (!loaded.config) {
+    log::error("configuration is not usable; not starting", {{"config", config_path_}});
+    return nullptr;
+  }
+  apply_logging(*loaded.config);
+  apply_dns(*loaded.config);
+  if (!apply_proxy_environment()) return nullptr;
+  revocation_ = std::make_unique<revocation_thread>(metrics_);
+  watcher_->watch(watched_files(*loaded.config), watch_options(*loaded.config));
+  runtime_ptr rt;
+  try {
+    rt = runtime::build(*loaded.config, build_options());
+  } catch (const config::config_error& e) {
+    for (const auto& p : e.problems())
+      log::error(p.str());
+    log::error("configuration is not usable; not starting", {{"config", config_path_}});
+    return nullptr;
+  }
+  for (const auto& w : runtime::warnings(*rt))
+    log::warn(w.str());
+  return rt;
+}
+
+// The workers, not started yet (a thread started now would not be inside the sandbox).
+void daemon::start_workers(unsigned n) {
+  for (unsigned i = 0; i < n; ++i)
+    workers_.push_back(std::make_unique<worker>(i, open_sessions_));
+  // recheck_established: revocations the service learns close the sessions they revoke.
+  std::vector<worker*> all_workers;
+  for (auto& w : workers_)
+    all_workers.push_back(w.get());
+  revocation_->service().subscribe([all_workers](tls::revocation::event_ptr e) {
+    for (auto* w : all_workers)
+      w->revoke(e);
+  });
+}
+
+// Binds every listener and the admin server, then enters the sandbox. False (logged) when
+// something cannot be bound or the sandbox cannot be entered.
+bool daemon::open_and_enter_sandbox(const runtime::runtime& rt) {
+  try {
+    listeners_.open_all(rt);
+    if (rt.cfg.admin.listen) start_admin(*rt.cfg.admin.listen);
+    // Everything is bound and loaded, and no thread has started yet (each that starts later
+    // inherits the sandbox): the one moment to enter it.
+    sandbox_ = sandbox::enter(rt.cfg);
+  } catch (const std::exception& e) {
+    log::error("cannot start", {{"error", e.what()}});
+    return false;
+  }
+  return true;
+}
+
+// Publishes the first runtime and starts every thread. `rt` is released here: runtime_ alone
+// owns it, so that a reload that removes a listener frees its series.
+void daemon::go_live(runtime_ptr rt) {
+  // From here on no thread waits on stderr or the access-log file; start-up lines before this
+  // were written directly, while nothing served traffic.
+  log::start_async();
+  runtime_ = rt;
+  metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
+  metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
+  metrics_.last_reload_success_time().Set(unix_now());
+  warn_insecure(*rt);
+  start_stapling(*rt);
+  upstream_checks_ = std::make_unique<upstream_checks>(control_, metrics_);
+  upstream_checks_->update(rt->cfg);  // probes begin when the control loop runs
+  rt.reset();
+  revocation_->start();
+  for (auto& w : workers_)
+    w->start();
+  // gRPC starts threads: only now, inside the sandbox.
+  svids_->reconcile(runtime_->cfg);
+}
+
+runtime::build_options daemon::build_options() {
+  runtime::build_options opts;
+  opts.registry = &metrics_;
+  opts.revocation = &revocation_->service();
+  opts.svids = svids_->latest();
+  return opts;
+}
+
+void daemon::apply_logging(const config::configuration& cfg) {
+  log::setup(cfg.log);
+  log::set_access_log_enabled(cfg.log.access_log);
+}
+
+void daemon::start_admin(const config::address& a) {
+  admin_ = std::make_unique<admin::server>(control_, a, metrics_.collectable(),
+                                           [this] { return readiness(); });
+  admin_->count_errors_in(&metrics_.internal_errors("admin"));
+  admin_->start();
+  log::info("admin listening", {{"address", admin_->bound_address()}});
+}
+
+}  // namespace detail
+
+int run(const std::string& config_path) {
+  // Bounded, on every way out, and while the metrics the drop hook counts into are alive (it is
+  // destroyed before `d`): a log reader that went away must not keep the process from exiting.
+  struct final_log_flush {
+    ~final_log_flush() { log::finish(std::chrono::seconds(1)); }
+  };
+  detail::daemon d(config_path);
+  final_log_flush flush;
+  return d.run();
+}
+
+}  // namespace mtlsd::daemon

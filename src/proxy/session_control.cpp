@@ -1,0 +1,108 @@
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "mtlsd/proxy/session_registry.hpp"
+
+namespace mtlsd::proxy {
+
+void session_control::kill() {
+  killed_ = true;
+  if (watchdog_) watchdog_->cancel();
+}
+
+void session_control::kill(reason why, std::string detail) {
+  kill(why == reason::revoked ? termination::revoked : termination::error, why, std::move(detail));
+}
+
+void session_control::kill(termination how, std::optional<reason> why, std::string detail) {
+  if (killed_) return;
+  kill_termination_ = how;
+  kill_reason_ = why;
+  kill_detail_ = std::move(detail);
+  kill();
+}
+
+void session_control::watch_revocation(const std::string* listener,
+                                       std::vector<tls::revocation::peer_cert_id> certs) {
+  listener_ = listener;
+  peer_certs_ = std::move(certs);
+}
+
+bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
+  if (killed_ || peer_certs_.empty()) return false;
+  if (!e.listener.empty() && (!listener_ || *listener_ != e.listener)) return false;
+  const int depth = tls::revocation::revoked_depth(e, peer_certs_);
+  if (depth < 0) return false;
+  kill(reason::revoked, "certificate at depth " + std::to_string(depth) +
+                            " revoked while connected (" + e.source + ")");
+  return true;
+}
+
+void session_control::judged(SSL* ssl, const config::ip_address* source,
+                             const runtime::listener_runtime* current) {
+  ssl_ = ssl;
+  source_ = source;
+  current_ = current;
+}
+
+namespace {
+
+// Whether `lr` admits the peer of `ssl` (connecting from `source`): nothing, or why not.
+std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
+                                                         SSL* ssl,
+                                                         const config::ip_address* source) {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (lr.cfg.mode == config::listener_mode::server) {
+    const auto& ca = lr.cfg.client_auth;
+    if (ca.mode == config::client_auth_mode::none) return std::nullopt;
+    // What the handshake's verify mode does (see tls/context.cpp): optional admits a client
+    // without a certificate unless there is an allow list.
+    if (!leaf) {
+      if (ca.mode == config::client_auth_mode::optional && ca.allow.empty()) return std::nullopt;
+      return std::pair{reason::no_client_cert, std::string("client sent no certificate")};
+    }
+  } else if (lr.cfg.server_auth.insecure_skip_verify || !leaf) {
+    return std::nullopt;
+  }
+  // The chain as verified (after a full handshake), else what the peer sent: everything but
+  // the leaf is offered as untrusted intermediates, so that a former anchor no longer in the
+  // trust store leads nowhere.
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  if (!chain) chain = SSL_get_peer_cert_chain(ssl);
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  if (!untrusted) return std::nullopt;
+  for (int i = 0; chain && i < sk_X509_num(chain); ++i)
+    if (X509* c = sk_X509_value(chain, i); c != leaf && X509_cmp(c, leaf) != 0)
+      sk_X509_push(untrusted, c);
+  const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
+                                                  {source, sni ? sni : ""});
+  sk_X509_free(untrusted);
+  if (!out.refusal) return std::nullopt;
+  return std::pair{*out.refusal, std::move(out.detail)};
+}
+
+}  // namespace
+
+bool session_control::rejudge(const runtime::listener_runtime& next) {
+  if (killed_ || !ssl_ || !current_ || &next == current_ || next.cfg.mode != current_->cfg.mode)
+    return false;
+  auto now = verdict_of(next, ssl_, source_);
+  if (!now) return false;
+  // revocation.recheck_established: false keeps revoked peers' open connections: a reload that
+  // brings a new CRL must not close them either.
+  if ((now->first == reason::revoked || now->first == reason::revocation_unavailable) &&
+      !next.cfg.revocation.recheck_established)
+    return false;
+  // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
+  // did not change this peer's verdict, so it is not the reload's to act on.
+  if (verdict_of(*current_, ssl_, source_)) return false;
+  kill(termination::reload_rejudged, now->first, "reload_rejudged: " + now->second);
+  return true;
+}
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,226 @@
+// The phases between a handshake and the upstream: what the handshake negotiated or why it
+// failed, who the peer is, revocation by network sources, the per-identity limit, and the
+// inbound PROXY header that comes before all of it. Each refusal is recorded on the session;
+// session_report.cpp turns it into the access line.
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/proxy_header_read.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/tls/verify.hpp"
+#include "session_state.hpp"
+
+namespace mtlsd::proxy::detail {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+// Also after a failed handshake: once a cipher was chosen, the version and cipher are known
+// (the access line of a refusal says what was negotiated).
+void record_tls_details(session& s, SSL* ssl) {
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
+  if (!c) return;
+  s.tls_version = SSL_get_version(ssl);
+  s.cipher = SSL_CIPHER_get_name(c);
+  s.resumed = SSL_session_reused(ssl) == 1;
+}
+
+// A handshake that failed: what was negotiated and the refused leaf, for the access line.
+void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
+  record_tls_details(s, ssl);
+  if (vo.refused_peer) s.refused_peer = std::move(vo.refused_peer);
+  trace_handshake_failed(s, vo.refusal.has_value());
+}
+
+// Why a handshake failed, in the rejection vocabulary.
+void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
+                                const error_code& ec) {
+  // Cancelled by the watchdog (deadline or kill): finish() names the reason from the phase.
+  if (ec == asio::error::operation_aborted) return;
+  if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
+  if (tls.failure_reason() == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+    return s.refuse(reason::no_client_cert, "client sent no certificate");
+  if (auto r = tls::reason_from_ssl_failure(tls.failure_reason()))
+    return s.refuse(*r, "TLS handshake failed: " + tls.failure_detail());
+  if (ec == asio::error::eof)
+    return s.refuse(reason::protocol_error, "connection closed during the TLS handshake");
+  std::string why = tls.failure_detail().empty() ? ec.message() : tls.failure_detail();
+  s.refuse(reason::protocol_error, "TLS handshake failed: " + why);
+}
+
+// After a refusal the alert is already written; closing now, with the client's unread bytes in
+// our receive queue, would make the kernel send RST — and a RST can destroy the alert before the
+// client reads it (curl then reports a reset instead of "certificate required"). So: FIN, then
+// read and discard until the client closes, bounded by a short deadline (nginx's lingering close).
+asio::awaitable<void> linger_close(session& s) {
+  s.enter(phase::closing, std::chrono::seconds(1));
+  error_code ec;
+  s.peer.shutdown(stream_socket::shutdown_send, ec);
+  if (ec) co_return;
+  std::array<char, 1024> sink;
+  for (;;) {
+    auto [rec, n] = co_await s.peer.async_read_some(asio::buffer(sink), as_tuple(use_awaitable));
+    if (rec) co_return;
+  }
+}
+
+namespace {
+
+// The peer's certificates as this connection saw them: the verified chain after a full
+// handshake, only the leaf after a resumption (which skips verification).
+std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
+  std::vector<X509*> out;
+  STACK_OF(X509)* chain = SSL_session_reused(ssl) ? nullptr : SSL_get0_verified_chain(ssl);
+  verified = chain != nullptr;
+  if (chain) {
+    for (int i = 0; i < sk_X509_num(chain); ++i)
+      out.push_back(sk_X509_value(chain, i));
+  } else if (X509* leaf = SSL_get0_peer_certificate(ssl)) {
+    out.push_back(leaf);
+  }
+  return out;
+}
+
+// After the handshake and before the upstream hears of the peer: the revocation answers that
+// need the network (OCSP, distribution points), from the revocation service. The worker keeps
+// serving other connections meanwhile. False when the peer must go no further (refused, or the
+// session was ended meanwhile).
+asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::verify_outcome& vo,
+                                       const std::vector<X509*>& chain, bool verified) {
+  const auto& lr = *s.listener;
+  tls::revocation::check_request req;
+  req.pol = lr.revocation;
+  req.chain_verified = verified;
+  for (X509* c : chain)
+    req.chain.push_back(tls::up_ref(c));
+  req.crl_file_unavailable = vo.crl_deferred_depths;
+  req.crl_file_note = vo.crl_note;
+  req.leaf_stapled_good = vo.staple == revocation_status::good;
+  // Every lookup runs concurrently and is bounded by the timeout; this deadline is a backstop.
+  s.enter(phase::revocation, 2 * lr.revocation.timeout + std::chrono::seconds(1));
+  auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));
+  if (!v) co_return false;  // cancelled by the watchdog: finish() names the reason
+  count_verdict(s, *v);
+  if (v->refusal) {
+    s.refuse(*v->refusal, v->detail);
+    // The handshake is over, so no alert can say why: close_notify, then a lingering close.
+    s.enter(phase::closing, std::chrono::seconds(1));
+    co_await tls.shutdown_send();
+    co_await linger_close(s);
+    co_return false;
+  }
+  if (!v->soft_fail_note.empty())
+    log::warn("admitted without a revocation answer (revocation.on_unavailable: allow)",
+              {{"conn_id", s.conn_id},
+               {"listener", lr.cfg.name},
+               {"client", s.client},
+               {"detail", v->soft_fail_note}});
+  co_return true;
+}
+
+}  // namespace
+
+// After a completed handshake, in both modes: who the peer is, then revocation by network
+// sources (OCSP, distribution points) and, with recheck, a watch that closes the session when
+// a later answer revokes it. False: refused (the reason is recorded).
+asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
+                                          bool network_revocation, bool recheck) {
+  const bool server = s.listener->cfg.mode == config::listener_mode::server;
+  const config::ip_address* source = server && s.source ? &*s.source : nullptr;
+  if (vo.identity) {
+    s.peer_identity = std::move(vo.identity);
+  } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
+    // A resumed session skips verification (it was verified when first established, under this
+    // same context); its certificate still names the peer. But allow rules may also depend on
+    // where it connects from and the name it asks for, which a ticket does not pin: judge the
+    // allow list again, with this connection's address and SNI.
+    s.peer_identity = tls::extract_identity(cert);
+    if (const auto& allow = s.listener->tls.peer_verifier->allow(); !allow.rules.empty()) {
+      const char* sni = SSL_get_servername(tls.native(), TLSEXT_NAMETYPE_host_name);
+      auto d = tls::evaluate(allow, *s.peer_identity, {source, sni ? sni : ""});
+      if (!d.allowed) {
+        observe_handshake(s);
+        // Refused: the log names it as the refused peer, not as a verified identity.
+        s.refused_peer = std::move(s.peer_identity);
+        s.peer_identity.reset();
+        s.refuse(reason::not_authorized, std::move(d.detail) + " (resumed session)");
+        s.enter(phase::closing, std::chrono::seconds(1));
+        co_await tls.shutdown_send();
+        co_await linger_close(s);
+        co_return false;
+      }
+    }
+  }
+  trace_handshake_done(s);
+  s.control.judged(tls.native(), source, s.listener.get());
+  observe_handshake(s);
+  // Revocation needs the peer's chain; without it configured, nothing is allocated here.
+  if (!network_revocation && !recheck) co_return true;
+  bool chain_verified = false;
+  const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
+  if (chain.empty()) co_return true;
+  if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
+    co_return false;
+  if (recheck)
+    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(chain));
+  co_return true;
+}
+
+// limits.max_connections_per_identity, once the handshake named the peer. The handshake is
+// over, so no alert can say why: close_notify, then close; the upstream hears nothing.
+asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
+  if (!s.peer_identity) co_return true;
+  auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->display());
+  if (!no) co_return true;
+  s.refuse(no->why, std::move(no->detail));
+  s.enter(phase::closing, std::chrono::seconds(1));
+  co_await tls.shutdown_send();
+  if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
+  co_return false;
+}
+
+// accept_proxy_protocol: the header first (bounded by timeouts.handshake), then the admission
+// checks with the client it names. False: refused (recorded), or cancelled by the watchdog.
+asio::awaitable<bool> accept_proxy_header(session& s) {
+  const auto& cfg = s.listener->cfg;
+  s.enter(phase::proxy_header, cfg.timeouts.handshake);
+  auto [ec, h] = co_await read_proxy_header(s.peer);
+  if (ec == asio::error::operation_aborted) co_return false;  // see finish()
+  if (h.status != inbound_proxy_header::state::complete) {
+    s.refuse(reason::protocol_error, h.error);
+    co_return false;
+  }
+  const auto& accept = cfg.accept_proxy_protocol;
+  if (!(h.version == 1 ? accept.v1 : accept.v2)) {
+    s.refuse(reason::protocol_error, "a PROXY v" + std::to_string(h.version) +
+                                         " header, but accept_proxy_protocol.versions does not "
+                                         "list v" +
+                                         std::to_string(h.version));
+    co_return false;
+  }
+  auto source = s.source;
+  if (h.has_addresses) {  // else (LOCAL, UNKNOWN) the balancer's own connection stands
+    s.proxied = true;
+    s.proxied_source = h.source;
+    s.proxied_destination = h.destination;
+    source = ip_of(reinterpret_cast<const sockaddr*>(&h.source));
+    s.source = source;  // what allow rules (source_cidrs) and re-judging see
+    s.client = format_endpoint(stream_endpoint(&h.source, sizeof h.source));
+  }
+  if (auto no = s.ticket.admit_source(cfg, source)) {
+    s.refuse(no->why, std::move(no->detail));
+    co_return false;
+  }
+  co_return true;
+}
+
+}  // namespace mtlsd::proxy::detail

@@ -1,0 +1,92 @@
+// The session's upstream side: connecting (recorded for the access line), refusing when that
+// fails, and the data of the PROXY v2 header sent to the upstream first.
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "mtlsd/proxy/proxy_protocol.hpp"
+#include "mtlsd/proxy/upstream.hpp"
+#include "session_state.hpp"
+
+namespace mtlsd::proxy::detail {
+
+// connect_upstream, recording the access line's upstream and upstream_connect_ms.
+asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
+  const auto begin = steady::now();
+  steady::time_point resolved{};
+  auto ec = co_await connect_upstream(s.upstream, s.listener->cfg.upstream, why, &resolved);
+  s.upstream_connect_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - begin).count();
+  if (!ec) s.upstream_address = remote_address(s.upstream);
+  trace_connect(s, begin, resolved, ec, why);
+  co_return ec;
+}
+
+// The upstream connect failed. Running out of file descriptors is our capacity, not the
+// upstream's fault: refused as over_capacity and not counted as an upstream failure.
+void refuse_connect(session& s, const error_code& ec, const std::string& why) {
+  if (out_of_descriptors(ec))
+    return s.refuse(reason::over_capacity, "out of file descriptors: " + why);
+  if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
+  s.refuse(reason::upstream_unavailable, why);
+}
+
+namespace {
+
+sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
+  sockaddr_storage out{};
+  std::memcpy(&out, ep.data(), std::min<std::size_t>(ep.size(), sizeof out));
+  return out;
+}
+
+}  // namespace
+
+// Everything the PROXY v2 header tells the upstream about this connection.
+proxy_v2_info proxy_info(const session& s, SSL* ssl) {
+  proxy_v2_info info;
+  error_code ec;
+  info.source = s.proxied ? s.proxied_source : sockaddr_of(s.remote);
+  info.destination = s.proxied ? s.proxied_destination : sockaddr_of(s.peer.local_endpoint(ec));
+  const unsigned char* alpn = nullptr;
+  unsigned alpn_len = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+  if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.authority = sni;
+  info.tls_version = s.tls_version;
+  info.cipher = s.cipher;
+  info.resumed = s.resumed;
+  if (X509* cert = SSL_get0_peer_certificate(ssl)) {
+    info.client_cert = true;
+    info.verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    info.signature_algorithm = OBJ_nid2sn(X509_get_signature_nid(cert));
+    if (EVP_PKEY* key = X509_get0_pubkey(cert)) {
+      // HAProxy's spelling: "RSA2048", "EC256", "ED25519".
+      const int id = EVP_PKEY_get_base_id(key);
+      if (id == EVP_PKEY_RSA)
+        info.key_algorithm = "RSA" + std::to_string(EVP_PKEY_get_bits(key));
+      else if (id == EVP_PKEY_EC)
+        info.key_algorithm = "EC" + std::to_string(EVP_PKEY_get_bits(key));
+      else
+        info.key_algorithm = OBJ_nid2sn(id);
+    }
+    unsigned char* der = nullptr;
+    int len = i2d_X509(cert, &der);
+    if (len > 0)
+      info.cert_der.assign(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+  }
+  if (s.peer_identity) {
+    info.common_name = s.peer_identity->common_name;
+    info.spiffe_id = s.peer_identity->spiffe_id;
+    info.uri_sans = s.peer_identity->uri_sans;
+    info.dns_sans = s.peer_identity->dns_sans;
+    info.cert_sha256 = s.peer_identity->sha256;
+  }
+  return info;
+}
+
+}  // namespace mtlsd::proxy::detail

@@ -1,0 +1,114 @@
+// OpenSSL's verdicts in mtlsd's rejection vocabulary (reason.hpp): what a certificate
+// verification error or a failed handshake means for the access log and the metrics.
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include "mtlsd/tls/verify.hpp"
+
+namespace mtlsd::tls {
+
+// A table written as a switch (one case per OpenSSL error, grouped by reason): long, and kept
+// whole so that every error's reason is found in one place.
+reason reason_from_x509_error(int err) {
+  switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      return reason::expired;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return reason::not_yet_valid;
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+    // Below the security level: a signature from a key or digest that can be forged (RSA-1024,
+    // P-192, SHA-1) proves nothing, so it is a bad signature, whether or not the math checks out.
+    case X509_V_ERR_EE_KEY_TOO_SMALL:
+    case X509_V_ERR_CA_KEY_TOO_SMALL:
+    case X509_V_ERR_CA_MD_TOO_WEAK:
+    case X509_V_ERR_UNSUPPORTED_SIGNATURE_ALGORITHM:
+      return reason::bad_signature;
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE:
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_INVALID_NON_CA:
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+    // Strict (RFC 5280) key usage and basicConstraints rules.
+    case X509_V_ERR_KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA:
+    case X509_V_ERR_CA_CERT_MISSING_KEY_USAGE:
+    case X509_V_ERR_CA_BCONS_NOT_CRITICAL:
+    case X509_V_ERR_PATHLEN_INVALID_FOR_NON_CA:
+    case X509_V_ERR_PATHLEN_WITHOUT_KU_KEY_CERT_SIGN:
+      return reason::bad_key_usage;
+    case X509_V_ERR_PERMITTED_VIOLATION:
+    case X509_V_ERR_EXCLUDED_VIOLATION:
+    case X509_V_ERR_SUBTREE_MINMAX:
+    case X509_V_ERR_UNSUPPORTED_CONSTRAINT_TYPE:
+    case X509_V_ERR_UNSUPPORTED_CONSTRAINT_SYNTAX:
+    case X509_V_ERR_UNSUPPORTED_NAME_SYNTAX:
+      return reason::name_constraints;
+    // The rest of the strict profile: the certificate itself is malformed, whoever issued it.
+    case X509_V_ERR_MISSING_AUTHORITY_KEY_IDENTIFIER:
+    case X509_V_ERR_MISSING_SUBJECT_KEY_IDENTIFIER:
+    case X509_V_ERR_AUTHORITY_KEY_IDENTIFIER_CRITICAL:
+    case X509_V_ERR_SUBJECT_KEY_IDENTIFIER_CRITICAL:
+    case X509_V_ERR_ISSUER_NAME_EMPTY:
+    case X509_V_ERR_SUBJECT_NAME_EMPTY:
+    case X509_V_ERR_EMPTY_SUBJECT_ALT_NAME:
+    case X509_V_ERR_EMPTY_SUBJECT_SAN_NOT_CRITICAL:
+    case X509_V_ERR_EXTENSIONS_REQUIRE_VERSION_3:
+    case X509_V_ERR_SIGNATURE_ALGORITHM_MISMATCH:
+    case X509_V_ERR_SIGNATURE_ALGORITHM_INCONSISTENCY:
+    case X509_V_ERR_EC_KEY_EXPLICIT_PARAMS:
+    case X509_V_ERR_INVALID_EXTENSION:
+    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+    // Certificate policies (not checked unless a certificate demands it): a malformed policy
+    // extension, or a chain that cannot satisfy a requireExplicitPolicy constraint.
+    case X509_V_ERR_INVALID_POLICY_EXTENSION:
+    case X509_V_ERR_NO_EXPLICIT_POLICY:
+      return reason::bad_certificate;
+    case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+      return reason::chain_too_long;
+    case X509_V_ERR_CERT_REVOKED:
+      return reason::revoked;
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    // A CRL with malformed dates, whose path cannot be validated, or whose issuer may not sign
+    // CRLs (no cRLSign): as if there were none — on_unavailable and deferral decide.
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+      return reason::revocation_unavailable;
+    case X509_V_ERR_APPLICATION_VERIFICATION:
+      return reason::not_authorized;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    case X509_V_ERR_EMAIL_MISMATCH:
+      return reason::hostname_mismatch;
+    default:
+      // Untrusted root, missing issuer, self-signed leaf...: the chain does not lead to a CA
+      // we trust.
+      return reason::unknown_ca;
+  }
+}
+
+std::optional<reason> reason_from_ssl_failure(int ssl_reason) {
+  switch (ssl_reason) {
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+      return reason::no_client_cert;
+    // CertificateVerify (or, from a server, ServerKeyExchange) signed with a key other than the
+    // certificate's: the peer does not hold the key of the certificate it presented.
+    case SSL_R_BAD_SIGNATURE:
+      return reason::bad_signature;
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace mtlsd::tls
