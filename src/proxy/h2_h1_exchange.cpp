@@ -260,8 +260,7 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
     received = b;
   }
   busy_.erase(s.get());
-  if (!received && !s->closed && !stopped_ && s->response_started)
-    down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: the exchange failed");
+  // A failed read_response told the client already (502, or RST_STREAM once answering).
   // Reused only after a complete, keep-alive exchange whose request went out whole.
   if (sent && received && keep_alive && !stopped_ && idle_.size() < max_idle)
     idle_.push_back(std::move(sock));

@@ -133,7 +133,8 @@ def test_nghttp_concurrent_streams_each_get_a_line(http_serve, pki):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = wait_request_lines(daemon, 3)
     assert sorted(l["path"] for l in lines) == ["/a", "/b", "/c"]
-    assert sorted(l["stream_id"] for l in lines) == [1, 3, 5]
+    ids = {l["stream_id"] for l in lines}     # nghttp may open priority streams first
+    assert len(ids) == 3 and all(i % 2 == 1 for i in ids)
     assert len({l["conn_id"] for l in lines}) == 1
     metrics = daemon.scrape()
     assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
