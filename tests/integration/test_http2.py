@@ -288,3 +288,38 @@ def test_h2c_needs_h2_only_protocols(mtlsd_bin, tmp_path, pki):
                        text=True, timeout=TIMEOUT)
     assert r.returncode != 0
     assert re.search(r"upstream_protocol: h2c needs protocols: \[h2\]", r.stdout + r.stderr)
+
+
+def test_grpc_cancel_reaches_the_upstream_as_rst_stream(serve, pki):
+    """The client cancels a bidirectional stream mid-way: the server's RPC ends as cancelled
+    (RST_STREAM passed on through mtlsd), and the line says the stream was reset."""
+    import queue
+    cancelled = threading.Event()
+
+    def bidi(requests, context):
+        context.add_callback(cancelled.set)
+        for r in requests:
+            yield r
+
+    ident = (lambda b: b)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        daemon, _ = serve(upstream=f"127.0.0.1:{port}",
+                          http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+        outgoing: queue.Queue = queue.Queue()
+        with grpc_channel(daemon, pki) as channel:
+            call = channel.stream_stream("/test.Echo/Bidi")(iter(outgoing.get, None),
+                                                            timeout=TIMEOUT)
+            outgoing.put(b"ping")
+            assert next(call) == b"ping"       # streaming both ways, through mtlsd
+            call.cancel()
+            assert cancelled.wait(TIMEOUT), "the upstream never saw the cancellation"
+            outgoing.put(None)
+        line = wait_request_lines(daemon, 1)[0]
+        assert line["path"] == "/test.Echo/Bidi" and "reset" in line["detail"]
+    finally:
+        server.stop(0)
