@@ -1,5 +1,5 @@
-// http: the listener relays HTTP/1.1 and adds the client's certificate details to each request
-// (x-forwarded-client-cert).
+// http: the listener relays HTTP/2 and HTTP/1.1 (chosen by ALPN), adds the client's certificate
+// details (x-forwarded-client-cert) and X-Forwarded-For/-Proto to each request.
 #include <set>
 
 #include "sections.hpp"
@@ -9,7 +9,10 @@ namespace mtlsd::config {
 // `v` is the http: block, `p` its path ("listeners[0].http").
 void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_options& http) {
   http.enabled = true;
-  r.map(v, p, {"forward_client_cert_details", "set_current_client_cert_details"});
+  r.map(v, p,
+        {"forward_client_cert_details", "set_current_client_cert_details", "protocols",
+         "upstream_protocol", "x_forwarded_for", "x_forwarded_proto", "max_concurrent_streams",
+         "stream_idle_timeout"});
   with(v, "forward_client_cert_details", [&](auto x) {
     r.choice(x, p + ".forward_client_cert_details",
              {{"sanitize", xfcc_mode::sanitize},
@@ -28,6 +31,31 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
         r.error(x, p + ".set_current_client_cert_details: unknown detail '" + d +
                        "': expected uri, dns, subject, hash, cert or chain");
   });
+  with(v, "protocols", [&](auto x) {
+    if (!r.strings(x, p + ".protocols", http.protocols)) return;
+    for (const auto& proto : http.protocols)
+      if (proto != "h2" && proto != "http/1.1")
+        r.error(x, p + ".protocols: unknown protocol '" + proto + "': expected h2 or http/1.1");
+    if (http.protocols.empty()) r.error(x, p + ".protocols: name at least one protocol");
+  });
+  with(v, "upstream_protocol", [&](auto x) {
+    r.choice(x, p + ".upstream_protocol",
+             {{"http/1.1", http_upstream_protocol::http1},
+              {"h2c", http_upstream_protocol::h2c},
+              {"same", http_upstream_protocol::same}},
+             http.upstream_protocol);
+  });
+  with(v, "x_forwarded_for", [&](auto x) {
+    r.choice(x, p + ".x_forwarded_for", {{"append", true}, {"off", false}}, http.x_forwarded_for);
+  });
+  with(v, "x_forwarded_proto", [&](auto x) {
+    r.choice(x, p + ".x_forwarded_proto", {{"set", true}, {"off", false}}, http.x_forwarded_proto);
+  });
+  with(v, "max_concurrent_streams", [&](auto x) {
+    r.integer_into(x, p + ".max_concurrent_streams", 1, 1'000'000, http.max_concurrent_streams);
+  });
+  with(v, "stream_idle_timeout",
+       [&](auto x) { r.dur(x, p + ".stream_idle_timeout", http.stream_idle_timeout); });
 }
 
 }  // namespace mtlsd::config

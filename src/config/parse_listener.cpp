@@ -67,7 +67,10 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
               {"v2", proxy_protocol_mode::v2}},
              l.proxy_protocol);
   });
-  with(n, "http", [&](auto v) { parse_http(r, v, path + ".http", l.http); });
+  with(n, "http", [&](auto v) {
+    parse_http(r, v, path + ".http", l.http);
+    check_http_protocols(r, v, path, l);
+  });
   const bool server = l.mode == listener_mode::server;
   with(n, "upstream_check", [&](auto v) {
     parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);

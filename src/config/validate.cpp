@@ -1,7 +1,6 @@
 // The rules of validate.hpp, in the order a listener's sections are read.
 #include "validate.hpp"
 
-#include "mtlsd/config/validate.hpp"
 
 #include <algorithm>
 
@@ -211,15 +210,21 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
   taken.addresses.emplace_back(l.listen, l.name);
 }
 
-void refuse_unbuilt_features(const listener& l, diagnostics& out) {
-  auto refuse = [&](const char* what) {
-    out.push_back({l.where,
-                   "listener '" + l.name + "': " + what + " is not supported by this build yet",
-                   false});
-  };
-  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
-  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
-    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
+void check_http_protocols(reader& r, const YAML::Node& v, const std::string& path, listener& l) {
+  const std::string p = path + ".http";
+  if (!l.tls.alpn.empty()) {
+    if (!v["protocols"]) l.http.protocols = l.tls.alpn;
+    if (l.tls.alpn != l.http.protocols)
+      r.error(v, p + ".protocols and " + path + ".tls.alpn differ: on an http listener the ALPN " +
+                     "offered is " + p + ".protocols; drop tls.alpn");
+    for (const auto& proto : l.tls.alpn)
+      if (proto != "h2" && proto != "http/1.1")
+        r.error(v, path + ".tls.alpn: an http listener speaks h2 and http/1.1 only, not '" + proto +
+                       "'");
+  }
+  if (l.http.upstream_protocol == http_upstream_protocol::h2c && l.http.offers("http/1.1"))
+    r.error(v, p + ".upstream_protocol: h2c needs protocols: [h2] (HTTP/1.1 clients are not " +
+                   "translated to h2c; use upstream_protocol: same to serve both)");
 }
 
 }  // namespace mtlsd::config

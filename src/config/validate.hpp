@@ -1,8 +1,6 @@
 #pragma once
 // The rules that relate two or more fields: every contradiction the configuration can hold, caught
-// at load (and so by `mtlsd check` and a reload) rather than as odd runtime behaviour. What a
-// well-formed configuration may ask but this build cannot serve is refused when the runtime is
-// built: include/mtlsd/config/validate.hpp, implemented in validate.cpp too.
+// at load (and so by `mtlsd check` and a reload) rather than as odd runtime behaviour.
 //
 // A section's parser calls its section's rules at the point where their fields have been read,
 // and the listener parser calls check_listener once all its sections are read, so that the
@@ -46,11 +44,15 @@ void check_upstream_check_timeout(reader& r, const YAML::Node& v, const std::str
 void check_upstream_check_mode(reader& r, const YAML::Node& n, const std::string& path, bool server,
                                const upstream_check_options& c);
 
+// http (`v`, the http: block): the ALPN an http listener offers is http.protocols; a tls.alpn
+// (the way to offer http/1.1 before HTTP/2 was served) stands for it when protocols is not given,
+// so this may set l.http.protocols. HTTP/1.1 clients cannot be sent to an h2c upstream.
+void check_http_protocols(reader& r, const YAML::Node& v, const std::string& path, listener& l);
+
 // --- across a listener's sections ---------------------------------------------------------
 
 // The listener (`n`) once all its sections are read: where its certificate comes from and which
-// keys its mode allows. (What this build cannot serve is judged at build time:
-// include/mtlsd/config/validate.hpp.)
+// keys its mode allows.
 void check_listener(reader& r, const YAML::Node& n, const std::string& path, const listener& l);
 
 // --- across listeners ---------------------------------------------------------------------

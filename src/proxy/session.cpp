@@ -14,7 +14,6 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 
-#include "mtlsd/proxy/http_relay.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -129,10 +128,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close, cfg.timeouts.max_connection_age);
   trace_relay_start(s);
   if (cfg.http.enabled) {
-    const xfcc_policy xfcc =
-        make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
-                         s.listener->tls.own_uri_sans);
-    co_await http_relay(tls, s.peer, s.upstream, xfcc, s.clock, s.relayed);
+    co_await serve_http(s, tls);
   } else {
     co_await relay(tls, s.peer, s.upstream, s.clock, s.relayed);
   }

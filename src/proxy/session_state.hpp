@@ -175,6 +175,9 @@ asio::awaitable<error_code> connect_and_record(session& s, std::string& why);
 void refuse_connect(session& s, const error_code& ec, const std::string& why);
 proxy_v2_info proxy_info(const session& s, SSL* ssl);
 
+// http_serve.cpp: HTTP mode once the peer is admitted and the upstream connected.
+asio::awaitable<void> serve_http(session& s, tls_stream& tls);
+
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);
 void count_verdict(session& s, const tls::revocation::verdict& v);

@@ -2,7 +2,6 @@
 
 #include <ctime>
 
-#include "mtlsd/config/validate.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
@@ -78,7 +77,6 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   rt->cfg = cfg;
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
-    config::refuse_unbuilt_features(l, problems);
     try {
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;

@@ -1,0 +1,90 @@
+#pragma once
+// Private to h2_connection*.cpp: the client's side of one HTTP/2 connection, an nghttp2 server
+// session over the TLS stream. h2_connection.cpp holds the session's callbacks (frames in,
+// responses out), h2_connection_io.cpp the read and write loops around them.
+#include <array>
+#include <boost/asio/steady_timer.hpp>
+#include <unordered_map>
+
+#include "h2_stream.hpp"
+#include "mtlsd/proxy/h2_connection.hpp"
+
+namespace mtlsd::proxy::h2 {
+
+constexpr std::size_t write_batch = 64 * 1024;  // bytes of frames gathered per TLS write
+// Connection-level receive window: what all streams together may have in flight towards us.
+constexpr std::int32_t connection_window = 1 << 20;
+constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's write when killed
+
+class connection final : public downstream {
+ public:
+  explicit connection(h2_environment env)
+      : env_(std::move(env)),
+        ex_(env_.client_socket->get_executor()),
+        out_(ex_),
+        sweep_timer_(ex_, steady::time_point::max()) {}
+
+  asio::awaitable<void> run();
+
+  // downstream
+  void respond(stream& s) override;
+  void response_data(stream& s) override;
+  void request_consumed(stream& s, std::size_t n) override {
+    nghttp2_session_consume(session_.get(), s.id, n);
+    out_.signal();
+  }
+  void fail(stream& s, std::uint32_t code, std::string detail) override;
+
+ private:
+  bool open_session();
+  asio::awaitable<void> reader();
+  asio::awaitable<void> writer();
+  asio::awaitable<void> sweeper();
+  asio::awaitable<void> loops();
+  asio::awaitable<void> goodbye();
+  void stop() {
+    stopping_ = true;
+    out_.signal();
+    sweep_timer_.cancel();
+    error_code ignored;
+    env_.client_socket->cancel(ignored);
+  }
+  stream* find(std::int32_t id) {
+    auto it = streams_.find(id);
+    return it == streams_.end() ? nullptr : it->second.get();
+  }
+  void start(stream& s);
+  void report(stream& s, std::uint32_t code);
+  void local_failure(std::string why) {
+    env_.result->ended_by(relay_end::local);
+    if (env_.result->aborted) return;
+    env_.result->aborted = true;
+    env_.result->error = std::move(why);
+  }
+
+  // nghttp2 callbacks (user_data = this).
+  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
+  static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name,
+                       std::size_t namelen, const std::uint8_t* value, std::size_t valuelen,
+                       std::uint8_t, void* self);
+  static int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self);
+  static int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id,
+                           const std::uint8_t* data, std::size_t len, void* self);
+  static int on_stream_close(nghttp2_session*, std::int32_t id, std::uint32_t code, void* self);
+  static ssize_t read_response(nghttp2_session*, std::int32_t id, std::uint8_t* buf,
+                               std::size_t length, std::uint32_t* flags, nghttp2_data_source* src,
+                               void* self);
+
+  h2_environment env_;
+  asio::any_io_executor ex_;
+  session_ptr session_;
+  std::unique_ptr<upstream> upstream_;
+  std::unordered_map<std::int32_t, stream_ptr> streams_;
+  write_signal out_;
+  asio::steady_timer sweep_timer_;
+  std::array<std::uint8_t, 16 * 1024> read_buffer_;
+  std::string staging_;
+  bool stopping_ = false;
+};
+
+}  // namespace mtlsd::proxy::h2

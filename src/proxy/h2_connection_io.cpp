@@ -1,0 +1,157 @@
+// The client's side of an HTTP/2 connection: reading, writing, stream idle timeouts, GOAWAY.
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "h2_connection_impl.hpp"
+#include "mtlsd/config/duration.hpp"
+
+namespace mtlsd::proxy {
+namespace h2 {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+asio::awaitable<void> connection::reader() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    auto [ec, n] = co_await env_.tls->read_some(asio::buffer(read_buffer_));
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        env_.result->ended_by(relay_end::tls_peer);
+        if (ec != asio::error::eof) {
+          env_.result->aborted = true;
+          env_.result->error = "reading from the client: " + describe(ec, *env_.tls);
+        }
+      }
+      break;
+    }
+    env_.result->from_tls += n;
+    env_.clock->touch();
+    const auto rv = nghttp2_session_mem_recv(session_.get(), read_buffer_.data(), n);
+    out_.signal();
+    if (rv < 0) {  // nghttp2 queued a GOAWAY saying why, when it could
+      local_failure(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
+      break;
+    }
+    if (!nghttp2_session_want_read(session_.get()) || stopping_) break;
+  }
+  stopping_ = true;
+  out_.signal();
+  sweep_timer_.cancel();
+}
+
+asio::awaitable<void> connection::writer() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    out_.reset();
+    staging_.clear();
+    if (int rv = collect_output(session_.get(), staging_, write_batch); rv != 0) {
+      local_failure(std::string("HTTP/2: ") + nghttp2_strerror(rv));
+      break;
+    }
+    if (!staging_.empty()) {
+      if (auto ec = co_await env_.tls->write(asio::buffer(staging_))) {
+        if (ec != asio::error::operation_aborted) {
+          env_.result->ended_by(relay_end::tls_peer);
+          env_.result->aborted = true;
+          env_.result->error = "writing to the client: " + describe(ec, *env_.tls);
+        }
+        break;
+      }
+      env_.result->from_plain += staging_.size();
+      env_.clock->touch();
+      continue;
+    }
+    if (stopping_ ||
+        (!nghttp2_session_want_read(session_.get()) && !nghttp2_session_want_write(session_.get())))
+      break;
+    co_await out_.wait();
+  }
+  stop();
+}
+
+// http.stream_idle_timeout: a stream with no frames either way for that long is reset. While
+// streams are open the connection is not idle (a quiet gRPC stream is not an idle connection).
+asio::awaitable<void> connection::sweeper() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto timeout = env_.cfg->http.stream_idle_timeout;
+  const auto period = std::clamp<steady::duration>(timeout / 8, std::chrono::milliseconds(100),
+                                                   std::chrono::seconds(10));
+  while (!stopping_) {
+    sweep_timer_.expires_after(period);
+    co_await sweep_timer_.async_wait(as_tuple(use_awaitable));
+    if (stopping_) break;
+    if (!streams_.empty()) env_.clock->touch();
+    if (timeout.count() == 0) continue;
+    const auto now = steady::now();
+    for (auto& [id, s] : streams_)
+      if (now - s->last_activity >= timeout) {
+        s->detail = "stream idle timeout (" + config::format_duration(timeout) + ")";
+        s->last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // reset once
+        nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      }
+    out_.signal();
+  }
+}
+
+asio::awaitable<void> connection::loops() {
+  using namespace asio::experimental::awaitable_operators;
+  co_await asio::this_coro::throw_if_cancelled(false);
+  co_await (reader() && writer() && sweeper());
+  upstream_->stop();
+}
+
+// Killed from outside (drain timeout, reload, revocation): GOAWAY, written within a bound.
+asio::awaitable<void> connection::goodbye() {
+  using namespace asio::experimental::awaitable_operators;
+  nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  staging_.clear();
+  if (collect_output(session_.get(), staging_, write_batch) != 0 || staging_.empty()) co_return;
+  asio::steady_timer deadline(ex_, goaway_grace);
+  co_await (env_.tls->write(asio::buffer(staging_)) ||
+            deadline.async_wait(as_tuple(use_awaitable)));
+}
+
+asio::awaitable<void> connection::run() {
+  using namespace asio::experimental::awaitable_operators;
+  if (!open_session()) {
+    local_failure("HTTP/2: could not create a session");
+    co_return;
+  }
+  upstream_ = env_.upstream_h2c
+                  ? make_h2c_upstream(*this, *env_.upstream_socket, env_.forwarding)
+                  : make_h1_upstream(*this, *env_.upstream_socket, *env_.cfg, env_.forwarding);
+  co_await asio::this_coro::throw_if_cancelled(false);
+  co_await (loops() && upstream_->run());
+  const auto state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() != asio::cancellation_type::none) {
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await goodbye();
+  } else if (!env_.result->aborted) {
+    co_await env_.tls->shutdown_send();  // close_notify, then FIN, as at the end of any relay
+    error_code ignored;
+    env_.client_socket->shutdown(stream_socket::shutdown_send, ignored);
+  }
+  // Streams still open end with the connection; each is reported once.
+  for (auto& [id, s] : streams_) {
+    s->closed = true;
+    if (s->detail.empty()) s->detail = "connection closed";
+    report(*s, NGHTTP2_NO_ERROR);
+  }
+  streams_.clear();
+  co_await asio::this_coro::throw_if_cancelled(true);
+}
+
+}  // namespace h2
+
+asio::awaitable<void> serve_h2(h2_environment env) {
+  h2::connection c(std::move(env));
+  co_await c.run();
+}
+
+}  // namespace mtlsd::proxy
