@@ -975,7 +975,10 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
   with(n, "http", [&](auto v) {
     const std::string p = path + ".http";
     l.http.enabled = true;
-    r.map(v, p, {"forward_client_cert_details", "set_current_client_cert_details"});
+    r.map(v, p,
+          {"forward_client_cert_details", "set_current_client_cert_details", "protocols",
+           "upstream_protocol", "x_forwarded_for", "x_forwarded_proto", "max_concurrent_streams",
+           "stream_idle_timeout"});
     with(v, "forward_client_cert_details", [&](auto x) {
       r.choice(x, p + ".forward_client_cert_details",
                {{"sanitize", xfcc_mode::sanitize},
@@ -995,6 +998,51 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
           r.error(x, p + ".set_current_client_cert_details: unknown detail '" + d +
                          "': expected uri, dns, subject, hash, cert or chain");
     });
+    // HTTP/2 (issue 15). The ALPN offered on an http listener is http.protocols, not tls.alpn.
+    with(v, "protocols", [&](auto x) {
+      if (!r.strings(x, p + ".protocols", l.http.protocols)) return;
+      for (const auto& proto : l.http.protocols)
+        if (proto != "h2" && proto != "http/1.1")
+          r.error(x, p + ".protocols: unknown protocol '" + proto + "': expected h2 or http/1.1");
+      if (l.http.protocols.empty()) r.error(x, p + ".protocols: name at least one protocol");
+    });
+    with(v, "upstream_protocol", [&](auto x) {
+      r.choice(x, p + ".upstream_protocol",
+               {{"http/1.1", http_upstream_protocol::http1},
+                {"h2c", http_upstream_protocol::h2c},
+                {"same", http_upstream_protocol::same}},
+               l.http.upstream_protocol);
+    });
+    with(v, "x_forwarded_for", [&](auto x) {
+      r.choice(x, p + ".x_forwarded_for", {{"append", true}, {"off", false}},
+               l.http.x_forwarded_for);
+    });
+    with(v, "x_forwarded_proto", [&](auto x) {
+      r.choice(x, p + ".x_forwarded_proto", {{"set", true}, {"off", false}},
+               l.http.x_forwarded_proto);
+    });
+    with(v, "max_concurrent_streams", [&](auto x) {
+      r.integer_into(x, p + ".max_concurrent_streams", 1, 1'000'000, l.http.max_concurrent_streams);
+    });
+    with(v, "stream_idle_timeout",
+         [&](auto x) { r.dur(x, p + ".stream_idle_timeout", l.http.stream_idle_timeout); });
+    // The ALPN an http listener offers is http.protocols. A tls.alpn (the way to offer
+    // http/1.1 before HTTP/2 was served) stands for it when protocols is not given.
+    if (!l.tls.alpn.empty()) {
+      if (!v["protocols"]) l.http.protocols = l.tls.alpn;
+      if (l.tls.alpn != l.http.protocols)
+        r.error(v, p + ".protocols and " + path + ".tls.alpn differ: on an http listener the "
+                       "ALPN offered is " + p + ".protocols; drop tls.alpn");
+      for (const auto& proto : l.tls.alpn)
+        if (proto != "h2" && proto != "http/1.1")
+          r.error(v, path + ".tls.alpn: an http listener speaks h2 and http/1.1 only, not '" +
+                         proto + "'");
+    }
+    // An HTTP/1.1 request cannot be translated to h2c here: HTTP/1.1 clients need an HTTP/1.1
+    // upstream (upstream_protocol: same serves both kinds of client).
+    if (l.http.upstream_protocol == http_upstream_protocol::h2c && l.http.offers("http/1.1"))
+      r.error(v, p + ".upstream_protocol: h2c needs protocols: [h2] (HTTP/1.1 clients are "
+                     "not translated to h2c; use upstream_protocol: same to serve both)");
   });
 
   // Cross-field rules: catch contradictions here rather than as odd runtime behaviour.

@@ -45,6 +45,18 @@ const char* to_text(proxy_protocol_mode m) {
   return m == proxy_protocol_mode::v2 ? "v2" : "off";
 }
 
+const char* to_text(http_upstream_protocol p) {
+  switch (p) {
+    case http_upstream_protocol::http1:
+      return "http/1.1";
+    case http_upstream_protocol::h2c:
+      return "h2c";
+    case http_upstream_protocol::same:
+      return "same";
+  }
+  return "http/1.1";
+}
+
 const char* to_text(xfcc_mode m) {
   switch (m) {
     case xfcc_mode::sanitize:
@@ -305,6 +317,12 @@ class printer {
         begin("http");
         word("forward_client_cert_details", to_text(l.http.forward_client_cert_details));
         strings("set_current_client_cert_details", l.http.set_current_client_cert_details);
+        strings("protocols", l.http.protocols);
+        word("upstream_protocol", to_text(l.http.upstream_protocol));
+        word("x_forwarded_for", l.http.x_forwarded_for ? "append" : "off");
+        word("x_forwarded_proto", l.http.x_forwarded_proto ? "set" : "off");
+        number("max_concurrent_streams", l.http.max_concurrent_streams);
+        dur("stream_idle_timeout", l.http.stream_idle_timeout);
         end();
       }
     }

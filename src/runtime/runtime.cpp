@@ -68,20 +68,6 @@ void check_own_chain(const config::file_ref& ref, const tls::cert_chain& own, st
   }
 }
 
-// Configuration keys that name a feature this build does not have yet. Accepting them silently
-// would be a security hole (an operator who asked for OCSP must not get "no revocation"), so
-// they are refused with a clear message.
-void refuse_unbuilt_features(const config::listener& l, config::diagnostics& out) {
-  auto refuse = [&](const char* what) {
-    out.push_back({l.where,
-                   "listener '" + l.name + "': " + what + " is not supported by this build yet",
-                   false});
-  };
-  // The http: relay speaks HTTP/1.1 only: a client that negotiated h2 would get 400s.
-  if (l.http.enabled && std::find(l.tls.alpn.begin(), l.tls.alpn.end(), "h2") != l.tls.alpn.end())
-    refuse("http with tls.alpn offering h2 (the http: relay speaks HTTP/1.1; offer http/1.1)");
-}
-
 }  // namespace
 
 std::shared_ptr<const listener_runtime> runtime::find(std::string_view name) const {
@@ -96,7 +82,6 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   rt->cfg = cfg;
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
-    refuse_unbuilt_features(l, problems);
     try {
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;

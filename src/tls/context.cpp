@@ -233,8 +233,10 @@ tls_context build_context(const config::listener& l, const spiffe::x509_context*
       SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
       SSL_CTX_set_num_tickets(ctx, 0);
     }
-    if (!l.tls.alpn.empty()) {
-      out.alpn_wire = std::make_unique<const std::string>(alpn_wire(l.tls.alpn));
+    // An http listener offers the protocols its relay speaks (http.protocols).
+    const auto& alpn = l.http.enabled ? l.http.protocols : l.tls.alpn;
+    if (!alpn.empty()) {
+      out.alpn_wire = std::make_unique<const std::string>(alpn_wire(alpn));
       SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
     }
     if (l.revocation.stapling) {

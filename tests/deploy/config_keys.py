@@ -70,6 +70,12 @@ LISTENER = {
         "forward_client_cert_details": {
             "sanitize", "forward_only", "append_forward", "sanitize_set", "always_forward_only"},
         "set_current_client_cert_details": ("enumlist", {"uri", "dns", "subject", "hash", "cert", "chain"}),
+        "protocols": ("enumlist", {"h2", "http/1.1"}),
+        "upstream_protocol": {"http/1.1", "h2c", "same"},
+        "x_forwarded_for": {"append", "off"},
+        "x_forwarded_proto": {"set", "off"},
+        "max_concurrent_streams": "int",
+        "stream_idle_timeout": "duration",
     },
 }
 CONFIG = {

@@ -261,6 +261,12 @@ listeners:
     http:
       forward_client_cert_details: append_forward
       set_current_client_cert_details: [cert, chain]
+      protocols: [http/1.1]
+      upstream_protocol: same
+      x_forwarded_for: "off"
+      x_forwarded_proto: "off"
+      max_concurrent_streams: 50
+      stream_idle_timeout: 90s
   - name: in-2
     listen: 0.0.0.0:8444
     upstream: 127.0.0.1:8080

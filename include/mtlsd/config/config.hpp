@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mtlsd/config/address.hpp"
@@ -164,10 +165,24 @@ enum class proxy_protocol_mode { off, v2 };
 
 enum class xfcc_mode { sanitize, forward_only, append_forward, sanitize_set, always_forward_only };
 
+// http.upstream_protocol: what mtlsd speaks to the upstream. same = h2c for clients that
+// negotiated h2, HTTP/1.1 for HTTP/1.1 clients.
+enum class http_upstream_protocol { http1, h2c, same };
+
 struct http_options {
   bool enabled = false;  // true when the `http:` block is present
   xfcc_mode forward_client_cert_details = xfcc_mode::sanitize_set;
   std::vector<std::string> set_current_client_cert_details = {"uri", "dns", "subject", "hash"};
+  // Downstream protocols, offered by ALPN in this order (h2, http/1.1); replaces tls.alpn.
+  std::vector<std::string> protocols = {"h2", "http/1.1"};
+  http_upstream_protocol upstream_protocol = http_upstream_protocol::http1;
+  bool x_forwarded_for = true;    // append the client's address (false: forward as received)
+  bool x_forwarded_proto = true;  // set "https", dropping the client's (false: as received)
+  int max_concurrent_streams = 100;  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
+  duration stream_idle_timeout = 5min;  // an HTTP/2 stream with no frames for this long is reset
+  bool offers(std::string_view protocol) const {
+    return std::find(protocols.begin(), protocols.end(), protocol) != protocols.end();
+  }
 };
 
 struct timeout_options {
