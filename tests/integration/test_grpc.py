@@ -49,10 +49,13 @@ def probe(pki):
 @pytest.fixture
 def via_mtlsd(serve, probe):
     """via_mtlsd(upstream_protocol="h2c", http={...}, **listener_overrides) -> Mtlsd in front of
-    the probe's h2c port."""
+    the probe's h2c port. `h2c` serves HTTP/2 clients only (protocols: [h2]); `same` keeps the
+    default protocols, [h2, http/1.1]."""
     def start(upstream_protocol: str = "h2c", http: dict | None = None, **overrides) -> Mtlsd:
+        protocols = {"protocols": ["h2"]} if upstream_protocol == "h2c" else {}
         daemon, _ = serve(upstream=probe.address,
-                          http={"upstream_protocol": upstream_protocol, **(http or {})},
+                          http={"upstream_protocol": upstream_protocol, **protocols,
+                                **(http or {})},
                           **overrides)
         return daemon
     return start
@@ -274,10 +277,10 @@ def test_refused_client_never_reaches_the_service(probe, via_mtlsd, pki, cert):
 # --- one access line and one count per RPC ------------------------------------------------------
 
 def request_lines(daemon: Mtlsd, n: int, timeout: float = 5.0) -> list[dict]:
-    """The first n per-request access lines (those naming a path), once written."""
+    """The per-request access lines ("msg":"request"), once n are written (or the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = [line for line in daemon.access_logs() if line.get("path")]
+        lines = [line for line in daemon.logs() if line.get("msg") == "request"]
         if len(lines) >= n or time.monotonic() >= deadline:
             return lines
         time.sleep(0.01)
