@@ -186,14 +186,16 @@ def _servicer(probe: ProbeServer, pb2, pb2_grpc):
     return Servicer()
 
 
-def tls_channel(pki: Pki, port: int, cert: str = "client") -> grpc.Channel:
-    """A channel with client certificate `cert` to 127.0.0.1:port (server.crt names that IP).
+def tls_channel(pki: Pki, port: int, cert: Optional[str] = "client") -> grpc.Channel:
+    """A channel with client certificate `cert` (None: none) to 127.0.0.1:port (server.crt
+    names that IP).
 
     Its own subchannel pool: a test that counts connections or streams must not share one
     with another channel."""
-    creds = grpc.ssl_channel_credentials(root_certificates=pki.read("ca.crt"),
-                                         private_key=pki.read(f"{cert}.key"),
-                                         certificate_chain=pki.read(f"{cert}.crt"))
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=pki.read("ca.crt"),
+        private_key=pki.read(f"{cert}.key") if cert else None,
+        certificate_chain=pki.read(f"{cert}.crt") if cert else None)
     return grpc.secure_channel(f"127.0.0.1:{port}", creds,
                                options=MESSAGE_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
 

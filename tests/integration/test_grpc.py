@@ -254,7 +254,7 @@ def test_forwarded_for_and_proto_off(probe, via_mtlsd, pki):
 REFUSED = {  # cert -> the access line's reason
     "client-other": "unknown_ca",        # issued by a CA the listener does not trust
     "client2": "not_authorized",         # trusted CA, identity not allowed
-    None: "no_certificate",
+    None: "no_client_cert",
 }
 
 
