@@ -330,3 +330,5 @@ def test_one_access_line_and_one_count_per_rpc(proxied, pki):
     names = {requests[0], durations[0]}
     expected = {requests: 4.0, durations: 4.0}
     assert wait_delta(daemon, before, names, expected) == expected
+    assert daemon.stop() == 0  # every line is out: still exactly one per RPC
+    assert len([line for line in daemon.logs() if line.get("msg") == "request"]) == 4
