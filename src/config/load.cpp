@@ -1031,8 +1031,10 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     if (!l.tls.alpn.empty()) {
       if (!v["protocols"]) l.http.protocols = l.tls.alpn;
       if (l.tls.alpn != l.http.protocols)
-        r.error(v, p + ".protocols and " + path + ".tls.alpn differ: on an http listener the "
-                       "ALPN offered is " + p + ".protocols; drop tls.alpn");
+        r.error(v, p + ".protocols and " + path +
+                       ".tls.alpn differ: on an http listener the "
+                       "ALPN offered is " +
+                       p + ".protocols; drop tls.alpn");
       for (const auto& proto : l.tls.alpn)
         if (proto != "h2" && proto != "http/1.1")
           r.error(v, path + ".tls.alpn: an http listener speaks h2 and http/1.1 only, not '" +

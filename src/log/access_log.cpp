@@ -46,4 +46,31 @@ void write_access(const access_record& r) {
                                {"detail", r.detail}});
 }
 
+void write_request_access(const access_record& c, const http_request_record& q) {
+  if (!access_enabled.load(std::memory_order_relaxed)) return;
+  write_access_line("request", {{"start", q.start},
+                                {"conn_id", c.conn_id},
+                                {"listener", c.listener},
+                                {"client", c.client},
+                                {"identity", c.identity},
+                                {"tls_version", c.tls_version},
+                                {"cipher", c.cipher},
+                                {"sni", c.sni},
+                                {"alpn", c.alpn},
+                                {"upstream", c.upstream},
+                                {"peer_subject", c.peer_subject},
+                                {"peer_serial", c.peer_serial},
+                                {"peer_sha256", c.peer_sha256},
+                                {"method", q.method},
+                                {"authority", q.authority},
+                                {"path", q.path},
+                                {"protocol", q.protocol},
+                                {"status", q.status},
+                                {"req_bytes", q.req_bytes},
+                                {"resp_bytes", q.resp_bytes},
+                                {"stream_id", q.stream_id},
+                                {"duration_ms", q.duration_ms},
+                                {"detail", q.detail}});
+}
+
 }  // namespace mtlsd::log

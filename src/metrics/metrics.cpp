@@ -130,6 +130,16 @@ registry::registry()
                           "1 if the listener's upstream_check last succeeded, 0 if it failed; "
                           "only listeners with a check have a series.")
                       .Register(r);
+  http_requests_ = &prometheus::BuildCounter()
+                        .Name("mtlsd_http_requests_total")
+                        .Help(
+                            "HTTP requests served in http: mode, by protocol (HTTP/1.1, HTTP/2) "
+                            "and status class (1xx..5xx; none = no response was sent).")
+                        .Register(r);
+  http_duration_ = &prometheus::BuildHistogram()
+                        .Name("mtlsd_http_request_duration_seconds")
+                        .Help("Time from an HTTP request's head to the end of its response.")
+                        .Register(r);
   build_info_ = &prometheus::BuildGauge()
                      .Name("mtlsd_build_info")
                      .Help("Always 1; labels say which build is running.")
@@ -183,6 +193,9 @@ std::shared_ptr<listener_metrics> registry::for_listener(const std::string& name
       });
   slot = made;
   auto& m = *made;
+  m.name = name;
+  m.http_requests_family = http_requests_;
+  m.http_duration_family = http_duration_;
   m.accepted = &connections_->Add({{"listener", name}, {"result", "accepted"}});
   m.rejected = &connections_->Add({{"listener", name}, {"result", "rejected"}});
   m.errors = &connections_->Add({{"listener", name}, {"result", "error"}});
@@ -232,6 +245,32 @@ void registry::remove_listener_series(const listener_metrics& m) {
   for (const auto& by_method : m.revocation_checks)
     for (auto* c : by_method)
       revocation_checks_->Remove(c);
+  for (const auto& by_protocol : m.http_requests)
+    for (const auto& c : by_protocol)
+      if (auto* p = c.load()) http_requests_->Remove(p);
+  if (auto* h = m.http_duration.load()) http_duration_->Remove(h);
+}
+
+void listener_metrics::count_http_request(bool http2, int status, double seconds) {
+  // Family::Add returns the existing series for the same labels, so two workers racing to
+  // create one store the same pointer.
+  const int cls = status >= 100 && status < 600 ? status / 100 : 0;
+  auto& slot = http_requests[http2 ? 1 : 0][static_cast<std::size_t>(cls)];
+  auto* counter = slot.load(std::memory_order_acquire);
+  if (!counter) {
+    static const char* const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    counter = &http_requests_family->Add({{"listener", name},
+                                          {"protocol", http2 ? "HTTP/2" : "HTTP/1.1"},
+                                          {"code_class", classes[cls]}});
+    slot.store(counter, std::memory_order_release);
+  }
+  counter->Increment();
+  auto* h = http_duration.load(std::memory_order_acquire);
+  if (!h) {
+    h = &http_duration_family->Add({{"listener", name}}, handshake_buckets);
+    http_duration.store(h, std::memory_order_release);
+  }
+  h->Observe(seconds);
 }
 
 void registry::count_handshake(const std::string& listener, std::string_view version,

@@ -15,6 +15,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/serializer.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -188,7 +189,8 @@ asio::awaitable<body_outcome> stream_body(In& in, Out& out,
                                           http::parser<isRequest, http::buffer_body>& p,
                                           http::serializer<isRequest, http::buffer_body>& sr,
                                           std::array<char, http_body_chunk>& chunk,
-                                          std::vector<asio::const_buffer>& scratch) {
+                                          std::vector<asio::const_buffer>& scratch,
+                                          std::uint64_t& body_bytes) {
   auto& body = p.get().body();
   while (!p.is_done()) {
     body.data = chunk.data();
@@ -197,6 +199,7 @@ asio::awaitable<body_outcome> stream_body(In& in, Out& out,
     if (ec == http::error::need_buffer) ec = {};
     if (ec) co_return body_outcome{ec, true};
     const std::size_t n = chunk.size() - body.size;
+    body_bytes += n;
     if (n == 0 && !p.is_done()) continue;  // e.g. only a chunk header was parsed
     // A zero-length piece with more=true would end a chunked body early: only the last piece
     // may be empty (it then writes the terminating chunk).
@@ -221,17 +224,24 @@ std::string simple_response(int status, std::string_view reason, std::string_vie
 class http_connection {
  public:
   http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                  const xfcc_policy& xfcc, activity_clock& clock, relay_result& result)
+                  http_forwarding forwarding, activity_clock& clock, relay_result& result,
+                  http_request_sink sink)
       : tls_(tls),
         tls_socket_(tls_socket),
         plain_(plain),
-        xfcc_(xfcc),
+        forwarding_(std::move(forwarding)),
+        sink_(std::move(sink)),
         clock_(clock),
         result_(result),
         client_(tls, tls_socket),
         upstream_(plain),
         from_client_(client_, result.from_tls, clock),
         from_upstream_(upstream_, result.from_plain, clock) {}
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
+  // However the connection ends (returning, or destroyed when cancelled), the exchange in
+  // progress is reported.
+  ~http_connection() { report(); }
 
   asio::awaitable<void> run();
 
@@ -268,10 +278,35 @@ class http_connection {
     plain_.cancel(ignored);
   }
 
+  // The exchange in progress, for its access line (none before a parsed request head).
+  void begin_report(const http_request_head& msg) {
+    report();
+    auto& r = current_.emplace();
+    r.method = std::string(msg.method_string());
+    r.path = std::string(msg.target());
+    r.authority = std::string(msg[boost::beast::http::field::host]);
+    r.stream_id = ++requests_;
+    r.started = std::chrono::steady_clock::now();
+    r.started_at = std::chrono::system_clock::now();
+  }
+  void report() {
+    if (!current_) return;
+    if (result_.aborted && current_->status == 0) current_->detail = result_.error;
+    if (sink_) sink_(*current_);
+    current_.reset();
+  }
+  void set_status(int status) {
+    if (current_) current_->status = status;
+  }
+
   tls_stream& tls_;
   stream_socket& tls_socket_;
   stream_socket& plain_;
-  const xfcc_policy& xfcc_;
+  http_forwarding forwarding_;
+  http_request_sink sink_;
+  std::optional<http_request_report> current_;
+  std::uint64_t requests_ = 0;
+  std::uint64_t ignored_bytes_ = 0;  // body bytes nobody reports (no request in progress)
   activity_clock& clock_;
   relay_result& result_;
   tls_side client_;
@@ -300,6 +335,7 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
                                               std::string why) {
   result_.ended_by(relay_end::local);
   fail(std::move(why));
+  set_status(status);
   const std::string response = simple_response(status, reason, reason);
   if (!co_await client_.write(response)) co_await close_both();
 }
@@ -324,7 +360,8 @@ asio::awaitable<void> http_connection::send_request_body(
     request_parser& req, http::serializer<true, http::buffer_body>& sr) {
   if (request_done_) co_return;
   auto out =
-      co_await stream_body(from_client_, upstream_, req, sr, request_chunk_, request_scratch_);
+      co_await stream_body(from_client_, upstream_, req, sr, request_chunk_, request_scratch_,
+                           current_ ? current_->req_bytes : ignored_bytes_);
   if (stopped_) co_return;
   if (!out.ec) {
     request_done_ = true;
@@ -352,6 +389,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
   // Before the response head went out the client can still be told; after it, only the
   // truncated response and the close say it.
   if (!response_started_) {
+    set_status(502);
     const std::string response = simple_response(502, "Bad Gateway", "Bad Gateway");
     co_await client_.write(response);
   }
@@ -375,7 +413,10 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     http::serializer<false, http::buffer_body> sr{msg};
     sr.split(true);
     const bool interim = status >= 100 && status < 200 && status != 101;
-    if (!interim) response_started_ = true;
+    if (!interim) {
+      response_started_ = true;
+      set_status(static_cast<int>(status));
+    }
     if (auto ec = co_await write_ready(client_, sr, response_scratch_, true); ec || stopped_) {
       end_ = true;
       if (cancelled(ec) || stopped_) co_return;
@@ -389,8 +430,9 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       co_return;
     }
     if (!res.is_done()) {
-      auto out = co_await stream_body(from_upstream_, client_, res, sr, response_chunk_,
-                                      response_scratch_);
+      auto out =
+          co_await stream_body(from_upstream_, client_, res, sr, response_chunk_, response_scratch_,
+                               current_ ? current_->resp_bytes : ignored_bytes_);
       if (stopped_) co_return;
       if (out.ec && out.reading)
         co_return co_await upstream_failed(out.ec, "reading the response body");
@@ -465,9 +507,11 @@ asio::awaitable<void> http_connection::run() {
     }
 
     auto& msg = req.get();
-    auto verdict = prepare_request_head(msg, req.chunked(), req.is_done(), xfcc_);
+    begin_report(msg);
+    auto verdict = prepare_request_head(msg, req.chunked(), req.is_done(), forwarding_.xfcc);
     if (verdict.status != 0)
       co_return co_await refuse(verdict.status, verdict.reason, std::move(verdict.why));
+    apply_forwarding(msg, forwarding_);
     const bool head = verdict.head;
     const bool upgrade = verdict.upgrade;
     const bool keep_alive = verdict.keep_alive;
@@ -511,6 +555,7 @@ asio::awaitable<void> http_connection::run() {
       result_.ended_by(keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
       co_return co_await close_both();
     }
+    report();
     from_client_.trim();
     from_upstream_.trim();
   }
@@ -519,10 +564,10 @@ asio::awaitable<void> http_connection::run() {
 }  // namespace
 
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                                 const xfcc_policy& xfcc, activity_clock& clock,
-                                 relay_result& result) {
+                                 http_forwarding forwarding, activity_clock& clock,
+                                 relay_result& result, http_request_sink sink) {
   clock.touch();
-  http_connection c(tls, tls_socket, plain, xfcc, clock, result);
+  http_connection c(tls, tls_socket, plain, std::move(forwarding), clock, result, std::move(sink));
   co_await c.run();
 }
 

@@ -21,7 +21,6 @@
 #include "mtlsd/config/duration.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
-#include "mtlsd/proxy/http_relay.hpp"
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
@@ -403,10 +402,7 @@ asio::awaitable<void> serve_server(session& s) {
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close, cfg.timeouts.max_connection_age);
   trace_relay_start(s);
   if (cfg.http.enabled) {
-    const xfcc_policy xfcc =
-        make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
-                         s.listener->tls.own_uri_sans);
-    co_await http_relay(tls, s.peer, s.upstream, xfcc, s.clock, s.relayed);
+    co_await serve_http(s, tls);
   } else {
     co_await relay(tls, s.peer, s.upstream, s.clock, s.relayed);
   }

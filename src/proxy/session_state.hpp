@@ -154,6 +154,9 @@ void trace_relay_start(const session& s);
 void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
                   std::int64_t duration_ms);
 
+// http_serve.cpp: HTTP mode once the peer is admitted and the upstream connected.
+asio::awaitable<void> serve_http(session& s, tls_stream& tls);
+
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);
 void count_verdict(session& s, const tls::revocation::verdict& v);

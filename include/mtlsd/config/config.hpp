@@ -176,9 +176,9 @@ struct http_options {
   // Downstream protocols, offered by ALPN in this order (h2, http/1.1); replaces tls.alpn.
   std::vector<std::string> protocols = {"h2", "http/1.1"};
   http_upstream_protocol upstream_protocol = http_upstream_protocol::http1;
-  bool x_forwarded_for = true;    // append the client's address (false: forward as received)
-  bool x_forwarded_proto = true;  // set "https", dropping the client's (false: as received)
-  int max_concurrent_streams = 100;  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
+  bool x_forwarded_for = true;          // append the client's address (false: forward as received)
+  bool x_forwarded_proto = true;        // set "https", dropping the client's (false: as received)
+  int max_concurrent_streams = 100;     // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
   duration stream_idle_timeout = 5min;  // an HTTP/2 stream with no frames for this long is reset
   bool offers(std::string_view protocol) const {
     return std::find(protocols.begin(), protocols.end(), protocol) != protocols.end();

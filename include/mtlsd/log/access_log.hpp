@@ -41,6 +41,26 @@ struct access_record {
 void set_access_log_enabled(bool enabled);
 void write_access(const access_record& r);
 
+// HTTP mode: one request on a connection (an HTTP/1.1 exchange or an HTTP/2 stream).
+struct http_request_record {
+  std::string_view method;
+  std::string_view authority;    // :authority, else Host
+  std::string_view path;         // :path, or the request target
+  std::string_view protocol;     // "HTTP/1.1" | "HTTP/2"
+  int status = 0;                // 0: no response was sent (reset, refused, upstream failed)
+  std::uint64_t req_bytes = 0;   // request body bytes received from the client
+  std::uint64_t resp_bytes = 0;  // response body bytes sent to the client
+  std::int64_t stream_id = 0;    // HTTP/2 stream id; HTTP/1.1: the request's ordinal (1, 2...)
+  std::int64_t duration_ms = 0;
+  std::string_view start;   // when the request head arrived, RFC 3339 with milliseconds
+  std::string_view detail;  // why it failed, when it did
+};
+
+// One line with msg "request" per request: the request's fields and its connection's (`conn`:
+// who, TLS, upstream, peer certificate — the per-connection line's fields up to
+// peer_not_after). The connection's own "access" line still follows when it ends.
+void write_request_access(const access_record& conn, const http_request_record& req);
+
 // mtlsd_access_log_dropped_total: `hook` runs once for every access line dropped because its
 // output was too slow (or lost on a write error), on the thread that saw it. Set it before
 // workers start; log stays a leaf, so the daemon passes the metric in.

@@ -9,6 +9,7 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,17 @@ struct listener_metrics {
   // mtlsd_connections_closed_total: admitted connections mtlsd closed because their peer is
   // no longer admitted (revoked while connected, or refused by a reloaded policy), by reason.
   std::array<prometheus::Counter*, reason_count> closed;
+
+  // HTTP mode (created at a listener's first request, so TCP listeners show no such series):
+  // mtlsd_http_requests_total{listener,protocol,code_class} by [protocol][class] (protocol
+  // HTTP/1.1=0 HTTP/2=1; class 1xx..5xx = 1..5, 0 = "none": no response was sent) and
+  // mtlsd_http_request_duration_seconds{listener}.
+  std::string name;
+  prometheus::Family<prometheus::Counter>* http_requests_family = nullptr;
+  prometheus::Family<prometheus::Histogram>* http_duration_family = nullptr;
+  std::array<std::array<std::atomic<prometheus::Counter*>, 6>, 2> http_requests{};
+  std::atomic<prometheus::Histogram*> http_duration{nullptr};
+  void count_http_request(bool http2, int status, double seconds);
 
   prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
   prometheus::Counter& closed_for(reason r) { return *closed[static_cast<std::size_t>(r)]; }
@@ -138,6 +150,8 @@ class registry {
   prometheus::Family<prometheus::Gauge>* crl_next_update_;
   prometheus::Family<prometheus::Gauge>* upstream_up_;
   prometheus::Family<prometheus::Gauge>* build_info_;
+  prometheus::Family<prometheus::Counter>* http_requests_;
+  prometheus::Family<prometheus::Histogram>* http_duration_;
   prometheus::Counter* reload_success_;
   prometheus::Counter* reload_failure_;
   prometheus::Gauge* last_reload_success_;

@@ -16,6 +16,7 @@
 //   upstream that fails before answering gets the client a 502.
 #include <boost/asio/awaitable.hpp>
 
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/net.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -30,9 +31,18 @@ inline constexpr std::uint32_t http_head_limit = 64 * 1024;  // request or respo
 inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
 
 // Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network
-// or protocol errors: they end the connection and land in `result`.
+// or protocol errors: they end the connection and land in `result`. Each request gets
+// `forwarding`'s headers and, once its exchange ended, is reported to `sink` (when set).
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
-                                 const xfcc_policy& xfcc, activity_clock& clock,
-                                 relay_result& result);
+                                 http_forwarding forwarding, activity_clock& clock,
+                                 relay_result& result, http_request_sink sink);
+
+// XFCC only: no X-Forwarded-For/-Proto, no reports.
+inline asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket,
+                                        stream_socket& plain, const xfcc_policy& xfcc,
+                                        activity_clock& clock, relay_result& result) {
+  return http_relay(tls, tls_socket, plain, http_forwarding{xfcc, {}, false, false}, clock, result,
+                    {});
+}
 
 }  // namespace mtlsd::proxy

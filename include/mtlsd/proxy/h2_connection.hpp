@@ -1,0 +1,34 @@
+#pragma once
+// HTTP/2 from the TLS client (ALPN h2), framed by nghttp2: a read loop feeds
+// nghttp2_session_mem_recv, a writer drains nghttp2_session_mem_send, and each stream is served
+// upstream either over one h2c connection multiplexing every stream (gRPC: trailers, streaming
+// both ways, RST_STREAM passed on) or by one HTTP/1.1 exchange per stream. Limits: the
+// listener's http.max_concurrent_streams (SETTINGS), a 64 KiB header list (431), and
+// http.stream_idle_timeout (RST_STREAM CANCEL). When the session is ended from outside (drain
+// timeout, a reload that no longer admits the peer, revocation) the client gets GOAWAY first.
+#include <boost/asio/awaitable.hpp>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
+#include "mtlsd/proxy/net.hpp"
+#include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+
+namespace mtlsd::proxy {
+
+struct h2_environment {
+  tls_stream* tls;
+  stream_socket* client_socket;
+  stream_socket* upstream_socket;  // connected; h2c speaks on it, HTTP/1.1 reuses it first
+  const config::listener* cfg;
+  http_forwarding forwarding;
+  http_request_sink sink;
+  activity_clock* clock;
+  relay_result* result;
+  bool upstream_h2c = false;
+};
+
+// Serves one HTTP/2 connection to its end. Never throws for network or protocol errors.
+asio::awaitable<void> serve_h2(h2_environment env);
+
+}  // namespace mtlsd::proxy

@@ -1,0 +1,52 @@
+#pragma once
+// What HTTP mode adds to every request it forwards, whatever the protocol on either side:
+// X-Forwarded-Client-Cert (xfcc.hpp), X-Forwarded-For (the client's address appended) and
+// X-Forwarded-Proto ("https", replacing the client's), and the per-request report that becomes
+// an access-log line and the mtlsd_http_* metrics.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mtlsd/proxy/http_head.hpp"
+#include "mtlsd/proxy/xfcc.hpp"
+
+namespace mtlsd::proxy {
+
+struct http_forwarding {
+  xfcc_policy xfcc;
+  std::string client_ip;           // appended to X-Forwarded-For ("" = not known: unix socket)
+  bool x_forwarded_for = false;    // http.x_forwarded_for: append
+  bool x_forwarded_proto = false;  // http.x_forwarded_proto: set
+};
+
+// Lower-case name, value: the HTTP/2 form of a header field.
+using header_field = std::pair<std::string, std::string>;
+using header_list = std::vector<header_field>;
+
+// Rewrites `headers` (lower-case names, pseudo-headers excluded) as `f` says.
+void apply_forwarding(header_list& headers, const http_forwarding& f);
+// The same for an HTTP/1.1 head (XFCC is prepare_request_head's, not done here).
+void apply_forwarding(http_request_head& msg, const http_forwarding& f);
+
+// Connection-specific fields (RFC 9113 8.2.2, RFC 9110 7.6.1): never forwarded between
+// protocols. `te` is one of them except for the value "trailers" (gRPC sends it).
+bool is_hop_by_hop(std::string_view lower_name, std::string_view value);
+
+// One finished request, as the relay saw it.
+struct http_request_report {
+  std::string method, authority, path;
+  bool http2 = false;
+  int status = 0;  // 0: no response was sent
+  std::uint64_t req_bytes = 0, resp_bytes = 0;
+  std::int64_t stream_id = 0;
+  std::chrono::steady_clock::time_point started;
+  std::chrono::system_clock::time_point started_at;
+  std::string detail;
+};
+using http_request_sink = std::function<void(const http_request_report&)>;
+
+}  // namespace mtlsd::proxy

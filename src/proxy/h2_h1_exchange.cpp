@@ -1,0 +1,278 @@
+// HTTP/1.1 towards the upstream for HTTP/2 clients: each stream is one exchange on an
+// upstream connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle
+// after earlier exchanges of the same client connection, or newly connected. The request is
+// translated from the HTTP/2 fields (chunked when its length is unknown); the response is
+// parsed by Beast and its body streamed back through a bounded buffer.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <cctype>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "h2_stream.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
+#include "mtlsd/proxy/upstream.hpp"
+
+namespace mtlsd::proxy::h2 {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::as_tuple;
+using asio::use_awaitable;
+
+constexpr std::size_t response_buffer_limit = 64 * 1024;  // per stream, not yet sent to the client
+constexpr std::size_t max_idle = 4;  // upstream connections kept for later streams
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// The HTTP/1.1 request head for stream `s`; `chunked` says how its body is framed.
+std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
+  header_list fields;
+  std::string cookie;  // HTTP/2 may split Cookie into several fields (RFC 9113 8.2.3)
+  bool has_length = false;
+  for (auto& h : s.request_headers) {
+    if (is_hop_by_hop(h.first, h.second) || h.first == "te" || h.first == "host") continue;
+    if (h.first == "cookie") {
+      cookie += (cookie.empty() ? "" : "; ") + h.second;
+      continue;
+    }
+    if (h.first == "content-length") has_length = true;
+    fields.push_back(std::move(h));
+  }
+  s.request_headers.clear();
+  if (!cookie.empty()) fields.emplace_back("cookie", std::move(cookie));
+  apply_forwarding(fields, fwd);
+  std::string head = s.method + " " + s.path + " HTTP/1.1\r\nhost: " + s.authority + "\r\n";
+  for (const auto& [name, value] : fields)
+    head += name + ": " + value + "\r\n";
+  const bool no_body = s.request_end && s.request_body.empty();
+  chunked = !has_length && !no_body;
+  if (chunked) head += "transfer-encoding: chunked\r\n";
+  return head + "\r\n";
+}
+
+class h1_upstream final : public upstream {
+ public:
+  h1_upstream(downstream& down, stream_socket& first, const config::listener& cfg,
+              const http_forwarding& fwd)
+      : down_(down), cfg_(cfg), forwarding_(fwd), ex_(first.get_executor()), done_(ex_) {
+    idle_.push_back(std::make_unique<stream_socket>(std::move(first)));
+  }
+
+  void start(stream_ptr s) override {
+    ++active_;
+    asio::co_spawn(ex_, exchange(std::move(s)), asio::detached);
+  }
+  void request_data(stream& s) override { s.wake.cancel(); }
+  void response_consumed(stream& s, std::size_t) override { s.wake.cancel(); }
+  // The client's stream ended: an exchange still running stops, its connection not reused.
+  void cancel(stream& s, std::uint32_t) override {
+    s.wake.cancel();
+    if (auto it = busy_.find(&s); it != busy_.end()) {
+      error_code ignored;
+      it->second->cancel(ignored);
+    }
+  }
+  asio::awaitable<void> run() override {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    while (!stopped_ || active_ > 0) {
+      done_.reset();
+      if (stopped_ && active_ == 0) break;
+      co_await done_.wait();
+    }
+  }
+  void stop() override {
+    stopped_ = true;
+    for (auto& [s, sock] : busy_) {
+      error_code ignored;
+      sock->cancel(ignored);
+    }
+    for (auto* s : waiting_)
+      s->wake.cancel();
+    done_.signal();
+  }
+
+ private:
+  asio::awaitable<void> exchange(stream_ptr s);
+  asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
+  asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
+  // Waits for s.wake; false when the exchange must end (client gone, connection stopping).
+  asio::awaitable<bool> wait(stream& s) {
+    waiting_.insert(&s);
+    co_await s.wake.async_wait(as_tuple(use_awaitable));
+    waiting_.erase(&s);
+    co_return !s.closed && !stopped_;
+  }
+
+  downstream& down_;
+  const config::listener& cfg_;
+  const http_forwarding& forwarding_;
+  asio::any_io_executor ex_;
+  write_signal done_;  // an exchange ended
+  std::vector<std::unique_ptr<stream_socket>> idle_;
+  std::map<stream*, stream_socket*> busy_;  // exchanges in progress and their connections
+  std::set<stream*> waiting_;
+  int active_ = 0;
+  bool stopped_ = false;
+};
+
+asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, bool chunked) {
+  std::vector<std::uint8_t> piece(http_body_chunk);
+  for (;;) {
+    if (s.closed || stopped_) co_return false;
+    if (!s.request_body.empty()) {
+      const std::size_t n = s.request_body.take(piece.data(), piece.size());
+      std::string framed;
+      if (chunked) {
+        char size[20];
+        framed = std::string(
+            size, static_cast<std::size_t>(std::snprintf(size, sizeof size, "%zx\r\n", n)));
+      }
+      framed.append(reinterpret_cast<const char*>(piece.data()), n);
+      if (chunked) framed += "\r\n";
+      auto [ec, w] =
+          co_await asio::async_write(sock, asio::buffer(framed), as_tuple(use_awaitable));
+      if (ec) co_return false;
+      down_.request_consumed(s, n);
+      continue;
+    }
+    if (s.request_end) {
+      if (chunked) {
+        auto [ec, w] =
+            co_await asio::async_write(sock, asio::buffer("0\r\n\r\n", 5), as_tuple(use_awaitable));
+        if (ec) co_return false;
+      }
+      co_return true;
+    }
+    if (!co_await wait(s)) co_return false;
+  }
+}
+
+asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock, bool& keep_alive) {
+  beast::flat_buffer buf(http_head_limit + http_body_chunk);
+  std::optional<http::response_parser<http::buffer_body>> p;
+  for (;;) {  // 1xx heads are not passed on: the final one follows
+    p.emplace();
+    p->header_limit(http_head_limit);
+    p->body_limit(boost::none);
+    if (s.method == "HEAD") p->skip(true);
+    auto [ec, n] = co_await http::async_read_header(sock, buf, *p, as_tuple(use_awaitable));
+    if (ec) {
+      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: reading the response head: " + ec.message());
+      co_return false;
+    }
+    const unsigned status = p->get().result_int();
+    if (status >= 200 || status == 101) break;
+  }
+  auto& msg = p->get();
+  s.status = static_cast<int>(msg.result_int());
+  std::set<std::string> named_by_connection;
+  for (const auto& f : msg)
+    if (f.name() == http::field::connection)
+      for (auto token : http::token_list(f.value()))
+        named_by_connection.insert(lower(std::string_view(token.data(), token.size())));
+  for (const auto& f : msg) {
+    std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
+    std::string value(f.value());
+    if (is_hop_by_hop(name, value) || name == "te" || named_by_connection.count(name)) continue;
+    s.response_headers.emplace_back(std::move(name), std::move(value));
+  }
+  keep_alive = p->keep_alive();
+  if (p->is_done()) s.response_end = true;
+  down_.respond(s);
+  std::vector<std::uint8_t> piece(http_body_chunk);
+  while (!p->is_done()) {
+    while (s.response_body.size() >= response_buffer_limit)
+      if (!co_await wait(s)) co_return false;
+    if (s.closed || stopped_) co_return false;
+    msg.body().data = piece.data();
+    msg.body().size = piece.size();
+    auto [ec, n] = co_await http::async_read_some(sock, buf, *p, as_tuple(use_awaitable));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: reading the response body: " + ec.message());
+      co_return false;
+    }
+    const std::size_t got = piece.size() - msg.body().size;
+    if (got > 0) s.response_body.append(piece.data(), got);
+    if (p->is_done()) s.response_end = true;
+    down_.response_data(s);
+  }
+  co_return true;
+}
+
+asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
+  using namespace asio::experimental::awaitable_operators;
+  struct finished {
+    h1_upstream& u;
+    ~finished() {
+      --u.active_;
+      u.done_.signal();
+    }
+  } guard{*this};
+  std::unique_ptr<stream_socket> sock;
+  if (!idle_.empty()) {
+    sock = std::move(idle_.back());
+    idle_.pop_back();
+  } else {
+    sock = std::make_unique<stream_socket>(ex_);
+    std::string why;
+    busy_[s.get()] = sock.get();
+    auto ec = co_await connect_upstream(*sock, cfg_.upstream, why);
+    busy_.erase(s.get());
+    if (ec) {
+      down_.fail(*s, NGHTTP2_INTERNAL_ERROR,
+                 "upstream: " + (why.empty() ? ec.message() : why + ": " + ec.message()));
+      co_return;
+    }
+    set_nodelay(*sock);
+  }
+  if (s->closed || stopped_) co_return;
+  busy_[s.get()] = sock.get();
+  bool chunked = false;
+  const std::string head = request_head(*s, forwarding_, chunked);
+  auto [wec, w] = co_await asio::async_write(*sock, asio::buffer(head), as_tuple(use_awaitable));
+  bool keep_alive = false;
+  bool sent = false, received = false;
+  if (wec) {
+    down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: writing the request: " + wec.message());
+  } else {
+    auto [a, b] = co_await (send_body(*s, *sock, chunked) && read_response(*s, *sock, keep_alive));
+    sent = a;
+    received = b;
+  }
+  busy_.erase(s.get());
+  if (!received && !s->closed && !stopped_ && s->response_started)
+    down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: the exchange failed");
+  // Reused only after a complete, keep-alive exchange whose request went out whole.
+  if (sent && received && keep_alive && !stopped_ && idle_.size() < max_idle)
+    idle_.push_back(std::move(sock));
+}
+
+}  // namespace
+
+std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
+                                           const config::listener& cfg,
+                                           const http_forwarding& forwarding) {
+  return std::make_unique<h1_upstream>(down, first, cfg, forwarding);
+}
+
+}  // namespace mtlsd::proxy::h2

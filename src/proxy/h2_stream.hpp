@@ -1,0 +1,160 @@
+#pragma once
+// Private to h2_*.cpp: one HTTP/2 request/response as it passes mtlsd, and the two interfaces
+// between the downstream connection (h2_connection.cpp, nghttp2 server session over TLS) and
+// what serves its streams upstream (h2_upstream.cpp: an h2c client session; h2_h1_exchange.cpp:
+// one HTTP/1.1 exchange per stream).
+//
+// Bodies pass through bounded buffers. A byte of request body is acknowledged to the client
+// (nghttp2_session_consume, hence WINDOW_UPDATE) only once the upstream side took it, and a
+// byte of response body once the client side took it: a slow reader on either end stops the
+// sender through HTTP/2 flow control, and memory stays within the flow-control windows.
+#include <nghttp2/nghttp2.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "mtlsd/config/config.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
+#include "mtlsd/proxy/net.hpp"
+
+namespace mtlsd::proxy::h2 {
+
+using steady = std::chrono::steady_clock;
+
+// A FIFO of body bytes: appended at the back, taken from the front.
+struct byte_queue {
+  std::string data;
+  std::size_t offset = 0;
+  std::size_t size() const { return data.size() - offset; }
+  bool empty() const { return size() == 0; }
+  void append(const std::uint8_t* p, std::size_t n) {
+    if (offset > 0 && offset == data.size()) data.clear(), offset = 0;
+    data.append(reinterpret_cast<const char*>(p), n);
+  }
+  // Copies up to `n` bytes to `out`; returns how many.
+  std::size_t take(std::uint8_t* out, std::size_t n) {
+    n = std::min(n, size());
+    std::copy_n(data.data() + offset, n, out);
+    offset += n;
+    if (offset == data.size()) data.clear(), offset = 0;
+    return n;
+  }
+};
+
+struct stream {
+  explicit stream(std::int32_t sid, const asio::any_io_executor& ex)
+      : id(sid), wake(ex, steady::time_point::max()) {}
+
+  std::int32_t id;
+  // The request, as the client sent it (lower-case names, pseudo-headers apart).
+  std::string method, scheme, authority, path;
+  header_list request_headers;
+  std::size_t header_bytes = 0;  // for the header size limit
+  bool head_too_large = false;
+  bool in_trailers = false;  // HEADERS after the request head: its trailers
+  header_list request_trailers;
+  byte_queue request_body;
+  bool request_end = false;  // the client ended its side (END_STREAM)
+
+  // The response, as the upstream sends it.
+  int status = 0;
+  header_list response_headers;
+  header_list response_trailers;
+  byte_queue response_body;
+  bool response_started = false;   // submitted to the client
+  bool response_end = false;       // nothing more will be appended
+  bool response_deferred = false;  // the client side's data source waits for more
+
+  bool answered_here = false;     // mtlsd answered (431, 405, 502): the upstream takes no body
+  bool closed = false;            // the client's stream is closed: the upstream side stops
+  std::int32_t upstream_id = -1;  // h2c: the upstream's stream
+  bool request_deferred = false;  // h2c: the upstream's data source waits for more body
+  asio::steady_timer wake;        // HTTP/1.1 exchange: something above changed
+
+  std::uint64_t req_bytes = 0, resp_bytes = 0;
+  steady::time_point started = steady::now();
+  steady::time_point last_activity = started;
+  std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
+  std::string detail;  // why it failed, for the access line
+
+  void touch() { last_activity = steady::now(); }
+};
+
+using stream_ptr = std::shared_ptr<stream>;
+
+// What the downstream connection offers to whatever serves its streams.
+class downstream {
+ public:
+  virtual ~downstream() = default;
+  // status, response_headers set: send the response head (and then the body as it comes).
+  virtual void respond(stream& s) = 0;
+  // More response body, its end, or trailers were buffered.
+  virtual void response_data(stream& s) = 0;
+  // The upstream took `n` bytes of request body: the client may send as many more.
+  virtual void request_consumed(stream& s, std::size_t n) = 0;
+  // The upstream failed the stream: a 502 when no response was sent yet, else RST_STREAM
+  // with `code`.
+  virtual void fail(stream& s, std::uint32_t code, std::string detail) = 0;
+};
+
+// What serves the requests of one downstream connection.
+class upstream {
+ public:
+  virtual ~upstream() = default;
+  // The request head is complete (the body may follow).
+  virtual void start(stream_ptr s) = 0;
+  // More request body, its end or trailers were buffered.
+  virtual void request_data(stream& s) = 0;
+  // The client side took `n` bytes of response body.
+  virtual void response_consumed(stream& s, std::size_t n) = 0;
+  // The client's stream closed (completed or reset) with `code`: stop serving it.
+  virtual void cancel(stream& s, std::uint32_t code) = 0;
+  // Runs the upstream side's I/O until stop(); returns once nothing refers to the connection.
+  virtual asio::awaitable<void> run() = 0;
+  virtual void stop() = 0;
+  // h2c: the upstream connection is gone (new streams get 502).
+  virtual bool broken() const { return false; }
+};
+
+// Header fields as nghttp2 takes them (pointing into `headers`, which must outlive the call).
+std::vector<nghttp2_nv> to_nv(const header_list& headers);
+
+// Appends what `session` has to send to `out`, up to about `limit` bytes: 0, or nghttp2's
+// (fatal) error.
+int collect_output(nghttp2_session* session, std::string& out, std::size_t limit);
+
+// The upstream sides, made by h2_upstream.cpp and h2_h1_exchange.cpp.
+std::unique_ptr<upstream> make_h2c_upstream(downstream& down, stream_socket& sock,
+                                            const http_forwarding& forwarding);
+std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
+                                           const config::listener& cfg,
+                                           const http_forwarding& forwarding);
+
+// nghttp2 sessions are freed by nghttp2_session_del.
+struct session_deleter {
+  void operator()(nghttp2_session* s) const { nghttp2_session_del(s); }
+};
+using session_ptr = std::unique_ptr<nghttp2_session, session_deleter>;
+
+// Wakes a coroutine waiting for something to write: signal() before wait() is not lost.
+class write_signal {
+ public:
+  explicit write_signal(const asio::any_io_executor& ex) : timer_(ex, steady::time_point::max()) {}
+  void signal() {
+    pending_ = true;
+    timer_.cancel();
+  }
+  asio::awaitable<void> wait();
+  // Clears the pending flag: call before collecting what to write.
+  void reset() { pending_ = false; }
+
+ private:
+  asio::steady_timer timer_;
+  bool pending_ = false;
+};
+
+}  // namespace mtlsd::proxy::h2

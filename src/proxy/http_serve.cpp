@@ -1,0 +1,96 @@
+// HTTP mode after admission: which protocol the client negotiated decides the relay (ALPN h2:
+// h2_connection.hpp; else HTTP/1.1: http_relay.hpp), and every request it finishes becomes a
+// "request" access line and the mtlsd_http_* metrics, with the connection's fields.
+#include <openssl/ssl.h>
+
+#include "mtlsd/log/access_log.hpp"
+#include "mtlsd/log/log.hpp"
+#include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/proxy/h2_connection.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
+#include "session_state.hpp"
+
+namespace mtlsd::proxy::detail {
+namespace {
+
+std::string_view negotiated_alpn(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  unsigned n = 0;
+  SSL_get0_alpn_selected(ssl, &p, &n);
+  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
+}
+
+// The request's line: its own fields and the connection's (as write_access_line fills them
+// when the connection ends, but without consuming anything of the session).
+void write_request_line(const session& s, const http_request_report& r) {
+  log::access_record c;
+  c.conn_id = s.conn_id;
+  c.listener = s.listener->cfg.name;
+  c.client = s.client;
+  if (s.peer_identity) {
+    c.identity = s.peer_identity->display();
+    c.peer_subject = s.peer_identity->subject;
+    c.peer_serial = s.peer_identity->serial;
+    c.peer_sha256 = s.peer_identity->sha256;
+  }
+  c.tls_version = s.tls_version;
+  c.cipher = s.cipher;
+  if (s.tls) {
+    c.sni = sni_of(s.tls->native());
+    c.alpn = negotiated_alpn(s.tls->native());
+  }
+  c.upstream = s.upstream_address;
+  char start[32];
+  log::http_request_record q;
+  q.start = log::format_rfc3339(start, r.started_at, true);
+  q.method = r.method;
+  q.authority = r.authority;
+  q.path = r.path;
+  q.protocol = r.http2 ? "HTTP/2" : "HTTP/1.1";
+  q.status = r.status;
+  q.req_bytes = r.req_bytes;
+  q.resp_bytes = r.resp_bytes;
+  q.stream_id = r.stream_id;
+  q.duration_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - r.started).count();
+  q.detail = r.detail;
+  log::write_request_access(c, q);
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
+  const auto& cfg = s.listener->cfg;
+  http_forwarding fwd;
+  fwd.xfcc = make_xfcc_policy(cfg.http, tls.native(), s.peer_identity ? &*s.peer_identity : nullptr,
+                              s.listener->tls.own_uri_sans);
+  if (s.source) fwd.client_ip = s.source->str();
+  fwd.x_forwarded_for = cfg.http.x_forwarded_for;
+  fwd.x_forwarded_proto = cfg.http.x_forwarded_proto;
+  http_request_sink sink = [&s](const http_request_report& r) {
+    write_request_line(s, r);
+    if (auto* m = s.listener->metrics)
+      m->count_http_request(r.http2, r.status,
+                            std::chrono::duration<double>(steady::now() - r.started).count());
+  };
+  // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
+  const std::string_view alpn = negotiated_alpn(tls.native());
+  const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
+  if (!h2) {
+    co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
+                        std::move(sink));
+    co_return;
+  }
+  h2_environment env{&tls,
+                     &s.peer,
+                     &s.upstream,
+                     &cfg,
+                     std::move(fwd),
+                     std::move(sink),
+                     &s.clock,
+                     &s.relayed,
+                     cfg.http.upstream_protocol != config::http_upstream_protocol::http1};
+  co_await serve_h2(std::move(env));
+}
+
+}  // namespace mtlsd::proxy::detail

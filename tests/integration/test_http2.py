@@ -1,0 +1,289 @@
+"""HTTP/2 in `http:` mode: clients that negotiate h2 by ALPN (curl --http2, nghttp)
+are served through nghttp2, towards an HTTP/1.1 upstream (our strict parser,
+http_upstream.py) or an h2c one (a grpcio server: trailers, streaming both
+ways). Every request carries X-Forwarded-Client-Cert, X-Forwarded-For and
+X-Forwarded-Proto, gets its own "request" access line and is counted in
+mtlsd_http_requests_total."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent import futures
+
+import pytest
+
+from http_upstream import HttpRecorder, response
+from test_http_mode import CLIENT_ID, FORGED, client_element, http_serve  # noqa: F401
+
+TIMEOUT = 20
+
+pytestmark = pytest.mark.skipif(not shutil.which("nghttp"), reason="nghttp2-client not installed")
+
+
+def seen_headers(req) -> bytes:
+    """An upstream app answering with the forwarding headers it received."""
+    return response(200, json.dumps({
+        "method": req.method, "target": req.target, "host": req.get("host"),
+        "xfcc": req.xfcc, "xff": req.get_all("x-forwarded-for"),
+        "xfp": req.get_all("x-forwarded-proto"), "te": req.get("te"),
+        "connection": req.get("connection"), "body_len": len(req.body),
+        "chunked": req.chunked,
+    }).encode())
+
+
+def curl(daemon, pki, path="/", *args, cert="client", http="--http2"):
+    host, port = daemon.addr()
+    cmd = ["curl", "-sS", http, "--max-time", str(TIMEOUT), "--cacert", pki.path("ca.crt"),
+           "--resolve", f"localhost:{port}:{host}",
+           "-w", "\n%{http_version} %{http_code}", f"https://localhost:{port}{path}", *args]
+    if cert:
+        cmd[1:1] = ["--cert", pki.path(f"{cert}.crt"), "--key", pki.path(f"{cert}.key")]
+    return subprocess.run(cmd, capture_output=True, encoding="latin-1", timeout=TIMEOUT + 5)
+
+
+def body_and_status(out: str):
+    body, _, tail = out.rpartition("\n")
+    version, code = tail.split()
+    return body, version, int(code)
+
+
+def request_lines(daemon, **match):
+    return [line for line in daemon.logs() if line.get("msg") == "request"
+            and all(line.get(k) == v for k, v in match.items())]
+
+
+def wait_request_lines(daemon, count, **match):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        lines = request_lines(daemon, **match)
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{count} request lines wanted: {request_lines(daemon)}\n"
+                         f"{daemon.output_tail()}")
+
+
+# --- HTTP/2 client, HTTP/1.1 upstream --------------------------------------------
+
+def test_curl_h2_forwarding_headers_reach_http1_upstream(http_serve, pki):
+    daemon, _, recorder = http_serve(seen_headers)
+    r = curl(daemon, pki, "/hello?x=1", "-H", f"X-Forwarded-Client-Cert: {FORGED}",
+             "-H", "X-Forwarded-For: 198.51.100.7", "-H", "X-Forwarded-Proto: http")
+    assert r.returncode == 0, r.stderr
+    body, version, code = body_and_status(r.stdout)
+    assert (version, code) == ("2", 200)
+    seen = json.loads(body)
+    assert seen["method"] == "GET" and seen["target"] == "/hello?x=1"
+    assert seen["host"] == f"localhost:{daemon.addr()[1]}"
+    assert seen["xfcc"] == [client_element(pki)]          # the forged element is gone
+    assert seen["xff"] == ["198.51.100.7, 127.0.0.1"]    # appended
+    assert seen["xfp"] == ["https"]                       # replaced
+    assert seen["connection"] in (None, "keep-alive")
+    line = wait_request_lines(daemon, 1)[0]
+    assert line["method"] == "GET" and line["path"] == "/hello?x=1"
+    assert line["protocol"] == "HTTP/2" and line["status"] == 200
+    assert line["stream_id"] == 1 and line["identity"] == CLIENT_ID
+    assert line["alpn"] == "h2" and line["listener"] == "inbound"
+    assert line["resp_bytes"] == len(body)
+
+
+def test_forwarding_headers_can_be_turned_off(http_serve, pki):
+    daemon, _, _ = http_serve(seen_headers, http={"x_forwarded_for": "off",
+                                                  "x_forwarded_proto": "off"})
+    r = curl(daemon, pki, "/", "-H", "X-Forwarded-For: 198.51.100.7",
+             "-H", "X-Forwarded-Proto: http")
+    body, version, code = body_and_status(r.stdout)
+    seen = json.loads(body)
+    assert seen["xff"] == ["198.51.100.7"] and seen["xfp"] == ["http"]
+
+
+def test_h2_upload_and_download_stream_through_http1(http_serve, pki, tmp_path):
+    """A 3 MiB upload of unknown length goes upstream chunked; a 64 KiB chunked answer
+    comes back whole: bodies flow through the bounded buffers both ways."""
+    daemon, _, recorder = http_serve()
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * (3 * 4096))
+    r = curl(daemon, pki, "/up", "-T", str(blob), "-H", "Transfer-Encoding: chunked")
+    assert r.returncode == 0, r.stderr
+    body, version, code = body_and_status(r.stdout)
+    assert (version, code) == ("2", 200)
+    seen = json.loads(body)
+    assert seen["body_len"] == 3 * 1024 * 1024
+    r = curl(daemon, pki, "/chunked")
+    body, version, code = body_and_status(r.stdout)
+    assert code == 200 and len(body) > 65536
+    lines = wait_request_lines(daemon, 2)
+    assert lines[0]["req_bytes"] == 3 * 1024 * 1024
+
+
+def test_nghttp_concurrent_streams_each_get_a_line(http_serve, pki):
+    daemon, _, recorder = http_serve()
+    host, port = daemon.addr()
+    r = subprocess.run(["nghttp", "-n", "-s", "--cert", pki.path("client.crt"),
+                        "--key", pki.path("client.key"),
+                        f"https://{host}:{port}/a", f"https://{host}:{port}/b",
+                        f"https://{host}:{port}/c"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = wait_request_lines(daemon, 3)
+    assert sorted(l["path"] for l in lines) == ["/a", "/b", "/c"]
+    assert sorted(l["stream_id"] for l in lines) == [1, 3, 5]
+    assert len({l["conn_id"] for l in lines}) == 1
+    metrics = daemon.scrape()
+    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
+                       code_class="2xx") == 3
+    assert metrics.get("mtlsd_http_request_duration_seconds_count", listener="inbound") == 3
+
+
+def test_http11_keep_alive_gives_one_line_per_request(http_serve, pki):
+    daemon, _, _ = http_serve()
+    r = curl(daemon, pki, "/one", "--next", "--cert", pki.path("client.crt"), "--key",
+             pki.path("client.key"), "--cacert", pki.path("ca.crt"),
+             f"https://localhost:{daemon.addr()[1]}/two", http="--http1.1")
+    assert r.returncode == 0, r.stderr
+    lines = wait_request_lines(daemon, 2)
+    assert [l["path"] for l in lines] == ["/one", "/two"]
+    assert [l["stream_id"] for l in lines] == [1, 2]
+    assert {l["protocol"] for l in lines} == {"HTTP/1.1"}
+    assert len({l["conn_id"] for l in lines}) == 1
+    assert daemon.scrape().get("mtlsd_http_requests_total", listener="inbound",
+                               protocol="HTTP/1.1", code_class="2xx") == 2
+
+
+def test_unverified_peer_never_reaches_upstream(http_serve, pki):
+    daemon, _, recorder = http_serve()
+    r = curl(daemon, pki, "/", cert=None)
+    assert r.returncode != 0
+    r = curl(daemon, pki, "/", cert="client-other")   # signed by an unrelated CA
+    assert r.returncode != 0
+    reasons = {daemon.wait_for_access(result="rejected")["reason"] for _ in range(2)}
+    assert reasons == {"no_client_cert", "unknown_ca"}
+    assert recorder.requests == []
+    assert request_lines(daemon) == []
+
+
+def test_upstream_down_gives_502(http_serve, pki):
+    daemon, _, recorder = http_serve(handler=lambda conn: conn.shutdown_write())
+    r = curl(daemon, pki, "/")
+    body, version, code = body_and_status(r.stdout)
+    assert code == 502
+    line = wait_request_lines(daemon, 1)[0]
+    assert line["status"] == 502 and "upstream" in line["detail"]
+
+
+def test_goaway_when_drain_timeout_closes_the_connection(http_serve, pki):
+    """A request still waiting for its upstream when the drain timeout ends the connection:
+    the client hears GOAWAY before the close."""
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def slow(req):
+        arrived.set()
+        release.wait(TIMEOUT)
+        return response(200, b"late")
+    daemon, _, _ = http_serve(slow, top={"shutdown": {"drain_timeout": "500ms"}})
+    host, port = daemon.addr()
+    proc = subprocess.Popen(["nghttp", "-v", "--cert", pki.path("client.crt"),
+                             "--key", pki.path("client.key"), f"https://{host}:{port}/slow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert arrived.wait(TIMEOUT), "the request never reached the upstream"
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert "recv GOAWAY frame" in out, out
+    assert daemon.wait_exit() == 0
+
+
+# --- gRPC over h2c ---------------------------------------------------------------
+
+grpc = pytest.importorskip("grpc")
+
+
+def grpc_server(seen: list):
+    """A grpcio server on 127.0.0.1 (h2c) with a unary echo and a bidirectional echo."""
+    def unary(request, context):
+        seen.append(dict(context.invocation_metadata()))
+        context.set_trailing_metadata((("echo-trailer", "t1"),))
+        return request
+
+    def bidi(requests, context):
+        seen.append(dict(context.invocation_metadata()))
+        for r in requests:
+            yield r[::-1]
+
+    def fail(request, context):
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no entry")
+
+    ident = (lambda b: b)
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident),
+        "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def grpc_channel(daemon, pki):
+    host, port = daemon.addr()
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=open(pki.path("ca.crt"), "rb").read(),
+        private_key=open(pki.path("client.key"), "rb").read(),
+        certificate_chain=open(pki.path("client.crt"), "rb").read())
+    return grpc.secure_channel(f"{host}:{port}", creds,
+                               options=(("grpc.ssl_target_name_override", "localhost"),))
+
+
+@pytest.mark.parametrize("upstream_protocol", ["h2c", "same"])
+def test_grpc_through_h2c_sees_caller_and_keeps_trailers(serve, pki, upstream_protocol):
+    seen: list = []
+    server, address = grpc_server(seen)
+    try:
+        http = {"upstream_protocol": upstream_protocol}
+        if upstream_protocol == "h2c":
+            http["protocols"] = ["h2"]
+        daemon, _ = serve(upstream=address, http=http)
+        with grpc_channel(daemon, pki) as channel:
+            unary = channel.unary_unary("/test.Echo/Unary")
+            reply, call = unary.with_call(b"x" * 300_000, timeout=TIMEOUT,
+                                          metadata=(("x-forwarded-client-cert", FORGED),))
+            assert reply == b"x" * 300_000
+            assert ("echo-trailer", "t1") in call.trailing_metadata()
+            bidi = channel.stream_stream("/test.Echo/Bidi")
+            assert list(bidi(iter([b"abc", b"12345"]), timeout=TIMEOUT)) == [b"cba", b"54321"]
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary("/test.Echo/Fail")(b"", timeout=TIMEOUT)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert err.value.details() == "no entry"
+        assert seen[0]["x-forwarded-client-cert"] == client_element(pki)
+        assert seen[0]["x-forwarded-for"] == "127.0.0.1"
+        assert seen[0]["x-forwarded-proto"] == "https"
+        lines = wait_request_lines(daemon, 3)
+        assert {l["path"] for l in lines} == {"/test.Echo/Unary", "/test.Echo/Bidi",
+                                              "/test.Echo/Fail"}
+        assert all(l["status"] == 200 and l["protocol"] == "HTTP/2" for l in lines)
+    finally:
+        server.stop(0)
+
+
+def test_h2c_needs_h2_only_protocols(mtlsd_bin, tmp_path, pki):
+    from mtlsd_harness import daemon_config, server_listener, write_config
+    cfg = daemon_config([server_listener(pki, "127.0.0.1:9", http={"upstream_protocol": "h2c"})])
+    path = write_config(tmp_path / "c.yaml", cfg)
+    r = subprocess.run([mtlsd_bin, "check", "--config", str(path)], capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert re.search(r"upstream_protocol: h2c needs protocols: \[h2\]", r.stdout + r.stderr)
