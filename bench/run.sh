@@ -22,6 +22,7 @@
 #   --only LIST    comma-separated subset of mtlsd,nginx,haproxy
 #   --out FILE     also write the raw results (one JSON object per line) to FILE
 #   --keep         keep the temporary directory (configs, logs, PKI) and print its path
+#   --h2           instead: HTTP/2 by h2load through mtlsd's http: mode and nginx (bench/h2.sh)
 #
 # Environment: MTLSD_BIN, LOADGEN_BIN override the binaries (otherwise they are built).
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
@@ -36,6 +37,7 @@ OUT_FILE=""
 KEEP=0
 FLOOD=0
 FLOOD_RATE=3000
+H2=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -47,12 +49,15 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1 ;;
         --flood) FLOOD=1 ;;
         --flood-rate) FLOOD_RATE=${2:?}; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --h2) H2=1 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
 [[ "$TICKETS" == 0 || "$TICKETS" == 1 ]] || { echo "run.sh: --tickets must be 0 or 1" >&2; exit 2; }
+[[ $H2 == 1 ]] && exec "$ROOT/bench/h2.sh" --only "$ONLY" $([[ $QUICK == 1 ]] && echo --quick) \
+    $([[ $KEEP == 1 ]] && echo --keep) ${OUT_FILE:+--out "$OUT_FILE"}
 
 START=$(date +%s)
 NPROC=$(nproc)

@@ -16,6 +16,10 @@ bool connection::open_session() {
   nghttp2_option_new(&opt);
   // WINDOW_UPDATE only for what the upstream took (request_consumed): backpressure.
   nghttp2_option_set_no_auto_window_update(opt, 1);
+  // gRPC sends grpc-message and metadata values with whitespace at an end (or empty) as
+  // they are; RFC 9113 8.2.1 validation would reset those streams (curl and Apache's
+  // mod_proxy_http2 turn it off too). CR, LF and NUL are still refused.
+  nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(opt, 1);
   nghttp2_option_set_max_send_header_block_length(opt, 2 * http_head_limit);
   nghttp2_session* raw = nullptr;
   const int rv = nghttp2_session_server_new2(&raw, cb, this, opt);
