@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The test PKI shared by every integration file of one ctest run (tests/integration.cmake).
 
-  shared_pki.py make DIR    generate it into DIR (anew), record every file's SHA-256 beside it
-                            (DIR.sha256) and make DIR read-only (chmod -R a-w)
+  shared_pki.py make DIR    generate it into DIR (anew), make DIR read-only (chmod -R a-w) and
+                            record every file's SHA-256 and mode beside it (DIR.sha256)
   shared_pki.py check DIR   fail when any file in DIR was changed, added or removed since
 
 The chmod keeps a non-root run from writing into it; root ignores file modes, so the check after
@@ -23,7 +23,9 @@ from pki import generate_pki
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+    """Each file's SHA-256 and mode: a chmod on a shared key would change what others test."""
+    return {p.relative_to(root).as_posix():
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()} {stat.S_IMODE(p.stat().st_mode):o}"
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -40,8 +42,8 @@ def make(root: Path) -> int:
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     generate_pki(root)
-    manifest(root).write_text(json.dumps(digests(root), indent=1))
     set_writable(root, False)
+    manifest(root).write_text(json.dumps(digests(root), indent=1))
     print(f"shared test PKI in {root} (read-only)")
     return 0
 
