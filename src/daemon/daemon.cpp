@@ -385,7 +385,7 @@ class daemon {
   }
 
   void apply_logging(const config::configuration& cfg) {
-    log::setup(cfg.log);
+    log::setup({cfg.log.level, cfg.log.format, cfg.log.access_log_path});
     log::set_access_log_enabled(cfg.log.access_log);
   }
 
