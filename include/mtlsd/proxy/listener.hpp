@@ -27,10 +27,6 @@ struct listener_slot {
 // Connections open across all listeners and workers (for drain).
 int active_sessions();
 
-// A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
-// address. Removes a stale unix socket file first. Throws boost::system::system_error.
-stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
-
 // Accepts until the acceptor is closed. Keeps accepting through errors: EMFILE/ENFILE back off
 // briefly (the pending connection stays queued, so retrying at once would spin) and resume.
 asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,

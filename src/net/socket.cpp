@@ -1,0 +1,100 @@
+#include "mtlsd/net/socket.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
+#include <cstring>
+
+namespace mtlsd::net {
+namespace {
+
+void remove_stale_unix_socket(const stream_endpoint& ep) {
+  if (ep.data()->sa_family != AF_UNIX) return;
+  std::string path = format_endpoint(ep).substr(5);
+  struct stat st {};
+  // Only a socket left behind by an earlier run; never delete a regular file someone put there.
+  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+    ::unlink(path.c_str());
+}
+
+}  // namespace
+
+std::string format_endpoint(const stream_endpoint& ep) {
+  const sockaddr* sa = ep.data();
+  char buf[INET6_ADDRSTRLEN] = {};
+  switch (sa->sa_family) {
+    case AF_INET: {
+      auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+      inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+      return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+      auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+      inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+      return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    }
+    case AF_UNIX: {
+      auto* un = reinterpret_cast<const sockaddr_un*>(sa);
+      std::size_t max = ep.size() > offsetof(sockaddr_un, sun_path)
+                            ? ep.size() - offsetof(sockaddr_un, sun_path)
+                            : 0;
+      return "unix:" + std::string(un->sun_path, strnlen(un->sun_path, max));
+    }
+    default:
+      return "unknown";
+  }
+}
+
+std::string local_address(const stream_socket& s) {
+  error_code ec;
+  auto ep = s.local_endpoint(ec);
+  return ec ? std::string() : format_endpoint(ep);
+}
+
+std::string remote_address(const stream_socket& s) {
+  error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  return ec ? std::string() : format_endpoint(ep);
+}
+
+void set_nodelay(stream_socket& s) {
+  int family = s.local_endpoint().data()->sa_family;
+  if (family != AF_INET && family != AF_INET6) return;
+  int one = 1;
+  ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a) {
+  if (a.is_unix()) return stream_endpoint(asio::local::stream_protocol::endpoint(a.path));
+  error_code ec;
+  auto ip = asio::ip::make_address(a.host, ec);
+  if (ec) return std::monostate{};
+  return stream_endpoint(asio::ip::tcp::endpoint(ip, a.port));
+}
+
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
+  remove_stale_unix_socket(ep);
+  stream_acceptor acc(ioc);
+  acc.open(ep.protocol());
+  const int family = ep.data()->sa_family;
+  if (family != AF_UNIX) {
+    acc.set_option(asio::socket_base::reuse_address(true));
+    if (reuse_port) {
+      int one = 1;
+      if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
+    }
+  }
+  acc.bind(ep);
+  acc.listen(asio::socket_base::max_listen_connections);
+  return acc;
+}
+
+}  // namespace mtlsd::net
