@@ -24,6 +24,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -142,6 +143,10 @@ class Mtlsd:
         self.admin_address: Optional[str] = None
         self.notify_socket: Optional[socket.socket] = None  # bound by start()
         self.notifications: list[str] = []  # what the daemon sent there, in order
+        self._notify_cv = threading.Condition()  # guards the two below and .notifications
+        self._notes_returned = 0  # how many next_notification() handed out
+        self._daemon_exited = False
+        self._notify_reader: Optional[threading.Thread] = None
         log_options = config.get("log", {}) if isinstance(config, dict) else {}
         self._json_log = not isinstance(config, dict) or log_options.get("format") == "json"
         # The log read so far: parsed complete lines, the bytes read, an unfinished last line.
@@ -165,6 +170,8 @@ class Mtlsd:
                 [self.binary, "run", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 preexec_fn=child_setup, cwd=self.workdir)
+        self._notify_reader = threading.Thread(target=self._read_notifications, daemon=True)
+        self._notify_reader.start()
         if wait_ready:
             self.wait_ready()
         return self
@@ -183,40 +190,67 @@ class Mtlsd:
         self._collect_addresses(self.logs())
 
     def next_notification(self, timeout: float) -> Optional[str]:
-        """The next message the daemon sent on NOTIFY_SOCKET after those already read (every
-        one is kept in .notifications), or None when none comes within `timeout`."""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.notify_socket, selectors.EVENT_READ)
-            if not sel.select(timeout):
+        """The next message the daemon sent on NOTIFY_SOCKET after those this call already
+        returned (all are kept in .notifications), or None when none comes within `timeout`."""
+        with self._notify_cv:
+            self._notify_cv.wait_for(lambda: len(self.notifications) > self._notes_returned,
+                                     timeout)
+            if len(self.notifications) <= self._notes_returned:
                 return None
-        message = self.notify_socket.recv(4096).decode(errors="replace")
-        self.notifications.append(message)
-        return message
+            self._notes_returned += 1
+            return self.notifications[self._notes_returned - 1]
 
-    def _wait_notified(self, assignment: str, deadline: float) -> None:
-        """Waits on the notify socket and the process at once (a pidfd): no polling, and a
-        daemon that exits is reported at once with its log tail."""
-        exited = os.pidfd_open(self.proc.pid)
+    def _read_notifications(self) -> None:
+        """A thread per daemon: reads every datagram at once (an unread socket queue fills after
+        a few messages, and sd_notify then blocks the daemon's thread that sends: a reload, a
+        watchdog ping) and wakes waiters; ends when the process exits (pidfd)."""
+        try:
+            exited = os.pidfd_open(self.proc.pid)
+        except ProcessLookupError:  # already exited and reaped (a test's wait_exit())
+            with self._notify_cv:
+                self._daemon_exited = True
+                self._notify_cv.notify_all()
+            return
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(self.notify_socket, selectors.EVENT_READ)
                 sel.register(exited, selectors.EVENT_READ)
-                while True:
-                    if any(assignment in m.split("\n") for m in self.notifications):
-                        return
-                    left = deadline - time.monotonic()
-                    events = sel.select(left) if left > 0 else []
-                    if not events:
-                        raise MtlsdError(f"mtlsd sent no {assignment} within the timeout:\n"
-                                         f"{self.output_tail()}")
-                    if any(key.fileobj == exited for key, _ in events) and \
-                            not any(key.fileobj == self.notify_socket for key, _ in events):
-                        self.proc.wait(5)
-                        raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before "
-                                         f"{assignment}:\n{self.output_tail()}")
-                    self.next_notification(0)
+                done = False
+                while not done:
+                    for key, _ in sel.select():
+                        if key.fileobj == exited:
+                            done = True
+                    self.notify_socket.setblocking(False)
+                    while True:
+                        try:
+                            message = self.notify_socket.recv(4096).decode(errors="replace")
+                        except BlockingIOError:
+                            break
+                        with self._notify_cv:
+                            self.notifications.append(message)
+                            self._notify_cv.notify_all()
         finally:
             os.close(exited)
+            with self._notify_cv:
+                self._daemon_exited = True
+                self._notify_cv.notify_all()
+
+    def _wait_notified(self, assignment: str, deadline: float) -> None:
+        """Until `assignment` (READY=1) arrives or the daemon exits (reported at once, with its
+        log tail); no polling."""
+        def arrived() -> bool:
+            return any(assignment in m.split("\n") for m in self.notifications)
+        with self._notify_cv:
+            self._notify_cv.wait_for(lambda: arrived() or self._daemon_exited,
+                                     max(0.0, deadline - time.monotonic()))
+            if arrived():
+                return
+            exited = self._daemon_exited
+        if exited:
+            self.proc.wait(5)
+            raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before "
+                             f"{assignment}:\n{self.output_tail()}")
+        raise MtlsdError(f"mtlsd sent no {assignment} within the timeout:\n{self.output_tail()}")
 
     def _collect_addresses(self, lines: list[dict]) -> None:
         for line in lines:
@@ -251,6 +285,8 @@ class Mtlsd:
         if self.running():
             self.proc.kill()
             self.proc.wait(5)
+        if self._notify_reader is not None:
+            self._notify_reader.join(5)
         if self.notify_socket is not None:
             self.notify_socket.close()
 
