@@ -150,10 +150,12 @@ cmd_test() {
     return
   fi
   say "running the test suite ($preset)"
-  # Unit tests in parallel; integration tests one file at a time (each starts real daemons and
-  # clients; two cores are better spent inside one than on two fighting).
+  # Unit tests (and the layering check, scripts/check_layers.py) in parallel; integration
+  # files two at a time (they share one read-only test PKI and no port: tests/integration.cmake;
+  # a file marked RUN_SERIAL runs alone); the deployment checks one at a time.
   ctest --preset "$preset" -L unit -j"$(nproc)"
-  ctest --preset "$preset" -LE unit
+  ctest --preset "$preset" -L integration -j2
+  ctest --preset "$preset" -LE 'unit|integration'
 }
 
 cmd_fuzz() {

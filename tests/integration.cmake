@@ -1,18 +1,45 @@
 # Integration tests: pytest files that drive the real mtlsd binary with real clients. One ctest
 # entry per file, so a failure names the area; pytest prints the failing test itself.
+#
+# The test PKI is made once per run (integration.pki_setup, ~9 s) into <build>/test-pki, made
+# read-only and shared by every file through MTLSD_TEST_PKI; integration.pki_unchanged then
+# proves no test wrote into it (a test that revokes or re-issues works on pki.copy_to()).
+# Files may run two at a time (`ctest -L integration -j2`, as scripts/dev.sh test does): every
+# daemon, upstream and helper server binds port 0 or a port free_port() holds for its process.
+# RUN_SERIAL marks the files that must have the machine to themselves.
 if(MTLSD_SANITIZE)
   set(_mtlsd_sanitized 1)
 else()
   set(_mtlsd_sanitized 0)
 endif()
-file(GLOB MTLSD_INTEGRATION_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/integration/test_*.py)
+set(_integration_dir ${CMAKE_CURRENT_LIST_DIR}/integration)
+set(_test_pki ${CMAKE_BINARY_DIR}/test-pki)
+add_test(NAME integration.pki_setup
+         COMMAND /usr/bin/python3 ${_integration_dir}/shared_pki.py make ${_test_pki}
+         WORKING_DIRECTORY ${_integration_dir})
+add_test(NAME integration.pki_unchanged
+         COMMAND /usr/bin/python3 ${_integration_dir}/shared_pki.py check ${_test_pki}
+         WORKING_DIRECTORY ${_integration_dir})
+set_tests_properties(integration.pki_setup PROPERTIES FIXTURES_SETUP test_pki)
+set_tests_properties(integration.pki_unchanged PROPERTIES FIXTURES_CLEANUP test_pki)
+set_tests_properties(integration.pki_setup integration.pki_unchanged PROPERTIES
+  LABELS integration TIMEOUT 300 ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+
+# test_faults: 10,000 concurrent connections, 1 GiB pushes, RSS and CPU-time bounds; it would
+# starve a neighbour and its own measurements need a quiet machine.
+set(_integration_run_alone test_faults)
+file(GLOB MTLSD_INTEGRATION_TESTS CONFIGURE_DEPENDS ${_integration_dir}/test_*.py)
 foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
   get_filename_component(test_name ${test_file} NAME_WE)
   add_test(NAME integration.${test_name}
            COMMAND /usr/bin/python3 -m pytest -q -p no:cacheprovider --tb=short ${test_file}
-           WORKING_DIRECTORY ${CMAKE_CURRENT_LIST_DIR}/integration)
+           WORKING_DIRECTORY ${_integration_dir})
   set_tests_properties(integration.${test_name} PROPERTIES
     LABELS integration
     TIMEOUT 600
-    ENVIRONMENT "MTLSD_BIN=$<TARGET_FILE:mtlsd>;MTLSD_SOURCE_DIR=${PROJECT_SOURCE_DIR};PYTHONDONTWRITEBYTECODE=1;MTLSD_SANITIZED=${_mtlsd_sanitized}")
+    FIXTURES_REQUIRED test_pki
+    ENVIRONMENT "MTLSD_BIN=$<TARGET_FILE:mtlsd>;MTLSD_SOURCE_DIR=${PROJECT_SOURCE_DIR};PYTHONDONTWRITEBYTECODE=1;MTLSD_SANITIZED=${_mtlsd_sanitized};MTLSD_TEST_PKI=${_test_pki}")
+  if(test_name IN_LIST _integration_run_alone)
+    set_tests_properties(integration.${test_name} PROPERTIES RUN_SERIAL TRUE)
+  endif()
 endforeach()

@@ -13,8 +13,7 @@
 #include <stdexcept>
 
 #include "mtlsd/log/log.hpp"
-#include "mtlsd/proxy/endpoint.hpp"
-#include "mtlsd/proxy/listener.hpp"
+#include "mtlsd/net/socket.hpp"
 #include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::admin {
@@ -31,7 +30,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
        std::function<readiness()> f)
       : acceptor(ioc), registry(std::move(r)), ready(std::move(f)) {}
 
-  proxy::stream_acceptor acceptor;
+  net::stream_acceptor acceptor;
   std::shared_ptr<prometheus::Collectable> registry;
   std::function<readiness()> ready;
   std::string bound;
@@ -77,7 +76,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
-  asio::awaitable<void> serve_connection(proxy::stream_socket sock) {
+  asio::awaitable<void> serve_connection(net::stream_socket sock) {
     using namespace asio::experimental::awaitable_operators;
     beast::flat_buffer buffer;
     asio::steady_timer timer(sock.get_executor());
@@ -97,7 +96,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (wec || !res.keep_alive()) break;
     }
     boost::system::error_code ignored;
-    sock.shutdown(proxy::stream_socket::shutdown_send, ignored);
+    sock.shutdown(net::stream_socket::shutdown_send, ignored);
   }
 
   // Logs and counts an error that must not pass silently; the caller goes on.
@@ -151,19 +150,19 @@ struct server::impl : std::enable_shared_from_this<impl> {
 server::server(asio::io_context& ioc, const config::address& address,
                std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready)
     : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
-  auto literal = proxy::literal_endpoint(address);
-  auto* ep = std::get_if<proxy::stream_endpoint>(&literal);
+  auto literal = net::literal_endpoint(address);
+  auto* ep = std::get_if<net::stream_endpoint>(&literal);
   // Plain messages: a system_error's what() would show Boost's source location to the operator.
   if (!ep)
     throw std::runtime_error("admin.address: " + address.str() +
                              ": must be an IP address or unix: path, not a host name");
   try {
-    impl_->acceptor = proxy::open_acceptor(ioc, *ep, false);
+    impl_->acceptor = net::open_acceptor(ioc, *ep, false);
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error("admin.address: cannot listen on " + address.str() + ": " +
                              e.code().message());
   }
-  impl_->bound = proxy::format_endpoint(impl_->acceptor.local_endpoint());
+  impl_->bound = net::format_endpoint(impl_->acceptor.local_endpoint());
 }
 
 server::~server() {

@@ -26,8 +26,8 @@ namespace {
 tls::revocation::verdict check_revocation(const runtime::listener_runtime& lr,
                                           tls::verify_outcome& outcome,
                                           std::optional<std::time_t> at) {
-  // What went wrong with a responder is logged on stderr, so stdout stays the verdict.
-  config::log_options quiet;
+  // The service logs what went wrong with a responder: on stderr, so stdout stays the verdict.
+  log::settings quiet;
   quiet.level = "warn";
   log::setup(quiet);
   boost::asio::io_context ioc;

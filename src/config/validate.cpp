@@ -1,7 +1,6 @@
 // The rules of validate.hpp, in the order a listener's sections are read.
 #include "validate.hpp"
 
-
 #include <algorithm>
 
 #include "mtlsd/config/pkcs11_uri.hpp"

@@ -214,7 +214,7 @@ runtime::build_options daemon::build_options() {
 }
 
 void daemon::apply_logging(const config::configuration& cfg) {
-  log::setup(cfg.log);
+  log::setup({cfg.log.level, cfg.log.format, cfg.log.access_log_path});
   log::set_access_log_enabled(cfg.log.access_log);
 }
 

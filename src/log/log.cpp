@@ -68,7 +68,7 @@ void emit(std::string line, line_kind kind) {
   }
 }
 
-std::atomic<config::log_format> current_format{config::log_format::text};
+std::atomic<line_format> current_format{line_format::text};
 
 std::string_view level_name(spdlog::level::level_enum l) {
   switch (l) {
@@ -150,7 +150,7 @@ std::string make_line(spdlog::level::level_enum level, std::string_view msg, fie
   std::string body = format_line(format, level, msg, f);
   std::string line;
   line.reserve(body.size() + 40);
-  if (format == config::log_format::json) {
+  if (format == line_format::json) {
     line = "{\"ts\":\"" + timestamp() + "\",";
     line += body;
     line += "}\n";
@@ -280,11 +280,11 @@ void append_json_escaped(std::string& out, std::string_view s) {
   }
 }
 
-std::string format_line(config::log_format format, spdlog::level::level_enum level,
-                        std::string_view msg, fields f) {
+std::string format_line(line_format format, spdlog::level::level_enum level, std::string_view msg,
+                        fields f) {
   std::string out;
   out.reserve(128);
-  if (format == config::log_format::json) {
+  if (format == line_format::json) {
     out += "\"level\":\"";
     out += level_name(level);
     out += "\",\"msg\":\"";
@@ -316,7 +316,7 @@ void setup_default() {
   install(spdlog::level::info);
 }
 
-void setup(const config::log_options& options) {
+void setup(const settings& options) {
   current_format = options.format;
   install(spdlog::level::from_str(options.level));
   configure_access(options.access_log_path);

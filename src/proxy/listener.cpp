@@ -1,8 +1,5 @@
 #include "mtlsd/proxy/listener.hpp"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -21,37 +18,6 @@ namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
-
-void remove_stale_unix_socket(const stream_endpoint& ep) {
-  if (ep.data()->sa_family != AF_UNIX) return;
-  std::string path = format_endpoint(ep).substr(5);
-  struct stat st {};
-  // Only a socket left behind by an earlier run; never delete a regular file someone put there.
-  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
-    ::unlink(path.c_str());
-}
-
-}  // namespace
-
-stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
-  remove_stale_unix_socket(ep);
-  stream_acceptor acc(ioc);
-  acc.open(ep.protocol());
-  const int family = ep.data()->sa_family;
-  if (family != AF_UNIX) {
-    acc.set_option(asio::socket_base::reuse_address(true));
-    if (reuse_port) {
-      int one = 1;
-      if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
-    }
-  }
-  acc.bind(ep);
-  acc.listen(asio::socket_base::max_listen_connections);
-  return acc;
-}
-
-namespace {
 
 // A connection refused at accept, before any TLS work: no alert is possible before a
 // handshake, so it is closed, logged and counted with its reason.

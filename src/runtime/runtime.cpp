@@ -83,7 +83,13 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       if (l.tls.spiffe.enabled)
         if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
           lr->svid = it->second;
-      lr->tls = tls::build_context(l, lr->svid.get());
+      if (lr->svid) {
+        tls::svid_material svid{lr->svid->spiffe_id, &lr->svid->svid,
+                                tls::spiffe::trusted_cas(*lr->svid, l.tls.spiffe.trust_domains)};
+        lr->tls = tls::build_context(l, &svid);
+      } else {
+        lr->tls = tls::build_context(l);
+      }
       lr->staple = tls::revocation::attach_stapling(lr->tls.ctx.get(), l);
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)

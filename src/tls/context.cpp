@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "mtlsd/tls/client_hello.hpp"
-#include "mtlsd/tls/spiffe/x509_context.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -93,17 +92,17 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
 }
 
 // tls.spiffe: the X.509-SVID is our certificate, exactly like a cert/key pair from files.
-void use_svid(SSL_CTX* ctx, const config::listener& l, const spiffe::x509_context& svid,
+void use_svid(SSL_CTX* ctx, const config::listener& l, const svid_material& svid,
               tls_context& out) {
   STACK_OF(X509)* chain = sk_X509_new_null();
-  for (std::size_t i = 1; i < svid.svid.chain.size(); ++i)
-    sk_X509_push(chain, svid.svid.chain[i].get());
+  for (std::size_t i = 1; i < svid.svid->chain.size(); ++i)
+    sk_X509_push(chain, svid.svid->chain[i].get());
   int rc =
-      SSL_CTX_use_cert_and_key(ctx, svid.svid.chain.front().get(), svid.svid.key.get(), chain, 1);
+      SSL_CTX_use_cert_and_key(ctx, svid.svid->chain.front().get(), svid.svid->key.get(), chain, 1);
   sk_X509_free(chain);  // the context took its own references
   if (rc != 1)
     fail(l.tls.spiffe.where, "cannot use the X.509-SVID " + svid.spiffe_id + ": " + drain_errors());
-  out.own_chain = copy_chain(svid.svid.chain);
+  out.own_chain = copy_chain(svid.svid->chain);
   out.own_chains.push_back(copy_chain(out.own_chain));
   out.own_uri_sans = {svid.spiffe_id};
 }
@@ -140,10 +139,10 @@ cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas, bool advertise_to_c
 // The CA files the configuration names or, with tls.spiffe and no files, the trust bundles (an
 // empty store until the first X.509-SVID arrives: nothing verifies, never the system store).
 cert_chain trusted_cas(const config::listener& l, const std::vector<config::file_ref>& files,
-                       const spiffe::x509_context* svid) {
+                       const svid_material* svid) {
   if (!l.tls.spiffe.enabled || !files.empty()) return load_ca_bundles(files);
   if (!svid) return {};
-  return spiffe::trusted_cas(*svid, l.tls.spiffe.trust_domains);
+  return copy_chain(svid->trusted);
 }
 
 crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
@@ -179,7 +178,7 @@ std::string_view version_name(const SSL* ssl) {
   return SSL_get_version(ssl);
 }
 
-tls_context build_context(const config::listener& l, const spiffe::x509_context* svid) {
+tls_context build_context(const config::listener& l, const svid_material* svid) {
   tls_context out;
   const bool server = l.mode == config::listener_mode::server;
   out.ctx.reset(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));

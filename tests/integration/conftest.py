@@ -2,7 +2,8 @@
 
 Run:  MTLSD_BIN=/path/to/mtlsd /usr/bin/python3 -m pytest tests/integration
 MTLSD_BIN is required for every daemon test (they fail, not skip, without it);
-test_pki.py needs only the openssl CLI.
+test_pki.py needs only the openssl CLI. MTLSD_TEST_PKI (set by ctest) names a shared,
+read-only PKI made by shared_pki.py; without it the session generates one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsd_harness import (Mtlsd, Upstream, check_sanitizer_reports, daemon_config, echo,
+from mtlsd_harness import (Mtlsd, Pki, Upstream, check_sanitizer_reports, daemon_config, echo,
                            generate_pki, server_listener)
 
 # Every test gets a hard wall-clock limit so a hung socket can never hang CI.
@@ -63,7 +64,15 @@ def mtlsd_bin() -> str:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    """One PKI for the whole session; tests that mutate it use pki.copy_to()."""
+    """One PKI for the whole session; tests that mutate it use pki.copy_to().
+
+    Under ctest it is the one made once per run by the integration.pki_setup fixture
+    (MTLSD_TEST_PKI: read-only, shared by every file); run by hand, this session makes its own."""
+    shared = os.environ.get("MTLSD_TEST_PKI")
+    if shared:
+        if not (Path(shared) / "ca.crt").is_file():
+            pytest.fail(f"MTLSD_TEST_PKI={shared} holds no PKI (run the integration.pki_setup test)")
+        return Pki(Path(shared))
     return generate_pki(tmp_path_factory.mktemp("pki") / "pki")
 
 

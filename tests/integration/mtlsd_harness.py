@@ -4,7 +4,8 @@ The contract between this harness and the daemon (tests use `log.format: json`):
 every stderr line is one JSON object with at least "ts", "level", "msg";
   {"msg":"listening","listener":NAME,"address":"127.0.0.1:40123" | "[::1]:P" | "unix:/p"}
   {"msg":"admin listening","address":"127.0.0.1:P"}
-  {"msg":"ready"}                        after every listener is bound
+  {"msg":"ready"}                        after every listener is bound (and READY=1 on
+                                         NOTIFY_SOCKET: the harness waits for that signal)
   {"msg":"access","listener":..,"client":"127.0.0.1:5555","identity":..,
    "tls_version":..,"cipher":..,"rx_bytes":N,"tx_bytes":N,"duration_ms":N,
    "result":"accepted|rejected|error","reason":..,"detail":..}   one per connection
@@ -15,10 +16,15 @@ from __future__ import annotations
 
 import copy
 import http.client
+import itertools
 import json
 import os
+import secrets
+import selectors
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -47,6 +53,7 @@ READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 LOG_TIMEOUT = 5.0
 POLL = 0.01
+_notify_names = itertools.count()
 
 
 # --- configuration ------------------------------------------------------------
@@ -134,31 +141,116 @@ class Mtlsd:
         self.proc: Optional[subprocess.Popen] = None
         self.listeners: dict[str, str] = {}
         self.admin_address: Optional[str] = None
+        self.notify_socket: Optional[socket.socket] = None  # bound by start()
+        self.notifications: list[str] = []  # what the daemon sent there, in order
+        self._notify_cv = threading.Condition()  # guards the two below and .notifications
+        self._notes_returned = 0  # how many next_notification() handed out
+        self._daemon_exited = False
+        self._notify_reader: Optional[threading.Thread] = None
+        log_options = config.get("log", {}) if isinstance(config, dict) else {}
+        self._json_log = not isinstance(config, dict) or log_options.get("format") == "json"
+        # The log read so far: parsed complete lines, the bytes read, an unfinished last line.
+        self._log_lines: list[dict] = []
+        self._log_offset = 0
+        self._log_partial = b""
 
     # --- lifecycle --------------------------------------------------------------
 
     def start(self, wait_ready: bool = True) -> "Mtlsd":
+        self.notify_socket = _bind_notify_socket()
+        notify_address = "@" + self.notify_socket.getsockname()[1:].decode()
+        user_preexec = self.preexec_fn
+
+        def child_setup():  # in the child, before exec: a test's own preexec_fn runs after ours
+            os.environ["NOTIFY_SOCKET"] = notify_address
+            if user_preexec:
+                user_preexec()
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [self.binary, "run", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                preexec_fn=self.preexec_fn, cwd=self.workdir)
+                preexec_fn=child_setup, cwd=self.workdir)
+        self._notify_reader = threading.Thread(target=self._read_notifications, daemon=True)
+        self._notify_reader.start()
         if wait_ready:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the daemon says READY=1 on its NOTIFY_SOCKET (as systemd's Type=notify waits),
+        then until its "ready" log line is written too: the lines before it (listeners, warnings)
+        are in the log when this returns. A daemon this harness did not start (no socket) is
+        waited for by its "ready" line alone."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.logs()
-            if any(line.get("msg") == "ready" for line in lines):
-                self._collect_addresses(lines)
+        if self.notify_socket is not None:
+            self._wait_notified("READY=1", deadline)
+        if self._json_log:
+            self._wait_log(lambda line: line.get("msg") == "ready", deadline, 0,
+                           "mtlsd not ready (no \"ready\" log line)")
+        self._collect_addresses(self.logs())
+
+    def next_notification(self, timeout: float) -> Optional[str]:
+        """The next message the daemon sent on NOTIFY_SOCKET after those this call already
+        returned (all are kept in .notifications), or None when none comes within `timeout`."""
+        with self._notify_cv:
+            self._notify_cv.wait_for(lambda: len(self.notifications) > self._notes_returned,
+                                     timeout)
+            if len(self.notifications) <= self._notes_returned:
+                return None
+            self._notes_returned += 1
+            return self.notifications[self._notes_returned - 1]
+
+    def _read_notifications(self) -> None:
+        """A thread per daemon: reads every datagram at once (an unread socket queue fills after
+        a few messages, and sd_notify then blocks the daemon's thread that sends: a reload, a
+        watchdog ping) and wakes waiters; ends when the process exits (pidfd)."""
+        try:
+            exited = os.pidfd_open(self.proc.pid)
+        except ProcessLookupError:  # already exited and reaped (a test's wait_exit())
+            with self._notify_cv:
+                self._daemon_exited = True
+                self._notify_cv.notify_all()
+            return
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.notify_socket, selectors.EVENT_READ)
+                sel.register(exited, selectors.EVENT_READ)
+                done = False
+                while not done:
+                    for key, _ in sel.select():
+                        if key.fileobj == exited:
+                            done = True
+                    self.notify_socket.setblocking(False)
+                    while True:
+                        try:
+                            message = self.notify_socket.recv(4096).decode(errors="replace")
+                        except BlockingIOError:
+                            break
+                        with self._notify_cv:
+                            self.notifications.append(message)
+                            self._notify_cv.notify_all()
+        finally:
+            os.close(exited)
+            with self._notify_cv:
+                self._daemon_exited = True
+                self._notify_cv.notify_all()
+
+    def _wait_notified(self, assignment: str, deadline: float) -> None:
+        """Until `assignment` (READY=1) arrives or the daemon exits (reported at once, with its
+        log tail); no polling."""
+        def arrived() -> bool:
+            return any(assignment in m.split("\n") for m in self.notifications)
+        with self._notify_cv:
+            self._notify_cv.wait_for(lambda: arrived() or self._daemon_exited,
+                                     max(0.0, deadline - time.monotonic()))
+            if arrived():
                 return
-            if self.proc.poll() is not None:
-                raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before ready:\n"
-                                 f"{self.output_tail()}")
-            time.sleep(POLL)
-        raise MtlsdError(f"mtlsd not ready within {timeout}s:\n{self.output_tail()}")
+            exited = self._daemon_exited
+        if exited:
+            self.proc.wait(5)
+            raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before "
+                             f"{assignment}:\n{self.output_tail()}")
+        raise MtlsdError(f"mtlsd sent no {assignment} within the timeout:\n{self.output_tail()}")
 
     def _collect_addresses(self, lines: list[dict]) -> None:
         for line in lines:
@@ -193,6 +285,10 @@ class Mtlsd:
         if self.running():
             self.proc.kill()
             self.proc.wait(5)
+        if self._notify_reader is not None:
+            self._notify_reader.join(5)
+        if self.notify_socket is not None:
+            self.notify_socket.close()
 
     # --- addresses --------------------------------------------------------------
 
@@ -258,18 +354,29 @@ class Mtlsd:
     def logs(self) -> list[dict]:
         """Every complete stderr line, parsed. A line that is not a JSON object
         comes back as {"_raw": line} so tests can assert there are none."""
-        text = self.stderr_text()
-        complete = text[:text.rfind("\n") + 1]
-        out = []
-        for raw in complete.splitlines():
+        self._read_new_lines()
+        return list(self._log_lines)
+
+    def _read_new_lines(self) -> None:
+        """Parses what was appended to stderr since the last call (from the offset reached):
+        waiting on a log costs the new bytes, not the whole file again."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self._log_offset += len(data)
+        complete, _, self._log_partial = (self._log_partial + data).rpartition(b"\n")
+        for raw_bytes in complete.split(b"\n") if complete else []:
+            raw = raw_bytes.decode(errors="replace")
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except ValueError:
                 obj = None
-            out.append(obj if isinstance(obj, dict) else {"_raw": raw})
-        return out
+            self._log_lines.append(obj if isinstance(obj, dict) else {"_raw": raw})
 
     def access_logs(self, **match: Any) -> list[dict]:
         return [line for line in self.logs()
@@ -279,18 +386,34 @@ class Mtlsd:
         """How many log lines exist now; pass as since= to ignore everything older (a shared
         daemon may already hold a line from an earlier connection that used the same client
         port)."""
-        return len(self.logs())
+        self._read_new_lines()
+        return len(self._log_lines)
+
+    def _wait_log(self, take: Callable[[int, dict], bool] | Callable[[dict], bool],
+                  deadline: float, since: int, what: str, with_index: bool = False) -> dict:
+        """The first line from index `since` on that `take` accepts, reading only new lines
+        between checks; fails with the log tail when the deadline passes or the daemon exits
+        (a line written before the exit still counts)."""
+        checked = since
+        while True:
+            exited = self.proc is not None and self.proc.poll() is not None
+            self._read_new_lines()
+            for index in range(checked, len(self._log_lines)):
+                line = self._log_lines[index]
+                if take(index, line) if with_index else take(line):
+                    return line
+            checked = len(self._log_lines)
+            if exited:
+                raise MtlsdError(f"{what}: mtlsd exited with {self.proc.returncode}:\n"
+                                 f"{self.output_tail()}")
+            if time.monotonic() >= deadline:
+                raise MtlsdError(f"{what} within the timeout:\n{self.output_tail()}")
+            time.sleep(POLL)
 
     def wait_for_log(self, predicate: Callable[[dict], bool],
                      timeout: float = LOG_TIMEOUT, since: int = 0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.logs()[since:]:
-                if predicate(line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise MtlsdError(f"no matching log line within {timeout}s:\n{self.output_tail()}")
-            time.sleep(POLL)
+        return self._wait_log(predicate, time.monotonic() + timeout, since,
+                              f"no matching log line ({timeout}s)")
 
     def wait_for_access(self, timeout: float = LOG_TIMEOUT, since: int = 0, **match: Any) -> dict:
         """The access line for one connection, e.g. wait_for_access(client=ex.local).
@@ -298,18 +421,23 @@ class Mtlsd:
         A line is handed out once: on a shared daemon an earlier connection may have used the
         same ephemeral client port, and its (already consumed) line must not answer for a new
         connection. `since` excludes older lines altogether."""
-        deadline = time.monotonic() + timeout
         consumed = self.__dict__.setdefault("_consumed_access", set())
-        while True:
-            for index, line in enumerate(self.logs()):
-                if index < since or index in consumed:
-                    continue
-                if line.get("msg") == "access" and _matches(line, match):
-                    consumed.add(index)
-                    return line
-            if time.monotonic() >= deadline:
-                raise MtlsdError(f"no matching access line within {timeout}s:\n{self.output_tail()}")
-            time.sleep(POLL)
+
+        def take(index: int, line: dict) -> bool:
+            if index in consumed or line.get("msg") != "access" or not _matches(line, match):
+                return False
+            consumed.add(index)
+            return True
+        return self._wait_log(take, time.monotonic() + timeout, since,
+                              f"no matching access line ({timeout}s)", with_index=True)
+
+
+def _bind_notify_socket() -> socket.socket:
+    """A datagram socket in the abstract namespace (no file, no sun_path length to mind) for the
+    daemon's sd_notify messages; the name is unique across processes and runs."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"\0mtlsd-test-{os.getpid()}-{next(_notify_names)}-{secrets.token_hex(4)}")
+    return sock
 
 
 def _matches(line: dict, match: dict) -> bool:

@@ -42,6 +42,9 @@ class Pki:
         the shared one). openssl.cnf holds absolute paths, so rewrite them."""
         dest = Path(dest)
         shutil.copytree(self.root, dest)
+        # The shared PKI is read-only (shared_pki.py): the copy is the test's to write.
+        for path in [dest, *dest.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
         cnf = dest / "openssl.cnf"
         cnf.write_text(cnf.read_text().replace(str(self.root), str(dest)))
         return Pki(dest)

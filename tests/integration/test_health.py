@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import socket
 import time
 
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, proc_fd_count, server_listener,
@@ -126,68 +125,46 @@ def test_process_metrics_are_sane(serve):
     assert daemon.running()
 
 
-def test_watchdog_pings_while_workers_answer(start_mtlsd, make_upstream, pki, tmp_path):
-    sock_path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(sock_path)
-    sock.settimeout(5.0)
-
+def test_watchdog_pings_while_workers_answer(start_mtlsd, make_upstream, pki):
     def child_env():
         # After fork, so that WATCHDOG_PID is the daemon's own pid (sd_watchdog_enabled checks).
-        os.environ["NOTIFY_SOCKET"] = sock_path
+        # NOTIFY_SOCKET is the harness's own (it waits there for READY=1).
         os.environ["WATCHDOG_USEC"] = "400000"
         os.environ["WATCHDOG_PID"] = str(os.getpid())
 
     up = make_upstream()
-    try:
-        daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]),
-                             preexec_fn=child_env)
-        messages, pings = [], []
-        deadline = time.monotonic() + 5.0
-        while len(pings) < 5:
-            assert time.monotonic() < deadline, f"only {len(pings)} pings: {messages}"
-            msg = sock.recv(4096).decode()
-            messages.append(msg)
-            if "WATCHDOG=1" in msg.split("\n"):
-                pings.append(time.monotonic())
-        assert any("READY=1" in msg for msg in messages), messages
-        # About every 200 ms (half of WATCHDOG_USEC), never slower than the interval.
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
-        assert all(0.05 < g < 0.4 for g in gaps), gaps
-        lines = daemon.logs()
-        assert any(line.get("msg") == "systemd watchdog enabled" for line in lines)
-        # Traffic flows while pinging: the workers answer.
-        ex = tls_exchange(daemon.addr("inbound"), client_context(pki, "client"), b"x\n")
-        assert ex.data == b"x\n", ex.error
-        assert daemon.running()
-    finally:
-        sock.close()
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]),
+                         preexec_fn=child_env)
+    pings = []
+    deadline = time.monotonic() + 5.0
+    while len(pings) < 5:
+        assert time.monotonic() < deadline, f"only {len(pings)} pings: {daemon.notifications}"
+        msg = daemon.next_notification(max(0.0, deadline - time.monotonic()))
+        if msg is not None and "WATCHDOG=1" in msg.split("\n"):
+            pings.append(time.monotonic())
+    assert any("READY=1" in msg for msg in daemon.notifications), daemon.notifications
+    # About every 200 ms (half of WATCHDOG_USEC), never slower than the interval.
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert all(0.05 < g < 0.4 for g in gaps), gaps
+    lines = daemon.logs()
+    assert any(line.get("msg") == "systemd watchdog enabled" for line in lines)
+    # Traffic flows while pinging: the workers answer.
+    ex = tls_exchange(daemon.addr("inbound"), client_context(pki, "client"), b"x\n")
+    assert ex.data == b"x\n", ex.error
+    assert daemon.running()
 
 
-def test_no_watchdog_pings_for_another_pid(start_mtlsd, make_upstream, pki, tmp_path):
+def test_no_watchdog_pings_for_another_pid(start_mtlsd, make_upstream, pki):
     """WATCHDOG_PID names another process (systemd set it for the parent): no pings,
     only READY=1. Guards against a test above that would pass with pings sent always."""
-    sock_path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(sock_path)
-    sock.settimeout(1.0)
-
     def child_env():
-        os.environ["NOTIFY_SOCKET"] = sock_path
         os.environ["WATCHDOG_USEC"] = "400000"
         os.environ["WATCHDOG_PID"] = "1"
 
     up = make_upstream()
-    try:
-        start_mtlsd(daemon_config([server_listener(pki, up.address)]), preexec_fn=child_env)
-        messages = []
-        deadline = time.monotonic() + 1.0      # five intervals' worth of pings, were they sent
-        while time.monotonic() < deadline:
-            try:
-                messages.append(sock.recv(4096).decode())
-            except socket.timeout:
-                break
-        assert any("READY=1" in msg for msg in messages), messages
-        assert not any("WATCHDOG=1" in msg for msg in messages), messages
-    finally:
-        sock.close()
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]), preexec_fn=child_env)
+    deadline = time.monotonic() + 1.0      # five intervals' worth of pings, were they sent
+    while daemon.next_notification(max(0.0, deadline - time.monotonic())) is not None:
+        pass
+    assert any("READY=1" in msg for msg in daemon.notifications), daemon.notifications
+    assert not any("WATCHDOG=1" in msg for msg in daemon.notifications), daemon.notifications

@@ -148,14 +148,15 @@ def cert_facts(path: str) -> dict:
             "not_after": ssl.cert_time_to_seconds(facts["notAfter"])}
 
 
-def pem_certs(path: str) -> list[str]:
-    """Split a PEM bundle into single-certificate files next to it."""
+def pem_certs(path: str, out_dir: Path) -> list[str]:
+    """Split a PEM bundle into single-certificate files in `out_dir` (not next to the bundle:
+    the shared test PKI is read-only)."""
     text = Path(path).read_text()
     blocks = [b + "-----END CERTIFICATE-----\n"
               for b in text.split("-----END CERTIFICATE-----") if "BEGIN CERTIFICATE" in b]
     out = []
     for i, block in enumerate(blocks):
-        p = Path(path).with_name(f".{Path(path).name}.{i}.pem")
+        p = out_dir / f"{Path(path).name}.{i}.pem"
         p.write_text(block[block.index("-----BEGIN"):])
         out.append(str(p))
     return out
@@ -636,7 +637,7 @@ def test_labels_hold_no_client_address_or_identity(multi, pki):
 
 # --- separate daemons ---------------------------------------------------------
 
-def test_certificate_expiry_gauges_equal_not_after(start_mtlsd, make_upstream, pki):
+def test_certificate_expiry_gauges_equal_not_after(start_mtlsd, make_upstream, pki, tmp_path):
     """Server chain (leaf + intermediate, role server), every trusted CA (role
     ca), and a client-mode listener's own certificate (role client) and its CA."""
     up = make_upstream()
@@ -656,7 +657,7 @@ def test_certificate_expiry_gauges_equal_not_after(start_mtlsd, make_upstream, p
 
     expected = []
     for listener, role, files in [
-            ("inbound", "server", pem_certs(pki.path("server-int-fullchain.crt"))),
+            ("inbound", "server", pem_certs(pki.path("server-int-fullchain.crt"), tmp_path)),
             ("inbound", "ca", [pki.path("ca.crt"), pki.path("other-ca.crt")]),
             ("outbound", "client", [pki.path("client.crt")]),
             ("outbound", "ca", [pki.path("ca.crt")])]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsd_harness import client_context, curl, tls_exchange
+from mtlsd_harness import client_context, curl, free_port, tls_exchange
 from proxy_v2 import (MTLSD_CERT_DER, MTLSD_CERT_SHA256, MTLSD_DNS_SANS, MTLSD_SPIFFE_ID,
                       MTLSD_URI_SANS, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL,
                       PP2_SUBTYPE_SSL_CIPHER, PP2_SUBTYPE_SSL_CN, PP2_SUBTYPE_SSL_KEY_ALG,
@@ -147,9 +147,7 @@ def nginx(tmp_path):
         pytest.skip("nginx is not installed (Debian: nginx-light)")
     d = tmp_path / "nginx"
     d.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # held for this process: nothing else takes it before nginx binds
     (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, port=port))
     proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e",
                              str(d / "error.log")], stdin=subprocess.DEVNULL,

@@ -212,8 +212,10 @@ def test_unix_socket_upstream(start_mtlsd, make_upstream, pki, short_tmp):
 
 def test_http_check_2xx_and_3xx_are_up_5xx_down_and_it_flaps(start_mtlsd, pki, status_server):
     s = status_server
-    daemon = start_mtlsd(daemon_config([checked(pki, s.address, type="http",
-                                                path="/healthz?deep=1")]))
+    # It counts transitions: an answer slower than the timeout would be one more. 300 ms, not
+    # FAST's 80 ms, so that a busy second core cannot make the upstream that slow.
+    daemon = start_mtlsd(daemon_config([checked(pki, s.address, type="http", path="/healthz?deep=1",
+                                                interval="300ms", timeout="300ms")]))
     wait_ready_state(daemon, lambda r: up_line("inbound", s.address, ": HTTP 200") in r.text,
                      "never up on 200")
     assert s.paths and set(s.paths) == {"/healthz?deep=1"}, s.paths

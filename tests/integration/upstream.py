@@ -258,8 +258,19 @@ class Upstream:
             os.unlink(self.unix_path)
 
 
+# Ports handed out by free_port(), held bound for the life of this process.
+_reserved_ports: list[socket.socket] = []
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for an upstream that starts later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port on `host` where nothing listens and that nothing else takes: the socket that
+    found it stays bound, not listening, until this process ends. A connection to it is refused
+    (RST), the kernel picks it neither for another bind to port 0 nor as a client's source port,
+    so integration files running side by side cannot collide on it. A server started on it later
+    (Upstream, mtlsd, nginx, HAProxy, Prometheus: all set SO_REUSEADDR, as this socket does) may
+    still bind and listen there."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    _reserved_ports.append(s)
+    return s.getsockname()[1]

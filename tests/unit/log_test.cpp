@@ -14,7 +14,7 @@
 namespace mtlsd::log {
 namespace {
 
-using config::log_format;
+using log_format = line_format;
 
 // A strict JSON checker (RFC 8259) for one value, enough to tell valid lines from invalid ones.
 class json_checker {

@@ -14,6 +14,7 @@
 #include "mtlsd/config/cidr.hpp"
 #include "mtlsd/config/diagnostic.hpp"
 #include "mtlsd/config/duration.hpp"
+#include "mtlsd/log/line_format.hpp"
 
 namespace mtlsd::config {
 
@@ -258,7 +259,7 @@ struct listener {
   source_location where;  // the list item
 };
 
-enum class log_format { text, json };
+using log_format = log::line_format;  // defined by the log, which includes no config
 
 struct log_options {
   std::string level = "info";

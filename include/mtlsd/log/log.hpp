@@ -13,7 +13,7 @@
 #include <string_view>
 #include <variant>
 
-#include "mtlsd/config/config.hpp"
+#include "mtlsd/log/line_format.hpp"
 
 namespace mtlsd::log {
 
@@ -38,10 +38,19 @@ struct field {
 
 using fields = std::initializer_list<field>;
 
+// What setup() applies: the log.* keys the logger itself uses, as plain values (the daemon
+// copies them out of config::log_options, so the log depends on nothing above it).
+struct settings {
+  std::string level = "info";  // spdlog level name: trace, debug, info, warn, error
+  line_format format = line_format::text;
+  // "" = stderr (with the events), "stdout", or a file (absolute): appended, reopened on SIGUSR1.
+  std::string access_log_path;
+};
+
 // Configures the process logger: level, format and, the first time, where access lines go
-// (log.access_log_path; a later change is warned about and waits for a restart). Safe to call
+// (access_log_path; a later change is warned about and waits for a restart). Safe to call
 // again on reload.
-void setup(const config::log_options& options);
+void setup(const settings& options);
 // Before the configuration is read: text on stderr at info.
 void setup_default();
 
@@ -95,7 +104,7 @@ std::string utc(std::time_t t);
 void append_json_escaped(std::string& out, std::string_view s);
 
 // Formats one line the way `write` would, without the timestamp (for tests).
-std::string format_line(config::log_format format, spdlog::level::level_enum level,
-                        std::string_view msg, fields f);
+std::string format_line(line_format format, spdlog::level::level_enum level, std::string_view msg,
+                        fields f);
 
 }  // namespace mtlsd::log

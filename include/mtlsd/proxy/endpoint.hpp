@@ -1,39 +1,25 @@
 #pragma once
-// Socket types used on the connection path. One generic stream socket type serves TCP (v4/v6)
-// and unix sockets alike, so sessions, relays and listeners are written once.
+// Socket types used on the connection path: those of net/socket.hpp, named in this namespace so
+// the connection path's code reads `stream_socket` without a prefix.
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/basic_socket_acceptor.hpp>
-#include <boost/asio/generic/stream_protocol.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/socket_base.hpp>
 #include <optional>
-#include <string>
-#include <variant>
 
-#include "mtlsd/config/address.hpp"
 #include "mtlsd/config/cidr.hpp"
+#include "mtlsd/net/socket.hpp"
 
 namespace mtlsd::proxy {
 
 namespace asio = boost::asio;
-using error_code = boost::system::error_code;
-using stream_socket = asio::generic::stream_protocol::socket;
-using stream_endpoint = asio::generic::stream_protocol::endpoint;
-using stream_acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+using net::error_code;
+using net::stream_acceptor;
+using net::stream_endpoint;
+using net::stream_socket;
 
-// "127.0.0.1:5555", "[::1]:5555", "unix:/path" (or "unix:" for an unnamed peer).
-std::string format_endpoint(const stream_endpoint& ep);
-
-// The bound/peer endpoint as text, or "" when the socket cannot tell.
-std::string local_address(const stream_socket& s);
-std::string remote_address(const stream_socket& s);
-
-// Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
-// small writes.
-void set_nodelay(stream_socket& s);
-
-// The endpoint for a literal address: an IP literal or a unix path. Hostnames need resolving
-// and return nullopt-like monostate.
-std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a);
+using net::format_endpoint;
+using net::literal_endpoint;
+using net::local_address;
+using net::open_acceptor;
+using net::remote_address;
+using net::set_nodelay;
 
 }  // namespace mtlsd::proxy

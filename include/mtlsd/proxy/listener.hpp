@@ -24,9 +24,6 @@ struct listener_slot {
   std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
 };
 
-// A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
-// address. Removes a stale unix socket file first. Throws boost::system::system_error.
-stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
 
 // Accepts until the acceptor is closed. Keeps accepting through errors: EMFILE/ENFILE back off
 // briefly (the pending connection stays queued, so retrying at once would spin) and resume.

@@ -41,14 +41,19 @@ struct tls_context {
   std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
 };
 
-namespace spiffe {
-struct x509_context;
-}
+// An X.509-SVID as a context uses it: our identity, certificate chain and key, and the CAs the
+// listener trusts (its trust domains' bundles, already chosen). The runtime makes it from the
+// Workload API's update (tls/spiffe), so this folder does not depend on that one.
+struct svid_material {
+  std::string spiffe_id;
+  const key_pair* svid = nullptr;  // leaf first, then intermediates
+  cert_chain trusted;
+};
 
 // Throws config::config_error naming the configuration line of whatever failed. With tls.spiffe,
 // `svid` is the latest X.509-SVID and bundles from the Workload API, or null before the first:
 // then the context has no certificate and trusts nothing.
-tls_context build_context(const config::listener& l, const spiffe::x509_context* svid = nullptr);
+tls_context build_context(const config::listener& l, const svid_material* svid = nullptr);
 
 // True for "127.0.0.1" or "::1" (no brackets), false for host names.
 bool is_ip_literal(const std::string& host);

@@ -1,15 +1,30 @@
+#include "mtlsd/net/socket.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
 #include <cstring>
 
-#include "mtlsd/proxy/endpoint.hpp"
+namespace mtlsd::net {
+namespace {
 
-namespace mtlsd::proxy {
+void remove_stale_unix_socket(const stream_endpoint& ep) {
+  if (ep.data()->sa_family != AF_UNIX) return;
+  std::string path = format_endpoint(ep).substr(5);
+  struct stat st {};
+  // Only a socket left behind by an earlier run; never delete a regular file someone put there.
+  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+    ::unlink(path.c_str());
+}
+
+}  // namespace
 
 std::string format_endpoint(const stream_endpoint& ep) {
   const sockaddr* sa = ep.data();
@@ -64,4 +79,22 @@ std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::add
   return stream_endpoint(asio::ip::tcp::endpoint(ip, a.port));
 }
 
-}  // namespace mtlsd::proxy
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
+  remove_stale_unix_socket(ep);
+  stream_acceptor acc(ioc);
+  acc.open(ep.protocol());
+  const int family = ep.data()->sa_family;
+  if (family != AF_UNIX) {
+    acc.set_option(asio::socket_base::reuse_address(true));
+    if (reuse_port) {
+      int one = 1;
+      if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
+    }
+  }
+  acc.bind(ep);
+  acc.listen(asio::socket_base::max_listen_connections);
+  return acc;
+}
+
+}  // namespace mtlsd::net

@@ -1,0 +1,41 @@
+#pragma once
+// Stream sockets and listening sockets, for every part that accepts or connects (the connection
+// path, the admin listener). One generic stream socket type serves TCP (v4/v6) and unix sockets
+// alike, so sessions, relays and listeners are written once.
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/socket_base.hpp>
+#include <string>
+#include <variant>
+
+#include "mtlsd/config/address.hpp"
+
+namespace mtlsd::net {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+using stream_socket = asio::generic::stream_protocol::socket;
+using stream_endpoint = asio::generic::stream_protocol::endpoint;
+using stream_acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+
+// "127.0.0.1:5555", "[::1]:5555", "unix:/path" (or "unix:" for an unnamed peer).
+std::string format_endpoint(const stream_endpoint& ep);
+
+// The bound/peer endpoint as text, or "" when the socket cannot tell.
+std::string local_address(const stream_socket& s);
+std::string remote_address(const stream_socket& s);
+
+// Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
+// small writes.
+void set_nodelay(stream_socket& s);
+
+// The endpoint for a literal address: an IP literal or a unix path. Hostnames need resolving
+// and return nullopt-like monostate.
+std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a);
+
+// A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
+// address. Removes a stale unix socket file first. Throws boost::system::system_error.
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
+
+}  // namespace mtlsd::net
