@@ -1,10 +1,15 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 
 #include <openssl/err.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <chrono>
+#include <optional>
 
 namespace mtlsd::proxy {
 
@@ -35,6 +40,39 @@ std::string describe(const error_code& ec, const tls_stream& tls) {
   if (ec == tls_protocol_error() && !tls.failure_detail().empty())
     return ec.message() + " (" + tls.failure_detail() + ")";
   return ec.message();
+}
+
+asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
+  // A record header: type (22 = handshake), version (2 bytes), length (2 bytes).
+  constexpr std::size_t header_size = 5;
+  constexpr std::size_t max_record = header_size + 16384 + 2048;  // TLSCiphertext's bound
+  // Part of a record is in: the socket stays readable, so waiting for readability again would
+  // spin. The rest of a ClientHello normally follows within a round trip.
+  constexpr auto partial_record_pause = std::chrono::milliseconds(10);
+  std::optional<asio::steady_timer> pause;
+  for (;;) {
+    auto [ec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    if (ec) co_return ec;
+    unsigned char header[header_size];
+    const int fd = static_cast<int>(sock.native_handle());
+    const ssize_t got = ::recv(fd, header, header_size, MSG_PEEK | MSG_DONTWAIT);
+    if (got <= 0) {
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      co_return error_code{};  // EOF or an error: the handshake meets it and names it
+    }
+    if (header[0] != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
+    if (static_cast<std::size_t>(got) == header_size) {
+      const std::size_t need = header_size + ((std::size_t{header[3]} << 8) | header[4]);
+      int available = 0;
+      if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
+          static_cast<std::size_t>(available) >= need)
+        co_return error_code{};
+    }
+    if (!pause) pause.emplace(sock.get_executor());
+    pause->expires_after(partial_record_pause);
+    auto [tec] = co_await pause->async_wait(as_tuple(use_awaitable));
+    if (tec) co_return tec;
+  }
 }
 
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)

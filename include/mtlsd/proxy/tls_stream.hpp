@@ -63,6 +63,13 @@ class tls_stream {
 // borrowed errno's, which read "Permission denied"); failure_detail() holds OpenSSL's words.
 error_code tls_protocol_error();
 
+// Waits until the peer's first TLS record (its ClientHello) is wholly in `sock`'s receive
+// buffer — or the peer closed, or sent something other than a handshake record, which the
+// handshake then reports. Until then a connection holds no SSL object and no handshake buffers
+// (~40 KiB): silent and slow-starting connections cost only their coroutine frames. Returns an
+// error only when the wait itself fails (operation_aborted: cancelled).
+asio::awaitable<error_code> wait_for_first_record(stream_socket& sock);
+
 // ec's message, followed by OpenSSL's detail when ec is a TLS protocol failure on `tls`.
 std::string describe(const error_code& ec, const tls_stream& tls);
 
