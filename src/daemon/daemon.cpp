@@ -16,6 +16,7 @@
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
+#include "mtlsd/daemon/memory_trim.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
 #include "mtlsd/daemon/svid_sources.hpp"
@@ -220,6 +221,8 @@ class daemon {
       loops.push_back(&w->context());
     watchdog_ = std::make_unique<watchdog>(control_, std::move(loops));
     watchdog_->start();
+    trimmer_ = std::make_unique<memory_trimmer>(control_, [] { return proxy::active_sessions(); });
+    trimmer_->start();
 
     control_.run();
     svids_->stop();  // joined before the workers they feed are stopped
@@ -708,6 +711,7 @@ class daemon {
   std::unique_ptr<upstream_checks> upstream_checks_;
   std::unique_ptr<file_watcher> watcher_;
   std::unique_ptr<watchdog> watchdog_;
+  std::unique_ptr<memory_trimmer> trimmer_;
   sandbox::state sandbox_;
   bool draining_ = false;
   bool killed_ = false;
