@@ -5,11 +5,8 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
-#include <chrono>
-#include <optional>
 
 namespace mtlsd::proxy {
 
@@ -42,36 +39,53 @@ std::string describe(const error_code& ec, const tls_stream& tls) {
   return ec.message();
 }
 
+namespace {
+
+// The socket's receive low-water mark: readiness (epoll) is reported only once this many bytes
+// are queued — or the peer closed or failed. TCP honours it; other sockets ignore it.
+bool set_receive_low_water(int fd, std::size_t bytes) {
+  const int v = static_cast<int>(bytes);
+  return ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0;
+}
+
+}  // namespace
+
 asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
   // A record header: type (22 = handshake), version (2 bytes), length (2 bytes).
   constexpr std::size_t header_size = 5;
   constexpr std::size_t max_record = header_size + 16384 + 2048;  // TLSCiphertext's bound
-  // Part of a record is in: the socket stays readable, so waiting for readability again would
-  // spin. The rest of a ClientHello normally follows within a round trip.
-  constexpr auto partial_record_pause = std::chrono::milliseconds(10);
-  std::optional<asio::steady_timer> pause;
+  const int fd = static_cast<int>(sock.native_handle());
+  // Part of the record is in: the kernel wakes us when the rest is (SO_RCVLOWAT), not at every
+  // segment, and never spins on the bytes already there. Put back before OpenSSL reads.
+  std::size_t low_water = 1;
+  struct restore {
+    int fd;
+    std::size_t& low_water;
+    ~restore() {
+      if (low_water != 1) set_receive_low_water(fd, 1);
+    }
+  } restore_low_water{fd, low_water};
   for (;;) {
     auto [ec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
     if (ec) co_return ec;
     unsigned char header[header_size];
-    const int fd = static_cast<int>(sock.native_handle());
     const ssize_t got = ::recv(fd, header, header_size, MSG_PEEK | MSG_DONTWAIT);
     if (got <= 0) {
       if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
       co_return error_code{};  // EOF or an error: the handshake meets it and names it
     }
     if (header[0] != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
-    if (static_cast<std::size_t>(got) == header_size) {
-      const std::size_t need = header_size + ((std::size_t{header[3]} << 8) | header[4]);
-      int available = 0;
-      if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
-          static_cast<std::size_t>(available) >= need)
-        co_return error_code{};
-    }
-    if (!pause) pause.emplace(sock.get_executor());
-    pause->expires_after(partial_record_pause);
-    auto [tec] = co_await pause->async_wait(as_tuple(use_awaitable));
-    if (tec) co_return tec;
+    const std::size_t need = static_cast<std::size_t>(got) < header_size
+                                 ? header_size
+                                 : header_size + ((std::size_t{header[3]} << 8) | header[4]);
+    int available = 0;
+    if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
+        static_cast<std::size_t>(available) >= need)
+      co_return error_code{};
+    // Woken below the mark already set: the peer closed or failed (or the socket ignores the
+    // mark) — the handshake takes over, as it would have without this wait.
+    if (need <= low_water || !set_receive_low_water(fd, need)) co_return error_code{};
+    low_water = need;
   }
 }
 

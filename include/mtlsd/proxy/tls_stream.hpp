@@ -66,8 +66,9 @@ error_code tls_protocol_error();
 // Waits until the peer's first TLS record (its ClientHello) is wholly in `sock`'s receive
 // buffer — or the peer closed, or sent something other than a handshake record, which the
 // handshake then reports. Until then a connection holds no SSL object and no handshake buffers
-// (~40 KiB): silent and slow-starting connections cost only their coroutine frames. Returns an
-// error only when the wait itself fails (operation_aborted: cancelled).
+// (~40 KiB): silent and slow-starting connections cost only their coroutine frames. A partial
+// record is waited for with SO_RCVLOWAT (TCP), so 2,000 half-sent ClientHellos cost no wakeups.
+// Returns an error only when the wait itself fails (operation_aborted: cancelled).
 asio::awaitable<error_code> wait_for_first_record(stream_socket& sock);
 
 // ec's message, followed by OpenSSL's detail when ec is a TLS protocol failure on `tls`.
