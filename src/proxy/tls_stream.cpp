@@ -100,48 +100,62 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     SSL_set_connect_state(ssl_.get());
 }
 
+// One attempt of an SSL_*_ex operation, never waiting. `op(n)` returns OpenSSL's return value
+// and stores the byte count in n.
+template <class Op>
+tls_stream::attempt tls_stream::step(Op op) {
+  ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
+  errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
+  std::size_t n = 0;
+  const int rc = op(n);
+  if (rc > 0) return {error_code{}, n, want::nothing};
+  switch (SSL_get_error(ssl_.get(), rc)) {
+    case SSL_ERROR_WANT_READ:
+      return {error_code(asio::error::would_block), 0, want::read};
+    case SSL_ERROR_WANT_WRITE:
+      return {error_code(asio::error::would_block), 0, want::write};
+    case SSL_ERROR_ZERO_RETURN:
+      return {error_code(asio::error::eof), 0, want::nothing};
+    case SSL_ERROR_SYSCALL: {
+      const int e = errno;
+      failure_detail_ = tls::drain_errors();
+      if (e == 0) return {error_code(asio::error::eof), 0, want::nothing};
+      if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
+      return {error_code(e, boost::system::system_category()), 0, want::nothing};
+    }
+    default:
+      failure_reason_ = ERR_GET_REASON(ERR_peek_error());
+      failure_detail_ = tls::drain_errors();
+      return {tls_protocol_error(), 0, want::nothing};
+  }
+}
+
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
-// asks for it. `op(n)` returns OpenSSL's return value and stores the byte count in n.
+// asks for it (or returning would_block where the caller does its own waiting).
 template <class Op>
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input,
                                                                       bool wait_for_output) {
   for (;;) {
-    ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
-    errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
-    std::size_t n = 0;
-    int rc = op(n);
-    if (rc > 0) co_return std::pair{error_code{}, n};
-    switch (SSL_get_error(ssl_.get(), rc)) {
-      case SSL_ERROR_WANT_READ: {
-        if (!wait_for_input)
-          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
-        auto [ec] = co_await sock_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-        if (ec) co_return std::pair{ec, std::size_t{0}};
-        continue;
-      }
-      case SSL_ERROR_WANT_WRITE: {
-        if (!wait_for_output)
-          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
-        auto [ec] = co_await sock_.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
-        if (ec) co_return std::pair{ec, std::size_t{0}};
-        continue;
-      }
-      case SSL_ERROR_ZERO_RETURN:
-        co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
-      case SSL_ERROR_SYSCALL: {
-        int e = errno;
-        failure_detail_ = tls::drain_errors();
-        if (e == 0) co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
-        if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
-        co_return std::pair{error_code(e, boost::system::system_category()), std::size_t{0}};
-      }
-      default: {
-        failure_reason_ = ERR_GET_REASON(ERR_peek_error());
-        failure_detail_ = tls::drain_errors();
-        co_return std::pair{tls_protocol_error(), std::size_t{0}};
-      }
-    }
+    const attempt a = step(op);
+    if (a.wants == want::nothing) co_return std::pair{a.ec, a.n};
+    if (!(a.wants == want::read ? wait_for_input : wait_for_output))
+      co_return std::pair{a.ec, std::size_t{0}};
+    auto [ec] = co_await sock_.async_wait(
+        a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
+        as_tuple(use_awaitable));
+    if (ec) co_return std::pair{ec, std::size_t{0}};
   }
+}
+
+tls_stream::attempt tls_stream::read_now(asio::mutable_buffer buf) {
+  return step(
+      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
+}
+
+tls_stream::attempt tls_stream::write_now(asio::const_buffer buf) {
+  return step([this, buf](std::size_t& written) {
+    return SSL_write_ex(ssl_.get(), buf.data(), buf.size(), &written);
+  });
 }
 
 asio::awaitable<error_code> tls_stream::handshake() {

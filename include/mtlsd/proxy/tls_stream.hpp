@@ -41,6 +41,18 @@ class tls_stream {
   // more; the caller waits for writability and must then retry with the same `buf` (OpenSSL
   // requires it), until it returns anything else.
   asio::awaitable<error_code> try_write(asio::const_buffer buf);
+  // One attempt, without a coroutine frame, for the relay's common case (the data or the room
+  // is there). On would_block, `wants` says what OpenSSL waits for: read = input (wait for
+  // readability); write = it must send first (a key update): use try_read_some/try_write,
+  // which wait for that, with the same buffer.
+  enum class want { nothing, read, write };
+  struct attempt {
+    error_code ec;
+    std::size_t n = 0;
+    want wants = want::nothing;
+  };
+  attempt read_now(asio::mutable_buffer buf);
+  attempt write_now(asio::const_buffer buf);
   // Sends close_notify (our half of the TLS shutdown) without waiting for the peer's.
   asio::awaitable<error_code> shutdown_send();
 
@@ -48,6 +60,8 @@ class tls_stream {
   const std::string& failure_detail() const { return failure_detail_; }
 
  private:
+  template <class Op>
+  attempt step(Op op);
   template <class Op>
   asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
                                                             bool wait_for_output = true);
