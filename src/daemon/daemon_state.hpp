@@ -19,6 +19,7 @@
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/listener_set.hpp"
+#include "mtlsd/daemon/memory_trim.hpp"
 #include "mtlsd/daemon/revocation_thread.hpp"
 #include "mtlsd/daemon/sandbox.hpp"
 #include "mtlsd/daemon/svid_sources.hpp"
@@ -90,6 +91,7 @@ class daemon {
   std::unique_ptr<upstream_checks> upstream_checks_;
   std::unique_ptr<file_watcher> watcher_;
   std::unique_ptr<watchdog> watchdog_;
+  std::unique_ptr<memory_trimmer> trimmer_;
   sandbox::state sandbox_;
   bool draining_ = false;
   bool killed_ = false;  // open sessions were told to close (drain timeout, a second signal)

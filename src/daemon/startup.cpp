@@ -104,6 +104,8 @@ int daemon::run() {
     loops.push_back(&w->context());
   watchdog_ = std::make_unique<watchdog>(control_, std::move(loops));
   watchdog_->start();
+  trimmer_ = std::make_unique<memory_trimmer>(control_, [this] { return open_sessions_.count(); });
+  trimmer_->start();
 
   control_.run();
   svids_->stop();  // joined before the workers they feed are stopped

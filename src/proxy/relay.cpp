@@ -7,6 +7,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <tuple>
 
 #include "mtlsd/proxy/buffer_pool.hpp"
 
@@ -170,6 +171,32 @@ asio::awaitable<bool> write_tls(relay_state& st, const char* data, std::size_t n
   }
 }
 
+// The common cases without a coroutine frame (one per call otherwise): a chunk the kernel or
+// OpenSSL takes whole at once. `wait`: the coroutine above carries on — write_plain from where
+// this stopped, write_tls with the same buffer (OpenSSL requires it). Errors are recorded here.
+enum class written_now { all, failed, wait };
+written_now write_plain_now(relay_state& st, const char*& data, std::size_t& n) {
+  error_code ec;
+  const std::size_t written = st.plain.write_some(asio::buffer(data, n), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) return written_now::wait;
+  if (ec) {
+    st.fail("writing to plaintext peer", ec, relay_end::plain_peer);
+    return written_now::failed;
+  }
+  data += written;
+  n -= written;
+  return n == 0 ? written_now::all : written_now::wait;
+}
+written_now write_tls_now(relay_state& st, const char* data, std::size_t n) {
+  const auto a = st.tls.write_now(asio::buffer(data, n));
+  if (a.wants != tls_stream::want::nothing) return written_now::wait;
+  if (a.ec) {
+    st.fail("writing to TLS peer", a.ec, relay_end::tls_peer);
+    return written_now::failed;
+  }
+  return written_now::all;
+}
+
 asio::awaitable<void> tls_to_plain(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
   for (;;) {
@@ -183,7 +210,9 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
     }
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
-      auto [ec, n] = co_await st.tls.try_read_some(buf.buffer());
+      auto [ec, n, wants] = st.tls.read_now(buf.buffer());
+      if (wants == tls_stream::want::write)
+        std::tie(ec, n) = co_await st.tls.try_read_some(buf.buffer());
       if (st.stopping) co_return;
       if (ec == asio::error::would_block) break;
       if (ec == asio::error::eof) {
@@ -195,7 +224,11 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       }
       if (ec) co_return st.fail("reading from TLS peer", ec, relay_end::tls_peer);
       st.clock.touch();
-      if (!co_await write_plain(st, buf.data(), n)) co_return;
+      const char* rest = buf.data();
+      std::size_t left = n;
+      const auto now = write_plain_now(st, rest, left);
+      if (now == written_now::failed) co_return;
+      if (now == written_now::wait && !co_await write_plain(st, rest, left)) co_return;
       st.r.from_tls += n;
     }
   }
@@ -226,7 +259,9 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       }
       if (ec) co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
       st.clock.touch();
-      if (!co_await write_tls(st, buf.data(), n)) co_return;
+      const auto now = write_tls_now(st, buf.data(), n);
+      if (now == written_now::failed) co_return;
+      if (now == written_now::wait && !co_await write_tls(st, buf.data(), n)) co_return;
       st.r.from_plain += n;
     }
   }

@@ -68,6 +68,9 @@ asio::awaitable<outcome> watchdog(session& s) {
 asio::awaitable<void> serve_server_mode(session& s) {
   const auto& lr = *s.listener;
   const auto& cfg = lr.cfg;
+  s.enter(phase::handshake, cfg.timeouts.handshake);
+  // No SSL object until the ClientHello is in: a silent connection costs only its frames.
+  if (co_await wait_for_first_record(s.peer) == asio::error::operation_aborted) co_return;
   tls_stream& tls = s.tls.emplace(s.peer, lr.tls.ctx.get(), true);
   tls::verify_outcome vo;
   vo.conn_id = s.conn_id;
@@ -77,7 +80,6 @@ asio::awaitable<void> serve_server_mode(session& s) {
   // then); otherwise the handshake decided it.
   const bool network_revocation = lr.revocation_service && lr.revocation.network();
 
-  s.enter(phase::handshake, cfg.timeouts.handshake);
   auto handshake_error = co_await tls.handshake();
   s.ticket.end_handshake();
   if (handshake_error || !network_revocation) count_revocation(s, vo);

@@ -1,6 +1,8 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 
 #include <openssl/err.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -37,6 +39,56 @@ std::string describe(const error_code& ec, const tls_stream& tls) {
   return ec.message();
 }
 
+namespace {
+
+// The socket's receive low-water mark: readiness (epoll) is reported only once this many bytes
+// are queued — or the peer closed or failed. TCP honours it; other sockets ignore it.
+bool set_receive_low_water(int fd, std::size_t bytes) {
+  const int v = static_cast<int>(bytes);
+  return ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0;
+}
+
+}  // namespace
+
+asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
+  // A record header: type (22 = handshake), version (2 bytes), length (2 bytes).
+  constexpr std::size_t header_size = 5;
+  constexpr std::size_t max_record = header_size + 16384 + 2048;  // TLSCiphertext's bound
+  const int fd = static_cast<int>(sock.native_handle());
+  // Part of the record is in: the kernel wakes us when the rest is (SO_RCVLOWAT), not at every
+  // segment, and never spins on the bytes already there. Put back before OpenSSL reads.
+  std::size_t low_water = 1;
+  struct restore {
+    int fd;
+    std::size_t& low_water;
+    ~restore() {
+      if (low_water != 1) set_receive_low_water(fd, 1);
+    }
+  } restore_low_water{fd, low_water};
+  for (;;) {
+    auto [ec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    if (ec) co_return ec;
+    unsigned char header[header_size];
+    const ssize_t got = ::recv(fd, header, header_size, MSG_PEEK | MSG_DONTWAIT);
+    if (got <= 0) {
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      co_return error_code{};  // EOF or an error: the handshake meets it and names it
+    }
+    if (header[0] != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
+    const std::size_t need = static_cast<std::size_t>(got) < header_size
+                                 ? header_size
+                                 : header_size + ((std::size_t{header[3]} << 8) | header[4]);
+    int available = 0;
+    if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
+        static_cast<std::size_t>(available) >= need)
+      co_return error_code{};
+    // Woken below the mark already set: the peer closed or failed (or the socket ignores the
+    // mark) — the handshake takes over, as it would have without this wait.
+    if (need <= low_water || !set_receive_low_water(fd, need)) co_return error_code{};
+    low_water = need;
+  }
+}
+
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     : sock_(sock), ssl_(SSL_new(ctx)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
@@ -48,48 +100,62 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     SSL_set_connect_state(ssl_.get());
 }
 
+// One attempt of an SSL_*_ex operation, never waiting. `op(n)` returns OpenSSL's return value
+// and stores the byte count in n.
+template <class Op>
+tls_stream::attempt tls_stream::step(Op op) {
+  ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
+  errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
+  std::size_t n = 0;
+  const int rc = op(n);
+  if (rc > 0) return {error_code{}, n, want::nothing};
+  switch (SSL_get_error(ssl_.get(), rc)) {
+    case SSL_ERROR_WANT_READ:
+      return {error_code(asio::error::would_block), 0, want::read};
+    case SSL_ERROR_WANT_WRITE:
+      return {error_code(asio::error::would_block), 0, want::write};
+    case SSL_ERROR_ZERO_RETURN:
+      return {error_code(asio::error::eof), 0, want::nothing};
+    case SSL_ERROR_SYSCALL: {
+      const int e = errno;
+      failure_detail_ = tls::drain_errors();
+      if (e == 0) return {error_code(asio::error::eof), 0, want::nothing};
+      if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
+      return {error_code(e, boost::system::system_category()), 0, want::nothing};
+    }
+    default:
+      failure_reason_ = ERR_GET_REASON(ERR_peek_error());
+      failure_detail_ = tls::drain_errors();
+      return {tls_protocol_error(), 0, want::nothing};
+  }
+}
+
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
-// asks for it. `op(n)` returns OpenSSL's return value and stores the byte count in n.
+// asks for it (or returning would_block where the caller does its own waiting).
 template <class Op>
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input,
                                                                       bool wait_for_output) {
   for (;;) {
-    ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
-    errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
-    std::size_t n = 0;
-    int rc = op(n);
-    if (rc > 0) co_return std::pair{error_code{}, n};
-    switch (SSL_get_error(ssl_.get(), rc)) {
-      case SSL_ERROR_WANT_READ: {
-        if (!wait_for_input)
-          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
-        auto [ec] = co_await sock_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-        if (ec) co_return std::pair{ec, std::size_t{0}};
-        continue;
-      }
-      case SSL_ERROR_WANT_WRITE: {
-        if (!wait_for_output)
-          co_return std::pair{error_code(asio::error::would_block), std::size_t{0}};
-        auto [ec] = co_await sock_.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
-        if (ec) co_return std::pair{ec, std::size_t{0}};
-        continue;
-      }
-      case SSL_ERROR_ZERO_RETURN:
-        co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
-      case SSL_ERROR_SYSCALL: {
-        int e = errno;
-        failure_detail_ = tls::drain_errors();
-        if (e == 0) co_return std::pair{error_code(asio::error::eof), std::size_t{0}};
-        if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
-        co_return std::pair{error_code(e, boost::system::system_category()), std::size_t{0}};
-      }
-      default: {
-        failure_reason_ = ERR_GET_REASON(ERR_peek_error());
-        failure_detail_ = tls::drain_errors();
-        co_return std::pair{tls_protocol_error(), std::size_t{0}};
-      }
-    }
+    const attempt a = step(op);
+    if (a.wants == want::nothing) co_return std::pair{a.ec, a.n};
+    if (!(a.wants == want::read ? wait_for_input : wait_for_output))
+      co_return std::pair{a.ec, std::size_t{0}};
+    auto [ec] = co_await sock_.async_wait(
+        a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
+        as_tuple(use_awaitable));
+    if (ec) co_return std::pair{ec, std::size_t{0}};
   }
+}
+
+tls_stream::attempt tls_stream::read_now(asio::mutable_buffer buf) {
+  return step(
+      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
+}
+
+tls_stream::attempt tls_stream::write_now(asio::const_buffer buf) {
+  return step([this, buf](std::size_t& written) {
+    return SSL_write_ex(ssl_.get(), buf.data(), buf.size(), &written);
+  });
 }
 
 asio::awaitable<error_code> tls_stream::handshake() {

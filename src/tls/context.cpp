@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "mtlsd/tls/client_hello.hpp"
+#include "mtlsd/tls/ticket_keys.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -217,15 +218,14 @@ tls_context build_context(const config::listener& l, const svid_material* svid) 
     out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
     out.peer_verifier->attach(ctx);
 
-    // Resumed sessions must be bound to this listener's policy: the id context is the listener
-    // name (a session from another listener never resumes here). Tickets are per SSL_CTX, so a
-    // reload — which builds a new context with new keys — forces full handshakes and a fresh
-    // verification against the new policy.
-    unsigned char sid[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char*>(l.name.data()), l.name.size(), sid);
-    SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
+    // Resumed sessions must be bound to this listener and to the trust they were verified
+    // under: the id context digests both (ticket_keys.hpp), so a session from another listener,
+    // or from before a reload that changed CAs, CRLs or client_auth, makes a full handshake.
+    // Ticket keys are the process's (every worker, across reloads).
+    bind_session_context(ctx, l.name);
     if (l.tls.session_resumption) {
       SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+      use_shared_ticket_keys(ctx);
       SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
     } else {
       SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);

@@ -325,6 +325,8 @@ TEST(SessionError, AnInternalErrorEndsTheSessionAtOnceAsAnError) {
   broken->metrics = p.m;
   broken->registry = &p.registry;
   p.connect_with(broken);
+  // The SSL is made once the first TLS record is in (wait_for_first_record): a one-byte one.
+  asio::write(*p.client_sock, asio::buffer(std::string_view("\x16\x03\x01\x00\x01\x01", 6)));
   ASSERT_TRUE(p.run_until_ended(3s));
   EXPECT_LE(p.ended.value() - p.started, slack)
       << "waited for a deadline: " << ms(*p.ended - p.started);

@@ -41,6 +41,18 @@ class tls_stream {
   // more; the caller waits for writability and must then retry with the same `buf` (OpenSSL
   // requires it), until it returns anything else.
   asio::awaitable<error_code> try_write(asio::const_buffer buf);
+  // One attempt, without a coroutine frame, for the relay's common case (the data or the room
+  // is there). On would_block, `wants` says what OpenSSL waits for: read = input (wait for
+  // readability); write = it must send first (a key update): use try_read_some/try_write,
+  // which wait for that, with the same buffer.
+  enum class want { nothing, read, write };
+  struct attempt {
+    error_code ec;
+    std::size_t n = 0;
+    want wants = want::nothing;
+  };
+  attempt read_now(asio::mutable_buffer buf);
+  attempt write_now(asio::const_buffer buf);
   // Sends close_notify (our half of the TLS shutdown) without waiting for the peer's.
   asio::awaitable<error_code> shutdown_send();
 
@@ -48,6 +60,8 @@ class tls_stream {
   const std::string& failure_detail() const { return failure_detail_; }
 
  private:
+  template <class Op>
+  attempt step(Op op);
   template <class Op>
   asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
                                                             bool wait_for_output = true);
@@ -62,6 +76,14 @@ class tls_stream {
 // or unexpected record, an alert from the peer). Its message says "TLS protocol error" (not a
 // borrowed errno's, which read "Permission denied"); failure_detail() holds OpenSSL's words.
 error_code tls_protocol_error();
+
+// Waits until the peer's first TLS record (its ClientHello) is wholly in `sock`'s receive
+// buffer — or the peer closed, or sent something other than a handshake record, which the
+// handshake then reports. Until then a connection holds no SSL object and no handshake buffers
+// (~40 KiB): silent and slow-starting connections cost only their coroutine frames. A partial
+// record is waited for with SO_RCVLOWAT (TCP), so 2,000 half-sent ClientHellos cost no wakeups.
+// Returns an error only when the wait itself fails (operation_aborted: cancelled).
+asio::awaitable<error_code> wait_for_first_record(stream_socket& sock);
 
 // ec's message, followed by OpenSSL's detail when ec is a TLS protocol failure on `tls`.
 std::string describe(const error_code& ec, const tls_stream& tls);
