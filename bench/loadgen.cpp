@@ -27,11 +27,11 @@
 // expressed per server CPU-second: that figure is far less sensitive to a busy machine than a
 // plain rate.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -48,7 +48,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,7 +57,16 @@
 #include <thread>
 #include <vector>
 
+#include "loadgen_pending.hpp"
+#include "loadgen_proc.hpp"
+
 namespace {
+
+using loadgen::self_cpu_seconds;
+using loadgen::still_open;
+using loadgen::tree_cpu_seconds;
+using loadgen::tree_pss_kib;
+using loadgen::tree_rss_kib;
 
 using clock_type = std::chrono::steady_clock;
 
@@ -89,6 +97,10 @@ struct options {
   int hold = 0;                         // flood: connections opened first and kept
   std::vector<std::string> proxy_srcs;  // PROXY v1 source addresses; empty = no header
   std::string scenario;                 // copied into the output
+  std::string pending = "silent";       // pending: silent | half (half a ClientHello sent)
+  pid_t hup_pid = 0;                    // resumed: send SIGHUP to this process in the window
+  double hup_at = 0;                    // ... this many seconds into the window
+  double hup_wait = 1.5;                // then wait this long before trying pre-reload tickets
   std::vector<pid_t> server_pids;
   std::vector<pid_t> upstream_pids;
 };
@@ -96,7 +108,8 @@ struct options {
 [[noreturn]] void usage(int code) {
   std::fputs(
       "usage: mtlsd_loadgen --port N --cert PEM --key PEM --ca PEM [options]\n"
-      "  --mode handshakes|requests|bulk|idle|flood   (default handshakes)\n"
+      "  --mode handshakes|resumed|requests|latency|bulk|idle|pending|flood\n"
+      "                         (default handshakes; bench/README.md says what each does)\n"
       "  --host IPV4            server address (default 127.0.0.1)\n"
       "  --server-name NAME     SNI and certificate name to verify (default localhost)\n"
       "  --path PATH            request path (default /small; bulk: /large)\n"
@@ -114,6 +127,10 @@ struct options {
       "  --rate R               total operations (flood: connections) per second over all\n"
       "                         threads (default 0: as fast as possible)\n"
       "  --hold N               flood: open N connections first and keep them (default 0)\n"
+      "  --pending silent|half  pending: send nothing, or half a ClientHello (default silent)\n"
+      "  --hup-pid P            resumed: SIGHUP P --hup-at S seconds into the window, then\n"
+      "  --hup-at S             (after --hup-wait S, default 1.5) resume with tickets issued\n"
+      "  --hup-wait S           before the signal and count how many are accepted\n"
       "  --label TEXT           copied into the output\n"
       "  --scenario TEXT        copied into the output\n"
       "  --format json|text     output line format (default json)\n",
@@ -174,6 +191,14 @@ options parse(int argc, char** argv) {
         o.label = v;
       else if (a == "--scenario")
         o.scenario = v;
+      else if (a == "--pending")
+        o.pending = v;
+      else if (a == "--hup-pid")
+        o.hup_pid = static_cast<pid_t>(std::stol(v));
+      else if (a == "--hup-at")
+        o.hup_at = std::stod(v);
+      else if (a == "--hup-wait")
+        o.hup_wait = std::stod(v);
       else if (a == "--rate")
         o.rate = std::stod(v);
       else if (a == "--hold")
@@ -210,8 +235,9 @@ options parse(int argc, char** argv) {
     }
   }
   if (o.port <= 0 || o.port > 65535 || o.cert.empty() || o.key.empty() || o.ca.empty()) usage(2);
-  if (o.mode != "handshakes" && o.mode != "requests" && o.mode != "bulk" && o.mode != "idle" &&
-      o.mode != "flood") {
+  static const std::vector<std::string> modes = {"handshakes", "resumed", "requests", "latency",
+                                                 "bulk",       "idle",    "pending",  "flood"};
+  if (std::find(modes.begin(), modes.end(), o.mode) == modes.end()) {
     std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
     usage(2);
   }
@@ -227,102 +253,19 @@ options parse(int argc, char** argv) {
     }
   }
   if (o.format != "json" && o.format != "text") usage(2);
+  if (o.mode == "latency" && o.rate <= 0) {
+    std::fputs("loadgen: --mode latency needs --rate\n", stderr);
+    usage(2);
+  }
+  if (o.pending != "silent" && o.pending != "half") usage(2);
   if (o.path.empty()) o.path = o.mode == "bulk" ? "/large" : "/small";
   if (o.connections <= 0) {
-    o.connections = o.mode == "bulk" ? 1 : o.mode == "idle" ? 200 : 32;
+    o.connections = o.mode == "bulk" ? 1 : (o.mode == "idle" || o.mode == "pending") ? 200 : 32;
   }
   o.threads = std::max(1, o.threads);
   o.duration = std::max(0.1, o.duration);
   o.warmup = std::max(0.0, o.warmup);
   return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc sampling: CPU seconds and resident memory of a process tree.
-
-struct proc_info {
-  pid_t ppid = 0;
-  std::uint64_t ticks = 0;  // utime + stime
-};
-
-bool read_proc(pid_t pid, proc_info& out) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto close = line.rfind(')');  // the command name may contain spaces and parentheses
-  if (close == std::string::npos) return false;
-  std::istringstream rest(line.substr(close + 2));
-  std::vector<std::string> fields;
-  std::string tok;
-  while (rest >> tok && fields.size() < 13)
-    fields.push_back(tok);
-  if (fields.size() < 13) return false;
-  // fields[0] is field 3 (state): ppid = field 4, utime = field 14, stime = field 15.
-  out.ppid = static_cast<pid_t>(std::stol(fields[1]));
-  out.ticks = std::stoull(fields[11]) + std::stoull(fields[12]);
-  return true;
-}
-
-// The given processes and all their descendants (nginx's workers are children of the master).
-std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
-  std::map<pid_t, std::vector<pid_t>> children;
-  if (DIR* d = ::opendir("/proc")) {
-    while (const dirent* e = ::readdir(d)) {
-      char* end = nullptr;
-      const long pid = std::strtol(e->d_name, &end, 10);
-      if (end == e->d_name || *end != '\0') continue;
-      proc_info pi;
-      if (read_proc(static_cast<pid_t>(pid), pi)) {
-        children[pi.ppid].push_back(static_cast<pid_t>(pid));
-      }
-    }
-    ::closedir(d);
-  }
-  std::vector<pid_t> out;
-  std::vector<pid_t> todo = roots;
-  while (!todo.empty()) {
-    const pid_t p = todo.back();
-    todo.pop_back();
-    if (std::find(out.begin(), out.end(), p) != out.end()) continue;
-    out.push_back(p);
-    const auto it = children.find(p);
-    if (it != children.end()) todo.insert(todo.end(), it->second.begin(), it->second.end());
-  }
-  return out;
-}
-
-double tree_cpu_seconds(const std::vector<pid_t>& roots) {
-  static const long hz = ::sysconf(_SC_CLK_TCK);
-  std::uint64_t ticks = 0;
-  for (const pid_t p : process_tree(roots)) {
-    proc_info pi;
-    if (read_proc(p, pi)) ticks += pi.ticks;
-  }
-  return static_cast<double>(ticks) / static_cast<double>(hz);
-}
-
-std::uint64_t tree_rss_kib(const std::vector<pid_t>& roots) {
-  std::uint64_t kib = 0;
-  for (const pid_t p : process_tree(roots)) {
-    std::ifstream f("/proc/" + std::to_string(p) + "/status");
-    std::string line;
-    while (std::getline(f, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) {
-        kib += std::stoull(line.substr(6));
-        break;
-      }
-    }
-  }
-  return kib;
-}
-
-double self_cpu_seconds() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  const auto tv = [](const timeval& t) {
-    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
-  };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,13 +275,24 @@ enum class phase : int { warmup = 0, measuring = 1, stopped = 2 };
 
 struct run_state {
   std::atomic<int> ph{static_cast<int>(phase::warmup)};
-  std::atomic<std::uint64_t> ops{0};            // completed operations inside the window
-  std::atomic<std::uint64_t> body_bytes{0};     // response body bytes inside the window
-  std::atomic<std::uint64_t> errors{0};         // failed operations (any time)
-  std::atomic<std::uint64_t> window_errors{0};  // failed operations inside the window
-  std::atomic<std::uint64_t> refused{0};        // flood: closed by the server, inside the window
-  std::atomic<std::uint64_t> handshakes{0};     // completed handshakes (any time)
-  std::atomic<std::uint64_t> tickets{0};        // session tickets received (any time)
+  std::atomic<std::uint64_t> ops{0};               // completed operations inside the window
+  std::atomic<std::uint64_t> body_bytes{0};        // response body bytes inside the window
+  std::atomic<std::uint64_t> errors{0};            // failed operations (any time)
+  std::atomic<std::uint64_t> window_errors{0};     // failed operations inside the window
+  std::atomic<std::uint64_t> refused{0};           // flood: closed by the server, inside the window
+  std::atomic<std::uint64_t> handshakes{0};        // completed handshakes (any time)
+  std::atomic<std::uint64_t> tickets{0};           // session tickets received (any time)
+  std::atomic<std::uint64_t> resumed{0};           // handshakes the server resumed (any time)
+  std::atomic<bool> signalled{false};              // resumed --hup-pid: the signal was sent
+  std::atomic<bool> old_tickets_due{false};        // ... and --hup-wait has passed
+  std::atomic<std::uint64_t> old_ticket_tries{0};  // pre-signal tickets offered after it
+  std::atomic<std::uint64_t> old_ticket_resumed{0};  // ... and accepted
+  // Mode resumed, inside the window, pooled-ticket tries excluded: handshakes and how many of
+  // them were resumed, before the signal (or without one) and after it.
+  std::atomic<std::uint64_t> before_signal_ops{0};
+  std::atomic<std::uint64_t> window_resumed{0};
+  std::atomic<std::uint64_t> after_signal_ops{0};
+  std::atomic<std::uint64_t> after_signal_resumed{0};
   std::mutex err_mu;
   std::map<std::string, std::uint64_t> error_kinds;
 
@@ -355,9 +309,28 @@ struct run_state {
 
 run_state g_state;
 
-int on_new_session(SSL*, SSL_SESSION*) {
+// Where a connection keeps the tickets it receives (mode resumed); other modes have none and
+// drop every ticket, so their handshakes are all full ones.
+struct ticket_slot {
+  ticket_slot() = default;
+  ticket_slot(const ticket_slot&) = delete;
+  ticket_slot& operator=(const ticket_slot&) = delete;
+  ~ticket_slot() {
+    SSL_SESSION_free(latest);
+    for (SSL_SESSION* s : pool)
+      SSL_SESSION_free(s);
+  }
+  SSL_SESSION* latest = nullptr;   // the newest ticket: the next handshake resumes with it
+  std::vector<SSL_SESSION*> pool;  // --hup-pid: tickets issued before the signal, kept unused
+};
+
+int on_new_session(SSL* ssl, SSL_SESSION* session) {
   g_state.tickets.fetch_add(1, std::memory_order_relaxed);
-  return 0;  // not kept: every handshake in this tool is a full one
+  auto* slot = static_cast<ticket_slot*>(SSL_get_app_data(ssl));
+  if (slot == nullptr) return 0;  // not kept
+  SSL_SESSION_free(slot->latest);
+  slot->latest = session;
+  return 1;  // the slot owns the reference now
 }
 
 std::string ssl_error_text(SSL* ssl, int ret, const char* op) {
@@ -418,8 +391,11 @@ class connection {
   ~connection() { close(); }
 
   // proxy_src: when not empty, a PROXY v1 header naming that source precedes the ClientHello.
+  // slot: when not null, resume with slot->latest (or `resume_with`, when given) and keep the
+  // tickets the server sends in the slot.
   bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err,
-            const std::string& proxy_src = {}) {
+            const std::string& proxy_src = {}, ticket_slot* slot = nullptr,
+            SSL_SESSION* resume_with = nullptr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
       err = std::string("socket: ") + std::strerror(errno);
@@ -445,6 +421,11 @@ class connection {
     SSL_ctrl(ssl_, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(o.server_name.c_str()));
     SSL_set1_host(ssl_, o.server_name.c_str());
+    if (slot != nullptr) {
+      SSL_set_app_data(ssl_, slot);
+      SSL_SESSION* session = resume_with != nullptr ? resume_with : slot->latest;
+      if (session != nullptr) SSL_set_session(ssl_, session);
+    }
     errno = 0;
     const int r = SSL_connect(ssl_);
     if (r != 1) {
@@ -454,7 +435,17 @@ class connection {
       return false;
     }
     g_state.handshakes.fetch_add(1, std::memory_order_relaxed);
+    if (SSL_session_reused(ssl_) == 1) g_state.resumed.fetch_add(1, std::memory_order_relaxed);
     return true;
+  }
+
+  bool resumed() const { return ssl_ != nullptr && SSL_session_reused(ssl_) == 1; }
+
+  // Idle mode holds thousands of connections: the 64 KiB read buffer is not needed any more.
+  void drop_buffer() {
+    buf_.clear();
+    buf_.shrink_to_fit();
+    have_ = 0;
   }
 
   bool write_all(const std::string& data, std::string& err) {
@@ -611,27 +602,35 @@ std::string proxy_src_for(const options& o, std::size_t index) {
 }
 
 // Paces one thread to its share of --rate (threads are offset evenly within one interval). A
-// thread that falls behind does not burst to catch up: the offered rate is a ceiling.
+// thread that falls behind does not burst to catch up: the offered rate is a ceiling. With
+// keep_schedule (mode latency) it does: every operation has its intended start on a fixed
+// schedule, and wait() returns it, so a stalled response delays the operations queued behind it
+// and their latency, measured from the intended start, shows that delay (no coordinated
+// omission: a stall is not hidden by the client politely waiting for it).
 class pacer {
  public:
-  pacer(const options& o, int nthreads, std::size_t index) {
+  pacer(const options& o, int nthreads, std::size_t index, bool keep_schedule = false)
+      : keep_schedule_(keep_schedule) {
     if (o.rate <= 0) return;
     interval_ = std::chrono::duration_cast<clock_type::duration>(
         std::chrono::duration<double>(static_cast<double>(nthreads) / o.rate));
     next_ = clock_type::now() + interval_ * static_cast<long>(index) / std::max(1, nthreads);
   }
-  void wait() {
-    if (interval_ == clock_type::duration::zero()) return;
+  clock_type::time_point wait() {
+    if (interval_ == clock_type::duration::zero()) return clock_type::now();
     const auto now = clock_type::now();
     if (next_ > now) {
       std::this_thread::sleep_until(next_);
-    } else if (now - next_ > interval_) {
+    } else if (!keep_schedule_ && now - next_ > interval_) {
       next_ = now;
     }
+    const auto intended = next_;
     next_ += interval_;
+    return keep_schedule_ ? intended : clock_type::now();
   }
 
  private:
+  bool keep_schedule_ = false;
   clock_type::duration interval_{};
   clock_type::time_point next_{};
 };
@@ -668,11 +667,65 @@ void handshake_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
   }
 }
 
+// Mode resumed: like handshakes, but each handshake resumes with the newest ticket this thread
+// received (its first one is full). With --hup-pid, every other ticket issued before the signal
+// goes unused into a pool (so those handshakes alternate full and resumed), and once --hup-wait
+// has passed after the signal each pooled ticket is offered once: how many the server accepts
+// says whether tickets survive a reload.
+void resumed_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
+  constexpr std::size_t kPoolSize = 32;
+  const std::string req =
+      "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\nConnection: close\r\n\r\n";
+  std::string err;
+  const std::string src = proxy_src_for(o, lat.index);
+  pacer pace(o, o.threads, lat.index);
+  ticket_slot slot;
+  std::uint64_t done = 0;
+  while (!g_state.stopped()) {
+    pace.wait();
+    if (g_state.stopped()) break;
+    SSL_SESSION* old = nullptr;
+    if (g_state.old_tickets_due.load() && !slot.pool.empty()) {
+      old = slot.pool.back();
+      slot.pool.pop_back();
+    }
+    const bool after_signal = g_state.signalled.load();
+    const auto t = clock_type::now();
+    connection c;
+    const bool opened = c.open(ctx, o, addr, err, src, &slot, old);
+    const bool resumed = opened && c.resumed();
+    const bool ok = opened && c.write_all(req, err) && c.read_response(err) && c.await_close(err);
+    if (old != nullptr) {
+      g_state.old_ticket_tries.fetch_add(1);
+      if (resumed) g_state.old_ticket_resumed.fetch_add(1);
+      SSL_SESSION_free(old);
+    }
+    if (!ok) {
+      g_state.error(err);
+      backoff();
+      continue;
+    }
+    c.close();
+    if (g_state.measuring() && old == nullptr) {
+      (after_signal ? g_state.after_signal_ops : g_state.before_signal_ops).fetch_add(1);
+      if (resumed)
+        (after_signal ? g_state.after_signal_resumed : g_state.window_resumed).fetch_add(1);
+    }
+    record(lat, t);
+    if (o.hup_pid > 0 && !after_signal && ++done % 2 == 0 && slot.pool.size() < kPoolSize &&
+        slot.latest != nullptr) {
+      slot.pool.push_back(slot.latest);
+      slot.latest = nullptr;
+    }
+  }
+}
+
 void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
   const std::string req = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\n\r\n";
   std::string err;
   const std::string src = proxy_src_for(o, lat.index);
-  pacer pace(o, o.connections, lat.index);
+  // Mode latency: latency from the intended start (see pacer); requests: from the actual one.
+  pacer pace(o, o.connections, lat.index, o.mode == "latency");
   while (!g_state.stopped()) {
     connection c;
     if (!c.open(ctx, o, addr, err, src)) {
@@ -681,8 +734,7 @@ void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
       continue;
     }
     while (!g_state.stopped()) {
-      pace.wait();
-      const auto t = clock_type::now();
+      const auto t = pace.wait();
       if (!c.write_all(req, err) || !c.read_response(err)) {
         g_state.error(err);
         break;
@@ -765,13 +817,6 @@ int open_hold(const options& o, const sockaddr_in& addr) {
   return fd;
 }
 
-// Whether the server still keeps a held connection open (it has neither closed nor reset it).
-bool still_open(int fd) {
-  char b = 0;
-  const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
-  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 std::uint64_t still_held(const std::vector<int>& fds) {
   return static_cast<std::uint64_t>(std::count_if(fds.begin(), fds.end(), still_open));
 }
@@ -830,7 +875,16 @@ window run_window(const options& o, int nthreads,
   const double c0 = self_cpu_seconds();
   const auto t0 = clock_type::now();
   g_state.ph.store(static_cast<int>(phase::measuring));
+  auto signalled_at = t0;
   while (seconds_since(t0) < o.duration && (o.count == 0 || g_state.ops.load() < o.count)) {
+    if (o.hup_pid > 0 && !g_state.signalled.load() && seconds_since(t0) >= o.hup_at) {
+      if (::kill(o.hup_pid, SIGHUP) != 0) std::perror("loadgen: kill(SIGHUP)");
+      signalled_at = clock_type::now();
+      g_state.signalled.store(true);
+    }
+    if (g_state.signalled.load() && seconds_since(signalled_at) >= o.hup_wait) {
+      g_state.old_tickets_due.store(true);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   g_state.ph.store(static_cast<int>(phase::stopped));
@@ -911,6 +965,9 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   if (o.mode == "handshakes") {
     nthreads = o.threads;
     w = run_window(o, nthreads, handshake_loop, ctx, addr, lats);
+  } else if (o.mode == "resumed") {
+    nthreads = o.threads;
+    w = run_window(o, nthreads, resumed_loop, ctx, addr, lats);
   } else if (o.mode == "flood") {
     holds = open_holds(o, addr);
     nthreads = o.threads;
@@ -956,7 +1013,27 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .num("lat_p99_ms", percentile(all, 0.99))
       .integer("handshakes", hs)
       .num("tickets_per_handshake",
-           ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2);
+           ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2)
+      .num("lat_p999_ms", percentile(all, 0.999))
+      .num("lat_max_ms", all.empty() ? 0 : *std::max_element(all.begin(), all.end()));
+  if (o.mode == "resumed") {
+    const auto pct = [](const std::atomic<std::uint64_t>& part,
+                        const std::atomic<std::uint64_t>& whole) {
+      return 100.0 * ratio(static_cast<double>(part.load()), static_cast<double>(whole.load()));
+    };
+    out.integer("resumed", g_state.resumed.load())
+        .num("resumed_pct", pct(g_state.window_resumed, g_state.before_signal_ops), 2);
+    if (o.hup_pid > 0) {
+      out.integer("signalled", g_state.signalled.load() ? 1 : 0)
+          .num("resumed_pct_after_signal",
+               pct(g_state.after_signal_resumed, g_state.after_signal_ops), 2)
+          .integer("old_ticket_tries", g_state.old_ticket_tries.load())
+          .integer("old_ticket_resumed", g_state.old_ticket_resumed.load())
+          .num("old_ticket_resumed_pct", pct(g_state.old_ticket_resumed, g_state.old_ticket_tries),
+               2);
+    }
+  }
+  if (o.mode == "latency") out.num("offered_rate", o.rate, 1);
   if (o.mode == "flood") {
     // ops = connections offered in the window (refused or not); the server's CPU in the window
     // divided by the refusals is the cost of one (an upper bound if it served others meanwhile).
@@ -998,39 +1075,115 @@ std::vector<std::unique_ptr<connection>> open_many(SSL_CTX* ctx, const options& 
   return conns;
 }
 
+// What the modes idle and pending hold open: mTLS connections, or sockets that never finish
+// their handshake.
+struct held_set {
+  std::vector<std::unique_ptr<connection>> conns;
+  std::vector<int> fds;
+
+  // Connections the server still keeps: all idle ones (its idle timeout is minutes), the
+  // pending sockets it has not closed (a handshake timeout or a cap would close them).
+  std::size_t open() const {
+    return conns.size() +
+           static_cast<std::size_t>(std::count_if(fds.begin(), fds.end(), still_open));
+  }
+  void close_all() {
+    conns.clear();
+    for (const int fd : fds)
+      ::close(fd);
+    fds.clear();
+  }
+};
+
+held_set open_held(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, int n,
+                   const std::string& pending_prefix) {
+  held_set h;
+  if (o.mode != "pending") {
+    h.conns = open_many(ctx, o, addr, n);
+    for (auto& c : h.conns)
+      c->drop_buffer();
+    return h;
+  }
+  for (int i = 0; i < n; ++i) {
+    const int fd = loadgen::open_pending(addr, pending_prefix);
+    if (fd >= 0) {
+      h.fds.push_back(fd);
+    } else {
+      g_state.error(std::string("pending connection: ") + std::strerror(errno));
+    }
+  }
+  return h;
+}
+
+struct memory_sample {
+  std::uint64_t rss_kib = 0;
+  std::uint64_t pss_kib = 0;
+};
+
+memory_sample sample_memory(const options& o) {
+  if (o.server_pids.empty()) return {};
+  return {tree_rss_kib(o.server_pids), tree_pss_kib(o.server_pids)};
+}
+
+// Modes idle and pending: how much the server's memory grows per connection held open, and how
+// much of that growth it keeps once they are all closed (a burst's memory given back or not).
 int run_idle(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   const auto settle = std::chrono::duration<double>(o.settle);
+  std::string prefix;  // pending: what each socket sends before falling silent
+  if (o.mode == "pending" && o.pending == "half") {
+    const std::string hello = loadgen::client_hello_bytes(ctx, o.server_name);
+    if (hello.size() < 2) {
+      std::fputs("loadgen: cannot make a ClientHello\n", stderr);
+      return 2;
+    }
+    prefix = hello.substr(0, hello.size() / 2);
+  }
   // Warm the server up (allocator arenas, per-thread OpenSSL state) so the delta below is the
   // per-connection cost, not one-time start-up cost.
-  open_many(ctx, o, addr, std::min(o.connections, 64)).clear();
+  open_held(ctx, o, addr, std::min(o.connections, 64), prefix).close_all();
   std::this_thread::sleep_for(settle);
-  const std::uint64_t before = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
+  const memory_sample before = sample_memory(o);
   const auto t0 = clock_type::now();
-  auto conns = open_many(ctx, o, addr, o.connections);
+  held_set held = open_held(ctx, o, addr, o.connections, prefix);
   const double open_s = seconds_since(t0);
   std::this_thread::sleep_for(settle);
-  const std::uint64_t after = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
-  const auto held = conns.size();
-  conns.clear();
+  const memory_sample peak = sample_memory(o);
+  const std::size_t n = held.open();
+  held.close_all();
+  std::this_thread::sleep_for(2 * settle);
+  const memory_sample after = sample_memory(o);
 
-  const double delta = static_cast<double>(after) - static_cast<double>(before);
+  const auto per_conn = [n](std::uint64_t to, std::uint64_t from) {
+    return n > 0 ? (static_cast<double>(to) - static_cast<double>(from)) / static_cast<double>(n)
+                 : 0.0;
+  };
+  const double growth = static_cast<double>(peak.pss_kib) - static_cast<double>(before.pss_kib);
+  const double kept = static_cast<double>(after.pss_kib) - static_cast<double>(before.pss_kib);
   line_writer out(o.format == "json");
   out.str("label", o.label)
       .str("mode", o.mode)
+      .str("pending", o.mode == "pending" ? o.pending : "")
       .str("target", o.host + ":" + std::to_string(o.port))
-      .integer("connections", held)
+      .integer("requested", static_cast<std::uint64_t>(o.connections))
+      .integer("connections", n)
       .integer("errors", g_state.errors.load())
       .num("open_s", open_s, 2)
-      .integer("rss_before_kib", before)
-      .integer("rss_after_kib", after)
-      .num("kib_per_conn", held > 0 ? delta / static_cast<double>(held) : 0, 1)
+      .integer("rss_before_kib", before.rss_kib)
+      .integer("rss_after_kib", peak.rss_kib)
+      .integer("rss_after_close_kib", after.rss_kib)
+      .integer("pss_before_kib", before.pss_kib)
+      .integer("pss_peak_kib", peak.pss_kib)
+      .integer("pss_after_close_kib", after.pss_kib)
+      .num("kib_per_conn", per_conn(peak.rss_kib, before.rss_kib), 1)
+      .num("pss_kib_per_conn", per_conn(peak.pss_kib, before.pss_kib), 1)
+      .num("retained_pct", growth > 0 ? 100.0 * kept / growth : 0, 1)
       .integer("handshakes", g_state.handshakes.load())
       .num("tickets_per_handshake",
            ratio(static_cast<double>(g_state.tickets.load()),
                  static_cast<double>(g_state.handshakes.load())),
            2);
   std::printf("%s\n", out.finish().c_str());
-  return held > 0 ? 0 : 1;
+  return n > 0 ? 0 : 1;
 }
 
 SSL_CTX* make_ctx(const options& o) {
@@ -1080,7 +1233,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loadgen: cannot load client credentials: %s\n", buf);
     return 2;
   }
-  const int rc = o.mode == "idle" ? run_idle(o, ctx, addr) : run_load(o, ctx, addr);
+  const int rc =
+      o.mode == "idle" || o.mode == "pending" ? run_idle(o, ctx, addr) : run_load(o, ctx, addr);
   SSL_CTX_free(ctx);
   return rc;
 }

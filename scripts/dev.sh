@@ -23,9 +23,10 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
             protobuf-compiler protobuf-compiler-grpc)
 RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc++1.51 libprotobuf32)
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
-# libnginx-mod-stream: bench/run.sh --flood (nginx stream, limit_conn by PROXY address).
+# libnginx-mod-stream: bench/run.sh (nginx stream, the layer-4 peer; --flood: limit_conn).
+# linux-perf: bench/run.sh --profile (perf record -g on mtlsd).
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
-           softhsm2 python3-grpcio python3-grpc-tools haproxy libnginx-mod-stream)
+           softhsm2 python3-grpcio python3-grpc-tools haproxy libnginx-mod-stream linux-perf)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 
