@@ -15,6 +15,10 @@ profile_stop() { # hook run by server_down: stop perf first, so the shutdown is 
     PERF_PID=""
 }
 
+tidy_perf() { # perf report's lines without comments, blank lines and the padding it adds
+    grep -v -e '^#' -e '^[[:space:]]*$' | sed -E 's/[[:space:]]+(-[[:space:]]+-)?[[:space:]]*$//'
+}
+
 profile_main() { # WORKLOAD
     local wl=$1 out_dir=$ROOT/bench/profiles
     declare -F "wl_$wl" >/dev/null || die "--profile: no workload $wl (one of: ${WORKLOADS[*]})"
@@ -35,11 +39,11 @@ profile_main() { # WORKLOAD
         echo
         echo "## Self time by symbol (perf report --no-children --sort dso,symbol)"
         perf report -i "$T/perf.data" --stdio --no-children --sort dso,symbol -g none \
-            --percent-limit 0.3 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
+            --percent-limit 0.3 2>/dev/null | tidy_perf | sed -n 1,60p
         echo
         echo "## Time including callees (perf report --children --sort symbol)"
         perf report -i "$T/perf.data" --stdio --children --sort symbol -g none \
-            --percent-limit 2 2>/dev/null | grep -v '^#' | grep -v '^$' | head -50
+            --percent-limit 2 2>/dev/null | tidy_perf | sed -n 1,50p
     } >"$out"
     log "profile written to ${out#"$ROOT"/}"
 }
