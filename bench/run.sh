@@ -70,6 +70,12 @@ for f in env build servers workloads flood profile; do
     # shellcheck source=/dev/null
     source "$ROOT/bench/lib/$f.sh"
 done
+# More workloads, each in a file of its own: bench/lib/workload-NAME.sh defines wl_NAME (as in
+# bench/lib/workloads.sh) and appends NAME to WORKLOADS.
+for f in "$ROOT"/bench/lib/workload-*.sh; do
+    # shellcheck source=/dev/null
+    [[ -e "$f" ]] && source "$f"
+done
 for tool in openssl nginx haproxy curl python3 cmake taskset; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install $tool)"
 done

@@ -4,7 +4,8 @@
 # it to the defaults before each call), starts SERVER, runs the load generator one or more times,
 # and stops SERVER. `WL_SERVERS[NAME]` lists the servers it runs on (default: all three);
 # `WORKLOADS` is the order of a round. To add a workload: a wl_ function, one WORKLOADS entry
-# (and a WL_SERVERS entry when not all three), and rows in bench/report.py.
+# (and a WL_SERVERS entry when not all three), and rows in bench/report_rows.py; a workload of
+# its own file goes in bench/lib/workload-NAME.sh (run.sh sources every such file after this one).
 #
 # Scale (set by run.sh): WARMUP HS_S REQ_S BULK_S LAT_S RELOAD_S HS_THREADS REQ_CONNS BULK_CONNS
 # LAT_RATE LAT_CONNS IDLE_FEW IDLE_MANY PENDING_N SETTLE.
