@@ -22,13 +22,14 @@ wl_servers() { echo "${WL_SERVERS[$1]:-mtlsd nginx haproxy}"; }
 
 # NAME MODE ARGS...: runs the load generator against the running server and appends its JSON
 # line to $RESULTS, tagged with the round, the workload and the server's worker count. The load
-# generator is pinned off the server's core when the server is pinned.
+# generator is pinned off the server's core when the server is pinned. LOADGEN_TIMEOUT: seconds
+# before it is killed (default 300).
 loadgen() {
     local name=$1 mode=$2
     shift 2
     local out err=$T/loadgen-$name-$WORKLOAD-$mode.err
     set_pin "$([[ -n "$(server_cpus)" ]] && echo "$CLIENT_CPUS")"
-    if ! out=$(timeout 300 "${PIN[@]}" "$LOADGEN_BIN" --mode "$mode" --port "$PROXY_PORT" \
+    if ! out=$(timeout "${LOADGEN_TIMEOUT:-300}" "${PIN[@]}" "$LOADGEN_BIN" --mode "$mode" --port "$PROXY_PORT" \
         --cert "$PKI/client.crt" --key "$PKI/client.key" --ca "$PKI/ca.crt" \
         --server-pid "$SERVER_PID" --upstream-pid "$UP_PID" --label "$name" \
         --warmup "$WARMUP" "$@" 2>"$err"); then
@@ -79,7 +80,8 @@ idle_run() { # NAME MODE COUNT ARGS...: a fresh server, COUNT connections held, 
     local name=$1 mode=$2 count=$3
     shift 3
     server_up "$name"
-    loadgen "$name" "$mode" --connections "$count" --threads "$HS_THREADS" --settle "$SETTLE" "$@"
+    # Opening 8,000 mTLS connections takes ~10 s on a quiet machine, minutes on a busy one.
+    LOADGEN_TIMEOUT=1200 loadgen "$name" "$mode" --connections "$count" --threads "$HS_THREADS" --settle "$SETTLE" "$@"
     server_down
 }
 wl_idle() { idle_run "$1" idle "$IDLE_FEW"; }        # full mTLS + one request, then idle
