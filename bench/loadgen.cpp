@@ -57,6 +57,7 @@
 #include <thread>
 #include <vector>
 
+#include "loadgen_connection.hpp"
 #include "loadgen_options.hpp"
 #include "loadgen_output.hpp"
 #include "loadgen_pending.hpp"
@@ -64,10 +65,17 @@
 
 namespace {
 
+using loadgen::connection;
+using loadgen::g_counters;
 using loadgen::line_writer;
+using loadgen::on_new_session;
 using loadgen::options;
+using loadgen::proxy_v1_header;
 using loadgen::self_cpu_seconds;
+using loadgen::send_all;
+using loadgen::set_timeouts;
 using loadgen::still_open;
+using loadgen::ticket_slot;
 using loadgen::tree_cpu_seconds;
 using loadgen::tree_pss_kib;
 using loadgen::tree_rss_kib;
@@ -86,13 +94,9 @@ enum class phase : int { warmup = 0, measuring = 1, stopped = 2 };
 struct run_state {
   std::atomic<int> ph{static_cast<int>(phase::warmup)};
   std::atomic<std::uint64_t> ops{0};               // completed operations inside the window
-  std::atomic<std::uint64_t> body_bytes{0};        // response body bytes inside the window
   std::atomic<std::uint64_t> errors{0};            // failed operations (any time)
   std::atomic<std::uint64_t> window_errors{0};     // failed operations inside the window
   std::atomic<std::uint64_t> refused{0};           // flood: closed by the server, inside the window
-  std::atomic<std::uint64_t> handshakes{0};        // completed handshakes (any time)
-  std::atomic<std::uint64_t> tickets{0};           // session tickets received (any time)
-  std::atomic<std::uint64_t> resumed{0};           // handshakes the server resumed (any time)
   std::atomic<bool> signalled{false};              // resumed --hup-pid: the signal was sent
   std::atomic<bool> old_tickets_due{false};        // ... and --hup-wait has passed
   std::atomic<std::uint64_t> old_ticket_tries{0};  // pre-signal tickets offered after it
@@ -118,284 +122,6 @@ struct run_state {
 };
 
 run_state g_state;
-
-// Where a connection keeps the tickets it receives (mode resumed); other modes have none and
-// drop every ticket, so their handshakes are all full ones.
-struct ticket_slot {
-  ticket_slot() = default;
-  ticket_slot(const ticket_slot&) = delete;
-  ticket_slot& operator=(const ticket_slot&) = delete;
-  ~ticket_slot() {
-    SSL_SESSION_free(latest);
-    for (SSL_SESSION* s : pool)
-      SSL_SESSION_free(s);
-  }
-  SSL_SESSION* latest = nullptr;   // the newest ticket: the next handshake resumes with it
-  std::vector<SSL_SESSION*> pool;  // --hup-pid: tickets issued before the signal, kept unused
-};
-
-int on_new_session(SSL* ssl, SSL_SESSION* session) {
-  g_state.tickets.fetch_add(1, std::memory_order_relaxed);
-  auto* slot = static_cast<ticket_slot*>(SSL_get_app_data(ssl));
-  if (slot == nullptr) return 0;  // not kept
-  SSL_SESSION_free(slot->latest);
-  slot->latest = session;
-  return 1;  // the slot owns the reference now
-}
-
-std::string ssl_error_text(SSL* ssl, int ret, const char* op) {
-  const int e = SSL_get_error(ssl, ret);
-  std::string s = std::string(op) + ": ";
-  const unsigned long code = ERR_get_error();
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    s += buf;
-  } else if (e == SSL_ERROR_SYSCALL) {
-    s += errno == 0 ? std::string("unexpected EOF") : std::string(std::strerror(errno));
-  } else if (e == SSL_ERROR_ZERO_RETURN) {
-    s += "closed by peer";
-  } else {
-    s += "SSL error " + std::to_string(e);
-  }
-  ERR_clear_error();
-  return s;
-}
-
-// "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" for a connected socket: the destination and the
-// source port are the socket's own, the source address is the one the caller plays.
-std::string proxy_v1_header(int fd, const std::string& src, int dport) {
-  sockaddr_in local{};
-  socklen_t len = sizeof local;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
-  return "PROXY TCP4 " + src + " 127.0.0.1 " + std::to_string(ntohs(local.sin_port)) + " " +
-         std::to_string(dport) + "\r\n";
-}
-
-bool send_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-void set_timeouts(int fd, double seconds) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - std::floor(seconds)) * 1e6);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-// ---------------------------------------------------------------------------------------------
-// One client connection: TCP + TLS + a minimal HTTP/1.1 response reader.
-
-class connection {
- public:
-  connection() = default;
-  connection(const connection&) = delete;
-  connection& operator=(const connection&) = delete;
-  ~connection() { close(); }
-
-  // proxy_src: when not empty, a PROXY v1 header naming that source precedes the ClientHello.
-  // slot: when not null, resume with slot->latest (or `resume_with`, when given) and keep the
-  // tickets the server sends in the slot.
-  bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err,
-            const std::string& proxy_src = {}, ticket_slot* slot = nullptr,
-            SSL_SESSION* resume_with = nullptr) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) {
-      err = std::string("socket: ") + std::strerror(errno);
-      return false;
-    }
-    const int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    set_timeouts(fd_, o.timeout);
-    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      err = std::string("connect: ") + std::strerror(errno);
-      return false;
-    }
-    if (!proxy_src.empty() && !send_all(fd_, proxy_v1_header(fd_, proxy_src, o.port))) {
-      err = std::string("PROXY header: ") + std::strerror(errno);
-      return false;
-    }
-    ssl_ = SSL_new(ctx);
-    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
-      err = "SSL_new failed";
-      return false;
-    }
-    // SSL_set_tlsext_host_name() is a macro with a C cast; call what it expands to.
-    SSL_ctrl(ssl_, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-             const_cast<char*>(o.server_name.c_str()));
-    SSL_set1_host(ssl_, o.server_name.c_str());
-    if (slot != nullptr) {
-      SSL_set_app_data(ssl_, slot);
-      SSL_SESSION* session = resume_with != nullptr ? resume_with : slot->latest;
-      if (session != nullptr) SSL_set_session(ssl_, session);
-    }
-    errno = 0;
-    const int r = SSL_connect(ssl_);
-    if (r != 1) {
-      err = ssl_error_text(ssl_, r, "handshake");
-      const long v = SSL_get_verify_result(ssl_);
-      if (v != X509_V_OK) err += std::string(" (") + X509_verify_cert_error_string(v) + ")";
-      return false;
-    }
-    g_state.handshakes.fetch_add(1, std::memory_order_relaxed);
-    if (SSL_session_reused(ssl_) == 1) g_state.resumed.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-
-  bool resumed() const { return ssl_ != nullptr && SSL_session_reused(ssl_) == 1; }
-
-  // Idle mode holds thousands of connections: the 64 KiB read buffer is not needed any more.
-  void drop_buffer() {
-    buf_.clear();
-    buf_.shrink_to_fit();
-    have_ = 0;
-  }
-
-  bool write_all(const std::string& data, std::string& err) {
-    std::size_t done = 0;
-    while (done < data.size()) {
-      std::size_t n = 0;
-      errno = 0;
-      const int r = SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n);
-      if (r != 1) {
-        err = ssl_error_text(ssl_, r, "write");
-        return false;
-      }
-      done += n;
-    }
-    return true;
-  }
-
-  // Reads one response with a Content-Length body; body bytes read while the window is open are
-  // added to g_state.body_bytes as they arrive (so long downloads count in the right window).
-  bool read_response(std::string& err) {
-    std::size_t header_end = std::string::npos;
-    while ((header_end = find_header_end()) == std::string::npos) {
-      if (have_ == buf_.size()) {
-        err = "response headers too large";
-        return false;
-      }
-      if (!fill(err, "read headers")) return false;
-    }
-    const std::string_view head(buf_.data(), header_end);
-    if (head.size() < 12 || head.substr(0, 5) != "HTTP/" || head.substr(9, 3) != "200") {
-      err = "unexpected status: " + std::string(head.substr(0, head.find('\r')));
-      return false;
-    }
-    std::uint64_t length = 0;
-    bool have_length = false;
-    std::size_t pos = 0;
-    while ((pos = head.find("\r\n", pos)) != std::string_view::npos) {
-      pos += 2;
-      constexpr std::string_view name = "content-length:";
-      if (head.size() - pos < name.size()) break;
-      bool match = true;
-      for (std::size_t i = 0; i < name.size() && match; ++i) {
-        match = std::tolower(static_cast<unsigned char>(head[pos + i])) == name[i];
-      }
-      if (match) {
-        length = std::strtoull(head.data() + pos + name.size(), nullptr, 10);
-        have_length = true;
-        break;
-      }
-    }
-    if (!have_length) {
-      err = "response without Content-Length";
-      return false;
-    }
-    const std::size_t body_start = header_end + 4;
-    const std::size_t in_buf = std::min<std::uint64_t>(have_ - body_start, length);
-    std::uint64_t remaining = length - in_buf;
-    count_body(in_buf);
-    consume(body_start + in_buf);
-    while (remaining > 0) {
-      std::size_t n = 0;
-      errno = 0;
-      const std::size_t want = std::min<std::uint64_t>(remaining, buf_.size());
-      const int r = SSL_read_ex(ssl_, buf_.data(), want, &n);
-      if (r != 1) {
-        err = ssl_error_text(ssl_, r, "read body");
-        return false;
-      }
-      remaining -= n;
-      count_body(n);
-    }
-    return true;
-  }
-
-  // After "Connection: close": the server must close. Anything but a timeout counts as closed.
-  bool await_close(std::string& err) {
-    for (;;) {
-      std::size_t n = 0;
-      errno = 0;
-      const int r = SSL_read_ex(ssl_, buf_.data(), buf_.size(), &n);
-      if (r == 1) continue;  // unexpected trailing data: drain it
-      const int e = SSL_get_error(ssl_, r);
-      if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        err = "timeout waiting for the server to close";
-        ERR_clear_error();
-        return false;
-      }
-      ERR_clear_error();
-      return true;
-    }
-  }
-
-  void close() {
-    if (ssl_ != nullptr) {
-      if (SSL_is_init_finished(ssl_) == 1) SSL_shutdown(ssl_);  // one close_notify, no wait
-      SSL_free(ssl_);
-      ssl_ = nullptr;
-      ERR_clear_error();
-    }
-    if (fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-    have_ = 0;
-  }
-
- private:
-  std::size_t find_header_end() const {
-    const std::string_view v(buf_.data(), have_);
-    return v.find("\r\n\r\n");
-  }
-
-  bool fill(std::string& err, const char* what) {
-    std::size_t n = 0;
-    errno = 0;
-    const int r = SSL_read_ex(ssl_, buf_.data() + have_, buf_.size() - have_, &n);
-    if (r != 1) {
-      err = ssl_error_text(ssl_, r, what);
-      return false;
-    }
-    have_ += n;
-    return true;
-  }
-
-  void consume(std::size_t n) {
-    std::memmove(buf_.data(), buf_.data() + n, have_ - n);
-    have_ -= n;
-  }
-
-  static void count_body(std::uint64_t n) {
-    if (n > 0 && g_state.measuring()) {
-      g_state.body_bytes.fetch_add(n, std::memory_order_relaxed);
-    }
-  }
-
-  int fd_ = -1;
-  SSL* ssl_ = nullptr;
-  std::vector<char> buf_ = std::vector<char>(64 * 1024);
-  std::size_t have_ = 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Modes
@@ -685,6 +411,7 @@ window run_window(const options& o, int nthreads,
   const double c0 = self_cpu_seconds();
   const auto t0 = clock_type::now();
   g_state.ph.store(static_cast<int>(phase::measuring));
+  g_counters.counting_body.store(true);
   auto signalled_at = t0;
   while (seconds_since(t0) < o.duration && (o.count == 0 || g_state.ops.load() < o.count)) {
     if (o.hup_pid > 0 && !g_state.signalled.load() && seconds_since(t0) >= o.hup_at) {
@@ -698,6 +425,7 @@ window run_window(const options& o, int nthreads,
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   g_state.ph.store(static_cast<int>(phase::stopped));
+  g_counters.counting_body.store(false);
   w.wall_s = seconds_since(t0);
   w.server_cpu_s = o.server_pids.empty() ? 0 : tree_cpu_seconds(o.server_pids) - s0;
   w.upstream_cpu_s = o.upstream_pids.empty() ? 0 : tree_cpu_seconds(o.upstream_pids) - u0;
@@ -745,8 +473,8 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   for (auto& l : lats)
     all.insert(all.end(), l.ms.begin(), l.ms.end());
   const double ops = static_cast<double>(g_state.ops.load());
-  const double mb = static_cast<double>(g_state.body_bytes.load()) / 1e6;
-  const auto hs = g_state.handshakes.load();
+  const double mb = static_cast<double>(g_counters.body_bytes.load()) / 1e6;
+  const auto hs = g_counters.handshakes.load();
 
   const double window_errors = static_cast<double>(g_state.window_errors.load());
   line_writer out(o.format == "json");
@@ -775,7 +503,7 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .num("lat_p99_ms", percentile(all, 0.99))
       .integer("handshakes", hs)
       .num("tickets_per_handshake",
-           ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2)
+           ratio(static_cast<double>(g_counters.tickets.load()), static_cast<double>(hs)), 2)
       .num("lat_p999_ms", percentile(all, 0.999))
       .num("lat_max_ms", all.empty() ? 0 : *std::max_element(all.begin(), all.end()));
   if (o.mode == "resumed") {
@@ -783,7 +511,7 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
                         const std::atomic<std::uint64_t>& whole) {
       return 100.0 * ratio(static_cast<double>(part.load()), static_cast<double>(whole.load()));
     };
-    out.integer("resumed", g_state.resumed.load())
+    out.integer("resumed", g_counters.resumed.load())
         .num("resumed_pct", pct(g_state.window_resumed, g_state.before_signal_ops), 2);
     if (o.hup_pid > 0) {
       out.integer("signalled", g_state.signalled.load() ? 1 : 0)
@@ -939,10 +667,10 @@ int run_idle(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .num("kib_per_conn", per_conn(peak.rss_kib, before.rss_kib), 1)
       .num("pss_kib_per_conn", per_conn(peak.pss_kib, before.pss_kib), 1)
       .num("retained_pct", growth > 0 ? 100.0 * kept / growth : 0, 1)
-      .integer("handshakes", g_state.handshakes.load())
+      .integer("handshakes", g_counters.handshakes.load())
       .num("tickets_per_handshake",
-           ratio(static_cast<double>(g_state.tickets.load()),
-                 static_cast<double>(g_state.handshakes.load())),
+           ratio(static_cast<double>(g_counters.tickets.load()),
+                 static_cast<double>(g_counters.handshakes.load())),
            2);
   std::printf("%s\n", out.finish().c_str());
   return n > 0 ? 0 : 1;
