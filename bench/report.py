@@ -173,9 +173,16 @@ def markdown(table, machine, args, errors):
         markdown_table(table), "",
         "## Targets (issue 13)", "",
     ]
+    header, parent = table[0], ""
     for row in table[1:]:
+        title = row[0].strip()
+        if not row[0].startswith("  "):
+            parent = title
+        elif parent:
+            title = f"{parent}: {title}"
         if row[-1]:
-            lines.append(f"- {row[-1]}: {row[0].strip()} — target {row[-2]}")
+            values = [f"{h} {c}" for h, c in zip(header[2:-2], row[2:-2]) if c not in ("", "-")]
+            lines.append(f"- **{row[-1]}** {title} — target {row[-2]} ({'; '.join(values)})")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
     lines += ["", "errors: " + (", ".join(errors) if errors else "none"), ""]
     return "\n".join(lines)
