@@ -60,11 +60,14 @@ def holds(op, value, bound):
     return value >= bound if op == ">=" else value <= bound
 
 
-def verdict(target, stats, ratios):
+def verdict(target, stats, ratios, data):
     """PASS / FAIL / n/a for a row's target."""
     if target is None:
         return ""
-    kind, op, bound, _ = target
+    kind, op, bound = target[:3]
+    guard = target[4] if len(target) > 4 else None
+    if guard and guard(data):
+        return guard(data)
     if kind == "abs":
         values = [stats["mtlsd"][0]] if stats.get("mtlsd") else []
     else:
@@ -93,7 +96,7 @@ def build(data):
         row = [title(data) if callable(title) else title, "" if better == "info" else better]
         row += [cell(stats[s], fmt) for s in servers]
         row += ["" if ratios[s] is None else f"{ratios[s]:.2f}" for s in others]
-        row += [target[3] if target else "", verdict(target, stats, ratios)]
+        row += [target[3] if target else "", verdict(target, stats, ratios, data)]
         table.append(row)
     return table
 
@@ -180,7 +183,7 @@ def markdown(table, machine, args, errors):
             parent = title
         elif parent:
             title = f"{parent}: {title}"
-        if row[-1]:
+        if row[-1]:  # a verdict: PASS, FAIL or n/a (and why)
             values = [f"{h} {c}" for h, c in zip(header[2:-2], row[2:-2]) if c not in ("", "-")]
             lines.append(f"- **{row[-1]}** {title} — target {row[-2]} ({'; '.join(values)})")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
