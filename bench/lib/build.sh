@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/build.sh — sourced by bench/run.sh: the mtlsd and mtlsd_loadgen binaries it measures with
 # (MTLSD_BIN / LOADGEN_BIN, built here unless given).
 find_binaries() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/env.sh — sourced by bench/run.sh: logging, process bookkeeping, CPU pinning, ports,
 # the PKI and the upstream every proxy forwards to. Uses ROOT, T, KEEP, NPROC, LARGE_MIB.
 

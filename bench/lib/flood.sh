@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/flood.sh — sourced by bench/run.sh: --flood (issue 17): one source floods the server,
 # which caps connections per source, while three others make full mTLS handshakes at a steady
 # rate. mtlsd and nginx (stream) only: bench/README.md says why not HAProxy.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/profile.sh — sourced by bench/run.sh: --profile WORKLOAD runs one workload against
 # mtlsd alone under `perf record -g` (Debian's linux-perf) and writes the top symbols to
 # bench/profiles/WORKLOAD.txt.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/servers.sh — sourced by bench/run.sh: the three proxies, each configured from the
 # variant variables below, started on PROXY_PORT in front of the upstream (UP_PORT).
 #

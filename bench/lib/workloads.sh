@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/workloads.sh — sourced by bench/run.sh: one function per workload.
 #
 # A workload `wl_NAME SERVER` sets the variant it needs (bench/lib/servers.sh; the driver resets
@@ -35,8 +36,8 @@ loadgen() {
         --warmup "$WARMUP" "$@" 2>"$err"); then
         log "$name $WORKLOAD: loadgen failed: $(head -c 400 "$err")"
     fi
-    [[ -n "$out" ]] && echo "$out" |
-        sed "s/^{/{\"round\":$ROUND,\"workload\":\"$WORKLOAD\",\"workers\":$V_WORKERS,/" >>"$RESULTS"
+    [[ -n "$out" ]] &&
+        echo "{\"round\":$ROUND,\"workload\":\"$WORKLOAD\",\"workers\":$V_WORKERS,${out#\{}" >>"$RESULTS"
     [[ -s "$err" ]] && log "$name $WORKLOAD: $(head -3 "$err" | tr '\n' ' ')"
     return 0
 }
