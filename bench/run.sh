@@ -9,8 +9,8 @@
 #   bench/run.sh --profile WORKLOAD [--quick]
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
-#   --quick          short windows, small scale, 1 round: < 3 minutes (the full run: 3 rounds,
-#                    about 15-20 minutes)
+#   --quick          short windows, small scale, 1 round: ~2.5 minutes on a quiet machine (the
+#                    full run: 3 rounds, ~18-20 minutes; bench/README.md, "How long")
 #   --rounds N       rounds (default 3; --quick: 1)
 #   --workloads LIST comma-separated subset of the workloads (default all; bench/README.md)
 #   --only LIST      comma-separated subset of mtlsd,nginx,haproxy
