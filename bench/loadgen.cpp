@@ -27,11 +27,11 @@
 // expressed per server CPU-second: that figure is far less sensitive to a busy machine than a
 // plain rate.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -48,7 +48,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,271 +57,33 @@
 #include <thread>
 #include <vector>
 
+#include "loadgen_connection.hpp"
+#include "loadgen_options.hpp"
+#include "loadgen_output.hpp"
+#include "loadgen_pending.hpp"
+#include "loadgen_proc.hpp"
+
 namespace {
+
+using loadgen::connection;
+using loadgen::g_counters;
+using loadgen::line_writer;
+using loadgen::on_new_session;
+using loadgen::options;
+using loadgen::proxy_v1_header;
+using loadgen::self_cpu_seconds;
+using loadgen::send_all;
+using loadgen::set_timeouts;
+using loadgen::still_open;
+using loadgen::ticket_slot;
+using loadgen::tree_cpu_seconds;
+using loadgen::tree_pss_kib;
+using loadgen::tree_rss_kib;
 
 using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Options
-
-struct options {
-  std::string mode = "handshakes";
-  std::string host = "127.0.0.1";
-  int port = 0;
-  std::string cert, key, ca;
-  std::string server_name = "localhost";
-  std::string path;  // default depends on the mode
-  std::string label;
-  std::string format = "json";
-  int threads = 4;
-  int connections = 0;  // default depends on the mode
-  double duration = 5.0;
-  double warmup = 1.0;
-  double settle = 0.5;
-  double timeout = 5.0;
-  std::uint64_t count = 0;              // 0 = bounded by duration only
-  double rate = 0;                      // total operations per second over all threads; 0 = unpaced
-  int hold = 0;                         // flood: connections opened first and kept
-  std::vector<std::string> proxy_srcs;  // PROXY v1 source addresses; empty = no header
-  std::string scenario;                 // copied into the output
-  std::vector<pid_t> server_pids;
-  std::vector<pid_t> upstream_pids;
-};
-
-[[noreturn]] void usage(int code) {
-  std::fputs(
-      "usage: mtlsd_loadgen --port N --cert PEM --key PEM --ca PEM [options]\n"
-      "  --mode handshakes|requests|bulk|idle|flood   (default handshakes)\n"
-      "  --host IPV4            server address (default 127.0.0.1)\n"
-      "  --server-name NAME     SNI and certificate name to verify (default localhost)\n"
-      "  --path PATH            request path (default /small; bulk: /large)\n"
-      "  --threads T            handshakes: concurrent loops; idle: opener threads (default 4)\n"
-      "  --connections C        requests: 32, bulk: 1, idle: 200 (default)\n"
-      "  --duration S           measured window in seconds (default 5)\n"
-      "  --warmup S             unmeasured ramp-up before the window (default 1)\n"
-      "  --count N              end the window after N operations (default: duration only)\n"
-      "  --settle S             idle: wait before each memory sample (default 0.5)\n"
-      "  --timeout S            per socket operation (default 5)\n"
-      "  --server-pid P[,P...]  sample CPU (and, for idle, RSS) of these processes + descendants\n"
-      "  --upstream-pid P[,...] also report the upstream's CPU seconds\n"
-      "  --proxy-src A[,B...]   begin each connection with a PROXY v1 header; thread i names\n"
-      "                         source i modulo the list (flood: required, the first is used)\n"
-      "  --rate R               total operations (flood: connections) per second over all\n"
-      "                         threads (default 0: as fast as possible)\n"
-      "  --hold N               flood: open N connections first and keep them (default 0)\n"
-      "  --label TEXT           copied into the output\n"
-      "  --scenario TEXT        copied into the output\n"
-      "  --format json|text     output line format (default json)\n",
-      code == 0 ? stdout : stderr);
-  std::exit(code);
-}
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-std::vector<pid_t> parse_pids(const std::string& s) {
-  std::vector<pid_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    out.push_back(static_cast<pid_t>(std::stol(item)));
-  }
-  return out;
-}
-
-options parse(int argc, char** argv) {
-  options o;
-  std::vector<std::string_view> args(argv + 1, argv + argc);
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view a = args[i];
-    if (a == "--help" || a == "-h") usage(0);
-    if (i + 1 >= args.size()) {
-      std::fprintf(stderr, "loadgen: %s needs a value (or is unknown)\n", argv[i + 1]);
-      usage(2);
-    }
-    const std::string v(args[++i]);
-    try {
-      if (a == "--mode")
-        o.mode = v;
-      else if (a == "--host")
-        o.host = v;
-      else if (a == "--port")
-        o.port = std::stoi(v);
-      else if (a == "--cert")
-        o.cert = v;
-      else if (a == "--key")
-        o.key = v;
-      else if (a == "--ca")
-        o.ca = v;
-      else if (a == "--server-name")
-        o.server_name = v;
-      else if (a == "--path")
-        o.path = v;
-      else if (a == "--label")
-        o.label = v;
-      else if (a == "--scenario")
-        o.scenario = v;
-      else if (a == "--rate")
-        o.rate = std::stod(v);
-      else if (a == "--hold")
-        o.hold = std::stoi(v);
-      else if (a == "--proxy-src")
-        o.proxy_srcs = split_list(v);
-      else if (a == "--format")
-        o.format = v;
-      else if (a == "--threads")
-        o.threads = std::stoi(v);
-      else if (a == "--connections")
-        o.connections = std::stoi(v);
-      else if (a == "--duration")
-        o.duration = std::stod(v);
-      else if (a == "--warmup")
-        o.warmup = std::stod(v);
-      else if (a == "--settle")
-        o.settle = std::stod(v);
-      else if (a == "--timeout")
-        o.timeout = std::stod(v);
-      else if (a == "--count")
-        o.count = std::stoull(v);
-      else if (a == "--server-pid")
-        o.server_pids = parse_pids(v);
-      else if (a == "--upstream-pid")
-        o.upstream_pids = parse_pids(v);
-      else {
-        std::fprintf(stderr, "loadgen: unknown option %s\n", std::string(a).c_str());
-        usage(2);
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "loadgen: bad value for %s: %s\n", std::string(a).c_str(), v.c_str());
-      usage(2);
-    }
-  }
-  if (o.port <= 0 || o.port > 65535 || o.cert.empty() || o.key.empty() || o.ca.empty()) usage(2);
-  if (o.mode != "handshakes" && o.mode != "requests" && o.mode != "bulk" && o.mode != "idle" &&
-      o.mode != "flood") {
-    std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
-    usage(2);
-  }
-  if (o.mode == "flood" && o.proxy_srcs.empty()) {
-    std::fputs("loadgen: --mode flood needs --proxy-src\n", stderr);
-    usage(2);
-  }
-  for (const auto& src : o.proxy_srcs) {
-    in_addr a{};
-    if (::inet_pton(AF_INET, src.c_str(), &a) != 1) {
-      std::fprintf(stderr, "loadgen: --proxy-src takes IPv4 literals: %s\n", src.c_str());
-      usage(2);
-    }
-  }
-  if (o.format != "json" && o.format != "text") usage(2);
-  if (o.path.empty()) o.path = o.mode == "bulk" ? "/large" : "/small";
-  if (o.connections <= 0) {
-    o.connections = o.mode == "bulk" ? 1 : o.mode == "idle" ? 200 : 32;
-  }
-  o.threads = std::max(1, o.threads);
-  o.duration = std::max(0.1, o.duration);
-  o.warmup = std::max(0.0, o.warmup);
-  return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc sampling: CPU seconds and resident memory of a process tree.
-
-struct proc_info {
-  pid_t ppid = 0;
-  std::uint64_t ticks = 0;  // utime + stime
-};
-
-bool read_proc(pid_t pid, proc_info& out) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto close = line.rfind(')');  // the command name may contain spaces and parentheses
-  if (close == std::string::npos) return false;
-  std::istringstream rest(line.substr(close + 2));
-  std::vector<std::string> fields;
-  std::string tok;
-  while (rest >> tok && fields.size() < 13)
-    fields.push_back(tok);
-  if (fields.size() < 13) return false;
-  // fields[0] is field 3 (state): ppid = field 4, utime = field 14, stime = field 15.
-  out.ppid = static_cast<pid_t>(std::stol(fields[1]));
-  out.ticks = std::stoull(fields[11]) + std::stoull(fields[12]);
-  return true;
-}
-
-// The given processes and all their descendants (nginx's workers are children of the master).
-std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
-  std::map<pid_t, std::vector<pid_t>> children;
-  if (DIR* d = ::opendir("/proc")) {
-    while (const dirent* e = ::readdir(d)) {
-      char* end = nullptr;
-      const long pid = std::strtol(e->d_name, &end, 10);
-      if (end == e->d_name || *end != '\0') continue;
-      proc_info pi;
-      if (read_proc(static_cast<pid_t>(pid), pi)) {
-        children[pi.ppid].push_back(static_cast<pid_t>(pid));
-      }
-    }
-    ::closedir(d);
-  }
-  std::vector<pid_t> out;
-  std::vector<pid_t> todo = roots;
-  while (!todo.empty()) {
-    const pid_t p = todo.back();
-    todo.pop_back();
-    if (std::find(out.begin(), out.end(), p) != out.end()) continue;
-    out.push_back(p);
-    const auto it = children.find(p);
-    if (it != children.end()) todo.insert(todo.end(), it->second.begin(), it->second.end());
-  }
-  return out;
-}
-
-double tree_cpu_seconds(const std::vector<pid_t>& roots) {
-  static const long hz = ::sysconf(_SC_CLK_TCK);
-  std::uint64_t ticks = 0;
-  for (const pid_t p : process_tree(roots)) {
-    proc_info pi;
-    if (read_proc(p, pi)) ticks += pi.ticks;
-  }
-  return static_cast<double>(ticks) / static_cast<double>(hz);
-}
-
-std::uint64_t tree_rss_kib(const std::vector<pid_t>& roots) {
-  std::uint64_t kib = 0;
-  for (const pid_t p : process_tree(roots)) {
-    std::ifstream f("/proc/" + std::to_string(p) + "/status");
-    std::string line;
-    while (std::getline(f, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) {
-        kib += std::stoull(line.substr(6));
-        break;
-      }
-    }
-  }
-  return kib;
-}
-
-double self_cpu_seconds() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  const auto tv = [](const timeval& t) {
-    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
-  };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,13 +93,20 @@ enum class phase : int { warmup = 0, measuring = 1, stopped = 2 };
 
 struct run_state {
   std::atomic<int> ph{static_cast<int>(phase::warmup)};
-  std::atomic<std::uint64_t> ops{0};            // completed operations inside the window
-  std::atomic<std::uint64_t> body_bytes{0};     // response body bytes inside the window
-  std::atomic<std::uint64_t> errors{0};         // failed operations (any time)
-  std::atomic<std::uint64_t> window_errors{0};  // failed operations inside the window
-  std::atomic<std::uint64_t> refused{0};        // flood: closed by the server, inside the window
-  std::atomic<std::uint64_t> handshakes{0};     // completed handshakes (any time)
-  std::atomic<std::uint64_t> tickets{0};        // session tickets received (any time)
+  std::atomic<std::uint64_t> ops{0};               // completed operations inside the window
+  std::atomic<std::uint64_t> errors{0};            // failed operations (any time)
+  std::atomic<std::uint64_t> window_errors{0};     // failed operations inside the window
+  std::atomic<std::uint64_t> refused{0};           // flood: closed by the server, inside the window
+  std::atomic<bool> signalled{false};              // resumed --hup-pid: the signal was sent
+  std::atomic<bool> old_tickets_due{false};        // ... and --hup-wait has passed
+  std::atomic<std::uint64_t> old_ticket_tries{0};  // pre-signal tickets offered after it
+  std::atomic<std::uint64_t> old_ticket_resumed{0};  // ... and accepted
+  // Mode resumed, inside the window, pooled-ticket tries excluded: handshakes and how many of
+  // them were resumed, before the signal (or without one) and after it.
+  std::atomic<std::uint64_t> before_signal_ops{0};
+  std::atomic<std::uint64_t> window_resumed{0};
+  std::atomic<std::uint64_t> after_signal_ops{0};
+  std::atomic<std::uint64_t> after_signal_resumed{0};
   std::mutex err_mu;
   std::map<std::string, std::uint64_t> error_kinds;
 
@@ -355,247 +123,6 @@ struct run_state {
 
 run_state g_state;
 
-int on_new_session(SSL*, SSL_SESSION*) {
-  g_state.tickets.fetch_add(1, std::memory_order_relaxed);
-  return 0;  // not kept: every handshake in this tool is a full one
-}
-
-std::string ssl_error_text(SSL* ssl, int ret, const char* op) {
-  const int e = SSL_get_error(ssl, ret);
-  std::string s = std::string(op) + ": ";
-  const unsigned long code = ERR_get_error();
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    s += buf;
-  } else if (e == SSL_ERROR_SYSCALL) {
-    s += errno == 0 ? std::string("unexpected EOF") : std::string(std::strerror(errno));
-  } else if (e == SSL_ERROR_ZERO_RETURN) {
-    s += "closed by peer";
-  } else {
-    s += "SSL error " + std::to_string(e);
-  }
-  ERR_clear_error();
-  return s;
-}
-
-// "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" for a connected socket: the destination and the
-// source port are the socket's own, the source address is the one the caller plays.
-std::string proxy_v1_header(int fd, const std::string& src, int dport) {
-  sockaddr_in local{};
-  socklen_t len = sizeof local;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
-  return "PROXY TCP4 " + src + " 127.0.0.1 " + std::to_string(ntohs(local.sin_port)) + " " +
-         std::to_string(dport) + "\r\n";
-}
-
-bool send_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-void set_timeouts(int fd, double seconds) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - std::floor(seconds)) * 1e6);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-// ---------------------------------------------------------------------------------------------
-// One client connection: TCP + TLS + a minimal HTTP/1.1 response reader.
-
-class connection {
- public:
-  connection() = default;
-  connection(const connection&) = delete;
-  connection& operator=(const connection&) = delete;
-  ~connection() { close(); }
-
-  // proxy_src: when not empty, a PROXY v1 header naming that source precedes the ClientHello.
-  bool open(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, std::string& err,
-            const std::string& proxy_src = {}) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) {
-      err = std::string("socket: ") + std::strerror(errno);
-      return false;
-    }
-    const int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    set_timeouts(fd_, o.timeout);
-    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      err = std::string("connect: ") + std::strerror(errno);
-      return false;
-    }
-    if (!proxy_src.empty() && !send_all(fd_, proxy_v1_header(fd_, proxy_src, o.port))) {
-      err = std::string("PROXY header: ") + std::strerror(errno);
-      return false;
-    }
-    ssl_ = SSL_new(ctx);
-    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
-      err = "SSL_new failed";
-      return false;
-    }
-    // SSL_set_tlsext_host_name() is a macro with a C cast; call what it expands to.
-    SSL_ctrl(ssl_, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-             const_cast<char*>(o.server_name.c_str()));
-    SSL_set1_host(ssl_, o.server_name.c_str());
-    errno = 0;
-    const int r = SSL_connect(ssl_);
-    if (r != 1) {
-      err = ssl_error_text(ssl_, r, "handshake");
-      const long v = SSL_get_verify_result(ssl_);
-      if (v != X509_V_OK) err += std::string(" (") + X509_verify_cert_error_string(v) + ")";
-      return false;
-    }
-    g_state.handshakes.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-
-  bool write_all(const std::string& data, std::string& err) {
-    std::size_t done = 0;
-    while (done < data.size()) {
-      std::size_t n = 0;
-      errno = 0;
-      const int r = SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n);
-      if (r != 1) {
-        err = ssl_error_text(ssl_, r, "write");
-        return false;
-      }
-      done += n;
-    }
-    return true;
-  }
-
-  // Reads one response with a Content-Length body; body bytes read while the window is open are
-  // added to g_state.body_bytes as they arrive (so long downloads count in the right window).
-  bool read_response(std::string& err) {
-    std::size_t header_end = std::string::npos;
-    while ((header_end = find_header_end()) == std::string::npos) {
-      if (have_ == buf_.size()) {
-        err = "response headers too large";
-        return false;
-      }
-      if (!fill(err, "read headers")) return false;
-    }
-    const std::string_view head(buf_.data(), header_end);
-    if (head.size() < 12 || head.substr(0, 5) != "HTTP/" || head.substr(9, 3) != "200") {
-      err = "unexpected status: " + std::string(head.substr(0, head.find('\r')));
-      return false;
-    }
-    std::uint64_t length = 0;
-    bool have_length = false;
-    std::size_t pos = 0;
-    while ((pos = head.find("\r\n", pos)) != std::string_view::npos) {
-      pos += 2;
-      constexpr std::string_view name = "content-length:";
-      if (head.size() - pos < name.size()) break;
-      bool match = true;
-      for (std::size_t i = 0; i < name.size() && match; ++i) {
-        match = std::tolower(static_cast<unsigned char>(head[pos + i])) == name[i];
-      }
-      if (match) {
-        length = std::strtoull(head.data() + pos + name.size(), nullptr, 10);
-        have_length = true;
-        break;
-      }
-    }
-    if (!have_length) {
-      err = "response without Content-Length";
-      return false;
-    }
-    const std::size_t body_start = header_end + 4;
-    const std::size_t in_buf = std::min<std::uint64_t>(have_ - body_start, length);
-    std::uint64_t remaining = length - in_buf;
-    count_body(in_buf);
-    consume(body_start + in_buf);
-    while (remaining > 0) {
-      std::size_t n = 0;
-      errno = 0;
-      const std::size_t want = std::min<std::uint64_t>(remaining, buf_.size());
-      const int r = SSL_read_ex(ssl_, buf_.data(), want, &n);
-      if (r != 1) {
-        err = ssl_error_text(ssl_, r, "read body");
-        return false;
-      }
-      remaining -= n;
-      count_body(n);
-    }
-    return true;
-  }
-
-  // After "Connection: close": the server must close. Anything but a timeout counts as closed.
-  bool await_close(std::string& err) {
-    for (;;) {
-      std::size_t n = 0;
-      errno = 0;
-      const int r = SSL_read_ex(ssl_, buf_.data(), buf_.size(), &n);
-      if (r == 1) continue;  // unexpected trailing data: drain it
-      const int e = SSL_get_error(ssl_, r);
-      if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        err = "timeout waiting for the server to close";
-        ERR_clear_error();
-        return false;
-      }
-      ERR_clear_error();
-      return true;
-    }
-  }
-
-  void close() {
-    if (ssl_ != nullptr) {
-      if (SSL_is_init_finished(ssl_) == 1) SSL_shutdown(ssl_);  // one close_notify, no wait
-      SSL_free(ssl_);
-      ssl_ = nullptr;
-      ERR_clear_error();
-    }
-    if (fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-    have_ = 0;
-  }
-
- private:
-  std::size_t find_header_end() const {
-    const std::string_view v(buf_.data(), have_);
-    return v.find("\r\n\r\n");
-  }
-
-  bool fill(std::string& err, const char* what) {
-    std::size_t n = 0;
-    errno = 0;
-    const int r = SSL_read_ex(ssl_, buf_.data() + have_, buf_.size() - have_, &n);
-    if (r != 1) {
-      err = ssl_error_text(ssl_, r, what);
-      return false;
-    }
-    have_ += n;
-    return true;
-  }
-
-  void consume(std::size_t n) {
-    std::memmove(buf_.data(), buf_.data() + n, have_ - n);
-    have_ -= n;
-  }
-
-  static void count_body(std::uint64_t n) {
-    if (n > 0 && g_state.measuring()) {
-      g_state.body_bytes.fetch_add(n, std::memory_order_relaxed);
-    }
-  }
-
-  int fd_ = -1;
-  SSL* ssl_ = nullptr;
-  std::vector<char> buf_ = std::vector<char>(64 * 1024);
-  std::size_t have_ = 0;
-};
-
 // ---------------------------------------------------------------------------------------------
 // Modes
 
@@ -611,27 +138,35 @@ std::string proxy_src_for(const options& o, std::size_t index) {
 }
 
 // Paces one thread to its share of --rate (threads are offset evenly within one interval). A
-// thread that falls behind does not burst to catch up: the offered rate is a ceiling.
+// thread that falls behind does not burst to catch up: the offered rate is a ceiling. With
+// keep_schedule (mode latency) it does: every operation has its intended start on a fixed
+// schedule, and wait() returns it, so a stalled response delays the operations queued behind it
+// and their latency, measured from the intended start, shows that delay (no coordinated
+// omission: a stall is not hidden by the client politely waiting for it).
 class pacer {
  public:
-  pacer(const options& o, int nthreads, std::size_t index) {
+  pacer(const options& o, int nthreads, std::size_t index, bool keep_schedule = false)
+      : keep_schedule_(keep_schedule) {
     if (o.rate <= 0) return;
     interval_ = std::chrono::duration_cast<clock_type::duration>(
         std::chrono::duration<double>(static_cast<double>(nthreads) / o.rate));
     next_ = clock_type::now() + interval_ * static_cast<long>(index) / std::max(1, nthreads);
   }
-  void wait() {
-    if (interval_ == clock_type::duration::zero()) return;
+  clock_type::time_point wait() {
+    if (interval_ == clock_type::duration::zero()) return clock_type::now();
     const auto now = clock_type::now();
     if (next_ > now) {
       std::this_thread::sleep_until(next_);
-    } else if (now - next_ > interval_) {
+    } else if (!keep_schedule_ && now - next_ > interval_) {
       next_ = now;
     }
+    const auto intended = next_;
     next_ += interval_;
+    return keep_schedule_ ? intended : clock_type::now();
   }
 
  private:
+  bool keep_schedule_ = false;
   clock_type::duration interval_{};
   clock_type::time_point next_{};
 };
@@ -668,11 +203,65 @@ void handshake_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
   }
 }
 
+// Mode resumed: like handshakes, but each handshake resumes with the newest ticket this thread
+// received (its first one is full). With --hup-pid, every other ticket issued before the signal
+// goes unused into a pool (so those handshakes alternate full and resumed), and once --hup-wait
+// has passed after the signal each pooled ticket is offered once: how many the server accepts
+// says whether tickets survive a reload.
+void resumed_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
+  constexpr std::size_t kPoolSize = 32;
+  const std::string req =
+      "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\nConnection: close\r\n\r\n";
+  std::string err;
+  const std::string src = proxy_src_for(o, lat.index);
+  pacer pace(o, o.threads, lat.index);
+  ticket_slot slot;
+  std::uint64_t done = 0;
+  while (!g_state.stopped()) {
+    pace.wait();
+    if (g_state.stopped()) break;
+    SSL_SESSION* old = nullptr;
+    if (g_state.old_tickets_due.load() && !slot.pool.empty()) {
+      old = slot.pool.back();
+      slot.pool.pop_back();
+    }
+    const bool after_signal = g_state.signalled.load();
+    const auto t = clock_type::now();
+    connection c;
+    const bool opened = c.open(ctx, o, addr, err, src, &slot, old);
+    const bool resumed = opened && c.resumed();
+    const bool ok = opened && c.write_all(req, err) && c.read_response(err) && c.await_close(err);
+    if (old != nullptr) {
+      g_state.old_ticket_tries.fetch_add(1);
+      if (resumed) g_state.old_ticket_resumed.fetch_add(1);
+      SSL_SESSION_free(old);
+    }
+    if (!ok) {
+      g_state.error(err);
+      backoff();
+      continue;
+    }
+    c.close();
+    if (g_state.measuring() && old == nullptr) {
+      (after_signal ? g_state.after_signal_ops : g_state.before_signal_ops).fetch_add(1);
+      if (resumed)
+        (after_signal ? g_state.after_signal_resumed : g_state.window_resumed).fetch_add(1);
+    }
+    record(lat, t);
+    if (o.hup_pid > 0 && !after_signal && ++done % 2 == 0 && slot.pool.size() < kPoolSize &&
+        slot.latest != nullptr) {
+      slot.pool.push_back(slot.latest);
+      slot.latest = nullptr;
+    }
+  }
+}
+
 void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, latencies& lat) {
   const std::string req = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.server_name + "\r\n\r\n";
   std::string err;
   const std::string src = proxy_src_for(o, lat.index);
-  pacer pace(o, o.connections, lat.index);
+  // Mode latency: latency from the intended start (see pacer); requests: from the actual one.
+  pacer pace(o, o.connections, lat.index, o.mode == "latency");
   while (!g_state.stopped()) {
     connection c;
     if (!c.open(ctx, o, addr, err, src)) {
@@ -681,8 +270,7 @@ void keepalive_loop(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, lat
       continue;
     }
     while (!g_state.stopped()) {
-      pace.wait();
-      const auto t = clock_type::now();
+      const auto t = pace.wait();
       if (!c.write_all(req, err) || !c.read_response(err)) {
         g_state.error(err);
         break;
@@ -765,13 +353,6 @@ int open_hold(const options& o, const sockaddr_in& addr) {
   return fd;
 }
 
-// Whether the server still keeps a held connection open (it has neither closed nor reset it).
-bool still_open(int fd) {
-  char b = 0;
-  const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
-  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 std::uint64_t still_held(const std::vector<int>& fds) {
   return static_cast<std::uint64_t>(std::count_if(fds.begin(), fds.end(), still_open));
 }
@@ -830,10 +411,21 @@ window run_window(const options& o, int nthreads,
   const double c0 = self_cpu_seconds();
   const auto t0 = clock_type::now();
   g_state.ph.store(static_cast<int>(phase::measuring));
+  g_counters.counting_body.store(true);
+  auto signalled_at = t0;
   while (seconds_since(t0) < o.duration && (o.count == 0 || g_state.ops.load() < o.count)) {
+    if (o.hup_pid > 0 && !g_state.signalled.load() && seconds_since(t0) >= o.hup_at) {
+      if (::kill(o.hup_pid, SIGHUP) != 0) std::perror("loadgen: kill(SIGHUP)");
+      signalled_at = clock_type::now();
+      g_state.signalled.store(true);
+    }
+    if (g_state.signalled.load() && seconds_since(signalled_at) >= o.hup_wait) {
+      g_state.old_tickets_due.store(true);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   g_state.ph.store(static_cast<int>(phase::stopped));
+  g_counters.counting_body.store(false);
   w.wall_s = seconds_since(t0);
   w.server_cpu_s = o.server_pids.empty() ? 0 : tree_cpu_seconds(o.server_pids) - s0;
   w.upstream_cpu_s = o.upstream_pids.empty() ? 0 : tree_cpu_seconds(o.upstream_pids) - u0;
@@ -850,54 +442,6 @@ double percentile(std::vector<double>& v, double p) {
   return v[k];
 }
 
-// ---------------------------------------------------------------------------------------------
-// Output: one line, JSON (default) or key=value text.
-
-class line_writer {
- public:
-  explicit line_writer(bool json) : json_(json) {}
-  line_writer& str(const char* k, const std::string& v) {
-    sep();
-    if (json_) {
-      out_ << '"' << k << "\":\"";
-      for (const char c : v) {
-        if (c == '"' || c == '\\')
-          out_ << '\\' << c;
-        else if (static_cast<unsigned char>(c) < 0x20)
-          out_ << ' ';
-        else
-          out_ << c;
-      }
-      out_ << '"';
-    } else {
-      out_ << k << '=' << v;
-    }
-    return *this;
-  }
-  line_writer& num(const char* k, double v, int decimals = 3) {
-    sep();
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, std::isfinite(v) ? v : 0.0);
-    out_ << (json_ ? "\"" : "") << k << (json_ ? "\":" : "=") << buf;
-    return *this;
-  }
-  line_writer& integer(const char* k, std::uint64_t v) {
-    sep();
-    out_ << (json_ ? "\"" : "") << k << (json_ ? "\":" : "=") << v;
-    return *this;
-  }
-  std::string finish() { return (json_ ? "{" : "") + out_.str() + (json_ ? "}" : ""); }
-
- private:
-  void sep() {
-    if (!first_) out_ << (json_ ? "," : " ");
-    first_ = false;
-  }
-  bool json_;
-  bool first_ = true;
-  std::ostringstream out_;
-};
-
 double ratio(double a, double b) {
   return b > 0 ? a / b : 0;
 }
@@ -911,6 +455,9 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   if (o.mode == "handshakes") {
     nthreads = o.threads;
     w = run_window(o, nthreads, handshake_loop, ctx, addr, lats);
+  } else if (o.mode == "resumed") {
+    nthreads = o.threads;
+    w = run_window(o, nthreads, resumed_loop, ctx, addr, lats);
   } else if (o.mode == "flood") {
     holds = open_holds(o, addr);
     nthreads = o.threads;
@@ -926,8 +473,8 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   for (auto& l : lats)
     all.insert(all.end(), l.ms.begin(), l.ms.end());
   const double ops = static_cast<double>(g_state.ops.load());
-  const double mb = static_cast<double>(g_state.body_bytes.load()) / 1e6;
-  const auto hs = g_state.handshakes.load();
+  const double mb = static_cast<double>(g_counters.body_bytes.load()) / 1e6;
+  const auto hs = g_counters.handshakes.load();
 
   const double window_errors = static_cast<double>(g_state.window_errors.load());
   line_writer out(o.format == "json");
@@ -956,7 +503,27 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .num("lat_p99_ms", percentile(all, 0.99))
       .integer("handshakes", hs)
       .num("tickets_per_handshake",
-           ratio(static_cast<double>(g_state.tickets.load()), static_cast<double>(hs)), 2);
+           ratio(static_cast<double>(g_counters.tickets.load()), static_cast<double>(hs)), 2)
+      .num("lat_p999_ms", percentile(all, 0.999))
+      .num("lat_max_ms", all.empty() ? 0 : *std::max_element(all.begin(), all.end()));
+  if (o.mode == "resumed") {
+    const auto pct = [](const std::atomic<std::uint64_t>& part,
+                        const std::atomic<std::uint64_t>& whole) {
+      return 100.0 * ratio(static_cast<double>(part.load()), static_cast<double>(whole.load()));
+    };
+    out.integer("resumed", g_counters.resumed.load())
+        .num("resumed_pct", pct(g_state.window_resumed, g_state.before_signal_ops), 2);
+    if (o.hup_pid > 0) {
+      out.integer("signalled", g_state.signalled.load() ? 1 : 0)
+          .num("resumed_pct_after_signal",
+               pct(g_state.after_signal_resumed, g_state.after_signal_ops), 2)
+          .integer("old_ticket_tries", g_state.old_ticket_tries.load())
+          .integer("old_ticket_resumed", g_state.old_ticket_resumed.load())
+          .num("old_ticket_resumed_pct", pct(g_state.old_ticket_resumed, g_state.old_ticket_tries),
+               2);
+    }
+  }
+  if (o.mode == "latency") out.num("offered_rate", o.rate, 1);
   if (o.mode == "flood") {
     // ops = connections offered in the window (refused or not); the server's CPU in the window
     // divided by the refusals is the cost of one (an upper bound if it served others meanwhile).
@@ -998,39 +565,115 @@ std::vector<std::unique_ptr<connection>> open_many(SSL_CTX* ctx, const options& 
   return conns;
 }
 
+// What the modes idle and pending hold open: mTLS connections, or sockets that never finish
+// their handshake.
+struct held_set {
+  std::vector<std::unique_ptr<connection>> conns;
+  std::vector<int> fds;
+
+  // Connections the server still keeps: all idle ones (its idle timeout is minutes), the
+  // pending sockets it has not closed (a handshake timeout or a cap would close them).
+  std::size_t open() const {
+    return conns.size() +
+           static_cast<std::size_t>(std::count_if(fds.begin(), fds.end(), still_open));
+  }
+  void close_all() {
+    conns.clear();
+    for (const int fd : fds)
+      ::close(fd);
+    fds.clear();
+  }
+};
+
+held_set open_held(SSL_CTX* ctx, const options& o, const sockaddr_in& addr, int n,
+                   const std::string& pending_prefix) {
+  held_set h;
+  if (o.mode != "pending") {
+    h.conns = open_many(ctx, o, addr, n);
+    for (auto& c : h.conns)
+      c->drop_buffer();
+    return h;
+  }
+  for (int i = 0; i < n; ++i) {
+    const int fd = loadgen::open_pending(addr, pending_prefix);
+    if (fd >= 0) {
+      h.fds.push_back(fd);
+    } else {
+      g_state.error(std::string("pending connection: ") + std::strerror(errno));
+    }
+  }
+  return h;
+}
+
+struct memory_sample {
+  std::uint64_t rss_kib = 0;
+  std::uint64_t pss_kib = 0;
+};
+
+memory_sample sample_memory(const options& o) {
+  if (o.server_pids.empty()) return {};
+  return {tree_rss_kib(o.server_pids), tree_pss_kib(o.server_pids)};
+}
+
+// Modes idle and pending: how much the server's memory grows per connection held open, and how
+// much of that growth it keeps once they are all closed (a burst's memory given back or not).
 int run_idle(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
   const auto settle = std::chrono::duration<double>(o.settle);
+  std::string prefix;  // pending: what each socket sends before falling silent
+  if (o.mode == "pending" && o.pending == "half") {
+    const std::string hello = loadgen::client_hello_bytes(ctx, o.server_name);
+    if (hello.size() < 2) {
+      std::fputs("loadgen: cannot make a ClientHello\n", stderr);
+      return 2;
+    }
+    prefix = hello.substr(0, hello.size() / 2);
+  }
   // Warm the server up (allocator arenas, per-thread OpenSSL state) so the delta below is the
   // per-connection cost, not one-time start-up cost.
-  open_many(ctx, o, addr, std::min(o.connections, 64)).clear();
+  open_held(ctx, o, addr, std::min(o.connections, 64), prefix).close_all();
   std::this_thread::sleep_for(settle);
-  const std::uint64_t before = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
+  const memory_sample before = sample_memory(o);
   const auto t0 = clock_type::now();
-  auto conns = open_many(ctx, o, addr, o.connections);
+  held_set held = open_held(ctx, o, addr, o.connections, prefix);
   const double open_s = seconds_since(t0);
   std::this_thread::sleep_for(settle);
-  const std::uint64_t after = o.server_pids.empty() ? 0 : tree_rss_kib(o.server_pids);
-  const auto held = conns.size();
-  conns.clear();
+  const memory_sample peak = sample_memory(o);
+  const std::size_t n = held.open();
+  held.close_all();
+  std::this_thread::sleep_for(2 * settle);
+  const memory_sample after = sample_memory(o);
 
-  const double delta = static_cast<double>(after) - static_cast<double>(before);
+  const auto per_conn = [n](std::uint64_t to, std::uint64_t from) {
+    return n > 0 ? (static_cast<double>(to) - static_cast<double>(from)) / static_cast<double>(n)
+                 : 0.0;
+  };
+  const double growth = static_cast<double>(peak.pss_kib) - static_cast<double>(before.pss_kib);
+  const double kept = static_cast<double>(after.pss_kib) - static_cast<double>(before.pss_kib);
   line_writer out(o.format == "json");
   out.str("label", o.label)
       .str("mode", o.mode)
+      .str("pending", o.mode == "pending" ? o.pending : "")
       .str("target", o.host + ":" + std::to_string(o.port))
-      .integer("connections", held)
+      .integer("requested", static_cast<std::uint64_t>(o.connections))
+      .integer("connections", n)
       .integer("errors", g_state.errors.load())
       .num("open_s", open_s, 2)
-      .integer("rss_before_kib", before)
-      .integer("rss_after_kib", after)
-      .num("kib_per_conn", held > 0 ? delta / static_cast<double>(held) : 0, 1)
-      .integer("handshakes", g_state.handshakes.load())
+      .integer("rss_before_kib", before.rss_kib)
+      .integer("rss_after_kib", peak.rss_kib)
+      .integer("rss_after_close_kib", after.rss_kib)
+      .integer("pss_before_kib", before.pss_kib)
+      .integer("pss_peak_kib", peak.pss_kib)
+      .integer("pss_after_close_kib", after.pss_kib)
+      .num("kib_per_conn", per_conn(peak.rss_kib, before.rss_kib), 1)
+      .num("pss_kib_per_conn", per_conn(peak.pss_kib, before.pss_kib), 1)
+      .num("retained_pct", growth > 0 ? 100.0 * kept / growth : 0, 1)
+      .integer("handshakes", g_counters.handshakes.load())
       .num("tickets_per_handshake",
-           ratio(static_cast<double>(g_state.tickets.load()),
-                 static_cast<double>(g_state.handshakes.load())),
+           ratio(static_cast<double>(g_counters.tickets.load()),
+                 static_cast<double>(g_counters.handshakes.load())),
            2);
   std::printf("%s\n", out.finish().c_str());
-  return held > 0 ? 0 : 1;
+  return n > 0 ? 0 : 1;
 }
 
 SSL_CTX* make_ctx(const options& o) {
@@ -1056,7 +699,7 @@ SSL_CTX* make_ctx(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const options o = parse(argc, argv);
+  const options o = loadgen::parse(argc, argv);
 
   // Many connections (idle mode) need many descriptors.
   rlimit rl{};
@@ -1080,7 +723,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loadgen: cannot load client credentials: %s\n", buf);
     return 2;
   }
-  const int rc = o.mode == "idle" ? run_idle(o, ctx, addr) : run_load(o, ctx, addr);
+  const int rc =
+      o.mode == "idle" || o.mode == "pending" ? run_idle(o, ctx, addr) : run_load(o, ctx, addr);
   SSL_CTX_free(ctx);
   return rc;
 }

@@ -1,160 +1,227 @@
 #!/usr/bin/env python3
 """Turn bench/run.sh's results (one mtlsd_loadgen JSON object per line) into a table.
 
-usage: report.py RESULTS.jsonl [--note TEXT]
+usage: report.py RESULTS.jsonl [--machine machine.json] [--markdown RESULTS.md] [--quick]
+                 [--note TEXT]
 
-Columns: each server's absolute numbers, then mtlsd/nginx and mtlsd/haproxy. Every row says
-whether higher or lower is better; a ratio > 1 on a "higher" row (or < 1 on a "lower" row)
-means mtlsd does better than that server.
+Each row: every server's median over the rounds (with the min-max when there are several), the
+ratios mtlsd/nginx and mtlsd/haproxy (of the medians), and issue 13's target with pass/fail
+(bench/report_rows.py). --markdown also writes the table, the machine and the versions to a
+file: bench/RESULTS.md is written by this script only, never by hand.
 
-Lines with a "scenario" (bench/run.sh --flood) make a table of their own: the flood's rates and
-cost, and the other sources' success and latency alone and during the flood, with the ratio
-flooded/alone per server (the flood's cost to them, visible as a factor).
+Lines with a "scenario" (bench/run.sh --flood) make a table of their own (bench/report_flood.py).
 """
 import argparse
+import datetime
 import json
+import os
+import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report_flood import FLOOD_ROWS  # noqa: E402
+from report_rows import NOTES, ROWS  # noqa: E402
 
 SERVERS = ["mtlsd", "nginx", "haproxy"]
 
-# (mode, key in the loadgen output, row title, better, format)
-ROWS = [
-    ("handshakes", "ops_per_s", "handshakes/s (wall clock)", "higher", "{:.0f}"),
-    ("handshakes", "ops_per_server_cpu_s", "handshakes per server CPU-s", "higher", "{:.0f}"),
-    ("handshakes", "server_cores_busy", "  server cores busy", "info", "{:.2f}"),
-    ("handshakes", "lat_p50_ms", "  handshake+request p50 ms", "lower", "{:.2f}"),
-    ("handshakes", "tickets_per_handshake", "  tickets/handshake", "info", "{:.2f}"),
-    ("requests", "ops_per_s", "keep-alive requests/s", "higher", "{:.0f}"),
-    ("requests", "ops_per_server_cpu_s", "requests per server CPU-s", "higher", "{:.0f}"),
-    ("requests", "server_cores_busy", "  server cores busy", "info", "{:.2f}"),
-    ("requests", "lat_p99_ms", "  request p99 ms", "lower", "{:.2f}"),
-    ("bulk", "mb_per_s", "bulk MB/s", "higher", "{:.0f}"),
-    ("bulk", "mb_per_server_cpu_s", "bulk MB per server CPU-s", "higher", "{:.0f}"),
-    ("bulk", "server_cores_busy", "  server cores busy", "info", "{:.2f}"),
-    ("idle", "kib_per_conn", "idle KiB per connection", "lower", "{:.1f}"),
-    ("idle", "connections", "  idle connections held", "info", "{:.0f}"),
-]
 
-
-def _get(scenario, key):
-    return lambda d, s: (d.get((s, scenario)) or {}).get(key)
-
-
-def _ratio(scenario_a, scenario_b, key):
-    def f(d, s):
-        a, b = _get(scenario_a, key)(d, s), _get(scenario_b, key)(d, s)
-        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-    return f
-
-
-# --flood: (value of (data, server), row title, better, format). Scenarios: others_alone,
-# flood_alone, flood_with_others, others_flooded (bench/run.sh).
-FLOOD_ROWS = [
-    (_get("flood_alone", "offered_per_s"), "flood alone: connections/s offered", "info", "{:.0f}"),
-    (_get("flood_alone", "refused_per_s"), "  refused/s", "higher", "{:.0f}"),
-    (_get("flood_alone", "window_errors"), "  not refused (admitted or failed)", "lower", "{:.0f}"),
-    (_get("flood_alone", "server_cpu_us_per_refused"), "  server CPU us per refused connection",
-     "lower", "{:.1f}"),
-    (_get("flood_alone", "server_cores_busy"), "  server cores busy", "info", "{:.2f}"),
-    (_get("flood_alone", "lat_p50_ms"), "  time to refusal p50 ms", "lower", "{:.2f}"),
-    (_get("flood_with_others", "offered_per_s"), "flood with others: connections/s offered", "info",
-     "{:.0f}"),
-    (_get("flood_with_others", "refused_per_s"), "  refused/s", "higher", "{:.0f}"),
-    (_get("flood_with_others", "window_errors"), "  not refused (admitted or failed)", "lower",
-     "{:.0f}"),
-    (_get("flood_with_others", "server_cores_busy"), "  server cores busy", "info", "{:.2f}"),
-    (_get("others_alone", "ops_per_s"), "others alone: handshakes/s", "info", "{:.1f}"),
-    (_get("others_alone", "success_pct"), "  success %", "higher", "{:.1f}"),
-    (_get("others_alone", "lat_p50_ms"), "  handshake+request p50 ms", "lower", "{:.2f}"),
-    (_get("others_alone", "lat_p99_ms"), "  handshake+request p99 ms", "lower", "{:.2f}"),
-    (_get("others_flooded", "ops_per_s"), "others during the flood: handshakes/s", "info",
-     "{:.1f}"),
-    (_get("others_flooded", "success_pct"), "  success %", "higher", "{:.1f}"),
-    (_get("others_flooded", "lat_p50_ms"), "  handshake+request p50 ms", "lower", "{:.2f}"),
-    (_get("others_flooded", "lat_p99_ms"), "  handshake+request p99 ms", "lower", "{:.2f}"),
-    (_ratio("others_flooded", "others_alone", "lat_p50_ms"), "  p50 flooded/alone", "lower",
-     "{:.2f}"),
-    (_ratio("others_flooded", "others_alone", "lat_p99_ms"), "  p99 flooded/alone", "lower",
-     "{:.2f}"),
-]
-
-
-def print_table(table):
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for n, row in enumerate(table):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
-        print("  ".join(cells).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def build_table(data, rows):
-    """rows: (value of (data, server), title, better, format)."""
-    servers = [s for s in SERVERS if any(k[0] == s for k in data)]
-    ratio_cols = [s for s in servers if s != "mtlsd"] if "mtlsd" in servers else []
-    header = ["metric", "better"] + servers + [f"mtlsd/{s}" for s in ratio_cols]
-    table = [header]
-    for value, title, better, fmt in rows:
-        row = [title, better if better != "info" else ""]
-        values = {}
-        for s in servers:
-            v = value(data, s)
-            values[s] = v
-            row.append(fmt.format(v) if isinstance(v, (int, float)) else "-")
-        for s in ratio_cols:
-            a, b = values.get("mtlsd"), values.get(s)
-            if better != "info" and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-                row.append(f"{a / b:.2f}")
-            else:
-                row.append("")
-        table.append(row)
-    return table
-
-
-def _mode_value(mode, key):
-    return lambda d, s: (d.get((s, mode)) or {}).get(key)
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--note", default="")
-    args = ap.parse_args()
-
-    data = {}  # (server, mode) -> result
-    flood = {}  # (server, scenario) -> result
-    with open(args.results, encoding="utf-8") as f:
+def load(path):
+    """(data, flood): data keyed by (workload, mode, server, round); flood by (server, scenario)."""
+    data, flood = {}, {}
+    with open(path, encoding="utf-8") as f:
         for line in f:
-            line = line.strip()
-            if not line:
+            if not line.strip():
                 continue
             r = json.loads(line)
             if r.get("scenario"):
                 flood[(r["label"], r["scenario"])] = r
             else:
-                data[(r["label"], r["mode"])] = r
+                key = (r.get("workload", r["mode"]), r["mode"], r["label"], r.get("round", 1))
+                data[key] = r
+    return data, flood
 
+
+def summary(values):
+    """(median, min, max, n) of the values that are numbers, or None."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals), len(vals)
+
+
+def cell(st, fmt):
+    if st is None:
+        return "-"
+    med, lo, hi, n = st
+    return fmt.format(med) if n == 1 else f"{fmt.format(med)} ({fmt.format(lo)}-{fmt.format(hi)})"
+
+
+def holds(op, value, bound):
+    return value >= bound if op == ">=" else value <= bound
+
+
+def verdict(target, stats, ratios, data):
+    """PASS / FAIL / n/a for a row's target."""
+    if target is None:
+        return ""
+    kind, op, bound = target[:3]
+    guard = target[4] if len(target) > 4 else None
+    if guard and guard(data):
+        return guard(data)
+    if kind == "abs":
+        values = [stats["mtlsd"][0]] if stats.get("mtlsd") else []
+    else:
+        values = [r for r in ratios.values() if r is not None]
+    if not values:
+        return "n/a"
+    return "PASS" if all(holds(op, v, bound) for v in values) else "FAIL"
+
+
+def build(data):
+    """The table: a header row, then one row per ROWS entry that has any value."""
+    rounds = sorted({k[3] for k in data})
+    servers = [s for s in SERVERS if any(k[2] == s for k in data)]
+    others = [s for s in servers if s != "mtlsd"] if "mtlsd" in servers else []
+    header = (["metric", "better"] + servers + [f"mtlsd/{s}" for s in others]
+              + ["target", "verdict"])
+    table = [header]
+    for value, title, better, fmt, target in ROWS:
+        stats = {s: summary(value(data, s, r) for r in rounds) for s in servers}
+        if not any(stats.values()):
+            continue
+        ratios = {}
+        for s in others:
+            a, b = stats.get("mtlsd"), stats.get(s)
+            ratios[s] = a[0] / b[0] if a and b and b[0] and better != "info" else None
+        row = [title(data) if callable(title) else title, "" if better == "info" else better]
+        row += [cell(stats[s], fmt) for s in servers]
+        row += ["" if ratios[s] is None else f"{ratios[s]:.2f}" for s in others]
+        row += [target[3] if target else "", verdict(target, stats, ratios, data)]
+        table.append(row)
+    return table
+
+
+def build_flood(flood):
+    servers = [s for s in SERVERS if any(k[0] == s for k in flood)]
+    others = [s for s in servers if s != "mtlsd"] if "mtlsd" in servers else []
+    table = [["metric", "better"] + servers + [f"mtlsd/{s}" for s in others]]
+    for value, title, better, fmt in FLOOD_ROWS:
+        vals = {s: value(flood, s) for s in servers}
+        row = [title, "" if better == "info" else better]
+        row += [fmt.format(v) if isinstance(v, (int, float)) else "-" for v in vals.values()]
+        for s in others:
+            a, b = vals.get("mtlsd"), vals.get(s)
+            ok = better != "info" and isinstance(a, (int, float)) and isinstance(b, (int, float))
+            row.append(f"{a / b:.2f}" if ok and b else "")
+        table.append(row)
+    return table
+
+
+def text_table(table):
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = []
+    for n, row in enumerate(table):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_cell(text):
+    # A sub-row's indent would vanish in Markdown: show it as a leading "· ".
+    text = text.replace("|", "\\|")
+    return "· " + text.lstrip() if text.startswith("  ") else text
+
+
+def markdown_table(table):
+    lines = ["| " + " | ".join(table[0]) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * (len(table[0]) - 2)) + "|"]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table[1:]]
+    return "\n".join(lines)
+
+
+def errors_of(data, flood):
+    out = []
+    for key, r in sorted(list(data.items()) + list(flood.items()), key=str):
+        if r.get("errors"):
+            out.append(f"{'/'.join(str(k) for k in key)}: {r['errors']}")
+    return out
+
+
+def markdown(table, machine, args, errors):
+    quick = args.quick
+    title = "# mtlsd benchmark results" + (" — QUICK RUN (short, 1 round, noisy)" if quick else "")
+    m = machine
+    lines = [
+        title, "",
+        "Written by `bench/run.sh` (bench/report.py); never edit by hand — run the bench again.",
+        "",
+    ]
+    if quick:
+        lines += ["**This is a `--quick` run: short windows, small scale, one round, on a shared "
+                  "machine. It proves every workload runs; its numbers are not the ones to "
+                  "quote.**", ""]
+    if m.get("mtlsd_build_type") == "Debug":
+        lines += ["**mtlsd was a Debug build: its numbers say nothing about a release build.**", ""]
+    lines += [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {m.get('nproc', '?')} cores, {m.get('cpu', '?')}, {m.get('kernel', '?')}",
+        f"- mtlsd: {m.get('mtlsd', '?')} (commit {m.get('commit', '?')}, tree {m.get('tree', '?')},"
+        f" build {m.get('mtlsd_build_type', '?')})",
+        f"- nginx: {m.get('nginx', '?')}; HAProxy: {m.get('haproxy', '?')}",
+        f"- OpenSSL: {m.get('openssl', '?')}",
+        f"- run: {args.note}", "",
+        markdown_table(table), "",
+        "## Targets (issue 13)", "",
+    ]
+    header, parent = table[0], ""
+    for row in table[1:]:
+        title = row[0].strip()
+        if not row[0].startswith("  "):
+            parent = title
+        elif parent:
+            title = f"{parent}: {title}"
+        if row[-1]:  # a verdict: PASS, FAIL or n/a (and why)
+            values = [f"{h} {c}" for h, c in zip(header[2:-2], row[2:-2]) if c not in ("", "-")]
+            lines.append(f"- **{row[-1]}** {title} — target {row[-2]} ({'; '.join(values)})")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
+    lines += ["", "errors: " + (", ".join(errors) if errors else "none"), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--machine", help="machine.json written by bench/run.sh")
+    ap.add_argument("--markdown", help="also write the report as Markdown to this file")
+    ap.add_argument("--quick", action="store_true", help="label the report a quick run")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+
+    data, flood = load(args.results)
+    machine = {}
+    if args.machine:
+        with open(args.machine, encoding="utf-8") as f:
+            machine = json.load(f)
+    errors = errors_of(data, flood)
     if data:
-        rows = [(_mode_value(mode, key), title, better, fmt)
-                for mode, key, title, better, fmt in ROWS]
-        print_table(build_table(data, rows))
+        table = build(data)
+        print(text_table(table))
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as f:
+                f.write(markdown(table, machine, args, errors))
     if flood:
         if data:
             print()
-        print_table(build_table(flood, FLOOD_ROWS))
-
-    errors = []
-    for (s, mode), r in sorted(list(data.items()) + list(flood.items())):
-        if r.get("errors"):
-            errors.append(f"{s}/{mode}: {r['errors']}")
-
+        print(text_table(build_flood(flood)))
     print()
     print("errors: " + (", ".join(errors) if errors else "none"))
     if args.note:
         print("run: " + args.note)
-    print("ratios > 1 on 'higher' rows and < 1 on 'lower' rows favour mtlsd; "
-          "per server CPU-second figures are the ones to compare on a busy machine.")
+    for note in NOTES if data else NOTES[:1]:
+        print("note: " + note)
     if flood:
         print("flood: errors of a flood scenario are its connections not refused; "
               "'flooded/alone' is the flood's cost to the other sources' latency.")

@@ -23,11 +23,12 @@ BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml
             protobuf-compiler protobuf-compiler-grpc libnghttp2-dev)
 RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc++1.51 libprotobuf32 libnghttp2-14)
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
-# libnginx-mod-stream: bench/run.sh --flood (nginx stream, limit_conn by PROXY address).
-# nghttp2-client/-server: nghttp, h2load and nghttpd for the HTTP/2 tests (test_http2.py).
+# libnginx-mod-stream: bench/run.sh (nginx stream, the layer-4 peer; --flood: limit_conn).
+# nghttp2-client/-server: nghttp, h2load and nghttpd for the HTTP/2 tests and bench/h2.sh.
+# linux-perf: bench/run.sh --profile (perf record -g on mtlsd).
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
            softhsm2 python3-grpcio python3-grpc-tools haproxy libnginx-mod-stream
-           nghttp2-client nghttp2-server)
+           nghttp2-client nghttp2-server linux-perf)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 

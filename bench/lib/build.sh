@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# bench/lib/build.sh — sourced by bench/run.sh: the mtlsd and mtlsd_loadgen binaries it measures with
+# (MTLSD_BIN / LOADGEN_BIN, built here unless given).
+find_binaries() {
+    local build_log
+    build_log=$(mktemp /tmp/mtlsd-bench-build.XXXXXX)
+    if [[ -z "${LOADGEN_BIN:-}" ]]; then
+        LOADGEN_BIN="$ROOT/build/release/bench/mtlsd_loadgen"
+        log "building mtlsd_loadgen (release preset, MTLSD_BUILD_BENCH=ON)"
+        # Configure only when the option is not on yet (a reconfigure costs seconds).
+        if ! grep -qs '^MTLSD_BUILD_BENCH:BOOL=ON' "$ROOT/build/release/CMakeCache.txt"; then
+            (cd "$ROOT" && cmake --preset release -DMTLSD_BUILD_BENCH=ON >"$build_log" 2>&1) ||
+                { cat "$build_log" >&2; die "cannot configure the release preset"; }
+        fi
+        (cd "$ROOT" && cmake --build --preset release -j2 --target mtlsd_loadgen >>"$build_log" 2>&1) ||
+            { cat "$build_log" >&2; die "cannot build mtlsd_loadgen"; }
+    fi
+    if [[ -z "${MTLSD_BIN:-}" ]]; then
+        MTLSD_BIN="$ROOT/build/release/mtlsd"
+        if [[ ! -x "$MTLSD_BIN" && -x "$ROOT/build/bench-mtlsd/mtlsd" ]]; then
+            log "WARNING: no build/release/mtlsd; using build/bench-mtlsd/mtlsd (made when the release"
+            log "WARNING: preset build failed; rebuilt incrementally, delete it to retry the preset)"
+            (cd "$ROOT" && cmake --build build/bench-mtlsd -j2 --target mtlsd >"$build_log" 2>&1) ||
+                { tail -30 "$build_log" >&2; die "cannot build mtlsd"; }
+            MTLSD_BIN="$ROOT/build/bench-mtlsd/mtlsd"
+        elif [[ ! -x "$MTLSD_BIN" ]]; then
+            log "building mtlsd (release preset)"
+            if ! (cd "$ROOT" && cmake --preset release >"$build_log" 2>&1 &&
+                    cmake --build --preset release -j2 --target mtlsd >>"$build_log" 2>&1); then
+                # Same compiler flags (RelWithDebInfo: -O2 -g -DNDEBUG), only without -Werror, so
+                # the code generated is identical; say so loudly.
+                grep -m3 'error:' "$build_log" >&2 || true
+                log "WARNING: the release preset build of mtlsd failed (above); building the same"
+                log "WARNING: sources with the same flags minus -Werror in build/bench-mtlsd"
+                (cd "$ROOT" && cmake -S . -B build/bench-mtlsd -G Ninja \
+                    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTLSD_WERROR=OFF -DMTLSD_BUILD_TESTS=OFF \
+                    >"$build_log" 2>&1 &&
+                    cmake --build build/bench-mtlsd -j2 --target mtlsd >>"$build_log" 2>&1) ||
+                    { tail -30 "$build_log" >&2; die "cannot build mtlsd"; }
+                MTLSD_BIN="$ROOT/build/bench-mtlsd/mtlsd"
+            fi
+        fi
+    fi
+    rm -f "$build_log"
+    [[ -x "$MTLSD_BIN" ]] || die "no mtlsd binary at $MTLSD_BIN"
+    [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN"
+    log "mtlsd: $MTLSD_BIN ($(date -r "$MTLSD_BIN" '+built %F %T')); builds took $(($(date +%s) - START)) s"
+    START=$(date +%s)   # the time budget (--quick: < 3 min) covers what follows, not the builds
+    # The build type, from the binary's build directory (numbers of a Debug build mean little).
+    MTLSD_BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' \
+        "$(dirname "$MTLSD_BIN")/CMakeCache.txt" 2>/dev/null || true)
+    [[ "$MTLSD_BUILD_TYPE" == Debug ]] &&
+        log "WARNING: $MTLSD_BIN is a Debug build: its numbers say nothing about a release"
+    return 0
+}

@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# bench/lib/profile.sh — sourced by bench/run.sh: --profile WORKLOAD runs one workload against
+# mtlsd alone under `perf record -g` (Debian's linux-perf) and writes the top symbols to
+# bench/profiles/WORKLOAD.txt.
+
+PERF_PID=""
+profile_start() { # hook run by server_up: attach perf to the server just started
+    perf record -g -F 999 -p "$SERVER_PID" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
+    PERF_PID=$!
+    sleep 0.5   # perf needs a moment to attach; the workload's warm-up covers the rest
+}
+profile_stop() { # hook run by server_down: stop perf first, so the shutdown is not in the profile
+    [[ -n "$PERF_PID" ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+}
+
+tidy_perf() { # perf report's lines without comments, blank lines and the padding it adds
+    grep -v -e '^#' -e '^[[:space:]]*$' | sed -E 's/[[:space:]]+(-[[:space:]]+-)?[[:space:]]*$//'
+}
+
+profile_main() { # WORKLOAD
+    local wl=$1 out_dir=$ROOT/bench/profiles
+    declare -F "wl_$wl" >/dev/null || die "--profile: no workload $wl (one of: ${WORKLOADS[*]})"
+    command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
+    mkdir -p "$out_dir"
+    local out=$out_dir/$wl.txt
+    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop
+    ROUND=1 WORKLOAD=$wl
+    log "profile: $wl on mtlsd under perf record -g"
+    "wl_$wl" mtlsd
+    [[ -s "$T/perf.data" ]] || die "perf recorded nothing ($(tail -3 "$T/perf.log"))"
+    {
+        echo "# bench/run.sh --profile $wl — written by the script; do not edit"
+        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD))"
+        echo "# $NPROC cores, load average $(cut -d' ' -f1-3 /proc/loadavg); perf record -g -F 999"
+        echo "# the workload's loadgen result:"
+        sed 's/^/#   /' "$RESULTS"
+        echo
+        echo "## Self time by symbol (perf report --no-children --sort dso,symbol)"
+        perf report -i "$T/perf.data" --stdio --no-children --sort dso,symbol -g none \
+            --percent-limit 0.3 2>/dev/null | tidy_perf | sed -n 1,60p
+        echo
+        echo "## Time including callees (perf report --children --sort symbol)"
+        perf report -i "$T/perf.data" --stdio --children --sort symbol -g none \
+            --percent-limit 2 2>/dev/null | tidy_perf | sed -n 1,50p
+    } >"$out"
+    log "profile written to ${out#"$ROOT"/}"
+}
