@@ -4,6 +4,7 @@ checks the remote's stapled response and refuses a remote stapled as revoked."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import signal
 import socket
@@ -59,14 +60,19 @@ def plain_exchange(addr, payload: bytes = b"ping\n", timeout: float = 10.0):
     """The local app's side of a client-mode listener: (data received, local address)."""
     with socket.create_connection(addr, timeout=timeout) as sock:
         local = fmt_addr(sock.getsockname())
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
         data = b""
         try:
+            sock.sendall(payload)
+            # A refused remote ends the connection at once: it may be gone (RST, or already
+            # shut down) before we half-close or read; that is the refusal, not an error.
+            sock.shutdown(socket.SHUT_WR)
             while chunk := sock.recv(65536):
                 data += chunk
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             pass
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                raise
     return data, local
 
 
