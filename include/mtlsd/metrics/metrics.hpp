@@ -1,7 +1,9 @@
 #pragma once
-// Every metric family, declared once, as handles injected where they are used (design.md #9).
-// Per-listener handles are looked up once when a listener's runtime is built, so the connection
-// path only touches atomics — never prometheus-cpp's family maps and their mutex.
+// Every metric family, declared once, as handles injected where they are used (no global
+// registry to reach into, so a test builds its own). Per-listener handles are looked up once when
+// a listener's runtime is built, so the connection path never walks prometheus-cpp's family maps
+// or takes their mutex. Counters and gauges are atomics; a histogram observation still takes that
+// histogram's own mutex (prometheus-cpp 1.1 has no lock-free histogram).
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>

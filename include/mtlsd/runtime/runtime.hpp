@@ -3,7 +3,7 @@
 // allow lists, metric handles). Immutable once built and shared by std::shared_ptr<const ...>:
 // a reload builds a whole new one off the connection path and publishes it; each connection
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
-// connections (design.md, "Runtime snapshot").
+// connections, and a reload never changes the rules under a connection mid-way.
 #include <ctime>
 #include <map>
 #include <memory>

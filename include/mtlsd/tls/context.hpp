@@ -1,7 +1,8 @@
 #pragma once
 // Builds a listener's SSL_CTX from its configuration: protocol floor, ciphers, our certificate,
 // the trust store and the verifier. Built once per runtime and shared by every worker — never
-// per connection (design.md: library overhead, not crypto, dominates handshakes).
+// per connection: building a context (parsing certificates, loading stores) costs far more than
+// the handshake's cryptography.
 #include <memory>
 #include <string>
 
