@@ -155,3 +155,142 @@ def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory
     assert status == 200 and len(body) == BIG
     assert hashlib.sha256(body).digest() == hashlib.sha256(blob).digest()
     assert wait_request_line(daemon, path="/down")["resp_bytes"] == BIG
+
+
+# --- max_concurrent_streams ------------------------------------------------------------
+
+class InFlight:
+    """An HTTP/1.1 app that holds each request HOLD seconds and records the most requests it
+    had at once: a client with five requests ready and no stream limit has all five here."""
+    HOLD = 0.3
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def app(self, req) -> bytes:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.HOLD)
+        with self.lock:
+            self.now -= 1
+        return response(200, b"ok")
+
+
+@pytest.mark.skipif(not shutil.which("nghttp"), reason="nghttp2-client not installed")
+def test_max_concurrent_streams_is_announced_and_kept(http_serve, pki):
+    """nghttp with five requests against `max_concurrent_streams: 2`: the server's SETTINGS
+    say 2, and never more than 2 requests are at the upstream at once."""
+    held = InFlight()
+    daemon, _, recorder = http_serve(held.app, http={"max_concurrent_streams": 2})
+    host, port = daemon.addr()
+    r = subprocess.run(["nghttp", "-v", "-n", "--cert", pki.path("client.crt"),
+                        "--key", pki.path("client.key"),
+                        *[f"https://{host}:{port}/{i}" for i in range(5)]],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    settings = r.stdout.split("recv SETTINGS frame", 1)[1].split("recv", 1)[0]
+    assert "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):2" in settings, settings
+    # nghttp sends its five HEADERS with the preface, before it reads the limit: what is over
+    # it is refused (nghttp does not retry those); what it sends later, it queues.
+    refused = r.stdout.count("error_code=REFUSED_STREAM(0x07)")
+    assert len(recorder.requests) + refused == 5 and len(recorder.requests) >= 2, r.stdout
+    assert held.most == 2, f"{held.most} requests upstream at once"
+
+
+def test_a_stream_beyond_the_limit_is_refused(http_serve, pki):
+    """Three requests sent with the preface, before the client could see (and acknowledge)
+    the limit of 2: the third is reset with REFUSED_STREAM, never reaches the upstream, and
+    the connection goes on."""
+    gate = threading.Event()
+    daemon, _, recorder = http_serve(lambda req: (gate.wait(TIMEOUT), response(200, b"ok"))[1],
+                                     http={"max_concurrent_streams": 2})
+    client = H2Client(daemon, pki)
+    try:
+        sids = [client.request(f"/{i}", flush=False) for i in range(3)]
+        client.flush()
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset), TIMEOUT)
+        assert reset.stream_id == sids[2] and reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        gate.set()
+        assert [client.response(s, TIMEOUT)[0] for s in sids[:2]] == [200, 200]
+        again = client.request("/again")
+        assert client.response(again, TIMEOUT)[0] == 200
+    finally:
+        gate.set()
+        client.close()
+    assert sorted(r.target for r in recorder.requests) == ["/0", "/1", "/again"]
+
+
+# --- the 64 KiB header list ------------------------------------------------------------
+
+def test_header_list_over_64k_gets_431_and_never_reaches_the_upstream(http_serve, pki):
+    daemon, up, recorder = http_serve()
+    client = H2Client(daemon, pki)
+    try:
+        # 600 x (8 + 100 + 32) bytes = 84000 > 65536 by RFC 9113's accounting.
+        big = tuple((f"x-pad-{i:03d}", "v" * 100) for i in range(600))
+        sid = client.request("/big", extra=big)
+        status, body = client.response(sid, TIMEOUT)
+        assert status == 431 and body == b"431\n"
+        small = client.request("/small")           # the connection is still good
+        assert client.response(small, TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    assert [r.target for r in recorder.requests] == ["/small"]
+    line = wait_request_line(daemon, path="/big")
+    assert line["status"] == 431 and "header list" in line["detail"], line
+
+
+# --- stream_idle_timeout ---------------------------------------------------------------
+
+def test_stream_idle_timeout_resets_a_stream_whose_upstream_never_answers(http_serve, pki):
+    release = threading.Event()
+    daemon, _, recorder = http_serve(lambda req: (release.wait(TIMEOUT), response(200, b""))[1],
+                                     http={"stream_idle_timeout": "1s"})
+    client = H2Client(daemon, pki)
+    try:
+        start = time.monotonic()
+        sid = client.request("/never")
+        ev = client.wait_for(lambda ev: isinstance(ev, (h2.events.StreamReset,
+                                                        h2.events.StreamEnded)), TIMEOUT)
+        waited = time.monotonic() - start
+        events = [e for e in client.events if getattr(e, "stream_id", None) == sid]
+    finally:
+        release.set()
+        client.close()
+    assert isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid, events
+    assert ev.error_code == h2.errors.ErrorCodes.CANCEL
+    assert status_of(events) is None                 # reset before any answer
+    assert 0.9 <= waited < 5, waited
+    assert [r.target for r in recorder.requests] == ["/never"]
+    line = wait_request_line(daemon, path="/never")
+    assert line["detail"] == "stream idle timeout (1s)", line
+
+
+# --- GOAWAY when a reload no longer admits the peer ------------------------------------
+
+def test_reload_that_refuses_the_peer_sends_goaway(start_mtlsd, make_upstream, pki):
+    up = make_upstream(HttpRecorder().handler())
+    def config(pattern: str) -> dict:
+        return daemon_config([server_listener(
+            pki, up.address, http={},
+            client_auth={"allow": {"rules": [{"spiffe_ids": [pattern]}]}})])
+    daemon = start_mtlsd(config("spiffe://example.org/*"))
+    client = H2Client(daemon, pki, cert="client2")
+    try:
+        sid = client.request("/before")
+        assert client.response(sid, TIMEOUT)[0] == 200     # admitted, live
+        local = client.sock.getsockname()
+        mark = daemon.log_mark()
+        write_config(daemon.config_path, config("spiffe://example.org/ns/default/*"))
+        daemon.send_signal(signal.SIGHUP)
+        goaway = client.wait_for(lambda ev: isinstance(ev, h2.events.ConnectionTerminated),
+                                 TIMEOUT)
+    finally:
+        client.close()
+    assert goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert goaway.last_stream_id == sid
+    line = daemon.wait_for_log(lambda l: l.get("termination") == "reload_rejudged", since=mark)
+    assert line["reason"] == "not_authorized" and line["client"].endswith(f":{local[1]}"), line
