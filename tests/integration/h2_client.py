@@ -26,6 +26,7 @@ class H2Client:
         ctx = client_context(pki, cert)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection(daemon.addr(), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait per window
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
