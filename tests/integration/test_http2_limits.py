@@ -45,11 +45,6 @@ def big_blob() -> bytes:
     return os.urandom(1 << 20) * (BIG >> 20)
 
 
-def request_lines(daemon, **match):
-    return [line for line in daemon.logs() if line.get("msg") == "request"
-            and all(line.get(k) == v for k, v in match.items())]
-
-
 def wait_request_line(daemon, **match) -> dict:
     return daemon.wait_for_log(lambda l: l.get("msg") == "request"
                                and all(l.get(k) == v for k, v in match.items()))
@@ -155,6 +150,59 @@ def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory
     assert status == 200 and len(body) == BIG
     assert hashlib.sha256(body).digest() == hashlib.sha256(blob).digest()
     assert wait_request_line(daemon, path="/down")["resp_bytes"] == BIG
+
+
+def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, pki):
+    """The same through an h2c upstream (a grpcio server streaming 64 x 1 MiB): the service's
+    writes stall while the client withholds WINDOW_UPDATE, and the stream completes after."""
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+    chunk = os.urandom(1 << 20)
+    written = {"messages": 0}
+
+    def flood(request, context):
+        for _ in range(BIG >> 20):
+            yield chunk
+            written["messages"] += 1
+
+    ident = (lambda b: b)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Flood", {
+        "Flood": grpc.unary_stream_rpc_method_handler(flood, ident, ident)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        daemon, _ = serve(upstream=f"127.0.0.1:{port}",
+                          http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+        client = H2Client(daemon, pki, ack_data=False)
+        try:
+            baseline = rss(daemon.pid)
+            sid = client.request("/test.Flood/Flood", method="POST", end_stream=False, extra=(
+                ("content-type", "application/grpc"), ("te", "trailers")))
+            client.conn.send_data(sid, b"\0\0\0\0\0", end_stream=True)  # one empty message
+            client.flush()
+            client.wait_for(lambda ev: isinstance(ev, h2.events.ResponseReceived), TIMEOUT)
+            while client.pump(STALL):
+                pass
+            got, messages = len(client.bodies[sid]), written["messages"]
+            grown = rss(daemon.pid) - baseline
+            assert 0 < got <= STREAM_WINDOW, got
+            assert messages < (BIG >> 20) // 4, f"the service wrote {messages} MiB"
+            assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled stream"
+
+            client.ack_data = True
+            client.conn.acknowledge_received_data(got, sid)
+            client.flush()
+            status, body = client.response(sid, TIMEOUT * 3)
+            trailers = next(dict(ev.headers) for ev in client.events
+                            if isinstance(ev, h2.events.TrailersReceived))
+        finally:
+            client.close()
+    finally:
+        server.stop(0)
+    assert status == 200 and trailers.get("grpc-status") == "0", trailers
+    framed = (b"\0" + (1 << 20).to_bytes(4, "big") + chunk) * (BIG >> 20)
+    assert len(body) == len(framed) and body == framed
 
 
 # --- max_concurrent_streams ------------------------------------------------------------
