@@ -1,0 +1,344 @@
+"""The limits of HTTP/2 in `http:` mode (README "HTTP/2 and gRPC"), seen from real clients:
+end-to-end flow control (a slow reader on either side holds mtlsd's memory to the windows, and
+the transfer completes intact once it reads again), max_concurrent_streams, the 64 KiB header
+list (431), stream_idle_timeout, and GOAWAY when a reload no longer admits the peer.
+
+The client is hyper-h2 driven by hand (h2_client.py) where a test needs to decide when DATA is
+acknowledged or which streams open before SETTINGS are acknowledged; nghttp elsewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import h2.errors
+import h2.events
+import pytest
+
+from h2_client import H2Client, status_of
+from http_upstream import HttpRecorder, Reader, parse_head, response
+from mtlsd_harness import daemon_config, server_listener, write_config
+from test_http_mode import http_serve  # noqa: F401
+
+TIMEOUT = 20
+BIG = 64 * 1024 * 1024          # far above every window and socket buffer on the way
+STALL = 1.0                      # no progress for this long while the other side waits: stalled
+STREAM_WINDOW = 65535            # RFC 9113's initial stream window, which mtlsd keeps
+RSS_SLACK = 4 * 1024 * 1024      # what mtlsd may grow by while holding a stalled BIG transfer
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def big_blob() -> bytes:
+    return os.urandom(1 << 20) * (BIG >> 20)
+
+
+def wait_request_line(daemon, **match) -> dict:
+    return daemon.wait_for_log(lambda l: l.get("msg") == "request"
+                               and all(l.get(k) == v for k, v in match.items()))
+
+
+# --- flow control end to end -----------------------------------------------------------
+
+def gated_sink(arrived: threading.Event, gate: threading.Event):
+    """An HTTP/1.1 upstream that reads a request's head, then nothing until `gate`; then the
+    whole body, answering with its length and SHA-256."""
+    def handle(conn) -> None:
+        reader = Reader(conn)
+        head = reader.until(b"\r\n\r\n")
+        if head is None:
+            return
+        _, _, _, headers = parse_head(head)
+        length = int(dict((k.lower(), v) for k, v in headers)["content-length"])
+        arrived.set()
+        gate.wait(TIMEOUT * 3)
+        body = reader.exact(length)
+        conn.sendall(response(200, json.dumps({
+            "body_len": len(body), "sha256": hashlib.sha256(body).hexdigest()}).encode()))
+    return handle
+
+
+def test_slow_upstream_reader_stalls_the_upload_with_bounded_memory(http_serve, pki):
+    arrived, gate = threading.Event(), threading.Event()
+    daemon, _, _ = http_serve(handler=gated_sink(arrived, gate))
+    blob = memoryview(big_blob())
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/up", method="POST", end_stream=False,
+                             extra=(("content-length", str(BIG)),))
+        baseline = rss(daemon.pid)
+        sent = 0
+        while sent < BIG:                 # until no WINDOW_UPDATE comes for STALL seconds
+            n = client.send_within_window(sid, blob[sent:])
+            sent += n
+            if n == 0 and not client.pump(STALL):
+                break
+        assert arrived.wait(TIMEOUT), "the request never reached the upstream"
+        stalled_at, grown = sent, rss(daemon.pid) - baseline
+        assert stalled_at < BIG // 4, f"the upload ran on to {stalled_at} bytes"
+        assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled upload"
+
+        gate.set()                        # the upstream reads again: the window reopens
+        while sent < BIG:
+            n = client.send_within_window(sid, blob[sent:])
+            sent += n
+            if n == 0:
+                client.pump(TIMEOUT)
+        client.conn.end_stream(sid)
+        client.flush()
+        status, body = client.response(sid, TIMEOUT * 3)
+    finally:
+        client.close()
+    assert status == 200
+    assert json.loads(body) == {"body_len": BIG, "sha256": hashlib.sha256(blob).hexdigest()}
+    line = wait_request_line(daemon, path="/up")
+    assert line["req_bytes"] == BIG and line["status"] == 200
+
+
+def firehose(blob: bytes, progress: dict):
+    """An HTTP/1.1 upstream answering any request with `blob`, 256 KiB per write, counting
+    what the kernel took in progress["sent"]."""
+    def handle(conn) -> None:
+        if Reader(conn).until(b"\r\n\r\n") is None:
+            return
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(blob)}\r\n\r\n".encode())
+        view = memoryview(blob)
+        for i in range(0, len(blob), 256 * 1024):
+            conn.sendall(view[i:i + 256 * 1024])
+            progress["sent"] = i + len(view[i:i + 256 * 1024])
+    return handle
+
+
+def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory(
+        http_serve, pki):
+    """The client keeps reading the socket but sends no WINDOW_UPDATE: it receives at most one
+    stream window, the upstream is held back, mtlsd keeps little; acknowledging resumes it."""
+    blob = big_blob()
+    progress = {"sent": 0}
+    daemon, _, _ = http_serve(handler=firehose(blob, progress))
+    client = H2Client(daemon, pki, ack_data=False)
+    try:
+        baseline = rss(daemon.pid)
+        sid = client.request("/down")
+        client.wait_for(lambda ev: isinstance(ev, h2.events.ResponseReceived), TIMEOUT)
+        while client.pump(STALL):         # until nothing more arrives for STALL seconds
+            pass
+        got, upstream_sent = len(client.bodies[sid]), progress["sent"]
+        grown = rss(daemon.pid) - baseline
+        assert 0 < got <= STREAM_WINDOW, got
+        assert upstream_sent < BIG // 4, f"the upstream could send {upstream_sent} bytes"
+        assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled download"
+
+        client.ack_data = True            # acknowledge what came, and all that comes
+        client.conn.acknowledge_received_data(got, sid)
+        client.flush()
+        status, body = client.response(sid, TIMEOUT * 3)
+    finally:
+        client.close()
+    assert status == 200 and len(body) == BIG
+    assert hashlib.sha256(body).digest() == hashlib.sha256(blob).digest()
+    assert wait_request_line(daemon, path="/down")["resp_bytes"] == BIG
+
+
+def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, pki):
+    """The same through an h2c upstream (a grpcio server streaming 64 x 1 MiB): the service's
+    writes stall while the client withholds WINDOW_UPDATE, and the stream completes after."""
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+    chunk = os.urandom(1 << 20)
+    written = {"messages": 0}
+
+    def flood(request, context):
+        for _ in range(BIG >> 20):
+            yield chunk
+            written["messages"] += 1
+
+    ident = (lambda b: b)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Flood", {
+        "Flood": grpc.unary_stream_rpc_method_handler(flood, ident, ident)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        daemon, _ = serve(upstream=f"127.0.0.1:{port}",
+                          http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+        client = H2Client(daemon, pki, ack_data=False)
+        try:
+            baseline = rss(daemon.pid)
+            sid = client.request("/test.Flood/Flood", method="POST", end_stream=False, extra=(
+                ("content-type", "application/grpc"), ("te", "trailers")))
+            client.conn.send_data(sid, b"\0\0\0\0\0", end_stream=True)  # one empty message
+            client.flush()
+            client.wait_for(lambda ev: isinstance(ev, h2.events.ResponseReceived), TIMEOUT)
+            while client.pump(STALL):
+                pass
+            got, messages = len(client.bodies[sid]), written["messages"]
+            grown = rss(daemon.pid) - baseline
+            assert 0 < got <= STREAM_WINDOW, got
+            assert messages < (BIG >> 20) // 4, f"the service wrote {messages} MiB"
+            assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled stream"
+
+            client.ack_data = True
+            client.conn.acknowledge_received_data(got, sid)
+            client.flush()
+            status, body = client.response(sid, TIMEOUT * 3)
+            trailers = next(dict(ev.headers) for ev in client.events
+                            if isinstance(ev, h2.events.TrailersReceived))
+        finally:
+            client.close()
+    finally:
+        server.stop(0)
+    assert status == 200 and trailers.get("grpc-status") == "0", trailers
+    framed = (b"\0" + (1 << 20).to_bytes(4, "big") + chunk) * (BIG >> 20)
+    assert len(body) == len(framed) and body == framed
+
+
+# --- max_concurrent_streams ------------------------------------------------------------
+
+class InFlight:
+    """An HTTP/1.1 app that holds each request HOLD seconds and records the most requests it
+    had at once: a client with five requests ready and no stream limit has all five here."""
+    HOLD = 0.3
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def app(self, req) -> bytes:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.HOLD)
+        with self.lock:
+            self.now -= 1
+        return response(200, b"ok")
+
+
+@pytest.mark.skipif(not shutil.which("nghttp"), reason="nghttp2-client not installed")
+def test_max_concurrent_streams_is_announced_and_kept(http_serve, pki):
+    """nghttp with five requests against `max_concurrent_streams: 2`: the server's SETTINGS
+    say 2, and never more than 2 requests are at the upstream at once."""
+    held = InFlight()
+    daemon, _, recorder = http_serve(held.app, http={"max_concurrent_streams": 2})
+    host, port = daemon.addr()
+    r = subprocess.run(["nghttp", "-v", "-n", "--cert", pki.path("client.crt"),
+                        "--key", pki.path("client.key"),
+                        *[f"https://{host}:{port}/{i}" for i in range(5)]],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    settings = r.stdout.split("recv SETTINGS frame", 1)[1].split("recv", 1)[0]
+    assert "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):2" in settings, settings
+    # nghttp sends its five HEADERS with the preface, before it reads the limit: what is over
+    # it is refused (nghttp does not retry those); what it sends later, it queues.
+    refused = r.stdout.count("error_code=REFUSED_STREAM(0x07)")
+    assert len(recorder.requests) + refused == 5 and len(recorder.requests) >= 2, r.stdout
+    assert held.most == 2, f"{held.most} requests upstream at once"
+
+
+def test_a_stream_beyond_the_limit_is_refused(http_serve, pki):
+    """Three requests sent with the preface, before the client could see (and acknowledge)
+    the limit of 2: the third is reset with REFUSED_STREAM, never reaches the upstream, and
+    the connection goes on."""
+    gate = threading.Event()
+    daemon, _, recorder = http_serve(lambda req: (gate.wait(TIMEOUT), response(200, b"ok"))[1],
+                                     http={"max_concurrent_streams": 2})
+    client = H2Client(daemon, pki)
+    try:
+        sids = [client.request(f"/{i}", flush=False) for i in range(3)]
+        client.flush()
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset), TIMEOUT)
+        assert reset.stream_id == sids[2] and reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        gate.set()
+        assert [client.response(s, TIMEOUT)[0] for s in sids[:2]] == [200, 200]
+        again = client.request("/again")
+        assert client.response(again, TIMEOUT)[0] == 200
+    finally:
+        gate.set()
+        client.close()
+    assert sorted(r.target for r in recorder.requests) == ["/0", "/1", "/again"]
+
+
+# --- the 64 KiB header list ------------------------------------------------------------
+
+def test_header_list_over_64k_gets_431_and_never_reaches_the_upstream(http_serve, pki):
+    daemon, up, recorder = http_serve()
+    client = H2Client(daemon, pki)
+    try:
+        # 600 x (8 + 100 + 32) bytes = 84000 > 65536 by RFC 9113's accounting.
+        big = tuple((f"x-pad-{i:03d}", "v" * 100) for i in range(600))
+        sid = client.request("/big", extra=big)
+        status, body = client.response(sid, TIMEOUT)
+        assert status == 431 and body == b"431\n"
+        small = client.request("/small")           # the connection is still good
+        assert client.response(small, TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    assert [r.target for r in recorder.requests] == ["/small"]
+    line = wait_request_line(daemon, path="/big")
+    assert line["status"] == 431 and "header list" in line["detail"], line
+
+
+# --- stream_idle_timeout ---------------------------------------------------------------
+
+def test_stream_idle_timeout_resets_a_stream_whose_upstream_never_answers(http_serve, pki):
+    release = threading.Event()
+    daemon, _, recorder = http_serve(lambda req: (release.wait(TIMEOUT), response(200, b""))[1],
+                                     http={"stream_idle_timeout": "1s"})
+    client = H2Client(daemon, pki)
+    try:
+        start = time.monotonic()
+        sid = client.request("/never")
+        ev = client.wait_for(lambda ev: isinstance(ev, (h2.events.StreamReset,
+                                                        h2.events.StreamEnded)), TIMEOUT)
+        waited = time.monotonic() - start
+        events = [e for e in client.events if getattr(e, "stream_id", None) == sid]
+    finally:
+        release.set()
+        client.close()
+    assert isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid, events
+    assert ev.error_code == h2.errors.ErrorCodes.CANCEL
+    assert status_of(events) is None                 # reset before any answer
+    assert 0.9 <= waited < 5, waited
+    assert [r.target for r in recorder.requests] == ["/never"]
+    line = wait_request_line(daemon, path="/never")
+    assert line["detail"] == "stream idle timeout (1s)", line
+
+
+# --- GOAWAY when a reload no longer admits the peer ------------------------------------
+
+def test_reload_that_refuses_the_peer_sends_goaway(start_mtlsd, make_upstream, pki):
+    up = make_upstream(HttpRecorder().handler())
+    def config(pattern: str) -> dict:
+        return daemon_config([server_listener(
+            pki, up.address, http={},
+            client_auth={"allow": {"rules": [{"spiffe_ids": [pattern]}]}})])
+    daemon = start_mtlsd(config("spiffe://example.org/*"))
+    client = H2Client(daemon, pki, cert="client2")
+    try:
+        sid = client.request("/before")
+        assert client.response(sid, TIMEOUT)[0] == 200     # admitted, live
+        local = client.sock.getsockname()
+        mark = daemon.log_mark()
+        write_config(daemon.config_path, config("spiffe://example.org/ns/default/*"))
+        daemon.send_signal(signal.SIGHUP)
+        goaway = client.wait_for(lambda ev: isinstance(ev, h2.events.ConnectionTerminated),
+                                 TIMEOUT)
+    finally:
+        client.close()
+    assert goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert goaway.last_stream_id == sid
+    line = daemon.wait_for_log(lambda l: l.get("termination") == "reload_rejudged", since=mark)
+    assert line["reason"] == "not_authorized" and line["client"].endswith(f":{local[1]}"), line
