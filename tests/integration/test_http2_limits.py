@@ -31,6 +31,10 @@ BIG = 64 * 1024 * 1024          # far above every window and socket buffer on th
 STALL = 1.0                      # no progress for this long while the other side waits: stalled
 STREAM_WINDOW = 65535            # RFC 9113's initial stream window, which mtlsd keeps
 RSS_SLACK = 4 * 1024 * 1024      # what mtlsd may grow by while holding a stalled BIG transfer
+# Under ASan/UBSan freed memory sits in the quarantine and shadow memory grows with it, so RSS
+# says nothing about what mtlsd holds: the memory bounds are checked in the plain build only
+# (the stall itself is still checked).
+SANITIZED = os.environ.get("MTLSD_SANITIZED") == "1"
 
 
 def rss(pid: int) -> int:
@@ -88,7 +92,7 @@ def test_slow_upstream_reader_stalls_the_upload_with_bounded_memory(http_serve, 
         assert arrived.wait(TIMEOUT), "the request never reached the upstream"
         stalled_at, grown = sent, rss(daemon.pid) - baseline
         assert stalled_at < BIG // 4, f"the upload ran on to {stalled_at} bytes"
-        assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled upload"
+        assert SANITIZED or grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled upload"
 
         gate.set()                        # the upstream reads again: the window reopens
         while sent < BIG:
@@ -139,7 +143,7 @@ def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory
         grown = rss(daemon.pid) - baseline
         assert 0 < got <= STREAM_WINDOW, got
         assert upstream_sent < BIG // 4, f"the upstream could send {upstream_sent} bytes"
-        assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled download"
+        assert SANITIZED or grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled download"
 
         client.ack_data = True            # acknowledge what came, and all that comes
         client.conn.acknowledge_received_data(got, sid)
@@ -188,7 +192,7 @@ def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, p
             grown = rss(daemon.pid) - baseline
             assert 0 < got <= STREAM_WINDOW, got
             assert messages < (BIG >> 20) // 4, f"the service wrote {messages} MiB"
-            assert grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled stream"
+            assert SANITIZED or grown < RSS_SLACK, f"mtlsd grew by {grown} bytes holding a stalled stream"
 
             client.ack_data = True
             client.conn.acknowledge_received_data(got, sid)
