@@ -42,6 +42,7 @@ class connection final : public downstream {
   asio::awaitable<void> sweeper();
   asio::awaitable<void> loops();
   asio::awaitable<void> goodbye();
+  void drain();
   void stop() {
     stopping_ = true;
     out_.signal();
