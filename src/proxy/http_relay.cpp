@@ -579,8 +579,8 @@ asio::awaitable<void> http_connection::run() {
       result_.ended_by(keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
       co_return co_await close_both();
     }
-    if (draining_) continue;  // closes at the top of the loop
     report();
+    if (draining_) continue;  // closes at the top of the loop
     from_client_.trim();
     from_upstream_.trim();
   }

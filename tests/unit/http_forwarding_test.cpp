@@ -115,6 +115,28 @@ TEST(ForwardingHeaderList, XfccKeepForwardsTheClientsLinesUntouched) {
   EXPECT_EQ(values(h, "x-forwarded-client-cert"), (strings{forged, "URI=x"}));
 }
 
+// The configured modes (Envoy's table, xfcc_action) end in what reaches the upstream.
+TEST(ForwardingHeaderList, XfccModesWithAndWithoutAClientCertificate) {
+  using config::xfcc_mode;
+  const std::string appended = std::string(forged) + "," + element;
+  const struct {
+    xfcc_mode mode;
+    bool client_cert;
+    strings expected;
+  } cases[] = {
+      {xfcc_mode::sanitize, true, {}},        {xfcc_mode::sanitize_set, true, {element}},
+      {xfcc_mode::sanitize_set, false, {}},   {xfcc_mode::forward_only, true, {forged}},
+      {xfcc_mode::forward_only, false, {}},   {xfcc_mode::append_forward, true, {appended}},
+      {xfcc_mode::append_forward, false, {}}, {xfcc_mode::always_forward_only, false, {forged}},
+  };
+  for (const auto& c : cases) {
+    header_list h{{"x-forwarded-client-cert", forged}};
+    apply_forwarding(h, forwarding(xfcc_action(c.mode, c.client_cert)));
+    EXPECT_EQ(values(h, "x-forwarded-client-cert"), c.expected)
+        << static_cast<int>(c.mode) << " cert=" << c.client_cert;
+  }
+}
+
 // --- http_request_head (HTTP/1.1 requests) -----------------------------------------------
 
 http_request_head get_with(std::initializer_list<std::pair<const char*, const char*>> fields) {
