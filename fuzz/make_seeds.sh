@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,tls_stream_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -134,6 +134,31 @@ resps = [
 ]
 for i, r in enumerate(reqs):
     put("http_head_fuzz", f"req-{i}", bytes([i % 4]) + r + b"\0\0\0\0" + resps[i % len(resps)])
+
+# h2_frames_fuzz: HTTP/2 frames a client sends after the preface (the target sends that).
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, sid) + payload
+def lit(name, value):  # HPACK literal without indexing, no Huffman
+    return b"\0" + bytes([len(name)]) + name + bytes([len(value)]) + value
+def req(path=b"/", method=b"GET", extra=()):
+    fields = [(b":method", method), (b":scheme", b"https"), (b":authority", b"x"), (b":path", path)]
+    return b"".join(lit(n, v) for n, v in fields + list(extra))
+settings = frame(4, 0, 0)
+put("h2_frames_fuzz", "get", settings + frame(1, 5, 1, req()))
+put("h2_frames_fuzz", "post-body-trailers",
+    settings + frame(1, 4, 1, req(b"/pkg.Svc/Call", b"POST", [(b"te", b"trailers")])) +
+    frame(0, 0, 1, b"\0\0\0\0\5hello") + frame(1, 5, 1, lit(b"grpc-status", b"0")))
+put("h2_frames_fuzz", "three-streams-reset",
+    settings + frame(1, 5, 1, req()) + frame(1, 4, 3, req(b"/b", b"POST")) +
+    frame(1, 5, 5, req(b"/c")) + frame(3, 0, 3, b"\0\0\0\x08") + frame(0, 1, 3, b"late"))
+put("h2_frames_fuzz", "continuation",
+    settings + frame(1, 1, 1, req()[:20]) + frame(9, 4, 1, req()[20:]))
+put("h2_frames_fuzz", "connect-and-host",
+    settings + frame(1, 5, 1, lit(b":method", b"CONNECT") + lit(b":authority", b"x:443")) +
+    frame(1, 5, 3, req(extra=[(b"host", b"y"), (b"connection", b"close")])))
+put("h2_frames_fuzz", "window-ping-goaway",
+    settings + frame(8, 0, 0, b"\0\1\0\0") + frame(6, 0, 0, b"12345678") +
+    frame(1, 5, 1, req()) + frame(7, 0, 0, b"\0\0\0\1\0\0\0\0"))
 
 # tls_stream_fuzz: what a client sends first (ClientHello), TLS 1.3 and 1.2.
 for name, ver in (("clienthello-13", ssl.TLSVersion.TLSv1_3), ("clienthello-12", ssl.TLSVersion.TLSv1_2)):

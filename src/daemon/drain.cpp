@@ -45,8 +45,10 @@ void daemon::drain(const std::string& trigger) {
   log::info("draining", {{"signal", trigger},
                          {"open_connections", open_sessions_.count()},
                          {"drain_timeout", config::format_duration(timeout)}});
-  for (auto& w : workers_)
+  for (auto& w : workers_) {
     w->close_all_listeners();
+    w->drain_sessions();  // HTTP: GOAWAY / Connection: close now, not at the timeout
+  }
   drain_deadline_ = steady::now() + timeout;
   // Called on the worker that ends the last session: wakes wait_for_drain() at once.
   open_sessions_.call_when_none(

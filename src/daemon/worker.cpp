@@ -102,6 +102,10 @@ void worker::kill_sessions() {
   asio::post(ioc_, [this] { sessions_.kill_all(); });
 }
 
+void worker::drain_sessions() {
+  asio::post(ioc_, [this] { sessions_.drain_all(); });
+}
+
 void worker::revoke(tls::revocation::event_ptr e) {
   asio::post(ioc_, [this, e = std::move(e)] {
     if (std::size_t n = sessions_.revoke(*e))

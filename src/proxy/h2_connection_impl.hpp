@@ -35,6 +35,20 @@ class connection final : public downstream {
   }
   void fail(stream& s, std::uint32_t code, std::string detail) override;
 
+  // For fuzz/h2_frames_fuzz.cpp: the nghttp2 session with these callbacks and `up` as the
+  // upstream, fed bytes directly (no I/O loops); feed() returns nghttp2's verdict and drops
+  // what the session would send.
+  bool open_for_fuzzing(std::unique_ptr<upstream> up) {
+    upstream_ = std::move(up);
+    return open_session();
+  }
+  long feed(const std::uint8_t* data, std::size_t size) {
+    const auto rv = nghttp2_session_mem_recv(session_.get(), data, size);
+    staging_.clear();
+    const int out = collect_output(session_.get(), staging_, SIZE_MAX);
+    return rv < 0 ? static_cast<long>(rv) : out;
+  }
+
  private:
   bool open_session();
   asio::awaitable<void> reader();
@@ -42,6 +56,7 @@ class connection final : public downstream {
   asio::awaitable<void> sweeper();
   asio::awaitable<void> loops();
   asio::awaitable<void> goodbye();
+  void drain();
   void stop() {
     stopping_ = true;
     out_.signal();

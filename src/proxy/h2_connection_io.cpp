@@ -117,6 +117,18 @@ asio::awaitable<void> connection::goodbye() {
             deadline.async_wait(as_tuple(use_awaitable)));
 }
 
+// Shutdown began: GOAWAY naming the last stream taken, now. nghttp2 then ignores new streams
+// and, once the last open one closed, wants neither to read nor to write: the writer ends the
+// connection (closed by us: relay_end::local, which a draining session reports as `drain`).
+void connection::drain() {
+  if (stopping_) return;
+  env_.result->ended_by(relay_end::local);
+  nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  out_.signal();
+}
+
 asio::awaitable<void> connection::run() {
   using namespace asio::experimental::awaitable_operators;
   if (!open_session()) {
@@ -127,6 +139,13 @@ asio::awaitable<void> connection::run() {
                   ? make_h2c_upstream(*this, *env_.upstream_socket, env_.forwarding)
                   : make_h1_upstream(*this, *env_.upstream_socket, *env_.cfg, env_.forwarding);
   co_await asio::this_coro::throw_if_cancelled(false);
+  struct drain_hook {
+    session_control* control;
+    ~drain_hook() {
+      if (control) control->on_drain({});
+    }
+  } hook{env_.control};
+  if (env_.control) env_.control->on_drain([this] { drain(); });
   co_await (loops() && upstream_->run());
   const auto state = co_await asio::this_coro::cancellation_state;
   if (state.cancelled() != asio::cancellation_type::none) {

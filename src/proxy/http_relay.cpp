@@ -244,6 +244,15 @@ class http_connection {
   ~http_connection() { report(); }
 
   asio::awaitable<void> run();
+  // Shutdown began: no request after the one in progress (its response says Connection:
+  // close); a connection waiting for its next request closes now.
+  void drain() {
+    draining_ = true;
+    error_code ignored;
+    if (!idle_) return;
+    tls_socket_.cancel(ignored);
+    plain_.cancel(ignored);
+  }
 
  private:
   using request_parser = http::request_parser<http::buffer_body>;
@@ -322,8 +331,10 @@ class http_connection {
   bool response_started_ = false;  // the final response's head reached the client
   bool response_keep_alive_ = true;
   bool upgraded_ = false;
-  bool end_ = false;      // close the connection after this exchange
-  bool stopped_ = false;  // a pump ended the exchange: the other returns at its next step
+  bool end_ = false;       // close the connection after this exchange
+  bool draining_ = false;  // drain(): this exchange is the last
+  bool idle_ = false;      // waiting for a request head with nothing of it read
+  bool stopped_ = false;   // a pump ended the exchange: the other returns at its next step
 };
 
 asio::awaitable<void> http_connection::close_both() {
@@ -409,6 +420,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     const unsigned status = msg.result_int();
     if (auto why = prepare_response_head(msg, upgrade); !why.empty())
       co_return co_await upstream_failed({}, std::move(why));
+    if (draining_ && status != 101) msg.keep_alive(false);
 
     http::serializer<false, http::buffer_body> sr{msg};
     sr.split(true);
@@ -488,8 +500,20 @@ asio::awaitable<void> http_connection::run() {
     request_parser req;
     req.header_limit(http_head_limit);
     req.body_limit(boost::none);  // streamed: no limit to enforce on memory
+    if (draining_) {
+      result_.ended_by(relay_end::local);
+      co_return co_await close_both();
+    }
+    idle_ = from_client_.buf.size() == 0 && from_upstream_.buf.size() == 0;
     const error_code ec = co_await next_request_head(req);
-    if (cancelled(ec)) co_return;
+    idle_ = false;
+    if (cancelled(ec)) {
+      // drain() woke an idle connection; else the watchdog cancelled us (then stop here).
+      const auto state = co_await asio::this_coro::cancellation_state;
+      if (!draining_ || state.cancelled() != asio::cancellation_type::none) co_return;
+      result_.ended_by(relay_end::local);
+      co_return co_await close_both();
+    }
     if (end_) co_return co_await close_both();  // upstream closed while idle
     if (ec == http::error::end_of_stream) {
       result_.ended_by(relay_end::tls_peer);
@@ -556,6 +580,7 @@ asio::awaitable<void> http_connection::run() {
       co_return co_await close_both();
     }
     report();
+    if (draining_) continue;  // closes at the top of the loop
     from_client_.trim();
     from_upstream_.trim();
   }
@@ -565,9 +590,17 @@ asio::awaitable<void> http_connection::run() {
 
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
                                  http_forwarding forwarding, idle_deadline& clock,
-                                 relay_result& result, http_request_sink sink) {
+                                 relay_result& result, http_request_sink sink,
+                                 session_control* control) {
   clock.touch();
   http_connection c(tls, tls_socket, plain, std::move(forwarding), clock, result, std::move(sink));
+  struct drain_hook {
+    session_control* control;
+    ~drain_hook() {
+      if (control) control->on_drain({});
+    }
+  } hook{control};
+  if (control) control->on_drain([&c] { c.drain(); });
   co_await c.run();
 }
 

@@ -78,7 +78,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
   if (!h2) {
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
-                        std::move(sink));
+                        std::move(sink), &s.control);
     co_return;
   }
   h2_environment env{&tls,
@@ -89,7 +89,8 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
                      std::move(sink),
                      &s.clock,
                      &s.relayed,
-                     cfg.http.upstream_protocol != config::http_upstream_protocol::http1};
+                     cfg.http.upstream_protocol != config::http_upstream_protocol::http1,
+                     &s.control};
   co_await serve_h2(std::move(env));
 }
 

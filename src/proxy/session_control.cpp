@@ -14,6 +14,17 @@ void session_control::kill() {
   if (watchdog_) watchdog_->cancel();
 }
 
+void session_control::drain_gracefully() {
+  if (draining_ || killed_) return;
+  draining_ = true;
+  if (on_drain_) on_drain_();
+}
+
+void session_control::on_drain(std::function<void()> handler) {
+  on_drain_ = std::move(handler);
+  if (draining_ && !killed_ && on_drain_) on_drain_();
+}
+
 void session_control::kill(reason why, std::string detail) {
   kill(why == reason::revoked ? termination::revoked : termination::error, why, std::move(detail));
 }

@@ -8,6 +8,12 @@ void session_registry::kill_all() {
     s->kill();
 }
 
+void session_registry::drain_all() {
+  // A handler may end its connection's frames later, never unregister at once: live_ is stable.
+  for (auto* s : live_)
+    s->drain_gracefully();
+}
+
 std::size_t session_registry::revoke(const tls::revocation::revocation_event& e) {
   std::size_t n = 0;
   for (auto* s : live_)

@@ -109,6 +109,8 @@ termination name_termination(const session& s, const outcome& o) {
       return server ? termination::upstream_close : termination::client_close;
     case relay_end::local:
     case relay_end::none:
+      // Closed by us at a boundary because shutdown began (GOAWAY, Connection: close).
+      if (s.control.draining() && !s.relayed.aborted) return termination::drain;
       break;
   }
   return termination::error;

@@ -18,8 +18,10 @@ from concurrent import futures
 
 import pytest
 
+from clients import client_context
+from h2_frames import DATA, END_STREAM, GOAWAY, HEADERS, connect_h2, goaway_fields
 from http_upstream import HttpRecorder, response
-from test_http_mode import CLIENT_ID, FORGED, client_element, http_serve  # noqa: F401
+from test_http_mode import CLIENT_ID, FORGED, client_element, http_serve, https  # noqa: F401
 
 TIMEOUT = 20
 
@@ -203,6 +205,84 @@ def test_goaway_when_drain_timeout_closes_the_connection(http_serve, pki):
             proc.kill()
     assert "recv GOAWAY frame" in out, out
     assert daemon.wait_exit() == 0
+
+
+def held_upstream():
+    """An upstream app that answers "late" once released; `arrived` is set per request."""
+    release, arrived = threading.Event(), threading.Event()
+
+    def slow(req):
+        arrived.set()
+        release.wait(TIMEOUT)
+        return response(200, b"late")
+    return slow, release, arrived
+
+
+def test_drain_start_sends_goaway_and_lets_the_stream_in_flight_finish(http_serve, pki):
+    """SIGTERM: GOAWAY (last stream 1, NO_ERROR) at once, not at the drain timeout; stream 1
+    still gets its whole answer, stream 3 opened after the GOAWAY never reaches the upstream,
+    and the connection closes when stream 1 ends (long before the 60 s timeout)."""
+    slow, release, arrived = held_upstream()
+    daemon, _, recorder = http_serve(slow, top={"shutdown": {"drain_timeout": "60s"}})
+    host, port = daemon.addr()
+    client = connect_h2(client_context(pki), host, port, TIMEOUT)
+    try:
+        client.get(1, "localhost", "/slow")
+        assert arrived.wait(TIMEOUT), "the request never reached the upstream"
+        daemon.send_signal(signal.SIGTERM)
+        frame = client.next_frame()
+        while frame is not None and frame.type != GOAWAY:
+            frame = client.next_frame()
+        assert frame is not None, "EOF before GOAWAY"
+        assert goaway_fields(frame) == (1, 0)
+        client.get(3, "localhost", "/after-goaway")
+        release.set()
+        seen: list = []
+        while (frame := client.next_frame()) is not None:
+            seen.append(frame)
+    finally:
+        release.set()
+        client.sock.close()
+    assert {f.stream for f in seen if f.type in (HEADERS, DATA)} == {1}, seen
+    body = b"".join(f.payload for f in seen if f.type == DATA)
+    assert body == b"late"
+    assert any(f.flags & END_STREAM for f in seen if f.stream == 1)
+    assert [r.target for r in recorder.requests] == ["/slow"]
+    (line,) = wait_request_lines(daemon, 1, path="/slow")
+    assert line["status"] == 200
+    assert daemon.wait_exit() == 0
+    conn_line = daemon.wait_for_access(termination="drain")
+    assert conn_line["alpn"] == "h2"
+
+
+def test_drain_start_closes_http11_after_the_response_in_progress(http_serve, pki):
+    """HTTP/1.1 keep-alive: the response in flight at SIGTERM says Connection: close and the
+    connection then closes; an idle keep-alive connection closes at once."""
+    slow, release, arrived = held_upstream()
+    daemon, _, _ = http_serve(slow, top={"shutdown": {"drain_timeout": "60s"}})
+    busy, idle = https(daemon, pki), https(daemon, pki)
+    try:
+        idle.request("GET", "/first")
+        release.set()
+        first = idle.getresponse()
+        assert (first.status, first.read()) == (200, b"late")
+        release.clear()
+        arrived.clear()
+        busy.request("GET", "/slow")
+        assert arrived.wait(TIMEOUT), "the request never reached the upstream"
+        daemon.send_signal(signal.SIGTERM)
+        assert idle.sock.recv(1) == b"", "the idle connection stayed open"
+        release.set()
+        resp = busy.getresponse()
+        assert (resp.status, resp.read()) == (200, b"late")
+        assert resp.getheader("connection") == "close"
+        assert busy.sock is None or busy.sock.recv(1) == b""
+    finally:
+        release.set()
+        busy.close()
+        idle.close()
+    assert daemon.wait_exit() == 0
+    assert daemon.wait_for_access(termination="drain")
 
 
 # --- gRPC over h2c ---------------------------------------------------------------

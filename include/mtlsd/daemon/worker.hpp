@@ -33,6 +33,8 @@ class worker {
   void close_listener(const std::string& name);
   void close_all_listeners();
   void kill_sessions();
+  // Drain start: sessions that can end gracefully begin to (session_control::drain_gracefully).
+  void drain_sessions();
   // Closes the sessions whose peers `e` revokes (recheck_established).
   void revoke(tls::revocation::event_ptr e);
   // After a reload published `next`: closes the sessions whose peers it no longer admits.

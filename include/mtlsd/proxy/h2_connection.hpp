@@ -5,13 +5,16 @@
 // both ways, RST_STREAM passed on) or by one HTTP/1.1 exchange per stream. Limits: the
 // listener's http.max_concurrent_streams (SETTINGS), a 64 KiB header list (431), and
 // http.stream_idle_timeout (RST_STREAM CANCEL). When the session is ended from outside (drain
-// timeout, a reload that no longer admits the peer, revocation) the client gets GOAWAY first.
+// timeout, a reload that no longer admits the peer, revocation) the client gets GOAWAY first;
+// when shutdown begins (session_control::drain_gracefully) it gets GOAWAY at once, the streams
+// in flight finish, new ones are refused, and the connection closes after the last.
 #include <boost/asio/awaitable.hpp>
 
 #include "mtlsd/config/config.hpp"
-#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/endpoint.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/session_registry.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 
 namespace mtlsd::proxy {
@@ -26,6 +29,7 @@ struct h2_environment {
   idle_deadline* clock;
   relay_result* result;
   bool upstream_h2c = false;
+  session_control* control = nullptr;  // where a drain reaches the connection (may be null)
 };
 
 // Serves one HTTP/2 connection to its end. Never throws for network or protocol errors.

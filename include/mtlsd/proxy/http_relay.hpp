@@ -19,6 +19,7 @@
 #include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/session_registry.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
 
@@ -32,10 +33,12 @@ inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
 
 // Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network
 // or protocol errors: they end the connection and land in `result`. Each request gets
-// `forwarding`'s headers and, once its exchange ended, is reported to `sink` (when set).
+// `forwarding`'s headers and, once its exchange ended, is reported to `sink` (when set). When
+// `control` (may be null) is drained, the connection ends after the response in progress.
 asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
                                  http_forwarding forwarding, idle_deadline& clock,
-                                 relay_result& result, http_request_sink sink);
+                                 relay_result& result, http_request_sink sink,
+                                 session_control* control = nullptr);
 
 // XFCC only: no X-Forwarded-For/-Proto, no reports.
 inline asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket,

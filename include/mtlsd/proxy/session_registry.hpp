@@ -6,6 +6,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -35,6 +36,15 @@ class session_control {
   const std::string& kill_detail() const { return kill_detail_; }
   void attach(asio::steady_timer* watchdog) { watchdog_ = watchdog; }
 
+  // Shutdown began: a session that can end at a boundary of its own (HTTP/2: GOAWAY, then the
+  // last stream's end; HTTP/1.1: after the response in progress) is asked to, through the
+  // handler its serving side set. A byte relay has no such boundary and waits for kill().
+  void drain_gracefully();
+  bool draining() const { return draining_; }
+  // Set by the serving side while it can act on drain_gracefully (empty: no longer); called at
+  // once when the drain began before it was set. The handler runs on the session's executor.
+  void on_drain(std::function<void()> handler);
+
   // recheck_established: the admitted peer's certificates (leaf first), so that a revocation
   // learnt later can find this session. `listener` must outlive the session.
   void watch_revocation(const std::string* listener,
@@ -56,6 +66,8 @@ class session_control {
 
  private:
   bool killed_ = false;
+  bool draining_ = false;
+  std::function<void()> on_drain_;
   std::optional<reason> kill_reason_;
   termination kill_termination_ = termination::drain;
   std::string kill_detail_;
@@ -77,6 +89,8 @@ class session_registry {
   void add(session_control* s) { live_.insert(s); }
   void remove(session_control* s) { live_.erase(s); }
   void kill_all();
+  // Asks every session to end gracefully (session_control::drain_gracefully).
+  void drain_all();
   // Closes the sessions whose peers `e` revokes; returns how many.
   std::size_t revoke(const tls::revocation::revocation_event& e);
   // Closes the sessions whose peers the reloaded runtime `next` no longer admits (see
