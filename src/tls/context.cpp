@@ -88,10 +88,8 @@ bool use_chain_and_key(SSL_CTX* ctx, const cert_chain& c, EVP_PKEY* key) {
 
 void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
   key_pair kp = load_key_pair(t);
-  if (!use_chain_and_key(ctx, kp.chain, kp.key.get())) {
-    const auto& where = t.pkcs12.empty() ? t.cert.where : t.pkcs12.where;
-    fail(where, "cannot use certificate and key: " + drain_errors());
-  }
+  if (!use_chain_and_key(ctx, kp.chain, kp.key.get()))
+    fail(t.cert_ref().where, "cannot use certificate and key: " + drain_errors());
   out.own_uri_sans = extract_identity(kp.chain.front().get()).uri_sans;
   out.own_chain = std::move(kp.chain);
   out.own_chains.push_back(copy_chain(out.own_chain));
