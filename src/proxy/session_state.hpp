@@ -21,6 +21,10 @@
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
 
+namespace mtlsd::log {
+struct access_record;
+}
+
 namespace mtlsd::proxy::detail {
 
 using steady = std::chrono::steady_clock;
@@ -144,6 +148,10 @@ struct session {
 
 // Server side: the name the client asked for; client side: the name we sent. "" when none.
 std::string_view sni_of(SSL* ssl);
+// The protocol ALPN chose, "" when none.
+std::string_view alpn_of(SSL* ssl);
+// The connection's fields of an access line (who, TLS, upstream); views into `s` and its SSL.
+void fill_connection(const session& s, log::access_record& rec);
 
 // session_trace.cpp: the debug lines, one per phase, each with the conn_id. Each returns at once
 // (computing nothing) above log.level debug.
