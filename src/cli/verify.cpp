@@ -119,60 +119,79 @@ std::optional<long long> parse_time(std::string_view text) {
   return static_cast<long long>(timegm(&tm)) - offset;
 }
 
-// `mtlsd verify`: the handshake's own verifier, run on certificates from files.
-int verify_command(const options& o) {
+namespace {
+
+// What the command line asks for.
+struct verify_request {
+  std::string config_path;
+  std::string listener_name;
+  std::string cert_path;
+  std::optional<std::string> chain_path;
+  std::optional<std::time_t> at;
+  // The connection's side of allow rules: where the peer connects from, the name it asks for.
+  std::optional<config::ip_address> source;
+  std::optional<std::string> sni;
+};
+
+// The command line's arguments; nullopt once stderr says what is wrong (exit status 2).
+std::optional<verify_request> read_request(const options& o) {
   auto config_path = o.get("config");
   auto listener_name = o.get("listener");
   auto cert_path = o.get("cert");
   if (!config_path || !listener_name || !cert_path) {
     std::cerr << "mtlsd verify: needs --config FILE --listener NAME --cert PEM (see mtlsd verify "
                  "--help)\n";
-    return 2;
+    return std::nullopt;
   }
-  std::optional<std::time_t> at;
+  verify_request r{*config_path, *listener_name, *cert_path, o.get("chain"), {}, {}, o.get("sni")};
   if (auto t = o.get("at")) {
     auto parsed = parse_time(*t);
     if (!parsed) {
       std::cerr << "mtlsd verify: --at '" << *t
                 << "': expected RFC 3339 (2026-01-02T03:04:05Z) or @EPOCH\n";
-      return 2;
+      return std::nullopt;
     }
-    at = static_cast<std::time_t>(*parsed);
+    r.at = static_cast<std::time_t>(*parsed);
   }
-  // The connection's side of allow rules: where the peer connects from, the name it asks for.
-  std::optional<config::ip_address> source;
   if (auto a = o.get("source")) {
-    source = config::parse_ip(*a);
-    if (!source) {
+    r.source = config::parse_ip(*a);
+    if (!r.source) {
       std::cerr << "mtlsd verify: --source '" << *a
                 << "': expected an IP address (10.1.2.3 or 2001:db8::1)\n";
-      return 2;
+      return std::nullopt;
     }
   }
-  auto loaded = config::load_file(*config_path);
+  return r;
+}
+
+// tls.spiffe without CA files: the trust store is the agent's bundle, which `verify` does not
+// fetch. Saying so (true, on stderr) beats answering unknown_ca for every chain.
+bool trusts_only_spiffe_bundles(const config::listener& l) {
+  const bool server = l.mode == config::listener_mode::server;
+  const auto& cas = server ? l.client_auth.ca : l.server_auth.ca;
+  if (!l.tls.spiffe.enabled || !cas.empty()) return false;
+  std::cerr << "mtlsd verify: listener '" << l.name
+            << "' trusts the SPIFFE Workload API's bundles (tls.spiffe), which verify does not "
+               "fetch; name the CA files in "
+            << (server ? "client_auth.ca" : "server_auth.ca") << " to verify against them\n";
+  return true;
+}
+
+// The named listener and its runtime, built alone; nullptr once stderr says why (exit status 2).
+std::shared_ptr<const runtime::runtime> build_listener(const verify_request& r) {
+  auto loaded = config::load_file(r.config_path);
   if (!loaded.config) {
     for (const auto& p : loaded.problems)
       std::cerr << p.str() << "\n";
-    return 2;
+    return nullptr;
   }
-  const config::listener* l = loaded.config->find_listener(*listener_name);
+  const config::listener* l = loaded.config->find_listener(r.listener_name);
   if (!l) {
-    std::cerr << "mtlsd verify: no listener named '" << *listener_name << "' in "
+    std::cerr << "mtlsd verify: no listener named '" << r.listener_name << "' in "
               << loaded.config->file << "\n";
-    return 2;
+    return nullptr;
   }
-  // tls.spiffe without CA files: the trust store is the agent's bundle, which `verify` does not
-  // fetch. Saying so beats answering unknown_ca for every chain.
-  const auto& cas =
-      l->mode == config::listener_mode::server ? l->client_auth.ca : l->server_auth.ca;
-  if (l->tls.spiffe.enabled && cas.empty()) {
-    std::cerr << "mtlsd verify: listener '" << l->name
-              << "' trusts the SPIFFE Workload API's bundles (tls.spiffe), which verify does not "
-                 "fetch; name the CA files in "
-              << (l->mode == config::listener_mode::server ? "client_auth.ca" : "server_auth.ca")
-              << " to verify against them\n";
-    return 2;
-  }
+  if (trusts_only_spiffe_bundles(*l)) return nullptr;
   // OCSP responders and distribution points by name: through the configured DNS servers.
   net::resolver_options dns;
   for (const auto& server : loaded.config->dns.servers)
@@ -181,53 +200,65 @@ int verify_command(const options& o) {
   // Build only this listener, so a problem elsewhere in the file does not get in the way.
   config::configuration one = *loaded.config;
   one.listeners = {*l};
-  std::shared_ptr<const runtime::runtime> rt;
   try {
     runtime::build_options opts;
     opts.check_own_validity = false;
-    rt = runtime::build(one, opts);
+    return runtime::build(one, opts);
   } catch (const config::config_error& e) {
     for (const auto& p : e.problems())
       std::cerr << p.str() << "\n";
-    return 2;
+    return nullptr;
   }
-  const auto& lr = *rt->listeners.front();
-  // A file that cannot be opened is a usage error; one that opens but holds no certificate a
-  // handshake could parse is a rejection, exactly as a peer sending it would be.
-  auto chain_path = o.get("chain");
-  for (const auto* path : {&*cert_path, chain_path ? &*chain_path : nullptr}) {
+}
+
+// The certificates to verify into `presented`; an exit status when there are none to verify.
+// A file that cannot be opened is a usage error (2); one that opens but holds no certificate a
+// handshake could parse is a rejection (1), exactly as a peer sending it would be.
+std::optional<int> read_presented(const verify_request& r, tls::cert_chain& presented) {
+  for (const auto* path : {&r.cert_path, r.chain_path ? &*r.chain_path : nullptr}) {
     if (path && !std::ifstream(*path)) {
       std::cerr << "mtlsd verify: cannot open " << *path << ": " << std::strerror(errno) << "\n";
       return 2;
     }
   }
-  tls::cert_chain presented;
   try {
-    presented = tls::load_cert_chain({*cert_path, {}});
-    if (chain_path)
-      for (auto& c : tls::load_cert_chain({*chain_path, {}}))
+    presented = tls::load_cert_chain({r.cert_path, {}});
+    if (r.chain_path)
+      for (auto& c : tls::load_cert_chain({*r.chain_path, {}}))
         presented.push_back(std::move(c));
   } catch (const config::config_error& e) {
     std::cout << "rejected: " << to_string(reason::bad_certificate) << ": " << e.what() << "\n";
     return 1;
   }
+  return std::nullopt;
+}
+
+// The handshake's verifier on `presented`, with the connection's side taken from the request.
+tls::verify_outcome judge(const verify_request& r, const runtime::listener_runtime& lr,
+                          const tls::cert_chain& presented) {
+  const bool client_mode = lr.cfg.mode == config::listener_mode::client;
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (std::size_t i = 1; i < presented.size(); ++i)
     sk_X509_push(untrusted, presented[i].get());
   // Client mode: the SNI a handshake sends (none for an IP), unless --sni says otherwise.
   std::string sni;
-  if (auto n = o.get("sni"))
-    sni = *n;
-  else if (l->mode == config::listener_mode::client && !tls::is_ip_literal(lr.tls.server_name))
+  if (r.sni)
+    sni = *r.sni;
+  else if (client_mode && !tls::is_ip_literal(lr.tls.server_name))
     sni = lr.tls.server_name;
-  if (source && l->mode == config::listener_mode::client)
+  if (r.source && client_mode)
     std::cerr << "mtlsd verify: --source is ignored on a client-mode listener (server_auth has "
                  "no source_cidrs)\n";
-  const config::ip_address* src =
-      source && l->mode == config::listener_mode::server ? &*source : nullptr;
+  const config::ip_address* src = r.source && !client_mode ? &*r.source : nullptr;
   auto outcome = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), presented.front().get(),
-                                                      untrusted, at, {src, sni});
+                                                      untrusted, r.at, {src, sni});
   sk_X509_free(untrusted);
+  return outcome;
+}
+
+// The verdict on stdout: 0 accepted, 1 rejected (by the chain or by a revocation answer).
+int print_verdict(const runtime::listener_runtime& lr, tls::verify_outcome& outcome,
+                  std::optional<std::time_t> at) {
   if (outcome.refusal) {
     std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << outcome.detail << "\n";
     return 1;
@@ -252,6 +283,21 @@ int verify_command(const options& o) {
             << "\n";
   if (!revocation_line.empty()) std::cout << revocation_line << "\n";
   return 0;
+}
+
+}  // namespace
+
+// `mtlsd verify`: the handshake's own verifier, run on certificates from files.
+int verify_command(const options& o) {
+  const auto request = read_request(o);
+  if (!request) return 2;
+  const auto rt = build_listener(*request);
+  if (!rt) return 2;
+  const auto& lr = *rt->listeners.front();
+  tls::cert_chain presented;
+  if (auto status = read_presented(*request, presented)) return *status;
+  auto outcome = judge(*request, lr, presented);
+  return print_verdict(lr, outcome, request->at);
 }
 
 }  // namespace mtlsd::cli

@@ -23,12 +23,10 @@ std::vector<file_ref> configuration::referenced_files() const {
       out.push_back({uri.pin_source, f.where});
   };
   for (const auto& l : listeners) {
-    for (const auto* f : {&l.tls.cert, &l.tls.key, &l.tls.key_password_file, &l.tls.key_pin_file,
-                          &l.tls.pkcs12, &l.tls.pkcs12_password_file})
+    for (const auto* f : l.tls.files())
       add(*f);
     for (const auto& e : l.tls.certificates)
-      for (const auto* f : {&e.cert, &e.key, &e.key_password_file, &e.key_pin_file, &e.pkcs12,
-                            &e.pkcs12_password_file})
+      for (const auto* f : e.files())
         add(*f);
     for (const auto& f : l.client_auth.ca)
       add(f);

@@ -12,6 +12,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// cert, key (and its secret), pkcs12: the same keys in `tls:` and in a tls.certificates entry.
+void parse_key_source(reader& r, const YAML::Node& n, const std::string& path, key_source& k) {
+  with(n, "cert", [&](auto v) { r.file(v, path + ".cert", k.cert); });
+  with(n, "key", [&](auto v) { r.key_file(v, path + ".key", k.key); });
+  with(n, "key_password_file",
+       [&](auto v) { r.file(v, path + ".key_password_file", k.key_password_file); });
+  with(n, "key_pin_file", [&](auto v) { r.file(v, path + ".key_pin_file", k.key_pin_file); });
+  check_key_secrets(r, n, path, k.key, k.key_password_file, k.key_pin_file);
+  with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", k.pkcs12); });
+  with(n, "pkcs12_password_file",
+       [&](auto v) { r.file(v, path + ".pkcs12_password_file", k.pkcs12_password_file); });
+}
+
 // tls.certificates: each entry is cert + key or pkcs12, plus the names it serves.
 void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& path,
                              certificate_entry& e) {
@@ -20,15 +33,7 @@ void parse_certificate_entry(reader& r, const YAML::Node& n, const std::string& 
              {"cert", "key", "key_password_file", "key_pin_file", "pkcs12", "pkcs12_password_file",
               "server_names"}))
     return;
-  with(n, "cert", [&](auto v) { r.file(v, path + ".cert", e.cert); });
-  with(n, "key", [&](auto v) { r.key_file(v, path + ".key", e.key); });
-  with(n, "key_password_file",
-       [&](auto v) { r.file(v, path + ".key_password_file", e.key_password_file); });
-  with(n, "key_pin_file", [&](auto v) { r.file(v, path + ".key_pin_file", e.key_pin_file); });
-  check_key_secrets(r, n, path, e.key, e.key_password_file, e.key_pin_file);
-  with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", e.pkcs12); });
-  with(n, "pkcs12_password_file",
-       [&](auto v) { r.file(v, path + ".pkcs12_password_file", e.pkcs12_password_file); });
+  parse_key_source(r, n, path, e);
   with(n, "server_names",
        [&](auto v) { parse_server_names(r, v, path + ".server_names", e.server_names); });
   check_certificate_entry(r, n, path, e);
@@ -132,15 +137,7 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
         {"cert", "key", "key_password_file", "key_pin_file", "pkcs12", "pkcs12_password_file",
          "min_version", "max_version", "cipher_suites", "ciphers", "curves", "alpn",
          "session_resumption", "certificates", "strict_sni", "spiffe"});
-  with(n, "cert", [&](auto v) { r.file(v, path + ".cert", t.cert); });
-  with(n, "key", [&](auto v) { r.key_file(v, path + ".key", t.key); });
-  with(n, "key_password_file",
-       [&](auto v) { r.file(v, path + ".key_password_file", t.key_password_file); });
-  with(n, "key_pin_file", [&](auto v) { r.file(v, path + ".key_pin_file", t.key_pin_file); });
-  check_key_secrets(r, n, path, t.key, t.key_password_file, t.key_pin_file);
-  with(n, "pkcs12", [&](auto v) { r.file(v, path + ".pkcs12", t.pkcs12); });
-  with(n, "pkcs12_password_file",
-       [&](auto v) { r.file(v, path + ".pkcs12_password_file", t.pkcs12_password_file); });
+  parse_key_source(r, n, path, t);
   auto version = [&](const char* key, std::string& out) {
     with(n, key, [&](auto v) {
       std::string s;

@@ -46,6 +46,77 @@ std::string file_of(const std::string& source, std::string& path) {
   return {};
 }
 
+// One decoded attribute into `out` (pin-source, still a URI, into `pin_source`); an error or "".
+std::string apply_attribute(const std::string& name, std::string value, bool in_query,
+                            pkcs11_uri& out, std::string& pin_source) {
+  if (name == "pin-value") {
+    out.pin_value = std::move(value);
+  } else if (name == "token") {
+    out.token = value;
+  } else if (name == "serial") {
+    out.serial = value;
+  } else if (name == "manufacturer") {
+    out.manufacturer = value;
+  } else if (name == "model") {
+    out.model = value;
+  } else if (name == "object") {
+    out.object = value;
+  } else if (name == "id") {
+    out.id = value;
+    out.has_id = true;
+  } else if (name == "type") {
+    if (value != "private")
+      return "type=" + value + ": only a private key can be used here (type=private)";
+  } else if (name == "module-path") {
+    out.module_path = value;
+  } else if (name == "pin-source") {
+    pin_source = value;
+  } else if (name == "module-name") {
+    return "module-name is not supported: name the module's file with module-path=";
+  } else if (name.rfind("slot-", 0) == 0 || name.rfind("library-", 0) == 0 ||
+             name.rfind("x-", 0) == 0) {
+    // Slot and library attributes narrow what a multi-module proxy offers; the token
+    // attributes identify the key well enough. Vendor attributes are ignored by the RFC.
+  } else {
+    return std::string("unknown ") + (in_query ? "query " : "") + "attribute '" + name +
+           "' (expected token, object, id, serial, manufacturer, model, type, "
+           "module-path, pin-source or pin-value)";
+  }
+  return {};
+}
+
+// Attributes are ';'-separated in the path and '&'-separated in the query; an error or "".
+std::string apply_attributes(std::string_view part, char sep, bool in_query, pkcs11_uri& out,
+                             std::string& pin_source) {
+  while (!part.empty()) {
+    const auto end = part.find(sep);
+    const std::string_view attr = part.substr(0, end);
+    part = end == std::string_view::npos ? std::string_view() : part.substr(end + 1);
+    if (attr.empty()) continue;
+    const auto eq = attr.find('=');
+    if (eq == std::string_view::npos)
+      return "attribute '" + std::string(attr) + "' has no value (expected name=value)";
+    const std::string name(attr.substr(0, eq));
+    std::string value;
+    if (!decode(attr.substr(eq + 1), value))
+      return "attribute '" + name + "' has a malformed %-escape";
+    if (auto why = apply_attribute(name, std::move(value), in_query, out, pin_source); !why.empty())
+      return why;
+  }
+  return {};
+}
+
+// Rules across attributes, once all are read; an error or "".
+std::string check_combination(const pkcs11_uri& out) {
+  if (!out.module_path.empty() && out.module_path.front() != '/')
+    return "module-path must be an absolute path to the PKCS#11 module (.so)";
+  if (out.object.empty() && !out.has_id)
+    return "names no key: give object=LABEL and/or id=%XX... (the key's CKA_ID)";
+  if (!out.pin_source.empty() && !out.pin_value.empty())
+    return "give pin-source or pin-value, not both";
+  return {};
+}
+
 }  // namespace
 
 bool is_pkcs11_uri(std::string_view s) {
@@ -64,69 +135,11 @@ std::string parse_pkcs11_uri(std::string_view s, pkcs11_uri& out) {
   const std::string_view path = s.substr(0, q);
   const std::string_view query = q == std::string_view::npos ? std::string_view() : s.substr(q + 1);
   std::string pin_source;
-  // Attributes are ';'-separated in the path and '&'-separated in the query.
-  auto each = [&](std::string_view part, char sep, bool in_query) -> std::string {
-    while (!part.empty()) {
-      const auto end = part.find(sep);
-      const std::string_view attr = part.substr(0, end);
-      part = end == std::string_view::npos ? std::string_view() : part.substr(end + 1);
-      if (attr.empty()) continue;
-      const auto eq = attr.find('=');
-      if (eq == std::string_view::npos)
-        return "attribute '" + std::string(attr) + "' has no value (expected name=value)";
-      const std::string name(attr.substr(0, eq));
-      std::string value;
-      if (!decode(attr.substr(eq + 1), value))
-        return "attribute '" + name + "' has a malformed %-escape";
-      if (name == "pin-value") {
-        out.pin_value = std::move(value);
-        continue;
-      }
-      if (name == "token") {
-        out.token = value;
-      } else if (name == "serial") {
-        out.serial = value;
-      } else if (name == "manufacturer") {
-        out.manufacturer = value;
-      } else if (name == "model") {
-        out.model = value;
-      } else if (name == "object") {
-        out.object = value;
-      } else if (name == "id") {
-        out.id = value;
-        out.has_id = true;
-      } else if (name == "type") {
-        if (value != "private")
-          return "type=" + value + ": only a private key can be used here (type=private)";
-      } else if (name == "module-path") {
-        out.module_path = value;
-      } else if (name == "pin-source") {
-        pin_source = value;
-      } else if (name == "module-name") {
-        return "module-name is not supported: name the module's file with module-path=";
-      } else if (name.rfind("slot-", 0) == 0 || name.rfind("library-", 0) == 0 ||
-                 name.rfind("x-", 0) == 0) {
-        // Slot and library attributes narrow what a multi-module proxy offers; the token
-        // attributes identify the key well enough. Vendor attributes are ignored by the RFC.
-      } else {
-        return std::string("unknown ") + (in_query ? "query " : "") + "attribute '" + name +
-               "' (expected token, object, id, serial, manufacturer, model, type, "
-               "module-path, pin-source or pin-value)";
-      }
-    }
-    return {};
-  };
-  if (auto why = each(path, ';', false); !why.empty()) return why;
-  if (auto why = each(query, '&', true); !why.empty()) return why;
+  if (auto why = apply_attributes(path, ';', false, out, pin_source); !why.empty()) return why;
+  if (auto why = apply_attributes(query, '&', true, out, pin_source); !why.empty()) return why;
   if (!pin_source.empty())
     if (auto why = file_of(pin_source, out.pin_source); !why.empty()) return why;
-  if (!out.module_path.empty() && out.module_path.front() != '/')
-    return "module-path must be an absolute path to the PKCS#11 module (.so)";
-  if (out.object.empty() && !out.has_id)
-    return "names no key: give object=LABEL and/or id=%XX... (the key's CKA_ID)";
-  if (!out.pin_source.empty() && !out.pin_value.empty())
-    return "give pin-source or pin-value, not both";
-  return {};
+  return check_combination(out);
 }
 
 }  // namespace mtlsd::config

@@ -181,15 +181,13 @@ class printer {
     end();
   }
 
-  void key_pair(const file_ref& cert, const file_ref& key, const file_ref& key_password_file,
-                const file_ref& key_pin_file, const file_ref& pkcs12,
-                const file_ref& pkcs12_password_file) {
-    file("cert", cert);
-    file("key", key);
-    file("key_password_file", key_password_file);
-    file("key_pin_file", key_pin_file);
-    file("pkcs12", pkcs12);
-    file("pkcs12_password_file", pkcs12_password_file);
+  void key_pair(const key_source& k) {
+    file("cert", k.cert);
+    file("key", k.key);
+    file("key_password_file", k.key_password_file);
+    file("key_pin_file", k.key_pin_file);
+    file("pkcs12", k.pkcs12);
+    file("pkcs12_password_file", k.pkcs12_password_file);
   }
 
   // tls.spiffe and tls.certificates each replace cert/key/pkcs12 (giving both is an error), so
@@ -203,15 +201,13 @@ class printer {
       strings("trust_domains", t.spiffe.trust_domains);
       end();
     } else if (t.certificates.empty()) {
-      key_pair(t.cert, t.key, t.key_password_file, t.key_pin_file, t.pkcs12,
-               t.pkcs12_password_file);
+      key_pair(t);
     } else {
       key("certificates");
       out << YAML::BeginSeq;
       for (const auto& e : t.certificates) {
         out << YAML::BeginMap;
-        key_pair(e.cert, e.key, e.key_password_file, e.key_pin_file, e.pkcs12,
-                 e.pkcs12_password_file);
+        key_pair(e);
         strings("server_names", e.server_names);
         out << YAML::EndMap;
       }

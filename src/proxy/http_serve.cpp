@@ -13,33 +13,17 @@
 namespace mtlsd::proxy::detail {
 namespace {
 
-std::string_view negotiated_alpn(SSL* ssl) {
-  const unsigned char* p = nullptr;
-  unsigned n = 0;
-  SSL_get0_alpn_selected(ssl, &p, &n);
-  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
-}
-
 // The request's line: its own fields and the connection's (as write_access_line fills them
 // when the connection ends, but without consuming anything of the session).
 void write_request_line(const session& s, const http_request_report& r) {
   log::access_record c;
-  c.conn_id = s.conn_id;
-  c.listener = s.listener->cfg.name;
+  fill_connection(s, c);
   c.client = s.client;
   if (s.peer_identity) {
-    c.identity = s.peer_identity->display();
     c.peer_subject = s.peer_identity->subject;
     c.peer_serial = s.peer_identity->serial;
     c.peer_sha256 = s.peer_identity->sha256;
   }
-  c.tls_version = s.tls_version;
-  c.cipher = s.cipher;
-  if (s.tls) {
-    c.sni = sni_of(s.tls->native());
-    c.alpn = negotiated_alpn(s.tls->native());
-  }
-  c.upstream = s.upstream_address;
   char start[32];
   log::http_request_record q;
   q.start = log::format_rfc3339(start, r.started_at, true);
@@ -74,7 +58,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
                             std::chrono::duration<double>(steady::now() - r.started).count());
   };
   // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
-  const std::string_view alpn = negotiated_alpn(tls.native());
+  const std::string_view alpn = alpn_of(tls.native());
   const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
   if (!h2) {
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,

@@ -37,11 +37,10 @@ const T& as(const sockaddr_storage& s) {
   return *reinterpret_cast<const T*>(&s);
 }
 
-}  // namespace
-
-std::string build_proxy_v2_header(const proxy_v2_info& info) {
+// The address block and its family byte: both ends of one family, else UNSPEC and no block.
+std::string encode_addresses(const proxy_v2_info& info, std::uint8_t& family) {
   std::string addresses;
-  std::uint8_t family = 0x00;  // UNSPEC
+  family = 0x00;  // UNSPEC
   if (info.source.ss_family == AF_INET && info.destination.ss_family == AF_INET) {
     family = 0x11;  // TCP over IPv4
     const auto& src = as<sockaddr_in>(info.source);
@@ -66,29 +65,40 @@ std::string build_proxy_v2_header(const proxy_v2_info& info) {
     std::memcpy(path, as<sockaddr_un>(info.destination).sun_path, sizeof path);
     addresses.append(path, sizeof path);
   }
+  return addresses;
+}
+
+// The value of the PP2_TYPE_SSL TLV: client flags, verify result, then its sub-TLVs.
+std::string ssl_value(const proxy_v2_info& info) {
+  std::string ssl;
+  std::uint8_t client = pp2::client_ssl;
+  if (info.client_cert) client |= pp2::client_cert_conn;
+  if (info.resumed && info.client_cert) client |= pp2::client_cert_sess;
+  ssl += static_cast<char>(client);
+  // `verify` is 0 when the client presented a certificate and it was verified.
+  const std::uint32_t verify = (info.client_cert && info.verified) ? 0 : 1;
+  for (int shift = 24; shift >= 0; shift -= 8)
+    ssl += static_cast<char>((verify >> shift) & 0xff);
+  tlv(ssl, pp2::ssl_version, info.tls_version);
+  if (!info.common_name.empty()) tlv(ssl, pp2::ssl_cn, info.common_name);
+  tlv(ssl, pp2::ssl_cipher, info.cipher);
+  if (!info.signature_algorithm.empty()) tlv(ssl, pp2::ssl_sig_alg, info.signature_algorithm);
+  if (!info.key_algorithm.empty()) tlv(ssl, pp2::ssl_key_alg, info.key_algorithm);
+  return ssl;
+}
+
+}  // namespace
+
+std::string build_proxy_v2_header(const proxy_v2_info& info) {
+  std::uint8_t family = 0x00;
+  const std::string addresses = encode_addresses(info, family);
 
   // Every TLV together shares the 16-bit length with the addresses.
   const std::size_t limit = 0xffff - addresses.size();
   std::string tlvs;
   if (!info.alpn.empty()) tlv(tlvs, pp2::alpn, info.alpn, limit);
   if (!info.authority.empty()) tlv(tlvs, pp2::authority, info.authority, limit);
-  {
-    std::string ssl;
-    std::uint8_t client = pp2::client_ssl;
-    if (info.client_cert) client |= pp2::client_cert_conn;
-    if (info.resumed && info.client_cert) client |= pp2::client_cert_sess;
-    ssl += static_cast<char>(client);
-    // `verify` is 0 when the client presented a certificate and it was verified.
-    const std::uint32_t verify = (info.client_cert && info.verified) ? 0 : 1;
-    for (int shift = 24; shift >= 0; shift -= 8)
-      ssl += static_cast<char>((verify >> shift) & 0xff);
-    tlv(ssl, pp2::ssl_version, info.tls_version);
-    if (!info.common_name.empty()) tlv(ssl, pp2::ssl_cn, info.common_name);
-    tlv(ssl, pp2::ssl_cipher, info.cipher);
-    if (!info.signature_algorithm.empty()) tlv(ssl, pp2::ssl_sig_alg, info.signature_algorithm);
-    if (!info.key_algorithm.empty()) tlv(ssl, pp2::ssl_key_alg, info.key_algorithm);
-    tlv(tlvs, pp2::ssl, ssl, limit);
-  }
+  tlv(tlvs, pp2::ssl, ssl_value(info), limit);
   if (!info.spiffe_id.empty()) tlv(tlvs, pp2::spiffe_id, info.spiffe_id, limit);
   if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, join(info.uri_sans), limit);
   if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, join(info.dns_sans), limit);

@@ -6,6 +6,7 @@
 #include <array>
 #include <bitset>
 #include <cstring>
+#include <optional>
 
 namespace mtlsd::proxy {
 namespace {
@@ -152,6 +153,89 @@ std::string decode_ssl(std::string_view v, proxy_v2_info& info) {
   });
 }
 
+// The size of the address block a family byte announces; none for an unknown family.
+std::optional<std::size_t> address_size_of(std::uint8_t family) {
+  switch (family) {
+    case 0x00:
+      return 0;
+    case 0x11:
+    case 0x12:
+      return 12;
+    case 0x21:
+    case 0x22:
+      return 36;
+    case 0x31:
+    case 0x32:
+      return 216;
+    default:
+      return std::nullopt;
+  }
+}
+
+// One top-level TLV (not NOOP, not CRC32C) into `info`; returns an error or "".
+std::string apply_tlv(std::uint8_t type, std::string_view v, proxy_v2_info& info) {
+  switch (type) {
+    case pp2::alpn:
+      info.alpn = v;
+      break;
+    case pp2::authority:
+      info.authority = v;
+      break;
+    case pp2::ssl:
+      return decode_ssl(v, info);
+    case pp2::spiffe_id:
+      info.spiffe_id = v;
+      break;
+    case pp2::uri_sans:
+      info.uri_sans = split_commas(v);
+      break;
+    case pp2::dns_sans:
+      info.dns_sans = split_commas(v);
+      break;
+    case pp2::cert_der:
+      info.cert_der = v;
+      break;
+    case pp2::cert_sha256:
+      info.cert_sha256 = v;
+      break;
+    case pp2_unique_id:
+      if (v.size() > 128) return "UNIQUE_ID TLV longer than 128 bytes";
+      break;
+    case pp2_netns:
+    default:
+      break;  // unknown types are ignored
+  }
+  return {};
+}
+
+// The TLVs after the addresses of `header`: each type at most once (NOOP aside). Sets `crc_at`
+// to the offset of the CRC32C value in `header` when there is one. Returns an error or "".
+std::string decode_tlvs(std::string_view header, std::size_t address_size, proxy_v2_info& info,
+                        std::size_t& crc_at) {
+  std::bitset<256> seen;
+  std::size_t offset = 16 + address_size;
+  return walk_tlvs(header.substr(offset),
+                   [&](std::uint8_t type, std::string_view v) -> std::string {
+                     const std::size_t value_at = offset + 3;
+                     offset += 3 + v.size();
+                     if (type == pp2_noop) return {};
+                     if (seen[type]) return "TLV type " + std::to_string(type) + " repeated";
+                     seen[type] = true;
+                     if (type != pp2_crc32c) return apply_tlv(type, v, info);
+                     if (v.size() != 4) return "CRC32C TLV is not 4 bytes";
+                     crc_at = value_at;
+                     return {};
+                   });
+}
+
+// The CRC32C of the header with its own value zeroed equals that value.
+bool crc_matches(std::string_view header, std::size_t crc_at) {
+  std::string copy(header);
+  const std::uint32_t expected = be32(copy, crc_at);
+  std::memset(copy.data() + crc_at, 0, 4);
+  return crc32c(copy) == expected;
+}
+
 }  // namespace
 
 proxy_v2_decoded decode_proxy_v2_header(std::string_view bytes) {
@@ -168,92 +252,20 @@ proxy_v2_decoded decode_proxy_v2_header(std::string_view bytes) {
   if ((ver_cmd & 0x0f) > 1) return invalid("unknown PROXY v2 command");
   d.local = (ver_cmd & 0x0f) == 0;
   d.family = byte_at(bytes, 13);
-  std::size_t address_size = 0;
-  switch (d.family) {
-    case 0x00:
-      address_size = 0;
-      break;
-    case 0x11:
-    case 0x12:
-      address_size = 12;
-      break;
-    case 0x21:
-    case 0x22:
-      address_size = 36;
-      break;
-    case 0x31:
-    case 0x32:
-      address_size = 216;
-      break;
-    default:
-      return invalid("unknown PROXY v2 address family");
-  }
+  const std::optional<std::size_t> address_size = address_size_of(d.family);
+  if (!address_size) return invalid("unknown PROXY v2 address family");
   const std::size_t len = be16(bytes, 14);
-  if (len < address_size) return invalid("PROXY v2 length shorter than its addresses");
+  if (len < *address_size) return invalid("PROXY v2 length shorter than its addresses");
   if (bytes.size() < 16 + len) {
     d.size = 16 + len;
     return d;
   }
   const std::string_view header = bytes.substr(0, 16 + len);
-  const std::string_view body = header.substr(16);
-  if (!d.local) decode_addresses(d.family, body.substr(0, address_size), d.info);
-
-  std::bitset<256> seen;
+  if (!d.local) decode_addresses(d.family, header.substr(16, *address_size), d.info);
   std::size_t crc_at = 0;  // offset of the CRC32C value in `header`, 0 = none
-  std::size_t offset = 16 + address_size;
-  std::string err = walk_tlvs(body.substr(address_size),
-                              [&](std::uint8_t type, std::string_view v) -> std::string {
-                                const std::size_t value_at = offset + 3;
-                                offset += 3 + v.size();
-                                if (type == pp2_noop) return {};
-                                if (seen[type])
-                                  return "TLV type " + std::to_string(type) + " repeated";
-                                seen[type] = true;
-                                switch (type) {
-                                  case pp2::alpn:
-                                    d.info.alpn = v;
-                                    break;
-                                  case pp2::authority:
-                                    d.info.authority = v;
-                                    break;
-                                  case pp2_crc32c:
-                                    if (v.size() != 4) return "CRC32C TLV is not 4 bytes";
-                                    crc_at = value_at;
-                                    break;
-                                  case pp2::ssl:
-                                    return decode_ssl(v, d.info);
-                                  case pp2::spiffe_id:
-                                    d.info.spiffe_id = v;
-                                    break;
-                                  case pp2::uri_sans:
-                                    d.info.uri_sans = split_commas(v);
-                                    break;
-                                  case pp2::dns_sans:
-                                    d.info.dns_sans = split_commas(v);
-                                    break;
-                                  case pp2::cert_der:
-                                    d.info.cert_der = v;
-                                    break;
-                                  case pp2::cert_sha256:
-                                    d.info.cert_sha256 = v;
-                                    break;
-                                  case pp2_unique_id:
-                                    if (v.size() > 128)
-                                      return "UNIQUE_ID TLV longer than 128 bytes";
-                                    break;
-                                  case pp2_netns:
-                                  default:
-                                    break;  // unknown types are ignored
-                                }
-                                return {};
-                              });
-  if (!err.empty()) return invalid("PROXY v2 " + err);
-  if (crc_at != 0) {
-    std::string copy(header);
-    const std::uint32_t expected = be32(copy, crc_at);
-    std::memset(copy.data() + crc_at, 0, 4);
-    if (crc32c(copy) != expected) return invalid("PROXY v2 CRC32C mismatch");
-  }
+  if (auto err = decode_tlvs(header, *address_size, d.info, crc_at); !err.empty())
+    return invalid("PROXY v2 " + err);
+  if (crc_at != 0 && !crc_matches(header, crc_at)) return invalid("PROXY v2 CRC32C mismatch");
   d.status = proxy_v2_decoded::state::complete;
   d.size = header.size();
   return d;

@@ -11,10 +11,8 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <chrono>
 
-#include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
@@ -27,6 +25,7 @@ namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
+using detail::connect_end;
 using detail::outcome;
 using detail::phase;
 using detail::session;
@@ -100,29 +99,15 @@ asio::awaitable<void> serve_server_mode(session& s) {
   if (!co_await admit_identity(s, tls)) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
-  s.enter(phase::connect, cfg.timeouts.connect);
-  std::string why;
-  if (auto ec = co_await connect_and_record(s, why)) {
-    if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
-      s.connect_step = std::move(why);
-      co_return;
-    }
-    refuse_connect(s, ec, why);
+  const connect_end connected = co_await connect_phase(s);
+  if (connected == connect_end::refused) {
     s.enter(phase::closing, std::chrono::seconds(1));
     co_await tls.shutdown_send();
-    co_return;
   }
+  if (connected != connect_end::connected) co_return;
   if (cfg.proxy_protocol == config::proxy_protocol_mode::v2) {
-    const std::string header = build_proxy_v2_header(proxy_info(s, tls.native()));
-    auto [wec, n] =
-        co_await asio::async_write(s.upstream, asio::buffer(header), as_tuple(use_awaitable));
-    if (wec) {
-      // The upstream took the connection and then failed: counted against it, as a failed
-      // connect is (refuse_connect).
-      if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
-      s.refuse(reason::upstream_unavailable, "writing the PROXY header: " + wec.message());
-      co_return;
-    }
+    const bool sent = co_await send_proxy_header(s, tls.native());
+    if (!sent) co_return;
   }
   s.admitted = true;
   if (s.listener->metrics) s.listener->metrics->accepted->Increment();
@@ -140,16 +125,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
 asio::awaitable<void> serve_client_mode(session& s) {
   const auto& lr = *s.listener;
   const auto& cfg = lr.cfg;
-  s.enter(phase::connect, cfg.timeouts.connect);
-  std::string why;
-  if (auto ec = co_await connect_and_record(s, why)) {
-    if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
-      s.connect_step = std::move(why);
-      co_return;
-    }
-    refuse_connect(s, ec, why);
-    co_return;
-  }
+  if (co_await connect_phase(s) != connect_end::connected) co_return;
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;
   vo.conn_id = s.conn_id;
@@ -157,7 +133,7 @@ asio::awaitable<void> serve_client_mode(session& s) {
   // Resumption is per upstream address: a hostname may resolve to servers that do not share
   // ticket keys. Sessions arriving later on this connection (TLS 1.3 tickets) land there too.
   if (lr.tls.sessions) {
-    s.upstream_key = s.upstream_address;  // as connected (connect_and_record)
+    s.upstream_key = s.upstream_address;  // as connected (connect_phase)
     lr.tls.sessions->prepare(tls.native(), &s.upstream_key);
   }
   // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).

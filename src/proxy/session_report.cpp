@@ -116,30 +116,14 @@ termination name_termination(const session& s, const outcome& o) {
   return termination::error;
 }
 
-std::string_view alpn_of(SSL* ssl) {
-  const unsigned char* p = nullptr;
-  unsigned n = 0;
-  SSL_get0_alpn_selected(ssl, &p, &n);
-  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
-}
-
 // Completes `rec` with what the connection knew (who, TLS, upstream, the peer's certificate)
 // and writes it. The views point into `s` and its SSL, and into buffers on this frame.
 void write_access_line(session& s, log::access_record& rec) {
   char start[32];
-  rec.conn_id = s.conn_id;
+  fill_connection(s, rec);
   rec.start = log::format_rfc3339(start, s.started_at, true);
-  rec.listener = s.listener->cfg.name;
   rec.client = std::move(s.client);
-  if (s.peer_identity) rec.identity = s.peer_identity->display();
-  rec.tls_version = s.tls_version;
-  rec.cipher = s.cipher;
   rec.resumed = s.resumed;
-  if (s.tls) {
-    rec.sni = sni_of(s.tls->native());
-    rec.alpn = alpn_of(s.tls->native());
-  }
-  rec.upstream = s.upstream_address;
   rec.upstream_connect_ms = s.upstream_connect_ms;
   // The verified peer, else the leaf a refused peer presented.
   const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
@@ -164,6 +148,26 @@ void write_access_line(session& s, log::access_record& rec) {
 std::string_view sni_of(SSL* ssl) {
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   return name ? std::string_view(name) : std::string_view();
+}
+
+std::string_view alpn_of(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  unsigned n = 0;
+  SSL_get0_alpn_selected(ssl, &p, &n);
+  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
+}
+
+void fill_connection(const session& s, log::access_record& rec) {
+  rec.conn_id = s.conn_id;
+  rec.listener = s.listener->cfg.name;
+  if (s.peer_identity) rec.identity = s.peer_identity->display();
+  rec.tls_version = s.tls_version;
+  rec.cipher = s.cipher;
+  if (s.tls) {
+    rec.sni = sni_of(s.tls->native());
+    rec.alpn = alpn_of(s.tls->native());
+  }
+  rec.upstream = s.upstream_address;
 }
 
 namespace {

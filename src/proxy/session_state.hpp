@@ -21,6 +21,10 @@
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/verify.hpp"
 
+namespace mtlsd::log {
+struct access_record;
+}
+
 namespace mtlsd::proxy::detail {
 
 using steady = std::chrono::steady_clock;
@@ -144,6 +148,10 @@ struct session {
 
 // Server side: the name the client asked for; client side: the name we sent. "" when none.
 std::string_view sni_of(SSL* ssl);
+// The protocol ALPN chose, "" when none.
+std::string_view alpn_of(SSL* ssl);
+// The connection's fields of an access line (who, TLS, upstream); views into `s` and its SSL.
+void fill_connection(const session& s, log::access_record& rec);
 
 // session_trace.cpp: the debug lines, one per phase, each with the conn_id. Each returns at once
 // (computing nothing) above log.level debug.
@@ -171,9 +179,13 @@ asio::awaitable<bool> admit_identity(session& s, tls_stream& tls);
 asio::awaitable<bool> accept_proxy_header(session& s);
 
 // session_upstream.cpp: the upstream side.
-asio::awaitable<error_code> connect_and_record(session& s, std::string& why);
-void refuse_connect(session& s, const error_code& ec, const std::string& why);
+// How the connect phase ended: connected; refused (recorded and counted, see refuse_connect);
+// or cut by the watchdog (connect_step says how far it got, see finish()).
+enum class connect_end { connected, refused, cut };
+asio::awaitable<connect_end> connect_phase(session& s);
 proxy_v2_info proxy_info(const session& s, SSL* ssl);
+// The PROXY v2 header to the upstream; false when that failed (refused and counted).
+asio::awaitable<bool> send_proxy_header(session& s, SSL* ssl);
 
 // http_serve.cpp: HTTP mode once the peer is admitted and the upstream connected.
 asio::awaitable<void> serve_http(session& s, tls_stream& tls);

@@ -4,6 +4,9 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -13,6 +16,7 @@
 #include "session_state.hpp"
 
 namespace mtlsd::proxy::detail {
+namespace {
 
 // connect_upstream, recording the access line's upstream and upstream_connect_ms.
 asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
@@ -33,6 +37,33 @@ void refuse_connect(session& s, const error_code& ec, const std::string& why) {
     return s.refuse(reason::over_capacity, "out of file descriptors: " + why);
   if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
   s.refuse(reason::upstream_unavailable, why);
+}
+
+}  // namespace
+
+asio::awaitable<connect_end> connect_phase(session& s) {
+  s.enter(phase::connect, s.listener->cfg.timeouts.connect);
+  std::string why;
+  auto ec = co_await connect_and_record(s, why);
+  if (!ec) co_return connect_end::connected;
+  if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
+    s.connect_step = std::move(why);
+    co_return connect_end::cut;
+  }
+  refuse_connect(s, ec, why);
+  co_return connect_end::refused;
+}
+
+asio::awaitable<bool> send_proxy_header(session& s, SSL* ssl) {
+  const std::string header = build_proxy_v2_header(proxy_info(s, ssl));
+  auto [ec, n] = co_await asio::async_write(s.upstream, asio::buffer(header),
+                                            asio::as_tuple(asio::use_awaitable));
+  if (!ec) co_return true;
+  // The upstream took the connection and then failed: counted against it, as a failed
+  // connect is (refuse_connect).
+  if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
+  s.refuse(reason::upstream_unavailable, "writing the PROXY header: " + ec.message());
+  co_return false;
 }
 
 namespace {

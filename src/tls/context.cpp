@@ -76,17 +76,20 @@ cert_chain copy_chain(const cert_chain& c) {
   return out;
 }
 
+// The leaf, its key and the rest of the chain into the context; false when OpenSSL refuses them.
+bool use_chain_and_key(SSL_CTX* ctx, const cert_chain& c, EVP_PKEY* key) {
+  STACK_OF(X509)* rest = sk_X509_new_null();
+  for (std::size_t i = 1; i < c.size(); ++i)
+    sk_X509_push(rest, c[i].get());
+  const int rc = SSL_CTX_use_cert_and_key(ctx, c.front().get(), key, rest, 1);
+  sk_X509_free(rest);  // the context took its own references
+  return rc == 1;
+}
+
 void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) {
   key_pair kp = load_key_pair(t);
-  STACK_OF(X509)* chain = sk_X509_new_null();
-  for (std::size_t i = 1; i < kp.chain.size(); ++i)
-    sk_X509_push(chain, kp.chain[i].get());
-  int rc = SSL_CTX_use_cert_and_key(ctx, kp.chain.front().get(), kp.key.get(), chain, 1);
-  sk_X509_free(chain);  // the context took its own references
-  if (rc != 1) {
-    const auto& where = t.pkcs12.empty() ? t.cert.where : t.pkcs12.where;
-    fail(where, "cannot use certificate and key: " + drain_errors());
-  }
+  if (!use_chain_and_key(ctx, kp.chain, kp.key.get()))
+    fail(t.cert_ref().where, "cannot use certificate and key: " + drain_errors());
   out.own_uri_sans = extract_identity(kp.chain.front().get()).uri_sans;
   out.own_chain = std::move(kp.chain);
   out.own_chains.push_back(copy_chain(out.own_chain));
@@ -95,13 +98,7 @@ void use_key_pair(SSL_CTX* ctx, const config::tls_options& t, tls_context& out) 
 // tls.spiffe: the X.509-SVID is our certificate, exactly like a cert/key pair from files.
 void use_svid(SSL_CTX* ctx, const config::listener& l, const svid_material& svid,
               tls_context& out) {
-  STACK_OF(X509)* chain = sk_X509_new_null();
-  for (std::size_t i = 1; i < svid.svid->chain.size(); ++i)
-    sk_X509_push(chain, svid.svid->chain[i].get());
-  int rc =
-      SSL_CTX_use_cert_and_key(ctx, svid.svid->chain.front().get(), svid.svid->key.get(), chain, 1);
-  sk_X509_free(chain);  // the context took its own references
-  if (rc != 1)
+  if (!use_chain_and_key(ctx, svid.svid->chain, svid.svid->key.get()))
     fail(l.tls.spiffe.where, "cannot use the X.509-SVID " + svid.spiffe_id + ": " + drain_errors());
   out.own_chain = copy_chain(svid.svid->chain);
   out.own_chains.push_back(copy_chain(out.own_chain));
@@ -168,6 +165,137 @@ crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_
   return policy;
 }
 
+// Server mode: our certificate (SVID, one pair, or the per-handshake selector).
+void use_server_certificate(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
+                            tls_context& out) {
+  if (l.tls.spiffe.enabled) {
+    if (svid) use_svid(ctx, l, *svid, out);  // none yet: handshakes fail, /readyz says why
+    observe_client_hello(ctx);
+  } else if (l.tls.certificates.empty()) {
+    use_key_pair(ctx, l.tls, out);
+    observe_client_hello(ctx);  // the selector does it otherwise
+  } else {
+    use_certificates(ctx, l.tls, out);
+  }
+}
+
+// Server mode: how client certificates are asked for and judged (client_auth).
+void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
+                    tls_context& out) {
+  const auto& ca = l.client_auth;
+  int mode = SSL_VERIFY_NONE;
+  if (ca.mode == config::client_auth_mode::require)
+    mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  // optional: a certificate is verified when sent. With an allow list, though, a client is
+  // admitted only when an entry matches, and no entry can match a client without a
+  // certificate (the allow list is evaluated on the leaf, in the verify callback, which never
+  // runs then): such a client is refused in the handshake (no_client_cert), as under require.
+  if (ca.mode == config::client_auth_mode::optional)
+    mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  crl_policy crl;
+  if (ca.mode != config::client_auth_mode::none) {
+    out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid), true);
+    SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
+    crl = install_crls(ctx, l.revocation, out);
+  }
+  SSL_CTX_set_verify(ctx, mode, nullptr);
+  out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
+  out.peer_verifier->attach(ctx);
+}
+
+// Server mode: session resumption and the ALPN protocols offered.
+void set_server_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_context& out) {
+  // Resumed sessions must be bound to this listener and to the trust they were verified
+  // under: the id context digests both (ticket_keys.hpp), so a session from another listener,
+  // or from before a reload that changed CAs, CRLs or client_auth, makes a full handshake.
+  // Ticket keys are the process's (every worker, across reloads).
+  bind_session_context(ctx, l.name);
+  if (l.tls.session_resumption) {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    use_shared_ticket_keys(ctx);
+    SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
+  } else {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+  }
+  // An http listener offers the protocols its relay speaks (http.protocols).
+  const auto& alpn = l.http.enabled ? l.http.protocols : l.tls.alpn;
+  if (!alpn.empty()) {
+    out.alpn_wire = std::make_unique<const std::string>(alpn_wire(alpn));
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
+  }
+}
+
+void build_server_side(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
+                       tls_context& out) {
+  use_server_certificate(ctx, l, svid, out);
+  verify_clients(ctx, l, svid, out);
+  set_server_sessions_and_alpn(ctx, l, out);
+}
+
+// Client mode: the upstream's chain against our trust, then its name (server_auth).
+void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
+                     tls_context& out) {
+  const auto& sa = l.server_auth;
+  if (sa.ca.empty() && !l.tls.spiffe.enabled) {
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+      fail(l.where, "cannot load the system trust store: " + drain_errors());
+  } else {
+    out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid), false);
+  }
+  SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
+  const crl_policy crl = install_crls(ctx, l.revocation, out);
+  out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
+  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+  // tls.spiffe authenticates the remote by its SPIFFE ID (server_auth.allow, required then):
+  // an X.509-SVID names no host, so the host name is checked only when server_name is set.
+  const bool spiffe_peer = l.tls.spiffe.enabled && sa.ca.empty() && sa.server_name.empty();
+  if (!spiffe_peer && is_ip_literal(out.server_name)) {
+    X509_VERIFY_PARAM_set1_ip_asc(param, out.server_name.c_str());
+  } else if (!spiffe_peer) {
+    // DNS SANs only: never fall back to the subject CN (dropped by browsers, Go and rustls;
+    // a CN is not typed, so "127.0.0.1" or "*.example.org" there would mean anything).
+    X509_VERIFY_PARAM_set_hostflags(
+        param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
+  }
+  out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
+  out.peer_verifier->attach(ctx);
+}
+
+// Client mode: the session cache and the ALPN protocols asked for.
+void set_client_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_context& out) {
+  // OCSP stapling (asking for the remote's staple and checking it) is installed on top of this
+  // context by the runtime (revocation::attach_stapling).
+  // require_staple: a resumed session carries no staple (the status callback does not run),
+  // so it would skip the check; every connection of such a listener makes a full handshake.
+  if (l.tls.session_resumption && !l.revocation.require_staple) {
+    out.sessions = std::make_unique<client_session_cache>();
+    out.sessions->attach(ctx);
+  } else {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // TLS 1.2: do not even ask for a ticket
+  }
+  if (!l.tls.alpn.empty()) {
+    std::string wire = alpn_wire(l.tls.alpn);
+    SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
+                            static_cast<unsigned>(wire.size()));
+  }
+}
+
+void build_client_side(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
+                       tls_context& out) {
+  if (l.tls.spiffe.enabled) {
+    if (svid) use_svid(ctx, l, *svid, out);
+  } else if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) {
+    use_key_pair(ctx, l.tls, out);
+  }
+  verify_upstream(ctx, l, svid, out);
+  set_client_sessions_and_alpn(ctx, l, out);
+}
+
 }  // namespace
 
 bool is_ip_literal(const std::string& host) {
@@ -187,106 +315,10 @@ tls_context build_context(const config::listener& l, const svid_material* svid) 
   SSL_CTX* ctx = out.ctx.get();
   apply_protocol_settings(ctx, l.tls);
   apply_validation_policy(ctx);
-
-  if (server) {
-    if (l.tls.spiffe.enabled) {
-      if (svid) use_svid(ctx, l, *svid, out);  // none yet: handshakes fail, /readyz says why
-      observe_client_hello(ctx);
-    } else if (l.tls.certificates.empty()) {
-      use_key_pair(ctx, l.tls, out);
-      observe_client_hello(ctx);  // the selector does it otherwise
-    } else {
-      use_certificates(ctx, l.tls, out);
-    }
-    const auto& ca = l.client_auth;
-    int mode = SSL_VERIFY_NONE;
-    if (ca.mode == config::client_auth_mode::require)
-      mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    // optional: a certificate is verified when sent. With an allow list, though, a client is
-    // admitted only when an entry matches, and no entry can match a client without a
-    // certificate (the allow list is evaluated on the leaf, in the verify callback, which never
-    // runs then): such a client is refused in the handshake (no_client_cert), as under require.
-    if (ca.mode == config::client_auth_mode::optional)
-      mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    crl_policy crl;
-    if (ca.mode != config::client_auth_mode::none) {
-      out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid), true);
-      SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
-      crl = install_crls(ctx, l.revocation, out);
-    }
-    SSL_CTX_set_verify(ctx, mode, nullptr);
-    out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
-    out.peer_verifier->attach(ctx);
-
-    // Resumed sessions must be bound to this listener and to the trust they were verified
-    // under: the id context digests both (ticket_keys.hpp), so a session from another listener,
-    // or from before a reload that changed CAs, CRLs or client_auth, makes a full handshake.
-    // Ticket keys are the process's (every worker, across reloads).
-    bind_session_context(ctx, l.name);
-    if (l.tls.session_resumption) {
-      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-      use_shared_ticket_keys(ctx);
-      SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
-    } else {
-      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-      SSL_CTX_set_num_tickets(ctx, 0);
-    }
-    // An http listener offers the protocols its relay speaks (http.protocols).
-    const auto& alpn = l.http.enabled ? l.http.protocols : l.tls.alpn;
-    if (!alpn.empty()) {
-      out.alpn_wire = std::make_unique<const std::string>(alpn_wire(alpn));
-      SSL_CTX_set_alpn_select_cb(ctx, select_alpn, const_cast<std::string*>(out.alpn_wire.get()));
-    }
-  } else {
-    if (l.tls.spiffe.enabled) {
-      if (svid) use_svid(ctx, l, *svid, out);
-    } else if (!l.tls.cert.empty() || !l.tls.pkcs12.empty()) {
-      use_key_pair(ctx, l.tls, out);
-    }
-    const auto& sa = l.server_auth;
-    if (sa.ca.empty() && !l.tls.spiffe.enabled) {
-      if (SSL_CTX_set_default_verify_paths(ctx) != 1)
-        fail(l.where, "cannot load the system trust store: " + drain_errors());
-    } else {
-      out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid), false);
-    }
-    SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
-    SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
-    const crl_policy crl = install_crls(ctx, l.revocation, out);
-    out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
-    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
-    // tls.spiffe authenticates the remote by its SPIFFE ID (server_auth.allow, required then):
-    // an X.509-SVID names no host, so the host name is checked only when server_name is set.
-    const bool spiffe_peer = l.tls.spiffe.enabled && sa.ca.empty() && sa.server_name.empty();
-    if (!spiffe_peer && is_ip_literal(out.server_name)) {
-      X509_VERIFY_PARAM_set1_ip_asc(param, out.server_name.c_str());
-    } else if (!spiffe_peer) {
-      // DNS SANs only: never fall back to the subject CN (dropped by browsers, Go and rustls;
-      // a CN is not typed, so "127.0.0.1" or "*.example.org" there would mean anything).
-      X509_VERIFY_PARAM_set_hostflags(
-          param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
-      X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
-    }
-    out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
-    out.peer_verifier->attach(ctx);
-    // OCSP stapling (asking for the remote's staple and checking it) is installed on top of this
-    // context by the runtime (revocation::attach_stapling).
-    // require_staple: a resumed session carries no staple (the status callback does not run),
-    // so it would skip the check; every connection of such a listener makes a full handshake.
-    if (l.tls.session_resumption && !l.revocation.require_staple) {
-      out.sessions = std::make_unique<client_session_cache>();
-      out.sessions->attach(ctx);
-    } else {
-      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // TLS 1.2: do not even ask for a ticket
-    }
-    if (!l.tls.alpn.empty()) {
-      std::string wire = alpn_wire(l.tls.alpn);
-      SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
-                              static_cast<unsigned>(wire.size()));
-    }
-  }
+  if (server)
+    build_server_side(ctx, l, svid, out);
+  else
+    build_client_side(ctx, l, svid, out);
   drain_errors();
   return out;
 }

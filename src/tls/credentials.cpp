@@ -148,18 +148,7 @@ evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& pass
   return evp_pkey_ptr(key);
 }
 
-key_pair load_key_pair(const config::tls_options& t) {
-  config::certificate_entry e;
-  e.cert = t.cert;
-  e.key = t.key;
-  e.key_password_file = t.key_password_file;
-  e.key_pin_file = t.key_pin_file;
-  e.pkcs12 = t.pkcs12;
-  e.pkcs12_password_file = t.pkcs12_password_file;
-  return load_key_pair(e);
-}
-
-key_pair load_key_pair(const config::certificate_entry& tls) {
+key_pair load_key_pair(const config::key_source& tls) {
   key_pair kp;
   if (!tls.pkcs12.empty()) {
     std::string data = read_file(tls.pkcs12, "PKCS#12 bundle");

@@ -4,6 +4,7 @@
 // builds runtime objects from them. A new field is also parsed in src/config/parse_*.cpp and
 // printed by src/config/print.cpp (`mtlsd check --print`).
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -69,20 +70,29 @@ struct allow_list : identity_matchers {
   bool empty() const { return identity_matchers::empty() && rules.empty(); }
 };
 
-// One entry of tls.certificates: a certificate (cert + key, or pkcs12) and the server names it
-// answers for. Several entries let one listener serve several names, and RSA and ECDSA clients.
-struct certificate_entry {
+// Where a certificate and its key come from: cert + key (with the key's secret), or pkcs12.
+// The same six keys in `tls:` and in each tls.certificates entry.
+struct key_source {
   file_ref cert;
   file_ref key;  // a file, or an RFC 7512 "pkcs11:" URI kept verbatim (see pkcs11_uri.hpp)
   file_ref key_password_file;
   file_ref key_pin_file;  // the PIN of a pkcs11: key
   file_ref pkcs12;
   file_ref pkcs12_password_file;
+  const file_ref& cert_ref() const { return pkcs12.empty() ? cert : pkcs12; }
+  // All six, in the order above (for walking every file the configuration names).
+  std::array<const file_ref*, 6> files() const {
+    return {&cert, &key, &key_password_file, &key_pin_file, &pkcs12, &pkcs12_password_file};
+  }
+};
+
+// One entry of tls.certificates: a certificate (cert + key, or pkcs12) and the server names it
+// answers for. Several entries let one listener serve several names, and RSA and ECDSA clients.
+struct certificate_entry : key_source {
   // Lower-case, exact ("api.example.org") or "*.suffix" (one label). Empty = a default entry,
   // served when the client sends no SNI or one that no entry names.
   std::vector<std::string> server_names;
   source_location where;  // the list item
-  const file_ref& cert_ref() const { return pkcs12.empty() ? cert : pkcs12; }
 };
 
 // tls.spiffe: our certificate and key (an X.509-SVID) and the CAs we trust (the trust bundles)
@@ -99,13 +109,9 @@ struct spiffe_options {
   source_location where;  // the `spiffe:` block
 };
 
-struct tls_options {
-  file_ref cert;
-  file_ref key;  // a file, or an RFC 7512 "pkcs11:" URI kept verbatim (see pkcs11_uri.hpp)
-  file_ref key_password_file;
-  file_ref key_pin_file;  // the PIN of a pkcs11: key
-  file_ref pkcs12;
-  file_ref pkcs12_password_file;
+// tls: our certificate and key (key_source, unless `certificates` or `spiffe` replace them) and
+// the protocol settings.
+struct tls_options : key_source {
   std::string min_version = "1.2";
   std::string max_version = "1.3";
   std::string cipher_suites;  // TLS 1.3; "" = secure defaults

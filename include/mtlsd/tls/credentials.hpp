@@ -26,8 +26,7 @@ cert_chain load_cert_chain(const config::file_ref& f);
 evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& password);
 
 // cert+key or pkcs12, per the tls options; verifies the key matches the leaf.
-key_pair load_key_pair(const config::tls_options& tls);
-key_pair load_key_pair(const config::certificate_entry& entry);  // one tls.certificates entry
+key_pair load_key_pair(const config::key_source& k);  // `tls:` or one tls.certificates entry
 
 // All certificates in one or more PEM bundles.
 cert_chain load_ca_bundles(const std::vector<config::file_ref>& files);

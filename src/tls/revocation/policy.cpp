@@ -27,6 +27,18 @@ std::string describe(const answer& a) {
   return s;
 }
 
+// Per method, for the metric: the CRL method is answered when either CRL source answered.
+status crl_method_result(const level& l) {
+  status crl = status::not_checked;
+  for (const answer* a : {&l.crl_file, &l.distribution_point}) {
+    if (a->result == status::not_checked) continue;
+    if (crl == status::not_checked || a->result == status::revoked ||
+        (a->result == status::good && crl != status::revoked))
+      crl = a->result;
+  }
+  return crl;
+}
+
 }  // namespace
 
 verdict decide(const std::vector<level>& levels, bool soft_fail) {
@@ -45,15 +57,7 @@ verdict decide(const std::vector<level>& levels, bool soft_fail) {
     }
     if (!applies) continue;
 
-    // Per method, for the metric: the CRL method is answered when either CRL source answered.
-    status crl = status::not_checked;
-    for (const answer* a : {&l.crl_file, &l.distribution_point}) {
-      if (a->result == status::not_checked) continue;
-      if (crl == status::not_checked || a->result == status::revoked ||
-          (a->result == status::good && crl != status::revoked))
-        crl = a->result;
-    }
-    v.crl = worst(v.crl, crl);
+    v.crl = worst(v.crl, crl_method_result(l));
     v.ocsp = worst(v.ocsp, l.ocsp.result);
 
     const std::string where = "depth " + std::to_string(depth) + ": " + l.subject;
