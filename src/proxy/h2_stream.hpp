@@ -18,8 +18,8 @@
 #include <string>
 
 #include "mtlsd/config/config.hpp"
-#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/endpoint.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
 
 namespace mtlsd::proxy::h2 {
 

@@ -24,7 +24,6 @@ struct listener_slot {
   std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
 };
 
-
 // Accepts until the acceptor is closed. Keeps accepting through errors: EMFILE/ENFILE back off
 // briefly (the pending connection stays queued, so retrying at once would spin) and resume.
 asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
