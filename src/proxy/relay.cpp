@@ -199,22 +199,31 @@ written_now write_tls_now(relay_state& st, const char* data, std::size_t n) {
 
 asio::awaitable<void> tls_to_plain(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
+  // Whether to wait for the socket before reading. Not when OpenSSL already holds bytes it has
+  // not tried to decrypt (read-ahead). But once a read would block, whatever it holds is an
+  // incomplete record: its rest must be waited for, or this loop would spin without yielding
+  // and hold the worker thread for as long as the peer keeps the record unfinished.
+  bool wait_for_socket = !st.tls.has_pending();
   for (;;) {
     if (st.stopping) co_return;
-    // Wait without a buffer: an idle connection holds none (OpenSSL may already hold
-    // read-ahead bytes, which need no waiting).
-    if (!st.tls.has_pending()) {
+    // Wait without a buffer: an idle connection holds none.
+    if (wait_for_socket) {
       auto [ec] =
           co_await st.tls_socket.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
       if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
+    wait_for_socket = true;
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       auto [ec, n, wants] = st.tls.read_now(buf.buffer());
       if (wants == tls_stream::want::write)
         std::tie(ec, n) = co_await st.tls.try_read_some(buf.buffer());
       if (st.stopping) co_return;
-      if (ec == asio::error::would_block) break;
+      if (ec == asio::error::would_block) {
+        wait_for_socket = true;
+        break;
+      }
+      wait_for_socket = !st.tls.has_pending();
       if (ec == asio::error::eof) {
         error_code ignored;
         st.r.ended_by(relay_end::tls_peer);

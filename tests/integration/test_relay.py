@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
+import ssl
 
 import pytest
 
@@ -86,3 +88,44 @@ def test_upstream_down_then_back(serve, make_upstream, pki):
     ex = echo_roundtrip(daemon.addr(), ctx)
     assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
     assert up.connection_count() == 1
+
+
+def test_a_partial_record_does_not_hold_the_worker(serve, pki):
+    """A client that sends part of a TLS record and stops must cost a wait, not a worker:
+    OpenSSL then holds bytes it cannot decrypt yet, and the relay once read that as 'more to
+    read' and spun without yielding, so nothing else on that worker thread ran again."""
+    daemon, _ = serve(top={"workers": 1})
+    raw = socket.create_connection(daemon.addr(), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki, "client").wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:  # the handshake, pumped by hand so that the records can be cut below
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            assert data, "mtlsd closed during the handshake"
+            incoming.write(data)
+    raw.sendall(outgoing.read())
+    payload = b"partial record\n" * 64
+    tls.write(payload)
+    record = outgoing.read()
+    raw.sendall(record[:-10])  # all but the end of the record: nothing can be decrypted yet
+
+    # The only worker must still take and serve another client.
+    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"), b"still served\n")
+    assert ex.error is None and ex.data == b"still served\n"
+
+    raw.sendall(record[-10:])  # the rest: the whole payload comes back
+    echoed = b""
+    while len(echoed) < len(payload):
+        data = raw.recv(65536)
+        assert data, "mtlsd closed the connection"
+        incoming.write(data)
+        try:
+            echoed += tls.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+    assert echoed == payload
+    raw.close()
