@@ -14,7 +14,6 @@ namespace {
 using state = inbound_proxy_header::state;
 
 constexpr std::string_view v1_prefix = "PROXY ";
-constexpr std::string_view v2_signature("\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A", 12);
 
 inbound_proxy_header invalid(int version, std::string why) {
   inbound_proxy_header h;
@@ -134,8 +133,8 @@ inbound_proxy_header parse_proxy_header(std::string_view bytes) {
     if (bytes.size() < v1_prefix.size()) return inbound_proxy_header{};
     return parse_v1(bytes);
   }
-  const auto n2 = std::min(bytes.size(), v2_signature.size());
-  if (bytes.substr(0, n2) == v2_signature.substr(0, n2) && n2 > 0) {
+  const auto n2 = std::min(bytes.size(), proxy_v2_signature.size());
+  if (bytes.substr(0, n2) == proxy_v2_signature.substr(0, n2) && n2 > 0) {
     if (bytes.size() < 16) {
       inbound_proxy_header h;
       h.version = 2;

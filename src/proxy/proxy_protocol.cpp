@@ -8,9 +8,6 @@
 namespace mtlsd::proxy {
 namespace {
 
-constexpr char signature[12] = {'\x0D', '\x0A', '\x0D', '\x0A', '\x00', '\x0D',
-                                '\x0A', '\x51', '\x55', '\x49', '\x54', '\x0A'};
-
 void put16(std::string& out, std::size_t v) {
   out += static_cast<char>((v >> 8) & 0xff);
   out += static_cast<char>(v & 0xff);
@@ -105,7 +102,7 @@ std::string build_proxy_v2_header(const proxy_v2_info& info) {
   if (!info.cert_der.empty()) tlv(tlvs, pp2::cert_der, info.cert_der, limit);
   if (!info.cert_sha256.empty()) tlv(tlvs, pp2::cert_sha256, info.cert_sha256, limit);
 
-  std::string out(signature, sizeof signature);
+  std::string out(proxy_v2_signature);
   out += static_cast<char>(0x21);  // version 2, command PROXY
   out += static_cast<char>(family);
   put16(out, addresses.size() + tlvs.size());

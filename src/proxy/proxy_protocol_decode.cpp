@@ -11,8 +11,6 @@
 namespace mtlsd::proxy {
 namespace {
 
-constexpr std::string_view signature("\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A", 12);
-
 // Type codes the encoder does not send but a peer may.
 constexpr std::uint8_t pp2_crc32c = 0x03;
 constexpr std::uint8_t pp2_noop = 0x04;
@@ -241,8 +239,9 @@ bool crc_matches(std::string_view header, std::size_t crc_at) {
 proxy_v2_decoded decode_proxy_v2_header(std::string_view bytes) {
   proxy_v2_decoded d;
   // A prefix of the signature may still become a header.
-  const std::size_t sig = std::min(bytes.size(), signature.size());
-  if (bytes.substr(0, sig) != signature.substr(0, sig)) return invalid("no PROXY v2 signature");
+  const std::size_t sig = std::min(bytes.size(), proxy_v2_signature.size());
+  if (bytes.substr(0, sig) != proxy_v2_signature.substr(0, sig))
+    return invalid("no PROXY v2 signature");
   if (bytes.size() < 16) {
     d.size = 16;
     return d;

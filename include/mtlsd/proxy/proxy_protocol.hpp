@@ -8,9 +8,14 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mtlsd::proxy {
+
+// The 12 bytes every v2 header starts with (the specification's section 2.2).
+inline constexpr std::string_view proxy_v2_signature(
+    "\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A", 12);
 
 // TLV type codes.
 namespace pp2 {
