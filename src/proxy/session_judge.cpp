@@ -7,6 +7,7 @@
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <string>
@@ -72,7 +73,11 @@ asio::awaitable<void> linger_close(session& s) {
   if (ec) co_return;
   s.peer.non_blocking(true, ec);
   std::array<char, 1024> sink;
-  for (;;) {
+  // A peer that keeps sending gets a few reads per turn, then the worker serves the others (a
+  // post: waiting for readiness would miss the edge of bytes already queued); the closing
+  // deadline's cancellation ends it at that co_await.
+  constexpr int reads_per_turn = 8;
+  for (int reads = 1;; ++reads) {
     s.peer.read_some(asio::buffer(sink), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       auto [wait_ec] =
@@ -80,6 +85,8 @@ asio::awaitable<void> linger_close(session& s) {
       if (wait_ec) co_return;
     } else if (ec) {
       co_return;  // EOF, or the peer is gone: nothing left to linger for
+    } else if (reads % reads_per_turn == 0) {
+      co_await asio::post(s.peer.get_executor(), use_awaitable);
     }
   }
 }
