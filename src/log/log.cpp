@@ -129,11 +129,6 @@ void append_value(std::string& out, const field& f, bool json) {
       f.value);
 }
 
-std::string timestamp() {
-  char buf[32];
-  return std::string(format_rfc3339(buf, std::chrono::system_clock::now(), true));
-}
-
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
 // on every reload while workers are logging through spdlog::default_logger_raw(); replacing the
 // default logger then would free it under their feet (a crash seen under load). The logger only
@@ -145,20 +140,32 @@ void install(spdlog::level::level_enum level) {
   spdlog::default_logger_raw()->set_level(level);  // an atomic store
 }
 
+// The line's body (format_line) after the level; `out` already holds what goes before.
+void append_body(std::string& out, line_format format, spdlog::level::level_enum level,
+                 std::string_view msg, fields f);
+
+// One allocation per line: sized from the longest line this thread made so far (an access
+// line is ~600 bytes), so the appends below rarely reallocate.
 std::string make_line(spdlog::level::level_enum level, std::string_view msg, fields f) {
+  thread_local std::size_t longest = 256;
   const auto format = current_format.load(std::memory_order_relaxed);
-  std::string body = format_line(format, level, msg, f);
+  char ts_buf[32];
+  const std::string_view ts = format_rfc3339(ts_buf, std::chrono::system_clock::now(), true);
   std::string line;
-  line.reserve(body.size() + 40);
+  line.reserve(longest);
   if (format == line_format::json) {
-    line = "{\"ts\":\"" + timestamp() + "\",";
-    line += body;
+    line += "{\"ts\":\"";
+    line += ts;
+    line += "\",";
+    append_body(line, format, level, msg, f);
     line += "}\n";
   } else {
-    line = timestamp() + " ";
-    line += body;
+    line += ts;
+    line += ' ';
+    append_body(line, format, level, msg, f);
     line += '\n';
   }
+  longest = std::clamp(line.size(), longest, std::size_t{4096});
   return line;
 }
 
@@ -222,34 +229,6 @@ void open_access_output(std::unique_lock<std::mutex>& lk) {
 
 }  // namespace
 
-std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
-                                bool millis) {
-  // Calendar arithmetic rather than gmtime_r, which takes glibc's time-zone lock: this runs for
-  // every log line and every access line, on the workers.
-  using namespace std::chrono;
-  const auto since = t.time_since_epoch();
-  const auto day = floor<days>(since);
-  const year_month_day ymd{sys_days{day}};
-  const hh_mm_ss hms{floor<milliseconds>(since - day)};
-  const int y = static_cast<int>(ymd.year());
-  const unsigned mo = static_cast<unsigned>(ymd.month());
-  const unsigned d = static_cast<unsigned>(ymd.day());
-  const auto h = static_cast<int>(hms.hours().count());
-  const auto mi = static_cast<int>(hms.minutes().count());
-  const auto sec = static_cast<int>(hms.seconds().count());
-  const int n =
-      millis
-          ? std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", y, mo, d, h, mi,
-                          sec, static_cast<int>(hms.subseconds().count()))
-          : std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, mo, d, h, mi, sec);
-  return std::string_view(buf, std::clamp(n, 0, static_cast<int>(sizeof buf) - 1));
-}
-
-std::string utc(std::time_t t) {
-  char buf[32];
-  return std::string(format_rfc3339(buf, std::chrono::system_clock::from_time_t(t), false));
-}
-
 void append_json_escaped(std::string& out, std::string_view s) {
   for (unsigned char c : s) {
     switch (c) {
@@ -284,6 +263,14 @@ std::string format_line(line_format format, spdlog::level::level_enum level, std
                         fields f) {
   std::string out;
   out.reserve(128);
+  append_body(out, format, level, msg, f);
+  return out;
+}
+
+namespace {
+
+void append_body(std::string& out, line_format format, spdlog::level::level_enum level,
+                 std::string_view msg, fields f) {
   if (format == line_format::json) {
     out += "\"level\":\"";
     out += level_name(level);
@@ -296,7 +283,7 @@ std::string format_line(line_format format, spdlog::level::level_enum level, std
       out += "\":";
       append_value(out, x, true);
     }
-    return out;
+    return;
   }
   out += level_name(level);
   out += ' ';
@@ -309,8 +296,9 @@ std::string format_line(line_format format, spdlog::level::level_enum level, std
     out += '=';
     append_value(out, x, false);
   }
-  return out;
 }
+
+}  // namespace
 
 void setup_default() {
   install(spdlog::level::info);

@@ -45,6 +45,13 @@ bool write_all(int fd, const std::string& data) {
   return true;
 }
 
+// Under load a line rarely comes alone: once woken, the writer waits this long for more before
+// writing, so a line per connection costs one wake-up and one write() per batch instead of per
+// line (measured on the bench VM: ~33 us of CPU per lone line, mostly the context switch and
+// the write). A line reaches its output at most this much later; flush(), stop() and a queue
+// filling up cut the wait short.
+constexpr auto kGather = std::chrono::milliseconds(10);
+
 }  // namespace
 
 struct sink::state {
@@ -73,6 +80,9 @@ struct sink::state {
   std::string path;
 
   const std::size_t max_bytes;
+  // A quarter of the bound: past it the writer stops gathering, so a burst is written well
+  // before the queue is full and lines are dropped.
+  const std::size_t urgent_bytes = max_bytes / 4;
   const drop_handler on_drop;
   const reopen_handler on_reopen;
 
@@ -85,6 +95,7 @@ struct sink::state {
   std::uint64_t done = 0;        // entries written or lost
   bool closed = false;           // stop() began: refuse new lines
   bool stopping = false;         // the writer returns once the queue is empty
+  int flushers = 0;              // flush() calls waiting: write now, do not gather
   std::atomic<std::uint64_t> dropped{0};
 
   void drop(line_kind kind) {
@@ -106,6 +117,11 @@ struct sink::state {
     if (on_reopen) on_reopen({});
   }
 
+  // Guarded by mu.
+  bool must_write_now() const {
+    return stopping || closed || flushers > 0 || queued_bytes >= urgent_bytes;
+  }
+
   static void run(const std::shared_ptr<state>& s) {
     std::vector<entry> batch;
     std::string buf;
@@ -114,6 +130,7 @@ struct sink::state {
         std::unique_lock lk(s->mu);
         s->wake.wait(lk, [&] { return !s->queue.empty() || s->stopping; });
         if (s->queue.empty()) return;
+        s->wake.wait_for(lk, kGather, [&] { return s->must_write_now(); });
         batch.swap(s->queue);
       }
       std::size_t bytes = 0;
@@ -174,11 +191,15 @@ sink::~sink() {
 bool sink::push(std::string line, line_kind kind) {
   const std::size_t size = line.size();
   bool accepted = false;
-  bool was_empty = false;
+  bool wake = false;
   {
     std::lock_guard lk(state_->mu);
     if (!state_->closed && state_->queued_bytes + size <= state_->max_bytes) {
-      was_empty = state_->queue.empty();
+      // The writer waits for a first line, then gathers until the queue grows past
+      // urgent_bytes: waking it for any other line is a wasted syscall.
+      const std::size_t before = state_->queued_bytes;
+      wake = state_->queue.empty() ||
+             (before < state_->urgent_bytes && before + size >= state_->urgent_bytes);
       state_->queue.push_back({std::move(line), kind, false});
       state_->queued_bytes += size;
       ++state_->pushed;
@@ -189,8 +210,7 @@ bool sink::push(std::string line, line_kind kind) {
     state_->drop(kind);
     return false;
   }
-  // The writer only sleeps on an empty queue: waking it for later lines is a wasted syscall.
-  if (was_empty) state_->wake.notify_one();
+  if (wake) state_->wake.notify_one();
   return true;
 }
 
@@ -207,7 +227,14 @@ void sink::reopen() {
 bool sink::flush(std::chrono::milliseconds limit) {
   std::unique_lock lk(state_->mu);
   const std::uint64_t target = state_->pushed;
-  return state_->written.wait_for(lk, limit, [&] { return state_->done >= target; });
+  if (state_->done >= target) return true;
+  ++state_->flushers;  // the writer stops gathering
+  lk.unlock();
+  state_->wake.notify_one();
+  lk.lock();
+  const bool all = state_->written.wait_for(lk, limit, [&] { return state_->done >= target; });
+  --state_->flushers;
+  return all;
 }
 
 bool sink::stop(std::chrono::milliseconds limit) {

@@ -30,9 +30,10 @@ std::atomic<std::uint64_t> next_registry_id{1};
 
 registry::registry()
     : registry_(std::make_shared<prometheus::Registry>()),
-      collectable_(
-          std::make_shared<collectables>(std::vector<std::shared_ptr<prometheus::Collectable>>{
-              registry_, std::make_shared<process_collector>()})),
+      collectable_(std::make_shared<collectables>(
+          std::vector<std::shared_ptr<prometheus::Collectable>>{
+              registry_, std::make_shared<process_collector>()},
+          [this] { drain_histograms(); })),
       id_(next_registry_id++) {
   auto& r = *registry_;
   connections_ = &prometheus::BuildCounter()
@@ -208,8 +209,11 @@ std::shared_ptr<listener_metrics> registry::for_listener(const std::string& name
   for (reason r : all_reasons())
     m.closed[static_cast<std::size_t>(r)] =
         &connections_closed_->Add({{"listener", name}, {"reason", std::string(to_string(r))}});
-  m.handshake_duration = &handshake_duration_->Add({{"listener", name}}, handshake_buckets);
-  m.connection_duration = &connection_duration_->Add({{"listener", name}}, connection_buckets);
+  m.handshake_duration = std::make_unique<fast_histogram>(
+      handshake_buckets, &handshake_duration_->Add({{"listener", name}}, handshake_buckets));
+  m.connection_duration = std::make_unique<fast_histogram>(
+      connection_buckets, &connection_duration_->Add({{"listener", name}}, connection_buckets));
+  m.http_duration = std::make_unique<fast_histogram>(handshake_buckets);
   m.rx_bytes = &bytes_->Add({{"listener", name}, {"direction", "rx"}});
   m.tx_bytes = &bytes_->Add({{"listener", name}, {"direction", "tx"}});
   m.upstream_connect_failures = &upstream_failures_->Add({{"listener", name}});
@@ -235,8 +239,8 @@ void registry::remove_listener_series(const listener_metrics& m) {
     handshake_failures_->Remove(c);
   for (auto* c : m.closed)
     connections_closed_->Remove(c);
-  handshake_duration_->Remove(m.handshake_duration);
-  connection_duration_->Remove(m.connection_duration);
+  handshake_duration_->Remove(m.handshake_duration->target());
+  connection_duration_->Remove(m.connection_duration->target());
   bytes_->Remove(m.rx_bytes);
   bytes_->Remove(m.tx_bytes);
   upstream_failures_->Remove(m.upstream_connect_failures);
@@ -249,7 +253,21 @@ void registry::remove_listener_series(const listener_metrics& m) {
   for (const auto& by_protocol : m.http_requests)
     for (const auto& c : by_protocol)
       if (auto* p = c.load()) http_requests_->Remove(p);
-  if (auto* h = m.http_duration.load()) http_duration_->Remove(h);
+  if (auto* h = m.http_duration->target()) http_duration_->Remove(h);
+}
+
+void registry::drain_histograms() {
+  // Copies taken under the mutex, drained after it: the last reference to a listener's metrics
+  // may be dropped here, and its deleter takes the mutex.
+  std::vector<std::shared_ptr<listener_metrics>> held;
+  {
+    std::lock_guard lock(mutex_);
+    held.reserve(listeners_.size());
+    for (const auto& [name, weak] : listeners_)
+      if (auto m = weak.lock()) held.push_back(std::move(m));
+  }
+  for (const auto& m : held)
+    m->drain_histograms();
 }
 
 void listener_metrics::count_http_request(bool http2, int status, double seconds) {
@@ -266,12 +284,9 @@ void listener_metrics::count_http_request(bool http2, int status, double seconds
     slot.store(counter, std::memory_order_release);
   }
   counter->Increment();
-  auto* h = http_duration.load(std::memory_order_acquire);
-  if (!h) {
-    h = &http_duration_family->Add({{"listener", name}}, handshake_buckets);
-    http_duration.store(h, std::memory_order_release);
-  }
-  h->Observe(seconds);
+  if (!http_duration->target())
+    http_duration->set_target(&http_duration_family->Add({{"listener", name}}, handshake_buckets));
+  http_duration->observe(seconds);
 }
 
 void registry::count_handshake(const std::string& listener, std::string_view version,

@@ -147,6 +147,7 @@ std::vector<prometheus::MetricFamily> process_collector::Collect() const {
 }
 
 std::vector<prometheus::MetricFamily> collectables::Collect() const {
+  if (before_) before_();
   std::vector<prometheus::MetricFamily> out;
   for (const auto& p : parts_) {
     auto more = p->Collect();

@@ -32,7 +32,7 @@ void count_verdict(session& s, const tls::revocation::verdict& v) {
 void observe_handshake(session& s) {
   const auto& lr = *s.listener;
   if (!lr.metrics) return;
-  lr.metrics->handshake_duration->Observe(
+  lr.metrics->handshake_duration->observe(
       std::chrono::duration<double>(steady::now() - s.start).count());
   if (s.resumed) lr.metrics->resumed->Increment();
   lr.registry->count_handshake(lr.cfg.name, s.tls_version, s.cipher);
@@ -232,7 +232,7 @@ void finish(session& s, const outcome& o) {
       m->rejected->Increment();
       m->failure(*s.refusal).Increment();
     }
-    if (s.admitted) m->connection_duration->Observe(std::chrono::duration<double>(elapsed).count());
+    if (s.admitted) m->connection_duration->observe(std::chrono::duration<double>(elapsed).count());
     // An admitted connection closed because its peer no longer is (revoked while connected,
     // refused by a reloaded policy).
     if (s.admitted && o.how == outcome::kind::killed && s.control.kill_reason())

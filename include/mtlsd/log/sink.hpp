@@ -1,7 +1,9 @@
 #pragma once
 // A log output that never makes the logging thread wait on I/O (issue 11 #8: a stderr pipe
 // nobody reads froze every worker). Lines go into a bounded FIFO under a short lock; one writer
-// thread per output drains it with blocking writes. When the output is slower than the lines
+// thread per output drains it with blocking writes, in batches: woken by a first line, it
+// gathers for up to 10 ms (less when the queue fills or someone flushes), so a steady trickle
+// of lines costs one wake-up and one write per batch. When the output is slower than the lines
 // come, push() drops the line and reports it, instead of waiting.
 //
 // The FIFO is shared by every producer, so lines from one thread keep their order (and lines of

@@ -2,8 +2,9 @@
 // Every metric family, declared once, as handles injected where they are used (no global
 // registry to reach into, so a test builds its own). Per-listener handles are looked up once when
 // a listener's runtime is built, so the connection path never walks prometheus-cpp's family maps
-// or takes their mutex. Counters and gauges are atomics; a histogram observation still takes that
-// histogram's own mutex (prometheus-cpp 1.1 has no lock-free histogram).
+// or takes their mutex. Counters and gauges are atomics; histograms are observed through
+// fast_histogram (atomic buckets moved into prometheus-cpp's histograms at scrape time), since
+// prometheus-cpp 1.1's own Histogram takes a mutex per observation.
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "mtlsd/metrics/fast_histogram.hpp"
 #include "mtlsd/reason.hpp"
 #include "mtlsd/revocation_status.hpp"
 
@@ -37,8 +39,8 @@ struct listener_metrics {
   prometheus::Counter* errors;
   prometheus::Gauge* active;
   std::array<prometheus::Counter*, reason_count> failures;  // indexed by reason
-  prometheus::Histogram* handshake_duration;
-  prometheus::Histogram* connection_duration;
+  std::unique_ptr<fast_histogram> handshake_duration;
+  std::unique_ptr<fast_histogram> connection_duration;
   prometheus::Counter* rx_bytes;
   prometheus::Counter* tx_bytes;
   prometheus::Counter* upstream_connect_failures;
@@ -62,8 +64,15 @@ struct listener_metrics {
   prometheus::Family<prometheus::Counter>* http_requests_family = nullptr;
   prometheus::Family<prometheus::Histogram>* http_duration_family = nullptr;
   std::array<std::array<std::atomic<prometheus::Counter*>, 6>, 2> http_requests{};
-  std::atomic<prometheus::Histogram*> http_duration{nullptr};
+  std::unique_ptr<fast_histogram> http_duration;  // its series (target) made at first use
   void count_http_request(bool http2, int status, double seconds);
+
+  // Moves the histograms' observations into their series (at scrape time).
+  void drain_histograms() {
+    handshake_duration->drain();
+    connection_duration->drain();
+    http_duration->drain();
+  }
 
   prometheus::Counter& failure(reason r) { return *failures[static_cast<std::size_t>(r)]; }
   prometheus::Counter& closed_for(reason r) { return *closed[static_cast<std::size_t>(r)]; }
@@ -146,6 +155,7 @@ class registry {
 
  private:
   void remove_listener_series(const listener_metrics& m);
+  void drain_histograms();  // every listener's, before a scrape
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> collectable_;

@@ -5,6 +5,7 @@
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,15 +23,18 @@ class process_collector : public prometheus::Collectable {
 };
 
 // A scrape source made of several collectables (the metric registry and process_collector),
-// serialised one after the other.
+// serialised one after the other. `before` runs first at each scrape (the registry moves its
+// lock-free histograms' observations into their series).
 class collectables : public prometheus::Collectable {
  public:
-  explicit collectables(std::vector<std::shared_ptr<prometheus::Collectable>> parts)
-      : parts_(std::move(parts)) {}
+  explicit collectables(std::vector<std::shared_ptr<prometheus::Collectable>> parts,
+                        std::function<void()> before = {})
+      : parts_(std::move(parts)), before_(std::move(before)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   std::vector<std::shared_ptr<prometheus::Collectable>> parts_;
+  std::function<void()> before_;
 };
 
 }  // namespace mtlsd::metrics
