@@ -36,12 +36,12 @@ struct outgoing_body {
   bool& deferred;
 };
 
-// What one session's callbacks call (nghttp2's user_data is the handler). A nonzero return
-// from the frame callbacks is nghttp2's fatal error; every handler here returns 0.
+// What one session's callbacks call (nghttp2's user_data is the handler). None of them fails
+// the session: nghttp2 always gets 0 back (a nonzero value would be its fatal error).
 class session_handler {
  public:
   virtual ~session_handler() = default;
-  // A HEADERS frame opens or continues a stream (server side: before its first field).
+  // A HEADERS frame begins, before its first field (server sessions only: requests open streams).
   virtual void begin_headers(const nghttp2_frame&) {}
   virtual void header(const nghttp2_frame& f, std::string_view name, std::string_view value) = 0;
   virtual void frame_received(const nghttp2_frame& f) = 0;
