@@ -41,8 +41,15 @@ CONNS=16
 STREAMS=10
 WARMUP_REQUESTS=2000
 
-log() { printf '[h2 %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
+for f in env servers; do
+    # shellcheck source=/dev/null
+    source "$ROOT/bench/lib/$f.sh"
+done
+# Both proxies run a worker per core (V_WORKERS=NPROC), so nothing is pinned, the upstream
+# neither; it serves /small only.
+CLIENT_CPUS="" LARGE_MIB=0
+V_WORKERS=$NPROC V_HTTP=1
+V_HTTP_BLOCK="{protocols: [h2, http/1.1], upstream_protocol: http/1.1, max_concurrent_streams: 100}"
 
 for tool in h2load nginx curl openssl python3 cc; do
     command -v "$tool" >/dev/null || die "$tool not found (bench/README.md lists the packages)"
@@ -60,22 +67,6 @@ fi
 [[ -x "$MTLSD_BIN" ]] || die "no mtlsd binary at $MTLSD_BIN"
 
 T=$(mktemp -d /tmp/mtlsd-h2bench.XXXXXX)
-PIDS=()
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ $KEEP == 1 ]]; then log "kept $T"; else rm -rf -- "$T"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -86,113 +77,28 @@ cc -shared -fPIC -O2 -o "$T/h2load_client_cert.so" "$ROOT/bench/h2load_client_ce
     die "cannot build bench/h2load_client_cert.c (needs gcc and libssl-dev)"
 "$ROOT/scripts/gen-pki.sh" "$T/pki" >/dev/null
 PKI=$T/pki
-read -r UP_PORT PROXY_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
-
-USER_LINE=""
-[[ $(id -u) == 0 ]] && USER_LINE="user root;"   # workers must read files in the 0700 temp dir
-nginx_conf() { # DIR WORKERS HTTP-BLOCK-BODY: a whole nginx.conf on stdout
-    local d=$1 t
-    echo "worker_processes $2; $USER_LINE pid $d/nginx.pid; error_log $d/error.log warn;"
-    echo "worker_rlimit_nofile 65536; events { worker_connections 16384; }"
-    echo "http { access_log off; keepalive_requests 100000000; keepalive_timeout 600s;"
-    for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $d/tmp/$t;"; done
-    echo "$3 }"
-}
-start_nginx_in() { # DIR: start the nginx configured in DIR/nginx.conf; its PID in SERVER_PID
-    nginx -t -q -p "$1" -c "$1/nginx.conf" -e "$1/error.log" || die "nginx config in $1 rejected"
-    nginx -p "$1" -c "$1/nginx.conf" -e "$1/error.log" -g 'daemon off;' >"$1/stdout.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-}
-
-# --- the upstream: one nginx worker serving a small file over HTTP/1.1 keep-alive ------------
-mkdir -p "$T/upstream/www" "$T/upstream/tmp"
-printf 'hello from the upstream, %s\n' "$(printf 'x%.0s' {1..70})" >"$T/upstream/www/small"
-nginx_conf "$T/upstream" 1 "tcp_nodelay on;
-  server { listen 127.0.0.1:$UP_PORT; root $T/upstream/www; }" >"$T/upstream/nginx.conf"
-start_nginx_in "$T/upstream"
-UP_PID=$SERVER_PID
-for ((i = 0; i < 50; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$UP_PORT/small" 2>/dev/null && break
-    sleep 0.1
-done
-
-# --- the two proxies: TLS 1.3, client certificate required, XFCC-like headers set -----------
-start_mtlsd() {
-    local d=$T/mtlsd
-    mkdir -p "$d"
-    cat >"$d/mtlsd.yaml" <<EOF
-admin: {address: ""}
-log: {level: warn, format: text, access_log: false}
-workers: $NPROC
-reload: {watch: false}
-shutdown: {drain_timeout: 1s}
-listeners:
-  - name: bench
-    mode: server
-    listen: 127.0.0.1:$PROXY_PORT
-    upstream: 127.0.0.1:$UP_PORT
-    max_connections: 100000
-    tls: {cert: $PKI/server.crt, key: $PKI/server.key, min_version: "1.3", session_resumption: false}
-    client_auth: {mode: require, ca: [$PKI/ca.crt]}
-    http:
-      protocols: [h2, http/1.1]
-      upstream_protocol: http/1.1
-      max_concurrent_streams: 100
-EOF
-    "$MTLSD_BIN" check --config "$d/mtlsd.yaml" >"$d/check.log" 2>&1 ||
-        { cat "$d/check.log" >&2; die "mtlsd check failed"; }
-    "$MTLSD_BIN" run --config "$d/mtlsd.yaml" >"$d/stdout.log" 2>"$d/stderr.log" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-}
+read -r UP_PORT PROXY_PORT < <(free_ports 2)
+start_upstream
 
 # nginx 1.22 speaks HTTP/2 only downstream: proxy_pass is HTTP/1.x (HTTP/1.1 keep-alive pool
 # here). The headers stand in for mtlsd's X-Forwarded-Client-Cert/-For/-Proto work.
-start_nginx() {
-    local d=$T/nginx
-    mkdir -p "$d/tmp"
-    nginx_conf "$d" "$NPROC" "tcp_nodelay on;
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 100000000; }
-  server {
-    listen 127.0.0.1:$PROXY_PORT ssl http2;
-    http2_max_concurrent_streams 100;
-    ssl_certificate $PKI/server.crt; ssl_certificate_key $PKI/server.key;
-    ssl_client_certificate $PKI/ca.crt; ssl_verify_client on; ssl_verify_depth 4;
-    ssl_protocols TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
-    ssl_conf_command NumTickets 0;
-    location / {
-      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
-      proxy_set_header X-Forwarded-Client-Cert \"Hash=\$ssl_client_fingerprint;Subject=\\\"\$ssl_client_s_dn\\\"\";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
-  }" >"$d/nginx.conf"
-    start_nginx_in "$d"
+start_nginx_h2() {
+    # shellcheck disable=SC2016 # nginx's variables, expanded by nginx
+    start_nginx http2 "    http2_max_concurrent_streams 100;" \
+        '      proxy_set_header X-Forwarded-Client-Cert "Hash=$ssl_client_fingerprint;Subject=\"$ssl_client_s_dn\"";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;'
 }
 
-# Ready = an HTTP/2 request with the client certificate returns the upstream's file; a client
-# without a certificate is refused.
-check_proxy() { # NAME
-    local i tls=(--cacert "$PKI/ca.crt" --resolve "localhost:$PROXY_PORT:127.0.0.1" --max-time 3)
-    local url="https://localhost:$PROXY_PORT/small"
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$1 exited at start (logs in $T/$1)"
-        curl -fsS --http2 "${tls[@]}" --cert "$PKI/client.crt" --key "$PKI/client.key" \
-            -o "$T/got" -w '%{http_version}' "$url" >"$T/version" 2>/dev/null &&
-            cmp -s "$T/got" "$T/upstream/www/small" && break
-        sleep 0.1
-    done
-    ((i < 100)) || die "$1 does not answer mTLS requests (logs in $T/$1)"
-    [[ $(cat "$T/version") == 2 ]] || die "$1 answered over HTTP/$(cat "$T/version"), not HTTP/2"
-    if curl -fsS --http2 "${tls[@]}" "$url" >/dev/null 2>&1; then
-        die "$1 admitted a client without a certificate"
-    fi
+# Ready (servers.sh's check_proxy: mTLS answers, no certificate and an untrusted CA refused),
+# and the answer came over HTTP/2.
+check_http2() { # NAME
+    local version
+    version=$(curl -fsS --http2 --cacert "$PKI/ca.crt" --max-time 3 \
+        --resolve "localhost:$PROXY_PORT:127.0.0.1" --cert "$PKI/client.crt" \
+        --key "$PKI/client.key" -o /dev/null -w '%{http_version}' \
+        "https://localhost:$PROXY_PORT/small") || die "$1: HTTP/2 request failed"
+    [[ $version == 2 ]] || die "$1 answered over HTTP/$version, not HTTP/2"
 }
 
 # CPU seconds (utime + stime, every thread) of a process and its descendants, as
@@ -265,13 +171,13 @@ for name in "${SERVERS[@]}"; do
         *) die "unknown server $name" ;;
     esac
     log "$name: start"
-    "start_$name"
-    check_proxy "$name"
+    if [[ $name == nginx ]]; then server_up nginx start_nginx_h2; else server_up mtlsd; fi
+    check_http2 "$name"
     log "$name: h2 ($REQUESTS requests, $CONNS connections x $STREAMS streams)"
     h2load_run "$name" h2
     log "$name: h1 ($REQUESTS requests, $CONNS keep-alive connections)"
     h2load_run "$name" h1
-    stop_pid "$SERVER_PID"
+    server_down
 done
 
 [[ -n "$OUT_FILE" ]] && cp "$RESULTS" "$OUT_FILE"

@@ -5,10 +5,9 @@ proxy's CPU seconds) as a table in bench/report.py's layout, with the ratio mtls
 usage: h2_report.py RESULTS.jsonl [--note TEXT]
 """
 import argparse
-import json
 import sys
 
-from report import build_table, print_table
+from report import build, load, text_table
 
 # (mode, key, row title, better, format)
 ROWS = [
@@ -28,18 +27,15 @@ def main() -> int:
     ap.add_argument("results")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    data = {}  # (server, mode) -> result
-    with open(args.results, encoding="utf-8") as f:
-        for line in filter(str.strip, f):
-            r = json.loads(line)
-            data[(r["label"], r["mode"])] = r
+    data, _ = load(args.results)  # keyed (mode, mode, server, round): no workload field here
     if not data:
         print("no results")
         return 1
-    rows = [(lambda d, s, m=mode, k=key: (d.get((s, m)) or {}).get(k), title, better, fmt)
-            for mode, key, title, better, fmt in ROWS]
-    print_table(build_table(data, rows))
-    errors = [f"{s}/{m}: {r['errors']}" for (s, m), r in sorted(data.items()) if r.get("errors")]
+    rows = [(lambda d, s, r, m=mode, k=key: (d.get((m, m, s, r)) or {}).get(k), title, better,
+             fmt, None) for mode, key, title, better, fmt in ROWS]
+    print(text_table([row[:-2] for row in build(data, rows)]))  # no targets: drop those columns
+    errors = [f"{s}/{m}: {r['errors']}" for (_, m, s, _), r in
+              sorted(data.items(), key=lambda item: (item[0][2], item[0][1])) if r.get("errors")]
     print()
     print("errors: " + (", ".join(errors) if errors else "none"))
     if args.note:

@@ -77,15 +77,15 @@ def verdict(target, stats, ratios, data):
     return "PASS" if all(holds(op, v, bound) for v in values) else "FAIL"
 
 
-def build(data):
-    """The table: a header row, then one row per ROWS entry that has any value."""
+def build(data, rows=ROWS):
+    """The table: a header row, then one row per `rows` entry that has any value."""
     rounds = sorted({k[3] for k in data})
     servers = [s for s in SERVERS if any(k[2] == s for k in data)]
     others = [s for s in servers if s != "mtlsd"] if "mtlsd" in servers else []
     header = (["metric", "better"] + servers + [f"mtlsd/{s}" for s in others]
               + ["target", "verdict"])
     table = [header]
-    for value, title, better, fmt, target in ROWS:
+    for value, title, better, fmt, target in rows:
         stats = {s: summary(value(data, s, r) for r in rounds) for s in servers}
         if not any(stats.values()):
             continue

@@ -1,5 +1,5 @@
-// The HTTP/2 client side (h2_connection_impl.hpp): nghttp2's server session with our callbacks
-// (on_begin_headers, on_header, on_frame_recv, on_data_chunk, on_stream_close, read_response)
+// The HTTP/2 client side (h2_connection_impl.hpp): nghttp2's server session with our handler
+// (begin_headers, header, frame_received, data_chunk, stream_closed, the response body source)
 // fed arbitrary bytes after the client preface, so that adversarial frames — HEADERS with odd
 // pseudo-headers, CONTINUATION floods, DATA after END_STREAM, RST_STREAM mid-response,
 // oversized header lists, trailers — reach the code that turns them into requests. The upstream

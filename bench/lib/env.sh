@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# bench/lib/env.sh — sourced by bench/run.sh: logging, process bookkeeping, CPU pinning, ports,
-# the PKI and the upstream every proxy forwards to. Uses ROOT, T, KEEP, NPROC, LARGE_MIB.
+# bench/lib/env.sh — sourced by bench/run.sh and bench/h2.sh: logging, process bookkeeping, CPU
+# pinning, ports, the PKI and the upstream every proxy forwards to. Uses ROOT, T, KEEP, NPROC,
+# LARGE_MIB.
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }

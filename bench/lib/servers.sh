@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# bench/lib/servers.sh — sourced by bench/run.sh: the three proxies, each configured from the
-# variant variables below, started on PROXY_PORT in front of the upstream (UP_PORT).
+# bench/lib/servers.sh — sourced by bench/run.sh and bench/h2.sh: the three proxies, each
+# configured from the variant variables below, started on PROXY_PORT in front of the upstream
+# (UP_PORT).
 #
 # Variant (set by server_up's caller; every workload says which it needs):
 #   V_WORKERS    1 (pinned to core 0 when there are >= 2 cores) or more (not pinned)
@@ -9,8 +10,10 @@
 #   V_HTTP       1 = the HTTP workload: mtlsd with an `http:` block, nginx's http module
 #                (proxy_pass with an upstream keep-alive pool), HAProxy mode http;
 #                0 = layer 4: mtlsd server mode, nginx stream, HAProxy mode tcp
+#   V_HTTP_BLOCK mtlsd's `http:` block with V_HTTP=1: {} = the shipped defaults (X-Forwarded-
+#                Client-Cert: sanitize_set); bench/h2.sh adds HTTP/2
 #   V_FLOOD      1 = --flood: PROXY v1 required, a per-source cap (bench/lib/flood.sh)
-V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_FLOOD=0
+V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_HTTP_BLOCK="{}" V_FLOOD=0
 
 NGINX_STREAM_MODULE=""
 for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
@@ -36,8 +39,7 @@ start_mtlsd() {
     local resumption=false access=false http="" flood_cfg=""
     [[ $V_TICKETS == 1 ]] && resumption=true
     [[ $V_ACCESS_LOG == 1 ]] && access=true
-    # The shipped default HTTP settings (X-Forwarded-Client-Cert: sanitize_set).
-    [[ $V_HTTP == 1 ]] && http="    http: {}"
+    [[ $V_HTTP == 1 ]] && http="    http: $V_HTTP_BLOCK"
     if [[ $V_FLOOD == 1 ]]; then
         # Every connection begins with a PROXY v1 header; its source is what the per-source
         # cap counts. A long handshake deadline keeps the flooder's held places held.
@@ -93,7 +95,9 @@ nginx_tls_lines() {
 EOF
 }
 
-nginx_http_block() { # DIR: HTTP proxy_pass with an upstream keep-alive pool
+# HTTP proxy_pass with an upstream keep-alive pool; bench/h2.sh adds `http2` to the listen line,
+# lines to the server block and lines to the location.
+nginx_http_block() { # DIR [LISTEN-FLAGS [SERVER-LINES [LOCATION-LINES]]]
     cat <<EOF
 http {
   access_log off;
@@ -108,15 +112,17 @@ $(nginx_temp_paths "$1")
     keepalive_timeout 600s;
   }
   server {
-    listen 127.0.0.1:$PROXY_PORT ssl backlog=4096;
-$(nginx_tls_lines)
+    listen 127.0.0.1:$PROXY_PORT ssl${2:+ $2} backlog=4096;
+$(nginx_tls_lines)${3:+
+$3}
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffer_size 16k;
       proxy_buffers 8 16k;
-      proxy_max_temp_file_size 0;
+      proxy_max_temp_file_size 0;${4:+
+$4}
     }
   }
 }
@@ -137,7 +143,7 @@ $(nginx_tls_lines)
 EOF
 }
 
-start_nginx() {
+start_nginx() { # [ARGS...]: with V_HTTP=1, nginx_http_block's after DIR
     local d=$T/nginx
     rm -rf "$d"
     mkdir -p "$d/tmp"
@@ -145,7 +151,7 @@ start_nginx() {
         [[ $V_HTTP == 1 ]] || nginx_stream_load
         echo "worker_processes $V_WORKERS;"
         nginx_common "$d"
-        if [[ $V_HTTP == 1 ]]; then nginx_http_block "$d"; else nginx_stream_block; fi
+        if [[ $V_HTTP == 1 ]]; then nginx_http_block "$d" "$@"; else nginx_stream_block; fi
     } >"$d/nginx.conf"
     nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" || die "nginx config rejected"
     set_pin "$(server_cpus)"
@@ -231,8 +237,8 @@ check_proxy() { # NAME
 
 # ON_SERVER_UP / ON_SERVER_DOWN: hooks (--profile attaches perf to the server with them).
 ON_SERVER_UP=: ON_SERVER_DOWN=:
-server_up() { # NAME: start it with the current variant, wait until it answers
-    "start_$1"
+server_up() { # NAME [START...]: start it (start_NAME, or START) with the current variant, wait
+    if (($# > 1)); then "${@:2}"; else "start_$1"; fi  # until it answers
     PIDS+=("$SERVER_PID")
     check_proxy "$1"
     "$ON_SERVER_UP"

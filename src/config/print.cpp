@@ -242,6 +242,79 @@ class printer {
     end();
   }
 
+  void proxy_accept(const proxy_accept_options& p) {
+    begin("accept_proxy_protocol");
+    std::vector<std::string> versions;
+    if (p.v1) versions.emplace_back("v1");
+    if (p.v2) versions.emplace_back("v2");
+    strings("versions", versions);
+    ranges("trusted_sources", p.trusted_sources);
+    end();
+  }
+
+  void limits(const listener& l) {
+    begin("limits");
+    number("connections_per_second", l.limits.connections_per_second);
+    number("burst", l.limits.burst);
+    number("max_connections_per_source", l.limits.max_connections_per_source);
+    number("max_connections_per_identity", l.limits.max_connections_per_identity);
+    // The effective cap, so that the default (half of max_connections) is visible.
+    number("max_pending_handshakes", l.limits.pending_cap(l.max_connections));
+    end();
+  }
+
+  void timeouts(const timeout_options& t) {
+    begin("timeouts");
+    dur("handshake", t.handshake);
+    dur("connect", t.connect);
+    dur("idle", t.idle);
+    dur("half_close", t.half_close);
+    dur("max_connection_age", t.max_connection_age);
+    end();
+  }
+
+  void client_auth(const client_auth_options& a) {
+    begin("client_auth");
+    word("mode", to_text(a.mode));
+    files("ca", a.ca);
+    number("verify_depth", a.verify_depth);
+    allow("allow", a.allow);
+    end();
+  }
+
+  void server_auth(const server_auth_options& a) {
+    begin("server_auth");
+    files("ca", a.ca);
+    str("server_name", a.server_name);
+    number("verify_depth", a.verify_depth);
+    allow("allow", a.allow);
+    boolean("insecure_skip_verify", a.insecure_skip_verify);
+    end();
+  }
+
+  void upstream_check(const upstream_check_options& c) {
+    begin("upstream_check");
+    const bool http = c.type == upstream_check_type::http;
+    word("type", http ? "http" : "tcp");
+    if (http) str("path", c.path);
+    dur("interval", c.interval);
+    dur("timeout", c.timeout);
+    end();
+  }
+
+  void http_mode(const http_options& h) {
+    begin("http");
+    word("forward_client_cert_details", to_text(h.forward_client_cert_details));
+    strings("set_current_client_cert_details", h.set_current_client_cert_details);
+    strings("protocols", h.protocols);
+    word("upstream_protocol", to_text(h.upstream_protocol));
+    word("x_forwarded_for", h.x_forwarded_for ? "append" : "off");
+    word("x_forwarded_proto", h.x_forwarded_proto ? "set" : "off");
+    number("max_concurrent_streams", h.max_concurrent_streams);
+    dur("stream_idle_timeout", h.stream_idle_timeout);
+    end();
+  }
+
   // Keys that apply to one mode only are printed for that mode only: load_text refuses
   // client_auth, proxy_protocol, http and stapling on a client-mode listener and server_auth on
   // a server-mode one.
@@ -254,73 +327,21 @@ class printer {
     str("upstream", l.upstream.str());
     number("max_connections", l.max_connections);
     ranges("allowed_sources", l.allowed_sources);
-    if (l.accept_proxy_protocol.enabled) {  // present = on, as in the file
-      begin("accept_proxy_protocol");
-      std::vector<std::string> versions;
-      if (l.accept_proxy_protocol.v1) versions.emplace_back("v1");
-      if (l.accept_proxy_protocol.v2) versions.emplace_back("v2");
-      strings("versions", versions);
-      ranges("trusted_sources", l.accept_proxy_protocol.trusted_sources);
-      end();
-    }
-    begin("limits");
-    number("connections_per_second", l.limits.connections_per_second);
-    number("burst", l.limits.burst);
-    number("max_connections_per_source", l.limits.max_connections_per_source);
-    number("max_connections_per_identity", l.limits.max_connections_per_identity);
-    // The effective cap, so that the default (half of max_connections) is visible.
-    number("max_pending_handshakes", l.limits.pending_cap(l.max_connections));
-    end();
-    begin("timeouts");
-    dur("handshake", l.timeouts.handshake);
-    dur("connect", l.timeouts.connect);
-    dur("idle", l.timeouts.idle);
-    dur("half_close", l.timeouts.half_close);
-    dur("max_connection_age", l.timeouts.max_connection_age);
-    end();
+    // Present = on, as in the file: these blocks are printed only when on.
+    if (l.accept_proxy_protocol.enabled) proxy_accept(l.accept_proxy_protocol);
+    limits(l);
+    timeouts(l.timeouts);
     tls(l.tls, server);
-    if (server) {
-      begin("client_auth");
-      word("mode", to_text(l.client_auth.mode));
-      files("ca", l.client_auth.ca);
-      number("verify_depth", l.client_auth.verify_depth);
-      allow("allow", l.client_auth.allow);
-      end();
-    } else {
-      begin("server_auth");
-      files("ca", l.server_auth.ca);
-      str("server_name", l.server_auth.server_name);
-      number("verify_depth", l.server_auth.verify_depth);
-      allow("allow", l.server_auth.allow);
-      boolean("insecure_skip_verify", l.server_auth.insecure_skip_verify);
-      end();
-    }
+    if (server)
+      client_auth(l.client_auth);
+    else
+      server_auth(l.server_auth);
     revocation(l.revocation, server);
-    // Present = on, so printed only when on (like http:).
-    if (l.upstream_check.enabled) {
-      begin("upstream_check");
-      const bool http = l.upstream_check.type == upstream_check_type::http;
-      word("type", http ? "http" : "tcp");
-      if (http) str("path", l.upstream_check.path);
-      dur("interval", l.upstream_check.interval);
-      dur("timeout", l.upstream_check.timeout);
-      end();
-    }
+    if (l.upstream_check.enabled) upstream_check(l.upstream_check);
     if (server) {
       word("proxy_protocol", to_text(l.proxy_protocol));
-      // `http:` being present is what turns HTTP mode on, so it is printed only when on.
-      if (l.http.enabled) {
-        begin("http");
-        word("forward_client_cert_details", to_text(l.http.forward_client_cert_details));
-        strings("set_current_client_cert_details", l.http.set_current_client_cert_details);
-        strings("protocols", l.http.protocols);
-        word("upstream_protocol", to_text(l.http.upstream_protocol));
-        word("x_forwarded_for", l.http.x_forwarded_for ? "append" : "off");
-        word("x_forwarded_proto", l.http.x_forwarded_proto ? "set" : "off");
-        number("max_concurrent_streams", l.http.max_concurrent_streams);
-        dur("stream_idle_timeout", l.http.stream_idle_timeout);
-        end();
-      }
+      // `http:` being present is what turns HTTP mode on.
+      if (l.http.enabled) http_mode(l.http);
     }
     out << YAML::EndMap;
   }

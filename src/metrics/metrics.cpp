@@ -28,6 +28,8 @@ namespace {
 std::atomic<std::uint64_t> next_registry_id{1};
 }  // namespace
 
+// A table, long on purpose: one registration per metric family (name and help as /metrics shows
+// them), all in one place so that every family mtlsd exports is found here.
 registry::registry()
     : registry_(std::make_shared<prometheus::Registry>()),
       collectable_(std::make_shared<collectables>(

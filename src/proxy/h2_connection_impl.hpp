@@ -1,22 +1,19 @@
 #pragma once
 // Private to h2_connection*.cpp: the client's side of one HTTP/2 connection, an nghttp2 server
-// session over the TLS stream. h2_connection.cpp holds the session's callbacks (frames in,
+// session over the TLS stream. h2_connection.cpp holds the session's handler (frames in,
 // responses out), h2_connection_io.cpp the read and write loops around them.
 #include <array>
 #include <boost/asio/steady_timer.hpp>
 #include <unordered_map>
 
-#include "h2_stream.hpp"
+#include "h2_session.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 
 namespace mtlsd::proxy::h2 {
 
-constexpr std::size_t write_batch = 64 * 1024;  // bytes of frames gathered per TLS write
-// Connection-level receive window: what all streams together may have in flight towards us.
-constexpr std::int32_t connection_window = 1 << 20;
 constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's write when killed
 
-class connection final : public downstream {
+class connection final : public downstream, session_handler {
  public:
   explicit connection(h2_environment env)
       : env_(std::move(env)),
@@ -77,18 +74,17 @@ class connection final : public downstream {
     env_.result->error = std::move(why);
   }
 
-  // nghttp2 callbacks (user_data = this).
-  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
-  static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name,
-                       std::size_t namelen, const std::uint8_t* value, std::size_t valuelen,
-                       std::uint8_t, void* self);
-  static int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self);
-  static int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id,
-                           const std::uint8_t* data, std::size_t len, void* self);
-  static int on_stream_close(nghttp2_session*, std::int32_t id, std::uint32_t code, void* self);
-  static ssize_t read_response(nghttp2_session*, std::int32_t id, std::uint8_t* buf,
-                               std::size_t length, std::uint32_t* flags, nghttp2_data_source* src,
-                               void* self);
+  // session_handler: the nghttp2 server session's callbacks (requests in, responses out).
+  void begin_headers(const nghttp2_frame& f) override;
+  void header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
+  void frame_received(const nghttp2_frame& f) override;
+  void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
+                  std::size_t len) override;
+  void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
+  outgoing_body outgoing(stream& s) override {
+    return {s.response_body, s.response_end, s.response_trailers, s.response_deferred};
+  }
+  void body_sent(stream& s, std::size_t n) override;
 
   h2_environment env_;
   asio::any_io_executor ex_;

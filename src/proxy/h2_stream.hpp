@@ -120,25 +120,12 @@ class upstream {
   virtual bool broken() const { return false; }
 };
 
-// Header fields as nghttp2 takes them (pointing into `headers`, which must outlive the call).
-std::vector<nghttp2_nv> to_nv(const header_list& headers);
-
-// Appends what `session` has to send to `out`, up to about `limit` bytes: 0, or nghttp2's
-// (fatal) error.
-int collect_output(nghttp2_session* session, std::string& out, std::size_t limit);
-
 // The upstream sides, made by h2_upstream.cpp and h2_h1_exchange.cpp.
 std::unique_ptr<upstream> make_h2c_upstream(downstream& down, stream_socket& sock,
                                             const http_forwarding& forwarding);
 std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
                                            const config::listener& cfg,
                                            const http_forwarding& forwarding);
-
-// nghttp2 sessions are freed by nghttp2_session_del.
-struct session_deleter {
-  void operator()(nghttp2_session* s) const { nghttp2_session_del(s); }
-};
-using session_ptr = std::unique_ptr<nghttp2_session, session_deleter>;
 
 // Wakes a coroutine waiting for something to write: signal() before wait() is not lost.
 class write_signal {

@@ -11,7 +11,7 @@
 #include <charconv>
 #include <unordered_map>
 
-#include "h2_stream.hpp"
+#include "h2_session.hpp"
 
 namespace mtlsd::proxy::h2 {
 namespace {
@@ -19,10 +19,7 @@ namespace {
 using asio::as_tuple;
 using asio::use_awaitable;
 
-constexpr std::size_t write_batch = 64 * 1024;
-constexpr std::int32_t connection_window = 1 << 20;
-
-class h2c_upstream final : public upstream {
+class h2c_upstream final : public upstream, session_handler {
  public:
   h2c_upstream(downstream& down, stream_socket& sock, const http_forwarding& fwd)
       : down_(down), sock_(sock), forwarding_(fwd), out_(sock.get_executor()) {}
@@ -60,16 +57,20 @@ class h2c_upstream final : public upstream {
     return it == streams_.end() ? nullptr : it->second.get();
   }
 
-  static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name,
-                       std::size_t namelen, const std::uint8_t* value, std::size_t valuelen,
-                       std::uint8_t, void* self);
-  static int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self);
-  static int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id,
-                           const std::uint8_t* data, std::size_t len, void* self);
-  static int on_stream_close(nghttp2_session*, std::int32_t id, std::uint32_t code, void* self);
-  static ssize_t read_request(nghttp2_session*, std::int32_t id, std::uint8_t* buf,
-                              std::size_t length, std::uint32_t* flags, nghttp2_data_source* src,
-                              void* self);
+  // session_handler, the nghttp2 client session's callbacks: request bodies out (the client
+  // may send as much again as went out), responses in.
+  outgoing_body outgoing(stream& s) override {
+    return {s.request_body, s.request_end, s.request_trailers, s.request_deferred};
+  }
+  void body_sent(stream& s, std::size_t n) override {
+    s.touch();
+    down_.request_consumed(s, n);
+  }
+  void header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
+  void frame_received(const nghttp2_frame& f) override;
+  void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
+                  std::size_t len) override;
+  void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
 
   downstream& down_;
   stream_socket& sock_;
@@ -84,29 +85,9 @@ class h2c_upstream final : public upstream {
 };
 
 bool h2c_upstream::open_session() {
-  nghttp2_session_callbacks* cb = nullptr;
-  if (nghttp2_session_callbacks_new(&cb) != 0) return false;
-  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-  nghttp2_option* opt = nullptr;
-  nghttp2_option_new(&opt);
-  nghttp2_option_set_no_auto_window_update(opt, 1);  // response_consumed acknowledges
-  // gRPC sends grpc-message and metadata values with whitespace at an end (or empty) as
-  // they are; RFC 9113 8.2.1 validation would reset those streams (curl and Apache's
-  // mod_proxy_http2 turn it off too). CR, LF and NUL are still refused.
-  nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(opt, 1);
-  nghttp2_session* raw = nullptr;
-  const int rv = nghttp2_session_client_new2(&raw, cb, this, opt);
-  nghttp2_option_del(opt);
-  nghttp2_session_callbacks_del(cb);
-  if (rv != 0) return false;
-  session_.reset(raw);
   const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-  nghttp2_submit_settings(raw, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  nghttp2_session_set_local_window_size(raw, NGHTTP2_FLAG_NONE, 0, connection_window);
-  return true;
+  session_ = make_session(session_side::client, *this, settings);
+  return session_ != nullptr;
 }
 
 void h2c_upstream::start(stream_ptr s) {
@@ -126,9 +107,7 @@ void h2c_upstream::start(stream_ptr s) {
     head.push_back(std::move(h));
   const auto nv = to_nv(head);
   const bool no_body = s->request_end && s->request_body.empty() && s->request_trailers.empty();
-  nghttp2_data_provider body;
-  body.source.ptr = s.get();
-  body.read_callback = read_request;
+  const nghttp2_data_provider body = body_provider(*s);
   const std::int32_t id = nghttp2_submit_request(session_.get(), nullptr, nv.data(), nv.size(),
                                                  no_body ? nullptr : &body, nullptr);
   if (id < 0) {
@@ -139,32 +118,6 @@ void h2c_upstream::start(stream_ptr s) {
   s->upstream_id = id;
   streams_.emplace(id, std::move(s));
   out_.signal();
-}
-
-ssize_t h2c_upstream::read_request(nghttp2_session* session, std::int32_t id, std::uint8_t* buf,
-                                   std::size_t length, std::uint32_t* flags,
-                                   nghttp2_data_source* src, void* self) {
-  auto& u = *static_cast<h2c_upstream*>(self);
-  auto& s = *static_cast<stream*>(src->ptr);
-  const std::size_t n = s.request_body.take(buf, length);
-  if (n > 0) {
-    s.touch();
-    u.down_.request_consumed(s, n);
-  }
-  if (s.request_body.empty() && s.request_end) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (!s.request_trailers.empty()) {
-      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      const auto nv = to_nv(s.request_trailers);
-      nghttp2_submit_trailer(session, id, nv.data(), nv.size());
-    }
-    return static_cast<ssize_t>(n);
-  }
-  if (n == 0) {
-    s.request_deferred = true;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  return static_cast<ssize_t>(n);
 }
 
 void h2c_upstream::cancel(stream& s, std::uint32_t code) {
@@ -179,18 +132,15 @@ void h2c_upstream::cancel(stream& s, std::uint32_t code) {
   out_.signal();
 }
 
-int h2c_upstream::on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* n,
-                            std::size_t nlen, const std::uint8_t* v, std::size_t vlen, std::uint8_t,
-                            void* self) {
-  auto& u = *static_cast<h2c_upstream*>(self);
-  stream* s = u.find(f->hd.stream_id);
-  if (!s || f->hd.type != NGHTTP2_HEADERS) return 0;
-  std::string_view name(reinterpret_cast<const char*>(n), nlen);
-  std::string value(reinterpret_cast<const char*>(v), vlen);
+void h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
+                          std::string_view value_in) {
+  stream* s = find(f.hd.stream_id);
+  if (!s || f.hd.type != NGHTTP2_HEADERS) return;
+  std::string value(value_in);
   // Until a final (non-1xx) status arrived, fields belong to a response head; after, to the
   // trailers.
   const bool final_head_seen = s->status >= 200;
-  if (final_head_seen && f->headers.cat != NGHTTP2_HCAT_RESPONSE) {
+  if (final_head_seen && f.headers.cat != NGHTTP2_HCAT_RESPONSE) {
     s->response_trailers.emplace_back(std::string(name), std::move(value));
   } else if (name == ":status") {
     int status = 0;
@@ -200,57 +150,48 @@ int h2c_upstream::on_header(nghttp2_session*, const nghttp2_frame* f, const std:
   } else if (!is_hop_by_hop(name, value)) {
     s->response_headers.emplace_back(std::string(name), std::move(value));
   }
-  return 0;
 }
 
-int h2c_upstream::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self) {
-  auto& u = *static_cast<h2c_upstream*>(self);
-  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
-  stream* s = u.find(f->hd.stream_id);
-  if (!s || s->closed) return 0;
-  const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-  if (f->hd.type == NGHTTP2_HEADERS && !s->response_started) {
+void h2c_upstream::frame_received(const nghttp2_frame& f) {
+  if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
+  stream* s = find(f.hd.stream_id);
+  if (!s || s->closed) return;
+  const bool end = (f.hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (f.hd.type == NGHTTP2_HEADERS && !s->response_started) {
     if (s->status < 200) {  // 100, 103: the final head follows; not passed on
       s->status = 0;
       s->response_headers.clear();
-      return 0;
+      return;
     }
     if (end) s->response_end = true;
-    u.down_.respond(*s);
-    return 0;
+    down_.respond(*s);
+    return;
   }
   if (end) {
     s->response_end = true;
-    u.down_.response_data(*s);
+    down_.response_data(*s);
   }
-  return 0;
 }
 
-int h2c_upstream::on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t id,
-                                const std::uint8_t* data, std::size_t len, void* self) {
-  auto& u = *static_cast<h2c_upstream*>(self);
-  stream* s = u.find(id);
+void h2c_upstream::data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
+                              std::size_t len) {
+  stream* s = find(id);
   if (!s || s->closed) {
     nghttp2_session_consume(session, id, len);
-    return 0;
+    return;
   }
   s->response_body.append(data, len);
-  u.down_.response_data(*s);
-  return 0;
+  down_.response_data(*s);
 }
 
-int h2c_upstream::on_stream_close(nghttp2_session*, std::int32_t id, std::uint32_t code,
-                                  void* self) {
-  auto& u = *static_cast<h2c_upstream*>(self);
-  auto it = u.streams_.find(id);
-  if (it == u.streams_.end()) return 0;
+void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_t code) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);
-  u.streams_.erase(it);
-  if (s->closed) return 0;
+  streams_.erase(it);
+  if (s->closed) return;
   if (code != NGHTTP2_NO_ERROR || !s->response_end)
-    u.down_.fail(*s, code,
-                 std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
-  return 0;
+    down_.fail(*s, code, std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
 }
 
 void h2c_upstream::lose_connection(const std::string& why) {

@@ -2,7 +2,7 @@
 // The HTTP/1.1 relay's I/O pieces (http_relay.cpp): each side of the connection as a Beast
 // stream (the TLS client, the plain upstream), the inbound message state, and the loops that
 // write what a serializer has ready and stream a body through one fixed chunk. Internal to
-// src/proxy; only http_relay.cpp includes it.
+// src/proxy; only http_connection.hpp includes it.
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>

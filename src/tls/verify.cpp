@@ -203,55 +203,58 @@ bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
   return now - next <= crl_.grace_seconds;
 }
 
-int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
-                     std::string_view sni) const {
+int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const {
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
-  if (!ok) {
-    const int err = X509_STORE_CTX_get_error(store_ctx);
-    if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
-        is_partial_chain_anchor(store_ctx, depth, cert)) {
-      // An issuing CA listed in the trust bundle without its issuer is an anchor, trusted by
-      // configuration like a root: it needs no CRL from an issuer nobody configured (crl_scope:
-      // chain means every level below the anchor, as for the network sources).
-      return 1;
-    }
-    if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
-      // Within crl_grace the stale CRL is still enforced: once we accept the time error,
-      // OpenSSL goes on to check the certificate against it.
-      return 1;
-    }
-    if (crl_.enabled && crl_.defer_unavailable &&
-        reason_from_x509_error(err) == reason::revocation_unavailable) {
-      // Another source (OCSP, a distribution point) may answer for this certificate: the
-      // revocation service decides after the handshake. A CRL that is present still revokes.
-      out.crl_deferred_depths |= depth < 32 ? (1U << depth) : (1U << 31);
-      if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
-      return 1;
-    }
-    if (crl_.enabled && crl_.soft_fail &&
-        reason_from_x509_error(err) == reason::revocation_unavailable) {
-      // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
-      // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
-      out.crl = revocation_status::unavailable;
-      out.crl_note = describe(err, depth, cert);
-      return 1;
-    }
-    if (err == X509_V_ERR_CERT_REVOKED)
-      out.crl = revocation_status::revoked;
-    else if (reason_from_x509_error(err) == reason::revocation_unavailable)
-      out.crl = revocation_status::unavailable;
-    if (!out.refusal) {  // the first error is the real one; later ones are consequences
-      if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx))
-        out.refused_peer = extract_identity(leaf);
-      out.refusal = reason_from_x509_error(err);
-      out.detail = describe(err, depth, cert);
-      // CRLs in the store come from revocation.crl_files: say which source answered.
-      if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
-        out.detail += " (crl file)";
-    }
-    return 0;
+  const int err = X509_STORE_CTX_get_error(store_ctx);
+  if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
+      is_partial_chain_anchor(store_ctx, depth, cert)) {
+    // An issuing CA listed in the trust bundle without its issuer is an anchor, trusted by
+    // configuration like a root: it needs no CRL from an issuer nobody configured (crl_scope:
+    // chain means every level below the anchor, as for the network sources).
+    return 1;
   }
+  if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
+    // Within crl_grace the stale CRL is still enforced: once we accept the time error,
+    // OpenSSL goes on to check the certificate against it.
+    return 1;
+  }
+  if (crl_.enabled && crl_.defer_unavailable &&
+      reason_from_x509_error(err) == reason::revocation_unavailable) {
+    // Another source (OCSP, a distribution point) may answer for this certificate: the
+    // revocation service decides after the handshake. A CRL that is present still revokes.
+    out.crl_deferred_depths |= depth < 32 ? (1U << depth) : (1U << 31);
+    if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
+    return 1;
+  }
+  if (crl_.enabled && crl_.soft_fail &&
+      reason_from_x509_error(err) == reason::revocation_unavailable) {
+    // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
+    // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
+    out.crl = revocation_status::unavailable;
+    out.crl_note = describe(err, depth, cert);
+    return 1;
+  }
+  if (err == X509_V_ERR_CERT_REVOKED)
+    out.crl = revocation_status::revoked;
+  else if (reason_from_x509_error(err) == reason::revocation_unavailable)
+    out.crl = revocation_status::unavailable;
+  if (!out.refusal) {  // the first error is the real one; later ones are consequences
+    if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx)) out.refused_peer = extract_identity(leaf);
+    out.refusal = reason_from_x509_error(err);
+    out.detail = describe(err, depth, cert);
+    // CRLs in the store come from revocation.crl_files: say which source answered.
+    if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
+      out.detail += " (crl file)";
+  }
+  return 0;
+}
+
+int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
+                     std::string_view sni) const {
+  if (!ok) return decide_error(store_ctx, out);
+  const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
+  X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (depth != 0 || !cert) return 1;
   // The chain is valid up to a trusted root; now: is this peer one we admit?
   peer_identity id = extract_identity(cert);

@@ -112,6 +112,8 @@ class verifier {
  private:
   static int callback(int ok, X509_STORE_CTX* store_ctx);
   int decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out, std::string_view sni) const;
+  // decide() for a certificate OpenSSL found fault with: 1 to accept the error after all.
+  int decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const;
   bool within_grace(X509_STORE_CTX* store_ctx) const;
 
   peer_role role_;

@@ -1,0 +1,147 @@
+#pragma once
+// Private to http_relay.cpp and http_exchange.cpp: one HTTP/1.1 connection as the relay sees
+// it. http_relay.cpp holds the loop over requests (read a head, send it upstream, run the
+// exchange, keep alive or close); http_exchange.cpp the exchange itself: the request body
+// and the response pumped at once, and the tunnel after a 101.
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http1_io.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
+
+namespace mtlsd::proxy::http1 {
+
+class http_connection {
+ public:
+  http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
+                  http_forwarding forwarding, idle_deadline& clock, relay_result& result,
+                  http_request_sink sink)
+      : tls_(tls),
+        tls_socket_(tls_socket),
+        plain_(plain),
+        forwarding_(std::move(forwarding)),
+        sink_(std::move(sink)),
+        clock_(clock),
+        result_(result),
+        client_(tls, tls_socket),
+        upstream_(plain),
+        from_client_(client_, result.from_tls, clock),
+        from_upstream_(upstream_, result.from_plain, clock) {}
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
+  // However the connection ends (returning, or destroyed when cancelled), the exchange in
+  // progress is reported.
+  ~http_connection() { report(); }
+
+  asio::awaitable<void> run();
+  // Shutdown began: no request after the one in progress (its response says Connection:
+  // close); a connection waiting for its next request closes now.
+  void drain() {
+    draining_ = true;
+    error_code ignored;
+    if (!idle_) return;
+    tls_socket_.cancel(ignored);
+    plain_.cancel(ignored);
+  }
+
+ private:
+  using request_parser = http::request_parser<http::buffer_body>;
+  using response_parser = http::response_parser<http::buffer_body>;
+
+  using request_serializer = http::serializer<true, http::buffer_body>;
+
+  // The steps of run(), one request at a time; each says how the connection goes on.
+  enum class then {
+    go_on,       // to the next step (or the next request)
+    close_both,  // the connection ends here: close both sides
+    stop,        // the connection ended in the step (refused, failed or cancelled)
+  };
+  asio::awaitable<then> read_request_head(request_parser& req);
+  asio::awaitable<then> send_request_head(request_serializer& sr, bool request_done,
+                                          bool send_continue);
+  asio::awaitable<then> exchange(request_parser& req, request_serializer& sr, bool head,
+                                 bool upgrade, bool keep_alive);
+  asio::awaitable<void> end_after(then next) {
+    if (next == then::close_both) co_await close_both();
+  }
+  asio::awaitable<error_code> next_request_head(request_parser& req);
+  asio::awaitable<error_code> upstream_readable() {
+    auto [ec] = co_await plain_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    co_return ec;
+  }
+  asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
+  asio::awaitable<void> send_request_body(request_parser& req, request_serializer& sr);
+  asio::awaitable<void> relay_response(bool head, bool upgrade);
+  // Records the upstream's failure, tells the client (502) when it still can, and stops the
+  // exchange; the caller returns.
+  asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
+  asio::awaitable<void> tunnel();
+  asio::awaitable<void> close_both();
+  void fail(std::string why) {
+    if (result_.aborted) return;
+    result_.aborted = true;
+    result_.error = std::move(why);
+  }
+  // Ends the exchange from inside one of the two concurrent pumps: cancels the other's waits
+  // (errors are values; the cause is recorded first).
+  void stop_exchange() {
+    end_ = true;
+    stopped_ = true;
+    error_code ignored;
+    tls_socket_.cancel(ignored);
+    plain_.cancel(ignored);
+  }
+
+  // The exchange in progress, for its access line (none before a parsed request head).
+  void begin_report(const http_request_head& msg) {
+    report();
+    auto& r = current_.emplace();
+    r.method = std::string(msg.method_string());
+    r.path = std::string(msg.target());
+    r.authority = std::string(msg[boost::beast::http::field::host]);
+    r.stream_id = ++requests_;
+    r.started = std::chrono::steady_clock::now();
+    r.started_at = std::chrono::system_clock::now();
+  }
+  void report() {
+    if (!current_) return;
+    if (result_.aborted && current_->status == 0) current_->detail = result_.error;
+    if (sink_) sink_(*current_);
+    current_.reset();
+  }
+  void set_status(int status) {
+    if (current_) current_->status = status;
+  }
+
+  tls_stream& tls_;
+  stream_socket& tls_socket_;
+  stream_socket& plain_;
+  http_forwarding forwarding_;
+  http_request_sink sink_;
+  std::optional<http_request_report> current_;
+  std::uint64_t requests_ = 0;
+  std::uint64_t ignored_bytes_ = 0;  // body bytes nobody reports (no request in progress)
+  idle_deadline& clock_;
+  relay_result& result_;
+  tls_side client_;
+  plain_side upstream_;
+  inbound<tls_side> from_client_;
+  inbound<plain_side> from_upstream_;
+  std::array<char, http_body_chunk> request_chunk_;
+  std::array<char, http_body_chunk> response_chunk_;
+  std::vector<asio::const_buffer> request_scratch_, response_scratch_;
+
+  // The exchange in progress.
+  bool request_done_ = false;      // the request body went upstream completely
+  bool response_started_ = false;  // the final response's head reached the client
+  bool response_keep_alive_ = true;
+  bool upgraded_ = false;
+  bool end_ = false;       // close the connection after this exchange
+  bool draining_ = false;  // drain(): this exchange is the last
+  bool idle_ = false;      // waiting for a request head with nothing of it read
+  bool stopped_ = false;   // a pump ended the exchange: the other returns at its next step
+};
+
+}  // namespace mtlsd::proxy::http1
