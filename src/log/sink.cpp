@@ -48,7 +48,8 @@ bool write_all(int fd, const std::string& data) {
 // Under load a line rarely comes alone: once woken, the writer waits this long for more before
 // writing, so a line per connection costs one wake-up and one write() per batch instead of per
 // line (measured on the bench VM: ~33 us of CPU per lone line, mostly the context switch and
-// the write). A line reaches its output at most this much later; flush(), stop() and a queue
+// the write). An access line reaches its output at most this much later; an event line (rare,
+// and what an operator or a test watching the log waits for), flush(), stop() and a queue
 // filling up cut the wait short.
 constexpr auto kGather = std::chrono::milliseconds(10);
 
@@ -90,12 +91,13 @@ struct sink::state {
   std::condition_variable wake;     // the writer waits for lines
   std::condition_variable written;  // flush() waits for the writer
   std::vector<entry> queue;
-  std::size_t queued_bytes = 0;  // queued or being written: the bound covers both
-  std::uint64_t pushed = 0;      // entries accepted
-  std::uint64_t done = 0;        // entries written or lost
-  bool closed = false;           // stop() began: refuse new lines
-  bool stopping = false;         // the writer returns once the queue is empty
-  int flushers = 0;              // flush() calls waiting: write now, do not gather
+  std::size_t queued_bytes = 0;   // queued or being written: the bound covers both
+  std::uint64_t pushed = 0;       // entries accepted
+  std::uint64_t done = 0;         // entries written or lost
+  bool closed = false;            // stop() began: refuse new lines
+  bool stopping = false;          // the writer returns once the queue is empty
+  int flushers = 0;               // flush() calls waiting: write now, do not gather
+  std::size_t queued_events = 0;  // event lines and reopen markers queued: write now
   std::atomic<std::uint64_t> dropped{0};
 
   void drop(line_kind kind) {
@@ -119,7 +121,7 @@ struct sink::state {
 
   // Guarded by mu.
   bool must_write_now() const {
-    return stopping || closed || flushers > 0 || queued_bytes >= urgent_bytes;
+    return stopping || closed || flushers > 0 || queued_events > 0 || queued_bytes >= urgent_bytes;
   }
 
   static void run(const std::shared_ptr<state>& s) {
@@ -132,6 +134,7 @@ struct sink::state {
         if (s->queue.empty()) return;
         s->wake.wait_for(lk, kGather, [&] { return s->must_write_now(); });
         batch.swap(s->queue);
+        s->queued_events = 0;
       }
       std::size_t bytes = 0;
       std::size_t i = 0;
@@ -195,11 +198,13 @@ bool sink::push(std::string line, line_kind kind) {
   {
     std::lock_guard lk(state_->mu);
     if (!state_->closed && state_->queued_bytes + size <= state_->max_bytes) {
-      // The writer waits for a first line, then gathers until the queue grows past
-      // urgent_bytes: waking it for any other line is a wasted syscall.
+      // The writer waits for a first line, then gathers access lines until the queue grows
+      // past urgent_bytes: waking it for another access line is a wasted syscall. An event
+      // line ends the gathering.
       const std::size_t before = state_->queued_bytes;
-      wake = state_->queue.empty() ||
+      wake = state_->queue.empty() || kind == line_kind::event ||
              (before < state_->urgent_bytes && before + size >= state_->urgent_bytes);
+      if (kind == line_kind::event) ++state_->queued_events;
       state_->queue.push_back({std::move(line), kind, false});
       state_->queued_bytes += size;
       ++state_->pushed;
@@ -219,6 +224,7 @@ void sink::reopen() {
     std::lock_guard lk(state_->mu);
     if (state_->closed) return;
     state_->queue.push_back({std::string(), line_kind::event, true});
+    ++state_->queued_events;
     ++state_->pushed;
   }
   state_->wake.notify_one();
