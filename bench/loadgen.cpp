@@ -493,7 +493,7 @@ int run_load(const options& o, SSL_CTX* ctx, const sockaddr_in& addr) {
       .num("success_pct", 100.0 * ratio(ops, ops + window_errors), 2)
       .num("ops_per_s", ratio(ops, w.wall_s), 1)
       .num("mb_per_s", ratio(mb, w.wall_s), 1)
-      .num("server_cpu_s", w.server_cpu_s, 2)
+      .num("server_cpu_s", w.server_cpu_s, 4)
       .num("server_cores_busy", ratio(w.server_cpu_s, w.wall_s), 2)
       .num("ops_per_server_cpu_s", ratio(ops, w.server_cpu_s), 1)
       .num("mb_per_server_cpu_s", ratio(mb, w.server_cpu_s), 1)

@@ -31,9 +31,23 @@ def relative(a, b, scale=1.0, offset=0.0):
 
 
 def access_log_cost(mode):
-    """The share of mtlsd's throughput per CPU-second that `access_log: true` costs, in %."""
-    return relative(result("access_log", "ops_per_server_cpu_s", mode),
-                    result(mode, "ops_per_server_cpu_s"), scale=-100.0, offset=100.0)
+    """The share of mtlsd's throughput per CPU-second that `access_log: true` costs, in %: the
+    two "on" windows against the two "off" windows around them (bench/lib/workloads.sh,
+    wl_access_log), each side as its operations over its server CPU-seconds."""
+    def per_cpu_s(data, server, rnd, state):
+        ops = cpu = 0.0
+        for n in (1, 2):
+            r = data.get((f"access_log_{state}_{n}", mode, server, rnd)) or {}
+            if not r.get("server_cpu_s") or not r.get("ops"):
+                return None
+            ops += r["ops"]
+            cpu += r["server_cpu_s"]
+        return ops / cpu
+
+    def value(data, server, rnd):
+        on, off = per_cpu_s(data, server, rnd, "on"), per_cpu_s(data, server, rnd, "off")
+        return 100.0 - 100.0 * on / off if on is not None and off else None
+    return value
 
 
 def workers_scaling(mode):

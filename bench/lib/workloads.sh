@@ -91,16 +91,26 @@ wl_pending_silent() { idle_run "$1" pending "$PENDING_N" --pending silent; }  # 
 wl_pending_half() { idle_run "$1" pending "$PENDING_N" --pending half; }      # half a ClientHello
 
 # --- the shipped defaults ---------------------------------------------------------------------
-wl_access_log() { # mtlsd's shipped `access_log: true` (to a file): compare with handshakes/requests
-    V_ACCESS_LOG=1
-    server_up "$1"
-    loadgen "$1" handshakes --duration "$HS_S" --threads "$HS_THREADS"
-    loadgen "$1" requests --duration "$REQ_S" --connections "$REQ_CONNS"
-    local lines
-    lines=$(wc -l <"$T/mtlsd/access.log" 2>/dev/null || echo 0)
-    ((lines > 0)) || log "WARNING: access_log on, but $T/mtlsd/access.log has no line"
-    server_down
-    rm -f "$T/mtlsd/access.log"
+wl_access_log() { # mtlsd's shipped `access_log: true` (to a file) against the same mtlsd without
+    # it, in adjacent windows ordered off, on, on, off: on this shared VM the throughput drifts by
+    # up to +-30% over minutes, which swamped the ~1% the log costs when the "off" figure came
+    # from the handshakes workload run minutes earlier. The mirrored order cancels a steady drift;
+    # report_rows.py compares the two "on" windows with the two "off" ones (ops per CPU-second).
+    local hs_s req_s step state lines
+    hs_s=$(awk "BEGIN{print $HS_S / 2}") req_s=$(awk "BEGIN{print $REQ_S / 2}")
+    for step in off:1 on:1 on:2 off:2; do
+        state=${step%:*}
+        V_ACCESS_LOG=$([[ $state == on ]] && echo 1 || echo 0)
+        server_up "$1"
+        WORKLOAD=access_log_${state}_${step#*:} loadgen "$1" handshakes --duration "$hs_s" --threads "$HS_THREADS"
+        WORKLOAD=access_log_${state}_${step#*:} loadgen "$1" requests --duration "$req_s" --connections "$REQ_CONNS"
+        if [[ $state == on ]]; then
+            lines=$(wc -l <"$T/mtlsd/access.log" 2>/dev/null || echo 0)
+            ((lines > 0)) || log "WARNING: access_log on, but $T/mtlsd/access.log has no line"
+        fi
+        server_down
+        rm -f "$T/mtlsd/access.log"
+    done
 }
 wl_workers2() { # two workers, not pinned: the load generator shares both cores with them
     V_WORKERS=2
