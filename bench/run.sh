@@ -17,8 +17,11 @@
 #   --results FILE   where the report goes (default bench/RESULTS.md; "" = nowhere)
 #   --out FILE       also write the raw results (one JSON object per line) to FILE
 #   --keep           keep the temporary directory (configs, logs, PKI) and print its path
-#   --profile WL     run workload WL against mtlsd alone under `perf record -g` and write the
-#                    top symbols to bench/profiles/WL.txt (handshakes, requests, idle, ...)
+#   --profile WL     run workload WL under `perf record -g` against mtlsd (or each server of
+#                    --only) and write the time by library and the top symbols to
+#                    bench/profiles/WL.txt (WL-nginx.txt, WL-haproxy.txt for the others); with
+#                    more than one server, WL-compare.md sets their CPU per operation by
+#                    library side by side (bench/profile_compare.py)
 #   --flood          issue 17's measurement instead (bench/lib/flood.sh): one source floods
 #                    a per-source cap while three others keep their rate; mtlsd and nginx
 #   --flood-rate N   flood connections offered per second (default 3000; 0 = unpaced)
@@ -33,14 +36,14 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0 ROUNDS="" WL_LIST="" ONLY="mtlsd,nginx,haproxy" OUT_FILE="" KEEP=0
 RESULTS_MD=$ROOT/bench/RESULTS.md PROFILE="" FLOOD=0 FLOOD_RATE=3000 TICKETS=0 ACCESS_LOG=0
-H2=0
+H2=0 ONLY_GIVEN=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --rounds) ROUNDS=${2:?}; shift ;;
         --workloads) WL_LIST=${2:?}; shift ;;
-        --only) ONLY=${2:?}; shift ;;
+        --only) ONLY=${2:?} ONLY_GIVEN=1; shift ;;
         --results) RESULTS_MD=${2?}; shift ;;
         --out) OUT_FILE=${2:?}; shift ;;
         --keep) KEEP=1 ;;
@@ -135,8 +138,20 @@ run_rounds() {
 }
 
 if [[ -n "$PROFILE" ]]; then
-    variant_reset
-    profile_main "$PROFILE"
+    # --profile alone profiles mtlsd; with --only, each server named
+    [[ $ONLY_GIVEN == 1 ]] || SERVERS=(mtlsd)
+    profiled=()
+    for name in "${SERVERS[@]}"; do
+        variant_reset
+        profile_main "$PROFILE" "$name"
+        profiled+=("$ROOT/bench/profiles/$PROFILE$([[ $name == mtlsd ]] || echo "-$name").txt")
+    done
+    if ((${#profiled[@]} > 1)); then
+        { echo "# bench/run.sh --profile $PROFILE --only $ONLY — CPU per operation by library"
+          echo "# (bench/profile_compare.py; written by the script; do not edit)"; echo
+          "$ROOT/bench/profile_compare.py" "${profiled[@]}"; } >"$ROOT/bench/profiles/$PROFILE-compare.md"
+        cat "$ROOT/bench/profiles/$PROFILE-compare.md"
+    fi
     exit 0
 fi
 if [[ $FLOOD == 1 ]]; then

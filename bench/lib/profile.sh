@@ -1,11 +1,16 @@
 # shellcheck shell=bash
-# bench/lib/profile.sh — sourced by bench/run.sh: --profile WORKLOAD runs one workload against
-# mtlsd alone under `perf record -g` (Debian's linux-perf) and writes the top symbols to
-# bench/profiles/WORKLOAD.txt.
+# bench/lib/profile.sh — sourced by bench/run.sh: --profile WORKLOAD runs one workload under
+# `perf record -g` (Debian's linux-perf) against mtlsd, or against each server named by --only,
+# and writes the time by library and the top symbols to bench/profiles/WORKLOAD.txt (mtlsd) or
+# bench/profiles/WORKLOAD-SERVER.txt (nginx, haproxy). Setting a peer's profile beside mtlsd's
+# shows which share of the time no proxy on the same OpenSSL and kernel can avoid.
 
 PERF_PID=""
-profile_start() { # hook run by server_up: attach perf to the server just started
-    perf record -g -F 999 -p "$SERVER_PID" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
+profile_start() { # hook run by server_up: attach perf to the server just started and its
+    # children (nginx's worker)
+    local pids
+    pids=$(printf '%s\n' "$SERVER_PID" $(pgrep -P "$SERVER_PID") | paste -sd, -)
+    perf record -g -F 999 -p "$pids" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
     PERF_PID=$!
     sleep 0.5   # perf needs a moment to attach; the workload's warm-up covers the rest
 }
@@ -20,23 +25,31 @@ tidy_perf() { # perf report's lines without comments, blank lines and the paddin
     grep -v -e '^#' -e '^[[:space:]]*$' | sed -E 's/[[:space:]]+(-[[:space:]]+-)?[[:space:]]*$//'
 }
 
-profile_main() { # WORKLOAD
-    local wl=$1 out_dir=$ROOT/bench/profiles
+profile_main() { # WORKLOAD SERVER
+    local wl=$1 server=$2 out_dir=$ROOT/bench/profiles
     declare -F "wl_$wl" >/dev/null || die "--profile: no workload $wl (one of: ${WORKLOADS[*]})"
     command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
     mkdir -p "$out_dir"
     local out=$out_dir/$wl.txt
+    [[ $server == mtlsd ]] || out=$out_dir/$wl-$server.txt
     ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop
     ROUND=1 WORKLOAD=$wl
-    log "profile: $wl on mtlsd under perf record -g"
-    "wl_$wl" mtlsd
+    : >"$RESULTS"
+    log "profile: $wl on $server under perf record -g"
+    "wl_$wl" "$server"
     [[ -s "$T/perf.data" ]] || die "perf recorded nothing ($(tail -3 "$T/perf.log"))"
+    local version=$MTLSD_BIN
+    [[ $server == mtlsd ]] || version=$("$server" -v 2>&1 | awk 'NR == 1')
     {
-        echo "# bench/run.sh --profile $wl — written by the script; do not edit"
-        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD))"
+        echo "# bench/run.sh --profile $wl --only $server — written by the script; do not edit"
+        echo "# $(date -u '+%F %T UTC'); $server $version ($(git -C "$ROOT" rev-parse --short HEAD))"
         echo "# $NPROC cores, load average $(cut -d' ' -f1-3 /proc/loadavg); perf record -g -F 999"
         echo "# the workload's loadgen result:"
         sed 's/^/#   /' "$RESULTS"
+        echo
+        echo "## Self time by library (perf report --no-children --sort dso)"
+        perf report -i "$T/perf.data" --stdio --no-children --sort dso -g none \
+            --percent-limit 0.3 2>/dev/null | tidy_perf | sed -n 1,20p
         echo
         echo "## Self time by symbol (perf report --no-children --sort dso,symbol)"
         perf report -i "$T/perf.data" --stdio --no-children --sort dso,symbol -g none \
