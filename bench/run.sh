@@ -6,7 +6,8 @@
 #
 #   bench/run.sh [--quick] [--rounds N] [--workloads LIST] [--only LIST] [--results FILE]
 #                [--out FILE] [--keep]
-#   bench/run.sh --profile WORKLOAD [--quick]
+#   bench/run.sh --profile WORKLOAD [--quick] [--only LIST]
+#   bench/run.sh --syscalls WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
 #   --quick          short windows, small scale, 1 round: ~2.5 minutes on a quiet machine (the
@@ -22,6 +23,8 @@
 #                    bench/profiles/WL.txt (WL-nginx.txt, WL-haproxy.txt for the others); with
 #                    more than one server, WL-compare.md sets their CPU per operation by
 #                    library side by side (bench/profile_compare.py)
+#   --syscalls WL    count the system calls per operation of workload WL on each server of
+#                    --only (perf stat) -> bench/profiles/WL-syscalls.md
 #   --flood          issue 17's measurement instead (bench/lib/flood.sh): one source floods
 #                    a per-source cap while three others keep their rate; mtlsd and nginx
 #   --flood-rate N   flood connections offered per second (default 3000; 0 = unpaced)
@@ -36,7 +39,7 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0 ROUNDS="" WL_LIST="" ONLY="mtlsd,nginx,haproxy" OUT_FILE="" KEEP=0
 RESULTS_MD=$ROOT/bench/RESULTS.md PROFILE="" FLOOD=0 FLOOD_RATE=3000 TICKETS=0 ACCESS_LOG=0
-H2=0 ONLY_GIVEN=0
+H2=0 ONLY_GIVEN=0 SYSCALLS=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -48,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT_FILE=${2:?}; shift ;;
         --keep) KEEP=1 ;;
         --profile) PROFILE=${2:?}; shift ;;
+        --syscalls) SYSCALLS=${2:?}; shift ;;
         --flood) FLOOD=1 ;;
         --flood-rate) FLOOD_RATE=${2:?}; shift ;;
         --h2) H2=1 ;;
@@ -137,6 +141,10 @@ run_rounds() {
     done
 }
 
+if [[ -n "$SYSCALLS" ]]; then
+    syscalls_main "$SYSCALLS" "${SERVERS[@]}"
+    exit 0
+fi
 if [[ -n "$PROFILE" ]]; then
     # --profile alone profiles mtlsd; with --only, each server named
     [[ $ONLY_GIVEN == 1 ]] || SERVERS=(mtlsd)

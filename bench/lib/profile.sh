@@ -4,13 +4,20 @@
 # and writes the time by library and the top symbols to bench/profiles/WORKLOAD.txt (mtlsd) or
 # bench/profiles/WORKLOAD-SERVER.txt (nginx, haproxy). Setting a peer's profile beside mtlsd's
 # shows which share of the time no proxy on the same OpenSSL and kernel can avoid.
+# --syscalls WORKLOAD counts the system calls instead (`perf stat`, every syscalls:sys_enter_*
+# tracepoint) and writes bench/profiles/WORKLOAD-syscalls.md: calls per operation by name, one
+# column per server. Counts, unlike CPU time, do not drift with the machine's load.
 
-PERF_PID=""
+PERF_PID="" PROFILE_KIND=record
 profile_start() { # hook run by server_up: attach perf to the server just started and its
     # children (nginx's worker)
     local pids
     pids=$(printf '%s\n' "$SERVER_PID" $(pgrep -P "$SERVER_PID") | paste -sd, -)
-    perf record -g -F 999 -p "$pids" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
+    if [[ $PROFILE_KIND == syscalls ]]; then
+        perf stat -e 'syscalls:sys_enter_*' -x, -p "$pids" -o "$T/perf.stat" >"$T/perf.log" 2>&1 &
+    else
+        perf record -g -F 999 -p "$pids" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
+    fi
     PERF_PID=$!
     sleep 0.5   # perf needs a moment to attach; the workload's warm-up covers the rest
 }
@@ -60,4 +67,33 @@ profile_main() { # WORKLOAD SERVER
             --percent-limit 2 2>/dev/null | tidy_perf | sed -n 1,50p
     } >"$out"
     log "profile written to ${out#"$ROOT"/}"
+}
+
+syscalls_main() { # WORKLOAD SERVER...: syscalls per operation, one column per server
+    local wl=$1 server out=$ROOT/bench/profiles/$1-syscalls.md counts=()
+    shift
+    declare -F "wl_$wl" >/dev/null || die "--syscalls: no workload $wl (one of: ${WORKLOADS[*]})"
+    command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
+    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=syscalls
+    # No warm-up: perf counts from the server's start, so every operation must be in the count.
+    WARMUP=0 ROUND=1 WORKLOAD=$wl
+    for server in "$@"; do
+        variant_reset
+        : >"$RESULTS"
+        log "syscalls: $wl on $server under perf stat"
+        "wl_$wl" "$server"
+        [[ -s "$T/perf.stat" ]] || die "perf counted nothing ($(tail -3 "$T/perf.log"))"
+        cp "$T/perf.stat" "$T/$server.stat"
+        cp "$RESULTS" "$T/$server.json"
+        counts+=("$server" "$T/$server.stat" "$T/$server.json")
+    done
+    mkdir -p "$(dirname "$out")"
+    {
+        echo "# bench/run.sh --syscalls $wl --only $(IFS=,; echo "$*") — written by the script; do not edit"
+        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); $NPROC cores"
+        echo
+        "$ROOT/bench/syscalls_table.py" "${counts[@]}"
+    } >"$out"
+    cat "$out"
+    log "syscall counts written to ${out#"$ROOT"/}"
 }
