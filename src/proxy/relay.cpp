@@ -9,6 +9,7 @@
 #include <boost/asio/write.hpp>
 #include <tuple>
 
+#include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/proxy/buffer_pool.hpp"
 
 namespace mtlsd::proxy {
@@ -204,15 +205,19 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   // incomplete record: its rest must be waited for, or this loop would spin without yielding
   // and hold the worker thread for as long as the peer keeps the record unfinished.
   bool wait_for_socket = !st.tls.has_pending();
+  bool drained = false;  // the last read would block: the cheaper wait applies (net/edge_wait)
   for (;;) {
     if (st.stopping) co_return;
     // Wait without a buffer: an idle connection holds none.
     if (wait_for_socket) {
-      auto [ec] =
-          co_await st.tls_socket.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+      auto [ec] = drained ? co_await net::async_wait_after_would_block(
+                                st.tls_socket, stream_socket::wait_read, as_tuple(use_awaitable))
+                          : co_await st.tls_socket.async_wait(stream_socket::wait_read,
+                                                              as_tuple(use_awaitable));
       if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
     wait_for_socket = true;
+    drained = false;
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       auto [ec, n, wants] = st.tls.read_now(buf.buffer());
@@ -221,6 +226,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (st.stopping) co_return;
       if (ec == asio::error::would_block) {
         wait_for_socket = true;
+        drained = wants == tls_stream::want::read;
         break;
       }
       wait_for_socket = !st.tls.has_pending();
@@ -245,17 +251,24 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
 
 asio::awaitable<void> plain_to_tls(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
+  bool drained = false;  // the last read would block: the cheaper wait applies (net/edge_wait)
   for (;;) {
     if (st.stopping) co_return;
     auto [wait_ec] =
-        co_await st.plain.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+        drained ? co_await net::async_wait_after_would_block(st.plain, stream_socket::wait_read,
+                                                             as_tuple(use_awaitable))
+                : co_await st.plain.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
     if (wait_ec || st.stopping)
       co_return st.fail("waiting for plaintext peer", wait_ec, relay_end::plain_peer);
+    drained = false;
     pooled_buffer buf;
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       error_code ec;
       std::size_t n = st.plain.read_some(buf.buffer(), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        drained = true;
+        break;
+      }
       if (ec == asio::error::eof) {
         // close_notify, then FIN: clients that only watch TCP see the end too. The TLS peer
         // may still send; the other pump keeps reading.

@@ -8,6 +8,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 
+#include "mtlsd/net/edge_wait.hpp"
+
 namespace mtlsd::proxy {
 
 using asio::as_tuple;
@@ -140,8 +142,9 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
     if (a.wants == want::nothing) co_return std::pair{a.ec, a.n};
     if (!(a.wants == want::read ? wait_for_input : wait_for_output))
       co_return std::pair{a.ec, std::size_t{0}};
-    auto [ec] = co_await sock_.async_wait(
-        a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
+    // OpenSSL asks to wait only after its read or write on the socket would block.
+    auto [ec] = co_await net::async_wait_after_would_block(
+        sock_, a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
         as_tuple(use_awaitable));
     if (ec) co_return std::pair{ec, std::size_t{0}};
   }

@@ -1,0 +1,157 @@
+#pragma once
+// Waiting for a socket right after a read or write on it would block, without the epoll_ctl that
+// Asio's async_wait makes on every call.
+//
+// Asio registers each socket with epoll once, edge-triggered. Its async_wait cannot know whether
+// the edge it should wait for was already consumed (reported by epoll while nobody waited), so it
+// re-arms the registration (EPOLL_CTL_MOD, which also re-reports a ready socket) every time: one
+// syscall per wait, two per request in HTTP mode (bench/run.sh --syscalls http). nginx, also
+// edge-triggered, makes none: it knows that a socket whose read just returned EAGAIN will raise a
+// new edge when data comes. So does a caller of this function.
+//
+// How: a reactor operation of our own, queued like Asio's reads, which may try an operation at
+// once ("speculatively") instead of re-arming. Asio tries at once only when epoll reported an
+// event for that direction since this socket's last such operation completed. Ours does no I/O:
+// tried at once it completes at once (the event may be for data the caller has not read: it
+// reads again, and meets EAGAIN again at worst), queued it completes at the next event. Either
+// way it tells Asio the direction is exhausted, so the next wait queues without trying.
+//
+// Precondition, which the caller keeps: since the last wait on this socket and direction
+// completed, the caller's own read (or write) on it returned EAGAIN (OpenSSL's WANT_READ /
+// WANT_WRITE from a socket BIO qualifies). A caller that stopped reading with data left (a turn
+// limit, backpressure) must use the socket's own async_wait: data that is already there raises no
+// new edge, and this wait would sleep until more comes.
+//
+// Asio's reactor internals differ between versions; this relies on Boost 1.81's (Debian 12) and
+// falls back to async_wait on any other version, so a Boost upgrade costs a syscall, never a hang.
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/basic_socket.hpp>
+#include <boost/asio/socket_base.hpp>
+#include <boost/version.hpp>
+#include <memory>
+#include <utility>
+
+#if BOOST_VERSION == 108100 && defined(__linux__)
+#define MTLSD_EDGE_WAIT 1
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/detail/bind_handler.hpp>
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
+#else
+#define MTLSD_EDGE_WAIT 0
+#endif
+
+namespace mtlsd::net {
+
+#if MTLSD_EDGE_WAIT
+namespace edge_wait_detail {
+
+namespace ad = boost::asio::detail;
+
+// A wait that does no I/O: done whenever the reactor asks (see the file comment), always
+// "exhausted" so the reactor does not try the next one at once.
+template <typename Handler, typename IoExecutor>
+class wait_op : public ad::reactor_op {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(wait_op);
+
+  wait_op(const boost::system::error_code& success_ec, Handler& handler, const IoExecutor& io_ex)
+      : reactor_op(success_ec, &wait_op::do_perform, &wait_op::do_complete),
+        handler_(std::move(handler)),
+        work_(handler_, io_ex) {}
+
+  static status do_perform(reactor_op*) { return done_and_exhausted; }
+
+  // As Asio's reactive_wait_op: free the operation before the upcall, which may start the next.
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
+                          std::size_t) {
+    auto* o = static_cast<wait_op*>(base);
+    ptr p = {std::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    ad::binder1<Handler, boost::system::error_code> handler(o->handler_, o->ec_);
+    p.h = std::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+ private:
+  Handler handler_;
+  ad::handler_work<Handler, IoExecutor> work_;
+};
+
+// Per-operation cancellation (awaitable operators, parallel groups), as Asio's own socket waits.
+class cancellation {
+ public:
+  cancellation(ad::reactor* r, ad::reactor::per_descriptor_data* d, int fd, int op_type)
+      : reactor_(r), data_(d), fd_(fd), op_type_(op_type) {}
+  void operator()(boost::asio::cancellation_type_t type) {
+    using boost::asio::cancellation_type;
+    if (!!(type &
+           (cancellation_type::terminal | cancellation_type::partial | cancellation_type::total)))
+      reactor_->cancel_ops_by_key(fd_, *data_, op_type_, this);
+  }
+
+ private:
+  ad::reactor* reactor_;
+  ad::reactor::per_descriptor_data* data_;
+  int fd_;
+  int op_type_;
+};
+
+// The socket's implementation (descriptor and reactor registration), which basic_socket keeps
+// protected: a pointer to the member, taken from a derived class, reads it legally.
+template <typename Socket>
+struct internals : Socket {
+  static auto& of(Socket& s) { return (s.*(&internals::impl_)).get_implementation(); }
+};
+
+template <typename Socket, typename Handler>
+void start(Socket& socket, boost::asio::socket_base::wait_type direction, Handler handler) {
+  using executor_type = typename Socket::executor_type;
+  using op = wait_op<Handler, executor_type>;
+  auto& impl = internals<Socket>::of(socket);
+  auto& reactor = boost::asio::use_service<ad::reactor>(
+      boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+  const int op_type = direction == boost::asio::socket_base::wait_write ? ad::reactor::write_op
+                                                                        : ad::reactor::read_op;
+  const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+  auto slot = boost::asio::get_associated_cancellation_slot(handler);
+  typename op::ptr p = {std::addressof(handler), op::ptr::allocate(handler), nullptr};
+  p.p = new (p.v) op(boost::system::error_code(), handler, socket.get_executor());
+  if (slot.is_connected())
+    p.p->cancellation_key_ =
+        &slot.template emplace<cancellation>(&reactor, &impl.reactor_data_, impl.socket_, op_type);
+  reactor.start_op(op_type, impl.socket_, impl.reactor_data_, p.p, is_continuation,
+                   /*allow_speculative=*/true);
+  p.v = p.p = nullptr;
+}
+
+}  // namespace edge_wait_detail
+#endif
+
+// Completes (with an error_code) when `socket` is ready in `direction` again. See the file
+// comment for the precondition; without it, use socket.async_wait.
+template <typename Socket, typename CompletionToken>
+auto async_wait_after_would_block(Socket& socket, boost::asio::socket_base::wait_type direction,
+                                  CompletionToken&& token) {
+#if MTLSD_EDGE_WAIT
+  return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+      [&socket, direction](auto handler) {
+        edge_wait_detail::start(socket, direction, std::move(handler));
+      },
+      token);
+#else
+  return socket.async_wait(direction, std::forward<CompletionToken>(token));
+#endif
+}
+
+}  // namespace mtlsd::net
