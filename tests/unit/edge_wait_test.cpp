@@ -1,0 +1,177 @@
+// net::async_wait_after_would_block on a real socket pair in a real io_context: it completes when
+// data arrives after EAGAIN, sleeps after the data is read, completes at once when epoll reported
+// data before the wait began, and is cancelled the ways Asio's own waits are. (The epoll_ctl it
+// saves is counted by bench/run.sh --syscalls, not here.)
+#include "mtlsd/net/edge_wait.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <optional>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+using socket_type = asio::generic::stream_protocol::socket;
+
+struct EdgeWait : ::testing::Test {
+  asio::io_context ioc{1};
+  socket_type near{ioc};
+  int far = -1;
+
+  void SetUp() override {
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    near.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+    near.non_blocking(true);
+    far = fds[1];
+    SetUpWait();
+  }
+  void TearDown() override {
+    if (far >= 0) ::close(far);
+  }
+
+  // A socket new to the reactor counts as having had an event (Asio cannot know what it missed
+  // before registration): its first wait completes at once. Consume that one.
+  void SetUpWait() {
+    std::optional<error_code> first;
+    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
+                                             [&](error_code ec) { first = ec; });
+    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_write, [](error_code) {});
+    ioc.poll();
+    ioc.restart();
+    ASSERT_TRUE(first);
+  }
+
+  // Reads until the socket would block, as the precondition asks.
+  void drain() {
+    char buf[256];
+    error_code ec;
+    while (!ec)
+      near.read_some(asio::buffer(buf), ec);
+    ASSERT_EQ(ec, asio::error::would_block);
+  }
+  void send_from_far() { ASSERT_EQ(::write(far, "x", 1), 1); }
+};
+
+TEST_F(EdgeWait, FirstWaitOnANewSocketCompletesAtOnce) {
+  socket_type fresh(ioc);
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  fresh.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+  ::close(fds[1]);
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(fresh, socket_type::wait_read,
+                                           [&](error_code ec) { done = ec; });
+  ioc.poll();
+  EXPECT_TRUE(done) << "the caller reads again and finds out";
+}
+
+TEST_F(EdgeWait, CompletesWhenDataArrivesAfterWouldBlock) {
+  drain();
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
+                                           [&](error_code ec) { done = ec; });
+  ioc.poll();
+  EXPECT_FALSE(done) << "nothing to read yet";
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(*done);
+}
+
+TEST_F(EdgeWait, SecondWaitAfterDrainingSleepsUntilMoreData) {
+  drain();
+  int completed = 0;
+  auto wait = [&] {
+    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
+                                             [&](error_code ec) { completed += ec ? 100 : 1; });
+  };
+  wait();
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  ASSERT_EQ(completed, 1);
+  ioc.restart();  // it ran out of work
+  drain();
+  wait();
+  ioc.poll();
+  EXPECT_EQ(completed, 1) << "the data was read: no new edge, no completion";
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  EXPECT_EQ(completed, 2);
+}
+
+TEST_F(EdgeWait, CompletesAtOnceWhenEpollReportedDataBeforeTheWait) {
+  drain();
+  // Data arrives and epoll reports it while nobody waits (another operation keeps the loop
+  // turning): that edge is gone, so the wait must not sleep on it.
+  send_from_far();
+  asio::steady_timer turn(ioc, std::chrono::milliseconds(1));
+  turn.async_wait([](error_code) {});
+  ioc.run();
+  ioc.restart();
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
+                                           [&](error_code ec) { done = ec; });
+  ioc.poll();
+  ASSERT_TRUE(done) << "a wait after an unseen event would sleep until more data";
+  EXPECT_FALSE(*done);
+}
+
+TEST_F(EdgeWait, SocketCancelEndsTheWait) {
+  drain();
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
+                                           [&](error_code ec) { done = ec; });
+  ioc.poll();
+  near.cancel();
+  ioc.poll();
+  ASSERT_TRUE(done);
+  EXPECT_EQ(*done, asio::error::operation_aborted);
+}
+
+TEST_F(EdgeWait, PerOperationCancellationEndsTheWait) {
+  drain();
+  asio::cancellation_signal signal;
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(
+      near, socket_type::wait_read,
+      asio::bind_cancellation_slot(signal.slot(), [&](error_code ec) { done = ec; }));
+  ioc.poll();
+  EXPECT_FALSE(done);
+  signal.emit(asio::cancellation_type::terminal);
+  ioc.poll();
+  ASSERT_TRUE(done);
+  EXPECT_EQ(*done, asio::error::operation_aborted);
+}
+
+TEST_F(EdgeWait, WaitsForWritableAfterAWriteWouldBlock) {
+  // Fill the socket until a write would block, then free room from the far side.
+  std::vector<char> chunk(65536, 'y');
+  error_code ec;
+  while (!ec)
+    near.write_some(asio::buffer(chunk), ec);
+  ASSERT_EQ(ec, asio::error::would_block);
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_write,
+                                           [&](error_code e) { done = e; });
+  ioc.poll();
+  EXPECT_FALSE(done);
+  std::vector<char> sink(1 << 20);
+  while (::recv(far, sink.data(), sink.size(), MSG_DONTWAIT) > 0) {
+  }
+  ioc.run_one_for(std::chrono::seconds(5));
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(*done);
+}
+
+}  // namespace
