@@ -66,6 +66,17 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       response_started_ = true;
       set_status(static_cast<int>(status));
     }
+    // The whole body already read (a small response comes in one segment with its head): head
+    // and body leave together (tls_side::hold).
+    const auto length = res.content_length();
+    const bool body_buffered = !interim && status != 101 && !res.is_done() && length &&
+                               from_upstream_.buf.size() >= *length &&
+                               *length <= response_chunk_.size();
+    if (body_buffered) client_.hold();
+    struct drop_on_exit {  // every early return below: nothing stays held for the next write
+      tls_side& side;
+      ~drop_on_exit() { side.drop_held(); }
+    } held_guard{client_};
     if (auto ec = co_await write_ready(client_, sr, response_scratch_, true); ec || stopped_) {
       end_ = true;
       if (cancelled(ec) || stopped_) co_return;
@@ -92,6 +103,13 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
         fail("writing the response to the client: " + out.ec.message());
         co_return stop_exchange();
       }
+    }
+    if (auto ec = co_await client_.release(); ec || stopped_) {
+      end_ = true;
+      if (cancelled(ec) || stopped_) co_return;
+      result_.ended_by(relay_end::tls_peer);
+      fail("writing the response to the client: " + ec.message());
+      co_return stop_exchange();
     }
     response_keep_alive_ = res.keep_alive();
     if (!request_done_) {
