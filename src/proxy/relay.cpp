@@ -210,7 +210,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
     if (st.stopping) co_return;
     // Wait without a buffer: an idle connection holds none.
     if (wait_for_socket) {
-      auto [ec] = drained ? co_await net::async_wait_after_would_block(
+      auto [ec] = drained ? co_await net::async_wait_drained(
                                 st.tls_socket, stream_socket::wait_read, as_tuple(use_awaitable))
                           : co_await st.tls_socket.async_wait(stream_socket::wait_read,
                                                               as_tuple(use_awaitable));
@@ -255,7 +255,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
   for (;;) {
     if (st.stopping) co_return;
     auto [wait_ec] =
-        drained ? co_await net::async_wait_after_would_block(st.plain, stream_socket::wait_read,
+        drained ? co_await net::async_wait_drained(st.plain, stream_socket::wait_read,
                                                              as_tuple(use_awaitable))
                 : co_await st.plain.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
     if (wait_ec || st.stopping)

@@ -143,7 +143,7 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
     if (!(a.wants == want::read ? wait_for_input : wait_for_output))
       co_return std::pair{a.ec, std::size_t{0}};
     // OpenSSL asks to wait only after its read or write on the socket would block.
-    auto [ec] = co_await net::async_wait_after_would_block(
+    auto [ec] = co_await net::async_wait_drained(
         sock_, a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
         as_tuple(use_awaitable));
     if (ec) co_return std::pair{ec, std::size_t{0}};

@@ -1,7 +1,8 @@
-// net::async_wait_after_would_block on a real socket pair in a real io_context: it completes when
-// data arrives after EAGAIN, sleeps after the data is read, completes at once when epoll reported
-// data before the wait began, and is cancelled the ways Asio's own waits are. (The epoll_ctl it
-// saves is counted by bench/run.sh --syscalls, not here.)
+// net::async_wait_drained on a real socket pair in a real io_context: after the caller found the
+// socket empty (EAGAIN, or a short read), it sleeps until data comes — also on a socket new to
+// the reactor, and after epoll reported earlier data that the caller has read — and it is
+// cancelled the ways Asio's own waits are. (The epoll_ctl it saves is counted by
+// bench/run.sh --syscalls, not here.)
 #include "mtlsd/net/edge_wait.hpp"
 
 #include <gtest/gtest.h>
@@ -34,22 +35,9 @@ struct EdgeWait : ::testing::Test {
     near.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
     near.non_blocking(true);
     far = fds[1];
-    SetUpWait();
   }
   void TearDown() override {
     if (far >= 0) ::close(far);
-  }
-
-  // A socket new to the reactor counts as having had an event (Asio cannot know what it missed
-  // before registration): its first wait completes at once. Consume that one.
-  void SetUpWait() {
-    std::optional<error_code> first;
-    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
-                                             [&](error_code ec) { first = ec; });
-    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_write, [](error_code) {});
-    ioc.poll();
-    ioc.restart();
-    ASSERT_TRUE(first);
   }
 
   // Reads until the socket would block, as the precondition asks.
@@ -63,24 +51,10 @@ struct EdgeWait : ::testing::Test {
   void send_from_far() { ASSERT_EQ(::write(far, "x", 1), 1); }
 };
 
-TEST_F(EdgeWait, FirstWaitOnANewSocketCompletesAtOnce) {
-  socket_type fresh(ioc);
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  fresh.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
-  ::close(fds[1]);
-  std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(fresh, socket_type::wait_read,
-                                           [&](error_code ec) { done = ec; });
-  ioc.poll();
-  EXPECT_TRUE(done) << "the caller reads again and finds out";
-}
-
 TEST_F(EdgeWait, CompletesWhenDataArrivesAfterWouldBlock) {
   drain();
   std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
-                                           [&](error_code ec) { done = ec; });
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read, [&](error_code ec) { done = ec; });
   ioc.poll();
   EXPECT_FALSE(done) << "nothing to read yet";
   send_from_far();
@@ -93,8 +67,8 @@ TEST_F(EdgeWait, SecondWaitAfterDrainingSleepsUntilMoreData) {
   drain();
   int completed = 0;
   auto wait = [&] {
-    mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
-                                             [&](error_code ec) { completed += ec ? 100 : 1; });
+    mtlsd::net::async_wait_drained(near, socket_type::wait_read,
+                                   [&](error_code ec) { completed += ec ? 100 : 1; });
   };
   wait();
   send_from_far();
@@ -110,28 +84,44 @@ TEST_F(EdgeWait, SecondWaitAfterDrainingSleepsUntilMoreData) {
   EXPECT_EQ(completed, 2);
 }
 
-TEST_F(EdgeWait, CompletesAtOnceWhenEpollReportedDataBeforeTheWait) {
-  drain();
-  // Data arrives and epoll reports it while nobody waits (another operation keeps the loop
-  // turning): that edge is gone, so the wait must not sleep on it.
+TEST_F(EdgeWait, SleepsAfterEpollReportedDataTheCallerHasRead) {
+  // Data comes and epoll reports it while nobody waits (a timer keeps the loop turning): the
+  // reactor then offers the next operation a try at once, which the wait declines.
   send_from_far();
   asio::steady_timer turn(ioc, std::chrono::milliseconds(1));
   turn.async_wait([](error_code) {});
   ioc.run();
   ioc.restart();
+  drain();
   std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
-                                           [&](error_code ec) { done = ec; });
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read, [&](error_code ec) { done = ec; });
   ioc.poll();
-  ASSERT_TRUE(done) << "a wait after an unseen event would sleep until more data";
+  EXPECT_FALSE(done) << "the data was read: nothing to wake for";
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(*done);
+}
+
+TEST_F(EdgeWait, AShortReadCountsAsEmpty) {
+  ASSERT_EQ(::write(far, "0123456789", 10), 10);
+  char buf[256];
+  error_code ec;
+  ASSERT_EQ(near.read_some(asio::buffer(buf), ec), 10u) << "short: the receive queue is empty";
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read, [&](error_code e) { done = e; });
+  ioc.poll();
+  EXPECT_FALSE(done);
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  ASSERT_TRUE(done);
   EXPECT_FALSE(*done);
 }
 
 TEST_F(EdgeWait, SocketCancelEndsTheWait) {
   drain();
   std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_read,
-                                           [&](error_code ec) { done = ec; });
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read, [&](error_code ec) { done = ec; });
   ioc.poll();
   near.cancel();
   ioc.poll();
@@ -143,7 +133,7 @@ TEST_F(EdgeWait, PerOperationCancellationEndsTheWait) {
   drain();
   asio::cancellation_signal signal;
   std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(
+  mtlsd::net::async_wait_drained(
       near, socket_type::wait_read,
       asio::bind_cancellation_slot(signal.slot(), [&](error_code ec) { done = ec; }));
   ioc.poll();
@@ -162,8 +152,7 @@ TEST_F(EdgeWait, WaitsForWritableAfterAWriteWouldBlock) {
     near.write_some(asio::buffer(chunk), ec);
   ASSERT_EQ(ec, asio::error::would_block);
   std::optional<error_code> done;
-  mtlsd::net::async_wait_after_would_block(near, socket_type::wait_write,
-                                           [&](error_code e) { done = e; });
+  mtlsd::net::async_wait_drained(near, socket_type::wait_write, [&](error_code e) { done = e; });
   ioc.poll();
   EXPECT_FALSE(done);
   std::vector<char> sink(1 << 20);

@@ -1,26 +1,27 @@
 #pragma once
-// Waiting for a socket right after a read or write on it would block, without the epoll_ctl that
+// Waiting for a socket that the caller has just found empty (or full), without the epoll_ctl that
 // Asio's async_wait makes on every call.
 //
 // Asio registers each socket with epoll once, edge-triggered. Its async_wait cannot know whether
 // the edge it should wait for was already consumed (reported by epoll while nobody waited), so it
 // re-arms the registration (EPOLL_CTL_MOD, which also re-reports a ready socket) every time: one
 // syscall per wait, two per request in HTTP mode (bench/run.sh --syscalls http). nginx, also
-// edge-triggered, makes none: it knows that a socket whose read just returned EAGAIN will raise a
-// new edge when data comes. So does a caller of this function.
+// edge-triggered, makes none: it knows that a socket it has just emptied raises a new edge when
+// data comes. So does a caller of this function.
 //
-// How: a reactor operation of our own, queued like Asio's reads, which may try an operation at
-// once ("speculatively") instead of re-arming. Asio tries at once only when epoll reported an
-// event for that direction since this socket's last such operation completed. Ours does no I/O:
-// tried at once it completes at once (the event may be for data the caller has not read: it
-// reads again, and meets EAGAIN again at worst), queued it completes at the next event. Either
-// way it tells Asio the direction is exhausted, so the next wait queues without trying.
+// How: a reactor operation of our own, queued like Asio's reads, which does no I/O. Asio offers a
+// new operation a try at once ("speculative") when epoll reported an event since the last one;
+// ours declines it and is queued (no syscall), then completes at the next event for its
+// direction, telling Asio that direction is exhausted.
 //
-// Precondition, which the caller keeps: since the last wait on this socket and direction
-// completed, the caller's own read (or write) on it returned EAGAIN (OpenSSL's WANT_READ /
-// WANT_WRITE from a socket BIO qualifies). A caller that stopped reading with data left (a turn
-// limit, backpressure) must use the socket's own async_wait: data that is already there raises no
-// new edge, and this wait would sleep until more comes.
+// Precondition, which the caller keeps: its last read on the socket found it empty — EAGAIN
+// (OpenSSL's WANT_READ from a socket BIO), or a short read from a stream socket, which empties
+// the receive queue — (for a write wait: its last write would block), AND it has not yielded to
+// the event loop since. The worker's io_context runs on one thread, so no epoll_wait can consume
+// the edge of data that came after that read before this wait is queued: the edge is still to
+// be reported. A caller that yielded in between (a write that waited, a turn through the
+// scheduler), or that stopped reading with data left, must use the socket's own async_wait: data
+// that is already there raises no new edge, and this wait would sleep until more comes.
 //
 // Asio's reactor internals differ between versions; this relies on Boost 1.81's (Debian 12) and
 // falls back to async_wait on any other version, so a Boost upgrade costs a syscall, never a hang.
@@ -54,8 +55,8 @@ namespace edge_wait_detail {
 
 namespace ad = boost::asio::detail;
 
-// A wait that does no I/O: done whenever the reactor asks (see the file comment), always
-// "exhausted" so the reactor does not try the next one at once.
+// A wait that does no I/O: declines the reactor's try at once (see the file comment); done, and
+// the direction "exhausted", when the reactor performs it on an event.
 template <typename Handler, typename IoExecutor>
 class wait_op : public ad::reactor_op {
  public:
@@ -66,7 +67,12 @@ class wait_op : public ad::reactor_op {
         handler_(std::move(handler)),
         work_(handler_, io_ex) {}
 
-  static status do_perform(reactor_op*) { return done_and_exhausted; }
+  static status do_perform(reactor_op* base) {
+    return static_cast<wait_op*>(base)->queued_ ? done_and_exhausted : not_done;
+  }
+
+  // Set once the reactor has the operation: a perform() before that is the try at once.
+  bool queued_ = false;
 
   // As Asio's reactive_wait_op: free the operation before the upcall, which may start the next.
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
@@ -130,8 +136,13 @@ void start(Socket& socket, boost::asio::socket_base::wait_type direction, Handle
   if (slot.is_connected())
     p.p->cancellation_key_ =
         &slot.template emplace<cancellation>(&reactor, &impl.reactor_data_, impl.socket_, op_type);
+  // Speculative, so that Asio neither re-arms (it does for a non-speculative read) nor tries I/O
+  // (ours declines). Single-threaded: the operation cannot run before queued_ is set below; when
+  // start_op posted it at once instead (descriptor closed), it completes with its error.
+  op* started = p.p;
   reactor.start_op(op_type, impl.socket_, impl.reactor_data_, p.p, is_continuation,
                    /*allow_speculative=*/true);
+  started->queued_ = true;
   p.v = p.p = nullptr;
 }
 
@@ -141,8 +152,8 @@ void start(Socket& socket, boost::asio::socket_base::wait_type direction, Handle
 // Completes (with an error_code) when `socket` is ready in `direction` again. See the file
 // comment for the precondition; without it, use socket.async_wait.
 template <typename Socket, typename CompletionToken>
-auto async_wait_after_would_block(Socket& socket, boost::asio::socket_base::wait_type direction,
-                                  CompletionToken&& token) {
+auto async_wait_drained(Socket& socket, boost::asio::socket_base::wait_type direction,
+                        CompletionToken&& token) {
 #if MTLSD_EDGE_WAIT
   return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
       [&socket, direction](auto handler) {
