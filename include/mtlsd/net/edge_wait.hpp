@@ -15,8 +15,9 @@
 // direction, telling Asio that direction is exhausted.
 //
 // Precondition, which the caller keeps: its last read on the socket found it empty — EAGAIN
-// (OpenSSL's WANT_READ from a socket BIO), or a short read from a stream socket, which empties
-// the receive queue — (for a write wait: its last write would block), AND it has not yielded to
+// (OpenSSL's WANT_READ from a socket BIO); a short read is not enough: a FIN queued with the last
+// bytes raises no edge of its own, so the wait would sleep until the idle timeout — (for a write
+// wait: its last write would block), AND it has not yielded to
 // the event loop since. The worker's io_context runs on one thread, so no epoll_wait can consume
 // the edge of data that came after that read before this wait is queued: the edge is still to
 // be reported. A caller that yielded in between (a write that waited, a turn through the
