@@ -64,8 +64,8 @@ std::string remote_address(const stream_socket& s) {
   return ec ? std::string() : format_endpoint(ep);
 }
 
-void set_nodelay(stream_socket& s) {
-  int family = s.local_endpoint().data()->sa_family;
+void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
+  const int family = either_end.data()->sa_family;
   if (family != AF_INET && family != AF_INET6) return;
   int one = 1;
   ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -243,7 +243,6 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
                  "upstream: " + (why.empty() ? ec.message() : why + ": " + ec.message()));
       co_return;
     }
-    set_nodelay(*sock);
   }
   if (s->closed || stopped_) co_return;
   busy_[s.get()] = sock.get();

@@ -21,7 +21,7 @@ using asio::use_awaitable;
 
 // A connection refused at accept, before any TLS work: no alert is possible before a
 // handshake, so it is closed, logged and counted with its reason.
-void refuse_at_accept(stream_socket& sock, const listener_slot& slot,
+void refuse_at_accept(stream_socket& sock, const stream_endpoint& remote, const listener_slot& slot,
                       const runtime::listener_runtime& listener, reason why, std::string detail) {
   if (auto* m = listener.metrics) {
     m->rejected->Increment();
@@ -32,7 +32,7 @@ void refuse_at_accept(stream_socket& sock, const listener_slot& slot,
   rec.conn_id = detail::new_conn_id();
   rec.start = log::format_rfc3339(start, std::chrono::system_clock::now(), true);
   rec.listener = slot.name;
-  rec.client = remote_address(sock);
+  rec.client = format_endpoint(remote);
   rec.result = "rejected";
   rec.reason = to_string(why);
   rec.termination =
@@ -46,8 +46,10 @@ void refuse_at_accept(stream_socket& sock, const listener_slot& slot,
 // Starts a session for an accepted connection, or refuses it: over max_connections, and (on a
 // listener without accept_proxy_protocol, where the socket's address is the client's) by the
 // admission checks; with accept_proxy_protocol, a peer outside trusted_sources.
-void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
-           session_registry& registry, const asio::any_io_executor& ex) {
+// `remote`: the peer's address, from accept itself (no getpeername).
+void admit(stream_socket sock, const stream_endpoint& remote,
+           const std::shared_ptr<listener_slot>& slot, session_registry& registry,
+           const asio::any_io_executor& ex) {
   auto listener = slot->current.load();
   auto* m = listener->metrics;
   const auto& cfg = listener->cfg;
@@ -56,7 +58,7 @@ void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
     // retries elsewhere.
     slot->active.fetch_sub(1);
     if (m) m->over_limit->Increment();
-    refuse_at_accept(sock, *slot, *listener, reason::over_capacity,
+    refuse_at_accept(sock, remote, *slot, *listener, reason::over_capacity,
                      "max_connections (" + std::to_string(cfg.max_connections) + ") reached");
     return;
   }
@@ -66,25 +68,23 @@ void admit(stream_socket sock, const std::shared_ptr<listener_slot>& slot,
       if (s) s->active.fetch_sub(1);
     }
   } place{slot.get()};
-  error_code ec;
-  const auto remote = sock.remote_endpoint(ec);
-  const auto source = ec ? std::nullopt : ip_of(remote.data());
+  const auto source = ip_of(remote.data());
   admission_ticket ticket(slot->admission);
   if (cfg.accept_proxy_protocol.enabled) {
     const auto& trusted = cfg.accept_proxy_protocol.trusted_sources;
     if (!trusted.empty() && (!source || !config::any_contains(trusted, *source)))
-      return refuse_at_accept(sock, *slot, *listener, reason::protocol_error,
+      return refuse_at_accept(sock, remote, *slot, *listener, reason::protocol_error,
                               "PROXY header expected from trusted_sources only; " +
                                   (source ? source->str() : std::string("this peer")) +
                                   " is not one of them");
   } else if (auto no = ticket.admit_source(cfg, source)) {
-    return refuse_at_accept(sock, *slot, *listener, no->why, std::move(no->detail));
+    return refuse_at_accept(sock, remote, *slot, *listener, no->why, std::move(no->detail));
   }
   place.s = nullptr;
   open_sessions* counted = registry.counted();
   if (counted) counted->opened();
   if (m) m->active->Increment();
-  asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket)),
+  asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket), remote),
                  [slot, m, counted, name = slot->name](std::exception_ptr e) {
                    slot->active.fetch_sub(1);
                    if (counted) counted->closed();
@@ -114,8 +114,9 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer backoff(ex);
   auto last_warning = std::chrono::steady_clock::time_point{};
+  stream_endpoint remote;  // filled by accept itself
   for (;;) {
-    auto [ec, sock] = co_await acceptor->async_accept(as_tuple(use_awaitable));
+    auto [ec, sock] = co_await acceptor->async_accept(remote, as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
     if (ec) {
       count_accept_error(*slot);
@@ -132,7 +133,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
     // Nothing below is expected to throw; if it does (a bug, bad_alloc), that connection is
     // dropped, the failure logged and counted, and accepting goes on.
     try {
-      admit(std::move(sock), slot, registry, ex);
+      admit(std::move(sock), remote, slot, registry, ex);
     } catch (const std::exception& e) {
       count_accept_error(*slot);
       log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});

@@ -207,11 +207,15 @@ asio::awaitable<void> close_notify(session& s) {
 
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
-                                  session_registry& registry, admission_ticket ticket) {
+                                  session_registry& registry, admission_ticket ticket,
+                                  std::optional<stream_endpoint> remote) {
   session s(std::move(peer), std::move(listener));
   s.ticket = std::move(ticket);
   error_code peer_ec;
-  s.remote = s.peer.remote_endpoint(peer_ec);
+  if (remote)
+    s.remote = *remote;
+  else
+    s.remote = s.peer.remote_endpoint(peer_ec);
   if (!peer_ec) {
     s.client = format_endpoint(s.remote);
     s.source = ip_of(s.remote.data());
@@ -225,7 +229,7 @@ asio::awaitable<void> run_session(stream_socket peer,
     ~unregister() { r.remove(c); }
   } guard{registry, &s.control};
 
-  set_nodelay(s.peer);
+  if (!peer_ec) set_nodelay(s.peer, s.remote);
   // The serving side and the watchdog race; the first to finish — returning, throwing, or
   // timing out — cancels the other at once (wait_for_one; awaitable_operators' || would wait
   // for the watchdog when the serving side throws, and drop the exception). Named operands:

@@ -22,10 +22,12 @@ namespace {
 asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
   const auto begin = steady::now();
   steady::time_point resolved{};
-  auto ec = co_await connect_upstream(s.upstream, s.listener->cfg.upstream, why, &resolved);
+  stream_endpoint connected_to;
+  auto ec = co_await connect_upstream(s.upstream, s.listener->cfg.upstream, why, &resolved,
+                                      &connected_to);
   s.upstream_connect_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - begin).count();
-  if (!ec) s.upstream_address = remote_address(s.upstream);
+  if (!ec) s.upstream_address = format_endpoint(connected_to);
   trace_connect(s, begin, resolved, ec, why);
   co_return ec;
 }

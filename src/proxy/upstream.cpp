@@ -18,7 +18,7 @@ asio::awaitable<error_code> try_connect(stream_socket& sock, const stream_endpoi
   sock.open(ep.protocol(), ec);
   if (ec) co_return ec;
   auto [cec] = co_await sock.async_connect(ep, as_tuple(use_awaitable));
-  if (!cec) set_nodelay(sock);
+  if (!cec) set_nodelay(sock, ep);
   co_return cec;
 }
 
@@ -26,10 +26,12 @@ asio::awaitable<error_code> try_connect(stream_socket& sock, const stream_endpoi
 
 asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::address& to,
                                              std::string& detail,
-                                             std::chrono::steady_clock::time_point* resolved_at) {
+                                             std::chrono::steady_clock::time_point* resolved_at,
+                                             stream_endpoint* connected_to) {
   auto literal = literal_endpoint(to);
   if (auto* ep = std::get_if<stream_endpoint>(&literal)) {
     auto ec = co_await try_connect(sock, *ep);
+    if (!ec && connected_to) *connected_to = *ep;
     // Cancelled: nothing to add to the session's "connect to X timed out".
     if (ec && ec != asio::error::operation_aborted)
       detail = "connect to " + to.str() + ": " + ec.message();
@@ -50,7 +52,10 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
   for (const auto& ip : resolved.addresses) {
     const stream_endpoint ep(asio::ip::tcp::endpoint(ip, to.port));
     last = co_await try_connect(sock, ep);
-    if (!last) co_return last;
+    if (!last) {
+      if (connected_to) *connected_to = ep;
+      co_return last;
+    }
     if (last == asio::error::operation_aborted) {  // the step that did not finish, as above
       detail = "connect to " + format_endpoint(ep);
       break;

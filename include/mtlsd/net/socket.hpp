@@ -27,8 +27,9 @@ std::string local_address(const stream_socket& s);
 std::string remote_address(const stream_socket& s);
 
 // Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
-// small writes.
-void set_nodelay(stream_socket& s);
+// small writes. `either_end`: an endpoint of this connection the caller already holds (its
+// family tells TCP from unix without asking the kernel: one getsockname per connection less).
+void set_nodelay(stream_socket& s, const stream_endpoint& either_end);
 
 // The endpoint for a literal address: an IP literal or a unix path. Hostnames need resolving
 // and return nullopt-like monostate.

@@ -5,6 +5,7 @@
 // (drain timeout, revocation) ends it the same way.
 #include <boost/asio/awaitable.hpp>
 #include <memory>
+#include <optional>
 
 #include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/endpoint.hpp"
@@ -16,8 +17,11 @@ namespace mtlsd::proxy {
 // Serves one accepted connection of `listener` to the end. Never throws for network errors.
 // `ticket` holds the connection's places in the listener's limits; on a listener with
 // accept_proxy_protocol it is still empty (admit_source runs once the header named the client).
+// `remote`: the peer's address as accept returned it; without it the socket is asked
+// (getpeername).
 asio::awaitable<void> run_session(stream_socket peer,
                                   std::shared_ptr<const runtime::listener_runtime> listener,
-                                  session_registry& registry, admission_ticket ticket = {});
+                                  session_registry& registry, admission_ticket ticket = {},
+                                  std::optional<stream_endpoint> remote = std::nullopt);
 
 }  // namespace mtlsd::proxy

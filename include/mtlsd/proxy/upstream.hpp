@@ -18,9 +18,11 @@ namespace mtlsd::proxy {
 // that did not finish: "DNS lookup of HOST" or "connect to IP:PORT" (of a host name's addresses);
 // empty for a literal address. `resolved_at`, when given, is set when a host name's lookup
 // succeeded (for the debug line of the resolve step); untouched for a literal address.
+// `connected_to`, when given, is set to the address connected to (no getpeername needed).
 asio::awaitable<error_code> connect_upstream(
     stream_socket& sock, const config::address& to, std::string& detail,
-    std::chrono::steady_clock::time_point* resolved_at = nullptr);
+    std::chrono::steady_clock::time_point* resolved_at = nullptr,
+    stream_endpoint* connected_to = nullptr);
 
 // EMFILE / ENFILE (and ENOBUFS / ENOMEM from socket()): a failure of ours, not the upstream's.
 inline bool out_of_descriptors(const error_code& ec) {
