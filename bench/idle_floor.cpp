@@ -454,9 +454,9 @@ std::string openssl_version() {
 
 void print_table(const std::vector<result>& results, int tickets, int warmup) {
   std::printf(
-      "idle floor: %s alone, server side, TLS 1.3, ECDSA P-256 certificate, X25519, %d ticket(s),\n"
-      "SSL_MODE_RELEASE_BUFFERS; growth of the server process per connection held idle after\n"
-      "handshake + 64 B each way (%d warm-up connections opened and closed first)\n\n",
+      "idle floor: %s alone (server side, TLS 1.3, ECDSA P-256,\n"
+      "X25519, %d ticket(s), SSL_MODE_RELEASE_BUFFERS): growth per connection held idle after a\n"
+      "handshake and 64 B each way; %d warm-up connections opened and closed first\n\n",
       openssl_version().c_str(), tickets, warmup);
   std::printf("%-22s %6s %9s %9s %10s %14s %7s\n", "client certificate", "conns", "PSS KiB",
               "RSS KiB", "heap KiB", "OpenSSL KiB", "blocks");
@@ -482,7 +482,8 @@ void print_table(const std::vector<result>& results, int tickets, int warmup) {
       "\nper connection: PSS and RSS from /proc/PID/smaps_rollup; heap = glibc mallinfo2 in use\n"
       "(uordblks + hblkhd, every allocation); OpenSSL = bytes OpenSSL allocated and still holds\n"
       "(malloc_usable_size, CRYPTO_set_mem_functions), blocks = how many. The kernel's socket,\n"
-      "TCP and epoll memory is not in PSS at all.\n");
+      "TCP and epoll memory is not in PSS at all. PSS below heap: the new connections reuse heap\n"
+      "pages the warm-up left free (less so the more connections).\n");
 }
 
 int usage() {
