@@ -2,7 +2,7 @@
 """Turn bench/run.sh's results (one mtlsd_loadgen JSON object per line) into a table.
 
 usage: report.py RESULTS.jsonl [--machine machine.json] [--markdown RESULTS.md] [--quick]
-                 [--note TEXT]
+                 [--note TEXT] [--floor idle_floor.txt]
 
 Each row: every server's median over the rounds (with the min-max when there are several), the
 ratios mtlsd/nginx and mtlsd/haproxy (of the medians), and issue 13's target with pass/fail
@@ -10,6 +10,8 @@ ratios mtlsd/nginx and mtlsd/haproxy (of the medians), and issue 13's target wit
 file: bench/RESULTS.md is written by this script only, never by hand.
 
 Lines with a "scenario" (bench/run.sh --flood) make a table of their own (bench/report_flood.py).
+--floor adds mtlsd_idle_floor's table (bench/idle_floor.cpp: what OpenSSL alone holds per idle
+connection) after the main one.
 """
 import argparse
 import datetime
@@ -150,7 +152,21 @@ def errors_of(data, flood):
     return out
 
 
-def markdown(table, machine, args, errors):
+def floor_section(floor):
+    """RESULTS.md's section on OpenSSL's own floor per idle connection ([] without one)."""
+    if not floor.strip():
+        return []
+    return [
+        "## OpenSSL's own floor per idle connection", "",
+        "`mtlsd_idle_floor` (bench/idle_floor.cpp), run once: a minimal epoll server that does "
+        "with OpenSSL only what any proxy must (set up as mtlsd's listener; no proxy code), "
+        "measured as the idle rows above are. What OpenSSL alone holds per idle connection: an "
+        "idle-memory target below it cannot be met by a proxy built on this OpenSSL.", "",
+        "```", floor.rstrip(), "```", "",
+    ]
+
+
+def markdown(table, machine, args, errors, floor=""):
     quick = args.quick
     title = "# mtlsd benchmark results" + (" — QUICK RUN (short, 1 round, noisy)" if quick else "")
     m = machine
@@ -174,8 +190,9 @@ def markdown(table, machine, args, errors):
         f"- OpenSSL: {m.get('openssl', '?')}",
         f"- run: {args.note}", "",
         markdown_table(table), "",
-        "## Targets (issue 13)", "",
     ]
+    lines += floor_section(floor)
+    lines += ["## Targets (issue 13)", ""]
     header, parent = table[0], ""
     for row in table[1:]:
         title = row[0].strip()
@@ -198,6 +215,7 @@ def main() -> int:
     ap.add_argument("--markdown", help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="label the report a quick run")
     ap.add_argument("--note", default="")
+    ap.add_argument("--floor", help="mtlsd_idle_floor's table (bench/idle_floor.cpp)")
     args = ap.parse_args()
 
     data, flood = load(args.results)
@@ -206,12 +224,19 @@ def main() -> int:
         with open(args.machine, encoding="utf-8") as f:
             machine = json.load(f)
     errors = errors_of(data, flood)
+    floor = ""
+    if args.floor and os.path.exists(args.floor):
+        with open(args.floor, encoding="utf-8") as f:
+            floor = f.read()
     if data:
         table = build(data)
         print(text_table(table))
+        if floor.strip():
+            print()
+            print(floor.rstrip())
         if args.markdown:
             with open(args.markdown, "w", encoding="utf-8") as f:
-                f.write(markdown(table, machine, args, errors))
+                f.write(markdown(table, machine, args, errors, floor))
     if flood:
         if data:
             print()

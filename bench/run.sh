@@ -32,7 +32,8 @@
 #   --access-log     --flood only: access logs on (mtlsd, and nginx's refusal lines)
 #   --h2             instead: HTTP/2 by h2load through mtlsd's http: mode and nginx (bench/h2.sh)
 #
-# Environment: MTLSD_BIN, LOADGEN_BIN override the binaries (otherwise they are built).
+# Environment: MTLSD_BIN, LOADGEN_BIN, IDLE_FLOOR_BIN override the binaries (otherwise they are
+# built).
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -167,6 +168,7 @@ if [[ $FLOOD == 1 ]]; then
     flood_main
 else
     run_rounds
+    idle_floor "$T/idle_floor.txt"
 fi
 
 log "done in $(($(date +%s) - START)) s; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -176,6 +178,7 @@ report_args=("$RESULTS" --machine "$T/machine.json"
     --note "load average at the end $(cut -d' ' -f1-3 /proc/loadavg); quick=$QUICK; rounds=$ROUNDS; flood=$FLOOD")
 [[ $QUICK == 1 ]] && report_args+=(--quick)
 [[ -n "$RESULTS_MD" && $FLOOD == 0 ]] && report_args+=(--markdown "$RESULTS_MD")
+[[ -s "$T/idle_floor.txt" ]] && report_args+=(--floor "$T/idle_floor.txt")
 python3 "$ROOT/bench/report.py" "${report_args[@]}"
 [[ -n "$RESULTS_MD" && $FLOOD == 0 ]] && log "wrote ${RESULTS_MD#"$ROOT"/}"
 exit 0

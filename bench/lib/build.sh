@@ -1,19 +1,22 @@
 # shellcheck shell=bash
-# bench/lib/build.sh — sourced by bench/run.sh: the mtlsd and mtlsd_loadgen binaries it measures with
-# (MTLSD_BIN / LOADGEN_BIN, built here unless given).
+# bench/lib/build.sh — sourced by bench/run.sh: the mtlsd, mtlsd_loadgen and mtlsd_idle_floor
+# binaries it measures with (MTLSD_BIN / LOADGEN_BIN / IDLE_FLOOR_BIN, built here unless given).
 find_binaries() {
-    local build_log
+    local build_log targets=()
     build_log=$(mktemp /tmp/mtlsd-bench-build.XXXXXX)
-    if [[ -z "${LOADGEN_BIN:-}" ]]; then
-        LOADGEN_BIN="$ROOT/build/release/bench/mtlsd_loadgen"
-        log "building mtlsd_loadgen (release preset, MTLSD_BUILD_BENCH=ON)"
+    [[ -z "${LOADGEN_BIN:-}" ]] &&
+        targets+=(mtlsd_loadgen) LOADGEN_BIN="$ROOT/build/release/bench/mtlsd_loadgen"
+    [[ -z "${IDLE_FLOOR_BIN:-}" ]] &&
+        targets+=(mtlsd_idle_floor) IDLE_FLOOR_BIN="$ROOT/build/release/bench/mtlsd_idle_floor"
+    if ((${#targets[@]} > 0)); then
+        log "building ${targets[*]} (release preset, MTLSD_BUILD_BENCH=ON)"
         # Configure only when the option is not on yet (a reconfigure costs seconds).
         if ! grep -qs '^MTLSD_BUILD_BENCH:BOOL=ON' "$ROOT/build/release/CMakeCache.txt"; then
             (cd "$ROOT" && cmake --preset release -DMTLSD_BUILD_BENCH=ON >"$build_log" 2>&1) ||
                 { cat "$build_log" >&2; die "cannot configure the release preset"; }
         fi
-        (cd "$ROOT" && cmake --build --preset release -j2 --target mtlsd_loadgen >>"$build_log" 2>&1) ||
-            { cat "$build_log" >&2; die "cannot build mtlsd_loadgen"; }
+        (cd "$ROOT" && cmake --build --preset release -j2 --target "${targets[@]}" >>"$build_log" 2>&1) ||
+            { cat "$build_log" >&2; die "cannot build ${targets[*]}"; }
     fi
     if [[ -z "${MTLSD_BIN:-}" ]]; then
         MTLSD_BIN="$ROOT/build/release/mtlsd"
@@ -44,6 +47,7 @@ find_binaries() {
     rm -f "$build_log"
     [[ -x "$MTLSD_BIN" ]] || die "no mtlsd binary at $MTLSD_BIN"
     [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN"
+    [[ -x "$IDLE_FLOOR_BIN" ]] || die "no mtlsd_idle_floor binary at $IDLE_FLOOR_BIN"
     log "mtlsd: $MTLSD_BIN ($(date -r "$MTLSD_BIN" '+built %F %T')); builds took $(($(date +%s) - START)) s"
     START=$(date +%s)   # the time budget (--quick: < 3 min) covers what follows, not the builds
     # The build type, from the binary's build directory (numbers of a Debug build mean little).

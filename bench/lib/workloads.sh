@@ -90,6 +90,23 @@ wl_idle_many() { idle_run "$1" idle "$IDLE_MANY"; }
 wl_pending_silent() { idle_run "$1" pending "$PENDING_N" --pending silent; }  # connect, nothing
 wl_pending_half() { idle_run "$1" pending "$PENDING_N" --pending half; }      # half a ClientHello
 
+# OpenSSL's own cost per idle connection, without any proxy (bench/idle_floor.cpp), once per run
+# at the connection counts of the idle workloads it has (none: nothing); its table goes to FILE,
+# which report.py --floor puts next to the idle rows.
+idle_floor() { # FILE
+    local counts=() wl list
+    for wl in "${WORKLOADS[@]}"; do
+        [[ $wl == idle ]] && counts+=("$IDLE_FEW")
+        [[ $wl == idle_many ]] && counts+=("$IDLE_MANY")
+    done
+    ((${#counts[@]} > 0)) || return 0
+    list=$(IFS=,; echo "${counts[*]}")
+    log "OpenSSL's own floor per idle connection (mtlsd_idle_floor): $list connections"
+    timeout 1200 "$IDLE_FLOOR_BIN" --pki "$PKI" --connections "$list" >"$1" 2>"$T/idle_floor.err" ||
+        log "mtlsd_idle_floor failed: $(head -c 400 "$T/idle_floor.err")"
+    return 0
+}
+
 # --- the shipped defaults ---------------------------------------------------------------------
 wl_access_log() { # mtlsd's shipped `access_log: true` (to a file) against the same mtlsd without
     # it, in adjacent windows ordered off, on, on, off: on this shared VM the throughput drifts by
