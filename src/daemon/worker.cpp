@@ -7,6 +7,7 @@
 
 #include "mtlsd/daemon/loop_thread.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/net/reactor_reserve.hpp"
 #include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::daemon {
@@ -15,10 +16,17 @@ namespace asio = boost::asio;
 
 namespace {
 constexpr auto restart_pause = std::chrono::milliseconds(100);
-}
+// Sockets whose reactor records a worker makes before it serves (net/reactor_reserve.hpp): a
+// burst up to this many open sockets per worker is given back when it ends.
+constexpr std::size_t reserved_socket_records = 4096;
+}  // namespace
 
 worker::worker(unsigned index, proxy::open_sessions& counted)
-    : index_(index), sessions_(&counted), work_(asio::make_work_guard(ioc_)) {}
+    : index_(index), sessions_(&counted), work_(asio::make_work_guard(ioc_)) {
+  // The first handler the worker's thread runs, before any accept: the records then come from
+  // that thread's malloc arena, where the connections' memory will follow them.
+  asio::post(ioc_, [this] { net::reserve_reactor_records(ioc_, reserved_socket_records); });
+}
 
 worker::~worker() {
   stop();
