@@ -67,15 +67,34 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
       if (low_water != 1) set_receive_low_water(fd, 1);
     }
   } restore_low_water{fd, low_water};
+  // Looked at before any wait: a client usually sends its ClientHello with or right after the
+  // connection, so it is often whole in the buffer at accept; waiting first would cost a trip
+  // through the event loop and Asio's epoll_ctl for data that is already there.
+  enum class then { look, wait, wait_drained } next = then::look;
   for (;;) {
-    auto [ec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-    if (ec) co_return ec;
+    if (next != then::look) {
+      // After EAGAIN, with no yield since, the wait needs no epoll_ctl (net/edge_wait.hpp);
+      // after a partial record the bytes are there and Asio's wait must re-arm epoll.
+      auto [ec] = next == then::wait_drained
+                      ? co_await net::async_wait_drained(sock, stream_socket::wait_read,
+                                                         as_tuple(use_awaitable))
+                      : co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+      if (ec) co_return ec;
+    }
     unsigned char header[header_size];
     const ssize_t got = ::recv(fd, header, header_size, MSG_PEEK | MSG_DONTWAIT);
     if (got <= 0) {
-      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        next = then::wait_drained;
+        continue;
+      }
+      if (got < 0 && errno == EINTR) {
+        next = then::look;
+        continue;
+      }
       co_return error_code{};  // EOF or an error: the handshake meets it and names it
     }
+    next = then::wait;
     if (header[0] != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
     const std::size_t need = static_cast<std::size_t>(got) < header_size
                                  ? header_size
