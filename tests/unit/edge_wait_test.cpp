@@ -103,6 +103,26 @@ TEST_F(EdgeWait, SleepsAfterEpollReportedDataTheCallerHasRead) {
   EXPECT_FALSE(*done);
 }
 
+TEST_F(EdgeWait, AnotherWaitQueuedBehindItCompletesOnTheSameEvent) {
+  // The relay's two pumps can wait on one socket in one direction: this wait, then Asio's. One
+  // event must complete both; Asio would stop at an operation that says "exhausted".
+  drain();
+  std::optional<error_code> edge_done;
+  std::optional<error_code> asio_done;
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read,
+                                 [&](error_code ec) { edge_done = ec; });
+  near.async_wait(socket_type::wait_read, [&](error_code ec) { asio_done = ec; });
+  ioc.poll();
+  EXPECT_FALSE(edge_done);
+  EXPECT_FALSE(asio_done);
+  send_from_far();
+  for (int i = 0; i < 2 && !(edge_done && asio_done); ++i)
+    ioc.run_one_for(std::chrono::seconds(2));
+  ASSERT_TRUE(edge_done);
+  ASSERT_TRUE(asio_done) << "the wait queued behind the edge wait missed the event";
+  EXPECT_FALSE(*asio_done);
+}
+
 TEST_F(EdgeWait, SocketCancelEndsTheWait) {
   drain();
   std::optional<error_code> done;

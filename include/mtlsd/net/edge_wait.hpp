@@ -56,8 +56,11 @@ namespace edge_wait_detail {
 
 namespace ad = boost::asio::detail;
 
-// A wait that does no I/O: declines the reactor's try at once (see the file comment); done, and
-// the direction "exhausted", when the reactor performs it on an event.
+// A wait that does no I/O: declines the reactor's try at once (see the file comment); done when
+// the reactor performs it on an event. Done, not "done and exhausted": that would stop the
+// reactor at this operation, and another one queued behind it in the same direction (Asio's
+// wait of the other pump on the same socket) would sleep until a new edge — after EPOLLOUT,
+// perhaps never — and it would make Asio's next read there skip its try.
 template <typename Handler, typename IoExecutor>
 class wait_op : public ad::reactor_op {
  public:
@@ -69,7 +72,7 @@ class wait_op : public ad::reactor_op {
         work_(handler_, io_ex) {}
 
   static status do_perform(reactor_op* base) {
-    return static_cast<wait_op*>(base)->queued_ ? done_and_exhausted : not_done;
+    return static_cast<wait_op*>(base)->queued_ ? done : not_done;
   }
 
   // Set once the reactor has the operation: a perform() before that is the try at once.
