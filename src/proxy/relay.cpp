@@ -30,6 +30,11 @@ constexpr auto peer_watch_interval = std::chrono::milliseconds(100);
 
 // One relay: both pumps see it. A pump that meets an error records it and stops the other by
 // cancelling its waits — errors are values, never exceptions.
+//
+// The session ends the relay by cancellation (its watchdog: deadlines, drain, kill), which
+// reaches the operation a pump is waiting on. One that comes while a pump's last operation has
+// completed but the pump has not resumed reaches none; it is only recorded in the pump's
+// cancellation state, which the pumps therefore look at before every wait (stop_if_cancelled).
 struct relay_state {
   tls_stream& tls;
   stream_socket& tls_socket;
@@ -55,6 +60,13 @@ struct relay_state {
     plain.cancel(ignored);
   }
 };
+
+// True (and the relay stopped) when the session cancelled the relay; `cs`: the pump's
+// this_coro::cancellation_state.
+bool stop_if_cancelled(relay_state& st, const asio::cancellation_state& cs) {
+  if (cs.cancelled() != asio::cancellation_type::none) st.stop();
+  return st.stopping;
+}
 
 enum class peer_end { none, reset, fin };
 
@@ -91,7 +103,10 @@ asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, 
                                                                stream_socket& in, relay_end in_side,
                                                                bool& watching) {
   using namespace asio::experimental::awaitable_operators;
+  const auto cs = co_await asio::this_coro::cancellation_state;
   for (;;) {
+    if (stop_if_cancelled(st, cs))
+      co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
     if (!watching) {
       auto [wec] = co_await out.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
       if (st.stopping)
@@ -203,17 +218,16 @@ written_now write_tls_now(relay_state& st, const char* data, std::size_t n) {
 // other connections run, then reads on without waiting: the socket is known to be readable, and
 // a socket wait would re-arm epoll (Asio's async_wait: one epoll_ctl) to be told so again. One
 // post through the scheduler instead (bench/run.sh --syscalls bulk: epoll_ctl 8.2 -> ~0 per MiB).
-// False when the relay was stopped meanwhile — also by the session's cancellation, which, sent
-// while only this post was pending, reached no socket operation and is seen here or never.
-asio::awaitable<bool> yield_turn(relay_state& st) {
-  co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
-  const auto cs = co_await asio::this_coro::cancellation_state;
-  if (cs.cancelled() != asio::cancellation_type::none) st.stop();
-  co_return !st.stopping;
+// A session cancellation sent meanwhile reaches no socket operation: the pump's loop sees it
+// (stop_if_cancelled).
+asio::awaitable<void> yield_turn() {
+  const auto ex = co_await asio::this_coro::executor;
+  co_await asio::post(ex, use_awaitable);
 }
 
 asio::awaitable<void> tls_to_plain(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
+  const auto cs = co_await asio::this_coro::cancellation_state;
   // Whether to wait for the socket before reading. Not when OpenSSL already holds bytes it has
   // not tried to decrypt (read-ahead). But once a read would block, whatever it holds is an
   // incomplete record: its rest must be waited for, or this loop would spin without yielding
@@ -221,7 +235,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   bool wait_for_socket = !st.tls.has_pending();
   bool drained = false;  // the last read would block: the cheaper wait applies (net/edge_wait)
   for (;;) {
-    if (st.stopping) co_return;
+    if (stop_if_cancelled(st, cs)) co_return;
     // Wait without a buffer: an idle connection holds none.
     if (wait_for_socket) {
       auto [ec] = drained ? co_await net::async_wait_drained(
@@ -263,7 +277,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       st.r.from_tls += n;
     }
     if (turn_used) {
-      if (!co_await yield_turn(st)) co_return;
+      co_await yield_turn();
       wait_for_socket = false;  // read on: what stays unread raises no new event
     }
   }
@@ -271,12 +285,14 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
 
 asio::awaitable<void> plain_to_tls(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
+  const auto cs = co_await asio::this_coro::cancellation_state;
   bool drained = false;    // the last read would block: the cheaper wait applies (net/edge_wait)
   bool turn_used = false;  // the last turn read reads_per_turn times: read on after a yield
   for (;;) {
-    if (st.stopping) co_return;
+    if (stop_if_cancelled(st, cs)) co_return;
     if (turn_used) {
-      if (!co_await yield_turn(st)) co_return;
+      co_await yield_turn();
+      if (stop_if_cancelled(st, cs)) co_return;
     } else {
       auto [wait_ec] =
           drained ? co_await net::async_wait_drained(st.plain, stream_socket::wait_read,
