@@ -71,6 +71,7 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
   // connection, so it is often whole in the buffer at accept; waiting first would cost a trip
   // through the event loop and Asio's epoll_ctl for data that is already there.
   enum class then { look, wait, wait_drained } next = then::look;
+  bool stale_wake_allowed = false;  // see the end of the loop
   for (;;) {
     if (next != then::look) {
       // After EAGAIN, with no yield since, the wait needs no epoll_ctl (net/edge_wait.hpp);
@@ -103,10 +104,18 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
     if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
         static_cast<std::size_t>(available) >= need)
       co_return error_code{};
-    // Woken below the mark already set: the peer closed or failed (or the socket ignores the
-    // mark) — the handshake takes over, as it would have without this wait.
-    if (need <= low_water || !set_receive_low_water(fd, need)) co_return error_code{};
+    // Woken below the mark already set. Once, that may be an event from before the mark: the
+    // part that came before this function looked (then nothing waited for it, and epoll still
+    // holds its edge). Again: the peer closed or failed (or the socket ignores the mark) — the
+    // handshake takes over, as it would have without this wait. Bounded: two wakes at most.
+    if (need <= low_water) {
+      if (!stale_wake_allowed) co_return error_code{};
+      stale_wake_allowed = false;
+      continue;
+    }
+    if (!set_receive_low_water(fd, need)) co_return error_code{};
     low_water = need;
+    stale_wake_allowed = true;
   }
 }
 
