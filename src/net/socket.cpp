@@ -52,18 +52,6 @@ std::string format_endpoint(const stream_endpoint& ep) {
   }
 }
 
-std::string local_address(const stream_socket& s) {
-  error_code ec;
-  auto ep = s.local_endpoint(ec);
-  return ec ? std::string() : format_endpoint(ep);
-}
-
-std::string remote_address(const stream_socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  return ec ? std::string() : format_endpoint(ep);
-}
-
 void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
   const int family = either_end.data()->sa_family;
   if (family != AF_INET && family != AF_INET6) return;

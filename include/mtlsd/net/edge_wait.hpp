@@ -12,17 +12,17 @@
 // How: a reactor operation of our own, queued like Asio's reads, which does no I/O. Asio offers a
 // new operation a try at once ("speculative") when epoll reported an event since the last one;
 // ours declines it and is queued (no syscall), then completes at the next event for its
-// direction, telling Asio that direction is exhausted.
+// direction.
 //
-// Precondition, which the caller keeps: its last read on the socket found it empty — EAGAIN
-// (OpenSSL's WANT_READ from a socket BIO); a short read is not enough: a FIN queued with the last
-// bytes raises no edge of its own, so the wait would sleep until the idle timeout — (for a write
-// wait: its last write would block), AND it has not yielded to
-// the event loop since. The worker's io_context runs on one thread, so no epoll_wait can consume
-// the edge of data that came after that read before this wait is queued: the edge is still to
-// be reported. A caller that yielded in between (a write that waited, a turn through the
-// scheduler), or that stopped reading with data left, must use the socket's own async_wait: data
-// that is already there raises no new edge, and this wait would sleep until more comes.
+// Precondition, which the caller keeps: its last read on the socket found it empty (EAGAIN, or
+// OpenSSL's WANT_READ from a socket BIO) — for a write wait, its last write would block — AND it
+// has not yielded to the event loop since. A short read is not enough: a FIN queued with the
+// last bytes raises no edge of its own, and the wait would sleep until the idle timeout. The
+// worker's io_context runs on one thread, so no epoll_wait can consume the edge of data that
+// came after that read before this wait is queued: the edge is still to be reported. A caller that
+// yielded in between (a write that waited, a turn through the scheduler), or that stopped reading
+// with data left, must use the socket's own async_wait: data that is already there raises no new
+// edge, and this wait would sleep until more comes.
 //
 // Asio's reactor internals differ between versions; this relies on Boost 1.81's (Debian 12) and
 // falls back to async_wait on any other version, so a Boost upgrade costs a syscall, never a hang.

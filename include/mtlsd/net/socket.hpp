@@ -22,10 +22,6 @@ using stream_acceptor = asio::basic_socket_acceptor<asio::generic::stream_protoc
 // "127.0.0.1:5555", "[::1]:5555", "unix:/path" (or "unix:" for an unnamed peer).
 std::string format_endpoint(const stream_endpoint& ep);
 
-// The bound/peer endpoint as text, or "" when the socket cannot tell.
-std::string local_address(const stream_socket& s);
-std::string remote_address(const stream_socket& s);
-
 // Disables Nagle on TCP sockets (a no-op on unix sockets): a proxy must not add latency to
 // small writes. `either_end`: an endpoint of this connection the caller already holds (its
 // family tells TCP from unix without asking the kernel: one getsockname per connection less).

@@ -17,9 +17,7 @@ using net::stream_socket;
 
 using net::format_endpoint;
 using net::literal_endpoint;
-using net::local_address;
 using net::open_acceptor;
-using net::remote_address;
 using net::set_nodelay;
 
 }  // namespace mtlsd::proxy
