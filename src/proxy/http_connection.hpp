@@ -4,6 +4,7 @@
 // exchange, keep alive or close); http_exchange.cpp the exchange itself: the request body
 // and the response pumped at once, and the tunnel after a 101.
 #include <array>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,7 +34,10 @@ class http_connection {
   http_connection& operator=(const http_connection&) = delete;
   // However the connection ends (returning, or destroyed when cancelled), the exchange in
   // progress is reported.
-  ~http_connection() { report(); }
+  ~http_connection() {
+    watch_->owner = nullptr;  // a watch's completion may still be queued: it finds no one
+    report();
+  }
 
   asio::awaitable<void> run();
   // Shutdown began: no request after the one in progress (its response says Connection:
@@ -67,10 +71,13 @@ class http_connection {
     if (next == then::close_both) co_await close_both();
   }
   asio::awaitable<error_code> next_request_head(request_parser& req);
-  asio::awaitable<error_code> upstream_readable() {
-    auto [ec] = co_await plain_.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-    co_return ec;
-  }
+  // While the connection waits for a request head, a watch on the upstream: when it becomes
+  // readable (it closed, or misbehaves) the client's read is cancelled. Started, it returns false
+  // when the upstream is readable already. A completion handler rather than a second coroutine
+  // beside the client's read: no parallel group per request (http_relay.cpp).
+  bool watch_upstream();
+  void stop_watching_upstream();
+  void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_parser& req, request_serializer& sr);
   asio::awaitable<void> relay_response(bool head, bool upgrade);
@@ -132,6 +139,17 @@ class http_connection {
   std::array<char, http_body_chunk> request_chunk_;
   std::array<char, http_body_chunk> response_chunk_;
   std::vector<asio::const_buffer> request_scratch_, response_scratch_;
+
+  // The upstream watch (watch_upstream): what its completion handler holds, so that it can
+  // outlive the connection; `watch` numbers the watches, so a late completion of an earlier one
+  // is told apart.
+  struct watch_cell {
+    http_connection* owner;
+    std::uint64_t watch = 0;
+  };
+  std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
+  bool watching_ = false;        // a watch is queued on the upstream
+  bool upstream_spoke_ = false;  // it completed: the upstream became readable while idle
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely

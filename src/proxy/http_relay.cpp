@@ -2,8 +2,13 @@
 // read a head, send it upstream, run the exchange (http_exchange.cpp), keep alive or close.
 #include "http_connection.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <cerrno>
+
+#include "mtlsd/net/edge_wait.hpp"
 
 namespace mtlsd::proxy {
 namespace http1 {
@@ -26,16 +31,60 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
 // the keep-alive connection (or misbehaves), and the connection ends here — HTTP clients retry
 // an idempotent request on a fresh connection, but not one answered by a 502.
 asio::awaitable<error_code> http_connection::next_request_head(request_parser& req) {
-  using namespace asio::experimental::awaitable_operators;
   if (from_client_.buf.size() > 0 || from_upstream_.buf.size() > 0)
     co_return co_await from_client_.head(req);
-  auto r = co_await (from_client_.head(req) || upstream_readable());
-  if (r.index() == 0) co_return std::get<0>(r);
-  const error_code ec = std::get<1>(r);
-  if (cancelled(ec)) co_return ec;
-  result_.ended_by(relay_end::plain_peer);
-  end_ = true;
-  co_return error_code{};
+  if (!watch_upstream()) {
+    result_.ended_by(relay_end::plain_peer);
+    end_ = true;
+    co_return error_code{};
+  }
+  const error_code ec = co_await from_client_.head(req);
+  stop_watching_upstream();
+  if (upstream_spoke_ && cancelled(ec)) {
+    // The watch cancelled the client's read (a drain or the watchdog would have too: a
+    // cancellation of this coroutine wins, as it did against the parallel group before).
+    const auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() == asio::cancellation_type::none && !draining_) {
+      result_.ended_by(relay_end::plain_peer);
+      end_ = true;
+      co_return error_code{};
+    }
+  }
+  co_return ec;
+}
+
+// Looks first (one recv that peeks): the response before was read without finding the socket
+// empty, and a FIN that came with its last bytes raises no edge of its own. Found empty, the
+// socket raises an edge for whatever comes next, so the wait is the epoll_ctl-free one
+// (net/edge_wait.hpp). No yield between the two keeps that wait's precondition.
+bool http_connection::watch_upstream() {
+  upstream_spoke_ = false;
+  char byte;
+  const ssize_t n = ::recv(plain_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;  // bytes, EOF or error
+  watching_ = true;
+  net::async_wait_drained(plain_, stream_socket::wait_read,
+                          [cell = watch_, watch = ++watch_->watch](const error_code& ec) {
+                            if (!cell->owner) return;  // the connection is gone
+                            if (cell->watch == watch) cell->owner->watching_ = false;
+                            if (!ec) cell->owner->upstream_spoke(watch);
+                          });
+  return true;
+}
+
+void http_connection::upstream_spoke(std::uint64_t watch) {
+  if (watch != watch_->watch || !idle_) return;  // an earlier watch, or the request came first
+  upstream_spoke_ = true;
+  error_code ignored;
+  tls_socket_.cancel(ignored);
+}
+
+void http_connection::stop_watching_upstream() {
+  ++watch_->watch;  // whatever the current watch reports from now on is ignored
+  if (!watching_) return;
+  watching_ = false;
+  error_code ignored;
+  plain_.cancel(ignored);
 }
 
 // Waits for the next request head; the connection ends instead on drain, when the client
@@ -112,7 +161,12 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_parser&
   // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
   // arrives as an exception, from a pump that waited again after it.
   try {
-    co_await (send_request_body(req, sr) && relay_response(head, upgrade));
+    // Most requests have no body, or all of it came with the head: no second pump, and no
+    // parallel group to run one.
+    if (request_done_)
+      co_await relay_response(head, upgrade);
+    else
+      co_await (send_request_body(req, sr) && relay_response(head, upgrade));
   } catch (const boost::system::system_error& e) {
     if (!cancelled(e.code())) throw;
   }
