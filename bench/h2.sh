@@ -81,13 +81,10 @@ read -r UP_PORT PROXY_PORT < <(free_ports 2)
 start_upstream
 
 # nginx 1.22 speaks HTTP/2 only downstream: proxy_pass is HTTP/1.x (HTTP/1.1 keep-alive pool
-# here). The headers stand in for mtlsd's X-Forwarded-Client-Cert/-For/-Proto work.
+# here). Its X-Forwarded-Client-Cert/-For/-Proto lines (V_IDENTITY=1, servers.sh's
+# nginx_identity_lines) stand in for mtlsd's work on those headers.
 start_nginx_h2() {
-    # shellcheck disable=SC2016 # nginx's variables, expanded by nginx
-    start_nginx http2 "    http2_max_concurrent_streams 100;" \
-        '      proxy_set_header X-Forwarded-Client-Cert "Hash=$ssl_client_fingerprint;Subject=\"$ssl_client_s_dn\"";
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;'
+    start_nginx http2 "    http2_max_concurrent_streams 100;"
 }
 
 # Ready (servers.sh's check_proxy: mTLS answers, no certificate and an untrusted CA refused),

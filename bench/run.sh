@@ -11,7 +11,7 @@
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
 #   --quick          short windows, small scale, 1 round: ~2.5 minutes on a quiet machine (the
-#                    full run: 3 rounds, ~18-20 minutes; bench/README.md, "How long")
+#                    full run: 3 rounds, ~20-22 minutes; bench/README.md, "How long")
 #   --rounds N       rounds (default 3; --quick: 1)
 #   --workloads LIST comma-separated subset of the workloads (default all; bench/README.md)
 #   --only LIST      comma-separated subset of mtlsd,nginx,haproxy
@@ -116,7 +116,7 @@ if [[ -n "$WL_LIST" ]]; then
     for wl in "${WORKLOADS[@]}"; do declare -F "wl_$wl" >/dev/null || die "unknown workload $wl"; done
 fi
 
-variant_reset() { V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_FLOOD=0; }
+variant_reset() { V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_IDENTITY=1 V_FLOOD=0; }
 
 # The servers of a workload that --only keeps, rotated by the round (round 1 starts with the
 # first, round 2 with the second, ...) so no server always runs first or last.

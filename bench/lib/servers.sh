@@ -12,8 +12,12 @@
 #                0 = layer 4: mtlsd server mode, nginx stream, HAProxy mode tcp
 #   V_HTTP_BLOCK mtlsd's `http:` block with V_HTTP=1: {} = the shipped defaults (X-Forwarded-
 #                Client-Cert: sanitize_set); bench/h2.sh adds HTTP/2
+#   V_IDENTITY   with V_HTTP=1: 1 = every proxy tells the upstream who the client is, as mtlsd
+#                does by default: X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Client-Cert
+#                (nginx and HAProxy configured to add them: the same work for all three);
+#                0 = none of them adds a header (mtlsd with all three turned off)
 #   V_FLOOD      1 = --flood: PROXY v1 required, a per-source cap (bench/lib/flood.sh)
-V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_HTTP_BLOCK="{}" V_FLOOD=0
+V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_HTTP_BLOCK="{}" V_IDENTITY=1 V_FLOOD=0
 
 NGINX_STREAM_MODULE=""
 for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
@@ -40,6 +44,8 @@ start_mtlsd() {
     [[ $V_TICKETS == 1 ]] && resumption=true
     [[ $V_ACCESS_LOG == 1 ]] && access=true
     [[ $V_HTTP == 1 ]] && http="    http: $V_HTTP_BLOCK"
+    [[ $V_HTTP == 1 && $V_IDENTITY == 0 ]] &&
+        http="    http: {x_forwarded_for: off, x_forwarded_proto: off, forward_client_cert_details: forward_only}"
     if [[ $V_FLOOD == 1 ]]; then
         # Every connection begins with a PROXY v1 header; its source is what the per-source
         # cap counts. A long handshake deadline keeps the flooder's held places held.
@@ -95,6 +101,18 @@ nginx_tls_lines() {
 EOF
 }
 
+# With V_IDENTITY=1, what mtlsd's shipped defaults send the upstream. nginx 1.22 has no
+# variable for the certificate's SANs or its SHA-256, so its X-Forwarded-Client-Cert carries the
+# SHA-1 fingerprint and the subject only (a little less work than mtlsd's).
+nginx_identity_lines() {
+    [[ $V_IDENTITY == 1 ]] || return 0
+    # shellcheck disable=SC2016 # nginx's variables, expanded by nginx
+    printf '\n      %s' \
+        'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;' \
+        'proxy_set_header X-Forwarded-Proto https;' \
+        'proxy_set_header X-Forwarded-Client-Cert "Hash=$ssl_client_fingerprint;Subject=\"$ssl_client_s_dn\"";'
+}
+
 # HTTP proxy_pass with an upstream keep-alive pool; bench/h2.sh adds `http2` to the listen line,
 # lines to the server block and lines to the location.
 nginx_http_block() { # DIR [LISTEN-FLAGS [SERVER-LINES [LOCATION-LINES]]]
@@ -121,7 +139,7 @@ $3}
       proxy_set_header Connection "";
       proxy_buffer_size 16k;
       proxy_buffers 8 16k;
-      proxy_max_temp_file_size 0;${4:+
+      proxy_max_temp_file_size 0;$(nginx_identity_lines)${4:+
 $4}
     }
   }
@@ -164,7 +182,7 @@ start_haproxy() {
     local d=$T/haproxy
     mkdir -p "$d"
     cat "$PKI/server.crt" "$PKI/server.key" >"$d/server.pem"
-    local global_tls="" bind_tls="" mode=tcp http_lines=""
+    local global_tls="" bind_tls="" mode=tcp http_lines="" frontend_lines=""
     if [[ $V_TICKETS == 0 ]]; then
         global_tls="tune.ssl.cachesize 0"
         bind_tls="no-tls-tickets"
@@ -174,6 +192,11 @@ start_haproxy() {
         http_lines="  option http-keep-alive
   http-reuse always
   timeout http-keep-alive 600s"
+        # V_IDENTITY=1: what mtlsd's shipped defaults send the upstream (nginx_identity_lines).
+        [[ $V_IDENTITY == 1 ]] && http_lines+="
+  option forwardfor" frontend_lines='
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_der,sha2(256),hex];Subject=\"%[ssl_c_s_dn]\""'
     fi
     # HAProxy 2.6 has no setting for the number of TLS 1.3 tickets (even with the two lines
     # above it sends OpenSSL's default two); OpenSSL's system_default section, which applies
@@ -199,7 +222,7 @@ defaults
   timeout server 600s
 $http_lines
 frontend fe
-  bind 127.0.0.1:$PROXY_PORT ssl crt $d/server.pem ca-file $PKI/ca.crt verify required ssl-min-ver TLSv1.3 $bind_tls
+  bind 127.0.0.1:$PROXY_PORT ssl crt $d/server.pem ca-file $PKI/ca.crt verify required ssl-min-ver TLSv1.3 $bind_tls$frontend_lines
   default_backend be
 backend be
   server up 127.0.0.1:$UP_PORT

@@ -11,7 +11,7 @@
 # Scale (set by run.sh): WARMUP HS_S REQ_S BULK_S LAT_S RELOAD_S HS_THREADS REQ_CONNS BULK_CONNS
 # LAT_RATE LAT_CONNS IDLE_FEW IDLE_MANY PENDING_N SETTLE.
 
-WORKLOADS=(handshakes resumed requests latency bulk http idle idle_many pending_silent
+WORKLOADS=(handshakes resumed requests latency bulk http http_bare idle idle_many pending_silent
     pending_half access_log workers2 reload)
 declare -A WL_SERVERS=(
     [access_log]="mtlsd"
@@ -69,8 +69,15 @@ wl_bulk() { # large downloads on keep-alive connections
     loadgen "$1" bulk --duration "$BULK_S" --connections "$BULK_CONNS"
     server_down
 }
-wl_http() { # HTTP/1.1 keep-alive through an HTTP-aware proxy: mtlsd `http:`, nginx http, HAProxy http
+wl_http() { # HTTP/1.1 keep-alive through an HTTP-aware proxy: mtlsd `http:`, nginx http, HAProxy
+    # http, each adding X-Forwarded-For, -Proto and -Client-Cert (V_IDENTITY, servers.sh)
     V_HTTP=1
+    server_up "$1"
+    loadgen "$1" requests --duration "$REQ_S" --connections "$REQ_CONNS"
+    server_down
+}
+wl_http_bare() { # the same with no proxy adding a header
+    V_HTTP=1 V_IDENTITY=0
     server_up "$1"
     loadgen "$1" requests --duration "$REQ_S" --connections "$REQ_CONNS"
     server_down
