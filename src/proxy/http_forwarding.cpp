@@ -38,7 +38,9 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
 }
 
 void apply_forwarding(http_request_head& msg, const http_forwarding& f) {
-  if (f.x_forwarded_for && !f.client_ip.empty()) {
+  if (f.x_forwarded_for && !f.client_ip.empty() && msg.find(xff) == msg.end()) {
+    msg.set(xff, f.client_ip);  // the usual case: no list to join, no copy
+  } else if (f.x_forwarded_for && !f.client_ip.empty()) {
     std::string joined;
     auto [first, last] = msg.equal_range(xff);
     for (auto it = first; it != last; ++it)

@@ -17,7 +17,18 @@ bool is_upgrade(const http_request_head& m) {
 }
 
 void rewrite_xfcc_header(http_request_head& m, const xfcc_policy& xfcc) {
-  if (xfcc.what == xfcc_policy::action::keep) return;
+  using action = xfcc_policy::action;
+  // The common policies, on every request: straight into the head, no copy of the value
+  // (rewrite_xfcc's result for them: nothing, or `element` whatever the client sent).
+  if (xfcc.what == action::keep) return;
+  if (xfcc.what == action::remove) {
+    m.erase(xfcc_header);
+    return;
+  }
+  if (xfcc.what == action::set) {
+    m.set(xfcc_header, xfcc.element);  // replaces every line the client sent
+    return;
+  }
   std::optional<std::string> value;
   {
     std::vector<std::string_view> existing;
