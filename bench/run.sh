@@ -8,6 +8,7 @@
 #                [--out FILE] [--keep]
 #   bench/run.sh --profile WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --syscalls WORKLOAD [--quick] [--only LIST]
+#   bench/run.sh --instructions WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
 #   --quick          short windows, small scale, 1 round: ~2.5 minutes on a quiet machine (the
@@ -25,6 +26,8 @@
 #                    library side by side (bench/profile_compare.py)
 #   --syscalls WL    count the system calls per operation of workload WL on each server of
 #                    --only (perf stat) -> bench/profiles/WL-syscalls.md
+#   --instructions WL  user-space instructions per operation of workload WL on each server of
+#                    --only, by library (valgrind's callgrind) -> bench/profiles/WL-instructions.md
 #   --flood          issue 17's measurement instead (bench/lib/flood.sh): one source floods
 #                    a per-source cap while three others keep their rate; mtlsd and nginx
 #   --flood-rate N   flood connections offered per second (default 3000; 0 = unpaced)
@@ -40,7 +43,7 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0 ROUNDS="" WL_LIST="" ONLY="mtlsd,nginx,haproxy" OUT_FILE="" KEEP=0
 RESULTS_MD=$ROOT/bench/RESULTS.md PROFILE="" FLOOD=0 FLOOD_RATE=3000 TICKETS=0 ACCESS_LOG=0
-H2=0 ONLY_GIVEN=0 SYSCALLS=""
+H2=0 ONLY_GIVEN=0 SYSCALLS="" INSTRUCTIONS=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -53,6 +56,7 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1 ;;
         --profile) PROFILE=${2:?}; shift ;;
         --syscalls) SYSCALLS=${2:?}; shift ;;
+        --instructions) INSTRUCTIONS=${2:?}; shift ;;
         --flood) FLOOD=1 ;;
         --flood-rate) FLOOD_RATE=${2:?}; shift ;;
         --h2) H2=1 ;;
@@ -144,6 +148,10 @@ run_rounds() {
 
 if [[ -n "$SYSCALLS" ]]; then
     syscalls_main "$SYSCALLS" "${SERVERS[@]}"
+    exit 0
+fi
+if [[ -n "$INSTRUCTIONS" ]]; then
+    instructions_main "$INSTRUCTIONS" "${SERVERS[@]}"
     exit 0
 fi
 if [[ -n "$PROFILE" ]]; then

@@ -28,7 +28,7 @@ RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc+
 # linux-perf: bench/run.sh --profile (perf record -g on mtlsd).
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
            softhsm2 python3-grpcio python3-grpc-tools haproxy libnginx-mod-stream
-           nghttp2-client nghttp2-server linux-perf python3-h2)
+           nghttp2-client nghttp2-server linux-perf python3-h2 valgrind)
 # libFuzzer targets (fuzz/): Debian's clang 14 with its sanitizer and libFuzzer runtimes.
 FUZZ_PKGS=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 

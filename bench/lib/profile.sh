@@ -4,6 +4,8 @@
 # and writes the time by library and the top symbols to bench/profiles/WORKLOAD.txt (mtlsd) or
 # bench/profiles/WORKLOAD-SERVER.txt (nginx, haproxy). Setting a peer's profile beside mtlsd's
 # shows which share of the time no proxy on the same OpenSSL and kernel can avoid.
+# --instructions WORKLOAD runs each server under callgrind (valgrind) instead and writes
+# bench/profiles/WORKLOAD-instructions.md: user-space instructions per operation by library.
 # --syscalls WORKLOAD counts the system calls instead (`perf stat`, every syscalls:sys_enter_*
 # tracepoint) and writes bench/profiles/WORKLOAD-syscalls.md: calls per operation by name, one
 # column per server. Counts, unlike CPU time, do not drift with the machine's load.
@@ -13,6 +15,11 @@ profile_start() { # hook run by server_up: attach perf to the server just starte
     # children (nginx's worker)
     local pids
     pids=$(printf '%s\n' "$SERVER_PID" $(pgrep -P "$SERVER_PID") | paste -sd, -)
+    if [[ $PROFILE_KIND == instructions ]]; then
+        callgrind_control -i on "$SERVER_PID" >"$T/callgrind.log" 2>&1 ||
+            die "callgrind_control failed ($(tail -2 "$T/callgrind.log"))"
+        return 0
+    fi
     if [[ $PROFILE_KIND == syscalls ]]; then
         perf stat -e 'syscalls:sys_enter_*' -x, -p "$pids" -o "$T/perf.stat" >"$T/perf.log" 2>&1 &
     else
@@ -22,6 +29,11 @@ profile_start() { # hook run by server_up: attach perf to the server just starte
     sleep 0.5   # perf needs a moment to attach; the workload's warm-up covers the rest
 }
 profile_stop() { # hook run by server_down: stop perf first, so the shutdown is not in the profile
+    if [[ $PROFILE_KIND == instructions ]]; then
+        callgrind_control -i off "$SERVER_PID" >>"$T/callgrind.log" 2>&1
+        callgrind_control -d "$SERVER_PID" >>"$T/callgrind.log" 2>&1
+        return 0
+    fi
     [[ -n "$PERF_PID" ]] || return 0
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
@@ -96,4 +108,39 @@ syscalls_main() { # WORKLOAD SERVER...: syscalls per operation, one column per s
     } >"$out"
     cat "$out"
     log "syscall counts written to ${out#"$ROOT"/}"
+}
+
+instructions_main() { # WORKLOAD SERVER...: user-space instructions per operation (callgrind)
+    local wl=$1 server out=$ROOT/bench/profiles/$1-instructions.md rows=() dump
+    shift
+    declare -F "wl_$wl" >/dev/null || die "--instructions: no workload $wl (one of: ${WORKLOADS[*]})"
+    command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
+    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=instructions
+    # Instrumented only while the load generator runs; no warm-up, so every operation it counts
+    # is in the dump. nginx in one process (master_process off), so that one callgrind sees the
+    # worker; mtlsd without its sandbox (its seccomp filter refuses valgrind's own system calls).
+    WARMUP=0 ROUND=1 WORKLOAD=$wl NGINX_GLOBAL="master_process off;" MTLSD_SANDBOX=false
+    for server in "$@"; do
+        variant_reset
+        : >"$RESULTS"
+        rm -f "$T"/callgrind.out.*
+        WRAP=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$T/callgrind.out.%p")
+        log "instructions: $wl on $server under callgrind"
+        "wl_$wl" "$server"
+        WRAP=()
+        dump=$(ls -S "$T"/callgrind.out.* 2>/dev/null | head -1)
+        [[ -n "$dump" ]] || die "callgrind wrote nothing ($(tail -3 "$T/callgrind.log"))"
+        cp "$dump" "$T/$server.callgrind"
+        cp "$RESULTS" "$T/$server.json"
+        rows+=("$server" "$T/$server.callgrind" "$T/$server.json")
+    done
+    mkdir -p "$(dirname "$out")"
+    {
+        echo "# bench/run.sh --instructions $wl --only $(IFS=,; echo "$*") — written by the script; do not edit"
+        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); callgrind, user space only"
+        echo
+        "$ROOT/bench/instructions_table.py" "${rows[@]}"
+    } >"$out"
+    cat "$out"
+    log "instruction counts written to ${out#"$ROOT"/}"
 }

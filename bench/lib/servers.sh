@@ -55,6 +55,7 @@ start_mtlsd() {
     fi
     cat >"$d/mtlsd.yaml" <<EOF
 admin: {address: ""}
+sandbox: $MTLSD_SANDBOX
 log: {level: warn, format: text, access_log: $access, access_log_path: "$d/access.log"}
 workers: $V_WORKERS
 reload: {watch: false}
@@ -79,7 +80,7 @@ EOF
     "$MTLSD_BIN" check --config "$d/mtlsd.yaml" >"$d/check.log" 2>&1 ||
         { cat "$d/check.log" >&2; die "mtlsd check failed"; }
     set_pin "$(server_cpus)"
-    "${PIN[@]}" "$MTLSD_BIN" run --config "$d/mtlsd.yaml" \
+    "${PIN[@]}" "${WRAP[@]}" "$MTLSD_BIN" run --config "$d/mtlsd.yaml" \
         >"$d/stdout.log" 2>"$d/stderr.log" &
     SERVER_PID=$!
 }
@@ -173,8 +174,8 @@ start_nginx() { # [ARGS...]: with V_HTTP=1, nginx_http_block's after DIR
     } >"$d/nginx.conf"
     nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" || die "nginx config rejected"
     set_pin "$(server_cpus)"
-    "${PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
-        -g 'daemon off;' >"$d/stdout.log" 2>&1 &
+    "${PIN[@]}" "${WRAP[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
+        -g "daemon off; $NGINX_GLOBAL" >"$d/stdout.log" 2>&1 &
     SERVER_PID=$!
 }
 
@@ -229,7 +230,7 @@ backend be
 EOF
     OPENSSL_CONF=$d/openssl.cnf haproxy -c -q -f "$d/haproxy.cfg" || die "haproxy config rejected"
     set_pin "$(server_cpus)"
-    OPENSSL_CONF=$d/openssl.cnf "${PIN[@]}" haproxy -db -f "$d/haproxy.cfg" \
+    OPENSSL_CONF=$d/openssl.cnf "${PIN[@]}" "${WRAP[@]}" haproxy -db -f "$d/haproxy.cfg" \
         >"$d/stdout.log" 2>&1 &
     SERVER_PID=$!
 }
@@ -260,6 +261,9 @@ check_proxy() { # NAME
 
 # ON_SERVER_UP / ON_SERVER_DOWN: hooks (--profile attaches perf to the server with them).
 ON_SERVER_UP=: ON_SERVER_DOWN=:
+# WRAP: a command the servers are started under (--instructions: valgrind); NGINX_GLOBAL: more
+# of nginx's -g directives; MTLSD_SANDBOX: mtlsd's `sandbox:` (bench/lib/profile.sh).
+WRAP=() NGINX_GLOBAL="" MTLSD_SANDBOX=true
 server_up() { # NAME [START...]: start it (start_NAME, or START) with the current variant, wait
     if (($# > 1)); then "${@:2}"; else "start_$1"; fi  # until it answers
     PIDS+=("$SERVER_PID")

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""User-space instructions per operation, by library, one row per server
+(bench/run.sh --instructions WORKLOAD).
+
+    bench/instructions_table.py SERVER CALLGRIND_OUT JSON [SERVER CALLGRIND_OUT JSON ...]
+
+CALLGRIND_OUT is a callgrind dump taken with instrumentation on only while the load generator
+ran (no warm-up); JSON is the load generator's result lines of that run (its "ops" summed).
+Instruction counts, unlike CPU time, do not move with the machine's load; they leave out the
+kernel (bench/run.sh --syscalls counts its calls) and what the cache and branch misses cost.
+"""
+import json
+import re
+import subprocess
+import sys
+
+GROUPS = ("own", "libssl", "libcrypto", "libc", "libstdc++", "other")
+
+
+def group(obj, server):
+    name = obj.rsplit("/", 1)[-1]
+    if name.startswith("libssl"):
+        return "libssl"
+    if name.startswith("libcrypto"):
+        return "libcrypto"
+    if name.startswith("libc.so") or name.startswith("ld-linux"):
+        return "libc"
+    if name.startswith("libstdc++"):
+        return "libstdc++"
+    if name == server or name.startswith(server):
+        return "own"
+    return "other"
+
+
+def per_op(server, dump, json_path):
+    ops = sum(json.loads(l).get("ops", 0) for l in open(json_path) if l.strip())
+    if ops <= 0:
+        raise SystemExit(f"{json_path}: no operations counted")
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True,
+                         text=True, check=True).stdout
+    by_group = dict.fromkeys(GROUPS, 0)
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+\S.*\[(.+)\]\s*$", line)
+        if m:
+            by_group[group(m.group(2), server)] += int(m.group(1).replace(",", ""))
+    return ops, by_group
+
+
+def main(args):
+    if len(args) % 3 or not args:
+        raise SystemExit(__doc__)
+    print("| server | operations | instructions per op | " +
+          " | ".join(GROUPS) + " |")
+    print("|---|---:|---:|" + "---:|" * len(GROUPS))
+    for i in range(0, len(args), 3):
+        server = args[i]
+        ops, g = per_op(server, args[i + 1], args[i + 2])
+        total = sum(g.values())
+        cells = " | ".join(f"{g[k] / ops:,.0f}" for k in GROUPS)
+        print(f"| {server} | {ops} | **{total / ops:,.0f}** | {cells} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
