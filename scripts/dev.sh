@@ -25,7 +25,7 @@ RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc+
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
 # libnginx-mod-stream: bench/run.sh (nginx stream, the layer-4 peer; --flood: limit_conn).
 # nghttp2-client/-server: nghttp, h2load and nghttpd for the HTTP/2 tests and bench/h2.sh.
-# linux-perf: bench/run.sh --profile (perf record -g on mtlsd).
+# linux-perf: bench/run.sh --profile (perf record -g on mtlsd); valgrind: --instructions.
 TEST_PKGS=(python3-pytest python3-yaml python3-openssl prometheus nginx-light yamllint systemd binutils
            softhsm2 python3-grpcio python3-grpc-tools haproxy libnginx-mod-stream
            nghttp2-client nghttp2-server linux-perf python3-h2 valgrind)
