@@ -76,7 +76,6 @@ class http_connection {
   // when the upstream is readable already. A completion handler rather than a second coroutine
   // beside the client's read: no parallel group per request (http_relay.cpp).
   bool watch_upstream();
-  void stop_watching_upstream();
   void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_parser& req, request_serializer& sr);

@@ -33,13 +33,15 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
 asio::awaitable<error_code> http_connection::next_request_head(request_parser& req) {
   if (from_client_.buf.size() > 0 || from_upstream_.buf.size() > 0)
     co_return co_await from_client_.head(req);
-  if (!watch_upstream()) {
+  upstream_spoke_ = false;
+  // A watch still queued from before has seen no event since it found the socket empty: it
+  // watches this wait as well as a new one would.
+  if (!watching_ && !watch_upstream()) {
     result_.ended_by(relay_end::plain_peer);
     end_ = true;
     co_return error_code{};
   }
   const error_code ec = co_await from_client_.head(req);
-  stop_watching_upstream();
   if (upstream_spoke_ && cancelled(ec)) {
     // The watch cancelled the client's read (a drain or the watchdog would have too: a
     // cancellation of this coroutine wins, as it did against the parallel group before).
@@ -57,8 +59,12 @@ asio::awaitable<error_code> http_connection::next_request_head(request_parser& r
 // empty, and a FIN that came with its last bytes raises no edge of its own. Found empty, the
 // socket raises an edge for whatever comes next, so the wait is the epoll_ctl-free one
 // (net/edge_wait.hpp). No yield between the two keeps that wait's precondition.
+//
+// The watch is left queued when the request comes: the response's read then queues behind it,
+// so Asio does not first try a read that cannot succeed yet (the request has only just gone
+// up): the response's event completes the watch (ignored, the connection is not idle) and the
+// read together. That try was an EAGAIN recv on most requests.
 bool http_connection::watch_upstream() {
-  upstream_spoke_ = false;
   char byte;
   const ssize_t n = ::recv(plain_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;  // bytes, EOF or error
@@ -77,14 +83,6 @@ void http_connection::upstream_spoke(std::uint64_t watch) {
   upstream_spoke_ = true;
   error_code ignored;
   tls_socket_.cancel(ignored);
-}
-
-void http_connection::stop_watching_upstream() {
-  ++watch_->watch;  // whatever the current watch reports from now on is ignored
-  if (!watching_) return;
-  watching_ = false;
-  error_code ignored;
-  plain_.cancel(ignored);
 }
 
 // Waits for the next request head; the connection ends instead on drain, when the client
