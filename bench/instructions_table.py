@@ -4,8 +4,8 @@
 
     bench/instructions_table.py SERVER CALLGRIND_OUT JSON [SERVER CALLGRIND_OUT JSON ...]
 
-CALLGRIND_OUT is a callgrind dump taken with instrumentation on only while the load generator
-ran (no warm-up); JSON is the load generator's result lines of that run (its "ops" summed).
+CALLGRIND_OUT is a callgrind dump taken with instrumentation on only during the load generator's
+window (after its warm-up, which opens the connections); JSON is the load generator's result lines of that run (its "ops" summed).
 Instruction counts, unlike CPU time, do not move with the machine's load; they leave out the
 kernel (bench/run.sh --syscalls counts its calls) and what the cache and branch misses cost.
 """

@@ -10,14 +10,16 @@
 # tracepoint) and writes bench/profiles/WORKLOAD-syscalls.md: calls per operation by name, one
 # column per server. Counts, unlike CPU time, do not drift with the machine's load.
 
-PERF_PID="" PROFILE_KIND=record
+PERF_PID="" PROFILE_KIND=record INSTR_ON_PID=""
 profile_start() { # hook run by server_up: attach perf to the server just started and its
     # children (nginx's worker)
     local pids
     pids=$(printf '%s\n' "$SERVER_PID" $(pgrep -P "$SERVER_PID") | paste -sd, -)
     if [[ $PROFILE_KIND == instructions ]]; then
-        callgrind_control -i on "$SERVER_PID" >"$T/callgrind.log" 2>&1 ||
-            die "callgrind_control failed ($(tail -2 "$T/callgrind.log"))"
+        # On when the load generator's window opens (after its warm-up, which opens the
+        # connections: their handshakes are not the workload's operations).
+        (sleep "$WARMUP"; callgrind_control -i on "$SERVER_PID") >"$T/callgrind.log" 2>&1 &
+        INSTR_ON_PID=$!
         return 0
     fi
     if [[ $PROFILE_KIND == syscalls ]]; then
@@ -30,6 +32,7 @@ profile_start() { # hook run by server_up: attach perf to the server just starte
 }
 profile_stop() { # hook run by server_down: stop perf first, so the shutdown is not in the profile
     if [[ $PROFILE_KIND == instructions ]]; then
+        wait "$INSTR_ON_PID" || die "callgrind_control failed ($(tail -2 "$T/callgrind.log"))"
         callgrind_control -i off "$SERVER_PID" >>"$T/callgrind.log" 2>&1
         callgrind_control -d "$SERVER_PID" >>"$T/callgrind.log" 2>&1
         return 0
@@ -116,10 +119,10 @@ instructions_main() { # WORKLOAD SERVER...: user-space instructions per operatio
     declare -F "wl_$wl" >/dev/null || die "--instructions: no workload $wl (one of: ${WORKLOADS[*]})"
     command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
     ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=instructions
-    # Instrumented only while the load generator runs; no warm-up, so every operation it counts
-    # is in the dump. nginx in one process (master_process off), so that one callgrind sees the
+    # Instrumented only during the load generator's window (profile_start), so the operations
+    # it counts are the ones in the dump, give or take a few at the edges. nginx in one process (master_process off), so that one callgrind sees the
     # worker; mtlsd without its sandbox (its seccomp filter refuses valgrind's own system calls).
-    WARMUP=0 ROUND=1 WORKLOAD=$wl NGINX_GLOBAL="master_process off;" MTLSD_SANDBOX=false
+    ROUND=1 WORKLOAD=$wl NGINX_GLOBAL="master_process off;" MTLSD_SANDBOX=false
     for server in "$@"; do
         variant_reset
         : >"$RESULTS"
