@@ -102,15 +102,22 @@ syscalls_main() { # WORKLOAD SERVER...: syscalls per operation, one column per s
         cp "$RESULTS" "$T/$server.json"
         counts+=("$server" "$T/$server.stat" "$T/$server.json")
     done
+    write_table "$out" "--syscalls $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
+        syscalls_table.py "${counts[@]}"
+    log "syscall counts written to ${out#"$ROOT"/}"
+}
+
+write_table() { # OUT WHAT NOTE SCRIPT ARGS...: bench/SCRIPT's table under two comment lines
+    local out=$1 what=$2 note=$3 script=$4
+    shift 4
     mkdir -p "$(dirname "$out")"
     {
-        echo "# bench/run.sh --syscalls $wl --only $(IFS=,; echo "$*") — written by the script; do not edit"
-        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); $NPROC cores"
+        echo "# bench/run.sh $what — written by the script; do not edit"
+        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); $note"
         echo
-        "$ROOT/bench/syscalls_table.py" "${counts[@]}"
+        "$ROOT/bench/$script" "$@"
     } >"$out"
     cat "$out"
-    log "syscall counts written to ${out#"$ROOT"/}"
 }
 
 instructions_main() { # WORKLOAD SERVER...: user-space instructions per operation (callgrind)
@@ -137,13 +144,7 @@ instructions_main() { # WORKLOAD SERVER...: user-space instructions per operatio
         cp "$RESULTS" "$T/$server.json"
         rows+=("$server" "$T/$server.callgrind" "$T/$server.json")
     done
-    mkdir -p "$(dirname "$out")"
-    {
-        echo "# bench/run.sh --instructions $wl --only $(IFS=,; echo "$*") — written by the script; do not edit"
-        echo "# $(date -u '+%F %T UTC'); mtlsd $MTLSD_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); callgrind, user space only"
-        echo
-        "$ROOT/bench/instructions_table.py" "${rows[@]}"
-    } >"$out"
-    cat "$out"
+    write_table "$out" "--instructions $wl --only $(IFS=,; echo "$*")" \
+        "callgrind, user space only" instructions_table.py "${rows[@]}"
     log "instruction counts written to ${out#"$ROOT"/}"
 }
