@@ -2,7 +2,8 @@
 // Private to http_relay.cpp and http_exchange.cpp: one HTTP/1.1 connection as the relay sees
 // it. http_relay.cpp holds the loop over requests (read a head, send it upstream, run the
 // exchange, keep alive or close); http_exchange.cpp the exchange itself: the request body
-// and the response pumped at once, and the tunnel after a 101.
+// and the response pumped at once (the response alone when there is no body), and the tunnel
+// after a 101.
 #include <array>
 #include <memory>
 #include <optional>
@@ -72,9 +73,10 @@ class http_connection {
   }
   asio::awaitable<error_code> next_request_head(request_parser& req);
   // While the connection waits for a request head, a watch on the upstream: when it becomes
-  // readable (it closed, or misbehaves) the client's read is cancelled. Started, it returns false
-  // when the upstream is readable already. A completion handler rather than a second coroutine
-  // beside the client's read: no parallel group per request (http_relay.cpp).
+  // readable (it closed, or misbehaves) the client's read is cancelled. Returns true once the
+  // watch is queued, false without one when the upstream is readable already. A completion
+  // handler rather than a second coroutine beside the client's read: no parallel group per
+  // request. It stays queued into the exchange that follows (http_relay.cpp says why).
   bool watch_upstream();
   void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
@@ -90,7 +92,7 @@ class http_connection {
     result_.aborted = true;
     result_.error = std::move(why);
   }
-  // Ends the exchange from inside one of the two concurrent pumps: cancels the other's waits
+  // Ends the exchange from inside a pump: cancels the other's waits, if it runs
   // (errors are values; the cause is recorded first).
   void stop_exchange() {
     end_ = true;
@@ -147,7 +149,7 @@ class http_connection {
     std::uint64_t watch = 0;
   };
   std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
-  bool watching_ = false;        // a watch is queued on the upstream
+  bool watching_ = false;        // a watch is queued (until its completion, aborted or not, runs)
   bool upstream_spoke_ = false;  // it completed: the upstream became readable while idle
 
   // The exchange in progress.

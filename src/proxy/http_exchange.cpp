@@ -1,5 +1,5 @@
 // One HTTP/1.1 exchange (http_connection.hpp): the request body up and the response down,
-// each in its own pump, and the byte relay after a 101.
+// each in its own pump (the request's only when it has a body), and the byte relay after a 101.
 #include "http_connection.hpp"
 
 namespace mtlsd::proxy::http1 {

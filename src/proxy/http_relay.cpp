@@ -73,7 +73,10 @@ bool http_connection::watch_upstream() {
                           [cell = watch_, watch = ++watch_->watch](const error_code& ec) {
                             if (!cell->owner) return;  // the connection is gone
                             if (cell->watch == watch) cell->owner->watching_ = false;
-                            if (!ec) cell->owner->upstream_spoke(watch);
+                            // An error other than a cancellation (the socket failed) counts
+                            // as the upstream speaking: the connection cannot go on either.
+                            if (ec != asio::error::operation_aborted)
+                              cell->owner->upstream_spoke(watch);
                           });
   return true;
 }
@@ -159,8 +162,8 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_parser&
   // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
   // arrives as an exception, from a pump that waited again after it.
   try {
-    // Most requests have no body, or all of it came with the head: no second pump, and no
-    // parallel group to run one.
+    // A request without a body (the parser stops at the end of the head, so only then is it
+    // done here) needs no second pump, and no parallel group to run one.
     if (request_done_)
       co_await relay_response(head, upgrade);
     else

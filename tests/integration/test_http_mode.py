@@ -14,7 +14,9 @@ import os
 import random
 import socket
 import ssl
+import struct
 import subprocess
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -449,3 +451,70 @@ def test_upstream_closing_idle_keep_alive_closes_the_client(http_serve, pki):
         start = time.monotonic()
         assert read_response(reader) is None
         assert time.monotonic() - start < 5
+
+
+
+def request_line_out(daemon, client: str, path: str) -> None:
+    """Waits for mtlsd's "request" line of `path` on `client`'s connection: the exchange is
+    over and the connection idle."""
+    daemon.wait_for_log(lambda line: line.get("msg") == "request"
+                        and line.get("client") == client and line.get("path") == path)
+
+
+def answer_then_close_when(close: threading.Event, requests: int, rst: bool = False):
+    """An upstream handler: answers `requests` requests on its keep-alive connection, then
+    waits for `close` and closes while idle (FIN, or RST with rst=True)."""
+    def handle(conn):
+        reader = Reader(conn)
+        for i in range(requests):
+            req = read_request(reader)
+            assert req is not None
+            conn.sendall(response(200, f"answer {i} ({len(req.body)} bytes)".encode()))
+        assert close.wait(TIMEOUT)
+        if rst:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.sock.close()
+        else:
+            conn.shutdown_write()
+    return handle
+
+
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
+def test_upstream_closing_long_after_its_answers_closes_the_client(http_serve, pki, rst):
+    """The close comes once the connection has sat idle (the watch's wait, not its first look)
+    and after a request with a body: the client sees the connection end, never a 502, and the
+    access line says the upstream closed."""
+    close = threading.Event()
+    daemon, _, _ = http_serve(handler=answer_then_close_when(close, 2, rst))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
+        sock.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        status, _, body = read_response(reader)
+        assert (status, body) == (200, b"answer 1 (5 bytes)")
+        # Idle from mtlsd's side: its line for the second request is out.
+        request_line_out(daemon, local, "/b")
+        close.set()
+        start = time.monotonic()
+        assert read_response(reader) is None
+        assert time.monotonic() - start < 5
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
+
+
+def test_an_idle_keep_alive_connection_stays_open(http_serve, pki):
+    """Between requests the watch on the upstream must not end a connection whose upstream
+    stays open: a request after each exchange has finished goes out on the same connections."""
+    daemon, up, rec = http_serve()
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        for path in ("/1", "/2", "/3"):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert read_response(reader)[0] == 200
+            request_line_out(daemon, local, path)   # the exchange is over: idle
+    assert [r.target for r in rec.requests] == ["/1", "/2", "/3"]
+    assert {r.conn_id for r in rec.requests} == {1}
+    assert up.connection_count() == 1

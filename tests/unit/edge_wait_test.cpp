@@ -123,6 +123,33 @@ TEST_F(EdgeWait, AnotherWaitQueuedBehindItCompletesOnTheSameEvent) {
   EXPECT_FALSE(*asio_done);
 }
 
+TEST_F(EdgeWait, AReadQueuedBehindItGetsItsDataOnTheSameEvent) {
+  // HTTP mode leaves its watch on an idle upstream queued while the request goes up, so that the
+  // response's read queues behind it (Asio tries a read at once only when nothing is queued):
+  // the response's one event must complete the watch and then perform the read.
+  drain();
+  std::optional<error_code> edge_done;
+  std::optional<std::pair<error_code, std::size_t>> read_done;
+  char byte = 0;
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read,
+                                 [&](error_code ec) { edge_done = ec; });
+  near.async_read_some(asio::buffer(&byte, 1), [&](error_code ec, std::size_t n) {
+    read_done = std::pair{ec, n};
+  });
+  ioc.poll();
+  EXPECT_FALSE(edge_done);
+  EXPECT_FALSE(read_done);
+  send_from_far();
+  for (int i = 0; i < 2 && !(edge_done && read_done); ++i)
+    ioc.run_one_for(std::chrono::seconds(2));
+  ASSERT_TRUE(edge_done);
+  EXPECT_FALSE(*edge_done);
+  ASSERT_TRUE(read_done) << "the read queued behind the edge wait missed the event";
+  EXPECT_FALSE(read_done->first);
+  EXPECT_EQ(read_done->second, 1u);
+  EXPECT_EQ(byte, 'x');
+}
+
 TEST_F(EdgeWait, SocketCancelEndsTheWait) {
   drain();
   std::optional<error_code> done;
