@@ -49,6 +49,17 @@ struct EdgeWait : ::testing::Test {
     ASSERT_EQ(ec, asio::error::would_block);
   }
   void send_from_far() { ASSERT_EQ(::write(far, "x", 1), 1); }
+  // Queues an edge wait on `near` that records its result in `done`.
+  void wait_drained(std::optional<error_code>& done) {
+    mtlsd::net::async_wait_drained(near, socket_type::wait_read,
+                                   [&done](error_code ec) { done = ec; });
+  }
+  // Runs the loop until `finished()` holds: two completions at most, each within 2 s.
+  template <class Finished>
+  void run_until(Finished finished) {
+    for (int i = 0; i < 2 && !finished(); ++i)
+      ioc.run_one_for(std::chrono::seconds(2));
+  }
 };
 
 TEST_F(EdgeWait, CompletesWhenDataArrivesAfterWouldBlock) {
@@ -109,15 +120,13 @@ TEST_F(EdgeWait, AnotherWaitQueuedBehindItCompletesOnTheSameEvent) {
   drain();
   std::optional<error_code> edge_done;
   std::optional<error_code> asio_done;
-  mtlsd::net::async_wait_drained(near, socket_type::wait_read,
-                                 [&](error_code ec) { edge_done = ec; });
+  wait_drained(edge_done);
   near.async_wait(socket_type::wait_read, [&](error_code ec) { asio_done = ec; });
   ioc.poll();
   EXPECT_FALSE(edge_done);
   EXPECT_FALSE(asio_done);
   send_from_far();
-  for (int i = 0; i < 2 && !(edge_done && asio_done); ++i)
-    ioc.run_one_for(std::chrono::seconds(2));
+  run_until([&] { return edge_done && asio_done; });
   ASSERT_TRUE(edge_done);
   ASSERT_TRUE(asio_done) << "the wait queued behind the edge wait missed the event";
   EXPECT_FALSE(*asio_done);
@@ -131,8 +140,7 @@ TEST_F(EdgeWait, AReadQueuedBehindItGetsItsDataOnTheSameEvent) {
   std::optional<error_code> edge_done;
   std::optional<std::pair<error_code, std::size_t>> read_done;
   char byte = 0;
-  mtlsd::net::async_wait_drained(near, socket_type::wait_read,
-                                 [&](error_code ec) { edge_done = ec; });
+  wait_drained(edge_done);
   near.async_read_some(asio::buffer(&byte, 1), [&](error_code ec, std::size_t n) {
     read_done = std::pair{ec, n};
   });
@@ -140,8 +148,7 @@ TEST_F(EdgeWait, AReadQueuedBehindItGetsItsDataOnTheSameEvent) {
   EXPECT_FALSE(edge_done);
   EXPECT_FALSE(read_done);
   send_from_far();
-  for (int i = 0; i < 2 && !(edge_done && read_done); ++i)
-    ioc.run_one_for(std::chrono::seconds(2));
+  run_until([&] { return edge_done && read_done; });
   ASSERT_TRUE(edge_done);
   EXPECT_FALSE(*edge_done);
   ASSERT_TRUE(read_done) << "the read queued behind the edge wait missed the event";
