@@ -1,18 +1,22 @@
-// The HTTP mode's head handling (http_head.hpp) behind Beast's parser, as http_relay runs it.
-// Input: a policy byte, a request head, "\0\0\0\0", a response head. Properties: a request
-// that is forwarded re-serializes into a head that parses again, with the same method and
-// target and exactly the X-Forwarded-Client-Cert the policy asks for (no header smuggled in by
-// the rewrite); no Expect: 100-continue goes upstream; a refused request has a status and a
-// reason. A forwarded response never carries both Transfer-Encoding and Content-Length.
-#include <boost/beast/core/buffers_range.hpp>
+// The HTTP mode's head handling (http_framing.hpp, http_head.hpp, forward_request_head) as the
+// relay runs it on raw heads. Input: a policy byte, a request, "\0\0\0\0", a response.
+// Properties: a request that is forwarded, edited, parses again with the same method, target,
+// body framing, keep-alive and upgrade (no request smuggled in by the rewrite) and exactly the
+// X-Forwarded-* fields the policy asks for; no Expect: 100-continue goes upstream; a refusal has
+// a status and a reason. A response head is refused only for an unasked-for 101; unfolded it
+// keeps its length and has no fold left; with Connection: close it still parses and says
+// close; the body's framing never claims more bytes than it was given.
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/serializer.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "fuzz_support.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
@@ -22,113 +26,142 @@ namespace http = beast::http;
 
 namespace {
 
-// Parses a head only (eager off: put() stops once the head is done), as the relay does.
-template <bool isRequest>
-bool parse_head(http::parser<isRequest, http::buffer_body>& p, std::string_view bytes) {
-  p.header_limit(proxy::http_head_limit);
-  p.body_limit(boost::none);
-  beast::error_code ec;
-  p.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
-  if (!ec && !p.is_header_done()) p.put_eof(ec);
-  return !ec && p.is_header_done();
-}
-
-template <bool isRequest>
-std::string serialize_head(http::message<isRequest, http::buffer_body>& m) {
-  m.body().data = nullptr;
-  m.body().size = 0;
-  m.body().more = true;
-  http::serializer<isRequest, http::buffer_body> sr{m};
-  sr.split(true);
-  std::string out;
-  while (!sr.is_header_done()) {
+// A forwarded head, parsed again by Beast's own message parser: what the upstream would read.
+struct reparsed {
+  http::request_parser<http::empty_body> p;
+  bool ok = false;
+  explicit reparsed(std::string_view head) {
+    p.header_limit(2 * proxy::http_head_limit);  // ours were added to a head within the limit
+    p.body_limit(boost::none);                    // the relay sets none either
     beast::error_code ec;
-    std::size_t n = 0;
-    sr.next(ec, [&](beast::error_code&, const auto& buffers) {
-      for (auto b : beast::buffers_range_ref(buffers)) {
-        out.append(static_cast<const char*>(b.data()), b.size());
-        n += b.size();
-      }
-    });
-    if (ec) break;
-    sr.consume(n);
+    ok = p.put(boost::asio::buffer(head.data(), head.size()), ec) == head.size() && !ec &&
+         p.is_header_done();
   }
-  return out;
-}
+};
 
 void request_part(std::uint8_t policy_byte, std::string_view bytes) {
-  http::request_parser<http::buffer_body> p;
-  if (!parse_head(p, bytes)) return;
-  auto& msg = p.get();
-  const std::string method(msg.method_string());
-  const std::string target(msg.target());
+  // As inbound::whole_head: the head up to its first empty line, unfolded, parsed in one put.
+  const auto end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos || end + 4 > proxy::http_head_limit) return;
+  std::string head(bytes.substr(0, end + 4));
+  if (proxy::unfold_head(head)) return;  // the relay refuses a folded request (400)
+  proxy::request_framing req;
+  req.header_limit(proxy::http_head_limit);
+  req.body_limit(boost::none);
+  beast::error_code ec;
+  const auto consumed = req.put(boost::asio::buffer(head), ec);
+  if (ec) return;
+  fuzz::check(consumed == head.size() && req.is_header_done(), "the whole head, nothing more");
 
-  proxy::xfcc_policy xfcc;
-  xfcc.what = static_cast<proxy::xfcc_policy::action>(policy_byte % 4);
-  xfcc.element = (policy_byte & 4) ? "By=spiffe://td/us;Hash=ab;URI=spiffe://td/client" : "";
-  std::vector<std::string> sent;
-  for (auto [it, end] = msg.equal_range(proxy::xfcc_header); it != end; ++it)
-    sent.emplace_back(it->value());
+  proxy::http_forwarding f;
+  f.xfcc.what = static_cast<proxy::xfcc_policy::action>(policy_byte % 4);
+  f.xfcc.element = (policy_byte & 4) ? "By=spiffe://td/us;Hash=ab;URI=spiffe://td/client" : "";
+  f.client_ip = (policy_byte & 16) ? "192.0.2.1" : "";
+  f.x_forwarded_for = (policy_byte & 32) != 0;
+  f.x_forwarded_proto = (policy_byte & 64) != 0;
 
-  const auto v = proxy::prepare_request_head(msg, p.chunked(), p.is_done(), xfcc);
+  const auto v = proxy::judge_request(req);
   if (v.status != 0) {
     fuzz::check((v.status == 400 || v.status == 405) && !v.reason.empty() && !v.why.empty(),
                 "a refusal has a status, a reason and a cause");
     return;
   }
-  fuzz::check(msg.method() != http::verb::connect, "CONNECT is never forwarded");
-  const std::string out = serialize_head(msg);
-  http::request_parser<http::buffer_body> again;
-  fuzz::check(parse_head(again, out), "the forwarded head parses again");
-  auto& m2 = again.get();
-  fuzz::check(m2.method_string() == method && m2.target() == target, "method and target kept");
-  fuzz::check(!beast::iequals(m2[http::field::expect], "100-continue"),
+  const auto& seen = req.head();
+  fuzz::check(seen.method != http::verb::connect, "CONNECT is never forwarded");
+  std::string out;
+  proxy::forward_request_head(head, seen, f, out);
+  reparsed again(out);
+  fuzz::check(again.ok, "the forwarded head parses again");
+  const auto& m = again.p.get();
+  fuzz::check(m.method_string() == seen.method_text && m.target() == seen.target,
+              "method and target kept");
+  // No smuggling through the rewrite: the upstream frames the body as we do.
+  fuzz::check(again.p.chunked() == req.chunked() &&
+                  again.p.content_length() == req.content_length() &&
+                  again.p.keep_alive() == req.keep_alive() && again.p.upgrade() == req.upgrade(),
+              "the same framing, keep-alive and upgrade upstream");
+  fuzz::check(!beast::iequals(m[http::field::expect], "100-continue"),
               "Expect: 100-continue is answered here, not forwarded");
 
   // Exactly the XFCC the policy asks for.
   std::vector<std::string> got;
-  for (auto [it, end] = m2.equal_range(proxy::xfcc_header); it != end; ++it)
+  for (auto [it, last] = m.equal_range(proxy::xfcc_header); it != last; ++it)
     got.emplace_back(it->value());
   using action = proxy::xfcc_policy::action;
-  switch (xfcc.what) {
-    case action::keep: {
-      fuzz::check(got.size() == sent.size(), "keep forwards the client's XFCC lines");
+  switch (f.xfcc.what) {
+    case action::keep:
+      fuzz::check(got.size() == seen.xfcc.size(), "keep forwards the client's XFCC lines");
       break;
-    }
     case action::remove:
       fuzz::check(got.empty(), "remove strips every XFCC line");
       break;
     case action::set:
-      fuzz::check(xfcc.element.empty() ? got.size() == 1 && got[0].empty()
-                                       : got.size() == 1 && got[0] == xfcc.element,
-                  "set leaves exactly our element");
+      fuzz::check(got.size() == 1 && got[0] == f.xfcc.element, "set leaves exactly our element");
       break;
     case action::append: {
-      const std::vector<std::string_view> views(sent.begin(), sent.end());
-      const auto want = proxy::rewrite_xfcc(xfcc, views);
+      const auto want = proxy::rewrite_xfcc(f.xfcc, seen.xfcc);
       fuzz::check(want ? got.size() == 1 && got[0] == *want : got.empty(),
                   "append leaves one line: theirs, then ours");
       break;
     }
   }
+  if (f.x_forwarded_for && !f.client_ip.empty()) {
+    fuzz::check(m.count("x-forwarded-for") == 1 && m["x-forwarded-for"].ends_with(f.client_ip),
+                "one X-Forwarded-For, ending with the client");
+  }
+  if (f.x_forwarded_proto) {
+    fuzz::check(m.count("x-forwarded-proto") == 1 && m["x-forwarded-proto"] == "https",
+                "one X-Forwarded-Proto: https");
+  }
 }
 
+// What the relay does with a response: the head parsed whole, the body's framing walked.
+struct framed_response {
+  std::uint64_t payload = 0;
+  proxy::response_framing res;
+  std::size_t head_size = 0;
+  explicit framed_response(std::string_view bytes, bool head_request = false) {
+    res.count_body_in(payload);
+    res.header_limit(proxy::http_head_limit);
+    res.body_limit(boost::none);
+    if (head_request) res.skip(true);
+    beast::error_code ec;
+    head_size = res.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+    if (ec || !res.is_header_done()) head_size = 0;
+  }
+};
+
 void response_part(bool upgrade, std::string_view bytes) {
-  http::response_parser<http::buffer_body> p;
-  if (!parse_head(p, bytes)) return;
-  auto& msg = p.get();
-  const auto why = proxy::prepare_response_head(msg, upgrade);
-  if (!why.empty()) {
-    fuzz::check(msg.result_int() == 101 && !upgrade, "only an unasked-for 101 is refused");
+  // As inbound::whole_head: up to the first empty line, unfolded, then parsed in one put.
+  const auto end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos || end + 4 > proxy::http_head_limit) return;
+  std::string head(bytes.substr(0, end + 4));
+  proxy::unfold_head(head);
+  fuzz::check(head.size() == end + 4, "unfolding keeps the head's length");
+  framed_response first(head + std::string(bytes.substr(end + 4)));
+  if (first.head_size == 0) return;
+  fuzz::check(first.head_size == head.size(), "the head ends at its first empty line");
+  fuzz::check(head.find("\r\n ") == std::string::npos && head.find("\r\n\t") == std::string::npos,
+              "no obs-fold left in a head that parses");
+  const auto status = first.res.status();
+  if (!proxy::response_head_refusal(status, upgrade).empty()) {
+    fuzz::check(status == 101 && !upgrade, "only an unasked-for 101 is refused");
     return;
   }
-  fuzz::check(
-      !(msg.count(http::field::transfer_encoding) && msg.count(http::field::content_length)),
-      "never both Transfer-Encoding and Content-Length");
-  const std::string out = serialize_head(msg);
-  http::response_parser<http::buffer_body> again;
-  fuzz::check(parse_head(again, out), "the forwarded response head parses again");
-  fuzz::check(again.get().result_int() == msg.result_int(), "status kept");
+  const std::string last = proxy::with_connection_close(head);
+  framed_response closing(last);
+  fuzz::check(closing.head_size == last.size() && closing.res.status() == status,
+              "the head with Connection: close parses, status kept");
+  fuzz::check(!closing.res.keep_alive(), "and says the connection closes");
+
+  // The body: what put claims never runs past what it was given.
+  if (first.res.is_done()) return;
+  first.res.eager(true);
+  const auto body = bytes.substr(end + 4);
+  beast::error_code ec;
+  const auto claimed = first.res.put(boost::asio::buffer(body.data(), body.size()), ec);
+  fuzz::check(claimed <= body.size(), "claims only bytes it was given");
+  fuzz::check(first.payload <= claimed, "payload within what was claimed");
 }
 
 }  // namespace

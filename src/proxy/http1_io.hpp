@@ -1,21 +1,15 @@
 #pragma once
-// The HTTP/1.1 relay's I/O pieces (http_relay.cpp): each side of the connection as a Beast
-// stream (the TLS client, the plain upstream), the inbound message state, and the loops that
-// write what a serializer has ready and stream a body through one fixed chunk. Internal to
-// src/proxy; only http_connection.hpp includes it.
-#include <array>
+// The HTTP/1.1 relay's I/O pieces (http_relay.cpp): each side of the connection (the TLS
+// client, the plain upstream), the inbound bytes with the read of a whole head, and the loop
+// that forwards a body as it came. Internal to src/proxy; only http_connection.hpp includes it.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/read_size.hpp>
-#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/serializer.hpp>
 #include <string>
-#include <vector>
 
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
@@ -46,41 +40,9 @@ class tls_side {
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     return tls_.read_some(b);
   }
-  // One TLS write per call: the pieces a serializer hands out (chunk size, data, CRLF...) are
-  // gathered first, or each would become a record of its own. Between hold() and release()
-  // writes are only gathered.
-  asio::awaitable<error_code> write(const std::vector<asio::const_buffer>& bufs) {
-    if (bufs.size() == 1 && !held_) co_return co_await tls_.write(bufs.front());
-    if (!held_) staging_.clear();
-    for (const auto& b : bufs)
-      staging_.append(static_cast<const char*>(b.data()), b.size());
-    if (held_) co_return error_code{};
-    co_return co_await tls_.write(asio::buffer(staging_));
-  }
+  // One TLS write per call (a response head and the body bytes behind it leave together).
   asio::awaitable<error_code> write(std::string_view s) {
-    if (held_) {
-      staging_.append(s);
-      co_return error_code{};
-    }
-    co_return co_await tls_.write(asio::buffer(s.data(), s.size()));
-  }
-  // A response whose body is already in the upstream's read buffer goes out as one record and one
-  // write, head and body together (as nginx sends it), instead of one each: a syscall and a
-  // record less per small response. Only for bytes already read: no write waits on a read.
-  void hold() {
-    staging_.clear();
-    held_ = true;
-  }
-  // Forgets what is held (the exchange failed before release()).
-  void drop_held() {
-    if (held_) staging_.clear();
-    held_ = false;
-  }
-  asio::awaitable<error_code> release() {
-    if (!held_) co_return error_code{};
-    held_ = false;
-    if (staging_.empty()) co_return error_code{};
-    co_return co_await tls_.write(asio::buffer(staging_));
+    return tls_.write(asio::buffer(s.data(), s.size()));
   }
   // close_notify, then FIN.
   asio::awaitable<void> close() {
@@ -92,9 +54,6 @@ class tls_side {
  private:
   tls_stream& tls_;
   stream_socket& sock_;
-  std::string staging_;  // one message head or one body chunk plus framing; held: head + body,
-                         // both already in the upstream's read buffer (read_buffer_limit)
-  bool held_ = false;
 };
 
 // The upstream's side: a plain socket.
@@ -105,10 +64,6 @@ class plain_side {
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     auto [ec, n] = co_await sock_.async_read_some(b, as_tuple(use_awaitable));
     co_return std::pair{ec, n};
-  }
-  asio::awaitable<error_code> write(const std::vector<asio::const_buffer>& bufs) {
-    auto [ec, n] = co_await asio::async_write(sock_, bufs, as_tuple(use_awaitable));
-    co_return ec;
   }
   asio::awaitable<error_code> write(std::string_view s) {
     auto [ec, n] = co_await asio::async_write(sock_, asio::buffer(s.data(), s.size()),
@@ -134,41 +89,52 @@ struct inbound {
   idle_deadline& clock;
   beast::flat_buffer buf{read_buffer_limit};
 
-  // One step of the parser, as beast::http::read_some takes it: parse what is buffered, read
-  // more only when the parser needs more. Returns success once the parser made progress,
-  // need_buffer when the body buffer is full, end_of_stream at EOF before any byte.
-  template <bool isRequest>
-  asio::awaitable<error_code> step(http::basic_parser<isRequest>& p) {
-    error_code ec;
-    if (buf.size() > 0) {
-      buf.consume(p.put(buf.data(), ec));
-      if (ec != http::error::need_more) co_return ec;
-    }
-    for (;;) {
-      const std::size_t size = beast::read_size(buf, 65536);
-      if (size == 0) co_return http::error::buffer_overflow;
-      auto [rec, n] = co_await side.read_some(buf.prepare(size));
-      if (rec == asio::error::eof) {
-        if (!p.got_some()) co_return http::error::end_of_stream;
-        error_code eec;
-        p.put_eof(eec);
-        co_return eec;
-      }
-      if (rec) co_return rec;
-      buf.commit(n);
-      counter += n;
-      clock.touch();
-      ec = {};
-      buf.consume(p.put(buf.data(), ec));
-      if (ec != http::error::need_more) co_return ec;
-    }
+  // One read into the buffer, as much as fits (up to 64 KiB): counted, and the idle clock told.
+  // EOF is asio::error::eof.
+  asio::awaitable<error_code> read_more() {
+    const std::size_t size = beast::read_size(buf, 65536);
+    if (size == 0) co_return http::error::buffer_overflow;
+    auto [ec, n] = co_await side.read_some(buf.prepare(size));
+    if (ec) co_return ec;
+    buf.commit(n);
+    counter += n;
+    clock.touch();
+    co_return error_code{};
   }
 
+  // Reads until a whole head is buffered, unfolds it (unfold_head; `folded` says whether there
+  // was an obs-fold), then parses it in one put, so that its bytes stay at the front of the
+  // buffer (`size` of them) to be forwarded as they came, and every value the parser reports
+  // points into them. Returns end_of_stream at EOF before any byte, partial_message at EOF
+  // inside a head, header_limit when none ends within http_head_limit.
   template <bool isRequest>
-  asio::awaitable<error_code> head(http::basic_parser<isRequest>& p) {
-    while (!p.is_header_done())
-      if (auto ec = co_await step(p)) co_return ec;
-    co_return error_code{};
+  asio::awaitable<error_code> whole_head(http::basic_parser<isRequest>& p, std::size_t& size,
+                                         bool& folded) {
+    std::size_t searched = 0;  // no end of head before this offset
+    for (;;) {
+      char* const at = static_cast<char*>(buf.data().data());
+      const std::string_view have(at, buf.size());
+      const auto end = have.find("\r\n\r\n", searched);
+      if (end != std::string_view::npos && end + 4 <= http_head_limit) {
+        folded = unfold_head({at, end + 4});
+        error_code ec;
+        size = p.put(buf.data(), ec);
+        // The empty line ends every head Beast accepts: need_more would be a parser surprise.
+        co_return ec == http::error::need_more ? http::error::partial_message : ec;
+      }
+      if (end != std::string_view::npos || have.size() >= http_head_limit)
+        co_return http::error::header_limit;
+      // All of it is head so far: a line ending in a bare LF is refused now, as the parser
+      // would, rather than once the peer gives up.
+      for (auto lf = have.find('\n', searched); lf != std::string_view::npos;
+           lf = have.find('\n', lf + 1))
+        if (lf == 0 || have[lf - 1] != '\r') co_return http::error::bad_line_ending;
+      searched = have.size() < 3 ? 0 : have.size() - 3;
+      if (auto rec = co_await read_more()) {
+        if (rec != asio::error::eof) co_return rec;
+        co_return buf.size() == 0 ? http::error::end_of_stream : http::error::partial_message;
+      }
+    }
   }
 
   // Gives a large head's memory back once it is gone (keep-alive connections live long).
@@ -177,65 +143,43 @@ struct inbound {
   }
 };
 
-// Writes what a serializer has ready — until it needs more body (need_buffer) or is done, or,
-// with `head_only`, once the head is out.
-template <class Side, bool isRequest>
-asio::awaitable<error_code> write_ready(Side& side,
-                                        http::serializer<isRequest, http::buffer_body>& sr,
-                                        std::vector<asio::const_buffer>& scratch, bool head_only) {
-  for (;;) {
-    if (sr.is_done() || (head_only && sr.is_header_done())) co_return error_code{};
-    error_code ec;
-    scratch.clear();
-    sr.next(ec, [&](error_code&, const auto& buffers) {
-      for (auto b : beast::buffers_range_ref(buffers))
-        if (b.size() > 0) scratch.push_back(b);
-    });
-    if (ec == http::error::need_buffer) co_return error_code{};
-    if (ec) co_return ec;
-    std::size_t n = 0;
-    for (const auto& b : scratch)
-      n += b.size();
-    if (n > 0)
-      if (auto wec = co_await side.write(scratch)) co_return wec;
-    sr.consume(n);
-  }
-}
-
-// Where a body transfer stopped: reading from the source or writing to the sink.
+// Where a body transfer stopped: reading from the source (or its framing was malformed) or
+// writing to the sink.
 struct body_outcome {
   error_code ec;
   bool reading = false;
 };
 
-// Streams a message body from `in` to `out` through one fixed buffer: read what fits, write
-// it, repeat. Memory stays at one chunk whatever the body's length or framing.
+// Forwards a message body from `in` to `out` as it came, framing included: parse what is
+// buffered, write what the parser claims, read more. The first `ready` bytes of `in`'s buffer
+// are parsed already (a response head that leaves with its body: one write, one TLS record for
+// a small response). Memory: the read buffer only. Once `stopped` (the other pump ended the
+// exchange) it returns operation_aborted at its next step.
 template <class In, class Out, bool isRequest>
-asio::awaitable<body_outcome> stream_body(In& in, Out& out,
-                                          http::parser<isRequest, http::buffer_body>& p,
-                                          http::serializer<isRequest, http::buffer_body>& sr,
-                                          std::array<char, http_body_chunk>& chunk,
-                                          std::vector<asio::const_buffer>& scratch,
-                                          std::uint64_t& body_bytes) {
-  auto& body = p.get().body();
-  while (!p.is_done()) {
-    body.data = chunk.data();
-    body.size = chunk.size();
-    auto ec = co_await in.step(p);
-    if (ec == http::error::need_buffer) ec = {};
+asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
+                                           http::basic_parser<isRequest>& p, std::size_t ready,
+                                           const bool& stopped) {
+  auto& buf = in.buf;
+  for (;;) {
+    error_code bad;  // malformed framing: the bytes before it still go, to show where it broke
+    if (!p.is_done() && ready < buf.size()) {
+      ready += p.put(buf.data() + ready, bad);
+      if (bad == http::error::need_more) bad = {};
+    }
+    if (ready > 0) {
+      const auto ec = co_await out.write({static_cast<const char*>(buf.data().data()), ready});
+      buf.consume(ready);
+      ready = 0;
+      if (ec) co_return body_outcome{ec, false};
+      if (stopped) co_return body_outcome{asio::error::operation_aborted, false};
+    }
+    if (bad) co_return body_outcome{bad, true};
+    if (p.is_done()) co_return body_outcome{};
+    auto ec = co_await in.read_more();
+    if (stopped) co_return body_outcome{asio::error::operation_aborted, true};
+    if (ec == asio::error::eof) p.put_eof(ec);  // fine for a body that ends with the close
     if (ec) co_return body_outcome{ec, true};
-    const std::size_t n = chunk.size() - body.size;
-    body_bytes += n;
-    if (n == 0 && !p.is_done()) continue;  // e.g. only a chunk header was parsed
-    // A zero-length piece with more=true would end a chunked body early: only the last piece
-    // may be empty (it then writes the terminating chunk).
-    body.data = n ? chunk.data() : nullptr;
-    body.size = n;
-    body.more = !p.is_done();
-    if (auto wec = co_await write_ready(out, sr, scratch, false))
-      co_return body_outcome{wec, false};
   }
-  co_return body_outcome{};
 }
 
 inline std::string simple_response(int status, std::string_view reason, std::string_view text) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "http1_io.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::http1 {
@@ -52,26 +53,23 @@ class http_connection {
   }
 
  private:
-  using request_parser = http::request_parser<http::buffer_body>;
-  using response_parser = http::response_parser<http::buffer_body>;
-
-  using request_serializer = http::serializer<true, http::buffer_body>;
-
   // The steps of run(), one request at a time; each says how the connection goes on.
   enum class then {
     go_on,       // to the next step (or the next request)
     close_both,  // the connection ends here: close both sides
     stop,        // the connection ended in the step (refused, failed or cancelled)
   };
-  asio::awaitable<then> read_request_head(request_parser& req);
-  asio::awaitable<then> send_request_head(request_serializer& sr, bool request_done,
+  // The head's bytes stay at the front of the client's read buffer (`head_size` of them).
+  asio::awaitable<then> read_request_head(request_framing& req, std::size_t& head_size);
+  // `head` is the request head as it goes upstream (forward_request_head).
+  asio::awaitable<then> send_request_head(std::string_view head, bool request_done,
                                           bool send_continue);
-  asio::awaitable<then> exchange(request_parser& req, request_serializer& sr, bool head,
-                                 bool upgrade, bool keep_alive);
+  asio::awaitable<then> exchange(request_framing& req, bool head, bool upgrade, bool keep_alive);
   asio::awaitable<void> end_after(then next) {
     if (next == then::close_both) co_await close_both();
   }
-  asio::awaitable<error_code> next_request_head(request_parser& req);
+  asio::awaitable<error_code> next_request_head(request_framing& req, std::size_t& head_size,
+                                                bool& folded);
   // While the connection waits for a request head, a watch on the upstream: when it becomes
   // readable (it closed, or misbehaves) the client's read is cancelled. Returns true once the
   // watch is queued, false without one when the upstream is readable already. A completion
@@ -80,8 +78,11 @@ class http_connection {
   bool watch_upstream();
   void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
-  asio::awaitable<void> send_request_body(request_parser& req, request_serializer& sr);
+  asio::awaitable<void> send_request_body(request_framing& req);
   asio::awaitable<void> relay_response(bool head, bool upgrade);
+  // A write to the client in relay_response failed, or the exchange was stopped meanwhile: it
+  // ends here, with the cause recorded unless it was a cancellation.
+  void client_write_failed(const error_code& ec);
   // Records the upstream's failure, tells the client (502) when it still can, and stops the
   // exchange; the caller returns.
   asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
@@ -103,12 +104,12 @@ class http_connection {
   }
 
   // The exchange in progress, for its access line (none before a parsed request head).
-  void begin_report(const http_request_head& msg) {
+  void begin_report(const request_head_view& head) {
     report();
     auto& r = current_.emplace();
-    r.method = std::string(msg.method_string());
-    r.path = std::string(msg.target());
-    r.authority = std::string(msg[boost::beast::http::field::host]);
+    r.method = head.method_text;
+    r.path = head.target;
+    r.authority = head.host;
     r.stream_id = ++requests_;
     r.started = std::chrono::steady_clock::now();
     r.started_at = std::chrono::system_clock::now();
@@ -137,9 +138,7 @@ class http_connection {
   plain_side upstream_;
   inbound<tls_side> from_client_;
   inbound<plain_side> from_upstream_;
-  std::array<char, http_body_chunk> request_chunk_;
-  std::array<char, http_body_chunk> response_chunk_;
-  std::vector<asio::const_buffer> request_scratch_, response_scratch_;
+  std::string request_head_;  // the head going upstream, edited (its capacity is kept)
 
   // The upstream watch (watch_upstream): what its completion handler holds, so that it can
   // outlive the connection; `watch` numbers the watches, so a late completion of an earlier one

@@ -2,14 +2,13 @@
 // each in its own pump (the request's only when it has a body), and the byte relay after a 101.
 #include "http_connection.hpp"
 
+#include "mtlsd/proxy/http_framing.hpp"
+
 namespace mtlsd::proxy::http1 {
 
-asio::awaitable<void> http_connection::send_request_body(request_parser& req,
-                                                         request_serializer& sr) {
+asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   if (request_done_) co_return;
-  auto out =
-      co_await stream_body(from_client_, upstream_, req, sr, request_chunk_, request_scratch_,
-                           current_ ? current_->req_bytes : ignored_bytes_);
+  auto out = co_await forward_body(from_client_, upstream_, req, 0, stopped_);
   if (stopped_) co_return;
   if (!out.ec) {
     request_done_ = true;
@@ -44,72 +43,48 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
   stop_exchange();
 }
 
+// The upstream's bytes go to the client as they came: the parser (response_framing) only finds
+// where each response ends. A small response, head and body read together, leaves in one write
+// and one TLS record, straight from the read buffer.
 asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
   for (;;) {
-    response_parser res;
+    response_framing res;
+    res.count_body_in(current_ ? current_->resp_bytes : ignored_bytes_);
     res.header_limit(http_head_limit);
     res.body_limit(boost::none);
     if (head) res.skip(true);  // a response to HEAD has a length but no body
-    auto head_ec = co_await from_upstream_.head(res);
+    std::size_t ready = 0;     // the head's bytes, at the front of the read buffer
+    bool folded = false;       // unfolded in place (RFC 9112 5.2 lets a proxy do either)
+    auto head_ec = co_await from_upstream_.whole_head(res, ready, folded);
     if (stopped_) co_return;
     if (head_ec) co_return co_await upstream_failed(head_ec, "reading the response head");
-    auto& msg = res.get();
-    const unsigned status = msg.result_int();
-    if (auto why = prepare_response_head(msg, upgrade); !why.empty())
-      co_return co_await upstream_failed({}, std::move(why));
-    if (draining_ && status != 101) msg.keep_alive(false);
-
-    http::serializer<false, http::buffer_body> sr{msg};
-    sr.split(true);
+    const unsigned status = res.status();
+    if (auto why = response_head_refusal(status, upgrade); !why.empty())
+      co_return co_await upstream_failed({}, std::string(why));
     const bool interim = status >= 100 && status < 200 && status != 101;
     if (!interim) {
       response_started_ = true;
       set_status(static_cast<int>(status));
     }
-    // The whole body already read (a small response comes in one segment with its head): head
-    // and body leave together (tls_side::hold).
-    const auto length = res.content_length();
-    const bool body_buffered = !interim && status != 101 && !res.is_done() && length &&
-                               from_upstream_.buf.size() >= *length &&
-                               *length <= response_chunk_.size();
-    if (body_buffered) client_.hold();
-    struct drop_on_exit {  // every early return below: nothing stays held for the next write
-      tls_side& side;
-      ~drop_on_exit() { side.drop_held(); }
-    } held_guard{client_};
-    if (auto ec = co_await write_ready(client_, sr, response_scratch_, true); ec || stopped_) {
-      end_ = true;
-      if (cancelled(ec) || stopped_) co_return;
-      result_.ended_by(relay_end::tls_peer);
-      fail("writing the response to the client: " + ec.message());
-      co_return stop_exchange();
+    if (draining_ && !interim && status != 101 && res.keep_alive()) {
+      // Shutdown began: this response is the connection's last, and says so.
+      auto& buf = from_upstream_.buf;
+      const std::string last =
+          with_connection_close({static_cast<const char*>(buf.data().data()), ready});
+      buf.consume(ready);
+      ready = 0;
+      if (auto ec = co_await client_.write(last); ec || stopped_) co_return client_write_failed(ec);
     }
+    res.eager(true);  // one put parses every body piece buffered
+    auto out = co_await forward_body(from_upstream_, client_, res, ready, stopped_);
+    if (stopped_) co_return;
+    if (out.ec && out.reading)
+      co_return co_await upstream_failed(out.ec, "reading the response body");
+    if (out.ec) co_return client_write_failed(out.ec);
     if (interim) continue;  // 100, 103: the final response follows
     if (status == 101) {
       upgraded_ = true;
       co_return;
-    }
-    if (!res.is_done()) {
-      auto out =
-          co_await stream_body(from_upstream_, client_, res, sr, response_chunk_, response_scratch_,
-                               current_ ? current_->resp_bytes : ignored_bytes_);
-      if (stopped_) co_return;
-      if (out.ec && out.reading)
-        co_return co_await upstream_failed(out.ec, "reading the response body");
-      if (out.ec) {
-        end_ = true;
-        if (cancelled(out.ec)) co_return;
-        result_.ended_by(relay_end::tls_peer);
-        fail("writing the response to the client: " + out.ec.message());
-        co_return stop_exchange();
-      }
-    }
-    if (auto ec = co_await client_.release(); ec || stopped_) {
-      end_ = true;
-      if (cancelled(ec) || stopped_) co_return;
-      result_.ended_by(relay_end::tls_peer);
-      fail("writing the response to the client: " + ec.message());
-      co_return stop_exchange();
     }
     response_keep_alive_ = res.keep_alive();
     if (!request_done_) {
@@ -120,6 +95,14 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     }
     co_return;
   }
+}
+
+void http_connection::client_write_failed(const error_code& ec) {
+  end_ = true;
+  if (cancelled(ec) || stopped_) return;
+  result_.ended_by(relay_end::tls_peer);
+  fail("writing the response to the client: " + ec.message());
+  stop_exchange();
 }
 
 // After a 101: bytes already buffered on either side go first, then the byte relay.

@@ -1,7 +1,7 @@
 #include "mtlsd/proxy/http_forwarding.hpp"
 
 #include <algorithm>
-#include <boost/beast/http/field.hpp>
+#include <span>
 
 namespace mtlsd::proxy {
 namespace {
@@ -37,19 +37,35 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
   }
 }
 
-void apply_forwarding(http_request_head& msg, const http_forwarding& f) {
-  if (f.x_forwarded_for && !f.client_ip.empty() && msg.find(xff) == msg.end()) {
-    msg.set(xff, f.client_ip);  // the usual case: no list to join, no copy
-  } else if (f.x_forwarded_for && !f.client_ip.empty()) {
-    std::string joined;
-    auto [first, last] = msg.equal_range(xff);
-    for (auto it = first; it != last; ++it)
-      joined += (joined.empty() ? "" : ", ") + std::string(it->value());
-    msg.erase(xff);
-    joined += (joined.empty() ? "" : ", ") + f.client_ip;
-    msg.set(xff, joined);
+void forward_request_head(std::string_view head, const request_head_view& seen,
+                          const http_forwarding& f, std::string& out) {
+  using action = xfcc_policy::action;
+  const bool xfcc = f.xfcc.what != action::keep;
+  const bool xff_too = f.x_forwarded_for && !f.client_ip.empty();
+  std::string_view drop[4];
+  std::size_t n = 0;
+  if (xfcc) drop[n++] = xfcc_header;
+  if (xff_too) drop[n++] = xff;
+  if (f.x_forwarded_proto) drop[n++] = xfp;
+  if (seen.expect_continue) drop[n++] = "expect";
+  copy_head_except(head, std::span(drop, n), out);
+  // The common XFCC policies need no copy of what the client sent: set is ours alone, remove
+  // is nothing.
+  if (xfcc && f.xfcc.what == action::set) {
+    out.append("X-Forwarded-Client-Cert: ").append(f.xfcc.element).append("\r\n");
+  } else if (xfcc && f.xfcc.what != action::remove) {
+    if (auto ours = rewrite_xfcc(f.xfcc, seen.xfcc))
+      out.append("X-Forwarded-Client-Cert: ").append(*ours).append("\r\n");
   }
-  if (f.x_forwarded_proto) msg.set(xfp, "https");
+  if (xff_too) {
+    // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
+    out.append("X-Forwarded-For: ");
+    for (std::string_view v : seen.xff)
+      out.append(v).append(", ");
+    out.append(f.client_ip).append("\r\n");
+  }
+  if (f.x_forwarded_proto) out.append("X-Forwarded-Proto: https\r\n");
+  out.append("\r\n");
 }
 
 bool is_hop_by_hop(std::string_view name, std::string_view value) {

@@ -1,80 +1,87 @@
 #include "mtlsd/proxy/http_head.hpp"
 
+#include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
-#include <optional>
-#include <vector>
+#include <cstring>
 
 namespace mtlsd::proxy {
-namespace {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-bool is_upgrade(const http_request_head& m) {
-  return m.version() >= 11 && m.count(http::field::upgrade) > 0 &&
-         http::token_list{m[http::field::connection]}.exists("upgrade");
-}
-
-void rewrite_xfcc_header(http_request_head& m, const xfcc_policy& xfcc) {
-  using action = xfcc_policy::action;
-  // The common policies, on every request: straight into the head, no copy of the value
-  // (rewrite_xfcc's result for them: nothing, or `element` whatever the client sent).
-  if (xfcc.what == action::keep) return;
-  if (xfcc.what == action::remove) {
-    m.erase(xfcc_header);
-    return;
-  }
-  if (xfcc.what == action::set) {
-    m.set(xfcc_header, xfcc.element);  // replaces every line the client sent
-    return;
-  }
-  std::optional<std::string> value;
-  {
-    std::vector<std::string_view> existing;
-    for (auto [it, end] = m.equal_range(xfcc_header); it != end; ++it)
-      existing.emplace_back(it->value().data(), it->value().size());
-    value = rewrite_xfcc(xfcc, existing);
-  }
-  m.erase(xfcc_header);
-  if (value) m.set(xfcc_header, *value);
-}
-
-}  // namespace
-
-request_head_verdict prepare_request_head(http_request_head& msg, bool chunked, bool body_done,
-                                          const xfcc_policy& xfcc) {
+request_head_verdict judge_request(const request_framing& req) {
+  const auto& h = req.head();
   request_head_verdict v;
-  if (msg.method() == http::verb::connect) {
+  if (h.method == http::verb::connect) {
     v.status = 405;
     v.reason = "Method Not Allowed";
     v.why = "CONNECT is not proxied";
     return v;
   }
   // Beast already refuses Transfer-Encoding together with Content-Length.
-  if (msg.count(http::field::transfer_encoding) && !chunked) {
+  if (h.transfer_encoding && !req.chunked()) {
     v.status = 400;
     v.reason = "Bad Request";
     v.why = "Transfer-Encoding without final chunked";
     return v;
   }
-  rewrite_xfcc_header(msg, xfcc);
-  v.head = msg.method() == http::verb::head;
-  v.upgrade = is_upgrade(msg);
-  v.keep_alive = msg.keep_alive();
-  if (beast::iequals(msg[http::field::expect], "100-continue")) {
-    msg.erase(http::field::expect);
-    v.send_continue = !body_done;
-  }
+  v.head = h.method == http::verb::head;
+  v.upgrade = h.upgrade;
+  v.keep_alive = req.keep_alive();
+  v.send_continue = h.expect_continue && !req.is_done();
   return v;
 }
 
-std::string prepare_response_head(http_response_head& msg, bool upgrade_requested) {
-  if (msg.result_int() == 101 && !upgrade_requested)
+std::string_view response_head_refusal(unsigned status, bool upgrade_requested) {
+  if (status == 101 && !upgrade_requested)
     return "101 Switching Protocols without an Upgrade request";
-  if (msg.count(http::field::transfer_encoding) && msg.count(http::field::content_length))
-    msg.erase(http::field::content_length);
   return {};
+}
+
+bool unfold_head(std::span<char> head) {
+  bool folded = false;
+  char* const end = head.data() + head.size();
+  char* p = static_cast<char*>(std::memchr(head.data(), '\n', head.size()));  // the start line's
+  while (p && ++p < end) {
+    p = static_cast<char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    if (!p || p + 1 == end) break;
+    if ((p[1] == ' ' || p[1] == '\t') && p[-1] == '\r') {
+      p[-1] = p[0] = ' ';
+      folded = true;
+    }
+  }
+  return folded;
+}
+
+void copy_head_except(std::string_view head, std::span<const std::string_view> drop,
+                      std::string& out) {
+  out.clear();
+  bool dropping = false;  // the line before was dropped: so are its continuations
+  for (std::size_t at = 0; at < head.size();) {
+    std::size_t eol = head.find("\r\n", at);
+    eol = eol == std::string_view::npos ? head.size() : eol + 2;
+    const std::string_view line = head.substr(at, eol - at);
+    const bool start_line = at == 0;
+    at = eol;
+    if (line == "\r\n") break;  // the empty line that ends the head
+    if (!start_line && (line[0] == ' ' || line[0] == '\t')) {
+      if (!dropping) out.append(line);
+      continue;
+    }
+    const std::string_view name = line.substr(0, line.find(':'));
+    dropping = !start_line && std::any_of(drop.begin(), drop.end(), [name](std::string_view d) {
+      return beast::iequals(name, d);
+    });
+    if (!dropping) out.append(line);
+  }
+}
+
+std::string with_connection_close(std::string_view head) {
+  static constexpr std::string_view connection_fields[] = {"connection", "proxy-connection"};
+  std::string out;
+  copy_head_except(head, connection_fields, out);
+  return out.append("Connection: close\r\n\r\n");
 }
 
 }  // namespace mtlsd::proxy

@@ -30,9 +30,11 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
 // Between requests the upstream has nothing to say: if it becomes readable, it closed its end of
 // the keep-alive connection (or misbehaves), and the connection ends here — HTTP clients retry
 // an idempotent request on a fresh connection, but not one answered by a 502.
-asio::awaitable<error_code> http_connection::next_request_head(request_parser& req) {
+asio::awaitable<error_code> http_connection::next_request_head(request_framing& req,
+                                                               std::size_t& head_size,
+                                                               bool& folded) {
   if (from_client_.buf.size() > 0 || from_upstream_.buf.size() > 0)
-    co_return co_await from_client_.head(req);
+    co_return co_await from_client_.whole_head(req, head_size, folded);
   upstream_spoke_ = false;
   // A watch still queued from before has seen no event since it found the socket empty: it
   // watches this wait as well as a new one would.
@@ -41,7 +43,7 @@ asio::awaitable<error_code> http_connection::next_request_head(request_parser& r
     end_ = true;
     co_return error_code{};
   }
-  const error_code ec = co_await from_client_.head(req);
+  const error_code ec = co_await from_client_.whole_head(req, head_size, folded);
   if (upstream_spoke_ && cancelled(ec)) {
     // The watch cancelled the client's read (a drain or the watchdog would have too: a
     // cancellation of this coroutine wins, as it did against the parallel group before).
@@ -90,13 +92,15 @@ void http_connection::upstream_spoke(std::uint64_t watch) {
 
 // Waits for the next request head; the connection ends instead on drain, when the client
 // closes, when the upstream closes while idle, or with a head refused (431, 400) or unreadable.
-asio::awaitable<http_connection::then> http_connection::read_request_head(request_parser& req) {
+asio::awaitable<http_connection::then> http_connection::read_request_head(request_framing& req,
+                                                                          std::size_t& head_size) {
   if (draining_) {
     result_.ended_by(relay_end::local);
     co_return then::close_both;
   }
   idle_ = from_client_.buf.size() == 0 && from_upstream_.buf.size() == 0;
-  const error_code ec = co_await next_request_head(req);
+  bool folded = false;
+  const error_code ec = co_await next_request_head(req, head_size, folded);
   idle_ = false;
   if (cancelled(ec)) {
     // drain() woke an idle connection; else the watchdog cancelled us (then stop here).
@@ -119,6 +123,12 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
     co_await refuse(400, "Bad Request", "malformed request: " + ec.message());
     co_return then::stop;
   }
+  if (folded) {
+    // Allowed by RFC 9112 5.2, and safer than unfolding: the upstream never has to agree with
+    // us on how a folded Transfer-Encoding or Content-Length reads.
+    co_await refuse(400, "Bad Request", "malformed request: obsolete line folding");
+    co_return then::stop;
+  }
   if (ec) {
     result_.ended_by(relay_end::tls_peer);
     fail("reading the request: " + ec.message());
@@ -128,7 +138,7 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
 }
 
 // Starts the exchange: the request head upstream, then 100 Continue to a client waiting for it.
-asio::awaitable<http_connection::then> http_connection::send_request_head(request_serializer& sr,
+asio::awaitable<http_connection::then> http_connection::send_request_head(std::string_view head,
                                                                           bool request_done,
                                                                           bool send_continue) {
   request_done_ = request_done;
@@ -136,7 +146,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(reques
   response_started_ = false;
   response_keep_alive_ = true;
   upgraded_ = false;
-  if (auto ec = co_await write_ready(upstream_, sr, request_scratch_, true)) {
+  if (auto ec = co_await upstream_.write(head)) {
     if (cancelled(ec)) co_return then::stop;
     result_.ended_by(relay_end::plain_peer);  // first: refuse() would name mtlsd
     co_await refuse(502, "Bad Gateway", "upstream: writing the request: " + ec.message());
@@ -154,8 +164,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(reques
 
 // The request body up and the response down, at once; the connection ends with the exchange
 // when it was cancelled, closed, upgraded to a tunnel, or either side said Connection: close.
-asio::awaitable<http_connection::then> http_connection::exchange(request_parser& req,
-                                                                 request_serializer& sr, bool head,
+asio::awaitable<http_connection::then> http_connection::exchange(request_framing& req, bool head,
                                                                  bool upgrade, bool keep_alive) {
   using namespace asio::experimental::awaitable_operators;
   // Neither pump throws for network or protocol errors: each records its cause and stops
@@ -167,7 +176,7 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_parser&
     if (request_done_)
       co_await relay_response(head, upgrade);
     else
-      co_await (send_request_body(req, sr) && relay_response(head, upgrade));
+      co_await (send_request_body(req) && relay_response(head, upgrade));
   } catch (const boost::system::system_error& e) {
     if (!cancelled(e.code())) throw;
   }
@@ -189,23 +198,25 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_parser&
 
 asio::awaitable<void> http_connection::run() {
   for (;;) {
-    request_parser req;
+    request_framing req;
     req.header_limit(http_head_limit);
     req.body_limit(boost::none);  // streamed: no limit to enforce on memory
-    if (auto next = co_await read_request_head(req); next != then::go_on)
+    std::size_t head_size = 0;
+    if (auto next = co_await read_request_head(req, head_size); next != then::go_on)
       co_return co_await end_after(next);
-    auto& msg = req.get();
-    begin_report(msg);
-    auto verdict = prepare_request_head(msg, req.chunked(), req.is_done(), forwarding_.xfcc);
+    begin_report(req.head());
+    req.count_body_in(current_->req_bytes);
+    auto verdict = judge_request(req);
     if (verdict.status != 0)
       co_return co_await refuse(verdict.status, verdict.reason, std::move(verdict.why));
-    apply_forwarding(msg, forwarding_);
-    request_serializer sr{msg};
-    sr.split(true);
-    if (auto next = co_await send_request_head(sr, req.is_done(), verdict.send_continue);
+    // The head's bytes, and the views into them, are done with once the edited copy is made.
+    forward_request_head({static_cast<const char*>(from_client_.buf.data().data()), head_size},
+                         req.head(), forwarding_, request_head_);
+    from_client_.buf.consume(head_size);
+    if (auto next = co_await send_request_head(request_head_, req.is_done(), verdict.send_continue);
         next != then::go_on)
       co_return co_await end_after(next);
-    if (auto next = co_await exchange(req, sr, verdict.head, verdict.upgrade, verdict.keep_alive);
+    if (auto next = co_await exchange(req, verdict.head, verdict.upgrade, verdict.keep_alive);
         next != then::go_on)
       co_return co_await end_after(next);
     report();

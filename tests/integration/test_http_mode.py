@@ -399,7 +399,11 @@ def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:
     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths"])
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n\tb\r\n\r\n",
+], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths", "bare-lf",
+        "folded-te", "folded"])
 def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, request_bytes):
     daemon, up, rec = http_serve()
     out, local = raw_exchange(daemon, pki, request_bytes)
@@ -433,6 +437,87 @@ def test_upstream_dying_before_the_answer_gets_502(http_serve, pki):
     out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     assert "upstream" in daemon.wait_for_access(client=local)["detail"]
+
+
+def upstream_answering(raw: bytes, then_close: bool = False):
+    """An upstream handler: reads one request, answers with exactly `raw`, and closes its end
+    when `then_close` (else waits for the client to go)."""
+    def handle(conn):
+        reader = Reader(conn)
+        assert read_request(reader) is not None
+        conn.sendall(raw)
+        if then_close:
+            conn.shutdown_write()
+        else:
+            read_request(reader)
+    return handle
+
+
+# The upstream's response bytes reach the client as they were sent: chunk extensions, trailers
+# and the order and spelling of the fields included. Only an obs-fold is replaced by spaces
+# (RFC 9112 5.2), in place.
+AS_SENT = (b"HTTP/1.1 200 OK\r\nx-Odd-Case:  spaced  \r\nX-Folded: one\r\n two\r\n"
+           b"Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+           b"5;name=value\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n")
+
+
+def test_response_bytes_reach_the_client_as_the_upstream_sent_them(http_serve, pki):
+    daemon, _, _ = http_serve(handler=upstream_answering(AS_SENT))
+    out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out == AS_SENT.replace(b"one\r\n two", b"one   two"), out
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] != "error", line
+
+
+def test_interim_responses_reach_the_client_before_the_final_one(http_serve, pki):
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
+    daemon, _, _ = http_serve(handler=upstream_answering(hints + final))
+    out, _ = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out == hints + final, out
+
+
+def test_a_response_without_length_runs_until_the_upstream_closes(http_serve, pki):
+    """No Content-Length, not chunked: the body is everything until the upstream's close,
+    which then ends the client's connection too (nothing else could tell the body's end)."""
+    body = b"x" * 200_000
+    daemon, _, _ = http_serve(handler=upstream_answering(b"HTTP/1.1 200 OK\r\n\r\n" + body,
+                                                         then_close=True))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(SockConn(sock))
+        assert reader.until(b"\r\n\r\n") == b"HTTP/1.1 200 OK\r\n\r\n"
+        assert reader.exact(len(body)) == body
+        assert reader.until(b"never") is None   # then EOF
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc",
+    b"HTTP/1.1 OK\r\n\r\n",
+], ids=["cl-and-te", "two-lengths", "bare-lf", "no-status"])
+def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw):
+    daemon, _, _ = http_serve(handler=upstream_answering(raw, then_close=True))
+    out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+    assert b"abc" not in out
+    line = daemon.wait_for_access(client=local)
+    assert "reading the response head" in line["detail"], line
+
+
+def test_a_malformed_chunk_ends_the_connection_after_what_was_good(http_serve, pki):
+    """Once the head went out the client cannot get a 502: it gets the response up to the bad
+    chunk, then the connection ends, and the log says why."""
+    good = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    daemon, _, _ = http_serve(handler=upstream_answering(good + b"zz\r\nbad\r\n", then_close=True))
+    out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out == good[:-2], out  # a chunk's CRLF is parsed with the size line after it
+    line = daemon.wait_for_access(client=local)
+    assert "reading the response body" in line["detail"], line
 
 
 def test_upstream_closing_idle_keep_alive_closes_the_client(http_serve, pki):

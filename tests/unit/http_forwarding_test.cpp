@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <string>
 #include <vector>
 
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 
 namespace mtlsd::proxy {
@@ -34,14 +37,6 @@ std::vector<std::string> values(const header_list& headers, std::string_view nam
   std::vector<std::string> out;
   for (const auto& [n, v] : headers)
     if (n == name) out.push_back(v);
-  return out;
-}
-
-std::vector<std::string> values(const http_request_head& msg, std::string_view name) {
-  std::vector<std::string> out;
-  auto [first, last] = msg.equal_range(name);
-  for (auto it = first; it != last; ++it)
-    out.emplace_back(it->value());
   return out;
 }
 
@@ -137,58 +132,109 @@ TEST(ForwardingHeaderList, XfccModesWithAndWithoutAClientCertificate) {
   }
 }
 
-// --- http_request_head (HTTP/1.1 requests) -----------------------------------------------
+// --- forward_request_head (HTTP/1.1 requests) ---------------------------------------------
 
-http_request_head get_with(std::initializer_list<std::pair<const char*, const char*>> fields) {
-  http_request_head msg{http::verb::get, "/", 11};
-  for (const auto& [name, value] : fields)
-    msg.insert(name, value);
-  return msg;
+// The head that goes upstream for a client's `head` (whole, with its empty line).
+std::string forwarded(std::string head, const http_forwarding& f) {
+  unfold_head(head);
+  request_framing req;
+  boost::beast::error_code ec;
+  EXPECT_EQ(req.put(boost::asio::buffer(head), ec), head.size());
+  EXPECT_FALSE(ec) << ec.message();
+  std::string out;
+  forward_request_head(head, req.head(), f, out);
+  return out;
+}
+
+// Every value of `name` in an HTTP/1.1 head, as a strict parser reads them, in order.
+std::vector<std::string> values(std::string_view head, std::string_view name) {
+  http::request_parser<http::empty_body> p;
+  boost::beast::error_code ec;
+  EXPECT_EQ(p.put(boost::asio::buffer(head.data(), head.size()), ec), head.size());
+  EXPECT_FALSE(ec) << ec.message();
+  std::vector<std::string> out;
+  auto [first, last] = p.get().equal_range(name);
+  for (auto it = first; it != last; ++it)
+    out.emplace_back(it->value());
+  return out;
+}
+
+std::string get_with(std::string_view fields) {
+  return "GET /a?b HTTP/1.1\r\nHost: x\r\n" + std::string(fields) + "\r\n";
 }
 
 TEST(ForwardingRequestHead, XffIsCreatedWhenAbsent) {
-  auto msg = get_with({});
-  apply_forwarding(msg, forwarding());
-  EXPECT_EQ(values(msg, "x-forwarded-for"), strings{"192.0.2.10"});
+  EXPECT_EQ(values(forwarded(get_with(""), forwarding()), "x-forwarded-for"),
+            strings{"192.0.2.10"});
 }
 
 TEST(ForwardingRequestHead, XffLinesAreJoinedAndTheClientAppended) {
-  auto msg = get_with({{"X-Forwarded-For", "198.51.100.1"}, {"x-forwarded-for", "198.51.100.2"}});
-  apply_forwarding(msg, forwarding());
-  EXPECT_EQ(values(msg, "x-forwarded-for"), strings{"198.51.100.1, 198.51.100.2, 192.0.2.10"});
+  const auto out = forwarded(
+      get_with("X-Forwarded-For: 198.51.100.1\r\nx-forwarded-for: 198.51.100.2\r\n"), forwarding());
+  EXPECT_EQ(values(out, "x-forwarded-for"), strings{"198.51.100.1, 198.51.100.2, 192.0.2.10"});
 }
 
-TEST(ForwardingRequestHead, XffOffLeavesTheListAlone) {
-  auto msg = get_with({{"X-Forwarded-For", "198.51.100.1"}});
-  apply_forwarding(msg, forwarding(action::remove, false));
-  EXPECT_EQ(values(msg, "x-forwarded-for"), strings{"198.51.100.1"});
+TEST(ForwardingRequestHead, XffOffOrUnknownClientLeavesTheListAlone) {
+  const auto head = get_with("X-Forwarded-For: 198.51.100.1\r\n");
+  EXPECT_EQ(values(forwarded(head, forwarding(action::remove, false)), "x-forwarded-for"),
+            strings{"198.51.100.1"});
+  auto unknown = forwarding();
+  unknown.client_ip.clear();
+  EXPECT_EQ(values(forwarded(head, unknown), "x-forwarded-for"), strings{"198.51.100.1"});
 }
 
 TEST(ForwardingRequestHead, XfpIsSetReplacedOrLeftWhenOff) {
-  auto absent = get_with({});
-  apply_forwarding(absent, forwarding());
-  EXPECT_EQ(values(absent, "x-forwarded-proto"), strings{"https"});
-  auto forged_proto = get_with({{"X-Forwarded-Proto", "http"}, {"x-forwarded-proto", "ws"}});
-  apply_forwarding(forged_proto, forwarding());
-  EXPECT_EQ(values(forged_proto, "x-forwarded-proto"), strings{"https"});
-  auto off = get_with({{"X-Forwarded-Proto", "http"}});
-  apply_forwarding(off, forwarding(action::remove, true, false));
-  EXPECT_EQ(values(off, "x-forwarded-proto"), strings{"http"});
+  EXPECT_EQ(values(forwarded(get_with(""), forwarding()), "x-forwarded-proto"), strings{"https"});
+  const auto forged_proto = get_with("X-Forwarded-Proto: http\r\nx-forwarded-proto: ws\r\n");
+  EXPECT_EQ(values(forwarded(forged_proto, forwarding()), "x-forwarded-proto"), strings{"https"});
+  EXPECT_EQ(values(forwarded(get_with("X-Forwarded-Proto: http\r\n"),
+                             forwarding(action::remove, true, false)),
+                   "x-forwarded-proto"),
+            strings{"http"});
 }
 
-// On HTTP/1.1, XFCC is prepare_request_head's (the same policy): apply_forwarding leaves it.
-TEST(ForwardingRequestHead, XfccComesFromPrepareRequestHeadNotApplyForwarding) {
-  auto msg = get_with({{"X-Forwarded-Client-Cert", forged}});
-  apply_forwarding(msg, forwarding(action::set));
-  EXPECT_EQ(values(msg, "x-forwarded-client-cert"), strings{forged});
-  for (auto [what, expected] :
-       {std::pair{action::remove, strings{}}, std::pair{action::set, strings{element}},
-        std::pair{action::keep, strings{forged}}}) {
-    auto m = get_with({{"X-Forwarded-Client-Cert", forged}});
-    const auto f = forwarding(what);
-    EXPECT_EQ(prepare_request_head(m, false, true, f.xfcc).status, 0);
-    EXPECT_EQ(values(m, "x-forwarded-client-cert"), expected) << static_cast<int>(what);
+// The same table as the HTTP/2 form's: both protocols reach the upstream with the same XFCC.
+TEST(ForwardingRequestHead, XfccModesWithAndWithoutAClientCertificate) {
+  using config::xfcc_mode;
+  const std::string appended = std::string(forged) + "," + element;
+  const struct {
+    xfcc_mode mode;
+    bool client_cert;
+    strings expected;
+  } cases[] = {
+      {xfcc_mode::sanitize, true, {}},        {xfcc_mode::sanitize_set, true, {element}},
+      {xfcc_mode::sanitize_set, false, {}},   {xfcc_mode::forward_only, true, {forged}},
+      {xfcc_mode::forward_only, false, {}},   {xfcc_mode::append_forward, true, {appended}},
+      {xfcc_mode::append_forward, false, {}}, {xfcc_mode::always_forward_only, false, {forged}},
+  };
+  for (const auto& c : cases) {
+    const auto out = forwarded(get_with("X-Forwarded-Client-Cert: " + std::string(forged) + "\r\n"),
+                               forwarding(xfcc_action(c.mode, c.client_cert)));
+    EXPECT_EQ(values(out, "x-forwarded-client-cert"), c.expected)
+        << static_cast<int>(c.mode) << " cert=" << c.client_cert;
   }
+  // Every line the client sent goes, in any spelling, when the policy replaces them.
+  const auto two = get_with("X-Forwarded-Client-Cert: By=a\r\nx-forwarded-CLIENT-cert: By=b\r\n");
+  EXPECT_EQ(values(forwarded(two, forwarding(action::set)), "x-forwarded-client-cert"),
+            strings{element});
+}
+
+TEST(ForwardingRequestHead, EverythingElseGoesAsTheClientSentIt) {
+  const std::string fields = "user-AGENT:  curl/8  \r\nX-Forwarded-Fort: not ours\r\n";
+  const auto out = forwarded(get_with(fields), forwarding(action::set));
+  EXPECT_EQ(out.substr(0, 28 + fields.size()), "GET /a?b HTTP/1.1\r\nHost: x\r\n" + fields);
+  EXPECT_EQ(out.substr(28 + fields.size()),
+            "X-Forwarded-Client-Cert: " + std::string(element) +
+                "\r\nX-Forwarded-For: 192.0.2.10\r\nX-Forwarded-Proto: https\r\n\r\n");
+}
+
+TEST(ForwardingRequestHead, ExpectContinueIsAnsweredHereNotForwarded) {
+  const auto out =
+      forwarded("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+                forwarding(action::keep, false, false));
+  EXPECT_EQ(out, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n");
+  const std::string other = "POST / HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n";
+  EXPECT_EQ(forwarded(other, forwarding(action::keep, false, false)), other);
 }
 
 // --- is_hop_by_hop -----------------------------------------------------------------------

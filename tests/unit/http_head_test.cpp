@@ -1,99 +1,237 @@
-// The HTTP mode's head rules (http_head.hpp) on parsed messages: refusals, the XFCC rewrite,
-// Expect: 100-continue, and the response checks (fuzzed further in fuzz/http_head_fuzz.cpp).
+// The HTTP mode's head rules (http_head.hpp): the verdict on a request head, the checks and edits
+// on raw heads, and the parsers that say where a message ends and what its head holds
+// (http_framing.hpp); fuzzed further in fuzz/http_head_fuzz.cpp. The forwarded headers are
+// http_forwarding_test.cpp's.
 #include "mtlsd/proxy/http_head.hpp"
 
 #include <gtest/gtest.h>
 
 #include <boost/beast/http/parser.hpp>
+#include <string>
 #include <string_view>
+
+#include "mtlsd/proxy/http_framing.hpp"
 
 namespace mtlsd::proxy {
 namespace {
 
 namespace http = boost::beast::http;
 
-struct parsed_request {
-  http::request_parser<http::buffer_body> p;
-  explicit parsed_request(std::string_view text) {
-    boost::beast::error_code ec;
-    p.put(boost::asio::buffer(text.data(), text.size()), ec);
-    EXPECT_FALSE(ec) << ec.message();
-    EXPECT_TRUE(p.is_header_done());
-  }
-  request_head_verdict prepare(const xfcc_policy& xfcc) {
-    return prepare_request_head(p.get(), p.chunked(), p.is_done(), xfcc);
-  }
-};
-
-xfcc_policy set_policy() {
-  xfcc_policy x;
-  x.what = xfcc_policy::action::set;
-  x.element = "By=spiffe://td/us;URI=spiffe://td/client";
-  return x;
+// judge_request's verdict on a whole request head.
+request_head_verdict judged(std::string_view head) {
+  request_framing req;
+  boost::beast::error_code ec;
+  EXPECT_EQ(req.put(boost::asio::buffer(head.data(), head.size()), ec), head.size());
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(req.is_header_done());
+  return judge_request(req);
 }
 
 TEST(HttpHead, RefusesConnect) {
-  parsed_request r("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n");
-  const auto v = r.prepare(set_policy());
+  const auto v = judged("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n");
   EXPECT_EQ(v.status, 405);
   EXPECT_EQ(v.why, "CONNECT is not proxied");
 }
 
 TEST(HttpHead, RefusesTransferEncodingWithoutFinalChunked) {
-  parsed_request r("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
-  const auto v = r.prepare(set_policy());
-  EXPECT_EQ(v.status, 400);
-  EXPECT_EQ(v.why, "Transfer-Encoding without final chunked");
-}
-
-TEST(HttpHead, ReplacesEveryClientXfccLine) {
-  parsed_request r(
-      "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Client-Cert: By=forged\r\n"
-      "x-forwarded-client-cert: URI=forged\r\n\r\n");
-  const auto v = r.prepare(set_policy());
-  EXPECT_EQ(v.status, 0);
-  auto& m = r.p.get();
-  EXPECT_EQ(m.count(xfcc_header), 1u);
-  EXPECT_EQ(m[xfcc_header], set_policy().element);
+  for (const char* te : {"gzip", "chunked, gzip"}) {
+    const auto v =
+        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n");
+    EXPECT_EQ(v.status, 400) << te;
+    EXPECT_EQ(v.why, "Transfer-Encoding without final chunked");
+  }
+  EXPECT_EQ(judged("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status,
+            0);
 }
 
 TEST(HttpHead, AnswersExpectContinueHereOnlyWhenABodyFollows) {
-  parsed_request with_body(
-      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
-  auto v = with_body.prepare(set_policy());
-  EXPECT_TRUE(v.send_continue);
-  EXPECT_EQ(with_body.p.get().count(http::field::expect), 0u);
-
-  parsed_request no_body("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
-  v = no_body.prepare(set_policy());
-  EXPECT_FALSE(v.send_continue);
-  EXPECT_EQ(no_body.p.get().count(http::field::expect), 0u);
+  EXPECT_TRUE(
+      judged("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+          .send_continue);
+  EXPECT_FALSE(judged("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").send_continue);
 }
 
 TEST(HttpHead, SeesHeadUpgradeAndKeepAlive) {
-  parsed_request r("HEAD / HTTP/1.0\r\nHost: x\r\n\r\n");
-  auto v = r.prepare(set_policy());
+  auto v = judged("HEAD / HTTP/1.0\r\nHost: x\r\n\r\n");
   EXPECT_TRUE(v.head);
   EXPECT_FALSE(v.keep_alive);
-  parsed_request u(
-      "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-  v = u.prepare(set_policy());
+  v = judged("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
   EXPECT_TRUE(v.upgrade);
   EXPECT_TRUE(v.keep_alive);
+  EXPECT_FALSE(judged("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n").upgrade);
+  EXPECT_FALSE(
+      judged("GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
 }
 
-TEST(HttpHead, ResponseRules) {
-  http_response_head m;
-  m.result(101);
-  EXPECT_EQ(prepare_response_head(m, false), "101 Switching Protocols without an Upgrade request");
-  EXPECT_EQ(prepare_response_head(m, true), "");
+TEST(RequestFraming, ReportsTheHeadAsViewsIntoItsBytes) {
+  const std::string head =
+      "PATCH /p?q=1 HTTP/1.1\r\nhost: a.example\r\nHost: b.example\r\n"
+      "X-Forwarded-Client-Cert: By=x\r\nx-forwarded-for: 1.2.3.4\r\nX-FORWARDED-FOR: "
+      "5.6.7.8\r\n\r\n";
+  request_framing req;
+  boost::beast::error_code ec;
+  req.put(boost::asio::buffer(head), ec);
+  ASSERT_FALSE(ec);
+  const auto& h = req.head();
+  EXPECT_EQ(h.method, http::verb::patch);
+  EXPECT_EQ(h.method_text, "PATCH");
+  EXPECT_EQ(h.target, "/p?q=1");
+  EXPECT_EQ(h.host, "a.example");  // the first
+  EXPECT_EQ(h.xfcc, (std::vector<std::string_view>{"By=x"}));
+  EXPECT_EQ(h.xff, (std::vector<std::string_view>{"1.2.3.4", "5.6.7.8"}));
+  EXPECT_GE(h.target.data(), head.data());
+  EXPECT_LT(h.xff.back().data(), head.data() + head.size());
+}
 
-  http_response_head both;
-  both.result(200);
-  both.set(http::field::transfer_encoding, "chunked");
-  both.set(http::field::content_length, "5");
-  EXPECT_EQ(prepare_response_head(both, false), "");
-  EXPECT_EQ(both.count(http::field::content_length), 0u);
+TEST(RequestFraming, ClaimsABodyWithItsFramingAndCountsThePayload) {
+  const std::string head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string body = "3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n";
+  const std::string next = "GET / HTTP/1.1\r\n";
+  std::uint64_t payload = 0;
+  request_framing req;
+  req.count_body_in(payload);
+  boost::beast::error_code ec;
+  EXPECT_EQ(req.put(boost::asio::buffer(head), ec), head.size());
+  req.eager(true);
+  const std::string rest = body + next;
+  EXPECT_EQ(req.put(boost::asio::buffer(rest), ec), body.size());
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(req.is_done());
+  EXPECT_EQ(payload, 3u);
+}
+
+TEST(HttpHead, RefusesOnlyAnUnaskedFor101) {
+  EXPECT_EQ(response_head_refusal(101, false),
+            "101 Switching Protocols without an Upgrade request");
+  EXPECT_EQ(response_head_refusal(101, true), "");
+  EXPECT_EQ(response_head_refusal(200, false), "");
+}
+
+TEST(HttpHead, UnfoldingReplacesEachObsFoldWithSpacesInPlace) {
+  std::string head = "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\n\tthree\r\nX-B: b\r\n\r\n";
+  const auto size = head.size();
+  EXPECT_TRUE(unfold_head(head));
+  EXPECT_EQ(head, "HTTP/1.1 200 OK\r\nX-A: one   two  \tthree\r\nX-B: b\r\n\r\n");
+  EXPECT_EQ(head.size(), size);
+  // No fold: untouched. Whitespace after the start line is no fold: left for the parser.
+  for (std::string plain :
+       {"HTTP/1.1 204 No Content\r\nA: b\r\n\r\n", "GET / HTTP/1.1\r\n Host: x\r\n\r\n"}) {
+    const std::string before = plain;
+    EXPECT_FALSE(unfold_head(plain));
+    EXPECT_EQ(plain, before);
+  }
+}
+
+TEST(HttpHead, ConnectionCloseReplacesEveryConnectionLine) {
+  EXPECT_EQ(with_connection_close("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nA: b\r\n"
+                                  "connection: foo,\r\n bar\r\nProxy-Connection: keep-alive\r\n"
+                                  "Content-Length: 0\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(with_connection_close("HTTP/1.1 204 No Content\r\n\r\n"),
+            "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+  // Only a field named Connection goes: not one whose name or value merely contains it.
+  EXPECT_EQ(with_connection_close("HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\nConnection: close\r\n\r\n");
+}
+
+// What response_framing makes of `bytes`, fed in pieces of `piece` bytes the way the relay
+// feeds it (the head whole, then the body as it comes): bytes it claimed, payload counted.
+struct framed {
+  std::size_t claimed = 0;
+  std::uint64_t payload = 0;
+  bool done = false;
+  bool keep_alive = false;
+  unsigned status = 0;
+};
+framed frame(std::string_view bytes, std::size_t piece, bool head_request = false) {
+  framed out;
+  response_framing res;
+  res.count_body_in(out.payload);
+  res.body_limit(boost::none);
+  if (head_request) res.skip(true);
+  const auto head_end = bytes.find("\r\n\r\n") + 4;
+  boost::beast::error_code ec;
+  out.claimed = res.put(boost::asio::buffer(bytes.data(), head_end), ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(out.claimed, head_end);
+  res.eager(true);
+  std::string pending;  // bytes given but not claimed yet (a partial chunk line)
+  for (std::size_t at = head_end; at < bytes.size() && !res.is_done(); at += piece) {
+    pending.append(bytes.substr(at, piece));
+    const auto n = res.put(boost::asio::buffer(pending), ec);
+    if (ec == boost::beast::http::error::need_more) ec = {};
+    EXPECT_FALSE(ec) << ec.message();
+    out.claimed += n;
+    pending.erase(0, n);
+  }
+  out.done = res.is_done();
+  out.keep_alive = res.keep_alive();
+  out.status = res.status();
+  return out;
+}
+
+TEST(ResponseFraming, ClaimsExactlyOneMessageWithItsFraming) {
+  const std::string next = "HTTP/1.1 200 OK\r\n";  // a following response is not claimed
+  const std::string sized = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+  const std::string chunked =
+      "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nTrailer-A: x\r\n\r\n";
+  for (std::size_t piece : {1u, 3u, 7u, 4096u}) {
+    auto f = frame(sized + next, piece);
+    EXPECT_TRUE(f.done);
+    EXPECT_EQ(f.claimed, sized.size()) << piece;
+    EXPECT_EQ(f.payload, 5u);
+    EXPECT_EQ(f.status, 200u);
+    f = frame(chunked + next, piece);
+    EXPECT_TRUE(f.done);
+    EXPECT_EQ(f.claimed, chunked.size()) << piece;  // extensions and trailers included
+    EXPECT_EQ(f.payload, 8u);
+    EXPECT_EQ(f.status, 201u);
+  }
+}
+
+TEST(ResponseFraming, KnowsTheMessagesWithoutABody) {
+  auto f = frame("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 4096, true);
+  EXPECT_TRUE(f.done);
+  EXPECT_EQ(f.payload, 0u);
+  EXPECT_EQ(f.claimed, 38u);  // the head only: a response to HEAD
+  for (const char* head :
+       {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", "HTTP/1.1 204 No Content\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\n\r\n"}) {
+    f = frame(std::string(head) + "HTTP/1.1 200 OK\r\n", 4096);
+    EXPECT_TRUE(f.done) << head;
+    EXPECT_EQ(f.claimed, std::string_view(head).size());
+  }
+}
+
+TEST(ResponseFraming, ABodyWithoutLengthRunsToTheCloseAndEndsTheConnection) {
+  std::uint64_t payload = 0;
+  response_framing res;
+  res.count_body_in(payload);
+  boost::beast::error_code ec;
+  const std::string_view head = "HTTP/1.1 200 OK\r\n\r\n";
+  EXPECT_EQ(res.put(boost::asio::buffer(head.data(), head.size()), ec), head.size());
+  res.eager(true);
+  EXPECT_EQ(res.put(boost::asio::buffer(std::string_view("all of it")), ec), 9u);
+  EXPECT_FALSE(res.is_done());
+  res.put_eof(ec);
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(res.is_done());
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(payload, 9u);
+}
+
+TEST(ResponseFraming, RefusesSmugglingShapes) {
+  for (const char* head :
+       {"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "HTTP/1.1 200 OK\nContent-Length: 3\n\n"}) {
+    response_framing res;
+    boost::beast::error_code ec;
+    res.put(boost::asio::buffer(std::string_view(head)), ec);
+    EXPECT_TRUE(ec) << head;
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
 
@@ -29,8 +30,11 @@ using header_list = std::vector<header_field>;
 
 // Rewrites `headers` (lower-case names, pseudo-headers excluded) as `f` says.
 void apply_forwarding(header_list& headers, const http_forwarding& f);
-// The same for an HTTP/1.1 head (XFCC is prepare_request_head's, not done here).
-void apply_forwarding(http_request_head& msg, const http_forwarding& f);
+// The same for an HTTP/1.1 request head: `head`'s bytes (a whole head, unfolded, parsed into
+// `seen`) copied into `out` with the client's X-Forwarded-* lines that `f` replaces left out and
+// ours added, and without `Expect: 100-continue` (the relay answers it).
+void forward_request_head(std::string_view head, const request_head_view& seen,
+                          const http_forwarding& f, std::string& out);
 
 // Connection-specific fields (RFC 9113 8.2.2, RFC 9110 7.6.1): never forwarded between
 // protocols. `te` is one of them except for the value "trailers" (gRPC sends it).

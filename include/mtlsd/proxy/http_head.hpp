@@ -1,18 +1,16 @@
 #pragma once
-// The HTTP mode's rules for message heads, as pure functions on parsed Beast messages: what
-// http_relay.cpp does between parsing a head and writing it on. Kept apart from the relay's I/O
-// so that unit tests and the fuzzer (fuzz/http_head_fuzz.cpp) reach them without sockets.
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/message.hpp>
+// The HTTP mode's rules for message heads, as pure functions on what the parser saw
+// (http_framing.hpp) and on a head's raw bytes: what the relay does between parsing a head and
+// writing it on.
+// Kept apart from the relay's I/O so that unit tests and the fuzzer (fuzz/http_head_fuzz.cpp)
+// reach them without sockets.
+#include <span>
 #include <string>
 #include <string_view>
 
-#include "mtlsd/proxy/xfcc.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
 
 namespace mtlsd::proxy {
-
-using http_request_head = boost::beast::http::request<boost::beast::http::buffer_body>;
-using http_response_head = boost::beast::http::response<boost::beast::http::buffer_body>;
 
 struct request_head_verdict {
   int status = 0;           // 0: forward the request; else answer with this status and close
@@ -24,17 +22,32 @@ struct request_head_verdict {
   bool send_continue = false;  // answer `Expect: 100-continue` here (a body follows)
 };
 
-// Checks and rewrites a request head before it goes upstream: refuses CONNECT (405) and a
-// Transfer-Encoding whose last coding is not chunked (400: the body's end would be undefined,
-// RFC 9112 6.3, the classic request-smuggling shape); replaces X-Forwarded-Client-Cert as
-// `xfcc` says; removes `Expect: 100-continue` (answered by the relay, as Envoy does). `chunked`
-// and `body_done` come from the parser.
-request_head_verdict prepare_request_head(http_request_head& msg, bool chunked, bool body_done,
-                                          const xfcc_policy& xfcc);
+// Judges a parsed request head (`req` is past it): refuses CONNECT (405) and a Transfer-Encoding
+// whose last coding is not chunked (400: the body's end would be undefined, RFC 9112 6.3, the
+// classic request-smuggling shape). `Expect: 100-continue` is answered by the relay, as Envoy
+// does, and not forwarded (forward_request_head drops it).
+request_head_verdict judge_request(const request_framing& req);
 
-// Checks a response head before it goes to the client: "" to send it (a Content-Length next to
-// a Transfer-Encoding is dropped: Transfer-Encoding wins, RFC 9112 6.3), else why the upstream
-// failed (a 101 to a request that asked for no upgrade).
-std::string prepare_response_head(http_response_head& msg, bool upgrade_requested);
+// Why the upstream failed, when a response must not be forwarded at all (a 101 to a request that
+// asked for no upgrade); "" to forward it. Transfer-Encoding next to Content-Length needs no
+// rule here: Beast refuses the pair in either direction (RFC 9112 6.3).
+std::string_view response_head_refusal(unsigned status, bool upgrade_requested);
+
+// Heads travel as their bytes came, with these edits on a whole head (it ends with its empty
+// line):
+//
+// Replaces each obs-fold (CRLF followed by SP or HTAB) in the field lines with spaces, in place:
+// what RFC 9112 5.2 asks of a proxy that does not refuse such a message. The head keeps its
+// length. Whitespace right after the start line is no fold, and is left for the parser to refuse.
+// Returns whether there was any.
+bool unfold_head(std::span<char> head);
+// Copies `head` into `out` without the fields named in `drop` (any case) and without the empty
+// line: the caller appends its own fields (each ending with CRLF), then the empty line.
+void copy_head_except(std::string_view head, std::span<const std::string_view> drop,
+                      std::string& out);
+// The head with its Connection and Proxy-Connection lines removed (Beast, and some clients, read
+// a keep-alive in either) and `Connection: close` added: the last response of a connection that
+// is shutting down.
+std::string with_connection_close(std::string_view head);
 
 }  // namespace mtlsd::proxy

@@ -4,9 +4,12 @@
 // parses each message with Boost.Beast so it can rewrite X-Forwarded-Client-Cert (xfcc.hpp):
 //
 // - keep-alive and pipelining: one request at a time, in order, on one upstream connection;
-// - bodies are streamed, never buffered whole: each direction owns one fixed ~16 KiB body
-//   buffer and a read buffer bounded by the 64 KiB head limit; chunked bodies are re-chunked
-//   as they pass (trailers are not forwarded);
+// - bytes pass as they came: the parser only finds where a message ends (http_framing.hpp).
+//   A request head goes up with the X-Forwarded-* edits (http_forwarding.hpp); a response head
+//   goes down untouched, unless shutdown adds `Connection: close`; bodies, chunk extensions and
+//   trailers pass as sent. A request with an obs-fold is refused (400); a response's is unfolded;
+// - bodies are streamed, never buffered whole: each direction has one read buffer, bounded by the
+//   64 KiB head limit plus one body chunk, and writes from it what the parser has passed;
 // - the request body and the response run concurrently (an upstream may answer before it has
 //   read the whole body, or stream its answer while reading);
 // - `Expect: 100-continue` is answered here and not forwarded (Envoy's default);
@@ -27,8 +30,9 @@ namespace mtlsd::proxy {
 
 // Limits, exposed for tests and documentation.
 inline constexpr std::uint32_t http_head_limit = 64 * 1024;  // request or response line + fields
-// Per direction. A little under one TLS record (16 KiB) so that a re-chunked piece — data plus
-// "3fc0\r\n" and "\r\n" — still travels as a single record.
+// The unit of body streaming: the read buffers' room beyond a head, and the pieces the HTTP/2 to
+// HTTP/1.1 exchange copies (a little under one TLS record, so that a piece with its chunk framing
+// still travels as a single record).
 inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
 
 // Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network

@@ -1,0 +1,93 @@
+#pragma once
+// Where an HTTP/1.1 message ends, for the HTTP mode, which forwards each side's bytes as they
+// came (http_exchange.cpp): Beast's basic_parser validates the head and walks the body's framing
+// (Content-Length, chunked, until close; none for HEAD, 1xx, 204, 304), and these subclasses keep
+// only what the relay acts on. No field list and no body buffer: what `put` returns is how many
+// of the given bytes belong to the message, framing included, and the caller forwards exactly
+// those (a request head with the edits http_forwarding.hpp makes).
+#include <boost/beast/http/basic_parser.hpp>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace mtlsd::proxy {
+
+namespace detail {
+
+// The body callbacks both directions share: count the payload (chunk framing excluded) for the
+// access log, keep nothing.
+template <bool isRequest>
+class framing_base : public boost::beast::http::basic_parser<isRequest> {
+ public:
+  void count_body_in(std::uint64_t& counter) { body_bytes_ = &counter; }
+
+ protected:
+  using string_view = boost::beast::string_view;
+  using error_code = boost::beast::error_code;
+
+ private:
+  void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
+  std::size_t on_body_impl(string_view body, error_code&) override {
+    *body_bytes_ += body.size();
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, string_view, error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
+    *body_bytes_ += body.size();
+    return body.size();
+  }
+  void on_finish_impl(error_code&) override {}
+
+  std::uint64_t uncounted_ = 0;
+  std::uint64_t* body_bytes_ = &uncounted_;
+};
+
+}  // namespace detail
+
+class response_framing final : public detail::framing_base<false> {
+ public:
+  unsigned status() const { return status_; }
+
+ private:
+  void on_request_impl(boost::beast::http::verb, string_view, string_view, int,
+                       error_code&) override {}  // never called: a response parser
+  void on_response_impl(int code, string_view, int, error_code&) override {
+    status_ = static_cast<unsigned>(code);
+  }
+  void on_field_impl(boost::beast::http::field, string_view, string_view, error_code&) override {}
+  void on_header_impl(error_code&) override {}
+
+  unsigned status_ = 0;
+};
+
+// What the relay needs of a request head. The views point into the head's bytes and live as long
+// as those stay in the read buffer; every value is there, as heads are unfolded before parsing
+// (inbound::whole_head).
+struct request_head_view {
+  boost::beast::http::verb method = boost::beast::http::verb::unknown;
+  std::string_view method_text, target, host;  // host: the first Host field
+  int version = 11;
+  bool transfer_encoding = false;  // the field is present (chunked() says how it ends)
+  bool upgrade = false;            // HTTP/1.1, an Upgrade field, and "upgrade" in Connection
+  bool expect_continue = false;    // the first Expect field is 100-continue
+  std::vector<std::string_view> xfcc, xff;  // the client's X-Forwarded-Client-Cert, -For values
+};
+
+class request_framing final : public detail::framing_base<true> {
+ public:
+  const request_head_view& head() const { return head_; }
+
+ private:
+  void on_request_impl(boost::beast::http::verb method, string_view method_text, string_view target,
+                       int version, error_code&) override;
+  void on_response_impl(int, string_view, int, error_code&) override {}  // never called
+  void on_field_impl(boost::beast::http::field f, string_view name, string_view value,
+                     error_code&) override;
+  void on_header_impl(error_code&) override;
+
+  request_head_view head_;
+  bool host_seen_ = false, expect_seen_ = false, upgrade_field_ = false,
+       connection_upgrade_ = false;
+};
+
+}  // namespace mtlsd::proxy
