@@ -13,6 +13,10 @@ void set_access_log_enabled(bool enabled) {
   access_enabled = enabled;
 }
 
+bool access_log_enabled() {
+  return access_enabled.load(std::memory_order_relaxed);
+}
+
 void write_access(const access_record& r) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
   // Refusals are info too: they are the access log's reason to exist, and warn-level noise from

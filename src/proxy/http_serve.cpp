@@ -16,6 +16,7 @@ namespace {
 // The request's line: its own fields and the connection's (as write_access_line fills them
 // when the connection ends, but without consuming anything of the session).
 void write_request_line(const session& s, const http_request_report& r) {
+  if (!log::access_log_enabled()) return;  // `access_log: false`: no record to build per request
   log::access_record c;
   fill_connection(s, c);
   c.client = s.client;

@@ -39,6 +39,8 @@ struct access_record {
 };
 
 void set_access_log_enabled(bool enabled);
+// Whether lines are written: a caller can skip building a record nobody reads.
+bool access_log_enabled();
 void write_access(const access_record& r);
 
 // HTTP mode: one request on a connection (an HTTP/1.1 exchange or an HTTP/2 stream).
