@@ -10,6 +10,7 @@
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <string>
+#include <tuple>
 
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
@@ -56,19 +57,26 @@ class tls_side {
   stream_socket& sock_;
 };
 
+// What a side's write or read ended with, whichever form its awaitable gives.
+inline error_code error_of(const error_code& ec) {
+  return ec;
+}
+inline error_code error_of(const std::tuple<error_code, std::size_t>& result) {
+  return std::get<0>(result);
+}
+
 // The upstream's side: a plain socket.
 class plain_side {
  public:
   explicit plain_side(stream_socket& sock) : sock_(sock) {}
 
-  asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
-    auto [ec, n] = co_await sock_.async_read_some(b, as_tuple(use_awaitable));
-    co_return std::pair{ec, n};
+  // Asio's own awaitable (error and size as a tuple): no coroutine frame of ours per read.
+  auto read_some(asio::mutable_buffer b) {
+    return sock_.async_read_some(b, as_tuple(use_awaitable));
   }
-  asio::awaitable<error_code> write(std::string_view s) {
-    auto [ec, n] = co_await asio::async_write(sock_, asio::buffer(s.data(), s.size()),
-                                              as_tuple(use_awaitable));
-    co_return ec;
+  // The same for a whole write: error_of() takes the error out.
+  auto write(std::string_view s) {
+    return asio::async_write(sock_, asio::buffer(s.data(), s.size()), as_tuple(use_awaitable));
   }
   void close() {
     error_code ignored;
@@ -167,7 +175,8 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
       if (bad == http::error::need_more) bad = {};
     }
     if (ready > 0) {
-      const auto ec = co_await out.write({static_cast<const char*>(buf.data().data()), ready});
+      const auto ec =
+          error_of(co_await out.write({static_cast<const char*>(buf.data().data()), ready}));
       buf.consume(ready);
       ready = 0;
       if (ec) co_return body_outcome{ec, false};

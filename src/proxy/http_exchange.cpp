@@ -109,8 +109,8 @@ void http_connection::client_write_failed(const error_code& ec) {
 asio::awaitable<void> http_connection::tunnel() {
   if (from_client_.buf.size() > 0) {
     const auto data = from_client_.buf.data();
-    if (auto ec = co_await upstream_.write(
-            std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+    if (auto ec = error_of(co_await upstream_.write(
+            std::string_view(static_cast<const char*>(data.data()), data.size())))) {
       result_.ended_by(relay_end::plain_peer);
       fail("writing to the upstream after the upgrade: " + ec.message());
       co_return;
