@@ -32,7 +32,7 @@ struct reparsed {
   bool ok = false;
   explicit reparsed(std::string_view head) {
     p.header_limit(2 * proxy::http_head_limit);  // ours were added to a head within the limit
-    p.body_limit(boost::none);                    // the relay sets none either
+    p.body_limit(boost::none);                   // the relay sets none either
     beast::error_code ec;
     ok = p.put(boost::asio::buffer(head.data(), head.size()), ec) == head.size() && !ec &&
          p.is_header_done();
@@ -113,6 +113,13 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
     fuzz::check(m.count("x-forwarded-proto") == 1 && m["x-forwarded-proto"] == "https",
                 "one X-Forwarded-Proto: https");
   }
+
+  // The body, as forward_body walks it: never more bytes than it was given.
+  if (req.is_done()) return;
+  req.eager(true);
+  const auto body = bytes.substr(end + 4);
+  const auto claimed = req.put(boost::asio::buffer(body.data(), body.size()), ec);
+  fuzz::check(claimed <= body.size(), "claims only bytes it was given");
 }
 
 // What the relay does with a response: the head parsed whole, the body's framing walked.

@@ -162,12 +162,13 @@ struct body_outcome {
 // buffered, write what the parser claims, read more. The first `ready` bytes of `in`'s buffer
 // are parsed already (a response head that leaves with its body: one write, one TLS record for
 // a small response). Memory: the read buffer only. Once `stopped` (the other pump ended the
-// exchange) it returns operation_aborted at its next step.
+// exchange) it returns operation_aborted at its next step, and starts no wait.
 template <class In, class Out, bool isRequest>
 asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
                                            http::basic_parser<isRequest>& p, std::size_t ready,
                                            const bool& stopped) {
   auto& buf = in.buf;
+  p.eager(true);  // one put walks every piece buffered, not just the next chunk's line
   for (;;) {
     error_code bad;  // malformed framing: the bytes before it still go, to show where it broke
     if (!p.is_done() && ready < buf.size()) {
@@ -184,6 +185,7 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
     }
     if (bad) co_return body_outcome{bad, true};
     if (p.is_done()) co_return body_outcome{};
+    if (stopped) co_return body_outcome{asio::error::operation_aborted, true};  // before a wait
     auto ec = co_await in.read_more();
     if (stopped) co_return body_outcome{asio::error::operation_aborted, true};
     if (ec == asio::error::eof) p.put_eof(ec);  // fine for a body that ends with the close

@@ -48,6 +48,9 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
 // and one TLS record, straight from the read buffer.
 asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
   for (;;) {
+    // The request pump can end the exchange before this pump first waits (a malformed body
+    // already buffered): its cancel then found nothing to cancel, so look before reading.
+    if (stopped_) co_return;
     response_framing res;
     res.count_body_in(current_ ? current_->resp_bytes : ignored_bytes_);
     res.header_limit(http_head_limit);
@@ -75,7 +78,6 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       ready = 0;
       if (auto ec = co_await client_.write(last); ec || stopped_) co_return client_write_failed(ec);
     }
-    res.eager(true);  // one put parses every body piece buffered
     auto out = co_await forward_body(from_upstream_, client_, res, ready, stopped_);
     if (stopped_) co_return;
     if (out.ec && out.reading)

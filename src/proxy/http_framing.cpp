@@ -1,5 +1,6 @@
 #include "mtlsd/proxy/http_framing.hpp"
 
+#include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
@@ -10,6 +11,49 @@ namespace mtlsd::proxy {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
+bool same_field_name(std::string_view name, std::string_view lower) {
+  if (name.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    c = c == '_' ? '-' : static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+namespace detail {
+
+bool clean_chunk_extension(std::string_view extension) {
+  return std::none_of(extension.begin(), extension.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && u != '\t') || u == 0x7f;
+  });
+}
+
+bool folded_field(std::string_view name) {
+  const char* p = name.data();
+  while (*p != '\n')  // the field's line ends with CRLF inside the section Beast checked
+    ++p;
+  return p[1] == ' ' || p[1] == '\t';  // the section ends with an empty line: p[1] exists
+}
+
+}  // namespace detail
+
+void response_framing::on_field_impl(http::field f, string_view name, string_view, error_code& ec) {
+  if (is_header_done()) {  // a trailer
+    if (detail::folded_field({name.data(), name.size()})) ec = http::error::bad_field;
+    return;
+  }
+  transfer_encoding_ = transfer_encoding_ || f == http::field::transfer_encoding;
+  content_length_ = content_length_ || f == http::field::content_length;
+}
+
+void response_framing::on_header_impl(error_code& ec) {
+  // Beast refuses the pair when chunked is involved or Content-Length comes first, not a
+  // Transfer-Encoding: gzip before it; either way the client could frame the body otherwise.
+  if (transfer_encoding_ && content_length_) ec = http::error::bad_transfer_encoding;
+}
+
 void request_framing::on_request_impl(http::verb method, string_view method_text,
                                       string_view target, int version, error_code&) {
   head_.method = method;
@@ -19,7 +63,15 @@ void request_framing::on_request_impl(http::verb method, string_view method_text
 }
 
 void request_framing::on_field_impl(http::field f, string_view name, string_view value,
-                                    error_code&) {
+                                    error_code& ec) {
+  const std::string_view n(name.data(), name.size());
+  if (is_header_done()) {
+    // A trailer: forwarded as sent, so none that could pass for what mtlsd tells the upstream.
+    if (detail::folded_field(n) || same_field_name(n, xfcc_header) ||
+        same_field_name(n, "x-forwarded-for") || same_field_name(n, "x-forwarded-proto"))
+      ec = http::error::bad_field;
+    return;
+  }
   const std::string_view v(value.data(), value.size());
   switch (f) {
     case http::field::host:
@@ -39,9 +91,9 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       connection_upgrade_ = connection_upgrade_ || http::token_list{value}.exists("upgrade");
       return;
     case http::field::unknown:  // the X-Forwarded family is not in Beast's table
-      if (beast::iequals(name, xfcc_header))
+      if (same_field_name(n, xfcc_header))
         head_.xfcc.push_back(v);
-      else if (beast::iequals(name, "x-forwarded-for"))
+      else if (same_field_name(n, "x-forwarded-for"))
         head_.xff.push_back(v);
       return;
     default:

@@ -19,11 +19,19 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = "CONNECT is not proxied";
     return v;
   }
-  // Beast already refuses Transfer-Encoding together with Content-Length.
+  // With Content-Length too: Beast refuses the pair when chunked is last, and this the rest.
   if (h.transfer_encoding && !req.chunked()) {
     v.status = 400;
     v.reason = "Bad Request";
     v.why = "Transfer-Encoding without final chunked";
+    return v;
+  }
+  // RFC 9112 6.1: an HTTP/1.0 recipient may not know Transfer-Encoding, and would read the body
+  // as the next request.
+  if (h.transfer_encoding && h.version < 11) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = "Transfer-Encoding in an HTTP/1.0 request";
     return v;
   }
   v.head = h.method == http::verb::head;
@@ -71,7 +79,7 @@ void copy_head_except(std::string_view head, std::span<const std::string_view> d
     }
     const std::string_view name = line.substr(0, line.find(':'));
     dropping = !start_line && std::any_of(drop.begin(), drop.end(), [name](std::string_view d) {
-      return beast::iequals(name, d);
+      return same_field_name(name, d);
     });
     if (!dropping) out.append(line);
   }

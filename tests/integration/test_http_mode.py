@@ -402,8 +402,9 @@ def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:
     b"GET / HTTP/1.1\nHost: x\n\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n\tb\r\n\r\n",
+    b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 ], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths", "bare-lf",
-        "folded-te", "folded"])
+        "folded-te", "folded", "te-in-http10"])
 def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, request_bytes):
     daemon, up, rec = http_serve()
     out, local = raw_exchange(daemon, pki, request_bytes)
@@ -413,6 +414,50 @@ def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, reques
     assert line["result"] == "accepted"      # admitted by TLS; the HTTP request was refused
     assert line["detail"], line
     assert up.total_received() == 0 and rec.requests == []
+
+
+def test_a_chunked_upload_sent_in_one_write_is_forwarded_whole(http_serve, pki):
+    """Head, chunks and last chunk arrive together: all of it goes up at once (the parser walks
+    every buffered piece before mtlsd reads again)."""
+    daemon, _, rec = http_serve()
+    out, _ = raw_exchange(daemon, pki,
+                          b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          b"Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    assert [(r.target, r.body) for r in rec.requests] == [("/up", b"hello world")]
+
+
+SMUGGLED = (b"GET /admin HTTP/1.1\r\nHost: x\r\n"
+            b"X-Forwarded-Client-Cert: By=spiffe://evil;URI=spiffe://example.org/ns/admin\r\n\r\n")
+
+
+@pytest.mark.parametrize("body", [
+    # A bare LF inside a quoted chunk extension: a peer that ends chunk lines at LF takes the
+    # chunk data to start right after it, and the bytes mtlsd counts as data become a request.
+    b'9;a="\n' + b'x' * 3 + b'"\r\n' + b"123456789\r\n0\r\n\r\n" + SMUGGLED,
+    b"0\r\nX-Forwarded-Client-Cert: By=spiffe://evil\r\n\r\n",
+    b"0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n",
+    b"0\r\nX-Trailer: a\r\n b\r\n\r\n",
+], ids=["lf-in-chunk-extension", "xfcc-trailer", "xff-trailer-underscores", "folded-trailer"])
+def test_a_body_another_parser_could_frame_otherwise_never_goes_up(http_serve, pki, body):
+    closed = threading.Event()
+
+    def swallow(conn):  # reads all that comes until mtlsd closes, answers nothing
+        while conn.recv():
+            pass
+        closed.set()
+    daemon, up, _ = http_serve(handler=swallow)
+    out, local = raw_exchange(daemon, pki,
+                              b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              + body)
+    assert not out.startswith(b"HTTP/1.1 200"), out
+    line = daemon.wait_for_access(client=local)
+    assert closed.wait(TIMEOUT), "mtlsd kept the upstream connection open"
+    received = b"".join(c.received for c in up.connections)
+    assert received.startswith(b"POST / HTTP/1.1\r\n"), received   # the head went up
+    # ... and nothing of the body: the bad piece is its first.
+    assert received.endswith(b"\r\n\r\n") and received.count(b"\r\n\r\n") == 1, received
+    assert "malformed request body" in line["detail"], line
 
 
 def test_oversized_request_head_gets_431(http_serve, pki):
@@ -499,7 +544,8 @@ def test_a_response_without_length_runs_until_the_upstream_closes(http_serve, pk
     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
     b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc",
     b"HTTP/1.1 OK\r\n\r\n",
-], ids=["cl-and-te", "two-lengths", "bare-lf", "no-status"])
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
+], ids=["cl-and-te", "two-lengths", "bare-lf", "no-status", "te-then-cl"])
 def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw):
     daemon, _, _ = http_serve(handler=upstream_answering(raw, then_close=True))
     out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -5,14 +5,31 @@
 // only what the relay acts on. No field list and no body buffer: what `put` returns is how many
 // of the given bytes belong to the message, framing included, and the caller forwards exactly
 // those (a request head with the edits http_forwarding.hpp makes).
+//
+// Forwarding raw bytes means every byte Beast lets through reaches a peer whose parser may be
+// laxer, so these parsers refuse what Beast allows but another parser could frame differently:
+// control characters in chunk extensions, folded trailers, and (requests) X-Forwarded-* trailers.
 #include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
 #include <cstdint>
 #include <string_view>
 #include <vector>
 
 namespace mtlsd::proxy {
 
+// Whether a field's name is `lower` in any case, with `_` read as `-`: the spellings that CGI,
+// WSGI, PHP and Rack map to the same variable.
+bool same_field_name(std::string_view name, std::string_view lower);
+
 namespace detail {
+
+// Beast accepts a quoted chunk extension holding a bare LF; a peer that ends chunk lines at LF
+// would take the chunk data to start elsewhere. No control character (HTAB aside) passes.
+bool clean_chunk_extension(std::string_view extension);
+// For a trailer Beast parsed (its section is whole and ends with an empty line): whether the
+// field that starts at `name` goes on over a folded line. Heads are unfolded before parsing;
+// trailers cannot be, so a fold there is refused.
+bool folded_field(std::string_view name);
 
 // The body callbacks both directions share: count the payload (chunk framing excluded) for the
 // access log, keep nothing.
@@ -31,7 +48,10 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     *body_bytes_ += body.size();
     return body.size();
   }
-  void on_chunk_header_impl(std::uint64_t, string_view, error_code&) override {}
+  void on_chunk_header_impl(std::uint64_t, string_view extension, error_code& ec) override {
+    if (!clean_chunk_extension({extension.data(), extension.size()}))
+      ec = boost::beast::http::error::bad_chunk_extension;
+  }
   std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
     *body_bytes_ += body.size();
     return body.size();
@@ -54,10 +74,12 @@ class response_framing final : public detail::framing_base<false> {
   void on_response_impl(int code, string_view, int, error_code&) override {
     status_ = static_cast<unsigned>(code);
   }
-  void on_field_impl(boost::beast::http::field, string_view, string_view, error_code&) override {}
-  void on_header_impl(error_code&) override {}
+  void on_field_impl(boost::beast::http::field f, string_view name, string_view,
+                     error_code& ec) override;
+  void on_header_impl(error_code& ec) override;
 
   unsigned status_ = 0;
+  bool transfer_encoding_ = false, content_length_ = false;
 };
 
 // What the relay needs of a request head. The views point into the head's bytes and live as long

@@ -22,15 +22,16 @@ struct request_head_verdict {
   bool send_continue = false;  // answer `Expect: 100-continue` here (a body follows)
 };
 
-// Judges a parsed request head (`req` is past it): refuses CONNECT (405) and a Transfer-Encoding
+// Judges a parsed request head (`req` is past it): refuses CONNECT (405), a Transfer-Encoding
 // whose last coding is not chunked (400: the body's end would be undefined, RFC 9112 6.3, the
-// classic request-smuggling shape). `Expect: 100-continue` is answered by the relay, as Envoy
-// does, and not forwarded (forward_request_head drops it).
+// classic request-smuggling shape) and one in an HTTP/1.0 request (400, RFC 9112 6.1). `Expect:
+// 100-continue` is answered by the relay, as Envoy does, and not forwarded (forward_request_head
+// drops it).
 request_head_verdict judge_request(const request_framing& req);
 
 // Why the upstream failed, when a response must not be forwarded at all (a 101 to a request that
-// asked for no upgrade); "" to forward it. Transfer-Encoding next to Content-Length needs no
-// rule here: Beast refuses the pair in either direction (RFC 9112 6.3).
+// asked for no upgrade); "" to forward it. Transfer-Encoding next to Content-Length is refused
+// by the parser (response_framing, RFC 9112 6.3).
 std::string_view response_head_refusal(unsigned status, bool upgrade_requested);
 
 // Heads travel as their bytes came, with these edits on a whole head (it ends with its empty
@@ -41,8 +42,9 @@ std::string_view response_head_refusal(unsigned status, bool upgrade_requested);
 // length. Whitespace right after the start line is no fold, and is left for the parser to refuse.
 // Returns whether there was any.
 bool unfold_head(std::span<char> head);
-// Copies `head` into `out` without the fields named in `drop` (any case) and without the empty
-// line: the caller appends its own fields (each ending with CRLF), then the empty line.
+// Copies `head` into `out` without the fields named in `drop` (lower case; any spelling
+// same_field_name accepts) and without the empty line: the caller appends its own fields (each
+// ending with CRLF), then the empty line.
 void copy_head_except(std::string_view head, std::span<const std::string_view> drop,
                       std::string& out);
 // The head with its Connection and Proxy-Connection lines removed (Beast, and some clients, read
