@@ -42,6 +42,24 @@ std::vector<std::string> values(const header_list& headers, std::string_view nam
 
 using strings = std::vector<std::string>;
 
+// The configured modes (Envoy's table, xfcc_action), a client that sent one forged XFCC line,
+// and what must reach the upstream, whichever protocol carried the request.
+struct xfcc_mode_case {
+  config::xfcc_mode mode;
+  bool client_cert;
+  strings expected;
+};
+std::vector<xfcc_mode_case> xfcc_mode_cases() {
+  using config::xfcc_mode;
+  const std::string appended = std::string(forged) + "," + element;
+  return {
+      {xfcc_mode::sanitize, true, {}},        {xfcc_mode::sanitize_set, true, {element}},
+      {xfcc_mode::sanitize_set, false, {}},   {xfcc_mode::forward_only, true, {forged}},
+      {xfcc_mode::forward_only, false, {}},   {xfcc_mode::append_forward, true, {appended}},
+      {xfcc_mode::append_forward, false, {}}, {xfcc_mode::always_forward_only, false, {forged}},
+  };
+}
+
 // --- header_list (HTTP/2 requests) -------------------------------------------------------
 
 TEST(ForwardingHeaderList, XffIsCreatedWhenAbsent) {
@@ -110,21 +128,8 @@ TEST(ForwardingHeaderList, XfccKeepForwardsTheClientsLinesUntouched) {
   EXPECT_EQ(values(h, "x-forwarded-client-cert"), (strings{forged, "URI=x"}));
 }
 
-// The configured modes (Envoy's table, xfcc_action) end in what reaches the upstream.
 TEST(ForwardingHeaderList, XfccModesWithAndWithoutAClientCertificate) {
-  using config::xfcc_mode;
-  const std::string appended = std::string(forged) + "," + element;
-  const struct {
-    xfcc_mode mode;
-    bool client_cert;
-    strings expected;
-  } cases[] = {
-      {xfcc_mode::sanitize, true, {}},        {xfcc_mode::sanitize_set, true, {element}},
-      {xfcc_mode::sanitize_set, false, {}},   {xfcc_mode::forward_only, true, {forged}},
-      {xfcc_mode::forward_only, false, {}},   {xfcc_mode::append_forward, true, {appended}},
-      {xfcc_mode::append_forward, false, {}}, {xfcc_mode::always_forward_only, false, {forged}},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : xfcc_mode_cases()) {
     header_list h{{"x-forwarded-client-cert", forged}};
     apply_forwarding(h, forwarding(xfcc_action(c.mode, c.client_cert)));
     EXPECT_EQ(values(h, "x-forwarded-client-cert"), c.expected)
@@ -195,19 +200,7 @@ TEST(ForwardingRequestHead, XfpIsSetReplacedOrLeftWhenOff) {
 
 // The same table as the HTTP/2 form's: both protocols reach the upstream with the same XFCC.
 TEST(ForwardingRequestHead, XfccModesWithAndWithoutAClientCertificate) {
-  using config::xfcc_mode;
-  const std::string appended = std::string(forged) + "," + element;
-  const struct {
-    xfcc_mode mode;
-    bool client_cert;
-    strings expected;
-  } cases[] = {
-      {xfcc_mode::sanitize, true, {}},        {xfcc_mode::sanitize_set, true, {element}},
-      {xfcc_mode::sanitize_set, false, {}},   {xfcc_mode::forward_only, true, {forged}},
-      {xfcc_mode::forward_only, false, {}},   {xfcc_mode::append_forward, true, {appended}},
-      {xfcc_mode::append_forward, false, {}}, {xfcc_mode::always_forward_only, false, {forged}},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : xfcc_mode_cases()) {
     const auto out = forwarded(get_with("X-Forwarded-Client-Cert: " + std::string(forged) + "\r\n"),
                                forwarding(xfcc_action(c.mode, c.client_cert)));
     EXPECT_EQ(values(out, "x-forwarded-client-cert"), c.expected)
