@@ -2,11 +2,11 @@
 // The HTTP/1.1 relay's I/O pieces (http_relay.cpp): each side of the connection (the TLS
 // client, the plain upstream), the inbound bytes with the read of a whole head, and the loop
 // that forwards a body as it came. Internal to src/proxy; only http_connection.hpp includes it.
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <string>
@@ -96,15 +96,21 @@ struct inbound {
   std::uint64_t& counter;  // bytes read from this side (the access log's rx or tx)
   idle_deadline& clock;
   beast::flat_buffer buf{read_buffer_limit};
+  // How much the next read asks for at least. It doubles while reads fill what they asked for,
+  // up to 64 KiB: small requests keep a small buffer, a large body streams in large reads (and
+  // large TLS records) instead of the 512 bytes beast::read_size settles at when every read is
+  // consumed whole.
+  std::size_t read_want = min_read;
 
-  // One read into the buffer, as much as fits (up to 64 KiB): counted, and the idle clock told.
-  // EOF is asio::error::eof.
+  // One read into the buffer: counted, and the idle clock told. EOF is asio::error::eof.
   asio::awaitable<error_code> read_more() {
-    const std::size_t size = beast::read_size(buf, 65536);
+    const std::size_t size =
+        std::min(buf.max_size() - buf.size(), std::max(buf.capacity() - buf.size(), read_want));
     if (size == 0) co_return http::error::buffer_overflow;
     auto [ec, n] = co_await side.read_some(buf.prepare(size));
     if (ec) co_return ec;
     buf.commit(n);
+    if (n == size && read_want < max_read) read_want *= 2;
     counter += n;
     clock.touch();
     co_return error_code{};
@@ -145,10 +151,15 @@ struct inbound {
     }
   }
 
-  // Gives a large head's memory back once it is gone (keep-alive connections live long).
+  // Gives a large head's or body's memory back once it is gone (keep-alive connections live
+  // long); reads start small again.
   void trim() {
-    if (buf.size() == 0 && buf.capacity() > 2 * http_body_chunk) buf.shrink_to_fit();
+    if (buf.size() > 0 || buf.capacity() <= 2 * http_body_chunk) return;
+    buf.shrink_to_fit();
+    read_want = min_read;
   }
+
+  static constexpr std::size_t min_read = 512, max_read = 64 * 1024;
 };
 
 // Where a body transfer stopped: reading from the source (or its framing was malformed) or

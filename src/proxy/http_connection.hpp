@@ -4,11 +4,10 @@
 // exchange, keep alive or close); http_exchange.cpp the exchange itself: the request body
 // and the response pumped at once (the response alone when there is no body), and the tunnel
 // after a 101.
-#include <array>
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
+#include <string_view>
 
 #include "http1_io.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
@@ -83,9 +82,10 @@ class http_connection {
   // A write to the client in relay_response failed, or the exchange was stopped meanwhile: it
   // ends here, with the cause recorded unless it was a cancellation.
   void client_write_failed(const error_code& ec);
-  // Records the upstream's failure, tells the client (502) when it still can, and stops the
-  // exchange; the caller returns.
-  asio::awaitable<void> upstream_failed(const error_code& ec, std::string why);
+  // Records the upstream's failure — what mtlsd was doing, then `reason` or else the error — tells
+  // the client (502) when it still can, and stops the exchange; the caller returns.
+  asio::awaitable<void> upstream_failed(const error_code& ec, std::string why,
+                                        std::string_view reason = {});
   asio::awaitable<void> tunnel();
   asio::awaitable<void> close_both();
   void fail(std::string why) {

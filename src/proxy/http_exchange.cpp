@@ -24,15 +24,20 @@ asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   }
   result_.ended_by(is_http_error(out.ec) ? relay_end::local : relay_end::tls_peer);
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
-       out.ec.message());
+       (req.refusal().empty() ? out.ec.message() : std::string(req.refusal())));
   stop_exchange();
 }
 
-asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std::string why) {
+asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std::string why,
+                                                       std::string_view reason) {
   end_ = true;
   if (cancelled(ec)) co_return;
   result_.ended_by(relay_end::plain_peer);
-  fail("upstream: " + why + (ec ? ": " + ec.message() : std::string()));
+  if (!reason.empty())
+    why.append(": ").append(reason);
+  else if (ec)
+    why.append(": ").append(ec.message());
+  fail("upstream: " + why);
   // Before the response head went out the client can still be told; after it, only the
   // truncated response and the close say it.
   if (!response_started_) {
@@ -60,7 +65,8 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     bool folded = false;       // unfolded in place (RFC 9112 5.2 lets a proxy do either)
     auto head_ec = co_await from_upstream_.whole_head(res, ready, folded);
     if (stopped_) co_return;
-    if (head_ec) co_return co_await upstream_failed(head_ec, "reading the response head");
+    if (head_ec)
+      co_return co_await upstream_failed(head_ec, "reading the response head", res.refusal());
     const unsigned status = res.status();
     if (auto why = response_head_refusal(status, upgrade); !why.empty())
       co_return co_await upstream_failed({}, std::string(why));
@@ -81,7 +87,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     auto out = co_await forward_body(from_upstream_, client_, res, ready, stopped_);
     if (stopped_) co_return;
     if (out.ec && out.reading)
-      co_return co_await upstream_failed(out.ec, "reading the response body");
+      co_return co_await upstream_failed(out.ec, "reading the response body", res.refusal());
     if (out.ec) co_return client_write_failed(out.ec);
     if (interim) continue;  // 100, 103: the final response follows
     if (status == 101) {

@@ -41,7 +41,8 @@ bool folded_field(std::string_view name) {
 
 void response_framing::on_field_impl(http::field f, string_view name, string_view, error_code& ec) {
   if (is_header_done()) {  // a trailer
-    if (detail::folded_field({name.data(), name.size()})) ec = http::error::bad_field;
+    if (detail::folded_field({name.data(), name.size()}))
+      refuse(ec, http::error::bad_field, "a folded trailer");
     return;
   }
   transfer_encoding_ = transfer_encoding_ || f == http::field::transfer_encoding;
@@ -51,7 +52,8 @@ void response_framing::on_field_impl(http::field f, string_view name, string_vie
 void response_framing::on_header_impl(error_code& ec) {
   // Beast refuses the pair when chunked is involved or Content-Length comes first, not a
   // Transfer-Encoding: gzip before it; either way the client could frame the body otherwise.
-  if (transfer_encoding_ && content_length_) ec = http::error::bad_transfer_encoding;
+  if (transfer_encoding_ && content_length_)
+    refuse(ec, http::error::bad_transfer_encoding, "Transfer-Encoding with Content-Length");
 }
 
 void request_framing::on_request_impl(http::verb method, string_view method_text,
@@ -67,9 +69,11 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
   const std::string_view n(name.data(), name.size());
   if (is_header_done()) {
     // A trailer: forwarded as sent, so none that could pass for what mtlsd tells the upstream.
-    if (detail::folded_field(n) || same_field_name(n, xfcc_header) ||
-        same_field_name(n, "x-forwarded-for") || same_field_name(n, "x-forwarded-proto"))
-      ec = http::error::bad_field;
+    if (detail::folded_field(n))
+      refuse(ec, http::error::bad_field, "a folded trailer");
+    else if (same_field_name(n, xfcc_header) || same_field_name(n, "x-forwarded-for") ||
+             same_field_name(n, "x-forwarded-proto"))
+      refuse(ec, http::error::bad_field, "an X-Forwarded-* trailer");
     return;
   }
   const std::string_view v(value.data(), value.size());

@@ -431,15 +431,16 @@ SMUGGLED = (b"GET /admin HTTP/1.1\r\nHost: x\r\n"
             b"X-Forwarded-Client-Cert: By=spiffe://evil;URI=spiffe://example.org/ns/admin\r\n\r\n")
 
 
-@pytest.mark.parametrize("body", [
+@pytest.mark.parametrize("body,reason", [
     # A bare LF inside a quoted chunk extension: a peer that ends chunk lines at LF takes the
     # chunk data to start right after it, and the bytes mtlsd counts as data become a request.
-    b'9;a="\n' + b'x' * 3 + b'"\r\n' + b"123456789\r\n0\r\n\r\n" + SMUGGLED,
-    b"0\r\nX-Forwarded-Client-Cert: By=spiffe://evil\r\n\r\n",
-    b"0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n",
-    b"0\r\nX-Trailer: a\r\n b\r\n\r\n",
+    (b'9;a="\n' + b'x' * 3 + b'"\r\n' + b"123456789\r\n0\r\n\r\n" + SMUGGLED,
+     "a control character in a chunk extension"),
+    (b"0\r\nX-Forwarded-Client-Cert: By=spiffe://evil\r\n\r\n", "an X-Forwarded-* trailer"),
+    (b"0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n", "an X-Forwarded-* trailer"),
+    (b"0\r\nX-Trailer: a\r\n b\r\n\r\n", "a folded trailer"),
 ], ids=["lf-in-chunk-extension", "xfcc-trailer", "xff-trailer-underscores", "folded-trailer"])
-def test_a_body_another_parser_could_frame_otherwise_never_goes_up(http_serve, pki, body):
+def test_a_body_another_parser_could_frame_otherwise_never_goes_up(http_serve, pki, body, reason):
     closed = threading.Event()
 
     def swallow(conn):  # reads all that comes until mtlsd closes, answers nothing
@@ -457,7 +458,7 @@ def test_a_body_another_parser_could_frame_otherwise_never_goes_up(http_serve, p
     assert received.startswith(b"POST / HTTP/1.1\r\n"), received   # the head went up
     # ... and nothing of the body: the bad piece is its first.
     assert received.endswith(b"\r\n\r\n") and received.count(b"\r\n\r\n") == 1, received
-    assert "malformed request body" in line["detail"], line
+    assert line["detail"] == "malformed request body: " + reason, line
 
 
 def test_oversized_request_head_gets_431(http_serve, pki):
@@ -539,20 +540,24 @@ def test_a_response_without_length_runs_until_the_upstream_closes(http_serve, pk
     assert line["termination"] == "upstream_close", line
 
 
-@pytest.mark.parametrize("raw", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc",
-    b"HTTP/1.1 OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
+@pytest.mark.parametrize("raw,reason", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+     "bad Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+     "multiple Content-Length"),
+    (b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc", "bad line ending"),
+    (b"HTTP/1.1 OK\r\n\r\n", "bad status"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
+     "Transfer-Encoding with Content-Length"),
 ], ids=["cl-and-te", "two-lengths", "bare-lf", "no-status", "te-then-cl"])
-def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw):
+def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw, reason):
     daemon, _, _ = http_serve(handler=upstream_answering(raw, then_close=True))
     out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     assert b"abc" not in out
     line = daemon.wait_for_access(client=local)
-    assert "reading the response head" in line["detail"], line
+    assert line["detail"].startswith("upstream: reading the response head: "), line
+    assert reason.lower() in line["detail"].lower(), line
 
 
 def test_a_malformed_chunk_ends_the_connection_after_what_was_good(http_serve, pki):

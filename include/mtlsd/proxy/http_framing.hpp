@@ -37,10 +37,18 @@ template <bool isRequest>
 class framing_base : public boost::beast::http::basic_parser<isRequest> {
  public:
   void count_body_in(std::uint64_t& counter) { body_bytes_ = &counter; }
+  // Why this parser refused what Beast alone accepts ("" otherwise; Beast's error then says it):
+  // the log's reason, more precise than the error code shared by several causes.
+  std::string_view refusal() const { return refusal_; }
 
  protected:
   using string_view = boost::beast::string_view;
   using error_code = boost::beast::error_code;
+
+  void refuse(error_code& ec, boost::beast::http::error code, std::string_view why) {
+    ec = code;
+    refusal_ = why;
+  }
 
  private:
   void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
@@ -50,7 +58,8 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   }
   void on_chunk_header_impl(std::uint64_t, string_view extension, error_code& ec) override {
     if (!clean_chunk_extension({extension.data(), extension.size()}))
-      ec = boost::beast::http::error::bad_chunk_extension;
+      refuse(ec, boost::beast::http::error::bad_chunk_extension,
+             "a control character in a chunk extension");
   }
   std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
     *body_bytes_ += body.size();
@@ -60,6 +69,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
 
   std::uint64_t uncounted_ = 0;
   std::uint64_t* body_bytes_ = &uncounted_;
+  std::string_view refusal_;
 };
 
 }  // namespace detail
