@@ -1,5 +1,6 @@
 // The client's side of an HTTP/2 connection: the nghttp2 server session's handler.
 #include "h2_connection_impl.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
@@ -31,7 +32,9 @@ void connection::header(const nghttp2_frame& f, std::string_view name_in,
     return;
   }
   if (f.headers.cat != NGHTTP2_HCAT_REQUEST) {
-    s->request_trailers.emplace_back(std::move(name), std::move(value));
+    // Trailers pass to an h2c upstream, but none that could pass for what mtlsd tells it.
+    if (!is_forwarding_field(name))
+      s->request_trailers.emplace_back(std::move(name), std::move(value));
   } else if (name == ":method") {
     s->method = std::move(value);
   } else if (name == ":scheme") {

@@ -16,23 +16,24 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
   if (f.xfcc.what != xfcc_policy::action::keep) {
     std::vector<std::string_view> existing;
     for (const auto& [name, value] : headers)
-      if (name == xfcc_header) existing.push_back(value);
+      if (same_field_name(name, xfcc_header)) existing.push_back(value);
     auto replacement = rewrite_xfcc(f.xfcc, existing);
     std::string value = replacement ? std::move(*replacement) : std::string();
-    std::erase_if(headers, [](const header_field& h) { return h.first == xfcc_header; });
+    std::erase_if(headers,
+                  [](const header_field& h) { return same_field_name(h.first, xfcc_header); });
     if (replacement) headers.emplace_back(std::string(xfcc_header), std::move(value));
   }
   if (f.x_forwarded_for && !f.client_ip.empty()) {
     // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
     std::string joined;
     for (const auto& [name, value] : headers)
-      if (name == xff) joined += (joined.empty() ? "" : ", ") + value;
-    std::erase_if(headers, [](const header_field& h) { return h.first == xff; });
+      if (same_field_name(name, xff)) joined += (joined.empty() ? "" : ", ") + value;
+    std::erase_if(headers, [](const header_field& h) { return same_field_name(h.first, xff); });
     joined += (joined.empty() ? "" : ", ") + f.client_ip;
     headers.emplace_back(std::string(xff), std::move(joined));
   }
   if (f.x_forwarded_proto) {
-    std::erase_if(headers, [](const header_field& h) { return h.first == xfp; });
+    std::erase_if(headers, [](const header_field& h) { return same_field_name(h.first, xfp); });
     headers.emplace_back(std::string(xfp), "https");
   }
 }

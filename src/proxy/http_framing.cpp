@@ -21,6 +21,11 @@ bool same_field_name(std::string_view name, std::string_view lower) {
   return true;
 }
 
+bool is_forwarding_field(std::string_view name) {
+  return same_field_name(name, xfcc_header) || same_field_name(name, "x-forwarded-for") ||
+         same_field_name(name, "x-forwarded-proto");
+}
+
 namespace detail {
 
 bool clean_chunk_extension(std::string_view extension) {
@@ -71,8 +76,7 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
     // A trailer: forwarded as sent, so none that could pass for what mtlsd tells the upstream.
     if (detail::folded_field(n))
       refuse(ec, http::error::bad_field, "a folded trailer");
-    else if (same_field_name(n, xfcc_header) || same_field_name(n, "x-forwarded-for") ||
-             same_field_name(n, "x-forwarded-proto"))
+    else if (is_forwarding_field(n))
       refuse(ec, http::error::bad_field, "an X-Forwarded-* trailer");
     return;
   }

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 from clients import client_context
 from h2_frames import DATA, END_STREAM, GOAWAY, HEADERS, connect_h2, goaway_fields
 from http_upstream import HttpRecorder, response
+from mtlsd_harness import free_port
 from test_http_mode import CLIENT_ID, FORGED, client_element, http_serve, https  # noqa: F401
 
 TIMEOUT = 20
@@ -285,6 +287,48 @@ def test_drain_start_closes_http11_after_the_response_in_progress(http_serve, pk
         idle.close()
     assert daemon.wait_exit() == 0
     assert daemon.wait_for_access(termination="drain")
+
+
+def test_client_trailers_reach_an_h2c_upstream_without_x_forwarded_fields(serve, pki, tmp_path):
+    """Request trailers pass to an h2c upstream (nghttpd here, printing what it receives), except
+    any named like the X-Forwarded-* fields mtlsd sets, in any spelling."""
+    port = free_port()
+    (tmp_path / "www").mkdir()
+    upstream = subprocess.Popen(["nghttpd", "--no-tls", "-v", "-d", str(tmp_path / "www"),
+                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    try:
+        wait_listening(port)
+        daemon, _ = serve(upstream=f"127.0.0.1:{port}",
+                          http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+        host, dport = daemon.addr()
+        body = tmp_path / "body"
+        body.write_bytes(b"x" * 10)
+        r = subprocess.run(["nghttp", "--cert", pki.path("client.crt"),
+                            "--key", pki.path("client.key"), "-d", str(body),
+                            "--trailer", "x-forwarded-client-cert: By=spiffe://evil",
+                            "--trailer", "x_forwarded_for: 10.0.0.66",
+                            "--trailer", "x-checksum: kept",
+                            f"https://{host}:{dport}/t"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_request_lines(daemon, 1)
+    finally:
+        upstream.terminate()
+        seen, _ = upstream.communicate(timeout=TIMEOUT)
+    assert "x-checksum: kept" in seen, seen
+    assert "evil" not in seen and "10.0.0.66" not in seen, seen
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # nghttpd says nothing when it is ready: polling is the signal
+    raise AssertionError(f"nothing listens on {port}")
 
 
 # --- gRPC over h2c ---------------------------------------------------------------

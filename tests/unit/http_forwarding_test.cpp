@@ -122,6 +122,19 @@ TEST(ForwardingHeaderList, XfccAppendKeepsThePreviousHops) {
             strings{std::string("URI=spiffe://example.org/edge,") + element});
 }
 
+// As on HTTP/1.1 (ForwardingRequestHead.XfccModes...): a name with `_` for `-` is the same header
+// to CGI, WSGI, PHP and Rack, so it goes too.
+TEST(ForwardingHeaderList, UnderscoreSpellingsAreReplacedToo) {
+  header_list h{{"x_forwarded_client_cert", forged},
+                {"x_forwarded_for", "198.51.100.1"},
+                {"x_forwarded_proto", "http"}};
+  apply_forwarding(h, forwarding(action::set));
+  EXPECT_EQ(values(h, "x_forwarded_client_cert"), strings{});
+  EXPECT_EQ(values(h, "x-forwarded-client-cert"), strings{element});
+  EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1, 192.0.2.10"});
+  EXPECT_EQ(values(h, "x_forwarded_proto"), strings{});
+}
+
 TEST(ForwardingHeaderList, XfccKeepForwardsTheClientsLinesUntouched) {
   header_list h{{"x-forwarded-client-cert", forged}, {"x-forwarded-client-cert", "URI=x"}};
   apply_forwarding(h, forwarding(action::keep));
