@@ -134,8 +134,11 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
 // and stores the byte count in n.
 template <class Op>
 tls_stream::attempt tls_stream::step(Op op) {
-  ERR_clear_error();  // SSL_get_error() reads the queue: a stale entry would mislead it
-  errno = 0;          // ...and SSL_ERROR_SYSCALL reads errno
+  // SSL_get_error() reads the queue (through ERR_peek_error): a stale entry would mislead it.
+  // Peeked first because clearing walks every slot of the queue even when it is empty: about
+  // 500 instructions, twice per HTTP request (callgrind), where the peek costs a few dozen.
+  if (ERR_peek_error() != 0) ERR_clear_error();
+  errno = 0;  // ...and SSL_ERROR_SYSCALL reads errno
   std::size_t n = 0;
   const int rc = op(n);
   if (rc > 0) return {error_code{}, n, want::nothing};
