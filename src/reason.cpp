@@ -7,7 +7,7 @@ constexpr std::array<std::string_view, reason_count> names = {
     "bad_signature",          "bad_key_usage",        "chain_too_long",    "revoked",
     "revocation_unavailable", "not_authorized",       "hostname_mismatch", "handshake_timeout",
     "protocol_error",         "upstream_unavailable", "name_constraints",  "bad_certificate",
-    "over_capacity",          "source_not_allowed",   "rate_limited"};
+    "over_capacity",          "source_not_allowed",   "rate_limited",      "shutting_down"};
 }
 
 std::string_view to_string(reason r) {

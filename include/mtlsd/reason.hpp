@@ -28,9 +28,10 @@ enum class reason {
   over_capacity,       // max_connections, the pending-handshake cap, or out of file descriptors
   source_not_allowed,  // the client's address is outside listeners[].allowed_sources
   rate_limited,        // limits: connections_per_second, per source or per identity
+  shutting_down,       // shutdown began before the client finished its TLS handshake
 };
 
-inline constexpr std::size_t reason_count = 19;
+inline constexpr std::size_t reason_count = 20;
 
 std::string_view to_string(reason r);
 std::optional<reason> reason_from_string(std::string_view s);

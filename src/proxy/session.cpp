@@ -81,6 +81,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
 
   auto handshake_error = co_await tls.handshake();
   s.ticket.end_handshake();
+  s.control.on_drain({});  // set in serve(): from here a drain waits as for any connection
   if (handshake_error || !network_revocation) count_revocation(s, vo);
   if (handshake_error) {
     // Aborted: cancelled by the watchdog, finish() names the reason.
@@ -176,12 +177,23 @@ asio::awaitable<void> serve_client_mode(session& s) {
 }
 
 asio::awaitable<void> serve(session& s) {
+  const bool server_mode = s.listener->cfg.mode == config::listener_mode::server;
+  // Shutdown began before the client finished its TLS handshake (or sent anything at all): the
+  // session has sent nothing upstream and holds no request, so it closes now rather than at the
+  // drain timeout, and the client can retry elsewhere at once — as nginx closes connections
+  // that have not sent a request. In mode: client the local app may already have written its
+  // request, so there the handshake goes on. serve_server_mode() clears this after the handshake.
+  if (server_mode)
+    s.control.on_drain([&s] {
+      s.control.kill(termination::drain, reason::shutting_down,
+                     "shutdown began before the TLS handshake finished");
+    });
   // Not `a && !co_await b`: GCC 12 miscompiles a co_await inside a short-circuit operand.
   if (s.listener->cfg.accept_proxy_protocol.enabled) {
     const bool go_on = co_await accept_proxy_header(s);
     if (!go_on) co_return;
   }
-  if (s.listener->cfg.mode == config::listener_mode::server)
+  if (server_mode)
     co_await serve_server_mode(s);
   else
     co_await serve_client_mode(s);

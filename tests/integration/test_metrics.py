@@ -48,6 +48,7 @@ ALL_REASONS = {
     "bad_key_usage", "chain_too_long", "revoked", "revocation_unavailable", "not_authorized",
     "hostname_mismatch", "handshake_timeout", "protocol_error", "upstream_unavailable",
     "name_constraints", "bad_certificate", "over_capacity", "source_not_allowed", "rate_limited",
+    "shutting_down",
 }
 
 

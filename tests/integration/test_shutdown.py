@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from faults import client_hello
 from mtlsd_harness import client_context, connect, open_tls
 
 
@@ -88,3 +89,57 @@ def test_drain_timeout_cuts_stuck_connection(serve, pki):
     except (ConnectionResetError, ssl.SSLError):
         pass
     sock.close()
+
+
+def test_drain_closes_connections_still_in_their_handshake_at_once(serve, pki):
+    """A client that has not finished its TLS handshake has no request in mtlsd and nothing
+    upstream: shutdown closes it at once (reason shutting_down, termination drain) instead of
+    keeping it until its handshake timeout or the drain timeout. Connections past their
+    handshake still drain as before."""
+    daemon, _ = serve(top={"shutdown": {"drain_timeout": "30s"}},
+                      timeouts={"handshake": "30s"})
+    established = open_tls(daemon.addr(), client_context(pki, "client"))
+    established.sendall(b"open\n")
+    assert recv_exact(established, 5) == b"open\n"
+
+    hello = client_hello(client_context(pki, "client"))
+    silent = connect(daemon.addr())                  # nothing sent: no SSL object yet
+    half = connect(daemon.addr())
+    half.sendall(hello[: len(hello) // 2])           # half a ClientHello
+    mid = connect(daemon.addr())
+    mid.sendall(hello)                               # a whole one: the server answers, then
+    mid.settimeout(5)                                # waits for the client's certificate
+    assert mid.recv(5)[:1] == b"\x16", "no ServerHello"
+    pending = {"silent": silent, "half": half, "mid": mid}
+    ports = {name: sock.getsockname()[1] for name, sock in pending.items()}
+
+    start = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    for name, sock in pending.items():
+        sock.settimeout(5)
+        try:
+            while sock.recv(4096):  # the rest of the server's flight, then the close
+                pass
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            raise AssertionError(f"{name}: still open 5s after SIGTERM")
+        sock.close()
+    elapsed = time.monotonic() - start
+    assert elapsed < 5, f"closed after {elapsed:.2f}s"
+
+    for name, port in ports.items():
+        line = daemon.wait_for_access(client=f"127.0.0.1:{port}")
+        assert (line["result"], line["reason"], line["termination"]) == \
+            ("rejected", "shutting_down", "drain"), (name, line)
+        assert "shutdown began before the TLS handshake finished" in line["detail"], line
+    m = daemon.scrape()
+    assert m.get("mtlsd_handshake_failures_total", listener="inbound",
+                 reason="shutting_down") == 3
+
+    # The established connection still works, and its end lets mtlsd exit.
+    assert daemon.running()
+    established.sendall(b"still\n")
+    assert recv_exact(established, 6) == b"still\n"
+    established.close()
+    assert daemon.wait_exit(5) == 0
