@@ -70,6 +70,8 @@ void write_request_access(const access_record& c, const http_request_record& q) 
                                 {"path", q.path},
                                 {"protocol", q.protocol},
                                 {"status", q.status},
+                                q.grpc_status < 0 ? field("grpc_status", null)
+                                                  : field("grpc_status", q.grpc_status),
                                 {"req_bytes", q.req_bytes},
                                 {"resp_bytes", q.resp_bytes},
                                 {"stream_id", q.stream_id},

@@ -167,6 +167,7 @@ void connection::report(stream& s, std::uint32_t code) {
   r.path = s.path;
   r.http2 = true;
   r.status = s.response_started ? s.status : 0;
+  r.grpc_status = s.response_started ? s.grpc_status : -1;
   r.req_bytes = s.req_bytes;
   r.resp_bytes = s.resp_bytes;
   r.stream_id = s.id;

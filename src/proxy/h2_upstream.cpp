@@ -19,6 +19,15 @@ namespace {
 using asio::as_tuple;
 using asio::use_awaitable;
 
+// gRPC status codes are 0-16; anything else (a malformed or future value) is kept if it is a
+// small number, else read as none: the access line never carries the upstream's raw text.
+int parse_grpc_status(std::string_view value) {
+  int code = -1;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), code);
+  if (ec != std::errc{} || end != value.data() + value.size() || value.size() > 3) return -1;
+  return code;
+}
+
 class h2c_upstream final : public upstream, session_handler {
  public:
   h2c_upstream(downstream& down, stream_socket& sock, const http_forwarding& fwd)
@@ -140,6 +149,10 @@ void h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
   // Until a final (non-1xx) status arrived, fields belong to a response head; after, to the
   // trailers.
   const bool final_head_seen = s->status >= 200;
+  // For the access line: an RPC's outcome rides in its trailers (or, with no message sent, in
+  // a Trailers-Only response head) while :status says 200 either way.
+  if (name == "grpc-status" && (final_head_seen || f.headers.cat == NGHTTP2_HCAT_RESPONSE))
+    s->grpc_status = parse_grpc_status(value);
   if (final_head_seen && f.headers.cat != NGHTTP2_HCAT_RESPONSE) {
     s->response_trailers.emplace_back(std::string(name), std::move(value));
   } else if (name == ":status") {

@@ -33,6 +33,7 @@ void write_request_line(const session& s, const http_request_report& r) {
   q.path = r.path;
   q.protocol = r.http2 ? "HTTP/2" : "HTTP/1.1";
   q.status = r.status;
+  q.grpc_status = r.grpc_status;
   q.req_bytes = r.req_bytes;
   q.resp_bytes = r.resp_bytes;
   q.stream_id = r.stream_id;

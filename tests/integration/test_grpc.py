@@ -326,7 +326,9 @@ def test_one_access_line_and_one_count_per_rpc(proxied, pki):
          "/mtlsd.probe.Probe/Unary"]), lines
     for line in lines:
         assert line["method"] == "POST" and line["protocol"] == H2, line
-        assert line["status"] == 200, line      # the gRPC status rides in the trailers
+        assert line["status"] == 200, line      # the gRPC status rides in the trailers...
+        expected_grpc = grpc.StatusCode.NOT_FOUND.value[0] if line["path"].endswith("/Fail") else 0
+        assert line["grpc_status"] == expected_grpc, line   # ...which the line reads
         assert line["authority"] == f"127.0.0.1:{proxied.port}", line
         assert line["listener"] == "inbound" and line["identity"] == CLIENT_ID, line
         assert line["alpn"] == "h2", line

@@ -95,6 +95,7 @@ def test_curl_h2_forwarding_headers_reach_http1_upstream(http_serve, pki):
     assert line["stream_id"] == 1 and line["identity"] == CLIENT_ID
     assert line["alpn"] == "h2" and line["listener"] == "inbound"
     assert line["resp_bytes"] == len(body)
+    assert line["grpc_status"] is None       # not an RPC (HTTP/1.1 upstream)
 
 
 def test_forwarding_headers_can_be_turned_off(http_serve, pki):

@@ -50,6 +50,7 @@ struct http_request_record {
   std::string_view path;         // :path, or the request target
   std::string_view protocol;     // "HTTP/1.1" | "HTTP/2"
   int status = 0;                // 0: no response was sent (reset, refused, upstream failed)
+  int grpc_status = -1;          // gRPC's status from the upstream's trailers; -1: none (null)
   std::uint64_t req_bytes = 0;   // request body bytes received from the client
   std::uint64_t resp_bytes = 0;  // response body bytes sent to the client
   std::int64_t stream_id = 0;    // HTTP/2 stream id; HTTP/1.1: the request's ordinal (1, 2...)
