@@ -168,6 +168,9 @@ asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, boo
 
 asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock, bool& keep_alive) {
   beast::flat_buffer buf(http_head_limit + http_body_chunk);
+  // Beast reads as much as the buffer has room for, at least 512 bytes; a buffer consumed whole
+  // each time never grows past that, so a body came in 512-byte reads (2,048 recv for 1 MiB).
+  buf.reserve(http_body_chunk);
   std::optional<http::response_parser<http::buffer_body>> p;
   for (;;) {  // 1xx heads are not passed on: the final one follows
     p.emplace();

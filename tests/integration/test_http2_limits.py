@@ -209,6 +209,24 @@ def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, p
     assert len(body) == len(framed) and body == framed
 
 
+def test_a_large_http11_response_reaches_the_client_in_large_frames(http_serve, pki):
+    """An HTTP/1.1 upstream's body is read in large pieces and leaves in full-size DATA frames:
+    Beast's reads stayed at 512 bytes once each was consumed whole, and so did the frames."""
+    blob = os.urandom(1 << 20)
+    daemon, _, _ = http_serve(lambda req: response(200, blob))
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/big")
+        status, body = client.response(sid, TIMEOUT)
+    finally:
+        client.close()
+    assert status == 200 and body == blob
+    frames = [ev for ev in client.events
+              if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid and ev.data]
+    average = len(blob) / len(frames)
+    assert average >= 4096, f"{len(frames)} DATA frames, {average:.0f} bytes each on average"
+
+
 # --- max_concurrent_streams ------------------------------------------------------------
 
 class InFlight:
