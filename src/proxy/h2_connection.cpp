@@ -108,6 +108,32 @@ void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::u
   report(*s, code);
 }
 
+// RFC 9113 8.1: a server that sent a complete response before the request ended may ask the
+// client to stop sending with RST_STREAM(NO_ERROR). mtlsd passes on an upstream's such request
+// (it would otherwise wait for body nobody takes, holding flow-control window), and makes it
+// itself after answering a request itself (431, 405, 502), as nghttpd does. Only once the
+// response's END_STREAM went out: a reset before it would discard the response.
+void connection::stop_upload_if_done(stream& s) {
+  if (s.closed || s.request_end || !s.response_sent) return;
+  if (!s.answered_here && !s.upload_unwanted) return;
+  nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
+  out_.signal();
+}
+
+void connection::upload_unwanted(stream& s) {
+  s.upload_unwanted = true;
+  stop_upload_if_done(s);
+}
+
+void connection::frame_sent(const nghttp2_frame& f) {
+  if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
+  if (!(f.hd.flags & NGHTTP2_FLAG_END_STREAM)) return;
+  stream* s = find(f.hd.stream_id);
+  if (!s) return;
+  s->response_sent = true;
+  stop_upload_if_done(*s);
+}
+
 void connection::body_sent(stream& s, std::size_t n) {
   s.resp_bytes += n;
   s.touch();

@@ -31,6 +31,7 @@ class connection final : public downstream, session_handler {
     out_.signal();
   }
   void fail(stream& s, std::uint32_t code, std::string detail) override;
+  void upload_unwanted(stream& s) override;
 
   // For fuzz/h2_frames_fuzz.cpp: the nghttp2 session with these callbacks and `up` as the
   // upstream, fed bytes directly (no I/O loops); feed() returns nghttp2's verdict and drops
@@ -81,6 +82,9 @@ class connection final : public downstream, session_handler {
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
   void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
+  void frame_sent(const nghttp2_frame& f) override;
+  // The response is out and the rest of the request is not wanted: RST_STREAM(NO_ERROR).
+  void stop_upload_if_done(stream& s);
   outgoing_body outgoing(stream& s) override {
     return {s.response_body, s.response_end, s.response_trailers, s.response_deferred};
   }

@@ -35,6 +35,11 @@ int on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t id, const
   return 0;
 }
 
+int on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  handler_of(self).frame_sent(*f);
+  return 0;
+}
+
 int on_stream_close(nghttp2_session* session, std::int32_t id, std::uint32_t code, void* self) {
   handler_of(self).stream_closed(session, id, code);
   return 0;
@@ -94,6 +99,7 @@ session_ptr make_session(session_side side, session_handler& handler,
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_option* opt = session_options(max_send_header_block);
   nghttp2_session* raw = nullptr;
   const int rv = !opt ? -1

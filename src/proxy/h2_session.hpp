@@ -48,6 +48,8 @@ class session_handler {
   virtual void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                           std::size_t len) = 0;
   virtual void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) = 0;
+  // A frame went out (after nghttp2 wrote it to its output buffer).
+  virtual void frame_sent(const nghttp2_frame&) {}
   // The body this side sends on `s`, and the accounting once `n` bytes of it went into a frame.
   virtual outgoing_body outgoing(stream& s) = 0;
   virtual void body_sent(stream& s, std::size_t n) = 0;

@@ -71,6 +71,9 @@ struct stream {
   bool response_deferred = false;  // the client side's data source waits for more
 
   bool answered_here = false;     // mtlsd answered (431, 405, 502): the upstream takes no body
+  bool upload_unwanted = false;   // h2c: the upstream reset its stream with NO_ERROR after the
+                                  // whole response: the rest of the request is not wanted
+  bool response_sent = false;     // the client got the response's END_STREAM
   bool closed = false;            // the client's stream is closed: the upstream side stops
   std::int32_t upstream_id = -1;  // h2c: the upstream's stream
   bool request_deferred = false;  // h2c: the upstream's data source waits for more body
@@ -100,6 +103,9 @@ class downstream {
   // The upstream failed the stream: a 502 when no response was sent yet, else RST_STREAM
   // with `code`.
   virtual void fail(stream& s, std::uint32_t code, std::string detail) = 0;
+  // The upstream has the whole request it wants (s.upload_unwanted): once the response is out,
+  // the client is asked to stop sending.
+  virtual void upload_unwanted(stream& s) = 0;
 };
 
 // What serves the requests of one downstream connection.

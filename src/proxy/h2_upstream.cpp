@@ -205,6 +205,8 @@ void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_
   if (s->closed) return;
   if (code != NGHTTP2_NO_ERROR || !s->response_end)
     down_.fail(*s, code, std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
+  else if (!s->request_end)  // answered in full before the upload ended (RFC 9113 8.1)
+    down_.upload_unwanted(*s);
 }
 
 void h2c_upstream::lose_connection(const std::string& why) {

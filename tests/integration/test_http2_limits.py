@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 
+import h2.config
+import h2.connection
 import h2.errors
 import h2.events
 import pytest
@@ -225,6 +227,68 @@ def test_a_large_http11_response_reaches_the_client_in_large_frames(http_serve, 
               if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid and ev.data]
     average = len(blob) / len(frames)
     assert average >= 4096, f"{len(frames)} DATA frames, {average:.0f} bytes each on average"
+
+
+def early_answering_h2c(conn) -> None:
+    """An h2c upstream (hyper-h2) that answers /early as soon as its head arrives, with the
+    whole response, then asks the client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113
+    8.1); drops the connection on /gone; every other request gets 200 once its body ended."""
+    h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                             header_encoding="utf-8"))
+    h.initiate_connection()
+    conn.sendall(h.data_to_send())
+    while True:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        for ev in h.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived) and dict(ev.headers)[":path"] == "/gone":
+                return  # the connection drops: mtlsd answers 502 itself
+            if isinstance(ev, h2.events.RequestReceived) and dict(ev.headers)[":path"] == "/early":
+                h.send_headers(ev.stream_id, [(":status", "413")])
+                h.send_data(ev.stream_id, b"too large", end_stream=True)
+                h.reset_stream(ev.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            elif isinstance(ev, h2.events.DataReceived):
+                h.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                h.send_headers(ev.stream_id, [(":status", "200")])
+                h.send_data(ev.stream_id, b"ok", end_stream=True)
+        conn.sendall(h.data_to_send())
+
+
+def test_an_h2c_upstream_that_answers_early_stops_the_upload(serve, pki):
+    """The upstream answered before the upload ended and reset its stream with NO_ERROR: the
+    client gets the whole response, then RST_STREAM(NO_ERROR) so it stops sending (as the
+    upstream asked), and the connection carries on."""
+    daemon, _ = serve(early_answering_h2c, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/early", method="POST", end_stream=False)
+        client.send_within_window(sid, memoryview(os.urandom(16 * 1024)))
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset)
+                                and ev.stream_id == sid, TIMEOUT)
+        assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
+        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+        assert status_of(mine) == 413 and bytes(client.bodies[sid]) == b"too large"
+        assert any(isinstance(ev, h2.events.StreamEnded) for ev in mine), mine
+        after = client.request("/after")
+        assert client.response(after, TIMEOUT) == (200, b"ok")
+
+        # mtlsd answering itself mid-upload (502: the upstream connection dropped) does the same.
+        gone = client.request("/gone", method="POST", end_stream=False)
+        client.send_within_window(gone, memoryview(os.urandom(1024)))
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset)
+                                and ev.stream_id == gone, TIMEOUT)
+        assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
+        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == gone]
+        assert status_of(mine) == 502, mine
+    finally:
+        client.close()
+    line = wait_request_line(daemon, path="/early")
+    assert line["status"] == 413 and line["resp_bytes"] == len(b"too large"), line
 
 
 # --- max_concurrent_streams ------------------------------------------------------------
