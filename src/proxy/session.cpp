@@ -26,6 +26,7 @@ namespace {
 using asio::as_tuple;
 using asio::use_awaitable;
 using detail::connect_end;
+using detail::drain_handshake_grace;
 using detail::outcome;
 using detail::phase;
 using detail::session;
@@ -178,15 +179,27 @@ asio::awaitable<void> serve_client_mode(session& s) {
 
 asio::awaitable<void> serve(session& s) {
   const bool server_mode = s.listener->cfg.mode == config::listener_mode::server;
-  // Shutdown began before the client finished its TLS handshake (or sent anything at all): the
-  // session has sent nothing upstream and holds no request, so it closes now rather than at the
-  // drain timeout, and the client can retry elsewhere at once — as nginx closes connections
-  // that have not sent a request. In mode: client the local app may already have written its
-  // request, so there the handshake goes on. serve_server_mode() clears this after the handshake.
+  // Shutdown began before the TLS handshake finished (mode: server; serve_server_mode() clears
+  // this once it has). Nothing of the client's has reached the upstream, so such a connection
+  // does not hold the drain until its handshake timeout. Before its ClientHello is in, the
+  // client has sent nothing that matters: closed now, and it can retry elsewhere at once, as
+  // nginx closes connections that have not sent a request. Once the handshake runs, the client
+  // may be sending its Finished with its first request in the same flight, which a close would
+  // lose: it gets a short grace to finish instead. In mode: client the local app may already
+  // have written its request, so there the handshake goes on as before.
   if (server_mode)
     s.control.on_drain([&s] {
-      s.control.kill(termination::drain, reason::shutting_down,
-                     "shutdown began before the TLS handshake finished");
+      if (!s.tls) {
+        s.control.kill(termination::drain, reason::shutting_down,
+                       "shutdown began before the client's ClientHello");
+        return;
+      }
+      s.handshake_cut_by_drain = true;
+      const auto grace = steady::now() + drain_handshake_grace;
+      if (grace < s.clock.deadline) {
+        s.clock.deadline = grace;
+        s.watchdog_timer.cancel();  // looks again, at the new deadline
+      }
     });
   // Not `a && !co_await b`: GCC 12 miscompiles a co_await inside a short-circuit operand.
   if (s.listener->cfg.accept_proxy_protocol.enabled) {

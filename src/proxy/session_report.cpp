@@ -50,6 +50,13 @@ void name_deadline(session& s) {
       s.refuse(reason::protocol_error, "no complete PROXY header within " + after);
       break;
     case phase::handshake:
+      if (s.handshake_cut_by_drain) {
+        s.refuse(reason::shutting_down,
+                 "shutdown began during the TLS handshake, which did not finish within " +
+                     config::format_duration(drain_handshake_grace));
+        s.ended_by = termination::drain;
+        break;
+      }
       s.refuse(reason::handshake_timeout, "no completed TLS handshake within " + after);
       break;
     case phase::revocation:

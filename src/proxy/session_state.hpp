@@ -29,6 +29,9 @@ namespace mtlsd::proxy::detail {
 
 using steady = std::chrono::steady_clock;
 
+// How long a TLS handshake already running when shutdown begins gets to finish (session.cpp).
+inline constexpr auto drain_handshake_grace = std::chrono::seconds(1);
+
 // Unique per process (all workers): the access line's conn_id, and every debug line of the
 // connection carries it. One relaxed increment per connection.
 inline std::uint64_t new_conn_id() {
@@ -107,6 +110,8 @@ struct session {
   // Set by whatever ends the session for a reason of its own (rate_limited...); otherwise
   // finish() names the termination from the outcome.
   std::optional<termination> ended_by;
+  // Shutdown began during the TLS handshake: its deadline is now drain_handshake_grace away.
+  bool handshake_cut_by_drain = false;
   const char* tls_version = "";
   const char* cipher = "";
   bool resumed = false;
