@@ -85,7 +85,7 @@ void connection::start(stream& s) {
 void connection::data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                             std::size_t len) {
   stream* s = find(id);
-  if (!s || s->closed || s->answered_here) {
+  if (!s || s->closed || s->answered_here || s->upload_unwanted) {
     nghttp2_session_consume(session, id, len);  // nobody will take it: acknowledge now
     return;
   }
@@ -122,6 +122,10 @@ void connection::stop_upload_if_done(stream& s) {
 
 void connection::upload_unwanted(stream& s) {
   s.upload_unwanted = true;
+  // Nobody takes the body any more: what is buffered and what still comes (data_chunk) is
+  // acknowledged at once, so the connection's window is not held meanwhile.
+  if (!s.request_body.empty()) nghttp2_session_consume(session_.get(), s.id, s.request_body.size());
+  s.request_body = {};
   stop_upload_if_done(s);
 }
 
@@ -167,6 +171,13 @@ void connection::response_data(stream& s) {
 
 void connection::fail(stream& s, std::uint32_t code, std::string detail) {
   if (s.closed) return;
+  if (s.response_end && !s.answered_here) {
+    // The whole response is in (the upstream reset its stream or lost its connection after
+    // it, with the upload still open): the client gets all of it, then is asked to stop
+    // sending, rather than a reset that would discard what is still queued.
+    upload_unwanted(s);
+    return;
+  }
   if (s.detail.empty()) s.detail = std::move(detail);
   if (!s.response_started) {
     s.answered_here = true;

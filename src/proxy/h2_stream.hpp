@@ -63,6 +63,7 @@ struct stream {
   // The response, as the upstream sends it.
   int status = 0;
   int grpc_status = -1;  // h2c: the upstream's grpc-status (trailers or Trailers-Only); -1: none
+  bool final_head_received = false;  // h2c: the final (non-1xx) head's HEADERS frame is in
   header_list response_headers;
   header_list response_trailers;
   byte_queue response_body;

@@ -146,14 +146,12 @@ void h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
   stream* s = find(f.hd.stream_id);
   if (!s || f.hd.type != NGHTTP2_HEADERS) return;
   std::string value(value_in);
-  // Until a final (non-1xx) status arrived, fields belong to a response head; after, to the
-  // trailers.
-  const bool final_head_seen = s->status >= 200;
   // For the access line: an RPC's outcome rides in its trailers (or, with no message sent, in
   // a Trailers-Only response head) while :status says 200 either way.
-  if (name == "grpc-status" && (final_head_seen || f.headers.cat == NGHTTP2_HCAT_RESPONSE))
-    s->grpc_status = parse_grpc_status(value);
-  if (final_head_seen && f.headers.cat != NGHTTP2_HCAT_RESPONSE) {
+  if (name == "grpc-status") s->grpc_status = parse_grpc_status(value);
+  // A HEADERS frame after the final head's carries the trailers. Not told by the frame's
+  // category: nghttp2 gives the final head HCAT_HEADERS too when a 1xx came before it.
+  if (s->final_head_received) {
     s->response_trailers.emplace_back(std::string(name), std::move(value));
   } else if (name == ":status") {
     int status = 0;
@@ -170,12 +168,13 @@ void h2c_upstream::frame_received(const nghttp2_frame& f) {
   stream* s = find(f.hd.stream_id);
   if (!s || s->closed) return;
   const bool end = (f.hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-  if (f.hd.type == NGHTTP2_HEADERS && !s->response_started) {
+  if (f.hd.type == NGHTTP2_HEADERS && !s->final_head_received) {
     if (s->status < 200) {  // 100, 103: the final head follows; not passed on
       s->status = 0;
       s->response_headers.clear();
       return;
     }
+    s->final_head_received = true;
     if (end) s->response_end = true;
     down_.respond(*s);
     return;

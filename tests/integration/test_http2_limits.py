@@ -229,14 +229,27 @@ def test_a_large_http11_response_reaches_the_client_in_large_frames(http_serve, 
     assert average >= 4096, f"{len(frames)} DATA frames, {average:.0f} bytes each on average"
 
 
+EARLY_BODY = os.urandom(60 * 1024)  # within one stream window: sent whole before any WINDOW_UPDATE
+
+
 def early_answering_h2c(conn) -> None:
     """An h2c upstream (hyper-h2) that answers /early as soon as its head arrives, with the
     whole response, then asks the client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113
-    8.1); drops the connection on /gone; every other request gets 200 once its body ended."""
+    8.1); drops the connection on /gone, and right after a whole response on /early-then-gone;
+    answers /hints with 103 Early Hints first; every other request gets 200 once its body
+    ended."""
     h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
                                                              header_encoding="utf-8"))
     h.initiate_connection()
     conn.sendall(h.data_to_send())
+    answered = set()  # streams whose response is sent (a later StreamEnded gets no second one)
+
+    def send_body(sid: int, body: bytes) -> None:
+        frame = h.max_outbound_frame_size
+        for at in range(0, len(body), frame):
+            h.send_data(sid, body[at:at + frame], end_stream=at + frame >= len(body))
+        answered.add(sid)
+
     while True:
         try:
             data = conn.recv(65536)
@@ -245,17 +258,30 @@ def early_answering_h2c(conn) -> None:
         if not data:
             return
         for ev in h.receive_data(data):
-            if isinstance(ev, h2.events.RequestReceived) and dict(ev.headers)[":path"] == "/gone":
+            path = dict(ev.headers).get(":path") if isinstance(ev, h2.events.RequestReceived) \
+                else None
+            if path == "/gone":
                 return  # the connection drops: mtlsd answers 502 itself
+            if path == "/early-then-gone":  # a whole response, then the connection drops
+                h.send_headers(ev.stream_id, [(":status", "413")])
+                send_body(ev.stream_id, EARLY_BODY)
+                conn.sendall(h.data_to_send())
+                return
+            if path == "/hints":  # 103 Early Hints, then the final head and a body
+                h.send_headers(ev.stream_id, [(":status", "103"), ("link", "</a.css>; rel=preload")])
+                h.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "text/plain"),
+                                              ("x-final", "yes")])
+                send_body(ev.stream_id, b"hinted")
+                continue
             if isinstance(ev, h2.events.RequestReceived) and dict(ev.headers)[":path"] == "/early":
                 h.send_headers(ev.stream_id, [(":status", "413")])
-                h.send_data(ev.stream_id, b"too large", end_stream=True)
+                send_body(ev.stream_id, b"too large")
                 h.reset_stream(ev.stream_id, h2.errors.ErrorCodes.NO_ERROR)
             elif isinstance(ev, h2.events.DataReceived):
                 h.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id not in answered:
                 h.send_headers(ev.stream_id, [(":status", "200")])
-                h.send_data(ev.stream_id, b"ok", end_stream=True)
+                send_body(ev.stream_id, b"ok")
         conn.sendall(h.data_to_send())
 
 
@@ -289,6 +315,43 @@ def test_an_h2c_upstream_that_answers_early_stops_the_upload(serve, pki):
         client.close()
     line = wait_request_line(daemon, path="/early")
     assert line["status"] == 413 and line["resp_bytes"] == len(b"too large"), line
+
+
+def test_a_whole_response_survives_its_upstream_connection_dropping(serve, pki):
+    """The h2c upstream sent its whole response, then dropped the connection while the upload
+    was still open: the client gets all of the response (not a reset that would discard what
+    mtlsd still had queued), then RST_STREAM(NO_ERROR)."""
+    daemon, _ = serve(early_answering_h2c, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/early-then-gone", method="POST", end_stream=False)
+        client.send_within_window(sid, memoryview(os.urandom(1024)))
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset)
+                                and ev.stream_id == sid, TIMEOUT)
+        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+    finally:
+        client.close()
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
+    assert status_of(mine) == 413
+    assert bytes(client.bodies[sid]) == EARLY_BODY, len(client.bodies[sid])
+    assert any(isinstance(ev, h2.events.StreamEnded) for ev in mine), mine
+
+
+def test_the_final_head_after_early_hints_keeps_its_fields(serve, pki):
+    """103 Early Hints from an h2c upstream are not passed on; the final head that follows
+    reaches the client with all its fields, as a head and not as trailers."""
+    daemon, _ = serve(early_answering_h2c, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/hints")
+        status, body = client.response(sid, TIMEOUT)
+    finally:
+        client.close()
+    assert (status, body) == (200, b"hinted")
+    head = next(dict(ev.headers) for ev in client.events
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid)
+    assert head.get("x-final") == "yes" and head.get("content-type") == "text/plain", head
+    assert not any(isinstance(ev, h2.events.TrailersReceived) for ev in client.events)
 
 
 # --- max_concurrent_streams ------------------------------------------------------------
