@@ -14,6 +14,7 @@
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/proxy_env.hpp"
 #include "mtlsd/net/resolver.hpp"
+#include "mtlsd/tls/record_buffers.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::daemon {
@@ -99,6 +100,8 @@ int daemon::run() {
   log::info("ready",
             {{"version", kVersion}, {"workers", static_cast<int>(n)}, {"config", config_path_}});
   notify_ready();
+  if (!tls::record_buffers::installed())
+    log::debug("OpenSSL's record buffers are not recycled: OpenSSL allocated before main");
   std::vector<asio::io_context*> loops;
   for (auto& w : workers_)
     loops.push_back(&w->context());

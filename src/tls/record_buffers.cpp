@@ -33,6 +33,8 @@ struct free_list {
 thread_local bool list_gone = false;
 thread_local free_list list;
 
+bool installed_ = false;
+
 free_list::~free_list() {
   list_gone = true;
   while (count > 0)
@@ -60,7 +62,12 @@ void openssl_free(void* block, const char*, int) {
 
 bool install() {
   block_usable_size();  // computed now: not inside OpenSSL's first free
-  return CRYPTO_set_mem_functions(openssl_malloc, openssl_realloc, openssl_free) == 1;
+  installed_ = CRYPTO_set_mem_functions(openssl_malloc, openssl_realloc, openssl_free) == 1;
+  return installed_;
+}
+
+bool installed() {
+  return installed_;
 }
 
 void* allocate(std::size_t size) {

@@ -22,6 +22,8 @@ inline constexpr std::size_t max_cached = 16;
 // Makes OpenSSL allocate through allocate/release below. Must run before OpenSSL allocates
 // anything (first thing in main); false when that is too late, and nothing changes.
 bool install();
+// Whether install() took effect (for the daemon's start-up log).
+bool installed();
 
 // malloc and free, with blocks for sizes in [smallest, block_size] taken from and given back
 // to this thread's free list. Any pointer from malloc may be released here.
