@@ -211,17 +211,24 @@ def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, p
     assert len(body) == len(framed) and body == framed
 
 
+def get_once(daemon, pki, path: str) -> tuple[H2Client, int, int, bytes]:
+    """One GET on a connection of its own: the client (closed; its events stay), the stream,
+    the status and the body."""
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request(path)
+        status, body = client.response(sid, TIMEOUT)
+    finally:
+        client.close()
+    return client, sid, status, body
+
+
 def test_a_large_http11_response_reaches_the_client_in_large_frames(http_serve, pki):
     """An HTTP/1.1 upstream's body is read in large pieces and leaves in full-size DATA frames:
     Beast's reads stayed at 512 bytes once each was consumed whole, and so did the frames."""
     blob = os.urandom(1 << 20)
     daemon, _, _ = http_serve(lambda req: response(200, blob))
-    client = H2Client(daemon, pki)
-    try:
-        sid = client.request("/big")
-        status, body = client.response(sid, TIMEOUT)
-    finally:
-        client.close()
+    client, sid, status, body = get_once(daemon, pki, "/big")
     assert status == 200 and body == blob
     frames = [ev for ev in client.events
               if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid and ev.data]
@@ -341,12 +348,7 @@ def test_the_final_head_after_early_hints_keeps_its_fields(serve, pki):
     """103 Early Hints from an h2c upstream are not passed on; the final head that follows
     reaches the client with all its fields, as a head and not as trailers."""
     daemon, _ = serve(early_answering_h2c, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
-    client = H2Client(daemon, pki)
-    try:
-        sid = client.request("/hints")
-        status, body = client.response(sid, TIMEOUT)
-    finally:
-        client.close()
+    client, sid, status, body = get_once(daemon, pki, "/hints")
     assert (status, body) == (200, b"hinted")
     head = next(dict(ev.headers) for ev in client.events
                 if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid)
