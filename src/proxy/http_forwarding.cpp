@@ -4,13 +4,6 @@
 #include <span>
 
 namespace mtlsd::proxy {
-namespace {
-
-constexpr std::string_view xff = "x-forwarded-for";
-constexpr std::string_view xfp = "x-forwarded-proto";
-
-}  // namespace
-
 void apply_forwarding(header_list& headers, const http_forwarding& f) {
   // XFCC: the values the client sent, then the policy's verdict.
   if (f.xfcc.what != xfcc_policy::action::keep) {
@@ -27,14 +20,16 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
     // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
     std::string joined;
     for (const auto& [name, value] : headers)
-      if (same_field_name(name, xff)) joined += (joined.empty() ? "" : ", ") + value;
-    std::erase_if(headers, [](const header_field& h) { return same_field_name(h.first, xff); });
+      if (same_field_name(name, xff_header)) joined += (joined.empty() ? "" : ", ") + value;
+    std::erase_if(headers,
+                  [](const header_field& h) { return same_field_name(h.first, xff_header); });
     joined += (joined.empty() ? "" : ", ") + f.client_ip;
-    headers.emplace_back(std::string(xff), std::move(joined));
+    headers.emplace_back(std::string(xff_header), std::move(joined));
   }
   if (f.x_forwarded_proto) {
-    std::erase_if(headers, [](const header_field& h) { return same_field_name(h.first, xfp); });
-    headers.emplace_back(std::string(xfp), "https");
+    std::erase_if(headers,
+                  [](const header_field& h) { return same_field_name(h.first, xfp_header); });
+    headers.emplace_back(std::string(xfp_header), "https");
   }
 }
 
@@ -46,8 +41,8 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
   std::string_view drop[4];
   std::size_t n = 0;
   if (xfcc) drop[n++] = xfcc_header;
-  if (xff_too) drop[n++] = xff;
-  if (f.x_forwarded_proto) drop[n++] = xfp;
+  if (xff_too) drop[n++] = xff_header;
+  if (f.x_forwarded_proto) drop[n++] = xfp_header;
   if (seen.expect_continue) drop[n++] = "expect";
   copy_head_except(head, std::span(drop, n), out);
   // The common XFCC policies need no copy of what the client sent: set is ours alone, remove

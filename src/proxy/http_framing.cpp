@@ -22,8 +22,8 @@ bool same_field_name(std::string_view name, std::string_view lower) {
 }
 
 bool is_forwarding_field(std::string_view name) {
-  return same_field_name(name, xfcc_header) || same_field_name(name, "x-forwarded-for") ||
-         same_field_name(name, "x-forwarded-proto");
+  return same_field_name(name, xfcc_header) || same_field_name(name, xff_header) ||
+         same_field_name(name, xfp_header);
 }
 
 namespace detail {
@@ -101,7 +101,7 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
     case http::field::unknown:  // the X-Forwarded family is not in Beast's table
       if (same_field_name(n, xfcc_header))
         head_.xfcc.push_back(v);
-      else if (same_field_name(n, "x-forwarded-for"))
+      else if (same_field_name(n, xff_header))
         head_.xff.push_back(v);
       return;
     default:

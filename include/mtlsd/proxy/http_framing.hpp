@@ -20,6 +20,9 @@ namespace mtlsd::proxy {
 // Whether a field's name is `lower` in any case, with `_` read as `-`: the spellings that CGI,
 // WSGI, PHP and Rack map to the same variable.
 bool same_field_name(std::string_view name, std::string_view lower);
+// The other two X-Forwarded fields mtlsd sets (xfcc.hpp has xfcc_header), lower case.
+inline constexpr std::string_view xff_header = "x-forwarded-for";
+inline constexpr std::string_view xfp_header = "x-forwarded-proto";
 // X-Forwarded-Client-Cert, -For or -Proto in any such spelling: what mtlsd tells the upstream,
 // never taken from a client's trailers (HTTP/1.1 refuses them, HTTP/2 drops them).
 bool is_forwarding_field(std::string_view name);
