@@ -198,6 +198,7 @@ void file_watcher::on_event(int wd, std::string_view name, unsigned mask) {
         ++it;
     }
     names_by_wd_.erase(wd);
+    std::erase_if(writing_, [wd](const auto& w) { return w.first == wd; });
     resync_needed_ = true;
     schedule_check(true);
     return;
@@ -209,6 +210,14 @@ void file_watcher::on_event(int wd, std::string_view name, unsigned mask) {
   }
   if (relevant && (mask & (IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM)))
     resync_needed_ = true;  // a path component appeared, vanished or now points elsewhere
+  if (relevant && !name.empty()) {
+    // Modified and not closed yet: a writer is probably mid-way (`>` and editors that write in
+    // place truncate first, then write). Its close, or the file going, ends that.
+    if (mask & (IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM))
+      writing_.erase({wd, std::string(name)});
+    else if (mask & IN_MODIFY)
+      writing_.emplace(wd, std::string(name));
+  }
   // Any event schedules a check (the content hash decides), but only events about our files
   // push the check back, so a chatty neighbour (a log file) cannot postpone a reload forever.
   schedule_check(relevant);
@@ -234,7 +243,17 @@ void file_watcher::wait_debounce() {
       [this, alive = std::weak_ptr<bool>(alive_)](const boost::system::error_code& ec) {
         auto a = alive.lock();
         if (ec || !a || !*a) return;
-        if (steady::now() < check_at_) return wait_debounce();
+        const auto now = steady::now();
+        if (now < check_at_) return wait_debounce();
+        // A tracked file still open for writing would be read half-written (a reload failure
+        // logged for nothing, then the real reload at its close): wait for the close, but
+        // never past max_delay — a writer may keep the file open for good.
+        const auto latest = first_event_ + opts_.max_delay;
+        if (!writing_.empty() && now < latest) {
+          check_at_ = std::min(now + opts_.debounce, latest);
+          return wait_debounce();
+        }
+        writing_.clear();  // events lost or a writer that stays: do not hold the next check
         check_pending_ = false;
         check("file_change");
       });

@@ -154,6 +154,43 @@ TEST(FileWatcher, ABurstOfWritesIsOneChangeNamingEveryFile) {
   EXPECT_EQ(h.checks.back().second, "file_change");
 }
 
+TEST(FileWatcher, AFileBeingWrittenInPlaceIsReadOnceItIsClosed) {
+  test::pki_dir d;
+  const auto crt = (d.path() / "tls.crt").string();
+  put(crt, "cert 1");
+  harness h;
+  auto opts = h.fast();
+  opts.max_delay = 3000ms;  // far beyond the wait below, however slow the machine
+  h.watcher.watch({crt}, opts);
+  {
+    // As `>` or an editor writing in place: truncated, part written, the rest later.
+    std::ofstream out(crt, std::ios::binary | std::ios::trunc);
+    out << "cert" << std::flush;
+    h.ioc.run_for(200ms);  // five debounce periods
+    EXPECT_TRUE(h.checks.empty()) << "checked while the file was half-written";
+    out << " 2";
+  }
+  ASSERT_TRUE(h.run_until_check());
+  ASSERT_EQ(h.checks.size(), 1u);
+  EXPECT_EQ(h.changes()[0], (std::vector<std::string>{crt}));
+}
+
+TEST(FileWatcher, AWriterThatKeepsTheFileOpenDelaysTheCheckOnlyToMaxDelay) {
+  test::pki_dir d;
+  const auto crt = (d.path() / "tls.crt").string();
+  put(crt, "cert 1");
+  harness h;
+  h.watcher.watch({crt}, h.fast());
+  std::ofstream out(crt, std::ios::binary | std::ios::trunc);
+  out << "cert 2" << std::flush;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(h.run_until_check());
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 300ms);   // held past the debounce (40 ms) ...
+  EXPECT_LT(waited, 2000ms);  // ... but not for good (max_delay 400 ms)
+  EXPECT_EQ(h.changes()[0], (std::vector<std::string>{crt}));
+}
+
 TEST(FileWatcher, EventsWithoutContentChangeReportNothing) {
   test::pki_dir d;
   const auto crt = (d.path() / "tls.crt").string();

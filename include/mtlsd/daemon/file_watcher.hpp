@@ -14,7 +14,9 @@
 // reports only those whose content really changed. So events in a busy directory (/etc, a log
 // written next to the config) never cause a reload, and a `touch` or an identical rewrite does
 // not either. Checks are debounced: a burst (a certificate and its key landing milliseconds
-// apart, the kubelet's half-dozen renames) yields one check after it settles.
+// apart, the kubelet's half-dozen renames) yields one check after it settles, and a tracked
+// file that was modified and not closed yet (written in place: truncated, then written) holds
+// the check until its close, up to max_delay, so it is not read half-written.
 //
 // `poll_interval > 0` adds a timer that runs the same check, for filesystems where inotify does
 // not report changes (NFS, some FUSE and overlay setups) or when inotify is unavailable.
@@ -31,6 +33,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mtlsd::daemon {
@@ -97,6 +100,8 @@ class file_watcher {
   std::map<int, std::set<std::string>> names_by_wd_;  // entries whose events concern us
   std::set<std::string> warned_dirs_;                 // add_watch failures already logged
   bool resync_needed_ = false;
+  // Tracked entries (watch, name) modified and not closed since: a check waits for them.
+  std::set<std::pair<int, std::string>> writing_;
 
   boost::asio::steady_timer debounce_timer_;
   bool check_pending_ = false;
