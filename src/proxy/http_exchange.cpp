@@ -95,6 +95,17 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       co_return;
     }
     response_keep_alive_ = res.keep_alive();
+    if (const std::size_t extra = from_upstream_.buf.size(); extra > 0) {
+      // Bytes past the end of the response (a body sent with a HEAD answer, a miscounted
+      // length, a response nobody asked for): read next, they would be taken for the answer
+      // to the client's next request. mtlsd never has two requests out on one upstream
+      // connection, so they belong to no request: dropped, and the connection ends here.
+      from_upstream_.buf.consume(extra);
+      result_.ended_by(relay_end::plain_peer);
+      fail("upstream: " + std::to_string(extra) +
+           " bytes after the end of its response; the connection closes");
+      co_return stop_exchange();
+    }
     if (!request_done_) {
       // Answered before the whole request body arrived: the rest of that body can no longer be
       // told apart from the next request, so this connection ends after the answer.

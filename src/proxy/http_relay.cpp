@@ -33,8 +33,17 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
 asio::awaitable<error_code> http_connection::next_request_head(request_framing& req,
                                                                std::size_t& head_size,
                                                                bool& folded) {
-  if (from_client_.buf.size() > 0 || from_upstream_.buf.size() > 0)
+  if (from_client_.buf.size() > 0) {
+    // The next request is here already (pipelined): it goes up with no idle wait in which a
+    // watch could see the upstream speak, so look now. Bytes or a close there now were asked
+    // for by no request; the pipelined request has not gone up, and the client may retry it.
+    if (!upstream_silent()) {
+      result_.ended_by(relay_end::plain_peer);
+      end_ = true;
+      co_return error_code{};
+    }
     co_return co_await from_client_.whole_head(req, head_size, folded);
+  }
   upstream_spoke_ = false;
   // A watch still queued from before has seen no event since it found the socket empty: it
   // watches this wait as well as a new one would.
@@ -66,10 +75,14 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
 // so Asio does not first try a read that cannot succeed yet (the request has only just gone
 // up): the response's event completes the watch (ignored, the connection is not idle) and the
 // read together. That try was an EAGAIN recv on most requests.
-bool http_connection::watch_upstream() {
+bool http_connection::upstream_silent() {
   char byte;
   const ssize_t n = ::recv(plain_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;  // bytes, EOF or error
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // not bytes, EOF or an error
+}
+
+bool http_connection::watch_upstream() {
+  if (!upstream_silent()) return false;
   watching_ = true;
   net::async_wait_drained(plain_, stream_socket::wait_read,
                           [cell = watch_, watch = ++watch_->watch](const error_code& ec) {

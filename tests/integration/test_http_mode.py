@@ -654,3 +654,62 @@ def test_an_idle_keep_alive_connection_stays_open(http_serve, pki):
     assert [r.target for r in rec.requests] == ["/1", "/2", "/3"]
     assert {r.conn_id for r in rec.requests} == {1}
     assert up.connection_count() == 1
+
+
+INJECTED = response(200, b"LEAKED", extra=("X-Injected: yes",))
+
+
+@pytest.mark.parametrize("first", ["GET", "HEAD"])
+def test_bytes_after_a_response_never_answer_the_next_request(http_serve, pki, first):
+    """An upstream that sends more than its response — a second response nobody asked for, or
+    a body with its answer to HEAD (a common bug) — in the same write: those bytes must not be
+    read as the answer to the client's next request (another user's, behind a pooling
+    gateway). The connection ends after the real response and the access line says why."""
+    def app(req):
+        if req.target == "/one":
+            return response(200, b"reply-1") + INJECTED   # HEAD: reply-1's body is extra too
+        return response(200, b"reply-2")
+    daemon, _, rec = http_serve(app)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(f"{first} /one HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, hdrs, body = read_response(reader, head_request=first == "HEAD")
+        assert status == 200 and "x-injected" not in hdrs
+        assert body == (b"reply-1" if first == "GET" else b"")
+        try:
+            sock.sendall(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        except OSError:
+            pass  # closed already
+        assert read_response(reader) is None
+    assert [r.target for r in rec.requests] == ["/one"]
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
+    assert "after the end of its response" in line["detail"], line
+
+
+def test_a_pipelined_request_never_goes_to_an_upstream_that_closed(http_serve, pki):
+    """The client pipelines two requests; the upstream answers the first and closes (data and
+    FIN in one segment). The second request must not go up to the closed connection (it would
+    come back as a 502): the client sees the connection end after the first answer, and may
+    retry."""
+    def answer_and_close(conn):
+        read_request(Reader(conn))
+        # Corked: the answer and the FIN leave together, so the close is there to be seen
+        # when mtlsd turns to the second request.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        conn.sendall(response(200, b"reply-1"))
+        conn.shutdown_write()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    daemon, up, _ = http_serve(handler=answer_and_close)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = read_response(reader)
+        assert (status, body) == (200, b"reply-1")
+        assert read_response(reader) is None
+    assert all(b"/two" not in bytes(c.received) for c in up.connections)
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
