@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -57,6 +58,12 @@ void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
   if (family != AF_INET && family != AF_INET6) return;
   int one = 1;
   ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+bool nothing_to_read(stream_socket& s) {
+  char byte;
+  const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a) {

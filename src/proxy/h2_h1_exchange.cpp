@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "h2_stream.hpp"
+#include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 #include "mtlsd/proxy/upstream.hpp"
 
@@ -183,7 +184,12 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
       co_return false;
     }
     const unsigned status = p->get().result_int();
-    if (status >= 200 || status == 101) break;
+    if (status == 101) {
+      // HTTP/2 has no 101 (RFC 9113 8.6), and this request asked for no upgrade.
+      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: answered 101 Switching Protocols");
+      co_return false;
+    }
+    if (status >= 200) break;
   }
   auto& msg = p->get();
   s.status = static_cast<int>(msg.result_int());
@@ -219,6 +225,9 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     if (p->is_done()) s.response_end = true;
     down_.response_data(s);
   }
+  // Bytes past the end of the response (a second one nobody asked for, a body with a HEAD
+  // answer) would be read as the answer to whichever stream used this connection next.
+  if (buf.size() > 0) keep_alive = false;
   co_return true;
 }
 
@@ -232,10 +241,15 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
     }
   } guard{*this};
   std::unique_ptr<stream_socket> sock;
-  if (!idle_.empty()) {
+  while (!idle_.empty() && !sock) {
     sock = std::move(idle_.back());
     idle_.pop_back();
-  } else {
+    // Pooled connections are not watched: one that closed, or spoke unasked, since its last
+    // response is dropped here rather than handed this stream's request (a 502 or another
+    // stream's bytes).
+    if (!net::nothing_to_read(*sock)) sock.reset();
+  }
+  if (!sock) {
     sock = std::make_unique<stream_socket>(ex_);
     std::string why;
     busy_[s.get()] = sock.get();

@@ -75,8 +75,6 @@ class http_connection {
   // handler rather than a second coroutine beside the client's read: no parallel group per
   // request. It stays queued into the exchange that follows (http_relay.cpp says why).
   bool watch_upstream();
-  // Whether the upstream has nothing to read (one non-blocking peek): no bytes, no close.
-  bool upstream_silent();
   void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_framing& req);

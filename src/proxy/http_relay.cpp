@@ -2,13 +2,11 @@
 // read a head, send it upstream, run the exchange (http_exchange.cpp), keep alive or close.
 #include "http_connection.hpp"
 
-#include <sys/socket.h>
-
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <cerrno>
 
 #include "mtlsd/net/edge_wait.hpp"
+#include "mtlsd/net/socket.hpp"
 
 namespace mtlsd::proxy {
 namespace http1 {
@@ -37,7 +35,7 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
     // The next request is here already (pipelined): it goes up with no idle wait in which a
     // watch could see the upstream speak, so look now. Bytes or a close there now were asked
     // for by no request; the pipelined request has not gone up, and the client may retry it.
-    if (!upstream_silent()) {
+    if (!net::nothing_to_read(plain_)) {
       result_.ended_by(relay_end::plain_peer);
       end_ = true;
       co_return error_code{};
@@ -75,14 +73,8 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
 // so Asio does not first try a read that cannot succeed yet (the request has only just gone
 // up): the response's event completes the watch (ignored, the connection is not idle) and the
 // read together. That try was an EAGAIN recv on most requests.
-bool http_connection::upstream_silent() {
-  char byte;
-  const ssize_t n = ::recv(plain_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // not bytes, EOF or an error
-}
-
 bool http_connection::watch_upstream() {
-  if (!upstream_silent()) return false;
+  if (!net::nothing_to_read(plain_)) return false;  // bytes, EOF or an error
   watching_ = true;
   net::async_wait_drained(plain_, stream_socket::wait_read,
                           [cell = watch_, watch = ++watch_->watch](const error_code& ec) {

@@ -27,6 +27,11 @@ std::string format_endpoint(const stream_endpoint& ep);
 // family tells TCP from unix without asking the kernel: one getsockname per connection less).
 void set_nodelay(stream_socket& s, const stream_endpoint& either_end);
 
+// Whether the socket has nothing to read: no bytes and no close or error (one non-blocking
+// peek). A kept-alive upstream connection that is not silent before a request goes out closed,
+// or sent what no request asked for.
+bool nothing_to_read(stream_socket& s);
+
 // The endpoint for a literal address: an IP literal or a unix path. Hostnames need resolving
 // and return nullopt-like monostate.
 std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a);
