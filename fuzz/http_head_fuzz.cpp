@@ -62,7 +62,8 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
 
   const auto v = proxy::judge_request(req);
   if (v.status != 0) {
-    fuzz::check((v.status == 400 || v.status == 405) && !v.reason.empty() && !v.why.empty(),
+    fuzz::check((v.status == 400 || v.status == 405 || v.status == 501) && !v.reason.empty() &&
+                    !v.why.empty(),
                 "a refusal has a status, a reason and a cause");
     return;
   }
@@ -75,11 +76,17 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   const auto& m = again.p.get();
   fuzz::check(m.method_string() == seen.method_text && m.target() == seen.target,
               "method and target kept");
-  // No smuggling through the rewrite: the upstream frames the body as we do.
+  // No smuggling through the rewrite: the upstream frames the body as we do. An upgrade only
+  // as judged (never h2c).
   fuzz::check(again.p.chunked() == req.chunked() &&
                   again.p.content_length() == req.content_length() &&
-                  again.p.keep_alive() == req.keep_alive() && again.p.upgrade() == req.upgrade(),
+                  again.p.keep_alive() == req.keep_alive() && again.p.upgrade() == seen.upgrade,
               "the same framing, keep-alive and upgrade upstream");
+  fuzz::check(m.count(http::field::content_length) <= 1 &&
+                  m.count(http::field::transfer_encoding) <= 1 &&
+                  m.count(http::field::keep_alive) == 0 && m.count(http::field::te) == 0 &&
+                  m.count(http::field::proxy_connection) == 0,
+              "one framing field, no hop-by-hop field from the client");
   fuzz::check(!beast::iequals(m[http::field::expect], "100-continue"),
               "Expect: 100-continue is answered here, not forwarded");
 

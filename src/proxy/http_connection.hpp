@@ -153,6 +153,7 @@ class http_connection {
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely
+  bool http10_client_ = false;     // the request in progress is HTTP/1.0: no 1xx goes to it
   bool response_started_ = false;  // the final response's head reached the client
   bool response_keep_alive_ = true;
   bool upgraded_ = false;

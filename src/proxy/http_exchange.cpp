@@ -71,6 +71,11 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (auto why = response_head_refusal(status, upgrade); !why.empty())
       co_return co_await upstream_failed({}, std::string(why));
     const bool interim = status >= 100 && status < 200 && status != 101;
+    if (interim && http10_client_) {
+      // RFC 9110 15.2: an HTTP/1.0 client knows no 1xx, and would take it for the answer.
+      from_upstream_.buf.consume(ready);
+      continue;
+    }
     if (!interim) {
       response_started_ = true;
       set_status(static_cast<int>(status));

@@ -1,9 +1,16 @@
 #include "mtlsd/proxy/http_forwarding.hpp"
 
 #include <algorithm>
+#include <boost/beast/http/rfc7230.hpp>
+#include <charconv>
 #include <span>
+#include <string>
+#include <vector>
 
 namespace mtlsd::proxy {
+
+namespace http = boost::beast::http;
+
 void apply_forwarding(header_list& headers, const http_forwarding& f) {
   // XFCC: the values the client sent, then the policy's verdict.
   if (f.xfcc.what != xfcc_policy::action::keep) {
@@ -33,18 +40,77 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
   }
 }
 
+namespace {
+
+// The fields a client's Connection names besides close, keep-alive and upgrade (RFC 9110 7.6.1:
+// hop-by-hop, not forwarded), lower case. Host and the framing fields stay: the head is judged
+// with them, and the framing is rewritten anyway.
+std::vector<std::string> named_by_connection(std::string_view head) {
+  std::vector<std::string> names;
+  for (std::size_t at = head.find("\r\n"); at != std::string_view::npos;) {
+    const std::size_t start = at + 2, eol = head.find("\r\n", start);
+    if (eol == std::string_view::npos || eol == start) break;  // the empty line: the end
+    const std::string_view line = head.substr(start, eol - start);
+    at = eol;
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || !same_field_name(line.substr(0, colon), "connection"))
+      continue;
+    const std::string_view value = line.substr(colon + 1);
+    for (const auto& token : http::token_list{{value.data(), value.size()}}) {
+      std::string name(token.data(), token.size());
+      for (char& c : name)
+        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+      if (name != "close" && name != "keep-alive" && name != "upgrade" && name != "host" &&
+          name != "content-length" && name != "transfer-encoding")
+        names.push_back(std::move(name));
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
 void forward_request_head(std::string_view head, const request_head_view& seen,
                           const http_forwarding& f, std::string& out) {
   using action = xfcc_policy::action;
   const bool xfcc = f.xfcc.what != action::keep;
   const bool xff_too = f.x_forwarded_for && !f.client_ip.empty();
-  std::string_view drop[4];
-  std::size_t n = 0;
-  if (xfcc) drop[n++] = xfcc_header;
-  if (xff_too) drop[n++] = xff_header;
-  if (f.x_forwarded_proto) drop[n++] = xfp_header;
-  if (seen.expect_continue) drop[n++] = "expect";
-  copy_head_except(head, std::span(drop, n), out);
+  // What mtlsd writes itself rather than pass on as the client wrote it: the framing (one
+  // Content-Length or `Transfer-Encoding: chunked`, so the upstream cannot read the body's end
+  // differently: duplicates, lists, odd spellings), the hop-by-hop fields (RFC 9110 7.6.1; a
+  // Connection naming X-Forwarded-Client-Cert would have an upstream proxy drop ours), and
+  // Upgrade unless this request is one (h2c is not, see request_head_view::upgrade). nginx does
+  // the same with its proxy_set_header defaults.
+  std::string_view fixed[12] = {"connection",     "keep-alive",        "proxy-connection", "te",
+                                "http2-settings", "transfer-encoding", "content-length"};
+  std::size_t n = 7;
+  if (!seen.upgrade) fixed[n++] = "upgrade";
+  if (seen.expect_continue) fixed[n++] = "expect";
+  if (xfcc) fixed[n++] = xfcc_header;
+  if (xff_too) fixed[n++] = xff_header;
+  if (f.x_forwarded_proto) fixed[n++] = xfp_header;
+  if (!seen.connection_names_fields) {
+    copy_head_except(head, std::span(fixed, n), out);
+  } else {
+    const std::vector<std::string> named = named_by_connection(head);
+    std::vector<std::string_view> drop(fixed, fixed + n);
+    drop.insert(drop.end(), named.begin(), named.end());
+    copy_head_except(head, drop, out);
+  }
+  if (seen.transfer_encoding) {
+    out.append("Transfer-Encoding: chunked\r\n");  // judge_request refused any other coding
+  } else if (seen.content_length) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, *seen.content_length).ptr;
+    out.append("Content-Length: ").append(digits, end).append("\r\n");
+  }
+  // HTTP/1.1 keeps alive unless told to close; HTTP/1.0 closes unless told to keep alive.
+  if (!seen.keep_alive)
+    out.append(seen.upgrade ? "Connection: close, upgrade\r\n" : "Connection: close\r\n");
+  else if (seen.upgrade)
+    out.append("Connection: upgrade\r\n");
+  else if (seen.version < 11)
+    out.append("Connection: keep-alive\r\n");
   // The common XFCC policies need no copy of what the client sent: set is ours alone, remove
   // is nothing.
   if (xfcc && f.xfcc.what == action::set) {

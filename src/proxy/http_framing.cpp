@@ -83,7 +83,7 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
   const std::string_view v(value.data(), value.size());
   switch (f) {
     case http::field::host:
-      if (!std::exchange(host_seen_, true)) head_.host = v;
+      if (head_.host_fields++ == 0) head_.host = v;
       return;
     case http::field::expect:
       if (!std::exchange(expect_seen_, true))
@@ -91,12 +91,20 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       return;
     case http::field::transfer_encoding:
       head_.transfer_encoding = true;
+      for (const auto& coding : http::token_list{value})
+        head_.other_coding = head_.other_coding || !beast::iequals(coding, "chunked");
       return;
     case http::field::upgrade:
       upgrade_field_ = true;
+      upgrade_h2c_ = upgrade_h2c_ || http::token_list{value}.exists("h2c");
       return;
     case http::field::connection:
-      connection_upgrade_ = connection_upgrade_ || http::token_list{value}.exists("upgrade");
+      for (const auto& token : http::token_list{value}) {
+        if (beast::iequals(token, "upgrade"))
+          connection_upgrade_ = true;
+        else if (!beast::iequals(token, "close") && !beast::iequals(token, "keep-alive"))
+          head_.connection_names_fields = true;
+      }
       return;
     case http::field::unknown:  // the X-Forwarded family is not in Beast's table
       if (same_field_name(n, xfcc_header))
@@ -110,7 +118,9 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
 }
 
 void request_framing::on_header_impl(error_code&) {
-  head_.upgrade = head_.version >= 11 && upgrade_field_ && connection_upgrade_;
+  head_.upgrade = head_.version >= 11 && upgrade_field_ && connection_upgrade_ && !upgrade_h2c_;
+  head_.keep_alive = keep_alive();
+  if (const auto length = content_length()) head_.content_length = *length;
 }
 
 }  // namespace mtlsd::proxy

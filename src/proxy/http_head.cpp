@@ -34,10 +34,28 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = "Transfer-Encoding in an HTTP/1.0 request";
     return v;
   }
+  // The upstream gets `Transfer-Encoding: chunked` written by mtlsd (forward_request_head), so
+  // no coding it might read differently; a coding besides chunked (gzip, identity) would be
+  // lost that way (RFC 9112 6.1: 501, as nginx and Envoy answer).
+  if (h.transfer_encoding && h.other_coding) {
+    v.status = 501;
+    v.reason = "Not Implemented";
+    v.why = "a transfer coding other than chunked";
+    return v;
+  }
+  // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. Two could route the request
+  // to one host upstream and log it under the other.
+  if (h.host_fields > 1 || (h.host_fields == 0 && h.version >= 11)) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = h.host_fields > 1 ? "more than one Host field" : "no Host field";
+    return v;
+  }
   v.head = h.method == http::verb::head;
   v.upgrade = h.upgrade;
   v.keep_alive = req.keep_alive();
-  v.send_continue = h.expect_continue && !req.is_done();
+  // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (its client knows no 1xx).
+  v.send_continue = h.expect_continue && h.version >= 11 && !req.is_done();
   return v;
 }
 

@@ -212,6 +212,7 @@ asio::awaitable<void> http_connection::run() {
     begin_report(req.head());
     req.count_body_in(current_->req_bytes);
     auto verdict = judge_request(req);
+    http10_client_ = req.head().version < 11;
     if (verdict.status != 0)
       co_return co_await refuse(verdict.status, verdict.reason, std::move(verdict.why));
     // The head's bytes, and the views into them, are done with once the edited copy is made.

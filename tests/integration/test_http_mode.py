@@ -403,8 +403,10 @@ def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n\tb\r\n\r\n",
     b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\n\r\n",
+    b"GET / HTTP/1.1\r\nUser-Agent: no-host\r\n\r\n",
 ], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths", "bare-lf",
-        "folded-te", "folded", "te-in-http10"])
+        "folded-te", "folded", "te-in-http10", "two-hosts", "no-host"])
 def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, request_bytes):
     daemon, up, rec = http_serve()
     out, local = raw_exchange(daemon, pki, request_bytes)
@@ -521,6 +523,81 @@ def test_interim_responses_reach_the_client_before_the_final_one(http_serve, pki
     daemon, _, _ = http_serve(handler=upstream_answering(hints + final))
     out, _ = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out == hints + final, out
+
+
+def test_an_http10_client_gets_no_1xx(http_serve, pki):
+    """RFC 9110 15.2: an HTTP/1.0 client knows no 1xx and would take one for its answer. Nor
+    does mtlsd answer its Expect: 100-continue (RFC 9110 10.1.1)."""
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
+    daemon, _, _ = http_serve(handler=upstream_answering(hints + final))
+    out, _ = raw_exchange(daemon, pki, b"POST / HTTP/1.0\r\nContent-Length: 5\r\n"
+                                       b"Expect: 100-continue\r\n\r\nhello")
+    assert out == final, out
+
+
+def test_a_transfer_coding_besides_chunked_gets_501_and_nothing_upstream(http_serve, pki):
+    """mtlsd writes `Transfer-Encoding: chunked` upstream itself, so a gzip coding in front of it
+    would be lost: refused, as nginx and Envoy refuse it."""
+    daemon, up, rec = http_serve()
+    out, local = raw_exchange(daemon, pki, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                           b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), out
+    assert "other than chunked" in daemon.wait_for_access(client=local)["detail"]
+    assert up.total_received() == 0 and rec.requests == []
+
+
+def test_the_upstream_hears_framing_and_connection_as_mtlsd_writes_them(http_serve, pki):
+    """One Content-Length however the client spelled it; no hop-by-hop field, and none that the
+    client's Connection names — so no upstream proxy drops the X-Forwarded-Client-Cert mtlsd
+    sets because the client listed it there."""
+    daemon, _, rec = http_serve()
+    out, _ = raw_exchange(daemon, pki, (
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n"
+        b"Connection: close, X-Forwarded-Client-Cert, X-Forwarded-For, X-Secret\r\n"
+        b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\n"
+        b"X-Secret: 1\r\n\r\nhello"))
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    (req,) = rec.requests
+    names = [name.lower() for name, _ in req.headers]
+    for hop in ("keep-alive", "proxy-connection", "te", "x-secret"):
+        assert hop not in names, req.headers
+    assert req.get("connection") == "close"
+    assert names.count("content-length") == 1 and req.get("content-length") == "5"
+    assert req.xfcc == [client_element(pki)] and req.body == b"hello"
+
+
+def test_an_h2c_upgrade_is_not_passed_on(http_serve, pki):
+    """An h2c upgrade would be a tunnel in which the client speaks HTTP/2 to the upstream itself,
+    past every X-Forwarded-* field mtlsd sets. The upstream here switches to whatever it is asked
+    to (as Go's h2c handler, Apache and Tomcat do for h2c): it must never be asked, and the
+    request after it still carries mtlsd's X-Forwarded-Client-Cert, not the client's."""
+    seen = []
+
+    def switching_upstream(conn):
+        reader = Reader(conn)
+        while (req := read_request(reader)) is not None:
+            seen.append(req)
+            if req.get("upgrade"):
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                             b"Upgrade: " + req.get("upgrade").encode() + b"\r\n\r\n")
+                conn.recv_until_eof()  # a tunnel now: everything else is raw bytes
+                return
+            conn.sendall(response(200, b"plain"))
+        conn.shutdown_write()
+    daemon, _, _ = http_serve(handler=switching_upstream)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        status, _, body = read_response(reader)
+        assert (status, body) == (200, b"plain")
+        sock.sendall(b"GET /admin HTTP/1.1\r\nHost: x\r\n"
+                     b"X-Forwarded-Client-Cert: " + FORGED.encode() + b"\r\n\r\n")
+        assert read_response(reader)[0] == 200
+    first, second = seen
+    assert first.get("upgrade") is None and first.get("http2-settings") is None
+    assert second.target == "/admin" and second.xfcc == [client_element(pki)]
 
 
 def test_a_response_without_length_runs_until_the_upstream_closes(http_serve, pki):

@@ -247,6 +247,58 @@ TEST(ForwardingRequestHead, ExpectContinueIsAnsweredHereNotForwarded) {
   EXPECT_EQ(forwarded(other, forwarding(action::keep, false, false)), other);
 }
 
+// The framing goes up as mtlsd writes it: one Content-Length, or `Transfer-Encoding: chunked`.
+TEST(ForwardingRequestHead, FramingIsWrittenOnceInOneSpelling) {
+  const auto plain = forwarding(action::keep, false, false);
+  for (const char* lengths :
+       {"Content-Length: 5, 5\r\n", "Content-Length: 5\r\ncontent-length: 5\r\n",
+        "Content-Length: 0005\r\n"}) {
+    const auto out =
+        forwarded("POST / HTTP/1.1\r\nHost: x\r\n" + std::string(lengths) + "\r\n", plain);
+    EXPECT_EQ(out, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n") << lengths;
+  }
+  for (const char* te : {"Transfer-Encoding: CHUNKED\r\n", "Transfer-Encoding:\tchunked\t\r\n"}) {
+    const auto out = forwarded("POST / HTTP/1.1\r\nHost: x\r\n" + std::string(te) + "\r\n", plain);
+    EXPECT_EQ(out, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n") << te;
+  }
+}
+
+// RFC 9110 7.6.1: Connection, the fields it names and the other hop-by-hop fields stop here; the
+// upstream hears only whether to close. A Connection naming X-Forwarded-Client-Cert would have
+// an upstream proxy drop the one mtlsd sets.
+TEST(ForwardingRequestHead, HopByHopFieldsAndTheFieldsConnectionNamesStopHere) {
+  const auto out = forwarded(
+      get_with("Connection: close, X-Forwarded-Client-Cert, X-Secret\r\nKeep-Alive: timeout=5\r\n"
+               "Proxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nX-Secret: 1\r\n"
+               "Upgrade: websocket\r\nAccept: */*\r\n"),
+      forwarding(action::set));
+  EXPECT_EQ(out,
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nConnection: close\r\n"
+            "X-Forwarded-Client-Cert: " +
+                std::string(element) +
+                "\r\nX-Forwarded-For: 192.0.2.10\r\nX-Forwarded-Proto: https\r\n\r\n");
+  // HTTP/1.0 keep-alive is said again; HTTP/1.1 keep-alive is the default and says nothing.
+  const auto plain = forwarding(action::keep, false, false);
+  EXPECT_EQ(forwarded("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", plain),
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_EQ(forwarded("GET / HTTP/1.0\r\n\r\n", plain),
+            "GET / HTTP/1.0\r\nConnection: close\r\n\r\n");
+}
+
+TEST(ForwardingRequestHead, AWebSocketUpgradeGoesUpAndAnH2cOneDoesNot) {
+  const auto plain = forwarding(action::keep, false, false);
+  EXPECT_EQ(
+      forwarded("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                plain),
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+  // h2c would be a tunnel in which the client speaks HTTP/2 to the upstream past every field
+  // mtlsd sets: the request goes up as a plain one.
+  EXPECT_EQ(forwarded("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                      "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+                      plain),
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+}
+
 // --- is_hop_by_hop -----------------------------------------------------------------------
 
 TEST(HopByHop, ConnectionSpecificFieldsAreDropped) {

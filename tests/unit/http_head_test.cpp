@@ -40,8 +40,34 @@ TEST(HttpHead, RefusesTransferEncodingWithoutFinalChunked) {
     EXPECT_EQ(v.status, 400) << te;
     EXPECT_EQ(v.why, "Transfer-Encoding without final chunked");
   }
-  EXPECT_EQ(judged("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status,
-            0);
+}
+
+// mtlsd writes `Transfer-Encoding: chunked` upstream itself: another coding would be lost.
+TEST(HttpHead, AnswersACodingBesidesChunkedWith501) {
+  for (const char* te : {"gzip, chunked", "identity, chunked"}) {
+    const auto v =
+        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n");
+    EXPECT_EQ(v.status, 501) << te;
+    EXPECT_EQ(v.why, "a transfer coding other than chunked");
+  }
+  // Spellings of chunked alone pass (and are rewritten as one `chunked` upstream).
+  for (const char* te : {"chunked", "CHUNKED", "\tchunked\t"})
+    EXPECT_EQ(
+        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n")
+            .status,
+        0)
+        << te;
+}
+
+TEST(HttpHead, WantsExactlyOneHostInHttp11AndAtMostOneBefore) {
+  auto v = judged("GET / HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(v.status, 400);
+  EXPECT_EQ(v.why, "no Host field");
+  v = judged("GET / HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\n\r\n");
+  EXPECT_EQ(v.status, 400);
+  EXPECT_EQ(v.why, "more than one Host field");
+  EXPECT_EQ(judged("GET / HTTP/1.0\r\n\r\n").status, 0);
+  EXPECT_EQ(judged("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status, 400);
 }
 
 TEST(HttpHead, AnswersExpectContinueHereOnlyWhenABodyFollows) {
@@ -49,6 +75,10 @@ TEST(HttpHead, AnswersExpectContinueHereOnlyWhenABodyFollows) {
       judged("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
           .send_continue);
   EXPECT_FALSE(judged("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").send_continue);
+  // RFC 9110 10.1.1: ignored in an HTTP/1.0 request.
+  EXPECT_FALSE(
+      judged("POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+          .send_continue);
 }
 
 TEST(HttpHead, SeesHeadUpgradeAndKeepAlive) {

@@ -12,6 +12,7 @@
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -105,9 +106,17 @@ struct request_head_view {
   boost::beast::http::verb method = boost::beast::http::verb::unknown;
   std::string_view method_text, target, host;  // host: the first Host field
   int version = 11;
+  int host_fields = 0;             // how many Host fields (RFC 9112 3.2 wants one)
   bool transfer_encoding = false;  // the field is present (chunked() says how it ends)
-  bool upgrade = false;            // HTTP/1.1, an Upgrade field, and "upgrade" in Connection
-  bool expect_continue = false;    // the first Expect field is 100-continue
+  bool other_coding = false;       // Transfer-Encoding names a coding besides chunked
+  // HTTP/1.1, an Upgrade field, and "upgrade" in Connection — unless Upgrade offers h2c: a
+  // tunnel in which the client would speak HTTP/2 to the upstream itself, past every
+  // X-Forwarded-* field mtlsd sets (RFC 9113 deprecates that upgrade).
+  bool upgrade = false;
+  bool expect_continue = false;          // the first Expect field is 100-continue
+  bool keep_alive = true;                // what the client asked (version and Connection)
+  bool connection_names_fields = false;  // a Connection token other than close/keep-alive/upgrade
+  std::optional<std::uint64_t> content_length;
   std::vector<std::string_view> xfcc, xff;  // the client's X-Forwarded-Client-Cert, -For values
 };
 
@@ -124,8 +133,8 @@ class request_framing final : public detail::framing_base<true> {
   void on_header_impl(error_code&) override;
 
   request_head_view head_;
-  bool host_seen_ = false, expect_seen_ = false, upgrade_field_ = false,
-       connection_upgrade_ = false;
+  bool expect_seen_ = false, upgrade_field_ = false, connection_upgrade_ = false,
+       upgrade_h2c_ = false;
 };
 
 }  // namespace mtlsd::proxy

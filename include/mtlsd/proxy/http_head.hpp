@@ -24,9 +24,10 @@ struct request_head_verdict {
 
 // Judges a parsed request head (`req` is past it): refuses CONNECT (405), a Transfer-Encoding
 // whose last coding is not chunked (400: the body's end would be undefined, RFC 9112 6.3, the
-// classic request-smuggling shape) and one in an HTTP/1.0 request (400, RFC 9112 6.1). `Expect:
+// classic request-smuggling shape) and one in an HTTP/1.0 request (400, RFC 9112 6.1), a coding
+// besides chunked (501), and a missing (HTTP/1.1) or repeated Host (400, RFC 9112 3.2). `Expect:
 // 100-continue` is answered by the relay, as Envoy does, and not forwarded (forward_request_head
-// drops it).
+// drops it); in an HTTP/1.0 request it is ignored (RFC 9110 10.1.1).
 request_head_verdict judge_request(const request_framing& req);
 
 // Why the upstream failed, when a response must not be forwarded at all (a 101 to a request that
