@@ -20,6 +20,7 @@ timing alone."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -28,7 +29,10 @@ import h2.events
 import pytest
 
 from h2_client import H2Client, status_of
+from http_upstream import Reader
+from mtlsd_harness import client_context, fmt_addr, open_tls
 from test_http2_limits import wait_request_line
+from test_http_mode import SockConn, https, read_response
 
 TIMEOUT = 10.0
 UPLOAD = os.urandom(1024 * 1024) * 16             # far beyond every socket buffer on the way
@@ -78,6 +82,64 @@ def early_answerer(how: str, answered: threading.Event, large: bool = False):
         except OSError:
             pass
     return handle
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_an_early_answer_reaches_an_http11_client_still_uploading(serve, pki, how):
+    """http.client sends the whole body before it reads: it gets the 413 only when mtlsd does
+    not reset the connection under it (a lingering close, as nginx's). A small answer, so that
+    mtlsd's write of it completes at once whether the client reads or not (a large one that
+    mtlsd's socket cannot take whole waits for the client, whose upload then goes on to its end,
+    and the test would pass or fail on the size of the socket buffers)."""
+    answered = threading.Event()
+    daemon, _ = serve(early_answerer(how, answered), http={"protocols": ["http/1.1"]})
+    conn = https(daemon, pki, timeout=TIMEOUT)
+    local = "%s:%d" % conn.sock.getsockname()[:2]
+    try:
+        try:
+            conn.request("POST", "/upload", body=UPLOAD,
+                         headers={"Content-Type": "application/octet-stream"})
+        except OSError as e:  # SSLEOFError / BrokenPipeError / ConnectionResetError
+            pytest.fail(f"the upload failed under the client ({e!r}): mtlsd closed the "
+                        "connection with the client's bytes unread, so its kernel sent RST")
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        answered.set()
+        conn.close()
+    assert resp.status == 413
+    assert body == SMALL, f"{len(body)} of {len(SMALL)} bytes of the answer"
+    line = wait_request_line(daemon, path="/upload")
+    assert line["status"] == 413 and line["resp_bytes"] == len(SMALL), line
+    assert line["detail"] == "answered before the request body ended", line
+    # The lingering ended when the client closed, long before timeouts.half_close (30 s).
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
+    assert line["duration_ms"] < 10_000, line
+
+
+def test_a_drain_does_not_wait_for_a_lingering_client(serve, pki):
+    """A client that has its early answer but neither sends nor closes would hold the lingering
+    close for timeouts.half_close (30 s), and shutdown with it (drain_timeout, 30 s): a drain
+    ends the lingering at once instead, as nginx's exit does."""
+    answered = threading.Event()
+    daemon, _ = serve(early_answerer("drain", answered), http={"protocols": ["http/1.1"]})
+    sock = open_tls(daemon.addr(), client_context(pki, "client"))
+    local = fmt_addr(sock.getsockname())
+    try:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(UPLOAD) + UPLOAD[:64 * 1024])
+        reader = Reader(SockConn(sock))
+        status, _, body = read_response(reader)
+        assert (status, body) == (413, SMALL)
+        assert read_response(reader) is None  # close_notify and FIN: mtlsd lingers now
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit(5) == 0
+    finally:
+        answered.set()
+        sock.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
 
 
 @pytest.mark.parametrize("how", HOWS)
