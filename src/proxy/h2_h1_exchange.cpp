@@ -115,6 +115,7 @@ class h1_upstream final : public upstream {
   asio::awaitable<void> exchange(stream_ptr s);
   asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
   asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
+  void stop_upload(stream& s, stream_socket& sock);
   // Waits for s.wake; false when the exchange must end (client gone, connection stopping).
   asio::awaitable<bool> wait(stream& s) {
     waiting_.insert(&s);
@@ -138,7 +139,7 @@ class h1_upstream final : public upstream {
 asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, bool chunked) {
   std::vector<std::uint8_t> piece(http_body_chunk);
   for (;;) {
-    if (s.closed || stopped_) co_return false;
+    if (s.closed || stopped_ || s.upload_unwanted) co_return false;
     if (!s.request_body.empty()) {
       const std::size_t n = s.request_body.take(piece.data(), piece.size());
       std::string framed;
@@ -228,7 +229,19 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   // Bytes past the end of the response (a second one nobody asked for, a body with a HEAD
   // answer) would be read as the answer to whichever stream used this connection next.
   if (buf.size() > 0) keep_alive = false;
+  if (!s.request_end) stop_upload(s, sock);
   co_return true;
+}
+
+// Answered in full before the request body ended (an early 413): the client is asked to stop
+// sending once the response is out (RST_STREAM(NO_ERROR), RFC 9113 8.1), and send_body stops
+// now, in a wait or in a write the upstream may never read. The connection, with part of a
+// request on it, is not pooled (send_body returns false).
+void h1_upstream::stop_upload(stream& s, stream_socket& sock) {
+  down_.upload_unwanted(s);
+  s.wake.cancel();
+  error_code ignored;
+  sock.cancel(ignored);  // the response is read: only send_body's write can be pending
 }
 
 asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {

@@ -114,6 +114,7 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     if (!request_done_) {
       // Answered before the whole request body arrived: the rest of that body can no longer be
       // told apart from the next request, so this connection ends after the answer.
+      if (current_) current_->detail = "answered before the request body ended";
       result_.ended_by(relay_end::plain_peer);
       co_return stop_exchange();
     }

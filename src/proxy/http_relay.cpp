@@ -188,7 +188,12 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_framing
   // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
   const auto state = co_await asio::this_coro::cancellation_state;
   if (state.cancelled() != asio::cancellation_type::none) co_return then::stop;
-  if (end_) co_return then::close_both;
+  if (end_) {
+    // Closed with the client's body bytes unread, the socket would send RST: the session
+    // lingers instead (http_serve.cpp).
+    result_.tls_peer_sending = !request_done_;
+    co_return then::close_both;
+  }
   if (upgraded_) {
     co_await tunnel();
     co_return then::stop;

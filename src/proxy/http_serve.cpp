@@ -43,6 +43,31 @@ void write_request_line(const session& s, const http_request_report& r) {
   log::write_request_access(c, q);
 }
 
+// The HTTP/1.1 relay answered a request whose body was still coming (an upstream's early 413)
+// and closed (close_notify, FIN). Closing the socket now, with the client's bytes unread, would
+// make the kernel send RST: a client that writes its whole body before it reads (http.client,
+// requests) would see its upload fail and never read the answer, and whatever of the answer
+// was not yet sent would be lost. So the session lingers, as nginx does: it reads and discards
+// what the client sends until the client closes, for at most timeouts.half_close — the time
+// the relay gives one side to finish after the other did (nginx's lingering_time is 30 s too;
+// with half_close 0s, "no limit", the 30 s default still bounds it). The upstream has no part
+// in this: its connection closes first. A drain does not wait for it.
+asio::awaitable<void> close_lingering(session& s) {
+  error_code ignored;
+  s.upstream.close(ignored);
+  const config::duration half_close = s.listener->cfg.timeouts.half_close;
+  const config::duration bound =
+      half_close.count() > 0 ? half_close : config::timeout_options{}.half_close;
+  // Set before linger_close enters the closing phase, it runs at once if the drain already
+  // began: hence the zero bound then.
+  s.control.on_drain([&s] {
+    s.clock.deadline = steady::now();
+    s.watchdog_timer.cancel();
+  });
+  co_await linger_close(s, s.control.draining() ? config::duration{} : bound);
+  s.control.on_drain({});
+}
+
 }  // namespace
 
 asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
@@ -65,6 +90,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   if (!h2) {
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
                         std::move(sink), &s.control);
+    if (s.relayed.tls_peer_sending) co_await close_lingering(s);
     co_return;
   }
   h2_environment env{&tls,

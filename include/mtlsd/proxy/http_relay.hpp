@@ -11,7 +11,8 @@
 // - bodies are streamed, never buffered whole: each direction has one read buffer, bounded by the
 //   64 KiB head limit plus one body chunk, and writes from it what the parser has passed;
 // - the request body and the response run concurrently (an upstream may answer before it has
-//   read the whole body, or stream its answer while reading);
+//   read the whole body, or stream its answer while reading); an answer before the body ended is
+//   the connection's last, and result.tls_peer_sending tells the caller to close by lingering;
 // - `Expect: 100-continue` is answered here and not forwarded (Envoy's default);
 // - `Upgrade` (WebSocket, h2c): after the upstream's 101 both directions become the plain byte
 //   relay, bytes already read included;

@@ -60,6 +60,9 @@ struct relay_result {
   bool aborted = false;          // a direction ended with an error (reset), not with EOF
   relay_end first_end = relay_end::none;
   std::string error;  // what that error was
+  // HTTP/1.1: the relay ended with a request body not read to its end (answered early, or
+  // failed): the TLS peer may still be sending, so the session closes by lingering.
+  bool tls_peer_sending = false;
 
   void ended_by(relay_end e) {
     if (first_end == relay_end::none) first_end = e;
