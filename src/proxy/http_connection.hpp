@@ -155,6 +155,7 @@ class http_connection {
   bool request_done_ = false;      // the request body went upstream completely
   bool http10_client_ = false;     // the request in progress is HTTP/1.0: no 1xx goes to it
   bool response_started_ = false;  // the final response's head reached the client
+  bool response_cut_ = false;      // the upstream failed after that: no close_notify at the end
   bool response_keep_alive_ = true;
   bool upgraded_ = false;
   bool end_ = false;       // close the connection after this exchange

@@ -39,11 +39,15 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
     why.append(": ").append(ec.message());
   fail("upstream: " + why);
   // Before the response head went out the client can still be told; after it, only the
-  // truncated response and the close say it.
+  // truncated response and the close say it — a close without close_notify (close_both), as
+  // nginx closes after an upstream error: with it, a response that runs until the close would
+  // look complete.
   if (!response_started_) {
     set_status(502);
     const std::string response = simple_response(502, "Bad Gateway", "Bad Gateway");
     co_await client_.write(response);
+  } else {
+    response_cut_ = true;
   }
   stop_exchange();
 }

@@ -13,6 +13,11 @@ namespace http1 {
 
 asio::awaitable<void> http_connection::close_both() {
   upstream_.close();
+  if (response_cut_) {
+    error_code ignored;
+    tls_socket_.shutdown(stream_socket::shutdown_send, ignored);  // FIN, no close_notify
+    co_return;
+  }
   co_await client_.close();
 }
 

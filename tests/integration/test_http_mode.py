@@ -617,6 +617,38 @@ def test_a_response_without_length_runs_until_the_upstream_closes(http_serve, pk
     assert line["termination"] == "upstream_close", line
 
 
+@pytest.mark.parametrize("upstream_end", ["fin", "rst"])
+def test_a_response_cut_by_its_upstream_does_not_end_with_close_notify(http_serve, pki,
+                                                                        upstream_end):
+    """A response that runs until the close: the upstream's FIN ends it, and the client gets
+    close_notify; a reset cuts it, and the client must be able to tell — TLS ends without
+    close_notify (an unexpected EOF), as nginx ends it after an upstream error."""
+    def answer_then_end(conn):
+        read_request(Reader(conn))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial-body")
+        if upstream_end == "rst":
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.sock.close()
+        else:
+            conn.shutdown_write()
+    daemon, _, _ = http_serve(handler=answer_then_end)
+    ctx = client_context(pki, "client")
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # else such an EOF reads as a clean end
+    raw = socket.create_connection(daemon.addr(), timeout=TIMEOUT)
+    with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        got, ended = b"", None
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+            ended = "close_notify"
+        except ssl.SSLError as e:  # SSLEOFError, or OpenSSL 3's UNEXPECTED_EOF_WHILE_READING
+            assert isinstance(e, ssl.SSLEOFError) or "UNEXPECTED_EOF" in str(e), e
+            ended = "eof without close_notify"
+    assert got.endswith(b"partial-body"), got
+    assert ended == ("close_notify" if upstream_end == "fin" else "eof without close_notify")
+
+
 @pytest.mark.parametrize("raw,reason", [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
      "bad Transfer-Encoding"),
