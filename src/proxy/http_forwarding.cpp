@@ -11,6 +11,17 @@ namespace mtlsd::proxy {
 
 namespace http = boost::beast::http;
 
+namespace {
+
+// The hop mtlsd appends to X-Forwarded-For. A client over a unix socket has no address, and the
+// list is still ours to end: a client's own last entry must never pass for the hop an upstream
+// trusts ("unknown", as RFC 7239 names an unknown node).
+std::string_view xff_hop(const http_forwarding& f) {
+  return f.client_ip.empty() ? std::string_view("unknown") : std::string_view(f.client_ip);
+}
+
+}  // namespace
+
 void apply_forwarding(header_list& headers, const http_forwarding& f) {
   // XFCC: the values the client sent, then the policy's verdict.
   if (f.xfcc.what != xfcc_policy::action::keep) {
@@ -23,14 +34,14 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
                   [](const header_field& h) { return same_field_name(h.first, xfcc_header); });
     if (replacement) headers.emplace_back(std::string(xfcc_header), std::move(value));
   }
-  if (f.x_forwarded_for && !f.client_ip.empty()) {
+  if (f.x_forwarded_for) {
     // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
     std::string joined;
     for (const auto& [name, value] : headers)
       if (same_field_name(name, xff_header)) joined += (joined.empty() ? "" : ", ") + value;
     std::erase_if(headers,
                   [](const header_field& h) { return same_field_name(h.first, xff_header); });
-    joined += (joined.empty() ? "" : ", ") + f.client_ip;
+    joined.append(joined.empty() ? "" : ", ").append(xff_hop(f));
     headers.emplace_back(std::string(xff_header), std::move(joined));
   }
   if (f.x_forwarded_proto) {
@@ -74,7 +85,7 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
                           const http_forwarding& f, std::string& out) {
   using action = xfcc_policy::action;
   const bool xfcc = f.xfcc.what != action::keep;
-  const bool xff_too = f.x_forwarded_for && !f.client_ip.empty();
+  const bool xff_too = f.x_forwarded_for;
   // What mtlsd writes itself rather than pass on as the client wrote it: the framing (one
   // Content-Length or `Transfer-Encoding: chunked`, so the upstream cannot read the body's end
   // differently: duplicates, lists, odd spellings), the hop-by-hop fields (RFC 9110 7.6.1; a
@@ -124,7 +135,7 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
     out.append("X-Forwarded-For: ");
     for (std::string_view v : seen.xff)
       out.append(v).append(", ");
-    out.append(f.client_ip).append("\r\n");
+    out.append(xff_hop(f)).append("\r\n");
   }
   if (f.x_forwarded_proto) out.append("X-Forwarded-Proto: https\r\n");
   out.append("\r\n");

@@ -75,14 +75,14 @@ TEST(ForwardingHeaderList, XffLinesAreJoinedAndTheClientAppended) {
   EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1, 198.51.100.2, ::1, 192.0.2.10"});
 }
 
-TEST(ForwardingHeaderList, XffOffOrUnknownClientLeavesTheListAlone) {
+TEST(ForwardingHeaderList, XffOffLeavesTheListAloneAndAnUnknownClientIsUnknown) {
   header_list h{{"x-forwarded-for", "198.51.100.1"}};
   apply_forwarding(h, forwarding(action::remove, false));
   EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1"});
   auto unix_socket = forwarding();
   unix_socket.client_ip.clear();
   apply_forwarding(h, unix_socket);
-  EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1"});
+  EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1, unknown"});
 }
 
 TEST(ForwardingHeaderList, XfpIsSetAndAForgedOneReplaced) {
@@ -192,13 +192,14 @@ TEST(ForwardingRequestHead, XffLinesAreJoinedAndTheClientAppended) {
   EXPECT_EQ(values(out, "x-forwarded-for"), strings{"198.51.100.1, 198.51.100.2, 192.0.2.10"});
 }
 
-TEST(ForwardingRequestHead, XffOffOrUnknownClientLeavesTheListAlone) {
+TEST(ForwardingRequestHead, XffOffLeavesTheListAloneAndAnUnknownClientIsUnknown) {
   const auto head = get_with("X-Forwarded-For: 198.51.100.1\r\n");
   EXPECT_EQ(values(forwarded(head, forwarding(action::remove, false)), "x-forwarded-for"),
             strings{"198.51.100.1"});
+  // Over a unix socket: the client's own last entry must not pass for the hop mtlsd saw.
   auto unknown = forwarding();
   unknown.client_ip.clear();
-  EXPECT_EQ(values(forwarded(head, unknown), "x-forwarded-for"), strings{"198.51.100.1"});
+  EXPECT_EQ(values(forwarded(head, unknown), "x-forwarded-for"), strings{"198.51.100.1, unknown"});
 }
 
 TEST(ForwardingRequestHead, XfpIsSetReplacedOrLeftWhenOff) {

@@ -19,7 +19,7 @@ namespace mtlsd::proxy {
 
 struct http_forwarding {
   xfcc_policy xfcc;
-  std::string client_ip;           // appended to X-Forwarded-For ("" = not known: unix socket)
+  std::string client_ip;  // appended to X-Forwarded-For ("" = not known: unix socket, "unknown")
   bool x_forwarded_for = false;    // http.x_forwarded_for: append
   bool x_forwarded_proto = false;  // http.x_forwarded_proto: set
 };
