@@ -32,7 +32,10 @@ file(GLOB MTLSD_INTEGRATION_TESTS CONFIGURE_DEPENDS ${_integration_dir}/test_*.p
 foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
   get_filename_component(test_name ${test_file} NAME_WE)
   add_test(NAME integration.${test_name}
-           COMMAND /usr/bin/python3 -m pytest -q -p no:cacheprovider --tb=short ${test_file}
+           # faulthandler: a test still running after 5 minutes prints every thread's stack, so
+           # a hang says where it is before the 10-minute TIMEOUT below ends the entry.
+           COMMAND /usr/bin/python3 -m pytest -q -p no:cacheprovider --tb=short
+                   -o faulthandler_timeout=300 ${test_file}
            WORKING_DIRECTORY ${_integration_dir})
   set_tests_properties(integration.${test_name} PROPERTIES
     LABELS integration
