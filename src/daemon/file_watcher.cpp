@@ -269,7 +269,10 @@ void file_watcher::start_polling() {
         auto a = alive.lock();
         if (ec || !a || !*a) return;
         start_polling();  // schedule the next round first: the check may call watch()
-        check("poll");    // and nothing below may touch `this` after it
+        // A file held for writing has a debounced check waiting for its close: that one reads
+        // it, whole.
+        if (!writing_.empty() && check_pending_) return;
+        check("poll");  // and nothing below may touch `this` after it
       });
 }
 

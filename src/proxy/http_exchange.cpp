@@ -104,6 +104,9 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
       co_return;
     }
     response_keep_alive_ = res.keep_alive();
+    // An empty line or two after a response is a common slip, harmless: RFC 9112 2.2 has a
+    // server ignore such lines before a request; so do we after a response.
+    drop_empty_lines(from_upstream_.buf);
     if (const std::size_t extra = from_upstream_.buf.size(); extra > 0) {
       // Bytes past the end of the response (a body sent with a HEAD answer, a miscounted
       // length, a response nobody asked for): read next, they would be taken for the answer
@@ -124,6 +127,13 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     }
     co_return;
   }
+}
+
+void http_connection::drop_empty_lines(beast::flat_buffer& buf) {
+  const auto data = buf.data();
+  const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+  const std::size_t n = std::min(bytes.find_first_not_of("\r\n"), bytes.size());
+  buf.consume(n);
 }
 
 void http_connection::client_write_failed(const error_code& ec) {

@@ -69,8 +69,8 @@ std::vector<std::string> named_by_connection(std::string_view head) {
     const std::string_view value = line.substr(colon + 1);
     for (const auto& token : http::token_list{{value.data(), value.size()}}) {
       std::string name(token.data(), token.size());
-      for (char& c : name)
-        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+      for (char& c : name)  // spelled as same_field_name reads a field's name
+        c = c == '_' ? '-' : static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
       if (name != "close" && name != "keep-alive" && name != "upgrade" && name != "host" &&
           name != "content-length" && name != "transfer-encoding")
         names.push_back(std::move(name));
@@ -115,6 +115,9 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
     const auto end = std::to_chars(digits, digits + sizeof digits, *seen.content_length).ptr;
     out.append("Content-Length: ").append(digits, end).append("\r\n");
   }
+  // TE is hop-by-hop, but "trailers" says what the client accepts end to end (Envoy passes it
+  // too; its other codings are for this hop alone).
+  if (seen.te_trailers) out.append("TE: trailers\r\n");
   // HTTP/1.1 keeps alive unless told to close; HTTP/1.0 closes unless told to keep alive.
   if (!seen.keep_alive)
     out.append(seen.upgrade ? "Connection: close, upgrade\r\n" : "Connection: close\r\n");

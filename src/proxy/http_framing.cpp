@@ -94,6 +94,9 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       for (const auto& coding : http::token_list{value})
         head_.other_coding = head_.other_coding || !beast::iequals(coding, "chunked");
       return;
+    case http::field::te:
+      head_.te_trailers = head_.te_trailers || http::token_list{value}.exists("trailers");
+      return;
     case http::field::upgrade:
       upgrade_field_ = true;
       upgrade_h2c_ = upgrade_h2c_ || http::token_list{value}.exists("h2c");

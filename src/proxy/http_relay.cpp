@@ -24,6 +24,10 @@ asio::awaitable<void> http_connection::close_both() {
 asio::awaitable<void> http_connection::refuse(int status, std::string_view reason,
                                               std::string why) {
   result_.ended_by(relay_end::local);
+  // A refused request's body (a 501 for its coding, a 400 for its Host) or the requests behind
+  // it may still be coming: the session closes by lingering, or the client's upload would be
+  // reset before it reads why.
+  result_.tls_peer_sending = true;
   fail(std::move(why));
   set_status(status);
   const std::string response = simple_response(status, reason, reason);
@@ -42,6 +46,9 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
     // for by no request; the pipelined request has not gone up, and the client may retry it.
     if (!net::nothing_to_read(plain_)) {
       result_.ended_by(relay_end::plain_peer);
+      fail(
+          "upstream: closed or spoke before a pipelined request went up (not sent; the client "
+          "may retry it)");
       end_ = true;
       co_return error_code{};
     }

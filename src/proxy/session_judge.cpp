@@ -71,8 +71,16 @@ void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const
 // the read buffer) meanwhile: 2,000 such sockets closing at once held ~48 MB for seconds. For
 // the same reason the sink is small; a client that fills it (one still uploading) gets a relay
 // buffer on loan instead, so that its bytes go in 16 KiB reads rather than 1 KiB ones.
-asio::awaitable<void> linger_close(session& s, config::duration bound) {
+// With `quiet`, a client that sends nothing for that long ends it too (nginx's lingering_timeout
+// inside its lingering_time): a pool that parks the connection is not held for all of `bound`.
+asio::awaitable<void> linger_close(session& s, config::duration bound, config::duration quiet) {
   s.enter(phase::closing, bound);
+  if (quiet.count() > 0 && quiet < bound) {
+    s.clock.idle = quiet;
+    s.clock.close_by = s.clock.deadline;
+    s.clock.touch();
+    s.watchdog_timer.cancel();  // the deadline moved earlier than enter()'s
+  }
   error_code ec;
   s.peer.shutdown(stream_socket::shutdown_send, ec);
   if (ec) co_return;
@@ -92,6 +100,7 @@ asio::awaitable<void> linger_close(session& s, config::duration bound) {
     } else if (ec) {
       co_return;  // EOF, or the peer is gone: nothing left to linger for
     } else {
+      s.clock.touch();  // with `quiet`: the client is not quiet yet
       if (!large && n == small.size()) large.emplace();
       if (reads % reads_per_turn == 0) co_await asio::post(s.peer.get_executor(), use_awaitable);
     }

@@ -177,9 +177,11 @@ void record_tls_details(session& s, SSL* ssl);
 void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl);
 void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
                                 const error_code& ec);
-// FIN, then what the client still sends is read and discarded until it closes or `bound` passes
-// (the closing phase's deadline); only then does the session close the socket.
-asio::awaitable<void> linger_close(session& s, config::duration bound = std::chrono::seconds(1));
+// FIN, then what the client still sends is read and discarded until it closes, `bound` passes
+// (the closing phase's deadline) or, with `quiet`, it sends nothing for that long; only then does
+// the session close the socket.
+asio::awaitable<void> linger_close(session& s, config::duration bound = std::chrono::seconds(1),
+                                   config::duration quiet = {});
 asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
                                           bool network_revocation, bool recheck);
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls);

@@ -118,6 +118,43 @@ def test_an_early_answer_reaches_an_http11_client_still_uploading(serve, pki, ho
     assert line["duration_ms"] < 10_000, line
 
 
+def test_a_refused_upload_is_read_to_its_end_not_reset(serve, pki):
+    """mtlsd's own refusals close the same way: a 16 MiB upload without a Host gets its 400
+    once http.client has sent it all, not a reset halfway (as for every refusal nginx makes)."""
+    daemon, up = serve(http={"protocols": ["http/1.1"]})
+    conn = https(daemon, pki, timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", "/upload", skip_host=True)
+        conn.putheader("Content-Length", str(len(UPLOAD)))
+        conn.endheaders()
+        try:
+            conn.send(UPLOAD)
+        except OSError as e:
+            pytest.fail(f"the upload failed under the client ({e!r}): reset before the 400")
+        resp = conn.getresponse()
+        assert resp.status == 400 and b"Bad Request" in resp.read()
+    finally:
+        conn.close()
+    assert up.total_received() == 0  # connected (HTTP mode connects first), never sent a byte
+
+
+def test_a_client_quiet_after_its_early_answer_is_let_go_after_5s(serve, pki):
+    """A client that reads its answer and then parks the connection (a pool) neither sends nor
+    closes: the lingering ends after 5 s without a byte from it (nginx's lingering_timeout), not
+    after timeouts.half_close (30 s)."""
+    answered = threading.Event()
+    daemon, _ = serve(early_answerer("stall", answered), http={"protocols": ["http/1.1"]})
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(UPLOAD) + UPLOAD[:65536])
+        status, _, body = read_response(Reader(SockConn(sock)))
+        assert (status, body) == (413, SMALL)
+        answered.set()
+        line = daemon.wait_for_access(client=local, timeout=20)   # still connected, quiet
+    assert 4_000 <= line["duration_ms"] < 10_000, line
+
+
 def test_a_drain_does_not_wait_for_a_lingering_client(serve, pki):
     """A client that has its early answer but neither sends nor closes would hold the lingering
     close for timeouts.half_close (30 s), and shutdown with it (drain_timeout, 30 s): a drain

@@ -269,12 +269,14 @@ TEST(ForwardingRequestHead, FramingIsWrittenOnceInOneSpelling) {
 // an upstream proxy drop the one mtlsd sets.
 TEST(ForwardingRequestHead, HopByHopFieldsAndTheFieldsConnectionNamesStopHere) {
   const auto out = forwarded(
-      get_with("Connection: close, X-Forwarded-Client-Cert, X-Secret\r\nKeep-Alive: timeout=5\r\n"
-               "Proxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nX-Secret: 1\r\n"
-               "Upgrade: websocket\r\nAccept: */*\r\n"),
+      get_with("Connection: close, X-Forwarded-Client-Cert, X-Secret, x_other\r\n"
+               "Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\n"
+               "X-Secret: 1\r\nX_Other: 2\r\nUpgrade: websocket\r\nAccept: */*\r\n"),
       forwarding(action::set));
+  // TE's "trailers" is what the client accepts end to end: it stays, its codings do not.
   EXPECT_EQ(out,
-            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nConnection: close\r\n"
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nTE: trailers\r\n"
+            "Connection: close\r\n"
             "X-Forwarded-Client-Cert: " +
                 std::string(element) +
                 "\r\nX-Forwarded-For: 192.0.2.10\r\nX-Forwarded-Proto: https\r\n\r\n");

@@ -175,6 +175,26 @@ TEST(FileWatcher, AFileBeingWrittenInPlaceIsReadOnceItIsClosed) {
   EXPECT_EQ(h.changes()[0], (std::vector<std::string>{crt}));
 }
 
+TEST(FileWatcher, APollDoesNotReadAFileBeingWrittenInPlace) {
+  test::pki_dir d;
+  const auto crt = (d.path() / "tls.crt").string();
+  put(crt, "cert 1");
+  harness h;
+  auto opts = h.fast(true, 20ms);  // inotify and polling
+  opts.max_delay = 3000ms;
+  h.watcher.watch({crt}, opts);
+  {
+    std::ofstream out(crt, std::ios::binary | std::ios::trunc);
+    out << "cert" << std::flush;
+    h.ioc.run_for(200ms);  // ten polls
+    EXPECT_TRUE(h.changes().empty()) << "a poll read the file half-written";
+    out << " 2";
+  }
+  ASSERT_TRUE(h.run_until_check());
+  ASSERT_EQ(h.changes().size(), 1u);
+  EXPECT_EQ(h.changes()[0], (std::vector<std::string>{crt}));
+}
+
 TEST(FileWatcher, AWriterThatKeepsTheFileOpenDelaysTheCheckOnlyToMaxDelay) {
   test::pki_dir d;
   const auto crt = (d.path() / "tls.crt").string();

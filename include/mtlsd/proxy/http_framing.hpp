@@ -116,6 +116,7 @@ struct request_head_view {
   bool expect_continue = false;          // the first Expect field is 100-continue
   bool keep_alive = true;                // what the client asked (version and Connection)
   bool connection_names_fields = false;  // a Connection token other than close/keep-alive/upgrade
+  bool te_trailers = false;              // TE lists "trailers" (the client accepts trailers)
   std::optional<std::uint64_t> content_length;
   std::vector<std::string_view> xfcc, xff;  // the client's X-Forwarded-Client-Cert, -For values
 };
