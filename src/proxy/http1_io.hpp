@@ -60,14 +60,6 @@ class tls_side {
   stream_socket& sock_;
 };
 
-// What a side's write or read ended with, whichever form its awaitable gives.
-inline error_code error_of(const error_code& ec) {
-  return ec;
-}
-inline error_code error_of(const std::tuple<error_code, std::size_t>& result) {
-  return std::get<0>(result);
-}
-
 // The upstream's side: a plain socket.
 class plain_side {
  public:
@@ -205,8 +197,7 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
       if (bad == http::error::need_more) bad = {};
     }
     if (ready > 0) {
-      const auto ec =
-          error_of(co_await out.write({static_cast<const char*>(buf.data().data()), ready}));
+      const auto ec = co_await out.write({static_cast<const char*>(buf.data().data()), ready});
       buf.consume(ready);
       ready = 0;
       if (ec) co_return body_outcome{ec, false};

@@ -82,8 +82,6 @@ class http_connection {
   // A write to the client in relay_response failed, or the exchange was stopped meanwhile: it
   // ends here, with the cause recorded unless it was a cancellation.
   void client_write_failed(const error_code& ec);
-  // Consumes the CR and LF bytes at the front of `buf`.
-  static void drop_empty_lines(beast::flat_buffer& buf);
   // Records the upstream's failure — what mtlsd was doing, then `reason` or else the error — tells
   // the client (502) when it still can, and stops the exchange; the caller returns.
   asio::awaitable<void> upstream_failed(const error_code& ec, std::string why,

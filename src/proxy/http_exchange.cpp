@@ -6,6 +6,17 @@
 
 namespace mtlsd::proxy::http1 {
 
+namespace {
+
+// Consumes the CR and LF bytes at the front of `buf`.
+void drop_empty_lines(beast::flat_buffer& buf) {
+  const auto data = buf.data();
+  const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+  buf.consume(std::min(bytes.find_first_not_of("\r\n"), bytes.size()));
+}
+
+}  // namespace
+
 asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   if (request_done_) co_return;
   auto out = co_await forward_body(from_client_, upstream_, req, 0, stopped_);
@@ -129,13 +140,6 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
   }
 }
 
-void http_connection::drop_empty_lines(beast::flat_buffer& buf) {
-  const auto data = buf.data();
-  const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
-  const std::size_t n = std::min(bytes.find_first_not_of("\r\n"), bytes.size());
-  buf.consume(n);
-}
-
 void http_connection::client_write_failed(const error_code& ec) {
   end_ = true;
   if (cancelled(ec) || stopped_) return;
@@ -148,8 +152,8 @@ void http_connection::client_write_failed(const error_code& ec) {
 asio::awaitable<void> http_connection::tunnel() {
   if (from_client_.buf.size() > 0) {
     const auto data = from_client_.buf.data();
-    if (auto ec = error_of(co_await upstream_.write(
-            std::string_view(static_cast<const char*>(data.data()), data.size())))) {
+    if (auto ec = co_await upstream_.write(
+            std::string_view(static_cast<const char*>(data.data()), data.size()))) {
       result_.ended_by(relay_end::plain_peer);
       fail("writing to the upstream after the upgrade: " + ec.message());
       co_return;

@@ -163,7 +163,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
   response_started_ = false;
   response_keep_alive_ = true;
   upgraded_ = false;
-  if (auto ec = error_of(co_await upstream_.write(head))) {
+  if (auto ec = co_await upstream_.write(head)) {
     if (cancelled(ec)) co_return then::stop;
     result_.ended_by(relay_end::plain_peer);  // first: refuse() would name mtlsd
     co_await refuse(502, "Bad Gateway", "upstream: writing the request: " + ec.message());

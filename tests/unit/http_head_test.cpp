@@ -33,10 +33,14 @@ TEST(HttpHead, RefusesConnect) {
   EXPECT_EQ(v.why, "CONNECT is not proxied");
 }
 
+// A POST whose Transfer-Encoding field reads `te`.
+request_head_verdict judged_with_coding(std::string_view te) {
+  return judged("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + std::string(te) + "\r\n\r\n");
+}
+
 TEST(HttpHead, RefusesTransferEncodingWithoutFinalChunked) {
   for (const char* te : {"gzip", "chunked, gzip"}) {
-    const auto v =
-        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n");
+    const auto v = judged_with_coding(te);
     EXPECT_EQ(v.status, 400) << te;
     EXPECT_EQ(v.why, "Transfer-Encoding without final chunked");
   }
@@ -45,18 +49,13 @@ TEST(HttpHead, RefusesTransferEncodingWithoutFinalChunked) {
 // mtlsd writes `Transfer-Encoding: chunked` upstream itself: another coding would be lost.
 TEST(HttpHead, AnswersACodingBesidesChunkedWith501) {
   for (const char* te : {"gzip, chunked", "identity, chunked"}) {
-    const auto v =
-        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n");
+    const auto v = judged_with_coding(te);
     EXPECT_EQ(v.status, 501) << te;
     EXPECT_EQ(v.why, "a transfer coding other than chunked");
   }
   // Spellings of chunked alone pass (and are rewritten as one `chunked` upstream).
   for (const char* te : {"chunked", "CHUNKED", "\tchunked\t"})
-    EXPECT_EQ(
-        judged(std::string("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te + "\r\n\r\n")
-            .status,
-        0)
-        << te;
+    EXPECT_EQ(judged_with_coding(te).status, 0) << te;
 }
 
 TEST(HttpHead, WantsExactlyOneHostInHttp11AndAtMostOneBefore) {

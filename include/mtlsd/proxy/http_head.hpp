@@ -17,7 +17,7 @@ struct request_head_verdict {
   std::string_view reason;  // the status line's text when refused
   std::string why;          // the refusal, for the log
   bool head = false;        // HEAD: the response has a length but no body
-  bool upgrade = false;     // Upgrade requested (WebSocket, h2c)
+  bool upgrade = false;     // Upgrade requested (WebSocket; never h2c)
   bool keep_alive = true;
   bool send_continue = false;  // answer `Expect: 100-continue` here (a body follows)
 };

@@ -14,7 +14,8 @@
 //   read the whole body, or stream its answer while reading); an answer before the body ended is
 //   the connection's last, and result.tls_peer_sending tells the caller to close by lingering;
 // - `Expect: 100-continue` is answered here and not forwarded (Envoy's default);
-// - `Upgrade` (WebSocket, h2c): after the upstream's 101 both directions become the plain byte
+// - `Upgrade` (WebSocket; never h2c, see request_head_view::upgrade): after the upstream's 101 both
+// directions become the plain byte
 //   relay, bytes already read included;
 // - a malformed request gets 400 (431 for an oversized head) and the connection closes; an
 //   upstream that fails before answering gets the client a 502.
