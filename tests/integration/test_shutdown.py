@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from faults import client_hello
+from faults import client_hello, wait_active
 from mtlsd_harness import client_context, connect, open_tls
 
 
@@ -110,6 +110,10 @@ def test_drain_closes_connections_still_in_their_handshake_at_once(serve, pki):
     mid.sendall(hello)                               # a whole one: the server answers, then
     mid.settimeout(5)                                # waits for the client's certificate
     assert mid.recv(5)[:1] == b"\x16", "no ServerHello"
+    # connect() returns once the kernel has the connection; mtlsd may not have accepted it yet
+    # (each worker has its own acceptor), and one still in a listener's queue at SIGTERM is
+    # reset by the kernel, never accepted, never logged.
+    wait_active(daemon, lambda n: n >= 4, 5, "all four connections accepted")
     pending = {"silent": silent, "half": half, "mid": mid}
     ports = {name: sock.getsockname()[1] for name, sock in pending.items()}
 
