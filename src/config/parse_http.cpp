@@ -12,7 +12,7 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   r.map(v, p,
         {"forward_client_cert_details", "set_current_client_cert_details", "protocols",
          "upstream_protocol", "x_forwarded_for", "x_forwarded_proto", "max_concurrent_streams",
-         "stream_idle_timeout"});
+         "stream_idle_timeout", "request_headers_timeout"});
   with(v, "forward_client_cert_details", [&](auto x) {
     r.choice(x, p + ".forward_client_cert_details",
              {{"sanitize", xfcc_mode::sanitize},
@@ -56,6 +56,8 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   });
   with(v, "stream_idle_timeout",
        [&](auto x) { r.dur(x, p + ".stream_idle_timeout", http.stream_idle_timeout); });
+  with(v, "request_headers_timeout",
+       [&](auto x) { r.dur(x, p + ".request_headers_timeout", http.request_headers_timeout); });
 }
 
 }  // namespace mtlsd::config

@@ -242,6 +242,7 @@ class printer {
     word("x_forwarded_proto", h.x_forwarded_proto ? "set" : "off");
     number("max_concurrent_streams", h.max_concurrent_streams);
     dur("stream_idle_timeout", h.stream_idle_timeout);
+    dur("request_headers_timeout", h.request_headers_timeout);
     end();
   }
 

@@ -130,10 +130,18 @@ struct inbound {
   // was an obs-fold), then parses it in one put, so that its bytes stay at the front of the
   // buffer (`size` of them) to be forwarded as they came, and every value the parser reports
   // points into them. Returns end_of_stream at EOF before any byte, partial_message at EOF
-  // inside a head, header_limit when none ends within http_head_limit.
+  // inside a head, header_limit when none ends within http_head_limit. A request head not
+  // whole after the read that brought its first bytes runs against the clock's head deadline
+  // (idle_deadline::start_head) until this returns.
   template <bool isRequest>
   asio::awaitable<error_code> whole_head(http::basic_parser<isRequest>& p, std::size_t& size,
                                          bool& folded) {
+    struct head_clock {
+      idle_deadline* clock;  // null: a response head, which has no deadline of its own
+      ~head_clock() {
+        if (clock) clock->end_head();
+      }
+    } timed{isRequest ? &clock : nullptr};
     std::size_t searched = 0;  // no end of head before this offset
     for (;;) {
       char* const at = static_cast<char*>(buf.data().data());
@@ -154,6 +162,7 @@ struct inbound {
            lf = have.find('\n', lf + 1))
         if (lf == 0 || have[lf - 1] != '\r') co_return http::error::bad_line_ending;
       searched = have.size() < 3 ? 0 : have.size() - 3;
+      if (timed.clock && !have.empty()) clock.start_head();
       if (auto rec = co_await read_more()) {
         if (rec != asio::error::eof) co_return rec;
         co_return buf.size() == 0 ? http::error::end_of_stream : http::error::partial_message;

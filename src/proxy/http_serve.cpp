@@ -90,6 +90,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   const std::string_view alpn = alpn_of(tls.native());
   const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
   if (!h2) {
+    s.clock.head_limit = cfg.http.request_headers_timeout;
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
                         std::move(sink), &s.control);
     if (s.relayed.tls_peer_sending) co_await close_lingering(s);

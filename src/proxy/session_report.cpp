@@ -72,7 +72,11 @@ void name_deadline(session& s) {
                          cfg.upstream.str() + ")");
       break;
     case phase::relay:
-      if (s.clock.past_close_by())
+      if (s.clock.past_head_by())
+        s.detail = "request head not complete within " +
+                   config::format_duration(cfg.http.request_headers_timeout) +
+                   " of its first byte (http.request_headers_timeout)";
+      else if (s.clock.past_close_by())
         s.detail = "half-close timeout (" + config::format_duration(cfg.timeouts.half_close) +
                    " after one side finished)";
       else

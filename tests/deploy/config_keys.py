@@ -76,6 +76,7 @@ LISTENER = {
         "x_forwarded_proto": {"set", "off"},
         "max_concurrent_streams": "int",
         "stream_idle_timeout": "duration",
+        "request_headers_timeout": "duration",
     },
 }
 CONFIG = {

@@ -268,6 +268,7 @@ listeners:
       x_forwarded_proto: "off"
       max_concurrent_streams: 50
       stream_idle_timeout: 90s
+      request_headers_timeout: 20s
   - name: in-2
     listen: 0.0.0.0:8444
     upstream: 127.0.0.1:8080
@@ -356,6 +357,7 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_EQ(in.revocation.ocsp_timeout, std::chrono::milliseconds(1500));
   EXPECT_EQ(in.upstream.str(), "unix:/run/app.sock");
   EXPECT_TRUE(in.http.enabled);
+  EXPECT_EQ(in.http.request_headers_timeout, std::chrono::seconds(20));
   ASSERT_EQ(in.allowed_sources.size(), 3u);
   EXPECT_EQ(in.allowed_sources[1].str(), "2001:db8::/32");
   EXPECT_TRUE(in.accept_proxy_protocol.enabled);

@@ -146,6 +146,7 @@ TEST(ConfigDefaults, ListenerMatchTheContract) {
   EXPECT_FALSE(l.http.enabled);
   EXPECT_EQ(l.http.forward_client_cert_details, xfcc_mode::sanitize_set);
   EXPECT_THAT(l.http.set_current_client_cert_details, ElementsAre("uri", "dns", "subject", "hash"));
+  EXPECT_EQ(l.http.request_headers_timeout, std::chrono::seconds(60));  // nginx's default
 }
 
 TEST(ConfigDefaults, FileRefsRememberWhereTheyWereNamed) {

@@ -21,19 +21,45 @@ namespace mtlsd::proxy {
 
 // The deadline the session's watchdog enforces (each phase sets its own; see session::enter),
 // and how the relay moves it: each pump pushes it forward on activity (by `idle`); the first
-// EOF caps it with the half-close deadline, which activity does not move.
+// EOF caps it with the half-close deadline, and an HTTP/1.1 request head still incomplete after
+// its first read caps it with the head's own deadline; activity moves neither.
 struct idle_deadline {
   using clock = std::chrono::steady_clock;
   clock::duration idle{};        // 0 = no idle timeout
   clock::duration half_close{};  // after one direction ended, the other has this long; 0 = no limit
+  clock::duration head_limit{};  // http.request_headers_timeout; 0 = no limit
   clock::time_point deadline{};  // what the watchdog enforces
   clock::time_point close_by = clock::time_point::max();  // set by the first half-close
+  clock::time_point head_by = clock::time_point::max();   // while a request head is incomplete
   bool half_closed = false;
   asio::steady_timer* watchdog = nullptr;  // woken when the deadline moves earlier
 
+  // Without an idle timeout it leaves the deadline alone: another phase's (linger_close)
+  // touches too.
   void touch() {
-    if (idle.count() > 0) deadline = std::min(clock::now() + idle, close_by);
+    if (idle.count() > 0) deadline = std::min({clock::now() + idle, close_by, head_by});
   }
+  // A request head began and did not end with the read that brought its first bytes: a client
+  // sending it a byte at a time (slowloris) keeps the connection no longer than head_limit.
+  void start_head() {
+    if (head_limit.count() == 0 || head_by != clock::time_point::max()) return;
+    head_by = clock::now() + head_limit;
+    if (head_by < deadline) {
+      deadline = head_by;
+      if (watchdog) watchdog->cancel();  // it re-arms with the earlier deadline
+    }
+  }
+  // The head is whole (or its read ended): only idle and half-close bound what follows. Past
+  // its deadline, the deadline stays: the watchdog ends the connection (a read it cancelled
+  // ends here too, before the session names why from past_head_by).
+  void end_head() {
+    if (head_by == clock::time_point::max() || past_head_by()) return;
+    head_by = clock::time_point::max();
+    deadline = close_by;  // what bounds the relay without an idle timeout
+    touch();
+  }
+  // True when the head's deadline is what has passed.
+  bool past_head_by() const { return clock::now() >= head_by; }
   // One direction reached EOF (or its sender is known to have finished).
   void start_half_close() {
     if (half_closed) return;

@@ -1,0 +1,75 @@
+"""http.request_headers_timeout: an HTTP/1.1 request head must be whole within this long of its
+first byte (nginx's client_header_timeout; default 60s). Without it a client that sends its head
+a byte at a time (slowloris) holds a connection, its upstream connection and a place under
+max_connections for as long as it keeps sending, since every byte moves timeouts.idle on. The
+wait before a head's first byte is the idle timeout's, as before; nothing of an incomplete head
+goes upstream, and no response is sent (as nginx: the client is not listening for one)."""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+from http_upstream import Reader
+from mtlsd_harness import client_context, fmt_addr, open_tls
+from test_http_mode import SockConn, http_serve, read_response  # noqa: F401
+
+HEAD_DETAIL = ("request head not complete within 1s of its first byte "
+               "(http.request_headers_timeout)")
+
+
+def trickle_until_closed(sock, data: bytes, every: float, give_up: float) -> tuple[float, bytes]:
+    """Sends `data` a byte at a time, one every `every` seconds (cycling), until mtlsd closes
+    the connection; returns (seconds until the close, what mtlsd sent meanwhile)."""
+    start = time.monotonic()
+    got = b""
+    sock.settimeout(every)
+    i = 0
+    while time.monotonic() - start < give_up:
+        try:
+            sock.sendall(data[i % len(data):i % len(data) + 1])
+            i += 1
+            chunk = sock.recv(65536)
+            if not chunk:
+                return time.monotonic() - start, got
+            got += chunk
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - start, got
+    raise AssertionError(f"still open {give_up}s into a trickled head; got {got!r}")
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline(http_serve, pki):
+    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s"},
+                                 timeouts={"idle": "30s"})
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")       # the head's first bytes
+        elapsed, got = trickle_until_closed(sock, b"X-Slow: a\r\n", every=0.1, give_up=5)
+    assert 0.9 <= elapsed < 3, elapsed
+    assert got == b"", got
+    line = daemon.wait_for_access(client=local)
+    assert (line["result"], line["termination"], line["detail"]) == \
+        ("accepted", "idle_timeout", HEAD_DETAIL), line
+    assert "status" not in line                                # the connection's line only
+    assert up.total_received() == 0 and rec.requests == []
+
+
+def test_the_deadline_bounds_each_head_not_the_wait_for_it(http_serve, pki):
+    """The deadline starts with a head's first byte and ends with the head: a keep-alive
+    connection idle for longer than it between requests, and heads that arrive in pieces within
+    it, are served."""
+    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s"},
+                                 timeouts={"idle": "30s"})
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        for path in ("/1", "/2"):
+            head = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            sock.sendall(head[:10])                         # a head in two pieces, 0.5s apart
+            time.sleep(0.5)
+            sock.sendall(head[10:])
+            assert read_response(reader)[0] == 200
+            time.sleep(1.5)                                 # idle, longer than the deadline
+    assert [r.target for r in rec.requests] == ["/1", "/2"]
+    assert up.connection_count() == 1
