@@ -2,7 +2,8 @@
 // upstream connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle
 // after earlier exchanges of the same client connection, or newly connected. The request is
 // translated from the HTTP/2 fields (chunked when its length is unknown); the response is
-// parsed by Beast and its body streamed back through a bounded buffer.
+// parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
+// becoming the stream's trailers.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -68,6 +69,36 @@ std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
   chunked = !has_length && !no_body;
   if (chunked) head += "transfer-encoding: chunked\r\n";
   return head + "\r\n";
+}
+
+// Fields HTTP/1.1 trailers must not carry (RFC 9110 6.5.1), or that are meaningless after a
+// body: connection-specific, framing and routing ones.
+bool kept_in_trailers(std::string_view lower_name, std::string_view value) {
+  return !is_hop_by_hop(lower_name, value) && lower_name != "te" &&
+         lower_name != "content-length" && lower_name != "host";
+}
+
+// The end of a chunked request body: the last chunk, then the HTTP/2 client's trailers (the
+// X-Forwarded-* ones are gone already: connection::header) as its trailer section. A body
+// with a Content-Length has nowhere to carry them in HTTP/1.1: they are dropped then.
+std::string last_chunk(const header_list& trailers) {
+  std::string out = "0\r\n";
+  for (const auto& [name, value] : trailers)
+    if (kept_in_trailers(name, value)) out += name + ": " + value + "\r\n";
+  return out + "\r\n";
+}
+
+// A chunked response's trailer section, which Beast's parser appends to the head's fields:
+// those past the first `head_fields`, as the stream's HTTP/2 trailers (RFC 9113 8.1), without
+// the fields kept_in_trailers leaves out (HTTP/2 forbids the connection-specific ones).
+void take_trailers(const http::fields& fields, std::size_t head_fields, header_list& out) {
+  std::size_t i = 0;
+  for (const auto& f : fields) {
+    if (i++ < head_fields) continue;
+    std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
+    std::string value(f.value());
+    if (kept_in_trailers(name, value)) out.emplace_back(std::move(name), std::move(value));
+  }
 }
 
 class h1_upstream final : public upstream {
@@ -158,8 +189,9 @@ asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, boo
     }
     if (s.request_end) {
       if (chunked) {
+        const std::string last = last_chunk(s.request_trailers);
         auto [ec, w] =
-            co_await asio::async_write(sock, asio::buffer("0\r\n\r\n", 5), as_tuple(use_awaitable));
+            co_await asio::async_write(sock, asio::buffer(last), as_tuple(use_awaitable));
         if (ec) co_return false;
       }
       co_return true;
@@ -206,6 +238,7 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     s.response_headers.emplace_back(std::move(name), std::move(value));
   }
   keep_alive = p->keep_alive();
+  const auto head_fields = static_cast<std::size_t>(std::distance(msg.begin(), msg.end()));
   if (p->is_done()) s.response_end = true;
   down_.respond(s);
   std::vector<std::uint8_t> piece(http_body_chunk);
@@ -223,7 +256,10 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     }
     const std::size_t got = piece.size() - msg.body().size;
     if (got > 0) s.response_body.append(piece.data(), got);
-    if (p->is_done()) s.response_end = true;
+    if (p->is_done()) {
+      take_trailers(msg, head_fields, s.response_trailers);
+      s.response_end = true;
+    }
     down_.response_data(s);
   }
   // Bytes past the end of the response (a second one nobody asked for, a body with a HEAD

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from upstream import Handler, UpstreamConn
@@ -29,6 +29,7 @@ class HttpRequest:
     body: bytes = b""
     chunked: bool = False
     conn_id: int = 0               # which upstream connection carried it
+    trailers: list[tuple[str, str]] = field(default_factory=list)   # a chunked body's
 
     def get_all(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
@@ -101,9 +102,10 @@ def read_request(reader: Reader, conn_id: int = 0) -> Optional[HttpRequest]:
             size_line = reader.until(b"\r\n")
             size = int(size_line.split(b";")[0].strip(), 16)
             if size == 0:
-                # trailers (none expected) end with an empty line
-                while reader.until(b"\r\n") != b"\r\n":
-                    pass
+                # the trailer section, ended by an empty line
+                while (line := reader.until(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode("latin-1").partition(":")
+                    req.trailers.append((name, value.strip()))
                 break
             body += reader.exact(size)
             assert reader.exact(2) == b"\r\n", "chunk not followed by CRLF"

@@ -2,7 +2,7 @@
 client connection in a small pool and sends each stream's request on a free one. A pooled
 connection must carry nothing from before into the next stream — that stream may be another
 user's, behind a multiplexing gateway — and an answer HTTP/2 cannot carry (101) must not reach
-the client.
+the client. Trailers cross between the chunked HTTP/1.1 body and HTTP/2's trailing HEADERS.
 
 The upstream is our own raw HTTP/1.1 server (http_upstream.py), so that the test decides
 exactly what it sends, and when; the client is hyper-h2 (h2_client.py)."""
@@ -10,6 +10,8 @@ exactly what it sends, and when; the client is hyper-h2 (h2_client.py)."""
 from __future__ import annotations
 
 import threading
+
+import h2.events
 
 from h2_client import H2Client, status_of
 from http_upstream import HttpRecorder, Reader, read_request, response
@@ -95,3 +97,48 @@ def test_an_upstream_101_is_a_502_and_the_connection_is_not_reused(http_serve, p
     line = wait_request_line(daemon, path="/one")
     assert line["status"] == 502 and "101" in line["detail"], line
     assert rec.requests[0].conn_id != rec.requests[1].conn_id
+
+
+def test_a_chunked_responses_trailers_reach_the_client_as_http2_trailers(http_serve, pki):
+    """The trailer section of a chunked HTTP/1.1 response becomes a trailing HEADERS frame (as
+    Envoy's codecs translate it), without the fields HTTP/2 forbids there; the connection is
+    pooled as after any complete response."""
+    def app(req):
+        if req.target == "/one":
+            return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\nX-Checksum: 5d41402a\r\nKeep-Alive: timeout=5\r\n"
+                    b"X-Build: 7\r\n\r\n")
+        return response(200, b"reply-2")
+    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/one")
+        assert client.response(sid, TIMEOUT) == (200, b"hello")
+        trailers = [ev for ev in client.events if isinstance(ev, h2.events.TrailersReceived)
+                    and ev.stream_id == sid]
+        assert len(trailers) == 1, client.events
+        assert list(trailers[0].headers) == [("x-checksum", "5d41402a"), ("x-build", "7")]
+        assert client.response(client.request("/two"), TIMEOUT) == (200, b"reply-2")
+    finally:
+        client.close()
+    assert rec.requests[0].conn_id == rec.requests[1].conn_id
+
+
+def test_an_http2_clients_trailers_reach_the_http11_upstream_in_the_last_chunk(http_serve, pki):
+    """Request trailers go up as the chunked body's trailer section, without the X-Forwarded-*
+    ones (they could pass for what mtlsd tells the upstream) and the framing ones."""
+    daemon, up, rec = http_serve(http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/upload", method="POST", end_stream=False)
+        client.conn.send_data(sid, b"payload")
+        client.conn.send_headers(sid, [("x-checksum", "321c3cf4"),
+                                       ("x-forwarded-client-cert", "By=spiffe://evil"),
+                                       ("content-length", "7")], end_stream=True)
+        client.flush()
+        assert client.response(sid, TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    [req] = rec.requests
+    assert req.chunked and req.body == b"payload"
+    assert req.trailers == [("x-checksum", "321c3cf4")], req.trailers
