@@ -138,8 +138,9 @@ struct inbound {
                                          bool& folded) {
     struct head_clock {
       idle_deadline* clock;  // null: a response head, which has no deadline of its own
+      bool whole = false;
       ~head_clock() {
-        if (clock) clock->end_head();
+        if (clock) clock->end_head(whole);
       }
     } timed{isRequest ? &clock : nullptr};
     std::size_t searched = 0;  // no end of head before this offset
@@ -148,6 +149,7 @@ struct inbound {
       const std::string_view have(at, buf.size());
       const auto end = have.find("\r\n\r\n", searched);
       if (end != std::string_view::npos && end + 4 <= http_head_limit) {
+        timed.whole = true;
         folded = unfold_head({at, end + 4});
         error_code ec;
         size = p.put(buf.data(), ec);

@@ -35,7 +35,7 @@ TEST(IdleDeadline, AHeadInProgressCapsTheDeadlineAndActivityDoesNotMoveIt) {
 TEST(IdleDeadline, AWholeHeadGivesTheIdleDeadlineBack) {
   idle_deadline d = relaying(5min, 1s);
   d.start_head();
-  d.end_head();
+  d.end_head(true);
   EXPECT_GE(d.deadline, clock_type::now() + 5min - 1s);
   EXPECT_FALSE(d.past_head_by());
   d.start_head();  // the next request's head gets a deadline of its own
@@ -47,10 +47,20 @@ TEST(IdleDeadline, AHeadPastItsDeadlineKeepsItSoTheWatchdogEndsTheConnection) {
   d.start_head();
   while (clock_type::now() < d.head_by) {
   }
-  d.end_head();  // as when the watchdog's cancellation ends the head's read
+  d.end_head(false);  // as when the watchdog's cancellation ends the head's read
   EXPECT_TRUE(d.past_head_by());
   d.touch();
   EXPECT_LE(d.deadline, clock_type::now());
+}
+
+TEST(IdleDeadline, AHeadThatCameWholeJustPastItsDeadlineCountsAsInTime) {
+  idle_deadline d = relaying(5min, 1ns);
+  d.start_head();
+  while (clock_type::now() < d.head_by) {
+  }
+  d.end_head(true);  // its last read completed before the watchdog ran: it goes up
+  EXPECT_FALSE(d.past_head_by());
+  EXPECT_GE(d.deadline, clock_type::now() + 5min - 1s);
 }
 
 TEST(IdleDeadline, NoHeadLimitNoIdleTimeoutNoDeadline) {
@@ -65,7 +75,7 @@ TEST(IdleDeadline, AHeadLimitHoldsWithoutAnIdleTimeoutAndEndsWithTheHead) {
   idle_deadline d = relaying(0s, 1s);
   d.start_head();
   EXPECT_LE(d.deadline, clock_type::now() + 1s);
-  d.end_head();
+  d.end_head(true);
   EXPECT_EQ(d.deadline, clock_type::time_point::max());
 }
 
@@ -75,7 +85,7 @@ TEST(IdleDeadline, TheHalfCloseDeadlineStillCapsAfterAHead) {
   d.start_half_close();
   const auto close_by = d.close_by;
   d.start_head();
-  d.end_head();
+  d.end_head(true);
   EXPECT_EQ(d.deadline, close_by);
 }
 

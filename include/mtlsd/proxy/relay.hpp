@@ -49,11 +49,12 @@ struct idle_deadline {
       if (watchdog) watchdog->cancel();  // it re-arms with the earlier deadline
     }
   }
-  // The head is whole (or its read ended): only idle and half-close bound what follows. Past
-  // its deadline, the deadline stays: the watchdog ends the connection (a read it cancelled
-  // ends here too, before the session names why from past_head_by).
-  void end_head() {
-    if (head_by == clock::time_point::max() || past_head_by()) return;
+  // The head's read ended: only idle and half-close bound what follows. A head that is `whole`
+  // counts as in time even just past its deadline (its last read completed before the watchdog
+  // ran), so it goes up and gets its answer; one that is not (the watchdog's cancellation ended
+  // its read) keeps the deadline past, for the session to name why from past_head_by.
+  void end_head(bool whole) {
+    if (head_by == clock::time_point::max() || (!whole && past_head_by())) return;
     head_by = clock::time_point::max();
     deadline = close_by;  // what bounds the relay without an idle timeout
     touch();
