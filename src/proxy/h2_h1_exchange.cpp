@@ -65,7 +65,8 @@ std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
   std::string head = s.method + " " + s.path + " HTTP/1.1\r\nhost: " + s.authority + "\r\n";
   for (const auto& [name, value] : fields)
     head += name + ": " + value + "\r\n";
-  const bool no_body = s.request_end && s.request_body.empty();
+  // Trailers alone (no DATA) still need a chunked body to carry them.
+  const bool no_body = s.request_end && s.request_body.empty() && s.request_trailers.empty();
   chunked = !has_length && !no_body;
   if (chunked) head += "transfer-encoding: chunked\r\n";
   return head + "\r\n";
@@ -88,17 +89,23 @@ std::string last_chunk(const header_list& trailers) {
   return out + "\r\n";
 }
 
-// A chunked response's trailer section, which Beast's parser appends to the head's fields:
-// those past the first `head_fields`, as the stream's HTTP/2 trailers (RFC 9113 8.1), without
-// the fields kept_in_trailers leaves out (HTTP/2 forbids the connection-specific ones).
-void take_trailers(const http::fields& fields, std::size_t head_fields, header_list& out) {
-  std::size_t i = 0;
+// A chunked response's trailer section, as the stream's HTTP/2 trailers (RFC 9113 8.1):
+// `fields` holds only it (the head's were cleared once taken: Beast's parser adds the trailer
+// fields to the head's, next to any of the same name), without the fields kept_in_trailers
+// leaves out nor those the response's Connection named. False when the section would not fit
+// an HTTP/2 header block (RFC 9113 6.5.2's accounting, against the head limit).
+bool take_trailers(const http::fields& fields, const std::set<std::string>& named_by_connection,
+                   header_list& out) {
+  std::size_t size = 0;
   for (const auto& f : fields) {
-    if (i++ < head_fields) continue;
     std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
     std::string value(f.value());
-    if (kept_in_trailers(name, value)) out.emplace_back(std::move(name), std::move(value));
+    size += name.size() + value.size() + 32;
+    if (size > http_head_limit) return false;
+    if (kept_in_trailers(name, value) && !named_by_connection.count(name))
+      out.emplace_back(std::move(name), std::move(value));
   }
+  return true;
 }
 
 class h1_upstream final : public upstream {
@@ -238,7 +245,7 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     s.response_headers.emplace_back(std::move(name), std::move(value));
   }
   keep_alive = p->keep_alive();
-  const auto head_fields = static_cast<std::size_t>(std::distance(msg.begin(), msg.end()));
+  static_cast<http::fields&>(msg).clear();  // taken: what the parser adds now is the trailers
   if (p->is_done()) s.response_end = true;
   down_.respond(s);
   std::vector<std::uint8_t> piece(http_body_chunk);
@@ -257,7 +264,12 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     const std::size_t got = piece.size() - msg.body().size;
     if (got > 0) s.response_body.append(piece.data(), got);
     if (p->is_done()) {
-      take_trailers(msg, head_fields, s.response_trailers);
+      if (!take_trailers(msg, named_by_connection, s.response_trailers)) {
+        down_.fail(s, NGHTTP2_INTERNAL_ERROR,
+                   "upstream: response trailers larger than " + std::to_string(http_head_limit) +
+                       " bytes");
+        co_return false;
+      }
       s.response_end = true;
     }
     down_.response_data(s);

@@ -45,6 +45,16 @@ int on_stream_close(nghttp2_session* session, std::int32_t id, std::uint32_t cod
   return 0;
 }
 
+// A head or trailers nghttp2 would not send (a header block past max_send_header_block): the
+// stream would otherwise wait for them until stream_idle_timeout, its body possibly sent with
+// END_STREAM held back for the trailers. nghttp2 closes a stream whose request HEADERS failed
+// itself; any other HEADERS, a response's or trailers either way, is reset here.
+int on_frame_not_send(nghttp2_session* session, const nghttp2_frame* f, int, void*) {
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
+  return 0;
+}
+
 // Fills one DATA frame from the stream's outgoing body; at its end, EOF (and the trailers in a
 // HEADERS frame of their own); with nothing buffered yet, DEFERRED until resume_data.
 ssize_t read_body(nghttp2_session* session, std::int32_t id, std::uint8_t* buf, std::size_t length,
@@ -59,7 +69,9 @@ ssize_t read_body(nghttp2_session* session, std::int32_t id, std::uint8_t* buf, 
     if (!body.trailers.empty()) {
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       const auto nv = to_nv(body.trailers);
-      nghttp2_submit_trailer(session, id, nv.data(), nv.size());
+      // Not submitted, the stream would never end: nghttp2 resets it instead.
+      if (nghttp2_submit_trailer(session, id, nv.data(), nv.size()) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     return static_cast<ssize_t>(n);
   }
@@ -100,6 +112,7 @@ session_ptr make_session(session_side side, session_handler& handler,
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
   nghttp2_option* opt = session_options(max_send_header_block);
   nghttp2_session* raw = nullptr;
   const int rv = !opt ? -1

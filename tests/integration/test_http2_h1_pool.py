@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+import h2.errors
 import h2.events
 
 from h2_client import H2Client, status_of
@@ -104,10 +105,13 @@ def test_a_chunked_responses_trailers_reach_the_client_as_http2_trailers(http_se
     Envoy's codecs translate it), without the fields HTTP/2 forbids there; the connection is
     pooled as after any complete response."""
     def app(req):
+        # Server-Timing in the head and the trailers: Beast keeps same-named fields together, so
+        # the trailer is not simply "the fields after the head's". Connection names X-Hop.
         if req.target == "/one":
-            return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+            return (b"HTTP/1.1 200 OK\r\nServer-Timing: head;dur=1\r\nConnection: x-hop\r\n"
+                    b"Transfer-Encoding: chunked\r\nTrailer: X-Checksum\r\nX-Last: head\r\n\r\n"
                     b"5\r\nhello\r\n0\r\nX-Checksum: 5d41402a\r\nKeep-Alive: timeout=5\r\n"
-                    b"X-Build: 7\r\n\r\n")
+                    b"Server-Timing: body;dur=2\r\nX-Hop: hop-by-hop\r\nX-Build: 7\r\n\r\n")
         return response(200, b"reply-2")
     daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
     client = H2Client(daemon, pki)
@@ -117,7 +121,8 @@ def test_a_chunked_responses_trailers_reach_the_client_as_http2_trailers(http_se
         trailers = [ev for ev in client.events if isinstance(ev, h2.events.TrailersReceived)
                     and ev.stream_id == sid]
         assert len(trailers) == 1, client.events
-        assert list(trailers[0].headers) == [("x-checksum", "5d41402a"), ("x-build", "7")]
+        assert list(trailers[0].headers) == [("x-checksum", "5d41402a"),
+                                             ("server-timing", "body;dur=2"), ("x-build", "7")]
         assert client.response(client.request("/two"), TIMEOUT) == (200, b"reply-2")
     finally:
         client.close()
@@ -142,3 +147,52 @@ def test_an_http2_clients_trailers_reach_the_http11_upstream_in_the_last_chunk(h
     [req] = rec.requests
     assert req.chunked and req.body == b"payload"
     assert req.trailers == [("x-checksum", "321c3cf4")], req.trailers
+
+
+def test_a_response_whose_trailers_http2_cannot_carry_is_reset_not_left_open(http_serve, pki):
+    """Beast bounds a head, not a trailer section: one past the 64 KiB an HTTP/2 header block
+    may hold gets RST_STREAM once the body is out, rather than a stream that never ends."""
+    many = b"".join(b"a%d: b\r\n" % i for i in range(8000))
+    def app(req):
+        return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                + many + b"\r\n")
+    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/one")
+        reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset)
+                                and ev.stream_id == sid, TIMEOUT)
+        assert reset.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR, reset
+    finally:
+        client.close()
+    line = wait_request_line(daemon, path="/one")
+    assert "trailers larger than" in line["detail"], line
+
+
+def test_trailers_without_a_body_still_go_up(http_serve, pki):
+    """HEADERS, then trailers with END_STREAM and no DATA, while the pooled connection is busy:
+    by the time a new one is connected the request has ended, with no body, and still needs a
+    chunked one to carry its trailers."""
+    arrived, release = threading.Event(), threading.Event()
+
+    def app(req):
+        if req.target == "/slow":
+            arrived.set()
+            assert release.wait(TIMEOUT)
+        return response(200, b"ok")
+    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        slow = client.request("/slow")
+        assert arrived.wait(TIMEOUT)                 # the first connection is taken
+        sid = client.request("/upload", method="POST", end_stream=False, flush=False)
+        client.conn.send_headers(sid, [("x-checksum", "abc")], end_stream=True)
+        client.flush()
+        assert client.response(sid, TIMEOUT)[0] == 200
+        release.set()
+        assert client.response(slow, TIMEOUT)[0] == 200
+    finally:
+        release.set()
+        client.close()
+    [req] = [r for r in rec.requests if r.target == "/upload"]
+    assert req.chunked and req.body == b"" and req.trailers == [("x-checksum", "abc")], req
