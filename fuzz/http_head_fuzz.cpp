@@ -74,8 +74,13 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   reparsed again(out);
   fuzz::check(again.ok, "the forwarded head parses again");
   const auto& m = again.p.get();
-  fuzz::check(m.method_string() == seen.method_text && m.target() == seen.target,
-              "method and target kept");
+  fuzz::check(m.method_string() == seen.method_text && m.target() == proxy::origin_form(seen),
+              "method kept, target kept or made origin-form");
+  // One Host upstream, and the one the access log names: an absolute-form target's authority.
+  fuzz::check(
+      m.count(http::field::host) == (seen.host_fields > 0 || seen.absolute_form ? 1u : 0u) &&
+          m[http::field::host] == proxy::request_authority(seen),
+      "one Host, the request's authority");
   // No smuggling through the rewrite: the upstream frames the body as we do. An upgrade only
   // as judged (never h2c).
   fuzz::check(again.p.chunked() == req.chunked() &&

@@ -126,6 +126,7 @@ reqs = [
     b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
     b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
     b"HEAD / HTTP/1.0\r\nx-forwarded-client-cert: a\r\nX-FORWARDED-CLIENT-CERT: b\r\n\r\n",
+    b"GET http://api.internal:8080/x?y HTTP/1.1\r\nHost: public\r\n\r\n",
 ]
 resps = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",

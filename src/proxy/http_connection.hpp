@@ -108,8 +108,8 @@ class http_connection {
     report();
     auto& r = current_.emplace();
     r.method = head.method_text;
-    r.path = head.target;
-    r.authority = head.host;
+    r.path = origin_form(head);
+    r.authority = request_authority(head);
     r.stream_id = ++requests_;
     r.started = std::chrono::steady_clock::now();
     r.started_at = std::chrono::system_clock::now();

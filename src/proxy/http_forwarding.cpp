@@ -92,9 +92,10 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
   // Connection naming X-Forwarded-Client-Cert would have an upstream proxy drop ours), and
   // Upgrade unless this request is one (h2c is not, see request_head_view::upgrade). nginx does
   // the same with its proxy_set_header defaults.
-  std::string_view fixed[12] = {"connection",     "keep-alive",        "proxy-connection", "te",
+  std::string_view fixed[13] = {"connection",     "keep-alive",        "proxy-connection", "te",
                                 "http2-settings", "transfer-encoding", "content-length"};
   std::size_t n = 7;
+  if (seen.absolute_form) fixed[n++] = "host";  // the target's authority replaces it
   if (!seen.upgrade) fixed[n++] = "upgrade";
   if (seen.expect_continue) fixed[n++] = "expect";
   if (xfcc) fixed[n++] = xfcc_header;
@@ -107,6 +108,16 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
     std::vector<std::string_view> drop(fixed, fixed + n);
     drop.insert(drop.end(), named.begin(), named.end());
     copy_head_except(head, drop, out);
+  }
+  if (seen.absolute_form) {
+    // "GET http://host/p HTTP/1.1" goes up as "GET /p HTTP/1.1" and "Host: host": an upstream
+    // that routes by the target and one that routes by Host agree, and with the access log.
+    std::string line(seen.method_text);
+    line.append(" ")
+        .append(origin_form(seen))
+        .append(seen.version < 11 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    out.replace(0, out.find("\r\n") + 2, line);
+    out.append("Host: ").append(seen.target_authority).append("\r\n");
   }
   if (seen.transfer_encoding) {
     out.append("Transfer-Encoding: chunked\r\n");  // judge_request refused any other coding

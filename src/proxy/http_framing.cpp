@@ -61,12 +61,34 @@ void response_framing::on_header_impl(error_code& ec) {
     refuse(ec, http::error::bad_transfer_encoding, "Transfer-Encoding with Content-Length");
 }
 
+// "scheme://authority[/path][?query]": the target's parts, when it is in absolute-form (a
+// scheme, then "://"; CONNECT's authority-form and OPTIONS' "*" have neither). Beast checked
+// the target's characters already.
+void split_absolute_form(request_head_view& head) {
+  const std::string_view t = head.target;
+  const auto colon = t.find("://");
+  if (t.empty() || t[0] == '/' || colon == std::string_view::npos || colon == 0) return;
+  head.absolute_form = true;
+  head.target_scheme = t.substr(0, colon);
+  const std::string_view rest = t.substr(colon + 3);
+  const auto path = rest.find_first_of("/?");
+  head.target_authority = rest.substr(0, path);
+  head.target_path = path == std::string_view::npos ? std::string_view() : rest.substr(path);
+}
+
+std::string origin_form(const request_head_view& head) {
+  if (!head.absolute_form) return std::string(head.target);
+  const bool rooted = !head.target_path.empty() && head.target_path[0] == '/';
+  return (rooted ? "" : "/") + std::string(head.target_path);
+}
+
 void request_framing::on_request_impl(http::verb method, string_view method_text,
                                       string_view target, int version, error_code&) {
   head_.method = method;
   head_.method_text = {method_text.data(), method_text.size()};
   head_.target = {target.data(), target.size()};
   head_.version = version;
+  if (method != http::verb::connect) split_absolute_form(head_);
 }
 
 void request_framing::on_field_impl(http::field f, string_view name, string_view value,

@@ -51,6 +51,23 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = h.host_fields > 1 ? "more than one Host field" : "no Host field";
     return v;
   }
+  // An absolute-form target goes up in origin-form with its authority as Host: one that names
+  // no host, or credentials (RFC 9110 4.2.4), or a scheme mtlsd does not serve, cannot.
+  if (h.absolute_form) {
+    const char* bad = nullptr;
+    if (!beast::iequals(h.target_scheme, "http") && !beast::iequals(h.target_scheme, "https"))
+      bad = "an absolute-form target whose scheme is not http or https";
+    else if (h.target_authority.empty())
+      bad = "an absolute-form target without a host";
+    else if (h.target_authority.find('@') != std::string_view::npos)
+      bad = "an absolute-form target with user information";
+    if (bad) {
+      v.status = 400;
+      v.reason = "Bad Request";
+      v.why = bad;
+      return v;
+    }
+  }
   v.head = h.method == http::verb::head;
   v.upgrade = h.upgrade;
   v.keep_alive = req.keep_alive();

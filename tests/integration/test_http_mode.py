@@ -418,6 +418,25 @@ def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, reques
     assert up.total_received() == 0 and rec.requests == []
 
 
+def test_an_absolute_form_target_goes_up_in_origin_form_with_its_authority(http_serve, pki):
+    """RFC 9112 3.2.2: the target's authority wins over the client's Host. It goes up as the
+    only Host, with an origin-form target (as Envoy sends it), and the access line names it:
+    an upstream that routes by the target and one that routes by Host, and the log, agree."""
+    daemon, up, rec = http_serve()
+    out, local = raw_exchange(daemon, pki, b"GET http://admin.internal:8080/x?y HTTP/1.1\r\n"
+                                           b"Host: public.example\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    [req] = rec.requests
+    assert req.target == "/x?y" and req.get_all("host") == ["admin.internal:8080"], req
+    daemon.wait_for_log(lambda line: line.get("msg") == "request" and line.get("client") == local
+                        and line.get("authority") == "admin.internal:8080"
+                        and line.get("path") == "/x?y")
+    out, _ = raw_exchange(daemon, pki, b"GET http://user@admin.internal/ HTTP/1.1\r\n"
+                                       b"Host: public.example\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
+    assert len(rec.requests) == 1
+
+
 def test_a_chunked_upload_sent_in_one_write_is_forwarded_whole(http_serve, pki):
     """Head, chunks and last chunk arrive together: all of it goes up at once (the parser walks
     every buffered piece before mtlsd reads again)."""

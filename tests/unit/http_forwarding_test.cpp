@@ -239,6 +239,17 @@ TEST(ForwardingRequestHead, EverythingElseGoesAsTheClientSentIt) {
                 "\r\nX-Forwarded-For: 192.0.2.10\r\nX-Forwarded-Proto: https\r\n\r\n");
 }
 
+// RFC 9112 3.2.2: a proxy given an absolute-form target ignores the client's Host and sends
+// the target's authority; the upstream gets origin-form, as Envoy sends it.
+TEST(ForwardingRequestHead, AnAbsoluteFormTargetGoesUpInOriginFormWithItsAuthorityAsHost) {
+  const auto out = forwarded(
+      "GET http://admin.internal:8080/x?y HTTP/1.1\r\nHost: public.example\r\nA: b\r\n\r\n",
+      forwarding(action::keep, false, false));
+  EXPECT_EQ(out, "GET /x?y HTTP/1.1\r\nA: b\r\nHost: admin.internal:8080\r\n\r\n");
+  EXPECT_EQ(forwarded("GET https://h HTTP/1.0\r\n\r\n", forwarding(action::keep, false, false)),
+            "GET / HTTP/1.0\r\nHost: h\r\nConnection: close\r\n\r\n");
+}
+
 TEST(ForwardingRequestHead, ExpectContinueIsAnsweredHereNotForwarded) {
   const auto out =
       forwarded("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",

@@ -69,6 +69,35 @@ TEST(HttpHead, WantsExactlyOneHostInHttp11AndAtMostOneBefore) {
   EXPECT_EQ(judged("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status, 400);
 }
 
+TEST(HttpHead, RefusesAnAbsoluteFormTargetItCannotSendInOriginForm) {
+  for (const char* target : {"ftp://x/a", "http:///a", "http://user:pw@x/a", "HTTP://@x/"}) {
+    const auto v = judged("GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(v.status, 400) << target;
+    EXPECT_NE(v.why.find("absolute-form"), std::string::npos) << target << ": " << v.why;
+  }
+  for (const char* target : {"http://x/a", "HTTPS://x:8443", "http://x?q=1", "/p://q"})
+    EXPECT_EQ(judged("GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n").status, 0)
+        << target;
+}
+
+TEST(RequestFraming, SplitsAnAbsoluteFormTarget) {
+  struct c {
+    std::string_view target, authority, origin;
+  };
+  for (const auto& [target, authority, origin] :
+       {c{"http://api.example:8080/a/b?c=d", "api.example:8080", "/a/b?c=d"},
+        c{"https://x", "x", "/"}, c{"http://x?q", "x", "/?q"}, c{"/plain?x", "host", "/plain?x"},
+        c{"*", "host", "*"}}) {
+    const std::string head = "OPTIONS " + std::string(target) + " HTTP/1.1\r\nHost: host\r\n\r\n";
+    request_framing req;
+    boost::beast::error_code ec;
+    req.put(boost::asio::buffer(head), ec);
+    ASSERT_FALSE(ec) << target;
+    EXPECT_EQ(request_authority(req.head()), authority) << target;
+    EXPECT_EQ(origin_form(req.head()), origin) << target;
+  }
+}
+
 TEST(HttpHead, AnswersExpectContinueHereOnlyWhenABodyFollows) {
   EXPECT_TRUE(
       judged("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")

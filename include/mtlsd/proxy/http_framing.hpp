@@ -119,7 +119,21 @@ struct request_head_view {
   bool te_trailers = false;              // TE lists "trailers" (the client accepts trailers)
   std::optional<std::uint64_t> content_length;
   std::vector<std::string_view> xfcc, xff;  // the client's X-Forwarded-Client-Cert, -For values
+  // An absolute-form target ("http://host/path?q", RFC 9112 3.2.2): its parts. The request
+  // goes up in origin-form with Host set to `target_authority` (RFC 9112 3.2.2 has a proxy
+  // ignore the client's Host then; Envoy does the same).
+  bool absolute_form = false;
+  std::string_view target_scheme, target_authority;
+  std::string_view target_path;  // path and query; may be empty or start with '?': origin_form()
 };
+
+// The request target as it goes upstream and into the access log: origin-form for an
+// absolute-form target ("/" when its path is empty), else as sent.
+std::string origin_form(const request_head_view& head);
+// The authority the request is for: the absolute-form target's, else the Host field's.
+inline std::string_view request_authority(const request_head_view& head) {
+  return head.absolute_form ? head.target_authority : head.host;
+}
 
 class request_framing final : public detail::framing_base<true> {
  public:
