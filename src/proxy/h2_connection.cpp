@@ -16,6 +16,7 @@ bool connection::open_session() {
 }
 
 void connection::begin_headers(const nghttp2_frame& f) {
+  if (f.hd.type == NGHTTP2_HEADERS) header_block_ = f.hd.stream_id;  // a request's or trailers
   if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
     streams_.emplace(f.hd.stream_id, std::make_shared<stream>(f.hd.stream_id, ex_));
 }
@@ -51,6 +52,7 @@ void connection::header(const nghttp2_frame& f, std::string_view name_in,
 }
 
 void connection::frame_received(const nghttp2_frame& f) {
+  if (f.hd.type == NGHTTP2_HEADERS) header_block_ended(f.hd.stream_id);
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
   if (!s) return;
@@ -96,6 +98,7 @@ void connection::data_chunk(nghttp2_session* session, std::int32_t id, const std
 }
 
 void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) {
+  header_block_ended(id);  // reset with its block unfinished: nghttp2 skips the rest of it
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);

@@ -36,6 +36,9 @@ asio::awaitable<void> connection::reader() {
       local_failure(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
       break;
     }
+    // A header block this read did not finish: its deadline starts (once per block; a block
+    // within one read, the common case, costs nothing).
+    if (header_block_ != 0) env_.clock->start_head();
     if (!nghttp2_session_want_read(session_.get()) || stopping_) break;
   }
   stopping_ = true;

@@ -89,8 +89,8 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
   const std::string_view alpn = alpn_of(tls.native());
   const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
+  s.clock.head_limit = cfg.http.request_headers_timeout;
   if (!h2) {
-    s.clock.head_limit = cfg.http.request_headers_timeout;
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
                         std::move(sink), &s.control);
     if (s.relayed.tls_peer_sending) co_await close_lingering(s);

@@ -1,5 +1,6 @@
 """http.request_headers_timeout: an HTTP/1.1 request head must be whole within this long of its
-first byte (nginx's client_header_timeout; default 60s). Without it a client that sends its head
+first byte (nginx's client_header_timeout; default 60s), and so must an HTTP/2 header block
+(HEADERS, then CONTINUATION frames: while one is open the connection carries nothing else). Without it a client that sends its head
 a byte at a time (slowloris) holds a connection, its upstream connection and a place under
 max_connections for as long as it keeps sending, since every byte moves timeouts.idle on. The
 wait before a head's first byte is the idle timeout's, as before; nothing of an incomplete head
@@ -8,10 +9,13 @@ goes upstream, and no response is sent (as nginx: the client is not listening fo
 from __future__ import annotations
 
 import ssl
+import struct
 import time
 
+from h2_frames import END_HEADERS, HEADERS, _hpack_literal, connect_h2
 from http_upstream import Reader
 from mtlsd_harness import client_context, fmt_addr, open_tls
+from test_http2_limits import wait_request_line
 from test_http_mode import SockConn, http_serve, read_response  # noqa: F401
 
 HEAD_DETAIL = ("request head not complete within 1s of its first byte "
@@ -73,3 +77,63 @@ def test_the_deadline_bounds_each_head_not_the_wait_for_it(http_serve, pki):
             time.sleep(1.5)                                 # idle, longer than the deadline
     assert [r.target for r in rec.requests] == ["/1", "/2"]
     assert up.connection_count() == 1
+
+
+CONTINUATION = 0x9
+
+
+def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream) + payload
+
+
+def test_an_http2_header_block_sent_a_byte_at_a_time_is_cut_at_its_deadline(http_serve, pki):
+    """HEADERS without END_HEADERS, then a CONTINUATION frame whose block fragment comes a byte
+    at a time: the connection ends at the deadline, nothing goes upstream."""
+    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s", "protocols": ["h2"]},
+                                 timeouts={"idle": "30s"})
+    host, port = daemon.addr()
+    client = connect_h2(client_context(pki, "client"), host, port, 5)
+    local = fmt_addr(client.sock.getsockname())
+    block = b"".join(_hpack_literal(k, v) for k, v in (
+        (":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/slow")))
+    rest = _hpack_literal("x-slow", "a" * 100)
+    client.sock.sendall(frame(HEADERS, 0, 1, block)
+                        + frame(CONTINUATION, END_HEADERS, 1, rest)[:9])   # its header only
+    start = time.monotonic()
+    client.sock.settimeout(0.1)
+    for i, byte in enumerate(rest):
+        if time.monotonic() - start > 5:
+            raise AssertionError("still open 5s into a trickled header block")
+        try:
+            client.sock.sendall(bytes([byte]))
+            while client.sock.recv(65536):       # SETTINGS and the like, then the close
+                pass
+            break                                # closed
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            break
+    else:
+        raise AssertionError("the whole header block went through")
+    elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed < 3, elapsed
+    line = daemon.wait_for_access(client=local)
+    assert (line["termination"], line["detail"]) == ("idle_timeout", HEAD_DETAIL), line
+    assert up.total_received() == 0 and rec.requests == []
+
+
+def test_http2_header_blocks_in_pieces_within_the_deadline_are_served(http_serve, pki):
+    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s", "protocols": ["h2"]},
+                                 timeouts={"idle": "30s"})
+    host, port = daemon.addr()
+    client = connect_h2(client_context(pki, "client"), host, port, 5)
+    for sid in (1, 3):
+        block = b"".join(_hpack_literal(k, v) for k, v in (
+            (":method", "GET"), (":scheme", "https"), (":authority", "x"),
+            (":path", f"/{sid}")))
+        client.sock.sendall(frame(HEADERS, 0x1, sid, block))          # END_STREAM, no END_HEADERS
+        time.sleep(0.5)
+        client.sock.sendall(frame(CONTINUATION, END_HEADERS, sid, _hpack_literal("x-a", "b")))
+        wait_request_line(daemon, path=f"/{sid}", status=200)
+        time.sleep(1.5)                                           # idle, longer than the deadline
+    assert [r.target for r in rec.requests] == ["/1", "/3"]
