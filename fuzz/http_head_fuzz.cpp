@@ -6,11 +6,14 @@
 // a status and a reason. A response head is refused only for an unasked-for 101; unfolded it
 // keeps its length and has no fold left; with Connection: close it still parses and says
 // close; the body's framing never claims more bytes than it was given.
+#include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -76,6 +79,19 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   const auto& m = again.p.get();
   fuzz::check(m.method_string() == seen.method_text && m.target() == proxy::origin_form(seen),
               "method kept, target kept or made origin-form");
+  // What reaches the upstream is a plain path (or "*"), in the client's HTTP version, and a
+  // Host of host-name characters only (no "#", "\\", "@", "%" or "," to read another host in).
+  const std::string_view target(m.target().data(), m.target().size());
+  fuzz::check((!target.empty() && target[0] == '/') || target == "*",
+              "the upstream gets origin-form or *");
+  fuzz::check(again.p.get().version() == (seen.version < 11 ? 10 : 11), "the version kept");
+  const auto host = m[http::field::host];
+  fuzz::check(std::all_of(host.begin(), host.end(),
+                          [](char c) {
+                            return std::isalnum(static_cast<unsigned char>(c)) ||
+                                   (c != '\0' && std::strchr(".-_~:[]", c) != nullptr);
+                          }),
+              "a Host of host-name characters");
   // One Host upstream, and the one the access log names: an absolute-form target's authority.
   fuzz::check(
       m.count(http::field::host) == (seen.host_fields > 0 || seen.absolute_form ? 1u : 0u) &&

@@ -80,6 +80,13 @@ void connection::start(stream& s) {
     return refuse(431,
                   "request header list larger than " + std::to_string(http_head_limit) + " bytes");
   if (s.method == "CONNECT") return refuse(405, "CONNECT is not relayed");
+  // nghttp2 wants a :path starting with "/" only when :scheme is http or https: with another
+  // scheme, ":path http://other/x" would reach an HTTP/1.1 upstream as an absolute-form target
+  // naming another host than :authority (RFC 9113 8.3.1 allows only these forms here).
+  if (s.scheme != "http" && s.scheme != "https")
+    return refuse(400, ":scheme is neither http nor https");
+  if (s.path.empty() || (s.path[0] != '/' && !(s.path == "*" && s.method == "OPTIONS")))
+    return refuse(400, ":path is neither a path nor * for OPTIONS");
   if (upstream_->broken()) return refuse(502, "upstream: the h2c connection is gone");
   upstream_->start(streams_.at(s.id));
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <cctype>
 
 #include "mtlsd/proxy/xfcc.hpp"
 
@@ -62,22 +63,29 @@ void response_framing::on_header_impl(error_code& ec) {
 }
 
 // "scheme://authority[/path][?query]": the target's parts, when it is in absolute-form (a
-// scheme, then "://"; CONNECT's authority-form and OPTIONS' "*" have neither). Beast checked
-// the target's characters already.
+// scheme — a letter, then letters, digits, "+", "-" or "." — then "://"; CONNECT's
+// authority-form and OPTIONS' "*" have neither). Beast only kept control characters and
+// spaces out of the target: judge_request checks the parts.
 void split_absolute_form(request_head_view& head) {
   const std::string_view t = head.target;
   const auto colon = t.find("://");
-  if (t.empty() || t[0] == '/' || colon == std::string_view::npos || colon == 0) return;
+  if (colon == std::string_view::npos || colon == 0 ||
+      !std::isalpha(static_cast<unsigned char>(t[0])))
+    return;
+  for (const char c : t.substr(0, colon))
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return;
   head.absolute_form = true;
   head.target_scheme = t.substr(0, colon);
   const std::string_view rest = t.substr(colon + 3);
-  const auto path = rest.find_first_of("/?");
+  const auto path = rest.find_first_of("/?#");
   head.target_authority = rest.substr(0, path);
   head.target_path = path == std::string_view::npos ? std::string_view() : rest.substr(path);
 }
 
 std::string origin_form(const request_head_view& head) {
   if (!head.absolute_form) return std::string(head.target);
+  // RFC 9112 3.2.4: "OPTIONS http://h" asks about the server itself: "*" on the last hop.
+  if (head.target_path.empty() && head.method == http::verb::options) return "*";
   const bool rooted = !head.target_path.empty() && head.target_path[0] == '/';
   return (rooted ? "" : "/") + std::string(head.target_path);
 }

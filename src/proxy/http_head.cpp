@@ -3,12 +3,78 @@
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <cctype>
 #include <cstring>
 
 namespace mtlsd::proxy {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+
+namespace {
+
+// An authority as a Host field or an absolute-form target may carry it (RFC 9110 4.2.1, 7.2),
+// as strictly as nginx reads one: a host that is a bracketed IP literal or a name of letters,
+// digits, ".", "-", "_" and "~" (no percent-encoding, no sub-delimiters: "#", "\", "," or "%"
+// could have the upstream or a check on it read another host), then at most a port of digits.
+bool valid_authority(std::string_view a) {
+  std::string_view host = a, port;
+  bool has_port = false;
+  if (!a.empty() && a[0] == '[') {
+    const auto close = a.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (const char c : a.substr(1, close - 1))
+      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    if (close + 1 < a.size()) {
+      if (a[close + 1] != ':') return false;
+      has_port = true;
+      port = a.substr(close + 2);
+    }
+  } else {
+    if (const auto colon = a.find(':'); colon != std::string_view::npos) {
+      host = a.substr(0, colon);
+      port = a.substr(colon + 1);
+      has_port = true;
+    }
+    if (host.empty()) return false;
+    for (const char c : host)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' &&
+          c != '~')
+        return false;
+  }
+  if (!has_port) return true;
+  if (port.size() > 5) return false;
+  unsigned value = 0;
+  for (const char c : port) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= 65535;
+}
+
+// Why the request's target or Host cannot go up (nullptr: it can). RFC 9112 3.2: a target is
+// origin-form ("/..."), absolute-form, or "*" for OPTIONS (CONNECT's authority-form is refused
+// before); none has a fragment; a Host field's value, when not empty, is an authority.
+const char* target_refusal(const request_head_view& h) {
+  if (h.target.find('#') != std::string_view::npos) return "a fragment in the request target";
+  if (h.absolute_form) {
+    // It goes up in origin-form with its authority as Host: one that names no valid host, or
+    // credentials (RFC 9110 4.2.4), or a scheme mtlsd does not serve, cannot.
+    if (!beast::iequals(h.target_scheme, "http") && !beast::iequals(h.target_scheme, "https"))
+      return "an absolute-form target whose scheme is not http or https";
+    if (h.target_authority.find('@') != std::string_view::npos)
+      return "an absolute-form target with user information";
+    if (!valid_authority(h.target_authority)) return "an absolute-form target without a valid host";
+  } else if (h.target == "*") {
+    if (h.method != http::verb::options) return "the target * in a request other than OPTIONS";
+  } else if (h.target.empty() || h.target[0] != '/') {
+    return "a request target that is neither a path, an absolute URI nor *";
+  }
+  if (h.host_fields > 0 && !h.host.empty() && !valid_authority(h.host)) return "an invalid Host";
+  return nullptr;
+}
+
+}  // namespace
 
 request_head_verdict judge_request(const request_framing& req) {
   const auto& h = req.head();
@@ -51,22 +117,11 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = h.host_fields > 1 ? "more than one Host field" : "no Host field";
     return v;
   }
-  // An absolute-form target goes up in origin-form with its authority as Host: one that names
-  // no host, or credentials (RFC 9110 4.2.4), or a scheme mtlsd does not serve, cannot.
-  if (h.absolute_form) {
-    const char* bad = nullptr;
-    if (!beast::iequals(h.target_scheme, "http") && !beast::iequals(h.target_scheme, "https"))
-      bad = "an absolute-form target whose scheme is not http or https";
-    else if (h.target_authority.empty())
-      bad = "an absolute-form target without a host";
-    else if (h.target_authority.find('@') != std::string_view::npos)
-      bad = "an absolute-form target with user information";
-    if (bad) {
-      v.status = 400;
-      v.reason = "Bad Request";
-      v.why = bad;
-      return v;
-    }
+  if (const char* bad = target_refusal(h)) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = bad;
+    return v;
   }
   v.head = h.method == http::verb::head;
   v.upgrade = h.upgrade;

@@ -196,3 +196,27 @@ def test_trailers_without_a_body_still_go_up(http_serve, pki):
         client.close()
     [req] = [r for r in rec.requests if r.target == "/upload"]
     assert req.chunked and req.body == b"" and req.trailers == [("x-checksum", "abc")], req
+
+
+def test_a_path_that_is_not_a_path_never_reaches_the_upstream(http_serve, pki):
+    """With a :scheme besides http/https nghttp2 lets any :path through: one naming another
+    host than :authority would reach the HTTP/1.1 upstream as an absolute-form target."""
+    daemon, up, rec = http_serve(http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        for scheme, path in (("foo", "http://evil.example/x"), ("https", "http://evil.example/x")):
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [(":method", "GET"), (":scheme", scheme),
+                                           (":authority", "good.example"), (":path", path)],
+                                     end_stream=True)
+            client.bodies[sid] = bytearray()
+            client.flush()
+            client.wait_for(lambda ev: getattr(ev, "stream_id", None) == sid and isinstance(
+                ev, (h2.events.StreamEnded, h2.events.StreamReset)), TIMEOUT)
+            mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+            assert any(isinstance(ev, h2.events.StreamReset) for ev in mine) or \
+                status_of(mine) == 400, (scheme, mine)
+        assert client.response(client.request("/ok"), TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    assert [r.target for r in rec.requests] == ["/ok"]

@@ -70,14 +70,33 @@ TEST(HttpHead, WantsExactlyOneHostInHttp11AndAtMostOneBefore) {
 }
 
 TEST(HttpHead, RefusesAnAbsoluteFormTargetItCannotSendInOriginForm) {
-  for (const char* target : {"ftp://x/a", "http:///a", "http://user:pw@x/a", "HTTP://@x/"}) {
+  for (const char* target : {"ftp://x/a", "http:///a", "http://user:pw@x/a", "HTTP://@x/",
+                             "http://:80/p", "http://good\\evil/p", "http://h%2fevil/p",
+                             "http://h:99999/", "http://h:8x/", "http://[::1/", "http://[zz]/"}) {
     const auto v = judged("GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(v.status, 400) << target;
     EXPECT_NE(v.why.find("absolute-form"), std::string::npos) << target << ": " << v.why;
   }
-  for (const char* target : {"http://x/a", "HTTPS://x:8443", "http://x?q=1", "/p://q"})
+  for (const char* target : {"http://x/a", "HTTPS://x:8443", "http://x?q=1", "/p://q",
+                             "http://[::1]:80/", "http://h:/", "//evil.example/p", "http://a_b~c/"})
     EXPECT_EQ(judged("GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n").status, 0)
         << target;
+}
+
+TEST(HttpHead, RefusesATargetOfNoFormAndAnInvalidHost) {
+  for (const char* target : {"http:/x", "http:x", "http:\\\\evil/x", "evil.example/x", "://x",
+                             "?x://y", "*", "/a#frag", "http://evil.example#.good.example/p"}) {
+    const auto v = judged("GET " + std::string(target) + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    EXPECT_EQ(v.status, 400) << target;
+  }
+  EXPECT_EQ(judged("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").status, 0);
+  for (const char* host : {"a,b", "evil#.good", "h\\x", "h:http", "h%2f", "[::1", ":80"})
+    EXPECT_EQ(judged("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n").status, 400)
+        << host;
+  for (const char* host : {"h", "h.example.:8443", "[2001:db8::1]:443", "10.0.0.1", "a_b"})
+    EXPECT_EQ(judged("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n").status, 0)
+        << host;
+  EXPECT_EQ(judged("GET / HTTP/1.1\r\nHost:\r\n\r\n").status, 0);  // RFC 9112 3.2: allowed
 }
 
 TEST(RequestFraming, SplitsAnAbsoluteFormTarget) {
@@ -86,7 +105,7 @@ TEST(RequestFraming, SplitsAnAbsoluteFormTarget) {
   };
   for (const auto& [target, authority, origin] :
        {c{"http://api.example:8080/a/b?c=d", "api.example:8080", "/a/b?c=d"},
-        c{"https://x", "x", "/"}, c{"http://x?q", "x", "/?q"}, c{"/plain?x", "host", "/plain?x"},
+        c{"https://x", "x", "*"}, c{"http://x?q", "x", "/?q"}, c{"/plain?x", "host", "/plain?x"},
         c{"*", "host", "*"}}) {
     const std::string head = "OPTIONS " + std::string(target) + " HTTP/1.1\r\nHost: host\r\n\r\n";
     request_framing req;
