@@ -21,8 +21,9 @@ namespace mtlsd::proxy {
 
 // The deadline the session's watchdog enforces (each phase sets its own; see session::enter),
 // and how the relay moves it: each pump pushes it forward on activity (by `idle`); the first
-// EOF caps it with the half-close deadline, and an HTTP/1.1 request head still incomplete after
-// its first read caps it with the head's own deadline; activity moves neither.
+// EOF caps it with the half-close deadline, and a request head (HTTP/1.1) or header block
+// (HTTP/2) still incomplete after a read caps it with the head's own deadline; activity moves
+// neither.
 struct idle_deadline {
   using clock = std::chrono::steady_clock;
   clock::duration idle{};        // 0 = no idle timeout
@@ -30,7 +31,7 @@ struct idle_deadline {
   clock::duration head_limit{};  // http.request_headers_timeout; 0 = no limit
   clock::time_point deadline{};  // what the watchdog enforces
   clock::time_point close_by = clock::time_point::max();  // set by the first half-close
-  clock::time_point head_by = clock::time_point::max();   // while a request head is incomplete
+  clock::time_point head_by = clock::time_point::max();   // while a head is incomplete
   bool half_closed = false;
   asio::steady_timer* watchdog = nullptr;  // woken when the deadline moves earlier
 
