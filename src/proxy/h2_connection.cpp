@@ -1,9 +1,15 @@
 // The client's side of an HTTP/2 connection: the nghttp2 server session's handler.
 #include "h2_connection_impl.hpp"
+
+#include <boost/beast/core/string.hpp>
+
 #include "mtlsd/proxy/http_framing.hpp"
+#include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
+
+namespace beast = boost::beast;
 
 bool connection::open_session() {
   const nghttp2_settings_entry settings[] = {
@@ -16,7 +22,6 @@ bool connection::open_session() {
 }
 
 void connection::begin_headers(const nghttp2_frame& f) {
-  if (f.hd.type == NGHTTP2_HEADERS) header_block_ = f.hd.stream_id;  // a request's or trailers
   if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
     streams_.emplace(f.hd.stream_id, std::make_shared<stream>(f.hd.stream_id, ex_));
 }
@@ -52,7 +57,6 @@ void connection::header(const nghttp2_frame& f, std::string_view name_in,
 }
 
 void connection::frame_received(const nghttp2_frame& f) {
-  if (f.hd.type == NGHTTP2_HEADERS) header_block_ended(f.hd.stream_id);
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
   if (!s) return;
@@ -83,10 +87,15 @@ void connection::start(stream& s) {
   // nghttp2 wants a :path starting with "/" only when :scheme is http or https: with another
   // scheme, ":path http://other/x" would reach an HTTP/1.1 upstream as an absolute-form target
   // naming another host than :authority (RFC 9113 8.3.1 allows only these forms here).
-  if (s.scheme != "http" && s.scheme != "https")
+  if (!beast::iequals(s.scheme, "http") && !beast::iequals(s.scheme, "https"))
     return refuse(400, ":scheme is neither http nor https");
   if (s.path.empty() || (s.path[0] != '/' && !(s.path == "*" && s.method == "OPTIONS")))
     return refuse(400, ":path is neither a path nor * for OPTIONS");
+  // The same rules as an HTTP/1.1 request's (judge_request): nghttp2's own checks let "#" into
+  // a path and "@", "%" or "," into an authority, which then goes up as Host.
+  if (s.path.find('#') != std::string::npos) return refuse(400, "a fragment in :path");
+  if (!s.authority.empty() && !valid_authority(s.authority))
+    return refuse(400, "an invalid :authority or Host");
   if (upstream_->broken()) return refuse(502, "upstream: the h2c connection is gone");
   upstream_->start(streams_.at(s.id));
 }
@@ -105,7 +114,6 @@ void connection::data_chunk(nghttp2_session* session, std::int32_t id, const std
 }
 
 void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) {
-  header_block_ended(id);  // reset with its block unfinished: nghttp2 skips the rest of it
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);

@@ -8,6 +8,7 @@
 
 #include "h2_session.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
+#include "mtlsd/proxy/h2_header_blocks.hpp"
 
 namespace mtlsd::proxy::h2 {
 
@@ -41,6 +42,7 @@ class connection final : public downstream, session_handler {
     return open_session();
   }
   long feed(const std::uint8_t* data, std::size_t size) {
+    header_blocks_.feed(data, size);
     const auto rv = nghttp2_session_mem_recv(session_.get(), data, size);
     staging_.clear();
     const int out = collect_output(session_.get(), staging_, SIZE_MAX);
@@ -68,12 +70,6 @@ class connection final : public downstream, session_handler {
   }
   void start(stream& s);
   void report(stream& s, std::uint32_t code);
-  // The header block of stream `id` ended (its HEADERS frame is in, or the stream closed).
-  void header_block_ended(std::int32_t id) {
-    if (header_block_ != id) return;
-    header_block_ = 0;
-    if (env_.clock) env_.clock->end_head(true);
-  }
   void local_failure(std::string why) {
     env_.result->ended_by(relay_end::local);
     if (env_.result->aborted) return;
@@ -103,11 +99,11 @@ class connection final : public downstream, session_handler {
   std::unordered_map<std::int32_t, stream_ptr> streams_;
   write_signal out_;
   asio::steady_timer sweep_timer_;
-  // The stream whose header block (HEADERS, then CONTINUATION frames) has begun and not ended;
-  // 0: none. While one is open no other frame may come on the connection (RFC 9113 6.10), so
-  // one left open across reads starts http.request_headers_timeout for the whole connection,
-  // as an HTTP/1.1 head does (reader()).
-  std::int32_t header_block_ = 0;
+  // Whether the client is inside a header block (HEADERS, then CONTINUATION frames). While it
+  // is, no other frame may come on the connection (RFC 9113 6.10), so one left open across
+  // reads starts http.request_headers_timeout for the whole connection, as an HTTP/1.1 head
+  // does (reader()).
+  header_block_scan header_blocks_;
   std::array<std::uint8_t, 16 * 1024> read_buffer_;
   std::string staging_;
   bool stopping_ = false;

@@ -30,6 +30,7 @@ asio::awaitable<void> connection::reader() {
     }
     env_.result->from_tls += n;
     env_.clock->touch();
+    header_blocks_.feed(read_buffer_.data(), n);
     const auto rv = nghttp2_session_mem_recv(session_.get(), read_buffer_.data(), n);
     out_.signal();
     if (rv < 0) {  // nghttp2 queued a GOAWAY saying why, when it could
@@ -37,8 +38,11 @@ asio::awaitable<void> connection::reader() {
       break;
     }
     // A header block this read did not finish: its deadline starts (once per block; a block
-    // within one read, the common case, costs nothing).
-    if (header_block_ != 0) env_.clock->start_head();
+    // within one read, the common case, costs nothing), and ends with the block.
+    if (header_blocks_.in_header_block())
+      env_.clock->start_head();
+    else
+      env_.clock->end_head(true);
     if (!nghttp2_session_want_read(session_.get()) || stopping_) break;
   }
   stopping_ = true;

@@ -11,12 +11,6 @@ namespace mtlsd::proxy {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-namespace {
-
-// An authority as a Host field or an absolute-form target may carry it (RFC 9110 4.2.1, 7.2),
-// as strictly as nginx reads one: a host that is a bracketed IP literal or a name of letters,
-// digits, ".", "-", "_" and "~" (no percent-encoding, no sub-delimiters: "#", "\", "," or "%"
-// could have the upstream or a check on it read another host), then at most a port of digits.
 bool valid_authority(std::string_view a) {
   std::string_view host = a, port;
   bool has_port = false;
@@ -51,6 +45,8 @@ bool valid_authority(std::string_view a) {
   }
   return value <= 65535;
 }
+
+namespace {
 
 // Why the request's target or Host cannot go up (nullptr: it can). RFC 9112 3.2: a target is
 // origin-form ("/..."), absolute-form, or "*" for OPTIONS (CONNECT's authority-form is refused

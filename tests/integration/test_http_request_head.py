@@ -86,52 +86,70 @@ def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream) + payload
 
 
-def test_an_http2_header_block_sent_a_byte_at_a_time_is_cut_at_its_deadline(http_serve, pki):
-    """HEADERS without END_HEADERS, then a CONTINUATION frame whose block fragment comes a byte
-    at a time: the connection ends at the deadline, nothing goes upstream."""
-    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s", "protocols": ["h2"]},
-                                 timeouts={"idle": "30s"})
-    host, port = daemon.addr()
-    client = connect_h2(client_context(pki, "client"), host, port, 5)
-    local = fmt_addr(client.sock.getsockname())
-    block = b"".join(_hpack_literal(k, v) for k, v in (
-        (":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/slow")))
+def request_block(path: str) -> bytes:
+    return b"".join(_hpack_literal(k, v) for k, v in (
+        (":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", path)))
+
+
+def trickle_block_until_closed(client, stream: int) -> float:
+    """Opens a header block on `stream` (HEADERS without END_HEADERS, then a CONTINUATION frame's
+    header) and sends the CONTINUATION's block fragment a byte at a time, every 0.1 s, until
+    mtlsd closes the connection; returns the seconds that took."""
     rest = _hpack_literal("x-slow", "a" * 100)
-    client.sock.sendall(frame(HEADERS, 0, 1, block)
-                        + frame(CONTINUATION, END_HEADERS, 1, rest)[:9])   # its header only
+    client.sock.sendall(frame(HEADERS, 0, stream, request_block("/slow"))
+                        + frame(CONTINUATION, END_HEADERS, stream, rest)[:9])
     start = time.monotonic()
     client.sock.settimeout(0.1)
-    for i, byte in enumerate(rest):
+    for byte in rest:
         if time.monotonic() - start > 5:
             raise AssertionError("still open 5s into a trickled header block")
         try:
             client.sock.sendall(bytes([byte]))
             while client.sock.recv(65536):       # SETTINGS and the like, then the close
                 pass
-            break                                # closed
+            return time.monotonic() - start      # closed
         except TimeoutError:
             continue
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
-            break
-    else:
-        raise AssertionError("the whole header block went through")
-    elapsed = time.monotonic() - start
+            return time.monotonic() - start
+    raise AssertionError("the whole header block went through")
+
+
+def h2_serve(http_serve, pki):
+    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s", "protocols": ["h2"]},
+                                 timeouts={"idle": "30s"})
+    host, port = daemon.addr()
+    client = connect_h2(client_context(pki, "client"), host, port, 5)
+    return daemon, up, rec, client
+
+
+def test_an_http2_header_block_sent_a_byte_at_a_time_is_cut_at_its_deadline(http_serve, pki):
+    """HEADERS without END_HEADERS, then a CONTINUATION frame whose block fragment comes a byte
+    at a time: the connection ends at the deadline, nothing goes upstream."""
+    daemon, up, rec, client = h2_serve(http_serve, pki)
+    local = fmt_addr(client.sock.getsockname())
+    elapsed = trickle_block_until_closed(client, 1)
     assert 0.9 <= elapsed < 3, elapsed
     line = daemon.wait_for_access(client=local)
     assert (line["termination"], line["detail"]) == ("idle_timeout", HEAD_DETAIL), line
     assert up.total_received() == 0 and rec.requests == []
 
 
+def test_a_header_block_nghttp2_ignores_is_bounded_too(http_serve, pki):
+    """nghttp2 reads a block on a stream id below the last one used to its end without a
+    callback (RFC 9113 5.1.1 makes it unusable): the deadline comes from the frames themselves."""
+    daemon, up, rec, client = h2_serve(http_serve, pki)
+    client.sock.sendall(frame(HEADERS, 0x1 | END_HEADERS, 3, request_block("/3")))
+    wait_request_line(daemon, path="/3", status=200)
+    elapsed = trickle_block_until_closed(client, 1)
+    assert 0.9 <= elapsed < 3, elapsed
+    assert [r.target for r in rec.requests] == ["/3"]
+
+
 def test_http2_header_blocks_in_pieces_within_the_deadline_are_served(http_serve, pki):
-    daemon, up, rec = http_serve(http={"request_headers_timeout": "1s", "protocols": ["h2"]},
-                                 timeouts={"idle": "30s"})
-    host, port = daemon.addr()
-    client = connect_h2(client_context(pki, "client"), host, port, 5)
+    daemon, up, rec, client = h2_serve(http_serve, pki)
     for sid in (1, 3):
-        block = b"".join(_hpack_literal(k, v) for k, v in (
-            (":method", "GET"), (":scheme", "https"), (":authority", "x"),
-            (":path", f"/{sid}")))
-        client.sock.sendall(frame(HEADERS, 0x1, sid, block))          # END_STREAM, no END_HEADERS
+        client.sock.sendall(frame(HEADERS, 0x1, sid, request_block(f"/{sid}")))  # END_STREAM
         time.sleep(0.5)
         client.sock.sendall(frame(CONTINUATION, END_HEADERS, sid, _hpack_literal("x-a", "b")))
         wait_request_line(daemon, path=f"/{sid}", status=200)

@@ -30,6 +30,13 @@ struct request_head_verdict {
 // drops it); in an HTTP/1.0 request it is ignored (RFC 9110 10.1.1).
 request_head_verdict judge_request(const request_framing& req);
 
+// An authority as a Host field, an absolute-form target or HTTP/2's :authority may carry it
+// (RFC 9110 4.2.1, 7.2), read more strictly than nginx reads one: a host that is a bracketed IP
+// literal (no zone identifier) or a name of letters, digits, ".", "-", "_" and "~" (no
+// percent-encoding or sub-delimiters: with "#", "\", "@", "," or "%" an upstream, or a check
+// on the name, could read another host), then at most a port of digits up to 65535.
+bool valid_authority(std::string_view authority);
+
 // Why the upstream failed, when a response must not be forwarded at all (a 101 to a request that
 // asked for no upgrade); "" to forward it. Transfer-Encoding next to Content-Length is refused
 // by the parser (response_framing, RFC 9112 6.3).
