@@ -37,6 +37,12 @@ class http_connection {
   // progress is reported.
   ~http_connection() {
     watch_->owner = nullptr;  // a watch's completion may still be queued: it finds no one
+    // Cut by the watchdog with a head still coming: that request gets its line and its count
+    // too (no response: code class "none").
+    if (!current_ && clock_.past_head_by()) {
+      begin_unparsed_report(clock_.head_by - clock_.head_limit);
+      current_->detail = "request head not complete in time (http.request_headers_timeout)";
+    }
     report();
   }
 
@@ -114,9 +120,21 @@ class http_connection {
     r.started = std::chrono::steady_clock::now();
     r.started_at = std::chrono::system_clock::now();
   }
+  // A request refused or cut before its head parsed (malformed, too large, not whole in time):
+  // its outcome is all there is to report.
+  void begin_unparsed_report(std::chrono::steady_clock::time_point started) {
+    report();
+    auto& r = current_.emplace();
+    r.stream_id = ++requests_;
+    r.started = started;
+    r.started_at = std::chrono::system_clock::now() -
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       std::chrono::steady_clock::now() - started);
+  }
   void report() {
     if (!current_) return;
-    if (result_.aborted && current_->status == 0) current_->detail = result_.error;
+    if (result_.aborted && current_->status == 0 && current_->detail.empty())
+      current_->detail = result_.error;
     if (sink_) sink_(*current_);
     current_.reset();
   }

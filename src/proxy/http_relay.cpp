@@ -28,6 +28,9 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
   // it may still be coming: the session closes by lingering, or the client's upload would be
   // reset before it reads why.
   result_.tls_peer_sending = true;
+  // The request's line says why too, and a head that never parsed gets one (and its count).
+  if (!current_) begin_unparsed_report(std::chrono::steady_clock::now());
+  current_->detail = why;
   fail(std::move(why));
   set_status(status);
   const std::string response = simple_response(status, reason, reason);

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7
+DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 
 
@@ -22,6 +22,11 @@ class Frame:
     flags: int
     stream: int
     payload: bytes
+
+
+def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags,
+                                                             stream) + payload
 
 
 def _hpack_literal(name: str, value: str) -> bytes:
@@ -36,10 +41,7 @@ class H2Client:
         self.sock = sock
         self.sock.sendall(PREFACE + self._frame(SETTINGS, 0, 0, b""))
 
-    @staticmethod
-    def _frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags,
-                                                                 stream) + payload
+    _frame = staticmethod(frame)
 
     def get(self, stream: int, authority: str, path: str) -> None:
         block = b"".join(_hpack_literal(k, v) for k, v in (

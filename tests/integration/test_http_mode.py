@@ -416,6 +416,11 @@ def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, reques
     assert line["result"] == "accepted"      # admitted by TLS; the HTTP request was refused
     assert line["detail"], line
     assert up.total_received() == 0 and rec.requests == []
+    # The request has its own line saying why, and is counted, parsed or not.
+    request = daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("client") == local)
+    assert request["status"] == 400 and request["detail"] == line["detail"], request
+    assert daemon.scrape().get("mtlsd_http_requests_total", listener="inbound",
+                               protocol="HTTP/1.1", code_class="4xx") == 1
 
 
 def test_an_absolute_form_target_goes_up_in_origin_form_with_its_authority(http_serve, pki):

@@ -188,8 +188,8 @@ struct http_options {
   bool x_forwarded_proto = true;        // set "https", dropping the client's (false: as received)
   int max_concurrent_streams = 100;     // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
   duration stream_idle_timeout = 5min;  // an HTTP/2 stream with no frames for this long is reset
-  // An HTTP/1.1 request head must be whole this long after its first byte (nginx's
-  // client_header_timeout); 0 = no limit.
+  // An HTTP/1.1 request head, or an HTTP/2 header block, must be whole this long after its
+  // first byte (nginx's client_header_timeout); 0 = no limit.
   duration request_headers_timeout = 60s;
   bool offers(std::string_view protocol) const {
     return std::find(protocols.begin(), protocols.end(), protocol) != protocols.end();

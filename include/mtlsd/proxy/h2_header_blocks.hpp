@@ -18,10 +18,9 @@ class header_block_scan {
  public:
   // The next bytes the client sent, the connection preface first.
   void feed(const std::uint8_t* data, std::size_t size);
-  // Inside a header block: a frame of one is incomplete, or one without END_HEADERS has ended
-  // and the CONTINUATION that ends the block has not.
-  // The frame header of one counts too, once its type is in (a HEADERS frame's nine bytes sent
-  // one at a time).
+  // Inside a header block: a frame of one is incomplete (its nine-byte frame header too, once
+  // its type is in), or one without END_HEADERS has ended and the CONTINUATION that ends the
+  // block has not.
   bool in_header_block() const {
     return block_open_ || (payload_left_ > 0 && block_frame_) ||
            (header_have_ > type_offset && opens_block(header_[type_offset]));
