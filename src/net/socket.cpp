@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mtlsd/net/read_drain.hpp"
+
 namespace mtlsd::net {
 namespace {
 
@@ -61,9 +63,12 @@ void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
 }
 
 bool nothing_to_read(stream_socket& s) {
+  if (known_drained(s)) return true;
   char byte;
   const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  const int err = errno;
+  note_read(s, 1, n, err);
+  return n < 0 && (err == EAGAIN || err == EWOULDBLOCK);
 }
 
 std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a) {

@@ -15,6 +15,8 @@
 #include <string>
 #include <tuple>
 
+#include "mtlsd/net/edge_wait.hpp"
+#include "mtlsd/net/read_drain.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
@@ -65,9 +67,27 @@ class plain_side {
  public:
   explicit plain_side(stream_socket& sock) : sock_(sock) {}
 
-  // Asio's own awaitable (error and size as a tuple): no coroutine frame of ours per read.
-  auto read_some(asio::mutable_buffer b) {
-    return sock_.async_read_some(b, as_tuple(use_awaitable));
+  // A recv of our own rather than Asio's read, so that net::note_read follows it at once (a
+  // read's completion runs only after the reactor may have polled again). Known empty — the last
+  // response read emptied it, or the watch's look found it so — it waits for the edge first,
+  // rather than trying a read that cannot succeed yet (the request has only just gone up).
+  asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+    bool wait = net::known_drained(sock_);
+    for (;;) {
+      if (wait) {
+        auto [wec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
+                                                      as_tuple(use_awaitable));
+        if (wec) co_return std::tuple{wec, std::size_t{0}};
+      }
+      const ssize_t n = ::recv(sock_.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
+      const int err = errno;
+      net::note_read(sock_, b.size(), n, err);
+      if (n > 0) co_return std::tuple{error_code{}, static_cast<std::size_t>(n)};
+      if (n == 0) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
+      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+        co_return std::tuple{error_code(err, boost::system::system_category()), std::size_t{0}};
+      wait = err != EINTR;  // empty now, and no yield since: the edge-wait's precondition
+    }
   }
   // A whole write. Tried at once first: the socket almost always has room for a request head,
   // and a send that succeeds inside Asio's async_write is still queued as a completion: a trip

@@ -168,6 +168,7 @@ class http_connection {
   std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
   bool watching_ = false;        // a watch is queued (until its completion, aborted or not, runs)
   bool upstream_spoke_ = false;  // it completed: the upstream became readable while idle
+  bool drain_tracked_ = false;   // net::track_read_drain(plain_) done (once per connection)
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely

@@ -6,6 +6,7 @@
 #include <boost/asio/this_coro.hpp>
 
 #include "mtlsd/net/edge_wait.hpp"
+#include "mtlsd/net/read_drain.hpp"
 #include "mtlsd/net/socket.hpp"
 
 namespace mtlsd::proxy {
@@ -79,16 +80,17 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
   co_return ec;
 }
 
-// Looks first (one recv that peeks): the response before was read without finding the socket
-// empty, and a FIN that came with its last bytes raises no edge of its own. Found empty, the
-// socket raises an edge for whatever comes next, so the wait is the epoll_ctl-free one
-// (net/edge_wait.hpp). No yield between the two keeps that wait's precondition.
+// Looks first: the response before may have ended with a FIN that raised no edge of its own
+// (nothing_to_read: one recv that peeks, none when net/read_drain.hpp knows the socket is
+// empty). Found empty, the socket raises an edge for whatever comes next, so the wait is the
+// epoll_ctl-free one (net/edge_wait.hpp). No yield between the two keeps that wait's
+// precondition.
 //
-// The watch is left queued when the request comes: the response's read then queues behind it,
-// so Asio does not first try a read that cannot succeed yet (the request has only just gone
-// up): the response's event completes the watch (ignored, the connection is not idle) and the
-// read together. That try was an EAGAIN recv on most requests.
+// The watch is left queued when the request comes: the response's wait then queues behind it
+// (plain_side::read_some), and the response's event completes the watch (ignored, the connection
+// is not idle) and that wait together.
 bool http_connection::watch_upstream() {
+  if (!drain_tracked_) drain_tracked_ = net::track_read_drain(plain_);
   if (!net::nothing_to_read(plain_)) return false;  // bytes, EOF or an error
   watching_ = true;
   net::async_wait_drained(plain_, stream_socket::wait_read,

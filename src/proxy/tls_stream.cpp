@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "mtlsd/net/edge_wait.hpp"
+#include "mtlsd/net/read_drain.hpp"
 
 namespace mtlsd::proxy {
 
@@ -124,6 +125,9 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
   sock_.non_blocking(true);
   SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
+  BIO* bio = SSL_get_rbio(ssl_.get());  // one socket BIO, both directions
+  BIO_set_callback_arg(bio, reinterpret_cast<char*>(&sock_));
+  BIO_set_callback_ex(bio, &tls_stream::on_socket_io);
   if (server)
     SSL_set_accept_state(ssl_.get());
   else
@@ -163,11 +167,34 @@ tls_stream::attempt tls_stream::step(Op op) {
   }
 }
 
+long tls_stream::on_socket_io(BIO* bio, int oper, const char*, std::size_t len, int, long, int ret,
+                              std::size_t* processed) {
+  if (oper != (BIO_CB_READ | BIO_CB_RETURN)) return ret;
+  const int err = errno;  // SSL_get_error reads it after us
+  auto* sock = reinterpret_cast<stream_socket*>(BIO_get_callback_arg(bio));
+  net::note_read(*sock, len, ret > 0 ? static_cast<ssize_t>(*processed) : (ret < 0 ? -1 : 0), err);
+  errno = err;
+  return ret;
+}
+
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL
 // asks for it (or returning would_block where the caller does its own waiting).
 template <class Op>
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input,
-                                                                      bool wait_for_output) {
+                                                                      bool wait_for_output,
+                                                                      bool wait_if_drained) {
+  if (wait_if_drained) {
+    // Nothing buffered here and nothing in the socket (net/read_drain.hpp): a read now would
+    // only fail with EAGAIN (an HTTP client's next request, after the response). Wait first.
+    // Tracked from the connection's first read on (one epoll_ctl).
+    if (!drain_tracked_) {
+      drain_tracked_ = net::track_read_drain(sock_);
+    } else if (!has_pending() && net::known_drained(sock_)) {
+      auto [ec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
+                                                   as_tuple(use_awaitable));
+      if (ec) co_return std::pair{ec, std::size_t{0}};
+    }
+  }
   for (;;) {
     const attempt a = step(op);
     if (a.wants == want::nothing) co_return std::pair{a.ec, a.n};
@@ -200,7 +227,8 @@ asio::awaitable<error_code> tls_stream::handshake() {
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::read_some(
     asio::mutable_buffer buf) {
   return drive(
-      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
+      [this, buf](std::size_t& n) { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); },
+      true, true, true);
 }
 
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::try_read_some(

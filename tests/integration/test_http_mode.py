@@ -849,6 +849,30 @@ def test_a_pipelined_request_never_goes_to_an_upstream_that_closed(http_serve, p
     assert "pipelined request" in line["detail"], line
 
 
+def test_a_client_closing_with_its_last_request_gets_the_answer_then_the_close(http_serve, pki):
+    """A keep-alive client sends its last request and its FIN together (no close_notify). mtlsd
+    reads the request without finding the socket empty, and no edge is raised for a FIN already
+    there: it must still see the FIN once the answer is out, and close at once rather than at
+    the idle timeout (5 minutes)."""
+    daemon, _, rec = http_serve(lambda req: response(200, req.target.encode()))
+    with open_tls(daemon.addr(), client_context(pki, "client"), timeout=5.0) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[::2] == (200, b"/1")
+        # Corked: the request's record and the FIN leave in one segment. socket.socket's
+        # shutdown, not SSLSocket's: that one would drop the TLS state the answer needs.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        sock.sendall(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert read_response(reader)[::2] == (200, b"/2")
+        assert read_response(reader) is None  # the close, within the socket's 5 s
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "client_close", line
+    assert [r.target for r in rec.requests] == ["/1", "/2"]
+
+
 def test_an_empty_line_after_a_response_is_forgiven(http_serve, pki):
     """A CRLF after a response's end is a common slip and harmless: the connection goes on,
     where any other byte there ends it."""

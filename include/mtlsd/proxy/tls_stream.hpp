@@ -64,12 +64,17 @@ class tls_stream {
   attempt step(Op op);
   template <class Op>
   asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
-                                                            bool wait_for_output = true);
+                                                            bool wait_for_output = true,
+                                                            bool wait_if_drained = false);
+  // The socket BIO's callback: tells net::note_read what each read of the socket got.
+  static long on_socket_io(BIO* bio, int oper, const char* data, std::size_t len, int argi,
+                           long argl, int ret, std::size_t* processed);
 
   stream_socket& sock_;
   tls::ssl_ptr ssl_;
   int failure_reason_ = 0;
   std::string failure_detail_;
+  bool drain_tracked_ = false;  // net::track_read_drain succeeded: read_some may skip a read
 };
 
 // What the operations above return when OpenSSL reports a TLS protocol failure (a malformed
