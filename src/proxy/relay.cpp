@@ -8,9 +8,11 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <tuple>
 
 #include "mtlsd/net/edge_wait.hpp"
+#include "mtlsd/net/read_drain.hpp"
 #include "mtlsd/proxy/buffer_pool.hpp"
 
 namespace mtlsd::proxy {
@@ -234,6 +236,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   // and hold the worker thread for as long as the peer keeps the record unfinished.
   bool wait_for_socket = !st.tls.has_pending();
   bool drained = false;  // the last read would block: the cheaper wait applies (net/edge_wait)
+  int emptied = 0;       // reads that would block: the second starts tracking (below)
   for (;;) {
     if (stop_if_cancelled(st, cs)) co_return;
     // Wait without a buffer: an idle connection holds none.
@@ -257,6 +260,10 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
         wait_for_socket = true;
         drained = wants == tls_stream::want::read;
         turn_used = false;
+        // A connection that comes back for more: from now on a read that empties the socket is
+        // known to (net/read_drain.hpp; one epoll_ctl), and the read that would block is not
+        // made. Not on the first: a connection used once would only pay for it.
+        if (drained && ++emptied == 2) net::track_read_drain(st.tls_socket);
         break;
       }
       wait_for_socket = !st.tls.has_pending();
@@ -275,6 +282,11 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (now == written_now::failed) co_return;
       if (now == written_now::wait && !co_await write_plain(st, rest, left)) co_return;
       st.r.from_tls += n;
+      if (wait_for_socket && net::known_drained(st.tls_socket)) {
+        drained = true;  // that read emptied the socket, and nothing came since
+        turn_used = false;
+        break;
+      }
     }
     if (turn_used) {
       co_await yield_turn();
@@ -288,6 +300,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
   const auto cs = co_await asio::this_coro::cancellation_state;
   bool drained = false;    // the last read would block: the cheaper wait applies (net/edge_wait)
   bool turn_used = false;  // the last turn read reads_per_turn times: read on after a yield
+  int emptied = 0;         // reads that would block: the second starts tracking (as above)
   for (;;) {
     if (stop_if_cancelled(st, cs)) co_return;
     if (turn_used) {
@@ -307,9 +320,14 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
     for (int turn = 0; turn < reads_per_turn; ++turn) {
       error_code ec;
       std::size_t n = st.plain.read_some(buf.buffer(), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      const bool would_block = ec == asio::error::would_block || ec == asio::error::try_again;
+      net::note_read(st.plain, buf.buffer().size(),
+                     ec ? (ec == asio::error::eof ? 0 : -1) : static_cast<ssize_t>(n),
+                     would_block ? EAGAIN : 0);
+      if (would_block) {
         drained = true;
         turn_used = false;
+        if (++emptied == 2) net::track_read_drain(st.plain);
         break;
       }
       if (ec == asio::error::eof) {
@@ -328,6 +346,11 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (now == written_now::failed) co_return;
       if (now == written_now::wait && !co_await write_tls(st, buf.data(), n)) co_return;
       st.r.from_plain += n;
+      if (net::known_drained(st.plain)) {
+        drained = true;  // that read emptied the socket, and nothing came since
+        turn_used = false;
+        break;
+      }
     }
   }
 }

@@ -73,6 +73,58 @@ def test_upstream_half_close_lets_client_keep_sending(serve, pki):
     assert bytes(conn.received) == b"late data"
 
 
+def read_exactly(sock, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"EOF after {data!r}"
+        data += chunk
+    return data
+
+
+def test_a_client_fin_with_its_last_bytes_still_ends_the_relay(serve, pki):
+    """After a few exchanges a read that empties the socket is known to (net/read_drain.hpp), and
+    the read that would only find it empty is skipped. A FIN that came with the last bytes
+    raises no edge of its own: the relay must still pass it on (the echo upstream then closes
+    too) rather than wait for more until the idle timeout."""
+    daemon, up = serve()  # echo; half-closes back at EOF
+    with open_tls(daemon.addr(), client_context(pki, "client"), timeout=5.0) as sock:
+        for word in (b"one\n", b"two\n", b"three\n"):
+            sock.sendall(word)
+            assert read_exactly(sock, len(word)) == word
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        sock.sendall(b"four\n")
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # a FIN without close_notify
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert read_exactly(sock, 5) == b"four\n"
+        assert sock.recv(16) == b""  # the upstream's close, within the socket's 5 s
+    conn = up.wait_for_connections(1)[0]
+    assert conn.eof.wait(5) and bytes(conn.received) == b"one\ntwo\nthree\nfour\n"
+
+
+def test_an_upstream_fin_with_its_last_bytes_still_ends_the_relay(serve, pki):
+    """The same for the upstream: its fourth answer and its FIN leave in one segment."""
+    def answer_four_then_close(conn):
+        for n in range(4):
+            data = b""
+            while not data.endswith(b"\n"):
+                data += conn.recv()
+            if n == 3:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                conn.sendall(b"answer " + data)
+                conn.shutdown_write()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            else:
+                conn.sendall(b"answer " + data)
+        conn.recv_until_eof()
+    daemon, up = serve(answer_four_then_close)
+    with open_tls(daemon.addr(), client_context(pki, "client"), timeout=5.0) as sock:
+        for word in (b"one\n", b"two\n", b"three\n", b"four\n"):
+            sock.sendall(word)
+            assert read_exactly(sock, 7 + len(word)) == b"answer " + word
+        assert sock.recv(16) == b""  # close_notify, within the socket's 5 s
+
+
 def test_upstream_down_then_back(serve, make_upstream, pki):
     port = free_port()
     daemon, _ = serve(upstream=f"127.0.0.1:{port}", timeouts={"connect": "2s"})
