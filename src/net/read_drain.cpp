@@ -54,14 +54,16 @@ bool tracked(const state* d) {
   return d && (d->*member(registered_events_tag{}) & EPOLLRDHUP) != 0;
 }
 
-// The last report named a FIN, a hang-up or an error. Only a C-style cast converts to a private
-// base ([expr.cast]); reinterpret_cast would not adjust the pointer if the layout ever needed it.
+// The last report named a FIN, a hang-up, an error, or TCP urgent data (EPOLLPRI, reported until
+// the urgent mark is read past: a read stops short at the mark with bytes still behind it). Only a
+// C-style cast converts to a private base ([expr.cast]); reinterpret_cast would not adjust the
+// pointer if the layout ever needed it.
 bool last_report_ends(const state* d) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wold-style-cast"
   const auto* base = (const ad::scheduler_operation*)d;
 #pragma GCC diagnostic pop
-  return (base->*member(task_result_tag{}) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  return (base->*member(task_result_tag{}) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) != 0;
 }
 
 }  // namespace

@@ -63,7 +63,6 @@ void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
 }
 
 bool nothing_to_read(stream_socket& s) {
-  if (known_drained(s)) return true;
   char byte;
   const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   const int err = errno;

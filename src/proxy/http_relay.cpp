@@ -81,17 +81,19 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
 }
 
 // Looks first: the response before may have ended with a FIN that raised no edge of its own
-// (nothing_to_read: one recv that peeks, none when net/read_drain.hpp knows the socket is
-// empty). Found empty, the socket raises an edge for whatever comes next, so the wait is the
-// epoll_ctl-free one (net/edge_wait.hpp). No yield between the two keeps that wait's
-// precondition.
+// (nothing_to_read: one recv that peeks). Found empty, the socket raises an edge for whatever
+// comes next, so the wait is the epoll_ctl-free one (net/edge_wait.hpp). No yield between the two
+// keeps that wait's precondition. No look at all when the socket is known drained
+// (net/read_drain.hpp): a FIN that came with the last bytes may still be there, but then epoll has
+// yet to report it, and the report completes the watch.
 //
 // The watch is left queued when the request comes: the response's wait then queues behind it
 // (plain_side::read_some), and the response's event completes the watch (ignored, the connection
 // is not idle) and that wait together.
 bool http_connection::watch_upstream() {
   if (!drain_tracked_) drain_tracked_ = net::track_read_drain(plain_);
-  if (!net::nothing_to_read(plain_)) return false;  // bytes, EOF or an error
+  if (!net::known_drained(plain_) && !net::nothing_to_read(plain_))
+    return false;  // bytes, EOF or an error
   watching_ = true;
   net::async_wait_drained(plain_, stream_socket::wait_read,
                           [cell = watch_, watch = ++watch_->watch](const error_code& ec) {

@@ -873,6 +873,41 @@ def test_a_client_closing_with_its_last_request_gets_the_answer_then_the_close(h
     assert [r.target for r in rec.requests] == ["/1", "/2"]
 
 
+@pytest.mark.parametrize("delay_us", [0, 200, 400, 600, 800])
+@pytest.mark.parametrize("size", [20_000, 60_000])
+def test_a_pipelined_request_never_goes_up_behind_a_fin_not_yet_reported(http_serve, pki, size,
+                                                                          delay_us):
+    """As above, but the response's last bytes and the FIN come a moment after the rest: the read
+    that takes them can come before epoll reports the FIN, so the socket's read mark says
+    nothing of it yet. The pipelined request must still see the close (a peek), where a wait
+    would be woken by the report (review of 04ea38c: 502s in 7 of 18 runs). Timing decides
+    whether a run meets that window; the delays spread over it."""
+    raw = response(200, b"x" * size)
+    def answer_then_tail_and_fin(conn):
+        read_request(Reader(conn))
+        conn.sendall(raw[:-10])
+        until = time.perf_counter() + delay_us / 1e6
+        while time.perf_counter() < until:  # a spin: sleep's granularity is too coarse here
+            pass
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        conn.sendall(raw[-10:])
+        conn.shutdown_write()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        conn.recv_until_eof()
+    daemon, up, _ = http_serve(handler=answer_then_tail_and_fin)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = read_response(reader)
+        assert (status, len(body)) == (200, size)
+        assert read_response(reader) is None  # the close, not a 502 for /two
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "upstream_close", line
+    assert "pipelined request" in line["detail"], line
+
+
 def test_an_empty_line_after_a_response_is_forgiven(http_serve, pki):
     """A CRLF after a response's end is a common slip and harmless: the connection goes on,
     where any other byte there ends it."""

@@ -16,8 +16,10 @@
 //
 // Precondition, which the caller keeps: its last read on the socket found it empty (EAGAIN, or
 // OpenSSL's WANT_READ from a socket BIO) — for a write wait, its last write would block — AND it
-// has not yielded to the event loop since. A short read is not enough: a FIN queued with the
-// last bytes raises no edge of its own, and the wait would sleep until the idle timeout. The
+// has not yielded to the event loop since; or, for a read wait, net::known_drained says so
+// (net/read_drain.hpp, which also covers a yield since). A short read alone is not enough: a FIN
+// queued with the last bytes raises no edge of its own, and the wait would sleep until the idle
+// timeout. The
 // worker's io_context runs on one thread, so no epoll_wait can consume the edge of data that
 // came after that read before this wait is queued: the edge is still to be reported. A caller that
 // yielded in between (a write that waited, a turn through the scheduler), or that stopped reading

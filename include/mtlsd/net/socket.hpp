@@ -28,8 +28,8 @@ std::string format_endpoint(const stream_endpoint& ep);
 void set_nodelay(stream_socket& s, const stream_endpoint& either_end);
 
 // Whether the socket has nothing to read: no bytes and no close or error (one non-blocking
-// peek, none when net::known_drained knows already). A kept-alive upstream connection that is not silent before a request goes out closed,
-// or sent what no request asked for.
+// peek; an EAGAIN is told to net::note_read). A kept-alive upstream connection that is not silent
+// before a request goes out closed, or sent what no request asked for.
 bool nothing_to_read(stream_socket& s);
 
 // The endpoint for a literal address: an IP literal or a unix path. Hostnames need resolving
