@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <tuple>
+#include <utility>
 
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
@@ -235,8 +236,11 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   // incomplete record: its rest must be waited for, or this loop would spin without yielding
   // and hold the worker thread for as long as the peer keeps the record unfinished.
   bool wait_for_socket = !st.tls.has_pending();
-  bool drained = false;  // the last read would block: the cheaper wait applies (net/edge_wait)
-  int emptied = 0;       // reads that would block: the second starts tracking (below)
+  // The cheaper wait applies (net/edge_wait): the last read would block (WANT_READ), or the
+  // socket is known drained (net/read_drain).
+  bool drained = false;
+  bool blocked_once = false;  // a read would block before: the next such starts tracking (below)
+  bool track_tried = false;
   for (;;) {
     if (stop_if_cancelled(st, cs)) co_return;
     // Wait without a buffer: an idle connection holds none.
@@ -263,7 +267,8 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
         // A connection that comes back for more: from now on a read that empties the socket is
         // known to (net/read_drain.hpp; one epoll_ctl), and the read that would block is not
         // made. Not on the first: a connection used once would only pay for it.
-        if (drained && ++emptied == 2) net::track_read_drain(st.tls_socket);
+        if (drained && std::exchange(blocked_once, true) && !std::exchange(track_tried, true))
+          net::track_read_drain(st.tls_socket);
         break;
       }
       wait_for_socket = !st.tls.has_pending();
@@ -282,8 +287,11 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (now == written_now::failed) co_return;
       if (now == written_now::wait && !co_await write_plain(st, rest, left)) co_return;
       st.r.from_tls += n;
-      if (wait_for_socket && net::known_drained(st.tls_socket)) {
-        drained = true;  // that read emptied the socket, and nothing came since
+      // Looked at again: the write may have yielded. A read since epoll's last report emptied
+      // the socket: a wait queued now wakes for whatever came (net/read_drain.hpp).
+      if (!st.tls.has_pending() && net::known_drained(st.tls_socket)) {
+        drained = true;
+        wait_for_socket = true;
         turn_used = false;
         break;
       }
@@ -298,9 +306,11 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
 asio::awaitable<void> plain_to_tls(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
   const auto cs = co_await asio::this_coro::cancellation_state;
-  bool drained = false;    // the last read would block: the cheaper wait applies (net/edge_wait)
+  // The cheaper wait applies (net/edge_wait): the last read would block, or the socket is known
+  // drained (net/read_drain).
+  bool drained = false;
   bool turn_used = false;  // the last turn read reads_per_turn times: read on after a yield
-  int emptied = 0;         // reads that would block: the second starts tracking (as above)
+  bool blocked_once = false, track_tried = false;  // as in tls_to_plain
   for (;;) {
     if (stop_if_cancelled(st, cs)) co_return;
     if (turn_used) {
@@ -327,7 +337,8 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (would_block) {
         drained = true;
         turn_used = false;
-        if (++emptied == 2) net::track_read_drain(st.plain);
+        if (std::exchange(blocked_once, true) && !std::exchange(track_tried, true))
+          net::track_read_drain(st.plain);
         break;
       }
       if (ec == asio::error::eof) {
@@ -347,7 +358,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (now == written_now::wait && !co_await write_tls(st, buf.data(), n)) co_return;
       st.r.from_plain += n;
       if (net::known_drained(st.plain)) {
-        drained = true;  // that read emptied the socket, and nothing came since
+        drained = true;  // as in tls_to_plain
         turn_used = false;
         break;
       }
