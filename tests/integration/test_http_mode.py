@@ -723,6 +723,14 @@ def test_upstream_closing_idle_keep_alive_closes_the_client(http_serve, pki):
 
 
 
+def send_with_fin(conn, data: bytes) -> None:
+    """The upstream sends `data` and its FIN in one segment (corked)."""
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    conn.sendall(data)
+    conn.shutdown_write()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+
+
 def request_line_out(daemon, client: str, path: str) -> None:
     """Waits for mtlsd's "request" line of `path` on `client`'s connection: the exchange is
     over and the connection idle."""
@@ -828,12 +836,9 @@ def test_a_pipelined_request_never_goes_to_an_upstream_that_closed(http_serve, p
     retry."""
     def answer_and_close(conn):
         read_request(Reader(conn))
-        # Corked: the answer and the FIN leave together, so the close is there to be seen
-        # when mtlsd turns to the second request.
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        conn.sendall(response(200, b"reply-1"))
-        conn.shutdown_write()
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        # The answer and the FIN together, so the close is there to be seen when mtlsd turns to
+        # the second request.
+        send_with_fin(conn, response(200, b"reply-1"))
     daemon, up, _ = http_serve(handler=answer_and_close)
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
         local = fmt_addr(sock.getsockname())
@@ -877,9 +882,9 @@ def test_a_client_closing_with_its_last_request_gets_the_answer_then_the_close(h
 @pytest.mark.parametrize("size", [20_000, 60_000])
 def test_a_pipelined_request_never_goes_up_behind_a_fin_not_yet_reported(http_serve, pki, size,
                                                                           delay_us):
-    """As above, but the response's last bytes and the FIN come a moment after the rest: the read
-    that takes them can come before epoll reports the FIN, so the socket's read mark says
-    nothing of it yet. The pipelined request must still see the close (a peek), where a wait
+    """As test_a_pipelined_request_never_goes_to_an_upstream_that_closed, but the response's last
+    bytes and the FIN come a moment after the rest: the read that takes them can come before
+    epoll reports the FIN, so the socket's read mark says nothing of it yet. The pipelined request must still see the close (a peek), where a wait
     would be woken by the report (review of 04ea38c: 502s in 7 of 18 runs). Timing decides
     whether a run meets that window; the delays spread over it."""
     raw = response(200, b"x" * size)
@@ -889,10 +894,7 @@ def test_a_pipelined_request_never_goes_up_behind_a_fin_not_yet_reported(http_se
         until = time.perf_counter() + delay_us / 1e6
         while time.perf_counter() < until:  # a spin: sleep's granularity is too coarse here
             pass
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        conn.sendall(raw[-10:])
-        conn.shutdown_write()
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        send_with_fin(conn, raw[-10:])
         conn.recv_until_eof()
     daemon, up, _ = http_serve(handler=answer_then_tail_and_fin)
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
