@@ -68,9 +68,10 @@ class plain_side {
   explicit plain_side(stream_socket& sock) : sock_(sock) {}
 
   // A recv of our own rather than Asio's read, so that net::note_read follows it at once (a
-  // read's completion runs only after the reactor may have polled again). Known empty — the last
-  // response read emptied it, or the watch's look found it so — it waits for the edge first,
-  // rather than trying a read that cannot succeed yet (the request has only just gone up).
+  // read's completion runs only after the reactor may have polled again). Known drained
+  // (net/read_drain.hpp: the last response read emptied it, or the watch's look found it so, and
+  // nothing was reported since), it waits for the edge first, rather than trying a read that
+  // cannot succeed yet (the request has only just gone up).
   asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     bool wait = net::known_drained(sock_);
     for (;;) {

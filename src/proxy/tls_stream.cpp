@@ -184,8 +184,9 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
                                                                       bool wait_for_output,
                                                                       bool wait_if_drained) {
   if (wait_if_drained) {
-    // Nothing buffered here and nothing in the socket (net/read_drain.hpp): a read now would
-    // only fail with EAGAIN (an HTTP client's next request, after the response). Wait first.
+    // Nothing buffered here, and the socket known drained (net/read_drain.hpp): whatever it
+    // holds or will hold is still to be reported, so the wait wakes for it, where a read now
+    // would almost always fail with EAGAIN (an HTTP client's next request, after the response).
     // Tracked from the connection's first read on (one epoll_ctl).
     if (!drain_tracked_) {
       drain_tracked_ = net::track_read_drain(sock_);
