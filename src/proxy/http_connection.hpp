@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "http1_io.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
@@ -168,7 +169,7 @@ class http_connection {
   std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
   bool watching_ = false;        // a watch is queued (until its completion, aborted or not, runs)
   bool upstream_spoke_ = false;  // it completed: the upstream became readable while idle
-  bool drain_tracked_ = false;   // net::track_read_drain(plain_) done (once per connection)
+  bool drain_track_tried_ = false;  // net::track_read_drain(plain_) called (once)
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely

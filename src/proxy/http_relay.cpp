@@ -91,7 +91,7 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
 // (plain_side::read_some), and the response's event completes the watch (ignored, the connection
 // is not idle) and that wait together.
 bool http_connection::watch_upstream() {
-  if (!drain_tracked_) drain_tracked_ = net::track_read_drain(plain_);
+  if (!std::exchange(drain_track_tried_, true)) net::track_read_drain(plain_);
   if (!net::known_drained(plain_) && !net::nothing_to_read(plain_))
     return false;  // bytes, EOF or an error
   watching_ = true;

@@ -7,6 +7,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <utility>
 
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
@@ -187,9 +188,9 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
     // Nothing buffered here, and the socket known drained (net/read_drain.hpp): whatever it
     // holds or will hold is still to be reported, so the wait wakes for it, where a read now
     // would almost always fail with EAGAIN (an HTTP client's next request, after the response).
-    // Tracked from the connection's first read on (one epoll_ctl).
-    if (!drain_tracked_) {
-      drain_tracked_ = net::track_read_drain(sock_);
+    // Tracked from the connection's first read on (one epoll_ctl, tried once).
+    if (!std::exchange(drain_track_tried_, true)) {
+      net::track_read_drain(sock_);
     } else if (!has_pending() && net::known_drained(sock_)) {
       auto [ec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
                                                    as_tuple(use_awaitable));

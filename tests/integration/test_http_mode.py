@@ -722,6 +722,16 @@ def test_upstream_closing_idle_keep_alive_closes_the_client(http_serve, pki):
         assert time.monotonic() - start < 5
 
 
+def pipeline_two_requests(daemon, pki):
+    """Sends GET /one and GET /two in one write; returns (client address, the first response,
+    the second or None at the close)."""
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = read_response(reader)
+        return fmt_addr(sock.getsockname()), first, read_response(reader)
+
 
 def send_with_fin(conn, data: bytes) -> None:
     """The upstream sends `data` and its FIN in one segment (corked)."""
@@ -840,14 +850,9 @@ def test_a_pipelined_request_never_goes_to_an_upstream_that_closed(http_serve, p
         # the second request.
         send_with_fin(conn, response(200, b"reply-1"))
     daemon, up, _ = http_serve(handler=answer_and_close)
-    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
-        local = fmt_addr(sock.getsockname())
-        reader = Reader(SockConn(sock))
-        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, body = read_response(reader)
-        assert (status, body) == (200, b"reply-1")
-        assert read_response(reader) is None
+    local, first, second = pipeline_two_requests(daemon, pki)
+    assert first[::2] == (200, b"reply-1")
+    assert second is None
     assert all(b"/two" not in bytes(c.received) for c in up.connections)
     line = daemon.wait_for_access(client=local)
     assert line["termination"] == "upstream_close", line
@@ -897,14 +902,9 @@ def test_a_pipelined_request_never_goes_up_behind_a_fin_not_yet_reported(http_se
         send_with_fin(conn, raw[-10:])
         conn.recv_until_eof()
     daemon, up, _ = http_serve(handler=answer_then_tail_and_fin)
-    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
-        local = fmt_addr(sock.getsockname())
-        reader = Reader(SockConn(sock))
-        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, body = read_response(reader)
-        assert (status, len(body)) == (200, size)
-        assert read_response(reader) is None  # the close, not a 502 for /two
+    local, first, second = pipeline_two_requests(daemon, pki)
+    assert (first[0], len(first[2])) == (200, size)
+    assert second is None  # the close, not a 502 for /two
     line = daemon.wait_for_access(client=local)
     assert line["termination"] == "upstream_close", line
     assert "pipelined request" in line["detail"], line

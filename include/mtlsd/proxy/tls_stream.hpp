@@ -74,7 +74,7 @@ class tls_stream {
   tls::ssl_ptr ssl_;
   int failure_reason_ = 0;
   std::string failure_detail_;
-  bool drain_tracked_ = false;  // net::track_read_drain succeeded: read_some may skip a read
+  bool drain_track_tried_ = false;  // net::track_read_drain was called (once per connection)
 };
 
 // What the operations above return when OpenSSL reports a TLS protocol failure (a malformed
