@@ -8,7 +8,9 @@
 # bench/profiles/WORKLOAD-instructions.md: user-space instructions per operation by library.
 # --syscalls WORKLOAD counts the system calls instead (`perf stat`, every syscalls:sys_enter_*
 # tracepoint) and writes bench/profiles/WORKLOAD-syscalls.md: calls per operation by name, one
-# column per server. Counts, unlike CPU time, do not drift with the machine's load.
+# column per server, and the context switches (how often the server slept and was woken again:
+# a cost of its own, `schedule` in the profiles). Counts, unlike CPU time, do not drift with the
+# machine's load.
 
 PERF_PID="" PROFILE_KIND=record INSTR_ON_PID=""
 profile_start() { # hook run by server_up: attach perf to the server just started and its
@@ -23,7 +25,8 @@ profile_start() { # hook run by server_up: attach perf to the server just starte
         return 0
     fi
     if [[ $PROFILE_KIND == syscalls ]]; then
-        perf stat -e 'syscalls:sys_enter_*' -x, -p "$pids" -o "$T/perf.stat" >"$T/perf.log" 2>&1 &
+        perf stat -e 'syscalls:sys_enter_*,context-switches' -x, -p "$pids" -o "$T/perf.stat" \
+            >"$T/perf.log" 2>&1 &
     else
         perf record -g -F 999 -p "$pids" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
     fi
