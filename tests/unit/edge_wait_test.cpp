@@ -18,26 +18,18 @@
 #include <optional>
 #include <vector>
 
+#include "socket_pair.hpp"
+
 namespace {
 
 namespace asio = boost::asio;
 using error_code = boost::system::error_code;
 using socket_type = asio::generic::stream_protocol::socket;
 
-struct EdgeWait : ::testing::Test {
-  asio::io_context ioc{1};
-  socket_type near{ioc};
-  int far = -1;
-
+struct EdgeWait : mtlsd::test::SocketPairTest {
   void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    near.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+    SocketPairTest::SetUp();
     near.non_blocking(true);
-    far = fds[1];
-  }
-  void TearDown() override {
-    if (far >= 0) ::close(far);
   }
 
   // Reads until the socket would block, as the precondition asks.
@@ -48,7 +40,6 @@ struct EdgeWait : ::testing::Test {
       near.read_some(asio::buffer(buf), ec);
     ASSERT_EQ(ec, asio::error::would_block);
   }
-  void send_from_far() { ASSERT_EQ(::write(far, "x", 1), 1); }
   // Queues an edge wait on `near` that records its result in `done`.
   void wait_drained(std::optional<error_code>& done) {
     mtlsd::net::async_wait_drained(near, socket_type::wait_read,

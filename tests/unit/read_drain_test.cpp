@@ -15,6 +15,7 @@
 #include <cerrno>
 
 #include "mtlsd/net/edge_wait.hpp"
+#include "socket_pair.hpp"
 
 namespace {
 
@@ -22,23 +23,9 @@ namespace asio = boost::asio;
 using mtlsd::net::known_drained;
 using mtlsd::net::stream_socket;
 
-struct ReadDrain : ::testing::Test {
-  asio::io_context ioc{1};
+struct ReadDrain : mtlsd::test::SocketPairTest {
   // Keeps poll() running the reactor (it returns at once when there is no work).
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
-  stream_socket near{ioc};
-  int far = -1;
-
-  void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    near.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
-    far = fds[1];
-  }
-  void TearDown() override {
-    if (far >= 0) ::close(far);
-  }
-  void send_from_far(const char* s) { ASSERT_EQ(::write(far, s, strlen(s)), ssize_t(strlen(s))); }
   // One read as a tracked reader makes it, told to note_read. Returns what it got.
   ssize_t read_once(std::size_t asked = 64) {
     char buf[64];
