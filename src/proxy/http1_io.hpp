@@ -17,6 +17,7 @@
 
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
+#include "mtlsd/net/shared_edge_wait.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
@@ -65,19 +66,25 @@ class tls_side {
 // The upstream's side: a plain socket.
 class plain_side {
  public:
-  explicit plain_side(stream_socket& sock) : sock_(sock) {}
+  // `watch`: the connection's watch on the idle upstream (http_relay.cpp), which a wait here
+  // joins while it is queued.
+  plain_side(stream_socket& sock, net::shared_edge_wait& watch) : sock_(sock), watch_(watch) {}
 
   // A recv of our own rather than Asio's read, so that net::note_read follows it at once (a
   // read's completion runs only after the reactor may have polled again). Known drained
   // (net/read_drain.hpp: the last response read emptied it, or the watch's look found it so, and
   // nothing was reported since), it waits for the edge first, rather than trying a read that
-  // cannot succeed yet (the request has only just gone up).
+  // cannot succeed yet (the request has only just gone up). The watch, left queued when the
+  // request came, is joined rather than queued behind: one completion for both, not two
+  // (net/shared_edge_wait.hpp).
   asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     bool wait = net::known_drained(sock_);
     for (;;) {
       if (wait) {
-        auto [wec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
-                                                      as_tuple(use_awaitable));
+        auto [wec] = watch_.queued()
+                         ? co_await watch_.async_join(as_tuple(use_awaitable))
+                         : co_await net::async_wait_drained(sock_, stream_socket::wait_read,
+                                                            as_tuple(use_awaitable));
         if (wec) co_return std::tuple{wec, std::size_t{0}};
       }
       const ssize_t n = ::recv(sock_.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
@@ -116,6 +123,7 @@ class plain_side {
 
  private:
   stream_socket& sock_;
+  net::shared_edge_wait& watch_;
 };
 
 // One side's incoming bytes: a bounded read buffer and the parse step that fills it.

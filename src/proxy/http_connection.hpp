@@ -29,7 +29,7 @@ class http_connection {
         clock_(clock),
         result_(result),
         client_(tls, tls_socket),
-        upstream_(plain),
+        upstream_(plain, upstream_watch_),
         from_client_(client_, result.from_tls, clock),
         from_upstream_(upstream_, result.from_plain, clock) {}
   http_connection(const http_connection&) = delete;
@@ -154,6 +154,8 @@ class http_connection {
   idle_deadline& clock_;
   relay_result& result_;
   tls_side client_;
+  // The upstream watch's one wait (watch_upstream), which the response's read joins.
+  net::shared_edge_wait upstream_watch_;
   plain_side upstream_;
   inbound<tls_side> from_client_;
   inbound<plain_side> from_upstream_;

@@ -87,23 +87,21 @@ asio::awaitable<error_code> http_connection::next_request_head(request_framing& 
 // (net/read_drain.hpp): a FIN that came with the last bytes may still be there, but then epoll has
 // yet to report it, and the report completes the watch.
 //
-// The watch is left queued when the request comes: the response's wait then queues behind it
-// (plain_side::read_some), and the response's event completes the watch (ignored, the connection
-// is not idle) and that wait together.
+// The watch is left queued when the request comes: the response's wait then joins it
+// (plain_side::read_some, net/shared_edge_wait.hpp), and the response's event completes the
+// watch (ignored, the connection is not idle) and then that wait, in one completion.
 bool http_connection::watch_upstream() {
   if (!std::exchange(drain_track_tried_, true)) net::track_read_drain(plain_);
   if (!net::known_drained(plain_) && !net::nothing_to_read(plain_))
     return false;  // bytes, EOF or an error
   watching_ = true;
-  net::async_wait_drained(plain_, stream_socket::wait_read,
-                          [cell = watch_, watch = ++watch_->watch](const error_code& ec) {
-                            if (!cell->owner) return;  // the connection is gone
-                            if (cell->watch == watch) cell->owner->watching_ = false;
-                            // An error other than a cancellation (the socket failed) counts
-                            // as the upstream speaking: the connection cannot go on either.
-                            if (ec != asio::error::operation_aborted)
-                              cell->owner->upstream_spoke(watch);
-                          });
+  upstream_watch_.start(plain_, [cell = watch_, watch = ++watch_->watch](const error_code& ec) {
+    if (!cell->owner) return;  // the connection is gone
+    if (cell->watch == watch) cell->owner->watching_ = false;
+    // An error other than a cancellation (the socket failed) counts as the upstream speaking:
+    // the connection cannot go on either.
+    if (ec != asio::error::operation_aborted) cell->owner->upstream_spoke(watch);
+  });
   return true;
 }
 

@@ -1,0 +1,195 @@
+#pragma once
+// A read edge wait (net/edge_wait.hpp) that a second waiter can join while it is queued: one
+// reactor operation completes both, one after the other, in one completion.
+//
+// Why: two operations queued on one socket and direction both complete on its next event, but
+// Asio runs only the first in that event's completion and posts the second. Its scheduler puts a
+// completion posted there behind its own next poll of epoll, which does not wait (epoll_wait with
+// a timeout of 0) because a completion is queued, and usually finds nothing. HTTP mode's upstream
+// watch stays queued while a request goes up (http_relay.cpp): the response's read that queued
+// behind it cost such a poll and a pass through the queue on every request
+// (bench/run.sh --syscalls http). Joining the watch costs neither.
+//
+// The joined handler is owned by the reactor operation, like any handler Asio holds: destroying
+// the io_context with the wait queued destroys it (and a coroutine it would resume) as Asio's own
+// would. Relies on Boost 1.81's reactor as edge_wait.hpp does; on any other version nothing is
+// ever joinable (queued() is false) and callers start waits of their own.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/error.hpp>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "mtlsd/net/edge_wait.hpp"
+
+#if MTLSD_EDGE_WAIT
+#include <boost/asio/any_completion_handler.hpp>
+#endif
+
+namespace mtlsd::net {
+
+#if MTLSD_EDGE_WAIT
+class shared_edge_wait;
+
+namespace shared_edge_wait_detail {
+
+namespace ad = boost::asio::detail;
+using io_executor = boost::asio::any_io_executor;
+using joiner = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+
+// What a join adds to the operation, whatever the first handler's type.
+struct op_base : ad::reactor_op {
+  using ad::reactor_op::reactor_op;
+  shared_edge_wait* owner = nullptr;  // until the completion runs or the owner goes
+  bool queued = false;                // as edge_wait's: a perform() before this is the try at once
+  std::optional<joiner> second;
+  std::optional<ad::handler_work<joiner, io_executor>> second_work;
+};
+
+// Handler: the first handler (the name BOOST_ASIO_DEFINE_HANDLER_PTR expects).
+template <typename Handler>
+class op : public op_base {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(op);
+
+  op(Handler& first, const io_executor& io_ex)
+      : op_base(boost::system::error_code(), &op::do_perform, &op::do_complete),
+        first_(std::move(first)),
+        work_(first_, io_ex) {}
+
+  // As edge_wait's wait_op: declines the try at once, then done (not exhausted) on an event.
+  static status do_perform(ad::reactor_op* base) {
+    return static_cast<op*>(base)->queued ? done : not_done;
+  }
+
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
+                          std::size_t);
+
+ private:
+  Handler first_;
+  ad::handler_work<Handler, io_executor> work_;
+};
+
+}  // namespace shared_edge_wait_detail
+
+class shared_edge_wait {
+ public:
+  shared_edge_wait() = default;
+  shared_edge_wait(const shared_edge_wait&) = delete;
+  shared_edge_wait& operator=(const shared_edge_wait&) = delete;
+  // A wait still queued completes as if nothing had joined it since (its owner is gone).
+  ~shared_edge_wait() {
+    if (op_) op_->owner = nullptr;
+  }
+
+  // Starts a read wait on `socket`, which async_wait_drained's precondition (edge_wait.hpp)
+  // must hold for; `first` is completed with its error code. Only while !queued().
+  template <typename Socket, typename First>
+  void start(Socket& socket, First first) {
+    static_assert(
+        std::is_same_v<typename Socket::executor_type, shared_edge_wait_detail::io_executor>);
+    using op = shared_edge_wait_detail::op<First>;
+    auto& impl = edge_wait_detail::internals<Socket>::of(socket);
+    reactor_ = &boost::asio::use_service<edge_wait_detail::ad::reactor>(
+        boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+    data_ = &impl.reactor_data_;
+    fd_ = impl.socket_;
+    io_ex_ = socket.get_executor();
+    typename op::ptr p = {std::addressof(first), op::ptr::allocate(first), nullptr};
+    p.p = new (p.v) op(first, io_ex_);
+    op_ = p.p;
+    op_->owner = this;
+    // As edge_wait's start(): speculative, so that Asio neither re-arms nor tries I/O; queued is
+    // set after, as nothing runs in between on the worker's one thread. Posted at once instead
+    // (descriptor closed), the operation completes with its error.
+    auto* started = p.p;
+    reactor_->start_op(edge_wait_detail::ad::reactor::read_op, fd_, *data_, p.p,
+                       /*is_continuation=*/false, /*allow_speculative=*/true);
+    started->queued = true;
+    p.v = p.p = nullptr;
+  }
+
+  // Started, and its completion has not run yet (it may be on its way: the event came).
+  bool queued() const noexcept { return op_ != nullptr; }
+
+  // Completes with the error code `first` gets, right after `first`, in the same completion.
+  // Only while queued(), once per wait. A cancellation through the token's slot cancels the
+  // whole wait: `first` sees operation_aborted too (as after the socket's cancel()).
+  template <typename CompletionToken>
+  auto async_join(CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [this](auto handler) {
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          auto& second = op_->second.emplace(std::move(handler));
+          op_->second_work.emplace(second, io_ex_);
+          if (slot.is_connected())
+            op_->cancellation_key_ = &slot.template emplace<edge_wait_detail::cancellation>(
+                reactor_, data_, fd_, edge_wait_detail::ad::reactor::read_op);
+        },
+        token);
+  }
+
+ private:
+  template <typename>
+  friend class shared_edge_wait_detail::op;
+
+  shared_edge_wait_detail::op_base* op_ = nullptr;
+  edge_wait_detail::ad::reactor* reactor_ = nullptr;
+  edge_wait_detail::ad::reactor::per_descriptor_data* data_ = nullptr;
+  int fd_ = -1;
+  shared_edge_wait_detail::io_executor io_ex_;
+};
+
+namespace shared_edge_wait_detail {
+
+// As Asio's reactive_wait_op: the operation is freed before the upcalls, which may start the next
+// wait. The owner is told first: destroying the handlers (owner null: the io_context is going)
+// may destroy it.
+template <typename Handler>
+void op<Handler>::do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
+                              std::size_t) {
+  auto* o = static_cast<op*>(base);
+  if (o->owner) o->owner->op_ = nullptr;
+  ptr p = {std::addressof(o->first_), o, o};
+  ad::handler_work<Handler, io_executor> w(std::move(o->work_));
+  ad::binder1<Handler, boost::system::error_code> first(o->first_, o->ec_);
+  std::optional<ad::binder1<joiner, boost::system::error_code>> second;
+  std::optional<ad::handler_work<joiner, io_executor>> second_work;
+  if (o->second) {
+    second.emplace(*o->second, o->ec_);  // moves the handler out
+    second_work.emplace(std::move(*o->second_work));
+  }
+  p.h = std::addressof(first.handler_);
+  p.reset();
+  if (owner) {
+    ad::fenced_block b(ad::fenced_block::half);
+    w.complete(first, first.handler_);
+    if (second) second_work->complete(*second, second->handler_);
+  }
+}
+
+}  // namespace shared_edge_wait_detail
+
+#else  // no edge waits on this Boost: never joinable, and the wait is Asio's own
+
+class shared_edge_wait {
+ public:
+  template <typename Socket, typename First>
+  void start(Socket& socket, First first) {
+    async_wait_drained(socket, boost::asio::socket_base::wait_read, std::move(first));
+  }
+  bool queued() const noexcept { return false; }
+  // Never called (nothing is ever queued); here so that callers compile.
+  template <typename CompletionToken>
+  auto async_join(CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [](auto handler) { std::move(handler)(boost::asio::error::operation_not_supported); },
+        token);
+  }
+};
+
+#endif
+
+}  // namespace mtlsd::net
