@@ -129,6 +129,19 @@ TEST_F(SharedEdgeWait, TheSocketsCancelEndsBoth) {
             (std::vector<std::string>{"first:Operation canceled", "joined:Operation canceled"}));
 }
 
+TEST_F(SharedEdgeWait, ACancelledWaitIsNotJoinableWhileItsCompletionIsOnItsWay) {
+  // A reader that joined it would end with operation_aborted from a cancellation that came before
+  // it started; it queues a wait of its own instead, which the cancellation did not reach.
+  shared_edge_wait w;
+  start(w);
+  ioc.poll();
+  ASSERT_TRUE(w.queued());
+  near.cancel();
+  EXPECT_FALSE(w.queued()) << "cancelled: its completion is posted, not yet run";
+  ioc.poll();
+  EXPECT_EQ(order, (std::vector<std::string>{"first:Operation canceled"}));
+}
+
 TEST_F(SharedEdgeWait, TheOwnerMayGoFirst) {
   {
     shared_edge_wait w;

@@ -8,7 +8,8 @@
 // a timeout of 0) because a completion is queued, and usually finds nothing. HTTP mode's upstream
 // watch stays queued while a request goes up (http_relay.cpp): the response's read that queued
 // behind it cost such a poll and a pass through the queue on every request
-// (bench/run.sh --syscalls http). Joining the watch costs neither.
+// (bench/run.sh --syscalls http). Joining the watch costs neither. (An event that also completes
+// a write queued on the socket completes that write first and posts this wait, as before.)
 //
 // The joined handler is owned by the reactor operation, like any handler Asio holds: destroying
 // the io_context with the wait queued destroys it (and a coroutine it would resume) as Asio's own
@@ -18,6 +19,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/error.hpp>
+#include <cassert>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -111,8 +113,12 @@ class shared_edge_wait {
     p.v = p.p = nullptr;
   }
 
-  // Started, and its completion has not run yet (it may be on its way: the event came).
-  bool queued() const noexcept { return op_ != nullptr; }
+  // Started, not cancelled, and its completion has not run yet (it may be on its way: the event
+  // came, and a join then completes at once). A cancelled wait (the socket's cancel(), a
+  // cancellation through a joined handler's slot) is not joinable while its completion is on its
+  // way: it would end the joined waiter with operation_aborted from a cancellation that came
+  // before it started, where a wait of its own would not have been reached.
+  bool queued() const noexcept { return op_ != nullptr && !op_->ec_; }
 
   // Completes with the error code `first` gets, right after `first`, in the same completion.
   // Only while queued(), once per wait. A cancellation through the token's slot cancels the
@@ -121,6 +127,7 @@ class shared_edge_wait {
   auto async_join(CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [this](auto handler) {
+          assert(queued() && !op_->second);  // one join per wait, while it is queued
           auto slot = boost::asio::get_associated_cancellation_slot(handler);
           auto& second = op_->second.emplace(std::move(handler));
           op_->second_work.emplace(second, io_ex_);
