@@ -142,6 +142,24 @@ TEST_F(SharedEdgeWait, ACancelledWaitIsNotJoinableWhileItsCompletionIsOnItsWay) 
   EXPECT_EQ(order, (std::vector<std::string>{"first:Operation canceled"}));
 }
 
+TEST_F(SharedEdgeWait, ANewWaitAfterACancelledOneIsNotLostWhenTheOldCompletes) {
+  // The cancelled wait's completion, still on its way when the next starts, must not take the
+  // new wait's place from its owner: the new one stays joinable, and is let go by the destructor.
+  shared_edge_wait w;
+  start(w);
+  ioc.poll();
+  near.cancel();
+  w.start(near, record_as("second watch"));
+  ioc.poll();
+  EXPECT_EQ(order, (std::vector<std::string>{"first:Operation canceled"}));
+  EXPECT_TRUE(w.queued()) << "the old wait's completion took the new one from its owner";
+  w.async_join(record_as("joined"));
+  send_from_far();
+  ioc.run_one_for(std::chrono::seconds(5));
+  EXPECT_EQ(order,
+            (std::vector<std::string>{"first:Operation canceled", "second watch", "joined"}));
+}
+
 TEST_F(SharedEdgeWait, TheOwnerMayGoFirst) {
   {
     shared_edge_wait w;

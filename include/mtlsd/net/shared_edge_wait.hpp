@@ -44,8 +44,8 @@ using joiner = boost::asio::any_completion_handler<void(boost::system::error_cod
 // What a join adds to the operation, whatever the first handler's type.
 struct op_base : ad::reactor_op {
   using ad::reactor_op::reactor_op;
-  shared_edge_wait* owner = nullptr;  // until the completion runs or the owner goes
-  bool queued = false;                // as edge_wait's: a perform() before this is the try at once
+  shared_edge_wait* owner = nullptr;  // until the completion runs or the owner lets go
+  bool started = false;  // the reactor has it (edge_wait's queued_): a perform() before is the try
   std::optional<joiner> second;
   std::optional<ad::handler_work<joiner, io_executor>> second_work;
 };
@@ -63,7 +63,7 @@ class op : public op_base {
 
   // As edge_wait's wait_op: declines the try at once, then done (not exhausted) on an event.
   static status do_perform(ad::reactor_op* base) {
-    return static_cast<op*>(base)->queued ? done : not_done;
+    return static_cast<op*>(base)->started ? done : not_done;
   }
 
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
@@ -81,13 +81,14 @@ class shared_edge_wait {
   shared_edge_wait() = default;
   shared_edge_wait(const shared_edge_wait&) = delete;
   shared_edge_wait& operator=(const shared_edge_wait&) = delete;
-  // A wait still queued completes as if nothing had joined it since (its owner is gone).
+  // A wait still queued stays queued and completes its handlers; it no longer reports to this.
   ~shared_edge_wait() {
     if (op_) op_->owner = nullptr;
   }
 
   // Starts a read wait on `socket`, which async_wait_drained's precondition (edge_wait.hpp)
-  // must hold for; `first` is completed with its error code. Only while !queued().
+  // must hold for; `first` is completed with its error code. Only while !queued(); a cancelled
+  // wait whose completion is still on its way is let go.
   template <typename Socket, typename First>
   void start(Socket& socket, First first) {
     static_assert(
@@ -99,17 +100,18 @@ class shared_edge_wait {
     data_ = &impl.reactor_data_;
     fd_ = impl.socket_;
     io_ex_ = socket.get_executor();
+    if (op_) op_->owner = nullptr;
     typename op::ptr p = {std::addressof(first), op::ptr::allocate(first), nullptr};
     p.p = new (p.v) op(first, io_ex_);
     op_ = p.p;
     op_->owner = this;
-    // As edge_wait's start(): speculative, so that Asio neither re-arms nor tries I/O; queued is
-    // set after, as nothing runs in between on the worker's one thread. Posted at once instead
+    // As edge_wait's start(): speculative, so that Asio neither re-arms nor tries I/O; `started`
+    // is set after, as nothing runs in between on the worker's one thread. Posted at once instead
     // (descriptor closed), the operation completes with its error.
-    auto* started = p.p;
+    auto* const o = p.p;
     reactor_->start_op(edge_wait_detail::ad::reactor::read_op, fd_, *data_, p.p,
                        /*is_continuation=*/false, /*allow_speculative=*/true);
-    started->queued = true;
+    o->started = true;
     p.v = p.p = nullptr;
   }
 
