@@ -100,9 +100,9 @@ class shared_edge_wait {
     data_ = &impl.reactor_data_;
     fd_ = impl.socket_;
     io_ex_ = socket.get_executor();
-    if (op_) op_->owner = nullptr;
     typename op::ptr p = {std::addressof(first), op::ptr::allocate(first), nullptr};
     p.p = new (p.v) op(first, io_ex_);
+    if (op_) op_->owner = nullptr;  // only now: nothing above may leave op_ let go yet kept
     op_ = p.p;
     op_->owner = this;
     // As edge_wait's start(): speculative, so that Asio neither re-arms nor tries I/O; `started`
@@ -130,9 +130,11 @@ class shared_edge_wait {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [this](auto handler) {
           assert(queued() && !op_->second);  // one join per wait, while it is queued
-          auto slot = boost::asio::get_associated_cancellation_slot(handler);
           auto& second = op_->second.emplace(std::move(handler));
           op_->second_work.emplace(second, io_ex_);
+          // The erased handler's own slot: erasing it chained a cancellation state to the
+          // caller's slot, which emplacing there directly would destroy under it.
+          auto slot = second.get_cancellation_slot();
           if (slot.is_connected())
             op_->cancellation_key_ = &slot.template emplace<edge_wait_detail::cancellation>(
                 reactor_, data_, fd_, edge_wait_detail::ad::reactor::read_op);
