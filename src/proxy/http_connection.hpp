@@ -163,7 +163,9 @@ class http_connection {
 
   // The upstream watch (watch_upstream): what its completion handler holds, so that it can
   // outlive the connection; `watch` numbers the watches, so a late completion of an earlier one
-  // is told apart.
+  // is told apart. On Boost 1.81 the shared wait knows as much itself (one wait at a time, its
+  // owner told first); this bookkeeping is what keeps the watch right on any other Boost, where
+  // the wait is Asio's own (net/shared_edge_wait.hpp's fallback).
   struct watch_cell {
     http_connection* owner;
     std::uint64_t watch = 0;
