@@ -49,6 +49,34 @@ TEST(HttpUrl, Rejects) {
   EXPECT_FALSE(parse_http_url("127.0.0.1:80"));
 }
 
+// Boost.URL 1.81 fails an assertion on bytes it should refuse in a rootless path
+// (boostorg/url#665): these abort this (asserting) build unless refused before it parses.
+TEST(HttpUrl, RefusesWhatNoUrlHoldsBeforeBoostSeesIt) {
+  std::string why;
+  for (std::string_view text : {"a:[", ":Ftn:["}) {
+    EXPECT_FALSE(parse_http_url(text, &why)) << text;
+    EXPECT_EQ(why, "not an http:// URL") << text;
+  }
+  for (std::string_view text : {std::string_view("A:\\"), std::string_view("ht:\0", 4)}) {
+    EXPECT_FALSE(parse_http_url(text, &why)) << text;
+    EXPECT_EQ(why, "not a URL") << text;
+  }
+  for (std::string_view text : {"http://x/a b", "http://x/\x01", "http://x/\x7f",
+                                "http://x/\xc3\xa9", "http://x/\\", "http://x/{}", "http://x/\"q\"",
+                                "http://x/<a>", "http://x/a|b", "http://x/^", "http://x/`"}) {
+    EXPECT_FALSE(parse_http_url(text, &why)) << text;
+    EXPECT_EQ(why, "not a URL") << text;
+  }
+  EXPECT_FALSE(parse_http_url("http:[", &why));
+  EXPECT_EQ(why, "no host");
+  EXPECT_FALSE(parse_http_url("http:", &why));
+  EXPECT_EQ(why, "no host");
+  // Reserved bytes where a URL may hold them are still fine.
+  auto u = parse_http_url("http://[::1]:8/a;b=c,d/e:f@g!$&'()*+?q=/?#frag");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->target, "/a;b=c,d/e:f@g!$&'()*+?q=/?");
+}
+
 namespace {
 proxy_settings from(std::map<std::string, std::string> env) {
   return proxy_from_environment([&env](const char* n) -> const char* {
