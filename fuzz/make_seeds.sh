@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -179,5 +179,32 @@ put("tls_stream_fuzz", "http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 put("tls_stream_fuzz", "client-app-data", b"\x01\x10" + b"GET / HTTP/1.1\r\n\r\n" + b"\x15\x03\x03\x00\x02\x01\x00")
 put("tls_stream_fuzz", "client-close-notify-then-garbage",
     b"\x03\x04ping" + b"\x17\x03\x03\x00\x05abcde" + b"\x16\x03\x03\xff\xff")
+PY
+
+# url_fuzz: first byte even = a URL, odd = "http_proxy\nhttps_proxy\nno_proxy\nhost".
+i=0
+for u in 'http://127.0.0.1:1/ca.crl' 'http://[2001:db8::1]:8080/ocsp?x=1' 'HTTP://Ocsp.Example.ORG' \
+  'http://a.example/p%20q#frag' 'https://x/' 'http://user:pw@x/' 'http://x:65536/' 'http://x:0080'; do
+  { printf '\0'; printf '%s' "$u"; } >"$C/url_fuzz/url-$i"
+  i=$((i + 1))
+done
+printf '\1proxy.internal:3128\nhttp://p:1\n.example.org, 10.0.0.0/8 ,[::1],*\na.example.org' \
+  >"$C/url_fuzz/env-1"
+printf '\1http://u:secret@p:1\n\nlocalhost\n127.0.0.1' >"$C/url_fuzz/env-2"
+
+# svid_fuzz: length-prefixed spiffe_id, x509_svid, key (PKCS#8), bundle, then federated pairs.
+# leaf.crt's one URI SAN is its SPIFFE ID.
+openssl x509 -in "$FX/leaf.crt" -outform DER -out "$T/leaf.der"
+openssl x509 -in "$FX/ca.crt" -outform DER -out "$T/ca.der"
+openssl pkcs8 -topk8 -nocrypt -in "$FX/leaf.key" -outform DER -out "$T/leaf.p8"
+python3 - "$C/svid_fuzz" "$T" <<'PY'
+import struct, sys
+out, t = sys.argv[1], sys.argv[2]
+leaf, ca, key = (open(f"{t}/{n}", "rb").read() for n in ("leaf.der", "ca.der", "leaf.p8"))
+def fields(*fs): return b"".join(struct.pack(">H", len(f)) + f for f in fs)
+sid = b"spiffe://example.org/ns/prod/sa/alice"
+open(f"{out}/valid", "wb").write(fields(sid, leaf, key, ca))
+open(f"{out}/federated", "wb").write(fields(sid, leaf + ca, key, ca, b"spiffe://other.org", ca, b"example.org", ca))
+open(f"{out}/wrong-id", "wb").write(fields(b"spiffe://example.org/other", leaf, key, ca))
 PY
 echo "seeds written under $(pwd)/$C"
