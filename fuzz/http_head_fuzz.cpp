@@ -3,9 +3,10 @@
 // Properties: a request that is forwarded, edited, parses again with the same method, target,
 // body framing, keep-alive and upgrade (no request smuggled in by the rewrite) and exactly the
 // X-Forwarded-* fields the policy asks for; no Expect: 100-continue goes upstream; a refusal has
-// a status and a reason. A response head is refused only for an unasked-for 101; unfolded it
-// keeps its length and has no fold left; with Connection: close it still parses and says
-// close; the body's framing never claims more bytes than it was given.
+// a status and a reason. Only a 101 response head is ever refused, and one that is taken
+// answers an upgrade with Upgrade and Connection: upgrade; unfolded, a head keeps its length
+// and has no fold left; with Connection: close it still parses and says close; the body's
+// framing never claims more bytes than it was given.
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -179,10 +180,13 @@ void response_part(bool upgrade, std::string_view bytes) {
   fuzz::check(head.find("\r\n ") == std::string::npos && head.find("\r\n\t") == std::string::npos,
               "no obs-fold left in a head that parses");
   const auto status = first.res.status();
-  if (!proxy::response_head_refusal(status, upgrade).empty()) {
-    fuzz::check(status == 101 && !upgrade, "only an unasked-for 101 is refused");
+  if (!proxy::response_head_refusal(first.res, upgrade, upgrade ? "websocket" : "").empty()) {
+    fuzz::check(status == 101, "only a 101 is refused");
     return;
   }
+  if (status == 101)
+    fuzz::check(upgrade && first.res.connection_upgrade() && !first.res.switching_to().empty(),
+                "a 101 taken answers an upgrade with Upgrade and Connection: upgrade");
   const std::string last = proxy::with_connection_close(head);
   framed_response closing(last);
   fuzz::check(closing.head_size == last.size() && closing.res.status() == status,

@@ -70,7 +70,7 @@ class http_connection {
   // `head` is the request head as it goes upstream (forward_request_head).
   asio::awaitable<then> send_request_head(std::string_view head, bool request_done,
                                           bool send_continue);
-  asio::awaitable<then> exchange(request_framing& req, bool head, bool upgrade, bool keep_alive);
+  asio::awaitable<then> exchange(request_framing& req, const request_head_verdict& verdict);
   asio::awaitable<void> end_after(then next) {
     if (next == then::close_both) co_await close_both();
   }
@@ -85,7 +85,7 @@ class http_connection {
   void upstream_spoke(std::uint64_t watch);
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_framing& req);
-  asio::awaitable<void> relay_response(bool head, bool upgrade);
+  asio::awaitable<void> relay_response(const request_head_verdict& verdict);
   // A write to the client in relay_response failed, or the exchange was stopped meanwhile: it
   // ends here, with the cause recorded unless it was a cancellation.
   void client_write_failed(const error_code& ec);

@@ -66,7 +66,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
 // The upstream's bytes go to the client as they came: the parser (response_framing) only finds
 // where each response ends. A small response, head and body read together, leaves in one write
 // and one TLS record, straight from the read buffer.
-asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
+asio::awaitable<void> http_connection::relay_response(const request_head_verdict& verdict) {
   for (;;) {
     // The request pump can end the exchange before this pump first waits (a malformed body
     // already buffered): its cancel then found nothing to cancel, so look before reading.
@@ -75,15 +75,15 @@ asio::awaitable<void> http_connection::relay_response(bool head, bool upgrade) {
     res.count_body_in(current_ ? current_->resp_bytes : ignored_bytes_);
     res.header_limit(http_head_limit);
     res.body_limit(boost::none);
-    if (head) res.skip(true);  // a response to HEAD has a length but no body
-    std::size_t ready = 0;     // the head's bytes, at the front of the read buffer
-    bool folded = false;       // unfolded in place (RFC 9112 5.2 lets a proxy do either)
+    if (verdict.head) res.skip(true);  // a response to HEAD has a length but no body
+    std::size_t ready = 0;             // the head's bytes, at the front of the read buffer
+    bool folded = false;               // unfolded in place (RFC 9112 5.2 lets a proxy do either)
     auto head_ec = co_await from_upstream_.whole_head(res, ready, folded);
     if (stopped_) co_return;
     if (head_ec)
       co_return co_await upstream_failed(head_ec, "reading the response head", res.refusal());
     const unsigned status = res.status();
-    if (auto why = response_head_refusal(status, upgrade); !why.empty())
+    if (auto why = response_head_refusal(res, verdict.upgrade, verdict.upgrade_offer); !why.empty())
       co_return co_await upstream_failed({}, std::string(why));
     const bool interim = status >= 100 && status < 200 && status != 101;
     if (interim && http10_client_) {

@@ -45,7 +45,8 @@ bool folded_field(std::string_view name) {
 
 }  // namespace detail
 
-void response_framing::on_field_impl(http::field f, string_view name, string_view, error_code& ec) {
+void response_framing::on_field_impl(http::field f, string_view name, string_view value,
+                                     error_code& ec) {
   if (is_header_done()) {  // a trailer
     if (detail::folded_field({name.data(), name.size()}))
       refuse(ec, http::error::bad_field, "a folded trailer");
@@ -53,6 +54,14 @@ void response_framing::on_field_impl(http::field f, string_view name, string_vie
   }
   transfer_encoding_ = transfer_encoding_ || f == http::field::transfer_encoding;
   content_length_ = content_length_ || f == http::field::content_length;
+  if (status_ != 101) return;
+  if (f == http::field::upgrade) {
+    if (!switching_to_.empty()) switching_to_ += ", ";
+    switching_to_.append(value.data(), value.size());
+  } else if (f == http::field::connection) {
+    for (const auto& token : http::token_list{value})
+      connection_upgrade_ = connection_upgrade_ || beast::iequals(token, "upgrade");
+  }
 }
 
 void response_framing::on_header_impl(error_code& ec) {
@@ -129,6 +138,7 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       return;
     case http::field::upgrade:
       upgrade_field_ = true;
+      head_.upgrade_offers.push_back(v);
       upgrade_h2c_ = upgrade_h2c_ || http::token_list{value}.exists("h2c");
       return;
     case http::field::connection:

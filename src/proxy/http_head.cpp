@@ -5,6 +5,7 @@
 #include <boost/beast/http/rfc7230.hpp>
 #include <cctype>
 #include <cstring>
+#include <vector>
 
 namespace mtlsd::proxy {
 
@@ -121,15 +122,57 @@ request_head_verdict judge_request(const request_framing& req) {
   }
   v.head = h.method == http::verb::head;
   v.upgrade = h.upgrade;
+  if (h.upgrade)
+    for (const auto offer : h.upgrade_offers)
+      v.upgrade_offer.append(v.upgrade_offer.empty() ? "" : ", ").append(offer);
   v.keep_alive = req.keep_alive();
   // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (its client knows no 1xx).
   v.send_continue = h.expect_continue && h.version >= 11 && !req.is_done();
   return v;
 }
 
-std::string_view response_head_refusal(unsigned status, bool upgrade_requested) {
-  if (status == 101 && !upgrade_requested)
-    return "101 Switching Protocols without an Upgrade request";
+namespace {
+
+// The comma-separated members of an Upgrade value, without optional whitespace ("" members
+// dropped, as RFC 9110 5.6.1 has a recipient ignore them).
+std::vector<std::string_view> protocols(std::string_view list) {
+  std::vector<std::string_view> out;
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+      item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
+      item.remove_suffix(1);
+    if (!item.empty()) out.push_back(item);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+  }
+  return out;
+}
+
+// Whether `protocol` ("name" or "name/version") is among those offered: the same, or the same
+// name when the offer named no version. Case-insensitive, as servers echo "WebSocket".
+bool offered(std::string_view offers, std::string_view protocol) {
+  const auto name = protocol.substr(0, protocol.find('/'));
+  for (const auto offer : protocols(offers))
+    if (beast::iequals(offer, protocol) ||
+        (offer.find('/') == std::string_view::npos && beast::iequals(offer, name)))
+      return true;
+  return false;
+}
+
+}  // namespace
+
+std::string_view response_head_refusal(const response_framing& res, bool upgrade_requested,
+                                       std::string_view upgrade_offer) {
+  if (res.status() != 101) return {};
+  if (!upgrade_requested) return "101 Switching Protocols without an Upgrade request";
+  const auto switching = protocols(res.switching_to());
+  if (switching.empty() || !res.connection_upgrade())
+    return "101 Switching Protocols without Upgrade and Connection: upgrade";
+  for (const auto protocol : switching)
+    if (!offered(upgrade_offer, protocol))
+      return "101 Switching Protocols to a protocol the request did not offer";
   return {};
 }
 

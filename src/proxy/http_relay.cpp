@@ -186,8 +186,8 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
 
 // The request body up and the response down, at once; the connection ends with the exchange
 // when it was cancelled, closed, upgraded to a tunnel, or either side said Connection: close.
-asio::awaitable<http_connection::then> http_connection::exchange(request_framing& req, bool head,
-                                                                 bool upgrade, bool keep_alive) {
+asio::awaitable<http_connection::then> http_connection::exchange(
+    request_framing& req, const request_head_verdict& verdict) {
   using namespace asio::experimental::awaitable_operators;
   // Neither pump throws for network or protocol errors: each records its cause and stops
   // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
@@ -196,9 +196,9 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_framing
     // A request without a body (the parser stops at the end of the head, so only then is it
     // done here) needs no second pump, and no parallel group to run one.
     if (request_done_)
-      co_await relay_response(head, upgrade);
+      co_await relay_response(verdict);
     else
-      co_await (send_request_body(req) && relay_response(head, upgrade));
+      co_await (send_request_body(req) && relay_response(verdict));
   } catch (const boost::system::system_error& e) {
     if (!cancelled(e.code())) throw;
   }
@@ -216,8 +216,8 @@ asio::awaitable<http_connection::then> http_connection::exchange(request_framing
     co_return then::stop;
   }
   // Whoever asked for "Connection: close" (or spoke HTTP/1.0 without keep-alive) ended it.
-  if (!keep_alive || !response_keep_alive_) {
-    result_.ended_by(keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
+  if (!verdict.keep_alive || !response_keep_alive_) {
+    result_.ended_by(verdict.keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
     co_return then::close_both;
   }
   co_return then::go_on;
@@ -244,8 +244,7 @@ asio::awaitable<void> http_connection::run() {
     if (auto next = co_await send_request_head(request_head_, req.is_done(), verdict.send_continue);
         next != then::go_on)
       co_return co_await end_after(next);
-    if (auto next = co_await exchange(req, verdict.head, verdict.upgrade, verdict.keep_alive);
-        next != then::go_on)
+    if (auto next = co_await exchange(req, verdict); next != then::go_on)
       co_return co_await end_after(next);
     report();
     if (draining_) continue;  // closes at the top of the loop

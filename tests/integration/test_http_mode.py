@@ -375,6 +375,48 @@ def test_upgrade_refused_by_upstream_stays_http(http_serve, pki):
     assert [r.target for r in rec.requests] == ["/no", "/after"]
 
 
+@pytest.mark.parametrize("switching,why", [
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "without Upgrade and Connection: upgrade"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+     "without Upgrade and Connection: upgrade"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+     "to a protocol the request did not offer"),
+], ids=["bare", "no-connection-upgrade", "not-offered"])
+def test_a_101_that_switches_to_nothing_offered_opens_no_tunnel(http_serve, pki, switching, why):
+    """An upstream endpoint that can be made to answer 101 while it goes on speaking HTTP (a
+    /status/101 route, an app setting its own status): a tunnel opened on that would carry the
+    client's next request to it unparsed, with a forged X-Forwarded-Client-Cert and no
+    X-Forwarded-For (WebSocket smuggling). A 101 is taken only with Connection: upgrade and an
+    Upgrade naming an offered protocol (RFC 9110 7.8, as Envoy checks): else a 502, and the
+    connection ends."""
+    seen = []
+
+    def http_only_upstream(conn):
+        reader = Reader(conn)
+        while (req := read_request(reader)) is not None:
+            seen.append(req)
+            conn.sendall(switching if req.target == "/status/101" else response(200, b"plain"))
+    daemon, _, _ = http_serve(handler=http_only_upstream)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        local = fmt_addr(sock.getsockname())
+        reader = Reader(SockConn(sock))
+        sock.sendall(b"GET /status/101 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        status, _, _ = read_response(reader)
+        assert status == 502
+        try:
+            sock.sendall(b"GET /admin HTTP/1.1\r\nHost: x\r\n"
+                         b"X-Forwarded-Client-Cert: " + FORGED.encode() + b"\r\n\r\n")
+            assert read_response(reader) is None  # the close, within the socket's 5 s
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            pass  # closed before the write: the same for this test
+    line = daemon.wait_for_access(client=local)
+    assert line["detail"] == "upstream: 101 Switching Protocols " + why, line
+    request = daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("client") == local)
+    assert request["status"] == 502, request
+    assert [r.target for r in seen] == ["/status/101"]  # nothing reached it after the 101
+
+
 # --- refusals and failures ----------------------------------------------------
 
 def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:

@@ -239,11 +239,55 @@ TEST(Framing, RefusesAResponseWithTransferEncodingAndContentLength) {
       framing_error<response_framing>("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ""));
 }
 
-TEST(HttpHead, RefusesOnlyAnUnaskedFor101) {
-  EXPECT_EQ(response_head_refusal(101, false),
-            "101 Switching Protocols without an Upgrade request");
-  EXPECT_EQ(response_head_refusal(101, true), "");
-  EXPECT_EQ(response_head_refusal(200, false), "");
+// response_head_refusal on a whole response head, for a request that offered `offer` ("": none).
+std::string refusal_of(std::string_view head, std::string_view offer) {
+  response_framing res;
+  boost::beast::error_code ec;
+  EXPECT_EQ(res.put(boost::asio::buffer(head.data(), head.size()), ec), head.size()) << head;
+  EXPECT_FALSE(ec) << ec.message();
+  return std::string(response_head_refusal(res, !offer.empty(), offer));
+}
+
+TEST(HttpHead, TakesA101OnlyToAnUpgradeOfferedWithUpgradeAndConnection) {
+  const std::string ws =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+  EXPECT_EQ(refusal_of(ws, ""), "101 Switching Protocols without an Upgrade request");
+  EXPECT_EQ(refusal_of(ws, "websocket"), "");
+  EXPECT_EQ(refusal_of(ws, "foo/2, WebSocket"), "");
+  EXPECT_EQ(refusal_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ""), "");
+  // A bare 101, or one missing either field, while the upstream may still speak HTTP: the
+  // tunnel would carry the client's next requests past the X-Forwarded-* edits.
+  for (const char* head :
+       {"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: \r\nConnection: upgrade\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n"})
+    EXPECT_EQ(refusal_of(head, "websocket"),
+              "101 Switching Protocols without Upgrade and Connection: upgrade")
+        << head;
+  // Only protocols the request offered (RFC 9110 7.8); a version only where the offer had one
+  // or named none.
+  const auto to = [](std::string_view upgrade) {
+    return "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: " +
+           std::string(upgrade) + "\r\n\r\n";
+  };
+  const std::string not_offered = "101 Switching Protocols to a protocol the request did not offer";
+  EXPECT_EQ(refusal_of(to("h2c"), "websocket"), not_offered);
+  EXPECT_EQ(refusal_of(to("websocket, h2c"), "websocket"), not_offered);
+  EXPECT_EQ(refusal_of(to("foo/2"), "foo/1"), not_offered);
+  EXPECT_EQ(refusal_of(to("foo/2"), "foo"), "");
+  EXPECT_EQ(refusal_of(to("foo/2"), "bar, \tfoo/2"), "");
+  EXPECT_EQ(refusal_of(to("Foo"), "foo/2"), not_offered);
+}
+
+TEST(HttpHead, AnUpgradeVerdictCarriesEveryOfferedProtocol) {
+  const auto v = judged(
+      "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo/1\r\nConnection: upgrade\r\n"
+      "Upgrade: websocket\r\n\r\n");
+  EXPECT_TRUE(v.upgrade);
+  EXPECT_EQ(v.upgrade_offer, "foo/1, websocket");
+  EXPECT_EQ(judged("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n").upgrade_offer, "");
 }
 
 TEST(HttpHead, UnfoldingReplacesEachObsFoldWithSpacesInPlace) {

@@ -13,6 +13,7 @@
 #include <boost/beast/http/error.hpp>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -84,6 +85,10 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
 class response_framing final : public detail::framing_base<false> {
  public:
   unsigned status() const { return status_; }
+  // For a 101: its Upgrade fields' values (joined with ", "; "" when it has none), and whether
+  // its Connection lists "upgrade". Recorded for a 101 only (response_head_refusal judges them).
+  std::string_view switching_to() const { return switching_to_; }
+  bool connection_upgrade() const { return connection_upgrade_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, string_view, string_view, int,
@@ -96,7 +101,8 @@ class response_framing final : public detail::framing_base<false> {
   void on_header_impl(error_code& ec) override;
 
   unsigned status_ = 0;
-  bool transfer_encoding_ = false, content_length_ = false;
+  bool transfer_encoding_ = false, content_length_ = false, connection_upgrade_ = false;
+  std::string switching_to_;
 };
 
 // What the relay needs of a request head. The views point into the head's bytes and live as long
@@ -113,8 +119,9 @@ struct request_head_view {
   // tunnel in which the client would speak HTTP/2 to the upstream itself, past every
   // X-Forwarded-* field mtlsd sets (RFC 9113 deprecates that upgrade).
   bool upgrade = false;
-  bool expect_continue = false;          // the first Expect field is 100-continue
-  bool keep_alive = true;                // what the client asked (version and Connection)
+  std::vector<std::string_view> upgrade_offers;  // each Upgrade field's value, as sent
+  bool expect_continue = false;                  // the first Expect field is 100-continue
+  bool keep_alive = true;                        // what the client asked (version and Connection)
   bool connection_names_fields = false;  // a Connection token other than close/keep-alive/upgrade
   bool te_trailers = false;              // TE lists "trailers" (the client accepts trailers)
   std::optional<std::uint64_t> content_length;

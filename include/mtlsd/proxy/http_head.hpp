@@ -13,11 +13,12 @@
 namespace mtlsd::proxy {
 
 struct request_head_verdict {
-  int status = 0;           // 0: forward the request; else answer with this status and close
-  std::string_view reason;  // the status line's text when refused
-  std::string why;          // the refusal, for the log
-  bool head = false;        // HEAD: the response has a length but no body
-  bool upgrade = false;     // Upgrade requested (WebSocket; never h2c)
+  int status = 0;             // 0: forward the request; else answer with this status and close
+  std::string_view reason;    // the status line's text when refused
+  std::string why;            // the refusal, for the log
+  bool head = false;          // HEAD: the response has a length but no body
+  bool upgrade = false;       // Upgrade requested (WebSocket; never h2c)
+  std::string upgrade_offer;  // then: the protocols it offers (its Upgrade values, ", "-joined)
   bool keep_alive = true;
   bool send_continue = false;  // answer `Expect: 100-continue` here (a body follows)
 };
@@ -37,10 +38,16 @@ request_head_verdict judge_request(const request_framing& req);
 // on the name, could read another host), then at most a port of digits up to 65535.
 bool valid_authority(std::string_view authority);
 
-// Why the upstream failed, when a response must not be forwarded at all (a 101 to a request that
-// asked for no upgrade); "" to forward it. Transfer-Encoding next to Content-Length is refused
-// by the parser (response_framing, RFC 9112 6.3).
-std::string_view response_head_refusal(unsigned status, bool upgrade_requested);
+// Why the upstream failed, when a response must not be forwarded at all; "" to forward it. A 101
+// opens a tunnel that mtlsd no longer parses, so it is taken only as RFC 9110 7.8 has a server
+// send it: to a request that asked for an upgrade (`upgrade_offer`: the protocols it offered),
+// with `Connection: upgrade` and an Upgrade field naming only offered protocols, as Envoy
+// checks. Without that check, an upstream endpoint that can be made to answer a bare 101 while
+// still speaking HTTP would let the client send it further requests past every X-Forwarded-*
+// field mtlsd sets. Transfer-Encoding next to Content-Length is refused by the parser
+// (response_framing, RFC 9112 6.3).
+std::string_view response_head_refusal(const response_framing& res, bool upgrade_requested,
+                                       std::string_view upgrade_offer);
 
 // Heads travel as their bytes came, with these edits on a whole head (it ends with its empty
 // line):
