@@ -106,6 +106,13 @@ class connection final : public downstream, session_handler {
   header_block_scan header_blocks_;
   std::array<std::uint8_t, 16 * 1024> read_buffer_;
   std::string staging_;
+  // A write to the client is under way. Meanwhile neither the client's frames nor open streams
+  // move the idle deadline; only the write's end does. A client that stops reading the socket
+  // while it keeps the connection busy otherwise (WINDOW_UPDATEs, PINGs, streams that cannot
+  // finish because their RST_STREAM is never written) then still meets timeouts.idle, as nginx's
+  // send_timeout bounds a stuck write. A client that reads, however slowly, ends each write (a
+  // batch of at most write_batch bytes) well within it.
+  bool writing_ = false;
   bool stopping_ = false;
 };
 

@@ -29,7 +29,7 @@ asio::awaitable<void> connection::reader() {
       break;
     }
     env_.result->from_tls += n;
-    env_.clock->touch();
+    if (!writing_) env_.clock->touch();  // see writing_
     header_blocks_.feed(read_buffer_.data(), n);
     const auto rv = nghttp2_session_mem_recv(session_.get(), read_buffer_.data(), n);
     out_.signal();
@@ -60,7 +60,10 @@ asio::awaitable<void> connection::writer() {
       break;
     }
     if (!staging_.empty()) {
-      if (auto ec = co_await env_.tls->write(asio::buffer(staging_))) {
+      writing_ = true;
+      auto ec = co_await env_.tls->write(asio::buffer(staging_));
+      writing_ = false;
+      if (ec) {
         if (ec != asio::error::operation_aborted) {
           env_.result->ended_by(relay_end::tls_peer);
           env_.result->aborted = true;
@@ -81,7 +84,8 @@ asio::awaitable<void> connection::writer() {
 }
 
 // http.stream_idle_timeout: a stream with no frames either way for that long is reset. While
-// streams are open the connection is not idle (a quiet gRPC stream is not an idle connection).
+// streams are open the connection is not idle (a quiet gRPC stream is not an idle connection),
+// unless a write to the client is stuck (writing_).
 asio::awaitable<void> connection::sweeper() {
   co_await asio::this_coro::throw_if_cancelled(false);
   const auto timeout = env_.cfg->http.stream_idle_timeout;
@@ -91,7 +95,7 @@ asio::awaitable<void> connection::sweeper() {
     sweep_timer_.expires_after(period);
     co_await sweep_timer_.async_wait(as_tuple(use_awaitable));
     if (stopping_) break;
-    if (!streams_.empty()) env_.clock->touch();
+    if (!streams_.empty() && !writing_) env_.clock->touch();
     if (timeout.count() == 0) continue;
     const auto now = steady::now();
     for (auto& [id, s] : streams_)

@@ -21,11 +21,12 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import pytest
 
 from h2_client import H2Client, status_of
 from http_upstream import HttpRecorder, Reader, parse_head, response
-from mtlsd_harness import daemon_config, server_listener, write_config
+from mtlsd_harness import daemon_config, fmt_addr, server_listener, write_config
 from test_http_mode import http_serve  # noqa: F401
 
 TIMEOUT = 20
@@ -156,6 +157,34 @@ def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory
     assert status == 200 and len(body) == BIG
     assert hashlib.sha256(body).digest() == hashlib.sha256(blob).digest()
     assert wait_request_line(daemon, path="/down")["resp_bytes"] == BIG
+
+
+def test_a_client_that_stops_reading_the_socket_is_dropped_at_the_idle_timeout(http_serve, pki):
+    """A client opens all its windows, asks for a large download, then reads nothing from the
+    socket while it keeps sending frames (WINDOW_UPDATEs, which need no answer): mtlsd's write
+    sticks once the socket buffers are full. The client's frames and the open stream must not
+    keep the connection past timeouts.idle; they did (review: still open after 150 s)."""
+    daemon, _, _ = http_serve(handler=firehose(big_blob(), {"sent": 0}), timeouts={"idle": "1s"})
+    client = H2Client(daemon, pki)
+    local = fmt_addr(client.sock.getsockname())
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    client.conn.increment_flow_control_window(2**30)
+    client.request("/down")
+    line, deadline = None, time.monotonic() + TIMEOUT
+    try:
+        while line is None and time.monotonic() < deadline:
+            time.sleep(0.2)               # the client's pace: a frame every 0.2 s, never a read
+            try:
+                client.conn.increment_flow_control_window(1)
+                client.flush()
+            except OSError:               # closed by mtlsd: the access line says why
+                pass
+            line = next((l for l in daemon.logs()
+                         if l.get("msg") == "access" and l.get("client") == local), None)
+    finally:
+        client.close()
+    assert line is not None, f"the connection outlived timeouts.idle by {TIMEOUT} s"
+    assert line["termination"] == "idle_timeout", line
 
 
 def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, pki):
