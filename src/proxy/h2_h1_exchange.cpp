@@ -1,6 +1,7 @@
 // HTTP/1.1 towards the upstream for HTTP/2 clients: each stream is one exchange on an
 // upstream connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle
-// after earlier exchanges of the same client connection, or newly connected. The request is
+// after earlier exchanges of the same client connection, or newly connected; at most
+// h1_upstreams_in_use at once, the other streams waiting their turn. The request is
 // translated from the HTTP/2 fields (chunked when its length is unknown); the response is
 // parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
 // becoming the stream's trailers.
@@ -8,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -17,6 +19,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <cctype>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -24,6 +27,7 @@
 
 #include "h2_stream.hpp"
 #include "mtlsd/net/socket.hpp"
+#include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 #include "mtlsd/proxy/upstream.hpp"
 
@@ -36,7 +40,6 @@ using asio::as_tuple;
 using asio::use_awaitable;
 
 constexpr std::size_t response_buffer_limit = 64 * 1024;  // per stream, not yet sent to the client
-constexpr std::size_t max_idle = 4;  // upstream connections kept for later streams
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -170,6 +173,8 @@ class h1_upstream final : public upstream {
   std::vector<std::unique_ptr<stream_socket>> idle_;
   std::map<stream*, stream_socket*> busy_;  // exchanges in progress and their connections
   std::set<stream*> waiting_;
+  std::deque<stream*> queued_;  // streams waiting for one of h1_upstreams_in_use
+  std::size_t in_use_ = 0;      // exchanges holding (or connecting) an upstream connection
   int active_ = 0;
   bool stopped_ = false;
 };
@@ -301,6 +306,29 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
       u.done_.signal();
     }
   } guard{*this};
+  // Started from nghttp2's callback, inside the read that brought the request's HEADERS: the
+  // exchange begins on the next turn, once the rest of that read is processed, so a RST_STREAM
+  // right behind the HEADERS (rapid reset, CVE-2023-44487) finds the stream closed before any
+  // upstream connection is made for it.
+  co_await asio::post(ex_, use_awaitable);
+  while (!s->closed && !stopped_ && in_use_ >= h1_upstreams_in_use) {
+    queued_.push_back(s.get());
+    const bool go_on = co_await wait(*s);
+    std::erase(queued_, s.get());  // still there when woken for another reason
+    if (!go_on) co_return;
+  }
+  if (s->closed || stopped_) co_return;
+  struct in_use {  // the place among h1_upstreams_in_use, handed to the first stream waiting
+    h1_upstream& u;
+    explicit in_use(h1_upstream& up) : u(up) { ++u.in_use_; }
+    ~in_use() {
+      --u.in_use_;
+      if (u.queued_.empty()) return;
+      stream* next = u.queued_.front();
+      u.queued_.pop_front();
+      next->wake.cancel();
+    }
+  } place{*this};
   std::unique_ptr<stream_socket> sock;
   while (!idle_.empty() && !sock) {
     sock = std::move(idle_.back());
@@ -339,7 +367,7 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   busy_.erase(s.get());
   // A failed read_response told the client already (502, or RST_STREAM once answering).
   // Reused only after a complete, keep-alive exchange whose request went out whole.
-  if (sent && received && keep_alive && !stopped_ && idle_.size() < max_idle)
+  if (sent && received && keep_alive && !stopped_ && idle_.size() < h1_upstreams_idle)
     idle_.push_back(std::move(sock));
 }
 

@@ -471,6 +471,66 @@ def test_header_list_over_64k_gets_431_and_never_reaches_the_upstream(http_serve
     assert line["status"] == 431 and "header list" in line["detail"], line
 
 
+# --- HTTP/1.1 upstream connections per client connection ------------------------------
+
+def test_a_rapid_reset_opens_no_upstream_connection_for_the_streams_it_resets(http_serve, pki):
+    """HEADERS with END_STREAM, then RST_STREAM for the same stream, 200 times in one write
+    (CVE-2023-44487's shape): each exchange begins after the read that brought it, so a stream
+    reset within that read never gets an upstream connection. It got one each (review: 1,000
+    and more upstream connections from one client connection); a request after them is served."""
+    daemon, up, recorder = http_serve()
+    client = H2Client(daemon, pki)
+    try:
+        for _ in range(200):
+            sid = client.request("/reset", flush=False)
+            client.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        status, _ = client.response(client.request("/after"), TIMEOUT)
+    finally:
+        client.close()
+    assert status == 200
+    assert [r.target for r in recorder.requests] == ["/after"]
+    assert up.connection_count() <= 2, up.connection_count()  # the connection's own, and /after's
+
+
+def test_a_client_connection_holds_at_most_8_upstream_connections(http_serve, pki):
+    """30 streams at once to an HTTP/1.1 upstream: 8 exchanges run at a time (h1_upstreams_in_use)
+    and the rest wait their turn; all 30 are answered. Before, each stream connected at once: 100
+    streams, 100 upstream sockets per client connection (review: 10 clients used up 1,024 fds)."""
+    lock, eight_in, released = threading.Lock(), threading.Event(), threading.Event()
+    state = {"now": 0, "peak": 0}
+
+    def held(req):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            if state["now"] >= 8:
+                eight_in.set()
+        released.wait(TIMEOUT)
+        with lock:
+            state["now"] -= 1
+        return response(200, req.target.encode())
+
+    def release_after_a_window():
+        # Nothing signals that no ninth exchange is coming: once 8 are in progress, the first
+        # ones are held for a measurement window in which an uncapped proxy's other 22 arrive.
+        eight_in.wait(TIMEOUT)
+        time.sleep(STALL)
+        released.set()
+    threading.Thread(target=release_after_a_window, daemon=True).start()
+    daemon, _, recorder = http_serve(held)
+    client = H2Client(daemon, pki)
+    try:
+        sids = [client.request(f"/s{i}", flush=False) for i in range(30)]
+        client.flush()
+        answers = [client.response(sid, TIMEOUT) for sid in sids]
+    finally:
+        client.close()
+    assert answers == [(200, f"/s{i}".encode()) for i in range(30)]
+    assert state["peak"] == 8, state
+    assert len(recorder.requests) == 30
+
+
 # --- stream_idle_timeout ---------------------------------------------------------------
 
 def test_stream_idle_timeout_resets_a_stream_whose_upstream_never_answers(http_serve, pki):

@@ -26,6 +26,20 @@ TEST(FdLimit, NeedsTwoPerConnectionOfEveryListenerPlusOverhead) {
   EXPECT_GT(mtlsd::daemon::fd_overhead(c, 2), 2u * 2);  // at least the listening sockets
 }
 
+// An HTTP/2 client of an HTTP/1.1 upstream holds an upstream connection per exchange in
+// progress (at most 8) and keeps up to 4 idle: 13 with its own socket.
+TEST(FdLimit, CountsTheUpstreamConnectionsOfHttp2ClientsOfAnHttp11Upstream) {
+  auto c = with_listeners({100});
+  c.listeners[0].http.enabled = true;
+  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 13u);
+  EXPECT_EQ(mtlsd::daemon::fds_needed(c, 1), 13u * 100 + mtlsd::daemon::fd_overhead(c, 1));
+  c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::same;  // h2c
+  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 2u);
+  c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::http1;
+  c.listeners[0].http.protocols = {"http/1.1"};
+  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 2u);
+}
+
 TEST(FdLimit, RaisesTheSoftLimitToTheHardOne) {
   rlimit rl{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
