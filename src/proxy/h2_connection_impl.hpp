@@ -79,7 +79,7 @@ class connection final : public downstream, session_handler {
 
   // session_handler: the nghttp2 server session's callbacks (requests in, responses out).
   void begin_headers(const nghttp2_frame& f) override;
-  void header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
+  bool header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
   void frame_received(const nghttp2_frame& f) override;
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;

@@ -19,9 +19,9 @@ int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
 int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name,
               std::size_t namelen, const std::uint8_t* value, std::size_t valuelen, std::uint8_t,
               void* self) {
-  handler_of(self).header(*f, {reinterpret_cast<const char*>(name), namelen},
-                          {reinterpret_cast<const char*>(value), valuelen});
-  return 0;
+  const bool go_on = handler_of(self).header(*f, {reinterpret_cast<const char*>(name), namelen},
+                                             {reinterpret_cast<const char*>(value), valuelen});
+  return go_on ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 int on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* self) {

@@ -37,13 +37,16 @@ struct outgoing_body {
 };
 
 // What one session's callbacks call (nghttp2's user_data is the handler). None of them fails
-// the session: nghttp2 always gets 0 back (a nonzero value would be its fatal error).
+// the session: nghttp2 gets 0 back (a nonzero value would be its fatal error), or, from header()
+// refusing a stream, NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE, which resets that stream alone.
 class session_handler {
  public:
   virtual ~session_handler() = default;
   // A HEADERS frame begins, before its first field (server sessions only: requests open streams).
   virtual void begin_headers(const nghttp2_frame&) {}
-  virtual void header(const nghttp2_frame& f, std::string_view name, std::string_view value) = 0;
+  // One field of a header block. False: reset the stream (RST_STREAM INTERNAL_ERROR); nghttp2
+  // then decodes the rest of the block only to keep its HPACK table, without calling back.
+  virtual bool header(const nghttp2_frame& f, std::string_view name, std::string_view value) = 0;
   virtual void frame_received(const nghttp2_frame& f) = 0;
   virtual void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                           std::size_t len) = 0;

@@ -43,7 +43,11 @@ class h2c_upstream final : public upstream, session_handler {
     out_.signal();
   }
   void response_consumed(stream& s, std::size_t n) override {
-    // Also after the upstream's stream closed: the connection's window still counts it.
+    // Also after the upstream's stream closed: the connection's window still counts it. Not for
+    // a response mtlsd made itself (400, 431, 502: no upstream stream): nghttp2 would credit
+    // the connection's window with bytes the upstream never sent, and a WINDOW_UPDATE would
+    // let it send that much more than the client took.
+    if (s.upstream_id < 0) return;
     nghttp2_session_consume(session_.get(), s.upstream_id, n);
     out_.signal();
   }
@@ -75,7 +79,7 @@ class h2c_upstream final : public upstream, session_handler {
     s.touch();
     down_.request_consumed(s, n);
   }
-  void header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
+  bool header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
   void frame_received(const nghttp2_frame& f) override;
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
@@ -141,10 +145,10 @@ void h2c_upstream::cancel(stream& s, std::uint32_t code) {
   out_.signal();
 }
 
-void h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
+bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
                           std::string_view value_in) {
   stream* s = find(f.hd.stream_id);
-  if (!s || f.hd.type != NGHTTP2_HEADERS) return;
+  if (!s || f.hd.type != NGHTTP2_HEADERS) return true;
   std::string value(value_in);
   // For the access line: an RPC's outcome rides in its trailers (or, with no message sent, in
   // a Trailers-Only response head) while :status says 200 either way.
@@ -161,6 +165,7 @@ void h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
   } else if (!is_hop_by_hop(name, value)) {
     s->response_headers.emplace_back(std::string(name), std::move(value));
   }
+  return true;
 }
 
 void h2c_upstream::frame_received(const nghttp2_frame& f) {
