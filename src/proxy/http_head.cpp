@@ -131,6 +131,22 @@ request_head_verdict judge_request(const request_framing& req) {
   return v;
 }
 
+bool authority_is_host(std::string_view authority, std::string_view host) {
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    authority = close == std::string_view::npos ? authority : authority.substr(1, close - 1);
+  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    authority = authority.substr(0, colon);
+  }
+  return !authority.empty() && beast::iequals(authority, host);
+}
+
+std::string misdirected(std::string_view authority, std::string_view server_name) {
+  if (server_name.empty() || authority_is_host(authority, server_name)) return {};
+  return "the request is for '" + std::string(authority) + "', not the TLS server name '" +
+         std::string(server_name) + "' the listener's rules judged";
+}
+
 namespace {
 
 // The comma-separated members of an Upgrade value, without optional whitespace ("" members

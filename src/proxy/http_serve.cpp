@@ -80,6 +80,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   if (s.source) fwd.client_ip = s.source->str();
   fwd.x_forwarded_for = cfg.http.x_forwarded_for;
   fwd.x_forwarded_proto = cfg.http.x_forwarded_proto;
+  if (cfg.client_auth.allow.judges_sni()) fwd.server_name = sni_of(tls.native());
   http_request_sink sink = [&s](const http_request_report& r) {
     write_request_line(s, r);
     if (auto* m = s.listener->metrics)

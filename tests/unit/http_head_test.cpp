@@ -290,6 +290,22 @@ TEST(HttpHead, AnUpgradeVerdictCarriesEveryOfferedProtocol) {
   EXPECT_EQ(judged("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n").upgrade_offer, "");
 }
 
+// HTTP mode holds a connection admitted by an `sni` rule to that name (http_forwarding).
+TEST(HttpHead, AnAuthorityNamesAHostWhateverItsPortAndCase) {
+  EXPECT_TRUE(authority_is_host("api.example.org", "api.example.org"));
+  EXPECT_TRUE(authority_is_host("API.Example.org:8443", "api.example.org"));
+  EXPECT_TRUE(authority_is_host("[::1]:8443", "::1"));
+  EXPECT_FALSE(authority_is_host("admin.example.org", "api.example.org"));
+  EXPECT_FALSE(authority_is_host("api.example.org.evil", "api.example.org"));
+  EXPECT_FALSE(authority_is_host("", "api.example.org"));
+  EXPECT_FALSE(authority_is_host(":443", "api.example.org"));
+  EXPECT_EQ(misdirected("admin.example.org", ""), "");  // no name binds the connection
+  EXPECT_EQ(misdirected("api.example.org:1", "api.example.org"), "");
+  EXPECT_EQ(misdirected("admin.example.org", "api.example.org"),
+            "the request is for 'admin.example.org', not the TLS server name 'api.example.org' "
+            "the listener's rules judged");
+}
+
 TEST(HttpHead, UnfoldingReplacesEachObsFoldWithSpacesInPlace) {
   std::string head = "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\n\tthree\r\nX-B: b\r\n\r\n";
   const auto size = head.size();

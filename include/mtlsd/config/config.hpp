@@ -68,6 +68,13 @@ struct allow_rule {
 struct allow_list : identity_matchers {
   std::vector<allow_rule> rules;
   bool empty() const { return identity_matchers::empty() && rules.empty(); }
+  // Whether a rule (or its `not:`) looks at the SNI: then the name is part of what admitted a
+  // client, and HTTP mode holds every request on the connection to it (421 otherwise).
+  bool judges_sni() const {
+    return std::any_of(rules.begin(), rules.end(), [](const allow_rule& r) {
+      return !r.match.sni.empty() || !r.exclude.sni.empty();
+    });
+  }
 };
 
 // Where a certificate and its key come from: cert + key (with the key's secret), or pkcs12.

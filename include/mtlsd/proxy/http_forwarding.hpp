@@ -22,6 +22,12 @@ struct http_forwarding {
   std::string client_ip;  // appended to X-Forwarded-For ("" = not known: unix socket, "unknown")
   bool x_forwarded_for = false;    // http.x_forwarded_for: append
   bool x_forwarded_proto = false;  // http.x_forwarded_proto: set
+  // The client's SNI when the listener's allow rules judge it (allow_list::judges_sni), else "":
+  // every request must then be for that host (authority_is_host), or it gets 421 Misdirected
+  // Request, as nginx answers a Host that differs from the SNI when it verifies client
+  // certificates. Otherwise a client admitted for one name could ask for another that the same
+  // upstream serves.
+  std::string server_name;
 };
 
 // Lower-case name, value: the HTTP/2 form of a header field.

@@ -38,6 +38,14 @@ request_head_verdict judge_request(const request_framing& req);
 // on the name, could read another host), then at most a port of digits up to 65535.
 bool valid_authority(std::string_view authority);
 
+// Whether `authority` (a Host field, an absolute-form target's, HTTP/2's :authority) names
+// `host` (a TLS server name): the same, case-insensitively, once a port is taken off.
+bool authority_is_host(std::string_view authority, std::string_view host);
+
+// The 421 for a request whose authority is not `server_name` (http_forwarding::server_name);
+// "" when it is, or when no server name binds the connection.
+std::string misdirected(std::string_view authority, std::string_view server_name);
+
 // Why the upstream failed, when a response must not be forwarded at all; "" to forward it. A 101
 // opens a tunnel that mtlsd no longer parses, so it is taken only as RFC 9110 7.8 has a server
 // send it: to a request that asked for an upgrade (`upgrade_offer`: the protocols it offered),
