@@ -125,8 +125,20 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       if (head_.host_fields++ == 0) head_.host = v;
       return;
     case http::field::expect:
-      if (!std::exchange(expect_seen_, true))
-        head_.expect_continue = beast::iequals(v, "100-continue");
+      for (auto rest = v; !rest.empty();) {
+        const auto comma = rest.find(',');
+        auto member = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        while (!member.empty() && (member.front() == ' ' || member.front() == '\t'))
+          member.remove_prefix(1);
+        while (!member.empty() && (member.back() == ' ' || member.back() == '\t'))
+          member.remove_suffix(1);
+        if (member.empty()) continue;  // RFC 9110 5.6.1: empty list members are ignored
+        if (beast::iequals(member, "100-continue"))
+          head_.expect_continue = true;
+        else
+          head_.other_expectation = true;
+      }
       return;
     case http::field::transfer_encoding:
       head_.transfer_encoding = true;

@@ -114,6 +114,15 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = h.host_fields > 1 ? "more than one Host field" : "no Host field";
     return v;
   }
+  // RFC 9110 10.1.1 lets a server answer 417 to an expectation other than 100-continue. mtlsd
+  // answers 100-continue itself and drops the field: an upstream given the field it answered
+  // from could answer it again, or meet an expectation mtlsd claimed to handle.
+  if (h.other_expectation) {
+    v.status = 417;
+    v.reason = "Expectation Failed";
+    v.why = "an expectation other than 100-continue";
+    return v;
+  }
   if (const char* bad = target_refusal(h)) {
     v.status = 400;
     v.reason = "Bad Request";

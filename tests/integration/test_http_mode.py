@@ -602,6 +602,18 @@ def test_an_http10_client_gets_no_1xx(http_serve, pki):
     assert out == final, out
 
 
+def test_an_expectation_other_than_100_continue_gets_417_and_nothing_upstream(http_serve, pki):
+    """mtlsd answers 100-continue itself and drops Expect: every field counts, so an expectation
+    it does not meet is refused (RFC 9110 10.1.1) rather than sent up beside the one it answered
+    (review: `Expect: foo` then `Expect: 100-continue` went up whole, with no 100 from mtlsd)."""
+    daemon, up, rec = http_serve()
+    out, local = raw_exchange(daemon, pki, b"POST / HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n"
+                                           b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 417 Expectation Failed\r\n"), out
+    assert daemon.wait_for_access(client=local)["detail"] == "an expectation other than 100-continue"
+    assert up.total_received() == 0 and rec.requests == []
+
+
 def test_a_transfer_coding_besides_chunked_gets_501_and_nothing_upstream(http_serve, pki):
     """mtlsd writes `Transfer-Encoding: chunked` upstream itself, so a gzip coding in front of it
     would be lost: refused, as nginx and Envoy refuse it."""

@@ -128,6 +128,28 @@ TEST(HttpHead, AnswersExpectContinueHereOnlyWhenABodyFollows) {
           .send_continue);
 }
 
+// Every Expect field and member counts, not the first field only (review: `Expect: foo` then
+// `Expect: 100-continue` went up whole, unanswered here).
+TEST(HttpHead, ReadsEveryExpectationAndRefusesOthersThan100ContinueWith417) {
+  const auto with = [](std::string_view expect) {
+    return judged("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n" + std::string(expect) +
+                  "\r\n\r\n");
+  };
+  for (const char* expect : {"Expect: foo\r\nExpect: 100-continue", "Expect: 100-continue, foo",
+                             "Expect: foo=bar", "Expect: 100-continue\r\nExpect: x"}) {
+    const auto v = with(expect);
+    EXPECT_EQ(v.status, 417) << expect;
+    EXPECT_EQ(v.reason, "Expectation Failed");
+    EXPECT_EQ(v.why, "an expectation other than 100-continue");
+  }
+  for (const char* expect :
+       {"Expect: 100-CONTINUE", "X: y\r\nExpect: 100-continue", "Expect: , 100-continue ,"}) {
+    const auto v = with(expect);
+    EXPECT_EQ(v.status, 0) << expect;
+    EXPECT_TRUE(v.send_continue) << expect;
+  }
+}
+
 TEST(HttpHead, SeesHeadUpgradeAndKeepAlive) {
   auto v = judged("HEAD / HTTP/1.0\r\nHost: x\r\n\r\n");
   EXPECT_TRUE(v.head);

@@ -120,8 +120,11 @@ struct request_head_view {
   // X-Forwarded-* field mtlsd sets (RFC 9113 deprecates that upgrade).
   bool upgrade = false;
   std::vector<std::string_view> upgrade_offers;  // each Upgrade field's value, as sent
-  bool expect_continue = false;                  // the first Expect field is 100-continue
-  bool keep_alive = true;                        // what the client asked (version and Connection)
+  // Expect, every field and member: 100-continue (mtlsd answers it and drops the field), or
+  // another expectation (refused with 417: mtlsd owns Expect, none goes up half-handled).
+  bool expect_continue = false;
+  bool other_expectation = false;
+  bool keep_alive = true;                // what the client asked (version and Connection)
   bool connection_names_fields = false;  // a Connection token other than close/keep-alive/upgrade
   bool te_trailers = false;              // TE lists "trailers" (the client accepts trailers)
   std::optional<std::uint64_t> content_length;
@@ -155,8 +158,7 @@ class request_framing final : public detail::framing_base<true> {
   void on_header_impl(error_code&) override;
 
   request_head_view head_;
-  bool expect_seen_ = false, upgrade_field_ = false, connection_upgrade_ = false,
-       upgrade_h2c_ = false;
+  bool upgrade_field_ = false, connection_upgrade_ = false, upgrade_h2c_ = false;
 };
 
 }  // namespace mtlsd::proxy

@@ -28,7 +28,8 @@ struct request_head_verdict {
 // classic request-smuggling shape) and one in an HTTP/1.0 request (400, RFC 9112 6.1), a coding
 // besides chunked (501), and a missing (HTTP/1.1) or repeated Host (400, RFC 9112 3.2). `Expect:
 // 100-continue` is answered by the relay, as Envoy does, and not forwarded (forward_request_head
-// drops it); in an HTTP/1.0 request it is ignored (RFC 9110 10.1.1).
+// drops it); in an HTTP/1.0 request it is ignored (RFC 9110 10.1.1). Any other expectation
+// gets 417.
 request_head_verdict judge_request(const request_framing& req);
 
 // An authority as a Host field, an absolute-form target or HTTP/2's :authority may carry it
