@@ -157,6 +157,10 @@ class h1_upstream final : public upstream {
   asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
   asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
   void stop_upload(stream& s, stream_socket& sock);
+  // A place is free and a stream waits for it: that stream looks again.
+  void wake_next_queued() {
+    if (in_use_ < h1_upstreams_in_use && !queued_.empty()) queued_.front()->wake.cancel();
+  }
   // Waits for s.wake; false when the exchange must end (client gone, connection stopping).
   asio::awaitable<bool> wait(stream& s) {
     waiting_.insert(&s);
@@ -311,22 +315,27 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   // right behind the HEADERS (rapid reset, CVE-2023-44487) finds the stream closed before any
   // upstream connection is made for it.
   co_await asio::post(ex_, use_awaitable);
-  while (!s->closed && !stopped_ && in_use_ >= h1_upstreams_in_use) {
-    queued_.push_back(s.get());
-    const bool go_on = co_await wait(*s);
-    std::erase(queued_, s.get());  // still there when woken for another reason
-    if (!go_on) co_return;
+  // Strictly in order: a stream takes a place only from the front of the queue. It stays queued
+  // while it waits (a wake for its request's DATA changes nothing), and one that leaves without
+  // a place (reset, or the connection stopping) hands the turn on, as a place given back does:
+  // a wake sent to a stream that was already leaving is never lost.
+  queued_.push_back(s.get());
+  for (;;) {
+    if (s->closed || stopped_) {
+      std::erase(queued_, s.get());
+      wake_next_queued();
+      co_return;
+    }
+    if (in_use_ < h1_upstreams_in_use && queued_.front() == s.get()) break;
+    co_await wait(*s);
   }
-  if (s->closed || stopped_) co_return;
-  struct in_use {  // the place among h1_upstreams_in_use, handed to the first stream waiting
+  queued_.pop_front();
+  struct in_use {  // the place among h1_upstreams_in_use; given back, the next in line is woken
     h1_upstream& u;
     explicit in_use(h1_upstream& up) : u(up) { ++u.in_use_; }
     ~in_use() {
       --u.in_use_;
-      if (u.queued_.empty()) return;
-      stream* next = u.queued_.front();
-      u.queued_.pop_front();
-      next->wake.cancel();
+      u.wake_next_queued();
     }
   } place{*this};
   std::unique_ptr<stream_socket> sock;

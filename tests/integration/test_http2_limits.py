@@ -578,6 +578,45 @@ def test_a_client_connection_holds_at_most_8_upstream_connections(http_serve, pk
     assert len(recorder.requests) == 30
 
 
+@pytest.mark.parametrize("order", ["running_first", "queued_first"])
+def test_a_queued_stream_reset_with_a_running_one_loses_no_place(http_serve, pki, order):
+    """8 exchanges held upstream, /qA and /qB queued; one RST_STREAM for a running exchange and
+    one for /qA in the same write. The place given back must reach /qB: when the running one
+    went first, its wake went to /qA, already leaving, and /qB waited on with 7 exchanges
+    running (review of the queue: it waited until stream_idle_timeout)."""
+    lock, eight, qb_arrived, release = (threading.Lock(), threading.Event(), threading.Event(),
+                                        threading.Event())
+    held = []
+
+    def app(req):
+        if req.target == "/qB":
+            qb_arrived.set()
+        elif req.target.startswith("/hold"):
+            with lock:
+                held.append(req.target)
+                if len(held) == 8:
+                    eight.set()
+            release.wait(TIMEOUT * 3)   # longer than the test waits for /qB below
+        return response(200, req.target.encode())
+    daemon, _, _ = http_serve(app)
+    client = H2Client(daemon, pki)
+    try:
+        holds = [client.request(f"/hold{i}", flush=False) for i in range(8)]
+        client.flush()
+        assert eight.wait(TIMEOUT)
+        qa = client.request("/qA")
+        client.request("/qB")
+        first, second = (holds[0], qa) if order == "running_first" else (qa, holds[0])
+        client.conn.reset_stream(first, h2.errors.ErrorCodes.CANCEL)
+        client.conn.reset_stream(second, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        arrived = qb_arrived.wait(TIMEOUT / 2)
+    finally:
+        release.set()
+        client.close()
+    assert arrived, "/qB never went up with a place free"
+
+
 # --- stream_idle_timeout ---------------------------------------------------------------
 
 def test_stream_idle_timeout_resets_a_stream_whose_upstream_never_answers(http_serve, pki):
