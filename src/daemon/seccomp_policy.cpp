@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
@@ -180,10 +181,11 @@ int install_seccomp(const seccomp_options& opts) {
                     {scmp_arg_cmp{0, SCMP_CMP_EQ, AF_NETLINK, 0},
                      scmp_arg_cmp{2, SCMP_CMP_EQ, NETLINK_ROUTE, 0}});
   // ioctl(): non-blocking mode and readable-byte counts (Asio), isatty() (spdlog's colour
-  // check), interface index/name of IPv6 scope ids (if_nametoindex/if_indextoname).
-  n += allow_if(
-      ctx.get(), "ioctl", 1,
-      {FIONBIO, FIONREAD, FIOCLEX, FIONCLEX, TCGETS, TIOCGWINSZ, SIOCGIFINDEX, SIOCGIFNAME});
+  // check), interface index/name of IPv6 scope ids (if_nametoindex/if_indextoname), a socket's
+  // unacknowledged bytes (SIOCOUTQ: an HTTP/2 client's progress while a write waits).
+  n += allow_if(ctx.get(), "ioctl", 1,
+                {FIONBIO, FIONREAD, FIOCLEX, FIONCLEX, TCGETS, TIOCGWINSZ, SIOCGIFINDEX,
+                 SIOCGIFNAME, SIOCOUTQ});
   // prlimit64(): reading limits only (new_limit == NULL).
   n += allow_if(ctx.get(), "prlimit64", 2, {0});
   // tgkill(): to ourselves only (abort(), raise()).

@@ -13,6 +13,7 @@
 namespace mtlsd::proxy::h2 {
 
 constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's write when killed
+constexpr std::size_t write_piece = 16 * 1024;          // one TLS record's plaintext
 
 class connection final : public downstream, session_handler {
  public:
@@ -54,6 +55,7 @@ class connection final : public downstream, session_handler {
   asio::awaitable<void> reader();
   asio::awaitable<void> writer();
   asio::awaitable<void> sweeper();
+  bool client_took_bytes();
   asio::awaitable<void> loops();
   asio::awaitable<void> goodbye();
   void drain();
@@ -107,12 +109,13 @@ class connection final : public downstream, session_handler {
   std::array<std::uint8_t, 16 * 1024> read_buffer_;
   std::string staging_;
   // A write to the client is under way. Meanwhile neither the client's frames nor open streams
-  // move the idle deadline; only the write's end does. A client that stops reading the socket
-  // while it keeps the connection busy otherwise (WINDOW_UPDATEs, PINGs, streams that cannot
-  // finish because their RST_STREAM is never written) then still meets timeouts.idle, as nginx's
-  // send_timeout bounds a stuck write. A client that reads, however slowly, ends each write (a
-  // batch of at most write_batch bytes) well within it.
+  // move the idle deadline; only the write's progress does: a piece written (write_piece), or
+  // bytes the client took off the socket's queue (client_took_bytes). A client that stops
+  // reading while it keeps the connection busy otherwise (WINDOW_UPDATEs, PINGs, streams that
+  // cannot finish because their RST_STREAM is never written) then still meets timeouts.idle,
+  // as nginx's send_timeout bounds a stuck write; one that reads, however slowly, keeps it.
   bool writing_ = false;
+  int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
 };
 

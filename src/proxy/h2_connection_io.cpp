@@ -5,6 +5,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include "h2_connection_impl.hpp"
 #include "mtlsd/config/duration.hpp"
 
@@ -60,8 +63,15 @@ asio::awaitable<void> connection::writer() {
       break;
     }
     if (!staging_.empty()) {
+      // In pieces of one TLS record, each of which counts as progress: a client that reads,
+      // however slowly, moves the idle deadline at least once per 16 KiB (see writing_).
       writing_ = true;
-      auto ec = co_await env_.tls->write(asio::buffer(staging_));
+      error_code ec;
+      for (std::size_t at = 0; at < staging_.size() && !ec; at += write_piece) {
+        const std::size_t n = std::min(write_piece, staging_.size() - at);
+        ec = co_await env_.tls->write(asio::buffer(staging_.data() + at, n));
+        if (!ec) env_.clock->touch();
+      }
       writing_ = false;
       if (ec) {
         if (ec != asio::error::operation_aborted) {
@@ -72,7 +82,6 @@ asio::awaitable<void> connection::writer() {
         break;
       }
       env_.result->from_plain += staging_.size();
-      env_.clock->touch();
       continue;
     }
     if (stopping_ ||
@@ -83,19 +92,40 @@ asio::awaitable<void> connection::writer() {
   stop();
 }
 
+// While a write waits, whether the client took bytes since the last look: the socket's queue of
+// bytes not yet acknowledged (SIOCOUTQ) shrank. The kernel reports a socket writable again only
+// once half its send buffer is free, megabytes on a fast link, so a client that reads slowly but
+// steadily shows no write progress for a long time; its queue shrinks all along.
+bool connection::client_took_bytes() {
+  int queued = 0;
+  if (::ioctl(env_.client_socket->native_handle(), SIOCOUTQ, &queued) != 0) return false;
+  const bool took = queued_seen_ >= 0 && queued < queued_seen_;
+  queued_seen_ = queued;
+  return took;
+}
+
 // http.stream_idle_timeout: a stream with no frames either way for that long is reset. While
 // streams are open the connection is not idle (a quiet gRPC stream is not an idle connection),
-// unless a write to the client is stuck (writing_).
+// unless a write to the client waits and the client takes nothing (writing_). Looks often
+// enough for both that and timeouts.idle.
 asio::awaitable<void> connection::sweeper() {
   co_await asio::this_coro::throw_if_cancelled(false);
   const auto timeout = env_.cfg->http.stream_idle_timeout;
-  const auto period = std::clamp<steady::duration>(timeout / 8, std::chrono::milliseconds(100),
+  steady::duration basis = timeout;
+  if (const auto idle = env_.clock->idle; idle.count() > 0 && (basis.count() == 0 || idle < basis))
+    basis = idle;
+  const auto period = std::clamp<steady::duration>(basis / 8, std::chrono::milliseconds(100),
                                                    std::chrono::seconds(10));
   while (!stopping_) {
     sweep_timer_.expires_after(period);
     co_await sweep_timer_.async_wait(as_tuple(use_awaitable));
     if (stopping_) break;
-    if (!streams_.empty() && !writing_) env_.clock->touch();
+    if (writing_) {
+      if (client_took_bytes()) env_.clock->touch();
+    } else {
+      queued_seen_ = -1;
+      if (!streams_.empty()) env_.clock->touch();
+    }
     if (timeout.count() == 0) continue;
     const auto now = steady::now();
     for (auto& [id, s] : streams_)

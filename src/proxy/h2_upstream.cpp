@@ -44,10 +44,10 @@ class h2c_upstream final : public upstream, session_handler {
   }
   void response_consumed(stream& s, std::size_t n) override {
     // Also after the upstream's stream closed: the connection's window still counts it. Not for
-    // a response mtlsd made itself (400, 431, 502: no upstream stream): nghttp2 would credit
-    // the connection's window with bytes the upstream never sent, and a WINDOW_UPDATE would
+    // a response mtlsd made itself (400, 431, 502: the upstream sent none of it): nghttp2 would
+    // credit the connection's window with bytes the upstream never sent, and a WINDOW_UPDATE would
     // let it send that much more than the client took.
-    if (s.upstream_id < 0) return;
+    if (s.upstream_id < 0 || s.answered_here) return;
     nghttp2_session_consume(session_.get(), s.upstream_id, n);
     out_.signal();
   }

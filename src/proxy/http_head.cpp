@@ -147,11 +147,17 @@ bool authority_is_host(std::string_view authority, std::string_view host) {
   } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
     authority = authority.substr(0, colon);
   }
+  // "example.org." is the same name, fully qualified (curl sends it for such a URL; nginx
+  // takes the dot off too).
+  if (authority.size() > 1 && authority.back() == '.') authority.remove_suffix(1);
   return !authority.empty() && beast::iequals(authority, host);
 }
 
 std::string misdirected(std::string_view authority, std::string_view server_name) {
   if (server_name.empty() || authority_is_host(authority, server_name)) return {};
+  if (authority.empty())
+    return "the request names no host; the listener's rules judged the TLS server name '" +
+           std::string(server_name) + "'";
   return "the request is for '" + std::string(authority) + "', not the TLS server name '" +
          std::string(server_name) + "' the listener's rules judged";
 }
@@ -175,14 +181,17 @@ std::vector<std::string_view> protocols(std::string_view list) {
   return out;
 }
 
-// Whether `protocol` ("name" or "name/version") is among those offered: the same, or the same
-// name when the offer named no version. Case-insensitive, as servers echo "WebSocket".
+// Whether `protocol` ("name" or "name/version") is among those offered: the same name, and the
+// same version where both name one. Case-insensitive, as servers echo "WebSocket".
 bool offered(std::string_view offers, std::string_view protocol) {
   const auto name = protocol.substr(0, protocol.find('/'));
-  for (const auto offer : protocols(offers))
-    if (beast::iequals(offer, protocol) ||
-        (offer.find('/') == std::string_view::npos && beast::iequals(offer, name)))
+  for (const auto offer : protocols(offers)) {
+    const auto offer_name = offer.substr(0, offer.find('/'));
+    if (!beast::iequals(offer_name, name)) continue;
+    if (offer.size() == offer_name.size() || protocol.size() == name.size() ||
+        beast::iequals(offer, protocol))
       return true;
+  }
   return false;
 }
 

@@ -188,6 +188,33 @@ def test_a_client_that_stops_reading_the_socket_is_dropped_at_the_idle_timeout(h
     assert line["termination"] == "idle_timeout", line
 
 
+def test_a_client_that_reads_slowly_but_steadily_keeps_its_connection(http_serve, pki):
+    """The other side of the test above: a client taking 8 KiB every 0.25 s off a large download
+    (TCP opens its window in 64 KiB steps on loopback, every 2 s here) keeps its connection for
+    two idle timeouts and more. Its progress shows in the socket's queue (SIOCOUTQ), not in
+    write completions: the kernel reports the socket writable only once half its send buffer
+    (megabytes) is free (review: such a client was dropped at the idle timeout)."""
+    daemon, _, _ = http_serve(handler=firehose(big_blob(), {"sent": 0}), timeouts={"idle": "5s"})
+    client = H2Client(daemon, pki)
+    local = fmt_addr(client.sock.getsockname())
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    client.conn.increment_flow_control_window(2**30)
+    client.request("/down")
+    got, start = 0, time.monotonic()
+    try:
+        while time.monotonic() - start < 11:
+            time.sleep(0.25)              # the client's pace: this is what is being tested
+            data = client.sock.recv(8192)
+            assert data, f"closed after {time.monotonic() - start:.1f} s, {got} bytes read"
+            got += len(data)
+            client.conn.receive_data(data)
+            client.flush()
+    finally:
+        client.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] != "idle_timeout", line
+
+
 def test_h2c_upstream_is_held_back_by_a_client_that_stops_acknowledging(serve, pki):
     """The same through an h2c upstream (a grpcio server streaming 64 x 1 MiB): the service's
     writes stall while the client withholds WINDOW_UPDATE, and the stream completes after."""

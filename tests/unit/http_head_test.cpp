@@ -300,7 +300,8 @@ TEST(HttpHead, TakesA101OnlyToAnUpgradeOfferedWithUpgradeAndConnection) {
   EXPECT_EQ(refusal_of(to("foo/2"), "foo/1"), not_offered);
   EXPECT_EQ(refusal_of(to("foo/2"), "foo"), "");
   EXPECT_EQ(refusal_of(to("foo/2"), "bar, \tfoo/2"), "");
-  EXPECT_EQ(refusal_of(to("Foo"), "foo/2"), not_offered);
+  EXPECT_EQ(refusal_of(to("Foo"), "foo/2"), "");  // the offer's version, unnamed
+  EXPECT_EQ(refusal_of(to("bar/2"), "foo/2"), not_offered);
 }
 
 TEST(HttpHead, AnUpgradeVerdictCarriesEveryOfferedProtocol) {
@@ -321,6 +322,12 @@ TEST(HttpHead, AnAuthorityNamesAHostWhateverItsPortAndCase) {
   EXPECT_FALSE(authority_is_host("api.example.org.evil", "api.example.org"));
   EXPECT_FALSE(authority_is_host("", "api.example.org"));
   EXPECT_FALSE(authority_is_host(":443", "api.example.org"));
+  EXPECT_TRUE(authority_is_host("api.example.org.", "api.example.org"));  // fully qualified
+  EXPECT_TRUE(authority_is_host("api.example.org.:443", "api.example.org"));
+  EXPECT_FALSE(authority_is_host(".", "api.example.org"));
+  EXPECT_EQ(misdirected("", "api.example.org"),
+            "the request names no host; the listener's rules judged the TLS server name "
+            "'api.example.org'");
   EXPECT_EQ(misdirected("admin.example.org", ""), "");  // no name binds the connection
   EXPECT_EQ(misdirected("api.example.org:1", "api.example.org"), "");
   EXPECT_EQ(misdirected("admin.example.org", "api.example.org"),
