@@ -105,7 +105,7 @@ void connection::start(stream& s) {
   if (s.path.find('#') != std::string::npos) return refuse(400, "a fragment in :path");
   if (!s.authority.empty() && !valid_authority(s.authority))
     return refuse(400, "an invalid :authority or Host");
-  if (auto why = misdirected(s.authority, env_.forwarding.server_name); !why.empty())
+  if (auto why = misdirected(env_.forwarding, s.authority); !why.empty())
     return refuse(421, std::move(why));
   if (upstream_->broken()) return refuse(502, "upstream: the h2c connection is gone");
   upstream_->start(streams_.at(s.id));

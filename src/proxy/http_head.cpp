@@ -1,5 +1,7 @@
 #include "mtlsd/proxy/http_head.hpp"
 
+#include "mtlsd/proxy/http_forwarding.hpp"
+
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
@@ -140,7 +142,7 @@ request_head_verdict judge_request(const request_framing& req) {
   return v;
 }
 
-bool authority_is_host(std::string_view authority, std::string_view host) {
+std::string_view authority_host(std::string_view authority) {
   if (!authority.empty() && authority.front() == '[') {
     const auto close = authority.find(']');
     authority = close == std::string_view::npos ? authority : authority.substr(1, close - 1);
@@ -150,7 +152,12 @@ bool authority_is_host(std::string_view authority, std::string_view host) {
   // "example.org." is the same name, fully qualified (curl sends it for such a URL; nginx
   // takes the dot off too).
   if (authority.size() > 1 && authority.back() == '.') authority.remove_suffix(1);
-  return !authority.empty() && beast::iequals(authority, host);
+  return authority;
+}
+
+bool authority_is_host(std::string_view authority, std::string_view host) {
+  const auto name = authority_host(authority);
+  return !name.empty() && beast::iequals(name, host);
 }
 
 std::string misdirected(std::string_view authority, std::string_view server_name) {
@@ -160,6 +167,16 @@ std::string misdirected(std::string_view authority, std::string_view server_name
            std::string(server_name) + "'";
   return "the request is for '" + std::string(authority) + "', not the TLS server name '" +
          std::string(server_name) + "' the listener's rules judged";
+}
+
+std::string misdirected(const http_forwarding& f, std::string_view authority) {
+  if (!f.server_name.empty() || !f.judge_host) return misdirected(authority, f.server_name);
+  const auto host = authority_host(authority);
+  if (host.empty()) return "the request names no host for the listener's rules to judge";
+  auto why = f.judge_host(host);
+  if (why.empty()) return {};
+  return "the request is for '" + std::string(authority) +
+         "', which the listener's rules do not admit without a TLS server name: " + why;
 }
 
 namespace {

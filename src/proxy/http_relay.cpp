@@ -237,8 +237,7 @@ asio::awaitable<void> http_connection::run() {
     http10_client_ = req.head().version < 11;
     if (verdict.status != 0)
       co_return co_await refuse(verdict.status, verdict.reason, std::move(verdict.why));
-    if (auto why = misdirected(request_authority(req.head()), forwarding_.server_name);
-        !why.empty())
+    if (auto why = misdirected(forwarding_, request_authority(req.head())); !why.empty())
       co_return co_await refuse(421, "Misdirected Request", std::move(why));
     // The head's bytes, and the views into them, are done with once the edited copy is made.
     forward_request_head({static_cast<const char*>(from_client_.buf.data().data()), head_size},

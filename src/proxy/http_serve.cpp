@@ -80,7 +80,15 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   if (s.source) fwd.client_ip = s.source->str();
   fwd.x_forwarded_for = cfg.http.x_forwarded_for;
   fwd.x_forwarded_proto = cfg.http.x_forwarded_proto;
-  if (cfg.client_auth.allow.judges_sni()) fwd.server_name = sni_of(tls.native());
+  if (const auto& allow = s.listener->tls.peer_verifier->allow(); allow.judges_sni()) {
+    fwd.server_name = sni_of(tls.native());
+    if (fwd.server_name.empty() && s.peer_identity)
+      fwd.judge_host = [&s, &allow](std::string_view host) {
+        const tls::peer_context ctx{s.source ? &*s.source : nullptr, host};
+        auto d = tls::evaluate(allow, *s.peer_identity, ctx);
+        return d.allowed ? std::string() : std::move(d.detail);
+      };
+  }
   http_request_sink sink = [&s](const http_request_report& r) {
     write_request_line(s, r);
     if (auto* m = s.listener->metrics)

@@ -7,6 +7,8 @@ admin.example.org's pages)."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from h2_client import H2Client
@@ -71,3 +73,30 @@ def test_an_http2_authority_for_another_host_gets_421_on_its_stream(http_serve, 
         client.close()
     assert other[0] == 421 and same[0] == 200
     assert [r.target for r in recorder.requests] == ["/y"]
+
+
+NOT_ADMIN = {"allow": {"rules": [{"not": {"sni": ["admin.example.org"]}}]}}
+
+
+def exchange_without_sni(daemon, pki, host: str):
+    ctx = client_context(pki, "client")
+    ctx.check_hostname = False           # no SNI: no name to check either
+    raw = socket.create_connection(daemon.addr(), TIMEOUT)
+    with ctx.wrap_socket(raw, server_hostname=None) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return read_response(Reader(SockConn(sock)))[0], local
+
+
+def test_without_an_sni_each_request_host_is_judged_by_the_rules(http_serve, pki):
+    """A rule's `not: {sni: [admin.example.org]}` admits a client that sends no SNI: its requests
+    are then judged by the rules with their host in the SNI's place, so admin.example.org gets
+    421 and any other host goes up (review: with no SNI, nothing was compared)."""
+    daemon, _, recorder = http_serve(client_auth=NOT_ADMIN)
+    status, local = exchange_without_sni(daemon, pki, "admin.example.org:443")
+    assert status == 421
+    detail = daemon.wait_for_access(client=local)["detail"]
+    assert detail.startswith("the request is for 'admin.example.org:443', which the listener's "
+                             "rules do not admit without a TLS server name: "), detail
+    assert exchange_without_sni(daemon, pki, "api.example.org")[0] == 200
+    assert [r.target for r in recorder.requests] == ["/x"]

@@ -28,7 +28,15 @@ struct http_forwarding {
   // certificates. Otherwise a client admitted for one name could ask for another that the same
   // upstream serves.
   std::string server_name;
+  // The rules judge the SNI but the client sent none (a rule's `not: {sni: ...}` admitted it):
+  // each request's host is judged by the rules in the SNI's place. Returns why it is refused,
+  // or "" when admitted. Empty otherwise.
+  std::function<std::string(std::string_view host)> judge_host;
 };
+
+// The 421's reason for a request for `authority` on a connection with policy `f`: not its
+// server_name, or, without one, refused by its judge_host; "" when the request may go up.
+std::string misdirected(const http_forwarding& f, std::string_view authority);
 
 // Lower-case name, value: the HTTP/2 form of a header field.
 using header_field = std::pair<std::string, std::string>;

@@ -39,8 +39,10 @@ request_head_verdict judge_request(const request_framing& req);
 // on the name, could read another host), then at most a port of digits up to 65535.
 bool valid_authority(std::string_view authority);
 
-// Whether `authority` (a Host field, an absolute-form target's, HTTP/2's :authority) names
-// `host` (a TLS server name): the same, case-insensitively, once a port is taken off.
+// The host an authority (a Host field, an absolute-form target's, HTTP/2's :authority) names:
+// without its port, an IPv6 literal's brackets or a fully qualified name's final dot.
+std::string_view authority_host(std::string_view authority);
+// Whether `authority` names `host` (a TLS server name), case-insensitively.
 bool authority_is_host(std::string_view authority, std::string_view host);
 
 // The 421 for a request whose authority is not `server_name` (http_forwarding::server_name);

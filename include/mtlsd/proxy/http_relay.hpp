@@ -50,7 +50,7 @@ asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, str
 inline asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket,
                                         stream_socket& plain, const xfcc_policy& xfcc,
                                         idle_deadline& clock, relay_result& result) {
-  return http_relay(tls, tls_socket, plain, http_forwarding{xfcc, {}, false, false, {}}, clock,
+  return http_relay(tls, tls_socket, plain, http_forwarding{xfcc, {}, false, false, {}, {}}, clock,
                     result, {});
 }
 
