@@ -20,6 +20,11 @@ using ocsp_request_ptr = std::unique_ptr<OCSP_REQUEST, openssl_deleter<OCSP_REQU
 // Clock skew tolerated on thisUpdate/nextUpdate (responders' clocks drift; RFC 6960 leaves
 // the amount to the client, OpenSSL's own tools use 5 minutes).
 inline constexpr long ocsp_skew_seconds = 300;
+// A response without nextUpdate says newer information is always available (RFC 6960
+// 4.2.2.1): it is taken while its thisUpdate is at most this old — the 5 minutes mtlsd (and its
+// stapler) keep such a response, plus the skew. Older, it proves nothing about now: a revoked
+// certificate's old "good" answer, replayed or stapled, would otherwise pass forever.
+inline constexpr long ocsp_max_age_without_next_update = 300 + ocsp_skew_seconds;
 
 // The http:// responder URLs named in `cert`'s Authority Information Access extension.
 std::vector<std::string> ocsp_urls(X509* cert);
@@ -44,7 +49,8 @@ struct ocsp_answer {
 // What a DER OCSPResponse proves about `cert` (issued by `issuer`): it must be a successful
 // response, signed by `issuer` itself or by a responder certificate `issuer` issued with the
 // OCSPSigning EKU, echo the nonce of `request` when it echoes one at all (a different nonce is a
-// replay), name `cert`, and be current at `now` within ocsp_skew_seconds. Anything less is
+// replay), name `cert`, and be current at `now` within ocsp_skew_seconds (without nextUpdate:
+// thisUpdate within ocsp_max_age_without_next_update). Anything less is
 // `unavailable` with the reason in `detail`. `request` may be null (stapled responses).
 ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
                                 OCSP_REQUEST* request, std::time_t now);

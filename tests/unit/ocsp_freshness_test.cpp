@@ -1,0 +1,74 @@
+// check_ocsp_response's freshness rules (tls/revocation/ocsp.hpp) on responses built here with
+// OpenSSL, so that thisUpdate and nextUpdate can be any time: the integration tests' responder
+// (openssl ocsp) always answers with thisUpdate = now.
+#include <gtest/gtest.h>
+#include <openssl/ocsp.h>
+
+#include <string>
+
+#include "mtlsd/tls/revocation/ocsp.hpp"
+#include "test_pki.hpp"
+
+namespace {
+
+using mtlsd::test::credential;
+using mtlsd::test::days;
+namespace rev = mtlsd::tls::revocation;
+
+struct fixture {
+  credential ca = mtlsd::test::make_root_ca({.cn = "OCSP freshness CA"});
+  credential leaf = mtlsd::test::make_leaf(ca, {.cn = "leaf"});
+};
+
+// A successful response saying `leaf` is good, signed by its CA; next_update 0 = none.
+std::string good_response(const fixture& f, std::time_t this_update, std::time_t next_update) {
+  OCSP_BASICRESP* basic = OCSP_BASICRESP_new();
+  OCSP_CERTID* id = OCSP_cert_to_id(nullptr, f.leaf.cert(), f.ca.cert());
+  ASN1_TIME* thisupd = ASN1_TIME_set(nullptr, this_update);
+  ASN1_TIME* nextupd = next_update ? ASN1_TIME_set(nullptr, next_update) : nullptr;
+  EXPECT_NE(OCSP_basic_add1_status(basic, id, V_OCSP_CERTSTATUS_GOOD, 0, nullptr, thisupd, nextupd),
+            nullptr);
+  EXPECT_EQ(OCSP_basic_sign(basic, f.ca.cert(), f.ca.key(), EVP_sha256(), nullptr, 0), 1);
+  OCSP_RESPONSE* response = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic);
+  unsigned char* der = nullptr;
+  const int n = i2d_OCSP_RESPONSE(response, &der);
+  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(n));
+  OPENSSL_free(der);
+  OCSP_RESPONSE_free(response);
+  ASN1_TIME_free(nextupd);
+  ASN1_TIME_free(thisupd);
+  OCSP_CERTID_free(id);
+  OCSP_BASICRESP_free(basic);
+  return out;
+}
+
+rev::ocsp_answer check(const fixture& f, const std::string& der, std::time_t now) {
+  return rev::check_ocsp_response(der, f.leaf.cert(), f.ca.cert(), nullptr, now);
+}
+
+TEST(OcspFreshness, WithoutNextUpdateAResponseIsTakenOnlyWhileRecent) {
+  fixture f;
+  const std::time_t now = mtlsd::test::now();
+  EXPECT_EQ(check(f, good_response(f, now - 60, 0), now).result, rev::status::good);
+  EXPECT_EQ(
+      check(f, good_response(f, now - rev::ocsp_max_age_without_next_update + 5, 0), now).result,
+      rev::status::good);
+  // A revoked certificate's "good" answer from a month ago, replayed or stapled: it proves
+  // nothing about now (review: it was taken at any age).
+  const auto old = check(f, good_response(f, now - days(30), 0), now);
+  EXPECT_EQ(old.result, rev::status::unavailable);
+  EXPECT_EQ(old.detail, "response is stale (no nextUpdate, and thisUpdate is 43200 minutes old)");
+}
+
+TEST(OcspFreshness, WithNextUpdateItsWindowDecides) {
+  fixture f;
+  const std::time_t now = mtlsd::test::now();
+  EXPECT_EQ(check(f, good_response(f, now - days(2), now + days(1)), now).result,
+            rev::status::good);
+  EXPECT_EQ(check(f, good_response(f, now - days(2), now - days(1)), now).detail,
+            "response is stale (nextUpdate has passed)");
+  EXPECT_EQ(check(f, good_response(f, now + days(1), 0), now).detail,
+            "response is not yet valid (thisUpdate in the future)");
+}
+
+}  // namespace
