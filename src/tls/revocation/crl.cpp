@@ -107,6 +107,15 @@ std::time_t crl_next_update(const X509_CRL* crl) {
   return asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl));
 }
 
+std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now,
+                             std::time_t longest_lead) {
+  if (!next_update) return now + longest_lead;
+  const std::time_t lead =
+      std::clamp<std::time_t>((next_update - this_update) / 4, 1, longest_lead);
+  const std::time_t step = std::clamp<std::time_t>(lead / 8, 1, 60);
+  return std::max(next_update - lead, now + step);
+}
+
 std::string crl_issuer_text(const X509_CRL* crl) {
   return name_of(X509_CRL_get_issuer(crl));  // as the CRL-file series and the logs spell it
 }

@@ -12,20 +12,6 @@ namespace mtlsd::tls::revocation {
 namespace asio = boost::asio;
 using log::utc;
 
-namespace {
-
-// When to download again: a quarter of the CRL's validity ahead of its nextUpdate (at most an
-// hour ahead), so that a distribution point that is down for a while does not leave us without
-// a current CRL.
-std::time_t refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now) {
-  if (!next_update) return now + crl_idle_lifetime;
-  const std::time_t lead =
-      std::clamp<std::time_t>((next_update - this_update) / 4, 1, crl_idle_lifetime);
-  return std::max(next_update - lead, now + 1);
-}
-
-}  // namespace
-
 crl_fetcher::crl_fetcher(std::shared_ptr<service_state> state)
     : state_(std::move(state)),
       cache_(state_->lim.crl_entries, state_->lim.crl_total_bytes,
@@ -193,7 +179,8 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
         "the distribution point serves a CRL past its nextUpdate (" + utc(fresh.next_update) + ")";
     fresh.refresh_at = now + backoff(fresh.failures);
   } else {
-    fresh.refresh_at = refresh_time(fresh.this_update, fresh.next_update, now);
+    fresh.refresh_at =
+        crl_refresh_time(fresh.this_update, fresh.next_update, now, crl_idle_lifetime);
   }
   crl_fetched done{url.text, "", crl_issuer_text(crl.get()), 0, fresh.next_update};
   std::vector<std::string> serials =

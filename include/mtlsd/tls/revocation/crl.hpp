@@ -38,6 +38,14 @@ std::time_t crl_this_update(const X509_CRL* crl);
 std::time_t crl_next_update(const X509_CRL* crl);  // 0: none
 std::string crl_issuer_text(const X509_CRL* crl);  // RFC 2253, for metrics and logs
 
+// When a distribution point's CRL, downloaded at `now`, is downloaded again: a quarter of its
+// validity ahead of its nextUpdate (at most `longest_lead` ahead), so that a point down for a
+// while does not leave mtlsd without a current CRL; inside that window, no sooner than an eighth
+// of it (at most a minute) after the last download, so that a point that publishes its next
+// CRL only at nextUpdate is not asked every second; without nextUpdate, `longest_lead` later.
+std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now,
+                             std::time_t longest_lead);
+
 // DER encodings used to match revocations against live sessions: the issuer name of a
 // certificate or CRL, and serial numbers (content octets of the INTEGER).
 std::string name_der(const X509_NAME* name);
