@@ -10,7 +10,8 @@
 #
 # Revocation material: client-ocsp{,-revoked} and server-ocsp name an OCSP
 # responder (AIA) at $GEN_PKI_OCSP_URL, client-cdp{,-revoked} a CRL distribution
-# point at $GEN_PKI_CRL_URL; ocsp-signer is a delegated responder (OCSPSigning);
+# point at $GEN_PKI_CRL_URL (client-cdp-many: slow1-3.crl beside it first, then
+# that one); ocsp-signer is a delegated responder (OCSPSigning);
 # crl-base.pem + crl-delta.pem are a base/delta CRL pair (only the delta knows
 # client-delta is revoked); crl-all.pem lists every revocation of the root.
 # Tests bind their responder first and pass its URLs in.
@@ -61,6 +62,7 @@ FUTURE_10Y=$(at '+10 years')
 # pass its URLs in; the defaults point at a closed loopback port.
 OCSP_URL=${GEN_PKI_OCSP_URL:-http://127.0.0.1:9/ocsp}
 CRL_URL=${GEN_PKI_CRL_URL:-http://127.0.0.1:9/root.crl}
+CRL_BASE=${CRL_URL%/*}  # client-cdp-many's other distribution points, beside it
 DELTA_URL=${GEN_PKI_DELTA_URL:-http://127.0.0.1:9/root-delta.crl}
 
 # Distinct serial ranges per CA make log lines and CRL dumps easy to read.
@@ -247,6 +249,15 @@ extendedKeyUsage       = clientAuth
 subjectAltName         = DNS:\${ENV::LEAF_DNS}
 crlDistributionPoints  = URI:$CRL_URL
 
+[ ext_client_cdp_many ]
+basicConstraints       = critical, CA:false
+keyUsage               = critical, digitalSignature
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid, issuer
+extendedKeyUsage       = clientAuth
+subjectAltName         = DNS:\${ENV::LEAF_DNS}
+crlDistributionPoints  = URI:$CRL_BASE/slow1.crl, URI:$CRL_BASE/slow2.crl, URI:$CRL_BASE/slow3.crl, URI:$CRL_URL
+
 [ ext_server_ocsp ]
 basicConstraints       = critical, CA:false
 keyUsage               = critical, digitalSignature
@@ -390,6 +401,9 @@ for name in client-cdp client-cdp-revoked; do
     LEAF_DNS=$name.example.org \
         sign root_ca "$name" "/O=mtlsd Test/OU=payments/CN=$name" ext_client_cdp "$PAST_1D" "$FUTURE_2Y"
 done
+newkey client-cdp-many
+LEAF_DNS=client-cdp-many.example.org \
+    sign root_ca client-cdp-many "/O=mtlsd Test/OU=payments/CN=client-cdp-many" ext_client_cdp_many "$PAST_1D" "$FUTURE_2Y"
 newkey client-delta
 LEAF_DNS=client-delta.example.org \
     sign root_ca client-delta "/O=mtlsd Test/OU=payments/CN=client-delta" ext_client_generic "$PAST_1D" "$FUTURE_2Y"

@@ -50,6 +50,7 @@ class RevocationServer:
         self.ocsp: Optional[OcspConfig] = None
         self.crls: dict[str, bytes] = {}      # "/root.crl" -> CRL (DER or PEM)
         self.delay = 0.0                      # seconds before answering (a slow server)
+        self.slow_paths: dict[str, float] = {}  # path -> seconds before a GET for it is answered
         self.fail_status: Optional[int] = None  # answer every request with this HTTP status
         self.counters = Counters()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
@@ -108,7 +109,10 @@ class RevocationServer:
                 with owner._lock:
                     owner.counters.crl[self.path] = owner.counters.crl.get(self.path, 0) + 1
                     crl = owner.crls.get(self.path)
+                    slow = owner.slow_paths.get(self.path, 0.0)
                 owner._maybe_wait()
+                if slow:
+                    time.sleep(slow)
                 if owner.fail_status:
                     return self._send(owner.fail_status, b"unavailable\n", "text/plain")
                 if crl is None:
@@ -142,6 +146,7 @@ class RevocationServer:
             self.start()
         with self._lock:
             self.delay = 0.0
+            self.slow_paths = {}
             self.fail_status = None
             self.crls = {}
             self.counters = Counters()

@@ -142,6 +142,21 @@ def test_distribution_point_down_under_allow_admits_and_counts(serve_rv, rpki, r
                         result="unavailable")
 
 
+def test_distribution_points_that_do_not_answer_share_one_timeout(serve_rv, rpki, rv):
+    """client-cdp-many names three points that answer too late, then the root's. One timeout
+    bounds the whole lookup: the first slow point uses it up, the rest are not tried, and the
+    check is unavailable, which on_unavailable: allow admits. Before, each point had a timeout
+    of its own: 3 s, past the session's backstop (2 x 1 s + 1 s), which refused the client
+    even under allow (review: refused after 5 s with three points down)."""
+    daemon, up = serve_rv({**CDP, "on_unavailable": "allow"})
+    rv.slow_paths = {f"/slow{i}.crl": 5.0 for i in (1, 2, 3)}
+    started = time.monotonic()
+    assert_admitted(daemon, echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp-many")),
+                    b"ping\n")
+    assert time.monotonic() - started < 2.5
+    assert rv.crl_requests("/slow1.crl") == 1 and rv.crl_requests("/slow2.crl") == 0
+
+
 def test_distribution_point_crl_from_another_issuer_is_rejected(serve_rv, rpki, rv, tmp_path):
     mine = rpki.copy_to(tmp_path / "pki")
     mine.openssl("ca", "-batch", "-name", "other_ca", "-gencrl", "-out", mine.path("other.pem"))

@@ -27,8 +27,16 @@ asio::awaitable<answer> crl_fetcher::lookup(x509_ptr cert, x509_ptr issuer, poli
   if (urls.empty())
     co_return answer{status::unavailable, "crl",
                      "the certificate names no http:// CRL distribution point"};
+  // One timeout for the whole lookup, not one per point: points that do not answer, tried in
+  // turn, would take the check past the session's backstop (twice the timeout), which refuses
+  // even under on_unavailable: allow. A point is tried only within the lookup's first timeout.
+  const auto started = std::chrono::steady_clock::now();
   answer out;
   for (const auto& url_text : urls) {
+    if (&url_text != &urls.front() && std::chrono::steady_clock::now() - started >= pol.timeout) {
+      out.detail += " (the other distribution points were not tried: the lookup's time was up)";
+      break;
+    }
     out = co_await lookup_at(url_text, cert.get(), issuer.get(), pol, at);
     if (out.result != status::unavailable) break;
   }
