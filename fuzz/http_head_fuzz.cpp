@@ -66,8 +66,8 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
 
   const auto v = proxy::judge_request(req);
   if (v.status != 0) {
-    fuzz::check((v.status == 400 || v.status == 405 || v.status == 501) && !v.reason.empty() &&
-                    !v.why.empty(),
+    fuzz::check((v.status == 400 || v.status == 405 || v.status == 417 || v.status == 501) &&
+                    !v.reason.empty() && !v.why.empty(),
                 "a refusal has a status, a reason and a cause");
     return;
   }

@@ -32,7 +32,7 @@ def revocation_server():
 @pytest.fixture(scope="session")
 def rpki(revocation_server, tmp_path_factory):
     """A PKI whose client-ocsp*/server-ocsp certs name the server's /ocsp and
-    whose client-cdp* certs name its /root.crl."""
+    whose client-cdp* certs name its /root.crl (client-cdp-many: its slow1-3.crl first)."""
     return generate_pki(tmp_path_factory.mktemp("rpki") / "pki", env={
         "GEN_PKI_OCSP_URL": revocation_server.ocsp_url,
         "GEN_PKI_CRL_URL": revocation_server.url(ROOT_CRL),

@@ -160,17 +160,24 @@ def test_client_that_stops_acknowledging_stalls_the_download_with_bounded_memory
     assert wait_request_line(daemon, path="/down")["resp_bytes"] == BIG
 
 
-def test_a_client_that_stops_reading_the_socket_is_dropped_at_the_idle_timeout(http_serve, pki):
-    """A client opens all its windows, asks for a large download, then reads nothing from the
-    socket while it keeps sending frames (WINDOW_UPDATEs, which need no answer): mtlsd's write
-    sticks once the socket buffers are full. The client's frames and the open stream must not
-    keep the connection past timeouts.idle; they did (review: still open after 150 s)."""
-    daemon, _, _ = http_serve(handler=firehose(big_blob(), {"sent": 0}), timeouts={"idle": "1s"})
+def large_download_with_open_windows(http_serve, pki, *, idle: str):
+    """A daemon with timeouts.idle `idle` before a firehose upstream, and a client that opened
+    every window and asked for BIG bytes: (daemon, client, the client's address)."""
+    daemon, _, _ = http_serve(handler=firehose(big_blob(), {"sent": 0}), timeouts={"idle": idle})
     client = H2Client(daemon, pki)
     local = fmt_addr(client.sock.getsockname())
     client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
     client.conn.increment_flow_control_window(2**30)
     client.request("/down")
+    return daemon, client, local
+
+
+def test_a_client_that_stops_reading_the_socket_is_dropped_at_the_idle_timeout(http_serve, pki):
+    """A client opens all its windows, asks for a large download, then reads nothing from the
+    socket while it keeps sending frames (WINDOW_UPDATEs, which need no answer): mtlsd's write
+    sticks once the socket buffers are full. The client's frames and the open stream must not
+    keep the connection past timeouts.idle; they did (review: still open after 150 s)."""
+    daemon, client, local = large_download_with_open_windows(http_serve, pki, idle="1s")
     line, deadline = None, time.monotonic() + TIMEOUT
     try:
         while line is None and time.monotonic() < deadline:
@@ -194,12 +201,7 @@ def test_a_client_that_reads_slowly_but_steadily_keeps_its_connection(http_serve
     two idle timeouts and more. Its progress shows in the socket's queue (SIOCOUTQ), not in
     write completions: the kernel reports the socket writable only once half its send buffer
     (megabytes) is free (review: such a client was dropped at the idle timeout)."""
-    daemon, _, _ = http_serve(handler=firehose(big_blob(), {"sent": 0}), timeouts={"idle": "5s"})
-    client = H2Client(daemon, pki)
-    local = fmt_addr(client.sock.getsockname())
-    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
-    client.conn.increment_flow_control_window(2**30)
-    client.request("/down")
+    daemon, client, local = large_download_with_open_windows(http_serve, pki, idle="5s")
     got, start = 0, time.monotonic()
     try:
         while time.monotonic() - start < 11:
