@@ -238,6 +238,9 @@ def test_http_check_2xx_and_3xx_are_up_5xx_down_and_it_flaps(start_mtlsd, pki, s
     s.status = 404
     wait_ready_state(daemon, lambda r: r.status == 503 and "HTTP 404 Not Found" in r.text,
                      "a 404 is not up")
+    # /readyz shows the new state before the check's log line is read back: wait for that line.
+    daemon.wait_for_log(lambda l: l.get("msg") == "upstream check failed"
+                        and "404" in l.get("error", ""))
     failed = [l for l in daemon.logs() if l.get("msg") == "upstream check failed"]
     passed = [l for l in daemon.logs() if l.get("msg") == "upstream check passed"]
     # Once per transition (302 -> 204 is none): 200, 3 x (503, 302), 404.
