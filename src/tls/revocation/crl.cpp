@@ -138,6 +138,14 @@ std::string serial_der(const ASN1_INTEGER* serial) {
   return out;
 }
 
+std::size_t crl_memory_bytes(std::size_t der_bytes) {
+  // Measured with OpenSSL 3.0 (CrlMemory.*): decoded and sorted, a CRL held 7.8 times its DER
+  // with bare entries (~200 bytes each) and 8.1 times with a reason code on each (~400 bytes):
+  // every entry is an X509_REVOKED, a serial and a date as ASN1_STRINGs and a stack slot.
+  constexpr std::size_t der_multiple = 9;
+  return der_bytes * der_multiple;
+}
+
 std::vector<std::string> revoked_serials(X509_CRL* crl) {
   std::vector<std::string> out;
   STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl);

@@ -171,7 +171,7 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
   const cached* old = cache_.peek(url.text);
   cached fresh;
   fresh.url = url.text;
-  fresh.bytes = body.size();
+  fresh.bytes = crl_memory_bytes(body.size());
   fresh.body_hash = std::hash<std::string>{}(body);
   fresh.this_update = crl_this_update(crl.get());
   fresh.next_update = crl_next_update(crl.get());

@@ -32,7 +32,7 @@ class crl_fetcher : public std::enable_shared_from_this<crl_fetcher> {
     x509_crl_ptr crl;
     x509_ptr issuer;  // the certificate its signature was verified against
     std::string url;
-    std::size_t bytes = 0;
+    std::size_t bytes = 0;  // what it holds in memory (crl_memory_bytes), not its DER size
     std::size_t body_hash = 0;
     std::time_t this_update = 0;
     std::time_t next_update = 0;

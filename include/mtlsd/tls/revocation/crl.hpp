@@ -3,6 +3,7 @@
 // how to parse, who signed it, what it says about a certificate.
 #include <openssl/x509.h>
 
+#include <cstddef>
 #include <ctime>
 #include <string>
 #include <string_view>
@@ -50,6 +51,9 @@ std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, s
 // certificate or CRL, and serial numbers (content octets of the INTEGER).
 std::string name_der(const X509_NAME* name);
 std::string serial_der(const ASN1_INTEGER* serial);
+// What a CRL of `der_bytes` holds in memory once OpenSSL has decoded it, for the cache's byte
+// bound: about 8 times its DER (a 10 MiB CRL takes ~80 MiB, not 10).
+std::size_t crl_memory_bytes(std::size_t der_bytes);
 // Every serial a CRL revokes (removeFromCRL entries of deltas excluded), sorted.
 std::vector<std::string> revoked_serials(X509_CRL* crl);
 

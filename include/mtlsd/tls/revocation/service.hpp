@@ -54,8 +54,10 @@ struct service_limits {
   std::size_t ocsp_entries = 10000;
   std::size_t ocsp_response_bytes = 64 * 1024;
   std::size_t crl_entries = 64;
-  std::size_t crl_bytes = 10 * 1024 * 1024;        // one CRL
-  std::size_t crl_total_bytes = 64 * 1024 * 1024;  // every cached CRL together
+  std::size_t crl_bytes = 10 * 1024 * 1024;  // one CRL's download
+  // Every cached CRL together, in memory (crl_memory_bytes): a 10 MiB CRL of small entries
+  // takes ~100 MiB once parsed.
+  std::size_t crl_total_bytes = 256 * 1024 * 1024;
   std::size_t issuers = 1024;
 };
 
