@@ -52,6 +52,7 @@ class RevocationServer:
         self.delay = 0.0                      # seconds before answering (a slow server)
         self.slow_paths: dict[str, float] = {}  # path -> seconds before a GET for it is answered
         self.fail_status: Optional[int] = None  # answer every request with this HTTP status
+        self.ocsp_body: Optional[bytes] = None  # answer every OCSP request with these bytes
         self.counters = Counters()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -97,6 +98,8 @@ class RevocationServer:
                 owner._maybe_wait()
                 if owner.fail_status:
                     return self._send(owner.fail_status, b"unavailable\n", "text/plain")
+                if owner.ocsp_body is not None:
+                    return self._send(200, owner.ocsp_body, "application/ocsp-response")
                 if not self.path.startswith("/ocsp") or owner.ocsp is None:
                     return self._send(404, b"no responder\n", "text/plain")
                 try:
@@ -148,6 +151,7 @@ class RevocationServer:
             self.delay = 0.0
             self.slow_paths = {}
             self.fail_status = None
+            self.ocsp_body = None
             self.crls = {}
             self.counters = Counters()
 

@@ -151,6 +151,43 @@ def test_responder_error_status_is_unavailable(serve_rv, rpki, rv):
     assert "HTTP 503" in line["detail"], line
 
 
+# OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED tryLater (3) } (RFC 6960 4.2.1)
+TRY_LATER = bytes([0x30, 0x03, 0x0A, 0x01, 0x03])
+
+
+def test_a_responder_that_answers_try_later_is_held_off_like_one_that_does_not_answer(
+        serve_rv, rpki, rv):
+    # Review: only unanswered requests were held off; a responder answering tryLater (an
+    # overloaded one) got one more request for every connection.
+    daemon, up = serve_rv(ocsp())
+    rv.ocsp_body = TRY_LATER
+    ctx = client_context(rpki, "client-ocsp")
+    start = time.monotonic()
+    for _ in range(6):
+        line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(), ctx),
+                              "revocation_unavailable", alert=False)
+        assert "trylater" in line["detail"].lower(), line
+    elapsed = time.monotonic() - start
+    assert rv.ocsp_requests() <= 1 + int(elapsed), (rv.ocsp_requests(), elapsed)
+
+
+def test_an_unusable_answer_holds_off_that_certificate_only(serve_rv, rpki, rv):
+    rv.ocsp.signer, rv.ocsp.key = rpki.path("server.crt"), rpki.path("server.key")  # no EKU
+    daemon, up = serve_rv(ocsp())
+    start = time.monotonic()
+    for _ in range(3):
+        assert_refused(daemon, up, echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp")),
+                       "revocation_unavailable", alert=False)
+    elapsed = time.monotonic() - start
+    assert rv.ocsp_requests() <= 1 + int(elapsed), (rv.ocsp_requests(), elapsed)
+    # Another certificate of the same responder is asked about at once.
+    before = rv.ocsp_requests()
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                              client_context(rpki, "client-ocsp-revoked")),
+                   "revocation_unavailable", alert=False)
+    assert rv.ocsp_requests() == before + 1
+
+
 def test_response_signed_by_the_issuer_itself_is_accepted(serve_rv, rpki, rv):
     rv.ocsp.signer, rv.ocsp.key = rpki.path("ca.crt"), rpki.path("ca.key")
     daemon, up = serve_rv(ocsp())

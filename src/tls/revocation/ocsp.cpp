@@ -91,8 +91,12 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
     return unusable("not an OCSP response");
   }
   const int rs = OCSP_response_status(response.get());
-  if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL)
-    return unusable(std::string("responder answered '") + OCSP_response_status_str(rs) + "'");
+  if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+    ocsp_answer a =
+        unusable(std::string("responder answered '") + OCSP_response_status_str(rs) + "'");
+    a.declined = true;
+    return a;
+  }
   ocsp_basic_ptr basic(OCSP_response_get1_basic(response.get()));
   if (!basic) {
     drain_errors();

@@ -68,9 +68,14 @@ asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
   ocsp_exchange x =
       co_await ask_responder(url, std::move(query), up_ref(cert.get()), up_ref(issuer.get()),
                              timeout, self->state_->lim.ocsp_response_bytes);
-  if (!x.responded)
+  // Failures are held off for a moment, so that each connection does not ask again: a responder
+  // that did not answer or declined (tryLater) for every certificate, an unusable answer (stale,
+  // not covering the certificate) for this certificate.
+  if (!x.responded || x.answer.declined)
     self->state_->record_failure(url.text, x.answer.detail);
-  else if (x.answer.result != status::unavailable)
+  else if (x.answer.result == status::unavailable)
+    self->state_->record_failure(cert_id, x.answer.detail);
+  else
     self->keep(cert_id, x.answer, cert.get(), url.text);
   self->state_->report(ocsp_fetched{url.text, subject_of(cert.get()), x.answer});
   f->answer = std::move(x.answer);
@@ -116,8 +121,9 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
   if (const cached* c = cache_.find(id); c && c->fresh(std::time(nullptr)))
     co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
   ocsp_answer a;
-  if (const std::string* error = state_->recently_failed(url->text);
-      error && !inflight_.count(id)) {
+  const std::string* error = state_->recently_failed(url->text);
+  if (!error) error = state_->recently_failed(id);
+  if (error && !inflight_.count(id)) {
     a.result = status::unavailable;
     a.detail = *error;
   } else {

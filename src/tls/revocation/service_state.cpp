@@ -9,7 +9,7 @@ namespace {
 
 constexpr auto failure_hold_off = std::chrono::seconds(1);
 constexpr auto max_sleep = std::chrono::seconds(60);
-constexpr std::size_t max_failed_urls = 1024;
+constexpr std::size_t max_recent_failures = 1024;
 
 }  // namespace
 
@@ -31,19 +31,19 @@ void service_state::stop() {
     t->cancel();
 }
 
-const std::string* service_state::recently_failed(const std::string& url) {
-  auto it = failed_urls_.find(url);
-  if (it == failed_urls_.end()) return nullptr;
+const std::string* service_state::recently_failed(const std::string& key) {
+  auto it = recent_failures_.find(key);
+  if (it == recent_failures_.end()) return nullptr;
   if (steady::now() >= it->second.first) {
-    failed_urls_.erase(it);
+    recent_failures_.erase(it);
     return nullptr;
   }
   return &it->second.second;
 }
 
-void service_state::record_failure(const std::string& url, const std::string& error) {
-  if (failed_urls_.size() > max_failed_urls) failed_urls_.clear();
-  failed_urls_[url] = {steady::now() + failure_hold_off, error};
+void service_state::record_failure(const std::string& key, const std::string& error) {
+  if (recent_failures_.size() > max_recent_failures) recent_failures_.clear();
+  recent_failures_[key] = {steady::now() + failure_hold_off, error};
 }
 
 }  // namespace mtlsd::tls::revocation

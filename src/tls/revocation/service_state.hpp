@@ -74,16 +74,17 @@ class service_state {
       sink(e);
   }
 
-  // After a failed request to a URL, checks answer "unavailable" at once for a moment instead of
-  // each waiting for the same dead server (background refreshes have their own backoff): the
-  // error of a URL that failed a moment ago, else null.
-  const std::string* recently_failed(const std::string& url);
-  void record_failure(const std::string& url, const std::string& error);
+  // After a failed request, checks answer "unavailable" at once for a moment instead of each
+  // asking the same dead or declining server again (background refreshes have their own
+  // backoff). `key` is a URL, or an OCSP CertID when only that certificate's answer was
+  // unusable. The error recorded for `key` a moment ago, else null.
+  const std::string* recently_failed(const std::string& key);
+  void record_failure(const std::string& key, const std::string& error);
 
  private:
   outcome_sink report_to_;
   std::vector<std::function<void(event_ptr)>> sinks_;
-  std::unordered_map<std::string, std::pair<steady::time_point, std::string>> failed_urls_;
+  std::unordered_map<std::string, std::pair<steady::time_point, std::string>> recent_failures_;
   std::unordered_set<boost::asio::steady_timer*> sleeping_;
 };
 
