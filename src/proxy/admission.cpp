@@ -124,7 +124,12 @@ std::optional<admission_refusal> admission_ticket::admit_source(
                                    ") reached for " + (source ? source->str() : "unix peers")};
     source_key_ = std::move(key);
   }
-  const int cap = lim.pending_cap(cfg.max_connections);
+  return admit_pending(cfg);
+}
+
+std::optional<admission_refusal> admission_ticket::admit_pending(const config::listener& cfg) {
+  if (!state_ || pending_) return std::nullopt;
+  const int cap = cfg.limits.pending_cap(cfg.max_connections);
   if (state_->pending_.fetch_add(1) >= cap) {
     state_->pending_.fetch_sub(1);
     return admission_refusal{

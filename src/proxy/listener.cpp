@@ -77,6 +77,9 @@ void admit(stream_socket sock, const stream_endpoint& remote,
                               "PROXY header expected from trusted_sources only; " +
                                   (source ? source->str() : std::string("this peer")) +
                                   " is not one of them");
+    // The source checks wait for the header (accept_proxy_header); the pending cap cannot.
+    if (auto no = ticket.admit_pending(cfg))
+      return refuse_at_accept(sock, remote, *slot, *listener, no->why, std::move(no->detail));
   } else if (auto no = ticket.admit_source(cfg, source)) {
     return refuse_at_accept(sock, remote, *slot, *listener, no->why, std::move(no->detail));
   }

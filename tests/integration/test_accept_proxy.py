@@ -19,6 +19,7 @@ import pytest
 
 from mtlsd_harness import client_context, connect, fmt_addr, tls_exchange
 from proxy_v2 import header_then_echo
+from faults import wait_until
 from upstream import free_port
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
@@ -181,6 +182,29 @@ def test_untrusted_sender_is_refused_at_accept(serve, pki):
     line = refused(daemon, up, b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 443\r\n",
                    "protocol_error")
     assert "trusted_sources" in line["detail"], line
+
+
+def test_sockets_silent_before_their_header_count_against_the_pending_cap(serve, pki):
+    # Review: the pending cap was taken only after the header, so silent sockets took every
+    # place of max_connections and the next real client was refused.
+    daemon, up = serve(accept_proxy_protocol=ACCEPT_BOTH, max_connections=8,
+                       limits={"max_pending_handshakes": 4}, timeouts={"handshake": "20s"})
+    silent = [connect(daemon.addr()) for _ in range(4)]
+    try:
+        wait_until(lambda: daemon.scrape().get("mtlsd_connections_active",
+                                               listener="inbound") == 4,
+                   10, "the silent sockets accepted")
+        sock = connect(daemon.addr())
+        local = fmt_addr(sock.getsockname())
+        assert sock.recv(1) == b"", "the fifth silent socket was kept"
+        sock.close()
+        line = daemon.wait_for_access(client=local)
+        assert line["reason"] == "over_capacity", line
+        assert "max_pending_handshakes (4)" in line["detail"], line
+        up.assert_untouched()
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_silent_connection_times_out_as_protocol_error(serve, pki):

@@ -73,6 +73,10 @@ class admission_ticket {
   // on) and a pending-handshake place.
   std::optional<admission_refusal> admit_source(const config::listener& cfg,
                                                 const std::optional<config::ip_address>& source);
+  // max_pending_handshakes alone (admit_source takes it too, unless held already): taken at
+  // accept when the client's address is still to come in a PROXY header, so that sockets
+  // silent before their header count as pending as much as those silent before a ClientHello.
+  std::optional<admission_refusal> admit_pending(const config::listener& cfg);
   // The handshake is over (either way): the pending place is free again.
   void end_handshake();
   // max_connections_per_identity, after the handshake. `identity` as the access log prints it.
