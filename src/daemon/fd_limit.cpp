@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "mtlsd/log/log.hpp"
-#include "mtlsd/proxy/h2_connection.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 
 namespace mtlsd::daemon {
 
@@ -17,19 +17,11 @@ std::uint64_t fd_overhead(const config::configuration& cfg, unsigned workers) {
   return cfg.listeners.size() * workers + admin_connections + per_worker * workers + process;
 }
 
-std::uint64_t fds_per_connection(const config::listener& l) {
-  // An HTTP/2 client of an HTTP/1.1 upstream: its own socket, the exchanges in progress and the
-  // idle connections kept for its next streams (proxy/h2_connection.hpp).
-  if (l.http.enabled && l.http.offers("h2") &&
-      l.http.upstream_protocol == config::http_upstream_protocol::http1)
-    return 1 + proxy::h1_upstreams_in_use + proxy::h1_upstreams_idle;
-  return 2;  // the client's socket and the upstream's
-}
-
 std::uint64_t fds_needed(const config::configuration& cfg, unsigned workers) {
   std::uint64_t n = fd_overhead(cfg, workers);
   for (const auto& l : cfg.listeners)
-    n += fds_per_connection(l) * static_cast<std::uint64_t>(l.max_connections);
+    n += static_cast<std::uint64_t>(proxy::fds_per_connection(l)) *
+         static_cast<std::uint64_t>(l.max_connections);
   return n;
 }
 
@@ -55,6 +47,10 @@ fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
   }
   b.soft = rl.rlim_cur;
   b.hard = rl.rlim_max;
+  const std::uint64_t overhead = fd_overhead(cfg, workers);
+  b.for_connections = b.soft > overhead ? b.soft - overhead : 0;
+  if (rl.rlim_cur != RLIM_INFINITY)
+    proxy::connection_fds().set_budget(static_cast<std::int64_t>(b.for_connections));
   if (b.soft < b.needed)
     log::warn(
         "the file descriptor limit is below what max_connections needs (2 per connection, 13 "
@@ -63,7 +59,8 @@ fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
         {{"limit", b.soft},
          {"needed", b.needed},
          {"hard_limit", b.hard},
-         {"overhead", fd_overhead(cfg, workers)}});
+         {"overhead", overhead},
+         {"for_connections", b.for_connections}});
   return b;
 }
 

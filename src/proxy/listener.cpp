@@ -9,6 +9,7 @@
 
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 #include "mtlsd/termination.hpp"
 #include "mtlsd/util/exception.hpp"
 #include "session_state.hpp"
@@ -68,6 +69,24 @@ void admit(stream_socket sock, const stream_endpoint& remote,
       if (s) s->active.fetch_sub(1);
     }
   } place{slot.get()};
+  // Descriptors for what the connection will hold, before it holds them: past the budget
+  // accept() would fail with EMFILE, leaving clients waiting in the backlog and the admin
+  // server without a descriptor.
+  const std::int64_t fds = fds_per_connection(cfg);
+  if (!connection_fds().take(fds)) {
+    if (m) m->over_limit->Increment();
+    return refuse_at_accept(sock, remote, *slot, *listener, reason::over_capacity,
+                            "the file descriptor limit leaves room for no more connections (" +
+                                std::to_string(connection_fds().budget()) +
+                                " descriptors for connections, " + std::to_string(fds) +
+                                " each on this listener)");
+  }
+  struct fd_guard {  // given back unless a session takes them over
+    std::int64_t n;
+    ~fd_guard() {
+      if (n) connection_fds().give_back(n);
+    }
+  } held{fds};
   const auto source = ip_of(remote.data());
   admission_ticket ticket(slot->admission);
   if (cfg.accept_proxy_protocol.enabled) {
@@ -84,12 +103,14 @@ void admit(stream_socket sock, const stream_endpoint& remote,
     return refuse_at_accept(sock, remote, *slot, *listener, no->why, std::move(no->detail));
   }
   place.s = nullptr;
+  held.n = 0;
   open_sessions* counted = registry.counted();
   if (counted) counted->opened();
   if (m) m->active->Increment();
   asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket), remote),
-                 [slot, m, counted, name = slot->name](std::exception_ptr e) {
+                 [slot, m, counted, fds, name = slot->name](std::exception_ptr e) {
                    slot->active.fetch_sub(1);
+                   connection_fds().give_back(fds);
                    if (counted) counted->closed();
                    if (m) m->active->Decrement();
                    // Sessions catch their own errors; anything reaching here is a bug to see.

@@ -157,6 +157,14 @@ def fd_limit(n: int) -> Callable[[], None]:
     return apply
 
 
+def lower_fd_limit(pid: int, n: int) -> None:
+    """Lowers a running process's RLIMIT_NOFILE (soft and hard) to `n`, below the budget for
+    connections it derived from the limit at start: its accepts then fail with EMFILE, as when
+    descriptors go to something other than connections (a daemon started under `ulimit -n n`
+    refuses connections past its budget instead, before it runs out)."""
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (n, n))
+
+
 def fd_limit_to_hard() -> None:
     """A preexec_fn: soft RLIMIT_NOFILE = hard, as a service manager's LimitNOFILE would give."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -1,6 +1,7 @@
 // The descriptor budget at start: raised to the hard limit, and the arithmetic of what
 // max_connections needs (issue 11: 2 per connection plus overhead).
 #include "mtlsd/daemon/fd_limit.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -31,13 +32,13 @@ TEST(FdLimit, NeedsTwoPerConnectionOfEveryListenerPlusOverhead) {
 TEST(FdLimit, CountsTheUpstreamConnectionsOfHttp2ClientsOfAnHttp11Upstream) {
   auto c = with_listeners({100});
   c.listeners[0].http.enabled = true;
-  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 13u);
+  EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 13);
   EXPECT_EQ(mtlsd::daemon::fds_needed(c, 1), 13u * 100 + mtlsd::daemon::fd_overhead(c, 1));
   c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::same;  // h2c
-  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 2u);
+  EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 2);
   c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::http1;
   c.listeners[0].http.protocols = {"http/1.1"};
-  EXPECT_EQ(mtlsd::daemon::fds_per_connection(c.listeners[0]), 2u);
+  EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 2);
 }
 
 TEST(FdLimit, RaisesTheSoftLimitToTheHardOne) {
