@@ -84,7 +84,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
       http::request<http::string_body> req;
       http::request_parser<http::string_body> parser;
       parser.body_limit(4096);
-      timer.expires_after(std::chrono::seconds(10));  // slow or idle clients do not hold a slot
+      // One deadline for reading a request and writing its answer: a client that is slow, idle
+      // or does not read what it asked for (pipelined scrapes into a full socket) does not hold
+      // one of the few slots beyond it.
+      timer.expires_after(std::chrono::seconds(10));
       auto result = co_await (http::async_read(sock, buffer, parser, as_tuple(use_awaitable)) ||
                               timer.async_wait(as_tuple(use_awaitable)));
       if (result.index() != 0) co_return;
@@ -92,8 +95,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (ec) co_return;
       req = parser.release();
       auto res = respond(req);
-      auto [wec, written] = co_await http::async_write(sock, res, as_tuple(use_awaitable));
-      if (wec || !res.keep_alive()) break;
+      auto written = co_await (http::async_write(sock, res, as_tuple(use_awaitable)) ||
+                               timer.async_wait(as_tuple(use_awaitable)));
+      if (written.index() != 0 || std::get<0>(std::get<0>(written)) || !res.keep_alive()) break;
     }
     boost::system::error_code ignored;
     sock.shutdown(net::stream_socket::shutdown_send, ignored);

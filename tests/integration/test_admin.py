@@ -173,3 +173,38 @@ def test_slow_admin_clients_do_not_block_probes(serve):
     finally:
         for s in stuck:
             s.close()
+
+
+def test_clients_that_do_not_read_their_answers_lose_their_slots(serve):
+    """Review: 64 connections pipelining scrapes into a socket they never read held every admin
+    slot for as long as they stayed open (no deadline on writing an answer), so /healthz and
+    /readyz failed and a liveness probe would restart the pod. Reading a request and writing
+    its answer now share one 10 s deadline."""
+    daemon, _ = serve()
+    pipelined = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 1000
+
+    def healthz_answers() -> bool:
+        try:
+            return daemon.admin_request("/healthz").status == 200
+        except OSError:
+            return False
+
+    stalled = []
+    try:
+        for _ in range(64):  # the admin server's cap
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(5)
+            s.connect(parse_address(daemon.admin_address))
+            s.sendall(pipelined)
+            stalled.append(s)
+        assert not healthz_answers(), "the stalled clients did not take every slot"
+        start = time.monotonic()
+        deadline = start + 40  # 10 s after the last answer that went out, on a busy machine
+        while not healthz_answers():
+            assert time.monotonic() < deadline, "/healthz still refused after 40 s"
+            time.sleep(0.1)
+        print(f"/healthz answered again after {time.monotonic() - start:.1f} s")
+    finally:
+        for s in stalled:
+            s.close()
