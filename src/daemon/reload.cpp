@@ -167,8 +167,9 @@ void daemon::publish(const runtime_ptr& next) {
 }
 
 // A new X.509-SVID or bundle: rebuilt and swapped in like a file reload (connections keep the
-// runtime they started with; new ones get the new certificate), but only for the listeners
-// that use this socket, and without reading the configuration again.
+// runtime they started with, unless the new trust refuses their peer; new ones get the new
+// certificate), but only for the listeners that use this socket, and without reading the
+// configuration again.
 // Called by svid_sources with the new SVID already in latest(); returns why not, or "".
 std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
   if (draining_) return {};  // nothing new is served any more; not a failure
@@ -193,6 +194,10 @@ std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_
     }
   const auto rotated = rotated_certificates(*runtime_, *next);
   runtime_ = next;
+  // A bundle that no longer trusts a peer's CA (a federated trust domain withdrawn) closes its
+  // open connections, as a file reload that removes a CA does.
+  for (auto& w : workers_)
+    w->rejudge(next);
   for (const auto& w : runtime::warnings(*built))
     log::warn(w.str());
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));

@@ -395,6 +395,42 @@ def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki,
         api.stop()
 
 
+def test_a_bundle_update_that_withdraws_trust_closes_open_connections(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """Review: a Workload API update that dropped a federated trust domain refused new
+    handshakes of its peers but left their open connections relaying, where a file reload that
+    removes a CA closes them (reload_rejudged)."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    try:
+        svid = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(svid, bundle=der_of(pki, "ca"),
+                    federated={"spiffe://other.org": der_of(pki, "other-ca")})
+        spiffe = {"workload_api": f"unix:{socket_path}", "trust_domains": ["other.org"]}
+        listener = server_listener(pki, make_upstream().address, client_auth={"ca": None},
+                                   tls={"cert": None, "key": None, "spiffe": spiffe})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(pki.path("ca.crt"))
+        ctx.load_cert_chain(pki.path("client-other.crt"), pki.path("client-other.key"))
+        with ctx.wrap_socket(socket.create_connection(daemon.addr(), timeout=10)) as held:
+            held.sendall(b"one\n")
+            assert held.recv(100) == b"one\n"
+            local = "%s:%d" % held.getsockname()[:2]
+            mark = daemon.log_mark()
+            api.publish(federated={})  # other.org is federated no more
+            daemon.wait_for_log(lambda l: l.get("msg") == "reloaded" and
+                                l.get("trigger") == "spiffe", since=mark)
+            line = daemon.wait_for_access(client=local)
+            assert line["termination"] == "reload_rejudged", line
+            assert line["reason"] == "unknown_ca", line
+            assert held.recv(100) == b"", "the connection is still open"
+    finally:
+        api.stop()
+
+
 def test_check_and_verify_without_the_agent(mtlsd_bin, pki, tmp_path):
     """`check` validates a tls.spiffe listener without contacting the agent (env read from
     SPIFFE_ENDPOINT_SOCKET); `verify` says it cannot judge against bundles it does not fetch."""
