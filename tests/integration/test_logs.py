@@ -3,7 +3,9 @@ and the access line carries every field the harness contract names."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 
 from mtlsd_harness import client_context, echo_roundtrip, tls_exchange
 
@@ -57,6 +59,22 @@ def test_subject_identity_is_escaped(serve, pki):
     assert line["result"] == "accepted"
     assert "quote" in line["identity"] and "back" in line["identity"]
     assert not [l for l in daemon.logs() if "_raw" in l]
+
+
+def test_an_sni_that_is_not_utf8_leaves_the_access_line_valid(serve, pki):
+    """Review: a peer without a certificate sent the SNI 'a\\xffb.example' and the access line
+    carried the byte raw: not UTF-8, so strict JSON readers dropped or choked on it."""
+    daemon, up = serve()
+    subprocess.run([b"openssl", b"s_client", b"-connect", daemon.listeners["inbound"].encode(),
+                    b"-servername", b"a\xffb.example"], input=b"", capture_output=True,
+                   timeout=20)
+    line = daemon.wait_for_access(result="rejected")
+    assert line["sni"] == "a\ufffdb.example", line
+    raw = [l for l in daemon.stderr_path.read_bytes().split(b"\n") if b'"msg":"access"' in l]
+    assert raw, "no access line"
+    for l in raw:
+        json.loads(l.decode("utf-8"))  # strict: fails on a byte that is not UTF-8
+    up.assert_untouched()
 
 
 def test_access_log_can_be_disabled(serve, pki):

@@ -246,6 +246,39 @@ TEST(JsonLine, Utf8PassesThrough) {
   EXPECT_EQ(line, "{\"level\":\"info\",\"msg\":\"caf\xC3\xA9\",\"who\":\"Jos\xC3\xA9\"}");
 }
 
+// Review: an SNI of 'a\xffb.example' went into the access line raw, so the line was not UTF-8
+// and strict JSON parsers dropped it; the peer needs no certificate to send one.
+TEST(JsonEscape, WhatIsNotUtf8BecomesTheReplacementCharacter) {
+  const auto escaped = [](std::string_view s) {
+    std::string out;
+    append_json_escaped(out, s);
+    return out;
+  };
+  EXPECT_EQ(escaped("a\xff"
+                    "b"),
+            R"(a\ufffdb)");
+  EXPECT_EQ(escaped("\xc0\xaf"), R"(\ufffd\ufffd)");                      // overlong '/'
+  EXPECT_EQ(escaped("\xed\xa0\x80"), R"(\ufffd\ufffd\ufffd)");            // a surrogate
+  EXPECT_EQ(escaped("\xf4\x90\x80\x80"), R"(\ufffd\ufffd\ufffd\ufffd)");  // past U+10FFFF
+  EXPECT_EQ(escaped("x\xe2\x82"), R"(x\ufffd\ufffd)");                    // cut short
+  EXPECT_EQ(escaped("\xc2\x85"), R"(\u0085)");                            // C1 control (NEL)
+  EXPECT_EQ(escaped("\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80"),
+            "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80");
+}
+
+TEST(TextLine, QuotesAndEscapesWhatIsNotPrintableAscii) {
+  EXPECT_EQ(format_line(log_format::text, spdlog::level::info, "m",
+                        {{"sni",
+                          "a\x7f"
+                          "b"}}),
+            R"(info m sni="a\u007fb")");
+  EXPECT_EQ(format_line(log_format::text, spdlog::level::info, "m",
+                        {{"sni",
+                          "a\xff"
+                          "b"}}),
+            R"(info m sni="a\ufffdb")");
+}
+
 TEST(JsonEscape, AppendsToExistingText) {
   std::string out = "x=";
   append_json_escaped(out, "a\"b\\c\x01");
