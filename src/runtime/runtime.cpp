@@ -135,6 +135,13 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
                        true});
     }
+    if (l->tls.ca_names_bytes > tls::max_ca_names_bytes)
+      out.push_back({l->cfg.client_auth.where,
+                     "client_auth.ca: the names of its CAs take " +
+                         std::to_string(l->tls.ca_names_bytes) +
+                         " bytes, more than a CertificateRequest holds; no CA names are sent "
+                         "(each client sends the certificate it is configured with)",
+                     true});
     // A federated trust domain the agent sends no bundle for is trusted for nothing.
     if (l->svid) {
       std::vector<std::string> missing;

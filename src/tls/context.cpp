@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <set>
 
 #include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/ticket_keys.hpp"
@@ -118,18 +119,40 @@ void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& o
 // Builds the trust store from CA bundles. Returns the certificates for metrics. Only anchors go
 // into the store: an intermediate whose issuer is in the bundle too only helps build chains
 // (see split_trust_bundle), so its issuer's restrictions and CRLs still apply to it.
-cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas, bool advertise_to_clients) {
+cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas) {
   const trust_split split = split_trust_bundle(cas);
   X509_STORE* store = X509_STORE_new();
   for (const auto& ca : split.anchors) {
     if (X509_STORE_add_cert(store, ca.get()) != 1) drain_errors();  // duplicates are harmless
   }
-  // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate.
-  for (const auto& ca : cas)
-    if (advertise_to_clients) SSL_CTX_add_client_CA(ctx, ca.get());
   SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
   offer_intermediates(ctx, split.intermediates);
   return cas;
+}
+
+// Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate: each
+// distinct subject once. The names travel in one list with a 2-byte length, and OpenSSL fails
+// every handshake (internal_error) when they do not fit; then none is sent, and each client
+// sends the certificate it is configured with. Returns the bytes the names take.
+std::size_t advertise_ca_names(SSL_CTX* ctx, const cert_chain& cas) {
+  std::set<std::string> seen;
+  std::vector<X509*> distinct;
+  std::size_t bytes = 0;
+  for (const auto& ca : cas) {
+    unsigned char* der = nullptr;
+    const int n = i2d_X509_NAME(X509_get_subject_name(ca.get()), &der);
+    if (n <= 0) continue;
+    const bool fresh =
+        seen.emplace(reinterpret_cast<char*>(der), static_cast<std::size_t>(n)).second;
+    OPENSSL_free(der);
+    if (!fresh) continue;
+    distinct.push_back(ca.get());
+    bytes += 2 + static_cast<std::size_t>(n);
+  }
+  if (bytes <= max_ca_names_bytes)
+    for (X509* ca : distinct)
+      SSL_CTX_add_client_CA(ctx, ca);
+  return bytes;
 }
 
 // CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
@@ -194,7 +217,8 @@ void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material
     mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
   crl_policy crl;
   if (ca.mode != config::client_auth_mode::none) {
-    out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid), true);
+    out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid));
+    out.ca_names_bytes = advertise_ca_names(ctx, out.trust);
     SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
     crl = install_crls(ctx, l.revocation, out);
   }
@@ -242,7 +266,7 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
     if (SSL_CTX_set_default_verify_paths(ctx) != 1)
       fail(l.where, "cannot load the system trust store: " + drain_errors());
   } else {
-    out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid), false);
+    out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid));
   }
   SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_verify_depth(ctx, sa.verify_depth);

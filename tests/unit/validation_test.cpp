@@ -42,6 +42,9 @@ class listener_files {
     dir_.write("intermediate.crt", test::to_pem(pki().intermediate.cert()), 0644);
     dir_.write_pair("server", pki().server);
   }
+  void write(const std::string& name, const std::string& content) {
+    dir_.write(name, content, 0644);
+  }
   tls::tls_context build(const std::string& listener_yaml) {
     dir_.write("mtlsd.yaml", "listeners:\n" + listener_yaml, 0644);
     auto r = config::load_file((dir_.path() / "mtlsd.yaml").string());
@@ -472,6 +475,48 @@ TEST(Validation, AnIntermediateAnchorNeedsNoCrlOfItsOwn) {
   auto t2 = files.build(server_listener("intermediate.crt",
                                         "    revocation:\n      crl_files: [" + crl_path + "]\n"));
   EXPECT_EQ(verdict(offline(t2, revoked).refusal), "revoked");
+}
+
+}  // namespace
+}  // namespace mtlsd
+
+namespace mtlsd {
+namespace {
+
+int advertised_ca_names(const tls::tls_context& t) {
+  return sk_X509_NAME_num(SSL_CTX_get_client_CA_list(t.ctx.get()));
+}
+
+// Review: ~600 CAs with ordinary names in client_auth.ca (or a SPIFFE bundle of 3,000 copies of
+// one CA) made every handshake fail with internal_error, while `check` passed and /readyz said
+// ready: their names did not fit the CertificateRequest's list.
+TEST(CaNames, TooManyToFitAreNotSentAndHandshakesStillWork) {
+  listener_files files;
+  std::string bundle = test::to_pem(pki().root.cert());
+  for (int i = 0; i < 900; ++i)
+    bundle += test::to_pem(
+        test::make_root_ca(
+            {.cn = "Another CA with a name as long as real ones are, number " + std::to_string(i)})
+            .cert());
+  files.write("many.crt", bundle);
+  auto t = files.build(server_listener("many.crt"));
+  EXPECT_GT(t.ca_names_bytes, tls::max_ca_names_bytes);
+  EXPECT_EQ(advertised_ca_names(t), 0);
+  auto leaf = test::make_leaf(pki().root, {.cn = "client"});
+  const auto r = client_presents(t, leaf);
+  EXPECT_TRUE(r.completed) << verdict(r.refusal) << ": " << r.detail;
+}
+
+TEST(CaNames, EachDistinctNameIsSentOnce) {
+  listener_files files;
+  std::string bundle;
+  for (int i = 0; i < 3000; ++i)
+    bundle += test::to_pem(pki().root.cert());
+  bundle += test::to_pem(pki().intermediate.cert());
+  files.write("copies.crt", bundle);
+  auto t = files.build(server_listener("copies.crt"));
+  EXPECT_EQ(advertised_ca_names(t), 2);
+  EXPECT_TRUE(client_presents(t, test::make_leaf(pki().root, {.cn = "client"})).completed);
 }
 
 }  // namespace

@@ -37,7 +37,10 @@ struct tls_context {
   // own_chain is the first entry's). Expiry metrics, warnings and `check` walk all of them.
   std::vector<cert_chain> own_chains;
   std::vector<std::string> own_uri_sans;  // URI SANs of our leaf (X-Forwarded-Client-Cert's By=)
-  cert_chain trust;                // CA certificates of the trust store (empty = system store)
+  cert_chain trust;  // CA certificates of the trust store (empty = system store)
+  // Server mode: what the distinct names of `trust` take in a CertificateRequest; past
+  // max_ca_names_bytes none is sent (tls/context.cpp, advertise_ca_names).
+  std::size_t ca_names_bytes = 0;
   std::vector<x509_crl_ptr> crls;  // CRLs loaded from revocation.crl_files
   std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
 };
@@ -50,6 +53,10 @@ struct svid_material {
   const key_pair* svid = nullptr;  // leaf first, then intermediates
   cert_chain trusted;
 };
+
+// The CA names a CertificateRequest may carry: its list has a 2-byte length, and the request's
+// other fields (signature algorithms) need room too.
+inline constexpr std::size_t max_ca_names_bytes = 60 * 1024;
 
 // Throws config::config_error naming the configuration line of whatever failed. With tls.spiffe,
 // `svid` is the latest X.509-SVID and bundles from the Workload API, or null before the first:
