@@ -1,0 +1,86 @@
+// append_json_escaped (log/log.hpp): strings peers partly choose, made safe for a JSON or text
+// log line.
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::log {
+namespace {
+
+// The length of the well-formed UTF-8 sequence starting at s[i] (RFC 3629: no overlong forms,
+// no surrogates, nothing past U+10FFFF), or 0 when the byte there starts none.
+std::size_t utf8_sequence_at(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char b0 = byte(0);
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    n = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    n = 3;
+    if (b0 == 0xE0) lo = 0xA0;  // overlong
+    if (b0 == 0xED) hi = 0x9F;  // surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    n = 4;
+    if (b0 == 0xF0) lo = 0x90;  // overlong
+    if (b0 == 0xF4) hi = 0x8F;  // past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || byte(1) < lo || byte(1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if ((byte(k) & 0xC0) != 0x80) return 0;
+  return n;
+}
+
+void append_u_escape(std::string& out, unsigned code) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "\\u%04x", code);
+  out += buf;
+}
+
+}  // namespace
+
+// Peers choose some of what is logged (an SNI, a header): what is not well-formed UTF-8 is
+// written as U+FFFD, so every line stays valid JSON and text, and control characters (C0, DEL,
+// C1) are escaped, so none reaches a terminal or a log pipeline raw.
+void append_json_escaped(std::string& out, std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          append_u_escape(out, c);
+        } else if (c < 0x80) {
+          out += static_cast<char>(c);
+        } else if (const std::size_t n = utf8_sequence_at(s, i); n == 0) {
+          out += "\\ufffd";
+        } else if (c == 0xC2 && static_cast<unsigned char>(s[i + 1]) < 0xA0) {
+          append_u_escape(out, static_cast<unsigned char>(s[i + 1]));  // C1 control
+          ++i;
+        } else {
+          out.append(s.substr(i, n));
+          i += n - 1;
+        }
+    }
+  }
+}
+
+}  // namespace mtlsd::log
