@@ -3,16 +3,17 @@
 // `mtlsd check` prints one line per problem, each as FILE:LINE:COL.
 #include "mtlsd/config/load.hpp"
 
+#include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <sstream>
 
+#include "mtlsd/util/regular_file.hpp"
 #include "sections.hpp"
 #include "yaml_reader.hpp"
 
@@ -80,16 +81,26 @@ load_result load_text(const std::string& text, const std::string& file) {
 
 load_result load_file(const std::string& path) {
   std::string absolute = fs::absolute(path).lexically_normal().string();
-  std::ifstream in(absolute, std::ios::binary);
-  if (!in) {
+  const util::opened_file f = util::open_regular_file(absolute);
+  std::string text;
+  std::string error = f.why;
+  if (f.fd >= 0) {
+    char buf[16 * 1024];
+    for (;;) {
+      const ssize_t n = ::read(f.fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) error = std::strerror(errno);
+      if (n <= 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(f.fd);
+  }
+  if (f.fd < 0 || !error.empty()) {
     load_result out;
-    out.problems.push_back(
-        {{absolute, 0, 0}, std::string("cannot read configuration file: ") + std::strerror(errno)});
+    out.problems.push_back({{absolute, 0, 0}, "cannot read configuration file: " + error});
     return out;
   }
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return load_text(buf.str(), absolute);
+  return load_text(text, absolute);
 }
 
 }  // namespace mtlsd::config

@@ -10,10 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/util/hex.hpp"
+#include "mtlsd/util/regular_file.hpp"
 
 namespace mtlsd::daemon {
 namespace {
@@ -62,20 +62,32 @@ void collect(const fs::path& path, int hops, std::map<std::string, std::set<std:
 }  // namespace
 
 std::string content_fingerprint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    return err == ENOENT || err == ENOTDIR ? "missing"
-                                           : "unreadable: " + std::string(strerror(err));
+  const util::opened_file f = util::open_regular_file(path);
+  if (f.fd < 0) {
+    if (f.error == ENOENT || f.error == ENOTDIR) return "missing";
+    // Out of descriptors or memory for a moment says nothing about the file (a spurious
+    // reload, then another once it is readable again): looked at again later.
+    if (f.error == EMFILE || f.error == ENFILE || f.error == ENOMEM || f.error == EINTR)
+      return std::string(transient_fingerprint) + f.why;
+    return "unreadable: " + f.why;
   }
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1) return "unhashable";
-  std::array<char, 64 * 1024> buf;
-  while (in) {
-    in.read(buf.data(), buf.size());
-    if (in.gcount() > 0) EVP_DigestUpdate(md.get(), buf.data(), static_cast<size_t>(in.gcount()));
+  if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1) {
+    ::close(f.fd);
+    return "unhashable";
   }
-  if (in.bad()) return "unreadable: read error";
+  std::array<char, 64 * 1024> buf;
+  for (;;) {
+    const ssize_t n = ::read(f.fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(f.fd);
+      return "unreadable: read error";
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(md.get(), buf.data(), static_cast<size_t>(n));
+  }
+  ::close(f.fd);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   EVP_DigestFinal_ex(md.get(), digest, &len);
@@ -115,13 +127,19 @@ void file_watcher::watch(const std::vector<std::string>& files, const options& o
 
 std::vector<std::string> file_watcher::rescan() {
   std::vector<std::string> changed;
+  bool look_again = false;
   for (auto& [path, fingerprint] : baseline_) {
     std::string now = content_fingerprint(path);
+    if (now.starts_with(transient_fingerprint)) {
+      look_again = true;  // keeps the fingerprint it had
+      continue;
+    }
     if (now != fingerprint) {
       changed.push_back(path);
       fingerprint = std::move(now);
     }
   }
+  if (look_again) schedule_check(false);
   return changed;
 }
 

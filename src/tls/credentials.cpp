@@ -15,6 +15,7 @@
 #include "mtlsd/config/print.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/pkcs11.hpp"
+#include "mtlsd/util/regular_file.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -40,15 +41,16 @@ struct cleanse_on_exit {
 // Reads a whole file straight into one buffer, with no stream buffer or reallocation leaving
 // copies of a key or password behind in freed memory (callers cleanse the one buffer).
 std::string read_file(const config::file_ref& f, const char* kind) {
-  const int fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(f, std::string("cannot read ") + kind + ": " + std::strerror(errno));
+  const util::opened_file file = util::open_regular_file(f.path);
+  if (file.fd < 0) fail(f, std::string("cannot read ") + kind + ": " + file.why);
+  const int fd = file.fd;
   struct stat st {};
   std::string s;
   if (::fstat(fd, &st) == 0 && st.st_size > 0) s.resize(static_cast<std::size_t>(st.st_size));
   std::size_t got = 0;
   for (;;) {
     if (got == s.size()) {
-      // Larger than stat said (or not a regular file): grow, cleansing the old buffer.
+      // Larger than stat said (written to while read): grow, cleansing the old buffer.
       std::string bigger(s.size() * 2 + 4096, '\0');
       std::memcpy(bigger.data(), s.data(), got);
       OPENSSL_cleanse(s.data(), s.size());

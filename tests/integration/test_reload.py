@@ -353,7 +353,7 @@ def test_kubernetes_secret_volume_swap(start_reloadable, make_upstream, rpki, tm
 BAD_KEY = b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n"
 
 
-@pytest.mark.parametrize("breakage", ["corrupt_key", "key_does_not_match", "expired_cert",
+@pytest.mark.parametrize("breakage", ["corrupt_key", "key_does_not_match", "expired_cert", "fifo",
                                       "invalid_yaml"])
 def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upstream, rpki,
                                                      tmp_path, breakage):
@@ -377,6 +377,13 @@ def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upst
         write_and_rename(certs["server_crt"], rpki.read("client-expired.crt"))
         write_and_rename(certs["server_key"], rpki.read("client-expired.key"))
         expect_failed(daemon, 0, f"{certs['server_crt']}: certificate ", " expired at ")
+    elif breakage == "fifo":
+        # Review: a FIFO in place of a watched file blocked the control thread in its read for
+        # good (no admin answers, SIGTERM ignored). It is named and never read.
+        os.remove(certs["ca_crt"])
+        os.mkfifo(certs["ca_crt"])
+        expect_failed(daemon, 0, f"{certs['ca_crt']}:", "not a regular file")
+        assert daemon.admin_request("/healthz").status == 200
     else:
         daemon.config_path.write_text("listeners:\n  - name: inbound\n   mode: [server\n")
         expect_failed(daemon, 0, f"{daemon.config_path}:", "YAML syntax error")
@@ -396,8 +403,10 @@ def test_unusable_change_keeps_serving_then_recovers(start_reloadable, make_upst
                                          "key": str(fresh["server2_key"])}
         write_config(daemon.config_path, config)
     else:
+        if breakage == "fifo":
+            write_and_rename(certs["ca_crt"], rpki.read("ca.crt"))
         write_and_rename(certs["server_crt"], rpki.read("server2.crt"))
-        if breakage in ("corrupt_key", "expired_cert"):
+        if breakage in ("corrupt_key", "expired_cert", "fifo"):
             write_and_rename(certs["server_key"], rpki.read("server2.key"))
     expect_reloaded(daemon, 1)
     assert served_serial(daemon, rpki) == new

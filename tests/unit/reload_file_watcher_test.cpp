@@ -2,6 +2,8 @@
 // files, Kubernetes `..data` symlink chains, paths that do not exist yet) and that a real
 // inotify watcher reports exactly the files whose content changed, once per burst.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -97,6 +99,43 @@ TEST(ContentFingerprint, FollowsContentNotMetadata) {
   put(f, "two");
   EXPECT_NE(content_fingerprint(f.string()), one);
   EXPECT_EQ(content_fingerprint((d.path() / "tls.crt" / "x").string()), "missing");
+}
+
+// Review: a FIFO put in place of a watched file blocked the control thread in its read for good
+// (no reload, no admin answers, SIGTERM ignored). It is never opened for a read that can block.
+TEST(ContentFingerprint, AFifoIsNotReadButNamed) {
+  test::pki_dir d;
+  const auto f = d.path() / "ca.crt";
+  ASSERT_EQ(::mkfifo(f.c_str(), 0600), 0);
+  EXPECT_EQ(content_fingerprint(f.string()), "unreadable: not a regular file");
+}
+
+// Review: out of descriptors, every watched file read as "unreadable", a change: a reload that
+// failed, then one more with nothing changed once descriptors were back.
+TEST(ContentFingerprint, OutOfDescriptorsIsNoAnswerYet) {
+#ifdef MTLSD_SANITIZER_BUILD
+  GTEST_SKIP() << "UBSan's checks need a descriptor (a pipe) and fail without one";
+#endif
+  test::pki_dir d;
+  const auto f = d.path() / "tls.crt";
+  put(f, "one");
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  int highest = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd"))
+    highest = std::max(highest, std::stoi(e.path().filename().string()));
+  rlimit tight = before;
+  tight.rlim_cur = static_cast<rlim_t>(highest) + 64;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::vector<int> filler;  // every descriptor below the limit taken
+  for (int fd = ::dup(0); fd >= 0; fd = ::dup(0))
+    filler.push_back(fd);
+  const std::string during = content_fingerprint(f.string());
+  for (int fd : filler)
+    ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  EXPECT_TRUE(during.starts_with(transient_fingerprint)) << during;
+  EXPECT_EQ(content_fingerprint(f.string()).size(), 64u);
 }
 
 // Runs the watcher's io_context until `done` or a time limit; records every check.

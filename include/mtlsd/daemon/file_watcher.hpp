@@ -39,7 +39,10 @@
 namespace mtlsd::daemon {
 
 // What a file's content looked like at one moment: a SHA-256 of the bytes, or a marker for
-// "missing" / "unreadable (errno)", so that a file appearing or vanishing counts as a change.
+// "missing" / "unreadable (errno)" / "not a regular file" (never read: a FIFO would block), so
+// that a file appearing or vanishing counts as a change; or, when the process is out of
+// descriptors or memory, transient_fingerprint and why: no answer, to be asked again.
+inline constexpr std::string_view transient_fingerprint = "not now: ";
 std::string content_fingerprint(const std::string& path);
 
 // Directories to watch so that any change to `path` (absolute) produces an event, each with the
