@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -206,7 +207,15 @@ bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
 int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const {
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
-  const int err = X509_STORE_CTX_get_error(store_ctx);
+  int err = X509_STORE_CTX_get_error(store_ctx);
+  // A certificate whose extensions OpenSSL could not decode (malformed, or one twice) fails its
+  // issuer lookup first, which reads as a missing issuer (unknown_ca, "was not sent by the
+  // peer"): name the real fault, and let the alert say bad_certificate too.
+  if (cert && (X509_get_extension_flags(cert) & EXFLAG_INVALID) &&
+      err != X509_V_ERR_INVALID_EXTENSION) {
+    err = X509_V_ERR_INVALID_EXTENSION;
+    X509_STORE_CTX_set_error(store_ctx, err);
+  }
   if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
       is_partial_chain_anchor(store_ctx, depth, cert)) {
     // An issuing CA listed in the trust bundle without its issuer is an anchor, trusted by
@@ -256,6 +265,17 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
   if (depth != 0 || !cert) return 1;
+  // A CA certificate (basicConstraints CA:TRUE, or keyCertSign) is no peer's own: holding an
+  // intermediate CA's key would otherwise log in as that CA (webpki and Go refuse it too). Unless
+  // it is the whole chain: a certificate the trust store holds itself, pinned by the operator.
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  const std::uint32_t flags = X509_get_extension_flags(cert);
+  const bool claims_ca = (flags & EXFLAG_CA) ||
+                         ((flags & EXFLAG_KUSAGE) && (X509_get_key_usage(cert) & KU_KEY_CERT_SIGN));
+  if (claims_ca && chain && sk_X509_num(chain) > 1) {
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_NON_CA);
+    return decide_error(store_ctx, out);
+  }
   // The chain is valid up to a trusted root; now: is this peer one we admit?
   peer_identity id = extract_identity(cert);
   policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});

@@ -521,3 +521,67 @@ TEST(CaNames, EachDistinctNameIsSentOnce) {
 
 }  // namespace
 }  // namespace mtlsd
+
+namespace mtlsd {
+namespace {
+
+// `leaf` with its extension `nid` replaced by `value` (openssl.cnf syntax), or with a second
+// copy of it when `value` is empty, signed again by `issuer`.
+test::credential edited(const test::credential& leaf, const test::credential& issuer, int nid,
+                        const char* value) {
+  X509* x = X509_dup(leaf.cert());
+  const int at = X509_get_ext_by_NID(x, nid, -1);
+  if (*value) {
+    X509_EXTENSION_free(X509_delete_ext(x, at));
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, nid, value);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  } else {
+    X509_add_ext(x, X509_get_ext(x, at), -1);
+  }
+  X509_sign(x, issuer.key(), EVP_sha256());
+  EVP_PKEY_up_ref(leaf.key());
+  return test::credential(x, leaf.key());
+}
+
+// Review: holding an intermediate CA's key logged in *as* that CA: a CA certificate with the
+// clientAuth EKU was admitted as a client's own (OpenSSL's default; webpki and Go refuse it).
+TEST(Validation, ACaCertificateIsNoPeersOwn) {
+  listener_files files;
+  auto t = files.build(server_listener());
+  const auto leaf = test::make_leaf(pki().root, {.cn = "ca-as-leaf"});
+  auto ca = edited(leaf, pki().root, NID_basic_constraints, "critical,CA:TRUE");
+  ca = edited(ca, pki().root, NID_key_usage, "critical,digitalSignature,keyCertSign");
+  EXPECT_EQ(verdict(client_presents(t, leaf).refusal), "accepted");
+  EXPECT_EQ(verdict(offline(t, ca).refusal), "bad_key_usage");
+  const auto r = client_presents(t, ca);
+  EXPECT_EQ(verdict(r.refusal), "bad_key_usage") << r.detail;
+  // Without keyCertSign, CA:TRUE alone is enough.
+  const auto bc_only = edited(leaf, pki().root, NID_basic_constraints, "critical,CA:TRUE");
+  EXPECT_EQ(verdict(client_presents(t, bc_only).refusal), "bad_key_usage");
+  // Client mode: a server presenting a CA certificate as its own is refused the same way.
+  auto c = files.build(client_listener());
+  const auto srv = test::make_leaf(
+      pki().root, {.cn = "srv", .dns_sans = {"localhost"}, .usage = test::key_usage::server});
+  EXPECT_EQ(verdict(server_presents(c, srv).refusal), "accepted");
+  EXPECT_EQ(
+      verdict(server_presents(c, edited(srv, pki().root, NID_basic_constraints, "critical,CA:TRUE"))
+                  .refusal),
+      "bad_key_usage");
+}
+
+// Review: an extension twice made OpenSSL mark the certificate invalid, which then failed its
+// issuer lookup: refused as unknown_ca, "issuer ... was not sent by the peer".
+TEST(Validation, AnExtensionTwiceIsABadCertificate) {
+  listener_files files;
+  auto t = files.build(server_listener());
+  const auto leaf = test::make_leaf(pki().root, {.cn = "twice", .dns_sans = {"a.example"}});
+  const auto twice = edited(leaf, pki().root, NID_subject_alt_name, "");
+  const auto r = client_presents(t, twice);
+  EXPECT_EQ(verdict(r.refusal), "bad_certificate") << r.detail;
+  EXPECT_EQ(r.detail.find("was not sent by the peer"), std::string::npos) << r.detail;
+  EXPECT_EQ(verdict(offline(t, twice).refusal), "bad_certificate");
+}
+
+}  // namespace
+}  // namespace mtlsd
