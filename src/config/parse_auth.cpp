@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "mtlsd/config/spiffe_id.hpp"
 #include "sections.hpp"
 #include "validate.hpp"
 
@@ -32,14 +33,18 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
     if (!r.strings(v, path + ".spiffe_ids", a.spiffe_ids)) return;
     for (std::size_t i = 0; i < a.spiffe_ids.size(); ++i) {
       const auto& id = a.spiffe_ids[i];
-      if (id.rfind("spiffe://", 0) != 0)
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID (must start with spiffe://)");
       auto star = id.find('*');
       if (star != std::string::npos &&
-          (star != id.size() - 1 || id.size() < 2 || id[star - 1] != '/'))
+          (star != id.size() - 1 || id.size() < 2 || id[star - 1] != '/')) {
         r.error(v.IsSequence() ? v[i] : v,
                 path + ".spiffe_ids: '" + id + "': '*' is only allowed as a trailing '/*'");
+        continue;
+      }
+      // A pattern no SPIFFE ID can match is a mistake (a peer's ID is checked the same way).
+      const std::string exact = star == std::string::npos ? id : id.substr(0, star - 1);
+      if (std::string why = spiffe_id_problem(exact); !why.empty())
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID: " + why);
     }
   });
   with(n, "uri_sans", [&](auto v) { r.strings(v, path + ".uri_sans", a.uri_sans); });

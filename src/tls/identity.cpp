@@ -3,9 +3,11 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
+#include "mtlsd/config/spiffe_id.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/util/hex.hpp"
@@ -50,6 +52,24 @@ std::vector<std::string> name_entries(X509_NAME* name, int nid) {
   return out;
 }
 
+// The SPIFFE ID among `id`'s URI SANs, or why a spiffe:// one does not count: an upstream that
+// normalises paths would read spiffe://td/ns/prod/../../admin as /admin, and with two spiffe://
+// URIs it is unclear which one names the workload. Other URIs may sit beside it.
+void take_spiffe_id(peer_identity& id) {
+  const auto is_spiffe = [](const std::string& u) { return u.rfind("spiffe://", 0) == 0; };
+  const auto count = std::count_if(id.uri_sans.begin(), id.uri_sans.end(), is_spiffe);
+  if (count == 0) return;
+  const std::string& uri = *std::find_if(id.uri_sans.begin(), id.uri_sans.end(), is_spiffe);
+  if (count > 1) {
+    id.spiffe_id_problem = "the certificate has " + std::to_string(count) +
+                           " spiffe:// URI SANs; an X.509-SVID has one";
+  } else if (std::string why = config::spiffe_id_problem(uri); !why.empty()) {
+    id.spiffe_id_problem = "its spiffe:// URI SAN is no SPIFFE ID: " + why;
+  } else {
+    id.spiffe_id = uri;
+  }
+}
+
 }  // namespace
 
 std::string sha256_fingerprint(X509* cert) {
@@ -68,10 +88,7 @@ peer_identity extract_identity(X509* cert) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
     switch (gn->type) {
       case GEN_URI: {
-        std::string uri = asn1_string(gn->d.uniformResourceIdentifier);
-        // OpenSSL 3.0 has no URI matcher; the SPIFFE ID is simply the spiffe:// URI SAN.
-        if (id.spiffe_id.empty() && uri.rfind("spiffe://", 0) == 0) id.spiffe_id = uri;
-        id.uri_sans.push_back(std::move(uri));
+        id.uri_sans.push_back(asn1_string(gn->d.uniformResourceIdentifier));
         break;
       }
       case GEN_DNS:
@@ -88,6 +105,7 @@ peer_identity extract_identity(X509* cert) {
     }
   }
   GENERAL_NAMES_free(names);
+  take_spiffe_id(id);
   X509_NAME* subject = X509_get_subject_name(cert);
   auto cns = name_entries(subject, NID_commonName);
   if (!cns.empty()) id.common_name = cns.back();  // the most specific CN, as X509_check_host does

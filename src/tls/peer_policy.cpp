@@ -179,6 +179,8 @@ std::string peer_values(matcher k, const peer_identity& peer, const peer_context
   auto or_none = [](const std::string& v) { return v.empty() ? std::string("(none)") : v; };
   switch (k) {
     case matcher::spiffe_ids:
+      if (peer.spiffe_id.empty() && !peer.spiffe_id_problem.empty())
+        return "spiffe_id=(none: " + peer.spiffe_id_problem + ")";
       return "spiffe_id=" + or_none(peer.spiffe_id);
     case matcher::uri_sans:
       return "uri=" + or_none(join(peer.uri_sans));

@@ -1189,16 +1189,31 @@ TEST(ConfigAllow, SpiffePatternWithMisplacedStar) {
                              msg + "'spiffe://example.org/ns/*/': '*' is only allowed as a "
                                    "trailing '/*'"),
                           at(16, 13,
-                             msg + "'https://example.org/ns/a' is not a SPIFFE ID (must start "
-                                   "with spiffe://)")));
+                             msg + "'https://example.org/ns/a' is not a SPIFFE ID: it must start "
+                                   "with spiffe://")));
+}
+
+// What no peer's SPIFFE ID can match is refused too (tls/identity checks peers the same way).
+TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
+  const std::string msg = "listeners[0].client_auth.allow.spiffe_ids: ";
+  EXPECT_THAT(problems_of(kMinimal + R"(      allow:
+        spiffe_ids:
+          - spiffe://example.org/ns/../*
+          - spiffe://Example.org/a
+          - spiffe://example.org/ns/prod/*
+)"),
+              ElementsAre(at(12, 13,
+                             msg + "'spiffe://example.org/ns/../*' is not a SPIFFE ID: its path "
+                                   "has a '.' or '..' segment"),
+                          at(13, 13,
+                             msg + "'spiffe://Example.org/a' is not a SPIFFE ID: its trust "
+                                   "domain holds 'E' (only lowercase letters, digits, '.', '-' "
+                                   "and '_'; no user or port)")));
 }
 
 TEST(ConfigAllow, BareStarIsRejected) {
   EXPECT_THAT(problems_of(kMinimal + "      allow:\n        spiffe_ids: \"*\"\n"),
               ElementsAre(at(11, 21,
-                             "listeners[0].client_auth.allow.spiffe_ids: '*' is not a SPIFFE ID "
-                             "(must start with spiffe://)"),
-                          at(11, 21,
                              "listeners[0].client_auth.allow.spiffe_ids: '*': '*' is only "
                              "allowed as a trailing '/*'")));
 }

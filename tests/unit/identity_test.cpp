@@ -49,19 +49,18 @@ TEST_F(IdentityTest, AllNamesOfAWorkloadCertificate) {
       *root_, {.cn = "api",
                .ous = {"payments", "eu-west"},
                .org = "Example Corp",
-               .uri_sans = {"https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api",
-                            "spiffe://example.org/second"},
+               .uri_sans = {"https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api"},
                .dns_sans = {"api.svc.cluster.local", "api.example.org"},
                .ip_sans = {"10.1.2.3", "2001:db8::1"},
                .not_after = not_after,
                .serial = 0x0A1B2C3D4EULL});
   peer_identity id = extract_identity(c.cert());
 
-  // The first spiffe:// URI, even when another URI comes before it.
+  // The spiffe:// URI, even when another URI comes before it.
   EXPECT_EQ(id.spiffe_id, "spiffe://example.org/ns/prod/sa/api");
+  EXPECT_TRUE(id.spiffe_id_problem.empty());
   EXPECT_THAT(id.uri_sans,
-              ElementsAre("https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api",
-                          "spiffe://example.org/second"));
+              ElementsAre("https://api.example.org/id", "spiffe://example.org/ns/prod/sa/api"));
   EXPECT_THAT(id.dns_sans, ElementsAre("api.svc.cluster.local", "api.example.org"));
   ASSERT_EQ(id.ip_sans.size(), 2u);
   EXPECT_EQ(id.ip_sans[0], "10.1.2.3");
@@ -73,6 +72,32 @@ TEST_F(IdentityTest, AllNamesOfAWorkloadCertificate) {
   EXPECT_EQ(id.serial, "0A1B2C3D4E");
   EXPECT_EQ(id.not_after, not_after);
   EXPECT_EQ(id.display(), "spiffe://example.org/ns/prod/sa/api");
+}
+
+// Review: spiffe://example.org/ns/prod/../../admin matched the rule spiffe://example.org/ns/prod/*
+// (an upstream that normalises paths reads /admin), and of two spiffe:// URI SANs the first won.
+TEST_F(IdentityTest, OnlyAWellFormedSpiffeIdCounts) {
+  const auto spiffe_of = [](const std::vector<std::string>& uris) {
+    return extract_identity(test::make_leaf(*root_, {.cn = "w", .uri_sans = uris}).cert());
+  };
+  for (const char* bad :
+       {"spiffe://example.org/ns/prod/../../admin", "spiffe://example.org/ns/prod/%2e%2e/admin",
+        "spiffe://example.org/ns/prod/sa/x?y", "spiffe://EXAMPLE.org/a",
+        "spiffe://evil@example.org/a", "spiffe://example.org:443/a", "spiffe://example.org/a/",
+        "spiffe://example.org//a"}) {
+    const peer_identity id = spiffe_of({bad});
+    EXPECT_EQ(id.spiffe_id, "") << bad;
+    EXPECT_NE(id.spiffe_id_problem.find("is no SPIFFE ID"), std::string::npos) << bad;
+    EXPECT_EQ(id.display(), id.subject) << bad;
+  }
+  const peer_identity two = spiffe_of({"spiffe://example.org/a", "spiffe://example.org/b"});
+  EXPECT_EQ(two.spiffe_id, "");
+  EXPECT_EQ(two.spiffe_id_problem,
+            "the certificate has 2 spiffe:// URI SANs; an X.509-SVID has one");
+  EXPECT_EQ(spiffe_of({"spiffe://example.org"}).spiffe_id, "spiffe://example.org");
+  EXPECT_EQ(spiffe_of({"spiffe://td_1.example-2.org/Ns/a.b-c_d"}).spiffe_id,
+            "spiffe://td_1.example-2.org/Ns/a.b-c_d");
+  EXPECT_EQ(spiffe_of({"spiffe://example.org/" + std::string(2100, 'a')}).spiffe_id, "");
 }
 
 TEST_F(IdentityTest, CertificateWithoutSans) {

@@ -9,7 +9,11 @@
 namespace mtlsd::tls {
 
 struct peer_identity {
-  std::string spiffe_id;  // the first URI SAN with the spiffe:// scheme, if any
+  // The SPIFFE ID: the certificate's one spiffe:// URI SAN, when it is a well-formed SPIFFE ID
+  // (config/spiffe_id.hpp); other URI SANs may sit beside it. Else empty, and when some URI SAN
+  // has the spiffe:// scheme, `spiffe_id_problem` says why it does not count.
+  std::string spiffe_id;
+  std::string spiffe_id_problem;
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
   std::vector<std::string> ip_sans;
