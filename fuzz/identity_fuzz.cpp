@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "fuzz_support.hpp"
+#include "mtlsd/config/spiffe_id.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/peer_policy.hpp"
 #include "mtlsd/tls/revocation/crl.hpp"
@@ -28,6 +29,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::check(id.sha256 == tls::sha256_fingerprint(cert.get()), "one fingerprint");
   fuzz::check(id.sha256.size() == 64, "a SHA-256 fingerprint is 64 hex digits");
   (void)id.display();
+  // A SPIFFE ID that counts is well-formed: nothing an upstream could normalise or read twice.
+  if (!id.spiffe_id.empty()) {
+    fuzz::check(config::spiffe_id_problem(id.spiffe_id).empty(), "the SPIFFE ID is well-formed");
+    const std::string path_end = id.spiffe_id + "/";
+    fuzz::check(id.spiffe_id.find_first_of("%?#@:", 9) == std::string::npos &&
+                    path_end.find("/./") == std::string::npos &&
+                    path_end.find("/../") == std::string::npos &&
+                    id.spiffe_id.find("//", 9) == std::string::npos,
+                "no percent-encoding, query, user, port, dot segment or empty segment");
+    fuzz::check(id.spiffe_id_problem.empty(), "a SPIFFE ID or a problem, not both");
+  }
   (void)tls::revocation::crl_urls(cert.get());
   (void)tls::revocation::ocsp_urls(cert.get());
 
