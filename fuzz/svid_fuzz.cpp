@@ -5,8 +5,9 @@
 // x509_svid (concatenated DER), x509_svid_key (PKCS#8 DER), bundle (concatenated DER), then
 // pairs of a federated trust domain and its bundle. Properties of an accepted update: its
 // trust domain is the SPIFFE ID's, the key matches the leaf, the leaf carries exactly the
-// SPIFFE ID as its URI SAN and is not a CA, the bundle is not empty, and trusted_cas() gives
-// the bundle plus the named federated bundles, reporting the names it has no bundle for.
+// SPIFFE ID as its URI SAN and is not a CA, the bundle is not empty and holds CAs only (the
+// SVID chains to it), and trusted_cas() gives the bundle plus the named federated bundles,
+// reporting the names it has no bundle for.
 #include <openssl/x509v3.h>
 
 #include <cstddef>
@@ -70,6 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto uris = tls::extract_identity(leaf).uri_sans;
   fuzz::check(uris.size() == 1 && uris.front() == raw.spiffe_id, "exactly its SPIFFE ID");
   fuzz::check(!ctx->bundle.empty(), "a bundle");
+  for (const auto& c : ctx->bundle)
+    fuzz::check(X509_check_ca(c.get()) != 0, "a bundle of CA certificates only");
 
   // Every federated name, our own, and one no update names.
   std::vector<std::string> names{ctx->trust_domain, "fuzz.invalid"};

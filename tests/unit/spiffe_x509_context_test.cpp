@@ -104,6 +104,29 @@ TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
   EXPECT_THAT(refusal(r), HasSubstr("federated_bundles[spiffe://bad.org]: not DER certificates"));
 }
 
+// Review: an update whose bundle held only the SVID itself was taken as the trust store (every
+// real peer then refused), and an SVID issued outside the bundle was served (every client then
+// refused it). Both are refused; the previous SVID keeps serving.
+TEST(SpiffeX509Context, RefusesWhatPeersCouldNotVerify) {
+  fixture f;
+  auto r = f.raw();
+  r.bundle = to_der(f.leaf.cert());
+  EXPECT_THAT(refusal(r), HasSubstr("bundle: CN=mtlsd,O=mtlsd tests is not a CA certificate"));
+  r = f.raw();
+  r.federated_bundles["spiffe://other.org"] = to_der(f.leaf.cert());
+  EXPECT_THAT(refusal(r), HasSubstr("federated_bundles[spiffe://other.org]: CN=mtlsd"));
+  r = f.raw();
+  r.bundle = to_der(f.other_root.cert());
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid does not chain to the trust domain's bundle"));
+  // Through an intermediate the SVID carries: accepted.
+  const credential issuing = make_intermediate(f.root, {.cn = "example.org issuing"});
+  const credential via = make_leaf(issuing, {.cn = "m", .uri_sans = {kId}});
+  r = f.raw();
+  r.x509_svid = to_der(via.cert()) + to_der(issuing.cert());
+  r.x509_svid_key = pkcs8_der(via.key());
+  EXPECT_EQ(refusal(r), "accepted");
+}
+
 TEST(SpiffeX509Context, RefusesACaAsTheSvid) {
   fixture f;
   auto r = f.raw();

@@ -3,6 +3,7 @@
 // refused and the previous SVID keeps serving.
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 
+#include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
 #include <stdexcept>
@@ -42,6 +43,38 @@ std::string bare(std::string td) {
   return td;
 }
 
+// A bundle is trust anchors: a certificate that is no CA (the SVID itself, sent by mistake)
+// would become the trust store and refuse every real peer.
+void only_cas(const cert_chain& bundle, const char* what) {
+  for (const auto& c : bundle)
+    if (X509_check_ca(c.get()) == 0)
+      throw std::runtime_error(std::string(what) + ": " + subject_of(c.get()) +
+                               " is not a CA certificate");
+}
+
+// Our SVID must chain to our trust domain's bundle: peers verify it against that bundle, and one
+// issued elsewhere would be served to every client and refused by each.
+void check_chains_to(const cert_chain& svid, const cert_chain& bundle) {
+  x509_store_ptr store(X509_STORE_new());
+  for (const auto& c : bundle)
+    X509_STORE_add_cert(store.get(), c.get());
+  X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
+  STACK_OF(X509)* intermediates = sk_X509_new_null();
+  for (std::size_t i = 1; i < svid.size(); ++i)
+    sk_X509_push(intermediates, svid[i].get());
+  x509_store_ctx_ptr ctx(X509_STORE_CTX_new());
+  const bool ok =
+      ctx && X509_STORE_CTX_init(ctx.get(), store.get(), svid.front().get(), intermediates) == 1 &&
+      X509_verify_cert(ctx.get()) == 1;
+  const int err = ctx ? X509_STORE_CTX_get_error(ctx.get()) : X509_V_ERR_UNSPECIFIED;
+  sk_X509_free(intermediates);
+  drain_errors();
+  if (!ok)
+    throw std::runtime_error(
+        std::string("x509_svid does not chain to the trust domain's bundle: ") +
+        X509_verify_cert_error_string(err));
+}
+
 }  // namespace
 
 std::string trust_domain_of(const std::string& spiffe_id) {
@@ -70,9 +103,13 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   ctx->bundle = parse_der_certificates(raw.bundle, "bundle");
   if (ctx->bundle.empty())
     throw std::runtime_error("bundle: no CA certificate for trust domain " + ctx->trust_domain);
-  for (const auto& [td, der] : raw.federated_bundles)
-    ctx->federated[bare(td)] =
-        parse_der_certificates(der, ("federated_bundles[" + td + "]").c_str());
+  only_cas(ctx->bundle, "bundle");
+  check_chains_to(ctx->svid.chain, ctx->bundle);
+  for (const auto& [td, der] : raw.federated_bundles) {
+    const std::string what = "federated_bundles[" + td + "]";
+    ctx->federated[bare(td)] = parse_der_certificates(der, what.c_str());
+    only_cas(ctx->federated[bare(td)], what.c_str());
+  }
   return ctx;
 }
 
