@@ -32,11 +32,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // A SPIFFE ID that counts is well-formed: nothing an upstream could normalise or read twice.
   if (!id.spiffe_id.empty()) {
     fuzz::check(config::spiffe_id_problem(id.spiffe_id).empty(), "the SPIFFE ID is well-formed");
-    const std::string path_end = id.spiffe_id + "/";
-    fuzz::check(id.spiffe_id.find_first_of("%?#@:", 9) == std::string::npos &&
-                    path_end.find("/./") == std::string::npos &&
-                    path_end.find("/../") == std::string::npos &&
-                    id.spiffe_id.find("//", 9) == std::string::npos,
+    const std::string after_scheme = id.spiffe_id.substr(9);
+    const std::size_t slash = after_scheme.find('/');
+    const std::string path = slash == std::string::npos ? "" : after_scheme.substr(slash) + "/";
+    fuzz::check(after_scheme.find_first_of("%?#@:") == std::string::npos &&
+                    path.find("/./") == std::string::npos &&
+                    path.find("/../") == std::string::npos && path.find("//") == std::string::npos,
                 "no percent-encoding, query, user, port, dot segment or empty segment");
     fuzz::check(id.spiffe_id_problem.empty(), "a SPIFFE ID or a problem, not both");
   }
