@@ -73,8 +73,14 @@ void svid_sources::on_update(const std::string& socket, svid_ptr svid) {
   if (!clients_.count(socket)) return;  // posted before the client was stopped
   auto it = svids_.find(socket);
   const svid_ptr previous = it == svids_.end() ? nullptr : it->second;
-  svids_[socket] = std::move(svid);
   errors_.erase(socket);
+  // An agent whose stream ends after each message sends the same update again and again: only
+  // a change rebuilds the listeners (and re-judges their connections).
+  if (previous && previous->digest == svid->digest) {
+    log::debug("X.509-SVID update unchanged; nothing to do", {{"socket", socket}});
+    return;
+  }
+  svids_[socket] = std::move(svid);
   if (auto why = apply_(socket, previous); !why.empty()) {
     if (previous)
       svids_[socket] = previous;

@@ -431,6 +431,32 @@ def test_a_bundle_update_that_withdraws_trust_closes_open_connections(
         api.stop()
 
 
+def test_an_update_the_agent_repeats_changes_nothing(start_mtlsd, make_upstream, pki,
+                                                    short_tmp, tmp_path):
+    """Review: an agent that resent the same update (a stream ending after each message) made
+    mtlsd rebuild its listeners, log `reloaded` and count a reload each time; with re-judging,
+    every open connection would be judged again too. Only a change does that now."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    try:
+        first = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(first, bundle=der_of(pki, "ca"))
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        before = daemon.scrape().get("mtlsd_config_reloads_total", result="success")
+        mark = daemon.log_mark()
+        for _ in range(3):
+            api.publish(first)  # the same update again
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(second)  # messages arrive in order: the repeats came before this one
+        wait_reloaded(daemon, second.serial, since=mark)
+        reloads = [l for l in daemon.logs()[mark:] if l.get("msg") == "reloaded"]
+        assert [l["serial"] for l in reloads] == [second.serial], reloads
+        assert daemon.scrape().get("mtlsd_config_reloads_total", result="success") == before + 1
+    finally:
+        api.stop()
+
+
 def test_check_and_verify_without_the_agent(mtlsd_bin, pki, tmp_path):
     """`check` validates a tls.spiffe listener without contacting the agent (env read from
     SPIFFE_ENDPOINT_SOCKET); `verify` says it cannot judge against bundles it does not fetch."""

@@ -3,9 +3,11 @@
 // refused and the previous SVID keeps serving.
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 
+#include <openssl/evp.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <cstdint>
 #include <stdexcept>
 
 #include "mtlsd/tls/identity.hpp"
@@ -75,6 +77,27 @@ void check_chains_to(const cert_chain& svid, const cert_chain& bundle) {
         X509_verify_cert_error_string(err));
 }
 
+// Each field with its length first, so that no two different updates read the same.
+std::string digest_of(const raw_x509_svid& raw) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
+  const auto field = [&](const std::string& f) {
+    const std::uint64_t n = f.size();
+    EVP_DigestUpdate(md.get(), &n, sizeof n);
+    EVP_DigestUpdate(md.get(), f.data(), f.size());
+  };
+  for (const std::string* f : {&raw.spiffe_id, &raw.x509_svid, &raw.x509_svid_key, &raw.bundle})
+    field(*f);
+  for (const auto& [td, der] : raw.federated_bundles) {
+    field(td);
+    field(der);
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(md.get(), out, &len);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
 }  // namespace
 
 std::string trust_domain_of(const std::string& spiffe_id) {
@@ -85,6 +108,7 @@ std::string trust_domain_of(const std::string& spiffe_id) {
 
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   auto ctx = std::make_shared<x509_context>();
+  ctx->digest = digest_of(raw);
   ctx->spiffe_id = raw.spiffe_id;
   ctx->trust_domain = trust_domain_of(raw.spiffe_id);
   if (ctx->trust_domain.empty())

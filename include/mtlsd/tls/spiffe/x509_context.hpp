@@ -27,10 +27,14 @@ struct x509_context {
   key_pair svid;             // leaf first, then intermediates; the key matches the leaf
   cert_chain bundle;         // our trust domain's CAs
   std::map<std::string, cert_chain> federated;  // bare trust domain name -> its CAs
+  // SHA-256 of the update as sent: equal for an agent's repeat of what is already served
+  // (a stream that restarts resends it), which then changes nothing.
+  std::string digest;
 };
 
 // Parses and checks one update: the certificates and key decode, the key matches the leaf, the
-// leaf is not a CA and carries exactly `spiffe_id` as its URI SAN, the bundle is not empty.
+// leaf is not a CA and carries exactly `spiffe_id` as its URI SAN, the bundles are not empty and
+// hold CAs only, and the SVID chains to our trust domain's bundle.
 // Throws std::runtime_error saying what is wrong (the agent sent something we cannot serve).
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw);
 
