@@ -68,7 +68,12 @@ asio::awaitable<outcome> watchdog(session& s) {
 asio::awaitable<void> serve_server_mode(session& s) {
   const auto& lr = *s.listener;
   const auto& cfg = lr.cfg;
-  s.enter(phase::handshake, cfg.timeouts.handshake);
+  // After a PROXY header the handshake gets what is left of timeouts.handshake: the two together
+  // are bounded by it from accept, or a sender could hold a socket for twice as long.
+  if (s.current == phase::proxy_header)
+    s.current = phase::handshake;
+  else
+    s.enter(phase::handshake, cfg.timeouts.handshake);
   // No SSL object until the ClientHello is in: a silent connection costs only its frames.
   if (co_await wait_for_first_record(s.peer) == asio::error::operation_aborted) co_return;
   tls_stream& tls = s.tls.emplace(s.peer, lr.tls.ctx.get(), true);

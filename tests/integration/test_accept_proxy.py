@@ -207,6 +207,28 @@ def test_sockets_silent_before_their_header_count_against_the_pending_cap(serve,
             s.close()
 
 
+def test_the_header_and_the_handshake_share_one_timeout(serve, pki):
+    # Review: the handshake's deadline started again after the header, so a sender holding back
+    # both kept its socket for twice timeouts.handshake.
+    daemon, up = serve(accept_proxy_protocol=ACCEPT_BOTH, timeouts={"handshake": "2s"})
+    sock = connect(daemon.addr(), 10)
+    start = time.monotonic()
+    try:
+        time.sleep(1.5)  # the slow sender this test is about: most of the 2 s on the header
+        sock.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 5000 443\r\n")
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        elapsed = time.monotonic() - start
+    finally:
+        sock.close()
+    line = daemon.wait_for_access(client="203.0.113.9:5000")
+    assert line["reason"] == "handshake_timeout", line
+    assert elapsed < 3.0, f"closed {elapsed:.2f} s after accept; timeouts.handshake is 2 s"
+    up.assert_untouched()
+
+
 def test_silent_connection_times_out_as_protocol_error(serve, pki):
     daemon, up = serve(accept_proxy_protocol=ACCEPT_BOTH, timeouts={"handshake": "500ms"})
     start = time.monotonic()
