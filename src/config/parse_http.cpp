@@ -12,7 +12,7 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   r.map(v, p,
         {"forward_client_cert_details", "set_current_client_cert_details", "protocols",
          "upstream_protocol", "x_forwarded_for", "x_forwarded_proto", "max_concurrent_streams",
-         "stream_idle_timeout", "request_headers_timeout"});
+         "max_upstream_connections_per_client", "stream_idle_timeout", "request_headers_timeout"});
   with(v, "forward_client_cert_details", [&](auto x) {
     r.choice(x, p + ".forward_client_cert_details",
              {{"sanitize", xfcc_mode::sanitize},
@@ -53,6 +53,10 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   });
   with(v, "max_concurrent_streams", [&](auto x) {
     r.integer_into(x, p + ".max_concurrent_streams", 1, 1'000'000, http.max_concurrent_streams);
+  });
+  with(v, "max_upstream_connections_per_client", [&](auto x) {
+    r.integer_into(x, p + ".max_upstream_connections_per_client", 1, 1000,
+                   http.max_upstream_connections_per_client);
   });
   with(v, "stream_idle_timeout",
        [&](auto x) { r.dur(x, p + ".stream_idle_timeout", http.stream_idle_timeout); });

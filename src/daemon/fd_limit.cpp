@@ -54,7 +54,8 @@ fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
   if (b.soft < b.needed)
     log::warn(
         "the file descriptor limit is below what max_connections needs (2 per connection, 13 "
-        "for an HTTP/2 client of an HTTP/1.1 upstream, plus overhead); connections beyond it "
+        "by default for an HTTP/2 client of an HTTP/1.1 upstream, plus overhead); connections "
+        "beyond it "
         "are refused as over_capacity",
         {{"limit", b.soft},
          {"needed", b.needed},

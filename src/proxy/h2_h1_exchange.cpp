@@ -1,9 +1,9 @@
 // HTTP/1.1 towards the upstream for HTTP/2 clients: each stream is one exchange on an
 // upstream connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle
 // after earlier exchanges of the same client connection, or newly connected; at most
-// h1_upstreams_in_use at once, the other streams waiting their turn. The request is
-// translated from the HTTP/2 fields (chunked when its length is unknown); the response is
-// parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
+// http.max_upstream_connections_per_client at once, the other streams waiting their turn. The
+// request is translated from the HTTP/2 fields (chunked when its length is unknown); the response
+// is parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
 // becoming the stream's trailers.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -157,9 +157,12 @@ class h1_upstream final : public upstream {
   asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
   asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
   void stop_upload(stream& s, stream_socket& sock);
+  std::size_t in_use_max() const {
+    return static_cast<std::size_t>(cfg_.http.max_upstream_connections_per_client);
+  }
   // A place is free and a stream waits for it: that stream looks again.
   void wake_next_queued() {
-    if (in_use_ < h1_upstreams_in_use && !queued_.empty()) queued_.front()->wake.cancel();
+    if (in_use_ < in_use_max() && !queued_.empty()) queued_.front()->wake.cancel();
   }
   // Waits for s.wake; false when the exchange must end (client gone, connection stopping).
   asio::awaitable<bool> wait(stream& s) {
@@ -177,7 +180,7 @@ class h1_upstream final : public upstream {
   std::vector<std::unique_ptr<stream_socket>> idle_;
   std::map<stream*, stream_socket*> busy_;  // exchanges in progress and their connections
   std::set<stream*> waiting_;
-  std::deque<stream*> queued_;  // streams waiting for one of h1_upstreams_in_use
+  std::deque<stream*> queued_;  // streams waiting for a place (in_use_max)
   std::size_t in_use_ = 0;      // exchanges holding (or connecting) an upstream connection
   int active_ = 0;
   bool stopped_ = false;
@@ -326,11 +329,11 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
       wake_next_queued();
       co_return;
     }
-    if (in_use_ < h1_upstreams_in_use && queued_.front() == s.get()) break;
+    if (in_use_ < in_use_max() && queued_.front() == s.get()) break;
     co_await wait(*s);
   }
   queued_.pop_front();
-  struct in_use {  // the place among h1_upstreams_in_use; given back, the next in line is woken
+  struct in_use {  // the place among in_use_max(); given back, the next in line is woken
     h1_upstream& u;
     explicit in_use(h1_upstream& up) : u(up) { ++u.in_use_; }
     ~in_use() {
@@ -376,7 +379,8 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   busy_.erase(s.get());
   // A failed read_response told the client already (502, or RST_STREAM once answering).
   // Reused only after a complete, keep-alive exchange whose request went out whole.
-  if (sent && received && keep_alive && !stopped_ && idle_.size() < h1_upstreams_idle)
+  if (sent && received && keep_alive && !stopped_ &&
+      idle_.size() < std::min(h1_upstreams_idle, in_use_max()))
     idle_.push_back(std::move(sock));
 }
 

@@ -569,32 +569,36 @@ def test_a_rapid_reset_opens_no_upstream_connection_for_the_streams_it_resets(ht
     assert up.connection_count() <= 2, up.connection_count()  # the connection's own, and /after's
 
 
-def test_a_client_connection_holds_at_most_8_upstream_connections(http_serve, pki):
-    """30 streams at once to an HTTP/1.1 upstream: 8 exchanges run at a time (h1_upstreams_in_use)
-    and the rest wait their turn; all 30 are answered. Before, each stream connected at once: 100
-    streams, 100 upstream sockets per client connection (review: 10 clients used up 1,024 fds)."""
-    lock, eight_in, released = threading.Lock(), threading.Event(), threading.Event()
+@pytest.mark.parametrize("cap", [None, 3])
+def test_a_client_connection_holds_at_most_its_upstream_connections(http_serve, pki, cap):
+    """30 streams at once to an HTTP/1.1 upstream: 8 exchanges run at a time (or
+    http.max_upstream_connections_per_client) and the rest wait their turn; all 30 are answered.
+    Before, each stream connected at once: 100 streams, 100 upstream sockets per client
+    connection (review: 10 clients used up 1,024 fds)."""
+    limit = cap or 8
+    lock, all_in, released = threading.Lock(), threading.Event(), threading.Event()
     state = {"now": 0, "peak": 0}
 
     def held(req):
         with lock:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
-            if state["now"] >= 8:
-                eight_in.set()
+            if state["now"] >= limit:
+                all_in.set()
         released.wait(TIMEOUT)
         with lock:
             state["now"] -= 1
         return response(200, req.target.encode())
 
     def release_after_a_window():
-        # Nothing signals that no ninth exchange is coming: once 8 are in progress, the first
-        # ones are held for a measurement window in which an uncapped proxy's other 22 arrive.
-        eight_in.wait(TIMEOUT)
+        # Nothing signals that no further exchange is coming: once `limit` are in progress, the
+        # first ones are held for a measurement window in which an uncapped proxy's others arrive.
+        all_in.wait(TIMEOUT)
         time.sleep(STALL)
         released.set()
     threading.Thread(target=release_after_a_window, daemon=True).start()
-    daemon, _, recorder = http_serve(held)
+    daemon, _, recorder = http_serve(
+        held, http={"max_upstream_connections_per_client": cap} if cap else None)
     client = H2Client(daemon, pki)
     try:
         sids = [client.request(f"/s{i}", flush=False) for i in range(30)]
@@ -603,7 +607,7 @@ def test_a_client_connection_holds_at_most_8_upstream_connections(http_serve, pk
     finally:
         client.close()
     assert answers == [(200, f"/s{i}".encode()) for i in range(30)]
-    assert state["peak"] == 8, state
+    assert state["peak"] == limit, state
     assert len(recorder.requests) == 30
 
 

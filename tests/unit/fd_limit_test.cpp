@@ -34,6 +34,10 @@ TEST(FdLimit, CountsTheUpstreamConnectionsOfHttp2ClientsOfAnHttp11Upstream) {
   c.listeners[0].http.enabled = true;
   EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 13);
   EXPECT_EQ(mtlsd::daemon::fds_needed(c, 1), 13u * 100 + mtlsd::daemon::fd_overhead(c, 1));
+  c.listeners[0].http.max_upstream_connections_per_client = 2;  // and at most 2 idle
+  EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 5);
+  c.listeners[0].http.max_upstream_connections_per_client = 20;
+  EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 25);
   c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::same;  // h2c
   EXPECT_EQ(mtlsd::proxy::fds_per_connection(c.listeners[0]), 2);
   c.listeners[0].http.upstream_protocol = mtlsd::config::http_upstream_protocol::http1;

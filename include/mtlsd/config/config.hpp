@@ -191,9 +191,12 @@ struct http_options {
   // Downstream protocols, offered by ALPN in this order (h2, http/1.1); replaces tls.alpn.
   std::vector<std::string> protocols = {"h2", "http/1.1"};
   http_upstream_protocol upstream_protocol = http_upstream_protocol::http1;
-  bool x_forwarded_for = true;          // append the client's address (false: forward as received)
-  bool x_forwarded_proto = true;        // set "https", dropping the client's (false: as received)
-  int max_concurrent_streams = 100;     // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
+  bool x_forwarded_for = true;       // append the client's address (false: forward as received)
+  bool x_forwarded_proto = true;     // set "https", dropping the client's (false: as received)
+  int max_concurrent_streams = 100;  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
+  // HTTP/2 clients of an HTTP/1.1 upstream: upstream connections one client connection's streams
+  // hold at once (one exchange each); the other streams wait their turn (proxy/h2_h1_exchange).
+  int max_upstream_connections_per_client = 8;
   duration stream_idle_timeout = 5min;  // an HTTP/2 stream with no frames for this long is reset
   // An HTTP/1.1 request head, or an HTTP/2 header block, must be whole this long after its
   // first byte (nginx's client_header_timeout); 0 = no limit.

@@ -21,12 +21,12 @@ namespace mtlsd::proxy {
 
 // HTTP/1.1 upstreams cannot multiplex: each stream of an HTTP/2 client takes an upstream
 // connection of its own while its exchange lasts. One client connection's streams hold at most
-// this many at once; the rest wait for one to finish (in order, bounded by
-// http.stream_idle_timeout), as a browser keeps to a few connections per host. That bounds what
-// one client connection costs (file descriptors, and the response buffers of the exchanges in
-// progress) whatever http.max_concurrent_streams allows.
-inline constexpr std::size_t h1_upstreams_in_use = 8;
-// Connections kept open after a keep-alive exchange, for the client connection's later streams.
+// http.max_upstream_connections_per_client at once (8 by default); the rest wait for one to
+// finish (in order, bounded by http.stream_idle_timeout), as a browser keeps to a few
+// connections per host. That bounds what one client connection costs (file descriptors, and the
+// response buffers of the exchanges in progress) whatever http.max_concurrent_streams allows.
+// Connections kept open after a keep-alive exchange, for the client connection's later streams:
+// at most this many (and never more than may be in use).
 inline constexpr std::size_t h1_upstreams_idle = 4;
 
 struct h2_environment {
