@@ -107,6 +107,11 @@ void connection::start(stream& s) {
     return refuse(400, "an invalid :authority or Host");
   if (auto why = misdirected(env_.forwarding, s.authority); !why.empty())
     return refuse(421, std::move(why));
+  // As for HTTP/1.1 clients (http_head.cpp): an expectation mtlsd does not meet is refused, not
+  // passed up for the upstream to meet or not behind mtlsd's back.
+  for (const auto& [name, value] : s.request_headers)
+    if (name == "expect" && read_expect(value).other)
+      return refuse(417, "an expectation other than 100-continue");
   if (upstream_->broken()) return refuse(502, "upstream: the h2c connection is gone");
   upstream_->start(streams_.at(s.id));
 }

@@ -27,6 +27,25 @@ bool is_forwarding_field(std::string_view name) {
          same_field_name(name, xfp_header);
 }
 
+expectations read_expect(std::string_view value) {
+  expectations out;
+  for (auto rest = value; !rest.empty();) {
+    const auto comma = rest.find(',');
+    auto member = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    while (!member.empty() && (member.front() == ' ' || member.front() == '\t'))
+      member.remove_prefix(1);
+    while (!member.empty() && (member.back() == ' ' || member.back() == '\t'))
+      member.remove_suffix(1);
+    if (member.empty()) continue;  // RFC 9110 5.6.1: empty list members are ignored
+    if (beast::iequals(member, "100-continue"))
+      out.continue_100 = true;
+    else
+      out.other = true;
+  }
+  return out;
+}
+
 namespace detail {
 
 bool clean_chunk_extension(std::string_view extension) {
@@ -124,22 +143,12 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
     case http::field::host:
       if (head_.host_fields++ == 0) head_.host = v;
       return;
-    case http::field::expect:
-      for (auto rest = v; !rest.empty();) {
-        const auto comma = rest.find(',');
-        auto member = rest.substr(0, comma);
-        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-        while (!member.empty() && (member.front() == ' ' || member.front() == '\t'))
-          member.remove_prefix(1);
-        while (!member.empty() && (member.back() == ' ' || member.back() == '\t'))
-          member.remove_suffix(1);
-        if (member.empty()) continue;  // RFC 9110 5.6.1: empty list members are ignored
-        if (beast::iequals(member, "100-continue"))
-          head_.expect_continue = true;
-        else
-          head_.other_expectation = true;
-      }
+    case http::field::expect: {
+      const expectations e = read_expect(v);
+      head_.expect_continue = head_.expect_continue || e.continue_100;
+      head_.other_expectation = head_.other_expectation || e.other;
       return;
+    }
     case http::field::transfer_encoding:
       head_.transfer_encoding = true;
       for (const auto& coding : http::token_list{value})

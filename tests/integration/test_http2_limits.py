@@ -611,6 +611,22 @@ def test_a_client_connection_holds_at_most_its_upstream_connections(http_serve, 
     assert len(recorder.requests) == 30
 
 
+def test_an_http2_expectation_other_than_100_continue_gets_417_and_nothing_upstream(
+        http_serve, pki):
+    """The HTTP/1.1 rule for HTTP/2 clients too: an expectation mtlsd does not meet is refused
+    (RFC 9110 10.1.1), not sent up for the upstream to half-handle (noted last stop)."""
+    daemon, up, rec = http_serve()
+    client = H2Client(daemon, pki)
+    try:
+        refused = client.request("/x", method="POST", extra=(("expect", "100-continue, foo"),))
+        fine = client.request("/y", method="POST", extra=(("expect", "100-continue"),))
+        assert client.response(refused, TIMEOUT)[0] == 417
+        assert client.response(fine, TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    assert [r.target for r in rec.requests] == ["/y"]
+
+
 @pytest.mark.parametrize("order", ["running_first", "queued_first"])
 def test_a_queued_stream_reset_with_a_running_one_loses_no_place(http_serve, pki, order):
     """8 exchanges held upstream, /qA and /qB queued; one RST_STREAM for a running exchange and

@@ -29,6 +29,14 @@ inline constexpr std::string_view xfp_header = "x-forwarded-proto";
 // never taken from a client's trailers (HTTP/1.1 refuses them, HTTP/2 drops them).
 bool is_forwarding_field(std::string_view name);
 
+// What one Expect field value asks for (RFC 9110 10.1.1), every member read: 100-continue, and
+// whether any other expectation is there. HTTP/1.1 and HTTP/2 requests alike.
+struct expectations {
+  bool continue_100 = false;
+  bool other = false;
+};
+expectations read_expect(std::string_view value);
+
 namespace detail {
 
 // Beast accepts a quoted chunk extension holding a bare LF; a peer that ends chunk lines at LF
