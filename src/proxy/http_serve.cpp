@@ -6,6 +6,7 @@
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 #include "session_state.hpp"
@@ -105,6 +106,24 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
     if (s.relayed.tls_peer_sending) co_await close_lingering(s);
     co_return;
   }
+  // An HTTP/2 client of an HTTP/1.1 upstream holds an upstream connection per exchange: the
+  // descriptors for them beyond the 2 taken at accept (fd_gate.hpp), or no such client.
+  const std::int64_t extra = fds_per_connection(cfg) - fds_at_accept;
+  if (extra > 0 && !connection_fds().take(extra)) {
+    s.refuse(reason::over_capacity,
+             "the file descriptor limit leaves no room for the upstream connections of another "
+             "HTTP/2 client (" +
+                 std::to_string(extra) + " more descriptors)");
+    co_await tls.shutdown_send();
+    co_await close_lingering(s);
+    co_return;
+  }
+  struct given_back {
+    std::int64_t n;
+    ~given_back() {
+      if (n > 0) connection_fds().give_back(n);
+    }
+  } held{extra};
   h2_environment env{&tls,
                      &s.peer,
                      &s.upstream,

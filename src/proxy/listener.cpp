@@ -71,8 +71,9 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   } place{slot.get()};
   // Descriptors for what the connection will hold, before it holds them: past the budget
   // accept() would fail with EMFILE, leaving clients waiting in the backlog and the admin
-  // server without a descriptor.
-  const std::int64_t fds = fds_per_connection(cfg);
+  // server without a descriptor. Its socket and its upstream's; an HTTP/2 client of an HTTP/1.1
+  // upstream takes the rest once ALPN has said h2 (http_serve.cpp).
+  const std::int64_t fds = fds_at_accept;
   if (!connection_fds().take(fds)) {
     if (m) m->over_limit->Increment();
     return refuse_at_accept(sock, remote, *slot, *listener, reason::over_capacity,

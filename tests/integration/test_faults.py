@@ -26,6 +26,7 @@ from faults import (SANITIZED, BlackHole, SelectorUpstream, active, client_hello
                     pushes_then, raise_nofile, read_until_closed, real_clients_served,
                     queued, refusing_address, reset_after, rss_kib, rst_close, tls10_client_hello,
                     unsent, wait_active, wait_stalled, wait_until)
+from h2_client import H2Client
 from mtlsd_harness import (client_context, connect, daemon_config, deep_merge, echo_roundtrip,
                            fmt_addr, open_tls, proc_fd_count, run_cli, server_listener,
                            write_config)
@@ -554,6 +555,38 @@ def test_connections_past_the_descriptor_budget_are_refused_as_over_capacity(fau
         close_all(socks)
     wait_active(daemon, lambda v: v == 0, 15, "every connection to be released")
     real_clients_served(daemon, pki, "inbound", rounds=1)
+
+
+def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_speak_h2(
+        fault_daemon, pki):
+    # Review of the budget: every connection of a default http: listener (h2 offered, HTTP/1.1
+    # upstream) was charged 13 descriptors at accept, so HTTP/1.1 clients, which hold 2, got a
+    # sixth of the places. Now 2 at accept, and the other 11 when ALPN says h2.
+    daemon = fault_daemon(timeouts={"handshake": "60s"}, http={},
+                          preexec_fn=fd_limit(FD_LIMIT))
+    warning = daemon.wait_for_log(lambda l: "file descriptor limit" in l.get("msg", ""))
+    budget = warning["for_connections"]
+    silent_count = (budget - 2 - 5) // 2  # leaves 5 or 6: room for a socket pair, not 13
+    socks = open_connections(daemon.addr(), silent_count, batch=silent_count)
+    try:
+        wait_active(daemon, lambda v: v == silent_count, 15, f"{silent_count} connections")
+        assert silent_count > budget // 13 + 1, (silent_count, budget)
+        client = None
+        mark = daemon.log_mark()
+        try:
+            client = H2Client(daemon, pki)
+            client.request("/")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            if client:
+                client.close()
+        line = daemon.wait_for_log(lambda l: l.get("msg") == "access" and
+                                   l.get("reason") == "over_capacity", since=mark)
+        assert "upstream connections of another HTTP/2 client" in line["detail"], line
+    finally:
+        close_all(socks)
+    wait_active(daemon, lambda v: v == 0, 15, "every connection to be released")
 
 
 @pytest.mark.skipif(SANITIZED, reason="as above: UBSan misreports once out of descriptors")

@@ -2,7 +2,8 @@
 // The process's file descriptors, as places for connections: RLIMIT_NOFILE is per process, so
 // every listener and worker draws on one budget (what the soft limit leaves after the process's
 // own descriptors, daemon/fd_limit). A connection takes what it can hold at most
-// (fds_per_connection) before it is admitted and gives it back when it ends, so connections
+// (fds_per_connection: 2 at accept, the rest once it needs more) before it holds it and gives
+// it back when it ends, so connections
 // past the budget are refused as over_capacity while accept() itself, the admin server and
 // the revocation fetches still have descriptors — as HAProxy derives maxconn from ulimit -n.
 #include <atomic>
@@ -16,6 +17,9 @@ namespace mtlsd::proxy {
 // its HTTP/2 clients are served by an HTTP/1.1 upstream, its socket, the exchanges in progress
 // and the idle upstream connections kept for its next streams (h2_connection.hpp).
 std::int64_t fds_per_connection(const config::listener& l);
+// What every connection takes at accept, whatever it turns out to be: its socket and its
+// upstream's. The rest of fds_per_connection is taken when the connection needs it.
+inline constexpr std::int64_t fds_at_accept = 2;
 
 class fd_gate {
  public:
