@@ -10,6 +10,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <list>
+#include <memory>
 #include <stdexcept>
 
 #include "mtlsd/log/log.hpp"
@@ -35,8 +37,29 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::function<readiness()> ready;
   std::string bound;
   prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
-  int open_connections = 0;
-  static constexpr int max_connections = 64;  // scrapers and probes, not the public
+  // A connection's place among max_connections; `idle` while it waits for its next request.
+  struct slot {
+    net::stream_socket* sock = nullptr;
+    bool idle = true;
+    std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+  };
+  std::list<std::shared_ptr<slot>> slots;
+  static constexpr std::size_t max_connections = 64;  // scrapers and probes, not the public
+
+  // All places taken: the connection idle the longest gives its place up (closed), so that
+  // keep-alive connections, however well they behave, cannot keep a probe out. False when every
+  // connection is in the middle of a request (each bounded by the 10 s deadline).
+  bool evict_longest_idle() {
+    auto oldest = slots.end();
+    for (auto it = slots.begin(); it != slots.end(); ++it)
+      if ((*it)->idle && (oldest == slots.end() || (*it)->idle_since < (*oldest)->idle_since))
+        oldest = it;
+    if (oldest == slots.end()) return false;
+    boost::system::error_code ignored;
+    (*oldest)->sock->close(ignored);  // its pending read ends with operation_aborted
+    slots.erase(oldest);
+    return true;
+  }
 
   http::response<http::string_body> respond(const http::request<http::string_body>& req) {
     http::response<http::string_body> res;
@@ -76,11 +99,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
-  asio::awaitable<void> serve_connection(net::stream_socket sock) {
+  asio::awaitable<void> serve_connection(net::stream_socket sock, std::shared_ptr<slot> me) {
     using namespace asio::experimental::awaitable_operators;
+    me->sock = &sock;
     beast::flat_buffer buffer;
     asio::steady_timer timer(sock.get_executor());
     for (;;) {
+      me->idle = buffer.size() == 0;  // a pipelined request already read is no wait
+      me->idle_since = std::chrono::steady_clock::now();
       http::request<http::string_body> req;
       http::request_parser<http::string_body> parser;
       parser.body_limit(4096);
@@ -93,6 +119,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       if (result.index() != 0) co_return;
       auto [ec, n] = std::get<0>(result);
       if (ec) co_return;
+      me->idle = false;
       req = parser.release();
       auto res = respond(req);
       auto written = co_await (http::async_write(sock, res, as_tuple(use_awaitable)) ||
@@ -127,12 +154,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await backoff.async_wait(as_tuple(use_awaitable));
         continue;
       }
-      if (open_connections >= max_connections) continue;  // closes it
-      ++open_connections;
-      asio::co_spawn(ex, serve_connection(std::move(sock)), [self](std::exception_ptr e) {
-        --self->open_connections;
-        if (e) self->report("admin: request failed", util::message_of(e));
-      });
+      if (slots.size() >= max_connections && !evict_longest_idle()) continue;  // closes it
+      auto place = slots.emplace_back(std::make_shared<slot>());
+      asio::co_spawn(ex, serve_connection(std::move(sock), place),
+                     [self, place](std::exception_ptr e) {
+                       self->slots.remove(place);  // unless evicted already
+                       if (e) self->report("admin: request failed", util::message_of(e));
+                     });
     }
   }
 

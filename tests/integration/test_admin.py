@@ -4,6 +4,7 @@ certificate), /metrics headers, 404 and 405, and `admin.address: ""`."""
 from __future__ import annotations
 
 import datetime
+import select
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from mtlsd_harness import (client_context, daemon_config, open_tls, parse_address,
-                           server_listener)
+                           proc_fd_count, server_listener)
 
 READY_POLL_TIMEOUT = 5.0
 
@@ -179,16 +180,11 @@ def test_clients_that_do_not_read_their_answers_lose_their_slots(serve):
     """Review: 64 connections pipelining scrapes into a socket they never read held every admin
     slot for as long as they stayed open (no deadline on writing an answer), so /healthz and
     /readyz failed and a liveness probe would restart the pod. Reading a request and writing
-    its answer now share one 10 s deadline."""
+    its answer now share one 10 s deadline. Watched through mtlsd's descriptors, not with probes:
+    a probe would take the place of one that waits for its next request."""
     daemon, _ = serve()
     pipelined = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 1000
-
-    def healthz_answers() -> bool:
-        try:
-            return daemon.admin_request("/healthz").status == 200
-        except OSError:
-            return False
-
+    baseline = proc_fd_count(daemon.pid)
     stalled = []
     try:
         for _ in range(64):  # the admin server's cap
@@ -198,13 +194,41 @@ def test_clients_that_do_not_read_their_answers_lose_their_slots(serve):
             s.connect(parse_address(daemon.admin_address))
             s.sendall(pipelined)
             stalled.append(s)
-        assert not healthz_answers(), "the stalled clients did not take every slot"
+        deadline = time.monotonic() + 10
+        while proc_fd_count(daemon.pid) < baseline + 64:
+            assert time.monotonic() < deadline, "the stalled clients were not all accepted"
+            time.sleep(0.05)
         start = time.monotonic()
         deadline = start + 40  # 10 s after the last answer that went out, on a busy machine
-        while not healthz_answers():
-            assert time.monotonic() < deadline, "/healthz still refused after 40 s"
+        while proc_fd_count(daemon.pid) > baseline + 2:
+            assert time.monotonic() < deadline, "the stalled clients still hold their places"
             time.sleep(0.1)
-        print(f"/healthz answered again after {time.monotonic() - start:.1f} s")
+        print(f"closed {time.monotonic() - start:.1f} s after the stall")
+        assert daemon.admin_request("/healthz").status == 200
     finally:
         for s in stalled:
+            s.close()
+
+
+def test_keep_alive_connections_give_their_places_to_a_probe(serve):
+    """Review of the deadline fix: 64 keep-alive connections that read their answers and ask
+    again within 10 s held every admin slot for good. With all places taken, the connection
+    idle the longest is closed for the new one, so a probe always gets in."""
+    daemon, _ = serve()
+    request = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    held = []
+    try:
+        for _ in range(70):  # 6 past the admin server's cap, each answered and kept alive
+            s = socket.create_connection(parse_address(daemon.admin_address), timeout=5)
+            s.sendall(request)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200"), "a keep-alive connection not served"
+            held.append(s)
+        assert daemon.admin_request("/healthz").status == 200  # the probe takes a 7th place
+        readable, _, _ = select.select(held, [], [], 2)
+        closed = sorted(held.index(s) for s in readable if s.recv(1) == b"")
+        assert closed == list(range(7)), f"closed: {closed}; the 7 idle the longest should be"
+        held[-1].sendall(request)  # the newest still has its place
+        assert held[-1].recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in held:
             s.close()
