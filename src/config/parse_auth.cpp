@@ -41,8 +41,9 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
         continue;
       }
       // A pattern no SPIFFE ID can match is a mistake (a peer's ID is checked the same way).
+      // "spiffe://*" is any SPIFFE ID at all.
       const std::string exact = star == std::string::npos ? id : id.substr(0, star - 1);
-      if (std::string why = spiffe_id_problem(exact); !why.empty())
+      if (std::string why = spiffe_id_problem(exact); !why.empty() && id != "spiffe://*")
         r.error(v.IsSequence() ? v[i] : v,
                 path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID: " + why);
     }

@@ -171,6 +171,19 @@ def test_a_responder_that_answers_try_later_is_held_off_like_one_that_does_not_a
     assert rv.ocsp_requests() <= 1 + int(elapsed), (rv.ocsp_requests(), elapsed)
 
 
+def test_an_unauthorized_answer_holds_off_that_certificate_only(serve_rv, rpki, rv):
+    # Review of the hold-off: 'unauthorized' is about one request (RFC 6960 2.3), so it must not
+    # make the responder unavailable for every other certificate for a second.
+    daemon, up = serve_rv(ocsp())
+    rv.ocsp_body = bytes([0x30, 0x03, 0x0A, 0x01, 0x06])  # responseStatus unauthorized (6)
+    for cert in ("client-ocsp", "client-ocsp-revoked"):
+        line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                         client_context(rpki, cert)),
+                              "revocation_unavailable", alert=False)
+        assert "unauthorized" in line["detail"], line
+    assert rv.ocsp_requests() == 2  # the second certificate was asked too
+
+
 def test_an_unusable_answer_holds_off_that_certificate_only(serve_rv, rpki, rv):
     rv.ocsp.signer, rv.ocsp.key = rpki.path("server.crt"), rpki.path("server.key")  # no EKU
     daemon, up = serve_rv(ocsp())

@@ -1201,6 +1201,7 @@ TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
           - spiffe://example.org/ns/../*
           - spiffe://Example.org/a
           - spiffe://example.org/ns/prod/*
+          - spiffe://*
 )"),
               ElementsAre(at(12, 13,
                              msg + "'spiffe://example.org/ns/../*' is not a SPIFFE ID: its path "

@@ -94,7 +94,9 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
     ocsp_answer a =
         unusable(std::string("responder answered '") + OCSP_response_status_str(rs) + "'");
-    a.declined = true;
+    // About the responder itself; malformedRequest, sigRequired and unauthorized are about this
+    // request.
+    a.declined = rs == OCSP_RESPONSE_STATUS_TRYLATER || rs == OCSP_RESPONSE_STATUS_INTERNALERROR;
     return a;
   }
   ocsp_basic_ptr basic(OCSP_response_get1_basic(response.get()));

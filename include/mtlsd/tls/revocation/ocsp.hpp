@@ -44,8 +44,8 @@ struct ocsp_answer {
   std::time_t next_update = 0;  // 0: the responder gave none
   std::time_t revoked_at = 0;
   std::string detail;  // revocation reason, or why the response is unusable
-  // The responder answered with a status other than successful (tryLater, internalError, ...):
-  // about itself, not about the certificate.
+  // The responder answered tryLater or internalError: about itself, not about the certificate
+  // (other unsuccessful statuses are about the request).
   bool declined = false;
 };
 
