@@ -36,6 +36,7 @@ void svid_sources::reconcile(const config::configuration& cfg) {
     }
     svids_.erase(it->first);
     errors_.erase(it->first);
+    refused_.erase(it->first);
     log::info("SPIFFE Workload API client stopped", {{"socket", it->first}});
     it = clients_.erase(it);
   }
@@ -77,7 +78,15 @@ void svid_sources::on_update(const std::string& socket, svid_ptr svid) {
   // An agent whose stream ends after each message sends the same update again and again: only
   // a change rebuilds the listeners (and re-judges their connections).
   if (previous && previous->digest == svid->digest) {
-    log::debug("X.509-SVID update unchanged; nothing to do", {{"socket", socket}});
+    // After a refused update, the agent sending the one served again settles it: what it wants
+    // is what serves, and the failure no longer stands.
+    if (refused_.erase(socket)) {
+      metrics_.last_reload_successful().Set(1);
+      log::info("X.509-SVID update refused before is superseded: the agent sends the one served",
+                {{"trigger", "spiffe"}, {"socket", socket}});
+    } else {
+      log::debug("X.509-SVID update unchanged; nothing to do", {{"socket", socket}});
+    }
     return;
   }
   svids_[socket] = std::move(svid);
@@ -87,6 +96,8 @@ void svid_sources::on_update(const std::string& socket, svid_ptr svid) {
     else
       svids_.erase(socket);
     on_error(socket, why, true);
+  } else {
+    refused_.erase(socket);
   }
 }
 
@@ -97,6 +108,7 @@ void svid_sources::on_error(const std::string& socket, const std::string& why, b
   errors_[socket] = why;
   const bool have = svids_.count(socket) > 0;
   if (refused) {
+    refused_.insert(socket);
     metrics_.reload_failure().Increment();
     metrics_.last_reload_successful().Set(0);
     log::error(have ? "X.509-SVID update refused; still serving the previous one"

@@ -453,6 +453,16 @@ def test_an_update_the_agent_repeats_changes_nothing(start_mtlsd, make_upstream,
         reloads = [l for l in daemon.logs()[mark:] if l.get("msg") == "reloaded"]
         assert [l["serial"] for l in reloads] == [second.serial], reloads
         assert daemon.scrape().get("mtlsd_config_reloads_total", result="success") == before + 1
+        # Review: after a refused update, the agent resending the one served left
+        # mtlsd_config_last_reload_successful at 0 until the next rotation.
+        mark = daemon.log_mark()
+        api.publish(bundle=der_of(pki, "client"))  # not a CA: refused
+        daemon.wait_for_log(lambda l: l.get("msg", "").startswith("X.509-SVID update refused"),
+                            since=mark)
+        assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 0
+        api.publish(bundle=der_of(pki, "ca"))  # what is served, again
+        daemon.wait_for_log(lambda l: "superseded" in l.get("msg", ""), since=mark)
+        assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 1
     finally:
         api.stop()
 

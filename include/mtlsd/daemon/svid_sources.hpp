@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "mtlsd/config/config.hpp"
@@ -51,6 +52,7 @@ class svid_sources {
   apply_fn apply_;
   std::map<std::string, svid_ptr> svids_;
   std::map<std::string, std::string> errors_;
+  std::set<std::string> refused_;  // sockets whose last update was refused
   // Last: destroyed (so joined) first; the clients post to control_.
   std::map<std::string, std::unique_ptr<spiffe::workload_client>> clients_;
 };
