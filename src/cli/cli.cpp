@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "mtlsd/daemon/daemon.hpp"
+#include "mtlsd/util/regular_file.hpp"
 #include "mtlsd/version.hpp"
 
 namespace mtlsd::cli {
@@ -140,6 +141,7 @@ otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.)
     for (const auto& v : values_)
       if (v.command == sub && v.opt->count() > 0) o.flags.emplace_back(v.name, *v.value);
     if (name == "health") return health_command(o);
+    if (name == "verify" || name == "check") util::allow_streams();  // util/regular_file.hpp
     if (name == "verify") return verify_command(o);
     if (name == "check") return check_command(o);
     return daemon::run(*o.get("config"));

@@ -67,6 +67,21 @@ def test_check_good_config(mtlsd_bin, pki, tmp_path):
     assert not located_lines(output(proc), str(cfg)), output(proc)
 
 
+def test_check_and_verify_read_a_pipe(mtlsd_bin, pki, tmp_path):
+    # Review of the regular-file rule: `helm template ... | mtlsd check --config /dev/stdin`
+    # and `verify --cert <(...)` worked before it and must go on working; the one-shot commands
+    # read a stream once, in the foreground (the daemon refuses one: test_reload.py, fifo).
+    text = BASE_YAML.format(pki=pki.root)
+    proc = subprocess.run([mtlsd_bin, "check", "--config", "/dev/stdin"], input=text,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, output(proc)
+    cfg = write_config(tmp_path / "good.yaml", text)
+    proc = subprocess.run([mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                           "--cert", "/dev/stdin"], input=pki.read("client.crt").decode(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("accepted"), output(proc)
+
+
 def test_check_good_config_with_every_server_tls_feature(mtlsd_bin, pki, tmp_path):
     listeners = [
         server_listener(pki, "127.0.0.1:9", name="plain"),

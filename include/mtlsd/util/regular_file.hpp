@@ -2,10 +2,14 @@
 // Opening a file that must be a regular one (credentials, CA bundles, CRLs, the configuration):
 // a FIFO or device put in its place would block the read forever — on the control thread, which
 // also answers signals, reloads and the admin server — so it is refused before any read.
+// One-shot commands (`check`, `verify`) read each file once in the foreground, where a pipe is
+// what the user meant (`helm template ... | mtlsd check --config /dev/stdin`): they allow
+// streams (allow_streams), and then a FIFO or character device is read, blocking.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -18,6 +22,15 @@ struct opened_file {
   std::string why;  // what failed, for messages: strerror, or "not a regular file"
 };
 
+// Set once by a one-shot command before it reads anything; never by the daemon.
+inline std::atomic<bool>& streams_allowed() {
+  static std::atomic<bool> allowed{false};
+  return allowed;
+}
+inline void allow_streams() {
+  streams_allowed().store(true);
+}
+
 inline opened_file open_regular_file(const std::string& path) {
   opened_file out;
   // O_NONBLOCK: opening a FIFO with no writer would block already; reads of a regular file
@@ -29,7 +42,11 @@ inline opened_file open_regular_file(const std::string& path) {
     return out;
   }
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  const bool ok = ::fstat(fd, &st) == 0;
+  const bool stream = ok && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode));
+  if (stream && streams_allowed().load()) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // read it as it comes
+  } else if (!ok || !S_ISREG(st.st_mode)) {
     out.why = "not a regular file";
     ::close(fd);
     return out;
