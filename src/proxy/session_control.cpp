@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "mtlsd/proxy/session_registry.hpp"
+#include "mtlsd/tls/ticket_chain.hpp"
 
 namespace mtlsd::proxy {
 
@@ -79,16 +80,19 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
   } else if (lr.cfg.server_auth.insecure_skip_verify || !leaf) {
     return std::nullopt;
   }
-  // The chain as verified (after a full handshake), else what the peer sent: everything but
-  // the leaf is offered as untrusted intermediates, so that a former anchor no longer in the
-  // trust store leads nowhere.
+  // The chain as verified (after a full handshake), else what the peer sent, else (a resumed
+  // session) what its ticket carried: everything but the leaf is offered as untrusted
+  // intermediates, so that a former anchor no longer in the trust store leads nowhere.
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
   if (!chain) chain = SSL_get_peer_cert_chain(ssl);
+  const tls::cert_chain from_ticket = tls::ticket_intermediates(ssl);
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   if (!untrusted) return std::nullopt;
   for (int i = 0; chain && i < sk_X509_num(chain); ++i)
     if (X509* c = sk_X509_value(chain, i); c != leaf && X509_cmp(c, leaf) != 0)
       sk_X509_push(untrusted, c);
+  for (const auto& c : from_ticket)
+    sk_X509_push(untrusted, c.get());
   const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
                                                   {source, sni ? sni : ""});

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "mtlsd/tls/client_hello.hpp"
+#include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/ticket_keys.hpp"
 
 namespace mtlsd::tls {
@@ -237,6 +238,7 @@ void set_server_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_c
   if (l.tls.session_resumption) {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     use_shared_ticket_keys(ctx);
+    keep_peer_chain_in_tickets(ctx);
     SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
   } else {
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);

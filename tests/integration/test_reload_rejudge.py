@@ -94,6 +94,35 @@ def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki,
     mine.close()
 
 
+def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, make_upstream, pki,
+                                                                 tmp_path):
+    # Review: a resumed session has only its leaf (a ticket carries no chain), so a client of an
+    # intermediate CA looked refused by the old trust too and was kept open after its CA was
+    # removed. Tickets now carry the intermediates.
+    bundle = tmp_path / "bundle.crt"
+    bundle.write_bytes(pki.read("ca.crt") + pki.read("other-ca.crt"))
+    config = daemon_config([server_listener(pki, make_upstream().address,
+                                            client_auth={"ca": [str(bundle)]})],
+                           reload={"watch": False})
+    daemon = start_mtlsd(config)
+    ctx = client_context(pki, "client-int")
+    ctx.load_cert_chain(pki.path("client-int-chain.crt"), pki.path("client-int.key"))
+    full, full_addr = hold(daemon, ctx)  # its echo brought the ticket
+    sock = socket.create_connection(daemon.addr(), timeout=10)
+    resumed_addr = fmt_addr(sock.getsockname())
+    resumed = ctx.wrap_socket(sock, server_hostname="localhost", session=full.session)
+    echo(resumed, b"before\n")
+    assert resumed.session_reused
+    bystander, bystander_addr = hold(daemon, client_context(pki, "client-other"))
+
+    shutil.copyfile(pki.path("other-ca.crt"), bundle)
+    daemon.send_signal(signal.SIGHUP)
+    assert_rejudged(daemon, full, full_addr, "unknown_ca")
+    assert_rejudged(daemon, resumed, resumed_addr, "unknown_ca")
+    still_streaming(daemon, bystander, bystander_addr)
+    bystander.close()
+
+
 def test_tightening_a_rule_closes_the_peers_it_now_refuses(start_mtlsd, make_upstream, pki):
     up = make_upstream()
     loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
