@@ -71,13 +71,19 @@ def closed_count(daemon, reason: str) -> float:
                                reason=reason)
 
 
-def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki, tmp_path):
+def trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path):
+    """A daemon whose client_auth.ca is one file holding ca.crt and other-ca.crt, reloaded by
+    SIGHUP only: (daemon, that file)."""
     bundle = tmp_path / "bundle.crt"
     bundle.write_bytes(pki.read("ca.crt") + pki.read("other-ca.crt"))
     config = daemon_config([server_listener(pki, make_upstream().address,
                                             client_auth={"ca": [str(bundle)]})],
                            reload={"watch": False})
-    daemon = start_mtlsd(config)
+    return start_mtlsd(config), bundle
+
+
+def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki, tmp_path):
+    daemon, bundle = trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path)
     other, other_addr = hold(daemon, client_context(pki, "client-other"))
     mine, mine_addr = hold(daemon, client_context(pki, "client"))
     assert closed_count(daemon, "unknown_ca") == 0
@@ -99,12 +105,7 @@ def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, mak
     # Review: a resumed session has only its leaf (a ticket carries no chain), so a client of an
     # intermediate CA looked refused by the old trust too and was kept open after its CA was
     # removed. Tickets now carry the intermediates.
-    bundle = tmp_path / "bundle.crt"
-    bundle.write_bytes(pki.read("ca.crt") + pki.read("other-ca.crt"))
-    config = daemon_config([server_listener(pki, make_upstream().address,
-                                            client_auth={"ca": [str(bundle)]})],
-                           reload={"watch": False})
-    daemon = start_mtlsd(config)
+    daemon, bundle = trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path)
     ctx = client_context(pki, "client-int")
     ctx.load_cert_chain(pki.path("client-int-chain.crt"), pki.path("client-int.key"))
     full, full_addr = hold(daemon, ctx)  # its echo brought the ticket

@@ -356,17 +356,24 @@ class RecordingRemote:
         self.sock.close()
 
 
+def federating_agent(pki, short_tmp, tmp_path):
+    """A Workload API serving our SVID, our bundle (ca) and other.org's (other-ca):
+    (its socket path, the server, the SVID)."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    svid = issue_svid(pki, tmp_path, SERVER_ID)
+    api.publish(svid, bundle=der_of(pki, "ca"),
+                federated={"spiffe://other.org": der_of(pki, "other-ca")})
+    return socket_path, api, svid
+
+
 def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki, short_tmp,
                                                 tmp_path):
     """Two listeners on one agent socket (one stream): the one listing other.org in
     trust_domains admits a client of that trust domain's CA (a federated bundle); the other
     trusts its own trust domain's bundle only."""
-    socket_path = str(short_tmp / "agent.sock")
-    api = WorkloadApi(socket_path)
+    socket_path, api, svid = federating_agent(pki, short_tmp, tmp_path)
     try:
-        svid = issue_svid(pki, tmp_path, SERVER_ID)
-        api.publish(svid, bundle=der_of(pki, "ca"),
-                    federated={"spiffe://other.org": der_of(pki, "other-ca")})
         upstream = make_upstream().address
         spiffe = {"workload_api": f"unix:{socket_path}"}
         federated = server_listener(pki, upstream, name="federated", client_auth={"ca": None},
@@ -400,12 +407,8 @@ def test_a_bundle_update_that_withdraws_trust_closes_open_connections(
     """Review: a Workload API update that dropped a federated trust domain refused new
     handshakes of its peers but left their open connections relaying, where a file reload that
     removes a CA closes them (reload_rejudged)."""
-    socket_path = str(short_tmp / "agent.sock")
-    api = WorkloadApi(socket_path)
+    socket_path, api, svid = federating_agent(pki, short_tmp, tmp_path)
     try:
-        svid = issue_svid(pki, tmp_path, SERVER_ID)
-        api.publish(svid, bundle=der_of(pki, "ca"),
-                    federated={"spiffe://other.org": der_of(pki, "other-ca")})
         spiffe = {"workload_api": f"unix:{socket_path}", "trust_domains": ["other.org"]}
         listener = server_listener(pki, make_upstream().address, client_auth={"ca": None},
                                    tls={"cert": None, "key": None, "spiffe": spiffe})
