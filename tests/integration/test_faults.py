@@ -396,7 +396,15 @@ def test_upstream_leaving_while_client_not_reading_is_noticed(fault_daemon, pki,
     up = make_upstream(pushes_then(end, stalled, ended, release))
     daemon = fault_daemon(up.address, timeouts=REVERSE_TIMEOUTS)
     baseline = rss_kib(daemon.pid)
-    sock = open_tls(daemon.addr(), client_context(pki), timeout=5)  # and does not read
+    # A client that does not read, with a small receive buffer: mtlsd's writes towards it stall
+    # after ~100 KiB rather than after the megabytes autotuning would allow. The upstream's
+    # pushes, one /proc/net/tcp read each, then take seconds, not minutes, on a busy machine
+    # (the ASan run of CI saw 1.5 MiB relayed in 30 s without a stall).
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(5)
+    raw.connect(daemon.addr())
+    sock = client_context(pki).wrap_socket(raw, server_hostname="localhost")
     local = fmt_addr(sock.getsockname())
     try:
         assert stalled.wait(30), "the upstream's push never stalled"
