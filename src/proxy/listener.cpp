@@ -109,9 +109,9 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   if (counted) counted->opened();
   if (m) m->active->Increment();
   asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket), remote),
-                 [slot, m, counted, fds, name = slot->name](std::exception_ptr e) {
+                 [slot, m, counted, name = slot->name](std::exception_ptr e) {
                    slot->active.fetch_sub(1);
-                   connection_fds().give_back(fds);
+                   connection_fds().give_back(fds_at_accept);
                    if (counted) counted->closed();
                    if (m) m->active->Decrement();
                    // Sessions catch their own errors; anything reaching here is a bug to see.
