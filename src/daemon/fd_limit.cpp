@@ -55,8 +55,7 @@ fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
     log::warn(
         "the file descriptor limit is below what max_connections needs (2 per connection, 13 "
         "by default for an HTTP/2 client of an HTTP/1.1 upstream, plus overhead); connections "
-        "beyond it "
-        "are refused as over_capacity",
+        "beyond it are refused as over_capacity",
         {{"limit", b.soft},
          {"needed", b.needed},
          {"hard_limit", b.hard},

@@ -380,7 +380,7 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   // A failed read_response told the client already (502, or RST_STREAM once answering).
   // Reused only after a complete, keep-alive exchange whose request went out whole.
   if (sent && received && keep_alive && !stopped_ &&
-      idle_.size() < std::min(h1_upstreams_idle, in_use_max()))
+      idle_.size() < h1_upstreams_idle_kept(cfg_.http))
     idle_.push_back(std::move(sock));
 }
 

@@ -6,7 +6,6 @@
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
-#include "mtlsd/proxy/fd_gate.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 #include "session_state.hpp"
@@ -73,6 +72,12 @@ asio::awaitable<void> close_lingering(session& s) {
 
 }  // namespace
 
+bool speaks_h2(const config::listener& cfg, SSL* ssl) {
+  // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
+  const std::string_view alpn = alpn_of(ssl);
+  return alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
+}
+
 asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   const auto& cfg = s.listener->cfg;
   http_forwarding fwd;
@@ -96,9 +101,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
       m->count_http_request(r.http2, r.status,
                             std::chrono::duration<double>(steady::now() - r.started).count());
   };
-  // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
-  const std::string_view alpn = alpn_of(tls.native());
-  const bool h2 = alpn == "h2" || (alpn.empty() && !cfg.http.offers("http/1.1"));
+  const bool h2 = speaks_h2(cfg, tls.native());
   s.clock.head_limit = cfg.http.request_headers_timeout;
   if (!h2) {
     co_await http_relay(tls, s.peer, s.upstream, std::move(fwd), s.clock, s.relayed,
@@ -106,24 +109,6 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
     if (s.relayed.tls_peer_sending) co_await close_lingering(s);
     co_return;
   }
-  // An HTTP/2 client of an HTTP/1.1 upstream holds an upstream connection per exchange: the
-  // descriptors for them beyond the 2 taken at accept (fd_gate.hpp), or no such client.
-  const std::int64_t extra = fds_per_connection(cfg) - fds_at_accept;
-  if (extra > 0 && !connection_fds().take(extra)) {
-    s.refuse(reason::over_capacity,
-             "the file descriptor limit leaves no room for the upstream connections of another "
-             "HTTP/2 client (" +
-                 std::to_string(extra) + " more descriptors)");
-    co_await tls.shutdown_send();
-    co_await close_lingering(s);
-    co_return;
-  }
-  struct given_back {
-    std::int64_t n;
-    ~given_back() {
-      if (n > 0) connection_fds().give_back(n);
-    }
-  } held{extra};
   h2_environment env{&tls,
                      &s.peer,
                      &s.upstream,

@@ -104,6 +104,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
   trace_judged(s, judged);
   if (!judged) co_return;
   if (!co_await admit_identity(s, tls)) co_return;
+  if (!co_await admit_upstream_fds(s, tls)) co_return;
 
   // Nothing reaches the upstream before this point: the peer is verified and authorized.
   const connect_end connected = co_await connect_phase(s);

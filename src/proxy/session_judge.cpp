@@ -222,6 +222,25 @@ asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   co_return false;
 }
 
+asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls) {
+  const auto& cfg = s.listener->cfg;
+  if (!cfg.http.enabled || !speaks_h2(cfg, tls.native())) co_return true;
+  const std::int64_t extra = fds_per_connection(cfg) - fds_at_accept;
+  if (extra <= 0) co_return true;
+  if (connection_fds().take(extra)) {
+    s.held_fds.n = extra;
+    co_return true;
+  }
+  s.refuse(reason::over_capacity,
+           "the file descriptor limit leaves no room for the upstream connections of another "
+           "HTTP/2 client (" +
+               std::to_string(extra) + " more descriptors)");
+  s.enter(phase::closing, std::chrono::seconds(1));
+  co_await tls.shutdown_send();
+  co_await linger_close(s);
+  co_return false;
+}
+
 // accept_proxy_protocol: the header first (bounded by timeouts.handshake), then the admission
 // checks with the client it names. False: refused (recorded), or cancelled by the watchdog.
 asio::awaitable<bool> accept_proxy_header(session& s) {

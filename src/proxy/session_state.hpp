@@ -12,6 +12,7 @@
 #include <string>
 
 #include "mtlsd/proxy/admission.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 #include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/session.hpp"
@@ -87,6 +88,14 @@ struct session {
   idle_deadline clock;               // the watchdog's deadline, for every phase
 
   admission_ticket ticket;  // places held in the listener's limits (admission.hpp)
+  // Descriptors taken from the process's budget beyond the 2 every connection took at accept
+  // (an HTTP/2 client of an HTTP/1.1 upstream, fd_gate.hpp); given back when the session ends.
+  struct extra_fds {
+    std::int64_t n = 0;
+    ~extra_fds() {
+      if (n > 0) connection_fds().give_back(n);
+    }
+  } held_fds;
   // accept_proxy_protocol: the client and our address as the PROXY header named them.
   bool proxied = false;
   sockaddr_storage proxied_source{};
@@ -185,6 +194,9 @@ asio::awaitable<void> linger_close(session& s, config::duration bound = std::chr
 asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
                                           bool network_revocation, bool recheck);
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls);
+// An HTTP/2 client of an HTTP/1.1 upstream: the descriptors of its upstream connections, taken
+// before any upstream connection is made. False: refused as over_capacity (recorded).
+asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls);
 asio::awaitable<bool> accept_proxy_header(session& s);
 
 // session_upstream.cpp: the upstream side.
@@ -198,6 +210,9 @@ asio::awaitable<bool> send_proxy_header(session& s, SSL* ssl);
 
 // http_serve.cpp: HTTP mode once the peer is admitted and the upstream connected.
 asio::awaitable<void> serve_http(session& s, tls_stream& tls);
+// Whether the client of an http: listener speaks HTTP/2: it chose h2 by ALPN, or sent no ALPN
+// to a listener that speaks h2 only.
+bool speaks_h2(const config::listener& cfg, SSL* ssl);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);

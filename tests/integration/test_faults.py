@@ -566,7 +566,7 @@ def test_connections_past_the_descriptor_budget_are_refused_as_over_capacity(fau
 
 
 def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_speak_h2(
-        fault_daemon, pki):
+        fault_daemon, healthy, pki):
     # Review of the budget: every connection of a default http: listener (h2 offered, HTTP/1.1
     # upstream) was charged 13 descriptors at accept, so HTTP/1.1 clients, which hold 2, got a
     # sixth of the places. Now 2 at accept, and the other 11 when ALPN says h2.
@@ -592,6 +592,9 @@ def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_s
         line = daemon.wait_for_log(lambda l: l.get("msg") == "access" and
                                    l.get("reason") == "over_capacity", since=mark)
         assert "upstream connections of another HTTP/2 client" in line["detail"], line
+        # Refused before its upstream connection: not admitted, nothing upstream.
+        assert line["result"] == "rejected", line
+        assert healthy.accepted == 0, healthy.accepted
     finally:
         close_all(socks)
     wait_active(daemon, lambda v: v == 0, 15, "every connection to be released")

@@ -2,10 +2,10 @@
 // The process's file descriptors, as places for connections: RLIMIT_NOFILE is per process, so
 // every listener and worker draws on one budget (what the soft limit leaves after the process's
 // own descriptors, daemon/fd_limit). A connection takes what it can hold at most
-// (fds_per_connection: 2 at accept, the rest once it needs more) before it holds it and gives
-// it back when it ends, so connections
-// past the budget are refused as over_capacity while accept() itself, the admin server and
-// the revocation fetches still have descriptors — as HAProxy derives maxconn from ulimit -n.
+// (fds_per_connection: 2 at accept, the rest once it is known to need them) before it holds it
+// and gives it back when it ends, so connections past the budget are refused as over_capacity
+// while accept() itself, the admin server and the revocation fetches still have descriptors —
+// as HAProxy derives maxconn from ulimit -n.
 #include <atomic>
 #include <cstdint>
 

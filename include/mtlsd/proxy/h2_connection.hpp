@@ -8,6 +8,7 @@
 // timeout, a reload that no longer admits the peer, revocation) the client gets GOAWAY first;
 // when shutdown begins (session_control::drain_gracefully) it gets GOAWAY at once, the streams
 // in flight finish, new ones are refused, and the connection closes after the last.
+#include <algorithm>
 #include <boost/asio/awaitable.hpp>
 
 #include "mtlsd/config/config.hpp"
@@ -26,8 +27,12 @@ namespace mtlsd::proxy {
 // connections per host. That bounds what one client connection costs (file descriptors, and the
 // response buffers of the exchanges in progress) whatever http.max_concurrent_streams allows.
 // Connections kept open after a keep-alive exchange, for the client connection's later streams:
-// at most this many (and never more than may be in use).
+// at most this many, and never more than may be in use.
 inline constexpr std::size_t h1_upstreams_idle = 4;
+inline std::size_t h1_upstreams_idle_kept(const config::http_options& h) {
+  return std::min(h1_upstreams_idle,
+                  static_cast<std::size_t>(h.max_upstream_connections_per_client));
+}
 
 struct h2_environment {
   tls_stream* tls;
