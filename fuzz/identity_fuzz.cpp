@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)id.display();
   // A SPIFFE ID that counts is well-formed: nothing an upstream could normalise or read twice.
   if (!id.spiffe_id.empty()) {
-    fuzz::check(config::spiffe_id_problem(id.spiffe_id).empty(), "the SPIFFE ID is well-formed");
+    fuzz::check(config::leaf_spiffe_id_problem(id.spiffe_id).empty(),
+                "the SPIFFE ID is well-formed and names a workload");
     const std::string after_scheme = id.spiffe_id.substr(9);
     const std::size_t slash = after_scheme.find('/');
     const std::string path = slash == std::string::npos ? "" : after_scheme.substr(slash) + "/";

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
+#include "mtlsd/config/spiffe_id.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 
@@ -70,6 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::check(X509_check_ca(leaf) == 0, "the leaf is not a CA");
   const auto uris = tls::extract_identity(leaf).uri_sans;
   fuzz::check(uris.size() == 1 && uris.front() == raw.spiffe_id, "exactly its SPIFFE ID");
+  fuzz::check(config::leaf_spiffe_id_problem(raw.spiffe_id).empty(), "a workload's SPIFFE ID");
   fuzz::check(!ctx->bundle.empty(), "a bundle");
   for (const auto& c : ctx->bundle)
     fuzz::check(X509_check_ca(c.get()) != 0, "a bundle of CA certificates only");

@@ -46,6 +46,11 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
       if (std::string why = spiffe_id_problem(exact); !why.empty() && id != "spiffe://*")
         r.error(v.IsSequence() ? v[i] : v,
                 path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID: " + why);
+      else if (star == std::string::npos && !leaf_spiffe_id_problem(id).empty())
+        r.error(v.IsSequence() ? v[i] : v,
+                path + ".spiffe_ids: '" + id +
+                    "' names only a trust domain, which no peer's SPIFFE ID is; '" + id +
+                    "/*' admits every workload in it");
     }
   });
   with(n, "uri_sans", [&](auto v) { r.strings(v, path + ".uri_sans", a.uri_sans); });

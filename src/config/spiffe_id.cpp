@@ -46,4 +46,11 @@ std::string spiffe_id_problem(std::string_view id) {
   }
 }
 
+std::string leaf_spiffe_id_problem(std::string_view id) {
+  if (std::string why = spiffe_id_problem(id); !why.empty()) return why;
+  if (id.find('/', scheme.size()) == std::string_view::npos)
+    return "it names only a trust domain (a workload's SPIFFE ID has a path)";
+  return "";
+}
+
 }  // namespace mtlsd::config

@@ -54,7 +54,8 @@ std::vector<std::string> name_entries(X509_NAME* name, int nid) {
 
 // The SPIFFE ID among `id`'s URI SANs, or why a spiffe:// one does not count: an upstream that
 // normalises paths would read spiffe://td/ns/prod/../../admin as /admin, and with two spiffe://
-// URIs it is unclear which one names the workload. Other URIs may sit beside it.
+// URIs it is unclear which one names the workload; a bare trust domain names no workload. Other
+// URIs may sit beside it.
 void take_spiffe_id(peer_identity& id) {
   const auto is_spiffe = [](const std::string& u) { return u.rfind("spiffe://", 0) == 0; };
   const auto count = std::count_if(id.uri_sans.begin(), id.uri_sans.end(), is_spiffe);
@@ -63,8 +64,8 @@ void take_spiffe_id(peer_identity& id) {
   if (count > 1) {
     id.spiffe_id_problem = "the certificate has " + std::to_string(count) +
                            " spiffe:// URI SANs; an X.509-SVID has one";
-  } else if (std::string why = config::spiffe_id_problem(uri); !why.empty()) {
-    id.spiffe_id_problem = "its spiffe:// URI SAN is no SPIFFE ID: " + why;
+  } else if (std::string why = config::leaf_spiffe_id_problem(uri); !why.empty()) {
+    id.spiffe_id_problem = "its spiffe:// URI SAN is no workload's SPIFFE ID: " + why;
   } else {
     id.spiffe_id = uri;
   }

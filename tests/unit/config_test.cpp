@@ -1202,6 +1202,8 @@ TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
           - spiffe://Example.org/a
           - spiffe://example.org/ns/prod/*
           - spiffe://*
+          - spiffe://example.org/*
+          - spiffe://example.org
 )"),
               ElementsAre(at(12, 13,
                              msg + "'spiffe://example.org/ns/../*' is not a SPIFFE ID: its path "
@@ -1209,7 +1211,11 @@ TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
                           at(13, 13,
                              msg + "'spiffe://Example.org/a' is not a SPIFFE ID: its trust "
                                    "domain holds 'E' (only lowercase letters, digits, '.', '-' "
-                                   "and '_'; no user or port)")));
+                                   "and '_'; no user or port)"),
+                          at(17, 13,
+                             msg + "'spiffe://example.org' names only a trust domain, which no "
+                                   "peer's SPIFFE ID is; 'spiffe://example.org/*' admits every "
+                                   "workload in it")));
 }
 
 TEST(ConfigAllow, BareStarIsRejected) {

@@ -84,17 +84,19 @@ TEST_F(IdentityTest, OnlyAWellFormedSpiffeIdCounts) {
        {"spiffe://example.org/ns/prod/../../admin", "spiffe://example.org/ns/prod/%2e%2e/admin",
         "spiffe://example.org/ns/prod/sa/x?y", "spiffe://EXAMPLE.org/a",
         "spiffe://evil@example.org/a", "spiffe://example.org:443/a", "spiffe://example.org/a/",
-        "spiffe://example.org//a"}) {
+        "spiffe://example.org//a", "spiffe://example.org", "spiffe://example.org/"}) {
     const peer_identity id = spiffe_of({bad});
     EXPECT_EQ(id.spiffe_id, "") << bad;
-    EXPECT_NE(id.spiffe_id_problem.find("is no SPIFFE ID"), std::string::npos) << bad;
+    EXPECT_NE(id.spiffe_id_problem.find("is no workload's SPIFFE ID"), std::string::npos) << bad;
     EXPECT_EQ(id.display(), id.subject) << bad;
   }
   const peer_identity two = spiffe_of({"spiffe://example.org/a", "spiffe://example.org/b"});
   EXPECT_EQ(two.spiffe_id, "");
   EXPECT_EQ(two.spiffe_id_problem,
             "the certificate has 2 spiffe:// URI SANs; an X.509-SVID has one");
-  EXPECT_EQ(spiffe_of({"spiffe://example.org"}).spiffe_id, "spiffe://example.org");
+  EXPECT_EQ(spiffe_of({"spiffe://example.org"}).spiffe_id_problem,
+            "its spiffe:// URI SAN is no workload's SPIFFE ID: it names only a trust domain (a "
+            "workload's SPIFFE ID has a path)");
   EXPECT_EQ(spiffe_of({"spiffe://td_1.example-2.org/Ns/a.b-c_d"}).spiffe_id,
             "spiffe://td_1.example-2.org/Ns/a.b-c_d");
   EXPECT_EQ(spiffe_of({"spiffe://example.org/" + std::string(2100, 'a')}).spiffe_id, "");

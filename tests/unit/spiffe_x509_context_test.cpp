@@ -86,7 +86,16 @@ TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
   EXPECT_THAT(refusal(r), HasSubstr("the leaf's URI SAN is not spiffe://example.org/someone-else"));
   r = f.raw();
   r.spiffe_id = "https://example.org/x";
-  EXPECT_THAT(refusal(r), HasSubstr("is not a SPIFFE ID"));
+  EXPECT_THAT(refusal(r), HasSubstr("is no workload's SPIFFE ID: it must start with spiffe://"));
+  // X509-SVID 3.1: a leaf's SPIFFE ID has a path; the bare trust domain is a signing
+  // certificate's.
+  const credential bare = make_leaf(f.root, {.cn = "td", .uri_sans = {"spiffe://example.org"}});
+  r = f.raw();
+  r.spiffe_id = "spiffe://example.org";
+  r.x509_svid = to_der(bare.cert());
+  r.x509_svid_key = pkcs8_der(bare.key());
+  EXPECT_THAT(refusal(r), HasSubstr("'spiffe://example.org' is no workload's SPIFFE ID: it names "
+                                    "only a trust domain"));
   r = f.raw();
   r.x509_svid = "not DER";
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid: not DER certificates"));

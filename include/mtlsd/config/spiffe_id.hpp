@@ -12,4 +12,9 @@ namespace mtlsd::config {
 // fragment — at most 2048 bytes in all. Otherwise what is wrong, for messages.
 std::string spiffe_id_problem(std::string_view id);
 
+// As spiffe_id_problem, for the ID of a certificate that identifies a workload (a leaf: a peer's,
+// or mtlsd's own SVID): it must also have a path. "spiffe://example.org" names the trust domain
+// itself, which only a signing certificate may carry (X509-SVID, sections 3.1 and 5.2).
+std::string leaf_spiffe_id_problem(std::string_view id);
+
 }  // namespace mtlsd::config

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "mtlsd/config/spiffe_id.hpp"
 #include "mtlsd/tls/identity.hpp"
 
 namespace mtlsd::tls::spiffe {
@@ -111,8 +112,9 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   ctx->digest = digest_of(raw);
   ctx->spiffe_id = raw.spiffe_id;
   ctx->trust_domain = trust_domain_of(raw.spiffe_id);
-  if (ctx->trust_domain.empty())
-    throw std::runtime_error("spiffe_id '" + raw.spiffe_id + "' is not a SPIFFE ID");
+  if (std::string why = config::leaf_spiffe_id_problem(raw.spiffe_id); !why.empty())
+    throw std::runtime_error("spiffe_id '" + raw.spiffe_id +
+                             "' is no workload's SPIFFE ID: " + why);
   ctx->svid.chain = parse_der_certificates(raw.x509_svid, "x509_svid");
   if (ctx->svid.chain.empty()) throw std::runtime_error("x509_svid: no certificate");
   ctx->svid.key = parse_pkcs8_key(raw.x509_svid_key);
