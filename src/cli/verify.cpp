@@ -17,6 +17,7 @@
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/util/regular_file.hpp"
 
 namespace mtlsd::cli {
 namespace {
@@ -212,14 +213,18 @@ std::shared_ptr<const runtime::runtime> build_listener(const verify_request& r) 
 }
 
 // The certificates to verify into `presented`; an exit status when there are none to verify.
-// A file that cannot be opened is a usage error (2); one that opens but holds no certificate a
-// handshake could parse is a rejection (1), exactly as a peer sending it would be.
+// A file that cannot be read (missing, not permitted, a directory) is a usage error (2); one
+// that is read but holds no certificate a handshake could parse is a rejection (1), exactly as a
+// peer sending it would be.
 std::optional<int> read_presented(const verify_request& r, tls::cert_chain& presented) {
   for (const auto* path : {&r.cert_path, r.chain_path ? &*r.chain_path : nullptr}) {
-    if (path && !std::ifstream(*path)) {
-      std::cerr << "mtlsd verify: cannot open " << *path << ": " << std::strerror(errno) << "\n";
+    if (!path) continue;
+    const util::opened_file f = util::open_regular_file(*path);  // pipes too: streams allowed
+    if (f.fd < 0) {
+      std::cerr << "mtlsd verify: cannot read " << *path << ": " << f.why << "\n";
       return 2;
     }
+    ::close(f.fd);
   }
   try {
     presented = tls::load_cert_chain({r.cert_path, {}});

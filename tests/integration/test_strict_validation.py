@@ -278,8 +278,15 @@ def test_verify_rejects_an_unparseable_certificate(mtlsd_bin, verify_cfg, tmp_pa
     proc = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(bad))
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout.startswith("rejected: bad_certificate: "), proc.stdout
+    # What cannot be read is a usage error (2), which a script can tell from a rejection (1):
+    # a missing file, and a directory (review: rejected: bad_certificate, exit 1).
     missing = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(tmp_path / "nope.crt"))
-    assert missing.returncode == 2 and "cannot open" in missing.stderr, missing.stderr
+    assert missing.returncode == 2 and "cannot read" in missing.stderr, missing.stderr
+    assert "No such file or directory" in missing.stderr, missing.stderr
+    folder = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(tmp_path))
+    assert folder.returncode == 2, (folder.stdout, folder.stderr)
+    assert f"cannot read {tmp_path}: not a regular file" in folder.stderr, folder.stderr
+    assert folder.stdout == "", folder.stdout
 
 
 # --- a forged CertificateVerify ---------------------------------------------------------------
