@@ -1,15 +1,21 @@
 // FetchX509SVID over gRPC (Debian's libgrpc++, the unsecure variant: the agent's unix socket needs
 // no TLS). The synchronous API on one thread per socket is the simplest correct shape: a
-// server-streaming call that blocks in Read() until the agent sends, cancelled from the daemon's
-// thread by ClientContext::TryCancel().
+// server-streaming call that blocks in Read() until the agent sends, cancelled by
+// ClientContext::TryCancel() from the daemon's thread (stop) or from the client's watchdog
+// thread (an agent that has gone quiet for too long).
 #include "mtlsd/spiffe/workload_client.hpp"
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <openssl/asn1.h>
+#include <openssl/x509.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "mtlsd/log/log.hpp"
@@ -22,6 +28,17 @@ using namespace std::chrono_literals;
 
 constexpr auto kFirstBackoff = 500ms;
 constexpr auto kMaxBackoff = 30s;
+// An agent that took the call answers at once (it attests the caller first; an unregistered
+// workload gets PermissionDenied). One that says nothing for this long is stuck: call again.
+// Envoy's SDS gives up waiting after the same 15 s (initial_fetch_timeout).
+constexpr auto kFirstUpdateWithin = 15s;
+// After a message, the next is due by the time the SVID is 3/4 through its lifetime (SPIRE
+// rotates at 1/2), but never sooner than this after the last one: an agent that is alive but
+// cannot rotate (its server unreachable) sends the same SVID again on each call, and is not
+// called more often than this.
+constexpr auto kQuietAtLeast = 30s;
+// And never later than this: a stream quiet for a day is called again anyway.
+constexpr auto kQuietAtMost = 24h;
 
 void grpc_log_line(gpr_log_func_args* args) {
   // gRPC's errors about a lost connection are what on_error reports anyway: warn, not error.
@@ -45,6 +62,28 @@ tls::spiffe::raw_x509_svid to_raw(const X509SVIDResponse& r) {
 
 }  // namespace
 
+std::chrono::seconds next_update_due_in(const std::string& svid_der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(svid_der.data());
+  X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(svid_der.size()));
+  if (!leaf) return kQuietAtLeast;  // refused by the daemon; the agent may send a good one
+  std::int64_t due = 0;
+  int days = 0;
+  int secs = 0;
+  int life_days = 0;
+  int life_secs = 0;
+  // From now back to notBefore (negative), and from notBefore to notAfter.
+  if (ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notBefore(leaf)) == 1 &&
+      ASN1_TIME_diff(&life_days, &life_secs, X509_get0_notBefore(leaf), X509_get0_notAfter(leaf)) ==
+          1) {
+    const std::int64_t since_start = -(std::int64_t{days} * 86400 + secs);
+    const std::int64_t lifetime = std::int64_t{life_days} * 86400 + life_secs;
+    due = lifetime / 4 * 3 - since_start;
+  }
+  X509_free(leaf);
+  return std::clamp(std::chrono::seconds(due), std::chrono::seconds(kQuietAtLeast),
+                    std::chrono::seconds(kQuietAtMost));
+}
+
 void route_grpc_logs() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -54,13 +93,44 @@ void route_grpc_logs() {
 }
 
 struct workload_client::impl {
+  using clock = std::chrono::steady_clock;
+
   std::string socket_path;
   callbacks cb;
   std::thread thread;
-  std::mutex mutex;
+  std::thread watchdog;
+  std::mutex mutex;  // guards everything below
   std::condition_variable wake;
+  std::condition_variable watch_wake;
   bool stopping = false;
-  grpc::ClientContext* call = nullptr;  // the call in flight, for TryCancel
+  grpc::ClientContext* call = nullptr;   // the call in flight, for TryCancel
+  std::optional<clock::time_point> due;  // the call in flight is given up if nothing comes by
+  std::string due_why;                   // what to say then
+  std::string gave_up;                   // said by the watchdog when it cancelled the call
+
+  void expect_message_by(clock::time_point when, std::string why) {
+    std::lock_guard lock(mutex);
+    due = when;
+    due_why = std::move(why);
+    watch_wake.notify_all();
+  }
+
+  // Cancels the call in flight once its message is overdue; its Read() then fails and
+  // stream_once() reports `gave_up`.
+  void watch() {
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      if (call && due && clock::now() >= *due) {
+        gave_up = due_why;
+        due.reset();
+        call->TryCancel();
+      }
+      if (due)
+        watch_wake.wait_until(lock, *due);
+      else
+        watch_wake.wait(lock);
+    }
+  }
 
   // One FetchX509SVID call, until it ends. Returns why it ended and whether a message came.
   std::pair<std::string, bool> stream_once() {
@@ -74,7 +144,12 @@ struct workload_client::impl {
       std::lock_guard lock(mutex);
       if (stopping) return {"stopping", false};
       call = &ctx;
+      gave_up.clear();
     }
+    expect_message_by(clock::now() + kFirstUpdateWithin,
+                      "the Workload API sent nothing within " +
+                          std::to_string(std::chrono::seconds(kFirstUpdateWithin).count()) +
+                          "s of the call");
     auto reader = stub->FetchX509SVID(&ctx, X509SVIDRequest{});
     X509SVIDResponse response;
     bool received = false;
@@ -84,13 +159,20 @@ struct workload_client::impl {
         continue;
       }
       received = true;
+      expect_message_by(clock::now() + next_update_due_in(response.svids(0).x509_svid()),
+                        "the Workload API sent no new X.509-SVID by 3/4 of the last one's "
+                        "lifetime (the stream may be stuck)");
       cb.on_update(to_raw(response));
     }
     const grpc::Status status = reader->Finish();
+    std::string watchdog_why;
     {
       std::lock_guard lock(mutex);
       call = nullptr;
+      due.reset();
+      watchdog_why = std::move(gave_up);
     }
+    if (!watchdog_why.empty()) return {watchdog_why + "; calling again", received};
     std::string why = status.ok() ? "the Workload API ended the stream"
                                   : "FetchX509SVID failed: " + status.error_message() + " (code " +
                                         std::to_string(static_cast<int>(status.error_code())) + ")";
@@ -126,11 +208,14 @@ workload_client::~workload_client() {
     if (impl_->call) impl_->call->TryCancel();
   }
   impl_->wake.notify_all();
+  impl_->watch_wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+  if (impl_->watchdog.joinable()) impl_->watchdog.join();
 }
 
 void workload_client::start() {
   route_grpc_logs();
+  impl_->watchdog = std::thread([this] { impl_->watch(); });
   impl_->thread = std::thread([this] {
     try {
       impl_->run();

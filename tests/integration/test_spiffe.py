@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -22,7 +23,7 @@ from faults import wait_until
 from mtlsd_harness import curl, daemon_config, run_cli, s_client, server_listener, write_config
 from tls_remote import plain_exchange
 from upstream import echo
-from workload_api import WorkloadApi, der_of, issue_svid, stubs
+from workload_api import WorkloadApi, der_of, issue_svid, issue_svid_valid, stubs
 
 SERVER_ID = "spiffe://example.org/ns/prod/sa/mtlsd"
 REMOTE_ID = "spiffe://example.org/ns/prod/sa/remote"
@@ -465,6 +466,42 @@ def test_an_update_the_agent_repeats_changes_nothing(start_mtlsd, make_upstream,
         assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 0
         api.publish(bundle=der_of(pki, "ca"))  # what is served, again
         daemon.wait_for_log(lambda l: "superseded" in l.get("msg", ""), since=mark)
+        assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 1
+    finally:
+        api.stop()
+
+
+def test_a_quiet_agent_is_called_again(start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """Review: an agent that took the call and never answered (or whose stream went quiet) was
+    waited for without end; the last SVID would have served until it expired. A call that brings
+    nothing within 15 s is made again, and so is one that brings no new SVID by 3/4 of the last
+    one's lifetime (at least 30 s after its message). The SVID served meanwhile is kept."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)  # holds every call until the first publish
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_until(lambda: len(api.calls) == 1, 10, "mtlsd's first call")
+        line = daemon.wait_for_log(lambda l: "sent nothing within 15s" in l.get("error", ""),
+                                   timeout=25)
+        assert line["msg"].startswith("SPIFFE Workload API unavailable"), line
+        wait_until(lambda: len(api.calls) == 2, 10, "a second call")
+        # An SVID past 3/4 of its lifetime (an agent that cannot rotate it): the next message is
+        # due 30 s after it.
+        now = datetime.now(timezone.utc)
+        late = issue_svid_valid(pki, tmp_path, SERVER_ID, now - timedelta(hours=1),
+                                now + timedelta(minutes=10))
+        api.publish(late, bundle=der_of(pki, "ca"))
+        reloaded = wait_reloaded(daemon, late.serial)
+        published = time.monotonic()
+        mark = daemon.log_mark()
+        line = daemon.wait_for_log(lambda l: "by 3/4 of the last one's lifetime" in
+                                   l.get("error", ""), timeout=45, since=mark)
+        assert time.monotonic() - published >= 25, (reloaded, line)
+        wait_until(lambda: len(api.calls) == 3, 10, "a third call")
+        # The same SVID again: nothing rebuilt, still served, still ready.
+        assert svid_client(pki, daemon.addr())() == late.serial
+        assert readyz(daemon).status == 200
+        assert not [l for l in daemon.logs()[mark:] if l.get("msg") == "reloaded"]
         assert daemon.scrape().get("mtlsd_config_last_reload_successful") == 1
     finally:
         api.stop()

@@ -19,9 +19,14 @@ import tempfile
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki import REPO_ROOT, Pki
 
@@ -88,6 +93,41 @@ def issue_svid(pki: Pki, workdir: Path, spiffe_id: str, *, ca: str = "ca", days:
     key_der = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", key, "-outform",
                               "DER"], check=True, capture_output=True, timeout=30).stdout
     return Svid(spiffe_id, der, key_der, f"{serial:X}", crt, key)
+
+
+def issue_svid_valid(pki: Pki, workdir: Path, spiffe_id: str, not_before: datetime,
+                     not_after: datetime) -> Svid:
+    """As issue_svid, valid from `not_before` to `not_after`: python3-cryptography, since
+    Debian 12's `openssl x509 -req` cannot date a certificate in the past."""
+    _serial[0] += 1
+    serial = _serial[0]
+    ca_cert = x509.load_pem_x509_certificate(Path(pki.path("ca.crt")).read_bytes())
+    ca_key = serialization.load_pem_private_key(Path(pki.path("ca.key")).read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(serial)
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, True, False, False, False,
+                                         False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    crt, key_path = workdir / f"svid-{serial:X}.crt", workdir / f"svid-{serial:X}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return Svid(spiffe_id, cert.public_bytes(serialization.Encoding.DER),
+                key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()),
+                f"{serial:X}", str(crt), str(key_path))
 
 
 def der_of(pki: Pki, name: str) -> bytes:

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "mtlsd/spiffe/workload_client.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 #include "test_pki.hpp"
 
@@ -142,6 +143,25 @@ TEST(SpiffeX509Context, RefusesACaAsTheSvid) {
   r.x509_svid = to_der(f.root.cert());
   r.x509_svid_key = pkcs8_der(f.root.key());
   EXPECT_THAT(refusal(r), HasSubstr("the leaf is a CA certificate"));
+}
+
+// When a quiet Workload API stream is given up (spiffe/workload_client): 3/4 into the SVID's
+// lifetime, never sooner than 30 s after its message nor later than a day.
+TEST(WorkloadClient, NextUpdateIsDueAtThreeQuartersOfTheSvidsLifetime) {
+  fixture f;
+  const auto due_in = [&](std::time_t from, std::time_t to) {
+    const credential c =
+        make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .not_before = from, .not_after = to});
+    return ::mtlsd::spiffe::next_update_due_in(to_der(c.cert())).count();
+  };
+  // 1 h, issued 10 min ago: due 45 min in, 35 min from now.
+  EXPECT_NEAR(due_in(now() - 600, now() + 3000), 2100, 5);
+  // Past 3/4 already (an agent that cannot rotate): 30 s after each message.
+  EXPECT_EQ(due_in(now() - hours(1), now() + 600), 30);
+  EXPECT_EQ(due_in(now() - hours(1), now() - 60), 30);
+  // A year-long SVID: called again after a day.
+  EXPECT_EQ(due_in(now(), now() + days(365)), 86400);
+  EXPECT_EQ(::mtlsd::spiffe::next_update_due_in("not DER").count(), 30);
 }
 
 TEST(SpiffeX509Context, TrustDomainOf) {

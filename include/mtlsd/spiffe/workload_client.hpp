@@ -2,10 +2,14 @@
 // A client of the SPIFFE Workload API (FetchX509SVID over a unix socket) on a thread of its own.
 // The stream stays open: each message the agent sends is handed to `on_update`; when the stream
 // fails or ends (agent restarted, socket gone, refused) `on_error` is told why and the call is
-// made again after a backoff (0.5 s doubling to 30 s, back to 0.5 s after a message).
+// made again after a backoff (0.5 s doubling to 30 s, back to 0.5 s after a message). A stream
+// that stays quiet too long is given up and the call made again: no message within 15 s of the
+// call, or none since the last SVID by 3/4 of its lifetime (next_update_due_in): a stuck agent
+// must not let the last SVID expire unnoticed.
 //
 // gRPC and protobuf stay behind this header (pimpl): only workload_client.cpp and the generated
 // code see them. gRPC starts threads of its own, so start() must come after sandbox::enter.
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +39,10 @@ class workload_client {
   struct impl;
   std::unique_ptr<impl> impl_;
 };
+
+// How long after an X.509-SVID (DER, leaf first) the next message is due: until 3/4 of the leaf's
+// lifetime, at least 30 s (also when it does not parse) and at most 24 h. Exposed for tests.
+std::chrono::seconds next_update_due_in(const std::string& svid_der);
 
 // Routes gRPC's own log lines into mtlsd's log (JSON-safe, levelled), once per process. Called by
 // workload_client::start(); exposed for tests.
