@@ -114,12 +114,21 @@ def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, mak
     resumed = ctx.wrap_socket(sock, server_hostname="localhost", session=full.session)
     echo(resumed, b"before\n")
     assert resumed.session_reused
+    # The resumption renewed the ticket; resuming from the renewed one, the intermediates must
+    # have been carried across the renewal.
+    assert resumed.session.id != full.session.id
+    sock = socket.create_connection(daemon.addr(), timeout=10)
+    renewed_addr = fmt_addr(sock.getsockname())
+    renewed = ctx.wrap_socket(sock, server_hostname="localhost", session=resumed.session)
+    echo(renewed, b"before\n")
+    assert renewed.session_reused
     bystander, bystander_addr = hold(daemon, client_context(pki, "client-other"))
 
     shutil.copyfile(pki.path("other-ca.crt"), bundle)
     daemon.send_signal(signal.SIGHUP)
     assert_rejudged(daemon, full, full_addr, "unknown_ca")
     assert_rejudged(daemon, resumed, resumed_addr, "unknown_ca")
+    assert_rejudged(daemon, renewed, renewed_addr, "unknown_ca")
     still_streaming(daemon, bystander, bystander_addr)
     bystander.close()
 
