@@ -8,6 +8,7 @@
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 #include <openssl/asn1.h>
+#include <openssl/err.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "mtlsd/log/log.hpp"
 #include "workload.grpc.pb.h"
@@ -28,9 +30,11 @@ using namespace std::chrono_literals;
 
 constexpr auto kFirstBackoff = 500ms;
 constexpr auto kMaxBackoff = 30s;
-// An agent that took the call answers at once (it attests the caller first; an unregistered
-// workload gets PermissionDenied). One that says nothing for this long is stuck: call again.
-// Envoy's SDS gives up waiting after the same 15 s (initial_fetch_timeout).
+// An agent answers a call once it has attested the caller (an unregistered workload gets
+// PermissionDenied). One that says nothing for this long may be stuck: call again. A call made
+// again is attested again; SPIRE's Kubernetes attestor waits for the kubelet to list the
+// container, which a new call does not set back. (Envoy's SDS stops waiting after 15 s too,
+// initial_fetch_timeout, but keeps the stream.)
 constexpr auto kFirstUpdateWithin = 15s;
 // After a message, the next is due by the time the SVID is 3/4 through its lifetime (SPIRE
 // rotates at 1/2), but never sooner than this after the last one: an agent that is alive but
@@ -65,7 +69,10 @@ tls::spiffe::raw_x509_svid to_raw(const X509SVIDResponse& r) {
 std::chrono::seconds next_update_due_in(const std::string& svid_der) {
   const auto* p = reinterpret_cast<const unsigned char*>(svid_der.data());
   X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(svid_der.size()));
-  if (!leaf) return kQuietAtLeast;  // refused by the daemon; the agent may send a good one
+  if (!leaf) {
+    ERR_clear_error();
+    return kQuietAtLeast;  // refused by the daemon; the agent may send a good one
+  }
   std::int64_t due = 0;
   int days = 0;
   int secs = 0;
@@ -80,6 +87,7 @@ std::chrono::seconds next_update_due_in(const std::string& svid_der) {
     due = lifetime / 4 * 3 - since_start;
   }
   X509_free(leaf);
+  ERR_clear_error();  // what failed to decode must not show up in the next refusal's message
   return std::clamp(std::chrono::seconds(due), std::chrono::seconds(kQuietAtLeast),
                     std::chrono::seconds(kQuietAtMost));
 }
@@ -125,9 +133,10 @@ struct workload_client::impl {
         due.reset();
         call->TryCancel();
       }
-      if (due)
-        watch_wake.wait_until(lock, *due);
-      else
+      if (due) {
+        const clock::time_point deadline = *due;  // `due` may change while the lock is let go
+        watch_wake.wait_until(lock, deadline);
+      } else
         watch_wake.wait(lock);
     }
   }
@@ -146,6 +155,16 @@ struct workload_client::impl {
       call = &ctx;
       gave_up.clear();
     }
+    // However this call ends (an exception from a callback included), the watchdog must not
+    // cancel `ctx` after it is gone.
+    struct forget_call {
+      impl& self;
+      ~forget_call() {
+        std::lock_guard lock(self.mutex);
+        self.call = nullptr;
+        self.due.reset();
+      }
+    } forget{*this};
     expect_message_by(clock::now() + kFirstUpdateWithin,
                       "the Workload API sent nothing within " +
                           std::to_string(std::chrono::seconds(kFirstUpdateWithin).count()) +
@@ -168,11 +187,12 @@ struct workload_client::impl {
     std::string watchdog_why;
     {
       std::lock_guard lock(mutex);
-      call = nullptr;
-      due.reset();
       watchdog_why = std::move(gave_up);
     }
-    if (!watchdog_why.empty()) return {watchdog_why + "; calling again", received};
+    // The watchdog's reason only when its cancel is what ended the call (not a failure or an
+    // end of stream that came just before it).
+    if (!watchdog_why.empty() && status.error_code() == grpc::StatusCode::CANCELLED)
+      return {watchdog_why, received};
     std::string why = status.ok() ? "the Workload API ended the stream"
                                   : "FetchX509SVID failed: " + status.error_message() + " (code " +
                                         std::to_string(static_cast<int>(status.error_code())) + ")";
@@ -182,7 +202,13 @@ struct workload_client::impl {
   void run() {
     auto backoff = std::chrono::milliseconds(kFirstBackoff);
     for (;;) {
-      auto [why, received] = stream_once();
+      std::string why;
+      bool received = false;
+      try {
+        std::tie(why, received) = stream_once();
+      } catch (const std::exception& e) {  // a callback's; the next call may do better
+        why = std::string("the Workload API client failed: ") + e.what();
+      }
       std::unique_lock lock(mutex);
       if (stopping) return;
       if (received) backoff = kFirstBackoff;
