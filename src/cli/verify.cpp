@@ -1,5 +1,8 @@
+#include <sys/stat.h>
+#include <unistd.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -17,7 +20,6 @@
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
-#include "mtlsd/util/regular_file.hpp"
 
 namespace mtlsd::cli {
 namespace {
@@ -215,16 +217,21 @@ std::shared_ptr<const runtime::runtime> build_listener(const verify_request& r) 
 // The certificates to verify into `presented`; an exit status when there are none to verify.
 // A file that cannot be read (missing, not permitted, a directory) is a usage error (2); one
 // that is read but holds no certificate a handshake could parse is a rejection (1), exactly as a
-// peer sending it would be.
+// peer sending it would be. The check opens nothing: a named pipe's bytes are read once, by the
+// load below.
 std::optional<int> read_presented(const verify_request& r, tls::cert_chain& presented) {
   for (const auto* path : {&r.cert_path, r.chain_path ? &*r.chain_path : nullptr}) {
     if (!path) continue;
-    const util::opened_file f = util::open_regular_file(*path);  // pipes too: streams allowed
-    if (f.fd < 0) {
-      std::cerr << "mtlsd verify: cannot read " << *path << ": " << f.why << "\n";
+    struct stat st {};
+    std::string why;
+    if (::stat(path->c_str(), &st) != 0 || ::access(path->c_str(), R_OK) != 0)
+      why = std::strerror(errno);
+    else if (S_ISDIR(st.st_mode))
+      why = "a directory";
+    if (!why.empty()) {
+      std::cerr << "mtlsd verify: cannot read " << *path << ": " << why << "\n";
       return 2;
     }
-    ::close(f.fd);
   }
   try {
     presented = tls::load_cert_chain({r.cert_path, {}});

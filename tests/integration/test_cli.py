@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -79,6 +80,16 @@ def test_check_and_verify_read_a_pipe(mtlsd_bin, pki, tmp_path):
     proc = subprocess.run([mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
                            "--cert", "/dev/stdin"], input=pki.read("client.crt").decode(),
                           capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("accepted"), output(proc)
+    # A named pipe whose writer comes and goes (review: verify opened its inputs twice, and a
+    # FIFO's bytes went with the first, a check, so the second read found none).
+    fifo = tmp_path / "cert.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(pki.read("client.crt")))
+    writer.start()
+    proc = subprocess.run([mtlsd_bin, "verify", "--config", str(cfg), "--listener", "inbound",
+                           "--cert", str(fifo)], capture_output=True, text=True, timeout=30)
+    writer.join(10)
     assert proc.returncode == 0 and proc.stdout.startswith("accepted"), output(proc)
 
 

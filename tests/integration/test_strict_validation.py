@@ -285,7 +285,7 @@ def test_verify_rejects_an_unparseable_certificate(mtlsd_bin, verify_cfg, tmp_pa
     assert "No such file or directory" in missing.stderr, missing.stderr
     folder = verify_cli(mtlsd_bin, verify_cfg, "inbound", str(tmp_path))
     assert folder.returncode == 2, (folder.stdout, folder.stderr)
-    assert f"cannot read {tmp_path}: not a regular file" in folder.stderr, folder.stderr
+    assert f"cannot read {tmp_path}: a directory" in folder.stderr, folder.stderr
     assert folder.stdout == "", folder.stdout
 
 
