@@ -53,7 +53,20 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
                     "/*' admits every workload in it");
     }
   });
-  with(n, "uri_sans", [&](auto v) { r.strings(v, path + ".uri_sans", a.uri_sans); });
+  with(n, "uri_sans", [&](auto v) {
+    if (!r.strings(v, path + ".uri_sans", a.uri_sans)) return;
+    // Matched exactly as written, so a bare trust domain here admits only certificates that
+    // break X509-SVID 3.1: most likely meant as the whole trust domain.
+    for (std::size_t i = 0; i < a.uri_sans.size(); ++i) {
+      const auto& u = a.uri_sans[i];
+      if (spiffe_id_problem(u).empty() && !leaf_spiffe_id_problem(u).empty())
+        r.warning(v.IsSequence() ? v[i] : v,
+                  path + ".uri_sans: '" + u +
+                      "' names only a trust domain, which no workload's certificate carries; "
+                      "spiffe_ids: ['" +
+                      u + "/*'] admits every workload in it");
+    }
+  });
   with(n, "dns_sans", [&](auto v) {
     if (!r.strings(v, path + ".dns_sans", a.dns_sans)) return;
     for (std::size_t i = 0; i < a.dns_sans.size(); ++i) {

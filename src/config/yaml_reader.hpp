@@ -26,6 +26,10 @@ class reader {
     out_.push_back({where, std::move(msg), false});
   }
   void error(const YAML::Node& n, std::string msg) { error(at(n), std::move(msg)); }
+  // Loads anyway; `check` prints it as "FILE:LINE:COL: warning: ...", `run` logs it.
+  void warning(const YAML::Node& n, std::string msg) {
+    out_.push_back({at(n), std::move(msg), true});
+  }
 
   // `n` must be a mapping whose keys are all in `known`. A null node (e.g. `tls:` with nothing
   // after it) counts as an empty mapping.

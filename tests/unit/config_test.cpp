@@ -1218,6 +1218,23 @@ TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
                                    "workload in it")));
 }
 
+TEST(ConfigAllow, ABareTrustDomainUnderUriSansIsAWarning) {
+  EXPECT_THAT(problems_of(kMinimal + R"(      allow:
+        uri_sans:
+          - spiffe://example.org
+          - spiffe://example.org/ns/a
+          - https://example.org
+)"),
+              ElementsAre(at(12, 13,
+                             "warning: listeners[0].client_auth.allow.uri_sans: "
+                             "'spiffe://example.org' names only a trust domain, which no "
+                             "workload's certificate carries; spiffe_ids: "
+                             "['spiffe://example.org/*'] admits every workload in it")));
+  EXPECT_TRUE(
+      load_text(kMinimal + "      allow:\n        uri_sans: [spiffe://example.org]\n", kFile)
+          .config.has_value());
+}
+
 TEST(ConfigAllow, BareStarIsRejected) {
   EXPECT_THAT(problems_of(kMinimal + "      allow:\n        spiffe_ids: \"*\"\n"),
               ElementsAre(at(11, 21,
