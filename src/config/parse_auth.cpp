@@ -27,6 +27,13 @@ void parse_server_names(reader& r, const YAML::Node& v, const std::string& path,
 
 namespace {
 
+// For a well-formed SPIFFE ID without a path where a workload's ID is matched: what to write.
+std::string trust_domain_only(const std::string& id) {
+  return "'" + id +
+         "' names only a trust domain, which no workload's certificate carries; spiffe_ids: ['" +
+         id + "/*'] admits every workload in it";
+}
+
 // The identity matchers of `allow` and of its rules (the caller checks the keys).
 void parse_identity(reader& r, const YAML::Node& n, const std::string& path, identity_matchers& a) {
   with(n, "spiffe_ids", [&](auto v) {
@@ -47,10 +54,7 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
         r.error(v.IsSequence() ? v[i] : v,
                 path + ".spiffe_ids: '" + id + "' is not a SPIFFE ID: " + why);
       else if (star == std::string::npos && !leaf_spiffe_id_problem(id).empty())
-        r.error(v.IsSequence() ? v[i] : v,
-                path + ".spiffe_ids: '" + id +
-                    "' names only a trust domain, which no peer's SPIFFE ID is; '" + id +
-                    "/*' admits every workload in it");
+        r.error(v.IsSequence() ? v[i] : v, path + ".spiffe_ids: " + trust_domain_only(id));
     }
   });
   with(n, "uri_sans", [&](auto v) {
@@ -60,11 +64,7 @@ void parse_identity(reader& r, const YAML::Node& n, const std::string& path, ide
     for (std::size_t i = 0; i < a.uri_sans.size(); ++i) {
       const auto& u = a.uri_sans[i];
       if (spiffe_id_problem(u).empty() && !leaf_spiffe_id_problem(u).empty())
-        r.warning(v.IsSequence() ? v[i] : v,
-                  path + ".uri_sans: '" + u +
-                      "' names only a trust domain, which no workload's certificate carries; "
-                      "spiffe_ids: ['" +
-                      u + "/*'] admits every workload in it");
+        r.warning(v.IsSequence() ? v[i] : v, path + ".uri_sans: " + trust_domain_only(u));
     }
   });
   with(n, "dns_sans", [&](auto v) {

@@ -7,20 +7,20 @@
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
-#include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <tuple>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/credentials.hpp"
 #include "workload.grpc.pb.h"
 
 namespace mtlsd::spiffe {
@@ -69,27 +69,13 @@ tls::spiffe::raw_x509_svid to_raw(const X509SVIDResponse& r) {
 std::chrono::seconds next_update_due_in(const std::string& svid_der) {
   const auto* p = reinterpret_cast<const unsigned char*>(svid_der.data());
   X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(svid_der.size()));
-  if (!leaf) {
-    ERR_clear_error();
-    return kQuietAtLeast;  // refused by the daemon; the agent may send a good one
-  }
-  std::int64_t due = 0;
-  int days = 0;
-  int secs = 0;
-  int life_days = 0;
-  int life_secs = 0;
-  // From now back to notBefore (negative), and from notBefore to notAfter.
-  if (ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notBefore(leaf)) == 1 &&
-      ASN1_TIME_diff(&life_days, &life_secs, X509_get0_notBefore(leaf), X509_get0_notAfter(leaf)) ==
-          1) {
-    const std::int64_t since_start = -(std::int64_t{days} * 86400 + secs);
-    const std::int64_t lifetime = std::int64_t{life_days} * 86400 + life_secs;
-    due = lifetime / 4 * 3 - since_start;
-  }
-  X509_free(leaf);
   ERR_clear_error();  // what failed to decode must not show up in the next refusal's message
-  return std::clamp(std::chrono::seconds(due), std::chrono::seconds(kQuietAtLeast),
-                    std::chrono::seconds(kQuietAtMost));
+  if (!leaf) return kQuietAtLeast;  // refused by the daemon; the agent may send a good one
+  const std::time_t from = tls::not_before_of(leaf);
+  const std::time_t due_at = from + (tls::not_after_of(leaf) - from) / 4 * 3;
+  X509_free(leaf);
+  return std::clamp(std::chrono::seconds(due_at - std::time(nullptr)),
+                    std::chrono::seconds(kQuietAtLeast), std::chrono::seconds(kQuietAtMost));
 }
 
 void route_grpc_logs() {

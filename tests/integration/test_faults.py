@@ -595,6 +595,8 @@ def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_s
         # Refused before its upstream connection: not admitted, nothing upstream.
         assert line["result"] == "rejected", line
         assert healthy.accepted == 0, healthy.accepted
+        assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                                   reason="over_capacity") == 1
     finally:
         close_all(socks)
     wait_active(daemon, lambda v: v == 0, 15, "every connection to be released")

@@ -1214,8 +1214,8 @@ TEST(ConfigAllow, SpiffePatternsFollowTheSpiffeIdSyntax) {
                                    "and '_'; no user or port)"),
                           at(17, 13,
                              msg + "'spiffe://example.org' names only a trust domain, which no "
-                                   "peer's SPIFFE ID is; 'spiffe://example.org/*' admits every "
-                                   "workload in it")));
+                                   "workload's certificate carries; spiffe_ids: "
+                                   "['spiffe://example.org/*'] admits every workload in it")));
 }
 
 TEST(ConfigAllow, ABareTrustDomainUnderUriSansIsAWarning) {
