@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mtlsd/admin/admin_server.hpp"
+#include "mtlsd/config/diagnostic.hpp"
 #include "mtlsd/daemon/expiry_monitor.hpp"
 #include "mtlsd/daemon/file_watcher.hpp"
 #include "mtlsd/daemon/listener_set.hpp"
@@ -56,7 +57,9 @@ class daemon {
   // reload.cpp
   void on_files_checked(const std::vector<std::string>& changed, std::string_view trigger);
   void reload(const std::string& trigger, std::vector<std::string> changed = {});
-  runtime_ptr load_next(std::string& why);
+  // The configuration's warnings (config::reader::warning) go to `warnings`, to be logged once
+  // the reload is published.
+  runtime_ptr load_next(std::string& why, config::diagnostics& warnings);
   void publish(const runtime_ptr& next);
   std::string on_svid(const std::string& socket, const svid_sources::svid_ptr& previous);
 

@@ -91,7 +91,8 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     notify_ready();
   };
   std::string why;
-  const runtime_ptr next = load_next(why);
+  config::diagnostics config_warnings;
+  const runtime_ptr next = load_next(why, config_warnings);
   if (!next) return fail(why);
 
   inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
@@ -106,6 +107,8 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
   }
   const auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
   warn_restart_needed(next->cfg, runtime_->cfg);
+  for (const auto& w : config_warnings)
+    log::warn(w.str());
   const auto rotated = rotated_certificates(*runtime_, *next);
   publish(next);
   log::info("reloaded", {{"trigger", trigger},
@@ -120,8 +123,10 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
 }
 
 // The configuration as the files now say, built; null with `why` when it is not usable.
-runtime_ptr daemon::load_next(std::string& why) {
+runtime_ptr daemon::load_next(std::string& why, config::diagnostics& warnings) {
   auto loaded = config::load_file(config_path_);
+  for (const auto& p : loaded.problems)
+    if (p.warning) warnings.push_back(p);
   if (!loaded.config) {
     // Unparseable: keep watching what we watched (the configuration file is among it).
     for (const auto& p : loaded.problems)

@@ -594,3 +594,21 @@ def test_twenty_reloads_under_load_drop_nothing(start_reloadable, make_upstream,
     assert [line["msg"] for line in outcomes(daemon)] == ["reloaded"] * 20
     assert daemon.access_logs(result="rejected") == []
     assert daemon.access_logs(result="error") == []
+
+
+def test_a_reload_logs_the_new_configurations_warnings(start_mtlsd, make_upstream, pki):
+    """A configuration that loads with a warning (a bare trust domain under uri_sans) says so
+    on a reload as it does at startup: once the new configuration serves, not before."""
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]))
+    bare = {"allow": {"rules": [{"uri_sans": ["spiffe://example.org"]}]}}
+    mark = daemon.log_mark()
+    write_config(daemon.config_path,
+                 daemon_config([server_listener(pki, up.address, client_auth=bare)]))
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for_log(lambda l: l.get("msg") == RELOADED, since=mark)
+    warned = [l for l in daemon.logs()[mark:]
+              if l.get("level") == "warn" and "spiffe://example.org" in l.get("msg", "")]
+    assert len(warned) == 1, warned
+    assert f"{daemon.config_path}:" in warned[0]["msg"], warned[0]  # FILE:LINE:COL
+    assert "warning: " in warned[0]["msg"], warned[0]
