@@ -236,6 +236,11 @@ asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls) {
            "HTTP/2 client (" +
                std::to_string(extra) + " more descriptors)");
   s.enter(phase::closing, std::chrono::seconds(1));
+  // A GOAWAY before close_notify: an HTTP/2 client reads it as "nothing of yours was taken,
+  // retry elsewhere", where a bare close_notify before the server's preface is a broken
+  // connection to it.
+  const std::string goaway = h2_refusal_frames("over capacity");
+  co_await tls.write(asio::buffer(goaway));
   co_await tls.shutdown_send();
   co_await linger_close(s);
   co_return false;

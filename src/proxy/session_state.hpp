@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/fd_gate.hpp"
@@ -213,6 +214,11 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls);
 // Whether the client of an http: listener speaks HTTP/2: it chose h2 by ALPN, or sent no ALPN
 // to a listener that speaks h2 only.
 bool speaks_h2(const config::listener& cfg, SSL* ssl);
+// h2_refusal.cpp: what an HTTP/2 client refused before its first stream is sent instead of a
+// bare close_notify: the server preface (an empty SETTINGS frame, RFC 9113 3.4) and a GOAWAY
+// naming stream 0 as the last one processed, NO_ERROR, with `why` as its debug data. The client
+// then knows no request was taken and may retry each on another connection.
+std::string h2_refusal_frames(std::string_view why);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);
