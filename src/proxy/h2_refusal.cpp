@@ -1,4 +1,5 @@
 // The frames of an HTTP/2 connection refused before its first stream (session_state.hpp).
+#include <boost/asio/buffer.hpp>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -28,15 +29,25 @@ constexpr std::uint8_t frame_goaway = 0x7;
 constexpr std::size_t max_debug_data = 256;
 }  // namespace
 
-std::string h2_refusal_frames(std::string_view why) {
+std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why) {
   why = why.substr(0, max_debug_data);
   std::string out;
   out.reserve(9 + 9 + 8 + why.size());
   put_frame_header(out, 0, frame_settings);
   put_frame_header(out, static_cast<std::uint32_t>(8 + why.size()), frame_goaway);
-  out.append(8, '\0');  // last stream id 0 (none processed), error code 0 (NO_ERROR)
+  out.append(4, '\0');  // last stream id 0: none processed
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((error_code >> shift) & 0xff));
   out.append(why);
   return out;
+}
+
+asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t error_code,
+                                   std::string_view why) {
+  const auto& cfg = s.listener->cfg;
+  if (!cfg.http.enabled || !speaks_h2(cfg, tls.native())) co_return;
+  const std::string frames = h2_refusal_frames(error_code, why);
+  co_await tls.write(asio::buffer(frames));  // a failure ends the connection all the same
 }
 
 }  // namespace mtlsd::proxy::detail

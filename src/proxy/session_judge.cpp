@@ -210,13 +210,15 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
 }
 
 // limits.max_connections_per_identity, once the handshake named the peer. The handshake is
-// over, so no alert can say why: close_notify, then close; the upstream hears nothing.
+// over, so no alert can say why: close_notify (after a GOAWAY for an HTTP/2 client), then
+// close; the upstream hears nothing.
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   if (!s.peer_identity) co_return true;
   auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->display());
   if (!no) co_return true;
   s.refuse(no->why, std::move(no->detail));
   s.enter(phase::closing, std::chrono::seconds(1));
+  co_await goaway_if_h2(s, tls, h2_enhance_your_calm, "too many connections for this identity");
   co_await tls.shutdown_send();
   if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
   co_return false;
@@ -236,11 +238,7 @@ asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls) {
            "HTTP/2 client (" +
                std::to_string(extra) + " more descriptors)");
   s.enter(phase::closing, std::chrono::seconds(1));
-  // A GOAWAY before close_notify: an HTTP/2 client reads it as "nothing of yours was taken,
-  // retry elsewhere", where a bare close_notify before the server's preface is a broken
-  // connection to it.
-  const std::string goaway = h2_refusal_frames("over capacity");
-  co_await tls.write(asio::buffer(goaway));
+  co_await goaway_if_h2(s, tls, h2_no_error, "over capacity");  // retry elsewhere
   co_await tls.shutdown_send();
   co_await linger_close(s);
   co_return false;

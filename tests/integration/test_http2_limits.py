@@ -717,3 +717,31 @@ def test_reload_that_refuses_the_peer_sends_goaway(start_mtlsd, make_upstream, p
     assert goaway.last_stream_id == sid
     line = daemon.wait_for_log(lambda l: l.get("termination") == "reload_rejudged", since=mark)
     assert line["reason"] == "not_authorized" and line["client"].endswith(f":{local[1]}"), line
+
+
+def test_an_http2_client_over_its_identitys_connection_limit_gets_a_goaway(http_serve, pki):
+    """limits.max_connections_per_identity refuses after the handshake, when no alert can be
+    sent: an HTTP/2 client hears GOAWAY (no stream processed, ENHANCE_YOUR_CALM) before the
+    close, and its request never reaches the upstream."""
+    daemon, _, recorder = http_serve(lambda req: response(200, b"ok"),
+                                     limits={"max_connections_per_identity": 1})
+    held = H2Client(daemon, pki)
+    try:
+        assert held.response(held.request("/first"), TIMEOUT) == (200, b"ok")
+        mark = daemon.log_mark()
+        refused = H2Client(daemon, pki)
+        try:
+            refused.request("/second")
+            goaway = refused.wait_for(lambda ev: isinstance(ev, h2.events.ConnectionTerminated),
+                                      TIMEOUT)
+            assert goaway.last_stream_id == 0, goaway
+            assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, goaway
+            assert goaway.additional_data == b"too many connections for this identity", goaway
+        finally:
+            refused.close()
+        line = daemon.wait_for_log(lambda l: l.get("msg") == "access" and
+                                   l.get("reason") == "rate_limited", since=mark)
+        assert line["result"] == "rejected", line
+        assert [r.target for r in recorder.requests] == ["/first"]
+    finally:
+        held.close()
