@@ -8,6 +8,7 @@
 #                [--out FILE] [--keep]
 #   bench/run.sh --profile WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --syscalls WORKLOAD [--quick] [--only LIST]
+#   bench/run.sh --switches WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --instructions WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
@@ -26,6 +27,8 @@
 #                    library side by side (bench/profile_compare.py)
 #   --syscalls WL    count the system calls per operation of workload WL on each server of
 #                    --only (perf stat) -> bench/profiles/WL-syscalls.md
+#   --switches WL    how often each server of --only slept and was woken per operation, and its
+#                    CPU per operation, untraced (perf stat) -> bench/profiles/WL-switches.md
 #   --instructions WL  user-space instructions per operation of workload WL on each server of
 #                    --only, by library (valgrind's callgrind) -> bench/profiles/WL-instructions.md
 #   --flood          issue 17's measurement instead (bench/lib/flood.sh): one source floods
@@ -43,7 +46,7 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0 ROUNDS="" WL_LIST="" ONLY="mtlsd,nginx,haproxy" OUT_FILE="" KEEP=0
 RESULTS_MD=$ROOT/bench/RESULTS.md PROFILE="" FLOOD=0 FLOOD_RATE=3000 TICKETS=0 ACCESS_LOG=0
-H2=0 ONLY_GIVEN=0 SYSCALLS="" INSTRUCTIONS=""
+H2=0 ONLY_GIVEN=0 SYSCALLS="" SWITCHES="" INSTRUCTIONS=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -56,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1 ;;
         --profile) PROFILE=${2:?}; shift ;;
         --syscalls) SYSCALLS=${2:?}; shift ;;
+        --switches) SWITCHES=${2:?}; shift ;;
         --instructions) INSTRUCTIONS=${2:?}; shift ;;
         --flood) FLOOD=1 ;;
         --flood-rate) FLOOD_RATE=${2:?}; shift ;;
@@ -148,6 +152,10 @@ run_rounds() {
 
 if [[ -n "$SYSCALLS" ]]; then
     syscalls_main "$SYSCALLS" "${SERVERS[@]}"
+    exit 0
+fi
+if [[ -n "$SWITCHES" ]]; then
+    switches_main "$SWITCHES" "${SERVERS[@]}"
     exit 0
 fi
 if [[ -n "$INSTRUCTIONS" ]]; then

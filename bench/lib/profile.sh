@@ -10,7 +10,8 @@
 # tracepoint) and writes bench/profiles/WORKLOAD-syscalls.md: calls per operation by name, one
 # column per server, and the context switches (how often the server slept and was woken again:
 # a cost of its own, `schedule` in the profiles). Counts, unlike CPU time, do not drift with the
-# machine's load.
+# machine's load. --switches WORKLOAD counts only the context switches and the CPU time, without
+# the tracepoints, and writes bench/profiles/WORKLOAD-switches.md.
 
 PERF_PID="" PROFILE_KIND=record INSTR_ON_PID=""
 profile_start() { # hook run by server_up: attach perf to the server just started and its
@@ -24,9 +25,12 @@ profile_start() { # hook run by server_up: attach perf to the server just starte
         INSTR_ON_PID=$!
         return 0
     fi
-    if [[ $PROFILE_KIND == syscalls ]]; then
-        perf stat -e 'syscalls:sys_enter_*,context-switches' -x, -p "$pids" -o "$T/perf.stat" \
-            >"$T/perf.log" 2>&1 &
+    if [[ $PROFILE_KIND == syscalls || $PROFILE_KIND == switches ]]; then
+        # --switches counts without the syscall tracepoints: each traced call costs the server
+        # time, so it catches up (and sleeps) less often than untraced.
+        local events='syscalls:sys_enter_*,context-switches'
+        [[ $PROFILE_KIND == switches ]] && events='context-switches,task-clock'
+        perf stat -e "$events" -x, -p "$pids" -o "$T/perf.stat" >"$T/perf.log" 2>&1 &
     else
         perf record -g -F 999 -p "$pids" -o "$T/perf.data" >"$T/perf.log" 2>&1 &
     fi
@@ -108,6 +112,28 @@ syscalls_main() { # WORKLOAD SERVER...: syscalls per operation, one column per s
     write_table "$out" "--syscalls $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
         syscalls_table.py "${counts[@]}"
     log "syscall counts written to ${out#"$ROOT"/}"
+}
+
+switches_main() { # WORKLOAD SERVER...: sleeps and CPU per operation, no tracepoints
+    local wl=$1 server out=$ROOT/bench/profiles/$1-switches.md counts=()
+    shift
+    declare -F "wl_$wl" >/dev/null || die "--switches: no workload $wl (one of: ${WORKLOADS[*]})"
+    command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
+    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=switches
+    WARMUP=0 ROUND=1 WORKLOAD=$wl   # as --syscalls: every operation in the count
+    for server in "$@"; do
+        variant_reset
+        : >"$RESULTS"
+        log "switches: $wl on $server under perf stat"
+        "wl_$wl" "$server"
+        [[ -s "$T/perf.stat" ]] || die "perf counted nothing ($(tail -3 "$T/perf.log"))"
+        cp "$T/perf.stat" "$T/$server.stat"
+        cp "$RESULTS" "$T/$server.json"
+        counts+=("$server" "$T/$server.stat" "$T/$server.json")
+    done
+    write_table "$out" "--switches $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
+        switches_table.py "${counts[@]}"
+    log "context switches written to ${out#"$ROOT"/}"
 }
 
 write_table() { # OUT WHAT NOTE SCRIPT ARGS...: bench/SCRIPT's table under two comment lines
