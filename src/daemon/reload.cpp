@@ -107,10 +107,10 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
   }
   const auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
   warn_restart_needed(next->cfg, runtime_->cfg);
+  const auto rotated = rotated_certificates(*runtime_, *next);
+  publish(next);  // applies the new log settings first: the warnings follow them
   for (const auto& w : config_warnings)
     log::warn(w.str());
-  const auto rotated = rotated_certificates(*runtime_, *next);
-  publish(next);
   log::info("reloaded", {{"trigger", trigger},
                          {"result", "success"},
                          {"files_changed", files},
