@@ -1,7 +1,8 @@
 #pragma once
 // The HTTP/1.1 relay's I/O pieces (http_relay.cpp): each side of the connection (the TLS
 // client, the plain upstream), the inbound bytes with the read of a whole head, and the loop
-// that forwards a body as it came. Internal to src/proxy; only http_connection.hpp includes it.
+// that forwards a body as it came. Internal to src/proxy; only http_connection.hpp and
+// http_refusal.cpp (for its simple_response) include it.
 #include <sys/socket.h>
 
 #include <algorithm>

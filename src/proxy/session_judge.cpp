@@ -2,6 +2,7 @@
 // failed, who the peer is, revocation by network sources, the per-identity limit, and the
 // inbound PROXY header that comes before all of it. Each refusal is recorded on the session;
 // session_report.cpp turns it into the access line.
+#include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -218,7 +219,8 @@ asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   if (!no) co_return true;
   s.refuse(no->why, std::move(no->detail));
   s.enter(phase::closing, std::chrono::seconds(1));
-  co_await goaway_if_h2(s, tls, h2_enhance_your_calm, "too many connections for this identity");
+  co_await goaway_if_h2(s, tls, NGHTTP2_ENHANCE_YOUR_CALM,
+                        "too many connections for this identity");
   co_await tls.shutdown_send();
   if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
   co_return false;
@@ -238,7 +240,7 @@ asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls) {
            "HTTP/2 client (" +
                std::to_string(extra) + " more descriptors)");
   s.enter(phase::closing, std::chrono::seconds(1));
-  co_await goaway_if_h2(s, tls, h2_no_error, "over capacity");  // retry elsewhere
+  co_await goaway_if_h2(s, tls, NGHTTP2_NO_ERROR, "over capacity");  // retry elsewhere
   co_await tls.shutdown_send();
   co_await linger_close(s);
   co_return false;

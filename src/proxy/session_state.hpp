@@ -214,17 +214,21 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls);
 // Whether the client of an http: listener speaks HTTP/2: it chose h2 by ALPN, or sent no ALPN
 // to a listener that speaks h2 only.
 bool speaks_h2(const config::listener& cfg, SSL* ssl);
-// h2_refusal.cpp: what an HTTP/2 client refused before its first stream is sent before
-// close_notify: the server preface (an empty SETTINGS frame, RFC 9113 3.4) and a GOAWAY naming
-// stream 0 as the last one processed, with `error_code` (RFC 9113 7) and `why` as its debug
-// data. The client then knows none of its requests was taken, where a bare close_notify before
-// the server's preface reads as a broken connection.
-constexpr std::uint32_t h2_no_error = 0x0;
-constexpr std::uint32_t h2_enhance_your_calm = 0xb;
+// http_refusal.cpp: what the client of an http: listener is told when it is refused after its
+// handshake, where any other client gets only close_notify.
+// An HTTP/2 client: the server preface (an empty SETTINGS frame, RFC 9113 3.4) and a GOAWAY
+// naming stream 0 as the last one processed, with `error_code` (RFC 9113 7, nghttp2's
+// NGHTTP2_*) and `why` as its debug data: it knows none of its requests was taken, where a bare
+// close_notify before the server's preface reads as a broken connection.
 std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why);
 // Writes those frames when `s` is an http: listener whose client speaks h2; nothing otherwise.
 asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t error_code,
                                    std::string_view why);
+// Its upstream could not be connected: an HTTP/1.1 client gets a 502 as from nginx, an HTTP/2
+// client the frames above (NO_ERROR: nothing was taken, it may try again). True when something
+// was written: the caller then closes by lingering, so that the request the client may have
+// sent meanwhile, unread, does not turn the close into a reset before it reads the answer.
+asio::awaitable<bool> answer_upstream_unavailable(session& s, tls_stream& tls);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);

@@ -91,8 +91,11 @@ class H2Client:
                 self.bodies[ev.stream_id] += ev.data
                 if self.ack_data:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        self.flush()
-        self.events += new
+        self.events += new  # before answering: a server that closed must not lose what it sent
+        try:
+            self.flush()
+        except OSError:
+            self.closed = True
         return new
 
     def wait_for(self, match: Callable[[object], bool], timeout: float = 10.0):

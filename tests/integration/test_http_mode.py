@@ -21,11 +21,14 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import h2.errors as h2_errors
+import h2.events as h2_events
 import pytest
 
+from h2_client import H2Client
 from http_upstream import (HttpRecorder, Reader, parse_head, read_request, response,
                            websocket_echo, ws_accept, ws_frame, ws_read_frame)
-from mtlsd_harness import client_context, fmt_addr, open_tls
+from mtlsd_harness import client_context, fmt_addr, free_port, open_tls
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 FORGED = "By=spiffe://evil/proxy;Hash=00;URI=spiffe://example.org/ns/admin/sa/root"
@@ -745,6 +748,28 @@ def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw,
     line = daemon.wait_for_access(client=local)
     assert line["detail"].startswith("upstream: reading the response head: "), line
     assert reason.lower() in line["detail"].lower(), line
+
+
+def test_an_upstream_that_cannot_be_connected_gets_the_client_a_502(http_serve, pki):
+    """As from nginx: a 502 rather than an empty close, then a lingering close, so the request
+    the client sent meanwhile does not turn the close into a reset before it reads the 502. An
+    HTTP/2 client gets a GOAWAY that names no stream as processed."""
+    daemon, _, _ = http_serve(upstream=f"127.0.0.1:{free_port()}")
+    out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+    assert b"Connection: close\r\n" in out, out
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "rejected" and line["reason"] == "upstream_unavailable", line
+
+    h2 = H2Client(daemon, pki)
+    try:
+        h2.request("/")
+        goaway = h2.wait_for(lambda ev: isinstance(ev, h2_events.ConnectionTerminated))
+        assert goaway.last_stream_id == 0, goaway
+        assert goaway.error_code == h2_errors.ErrorCodes.NO_ERROR, goaway
+        assert goaway.additional_data == b"upstream unavailable", goaway
+    finally:
+        h2.close()
 
 
 def test_a_malformed_chunk_ends_the_connection_after_what_was_good(http_serve, pki):

@@ -1,9 +1,12 @@
-// The frames of an HTTP/2 connection refused before its first stream (session_state.hpp).
+// What the client of an http: listener refused after its handshake is told (session_state.hpp).
+#include <nghttp2/nghttp2.h>
+
 #include <boost/asio/buffer.hpp>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "http1_io.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy::detail {
@@ -23,18 +26,23 @@ void put_frame_header(std::string& out, std::uint32_t length, std::uint8_t type)
   out.append(reinterpret_cast<const char*>(header), sizeof header);
 }
 
-constexpr std::uint8_t frame_settings = 0x4;
-constexpr std::uint8_t frame_goaway = 0x7;
 // The debug data is for people reading a client's log; a long reason is cut, not refused.
 constexpr std::size_t max_debug_data = 256;
+
+bool http_listener(const session& s) {
+  // Only server-mode listeners have an http: block (config validation); said here too, since
+  // a client-mode listener's peer is a server, to which a server preface would be nonsense.
+  const auto& cfg = s.listener->cfg;
+  return cfg.http.enabled && cfg.mode == config::listener_mode::server;
+}
 }  // namespace
 
 std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why) {
   why = why.substr(0, max_debug_data);
   std::string out;
   out.reserve(9 + 9 + 8 + why.size());
-  put_frame_header(out, 0, frame_settings);
-  put_frame_header(out, static_cast<std::uint32_t>(8 + why.size()), frame_goaway);
+  put_frame_header(out, 0, NGHTTP2_SETTINGS);
+  put_frame_header(out, static_cast<std::uint32_t>(8 + why.size()), NGHTTP2_GOAWAY);
   out.append(4, '\0');  // last stream id 0: none processed
   for (int shift = 24; shift >= 0; shift -= 8)
     out.push_back(static_cast<char>((error_code >> shift) & 0xff));
@@ -44,10 +52,18 @@ std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why) {
 
 asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t error_code,
                                    std::string_view why) {
-  const auto& cfg = s.listener->cfg;
-  if (!cfg.http.enabled || !speaks_h2(cfg, tls.native())) co_return;
+  if (!http_listener(s) || !speaks_h2(s.listener->cfg, tls.native())) co_return;
   const std::string frames = h2_refusal_frames(error_code, why);
   co_await tls.write(asio::buffer(frames));  // a failure ends the connection all the same
+}
+
+asio::awaitable<bool> answer_upstream_unavailable(session& s, tls_stream& tls) {
+  if (!http_listener(s)) co_return false;
+  const std::string answer = speaks_h2(s.listener->cfg, tls.native())
+                                 ? h2_refusal_frames(NGHTTP2_NO_ERROR, "upstream unavailable")
+                                 : http1::simple_response(502, "Bad Gateway", "Bad Gateway");
+  co_await tls.write(asio::buffer(answer));
+  co_return true;
 }
 
 }  // namespace mtlsd::proxy::detail
