@@ -66,7 +66,7 @@ while [[ $# -gt 0 ]]; do
         --h2) H2=1 ;;
         --tickets) TICKETS=${2:?}; shift ;;
         --access-log) ACCESS_LOG=1 ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift

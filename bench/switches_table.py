@@ -27,8 +27,8 @@ def per_op(stat_path, json_path):
             continue
         if fields[2] == "context-switches" and fields[0].isdigit():
             switches = int(fields[0])
-        elif fields[2] == "task-clock":
-            cpu_ms = float(fields[0])
+        elif fields[2] == "task-clock" and fields[0].replace(".", "", 1).isdigit():
+            cpu_ms = float(fields[0])  # perf writes "<not counted>" when it could not count
     if switches is None or cpu_ms is None:
         raise SystemExit(f"{stat_path}: no context-switches or task-clock count")
     return ops, switches / ops, cpu_ms * 1000 / ops

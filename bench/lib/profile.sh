@@ -92,48 +92,35 @@ profile_main() { # WORKLOAD SERVER
 }
 
 syscalls_main() { # WORKLOAD SERVER...: syscalls per operation, one column per server
-    local wl=$1 server out=$ROOT/bench/profiles/$1-syscalls.md counts=()
-    shift
-    declare -F "wl_$wl" >/dev/null || die "--syscalls: no workload $wl (one of: ${WORKLOADS[*]})"
+    perf_stat_main syscalls "$@"
+}
+
+switches_main() { # WORKLOAD SERVER...: sleeps and CPU per operation, no tracepoints
+    perf_stat_main switches "$@"
+}
+
+perf_stat_main() { # KIND WORKLOAD SERVER...: one `perf stat` run per server, then KIND's table
+    local kind=$1 wl=$2 server out=$ROOT/bench/profiles/$2-$1.md counts=()
+    shift 2
+    declare -F "wl_$wl" >/dev/null || die "--$kind: no workload $wl (one of: ${WORKLOADS[*]})"
     command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
-    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=syscalls
+    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=$kind
     # No warm-up: perf counts from the server's start, so every operation must be in the count.
     WARMUP=0 ROUND=1 WORKLOAD=$wl
     for server in "$@"; do
         variant_reset
         : >"$RESULTS"
-        log "syscalls: $wl on $server under perf stat"
+        rm -f "$T/perf.stat"   # a perf that failed to attach must not pass off the last count
+        log "$kind: $wl on $server under perf stat"
         "wl_$wl" "$server"
         [[ -s "$T/perf.stat" ]] || die "perf counted nothing ($(tail -3 "$T/perf.log"))"
         cp "$T/perf.stat" "$T/$server.stat"
         cp "$RESULTS" "$T/$server.json"
         counts+=("$server" "$T/$server.stat" "$T/$server.json")
     done
-    write_table "$out" "--syscalls $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
-        syscalls_table.py "${counts[@]}"
-    log "syscall counts written to ${out#"$ROOT"/}"
-}
-
-switches_main() { # WORKLOAD SERVER...: sleeps and CPU per operation, no tracepoints
-    local wl=$1 server out=$ROOT/bench/profiles/$1-switches.md counts=()
-    shift
-    declare -F "wl_$wl" >/dev/null || die "--switches: no workload $wl (one of: ${WORKLOADS[*]})"
-    command -v perf >/dev/null || die "perf not found (apt-get install linux-perf)"
-    ON_SERVER_UP=profile_start ON_SERVER_DOWN=profile_stop PROFILE_KIND=switches
-    WARMUP=0 ROUND=1 WORKLOAD=$wl   # as --syscalls: every operation in the count
-    for server in "$@"; do
-        variant_reset
-        : >"$RESULTS"
-        log "switches: $wl on $server under perf stat"
-        "wl_$wl" "$server"
-        [[ -s "$T/perf.stat" ]] || die "perf counted nothing ($(tail -3 "$T/perf.log"))"
-        cp "$T/perf.stat" "$T/$server.stat"
-        cp "$RESULTS" "$T/$server.json"
-        counts+=("$server" "$T/$server.stat" "$T/$server.json")
-    done
-    write_table "$out" "--switches $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
-        switches_table.py "${counts[@]}"
-    log "context switches written to ${out#"$ROOT"/}"
+    write_table "$out" "--$kind $wl --only $(IFS=,; echo "$*")" "$NPROC cores" \
+        "${kind}_table.py" "${counts[@]}"
+    log "$kind counts written to ${out#"$ROOT"/}"
 }
 
 write_table() { # OUT WHAT NOTE SCRIPT ARGS...: bench/SCRIPT's table under two comment lines
