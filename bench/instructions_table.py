@@ -9,10 +9,11 @@ window (after its warm-up, which opens the connections); JSON is the load genera
 Instruction counts, unlike CPU time, do not move with the machine's load; they leave out the
 kernel (bench/run.sh --syscalls counts its calls) and what the cache and branch misses cost.
 """
-import json
 import re
 import subprocess
 import sys
+
+from loadgen_ops import ops_of
 
 GROUPS = ("own", "libssl", "libcrypto", "libc", "libstdc++", "other")
 
@@ -33,9 +34,7 @@ def group(obj, server):
 
 
 def per_op(server, dump, json_path):
-    ops = sum(json.loads(l).get("ops", 0) for l in open(json_path) if l.strip())
-    if ops <= 0:
-        raise SystemExit(f"{json_path}: no operations counted")
+    ops = ops_of(json_path)
     out = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True,
                          text=True, check=True).stdout
     by_group = dict.fromkeys(GROUPS, 0)

@@ -9,17 +9,13 @@ load and sleeps), taken from the server's start to its stop; JSON is the load ge
 result lines of that run (its "ops" summed). A context switch of a server that has its core to
 itself is nearly always a sleep in epoll_wait and the wake-up after it.
 """
-import json
 import sys
+
+from loadgen_ops import ops_of
 
 
 def per_op(stat_path, json_path):
-    ops = 0
-    for line in open(json_path):
-        if line.strip():
-            ops += json.loads(line).get("ops", 0)
-    if ops <= 0:
-        raise SystemExit(f"{json_path}: no operations counted")
+    ops = ops_of(json_path)
     switches = cpu_ms = None
     for line in open(stat_path):
         fields = line.strip().split(",")

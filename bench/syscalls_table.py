@@ -9,17 +9,13 @@ server's start to its stop; JSON is the load generator's result lines of that ru
 summed). bench/run.sh runs the load generator without warm-up for this, so the operations it
 counts are the ones perf saw, less the few of the readiness check.
 """
-import json
 import sys
+
+from loadgen_ops import ops_of
 
 
 def per_op(stat_path, json_path):
-    ops = 0
-    for line in open(json_path):
-        if line.strip():
-            ops += json.loads(line).get("ops", 0)
-    if ops <= 0:
-        raise SystemExit(f"{json_path}: no operations counted")
+    ops = ops_of(json_path)
     counts = {}
     for line in open(stat_path):
         fields = line.strip().split(",")

@@ -112,6 +112,14 @@ class H2Client:
                 raise AssertionError(f"no matching event in {timeout}s; got {self.events}")
             self.pump(left)
 
+    def refused_with(self, error_code, debug_data: bytes, timeout: float = 10.0) -> None:
+        """The server's GOAWAY names no stream as processed (none of ours was taken), with this
+        error code and debug data; AssertionError otherwise."""
+        goaway = self.wait_for(lambda ev: isinstance(ev, h2.events.ConnectionTerminated), timeout)
+        assert goaway.last_stream_id == 0, goaway
+        assert goaway.error_code == error_code, goaway
+        assert goaway.additional_data == debug_data, goaway
+
     def response(self, sid: int, timeout: float = 10.0) -> tuple[int, bytes]:
         """(status, body) once the stream ended, or AssertionError (e.g. on a reset)."""
         self.wait_for(lambda ev: isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))
