@@ -36,12 +36,17 @@ def main():
                              rootfs, config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     admin_seen = threading.Event()
+    ready_seen = threading.Event()
 
     def read():
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if re.search(r'admin listening', line):
                 admin_seen.set()
+            # "ready" comes after "sandbox on" (the sandbox is on before the daemon says it is
+            # ready): once it is read, the sandbox line is in `lines` if there was one.
+            if re.search(r'\bready version=|"msg":\s*"ready"', line):
+                ready_seen.set()
 
     threading.Thread(target=read, daemon=True).start()
     problems = []
@@ -64,7 +69,9 @@ def main():
             status = e.code
         except OSError as e:
             status = f"error {e}"
-        if not any(re.search(r"\bsandbox on\b", line) for line in lines):
+        if not ready_seen.wait(15):
+            problems.append("no 'ready' line within 15 s")
+        elif not any(re.search(r"\bsandbox on\b", line) for line in lines):
             problems.append("no 'sandbox on' line: the daemon did not confine itself")
         if status == 200:
             print(f"ok: mtlsd runs from the image file system as {USER} (sandbox on): /readyz 200 at {addr}")
