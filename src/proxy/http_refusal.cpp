@@ -57,11 +57,16 @@ asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t er
   co_await tls.write(asio::buffer(frames));  // a failure ends the connection all the same
 }
 
-asio::awaitable<bool> answer_upstream_unavailable(session& s, tls_stream& tls) {
+asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls) {
   if (!http_listener(s)) co_return false;
-  const std::string answer = speaks_h2(s.listener->cfg, tls.native())
-                                 ? h2_refusal_frames(NGHTTP2_NO_ERROR, "upstream unavailable")
-                                 : http1::simple_response(502, "Bad Gateway", "Bad Gateway");
+  // Out of descriptors for the upstream socket is our capacity, not the upstream's failure.
+  const bool ours = s.refusal == reason::over_capacity;
+  std::string answer;
+  if (speaks_h2(s.listener->cfg, tls.native()))
+    answer = h2_refusal_frames(NGHTTP2_NO_ERROR, ours ? "over capacity" : "upstream unavailable");
+  else
+    answer = ours ? http1::simple_response(503, "Service Unavailable", "Service Unavailable")
+                  : http1::simple_response(502, "Bad Gateway", "Bad Gateway");
   co_await tls.write(asio::buffer(answer));
   co_return true;
 }

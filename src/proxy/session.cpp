@@ -110,7 +110,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
   const connect_end connected = co_await connect_phase(s);
   if (connected == connect_end::refused) {
     s.enter(phase::closing, std::chrono::seconds(1));
-    const bool answered = co_await answer_upstream_unavailable(s, tls);
+    const bool answered = co_await answer_connect_refused(s, tls);
     co_await tls.shutdown_send();
     if (answered) co_await linger_close(s);
   }

@@ -224,11 +224,12 @@ std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why);
 // Writes those frames when `s` is an http: listener whose client speaks h2; nothing otherwise.
 asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t error_code,
                                    std::string_view why);
-// Its upstream could not be connected: an HTTP/1.1 client gets a 502 as from nginx, an HTTP/2
-// client the frames above (NO_ERROR: nothing was taken, it may try again). True when something
-// was written: the caller then closes by lingering, so that the request the client may have
-// sent meanwhile, unread, does not turn the close into a reset before it reads the answer.
-asio::awaitable<bool> answer_upstream_unavailable(session& s, tls_stream& tls);
+// Its upstream could not be connected (connect_phase refused, the reason recorded): an HTTP/1.1
+// client gets a 502 as from nginx, or a 503 when mtlsd ran out of descriptors (over_capacity);
+// an HTTP/2 client the frames above (NO_ERROR: nothing was taken, it may try again). True when
+// something was written: the caller then closes by lingering, so that the request the client
+// may have sent meanwhile, unread, does not turn the close into a reset before it reads it.
+asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);

@@ -29,7 +29,7 @@ from faults import (SANITIZED, BlackHole, SelectorUpstream, active, client_hello
                     unsent, wait_active, wait_stalled, wait_until)
 from h2_client import H2Client
 from mtlsd_harness import (client_context, connect, daemon_config, deep_merge, echo_roundtrip,
-                           fmt_addr, open_tls, proc_fd_count, run_cli, server_listener,
+                           fmt_addr, open_tls, proc_fd_count, run_cli, server_listener, tls_exchange,
                            write_config)
 
 MiB = 1024  # rss_kib() is in KiB
@@ -602,9 +602,11 @@ def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_s
 
 
 @pytest.mark.skipif(SANITIZED, reason="as above: UBSan misreports once out of descriptors")
-def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, pki):
+@pytest.mark.parametrize("mode", ["layer4", "http"])
+def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, pki, mode):
     limit = 64
-    daemon = fault_daemon(timeouts={"handshake": "60s"})
+    http_mode = {"http": {}} if mode == "http" else {}
+    daemon = fault_daemon(timeouts={"handshake": "60s"}, **http_mode)
     lower_fd_limit(daemon.pid, limit)
     before = daemon.scrape()
     silent = []
@@ -620,10 +622,17 @@ def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, p
             silent.append(sock)
             port = sock.getsockname()[1]
             wait_until(lambda: holds_peer(daemon.pid, port), 5, "the connection's accept")
-        ex = echo_roundtrip(daemon.addr(), client_context(pki))
+        if mode == "http":
+            # Our capacity, not the upstream's failure: a 503, not the 502 of an upstream down.
+            ex = tls_exchange(daemon.addr(), client_context(pki),
+                              b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ex.data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), ex
+        else:
+            ex = echo_roundtrip(daemon.addr(), client_context(pki))
+            assert ex.data == b"", ex
         line = daemon.wait_for_access(client=ex.local)
         print(f"refused with {line.get('reason')!r}: {line.get('detail')!r}")
-        assert ex.data == b"" and line["result"] == "rejected", (ex, line)
+        assert line["result"] == "rejected", (ex, line)
         assert line["reason"] == "over_capacity", line
     finally:
         close_all(silent)
@@ -632,7 +641,8 @@ def test_out_of_descriptors_at_upstream_connect_is_over_capacity(fault_daemon, p
     # Not the upstream's fault: it must not be counted against it.
     assert after.get("mtlsd_upstream_connect_failures_total", listener="inbound") == \
         before.get("mtlsd_upstream_connect_failures_total", listener="inbound")
-    real_clients_served(daemon, pki, "inbound", rounds=1)
+    # The real clients are layer-4 echo clients: in HTTP mode, the layer-4 listener beside it.
+    real_clients_served(daemon, pki, "inbound" if mode == "layer4" else "control", rounds=1)
 
 
 # --- nearly ten thousand connections --------------------------------------------------------

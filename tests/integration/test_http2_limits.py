@@ -740,5 +740,7 @@ def test_an_http2_client_over_its_identitys_connection_limit_gets_a_goaway(http_
                                    l.get("reason") == "rate_limited", since=mark)
         assert line["result"] == "rejected", line
         assert [r.target for r in recorder.requests] == ["/first"]
+        assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                                   reason="rate_limited") == 1
     finally:
         held.close()

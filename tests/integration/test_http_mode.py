@@ -766,6 +766,11 @@ def test_an_upstream_that_cannot_be_connected_gets_the_client_a_502(http_serve, 
         h2.refused_with(h2_errors.ErrorCodes.NO_ERROR, b"upstream unavailable")
     finally:
         h2.close()
+    daemon.wait_for_access(result="rejected", reason="upstream_unavailable")  # the h2 client
+    metrics = daemon.scrape()
+    assert metrics.get("mtlsd_handshake_failures_total", listener="inbound",
+                       reason="upstream_unavailable") == 2
+    assert metrics.get("mtlsd_upstream_connect_failures_total", listener="inbound") == 2
 
 
 def test_a_malformed_chunk_ends_the_connection_after_what_was_good(http_serve, pki):
