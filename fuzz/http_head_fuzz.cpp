@@ -112,10 +112,13 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   fuzz::check(!beast::iequals(m[http::field::expect], "100-continue"),
               "Expect: 100-continue is answered here, not forwarded");
 
-  // Exactly the XFCC the policy asks for.
+  // Exactly the XFCC the policy asks for, counted in every spelling the request's were
+  // (X-Forwarded-Client_Cert too): `keep` passes each as the client spelled it, the others
+  // must leave none of them.
   std::vector<std::string> got;
-  for (auto [it, last] = m.equal_range(proxy::xfcc_header); it != last; ++it)
-    got.emplace_back(it->value());
+  for (const auto& field : m)
+    if (proxy::same_field_name(field.name_string(), proxy::xfcc_header))
+      got.emplace_back(field.value());
   using action = proxy::xfcc_policy::action;
   switch (f.xfcc.what) {
     case action::keep:
