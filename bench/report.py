@@ -94,7 +94,9 @@ def build(data, rows=ROWS):
         ratios = {}
         for s in others:
             a, b = stats.get("mtlsd"), stats.get(s)
-            ratios[s] = a[0] / b[0] if a and b and b[0] and better != "info" else None
+            # A difference row's median can come out below zero in noise: no ratio of those.
+            ratios[s] = (a[0] / b[0] if a and b and a[0] > 0 and b[0] > 0 and better != "info"
+                         else None)
         row = [title(data) if callable(title) else title, "" if better == "info" else better]
         row += [cell(stats[s], fmt) for s in servers]
         row += ["" if ratios[s] is None else f"{ratios[s]:.2f}" for s in others]

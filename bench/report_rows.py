@@ -30,6 +30,20 @@ def relative(a, b, scale=1.0, offset=0.0):
     return value
 
 
+def cpu_us_over(workload, baseline):
+    """Server CPU µs per operation that `workload` costs beyond `baseline`, same server and round:
+    1e6 / (its operations per CPU-second) minus the baseline's. The bench's HTTP workloads send
+    the very requests the layer-4 `requests` workload sends, to the same upstream, so HTTP mode
+    minus layer-4 is what handling HTTP costs a server per request."""
+    a = result(workload, "ops_per_server_cpu_s")
+    b = result(baseline, "ops_per_server_cpu_s")
+
+    def value(data, server, rnd):
+        x, y = a(data, server, rnd), b(data, server, rnd)
+        return 1e6 / x - 1e6 / y if x and y else None
+    return value
+
+
 def access_log_cost(mode):
     """The share of mtlsd's throughput per CPU-second that `access_log: true` costs, in %: the
     two "on" windows against the two "off" windows around them (bench/lib/workloads.sh,
@@ -109,6 +123,11 @@ ROWS = [
      "-Client-Cert added by all three)", "higher", "{:.0f}", ("ratio", ">=", 1.2, ">= 1.2x")),
     (result("http_bare", "ops_per_server_cpu_s"), "  the same, no header added by any", "info",
      "{:.0f}", None),
+    (cpu_us_over("http_bare", "requests"),
+     "  CPU µs per request that handling HTTP costs (no header added, minus the layer-4 keep-alive "
+     "row: the same requests; nginx stream, HAProxy tcp there)", "lower", "{:.2f}", None),
+    (cpu_us_over("http", "http_bare"), "  CPU µs per request that adding the three headers costs",
+     "info", "{:.2f}", None),
     (result("idle", "pss_kib_per_conn"), title_with("idle", "requested", "idle mTLS connection, PSS KiB ({})"),
      "lower", "{:.1f}", ("abs", "<=", 12, "<= 12 KiB")),
     (result("idle", "kib_per_conn"), "  RSS KiB per connection", "lower", "{:.1f}", None),
