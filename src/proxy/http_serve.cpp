@@ -87,7 +87,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   fwd.x_forwarded_for = cfg.http.x_forwarded_for;
   fwd.x_forwarded_proto = cfg.http.x_forwarded_proto;
   if (const auto& allow = s.listener->tls.peer_verifier->allow(); allow.judges_sni()) {
-    fwd.server_name = sni_of(tls.native());
+    fwd.server_name = s.sni;
     if (fwd.server_name.empty() && s.peer_identity)
       fwd.judge_host = [&s, &allow](std::string_view host) {
         const tls::peer_context ctx{s.source ? &*s.source : nullptr, host};

@@ -86,6 +86,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
   const bool network_revocation = lr.revocation_service && lr.revocation.network();
 
   auto handshake_error = co_await tls.handshake();
+  s.sni = vo.sni;  // as the ClientHello callback read it (tls::record_client_sni)
   s.ticket.end_handshake();
   s.control.on_drain({});  // set in serve(): from here a drain waits as for any connection
   if (handshake_error || !network_revocation) count_revocation(s, vo);
@@ -148,9 +149,11 @@ asio::awaitable<void> serve_client_mode(session& s) {
   }
   // SNI for host names only: an IP literal is not a valid SNI name (the IP SAN check applies).
   // SSL_ctrl directly: the SSL_set_tlsext_host_name macro hides an old-style cast.
-  if (!lr.tls.server_name.empty() && !tls::is_ip_literal(lr.tls.server_name))
+  if (!lr.tls.server_name.empty() && !tls::is_ip_literal(lr.tls.server_name)) {
     SSL_ctrl(tls.native(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
              const_cast<char*>(lr.tls.server_name.c_str()));
+    s.sni = lr.tls.server_name;
+  }
 
   // The remote's chain gets the same revocation checks as a client's in mode: server (CRL files
   // in the handshake, OCSP / distribution points after it, recheck of live connections).

@@ -54,19 +54,21 @@ bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
   return true;
 }
 
-void session_control::judged(SSL* ssl, const config::ip_address* source,
+void session_control::judged(SSL* ssl, const config::ip_address* source, const std::string* sni,
                              const runtime::listener_runtime* current) {
   ssl_ = ssl;
   source_ = source;
+  sni_ = sni;
   current_ = current;
 }
 
 namespace {
 
-// Whether `lr` admits the peer of `ssl` (connecting from `source`): nothing, or why not.
+// Whether `lr` admits the peer of `ssl` (connecting from `source`, asking for `sni`): nothing,
+// or why not.
 std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
-                                                         SSL* ssl,
-                                                         const config::ip_address* source) {
+                                                         SSL* ssl, const config::ip_address* source,
+                                                         std::string_view sni) {
   X509* leaf = SSL_get0_peer_certificate(ssl);
   if (lr.cfg.mode == config::listener_mode::server) {
     const auto& ca = lr.cfg.client_auth;
@@ -93,9 +95,8 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
       sk_X509_push(untrusted, c);
   for (const auto& c : from_ticket)
     sk_X509_push(untrusted, c.get());
-  const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
-                                                  {source, sni ? sni : ""});
+                                                  {source, sni});
   sk_X509_free(untrusted);
   if (!out.refusal) return std::nullopt;
   return std::pair{*out.refusal, std::move(out.detail)};
@@ -106,7 +107,8 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
 bool session_control::rejudge(const runtime::listener_runtime& next) {
   if (killed_ || !ssl_ || !current_ || &next == current_ || next.cfg.mode != current_->cfg.mode)
     return false;
-  auto now = verdict_of(next, ssl_, source_);
+  const std::string_view sni = sni_ ? std::string_view(*sni_) : std::string_view();
+  auto now = verdict_of(next, ssl_, source_, sni);
   if (!now) return false;
   // revocation.recheck_established: false keeps revoked peers' open connections: a reload that
   // brings a new CRL must not close them either.
@@ -115,7 +117,7 @@ bool session_control::rejudge(const runtime::listener_runtime& next) {
     return false;
   // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
   // did not change this peer's verdict, so it is not the reload's to act on.
-  if (verdict_of(*current_, ssl_, source_)) return false;
+  if (verdict_of(*current_, ssl_, source_, sni)) return false;
   kill(termination::reload_rejudged, now->first, "reload_rejudged: " + now->second);
   return true;
 }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mtlsd/log/log.hpp"
@@ -20,6 +21,7 @@
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "session_state.hpp"
 
@@ -174,29 +176,37 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   if (vo.identity) {
     s.peer_identity = std::move(vo.identity);
   } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
-    // A resumed session skips verification (it was verified when first established, under this
-    // same context); its certificate still names the peer. But allow rules may also depend on
-    // where it connects from and the name it asks for, which a ticket does not pin: judge the
-    // allow list again, with this connection's address and SNI.
+    // A resumed session skips verification (it was verified when first established, under the
+    // same trust: the session id context digests it). Its certificate still names the peer.
+    // But the allow list is not in that digest (a reload may have changed it), and rules may
+    // depend on where the peer connects from and the name it asks for, which a ticket does not
+    // pin: judge the allow list again, with this connection's address and SNI.
     s.peer_identity = tls::extract_identity(cert);
-    if (const auto& allow = s.listener->tls.peer_verifier->allow(); !allow.rules.empty()) {
-      const char* sni = SSL_get_servername(tls.native(), TLSEXT_NAMETYPE_host_name);
-      auto d = tls::evaluate(allow, *s.peer_identity, {source, sni ? sni : ""});
-      if (!d.allowed) {
-        observe_handshake(s);
-        // Refused: the log names it as the refused peer, not as a verified identity.
-        s.refused_peer = std::move(s.peer_identity);
-        s.peer_identity.reset();
-        s.refuse(reason::not_authorized, std::move(d.detail) + " (resumed session)");
-        s.enter(phase::closing, std::chrono::seconds(1));
-        co_await tls.shutdown_send();
-        co_await linger_close(s);
-        co_return false;
-      }
+    std::optional<std::pair<reason, std::string>> refused;
+    if (!tls::valid_now(cert) && !s.listener->cfg.server_auth.insecure_skip_verify) {
+      // Tickets carrying such a certificate resume nothing (tls/ticket_chain.hpp); this holds
+      // for a session from the server's session cache (TLS 1.2 session IDs) too.
+      const bool early = X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0;
+      refused.emplace(early ? reason::not_yet_valid : reason::expired,
+                      early ? "certificate is not yet valid" : "certificate has expired");
+    } else if (const auto& allow = s.listener->tls.peer_verifier->allow(); !allow.empty()) {
+      if (auto d = tls::evaluate(allow, *s.peer_identity, {source, s.sni}); !d.allowed)
+        refused.emplace(reason::not_authorized, std::move(d.detail));
+    }
+    if (refused) {
+      observe_handshake(s);
+      // Refused: the log names it as the refused peer, not as a verified identity.
+      s.refused_peer = std::move(s.peer_identity);
+      s.peer_identity.reset();
+      s.refuse(refused->first, std::move(refused->second) + " (resumed session)");
+      s.enter(phase::closing, std::chrono::seconds(1));
+      co_await tls.shutdown_send();
+      co_await linger_close(s);
+      co_return false;
     }
   }
   trace_handshake_done(s);
-  s.control.judged(tls.native(), source, s.listener.get());
+  s.control.judged(tls.native(), source, &s.sni, s.listener.get());
   observe_handshake(s);
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   if (!network_revocation && !recheck) co_return true;

@@ -175,7 +175,7 @@ void fill_connection(const session& s, log::access_record& rec) {
   rec.tls_version = s.tls_version;
   rec.cipher = s.cipher;
   if (s.tls) {
-    rec.sni = sni_of(s.tls->native());
+    rec.sni = s.sni;
     rec.alpn = alpn_of(s.tls->native());
   }
   rec.upstream = s.upstream_address;

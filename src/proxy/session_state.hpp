@@ -124,6 +124,9 @@ struct session {
   bool handshake_cut_by_drain = false;
   const char* tls_version = "";
   const char* cipher = "";
+  // Server side: the client's SNI as allow rules judge it (tls::client_sni: lower case, no
+  // final dot; kept on a resumed TLS 1.2 session too); client side: the name sent. "" = none.
+  std::string sni;
   bool resumed = false;
   bool admitted = false;
   relay_result relayed;
@@ -161,7 +164,8 @@ struct session {
   }
 };
 
-// Server side: the name the client asked for; client side: the name we sent. "" when none.
+// The name an SSL sends or received in its SNI, as OpenSSL keeps it ("" when none). Sessions
+// use session::sni, which a resumed TLS 1.2 session does not lose.
 std::string_view sni_of(SSL* ssl);
 // The protocol ALPN chose, "" when none.
 std::string_view alpn_of(SSL* ssl);

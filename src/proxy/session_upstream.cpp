@@ -88,7 +88,7 @@ proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
   if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
-  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.authority = sni;
+  info.authority = s.sni;
   info.tls_version = s.tls_version;
   info.cipher = s.cipher;
   info.resumed = s.resumed;

@@ -135,6 +135,7 @@ int certificate_selector::on_client_hello(SSL* ssl, int* alert, void* arg) {
   debug_client_hello(ssl);
   const auto* self = static_cast<const certificate_selector*>(arg);
   const std::string sni = client_sni(ssl);
+  record_client_sni(ssl, sni);
   bool named = false;
   const auto& entries = self->select(sni, named);
   if (!named && self->strict_) {

@@ -73,9 +73,15 @@ void debug_client_hello(SSL* ssl) {
 namespace {
 int observe(SSL* ssl, int*, void*) {
   debug_client_hello(ssl);
+  record_client_sni(ssl, client_sni(ssl));
   return SSL_CLIENT_HELLO_SUCCESS;
 }
 }  // namespace
+
+void record_client_sni(SSL* ssl, std::string sni) {
+  // A TLS 1.3 HelloRetryRequest runs the callback twice: the second ClientHello's name stands.
+  if (verify_outcome* vo = verifier::outcome_of(ssl)) vo->sni = std::move(sni);
+}
 
 void observe_client_hello(SSL_CTX* ctx) {
   SSL_CTX_set_client_hello_cb(ctx, observe, nullptr);

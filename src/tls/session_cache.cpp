@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include "mtlsd/tls/ticket_chain.hpp"
+
 namespace mtlsd::tls {
 namespace {
 
@@ -17,8 +19,13 @@ const indexes& idx() {
   return i;
 }
 
+// Past its lifetime, or holding a remote certificate past its validity: resuming it would skip
+// the check a full handshake makes of the remote's certificate (Go's client drops such
+// sessions too).
 bool expired(const SSL_SESSION* s, std::time_t now) {
-  return SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now;
+  if (SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now) return true;
+  const X509* peer = SSL_SESSION_get0_peer(const_cast<SSL_SESSION*>(s));
+  return peer && !valid_now(peer);
 }
 
 }  // namespace

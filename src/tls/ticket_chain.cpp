@@ -23,15 +23,21 @@ int store_chain(SSL* ssl, void*) {
   return 1;
 }
 
-// OpenSSL's own answer for each outcome of decrypting a ticket (SSL_CTX_set_session_ticket_cb):
-// setting the callback pair only to carry the data must not change which tickets resume.
-SSL_TICKET_RETURN use_as_openssl_would(SSL*, SSL_SESSION*, const unsigned char*, size_t,
-                                       SSL_TICKET_STATUS status, void*) {
+// OpenSSL's own answer for each outcome of decrypting a ticket (SSL_CTX_set_session_ticket_cb),
+// but for a ticket whose client certificate is no longer valid: the session it holds is ignored,
+// so the client makes a full handshake, and verification refuses the certificate with its
+// alert (`expired`). OpenSSL itself resumes such a session until the ticket's own lifetime ends,
+// and a resumption issues a new ticket with a new lifetime: without this, a certificate that
+// expired would keep resuming for as long as the client kept coming back (Go's crypto/tls
+// refuses the same).
+SSL_TICKET_RETURN use_unless_expired(SSL*, SSL_SESSION* session, const unsigned char*, size_t,
+                                     SSL_TICKET_STATUS status, void*) {
   switch (status) {
     case SSL_TICKET_SUCCESS:
-      return SSL_TICKET_RETURN_USE;
     case SSL_TICKET_SUCCESS_RENEW:
-      return SSL_TICKET_RETURN_USE_RENEW;
+      if (X509* peer = session ? SSL_SESSION_get0_peer(session) : nullptr; peer && !valid_now(peer))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+      return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
     case SSL_TICKET_EMPTY:
     case SSL_TICKET_NO_DECRYPT:
       return SSL_TICKET_RETURN_IGNORE_RENEW;
@@ -42,8 +48,13 @@ SSL_TICKET_RETURN use_as_openssl_would(SSL*, SSL_SESSION*, const unsigned char*,
 
 }  // namespace
 
+bool valid_now(const X509* cert) {
+  return X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
+         X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
+}
+
 void keep_peer_chain_in_tickets(SSL_CTX* ctx) {
-  SSL_CTX_set_session_ticket_cb(ctx, store_chain, use_as_openssl_would, nullptr);
+  SSL_CTX_set_session_ticket_cb(ctx, store_chain, use_unless_expired, nullptr);
 }
 
 cert_chain ticket_intermediates(const SSL* ssl) {

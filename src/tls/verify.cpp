@@ -181,8 +181,13 @@ int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
           X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()))) {
     v = static_cast<const verifier*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx().ctx_verifier));
     out = static_cast<verify_outcome*>(SSL_get_ex_data(ssl, idx().ssl_outcome));
-    // Server: what the client asked for; client: what we send (set before the handshake).
-    if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni = name;
+    // Server: what the client asked for, as recorded from its ClientHello; client: what we send
+    // (set before the handshake).
+    if (SSL_is_server(ssl)) {
+      if (out) sni = out->sni;
+    } else if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) {
+      sni = name;
+    }
   } else {
     v = static_cast<const verifier*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_verifier));
     out = static_cast<verify_outcome*>(X509_STORE_CTX_get_ex_data(store_ctx, idx().store_outcome));

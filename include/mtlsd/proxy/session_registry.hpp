@@ -52,11 +52,12 @@ class session_control {
   // Kills the session when `e` revokes one of its peer's certificates.
   bool revoke_if(const tls::revocation::revocation_event& e);
 
-  // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates and SNI
-  // stay readable while the connection lives), `source` (the peer's address; null in client
-  // mode or on a unix socket) and `current` (the runtime the session runs with) belong to the
-  // session and outlive its registration.
-  void judged(SSL* ssl, const config::ip_address* source, const runtime::listener_runtime* current);
+  // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates stay
+  // readable while the connection lives), `source` (the peer's address; null in client mode or
+  // on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
+  // session runs with) belong to the session and outlive its registration.
+  void judged(SSL* ssl, const config::ip_address* source, const std::string* sni,
+              const runtime::listener_runtime* current);
   // After a reload: kills the session when `next` (the new runtime of its listener) refuses
   // its peer while the session's own runtime still admits it — the reload changed the verdict
   // (a CA removed, a rule tightened, a source range dropped, a CRL added). The verdict comes
@@ -76,6 +77,7 @@ class session_control {
   std::vector<tls::revocation::peer_cert_id> peer_certs_;
   SSL* ssl_ = nullptr;
   const config::ip_address* source_ = nullptr;
+  const std::string* sni_ = nullptr;
   const runtime::listener_runtime* current_ = nullptr;
 };
 

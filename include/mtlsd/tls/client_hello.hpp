@@ -18,8 +18,15 @@ std::string client_alpn_offer(SSL* ssl);
 // and nothing computed, above debug.
 void debug_client_hello(SSL* ssl);
 
-// Installs a client hello callback that only does debug_client_hello, for server contexts
-// without a certificate selector (which calls it itself).
+// Keeps `sni` (client_sni's) in the verify_outcome bound to `ssl`, if any: the name allow rules
+// judge. OpenSSL's SSL_get_servername is no substitute: it keeps the name as sent (a final dot
+// and upper case included, which the rules' matching would not see as the same name), and has
+// none at all on a resumed TLS 1.2 session, whose stored name OpenSSL fills in only for servers
+// that set a servername callback.
+void record_client_sni(SSL* ssl, std::string sni);
+
+// Installs a client hello callback that only does debug_client_hello and record_client_sni,
+// for server contexts without a certificate selector (which calls both itself).
 void observe_client_hello(SSL_CTX* ctx);
 
 }  // namespace mtlsd::tls

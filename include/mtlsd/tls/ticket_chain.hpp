@@ -14,8 +14,13 @@ namespace mtlsd::tls {
 
 inline constexpr std::size_t max_ticket_chain_bytes = 8 * 1024;
 
-// Server contexts with tickets: each ticket carries the intermediates the client sent.
+// Server contexts with tickets: each ticket carries the intermediates the client sent, and a
+// ticket whose client certificate is past its validity resumes nothing (a full handshake
+// follows, which refuses the certificate with its alert).
 void keep_peer_chain_in_tickets(SSL_CTX* ctx);
+
+// Whether `cert` is within its validity period now (notBefore < now < notAfter).
+bool valid_now(const X509* cert);
 
 // The intermediates the ticket `ssl` resumed from carries (empty for a full handshake).
 cert_chain ticket_intermediates(const SSL* ssl);

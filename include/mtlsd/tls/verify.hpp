@@ -23,7 +23,9 @@ struct verify_outcome {
   // Input, set before verification: where the peer connects from, for allow rules on
   // source_cidrs (null: unknown, e.g. a unix socket). Must outlive the handshake.
   const config::ip_address* source = nullptr;
-  // Input for verify_offline only (a handshake reads the SNI from its SSL).
+  // The server name allow rules judge. verify_offline: its input. A server-side handshake: the
+  // client's SNI as the ClientHello callback read it (client_sni: lower case, no final dot;
+  // see record_client_sni). A client-side handshake reads the name it sends from its SSL.
   std::string sni;
 
   std::optional<reason> refusal;
