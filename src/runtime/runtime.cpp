@@ -84,8 +84,10 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
         if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
           lr->svid = it->second;
       if (lr->svid) {
-        tls::svid_material svid{lr->svid->spiffe_id, &lr->svid->svid,
-                                tls::spiffe::trusted_cas(*lr->svid, l.tls.spiffe.trust_domains)};
+        tls::svid_material svid{
+            lr->svid->spiffe_id, &lr->svid->svid,
+            tls::spiffe::trusted_cas(*lr->svid, l.tls.spiffe.trust_domains),
+            tls::spiffe::trusted_anchors(*lr->svid, l.tls.spiffe.trust_domains)};
         lr->tls = tls::build_context(l, &svid);
       } else {
         lr->tls = tls::build_context(l);

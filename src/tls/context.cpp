@@ -167,6 +167,16 @@ cert_chain trusted_cas(const config::listener& l, const std::vector<config::file
   return copy_chain(svid->trusted);
 }
 
+// When trusted_cas gave the bundles: each vouches for its own trust domain only.
+void bind_to_bundles(verifier& v, const config::listener& l,
+                     const std::vector<config::file_ref>& files, const svid_material* svid) {
+  if (!l.tls.spiffe.enabled || !files.empty() || !svid) return;
+  std::vector<spiffe_anchor> anchors;
+  for (const auto& a : svid->anchors)
+    anchors.push_back({a.trust_domain, up_ref(a.cert.get())});
+  v.bind_trust_domains(std::move(anchors));
+}
+
 crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
   crl_policy policy;
   if (rv.crl_files.empty()) return policy;
@@ -225,6 +235,7 @@ void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material
   }
   SSL_CTX_set_verify(ctx, mode, nullptr);
   out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
+  bind_to_bundles(*out.peer_verifier, l, ca.ca, svid);
   out.peer_verifier->attach(ctx);
 }
 
@@ -288,6 +299,7 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
     X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
   }
   out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
+  bind_to_bundles(*out.peer_verifier, l, sa.ca, svid);
   out.peer_verifier->attach(ctx);
 }
 

@@ -264,6 +264,30 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
   return 0;
 }
 
+std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
+                                           const peer_identity& id) const {
+  if (anchors_.empty()) return {};
+  if (id.spiffe_id.empty())
+    return "no SPIFFE ID" +
+           (id.spiffe_id_problem.empty() ? std::string() : " (" + id.spiffe_id_problem + ")") +
+           ": a SPIFFE bundle vouches only for the SPIFFE IDs of its trust domain";
+  // "spiffe://" then the trust domain, up to the path (a workload's ID always has one).
+  const std::string_view rest = std::string_view(id.spiffe_id).substr(9);
+  const std::string_view td = rest.substr(0, rest.find('/'));
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  X509* top =
+      chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, sk_X509_num(chain) - 1) : nullptr;
+  std::string holders;  // the trust domains whose bundles hold the chain's anchor
+  for (const auto& a : anchors_) {
+    if (!top || X509_cmp(a.cert.get(), top) != 0) continue;
+    if (a.trust_domain == td) return {};
+    holders += (holders.empty() ? "" : ", ") + a.trust_domain;
+  }
+  return "the chain ends at a CA of the bundle of " +
+         (holders.empty() ? std::string("no trust domain") : holders) + ", not of " +
+         std::string(td) + ", the trust domain of " + id.spiffe_id;
+}
+
 int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
                      std::string_view sni) const {
   if (!ok) return decide_error(store_ctx, out);
@@ -283,6 +307,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   }
   // The chain is valid up to a trusted root; now: is this peer one we admit?
   peer_identity id = extract_identity(cert);
+  if (std::string why = outside_trust_domain(store_ctx, id); !why.empty()) {
+    out.refusal = reason::unknown_ca;
+    out.detail = std::move(why);
+    out.refused_peer = std::move(id);
+    // The alert a CA that is not trusted for this peer gets: unknown_ca.
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_CA);
+    return 0;
+  }
   policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});
   if (!d.allowed) {
     out.refusal = reason::not_authorized;

@@ -74,11 +74,15 @@ class Traffic:
 
 def svid_client(pki, addr, cert="client"):
     """Python ssl: verifies mtlsd's SVID against the PKI root and its SPIFFE ID (no host name:
-    an SVID is identified by its URI SAN), sends a line, reads the echo. Returns the serial."""
+    an SVID is identified by its URI SAN), sends a line, reads the echo. Returns the serial.
+    `cert`: a PKI certificate's name, or an Svid (issue_svid) of the client's own."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(pki.path("ca.crt"))
-    ctx.load_cert_chain(pki.path(f"{cert}.crt"), pki.path(f"{cert}.key"))
+    if isinstance(cert, str):
+        ctx.load_cert_chain(pki.path(f"{cert}.crt"), pki.path(f"{cert}.key"))
+    else:
+        ctx.load_cert_chain(cert.cert_pem, cert.key_pem)
 
     def connect():
         with socket.create_connection(addr, timeout=10) as raw:
@@ -142,13 +146,17 @@ def test_server_mode_rotation_bundle_change_and_agent_loss(start_mtlsd, make_ups
         assert line["certificates_rotated"] == f"inbound:{first.serial}->{second.serial}"
         traffic.wait_for(second.serial)
 
-        # Bundle change: the unrelated root joins the bundle, so its client is admitted now.
-        assert s_client(addr, pki, "client-other").stdout.count(b"ping") == 0
+        # Bundle change: the unrelated root joins our trust domain's bundle, so a workload of
+        # ours that it issued is admitted now.
+        other_svid = issue_svid(pki, tmp_path, "spiffe://example.org/ns/default/sa/other-ca",
+                                ca="other-ca")
+        with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+            svid_client(pki, addr, cert=other_svid)()
         mark = daemon.log_mark()
         api.publish(bundle=der_of(pki, "ca") + der_of(pki, "other-ca"))
         line = wait_reloaded(daemon, second.serial, since=mark)
         assert line["bundle_cas"] == 2
-        other = svid_client(pki, addr, cert="client-other")
+        other = svid_client(pki, addr, cert=other_svid)
         assert other() == second.serial
 
         # The agent goes away: the last SVID keeps serving, still ready.
@@ -357,6 +365,10 @@ class RecordingRemote:
         self.sock.close()
 
 
+# A workload of the federated trust domain, for an SVID its own CA (other-ca) issues.
+OTHER_ORG_CLIENT = "spiffe://other.org/ns/default/sa/client"
+
+
 def federating_agent(pki, short_tmp, tmp_path):
     """A Workload API serving our SVID, our bundle (ca) and other.org's (other-ca):
     (its socket path, the server, the SVID)."""
@@ -374,6 +386,7 @@ def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki,
     trust_domains admits a client of that trust domain's CA (a federated bundle); the other
     trusts its own trust domain's bundle only."""
     socket_path, api, svid = federating_agent(pki, short_tmp, tmp_path)
+    partner = issue_svid(pki, tmp_path, OTHER_ORG_CLIENT, ca="other-ca")
     try:
         upstream = make_upstream().address
         spiffe = {"workload_api": f"unix:{socket_path}"}
@@ -385,10 +398,10 @@ def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki,
         daemon = start_mtlsd(daemon_config([federated, own]))
         wait_reloaded(daemon, svid.serial)
         assert readyz(daemon).status == 200
-        assert svid_client(pki, daemon.addr("federated"), cert="client-other")() == svid.serial
+        assert svid_client(pki, daemon.addr("federated"), cert=partner)() == svid.serial
         assert svid_client(pki, daemon.addr("own"))() == svid.serial
         with pytest.raises((ssl.SSLError, OSError, AssertionError)):
-            svid_client(pki, daemon.addr("own"), cert="client-other")()
+            svid_client(pki, daemon.addr("own"), cert=partner)()
         refused = daemon.wait_for_access(listener="own", result="rejected")
         assert refused["reason"] == "unknown_ca", refused
         assert api.open_streams() == 1
@@ -398,7 +411,7 @@ def test_trust_domains_select_federated_bundles(start_mtlsd, make_upstream, pki,
         daemon.wait_for_log(lambda l: l.get("msg") == "reloaded" and l.get("trigger") == "SIGHUP",
                             since=mark)
         assert readyz(daemon).status == 200
-        assert svid_client(pki, daemon.addr("federated"), cert="client-other")() == svid.serial
+        assert svid_client(pki, daemon.addr("federated"), cert=partner)() == svid.serial
     finally:
         api.stop()
 
@@ -418,7 +431,8 @@ def test_a_bundle_update_that_withdraws_trust_closes_open_connections(
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.load_verify_locations(pki.path("ca.crt"))
-        ctx.load_cert_chain(pki.path("client-other.crt"), pki.path("client-other.key"))
+        partner = issue_svid(pki, tmp_path, OTHER_ORG_CLIENT, ca="other-ca")
+        ctx.load_cert_chain(partner.cert_pem, partner.key_pem)
         with ctx.wrap_socket(socket.create_connection(daemon.addr(), timeout=10)) as held:
             held.sendall(b"one\n")
             assert held.recv(100) == b"one\n"

@@ -52,6 +52,7 @@ struct svid_material {
   std::string spiffe_id;
   const key_pair* svid = nullptr;  // leaf first, then intermediates
   cert_chain trusted;
+  std::vector<spiffe_anchor> anchors;  // the same CAs, each with its bundle's trust domain
 };
 
 // The CA names a CertificateRequest may carry: its list has a 2-byte length, and the request's

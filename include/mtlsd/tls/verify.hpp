@@ -8,6 +8,8 @@
 #include <ctime>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/reason.hpp"
@@ -47,6 +49,13 @@ struct verify_outcome {
   revocation_status staple = revocation_status::not_checked;
   std::string staple_detail;
   cert_chain chain;  // verify_offline only: the verified chain, leaf first
+};
+
+// tls.spiffe with the Workload API's bundles as the trust: a trusted CA and the trust domain
+// whose bundle holds it. A bundle vouches for its own trust domain's SPIFFE IDs only.
+struct spiffe_anchor {
+  std::string trust_domain;
+  x509_ptr cert;
 };
 
 // How CRL problems are treated (revocation.on_unavailable / crl_grace).
@@ -109,6 +118,12 @@ class verifier {
 
   const config::allow_list& allow() const { return allow_; }
 
+  // The trust is SPIFFE bundles (tls.spiffe without CA files): a peer is verified only when its
+  // chain ends at a CA of the bundle of its own SPIFFE ID's trust domain, as go-spiffe verifies
+  // against that bundle alone. Otherwise a federated trust domain's CA could issue our own
+  // trust domain's IDs, and every bundle's CA any certificate without a SPIFFE ID at all.
+  void bind_trust_domains(std::vector<spiffe_anchor> anchors) { anchors_ = std::move(anchors); }
+
   peer_role role() const { return role_; }
 
  private:
@@ -117,10 +132,14 @@ class verifier {
   // decide() for a certificate OpenSSL found fault with: 1 to accept the error after all.
   int decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const;
   bool within_grace(X509_STORE_CTX* store_ctx) const;
+  // With bind_trust_domains: why the verified chain of `id` does not end in its trust domain's
+  // bundle, or "" when it does.
+  std::string outside_trust_domain(X509_STORE_CTX* store_ctx, const peer_identity& id) const;
 
   peer_role role_;
   config::allow_list allow_;
   crl_policy crl_;
+  std::vector<spiffe_anchor> anchors_;
 };
 
 }  // namespace mtlsd::tls

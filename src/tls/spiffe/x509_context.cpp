@@ -139,6 +139,20 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   return ctx;
 }
 
+std::vector<spiffe_anchor> trusted_anchors(const x509_context& ctx,
+                                           const std::vector<std::string>& trust_domains) {
+  std::vector<spiffe_anchor> out;
+  for (const auto& c : ctx.bundle)
+    out.push_back({ctx.trust_domain, up_ref(c.get())});
+  for (const auto& td : trust_domains) {
+    if (td == ctx.trust_domain) continue;
+    if (auto it = ctx.federated.find(td); it != ctx.federated.end())
+      for (const auto& c : it->second)
+        out.push_back({td, up_ref(c.get())});
+  }
+  return out;
+}
+
 cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
                        std::vector<std::string>* missing) {
   cert_chain out;

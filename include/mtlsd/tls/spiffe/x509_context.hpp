@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls::spiffe {
 
@@ -38,8 +39,13 @@ struct x509_context {
 // Throws std::runtime_error saying what is wrong (the agent sent something we cannot serve).
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw);
 
-// The CAs a listener trusts: our bundle plus the bundles of `trust_domains` (bare names; our own
-// may be listed too). Names with no bundle in `ctx` are appended to `missing`.
+// The CAs a listener trusts, each with the trust domain whose bundle holds it: our bundle plus
+// the bundles of `trust_domains` (bare names; our own may be listed too).
+std::vector<spiffe_anchor> trusted_anchors(const x509_context& ctx,
+                                           const std::vector<std::string>& trust_domains);
+
+// The same CAs without their trust domains. Names with no bundle in `ctx` are appended to
+// `missing`.
 cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
                        std::vector<std::string>* missing = nullptr);
 

@@ -1,0 +1,223 @@
+"""What a verified chain binds: the trust domain of a SPIFFE ID.
+
+tls.spiffe with federated trust domains: every bundle is a trust anchor, but a peer's chain must
+end at the bundle of *its own SPIFFE ID's* trust domain (X509-SVID, section 5: a partner's CA may
+sign spiffe://partner.example/... and nothing else). Review: the bundles were merged into one
+store, so partner.example's CA could issue a leaf claiming spiffe://example.org/<an allowed path>
+and be admitted as one of our own workloads; a leaf with no SPIFFE ID at all passed too when
+another allow list admitted it. Both modes.
+
+Real peers on the other side: Python ssl clients, `openssl s_server` remotes, a real gRPC
+Workload API (workload_api.py).
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from clients import tls_exchange
+from mtlsd_harness import daemon_config, server_listener
+from refusal import assert_admitted, assert_refused
+from test_spiffe import wait_reloaded
+from tls_remote import plain_exchange
+from workload_api import WorkloadApi, der_of, issue_svid
+
+OWN_TD = "example.org"
+PARTNER_TD = "partner.example"
+SERVER_ID = f"spiffe://{OWN_TD}/ns/prod/sa/mtlsd"
+ALLOWED_OWN_ID = f"spiffe://{OWN_TD}/ns/prod/sa/billing"   # allowed: .../ns/prod/*
+PARTNER_ID = f"spiffe://{PARTNER_TD}/x"
+REMOTE_ID = f"spiffe://{OWN_TD}/ns/prod/sa/remote"
+NO_URI_DNS = "nosan.example.org"                            # admitted by allow.dns_sans
+
+
+# --- helpers ----------------------------------------------------------------------
+
+def federating_agent(pki, short_tmp, tmp_path):
+    """A Workload API serving our SVID (example.org, from ca), our bundle (ca) and
+    partner.example's bundle (other-ca, an unrelated root)."""
+    api = WorkloadApi(str(short_tmp / "agent.sock"))
+    svid = issue_svid(pki, tmp_path / "svids", SERVER_ID)
+    api.publish(svid, bundle=der_of(pki, "ca"),
+                federated={f"spiffe://{PARTNER_TD}": der_of(pki, "other-ca")})
+    return api, svid
+
+
+def issue_leaf_without_uri(pki, workdir: Path, ca: str, dns: str) -> tuple[str, str]:
+    """A leaf shaped like an SVID (CA:FALSE, serverAuth+clientAuth, EC P-256) signed by the
+    PKI's `ca`, whose only SAN is a DNS name: no SPIFFE ID. Returns (cert, key) paths."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = workdir / f"nouri-{ca}"
+    ext = base.with_suffix(".ext")
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature, keyAgreement\n"
+                   "extendedKeyUsage = serverAuth, clientAuth\n"
+                   "subjectKeyIdentifier = hash\n"
+                   "authorityKeyIdentifier = keyid\n"
+                   f"subjectAltName = DNS:{dns}\n")
+    key, csr, crt = (str(base) + s for s in (".key", ".csr", ".crt"))
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+    run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    run("req", "-new", "-key", key, "-subj", f"/O=SPIFFE/CN={dns}", "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", pki.path(f"{ca}.crt"), "-CAkey", pki.path(f"{ca}.key"),
+        "-set_serial", str(0x7E57000 + len(ca)), "-days", "1", "-extfile", str(ext), "-out", crt)
+    return crt, key
+
+
+def svid_client_context(pki, certfile: str, keyfile: str) -> ssl.SSLContext:
+    """Python ssl presenting `certfile`; verifies mtlsd's SVID against the example.org root
+    (an SVID names no host: no host name check)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(pki.path("ca.crt"))
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+@contextmanager
+def s_server(cert: str, key: str, *extra: str):
+    """`openssl s_server` on 127.0.0.1 presenting `cert` (echoing each line reversed: -rev);
+    yields its address. `extra`: more options, e.g. -status_file DER."""
+    proc = subprocess.Popen(["openssl", "s_server", "-cert", cert, "-key", key,
+                             "-accept", "127.0.0.1:0", "-rev", *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        address = None
+        for line in proc.stdout:
+            if line.startswith("ACCEPT "):
+                address = line.split()[1].strip()
+                break
+        assert address, "s_server did not start"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never block on a pipe
+        yield address
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def local_refused(daemon, listener: str) -> dict:
+    """The local app's side of a client-mode listener whose remote must be refused: nothing
+    comes back, and the access line says rejected. Returns it."""
+    data, local = plain_exchange(daemon.addr(listener))
+    line = daemon.wait_for_access(client=local)
+    assert line["listener"] == listener, line
+    assert line["result"] == "rejected", f"{listener}: remote admitted: {line}"
+    assert data == b"", (data, line)
+    return line
+
+
+def local_admitted(daemon, listener: str, expected: bytes = b"gnip\n") -> dict:
+    data, local = plain_exchange(daemon.addr(listener))
+    line = daemon.wait_for_access(client=local)
+    assert line["listener"] == listener, line
+    assert line["result"] == "accepted", line
+    assert data == expected, (data, line)
+    return line
+
+
+# --- 1. SPIFFE: a chain binds the trust domain of the peer's SPIFFE ID --------------------
+
+def test_a_federated_ca_cannot_issue_our_trust_domains_ids(start_mtlsd, make_upstream, pki,
+                                                          short_tmp, tmp_path):
+    """Server mode, trust_domains [partner.example]: partner.example's CA signing a leaf for
+    spiffe://example.org/ns/prod/sa/billing (which the allow list admits) is refused in the
+    handshake, unknown_ca, the detail naming the trust domain, and the upstream hears nothing.
+    The same CA's leaf for its own trust domain, and our CA's leaf for ours, are admitted."""
+    api, svid = federating_agent(pki, short_tmp, tmp_path)
+    try:
+        up = make_upstream()
+        listener = server_listener(pki, up.address, client_auth={"ca": None, "allow": {
+            "spiffe_ids": [f"spiffe://{OWN_TD}/ns/prod/*", PARTNER_ID]}},
+            tls={"cert": None, "key": None, "spiffe": {
+                "workload_api": f"unix:{api.socket_path}", "trust_domains": [PARTNER_TD]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        addr = daemon.addr()
+        svids = tmp_path / "svids"
+
+        forged = issue_svid(pki, svids, ALLOWED_OWN_ID, ca="other-ca")
+        ex = tls_exchange(addr, svid_client_context(pki, forged.cert_pem, forged.key_pem),
+                          expect=5)
+        assert ex.data == b"", f"partner.example's CA admitted for {ALLOWED_OWN_ID}: {ex.data!r}"
+        line = assert_refused(daemon, up, ex, "unknown_ca")
+        assert OWN_TD in line["detail"], line
+        assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                                   reason="unknown_ca") == 1
+
+        # Controls: each trust domain's CA for its own IDs.
+        partner = issue_svid(pki, svids, PARTNER_ID, ca="other-ca")
+        ex = tls_exchange(addr, svid_client_context(pki, partner.cert_pem, partner.key_pem),
+                          expect=5)
+        assert_admitted(daemon, ex, b"ping\n", identity=PARTNER_ID)
+        own = issue_svid(pki, svids, ALLOWED_OWN_ID, ca="ca")
+        ex = tls_exchange(addr, svid_client_context(pki, own.cert_pem, own.key_pem), expect=5)
+        assert_admitted(daemon, ex, b"ping\n", identity=ALLOWED_OWN_ID)
+    finally:
+        api.stop()
+
+
+@pytest.mark.parametrize("ca", ["ca", "other-ca"], ids=["own-bundle-ca", "federated-bundle-ca"])
+def test_a_leaf_without_a_spiffe_id_is_not_admitted_by_the_bundles(start_mtlsd, make_upstream,
+                                                                   pki, short_tmp, tmp_path, ca):
+    """A leaf with no URI SAN has no trust domain whose bundle could vouch for it: chained to a
+    bundle's CA, it is refused even though allow.dns_sans names its DNS SAN (the allow list
+    alone would admit it). Refused by the trust check (unknown_ca) or the allow lists
+    (not_authorized): either way the upstream hears nothing."""
+    api, svid = federating_agent(pki, short_tmp, tmp_path)
+    try:
+        up = make_upstream()
+        listener = server_listener(pki, up.address, client_auth={"ca": None, "allow": {
+            "spiffe_ids": [f"spiffe://{OWN_TD}/ns/prod/*"], "dns_sans": [NO_URI_DNS]}},
+            tls={"cert": None, "key": None, "spiffe": {
+                "workload_api": f"unix:{api.socket_path}", "trust_domains": [PARTNER_TD]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        cert, key = issue_leaf_without_uri(pki, tmp_path / "leaves", ca, NO_URI_DNS)
+        ex = tls_exchange(daemon.addr(), svid_client_context(pki, cert, key), expect=5)
+        assert ex.local, f"client never connected: {ex.error!r}"
+        line = daemon.wait_for_access(client=ex.local)
+        assert line["result"] == "rejected", f"a leaf without a SPIFFE ID was admitted: {line}"
+        assert line["reason"] in ("unknown_ca", "not_authorized"), line
+        assert ex.data == b"", ex.data
+        up.assert_untouched()
+    finally:
+        api.stop()
+
+
+def test_client_mode_refuses_a_federated_remote_claiming_our_id(start_mtlsd, pki, short_tmp,
+                                                               tmp_path):
+    """The mirror in client mode: server_auth.allow pins spiffe://example.org/ns/prod/sa/remote;
+    a remote (openssl s_server) whose certificate partner.example's CA issued for that ID is
+    refused (unknown_ca, naming the trust domain): the local app gets nothing back. The same ID
+    from our own CA is admitted."""
+    api, svid = federating_agent(pki, short_tmp, tmp_path)
+    svids = tmp_path / "svids"
+    forged = issue_svid(pki, svids, REMOTE_ID, ca="other-ca")
+    genuine = issue_svid(pki, svids, REMOTE_ID, ca="ca")
+    try:
+        with s_server(forged.cert_pem, forged.key_pem) as bad, \
+                s_server(genuine.cert_pem, genuine.key_pem) as good:
+            spiffe = {"workload_api": f"unix:{api.socket_path}", "trust_domains": [PARTNER_TD]}
+
+            def outbound(name: str, remote: str) -> dict:
+                return {"name": name, "mode": "client", "listen": "127.0.0.1:0",
+                        "upstream": remote, "tls": {"spiffe": spiffe},
+                        "server_auth": {"allow": {"spiffe_ids": [REMOTE_ID]}}}
+            daemon = start_mtlsd(daemon_config([outbound("forged", bad),
+                                                outbound("genuine", good)]))
+            wait_reloaded(daemon, svid.serial)
+            line = local_refused(daemon, "forged")
+            assert line["reason"] == "unknown_ca", line
+            assert OWN_TD in line["detail"], line
+            local_admitted(daemon, "genuine")
+    finally:
+        api.stop()
