@@ -56,8 +56,13 @@ int check_remote_staple(SSL* ssl, void* arg) {
   const bool required = arg && *static_cast<const bool*>(arg);
   verify_outcome* out = verifier::outcome_of(ssl);
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
-  // Without a verified chain (insecure_skip_verify) there is no issuer to check against.
-  if (!chain || sk_X509_num(chain) < 1 || SSL_get_verify_result(ssl) != X509_V_OK) return 1;
+  // Without a verified chain (insecure_skip_verify) there is no issuer to check against. The
+  // verify callback's verdict decides, not SSL_get_verify_result: the callback accepts some
+  // errors on purpose (an issuing CA trusted alone, a CRL within crl_grace, a CRL gap left to
+  // another source), which OpenSSL still records as the result; going by it, a remote with
+  // such a chain was never asked for its staple, not even under require_staple. A remote the
+  // callback refused fails the handshake anyway.
+  if (!chain || sk_X509_num(chain) < 1 || !out || out->refusal || !out->identity) return 1;
   // A one-certificate chain (the remote's own certificate is the anchor) has no issuer in it to
   // check a staple against; require_staple still demands one, whatever the chain's length.
   if (sk_X509_num(chain) < 2 && !required) return 1;
