@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "http1_io.hpp"
+#include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
@@ -71,6 +72,13 @@ class http_connection {
   asio::awaitable<then> send_request_head(std::string_view head, bool request_done,
                                           bool send_continue);
   asio::awaitable<then> exchange(request_framing& req, const request_head_verdict& verdict);
+  // Whether the client may still be sending as mtlsd closes: bytes of its are buffered here or
+  // in OpenSSL, or its socket is readable (nginx's test before its lingering close). Closed
+  // over unread bytes, the socket would answer with a reset, which discards the response still
+  // queued for the client (a pipelined request behind a "Connection: close" response).
+  bool client_may_send() {
+    return from_client_.buf.size() > 0 || tls_.has_pending() || !net::nothing_to_read(tls_socket_);
+  }
   asio::awaitable<void> end_after(then next) {
     if (next == then::close_both) co_await close_both();
   }

@@ -118,6 +118,9 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
                                                                           std::size_t& head_size) {
   if (draining_) {
     result_.ended_by(relay_end::local);
+    // A drain ends the lingering at once (http_serve.cpp), but what the client sent already
+    // is read first: closed over it, the socket would reset the response just sent.
+    result_.tls_peer_sending = client_may_send();
     co_return then::close_both;
   }
   idle_ = from_client_.buf.size() == 0 && from_upstream_.buf.size() == 0;
@@ -129,9 +132,13 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
     const auto state = co_await asio::this_coro::cancellation_state;
     if (!draining_ || state.cancelled() != asio::cancellation_type::none) co_return then::stop;
     result_.ended_by(relay_end::local);
+    result_.tls_peer_sending = client_may_send();
     co_return then::close_both;
   }
-  if (end_) co_return then::close_both;  // upstream closed while idle
+  if (end_) {  // upstream closed while idle
+    result_.tls_peer_sending = client_may_send();
+    co_return then::close_both;
+  }
   if (ec == http::error::end_of_stream) {
     result_.ended_by(relay_end::tls_peer);
     co_return then::close_both;
@@ -208,7 +215,7 @@ asio::awaitable<http_connection::then> http_connection::exchange(
   if (end_) {
     // Closed with the client's body bytes unread, the socket would send RST: the session
     // lingers instead (http_serve.cpp).
-    result_.tls_peer_sending = !request_done_;
+    result_.tls_peer_sending = !request_done_ || client_may_send();
     co_return then::close_both;
   }
   if (upgraded_) {
@@ -218,6 +225,7 @@ asio::awaitable<http_connection::then> http_connection::exchange(
   // Whoever asked for "Connection: close" (or spoke HTTP/1.0 without keep-alive) ended it.
   if (!verdict.keep_alive || !response_keep_alive_) {
     result_.ended_by(verdict.keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
+    result_.tls_peer_sending = client_may_send();
     co_return then::close_both;
   }
   co_return then::go_on;
