@@ -106,6 +106,8 @@ struct crl_spec {
   std::optional<std::time_t> this_update{};  // default: now - 1h
   std::optional<std::time_t> next_update{};  // default: now + 7 days
   std::uint64_t crl_number = 1;
+  // An Issuing Distribution Point naming this URI (a partitioned CRL's scope); "" = none.
+  std::string issuing_distribution_point{};
 };
 
 // A CRL signed by `issuer`. Free with X509_CRL_free (or wrap in tls::x509_crl_ptr).

@@ -11,6 +11,42 @@
 #include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::tls::revocation {
+namespace {
+
+std::vector<std::string> uris_of(const GENERAL_NAMES* names) {
+  std::vector<std::string> out;
+  for (int j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, j);
+    if (gn->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
+    out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                     static_cast<std::size_t>(ASN1_STRING_length(uri)));
+  }
+  return out;
+}
+
+// RFC 5280 6.3.3 (b)(2)(i): a CRL whose Issuing Distribution Point names a distribution point
+// speaks only for certificates that name it too. A CA that partitions its CRLs signs every
+// partition, and each is complete for its own scope only: taken for another certificate, a
+// partition that does not list it would read as "not revoked".
+bool names_a_point_of(const ISSUING_DIST_POINT* idp, X509* cert) {
+  if (!idp->distpoint) return true;             // the CA's whole scope
+  if (idp->distpoint->type != 0) return false;  // a relative name: not supported
+  const auto scope = uris_of(idp->distpoint->name.fullname);
+  auto* points = static_cast<STACK_OF(DIST_POINT)*>(
+      X509_get_ext_d2i(cert, NID_crl_distribution_points, nullptr, nullptr));
+  bool found = false;
+  for (int i = 0; points && !found && i < sk_DIST_POINT_num(points); ++i) {
+    const DIST_POINT* dp = sk_DIST_POINT_value(points, i);
+    if (!dp->distpoint || dp->distpoint->type != 0) continue;
+    for (const auto& u : uris_of(dp->distpoint->name.fullname))
+      found = found || std::find(scope.begin(), scope.end(), u) != scope.end();
+  }
+  sk_DIST_POINT_pop_free(points, DIST_POINT_free);
+  return found;
+}
+
+}  // namespace
 
 std::vector<std::string> crl_urls(X509* cert) {
   std::vector<std::string> out;
@@ -78,6 +114,10 @@ std::string check_crl_scope(X509_CRL* crl, X509* cert) {
     why = "the CRL covers end-entity certificates only";
   else if (idp->onlyCA > 0 && !X509_check_ca(cert))
     why = "the CRL covers CA certificates only";
+  else if (!names_a_point_of(idp, cert))
+    why =
+        "the CRL's issuing distribution point is none of the certificate's distribution points "
+        "(a partition for other certificates)";
   ISSUING_DIST_POINT_free(idp);
   return why;
 }

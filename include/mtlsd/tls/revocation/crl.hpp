@@ -25,7 +25,8 @@ x509_crl_ptr parse_crl(std::string_view data);
 std::string check_crl_issuer(X509_CRL* crl, X509* issuer);
 
 // "" when `crl` speaks for `cert`; otherwise why not (its Issuing Distribution Point limits it
-// to CA or end-entity certificates, to some reasons, or makes it indirect).
+// to CA or end-entity certificates, to some reasons, or to a distribution point `cert` does not
+// name, or makes it indirect).
 std::string check_crl_scope(X509_CRL* crl, X509* cert);
 
 struct crl_entry_status {
