@@ -35,13 +35,22 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
   // one byte name a field already in the table (a 4 KiB one, say), so a block of 144 KiB could
   // decode to gigabytes, each field checked by nghttp2 before this sees it (review: 1.2 µs of
   // CPU per byte received). Reset, the rest of the block is only decoded, never checked.
-  s->header_bytes += name_in.size() + value_in.size() + 32;  // RFC 9113 6.5.2's accounting
-  if (s->header_bytes > 2 * http_head_limit) {
+  // The trailers are a header list of their own, with a limit of their own.
+  const bool trailers = f.headers.cat != NGHTTP2_HCAT_REQUEST;
+  std::size_t& counted = trailers ? s->trailer_bytes : s->header_bytes;
+  counted += name_in.size() + value_in.size() + 32;  // RFC 9113 6.5.2's accounting
+  if (counted > 2 * http_head_limit) {
     s->detail =
         "request header list over " + std::to_string(2 * http_head_limit) + " bytes decoded: reset";
     return false;
   }
-  if (s->header_bytes > http_head_limit) s->head_too_large = true;
+  if (trailers && counted > http_head_limit) {
+    // No 431 can answer them (the request is on its way up): reset, rather than pass on a
+    // trailer section cut short as if it were whole.
+    s->detail = "request trailers over " + std::to_string(http_head_limit) + " bytes: reset";
+    return false;
+  }
+  if (counted > http_head_limit) s->head_too_large = true;
   if (s->head_too_large) return true;
   std::string name(name_in);
   std::string value(value_in);

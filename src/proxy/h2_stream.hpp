@@ -53,9 +53,9 @@ struct stream {
   // The request, as the client sent it (lower-case names, pseudo-headers apart).
   std::string method, scheme, authority, path;
   header_list request_headers;
-  std::size_t header_bytes = 0;  // for the header size limit
+  std::size_t header_bytes = 0;   // for the header size limit: the request head's fields
+  std::size_t trailer_bytes = 0;  // ... and its trailers', counted on their own
   bool head_too_large = false;
-  bool in_trailers = false;  // HEADERS after the request head: its trailers
   header_list request_trailers;
   byte_queue request_body;
   bool request_end = false;  // the client ended its side (END_STREAM)
@@ -64,6 +64,9 @@ struct stream {
   int status = 0;
   int grpc_status = -1;  // h2c: the upstream's grpc-status (trailers or Trailers-Only); -1: none
   bool final_head_received = false;  // h2c: the final (non-1xx) head's HEADERS frame is in
+  // h2c: decoded bytes of the upstream's current head and of its trailers (RFC 9113 6.5.2).
+  std::size_t upstream_head_bytes = 0;
+  std::size_t upstream_trailer_bytes = 0;
   header_list response_headers;
   header_list response_trailers;
   byte_queue response_body;

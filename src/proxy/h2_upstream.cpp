@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "h2_session.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
 namespace {
@@ -98,7 +99,9 @@ class h2c_upstream final : public upstream, session_handler {
 };
 
 bool h2c_upstream::open_session() {
-  const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, http_head_limit}};  // advisory: header() enforces
   session_ = make_session(session_side::client, *this, settings);
   return session_ != nullptr;
 }
@@ -149,6 +152,20 @@ bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
                           std::string_view value_in) {
   stream* s = find(f.hd.stream_id);
   if (!s || f.hd.type != NGHTTP2_HEADERS) return true;
+  // Counted before anything is copied, per header list (each head, 1xx or final, and the
+  // trailers): HPACK lets one byte from the upstream name a field already in its table (a 4 KiB
+  // one, say), so one 16 KiB frame could decode to 64 MB. Past the limit the upstream's stream
+  // is reset and the client's gets a 502 (or, its response begun, a reset).
+  if (name == ":status") s->upstream_head_bytes = 0;  // the first field of every head
+  std::size_t& counted =
+      s->final_head_received ? s->upstream_trailer_bytes : s->upstream_head_bytes;
+  counted += name.size() + value_in.size() + 32;  // RFC 9113 6.5.2's accounting
+  if (counted > http_head_limit) {
+    s->detail = std::string("upstream: response ") +
+                (s->final_head_received ? "trailers" : "header list") + " over " +
+                std::to_string(http_head_limit) + " bytes";
+    return false;
+  }
   std::string value(value_in);
   // For the access line: an RPC's outcome rides in its trailers (or, with no message sent, in
   // a Trailers-Only response head) while :status says 200 either way.
