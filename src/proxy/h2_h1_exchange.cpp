@@ -143,9 +143,12 @@ class h1_upstream final : public upstream {
   }
   void stop() override {
     stopped_ = true;
+    // Every exchange in progress is woken, not only the registered waiters: one that is about to
+    // wait must not sleep through its connection's end.
     for (auto& [s, sock] : busy_) {
       error_code ignored;
       sock->cancel(ignored);
+      s->wake.cancel();
     }
     for (auto* s : waiting_)
       s->wake.cancel();
@@ -164,11 +167,13 @@ class h1_upstream final : public upstream {
   void wake_next_queued() {
     if (in_use_ < in_use_max() && !queued_.empty()) queued_.front()->wake.cancel();
   }
-  // Waits for s.wake; false when the exchange must end (client gone, connection stopping).
+  // Waits for s.wake; false when the exchange must end (client gone, connection stopping). Two
+  // waits of one stream may be pending (send_body for DATA, read_response for window): each has
+  // its own entry, so the one that resumes first does not unregister the other.
   asio::awaitable<bool> wait(stream& s) {
-    waiting_.insert(&s);
+    const auto entry = waiting_.insert(&s);
     co_await s.wake.async_wait(as_tuple(use_awaitable));
-    waiting_.erase(&s);
+    waiting_.erase(entry);
     co_return !s.closed && !stopped_;
   }
 
@@ -179,7 +184,7 @@ class h1_upstream final : public upstream {
   write_signal done_;  // an exchange ended
   std::vector<std::unique_ptr<stream_socket>> idle_;
   std::map<stream*, stream_socket*> busy_;  // exchanges in progress and their connections
-  std::set<stream*> waiting_;
+  std::multiset<stream*> waiting_;
   std::deque<stream*> queued_;  // streams waiting for a place (in_use_max)
   std::size_t in_use_ = 0;      // exchanges holding (or connecting) an upstream connection
   int active_ = 0;
