@@ -245,7 +245,7 @@ void set_server_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_c
   // under: the id context digests both (ticket_keys.hpp), so a session from another listener,
   // or from before a reload that changed CAs, CRLs or client_auth, makes a full handshake.
   // Ticket keys are the process's (every worker, across reloads).
-  bind_session_context(ctx, l.name);
+  bind_session_context(ctx, l.name, out.peer_verifier->trust_binding());
   if (l.tls.session_resumption) {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     use_shared_ticket_keys(ctx);

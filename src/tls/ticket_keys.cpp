@@ -118,7 +118,8 @@ void use_shared_ticket_keys(SSL_CTX* ctx) {
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_callback);
 }
 
-void bind_session_context(SSL_CTX* ctx, const std::string& listener_name) {
+void bind_session_context(SSL_CTX* ctx, const std::string& listener_name,
+                          const std::string& binding) {
   // Per trusted object its SHA-256, sorted: the digest does not depend on insertion order.
   std::vector<std::array<unsigned char, SHA256_DIGEST_LENGTH>> objects;
   if (X509_STORE* store = SSL_CTX_get_cert_store(ctx)) {
@@ -141,7 +142,8 @@ void bind_session_context(SSL_CTX* ctx, const std::string& listener_name) {
   unsigned char sid[SHA256_DIGEST_LENGTH];
   bool ok = md && EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) == 1 &&
             EVP_DigestUpdate(md.get(), listener_name.data(), listener_name.size()) == 1 &&
-            EVP_DigestUpdate(md.get(), settings, sizeof settings) == 1;
+            EVP_DigestUpdate(md.get(), settings, sizeof settings) == 1 &&
+            EVP_DigestUpdate(md.get(), binding.data(), binding.size()) == 1;
   for (const auto& d : objects)
     ok = ok && EVP_DigestUpdate(md.get(), d.data(), d.size()) == 1;
   if (!ok || EVP_DigestFinal_ex(md.get(), sid, nullptr) != 1)

@@ -4,6 +4,8 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/openssl.hpp"
@@ -264,6 +266,21 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
   return 0;
 }
 
+std::string verifier::trust_binding() const {
+  std::vector<std::string> entries;
+  for (const auto& a : anchors_) {
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    X509_digest(a.cert.get(), EVP_sha256(), d, &len);
+    entries.push_back(a.trust_domain + '\0' + std::string(reinterpret_cast<char*>(d), len));
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string out;
+  for (const auto& e : entries)
+    out += e + '\n';
+  return out;
+}
+
 std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
                                            const peer_identity& id) const {
   if (anchors_.empty()) return {};
@@ -274,17 +291,22 @@ std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
   // "spiffe://" then the trust domain, up to the path (a workload's ID always has one).
   const std::string_view rest = std::string_view(id.spiffe_id).substr(9);
   const std::string_view td = rest.substr(0, rest.find('/'));
+  // Any CA of the chain above the leaf will do, not only its top: go-spiffe's roots are the
+  // bundle's certificates, each an anchor wherever it stands, and one store holding every
+  // bundle may build the chain past it (a bundle's CA issued by another bundle's).
   STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
-  X509* top =
-      chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, sk_X509_num(chain) - 1) : nullptr;
-  std::string holders;  // the trust domains whose bundles hold the chain's anchor
-  for (const auto& a : anchors_) {
-    if (!top || X509_cmp(a.cert.get(), top) != 0) continue;
-    if (a.trust_domain == td) return {};
-    holders += (holders.empty() ? "" : ", ") + a.trust_domain;
+  std::string holders;  // the trust domains whose bundles hold a CA of the chain
+  for (int i = 1; chain && i < sk_X509_num(chain); ++i) {
+    X509* ca = sk_X509_value(chain, i);
+    for (const auto& a : anchors_) {
+      if (X509_cmp(a.cert.get(), ca) != 0) continue;
+      if (a.trust_domain == td) return {};
+      if (holders.find(a.trust_domain) == std::string::npos)
+        holders += (holders.empty() ? "" : ", ") + a.trust_domain;
+    }
   }
-  return "the chain ends at a CA of the bundle of " +
-         (holders.empty() ? std::string("no trust domain") : holders) + ", not of " +
+  return "the chain reaches CAs of the bundle of " +
+         (holders.empty() ? std::string("no trust domain") : holders) + " only, not of " +
          std::string(td) + ", the trust domain of " + id.spiffe_id;
 }
 

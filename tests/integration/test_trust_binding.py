@@ -165,6 +165,38 @@ def test_a_federated_ca_cannot_issue_our_trust_domains_ids(start_mtlsd, make_ups
         api.stop()
 
 
+@pytest.mark.parametrize("own_bundle,partner_bundle,peer_id", [
+    ("ca", "int", PARTNER_ID),        # the partner's CA issued by our root
+    ("int", "ca", ALLOWED_OWN_ID),    # ours issued by a root the partner's bundle holds
+], ids=["partner-ca-under-our-root", "our-ca-under-a-partner-root"])
+def test_a_bundle_ca_issued_by_another_bundles_ca_still_vouches_for_its_trust_domain(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path, own_bundle, partner_bundle,
+        peer_id):
+    """Second read: one store holding every bundle builds a chain past a bundle's CA when
+    another bundle holds that CA's issuer, and the first cut judged only the chain's top: it
+    refused workloads go-spiffe admits (it verifies against the peer's own bundle alone). Any CA
+    of the chain in the bundle of the peer's trust domain vouches for it."""
+    api = WorkloadApi(str(short_tmp / "agent.sock"))
+    svid = issue_svid(pki, tmp_path / "svids", SERVER_ID, ca=own_bundle)
+    api.publish(svid, bundle=der_of(pki, own_bundle),
+                federated={f"spiffe://{PARTNER_TD}": der_of(pki, partner_bundle)})
+    try:
+        up = make_upstream()
+        listener = server_listener(pki, up.address, client_auth={"ca": None, "allow": {
+            "spiffe_ids": [peer_id]}},
+            tls={"cert": None, "key": None, "spiffe": {
+                "workload_api": f"unix:{api.socket_path}", "trust_domains": [PARTNER_TD]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        peer = issue_svid(pki, tmp_path / "svids", peer_id, ca="int")
+        ctx = svid_client_context(pki, peer.cert_pem, peer.key_pem)
+        ctx.load_verify_locations(pki.path("int.crt"))  # mtlsd's own SVID may be int's
+        ex = tls_exchange(daemon.addr(), ctx, expect=5)
+        assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
+    finally:
+        api.stop()
+
+
 @pytest.mark.parametrize("ca", ["ca", "other-ca"], ids=["own-bundle-ca", "federated-bundle-ca"])
 def test_a_leaf_without_a_spiffe_id_is_not_admitted_by_the_bundles(start_mtlsd, make_upstream,
                                                                    pki, short_tmp, tmp_path, ca):

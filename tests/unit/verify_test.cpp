@@ -807,3 +807,30 @@ TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaExpiringSoon) {
 
 }  // namespace
 }  // namespace mtlsd
+
+namespace mtlsd {
+namespace {
+
+// Which trust domain's bundle holds each anchor goes into the session id context: a bundle
+// update that moves a CA from one trust domain to another leaves the trust store (and its
+// digest) as it was, and old sessions must not resume past the new binding.
+TEST(TrustBinding, NamesEachAnchorsTrustDomainWhateverTheOrder) {
+  const test::credential a = test::make_root_ca({.cn = "bundle a"});
+  const test::credential b = test::make_root_ca({.cn = "bundle b"});
+  auto binding = [&](std::vector<std::pair<std::string, X509*>> anchors) {
+    tls::verifier v(tls::peer_role::client, {});
+    std::vector<tls::spiffe_anchor> bound;
+    for (const auto& [td, cert] : anchors)
+      bound.push_back({td, tls::up_ref(cert)});
+    v.bind_trust_domains(std::move(bound));
+    return v.trust_binding();
+  };
+  EXPECT_EQ(binding({}), "");
+  const std::string ours = binding({{"example.org", a.cert()}, {"partner.example", b.cert()}});
+  EXPECT_NE(ours, "");
+  EXPECT_EQ(ours, binding({{"partner.example", b.cert()}, {"example.org", a.cert()}}));
+  EXPECT_NE(ours, binding({{"partner.example", a.cert()}, {"example.org", b.cert()}}));
+}
+
+}  // namespace
+}  // namespace mtlsd

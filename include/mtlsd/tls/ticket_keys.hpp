@@ -24,8 +24,10 @@ void use_shared_ticket_keys(SSL_CTX* ctx);
 
 // Sets `ctx`'s session id context to a digest of `listener_name` and of the verification
 // inputs already installed in `ctx`: trust store contents (anchors and CRLs), verify mode,
-// depth and flags.
-void bind_session_context(SSL_CTX* ctx, const std::string& listener_name);
+// depth and flags, and `binding` (verifier::trust_binding: which trust domain's bundle holds
+// each anchor, which the store's contents do not say).
+void bind_session_context(SSL_CTX* ctx, const std::string& listener_name,
+                          const std::string& binding = {});
 
 // For tests: forget every key (tickets issued so far no longer resume).
 void reset_ticket_keys_for_test();

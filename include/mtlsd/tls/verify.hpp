@@ -119,10 +119,13 @@ class verifier {
   const config::allow_list& allow() const { return allow_; }
 
   // The trust is SPIFFE bundles (tls.spiffe without CA files): a peer is verified only when its
-  // chain ends at a CA of the bundle of its own SPIFFE ID's trust domain, as go-spiffe verifies
+  // chain reaches a CA of the bundle of its own SPIFFE ID's trust domain, as go-spiffe verifies
   // against that bundle alone. Otherwise a federated trust domain's CA could issue our own
   // trust domain's IDs, and every bundle's CA any certificate without a SPIFFE ID at all.
   void bind_trust_domains(std::vector<spiffe_anchor> anchors) { anchors_ = std::move(anchors); }
+  // What bind_trust_domains bound, as bytes for the session id context ("" when nothing):
+  // each anchor's trust domain and SHA-256, sorted.
+  std::string trust_binding() const;
 
   peer_role role() const { return role_; }
 

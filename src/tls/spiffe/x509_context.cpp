@@ -140,24 +140,11 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
 }
 
 std::vector<spiffe_anchor> trusted_anchors(const x509_context& ctx,
-                                           const std::vector<std::string>& trust_domains) {
+                                           const std::vector<std::string>& trust_domains,
+                                           std::vector<std::string>* missing) {
   std::vector<spiffe_anchor> out;
   for (const auto& c : ctx.bundle)
     out.push_back({ctx.trust_domain, up_ref(c.get())});
-  for (const auto& td : trust_domains) {
-    if (td == ctx.trust_domain) continue;
-    if (auto it = ctx.federated.find(td); it != ctx.federated.end())
-      for (const auto& c : it->second)
-        out.push_back({td, up_ref(c.get())});
-  }
-  return out;
-}
-
-cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
-                       std::vector<std::string>* missing) {
-  cert_chain out;
-  for (const auto& c : ctx.bundle)
-    out.push_back(up_ref(c.get()));
   for (const auto& td : trust_domains) {
     if (td == ctx.trust_domain) continue;
     auto it = ctx.federated.find(td);
@@ -166,8 +153,16 @@ cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& 
       continue;
     }
     for (const auto& c : it->second)
-      out.push_back(up_ref(c.get()));
+      out.push_back({td, up_ref(c.get())});
   }
+  return out;
+}
+
+cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
+                       std::vector<std::string>* missing) {
+  cert_chain out;
+  for (auto& a : trusted_anchors(ctx, trust_domains, missing))
+    out.push_back(std::move(a.cert));
   return out;
 }
 

@@ -40,12 +40,13 @@ struct x509_context {
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw);
 
 // The CAs a listener trusts, each with the trust domain whose bundle holds it: our bundle plus
-// the bundles of `trust_domains` (bare names; our own may be listed too).
+// the bundles of `trust_domains` (bare names; our own may be listed too). Names with no bundle
+// in `ctx` are appended to `missing`.
 std::vector<spiffe_anchor> trusted_anchors(const x509_context& ctx,
-                                           const std::vector<std::string>& trust_domains);
+                                           const std::vector<std::string>& trust_domains,
+                                           std::vector<std::string>* missing = nullptr);
 
-// The same CAs without their trust domains. Names with no bundle in `ctx` are appended to
-// `missing`.
+// The same CAs without their trust domains (the trust store).
 cert_chain trusted_cas(const x509_context& ctx, const std::vector<std::string>& trust_domains,
                        std::vector<std::string>* missing = nullptr);
 
