@@ -17,6 +17,7 @@
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/resolver.hpp"
 #include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 
@@ -253,8 +254,8 @@ tls::verify_outcome judge(const verify_request& r, const runtime::listener_runti
     sk_X509_push(untrusted, presented[i].get());
   // Client mode: the SNI a handshake sends (none for an IP), unless --sni says otherwise.
   std::string sni;
-  if (r.sni)
-    sni = *r.sni;
+  if (r.sni)  // as a handshake on a server-mode listener records the client's (client_hello.hpp)
+    sni = client_mode ? *r.sni : tls::normalize_server_name(*r.sni);
   else if (client_mode && !tls::is_ip_literal(lr.tls.server_name))
     sni = lr.tls.server_name;
   if (r.source && client_mode)

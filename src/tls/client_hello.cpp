@@ -5,6 +5,20 @@
 
 namespace mtlsd::tls {
 
+std::string normalize_server_name(std::string name) {
+  for (auto& c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    // Lower-case; anything a host name cannot hold is shown as '?' (it reaches the log).
+    if (u >= 'A' && u <= 'Z')
+      c = static_cast<char>(u - 'A' + 'a');
+    else if (!((u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '.' || u == '-' ||
+               u == '_'))
+      c = '?';
+  }
+  if (!name.empty() && name.back() == '.') name.pop_back();  // absolute form
+  return name;
+}
+
 // OpenSSL itself rejects a malformed extension later in the handshake.
 std::string client_sni(SSL* ssl) {
   const unsigned char* p = nullptr;
@@ -17,20 +31,8 @@ std::string client_sni(SSL* ssl) {
     const unsigned type = p[0];
     const std::size_t n = (std::size_t{p[1]} << 8) | p[2];
     if (n + 3 > list) return {};
-    if (type == TLSEXT_NAMETYPE_host_name) {
-      std::string name(reinterpret_cast<const char*>(p + 3), n);
-      for (auto& c : name) {
-        const auto u = static_cast<unsigned char>(c);
-        // Lower-case; anything a host name cannot hold is shown as '?' (it reaches the log).
-        if (u >= 'A' && u <= 'Z')
-          c = static_cast<char>(u - 'A' + 'a');
-        else if (!((u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '.' || u == '-' ||
-                   u == '_'))
-          c = '?';
-      }
-      if (!name.empty() && name.back() == '.') name.pop_back();  // absolute form
-      return name;
-    }
+    if (type == TLSEXT_NAMETYPE_host_name)
+      return normalize_server_name(std::string(reinterpret_cast<const char*>(p + 3), n));
     p += 3 + n;
     list -= 3 + n;
   }

@@ -176,6 +176,12 @@ def test_verify_names_the_matching_rule(mtlsd_bin, pki, tmp_path):
     proc = verify(mtlsd_bin, config, pki, "client", "--source", "127.0.0.1")
     assert proc.returncode == 0, proc
     assert "matched: rules[1] (dns_sans, not common_names + source_cidrs)" in proc.stdout
+    # The name as a handshake judges it: case and a final dot aside (review: verify took the
+    # raw text, so it could say 'admitted' where a handshake refused, or the reverse).
+    proc = verify(mtlsd_bin, config, pki, "client", "--source", "127.0.0.1", "--sni",
+                  "LocalHost.")
+    assert proc.returncode == 0, proc
+    assert "matched: rules[0] (spiffe_ids + source_cidrs + sni)" in proc.stdout, proc.stdout
 
 
 def test_verify_explains_a_refusal(mtlsd_bin, pki, tmp_path):

@@ -330,8 +330,10 @@ def test_a_ticket_does_not_outlive_the_certificate(start_mtlsd, make_upstream, p
     line = assert_not_admitted(daemon, up, attempt(daemon, ctx).ex, "expired", seen)
     assert "expired" in line["detail"], brief(line)
 
-    # The bug: the ticket must not admit the peer either. Whether the server declines the ticket
-    # and its full handshake refuses, or it refuses after resuming, the reason is `expired` and
-    # nothing reaches the upstream.
+    # The bug: the ticket must not admit the peer either. The server declines it (the ticket
+    # callback), so a full handshake follows and refuses the certificate with its alert: the
+    # reason is `expired`, the connection is not a resumed one, nothing reaches the upstream.
     resumed = attempt(daemon, ctx, session=session)
-    assert_not_admitted(daemon, up, resumed.ex, "expired", seen)
+    line = assert_not_admitted(daemon, up, resumed.ex, "expired", seen)
+    assert line["resumed"] is False, brief(line)
+    assert "(resumed session)" not in line["detail"], brief(line)

@@ -7,8 +7,12 @@
 
 namespace mtlsd::tls {
 
-// The host_name of the server_name extension (RFC 6066 §3), lower-cased, anything a host name
-// cannot hold shown as '?'; "" when absent or malformed.
+// A server name as allow rules judge it: lower-cased, anything a host name cannot hold shown as
+// '?', without a final dot (the absolute form names the same host).
+std::string normalize_server_name(std::string name);
+
+// The host_name of the server_name extension (RFC 6066 §3), normalize_server_name'd; "" when
+// absent or malformed.
 std::string client_sni(SSL* ssl);
 
 // The ALPN protocols offered, comma-separated ("h2,http/1.1"); "" when none.
