@@ -143,8 +143,7 @@ class h1_upstream final : public upstream {
   }
   void stop() override {
     stopped_ = true;
-    // Every exchange in progress is woken, not only the registered waiters: one that is about to
-    // wait must not sleep through its connection's end.
+    // Every exchange in progress is woken, the waiters too (and wait() checks stopped_ first).
     for (auto& [s, sock] : busy_) {
       error_code ignored;
       sock->cancel(ignored);
@@ -167,10 +166,11 @@ class h1_upstream final : public upstream {
   void wake_next_queued() {
     if (in_use_ < in_use_max() && !queued_.empty()) queued_.front()->wake.cancel();
   }
-  // Waits for s.wake; false when the exchange must end (client gone, connection stopping). Two
-  // waits of one stream may be pending (send_body for DATA, read_response for window): each has
-  // its own entry, so the one that resumes first does not unregister the other.
+  // Waits for s.wake; false when the exchange must end (client gone, connection stopping: also
+  // when that came first). Two waits of a stream may be pending (send_body, read_response): each
+  // has its own entry, so the one that resumes first does not unregister the other.
   asio::awaitable<bool> wait(stream& s) {
+    if (s.closed || stopped_) co_return false;  // a wake now would come too late
     const auto entry = waiting_.insert(&s);
     co_await s.wake.async_wait(as_tuple(use_awaitable));
     waiting_.erase(entry);
