@@ -57,15 +57,8 @@ std::vector<std::string> crl_urls(X509* cert) {
     // A point with a CRL issuer names an indirect CRL; a point limited to some reasons does not
     // give a complete answer. Neither is supported: skip rather than misread them.
     if (!dp->distpoint || dp->distpoint->type != 0 || dp->CRLissuer || dp->reasons) continue;
-    GENERAL_NAMES* names = dp->distpoint->name.fullname;
-    for (int j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
-      GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, j);
-      if (gn->type != GEN_URI) continue;
-      const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
-      std::string url(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                      static_cast<std::size_t>(ASN1_STRING_length(uri)));
+    for (auto& url : uris_of(dp->distpoint->name.fullname))
       if (url.rfind("http://", 0) == 0) out.push_back(std::move(url));
-    }
   }
   sk_DIST_POINT_pop_free(points, DIST_POINT_free);
   drain_errors();
