@@ -43,8 +43,11 @@ std::optional<duration> parse_duration(std::string_view text) {
       return std::nullopt;
     }
     double ms = value * scale;
-    if (ms > static_cast<double>(std::numeric_limits<std::int32_t>::max()) * 1000.0)
-      return std::nullopt;
+    // The cap holds for the sum too ("596523h596523h..."): past it a deadline computed as
+    // now + duration in nanoseconds would wrap into the past.
+    constexpr double cap_ms =
+        static_cast<double>(std::numeric_limits<std::int32_t>::max()) * 1000.0;
+    if (ms > cap_ms || static_cast<double>(total_ms) + ms > cap_ms) return std::nullopt;
     total_ms += static_cast<std::int64_t>(ms + 0.5);
   }
   return duration{total_ms};

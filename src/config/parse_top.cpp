@@ -77,7 +77,17 @@ void parse_admin(reader& r, const YAML::Node& v, admin_options& admin) {
       return;
     }
     address parsed;
-    if (r.addr(a, "admin.address", parsed)) admin.listen = parsed;
+    if (!r.addr(a, "admin.address", parsed)) return;
+    // What `run` accepts (admin/admin_server.cpp): no name to resolve before the sandbox.
+    in6_addr scratch{};
+    if (!parsed.is_unix() && ::inet_pton(AF_INET, parsed.host.c_str(), &scratch) != 1 &&
+        ::inet_pton(AF_INET6, parsed.host.c_str(), &scratch) != 1) {
+      r.error(a, "admin.address: '" + parsed.host +
+                     "' is not an IP address: the admin address is an IP address or a unix: path, "
+                     "not a host name");
+      return;
+    }
+    admin.listen = parsed;
   });
 }
 

@@ -513,6 +513,14 @@ TEST(ConfigAdmin, AddressIsParsed) {
   EXPECT_EQ(*c.admin.listen, (address{address::kind::tcp, "0.0.0.0", 19901, {}}));
 }
 
+// Review: `check` passed a host name that `run` then refused to start with.
+TEST(ConfigAdmin, HostNameIsRefusedAsRunRefusesIt) {
+  EXPECT_THAT(problems_of("admin:\n  address: localhost:19931\n" + kMinimal),
+              ElementsAre(at(2, 12,
+                             "admin.address: 'localhost' is not an IP address: the admin address "
+                             "is an IP address or a unix: path, not a host name")));
+}
+
 TEST(ConfigAdmin, BadAddress) {
   EXPECT_THAT(problems_of("admin:\n  address: localhost\n" + kMinimal),
               ElementsAre(at(2, 12,

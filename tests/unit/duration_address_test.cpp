@@ -67,6 +67,11 @@ TEST(ParseDuration, RejectsOverflow) {
   EXPECT_EQ(parse_duration("99999999999999999999h"), std::nullopt);
   EXPECT_EQ(parse_duration("9999999999999s"), std::nullopt);
   EXPECT_EQ(parse_duration(std::string(400, '9') + "ms"), std::nullopt);  // stod out of range
+  // Review: each piece was capped, not their sum; a drain_timeout of five of these ended the
+  // drain at once (now + the duration wrapped into the past).
+  EXPECT_NE(parse_duration("596523h"), std::nullopt);
+  EXPECT_EQ(parse_duration("596523h596523h596523h596523h596523h"), std::nullopt);
+  EXPECT_EQ(parse_duration("596523h1h"), std::nullopt);
 }
 
 TEST(FormatDuration, PicksTheLargestExactUnit) {
