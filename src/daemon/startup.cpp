@@ -80,6 +80,10 @@ void warn_insecure(const runtime::runtime& rt) {
 }
 
 int daemon::run() {
+  // Until signals_ handles them (below), a reload or logrotate signal would end the process
+  // (their default action): ignored meanwhile, as startup reads the files anyway.
+  std::signal(SIGHUP, SIG_IGN);
+  std::signal(SIGUSR1, SIG_IGN);
   auto rt = load_first();
   if (!rt) return 1;
   unsigned n =
@@ -115,6 +119,12 @@ int daemon::run() {
   for (auto& w : workers_)
     w->stop();
   revocation_.reset();
+  // signals_ gives the default actions back as it goes: a late signal must not turn a clean
+  // exit into a death by signal.
+  boost::system::error_code ignored;
+  signals_.clear(ignored);
+  for (const int sig : {SIGHUP, SIGUSR1, SIGTERM, SIGINT})
+    std::signal(sig, SIG_IGN);
   log::info("stopped");
   return 0;
 }
