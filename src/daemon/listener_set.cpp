@@ -1,11 +1,19 @@
 #include "mtlsd/daemon/listener_set.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <variant>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/net/socket.hpp"
 
 namespace mtlsd::daemon {
 
@@ -24,14 +32,33 @@ void listener_set::open_all(const runtime::runtime& rt) {
 
 std::vector<listener_set::bound_listener> listener_set::bind_changed(
     const runtime::runtime& next, const runtime::runtime& current) {
+  std::set<std::string> released;
+  for (const auto& [name, slot] : slots_) {
+    const auto* now_cfg = next.cfg.find_listener(name);
+    const auto* old = current.find(name).get();
+    if (!now_cfg || !old || !(old->cfg.listen == now_cfg->listen)) released.insert(slot->bound);
+  }
   std::vector<bound_listener> added;
   for (const auto& lr : next.listeners) {
     auto it = slots_.find(lr->cfg.name);
     const auto* old = current.find(lr->cfg.name).get();
     if (it != slots_.end() && old && old->cfg.listen == lr->cfg.listen) continue;
-    added.push_back(bind(lr));
+    added.push_back(bind(lr, released));
   }
   return added;
+}
+
+listener_set::unix_takeover::unix_takeover(unix_takeover&& o) noexcept
+    : bound_at(std::exchange(o.bound_at, {})), path(std::exchange(o.path, {})) {}
+
+listener_set::unix_takeover& listener_set::unix_takeover::operator=(unix_takeover&& o) noexcept {
+  std::swap(bound_at, o.bound_at);
+  std::swap(path, o.path);
+  return *this;
+}
+
+listener_set::unix_takeover::~unix_takeover() {
+  if (!bound_at.empty()) ::unlink(bound_at.c_str());  // the reload gave up: leave no trace
 }
 
 listener_set::changes listener_set::swap_in(std::vector<bound_listener> added,
@@ -85,14 +112,29 @@ proxy::stream_endpoint listener_set::resolve_listen(const config::address& a) {
 
 // Binds a listener's sockets on every worker without serving them yet, so that a reload can
 // bind everything it needs first and give up cleanly if any bind fails.
-listener_set::bound_listener listener_set::bind(const listener_ptr& lr) {
+listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
+                                                const std::set<std::string>& released) {
   bound_listener b;
   b.slot = std::make_shared<proxy::listener_slot>();
   b.slot->name = lr->cfg.name;
   b.slot->current.store(lr);
   try {
     auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
-    if (lr->cfg.listen.is_unix()) {
+    const bool takes_over = released.count(proxy::format_endpoint(ep)) != 0;
+    if (!takes_over && net::address_in_use(ep))
+      throw boost::system::system_error(
+          boost::system::error_code(EADDRINUSE, boost::system::system_category()));
+    if (lr->cfg.listen.is_unix() && takes_over) {
+      // A unix path cannot be bound twice, and the listener on it must keep it until the reload
+      // goes ahead: bind beside it, and rename over it in start_serving.
+      b.takeover.path = lr->cfg.listen.path;
+      b.takeover.bound_at = lr->cfg.listen.path + ".mtlsd-reload";
+      ::unlink(b.takeover.bound_at.c_str());
+      b.acceptors.push_back(proxy::open_acceptor(
+          workers_[0]->context(),
+          proxy::stream_endpoint(asio::local::stream_protocol::endpoint(b.takeover.bound_at)),
+          false));
+    } else if (lr->cfg.listen.is_unix()) {
       b.acceptors.push_back(proxy::open_acceptor(workers_[0]->context(), ep, false));
     } else {
       for (auto& w : workers_) {
@@ -105,11 +147,23 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr) {
     throw std::runtime_error("listener '" + lr->cfg.name + "': cannot listen on " +
                              lr->cfg.listen.str() + ": " + e.code().message());
   }
-  b.slot->bound = proxy::format_endpoint(b.acceptors.front().local_endpoint());
+  b.slot->bound = b.takeover.path.empty()
+                      ? proxy::format_endpoint(b.acceptors.front().local_endpoint())
+                      : "unix:" + b.takeover.path;
   return b;
 }
 
 void listener_set::start_serving(bound_listener& b) {
+  if (!b.takeover.bound_at.empty()) {
+    // rename(2) replaces the path at once: from now on clients reach the new socket, and the
+    // listener it replaces (closed by swap_in) keeps no path.
+    if (::rename(b.takeover.bound_at.c_str(), b.takeover.path.c_str()) != 0)
+      log::error(
+          "cannot move the new unix socket into place",
+          {{"listener", b.slot->name}, {"path", b.takeover.path}, {"error", std::strerror(errno)}});
+    else
+      b.takeover.bound_at.clear();
+  }
   for (std::size_t i = 0; i < b.acceptors.size(); ++i)
     workers_[i]->serve(b.slot, std::move(b.acceptors[i]));
   const auto lr = b.slot->current.load();

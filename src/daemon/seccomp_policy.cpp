@@ -165,12 +165,16 @@ int install_seccomp(const seccomp_options& opts) {
     n += allow(ctx.get(), name);
 
   n += allow_opens(ctx.get(), opts.write_files);
-  // A unix listener re-bound on reload removes its stale socket file (proxy/listener.cpp); with
-  // no unix listener at start-up a reload cannot add one without a restart (check_reload), so
-  // nothing removes files.
+  // A unix listener bound on reload removes its stale socket file (net/socket.cpp), or binds
+  // beside a path a running listener serves and is renamed over it (daemon/listener_set.cpp);
+  // with no unix listener at start-up a reload cannot add one without a restart (check_reload),
+  // so nothing removes or renames files.
   if (opts.remove_files) {
     n += allow(ctx.get(), "unlink");
     n += allow(ctx.get(), "unlinkat");
+    n += allow(ctx.get(), "rename");
+    n += allow(ctx.get(), "renameat");
+    n += allow(ctx.get(), "renameat2");
   }
 
   // socket(): the families mtlsd uses: TCP over IPv4/IPv6, unix (upstreams, sd_notify), and

@@ -18,12 +18,25 @@
 namespace mtlsd::net {
 namespace {
 
+// Whether a unix socket at `ep` is listening: something connects. Only ECONNREFUSED (and no
+// file) says nobody does; any other failure is taken as in use.
+bool unix_socket_live(const stream_endpoint& ep) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;
+  const int rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
+  const int err = errno;
+  ::close(fd);
+  return rc == 0 || (err != ECONNREFUSED && err != ENOENT);
+}
+
 void remove_stale_unix_socket(const stream_endpoint& ep) {
   if (ep.data()->sa_family != AF_UNIX) return;
   std::string path = format_endpoint(ep).substr(5);
   struct stat st {};
-  // Only a socket left behind by an earlier run; never delete a regular file someone put there.
-  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+  // Only a socket left behind by an earlier run (nothing listens on it); never a live one, nor
+  // a regular file someone put there.
+  if (!path.empty() && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+      !unix_socket_live(ep))
     ::unlink(path.c_str());
 }
 
@@ -76,6 +89,20 @@ std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::add
   auto ip = asio::ip::make_address(a.host, ec);
   if (ec) return std::monostate{};
   return stream_endpoint(asio::ip::tcp::endpoint(ip, a.port));
+}
+
+bool address_in_use(const stream_endpoint& ep) {
+  if (ep.data()->sa_family == AF_UNIX) return unix_socket_live(ep);
+  // A bind without SO_REUSEPORT fails while any socket listens there, ours (REUSEPORT) or
+  // another process's; SO_REUSEADDR lets connections in TIME_WAIT on the port not count.
+  const int fd = ::socket(ep.data()->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;  // the real bind will say why
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  const int rc = ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size()));
+  const int err = errno;
+  ::close(fd);
+  return rc != 0 && err == EADDRINUSE;
 }
 
 stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {

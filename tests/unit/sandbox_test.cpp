@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
@@ -174,16 +176,25 @@ TEST(SandboxSeccomp, WithoutAnAccessLogFileOpeningForWritingFailsWithEacces) {
   EXPECT_EQ(under_seccomp(o, [&] { return create_file(target); }), 0);
 }
 
-TEST(SandboxSeccomp, UnlinkOnlyWithUnixListeners) {
+TEST(SandboxSeccomp, UnlinkAndRenameOnlyWithUnixListeners) {
   test::pki_dir d;
   d.write("a", "x");
+  d.write("b", "y");
   const auto a = (d.path() / "a").string();
+  const auto b = (d.path() / "b").string();
+  const auto c = (d.path() / "c").string();
+  auto rename_b = [&] { return std::rename(b.c_str(), c.c_str()) == 0 ? 0 : errno; };
   seccomp_options o;
   EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 1000 + SIGSYS);
+  EXPECT_EQ(under_seccomp(o, rename_b), 1000 + SIGSYS);
   EXPECT_TRUE(fs::exists(a));
+  EXPECT_TRUE(fs::exists(b));
   o.remove_files = true;
   EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 0);
   EXPECT_FALSE(fs::exists(a));
+  // A unix listener's socket bound beside its path on reload is renamed over it.
+  EXPECT_EQ(under_seccomp(o, rename_b), 0);
+  EXPECT_TRUE(fs::exists(c));
 }
 
 TEST(SandboxSeccomp, NetlinkOnlyForRouting) {

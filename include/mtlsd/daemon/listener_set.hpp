@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,14 +29,26 @@ class listener_set {
   // listener and the address when one cannot be bound.
   void open_all(const runtime::runtime& rt);
 
+  // A unix socket bound beside the path a running listener serves, to be renamed over it once
+  // the reload goes ahead (bind_changed): until then that listener keeps its path. Unlinked
+  // again when the reload gives up.
+  struct unix_takeover {
+    std::string bound_at, path;
+    unix_takeover() = default;
+    unix_takeover(unix_takeover&& o) noexcept;
+    unix_takeover& operator=(unix_takeover&& o) noexcept;
+    ~unix_takeover();
+  };
   // A listener bound on every worker but not served yet (see bind_changed).
   struct bound_listener {
     std::shared_ptr<proxy::listener_slot> slot;
     std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
+    unix_takeover takeover;
   };
   // Reload, first step: binds the listeners of `next` that are new or listen elsewhere than in
   // `current`. Throws (and the bound sockets close again, nothing else changed) when one
-  // cannot be bound.
+  // cannot be bound, or when its address is in use other than by a listener this reload stops
+  // or moves (another listener's, another process's).
   std::vector<bound_listener> bind_changed(const runtime::runtime& next,
                                            const runtime::runtime& current);
 
@@ -53,7 +66,9 @@ class listener_set {
   bool is_bound(const std::string& name) const { return slots_.count(name) != 0; }
 
  private:
-  bound_listener bind(const listener_ptr& lr);
+  // `released`: the addresses (format_endpoint) of running listeners the reload stops or moves,
+  // which a new listener may take over.
+  bound_listener bind(const listener_ptr& lr, const std::set<std::string>& released = {});
   void start_serving(bound_listener& b);
   proxy::stream_endpoint resolve_listen(const config::address& a);
 

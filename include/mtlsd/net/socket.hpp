@@ -36,8 +36,15 @@ bool nothing_to_read(stream_socket& s);
 // and return nullopt-like monostate.
 std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::address& a);
 
+// Whether something already listens at `ep`: a TCP address some socket (ours too) is bound
+// to, port 0 never; a unix socket that accepts a connection. Listeners bind with SO_REUSEPORT
+// (one socket per worker, and a reload's new socket beside the old), so binding alone would
+// not tell: another listener or another process on the same port would share its connections.
+bool address_in_use(const stream_endpoint& ep);
+
 // A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
-// address. Removes a stale unix socket file first. Throws boost::system::system_error.
+// address. Removes a stale unix socket file first (one nothing listens on). Throws
+// boost::system::system_error.
 stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
 
 }  // namespace mtlsd::net
