@@ -138,6 +138,29 @@ def test_failed_reload_keeps_unix_listener_serving(start_mtlsd, make_upstream, p
             f"{sock_path} was unlinked and replaced by the failed reload"
 
 
+def test_a_reload_that_renames_a_unix_listener_moves_its_path_to_the_new_one(
+        start_mtlsd, make_upstream, pki, short_tmp):
+    """The other side of the bug above: the same rename, in a reload that goes ahead. The new
+    listener is bound beside the path and renamed over it, so clients reach it at the same path
+    from then on, and no temporary socket is left behind."""
+    up = make_upstream()
+    sock_path = short_tmp / "u.sock"
+    listen = f"unix:{sock_path}"
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, name="u", listen=listen)],
+                                       reload={"watch": False}))
+    assert unix_roundtrip(sock_path, pki) == b"ping\n"
+    mark = daemon.log_mark()
+    write_config(daemon.config_path, daemon_config(
+        [server_listener(pki, up.address, name="u2", listen=listen)], reload={"watch": False}))
+    daemon.send_signal(signal.SIGHUP)
+    line = wait_reload_outcome(daemon, mark)
+    assert line["msg"] != FAILED, line
+    assert unix_roundtrip(sock_path, pki) == b"ping\n"
+    assert daemon.wait_for_access(listener="u2")["result"] == "accepted"
+    assert sorted(p.name for p in short_tmp.iterdir() if p.name.startswith("u.sock")) == \
+        ["u.sock"]
+
+
 # --- bug 2: colliding listen addresses -------------------------------------------------------
 
 def test_same_tcp_port_spelled_two_ways_is_refused(start_mtlsd, pki):
