@@ -7,7 +7,9 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 #include <utility>
 #include <variant>
@@ -19,12 +21,54 @@ namespace mtlsd::daemon {
 
 namespace asio = boost::asio;
 
+namespace {
+
+// Where a listener listens, from listener_slot::bound ("IP:PORT", "[IPV6]:PORT", "unix:PATH").
+struct listen_spot {
+  bool unix_socket = false;
+  std::string path;  // unix: absolute, normalised
+  asio::ip::address ip;
+  unsigned long port = 0;
+};
+
+listen_spot spot_of(const std::string& bound) {
+  listen_spot s;
+  if (bound.rfind("unix:", 0) == 0) {
+    s.unix_socket = true;
+    s.path = std::filesystem::absolute(bound.substr(5)).lexically_normal().string();
+    return s;
+  }
+  const auto colon = bound.rfind(':');
+  if (colon == std::string::npos) return s;
+  std::string host = bound.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  s.ip = asio::ip::make_address(host, ec);
+  s.port = std::strtoul(bound.c_str() + colon + 1, nullptr, 10);
+  return s;
+}
+
+// Whether sockets at `a` and `b` would take the same connections: the same unix path (however
+// spelt), or the same port with the same address or a wildcard covering the other ([::] covers
+// IPv4 too: IPV6_V6ONLY is off). Port 0 picks a free port: it overlaps nothing.
+bool overlaps(const listen_spot& a, const listen_spot& b) {
+  if (a.unix_socket || b.unix_socket) return a.unix_socket && b.unix_socket && a.path == b.path;
+  if (a.port == 0 || a.port != b.port) return false;
+  const auto covers = [](const asio::ip::address& wide, const asio::ip::address& other) {
+    return wide.is_unspecified() && (wide.is_v6() || other.is_v4());
+  };
+  return a.ip == b.ip || covers(a.ip, b.ip) || covers(b.ip, a.ip);
+}
+
+}  // namespace
+
 listener_set::listener_set(asio::io_context& control, std::vector<std::unique_ptr<worker>>& workers)
     : control_(control), workers_(workers) {}
 
 void listener_set::open_all(const runtime::runtime& rt) {
   for (const auto& lr : rt.listeners) {
-    auto b = bind(lr);
+    std::vector<std::string> none;
+    auto b = bind(lr, none);
     start_serving(b);
     slots_[lr->cfg.name] = b.slot;
   }
@@ -32,11 +76,11 @@ void listener_set::open_all(const runtime::runtime& rt) {
 
 std::vector<listener_set::bound_listener> listener_set::bind_changed(
     const runtime::runtime& next, const runtime::runtime& current) {
-  std::set<std::string> released;
+  std::vector<std::string> released;  // the addresses of listeners this reload stops or moves
   for (const auto& [name, slot] : slots_) {
     const auto* now_cfg = next.cfg.find_listener(name);
     const auto* old = current.find(name).get();
-    if (!now_cfg || !old || !(old->cfg.listen == now_cfg->listen)) released.insert(slot->bound);
+    if (!now_cfg || !old || !(old->cfg.listen == now_cfg->listen)) released.push_back(slot->bound);
   }
   std::vector<bound_listener> added;
   for (const auto& lr : next.listeners) {
@@ -113,23 +157,40 @@ proxy::stream_endpoint listener_set::resolve_listen(const config::address& a) {
 // Binds a listener's sockets on every worker without serving them yet, so that a reload can
 // bind everything it needs first and give up cleanly if any bind fails.
 listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
-                                                const std::set<std::string>& released) {
+                                                std::vector<std::string>& released) {
   bound_listener b;
   b.slot = std::make_shared<proxy::listener_slot>();
   b.slot->name = lr->cfg.name;
   b.slot->current.store(lr);
   try {
     auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
-    const bool takes_over = released.count(proxy::format_endpoint(ep)) != 0;
-    if (!takes_over && net::address_in_use(ep))
-      throw boost::system::system_error(
-          boost::system::error_code(EADDRINUSE, boost::system::system_category()));
+    const listen_spot spot = spot_of(proxy::format_endpoint(ep));
+    // A listener this reload stops or moves gives its address to one new listener, no more.
+    const auto freed = std::find_if(released.begin(), released.end(), [&](const std::string& r) {
+      return overlaps(spot_of(r), spot);
+    });
+    const bool takes_over = freed != released.end();
+    if (takes_over) {
+      released.erase(freed);
+    } else {
+      // Ours first (no probe connection to our own socket), then anybody's.
+      const bool ours = std::any_of(slots_.begin(), slots_.end(), [&](const auto& kv) {
+        return overlaps(spot_of(kv.second->bound), spot);
+      });
+      if (ours || net::address_in_use(ep))
+        throw boost::system::system_error(
+            boost::system::error_code(EADDRINUSE, boost::system::system_category()));
+    }
     if (lr->cfg.listen.is_unix() && takes_over) {
       // A unix path cannot be bound twice, and the listener on it must keep it until the reload
-      // goes ahead: bind beside it, and rename over it in start_serving.
+      // goes ahead: bind beside it (a short name: the path may be near sun_path's 108 bytes),
+      // and rename over it in start_serving.
+      static unsigned takeovers = 0;
       b.takeover.path = lr->cfg.listen.path;
-      b.takeover.bound_at = lr->cfg.listen.path + ".mtlsd-reload";
-      ::unlink(b.takeover.bound_at.c_str());
+      b.takeover.bound_at =
+          (std::filesystem::path(b.takeover.path).parent_path() /
+           (".mtlsd-" + std::to_string(::getpid()) + "-" + std::to_string(++takeovers)))
+              .string();
       b.acceptors.push_back(proxy::open_acceptor(
           workers_[0]->context(),
           proxy::stream_endpoint(asio::local::stream_protocol::endpoint(b.takeover.bound_at)),

@@ -81,7 +81,8 @@ void warn_insecure(const runtime::runtime& rt) {
 
 int daemon::run() {
   // Until signals_ handles them (below), a reload or logrotate signal would end the process
-  // (their default action): ignored meanwhile, as startup reads the files anyway.
+  // (their default action): ignored meanwhile. A configuration written during startup is not
+  // lost: the file watcher fingerprints it before it is read (load_first).
   std::signal(SIGHUP, SIG_IGN);
   std::signal(SIGUSR1, SIG_IGN);
   auto rt = load_first();
@@ -119,11 +120,12 @@ int daemon::run() {
   for (auto& w : workers_)
     w->stop();
   revocation_.reset();
-  // signals_ gives the default actions back as it goes: a late signal must not turn a clean
-  // exit into a death by signal.
+  // signals_ gives the default actions back as it goes: a late reload or logrotate signal must
+  // not turn a clean exit into a death by signal (a few microseconds between the two remain).
+  // SIGTERM and SIGINT keep theirs: an exit that hangs can still be ended.
   boost::system::error_code ignored;
   signals_.clear(ignored);
-  for (const int sig : {SIGHUP, SIGUSR1, SIGTERM, SIGINT})
+  for (const int sig : {SIGHUP, SIGUSR1})
     std::signal(sig, SIG_IGN);
   log::info("stopped");
   return 0;

@@ -161,6 +161,69 @@ def test_a_reload_that_renames_a_unix_listener_moves_its_path_to_the_new_one(
         ["u.sock"]
 
 
+def reload_to(daemon: Mtlsd, listeners: list[dict]) -> dict:
+    mark = daemon.log_mark()
+    write_config(daemon.config_path, daemon_config(listeners, reload={"watch": False}))
+    daemon.send_signal(signal.SIGHUP)
+    return wait_reload_outcome(daemon, mark)
+
+
+def test_a_reload_may_move_a_listener_to_an_overlapping_address(start_mtlsd, make_upstream, pki):
+    """Second read of ad2f8d7: the address a listener gives up counts as free for the listener
+    that moves, also when the new address overlaps it without being spelt the same (a wildcard
+    to one address on the same port); the old cut's probe collided with the old socket."""
+    up = make_upstream()
+    port = free_port()
+    daemon = start_mtlsd(daemon_config(
+        [server_listener(pki, up.address, name="in", listen=f"0.0.0.0:{port}")],
+        reload={"watch": False}))
+    line = reload_to(daemon, [server_listener(pki, up.address, name="in",
+                                              listen=f"127.0.0.1:{port}")])
+    assert line["msg"] == RELOADED, line
+    assert echo_roundtrip(("127.0.0.1", port), client_context(pki, "client")).error is None
+
+
+def test_a_freed_address_goes_to_one_new_listener_only(start_mtlsd, make_upstream, pki):
+    """Second read of ad2f8d7: two new listeners could both take over the address one stopped
+    listener gave up, and split its connections between two policies."""
+    up = make_upstream()
+    port = free_port()
+    daemon = start_mtlsd(daemon_config(
+        [server_listener(pki, up.address, name="a", listen=f"127.0.0.1:{port}")],
+        reload={"watch": False}))
+    line = reload_to(daemon, [
+        server_listener(pki, up.address, name="b", listen=f"127.0.0.1:{port}"),
+        server_listener(pki, up.address, name="c", listen=f"localhost:{port}")])
+    assert line["msg"] == FAILED and "in use" in line.get("error", str(line)), line
+    ex = echo_roundtrip(("127.0.0.1", port), client_context(pki, "client"))
+    assert ex.error is None
+    assert daemon.wait_for_access(client=ex.local)["listener"] == "a"
+
+
+def test_a_unix_path_spelt_anew_or_long_is_taken_over_on_reload(start_mtlsd, make_upstream, pki,
+                                                                 short_tmp):
+    """Second read of ad2f8d7: the same path spelt with './' was not recognised as the one the
+    listener gives up, and the temporary name (the path plus a suffix) could pass sun_path's
+    108 bytes: both reloads failed."""
+    up = make_upstream()
+    deep = short_tmp / ("d" * max(1, 95 - len(str(short_tmp)) - len("/x.sock") - 1))
+    deep.mkdir()
+    sock_path = deep / "x.sock"
+    assert len(str(sock_path)) >= 90, sock_path
+    daemon = start_mtlsd(daemon_config(
+        [server_listener(pki, up.address, name="u", listen=f"unix:{sock_path}")],
+        reload={"watch": False}))
+    line = reload_to(daemon, [server_listener(pki, up.address, name="u",
+                                              listen=f"unix:{deep}/./x.sock")])
+    assert line["msg"] == RELOADED, line
+    line = reload_to(daemon, [server_listener(pki, up.address, name="u2",
+                                              listen=f"unix:{sock_path}")])
+    assert line["msg"] == RELOADED, line
+    assert unix_roundtrip(sock_path, pki) == b"ping\n"
+    assert daemon.wait_for_access(listener="u2")["result"] == "accepted"
+    assert sorted(p.name for p in deep.iterdir()) == ["x.sock"]
+
+
 # --- bug 2: colliding listen addresses -------------------------------------------------------
 
 def test_same_tcp_port_spelled_two_ways_is_refused(start_mtlsd, pki):

@@ -7,7 +7,6 @@
 #include <boost/asio/io_context.hpp>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -66,9 +65,9 @@ class listener_set {
   bool is_bound(const std::string& name) const { return slots_.count(name) != 0; }
 
  private:
-  // `released`: the addresses (format_endpoint) of running listeners the reload stops or moves,
-  // which a new listener may take over.
-  bound_listener bind(const listener_ptr& lr, const std::set<std::string>& released = {});
+  // `released`: the addresses (listener_slot::bound) of running listeners the reload stops or
+  // moves; a new listener overlapping one takes it over (and removes it from the list).
+  bound_listener bind(const listener_ptr& lr, std::vector<std::string>& released);
   void start_serving(bound_listener& b);
   proxy::stream_endpoint resolve_listen(const config::address& a);
 
