@@ -19,6 +19,9 @@
 namespace mtlsd::proxy {
 namespace {
 
+using detail::peer_end;
+using detail::peer_state;
+
 using asio::as_tuple;
 using asio::use_awaitable;
 
@@ -69,17 +72,6 @@ struct relay_state {
 bool stop_if_cancelled(relay_state& st, const asio::cancellation_state& cs) {
   if (cs.cancelled() != asio::cancellation_type::none) st.stop();
   return st.stopping;
-}
-
-enum class peer_end { none, reset, fin };
-
-// How the peer of `sock` stands, without reading: reset (or fully closed), FIN, or still there.
-peer_end peer_state(stream_socket& sock) {
-  pollfd p{sock.native_handle(), POLLRDHUP, 0};
-  if (::poll(&p, 1, 0) <= 0) return peer_end::none;
-  if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return peer_end::reset;
-  if (p.revents & POLLRDHUP) return peer_end::fin;
-  return peer_end::none;
 }
 
 // Watches `sock`, which nobody reads while a write to the other side waits, until its peer
@@ -378,5 +370,21 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   // the session cancels the relay (watchdog).
   co_await (tls_to_plain(st) && plain_to_tls(st));
 }
+
+namespace detail {
+
+// How the peer of `sock` stands, without reading: reset, FIN, or still there. A reset leaves a
+// socket error (POLLERR). POLLHUP alone is no reset: it also follows a clean FIN once this side
+// has shut down its own sending (it passed the other side's end on), and what the peer sent
+// before its FIN must still go on.
+peer_end peer_state(stream_socket& sock) {
+  pollfd p{sock.native_handle(), POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return peer_end::none;
+  if (p.revents & (POLLERR | POLLNVAL)) return peer_end::reset;
+  if (p.revents & (POLLRDHUP | POLLHUP)) return peer_end::fin;
+  return peer_end::none;
+}
+
+}  // namespace detail
 
 }  // namespace mtlsd::proxy

@@ -101,4 +101,11 @@ struct relay_result {
 asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
                             idle_deadline& clock, relay_result& result);
 
+namespace detail {
+// How the peer of a socket nobody reads stands, without reading (the watch above): reset, FIN,
+// or still there.
+enum class peer_end { none, reset, fin };
+peer_end peer_state(stream_socket& sock);
+}  // namespace detail
+
 }  // namespace mtlsd::proxy
