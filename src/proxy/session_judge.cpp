@@ -225,7 +225,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
 // close; the upstream hears nothing.
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   if (!s.peer_identity) co_return true;
-  auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->display());
+  auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->limit_key());
   if (!no) co_return true;
   s.refuse(no->why, std::move(no->detail));
   s.enter(phase::closing, std::chrono::seconds(1));

@@ -182,3 +182,23 @@ TEST(Identity, NullCertificateGivesAnEmptyIdentity) {
 
 }  // namespace
 }  // namespace mtlsd::tls
+
+namespace mtlsd::tls {
+namespace {
+
+// Review: a certificate with an empty subject and no SPIFFE ID (the strict profile admits it
+// with a critical SAN) had "" for its identity, and max_connections_per_identity skipped it.
+TEST(Identity, APeerThatNamesNobodyIsCountedByItsFingerprint) {
+  const test::credential root = test::make_root_ca({.cn = "limit key root"});
+  const test::credential anonymous =
+      test::make_leaf(root, {.org = "", .dns_sans = {"anon.example.org"}});
+  const peer_identity id = extract_identity(anonymous.cert());
+  ASSERT_EQ(id.display(), "");
+  EXPECT_EQ(id.limit_key(), "sha256:" + id.sha256);
+  EXPECT_EQ(id.sha256.size(), 64u);
+  const test::credential named = test::make_leaf(root, {.cn = "named"});
+  EXPECT_EQ(extract_identity(named.cert()).limit_key(), extract_identity(named.cert()).display());
+}
+
+}  // namespace
+}  // namespace mtlsd::tls

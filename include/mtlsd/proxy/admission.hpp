@@ -79,7 +79,7 @@ class admission_ticket {
   std::optional<admission_refusal> admit_pending(const config::listener& cfg);
   // The handshake is over (either way): the pending place is free again.
   void end_handshake();
-  // max_connections_per_identity, after the handshake. `identity` as the access log prints it.
+  // max_connections_per_identity, after the handshake. `identity`: peer_identity::limit_key.
   std::optional<admission_refusal> admit_identity(const config::listener& cfg,
                                                   const std::string& identity);
 

@@ -28,6 +28,13 @@ struct peer_identity {
 
   // For logs: the SPIFFE ID when there is one (the stable workload name), else the subject.
   const std::string& display() const { return spiffe_id.empty() ? subject : spiffe_id; }
+  // What limits.max_connections_per_identity counts by: display(), or, for a certificate that
+  // names nobody (no SPIFFE ID and an empty subject, which a critical SAN allows), its
+  // fingerprint: such peers would otherwise not be counted at all.
+  std::string limit_key() const {
+    const std::string& shown = display();
+    return shown.empty() ? "sha256:" + sha256 : shown;
+  }
 };
 
 peer_identity extract_identity(X509* cert);
