@@ -126,6 +126,16 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   ocsp_answer a;
   a.this_update = asn1_time_to_unix(this_update);
   a.next_update = asn1_time_to_unix(next_update);
+  if (st == V_OCSP_CERTSTATUS_REVOKED) {
+    // Signed by the CA or its delegate and about this certificate: a revocation does not expire
+    // with the response that announced it, so its times are not judged (README: "A revocation
+    // always refuses ... or an OCSP answer that expired").
+    a.result = status::revoked;
+    a.revoked_at = asn1_time_to_unix(revoked);
+    if (reason >= 0) a.detail = OCSP_crl_reason_str(reason);
+    drain_errors();
+    return a;
+  }
   if (!this_update || a.this_update > now + ocsp_skew_seconds)
     return unusable("response is not yet valid (thisUpdate in the future)");
   if (a.next_update && a.next_update < now - ocsp_skew_seconds)
@@ -136,11 +146,6 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   switch (st) {
     case V_OCSP_CERTSTATUS_GOOD:
       a.result = status::good;
-      break;
-    case V_OCSP_CERTSTATUS_REVOKED:
-      a.result = status::revoked;
-      a.revoked_at = asn1_time_to_unix(revoked);
-      if (reason >= 0) a.detail = OCSP_crl_reason_str(reason);
       break;
     default:
       a.result = status::unknown;

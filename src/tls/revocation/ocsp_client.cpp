@@ -1,5 +1,7 @@
 #include "ocsp_client.hpp"
 
+#include <algorithm>
+
 #include "mtlsd/net/http_client.hpp"
 #include "mtlsd/net/proxy_env.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -36,7 +38,10 @@ asio::awaitable<ocsp_exchange> ask_responder(net::http_url url, ocsp_query query
 
 bool ocsp_client::cached::fresh(std::time_t now) const {
   if (answer.next_update) return now < answer.next_update;
-  return now < fetched + ocsp_default_lifetime;
+  // Without nextUpdate an answer is taken only while its thisUpdate is recent (ocsp.cpp), and
+  // kept no longer than that either, not ocsp_default_lifetime past the fetch.
+  return now < std::min<std::time_t>(fetched + ocsp_default_lifetime,
+                                     answer.this_update + ocsp_max_age_without_next_update);
 }
 
 ocsp_client::ocsp_client(std::shared_ptr<service_state> state)
@@ -84,6 +89,11 @@ asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
 void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* cert,
                        const std::string& url) {
   const cached* before = cache_.peek(cert_id);
+  // A revocation stands: a later "unknown" (or "good") does not replace it, unless it was a
+  // certificateHold, the one revocation a CA may take back.
+  if (before && before->answer.result == status::revoked && a.result != status::revoked &&
+      before->answer.detail != "certificateHold")
+    return;
   const bool newly_revoked =
       a.result == status::revoked && !(before && before->answer.result == status::revoked);
   cache_.put(cert_id, {a, url, std::time(nullptr)});
@@ -131,9 +141,12 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
     co_await f->wait();
     a = f->answer;
   }
-  if (a.result == status::unavailable) {
-    // A revocation does not expire with the response that announced it.
-    if (const cached* c = cache_.find(id); c && c->answer.result == status::revoked)
+  if (a.result != status::revoked) {
+    // A revocation does not expire with the response that announced it, nor give way to a later
+    // "unknown" (keep() does not store that over it); a certificateHold may be lifted.
+    if (const cached* c = cache_.find(id);
+        c && c->answer.result == status::revoked &&
+        (a.result == status::unavailable || c->answer.detail != "certificateHold"))
       co_return answer{status::revoked, "ocsp " + c->url, c->answer.detail};
   }
   out.result = a.result;
