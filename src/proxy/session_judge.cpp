@@ -215,8 +215,16 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   if (chain.empty()) co_return true;
   if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
     co_return false;
-  if (recheck)
-    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(chain));
+  if (recheck) {
+    // A resumed session has only its leaf here; its ticket carries the intermediates it was
+    // verified with, and a revocation of one of them must find this session too.
+    const tls::cert_chain from_ticket =
+        chain_verified ? tls::cert_chain{} : tls::ticket_intermediates(tls.native());
+    std::vector<X509*> watched = chain;
+    for (const auto& c : from_ticket)
+      watched.push_back(c.get());
+    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched));
+  }
   co_return true;
 }
 

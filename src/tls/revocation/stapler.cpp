@@ -43,7 +43,9 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   }
   auto r = std::make_shared<staple_slot::response>();
   r->der = std::move(x.response);
-  r->next_update = a.next_update;
+  // Without nextUpdate a response is good for ocsp_max_age_without_next_update after its
+  // thisUpdate, as mtlsd's own client judges it: served no longer, even if the responder is down.
+  r->next_update = a.next_update ? a.next_update : a.this_update + ocsp_max_age_without_next_update;
   slot.set(std::move(r));
   done.failures = 0;
   done.stapled_once = true;

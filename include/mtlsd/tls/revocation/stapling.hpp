@@ -19,7 +19,9 @@ class staple_slot {
  public:
   struct response {
     std::string der;
-    std::time_t next_update = 0;  // 0: none given
+    // Served until then: its nextUpdate, or without one thisUpdate +
+    // ocsp_max_age_without_next_update (stapler.cpp). 0: no limit (tests).
+    std::time_t next_update = 0;
   };
   std::shared_ptr<const response> get() const { return current_.load(); }
   void set(std::shared_ptr<const response> r) { current_.store(std::move(r)); }
