@@ -10,7 +10,6 @@ the process having reached main() (SIGPIPE ignored, in /proc/PID/status).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import line_of, located_lines, output
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, echo_roundtrip, free_port,
                            run_cli, server_listener, write_config)
 
@@ -84,32 +84,25 @@ def wait_reload_outcome(daemon: Mtlsd, since: int) -> dict:
                                timeout=RELOAD_TIMEOUT, since=since)
 
 
-def output(proc) -> str:
-    return proc.stdout + proc.stderr
-
-
-def located_lines(text: str, path: str) -> list[tuple[int, str]]:
-    """(line, message) for every `PATH:LINE:COL: message` in the output."""
-    pattern = re.compile(rf"^{re.escape(path)}:(\d+):(\d+): (.+)$", re.M)
-    return [(int(m.group(1)), m.group(3)) for m in pattern.finditer(text)]
-
-
-def line_of(text: str, marker: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if marker in line:
-            return number
-    raise ValueError(marker)
 
 
 # --- bug 1: a failed reload must not break a live unix listener ----------------------------
 
-def test_failed_reload_keeps_unix_listener_serving(start_mtlsd, make_upstream, pki, short_tmp):
+def unix_listener_serving(start_mtlsd, make_upstream, pki, short_tmp):
+    """A daemon with listener `u` on a unix socket, reloaded by SIGHUP only, answering:
+    (its upstream, the socket's path, its listen address, the daemon)."""
     up = make_upstream()
     sock_path = short_tmp / "u.sock"
     listen = f"unix:{sock_path}"
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, name="u", listen=listen)],
                                        reload={"watch": False}))
     assert unix_roundtrip(sock_path, pki) == b"ping\n"
+    return up, sock_path, listen, daemon
+
+
+def test_failed_reload_keeps_unix_listener_serving(start_mtlsd, make_upstream, pki, short_tmp):
+    up, sock_path, listen, daemon = unix_listener_serving(start_mtlsd, make_upstream, pki,
+                                                          short_tmp)
     inode_before = os.stat(sock_path).st_ino
 
     # A port another process holds (no SO_REUSEPORT): the added listener cannot bind, so the
@@ -143,12 +136,8 @@ def test_a_reload_that_renames_a_unix_listener_moves_its_path_to_the_new_one(
     """The other side of the bug above: the same rename, in a reload that goes ahead. The new
     listener is bound beside the path and renamed over it, so clients reach it at the same path
     from then on, and no temporary socket is left behind."""
-    up = make_upstream()
-    sock_path = short_tmp / "u.sock"
-    listen = f"unix:{sock_path}"
-    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, name="u", listen=listen)],
-                                       reload={"watch": False}))
-    assert unix_roundtrip(sock_path, pki) == b"ping\n"
+    up, sock_path, listen, daemon = unix_listener_serving(start_mtlsd, make_upstream, pki,
+                                                          short_tmp)
     mark = daemon.log_mark()
     write_config(daemon.config_path, daemon_config(
         [server_listener(pki, up.address, name="u2", listen=listen)], reload={"watch": False}))

@@ -5,7 +5,6 @@ and a remote whose verified chain is one certificate long is refused without a s
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from mtlsd_harness import daemon_config
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import metric
 from test_client_revocation import outbound, refused
-from tls_remote import Remote, plain_exchange
+from tls_remote import Remote, plain_exchange, s_server
 
 TIMEOUT = 10.0
 
@@ -36,24 +35,9 @@ def good_response(rpki, cert: str, out: Path) -> str:
 def stapling_s_server(rpki, tmp_path):
     """`openssl s_server -status_file good.der` for server-ocsp.crt; yields its address."""
     der = good_response(rpki, "server-ocsp.crt", tmp_path / "good.der")
-    proc = subprocess.Popen(["openssl", "s_server", "-cert", rpki.path("server-ocsp.crt"),
-                             "-key", rpki.path("server-ocsp.key"), "-accept", "127.0.0.1:0",
-                             "-status_file", der, "-rev"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        address = None
-        for line in proc.stdout:
-            if line.startswith("ACCEPT "):
-                address = line.split()[1].strip()
-                break
-        assert address, "s_server did not start"
-        # Keep draining what it prints, so that it never blocks on a full pipe.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+    with s_server(rpki.path("server-ocsp.crt"), rpki.path("server-ocsp.key"),
+                  "-status_file", der) as address:
         yield address
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_every_connection_carries_a_staple(start_mtlsd, rpki, stapling_s_server):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from mtlsd_harness import daemon_config
 from revocation_env import metric
-from test_trust_binding import local_admitted, local_refused, s_server
+from test_trust_binding import local_admitted, local_refused
+from tls_remote import s_server
 
 def ocsp_response(pki, tmp_path: Path, db: str, issuer: str, cert: str) -> str:
     """A fresh OCSP response for `cert`, signed by its issuing CA `issuer` from the `openssl ca`

@@ -14,10 +14,6 @@ Workload API (workload_api.py).
 from __future__ import annotations
 
 import ssl
-import subprocess
-import threading
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +21,7 @@ from clients import tls_exchange
 from mtlsd_harness import daemon_config, server_listener
 from refusal import assert_admitted, assert_refused
 from test_spiffe import wait_reloaded
-from tls_remote import plain_exchange
+from tls_remote import plain_exchange, s_server
 from workload_api import WorkloadApi, der_of, issue_svid
 
 OWN_TD = "example.org"
@@ -49,29 +45,6 @@ def federating_agent(pki, short_tmp, tmp_path):
     return api, svid
 
 
-def issue_leaf_without_uri(pki, workdir: Path, ca: str, dns: str) -> tuple[str, str]:
-    """A leaf shaped like an SVID (CA:FALSE, serverAuth+clientAuth, EC P-256) signed by the
-    PKI's `ca`, whose only SAN is a DNS name: no SPIFFE ID. Returns (cert, key) paths."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    base = workdir / f"nouri-{ca}"
-    ext = base.with_suffix(".ext")
-    ext.write_text("basicConstraints = critical, CA:FALSE\n"
-                   "keyUsage = critical, digitalSignature, keyAgreement\n"
-                   "extendedKeyUsage = serverAuth, clientAuth\n"
-                   "subjectKeyIdentifier = hash\n"
-                   "authorityKeyIdentifier = keyid\n"
-                   f"subjectAltName = DNS:{dns}\n")
-    key, csr, crt = (str(base) + s for s in (".key", ".csr", ".crt"))
-
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-    run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-    run("req", "-new", "-key", key, "-subj", f"/O=SPIFFE/CN={dns}", "-out", csr)
-    run("x509", "-req", "-in", csr, "-CA", pki.path(f"{ca}.crt"), "-CAkey", pki.path(f"{ca}.key"),
-        "-set_serial", str(0x7E57000 + len(ca)), "-days", "1", "-extfile", str(ext), "-out", crt)
-    return crt, key
-
-
 def svid_client_context(pki, certfile: str, keyfile: str) -> ssl.SSLContext:
     """Python ssl presenting `certfile`; verifies mtlsd's SVID against the example.org root
     (an SVID names no host: no host name check)."""
@@ -80,28 +53,6 @@ def svid_client_context(pki, certfile: str, keyfile: str) -> ssl.SSLContext:
     ctx.load_verify_locations(pki.path("ca.crt"))
     ctx.load_cert_chain(certfile, keyfile)
     return ctx
-
-
-@contextmanager
-def s_server(cert: str, key: str, *extra: str):
-    """`openssl s_server` on 127.0.0.1 presenting `cert` (echoing each line reversed: -rev);
-    yields its address. `extra`: more options, e.g. -status_file DER."""
-    proc = subprocess.Popen(["openssl", "s_server", "-cert", cert, "-key", key,
-                             "-accept", "127.0.0.1:0", "-rev", *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        address = None
-        for line in proc.stdout:
-            if line.startswith("ACCEPT "):
-                address = line.split()[1].strip()
-                break
-        assert address, "s_server did not start"
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never block on a pipe
-        yield address
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def local_refused(daemon, listener: str) -> dict:
@@ -213,8 +164,9 @@ def test_a_leaf_without_a_spiffe_id_is_not_admitted_by_the_bundles(start_mtlsd, 
                 "workload_api": f"unix:{api.socket_path}", "trust_domains": [PARTNER_TD]}})
         daemon = start_mtlsd(daemon_config([listener]))
         wait_reloaded(daemon, svid.serial)
-        cert, key = issue_leaf_without_uri(pki, tmp_path / "leaves", ca, NO_URI_DNS)
-        ex = tls_exchange(daemon.addr(), svid_client_context(pki, cert, key), expect=5)
+        leaf = issue_svid(pki, tmp_path / "leaves", None, ca=ca, dns=NO_URI_DNS)
+        ex = tls_exchange(daemon.addr(), svid_client_context(pki, leaf.cert_pem, leaf.key_pem),
+                          expect=5)
         assert ex.local, f"client never connected: {ex.error!r}"
         line = daemon.wait_for_access(client=ex.local)
         assert line["result"] == "rejected", f"a leaf without a SPIFFE ID was admitted: {line}"

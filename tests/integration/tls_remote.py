@@ -1,11 +1,13 @@
 """A TLS server for client-mode tests (Python ssl, any certificate and key, even weak or
-mismatched ones), and the local app's side of a client-mode listener."""
+mismatched ones; or `openssl s_server`), and the local app's side of a client-mode listener."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 import threading
+from contextlib import contextmanager
 
 from clients import fmt_addr
 
@@ -63,3 +65,25 @@ def plain_exchange(addr, payload: bytes = b"ping\n"):
         except OSError:
             pass
     return data, local
+
+
+@contextmanager
+def s_server(cert: str, key: str, *extra: str):
+    """`openssl s_server` on 127.0.0.1 presenting `cert` (echoing each line reversed: -rev);
+    yields its address. `extra`: more options, e.g. -status_file DER."""
+    proc = subprocess.Popen(["openssl", "s_server", "-cert", cert, "-key", key,
+                             "-accept", "127.0.0.1:0", "-rev", *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        address = None
+        for line in proc.stdout:
+            if line.startswith("ACCEPT "):
+                address = line.split()[1].strip()
+                break
+        assert address, "s_server did not start"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never block on a pipe
+        yield address
+    finally:
+        proc.kill()
+        proc.wait()

@@ -62,11 +62,12 @@ class Svid:
 _serial = [0x5F1D0000]
 
 
-def issue_svid(pki: Pki, workdir: Path, spiffe_id: str, *, ca: str = "ca", days: int = 1,
+def issue_svid(pki: Pki, workdir: Path, spiffe_id: str | None, *, ca: str = "ca", days: int = 1,
                dns: str | None = None) -> Svid:
     """A leaf X.509-SVID signed by the PKI's `ca` (ca.crt/ca.key, or other-ca): exactly one URI
     SAN (the SPIFFE ID), CA:FALSE, serverAuth+clientAuth, an EC P-256 key. `dns` adds a DNS SAN
-    (SPIRE can put DNS names in an SVID too), so that curl can check the host name."""
+    (SPIRE can put DNS names in an SVID too), so that curl can check the host name. With no
+    `spiffe_id`, the DNS SAN alone: a leaf shaped like an SVID that names no SPIFFE ID."""
     _serial[0] += 1
     serial = _serial[0]
     workdir = Path(workdir)
@@ -78,8 +79,9 @@ def issue_svid(pki: Pki, workdir: Path, spiffe_id: str, *, ca: str = "ca", days:
                    "extendedKeyUsage = serverAuth, clientAuth\n"
                    "subjectKeyIdentifier = hash\n"
                    "authorityKeyIdentifier = keyid\n"
-                   f"subjectAltName = critical, URI:{spiffe_id}"
-                   + (f", DNS:{dns}" if dns else "") + "\n")
+                   "subjectAltName = critical, "
+                   + ", ".join(([f"URI:{spiffe_id}"] if spiffe_id else [])
+                               + ([f"DNS:{dns}"] if dns else [])) + "\n")
     key, csr, crt = (str(base) + s for s in (".key", ".csr", ".crt"))
 
     def run(*args):
