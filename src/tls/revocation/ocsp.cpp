@@ -127,14 +127,18 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   a.this_update = asn1_time_to_unix(this_update);
   a.next_update = asn1_time_to_unix(next_update);
   if (st == V_OCSP_CERTSTATUS_REVOKED) {
-    // Signed by the CA or its delegate and about this certificate: a revocation does not expire
-    // with the response that announced it, so its times are not judged (README: "A revocation
-    // always refuses ... or an OCSP answer that expired").
     a.result = status::revoked;
     a.revoked_at = asn1_time_to_unix(revoked);
     if (reason >= 0) a.detail = OCSP_crl_reason_str(reason);
-    drain_errors();
-    return a;
+    // Signed by the CA or its delegate and about this certificate: a revocation does not expire
+    // with the response that announced it, so its times are not judged (README: "A revocation
+    // always refuses ... or an OCSP answer that expired"). Except a certificateHold, which the
+    // CA may lift: an old one, replayed over plain HTTP, must not refuse the certificate for
+    // ever.
+    if (reason != OCSP_REVOKED_STATUS_CERTIFICATEHOLD) {
+      drain_errors();
+      return a;
+    }
   }
   if (!this_update || a.this_update > now + ocsp_skew_seconds)
     return unusable("response is not yet valid (thisUpdate in the future)");
@@ -146,6 +150,8 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   switch (st) {
     case V_OCSP_CERTSTATUS_GOOD:
       a.result = status::good;
+      break;
+    case V_OCSP_CERTSTATUS_REVOKED:  // a certificateHold within its times: set above
       break;
     default:
       a.result = status::unknown;

@@ -37,6 +37,9 @@ asio::awaitable<ocsp_exchange> ask_responder(net::http_url url, ocsp_query query
 }
 
 bool ocsp_client::cached::fresh(std::time_t now) const {
+  // A revocation does not expire (ocsp.cpp), but for a certificateHold: asked again, the
+  // responder would only say it again, one request per handshake of the revoked peer.
+  if (answer.result == status::revoked && answer.detail != "certificateHold") return true;
   if (answer.next_update) return now < answer.next_update;
   // Without nextUpdate an answer is taken only while its thisUpdate is recent (ocsp.cpp), and
   // kept no longer than that either, not ocsp_default_lifetime past the fetch.

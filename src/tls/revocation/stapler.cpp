@@ -49,10 +49,15 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   slot.set(std::move(r));
   done.failures = 0;
   done.stapled_once = true;
-  // Refresh halfway to nextUpdate: a responder outage shorter than half the validity never
-  // leaves clients without a staple.
-  const std::time_t next = a.next_update ? a.this_update + (a.next_update - a.this_update) / 2
-                                         : now + ocsp_default_lifetime;
+  // Refresh halfway through the time the response may be served: a responder outage shorter
+  // than half of it never leaves clients without a staple. One already past that (a revocation
+  // taken whatever its times, a response with little left) is asked for again after
+  // ocsp_default_lifetime, not every second.
+  const std::time_t expiry = slot.get()->next_update;
+  std::time_t next = a.this_update + (expiry - a.this_update) / 2;
+  if (next <= now)
+    next = expiry > now + 1 ? std::min<std::time_t>(now + ocsp_default_lifetime, expiry - 1)
+                            : now + ocsp_default_lifetime;
   co_return std::clamp<std::time_t>(next, now + 1, now + crl_idle_lifetime);
 }
 

@@ -1,0 +1,72 @@
+"""An OCSP revocation stands, whatever its times (review of the revocation service).
+
+A correctly signed "revoked" whose nextUpdate had passed was judged stale before its status was
+read: "unavailable", so under on_unavailable: allow a known-revoked certificate was admitted.
+The second read of that fix found it then fetched such an answer again on every handshake of the
+revoked peer, and the stapler asked its responder once a second for its own. The responder here
+serves one fixed response (python3-cryptography, signed by the delegated OCSP signer), like a
+responder that pre-generates its answers.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
+from refusal import assert_refused
+from revocation_env import *  # noqa: F401,F403  (fixtures)
+from revocation_servers import wait_until
+from test_revocation_ocsp import ocsp as ocsp_options
+
+
+def stale_revocation(rpki, cert_name: str) -> bytes:
+    """A signed 'revoked' (keyCompromise) for `cert_name`, thisUpdate 2 h ago, nextUpdate 1 h
+    ago: a revocation the responder announced, in a response that has expired."""
+    def load(name):
+        with open(rpki.path(name), "rb") as f:
+            return x509.load_pem_x509_certificate(f.read())
+    with open(rpki.path("ocsp-signer.key"), "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    signer = load("ocsp-signer.crt")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = ocsp.OCSPResponseBuilder().add_response(
+        cert=load(cert_name), issuer=load("ca.crt"), algorithm=hashes.SHA1(),
+        cert_status=ocsp.OCSPCertStatus.REVOKED,
+        this_update=now - datetime.timedelta(hours=2),
+        next_update=now - datetime.timedelta(hours=1),
+        revocation_time=now - datetime.timedelta(hours=3),
+        revocation_reason=x509.ReasonFlags.key_compromise,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer).certificates([signer])
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_an_expired_revocation_refuses_under_soft_fail_and_is_asked_for_once(serve_rv, rpki, rv):
+    rv.ocsp_body = stale_revocation(rpki, "client-ocsp-revoked.crt")
+    daemon, up = serve_rv(ocsp_options(on_unavailable="allow"))
+    for _ in range(3):
+        ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp-revoked"))
+        line = assert_refused(daemon, up, ex, "revoked", alert=False)
+        assert "keyCompromise" in line["detail"], line
+    # A revocation does not expire: the cached answer serves the next handshakes.
+    assert rv.ocsp_requests() == 1
+
+
+def test_the_stapler_does_not_spin_on_a_revocation_of_its_own(start_mtlsd, make_upstream, rpki,
+                                                              rv):
+    rv.ocsp_body = stale_revocation(rpki, "server-ocsp.crt")
+    listener = server_listener(rpki, make_upstream().address,
+                               tls={"cert": rpki.path("server-ocsp.crt"),
+                                    "key": rpki.path("server-ocsp.key")},
+                               revocation={"stapling": True})
+    daemon = start_mtlsd(daemon_config([listener]))
+    wait_until(lambda: rv.ocsp_requests() >= 1, 10, what="the stapler's first request")
+    # Asked again once a second before (the refresh time came out in the past, clamped to 1 s):
+    # a third request within 3 s more. Now the next is ocsp_default_lifetime (5 minutes) away.
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_until(lambda: rv.ocsp_requests() >= 3, 3, what="a third request")
+    assert daemon.running()
