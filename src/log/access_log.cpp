@@ -1,13 +1,26 @@
 #include "mtlsd/log/access_log.hpp"
 
 #include <atomic>
+#include <string>
 
 #include "mtlsd/log/log.hpp"
 
 namespace mtlsd::log {
 namespace {
 std::atomic<bool> access_enabled{true};
+
+// `v`, or its first access_field_limit bytes (not splitting a UTF-8 sequence) and how much was
+// cut, kept in `storage`.
+std::string_view capped(std::string_view v, std::string& storage) {
+  if (v.size() <= access_field_limit) return v;
+  std::size_t keep = access_field_limit;
+  while (keep > 0 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
+    --keep;
+  storage.assign(v.substr(0, keep));
+  storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";
+  return storage;
 }
+}  // namespace
 
 void set_access_log_enabled(bool enabled) {
   access_enabled = enabled;
@@ -19,6 +32,14 @@ bool access_log_enabled() {
 
 void write_access(const access_record& r) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
+  // What a peer's certificate or request puts in the line, capped (access_field_limit).
+  std::string cut[6];
+  const std::string_view identity = capped(r.identity, cut[0]);
+  const std::string_view subject = capped(r.peer_subject, cut[1]);
+  const std::string_view issuer = capped(r.peer_issuer, cut[2]);
+  const std::string_view serial = capped(r.peer_serial, cut[3]);
+  const std::string_view detail = capped(r.detail, cut[4]);
+  const std::string_view client = capped(r.client, cut[5]);
   // Refusals are info too: they are the access log's reason to exist, and warn-level noise from
   // scanners would drown real warnings.
   const field connect_ms = r.upstream_connect_ms < 0
@@ -27,8 +48,8 @@ void write_access(const access_record& r) {
   write_access_line("access", {{"start", r.start},
                                {"conn_id", r.conn_id},
                                {"listener", r.listener},
-                               {"client", r.client},
-                               {"identity", r.identity},
+                               {"client", client},
+                               {"identity", identity},
                                {"tls_version", r.tls_version},
                                {"cipher", r.cipher},
                                {"resumed", r.resumed},
@@ -36,9 +57,9 @@ void write_access(const access_record& r) {
                                {"alpn", r.alpn},
                                {"upstream", r.upstream},
                                connect_ms,
-                               {"peer_subject", r.peer_subject},
-                               {"peer_serial", r.peer_serial},
-                               {"peer_issuer", r.peer_issuer},
+                               {"peer_subject", subject},
+                               {"peer_serial", serial},
+                               {"peer_issuer", issuer},
                                {"peer_sha256", r.peer_sha256},
                                {"peer_not_after", r.peer_not_after},
                                {"rx_bytes", r.rx_bytes},
@@ -47,27 +68,36 @@ void write_access(const access_record& r) {
                                {"result", r.result},
                                {"reason", r.reason},
                                {"termination", r.termination},
-                               {"detail", r.detail}});
+                               {"detail", detail}});
 }
 
 void write_request_access(const access_record& c, const http_request_record& q) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
+  std::string cut[8];
+  const std::string_view identity = capped(c.identity, cut[0]);
+  const std::string_view subject = capped(c.peer_subject, cut[1]);
+  const std::string_view serial = capped(c.peer_serial, cut[2]);
+  const std::string_view method = capped(q.method, cut[3]);
+  const std::string_view authority = capped(q.authority, cut[4]);
+  const std::string_view path = capped(q.path, cut[5]);
+  const std::string_view detail = capped(q.detail, cut[6]);
+  const std::string_view client = capped(c.client, cut[7]);
   write_access_line("request", {{"start", q.start},
                                 {"conn_id", c.conn_id},
                                 {"listener", c.listener},
-                                {"client", c.client},
-                                {"identity", c.identity},
+                                {"client", client},
+                                {"identity", identity},
                                 {"tls_version", c.tls_version},
                                 {"cipher", c.cipher},
                                 {"sni", c.sni},
                                 {"alpn", c.alpn},
                                 {"upstream", c.upstream},
-                                {"peer_subject", c.peer_subject},
-                                {"peer_serial", c.peer_serial},
+                                {"peer_subject", subject},
+                                {"peer_serial", serial},
                                 {"peer_sha256", c.peer_sha256},
-                                {"method", q.method},
-                                {"authority", q.authority},
-                                {"path", q.path},
+                                {"method", method},
+                                {"authority", authority},
+                                {"path", path},
                                 {"protocol", q.protocol},
                                 {"status", q.status},
                                 q.grpc_status < 0 ? field("grpc_status", null)
@@ -76,7 +106,7 @@ void write_request_access(const access_record& c, const http_request_record& q) 
                                 {"resp_bytes", q.resp_bytes},
                                 {"stream_id", q.stream_id},
                                 {"duration_ms", q.duration_ms},
-                                {"detail", q.detail}});
+                                {"detail", detail}});
 }
 
 }  // namespace mtlsd::log

@@ -78,6 +78,50 @@ def test_an_sni_that_is_not_utf8_leaves_the_access_line_valid(serve, pki):
     up.assert_untouched()
 
 
+def big_subject_certificate(tmp_path):
+    """A self-signed client certificate whose subject is 450 OUs of 60 commas (64 KB of DER;
+    each comma is 3 bytes once RFC 2253 and JSON have escaped it): (cert, key) paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "," * 60)] * 450)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(7)
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "big.crt", tmp_path / "big.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_a_huge_certificate_subject_cannot_keep_its_refusal_out_of_the_access_log(serve, pki,
+                                                                                 tmp_path):
+    """Review: the subject went into the line whole, three times (peer_subject, peer_issuer of a
+    self-signed certificate, the detail), about 4.5 times its DER once escaped: past the log's
+    128 KiB queue the line was dropped whole, so an unauthenticated client's refusal left no
+    line (only mtlsd_access_log_dropped_total moved). Peer-controlled fields are cut at 2 KiB."""
+    daemon, up = serve()
+    cert, key = big_subject_certificate(tmp_path)
+    ctx = client_context(pki, None)
+    ctx.load_cert_chain(cert, key)
+    ex = tls_exchange(daemon.addr(), ctx)
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["result"] == "rejected" and line["reason"] == "unknown_ca", line["reason"]
+    for key_name in ("peer_subject", "peer_issuer", "detail"):
+        assert len(line[key_name]) < 2200, (key_name, len(line[key_name]))
+    assert line["peer_subject"].endswith("more bytes)"), line["peer_subject"][-40:]
+    up.assert_untouched()
+
+
 def test_access_log_can_be_disabled(serve, pki):
     daemon, _ = serve(top={"log": {"access_log": False}})
     ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
