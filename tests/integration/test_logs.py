@@ -108,7 +108,7 @@ def test_a_huge_certificate_subject_cannot_keep_its_refusal_out_of_the_access_lo
     """Review: the subject went into the line whole, three times (peer_subject, peer_issuer of a
     self-signed certificate, the detail), about 4.5 times its DER once escaped: past the log's
     128 KiB queue the line was dropped whole, so an unauthenticated client's refusal left no
-    line (only mtlsd_access_log_dropped_total moved). Peer-controlled fields are cut at 2 KiB."""
+    line (only mtlsd_access_log_dropped_total moved). Peer-controlled fields are cut at 1 KiB."""
     daemon, up = serve()
     cert, key = big_subject_certificate(tmp_path)
     ctx = client_context(pki, None)

@@ -12,7 +12,7 @@ namespace mtlsd::log {
 // them, an HTTP request's method, authority and path) is cut at this many bytes, with how many
 // more there were: a line longer than the log's queue is dropped whole (log/sink.cpp), so one
 // large subject could otherwise keep its own refusal out of the log, and fill the disk fast.
-inline constexpr std::size_t access_field_limit = 2048;
+inline constexpr std::size_t access_field_limit = 1024;
 
 // Every field is written on every line (empty, or null in JSON for upstream_connect_ms, when
 // unknown), so that a line's shape never depends on how far the connection got. The views point
