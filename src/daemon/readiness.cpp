@@ -1,5 +1,7 @@
 // /readyz: whether this process should get traffic, and why not.
 #include <ctime>
+#include <string>
+#include <vector>
 
 #include "daemon_state.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -10,6 +12,7 @@ admin::readiness daemon::readiness() const {
   if (draining_) return {false, "draining", {}};
   if (!runtime_) return {false, "starting", {}};
   const std::time_t now = std::time(nullptr);
+  std::string invalid_details;  // certificates out of their validity on listeners still served
   for (const auto& l : runtime_->listeners) {
     if (!listeners_.is_bound(l->cfg.name))
       return {false, "listener " + l->cfg.name + " is not bound", {}};
@@ -22,13 +25,32 @@ admin::readiness daemon::readiness() const {
                   sp.socket_path + (why.empty() ? std::string() : " (" + why + ")"),
               {}};
     }
-    if (!l->tls.own_chain.empty() && tls::not_after_of(l->tls.own_chain.front().get()) < now)
-      return {false,
-              "listener " + l->cfg.name + ": certificate " +
-                  tls::subject_of(l->tls.own_chain.front().get()) + " has expired",
-              {}};
+    // Every certificate served (tls.certificates has one per entry, the first of them in
+    // own_chain too): not ready when none is within its validity; one that is not is named in
+    // the body while another still serves.
+    std::vector<const tls::cert_chain*> served;
+    for (const auto& c : l->tls.own_chains)
+      if (!c.empty()) served.push_back(&c);
+    if (served.empty() && !l->tls.own_chain.empty()) served.push_back(&l->tls.own_chain);
+    std::size_t invalid = 0;
+    std::string why;
+    for (const auto* c : served) {
+      X509* leaf = c->front().get();
+      const char* problem = tls::not_after_of(leaf) < now    ? "has expired"
+                            : tls::not_before_of(leaf) > now ? "is not valid yet"
+                                                             : nullptr;
+      if (!problem) continue;
+      ++invalid;
+      const std::string line =
+          "listener " + l->cfg.name + ": certificate " + tls::subject_of(leaf) + " " + problem;
+      if (why.empty()) why = line;
+      invalid_details += line + "\n";
+    }
+    if (!served.empty() && invalid == served.size()) return {false, why, {}};
   }
-  return upstream_readiness();
+  auto r = upstream_readiness();
+  r.details = invalid_details + r.details;
+  return r;
 }
 
 // listeners[].upstream_check: not ready only when EVERY check fails (one healthy upstream

@@ -143,6 +143,28 @@ def test_readyz_503_with_expired_serving_cert(start_mtlsd, make_upstream, pki, t
     assert daemon.admin_request("/healthz").status == 200, "liveness must not follow readiness"
 
 
+def test_readyz_names_an_expired_certificate_while_another_still_serves(start_mtlsd,
+                                                                         make_upstream, pki,
+                                                                         tmp_path):
+    """Review: /readyz looked only at the first tls.certificates entry: one expired behind it
+    left readiness silent while its clients got an expired certificate (and an expired first
+    entry made the listener not ready while the others served). Ready while any certificate
+    serves, the expired one named in the body; not ready once none does."""
+    mine, not_after = short_lived_server_cert(pki, tmp_path, seconds=5)
+    up = make_upstream()
+    certificates = [{"cert": mine.path("server.crt"), "key": mine.path("server.key")},
+                    {"cert": mine.path("server-short.crt"), "key": mine.path("server-short.key"),
+                     "server_names": ["short.example.org"]}]
+    daemon = start_mtlsd(daemon_config([server_listener(
+        mine, up.address, tls={"cert": None, "key": None, "certificates": certificates})]))
+    assert time.time() < not_after - 1, "the test machine is too slow for a 5 s certificate"
+    assert daemon.admin_request("/readyz").status == 200
+    time.sleep(max(0.0, not_after - time.time() + 1.05))  # the wall clock: no signal for it
+    res = daemon.admin_request("/readyz")
+    assert res.status == 200, res
+    assert "short-lived" in res.text and "expired" in res.text, res.text
+
+
 def test_warns_about_a_certificate_expiring_soon(start_mtlsd, make_upstream, pki, tmp_path):
     mine, _ = short_lived_server_cert(pki, tmp_path, seconds=3 * 86400)
     up = make_upstream()
