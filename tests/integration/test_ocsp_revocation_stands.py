@@ -11,6 +11,7 @@ responder that pre-generates its answers.
 from __future__ import annotations
 
 import datetime
+import threading
 
 import pytest
 from cryptography import x509
@@ -20,7 +21,7 @@ from cryptography.x509 import ocsp
 from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
 from refusal import assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
-from revocation_servers import wait_until
+from revocation_servers import RevocationServer, wait_until
 from test_revocation_ocsp import ocsp as ocsp_options
 
 
@@ -70,3 +71,33 @@ def test_the_stapler_does_not_spin_on_a_revocation_of_its_own(start_mtlsd, make_
     with pytest.raises(AssertionError, match="timed out"):
         wait_until(lambda: rv.ocsp_requests() >= 3, 3, what="a third request")
     assert daemon.running()
+
+
+def test_a_check_does_not_wait_on_another_listeners_request(start_mtlsd, make_upstream, rpki,
+                                                            rv):
+    """Review: requests in flight were shared by certificate alone, so a listener joined the
+    request another listener had made with its own responder and ocsp_timeout: a soft-fail
+    listener with a 1 s timeout and a working responder waited on the other's responder, which
+    never answered, and its client was refused (revocation_unavailable). A check now joins only
+    a request for the same certificate, responder and timeout."""
+    slow, fast = RevocationServer(), RevocationServer()
+    slow.ocsp = fast.ocsp = rv.ocsp
+    slow.delay = 30.0  # never answers in time
+    try:
+        up = make_upstream()
+        listeners = [
+            server_listener(rpki, up.address, name="slow", revocation=ocsp_options(
+                ocsp_responder=slow.ocsp_url, ocsp_timeout="20s")),
+            server_listener(rpki, up.address, name="fast", revocation=ocsp_options(
+                ocsp_responder=fast.ocsp_url, ocsp_timeout="1s", on_unavailable="allow"))]
+        daemon = start_mtlsd(daemon_config(listeners))
+        waiting = threading.Thread(target=echo_roundtrip, daemon=True, args=(
+            daemon.addr("slow"), client_context(rpki, "client-ocsp")))
+        waiting.start()
+        wait_until(lambda: slow.ocsp_requests() >= 1, 10, what="the slow listener's request")
+        ex = echo_roundtrip(daemon.addr("fast"), client_context(rpki, "client-ocsp"))
+        assert ex.data == b"ping\n", (ex.error, daemon.wait_for_access(client=ex.local))
+        assert fast.ocsp_requests() == 1
+    finally:
+        slow.stop()
+        fast.stop()

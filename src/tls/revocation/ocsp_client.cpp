@@ -55,22 +55,30 @@ std::shared_ptr<ocsp_client::request_flight> ocsp_client::start(ocsp_query query
                                                                 const x509_ptr& issuer,
                                                                 const net::http_url& url,
                                                                 std::chrono::milliseconds timeout) {
-  if (auto it = inflight_.find(query.cert_id); it != inflight_.end()) return it->second;
+  // Shared only by checks that would have asked the same: a listener with another responder
+  // or timeout must not wait on a request made for another listener's settings.
+  std::string key = flight_key(query.cert_id, url, timeout);
+  if (auto it = inflight_.find(key); it != inflight_.end()) return it->second;
   auto f = std::make_shared<request_flight>(state_->ex);
-  inflight_[query.cert_id] = f;
-  state_->spawn(fetch(shared_from_this(), f, std::move(query), up_ref(cert.get()),
+  inflight_[key] = f;
+  state_->spawn(fetch(shared_from_this(), f, std::move(key), std::move(query), up_ref(cert.get()),
                       up_ref(issuer.get()), url, timeout),
                 "ocsp request");
   return f;
 }
 
+std::string ocsp_client::flight_key(const std::string& cert_id, const net::http_url& url,
+                                    std::chrono::milliseconds timeout) {
+  return cert_id + '\n' + url.text + '\n' + std::to_string(timeout.count());
+}
+
 asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
-                                         std::shared_ptr<request_flight> f, ocsp_query query,
-                                         x509_ptr cert, x509_ptr issuer, net::http_url url,
-                                         std::chrono::milliseconds timeout) {
+                                         std::shared_ptr<request_flight> f, std::string key,
+                                         ocsp_query query, x509_ptr cert, x509_ptr issuer,
+                                         net::http_url url, std::chrono::milliseconds timeout) {
   const std::string cert_id = query.cert_id;
   // Template arguments spelled out: clang 14 (the fuzz build) has no CTAD for aggregates.
-  inflight_guard<decltype(self->inflight_), request_flight> guard{self->inflight_, *f, cert_id};
+  inflight_guard<decltype(self->inflight_), request_flight> guard{self->inflight_, *f, key};
   f->answer.result = status::unavailable;
   f->answer.detail = "internal error";
   ocsp_exchange x =
@@ -136,7 +144,7 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
   ocsp_answer a;
   const std::string* error = state_->recently_failed(url->text);
   if (!error) error = state_->recently_failed(id);
-  if (error && !inflight_.count(id)) {
+  if (error && !inflight_.count(flight_key(id, *url, pol.timeout))) {
     a.result = status::unavailable;
     a.detail = *error;
   } else {

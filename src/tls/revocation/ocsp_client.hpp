@@ -57,15 +57,18 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
                                         const x509_ptr& issuer, const net::http_url& url,
                                         std::chrono::milliseconds timeout);
   static boost::asio::awaitable<void> fetch(std::shared_ptr<ocsp_client> self,
-                                            std::shared_ptr<request_flight> f, ocsp_query query,
-                                            x509_ptr cert, x509_ptr issuer, net::http_url url,
-                                            std::chrono::milliseconds timeout);
+                                            std::shared_ptr<request_flight> f, std::string key,
+                                            ocsp_query query, x509_ptr cert, x509_ptr issuer,
+                                            net::http_url url, std::chrono::milliseconds timeout);
+  // The request in flight a check may join: same certificate, responder and timeout.
+  static std::string flight_key(const std::string& cert_id, const net::http_url& url,
+                                std::chrono::milliseconds timeout);
   // Caches a usable answer; a newly learnt revocation becomes an event (recheck_established).
   void keep(const std::string& cert_id, const ocsp_answer& a, X509* cert, const std::string& url);
 
   std::shared_ptr<service_state> state_;
-  lru_cache<std::string, cached> cache_;  // by CertID
-  std::unordered_map<std::string, std::shared_ptr<request_flight>> inflight_;
+  lru_cache<std::string, cached> cache_;                                       // by CertID
+  std::unordered_map<std::string, std::shared_ptr<request_flight>> inflight_;  // by flight_key
 };
 
 }  // namespace mtlsd::tls::revocation
