@@ -20,6 +20,20 @@ std::string_view capped(std::string_view v, std::string& storage) {
   storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";
   return storage;
 }
+
+// The connection's fields a peer controls (its certificate, the address a PROXY header names,
+// the detail that quotes them), as both kinds of line write them.
+struct peer_fields {
+  std::string cut[6];
+  std::string_view client, identity, subject, issuer, serial, detail;
+  peer_fields(const access_record& r, std::string_view raw_detail)
+      : client(capped(r.client, cut[0])),
+        identity(capped(r.identity, cut[1])),
+        subject(capped(r.peer_subject, cut[2])),
+        issuer(capped(r.peer_issuer, cut[3])),
+        serial(capped(r.peer_serial, cut[4])),
+        detail(capped(raw_detail, cut[5])) {}
+};
 }  // namespace
 
 void set_access_log_enabled(bool enabled) {
@@ -32,14 +46,7 @@ bool access_log_enabled() {
 
 void write_access(const access_record& r) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
-  // What a peer's certificate or request puts in the line, capped (access_field_limit).
-  std::string cut[6];
-  const std::string_view identity = capped(r.identity, cut[0]);
-  const std::string_view subject = capped(r.peer_subject, cut[1]);
-  const std::string_view issuer = capped(r.peer_issuer, cut[2]);
-  const std::string_view serial = capped(r.peer_serial, cut[3]);
-  const std::string_view detail = capped(r.detail, cut[4]);
-  const std::string_view client = capped(r.client, cut[5]);
+  const peer_fields p(r, r.detail);  // capped: access_field_limit
   // Refusals are info too: they are the access log's reason to exist, and warn-level noise from
   // scanners would drown real warnings.
   const field connect_ms = r.upstream_connect_ms < 0
@@ -48,8 +55,8 @@ void write_access(const access_record& r) {
   write_access_line("access", {{"start", r.start},
                                {"conn_id", r.conn_id},
                                {"listener", r.listener},
-                               {"client", client},
-                               {"identity", identity},
+                               {"client", p.client},
+                               {"identity", p.identity},
                                {"tls_version", r.tls_version},
                                {"cipher", r.cipher},
                                {"resumed", r.resumed},
@@ -57,9 +64,9 @@ void write_access(const access_record& r) {
                                {"alpn", r.alpn},
                                {"upstream", r.upstream},
                                connect_ms,
-                               {"peer_subject", subject},
-                               {"peer_serial", serial},
-                               {"peer_issuer", issuer},
+                               {"peer_subject", p.subject},
+                               {"peer_serial", p.serial},
+                               {"peer_issuer", p.issuer},
                                {"peer_sha256", r.peer_sha256},
                                {"peer_not_after", r.peer_not_after},
                                {"rx_bytes", r.rx_bytes},
@@ -68,32 +75,28 @@ void write_access(const access_record& r) {
                                {"result", r.result},
                                {"reason", r.reason},
                                {"termination", r.termination},
-                               {"detail", detail}});
+                               {"detail", p.detail}});
 }
 
 void write_request_access(const access_record& c, const http_request_record& q) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
-  std::string cut[8];
-  const std::string_view identity = capped(c.identity, cut[0]);
-  const std::string_view subject = capped(c.peer_subject, cut[1]);
-  const std::string_view serial = capped(c.peer_serial, cut[2]);
-  const std::string_view method = capped(q.method, cut[3]);
-  const std::string_view authority = capped(q.authority, cut[4]);
-  const std::string_view path = capped(q.path, cut[5]);
-  const std::string_view detail = capped(q.detail, cut[6]);
-  const std::string_view client = capped(c.client, cut[7]);
+  const peer_fields p(c, q.detail);  // capped: access_field_limit, and the request's own too
+  std::string cut[3];
+  const std::string_view method = capped(q.method, cut[0]);
+  const std::string_view authority = capped(q.authority, cut[1]);
+  const std::string_view path = capped(q.path, cut[2]);
   write_access_line("request", {{"start", q.start},
                                 {"conn_id", c.conn_id},
                                 {"listener", c.listener},
-                                {"client", client},
-                                {"identity", identity},
+                                {"client", p.client},
+                                {"identity", p.identity},
                                 {"tls_version", c.tls_version},
                                 {"cipher", c.cipher},
                                 {"sni", c.sni},
                                 {"alpn", c.alpn},
                                 {"upstream", c.upstream},
-                                {"peer_subject", subject},
-                                {"peer_serial", serial},
+                                {"peer_subject", p.subject},
+                                {"peer_serial", p.serial},
                                 {"peer_sha256", c.peer_sha256},
                                 {"method", method},
                                 {"authority", authority},
@@ -106,7 +109,7 @@ void write_request_access(const access_record& c, const http_request_record& q) 
                                 {"resp_bytes", q.resp_bytes},
                                 {"stream_id", q.stream_id},
                                 {"duration_ms", q.duration_ms},
-                                {"detail", detail}});
+                                {"detail", p.detail}});
 }
 
 }  // namespace mtlsd::log

@@ -12,6 +12,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <utility>
 
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
@@ -86,7 +87,9 @@ asio::awaitable<void> serve_server_mode(session& s) {
   const bool network_revocation = lr.revocation_service && lr.revocation.network();
 
   auto handshake_error = co_await tls.handshake();
-  s.sni = vo.sni;  // as the ClientHello callback read it (tls::record_client_sni)
+  // As the ClientHello callback read it (tls::record_client_sni); nothing reads vo.sni after
+  // the handshake (no renegotiation, no post-handshake authentication).
+  s.sni = std::move(vo.sni);
   s.ticket.end_handshake();
   s.control.on_drain({});  // set in serve(): from here a drain waits as for any connection
   if (handshake_error || !network_revocation) count_revocation(s, vo);

@@ -232,7 +232,9 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
 // over, so no alert can say why: close_notify (after a GOAWAY for an HTTP/2 client), then
 // close; the upstream hears nothing.
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
-  if (!s.peer_identity) co_return true;
+  // Checked here first: limit_key() copies the name, which a connection need not pay for when
+  // nothing limits it.
+  if (!s.peer_identity || s.listener->cfg.limits.max_connections_per_identity <= 0) co_return true;
   auto no = s.ticket.admit_identity(s.listener->cfg, s.peer_identity->limit_key());
   if (!no) co_return true;
   s.refuse(no->why, std::move(no->detail));

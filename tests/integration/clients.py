@@ -86,6 +86,38 @@ def open_tls(addr: Addr, ctx: ssl.SSLContext, timeout: float = TIMEOUT) -> ssl.S
         raise
 
 
+def echo_once(addr: Addr, ctx: ssl.SSLContext, *, source: Optional[str] = None,
+              sni: Optional[str] = "localhost", session: Optional[ssl.SSLSession] = None,
+              payload: bytes = b"ping\n") -> tuple[Exchange, bool, Optional[ssl.SSLSession]]:
+    """One echo round trip asking for `sni`, from `source` (an address to bind) when given,
+    offering `session`; never raises for TLS failures. Returns the exchange, whether the session
+    was reused, and the session (None unless the echo completed)."""
+    ex = Exchange()
+    sock = None
+    reused, kept = False, None
+    try:
+        sock = socket.create_connection(addr, timeout=TIMEOUT,
+                                        source_address=(source, 0) if source else None)
+        ex.local = fmt_addr(sock.getsockname())
+        tls = sock = ctx.wrap_socket(sock, server_hostname=sni, session=session)
+        ex.handshake_ok = True
+        reused = tls.session_reused
+        ex.version = tls.version()
+        tls.sendall(payload)
+        while len(ex.data) < len(payload):
+            chunk = tls.recv(100)
+            if not chunk:
+                break
+            ex.data += chunk
+        kept = tls.session
+    except (OSError, ssl.SSLError) as exc:
+        ex.error = exc
+    finally:
+        if sock is not None:
+            sock.close()
+    return ex, reused, kept
+
+
 def tls_exchange(addr: Addr, ctx: ssl.SSLContext, payload: bytes = b"ping\n", *,
                  expect: Optional[int] = None, timeout: float = TIMEOUT) -> Exchange:
     """Connect, handshake, send `payload`, read `expect` bytes (default: until EOF).

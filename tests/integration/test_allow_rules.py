@@ -7,13 +7,13 @@ Linux) before connecting, so one host has two source addresses a rule can tell a
 
 from __future__ import annotations
 
-import signal
 import socket
 import ssl
 import subprocess
 from pathlib import Path
 from typing import Optional
 
+from clients import echo_once
 from mtlsd_harness import (Exchange, client_context, daemon_config, fmt_addr, run_cli,
                            server_listener, write_config)
 from refusal import assert_admitted, assert_refused
@@ -25,25 +25,7 @@ CLIENT2_ID = "spiffe://example.org/ns/other/sa/client2"
 def exchange(addr, ctx: ssl.SSLContext, *, source: str = "127.0.0.1",
              sni: Optional[str] = "localhost", payload: bytes = b"ping\n") -> Exchange:
     """One echo round trip from `source`, asking for `sni`; never raises for TLS failures."""
-    ex = Exchange()
-    sock = None
-    try:
-        sock = socket.create_connection(addr, timeout=10, source_address=(source, 0))
-        ex.local = fmt_addr(sock.getsockname())
-        sock = ctx.wrap_socket(sock, server_hostname=sni)
-        ex.handshake_ok = True
-        sock.sendall(payload)
-        while len(ex.data) < len(payload):
-            chunk = sock.recv(100)
-            if not chunk:
-                break
-            ex.data += chunk
-    except (OSError, ssl.SSLError) as exc:
-        ex.error = exc
-    finally:
-        if sock is not None:
-            sock.close()
-    return ex
+    return echo_once(addr, ctx, source=source, sni=sni, payload=payload)[0]
 
 
 def any_name(ctx: ssl.SSLContext) -> ssl.SSLContext:

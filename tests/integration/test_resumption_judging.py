@@ -30,6 +30,7 @@ from typing import Optional
 import pytest
 
 from http_upstream import Reader
+from clients import echo_once
 from mtlsd_harness import (Exchange, client_context, daemon_config, fmt_addr, server_listener,
                            write_config)
 from refusal import assert_admitted, assert_refused
@@ -56,29 +57,8 @@ def attempt(daemon, ctx: ssl.SSLContext, *, sni: Optional[str] = "localhost",
             session: Optional[ssl.SSLSession] = None, payload: bytes = b"ping\n") -> Attempt:
     """Connect (offering `session`), send `payload`, read its echo or EOF; never raises for TLS
     failures (they land in .ex.error)."""
-    out = Attempt()
-    ex = out.ex
-    sock = None
-    try:
-        sock = socket.create_connection(daemon.addr(), timeout=10)
-        ex.local = fmt_addr(sock.getsockname())
-        sock = ctx.wrap_socket(sock, server_hostname=sni, session=session)
-        ex.handshake_ok = True
-        out.reused = sock.session_reused
-        ex.version = sock.version()
-        sock.sendall(payload)
-        while len(ex.data) < len(payload):
-            chunk = sock.recv(100)
-            if not chunk:
-                break
-            ex.data += chunk
-        out.session = sock.session
-    except (OSError, ssl.SSLError) as exc:
-        ex.error = exc
-    finally:
-        if sock is not None:
-            sock.close()
-    return out
+    ex, reused, kept = echo_once(daemon.addr(), ctx, sni=sni, session=session, payload=payload)
+    return Attempt(ex=ex, reused=reused, session=kept)
 
 
 def context(pki, cert: str, version: str) -> ssl.SSLContext:
