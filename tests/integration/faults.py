@@ -474,10 +474,12 @@ def pushes_then(end: str, stalled: threading.Event, ended: threading.Event,
     - "reset": push until the proxy takes nothing for `quiet` seconds, then RST (the kernel
       sends it ahead of anything still queued);
     - "fin": push a chunk at a time, each only once the previous one reached the proxy, until
-      bytes sit unread in the proxy's receive queue for `quiet`/3 seconds (its write towards
+      bytes sit unread in the proxy's receive queue for `quiet` seconds (its write towards
       the client is stalled); then shutdown(SHUT_WR), so the FIN lands behind bytes the proxy
       has not read (a FIN queued behind our own unsent bytes would reach nobody), and stay
-      open, reading nothing, until `release`."""
+      open, reading nothing, until `release`.
+    Either way `conn.end_at` is the time.monotonic() taken just before the RST or FIN went out:
+    certainly before the proxy could learn of it, so a test can measure from there."""
     block = b"\xa5" * chunk
 
     def handler(conn) -> None:
@@ -489,6 +491,7 @@ def pushes_then(end: str, stalled: threading.Event, ended: threading.Event,
             except (socket.timeout, TimeoutError):
                 pass
             stalled.set()
+            conn.end_at = time.monotonic()
             rst_close(conn.sock)
             ended.set()
             return
@@ -502,11 +505,15 @@ def pushes_then(end: str, stalled: threading.Event, ended: threading.Event,
             backlog = queued(*proxy_end)[1]
             # A measurement window: does the proxy read the backlog meanwhile? It ends as soon as
             # the proxy does, so a slow proxy (ASan on a busy machine) that is merely behind does
-            # not pay the whole window per chunk: CI once pushed only 1.7 of the ~3 MiB its
-            # send buffer towards the client takes in 30 s so.
-            if backlog and not becomes(lambda: queued(*proxy_end)[1] < backlog, quiet / 3):
+            # not pay the whole window per chunk (CI once pushed only 1.7 of the ~3 MiB its
+            # send buffer towards the client takes in 30 s so, with a fixed wait per chunk).
+            # The whole `quiet` is paid only once, at the real stall; a shorter window would
+            # take a proxy descheduled for a few hundred ms for a stalled one, and end the push
+            # before mtlsd's write towards the client is really blocked.
+            if backlog and not becomes(lambda: queued(*proxy_end)[1] < backlog, quiet):
                 break
         stalled.set()
+        conn.end_at = time.monotonic()
         conn.shutdown_write()
         ended.set()
         release.wait(120)

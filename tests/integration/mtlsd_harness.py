@@ -49,9 +49,12 @@ __all__ = [
     "AdminResponse",
 ]
 
-READY_TIMEOUT = 10.0
+# Bounds for failing on things that certainly happen, not measurements: generous enough for a
+# sanitized daemon on a busy two-core machine. A wait that expects nothing to come passes a
+# short timeout of its own.
+READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-LOG_TIMEOUT = 5.0
+LOG_TIMEOUT = 20.0
 POLL = 0.01
 _notify_names = itertools.count()
 

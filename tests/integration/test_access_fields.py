@@ -127,7 +127,9 @@ def test_upstream_close(serve, pki):
 
 
 def test_idle_timeout(serve, pki):
-    daemon, _ = serve(timeouts={"idle": "300ms"})
+    # Long enough for the echo below to come back first through a slow daemon and an upstream
+    # that looks for new connections every 50 ms; the connection then stays idle until it ends.
+    daemon, _ = serve(timeouts={"idle": "1s"})
     sock = open_tls(daemon.addr(), client_context(pki, "client"))
     local = fmt_addr(sock.getsockname())
     sock.sendall(b"ping\n")

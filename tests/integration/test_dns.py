@@ -48,11 +48,11 @@ def test_connect_deadline_ends_silent_dns_lookups_while_other_listeners_serve(
         start_mtlsd, make_upstream, pki, dns):
     silent = dns(silent=True)
     up = make_upstream()
-    # handshake: 1s as well: until the watchdog is re-armed on each phase (issue 11, item 7,
-    # another branch), a connect deadline is only enforced once the handshake's has passed.
+    # Deadlines are per phase: the handshake's (ample, for a slow machine) ends with the
+    # handshake, and the lookup is bounded by the connect phase's 3 s alone.
     daemon = start_mtlsd(daemon_config(
         [server_listener(pki, f"{NAME}:{free_port()}",
-                         timeouts={"handshake": "1s", "connect": "1s"}),
+                         timeouts={"handshake": "10s", "connect": "3s"}),
          server_listener(pki, up.address, name="direct")],
         dns={"servers": [silent.address]}))
     ctx = client_context(pki, "client")
@@ -68,22 +68,26 @@ def test_connect_deadline_ends_silent_dns_lookups_while_other_listeners_serve(
         t.start()
     wait_for(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
 
-    # Meanwhile a listener with an IP upstream is served at once.
+    # Meanwhile a listener with an IP upstream is served at once, well before the lookups'
+    # 3 s deadline ends them.
     t0 = time.monotonic()
     assert_admitted(daemon, echo_roundtrip(daemon.addr("direct"), ctx), b"ping\n",
                     listener="direct")
-    assert time.monotonic() - t0 < 0.8, "the IP-upstream listener waited for DNS"
+    assert time.monotonic() - t0 < 2.0, "the IP-upstream listener waited for DNS"
 
     for t in threads:
         t.join()
-    assert time.monotonic() - start < 3.0, "lookups were served one after another"
+    # At once: 3 s and the handshakes. One after another: at least 9 s (6 s were they only
+    # serialized per worker, of which there are two).
+    assert time.monotonic() - start < 6.0, "lookups were served one after another"
     for ex in results:
         assert not isinstance(ex.error, TimeoutError), ex.error
         assert ex.data == b""
         line = daemon.wait_for_access(client=ex.local)
         assert line["reason"] == "upstream_unavailable", line
-        assert f"DNS lookup of {NAME} timed out after 1s" in line["detail"], line
-        assert 900 <= line["duration_ms"] < 2000, line
+        assert f"DNS lookup of {NAME} timed out after 3s" in line["detail"], line
+        # From accept: the handshake, then the 3 s connect deadline (not the 10 s handshake's).
+        assert 2900 <= line["duration_ms"] < 6000, line
     assert daemon.scrape().total("mtlsd_upstream_connect_failures_total",
                                  listener="inbound") == 3
 
@@ -99,12 +103,14 @@ def test_drain_is_not_held_up_by_a_pending_lookup(start_mtlsd, make_upstream, pk
         wait_for(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
         start = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait_exit(10)
+        code = daemon.wait_exit(40)
         elapsed = time.monotonic() - start
     finally:
         sock.close()
     assert code == 0
-    assert elapsed < 2.5, f"exit took {elapsed:.2f}s with drain_timeout 1s: the lookup held it"
+    # drain_timeout 1s, with room for a sanitized exit (leak check) on a loaded machine; held by
+    # the lookup, the exit would wait for the 30 s connect deadline.
+    assert elapsed < 10.0, f"exit took {elapsed:.2f}s with drain_timeout 1s: the lookup held it"
 
 
 def test_hostname_upstream_resolved_by_dns_servers_and_cached_for_its_ttl(
@@ -147,7 +153,9 @@ def test_ocsp_fetch_by_hostname_is_bounded_by_ocsp_timeout_under_silent_dns(
     line = assert_refused(daemon, up, ex, "revocation_unavailable", alert=False)
     assert "no answer within 300ms (DNS lookup of ocsp.dns-test unfinished)" in line["detail"], \
         line
-    assert elapsed < 1.5, f"the check took {elapsed:.2f}s despite ocsp_timeout: 300ms"
+    # The detail above says ocsp_timeout ended it (not the session's 1.6 s backstop); the
+    # elapsed time includes a whole handshake.
+    assert elapsed < 4.0, f"the check took {elapsed:.2f}s despite ocsp_timeout: 300ms"
     assert silent.count("ocsp.dns-test") >= 1
     assert rv.ocsp_requests() == 0
 

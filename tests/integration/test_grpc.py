@@ -152,11 +152,12 @@ def test_deadline_exceeded_reaches_both_ends(route, pki):
     with tls_channel(pki, route.port) as channel:
         stub = probe_stub(channel)
         stub.Unary(pb2.Msg(), timeout=RPC_TIMEOUT)  # connected: the deadline below is all RPC
-        error = rpc_error(stub.Hang, pb2.Msg(), timeout=1.0)
+        # 3 s: the call reaches the server with time left even through a slow (sanitized) proxy
+        error = rpc_error(stub.Hang, pb2.Msg(), timeout=3.0)
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         _, hang = route.probe.wait_calls(2)
-        # grpc-timeout crossed the proxy: the server knew the deadline
-        assert hang.time_remaining is not None and 0 < hang.time_remaining < 1.5, hang
+        # grpc-timeout crossed the proxy: the server knew the deadline (no more than the 3 s)
+        assert hang.time_remaining is not None and 0 < hang.time_remaining < 3.5, hang
         assert hang.ended.wait(RPC_TIMEOUT), "the server never saw the call end"
         assert hang.outcome == "cancelled"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import statistics
 import time
 
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, proc_fd_count, server_listener,
@@ -135,17 +136,24 @@ def test_watchdog_pings_while_workers_answer(start_mtlsd, make_upstream, pki):
     up = make_upstream()
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]),
                          preexec_fn=child_env)
+    # Those already queued were sent while start_mtlsd() waited for "ready": read at once,
+    # their gaps say nothing. Only pings that arrive while we wait are timed.
+    while daemon.next_notification(0) is not None:
+        pass
     pings = []
-    deadline = time.monotonic() + 5.0
-    while len(pings) < 5:
+    deadline = time.monotonic() + 10.0
+    while len(pings) < 11:
         assert time.monotonic() < deadline, f"only {len(pings)} pings: {daemon.notifications}"
         msg = daemon.next_notification(max(0.0, deadline - time.monotonic()))
         if msg is not None and "WATCHDOG=1" in msg.split("\n"):
             pings.append(time.monotonic())
     assert any("READY=1" in msg for msg in daemon.notifications), daemon.notifications
-    # About every 200 ms (half of WATCHDOG_USEC), never slower than the interval.
+    # About every 200 ms (half of WATCHDOG_USEC): the median gap, as a stall of this reader
+    # (or of the daemon's timer) on a loaded machine makes one gap long and the next short.
+    # Pinging at the full 400 ms interval, or not at all, fails; so does a long silence.
     gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert all(0.05 < g < 0.4 for g in gaps), gaps
+    assert 0.1 < statistics.median(gaps) < 0.3, gaps
+    assert max(gaps) < 1.5, gaps
     lines = daemon.logs()
     assert any(line.get("msg") == "systemd watchdog enabled" for line in lines)
     # Traffic flows while pinging: the workers answer.

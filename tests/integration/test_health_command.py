@@ -70,7 +70,9 @@ def test_timeout_bounds_a_silent_server(mtlsd_bin):
     assert proc.returncode == 1
     assert proc.stderr == f"mtlsd health: {url}: no answer within 300ms (HTTP exchange " \
         "unfinished)\n", proc.stderr
-    assert elapsed < 2.0, elapsed
+    # Unbounded, the probe would wait for the silent server until subprocess.run's 30 s; the
+    # margin over 300 ms is for a sanitized binary's start-up and leak check on a loaded machine.
+    assert elapsed < 10.0, elapsed
 
 
 @pytest.mark.parametrize("url", ["https://127.0.0.1:9901/readyz", "127.0.0.1:9901",

@@ -102,6 +102,17 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
+    def query_present(self, promql: str, timeout: float = 10.0) -> list[dict]:
+        """An instant query for series that are there (they came with a scrape already seen):
+        asked again while it answers [] (an answer slower than query()'s 2 s on a busy
+        machine), until `timeout`; then the last answer, for the caller's assertion."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if result or time.monotonic() >= deadline:
+                return result
+            time.sleep(0.25)
+
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
@@ -138,12 +149,12 @@ def test_real_prometheus_scrapes_mtlsd(serve, pki, tmp_path):
             assert s["metric"]["job"] == "mtlsd"
             assert s["metric"]["instance"] == daemon.admin_address
             assert s["metric"]["listener"] == "inbound"
-        up = prom.query('up{job="mtlsd"}')
+        up = prom.query_present('up{job="mtlsd"}')
         assert [float(s["value"][1]) for s in up] == [1.0], up
-        refused = prom.query('mtlsd_handshake_failures_total{reason="no_client_cert"}')
+        refused = prom.query_present('mtlsd_handshake_failures_total{reason="no_client_cert"}')
         assert [float(s["value"][1]) for s in refused] == [1.0], refused
         # Histograms arrive as histograms: a quantile is computable.
-        q = prom.query("histogram_quantile(0.5, mtlsd_handshake_duration_seconds_bucket)")
+        q = prom.query_present("histogram_quantile(0.5, mtlsd_handshake_duration_seconds_bucket)")
         assert len(q) == 1 and 0 < float(q[0]["value"][1]) < 10, q
     finally:
         prom.stop()

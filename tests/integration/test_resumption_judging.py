@@ -299,7 +299,7 @@ def test_a_ticket_does_not_outlive_the_certificate(start_mtlsd, make_upstream, p
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address)]))
     # Signed by the same root CA the daemon trusts; issued once the daemon is up, so that its
     # few seconds of life are the client's.
-    mine, not_after = issue_short_lived(pki, tmp_path, seconds=3)
+    mine, not_after = issue_short_lived(pki, tmp_path, seconds=8)
     ctx = context(mine, "short", version)
     session = admitted_with_session(daemon, ctx, identity=ALICE)
     assert time.time() < not_after, "the first connection took longer than the certificate's life"

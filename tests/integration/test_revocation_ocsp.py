@@ -85,13 +85,15 @@ def test_responder_down_under_allow_admits_and_counts(serve_rv, rpki, rv):
 
 def test_slow_responder_is_bounded_by_ocsp_timeout(serve_rv, rpki, rv):
     daemon, up = serve_rv(ocsp(ocsp_timeout="300ms"))
-    rv.delay = 2.0
+    rv.delay = 5.0
     start = time.monotonic()
     ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp"))
     elapsed = time.monotonic() - start
     line = assert_refused(daemon, up, ex, "revocation_unavailable", alert=False)
+    # The detail says which bound ended it (not the session's backstop); the elapsed time
+    # includes a whole handshake, and waiting for the responder would take 5 s.
     assert "no answer within 300ms" in line["detail"], line
-    assert elapsed < 1.5, f"the check took {elapsed:.2f}s despite ocsp_timeout: 300ms"
+    assert elapsed < 4.0, f"the check took {elapsed:.2f}s despite ocsp_timeout: 300ms"
 
 
 def test_slow_responder_under_allow_admits(serve_rv, rpki, rv):

@@ -81,18 +81,21 @@ def test_recheck_can_be_turned_off(serve_rv, rpki, tmp_path):
 def test_refreshed_distribution_point_crl_closes_the_revoked_peers_connection(
         serve_rv, rpki, rv, tmp_path):
     mine = rpki.copy_to(tmp_path / "pki")
-    # A CRL that expires in 3 seconds: mtlsd refreshes it about a second before that.
-    mine.openssl("ca", "-batch", "-name", "root_ca", "-gencrl", "-crlsec", "3",
+    daemon, up = serve_rv({"crl_distribution_points": True})
+    # A CRL that expires in 6 seconds: mtlsd refreshes it about a second before that. Made
+    # once the daemon is up, so that the first handshake fetches it while it is current and
+    # the connection below, the revocation and the new CRL are in place before the refresh.
+    mine.openssl("ca", "-batch", "-name", "root_ca", "-gencrl", "-crlsec", "6",
                  "-out", mine.path("short.pem"))
     rv.crls[ROOT_CRL] = mine.read("short.pem")
-    daemon, up = serve_rv({"crl_distribution_points": True})
     sock, local = hold(daemon, client_context(mine, "client-cdp"))
 
     revoke(mine, "client-cdp")
     mine.openssl("ca", "-batch", "-name", "root_ca", "-gencrl", "-out", mine.path("new.pem"))
     rv.crls[ROOT_CRL] = mine.read("new.pem")
 
-    line = assert_closed_as_revoked(daemon, sock, local)
+    # The refresh comes at most ~5 s after the CRL was made: 20 s is ample.
+    line = assert_closed_as_revoked(daemon, sock, local, timeout=20.0)
     assert f"crl {rv.url(ROOT_CRL)}" in line["detail"], line
     assert rv.crl_requests(ROOT_CRL) >= 2
 

@@ -235,7 +235,7 @@ class Upstream:
             f"upstream was reached: {n} connection(s), {received} byte(s) received: "
             f"{[bytes(c.received[:80]) for c in self.connections]}")
 
-    def wait_for_connections(self, n: int, timeout: float = 5.0) -> list[UpstreamConn]:
+    def wait_for_connections(self, n: int, timeout: float = 20.0) -> list[UpstreamConn]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             conns = self.connections
