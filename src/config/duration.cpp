@@ -4,13 +4,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 namespace mtlsd::config {
 
-std::optional<duration> parse_duration(std::string_view text) {
+namespace {
+
+// parse_duration, and whether a refusal was for the cap alone (`too_long`, when given).
+std::optional<duration> parse(std::string_view text, bool* too_long) {
   if (text == "0") return duration{0};
   if (text.empty()) return std::nullopt;
   std::int64_t total_ms = 0;
+  bool over = false;  // a part, or the sum so far, passed max_duration
   std::size_t i = 0;
   while (i < text.size()) {
     // A number (integer or decimal), then a unit; repeated ("1m30s").
@@ -39,18 +45,41 @@ std::optional<duration> parse_duration(std::string_view text) {
       std::size_t used = 0;
       value = std::stod(number, &used);
       if (used != number.size()) return std::nullopt;
+    } catch (const std::out_of_range&) {
+      // Too many digits for a double: past the cap if any of its whole part is not zero, else
+      // a fraction too small to matter.
+      const auto whole = number.substr(0, number.find('.'));
+      value = whole.find_first_not_of('0') == std::string::npos
+                  ? 0
+                  : std::numeric_limits<double>::infinity();
     } catch (...) {
       return std::nullopt;
     }
-    double ms = value * scale;
-    // The cap holds for the sum too ("596523h596523h..."): past it a deadline computed as
-    // now + duration in nanoseconds would wrap into the past.
-    constexpr double cap_ms =
-        static_cast<double>(std::numeric_limits<std::int32_t>::max()) * 1000.0;
-    if (ms > cap_ms || static_cast<double>(total_ms) + ms > cap_ms) return std::nullopt;
-    total_ms += static_cast<std::int64_t>(ms + 0.5);
+    const double ms = value * scale;
+    // The cap holds for the sum too ("596523h596523h..."). The rest of the text is still read:
+    // a refusal is for the cap alone only if nothing else is wrong with it.
+    constexpr double cap_ms = static_cast<double>(max_duration.count());
+    if (ms > cap_ms || static_cast<double>(total_ms) + ms > cap_ms)
+      over = true;
+    else
+      total_ms += static_cast<std::int64_t>(ms + 0.5);
+  }
+  if (over) {
+    if (too_long) *too_long = true;
+    return std::nullopt;
   }
   return duration{total_ms};
+}
+
+}  // namespace
+
+std::optional<duration> parse_duration(std::string_view text) {
+  return parse(text, nullptr);
+}
+
+bool duration_too_long(std::string_view text) {
+  bool too_long = false;
+  return !parse(text, &too_long) && too_long;
 }
 
 std::string format_duration(duration d) {

@@ -120,6 +120,11 @@ bool reader::integer(const YAML::Node& n, const std::string& path, long long min
 bool reader::dur(const YAML::Node& n, const std::string& path, duration& out) {
   if (n.IsScalar()) {
     if (auto d = parse_duration(n.Scalar())) return out = *d, true;
+    if (duration_too_long(n.Scalar())) {
+      error(n, path + ": invalid duration " + describe(n) + ": longer than the longest allowed, " +
+                   format_duration(max_duration) + " (about 68 years)");
+      return false;
+    }
   }
   error(n, path + ": invalid duration " + describe(n) +
                ": expected a number with a unit (ms, s, m, h), e.g. 250ms, 10s, 5m");

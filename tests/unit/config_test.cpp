@@ -766,6 +766,11 @@ TEST(ConfigBadValue, Duration) {
   EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      ocsp_timeout: 2x\n"),
               ElementsAre(at(
                   11, 21, "listeners[0].revocation.ocsp_timeout: invalid duration '2x'" + hint)));
+  // Well formed but past the cap: said so, not "expected a number with a unit".
+  EXPECT_THAT(problems_of("shutdown:\n  drain_timeout: 596523h1h\n" + kMinimal),
+              ElementsAre(at(2, 18,
+                             "shutdown.drain_timeout: invalid duration '596523h1h': longer than "
+                             "the longest allowed, 2147483647s (about 68 years)")));
 }
 
 TEST(ConfigDns, ServersAreIpAddressesWithPorts) {

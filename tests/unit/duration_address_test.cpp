@@ -74,6 +74,18 @@ TEST(ParseDuration, RejectsOverflow) {
   EXPECT_EQ(parse_duration("596523h1h"), std::nullopt);
 }
 
+TEST(ParseDuration, SaysWhenTheCapAloneRefusedIt) {
+  EXPECT_TRUE(duration_too_long("596523h1h"));
+  EXPECT_TRUE(duration_too_long("99999999999999999999h"));
+  EXPECT_TRUE(duration_too_long(std::string(400, '9') + "ms"));  // past a double's range
+  EXPECT_FALSE(duration_too_long("596523h"));                    // accepted
+  EXPECT_FALSE(duration_too_long("5x"));                         // malformed
+  EXPECT_FALSE(duration_too_long("596524h5x"));                  // malformed as well
+  EXPECT_FALSE(duration_too_long("596524h 1s"));
+  // A fraction too long for a double is tiny, not huge.
+  EXPECT_EQ(parse_duration("0." + std::string(400, '0') + "1s"), duration{0});
+}
+
 TEST(FormatDuration, PicksTheLargestExactUnit) {
   EXPECT_EQ(format_duration(0ms), "0s");
   EXPECT_EQ(format_duration(250ms), "250ms");
