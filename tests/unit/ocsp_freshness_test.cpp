@@ -1,12 +1,12 @@
-// check_ocsp_response's freshness rules (tls/revocation/ocsp.hpp) on responses built here with
-// OpenSSL, so that thisUpdate and nextUpdate can be any time: the integration tests' responder
-// (openssl ocsp) always answers with thisUpdate = now.
+// check_ocsp_response's freshness rules (tls/revocation/ocsp.hpp) on responses built with
+// OpenSSL (test_ocsp.hpp), so that thisUpdate and nextUpdate can be any time.
 #include <gtest/gtest.h>
 #include <openssl/ocsp.h>
 
 #include <string>
 
 #include "mtlsd/tls/revocation/ocsp.hpp"
+#include "test_ocsp.hpp"
 #include "test_pki.hpp"
 
 namespace {
@@ -20,33 +20,10 @@ struct fixture {
   credential leaf = mtlsd::test::make_leaf(ca, {.cn = "leaf"});
 };
 
-// A successful response about `leaf`, signed by its CA: good, or revoked (keyCompromise, an hour
-// before this_update); next_update 0 = none.
+// A response about f.leaf, signed by f.ca (test_ocsp.hpp).
 std::string response(const fixture& f, int status, std::time_t this_update,
                      std::time_t next_update) {
-  OCSP_BASICRESP* basic = OCSP_BASICRESP_new();
-  OCSP_CERTID* id = OCSP_cert_to_id(nullptr, f.leaf.cert(), f.ca.cert());
-  ASN1_TIME* thisupd = ASN1_TIME_set(nullptr, this_update);
-  ASN1_TIME* nextupd = next_update ? ASN1_TIME_set(nullptr, next_update) : nullptr;
-  const bool revoked = status == V_OCSP_CERTSTATUS_REVOKED;
-  ASN1_TIME* revoked_at = revoked ? ASN1_TIME_set(nullptr, this_update - 3600) : nullptr;
-  EXPECT_NE(
-      OCSP_basic_add1_status(basic, id, status, revoked ? OCSP_REVOKED_STATUS_KEYCOMPROMISE : 0,
-                             revoked_at, thisupd, nextupd),
-      nullptr);
-  EXPECT_EQ(OCSP_basic_sign(basic, f.ca.cert(), f.ca.key(), EVP_sha256(), nullptr, 0), 1);
-  OCSP_RESPONSE* resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic);
-  unsigned char* der = nullptr;
-  const int n = i2d_OCSP_RESPONSE(resp, &der);
-  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(n));
-  OPENSSL_free(der);
-  OCSP_RESPONSE_free(resp);
-  ASN1_TIME_free(revoked_at);
-  ASN1_TIME_free(nextupd);
-  ASN1_TIME_free(thisupd);
-  OCSP_CERTID_free(id);
-  OCSP_BASICRESP_free(basic);
-  return out;
+  return mtlsd::test::ocsp_response(f.ca, f.leaf, status, this_update, next_update);
 }
 
 std::string good_response(const fixture& f, std::time_t this_update, std::time_t next_update) {

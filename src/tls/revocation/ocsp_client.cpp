@@ -99,6 +99,9 @@ asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
 
 void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* cert,
                        const std::string& url) {
+  // Known for good: lookup() no longer asks about it, but a request already in flight may
+  // still answer, and has nothing to add.
+  if (revoked_.count(cert_id)) return;
   const cached* before = cache_.peek(cert_id);
   // A revocation stands: a later "unknown" (or "good") does not replace it, unless it was a
   // certificateHold, the one revocation a CA may take back.
@@ -108,12 +111,20 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* c
   const bool newly_revoked =
       a.result == status::revoked && !(before && before->answer.result == status::revoked);
   cache_.put(cert_id, {a, url, std::time(nullptr)});
+  if (a.result == status::revoked && a.detail != "certificateHold" && revoked_.size() < max_revoked)
+    revoked_.try_emplace(cert_id, cached{a, url, std::time(nullptr)});
   if (!newly_revoked) return;
   auto e = std::make_shared<revocation_event>();
   e->issuer = name_der(X509_get_issuer_name(cert));
   e->serials = {serial_der(X509_get0_serialNumber(cert))};
   e->source = "ocsp " + url;
   state_->publish(std::move(e));
+}
+
+const ocsp_client::cached* ocsp_client::known_revocation(const std::string& id) {
+  if (auto it = revoked_.find(id); it != revoked_.end()) return &it->second;
+  const cached* c = cache_.find(id);
+  return c && c->answer.result == status::revoked ? c : nullptr;
 }
 
 asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, policy pol) {
@@ -139,6 +150,8 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
     co_return out;
   }
   const std::string id = q.cert_id;
+  if (auto it = revoked_.find(id); it != revoked_.end())
+    co_return answer{status::revoked, "ocsp " + it->second.url, it->second.answer.detail};
   if (const cached* c = cache_.find(id); c && c->fresh(std::time(nullptr)))
     co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
   ocsp_answer a;
@@ -155,9 +168,8 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
   if (a.result != status::revoked) {
     // A revocation does not expire with the response that announced it, nor give way to a later
     // "unknown" (keep() does not store that over it); a certificateHold may be lifted.
-    if (const cached* c = cache_.find(id);
-        c && c->answer.result == status::revoked &&
-        (a.result == status::unavailable || c->answer.detail != "certificateHold"))
+    if (const cached* c = known_revocation(id);
+        c && (a.result == status::unavailable || c->answer.detail != "certificateHold"))
       co_return answer{status::revoked, "ocsp " + c->url, c->answer.detail};
   }
   out.result = a.result;

@@ -66,8 +66,18 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   // Caches a usable answer; a newly learnt revocation becomes an event (recheck_established).
   void keep(const std::string& cert_id, const ocsp_answer& a, X509* cert, const std::string& url);
 
+  // The revocation `id` is known by, if any: a lasting one (revoked_) or one still cached.
+  const cached* known_revocation(const std::string& id);
+
   std::shared_ptr<service_state> state_;
-  lru_cache<std::string, cached> cache_;                                       // by CertID
+  lru_cache<std::string, cached> cache_;  // by CertID
+  // Lasting revocations (not certificateHold), by CertID, kept out of the LRU: answers for
+  // other certificates must not evict one, after which a responder's later "unknown" (or no
+  // answer, under on_unavailable: allow) would admit a certificate known to be revoked. They
+  // are as many as the CA revoked of the certificates peers present; past max_revoked (far
+  // beyond any CA's list of a fleet's workloads) new ones stay in the LRU alone.
+  std::unordered_map<std::string, cached> revoked_;
+  static constexpr std::size_t max_revoked = 100'000;
   std::unordered_map<std::string, std::shared_ptr<request_flight>> inflight_;  // by flight_key
 };
 
