@@ -25,6 +25,7 @@
 #include <set>
 #include <vector>
 
+#include "h2_h1_request.hpp"
 #include "h2_stream.hpp"
 #include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
@@ -46,50 +47,6 @@ std::string lower(std::string_view s) {
   for (auto& c : out)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
-}
-
-// The HTTP/1.1 request head for stream `s`; `chunked` says how its body is framed.
-std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
-  header_list fields;
-  std::string cookie;  // HTTP/2 may split Cookie into several fields (RFC 9113 8.2.3)
-  bool has_length = false;
-  for (auto& h : s.request_headers) {
-    if (is_hop_by_hop(h.first, h.second) || h.first == "te" || h.first == "host") continue;
-    if (h.first == "cookie") {
-      cookie += (cookie.empty() ? "" : "; ") + h.second;
-      continue;
-    }
-    if (h.first == "content-length") has_length = true;
-    fields.push_back(std::move(h));
-  }
-  s.request_headers.clear();
-  if (!cookie.empty()) fields.emplace_back("cookie", std::move(cookie));
-  apply_forwarding(fields, fwd);
-  std::string head = s.method + " " + s.path + " HTTP/1.1\r\nhost: " + s.authority + "\r\n";
-  for (const auto& [name, value] : fields)
-    head += name + ": " + value + "\r\n";
-  // Trailers alone (no DATA) still need a chunked body to carry them.
-  const bool no_body = s.request_end && s.request_body.empty() && s.request_trailers.empty();
-  chunked = !has_length && !no_body;
-  if (chunked) head += "transfer-encoding: chunked\r\n";
-  return head + "\r\n";
-}
-
-// Fields HTTP/1.1 trailers must not carry (RFC 9110 6.5.1), or that are meaningless after a
-// body: connection-specific, framing and routing ones.
-bool kept_in_trailers(std::string_view lower_name, std::string_view value) {
-  return !is_hop_by_hop(lower_name, value) && lower_name != "te" &&
-         lower_name != "content-length" && lower_name != "host";
-}
-
-// The end of a chunked request body: the last chunk, then the HTTP/2 client's trailers (the
-// X-Forwarded-* ones are gone already: connection::header) as its trailer section. A body
-// with a Content-Length has nowhere to carry them in HTTP/1.1: they are dropped then.
-std::string last_chunk(const header_list& trailers) {
-  std::string out = "0\r\n";
-  for (const auto& [name, value] : trailers)
-    if (kept_in_trailers(name, value)) out += name + ": " + value + "\r\n";
-  return out + "\r\n";
 }
 
 // A chunked response's trailer section, as the stream's HTTP/2 trailers (RFC 9113 8.1):
@@ -114,8 +71,13 @@ bool take_trailers(const http::fields& fields, const std::set<std::string>& name
 class h1_upstream final : public upstream {
  public:
   h1_upstream(downstream& down, stream_socket& first, const config::listener& cfg,
-              const http_forwarding& fwd)
-      : down_(down), cfg_(cfg), forwarding_(fwd), ex_(first.get_executor()), done_(ex_) {
+              const http_forwarding& fwd, const std::string& preamble)
+      : down_(down),
+        cfg_(cfg),
+        forwarding_(fwd),
+        preamble_(preamble),
+        ex_(first.get_executor()),
+        done_(ex_) {
     idle_.push_back(std::make_unique<stream_socket>(std::move(first)));
   }
 
@@ -180,6 +142,7 @@ class h1_upstream final : public upstream {
   downstream& down_;
   const config::listener& cfg_;
   const http_forwarding& forwarding_;
+  const std::string& preamble_;  // sent first on each connection opened here (PROXY v2)
   asio::any_io_executor ex_;
   write_signal done_;  // an exchange ended
   std::vector<std::unique_ptr<stream_socket>> idle_;
@@ -347,6 +310,7 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
     }
   } place{*this};
   std::unique_ptr<stream_socket> sock;
+  bool opened_here = false;  // a new connection: the upstream has not heard the preamble yet
   while (!idle_.empty() && !sock) {
     sock = std::move(idle_.back());
     idle_.pop_back();
@@ -366,11 +330,16 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
                  "upstream: " + (why.empty() ? ec.message() : why + ": " + ec.message()));
       co_return;
     }
+    opened_here = true;
   }
   if (s->closed || stopped_) co_return;
   busy_[s.get()] = sock.get();
   bool chunked = false;
-  const std::string head = request_head(*s, forwarding_, chunked);
+  // One write: the PROXY header (review: only the session's first connection had it, so an
+  // upstream that requires one refused the others, and one that does not saw mtlsd as the
+  // client) and the request head.
+  const std::string head =
+      (opened_here ? preamble_ : std::string()) + request_head(*s, forwarding_, chunked);
   auto [wec, w] = co_await asio::async_write(*sock, asio::buffer(head), as_tuple(use_awaitable));
   bool keep_alive = false;
   bool sent = false, received = false;
@@ -393,8 +362,9 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
 
 std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
                                            const config::listener& cfg,
-                                           const http_forwarding& forwarding) {
-  return std::make_unique<h1_upstream>(down, first, cfg, forwarding);
+                                           const http_forwarding& forwarding,
+                                           const std::string& preamble) {
+  return std::make_unique<h1_upstream>(down, first, cfg, forwarding, preamble);
 }
 
 }  // namespace mtlsd::proxy::h2

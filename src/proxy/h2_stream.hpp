@@ -134,9 +134,12 @@ class upstream {
 // The upstream sides, made by h2_upstream.cpp and h2_h1_exchange.cpp.
 std::unique_ptr<upstream> make_h2c_upstream(downstream& down, stream_socket& sock,
                                             const http_forwarding& forwarding);
+// `preamble`: what every connection the HTTP/1.1 side opens itself sends before its first
+// request (the session's PROXY v2 header; `first` was sent it already), "" = nothing.
 std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
                                            const config::listener& cfg,
-                                           const http_forwarding& forwarding);
+                                           const http_forwarding& forwarding,
+                                           const std::string& preamble);
 
 // Wakes a coroutine waiting for something to write: signal() before wait() is not lost.
 class write_signal {

@@ -109,6 +109,11 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
     if (s.relayed.tls_peer_sending) co_await close_lingering(s);
     co_return;
   }
+  // An HTTP/1.1 upstream gets one connection per stream in flight: each starts with the
+  // session's PROXY header, as the first did.
+  std::string preamble = cfg.proxy_protocol == config::proxy_protocol_mode::v2
+                             ? build_proxy_v2_header(proxy_info(s, tls.native()))
+                             : std::string();
   h2_environment env{&tls,
                      &s.peer,
                      &s.upstream,
@@ -118,7 +123,8 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
                      &s.clock,
                      &s.relayed,
                      cfg.http.upstream_protocol != config::http_upstream_protocol::http1,
-                     &s.control};
+                     &s.control,
+                     std::move(preamble)};
   co_await serve_h2(std::move(env));
 }
 

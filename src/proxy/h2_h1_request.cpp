@@ -1,0 +1,43 @@
+#include "h2_h1_request.hpp"
+
+namespace mtlsd::proxy::h2 {
+
+std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
+  header_list fields;
+  std::string cookie;  // HTTP/2 may split Cookie into several fields (RFC 9113 8.2.3)
+  bool has_length = false;
+  for (auto& h : s.request_headers) {
+    if (is_hop_by_hop(h.first, h.second) || h.first == "te" || h.first == "host") continue;
+    if (h.first == "cookie") {
+      cookie += (cookie.empty() ? "" : "; ") + h.second;
+      continue;
+    }
+    if (h.first == "content-length") has_length = true;
+    fields.push_back(std::move(h));
+  }
+  s.request_headers.clear();
+  if (!cookie.empty()) fields.emplace_back("cookie", std::move(cookie));
+  apply_forwarding(fields, fwd);
+  std::string head = s.method + " " + s.path + " HTTP/1.1\r\nhost: " + s.authority + "\r\n";
+  for (const auto& [name, value] : fields)
+    head += name + ": " + value + "\r\n";
+  // Trailers alone (no DATA) still need a chunked body to carry them.
+  const bool no_body = s.request_end && s.request_body.empty() && s.request_trailers.empty();
+  chunked = !has_length && !no_body;
+  if (chunked) head += "transfer-encoding: chunked\r\n";
+  return head + "\r\n";
+}
+
+bool kept_in_trailers(std::string_view lower_name, std::string_view value) {
+  return !is_hop_by_hop(lower_name, value) && lower_name != "te" &&
+         lower_name != "content-length" && lower_name != "host";
+}
+
+std::string last_chunk(const header_list& trailers) {
+  std::string out = "0\r\n";
+  for (const auto& [name, value] : trailers)
+    if (kept_in_trailers(name, value)) out += name + ": " + value + "\r\n";
+  return out + "\r\n";
+}
+
+}  // namespace mtlsd::proxy::h2
