@@ -136,14 +136,14 @@ xfcc_policy make_xfcc_policy(const config::http_options& opts, SSL* ssl,
   f.dns = identity->dns_sans;
   if (wants(details, "cert")) f.cert = url_encode_pem(pem_of(leaf));
   if (wants(details, "chain")) {
-    // Leaf first, then what the client sent after it (a server-side SSL_get_peer_cert_chain
-    // does not include the leaf). A resumed session remembers only the leaf.
+    // The verified chain, leaf first, without its trust anchor (ours, not the client's): not
+    // what the client sent, where any certificate can be added (review: a self-signed "CA"
+    // appended by the client reached the upstream as part of its chain). A resumed session
+    // has no verified chain here, only the leaf.
     f.chain = url_encode_pem(pem_of(leaf));
-    if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl)) {
-      for (int i = 0; i < sk_X509_num(sent); ++i) {
-        X509* c = sk_X509_value(sent, i);
-        if (X509_cmp(c, leaf) != 0) f.chain += url_encode_pem(pem_of(c));
-      }
+    if (STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl)) {
+      for (int i = 1; i + 1 < sk_X509_num(verified); ++i)
+        f.chain += url_encode_pem(pem_of(sk_X509_value(verified, i)));
     }
   }
   p.element = format_xfcc_element(details, f);
