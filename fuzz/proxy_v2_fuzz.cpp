@@ -22,18 +22,12 @@ using proxy::proxy_v2_info;
 
 namespace {
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v)
-    out += (out.empty() ? "" : ",") + s;
-  return out;
-}
-
-// What a SAN list looks like after the comma-joined TLV: "a,b" in one SAN becomes two.
+// What a SAN list looks like after its TLV: one element per SAN, a comma inside one sent as
+// "%2C" (san_list_value).
 std::vector<std::string> through_commas(const std::vector<std::string>& v) {
   if (v.empty()) return {};
   std::vector<std::string> out;
-  const std::string joined = join(v);
+  const std::string joined = proxy::san_list_value(v);
   std::size_t from = 0;
   for (;;) {
     const auto comma = joined.find(',', from);
@@ -179,8 +173,8 @@ void build_part(std::string_view bytes) {
   const std::size_t total =
       info.alpn.size() + info.authority.size() + info.tls_version.size() + info.common_name.size() +
       info.cipher.size() + info.signature_algorithm.size() + info.key_algorithm.size() +
-      info.spiffe_id.size() + join(info.uri_sans).size() + join(info.dns_sans).size() +
-      info.cert_der.size() + info.cert_sha256.size();
+      info.spiffe_id.size() + proxy::san_list_value(info.uri_sans).size() +
+      proxy::san_list_value(info.dns_sans).size() + info.cert_der.size() + info.cert_sha256.size();
   if (total < 60000) {
     fuzz::check(d.info.alpn == info.alpn && d.info.authority == info.authority &&
                     d.info.tls_version == info.tls_version && d.info.cipher == info.cipher &&

@@ -8,6 +8,7 @@
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/http_client.hpp"
+#include "mtlsd/proxy/proxy_protocol.hpp"
 #include "mtlsd/util/exception.hpp"
 
 namespace mtlsd::daemon {
@@ -30,7 +31,11 @@ const char* to_string(upstream_checks::health h) {
 
 struct upstream_checks::check : std::enable_shared_from_this<check> {
   check(asio::io_context& ioc, metrics::registry& m, const config::listener& l)
-      : metrics(m), upstream(l.upstream), opts(l.upstream_check), timer(ioc) {
+      : metrics(m),
+        upstream(l.upstream),
+        opts(l.upstream_check),
+        speaks_proxy_v2(l.proxy_protocol == config::proxy_protocol_mode::v2),
+        timer(ioc) {
     current.listener = l.name;
     current.upstream = l.upstream.str();
   }
@@ -38,6 +43,9 @@ struct upstream_checks::check : std::enable_shared_from_this<check> {
   metrics::registry& metrics;
   config::address upstream;
   config::upstream_check_options opts;
+  // The listener sends its upstream a PROXY v2 header first: so does the HTTP probe (a LOCAL
+  // one), or an upstream that requires the header answers 400 and a healthy one reads down.
+  bool speaks_proxy_v2;
   asio::steady_timer timer;
   status current;
   prometheus::Gauge* gauge = nullptr;  // from the first result on
@@ -57,6 +65,7 @@ struct upstream_checks::check : std::enable_shared_from_this<check> {
     req.timeout = timeout;
     req.headers_only = true;  // the status is the answer; a large body must not matter
     req.unix_socket = upstream.path;
+    if (speaks_proxy_v2) req.preamble = proxy::build_proxy_v2_local_header();
     // No proxy: the upstream is ours, next to us.
     net::http_result res = co_await net::http_fetch(url, std::move(req));
     if (!res.ok()) co_return res.error;

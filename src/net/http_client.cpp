@@ -8,6 +8,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <vector>
@@ -80,6 +82,14 @@ asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_req
     msg.body() = req.body;
   }
   msg.prepare_payload();
+  if (!req.preamble.empty()) {
+    auto [pec, n] =
+        co_await asio::async_write(sock, asio::buffer(req.preamble), as_tuple(use_awaitable));
+    if (pec) {
+      out.error = "sending the request: " + pec.message();
+      co_return;
+    }
+  }
   auto [wec, written] = co_await http::async_write(sock, msg, as_tuple(use_awaitable));
   if (wec) {
     out.error = "sending the request: " + wec.message();

@@ -22,13 +22,6 @@ void tlv(std::string& out, std::uint8_t type, std::string_view value, std::size_
   out.append(value);
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v)
-    out += (out.empty() ? "" : ",") + s;
-  return out;
-}
-
 template <class T>
 const T& as(const sockaddr_storage& s) {
   return *reinterpret_cast<const T*>(&s);
@@ -69,8 +62,10 @@ std::string encode_addresses(const proxy_v2_info& info, std::uint8_t& family) {
 std::string ssl_value(const proxy_v2_info& info) {
   std::string ssl;
   std::uint8_t client = pp2::client_ssl;
-  if (info.client_cert) client |= pp2::client_cert_conn;
-  if (info.resumed && info.client_cert) client |= pp2::client_cert_sess;
+  // As the specification (and HAProxy) have it: SESS whenever the TLS session has a client
+  // certificate, CONN only when it was sent on this connection (not on a resumption).
+  if (info.client_cert) client |= pp2::client_cert_sess;
+  if (info.client_cert && !info.resumed) client |= pp2::client_cert_conn;
   ssl += static_cast<char>(client);
   // `verify` is 0 when the client presented a certificate and it was verified.
   const std::uint32_t verify = (info.client_cert && info.verified) ? 0 : 1;
@@ -86,6 +81,24 @@ std::string ssl_value(const proxy_v2_info& info) {
 
 }  // namespace
 
+std::string build_proxy_v2_local_header() {
+  std::string out(proxy_v2_signature);
+  out += static_cast<char>(0x20);  // version 2, command LOCAL
+  out += static_cast<char>(0x00);  // AF_UNSPEC
+  put16(out, 0);
+  return out;
+}
+
+std::string san_list_value(const std::vector<std::string>& sans) {
+  std::string out;
+  for (std::size_t i = 0; i < sans.size(); ++i) {
+    if (i > 0) out += ',';
+    for (const char c : sans[i])
+      c == ',' ? out += "%2C" : out += c;
+  }
+  return out;
+}
+
 std::string build_proxy_v2_header(const proxy_v2_info& info) {
   std::uint8_t family = 0x00;
   const std::string addresses = encode_addresses(info, family);
@@ -97,8 +110,8 @@ std::string build_proxy_v2_header(const proxy_v2_info& info) {
   if (!info.authority.empty()) tlv(tlvs, pp2::authority, info.authority, limit);
   tlv(tlvs, pp2::ssl, ssl_value(info), limit);
   if (!info.spiffe_id.empty()) tlv(tlvs, pp2::spiffe_id, info.spiffe_id, limit);
-  if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, join(info.uri_sans), limit);
-  if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, join(info.dns_sans), limit);
+  if (!info.uri_sans.empty()) tlv(tlvs, pp2::uri_sans, san_list_value(info.uri_sans), limit);
+  if (!info.dns_sans.empty()) tlv(tlvs, pp2::dns_sans, san_list_value(info.dns_sans), limit);
   if (!info.cert_der.empty()) tlv(tlvs, pp2::cert_der, info.cert_der, limit);
   if (!info.cert_sha256.empty()) tlv(tlvs, pp2::cert_sha256, info.cert_sha256, limit);
 

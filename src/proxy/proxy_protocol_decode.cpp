@@ -122,7 +122,8 @@ std::string decode_ssl(std::string_view v, proxy_v2_info& info) {
   const std::uint8_t client = byte_at(v, 0);
   const std::uint32_t verify = be32(v, 1);
   info.client_cert = (client & (pp2::client_cert_conn | pp2::client_cert_sess)) != 0;
-  info.resumed = (client & pp2::client_cert_sess) != 0;
+  // A certificate of the session not sent on this connection: a resumption.
+  info.resumed = info.client_cert && (client & pp2::client_cert_conn) == 0;
   info.verified = info.client_cert && verify == 0;
   std::bitset<256> seen;
   return walk_tlvs(v.substr(5), [&](std::uint8_t type, std::string_view value) -> std::string {

@@ -62,7 +62,9 @@ def test_every_tlv_matches_the_client_certificate(serve, pki):
     assert hdr.tlv(PP2_TYPE_AUTHORITY) == b"localhost"          # the SNI the client sent
 
     ssl_tlv = hdr.ssl
-    assert ssl_tlv.client == PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN
+    # As the specification has it: a certificate in the session (SESS), sent on this
+    # connection (CONN).
+    assert ssl_tlv.client == PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS
     assert ssl_tlv.verify == 0, "0 = the client certificate was verified"
     assert ssl_tlv.sub[PP2_SUBTYPE_SSL_VERSION] == ex.version.encode()
     assert ssl_tlv.sub[PP2_SUBTYPE_SSL_CIPHER] == ex.cipher.encode()
@@ -110,7 +112,8 @@ def test_resumed_session_still_carries_the_identity(serve, pki):
     second.close()
     assert len(headers) == 2
     resumed = headers[1]
-    assert resumed.ssl.client == PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS
+    # The session's certificate, not sent again on this connection: SESS without CONN.
+    assert resumed.ssl.client == PP2_CLIENT_SSL | PP2_CLIENT_CERT_SESS
     assert resumed.tlv(MTLSD_SPIFFE_ID) == CLIENT_ID.encode()
     assert resumed.tlv(MTLSD_CERT_DER) == der_of(pki, "client.crt")
 

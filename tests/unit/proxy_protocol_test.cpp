@@ -80,14 +80,39 @@ TEST(ProxyV2, Ipv4HeaderWithEveryTlv) {
   EXPECT_EQ(t[0xE4], "ab12");
   const std::string ssl = t[0x20];
   ASSERT_GE(ssl.size(), 5u);
-  EXPECT_EQ(static_cast<unsigned char>(ssl[0]), 0x01 | 0x02);  // SSL, cert on conn
-  EXPECT_EQ(ssl.substr(1, 4), std::string("\0\0\0\0", 4));     // verified
+  // SSL, a certificate sent on this connection, a certificate in the session.
+  EXPECT_EQ(static_cast<unsigned char>(ssl[0]), 0x01 | 0x02 | 0x04);
+  EXPECT_EQ(ssl.substr(1, 4), std::string("\0\0\0\0", 4));  // verified
   auto sub = tlvs(ssl, 5, ssl.size());
   EXPECT_EQ(sub[0x21], "TLSv1.3");
   EXPECT_EQ(sub[0x22], "client");
   EXPECT_EQ(sub[0x23], "TLS_AES_128_GCM_SHA256");
   EXPECT_EQ(sub[0x24], "ecdsa-with-SHA256");
   EXPECT_EQ(sub[0x25], "EC256");
+}
+
+// Review: CERT_SESS was set only on a resumption and CERT_CONN on one too, the other way round
+// from the specification (and HAProxy, whose ssl_c_used reads CERT_SESS).
+TEST(ProxyV2, AResumptionHasTheSessionsCertificateButSentNoneOnThisConnection) {
+  proxy_v2_info info;
+  info.source = v4("192.0.2.10", 40000);
+  info.destination = v4("198.51.100.1", 8443);
+  info.client_cert = true;
+  info.verified = true;
+  info.resumed = true;
+  const std::string h = build_proxy_v2_header(info);
+  const std::string ssl = tlvs(h, 28, h.size())[0x20];
+  ASSERT_GE(ssl.size(), 5u);
+  EXPECT_EQ(static_cast<unsigned char>(ssl[0]), 0x01 | 0x04);
+}
+
+// Review: "a,b" in one URI SAN reached the upstream as two identities.
+TEST(ProxyV2, ACommaInsideOneSanIsSentEncoded) {
+  EXPECT_EQ(san_list_value({"https://a.example/x,spiffe://example.org/admin", "urn:b"}),
+            "https://a.example/x%2Cspiffe://example.org/admin,urn:b");
+  EXPECT_EQ(san_list_value({"ok.example.org,admin.example.org"}),
+            "ok.example.org%2Cadmin.example.org");
+  EXPECT_EQ(san_list_value({}), "");
 }
 
 TEST(ProxyV2, NoCertificateMeansNoIdentityTlvsAndVerifyNonZero) {

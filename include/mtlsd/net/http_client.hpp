@@ -30,6 +30,8 @@ struct http_request {
   bool headers_only = false;  // stop after the status line and headers (probes)
   // Connect to this unix socket instead of the URL's host (like curl --unix-socket).
   std::string unix_socket;
+  // Sent on the connection before the request: an upstream probe's PROXY v2 LOCAL header.
+  std::string preamble;
   // Go through settings->for_http(host) when set; null = always direct.
   std::shared_ptr<const proxy_settings> proxy;
 };

@@ -51,6 +51,15 @@ struct proxy_v2_info {
   std::string cert_der, cert_sha256;
 };
 
+// The value of the URI / DNS SAN TLVs (0xE1, 0xE2): the SANs, comma-separated. A comma inside
+// one SAN (an IA5String may hold any) is sent as "%2C", so that a receiver splitting on commas
+// sees one element per SAN, never one SAN as two identities.
+std::string san_list_value(const std::vector<std::string>& sans);
+
+// A v2 header with the LOCAL command and no addresses: the connection is the sender's own (a
+// health probe), not a client's. What HAProxy's check-send-proxy sends.
+std::string build_proxy_v2_local_header();
+
 // The complete header: signature, version/command, family, addresses, TLVs. Mismatched or
 // unknown address families are sent as UNSPEC (the receiver then uses the connection's own
 // addresses) with the TLVs still present. TLVs that would push the header past its 16-bit
