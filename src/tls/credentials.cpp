@@ -100,6 +100,23 @@ int password_cb(char* buf, int size, int /*rwflag*/, void* u) {
 
 }  // namespace
 
+namespace {
+
+// After PEM blocks were read until the reader stopped: whether it stopped at the end of the
+// file (no further "-----BEGIN"), the one stop that is not a failure. A damaged block (bad
+// base64, a missing END line, a body that does not decode) stops it too, and everything after
+// would be dropped without a word (review: a CA bundle lost its later CAs, a CRL file its later
+// CRLs, so a revoked peer was admitted): the caller fails then, with the queued errors.
+bool stopped_at_end_of_pem() {
+  const unsigned long e = ERR_peek_last_error();
+  if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
+    return false;
+  ERR_clear_error();
+  return true;
+}
+
+}  // namespace
+
 std::string read_secret_file(const config::file_ref& f) {
   std::string s = read_file(f, "password file");
   std::size_t n = s.size();
@@ -116,8 +133,9 @@ cert_chain load_cert_chain(const config::file_ref& f) {
   if (looks_like_pem(data)) {
     while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
       chain.emplace_back(c);
-    // Reading stops with a "no start line" error at the end of the file: expected, not a failure.
-    ERR_clear_error();
+    if (!stopped_at_end_of_pem())
+      fail(f, "damaged PEM block after " + std::to_string(chain.size()) +
+                  " certificate(s): " + drain_errors());
   } else if (X509* c = d2i_X509_bio(bio.get(), nullptr)) {
     chain.emplace_back(c);
   }
@@ -223,7 +241,9 @@ std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
   if (looks_like_pem(data)) {
     while (X509_CRL* c = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr))
       out.emplace_back(c);
-    ERR_clear_error();
+    if (!stopped_at_end_of_pem())
+      fail(f,
+           "damaged PEM block after " + std::to_string(out.size()) + " CRL(s): " + drain_errors());
   } else if (X509_CRL* c = d2i_X509_CRL_bio(bio.get(), nullptr)) {
     out.emplace_back(c);
   }

@@ -1,0 +1,73 @@
+// PEM files with a damaged block: refused, naming what was read before it, instead of ending
+// the file there without a word (review: a CA bundle silently lost its later CAs, a CRL file
+// its later CRLs, so `check` said valid and a revoked peer was admitted).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/x509.h>
+
+#include <string>
+
+#include "mtlsd/config/diagnostic.hpp"
+#include "mtlsd/tls/credentials.hpp"
+#include "test_pki.hpp"
+
+namespace {
+
+using ::testing::HasSubstr;
+using namespace mtlsd;
+
+struct fixture {
+  test::pki_dir dir;
+  test::credential ca = test::make_root_ca({.cn = "Damaged PEM CA"});
+  test::credential other = test::make_root_ca({.cn = "Other CA"});
+
+  // A PEM block whose base64 does not decode, between two good ones.
+  static std::string damaged_block() {
+    return "-----BEGIN CERTIFICATE-----\nMIIB!!!not base64!!!\n-----END CERTIFICATE-----\n";
+  }
+  std::string crl_pem(const test::credential& issuer) {
+    X509_CRL* crl = test::make_crl(issuer, {});
+    std::string pem = test::to_pem(crl);
+    X509_CRL_free(crl);
+    return pem;
+  }
+  std::string error_of(auto load, const std::string& name, const std::string& content) {
+    const config::file_ref f{dir.write(name, content), {}};
+    try {
+      load(f);
+    } catch (const config::config_error& e) {
+      return e.what();
+    }
+    return "";
+  }
+};
+
+TEST(DamagedPem, ACaBundleWithABadBlockIsRefusedNotCutShort) {
+  fixture f;
+  const std::string good = test::to_pem(f.other) + test::to_pem(f.ca);
+  EXPECT_EQ(tls::load_cert_chain({f.dir.write("good.crt", good), {}}).size(), 2u);
+  EXPECT_THAT(f.error_of(tls::load_cert_chain, "bad.crt",
+                         test::to_pem(f.other) + fixture::damaged_block() + test::to_pem(f.ca)),
+              HasSubstr("damaged PEM block after 1 certificate(s)"));
+  // Cut in the middle of its last block (a writer not done yet): refused too.
+  EXPECT_THAT(f.error_of(tls::load_cert_chain, "cut.crt", good.substr(0, good.size() - 300)),
+              HasSubstr("damaged PEM block after 1 certificate(s)"));
+  // Text around the blocks and blocks of other kinds are not damage.
+  const std::string mixed = "subject=CN=Other CA\n" + test::to_pem(f.other) +
+                            test::key_to_pem(f.ca.key()) + test::to_pem(f.ca) + "trailing\n";
+  EXPECT_EQ(tls::load_cert_chain({f.dir.write("mixed.crt", mixed), {}}).size(), 2u);
+}
+
+TEST(DamagedPem, ACrlFileWithABadBlockIsRefusedNotCutShort) {
+  fixture f;
+  EXPECT_EQ(
+      tls::load_crls({f.dir.write("good.pem", f.crl_pem(f.other) + f.crl_pem(f.ca)), {}}).size(),
+      2u);
+  const std::string bad = f.crl_pem(f.other) +
+                          "-----BEGIN X509 CRL-----\nMIIB!!!\n-----END X509 CRL-----\n" +
+                          f.crl_pem(f.ca);
+  EXPECT_THAT(f.error_of(tls::load_crls, "bad.pem", bad),
+              HasSubstr("damaged PEM block after 1 CRL(s)"));
+}
+
+}  // namespace
