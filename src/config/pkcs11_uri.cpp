@@ -46,6 +46,16 @@ std::string file_of(const std::string& source, std::string& path) {
   return {};
 }
 
+// Attribute names are lower-case words with dashes (RFC 7512 and its vendor "x-" ones).
+bool looks_like_a_name(std::string_view name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (const char c : name)
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c)) || c == '-'))
+      return false;
+  return true;
+}
+
 // One decoded attribute into `out` (pin-source, still a URI, into `pin_source`); an error or "".
 std::string apply_attribute(const std::string& name, std::string value, bool in_query,
                             pkcs11_uri& out, std::string& pin_source) {
@@ -78,9 +88,13 @@ std::string apply_attribute(const std::string& name, std::string value, bool in_
     // Slot and library attributes narrow what a multi-module proxy offers; the token
     // attributes identify the key well enough. Vendor attributes are ignored by the RFC.
   } else {
-    return std::string("unknown ") + (in_query ? "query " : "") + "attribute '" + name +
-           "' (expected token, object, id, serial, manufacturer, model, type, "
-           "module-path, pin-source or pin-value)";
+    // Quoted only when it looks like an attribute's name: text split off a PIN that holds a
+    // separator must not reach a log (review).
+    return std::string("unknown ") + (in_query ? "query " : "") + "attribute " +
+           (looks_like_a_name(name) ? "'" + name + "'" : std::string("(not shown)")) +
+           " (expected token, object, id, serial, manufacturer, model, type, "
+           "module-path, pin-source or pin-value; a ';', '?' or '&' inside a value, a PIN's "
+           "among them, must be %-escaped)";
   }
   return {};
 }
@@ -94,8 +108,9 @@ std::string apply_attributes(std::string_view part, char sep, bool in_query, pkc
     part = end == std::string_view::npos ? std::string_view() : part.substr(end + 1);
     if (attr.empty()) continue;
     const auto eq = attr.find('=');
-    if (eq == std::string_view::npos)
-      return "attribute '" + std::string(attr) + "' has no value (expected name=value)";
+    if (eq == std::string_view::npos)  // not quoted: it may be a piece of a PIN
+      return "an attribute has no value (expected name=value; a ';', '?' or '&' inside a "
+             "value, a PIN's among them, must be %-escaped)";
     const std::string name(attr.substr(0, eq));
     std::string value;
     if (!decode(attr.substr(eq + 1), value))

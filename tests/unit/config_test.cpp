@@ -1594,7 +1594,9 @@ TEST(ConfigPkcs11, BadUrisAndMisplacedSecretsNameTheLine) {
               ElementsAre(at(9, 30,
                              "listeners[0].tls.certificates[0].key: not a usable PKCS#11 URI: "
                              "unknown attribute 'objekt' (expected token, object, id, serial, "
-                             "manufacturer, model, type, module-path, pin-source or pin-value)"),
+                             "manufacturer, model, type, module-path, pin-source or pin-value; "
+                             "a ';', '?' or '&' inside a value, a PIN's among them, must be "
+                             "%-escaped)"),
                           at(10, 30,
                              "listeners[0].tls.certificates[1].key: not a usable PKCS#11 URI: "
                              "names no key: give object=LABEL and/or id=%XX... (the key's "
@@ -1645,6 +1647,18 @@ TEST(Pkcs11Uri, ParsesRfc7512) {
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a?module-path=rel.so", u), "");
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a;pin-source=https://x/pin", u), "");
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object", u), "");
+}
+
+// Review: a PIN holding a separator was split into attributes, and the error quoted the pieces.
+TEST(Pkcs11Uri, ErrorsDoNotQuoteWhatMayBeAPieceOfAPin) {
+  mtlsd::config::pkcs11_uri u;
+  for (const char* uri :
+       {"pkcs11:object=k;pin-value=ab?cdSECRET&module-path=/m.so",
+        "pkcs11:object=k;pin-value=ab;cdSECRET", "pkcs11:object=k?pin-value=ab&cdSECRET=1"}) {
+    const std::string why = mtlsd::config::parse_pkcs11_uri(uri, u);
+    EXPECT_NE(why, "") << uri;
+    EXPECT_EQ(why.find("SECRET"), std::string::npos) << why;
+  }
 }
 
 }  // namespace
