@@ -98,10 +98,6 @@ int password_cb(char* buf, int size, int /*rwflag*/, void* u) {
   return n;
 }
 
-}  // namespace
-
-namespace {
-
 // After PEM blocks were read until the reader stopped: whether it stopped at the end of the
 // file (no further "-----BEGIN"), the one stop that is not a failure. A damaged block (bad
 // base64, a missing END line, a body that does not decode) stops it too, and everything after
@@ -153,10 +149,18 @@ evp_pkey_ptr load_private_key(const config::file_ref& f, const std::string& pass
   auto bio = memory_bio(data);
   password_source src{&password};
   EVP_PKEY* key = nullptr;
-  if (looks_like_pem(data))
+  if (looks_like_pem(data)) {
     key = PEM_read_bio_PrivateKey(bio.get(), nullptr, password_cb, &src);
-  else
+  } else {
     key = d2i_PrivateKey_bio(bio.get(), nullptr);
+    if (!key) {
+      // DER may be an EncryptedPrivateKeyInfo (PKCS#8), which d2i_PrivateKey_bio does not
+      // decrypt (review: "PEM or DER, possibly encrypted" held for PEM only).
+      ERR_clear_error();
+      BIO_reset(bio.get());
+      key = d2i_PKCS8PrivateKey_bio(bio.get(), nullptr, password_cb, &src);
+    }
+  }
   if (!key) {
     std::string why = drain_errors();
     if (src.asked && password.empty())
