@@ -151,8 +151,16 @@ PKCS11_SLOT* find_token(module& m, const std::string& path, const config::pkcs11
 // Wipes a string holding a PIN when it goes out of scope.
 struct cleanse_on_exit {
   std::string& s;
-  ~cleanse_on_exit() { OPENSSL_cleanse(s.data(), s.size()); }
+  ~cleanse_on_exit() { OPENSSL_cleanse(s.data(), s.capacity()); }
 };
+
+// Copies `secret` into `pin` and wipes the argument: moving a short string copies its
+// characters rather than stealing a buffer, and would leave them in the temporary (review: a
+// PIN of up to 15 characters stayed on the stack, against "one buffer, wiped").
+void take_secret(std::string& pin, std::string secret) {
+  pin.assign(secret);
+  OPENSSL_cleanse(secret.data(), secret.capacity());
+}
 
 void login(PKCS11_SLOT* slot, const config::pkcs11_uri& uri, const config::file_ref& key,
            const config::file_ref& pin_file) {
@@ -167,11 +175,11 @@ void login(PKCS11_SLOT* slot, const config::pkcs11_uri& uri, const config::file_
   std::string pin;
   cleanse_on_exit wipe{pin};
   if (!pin_file.empty()) {
-    pin = read_secret_file(pin_file);
+    take_secret(pin, read_secret_file(pin_file));
     where = pin_file.where;
     from = "key_pin_file " + pin_file.path;
   } else if (!uri.pin_source.empty()) {
-    pin = read_secret_file({uri.pin_source, key.where});
+    take_secret(pin, read_secret_file({uri.pin_source, key.where}));
     from = "pin-source " + uri.pin_source;
   } else if (!uri.pin_value.empty()) {
     pin.assign(uri.pin_value);
