@@ -1,6 +1,7 @@
 #include "mtlsd/config/pkcs11_uri.hpp"
 
 #include <cctype>
+#include <set>
 #include <utility>
 
 namespace mtlsd::config {
@@ -100,8 +101,10 @@ std::string apply_attribute(const std::string& name, std::string value, bool in_
 }
 
 // Attributes are ';'-separated in the path and '&'-separated in the query; an error or "".
+// `seen`: the names met so far in the URI, as RFC 7512 allows each once (review: the last of
+// two token= or module-path= silently won).
 std::string apply_attributes(std::string_view part, char sep, bool in_query, pkcs11_uri& out,
-                             std::string& pin_source) {
+                             std::string& pin_source, std::set<std::string>& seen) {
   while (!part.empty()) {
     const auto end = part.find(sep);
     const std::string_view attr = part.substr(0, end);
@@ -112,6 +115,10 @@ std::string apply_attributes(std::string_view part, char sep, bool in_query, pkc
       return "an attribute has no value (expected name=value; a ';', '?' or '&' inside a "
              "value, a PIN's among them, must be %-escaped)";
     const std::string name(attr.substr(0, eq));
+    if (!seen.insert(name).second)
+      return "attribute " +
+             (looks_like_a_name(name) ? "'" + name + "'" : std::string("(not shown)")) +
+             " is given twice (RFC 7512 allows each once)";
     std::string value;
     if (!decode(attr.substr(eq + 1), value))
       return "attribute '" + name + "' has a malformed %-escape";
@@ -150,8 +157,11 @@ std::string parse_pkcs11_uri(std::string_view s, pkcs11_uri& out) {
   const std::string_view path = s.substr(0, q);
   const std::string_view query = q == std::string_view::npos ? std::string_view() : s.substr(q + 1);
   std::string pin_source;
-  if (auto why = apply_attributes(path, ';', false, out, pin_source); !why.empty()) return why;
-  if (auto why = apply_attributes(query, '&', true, out, pin_source); !why.empty()) return why;
+  std::set<std::string> seen;
+  if (auto why = apply_attributes(path, ';', false, out, pin_source, seen); !why.empty())
+    return why;
+  if (auto why = apply_attributes(query, '&', true, out, pin_source, seen); !why.empty())
+    return why;
   if (!pin_source.empty())
     if (auto why = file_of(pin_source, out.pin_source); !why.empty()) return why;
   return check_combination(out);

@@ -1647,6 +1647,11 @@ TEST(Pkcs11Uri, ParsesRfc7512) {
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a?module-path=rel.so", u), "");
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object=a;pin-source=https://x/pin", u), "");
   EXPECT_NE(mtlsd::config::parse_pkcs11_uri("pkcs11:object", u), "");
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:token=A;object=k;token=B", u),
+            "attribute 'token' is given twice (RFC 7512 allows each once)");
+  EXPECT_EQ(
+      mtlsd::config::parse_pkcs11_uri("pkcs11:object=k?module-path=/a.so&module-path=/b.so", u),
+      "attribute 'module-path' is given twice (RFC 7512 allows each once)");
 }
 
 // Review: a PIN holding a separator was split into attributes, and the error quoted the pieces.
