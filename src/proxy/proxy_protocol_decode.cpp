@@ -252,9 +252,13 @@ proxy_v2_decoded decode_proxy_v2_header(std::string_view bytes) {
   if ((ver_cmd & 0x0f) > 1) return invalid("unknown PROXY v2 command");
   d.local = (ver_cmd & 0x0f) == 0;
   d.family = byte_at(bytes, 13);
-  const std::optional<std::size_t> address_size = address_size_of(d.family);
-  if (!address_size) return invalid("unknown PROXY v2 address family");
+  std::optional<std::size_t> address_size = address_size_of(d.family);
   const std::size_t len = be16(bytes, 14);
+  // LOCAL discards the address block, family included (the specification, and HAProxy): an
+  // unknown family or a block shorter than its family's is no reason to refuse a health check
+  // (review). Its TLVs are read only after a block of a known family that fits.
+  if (d.local && (!address_size || len < *address_size)) address_size = len;
+  if (!address_size) return invalid("unknown PROXY v2 address family");
   if (len < *address_size) return invalid("PROXY v2 length shorter than its addresses");
   if (bytes.size() < 16 + len) {
     d.size = 16 + len;

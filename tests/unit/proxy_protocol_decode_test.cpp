@@ -206,6 +206,22 @@ TEST(ProxyV2Decode, LocalCommandIgnoresAddresses) {
   EXPECT_EQ(d.info.source.ss_family, AF_UNSPEC);
 }
 
+// Review: LOCAL discards the address block, family included, as HAProxy does; these were refused.
+TEST(ProxyV2Decode, LocalCommandTakesAnyFamilyAndAShortBlock) {
+  const auto unknown_family =
+      decode_proxy_v2_header(raw(std::string("\x01\x02", 2), '\x13', '\x20'));
+  ASSERT_EQ(unknown_family.status, state::complete) << unknown_family.error;
+  EXPECT_TRUE(unknown_family.local);
+  EXPECT_EQ(unknown_family.size, 18u);
+  const auto short_block = decode_proxy_v2_header(raw("", '\x11', '\x20'));
+  ASSERT_EQ(short_block.status, state::complete) << short_block.error;
+  EXPECT_EQ(short_block.size, 16u);
+  // PROXY keeps the rules.
+  EXPECT_EQ(decode_proxy_v2_header(raw("", '\x11', '\x21')).status, state::invalid);
+  EXPECT_EQ(decode_proxy_v2_header(raw(std::string("\x01\x02", 2), '\x13', '\x21')).status,
+            state::invalid);
+}
+
 TEST(ProxyV2Decode, ChecksCrc32c) {
   // haproxy computes the CRC32C over the whole header with the checksum field zeroed.
   std::string body("\x03\x00\x04\x00\x00\x00\x00", 7);
