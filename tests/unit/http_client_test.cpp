@@ -92,6 +92,23 @@ TEST(HttpClient, GetsAResponse) {
   EXPECT_NE(s.head.find("Accept: application/pkix-crl\r\n"), std::string::npos) << s.head;
 }
 
+// Review: an upstream check took "100 Continue" for the answer.
+TEST(HttpClient, InterimResponsesAreReadPast) {
+  for (const bool headers_only : {false, true}) {
+    asio::io_context ioc;
+    one_shot_server s(ioc);
+    s.answer =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    http_request req;
+    req.headers_only = headers_only;
+    auto r = fetch(ioc, s, url_of(s, "/healthz"), req);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, headers_only ? "" : "ok");
+  }
+}
+
 TEST(HttpClient, DeadlineCoversTheWholeExchange) {
   asio::io_context ioc;
   one_shot_server s(ioc);  // reads the request, never answers
