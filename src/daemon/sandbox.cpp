@@ -147,10 +147,20 @@ paths system_paths() {
   // may rely on it), wherever this build of OpenSSL looks for them.
   add_unique(p.read, "/etc/ssl");
   add_unique(p.read, "/usr/lib/ssl");
-  add_unique(p.read, X509_get_default_cert_dir());
+  // A certificate directory setting is a ':'-separated list (review: "a:b" was one path, which
+  // does not exist, so neither directory could be read inside the sandbox).
+  const auto add_dirs = [&p](std::string_view list) {
+    while (!list.empty()) {
+      const auto colon = list.find(':');
+      if (colon != 0) add_unique(p.read, std::string(list.substr(0, colon)));
+      if (colon == std::string_view::npos) break;
+      list.remove_prefix(colon + 1);
+    }
+  };
+  add_dirs(X509_get_default_cert_dir());
   add_unique(p.read, X509_get_default_cert_file());
-  for (const char* env : {X509_get_default_cert_dir_env(), X509_get_default_cert_file_env()})
-    if (const char* v = std::getenv(env)) add_unique(p.read, v);
+  if (const char* v = std::getenv(X509_get_default_cert_dir_env())) add_dirs(v);
+  if (const char* v = std::getenv(X509_get_default_cert_file_env())) add_unique(p.read, v);
   // Our own /proc entries (thread names, sanitizer runtimes' maps) and CPU topology.
   add_unique(p.read, canonical_or_self("/proc/self").string());
   add_unique(p.read, "/sys/devices/system/cpu");

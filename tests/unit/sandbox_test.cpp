@@ -29,6 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 config::configuration config_in(const fs::path& conf_dir, const fs::path& cert_dir) {
   config::configuration c;
@@ -65,6 +66,23 @@ TEST(SandboxPaths, NameTheDirectoriesAsWrittenAndWhereSymlinksLead) {
   EXPECT_THAT(p.read, Contains((base / "real").string()));
   EXPECT_TRUE(p.write_dirs.empty());
   EXPECT_TRUE(p.sockets.empty());
+}
+
+// Review: SSL_CERT_DIR=a:b was taken as one directory named "a:b".
+TEST(SandboxPaths, EachDirectoryOfSslCertDirIsReadable) {
+  test::pki_dir d;
+  const std::string a = (d.path() / "a").string(), b = (d.path() / "b").string();
+  const char* before = std::getenv("SSL_CERT_DIR");
+  const std::string kept = before ? before : "";
+  ::setenv("SSL_CERT_DIR", (a + ":" + b).c_str(), 1);
+  const paths p = system_paths();
+  if (before)
+    ::setenv("SSL_CERT_DIR", kept.c_str(), 1);
+  else
+    ::unsetenv("SSL_CERT_DIR");
+  EXPECT_THAT(p.read, Contains(a));
+  EXPECT_THAT(p.read, Contains(b));
+  EXPECT_THAT(p.read, Not(Contains(a + ":" + b)));
 }
 
 TEST(SandboxPaths, TheAccessLogDirectoryItselfIsWritableNotItsParent) {
