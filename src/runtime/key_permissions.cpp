@@ -30,7 +30,8 @@ std::vector<gid_t> own_groups() {
   return out;
 }
 
-std::optional<config::diagnostic> key_permission_warning_once(const config::file_ref& key) {
+std::optional<config::diagnostic> key_permission_warning_once(const config::file_ref& key,
+                                                              std::string_view what) {
   struct stat st {};
   if (key.empty() || ::stat(key.path.c_str(), &st) != 0) return std::nullopt;
   auto why = key_exposure(st.st_mode, st.st_gid, own_groups());
@@ -45,7 +46,7 @@ std::optional<config::diagnostic> key_permission_warning_once(const config::file
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
   return config::diagnostic{key.where,
-                            key.path + ": private key file " + *why + " (mode " + mode +
+                            key.path + ": " + std::string(what) + " " + *why + " (mode " + mode +
                                 "); chmod 600 it, or 640 with a group mtlsd runs in",
                             true};
 }

@@ -1,7 +1,10 @@
 #include "mtlsd/runtime/runtime.hpp"
 
 #include <ctime>
+#include <string_view>
+#include <utility>
 
+#include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
@@ -154,14 +157,28 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                            "; its peers are not trusted",
                        true});
     }
-    // A private key the whole machine can read is a key the whole machine has.
-    std::vector<const config::file_ref*> keys = {&l->cfg.tls.key, &l->cfg.tls.pkcs12};
-    for (const auto& e : l->cfg.tls.certificates) {
-      keys.push_back(&e.key);
-      keys.push_back(&e.pkcs12);
+    // A private key the whole machine can read is a key the whole machine has; so is the
+    // password or PIN that unlocks it (review: only key and pkcs12 files were looked at).
+    std::vector<const config::key_source*> sources = {&l->cfg.tls};
+    for (const auto& e : l->cfg.tls.certificates)
+      sources.push_back(&e);
+    for (const auto* k : sources) {
+      config::file_ref pin_source;
+      config::pkcs11_uri uri;
+      if (config::is_pkcs11_uri(k->key.path) &&
+          config::parse_pkcs11_uri(k->key.path, uri).empty() && !uri.pin_source.empty())
+        pin_source = {uri.pin_source, k->key.where};
+      const std::pair<const config::file_ref*, std::string_view> secrets[] = {
+          {&k->key, "private key file"},
+          {&k->pkcs12, "private key file"},
+          {&k->key_password_file, "key password file"},
+          {&k->key_pin_file, "PIN file"},
+          {&k->pkcs12_password_file, "PKCS#12 password file"},
+          {&pin_source, "PIN file (pin-source)"}};
+      for (const auto& [file, what] : secrets)
+        if (!config::is_pkcs11_uri(file->path))
+          if (auto w = key_permission_warning_once(*file, what)) out.push_back(std::move(*w));
     }
-    for (const auto* key : keys)
-      if (auto w = key_permission_warning_once(*key)) out.push_back(std::move(*w));
   }
   return out;
 }

@@ -160,6 +160,23 @@ TEST(KeyPermissionWarning, OncePerFileAndModeNotAtEveryReload) {
   std::filesystem::remove_all(dir);
 }
 
+// Review: a password or PIN file anyone could read drew no warning; runtime.cpp asks for each
+// with its name.
+TEST(KeyPermissionWarning, NamesTheSecretItJudges) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("mtlsd-pinperm-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "token.pin").string();
+  std::ofstream(path) << "1234\n";
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  auto w = key_permission_warning_once({path, {"/etc/mtlsd/mtlsd.yaml", 9, 20}}, "PIN file");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->message, path +
+                            ": PIN file is accessible by others (mode 0644); chmod 600 it, or "
+                            "640 with a group mtlsd runs in");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace mtlsd::runtime
 

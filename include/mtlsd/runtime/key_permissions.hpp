@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
@@ -21,7 +22,9 @@ std::vector<gid_t> own_groups();
 
 // A warning for `key` when its file is too open, the first time this process sees that file
 // with that owner group and mode; nullopt otherwise (fine, unreadable, or already warned about),
-// so a reload does not repeat it.
-std::optional<config::diagnostic> key_permission_warning_once(const config::file_ref& key);
+// so a reload does not repeat it. `what` names the file's secret in the warning: a private
+// key, or what unlocks one (a password or PIN file is as good as the key it opens).
+std::optional<config::diagnostic> key_permission_warning_once(
+    const config::file_ref& key, std::string_view what = "private key file");
 
 }  // namespace mtlsd::runtime
