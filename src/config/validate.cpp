@@ -77,6 +77,25 @@ void check_unix_listener_sources(reader& r, const YAML::Node& n, const std::stri
                 "IP address (use [] and the socket's permissions)");
 }
 
+void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::string& path,
+                                const listener& l) {
+  // With no trusted_sources any peer may send a PROXY header, and so choose the address the
+  // source checks judge (review: easy to miss; the default is nginx's, and kept).
+  if (l.listen.is_unix() || !l.accept_proxy_protocol.enabled ||
+      !l.accept_proxy_protocol.trusted_sources.empty())
+    return;
+  std::string judged;
+  if (!l.allowed_sources.empty()) judged = "allowed_sources";
+  if (l.limits.max_connections_per_source > 0)
+    judged += (judged.empty() ? "" : " and ") + std::string("limits.max_connections_per_source");
+  if (judged.empty()) return;
+  r.warning(n["accept_proxy_protocol"],
+            path +
+                ".accept_proxy_protocol: any peer may send the header (trusted_sources is "
+                "empty), so any client can choose the source address " +
+                judged + " judge: list the load balancers in trusted_sources");
+}
+
 void check_upstream_check_path(reader& r, const YAML::Node& v, const std::string& path,
                                const upstream_check_options& c) {
   if (c.type != upstream_check_type::http) r.error(v, path + ".path applies to type: http only");

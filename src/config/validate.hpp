@@ -34,6 +34,9 @@ void check_limits(reader& r, const YAML::Node& n, const std::string& path,
 // The listener (`n`): allowed_sources and accept_proxy_protocol vs a unix-socket `listen`.
 void check_unix_listener_sources(reader& r, const YAML::Node& n, const std::string& path,
                                  const listener& l);
+// The listener (`n`): a warning when any peer may send a PROXY header that source checks read.
+void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::string& path,
+                                const listener& l);
 // upstream_check.path (`v`, well-formed) vs type.
 void check_upstream_check_path(reader& r, const YAML::Node& v, const std::string& path,
                                const upstream_check_options& c);

@@ -2046,6 +2046,24 @@ TEST(ConfigAdmission, ParsesEveryKey) {
   EXPECT_TRUE(d.listeners[0].accept_proxy_protocol.v1 && d.listeners[0].accept_proxy_protocol.v2);
 }
 
+// Review: with no trusted_sources any client can send a header choosing the address that
+// allowed_sources and the per-source limit judge; said, not refused (nginx's default).
+TEST(ConfigAdmission, SourceChecksBehindAHeaderAnyoneMaySendAreWarnedAbout) {
+  EXPECT_THAT(problems_of(kMinimal + "    allowed_sources: [10.0.0.0/8]\n"
+                                     "    accept_proxy_protocol: {}\n"
+                                     "    limits: {max_connections_per_source: 3}\n"),
+              ElementsAre(at(11, 28,
+                             "warning: listeners[0].accept_proxy_protocol: any peer may send the "
+                             "header (trusted_sources is empty), so any client can choose the "
+                             "source address allowed_sources and "
+                             "limits.max_connections_per_source judge: list the load balancers "
+                             "in trusted_sources")));
+  load_ok(kMinimal + "    accept_proxy_protocol: {}\n");  // nothing judges the source
+  load_ok(kMinimal +
+          "    allowed_sources: [10.0.0.0/8]\n"
+          "    accept_proxy_protocol: {trusted_sources: [10.0.0.1]}\n");
+}
+
 TEST(ConfigAdmission, ErrorsPointAtTheValue) {
   EXPECT_THAT(problems_of(kMinimal + "    allowed_sources: [10.0.0.0/8, 10.1.2.3/8]\n"),
               ElementsAre(at(10, 35,
