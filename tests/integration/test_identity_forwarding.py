@@ -31,6 +31,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -230,40 +231,25 @@ def send_chain_and_read_xfcc(daemon, pki, cert: str, certfile: Path, rec) -> str
     return xfcc
 
 
-def test_xfcc_chain_leaves_out_a_certificate_the_client_added(http_serve, pki, tmp_path):
-    """client.crt (issued by the root) sent with an unrelated self-signed certificate after it.
-
-    What Chain= holds: README ("chain (URL-encoded PEM)") and xfcc.cpp ("leaf first, then what
-    the client sent after it") make it the client's chain as presented, which the existing
-    test_http_mode.test_cert_and_chain_details_in_envoy_order pins as leaf + intermediate with
-    no trust anchor (as Envoy's Chain=). Restricted to what was verified, for a leaf issued by
-    the root that is the leaf alone."""
+# Chain= is the verified chain without its trust anchor (README), as Envoy's is leaf first and
+# without the root: for client.crt (issued by the root) the leaf alone; for client-int, the leaf
+# and its intermediate. Each is sent with an unrelated self-signed certificate after it.
+@pytest.mark.parametrize("leaf,sent_chain,want", [
+    ("client", "client.crt", ["client.crt"]),
+    ("client-int", "client-int-chain.crt", ["client-int.crt", "int.crt"]),
+])
+def test_xfcc_chain_holds_the_verified_chain_not_a_certificate_the_client_added(
+        http_serve, pki, tmp_path, leaf, sent_chain, want):
     forged = forged_self_signed(tmp_path)
-    sent = tmp_path / "client-plus-forged.crt"
-    sent.write_text(Path(pki.path("client.crt")).read_text() + forged.read_text())
+    sent = tmp_path / f"{leaf}-plus-forged.crt"
+    sent.write_text(Path(pki.path(sent_chain)).read_text() + forged.read_text())
     daemon, _, rec = http_serve(http={"set_current_client_cert_details": ["subject", "chain"]})
-    certs = chain_of(send_chain_and_read_xfcc(daemon, pki, "client", sent, rec))
+    certs = chain_of(send_chain_and_read_xfcc(daemon, pki, leaf, sent, rec))
     subjects = [c.subject.rfc4514_string() for c in certs]
     assert not any(FORGED_CN in s for s in subjects), \
         f"Chain= carries the certificate the client added, unverified: {subjects}"
     ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
-    assert ders == [der_of(pki, "client.crt")], subjects
-
-
-def test_xfcc_chain_keeps_the_verified_intermediate_and_drops_the_added_one(
-        http_serve, pki, tmp_path):
-    """client-int + int (the verified chain below the root) + the unrelated self-signed one:
-    Chain= is leaf, intermediate; the forged certificate nowhere."""
-    forged = forged_self_signed(tmp_path)
-    sent = tmp_path / "client-int-plus-forged.crt"
-    sent.write_text(Path(pki.path("client-int-chain.crt")).read_text() + forged.read_text())
-    daemon, _, rec = http_serve(http={"set_current_client_cert_details": ["subject", "chain"]})
-    certs = chain_of(send_chain_and_read_xfcc(daemon, pki, "client-int", sent, rec))
-    subjects = [c.subject.rfc4514_string() for c in certs]
-    assert not any(FORGED_CN in s for s in subjects), \
-        f"Chain= carries the certificate the client added, unverified: {subjects}"
-    ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
-    assert ders == [der_of(pki, "client-int.crt"), der_of(pki, "int.crt")], subjects
+    assert ders == [der_of(pki, name) for name in want], subjects
 
 
 # --- 4. PP2_CLIENT_CERT_CONN / PP2_CLIENT_CERT_SESS ---------------------------------------------
