@@ -131,8 +131,11 @@ void upstream_checks::update(const config::configuration& cfg) {
   for (const auto& l : cfg.listeners) {
     if (!l.upstream_check.enabled) continue;
     auto same = std::find_if(checks_.begin(), checks_.end(), [&l](const auto& c) {
+      // The PROXY preamble too (second read: a reload turning proxy_protocol on or off kept the
+      // probe speaking as before).
       return c->current.listener == l.name && c->upstream == l.upstream &&
-             c->opts == l.upstream_check;
+             c->opts == l.upstream_check &&
+             c->speaks_proxy_v2 == (l.proxy_protocol == config::proxy_protocol_mode::v2);
     });
     if (same != checks_.end()) {
       next.push_back(*same);  // unchanged: keeps its state, series and rhythm

@@ -44,7 +44,7 @@ from proxy_v2 import (HEADER_LEN, MTLSD_DNS_SANS, MTLSD_URI_SANS, PP2_CLIENT_CER
                       PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL, SIGNATURE, header_then_echo,
                       read_header)
 from test_http_mode import SockConn, http_serve, read_response  # noqa: F401 (fixture)
-from test_upstream_check import checked, up_line, wait_ready_state
+from test_upstream_check import checked, down_line, reload, up_line, wait_ready_state
 
 TIMEOUT = 10.0          # bound for things that certainly happen
 FORGED_CN = "Forged Intermediate CA"
@@ -195,6 +195,26 @@ def test_http_upstream_check_sends_a_local_proxy_header_first(start_mtlsd, make_
     assert (hdr.family, hdr.transport) == (0, 0), "LOCAL carries family UNSPEC/UNSPEC"
     assert hdr.length == HEADER_LEN and hdr.tlvs == [], "LOCAL carries no address and no TLVs"
     assert paths[0] == "/healthz"
+
+
+def test_a_reload_that_turns_proxy_protocol_on_or_off_changes_the_check_with_it(
+        start_mtlsd, make_upstream, pki):
+    """Second read: a check with the same listener, upstream and options was kept across a
+    reload however proxy_protocol changed, and went on probing as before: down for good against
+    an upstream that requires the header once the listener sent it."""
+    strict = StrictProxyUpstream()
+    up = make_upstream(strict.handler)
+    plain = checked(pki, up.address, type="http", path="/healthz")
+    daemon = start_mtlsd(daemon_config([plain], reload={"watch": False}))
+    wait_ready_state(daemon, lambda r: down_line("inbound", up.address, "HTTP 400 Bad Request") in r.text,
+                     "a bare probe of an upstream that requires PROXY v2 never down")
+    reload(daemon, daemon_config([{**plain, "proxy_protocol": "v2"}], reload={"watch": False}))
+    wait_ready_state(daemon, lambda r: r.status == 200 and
+                     up_line("inbound", up.address, ": HTTP 200") in r.text,
+                     "the check did not take up the listener's PROXY header after the reload")
+    reload(daemon, daemon_config([plain], reload={"watch": False}))
+    wait_ready_state(daemon, lambda r: down_line("inbound", up.address, "HTTP 400 Bad Request") in r.text,
+                     "the check kept sending the PROXY header after the reload turned it off")
 
 
 # --- 3. XFCC Chain= holds the verified chain only ---------------------------------------------
