@@ -49,7 +49,8 @@ std::string file_of(const std::string& source, std::string& path) {
 
 // Attribute names are lower-case words with dashes (RFC 7512 and its vendor "x-" ones).
 bool looks_like_a_name(std::string_view name) {
-  if (name.empty() || name.size() > 32) return false;
+  if (name.empty() || name.size() > 32 || !std::islower(static_cast<unsigned char>(name[0])))
+    return false;
   for (const char c : name)
     if (!(std::islower(static_cast<unsigned char>(c)) ||
           std::isdigit(static_cast<unsigned char>(c)) || c == '-'))
@@ -121,7 +122,9 @@ std::string apply_attributes(std::string_view part, char sep, bool in_query, pkc
              " is given twice (RFC 7512 allows each once)";
     std::string value;
     if (!decode(attr.substr(eq + 1), value))
-      return "attribute '" + name + "' has a malformed %-escape";
+      return "attribute " +
+             (looks_like_a_name(name) ? "'" + name + "'" : std::string("(not shown)")) +
+             " has a malformed %-escape";
     if (auto why = apply_attribute(name, std::move(value), in_query, out, pin_source); !why.empty())
       return why;
   }

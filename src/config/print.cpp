@@ -299,7 +299,8 @@ std::size_t find_ci(const std::string& text, std::string_view what, std::size_t 
 // attribute as the parser splits them (config/pkcs11_uri.cpp): a ';' ends it in the path, an
 // '&' in the query (after the URI's first '?'). A '?' inside a path PIN splits the URI there
 // for the parser, but is redacted with it (review: a PIN with '&' in the path, or ';' in the
-// query, was shown past that character). The end of the text, a space or a quote end it too.
+// query, was shown past that character). Callers pass one value, so the end of the text is
+// the end of the URI.
 std::string redact_pins(std::string text) {
   constexpr std::string_view key = "pin-value=";
   for (std::size_t at = find_ci(text, key, 0); at != std::string::npos;
@@ -313,13 +314,11 @@ std::string redact_pins(std::string text) {
     }();
     const auto question = scheme == std::string::npos ? std::string::npos : text.find('?', scheme);
     const bool in_query = question != std::string::npos && question < at;
+    // Only the parser's separator or the end of the text ends it: a space or a quote inside
+    // a PIN is part of it (second read: "correct horse battery" showed "horse battery").
     std::size_t end = at + key.size();
-    while (end < text.size()) {
-      const char c = text[end];
-      if (std::isspace(static_cast<unsigned char>(c)) || c == '\'' || c == '"') break;
-      if (in_query ? c == '&' : c == ';') break;
+    while (end < text.size() && text[end] != (in_query ? '&' : ';'))
       ++end;
-    }
     text.replace(at + key.size(), end - at - key.size(), "REDACTED");
   }
   return text;

@@ -1659,10 +1659,12 @@ TEST(Pkcs11Uri, ErrorsDoNotQuoteWhatMayBeAPieceOfAPin) {
   mtlsd::config::pkcs11_uri u;
   for (const char* uri :
        {"pkcs11:object=k;pin-value=ab?cdSECRET&module-path=/m.so",
-        "pkcs11:object=k;pin-value=ab;cdSECRET", "pkcs11:object=k?pin-value=ab&cdSECRET=1"}) {
+        "pkcs11:object=k;pin-value=ab;cdSECRET", "pkcs11:object=k?pin-value=ab&cdSECRET=1",
+        "pkcs11:object=k;pin-value=ab;XySECRET$Q=%zz", "pkcs11:object=k;pin-value=12;3456=7"}) {
     const std::string why = mtlsd::config::parse_pkcs11_uri(uri, u);
     EXPECT_NE(why, "") << uri;
     EXPECT_EQ(why.find("SECRET"), std::string::npos) << why;
+    EXPECT_EQ(why.find("3456"), std::string::npos) << why;
   }
 }
 
