@@ -47,7 +47,9 @@ std::optional<duration> parse(std::string_view text, bool* too_long) {
       if (used != number.size()) return std::nullopt;
     } catch (const std::out_of_range&) {
       // Too many digits for a double: past the cap if any of its whole part is not zero, else
-      // a fraction too small to matter.
+      // a fraction too small to matter. Malformed all the same with a second '.' (stod throws
+      // before saying how much it used; second read).
+      if (number.find('.') != number.rfind('.')) return std::nullopt;
       const auto whole = number.substr(0, number.find('.'));
       value = whole.find_first_not_of('0') == std::string::npos
                   ? 0

@@ -84,6 +84,9 @@ TEST(ParseDuration, SaysWhenTheCapAloneRefusedIt) {
   EXPECT_FALSE(duration_too_long("596524h 1s"));
   // A fraction too long for a double is tiny, not huge.
   EXPECT_EQ(parse_duration("0." + std::string(400, '0') + "1s"), duration{0});
+  // ... but a second '.' is malformed, however many digits (second read).
+  EXPECT_EQ(parse_duration("0." + std::string(400, '0') + "1.2.3s"), std::nullopt);
+  EXPECT_FALSE(duration_too_long("9" + std::string(400, '0') + ".1.1s"));
 }
 
 TEST(FormatDuration, PicksTheLargestExactUnit) {
