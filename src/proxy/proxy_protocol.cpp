@@ -93,8 +93,14 @@ std::string san_list_value(const std::vector<std::string>& sans) {
   std::string out;
   for (std::size_t i = 0; i < sans.size(); ++i) {
     if (i > 0) out += ',';
-    for (const char c : sans[i])
-      c == ',' ? out += "%2C" : out += c;
+    for (const char c : sans[i]) {
+      if (c == ',')
+        out += "%2C";
+      else if (c == '%')
+        out += "%25";  // so that a receiver decoding %XX gets every SAN exactly (second read)
+      else
+        out += c;
+    }
   }
   return out;
 }

@@ -113,6 +113,7 @@ TEST(ProxyV2, ACommaInsideOneSanIsSentEncoded) {
   EXPECT_EQ(san_list_value({"ok.example.org,admin.example.org"}),
             "ok.example.org%2Cadmin.example.org");
   EXPECT_EQ(san_list_value({}), "");
+  EXPECT_EQ(san_list_value({"https://a.example/x%2Cy"}), "https://a.example/x%252Cy");
 }
 
 TEST(ProxyV2, NoCertificateMeansNoIdentityTlvsAndVerifyNonZero) {

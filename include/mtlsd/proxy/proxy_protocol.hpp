@@ -52,8 +52,9 @@ struct proxy_v2_info {
 };
 
 // The value of the URI / DNS SAN TLVs (0xE1, 0xE2): the SANs, comma-separated. A comma inside
-// one SAN (an IA5String may hold any) is sent as "%2C", so that a receiver splitting on commas
-// sees one element per SAN, never one SAN as two identities.
+// one SAN (an IA5String may hold any) is sent as "%2C", and a '%' as "%25": a receiver
+// splitting on commas sees one element per SAN, never one SAN as two identities, and decoding
+// %XX in an element gives the SAN exactly.
 std::string san_list_value(const std::vector<std::string>& sans);
 
 // A v2 header with the LOCAL command and no addresses: the connection is the sender's own (a
