@@ -47,7 +47,7 @@ struct h2_environment {
   session_control* control = nullptr;  // where a drain reaches the connection (may be null)
   // Sent first on each further upstream connection the HTTP/1.1 side opens: the PROXY v2
   // header `upstream_socket` began with (proxy_protocol: v2), "" = none.
-  std::string upstream_preamble;
+  std::string upstream_preamble{};
 };
 
 // Serves one HTTP/2 connection to its end. Never throws for network or protocol errors.
