@@ -338,8 +338,8 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   // One write: the PROXY header (review: only the session's first connection had it, so an
   // upstream that requires one refused the others, and one that does not saw mtlsd as the
   // client) and the request head.
-  const std::string head =
-      (opened_here ? preamble_ : std::string()) + request_head(*s, forwarding_, chunked);
+  std::string head = request_head(*s, forwarding_, chunked);
+  if (opened_here) head.insert(0, preamble_);
   auto [wec, w] = co_await asio::async_write(*sock, asio::buffer(head), as_tuple(use_awaitable));
   bool keep_alive = false;
   bool sent = false, received = false;
