@@ -17,14 +17,16 @@ from typing import Optional, Union
 
 from pki import Pki
 
-Addr = tuple  # (host, port) as returned by Mtlsd.addr()
+Addr = Union[tuple, str]  # (host, port) as returned by Mtlsd.addr(), or a unix socket's path
 TIMEOUT = 10.0
 
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def fmt_addr(sockname) -> str:
-    """Format a socket address the way mtlsd's access log does."""
+    """Format a socket address the way mtlsd's access log does ("" for a unix socket's)."""
+    if isinstance(sockname, (str, bytes)):
+        return ""
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -69,7 +71,10 @@ class Exchange:
 
 
 def connect(addr: Addr, timeout: float = TIMEOUT) -> socket.socket:
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    if isinstance(addr, str):
+        family = socket.AF_UNIX
+    else:
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     sock.connect(addr)

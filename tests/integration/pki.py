@@ -57,3 +57,14 @@ def generate_pki(outdir: Path, env: dict | None = None) -> Pki:
     if proc.returncode != 0:
         raise RuntimeError(f"gen-pki.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return Pki(outdir)
+
+
+def write_cert_and_key(cert, key, cert_path: Path, key_path: Path) -> tuple[str, str]:
+    """Writes a `cryptography` certificate (PEM) and its private key (unencrypted PKCS#8 PEM);
+    returns both paths as strings, as client_context(certfile=..., keyfile=...) takes them."""
+    from cryptography.hazmat.primitives import serialization
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)

@@ -40,6 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from h2_client import H2Client
 from http_upstream import Reader, read_request, response
 from mtlsd_harness import client_context, daemon_config, open_tls, tls_exchange
+from pki import write_cert_and_key
 from proxy_v2 import (HEADER_LEN, MTLSD_DNS_SANS, MTLSD_URI_SANS, PP2_CLIENT_CERT_CONN,
                       PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL, SIGNATURE, header_then_echo,
                       read_header)
@@ -343,12 +344,7 @@ def issue_with_sans(pki, tmp_path: Path, uris: list[str], dns: list[str]) -> tup
                 ca_key.public_key()), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    crt, key_path = tmp_path / "commas.crt", tmp_path / "commas.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(crt), str(key_path)
+    return write_cert_and_key(cert, key, tmp_path / "commas.crt", tmp_path / "commas.key")
 
 
 def test_a_comma_inside_a_san_is_percent_encoded_in_the_san_tlvs(serve, pki, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 
 from test_cli import line_of, located_lines, output
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, echo_roundtrip, free_port,
-                           run_cli, server_listener, write_config)
+                           run_cli, server_listener, tls_exchange, write_config)
 
 RELOADED = "reloaded"
 FAILED = "reload failed; still serving the previous configuration"
@@ -32,21 +32,10 @@ RELOAD_TIMEOUT = 15.0
 
 def unix_roundtrip(path: str | Path, pki, payload: bytes = b"ping\n") -> bytes:
     """A TLS connection over the unix socket at `path`; the echoed bytes (raises on failure)."""
-    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    raw.settimeout(10)
-    try:
-        raw.connect(str(path))
-        with client_context(pki, "client").wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            return got
-    finally:
-        raw.close()
+    ex = tls_exchange(str(path), client_context(pki, "client"), payload, expect=len(payload))
+    if ex.error is not None:
+        raise ex.error
+    return ex.data
 
 
 def startup_outcome(daemon: Mtlsd, timeout: float = STARTUP_TIMEOUT) -> str:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 from mtlsd_harness import client_context, echo_roundtrip, tls_exchange
+from pki import write_cert_and_key
 
 ACCESS_FIELDS = {
     "listener": str, "client": str, "identity": str, "tls_version": str, "cipher": str,
@@ -84,7 +85,7 @@ def big_subject_certificate(tmp_path):
     import datetime
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
     key = ec.generate_private_key(ec.SECP256R1())
@@ -95,12 +96,7 @@ def big_subject_certificate(tmp_path):
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "big.crt", tmp_path / "big.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
+    return write_cert_and_key(cert, key, tmp_path / "big.crt", tmp_path / "big.key")
 
 
 def test_a_huge_certificate_subject_cannot_keep_its_refusal_out_of_the_access_log(serve, pki,

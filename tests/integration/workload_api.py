@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pki import REPO_ROOT, Pki
+from pki import REPO_ROOT, Pki, write_cert_and_key
 
 PROTO = REPO_ROOT / "src" / "spiffe" / "workload.proto"
 _stubs = None
@@ -121,15 +121,12 @@ def issue_svid_valid(pki: Pki, workdir: Path, spiffe_id: str, not_before: dateti
             .sign(ca_key, hashes.SHA256()))
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    crt, key_path = workdir / f"svid-{serial:X}.crt", workdir / f"svid-{serial:X}.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    crt, key_path = write_cert_and_key(cert, key, workdir / f"svid-{serial:X}.crt",
+                                       workdir / f"svid-{serial:X}.key")
     return Svid(spiffe_id, cert.public_bytes(serialization.Encoding.DER),
                 key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()),
-                f"{serial:X}", str(crt), str(key_path))
+                f"{serial:X}", crt, key_path)
 
 
 def der_of(pki: Pki, name: str) -> bytes:
