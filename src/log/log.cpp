@@ -100,17 +100,31 @@ bool needs_quotes(std::string_view s) {
   return false;
 }
 
+// `v`, or its first field_value_limit bytes (not splitting a UTF-8 sequence) and how many more
+// there were, kept in `storage`.
+std::string_view cut_to_limit(std::string_view v, std::string& storage) {
+  if (v.size() <= field_value_limit) return v;
+  std::size_t keep = field_value_limit;
+  while (keep > 0 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
+    --keep;
+  storage.assign(v.substr(0, keep));
+  storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";
+  return storage;
+}
+
 void append_value(std::string& out, const field& f, bool json) {
   std::visit(
       [&](const auto& v) {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, std::string_view>) {
-          if (json || needs_quotes(v)) {
+          std::string storage;
+          const std::string_view text = cut_to_limit(v, storage);
+          if (json || needs_quotes(text)) {
             out += '"';
-            append_json_escaped(out, v);
+            append_json_escaped(out, text);
             out += '"';
           } else {
-            out += v;
+            out += text;
           }
         } else if constexpr (std::is_same_v<T, null_value>) {
           out += json ? "null" : "\"\"";
@@ -271,6 +285,10 @@ void append_body(std::string& out, line_format format, spdlog::level::level_enum
 }
 
 }  // namespace
+
+line_format current_line_format() {
+  return current_format.load(std::memory_order_relaxed);
+}
 
 void setup_default() {
   install(spdlog::level::info);

@@ -353,14 +353,34 @@ TEST(TextLine, StaysOnOneLine) {
   EXPECT_EQ(line, R"(info two lines v="a\nb" w="c\r\nd" t="tab\there")");
 }
 
-// BUG (src/log/log.cpp, format_line text mode): only '\n' in the message is replaced; a '\r' (or
-// any other control character) in the message goes out raw, so a message carrying "\r" (e.g. a
-// diagnostic built from a file path) can overwrite or fake a line on a terminal. Values are
-// escaped; the message should be too (or have every control character replaced).
+// Review (fixed): only '\n' in a text line's message was replaced; a '\r' or any other control
+// character went out raw, so a message carrying "\r" (e.g. a diagnostic built from a file path)
+// could overwrite or fake a line on a terminal. Every control character is replaced now.
 TEST(TextLine, MessageCarriageReturnIsNotRaw) {
   const std::string line = format_line(log_format::text, spdlog::level::info, "a\rb\x1b[2Kc", {});
   EXPECT_EQ(line.find('\r'), std::string::npos);
   EXPECT_EQ(line.find('\x1b'), std::string::npos);
+}
+
+// A peer controls some event fields (a certificate's subject in a soft-fail warning's detail):
+// one that long is cut, so that its line is not dropped whole by the queue and the event lost.
+TEST(EventLine, LongStringFieldsAreCutAndSaySo) {
+  const std::string subject = "CN=" + std::string(field_value_limit, 'a') + "\xc3\xa9";
+  const std::string line =
+      format_line(log_format::text, spdlog::level::warn, "admitted", {{"detail", subject}});
+  const std::string expected =
+      "warn admitted detail=\"" + subject.substr(0, field_value_limit) + "...(5 more bytes)\"";
+  EXPECT_TRUE(line == expected) << line.size() << " bytes: ..." << line.substr(line.size() - 40);
+  EXPECT_TRUE(valid_json(json_object(spdlog::level::warn, "admitted", {{"detail", subject}})));
+  // At the limit nothing is cut; a two-byte character across it is kept out whole.
+  const std::string exact(field_value_limit, 'b');
+  EXPECT_TRUE(format_line(log_format::text, spdlog::level::info, "x", {{"v", exact}}) ==
+              "info x v=" + exact);
+  const std::string across = std::string(field_value_limit - 1, 'c') + "\xc3\xa9";
+  const std::string cut = format_line(log_format::text, spdlog::level::info, "x", {{"v", across}});
+  EXPECT_TRUE(cut ==
+              "info x v=\"" + across.substr(0, field_value_limit - 1) + "...(2 more bytes)\"")
+      << "..." << cut.substr(cut.size() - 40);
 }
 
 }  // namespace

@@ -103,6 +103,15 @@ std::string utc(std::time_t t);
 // Escapes `s` as the body of a JSON string (no surrounding quotes).
 void append_json_escaped(std::string& out, std::string_view s);
 
+// A string field of any line longer than this is cut (not splitting a UTF-8 sequence), with how
+// many more bytes there were. Peers control some (a certificate's subject in a soft-fail
+// warning's detail, up to the size of a certificate): a line longer than the log's queue would
+// be dropped whole, losing the event. Access lines cut theirs shorter (access_field_limit).
+inline constexpr std::size_t field_value_limit = 8 * 1024;
+
+// The format lines are written in now (log.format); one atomic load, safe in a signal handler.
+line_format current_line_format();
+
 // Formats one line the way `write` would, without the timestamp (for tests).
 std::string format_line(line_format format, spdlog::level::level_enum level, std::string_view msg,
                         fields f);
