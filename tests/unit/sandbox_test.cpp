@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,9 +19,12 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 
+#include "mtlsd/log/log.hpp"
 #include "test_pki.hpp"
 
 namespace mtlsd::daemon::sandbox {
@@ -28,7 +32,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::Contains;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 using ::testing::Not;
 
 config::configuration config_in(const fs::path& conf_dir, const fs::path& cert_dir) {
@@ -225,6 +231,54 @@ TEST(SandboxSeccomp, NetlinkOnlyForRouting) {
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_ROUTE)), 0);
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_AUDIT)), 1000 + SIGSYS);
   EXPECT_EQ(under_seccomp({}, netlink(NETLINK_KOBJECT_UEVENT)), 1000 + SIGSYS);
+}
+
+// A call outside the policy is not made; the process ends with SIGSYS, as a kill would end it,
+// but first says in its own log which call it was (the kernel's audit line is out of reach in
+// most containers). `format`: log.format in the child. Returns what the child wrote to stderr.
+std::string violation_report(log::line_format format, int& status) {
+  test::pki_dir d;
+  const auto out = d.path() / "stderr";
+  status = in_child([&] {
+    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ::dup2(fd, 2) < 0) return 98;
+    log::setup({"info", format, ""});
+    try {
+      install_seccomp({});
+    } catch (...) {
+      return 99;
+    }
+    ::syscall(SYS_chroot, "/");  // never allowed
+    return 0;                    // not reached: the call above must end the process
+  });
+  std::ifstream in(out);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(SandboxSeccomp, ACallOutsideThePolicyIsNamedInTheLogAndEndsTheProcess) {
+  int status = 0;
+  const auto text = violation_report(log::line_format::text, status);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+  EXPECT_THAT(text, MatchesRegex("[0-9T:.Z-]+ critical sandbox: a system call outside the seccomp "
+                                 "policy was refused; mtlsd ends .* syscall=chroot number=" +
+                                 std::to_string(SYS_chroot) + "\n"));
+  const auto json = violation_report(log::line_format::json, status);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+  EXPECT_THAT(json,
+              MatchesRegex("\\{\"ts\":\"[0-9T:.Z-]+\",\"level\":\"critical\",\"msg\":\"sandbox: "
+                           ".*\",\"syscall\":\"chroot\",\"number\":" +
+                           std::to_string(SYS_chroot) + "\\}\n"));
+}
+
+TEST(SandboxSeccomp, AViolationLineFitsItsBufferAndNamesAnotherArchitecture) {
+  char line[512];
+  const std::string long_ts(600, '9');  // longer than the buffer: cut, still one line
+  EXPECT_EQ(format_violation(line, long_ts, 1, "write", 0), sizeof line);
+  EXPECT_EQ(line[sizeof line - 1], '\n');
+  const auto n = format_violation(line, "T", 11, nullptr, 0x40000003);
+  EXPECT_THAT(std::string(line, n), EndsWith(" syscall=unknown number=11 arch=0x40000003\n"));
 }
 
 // SOFTHSM2_CONF for one test, restored afterwards.

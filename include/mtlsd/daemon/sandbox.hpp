@@ -4,8 +4,10 @@
 // call outside the policy (src/daemon/seccomp_policy.cpp), and, where the kernel has it,
 // Landlock limiting file access to the directories the configuration names (read-only) plus the
 // few system files the resolver and OpenSSL read. Threads created afterwards inherit all of it.
+#include <cstddef>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
@@ -69,9 +71,20 @@ struct seccomp_options {
   bool remove_files = false;
 };
 seccomp_options seccomp_options_for(const config::configuration& cfg);
-// Loads the seccomp policy for all threads; a system call outside it kills the process.
-// Returns the number of system calls allowed. Throws std::runtime_error on failure.
+// Loads the seccomp policy for all threads; a system call outside it kills the process, after
+// one critical log line naming the call (report_violations). Returns the number of system calls
+// allowed. Throws std::runtime_error on failure.
 int install_seccomp(const seccomp_options& opts);
+// Makes a system call that traps (SCMP_ACT_TRAP) write one critical log line to stderr naming
+// it, then end the process with SIGSYS, as SCMP_ACT_KILL_PROCESS would have. Called by
+// install_seccomp before it loads the filter; seccomp_report.cpp.
+void report_violations();
+// The line report_violations writes for system call `number` (`name`; null: unknown) of `arch`
+// (0: the native architecture, else its AUDIT_ARCH value), in the current log.format; `ts` its
+// time. Formatted without allocation, as a signal handler must.
+// Returns the length written into `out` (at most its size, ending with a newline).
+std::size_t format_violation(char (&out)[512], std::string_view ts, int number, const char* name,
+                             unsigned arch);
 // PR_SET_NO_NEW_PRIVS, then empties the ambient, bounding (where we may), inheritable, permitted
 // and effective capability sets. Returns a note when the bounding set could not be emptied.
 std::string drop_privileges();

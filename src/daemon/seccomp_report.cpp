@@ -1,0 +1,139 @@
+// What a system call outside the seccomp policy leaves behind. SCMP_ACT_KILL_PROCESS alone
+// ends the process without a word in its own log: the kernel's audit line (`dmesg`) is out of
+// reach in most containers, so an operator saw only "exited with signal 31". The filter traps
+// instead (SIGSYS, the call not made), and the handler here writes one critical line naming the
+// call to stderr, where the other log lines go, then ends the process with SIGSYS as the kill
+// would have (a core dump where they are enabled).
+//
+// Nothing the handler does may allocate or lock: it may run in any thread, inside malloc.
+// System call names are therefore looked up once, before the filter is loaded.
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string_view>
+
+#include "mtlsd/daemon/sandbox.hpp"
+#include "mtlsd/log/log.hpp"
+
+namespace mtlsd::daemon::sandbox {
+namespace {
+
+// Numbers below this are named (x86_64 has ~460, aarch64 fewer); others print as "unknown".
+constexpr int kNamed = 1024;
+// Filled once by report_violations and never freed: the handler may read them until the end.
+const char* g_names[kNamed] = {};
+std::uint32_t g_native_arch = 0;
+
+constexpr std::string_view kMessage =
+    "sandbox: a system call outside the seccomp policy was refused; mtlsd ends (a bug in mtlsd's "
+    "policy, or code that should not run: please report the call's name)";
+
+// Appends `s` while it fits (one byte is kept back for the newline).
+struct line_writer {
+  char* p;
+  char* end;
+  void put(std::string_view s) {
+    const auto n = std::min<std::size_t>(s.size(), static_cast<std::size_t>(end - p));
+    std::memcpy(p, s.data(), n);
+    p += n;
+  }
+  void put_number(unsigned long v, int base = 10) {
+    char digits[24];
+    int n = 0;
+    do {
+      digits[n++] = "0123456789abcdef"[v % static_cast<unsigned>(base)];
+      v /= static_cast<unsigned>(base);
+    } while (v != 0);
+    if (base == 16) put("0x");
+    while (n > 0 && p < end)
+      *p++ = digits[--n];
+  }
+};
+
+void on_sigsys(int, siginfo_t* info, void*) {
+  const int saved_errno = errno;
+  const int number = info->si_syscall;
+  const unsigned arch = info->si_arch;
+  const bool native = arch == g_native_arch;
+  const char* name = native && number >= 0 && number < kNamed ? g_names[number] : nullptr;
+  char ts_buf[32];
+  const auto ts = log::format_rfc3339(ts_buf, std::chrono::system_clock::now(), true);
+  char line[512];
+  const std::size_t n = format_violation(line, ts, number, name, native ? 0 : arch);
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t w = ::write(2, line + done, n - done);
+    if (w > 0) {
+      done += static_cast<std::size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    break;  // stderr is gone: the death below still says SIGSYS
+  }
+  // Back to the default action, then SIGSYS to this thread: blocked while this handler runs,
+  // it is taken as the handler returns and ends the whole process. The trapped call was never
+  // made, so nothing runs on with its made-up result.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGSYS, &dfl, nullptr);
+  ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), SIGSYS);
+  errno = saved_errno;
+}
+
+}  // namespace
+
+std::size_t format_violation(char (&out)[512], std::string_view ts, int number, const char* name,
+                             unsigned arch) {
+  line_writer w{out, out + sizeof out - 1};
+  const bool json = log::current_line_format() == log::line_format::json;
+  const bool foreign = arch != 0;
+  const std::string_view shown = name ? std::string_view(name) : std::string_view("unknown");
+  if (json) {
+    w.put("{\"ts\":\"");
+    w.put(ts);
+    w.put("\",\"level\":\"critical\",\"msg\":\"");
+    w.put(kMessage);
+    w.put("\",\"syscall\":\"");
+    w.put(shown);
+    w.put("\",\"number\":");
+    w.put_number(static_cast<unsigned long>(static_cast<unsigned>(number)));
+    if (foreign) {
+      w.put(",\"arch\":\"");
+      w.put_number(arch, 16);
+      w.put("\"");
+    }
+    w.put("}");
+  } else {
+    w.put(ts);
+    w.put(" critical ");
+    w.put(kMessage);
+    w.put(" syscall=");
+    w.put(shown);
+    w.put(" number=");
+    w.put_number(static_cast<unsigned long>(static_cast<unsigned>(number)));
+    if (foreign) {
+      w.put(" arch=");
+      w.put_number(arch, 16);
+    }
+  }
+  *w.p++ = '\n';
+  return static_cast<std::size_t>(w.p - out);
+}
+
+void report_violations() {
+  g_native_arch = seccomp_arch_native();
+  for (int nr = 0; nr < kNamed; ++nr)
+    if (!g_names[nr]) g_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+  struct sigaction sa {};
+  sa.sa_sigaction = on_sigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGSYS, &sa, nullptr);
+}
+
+}  // namespace mtlsd::daemon::sandbox
