@@ -227,6 +227,7 @@ runtime::build_options daemon::build_options() {
   opts.registry = &metrics_;
   opts.revocation = &revocation_->service();
   opts.svids = svids_->latest();
+  opts.serving = runtime_.get();  // null at start-up: nothing serves yet
   return opts;
 }
 

@@ -44,13 +44,28 @@ std::vector<std::pair<config::file_ref, const tls::cert_chain*>> own_chains_of(
   return out;
 }
 
+// Whether `c` is among the certificates the listener named `name` of `rt` serves.
+bool served_by(const runtime* rt, const std::string& name, X509* c) {
+  const auto l = rt ? rt->find(name) : nullptr;
+  if (!l) return false;
+  for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
+    for (const auto& served : *chain)
+      if (X509_cmp(served.get(), c) == 0) return true;
+  return false;
+}
+
 // Problems with one of our chains that would make every handshake fail or confuse clients.
+// `serving`: the runtime a reload would replace (see build_options::serving).
 void check_own_chain(const config::file_ref& ref, const tls::cert_chain& own, std::time_t now,
+                     const runtime* serving, const std::string& listener,
                      config::diagnostics& out) {
   for (std::size_t i = 0; i < own.size(); ++i) {
     X509* c = own[i].get();
     const std::string what = (i == 0 ? "certificate " : "intermediate ") + tls::subject_of(c);
-    if (tls::not_after_of(c) < now)
+    const bool out_of_validity = tls::not_after_of(c) < now || tls::not_before_of(c) > now;
+    if (out_of_validity && served_by(serving, listener, c)) {
+      // Served already: warnings() names it once the reload is in.
+    } else if (tls::not_after_of(c) < now)
       out.push_back(
           {ref.where, ref.path + ": " + what + " expired at " + utc(tls::not_after_of(c)), false});
     else if (tls::not_before_of(c) > now)
@@ -101,7 +116,7 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
         lr->revocation_service = opts.revocation;
       if (opts.check_own_validity)
         for (const auto& [ref, chain] : own_chains_of(l, lr->tls, lr->svid.get()))
-          check_own_chain(ref, *chain, now, problems);
+          check_own_chain(ref, *chain, now, opts.serving, l.name, problems);
       if (opts.registry) {
         lr->registry = opts.registry;
         lr->metrics_holder = opts.registry->for_listener(l.name);
@@ -123,7 +138,17 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
     for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
       for (const auto& c : *chain) {
         auto na = tls::not_after_of(c.get());
-        if (na >= now && na - now < warn_window)
+        auto nb = tls::not_before_of(c.get());
+        // Only a reload lets these through (build_options::serving); start-up and `check`
+        // refuse them.
+        if (na < now || nb > now)
+          out.push_back(
+              {ref.where,
+               ref.path + ": " + tls::subject_of(c.get()) +
+                   (na < now ? " expired at " + utc(na) : " is not valid before " + utc(nb)) +
+                   "; served still, as before this reload (peers refuse it: renew it)",
+               true});
+        else if (na - now < warn_window)
           out.push_back({ref.where,
                          ref.path + ": " + tls::subject_of(c.get()) + " expires in " +
                              std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",

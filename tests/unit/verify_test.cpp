@@ -681,6 +681,44 @@ TEST_F(RuntimeBuildTest, NotYetValidOwnCertificateIsRejected) {
                                    utc(from));
 }
 
+// Our certificate expired while it served: a reload that changes something else (a CRL, a rule)
+// still goes ahead, naming it in the warnings; refusing would only keep the change out.
+TEST_F(RuntimeBuildTest, AReloadGoesAheadWithTheExpiredCertificateAlreadyServing) {
+  const std::time_t expires = test::now() + test::days(3);
+  auto ageing = test::make_leaf(pki->root, {.cn = "ageing",
+                                            .usage = test::key_usage::server,
+                                            .not_before = test::now() - test::days(30),
+                                            .not_after = expires});
+  files_.dir().write_pair("ageing", ageing);
+  const auto cfg = files_.server("", "      cert: ageing.crt\n      key: ageing.key\n");
+  const auto serving = runtime::build(cfg);
+  runtime::build_options later;
+  later.now = expires + test::days(1);
+  EXPECT_THROW(runtime::build(cfg, later), config::config_error);  // start-up and `check`
+  later.serving = serving.get();
+  const auto next = runtime::build(cfg, later);
+  EXPECT_THAT(
+      runtime::warnings(*next, later.now),
+      ElementsAre(::testing::Property(&config::diagnostic::str,
+                                      at(8, 13) + ": warning: " + files_.path("ageing.crt") +
+                                          ": CN=ageing,O=mtlsd tests expired at " + utc(expires) +
+                                          "; served still, as before this reload (peers refuse it: "
+                                          "renew it)")));
+  // Another expired certificate in its place is refused as before: it is not what serves.
+  auto other = test::make_leaf(pki->root, {.cn = "ageing",
+                                           .usage = test::key_usage::server,
+                                           .not_before = test::now() - test::days(30),
+                                           .not_after = expires});
+  files_.dir().write_pair("ageing", other);
+  try {
+    runtime::build(cfg, later);
+    ADD_FAILURE() << "runtime::build succeeded";
+  } catch (const config::config_error& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_THAT(e.problems()[0].message, HasSubstr("expired at " + utc(expires)));
+  }
+}
+
 TEST_F(RuntimeBuildTest, ChainOutOfOrder) {
   auto leaf =
       test::make_leaf(pki->intermediate, {.cn = "chained", .usage = test::key_usage::server});
@@ -772,8 +810,10 @@ TEST_F(RuntimeBuildTest, KeyReadableByItsOwnGroupIsFine) {
 TEST_F(RuntimeBuildTest, WarnsAboutACertificateExpiringWithin30Days) {
   const std::time_t now = test::now();
   const std::time_t not_after = now + test::days(10);
-  auto soon = test::make_leaf(
-      pki->root, {.cn = "soon", .usage = test::key_usage::server, .not_after = not_after});
+  auto soon = test::make_leaf(pki->root, {.cn = "soon",
+                                          .usage = test::key_usage::server,
+                                          .not_before = now - test::days(60),
+                                          .not_after = not_after});
   files_.dir().write_pair("soon", soon);
   auto rt = runtime::build(files_.server("", "      cert: soon.crt\n      key: soon.key\n"));
   auto w = runtime::warnings(*rt, now);

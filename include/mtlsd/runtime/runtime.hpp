@@ -58,6 +58,11 @@ struct build_options {
   // spiffe_options::socket_path). A listener whose socket has none yet is built without a
   // certificate (it is not ready until one arrives).
   std::map<std::string, std::shared_ptr<const tls::spiffe::x509_context>> svids;
+  // On a reload: the runtime serving now. A certificate of ours outside its validity that this
+  // runtime already serves on the same listener does not stop the build (warnings() names it):
+  // refusing would change nothing about what peers see, but would keep every other change —
+  // a new CRL, a removed CA, a tightened rule — from taking effect until it is renewed.
+  const runtime* serving = nullptr;
 };
 
 // Builds every listener. Throws config::config_error listing every problem of every listener
@@ -66,7 +71,8 @@ struct build_options {
 std::shared_ptr<const runtime> build(const config::configuration& cfg,
                                      const build_options& opts = {});
 
-// Warnings that do not stop a runtime from working: certificates expiring within 30 days,
+// Warnings that do not stop a runtime from working: certificates expiring within 30 days, ours
+// already expired or not yet valid that a reload let through (build_options::serving),
 // private keys readable by others or by a group this process is not in (once per file and
 // mode in a process: see key_permissions.hpp).
 config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
