@@ -47,6 +47,8 @@ admin::readiness daemon::readiness() const {
       invalid_details += line + "\n";
     }
     if (!served.empty() && invalid == served.size()) return {false, why, {}};
+    if (const auto failure = l->signing->failure(); !failure.empty())
+      return {false, "listener " + l->cfg.name + ": our private key does not sign: " + failure, {}};
   }
   auto r = upstream_readiness();
   r.details = invalid_details + r.details;

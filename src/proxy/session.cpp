@@ -14,6 +14,7 @@
 #include <chrono>
 #include <utility>
 
+#include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
@@ -103,6 +104,9 @@ asio::awaitable<void> serve_server_mode(session& s) {
     co_return;
   }
   record_tls_details(s, tls.native());
+  // A full handshake here signed with our key (CertificateVerify, or TLS 1.2's key exchange).
+  if (!s.resumed && lr.signing->signed_ok())
+    log::info("our private key signs again", {{"listener", lr.cfg.name}});
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);
   trace_judged(s, judged);

@@ -21,6 +21,7 @@
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "session_state.hpp"
@@ -53,6 +54,21 @@ void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const
   // Cancelled by the watchdog (deadline or kill): finish() names the reason from the phase.
   if (ec == asio::error::operation_aborted) return;
   if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
+  // Our key failed to sign (a token removed, its object gone): no refusal of the peer, whose
+  // doing it is not. The connection counts as an internal error, and the listener reads not
+  // ready until the key signs again (runtime/signing_health.hpp). OpenSSL's own error only
+  // (SSL_ERROR_SSL): a peer that resets while that message is written fails in the same state,
+  // with a system error.
+  if (ec == tls_protocol_error() && tls::failed_while_signing(tls.native())) {
+    const std::string why = tls.failure_detail().empty() ? ec.message() : tls.failure_detail();
+    s.detail = "internal error: our private key did not sign the handshake: " + why;
+    if (s.listener->signing->failed(SSL_get_privatekey(tls.native()), why))
+      log::error(
+          "our private key did not sign a TLS handshake; the listener is not ready "
+          "until it signs again",
+          {{"listener", s.listener->cfg.name}, {"error", why}});
+    return;
+  }
   if (tls.failure_reason() == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
     return s.refuse(reason::no_client_cert, "client sent no certificate");
   if (auto r = tls::reason_from_ssl_failure(tls.failure_reason()))

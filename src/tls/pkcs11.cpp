@@ -14,6 +14,7 @@
 
 #include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/util/hex.hpp"
 
 namespace mtlsd::tls::pkcs11 {
@@ -303,7 +304,14 @@ evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_re
     fail(key.where, "cannot use the private key " + describe_key(uri) + " on PKCS#11 token '" +
                         std::string(slot->token->label ? slot->token->label : "") +
                         "': " + drain_errors());
-  return evp_pkey_ptr(pkey);
+  evp_pkey_ptr handle(pkey);
+  // A key the token lists but will not sign with (CKA_SIGN false, a mechanism it lacks) would
+  // fail every handshake; found here, at start or reload, the old configuration keeps serving.
+  if (auto why = sign_probe(handle.get()); !why.empty())
+    fail(key.where, "the private key " + describe_key(uri) + " on PKCS#11 token '" +
+                        std::string(slot->token->label ? slot->token->label : "") +
+                        "' does not sign: " + why);
+  return handle;
 }
 
 }  // namespace mtlsd::tls::pkcs11

@@ -16,6 +16,7 @@ import pytest
 
 from clients import client_context, open_tls, tls_exchange
 from mtlsd_harness import daemon_config, deep_merge, run_cli, server_listener, write_config
+from revocation_env import metric
 
 PIN = "Xq7-pin-Zr9"  # unlike anything else in a log line
 MODULES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
@@ -230,6 +231,59 @@ def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token, tmp
     held.close()
     assert daemon.running()
     assert PIN not in daemon.stderr_text()  # the PIN never reaches a log line
+
+
+def test_a_key_the_token_lost_is_our_error_not_the_clients(start_mtlsd, make_upstream, pki,
+                                                           tmp_path, monkeypatch):
+    """The token loses the key while mtlsd runs (here: the token is deleted). Each handshake
+    then fails on our side: the client gets an internal_error alert, and the access line says
+    result=error with our key named, not rejected/protocol_error, which blamed the client.
+    /readyz turns 503 so that traffic goes elsewhere, and a reload does not "succeed" with the
+    key that cannot sign."""
+    token = Token(tmp_path / "hsm", pki, objects={"server": "server.key"})
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    up = make_upstream()
+    config = daemon_config([server_listener(
+        pki, up.address, tls=pkcs11_tls(token, "server", "server.crt", pki))])
+    daemon = start_mtlsd(config)
+    ex = tls_exchange(daemon.addr(), client_context(pki), expect=5)
+    assert ex.error is None and ex.data == b"ping\n", ex.error
+    assert daemon.admin_request("/readyz").status == 200
+    errors = metric(daemon, "mtlsd_connections_total", listener="inbound", result="error")
+    rejected = metric(daemon, "mtlsd_connections_total", listener="inbound", result="rejected")
+
+    token.util("--delete-token", "--token", "mtlsd")
+    mark = daemon.log_mark()
+    for _ in range(2):
+        ex = tls_exchange(daemon.addr(), client_context(pki), expect=5)
+        assert ex.error is not None and "INTERNAL_ERROR" in str(ex.error), ex.error
+        line = daemon.wait_for_access(since=mark, client=ex.local)
+        assert line["result"] == "error" and line["reason"] == "", line
+        assert line["detail"].startswith(
+            "internal error: our private key did not sign the handshake: "), line
+    said = [l for l in daemon.logs()[mark:]
+            if l.get("msg", "").startswith("our private key did not sign a TLS handshake")]
+    assert len(said) == 1 and said[0]["listener"] == "inbound", said  # once, not per connection
+    assert metric(daemon, "mtlsd_connections_total", listener="inbound",
+                  result="error") == errors + 2
+    assert metric(daemon, "mtlsd_connections_total", listener="inbound",
+                  result="rejected") == rejected
+    ready = daemon.admin_request("/readyz")
+    assert ready.status == 503, ready
+    assert b"listener inbound: our private key does not sign: " in ready.body, ready.body
+
+    # A reload cannot take the key back: libp11 keeps listing the deleted object, so the key
+    # is found, and the signature tried at load fails. The reload says so, and the listener
+    # stays not ready (a restart loads the token afresh).
+    mark = daemon.log_mark()
+    daemon.send_signal(signal.SIGHUP)
+    line = daemon.wait_for_log(lambda l: l.get("msg") in (
+        "reloaded", "reload failed; still serving the previous configuration"), since=mark)
+    assert line.get("result") == "failure", line
+    assert "the private key labelled 'server' on PKCS#11 token 'mtlsd' does not sign: " in \
+        line["error"], line
+    assert daemon.admin_request("/readyz").status == 503
+    assert daemon.running()
 
 
 # --- mtlsd check --------------------------------------------------------------

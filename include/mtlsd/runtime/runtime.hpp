@@ -12,6 +12,7 @@
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/metrics/metrics.hpp"
+#include "mtlsd/runtime/signing_health.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/revocation/policy.hpp"
 #include "mtlsd/tls/revocation/stapling.hpp"
@@ -39,6 +40,9 @@ struct listener_runtime {
   tls::revocation::service* revocation_service = nullptr;
   // tls.spiffe: the X.509-SVID and bundles `tls` was built from; null before the first arrived.
   std::shared_ptr<const tls::spiffe::x509_context> svid;
+  // Whether our private key still signs (a key in a token can stop); workers report, /readyz
+  // asks. Shared, not const: the runtime is.
+  std::shared_ptr<signing_health> signing = std::make_shared<signing_health>();
 };
 
 struct runtime {

@@ -1,0 +1,20 @@
+#pragma once
+// Whether a private key signs, asked with one signature over a fixed digest, and whether a
+// failed handshake failed while signing with ours. A key in a token (PKCS#11) can stop signing
+// while mtlsd runs: the token removed, the object deleted or replaced under the same name.
+#include <openssl/ssl.h>
+
+#include <string>
+
+namespace mtlsd::tls {
+
+// "" when `key` signs a SHA-256 digest the way a TLS 1.3 handshake asks it to (RSA with PSS);
+// otherwise what OpenSSL (and the token behind it) said.
+std::string sign_probe(EVP_PKEY* key);
+
+// True when the handshake on `ssl` failed while this side was writing the message it signs:
+// CertificateVerify (TLS 1.3, or a client's), or a TLS 1.2 server's ServerKeyExchange. Nothing
+// the peer sends is read in those states: the failure is our key's (or the token's).
+bool failed_while_signing(const SSL* ssl);
+
+}  // namespace mtlsd::tls

@@ -1,0 +1,57 @@
+// runtime::signing_health and tls::sign_probe: a listener whose key stopped signing reads not
+// ready until the key signs again, and says so once per failure, not once per connection.
+// (The token case, a SoftHSM token deleted under a running daemon, is in test_pkcs11.py.)
+#include "mtlsd/runtime/signing_health.hpp"
+
+#include <gtest/gtest.h>
+#include <openssl/x509.h>
+
+#include "mtlsd/tls/signing_probe.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd::runtime {
+namespace {
+
+// The public key of a certificate read back from DER (the test PKI's objects still hold the
+// private half): a key that cannot sign, standing in for a token that will not.
+tls::evp_pkey_ptr public_only() {
+  auto ca = test::make_root_ca({.cn = "public only"});
+  const std::string der = test::to_der(ca.cert());
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  tls::x509_ptr read(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  return tls::evp_pkey_ptr(X509_get_pubkey(read.get()));
+}
+
+TEST(SignProbe, AKeySignsAndAPublicKeyDoesNot) {
+  tls::evp_pkey_ptr ec(test::make_key());
+  tls::evp_pkey_ptr rsa(test::make_key("RSA-2048"));
+  EXPECT_EQ(tls::sign_probe(ec.get()), "");
+  EXPECT_EQ(tls::sign_probe(rsa.get()), "");  // with PSS, as TLS 1.3 signs
+  EXPECT_NE(tls::sign_probe(public_only().get()), "");
+  EXPECT_EQ(tls::sign_probe(nullptr), "no private key");
+}
+
+TEST(SigningHealth, NotReadyFromTheFirstFailureUntilTheKeySignsAgain) {
+  signing_health h;
+  EXPECT_EQ(h.failure(), "");
+  EXPECT_FALSE(h.signed_ok());  // nothing to recover from
+  const auto cannot = public_only();
+  EXPECT_TRUE(h.failed(cannot.get(), "Object handle invalid"));
+  EXPECT_FALSE(h.failed(cannot.get(), "Object handle invalid"));  // said once
+  EXPECT_EQ(h.failure(), "Object handle invalid");  // asked again: still does not sign
+  EXPECT_TRUE(h.signed_ok());                       // a handshake signed: the end of it
+  EXPECT_EQ(h.failure(), "");
+  EXPECT_FALSE(h.signed_ok());
+}
+
+TEST(SigningHealth, AKeyThatSignsWhenAskedAgainEndsTheFailure) {
+  signing_health h;
+  tls::evp_pkey_ptr key(test::make_key());
+  EXPECT_TRUE(h.failed(key.get(), "the token was busy"));
+  EXPECT_EQ(h.failure(), "");  // /readyz asked the key itself: it signs now
+  EXPECT_FALSE(h.signed_ok());
+  EXPECT_TRUE(h.failed(key.get(), "again"));  // a new failure is said again
+}
+
+}  // namespace
+}  // namespace mtlsd::runtime
