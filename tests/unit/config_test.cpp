@@ -341,6 +341,16 @@ TEST(ConfigParse, AccessLogPath) {
   EXPECT_EQ(load_ok("log:\n  access_log_path: \"\"\n" + kMinimal).log.access_log_path, "");
   EXPECT_EQ(load_ok("log:\n  access_log_path: stderr\n" + kMinimal).log.access_log_path, "");
   EXPECT_EQ(load_ok("log:\n  access_log_path: stdout\n" + kMinimal).log.access_log_path, "stdout");
+  // The streams' /dev names are the streams, not files in /dev (the sandbox would let mtlsd
+  // write there).
+  for (const char* out : {"/dev/stdout", "/dev/fd/1"})
+    EXPECT_EQ(load_ok(std::string("log:\n  access_log_path: ") + out + "\n" + kMinimal)
+                  .log.access_log_path,
+              "stdout");
+  for (const char* err : {"/dev/stderr", "/dev/fd/2"})
+    EXPECT_EQ(load_ok(std::string("log:\n  access_log_path: ") + err + "\n" + kMinimal)
+                  .log.access_log_path,
+              "");
   const auto dir = std::filesystem::temp_directory_path();
   configuration c =
       load_ok("log:\n  access_log_path: " + (dir / "mtlsd-access.log").string() + "\n" + kMinimal);
