@@ -55,7 +55,6 @@ void parse_admission(reader& r, const YAML::Node& n, const std::string& path, li
   });
   with(n, "limits", [&](auto v) { parse_limits(r, v, path + ".limits", l.limits); });
   check_unix_listener_sources(r, n, path, l);
-  check_proxy_header_senders(r, n, path, l);
 }
 
 void parse_timeouts(reader& r, const YAML::Node& v, const std::string& p, timeout_options& t) {

@@ -56,6 +56,7 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
     parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
   else
     l.client_auth.where = l.where;
+  check_proxy_header_senders(r, n, path, l);  // after client_auth: its rules judge sources too
   if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
     parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
   with(n, "revocation",

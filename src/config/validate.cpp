@@ -86,8 +86,15 @@ void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::strin
     return;
   std::string judged;
   if (!l.allowed_sources.empty()) judged = "allowed_sources";
-  if (l.limits.max_connections_per_source > 0)
-    judged += (judged.empty() ? "" : " and ") + std::string("limits.max_connections_per_source");
+  auto also = [&](const char* what) {
+    judged += (judged.empty() ? "" : " and ") + std::string(what);
+  };
+  if (l.limits.max_connections_per_source > 0) also("limits.max_connections_per_source");
+  const auto& rules = l.client_auth.allow.rules;
+  if (std::any_of(rules.begin(), rules.end(), [](const allow_rule& a) {
+        return !a.match.source_cidrs.empty() || !a.exclude.source_cidrs.empty();
+      }))
+    also("client_auth.allow rules' source_cidrs");
   if (judged.empty()) return;
   r.warning(n["accept_proxy_protocol"],
             path +

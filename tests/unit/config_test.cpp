@@ -2070,6 +2070,16 @@ TEST(ConfigAdmission, SourceChecksBehindAHeaderAnyoneMaySendAreWarnedAbout) {
                              "source address allowed_sources and "
                              "limits.max_connections_per_source judge: list the load balancers "
                              "in trusted_sources")));
+  // Allow rules judge the source too (review: they were not named).
+  EXPECT_THAT(problems_of(kMinimal + "      allow:\n"
+                                     "        rules:\n"
+                                     "          - source_cidrs: [10.0.0.0/8]\n"
+                                     "    accept_proxy_protocol: {}\n"),
+              ElementsAre(at(13, 28,
+                             "warning: listeners[0].accept_proxy_protocol: any peer may send the "
+                             "header (trusted_sources is empty), so any client can choose the "
+                             "source address client_auth.allow rules' source_cidrs judge: list "
+                             "the load balancers in trusted_sources")));
   load_ok(kMinimal + "    accept_proxy_protocol: {}\n");  // nothing judges the source
   load_ok(kMinimal +
           "    allowed_sources: [10.0.0.0/8]\n"
