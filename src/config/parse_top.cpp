@@ -79,9 +79,14 @@ void parse_admin(reader& r, const YAML::Node& v, admin_options& admin) {
     address parsed;
     if (!r.addr(a, "admin.address", parsed)) return;
     // What `run` accepts (admin/admin_server.cpp): no name to resolve before the sandbox.
+    // An IPv6 scope (fe80::1%eth0) is the interface's: only what comes before it is checked.
     in6_addr scratch{};
-    if (!parsed.is_unix() && ::inet_pton(AF_INET, parsed.host.c_str(), &scratch) != 1 &&
-        ::inet_pton(AF_INET6, parsed.host.c_str(), &scratch) != 1) {
+    const std::string ip = parsed.host.substr(0, parsed.host.find('%'));
+    const bool scoped = ip.size() != parsed.host.size();
+    if (!parsed.is_unix() && (scoped ? ip.size() + 1 == parsed.host.size() ||
+                                           ::inet_pton(AF_INET6, ip.c_str(), &scratch) != 1
+                                     : ::inet_pton(AF_INET, ip.c_str(), &scratch) != 1 &&
+                                           ::inet_pton(AF_INET6, ip.c_str(), &scratch) != 1)) {
       r.error(a, "admin.address: '" + parsed.host +
                      "' is not an IP address: the admin address is an IP address or a unix: path, "
                      "not a host name");
