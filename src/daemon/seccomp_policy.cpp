@@ -1,6 +1,6 @@
 // The seccomp policy: every system call mtlsd makes after start-up, grouped by who needs it. Any
 // other call is not made, and ends the whole process after one critical log line naming it
-// (SCMP_ACT_TRAP and seccomp_report.cpp; the kernel logs it too, `journalctl -k` or `dmesg`).
+// (SCMP_ACT_TRAP and seccomp_report.cpp).
 // Adding a call here is the fix when a new code path needs one; the integration suite (dev and ASan
 // builds) runs every path under this filter.
 #include <fcntl.h>

@@ -3,10 +3,13 @@
 // reach in most containers, so an operator saw only "exited with signal 31". The filter traps
 // instead (SIGSYS, the call not made), and the handler here writes one critical line naming the
 // call to stderr, where the other log lines go, then ends the process with SIGSYS as the kill
-// would have (a core dump where they are enabled).
+// would have (a core dump where they are enabled). The kernel writes no audit line for a
+// trapped call (it did for the kill): this line replaces it. Logging traps in the kernel too
+// (SCMP_FLTATR_CTL_LOG) would log every EACCES and ENOSYS the policy answers as well.
 //
 // Nothing the handler does may allocate or lock: it may run in any thread, inside malloc.
 // System call names are therefore looked up once, before the filter is loaded.
+#include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -56,16 +59,10 @@ struct line_writer {
   }
 };
 
-void on_sigsys(int, siginfo_t* info, void*) {
-  const int saved_errno = errno;
-  const int number = info->si_syscall;
-  const unsigned arch = info->si_arch;
-  const bool native = arch == g_native_arch;
-  const char* name = native && number >= 0 && number < kNamed ? g_names[number] : nullptr;
-  char ts_buf[32];
-  const auto ts = log::format_rfc3339(ts_buf, std::chrono::system_clock::now(), true);
-  char line[512];
-  const std::size_t n = format_violation(line, ts, number, name, native ? 0 : arch);
+// Writes all of `line` to stderr, waiting a little (poll: no lock) if someone made it
+// non-blocking; gives up when stderr is gone.
+void write_stderr(const char* line, std::size_t n) {
+  int waits = 0;
   for (std::size_t done = 0; done < n;) {
     const ssize_t w = ::write(2, line + done, n - done);
     if (w > 0) {
@@ -73,16 +70,45 @@ void on_sigsys(int, siginfo_t* info, void*) {
       continue;
     }
     if (w < 0 && errno == EINTR) continue;
-    break;  // stderr is gone: the death below still says SIGSYS
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && ++waits <= 10) {
+      pollfd p{2, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+      continue;
+    }
+    return;  // stderr is gone: the death below still says SIGSYS
   }
-  // Back to the default action, then SIGSYS to this thread: blocked while this handler runs,
-  // it is taken as the handler returns and ends the whole process. The trapped call was never
-  // made, so nothing runs on with its made-up result.
+}
+
+// si_code of a seccomp trap (SYS_SECCOMP in the kernel's asm-generic/siginfo.h; glibc's headers
+// do not name it).
+constexpr int kSysSeccomp = 1;
+
+// A call no build of the policy allows (no such system call): trapped, whatever the filter.
+constexpr long kNeverAllowed = 0x3fff;
+
+void on_sigsys(int, siginfo_t* info, void*) {
+  // Only seccomp's trap is reported; a SIGSYS sent by someone (kill -SYS) just ends the process.
+  if (info->si_code == kSysSeccomp) {
+    const int number = info->si_syscall;
+    const unsigned arch = info->si_arch;
+    const bool native = arch == g_native_arch;
+    const char* name = native && number >= 0 && number < kNamed ? g_names[number] : nullptr;
+    char ts_buf[32];
+    const auto ts = log::format_rfc3339(ts_buf, std::chrono::system_clock::now(), true);
+    char line[512];
+    write_stderr(line, format_violation(line, ts, number, name, native ? 0 : arch));
+  }
+  // The end, as SCMP_ACT_KILL_PROCESS would have made it, and never a return: the trapped call
+  // was not made, and the code after it would run on with a made-up result. SIGSYS back to its
+  // default action, then a call the filter traps, while SIGSYS is still blocked (this handler
+  // runs): the kernel forces the signal (unblocked, default action) and the whole process dies
+  // of it, with a core dump where enabled. Forced, it ends even PID 1 (mtlsd is in its
+  // container image), which ignores a SIGSYS merely sent to it.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   ::sigaction(SIGSYS, &dfl, nullptr);
-  ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), SIGSYS);
-  errno = saved_errno;
+  ::syscall(kNeverAllowed);
+  ::syscall(SYS_exit_group, 128 + SIGSYS);  // not reached; were it, still no return
 }
 
 }  // namespace

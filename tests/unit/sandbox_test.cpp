@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <linux/netlink.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -270,6 +271,40 @@ TEST(SandboxSeccomp, ACallOutsideThePolicyIsNamedInTheLogAndEndsTheProcess) {
               MatchesRegex("\\{\"ts\":\"[0-9T:.Z-]+\",\"level\":\"critical\",\"msg\":\"sandbox: "
                            ".*\",\"syscall\":\"chroot\",\"number\":" +
                            std::to_string(SYS_chroot) + "\\}\n"));
+}
+
+// mtlsd is PID 1 in its container image, which a SIGSYS merely sent to it does not end (review:
+// the handler's first version sent one; the trapped call then returned a made-up result and
+// the process ran on). In a new PID namespace, as its PID 1.
+TEST(SandboxSeccomp, AViolationEndsPid1Too) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const int status = in_child([&] {
+    ::close(pipe_fds[0]);
+    if (::unshare(CLONE_NEWPID) != 0) return 77;  // not allowed here: skipped below
+    const int got = in_child([&] {
+      if (::getpid() != 1) return 98;
+      const int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+      if (fd < 0 || ::dup2(fd, 2) < 0) return 97;
+      try {
+        install_seccomp({});
+      } catch (...) {
+        return 99;
+      }
+      ::syscall(SYS_chroot, "/");
+      return 0;  // ran on after the trap
+    });
+    const int written = static_cast<int>(::write(pipe_fds[1], &got, sizeof got));
+    return written == sizeof got ? 0 : 96;
+  });
+  ::close(pipe_fds[1]);
+  int pid1_status = -1;
+  const auto n = ::read(pipe_fds[0], &pid1_status, sizeof pid1_status);
+  ::close(pipe_fds[0]);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) GTEST_SKIP() << "no new PID namespace here";
+  ASSERT_EQ(n, static_cast<ssize_t>(sizeof pid1_status)) << "status " << status;
+  ASSERT_TRUE(WIFSIGNALED(pid1_status)) << "PID 1 exited with " << WEXITSTATUS(pid1_status);
+  EXPECT_EQ(WTERMSIG(pid1_status), SIGSYS);
 }
 
 TEST(SandboxSeccomp, AViolationLineFitsItsBufferAndNamesAnotherArchitecture) {
