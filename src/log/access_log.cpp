@@ -13,8 +13,8 @@ std::atomic<bool> access_enabled{true};
 // cut, kept in `storage`.
 std::string_view capped(std::string_view v, std::string& storage) {
   if (v.size() <= access_field_limit) return v;
-  std::size_t keep = access_field_limit;
-  while (keep > 0 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
+  std::size_t keep = access_field_limit;  // back over at most 3 continuation bytes (log.cpp)
+  while (keep > access_field_limit - 3 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
     --keep;
   storage.assign(v.substr(0, keep));
   storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";

@@ -104,8 +104,10 @@ bool needs_quotes(std::string_view s) {
 // there were, kept in `storage`.
 std::string_view cut_to_limit(std::string_view v, std::string& storage) {
   if (v.size() <= field_value_limit) return v;
+  // Back over at most 3 continuation bytes (a UTF-8 sequence has at most 4 bytes): invalid
+  // UTF-8, a run of them a peer may send, must not cut the value to nothing.
   std::size_t keep = field_value_limit;
-  while (keep > 0 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
+  while (keep > field_value_limit - 3 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
     --keep;
   storage.assign(v.substr(0, keep));
   storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";

@@ -381,6 +381,10 @@ TEST(EventLine, LongStringFieldsAreCutAndSaySo) {
   EXPECT_TRUE(cut ==
               "info x v=\"" + across.substr(0, field_value_limit - 1) + "...(2 more bytes)\"")
       << "..." << cut.substr(cut.size() - 40);
+  // Continuation bytes only (invalid UTF-8 a peer may send): cut at most 3 early, not to nothing.
+  const std::string junk(field_value_limit + 10, '\x80');
+  const std::string kept = format_line(log_format::text, spdlog::level::info, "x", {{"v", junk}});
+  EXPECT_GT(kept.size(), field_value_limit) << kept.size();
 }
 
 }  // namespace
