@@ -59,11 +59,14 @@ bool served_by(const runtime* rt, const std::string& name, X509* c) {
 void check_own_chain(const config::file_ref& ref, const tls::cert_chain& own, std::time_t now,
                      const runtime* serving, const std::string& listener,
                      config::diagnostics& out) {
+  // Only a chain whose leaf serves already: a new leaf under an old expired intermediate is
+  // refused, as at start-up (it is no "as before").
+  const bool leaf_served = !own.empty() && served_by(serving, listener, own.front().get());
   for (std::size_t i = 0; i < own.size(); ++i) {
     X509* c = own[i].get();
     const std::string what = (i == 0 ? "certificate " : "intermediate ") + tls::subject_of(c);
     const bool out_of_validity = tls::not_after_of(c) < now || tls::not_before_of(c) > now;
-    if (out_of_validity && served_by(serving, listener, c)) {
+    if (out_of_validity && leaf_served && served_by(serving, listener, c)) {
       // Served already: warnings() names it once the reload is in.
     } else if (tls::not_after_of(c) < now)
       out.push_back(

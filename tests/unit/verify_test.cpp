@@ -719,6 +719,33 @@ TEST_F(RuntimeBuildTest, AReloadGoesAheadWithTheExpiredCertificateAlreadyServing
   }
 }
 
+// Review: the exception matched any certificate served, so a new leaf under the old, expired
+// intermediate went through with "served still", which is untrue for the leaf.
+TEST_F(RuntimeBuildTest, ANewLeafUnderAnExpiredIntermediateThatServesIsRefused) {
+  const std::time_t expires = test::now() + test::days(3);
+  auto ca = test::make_intermediate(
+      pki->root,
+      {.cn = "Ageing CA", .not_before = test::now() - test::days(30), .not_after = expires});
+  auto old_leaf = test::make_leaf(ca, {.cn = "old", .usage = test::key_usage::server});
+  auto new_leaf = test::make_leaf(ca, {.cn = "new", .usage = test::key_usage::server});
+  files_.dir().write_pair("srv", old_leaf, {ca});
+  const auto cfg = files_.server("", "      cert: srv.crt\n      key: srv.key\n");
+  const auto serving = runtime::build(cfg);
+  runtime::build_options later;
+  later.now = expires + test::days(1);
+  later.serving = serving.get();
+  EXPECT_NO_THROW(runtime::build(cfg, later));  // the same chain: goes ahead
+  files_.dir().write_pair("srv", new_leaf, {ca});
+  try {
+    runtime::build(cfg, later);
+    ADD_FAILURE() << "runtime::build succeeded";
+  } catch (const config::config_error& e) {
+    ASSERT_EQ(e.problems().size(), 1u);
+    EXPECT_THAT(e.problems()[0].message,
+                HasSubstr("intermediate CN=Ageing CA,O=mtlsd tests expired at " + utc(expires)));
+  }
+}
+
 TEST_F(RuntimeBuildTest, ChainOutOfOrder) {
   auto leaf =
       test::make_leaf(pki->intermediate, {.cn = "chained", .usage = test::key_usage::server});
