@@ -105,7 +105,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
   }
   record_tls_details(s, tls.native());
   // A full handshake here signed with our key (CertificateVerify, or TLS 1.2's key exchange).
-  if (!s.resumed && lr.signing->signed_ok())
+  if (!s.resumed && lr.signing->signed_ok(SSL_get_privatekey(tls.native())))
     log::info("our private key signs again", {{"listener", lr.cfg.name}});
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);

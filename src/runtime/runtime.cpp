@@ -1,5 +1,8 @@
 #include "mtlsd/runtime/runtime.hpp"
 
+#include <openssl/ssl.h>
+
+#include <algorithm>
 #include <ctime>
 #include <string_view>
 #include <utility>
@@ -8,7 +11,10 @@
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
+#include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/pkcs11.hpp"
+#include "mtlsd/tls/signing_probe.hpp"
 
 namespace mtlsd::runtime {
 namespace {
@@ -84,6 +90,54 @@ void check_own_chain(const config::file_ref& ref, const tls::cert_chain& own, st
   }
 }
 
+// The keys in a token a listener signs with, each with the entry that names it.
+std::vector<std::pair<const config::key_source*, EVP_PKEY*>> token_keys(const config::listener& l,
+                                                                        const tls::tls_context& t) {
+  std::vector<std::pair<const config::key_source*, EVP_PKEY*>> out;
+  if (l.tls.spiffe.enabled || !t.ctx) return out;
+  if (l.tls.certificates.empty()) {
+    if (EVP_PKEY* key = SSL_CTX_get0_privatekey(t.ctx.get());
+        key && config::is_pkcs11_uri(l.tls.key.path))
+      out.emplace_back(&l.tls, key);
+    return out;
+  }
+  if (!t.selector) return out;
+  const auto& loaded = t.selector->certificates();
+  for (std::size_t i = 0; i < loaded.size() && i < l.tls.certificates.size(); ++i)
+    if (config::is_pkcs11_uri(l.tls.certificates[i].key.path))
+      out.emplace_back(&l.tls.certificates[i], loaded[i].key.get());
+  return out;
+}
+
+// Whether the listener `name` of `rt` signs with the token key `uri` already.
+bool key_serves(const runtime* rt, const std::string& name, const std::string& uri) {
+  const auto l = rt ? rt->find(name) : nullptr;
+  if (!l) return false;
+  if (l->cfg.tls.certificates.empty()) return l->cfg.tls.key.path == uri;
+  return std::any_of(l->cfg.tls.certificates.begin(), l->cfg.tls.certificates.end(),
+                     [&](const config::certificate_entry& e) { return e.key.path == uri; });
+}
+
+// Each key in a token signs once when a configuration first names it: a key the token lists
+// but will not sign with (CKA_SIGN false, a mechanism it lacks, an object deleted while libp11
+// still lists it) would fail every handshake; found here, the old configuration keeps serving.
+// Not again for a key a reload keeps: a token's passing failure must not hold back every other
+// change (a new CRL); a key that stopped signing is the handshakes' to report, and a reload
+// that keeps every key keeps what they found (signing_health: /readyz stays 503).
+void probe_token_keys(listener_runtime& lr, const runtime* serving, config::diagnostics& out) {
+  const auto keys = token_keys(lr.cfg, lr.tls);
+  bool all_kept = !keys.empty();
+  for (const auto& [source, key] : keys) {
+    if (key_serves(serving, lr.cfg.name, source->key.path)) continue;
+    all_kept = false;
+    if (auto why = tls::sign_probe(key); !why.empty())
+      out.push_back({source->key.where,
+                     tls::pkcs11::describe(source->key.path) + " does not sign: " + why, false});
+  }
+  if (all_kept && serving)
+    if (const auto before = serving->find(lr.cfg.name)) lr.signing = before->signing;
+}
+
 }  // namespace
 
 std::shared_ptr<const listener_runtime> runtime::find(std::string_view name) const {
@@ -117,9 +171,11 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       lr->revocation = tls::revocation::policy::from(l.revocation);
       if (lr->revocation.network() || lr->revocation.stapling)
         lr->revocation_service = opts.revocation;
-      if (opts.check_own_validity)
+      if (opts.check_own_validity) {
         for (const auto& [ref, chain] : own_chains_of(l, lr->tls, lr->svid.get()))
           check_own_chain(ref, *chain, now, opts.serving, l.name, problems);
+        probe_token_keys(*lr, opts.serving, problems);
+      }
       if (opts.registry) {
         lr->registry = opts.registry;
         lr->metrics_holder = opts.registry->for_listener(l.name);

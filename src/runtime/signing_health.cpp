@@ -1,15 +1,20 @@
 #include "mtlsd/runtime/signing_health.hpp"
 
+#include <openssl/evp.h>
+
 #include <utility>
 
 #include "mtlsd/tls/signing_probe.hpp"
 
 namespace mtlsd::runtime {
 
-bool signing_health::signed_ok() {
+bool signing_health::signed_ok(EVP_PKEY* key) {
   if (!failing_.load(std::memory_order_relaxed)) return false;
   std::lock_guard lk(mu_);
-  if (!failing_.exchange(false, std::memory_order_relaxed)) return false;
+  if (!failing_.load(std::memory_order_relaxed)) return false;
+  // The same key, even loaded again by a reload: its public half.
+  if (key_ && (!key || EVP_PKEY_eq(key_.get(), key) != 1)) return false;
+  failing_.store(false, std::memory_order_relaxed);
   key_.reset();
   why_.clear();
   return true;
@@ -19,21 +24,33 @@ bool signing_health::failed(EVP_PKEY* key, std::string why) {
   std::lock_guard lk(mu_);
   if (key && EVP_PKEY_up_ref(key) == 1) key_.reset(key);
   why_ = std::move(why);
+  ++generation_;
+  last_probe_ = std::chrono::steady_clock::now();  // the handshake just asked it
   return !failing_.exchange(true, std::memory_order_relaxed);
 }
 
 std::string signing_health::failure() {
   if (!failing_.load(std::memory_order_relaxed)) return {};
+  tls::evp_pkey_ptr key;
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lk(mu_);
+    if (!failing_.load(std::memory_order_relaxed)) return {};
+    const auto now = std::chrono::steady_clock::now();
+    if (!key_ || now - last_probe_ < probe_interval_) return why_;
+    last_probe_ = now;
+    if (EVP_PKEY_up_ref(key_.get()) == 1) key.reset(key_.get());
+    generation = generation_;
+  }
+  // Outside the lock: a token that hangs holds up this caller, not the workers.
+  const bool signs = key && tls::sign_probe(key.get()).empty();
   std::lock_guard lk(mu_);
   if (!failing_.load(std::memory_order_relaxed)) return {};
-  // Asked again; a worker that sees the key sign meanwhile clears the failure too.
-  if (key_ && tls::sign_probe(key_.get()).empty()) {
-    failing_.store(false, std::memory_order_relaxed);
-    key_.reset();
-    why_.clear();
-    return {};
-  }
-  return why_;
+  if (!signs || generation != generation_) return why_;
+  failing_.store(false, std::memory_order_relaxed);
+  key_.reset();
+  why_.clear();
+  return {};
 }
 
 }  // namespace mtlsd::runtime

@@ -14,7 +14,6 @@
 
 #include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/credentials.hpp"
-#include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/util/hex.hpp"
 
 namespace mtlsd::tls::pkcs11 {
@@ -304,14 +303,13 @@ evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_re
     fail(key.where, "cannot use the private key " + describe_key(uri) + " on PKCS#11 token '" +
                         std::string(slot->token->label ? slot->token->label : "") +
                         "': " + drain_errors());
-  evp_pkey_ptr handle(pkey);
-  // A key the token lists but will not sign with (CKA_SIGN false, a mechanism it lacks) would
-  // fail every handshake; found here, at start or reload, the old configuration keeps serving.
-  if (auto why = sign_probe(handle.get()); !why.empty())
-    fail(key.where, "the private key " + describe_key(uri) + " on PKCS#11 token '" +
-                        std::string(slot->token->label ? slot->token->label : "") +
-                        "' does not sign: " + why);
-  return handle;
+  return evp_pkey_ptr(pkey);
+}
+
+std::string describe(const std::string& key_uri) {
+  config::pkcs11_uri uri;
+  if (!config::parse_pkcs11_uri(key_uri, uri).empty()) return "the PKCS#11 key";
+  return "the private key " + describe_key(uri) + " on PKCS#11 token " + describe_token(uri);
 }
 
 }  // namespace mtlsd::tls::pkcs11

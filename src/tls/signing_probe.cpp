@@ -1,5 +1,6 @@
 #include "mtlsd/tls/signing_probe.hpp"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
@@ -10,20 +11,39 @@
 
 namespace mtlsd::tls {
 
-std::string sign_probe(EVP_PKEY* key) {
-  if (!key) return "no private key";
+namespace {
+
+// One signature over a fixed message: SHA-256 (none for Ed25519/Ed448, which hash themselves),
+// RSA with `padding`. True when the key signed.
+bool signs(EVP_PKEY* key, int padding) {
   static constexpr unsigned char message[] = "mtlsd: can this key sign?";
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EVP_PKEY_CTX* pctx = nullptr;  // owned by `md`
+  const int type = EVP_PKEY_get_base_id(key);
+  const EVP_MD* digest =
+      type == EVP_PKEY_ED25519 || type == EVP_PKEY_ED448 ? nullptr : EVP_sha256();
   std::size_t len = 0;
-  bool ok = md && EVP_DigestSignInit(md.get(), &pctx, EVP_sha256(), nullptr, key) == 1;
-  if (ok && EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA)
-    ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1;
+  bool ok = md && EVP_DigestSignInit(md.get(), &pctx, digest, nullptr, key) == 1;
+  if (ok && type == EVP_PKEY_RSA) {
+    ok = EVP_PKEY_CTX_set_rsa_padding(pctx, padding) == 1;
+    if (ok && padding == RSA_PKCS1_PSS_PADDING)
+      ok = EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1;
+  }
   ok = ok && EVP_DigestSign(md.get(), nullptr, &len, message, sizeof message) == 1;
   std::vector<unsigned char> sig(len);
-  ok = ok && EVP_DigestSign(md.get(), sig.data(), &len, message, sizeof message) == 1;
-  if (ok) return {};
+  return ok && EVP_DigestSign(md.get(), sig.data(), &len, message, sizeof message) == 1;
+}
+
+}  // namespace
+
+std::string sign_probe(EVP_PKEY* key) {
+  if (!key) return "no private key";
+  // RSA: PSS, as TLS 1.3 signs; else PKCS#1 v1.5, enough for TLS 1.2 (a token without PSS).
+  if (signs(key, RSA_PKCS1_PSS_PADDING) ||
+      (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA && signs(key, RSA_PKCS1_PADDING))) {
+    ERR_clear_error();  // the PSS attempt's, if PKCS#1 signed
+    return {};
+  }
   std::string why = drain_errors();
   return why.empty() ? "the signature failed" : why;
 }

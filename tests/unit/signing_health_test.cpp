@@ -32,25 +32,45 @@ TEST(SignProbe, AKeySignsAndAPublicKeyDoesNot) {
 }
 
 TEST(SigningHealth, NotReadyFromTheFirstFailureUntilTheKeySignsAgain) {
-  signing_health h;
+  signing_health h(std::chrono::milliseconds(0));
   EXPECT_EQ(h.failure(), "");
-  EXPECT_FALSE(h.signed_ok());  // nothing to recover from
   const auto cannot = public_only();
+  EXPECT_FALSE(h.signed_ok(cannot.get()));  // nothing to recover from
   EXPECT_TRUE(h.failed(cannot.get(), "Object handle invalid"));
   EXPECT_FALSE(h.failed(cannot.get(), "Object handle invalid"));  // said once
   EXPECT_EQ(h.failure(), "Object handle invalid");  // asked again: still does not sign
-  EXPECT_TRUE(h.signed_ok());                       // a handshake signed: the end of it
+  EXPECT_TRUE(h.signed_ok(cannot.get()));           // a handshake signed with it: the end
   EXPECT_EQ(h.failure(), "");
-  EXPECT_FALSE(h.signed_ok());
+  EXPECT_FALSE(h.signed_ok(cannot.get()));
+}
+
+// Review: with a token RSA key and an ECDSA file key on one listener, every ECDSA handshake
+// ended the RSA key's failure, and each next failure was logged again.
+TEST(SigningHealth, AnotherKeySigningEndsNothing) {
+  signing_health h(std::chrono::milliseconds(0));
+  const auto failing = public_only();
+  tls::evp_pkey_ptr other(test::make_key());
+  EXPECT_TRUE(h.failed(failing.get(), "gone"));
+  EXPECT_FALSE(h.signed_ok(other.get()));
+  EXPECT_EQ(h.failure(), "gone");
+  EXPECT_FALSE(h.failed(failing.get(), "gone"));  // not logged again
 }
 
 TEST(SigningHealth, AKeyThatSignsWhenAskedAgainEndsTheFailure) {
-  signing_health h;
+  signing_health h(std::chrono::milliseconds(0));
   tls::evp_pkey_ptr key(test::make_key());
   EXPECT_TRUE(h.failed(key.get(), "the token was busy"));
   EXPECT_EQ(h.failure(), "");  // /readyz asked the key itself: it signs now
-  EXPECT_FALSE(h.signed_ok());
+  EXPECT_FALSE(h.signed_ok(key.get()));
   EXPECT_TRUE(h.failed(key.get(), "again"));  // a new failure is said again
+}
+
+// /readyz may be asked as often as anyone likes: the token is asked at most every interval.
+TEST(SigningHealth, TheKeyIsAskedAtMostEveryProbeInterval) {
+  signing_health h;  // 5 s
+  tls::evp_pkey_ptr key(test::make_key());
+  EXPECT_TRUE(h.failed(key.get(), "the token was busy"));
+  EXPECT_EQ(h.failure(), "the token was busy");  // the handshake asked it just now
 }
 
 }  // namespace

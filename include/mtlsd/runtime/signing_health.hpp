@@ -3,6 +3,8 @@
 // stop signing while mtlsd runs; every full handshake then fails on our side, and the listener
 // is not ready (/readyz) until the key signs again. Workers report; /readyz asks.
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <string>
 
@@ -12,22 +14,32 @@ namespace mtlsd::runtime {
 
 class signing_health {
  public:
-  // A full handshake signed with our key. True when that ends a failure (say so, once). One
-  // relaxed load when nothing failed, as on nearly every handshake.
-  bool signed_ok();
-  // A handshake failed while signing with `key` (SSL_get_privatekey), OpenSSL saying `why`.
-  // True on the first such failure since the key last signed: log it then, not per connection.
+  // `probe_interval`: how often failure() asks the key itself, at most.
+  explicit signing_health(std::chrono::milliseconds probe_interval = std::chrono::seconds(5))
+      : probe_interval_(probe_interval) {}
+
+  // A full handshake signed with `key` (SSL_get_privatekey). True when that ends a failure of
+  // this key (say so, once); a listener's other key signing ends nothing. One relaxed load when
+  // nothing failed, as on nearly every handshake.
+  bool signed_ok(EVP_PKEY* key);
+  // A handshake failed while signing with `key`, OpenSSL saying `why`. True on the first such
+  // failure since the key last signed: log it then, not per connection.
   bool failed(EVP_PKEY* key, std::string why);
   // "" while the key signs; otherwise why not. After a failure it asks the key again (one
-  // signature, on the caller's thread): a token that came back makes the listener ready again
-  // without waiting for a handshake, which a pod that reads not ready would not get.
+  // signature, on the caller's thread, without the lock the workers take, at most every
+  // probe interval, counted from the last failure too): a token that came back makes the listener
+  // ready again without waiting for a handshake, which a pod that reads not ready would not get.
   std::string failure();
 
  private:
+  const std::chrono::milliseconds probe_interval_;
   std::atomic<bool> failing_{false};
   std::mutex mu_;
-  tls::evp_pkey_ptr key_;  // the key that failed (guarded by mu_)
-  std::string why_;        // guarded by mu_
+  // Guarded by mu_:
+  tls::evp_pkey_ptr key_;  // the key that failed
+  std::string why_;
+  std::uint64_t generation_ = 0;  // one per failure, so that a late probe clears no newer one
+  std::chrono::steady_clock::time_point last_probe_{};
 };
 
 }  // namespace mtlsd::runtime

@@ -37,4 +37,8 @@ std::string threads_started();
 // wrong: no module, no such token, a PIN missing or wrong, no such key.
 evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_ref& pin_file);
 
+// The key a pkcs11: URI names, for messages and without its PIN: "the private key labelled 'k'
+// on PKCS#11 token token=t".
+std::string describe(const std::string& key_uri);
+
 }  // namespace mtlsd::tls::pkcs11
