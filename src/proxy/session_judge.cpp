@@ -20,6 +20,7 @@
 #include "mtlsd/proxy/buffer_pool.hpp"
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
@@ -182,6 +183,27 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
 
 }  // namespace
 
+namespace {
+
+// With crl_files alone and on_unavailable: fail, a full handshake is refused once the CRL for
+// its chain is past nextUpdate + crl_grace; a resumption skips that check (the files are in the
+// session id context, time is not). The same check for a resumed session's chain: the leaf and
+// the intermediates its ticket carries. "" when nothing is stale.
+std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X509* leaf) {
+  const auto& rv = l.revocation;
+  if (!rv.crl_files || rv.soft_fail || rv.network() || l.tls.crls.empty()) return {};
+  const bool whole_chain = rv.crl_scope == config::crl_scope::chain;
+  std::vector<X509*> chain{leaf};
+  const tls::cert_chain from_ticket =
+      whole_chain ? tls::ticket_intermediates(ssl) : tls::cert_chain{};
+  for (const auto& c : from_ticket)
+    chain.push_back(c.get());
+  return tls::revocation::stale_crl_file(l.tls.crls, chain, whole_chain, rv.grace_seconds,
+                                         std::time(nullptr));
+}
+
+}  // namespace
+
 // After a completed handshake, in both modes: who the peer is, then revocation by network
 // sources (OCSP, distribution points) and, with recheck, a watch that closes the session when
 // a later answer revokes it. False: refused (the reason is recorded).
@@ -209,6 +231,9 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       if (auto d = tls::evaluate(allow, *s.peer_identity, {source, s.sni}); !d.allowed)
         refused.emplace(reason::not_authorized, std::move(d.detail));
     }
+    if (!refused)
+      if (auto stale = stale_crl_of_resumed(*s.listener, tls.native(), cert); !stale.empty())
+        refused.emplace(reason::revocation_unavailable, std::move(stale));
     if (refused) {
       observe_handshake(s);
       // Refused: the log names it as the refused peer, not as a verified identity.

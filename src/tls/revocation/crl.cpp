@@ -197,4 +197,20 @@ std::vector<std::string> revoked_serials(X509_CRL* crl) {
   return out;
 }
 
+std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
+                           bool whole_chain, std::time_t grace_seconds, std::time_t now) {
+  for (std::size_t depth = 0; depth < chain.size() && (whole_chain || depth == 0); ++depth) {
+    X509* cert = chain[depth];
+    // The freshest CRL of its issuer: the one a full handshake would have found current.
+    std::time_t next = -1;
+    for (const auto& crl : crls)
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) == 0)
+        next = std::max(next, crl_next_update(crl.get()));
+    if (next <= 0 || now - next <= grace_seconds) continue;  // none, no nextUpdate, or current
+    return std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
+           std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";
+  }
+  return {};
+}
+
 }  // namespace mtlsd::tls::revocation

@@ -48,6 +48,15 @@ std::string crl_issuer_text(const X509_CRL* crl);  // RFC 2253, for metrics and 
 std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now,
                              std::time_t longest_lead);
 
+// For a resumed session, which skips verification: the crl_files check that refuses a full
+// handshake once the CRL for a certificate of the chain is past nextUpdate + `grace_seconds`.
+// (The files are in the session id context, so a new one resumes nothing; time is not.)
+// `chain`: leaf first, then the intermediates the ticket carries; `whole_chain`: crl_scope
+// chain (else the leaf only). A certificate with no CRL in `crls` is left as the full handshake
+// left it. The refusal's detail, worded as a full handshake's, or "".
+std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
+                           bool whole_chain, std::time_t grace_seconds, std::time_t now);
+
 // DER encodings used to match revocations against live sessions: the issuer name of a
 // certificate or CRL, and serial numbers (content octets of the INTEGER).
 std::string name_der(const X509_NAME* name);

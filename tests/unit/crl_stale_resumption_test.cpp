@@ -1,0 +1,52 @@
+// stale_crl_file (tls/revocation/crl.hpp): a resumed session skips verification, so this is the
+// crl_files freshness check a full handshake makes, for the resumed chain.
+#include <gtest/gtest.h>
+
+#include "mtlsd/tls/revocation/crl.hpp"
+#include "test_pki.hpp"
+
+namespace mtlsd::tls::revocation {
+namespace {
+
+class StaleCrlFile : public ::testing::Test {
+ protected:
+  const std::time_t now = test::now();
+  test::credential root = test::make_root_ca({.cn = "Stale Root"});
+  test::credential intermediate = test::make_intermediate(root, {.cn = "Stale Intermediate"});
+  test::credential leaf = test::make_leaf(intermediate, {.cn = "resumed"});
+  std::vector<X509*> chain{leaf.cert(), intermediate.cert()};
+
+  x509_crl_ptr crl_of(const test::credential& issuer, std::time_t next_update) {
+    return x509_crl_ptr(
+        test::make_crl(issuer, {.this_update = next_update - 3600, .next_update = next_update}));
+  }
+};
+
+TEST_F(StaleCrlFile, TheLeafsIssuerCrlPastNextUpdateAndGrace) {
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(intermediate, now - 10));
+  EXPECT_EQ(stale_crl_file(crls, chain, false, 0, now),
+            "CRL has expired (depth 0: CN=resumed,O=mtlsd tests) (crl file)");
+  EXPECT_EQ(stale_crl_file(crls, chain, false, 60, now), "");  // within crl_grace
+  crls.push_back(crl_of(intermediate, now + 3600));            // a fresher one of the same CA
+  EXPECT_EQ(stale_crl_file(crls, chain, false, 0, now), "");
+}
+
+TEST_F(StaleCrlFile, IntermediatesOnlyWithTheWholeChain) {
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(intermediate, now + 3600));
+  crls.push_back(crl_of(root, now - 10));  // covers the intermediate
+  EXPECT_EQ(stale_crl_file(crls, chain, false, 0, now), "");
+  EXPECT_EQ(stale_crl_file(crls, chain, true, 0, now),
+            "CRL has expired (depth 1: CN=Stale Intermediate,O=mtlsd tests) (crl file)");
+}
+
+TEST_F(StaleCrlFile, ACertificateWithoutACrlIsLeftAsTheFullHandshakeLeftIt) {
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(root, now - 10));  // not the leaf's issuer
+  EXPECT_EQ(stale_crl_file(crls, chain, false, 0, now), "");
+  EXPECT_EQ(stale_crl_file({}, chain, true, 0, now), "");
+}
+
+}  // namespace
+}  // namespace mtlsd::tls::revocation
