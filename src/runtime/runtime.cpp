@@ -122,20 +122,20 @@ bool key_serves(const runtime* rt, const std::string& name, const std::string& u
 // but will not sign with (CKA_SIGN false, a mechanism it lacks, an object deleted while libp11
 // still lists it) would fail every handshake; found here, the old configuration keeps serving.
 // Not again for a key a reload keeps: a token's passing failure must not hold back every other
-// change (a new CRL); a key that stopped signing is the handshakes' to report, and a reload
-// that keeps every key keeps what they found (signing_health: /readyz stays 503).
+// change (a new CRL). A key that stopped signing is the handshakes' to report, and a reload
+// that keeps it keeps what they found (signing_health: /readyz stays 503).
 void probe_token_keys(listener_runtime& lr, const runtime* serving, config::diagnostics& out) {
   const auto keys = token_keys(lr.cfg, lr.tls);
-  bool all_kept = !keys.empty();
+  std::vector<EVP_PKEY*> handles;
   for (const auto& [source, key] : keys) {
+    handles.push_back(key);
     if (key_serves(serving, lr.cfg.name, source->key.path)) continue;
-    all_kept = false;
     if (auto why = tls::sign_probe(key); !why.empty())
       out.push_back({source->key.where,
                      tls::pkcs11::describe(source->key.path) + " does not sign: " + why, false});
   }
-  if (all_kept && serving)
-    if (const auto before = serving->find(lr.cfg.name)) lr.signing = before->signing;
+  if (const auto before = serving && !handles.empty() ? serving->find(lr.cfg.name) : nullptr)
+    lr.signing->carry_from(*before->signing, handles);
 }
 
 }  // namespace

@@ -65,6 +65,24 @@ TEST(SigningHealth, AKeyThatSignsWhenAskedAgainEndsTheFailure) {
   EXPECT_TRUE(h.failed(key.get(), "again"));  // a new failure is said again
 }
 
+// Review: a reload that dropped the failing key was held to it (503 for good); one that kept it
+// but added another key forgot the failure.
+TEST(SigningHealth, AReloadTakesOverTheFailureOnlyWhileItKeepsTheKey) {
+  signing_health before(std::chrono::milliseconds(0));
+  const auto failing = public_only();
+  tls::evp_pkey_ptr other(test::make_key());
+  EXPECT_TRUE(before.failed(failing.get(), "gone"));
+
+  signing_health keeps(std::chrono::milliseconds(0));
+  keeps.carry_from(before, {other.get(), failing.get()});
+  EXPECT_EQ(keeps.failure(), "gone");
+  EXPECT_FALSE(keeps.failed(failing.get(), "gone"));  // the same failure: not logged again
+
+  signing_health dropped(std::chrono::milliseconds(0));
+  dropped.carry_from(before, {other.get()});
+  EXPECT_EQ(dropped.failure(), "");
+}
+
 // /readyz may be asked as often as anyone likes: the token is asked at most every interval.
 TEST(SigningHealth, TheKeyIsAskedAtMostEveryProbeInterval) {
   signing_health h;  // 5 s

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "mtlsd/tls/openssl.hpp"
 
@@ -30,6 +31,10 @@ class signing_health {
   // probe interval, counted from the last failure too): a token that came back makes the listener
   // ready again without waiting for a handshake, which a pod that reads not ready would not get.
   std::string failure();
+  // A reload's new listener: takes over `before`'s failure when the key that failed is one of
+  // `keys` (the new listener's), so that the 503 stays until that key signs; otherwise starts
+  // afresh (a listener that dropped the key is not held to it).
+  void carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys);
 
  private:
   const std::chrono::milliseconds probe_interval_;

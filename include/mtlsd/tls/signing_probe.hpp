@@ -8,9 +8,8 @@
 
 namespace mtlsd::tls {
 
-// "" when `key` signs a SHA-256 digest (RSA: with PSS as TLS 1.3 asks, else PKCS#1 v1.5, which
-// TLS 1.2 can use; Ed25519/Ed448 sign the message itself); otherwise what OpenSSL (and the token
-// behind it) said.
+// "" when `key` signs a SHA-256 digest (RSA with PSS, as handshakes ask it to; Ed25519/Ed448
+// sign the message itself); otherwise what OpenSSL (and the token behind it) said.
 std::string sign_probe(EVP_PKEY* key);
 
 // True when the handshake on `ssl` failed while this side was writing the message it signs:
