@@ -23,15 +23,21 @@ def recv_exact(sock, n: int) -> bytes:
     return data
 
 
-def wait_until_refusing(addr, timeout: float = 5.0) -> None:
+def wait_until_refusing(addr, timeout: float = 15.0) -> None:
     """Bounded poll until new TCP connections are refused (several in a row,
-    since each worker has its own SO_REUSEPORT acceptor)."""
+    since each worker has its own SO_REUSEPORT acceptor). A connect that times out is not a
+    refusal: a listening socket that no longer accepts but is not closed yet (a slow,
+    sanitized daemon between the signal and the close) fills its backlog with these probes,
+    and the kernel then drops SYNs (seen in CI under TSan)."""
     deadline = time.monotonic() + timeout
     refused_in_a_row = 0
     while time.monotonic() < deadline:
         try:
             connect(addr, timeout=1).close()
             refused_in_a_row = 0
+        except TimeoutError:
+            refused_in_a_row = 0
+            continue
         except (ConnectionRefusedError, ConnectionResetError):
             # A reset happens when the listening socket closes mid-connect.
             refused_in_a_row += 1
