@@ -187,17 +187,26 @@ namespace {
 
 // With crl_files alone and on_unavailable: fail, a full handshake is refused once the CRL for
 // its chain is past nextUpdate + crl_grace; a resumption skips that check (the files are in the
-// session id context, time is not). The same check for a resumed session's chain: the leaf and
-// the intermediates its ticket carries. "" when nothing is stale.
+// session id context, time is not). The same check for a resumed session: its chain rebuilt
+// from the leaf, with the intermediates its ticket or session carries and the trust bundle's
+// (a client that sent only its leaf was completed from the bundle). "" when nothing is stale.
 std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X509* leaf) {
   const auto& rv = l.revocation;
   if (!rv.crl_files || rv.soft_fail || rv.network() || l.tls.crls.empty()) return {};
   const bool whole_chain = rv.crl_scope == config::crl_scope::chain;
-  std::vector<X509*> chain{leaf};
-  const tls::cert_chain from_ticket =
-      whole_chain ? tls::ticket_intermediates(ssl) : tls::cert_chain{};
-  for (const auto& c : from_ticket)
-    chain.push_back(c.get());
+  std::vector<X509*> pool;
+  tls::cert_chain from_ticket;
+  if (whole_chain) {
+    from_ticket = tls::ticket_intermediates(ssl);
+    for (const auto& c : from_ticket)
+      pool.push_back(c.get());
+    // A session kept in memory (TLS 1.2 session IDs, client mode's cache) keeps what was sent.
+    if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl))
+      for (int i = 0; i < sk_X509_num(sent); ++i)
+        pool.push_back(sk_X509_value(sent, i));
+  }
+  const auto chain = whole_chain ? tls::revocation::chain_to_anchor(leaf, pool, l.tls.trust)
+                                 : std::vector<X509*>{leaf};
   return tls::revocation::stale_crl_file(l.tls.crls, chain, whole_chain, rv.grace_seconds,
                                          std::time(nullptr));
 }
@@ -231,9 +240,15 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       if (auto d = tls::evaluate(allow, *s.peer_identity, {source, s.sni}); !d.allowed)
         refused.emplace(reason::not_authorized, std::move(d.detail));
     }
-    if (!refused)
-      if (auto stale = stale_crl_of_resumed(*s.listener, tls.native(), cert); !stale.empty())
+    // Resumed only: this branch also sees a full handshake that server_auth's
+    // insecure_skip_verify let through unjudged.
+    if (!refused && SSL_session_reused(tls.native()) == 1 &&
+        !s.listener->cfg.server_auth.insecure_skip_verify)
+      if (auto stale = stale_crl_of_resumed(*s.listener, tls.native(), cert); !stale.empty()) {
+        if (auto* m = s.listener->metrics)
+          m->revocation_check(revocation_method::crl, revocation_status::unavailable);
         refused.emplace(reason::revocation_unavailable, std::move(stale));
+      }
     if (refused) {
       observe_handshake(s);
       // Refused: the log names it as the refused peer, not as a verified identity.

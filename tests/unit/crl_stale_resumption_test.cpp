@@ -48,5 +48,32 @@ TEST_F(StaleCrlFile, ACertificateWithoutACrlIsLeftAsTheFullHandshakeLeftIt) {
   EXPECT_EQ(stale_crl_file({}, chain, true, 0, now), "");
 }
 
+// Review: only the intermediates a ticket carried were looked at, so a client that sent only
+// its leaf (completed from the bundle), and sessions without our ticket data, had no
+// intermediate checked.
+TEST_F(StaleCrlFile, TheChainIsRebuiltFromTheLeafUpToTheAnchor) {
+  cert_chain root_and_ca;
+  root_and_ca.emplace_back(X509_dup(root.cert()));
+  root_and_ca.emplace_back(X509_dup(intermediate.cert()));
+  auto unrelated = test::make_root_ca({.cn = "Unrelated"});
+  // Sent alone: the bundle's intermediate completes it; the root is the anchor.
+  EXPECT_EQ(chain_to_anchor(leaf.cert(), {}, root_and_ca),
+            (std::vector<X509*>{leaf.cert(), root_and_ca[1].get()}));
+  // Sent with an extra certificate: ignored.
+  EXPECT_EQ(chain_to_anchor(leaf.cert(), {unrelated.cert(), intermediate.cert()}, root_and_ca),
+            (std::vector<X509*>{leaf.cert(), intermediate.cert()}));
+  // The issuing CA trusted alone (partial chain): it is the anchor, nothing above the leaf.
+  cert_chain ca_only;
+  ca_only.emplace_back(X509_dup(intermediate.cert()));
+  EXPECT_EQ(chain_to_anchor(leaf.cert(), {intermediate.cert()}, ca_only),
+            (std::vector<X509*>{leaf.cert()}));
+  // And the stale root CRL is found for the intermediate the bundle supplied.
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(intermediate, now + 3600));
+  crls.push_back(crl_of(root, now - 10));
+  EXPECT_EQ(stale_crl_file(crls, chain_to_anchor(leaf.cert(), {}, root_and_ca), true, 0, now),
+            "CRL has expired (depth 1: CN=Stale Intermediate,O=mtlsd tests) (crl file)");
+}
+
 }  // namespace
 }  // namespace mtlsd::tls::revocation

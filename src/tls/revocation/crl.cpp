@@ -201,16 +201,50 @@ std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vec
                            bool whole_chain, std::time_t grace_seconds, std::time_t now) {
   for (std::size_t depth = 0; depth < chain.size() && (whole_chain || depth == 0); ++depth) {
     X509* cert = chain[depth];
-    // The freshest CRL of its issuer: the one a full handshake would have found current.
-    std::time_t next = -1;
-    for (const auto& crl : crls)
-      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) == 0)
-        next = std::max(next, crl_next_update(crl.get()));
-    if (next <= 0 || now - next <= grace_seconds) continue;  // none, no nextUpdate, or current
+    // The freshest complete CRL of its issuer: the one a full handshake would have found
+    // current. One without nextUpdate is current for good, as OpenSSL has it.
+    bool found = false, current = false;
+    for (const auto& crl : crls) {
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0 ||
+          X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) >= 0)
+        continue;
+      found = true;
+      const std::time_t next = crl_next_update(crl.get());
+      current = current || next == 0 || now - next <= grace_seconds;
+    }
+    if (!found || current) continue;
     return std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
            std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";
   }
   return {};
+}
+
+std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
+                                   const cert_chain& trust) {
+  auto issuer_in = [](X509* cert, auto&& pool) -> X509* {
+    for (auto&& c : pool) {
+      X509* candidate = &*c;
+      if (candidate != cert && X509_check_issued(candidate, cert) == X509_V_OK) return candidate;
+    }
+    return nullptr;
+  };
+  auto in_trust = [&](X509* c) {
+    return std::any_of(trust.begin(), trust.end(),
+                       [&](const x509_ptr& t) { return X509_cmp(t.get(), c) == 0; });
+  };
+  std::vector<X509*> trust_certs;
+  for (const auto& t : trust)
+    trust_certs.push_back(t.get());
+  std::vector<X509*> chain{leaf};
+  for (X509* cur = leaf; chain.size() < 10;) {
+    X509* issuer = issuer_in(cur, intermediates);
+    if (!issuer) issuer = issuer_in(cur, trust_certs);
+    if (!issuer || X509_check_issued(issuer, issuer) == X509_V_OK) break;  // none, or a root
+    if (in_trust(issuer) && !issuer_in(issuer, trust_certs)) break;        // a partial-chain anchor
+    chain.push_back(issuer);
+    cur = issuer;
+  }
+  return chain;
 }
 
 }  // namespace mtlsd::tls::revocation

@@ -51,11 +51,20 @@ std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, s
 // For a resumed session, which skips verification: the crl_files check that refuses a full
 // handshake once the CRL for a certificate of the chain is past nextUpdate + `grace_seconds`.
 // (The files are in the session id context, so a new one resumes nothing; time is not.)
-// `chain`: leaf first, then the intermediates the ticket carries; `whole_chain`: crl_scope
-// chain (else the leaf only). A certificate with no CRL in `crls` is left as the full handshake
-// left it. The refusal's detail, worded as a full handshake's, or "".
+// `chain`: leaf first, then its issuers below the anchor (chain_to_anchor); `whole_chain`:
+// crl_scope chain (else the leaf only). A certificate with no CRL in `crls` is left as the full
+// handshake left it; delta CRLs are not looked at, and a CRL without nextUpdate is current. The
+// refusal's detail, worded as a full handshake's, or "".
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now);
+
+// The chain a full handshake would judge for `leaf`, as far as revocation goes: the leaf, then
+// each issuer found among `intermediates` (what a ticket or session carries, in any order, extra
+// certificates ignored) and `trust` (the trust bundle, which may hold intermediates), up to and
+// without the anchor: a self-issued root, or a CA of `trust` whose own issuer `trust` does not
+// hold (partial chain). At most 10 deep.
+std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
+                                   const cert_chain& trust);
 
 // DER encodings used to match revocations against live sessions: the issuer name of a
 // certificate or CRL, and serial numbers (content octets of the INTEGER).
