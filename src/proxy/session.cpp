@@ -18,6 +18,7 @@
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
+#include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "mtlsd/util/exception.hpp"
 #include "session_state.hpp"
@@ -105,7 +106,8 @@ asio::awaitable<void> serve_server_mode(session& s) {
   }
   record_tls_details(s, tls.native());
   // A full handshake here signed with our key (CertificateVerify, or TLS 1.2's key exchange).
-  if (!s.resumed && lr.signing->signed_ok(SSL_get_privatekey(tls.native())))
+  if (!s.resumed && lr.signing->failing() && tls::signed_as_probed(tls.native()) &&
+      lr.signing->signed_ok(SSL_get_privatekey(tls.native())))
     log::info("our private key signs again", {{"listener", lr.cfg.name}});
   const bool recheck = lr.revocation.recheck_established && lr.revocation.enabled();
   const bool judged = co_await judge_verified_peer(s, tls, vo, network_revocation, recheck);

@@ -126,16 +126,18 @@ bool key_serves(const runtime* rt, const std::string& name, const std::string& u
 // that keeps it keeps what they found (signing_health: /readyz stays 503).
 void probe_token_keys(listener_runtime& lr, const runtime* serving, config::diagnostics& out) {
   const auto keys = token_keys(lr.cfg, lr.tls);
-  std::vector<EVP_PKEY*> handles;
+  std::vector<EVP_PKEY*> kept;
   for (const auto& [source, key] : keys) {
-    handles.push_back(key);
-    if (key_serves(serving, lr.cfg.name, source->key.path)) continue;
+    if (key_serves(serving, lr.cfg.name, source->key.path)) {
+      kept.push_back(key);
+      continue;
+    }
     if (auto why = tls::sign_probe(key); !why.empty())
       out.push_back({source->key.where,
                      tls::pkcs11::describe(source->key.path) + " does not sign: " + why, false});
   }
-  if (const auto before = serving && !handles.empty() ? serving->find(lr.cfg.name) : nullptr)
-    lr.signing->carry_from(*before->signing, handles);
+  if (const auto before = serving && !kept.empty() ? serving->find(lr.cfg.name) : nullptr)
+    lr.signing->carry_from(*before->signing, kept);
 }
 
 }  // namespace

@@ -54,13 +54,14 @@ std::string signing_health::failure() {
 }
 
 void signing_health::carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys) {
-  if (!before.failing_.load(std::memory_order_relaxed)) return;
+  if (&before == this || !before.failing_.load(std::memory_order_relaxed)) return;
   std::scoped_lock lk(before.mu_, mu_);
   if (!before.failing_.load(std::memory_order_relaxed) || !before.key_) return;
   for (EVP_PKEY* k : keys)
     if (k && EVP_PKEY_eq(before.key_.get(), k) == 1) {
-      if (EVP_PKEY_up_ref(before.key_.get()) != 1) return;
-      key_.reset(before.key_.get());
+      // The new listener's handle: what /readyz asks from now on.
+      if (EVP_PKEY_up_ref(k) != 1) return;
+      key_.reset(k);
       why_ = before.why_;
       last_probe_ = before.last_probe_;
       ++generation_;

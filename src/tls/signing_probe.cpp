@@ -56,4 +56,11 @@ bool failed_while_signing(const SSL* ssl) {
   }
 }
 
+bool signed_as_probed(SSL* ssl) {
+  EVP_PKEY* key = SSL_get_privatekey(ssl);
+  if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA) return key != nullptr;
+  int nid = NID_undef;
+  return SSL_get_signature_type_nid(ssl, &nid) == 1 && nid == EVP_PKEY_RSA_PSS;
+}
+
 }  // namespace mtlsd::tls

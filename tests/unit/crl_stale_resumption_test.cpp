@@ -59,8 +59,13 @@ TEST_F(StaleCrlFile, TheChainIsRebuiltFromTheLeafUpToTheAnchor) {
   // Sent alone: the bundle's intermediate completes it; the root is the anchor.
   EXPECT_EQ(chain_to_anchor(leaf.cert(), {}, root_and_ca),
             (std::vector<X509*>{leaf.cert(), root_and_ca[1].get()}));
-  // Sent with an extra certificate: ignored.
+  // Sent with an extra certificate: ignored; the bundle's copy of the CA comes first.
   EXPECT_EQ(chain_to_anchor(leaf.cert(), {unrelated.cert(), intermediate.cert()}, root_and_ca),
+            (std::vector<X509*>{leaf.cert(), root_and_ca[1].get()}));
+  // Sent, and not in the bundle: the sent one.
+  cert_chain root_only;
+  root_only.emplace_back(X509_dup(root.cert()));
+  EXPECT_EQ(chain_to_anchor(leaf.cert(), {unrelated.cert(), intermediate.cert()}, root_only),
             (std::vector<X509*>{leaf.cert(), intermediate.cert()}));
   // The issuing CA trusted alone (partial chain): it is the anchor, nothing above the leaf.
   cert_chain ca_only;

@@ -14,6 +14,16 @@ namespace {
 
 // The public key of a certificate read back from DER (the test PKI's objects still hold the
 // private half): a key that cannot sign, standing in for a token that will not.
+// The public half of `key` alone (an EVP_PKEY_eq match of `key` that cannot sign).
+tls::evp_pkey_ptr public_only_of(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  const int n = i2d_PUBKEY(key, &der);
+  const unsigned char* p = der;
+  tls::evp_pkey_ptr out(d2i_PUBKEY(nullptr, &p, n));
+  OPENSSL_free(der);
+  return out;
+}
+
 tls::evp_pkey_ptr public_only() {
   auto ca = test::make_root_ca({.cn = "public only"});
   const std::string der = test::to_der(ca.cert());
@@ -81,6 +91,16 @@ TEST(SigningHealth, AReloadTakesOverTheFailureOnlyWhileItKeepsTheKey) {
   signing_health dropped(std::chrono::milliseconds(0));
   dropped.carry_from(before, {other.get()});
   EXPECT_EQ(dropped.failure(), "");
+
+  // What is asked from then on is the new listener's handle: one that signs ends it (review:
+  // the old, dead handle was kept and asked for good).
+  signing_health before_b(std::chrono::milliseconds(0));
+  tls::evp_pkey_ptr key(test::make_key());
+  EXPECT_TRUE(before_b.failed(public_only_of(key.get()).get(), "gone"));
+  signing_health renewed(std::chrono::milliseconds(0));
+  renewed.carry_from(before_b, {key.get()});  // the same public key, a handle that signs
+  EXPECT_EQ(renewed.failure(), "");
+  renewed.carry_from(renewed, {key.get()});  // itself: nothing (no deadlock)
 }
 
 // /readyz may be asked as often as anyone likes: the token is asked at most every interval.

@@ -23,6 +23,8 @@ class signing_health {
   // this key (say so, once); a listener's other key signing ends nothing. One relaxed load when
   // nothing failed, as on nearly every handshake.
   bool signed_ok(EVP_PKEY* key);
+  // Whether a failure stands (one relaxed load): the fast path of a handshake's report.
+  bool failing() const { return failing_.load(std::memory_order_relaxed); }
   // A handshake failed while signing with `key`, OpenSSL saying `why`. True on the first such
   // failure since the key last signed: log it then, not per connection.
   bool failed(EVP_PKEY* key, std::string why);
@@ -32,8 +34,9 @@ class signing_health {
   // ready again without waiting for a handshake, which a pod that reads not ready would not get.
   std::string failure();
   // A reload's new listener: takes over `before`'s failure when the key that failed is one of
-  // `keys` (the new listener's), so that the 503 stays until that key signs; otherwise starts
-  // afresh (a listener that dropped the key is not held to it).
+  // `keys` (the new listener's keys kept from `before`, under the same URI), so that the 503
+  // stays until that key signs; otherwise starts afresh (a listener that dropped the key, or
+  // names it anew and saw it sign, is not held to it).
   void carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys);
 
  private:

@@ -17,4 +17,8 @@ std::string sign_probe(EVP_PKEY* key);
 // the peer sends is read in those states: the failure is our key's (or the token's).
 bool failed_while_signing(const SSL* ssl);
 
+// True when a completed handshake signed with our key the way sign_probe asks it to (RSA: with
+// PSS): only then may it end a failure that probe would still find.
+bool signed_as_probed(SSL* ssl);
+
 }  // namespace mtlsd::tls

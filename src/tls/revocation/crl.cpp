@@ -203,12 +203,11 @@ std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vec
     X509* cert = chain[depth];
     // The freshest complete CRL of its issuer: the one a full handshake would have found
     // current. One without nextUpdate is current for good, as OpenSSL has it.
+    // A current delta keeps an expired base in force too (X509_V_FLAG_USE_DELTAS).
     bool found = false, current = false;
     for (const auto& crl : crls) {
-      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0 ||
-          X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) >= 0)
-        continue;
-      found = true;
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0) continue;
+      found = found || X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) < 0;
       const std::time_t next = crl_next_update(crl.get());
       current = current || next == 0 || now - next <= grace_seconds;
     }
@@ -221,26 +220,31 @@ std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vec
 
 std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
                                    const cert_chain& trust) {
-  auto issuer_in = [](X509* cert, auto&& pool) -> X509* {
-    for (auto&& c : pool) {
-      X509* candidate = &*c;
-      if (candidate != cert && X509_check_issued(candidate, cert) == X509_V_OK) return candidate;
-    }
-    return nullptr;
-  };
-  auto in_trust = [&](X509* c) {
-    return std::any_of(trust.begin(), trust.end(),
-                       [&](const x509_ptr& t) { return X509_cmp(t.get(), c) == 0; });
-  };
   std::vector<X509*> trust_certs;
   for (const auto& t : trust)
     trust_certs.push_back(t.get());
   std::vector<X509*> chain{leaf};
-  for (X509* cur = leaf; chain.size() < 10;) {
-    X509* issuer = issuer_in(cur, intermediates);
-    if (!issuer) issuer = issuer_in(cur, trust_certs);
+  // An issuer of `cert` in `pool` that the chain (and `also`) does not hold yet: OpenSSL never
+  // takes a certificate twice, so a pair of CAs that cross-sign each other ends the walk.
+  auto issuer_in = [&](X509* cert, const std::vector<X509*>& pool, X509* also) -> X509* {
+    for (X509* candidate : pool)
+      if (candidate != also && std::find(chain.begin(), chain.end(), candidate) == chain.end() &&
+          X509_check_issued(candidate, cert) == X509_V_OK)
+        return candidate;
+    return nullptr;
+  };
+  auto in_trust = [&](X509* c) {
+    return std::any_of(trust_certs.begin(), trust_certs.end(),
+                       [&](X509* t) { return X509_cmp(t, c) == 0; });
+  };
+  // The trust store first, as OpenSSL 3.0 looks (X509_V_FLAG_TRUSTED_FIRST): a cross-signed CA
+  // the peer sent is not the chain OpenSSL verified when the bundle holds the CA itself.
+  for (X509* cur = leaf; chain.size() < 32;) {
+    X509* issuer = issuer_in(cur, trust_certs, nullptr);
+    if (!issuer) issuer = issuer_in(cur, intermediates, nullptr);
     if (!issuer || X509_check_issued(issuer, issuer) == X509_V_OK) break;  // none, or a root
-    if (in_trust(issuer) && !issuer_in(issuer, trust_certs)) break;        // a partial-chain anchor
+    // A CA of the bundle whose own issuer the bundle does not hold: a partial-chain anchor.
+    if (in_trust(issuer) && !issuer_in(issuer, trust_certs, issuer)) break;
     chain.push_back(issuer);
     cur = issuer;
   }

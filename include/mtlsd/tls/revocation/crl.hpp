@@ -52,17 +52,20 @@ std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, s
 // handshake once the CRL for a certificate of the chain is past nextUpdate + `grace_seconds`.
 // (The files are in the session id context, so a new one resumes nothing; time is not.)
 // `chain`: leaf first, then its issuers below the anchor (chain_to_anchor); `whole_chain`:
-// crl_scope chain (else the leaf only). A certificate with no CRL in `crls` is left as the full
-// handshake left it; delta CRLs are not looked at, and a CRL without nextUpdate is current. The
+// crl_scope chain (else the leaf only). A certificate with no complete CRL in `crls` is left as
+// the full handshake left it; a CRL without nextUpdate is current, and a current delta keeps its
+// issuer's expired base in force. (Issuers are matched by name alone, and a CRL's scope is not
+// weighed: narrower than OpenSSL's choice, which the full handshake made.) The
 // refusal's detail, worded as a full handshake's, or "".
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now);
 
 // The chain a full handshake would judge for `leaf`, as far as revocation goes: the leaf, then
-// each issuer found among `intermediates` (what a ticket or session carries, in any order, extra
-// certificates ignored) and `trust` (the trust bundle, which may hold intermediates), up to and
-// without the anchor: a self-issued root, or a CA of `trust` whose own issuer `trust` does not
-// hold (partial chain). At most 10 deep.
+// each issuer found among `trust` (the trust bundle, which may hold intermediates; looked in
+// first, as OpenSSL does) and `intermediates` (what a ticket or session carries, in any order,
+// extra certificates ignored), up to and without the anchor: a self-issued root, or a CA of
+// `trust` whose own issuer `trust` does not hold (partial chain). No certificate twice; at most
+// 32 deep. Signatures are not checked again: the full handshake verified this chain.
 std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
                                    const cert_chain& trust);
 
