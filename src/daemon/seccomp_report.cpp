@@ -119,34 +119,30 @@ std::size_t format_violation(char (&out)[512], std::string_view ts, int number, 
   const bool json = log::current_line_format() == log::line_format::json;
   const bool foreign = arch != 0;
   const std::string_view shown = name ? std::string_view(name) : std::string_view("unknown");
+  // A field as the log writes it: `,"key":value` in JSON (strings quoted), ` key=value` in text.
+  auto field = [&](std::string_view key, bool quoted, auto&& write_value) {
+    w.put(json ? ",\"" : " ");
+    w.put(key);
+    w.put(json ? (quoted ? "\":\"" : "\":") : "=");
+    write_value();
+    if (json && quoted) w.put("\"");
+  };
   if (json) {
     w.put("{\"ts\":\"");
     w.put(ts);
     w.put("\",\"level\":\"critical\",\"msg\":\"");
     w.put(kMessage);
-    w.put("\",\"syscall\":\"");
-    w.put(shown);
-    w.put("\",\"number\":");
-    w.put_number(static_cast<unsigned long>(static_cast<unsigned>(number)));
-    if (foreign) {
-      w.put(",\"arch\":\"");
-      w.put_number(arch, 16);
-      w.put("\"");
-    }
-    w.put("}");
+    w.put("\"");
   } else {
     w.put(ts);
     w.put(" critical ");
     w.put(kMessage);
-    w.put(" syscall=");
-    w.put(shown);
-    w.put(" number=");
-    w.put_number(static_cast<unsigned long>(static_cast<unsigned>(number)));
-    if (foreign) {
-      w.put(" arch=");
-      w.put_number(arch, 16);
-    }
   }
+  field("syscall", true, [&] { w.put(shown); });
+  field("number", false,
+        [&] { w.put_number(static_cast<unsigned long>(static_cast<unsigned>(number))); });
+  if (foreign) field("arch", true, [&] { w.put_number(arch, 16); });
+  if (json) w.put("}");
   *w.p++ = '\n';
   return static_cast<std::size_t>(w.p - out);
 }

@@ -193,6 +193,9 @@ namespace {
 std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X509* leaf) {
   const auto& rv = l.revocation;
   if (!rv.crl_files || rv.soft_fail || rv.network() || l.tls.crls.empty()) return {};
+  // The common case, every CRL current: no ticket decoded, no chain rebuilt.
+  const std::time_t now = std::time(nullptr);
+  if (!tls::revocation::any_crl_stale(l.tls.crls, rv.grace_seconds, now)) return {};
   const bool whole_chain = rv.crl_scope == config::crl_scope::chain;
   std::vector<X509*> pool;
   tls::cert_chain from_ticket;
@@ -207,8 +210,7 @@ std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X
   }
   const auto chain = whole_chain ? tls::revocation::chain_to_anchor(leaf, pool, l.tls.trust)
                                  : std::vector<X509*>{leaf};
-  return tls::revocation::stale_crl_file(l.tls.crls, chain, whole_chain, rv.grace_seconds,
-                                         std::time(nullptr));
+  return tls::revocation::stale_crl_file(l.tls.crls, chain, whole_chain, rv.grace_seconds, now);
 }
 
 }  // namespace

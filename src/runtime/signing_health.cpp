@@ -8,15 +8,19 @@
 
 namespace mtlsd::runtime {
 
+void signing_health::clear_locked() {
+  failing_.store(false, std::memory_order_relaxed);
+  key_.reset();
+  why_.clear();
+}
+
 bool signing_health::signed_ok(EVP_PKEY* key) {
   if (!failing_.load(std::memory_order_relaxed)) return false;
   std::lock_guard lk(mu_);
   if (!failing_.load(std::memory_order_relaxed)) return false;
   // The same key, even loaded again by a reload: its public half.
   if (key_ && (!key || EVP_PKEY_eq(key_.get(), key) != 1)) return false;
-  failing_.store(false, std::memory_order_relaxed);
-  key_.reset();
-  why_.clear();
+  clear_locked();
   return true;
 }
 
@@ -47,9 +51,7 @@ std::string signing_health::failure() {
   std::lock_guard lk(mu_);
   if (!failing_.load(std::memory_order_relaxed)) return {};
   if (!signs || generation != generation_) return why_;
-  failing_.store(false, std::memory_order_relaxed);
-  key_.reset();
-  why_.clear();
+  clear_locked();
   return {};
 }
 

@@ -32,6 +32,16 @@ TEST_F(StaleCrlFile, TheLeafsIssuerCrlPastNextUpdateAndGrace) {
   EXPECT_EQ(stale_crl_file(crls, chain, false, 0, now), "");
 }
 
+// The resumption path's shortcut: with every CRL current nothing is rebuilt or checked.
+TEST_F(StaleCrlFile, AnyStaleSaysWhetherTheWalkIsNeeded) {
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(intermediate, now + 3600));
+  EXPECT_FALSE(any_crl_stale(crls, 0, now));
+  crls.push_back(crl_of(root, now - 10));
+  EXPECT_TRUE(any_crl_stale(crls, 0, now));
+  EXPECT_FALSE(any_crl_stale(crls, 60, now));  // within crl_grace
+}
+
 TEST_F(StaleCrlFile, IntermediatesOnlyWithTheWholeChain) {
   std::vector<x509_crl_ptr> crls;
   crls.push_back(crl_of(intermediate, now + 3600));

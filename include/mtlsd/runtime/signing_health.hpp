@@ -40,6 +40,8 @@ class signing_health {
   void carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys);
 
  private:
+  void clear_locked();  // the failure ends; mu_ held
+
   const std::chrono::milliseconds probe_interval_;
   std::atomic<bool> failing_{false};
   std::mutex mu_;

@@ -197,6 +197,14 @@ std::vector<std::string> revoked_serials(X509_CRL* crl) {
   return out;
 }
 
+bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seconds,
+                   std::time_t now) {
+  return std::any_of(crls.begin(), crls.end(), [&](const x509_crl_ptr& crl) {
+    const std::time_t next = crl_next_update(crl.get());
+    return next != 0 && now - next > grace_seconds;
+  });
+}
+
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now) {
   for (std::size_t depth = 0; depth < chain.size() && (whole_chain || depth == 0); ++depth) {

@@ -59,6 +59,10 @@ std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, s
 // refusal's detail, worded as a full handshake's, or "".
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now);
+// Whether any of `crls` is past nextUpdate + `grace_seconds`: nearly always false, and then no
+// resumed chain needs rebuilding or checking.
+bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seconds,
+                   std::time_t now);
 
 // The chain a full handshake would judge for `leaf`, as far as revocation goes: the leaf, then
 // each issuer found among `trust` (the trust bundle, which may hold intermediates; looked in
