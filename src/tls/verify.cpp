@@ -247,8 +247,9 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
       reason_from_x509_error(err) == reason::revocation_unavailable) {
     // on_unavailable: allow — admit, but say so (metrics count it as "unavailable"). A CRL
     // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
+    // The first certificate without a usable CRL (leaf side first), as a refusal names it.
     out.crl = revocation_status::unavailable;
-    out.crl_note = describe(err, depth, cert);
+    if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
     return 1;
   }
   if (err == X509_V_ERR_CERT_REVOKED)

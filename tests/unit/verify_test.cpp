@@ -402,6 +402,23 @@ TEST_F(VerifyClientTest, DerCrlAndStaleCrl) {
   EXPECT_EQ(o.crl, mtlsd::revocation_status::unavailable);
 }
 
+// on_unavailable: allow admits and warns with crl_note. With crl_scope chain the stale root CRL
+// fails the root's own check too, after the leaf's: the note names the leaf, as a refusal would
+// (it named the root, depth 1).
+TEST_F(VerifyClientTest, ASoftFailNoteNamesTheFirstCertificateWithoutACrl) {
+  auto leaf = test::make_leaf(pki->root, {.cn = "leaf"});
+  tls::x509_crl_ptr stale(test::make_crl(pki->root, {.this_update = test::now() - test::days(10),
+                                                     .next_update = test::now() - test::days(1)}));
+  files_.dir().write("root.crl", test::to_pem(stale.get()), 0644);
+  auto t = context(
+      "    revocation:\n      crl_files: [root.crl]\n      crl_scope: chain\n"
+      "      on_unavailable: allow\n");
+  auto o = verify(t, leaf);
+  EXPECT_EQ(refusal(o), "accepted");
+  EXPECT_EQ(o.crl, mtlsd::revocation_status::unavailable);
+  EXPECT_EQ(o.crl_note, "CRL has expired (depth 0: CN=leaf,O=mtlsd tests)");
+}
+
 TEST_F(VerifyClientTest, BadCipherListNamesTheTlsBlock) {
   config::configuration c = files_.server(
       "", "      cert: server.crt\n      key: server.key\n      ciphers: NOT-A-CIPHER\n");
