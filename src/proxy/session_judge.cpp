@@ -185,32 +185,37 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
 
 namespace {
 
-// With crl_files alone and on_unavailable: fail, a full handshake is refused once the CRL for
-// its chain is past nextUpdate + crl_grace; a resumption skips that check (the files are in the
-// session id context, time is not). The same check for a resumed session: its chain rebuilt
-// from the leaf, with the intermediates its ticket or session carries and the trust bundle's
-// (a client that sent only its leaf was completed from the bundle). "" when nothing is stale.
+// A resumed session's chain as a full handshake would judge it: the leaf, then its issuers from
+// the trust bundle and from the intermediates its ticket carries or, for a session kept in
+// memory (TLS 1.2 session IDs, client mode's cache), the client sent. A client that sent only
+// its leaf was completed from the bundle, and its ticket carries nothing. `from_ticket` holds
+// the ticket's certificates for as long as the chain is used.
+tls::revocation::rebuilt_chain resumed_chain(const runtime::listener_runtime& l, SSL* ssl,
+                                             X509* leaf, tls::cert_chain& from_ticket) {
+  from_ticket = tls::ticket_intermediates(ssl);
+  std::vector<X509*> pool;
+  for (const auto& c : from_ticket)
+    pool.push_back(c.get());
+  if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl))
+    for (int i = 0; i < sk_X509_num(sent); ++i)
+      pool.push_back(sk_X509_value(sent, i));
+  return tls::revocation::chain_to_anchor(leaf, pool, l.tls.trust);
+}
+
+// With crl_files alone, a full handshake is refused (on_unavailable: fail) or admitted with a
+// warning (allow) once the CRL for its chain is past nextUpdate + crl_grace; a resumption skips
+// that check (the files are in the session id context, time is not). The same check for a
+// resumed session: "" when nothing is stale.
 std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X509* leaf) {
   const auto& rv = l.revocation;
-  if (!rv.crl_files || rv.soft_fail || rv.network() || l.tls.crls.empty()) return {};
+  if (!rv.crl_files || rv.network() || l.tls.crls.empty()) return {};
   // The common case, every CRL current: no ticket decoded, no chain rebuilt.
   const std::time_t now = std::time(nullptr);
   if (!tls::revocation::any_crl_stale(l.tls.crls, rv.grace_seconds, now)) return {};
-  const bool whole_chain = rv.crl_scope == config::crl_scope::chain;
-  std::vector<X509*> pool;
   tls::cert_chain from_ticket;
-  if (whole_chain) {
-    from_ticket = tls::ticket_intermediates(ssl);
-    for (const auto& c : from_ticket)
-      pool.push_back(c.get());
-    // A session kept in memory (TLS 1.2 session IDs, client mode's cache) keeps what was sent.
-    if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl))
-      for (int i = 0; i < sk_X509_num(sent); ++i)
-        pool.push_back(sk_X509_value(sent, i));
-  }
-  const auto chain = whole_chain ? tls::revocation::chain_to_anchor(leaf, pool, l.tls.trust)
-                                 : std::vector<X509*>{leaf};
-  return tls::revocation::stale_crl_file(l.tls.crls, chain, whole_chain, rv.grace_seconds, now);
+  const auto chain = resumed_chain(l, ssl, leaf, from_ticket);
+  return tls::revocation::stale_crl_file(
+      l.tls.crls, chain, rv.crl_scope == config::crl_scope::chain, rv.grace_seconds, now);
 }
 
 }  // namespace
@@ -249,7 +254,14 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       if (auto stale = stale_crl_of_resumed(*s.listener, tls.native(), cert); !stale.empty()) {
         if (auto* m = s.listener->metrics)
           m->revocation_check(revocation_method::crl, revocation_status::unavailable);
-        refused.emplace(reason::revocation_unavailable, std::move(stale));
+        if (s.listener->revocation.soft_fail)  // as count_revocation says it for a full one
+          log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
+                    {{"conn_id", s.conn_id},
+                     {"listener", s.listener->cfg.name},
+                     {"client", s.client},
+                     {"detail", stale + " (resumed session)"}});
+        else
+          refused.emplace(reason::revocation_unavailable, std::move(stale));
       }
     if (refused) {
       observe_handshake(s);
@@ -274,13 +286,14 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
     co_return false;
   if (recheck) {
-    // A resumed session has only its leaf here; its ticket carries the intermediates it was
-    // verified with, and a revocation of one of them must find this session too.
-    const tls::cert_chain from_ticket =
-        chain_verified ? tls::cert_chain{} : tls::ticket_intermediates(tls.native());
-    std::vector<X509*> watched = chain;
-    for (const auto& c : from_ticket)
-      watched.push_back(c.get());
+    // A resumed session has only its leaf here: it watches the chain rebuilt up to the anchor,
+    // as a full handshake watches the chain it verified, so that a revocation of an
+    // intermediate (sent, or from the bundle) finds this session too.
+    tls::cert_chain from_ticket;
+    const std::vector<X509*> watched =
+        chain_verified
+            ? chain
+            : resumed_chain(*s.listener, tls.native(), chain.front(), from_ticket).with_anchor();
     s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched));
   }
   co_return true;

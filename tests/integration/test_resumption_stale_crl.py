@@ -13,8 +13,10 @@ handshake was refused. Shown here:
   `revocation_unavailable`, `resumed: true`, detail ending in `(resumed session)`, nothing
   relayed. In both TLS versions, and for an intermediate under `crl_scope: chain` whose root
   CRL went stale while the issuing CA's CRL is current;
-- `on_unavailable: allow` is the operator's choice to soft-fail: the resumption is admitted;
-- within `crl_grace` the CRL is still enforced, so the resumption is admitted.
+- `on_unavailable: allow` is the operator's choice to soft-fail: the resumption is admitted,
+  and, as for a full handshake, logged with the "admitted without a usable CRL" warning (naming
+  the leaf and `(resumed session)`) and counted as a CRL check `unavailable` (it went unsaid);
+- within `crl_grace` the CRL is still enforced, so the resumption is admitted, unwarned.
 
 Waiting for a CRL to go stale is the slow part, so one daemon serves every case, one listener
 (each with its own upstream) per configuration, all reading the same short-lived root CRL:
@@ -52,6 +54,11 @@ LIFE = 25
 # CRL, which covers the intermediate, did (int-crl.pem, covering the leaf, is current).
 STALE_LEAF = "CRL has expired (depth 0: CN=client"
 STALE_INTERMEDIATE = "CRL has expired (depth 1: CN=mtlsd Test Intermediate CA"
+
+# What mtlsd logs for a peer admitted under on_unavailable: allow without a current CRL, and the
+# count it adds to (method crl, result unavailable).
+SOFT_FAIL_WARNING = "admitted without a usable CRL (revocation.on_unavailable: allow)"
+CHECKS = "mtlsd_revocation_checks_total"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -178,14 +185,40 @@ def stale_crl_refuses(expired: str, subject: Optional[str] = None) -> Callable[.
     return check
 
 
-def resumption_admitted(daemon: Mtlsd, case: Case, up) -> None:
+def soft_fail_warnings(daemon: Mtlsd, line: dict) -> list[dict]:
+    """The soft-fail warnings logged for the connection of access line `line` (they come before
+    it: at the handshake)."""
+    return [w for w in daemon.logs()
+            if w.get("msg") == SOFT_FAIL_WARNING and w.get("conn_id") == line.get("conn_id")]
+
+
+def unavailable_crl_checks(daemon: Mtlsd, case: Case) -> float:
+    return daemon.scrape().total(CHECKS, listener=case.listener, method="crl",
+                                 result="unavailable")
+
+
+def resumption_admitted(warned: bool) -> Callable[..., None]:
     """on_unavailable allow (the operator's soft-fail, which the fix must not turn into fail for
-    resumed sessions), or within crl_grace (the CRL is still enforced): a full handshake and the
-    resumption are both admitted."""
-    at, line = exchange(daemon, case)
-    assert_relayed(at, line, case.identity, resumed=False)
-    at, line = exchange(daemon, case, session=case.session)
-    assert_relayed(at, line, case.identity, resumed=True)
+    resumed sessions; `warned`), or within crl_grace (the CRL is still enforced): a full
+    handshake and the resumption are both admitted; under allow each is warned about, naming
+    the leaf, and counted as an unavailable CRL check."""
+    def check(daemon: Mtlsd, case: Case, up) -> None:
+        for resumed in (False, True):
+            before = unavailable_crl_checks(daemon, case)
+            at, line = exchange(daemon, case, session=case.session if resumed else None)
+            assert_relayed(at, line, case.identity, resumed=resumed)
+            warnings = soft_fail_warnings(daemon, line)
+            counted = unavailable_crl_checks(daemon, case) - before
+            if not warned:
+                assert not warnings and counted == 0, (warnings, counted, brief(line))
+                continue
+            what = "resumption" if resumed else "full handshake"
+            assert len(warnings) == 1, f"{what}: {len(warnings)} warnings: {brief(line)}"
+            detail = warnings[0].get("detail", "")
+            assert STALE_LEAF in detail, f"{what}: {detail!r}"
+            assert detail.endswith(RESUMED) == resumed, f"{what}: {detail!r}"
+            assert counted == 1, f"{what}: counted {counted} unavailable CRL checks"
+    return check
 
 
 # --- the test ---------------------------------------------------------------------------------
@@ -204,8 +237,10 @@ def test_resumptions_once_the_crl_is_stale(start_mtlsd, make_upstream, pki, tmp_
         Case("fail", "1.3", context(pki, "client", "1.3"), ALICE,
              stale_crl_refuses(STALE_LEAF, subject="CN=client")),
         Case("chain", "1.3", client_int, None, stale_crl_refuses(STALE_INTERMEDIATE)),
-        Case("allow", "1.3", context(pki, "client", "1.3"), ALICE, resumption_admitted),
-        Case("grace", "1.3", context(pki, "client", "1.3"), ALICE, resumption_admitted),
+        Case("allow", "1.3", context(pki, "client", "1.3"), ALICE,
+             resumption_admitted(warned=True)),
+        Case("grace", "1.3", context(pki, "client", "1.3"), ALICE,
+             resumption_admitted(warned=False)),
     ]
     crl, next_update = short_root_crl(pki, tmp_path)
     daemon = start_mtlsd(daemon_config(listeners(pki, upstreams, crl)))

@@ -205,20 +205,34 @@ bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seco
   });
 }
 
-std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
+std::vector<X509*> rebuilt_chain::with_anchor() const {
+  std::vector<X509*> out = below_anchor;
+  if (anchor) out.push_back(anchor);
+  return out;
+}
+
+std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now) {
-  for (std::size_t depth = 0; depth < chain.size() && (whole_chain || depth == 0); ++depth) {
-    X509* cert = chain[depth];
+  const auto& certs = chain.below_anchor;
+  for (std::size_t depth = 0; depth < certs.size() && (whole_chain || depth == 0); ++depth) {
+    X509* cert = certs[depth];
+    EVP_PKEY* issuer_key =
+        chain.issuer_of(depth) ? X509_get0_pubkey(chain.issuer_of(depth)) : nullptr;
     // The freshest complete CRL of its issuer: the one a full handshake would have found
     // current. One without nextUpdate is current for good, as OpenSSL has it.
     // A current delta keeps an expired base in force too (X509_V_FLAG_USE_DELTAS).
     bool found = false, current = false;
     for (const auto& crl : crls) {
       if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0) continue;
+      // Another key's CRL under the same name (a re-keyed CA) is not this issuer's. Checked
+      // only here, once some CRL is stale (any_crl_stale), so the signature costs nothing
+      // while every CRL is current.
+      if (issuer_key && X509_CRL_verify(crl.get(), issuer_key) != 1) continue;
       found = found || X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) < 0;
       const std::time_t next = crl_next_update(crl.get());
       current = current || next == 0 || now - next <= grace_seconds;
     }
+    drain_errors();  // a failed signature check leaves its reason queued
     if (!found || current) continue;
     return std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
            std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";
@@ -226,12 +240,14 @@ std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vec
   return {};
 }
 
-std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
-                                   const cert_chain& trust) {
+rebuilt_chain chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
+                              const cert_chain& trust) {
   std::vector<X509*> trust_certs;
   for (const auto& t : trust)
     trust_certs.push_back(t.get());
-  std::vector<X509*> chain{leaf};
+  rebuilt_chain out;
+  auto& chain = out.below_anchor;
+  chain.push_back(leaf);
   // An issuer of `cert` in `pool` that the chain (and `also`) does not hold yet: OpenSSL never
   // takes a certificate twice, so a pair of CAs that cross-sign each other ends the walk.
   auto issuer_in = [&](X509* cert, const std::vector<X509*>& pool, X509* also) -> X509* {
@@ -250,13 +266,18 @@ std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& interme
   for (X509* cur = leaf; chain.size() < 32;) {
     X509* issuer = issuer_in(cur, trust_certs, nullptr);
     if (!issuer) issuer = issuer_in(cur, intermediates, nullptr);
-    if (!issuer || X509_check_issued(issuer, issuer) == X509_V_OK) break;  // none, or a root
-    // A CA of the bundle whose own issuer the bundle does not hold: a partial-chain anchor.
-    if (in_trust(issuer) && !issuer_in(issuer, trust_certs, issuer)) break;
+    if (!issuer) break;  // the walk ends without an anchor
+    // A root, or a CA of the bundle whose own issuer the bundle does not hold: a partial-chain
+    // anchor.
+    if (X509_check_issued(issuer, issuer) == X509_V_OK ||
+        (in_trust(issuer) && !issuer_in(issuer, trust_certs, issuer))) {
+      out.anchor = issuer;
+      break;
+    }
     chain.push_back(issuer);
     cur = issuer;
   }
-  return chain;
+  return out;
 }
 
 }  // namespace mtlsd::tls::revocation

@@ -48,30 +48,44 @@ std::string crl_issuer_text(const X509_CRL* crl);  // RFC 2253, for metrics and 
 std::time_t crl_refresh_time(std::time_t this_update, std::time_t next_update, std::time_t now,
                              std::time_t longest_lead);
 
+// The chain a full handshake would judge for a resumed session's `leaf` (chain_to_anchor).
+struct rebuilt_chain {
+  std::vector<X509*> below_anchor;  // the leaf first, then its issuers up to the anchor
+  X509* anchor = nullptr;           // where it ends: a root or partial-chain CA; null if none
+  // The issuer of below_anchor[depth]: the next certificate up, else the anchor (or null).
+  X509* issuer_of(std::size_t depth) const {
+    return depth + 1 < below_anchor.size() ? below_anchor[depth + 1] : anchor;
+  }
+  // below_anchor and the anchor: what a full handshake's verified chain holds.
+  std::vector<X509*> with_anchor() const;
+};
+
 // For a resumed session, which skips verification: the crl_files check that refuses a full
 // handshake once the CRL for a certificate of the chain is past nextUpdate + `grace_seconds`.
 // (The files are in the session id context, so a new one resumes nothing; time is not.)
-// `chain`: leaf first, then its issuers below the anchor (chain_to_anchor); `whole_chain`:
-// crl_scope chain (else the leaf only). A certificate with no complete CRL in `crls` is left as
-// the full handshake left it; a CRL without nextUpdate is current, and a current delta keeps its
-// issuer's expired base in force. (Issuers are matched by name alone, and a CRL's scope is not
-// weighed: narrower than OpenSSL's choice, which the full handshake made.) The
-// refusal's detail, worded as a full handshake's, or "".
-std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const std::vector<X509*>& chain,
+// `whole_chain`: crl_scope chain, every certificate below the anchor (else the leaf only). A
+// certificate's CRLs are those named for its issuer and signed by its issuer's key, when the
+// chain knows that issuer (so after a CA re-key that kept its name, the other key's CRL does not
+// stand in for a stale one). A certificate with no complete CRL in `crls` is left as the full
+// handshake left it; a CRL without nextUpdate is current, and a current delta keeps its issuer's
+// expired base in force. (A CRL's scope, its issuing distribution point or onlyUser/onlyCA, is
+// not weighed: narrower than OpenSSL's choice, which the full handshake made.) The refusal's
+// detail, worded as a full handshake's, or "".
+std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now);
 // Whether any of `crls` is past nextUpdate + `grace_seconds`: nearly always false, and then no
 // resumed chain needs rebuilding or checking.
 bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seconds,
                    std::time_t now);
 
-// The chain a full handshake would judge for `leaf`, as far as revocation goes: the leaf, then
-// each issuer found among `trust` (the trust bundle, which may hold intermediates; looked in
-// first, as OpenSSL does) and `intermediates` (what a ticket or session carries, in any order,
-// extra certificates ignored), up to and without the anchor: a self-issued root, or a CA of
-// `trust` whose own issuer `trust` does not hold (partial chain). No certificate twice; at most
-// 32 deep. Signatures are not checked again: the full handshake verified this chain.
-std::vector<X509*> chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
-                                   const cert_chain& trust);
+// The chain a full handshake would judge for `leaf`: the leaf, then each issuer found among
+// `trust` (the trust bundle, which may hold intermediates; looked in first, as OpenSSL does) and
+// `intermediates` (what a ticket or session carries, in any order, extra certificates ignored),
+// up to the anchor: a self-issued root, or a CA of `trust` whose own issuer `trust` does not hold
+// (partial chain). No certificate twice; at most 32 deep. Signatures are not checked again: the
+// full handshake verified this chain.
+rebuilt_chain chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,
+                              const cert_chain& trust);
 
 // DER encodings used to match revocations against live sessions: the issuer name of a
 // certificate or CRL, and serial numbers (content octets of the INTEGER).
