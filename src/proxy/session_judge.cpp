@@ -188,34 +188,45 @@ namespace {
 // A resumed session's chain as a full handshake would judge it: the leaf, then its issuers from
 // the trust bundle and from the intermediates its ticket carries or, for a session kept in
 // memory (TLS 1.2 session IDs, client mode's cache), the client sent. A client that sent only
-// its leaf was completed from the bundle, and its ticket carries nothing. `from_ticket` holds
-// the ticket's certificates for as long as the chain is used.
-tls::revocation::rebuilt_chain resumed_chain(const runtime::listener_runtime& l, SSL* ssl,
-                                             X509* leaf, tls::cert_chain& from_ticket) {
-  from_ticket = tls::ticket_intermediates(ssl);
-  std::vector<X509*> pool;
-  for (const auto& c : from_ticket)
-    pool.push_back(c.get());
-  if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl))
-    for (int i = 0; i < sk_X509_num(sent); ++i)
-      pool.push_back(sk_X509_value(sent, i));
-  return tls::revocation::chain_to_anchor(leaf, pool, l.tls.trust);
-}
+// its leaf was completed from the bundle, and its ticket carries nothing. Rebuilt on first use
+// only, and once per connection (the stale-CRL check and the revocation watch both use it).
+class resumed_chain {
+ public:
+  resumed_chain(const runtime::listener_runtime& l, SSL* ssl, X509* leaf)
+      : l_(l), ssl_(ssl), leaf_(leaf) {}
+
+  const tls::revocation::rebuilt_chain& get() {
+    if (chain_) return *chain_;
+    from_ticket_ = tls::ticket_intermediates(ssl_);  // owns what the chain points into
+    std::vector<X509*> pool;
+    for (const auto& c : from_ticket_)
+      pool.push_back(c.get());
+    if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl_))
+      for (int i = 0; i < sk_X509_num(sent); ++i)
+        pool.push_back(sk_X509_value(sent, i));
+    return chain_.emplace(tls::revocation::chain_to_anchor(leaf_, pool, l_.tls.trust));
+  }
+
+ private:
+  const runtime::listener_runtime& l_;
+  SSL* ssl_;
+  X509* leaf_;
+  tls::cert_chain from_ticket_;
+  std::optional<tls::revocation::rebuilt_chain> chain_;
+};
 
 // With crl_files alone, a full handshake is refused (on_unavailable: fail) or admitted with a
 // warning (allow) once the CRL for its chain is past nextUpdate + crl_grace; a resumption skips
 // that check (the files are in the session id context, time is not). The same check for a
 // resumed session: "" when nothing is stale.
-std::string stale_crl_of_resumed(const runtime::listener_runtime& l, SSL* ssl, X509* leaf) {
+std::string stale_crl_of_resumed(const runtime::listener_runtime& l, resumed_chain& chain) {
   const auto& rv = l.revocation;
   if (!rv.crl_files || rv.network() || l.tls.crls.empty()) return {};
   // The common case, every CRL current: no ticket decoded, no chain rebuilt.
   const std::time_t now = std::time(nullptr);
   if (!tls::revocation::any_crl_stale(l.tls.crls, rv.grace_seconds, now)) return {};
-  tls::cert_chain from_ticket;
-  const auto chain = resumed_chain(l, ssl, leaf, from_ticket);
   return tls::revocation::stale_crl_file(
-      l.tls.crls, chain, rv.crl_scope == config::crl_scope::chain, rv.grace_seconds, now);
+      l.tls.crls, chain.get(), rv.crl_scope == config::crl_scope::chain, rv.grace_seconds, now);
 }
 
 }  // namespace
@@ -227,6 +238,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
                                           bool network_revocation, bool recheck) {
   const bool server = s.listener->cfg.mode == config::listener_mode::server;
   const config::ip_address* source = server && s.source ? &*s.source : nullptr;
+  std::optional<resumed_chain> resumed;  // without a verified chain: rebuilt when first needed
   if (vo.identity) {
     s.peer_identity = std::move(vo.identity);
   } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
@@ -249,9 +261,10 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     }
     // Resumed only: this branch also sees a full handshake that server_auth's
     // insecure_skip_verify let through unjudged.
+    resumed.emplace(*s.listener, tls.native(), cert);
     if (!refused && SSL_session_reused(tls.native()) == 1 &&
         !s.listener->cfg.server_auth.insecure_skip_verify)
-      if (auto stale = stale_crl_of_resumed(*s.listener, tls.native(), cert); !stale.empty()) {
+      if (auto stale = stale_crl_of_resumed(*s.listener, *resumed); !stale.empty()) {
         if (auto* m = s.listener->metrics)
           m->revocation_check(revocation_method::crl, revocation_status::unavailable);
         if (s.listener->revocation.soft_fail)  // as count_revocation says it for a full one
@@ -289,11 +302,8 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     // A resumed session has only its leaf here: it watches the chain rebuilt up to the anchor,
     // as a full handshake watches the chain it verified, so that a revocation of an
     // intermediate (sent, or from the bundle) finds this session too.
-    tls::cert_chain from_ticket;
-    const std::vector<X509*> watched =
-        chain_verified
-            ? chain
-            : resumed_chain(*s.listener, tls.native(), chain.front(), from_ticket).with_anchor();
+    if (!chain_verified && !resumed) resumed.emplace(*s.listener, tls.native(), chain.front());
+    const std::vector<X509*> watched = chain_verified ? chain : resumed->get().with_anchor();
     s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched));
   }
   co_return true;

@@ -254,6 +254,10 @@ def test_revoked_bundle_intermediate_closes_a_resumed_leaf_only_session(
     # fetches it while current, and mtlsd refreshes it about a second before its nextUpdate,
     # by when the connections below, the revocation and the new CRL are in place.
     crl_server.crls[ROOT_CRL] = pki.crl("root_ca", "short.pem", "-crlsec", "6")
+    # The root's next CRL, revoking the intermediate, is made now but served only once the
+    # connections are up: the 6 seconds hold three handshakes, not openssl runs too.
+    pki.revoke("root_ca", "int")
+    revoking = pki.crl("root_ca", "new.pem")
     ctx = leaf_only_client(pki)
 
     first, first_addr = connect(daemon, ctx)
@@ -269,8 +273,7 @@ def test_revoked_bundle_intermediate_closes_a_resumed_leaf_only_session(
     full, full_addr = connect(daemon, ctx)  # the control: a full handshake, held open too
     assert not full.session_reused
 
-    pki.revoke("root_ca", "int")
-    crl_server.crls[ROOT_CRL] = pki.crl("root_ca", "new.pem")
+    crl_server.crls[ROOT_CRL] = revoking
 
     try:
         # The control (this already works): the refresh comes at most ~5 s after the short

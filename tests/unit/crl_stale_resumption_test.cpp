@@ -121,5 +121,26 @@ TEST_F(StaleCrlFile, AnotherKeysCrlUnderTheSameNameIsNotTheIssuers) {
   EXPECT_EQ(stale_crl_file(crls, issuer_unknown, false, 0, now), "");
 }
 
+// Review: the other side of a re-key, as OpenSSL has it (crl_akid_check's same-path rule). The
+// bundle trusts the old root; the peer sends the new key's link certificate (the root's name,
+// signed by the old key) and a leaf the new key issued. The old key's CRL, named for the same
+// issuer and matching a certificate further up the path, still counts: current, while the new
+// key's is stale, the full handshake admitted, and so must the resumption be.
+TEST_F(StaleCrlFile, ACrlOfTheSameNameFurtherUpThePathCounts) {
+  auto link = test::make_intermediate(root, {.cn = "Stale Root"});  // the root re-keyed
+  auto new_leaf = test::make_leaf(link, {.cn = "resumed"});
+  cert_chain bundle;
+  bundle.emplace_back(X509_dup(root.cert()));
+  auto path = chain_to_anchor(new_leaf.cert(), {link.cert()}, bundle);
+  ASSERT_EQ(path.below_anchor, (std::vector<X509*>{new_leaf.cert(), link.cert()}));
+  ASSERT_EQ(path.anchor, bundle[0].get());
+  std::vector<x509_crl_ptr> crls;
+  crls.push_back(crl_of(link, now - 10));
+  EXPECT_EQ(stale_crl_file(crls, path, false, 0, now),
+            "CRL has expired (depth 0: CN=resumed,O=mtlsd tests) (crl file)");
+  crls.push_back(crl_of(root, now + 3600));
+  EXPECT_EQ(stale_crl_file(crls, path, false, 0, now), "");
+}
+
 }  // namespace
 }  // namespace mtlsd::tls::revocation

@@ -211,28 +211,51 @@ std::vector<X509*> rebuilt_chain::with_anchor() const {
   return out;
 }
 
+namespace {
+
+// Whether `crl` (named for the issuer of path[depth]) is that certificate's CRL as OpenSSL 3.0
+// finds it (crl_akid_check): its authority key id matches the certificate's issuer, or a
+// certificate further up the same path that bears the CRL issuer's name (a re-keyed CA's link
+// certificate). Another key's CRL under the same name matches neither, and OpenSSL ignores it.
+// A CRL without an authority key id matches, as in OpenSSL; so does any CRL when the path does
+// not know the issuer.
+bool crl_of(const X509_CRL* crl, const std::vector<X509*>& path, std::size_t depth) {
+  if (depth + 1 >= path.size()) return true;
+  auto* akid = static_cast<AUTHORITY_KEYID*>(
+      X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, nullptr, nullptr));
+  // X509_check_akid compares with the key id OpenSSL caches when it first decodes a
+  // certificate's extensions, and passes when none is cached yet: have them decoded.
+  for (std::size_t up = depth + 1; up < path.size(); ++up)
+    X509_get_extension_flags(path[up]);
+  bool match = X509_check_akid(path[depth + 1], akid) == X509_V_OK;
+  for (std::size_t up = depth + 2; !match && up < path.size(); ++up)
+    match = X509_NAME_cmp(X509_get_subject_name(path[up]), X509_CRL_get_issuer(crl)) == 0 &&
+            X509_check_akid(path[up], akid) == X509_V_OK;
+  AUTHORITY_KEYID_free(akid);
+  return match;
+}
+
+}  // namespace
+
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now) {
+  const std::vector<X509*> path = chain.with_anchor();
   const auto& certs = chain.below_anchor;
   for (std::size_t depth = 0; depth < certs.size() && (whole_chain || depth == 0); ++depth) {
     X509* cert = certs[depth];
-    EVP_PKEY* issuer_key =
-        chain.issuer_of(depth) ? X509_get0_pubkey(chain.issuer_of(depth)) : nullptr;
     // The freshest complete CRL of its issuer: the one a full handshake would have found
     // current. One without nextUpdate is current for good, as OpenSSL has it.
     // A current delta keeps an expired base in force too (X509_V_FLAG_USE_DELTAS).
     bool found = false, current = false;
     for (const auto& crl : crls) {
-      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0) continue;
-      // Another key's CRL under the same name (a re-keyed CA) is not this issuer's. Checked
-      // only here, once some CRL is stale (any_crl_stale), so the signature costs nothing
-      // while every CRL is current.
-      if (issuer_key && X509_CRL_verify(crl.get(), issuer_key) != 1) continue;
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_issuer_name(cert)) != 0 ||
+          !crl_of(crl.get(), path, depth))
+        continue;
       found = found || X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) < 0;
       const std::time_t next = crl_next_update(crl.get());
       current = current || next == 0 || now - next <= grace_seconds;
     }
-    drain_errors();  // a failed signature check leaves its reason queued
+    drain_errors();  // a malformed authority key id leaves its decoding error queued
     if (!found || current) continue;
     return std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
            std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";

@@ -64,9 +64,11 @@ struct rebuilt_chain {
 // handshake once the CRL for a certificate of the chain is past nextUpdate + `grace_seconds`.
 // (The files are in the session id context, so a new one resumes nothing; time is not.)
 // `whole_chain`: crl_scope chain, every certificate below the anchor (else the leaf only). A
-// certificate's CRLs are those named for its issuer and signed by its issuer's key, when the
-// chain knows that issuer (so after a CA re-key that kept its name, the other key's CRL does not
-// stand in for a stale one). A certificate with no complete CRL in `crls` is left as the full
+// certificate's CRLs are those named for its issuer whose authority key id matches that issuer,
+// or a certificate further up the chain with the CRL issuer's name, as OpenSSL picks them (so
+// after a CA re-key that kept its name, the other key's CRL does not stand in for a stale one);
+// when the chain does not know the issuer, the name alone. A certificate with no complete CRL in
+// `crls` is left as the full
 // handshake left it; a CRL without nextUpdate is current, and a current delta keeps its issuer's
 // expired base in force. (A CRL's scope, its issuing distribution point or onlyUser/onlyCA, is
 // not weighed: narrower than OpenSSL's choice, which the full handshake made.) The refusal's
