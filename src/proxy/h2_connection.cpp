@@ -22,8 +22,10 @@ bool connection::open_session() {
 }
 
 void connection::begin_headers(const nghttp2_frame& f) {
-  if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
+  if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST) {
     streams_.emplace(f.hd.stream_id, std::make_shared<stream>(f.hd.stream_id, ex_));
+    ++streams_opened_;
+  }
 }
 
 bool connection::header(const nghttp2_frame& f, std::string_view name_in,
@@ -75,6 +77,7 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
 }
 
 void connection::frame_received(const nghttp2_frame& f) {
+  if (f.hd.type == NGHTTP2_RST_STREAM) return client_reset(f.hd.stream_id);
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
   if (!s) return;
@@ -149,6 +152,23 @@ void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::u
   s->request_body = {};
   if (upstream_) upstream_->cancel(*s, code);
   report(*s, code);
+}
+
+void connection::client_reset(std::int32_t id) {
+  // Called before nghttp2 closes the stream (stream_closed), so it is still there to judge.
+  const stream* s = find(id);
+  if (rapid_reset_ || !s || s->response_started ||
+      steady::now() - s->started >= premature_reset_lifetime)
+    return;
+  if (++premature_resets_ < rapid_reset_floor || premature_resets_ * 2 <= streams_opened_) return;
+  rapid_reset_ = true;
+  // GOAWAY naming the last stream taken; nghttp2 takes no new stream from here on, and the
+  // reader reads no more (a flood fills the socket: the GOAWAY would wait behind it).
+  nghttp2_session_terminate_session(session_.get(), NGHTTP2_ENHANCE_YOUR_CALM);
+  local_failure("HTTP/2: the client reset " + std::to_string(premature_resets_) + " of its " +
+                std::to_string(streams_opened_) +
+                " streams before their responses began (rapid reset): GOAWAY ENHANCE_YOUR_CALM");
+  out_.signal();
 }
 
 // RFC 9113 8.1: a server that sent a complete response before the request ended may ask the

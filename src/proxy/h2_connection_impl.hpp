@@ -14,6 +14,15 @@ namespace mtlsd::proxy::h2 {
 
 constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's write when killed
 constexpr std::size_t write_piece = 16 * 1024;          // one TLS record's plaintext
+// Rapid reset (CVE-2023-44487): a client that resets streams as soon as it opens them makes the
+// proxy do a request's work for each while it pays for two small frames. A reset is premature
+// when the stream's response had not begun and it was younger than premature_reset_lifetime
+// (Envoy's measure); a connection whose premature resets reach rapid_reset_floor and are more
+// than half of its streams is closed with GOAWAY(ENHANCE_YOUR_CALM). The share spares a
+// long-lived client that cancels some of its requests (deadlines, hedging); the floor, a short
+// burst of cancellations.
+constexpr auto premature_reset_lifetime = std::chrono::seconds(1);
+constexpr std::uint64_t rapid_reset_floor = 200;
 
 class connection final : public downstream, session_handler {
  public:
@@ -86,6 +95,9 @@ class connection final : public downstream, session_handler {
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
   void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
+  // The client reset stream `id` (RST_STREAM received): counts premature resets and ends the
+  // connection past the rapid-reset bound.
+  void client_reset(std::int32_t id);
   void frame_sent(const nghttp2_frame& f) override;
   // The response is out and the rest of the request is not wanted: RST_STREAM(NO_ERROR).
   void stop_upload_if_done(stream& s);
@@ -117,6 +129,9 @@ class connection final : public downstream, session_handler {
   bool writing_ = false;
   int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
+  std::uint64_t streams_opened_ = 0;    // request streams the client began
+  std::uint64_t premature_resets_ = 0;  // of them, reset by the client prematurely
+  bool rapid_reset_ = false;            // closed for it: the reader takes nothing more
 };
 
 }  // namespace mtlsd::proxy::h2

@@ -46,7 +46,7 @@ asio::awaitable<void> connection::reader() {
       env_.clock->start_head();
     else
       env_.clock->end_head(true);
-    if (!nghttp2_session_want_read(session_.get()) || stopping_) break;
+    if (!nghttp2_session_want_read(session_.get()) || stopping_ || rapid_reset_) break;
   }
   stopping_ = true;
   out_.signal();
