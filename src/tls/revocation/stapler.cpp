@@ -51,12 +51,15 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   done.stapled_once = true;
   // Refresh halfway through the time the response may be served: a responder outage shorter
   // than half of it never leaves clients without a staple. One already past that (a revocation
-  // taken whatever its times, a response with little left) is asked for again after
-  // ocsp_default_lifetime, not every second.
+  // taken whatever its times, a response with little left) is asked for again a second before
+  // it expires (at most ocsp_default_lifetime on), not every second; one expiring within that
+  // second, just after its expiry: then a responder that still serves it is a failure, retried
+  // with backoff, rather than five minutes without asking while clients go unstapled.
   const std::time_t expiry = slot.get()->next_update;
   std::time_t next = a.this_update + (expiry - a.this_update) / 2;
   if (next <= now)
     next = expiry > now + 1 ? std::min<std::time_t>(now + ocsp_default_lifetime, expiry - 1)
+           : expiry >= now  ? expiry + 1
                             : now + ocsp_default_lifetime;
   co_return std::clamp<std::time_t>(next, now + 1, now + crl_idle_lifetime);
 }
