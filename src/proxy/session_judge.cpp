@@ -144,6 +144,14 @@ std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
   return out;
 }
 
+// A peer refused after its handshake, where no alert can say why: an HTTP/2 client of an http:
+// listener first hears GOAWAY(INADEQUATE_SECURITY, the reason), which gRPC and other clients
+// report, rather than a bare close_notify. The reason only, as an alert would say it; the
+// detail (responder URLs, subjects) stays in mtlsd's log.
+asio::awaitable<void> goaway_refused(session& s, tls_stream& tls, reason why) {
+  co_await goaway_if_h2(s, tls, NGHTTP2_INADEQUATE_SECURITY, to_string(why));
+}
+
 // After the handshake and before the upstream hears of the peer: the revocation answers that
 // need the network (OCSP, distribution points), from the revocation service. The worker keeps
 // serving other connections meanwhile. False when the peer must go no further (refused, or the
@@ -166,8 +174,10 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   count_verdict(s, *v);
   if (v->refusal) {
     s.refuse(*v->refusal, v->detail);
-    // The handshake is over, so no alert can say why: close_notify, then a lingering close.
+    // The handshake is over, so no alert can say why: close_notify (after a GOAWAY for an
+    // HTTP/2 client), then a lingering close.
     s.enter(phase::closing, std::chrono::seconds(1));
+    co_await goaway_refused(s, tls, *v->refusal);
     co_await tls.shutdown_send();
     co_await linger_close(s);
     co_return false;
@@ -283,6 +293,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       s.peer_identity.reset();
       s.refuse(refused->first, std::move(refused->second) + " (resumed session)");
       s.enter(phase::closing, std::chrono::seconds(1));
+      co_await goaway_refused(s, tls, refused->first);
       co_await tls.shutdown_send();
       co_await linger_close(s);
       co_return false;

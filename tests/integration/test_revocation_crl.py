@@ -7,7 +7,10 @@ from __future__ import annotations
 import subprocess
 import time
 
-from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, run_cli,
+import h2.errors
+
+from h2_client import H2Client
+from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, fmt_addr, run_cli,
                            server_listener, write_config)
 from refusal import assert_admitted, assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
@@ -121,6 +124,24 @@ def test_distribution_point_crl_admits_and_revokes(serve_rv, rpki, rv):
     assert_metric_delta(daemon, before, CHECKS, 1, listener="inbound", method="crl",
                         result="revoked")
     assert metric(daemon, NEXT_UPDATE, issuer=ROOT_ISSUER) > time.time()
+
+
+def test_an_http2_client_refused_after_its_handshake_hears_why(serve_rv, rpki, rv):
+    """A revocation learnt after the handshake (here from a distribution point) can send no
+    alert. An HTTP/2 client of an http: listener hears GOAWAY(INADEQUATE_SECURITY, "revoked")
+    naming no stream before the close, as gRPC clients report it; before, only close_notify.
+    Its request never reaches the upstream."""
+    daemon, up = serve_rv(CDP, http={})
+    client = H2Client(daemon, rpki, cert="client-cdp-revoked")
+    try:
+        local = fmt_addr(client.sock.getsockname())
+        client.request("/refused")
+        client.refused_with(h2.errors.ErrorCodes.INADEQUATE_SECURITY, b"revoked")
+    finally:
+        client.close()
+    line = daemon.wait_for_access(client=local)
+    assert line["reason"] == "revoked" and line["result"] == "rejected", line
+    up.assert_untouched()
 
 
 def test_distribution_point_down_under_fail_refuses(serve_rv, rpki, rv):
