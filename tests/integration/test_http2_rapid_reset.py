@@ -209,6 +209,20 @@ def check_goaway(reader: FrameReader, first: int) -> int:
     return last
 
 
+def assert_a_new_connection_is_served(daemon, pki, upstream: H2cUpstream) -> None:
+    """mtlsd is up, and a new connection through the listener gets its 200, the upstream
+    seeing that request (on its second connection) and only it."""
+    assert daemon.running
+    fresh = H2Client(daemon, pki)
+    try:
+        sid = fresh.request("/after")
+        assert fresh.response(sid, TIMEOUT) == (200, b"ok")
+    finally:
+        fresh.close()
+    assert upstream.connection(1)["requests"] == [(1, "/after")]
+    assert len(upstream.conns) == 2 and daemon.running
+
+
 def assert_closed_for_rapid_reset(access: dict) -> None:
     """The connection's access line names the rapid reset."""
     assert access.get("termination") == "error", access
@@ -254,15 +268,7 @@ def test_paced_rapid_reset_never_reaches_the_h2c_upstream_and_ends_in_goaway(ser
     assert flood_up["resets"] == [], flood_up["resets"][:5]
     assert flood_up["error"] is None, flood_up["error"]
 
-    assert daemon.running
-    fresh = H2Client(daemon, pki)
-    try:
-        sid = fresh.request("/after")
-        assert fresh.response(sid, TIMEOUT) == (200, b"ok")
-    finally:
-        fresh.close()
-    assert upstream.connection(1)["requests"] == [(1, "/after")]
-    assert len(upstream.conns) == 2 and daemon.running
+    assert_a_new_connection_is_served(daemon, pki, upstream)
     print(f"\npaced: {sent} streams sent and taken in {elapsed:.2f}s, GOAWAY(ENHANCE_YOUR_CALM) "
           f"last_stream_id={last} with the batch that held it; the upstream saw "
           f"{len(flood_up['requests'])} requests, {len(flood_up['resets'])} resets")
@@ -336,14 +342,7 @@ def test_an_unpaced_flood_in_one_write_is_cut_short_and_kept_from_the_upstream(s
     assert len(leaked) <= len(taken) // 100, f"{len(leaked)} of {len(taken)} reached upstream"
     assert {sid for sid, _ in leaked} <= set(flood_up["resets"]), "a leaked stream not reset"
 
-    fresh = H2Client(daemon, pki)
-    try:
-        sid = fresh.request("/after")
-        assert fresh.response(sid, TIMEOUT) == (200, b"ok")
-    finally:
-        fresh.close()
-    assert upstream.connection(1)["requests"] == [(1, "/after")]
-    assert daemon.running
+    assert_a_new_connection_is_served(daemon, pki, upstream)
     goaway = reader.goaway()
     print(f"\nunpaced: {FLOOD} streams written, {len(taken)} taken ({access['rx_bytes']} bytes "
           f"read), GOAWAY {goaway_fields(goaway) if goaway else 'not read'}; the upstream saw "
