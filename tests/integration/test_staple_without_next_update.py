@@ -189,27 +189,36 @@ def test_which_responses_are_stapled(start_mtlsd, make_upstream, pki, responder,
 LEAD = 10  # seconds the response has left (without nextUpdate) when the test starts
 
 
-@pytest.mark.parametrize("responder_down", [False, True], ids=["answering", "down"])
+@pytest.mark.parametrize("responder_down, with_next_update", [
+    (False, False), (False, True), (True, False)],
+    ids=["answering", "answering-with-next-update", "down"])
 def test_staple_is_dropped_10_minutes_after_this_update(start_mtlsd, make_upstream, pki,
-                                                        responder, responder_down):
+                                                        responder, responder_down,
+                                                        with_next_update):
     """A response without nextUpdate, 9 min 50 s old, is stapled, and served until its
     thisUpdate + 10 min (`expiry`) and not after.
 
     answering: the responder keeps answering with the same thisUpdate. The stapler asks again
     at expiry - 1 s (a response past half its time is asked for again just before it lapses,
-    stapler.cpp), gets the same response, still current, and asks again at expiry, when that
-    answer is stale and refused; the handshake drops the staple once expiry has passed. Then the
-    responder has a fresh answer: it is stapled within seconds (retried with backoff).
+    stapler.cpp), gets the same response, still current, and asks again just after expiry,
+    when that answer is stale and refused; the handshake drops the staple once expiry has
+    passed. Then the responder has a fresh answer: it is stapled within seconds (retried with
+    backoff).
+    answering-with-next-update: the same with a response whose nextUpdate is `expiry` (a peer's
+    check would still take it 5 minutes past that, the clock skew allowed: a staple must not).
     down: the responder stops once the staple is served; those fetches fail and the staple
     lapses all the same."""
     this_update = int(time.time()) - MAX_AGE + LEAD
     expiry = this_update + MAX_AGE
-    r = responder(this_update)
+    if with_next_update:
+        r = responder(expiry - 60, expiry)
+    else:
+        r = responder(this_update)
     daemon = stapling_daemon(start_mtlsd, make_upstream, pki, r)
     # Seen stapled at least 3 s before it lapses, or this test shows nothing.
     out = wait_until(lambda: staple(daemon, pki), timeout=max(0.0, expiry - 3 - time.time()),
                      interval=0.1, what="the response stapled while it is current")
-    assert "Cert Status: good" in out and "Next Update:" not in out, out
+    assert "Cert Status: good" in out and ("Next Update:" in out) == with_next_update, out
     if responder_down:
         r.stop()
     # Handshakes until one is not stapled: (began, ended, stapled) each.
@@ -245,7 +254,7 @@ def test_staple_is_dropped_10_minutes_after_this_update(start_mtlsd, make_upstre
         assert expiry - 1.5 <= asked[1] < expiry + 1, [a - expiry for a in asked]
         assert asked[2] >= expiry - 0.25, [a - expiry for a in asked]
         # A fresh answer is stapled within the backoff's first steps, not five minutes on.
-        r.this_update = int(time.time())
+        r.this_update, r.next_update = int(time.time()), None
         fresh_from = time.time()
         out = wait_until(lambda: staple(daemon, pki), timeout=10, interval=0.1,
                          what="a fresh answer stapled again within seconds")

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "mtlsd/log/log.hpp"
 #include "ocsp_client.hpp"
 
 namespace mtlsd::tls::revocation {
@@ -30,8 +31,19 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   ocsp_exchange x = co_await ask_responder(
       src.url, make_ocsp_query(src.cert.get(), src.issuer.get(), false), up_ref(src.cert.get()),
       up_ref(src.issuer.get()), src.timeout, state.lim.ocsp_response_bytes);
-  const ocsp_answer& a = x.answer;
+  ocsp_answer& a = x.answer;
   const std::time_t now = std::time(nullptr);
+  // Without nextUpdate a response is good for ocsp_max_age_without_next_update after its
+  // thisUpdate, as mtlsd's own client judges it: served no longer, even if the responder is down.
+  const std::time_t lapses =
+      a.next_update ? a.next_update : a.this_update + ocsp_max_age_without_next_update;
+  if (a.result == status::good && lapses <= now) {
+    // Usable for a peer's check, which allows ocsp_skew_seconds past nextUpdate, but a staple
+    // that lapsed is served to nobody: a responder that still hands it out has failed, and is
+    // asked again with backoff, not after ocsp_default_lifetime.
+    a.result = status::unavailable;
+    a.detail = "response is stale (it lapsed at " + log::utc(lapses) + ")";
+  }
   const bool usable = a.result == status::good || a.result == status::revoked;
   state.report(staple_fetched{src.listener, src.url.text, a, usable && !done.stapled_once});
   if (!usable) {
@@ -43,9 +55,7 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   }
   auto r = std::make_shared<staple_slot::response>();
   r->der = std::move(x.response);
-  // Without nextUpdate a response is good for ocsp_max_age_without_next_update after its
-  // thisUpdate, as mtlsd's own client judges it: served no longer, even if the responder is down.
-  r->next_update = a.next_update ? a.next_update : a.this_update + ocsp_max_age_without_next_update;
+  r->next_update = lapses;
   slot.set(std::move(r));
   done.failures = 0;
   done.stapled_once = true;
@@ -53,8 +63,7 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   // than half of it never leaves clients without a staple. One already past that (a revocation
   // taken whatever its times, a response with little left) is asked for again a second before
   // it expires (at most ocsp_default_lifetime on), not every second; one expiring within that
-  // second, just after its expiry: then a responder that still serves it is a failure, retried
-  // with backoff, rather than five minutes without asking while clients go unstapled.
+  // second, just after its expiry, when the same answer again is a failure (above).
   const std::time_t expiry = slot.get()->next_update;
   std::time_t next = a.this_update + (expiry - a.this_update) / 2;
   if (next <= now)
