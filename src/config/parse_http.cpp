@@ -12,7 +12,8 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   r.map(v, p,
         {"forward_client_cert_details", "set_current_client_cert_details", "protocols",
          "upstream_protocol", "x_forwarded_for", "x_forwarded_proto", "max_concurrent_streams",
-         "max_upstream_connections_per_client", "stream_idle_timeout", "request_headers_timeout"});
+         "max_premature_resets", "max_upstream_connections_per_client", "stream_idle_timeout",
+         "request_headers_timeout"});
   with(v, "forward_client_cert_details", [&](auto x) {
     r.choice(x, p + ".forward_client_cert_details",
              {{"sanitize", xfcc_mode::sanitize},
@@ -53,6 +54,9 @@ void parse_http(reader& r, const YAML::Node& v, const std::string& p, http_optio
   });
   with(v, "max_concurrent_streams", [&](auto x) {
     r.integer_into(x, p + ".max_concurrent_streams", 1, 1'000'000, http.max_concurrent_streams);
+  });
+  with(v, "max_premature_resets", [&](auto x) {
+    r.integer_into(x, p + ".max_premature_resets", 0, 1'000'000, http.max_premature_resets);
   });
   with(v, "max_upstream_connections_per_client", [&](auto x) {
     r.integer_into(x, p + ".max_upstream_connections_per_client", 1, 1000,

@@ -243,6 +243,7 @@ class printer {
     word("x_forwarded_for", h.x_forwarded_for ? "append" : "off");
     word("x_forwarded_proto", h.x_forwarded_proto ? "set" : "off");
     number("max_concurrent_streams", h.max_concurrent_streams);
+    number("max_premature_resets", h.max_premature_resets);
     number("max_upstream_connections_per_client", h.max_upstream_connections_per_client);
     dur("stream_idle_timeout", h.stream_idle_timeout);
     dur("request_headers_timeout", h.request_headers_timeout);

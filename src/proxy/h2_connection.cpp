@@ -160,14 +160,16 @@ void connection::client_reset(std::int32_t id) {
   if (rapid_reset_ || !s || s->response_started ||
       steady::now() - s->started >= premature_reset_lifetime)
     return;
-  if (++premature_resets_ < rapid_reset_floor || premature_resets_ * 2 <= streams_opened_) return;
+  const auto limit = static_cast<std::uint64_t>(env_.cfg->http.max_premature_resets);
+  if (++premature_resets_ < limit || limit == 0 || premature_resets_ <= upstream_answered_) return;
   rapid_reset_ = true;
   // GOAWAY naming the last stream taken; nghttp2 takes no new stream from here on, and the
   // reader reads no more (a flood fills the socket: the GOAWAY would wait behind it).
   nghttp2_session_terminate_session(session_.get(), NGHTTP2_ENHANCE_YOUR_CALM);
   local_failure("HTTP/2: the client reset " + std::to_string(premature_resets_) + " of its " +
                 std::to_string(streams_opened_) +
-                " streams before their responses began (rapid reset): GOAWAY ENHANCE_YOUR_CALM");
+                " streams before their responses began, the upstream answered " +
+                std::to_string(upstream_answered_) + " (rapid reset): GOAWAY ENHANCE_YOUR_CALM");
   out_.signal();
 }
 
@@ -210,6 +212,7 @@ void connection::body_sent(stream& s, std::size_t n) {
 void connection::respond(stream& s) {
   if (s.closed || s.response_started) return;
   s.response_started = true;
+  if (!s.answered_here) ++upstream_answered_;
   header_list head;
   head.reserve(s.response_headers.size() + 1);
   head.emplace_back(":status", std::to_string(s.status));

@@ -17,12 +17,12 @@ constexpr std::size_t write_piece = 16 * 1024;          // one TLS record's plai
 // Rapid reset (CVE-2023-44487): a client that resets streams as soon as it opens them makes the
 // proxy do a request's work for each while it pays for two small frames. A reset is premature
 // when the stream's response had not begun and it was younger than premature_reset_lifetime
-// (Envoy's measure); a connection whose premature resets reach rapid_reset_floor and are more
-// than half of its streams is closed with GOAWAY(ENHANCE_YOUR_CALM). The share spares a
-// long-lived client that cancels some of its requests (deadlines, hedging); the floor, a short
-// burst of cancellations.
+// (Envoy's measure); a connection whose premature resets reach http.max_premature_resets and
+// outnumber the responses its upstream gave is closed with GOAWAY(ENHANCE_YOUR_CALM). Counting
+// the upstream's responses, not all streams, leaves no cheap way around it (streams mtlsd
+// answers itself, a 400 say, cost a client nothing); it spares a long-lived client that cancels
+// some of its requests (deadlines, hedging), and the floor a short burst of cancellations.
 constexpr auto premature_reset_lifetime = std::chrono::seconds(1);
-constexpr std::uint64_t rapid_reset_floor = 200;
 
 class connection final : public downstream, session_handler {
  public:
@@ -129,9 +129,10 @@ class connection final : public downstream, session_handler {
   bool writing_ = false;
   int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
-  std::uint64_t streams_opened_ = 0;    // request streams the client began
-  std::uint64_t premature_resets_ = 0;  // of them, reset by the client prematurely
-  bool rapid_reset_ = false;            // closed for it: the reader takes nothing more
+  std::uint64_t streams_opened_ = 0;     // request streams the client began
+  std::uint64_t upstream_answered_ = 0;  // of them, answered by the upstream (a final head)
+  std::uint64_t premature_resets_ = 0;   // reset by the client prematurely
+  bool rapid_reset_ = false;             // closed for it: the reader takes nothing more
 };
 
 }  // namespace mtlsd::proxy::h2

@@ -13,8 +13,9 @@ once followed by RST_STREAM(CANCEL), and this checks what holds:
   HEADERS not yet sent). The paced tests write a hundred pairs at a time, one TLS record and so
   one of mtlsd's reads; the unpaced one writes them all at once, pairs straddling records;
 - the resets are bounded per connection, as Envoy and nginx bound them since the CVE: at the
-  200th premature reset (its response not begun, the stream younger than a second), when such
-  resets are more than half the connection's streams, mtlsd sends GOAWAY(ENHANCE_YOUR_CALM)
+  200th premature reset (its response not begun, the stream younger than a second;
+  `http.max_premature_resets`), once such resets outnumber the responses the upstream gave on
+  the connection, mtlsd sends GOAWAY(ENHANCE_YOUR_CALM)
   naming that stream, takes no stream after it (not even the rest of the same read), stops
   reading and closes the connection, a stream still open with it; the access line says why.
   Before, nghttp2's own limit (1000 resets, on by default only since nghttp2 1.57 and Debian's
@@ -50,7 +51,7 @@ PING = 0x6
 BATCH = 100             # pairs per write: 8.6 KB, within one TLS record, so one of mtlsd's reads
 PACED_MAX = 3000        # the paced flood gives up (no limit) after this many streams
 FLOOD = 20000           # the unpaced flood: 1.7 MB in one write
-RAPID_RESET_FLOOR = 200  # mtlsd's rapid_reset_floor (h2_connection_impl.hpp)
+RAPID_RESET_FLOOR = 200  # http.max_premature_resets' default
 CANCEL, ENHANCE_YOUR_CALM = 0x8, 0xB
 H2C = {"upstream_protocol": "h2c", "protocols": ["h2"]}
 
@@ -348,3 +349,97 @@ def test_an_unpaced_flood_in_one_write_is_cut_short_and_kept_from_the_upstream(s
           f"read), GOAWAY {goaway_fields(goaway) if goaway else 'not read'}; the upstream saw "
           f"{len(leaked)} requests; access line termination {access.get('termination')!r} "
           f"detail {access.get('detail')!r}")
+
+
+# --- what the bound spares, and what does not get around it --------------------------------------
+
+def local_400(stream: int) -> bytes:
+    """A request mtlsd answers itself (400: :scheme is neither http nor https), at no cost to
+    the client and none to the upstream."""
+    block = b"".join(_hpack_literal(k, v) for k, v in (
+        (":method", "GET"), (":scheme", "ftp"), (":authority", "localhost"), (":path", "/x")))
+    return frame(HEADERS, END_STREAM | END_HEADERS, stream, block)
+
+
+def answered(reader: FrameReader, streams: list[int]) -> bool:
+    ended = {f.stream for f in reader.frames if f.flags & END_STREAM and f.type in (HEADERS, DATA)}
+    return set(streams) <= ended
+
+
+def complete(client, reader: FrameReader, streams: list[int], request) -> None:
+    """Sends request(stream) for each of `streams` in one write, and waits for every response."""
+    client.sock.sendall(b"".join(request(sid) for sid in streams))
+    assert reader.until(lambda: answered(reader, streams)), \
+        f"not all of {len(streams)} requests answered (eof: {reader.eof})"
+
+
+def test_a_client_whose_upstream_answers_outnumber_its_cancellations_is_spared(serve, pki):
+    """250 requests the upstream answers, then premature resets: the 200th does not close the
+    connection (200 <= 250), the 251st does (GOAWAY naming its stream), and the access line
+    says how many the upstream answered."""
+    upstream = H2cUpstream()
+    daemon, _ = serve(upstream.handler(), http=H2C)
+    client = connect_h2(client_context(pki, "client"), *daemon.addr(), TIMEOUT)
+    local = fmt_addr(client.sock.getsockname())
+    reader = FrameReader(client.sock)
+    try:
+        for first in range(1, 500, 100):   # 5 writes of 50 GETs: streams 1 .. 499
+            complete(client, reader, list(range(first, first + 100, 2)),
+                     lambda sid: frame(HEADERS, END_STREAM | END_HEADERS, sid,
+                                       request_block("/ok")))
+        sent = paced_flood(client, reader, 501)
+        reader.until_eof()
+    finally:
+        client.sock.close()
+    last, code = goaway_fields(reader.goaway())
+    assert code == ENHANCE_YOUR_CALM and last == 501 + 2 * 250, (last, code)
+    assert sent == 300, sent
+    access = daemon.wait_for_access(client=local)
+    assert_closed_for_rapid_reset(access)
+    assert "the upstream answered 250" in access["detail"], access
+
+
+def test_requests_mtlsd_answers_itself_do_not_get_around_the_bound(serve, pki):
+    """Each reset paired with a request mtlsd answers itself (a 400, free for the client):
+    those are no upstream responses, so the 200th premature reset still closes the
+    connection."""
+    upstream = H2cUpstream()
+    daemon, _ = serve(upstream.handler(), http=H2C)
+    client = connect_h2(client_context(pki, "client"), *daemon.addr(), TIMEOUT)
+    reader = FrameReader(client.sock)
+    try:
+        sid = 1
+        while reader.goaway() is None and sid < 4 * PACED_MAX:
+            pairs = range(sid, sid + 2 * BATCH, 4)  # 50 (local 400, reset) pairs in one write
+            client.sock.sendall(b"".join(local_400(b) + opened_and_reset(b + 2) for b in pairs)
+                                + frame(PING, 0, 0, struct.pack(">Q", sid)))
+            mark = sid
+            assert reader.until(lambda: reader.pinged(mark) or reader.goaway() is not None)
+            sid += 2 * BATCH
+        reader.until_eof()
+    finally:
+        client.sock.close()
+    last, code = goaway_fields(reader.goaway())
+    # The 200th reset: in the 4th write, its 50th pair's second stream.
+    assert code == ENHANCE_YOUR_CALM and last == 3 * 2 * BATCH + 1 + 49 * 4 + 2, (last, code)
+    assert upstream.connection(0)["requests"] == []
+
+
+def test_max_premature_resets_0_leaves_the_bound_to_nghttp2(serve, pki):
+    """http.max_premature_resets: 0: 300 premature resets close nothing (nghttp2's own limit,
+    1,000, is the only one), and the connection still serves a request."""
+    upstream = H2cUpstream()
+    daemon, _ = serve(upstream.handler(), http={**H2C, "max_premature_resets": 0})
+    client = connect_h2(client_context(pki, "client"), *daemon.addr(), TIMEOUT)
+    reader = FrameReader(client.sock)
+    try:
+        for first in range(1, 600, 2 * BATCH):
+            client.sock.sendall(b"".join(opened_and_reset(first + 2 * i) for i in range(BATCH))
+                                + frame(PING, 0, 0, struct.pack(">Q", first)))
+            assert reader.until(lambda: reader.pinged(first)), f"no PING ACK (eof: {reader.eof})"
+        assert reader.goaway() is None
+        complete(client, reader, [601], lambda sid: frame(HEADERS, END_STREAM | END_HEADERS, sid,
+                                                          request_block("/still")))
+    finally:
+        client.sock.close()
+    assert [path for _, path in upstream.connection(0)["requests"]] == ["/still"]

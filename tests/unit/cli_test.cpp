@@ -284,6 +284,7 @@ listeners:
       x_forwarded_for: "off"
       x_forwarded_proto: "off"
       max_concurrent_streams: 50
+      max_premature_resets: 0
       max_upstream_connections_per_client: 3
       stream_idle_timeout: 90s
       request_headers_timeout: 20s
@@ -377,6 +378,7 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_TRUE(in.http.enabled);
   EXPECT_EQ(in.http.request_headers_timeout, std::chrono::seconds(20));
   EXPECT_EQ(in.http.max_upstream_connections_per_client, 3);
+  EXPECT_EQ(in.http.max_premature_resets, 0);
   ASSERT_EQ(in.allowed_sources.size(), 3u);
   EXPECT_EQ(in.allowed_sources[1].str(), "2001:db8::/32");
   EXPECT_TRUE(in.accept_proxy_protocol.enabled);

@@ -194,6 +194,9 @@ struct http_options {
   bool x_forwarded_for = true;       // append the client's address (false: forward as received)
   bool x_forwarded_proto = true;     // set "https", dropping the client's (false: as received)
   int max_concurrent_streams = 100;  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Envoy: 100)
+  // HTTP/2 rapid reset: premature client resets that close a connection once they outnumber
+  // its upstream's responses (proxy/h2_connection_impl.hpp); 0: no bound of mtlsd's own.
+  int max_premature_resets = 200;
   // HTTP/2 clients of an HTTP/1.1 upstream: upstream connections one client connection's streams
   // hold at once (one exchange each); the other streams wait their turn (proxy/h2_h1_exchange).
   int max_upstream_connections_per_client = 8;
