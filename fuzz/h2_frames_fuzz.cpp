@@ -4,8 +4,10 @@
 // pseudo-headers, CONTINUATION floods, DATA after END_STREAM, RST_STREAM mid-response,
 // oversized header lists, trailers — reach the code that turns them into requests. The upstream
 // is an in-memory echo: streams answered here (a 502 by fail(), a body echoed with trailers,
-// a head-only response) so that the response callbacks run too. Properties: no memory error,
-// every stream reported at most once, only client-initiated (odd) streams reported.
+// a head-only response) so that the response callbacks run too, and every fourth left
+// unanswered, so that a client's reset of it counts as premature and a handful of them close
+// the connection (the rapid-reset bound, lowered to 3). Properties: no memory error, every
+// stream reported at most once, only client-initiated (odd) streams reported.
 #include <boost/asio/io_context.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -22,22 +24,24 @@ namespace {
 
 constexpr std::string_view preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-// Answers every stream at once, one of three ways by its id; echoes request body as response
-// body until the request ends.
+// Answers a stream at once, one of three ways by its id, or (every fourth) never; echoes request
+// body as response body until the request ends.
 class echo_upstream final : public h2::upstream {
  public:
   explicit echo_upstream(h2::downstream& down) : down_(down) {}
   void start(h2::stream_ptr s) override {
-    switch (s->id % 3) {
+    switch ((s->id / 2) % 4) {  // client streams are odd: 1, 3, 5, 7 -> 0, 1, 2, 3
       case 0:
         down_.fail(*s, 0, "fuzz: upstream failed");
         return;
       case 1:
         s->response_trailers = {{"grpc-status", "0"}};
         break;
-      default:
+      case 2:
         s->response_end = true;
         break;
+      default:
+        return;  // no answer: the stream waits until the client resets it or the input ends
     }
     s->status = 200;
     s->response_headers = {{"content-type", "application/grpc"}, {"connection", "close"}};
@@ -75,6 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   proxy::stream_socket client(ioc), upstream(ioc);
   config::listener cfg;
   cfg.http.max_concurrent_streams = 8;
+  cfg.http.max_premature_resets = 3;
   proxy::relay_result result;
   proxy::idle_deadline clock;
   std::set<std::int64_t> reported;
