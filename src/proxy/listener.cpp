@@ -103,24 +103,35 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   } else if (auto no = ticket.admit_source(cfg, source)) {
     return refuse_at_accept(sock, remote, *slot, *listener, no->why, std::move(no->detail));
   }
+  // The session's frame is allocated here, while the guards above still give its place and
+  // descriptors back should that fail (bad_alloc, caught by the accept loop): nothing that
+  // only the session's end undoes is counted before it exists.
+  auto session = run_session(std::move(sock), listener, registry, std::move(ticket), remote);
   place.s = nullptr;
   held.n = 0;
   open_sessions* counted = registry.counted();
   if (counted) counted->opened();
   if (m) m->active->Increment();
-  asio::co_spawn(ex, run_session(std::move(sock), listener, registry, std::move(ticket), remote),
-                 [slot, m, counted, name = slot->name](std::exception_ptr e) {
-                   slot->active.fetch_sub(1);
-                   connection_fds().give_back(fds_at_accept);
-                   if (counted) counted->closed();
-                   if (m) m->active->Decrement();
-                   // Sessions catch their own errors; anything reaching here is a bug to see.
-                   if (e) {
-                     if (m) m->errors->Increment();
-                     log::error("session escaped with an exception",
-                                {{"listener", name}, {"error", util::message_of(e)}});
-                   }
-                 });
+  auto give_back = [slot, m, counted] {
+    slot->active.fetch_sub(1);
+    connection_fds().give_back(fds_at_accept);
+    if (counted) counted->closed();
+    if (m) m->active->Decrement();
+  };
+  try {
+    asio::co_spawn(ex, std::move(session), [give_back, m, name = slot->name](std::exception_ptr e) {
+      give_back();
+      // Sessions catch their own errors; anything reaching here is a bug to see.
+      if (e) {
+        if (m) m->errors->Increment();
+        log::error("session escaped with an exception",
+                   {{"listener", name}, {"error", util::message_of(e)}});
+      }
+    });
+  } catch (...) {
+    give_back();  // never started: its end will not come to give the place back
+    throw;
+  }
 }
 
 // Accepting after a failure: out of descriptors, the pending connection stays queued and would
