@@ -254,11 +254,14 @@ def test_staple_is_dropped_10_minutes_after_this_update(start_mtlsd, make_upstre
         assert expiry - 1.5 <= asked[1] < expiry + 1, [a - expiry for a in asked]
         assert asked[2] >= expiry - 0.25, [a - expiry for a in asked]
         # A fresh answer is stapled within the backoff's first steps, not five minutes on.
+        mark = daemon.log_mark()
         r.this_update, r.next_update = int(time.time()), None
         fresh_from = time.time()
         out = wait_until(lambda: staple(daemon, pki), timeout=10, interval=0.1,
                          what="a fresh answer stapled again within seconds")
         assert "Cert Status: good" in out, out
+        # The recovery is said, as the failures were.
+        daemon.wait_for_log(lambda l: l.get("msg") == "stapling OCSP response", since=mark)
         print(f"stapled again {time.time() - fresh_from:.2f}s after the responder had it")
     print(f"last stapled handshake began {max(b for b, _, ok in seen if ok) - expiry:+.2f}s, "
           f"first unstapled ended {dropped_at - expiry:+.2f}s from expiry; "

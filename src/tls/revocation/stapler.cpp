@@ -45,7 +45,10 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
     a.detail = "response is stale (it lapsed at " + log::utc(lapses) + ")";
   }
   const bool usable = a.result == status::good || a.result == status::revoked;
-  state.report(staple_fetched{src.listener, src.url.text, a, usable && !done.stapled_once});
+  // Said when the listener first staples, and again when it staples after failures (each was
+  // warned about): the operator sees the recovery, not only the trouble.
+  state.report(staple_fetched{src.listener, src.url.text, a,
+                              usable && (!done.stapled_once || done.failures > 0)});
   if (!usable) {
     ++done.failures;
     // Never leave an expired response in the slot (the handshake skips it anyway).

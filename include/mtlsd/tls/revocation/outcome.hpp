@@ -40,7 +40,8 @@ struct staple_fetched {
   std::string listener;
   std::string url;
   ocsp_answer answer;
-  bool first = false;  // the listener's first staple (good): worth an info line
+  bool first = false;  // the listener's first staple (good), or the first after failures:
+                       // worth an info line
 };
 
 // A task of the service ended with an exception (a bug: every expected failure is an outcome).
