@@ -106,7 +106,7 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   // The session's frame is allocated here, while the guards above still give its place and
   // descriptors back should that fail (bad_alloc, caught by the accept loop): nothing that
   // only the session's end undoes is counted before it exists.
-  auto session = run_session(std::move(sock), listener, registry, std::move(ticket), remote);
+  auto task = run_session(std::move(sock), listener, registry, std::move(ticket), remote);
   place.s = nullptr;
   held.n = 0;
   open_sessions* counted = registry.counted();
@@ -119,13 +119,16 @@ void admit(stream_socket sock, const stream_endpoint& remote,
     if (m) m->active->Decrement();
   };
   try {
-    asio::co_spawn(ex, std::move(session), [give_back, m, name = slot->name](std::exception_ptr e) {
+    asio::co_spawn(ex, std::move(task), [give_back, m, name = slot->name](std::exception_ptr e) {
       give_back();
       // Sessions catch their own errors; anything reaching here is a bug to see.
       if (e) {
         if (m) m->errors->Increment();
-        log::error("session escaped with an exception",
-                   {{"listener", name}, {"error", util::message_of(e)}});
+        try {  // nothing may escape into the worker's event loop, not even a failed log line
+          log::error("session escaped with an exception",
+                     {{"listener", name}, {"error", util::message_of(e)}});
+        } catch (...) {
+        }
       }
     });
   } catch (...) {
