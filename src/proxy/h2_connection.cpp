@@ -163,6 +163,7 @@ void connection::client_reset(std::int32_t id) {
   const auto limit = static_cast<std::uint64_t>(env_.cfg->http.max_premature_resets);
   if (++premature_resets_ < limit || limit == 0 || premature_resets_ <= upstream_answered_) return;
   rapid_reset_ = true;
+  env_.result->rate_limited = true;
   // GOAWAY naming the last stream taken; nghttp2 takes no new stream from here on, and the
   // reader reads no more (a flood fills the socket: the GOAWAY would wait behind it).
   nghttp2_session_terminate_session(session_.get(), NGHTTP2_ENHANCE_YOUR_CALM);

@@ -278,11 +278,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
         if (auto* m = s.listener->metrics)
           m->revocation_check(revocation_method::crl, revocation_status::unavailable);
         if (s.listener->revocation.soft_fail)  // as count_revocation says it for a full one
-          log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
-                    {{"conn_id", s.conn_id},
-                     {"listener", s.listener->cfg.name},
-                     {"client", s.client},
-                     {"detail", stale + " (resumed session)"}});
+          warn_admitted_without_crl(s, stale + " (resumed session)");
         else
           refused.emplace(reason::revocation_unavailable, std::move(stale));
       }

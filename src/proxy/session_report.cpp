@@ -10,16 +10,20 @@
 
 namespace mtlsd::proxy::detail {
 
+void warn_admitted_without_crl(const session& s, std::string_view detail) {
+  log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
+            {{"conn_id", s.conn_id},
+             {"listener", s.listener->cfg.name},
+             {"client", s.client},
+             {"detail", detail}});
+}
+
 void count_revocation(session& s, const tls::verify_outcome& vo) {
   if (!s.listener->metrics) return;
   s.listener->metrics->revocation_check(revocation_method::ocsp, vo.staple);
   s.listener->metrics->revocation_check(revocation_method::crl, vo.crl);
   if (vo.crl == revocation_status::unavailable && !vo.refusal)
-    log::warn("admitted without a usable CRL (revocation.on_unavailable: allow)",
-              {{"conn_id", s.conn_id},
-               {"listener", s.listener->cfg.name},
-               {"client", s.client},
-               {"detail", vo.crl_note}});
+    warn_admitted_without_crl(s, vo.crl_note);
 }
 
 void count_verdict(session& s, const tls::revocation::verdict& v) {
@@ -91,7 +95,9 @@ void name_deadline(session& s) {
 // finished first.
 termination name_termination(const session& s, const outcome& o) {
   if (s.ended_by) return *s.ended_by;
-  if (s.aged) return termination::max_age;  // however the graceful close then ended
+  if (s.aged) return termination::max_age;
+  if (s.relayed.rate_limited)
+    return termination::rate_limited;  // however the graceful close then ended
   switch (o.how) {
     case outcome::kind::failed:
       return termination::error;
@@ -248,6 +254,8 @@ void finish(session& s, const outcome& o) {
     // refused by a reloaded policy).
     if (s.admitted && o.how == outcome::kind::killed && s.control.kill_reason())
       m->closed_for(*s.control.kill_reason()).Increment();
+    else if (s.admitted && s.relayed.rate_limited)
+      m->closed_for(reason::rate_limited).Increment();
     if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
     if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
   }

@@ -237,6 +237,8 @@ asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls);
 
 // session_report.cpp: counting and logging.
 void count_revocation(session& s, const tls::verify_outcome& vo);
+// The warning for a peer admitted under on_unavailable: allow without a usable CRL.
+void warn_admitted_without_crl(const session& s, std::string_view detail);
 void count_verdict(session& s, const tls::revocation::verdict& v);
 void observe_handshake(session& s);
 // Names the end of `s` from `o`, updates the metrics and writes the access-log line.

@@ -16,8 +16,9 @@ once followed by RST_STREAM(CANCEL), and this checks what holds:
   200th premature reset (its response not begun, the stream younger than a second;
   `http.max_premature_resets`), once such resets outnumber the responses the upstream gave on
   the connection, mtlsd sends GOAWAY(ENHANCE_YOUR_CALM)
-  naming that stream, takes no stream after it (not even the rest of the same read), stops
-  reading and closes the connection, a stream still open with it; the access line says why.
+  naming the last stream taken, takes no stream after it (not even the rest of the read), stops
+  reading and closes the connection, a stream still open with it; the access line says why
+  (termination rate_limited) and mtlsd_connections_closed_total{reason="rate_limited"} counts it.
   Before, nghttp2's own limit (1000 resets, on by default only since nghttp2 1.57 and Debian's
   1.52.0-1+deb12u1) was the only bound, and its GOAWAY waited behind everything the socket
   held: a flood in one write had 300 to 700 more streams taken;
@@ -224,10 +225,16 @@ def assert_a_new_connection_is_served(daemon, pki, upstream: H2cUpstream) -> Non
     assert len(upstream.conns) == 2 and daemon.running
 
 
-def assert_closed_for_rapid_reset(access: dict) -> None:
-    """The connection's access line names the rapid reset."""
-    assert access.get("termination") == "error", access
+def assert_closed_for_rapid_reset(daemon, access: dict) -> None:
+    """The connection's access line names the rapid reset (termination rate_limited, not an
+    error of mtlsd's), and mtlsd_connections_closed_total{reason="rate_limited"} counted it."""
+    assert access.get("result") == "accepted", access
+    assert access.get("termination") == "rate_limited", access
     assert "(rapid reset)" in access.get("detail", ""), access
+    assert daemon.scrape().get("mtlsd_connections_closed_total", listener="inbound",
+                               reason="rate_limited") == 1
+    assert daemon.scrape().total("mtlsd_connections_total", listener="inbound",
+                                 result="error") == 0
 
 
 def test_paced_rapid_reset_never_reaches_the_h2c_upstream_and_ends_in_goaway(serve, pki):
@@ -257,7 +264,7 @@ def test_paced_rapid_reset_never_reaches_the_h2c_upstream_and_ends_in_goaway(ser
     tail = reader.frames[reader.frames.index(reader.goaway()) + 1:]
     assert tail == [], f"frames after the GOAWAY: {tail}"
 
-    assert_closed_for_rapid_reset(daemon.wait_for_access(client=local))
+    assert_closed_for_rapid_reset(daemon, daemon.wait_for_access(client=local))
     lines = flood_lines(daemon, local)
     assert sorted(line["stream_id"] for line in lines) == list(range(1, 2 * sent, 2)), len(lines)
     assert {(line["status"], line["detail"]) for line in lines} == {(0, "stream reset: CANCEL")}
@@ -298,7 +305,7 @@ def test_a_connection_closed_for_rapid_reset_ends_its_open_streams(serve, pki):
     assert reader.eof, "the connection stayed open after its GOAWAY"
     mine = [f for f in reader.frames if f.stream == 1 and f.type in (HEADERS, DATA)]
     assert mine == [], f"stream 1 was answered: {mine}"
-    assert_closed_for_rapid_reset(daemon.wait_for_access(client=local))
+    assert_closed_for_rapid_reset(daemon, daemon.wait_for_access(client=local))
     held = [x for x in daemon.logs() if x.get("msg") == "request" and x.get("path") == "/held"]
     assert [(x["status"], x["stream_id"], x["detail"]) for x in held] == \
         [(0, 1, "connection closed")], held
@@ -333,7 +340,7 @@ def test_an_unpaced_flood_in_one_write_is_cut_short_and_kept_from_the_upstream(s
     assert reader.eof, "the flood's connection stayed open"
 
     access = daemon.wait_for_access(client=local)
-    assert_closed_for_rapid_reset(access)
+    assert_closed_for_rapid_reset(daemon, access)
     taken = flood_lines(daemon, local)
     assert sorted(line["stream_id"] for line in taken) == \
         list(range(1, 2 * RAPID_RESET_FLOOR, 2)), len(taken)
@@ -395,7 +402,7 @@ def test_a_client_whose_upstream_answers_outnumber_its_cancellations_is_spared(s
     assert code == ENHANCE_YOUR_CALM and last == 501 + 2 * 250, (last, code)
     assert sent == 300, sent
     access = daemon.wait_for_access(client=local)
-    assert_closed_for_rapid_reset(access)
+    assert_closed_for_rapid_reset(daemon, access)
     assert "the upstream answered 250" in access["detail"], access
 
 

@@ -91,6 +91,9 @@ struct relay_result {
   // HTTP/1.1: the relay ended with a request body not read to its end (answered early, or
   // failed): the TLS peer may still be sending, so the session closes by lingering.
   bool tls_peer_sending = false;
+  // HTTP/2: mtlsd closed the connection for its client's rapid reset (h2_connection_impl.hpp):
+  // termination rate_limited, counted in mtlsd_connections_closed_total{reason="rate_limited"}.
+  bool rate_limited = false;
 
   void ended_by(relay_end e) {
     if (first_end == relay_end::none) first_end = e;

@@ -218,15 +218,12 @@ namespace {
 // certificate further up the same path that bears the CRL issuer's name (a re-keyed CA's link
 // certificate). Another key's CRL under the same name matches neither, and OpenSSL ignores it.
 // A CRL without an authority key id matches, as in OpenSSL; so does any CRL when the path does
-// not know the issuer.
+// not know the issuer. `path`'s extensions are decoded already (X509_check_akid compares with
+// the key id OpenSSL caches then, and passes when none is cached yet).
 bool crl_of(const X509_CRL* crl, const std::vector<X509*>& path, std::size_t depth) {
   if (depth + 1 >= path.size()) return true;
   auto* akid = static_cast<AUTHORITY_KEYID*>(
       X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, nullptr, nullptr));
-  // X509_check_akid compares with the key id OpenSSL caches when it first decodes a
-  // certificate's extensions, and passes when none is cached yet: have them decoded.
-  for (std::size_t up = depth + 1; up < path.size(); ++up)
-    X509_get_extension_flags(path[up]);
   bool match = X509_check_akid(path[depth + 1], akid) == X509_V_OK;
   for (std::size_t up = depth + 2; !match && up < path.size(); ++up)
     match = X509_NAME_cmp(X509_get_subject_name(path[up]), X509_CRL_get_issuer(crl)) == 0 &&
@@ -240,6 +237,8 @@ bool crl_of(const X509_CRL* crl, const std::vector<X509*>& path, std::size_t dep
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now) {
   const std::vector<X509*> path = chain.with_anchor();
+  for (X509* c : path)
+    X509_get_extension_flags(c);  // decoded once, for crl_of's key id comparisons
   const auto& certs = chain.below_anchor;
   for (std::size_t depth = 0; depth < certs.size() && (whole_chain || depth == 0); ++depth) {
     X509* cert = certs[depth];

@@ -68,11 +68,10 @@ struct rebuilt_chain {
 // or a certificate further up the chain with the CRL issuer's name, as OpenSSL picks them (so
 // after a CA re-key that kept its name, the other key's CRL does not stand in for a stale one);
 // when the chain does not know the issuer, the name alone. A certificate with no complete CRL in
-// `crls` is left as the full
-// handshake left it; a CRL without nextUpdate is current, and a current delta keeps its issuer's
-// expired base in force. (A CRL's scope, its issuing distribution point or onlyUser/onlyCA, is
-// not weighed: narrower than OpenSSL's choice, which the full handshake made.) The refusal's
-// detail, worded as a full handshake's, or "".
+// `crls` is left as the full handshake left it; a CRL without nextUpdate is current, and a
+// current delta keeps its issuer's expired base in force. (A CRL's scope, its issuing distribution
+// point or onlyUser/onlyCA, is not weighed: narrower than OpenSSL's choice, which the full
+// handshake made.) The refusal's detail, worded as a full handshake's, or "".
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
                            bool whole_chain, std::time_t grace_seconds, std::time_t now);
 // Whether any of `crls` is past nextUpdate + `grace_seconds`: nearly always false, and then no
