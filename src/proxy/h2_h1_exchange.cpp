@@ -6,6 +6,8 @@
 // is parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
 // becoming the stream's trailers.
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -94,6 +96,8 @@ class h1_upstream final : public upstream {
       error_code ignored;
       it->second->cancel(ignored);
     }
+    if (auto it = connecting_.find(&s); it != connecting_.end())
+      it->second->emit(asio::cancellation_type::terminal);
   }
   asio::awaitable<void> run() override {
     co_await asio::this_coro::throw_if_cancelled(false);
@@ -111,6 +115,8 @@ class h1_upstream final : public upstream {
       sock->cancel(ignored);
       s->wake.cancel();
     }
+    for (auto& [s, connecting] : connecting_)
+      connecting->emit(asio::cancellation_type::terminal);
     for (auto* s : waiting_)
       s->wake.cancel();
     done_.signal();
@@ -147,6 +153,7 @@ class h1_upstream final : public upstream {
   write_signal done_;  // an exchange ended
   std::vector<std::unique_ptr<stream_socket>> idle_;
   std::map<stream*, stream_socket*> busy_;  // exchanges in progress and their connections
+  std::map<stream*, asio::cancellation_signal*> connecting_;  // ends an exchange's connect
   std::multiset<stream*> waiting_;
   std::deque<stream*> queued_;  // streams waiting for a place (in_use_max)
   std::size_t in_use_ = 0;      // exchanges holding (or connecting) an upstream connection
@@ -322,12 +329,17 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   if (!sock) {
     sock = std::make_unique<stream_socket>(ex_);
     std::string why;
-    busy_[s.get()] = sock.get();
-    auto ec = co_await connect_upstream(*sock, cfg_.upstream, why);
-    busy_.erase(s.get());
+    // Bounded by timeouts.connect as the session's first connection is (that one by the
+    // session's watchdog), and ended at once by the stream's reset or stop().
+    asio::cancellation_signal stop_connect;
+    connecting_[s.get()] = &stop_connect;
+    auto ec = co_await asio::co_spawn(
+        ex_, connect_upstream_within(*sock, cfg_.upstream, cfg_.timeouts.connect, why),
+        asio::bind_cancellation_slot(stop_connect.slot(), asio::use_awaitable));
+    connecting_.erase(s.get());
     if (ec) {
-      down_.fail(*s, NGHTTP2_INTERNAL_ERROR,
-                 "upstream: " + (why.empty() ? ec.message() : why + ": " + ec.message()));
+      // `why` already holds the error's message, when there is one.
+      down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + (why.empty() ? ec.message() : why));
       co_return;
     }
     opened_here = true;

@@ -1,10 +1,15 @@
 #include "mtlsd/proxy/upstream.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "mtlsd/config/duration.hpp"
+#include "mtlsd/net/connect.hpp"
 #include "mtlsd/net/resolver.hpp"
+#include "mtlsd/proxy/fd_gate.hpp"
 
 namespace mtlsd::proxy {
 namespace {
@@ -48,22 +53,26 @@ asio::awaitable<error_code> connect_upstream(stream_socket& sock, const config::
     co_return resolved.ec;
   }
   if (resolved_at) *resolved_at = std::chrono::steady_clock::now();
-  error_code last = asio::error::host_not_found;
-  for (const auto& ip : resolved.addresses) {
-    const stream_endpoint ep(asio::ip::tcp::endpoint(ip, to.port));
-    last = co_await try_connect(sock, ep);
-    if (!last) {
-      if (connected_to) *connected_to = ep;
-      co_return last;
-    }
-    if (last == asio::error::operation_aborted) {  // the step that did not finish, as above
-      detail = "connect to " + format_endpoint(ep);
-      break;
-    }
-    detail += (detail.empty() ? "" : "; ") +
-              ("connect to " + format_endpoint(ep) + ": " + last.message());
-  }
-  co_return last;
+  // Each attempt beside the first holds a descriptor of the connection budget for its time.
+  co_return co_await net::connect_any(sock, resolved.addresses, to.port, detail, &connection_fds(),
+                                      connected_to);
+}
+
+asio::awaitable<error_code> connect_upstream_within(stream_socket& sock, const config::address& to,
+                                                    std::chrono::milliseconds limit,
+                                                    std::string& detail) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, limit);
+  auto first =
+      co_await (connect_upstream(sock, to, detail) || deadline.async_wait(as_tuple(use_awaitable)));
+  if (first.index() == 0) co_return std::get<0>(first);
+  // The caller's own cancellation ended the timer before the connect said so.
+  if (auto [ec] = std::get<1>(first); ec) co_return asio::error::operation_aborted;
+  // The lookup or the attempts were cancelled and said which step did not finish (nothing, for
+  // a literal address).
+  detail = (detail.empty() ? "connect to " + to.str() : detail) + " timed out after " +
+           config::format_duration(limit) + " (timeouts.connect)";
+  co_return asio::error::timed_out;
 }
 
 }  // namespace mtlsd::proxy

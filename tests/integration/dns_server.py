@@ -1,7 +1,9 @@
 """A tiny UDP DNS server on 127.0.0.1 for `dns.servers` tests.
 
 DnsServer(answers={"up.dns-test": "127.0.0.1"}, ttl=30) answers A queries for
-those names (AAAA: no records; other names: NXDOMAIN). DnsServer(silent=True)
+those names (AAAA: no records; other names: NXDOMAIN). A name's answer may also be
+a list of IPv4 addresses, {"up.dns-test": ["127.0.0.2", "127.0.0.1"]}: one A record
+each, in that order (an empty list: no records). DnsServer(silent=True)
 reads every query and never answers: a DNS outage. Either way it counts the
 queries it saw per name. Parses just enough of a query: the header and the
 first question.
@@ -13,7 +15,7 @@ import socket
 import struct
 import threading
 from collections import Counter
-from typing import Optional
+from typing import Optional, Union
 
 QTYPE_A = 1
 
@@ -34,8 +36,8 @@ def _question(packet: bytes) -> Optional[tuple[str, int, int]]:
 
 
 class DnsServer:
-    def __init__(self, answers: Optional[dict[str, str]] = None, *, silent: bool = False,
-                 ttl: int = 30):
+    def __init__(self, answers: Optional[dict[str, Union[str, list[str]]]] = None, *,
+                 silent: bool = False, ttl: int = 30):
         self.answers = {k.lower(): v for k, v in (answers or {}).items()}
         self.silent = silent
         self.ttl = ttl
@@ -78,13 +80,15 @@ class DnsServer:
                 self.queries[name] += 1
             if self.silent:
                 continue
-            ip = self.answers.get(name)
-            answer = ip is not None and qtype == QTYPE_A
-            rcode = 0 if ip is not None else 3  # NXDOMAIN for names we do not know
+            ips = self.answers.get(name)
+            if isinstance(ips, str):  # one address: one record
+                ips = [ips]
+            records = ips if ips is not None and qtype == QTYPE_A else []
+            rcode = 0 if ips is not None else 3  # NXDOMAIN for names we do not know
             header = packet[:2] + struct.pack("!BBHHHH", 0x81, 0x80 | rcode, 1,
-                                              1 if answer else 0, 0, 0)
+                                              len(records), 0, 0)
             body = packet[12:end]
-            if answer:
+            for ip in records:
                 body += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, self.ttl, 4)
                 body += socket.inet_aton(ip)
             self._sock.sendto(header + body, peer)
