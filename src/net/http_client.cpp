@@ -67,6 +67,9 @@ asio::awaitable<std::string> connect_unix(unix_socket::socket& sock, const std::
 
 // Interim (1xx) responses read past before the answer.
 constexpr int max_interim_responses = 8;
+// The response header's limit, and what may wait in the read buffer beyond it.
+constexpr std::size_t header_limit = 16 * 1024;
+constexpr std::size_t read_buffer_limit = header_limit + 64 * 1024;
 
 template <class Socket>
 asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_request& req,
@@ -98,13 +101,16 @@ asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_req
     out.error = "sending the request: " + wec.message();
     co_return;
   }
-  boost::beast::flat_buffer buffer;
+  // What waits in the buffer is capped: Beast bounds the header (header_limit) and the body
+  // (body_limit, moved out as it is parsed) but not a chunk's extensions or the trailer, which a
+  // hostile or broken responder could otherwise grow until the deadline (review: 1 GB in 2 s).
+  boost::beast::flat_buffer buffer(read_buffer_limit);
   // Interim responses (100 Continue, 103 Early Hints) come before the answer and are read past
   // (review: an upstream check took "100 Continue" for the answer and read down); a few at
   // most, the deadline bounding the rest. 101 is an answer: we never ask to switch protocols.
   for (int interim = 0;; ++interim) {
     http::response_parser<http::string_body> parser;
-    parser.header_limit(16 * 1024);
+    parser.header_limit(header_limit);
     // Beast checks a Content-Length against the limit while parsing the header: a probe that
     // never reads the body must not be refused for its size.
     if (req.headers_only)
@@ -115,6 +121,11 @@ asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_req
         req.headers_only
             ? co_await http::async_read_header(sock, buffer, parser, as_tuple(use_awaitable))
             : co_await http::async_read(sock, buffer, parser, as_tuple(use_awaitable));
+    if (ec == http::error::buffer_overflow) {
+      out.error = "response framing (a chunk extension or the trailer) over " +
+                  std::to_string(read_buffer_limit / 1024) + " KiB";
+      co_return;
+    }
     if (ec == http::error::body_limit) {
       out.error = "response larger than " + std::to_string(req.max_body) + " bytes";
       co_return;

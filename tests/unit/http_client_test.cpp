@@ -130,6 +130,21 @@ TEST(HttpClient, ResponseSizeIsCapped) {
   EXPECT_EQ(r.error, "response larger than 100 bytes");
 }
 
+// Review: Beast caps neither a chunk's extensions nor the trailer; without a cap on the read
+// buffer a responder grew it to 1 GB before the deadline.
+TEST(HttpClient, EndlessChunkFramingIsCapped) {
+  const std::string endless(200 * 1024, 'a');
+  for (const std::string& framing : {"1;" + endless, "0\r\nX-Trailer: " + endless}) {
+    asio::io_context ioc;
+    one_shot_server s(ioc);
+    s.answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framing;
+    http_request req;
+    req.max_body = 1024 * 1024;
+    auto r = fetch(ioc, s, url_of(s, "/"), req);
+    EXPECT_EQ(r.error, "response framing (a chunk extension or the trailer) over 80 KiB");
+  }
+}
+
 TEST(HttpClient, HeadersOnlyIgnoresTheBodySize) {
   asio::io_context ioc;
   one_shot_server s(ioc);
