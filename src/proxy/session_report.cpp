@@ -140,8 +140,6 @@ void write_access_line(session& s, log::access_record& rec) {
   fill_connection(s, rec);
   rec.start = log::format_rfc3339(start, s.started_at, true);
   rec.client = std::move(s.client);
-  rec.resumed = s.resumed;
-  rec.upstream_connect_ms = s.upstream_connect_ms;
   // The verified peer, else the leaf a refused peer presented.
   const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
                                    : s.refused_peer ? &*s.refused_peer
@@ -152,9 +150,7 @@ void write_access_line(session& s, log::access_record& rec) {
     rec.peer_serial = cert->serial;
     rec.peer_issuer = cert->issuer;
     rec.peer_sha256 = cert->sha256;
-    if (cert->not_after != 0)
-      rec.peer_not_after = log::format_rfc3339(
-          not_after, std::chrono::system_clock::from_time_t(cert->not_after), false);
+    if (cert->not_after != 0) rec.peer_not_after = log::format_rfc3339(not_after, cert->not_after);
   }
   rec.detail = std::move(s.detail);
   log::write_access(rec);
@@ -185,6 +181,8 @@ void fill_connection(const session& s, log::access_record& rec) {
     rec.alpn = alpn_of(s.tls->native());
   }
   rec.upstream = s.upstream_address;
+  rec.resumed = s.resumed;
+  rec.upstream_connect_ms = s.upstream_connect_ms;
 }
 
 namespace {

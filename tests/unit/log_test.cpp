@@ -327,6 +327,15 @@ TEST(Rfc3339, MillisecondsAndSecondsInUtc) {
             "2100-01-01T00:00:00Z");
 }
 
+// Review: a certificate's notAfter of 9999-12-31T23:59:59Z (RFC 5280's "no expiry") went through
+// system_clock's nanoseconds, which end in 2262: peer_not_after read 1816 (and UBSan aborted).
+TEST(Rfc3339, CertificateTimesPastTheNanosecondRange) {
+  char buf[32];
+  EXPECT_EQ(format_rfc3339(buf, std::time_t{253402300799}), "9999-12-31T23:59:59Z");
+  EXPECT_EQ(mtlsd::log::utc(253402300799), "9999-12-31T23:59:59Z");
+  EXPECT_EQ(mtlsd::log::utc(0), "1970-01-01T00:00:00Z");
+}
+
 TEST(TextLine, ExactShape) {
   EXPECT_EQ(format_line(log_format::text, spdlog::level::info, "listening",
                         {{"listener", "inbound"}, {"port", 8443}, {"tls", true}, {"ratio", 0.5}}),

@@ -97,6 +97,9 @@ void write_access_line(std::string_view msg, fields f);
 // returns the view of what was written. No allocation: for per-connection fields.
 std::string_view format_rfc3339(char (&buf)[32], std::chrono::system_clock::time_point t,
                                 bool millis);
+// A certificate's or CRL's time, to the second. Not through system_clock::from_time_t: its
+// nanoseconds end in 2262, and RFC 5280's "no expiry" (9999-12-31) overflowed (review).
+std::string_view format_rfc3339(char (&buf)[32], std::time_t t);
 // The same to the second, as a string: "2026-12-02T06:21:14Z", for times in messages.
 std::string utc(std::time_t t);
 
