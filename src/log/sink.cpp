@@ -24,7 +24,8 @@ int open_append(const std::string& path) {
 
 // Blocking write of all of `data`. Only the writer thread calls this, so a reader that stops
 // reading stalls this thread alone. An fd someone else made non-blocking is waited on.
-bool write_all(int fd, const std::string& data) {
+// How much of `data` reached `fd`: all of it, or what went before an error.
+std::size_t write_all(int fd, const std::string& data) {
   const char* p = data.data();
   std::size_t left = data.size();
   while (left > 0) {
@@ -40,9 +41,9 @@ bool write_all(int fd, const std::string& data) {
       ::poll(&pfd, 1, 100);
       continue;
     }
-    return false;  // EPIPE, EBADF, ENOSPC...: the rest of the data is lost
+    break;  // EPIPE, EBADF, ENOSPC, EFBIG...: the rest of the data is lost
   }
-  return true;
+  return data.size() - left;
 }
 
 // Under load a line rarely comes alone: once woken, the writer waits this long for more before
@@ -75,10 +76,11 @@ struct sink::state {
     if (owns_fd && fd >= 0) ::close(fd);
   }
 
-  // Only the writer thread touches these three after construction.
+  // Only the writer thread touches these four after construction.
   int fd;
   bool owns_fd;
   std::string path;
+  bool mid_line = false;  // the last write stopped inside a line
 
   const std::size_t max_bytes;
   // A quarter of the bound: past it the writer stops gathering, so a burst is written well
@@ -116,7 +118,27 @@ struct sink::state {
     if (owns_fd && fd >= 0) ::close(fd);
     fd = fresh;
     owns_fd = true;
+    mid_line = false;  // a new file
     if (on_reopen) on_reopen({});
+  }
+
+  // Writes `buf` (`lead` bytes, then batch[first, end)'s lines): the lines written whole count
+  // as written, the others as dropped, and one cut in the middle is remembered.
+  void write_lines(const std::string& buf, std::size_t lead, const std::vector<entry>& batch,
+                   std::size_t first, std::size_t end) {
+    const std::size_t wrote = write_all(fd, buf);
+    if (wrote == buf.size()) {
+      mid_line = false;
+      return;
+    }
+    std::size_t line_end = lead;
+    bool at_boundary = lead == 0 ? wrote == 0 : false;
+    for (std::size_t j = first; j < end; ++j) {
+      if (wrote == line_end) at_boundary = true;
+      line_end += batch[j].line.size();
+      if (line_end > wrote) drop(batch[j].kind);
+    }
+    mid_line = !at_boundary;
   }
 
   // Guarded by mu.
@@ -142,12 +164,14 @@ struct sink::state {
         // One write per run of lines (up to 64 KiB), not one per line.
         buf.clear();
         const std::size_t first = i;
+        // A write that failed in the middle of a line left it unended: the next starts with a
+        // newline, so that line is not glued to the next one (review: one invalid JSON line).
+        const std::size_t lead = s->mid_line ? 1 : 0;
+        if (lead) buf += '\n';
         while (i < batch.size() && !batch[i].reopen && buf.size() < 65536)
           buf += batch[i++].line;
-        bytes += buf.size();
-        if (!buf.empty() && !write_all(s->fd, buf))
-          for (std::size_t j = first; j < i; ++j)
-            s->drop(batch[j].kind);
+        bytes += buf.size() - lead;
+        if (buf.size() > lead) s->write_lines(buf, lead, batch, first, i);
         if (i < batch.size() && batch[i].reopen) {
           s->do_reopen();
           ++i;
