@@ -68,9 +68,15 @@ def test_other_methods_are_405(serve, method, path):
 
 
 def test_head_has_no_body(serve):
+    """And the Content-Length GET would have (review: it said 0)."""
     daemon, _ = serve()
     res = daemon.admin_request("/healthz", method="HEAD")
     assert res.status == 200 and res.body == b""
+    assert res.headers["content-length"] == "3", res.headers
+    got = daemon.admin_request("/metrics")
+    head = daemon.admin_request("/metrics", method="HEAD")
+    assert head.body == b"" and int(head.headers["content-length"]) > 1000, head.headers
+    assert abs(int(head.headers["content-length"]) - len(got.body)) < 2000
 
 
 def test_admin_disabled_with_empty_address(serve):
