@@ -81,6 +81,9 @@ void write_access(const access_record& r) {
 void write_request_access(const access_record& c, const http_request_record& q) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
   const peer_fields p(c, q.detail);  // capped: access_field_limit, and the request's own too
+  const field connect_ms = c.upstream_connect_ms < 0
+                               ? field("upstream_connect_ms", null)
+                               : field("upstream_connect_ms", c.upstream_connect_ms);
   std::string cut[3];
   const std::string_view method = capped(q.method, cut[0]);
   const std::string_view authority = capped(q.authority, cut[1]);
@@ -92,12 +95,16 @@ void write_request_access(const access_record& c, const http_request_record& q) 
                                 {"identity", p.identity},
                                 {"tls_version", c.tls_version},
                                 {"cipher", c.cipher},
+                                {"resumed", c.resumed},
                                 {"sni", c.sni},
                                 {"alpn", c.alpn},
                                 {"upstream", c.upstream},
+                                connect_ms,
                                 {"peer_subject", p.subject},
                                 {"peer_serial", p.serial},
+                                {"peer_issuer", p.issuer},
                                 {"peer_sha256", c.peer_sha256},
+                                {"peer_not_after", c.peer_not_after},
                                 {"method", method},
                                 {"authority", authority},
                                 {"path", path},

@@ -20,10 +20,14 @@ void write_request_line(const session& s, const http_request_report& r) {
   log::access_record c;
   fill_connection(s, c);
   c.client = s.client;
+  char not_after[32];
   if (s.peer_identity) {
     c.peer_subject = s.peer_identity->subject;
     c.peer_serial = s.peer_identity->serial;
+    c.peer_issuer = s.peer_identity->issuer;
     c.peer_sha256 = s.peer_identity->sha256;
+    if (s.peer_identity->not_after != 0)
+      c.peer_not_after = log::format_rfc3339(not_after, s.peer_identity->not_after);
   }
   char start[32];
   log::http_request_record q;

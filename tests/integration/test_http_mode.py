@@ -260,6 +260,23 @@ def test_keep_alive_several_requests_one_connection(http_serve, pki):
     assert len(daemon.access_logs()) == 1
 
 
+def test_request_lines_carry_the_connections_fields(http_serve, pki):
+    """interface.md: a request line has its own fields "plus the connection's fields" (review:
+    peer_issuer, peer_not_after, resumed and upstream_connect_ms were left out)."""
+    daemon, _, _ = http_serve()
+    conn = https(daemon, pki)
+    local = fmt_addr(conn.sock.getsockname())
+    get_json(conn, path="/a")
+    conn.close()
+    access = daemon.wait_for_access(client=local)
+    request = daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("client") == local)
+    shared = ("conn_id", "listener", "client", "identity", "tls_version", "cipher", "resumed",
+              "sni", "alpn", "upstream", "upstream_connect_ms", "peer_subject", "peer_serial",
+              "peer_issuer", "peer_sha256", "peer_not_after")
+    assert {k: request.get(k, "(missing)") for k in shared} == {k: access[k] for k in shared}
+    assert access["peer_issuer"] and access["peer_not_after"], access
+
+
 def test_pipelined_requests_answered_in_order(http_serve, pki):
     daemon, _, rec = http_serve()
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
