@@ -17,11 +17,12 @@ bool wants(const std::vector<std::string>& details, std::string_view d) {
 // SAN values are IA5Strings that OpenSSL does not police: a CR/LF in one must never split the
 // header, and a ',' ';' or '"' must not forge another key or element. Plain values (every SAN
 // a sane CA issues) pass through unchanged, as in Envoy; anything else is quoted, with control
-// bytes percent-encoded.
+// bytes percent-encoded. An '=' is quoted too (a URI's query): Envoy's format quotes values
+// holding ',' ';' or '=', and a reader splitting on every '=' would misread it (review).
 std::string san_value(std::string_view v) {
   const bool plain = std::all_of(v.begin(), v.end(), [](char c) {
     const auto u = static_cast<unsigned char>(c);
-    return u > 0x20 && u < 0x7f && c != ',' && c != ';' && c != '"' && c != '\\';
+    return u > 0x20 && u < 0x7f && c != ',' && c != ';' && c != '=' && c != '"' && c != '\\';
   });
   if (plain) return std::string(v);
   std::string out = "\"";

@@ -62,6 +62,9 @@ TEST(XfccElement, HostileSanValuesCannotForgeKeysOrHeaders) {
             "DNS=\"a,b\";DNS=\"q\\\"uote\\\\\"");
   EXPECT_EQ(el.find('\r'), std::string::npos);
   EXPECT_EQ(el.find('\n'), std::string::npos);
+  f.uri = {"spiffe://td/x?a=b"};  // an '=' is quoted; plain SANs are not
+  f.dns = {"a.example.org"};
+  EXPECT_EQ(format_xfcc_element({"uri", "dns"}, f), "URI=\"spiffe://td/x?a=b\";DNS=a.example.org");
 }
 
 TEST(XfccUrlEncode, EnvoysCharacterSet) {
