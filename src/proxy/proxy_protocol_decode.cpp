@@ -39,11 +39,27 @@ std::uint32_t crc32c(std::string_view data) {
   return ~crc;
 }
 
+// One SAN of a list TLV, with san_list_value's escapes undone: "%2C" is a comma inside the SAN,
+// "%25" a percent sign (review: they were left escaped). Any other '%' stays as it is.
+std::string unescape_san(std::string_view v) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::string_view next = v.substr(i, 3);
+    if (next == "%2C" || next == "%25") {
+      out += next == "%2C" ? ',' : '%';
+      i += 2;
+    } else {
+      out += v[i];
+    }
+  }
+  return out;
+}
+
 std::vector<std::string> split_commas(std::string_view v) {
   std::vector<std::string> out;
   for (;;) {
     const auto comma = v.find(',');
-    out.emplace_back(v.substr(0, comma));
+    out.push_back(unescape_san(v.substr(0, comma)));
     if (comma == std::string_view::npos) return out;
     v.remove_prefix(comma + 1);
   }

@@ -59,7 +59,8 @@ proxy_v2_info full_info() {
   info.signature_algorithm = "ecdsa-with-SHA256";
   info.key_algorithm = "EC256";
   info.spiffe_id = "spiffe://example.org/a";
-  info.uri_sans = {"spiffe://example.org/a", "https://a.example.org"};
+  // A comma and a percent sign inside SANs: sent as %2C and %25, read back as they were.
+  info.uri_sans = {"spiffe://example.org/a", "https://a.example.org/x,y?z=%41"};
   info.dns_sans = {"a.example.org", "b.example.org"};
   info.cert_der = std::string("\x30\x82\x00\x01\x00", 5);
   info.cert_sha256 = "ab12";
