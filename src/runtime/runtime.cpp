@@ -196,6 +196,9 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   if (!now) now = std::time(nullptr);
   config::diagnostics out;
   for (const auto& l : rt.listeners) {
+    // SVIDs and their bundles rotate on their own, SVIDs within hours: an "expires in 0 days"
+    // on every rotation would be noise, not a warning (a helper's test found it on each one).
+    const std::time_t window = l->cfg.tls.spiffe.enabled ? 0 : warn_window;
     for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
       for (const auto& c : *chain) {
         auto na = tls::not_after_of(c.get());
@@ -209,7 +212,7 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                    (na < now ? " expired at " + utc(na) : " is not valid before " + utc(nb)) +
                    "; served still, as before this reload (peers refuse it: renew it)",
                true});
-        else if (na - now < warn_window)
+        else if (na - now < window)
           out.push_back({ref.where,
                          ref.path + ": " + tls::subject_of(c.get()) + " expires in " +
                              std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
@@ -220,7 +223,7 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
       if (na < now)
         out.push_back({l->cfg.client_auth.where,
                        "trusted CA " + tls::subject_of(c.get()) + " expired at " + utc(na), true});
-      else if (na - now < warn_window)
+      else if (na - now < window)
         out.push_back({l->cfg.client_auth.where,
                        "trusted CA " + tls::subject_of(c.get()) + " expires in " +
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
