@@ -42,6 +42,9 @@ std::vector<std::string> rotated_certificates(const runtime::runtime& before,
 
 namespace {
 
+// The configuration files' name among the sources of reloads (metrics::registry::reload_outcome).
+const std::string config_reload_source = "config";
+
 // The errors (not the warnings) of a configuration that does not build, as one line.
 std::string errors_of(const config::config_error& e) {
   std::vector<std::string> problems;
@@ -80,8 +83,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     if (std::find(changed.begin(), changed.end(), f) == changed.end()) changed.push_back(f);
   const std::string files = join(changed);
   auto fail = [&](const std::string& why) {
-    metrics_.reload_failure().Increment();
-    metrics_.last_reload_successful().Set(0);
+    metrics_.reload_outcome(config_reload_source, false);
     log::error("reload failed; still serving the previous configuration",
                {{"trigger", trigger},
                 {"result", "failure"},
@@ -166,8 +168,7 @@ void daemon::publish(const runtime_ptr& next) {
   svids_->reconcile(next->cfg);
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));
   metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
-  metrics_.reload_success().Increment();
-  metrics_.last_reload_successful().Set(1);
+  metrics_.reload_outcome(config_reload_source, true);
   metrics_.last_reload_success_time().Set(unix_now());
 }
 
@@ -206,8 +207,7 @@ std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_
   for (const auto& w : runtime::warnings(*built))
     log::warn(w.str());
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));
-  metrics_.reload_success().Increment();
-  metrics_.last_reload_successful().Set(1);
+  metrics_.reload_outcome(svid_sources::reload_source(socket), true);
   metrics_.last_reload_success_time().Set(unix_now());
   const auto& now = *svids_->latest().at(socket);
   log::info("reloaded",

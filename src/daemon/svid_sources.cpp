@@ -2,9 +2,12 @@
 
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+#include <ctime>
 #include <set>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/credentials.hpp"
 
 namespace mtlsd::daemon {
 
@@ -27,8 +30,13 @@ std::string svid_sources::last_error(const std::string& socket) const {
 
 void svid_sources::reconcile(const config::configuration& cfg) {
   std::set<std::string> wanted;
+  trust_domains_.clear();
   for (const auto& l : cfg.listeners)
-    if (l.tls.spiffe.enabled) wanted.insert(l.tls.spiffe.socket_path);
+    if (l.tls.spiffe.enabled) {
+      wanted.insert(l.tls.spiffe.socket_path);
+      auto& domains = trust_domains_[l.tls.spiffe.socket_path];
+      domains.insert(l.tls.spiffe.trust_domains.begin(), l.tls.spiffe.trust_domains.end());
+    }
   for (auto it = clients_.begin(); it != clients_.end();) {
     if (wanted.count(it->first)) {
       ++it;
@@ -37,6 +45,9 @@ void svid_sources::reconcile(const config::configuration& cfg) {
     svids_.erase(it->first);
     errors_.erase(it->first);
     refused_.erase(it->first);
+    held_.erase(it->first);
+    trust_domains_.erase(it->first);
+    metrics_.forget_reload_source(reload_source(it->first));
     log::info("SPIFFE Workload API client stopped", {{"socket", it->first}});
     it = clients_.erase(it);
   }
@@ -57,11 +68,13 @@ void svid_sources::reconcile(const config::configuration& cfg) {
         if (svid)
           on_update(socket, svid);
         else
-          on_error(socket, "the X.509-SVID update is unusable: " + why, true);
+          on_error(socket, "the X.509-SVID update is unusable: " + why, failure::refused);
       });
     };
-    cb.on_error = [this, socket](const std::string& why) {
-      boost::asio::post(control_, [this, socket, why] { on_error(socket, why, false); });
+    cb.on_error = [this, socket](const std::string& why, bool denied) {
+      boost::asio::post(control_, [this, socket, why, denied] {
+        on_error(socket, why, denied ? failure::denied : failure::unavailable);
+      });
     };
     auto client = std::make_unique<spiffe::workload_client>(socket, std::move(cb));
     client->start();
@@ -78,10 +91,11 @@ void svid_sources::on_update(const std::string& socket, svid_ptr svid) {
   // An agent whose stream ends after each message sends the same update again and again: only
   // a change rebuilds the listeners (and re-judges their connections).
   if (previous && previous->digest == svid->digest) {
+    held_.erase(socket);  // what the agent wants now is what serves
     // After a refused update, the agent sending the one served again settles it: what it wants
     // is what serves, and the failure no longer stands.
     if (refused_.erase(socket)) {
-      metrics_.last_reload_successful().Set(1);
+      metrics_.forget_reload_source(reload_source(socket));
       log::info("X.509-SVID update refused before is superseded: the agent sends the one served",
                 {{"trigger", "spiffe"}, {"socket", socket}});
     } else {
@@ -89,35 +103,105 @@ void svid_sources::on_update(const std::string& socket, svid_ptr svid) {
     }
     return;
   }
+  if (auto h = held_.find(socket); h != held_.end() && h->second.svid->digest == svid->digest) {
+    log::debug("X.509-SVID update unchanged; still held until it is valid", {{"socket", socket}});
+    return;
+  }
+  held_.erase(socket);  // a later update replaces one held
+  // A federated bundle that does not parse refuses the update only when a listener trusts its
+  // domain (review: one no listener used kept our own rotation out).
+  std::string needed, unused;
+  for (const auto& [td, why] : svid->unusable_federated) {
+    std::string& list = trust_domains_[socket].count(td) ? needed : unused;
+    list += (list.empty() ? "" : "; ") + why;
+  }
+  if (!needed.empty())
+    return on_error(socket, "the X.509-SVID update is unusable: " + needed, failure::refused);
+  if (!unused.empty())
+    log::warn("X.509-SVID update: federated bundles no listener trusts are unusable and ignored",
+              {{"socket", socket}, {"error", unused}});
+  admit(socket, std::move(svid));
+}
+
+void svid_sources::admit(const std::string& socket, svid_ptr svid) {
+  auto it = svids_.find(socket);
+  const svid_ptr previous = it == svids_.end() ? nullptr : it->second;
+  if (hold_until_valid(socket, svid, previous)) return;
+  apply(socket, std::move(svid), previous);
+}
+
+// SPIRE backdates an SVID's notBefore by a few seconds; one still to come means the clocks of
+// the agent's server and this host disagree by more. Such an update waits until it is valid:
+// the SVID served keeps serving meanwhile, and with none (or one that expires first) nothing
+// valid is served, as a listener never serves a certificate not valid yet by this host's clock
+// (runtime::build refuses it, and peers sharing this clock would refuse it too).
+bool svid_sources::hold_until_valid(const std::string& socket, const svid_ptr& svid,
+                                    const svid_ptr& previous) {
+  const std::time_t now = std::time(nullptr);
+  if (svid->not_before <= now) return false;
+  const bool previous_valid =
+      previous && tls::not_after_of(previous->svid.chain.front().get()) > now;
+  auto& h = held_[socket];
+  h.svid = svid;
+  h.timer = std::make_unique<boost::asio::steady_timer>(
+      control_, std::chrono::seconds(svid->not_before - now));
+  h.timer->async_wait([this, alive = std::weak_ptr<bool>(alive_), socket,
+                       digest = svid->digest](const boost::system::error_code& ec) {
+    if (ec || !alive.lock()) return;  // replaced, dropped, or this is gone
+    auto found = held_.find(socket);
+    if (found == held_.end() || found->second.svid->digest != digest) return;
+    const svid_ptr due = found->second.svid;
+    held_.erase(found);
+    admit(socket, due);
+  });
+  log::warn(std::string("X.509-SVID update is not valid yet; ") +
+                (previous_valid ? "the previous one keeps serving until it is"
+                                : "nothing valid is served until it is") +
+                " (clock skew between this host and the SPIFFE server?)",
+            {{"socket", socket},
+             {"serial", tls::serial_of(svid->svid.chain.front().get())},
+             {"not_before", log::utc(svid->not_before)},
+             {"in_seconds", static_cast<std::int64_t>(svid->not_before - now)}});
+  return true;
+}
+
+void svid_sources::apply(const std::string& socket, svid_ptr svid, const svid_ptr& previous) {
   svids_[socket] = std::move(svid);
   if (auto why = apply_(socket, previous); !why.empty()) {
     if (previous)
       svids_[socket] = previous;
     else
       svids_.erase(socket);
-    on_error(socket, why, true);
+    on_error(socket, why, failure::refused);
   } else {
     refused_.erase(socket);
   }
 }
 
-// The stream failed (the last SVID keeps serving until it expires; /readyz shows `why` while
-// there is none), or the agent sent something unusable (a failed reload).
-void svid_sources::on_error(const std::string& socket, const std::string& why, bool refused) {
+// The stream failed or the agent gives us no identity (the last SVID keeps serving until it
+// expires; /readyz shows `why` while there is none), or the agent sent something unusable (a
+// failed reload).
+void svid_sources::on_error(const std::string& socket, const std::string& why, failure kind) {
   if (!clients_.count(socket)) return;
   errors_[socket] = why;
   const bool have = svids_.count(socket) > 0;
-  if (refused) {
+  if (kind == failure::refused) {
+    held_.erase(socket);  // the agent's latest update is this one, not one held before
     refused_.insert(socket);
-    metrics_.reload_failure().Increment();
-    metrics_.last_reload_successful().Set(0);
+    metrics_.reload_outcome(reload_source(socket), false);
     log::error(have ? "X.509-SVID update refused; still serving the previous one"
                     : "X.509-SVID update refused; no certificate to serve yet",
                {{"trigger", "spiffe"}, {"result", "failure"}, {"socket", socket}, {"error", why}});
-  } else {
-    log::warn("SPIFFE Workload API unavailable; the last X.509-SVID keeps serving until it expires",
-              {{"socket", socket}, {"error", why}, {"have_svid", have}});
+    return;
   }
+  // Kept on PERMISSION_DENIED too, as go-spiffe's sources keep it: a registration entry
+  // deleted by mistake does not take the workload down before its SVID expires.
+  const std::string then = have ? "; the last X.509-SVID keeps serving until it expires"
+                                : "; no X.509-SVID to serve yet";
+  log::warn((kind == failure::denied ? "SPIFFE Workload API gives this workload no X.509-SVID"
+                                     : "SPIFFE Workload API unavailable") +
+                then,
+            {{"socket", socket}, {"error", why}, {"have_svid", have}});
 }
 
 }  // namespace mtlsd::daemon

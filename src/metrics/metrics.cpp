@@ -170,6 +170,20 @@ registry::registry()
                              .Add({});
 }
 
+void registry::reload_outcome(const std::string& source, bool succeeded) {
+  (succeeded ? reload_success_ : reload_failure_)->Increment();
+  if (succeeded)
+    failing_reload_sources_.erase(source);
+  else
+    failing_reload_sources_.insert(source);
+  last_reload_successful_->Set(failing_reload_sources_.empty() ? 1 : 0);
+}
+
+void registry::forget_reload_source(const std::string& source) {
+  failing_reload_sources_.erase(source);
+  last_reload_successful_->Set(failing_reload_sources_.empty() ? 1 : 0);
+}
+
 prometheus::Counter& registry::internal_errors(const std::string& component) {
   std::lock_guard lock(mutex_);
   return internal_errors_->Add({{"component", component}});

@@ -52,6 +52,48 @@ void grpc_log_line(gpr_log_func_args* args) {
              {{"component", "grpc"}, {"file", args->file ? args->file : ""}, {"line", args->line}});
 }
 
+// gRPC's name for a status code (grpc::StatusCode has none to print).
+const char* status_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    default:
+      return "UNKNOWN_CODE";
+  }
+}
+
 tls::spiffe::raw_x509_svid to_raw(const X509SVIDResponse& r) {
   tls::spiffe::raw_x509_svid raw;
   const X509SVID& s = r.svids(0);  // the default SVID comes first
@@ -128,7 +170,12 @@ struct workload_client::impl {
   }
 
   // One FetchX509SVID call, until it ends. Returns why it ended and whether a message came.
-  std::pair<std::string, bool> stream_once() {
+  struct stream_end {
+    std::string why;
+    bool received = false;  // a message came
+    bool denied = false;    // the agent gives this workload no identity
+  };
+  stream_end stream_once() {
     auto channel = grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials());
     auto stub = SpiffeWorkloadAPI::NewStub(channel);
     grpc::ClientContext ctx;
@@ -137,7 +184,7 @@ struct workload_client::impl {
     ctx.AddMetadata("workload.spiffe.io", "true");
     {
       std::lock_guard lock(mutex);
-      if (stopping) return {"stopping", false};
+      if (stopping) return {"stopping"};
       call = &ctx;
       gave_up.clear();
     }
@@ -160,7 +207,7 @@ struct workload_client::impl {
     bool received = false;
     while (reader->Read(&response)) {
       if (response.svids_size() == 0) {
-        cb.on_error("the Workload API sent an update with no X.509-SVID");
+        cb.on_error("the Workload API sent an update with no X.509-SVID", true);
         continue;
       }
       received = true;
@@ -179,27 +226,30 @@ struct workload_client::impl {
     // end of stream that came just before it).
     if (!watchdog_why.empty() && status.error_code() == grpc::StatusCode::CANCELLED)
       return {watchdog_why, received};
-    std::string why = status.ok() ? "the Workload API ended the stream"
-                                  : "FetchX509SVID failed: " + status.error_message() + " (code " +
-                                        std::to_string(static_cast<int>(status.error_code())) + ")";
-    return {why, received};
+    if (status.ok()) return {"the Workload API ended the stream", received};
+    // SPIRE answers PERMISSION_DENIED ("no identity issued") when no registration entry
+    // matches the caller, also mid-stream once its entry is deleted: no agent trouble.
+    const bool denied = status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+    std::string why = std::string("FetchX509SVID failed: ") + status_name(status.error_code()) +
+                      " (" + status.error_message() + ")";
+    if (denied) why += ": no registration entry matches this workload, or it was removed";
+    return {why, received, denied};
   }
 
   void run() {
     auto backoff = std::chrono::milliseconds(kFirstBackoff);
     for (;;) {
-      std::string why;
-      bool received = false;
+      stream_end end;
       try {
-        std::tie(why, received) = stream_once();
+        end = stream_once();
       } catch (const std::exception& e) {  // a callback's; the next call may do better
-        why = std::string("the Workload API client failed: ") + e.what();
+        end.why = std::string("the Workload API client failed: ") + e.what();
       }
       std::unique_lock lock(mutex);
       if (stopping) return;
-      if (received) backoff = kFirstBackoff;
+      if (end.received) backoff = kFirstBackoff;
       lock.unlock();
-      cb.on_error(why + "; retrying in " + std::to_string(backoff.count()) + "ms");
+      cb.on_error(end.why + "; retrying in " + std::to_string(backoff.count()) + "ms", end.denied);
       lock.lock();
       if (wake.wait_for(lock, backoff, [this] { return stopping; })) return;
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);

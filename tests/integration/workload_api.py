@@ -154,6 +154,7 @@ class WorkloadApi:
         self.state = State()
         self.calls: list[dict] = []      # metadata of every call
         self.refused = 0
+        self.denial: tuple | None = None  # (grpc.StatusCode, details) while deny()ing
         self._streams: list[queue.Queue] = []
         self._lock = threading.Lock()
         api = self
@@ -169,9 +170,13 @@ class WorkloadApi:
                                   "security header missing from request")
                 q: queue.Queue = queue.Queue()
                 with api._lock:
-                    api._streams.append(q)
-                    if api.state.svid is not None:
-                        q.put(api._response())
+                    denial = api.denial
+                    if denial is None:
+                        api._streams.append(q)
+                        if api.state.svid is not None:
+                            q.put(api._response())
+                if denial is not None:
+                    context.abort(*denial)
                 try:
                     while context.is_active():
                         try:
@@ -180,6 +185,8 @@ class WorkloadApi:
                             continue
                         if item is None:
                             return
+                        if isinstance(item, tuple):  # deny(): the call ends with that status
+                            context.abort(*item)
                         yield item
                 finally:
                     with api._lock:
@@ -207,6 +214,21 @@ class WorkloadApi:
                 self.state.federated = federated
             for q in self._streams:
                 q.put(self._response())
+
+    def deny(self, code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
+             details: str = "no identity issued") -> None:
+        """The agent gives the caller no identity (SPIRE, when no registration entry matches
+        it, e.g. once its entry is deleted): every open call ends with `code` after what it
+        sent, and every later call is refused with it, until allow()."""
+        with self._lock:
+            self.denial = (code, details)
+            for q in self._streams:
+                q.put(self.denial)
+
+    def allow(self) -> None:
+        """Calls are answered again (with the state published)."""
+        with self._lock:
+            self.denial = None
 
     def open_streams(self) -> int:
         with self._lock:

@@ -82,12 +82,37 @@ TEST(MetricsRegistry, ProcessMetricsAndReloadGaugeAreExposed) {
   EXPECT_TRUE(start);
   EXPECT_TRUE(fds);
   EXPECT_TRUE(reload_ok);
-  r.last_reload_successful().Set(0);
-  for (const auto& family : r.collectable()->Collect()) {
-    if (family.name == "mtlsd_config_last_reload_successful") {
-      EXPECT_EQ(family.metric.at(0).gauge.value, 0);
-    }
-  }
+}
+
+// Review: the configuration files and each Workload API socket reload on their own, and an SVID
+// rotation set the gauge back to 1 while a failed file reload still stood.
+TEST(MetricsRegistry, LastReloadSuccessfulHoldsUntilEveryFailingSourceSucceeds) {
+  mtlsd::metrics::registry r;
+  const auto gauge = [&r] {
+    for (const auto& family : r.collectable()->Collect())
+      if (family.name == "mtlsd_config_last_reload_successful")
+        return family.metric.at(0).gauge.value;
+    return -1.0;
+  };
+  const auto reloads = [&r](const std::string& result) {
+    for (const auto& family : r.collectable()->Collect())
+      if (family.name == "mtlsd_config_reloads_total")
+        for (const auto& m : family.metric)
+          if (m.label.at(0).value == result) return m.counter.value;
+    return -1.0;
+  };
+  EXPECT_EQ(gauge(), 1);
+  r.reload_outcome("config", false);
+  EXPECT_EQ(gauge(), 0);
+  r.reload_outcome("spiffe:/run/agent.sock", true);  // a rotation: the file's failure stands
+  EXPECT_EQ(gauge(), 0);
+  r.reload_outcome("spiffe:/run/agent.sock", false);
+  r.reload_outcome("config", true);  // the file is fixed: the socket's failure stands
+  EXPECT_EQ(gauge(), 0);
+  r.forget_reload_source("spiffe:/run/agent.sock");  // no listener uses it any more
+  EXPECT_EQ(gauge(), 1);
+  EXPECT_EQ(reloads("success"), 2);
+  EXPECT_EQ(reloads("failure"), 2);
 }
 
 // The lock-free histogram exports exactly what prometheus-cpp's own Histogram would for the

@@ -109,22 +109,59 @@ TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
   r = f.raw();
   r.x509_svid_key = "junk";
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid_key: not a DER PKCS#8 private key"));
-  r = f.raw();
+}
+
+// Review: a federated bundle that did not parse refused the whole update, our own new SVID with
+// it, even for a trust domain no listener trusts. It is set aside with why; svid_sources
+// refuses the update only when a listener of the socket trusts that domain.
+TEST(SpiffeX509Context, AnUnusableFederatedBundleIsSetAsideWithWhy) {
+  fixture f;
+  auto r = f.raw();
   r.federated_bundles["spiffe://bad.org"] = "junk";
-  EXPECT_THAT(refusal(r), HasSubstr("federated_bundles[spiffe://bad.org]: not DER certificates"));
+  r.federated_bundles["spiffe://leaf.org"] = to_der(f.leaf.cert());
+  auto ctx = parse(r);
+  EXPECT_EQ(ctx->federated.count("other.org"), 1u);
+  EXPECT_EQ(ctx->federated.count("bad.org"), 0u);
+  EXPECT_THAT(ctx->unusable_federated.at("bad.org"),
+              HasSubstr("federated_bundles[spiffe://bad.org]: not DER certificates"));
+  EXPECT_THAT(ctx->unusable_federated.at("leaf.org"),
+              HasSubstr("federated_bundles[spiffe://leaf.org]: CN=mtlsd"));
+  std::vector<std::string> missing;
+  trusted_cas(*ctx, {"bad.org"}, &missing);
+  EXPECT_THAT(missing, ::testing::ElementsAre("bad.org"));
+}
+
+// Review: an SVID whose notBefore is still to come (the issuer's clock ahead of ours) was refused
+// as "does not chain to the trust domain's bundle: certificate is not yet valid", and never
+// looked at again. It parses, with its notBefore, for svid_sources to hold until then; a chain
+// that has expired by then is still refused, said as a time fault.
+TEST(SpiffeX509Context, AnSvidNotValidYetParsesWithItsNotBefore) {
+  fixture f;
+  const std::time_t later = now() + 30;
+  const credential early = make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .not_before = later});
+  auto r = f.raw();
+  r.x509_svid = to_der(early.cert());
+  r.x509_svid_key = pkcs8_der(early.key());
+  auto ctx = parse(r);
+  EXPECT_EQ(ctx->not_before, later);
+  const credential expired = make_leaf(
+      f.root,
+      {.cn = "m", .uri_sans = {kId}, .not_before = now() - days(2), .not_after = now() - days(1)});
+  r.x509_svid = to_der(expired.cert());
+  r.x509_svid_key = pkcs8_der(expired.key());
+  EXPECT_THAT(refusal(r), HasSubstr("x509_svid's chain is not valid on "));
+  EXPECT_THAT(refusal(r), HasSubstr("certificate has expired"));
 }
 
 // Review: an update whose bundle held only the SVID itself was taken as the trust store (every
 // real peer then refused), and an SVID issued outside the bundle was served (every client then
-// refused it). Both are refused; the previous SVID keeps serving.
+// refused it). Both are refused; the previous SVID keeps serving. (A federated bundle holding a
+// non-CA: AnUnusableFederatedBundleIsSetAsideWithWhy.)
 TEST(SpiffeX509Context, RefusesWhatPeersCouldNotVerify) {
   fixture f;
   auto r = f.raw();
   r.bundle = to_der(f.leaf.cert());
   EXPECT_THAT(refusal(r), HasSubstr("bundle: CN=mtlsd,O=mtlsd tests is not a CA certificate"));
-  r = f.raw();
-  r.federated_bundles["spiffe://other.org"] = to_der(f.leaf.cert());
-  EXPECT_THAT(refusal(r), HasSubstr("federated_bundles[spiffe://other.org]: CN=mtlsd"));
   r = f.raw();
   r.bundle = to_der(f.other_root.cert());
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid does not chain to the trust domain's bundle"));

@@ -5,6 +5,7 @@
 // there, and are posted to the control thread, which stores them and asks the daemon to swap
 // them in (`apply`). The last SVID is kept when the stream fails, so it serves until it expires.
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <functional>
 #include <map>
@@ -43,9 +44,25 @@ class svid_sources {
   // Why the stream for `socket` is down or its last update was refused; "" when fine.
   std::string last_error(const std::string& socket) const;
 
+  // The socket's name among the sources of reloads (metrics::registry::reload_outcome).
+  static std::string reload_source(const std::string& socket) { return "spiffe:" + socket; }
+
  private:
+  enum class failure { refused, denied, unavailable };
+  // An update that came before its SVID's notBefore: applied when that time comes (or dropped
+  // for a later update, or when one is refused).
+  struct held_update {
+    svid_ptr svid;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+  };
+
   void on_update(const std::string& socket, svid_ptr svid);
-  void on_error(const std::string& socket, const std::string& why, bool refused);
+  void on_error(const std::string& socket, const std::string& why, failure kind);
+  // Serves `svid` now, or holds it until it is valid.
+  void admit(const std::string& socket, svid_ptr svid);
+  // Whether `svid` waits for its notBefore instead (then held_ has it).
+  bool hold_until_valid(const std::string& socket, const svid_ptr& svid, const svid_ptr& previous);
+  void apply(const std::string& socket, svid_ptr svid, const svid_ptr& previous);
 
   boost::asio::io_context& control_;
   metrics::registry& metrics_;
@@ -53,6 +70,12 @@ class svid_sources {
   std::map<std::string, svid_ptr> svids_;
   std::map<std::string, std::string> errors_;
   std::set<std::string> refused_;  // sockets whose last update was refused
+  // The trust domains (bare) the listeners of each socket trust beside their own: a federated
+  // bundle that does not parse refuses an update only when one of them needs it.
+  std::map<std::string, std::set<std::string>> trust_domains_;
+  std::map<std::string, held_update> held_;
+  // Tells a hold's timer handler, queued before this was destroyed, that it is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   // Last: destroyed (so joined) first; the clients post to control_.
   std::map<std::string, std::unique_ptr<spiffe::workload_client>> clients_;
 };

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -114,10 +115,16 @@ class registry {
   prometheus::Counter& reload_success() { return *reload_success_; }
   prometheus::Counter& reload_failure() { return *reload_failure_; }
   prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
-  // mtlsd_config_last_reload_successful: 1 after start and each successful reload, 0 after a
-  // failed one (like Prometheus's prometheus_config_last_reload_successful), so an alert on it
-  // holds until a reload succeeds.
-  prometheus::Gauge& last_reload_successful() { return *last_reload_successful_; }
+  // A reload's outcome, for mtlsd_config_last_reload_successful: 1 after start and while the
+  // last reload of every source succeeded, 0 while one's last reload failed (like Prometheus's
+  // prometheus_config_last_reload_successful), so an alert on it holds until that source
+  // reloads successfully. Sources reload independently — the configuration files and each
+  // Workload API socket (`source`: "config", "spiffe:PATH") — so one's success does not hide
+  // another's standing failure (review: an SVID rotation cleared a failed file reload). Also
+  // counts mtlsd_config_reloads_total. Control thread only.
+  void reload_outcome(const std::string& source, bool succeeded);
+  // A source no longer reloads (a Workload API socket no listener names any more).
+  void forget_reload_source(const std::string& source);
   // mtlsd_access_log_dropped_total (incremented through log::set_access_drop_hook).
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   // mtlsd_config_file_checks_total{result="changed|unchanged"}: looks at the watched files
@@ -185,6 +192,7 @@ class registry {
   prometheus::Counter* reload_failure_;
   prometheus::Gauge* last_reload_success_;
   prometheus::Gauge* last_reload_successful_;
+  std::set<std::string> failing_reload_sources_;
   prometheus::Counter* access_log_dropped_;
   prometheus::Counter* file_checks_changed_;
   prometheus::Counter* file_checks_unchanged_;

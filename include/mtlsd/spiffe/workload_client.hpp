@@ -23,7 +23,9 @@ class workload_client {
   struct callbacks {
     // Both run on the client's thread; they must not block for long (post the work elsewhere).
     std::function<void(tls::spiffe::raw_x509_svid)> on_update;
-    std::function<void(const std::string& why)> on_error;
+    // `denied`: the agent gives this workload no identity (PERMISSION_DENIED, or an update
+    // without an SVID), as opposed to a stream that failed.
+    std::function<void(const std::string& why, bool denied)> on_error;
   };
 
   // `socket_path` is absolute (config::spiffe_options::socket_path).

@@ -7,10 +7,13 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <ctime>
 #include <stdexcept>
 
 #include "mtlsd/config/spiffe_id.hpp"
+#include "mtlsd/log/log.hpp"
 #include "mtlsd/tls/identity.hpp"
 
 namespace mtlsd::tls::spiffe {
@@ -56,8 +59,9 @@ void only_cas(const cert_chain& bundle, const char* what) {
 }
 
 // Our SVID must chain to our trust domain's bundle: peers verify it against that bundle, and one
-// issued elsewhere would be served to every client and refused by each.
-void check_chains_to(const cert_chain& svid, const cert_chain& bundle) {
+// issued elsewhere would be served to every client and refused by each. Judged at `at`: now, or
+// when the SVID becomes valid if that is later (svid_sources holds such an update until then).
+void check_chains_to(const cert_chain& svid, const cert_chain& bundle, std::time_t at) {
   x509_store_ptr store(X509_STORE_new());
   for (const auto& c : bundle)
     X509_STORE_add_cert(store.get(), c.get());
@@ -66,16 +70,24 @@ void check_chains_to(const cert_chain& svid, const cert_chain& bundle) {
   for (std::size_t i = 1; i < svid.size(); ++i)
     sk_X509_push(intermediates, svid[i].get());
   x509_store_ctx_ptr ctx(X509_STORE_CTX_new());
-  const bool ok =
-      ctx && X509_STORE_CTX_init(ctx.get(), store.get(), svid.front().get(), intermediates) == 1 &&
-      X509_verify_cert(ctx.get()) == 1;
+  bool ok =
+      ctx && X509_STORE_CTX_init(ctx.get(), store.get(), svid.front().get(), intermediates) == 1;
+  if (ok) {
+    X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx.get()), at);
+    ok = X509_verify_cert(ctx.get()) == 1;
+  }
   const int err = ctx ? X509_STORE_CTX_get_error(ctx.get()) : X509_V_ERR_UNSPECIFIED;
   sk_X509_free(intermediates);
   drain_errors();
-  if (!ok)
-    throw std::runtime_error(
-        std::string("x509_svid does not chain to the trust domain's bundle: ") +
-        X509_verify_cert_error_string(err));
+  if (ok) return;
+  // A time fault is not a chain fault (review: "does not chain ... not yet valid" sent operators
+  // looking at the bundle when a clock was wrong).
+  const bool time_fault =
+      err == X509_V_ERR_CERT_NOT_YET_VALID || err == X509_V_ERR_CERT_HAS_EXPIRED;
+  throw std::runtime_error(
+      (time_fault ? "x509_svid's chain is not valid on " + log::utc(at) + ": "
+                  : std::string("x509_svid does not chain to the trust domain's bundle: ")) +
+      X509_verify_cert_error_string(err));
 }
 
 // Each field with its length first, so that no two different updates read the same.
@@ -130,11 +142,19 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   if (ctx->bundle.empty())
     throw std::runtime_error("bundle: no CA certificate for trust domain " + ctx->trust_domain);
   only_cas(ctx->bundle, "bundle");
-  check_chains_to(ctx->svid.chain, ctx->bundle);
+  ctx->not_before = not_before_of(leaf);
+  check_chains_to(ctx->svid.chain, ctx->bundle, std::max(std::time(nullptr), ctx->not_before));
+  // A federated bundle that does not parse is set aside with why, not the whole update: it
+  // matters only to listeners that trust its domain (svid_sources judges that).
   for (const auto& [td, der] : raw.federated_bundles) {
     const std::string what = "federated_bundles[" + td + "]";
-    ctx->federated[bare(td)] = parse_der_certificates(der, what.c_str());
-    only_cas(ctx->federated[bare(td)], what.c_str());
+    try {
+      cert_chain cas = parse_der_certificates(der, what.c_str());
+      only_cas(cas, what.c_str());
+      ctx->federated[bare(td)] = std::move(cas);
+    } catch (const std::exception& e) {
+      ctx->unusable_federated[bare(td)] = e.what();
+    }
   }
   return ctx;
 }

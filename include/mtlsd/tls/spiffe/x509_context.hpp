@@ -3,6 +3,7 @@
 // our X.509-SVID with its key, our trust domain's bundle and the federated bundles. Plain data
 // with no gRPC or protobuf in sight: the client (src/spiffe/) fills `raw_x509_svid` from the wire,
 // and tls/context.cpp builds a listener's SSL_CTX from an `x509_context`.
+#include <ctime>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,15 +29,21 @@ struct x509_context {
   key_pair svid;             // leaf first, then intermediates; the key matches the leaf
   cert_chain bundle;         // our trust domain's CAs
   std::map<std::string, cert_chain> federated;  // bare trust domain name -> its CAs
+  // Federated bundles that did not parse or hold a non-CA: bare trust domain name -> why. Absent
+  // from `federated`.
+  std::map<std::string, std::string> unusable_federated;
+  std::time_t not_before = 0;  // the SVID's (its leaf's): an update may come before it
   // SHA-256 of the update as sent: equal for an agent's repeat of what is already served
   // (a stream that restarts resends it), which then changes nothing.
   std::string digest;
 };
 
 // Parses and checks one update: the certificates and key decode, the key matches the leaf, the
-// leaf is not a CA and carries exactly `spiffe_id` as its URI SAN, the bundles are not empty and
-// hold CAs only, and the SVID chains to our trust domain's bundle.
-// Throws std::runtime_error saying what is wrong (the agent sent something we cannot serve).
+// leaf is not a CA and carries exactly `spiffe_id` as its URI SAN, our bundle is not empty and
+// holds CAs only, and the SVID chains to it, valid now or when it becomes valid (an SVID whose
+// notBefore is still to come passes: the caller decides). Throws std::runtime_error saying what
+// is wrong (the agent sent something we cannot serve). A federated bundle that is empty-of-CAs
+// or undecodable lands in `unusable_federated` instead.
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw);
 
 // The CAs a listener trusts, each with the trust domain whose bundle holds it: our bundle plus

@@ -1,0 +1,426 @@
+"""tls.spiffe: how mtlsd judges the Workload API's updates and answers.
+
+- mtlsd_config_last_reload_successful is kept per source of reloads (the configuration files,
+  each Workload API socket): one source's success does not hide another's standing failure.
+- An update whose SVID is not valid yet (notBefore ahead of this host's clock) waits, while the
+  SVID served is still valid, until it is; a later update replaces one waiting.
+- PERMISSION_DENIED ("no identity issued": no registration entry matches the workload) is said
+  as such, not as an agent that is unavailable; the last SVID keeps serving.
+- A federated bundle that does not decode refuses an update only when a listener trusts its
+  trust domain.
+
+The agent is workload_api.py's Workload API server; the clients are Python ssl (svid_client),
+which also checks the validity dates of the certificate mtlsd serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from faults import wait_until
+from mtlsd_harness import daemon_config, server_listener, write_config
+from test_spiffe import (OTHER_ORG_CLIENT, SERVER_ID, Traffic, readyz, spiffe_server_config,
+                         svid_client, wait_reloaded)
+from workload_api import WorkloadApi, der_of, issue_svid, issue_svid_valid
+
+RELOADED = "reloaded"
+FILE_RELOAD_FAILED = "reload failed; still serving the previous configuration"
+REFUSED = "X.509-SVID update refused; still serving the previous one"
+HELD = "X.509-SVID update is not valid yet; the previous one keeps serving until it is"
+DENIED = "SPIFFE Workload API gives this workload no X.509-SVID"
+IGNORED = "X.509-SVID update: federated bundles no listener trusts are unusable and ignored"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def last_reload_successful(daemon) -> float:
+    return daemon.scrape().get("mtlsd_config_last_reload_successful")
+
+
+def reloads(daemon, result: str) -> float:
+    return daemon.scrape().get("mtlsd_config_reloads_total", result=result)
+
+
+def file_reload(daemon, mark: int) -> dict:
+    """SIGHUP, then the outcome's line ("reloaded" or "reload failed") of that reload."""
+    daemon.send_signal(signal.SIGHUP)
+    return daemon.wait_for_log(lambda l: l.get("msg") in (RELOADED, FILE_RELOAD_FAILED) and
+                               l.get("trigger") == "SIGHUP", timeout=10, since=mark)
+
+
+def svid_outcome(daemon, mark: int) -> dict:
+    """The first line, after `mark`, that tells what mtlsd did with an update: applied
+    (reloaded), held, refused, or a warning about it."""
+    return daemon.wait_for_log(lambda l: l.get("msg", "").startswith("X.509-SVID") or
+                               (l.get("msg") == RELOADED and l.get("trigger") == "spiffe"),
+                               timeout=10, since=mark)
+
+
+def lines_since(daemon, mark: int, msg: str, **match) -> list[dict]:
+    return [l for l in daemon.logs()[mark:] if l.get("msg", "").startswith(msg) and
+            all(l.get(k) == v for k, v in match.items())]
+
+
+def utc(line: dict) -> datetime:
+    """A log line's ts (RFC 3339, UTC)."""
+    return datetime.fromisoformat(line["ts"].replace("Z", "+00:00"))
+
+
+def agent_with(pki, short_tmp, tmp_path, name="agent.sock", **publish):
+    """A Workload API serving a fresh SVID of SERVER_ID with our bundle (and `publish`'s
+    federated bundles): (socket path, server, SVID)."""
+    socket_path = str(short_tmp / name)
+    api = WorkloadApi(socket_path)
+    svid = issue_svid(pki, tmp_path, SERVER_ID)
+    api.publish(svid, bundle=der_of(pki, "ca"), **publish)
+    return socket_path, api, svid
+
+
+# --- 1. mtlsd_config_last_reload_successful, per source --------------------------------------
+
+def test_an_svid_rotation_does_not_clear_a_failed_file_reload(start_mtlsd, make_upstream, pki,
+                                                              short_tmp, tmp_path):
+    """Review: an SVID rotation set the gauge to 1 while the configuration file still did not
+    load (the next SIGHUP would fail again); only a file reload that succeeds clears it."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        config = spiffe_server_config(pki, make_upstream().address, socket_path)
+        config["reload"] = {"watch": False}  # SIGHUP only: each file reload is the test's
+        daemon = start_mtlsd(config)
+        wait_reloaded(daemon, first.serial)
+        assert last_reload_successful(daemon) == 1
+        failures = reloads(daemon, "failure")
+        good = daemon.config_path.read_text()
+
+        mark = daemon.log_mark()
+        daemon.config_path.write_text(good + "no_such_key: 1\n")
+        line = file_reload(daemon, mark)
+        assert line["msg"] == FILE_RELOAD_FAILED and "no_such_key" in line["error"], line
+        assert last_reload_successful(daemon) == 0
+        assert reloads(daemon, "failure") == failures + 1
+
+        # The agent rotates: that source's reload succeeds, the file's failure still stands.
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(second)
+        wait_reloaded(daemon, second.serial, since=mark)
+        assert svid_client(pki, daemon.addr())() == second.serial
+        assert last_reload_successful(daemon) == 0, "the SVID rotation hid the failed file reload"
+
+        # The file is fixed: every source's last reload succeeded.
+        mark = daemon.log_mark()
+        daemon.config_path.write_text(good)
+        line = file_reload(daemon, mark)
+        assert line["msg"] == RELOADED, line
+        assert last_reload_successful(daemon) == 1
+        assert reloads(daemon, "failure") == failures + 1
+        assert svid_client(pki, daemon.addr())() == second.serial  # the SVID is kept
+    finally:
+        api.stop()
+
+
+def test_a_file_reload_does_not_clear_a_refused_svid_update(start_mtlsd, make_upstream, pki,
+                                                            short_tmp, tmp_path):
+    """The other way round: the agent's update is refused (its key does not match its SVID); a
+    file reload that succeeds leaves the gauge at 0, the agent's next good update sets it to 1."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        config = spiffe_server_config(pki, make_upstream().address, socket_path)
+        config["reload"] = {"watch": False}
+        daemon = start_mtlsd(config)
+        wait_reloaded(daemon, first.serial)
+        assert last_reload_successful(daemon) == 1
+        failures = reloads(daemon, "failure")
+
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        stranger = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(dataclasses.replace(second, key_der=stranger.key_der))
+        line = svid_outcome(daemon, mark)
+        assert line["msg"] == REFUSED and line["level"] == "error", line
+        assert "does not match" in line["error"], line
+        assert last_reload_successful(daemon) == 0
+        assert reloads(daemon, "failure") == failures + 1
+        assert svid_client(pki, daemon.addr())() == first.serial
+
+        # A harmless change to the file, reloaded: that source succeeds, the agent's failure
+        # still stands.
+        config["shutdown"]["drain_timeout"] = "6s"
+        write_config(daemon.config_path, config)
+        mark = daemon.log_mark()
+        line = file_reload(daemon, mark)
+        assert line["msg"] == RELOADED, line
+        assert last_reload_successful(daemon) == 0, "a file reload hid the refused SVID update"
+
+        # The agent sends a good SVID.
+        mark = daemon.log_mark()
+        api.publish(second)
+        wait_reloaded(daemon, second.serial, since=mark)
+        assert last_reload_successful(daemon) == 1
+        assert reloads(daemon, "failure") == failures + 1
+        assert svid_client(pki, daemon.addr())() == second.serial
+    finally:
+        api.stop()
+
+
+# --- 2. an SVID that is not valid yet ----------------------------------------------------------
+
+def test_an_svid_not_valid_yet_waits_until_it_is(start_mtlsd, make_upstream, pki, short_tmp,
+                                                 tmp_path):
+    """Review: an update whose SVID's notBefore was a few seconds ahead of this host's clock
+    (the SPIFFE server's clock ahead of ours) was refused as "does not chain ... not yet valid"
+    and never tried again; the agent does not resend it, so the old SVID served until it expired.
+    Now it waits for its notBefore while the SVID served is valid, then is swapped in. Clients
+    (Python ssl, checking validity dates) never see a certificate that is not valid yet."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        traffic = Traffic(svid_client(pki, daemon.addr()))
+        traffic.wait_for(first.serial)
+        # Whole seconds: a certificate's dates have no fraction.
+        not_before = (datetime.now(timezone.utc) + timedelta(seconds=6)).replace(microsecond=0)
+        future = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
+                                  not_before + timedelta(hours=1))
+        mark = daemon.log_mark()
+        api.publish(future)
+        line = svid_outcome(daemon, mark)
+        assert line["msg"].startswith(HELD) and line["level"] == "warn", line
+        assert line["socket"] == socket_path, line
+        assert line["serial"] == future.serial, line
+        assert line["not_before"] == not_before.strftime("%Y-%m-%dT%H:%M:%SZ"), line
+        assert isinstance(line["in_seconds"], int) and 0 < line["in_seconds"] <= 6, line
+        # Meanwhile the old one serves.
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert readyz(daemon).status == 200
+
+        timeout = (not_before - datetime.now(timezone.utc)).total_seconds() + 5
+        applied = daemon.wait_for_log(lambda l: l.get("msg") == RELOADED and
+                                      l.get("trigger") == "spiffe" and
+                                      l.get("serial") == future.serial,
+                                      timeout=max(timeout, 1), since=mark)
+        assert utc(applied) >= not_before, applied
+        assert applied["previous_serial"] == first.serial, applied
+        traffic.wait_for(future.serial)
+        traffic.stop()
+        assert traffic.failures == [], traffic.failures[:5]
+        assert traffic.seen == [first.serial, future.serial]
+        assert lines_since(daemon, mark, "X.509-SVID update refused") == []
+        assert last_reload_successful(daemon) == 1
+        assert readyz(daemon).status == 200
+    finally:
+        api.stop()
+
+
+def test_a_later_update_replaces_one_held(start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """An SVID waiting for its notBefore is dropped when the agent sends another update: the
+    later one (valid now) is swapped in at once, the one held never is."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        not_before = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
+        held = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
+                                not_before + timedelta(hours=1))
+        mark = daemon.log_mark()
+        api.publish(held)
+        line = svid_outcome(daemon, mark)
+        assert line["msg"].startswith(HELD) and line["serial"] == held.serial, line
+        later = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(later)
+        line = wait_reloaded(daemon, later.serial, since=mark)
+        assert line["previous_serial"] == first.serial, line
+        # Nothing to wait for: past the held one's notBefore (its timer), nothing happens.
+        time.sleep(max(0.0, (not_before - datetime.now(timezone.utc)).total_seconds() + 1.5))
+        assert lines_since(daemon, mark, RELOADED, serial=held.serial) == []
+        assert svid_client(pki, daemon.addr())() == later.serial
+        assert last_reload_successful(daemon) == 1
+    finally:
+        api.stop()
+
+
+NOTHING_VALID = "X.509-SVID update is not valid yet; nothing valid is served until it is"
+
+
+def test_a_first_svid_not_valid_yet_is_served_when_it_is(start_mtlsd, make_upstream, pki,
+                                                         short_tmp, tmp_path):
+    """With nothing valid to serve (the first update), an SVID not valid yet waits too: a
+    listener never serves a certificate not valid by this host's clock. It was refused and
+    never looked at again; now it is served at its notBefore."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    not_before = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    first = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before, not_before + timedelta(hours=1))
+    api.publish(first, bundle=der_of(pki, "ca"))
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        line = daemon.wait_for_log(lambda l: l.get("msg", "").startswith(NOTHING_VALID),
+                                   timeout=10)
+        assert line["serial"] == first.serial, line
+        assert readyz(daemon).status == 503
+        line = wait_reloaded(daemon, first.serial)
+        assert utc(line) >= not_before, line
+        assert readyz(daemon).status == 200
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert lines_since(daemon, 0, REFUSED) == []
+        # An SVID of an hour rotates on its own: no "expires in 0 days" warning for it (there
+        # was one on every rotation).
+        assert [l for l in daemon.logs() if "expires in" in l.get("msg", "")] == []
+    finally:
+        api.stop()
+
+
+def test_a_refused_update_drops_one_held(start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """A helper's test: after a held update, an update refused on arrival (a key that does not
+    match) left the held one to be applied at its notBefore, the gauge back to 1, though the
+    agent's latest update was refused. The agent's latest word stands: nothing is applied."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        not_before = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
+        held = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
+                                not_before + timedelta(hours=1))
+        mark = daemon.log_mark()
+        api.publish(held)
+        assert svid_outcome(daemon, mark)["msg"].startswith(HELD)
+        other = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(dataclasses.replace(other, key_der=first.key_der))
+        daemon.wait_for_log(lambda l: l.get("msg", "").startswith(REFUSED), timeout=10,
+                            since=mark)
+        # Nothing to wait for: past the held one's notBefore (its timer), nothing happens.
+        time.sleep(max(0.0, (not_before - datetime.now(timezone.utc)).total_seconds() + 1.5))
+        assert lines_since(daemon, mark, RELOADED, serial=held.serial) == []
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert last_reload_successful(daemon) == 0
+    finally:
+        api.stop()
+
+
+# --- 3. PERMISSION_DENIED ----------------------------------------------------------------------
+
+def test_permission_denied_keeps_the_last_svid_serving(start_mtlsd, make_upstream, pki,
+                                                       short_tmp, tmp_path):
+    """SPIRE ends the call with PERMISSION_DENIED ("no identity issued") once no registration
+    entry matches the workload (its entry deleted): said as such, not as an agent that is down;
+    the last SVID keeps serving, /readyz stays 200, and mtlsd keeps calling."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        mark = daemon.log_mark()
+        calls = len(api.calls)
+        api.deny()
+        line = daemon.wait_for_log(lambda l: "no identity issued" in str(l.get("error", "")),
+                                   timeout=10, since=mark)
+        assert line["msg"] == DENIED + "; the last X.509-SVID keeps serving until it expires", line
+        assert line["level"] == "warn" and line["socket"] == socket_path, line
+        assert "PERMISSION_DENIED (no identity issued)" in line["error"], line
+        assert "no registration entry matches this workload" in line["error"], line
+        assert line["have_svid"] is True, line
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert readyz(daemon).status == 200
+        assert last_reload_successful(daemon) == 1  # no update was refused
+        wait_until(lambda: len(api.calls) > calls + 1, 10, "mtlsd calling again")
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert readyz(daemon).status == 200
+    finally:
+        api.stop()
+
+
+def test_permission_denied_on_the_first_call(start_mtlsd, make_upstream, pki, short_tmp,
+                                             tmp_path):
+    """Denied from the start: no SVID to serve yet (/readyz 503 says why); once the workload is
+    registered, the next call brings its SVID."""
+    socket_path = str(short_tmp / "agent.sock")
+    api = WorkloadApi(socket_path)
+    try:
+        api.deny()
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        line = daemon.wait_for_log(lambda l: "no identity issued" in str(l.get("error", "")),
+                                   timeout=10)
+        assert line["msg"] == DENIED + "; no X.509-SVID to serve yet", line
+        assert line["have_svid"] is False, line
+        assert "PERMISSION_DENIED (no identity issued)" in line["error"], line
+        res = readyz(daemon)
+        assert res.status == 503 and "PERMISSION_DENIED" in res.text, res
+        svid = issue_svid(pki, tmp_path, SERVER_ID)
+        api.publish(svid, bundle=der_of(pki, "ca"))
+        api.allow()
+        wait_reloaded(daemon, svid.serial)
+        assert readyz(daemon).status == 200
+        assert svid_client(pki, daemon.addr())() == svid.serial
+    finally:
+        api.stop()
+
+
+# --- 4. federated bundles that do not decode ---------------------------------------------------
+
+def test_an_undecodable_bundle_no_listener_trusts_is_ignored(start_mtlsd, make_upstream, pki,
+                                                             short_tmp, tmp_path):
+    """Review: a federated bundle that did not decode refused the whole update, our own SVID's
+    rotation included, though no listener trusts its trust domain. Now it is set aside with a
+    warning; the bundles listeners do trust keep working."""
+    partner_bundle = {"spiffe://other.org": der_of(pki, "other-ca")}
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path, federated=partner_bundle)
+    partner = issue_svid(pki, tmp_path, OTHER_ORG_CLIENT, ca="other-ca")
+    try:
+        listener = server_listener(
+            pki, make_upstream().address, client_auth={"ca": None},
+            tls={"cert": None, "key": None, "spiffe": {"workload_api": f"unix:{socket_path}",
+                                                       "trust_domains": ["other.org"]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, first.serial)
+        assert svid_client(pki, daemon.addr(), cert=partner)() == first.serial
+
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(second, federated={**partner_bundle, "spiffe://junk.example": b"junk"})
+        line = svid_outcome(daemon, mark)
+        assert line["msg"] == IGNORED and line["level"] == "warn", line
+        assert "junk.example" in line["error"] and "other.org" not in line["error"], line
+        assert line["socket"] == socket_path, line
+        applied = wait_reloaded(daemon, second.serial, since=mark)
+        assert applied["federated_trust_domains"] == 1, applied  # other.org's
+        assert lines_since(daemon, mark, "X.509-SVID update refused") == []
+        assert last_reload_successful(daemon) == 1
+        assert svid_client(pki, daemon.addr())() == second.serial
+        assert svid_client(pki, daemon.addr(), cert=partner)() == second.serial
+    finally:
+        api.stop()
+
+
+@pytest.mark.parametrize("written", ["junk.example", "spiffe://junk.example"])
+def test_an_undecodable_bundle_a_listener_trusts_refuses_the_update(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path, written):
+    """The same bundle for a trust domain a listener lists (as a bare name or a spiffe:// one)
+    refuses the update: that listener would lose its partner's bundle. The old SVID serves on."""
+    socket_path, api, first = agent_with(
+        pki, short_tmp, tmp_path, federated={"spiffe://junk.example": der_of(pki, "other-ca")})
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path,
+                                                  trust_domains=[written]))
+        wait_reloaded(daemon, first.serial)
+        failures = reloads(daemon, "failure")
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(second, federated={"spiffe://junk.example": b"junk"})
+        line = svid_outcome(daemon, mark)
+        assert line["msg"] == REFUSED and line["level"] == "error", line
+        assert "federated_bundles[" in line["error"] and "junk.example" in line["error"], line
+        assert reloads(daemon, "failure") == failures + 1
+        assert last_reload_successful(daemon) == 0
+        assert svid_client(pki, daemon.addr())() == first.serial
+        assert readyz(daemon).status == 200
+        # The agent fixes the bundle: the update goes through.
+        api.publish(federated={"spiffe://junk.example": der_of(pki, "other-ca")})
+        wait_reloaded(daemon, second.serial, since=mark)
+        assert last_reload_successful(daemon) == 1
+        assert svid_client(pki, daemon.addr())() == second.serial
+    finally:
+        api.stop()
