@@ -84,7 +84,9 @@ registry::registry()
   over_limit_ =
       &prometheus::BuildCounter()
            .Name("mtlsd_connections_over_limit_total")
-           .Help("Connections closed at once because the listener was at max_connections.")
+           .Help(
+               "Connections closed at once at accept: the listener was at max_connections, or "
+               "the file descriptor limit left no room for them.")
            .Register(r);
   accept_errors_ = &prometheus::BuildCounter()
                         .Name("mtlsd_accept_errors_total")
