@@ -143,26 +143,38 @@ bool svid_sources::hold_until_valid(const std::string& socket, const svid_ptr& s
       previous && tls::not_after_of(previous->svid.chain.front().get()) > now;
   auto& h = held_[socket];
   h.svid = svid;
-  h.timer = std::make_unique<boost::asio::steady_timer>(
-      control_, std::chrono::seconds(svid->not_before - now));
-  h.timer->async_wait([this, alive = std::weak_ptr<bool>(alive_), socket,
-                       digest = svid->digest](const boost::system::error_code& ec) {
-    if (ec || !alive.lock()) return;  // replaced, dropped, or this is gone
-    auto found = held_.find(socket);
-    if (found == held_.end() || found->second.svid->digest != digest) return;
-    const svid_ptr due = found->second.svid;
-    held_.erase(found);
-    admit(socket, due);
-  });
+  h.timer = std::make_unique<boost::asio::steady_timer>(control_);
+  wait_for_hold(socket, h);
+  const std::string until = log::utc(svid->not_before);
+  // What /readyz says while nothing else is served.
+  errors_[socket] = "an X.509-SVID update waits for its notBefore, " + until;
   log::warn(std::string("X.509-SVID update is not valid yet; ") +
                 (previous_valid ? "the previous one keeps serving until it is"
                                 : "nothing valid is served until it is") +
                 " (clock skew between this host and the SPIFFE server?)",
             {{"socket", socket},
              {"serial", tls::serial_of(svid->svid.chain.front().get())},
-             {"not_before", log::utc(svid->not_before)},
+             {"not_before", until},
              {"in_seconds", static_cast<std::int64_t>(svid->not_before - now)}});
   return true;
+}
+
+// Waits at most an hour at a time: a notBefore centuries ahead (under a CA valid until 9999)
+// would overflow the steady clock's nanoseconds and fire at once, again and again (review).
+void svid_sources::wait_for_hold(const std::string& socket, held_update& h) {
+  const std::time_t left = h.svid->not_before - std::time(nullptr);
+  h.timer->expires_after(std::chrono::seconds(std::clamp<std::time_t>(left, 0, 3600)));
+  h.timer->async_wait([this, alive = std::weak_ptr<bool>(alive_), socket,
+                       digest = h.svid->digest](const boost::system::error_code& ec) {
+    if (ec || !alive.lock()) return;  // replaced, dropped, or this is gone
+    auto found = held_.find(socket);
+    if (found == held_.end() || found->second.svid->digest != digest) return;
+    if (found->second.svid->not_before > std::time(nullptr))
+      return wait_for_hold(socket, found->second);
+    const svid_ptr due = found->second.svid;
+    held_.erase(found);
+    admit(socket, due);
+  });
 }
 
 void svid_sources::apply(const std::string& socket, svid_ptr svid, const svid_ptr& previous) {
@@ -175,6 +187,7 @@ void svid_sources::apply(const std::string& socket, svid_ptr svid, const svid_pt
     on_error(socket, why, failure::refused);
   } else {
     refused_.erase(socket);
+    errors_.erase(socket);
   }
 }
 

@@ -63,7 +63,8 @@ std::string in_flight(const connect_race& race) {
   return out;
 }
 
-// The descriptors of the race's open attempts past the first, held in `extra`.
+// The descriptors of the race's open attempts past the first, held in `extra`: the caller's own
+// descriptor covers one open attempt, so held_ == max(open - 1, 0) at every step.
 class extra_descriptors {
  public:
   explicit extra_descriptors(fd_gate* gate) : gate_(gate) {}
@@ -79,7 +80,7 @@ class extra_descriptors {
     ++held_;
     return true;
   }
-  // An attempt closed, `open` are left.
+  // An attempt closed, `open` are left: one descriptor back unless held_ <= max(open - 1, 0).
   void closed(std::size_t open) {
     if (gate_ && static_cast<std::size_t>(held_) + 1 > std::max<std::size_t>(open, 1)) {
       gate_->give_back(1);
@@ -94,6 +95,8 @@ class extra_descriptors {
 
 }  // namespace
 
+// Long (~75 lines) on purpose: one loop over the race's state — take the attempts that ended,
+// start the next when its time has come, else wait for either — reads best in one piece.
 asio::awaitable<error_code> connect_any(stream_socket& sock,
                                         const std::vector<asio::ip::address>& addresses,
                                         std::uint16_t port, std::string& detail, fd_gate* extra,
@@ -107,6 +110,7 @@ asio::awaitable<error_code> connect_any(stream_socket& sock,
   auto next_start = steady::now();
   bool no_room = false;  // the last start found no descriptor: waits for an attempt to end
   error_code last = asio::error::host_not_found;
+  const std::size_t none = n;  // close_all_but(none): every attempt
   const auto close_all_but = [&](std::size_t keep) {
     for (std::size_t i = 0; i < started; ++i)
       if (auto& a = race->attempts[i]; i != keep && a.sock) {
@@ -159,9 +163,10 @@ asio::awaitable<error_code> connect_any(stream_socket& sock,
     co_await race->wake.async_wait(as_tuple(use_awaitable));
     auto state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) {
-      // The caller's deadline or kill: the steps that did not finish are what it names.
+      // The caller's deadline or kill: the steps that did not finish are what it names (none,
+      // when the last one ended in the same turn: a connect that won then is given up too).
       detail = in_flight(*race);
-      close_all_but(n);
+      close_all_but(none);
       co_return asio::error::operation_aborted;
     }
   }

@@ -333,10 +333,14 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
     // session's watchdog), and ended at once by the stream's reset or stop().
     asio::cancellation_signal stop_connect;
     connecting_[s.get()] = &stop_connect;
+    struct forget_connect {  // however the connect ends, an exception included
+      std::map<stream*, asio::cancellation_signal*>& connecting;
+      stream* s;
+      ~forget_connect() { connecting.erase(s); }
+    } forget{connecting_, s.get()};
     auto ec = co_await asio::co_spawn(
         ex_, connect_upstream_within(*sock, cfg_.upstream, cfg_.timeouts.connect, why),
         asio::bind_cancellation_slot(stop_connect.slot(), asio::use_awaitable));
-    connecting_.erase(s.get());
     if (ec) {
       // `why` already holds the error's message, when there is one.
       down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + (why.empty() ? ec.message() : why));

@@ -198,7 +198,13 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
   for (const auto& l : rt.listeners) {
     // SVIDs and their bundles rotate on their own, SVIDs within hours: an "expires in 0 days"
     // on every rotation would be noise, not a warning (a helper's test found it on each one).
-    const std::time_t window = l->cfg.tls.spiffe.enabled ? 0 : warn_window;
+    // CA files named beside tls.spiffe are renewed by hand and keep theirs.
+    const bool spiffe = l->cfg.tls.spiffe.enabled;
+    const bool trust_from_bundles =
+        spiffe && (l->cfg.mode == config::listener_mode::server ? l->cfg.client_auth.ca.empty()
+                                                                : l->cfg.server_auth.ca.empty());
+    const std::time_t window = spiffe ? 0 : warn_window;
+    const std::time_t trust_window = trust_from_bundles ? 0 : warn_window;
     for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
       for (const auto& c : *chain) {
         auto na = tls::not_after_of(c.get());
@@ -223,7 +229,7 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
       if (na < now)
         out.push_back({l->cfg.client_auth.where,
                        "trusted CA " + tls::subject_of(c.get()) + " expired at " + utc(na), true});
-      else if (na - now < window)
+      else if (na - now < trust_window)
         out.push_back({l->cfg.client_auth.where,
                        "trusted CA " + tls::subject_of(c.get()) + " expires in " +
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",

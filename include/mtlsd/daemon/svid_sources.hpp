@@ -62,6 +62,8 @@ class svid_sources {
   void admit(const std::string& socket, svid_ptr svid);
   // Whether `svid` waits for its notBefore instead (then held_ has it).
   bool hold_until_valid(const std::string& socket, const svid_ptr& svid, const svid_ptr& previous);
+  // Arms `h`'s timer for its notBefore (an hour at most at a time), then admits it.
+  void wait_for_hold(const std::string& socket, held_update& h);
   void apply(const std::string& socket, svid_ptr svid, const svid_ptr& previous);
 
   boost::asio::io_context& control_;

@@ -142,7 +142,10 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   if (ctx->bundle.empty())
     throw std::runtime_error("bundle: no CA certificate for trust domain " + ctx->trust_domain);
   only_cas(ctx->bundle, "bundle");
-  ctx->not_before = not_before_of(leaf);
+  // The latest notBefore of the chain we serve: an intermediate from the same skewed server may
+  // not be valid yet either.
+  for (const auto& c : ctx->svid.chain)
+    ctx->not_before = std::max(ctx->not_before, not_before_of(c.get()));
   check_chains_to(ctx->svid.chain, ctx->bundle, std::max(std::time(nullptr), ctx->not_before));
   // A federated bundle that does not parse is set aside with why, not the whole update: it
   // matters only to listeners that trust its domain (svid_sources judges that).

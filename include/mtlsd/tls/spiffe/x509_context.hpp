@@ -32,7 +32,7 @@ struct x509_context {
   // Federated bundles that did not parse or hold a non-CA: bare trust domain name -> why. Absent
   // from `federated`.
   std::map<std::string, std::string> unusable_federated;
-  std::time_t not_before = 0;  // the SVID's (its leaf's): an update may come before it
+  std::time_t not_before = 0;  // the latest of the SVID chain's: an update may come before it
   // SHA-256 of the update as sent: equal for an agent's repeat of what is already served
   // (a stream that restarts resends it), which then changes nothing.
   std::string digest;
