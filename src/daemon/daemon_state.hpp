@@ -65,7 +65,7 @@ class daemon {
 
   // staples.cpp
   void start_stapling(const runtime::runtime& rt);
-  void recheck_crl_files(const runtime::runtime& rt);
+  void recheck_crl_files(const runtime::runtime& rt, const runtime::runtime* previous);
 
   // readiness.cpp
   admin::readiness readiness() const;

@@ -157,7 +157,7 @@ void daemon::publish(const runtime_ptr& next) {
   upstream_checks_->update(next->cfg);
   retire_staples(*previous);
   start_stapling(*next);
-  recheck_crl_files(*next);
+  recheck_crl_files(*next, previous.get());
   // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
   // are closed; the others are untouched.
   for (auto& w : workers_)
