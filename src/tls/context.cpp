@@ -182,10 +182,16 @@ crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_
   if (rv.crl_files.empty()) return policy;
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   for (const auto& f : rv.crl_files) {
-    for (auto& crl : load_crls(f)) {
+    auto file = load_crl_file(f);  // shared with other listeners naming it, and across reloads
+    for (const auto& crl : file->crls) {
+      // The store takes its own reference. A CRL object is never changed once decoded (only
+      // its lazily sorted entries, which OpenSSL guards with the CRL's lock), so sharing it
+      // between stores of several threads is as safe as sharing it within one.
       if (X509_STORE_add_crl(store, crl.get()) != 1) drain_errors();  // duplicate: harmless
-      out.crls.push_back(std::move(crl));
+      X509_CRL_up_ref(crl.get());
+      out.crls.emplace_back(crl.get());
     }
+    out.crl_files.push_back(std::move(file));
   }
   unsigned long flags = X509_V_FLAG_CRL_CHECK | X509_V_FLAG_USE_DELTAS;
   // chain: every CA level needs a CRL; a level without one follows on_unavailable.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 #include <sys/stat.h>
@@ -10,6 +11,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/config/print.hpp"
@@ -238,8 +241,9 @@ cert_chain load_ca_bundles(const std::vector<config::file_ref>& files) {
   return all;
 }
 
-std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
-  std::string data = read_file(f, "CRL");
+namespace {
+
+std::vector<x509_crl_ptr> decode_crls(const config::file_ref& f, const std::string& data) {
   std::vector<x509_crl_ptr> out;
   auto bio = memory_bio(data);
   if (looks_like_pem(data)) {
@@ -254,6 +258,38 @@ std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
   if (out.empty())
     fail(f, "no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER): " + drain_errors());
   return out;
+}
+
+}  // namespace
+
+std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
+  return decode_crls(f, read_file(f, "CRL"));
+}
+
+std::shared_ptr<const crl_file> load_crl_file(const config::file_ref& f) {
+  struct decoded {
+    std::string sha256;
+    std::weak_ptr<const crl_file> file;
+  };
+  static std::mutex mu;
+  static std::map<std::string, decoded> by_path;
+  const std::string data = read_file(f, "CRL");
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  const std::string sha256(reinterpret_cast<const char*>(md), len);
+  {
+    std::lock_guard lock(mu);
+    std::erase_if(by_path, [](const auto& e) { return e.second.file.expired(); });
+    if (auto it = by_path.find(f.path); it != by_path.end() && it->second.sha256 == sha256)
+      if (auto shared = it->second.file.lock()) return shared;
+  }
+  // Decoded outside the lock: another file's decode need not wait for this one.
+  auto fresh = std::make_shared<crl_file>();
+  fresh->crls = decode_crls(f, data);
+  std::lock_guard lock(mu);
+  by_path[f.path] = {sha256, fresh};
+  return fresh;
 }
 
 std::string name_of(const X509_NAME* name) {

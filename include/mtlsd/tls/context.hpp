@@ -41,8 +41,9 @@ struct tls_context {
   // Server mode: what the distinct names of `trust` take in a CertificateRequest; past
   // max_ca_names_bytes none is sent (tls/context.cpp, advertise_ca_names).
   std::size_t ca_names_bytes = 0;
-  std::vector<x509_crl_ptr> crls;  // CRLs loaded from revocation.crl_files
-  std::string server_name;         // client mode: the name checked and sent as SNI ("" for an IP)
+  std::vector<x509_crl_ptr> crls;                          // CRLs loaded from revocation.crl_files
+  std::vector<std::shared_ptr<const crl_file>> crl_files;  // their decodes, kept shared
+  std::string server_name;  // client mode: the name checked and sent as SNI ("" for an IP)
 };
 
 // An X.509-SVID as a context uses it: our identity, certificate chain and key, and the CAs the
