@@ -184,9 +184,8 @@ crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_
   for (const auto& f : rv.crl_files) {
     auto file = load_crl_file(f);  // shared with other listeners naming it, and across reloads
     for (const auto& crl : file->crls) {
-      // The store takes its own reference. A CRL object is never changed once decoded (only
-      // its lazily sorted entries, which OpenSSL guards with the CRL's lock), so sharing it
-      // between stores of several threads is as safe as sharing it within one.
+      // The store takes its own reference. A CRL is never changed once decoded (its entries
+      // are sorted then: sort_revoked), so stores of several threads may share it.
       if (X509_STORE_add_crl(store, crl.get()) != 1) drain_errors();  // duplicate: harmless
       X509_CRL_up_ref(crl.get());
       out.crls.emplace_back(crl.get());
