@@ -172,7 +172,8 @@ otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.)
   void flag(CLI::App* sub, const std::string& names, const char* help) {
     auto* value = &storage_.emplace_back("true");
     const std::string description(help);
-    auto* opt = sub->add_flag(names, description);
+    // A flag takes no value: `--print=false` is refused, not taken as --print (review).
+    auto* opt = sub->add_flag(names, description)->disable_flag_override();
     values_.push_back({sub, opt, opt->get_single_name(), value});
   }
 

@@ -24,8 +24,8 @@ int health_command(const options& o) {
   config::duration timeout = std::chrono::seconds(2);
   if (auto t = o.get("timeout")) {
     auto d = config::parse_duration(*t);
-    if (!d) {
-      std::cerr << "mtlsd health: invalid --timeout '" << *t << "'\n";
+    if (!d || d->count() == 0) {
+      std::cerr << "mtlsd health: invalid --timeout '" << *t << "' (a duration above 0)\n";
       return 2;
     }
     timeout = *d;

@@ -99,6 +99,9 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
     else
       check_upstream_check_timeout(r, v, path, c);
   });
+  // The default timeout is at most the interval (review: `interval: 200ms` alone ran with 1 s
+  // timeouts, and `check --print` printed a configuration `check` refuses).
+  if (!n["timeout"].IsDefined()) c.timeout = std::min(c.timeout, c.interval);
   check_upstream_check_mode(r, n, path, server, c);
 }
 

@@ -33,7 +33,11 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
                      ".ocsp_responder: only http:// responder URLs are supported (OCSP is signed, "
                      "so TLS adds nothing)");
   });
-  with(n, "ocsp_timeout", [&](auto v) { r.dur(v, path + ".ocsp_timeout", rv.ocsp_timeout); });
+  with(n, "ocsp_timeout", [&](auto v) {
+    // 0s is "no limit" elsewhere; here it became 1 ms and refused every client (review).
+    if (r.dur(v, path + ".ocsp_timeout", rv.ocsp_timeout) && rv.ocsp_timeout.count() == 0)
+      r.error(v, path + ".ocsp_timeout must be greater than 0");
+  });
   with(n, "on_unavailable", [&](auto v) {
     r.choice(v, path + ".on_unavailable",
              {{"fail", unavailable_policy::fail}, {"allow", unavailable_policy::allow}},

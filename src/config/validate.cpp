@@ -184,6 +184,25 @@ void check_server_mode(reader& r, const YAML::Node& n, const std::string& path, 
                 ") but no CA bundle is configured");
   if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
     r.error(sa, path + ".server_auth applies to mode: client only (use client_auth)");
+  // mode: none asks for no certificate, so nothing is verified and no rule is looked at: an
+  // allow list beside it would read as a restriction and admit everyone (review). The same
+  // contradiction as server_auth's insecure_skip_verify with an allow list.
+  if (l.client_auth.mode == client_auth_mode::none) {
+    const YAML::Node auth = n["client_auth"];
+    const auto node = [&n](const YAML::Node& k) { return k.IsDefined() ? k : n; };
+    if (!l.client_auth.allow.empty())
+      r.error(node(auth["allow"]),
+              path +
+                  ".client_auth.allow: with mode: none no client certificate is "
+                  "asked for and every client is admitted; remove allow, or use "
+                  "mode: require");
+    if (!l.client_auth.ca.empty())
+      r.warning(node(auth["ca"]), path + ".client_auth.ca is not used with mode: none");
+    if (l.revocation.enabled())
+      r.warning(node(n["revocation"]), path +
+                                           ".revocation is not used with client_auth.mode: none "
+                                           "(no client certificate to check)");
+  }
 }
 
 void check_client_mode(reader& r, const YAML::Node& n, const std::string& path, const listener& l) {

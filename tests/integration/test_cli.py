@@ -424,6 +424,15 @@ def test_check_print_of_a_bad_config_prints_no_yaml(mtlsd_bin, pki, tmp_path):
     assert located_lines(proc.stderr, str(cfg)), output(proc)
 
 
+@pytest.mark.parametrize("flag", ["--print=false", "--print=0"])
+def test_a_flag_given_a_value_is_a_usage_error(mtlsd_bin, pki, tmp_path, flag):
+    """Review: `--print=false` printed (a flag was judged by its presence)."""
+    cfg = write_config(tmp_path / "ok.yaml", BASE_YAML.format(pki=pki.root))
+    proc = run_cli(mtlsd_bin, "check", flag, "--config", str(cfg))
+    assert proc.returncode == 2 and proc.stdout == "", output(proc)
+    assert "print" in proc.stderr, output(proc)
+
+
 # --- more than one YAML document ----------------------------------------------
 
 def test_check_refuses_a_second_yaml_document(mtlsd_bin, pki, tmp_path):

@@ -81,3 +81,11 @@ def test_bad_url_is_a_usage_error(mtlsd_bin, url):
     proc = run_cli(mtlsd_bin, "health", "--url", url)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"mtlsd health: '{url}' is not an http:// URL\n", proc.stderr
+
+
+@pytest.mark.parametrize("timeout", ["0", "0s", "soon"])
+def test_a_timeout_that_is_no_duration_above_zero_is_a_usage_error(mtlsd_bin, timeout):
+    """Review: --timeout 0 was taken, and every probe failed at once ("no answer within 0ms")."""
+    proc = health(mtlsd_bin, "http://127.0.0.1:9901/readyz", "--timeout", timeout)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"mtlsd health: invalid --timeout '{timeout}' (a duration above 0)\n"

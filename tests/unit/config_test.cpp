@@ -401,6 +401,28 @@ TEST(ConfigParse, ClientAuthNoneNeedsNoCa) {
   EXPECT_EQ(c.listeners.at(0).client_auth.mode, client_auth_mode::none);
 }
 
+// Review: mode: none with an allow list loaded, and admitted every client (no certificate is
+// asked for, so no rule is looked at), source_cidrs rules included.
+TEST(ConfigErrors, ClientAuthNoneRefusesAnAllowListAndSaysWhatItIgnores) {
+  EXPECT_THAT(
+      problems_of(R"(listeners:
+  - name: inbound
+    listen: 0.0.0.0:8443
+    upstream: 127.0.0.1:8080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth:
+      mode: none
+      ca: [ca.crt]
+      allow:
+        rules: [{source_cidrs: [10.0.0.0/8]}]
+)"),
+      ElementsAre(at(10, 9,
+                     "listeners[0].client_auth.allow: with mode: none no client "
+                     "certificate is asked for and every client is admitted; remove "
+                     "allow, or use mode: require"),
+                  at(8, 11, "warning: listeners[0].client_auth.ca is not used with mode: none")));
+}
+
 // --- paths and normalisation ----------------------------------------------------------------
 
 TEST(ConfigPaths, RelativePathsResolveAgainstTheConfigDirectory) {
@@ -787,6 +809,10 @@ TEST(ConfigBadValue, Duration) {
               ElementsAre(at(2, 18, "shutdown.drain_timeout: invalid duration '30 s'" + hint)));
   EXPECT_THAT(problems_of("reload:\n  poll_interval: [1s]\n" + kMinimal),
               ElementsAre(at(2, 18, "reload.poll_interval: invalid duration a list" + hint)));
+  // Review: 0s became a 1 ms timeout that refused every client under on_unavailable: fail.
+  EXPECT_THAT(
+      problems_of(kMinimal + "    revocation:\n      ocsp_timeout: 0s\n"),
+      ElementsAre(at(11, 21, "listeners[0].revocation.ocsp_timeout must be greater than 0")));
   EXPECT_THAT(problems_of(kMinimal + "    revocation:\n      ocsp_timeout: 2x\n"),
               ElementsAre(at(
                   11, 21, "listeners[0].revocation.ocsp_timeout: invalid duration '2x'" + hint)));
@@ -1875,6 +1901,10 @@ TEST(ConfigUpstreamCheck, OffByDefaultAndDefaults) {
   EXPECT_EQ(c.path, "/healthz?x=1");
   EXPECT_EQ(c.interval, 2s);
   EXPECT_EQ(c.timeout, 2s);
+  // Review: an interval alone below the default timeout ran with 1 s timeouts, and `check
+  // --print` then printed a configuration `check` refuses. The default is at most the interval.
+  c = load_ok(kMinimal + "    upstream_check: {interval: 200ms}\n").listeners[0].upstream_check;
+  EXPECT_EQ(c.timeout, 200ms);
 }
 
 TEST(ConfigUpstreamCheck, ErrorsNameTheKey) {
