@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -43,9 +44,17 @@ std::string drop_privileges() {
     if (errno != EPERM) fail("prctl(PR_CAPBSET_DROP)");
     ++kept;
   }
+  // Only when something is held: the shipped systemd unit refuses capset (@privileged, EPERM)
+  // and starts us with no capability at all, and an unconditional capset failed the start
+  // there (review).
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct held[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, held) != 0) fail("capget");
+  const bool none_held = std::all_of(std::begin(held), std::end(held), [](const auto& d) {
+    return d.effective == 0 && d.permitted == 0 && d.inheritable == 0;
+  });
   __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
-  if (::syscall(SYS_capset, &header, data) != 0) fail("capset");
+  if (!none_held && ::syscall(SYS_capset, &header, data) != 0) fail("capset");
   if (kept == 0) return {};
   return std::to_string(kept) +
          " capabilities stay in the bounding set (no CAP_SETPCAP to drop them); none is usable";
