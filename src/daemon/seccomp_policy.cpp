@@ -50,8 +50,11 @@ constexpr const char* kAllowed[] = {
     "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
     "newfstatat", "statx", "statfs", "fstatfs", "getdents64", "readlink", "readlinkat", "access",
     "faccessat", "faccessat2", "fcntl", "dup", "dup3", "getcwd",
-    // Output: spdlog to stderr/stdout, the access log file.
-    "write", "writev", "pwrite64", "fsync", "fdatasync",
+    // Output: spdlog to stderr/stdout, the access log file. ftruncate: SoftHSM rewrites its token
+    // file at each login, which a reload naming a token not logged in yet makes (review: the
+    // daemon was killed); only a descriptor opened for writing can be truncated, and opens for
+    // writing are filtered below.
+    "write", "writev", "pwrite64", "fsync", "fdatasync", "ftruncate",
     // Asio's reactor: epoll, eventfd and timerfd (pipe2 as its fallback interrupter); getaddrinfo
     // and libsystemd poll.
     "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
