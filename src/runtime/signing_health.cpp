@@ -2,74 +2,95 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "mtlsd/tls/signing_probe.hpp"
 
 namespace mtlsd::runtime {
 
-void signing_health::clear_locked() {
-  failing_.store(false, std::memory_order_relaxed);
-  key_.reset();
-  why_.clear();
+std::vector<signing_health::failing_key>::iterator signing_health::find_locked(EVP_PKEY* key) {
+  return std::find_if(keys_.begin(), keys_.end(), [key](const failing_key& f) {
+    return f.key && key && EVP_PKEY_eq(f.key.get(), key) == 1;
+  });
+}
+
+void signing_health::update_locked() {
+  failing_.store(!keys_.empty(), std::memory_order_relaxed);
 }
 
 bool signing_health::signed_ok(EVP_PKEY* key) {
   if (!failing_.load(std::memory_order_relaxed)) return false;
   std::lock_guard lk(mu_);
-  if (!failing_.load(std::memory_order_relaxed)) return false;
-  // The same key, even loaded again by a reload: its public half.
-  if (key_ && (!key || EVP_PKEY_eq(key_.get(), key) != 1)) return false;
-  clear_locked();
+  // The same key, even loaded again by a reload (its public half); a failure with no key named
+  // ends with any signature.
+  auto it = find_locked(key);
+  if (it == keys_.end())
+    it = std::find_if(keys_.begin(), keys_.end(), [](const failing_key& f) { return !f.key; });
+  if (it == keys_.end()) return false;
+  keys_.erase(it);
+  update_locked();
   return true;
 }
 
 bool signing_health::failed(EVP_PKEY* key, std::string why) {
   std::lock_guard lk(mu_);
-  if (key && EVP_PKEY_up_ref(key) == 1) key_.reset(key);
-  why_ = std::move(why);
   ++generation_;
   last_probe_ = std::chrono::steady_clock::now();  // the handshake just asked it
-  return !failing_.exchange(true, std::memory_order_relaxed);
+  auto it = key ? find_locked(key)
+                : std::find_if(keys_.begin(), keys_.end(), [](const auto& f) { return !f.key; });
+  if (it != keys_.end()) {
+    it->why = std::move(why);
+    return false;  // said already
+  }
+  tls::evp_pkey_ptr held;
+  if (key && EVP_PKEY_up_ref(key) == 1) held.reset(key);
+  keys_.push_back({std::move(held), std::move(why)});
+  update_locked();
+  return true;
 }
 
 std::string signing_health::failure() {
   if (!failing_.load(std::memory_order_relaxed)) return {};
-  tls::evp_pkey_ptr key;
+  std::vector<tls::evp_pkey_ptr> asked;
   std::uint64_t generation = 0;
   {
     std::lock_guard lk(mu_);
-    if (!failing_.load(std::memory_order_relaxed)) return {};
+    if (keys_.empty()) return {};
     const auto now = std::chrono::steady_clock::now();
-    if (!key_ || now - last_probe_ < probe_interval_) return why_;
+    if (now - last_probe_ < probe_interval_) return keys_.front().why;
     last_probe_ = now;
-    if (EVP_PKEY_up_ref(key_.get()) == 1) key.reset(key_.get());
+    for (const auto& f : keys_)
+      if (f.key && EVP_PKEY_up_ref(f.key.get()) == 1) asked.emplace_back(f.key.get());
     generation = generation_;
   }
   // Outside the lock: a token that hangs holds up this caller, not the workers.
-  const bool signs = key && tls::sign_probe(key.get()).empty();
+  std::vector<bool> signs;
+  for (const auto& k : asked)
+    signs.push_back(tls::sign_probe(k.get()).empty());
   std::lock_guard lk(mu_);
-  if (!failing_.load(std::memory_order_relaxed)) return {};
-  if (!signs || generation != generation_) return why_;
-  clear_locked();
-  return {};
+  if (generation == generation_)
+    for (std::size_t i = 0; i < asked.size(); ++i)
+      if (auto it = find_locked(asked[i].get()); signs[i] && it != keys_.end()) keys_.erase(it);
+  update_locked();
+  return keys_.empty() ? std::string() : keys_.front().why;
 }
 
 void signing_health::carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys) {
   if (&before == this || !before.failing_.load(std::memory_order_relaxed)) return;
   std::scoped_lock lk(before.mu_, mu_);
-  if (!before.failing_.load(std::memory_order_relaxed) || !before.key_) return;
-  for (EVP_PKEY* k : keys)
-    if (k && EVP_PKEY_eq(before.key_.get(), k) == 1) {
-      // The new listener's handle: what /readyz asks from now on.
-      if (EVP_PKEY_up_ref(k) != 1) return;
-      key_.reset(k);
-      why_ = before.why_;
-      last_probe_ = before.last_probe_;
-      ++generation_;
-      failing_.store(true, std::memory_order_relaxed);
-      return;
-    }
+  for (const auto& f : before.keys_) {
+    if (!f.key) continue;
+    for (EVP_PKEY* k : keys)
+      if (k && EVP_PKEY_eq(f.key.get(), k) == 1 && EVP_PKEY_up_ref(k) == 1) {
+        // The new listener's handle: what /readyz asks from now on.
+        keys_.push_back({tls::evp_pkey_ptr(k), f.why});
+        break;
+      }
+  }
+  last_probe_ = before.last_probe_;
+  ++generation_;
+  update_locked();
 }
 
 }  // namespace mtlsd::runtime

@@ -103,6 +103,22 @@ TEST(SigningHealth, AReloadTakesOverTheFailureOnlyWhileItKeepsTheKey) {
   renewed.carry_from(renewed, {key.get()});  // itself: nothing (no deadlock)
 }
 
+// Review: only the last key that failed was kept, so a second key failing and then signing
+// ended the first one's failure too, and /readyz said ready while the first still failed.
+TEST(SigningHealth, EveryFailingKeyMustSignAgain) {
+  signing_health h(std::chrono::milliseconds(0));
+  const auto first = public_only();
+  tls::evp_pkey_ptr second(test::make_key());
+  EXPECT_TRUE(h.failed(first.get(), "first gone"));
+  EXPECT_TRUE(h.failed(second.get(), "second busy"));
+  EXPECT_TRUE(h.signed_ok(second.get()));  // the second's failure ends
+  EXPECT_TRUE(h.failing());
+  EXPECT_EQ(h.failure(), "first gone");  // asked again: the first still does not sign
+  EXPECT_TRUE(h.signed_ok(first.get()));
+  EXPECT_FALSE(h.failing());
+  EXPECT_EQ(h.failure(), "");
+}
+
 // /readyz may be asked as often as anyone likes: the token is asked at most every interval.
 TEST(SigningHealth, TheKeyIsAskedAtMostEveryProbeInterval) {
   signing_health h;  // 5 s

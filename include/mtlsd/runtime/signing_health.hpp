@@ -40,14 +40,21 @@ class signing_health {
   void carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys);
 
  private:
-  void clear_locked();  // the failure ends; mu_ held
+  struct failing_key {
+    tls::evp_pkey_ptr key;  // null: a failure no key was named for (any signature ends it)
+    std::string why;
+  };
+  // The entry for `key` (EVP_PKEY_eq: its public half), or end(); mu_ held.
+  std::vector<failing_key>::iterator find_locked(EVP_PKEY* key);
+  void update_locked();  // failing_ follows keys_; mu_ held
 
   const std::chrono::milliseconds probe_interval_;
   std::atomic<bool> failing_{false};
   std::mutex mu_;
-  // Guarded by mu_:
-  tls::evp_pkey_ptr key_;  // the key that failed
-  std::string why_;
+  // Guarded by mu_, with the two below. Every key that failed and has not signed since, oldest
+  // first (review: only the last was kept, so a second key failing and then signing hid the first
+  // one's failure).
+  std::vector<failing_key> keys_;
   std::uint64_t generation_ = 0;  // one per failure, so that a late probe clears no newer one
   std::chrono::steady_clock::time_point last_probe_{};
 };
