@@ -21,10 +21,10 @@ import h2.events
 import pytest
 
 from clients import tls_exchange
-from dns_server import DnsServer
 from h2_client import H2Client, status_of
 from http_upstream import Reader, read_request, response
 from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
+from test_dns import dns, wait_for  # noqa: F401  (dns: fixture)
 from test_http2_limits import wait_request_line
 from upstream import UpstreamConn
 
@@ -35,27 +35,6 @@ REFUSING = "127.0.0.3"             # bound, not listening: a connect is refused
 HANG_PROBE = 0.3                   # a connect unanswered this long counts as hanging
 CLIENT_WAIT = 8.0                  # how long an HTTP/2 client waits for a stream to end
 
-
-@pytest.fixture
-def dns():
-    """dns(answers={...}, ttl=30) -> DnsServer, closed at teardown."""
-    made: list[DnsServer] = []
-
-    def make(answers=None, **kwargs) -> DnsServer:
-        server = DnsServer(answers, **kwargs)
-        made.append(server)
-        return server
-    yield make
-    for server in made:
-        server.close()
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def fill_accept_queue(listener: socket.socket, keep: list[socket.socket]) -> None:
