@@ -101,7 +101,9 @@ void parse_upstream_check(reader& r, const YAML::Node& n, const std::string& pat
   });
   // The default timeout is at most the interval (review: `interval: 200ms` alone ran with 1 s
   // timeouts, and `check --print` printed a configuration `check` refuses).
-  if (!n["timeout"].IsDefined()) c.timeout = std::min(c.timeout, c.interval);
+  // (A map only: yaml-cpp throws on a scalar's subscript; `upstream_check: 5s` is refused by
+  // the reads above, and once took the daemon down on a reload: review.)
+  if (n.IsMap() && !n["timeout"].IsDefined()) c.timeout = std::min(c.timeout, c.interval);
   check_upstream_check_mode(r, n, path, server, c);
 }
 

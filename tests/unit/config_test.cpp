@@ -1909,6 +1909,13 @@ TEST(ConfigUpstreamCheck, OffByDefaultAndDefaults) {
 
 TEST(ConfigUpstreamCheck, ErrorsNameTheKey) {
   // Lines 10-.. follow kMinimal.
+  // Review: a scalar here threw from yaml-cpp past the parser (check aborted, a reload ended
+  // the daemon). It is an error with its position, like any value of the wrong kind.
+  for (const char* scalar : {"5s", "true"}) {
+    const auto problems = problems_of(kMinimal + "    upstream_check: " + scalar + "\n");
+    ASSERT_EQ(problems.size(), 1u) << scalar;
+    EXPECT_THAT(problems[0], ::testing::StartsWith(at(10, 21, "listeners[0].upstream_check")));
+  }
   EXPECT_THAT(problems_of(kMinimal + "    upstream_check:\n      type: udp\n"),
               ElementsAre(at(11, 13,
                              "listeners[0].upstream_check.type: invalid value 'udp': expected "
