@@ -30,7 +30,7 @@ bool signing_health::signed_ok(EVP_PKEY* key) {
   if (it == keys_.end()) return false;
   keys_.erase(it);
   update_locked();
-  return true;
+  return keys_.empty();
 }
 
 bool signing_health::failed(EVP_PKEY* key, std::string why) {
@@ -58,7 +58,7 @@ std::string signing_health::failure() {
     std::lock_guard lk(mu_);
     if (keys_.empty()) return {};
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_probe_ < probe_interval_) return keys_.front().why;
+    if (now - last_probe_ < probe_interval_) return why_locked();
     last_probe_ = now;
     for (const auto& f : keys_)
       if (f.key && EVP_PKEY_up_ref(f.key.get()) == 1) asked.emplace_back(f.key.get());
@@ -73,7 +73,13 @@ std::string signing_health::failure() {
     for (std::size_t i = 0; i < asked.size(); ++i)
       if (auto it = find_locked(asked[i].get()); signs[i] && it != keys_.end()) keys_.erase(it);
   update_locked();
-  return keys_.empty() ? std::string() : keys_.front().why;
+  return why_locked();
+}
+
+std::string signing_health::why_locked() const {
+  if (keys_.empty()) return {};
+  if (keys_.size() == 1) return keys_.front().why;
+  return keys_.front().why + " (and " + std::to_string(keys_.size() - 1) + " more of its keys)";
 }
 
 void signing_health::carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys) {

@@ -111,9 +111,13 @@ TEST(SigningHealth, EveryFailingKeyMustSignAgain) {
   tls::evp_pkey_ptr second(test::make_key());
   EXPECT_TRUE(h.failed(first.get(), "first gone"));
   EXPECT_TRUE(h.failed(second.get(), "second busy"));
-  EXPECT_TRUE(h.signed_ok(second.get()));  // the second's failure ends
+  EXPECT_FALSE(h.signed_ok(second.get()));  // the second's failure ends, not the listener's
   EXPECT_TRUE(h.failing());
   EXPECT_EQ(h.failure(), "first gone");  // asked again: the first still does not sign
+  const auto third = public_only();
+  EXPECT_TRUE(h.failed(third.get(), "third gone"));
+  EXPECT_EQ(h.failure(), "first gone (and 1 more of its keys)");
+  EXPECT_FALSE(h.signed_ok(third.get()));
   EXPECT_TRUE(h.signed_ok(first.get()));
   EXPECT_FALSE(h.failing());
   EXPECT_EQ(h.failure(), "");

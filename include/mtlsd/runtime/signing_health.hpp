@@ -19,8 +19,9 @@ class signing_health {
   explicit signing_health(std::chrono::milliseconds probe_interval = std::chrono::seconds(5))
       : probe_interval_(probe_interval) {}
 
-  // A full handshake signed with `key` (SSL_get_privatekey). True when that ends a failure of
-  // this key (say so, once); a listener's other key signing ends nothing. One relaxed load when
+  // A full handshake signed with `key` (SSL_get_privatekey): ends that key's failure, if it
+  // failed. True when that ends the listener's failure, every key that failed having signed
+  // since (say so, once); a key that did not fail signing ends nothing. One relaxed load when
   // nothing failed, as on nearly every handshake.
   bool signed_ok(EVP_PKEY* key);
   // Whether a failure stands (one relaxed load): the fast path of a handshake's report.
@@ -28,15 +29,16 @@ class signing_health {
   // A handshake failed while signing with `key`, OpenSSL saying `why`. True on the first such
   // failure since the key last signed: log it then, not per connection.
   bool failed(EVP_PKEY* key, std::string why);
-  // "" while the key signs; otherwise why not. After a failure it asks the key again (one
-  // signature, on the caller's thread, without the lock the workers take, at most every
-  // probe interval, counted from the last failure too): a token that came back makes the listener
-  // ready again without waiting for a handshake, which a pod that reads not ready would not get.
+  // "" while every key signs; otherwise why the first that failed does not (and how many do
+  // not, when more than one). After a failure it asks the keys again (one signature each, on
+  // the caller's thread, without the lock the workers take, at most every probe interval,
+  // counted from the last failure too): a token that came back makes the listener ready again
+  // without waiting for a handshake, which a pod that reads not ready would not get.
   std::string failure();
-  // A reload's new listener: takes over `before`'s failure when the key that failed is one of
-  // `keys` (the new listener's keys kept from `before`, under the same URI), so that the 503
-  // stays until that key signs; otherwise starts afresh (a listener that dropped the key, or
-  // names it anew and saw it sign, is not held to it).
+  // A reload's new listener: takes over `before`'s failures of the keys among `keys` (the new
+  // listener's keys kept from `before`, under the same URI), so that the 503 stays until each
+  // signs; the others end (a listener that dropped a key, or names it anew and saw it sign, is
+  // not held to it).
   void carry_from(signing_health& before, const std::vector<EVP_PKEY*>& keys);
 
  private:
@@ -46,7 +48,8 @@ class signing_health {
   };
   // The entry for `key` (EVP_PKEY_eq: its public half), or end(); mu_ held.
   std::vector<failing_key>::iterator find_locked(EVP_PKEY* key);
-  void update_locked();  // failing_ follows keys_; mu_ held
+  void update_locked();            // failing_ follows keys_; mu_ held
+  std::string why_locked() const;  // failure()'s text; mu_ held
 
   const std::chrono::milliseconds probe_interval_;
   std::atomic<bool> failing_{false};
