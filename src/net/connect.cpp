@@ -101,6 +101,24 @@ asio::awaitable<error_code> connect_any(stream_socket& sock,
                                         const std::vector<asio::ip::address>& addresses,
                                         std::uint16_t port, std::string& detail, fd_gate* extra,
                                         stream_endpoint* connected_to) {
+  // One address (a Kubernetes Service name, most upstreams): nothing to race, so no shared
+  // state, spawned attempt or timer per connection. The caller's cancellation reaches the
+  // connect itself.
+  if (addresses.size() == 1) {
+    const stream_endpoint to(asio::ip::tcp::endpoint(addresses.front(), port));
+    error_code ec;
+    if (sock.is_open()) sock.close(ec);
+    sock.open(to.protocol(), ec);
+    if (!ec) std::tie(ec) = co_await sock.async_connect(to, as_tuple(use_awaitable));
+    if (!ec) {
+      set_nodelay(sock, to);
+      if (connected_to) *connected_to = to;
+    } else {
+      detail = "connect to " + format_endpoint(to) +
+               (ec == asio::error::operation_aborted ? "" : ": " + ec.message());
+    }
+    co_return ec;
+  }
   auto race = std::make_shared<connect_race>(sock.get_executor());
   for (auto& ep : attempt_order(addresses, port))
     race->attempts.push_back({std::move(ep), nullptr, std::nullopt});

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlsd_harness import (Mtlsd, client_context, daemon_config, echo_roundtrip, open_tls,
-                           server_listener, write_config)
+from mtlsd_harness import (Mtlsd, check_sanitizer_reports, client_context, daemon_config,
+                           echo_roundtrip, open_tls, server_listener, write_config)
 
 FAILED = "reload failed; still serving the previous configuration"
 RELOADED = "reloaded"
@@ -45,10 +45,13 @@ def start(mtlsd_bin: str, config: dict, workdir: Path, started: list) -> Mtlsd:
 
 @pytest.fixture
 def started():
+    """Daemons a test starts itself (not through start_mtlsd): killed, and their sanitizer
+    reports checked, at teardown."""
     daemons: list[Mtlsd] = []
     yield daemons
     for d in daemons:
         d.kill()
+    check_sanitizer_reports(daemons)
 
 
 def sandbox_line(daemon: Mtlsd) -> dict:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlsd_harness import (Mtlsd, check_sanitizer_reports, client_context, daemon_config,
-                           echo_roundtrip, server_listener)
+from mtlsd_harness import Mtlsd, client_context, daemon_config, echo_roundtrip, server_listener
+from test_sandbox import started  # noqa: F401  (fixture)
 
 NOBODY = 65534
 SCMP_ACT_ALLOW = 0x7FFF0000
@@ -99,15 +99,6 @@ class CapsetRefused:
         except BaseException as e:
             os.write(2, f"test preexec_fn failed: {e}\n".encode())
             raise
-
-
-@pytest.fixture
-def started():
-    daemons: list[Mtlsd] = []
-    yield daemons
-    for d in daemons:
-        d.kill()
-    check_sanitizer_reports(daemons)
 
 
 def test_starts_sandboxed_without_capabilities_where_capset_is_refused(

@@ -61,6 +61,19 @@ def svid_outcome(daemon, mark: int) -> dict:
                                timeout=10, since=mark)
 
 
+def publish_not_valid_yet(daemon, api, pki, tmp_path, seconds: int):
+    """Publishes an SVID valid `seconds` from now (whole seconds: a certificate's dates have no
+    fraction) and returns (the SVID, its notBefore, the log mark, mtlsd's line about it), which
+    must say it is held."""
+    not_before = (datetime.now(timezone.utc) + timedelta(seconds=seconds)).replace(microsecond=0)
+    svid = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before, not_before + timedelta(hours=1))
+    mark = daemon.log_mark()
+    api.publish(svid)
+    line = svid_outcome(daemon, mark)
+    assert line["msg"].startswith(HELD) and line["serial"] == svid.serial, line
+    return svid, not_before, mark, line
+
+
 def lines_since(daemon, mark: int, msg: str, **match) -> list[dict]:
     return [l for l in daemon.logs()[mark:] if l.get("msg", "").startswith(msg) and
             all(l.get(k) == v for k, v in match.items())]
@@ -183,16 +196,8 @@ def test_an_svid_not_valid_yet_waits_until_it_is(start_mtlsd, make_upstream, pki
         wait_reloaded(daemon, first.serial)
         traffic = Traffic(svid_client(pki, daemon.addr()))
         traffic.wait_for(first.serial)
-        # Whole seconds: a certificate's dates have no fraction.
-        not_before = (datetime.now(timezone.utc) + timedelta(seconds=6)).replace(microsecond=0)
-        future = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
-                                  not_before + timedelta(hours=1))
-        mark = daemon.log_mark()
-        api.publish(future)
-        line = svid_outcome(daemon, mark)
-        assert line["msg"].startswith(HELD) and line["level"] == "warn", line
-        assert line["socket"] == socket_path, line
-        assert line["serial"] == future.serial, line
+        future, not_before, mark, line = publish_not_valid_yet(daemon, api, pki, tmp_path, 6)
+        assert line["level"] == "warn" and line["socket"] == socket_path, line
         assert line["not_before"] == not_before.strftime("%Y-%m-%dT%H:%M:%SZ"), line
         assert isinstance(line["in_seconds"], int) and 0 < line["in_seconds"] <= 6, line
         # Meanwhile the old one serves.
@@ -224,13 +229,7 @@ def test_a_later_update_replaces_one_held(start_mtlsd, make_upstream, pki, short
     try:
         daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
         wait_reloaded(daemon, first.serial)
-        not_before = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
-        held = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
-                                not_before + timedelta(hours=1))
-        mark = daemon.log_mark()
-        api.publish(held)
-        line = svid_outcome(daemon, mark)
-        assert line["msg"].startswith(HELD) and line["serial"] == held.serial, line
+        held, not_before, mark, _ = publish_not_valid_yet(daemon, api, pki, tmp_path, 3)
         later = issue_svid(pki, tmp_path, SERVER_ID)
         api.publish(later)
         line = wait_reloaded(daemon, later.serial, since=mark)
@@ -283,12 +282,7 @@ def test_a_refused_update_drops_one_held(start_mtlsd, make_upstream, pki, short_
     try:
         daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
         wait_reloaded(daemon, first.serial)
-        not_before = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
-        held = issue_svid_valid(pki, tmp_path, SERVER_ID, not_before,
-                                not_before + timedelta(hours=1))
-        mark = daemon.log_mark()
-        api.publish(held)
-        assert svid_outcome(daemon, mark)["msg"].startswith(HELD)
+        held, not_before, mark, _ = publish_not_valid_yet(daemon, api, pki, tmp_path, 3)
         other = issue_svid(pki, tmp_path, SERVER_ID)
         api.publish(dataclasses.replace(other, key_der=first.key_der))
         daemon.wait_for_log(lambda l: l.get("msg", "").startswith(REFUSED), timeout=10,
