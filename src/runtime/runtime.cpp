@@ -246,11 +246,19 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
     if (l->svid) {
       std::vector<std::string> missing;
       tls::spiffe::trusted_cas(*l->svid, l->cfg.tls.spiffe.trust_domains, &missing);
-      for (const auto& td : missing)
+      // One the agent sent but that did not decode was set aside with why (svid_sources let
+      // the update through because no listener trusted the domain then): say that, not "none".
+      for (const auto& td : missing) {
+        auto unusable = l->svid->unusable_federated.find(td);
         out.push_back({l->cfg.tls.spiffe.where,
-                       "tls.spiffe.trust_domains: the Workload API sent no bundle for " + td +
-                           "; its peers are not trusted",
+                       unusable == l->svid->unusable_federated.end()
+                           ? "tls.spiffe.trust_domains: the Workload API sent no bundle for " + td +
+                                 "; its peers are not trusted"
+                           : "tls.spiffe.trust_domains: the Workload API's bundle for " + td +
+                                 " is unusable (" + unusable->second +
+                                 "); its peers are not trusted until the agent sends one that is",
                        true});
+      }
     }
     // A private key the whole machine can read is a key the whole machine has; so is the
     // password or PIN that unlocks it (review: only key and pkcs12 files were looked at).

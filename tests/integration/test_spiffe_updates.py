@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from faults import wait_until
 from mtlsd_harness import daemon_config, server_listener, write_config
@@ -416,5 +417,30 @@ def test_an_undecodable_bundle_a_listener_trusts_refuses_the_update(
         wait_reloaded(daemon, second.serial, since=mark)
         assert last_reload_successful(daemon) == 1
         assert svid_client(pki, daemon.addr())() == second.serial
+    finally:
+        api.stop()
+
+
+def test_a_reload_that_trusts_a_set_aside_bundle_says_why_it_is_unusable(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """Review: a bundle set aside because no listener trusted its domain was later reported as
+    "the Workload API sent no bundle" when a file reload added the domain; the agent did send
+    one, and what the operator must fix is why it does not decode."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path,
+                                         federated={"spiffe://junk.example": b"junk"})
+    try:
+        config = spiffe_server_config(pki, make_upstream().address, socket_path)
+        config["reload"] = {"watch": False}
+        daemon = start_mtlsd(config)
+        wait_reloaded(daemon, first.serial)
+        written = yaml.safe_load(daemon.config_path.read_text())
+        written["listeners"][0]["tls"]["spiffe"]["trust_domains"] = ["junk.example"]
+        write_config(daemon.config_path, written)
+        mark = daemon.log_mark()
+        assert file_reload(daemon, mark)["msg"] == RELOADED
+        warned = [l["msg"] for l in daemon.logs()[mark:] if "junk.example" in l.get("msg", "")]
+        assert any("bundle for junk.example is unusable (federated_bundles[" in m
+                   for m in warned), warned
+        assert not any("sent no bundle" in m for m in warned), warned
     finally:
         api.stop()
