@@ -85,6 +85,7 @@ class h1_upstream final : public upstream {
 
   void start(stream_ptr s) override {
     ++active_;
+    // Detached: exchange() catches what its stream's work throws (see run()).
     asio::co_spawn(ex_, exchange(std::move(s)), asio::detached);
   }
   void request_data(stream& s) override { s.wake.cancel(); }
@@ -106,6 +107,9 @@ class h1_upstream final : public upstream {
       if (stopped_ && active_ == 0) break;
       co_await done_.wait();
     }
+    // An exchange failed with an exception: the connection ends with it, an internal error
+    // counted and logged as a session's is (design rule 2), not a stream left unanswered.
+    if (failed_) std::rethrow_exception(failed_);
   }
   void stop() override {
     stopped_ = true;
@@ -123,7 +127,9 @@ class h1_upstream final : public upstream {
   }
 
  private:
+  // Runs serve_stream; an exception escaping it stops the connection (run() rethrows it).
   asio::awaitable<void> exchange(stream_ptr s);
+  asio::awaitable<void> serve_stream(const stream_ptr& s);
   asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
   asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
   void stop_upload(stream& s, stream_socket& sock);
@@ -159,6 +165,7 @@ class h1_upstream final : public upstream {
   std::size_t in_use_ = 0;      // exchanges holding (or connecting) an upstream connection
   int active_ = 0;
   bool stopped_ = false;
+  std::exception_ptr failed_;  // the first exception an exchange ended with
 };
 
 asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, bool chunked) {
@@ -280,7 +287,6 @@ void h1_upstream::stop_upload(stream& s, stream_socket& sock) {
 }
 
 asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
-  using namespace asio::experimental::awaitable_operators;
   struct finished {
     h1_upstream& u;
     ~finished() {
@@ -288,6 +294,19 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
       u.done_.signal();
     }
   } guard{*this};
+  try {
+    co_await serve_stream(s);
+  } catch (...) {
+    // Network errors are error codes: this is a bug. Caught here, while active_ still counts
+    // this exchange, so `this` is alive (a co_spawn completion handler would run after run()
+    // may have returned).
+    if (!failed_) failed_ = std::current_exception();
+    stop();
+  }
+}
+
+asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
+  using namespace asio::experimental::awaitable_operators;
   // Started from nghttp2's callback, inside the read that brought the request's HEADERS: the
   // exchange begins on the next turn, once the rest of that read is processed, so a RST_STREAM
   // right behind the HEADERS (rapid reset, CVE-2023-44487) finds the stream closed before any
