@@ -121,10 +121,25 @@ void connection::start(stream& s) {
     return refuse(421, std::move(why));
   // As for HTTP/1.1 clients (http_head.cpp): an expectation mtlsd does not meet is refused, not
   // passed up for the upstream to meet or not behind mtlsd's back.
+  bool continue_100 = false;
   for (const auto& [name, value] : s.request_headers)
-    if (name == "expect" && read_expect(value).other)
-      return refuse(417, "an expectation other than 100-continue");
-  if (upstream_->broken()) return refuse(502, "upstream: the h2c connection is gone");
+    if (name == "expect") {
+      const auto e = read_expect(value);
+      if (e.other) return refuse(417, "an expectation other than 100-continue");
+      continue_100 = continue_100 || e.continue_100;
+    }
+  if (upstream_->broken())
+    return refuse_stream(s, "upstream: the h2c connection takes no new stream");
+  // ... and 100-continue is met here and not passed up (review: the upstream's 100 was dropped
+  // as any 1xx is, and the client waited for it until its own timeout).
+  std::erase_if(s.request_headers, [](const auto& h) { return h.first == "expect"; });
+  if (continue_100 && !s.request_end) {
+    const header_list interim = {{":status", "100"}};
+    const auto nv = to_nv(interim);
+    nghttp2_submit_headers(session_.get(), NGHTTP2_FLAG_NONE, s.id, nullptr, nv.data(), nv.size(),
+                           nullptr);
+    out_.signal();
+  }
   upstream_->start(streams_.at(s.id));
 }
 
@@ -245,6 +260,11 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
     upload_unwanted(s);
     return;
   }
+  // The upstream refused the stream (RFC 9113 8.7: REFUSED_STREAM, or a stream above its
+  // GOAWAY's last one): it did not process the request, so neither is it answered with a 502
+  // (which a client must not retry), but refused as it was.
+  if (code == NGHTTP2_REFUSED_STREAM && !s.response_started)
+    return refuse_stream(s, std::move(detail));
   if (s.detail.empty()) s.detail = std::move(detail);
   if (!s.response_started) {
     s.answered_here = true;
@@ -260,6 +280,13 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
   nghttp2_submit_rst_stream(
       session_.get(), NGHTTP2_FLAG_NONE, s.id,
       code == NGHTTP2_NO_ERROR ? std::uint32_t{NGHTTP2_INTERNAL_ERROR} : code);
+  out_.signal();
+}
+
+void connection::refuse_stream(stream& s, std::string detail) {
+  if (s.detail.empty()) s.detail = std::move(detail);
+  s.answered_here = true;  // the upstream takes none of its body
+  nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_REFUSED_STREAM);
   out_.signal();
 }
 

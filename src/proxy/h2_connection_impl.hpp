@@ -43,6 +43,7 @@ class connection final : public downstream, session_handler {
   }
   void fail(stream& s, std::uint32_t code, std::string detail) override;
   void upload_unwanted(stream& s) override;
+  void upstream_closing() override;
 
   // For fuzz/h2_frames_fuzz.cpp: the nghttp2 session with these callbacks and `up` as the
   // upstream, fed bytes directly (no I/O loops); feed() returns nghttp2's verdict and drops
@@ -80,6 +81,9 @@ class connection final : public downstream, session_handler {
     return it == streams_.end() ? nullptr : it->second.get();
   }
   void start(stream& s);
+  // RST_STREAM(REFUSED_STREAM): the upstream never processed the request (RFC 9113 8.7), so
+  // the client may send it again, on a new connection.
+  void refuse_stream(stream& s, std::string detail);
   void report(stream& s, std::uint32_t code);
   void local_failure(std::string why) {
     env_.result->ended_by(relay_end::local);
@@ -129,6 +133,7 @@ class connection final : public downstream, session_handler {
   bool writing_ = false;
   int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
+  bool upstream_closing_ = false;        // GOAWAY sent because the h2c upstream takes no new stream
   std::uint64_t streams_opened_ = 0;     // request streams the client began
   std::uint64_t upstream_answered_ = 0;  // of them, answered by the upstream (a final head)
   std::uint64_t premature_resets_ = 0;   // reset by the client prematurely

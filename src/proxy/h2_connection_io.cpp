@@ -170,6 +170,19 @@ void connection::drain() {
   out_.signal();
 }
 
+// The h2c upstream takes no new stream: the client is told at once to open a new connection
+// (GOAWAY naming the last stream taken), rather than having each further request refused; the
+// connection ends once the streams taken are done, as in drain(). Ended by the upstream's side.
+void connection::upstream_closing() {
+  if (stopping_ || upstream_closing_) return;
+  upstream_closing_ = true;
+  env_.result->ended_by(relay_end::plain_peer);
+  nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  out_.signal();
+}
+
 asio::awaitable<void> connection::run() {
   using namespace asio::experimental::awaitable_operators;
   if (!open_session()) {

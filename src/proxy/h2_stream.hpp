@@ -110,6 +110,10 @@ class downstream {
   // The upstream has the whole request it wants (s.upload_unwanted): once the response is out,
   // the client is asked to stop sending.
   virtual void upload_unwanted(stream& s) = 0;
+  // h2c: the upstream takes no new stream (it sent GOAWAY, or its connection is gone). The
+  // client is sent GOAWAY(NO_ERROR) so that it opens a new connection (a new upstream one with
+  // it); the streams already taken finish.
+  virtual void upstream_closing() = 0;
 };
 
 // What serves the requests of one downstream connection.
@@ -127,7 +131,8 @@ class upstream {
   // Runs the upstream side's I/O until stop(); returns once nothing refers to the connection.
   virtual asio::awaitable<void> run() = 0;
   virtual void stop() = 0;
-  // h2c: the upstream connection is gone (new streams get 502).
+  // h2c: the upstream takes no new stream (GOAWAY received, or the connection is gone): new
+  // streams are refused with REFUSED_STREAM, which the client may retry elsewhere.
   virtual bool broken() const { return false; }
 };
 

@@ -60,7 +60,7 @@ class h2c_upstream final : public upstream, session_handler {
     error_code ignored;
     sock_.cancel(ignored);
   }
-  bool broken() const override { return broken_; }
+  bool broken() const override { return broken_ || goaway_received_; }
 
  private:
   asio::awaitable<void> reader();
@@ -96,6 +96,7 @@ class h2c_upstream final : public upstream, session_handler {
   std::string staging_;
   bool stopped_ = false;
   bool broken_ = false;
+  bool goaway_received_ = false;
 };
 
 bool h2c_upstream::open_session() {
@@ -186,6 +187,14 @@ bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
 }
 
 void h2c_upstream::frame_received(const nghttp2_frame& f) {
+  // The upstream is going away (a restart, a maximum connection age): streams above the last
+  // one it names are closed by nghttp2 with REFUSED_STREAM, new ones are not sent to it, and
+  // the client is asked to reconnect.
+  if (f.hd.type == NGHTTP2_GOAWAY) {
+    goaway_received_ = true;
+    down_.upstream_closing();
+    return;
+  }
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
   if (!s || s->closed) return;
@@ -234,8 +243,11 @@ void h2c_upstream::lose_connection(const std::string& why) {
   broken_ = true;
   auto streams = std::move(streams_);
   streams_.clear();
+  // Whether the upstream processed these is unknown (unlike streams above a GOAWAY's last
+  // one): a 502, not a refusal a client would retry.
   for (auto& [id, s] : streams)
     if (!s->closed) down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + why);
+  down_.upstream_closing();
 }
 
 asio::awaitable<void> h2c_upstream::reader() {
