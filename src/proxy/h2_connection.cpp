@@ -128,8 +128,10 @@ void connection::start(stream& s) {
       if (e.other) return refuse(417, "an expectation other than 100-continue");
       continue_100 = continue_100 || e.continue_100;
     }
-  if (upstream_->broken())
+  if (upstream_->broken()) {
+    if (upstream_closing_) goaway_for_upstream();  // the client goes on: tell it now
     return refuse_stream(s, "upstream: the h2c connection takes no new stream");
+  }
   // ... and 100-continue is met here and not passed up (review: the upstream's 100 was dropped
   // as any 1xx is, and the client waited for it until its own timeout).
   std::erase_if(s.request_headers, [](const auto& h) { return h.first == "expect"; });
@@ -167,6 +169,7 @@ void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::u
   s->request_body = {};
   if (upstream_) upstream_->cancel(*s, code);
   report(*s, code);
+  if (upstream_closing_ && streams_.empty()) goaway_for_upstream();
 }
 
 void connection::client_reset(std::int32_t id) {

@@ -44,6 +44,7 @@ class connection final : public downstream, session_handler {
   void fail(stream& s, std::uint32_t code, std::string detail) override;
   void upload_unwanted(stream& s) override;
   void upstream_closing() override;
+  void goaway_for_upstream();  // the GOAWAY upstream_closing() promised, once
 
   // For fuzz/h2_frames_fuzz.cpp: the nghttp2 session with these callbacks and `up` as the
   // upstream, fed bytes directly (no I/O loops); feed() returns nghttp2's verdict and drops
@@ -133,7 +134,8 @@ class connection final : public downstream, session_handler {
   bool writing_ = false;
   int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
-  bool upstream_closing_ = false;        // GOAWAY sent because the h2c upstream takes no new stream
+  bool upstream_closing_ = false;  // the h2c upstream takes no new stream: GOAWAY when idle
+  bool goaway_for_upstream_sent_ = false;
   std::uint64_t streams_opened_ = 0;     // request streams the client began
   std::uint64_t upstream_answered_ = 0;  // of them, answered by the upstream (a final head)
   std::uint64_t premature_resets_ = 0;   // reset by the client prematurely

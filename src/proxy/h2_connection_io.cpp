@@ -170,13 +170,22 @@ void connection::drain() {
   out_.signal();
 }
 
-// The h2c upstream takes no new stream: the client is told at once to open a new connection
-// (GOAWAY naming the last stream taken), rather than having each further request refused; the
-// connection ends once the streams taken are done, as in drain(). Ended by the upstream's side.
+// The h2c upstream takes no new stream: the client is told to open a new connection (GOAWAY
+// naming the last stream taken) once the streams under way are done, or at once when it opens
+// another (refused meanwhile, with REFUSED_STREAM: on_request_head). Waiting lets the responses
+// under way arrive before the GOAWAY, which some clients take for the end of everything (the
+// Python h2 library refuses any frame after it). The connection then ends, as in drain(), ended
+// by the upstream's side.
 void connection::upstream_closing() {
   if (stopping_ || upstream_closing_) return;
   upstream_closing_ = true;
   env_.result->ended_by(relay_end::plain_peer);
+  if (streams_.empty()) goaway_for_upstream();
+}
+
+void connection::goaway_for_upstream() {
+  if (goaway_for_upstream_sent_) return;
+  goaway_for_upstream_sent_ = true;
   nghttp2_submit_goaway(session_.get(), NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session_.get()), NGHTTP2_NO_ERROR,
                         nullptr, 0);
