@@ -190,11 +190,14 @@ void response_part(bool upgrade, std::string_view bytes) {
   if (status == 101)
     fuzz::check(upgrade && first.res.connection_upgrade() && !first.res.switching_to().empty(),
                 "a 101 taken answers an upgrade with Upgrade and Connection: upgrade");
-  const std::string last = proxy::with_connection_close(head);
+  std::string last;
+  proxy::forward_response_head(head, "close", last);
   framed_response closing(last);
   fuzz::check(closing.head_size == last.size() && closing.res.status() == status,
               "the head with Connection: close parses, status kept");
   fuzz::check(!closing.res.keep_alive(), "and says the connection closes");
+  if (status != 101)
+    fuzz::check(!closing.res.hop_by_hop(), "and carries no hop-by-hop field of the upstream's");
 
   // The body: what put claims never runs past what it was given.
   if (first.res.is_done()) return;

@@ -235,9 +235,16 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   for (const auto& f : msg) {
     std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
     std::string value(f.value());
-    if (is_hop_by_hop(name, value) || name == "te" || named_by_connection.count(name)) continue;
+    if (is_hop_by_hop(name, value) || name == "te" || named_by_connection.count(name) ||
+        name == "content-length")
+      continue;
     s.response_headers.emplace_back(std::move(name), std::move(value));
   }
+  // The length Beast read (it accepts "2, 2" and the same field twice), once, in the form
+  // HTTP/2 allows, and none where a response has no content (RFC 9110 8.6: a 204; nghttp2 reset
+  // the client's stream for either: review).
+  if (const auto length = p->content_length(); length && s.status != 204)
+    s.response_headers.emplace_back("content-length", std::to_string(*length));
   keep_alive = p->keep_alive();
   static_cast<http::fields&>(msg).clear();  // taken: what the parser adds now is the trailers
   if (p->is_done()) s.response_end = true;

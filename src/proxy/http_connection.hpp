@@ -167,7 +167,8 @@ class http_connection {
   plain_side upstream_;
   inbound<tls_side> from_client_;
   inbound<plain_side> from_upstream_;
-  std::string request_head_;  // the head going upstream, edited (its capacity is kept)
+  std::string request_head_;   // the head going upstream, edited (its capacity is kept)
+  std::string response_head_;  // a response head rewritten for the client (hop-by-hop fields)
 
   // The upstream watch (watch_upstream): what its completion handler holds, so that it can
   // outlive the connection; `watch` numbers the watches, so a late completion of an earlier one
@@ -188,6 +189,7 @@ class http_connection {
   bool http10_client_ = false;     // the request in progress is HTTP/1.0: no 1xx goes to it
   bool response_started_ = false;  // the final response's head reached the client
   bool response_cut_ = false;      // the upstream failed after that: no close_notify at the end
+  bool body_malformed_ = false;    // the request body did not parse: a 400 if nothing was sent
   bool response_keep_alive_ = true;
   bool upgraded_ = false;
   bool end_ = false;       // close the connection after this exchange

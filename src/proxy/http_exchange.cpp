@@ -2,6 +2,7 @@
 // each in its own pump (the request's only when it has a body), and the byte relay after a 101.
 #include "http_connection.hpp"
 
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
 
 namespace mtlsd::proxy::http1 {
@@ -33,6 +34,7 @@ asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
     end_ = true;
     co_return;
   }
+  body_malformed_ = is_http_error(out.ec);  // answered 400 once both pumps stopped (exchange())
   result_.ended_by(is_http_error(out.ec) ? relay_end::local : relay_end::tls_peer);
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
        (req.refusal().empty() ? out.ec.message() : std::string(req.refusal())));
@@ -95,14 +97,23 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       response_started_ = true;
       set_status(static_cast<int>(status));
     }
-    if (draining_ && !interim && status != 101 && res.keep_alive()) {
-      // Shutdown began: this response is the connection's last, and says so.
+    // Shutdown began: this response is the connection's last, and says so.
+    const bool last = draining_ && !interim && status != 101 && res.keep_alive();
+    if (last || (status != 101 && res.hop_by_hop())) {
+      // The head is written anew: the upstream connection's hop-by-hop fields stay on its side
+      // (RFC 9110 7.6.1; review: Keep-Alive, Upgrade and the fields Connection named reached
+      // the client), and the client hears what mtlsd does with its own connection.
       auto& buf = from_upstream_.buf;
-      const std::string last =
-          with_connection_close({static_cast<const char*>(buf.data().data()), ready});
+      const std::string_view connection = interim                                ? ""
+                                          : last || !res.keep_alive()            ? "close"
+                                          : http10_client_ && verdict.keep_alive ? "keep-alive"
+                                                                                 : "";
+      forward_response_head({static_cast<const char*>(buf.data().data()), ready}, connection,
+                            response_head_);
       buf.consume(ready);
       ready = 0;
-      if (auto ec = co_await client_.write(last); ec || stopped_) co_return client_write_failed(ec);
+      if (auto ec = co_await client_.write(response_head_); ec || stopped_)
+        co_return client_write_failed(ec);
     }
     auto out = co_await forward_body(from_upstream_, client_, res, ready, stopped_);
     if (stopped_) co_return;

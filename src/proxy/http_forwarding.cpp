@@ -81,6 +81,16 @@ std::vector<std::string> named_by_connection(std::string_view head) {
 
 }  // namespace
 
+void forward_response_head(std::string_view head, std::string_view connection, std::string& out) {
+  const std::vector<std::string> named = named_by_connection(head);
+  std::vector<std::string_view> drop = {"connection", "keep-alive", "proxy-connection", "te",
+                                        "upgrade"};
+  drop.insert(drop.end(), named.begin(), named.end());
+  copy_head_except(head, drop, out);
+  if (!connection.empty()) out.append("Connection: ").append(connection).append("\r\n");
+  out.append("\r\n");
+}
+
 void forward_request_head(std::string_view head, const request_head_view& seen,
                           const http_forwarding& f, std::string& out) {
   using action = xfcc_policy::action;

@@ -73,7 +73,23 @@ void response_framing::on_field_impl(http::field f, string_view name, string_vie
   }
   transfer_encoding_ = transfer_encoding_ || f == http::field::transfer_encoding;
   content_length_ = content_length_ || f == http::field::content_length;
-  if (status_ != 101) return;
+  if (status_ != 101) {
+    if (f == http::field::keep_alive || f == http::field::proxy_connection ||
+        f == http::field::te || f == http::field::upgrade) {
+      hop_by_hop_ = true;
+    } else if (f == http::field::connection) {
+      for (const auto& token : http::token_list{value})
+        hop_by_hop_ =
+            hop_by_hop_ || !(beast::iequals(token, "close") || beast::iequals(token, "keep-alive"));
+    } else if (f == http::field::unknown) {
+      // Keep_Alive and the like, which some readers take for the field (copy_head_except drops
+      // them too).
+      const std::string_view n(name.data(), name.size());
+      hop_by_hop_ = hop_by_hop_ || same_field_name(n, "connection") ||
+                    same_field_name(n, "keep-alive") || same_field_name(n, "proxy-connection");
+    }
+    return;
+  }
   if (f == http::field::upgrade) {
     if (!switching_to_.empty()) switching_to_ += ", ";
     switching_to_.append(value.data(), value.size());

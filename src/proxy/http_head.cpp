@@ -265,11 +265,4 @@ void copy_head_except(std::string_view head, std::span<const std::string_view> d
   }
 }
 
-std::string with_connection_close(std::string_view head) {
-  static constexpr std::string_view connection_fields[] = {"connection", "proxy-connection"};
-  std::string out;
-  copy_head_except(head, connection_fields, out);
-  return out.append("Connection: close\r\n\r\n");
-}
-
 }  // namespace mtlsd::proxy

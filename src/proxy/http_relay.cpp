@@ -173,6 +173,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
   request_done_ = request_done;
   stopped_ = false;
   response_started_ = false;
+  body_malformed_ = false;
   response_keep_alive_ = true;
   upgraded_ = false;
   if (auto ec = co_await upstream_.write(head)) {
@@ -212,6 +213,15 @@ asio::awaitable<http_connection::then> http_connection::exchange(
   // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
   const auto state = co_await asio::this_coro::cancellation_state;
   if (state.cancelled() != asio::cancellation_type::none) co_return then::stop;
+  if (body_malformed_ && !response_started_) {
+    // The head went up, the body then did not parse (a chunk's framing, say), and no final
+    // response reached the client: it is told, as nginx and Envoy tell it, rather than left to
+    // read a bare close as a lost connection it may retry on (review). Written only now that
+    // neither pump runs: the response pump may have been forwarding a 1xx.
+    set_status(400);
+    if (auto ec = co_await client_.write(simple_response(400, "Bad Request", "Bad Request")))
+      result_.ended_by(relay_end::tls_peer);
+  }
   if (end_) {
     // Closed with the client's body bytes unread, the socket would send RST: the session
     // lingers instead (http_serve.cpp).

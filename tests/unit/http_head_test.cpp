@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
 
 namespace mtlsd::proxy {
@@ -350,16 +351,39 @@ TEST(HttpHead, UnfoldingReplacesEachObsFoldWithSpacesInPlace) {
   }
 }
 
+// forward_response_head: the upstream connection's hop-by-hop fields stay on its side.
+std::string forwarded_response(std::string_view head, std::string_view connection) {
+  std::string out;
+  forward_response_head(head, connection, out);
+  return out;
+}
+
 TEST(HttpHead, ConnectionCloseReplacesEveryConnectionLine) {
-  EXPECT_EQ(with_connection_close("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nA: b\r\n"
-                                  "connection: foo,\r\n bar\r\nProxy-Connection: keep-alive\r\n"
-                                  "Content-Length: 0\r\n\r\n"),
+  EXPECT_EQ(forwarded_response("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nA: b\r\n"
+                               "connection: foo,\r\n bar\r\nProxy-Connection: keep-alive\r\n"
+                               "Content-Length: 0\r\n\r\n",
+                               "close"),
             "HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-  EXPECT_EQ(with_connection_close("HTTP/1.1 204 No Content\r\n\r\n"),
+  EXPECT_EQ(forwarded_response("HTTP/1.1 204 No Content\r\n\r\n", "close"),
             "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
   // Only a field named Connection goes: not one whose name or value merely contains it.
-  EXPECT_EQ(with_connection_close("HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\n\r\n"),
-            "HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(
+      forwarded_response("HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\n\r\n", "close"),
+      "HTTP/1.1 200 OK\r\nX-Connection: a\r\nB: Connection\r\nConnection: close\r\n\r\n");
+}
+
+TEST(HttpHead, ResponseHopByHopFieldsStayUpstream) {
+  // The fields each Connection line names go, as do Keep-Alive, Upgrade, TE and their odd
+  // spellings; the framing fields stay even when named.
+  EXPECT_EQ(forwarded_response("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\n"
+                               "X-Secret: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n"
+                               "Connection: x-other, content-length\r\nX-Other: 2\r\n"
+                               "Keep_Alive: 3\r\nTE: trailers\r\nContent-Length: 2\r\n"
+                               "X-Kept: 4\r\n\r\n",
+                               ""),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: 4\r\n\r\n");
+  EXPECT_EQ(forwarded_response("HTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\n\r\n", "keep-alive"),
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n");
 }
 
 // What response_framing makes of `bytes`, fed in pieces of `piece` bytes the way the relay

@@ -42,6 +42,12 @@ std::string misdirected(const http_forwarding& f, std::string_view authority);
 using header_field = std::pair<std::string, std::string>;
 using header_list = std::vector<header_field>;
 
+// An HTTP/1.1 response head (a whole head, unfolded) as it goes to the client, into `out`:
+// without the hop-by-hop fields of the upstream's connection (RFC 9110 7.6.1: Connection and
+// the fields it names, Keep-Alive, Proxy-Connection, TE, Upgrade; not for a 101, whose Upgrade
+// and Connection the client needs), then `Connection: <connection>` unless it is empty.
+void forward_response_head(std::string_view head, std::string_view connection, std::string& out);
+
 // Rewrites `headers` (lower-case names, pseudo-headers excluded) as `f` says.
 void apply_forwarding(header_list& headers, const http_forwarding& f);
 // The same for an HTTP/1.1 request head: `head`'s bytes (a whole head, unfolded, parsed into

@@ -97,6 +97,11 @@ class response_framing final : public detail::framing_base<false> {
   // its Connection lists "upgrade". Recorded for a 101 only (response_head_refusal judges them).
   std::string_view switching_to() const { return switching_to_; }
   bool connection_upgrade() const { return connection_upgrade_; }
+  // Whether the head has a hop-by-hop field a client must not get (forward_response_head): a
+  // Connection naming a field or listing upgrade, Keep-Alive, Proxy-Connection, TE, Upgrade.
+  // "Connection: close" or "keep-alive" alone is not (they say what mtlsd does too): most heads
+  // then go out as their bytes came.
+  bool hop_by_hop() const { return hop_by_hop_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, string_view, string_view, int,
@@ -110,6 +115,7 @@ class response_framing final : public detail::framing_base<false> {
 
   unsigned status_ = 0;
   bool transfer_encoding_ = false, content_length_ = false, connection_upgrade_ = false;
+  bool hop_by_hop_ = false;
   std::string switching_to_;
 };
 

@@ -73,9 +73,5 @@ bool unfold_head(std::span<char> head);
 // ending with CRLF), then the empty line.
 void copy_head_except(std::string_view head, std::span<const std::string_view> drop,
                       std::string& out);
-// The head with its Connection and Proxy-Connection lines removed (Beast, and some clients, read
-// a keep-alive in either) and `Connection: close` added: the last response of a connection that
-// is shutting down.
-std::string with_connection_close(std::string_view head);
 
 }  // namespace mtlsd::proxy

@@ -1,0 +1,199 @@
+"""HTTP/1.1 messages as mtlsd passes them on, in `http:` mode: what it writes itself where the
+bytes it read cannot (or must not) go on as they came.
+
+- A request whose head went up but whose chunked body is malformed (no CRLF after the chunk
+  data, a chunk size past 64 bits, a control character in a chunk extension) is answered
+  `400 Bad Request` by mtlsd when no response has begun, not with a bare close that leaves
+  the client guessing (RFC 9112 7.1; a server answers a request it cannot read with 400).
+  Once a response began, nothing may follow it: a 400 there would answer a request the client
+  has not sent.
+- A response's hop-by-hop fields stay on the upstream's hop (RFC 9110 7.6.1): those its
+  `Connection` field names, and Keep-Alive, Proxy-Connection, and Upgrade on anything but a
+  101. mtlsd writes its own `Connection` (close or keep-alive) for its own decision.
+- An HTTP/2 client sees an HTTP/1.1 upstream's framing as HTTP/2 allows it: `Content-Length:
+  2, 2` (a list of one value, RFC 9110 8.6) as one `content-length: 2`, and no content-length
+  on a 204 (RFC 9110 8.6: a 204 must not carry one); before, curl reset the stream with
+  PROTOCOL_ERROR and the response was lost.
+The clients are raw TLS sockets (the exact bytes matter) and raw HTTP/2 frames decoded here
+(test_http2_upstream_changes.Conversation); the upstreams are written here or are
+http_upstream's strict parser."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+
+import pytest
+
+from clients import curl
+from http_upstream import Reader, read_request
+from mtlsd_harness import client_context, open_tls
+from test_http2_upstream_changes import open_conversation
+from test_http_mode import SockConn, raw_exchange
+import test_http_mode
+
+http_serve = test_http_mode.http_serve  # the fixture: (daemon, upstream, recorder)
+
+TIMEOUT = 10.0
+
+
+def wait_request_line(daemon, **match) -> dict:
+    return daemon.wait_for_log(lambda l: l.get("msg") == "request"
+                               and all(l.get(k) == v for k, v in match.items()))
+
+
+# --- a malformed request body after the head went up ----------------------------------------
+
+CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def swallowing(closed: threading.Event, answer: bytes | None = None):
+    """An upstream that reads a request's head, sends `answer` (if any) at once, then reads
+    everything until mtlsd closes (`closed` is set then)."""
+    def handle(conn) -> None:
+        reader = Reader(conn)
+        if reader.until(b"\r\n\r\n") is not None and answer is not None:
+            conn.sendall(answer)
+        while conn.recv():
+            pass
+        closed.set()
+    return handle
+
+
+@pytest.mark.parametrize("body", [
+    b"1\r\nAB\r\n0\r\n\r\n",                      # chunk data not followed by CRLF
+    b"10000000000000001\r\nA\r\n0\r\n\r\n",       # a chunk size that overflows 64 bits
+    b'1;a="\n"\r\nA\r\n0\r\n\r\n',                # a bare LF inside a chunk extension
+], ids=["no-crlf-after-chunk-data", "chunk-size-overflow", "control-char-in-chunk-extension"])
+def test_a_malformed_body_after_the_head_went_up_gets_400(http_serve, pki, body):
+    """The head is forwarded before the body is read; the body then turns out malformed, and the
+    upstream has not answered: mtlsd answers 400 and closes (both connections), and the request
+    line says 400. Before: a bare close, no response at all."""
+    closed = threading.Event()
+    daemon, up, _ = http_serve(handler=swallowing(closed))
+    out, local = raw_exchange(daemon, pki, CHUNKED_HEAD + body)
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), \
+        f"no 400 for a malformed request body: {out!r}"
+    head = out.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nconnection: close" in head, out
+    assert closed.wait(TIMEOUT), "mtlsd kept the upstream connection open"
+    received = b"".join(c.received for c in up.connections)
+    assert received.startswith(b"POST /up HTTP/1.1\r\n"), received      # the head went up
+    line = daemon.wait_for_access(client=local)
+    assert line["detail"].startswith("malformed request body"), line
+    request = wait_request_line(daemon, client=local)
+    assert request["status"] == 400, request
+
+
+def test_a_malformed_body_after_the_response_began_gets_no_400(http_serve, pki):
+    """Not to regress: the upstream answered (200, whole) as soon as the head arrived; the body
+    that follows is malformed. The connection ends with nothing after the 200: a 400 now would
+    be read by the client as the answer to a next request."""
+    closed = threading.Event()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    daemon, _, _ = http_serve(handler=swallowing(closed, answer))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendall(CHUNKED_HEAD + b"2\r\nab\r\n")
+        reader = Reader(SockConn(sock))
+        head = reader.until(b"\r\n\r\n")
+        assert head is not None and head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+        assert reader.exact(2) == b"ok"
+        rest = bytes(reader.buf)
+        try:
+            sock.sendall(b"1\r\nAB\r\n0\r\n\r\n")          # no CRLF after the chunk data
+            while chunk := sock.recv(65536):
+                rest += chunk
+        except (ConnectionError, ssl.SSLError):   # mtlsd may close before it reads it all
+            pass
+    assert rest == b"", f"mtlsd sent more after the response: {rest!r}"
+    assert closed.wait(TIMEOUT), "mtlsd kept the upstream connection open"
+
+
+# --- hop-by-hop fields of a response ----------------------------------------------------------
+
+def answering_each(raw: bytes):
+    """An upstream that answers every request on its connection with exactly `raw`."""
+    def handle(conn) -> None:
+        reader = Reader(conn)
+        while read_request(reader) is not None:
+            conn.sendall(raw)
+        conn.shutdown_write()
+    return handle
+
+
+def read_head_and_body(reader: Reader) -> tuple[bytes, list[tuple[str, str]], bytes]:
+    """(status line, fields in order as sent, Content-Length body) of one response."""
+    raw = reader.until(b"\r\n\r\n")
+    assert raw is not None, "EOF before a response"
+    status_line, *lines = raw[:-4].decode("latin-1").split("\r\n")
+    fields = [(name.strip().lower(), value.strip())
+              for name, _, value in (line.partition(":") for line in lines)]
+    length = [v for n, v in fields if n == "content-length"]
+    body = reader.exact(int(length[0])) if length else b""
+    return status_line.encode(), fields, body
+
+
+HOP_BY_HOP = {
+    "named-in-connection": (
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n"
+        b"X-Secret: 1\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n"
+        b"Content-Length: 2\r\n\r\nok"),
+    "second-connection-line": (
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-Kept: yes\r\nConnection: X-Other\r\n"
+        b"X-Other: 2\r\nContent-Length: 2\r\n\r\nok"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOP_BY_HOP))
+def test_a_responses_hop_by_hop_fields_stay_upstream(http_serve, pki, name):
+    """Two requests on one connection (keep-alive, then Connection: close), each answered with
+    hop-by-hop fields: the client gets neither them nor the fields the upstream's Connection
+    names, only mtlsd's own Connection (close or keep-alive), and every other field."""
+    daemon, _, _ = http_serve(handler=answering_each(HOP_BY_HOP[name]))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        responses = []
+        for extra in (b"", b"Connection: close\r\n"):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+            responses.append(read_head_and_body(reader))
+    for status_line, fields, body in responses:
+        assert (status_line, body) == (b"HTTP/1.1 200 OK", b"ok"), (status_line, body)
+        names = [n for n, _ in fields]
+        leaked = {"keep-alive", "proxy-connection", "upgrade", "x-secret", "x-other"} & set(names)
+        assert not leaked, f"hop-by-hop fields reached the client: {sorted(leaked)} in {fields}"
+        tokens = {t.strip().lower() for n, v in fields if n == "connection" for t in v.split(",")}
+        assert tokens <= {"close", "keep-alive"}, fields
+        assert ("x-kept", "yes") in fields, fields
+
+
+# --- an HTTP/2 client, an HTTP/1.1 upstream's length fields ---------------------------------
+
+LENGTHS = {
+    "list-of-one-length": (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+                           200, ["2"], b"ok"),
+    "204-with-length": (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                        204, [], b""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LENGTHS))
+def test_an_http2_client_gets_an_http11_upstreams_length_as_http2_allows(http_serve, pki, name):
+    """The head as the HTTP/2 client receives it (frames, HPACK decoded): the content-length
+    fields are as HTTP/2 allows, the stream ends cleanly; and curl --http2 takes the response
+    (before: "stream 1 was not closed cleanly: PROTOCOL_ERROR")."""
+    raw, status, lengths, body = LENGTHS[name]
+    daemon, _, _ = http_serve(handler=answering_each(raw), http={"protocols": ["h2", "http/1.1"]})
+    conv = open_conversation(daemon, pki)
+    try:
+        conv.get(1, "/")
+        assert conv.read_until(lambda c: c.over(1), TIMEOUT), conv.describe(1)
+    finally:
+        conv.client.sock.close()
+    assert conv.status(1) == status, conv.describe(1)
+    (head,) = conv.heads[1]
+    assert [v for n, v in head if n == "content-length"] == lengths, head
+    assert (conv.bodies[1], 1 in conv.ended, conv.resets.get(1)) == (body, True, None), \
+        conv.describe(1)
+    r = curl(daemon.addr(), pki, extra=("--http2", "-o", "/dev/null", "-w", "%{http_code}"))
+    assert (r.returncode, r.stdout) == (0, str(status).encode()), r.stderr
