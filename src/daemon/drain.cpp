@@ -40,11 +40,13 @@ void daemon::drain(const std::string& trigger) {
     return;
   }
   draining_ = true;
-  notify_stopping();
   const auto timeout = runtime_->cfg.shutdown.drain_timeout;
   log::info("draining", {{"signal", trigger},
                          {"open_connections", open_sessions_.count()},
                          {"drain_timeout", config::format_duration(timeout)}});
+  // After the line: sd_notify's send blocks while the notify socket's queue is full, and the
+  // log then says where the drain stands.
+  notify_stopping();
   for (auto& w : workers_) {
     w->close_all_listeners();
     w->drain_sessions();  // HTTP: GOAWAY / Connection: close now, not at the timeout
@@ -59,8 +61,10 @@ void daemon::drain(const std::string& trigger) {
 void daemon::kill_open_sessions() {
   for (auto& w : workers_)
     w->kill_sessions();
+  // From the first kill only: a supervisor repeating SIGTERM faster than kill_grace would
+  // otherwise put the exit off for ever (review).
+  if (!killed_) hard_deadline_ = steady::now() + kill_grace;
   killed_ = true;
-  hard_deadline_ = steady::now() + kill_grace;
 }
 
 // Looks at the open sessions now, and again when the timer fires: at the next deadline, or
