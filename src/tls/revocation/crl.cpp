@@ -77,6 +77,35 @@ x509_crl_ptr parse_crl(std::string_view data) {
   return x509_crl_ptr(crl);
 }
 
+namespace {
+
+// RFC 5280 5.2 and 5.3: a CRL carrying a critical extension, or an entry carrying one, that the
+// user does not process must not be used. Processed are those OpenSSL processes (it refuses a
+// CRL file with any other: X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION): the issuing
+// distribution point and delta CRL indicator, and an entry's certificate issuer.
+bool has_unhandled_critical_extension(const X509_CRL* crl) {
+  for (int i = 0; i < X509_CRL_get_ext_count(crl); ++i) {
+    X509_EXTENSION* ext = X509_CRL_get_ext(crl, i);
+    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+    if (X509_EXTENSION_get_critical(ext) && nid != NID_issuing_distribution_point &&
+        nid != NID_delta_crl)
+      return true;
+  }
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(const_cast<X509_CRL*>(crl));
+  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+    const X509_REVOKED* r = sk_X509_REVOKED_value(entries, i);
+    for (int j = 0; j < X509_REVOKED_get_ext_count(r); ++j) {
+      X509_EXTENSION* ext = X509_REVOKED_get_ext(r, j);
+      if (X509_EXTENSION_get_critical(ext) &&
+          OBJ_obj2nid(X509_EXTENSION_get_object(ext)) != NID_certificate_issuer)
+        return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::string check_crl_issuer(X509_CRL* crl, X509* issuer) {
   if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) != 0)
     return "CRL issuer does not match the certificate's issuer";
@@ -90,6 +119,8 @@ std::string check_crl_issuer(X509_CRL* crl, X509* issuer) {
   }
   if (X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) >= 0)
     return "a delta CRL where a complete CRL was expected";
+  if (has_unhandled_critical_extension(crl))
+    return "the CRL has a critical extension mtlsd does not process (RFC 5280 5.2: not used)";
   return {};
 }
 
@@ -198,11 +229,24 @@ std::vector<std::string> revoked_serials(X509_CRL* crl) {
   return out;
 }
 
+namespace {
+
+// Whether a CRL with this nextUpdate is past it and crl_grace, as the handshake judges it:
+// OpenSSL calls it expired from the second of its nextUpdate on, and verifier::within_grace
+// enforces it for `grace_seconds` more (none at 0: review, a resumption was admitted during
+// the second a full handshake was refused).
+bool stale_at(std::time_t next, std::time_t grace_seconds, std::time_t now) {
+  if (next == 0 || now < next) return false;
+  return grace_seconds <= 0 || now - next > grace_seconds;
+}
+
+}  // namespace
+
 bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seconds,
                    std::time_t now) {
   return std::any_of(crls.begin(), crls.end(), [&](const x509_crl_ptr& crl) {
     const std::time_t next = crl_next_update(crl.get());
-    return next != 0 && now - next > grace_seconds;
+    return stale_at(next, grace_seconds, now);
   });
 }
 
@@ -236,7 +280,9 @@ bool crl_of(const X509_CRL* crl, const std::vector<X509*>& path, std::size_t dep
 }  // namespace
 
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
-                           bool whole_chain, std::time_t grace_seconds, std::time_t now) {
+                           bool whole_chain, std::time_t grace_seconds, std::time_t now,
+                           std::uint32_t* depths) {
+  std::string first;
   const std::vector<X509*> path = chain.with_anchor();
   for (X509* c : path)
     X509_get_extension_flags(c);  // decoded once, for crl_of's key id comparisons
@@ -253,14 +299,17 @@ std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_
         continue;
       found = found || X509_CRL_get_ext_by_NID(crl.get(), NID_delta_crl, -1) < 0;
       const std::time_t next = crl_next_update(crl.get());
-      current = current || next == 0 || now - next <= grace_seconds;
+      current = current || !stale_at(next, grace_seconds, now);
     }
     drain_errors();  // a malformed authority key id leaves its decoding error queued
     if (!found || current) continue;
-    return std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
-           std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";
+    if (first.empty())
+      first = std::string(X509_verify_cert_error_string(X509_V_ERR_CRL_HAS_EXPIRED)) + " (depth " +
+              std::to_string(depth) + ": " + subject_of(cert) + ") (crl file)";
+    if (!depths) break;
+    *depths |= depth < 31 ? (1U << depth) : (1U << 31);
   }
-  return {};
+  return first;
 }
 
 rebuilt_chain chain_to_anchor(X509* leaf, const std::vector<X509*>& intermediates,

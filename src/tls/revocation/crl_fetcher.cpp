@@ -58,7 +58,7 @@ asio::awaitable<answer> crl_fetcher::lookup_at(std::string url_text, X509* cert,
   // backing off; otherwise use what there is.
   if (!c || (expired && (c->failures == 0 || now >= c->refresh_at))) {
     if (const std::string* error = state_->recently_failed(url_text);
-        error && !inflight_.count(url_text) && !c) {
+        error && !inflight_.count(flight_key(url_text, pol.timeout)) && !c) {
       out.detail = *error;
       co_return out;
     }
@@ -109,9 +109,11 @@ answer crl_fetcher::judge(const cached& c, X509* cert, const policy& pol, std::t
 
 std::shared_ptr<crl_fetcher::download_flight> crl_fetcher::start(
     const net::http_url& url, X509* issuer, std::chrono::milliseconds timeout) {
-  if (auto it = inflight_.find(url.text); it != inflight_.end()) return it->second;
+  std::string key = flight_key(url.text, timeout);
+  if (auto it = inflight_.find(key); it != inflight_.end()) return it->second;
   auto f = std::make_shared<download_flight>(state_->ex);
-  inflight_[url.text] = f;
+  f->key = key;
+  inflight_[std::move(key)] = f;
   state_->spawn(fetch(shared_from_this(), f, url, up_ref(issuer), timeout), "crl download");
   return f;
 }
@@ -119,7 +121,7 @@ std::shared_ptr<crl_fetcher::download_flight> crl_fetcher::start(
 asio::awaitable<void> crl_fetcher::fetch(std::shared_ptr<crl_fetcher> self,
                                          std::shared_ptr<download_flight> f, net::http_url url,
                                          x509_ptr issuer, std::chrono::milliseconds timeout) {
-  inflight_guard<decltype(self->inflight_), download_flight> guard{self->inflight_, *f, url.text};
+  inflight_guard<decltype(self->inflight_), download_flight> guard{self->inflight_, *f, f->key};
   f->error = "internal error";
   net::http_request req;
   req.accept = "application/pkix-crl";

@@ -45,6 +45,7 @@ class crl_fetcher : public std::enable_shared_from_this<crl_fetcher> {
   };
   struct download_flight : flight {
     using flight::flight;
+    std::string key;    // in inflight_
     std::string error;  // empty once the CRL is cached
   };
 
@@ -54,9 +55,15 @@ class crl_fetcher : public std::enable_shared_from_this<crl_fetcher> {
   // What a cached CRL says about `cert` at `when` (its issuer already matched).
   answer judge(const cached& c, X509* cert, const policy& pol, std::time_t when) const;
 
-  // The flight of the download of `url`: the one in progress, or a new one.
+  // The flight of the download of `url` within `timeout`: the one in progress, or a new one.
+  // Keyed by both, as OCSP requests are: a listener never waits on a download another
+  // listener's longer timeout bounds (review: the shorter one's session deadline passed, which
+  // refuses even under on_unavailable: allow).
   std::shared_ptr<download_flight> start(const net::http_url& url, X509* issuer,
                                          std::chrono::milliseconds timeout);
+  static std::string flight_key(const std::string& url, std::chrono::milliseconds timeout) {
+    return url + '\n' + std::to_string(timeout.count());
+  }
   static boost::asio::awaitable<void> fetch(std::shared_ptr<crl_fetcher> self,
                                             std::shared_ptr<download_flight> f, net::http_url url,
                                             x509_ptr issuer, std::chrono::milliseconds timeout);
@@ -74,8 +81,8 @@ class crl_fetcher : public std::enable_shared_from_this<crl_fetcher> {
                                                    net::http_url url, std::uint64_t generation);
 
   std::shared_ptr<service_state> state_;
-  lru_cache<std::string, cached> cache_;  // by URL
-  std::unordered_map<std::string, std::shared_ptr<download_flight>> inflight_;
+  lru_cache<std::string, cached> cache_;                                        // by URL
+  std::unordered_map<std::string, std::shared_ptr<download_flight>> inflight_;  // flight_key
   std::uint64_t next_generation_ = 1;
 };
 

@@ -4,6 +4,7 @@
 #include <openssl/x509.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <string_view>
@@ -71,9 +72,12 @@ struct rebuilt_chain {
 // `crls` is left as the full handshake left it; a CRL without nextUpdate is current, and a
 // current delta keeps its issuer's expired base in force. (A CRL's scope, its issuing distribution
 // point or onlyUser/onlyCA, is not weighed: narrower than OpenSSL's choice, which the full
-// handshake made.) The refusal's detail, worded as a full handshake's, or "".
+// handshake made.) The refusal's detail (of the first such certificate, leaf side first),
+// worded as a full handshake's, or "". `depths`, when given, gets bit d set for every such
+// depth d (31 for any deeper).
 std::string stale_crl_file(const std::vector<x509_crl_ptr>& crls, const rebuilt_chain& chain,
-                           bool whole_chain, std::time_t grace_seconds, std::time_t now);
+                           bool whole_chain, std::time_t grace_seconds, std::time_t now,
+                           std::uint32_t* depths = nullptr);
 // Whether any of `crls` is past nextUpdate + `grace_seconds`: nearly always false, and then no
 // resumed chain needs rebuilding or checking.
 bool any_crl_stale(const std::vector<x509_crl_ptr>& crls, std::time_t grace_seconds,
