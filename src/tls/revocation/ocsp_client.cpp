@@ -40,11 +40,15 @@ bool ocsp_client::cached::fresh(std::time_t now) const {
   // A revocation does not expire (ocsp.cpp), but for a certificateHold: asked again, the
   // responder would only say it again, one request per handshake of the revoked peer.
   if (answer.result == status::revoked && answer.detail != "certificateHold") return true;
-  if (answer.next_update) return now < answer.next_update;
+  return now < fresh_until();
+}
+
+std::time_t ocsp_client::cached::fresh_until() const {
+  if (answer.next_update) return answer.next_update;
   // Without nextUpdate an answer is taken only while its thisUpdate is recent (ocsp.cpp), and
   // kept no longer than that either, not ocsp_default_lifetime past the fetch.
-  return now < std::min<std::time_t>(fetched + ocsp_default_lifetime,
-                                     answer.this_update + ocsp_max_age_without_next_update);
+  return std::min<std::time_t>(fetched + ocsp_default_lifetime,
+                               answer.this_update + ocsp_max_age_without_next_update);
 }
 
 ocsp_client::ocsp_client(std::shared_ptr<service_state> state)
@@ -92,13 +96,60 @@ asio::awaitable<void> ocsp_client::fetch(std::shared_ptr<ocsp_client> self,
   else if (x.answer.result == status::unavailable)
     self->state_->record_failure(cert_id, x.answer.detail);
   else
-    self->keep(cert_id, x.answer, cert.get(), url.text);
+    self->keep(cert_id, x.answer, cert, issuer, url.text, timeout);
+  if (x.answer.result == status::unavailable || x.answer.declined) self->refresh_failed(cert_id);
   self->state_->report(ocsp_fetched{url.text, subject_of(cert.get()), x.answer});
   f->answer = std::move(x.answer);
 }
 
-void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* cert,
-                       const std::string& url) {
+void ocsp_client::refresh_failed(const std::string& cert_id) {
+  if (cached* c = cache_.peek(cert_id)) {
+    c->failures++;
+    c->retry_at = std::time(nullptr) + backoff(c->failures);
+  }
+}
+
+asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> self) {
+  std::time_t wait = 1;  // the first answer kept has just started this
+  while (!self->state_->stopping) {
+    co_await self->state_->sleep_for(std::chrono::seconds(wait));
+    if (self->state_->stopping) break;
+    const std::time_t now = std::time(nullptr);
+    wait = ocsp_refresh_period.count();
+    struct due {
+      x509_ptr cert, issuer;
+      std::string url;
+      std::chrono::milliseconds timeout;
+    };
+    std::vector<due> asks;
+    self->cache_.for_each([&](const std::string&, cached& c) {
+      if (!c.cert || now - c.last_used > ocsp_refresh_idle_lifetime) return;
+      if (c.fresh(now)) {
+        if (c.answer.result != status::revoked || c.answer.detail == "certificateHold")
+          wait = std::min(wait, c.fresh_until() - now);
+        return;
+      }
+      if (now < c.retry_at) {
+        wait = std::min(wait, c.retry_at - now);
+        return;
+      }
+      asks.push_back({up_ref(c.cert.get()), up_ref(c.issuer.get()), c.url, c.timeout});
+    });
+    wait = std::max<std::time_t>(wait, 1);
+    for (auto& a : asks) {
+      auto url = net::parse_http_url(a.url);
+      ocsp_query q = make_ocsp_query(a.cert.get(), a.issuer.get());
+      if (!url || q.der.empty()) continue;
+      // Not awaited: each runs as a check's request would (shared with one in flight), and
+      // keep() publishes a revocation it learns.
+      self->start(std::move(q), a.cert, a.issuer, *url, a.timeout);
+    }
+  }
+}
+
+void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x509_ptr& cert,
+                       const x509_ptr& issuer, const std::string& url,
+                       std::chrono::milliseconds timeout) {
   // Known for good: lookup() no longer asks about it, but a request already in flight may
   // still answer, and has nothing to add.
   if (revoked_.count(cert_id)) return;
@@ -110,13 +161,31 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, X509* c
     return;
   const bool newly_revoked =
       a.result == status::revoked && !(before && before->answer.result == status::revoked);
-  cache_.put(cert_id, {a, url, std::time(nullptr)});
+  const std::time_t now = std::time(nullptr);
+  cached fresh;
+  fresh.answer = a;
+  fresh.url = url;
+  fresh.fetched = now;
+  fresh.cert = up_ref(cert.get());
+  fresh.issuer = up_ref(issuer.get());
+  fresh.timeout = timeout;
+  // A background refresh's answer does not make the certificate look used.
+  fresh.last_used = before ? before->last_used : now;
+  cache_.put(cert_id, std::move(fresh));
   if (a.result == status::revoked && a.detail != "certificateHold" && revoked_.size() < max_revoked)
-    revoked_.try_emplace(cert_id, cached{a, url, std::time(nullptr)});
+    if (auto [it, added] = revoked_.try_emplace(cert_id); added) {
+      it->second.answer = a;
+      it->second.url = url;
+      it->second.fetched = now;
+    }
+  if (state_->background && !refreshing_) {
+    refreshing_ = true;
+    state_->spawn(refresh_loop(shared_from_this()), "ocsp refresh");
+  }
   if (!newly_revoked) return;
   auto e = std::make_shared<revocation_event>();
-  e->issuer = name_der(X509_get_issuer_name(cert));
-  e->serials = {serial_der(X509_get0_serialNumber(cert))};
+  e->issuer = name_der(X509_get_issuer_name(cert.get()));
+  e->serials = {serial_der(X509_get0_serialNumber(cert.get()))};
   e->source = "ocsp " + url;
   state_->publish(std::move(e));
 }
@@ -152,8 +221,11 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
   const std::string id = q.cert_id;
   if (auto it = revoked_.find(id); it != revoked_.end())
     co_return answer{status::revoked, "ocsp " + it->second.url, it->second.answer.detail};
-  if (const cached* c = cache_.find(id); c && c->fresh(std::time(nullptr)))
-    co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
+  if (cached* c = cache_.find(id)) {
+    c->last_used = std::time(nullptr);
+    if (c->fresh(c->last_used))
+      co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
+  }
   ocsp_answer a;
   const std::string* error = state_->recently_failed(url->text);
   if (!error) error = state_->recently_failed(id);

@@ -46,6 +46,14 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
     std::string url;
     std::time_t fetched = 0;
     bool fresh(std::time_t now) const;
+    std::time_t fresh_until() const;  // for an answer that is not a lasting revocation
+    // For the background refresh (refresh_loop): what to ask again, when it was last needed,
+    // and when to try again after a failed refresh.
+    x509_ptr cert, issuer;
+    std::chrono::milliseconds timeout{0};
+    std::time_t last_used = 0;
+    int failures = 0;
+    std::time_t retry_at = 0;
   };
   struct request_flight : flight {
     using flight::flight;
@@ -64,7 +72,16 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   static std::string flight_key(const std::string& cert_id, const net::http_url& url,
                                 std::chrono::milliseconds timeout);
   // Caches a usable answer; a newly learnt revocation becomes an event (recheck_established).
-  void keep(const std::string& cert_id, const ocsp_answer& a, X509* cert, const std::string& url);
+  void keep(const std::string& cert_id, const ocsp_answer& a, const x509_ptr& cert,
+            const x509_ptr& issuer, const std::string& url, std::chrono::milliseconds timeout);
+  // A failed request for a cached certificate: its refresh backs off.
+  void refresh_failed(const std::string& cert_id);
+  // Background (the daemon's service): asks again for the cached answers past their nextUpdate
+  // whose certificate was seen within ocsp_refresh_idle_lifetime, looking when the first is due
+  // (every ocsp_refresh_period at most, a second at least).
+  // Without it a long-lived connection's peer was never asked about again, and a revocation
+  // reached it only through another handshake of the same certificate (review).
+  static boost::asio::awaitable<void> refresh_loop(std::shared_ptr<ocsp_client> self);
 
   // The revocation `id` is known by, if any: a lasting one (revoked_) or one still cached.
   const cached* known_revocation(const std::string& id);
@@ -79,6 +96,7 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   std::unordered_map<std::string, cached> revoked_;
   static constexpr std::size_t max_revoked = 100'000;
   std::unordered_map<std::string, std::shared_ptr<request_flight>> inflight_;  // by flight_key
+  bool refreshing_ = false;  // refresh_loop started
 };
 
 }  // namespace mtlsd::tls::revocation

@@ -31,6 +31,12 @@ inline constexpr std::time_t ocsp_default_lifetime = 300;
 // background refresh waits longer than this.
 inline constexpr std::time_t crl_idle_lifetime = 3600;
 
+// A peer's OCSP answer past its nextUpdate is asked for again in the background while its
+// certificate was seen in a handshake within this long (a connection open longer learns of a
+// revocation: recheck_established), looked for that often.
+inline constexpr std::time_t ocsp_refresh_idle_lifetime = 24 * 3600;
+inline constexpr auto ocsp_refresh_period = std::chrono::seconds(30);
+
 // Exponential backoff for background refreshes: 1s, 2s, 4s ... 5 minutes.
 std::time_t backoff(int failures);
 

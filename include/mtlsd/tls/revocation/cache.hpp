@@ -62,6 +62,13 @@ class lru_cache {
     index_.erase(it);
   }
 
+  // Calls f(key, value) for every entry, most recently used first, without touching recency.
+  template <class F>
+  void for_each(F&& f) {
+    for (auto& [k, v] : order_)
+      f(k, v);
+  }
+
   std::size_t size() const { return order_.size(); }
   std::size_t bytes() const { return bytes_; }
 
