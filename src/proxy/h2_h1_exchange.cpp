@@ -20,7 +20,6 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <cctype>
 #include <deque>
 #include <map>
 #include <optional>
@@ -28,6 +27,7 @@
 #include <vector>
 
 #include "h2_h1_request.hpp"
+#include "h2_h1_response.hpp"
 #include "h2_stream.hpp"
 #include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
@@ -43,32 +43,6 @@ using asio::as_tuple;
 using asio::use_awaitable;
 
 constexpr std::size_t response_buffer_limit = 64 * 1024;  // per stream, not yet sent to the client
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// A chunked response's trailer section, as the stream's HTTP/2 trailers (RFC 9113 8.1):
-// `fields` holds only it (the head's were cleared once taken: Beast's parser adds the trailer
-// fields to the head's, next to any of the same name), without the fields kept_in_trailers
-// leaves out nor those the response's Connection named. False when the section would not fit
-// an HTTP/2 header block (RFC 9113 6.5.2's accounting, against the head limit).
-bool take_trailers(const http::fields& fields, const std::set<std::string>& named_by_connection,
-                   header_list& out) {
-  std::size_t size = 0;
-  for (const auto& f : fields) {
-    std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
-    std::string value(f.value());
-    size += name.size() + value.size() + 32;
-    if (size > http_head_limit) return false;
-    if (kept_in_trailers(name, value) && !named_by_connection.count(name))
-      out.emplace_back(std::move(name), std::move(value));
-  }
-  return true;
-}
 
 class h1_upstream final : public upstream {
  public:
@@ -228,23 +202,9 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   auto& msg = p->get();
   s.status = static_cast<int>(msg.result_int());
   std::set<std::string> named_by_connection;
-  for (const auto& f : msg)
-    if (f.name() == http::field::connection)
-      for (auto token : http::token_list(f.value()))
-        named_by_connection.insert(lower(std::string_view(token.data(), token.size())));
-  for (const auto& f : msg) {
-    std::string name = lower(std::string_view(f.name_string().data(), f.name_string().size()));
-    std::string value(f.value());
-    if (is_hop_by_hop(name, value) || name == "te" || named_by_connection.count(name) ||
-        name == "content-length")
-      continue;
-    s.response_headers.emplace_back(std::move(name), std::move(value));
-  }
-  // The length Beast read (it accepts "2, 2" and the same field twice), once, in the form
-  // HTTP/2 allows, and none where a response has no content (RFC 9110 8.6: a 204; nghttp2 reset
-  // the client's stream for either: review).
-  if (const auto length = p->content_length(); length && s.status != 204)
-    s.response_headers.emplace_back("content-length", std::to_string(*length));
+  const auto length = p->content_length();
+  take_response_head(msg, s.status, length ? std::optional<std::uint64_t>(*length) : std::nullopt,
+                     named_by_connection, s.response_headers);
   keep_alive = p->keep_alive();
   static_cast<http::fields&>(msg).clear();  // taken: what the parser adds now is the trailers
   if (p->is_done()) s.response_end = true;

@@ -1,0 +1,32 @@
+#pragma once
+// What the HTTP/1.1 side of an HTTP/2 client's connection makes of an upstream's response for a
+// stream (h2_h1_exchange.cpp): its head's fields and its chunked body's trailers, as HTTP/2
+// fields.
+#include <boost/beast/http/fields.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "h2_stream.hpp"
+
+namespace mtlsd::proxy::h2 {
+
+// The response head's fields as the stream's response_headers (lower-case names): without the
+// hop-by-hop ones, those the response's Connection names (returned in `named_by_connection`
+// for its trailers), and its Content-Length, for which `length` (as Beast read it: "2, 2" is 2)
+// is written once, but on a 204 (RFC 9110 8.6; nghttp2 resets a client's stream for either).
+void take_response_head(const boost::beast::http::fields& fields, int status,
+                        std::optional<std::uint64_t> length,
+                        std::set<std::string>& named_by_connection, header_list& out);
+
+// A chunked response's trailer section, as the stream's HTTP/2 trailers (RFC 9113 8.1):
+// `fields` holds only it (the head's were cleared once taken: Beast's parser adds the trailer
+// fields to the head's, next to any of the same name), without the fields kept_in_trailers
+// leaves out nor those the response's Connection named. False when the section would not fit
+// an HTTP/2 header block (RFC 9113 6.5.2's accounting, against the head limit).
+bool take_trailers(const boost::beast::http::fields& fields,
+                   const std::set<std::string>& named_by_connection, header_list& out);
+
+}  // namespace mtlsd::proxy::h2
