@@ -20,11 +20,12 @@
 #include "mtlsd/proxy/buffer_pool.hpp"
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
-#include "mtlsd/tls/revocation/crl.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
+#include "mtlsd/tls/session_cache.hpp"
 #include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "session_resumed.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy::detail {
@@ -174,6 +175,7 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   count_verdict(s, *v);
   if (v->refusal) {
     s.refuse(*v->refusal, v->detail);
+    tls::client_session_cache::forget(tls.native());  // client mode: resumes nothing
     // The handshake is over, so no alert can say why: close_notify (after a GOAWAY for an
     // HTTP/2 client), then a lingering close.
     s.enter(phase::closing, std::chrono::seconds(1));
@@ -189,54 +191,6 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
                {"client", s.client},
                {"detail", v->soft_fail_note}});
   co_return true;
-}
-
-}  // namespace
-
-namespace {
-
-// A resumed session's chain as a full handshake would judge it: the leaf, then its issuers from
-// the trust bundle and from the intermediates its ticket carries or, for a session kept in
-// memory (TLS 1.2 session IDs, client mode's cache), the client sent. A client that sent only
-// its leaf was completed from the bundle, and its ticket carries nothing. Rebuilt on first use
-// only, and once per connection (the stale-CRL check and the revocation watch both use it).
-class resumed_chain {
- public:
-  resumed_chain(const runtime::listener_runtime& l, SSL* ssl, X509* leaf)
-      : l_(l), ssl_(ssl), leaf_(leaf) {}
-
-  const tls::revocation::rebuilt_chain& get() {
-    if (chain_) return *chain_;
-    from_ticket_ = tls::ticket_intermediates(ssl_);  // owns what the chain points into
-    std::vector<X509*> pool;
-    for (const auto& c : from_ticket_)
-      pool.push_back(c.get());
-    if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl_))
-      for (int i = 0; i < sk_X509_num(sent); ++i)
-        pool.push_back(sk_X509_value(sent, i));
-    return chain_.emplace(tls::revocation::chain_to_anchor(leaf_, pool, l_.tls.trust));
-  }
-
- private:
-  const runtime::listener_runtime& l_;
-  SSL* ssl_;
-  X509* leaf_;
-  tls::cert_chain from_ticket_;
-  std::optional<tls::revocation::rebuilt_chain> chain_;
-};
-
-// With crl_files alone, a full handshake is refused (on_unavailable: fail) or admitted with a
-// warning (allow) once the CRL for its chain is past nextUpdate + crl_grace; a resumption skips
-// that check (the files are in the session id context, time is not). The same check for a
-// resumed session: "" when nothing is stale.
-std::string stale_crl_of_resumed(const runtime::listener_runtime& l, resumed_chain& chain) {
-  const auto& rv = l.revocation;
-  if (!rv.crl_files || rv.network() || l.tls.crls.empty()) return {};
-  // The common case, every CRL current: no ticket decoded, no chain rebuilt.
-  const std::time_t now = std::time(nullptr);
-  if (!tls::revocation::any_crl_stale(l.tls.crls, rv.grace_seconds, now)) return {};
-  return tls::revocation::stale_crl_file(
-      l.tls.crls, chain.get(), rv.crl_scope == config::crl_scope::chain, rv.grace_seconds, now);
 }
 
 }  // namespace
@@ -260,8 +214,8 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     s.peer_identity = tls::extract_identity(cert);
     std::optional<std::pair<reason, std::string>> refused;
     if (!tls::valid_now(cert) && !s.listener->cfg.server_auth.insecure_skip_verify) {
-      // Tickets carrying such a certificate resume nothing (tls/ticket_chain.hpp); this holds
-      // for a session from the server's session cache (TLS 1.2 session IDs) too.
+      // Server tickets carrying such a certificate resume nothing (tls/ticket_chain.hpp); a
+      // client-mode session is dropped from its cache first: this is the backstop.
       const bool early = X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0;
       refused.emplace(early ? reason::not_yet_valid : reason::expired,
                       early ? "certificate is not yet valid" : "certificate has expired");
@@ -274,13 +228,21 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     resumed.emplace(*s.listener, tls.native(), cert);
     if (!refused && SSL_session_reused(tls.native()) == 1 &&
         !s.listener->cfg.server_auth.insecure_skip_verify)
-      if (auto stale = stale_crl_of_resumed(*s.listener, *resumed); !stale.empty()) {
-        if (auto* m = s.listener->metrics)
-          m->revocation_check(revocation_method::crl, revocation_status::unavailable);
-        if (s.listener->revocation.soft_fail)  // as count_revocation says it for a full one
-          warn_admitted_without_crl(s, stale + " (resumed session)");
-        else
-          refused.emplace(reason::revocation_unavailable, std::move(stale));
+      if (auto crls = unusable_crls_of_resumed(*s.listener, tls.native(), *resumed); crls.depths) {
+        if (network_revocation) {
+          // As a full handshake defers them: OCSP or a distribution point may answer for
+          // those certificates, and check_revocation decides (and counts; its detail names
+          // the CRL file as the source).
+          vo.crl_deferred_depths = crls.depths;
+          vo.crl_note = std::move(crls.note);
+        } else {
+          if (auto* m = s.listener->metrics)
+            m->revocation_check(revocation_method::crl, revocation_status::unavailable);
+          if (s.listener->revocation.soft_fail)  // as count_revocation says it for a full one
+            warn_admitted_without_crl(s, crls.note + " (crl file) (resumed session)");
+          else
+            refused.emplace(reason::revocation_unavailable, crls.note + " (crl file)");
+        }
       }
     if (refused) {
       observe_handshake(s);
@@ -288,6 +250,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       s.refused_peer = std::move(s.peer_identity);
       s.peer_identity.reset();
       s.refuse(refused->first, std::move(refused->second) + " (resumed session)");
+      tls::client_session_cache::forget(tls.native());
       s.enter(phase::closing, std::chrono::seconds(1));
       co_await goaway_refused(s, tls, refused->first);
       co_await tls.shutdown_send();

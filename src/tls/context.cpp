@@ -252,7 +252,10 @@ void set_server_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_c
   // Ticket keys are the process's (every worker, across reloads).
   bind_session_context(ctx, l.name, out.peer_verifier->trust_binding());
   if (l.tls.session_resumption) {
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    // Tickets only, no session cache (TLS 1.2 session IDs): a ticket carries what resuming
+    // must honour (ticket_chain.hpp), and costs no memory per session (Go's crypto/tls server,
+    // ghostunnel's, does the same).
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     use_shared_ticket_keys(ctx);
     keep_peer_chain_in_tickets(ctx);
     SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume

@@ -33,6 +33,11 @@ const indexes& idx() {
   return i;
 }
 
+// A depth's bit in verify_outcome's masks; depths 31 and deeper share the last.
+std::uint32_t depth_bit(int depth) {
+  return depth >= 0 && depth < 31 ? (1U << depth) : (1U << 31);
+}
+
 std::string describe(int err, int depth, X509* cert) {
   std::string s = X509_verify_cert_error_string(err);
   s += " (depth " + std::to_string(depth);
@@ -199,16 +204,34 @@ int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
   return v->decide(ok, store_ctx, *out, sni);
 }
 
+namespace {
+
+// A CRL whose thisUpdate is this little ahead of our clock is taken: its CA's clock runs ahead
+// of ours (review: a fresh CRL file was unusable until then). Distribution points' CRLs and
+// OCSP answers get the same allowance (ocsp_skew_seconds).
+constexpr std::time_t crl_skew_seconds = 300;
+
+std::time_t verification_time(X509_STORE_CTX* store_ctx) {
+  const X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
+  return (X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME)
+             ? X509_VERIFY_PARAM_get_time(param)
+             : std::time(nullptr);
+}
+
+bool within_skew(X509_STORE_CTX* store_ctx) {
+  const X509_CRL* crl = X509_STORE_CTX_get0_current_crl(store_ctx);
+  const std::time_t this_update = crl ? asn1_time_to_unix(X509_CRL_get0_lastUpdate(crl)) : 0;
+  return this_update && this_update - verification_time(store_ctx) <= crl_skew_seconds;
+}
+
+}  // namespace
+
 bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
   if (crl_.grace_seconds <= 0) return false;
   const X509_CRL* crl = X509_STORE_CTX_get0_current_crl(store_ctx);
   const std::time_t next = crl ? asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl)) : 0;
   if (!next) return false;
-  const X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
-  const std::time_t now = (X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME)
-                              ? X509_VERIFY_PARAM_get_time(param)
-                              : std::time(nullptr);
-  return now - next <= crl_.grace_seconds;
+  return verification_time(store_ctx) - next <= crl_.grace_seconds;
 }
 
 int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const {
@@ -230,6 +253,10 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
     // chain means every level below the anchor, as for the network sources).
     return 1;
   }
+  if (crl_.enabled && err == X509_V_ERR_CRL_NOT_YET_VALID && within_skew(store_ctx)) {
+    // OpenSSL goes on to check the certificate against it, as for a current CRL.
+    return 1;
+  }
   if (crl_.enabled && err == X509_V_ERR_CRL_HAS_EXPIRED && within_grace(store_ctx)) {
     // Within crl_grace the stale CRL is still enforced: once we accept the time error,
     // OpenSSL goes on to check the certificate against it.
@@ -239,7 +266,8 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
       reason_from_x509_error(err) == reason::revocation_unavailable) {
     // Another source (OCSP, a distribution point) may answer for this certificate: the
     // revocation service decides after the handshake. A CRL that is present still revokes.
-    out.crl_deferred_depths |= depth < 32 ? (1U << depth) : (1U << 31);
+    out.crl_deferred_depths |= depth_bit(depth);
+    out.crl_unusable_depths |= depth_bit(depth);
     if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
     return 1;
   }
@@ -249,6 +277,7 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
     // that IS present still revokes: this branch only sees missing/stale/unusable CRLs.
     // The first certificate without a usable CRL (leaf side first), as a refusal names it.
     out.crl = revocation_status::unavailable;
+    out.crl_unusable_depths |= depth_bit(depth);
     if (out.crl_note.empty()) out.crl_note = describe(err, depth, cert);
     return 1;
   }
@@ -265,50 +294,6 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
       out.detail += " (crl file)";
   }
   return 0;
-}
-
-std::string verifier::trust_binding() const {
-  std::vector<std::string> entries;
-  for (const auto& a : anchors_) {
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    X509_digest(a.cert.get(), EVP_sha256(), d, &len);
-    entries.push_back(a.trust_domain + '\0' + std::string(reinterpret_cast<char*>(d), len));
-  }
-  std::sort(entries.begin(), entries.end());
-  std::string out;
-  for (const auto& e : entries)
-    out += e + '\n';
-  return out;
-}
-
-std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
-                                           const peer_identity& id) const {
-  if (anchors_.empty()) return {};
-  if (id.spiffe_id.empty())
-    return "no SPIFFE ID" +
-           (id.spiffe_id_problem.empty() ? std::string() : " (" + id.spiffe_id_problem + ")") +
-           ": a SPIFFE bundle vouches only for the SPIFFE IDs of its trust domain";
-  // "spiffe://" then the trust domain, up to the path (a workload's ID always has one).
-  const std::string_view rest = std::string_view(id.spiffe_id).substr(9);
-  const std::string_view td = rest.substr(0, rest.find('/'));
-  // Any CA of the chain above the leaf will do, not only its top: go-spiffe's roots are the
-  // bundle's certificates, each an anchor wherever it stands, and one store holding every
-  // bundle may build the chain past it (a bundle's CA issued by another bundle's).
-  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
-  std::string holders;  // the trust domains whose bundles hold a CA of the chain
-  for (int i = 1; chain && i < sk_X509_num(chain); ++i) {
-    X509* ca = sk_X509_value(chain, i);
-    for (const auto& a : anchors_) {
-      if (X509_cmp(a.cert.get(), ca) != 0) continue;
-      if (a.trust_domain == td) return {};
-      if (holders.find(a.trust_domain) == std::string::npos)
-        holders += (holders.empty() ? "" : ", ") + a.trust_domain;
-    }
-  }
-  return "the chain reaches CAs of the bundle of " +
-         (holders.empty() ? std::string("no trust domain") : holders) + " only, not of " +
-         std::string(td) + ", the trust domain of " + id.spiffe_id;
 }
 
 int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,

@@ -35,6 +35,11 @@ class client_session_cache {
   // (the connected upstream address), and the session stored under it, if any and not expired,
   // is offered for resumption. `*key` must outlive `ssl`.
   void prepare(SSL* ssl, const std::string* key);
+  // A connection refused after its handshake (a revocation check, a resumed session judged
+  // again): the session it made or resumed is not offered again, so the remote meets a full
+  // handshake next time (review: a TLS 1.2 remote refused by the OCSP check resumed next). No-op
+  // for an SSL whose context has no cache.
+  static void forget(SSL* ssl);
 
   std::size_t size() const;
 

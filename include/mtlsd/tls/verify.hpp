@@ -45,6 +45,9 @@ struct verify_outcome {
   // not decided in the handshake: bit d is set and the revocation service decides (another
   // source may answer for that certificate).
   std::uint32_t crl_deferred_depths = 0;
+  // Every depth whose CRL file was missing or stale and that was let through (deferred as
+  // above, or admitted under on_unavailable: allow): a ticket carries it (ticket_chain.hpp).
+  std::uint32_t crl_unusable_depths = 0;
   // Client mode: what a stapled OCSP response from the remote said (not_checked: none sent).
   revocation_status staple = revocation_status::not_checked;
   std::string staple_detail;
