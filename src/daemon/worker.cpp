@@ -124,7 +124,7 @@ void worker::revoke(tls::revocation::event_ptr e) {
 
 void worker::rejudge(std::shared_ptr<const runtime::runtime> next) {
   asio::post(ioc_, [this, next = std::move(next)] {
-    if (std::size_t n = sessions_.rejudge(*next))
+    if (std::size_t n = sessions_.rejudge(next))
       log::info("closing connections the reloaded configuration no longer admits",
                 {{"worker", index_}, {"connections", n}});
   });

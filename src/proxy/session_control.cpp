@@ -60,6 +60,7 @@ void session_control::judged(SSL* ssl, const config::ip_address* source, const s
   source_ = source;
   sni_ = sni;
   current_ = current;
+  if (registry_) registry_->catch_up(*this);
 }
 
 namespace {

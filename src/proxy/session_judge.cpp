@@ -261,6 +261,12 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   trace_handshake_done(s);
   s.control.judged(tls.native(), source, &s.sni, s.listener.get());
   observe_handshake(s);
+  if (s.control.killed() && s.control.kill_reason()) {
+    // A reload came during the handshake and its policy refuses this peer (judged() caught
+    // up with it): refused here, before the upstream is connected to.
+    s.refuse(*s.control.kill_reason(), s.control.kill_detail());
+    co_return false;
+  }
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.
   if (!network_revocation && !recheck) co_return true;
   bool chain_verified = false;

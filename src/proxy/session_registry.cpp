@@ -21,14 +21,28 @@ std::size_t session_registry::revoke(const tls::revocation::revocation_event& e)
   return n;
 }
 
-std::size_t session_registry::rejudge(const runtime::runtime& next) {
+std::shared_ptr<const runtime::listener_runtime> session_registry::successor(
+    const runtime::runtime& next, const runtime::listener_runtime& mine) {
+  if (auto lr = next.find(mine.cfg.name)) return lr;
+  for (const auto& lr : next.listeners)
+    if (lr->cfg.listen == mine.cfg.listen) return lr;
+  return nullptr;
+}
+
+std::size_t session_registry::rejudge(std::shared_ptr<const runtime::runtime> next) {
   std::size_t n = 0;
   // kill() only cancels a timer: sessions unregister later, from their own frames.
   for (auto* s : live_) {
     if (!s->current_listener()) continue;
-    if (auto lr = next.find(s->current_listener()->cfg.name); lr && s->rejudge(*lr)) ++n;
+    if (auto lr = successor(*next, *s->current_listener()); lr && s->rejudge(*lr)) ++n;
   }
+  rejudged_with_ = std::move(next);
   return n;
+}
+
+void session_registry::catch_up(session_control& s) {
+  if (!rejudged_with_ || !s.current_listener()) return;
+  if (auto lr = successor(*rejudged_with_, *s.current_listener())) s.rejudge(*lr);
 }
 
 }  // namespace mtlsd::proxy

@@ -173,3 +173,30 @@ def test_removing_a_source_range_closes_connections_from_it(start_mtlsd, make_up
     assert "does not match source=127.0.0.2" in line["detail"], line
     still_streaming(daemon, near, near_addr)
     near.close()
+
+
+def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd, make_upstream,
+                                                                     pki):
+    """Review: a connection accepted before a reload runs its handshake with the runtime of its
+    accept. One still in its handshake when the reload re-judged the open connections was not
+    among them (nothing to judge yet), and was admitted by the old allow list for good: a peer
+    removed from the list kept access by holding TCP connections open across the reload. It is
+    judged again as its handshake ends, and refused before the upstream hears of it."""
+    up = make_upstream()
+    loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, client_auth=loose)]))
+    early = socket.create_connection(daemon.addr(), timeout=10)  # accepted, no ClientHello yet
+    local = fmt_addr(early.getsockname())
+    tight = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/ns/other/*"]}]}}
+    reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
+    try:
+        tls = client_context(pki, "client").wrap_socket(early, server_hostname="localhost")
+        tls.sendall(b"after the reload\n")
+        tls.settimeout(10)
+        assert tls.recv(100) == b""
+    except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
+        pass  # closed all the same
+    line = daemon.wait_for_access(client=local)
+    assert line["result"] == "rejected" and line["reason"] == "not_authorized", line
+    assert line["detail"].startswith("reload_rejudged: "), line
+    up.assert_untouched()

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -21,6 +22,8 @@
 namespace mtlsd::proxy {
 
 namespace asio = boost::asio;
+
+class session_registry;
 
 // The handle a worker keeps on each live session, to close it from outside.
 class session_control {
@@ -55,7 +58,9 @@ class session_control {
   // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates stay
   // readable while the connection lives), `source` (the peer's address; null in client mode or
   // on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
-  // session runs with) belong to the session and outlive its registration.
+  // session runs with) belong to the session and outlive its registration. A reload that came
+  // between the accept and now (the handshake ran under the old runtime) is caught up with at
+  // once: the session is judged again by the runtime its registry last re-judged with.
   void judged(SSL* ssl, const config::ip_address* source, const std::string* sni,
               const runtime::listener_runtime* current);
   // After a reload: kills the session when `next` (the new runtime of its listener) refuses
@@ -66,6 +71,8 @@ class session_control {
   const runtime::listener_runtime* current_listener() const { return current_; }
 
  private:
+  friend class session_registry;
+  session_registry* registry_ = nullptr;  // set by session_registry::add
   bool killed_ = false;
   bool draining_ = false;
   std::function<void()> on_drain_;
@@ -88,7 +95,10 @@ class session_registry {
   // it outlives the registry.
   explicit session_registry(open_sessions* counted = nullptr) : counted_(counted) {}
   open_sessions* counted() const { return counted_; }
-  void add(session_control* s) { live_.insert(s); }
+  void add(session_control* s) {
+    live_.insert(s);
+    s->registry_ = this;
+  }
   void remove(session_control* s) { live_.erase(s); }
   void kill_all();
   // Asks every session to end gracefully (session_control::drain_gracefully).
@@ -96,12 +106,24 @@ class session_registry {
   // Closes the sessions whose peers `e` revokes; returns how many.
   std::size_t revoke(const tls::revocation::revocation_event& e);
   // Closes the sessions whose peers the reloaded runtime `next` no longer admits (see
-  // session_control::rejudge); returns how many.
-  std::size_t rejudge(const runtime::runtime& next);
+  // session_control::rejudge); returns how many. A session of a listener `next` no longer
+  // names is judged by the one that now listens on the same address (a renamed listener);
+  // one whose address no listener keeps runs on under its own runtime, as nginx's old workers
+  // finish theirs. `next` is kept for sessions still in their handshake (catch_up).
+  std::size_t rejudge(std::shared_ptr<const runtime::runtime> next);
+  // `s` finished its handshake under an older runtime than the last rejudge's: judged again
+  // now (review: a connection accepted before a reload and judged after it was admitted by the
+  // old policy for good).
+  void catch_up(session_control& s);
   std::size_t size() const { return live_.size(); }
 
  private:
+  // The listener of `next` that serves `s`'s connection now: by name, else by address.
+  static std::shared_ptr<const runtime::listener_runtime> successor(
+      const runtime::runtime& next, const runtime::listener_runtime& mine);
+
   std::unordered_set<session_control*> live_;
+  std::shared_ptr<const runtime::runtime> rejudged_with_;
   open_sessions* counted_;
 };
 
