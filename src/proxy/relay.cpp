@@ -1,6 +1,7 @@
 #include "mtlsd/proxy/relay.hpp"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -369,6 +370,14 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   // Neither pump throws: each ends on EOF, on an error (recorded, and the other stopped) or when
   // the session cancels the relay (watchdog).
   co_await (tls_to_plain(st) && plain_to_tls(st));
+  // The TLS side ended in an error (a reset, a record cut short, a protocol error): the plain
+  // side is reset as it closes, not sent a FIN that reads as a clean end (review: an upstream
+  // could not tell a cut stream from a finished one). A plain side without TLS has no other way
+  // to hear it.
+  if (result.aborted && result.first_end == relay_end::tls_peer) {
+    const linger reset{1, 0};
+    ::setsockopt(plain.native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  }
 }
 
 namespace detail {

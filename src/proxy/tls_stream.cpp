@@ -38,6 +38,7 @@ error_code tls_protocol_error() {
 }
 
 std::string describe(const error_code& ec, const tls_stream& tls) {
+  if (tls.truncated() && ec == asio::error::connection_aborted) return tls.failure_detail();
   if (ec == tls_protocol_error() && !tls.failure_detail().empty())
     return ec.message() + " (" + tls.failure_detail() + ")";
   return ec.message();
@@ -127,7 +128,7 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
   sock_.non_blocking(true);
   SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
   BIO* bio = SSL_get_rbio(ssl_.get());  // one socket BIO, both directions
-  BIO_set_callback_arg(bio, reinterpret_cast<char*>(&sock_));
+  BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));
   BIO_set_callback_ex(bio, &tls_stream::on_socket_io);
   if (server)
     SSL_set_accept_state(ssl_.get());
@@ -153,11 +154,14 @@ tls_stream::attempt tls_stream::step(Op op) {
     case SSL_ERROR_WANT_WRITE:
       return {error_code(asio::error::would_block), 0, want::write};
     case SSL_ERROR_ZERO_RETURN:
+      if (cursor_.inside_record()) return cut_short();
       return {error_code(asio::error::eof), 0, want::nothing};
     case SSL_ERROR_SYSCALL: {
       const int e = errno;
       failure_detail_ = tls::drain_errors();
-      if (e == 0) return {error_code(asio::error::eof), 0, want::nothing};
+      if (e == 0)
+        return cursor_.inside_record() ? cut_short()
+                                       : attempt{error_code(asio::error::eof), 0, want::nothing};
       if (failure_detail_.empty()) failure_detail_ = std::strerror(e);
       return {error_code(e, boost::system::system_category()), 0, want::nothing};
     }
@@ -168,14 +172,45 @@ tls_stream::attempt tls_stream::step(Op op) {
   }
 }
 
-long tls_stream::on_socket_io(BIO* bio, int oper, const char*, std::size_t len, int, long, int ret,
-                              std::size_t* processed) {
+long tls_stream::on_socket_io(BIO* bio, int oper, const char* data, std::size_t len, int, long,
+                              int ret, std::size_t* processed) {
   if (oper != (BIO_CB_READ | BIO_CB_RETURN)) return ret;
   const int err = errno;  // SSL_get_error reads it after us
-  auto* sock = reinterpret_cast<stream_socket*>(BIO_get_callback_arg(bio));
-  net::note_read(*sock, len, ret > 0 ? static_cast<ssize_t>(*processed) : (ret < 0 ? -1 : 0), err);
+  auto* self = reinterpret_cast<tls_stream*>(BIO_get_callback_arg(bio));
+  if (ret > 0) self->cursor_.feed(reinterpret_cast<const unsigned char*>(data), *processed);
+  net::note_read(self->sock_, len, ret > 0 ? static_cast<ssize_t>(*processed) : (ret < 0 ? -1 : 0),
+                 err);
   errno = err;
   return ret;
+}
+
+void tls_stream::record_cursor::feed(const unsigned char* p, std::size_t n) {
+  while (n > 0 && !off) {
+    if (body_left > 0) {
+      const std::size_t take = std::min(n, body_left);
+      body_left -= take;
+      p += take;
+      n -= take;
+      continue;
+    }
+    // A record header: type, version (2 bytes), length (2 bytes). An SSLv2-format ClientHello
+    // (high bit set in its first byte) is no record.
+    if (header_seen == 0 && (*p & 0x80)) {
+      off = true;
+      return;
+    }
+    if (header_seen == 3) length_high = *p;
+    if (header_seen == 4) body_left = (std::size_t{length_high} << 8) | *p;
+    header_seen = header_seen == 4 ? 0 : header_seen + 1;
+    ++p;
+    --n;
+  }
+}
+
+tls_stream::attempt tls_stream::cut_short() {
+  truncated_ = true;
+  failure_detail_ = "the peer's TCP connection ended inside a TLS record (truncated)";
+  return {error_code(asio::error::connection_aborted), 0, want::nothing};
 }
 
 // Runs an SSL_*_ex operation until it completes, waiting for socket readiness whenever OpenSSL

@@ -28,8 +28,10 @@ class tls_stream {
 
   // Completes the handshake. On failure, failure_reason()/failure_detail() say what OpenSSL said.
   asio::awaitable<error_code> handshake();
-  // Reads up to buf.size() bytes; asio::error::eof once the peer sent close_notify (or closed
-  // TCP without one — SSL_OP_IGNORE_UNEXPECTED_EOF — which clients commonly do).
+  // Reads up to buf.size() bytes; asio::error::eof once the peer sent close_notify, or closed
+  // TCP without one between two records (SSL_OP_IGNORE_UNEXPECTED_EOF: clients commonly do, and
+  // Go reads it as EOF too). A TCP end inside a record is a truncation: connection_aborted,
+  // with failure_detail() saying so (review: it was passed on as a clean end).
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
   // Like read_some, but returns asio::error::would_block instead of waiting for the socket.
   asio::awaitable<std::pair<error_code, std::size_t>> try_read_some(asio::mutable_buffer buf);
@@ -57,11 +59,13 @@ class tls_stream {
   asio::awaitable<error_code> shutdown_send();
 
   int failure_reason() const { return failure_reason_; }  // ERR_GET_REASON, 0 if none
+  bool truncated() const { return truncated_; }           // the peer's stream ended inside a record
   const std::string& failure_detail() const { return failure_detail_; }
 
  private:
   template <class Op>
   attempt step(Op op);
+  attempt cut_short();  // an EOF inside a record
   template <class Op>
   asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
                                                             bool wait_for_output = true,
@@ -70,8 +74,22 @@ class tls_stream {
   static long on_socket_io(BIO* bio, int oper, const char* data, std::size_t len, int argi,
                            long argl, int ret, std::size_t* processed);
 
+  // Where the peer's bytes stand in TLS records (a 5-byte header, then its body), fed by
+  // on_socket_io from everything OpenSSL reads (read-ahead included), to tell an EOF between
+  // records from one inside a record.
+  struct record_cursor {
+    unsigned header_seen = 0;  // bytes of the current record's header read (0-4)
+    unsigned length_high = 0;  // its length's first byte
+    std::size_t body_left = 0;
+    bool off = false;  // not TLS records (an SSLv2-format ClientHello): no judgement
+    void feed(const unsigned char* p, std::size_t n);
+    bool inside_record() const { return !off && (header_seen > 0 || body_left > 0); }
+  };
+
   stream_socket& sock_;
   tls::ssl_ptr ssl_;
+  record_cursor cursor_;
+  bool truncated_ = false;
   int failure_reason_ = 0;
   std::string failure_detail_;
   bool drain_track_tried_ = false;  // net::track_read_drain was called (once per connection)
