@@ -224,11 +224,13 @@ struct body_outcome {
 // buffered, write what the parser claims, read more. The first `ready` bytes of `in`'s buffer
 // are parsed already (a response head that leaves with its body: one write, one TLS record for
 // a small response). Memory: the read buffer only. Once `stopped` (the other pump ended the
-// exchange) it returns operation_aborted at its next step, and starts no wait.
+// exchange) it returns operation_aborted at its next step, and starts no wait. `head`, when not
+// empty, is a head written anew (a response's, without hop-by-hop fields): it goes first, in the
+// same write as the body bytes already here (one TLS record for a small response still).
 template <class In, class Out, bool isRequest>
 asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
                                            http::basic_parser<isRequest>& p, std::size_t ready,
-                                           const bool& stopped) {
+                                           const bool& stopped, std::string* head = nullptr) {
   auto& buf = in.buf;
   p.eager(true);  // one put walks every piece buffered, not just the next chunk's line
   for (;;) {
@@ -237,8 +239,16 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
       ready += p.put(buf.data() + ready, bad);
       if (bad == http::error::need_more) bad = {};
     }
-    if (ready > 0) {
-      const auto ec = co_await out.write({static_cast<const char*>(buf.data().data()), ready});
+    if (ready > 0 || (head && !head->empty())) {
+      const std::string_view here(static_cast<const char*>(buf.data().data()), ready);
+      error_code ec;
+      if (head && !head->empty()) {
+        head->append(here);
+        ec = co_await out.write(*head);
+        head->clear();
+      } else {
+        ec = co_await out.write(here);
+      }
       buf.consume(ready);
       ready = 0;
       if (ec) co_return body_outcome{ec, false};

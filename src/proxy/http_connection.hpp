@@ -190,6 +190,7 @@ class http_connection {
   bool response_started_ = false;  // the final response's head reached the client
   bool response_cut_ = false;      // the upstream failed after that: no close_notify at the end
   bool body_malformed_ = false;    // the request body did not parse: a 400 if nothing was sent
+  bool client_write_cut_ = false;  // a write to the client did not complete (a 1xx, say)
   bool response_keep_alive_ = true;
   bool upgraded_ = false;
   bool end_ = false;       // close the connection after this exchange

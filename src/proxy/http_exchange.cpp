@@ -67,7 +67,8 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
 
 // The upstream's bytes go to the client as they came: the parser (response_framing) only finds
 // where each response ends. A small response, head and body read together, leaves in one write
-// and one TLS record, straight from the read buffer.
+// and one TLS record, straight from the read buffer — or, its head written anew (hop-by-hop
+// fields, the last response of a drain), from that head with the body bytes appended.
 asio::awaitable<void> http_connection::relay_response(const request_head_verdict& verdict) {
   for (;;) {
     // The request pump can end the exchange before this pump first waits (a malformed body
@@ -104,18 +105,20 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       // (RFC 9110 7.6.1; review: Keep-Alive, Upgrade and the fields Connection named reached
       // the client), and the client hears what mtlsd does with its own connection.
       auto& buf = from_upstream_.buf;
+      // An HTTP/1.0 party (the client, or the response's start line, which stays) assumes a
+      // close unless told: keep-alive is said when the connection stays open (review).
+      const bool stays = verdict.keep_alive && res.keep_alive() && !last;
       const std::string_view connection = interim                                ? ""
-                                          : last || !res.keep_alive()            ? "close"
-                                          : http10_client_ && verdict.keep_alive ? "keep-alive"
+                                          : !stays                               ? "close"
+                                          : http10_client_ || res.version() < 11 ? "keep-alive"
                                                                                  : "";
       forward_response_head({static_cast<const char*>(buf.data().data()), ready}, connection,
                             response_head_);
       buf.consume(ready);
       ready = 0;
-      if (auto ec = co_await client_.write(response_head_); ec || stopped_)
-        co_return client_write_failed(ec);
     }
-    auto out = co_await forward_body(from_upstream_, client_, res, ready, stopped_);
+    auto out =
+        co_await forward_body(from_upstream_, client_, res, ready, stopped_, &response_head_);
     if (stopped_) co_return;
     if (out.ec && out.reading)
       co_return co_await upstream_failed(out.ec, "reading the response body", res.refusal());
@@ -153,6 +156,7 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
 
 void http_connection::client_write_failed(const error_code& ec) {
   end_ = true;
+  client_write_cut_ = true;  // no 400 may follow what was cut (exchange())
   if (cancelled(ec) || stopped_) return;
   result_.ended_by(relay_end::tls_peer);
   fail("writing the response to the client: " + ec.message());

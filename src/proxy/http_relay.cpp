@@ -174,6 +174,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
   stopped_ = false;
   response_started_ = false;
   body_malformed_ = false;
+  client_write_cut_ = false;
   response_keep_alive_ = true;
   upgraded_ = false;
   if (auto ec = co_await upstream_.write(head)) {
@@ -213,11 +214,12 @@ asio::awaitable<http_connection::then> http_connection::exchange(
   // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
   const auto state = co_await asio::this_coro::cancellation_state;
   if (state.cancelled() != asio::cancellation_type::none) co_return then::stop;
-  if (body_malformed_ && !response_started_) {
+  if (body_malformed_ && !response_started_ && !client_write_cut_) {
     // The head went up, the body then did not parse (a chunk's framing, say), and no final
     // response reached the client: it is told, as nginx and Envoy tell it, rather than left to
     // read a bare close as a lost connection it may retry on (review). Written only now that
-    // neither pump runs: the response pump may have been forwarding a 1xx.
+    // neither pump runs, and not after a write the stop cut short (a 1xx: the record would be
+    // left half written).
     set_status(400);
     if (auto ec = co_await client_.write(simple_response(400, "Bad Request", "Bad Request")))
       result_.ended_by(relay_end::tls_peer);

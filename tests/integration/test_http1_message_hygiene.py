@@ -167,6 +167,24 @@ def test_a_responses_hop_by_hop_fields_stay_upstream(http_serve, pki, name):
         assert ("x-kept", "yes") in fields, fields
 
 
+def test_an_http10_response_rewritten_still_keeps_the_connection(http_serve, pki):
+    """Review of the rewrite: an HTTP/1.0 response (its start line stays) with Keep-Alive to an
+    HTTP/1.1 client lost its "Connection: keep-alive" with the field, and the client (curl)
+    then assumed a close after the body. It is said whenever the connection stays open; the
+    second request goes on the same connection."""
+    raw = (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+           b"Content-Length: 2\r\n\r\nok")
+    daemon, _, _ = http_serve(handler=answering_each(raw))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        for _ in range(2):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            status_line, fields, body = read_head_and_body(reader)
+            assert (status_line, body) == (b"HTTP/1.0 200 OK", b"ok"), (status_line, body)
+            assert ("connection", "keep-alive") in fields, fields
+            assert "keep-alive" not in [n for n, _ in fields], fields
+
+
 # --- an HTTP/2 client, an HTTP/1.1 upstream's length fields ---------------------------------
 
 LENGTHS = {

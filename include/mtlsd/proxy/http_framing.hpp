@@ -93,6 +93,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
 class response_framing final : public detail::framing_base<false> {
  public:
   unsigned status() const { return status_; }
+  int version() const { return version_; }  // 10 or 11: the start line's
   // For a 101: its Upgrade fields' values (joined with ", "; "" when it has none), and whether
   // its Connection lists "upgrade". Recorded for a 101 only (response_head_refusal judges them).
   std::string_view switching_to() const { return switching_to_; }
@@ -106,14 +107,16 @@ class response_framing final : public detail::framing_base<false> {
  private:
   void on_request_impl(boost::beast::http::verb, string_view, string_view, int,
                        error_code&) override {}  // never called: a response parser
-  void on_response_impl(int code, string_view, int, error_code&) override {
+  void on_response_impl(int code, string_view, int version, error_code&) override {
     status_ = static_cast<unsigned>(code);
+    version_ = version;
   }
   void on_field_impl(boost::beast::http::field f, string_view name, string_view,
                      error_code& ec) override;
   void on_header_impl(error_code& ec) override;
 
   unsigned status_ = 0;
+  int version_ = 11;
   bool transfer_encoding_ = false, content_length_ = false, connection_upgrade_ = false;
   bool hop_by_hop_ = false;
   std::string switching_to_;

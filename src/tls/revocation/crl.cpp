@@ -82,13 +82,14 @@ namespace {
 // RFC 5280 5.2 and 5.3: a CRL carrying a critical extension, or an entry carrying one, that the
 // user does not process must not be used. Processed are those OpenSSL processes (it refuses a
 // CRL file with any other: X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION): the issuing
-// distribution point and delta CRL indicator, and an entry's certificate issuer.
+// distribution point, delta CRL indicator and authority key identifier, and an entry's
+// certificate issuer.
 bool has_unhandled_critical_extension(const X509_CRL* crl) {
   for (int i = 0; i < X509_CRL_get_ext_count(crl); ++i) {
     X509_EXTENSION* ext = X509_CRL_get_ext(crl, i);
     const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
     if (X509_EXTENSION_get_critical(ext) && nid != NID_issuing_distribution_point &&
-        nid != NID_delta_crl)
+        nid != NID_delta_crl && nid != NID_authority_key_identifier)
       return true;
   }
   STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(const_cast<X509_CRL*>(crl));

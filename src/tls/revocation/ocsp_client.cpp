@@ -123,7 +123,12 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
     };
     std::vector<due> asks;
     self->cache_.for_each([&](const std::string&, cached& c) {
-      if (!c.cert || now - c.last_used > ocsp_refresh_idle_lifetime) return;
+      // Only what a listener watches (recheck_established), seen lately, and still valid: an
+      // expired certificate no longer connects, and its open connections end with their own
+      // checks (review: every answer cached was asked for again).
+      if (!c.watched || !c.cert || now - c.last_used > ocsp_refresh_idle_lifetime ||
+          not_after_of(c.cert.get()) <= now)
+        return;
       if (c.fresh(now)) {
         if (c.answer.result != status::revoked || c.answer.detail == "certificateHold")
           wait = std::min(wait, c.fresh_until() - now);
@@ -131,6 +136,13 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
       }
       if (now < c.retry_at) {
         wait = std::min(wait, c.retry_at - now);
+        return;
+      }
+      // A few at a time: answers signed in one batch lapse together, and each request takes a
+      // descriptor from the process's small reserve (daemon/fd_limit.cpp). The rest wait a
+      // second.
+      if (asks.size() >= ocsp_refreshes_per_pass) {
+        wait = 1;
         return;
       }
       asks.push_back({up_ref(c.cert.get()), up_ref(c.issuer.get()), c.url, c.timeout});
@@ -169,8 +181,9 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x
   fresh.cert = up_ref(cert.get());
   fresh.issuer = up_ref(issuer.get());
   fresh.timeout = timeout;
-  // A background refresh's answer does not make the certificate look used.
+  // A background refresh's answer does not make the certificate look used (nor watched).
   fresh.last_used = before ? before->last_used : now;
+  fresh.watched = before && before->watched;
   cache_.put(cert_id, std::move(fresh));
   if (a.result == status::revoked && a.detail != "certificateHold" && revoked_.size() < max_revoked)
     if (auto [it, added] = revoked_.try_emplace(cert_id); added) {
@@ -223,6 +236,7 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
     co_return answer{status::revoked, "ocsp " + it->second.url, it->second.answer.detail};
   if (cached* c = cache_.find(id)) {
     c->last_used = std::time(nullptr);
+    c->watched = c->watched || pol.recheck_established;
     if (c->fresh(c->last_used))
       co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
   }
@@ -236,6 +250,7 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
     auto f = start(std::move(q), cert, issuer, *url, pol.timeout);
     co_await f->wait();
     a = f->answer;
+    if (cached* c = cache_.peek(id); c && pol.recheck_established) c->watched = true;
   }
   if (a.result != status::revoked) {
     // A revocation does not expire with the response that announced it, nor give way to a later

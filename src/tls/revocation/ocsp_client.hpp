@@ -52,6 +52,7 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
     x509_ptr cert, issuer;
     std::chrono::milliseconds timeout{0};
     std::time_t last_used = 0;
+    bool watched = false;  // asked for by a listener with recheck_established
     int failures = 0;
     std::time_t retry_at = 0;
   };

@@ -70,8 +70,8 @@ struct service::impl : std::enable_shared_from_this<impl> {
     X509* cert = req.chain[d].get();
     l.subject = subject_of(cert);
     if (pol.crl_files && pol.crl_at(d)) {
-      // Checked inside the handshake. A resumed session was checked by the full handshake on
-      // this same context, whose CRL files cannot change (a reload builds a new context).
+      // Checked inside the handshake; a resumed session's depths are those its ticket says had
+      // no usable CRL file, or whose CRL went stale since (proxy/session_resumed.hpp).
       const bool missing = d < 32 && (req.crl_file_unavailable >> d) & 1U;
       l.crl_file = {missing ? status::unavailable : status::good, "crl file",
                     missing ? req.crl_file_note : std::string()};

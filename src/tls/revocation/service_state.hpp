@@ -36,6 +36,7 @@ inline constexpr std::time_t crl_idle_lifetime = 3600;
 // revocation: recheck_established), looked for that often.
 inline constexpr std::time_t ocsp_refresh_idle_lifetime = 24 * 3600;
 inline constexpr auto ocsp_refresh_period = std::chrono::seconds(30);
+inline constexpr std::size_t ocsp_refreshes_per_pass = 8;
 
 // Exponential backoff for background refreshes: 1s, 2s, 4s ... 5 minutes.
 std::time_t backoff(int failures);
