@@ -28,7 +28,7 @@ import pytest
 from clients import curl
 from http_upstream import Reader, read_request
 from mtlsd_harness import client_context, open_tls
-from test_http2_upstream_changes import open_conversation
+from test_http2_upstream_changes import get_once
 from test_http_mode import SockConn, raw_exchange
 import test_http_mode
 
@@ -202,12 +202,7 @@ def test_an_http2_client_gets_an_http11_upstreams_length_as_http2_allows(http_se
     (before: "stream 1 was not closed cleanly: PROTOCOL_ERROR")."""
     raw, status, lengths, body = LENGTHS[name]
     daemon, _, _ = http_serve(handler=answering_each(raw), http={"protocols": ["h2", "http/1.1"]})
-    conv = open_conversation(daemon, pki)
-    try:
-        conv.get(1, "/")
-        assert conv.read_until(lambda c: c.over(1), TIMEOUT), conv.describe(1)
-    finally:
-        conv.client.sock.close()
+    conv = get_once(daemon, pki, "/")
     assert conv.status(1) == status, conv.describe(1)
     (head,) = conv.heads[1]
     assert [v for n, v in head if n == "content-length"] == lengths, head

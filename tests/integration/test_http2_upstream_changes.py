@@ -172,14 +172,21 @@ def assert_told_to_reconnect(conv: Conversation) -> None:
     assert all(code == NO_ERROR for _, code in conv.goaways), conv.goaways
 
 
-def assert_a_new_connection_is_served(daemon, pki, up, connections: int) -> None:
-    """A new client connection is served (200 "/again") over a new upstream connection."""
+def get_once(daemon, pki, path: str):
+    """One GET on stream 1 of a new client connection, read until it is over; the
+    conversation (closed)."""
     conv = open_conversation(daemon, pki)
     try:
-        conv.get(1, "/again")
+        conv.get(1, path)
         assert conv.read_until(lambda c: c.over(1), TIMEOUT), conv.describe(1)
     finally:
         conv.client.sock.close()
+    return conv
+
+
+def assert_a_new_connection_is_served(daemon, pki, up, connections: int) -> None:
+    """A new client connection is served (200 "/again") over a new upstream connection."""
+    conv = get_once(daemon, pki, "/again")
     assert (conv.status(1), conv.bodies[1]) == (200, b"/again"), conv.describe(1)
     assert len(up.connections) == connections, len(up.connections)
 
@@ -373,12 +380,7 @@ def test_a_response_under_way_when_the_upstream_says_goaway_completes(serve, pki
     it, then the rest. The client gets the whole response, ended cleanly (no reset, whatever
     else mtlsd tells it), and a new client connection is served by a new upstream connection."""
     daemon, up, upstream = going_away(serve, "midway")
-    conv = open_conversation(daemon, pki)
-    try:
-        conv.get(1, "/first")
-        assert conv.read_until(lambda c: c.over(1), TIMEOUT), conv.describe(1)
-    finally:
-        conv.client.sock.close()
+    conv = get_once(daemon, pki, "/first")
     assert (conv.status(1), conv.bodies[1], 1 in conv.ended) == (200, b"first", True), \
         conv.describe(1)
     assert 1 not in conv.resets, conv.describe(1)

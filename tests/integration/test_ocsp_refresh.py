@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import datetime
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp
-
 from mtlsd_harness import client_context
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_servers import wait_until
+from test_ocsp_revocation_stands import signed_answer
 from test_revocation_ocsp import ocsp as ocsp_options
 from test_revocation_recheck import assert_closed_as_revoked, hold, still_open
 
@@ -26,23 +23,10 @@ GOOD_FOR = 3  # seconds: the first answer's nextUpdate
 
 
 def response(rpki, cert_name: str, revoked: bool, valid_for: datetime.timedelta) -> bytes:
-    """A signed answer for `cert_name`: thisUpdate now, nextUpdate `valid_for` ahead."""
-    def load(name):
-        with open(rpki.path(name), "rb") as f:
-            return x509.load_pem_x509_certificate(f.read())
-    with open(rpki.path("ocsp-signer.key"), "rb") as f:
-        key = serialization.load_pem_private_key(f.read(), None)
-    signer = load("ocsp-signer.crt")
+    """A signed answer for `cert_name`: thisUpdate a second ago, nextUpdate `valid_for` ahead."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    status = ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD
-    builder = ocsp.OCSPResponseBuilder().add_response(
-        cert=load(cert_name), issuer=load("ca.crt"), algorithm=hashes.SHA1(),
-        cert_status=status, this_update=now - datetime.timedelta(seconds=1),
-        next_update=now + valid_for,
-        revocation_time=now - datetime.timedelta(seconds=1) if revoked else None,
-        revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
-    ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer).certificates([signer])
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    earlier = now - datetime.timedelta(seconds=1)
+    return signed_answer(rpki, cert_name, earlier, now + valid_for, earlier if revoked else None)
 
 
 def test_a_revocation_after_the_handshake_closes_the_open_connection(serve_rv, rpki, rv):

@@ -25,25 +25,33 @@ from revocation_servers import RevocationServer, wait_until
 from test_revocation_ocsp import ocsp as ocsp_options
 
 
-def stale_revocation(rpki, cert_name: str) -> bytes:
-    """A signed 'revoked' (keyCompromise) for `cert_name`, thisUpdate 2 h ago, nextUpdate 1 h
-    ago: a revocation the responder announced, in a response that has expired."""
+def signed_answer(rpki, cert_name: str, this_update: datetime.datetime,
+                  next_update: datetime.datetime,
+                  revoked_at: datetime.datetime | None = None) -> bytes:
+    """A response for `cert_name` signed by the delegated OCSP signer: "good", or "revoked"
+    (keyCompromise) at `revoked_at`."""
     def load(name):
         with open(rpki.path(name), "rb") as f:
             return x509.load_pem_x509_certificate(f.read())
     with open(rpki.path("ocsp-signer.key"), "rb") as f:
         key = serialization.load_pem_private_key(f.read(), None)
     signer = load("ocsp-signer.crt")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    revoked = revoked_at is not None
     builder = ocsp.OCSPResponseBuilder().add_response(
         cert=load(cert_name), issuer=load("ca.crt"), algorithm=hashes.SHA1(),
-        cert_status=ocsp.OCSPCertStatus.REVOKED,
-        this_update=now - datetime.timedelta(hours=2),
-        next_update=now - datetime.timedelta(hours=1),
-        revocation_time=now - datetime.timedelta(hours=3),
-        revocation_reason=x509.ReasonFlags.key_compromise,
+        cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+        this_update=this_update, next_update=next_update, revocation_time=revoked_at,
+        revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
     ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer).certificates([signer])
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def stale_revocation(rpki, cert_name: str) -> bytes:
+    """A signed 'revoked' (keyCompromise) for `cert_name`, thisUpdate 2 h ago, nextUpdate 1 h
+    ago: a revocation the responder announced, in a response that has expired."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return signed_answer(rpki, cert_name, now - datetime.timedelta(hours=2),
+                         now - datetime.timedelta(hours=1), now - datetime.timedelta(hours=3))
 
 
 def test_an_expired_revocation_refuses_under_soft_fail_and_is_asked_for_once(serve_rv, rpki, rv):

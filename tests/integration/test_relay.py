@@ -14,6 +14,7 @@ from mtlsd_harness import (banner_then_read, client_context, digest_reply, duple
                            bulk_exchange, echo_roundtrip, free_port, half_close_exchange,
                            open_tls, read_then_write_after_close, reply_after_eof, tls_exchange)
 from refusal import assert_admitted
+from test_relay_endings import handshaken
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 BULK = 64 * 1024 * 1024
@@ -147,19 +148,7 @@ def test_a_partial_record_does_not_hold_the_worker(serve, pki):
     OpenSSL then holds bytes it cannot decrypt yet, and the relay once read that as 'more to
     read' and spun without yielding, so nothing else on that worker thread ran again."""
     daemon, _ = serve(top={"workers": 1})
-    raw = socket.create_connection(daemon.addr(), timeout=10)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = client_context(pki, "client").wrap_bio(incoming, outgoing, server_hostname="localhost")
-    while True:  # the handshake, pumped by hand so that the records can be cut below
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            data = raw.recv(65536)
-            assert data, "mtlsd closed during the handshake"
-            incoming.write(data)
-    raw.sendall(outgoing.read())
+    raw, tls, incoming, outgoing = handshaken(daemon, pki)
     payload = b"partial record\n" * 64
     tls.write(payload)
     record = outgoing.read()

@@ -55,7 +55,8 @@ class EndRecorder:
 
 
 def handshaken(daemon, pki):
-    """A client after its handshake, writing records itself: (socket, TLS object, out BIO)."""
+    """A client after its handshake, pumped by hand so that the test chooses which record bytes
+    go out: (socket, TLS object, in BIO, out BIO)."""
     ctx = client_context(pki, "client")
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -70,7 +71,7 @@ def handshaken(daemon, pki):
             assert data, "closed during the handshake"
             incoming.write(data)
     sock.sendall(outgoing.read())
-    return sock, tls, outgoing
+    return sock, tls, incoming, outgoing
 
 
 def records(tls, outgoing, *payloads: bytes) -> list[bytes]:
@@ -88,7 +89,7 @@ def serve(start_mtlsd, pki):
 
 def test_a_fin_between_records_is_a_clean_end(start_mtlsd, pki):
     daemon, up = serve(start_mtlsd, pki)
-    sock, tls, out = handshaken(daemon, pki)
+    sock, tls, _, out = handshaken(daemon, pki)
     first, = records(tls, out, b"A" * 100)
     sock.sendall(first)
     sock.shutdown(socket.SHUT_WR)  # no close_notify
@@ -98,7 +99,7 @@ def test_a_fin_between_records_is_a_clean_end(start_mtlsd, pki):
 
 def test_a_fin_inside_a_record_resets_the_upstream(start_mtlsd, pki):
     daemon, up = serve(start_mtlsd, pki)
-    sock, tls, out = handshaken(daemon, pki)
+    sock, tls, _, out = handshaken(daemon, pki)
     local = fmt_addr(sock.getsockname())
     first, second = records(tls, out, b"A" * 100, b"B" * 100)
     sock.sendall(first + second[:20])
@@ -112,7 +113,7 @@ def test_a_fin_inside_a_record_resets_the_upstream(start_mtlsd, pki):
 
 def test_a_reset_client_resets_the_upstream(start_mtlsd, pki):
     daemon, up = serve(start_mtlsd, pki)
-    sock, tls, out = handshaken(daemon, pki)
+    sock, tls, _, out = handshaken(daemon, pki)
     first, = records(tls, out, b"A" * 100)
     sock.sendall(first)
     wait_until(lambda: len(up.got) >= 100 or up.done.is_set(), timeout=10,
