@@ -272,18 +272,16 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   bool chain_verified = false;
   const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
   if (chain.empty()) co_return true;
+  if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
+    co_return false;
   if (recheck) {
     // A resumed session has only its leaf here: it watches the chain rebuilt up to the anchor,
     // as a full handshake watches the chain it verified, so that a revocation of an
-    // intermediate (sent, or from the bundle) finds this session too. Watched before the
-    // network check: a revocation learnt while it runs (a CRL refreshed while OCSP is asked)
-    // finds the session too (review).
+    // intermediate (sent, or from the bundle) finds this session too.
     if (!chain_verified && !resumed) resumed.emplace(*s.listener, tls.native(), chain.front());
     const std::vector<X509*> watched = chain_verified ? chain : resumed->get().with_anchor();
     s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched));
   }
-  if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
-    co_return false;
   co_return true;
 }
 
