@@ -21,11 +21,12 @@ std::size_t session_registry::revoke(const tls::revocation::revocation_event& e)
   return n;
 }
 
-std::shared_ptr<const runtime::listener_runtime> session_registry::successor(
+const runtime::listener_runtime* session_registry::successor(
     const runtime::runtime& next, const runtime::listener_runtime& mine) {
-  if (auto lr = next.find(mine.cfg.name)) return lr;
   for (const auto& lr : next.listeners)
-    if (lr->cfg.listen == mine.cfg.listen) return lr;
+    if (lr.get() == &mine || lr->cfg.name == mine.cfg.name) return lr.get();
+  for (const auto& lr : next.listeners)
+    if (lr->cfg.listen == mine.cfg.listen) return lr.get();
   return nullptr;
 }
 

@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clients import Exchange, fmt_addr
+from tls_remote import ThreadedServer
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, deep_merge, free_port,
                            server_listener, write_config)
 import test_revocation_edges as E
@@ -334,14 +335,13 @@ def test_a_ticket_does_not_outlive_the_clients_intermediate(start_mtlsd, make_up
 
 # --- 2. client mode: the remote's intermediate expires ------------------------------------------
 
-class ResumingRemote:
+class ResumingRemote(ThreadedServer):
     """A TLS server (Python ssl, TLS up to `version`) that echoes, issues session tickets (and
     keeps TLS 1.2 session IDs) and records, per completed handshake, whether it resumed. Bound
     at once; serves from serve(), once its certificate exists."""
 
     def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        super().__init__()
         self.handshakes: list[bool] = []    # session_reused of each completed handshake
         self.failed = 0                     # handshakes that did not complete
         self._lock = threading.Lock()
@@ -351,15 +351,7 @@ class ResumingRemote:
         self.ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2,
                                     "1.3": ssl.TLSVersion.TLSv1_3}[version]
         self.ctx.load_cert_chain(certfile, keyfile)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        self.start()
 
     def _one(self, conn: socket.socket) -> None:
         conn.settimeout(TIMEOUT)
@@ -386,9 +378,6 @@ class ResumingRemote:
     def seen(self) -> tuple[list[bool], int]:
         with self._lock:
             return list(self.handshakes), self.failed
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def wait_for_failed(remote: ResumingRemote, n: int, timeout: float = 5.0) -> None:

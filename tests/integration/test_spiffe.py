@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from faults import wait_until
-from mtlsd_harness import curl, daemon_config, run_cli, s_client, server_listener, write_config
-from tls_remote import plain_exchange
+from mtlsd_harness import curl, daemon_config, run_cli, server_listener, write_config
+from tls_remote import ThreadedServer, plain_exchange
 from upstream import echo
 from workload_api import WorkloadApi, der_of, issue_svid, issue_svid_valid, stubs
 
@@ -327,27 +327,18 @@ def test_client_mode_presents_the_rotating_svid(start_mtlsd, pki, short_tmp, tmp
     assert traffic.seen == [first.serial, second.serial]
 
 
-class RecordingRemote:
+class RecordingRemote(ThreadedServer):
     """A TLS server presenting an SVID, requiring a client certificate from the PKI root,
     echoing, and recording each client certificate's serial."""
 
     def __init__(self, pki, svid):
+        super().__init__()
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(svid.cert_pem, svid.key_pem)
         self.ctx.load_verify_locations(pki.path("ca.crt"))
         self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.client_serials: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        self.start()
 
     def _one(self, conn):
         conn.settimeout(10)
@@ -360,9 +351,6 @@ class RecordingRemote:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.sock.close()
 
 
 # A workload of the federated trust domain, for an SVID its own CA (other-ca) issues.

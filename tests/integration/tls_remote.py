@@ -14,19 +14,15 @@ from clients import fmt_addr
 TIMEOUT = 10.0
 
 
-class Remote:
-    """A TLS server (Python ssl, security level 0) presenting `cert` (+ chain) with `key`;
-    echoes what it reads."""
+class ThreadedServer:
+    """A TCP server on 127.0.0.1 (bound at once: `address`), each connection served by
+    `_one(conn)` on a thread of its own once start() was called, until close()."""
 
-    def __init__(self, certfile: str, keyfile: str, tls12: bool = False):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        self.ctx.load_cert_chain(certfile, keyfile)
-        if tls12:
-            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.handshakes = 0
+
+    def start(self) -> None:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -36,6 +32,27 @@ class Remote:
             except OSError:
                 return
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.sock.close()
+
+
+class Remote(ThreadedServer):
+    """A TLS server (Python ssl, security level 0) presenting `cert` (+ chain) with `key`;
+    echoes what it reads."""
+
+    def __init__(self, certfile: str, keyfile: str, tls12: bool = False):
+        super().__init__()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        self.ctx.load_cert_chain(certfile, keyfile)
+        if tls12:
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.handshakes = 0
+        self.start()
 
     def _one(self, conn):
         conn.settimeout(TIMEOUT)
@@ -48,9 +65,6 @@ class Remote:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def plain_exchange(addr, payload: bytes = b"ping\n"):

@@ -118,9 +118,11 @@ class session_registry {
   std::size_t size() const { return live_.size(); }
 
  private:
-  // The listener of `next` that serves `s`'s connection now: by name, else by address.
-  static std::shared_ptr<const runtime::listener_runtime> successor(
-      const runtime::runtime& next, const runtime::listener_runtime& mine);
+  // The listener of `next` that serves `s`'s connection now: by name, else by address. A plain
+  // pointer (`next` holds it): catch_up runs per handshake once a reload happened, and a
+  // shared_ptr copy would touch a reference count all workers share.
+  static const runtime::listener_runtime* successor(const runtime::runtime& next,
+                                                    const runtime::listener_runtime& mine);
 
   std::unordered_set<session_control*> live_;
   std::shared_ptr<const runtime::runtime> rejudged_with_;
