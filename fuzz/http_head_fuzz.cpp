@@ -6,15 +6,18 @@
 // a status and a reason. Only a 101 response head is ever refused, and one that is taken
 // answers an upgrade with Upgrade and Connection: upgrade; unfolded, a head keeps its length
 // and has no fold left; with Connection: close it still parses and says close; the body's
-// framing never claims more bytes than it was given.
+// framing never claims more bytes than it was given; a chunked request body leaves with
+// canonical chunk headers and the same data.
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +46,40 @@ struct reparsed {
   }
 };
 
+// The data of a whole chunked body, as Beast's own parser reads it (nullopt: not whole, or
+// malformed).
+std::optional<std::string> chunked_data(std::string_view chunked) {
+  http::request_parser<http::string_body> p;
+  p.body_limit(boost::none);
+  const std::string message =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(chunked);
+  beast::error_code ec;
+  p.eager(true);
+  if (p.put(boost::asio::buffer(message), ec) != message.size() || ec || !p.is_done())
+    return std::nullopt;
+  return p.get().body();
+}
+
+// Whether every chunk header of a chunked body is a size in lower-case hex without leading zero
+// or extension (the trailers after the last chunk are not looked at).
+bool canonical_chunks(std::string_view chunked) {
+  for (;;) {
+    const auto eol = chunked.find("\r\n");
+    if (eol == std::string_view::npos || eol == 0 || eol > 16) return false;
+    const auto size_text = chunked.substr(0, eol);
+    if (size_text.size() > 1 && size_text[0] == '0') return false;
+    std::uint64_t size = 0;
+    for (const char c : size_text) {
+      const char* digit = std::strchr("0123456789abcdef", c);
+      if (c == '\0' || digit == nullptr) return false;
+      size = size * 16 + static_cast<std::uint64_t>(digit - "0123456789abcdef");
+    }
+    if (size == 0) return true;
+    if (chunked.size() < eol + 2 + size + 2) return false;
+    chunked.remove_prefix(eol + 2 + size + 2);
+  }
+}
+
 void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   // As inbound::whole_head: the head up to its first empty line, unfolded, parsed in one put.
   const auto end = bytes.find("\r\n\r\n");
@@ -52,6 +89,7 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   proxy::request_framing req;
   req.header_limit(proxy::http_head_limit);
   req.body_limit(boost::none);
+  req.rewrite_chunks();  // as the relay does
   beast::error_code ec;
   const auto consumed = req.put(boost::asio::buffer(head), ec);
   if (ec) return;
@@ -146,12 +184,18 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
                 "one X-Forwarded-Proto: https");
   }
 
-  // The body, as forward_body walks it: never more bytes than it was given.
+  // The body, as forward_body walks it: never more bytes than it was given; a chunked one
+  // leaves rewritten, and the upstream reads the client's data from it.
   if (req.is_done()) return;
   req.eager(true);
   const auto body = bytes.substr(end + 4);
   const auto claimed = req.put(boost::asio::buffer(body.data(), body.size()), ec);
   fuzz::check(claimed <= body.size(), "claims only bytes it was given");
+  if (!req.rewrites_body() || ec || !req.is_done()) return;
+  const auto client_data = chunked_data(body.substr(0, claimed));
+  fuzz::check(client_data.has_value(), "Beast reads again the chunked body it took");
+  fuzz::check(canonical_chunks(req.rewritten()), "each chunk header is a bare lower-case size");
+  fuzz::check(chunked_data(req.rewritten()) == client_data, "the upstream reads the same data");
 }
 
 // What the relay does with a response: the head parsed whole, the body's framing walked.

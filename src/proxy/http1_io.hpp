@@ -19,6 +19,7 @@
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
 #include "mtlsd/net/shared_edge_wait.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
@@ -40,17 +41,21 @@ inline bool cancelled(const error_code& ec) {
   return ec == asio::error::operation_aborted;
 }
 
-// The TLS client's side of the connection.
+// The TLS client's side of the connection. `sent` counts what reached the client (the access
+// log's tx_bytes): the upstream's bytes and mtlsd's own answers (a 400, a 100 Continue) alike.
 class tls_side {
  public:
-  tls_side(tls_stream& tls, stream_socket& sock) : tls_(tls), sock_(sock) {}
+  tls_side(tls_stream& tls, stream_socket& sock, std::uint64_t& sent)
+      : tls_(tls), sock_(sock), sent_(sent) {}
 
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     return tls_.read_some(b);
   }
   // One TLS write per call (a response head and the body bytes behind it leave together).
   asio::awaitable<error_code> write(std::string_view s) {
-    return tls_.write(asio::buffer(s.data(), s.size()));
+    const error_code ec = co_await tls_.write(asio::buffer(s.data(), s.size()));
+    if (!ec) sent_ += s.size();
+    co_return ec;
   }
   // close_notify, then FIN.
   asio::awaitable<void> close() {
@@ -62,6 +67,7 @@ class tls_side {
  private:
   tls_stream& tls_;
   stream_socket& sock_;
+  std::uint64_t& sent_;
 };
 
 // The upstream's side: a plain socket.
@@ -133,7 +139,7 @@ struct inbound {
   inbound(Side& s, std::uint64_t& c, idle_deadline& k) : side(s), counter(c), clock(k) {}
 
   Side& side;
-  std::uint64_t& counter;  // bytes read from this side (the access log's rx or tx)
+  std::uint64_t& counter;  // bytes read from this side
   idle_deadline& clock;
   beast::flat_buffer buf{read_buffer_limit};
   // How much the next read asks for at least. It doubles while reads fill what they asked for,
@@ -175,6 +181,15 @@ struct inbound {
     } timed{isRequest ? &clock : nullptr};
     std::size_t searched = 0;  // no end of head before this offset
     for (;;) {
+      if constexpr (isRequest) {
+        // RFC 9112 2.2: empty lines before a request line are ignored (some clients end a body
+        // with an extra CRLF), as nginx and Envoy do. They start the head's clock: a client
+        // sending only those keeps the connection no longer than a slow head.
+        if (drop_empty_lines() && timed.clock) {
+          searched = 0;
+          clock.start_head();
+        }
+      }
       char* const at = static_cast<char*>(buf.data().data());
       const std::string_view have(at, buf.size());
       const auto end = have.find("\r\n\r\n", searched);
@@ -202,6 +217,17 @@ struct inbound {
     }
   }
 
+  // Consumes the CRLF pairs at the front of the buffer (a lone CR stays: its LF may follow, and
+  // a bare LF is refused as in any head). Returns whether there were any.
+  bool drop_empty_lines() {
+    const std::string_view have(static_cast<const char*>(buf.data().data()), buf.size());
+    std::size_t lead = 0;
+    while (have.size() >= lead + 2 && have[lead] == '\r' && have[lead + 1] == '\n')
+      lead += 2;
+    buf.consume(lead);
+    return lead > 0;
+  }
+
   // Gives a large head's or body's memory back once it is gone (keep-alive connections live
   // long); reads start small again.
   void trim() {
@@ -221,16 +247,18 @@ struct body_outcome {
 };
 
 // Forwards a message body from `in` to `out` as it came, framing included: parse what is
-// buffered, write what the parser claims, read more. The first `ready` bytes of `in`'s buffer
-// are parsed already (a response head that leaves with its body: one write, one TLS record for
-// a small response). Memory: the read buffer only. Once `stopped` (the other pump ended the
-// exchange) it returns operation_aborted at its next step, and starts no wait. `head`, when not
+// buffered, write what the parser claims, read more. A chunked body whose parser rewrites its
+// framing (framing_base::rewrite_chunks) leaves as rewritten instead. The first `ready` bytes of
+// `in`'s buffer are parsed already (a response head that leaves with its body: one write, one TLS
+// record for a small response). Memory: the read buffer only. Once `stopped` (the other pump ended
+// the exchange) it returns operation_aborted at its next step, and starts no wait. `head`, when not
 // empty, is a head written anew (a response's, without hop-by-hop fields): it goes first, in the
 // same write as the body bytes already here (one TLS record for a small response still).
 template <class In, class Out, bool isRequest>
 asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
-                                           http::basic_parser<isRequest>& p, std::size_t ready,
-                                           const bool& stopped, std::string* head = nullptr) {
+                                           proxy::detail::framing_base<isRequest>& p,
+                                           std::size_t ready, const bool& stopped,
+                                           std::string* head = nullptr) {
   auto& buf = in.buf;
   p.eager(true);  // one put walks every piece buffered, not just the next chunk's line
   for (;;) {
@@ -240,7 +268,9 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
       if (bad == http::error::need_more) bad = {};
     }
     if (ready > 0 || (head && !head->empty())) {
-      const std::string_view here(static_cast<const char*>(buf.data().data()), ready);
+      const std::string_view here =
+          p.rewrites_body() ? std::string_view(p.rewritten())
+                            : std::string_view(static_cast<const char*>(buf.data().data()), ready);
       error_code ec;
       if (head && !head->empty()) {
         head->append(here);
@@ -251,6 +281,7 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
       }
       buf.consume(ready);
       ready = 0;
+      p.rewritten().clear();
       if (ec) co_return body_outcome{ec, false};
       if (stopped) co_return body_outcome{asio::error::operation_aborted, false};
     }

@@ -29,10 +29,10 @@ class http_connection {
         sink_(std::move(sink)),
         clock_(clock),
         result_(result),
-        client_(tls, tls_socket),
+        client_(tls, tls_socket, result.from_plain),
         upstream_(plain, upstream_watch_),
         from_client_(client_, result.from_tls, clock),
-        from_upstream_(upstream_, result.from_plain, clock) {}
+        from_upstream_(upstream_, upstream_bytes_, clock) {}
   http_connection(const http_connection&) = delete;
   http_connection& operator=(const http_connection&) = delete;
   // However the connection ends (returning, or destroyed when cancelled), the exchange in
@@ -159,6 +159,8 @@ class http_connection {
   std::optional<http_request_report> current_;
   std::uint64_t requests_ = 0;
   std::uint64_t ignored_bytes_ = 0;  // body bytes nobody reports (no request in progress)
+  // Read from the upstream: reported as what reached the client instead (tls_side's count).
+  std::uint64_t upstream_bytes_ = 0;
   idle_deadline& clock_;
   relay_result& result_;
   tls_side client_;

@@ -7,17 +7,6 @@
 
 namespace mtlsd::proxy::http1 {
 
-namespace {
-
-// Consumes the CR and LF bytes at the front of `buf`.
-void drop_empty_lines(beast::flat_buffer& buf) {
-  const auto data = buf.data();
-  const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
-  buf.consume(std::min(bytes.find_first_not_of("\r\n"), bytes.size()));
-}
-
-}  // namespace
-
 asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   if (request_done_) co_return;
   auto out = co_await forward_body(from_client_, upstream_, req, 0, stopped_);
@@ -131,7 +120,7 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     response_keep_alive_ = res.keep_alive();
     // An empty line or two after a response is a common slip, harmless: RFC 9112 2.2 has a
     // server ignore such lines before a request; so do we after a response.
-    drop_empty_lines(from_upstream_.buf);
+    from_upstream_.drop_empty_lines();
     if (const std::size_t extra = from_upstream_.buf.size(); extra > 0) {
       // Bytes past the end of the response (a body sent with a HEAD answer, a miscounted
       // length, a response nobody asked for): read next, they would be taken for the answer

@@ -147,11 +147,14 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
                                     error_code& ec) {
   const std::string_view n(name.data(), name.size());
   if (is_header_done()) {
-    // A trailer: forwarded as sent, so none that could pass for what mtlsd tells the upstream.
+    // A trailer: forwarded as sent (or as rewrite_chunks writes it, its value trimmed), so none
+    // that could pass for what mtlsd tells the upstream.
     if (detail::folded_field(n))
       refuse(ec, http::error::bad_field, "a folded trailer");
     else if (is_forwarding_field(n))
       refuse(ec, http::error::bad_field, "an X-Forwarded-* trailer");
+    else
+      keep_trailer(name, value);
     return;
   }
   const std::string_view v(value.data(), value.size());

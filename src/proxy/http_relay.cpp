@@ -248,6 +248,7 @@ asio::awaitable<void> http_connection::run() {
     request_framing req;
     req.header_limit(http_head_limit);
     req.body_limit(boost::none);  // streamed: no limit to enforce on memory
+    req.rewrite_chunks();         // a chunked body goes up with mtlsd's framing (http_framing.hpp)
     std::size_t head_size = 0;
     if (auto next = co_await read_request_head(req, head_size); next != then::go_on)
       co_return co_await end_after(next);

@@ -9,12 +9,16 @@
 // Forwarding raw bytes means every byte Beast lets through reaches a peer whose parser may be
 // laxer, so these parsers refuse what Beast allows but another parser could frame differently:
 // control characters in chunk extensions, folded trailers, and (requests) X-Forwarded-* trailers.
+// A request's chunked body is the exception to "as they came": its framing is written anew
+// (rewrite_chunks), as nginx and Envoy do, so that an upstream reads the sizes Beast read.
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
+#include <charconv>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mtlsd::proxy {
@@ -53,6 +57,17 @@ template <bool isRequest>
 class framing_base : public boost::beast::http::basic_parser<isRequest> {
  public:
   void count_body_in(std::uint64_t& counter) { body_bytes_ = &counter; }
+  // From now on a chunked body is not forwarded as it came but as rewritten() holds it: each
+  // chunk's size alone, in lower-case hex without leading zeros and without extensions, its
+  // data, and the trailers Beast parsed. An upstream whose parser reads a size with many leading
+  // zeros, upper-case digits, whitespace or a quoted extension otherwise than Beast then cannot
+  // be led to another end of the body (request smuggling); extensions carry nothing a proxy must
+  // keep (RFC 9112 7.1.1 has unknown ones ignored).
+  void rewrite_chunks() { rewrite_ = true; }
+  // Whether the body leaves as rewritten(): chunked, and rewriting asked for.
+  bool rewrites_body() const { return rewrite_ && this->chunked(); }
+  // The framing and data of what `put` consumed since the last clear, to write in its place.
+  std::string& rewritten() { return rewritten_; }
   // Why this parser refused what Beast alone accepts ("" otherwise; Beast's error then says it):
   // the log's reason, more precise than the error code shared by several causes.
   std::string_view refusal() const { return refusal_; }
@@ -65,6 +80,12 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     ec = code;
     refusal_ = why;
   }
+  // A trailer field the subclass let through: kept in rewritten() (Beast trimmed the value).
+  void keep_trailer(string_view name, string_view value) {
+    if (!rewrite_) return;
+    rewritten_.append(name.data(), name.size()).append(": ");
+    rewritten_.append(value.data(), value.size()).append("\r\n");
+  }
 
  private:
   void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
@@ -72,20 +93,34 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     *body_bytes_ += body.size();
     return body.size();
   }
-  void on_chunk_header_impl(std::uint64_t, string_view extension, error_code& ec) override {
-    if (!clean_chunk_extension({extension.data(), extension.size()}))
+  void on_chunk_header_impl(std::uint64_t size, string_view extension, error_code& ec) override {
+    if (!clean_chunk_extension({extension.data(), extension.size()})) {
       refuse(ec, boost::beast::http::error::bad_chunk_extension,
              "a control character in a chunk extension");
+      return;
+    }
+    if (!rewrite_) return;
+    // Beast reads the CRLF that ends a chunk's data with the next chunk's header.
+    if (std::exchange(chunk_data_open_, true)) rewritten_.append("\r\n");
+    char digits[16];
+    const auto end = std::to_chars(digits, digits + sizeof digits, size, 16).ptr;
+    rewritten_.append(digits, end).append("\r\n");
   }
   std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
     *body_bytes_ += body.size();
+    if (rewrite_) rewritten_.append(body.data(), body.size());
     return body.size();
   }
-  void on_finish_impl(error_code&) override {}
+  void on_finish_impl(error_code&) override {
+    if (rewrite_ && this->chunked()) rewritten_.append("\r\n");  // the end of the trailers
+  }
 
   std::uint64_t uncounted_ = 0;
   std::uint64_t* body_bytes_ = &uncounted_;
   std::string_view refusal_;
+  bool rewrite_ = false;
+  bool chunk_data_open_ = false;  // a chunk header went into rewritten_: its data's CRLF is due
+  std::string rewritten_;
 };
 
 }  // namespace detail

@@ -85,6 +85,7 @@ enum class relay_end : std::uint8_t { none, tls_peer, plain_peer, local };
 struct relay_result {
   std::uint64_t from_tls = 0;    // bytes read from the TLS peer and written to the plain side
   std::uint64_t from_plain = 0;  // bytes read from the plain side and written to the TLS peer
+                                 // (HTTP mode: written to the TLS peer, mtlsd's answers too)
   bool aborted = false;          // a direction ended with an error (reset), not with EOF
   relay_end first_end = relay_end::none;
   std::string error;  // what that error was
