@@ -56,7 +56,6 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
     parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
   else
     l.client_auth.where = l.where;
-  check_proxy_header_senders(r, n, path, l);  // after client_auth: its rules judge sources too
   if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
     parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
   with(n, "revocation",
@@ -76,6 +75,8 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
   with(n, "upstream_check", [&](auto v) {
     parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
   });
+  // Last: client_auth's rules judge the source, http and proxy_protocol tell the upstream of it.
+  check_proxy_header_senders(r, n, path, l);
 }
 
 void parse_listener(reader& r, const YAML::Node& n, const std::string& path, listener& l) {

@@ -80,7 +80,8 @@ void check_unix_listener_sources(reader& r, const YAML::Node& n, const std::stri
 void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::string& path,
                                 const listener& l) {
   // With no trusted_sources any peer may send a PROXY header, and so choose the address the
-  // source checks judge (review: easy to miss; the default is nginx's, and kept).
+  // source checks judge and the upstream is told (review: easy to miss; the default is nginx's,
+  // and kept).
   if (l.listen.is_unix() || !l.accept_proxy_protocol.enabled ||
       !l.accept_proxy_protocol.trusted_sources.empty())
     return;
@@ -95,12 +96,21 @@ void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::strin
         return !a.match.source_cidrs.empty() || !a.exclude.source_cidrs.empty();
       }))
     also("client_auth.allow rules' source_cidrs");
-  if (judged.empty()) return;
+  // What the upstream is told trusts that address as much (its last X-Forwarded-For hop, the
+  // PROXY header mtlsd sends): a spoofed one reaches its access rules and logs.
+  std::string told;
+  if (l.http.enabled && l.http.x_forwarded_for) told = "the X-Forwarded-For hop mtlsd appends";
+  if (l.proxy_protocol == proxy_protocol_mode::v2)
+    told += (told.empty() ? "" : " and ") + std::string("the PROXY v2 header mtlsd sends");
+  if (judged.empty() && told.empty()) return;
+  std::string what = "any client can choose the source address ";
+  if (!judged.empty()) what += judged + " judge";
+  if (!told.empty()) what += (judged.empty() ? "" : ", and ") + told + " upstream";
   r.warning(n["accept_proxy_protocol"],
             path +
                 ".accept_proxy_protocol: any peer may send the header (trusted_sources is "
-                "empty), so any client can choose the source address " +
-                judged + " judge: list the load balancers in trusted_sources");
+                "empty), so " +
+                what + ": list the load balancers in trusted_sources");
 }
 
 void check_upstream_check_path(reader& r, const YAML::Node& v, const std::string& path,

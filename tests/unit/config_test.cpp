@@ -2131,7 +2131,30 @@ TEST(ConfigAdmission, SourceChecksBehindAHeaderAnyoneMaySendAreWarnedAbout) {
                              "header (trusted_sources is empty), so any client can choose the "
                              "source address client_auth.allow rules' source_cidrs judge: list "
                              "the load balancers in trusted_sources")));
-  load_ok(kMinimal + "    accept_proxy_protocol: {}\n");  // nothing judges the source
+  // What the upstream is told of the source is as spoofable (review: X-Forwarded-For and the
+  // PROXY v2 header mtlsd sends were not named).
+  EXPECT_THAT(problems_of(kMinimal + "    accept_proxy_protocol: {}\n"
+                                     "    proxy_protocol: v2\n"
+                                     "    http: {}\n"),
+              ElementsAre(at(10, 28,
+                             "warning: listeners[0].accept_proxy_protocol: any peer may send the "
+                             "header (trusted_sources is empty), so any client can choose the "
+                             "source address the X-Forwarded-For hop mtlsd appends and the PROXY "
+                             "v2 header mtlsd sends upstream: list the load balancers in "
+                             "trusted_sources")));
+  EXPECT_THAT(problems_of(kMinimal + "    allowed_sources: [10.0.0.0/8]\n"
+                                     "    accept_proxy_protocol: {}\n"
+                                     "    http: {}\n"),
+              ElementsAre(at(11, 28,
+                             "warning: listeners[0].accept_proxy_protocol: any peer may send the "
+                             "header (trusted_sources is empty), so any client can choose the "
+                             "source address allowed_sources judge, and the X-Forwarded-For hop "
+                             "mtlsd appends upstream: list the load balancers in "
+                             "trusted_sources")));
+  load_ok(kMinimal +
+          "    accept_proxy_protocol: {}\n"
+          "    http: {x_forwarded_for: off}\n");
+  load_ok(kMinimal + "    accept_proxy_protocol: {}\n");  // nothing judges or tells the source
   load_ok(kMinimal +
           "    allowed_sources: [10.0.0.0/8]\n"
           "    accept_proxy_protocol: {trusted_sources: [10.0.0.1]}\n");
