@@ -27,32 +27,51 @@ const T& as(const sockaddr_storage& s) {
   return *reinterpret_cast<const T*>(&s);
 }
 
+bool v4_mapped(const sockaddr_storage& s) {
+  return s.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&as<sockaddr_in6>(s).sin6_addr);
+}
+
+// ::ffff:a.b.c.d as the IPv4 address it stands for, port kept.
+sockaddr_storage unmapped(const sockaddr_storage& s) {
+  sockaddr_storage out{};
+  auto& in = *reinterpret_cast<sockaddr_in*>(&out);
+  in.sin_family = AF_INET;
+  in.sin_port = as<sockaddr_in6>(s).sin6_port;
+  std::memcpy(&in.sin_addr, as<sockaddr_in6>(s).sin6_addr.s6_addr + 12, 4);
+  return out;
+}
+
 // The address block and its family byte: both ends of one family, else UNSPEC and no block.
+// An IPv4 client of a dual-stack listener goes as IPv4 (TCP4), as X-Forwarded-For, the access
+// log and the source checks name it: an upstream's IPv4 rules would miss ::ffff:10.1.2.3.
 std::string encode_addresses(const proxy_v2_info& info, std::uint8_t& family) {
+  const bool mapped = v4_mapped(info.source) && v4_mapped(info.destination);
+  const sockaddr_storage source = mapped ? unmapped(info.source) : info.source;
+  const sockaddr_storage destination = mapped ? unmapped(info.destination) : info.destination;
   std::string addresses;
   family = 0x00;  // UNSPEC
-  if (info.source.ss_family == AF_INET && info.destination.ss_family == AF_INET) {
+  if (source.ss_family == AF_INET && destination.ss_family == AF_INET) {
     family = 0x11;  // TCP over IPv4
-    const auto& src = as<sockaddr_in>(info.source);
-    const auto& dst = as<sockaddr_in>(info.destination);
+    const auto& src = as<sockaddr_in>(source);
+    const auto& dst = as<sockaddr_in>(destination);
     addresses.append(reinterpret_cast<const char*>(&src.sin_addr), 4);
     addresses.append(reinterpret_cast<const char*>(&dst.sin_addr), 4);
     addresses.append(reinterpret_cast<const char*>(&src.sin_port), 2);  // already big-endian
     addresses.append(reinterpret_cast<const char*>(&dst.sin_port), 2);
-  } else if (info.source.ss_family == AF_INET6 && info.destination.ss_family == AF_INET6) {
+  } else if (source.ss_family == AF_INET6 && destination.ss_family == AF_INET6) {
     family = 0x21;  // TCP over IPv6
-    const auto& src = as<sockaddr_in6>(info.source);
-    const auto& dst = as<sockaddr_in6>(info.destination);
+    const auto& src = as<sockaddr_in6>(source);
+    const auto& dst = as<sockaddr_in6>(destination);
     addresses.append(reinterpret_cast<const char*>(&src.sin6_addr), 16);
     addresses.append(reinterpret_cast<const char*>(&dst.sin6_addr), 16);
     addresses.append(reinterpret_cast<const char*>(&src.sin6_port), 2);
     addresses.append(reinterpret_cast<const char*>(&dst.sin6_port), 2);
-  } else if (info.source.ss_family == AF_UNIX && info.destination.ss_family == AF_UNIX) {
+  } else if (source.ss_family == AF_UNIX && destination.ss_family == AF_UNIX) {
     family = 0x31;  // UNIX stream
     char path[108] = {};
-    std::memcpy(path, as<sockaddr_un>(info.source).sun_path, sizeof path);
+    std::memcpy(path, as<sockaddr_un>(source).sun_path, sizeof path);
     addresses.append(path, sizeof path);
-    std::memcpy(path, as<sockaddr_un>(info.destination).sun_path, sizeof path);
+    std::memcpy(path, as<sockaddr_un>(destination).sun_path, sizeof path);
     addresses.append(path, sizeof path);
   }
   return addresses;

@@ -141,5 +141,30 @@ TEST(ProxyV2, MixedFamiliesAreSentAsUnspecWithTlvs) {
   EXPECT_EQ(t.count(0x20), 1u);
 }
 
+sockaddr_storage v6(const char* ip, std::uint16_t port) {
+  sockaddr_storage ss{};
+  sockaddr_in6 sin6{};
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_port = htons(port);
+  inet_pton(AF_INET6, ip, &sin6.sin6_addr);
+  std::memcpy(&ss, &sin6, sizeof sin6);
+  return ss;
+}
+
+// Review: a dual-stack listener's IPv4 client went as ::ffff:a.b.c.d (TCP6), which an
+// upstream's IPv4 rules miss; X-Forwarded-For and the access log name it as IPv4.
+TEST(ProxyV2, AnIpv4ClientOfADualStackListenerGoesAsIpv4) {
+  proxy_v2_info info;
+  info.source = v6("::ffff:10.1.2.3", 40000);
+  info.destination = v6("::ffff:127.0.0.1", 8443);
+  const std::string h = build_proxy_v2_header(info);
+  EXPECT_EQ(static_cast<unsigned char>(h[13]), 0x11);  // TCP over IPv4
+  EXPECT_EQ(h.substr(16, 12), std::string("\x0a\x01\x02\x03\x7f\x00\x00\x01\x9c\x40\x20\xfb", 12));
+  // A real IPv6 client stays IPv6.
+  info.source = v6("2001:db8::1", 40000);
+  info.destination = v6("2001:db8::2", 8443);
+  EXPECT_EQ(static_cast<unsigned char>(build_proxy_v2_header(info)[13]), 0x21);
+}
+
 }  // namespace
 }  // namespace mtlsd::proxy
