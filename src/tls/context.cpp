@@ -259,6 +259,10 @@ void set_server_sessions_and_alpn(SSL_CTX* ctx, const config::listener& l, tls_c
     use_shared_ticket_keys(ctx);
     keep_peer_chain_in_tickets(ctx);
     SSL_CTX_set_num_tickets(ctx, 1);  // each ticket costs ~140 µs; one is enough to resume
+    // A ticket says it lives as long as its key surely decrypts it: a key decrypts for two
+    // periods from its first ticket, so a ticket made late in its key's period has one period
+    // left (OpenSSL's 7200 s default outlived it: a client offered a dead ticket for an hour).
+    SSL_CTX_set_timeout(ctx, static_cast<long>(ticket_key_period.count()));
   } else {
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

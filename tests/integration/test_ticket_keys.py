@@ -10,8 +10,9 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
+import subprocess
 
-from mtlsd_harness import client_context, daemon_config, server_listener, write_config
+from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener, write_config
 
 RELOADED = "reloaded"
 
@@ -72,3 +73,28 @@ def test_a_reload_that_changes_trust_forces_a_full_handshake(start_mtlsd, make_u
     assert not reused  # verified again under the new trust store...
     reused, _ = _connect(daemon, ctx, fresh)
     assert reused  # ...and the new session resumes
+
+
+def test_a_ticket_lives_no_longer_than_its_key_decrypts(start_mtlsd, make_upstream, pki):
+    """The lifetime a ticket announces is one key period (3600 s): a key decrypts for two
+    periods from its first ticket, so a ticket made late in its period has one left (OpenSSL's
+    default hint, 7200 s, had clients offer tickets for an hour after no key could decrypt them).
+    openssl s_client prints each ticket as it arrives."""
+    daemon = start_mtlsd(_config(pki, make_upstream().address))
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-connect", fmt_addr(daemon.addr()), "-servername", "localhost",
+         "-CAfile", pki.path("ca.crt"), "-cert", pki.path("client.crt"),
+         "-key", pki.path("client.key")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    hint = b""
+    try:
+        client.stdin.write(b"ping\n")  # the ticket comes with the server's first flight
+        client.stdin.flush()
+        for line in client.stdout:
+            if b"ticket lifetime hint" in line:
+                hint = line.strip()
+                break
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+    assert hint == b"TLS session ticket lifetime hint: 3600 (seconds)", hint
