@@ -20,6 +20,18 @@ std::string_view xff_hop(const http_forwarding& f) {
   return f.client_ip.empty() ? std::string_view("unknown") : std::string_view(f.client_ip);
 }
 
+// Appends one X-Forwarded-For element to the list that begins at out[start], skipping an empty
+// one (RFC 9110 5.6.1: empty list members are ignored; ", , 10.0.0.1" helps no reader).
+void append_xff_element(std::string& out, std::size_t start, std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+    v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+    v.remove_suffix(1);
+  if (v.empty()) return;
+  if (out.size() > start) out.append(", ");
+  out.append(v);
+}
+
 }  // namespace
 
 void apply_forwarding(header_list& headers, const http_forwarding& f) {
@@ -38,10 +50,10 @@ void apply_forwarding(header_list& headers, const http_forwarding& f) {
     // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
     std::string joined;
     for (const auto& [name, value] : headers)
-      if (same_field_name(name, xff_header)) joined += (joined.empty() ? "" : ", ") + value;
+      if (same_field_name(name, xff_header)) append_xff_element(joined, 0, value);
     std::erase_if(headers,
                   [](const header_field& h) { return same_field_name(h.first, xff_header); });
-    joined.append(joined.empty() ? "" : ", ").append(xff_hop(f));
+    append_xff_element(joined, 0, xff_hop(f));
     headers.emplace_back(std::string(xff_header), std::move(joined));
   }
   if (f.x_forwarded_proto) {
@@ -157,9 +169,11 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
   if (xff_too) {
     // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours appended.
     out.append("X-Forwarded-For: ");
+    const std::size_t start = out.size();
     for (std::string_view v : seen.xff)
-      out.append(v).append(", ");
-    out.append(xff_hop(f)).append("\r\n");
+      append_xff_element(out, start, v);
+    append_xff_element(out, start, xff_hop(f));
+    out.append("\r\n");
   }
   if (f.x_forwarded_proto) out.append("X-Forwarded-Proto: https\r\n");
   out.append("\r\n");

@@ -192,6 +192,17 @@ TEST(ForwardingRequestHead, XffLinesAreJoinedAndTheClientAppended) {
   EXPECT_EQ(values(out, "x-forwarded-for"), strings{"198.51.100.1, 198.51.100.2, 192.0.2.10"});
 }
 
+// Review: an empty X-Forwarded-For went up as ", 192.0.2.10" over HTTP/1.1; HTTP/2 joined
+// ["a", ""] as "a, , hop". Empty members are skipped in both.
+TEST(ForwardingRequestHead, EmptyXffMembersAreSkipped) {
+  const auto out =
+      forwarded(get_with("X-Forwarded-For:\r\nX-Forwarded-For: 198.51.100.1\r\n"), forwarding());
+  EXPECT_EQ(values(out, "x-forwarded-for"), strings{"198.51.100.1, 192.0.2.10"});
+  header_list h{{"x-forwarded-for", "198.51.100.1"}, {"x-forwarded-for", " "}};
+  apply_forwarding(h, forwarding());
+  EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1, 192.0.2.10"});
+}
+
 TEST(ForwardingRequestHead, XffOffLeavesTheListAloneAndAnUnknownClientIsUnknown) {
   const auto head = get_with("X-Forwarded-For: 198.51.100.1\r\n");
   EXPECT_EQ(values(forwarded(head, forwarding(action::remove, false)), "x-forwarded-for"),
