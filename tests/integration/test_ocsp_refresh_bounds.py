@@ -6,7 +6,8 @@ nextUpdate. The refresh is bounded, and each bound is pinned here from the respo
   * only answers a listener with recheck_established looked up ("watched") are refreshed;
   * at most ocsp_refreshes_per_pass (8) requests per pass, the rest in a later pass;
   * a certificate that has expired is not asked about again;
-  * a refresh that fails backs off (1 s, 2 s, 4 s ...), the responder is not hammered.
+  * a refresh that fails backs off (1 s, 2 s, 4 s ...), the responder is not hammered, and a
+    lone failed refresh is tried again within seconds, not after the 30 s period.
 Not pinned: "seen within the last 24 h" (ocsp_refresh_idle_lifetime) needs a daemon clock a day
 ahead, and the 30 s period is only ever the longest wait (a pass is due earlier whenever an
 answer lapses or a retry is due), which a test would wait out for nothing.
@@ -244,4 +245,19 @@ def test_a_failing_responder_is_asked_with_backoff(start_mtlsd, make_upstream, r
     counts = refreshes(rv, leaves)
     assert max(counts) <= 5, f"refreshes per certificate in {WINDOW}s: {counts}"
     assert min(counts) >= 1, f"a certificate was never asked again: {counts}"
+    assert daemon.running
+
+
+def test_one_failing_refresh_is_tried_again_without_waiting_out_the_period(
+        start_mtlsd, make_upstream, rpki, rv, answers, leaves):
+    """One watched answer, and its refresh fails. The pass that asked looks again once the
+    request has surely ended (its 5 s timeout, plus a second), so the retry due 1 s after the
+    failure goes out within seconds; it waited for the 30 s period (nothing else woke the loop:
+    with MANY answers, the cap's one-second passes hid it)."""
+    leaf = leaves[0]
+    daemon = start(start_mtlsd, make_upstream, rpki, inbound=True)
+    connect_then_lapse(daemon, rpki, rv, answers, [(leaf, "inbound")])
+    rv.fail_status = 500
+    wait_until(lambda: asked(rv, leaf) >= 2, LEAD + 10, what="the first refresh")
+    wait_until(lambda: asked(rv, leaf) >= 3, 12, what="the failed refresh tried again")
     assert daemon.running

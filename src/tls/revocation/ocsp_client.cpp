@@ -124,8 +124,9 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
     std::vector<due> asks;
     self->cache_.for_each([&](const std::string&, cached& c) {
       // Only what a listener watches (recheck_established), seen lately, and still valid: an
-      // expired certificate no longer connects, and its open connections end with their own
-      // checks (review: every answer cached was asked for again).
+      // expired certificate no longer connects (review: every answer cached was asked for
+      // again). Its connections already open stay, as in nginx and Envoy, bounded by
+      // timeouts.max_connection_age; CAs stop listing a certificate once it expired anyway.
       if (!c.watched || !c.cert || now - c.last_used > ocsp_refresh_idle_lifetime ||
           not_after_of(c.cert.get()) <= now)
         return;
@@ -147,6 +148,11 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
       }
       asks.push_back({up_ref(c.cert.get()), up_ref(c.issuer.get()), c.url, c.timeout});
     });
+    // Those asked for now were left out of `wait`: look again once they have surely ended
+    // (their timeout), for a failure's backoff or an answer due again within the period.
+    for (const auto& a : asks)
+      wait = std::min<std::time_t>(wait,
+                                   std::chrono::ceil<std::chrono::seconds>(a.timeout).count() + 1);
     wait = std::max<std::time_t>(wait, 1);
     for (auto& a : asks) {
       auto url = net::parse_http_url(a.url);
