@@ -65,6 +65,14 @@ void name_deadline(session& s) {
       break;
     case phase::revocation:
       s.refuse(reason::revocation_unavailable, "no revocation answer within " + after);
+      // No verdict came for count_verdict: each method the check waited on had no answer. (The
+      // lookups are bounded by the timeout, so this backstop is not expected to be reached.)
+      if (lr.metrics) {
+        if (lr.revocation.ocsp != config::ocsp_mode::off)
+          lr.metrics->revocation_check(revocation_method::ocsp, revocation_status::unavailable);
+        if (lr.revocation.crl_files || lr.revocation.distribution_points)
+          lr.metrics->revocation_check(revocation_method::crl, revocation_status::unavailable);
+      }
       break;
     case phase::connect:
       if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
