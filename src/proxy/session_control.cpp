@@ -54,13 +54,16 @@ bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
   return true;
 }
 
-void session_control::judged(SSL* ssl, const config::ip_address* source, const std::string* sni,
-                             const runtime::listener_runtime* current) {
+std::optional<std::pair<reason, std::string>> session_control::judged(
+    SSL* ssl, const config::ip_address* source, const std::string* sni,
+    const runtime::listener_runtime* current) {
   ssl_ = ssl;
   source_ = source;
   sni_ = sni;
   current_ = current;
-  if (registry_) registry_->catch_up(*this);
+  if (!registry_) return std::nullopt;
+  const auto* next = registry_->catch_up_with(*this);
+  return next ? refusal_by(*next) : std::nullopt;
 }
 
 namespace {
@@ -105,21 +108,29 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
 
 }  // namespace
 
-bool session_control::rejudge(const runtime::listener_runtime& next) {
+std::optional<std::pair<reason, std::string>> session_control::refusal_by(
+    const runtime::listener_runtime& next) const {
   if (killed_ || !ssl_ || !current_ || &next == current_ || next.cfg.mode != current_->cfg.mode)
-    return false;
+    return std::nullopt;
   const std::string_view sni = sni_ ? std::string_view(*sni_) : std::string_view();
   auto now = verdict_of(next, ssl_, source_, sni);
-  if (!now) return false;
+  if (!now) return std::nullopt;
   // revocation.recheck_established: false keeps revoked peers' open connections: a reload that
   // brings a new CRL must not close them either.
   if ((now->first == reason::revoked || now->first == reason::revocation_unavailable) &&
       !next.cfg.revocation.recheck_established)
-    return false;
+    return std::nullopt;
   // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
   // did not change this peer's verdict, so it is not the reload's to act on.
-  if (verdict_of(*current_, ssl_, source_, sni)) return false;
-  kill(termination::reload_rejudged, now->first, "reload_rejudged: " + now->second);
+  if (verdict_of(*current_, ssl_, source_, sni)) return std::nullopt;
+  now->second.insert(0, "reload_rejudged: ");
+  return now;
+}
+
+bool session_control::rejudge(const runtime::listener_runtime& next) {
+  auto refusal = refusal_by(next);
+  if (!refusal) return false;
+  kill(termination::reload_rejudged, refusal->first, std::move(refusal->second));
   return true;
 }
 

@@ -145,12 +145,19 @@ std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
   return out;
 }
 
-// A peer refused after its handshake, where no alert can say why: an HTTP/2 client of an http:
-// listener first hears GOAWAY(INADEQUATE_SECURITY, the reason), which gRPC and other clients
-// report, rather than a bare close_notify. The reason only, as an alert would say it; the
-// detail (responder URLs, subjects) stays in mtlsd's log.
-asio::awaitable<void> goaway_refused(session& s, tls_stream& tls, reason why) {
+// A peer refused after its handshake, where no alert can say why any more: an HTTP/2 client of
+// an http: listener first hears GOAWAY(INADEQUATE_SECURITY, the reason), which gRPC and other
+// clients report, then close_notify and a lingering close. The reason only, as an alert would
+// say it; the detail (responder URLs, subjects) stays in mtlsd's log. In client mode the
+// session is dropped from the cache, so it resumes nothing.
+asio::awaitable<void> refuse_after_handshake(session& s, tls_stream& tls, reason why,
+                                             std::string detail) {
+  s.refuse(why, std::move(detail));
+  tls::client_session_cache::forget(tls.native());
+  s.enter(phase::closing, std::chrono::seconds(1));
   co_await goaway_if_h2(s, tls, NGHTTP2_INADEQUATE_SECURITY, to_string(why));
+  co_await tls.shutdown_send();
+  co_await linger_close(s);
 }
 
 // After the handshake and before the upstream hears of the peer: the revocation answers that
@@ -174,14 +181,7 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   if (!v) co_return false;  // cancelled by the watchdog: finish() names the reason
   count_verdict(s, *v);
   if (v->refusal) {
-    s.refuse(*v->refusal, v->detail);
-    tls::client_session_cache::forget(tls.native());  // client mode: resumes nothing
-    // The handshake is over, so no alert can say why: close_notify (after a GOAWAY for an
-    // HTTP/2 client), then a lingering close.
-    s.enter(phase::closing, std::chrono::seconds(1));
-    co_await goaway_refused(s, tls, *v->refusal);
-    co_await tls.shutdown_send();
-    co_await linger_close(s);
+    co_await refuse_after_handshake(s, tls, *v->refusal, v->detail);
     co_return false;
   }
   if (!v->soft_fail_note.empty())
@@ -249,22 +249,19 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       // Refused: the log names it as the refused peer, not as a verified identity.
       s.refused_peer = std::move(s.peer_identity);
       s.peer_identity.reset();
-      s.refuse(refused->first, std::move(refused->second) + " (resumed session)");
-      tls::client_session_cache::forget(tls.native());
-      s.enter(phase::closing, std::chrono::seconds(1));
-      co_await goaway_refused(s, tls, refused->first);
-      co_await tls.shutdown_send();
-      co_await linger_close(s);
+      co_await refuse_after_handshake(s, tls, refused->first,
+                                      std::move(refused->second) + " (resumed session)");
       co_return false;
     }
   }
   trace_handshake_done(s);
-  s.control.judged(tls.native(), source, &s.sni, s.listener.get());
+  auto rejudged = s.control.judged(tls.native(), source, &s.sni, s.listener.get());
   observe_handshake(s);
-  if (s.control.killed() && s.control.kill_reason()) {
-    // A reload came during the handshake and its policy refuses this peer (judged() caught
-    // up with it): refused here, before the upstream is connected to.
-    s.refuse(*s.control.kill_reason(), s.control.kill_detail());
+  if (rejudged) {
+    // A reload came during the handshake and its policy refuses this peer: refused here,
+    // before the upstream is connected to, as a reload's re-judging closes a connection.
+    s.ended_by = termination::reload_rejudged;
+    co_await refuse_after_handshake(s, tls, rejudged->first, std::move(rejudged->second));
     co_return false;
   }
   // Revocation needs the peer's chain; without it configured, nothing is allocated here.

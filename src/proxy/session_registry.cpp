@@ -41,9 +41,9 @@ std::size_t session_registry::rejudge(std::shared_ptr<const runtime::runtime> ne
   return n;
 }
 
-void session_registry::catch_up(session_control& s) {
-  if (!rejudged_with_ || !s.current_listener()) return;
-  if (auto lr = successor(*rejudged_with_, *s.current_listener())) s.rejudge(*lr);
+const runtime::listener_runtime* session_registry::catch_up_with(const session_control& s) const {
+  if (!rejudged_with_ || !s.current_listener()) return nullptr;
+  return successor(*rejudged_with_, *s.current_listener());
 }
 
 }  // namespace mtlsd::proxy

@@ -181,7 +181,9 @@ def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd
     accept. One still in its handshake when the reload re-judged the open connections was not
     among them (nothing to judge yet), and was admitted by the old allow list for good: a peer
     removed from the list kept access by holding TCP connections open across the reload. It is
-    judged again as its handshake ends, and refused before the upstream hears of it."""
+    judged again as its handshake ends, and refused before the upstream hears of it — with
+    close_notify, as a connection the reload's re-judging closes (it was closed without: the
+    client could not tell the refusal from a cut connection)."""
     up = make_upstream()
     loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, client_auth=loose)]))
@@ -189,14 +191,15 @@ def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd
     local = fmt_addr(early.getsockname())
     tight = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/ns/other/*"]}]}}
     reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
-    try:
-        tls = client_context(pki, "client").wrap_socket(early, server_hostname="localhost")
-        tls.sendall(b"after the reload\n")
-        tls.settimeout(10)
-        assert tls.recv(100) == b""
-    except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
-        pass  # closed all the same
+    # Ragged EOFs raise: only a close_notify reads as b"".
+    tls = client_context(pki, "client").wrap_socket(early, server_hostname="localhost",
+                                                     suppress_ragged_eofs=False)
+    tls.sendall(b"after the reload\n")
+    tls.settimeout(10)
+    assert tls.recv(100) == b"", "a refusal after the handshake ends with close_notify"
+    tls.close()
     line = daemon.wait_for_access(client=local)
     assert line["result"] == "rejected" and line["reason"] == "not_authorized", line
     assert line["detail"].startswith("reload_rejudged: "), line
+    assert line["termination"] == "reload_rejudged", line
     up.assert_untouched()

@@ -60,14 +60,20 @@ class session_control {
   // on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
   // session runs with) belong to the session and outlive its registration. A reload that came
   // between the accept and now (the handshake ran under the old runtime) is caught up with at
-  // once: the session is judged again by the runtime its registry last re-judged with.
-  void judged(SSL* ssl, const config::ip_address* source, const std::string* sni,
-              const runtime::listener_runtime* current);
-  // After a reload: kills the session when `next` (the new runtime of its listener) refuses
-  // its peer while the session's own runtime still admits it — the reload changed the verdict
-  // (a CA removed, a rule tightened, a source range dropped, a CRL added). The verdict comes
-  // from verify_offline, the code a handshake runs. True when killed.
+  // once: the session is judged by the runtime its registry last re-judged with, and that
+  // runtime's refusal returned (not killed: the caller refuses as after any handshake, with
+  // close_notify and an HTTP/2 client's GOAWAY).
+  std::optional<std::pair<reason, std::string>> judged(SSL* ssl, const config::ip_address* source,
+                                                       const std::string* sni,
+                                                       const runtime::listener_runtime* current);
+  // After a reload: kills the session when refusal_by(next) says so. True when killed.
   bool rejudge(const runtime::listener_runtime& next);
+  // Why `next` (the new runtime of its listener) refuses the peer while the session's own
+  // runtime still admits it — the reload changed the verdict (a CA removed, a rule tightened, a
+  // source range dropped, a CRL added) — the detail starting "reload_rejudged: "; nothing
+  // otherwise. The verdict comes from verify_offline, the code a handshake runs.
+  std::optional<std::pair<reason, std::string>> refusal_by(
+      const runtime::listener_runtime& next) const;
   const runtime::listener_runtime* current_listener() const { return current_; }
 
  private:
@@ -111,10 +117,10 @@ class session_registry {
   // one whose address no listener keeps runs on under its own runtime, as nginx's old workers
   // finish theirs. `next` is kept for sessions still in their handshake (catch_up).
   std::size_t rejudge(std::shared_ptr<const runtime::runtime> next);
-  // `s` finished its handshake under an older runtime than the last rejudge's: judged again
-  // now (review: a connection accepted before a reload and judged after it was admitted by the
-  // old policy for good).
-  void catch_up(session_control& s);
+  // `s` finished its handshake: the listener runtime to judge it by again when the last
+  // rejudge's runtime is newer than the one it ran under (review: a connection accepted before
+  // a reload and judged after it was admitted by the old policy for good); else null.
+  const runtime::listener_runtime* catch_up_with(const session_control& s) const;
   std::size_t size() const { return live_.size(); }
 
  private:
