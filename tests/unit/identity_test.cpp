@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/identity.hpp"
@@ -171,6 +173,28 @@ TEST_F(IdentityTest, ValidityHelpers) {
   EXPECT_EQ(not_before_of(c.cert()), nb);
   EXPECT_EQ(not_after_of(c.cert()), na);
   EXPECT_EQ(extract_identity(c.cert()).not_after, na);
+}
+
+// extract_identity keeps the last few answers per thread, keyed by the certificate's DER: more
+// certificates than it keeps, asked in turns and twice over, each get their own identity, and
+// two certificates alike but for the serial are told apart.
+TEST_F(IdentityTest, RecentAnswersAreKeptWithoutMixingCertificatesUp) {
+  std::vector<test::credential> leaves;
+  for (unsigned i = 0; i < 11; ++i)
+    leaves.push_back(test::make_leaf(*root_, {.cn = "same", .serial = 100u + i}));
+  std::vector<std::string> first;
+  for (const auto& c : leaves)
+    first.push_back(extract_identity(c.cert()).sha256);
+  for (int round = 0; round < 2; ++round)
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      const auto again = extract_identity(leaves[i].cert());
+      EXPECT_EQ(again.sha256, first[i]) << i;
+      char serial[17];
+      std::snprintf(serial, sizeof serial, "%X", static_cast<unsigned>(100 + i));
+      EXPECT_EQ(again.serial, serial) << i;
+    }
+  for (std::size_t i = 1; i < first.size(); ++i)
+    EXPECT_NE(first[i], first[0]) << i;
 }
 
 TEST(Identity, NullCertificateGivesAnEmptyIdentity) {

@@ -18,6 +18,13 @@ inline constexpr std::size_t block_size = 20 * 1024;
 // Per thread: enough for the records moving at any instant on one worker; beyond that blocks
 // go back to malloc, so a burst does not pin memory.
 inline constexpr std::size_t max_cached = 16;
+// Blocks are allocated at this alignment, so that release() tells one from the ~4,000 other
+// pointers a full handshake frees by its address alone: only a block-aligned pointer (1 in
+// 256 of malloc's others) has its size asked (malloc_usable_size). Asking it of every pointer
+// cost ~150k instructions per full handshake (callgrind: 2% of it, more than nginx's own code).
+// A multiple of it, block_size spans 5 pages, not 6.
+inline constexpr std::size_t block_align = 4096;
+static_assert(block_size % block_align == 0);
 
 // Makes OpenSSL allocate through allocate/release below. Must run before OpenSSL allocates
 // anything (first thing in main); false when that is too late, and nothing changes.
