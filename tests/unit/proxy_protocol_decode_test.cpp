@@ -10,30 +10,15 @@
 
 #include <cstring>
 
+#include "test_addresses.hpp"
+
 namespace mtlsd::proxy {
 namespace {
 
+using test::v4;
+using test::v6;
+
 using state = proxy_v2_decoded::state;
-
-sockaddr_storage v4(const char* ip, std::uint16_t port) {
-  sockaddr_storage ss{};
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &sin.sin_addr);
-  std::memcpy(&ss, &sin, sizeof sin);
-  return ss;
-}
-
-sockaddr_storage v6(const char* ip, std::uint16_t port) {
-  sockaddr_storage ss{};
-  sockaddr_in6 sin{};
-  sin.sin6_family = AF_INET6;
-  sin.sin6_port = htons(port);
-  inet_pton(AF_INET6, ip, &sin.sin6_addr);
-  std::memcpy(&ss, &sin, sizeof sin);
-  return ss;
-}
 
 sockaddr_storage unix_path(const char* path) {
   sockaddr_storage ss{};

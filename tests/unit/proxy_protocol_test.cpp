@@ -9,18 +9,13 @@
 #include <cstring>
 #include <map>
 
+#include "test_addresses.hpp"
+
 namespace mtlsd::proxy {
 namespace {
 
-sockaddr_storage v4(const char* ip, std::uint16_t port) {
-  sockaddr_storage ss{};
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &sin.sin_addr);
-  std::memcpy(&ss, &sin, sizeof sin);
-  return ss;
-}
+using test::v4;
+using test::v6;
 
 std::size_t be16(const std::string& s, std::size_t at) {
   return (static_cast<unsigned char>(s[at]) << 8) | static_cast<unsigned char>(s[at + 1]);
@@ -139,16 +134,6 @@ TEST(ProxyV2, MixedFamiliesAreSentAsUnspecWithTlvs) {
   EXPECT_EQ(static_cast<unsigned char>(h[13]), 0x00);
   auto t = tlvs(h, 16, h.size());
   EXPECT_EQ(t.count(0x20), 1u);
-}
-
-sockaddr_storage v6(const char* ip, std::uint16_t port) {
-  sockaddr_storage ss{};
-  sockaddr_in6 sin6{};
-  sin6.sin6_family = AF_INET6;
-  sin6.sin6_port = htons(port);
-  inet_pton(AF_INET6, ip, &sin6.sin6_addr);
-  std::memcpy(&ss, &sin6, sizeof sin6);
-  return ss;
 }
 
 // Review: a dual-stack listener's IPv4 client went as ::ffff:a.b.c.d (TCP6), which an
