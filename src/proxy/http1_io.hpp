@@ -217,13 +217,18 @@ struct inbound {
     }
   }
 
-  // Consumes the CRLF pairs at the front of the buffer (a lone CR stays: its LF may follow, and
-  // a bare LF is refused as in any head). Returns whether there were any.
-  bool drop_empty_lines() {
+  // Consumes the empty lines at the front of the buffer: CRLF pairs (a lone CR stays: its LF
+  // may follow, and a bare LF is refused as in any request head), or, `bare_lf_too`, any run of
+  // CR and LF (after a response, where "ok\n" past a Content-Length of 2 is a common slip).
+  // Returns whether there were any.
+  bool drop_empty_lines(bool bare_lf_too = false) {
     const std::string_view have(static_cast<const char*>(buf.data().data()), buf.size());
     std::size_t lead = 0;
-    while (have.size() >= lead + 2 && have[lead] == '\r' && have[lead + 1] == '\n')
-      lead += 2;
+    if (bare_lf_too)
+      lead = std::min(have.find_first_not_of("\r\n"), have.size());
+    else
+      while (have.size() >= lead + 2 && have[lead] == '\r' && have[lead + 1] == '\n')
+        lead += 2;
     buf.consume(lead);
     return lead > 0;
   }
@@ -250,7 +255,8 @@ struct body_outcome {
 // buffered, write what the parser claims, read more. A chunked body whose parser rewrites its
 // framing (framing_base::rewrite_chunks) leaves as rewritten instead. The first `ready` bytes of
 // `in`'s buffer are parsed already (a response head that leaves with its body: one write, one TLS
-// record for a small response). Memory: the read buffer only. Once `stopped` (the other pump ended
+// record for a small response). Memory: the read buffer only (and a rewritten chunked body's copy
+// of what one put consumed, until it is written). Once `stopped` (the other pump ended
 // the exchange) it returns operation_aborted at its next step, and starts no wait. `head`, when not
 // empty, is a head written anew (a response's, without hop-by-hop fields): it goes first, in the
 // same write as the body bytes already here (one TLS record for a small response still).

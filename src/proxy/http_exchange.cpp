@@ -120,7 +120,7 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     response_keep_alive_ = res.keep_alive();
     // An empty line or two after a response is a common slip, harmless: RFC 9112 2.2 has a
     // server ignore such lines before a request; so do we after a response.
-    from_upstream_.drop_empty_lines();
+    from_upstream_.drop_empty_lines(/*bare_lf_too=*/true);
     if (const std::size_t extra = from_upstream_.buf.size(); extra > 0) {
       // Bytes past the end of the response (a body sent with a HEAD answer, a miscounted
       // length, a response nobody asked for): read next, they would be taken for the answer

@@ -54,7 +54,9 @@ asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t er
                                    std::string_view why) {
   if (!http_listener(s) || !speaks_h2(s.listener->cfg, tls.native())) co_return;
   const std::string frames = h2_refusal_frames(error_code, why);
-  co_await tls.write(asio::buffer(frames));  // a failure ends the connection all the same
+  // A failure ends the connection all the same. What went is counted as sent to the client
+  // (tx_bytes; http: listeners are server mode, where that is relayed.from_plain).
+  if (!co_await tls.write(asio::buffer(frames))) s.relayed.from_plain += frames.size();
 }
 
 asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls) {
@@ -67,7 +69,7 @@ asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls) {
   else
     answer = ours ? http1::simple_response(503, "Service Unavailable", "Service Unavailable")
                   : http1::simple_response(502, "Bad Gateway", "Bad Gateway");
-  co_await tls.write(asio::buffer(answer));
+  if (!co_await tls.write(asio::buffer(answer))) s.relayed.from_plain += answer.size();
   co_return true;
 }
 

@@ -123,6 +123,9 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
     result_.tls_peer_sending = client_may_send();
     co_return then::close_both;
   }
+  // Empty lines a client sent after its last body (RFC 9112 2.2) are not a request begun: the
+  // connection is idle (watched, drained at once, bound by the idle timeout, not the head's).
+  from_client_.drop_empty_lines();
   idle_ = from_client_.buf.size() == 0 && from_upstream_.buf.size() == 0;
   bool folded = false;
   const error_code ec = co_await next_request_head(req, head_size, folded);

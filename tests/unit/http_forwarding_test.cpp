@@ -201,6 +201,11 @@ TEST(ForwardingRequestHead, EmptyXffMembersAreSkipped) {
   header_list h{{"x-forwarded-for", "198.51.100.1"}, {"x-forwarded-for", " "}};
   apply_forwarding(h, forwarding());
   EXPECT_EQ(values(h, "x-forwarded-for"), strings{"198.51.100.1, 192.0.2.10"});
+  // Inside one field too (the diff's review).
+  EXPECT_EQ(
+      values(forwarded(get_with("X-Forwarded-For: 198.51.100.1, ,198.51.100.2,\r\n"), forwarding()),
+             "x-forwarded-for"),
+      strings{"198.51.100.1, 198.51.100.2, 192.0.2.10"});
 }
 
 TEST(ForwardingRequestHead, XffOffLeavesTheListAloneAndAnUnknownClientIsUnknown) {

@@ -80,11 +80,11 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     ec = code;
     refusal_ = why;
   }
-  // A trailer field the subclass let through: kept in rewritten() (Beast trimmed the value).
+  // A trailer field the subclass let through: kept for rewritten() (Beast trimmed the value).
   void keep_trailer(string_view name, string_view value) {
     if (!rewrite_) return;
-    rewritten_.append(name.data(), name.size()).append(": ");
-    rewritten_.append(value.data(), value.size()).append("\r\n");
+    last_.append(name.data(), name.size()).append(": ");
+    last_.append(value.data(), value.size()).append("\r\n");
   }
 
  private:
@@ -100,11 +100,16 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
       return;
     }
     if (!rewrite_) return;
+    // The last chunk and the trailers after it wait in last_ until the message is whole
+    // (on_finish_impl): a trailer refused later in the same put must not let "0\r\n" reach the
+    // upstream, which could take the body for complete.
+    std::string& out = size == 0 ? last_ : rewritten_;
+    if (size == 0) last_.clear();
     // Beast reads the CRLF that ends a chunk's data with the next chunk's header.
-    if (std::exchange(chunk_data_open_, true)) rewritten_.append("\r\n");
+    if (std::exchange(chunk_data_open_, true)) out.append("\r\n");
     char digits[16];
     const auto end = std::to_chars(digits, digits + sizeof digits, size, 16).ptr;
-    rewritten_.append(digits, end).append("\r\n");
+    out.append(digits, end).append("\r\n");
   }
   std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
     *body_bytes_ += body.size();
@@ -112,7 +117,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     return body.size();
   }
   void on_finish_impl(error_code&) override {
-    if (rewrite_ && this->chunked()) rewritten_.append("\r\n");  // the end of the trailers
+    if (rewrite_ && this->chunked()) rewritten_.append(last_).append("\r\n");  // trailers' end
   }
 
   std::uint64_t uncounted_ = 0;
@@ -121,6 +126,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   bool rewrite_ = false;
   bool chunk_data_open_ = false;  // a chunk header went into rewritten_: its data's CRLF is due
   std::string rewritten_;
+  std::string last_;  // the last chunk and the trailers, until the message is whole
 };
 
 }  // namespace detail
