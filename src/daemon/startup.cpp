@@ -107,9 +107,10 @@ int daemon::run() {
   raise_fd_limit(rt->cfg, n);
   // One worker: every thread allocates from malloc's main arena. A worker thread on an arena of
   // its own pays glibc's non-main-arena steps on each of the ~4,000 malloc/free pairs of a full
-  // handshake (~45k instructions, callgrind); the other threads (admin, revocation fetches)
-  // allocate too rarely to contend for the main arena's lock. Before any worker starts: a
-  // thread keeps the arena its first malloc picked.
+  // handshake (~45k instructions, callgrind). The other threads (the access-log writer, admin,
+  // revocation fetches) allocate far less than a worker, and the log writer's frees of the
+  // worker's lines lock the worker's arena whichever it is. Before any worker starts: a thread
+  // keeps the arena its first malloc picked. Not measured for contention beyond the bench.
   if (n == 1) mallopt(M_ARENA_MAX, 1);
   start_workers(n);
   if (!open_and_enter_sandbox(*rt)) return 1;
