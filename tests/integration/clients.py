@@ -50,6 +50,42 @@ def client_context(pki: Pki, cert: Optional[str] = "client", *, certfile: Option
     return ctx
 
 
+def strict_eof(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """`ctx`, made to tell a TLS end without close_notify from one with it (returned for chaining).
+
+    Python 3.11 with OpenSSL 3 sets OP_IGNORE_UNEXPECTED_EOF on every context: a TCP EOF without
+    close_notify then reads as b"" (a clean end) even with suppress_ragged_eofs=False. Without the
+    option such an EOF raises (see is_unexpected_eof)."""
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    return ctx
+
+
+def is_unexpected_eof(exc: BaseException) -> bool:
+    """Whether `exc` is a TLS stream ending without close_notify (a bare TCP EOF)."""
+    return isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError)
+        and getattr(exc, "reason", None) == "UNEXPECTED_EOF_WHILE_READING")
+
+
+def read_to_end(sock: ssl.SSLSocket) -> tuple[bytes, str]:
+    """Read until the stream ends: (data, how it ended), how being "close_notify", "eof without
+    close_notify" or "reset". `sock` must come from a strict_eof context (asserted), else a bare
+    EOF would read as a close_notify. Other errors (a TLS alert, a timeout) raise."""
+    assert not sock.context.options & ssl.OP_IGNORE_UNEXPECTED_EOF, \
+        "read_to_end needs a strict_eof context to see a close_notify"
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ssl.SSLError as exc:
+        if not is_unexpected_eof(exc):
+            raise
+        return bytes(data), "eof without close_notify"
+    except ConnectionResetError:
+        return bytes(data), "reset"
+    return bytes(data), "close_notify"
+
+
 @dataclass
 class Exchange:
     """What one client connection experienced."""
@@ -161,9 +197,11 @@ def echo_roundtrip(addr: Addr, ctx: ssl.SSLContext, payload: bytes = b"ping\n") 
 
 class _BioConn:
     """A TLS client over ssl.MemoryBIO so we control every record and every
-    TCP action: needed to send close_notify (or a bare FIN) and keep reading."""
+    TCP action: needed to send close_notify (or a bare FIN) and keep reading. Makes `ctx`
+    strict_eof, so that read_to_end tells the peer's close_notify from a bare EOF."""
 
     def __init__(self, addr: Addr, ctx: ssl.SSLContext, timeout: float = TIMEOUT):
+        strict_eof(ctx)
         self.sock = connect(addr, timeout)
         self.local = fmt_addr(self.sock.getsockname())
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -216,13 +254,15 @@ class _BioConn:
                 chunk = self.obj.read(65536)
             except ssl.SSLZeroReturnError:
                 return bytes(data), True
-            except ssl.SSLEOFError:
-                return bytes(data), False          # TCP EOF without close_notify
             except ssl.SSLWantReadError:
                 if saw_tcp_eof:
                     return bytes(data), False
                 saw_tcp_eof = not self._fill()
                 continue
+            except ssl.SSLError as exc:            # after its subclass SSLWantReadError
+                if not is_unexpected_eof(exc):
+                    raise
+                return bytes(data), False          # TCP EOF without close_notify
             if not chunk:
                 return bytes(data), True
             data += chunk

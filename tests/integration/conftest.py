@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def start_mtlsd(mtlsd_bin, tmp_path, request):
     """Factory: start_mtlsd(config_dict, wait_ready=True, preexec_fn=None) -> Mtlsd.
 
     Every daemon started here is killed at teardown; on failure its log tail
-    is printed (pytest shows it with the failure).
+    is printed (pytest shows it with the failure). A daemon that exited by itself unseen by a
+    passing test (Mtlsd.exited_unseen) fails it.
     """
     started: list[Mtlsd] = []
 
@@ -105,12 +107,19 @@ def start_mtlsd(mtlsd_bin, tmp_path, request):
         started.append(daemon)
         return daemon.start(wait_ready)
     yield start
+    unseen = [d for d in started if d.exited_unseen()]
     for daemon in started:
         if _failed(request):
             print(f"--- mtlsd {daemon.config_path} (exit {daemon.proc and daemon.proc.poll()})")
             print(daemon.output_tail(60))
         daemon.kill()
     check_sanitizer_reports(started)
+    if unseen and not _failed(request):
+        # A daemon that died under a passing test: whatever the test checked after, it was
+        # not checked against a running daemon. A test that expects the exit says so
+        # (wait_exit, running(), stop).
+        pytest.fail("".join(f"mtlsd {d.config_path} exited by itself with {d.proc.returncode}:\n"
+                            f"{d.output_tail(30)}\n" for d in unseen))
 
 
 @pytest.fixture
@@ -128,6 +137,15 @@ def serve(start_mtlsd, make_upstream, pki):
         daemon = start_mtlsd(daemon_config([listener], **(top or {})))
         return daemon, up
     return serve
+
+
+@pytest.fixture
+def refused_address():
+    """An address ("127.0.0.1:PORT") whose connections are refused: bound, never listening."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    yield f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
 
 
 @pytest.fixture

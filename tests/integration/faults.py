@@ -19,9 +19,10 @@ import struct
 import termios
 import threading
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional
 
 from clients import connect, curl, echo_roundtrip, s_client
+from helpers import wait_until
 from pki import Pki
 
 # Under ASan/UBSan the daemon's memory is shadow memory plus quarantine, and its CPU time is
@@ -29,7 +30,6 @@ from pki import Pki
 SANITIZED = os.environ.get("MTLSD_SANITIZED") == "1"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-T = TypeVar("T")
 
 HTTP_BODY = b"healthy"
 HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
@@ -37,20 +37,6 @@ HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length
 
 
 # --- waiting and measuring ------------------------------------------------------
-
-def wait_until(condition: Callable[[], T], timeout: float, what: str,
-               interval: float = 0.02) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} "
-                                 f"(last value {value!r})")
-        time.sleep(interval)
-
 
 def becomes(condition: Callable[[], object], within: float, interval: float = 0.005) -> bool:
     """Whether `condition` holds at some poll before `within` seconds have passed."""

@@ -34,16 +34,17 @@ import yaml
 # Re-exported so tests need a single import.
 from clients import (Exchange, bulk_exchange, client_context, connect, curl, echo_roundtrip,
                      fmt_addr, half_close_exchange, open_tls, read_then_write_after_close,
-                     s_client, tls_exchange)
+                     read_to_end, s_client, strict_eof, tls_exchange)
 from pki import Pki, generate_pki
 from upstream import (Upstream, banner_then_read, digest_reply, duplex, echo, free_port,
                       http_ok, reply_after, reply_after_eof)
 
 __all__ = [
     "Exchange", "bulk_exchange", "client_context", "connect", "curl", "echo_roundtrip",
-    "fmt_addr", "half_close_exchange", "open_tls", "read_then_write_after_close", "s_client",
-    "tls_exchange", "Pki", "generate_pki", "Upstream", "banner_then_read", "digest_reply",
-    "duplex", "echo", "free_port", "http_ok", "reply_after", "reply_after_eof",
+    "fmt_addr", "half_close_exchange", "open_tls", "read_then_write_after_close", "read_to_end",
+    "s_client", "strict_eof", "tls_exchange", "Pki", "generate_pki", "Upstream",
+    "banner_then_read", "digest_reply", "duplex", "echo", "free_port", "http_ok", "reply_after",
+    "reply_after_eof",
     "deep_merge", "server_listener", "daemon_config", "write_config", "parse_address",
     "Mtlsd", "MtlsdError", "run_cli", "proc_fd_count", "Metrics", "parse_metrics",
     "AdminResponse",
@@ -149,6 +150,7 @@ class Mtlsd:
         self._notify_cv = threading.Condition()  # guards the two below and .notifications
         self._notes_returned = 0  # how many next_notification() handed out
         self._daemon_exited = False
+        self.exit_seen = False  # the test caused or saw the process's exit (see exited_unseen)
         self._notify_reader: Optional[threading.Thread] = None
         log_options = config.get("log", {}) if isinstance(config, dict) else {}
         self._json_log = not isinstance(config, dict) or log_options.get("format") == "json"
@@ -251,6 +253,7 @@ class Mtlsd:
             exited = self._daemon_exited
         if exited:
             self.proc.wait(5)
+            self.exit_seen = True
             raise MtlsdError(f"mtlsd exited with {self.proc.returncode} before "
                              f"{assignment}:\n{self.output_tail()}")
         raise MtlsdError(f"mtlsd sent no {assignment} within the timeout:\n{self.output_tail()}")
@@ -267,12 +270,23 @@ class Mtlsd:
         return self.proc.pid
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        alive = self.proc is not None and self.proc.poll() is None
+        self.exit_seen |= self.proc is not None and not alive
+        return alive
+
+    def exited_unseen(self) -> bool:
+        """Whether the process exited by itself while the test neither caused that exit (a
+        terminating signal, stop) nor looked at it (running() false, wait_exit, a wait that
+        failed on the exit): the start_mtlsd fixture fails such a test at teardown."""
+        return self.proc is not None and self.proc.poll() is not None and not self.exit_seen
 
     def send_signal(self, sig: int) -> None:
+        self.exit_seen |= sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGKILL,
+                                  signal.SIGABRT)
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        self.exit_seen = True
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -280,6 +294,7 @@ class Mtlsd:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM and wait; returns the exit code."""
+        self.exit_seen = True
         if self.running():
             self.proc.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout)
@@ -407,6 +422,7 @@ class Mtlsd:
                     return line
             checked = len(self._log_lines)
             if exited:
+                self.exit_seen = True
                 raise MtlsdError(f"{what}: mtlsd exited with {self.proc.returncode}:\n"
                                  f"{self.output_tail()}")
             if time.monotonic() >= deadline:

@@ -14,7 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from clients import tls_exchange
-from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
+from helpers import verify_cli
+from mtlsd_harness import daemon_config, server_listener, write_config
 from refusal import assert_admitted, assert_refused
 from strict_pki import GOOD_CA, GOOD_LEAF, StrictPki
 from test_strict_validation import outbound, weak_client_ctx
@@ -87,27 +88,20 @@ def cfg(bpki, pki, tmp_path_factory):
     return write_config(tmp_path_factory.mktemp("bcfg") / "verify.yaml", c)
 
 
-def verify(mtlsd_bin, cfg, listener, cert, chain=None):
-    args = ["verify", "--config", str(cfg), "--listener", listener, "--cert", cert]
-    if chain:
-        args += ["--chain", chain]
-    return run_cli(mtlsd_bin, *args)
-
-
 @pytest.mark.parametrize("with_chain", [False, True])
 def test_verify_applies_the_roots_name_constraints(mtlsd_bin, bpki, cfg, with_chain):
     inter = bpki.path("ncint.crt") if with_chain else None
-    proc = verify(mtlsd_bin, cfg, "nc", bpki.path("evil.crt"), inter)
+    proc = verify_cli(mtlsd_bin, cfg, "nc", bpki.path("evil.crt"), inter)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout.startswith("rejected: name_constraints: "), proc.stdout
-    proc = verify(mtlsd_bin, cfg, "nc", bpki.path("fine.crt"), inter)
+    proc = verify_cli(mtlsd_bin, cfg, "nc", bpki.path("fine.crt"), inter)
     assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), proc.stdout
 
 
 @pytest.mark.parametrize("with_chain", [False, True])
 def test_verify_applies_the_roots_crl_to_the_intermediate(mtlsd_bin, bpki, cfg, with_chain):
     inter = bpki.path("rint.crt") if with_chain else None
-    proc = verify(mtlsd_bin, cfg, "rv", bpki.path("rleaf.crt"), inter)
+    proc = verify_cli(mtlsd_bin, cfg, "rv", bpki.path("rleaf.crt"), inter)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout.startswith("rejected: revoked: "), proc.stdout
 

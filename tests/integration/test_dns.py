@@ -14,6 +14,7 @@ import pytest
 
 from clients import tls_exchange
 from dns_server import DnsServer
+from helpers import wait_until
 from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, free_port, open_tls,
                            server_listener)
 from refusal import assert_admitted, assert_refused
@@ -34,14 +35,6 @@ def dns():
     yield make
     for server in made:
         server.close()
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_connect_deadline_ends_silent_dns_lookups_while_other_listeners_serve(
@@ -66,7 +59,7 @@ def test_connect_deadline_ends_silent_dns_lookups_while_other_listeners_serve(
     start = time.monotonic()
     for t in threads:
         t.start()
-    wait_for(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
+    wait_until(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
 
     # Meanwhile a listener with an IP upstream is served at once, well before the lookups'
     # 3 s deadline ends them.
@@ -100,7 +93,7 @@ def test_drain_is_not_held_up_by_a_pending_lookup(start_mtlsd, make_upstream, pk
     sock = open_tls(daemon.addr(), client_context(pki, "client"))
     try:
         sock.sendall(b"waiting for a name\n")
-        wait_for(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
+        wait_until(lambda: silent.count(NAME) >= 1, what="a query at the silent DNS server")
         start = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait_exit(40)

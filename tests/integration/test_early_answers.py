@@ -29,9 +29,9 @@ import h2.events
 import pytest
 
 from h2_client import H2Client, status_of
+from helpers import wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, fmt_addr, open_tls
-from test_http2_limits import wait_request_line
 from test_http_mode import SockConn, https, read_response
 
 TIMEOUT = 10.0

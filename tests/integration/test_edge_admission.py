@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from mtlsd_harness import (client_context, connect, fmt_addr, open_tls, tls_exchange)
+from mtlsd_harness import (client_context, connect, fmt_addr, open_tls, read_to_end, strict_eof,
+                           tls_exchange)
 from refusal import assert_admitted
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
@@ -209,14 +210,14 @@ def test_max_connection_age_closes_gracefully(serve, pki):
     # so the close cannot come sooner than the age after it. The close comes at the age, not
     # when half_close (5 s) would end a close that stalled: that is 6 s after the accept.
     start = time.monotonic()
-    tls = open_tls(daemon.addr(), client_context(pki, "client"))
+    tls = open_tls(daemon.addr(), strict_eof(client_context(pki, "client")))
     local = fmt_addr(tls.getsockname())
     try:
         tls.sendall(b"before\n")
         assert tls.recv(64) == b"before\n"
         tls.settimeout(10)
-        # A clean TLS end: close_notify (recv returns b""), not a reset.
-        assert tls.recv(64) == b""
+        # A clean TLS end: close_notify, not a reset or a bare close.
+        assert read_to_end(tls) == (b"", "close_notify")
         elapsed = time.monotonic() - start
         assert 0.95 * 1.0 <= elapsed < 6, elapsed
     finally:

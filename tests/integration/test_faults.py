@@ -26,7 +26,8 @@ from faults import (SANITIZED, BlackHole, SelectorUpstream, active, client_hello
                     never_reads, nofile_soft, open_connections, push_until_stalled, pushes,
                     pushes_then, raise_nofile, read_until_closed, real_clients_served,
                     queued, refusing_address, reset_after, rss_kib, rst_close, tls10_client_hello,
-                    unsent, wait_active, wait_stalled, wait_until)
+                    unsent, wait_active, wait_stalled)
+from helpers import wait_until
 from h2_client import H2Client
 from mtlsd_harness import (client_context, connect, daemon_config, deep_merge, echo_roundtrip,
                            fmt_addr, open_tls, proc_fd_count, run_cli, server_listener, tls_exchange,

@@ -27,6 +27,7 @@ import pytest
 
 from clients import curl
 from http_upstream import Reader, read_request
+from helpers import wait_request_line
 from mtlsd_harness import client_context, open_tls
 from test_http2_upstream_changes import get_once
 from test_http_mode import SockConn, raw_exchange
@@ -35,11 +36,6 @@ import test_http_mode
 http_serve = test_http_mode.http_serve  # the fixture: (daemon, upstream, recorder)
 
 TIMEOUT = 10.0
-
-
-def wait_request_line(daemon, **match) -> dict:
-    return daemon.wait_for_log(lambda l: l.get("msg") == "request"
-                               and all(l.get(k) == v for k, v in match.items()))
 
 
 # --- a malformed request body after the head went up ----------------------------------------

@@ -18,14 +18,15 @@ strict parser, and what it received is checked byte by byte."""
 from __future__ import annotations
 
 import re
+import signal
 import ssl
 import time
 
 import pytest
 
+from helpers import wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, fmt_addr, open_tls
-from test_http1_message_hygiene import wait_request_line
 from test_http_mode import SockConn, raw_exchange, read_response
 import test_http_mode
 
@@ -291,3 +292,49 @@ def test_empty_lines_alone_hold_a_connection_no_longer_than_the_head_deadline(ht
     line = daemon.wait_for_access(client=local)
     assert line["termination"] == "idle_timeout", line
     assert up.total_received() == 0 and rec.requests == []
+
+
+# --- found by the change's review ----------------------------------------------------------------
+
+def test_a_refused_trailer_keeps_the_last_chunk_from_the_upstream(http_serve, pki):
+    """A trailer refused (X-Forwarded-*) after data chunks in the same write: the client gets 400
+    and the upstream must not get the last chunk ("0\\r\\n"), which would read as a whole body
+    (the first rewrite wrote the last chunk and the trailers before they were all judged)."""
+    daemon, up, _ = http_serve()
+    body = b"5\r\nhello\r\n0\r\nGood: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    out, _ = raw_exchange(daemon, pki, CHUNKED_HEAD + b"Connection: close\r\n\r\n" + body)
+    assert out.startswith(b"HTTP/1.1 400 "), out
+    assert up.connections[0].eof.wait(TIMEOUT), "mtlsd never closed the upstream connection"
+    sent = bytes(up.connections[0].received).split(b"\r\n\r\n", 1)[1]
+    assert b"0\r\n" not in sent.replace(b"5\r\nhello", b""), sent
+
+
+def test_a_crlf_after_a_body_leaves_the_connection_idle(http_serve, pki):
+    """Keep-alive: a POST, its body, then a stray CRLF, and nothing more. The connection is idle:
+    a drain closes it at once (the CRLF read as a request begun: it held the drain until
+    drain_timeout, and the upstream's close went unwatched)."""
+    daemon, _, _ = http_serve(top={"workers": 1, "shutdown": {"drain_timeout": "60s"}})
+    post = b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\n"
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        sock.sendall(post)
+        first = read_response(reader)
+        assert first is not None and first[0] == 200, first
+        daemon.send_signal(signal.SIGTERM)
+        sock.settimeout(TIMEOUT)
+        assert sock.recv(1) == b"", "the idle connection stayed open"
+    assert daemon.wait_exit() == 0
+
+
+def test_a_bare_lf_after_a_response_is_forgiven(http_serve, pki):
+    """An upstream's "ok\\n" past a Content-Length of 2 (a common slip) is dropped as an empty line
+    after the response, as before the request side's rule was shared: the keep-alive connection
+    serves the next request (it ended the connection: 1 byte after the response)."""
+    daemon, _, rec = http_serve(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\n")
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        for target in (b"/one", b"/two"):
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = read_response(reader)
+            assert got is not None and got[0] == 200, (target, got)
+    assert [r.target for r in rec.requests] == ["/one", "/two"], rec.requests

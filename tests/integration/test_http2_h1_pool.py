@@ -15,8 +15,8 @@ import h2.errors
 import h2.events
 
 from h2_client import H2Client, status_of
-from http_upstream import HttpRecorder, Reader, read_request, response
-from test_http2_limits import wait_request_line
+from helpers import wait_request_line
+from http_upstream import Reader, read_request, response
 from test_http_mode import http_serve  # noqa: F401
 
 TIMEOUT = 10.0

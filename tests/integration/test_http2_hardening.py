@@ -26,9 +26,10 @@ import hpack
 from h2_client import H2Client, status_of
 from h2_frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM,
                        SETTINGS, _hpack_literal, connect_h2, frame)
+from helpers import wait_request_line
 from http_upstream import HttpRecorder, Reader
 from mtlsd_harness import client_context, fmt_addr
-from test_http2_limits import hpack_int, wait_request_line
+from test_http2_limits import hpack_int
 from test_http_mode import http_serve  # noqa: F401
 
 TIMEOUT = 10.0

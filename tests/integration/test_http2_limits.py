@@ -26,6 +26,7 @@ import pytest
 
 from h2_client import H2Client, status_of
 from h2_frames import END_HEADERS, END_STREAM, HEADERS, RST_STREAM, connect_h2, frame
+from helpers import wait_request_line
 from http_upstream import HttpRecorder, Reader, parse_head, response
 from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener, write_config
 from test_http_mode import http_serve  # noqa: F401
@@ -51,11 +52,6 @@ def rss(pid: int) -> int:
 
 def big_blob() -> bytes:
     return os.urandom(1 << 20) * (BIG >> 20)
-
-
-def wait_request_line(daemon, **match) -> dict:
-    return daemon.wait_for_log(lambda l: l.get("msg") == "request"
-                               and all(l.get(k) == v for k, v in match.items()))
 
 
 # --- flow control end to end -----------------------------------------------------------

@@ -214,7 +214,7 @@ def check_goaway(reader: FrameReader, first: int) -> int:
 def assert_a_new_connection_is_served(daemon, pki, upstream: H2cUpstream) -> None:
     """mtlsd is up, and a new connection through the listener gets its 200, the upstream
     seeing that request (on its second connection) and only it."""
-    assert daemon.running
+    assert daemon.running()
     fresh = H2Client(daemon, pki)
     try:
         sid = fresh.request("/after")
@@ -222,7 +222,7 @@ def assert_a_new_connection_is_served(daemon, pki, upstream: H2cUpstream) -> Non
     finally:
         fresh.close()
     assert upstream.connection(1)["requests"] == [(1, "/after")]
-    assert len(upstream.conns) == 2 and daemon.running
+    assert len(upstream.conns) == 2 and daemon.running()
 
 
 def assert_closed_for_rapid_reset(daemon, access: dict) -> None:
@@ -312,7 +312,7 @@ def test_a_connection_closed_for_rapid_reset_ends_its_open_streams(serve, pki):
     assert len(flood_lines(daemon, local)) == RAPID_RESET_FLOOR
     upstream.wait("the connection stays open", lambda: up["closed"])
     assert up["requests"] == [(1, "/held")], up
-    assert daemon.running
+    assert daemon.running()
     print(f"\nheld: GOAWAY last_stream_id={last} after {sent} streams; stream 1 unanswered")
 
 

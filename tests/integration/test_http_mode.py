@@ -332,7 +332,9 @@ def test_large_bodies_are_streamed_not_buffered(http_serve, pki):
     conn.close()
     grown = peak_rss_kib() - before
     if "libasan" in Path(f"/proc/{daemon.pid}/maps").read_text():
-        return  # ASan's quarantine holds freed memory: RSS says nothing there
+        # The bodies arrived intact; the RSS bound is not checked: ASan's quarantine holds
+        # freed memory, so RSS says nothing there. A skip says so (a return would pass).
+        pytest.skip(f"RSS bound not checked under ASan (peak grew by {grown} KiB)")
     assert grown < 16 * 1024, f"peak RSS grew by {grown} KiB while relaying 64 MiB"
 
 

@@ -12,9 +12,9 @@ import ssl
 import time
 
 from h2_frames import CONTINUATION, END_HEADERS, HEADERS, _hpack_literal, connect_h2, frame
+from helpers import wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, fmt_addr, open_tls
-from test_http2_limits import wait_request_line
 from test_http_mode import SockConn, http_serve, read_response  # noqa: F401
 
 HEAD_DETAIL = ("request head not complete within 1s of its first byte "
@@ -76,13 +76,14 @@ def test_the_deadline_bounds_each_head_not_the_wait_for_it(http_serve, pki):
                                  timeouts={"idle": "30s"})
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
         reader = Reader(SockConn(sock))
-        for path in ("/1", "/2"):
+        for n, path in enumerate(("/1", "/2")):
+            if n:
+                time.sleep(1.5)                             # idle, longer than the deadline
             head = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
             sock.sendall(head[:10])                         # a head in two pieces, 0.2s apart
             time.sleep(0.2)
             sock.sendall(head[10:])
             assert read_response(reader)[0] == 200
-            time.sleep(1.5)                                 # idle, longer than the deadline
     assert [r.target for r in rec.requests] == ["/1", "/2"]
     assert up.connection_count() == 1
 
@@ -138,9 +139,10 @@ def test_a_header_block_nghttp2_ignores_is_bounded_too(http_serve, pki):
 def test_http2_header_blocks_in_pieces_within_the_deadline_are_served(http_serve, pki):
     daemon, up, rec, client = h2_serve(http_serve, pki)
     for sid in (1, 3):
+        if sid > 1:
+            time.sleep(1.5)                                       # idle, longer than the deadline
         client.sock.sendall(frame(HEADERS, 0x1, sid, request_block(f"/{sid}")))  # END_STREAM
         time.sleep(0.2)
         client.sock.sendall(frame(CONTINUATION, END_HEADERS, sid, _hpack_literal("x-a", "b")))
         wait_request_line(daemon, path=f"/{sid}", status=200)
-        time.sleep(1.5)                                           # idle, longer than the deadline
     assert [r.target for r in rec.requests] == ["/1", "/3"]

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from h2_client import H2Client
+from helpers import der_of, reload_with
 from http_upstream import Reader, read_request, response
 from mtlsd_harness import client_context, daemon_config, open_tls, tls_exchange
 from pki import write_cert_and_key
@@ -45,14 +46,10 @@ from proxy_v2 import (HEADER_LEN, MTLSD_DNS_SANS, MTLSD_URI_SANS, PP2_CLIENT_CER
                       PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL, SIGNATURE, header_then_echo,
                       read_header)
 from test_http_mode import SockConn, http_serve, read_response  # noqa: F401 (fixture)
-from test_upstream_check import checked, down_line, reload, up_line, wait_ready_state
+from test_upstream_check import checked, down_line, up_line, wait_ready_state
 
 TIMEOUT = 10.0          # bound for things that certainly happen
 FORGED_CN = "Forged Intermediate CA"
-
-
-def der_of(pki, name: str) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(Path(pki.path(name)).read_text())
 
 
 def client_addr(sock) -> tuple[str, int]:
@@ -209,11 +206,11 @@ def test_a_reload_that_turns_proxy_protocol_on_or_off_changes_the_check_with_it(
     daemon = start_mtlsd(daemon_config([plain], reload={"watch": False}))
     wait_ready_state(daemon, lambda r: down_line("inbound", up.address, "HTTP 400 Bad Request") in r.text,
                      "a bare probe of an upstream that requires PROXY v2 never down")
-    reload(daemon, daemon_config([{**plain, "proxy_protocol": "v2"}], reload={"watch": False}))
+    reload_with(daemon, daemon_config([{**plain, "proxy_protocol": "v2"}], reload={"watch": False}))
     wait_ready_state(daemon, lambda r: r.status == 200 and
                      up_line("inbound", up.address, ": HTTP 200") in r.text,
                      "the check did not take up the listener's PROXY header after the reload")
-    reload(daemon, daemon_config([plain], reload={"watch": False}))
+    reload_with(daemon, daemon_config([plain], reload={"watch": False}))
     wait_ready_state(daemon, lambda r: down_line("inbound", up.address, "HTTP 400 Bad Request") in r.text,
                      "the check kept sending the PROXY header after the reload turned it off")
 

@@ -44,7 +44,7 @@ def startup_outcome(daemon: Mtlsd, timeout: float = STARTUP_TIMEOUT) -> str:
     while True:
         if any(line.get("msg") == "ready" for line in daemon.logs()):
             return "ready"
-        if daemon.proc.poll() is not None:
+        if not daemon.running():
             return "exited"
         if time.monotonic() >= deadline:
             raise AssertionError(f"mtlsd neither ready nor exited in {timeout}s:\n"
@@ -58,7 +58,7 @@ def assert_refused_to_start(daemon: Mtlsd, names: tuple[str, str]) -> str:
     bound = {l["listener"]: l["address"] for l in daemon.logs() if l.get("msg") == "listening"}
     assert outcome == "exited", (
         f"mtlsd started (listening: {bound}) although its listen addresses collide:\n{out}")
-    rc = daemon.proc.wait(5)
+    rc = daemon.wait_exit(5)
     assert rc != 0, f"exit {rc}:\n{out}"
     low = out.lower()
     errors = [l for l in daemon.logs() if l.get("level") == "error"]
@@ -223,7 +223,7 @@ def test_second_daemon_cannot_take_a_port_the_first_holds(start_mtlsd, make_upst
     outcome = startup_outcome(second)
     out = second.output_tail(80)
     assert outcome == "exited", f"a second mtlsd started on {host}:{port}, which the first holds:\n{out}"
-    rc = second.proc.wait(5)
+    rc = second.wait_exit(5)
     assert rc != 0, f"exit {rc}:\n{out}"
     assert "in use" in out.lower(), f"no 'in use' in the second daemon's error:\n{out}"
     assert "cannot listen" in out, out

@@ -703,7 +703,6 @@ def test_reload_updates_expiry_gauges_and_reload_metrics(start_mtlsd, make_upstr
     # A good reload: trust one more CA.
     config["listeners"][0]["client_auth"]["ca"].append(pki.path("other-ca.crt"))
     write_config(daemon.config_path, config)
-    time.sleep(0.01)
     daemon.send_signal(signal.SIGHUP)
     m = wait_metric(daemon, "mtlsd_config_reloads_total", 1, result="success")
     assert m.get("mtlsd_config_reloads_total", result="failure") == 0

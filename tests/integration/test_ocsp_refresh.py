@@ -14,7 +14,7 @@ import datetime
 
 from mtlsd_harness import client_context
 from revocation_env import *  # noqa: F401,F403  (fixtures)
-from revocation_servers import wait_until
+from helpers import wait_until
 from test_ocsp_revocation_stands import signed_answer
 from test_revocation_ocsp import ocsp as ocsp_options
 from test_revocation_recheck import assert_closed_as_revoked, hold, still_open

@@ -35,7 +35,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 import revocation_env
 from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
 from pki import write_cert_and_key
-from revocation_servers import wait_until
+from helpers import wait_until
 from test_ocsp_revocation_stands import signed_answer
 from test_revocation_ocsp import ocsp as ocsp_options
 
@@ -245,7 +245,7 @@ def test_a_failing_responder_is_asked_with_backoff(start_mtlsd, make_upstream, r
     counts = refreshes(rv, leaves)
     assert max(counts) <= 5, f"refreshes per certificate in {WINDOW}s: {counts}"
     assert min(counts) >= 1, f"a certificate was never asked again: {counts}"
-    assert daemon.running
+    assert daemon.running()
 
 
 def test_one_failing_refresh_is_tried_again_without_waiting_out_the_period(
@@ -260,4 +260,4 @@ def test_one_failing_refresh_is_tried_again_without_waiting_out_the_period(
     rv.fail_status = 500
     wait_until(lambda: asked(rv, leaf) >= 2, LEAD + 10, what="the first refresh")
     wait_until(lambda: asked(rv, leaf) >= 3, 12, what="the failed refresh tried again")
-    assert daemon.running
+    assert daemon.running()

@@ -21,7 +21,8 @@ from cryptography.x509 import ocsp
 from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
 from refusal import assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
-from revocation_servers import RevocationServer, wait_until
+from helpers import wait_until
+from revocation_servers import RevocationServer
 from test_revocation_ocsp import ocsp as ocsp_options
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from clients import client_context, open_tls, tls_exchange
+from helpers import reload_with
 from mtlsd_harness import daemon_config, deep_merge, run_cli, server_listener, write_config
 from revocation_env import metric
 
@@ -184,11 +185,6 @@ def test_client_mode_presents_the_tokens_key(start_mtlsd, make_upstream, pki, to
     assert outbound.wait_for_access(client=local)["result"] == "accepted"
 
 
-def reload_with(daemon, config: dict) -> None:
-    write_config(daemon.config_path, config)
-    daemon.send_signal(signal.SIGHUP)
-
-
 def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token, tmp_path,
                                      monkeypatch):
     # A token of its own, holding one key at start; the second is imported while mtlsd runs.
@@ -219,7 +215,7 @@ def test_reload_switches_key_objects(start_mtlsd, make_upstream, pki, token, tmp
     # its own), so the line looked for is the one that names the key.
     mark = daemon.log_mark()
     reload_with(daemon, deep_merge(config, {"listeners": [server_listener(
-        pki, up.address, tls=pkcs11_tls(token, "gone", "server.crt", pki))]}))
+        pki, up.address, tls=pkcs11_tls(token, "gone", "server.crt", pki))]}), wait=False)
     why = ("no private key labelled 'gone' on PKCS#11 token 'mtlsd' (private keys there: "
            "'server', 'server2')")
     line = daemon.wait_for_log(lambda l: l.get("msg") == "reload failed; still serving the "
@@ -293,7 +289,8 @@ def test_a_key_the_token_lost_is_our_error_not_the_clients(start_mtlsd, make_ups
     renamed = {**second, "key": token.uri("server2", extra=";id=%02")}
     reload_with(daemon, daemon_config([server_listener(pki, up.address, tls={
         "cert": None, "key": None,
-        "certificates": [pkcs11_tls(token, "server", "server.crt", pki), renamed]})]))
+        "certificates": [pkcs11_tls(token, "server", "server.crt", pki), renamed]})]),
+        wait=False)
     line = daemon.wait_for_log(lambda l: l.get("msg") == "reload failed; still serving the "
                                "previous configuration" and "does not sign" in l.get("error", ""),
                                since=mark)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import der_of
 from mtlsd_harness import client_context, curl, free_port, tls_exchange
 from proxy_v2 import (MTLSD_CERT_DER, MTLSD_CERT_SHA256, MTLSD_DNS_SANS, MTLSD_SPIFFE_ID,
                       MTLSD_URI_SANS, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL,
@@ -29,10 +29,6 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 
 
 recording_header = header_then_echo
-
-
-def der_of(pki, name: str) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(Path(pki.path(name)).read_text())
 
 
 def test_every_tlv_matches_the_client_certificate(serve, pki):

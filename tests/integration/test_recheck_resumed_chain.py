@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import stamp
 from mtlsd_harness import daemon_config, fmt_addr, server_listener
 from revocation_servers import RevocationServer
 
@@ -111,10 +112,6 @@ crl_extensions = crl_ext
 
 
 # --- the PKI ------------------------------------------------------------------------------------
-
-def stamp(t: float) -> str:
-    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
-
 
 class ChainPki:
     """ca.crt (root) -> int.crt (CDP: the root's CRL) -> client.crt (CDP: the intermediate's

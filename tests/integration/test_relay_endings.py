@@ -17,7 +17,7 @@ import ssl
 import struct
 import threading
 
-from faults import wait_until
+from helpers import wait_until
 from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener
 
 

@@ -18,13 +18,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from helpers import wait_until
 from mtlsd_harness import (Mtlsd, Pki, check_sanitizer_reports, client_context, daemon_config,
                            echo_roundtrip, open_tls, parse_address, server_listener,
                            write_config)
+from refusal import assert_admitted as admitted
 
 RELOADED = "reloaded"
 FAILED = "reload failed; still serving the previous configuration"
@@ -132,16 +133,6 @@ def outcomes(daemon: Mtlsd) -> list[dict]:
     return [line for line in daemon.logs() if line.get("msg") in OUTCOMES]
 
 
-def wait_until(condition: Callable[[], bool], what: str | Callable[[], str],
-               timeout: float = RELOAD_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for "
-                                 f"{what() if callable(what) else what}")
-        time.sleep(0.01)
-
-
 def wait_outcome(daemon: Mtlsd, seen: int, timeout: float = RELOAD_TIMEOUT) -> dict:
     """The first reload outcome after the `seen` ones already logged."""
     found: list[dict] = []
@@ -149,8 +140,8 @@ def wait_outcome(daemon: Mtlsd, seen: int, timeout: float = RELOAD_TIMEOUT) -> d
     def arrived() -> bool:
         found[:] = outcomes(daemon)
         return len(found) > seen
-    wait_until(arrived, lambda: f"reload outcome #{seen + 1}; daemon "
-               f"{'running' if daemon.running() else 'EXITED'}:\n{daemon.output_tail()}", timeout)
+    wait_until(arrived, timeout, lambda: f"reload outcome #{seen + 1}; daemon "
+               f"{'running' if daemon.running() else 'EXITED'}:\n{daemon.output_tail()}")
     return found[seen]
 
 
@@ -190,7 +181,7 @@ def wait_for_check(daemon: Mtlsd, before: float, timeout: float = RELOAD_TIMEOUT
     """Until the watcher has looked at the files again and found nothing changed."""
     wait_until(lambda: metric(daemon, "mtlsd_config_file_checks_total",
                               result="unchanged") > before,
-               "the watcher to look at the files", timeout)
+               timeout, "the watcher to look at the files")
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -221,8 +212,8 @@ def assert_refused(daemon: Mtlsd, p: Pki, cert: str, reason: str) -> None:
 
 
 def assert_admitted(daemon: Mtlsd, p: Pki, cert: str) -> None:
-    ex = echo_roundtrip(daemon.addr(), client_context(p, cert))
-    assert ex.error is None and ex.data == b"ping\n", f"{cert} was refused: {ex!r}"
+    """`cert` echoes, and its access line says accepted (refusal.assert_admitted)."""
+    admitted(daemon, echo_roundtrip(daemon.addr(), client_context(p, cert)), b"ping\n")
 
 
 def config_for(p: Pki, upstream: str, certs: dict[str, Path], **top) -> dict:
@@ -446,7 +437,7 @@ def test_add_and_remove_a_listener(start_reloadable, make_upstream, rpki, tmp_pa
         except ConnectionRefusedError:
             return True
         return False
-    wait_until(refused, "the removed listener to stop accepting")
+    wait_until(refused, RELOAD_TIMEOUT, "the removed listener to stop accepting")
     roundtrip(held, b"after\n")
     held.close()
     assert_admitted(daemon, rpki, "client")
@@ -568,7 +559,7 @@ def test_twenty_reloads_under_load_drop_nothing(start_reloadable, make_upstream,
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: len(ok) >= 10, "the first connections")
+        wait_until(lambda: len(ok) >= 10, RELOAD_TIMEOUT, "the first connections")
         latencies = []
         for i in range(20):
             name = "server-b.crt" if i % 2 == 0 else "server.crt"
@@ -578,7 +569,7 @@ def test_twenty_reloads_under_load_drop_nothing(start_reloadable, make_upstream,
             expect_reloaded(daemon, i)
             latencies.append(time.monotonic() - written)
             # Let some connections run on each certificate before the next swap.
-            wait_until(lambda: len(ok) >= before + 3, "connections after the swap")
+            wait_until(lambda: len(ok) >= before + 3, RELOAD_TIMEOUT, "connections after the swap")
     finally:
         stop.set()
         for t in threads:

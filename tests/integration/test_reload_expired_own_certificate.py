@@ -21,13 +21,13 @@ import ssl
 import time
 from pathlib import Path
 
+from helpers import stamp
 from mtlsd_harness import Mtlsd, Pki, client_context, echo_roundtrip, open_tls
 from refusal import assert_admitted
 from test_admin import short_lived_server_cert
 from test_reload import (changed_files, config_for, expect_failed, expect_reloaded, install,
                          outcomes, reload_counts, roundtrip, write_and_rename)
 from test_resumption_judging import wait_until_expired
-from test_revocation_crl import stamp
 
 LIFETIME = 30  # seconds from issue to notAfter: see the module docstring
 SERVED_STILL = "; served still, as before this reload"

@@ -14,16 +14,19 @@ import signal
 import socket
 import ssl
 
-from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener, write_config
+from helpers import reload_with
+from mtlsd_harness import (client_context, daemon_config, fmt_addr, read_to_end, server_listener,
+                           strict_eof)
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 
 
 def hold(daemon, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
-    """An admitted connection with traffic flowing: (socket, its address in the access log)."""
+    """An admitted connection with traffic flowing: (socket, its address in the access log).
+    Makes `ctx` strict_eof, so that assert_rejudged can tell close_notify from a bare close."""
     sock = socket.create_connection(daemon.addr(), timeout=10, source_address=(source, 0))
     local = fmt_addr(sock.getsockname())
-    tls = ctx.wrap_socket(sock, server_hostname="localhost")
+    tls = strict_eof(ctx).wrap_socket(sock, server_hostname="localhost")
     echo(tls, b"before\n")
     return tls, local
 
@@ -39,12 +42,9 @@ def echo(tls: ssl.SSLSocket, data: bytes) -> None:
 
 
 def assert_rejudged(daemon, tls: ssl.SSLSocket, local: str, reason: str) -> dict:
-    """mtlsd closed the connection and logged the new policy's reason."""
+    """mtlsd closed the connection with close_notify and logged the new policy's reason."""
     tls.settimeout(10)
-    try:
-        assert tls.recv(100) == b""  # close_notify
-    except (ConnectionResetError, ssl.SSLError):
-        pass
+    assert read_to_end(tls) == (b"", "close_notify")
     line = daemon.wait_for_access(client=local)
     assert line["reason"] == reason, line
     assert line["detail"].startswith("reload_rejudged: "), line
@@ -52,13 +52,6 @@ def assert_rejudged(daemon, tls: ssl.SSLSocket, local: str, reason: str) -> dict
     assert line["result"] == "accepted", line  # it was admitted, and relayed until now
     tls.close()
     return line
-
-
-def reload_with(daemon, config: dict) -> None:
-    mark = daemon.log_mark()
-    write_config(daemon.config_path, config)
-    daemon.send_signal(signal.SIGHUP)
-    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
 
 
 def still_streaming(daemon, tls: ssl.SSLSocket, local: str) -> None:
@@ -191,12 +184,12 @@ def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd
     local = fmt_addr(early.getsockname())
     tight = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/ns/other/*"]}]}}
     reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
-    # Ragged EOFs raise: only a close_notify reads as b"".
-    tls = client_context(pki, "client").wrap_socket(early, server_hostname="localhost",
-                                                     suppress_ragged_eofs=False)
+    tls = strict_eof(client_context(pki, "client")).wrap_socket(early,
+                                                                 server_hostname="localhost")
     tls.sendall(b"after the reload\n")
     tls.settimeout(10)
-    assert tls.recv(100) == b"", "a refusal after the handshake ends with close_notify"
+    # A refusal after the handshake ends with close_notify.
+    assert read_to_end(tls) == (b"", "close_notify")
     tls.close()
     line = daemon.wait_for_access(client=local)
     assert line["result"] == "rejected" and line["reason"] == "not_authorized", line

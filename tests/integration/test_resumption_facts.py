@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clients import Exchange, fmt_addr
+from helpers import soft_fail_warnings, upstream_seen
 from tls_remote import ThreadedServer
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, deep_merge, free_port,
                            server_listener, write_config)
@@ -72,7 +73,6 @@ LIFE = 5 if SANITIZED else 3
 SHORT_INT = "CN=mtlsd Test Short-lived Intermediate"
 SHORT_CLIENT_ID = "spiffe://example.org/ns/default/sa/short-int-client"
 RESUMED = " (resumed session)"
-SOFT_FAIL_WARNING = "admitted without a usable CRL (revocation.on_unavailable: allow)"
 ESTABLISHED = "when the session was established"
 CHECKS = "mtlsd_revocation_checks_total"
 
@@ -126,12 +126,6 @@ def brief(line: dict) -> str:
     return (f"listener={line.get('listener')} result={line.get('result')} "
             f"reason={line.get('reason')!r} resumed={line.get('resumed')} "
             f"identity={line.get('identity')!r} detail={line.get('detail')!r}")
-
-
-def upstream_seen(up) -> tuple[int, int]:
-    """(connections, bytes) the upstream has had so far; the access line of every earlier
-    connection was read, so nothing of theirs is still on its way."""
-    return up.connection_count(), up.total_received()
 
 
 def assert_relayed(at: Attempt, resumed: bool) -> None:
@@ -491,12 +485,6 @@ def client_int(pki, version: str) -> ssl.SSLContext:
     """client-int (issued by the intermediate), sending its leaf and the intermediate."""
     return client_context(pki, "client-int", certfile="client-int-chain.crt",
                           min_version=version, max_version=version)
-
-
-def soft_fail_warnings(daemon: Mtlsd, line: dict) -> list[dict]:
-    """The "admitted without a usable CRL" warnings of the connection of access line `line`."""
-    return [w for w in daemon.logs()
-            if w.get("msg") == SOFT_FAIL_WARNING and w.get("conn_id") == line.get("conn_id")]
 
 
 def unavailable_crl_checks(daemon: Mtlsd) -> float:

@@ -24,13 +24,13 @@ import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Optional
 
 import pytest
 
 from http_upstream import Reader
 from clients import echo_once
+from helpers import stamp, upstream_seen
 from mtlsd_harness import (Exchange, client_context, daemon_config, fmt_addr, server_listener,
                            write_config)
 from refusal import assert_admitted, assert_refused
@@ -77,12 +77,6 @@ def admitted_with_session(daemon, ctx: ssl.SSLContext, sni: str = "localhost",
     assert_admitted(daemon, first.ex, b"ping\n", identity=identity)
     assert first.session is not None
     return first.session
-
-
-def upstream_seen(up) -> tuple[int, int]:
-    """(connections, bytes) the upstream has had so far; the access line of every earlier
-    connection was read, so nothing of theirs is still on its way."""
-    return up.connection_count(), up.total_received()
 
 
 def brief(line: dict) -> str:
@@ -270,8 +264,6 @@ def issue_short_lived(pki, tmp_path, seconds: int) -> tuple[object, float]:
     Returns (that PKI, its notAfter as a Unix time)."""
     mine = pki.copy_to(tmp_path / "pki")
 
-    def stamp(t: int) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%d%H%M%SZ")
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-out", mine.path("short.key")],
                    check=True, capture_output=True, timeout=30)

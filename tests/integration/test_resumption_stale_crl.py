@@ -41,10 +41,10 @@ from typing import Callable, Optional
 import pytest
 
 from clients import echo_once
+from helpers import soft_fail_warnings, stamp, upstream_seen
 from mtlsd_harness import Mtlsd, client_context, daemon_config, server_listener
-from test_resumption_judging import (ALICE, RESUMED, Attempt, brief, context, upstream_seen,
-                                     wait_until_expired)
-from test_revocation_crl import root_crl, stamp
+from test_resumption_judging import ALICE, RESUMED, Attempt, brief, context, wait_until_expired
+from test_revocation_crl import root_crl
 
 # How long the short CRL is current once made: the daemon's start-up (sanitized, on a busy
 # two-core machine) and one full handshake per case must fit; the test then waits it out.
@@ -57,7 +57,6 @@ STALE_INTERMEDIATE = "CRL has expired (depth 1: CN=mtlsd Test Intermediate CA"
 
 # What mtlsd logs for a peer admitted under on_unavailable: allow without a current CRL, and the
 # count it adds to (method crl, result unavailable).
-SOFT_FAIL_WARNING = "admitted without a usable CRL (revocation.on_unavailable: allow)"
 CHECKS = "mtlsd_revocation_checks_total"
 
 
@@ -183,13 +182,6 @@ def stale_crl_refuses(expired: str, subject: Optional[str] = None) -> Callable[.
         if subject is not None:
             assert line["peer_subject"].startswith(subject), brief(line)
     return check
-
-
-def soft_fail_warnings(daemon: Mtlsd, line: dict) -> list[dict]:
-    """The soft-fail warnings logged for the connection of access line `line` (they come before
-    it: at the handshake)."""
-    return [w for w in daemon.logs()
-            if w.get("msg") == SOFT_FAIL_WARNING and w.get("conn_id") == line.get("conn_id")]
 
 
 def unavailable_crl_checks(daemon: Mtlsd, case: Case) -> float:

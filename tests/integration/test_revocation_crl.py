@@ -10,6 +10,7 @@ import time
 import h2.errors
 
 from h2_client import H2Client
+from helpers import stamp
 from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, fmt_addr, run_cli,
                            server_listener, write_config)
 from refusal import assert_admitted, assert_refused
@@ -19,10 +20,6 @@ from revocation_env import ROOT_CRL, assert_metric_delta, metric, metrics_text
 CHECKS = "mtlsd_revocation_checks_total"
 NEXT_UPDATE = "mtlsd_crl_next_update_timestamp_seconds"
 ROOT_ISSUER = "CN=mtlsd Test Root CA,O=mtlsd Test"
-
-
-def stamp(t: float) -> str:
-    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
 
 
 def root_crl(pki, out: str, *extra: str) -> str:

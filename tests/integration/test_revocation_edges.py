@@ -36,8 +36,8 @@ import pytest
 from clients import Exchange, echo_once, echo_roundtrip, open_tls
 from mtlsd_harness import Mtlsd, client_context, daemon_config, free_port, server_listener
 from revocation_env import ROOT_CRL, revocation_server, rpki, rv
-from revocation_servers import wait_until
-from test_revocation_crl import root_crl, stamp
+from helpers import stamp, upstream_seen, wait_until
+from test_revocation_crl import root_crl
 
 # The fixtures (rv needs rpki and revocation_server) are found by these names in this module.
 _FIXTURES = (revocation_server, rpki, rv)
@@ -53,11 +53,6 @@ def brief(line: dict) -> str:
     return (f"listener={line.get('listener')} result={line.get('result')} "
             f"reason={line.get('reason')!r} resumed={line.get('resumed')} "
             f"duration_ms={line.get('duration_ms')} detail={line.get('detail')!r}")
-
-
-def upstream_seen(up) -> tuple[int, int]:
-    """(connections, bytes) the upstream has had so far."""
-    return up.connection_count(), up.total_received()
 
 
 def crl_checks(daemon: Mtlsd, listener: str, result: str) -> float:

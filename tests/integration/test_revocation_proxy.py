@@ -36,14 +36,6 @@ def proxy():
 
 
 @pytest.fixture
-def refused_address():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))  # never listening: connections are refused
-    yield f"127.0.0.1:{s.getsockname()[1]}"
-    s.close()
-
-
-@pytest.fixture
 def serve_env(start_mtlsd, make_upstream, rpki, rv):
     """serve_env(env, revocation) -> (Mtlsd, Upstream): the daemon runs with exactly these
     proxy variables (every other one unset)."""

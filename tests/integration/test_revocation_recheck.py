@@ -5,17 +5,18 @@ distribution point, and an OCSP answer."""
 from __future__ import annotations
 
 import signal
-import ssl
 import time
 
-from mtlsd_harness import client_context, echo_roundtrip, fmt_addr, open_tls
+from mtlsd_harness import (client_context, echo_roundtrip, fmt_addr, open_tls, read_to_end,
+                           strict_eof)
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import ROOT_CRL
 
 
 def hold(daemon, ctx):
-    """A relayed connection that stays open: (socket, its address in the access log)."""
-    sock = open_tls(daemon.addr(), ctx)
+    """A relayed connection that stays open: (socket, its address in the access log). Makes
+    `ctx` strict_eof, so that assert_closed_as_revoked can tell close_notify from a bare close."""
+    sock = open_tls(daemon.addr(), strict_eof(ctx))
     local = fmt_addr(sock.getsockname())
     sock.sendall(b"ping\n")
     assert sock.recv(100) == b"ping\n"
@@ -25,10 +26,7 @@ def hold(daemon, ctx):
 def assert_closed_as_revoked(daemon, sock, local, timeout: float = 10.0) -> dict:
     """mtlsd closed the connection (close_notify) and logged reason `revoked`."""
     sock.settimeout(timeout)
-    try:
-        assert sock.recv(100) == b""
-    except (ConnectionResetError, ssl.SSLError):
-        pass  # closed all the same
+    assert read_to_end(sock) == (b"", "close_notify")
     line = daemon.wait_for_access(client=local, timeout=timeout)
     assert line.get("reason") == "revoked", line
     assert "revoked while connected" in line.get("detail", ""), line

@@ -15,7 +15,7 @@ import threading
 from mtlsd_harness import client_context, daemon_config, fmt_addr, open_tls, server_listener
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import metric
-from revocation_servers import wait_until
+from helpers import wait_until
 
 
 def stapling_listener(pki, upstream: str, **revocation) -> dict:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import pytest
 
-from faults import wait_until
+from helpers import wait_until
 from mtlsd_harness import curl, daemon_config, run_cli, server_listener, write_config
 from tls_remote import ThreadedServer, plain_exchange
 from upstream import echo

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from faults import wait_until
+from helpers import wait_until
 from mtlsd_harness import daemon_config, server_listener, write_config
 from test_spiffe import (OTHER_ORG_CLIENT, SERVER_ID, Traffic, readyz, spiffe_server_config,
                          svid_client, wait_reloaded)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from mtlsd_harness import daemon_config, fmt_addr, server_listener
-from revocation_servers import wait_until
+from helpers import wait_until
 
 # ocsp_max_age_without_next_update (include/mtlsd/tls/revocation/ocsp.hpp): README's 10 minutes.
 MAX_AGE = 600

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from clients import client_context, tls_exchange
-from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
+from helpers import verify_cli
+from mtlsd_harness import daemon_config, server_listener, write_config
 from refusal import assert_admitted, assert_refused
 from tls_remote import Remote, plain_exchange
 from strict_pki import GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki, openssl_strict_verify
@@ -93,13 +94,6 @@ def anchors(spki) -> list[str]:
 
 
 # --- the same verdict from openssl -x509_strict, mtlsd verify, and handshakes ----------------
-
-def verify_cli(mtlsd_bin, cfg, listener, cert, chain=None):
-    args = ["verify", "--config", str(cfg), "--listener", listener, "--cert", cert]
-    if chain:
-        args += ["--chain", chain]
-    return run_cli(mtlsd_bin, *args)
-
 
 @pytest.fixture(scope="module")
 def verify_cfg(spki, pki, tmp_path_factory):

@@ -22,10 +22,10 @@ import pytest
 
 from clients import tls_exchange
 from h2_client import H2Client, status_of
+from helpers import wait_request_line, wait_until
 from http_upstream import Reader, read_request, response
 from mtlsd_harness import client_context, daemon_config, echo_roundtrip, server_listener
-from test_dns import dns, wait_for  # noqa: F401  (dns: fixture)
-from test_http2_limits import wait_request_line
+from test_dns import dns  # noqa: F401  (dns: fixture)
 from upstream import UpstreamConn
 
 NAME = "up.eyeballs-test"
@@ -370,10 +370,10 @@ def test_a_stream_reset_while_its_upstream_connect_hangs_ends_that_connect(
     try:
         hold = hold_the_only_connection(client, up)
         sid = client.request("/two")
-        wait_for(lambda: up.syn_sent() == 1, what="mtlsd's connect for /two (SYN_SENT)")
+        wait_until(lambda: up.syn_sent() == 1, what="mtlsd's connect for /two (SYN_SENT)")
         client.conn.reset_stream(sid)
         client.flush()
-        wait_for(lambda: up.syn_sent() == 0, timeout=5.0,
+        wait_until(lambda: up.syn_sent() == 0, timeout=5.0,
                  what="the reset stream's connect attempt to end")
         up.release.set()
         assert client.response(hold, CLIENT_WAIT) == (200, b"reply to /hold")

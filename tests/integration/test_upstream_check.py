@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -19,6 +18,7 @@ import time
 
 import pytest
 
+from helpers import reload_with
 from mtlsd_harness import daemon_config, server_listener, write_config
 
 TIMEOUT = 10.0  # waits for a state a check will certainly reach: a bound for failing
@@ -76,15 +76,6 @@ class StatusServer:
 def status_server():
     s = StatusServer()
     yield s
-    s.close()
-
-
-@pytest.fixture
-def refused_address():
-    """An address whose connections are refused: bound, never listening."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    yield f"127.0.0.1:{s.getsockname()[1]}"
     s.close()
 
 
@@ -264,38 +255,31 @@ def test_http_check_refused(start_mtlsd, pki, refused_address):
 
 # --- reload -------------------------------------------------------------------
 
-def reload(daemon, config) -> None:
-    mark = daemon.log_mark()
-    write_config(daemon.config_path, config)
-    daemon.send_signal(signal.SIGHUP)
-    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
-
-
 def test_checks_follow_reloads(start_mtlsd, make_upstream, pki, refused_address):
     up = make_upstream()
     plain = server_listener(pki, up.address)
     daemon = start_mtlsd(daemon_config([plain], reload={"watch": False}))
     assert gauge(daemon) is None
 
-    reload(daemon, daemon_config([checked(pki, up.address)], reload={"watch": False}))
+    reload_with(daemon, daemon_config([checked(pki, up.address)], reload={"watch": False}))
     wait_ready_state(daemon, lambda r: up_line("inbound", up.address) in r.text, "added check")
     assert gauge(daemon) == 1
 
     # The listener keeps its name, its upstream moves to a dead address: the check follows.
     moved = checked(pki, refused_address)
-    reload(daemon, daemon_config([moved], reload={"watch": False}))
+    reload_with(daemon, daemon_config([moved], reload={"watch": False}))
     res = wait_ready_state(daemon, lambda r: r.status == 503, "check did not follow the upstream")
     assert up.address not in res.text, res.text
     assert gauge(daemon) == 0
 
     # A second listener with a healthy upstream: ready again (not every check fails).
-    reload(daemon, daemon_config([moved, checked(pki, up.address, name="second")],
+    reload_with(daemon, daemon_config([moved, checked(pki, up.address, name="second")],
                                  reload={"watch": False}))
     wait_ready_state(daemon, lambda r: r.status == 200 and up_line("second", up.address) in r.text,
                      "second listener's check")
 
     # Checks removed: the series go and the body is plain again.
-    reload(daemon, daemon_config([plain], reload={"watch": False}))
+    reload_with(daemon, daemon_config([plain], reload={"watch": False}))
     res = wait_ready_state(daemon, lambda r: r.text == "ready\n", "checks not removed")
     assert gauge(daemon) is None and gauge(daemon, "second") is None
 

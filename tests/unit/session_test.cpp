@@ -4,6 +4,7 @@
 // starts it and must hold to within a few tens of milliseconds (a shared, loaded machine).
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -208,7 +209,10 @@ struct never_accepts {
       ::connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
       fillers.push_back(f);
     }
-    ::usleep(50000);  // let the handshakes of the fillers settle into the full queue
+    // A listening socket is readable once its accept queue holds a connection: with backlog 0
+    // that one fills it, and the kernel drops every further SYN (a connect then hangs).
+    pollfd queued{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&queued, 1, 5000), 1) << "no filler's handshake completed within 5s";
   }
   ~never_accepts() {
     for (int f : fillers)
