@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "mtlsd/proxy/http_list.hpp"
+
 namespace mtlsd::proxy {
 
 namespace http = boost::beast::http;
@@ -21,23 +23,12 @@ std::string_view xff_hop(const http_forwarding& f) {
 }
 
 // Appends the members of one X-Forwarded-For value to the list that begins at out[start],
-// skipping empty ones (RFC 9110 5.6.1: empty list members are ignored; "a, , b" or a trailing
-// comma helps no reader).
+// skipping empty ones ("a, , b" or a trailing comma helps no reader).
 void append_xff_element(std::string& out, std::size_t start, std::string_view value) {
-  for (;;) {
-    const auto comma = value.find(',');
-    std::string_view v = value.substr(0, comma);
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-      v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-      v.remove_suffix(1);
-    if (!v.empty()) {
-      if (out.size() > start) out.append(", ");
-      out.append(v);
-    }
-    if (comma == std::string_view::npos) return;
-    value.remove_prefix(comma + 1);
-  }
+  for_each_list_member(value, [&](std::string_view member) {
+    if (out.size() > start) out.append(", ");
+    out.append(member);
+  });
 }
 
 }  // namespace

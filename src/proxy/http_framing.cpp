@@ -5,6 +5,7 @@
 #include <boost/beast/http/rfc7230.hpp>
 #include <cctype>
 
+#include "mtlsd/proxy/http_list.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
 
 namespace mtlsd::proxy {
@@ -29,20 +30,12 @@ bool is_forwarding_field(std::string_view name) {
 
 expectations read_expect(std::string_view value) {
   expectations out;
-  for (auto rest = value; !rest.empty();) {
-    const auto comma = rest.find(',');
-    auto member = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    while (!member.empty() && (member.front() == ' ' || member.front() == '\t'))
-      member.remove_prefix(1);
-    while (!member.empty() && (member.back() == ' ' || member.back() == '\t'))
-      member.remove_suffix(1);
-    if (member.empty()) continue;  // RFC 9110 5.6.1: empty list members are ignored
+  for_each_list_member(value, [&](std::string_view member) {
     if (beast::iequals(member, "100-continue"))
       out.continue_100 = true;
     else
       out.other = true;
-  }
+  });
   return out;
 }
 

@@ -1,6 +1,7 @@
 #include "mtlsd/proxy/http_head.hpp"
 
 #include "mtlsd/proxy/http_forwarding.hpp"
+#include "mtlsd/proxy/http_list.hpp"
 
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
@@ -185,16 +186,7 @@ namespace {
 // dropped, as RFC 9110 5.6.1 has a recipient ignore them).
 std::vector<std::string_view> protocols(std::string_view list) {
   std::vector<std::string_view> out;
-  while (!list.empty()) {
-    const auto comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
-      item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
-      item.remove_suffix(1);
-    if (!item.empty()) out.push_back(item);
-    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-  }
+  for_each_list_member(list, [&](std::string_view member) { out.push_back(member); });
   return out;
 }
 
