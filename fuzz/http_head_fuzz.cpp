@@ -60,12 +60,15 @@ std::optional<std::string> chunked_data(std::string_view chunked) {
   return p.get().body();
 }
 
-// Whether every chunk header of a chunked body is a size in lower-case hex without leading zero
-// or extension (the trailers after the last chunk are not looked at).
-bool canonical_chunks(std::string_view chunked) {
+// Whether every chunk header of a chunked body, as far as it goes, is a size in lower-case hex
+// without leading zero or extension; `last` says whether the walk reached the last chunk ("0";
+// the trailers after it are not looked at).
+bool canonical_chunks(std::string_view chunked, bool& last) {
+  last = false;
   for (;;) {
     const auto eol = chunked.find("\r\n");
-    if (eol == std::string_view::npos || eol == 0 || eol > 16) return false;
+    if (eol == std::string_view::npos) return true;  // the rest is still to come
+    if (eol == 0 || eol > 16) return false;
     const auto size_text = chunked.substr(0, eol);
     if (size_text.size() > 1 && size_text[0] == '0') return false;
     std::uint64_t size = 0;
@@ -74,8 +77,8 @@ bool canonical_chunks(std::string_view chunked) {
       if (c == '\0' || digit == nullptr) return false;
       size = size * 16 + static_cast<std::uint64_t>(digit - "0123456789abcdef");
     }
-    if (size == 0) return true;
-    if (chunked.size() < eol + 2 + size + 2) return false;
+    if (size == 0) return last = true;
+    if (chunked.size() < eol + 2 + size + 2) return true;
     chunked.remove_prefix(eol + 2 + size + 2);
   }
 }
@@ -191,10 +194,19 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   const auto body = bytes.substr(end + 4);
   const auto claimed = req.put(boost::asio::buffer(body.data(), body.size()), ec);
   fuzz::check(claimed <= body.size(), "claims only bytes it was given");
-  if (!req.rewrites_body() || ec || !req.is_done()) return;
+  if (!req.rewrites_body()) return;
+  bool last = false;
+  fuzz::check(canonical_chunks(req.rewritten(), last),
+              "each chunk header is a bare lower-case size");
+  if (ec || !req.is_done()) {
+    // Refused or not whole yet: what the relay writes up holds no last chunk, which an upstream
+    // could take for the end of a body mtlsd answered 400 (the diff review's finding).
+    fuzz::check(!last, "no last chunk before the message parsed whole");
+    return;
+  }
   const auto client_data = chunked_data(body.substr(0, claimed));
   fuzz::check(client_data.has_value(), "Beast reads again the chunked body it took");
-  fuzz::check(canonical_chunks(req.rewritten()), "each chunk header is a bare lower-case size");
+  fuzz::check(last, "a whole body ends with its last chunk");
   fuzz::check(chunked_data(req.rewritten()) == client_data, "the upstream reads the same data");
 }
 
