@@ -53,6 +53,12 @@ std::string format_endpoint(const stream_endpoint& ep) {
     }
     case AF_INET6: {
       auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+      // An IPv4 client of a dual-stack socket goes by its IPv4 address, as Envoy names it and
+      // as X-Forwarded-For, PROXY v2 and the source checks do: one client, one spelling.
+      if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, buf, sizeof buf);
+        return std::string(buf) + ":" + std::to_string(ntohs(in6->sin6_port));
+      }
       inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
       return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
     }

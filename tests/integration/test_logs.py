@@ -125,3 +125,14 @@ def test_access_log_can_be_disabled(serve, pki):
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait_exit(5) == 0
     assert daemon.access_logs() == []
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_logged_as_ipv4(serve, pki):
+    # The socket says ::ffff:127.0.0.1; X-Forwarded-For, PROXY v2 and the source checks say
+    # 127.0.0.1, and so does the access line (as Envoy's does), so that one client has one name.
+    daemon, _ = serve(listen="[::]:0")
+    _, port = daemon.addr()
+    ex = echo_roundtrip(("127.0.0.1", port), client_context(pki, "client"))
+    assert ex.error is None and ex.local.startswith("127.0.0.1:"), ex
+    line = daemon.wait_for_access()
+    assert line["client"] == ex.local, line

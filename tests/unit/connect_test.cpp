@@ -74,4 +74,14 @@ TEST(ConnectAny, TheFirstToAcceptIsKeptAndTheBudgetGivenBack) {
   EXPECT_EQ(gate.used(), 0);
 }
 
+TEST(FormatEndpoint, AnIpv4ClientOfADualStackSocketIsNamedAsIpv4) {
+  const auto named = [](const char* ip, unsigned short port) {
+    return format_endpoint(asio::ip::tcp::endpoint(asio::ip::make_address(ip), port));
+  };
+  EXPECT_EQ(named("::ffff:10.1.2.3", 40000), "10.1.2.3:40000");
+  EXPECT_EQ(named("10.1.2.3", 40000), "10.1.2.3:40000");
+  EXPECT_EQ(named("::1", 443), "[::1]:443");
+  EXPECT_EQ(named("64:ff9b::a01:203", 443), "[64:ff9b::a01:203]:443");  // NAT64: stays IPv6
+}
+
 }  // namespace
