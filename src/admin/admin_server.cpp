@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <list>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 
 #include "mtlsd/log/log.hpp"
@@ -37,28 +38,47 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::function<readiness()> ready;
   std::string bound;
   prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
-  // A connection's place among max_connections; `idle` while it waits for its next request.
+  // A connection's place among max_connections. `reading` while it waits for a request or reads
+  // one, `since` when that wait (or else the answer) began.
   struct slot {
     net::stream_socket* sock = nullptr;
-    bool idle = true;
-    std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+    bool reading = true;
+    std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
   };
   std::list<std::shared_ptr<slot>> slots;
   static constexpr std::size_t max_connections = 64;  // scrapers and probes, not the public
 
-  // All places taken: the connection idle the longest gives its place up (closed), so that
-  // keep-alive connections, however well they behave, cannot keep a probe out. False when every
-  // connection is in the middle of a request (each bounded by the 10 s deadline).
-  bool evict_longest_idle() {
+  // All places taken: one is closed for the new connection, so that no 64 connections, however
+  // they behave, keep a probe out. The one that has waited longest for (or in) a request gives
+  // way, a half-sent request too: a probe sends its request at once, so only a client that
+  // holds its place by sending slowly or nothing loses it (review: one byte of a next request
+  // made a connection unevictable, and 64 such held every place). With none reading, every
+  // place is writing an answer its client has not taken yet: the oldest answer gives way.
+  void evict_for_new_connection() {
     auto oldest = slots.end();
+    const auto older = [](const slot& a, const slot& b) {
+      return a.reading != b.reading ? a.reading : a.since < b.since;
+    };
     for (auto it = slots.begin(); it != slots.end(); ++it)
-      if ((*it)->idle && (oldest == slots.end() || (*it)->idle_since < (*oldest)->idle_since))
-        oldest = it;
-    if (oldest == slots.end()) return false;
+      if (oldest == slots.end() || older(**it, **oldest)) oldest = it;
+    if (oldest == slots.end()) return;
     boost::system::error_code ignored;
-    (*oldest)->sock->close(ignored);  // its pending read ends with operation_aborted
+    (*oldest)->sock->close(ignored);  // its pending read or write ends with operation_aborted
     slots.erase(oldest);
-    return true;
+  }
+
+  static constexpr std::size_t request_header_limit = 8 * 1024;
+  static constexpr std::size_t request_body_limit = 4 * 1024;
+
+  static http::response<http::string_body> error_response(http::status status,
+                                                          const std::string& why) {
+    http::response<http::string_body> res{status, 11};
+    res.set(http::field::server, "mtlsd");
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    res.keep_alive(false);
+    res.body() = std::string(http::obsolete_reason(status)) + ": " + why + "\n";
+    res.prepare_payload();
+    return res;
   }
 
   http::response<http::string_body> respond(const http::request<http::string_body>& req) {
@@ -98,17 +118,34 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
+  // The answer to a request that could not be read: what was wrong with it, then the close.
+  static std::optional<http::status> refusal_of(const boost::system::error_code& ec,
+                                                bool header_done) {
+    if (ec == http::error::header_limit || (ec == http::error::buffer_overflow && !header_done))
+      return http::status::request_header_fields_too_large;
+    if (ec == http::error::body_limit) return http::status::payload_too_large;
+    if (ec == http::error::end_of_stream || ec == http::error::partial_message)
+      return std::nullopt;  // the client went away
+    if (ec.category() == make_error_code(http::error::bad_method).category())
+      return http::status::bad_request;  // malformed (an endless chunk line too): said why
+    return std::nullopt;                 // a socket error
+  }
+
   asio::awaitable<void> serve_connection(net::stream_socket sock, std::shared_ptr<slot> me) {
     using namespace asio::experimental::awaitable_operators;
     me->sock = &sock;
-    beast::flat_buffer buffer;
+    // Bounded: Beast's header and body limits do not cover the buffer itself, which held
+    // whatever a client sent as an endless chunk-size or chunk-extension line or trailers
+    // (review: 200 MB from one connection in 2 s). Room for a whole request at the limits.
+    beast::flat_buffer buffer(request_header_limit + request_body_limit + 4096);
     asio::steady_timer timer(sock.get_executor());
     for (;;) {
-      me->idle = buffer.size() == 0;  // a pipelined request already read is no wait
-      me->idle_since = std::chrono::steady_clock::now();
+      me->reading = true;
+      me->since = std::chrono::steady_clock::now();
       http::request<http::string_body> req;
       http::request_parser<http::string_body> parser;
-      parser.body_limit(4096);
+      parser.header_limit(request_header_limit);
+      parser.body_limit(request_body_limit);
       // One deadline for reading a request and writing its answer: a client that is slow, idle
       // or does not read what it asked for (pipelined scrapes into a full socket) does not hold
       // one of the few slots beyond it.
@@ -116,11 +153,18 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto result = co_await (http::async_read(sock, buffer, parser, as_tuple(use_awaitable)) ||
                               timer.async_wait(as_tuple(use_awaitable)));
       if (result.index() != 0) co_return;
+      me->reading = false;
+      me->since = std::chrono::steady_clock::now();
       auto [ec, n] = std::get<0>(result);
-      if (ec) co_return;
-      me->idle = false;
-      req = parser.release();
-      auto res = respond(req);
+      http::response<http::string_body> res;
+      if (ec) {
+        const auto status = refusal_of(ec, parser.is_header_done());
+        if (!status) co_return;
+        res = error_response(*status, ec.message());
+      } else {
+        req = parser.release();
+        res = respond(req);
+      }
       auto written = co_await (http::async_write(sock, res, as_tuple(use_awaitable)) ||
                                timer.async_wait(as_tuple(use_awaitable)));
       if (written.index() != 0 || std::get<0>(std::get<0>(written)) || !res.keep_alive()) break;
@@ -153,7 +197,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await backoff.async_wait(as_tuple(use_awaitable));
         continue;
       }
-      if (slots.size() >= max_connections && !evict_longest_idle()) continue;  // closes it
+      if (slots.size() >= max_connections) evict_for_new_connection();
       auto place = slots.emplace_back(std::make_shared<slot>());
       asio::co_spawn(ex, serve_connection(std::move(sock), place),
                      [self, place](std::exception_ptr e) {

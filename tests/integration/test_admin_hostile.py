@@ -1,0 +1,110 @@
+"""The admin listener under hostile clients (a review's findings): a request that never ends
+cannot grow mtlsd's memory, 64 connections that each keep one byte of a next request cannot
+keep a probe out, and a request that cannot be read is answered with why (400, 413, 431), as
+nginx does, instead of a bare close."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from faults import rss_kib
+from mtlsd_harness import parse_address
+
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def connect(daemon) -> socket.socket:
+    return socket.create_connection(parse_address(daemon.admin_address), timeout=5)
+
+
+def answer_to(daemon, request: bytes) -> bytes:
+    """What the admin server answers to `request`, read to its close."""
+    with connect(daemon) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def flood_until_answered(daemon, first: bytes, filler: bytes, limit: int) -> tuple[bytes, int]:
+    """Sends `first`, then `filler` until mtlsd answers or `limit` bytes went out; returns the
+    answer and how many bytes were sent."""
+    with connect(daemon) as s:
+        s.sendall(first)
+        sent = len(first)
+        s.setblocking(False)
+        answer = b""
+        while sent < limit and not answer:
+            try:
+                answer = s.recv(4096)
+                if answer:
+                    break
+            except BlockingIOError:
+                pass
+            try:
+                sent += s.send(filler)
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break  # closed: the answer is in the receive queue
+        s.setblocking(True)
+        s.settimeout(5)
+        try:
+            answer += s.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return answer, sent
+
+
+@pytest.mark.parametrize("first,filler", [
+    (HEAD + b"1;", b"x" * 65536),                # a chunk extension that never ends
+    (HEAD + b"0\r\n", b"X-Trailer: y\r\n" * 4096),  # trailers that never end
+    (HEAD + b"0", b"0" * 65536),                 # a chunk size of endless leading zeros
+], ids=["chunk-extension", "trailers", "chunk-size"])
+def test_a_request_that_never_ends_is_refused_without_growing_memory(serve, first, filler):
+    """Review: Beast's header and body limits do not bound its read buffer, which took 200 MB
+    from one connection in 2 s (a 256 MiB pod is OOM-killed, taking the data plane with it)."""
+    daemon, _ = serve()
+    before = rss_kib(daemon.pid)
+    answer, sent = flood_until_answered(daemon, first, filler, limit=64 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 400 "), (answer[:200], sent)
+    assert sent < 16 * 1024 * 1024, f"{sent} bytes taken before the refusal"
+    assert rss_kib(daemon.pid) - before < 8 * 1024, "memory grew with the flood"
+    assert daemon.admin_request("/healthz").status == 200
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 16384 + b"\r\n\r\n", b"431"),
+    (b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n", b"413"),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+     b"400"),
+    (b"GET /health\x01z HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),
+], ids=["header-too-large", "body-too-large", "two-content-lengths", "control-in-target"])
+def test_a_request_that_cannot_be_read_is_answered_with_why(serve, request_bytes, status):
+    """Review: these got a bare close (or a reset), which tells an operator's curl nothing."""
+    daemon, _ = serve()
+    answer = answer_to(daemon, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+    assert b"\r\nConnection: close\r\n" in answer, answer[:300]
+
+
+def test_connections_holding_a_byte_of_a_next_request_cannot_keep_a_probe_out(serve):
+    """Review: a connection with part of its next request buffered counted as busy, never
+    evicted; 64 such (a request, then one byte) held every place, and /healthz failed until
+    they went away (a liveness probe would restart the pod)."""
+    daemon, _ = serve()
+    held = []
+    try:
+        for _ in range(64):  # the admin server's cap
+            s = connect(daemon)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nG")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200"), "not served"
+            held.append(s)
+        for _ in range(5):
+            assert daemon.admin_request("/healthz").status == 200
+    finally:
+        for s in held:
+            s.close()
