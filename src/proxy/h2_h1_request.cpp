@@ -12,7 +12,14 @@ std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
       cookie += (cookie.empty() ? "" : "; ") + h.second;
       continue;
     }
-    if (h.first == "content-length") has_length = true;
+    if (h.first == "content-length") {
+      // Written as a number, not as spelt ("0005"): an HTTP/1.1 upstream reads one canonical
+      // Content-Length, as from forward_request_head. nghttp2 let only digits through and
+      // checked them against the DATA frames; one field only.
+      has_length = true;
+      const auto first_digit = h.second.find_first_not_of('0');
+      h.second = first_digit == std::string::npos ? "0" : h.second.substr(first_digit);
+    }
     fields.push_back(std::move(h));
   }
   s.request_headers.clear();

@@ -149,6 +149,24 @@ def test_an_http2_clients_trailers_reach_the_http11_upstream_in_the_last_chunk(h
     assert req.trailers == [("x-checksum", "321c3cf4")], req.trailers
 
 
+def test_a_content_length_goes_up_as_a_number_not_as_the_client_spelt_it(http_serve, pki):
+    """Review: "0007" reached the HTTP/1.1 upstream as spelt, where an HTTP/1.1 client's goes
+    up canonical (forward_request_head); a parser that reads leading zeros otherwise than
+    nghttp2 did could frame the body differently."""
+    daemon, up, rec = http_serve(http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/upload", method="POST", end_stream=False,
+                             extra=(("content-length", "0007"),))
+        client.conn.send_data(sid, b"payload", end_stream=True)
+        client.flush()
+        assert client.response(sid, TIMEOUT)[0] == 200
+    finally:
+        client.close()
+    [req] = rec.requests
+    assert req.get_all("content-length") == ["7"] and req.body == b"payload", req
+
+
 def test_a_response_whose_trailers_http2_cannot_carry_is_reset_not_left_open(http_serve, pki):
     """Beast bounds a head, not a trailer section: one past the 64 KiB an HTTP/2 header block
     may hold gets RST_STREAM once the body is out, rather than a stream that never ends."""
