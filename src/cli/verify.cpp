@@ -268,18 +268,28 @@ tls::verify_outcome judge(const verify_request& r, const runtime::listener_runti
   return outcome;
 }
 
+// Text from the certificate (its names, the detail built from them) as printed: control
+// bytes, quotes and invalid UTF-8 escaped as in the access log's JSON (review: a SAN holding
+// "\naccepted: spiffe://..." forged a verdict line, another set the terminal's title).
+std::string printable(std::string_view text) {
+  std::string out;
+  log::append_json_escaped(out, text);
+  return out;
+}
+
 // The verdict on stdout: 0 accepted, 1 rejected (by the chain or by a revocation answer).
 int print_verdict(const runtime::listener_runtime& lr, tls::verify_outcome& outcome,
                   std::optional<std::time_t> at) {
   if (outcome.refusal) {
-    std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << outcome.detail << "\n";
+    std::cout << "rejected: " << to_string(*outcome.refusal) << ": " << printable(outcome.detail)
+              << "\n";
     return 1;
   }
   std::string revocation_line;
   if (lr.revocation.network()) {
     auto v = check_revocation(lr, outcome, at);
     if (v.refusal) {
-      std::cout << "rejected: " << to_string(*v.refusal) << ": " << v.detail << "\n";
+      std::cout << "rejected: " << to_string(*v.refusal) << ": " << printable(v.detail) << "\n";
       return 1;
     }
     if (!v.soft_fail_note.empty())
@@ -289,11 +299,12 @@ int print_verdict(const runtime::listener_runtime& lr, tls::verify_outcome& outc
       revocation_line = "revocation: good (" + v.source + ")";
   }
   std::cout << "accepted: "
-            << (outcome.identity ? outcome.identity->display() : std::string("(no identity)"))
+            << (outcome.identity ? printable(outcome.identity->display())
+                                 : std::string("(no identity)"))
             << "\n";
   std::cout << "matched: " << tls::describe_match(lr.tls.peer_verifier->allow(), outcome.match)
             << "\n";
-  if (!revocation_line.empty()) std::cout << revocation_line << "\n";
+  if (!revocation_line.empty()) std::cout << printable(revocation_line) << "\n";
   return 0;
 }
 
