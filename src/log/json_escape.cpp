@@ -35,6 +35,21 @@ std::size_t utf8_sequence_at(std::string_view s, std::size_t i) {
   return n;
 }
 
+// Characters that change how the rest of a line is shown without being seen themselves: the
+// line and paragraph separators (a viewer breaks the line there) and the bidirectional
+// controls (a viewer shows what follows reversed, so a forged value can read as another).
+bool is_layout_control(unsigned code) {
+  return code == 0x061C || code == 0x200E || code == 0x200F || (code >= 0x2028 && code <= 0x202E) ||
+         (code >= 0x2066 && code <= 0x2069);
+}
+
+// The code point of the well-formed two- or three-byte sequence at s[i].
+unsigned code_point_at(std::string_view s, std::size_t i, std::size_t n) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  if (n == 2) return ((byte(0) & 0x1Fu) << 6) | (byte(1) & 0x3Fu);
+  return ((byte(0) & 0x0Fu) << 12) | ((byte(1) & 0x3Fu) << 6) | (byte(2) & 0x3Fu);
+}
+
 void append_u_escape(std::string& out, unsigned code) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "\\u%04x", code);
@@ -45,7 +60,8 @@ void append_u_escape(std::string& out, unsigned code) {
 
 // Peers choose some of what is logged (an SNI, a header): what is not well-formed UTF-8 is
 // written as U+FFFD, so every line stays valid JSON and text, and control characters (C0, DEL,
-// C1) are escaped, so none reaches a terminal or a log pipeline raw.
+// C1, the line separators and bidirectional controls) are escaped, so none reaches a terminal
+// or a log pipeline raw.
 void append_json_escaped(std::string& out, std::string_view s) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
@@ -75,6 +91,9 @@ void append_json_escaped(std::string& out, std::string_view s) {
         } else if (c == 0xC2 && static_cast<unsigned char>(s[i + 1]) < 0xA0) {
           append_u_escape(out, static_cast<unsigned char>(s[i + 1]));  // C1 control
           ++i;
+        } else if (n <= 3 && is_layout_control(code_point_at(s, i, n))) {
+          append_u_escape(out, code_point_at(s, i, n));
+          i += n - 1;
         } else {
           out.append(s.substr(i, n));
           i += n - 1;

@@ -266,6 +266,23 @@ TEST(JsonEscape, WhatIsNotUtf8BecomesTheReplacementCharacter) {
             "\xc2\xa0\xe2\x82\xac\xf0\x9f\x98\x80");
 }
 
+// Review: U+202E in a path showed the rest of the line reversed in a terminal or viewer, and
+// U+2028 broke it there, though the line was valid JSON.
+TEST(JsonEscape, LineSeparatorsAndBidiControlsAreEscaped) {
+  const auto escaped = [](std::string_view s) {
+    std::string out;
+    append_json_escaped(out, s);
+    return out;
+  };
+  EXPECT_EQ(escaped("a\xe2\x80\xae"
+                    "b"),
+            R"(a\u202eb)");  // RIGHT-TO-LEFT OVERRIDE
+  EXPECT_EQ(escaped("\xe2\x80\xa8\xe2\x80\xa9"), R"(\u2028\u2029)");
+  EXPECT_EQ(escaped("\xe2\x81\xa6\xe2\x81\xa9\xe2\x80\x8f\xd8\x9c"), R"(\u2066\u2069\u200f\u061c)");
+  EXPECT_EQ(escaped("\xe2\x80\x94\xe2\x81\xaa"),
+            "\xe2\x80\x94\xe2\x81\xaa");  // a dash, U+206A: as is
+}
+
 TEST(TextLine, QuotesAndEscapesWhatIsNotPrintableAscii) {
   EXPECT_EQ(format_line(log_format::text, spdlog::level::info, "m",
                         {{"sni",
