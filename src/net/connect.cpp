@@ -49,6 +49,7 @@ asio::awaitable<void> run_attempt(std::shared_ptr<connect_race> race, std::size_
   auto& a = race->attempts[i];
   error_code ec;
   a.sock->open(a.to.protocol(), ec);
+  if (!ec) make_non_blocking(*a.sock, ec);
   if (!ec) std::tie(ec) = co_await a.sock->async_connect(a.to, as_tuple(use_awaitable));
   if (!ec) set_nodelay(*a.sock, a.to);
   a.result = ec;
@@ -109,6 +110,7 @@ asio::awaitable<error_code> connect_any(stream_socket& sock,
     error_code ec;
     if (sock.is_open()) sock.close(ec);
     sock.open(to.protocol(), ec);
+    if (!ec) make_non_blocking(sock, ec);
     if (!ec) std::tie(ec) = co_await sock.async_connect(to, as_tuple(use_awaitable));
     if (!ec) {
       set_nodelay(sock, to);

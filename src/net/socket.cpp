@@ -81,6 +81,10 @@ void set_nodelay(stream_socket& s, const stream_endpoint& either_end) {
   ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+void make_non_blocking(stream_socket& s, error_code& ec) {
+  if (!s.non_blocking()) s.non_blocking(true, ec);
+}
+
 bool nothing_to_read(stream_socket& s) {
   char byte;
   const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);

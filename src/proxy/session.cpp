@@ -275,6 +275,9 @@ asio::awaitable<void> run_session(stream_socket peer,
   } guard{registry, &s.control};
 
   if (!peer_ec) set_nodelay(s.peer, s.remote);
+  error_code mode_ec;
+  net::make_non_blocking(s.peer, mode_ec);  // before any wait: see make_non_blocking
+  if (mode_ec) throw boost::system::system_error(mode_ec, "making the client socket non-blocking");
   // The serving side and the watchdog race; the first to finish — returning, throwing, or
   // timing out — cancels the other at once (wait_for_one; awaitable_operators' || would wait
   // for the watchdog when the serving side throws, and drop the exception). Named operands:

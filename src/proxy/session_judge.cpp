@@ -105,7 +105,7 @@ asio::awaitable<void> linger_close(session& s, config::duration bound, config::d
   error_code ec;
   s.peer.shutdown(stream_socket::shutdown_send, ec);
   if (ec) co_return;
-  s.peer.non_blocking(true, ec);
+  net::make_non_blocking(s.peer, ec);
   std::array<char, 1024> small;
   std::optional<pooled_buffer> large;
   // A peer that keeps sending gets a few reads per turn, then the worker serves the others (a

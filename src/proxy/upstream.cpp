@@ -9,6 +9,7 @@
 #include "mtlsd/config/duration.hpp"
 #include "mtlsd/net/connect.hpp"
 #include "mtlsd/net/resolver.hpp"
+#include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/fd_gate.hpp"
 
 namespace mtlsd::proxy {
@@ -21,6 +22,7 @@ asio::awaitable<error_code> try_connect(stream_socket& sock, const stream_endpoi
   error_code ec;
   if (sock.is_open()) sock.close(ec);
   sock.open(ep.protocol(), ec);
+  if (!ec) net::make_non_blocking(sock, ec);
   if (ec) co_return ec;
   auto [cec] = co_await sock.async_connect(ep, as_tuple(use_awaitable));
   if (!cec) set_nodelay(sock, ep);

@@ -27,6 +27,12 @@ std::string format_endpoint(const stream_endpoint& ep);
 // family tells TCP from unix without asking the kernel: one getsockname per connection less).
 void set_nodelay(stream_socket& s, const stream_endpoint& either_end);
 
+// Puts the socket in non-blocking mode once, as the first thing done with it: mtlsd reads and
+// writes its sockets directly, waiting only on EAGAIN. Asio's non_blocking(true) makes an
+// ioctl at every call, and Asio makes one of its own at a socket's first wait unless that was
+// done first: two per socket where one does (a profile of the handshake path's system calls).
+void make_non_blocking(stream_socket& s, error_code& ec);
+
 // Whether the socket has nothing to read: no bytes and no close or error (one non-blocking
 // peek; an EAGAIN is told to net::note_read). A kept-alive upstream connection that is not silent
 // before a request goes out closed, or sent what no request asked for.
