@@ -83,6 +83,35 @@ bool canonical_chunks(std::string_view chunked, bool& last) {
   }
 }
 
+// A body the relay parsed whole in one put, walked again as forward_body walks it when the
+// client's bytes come `piece` at a time (put_body, given all that is unparsed at each step): it
+// must end the same, having claimed the same bytes and written the same rewritten framing. (A
+// review found Boost 1.81's Beast aborting a debug build on "0\r\n" then one byte: put_body
+// keeps it from that call.)
+void body_in_pieces(const std::string& head, std::string_view body, std::size_t piece,
+                    std::size_t whole_claimed, const std::string& whole_rewritten) {
+  if (body.size() > 4096) return;  // each step parses what is unparsed again: bounded
+  proxy::request_framing req;
+  req.header_limit(proxy::http_head_limit);
+  req.body_limit(boost::none);
+  req.rewrite_chunks();
+  beast::error_code ec;
+  req.put(boost::asio::buffer(head), ec);
+  if (ec || req.is_done()) return;
+  req.eager(true);
+  std::string rewritten;
+  std::size_t claimed = 0, arrived = 0;
+  while (!req.is_done() && arrived < body.size()) {
+    arrived = std::min(body.size(), arrived + piece);
+    claimed += req.put_body(body.substr(claimed, arrived - claimed), ec);
+    fuzz::check(!ec, "a body that parsed whole parses in pieces");
+    rewritten += req.rewritten();
+    req.rewritten().clear();
+  }
+  fuzz::check(req.is_done() && claimed == whole_claimed, "in pieces it ends where it did whole");
+  if (req.rewrites_body()) fuzz::check(rewritten == whole_rewritten, "and is rewritten the same");
+}
+
 void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   // As inbound::whole_head: the head up to its first empty line, unfolded, parsed in one put.
   const auto end = bytes.find("\r\n\r\n");
@@ -194,6 +223,9 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   const auto body = bytes.substr(end + 4);
   const auto claimed = req.put(boost::asio::buffer(body.data(), body.size()), ec);
   fuzz::check(claimed <= body.size(), "claims only bytes it was given");
+  if (!ec && req.is_done())
+    for (const std::size_t piece : {std::size_t{1}, std::size_t{3}})
+      body_in_pieces(head, body, piece, claimed, req.rewritten());
   if (!req.rewrites_body()) return;
   bool last = false;
   fuzz::check(canonical_chunks(req.rewritten(), last),

@@ -53,7 +53,19 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
     return false;
   }
   if (counted > http_head_limit) s->head_too_large = true;
-  if (s->head_too_large) return true;
+  if (s->head_too_large || s->over_fields_budget) return true;
+  const std::size_t kept = name_in.size() + value_in.size() + 32;
+  if (held_fields_ + kept > held_fields_budget) {
+    if (trailers) {
+      s->detail = "request fields of the connection's open streams over " +
+                  std::to_string(held_fields_budget) + " bytes decoded: trailers reset";
+      return false;
+    }
+    s->over_fields_budget = true;  // refused once its head ends (start)
+    return true;
+  }
+  held_fields_ += kept;
+  s->held_fields += kept;
   std::string name(name_in);
   std::string value(value_in);
   if (f.headers.cat != NGHTTP2_HCAT_REQUEST) {
@@ -101,6 +113,9 @@ void connection::start(stream& s) {
     s.response_end = true;
     respond(s);
   };
+  if (s.over_fields_budget)
+    return refuse_stream(s, "request fields of the connection's open streams over " +
+                                std::to_string(held_fields_budget) + " bytes decoded: refused");
   if (s.head_too_large)
     return refuse(431,
                   "request header list larger than " + std::to_string(http_head_limit) + " bytes");
@@ -163,6 +178,7 @@ void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::u
   if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);
   streams_.erase(it);
+  held_fields_ -= s->held_fields;
   s->closed = true;
   // Body the upstream never took still counts against the connection's window.
   if (!s->request_body.empty()) nghttp2_session_consume(session, id, s->request_body.size());

@@ -9,11 +9,20 @@
 #include "h2_session.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/h2_header_blocks.hpp"
+#include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
 
 constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's write when killed
 constexpr std::size_t write_piece = 16 * 1024;          // one TLS record's plaintext
+// Frames nghttp2 may hold for a client whose writes wait before the reader stops reading.
+constexpr std::size_t output_backlog = 256;
+// Decoded request header and trailer fields all open streams of a connection may hold: four
+// whole heads. A stream past it is refused (REFUSED_STREAM: the client may retry it), its
+// trailers reset. HPACK lets a client name a 4 KiB field with one byte, so without it a few KB
+// sent held 64 KiB of head and 64 KiB of trailers per stream queued for an upstream place, 12
+// MiB a connection (review).
+constexpr std::size_t held_fields_budget = 4 * std::size_t{http_head_limit};
 // Rapid reset (CVE-2023-44487): a client that resets streams as soon as it opens them makes the
 // proxy do a request's work for each while it pays for two small frames. A reset is premature
 // when the stream's response had not begun and it was younger than premature_reset_lifetime
@@ -30,6 +39,7 @@ class connection final : public downstream, session_handler {
       : env_(std::move(env)),
         ex_(env_.client_socket->get_executor()),
         out_(ex_),
+        written_(ex_),
         sweep_timer_(ex_, steady::time_point::max()) {}
 
   asio::awaitable<void> run();
@@ -73,6 +83,7 @@ class connection final : public downstream, session_handler {
   void stop() {
     stopping_ = true;
     out_.signal();
+    written_.signal();
     sweep_timer_.cancel();
     error_code ignored;
     env_.client_socket->cancel(ignored);
@@ -117,6 +128,7 @@ class connection final : public downstream, session_handler {
   std::unique_ptr<upstream> upstream_;
   std::unordered_map<std::int32_t, stream_ptr> streams_;
   write_signal out_;
+  write_signal written_;  // the writer finished a write: the reader looks at the backlog again
   asio::steady_timer sweep_timer_;
   // Whether the client is inside a header block (HEADERS, then CONTINUATION frames). While it
   // is, no other frame may come on the connection (RFC 9113 6.10), so one left open across
@@ -132,7 +144,8 @@ class connection final : public downstream, session_handler {
   // cannot finish because their RST_STREAM is never written) then still meets timeouts.idle,
   // as nginx's send_timeout bounds a stuck write; one that reads, however slowly, keeps it.
   bool writing_ = false;
-  int queued_seen_ = -1;  // the socket's unacknowledged bytes at the sweeper's last look
+  std::size_t held_fields_ = 0;  // decoded request fields kept by open streams (held_fields_budget)
+  int queued_seen_ = -1;         // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
   bool upstream_closing_ = false;  // the h2c upstream takes no new stream: GOAWAY when idle
   bool goaway_for_upstream_sent_ = false;

@@ -20,6 +20,18 @@ using asio::use_awaitable;
 asio::awaitable<void> connection::reader() {
   co_await asio::this_coro::throw_if_cancelled(false);
   for (;;) {
+    // A client that keeps the socket full gets read_some's turns (tls_stream.hpp), in which
+    // the writer runs too. Backpressure: while a write to the client waits (it takes nothing) and
+    // nghttp2 holds output_backlog frames for it, what the client sends waits in the socket, as
+    // nghttpx does. Reading on, each request or bad frame would queue another response or
+    // RST_STREAM in nghttp2's unbounded queue (review: 700 MB in 6 s from a client that sent GETs
+    // and did not read), and every read would count as activity against timeouts.idle.
+    while (writing_ && !stopping_ &&
+           nghttp2_session_get_outbound_queue_size(session_.get()) >= output_backlog) {
+      written_.reset();
+      co_await written_.wait();
+    }
+    if (stopping_) break;
     auto [ec, n] = co_await env_.tls->read_some(asio::buffer(read_buffer_));
     if (ec) {
       if (ec != asio::error::operation_aborted) {
@@ -73,6 +85,7 @@ asio::awaitable<void> connection::writer() {
         if (!ec) env_.clock->touch();
       }
       writing_ = false;
+      written_.signal();
       if (ec) {
         if (ec != asio::error::operation_aborted) {
           env_.result->ended_by(relay_end::tls_peer);

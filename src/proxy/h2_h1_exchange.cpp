@@ -181,7 +181,13 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   // each time never grows past that, so a body came in 512-byte reads (2,048 recv for 1 MiB).
   buf.reserve(http_body_chunk);
   std::optional<http::response_parser<http::buffer_body>> p;
-  for (;;) {  // 1xx heads are not passed on: the final one follows
+  for (int interim_heads = 0;; ++interim_heads) {  // 1xx heads are not passed on
+    if (interim_heads > http_interim_limit) {
+      down_.fail(
+          s, NGHTTP2_INTERNAL_ERROR,
+          "upstream: more than " + std::to_string(http_interim_limit) + " interim (1xx) responses");
+      co_return false;
+    }
     p.emplace();
     p->header_limit(http_head_limit);
     p->body_limit(boost::none);

@@ -56,6 +56,8 @@ struct stream {
   std::size_t header_bytes = 0;   // for the header size limit: the request head's fields
   std::size_t trailer_bytes = 0;  // ... and its trailers', counted on their own
   bool head_too_large = false;
+  std::size_t held_fields = 0;      // its share of the connection's held_fields_
+  bool over_fields_budget = false;  // its head did not fit the connection's budget: refused
   header_list request_trailers;
   byte_queue request_body;
   bool request_end = false;  // the client ended its side (END_STREAM)
@@ -67,6 +69,7 @@ struct stream {
   // h2c: decoded bytes of the upstream's current head and of its trailers (RFC 9113 6.5.2).
   std::size_t upstream_head_bytes = 0;
   std::size_t upstream_trailer_bytes = 0;
+  int upstream_interim_heads = 0;  // h2c: 1xx heads so far (http_interim_limit)
   header_list response_headers;
   header_list response_trailers;
   byte_queue response_body;

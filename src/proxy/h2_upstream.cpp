@@ -157,7 +157,15 @@ bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
   // trailers): HPACK lets one byte from the upstream name a field already in its table (a 4 KiB
   // one, say), so one 16 KiB frame could decode to 64 MB. Past the limit the upstream's stream
   // is reset and the client's gets a 502 (or, its response begun, a reset).
-  if (name == ":status") s->upstream_head_bytes = 0;  // the first field of every head
+  if (name == ":status") {  // the first field of every head
+    s->upstream_head_bytes = 0;
+    if (!value_in.empty() && value_in[0] == '1' &&
+        ++s->upstream_interim_heads > http_interim_limit) {
+      s->detail =
+          "upstream: more than " + std::to_string(http_interim_limit) + " interim (1xx) responses";
+      return false;  // reset, as a head over the limit
+    }
+  }
   std::size_t& counted =
       s->final_head_received ? s->upstream_trailer_bytes : s->upstream_head_bytes;
   counted += name.size() + value_in.size() + 32;  // RFC 9113 6.5.2's accounting

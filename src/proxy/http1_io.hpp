@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -84,8 +85,16 @@ class plain_side {
   // cannot succeed yet (the request has only just gone up). The watch, left queued when the
   // request came, is joined rather than queued behind: one completion for both, not two
   // (net/shared_edge_wait.hpp).
+  // Takes turns as tls_stream::read_some does: an upstream that keeps the socket full (a body,
+  // a flood of 1xx heads) does not hold the worker.
   asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
     bool wait = net::known_drained(sock_);
+    if (wait) {
+      reads_in_a_row_ = 0;
+    } else if (++reads_in_a_row_ >= tls_stream::reads_per_turn) {
+      reads_in_a_row_ = 0;
+      co_await asio::post(sock_.get_executor(), use_awaitable);
+    }
     for (;;) {
       if (wait) {
         auto [wec] = watch_.queued()
@@ -102,6 +111,7 @@ class plain_side {
       if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
         co_return std::tuple{error_code(err, boost::system::system_category()), std::size_t{0}};
       wait = err != EINTR;  // empty now, and no yield since: the edge-wait's precondition
+      reads_in_a_row_ = 0;
     }
   }
   // A whole write. Tried at once first: the socket almost always has room for a request head,
@@ -131,6 +141,7 @@ class plain_side {
  private:
   stream_socket& sock_;
   net::shared_edge_wait& watch_;
+  int reads_in_a_row_ = 0;  // reads since the last wait or turn
 };
 
 // One side's incoming bytes: a bounded read buffer and the parse step that fills it.
@@ -269,10 +280,9 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
   p.eager(true);  // one put walks every piece buffered, not just the next chunk's line
   for (;;) {
     error_code bad;  // malformed framing: the bytes before it still go, to show where it broke
-    if (!p.is_done() && ready < buf.size()) {
-      ready += p.put(buf.data() + ready, bad);
-      if (bad == http::error::need_more) bad = {};
-    }
+    if (!p.is_done() && ready < buf.size())
+      ready += p.put_body({static_cast<const char*>(buf.data().data()) + ready, buf.size() - ready},
+                          bad);
     if (ready > 0 || (head && !head->empty())) {
       const std::string_view here =
           p.rewrites_body() ? std::string_view(p.rewritten())

@@ -23,6 +23,13 @@ asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
     end_ = true;
     co_return;
   }
+  if (out.ec == http::error::partial_message) {
+    // The client ended its side inside the body (it gave up on the upload): nothing malformed
+    // to answer 400 for, as a review found it was, and the line says what happened.
+    result_.ended_by(relay_end::tls_peer);
+    fail("the client ended its connection inside the request body");
+    co_return stop_exchange();
+  }
   body_malformed_ = is_http_error(out.ec);  // answered 400 once both pumps stopped (exchange())
   result_.ended_by(is_http_error(out.ec) ? relay_end::local : relay_end::tls_peer);
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
@@ -59,6 +66,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
 // and one TLS record, straight from the read buffer — or, its head written anew (hop-by-hop
 // fields, the last response of a drain), from that head with the body bytes appended.
 asio::awaitable<void> http_connection::relay_response(const request_head_verdict& verdict) {
+  int interim_heads = 0;
   for (;;) {
     // The request pump can end the exchange before this pump first waits (a malformed body
     // already buffered): its cancel then found nothing to cancel, so look before reading.
@@ -78,6 +86,9 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     if (auto why = response_head_refusal(res, verdict.upgrade, verdict.upgrade_offer); !why.empty())
       co_return co_await upstream_failed({}, std::string(why));
     const bool interim = status >= 100 && status < 200 && status != 101;
+    if (interim && ++interim_heads > http_interim_limit)
+      co_return co_await upstream_failed(
+          {}, "more than " + std::to_string(http_interim_limit) + " interim (1xx) responses");
     if (interim && http10_client_) {
       // RFC 9110 15.2: an HTTP/1.0 client knows no 1xx, and would take it for the answer.
       from_upstream_.buf.consume(ready);

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <utility>
@@ -85,8 +86,11 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
                       : co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
       if (ec) co_return ec;
     }
-    unsigned char header[header_size];
-    const ssize_t got = ::recv(fd, header, header_size, MSG_PEEK | MSG_DONTWAIT);
+    // The header and what follows it, peeked together: how much of the record is in comes
+    // with the header (a ClientHello is usually well under 2 KiB), without asking the kernel
+    // (FIONREAD) in a second system call.
+    unsigned char header[2048];
+    const ssize_t got = ::recv(fd, header, sizeof header, MSG_PEEK | MSG_DONTWAIT);
     if (got <= 0) {
       if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         next = then::wait_drained;
@@ -103,9 +107,10 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
     const std::size_t need = static_cast<std::size_t>(got) < header_size
                                  ? header_size
                                  : header_size + ((std::size_t{header[3]} << 8) | header[4]);
-    int available = 0;
-    if (need > max_record || ::ioctl(fd, FIONREAD, &available) != 0 ||
-        static_cast<std::size_t>(available) >= need)
+    if (need > max_record || static_cast<std::size_t>(got) >= need) co_return error_code{};
+    int available = 0;  // a record longer than the peek
+    if (static_cast<std::size_t>(got) == sizeof header &&
+        (::ioctl(fd, FIONREAD, &available) != 0 || static_cast<std::size_t>(available) >= need))
       co_return error_code{};
     // Woken below the mark already set. Once, that may be an event from before the mark: the
     // part that came before this function looked (then nothing waited for it, and epoll still
@@ -125,7 +130,7 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     : sock_(sock), ssl_(SSL_new(ctx)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
-  sock_.non_blocking(true);
+  if (!sock_.non_blocking()) sock_.non_blocking(true);  // once (net::make_non_blocking)
   SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
   BIO* bio = SSL_get_rbio(ssl_.get());  // one socket BIO, both directions
   BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));
@@ -219,6 +224,7 @@ template <class Op>
 asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, bool wait_for_input,
                                                                       bool wait_for_output,
                                                                       bool wait_if_drained) {
+  bool waited = false;
   if (wait_if_drained) {
     // Nothing buffered here, and the socket known drained (net/read_drain.hpp): whatever it
     // holds or will hold is still to be reported, so the wait wakes for it, where a read now
@@ -227,6 +233,7 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
     if (!std::exchange(drain_track_tried_, true)) {
       net::track_read_drain(sock_);
     } else if (!has_pending() && net::known_drained(sock_)) {
+      waited = true;
       auto [ec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
                                                    as_tuple(use_awaitable));
       if (ec) co_return std::pair{ec, std::size_t{0}};
@@ -234,10 +241,21 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
   }
   for (;;) {
     const attempt a = step(op);
-    if (a.wants == want::nothing) co_return std::pair{a.ec, a.n};
+    if (a.wants == want::nothing) {
+      if (wait_if_drained) {  // read_some: its turn (see its declaration)
+        if (waited) {
+          reads_in_a_row_ = 0;
+        } else if (++reads_in_a_row_ >= reads_per_turn) {
+          reads_in_a_row_ = 0;
+          co_await asio::post(sock_.get_executor(), use_awaitable);
+        }
+      }
+      co_return std::pair{a.ec, a.n};
+    }
     if (!(a.wants == want::read ? wait_for_input : wait_for_output))
       co_return std::pair{a.ec, std::size_t{0}};
     // OpenSSL asks to wait only after its read or write on the socket would block.
+    waited = true;
     auto [ec] = co_await net::async_wait_drained(
         sock_, a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
         as_tuple(use_awaitable));

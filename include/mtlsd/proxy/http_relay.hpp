@@ -36,6 +36,11 @@ inline constexpr std::uint32_t http_head_limit = 64 * 1024;  // request or respo
 // HTTP/1.1 exchange copies (a little under one TLS record, so that a piece with its chunk framing
 // still travels as a single record).
 inline constexpr std::size_t http_body_chunk = 16 * 1024 - 64;
+// Interim (1xx) responses an upstream may send before its final one; past it the exchange
+// fails (502 when nothing was sent yet). Each costs a parse and, to an HTTP/1.0 client, nothing
+// is written, so without a bound an upstream sending them endlessly held a request (and its
+// worker's time) for ever (review).
+inline constexpr int http_interim_limit = 32;
 
 // Relays HTTP/1.1 until either side closes or a message is unusable. Never throws for network
 // or protocol errors: they end the connection and land in `result`. Each request gets
