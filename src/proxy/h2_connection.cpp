@@ -28,6 +28,11 @@ void connection::begin_headers(const nghttp2_frame& f) {
   }
 }
 
+namespace {
+const std::string over_fields_budget = "request fields held by the connection's streams over " +
+                                       std::to_string(held_fields_budget) + " bytes decoded";
+}  // namespace
+
 bool connection::header(const nghttp2_frame& f, std::string_view name_in,
                         std::string_view value_in) {
   stream* s = find(f.hd.stream_id);
@@ -40,7 +45,8 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
   // The trailers are a header list of their own, with a limit of their own.
   const bool trailers = f.headers.cat != NGHTTP2_HCAT_REQUEST;
   std::size_t& counted = trailers ? s->trailer_bytes : s->header_bytes;
-  counted += name_in.size() + value_in.size() + 32;  // RFC 9113 6.5.2's accounting
+  const std::size_t field_size = name_in.size() + value_in.size() + 32;  // RFC 9113 6.5.2
+  counted += field_size;
   if (counted > 2 * http_head_limit) {
     s->detail =
         "request header list over " + std::to_string(2 * http_head_limit) + " bytes decoded: reset";
@@ -54,18 +60,14 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
   }
   if (counted > http_head_limit) s->head_too_large = true;
   if (s->head_too_large || s->over_fields_budget) return true;
-  const std::size_t kept = name_in.size() + value_in.size() + 32;
-  if (held_fields_ + kept > held_fields_budget) {
-    if (trailers) {
-      s->detail = "request fields of the connection's open streams over " +
-                  std::to_string(held_fields_budget) + " bytes decoded: trailers reset";
-      return false;
-    }
+  if (held_fields_ + field_size > held_fields_budget) {
+    s->detail = over_fields_budget + (trailers ? ": trailers reset" : ": refused");
+    if (trailers) return false;
     s->over_fields_budget = true;  // refused once its head ends (start)
     return true;
   }
-  held_fields_ += kept;
-  s->held_fields += kept;
+  held_fields_ += field_size;
+  s->held_fields += field_size;
   std::string name(name_in);
   std::string value(value_in);
   if (f.headers.cat != NGHTTP2_HCAT_REQUEST) {
@@ -113,9 +115,7 @@ void connection::start(stream& s) {
     s.response_end = true;
     respond(s);
   };
-  if (s.over_fields_budget)
-    return refuse_stream(s, "request fields of the connection's open streams over " +
-                                std::to_string(held_fields_budget) + " bytes decoded: refused");
+  if (s.over_fields_budget) return refuse_stream(s, s.detail);
   if (s.head_too_large)
     return refuse(431,
                   "request header list larger than " + std::to_string(http_head_limit) + " bytes");

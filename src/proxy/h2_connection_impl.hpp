@@ -17,8 +17,9 @@ constexpr auto goaway_grace = std::chrono::seconds(1);  // bound on the GOAWAY's
 constexpr std::size_t write_piece = 16 * 1024;          // one TLS record's plaintext
 // Frames nghttp2 may hold for a client whose writes wait before the reader stops reading.
 constexpr std::size_t output_backlog = 256;
-// Decoded request header and trailer fields all open streams of a connection may hold: four
-// whole heads. A stream past it is refused (REFUSED_STREAM: the client may retry it), its
+// Decoded request header and trailer fields the open streams of a connection may hold until
+// the upstream takes them (a stream queued for an upstream place holds its own): four whole
+// heads. A stream past it is refused (REFUSED_STREAM: the client may retry it), its
 // trailers reset. HPACK lets a client name a 4 KiB field with one byte, so without it a few KB
 // sent held 64 KiB of head and 64 KiB of trailers per stream queued for an upstream place, 12
 // MiB a connection (review).
@@ -50,6 +51,10 @@ class connection final : public downstream, session_handler {
   void request_consumed(stream& s, std::size_t n) override {
     nghttp2_session_consume(session_.get(), s.id, n);
     out_.signal();
+  }
+  void request_fields_taken(stream& s) override {
+    held_fields_ -= s.held_fields;
+    s.held_fields = 0;
   }
   void fail(stream& s, std::uint32_t code, std::string detail) override;
   void upload_unwanted(stream& s) override;

@@ -347,6 +347,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
   // upstream that requires one refused the others, and one that does not saw mtlsd as the
   // client) and the request head.
   std::string head = request_head(*s, forwarding_, chunked);
+  down_.request_fields_taken(*s);
   if (opened_here) head.insert(0, preamble_);
   auto [wec, w] = co_await asio::async_write(*sock, asio::buffer(head), as_tuple(use_awaitable));
   bool keep_alive = false;

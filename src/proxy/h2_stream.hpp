@@ -107,6 +107,9 @@ class downstream {
   virtual void response_data(stream& s) = 0;
   // The upstream took `n` bytes of request body: the client may send as many more.
   virtual void request_consumed(stream& s, std::size_t n) = 0;
+  // The upstream took the request's head (its fields are gone from the stream): they no longer
+  // count against the connection's budget of held fields.
+  virtual void request_fields_taken(stream& s) = 0;
   // The upstream failed the stream: a 502 when no response was sent yet, else RST_STREAM
   // with `code`.
   virtual void fail(stream& s, std::uint32_t code, std::string detail) = 0;

@@ -119,6 +119,7 @@ void h2c_upstream::start(stream_ptr s) {
   for (auto& h : s->request_headers)
     if (!is_hop_by_hop(h.first, h.second)) fields.push_back(std::move(h));
   s->request_headers.clear();
+  down_.request_fields_taken(*s);
   apply_forwarding(fields, forwarding_);
   for (auto& h : fields)
     head.push_back(std::move(h));

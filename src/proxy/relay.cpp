@@ -27,10 +27,8 @@ using detail::peer_state;
 using asio::as_tuple;
 using asio::use_awaitable;
 
-// How many reads one pump does back to back before it waits again. Reads and writes that
-// complete at once do not go through the scheduler, so without a bound one busy connection
-// could keep its worker from every other connection.
-constexpr int reads_per_turn = 8;
+// How many reads one pump does back to back before it waits again (tls_stream.hpp).
+constexpr int reads_per_turn = tls_stream::reads_per_turn;
 
 // While a write waits, how often to look again at a socket that is readable only because of data
 // nobody reads yet (backpressure): a FIN or reset behind that data raises no new event.

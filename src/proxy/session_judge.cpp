@@ -111,7 +111,7 @@ asio::awaitable<void> linger_close(session& s, config::duration bound, config::d
   // A peer that keeps sending gets a few reads per turn, then the worker serves the others (a
   // post: waiting for readiness would miss the edge of bytes already queued); the closing
   // deadline's cancellation ends it at that co_await.
-  constexpr int reads_per_turn = 8;
+  constexpr int reads_per_turn = tls_stream::reads_per_turn;
   for (int reads = 1;; ++reads) {
     const std::size_t n = s.peer.read_some(large ? large->buffer() : asio::buffer(small), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {

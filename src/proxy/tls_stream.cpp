@@ -54,6 +54,37 @@ bool set_receive_low_water(int fd, std::size_t bytes) {
   return ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0;
 }
 
+// What one peek at a connection's first bytes tells: `got` (as recv returns it; errno in
+// `err`), the first byte (the record type) and the record's length with its 5-byte header
+// (`need`; 5 while the header is not whole). `whole`: all of it is in. The header and what
+// follows are peeked together, so how much of the record is in comes with it (a ClientHello is
+// usually well under 2 KiB) without a second system call (FIONREAD) — in a plain function, so
+// that the 2 KiB buffer stays off the frame of the coroutine every waiting connection holds.
+struct record_peek {
+  ssize_t got = 0;
+  int err = 0;
+  unsigned char type = 0;
+  std::size_t need = 0;
+  bool whole = false;
+};
+
+record_peek peek_first_record(int fd) {
+  constexpr std::size_t header_size = 5;
+  unsigned char bytes[2048];
+  record_peek r;
+  r.got = ::recv(fd, bytes, sizeof bytes, MSG_PEEK | MSG_DONTWAIT);
+  r.err = errno;
+  if (r.got <= 0) return r;
+  const auto got = static_cast<std::size_t>(r.got);
+  r.type = bytes[0];
+  r.need =
+      got < header_size ? header_size : header_size + ((std::size_t{bytes[3]} << 8) | bytes[4]);
+  int available = 0;  // a record longer than the peek
+  r.whole = got >= r.need || (got == sizeof bytes && ::ioctl(fd, FIONREAD, &available) == 0 &&
+                              static_cast<std::size_t>(available) >= r.need);
+  return r;
+}
+
 }  // namespace
 
 asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
@@ -86,32 +117,22 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
                       : co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
       if (ec) co_return ec;
     }
-    // The header and what follows it, peeked together: how much of the record is in comes
-    // with the header (a ClientHello is usually well under 2 KiB), without asking the kernel
-    // (FIONREAD) in a second system call.
-    unsigned char header[2048];
-    const ssize_t got = ::recv(fd, header, sizeof header, MSG_PEEK | MSG_DONTWAIT);
-    if (got <= 0) {
-      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    const record_peek peek = peek_first_record(fd);
+    if (peek.got <= 0) {
+      if (peek.got < 0 && (peek.err == EAGAIN || peek.err == EWOULDBLOCK)) {
         next = then::wait_drained;
         continue;
       }
-      if (got < 0 && errno == EINTR) {
+      if (peek.got < 0 && peek.err == EINTR) {
         next = then::look;
         continue;
       }
       co_return error_code{};  // EOF or an error: the handshake meets it and names it
     }
     next = then::wait;
-    if (header[0] != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
-    const std::size_t need = static_cast<std::size_t>(got) < header_size
-                                 ? header_size
-                                 : header_size + ((std::size_t{header[3]} << 8) | header[4]);
-    if (need > max_record || static_cast<std::size_t>(got) >= need) co_return error_code{};
-    int available = 0;  // a record longer than the peek
-    if (static_cast<std::size_t>(got) == sizeof header &&
-        (::ioctl(fd, FIONREAD, &available) != 0 || static_cast<std::size_t>(available) >= need))
-      co_return error_code{};
+    if (peek.type != 22) co_return error_code{};  // not TLS: OpenSSL says what is wrong
+    const std::size_t need = peek.need;
+    if (need > max_record || peek.whole) co_return error_code{};
     // Woken below the mark already set. Once, that may be an event from before the mark: the
     // part that came before this function looked (then nothing waited for it, and epoll still
     // holds its edge). Again: the peer closed or failed (or the socket ignores the mark) — the
@@ -130,7 +151,9 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     : sock_(sock), ssl_(SSL_new(ctx)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
-  if (!sock_.non_blocking()) sock_.non_blocking(true);  // once (net::make_non_blocking)
+  error_code ec;
+  net::make_non_blocking(sock_, ec);
+  if (ec) throw boost::system::system_error(ec, "making the socket non-blocking");
   SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
   BIO* bio = SSL_get_rbio(ssl_.get());  // one socket BIO, both directions
   BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));

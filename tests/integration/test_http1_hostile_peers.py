@@ -109,7 +109,8 @@ def test_endless_interim_responses_end_in_a_502(http_serve, pki):
 
 def test_a_last_chunk_arriving_byte_by_byte_is_relayed(http_serve, pki):
     """Review: "0\\r\\n", then "\\r", then "\\n" aborted the daemon in a debug build (Beast's
-    assertion, boostorg/beast#2861), from a client or from an upstream."""
+    assertion, boostorg/beast#2861). From a client here; an upstream's response body goes through
+    the same step (framing_base::put_body)."""
     daemon, up, rec = http_serve()
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
         sock.settimeout(TIMEOUT)

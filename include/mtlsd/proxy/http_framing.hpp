@@ -71,12 +71,14 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   // One step of a body's parse, as bytes arrive: parses what of `unparsed` it can and returns
   // how much it took; `ec` is set only for a malformed body (need_more is no error here).
   // Boost 1.81's Beast asserts (a debug build aborts) when called again with fewer than five
-  // bytes once it has seen a last chunk's "0\r\n" (boostorg/beast#2861, fixed in later
-  // releases; a review found a client's "0\r\n", then "\r", ended the daemon). No whole body
-  // ends in fewer than five bytes from there, so that call waits for more instead.
+  // bytes once it has seen a last chunk's "0\r\n" that is the body's first chunk
+  // (boostorg/beast#2861, fixed in later releases; a review found a client's "0\r\n", then
+  // "\r", ended the daemon). After any other chunk the unparsed bytes start with its CRLF, five
+  // at least. No whole body ends in fewer than five bytes from there, so that call waits.
   std::size_t put_body(std::string_view unparsed, boost::beast::error_code& ec) {
     ec = {};
-    if (this->chunked() && unparsed.size() < 5 && unparsed.starts_with("0\r\n")) return 0;
+    if (!chunk_seen_ && this->chunked() && unparsed.size() < 5 && unparsed.starts_with("0\r\n"))
+      return 0;
     const std::size_t took = this->put(boost::asio::buffer(unparsed.data(), unparsed.size()), ec);
     if (ec == boost::beast::http::error::need_more) ec = {};
     return took;
@@ -107,6 +109,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
     return body.size();
   }
   void on_chunk_header_impl(std::uint64_t size, string_view extension, error_code& ec) override {
+    chunk_seen_ = true;
     if (!clean_chunk_extension({extension.data(), extension.size()})) {
       refuse(ec, boost::beast::http::error::bad_chunk_extension,
              "a control character in a chunk extension");
@@ -136,6 +139,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   std::uint64_t uncounted_ = 0;
   std::uint64_t* body_bytes_ = &uncounted_;
   std::string_view refusal_;
+  bool chunk_seen_ = false;  // a chunk header parsed (the last chunk's only once whole)
   bool rewrite_ = false;
   bool chunk_data_open_ = false;  // a chunk header went into rewritten_: its data's CRLF is due
   std::string rewritten_;

@@ -32,11 +32,15 @@ class tls_stream {
   // TCP without one between two records (SSL_OP_IGNORE_UNEXPECTED_EOF: clients commonly do, and
   // Go reads it as EOF too). A TCP end inside a record is a truncation: connection_aborted,
   // with failure_detail() saying so (review: it was passed on as a clean end).
-  // After reads_per_turn reads in a row that found their bytes without waiting, the next one
-  // first lets the worker's other connections run (a post): a peer that keeps the socket full
-  // does not hold the worker (review: an HTTP/2 or HTTP/1.1 flood delayed another client's
-  // request by 11 s), as the byte relay's pumps do (relay.cpp).
+  // The reads_per_turn-th read in a row that found its bytes without waiting lets the worker's
+  // other connections run (a post) before it returns: a peer that keeps the socket full does
+  // not hold the worker (review: an HTTP/2 or HTTP/1.1 flood delayed another client's request
+  // by 11 s).
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+  // How many reads that complete at once a connection makes before the others get a turn:
+  // reads and writes that complete at once do not go through the scheduler, so without a
+  // bound one busy connection could keep its worker from every other (also the byte relay's
+  // pumps, relay.cpp, and the lingering close's reads).
   static constexpr int reads_per_turn = 8;
   // Like read_some, but returns asio::error::would_block instead of waiting for the socket.
   asio::awaitable<std::pair<error_code, std::size_t>> try_read_some(asio::mutable_buffer buf);

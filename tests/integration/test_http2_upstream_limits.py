@@ -1,0 +1,76 @@
+"""HTTP/2 clients in front of an HTTP/1.1 upstream, from the review of the flood fixes: a
+stream's request fields stop counting against the connection's 256 KiB budget once the upstream
+took them (long-lived streams with large heads are not refused), and an upstream sending
+interim (1xx) responses without end gets the client a 502 after 32 of them."""
+
+from __future__ import annotations
+
+import threading
+
+import h2.events
+
+from h2_client import H2Client
+from helpers import wait_request_line
+import test_http_mode
+
+http_serve = test_http_mode.http_serve  # the fixture: (daemon, upstream, recorder)
+
+TIMEOUT = 10.0
+
+
+def read_head(conn) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = conn.sock.recv(65536)
+        if not data:
+            break
+        head += data
+    return head
+
+
+def test_streams_whose_heads_went_up_do_not_hold_the_fields_budget(http_serve, pki):
+    """Review: the budget was given back only when a stream closed, so five long-lived
+    streams (a long poll, a gRPC stream) with 55 KB heads already sent up got the next stream
+    refused: REFUSED_STREAM well below max_concurrent_streams."""
+    release = threading.Event()
+
+    def handler(conn):
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        release.wait(TIMEOUT)  # the response goes on: the stream stays open
+
+    daemon, _, _ = http_serve(handler=handler, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        for i in range(5):
+            sid = client.request(f"/long{i}", extra=(("x-token", "t" * 55_000),))
+            client.wait_for(lambda ev, s=sid: isinstance(ev, h2.events.ResponseReceived)
+                            and ev.stream_id == s, TIMEOUT)
+        small = client.request("/small")
+        ev = client.wait_for(lambda ev: getattr(ev, "stream_id", None) == small and isinstance(
+            ev, (h2.events.ResponseReceived, h2.events.StreamReset)), TIMEOUT)
+        assert isinstance(ev, h2.events.ResponseReceived), ev
+    finally:
+        release.set()
+        client.close()
+
+
+def test_endless_interim_responses_end_in_a_502(http_serve, pki):
+    def handler(conn):
+        read_head(conn)
+        try:
+            while True:
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 64)
+        except OSError:
+            pass
+
+    daemon, _, _ = http_serve(handler=handler, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/interim")
+        assert client.response(sid, TIMEOUT)[0] == 502
+    finally:
+        client.close()
+    line = wait_request_line(daemon, path="/interim")
+    assert line["status"] == 502, line
+    assert "more than 32 interim (1xx) responses" in line["detail"], line
