@@ -246,14 +246,16 @@ TEST(JsonLine, Utf8PassesThrough) {
   EXPECT_EQ(line, "{\"level\":\"info\",\"msg\":\"caf\xC3\xA9\",\"who\":\"Jos\xC3\xA9\"}");
 }
 
+// What append_json_escaped makes of `s` on its own.
+std::string escaped(std::string_view s) {
+  std::string out;
+  append_json_escaped(out, s);
+  return out;
+}
+
 // Review: an SNI of 'a\xffb.example' went into the access line raw, so the line was not UTF-8
 // and strict JSON parsers dropped it; the peer needs no certificate to send one.
 TEST(JsonEscape, WhatIsNotUtf8BecomesTheReplacementCharacter) {
-  const auto escaped = [](std::string_view s) {
-    std::string out;
-    append_json_escaped(out, s);
-    return out;
-  };
   EXPECT_EQ(escaped("a\xff"
                     "b"),
             R"(a\ufffdb)");
@@ -269,11 +271,6 @@ TEST(JsonEscape, WhatIsNotUtf8BecomesTheReplacementCharacter) {
 // Review: U+202E in a path showed the rest of the line reversed in a terminal or viewer, and
 // U+2028 broke it there, though the line was valid JSON.
 TEST(JsonEscape, LineSeparatorsAndBidiControlsAreEscaped) {
-  const auto escaped = [](std::string_view s) {
-    std::string out;
-    append_json_escaped(out, s);
-    return out;
-  };
   EXPECT_EQ(escaped("a\xe2\x80\xae"
                     "b"),
             R"(a\u202eb)");  // RIGHT-TO-LEFT OVERRIDE
