@@ -79,3 +79,15 @@ def verify_cli(mtlsd_bin: str, cfg, listener: str, cert: str, chain: Optional[st
     if chain:
         args += ["--chain", chain]
     return run_cli(mtlsd_bin, *args)
+
+
+def read_head(conn) -> bytes:
+    """An upstream handler's read of a request head: up to its empty line (or the close),
+    through the raw socket (nothing kept in conn.received)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = conn.sock.recv(65536)
+        if not data:
+            break
+        head += data
+    return head

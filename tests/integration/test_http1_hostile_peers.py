@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 
-from helpers import wait_request_line
+from helpers import read_head, wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, open_tls
 from test_http_mode import SockConn, read_response
@@ -52,9 +52,7 @@ def test_a_client_that_keeps_its_socket_full_does_not_hold_the_worker(http_serve
     line; a fast upload did the same) held its worker: another client's request waited
     seconds."""
     def handler(conn):
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += conn.sock.recv(65536)
+        read_head(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         drain(conn)
     daemon, _, _ = http_serve(handler=handler, http={"request_headers_timeout": "30s"}, **ONE)
@@ -84,9 +82,7 @@ def test_endless_interim_responses_end_in_a_502(http_serve, pki):
     """Review: to an HTTP/1.0 client each 1xx was dropped and the next read, for ever, at full
     CPU and past every timeout (nothing was written, each read counted as activity)."""
     def handler(conn):
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += conn.recv(65536)
+        read_head(conn)
         try:
             while True:
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 64)

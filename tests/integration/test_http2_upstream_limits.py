@@ -10,22 +10,12 @@ import threading
 import h2.events
 
 from h2_client import H2Client
-from helpers import wait_request_line
+from helpers import read_head, wait_request_line
 import test_http_mode
 
 http_serve = test_http_mode.http_serve  # the fixture: (daemon, upstream, recorder)
 
 TIMEOUT = 10.0
-
-
-def read_head(conn) -> bytes:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = conn.sock.recv(65536)
-        if not data:
-            break
-        head += data
-    return head
 
 
 def test_streams_whose_heads_went_up_do_not_hold_the_fields_budget(http_serve, pki):
