@@ -4,8 +4,9 @@
 # The test PKI is made once per run (integration.pki_setup, ~9 s) into <build>/test-pki, made
 # read-only and shared by every file through MTLSD_TEST_PKI; integration.pki_unchanged then
 # proves no test wrote into it (a test that revokes or re-issues works on pki.copy_to()).
-# Files may run two at a time (`ctest -L integration -j2`, as scripts/dev.sh test does): every
-# daemon, upstream and helper server binds port 0 or a port free_port() holds for its process.
+# Files may run several at a time (`ctest -L integration -j4`, as scripts/dev.sh test does):
+# every daemon, upstream and helper server binds port 0 or a port free_port() holds for its
+# process.
 # RUN_SERIAL marks the files that must have the machine to themselves.
 if(MTLSD_SANITIZE)
   set(_mtlsd_sanitized 1)
