@@ -32,6 +32,7 @@
 #include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
+#include "mtlsd/proxy/response_body_reader.hpp"
 #include "mtlsd/proxy/upstream.hpp"
 
 namespace mtlsd::proxy::h2 {
@@ -216,15 +217,14 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   if (p->is_done()) s.response_end = true;
   down_.respond(s);
   std::vector<std::uint8_t> piece(http_body_chunk);
+  response_body_reader body(*p, buf);
   while (!p->is_done()) {
     while (s.response_body.size() >= response_buffer_limit)
       if (!co_await wait(s)) co_return false;
     if (s.closed || stopped_) co_return false;
     msg.body().data = piece.data();
     msg.body().size = piece.size();
-    auto [ec, n] = co_await http::async_read_some(sock, buf, *p, as_tuple(use_awaitable));
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
+    if (const auto ec = co_await body.read_some(sock)) {
       down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: reading the response body: " + ec.message());
       co_return false;
     }

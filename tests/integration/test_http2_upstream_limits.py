@@ -1,11 +1,14 @@
 """HTTP/2 clients in front of an HTTP/1.1 upstream, from the review of the flood fixes: a
 stream's request fields stop counting against the connection's 256 KiB budget once the upstream
 took them (long-lived streams with large heads are not refused), and an upstream sending
-interim (1xx) responses without end gets the client a 502 after 32 of them."""
+interim (1xx) responses without end gets the client a 502 after 32 of them; and a response
+whose chunked body's first chunk is the last one, arriving a byte at a time, is relayed (it
+aborted a debug build: Beast's assertion, boostorg/beast#2861)."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import h2.events
 
@@ -64,3 +67,27 @@ def test_endless_interim_responses_end_in_a_502(http_serve, pki):
     line = wait_request_line(daemon, path="/interim")
     assert line["status"] == 502, line
     assert "more than 32 interim (1xx) responses" in line["detail"], line
+
+
+def test_a_last_chunk_arriving_byte_by_byte_from_the_upstream_is_relayed(http_serve, pki):
+    """Last stop's note: the HTTP/1.1 side of an HTTP/2 client's connection parsed a response
+    body with Beast's http::async_read_some, which Boost 1.81 asserts in (a debug or ASan build
+    aborted: every client of the daemon lost) when an upstream's body begins with the last
+    chunk and its "0\\r\\n" is followed by one byte at a time. HTTP/1.1 mode's parse waits for
+    five bytes there (framing_base::put_body); this one now does too."""
+    def handler(conn):
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+        for byte in (b"\r", b"\n"):
+            time.sleep(0.2)  # each its own read: what the parser is called with matters here
+            conn.sendall(byte)
+
+    daemon, _, _ = http_serve(handler=handler, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/empty")
+        assert client.response(sid, TIMEOUT) == (200, b"")
+    finally:
+        client.close()
+    assert daemon.running()
+    assert wait_request_line(daemon, path="/empty")["status"] == 200
