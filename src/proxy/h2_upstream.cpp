@@ -97,6 +97,7 @@ class h2c_upstream final : public upstream, session_handler {
   bool stopped_ = false;
   bool broken_ = false;
   bool goaway_received_ = false;
+  std::string write_failed_;  // why a write to the upstream failed ("" while none did)
 };
 
 bool h2c_upstream::open_session() {
@@ -266,8 +267,11 @@ asio::awaitable<void> h2c_upstream::reader() {
         co_await sock_.async_read_some(asio::buffer(read_buffer_), as_tuple(use_awaitable));
     if (stopped_) break;
     if (ec) {
-      lose_connection(ec == asio::error::eof ? std::string("the h2c connection closed")
-                                             : "reading: " + ec.message());
+      // After a failed write, the end of what the upstream had sent (the writer's shutdown
+      // below): the write's error is the reason.
+      lose_connection(!write_failed_.empty()   ? write_failed_
+                      : ec == asio::error::eof ? std::string("the h2c connection closed")
+                                               : "reading: " + ec.message());
       break;
     }
     const auto rv = nghttp2_session_mem_recv(session_.get(), read_buffer_.data(), n);
@@ -296,12 +300,24 @@ asio::awaitable<void> h2c_upstream::writer() {
     auto [ec, n] =
         co_await asio::async_write(sock_, asio::buffer(staging_), as_tuple(use_awaitable));
     if (ec) {
-      if (!stopped_) lose_connection("writing: " + ec.message());
+      if (!stopped_) {
+        write_failed_ = "writing: " + ec.message();
+        broken_ = true;  // no new stream for this connection
+      }
       break;
     }
   }
   error_code ignored;
-  sock_.cancel(ignored);  // the reader stops too
+  if (write_failed_.empty()) {
+    sock_.cancel(ignored);  // the reader stops too
+  } else {
+    // An upstream that answered in full and then closed (a request body it did not want) makes
+    // the write fail, often before the reader has taken the answer's last frames off the socket:
+    // failing the streams now reset a whole response (INTERNAL_ERROR, the client discards it).
+    // The reader reads what the socket holds, then ends: after SHUT_RD a read that finds no
+    // queued bytes returns the end instead of waiting, on TCP and unix sockets alike.
+    sock_.shutdown(stream_socket::shutdown_receive, ignored);
+  }
 }
 
 asio::awaitable<void> h2c_upstream::run() {
