@@ -302,7 +302,8 @@ asio::awaitable<void> h2c_upstream::writer() {
     if (ec) {
       if (!stopped_) {
         write_failed_ = "writing: " + ec.message();
-        broken_ = true;  // no new stream for this connection
+        broken_ = true;            // no new stream for this connection,
+        down_.upstream_closing();  // and the client told so (GOAWAY), as lose_connection does
       }
       break;
     }
