@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mtlsd/log/sink.hpp"
+#include "rlimit_guard.hpp"
 
 namespace mtlsd::log {
 namespace {
@@ -268,18 +269,20 @@ TEST_F(SinkTest, AWriteCutInALineLeavesNoLineGluedToTheNext) {
   const auto dir = temp_dir();
   const auto file = dir / "access.log";
   const std::string a(60, 'a'), b(60, 'b'), c(10, 'c');
-  rlimit saved{};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG, not the signal
+  mtlsd::test::rlimit_guard saved(RLIMIT_FSIZE);
+  ASSERT_TRUE(saved.ok());
+  struct sigxfsz_ignored {  // EFBIG, not the signal; the handler back at any end
+    void (*old)(int) = std::signal(SIGXFSZ, SIG_IGN);
+    ~sigxfsz_ignored() { std::signal(SIGXFSZ, old); }
+  } ignored;
   auto s = sink::for_file(file.string(), 1 << 16);
-  rlimit small = saved;
+  rlimit small = saved.saved();
   small.rlim_cur = 100;  // line a fits whole, 39 bytes of line b and its newline do not
   ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
   ASSERT_TRUE(s->push(a + "\n", line_kind::access));
   ASSERT_TRUE(s->push(b + "\n", line_kind::access));
   EXPECT_TRUE(s->flush(5s));
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
-  std::signal(SIGXFSZ, old_handler);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved.saved()), 0);
   EXPECT_EQ(s->dropped(), 1u);  // line b alone
   ASSERT_TRUE(s->push(c + "\n", line_kind::access));
   EXPECT_TRUE(s->stop(5s));

@@ -11,9 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mtlsd/daemon/file_watcher.hpp"
+#include "rlimit_guard.hpp"
 #include "test_pki.hpp"
 
 namespace mtlsd::daemon {
@@ -119,21 +121,27 @@ TEST(ContentFingerprint, OutOfDescriptorsIsNoAnswerYet) {
   test::pki_dir d;
   const auto f = d.path() / "tls.crt";
   put(f, "one");
-  rlimit before{};
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  mtlsd::test::rlimit_guard before(RLIMIT_NOFILE);
+  ASSERT_TRUE(before.ok());
   int highest = 0;
   for (const auto& e : fs::directory_iterator("/proc/self/fd"))
     highest = std::max(highest, std::stoi(e.path().filename().string()));
-  rlimit tight = before;
+  rlimit tight = before.saved();
   tight.rlim_cur = static_cast<rlim_t>(highest) + 64;
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
-  std::vector<int> filler;  // every descriptor below the limit taken
+  struct descriptors {  // every descriptor below the limit taken; given back at any end
+    std::vector<int> fds;
+    ~descriptors() {
+      for (int fd : fds)
+        ::close(fd);
+    }
+  } filler;
   for (int fd = ::dup(0); fd >= 0; fd = ::dup(0))
-    filler.push_back(fd);
+    filler.fds.push_back(fd);
   const std::string during = content_fingerprint(f.string());
-  for (int fd : filler)
+  for (int fd : std::exchange(filler.fds, {}))
     ::close(fd);
-  ::setrlimit(RLIMIT_NOFILE, &before);
+  ::setrlimit(RLIMIT_NOFILE, &before.saved());
   EXPECT_TRUE(during.starts_with(transient_fingerprint)) << during;
   EXPECT_EQ(content_fingerprint(f.string()).size(), 64u);
 }
