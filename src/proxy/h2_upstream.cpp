@@ -313,8 +313,9 @@ asio::awaitable<void> h2c_upstream::writer() {
     sock_.cancel(ignored);  // the reader stops too
   } else {
     // An upstream that answered in full and then closed (a request body it did not want) makes
-    // the write fail, often before the reader has taken the answer's last frames off the socket:
-    // failing the streams now reset a whole response (INTERNAL_ERROR, the client discards it).
+    // the write fail, and that can come before the reader has taken the answer's last frames off
+    // the socket: failing the streams now reset a whole response (INTERNAL_ERROR, which the
+    // client takes as discarding it; seen once in a CI run).
     // The reader reads what the socket holds, then ends: after SHUT_RD a read that finds no
     // queued bytes returns the end instead of waiting, on TCP and unix sockets alike.
     sock_.shutdown(stream_socket::shutdown_receive, ignored);
