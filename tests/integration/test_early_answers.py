@@ -29,7 +29,7 @@ import h2.events
 import pytest
 
 from h2_client import H2Client, status_of
-from helpers import wait_request_line
+from helpers import read_head, wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, fmt_addr, open_tls
 from test_http_mode import SockConn, https, read_response
@@ -55,12 +55,9 @@ def early_answerer(how: str, answered: threading.Event, large: bool = False):
     answer = answer_for(how, large)
 
     def handle(conn) -> None:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = conn.sock.recv(65536)
-            if not data:
-                return
-            buf += data
+        buf = read_head(conn)
+        if b"\r\n\r\n" not in buf:
+            return  # closed before its head ended
         if buf.startswith(b"GET /after"):
             conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             conn.shutdown_write()
