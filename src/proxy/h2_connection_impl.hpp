@@ -152,6 +152,7 @@ class connection final : public downstream, session_handler {
   std::size_t held_fields_ = 0;  // decoded request fields kept by open streams (held_fields_budget)
   int queued_seen_ = -1;         // the socket's unacknowledged bytes at the sweeper's last look
   bool stopping_ = false;
+  bool client_done_ = false;       // the reader saw the client's end (EOF) or an error: no linger
   bool upstream_closing_ = false;  // the h2c upstream takes no new stream: GOAWAY when idle
   bool goaway_for_upstream_sent_ = false;
   std::uint64_t streams_opened_ = 0;     // request streams the client began

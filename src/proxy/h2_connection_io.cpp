@@ -35,6 +35,7 @@ asio::awaitable<void> connection::reader() {
     auto [ec, n] = co_await env_.tls->read_some(asio::buffer(read_buffer_));
     if (ec) {
       if (ec != asio::error::operation_aborted) {
+        client_done_ = true;
         env_.result->ended_by(relay_end::tls_peer);
         if (ec != asio::error::eof) {
           env_.result->aborted = true;
@@ -231,6 +232,12 @@ asio::awaitable<void> connection::run() {
     co_await env_.tls->shutdown_send();  // close_notify, then FIN, as at the end of any relay
     error_code ignored;
     env_.client_socket->shutdown(stream_socket::shutdown_send, ignored);
+    // mtlsd ended it (GOAWAY: drain, an upstream gone, a stream error): the client may still
+    // be sending (WINDOW_UPDATEs for the last DATA, an upload, PINGs). Closing with its bytes
+    // unread would make the kernel send RST and drop what of ours it had not sent yet, the end
+    // of the last response included (seen in CI). The session lingers, as nginx does for
+    // HTTP/2 (ngx_http_v2_lingering_close).
+    env_.result->tls_peer_sending = !client_done_;
   }
   // Streams still open end with the connection; each is reported once.
   for (auto& [id, s] : streams_) {

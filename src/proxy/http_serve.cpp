@@ -48,15 +48,15 @@ void write_request_line(const session& s, const http_request_report& r) {
 }
 
 // The HTTP/1.1 relay answered a request whose body was still coming (an upstream's early 413)
-// and closed (close_notify, FIN). Closing the socket now, with the client's bytes unread, would
-// make the kernel send RST: a client that writes its whole body before it reads (http.client,
-// requests) would see its upload fail and never read the answer, and whatever of the answer
-// was not yet sent would be lost. So the session lingers, as nginx does: it reads and discards
-// what the client sends until the client closes, for at most timeouts.half_close — the time
-// the relay gives one side to finish after the other did (nginx's lingering_time is 30 s too;
-// with half_close 0s, "no limit", the 30 s default still bounds it) — and no longer than 5 s
-// without a byte from it (nginx's lingering_timeout). The upstream has no part in this: its
-// connection closes first. A drain does not wait for it.
+// and closed (close_notify, FIN); or mtlsd ended an HTTP/2 connection the client had not. Closing
+// the socket now, with the client's bytes unread, would make the kernel send RST: a client that
+// writes its whole body before it reads (http.client, requests) would see its upload fail and never
+// read the answer, and whatever of the answer was not yet sent would be lost. So the session
+// lingers, as nginx does: it reads and discards what the client sends until the client closes, for
+// at most timeouts.half_close — the time the relay gives one side to finish after the other did
+// (nginx's lingering_time is 30 s too; with half_close 0s, "no limit", the 30 s default still
+// bounds it) — and no longer than 5 s without a byte from it (nginx's lingering_timeout). The
+// upstream has no part in this: its connection closes first. A drain does not wait for it.
 asio::awaitable<void> close_lingering(session& s) {
   constexpr config::duration quiet = std::chrono::seconds(5);
   error_code ignored;
@@ -130,6 +130,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
                      &s.control,
                      std::move(preamble)};
   co_await serve_h2(std::move(env));
+  if (s.relayed.tls_peer_sending) co_await close_lingering(s);
 }
 
 }  // namespace mtlsd::proxy::detail

@@ -22,10 +22,15 @@ from clients import client_context
 
 class H2Client:
     def __init__(self, daemon, pki, cert: str = "client", *, ack_data: bool = True,
-                 send_preface: bool = True):
+                 send_preface: bool = True, rcvbuf: int = 0):
         ctx = client_context(pki, cert)
         ctx.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(daemon.addr(), timeout=10)
+        host, port = daemon.addr()
+        raw = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:  # before connecting: the window the client's kernel offers follows it
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(10)
+        raw.connect((host, port))
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait per window
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
