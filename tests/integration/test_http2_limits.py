@@ -294,6 +294,15 @@ def test_a_large_http11_response_reaches_the_client_in_large_frames(http_serve, 
 EARLY_BODY = os.urandom(60 * 1024)  # within one stream window: sent whole before any WINDOW_UPDATE
 
 
+def assert_whole_early_answer(client: H2Client, sid: int, reset) -> None:
+    """/early-then-gone's whole response reached the client, then RST_STREAM(NO_ERROR)."""
+    mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
+    assert status_of(mine) == 413
+    assert bytes(client.bodies[sid]) == EARLY_BODY, len(client.bodies[sid])
+    assert any(isinstance(ev, h2.events.StreamEnded) for ev in mine), mine
+
+
 def early_answering_h2c(conn) -> None:
     """An h2c upstream (hyper-h2) that answers /early as soon as its head arrives, with the
     whole response, then asks the client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113
@@ -390,13 +399,9 @@ def test_a_whole_response_survives_its_upstream_connection_dropping(serve, pki):
         client.send_within_window(sid, memoryview(os.urandom(1024)))
         reset = client.wait_for(lambda ev: isinstance(ev, h2.events.StreamReset)
                                 and ev.stream_id == sid, TIMEOUT)
-        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
     finally:
         client.close()
-    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
-    assert status_of(mine) == 413
-    assert bytes(client.bodies[sid]) == EARLY_BODY, len(client.bodies[sid])
-    assert any(isinstance(ev, h2.events.StreamEnded) for ev in mine), mine
+    assert_whole_early_answer(client, sid, reset)
 
 
 def test_the_final_head_after_early_hints_keeps_its_fields(serve, pki):
