@@ -47,33 +47,6 @@ void write_request_line(const session& s, const http_request_report& r) {
   log::write_request_access(c, q);
 }
 
-// The HTTP/1.1 relay answered a request whose body was still coming (an upstream's early 413)
-// and closed (close_notify, FIN); or mtlsd ended an HTTP/2 connection the client had not. Closing
-// the socket now, with the client's bytes unread, would make the kernel send RST: a client that
-// writes its whole body before it reads (http.client, requests) would see its upload fail and never
-// read the answer, and whatever of the answer was not yet sent would be lost. So the session
-// lingers, as nginx does: it reads and discards what the client sends until the client closes, for
-// at most timeouts.half_close — the time the relay gives one side to finish after the other did
-// (nginx's lingering_time is 30 s too; with half_close 0s, "no limit", the 30 s default still
-// bounds it) — and no longer than 5 s without a byte from it (nginx's lingering_timeout). The
-// upstream has no part in this: its connection closes first. A drain does not wait for it.
-asio::awaitable<void> close_lingering(session& s) {
-  constexpr config::duration quiet = std::chrono::seconds(5);
-  error_code ignored;
-  s.upstream.close(ignored);
-  const config::duration half_close = s.listener->cfg.timeouts.half_close;
-  const config::duration bound =
-      half_close.count() > 0 ? half_close : config::timeout_options{}.half_close;
-  // Set before linger_close enters the closing phase, it runs at once if the drain already
-  // began: hence the zero bound then.
-  s.control.on_drain([&s] {
-    s.clock.close_by = s.clock.deadline = steady::now();  // and no read moves it again
-    s.watchdog_timer.cancel();
-  });
-  co_await linger_close(s, s.control.draining() ? config::duration{} : bound, quiet);
-  s.control.on_drain({});
-}
-
 }  // namespace
 
 bool speaks_h2(const config::listener& cfg, SSL* ssl) {

@@ -6,10 +6,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include <array>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -17,7 +13,6 @@
 #include <vector>
 
 #include "mtlsd/log/log.hpp"
-#include "mtlsd/proxy/buffer_pool.hpp"
 #include "mtlsd/proxy/proxy_header_read.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
@@ -29,9 +24,6 @@
 #include "session_state.hpp"
 
 namespace mtlsd::proxy::detail {
-
-using asio::as_tuple;
-using asio::use_awaitable;
 
 // Also after a failed handshake: once a cipher was chosen, the version and cipher are known
 // (the access line of a refusal says what was negotiated).
@@ -79,53 +71,6 @@ void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const
     return s.refuse(reason::protocol_error, "connection closed during the TLS handshake");
   std::string why = tls.failure_detail().empty() ? ec.message() : tls.failure_detail();
   s.refuse(reason::protocol_error, "TLS handshake failed: " + why);
-}
-
-// After a refusal the alert is already written; closing now, with the client's unread bytes in
-// our receive queue, would make the kernel send RST — and a RST can destroy the alert before the
-// client reads it (curl then reports a reset instead of "certificate required"). So: FIN, then
-// read and discard until the client closes, bounded by `bound` (nginx's lingering close). The
-// HTTP/1.1 relay closes the same way after answering a request whose body was still coming.
-// What is already there is read without waiting: a client that closed first (a silent socket,
-// half a ClientHello) ends the session here, in the same turn, rather than after an async read
-// completes — queued behind every other ready socket, and holding its SSL object (~24 KiB with
-// the read buffer) meanwhile: 2,000 such sockets closing at once held ~48 MB for seconds. For
-// the same reason the sink is small; a client that fills it (one still uploading) gets a relay
-// buffer on loan instead, so that its bytes go in 16 KiB reads rather than 1 KiB ones.
-// With `quiet`, a client that sends nothing for that long ends it too (nginx's lingering_timeout
-// inside its lingering_time): a pool that parks the connection is not held for all of `bound`.
-asio::awaitable<void> linger_close(session& s, config::duration bound, config::duration quiet) {
-  s.enter(phase::closing, bound);
-  if (quiet.count() > 0 && quiet < bound) {
-    s.clock.idle = quiet;
-    s.clock.close_by = s.clock.deadline;
-    s.clock.touch();
-    s.watchdog_timer.cancel();  // the deadline moved earlier than enter()'s
-  }
-  error_code ec;
-  s.peer.shutdown(stream_socket::shutdown_send, ec);
-  if (ec) co_return;
-  net::make_non_blocking(s.peer, ec);
-  std::array<char, 1024> small;
-  std::optional<pooled_buffer> large;
-  // A peer that keeps sending gets a few reads per turn, then the worker serves the others (a
-  // post: waiting for readiness would miss the edge of bytes already queued); the closing
-  // deadline's cancellation ends it at that co_await.
-  constexpr int reads_per_turn = tls_stream::reads_per_turn;
-  for (int reads = 1;; ++reads) {
-    const std::size_t n = s.peer.read_some(large ? large->buffer() : asio::buffer(small), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      auto [wait_ec] =
-          co_await s.peer.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-      if (wait_ec) co_return;
-    } else if (ec) {
-      co_return;  // EOF, or the peer is gone: nothing left to linger for
-    } else {
-      s.clock.touch();  // with `quiet`: the client is not quiet yet
-      if (!large && n == small.size()) large.emplace();
-      if (reads % reads_per_turn == 0) co_await asio::post(s.peer.get_executor(), use_awaitable);
-    }
-  }
 }
 
 namespace {

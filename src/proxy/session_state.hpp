@@ -185,17 +185,22 @@ void trace_relay_start(const session& s);
 void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
                   std::int64_t duration_ms);
 
+// session_linger.cpp: FIN, then what the client still sends is read and discarded until it
+// closes, `bound` passes (the closing phase's deadline) or, with `quiet`, it sends nothing for
+// that long; only then does the session close the socket.
+asio::awaitable<void> linger_close(session& s, config::duration bound = std::chrono::seconds(1),
+                                   config::duration quiet = {});
+// After an HTTP answer the client may not have waited for (its request body still coming), or
+// an HTTP/2 connection mtlsd ended: linger_close for up to timeouts.half_close, 5 s quiet; a
+// drain ends it once the client acknowledged everything sent.
+asio::awaitable<void> close_lingering(session& s);
+
 // session_judge.cpp: between the handshake and the upstream. The awaitables return false when
 // the peer must go no further (the refusal is recorded) or the watchdog cancelled the step.
 void record_tls_details(session& s, SSL* ssl);
 void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl);
 void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
                                 const error_code& ec);
-// FIN, then what the client still sends is read and discarded until it closes, `bound` passes
-// (the closing phase's deadline) or, with `quiet`, it sends nothing for that long; only then does
-// the session close the socket.
-asio::awaitable<void> linger_close(session& s, config::duration bound = std::chrono::seconds(1),
-                                   config::duration quiet = {});
 asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
                                           bool network_revocation, bool recheck);
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls);
