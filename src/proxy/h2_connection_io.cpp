@@ -174,7 +174,8 @@ asio::awaitable<void> connection::goodbye() {
 
 // Shutdown began: GOAWAY naming the last stream taken, now. nghttp2 then ignores new streams
 // and, once the last open one closed, wants neither to read nor to write: the writer ends the
-// connection (closed by us: relay_end::local, which a draining session reports as `drain`).
+// connection (closed by us: relay_end::local, which a draining session reports as `drain`, an
+// aged one as `max_age`).
 void connection::drain() {
   if (stopping_) return;
   env_.result->ended_by(relay_end::local);

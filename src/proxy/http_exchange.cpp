@@ -165,6 +165,7 @@ void http_connection::client_write_failed(const error_code& ec) {
 
 // After a 101: bytes already buffered on either side go first, then the byte relay.
 asio::awaitable<void> http_connection::tunnel() {
+  result_.tunnel = true;
   if (from_client_.buf.size() > 0) {
     const auto data = from_client_.buf.data();
     if (auto ec = co_await upstream_.write(

@@ -118,8 +118,8 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
                                                                           std::size_t& head_size) {
   if (draining_) {
     result_.ended_by(relay_end::local);
-    // A drain ends the lingering at once (http_serve.cpp), but what the client sent already
-    // is read first: closed over it, the socket would reset the response just sent.
+    // What the client sent already decides whether the session lingers (session_linger.cpp):
+    // closed over it, the socket would reset the response just sent.
     result_.tls_peer_sending = client_may_send();
     co_return then::close_both;
   }

@@ -35,24 +35,28 @@ using detail::phase;
 using detail::session;
 using detail::steady;
 
-// timeouts.max_connection_age passed: a graceful close, bounded by timeouts.half_close. In HTTP
-// mode, as a drain of this one connection: an HTTP/2 client gets GOAWAY and the streams under
-// way finish, an HTTP/1.1 one the end of the exchange under way (Connection: close), then the
-// lingering close. Layer 4 has no boundary to wait for: shutting down our receiving side of both
-// sockets makes each pump read EOF once what already arrived is relayed, so each passes the end
-// on as at any EOF (close_notify + FIN to the client, FIN to the upstream), with no write cut
-// in the middle. (HTTP mode did that too: an HTTP/2 stream under way was cut off with no
-// GOAWAY, an HTTP/1.1 upload read as the client's end.)
+// timeouts.max_connection_age passed: a graceful close. In HTTP mode, as a drain of this one
+// connection: an HTTP/2 client gets GOAWAY and the streams under way finish, an HTTP/1.1 one the
+// end of the exchange under way (Connection: close), then the lingering close; bounded by
+// timeouts.half_close, or its 30 s default when that is 0s (a stream that keeps moving would
+// otherwise keep the connection for good). Layer 4, and an HTTP/1.1 connection upgraded to a
+// byte relay, have no boundary to wait for: shutting down our receiving side of both sockets
+// makes each pump read EOF once what already arrived is relayed, so each passes the end on as at
+// any EOF (close_notify + FIN to the client, FIN to the upstream), with no write cut in the
+// middle, and timeouts.half_close bounds the rest. (HTTP mode did that too: an HTTP/2 stream
+// under way was cut off with no GOAWAY, an HTTP/1.1 upload read as the client's end.)
 void close_for_age(session& s) {
   s.aged = true;
   s.age_limit = steady::time_point::max();
-  s.clock.start_half_close();
-  if (s.listener->cfg.http.enabled) {
+  if (s.listener->cfg.http.enabled && !s.relayed.tunnel) {
+    if (s.clock.half_close.count() == 0) s.clock.half_close = config::timeout_options{}.half_close;
+    s.clock.start_half_close();
     s.control.drain_gracefully();
     return;
   }
   ::shutdown(s.peer.native_handle(), SHUT_RD);
   if (s.upstream.is_open()) ::shutdown(s.upstream.native_handle(), SHUT_RD);
+  s.clock.start_half_close();
 }
 
 // Ends when the current phase's deadline passes or when the session is killed, and says which.
@@ -131,8 +135,12 @@ asio::awaitable<void> serve_server_mode(session& s) {
     const bool answered = co_await answer_connect_refused(s, tls);
     co_await tls.shutdown_send();
     // The client may still be sending its request body: as after any HTTP answer it did not
-    // wait for, not just the second a refusal's alert gets.
-    if (answered) co_await close_lingering(s);
+    // wait for, not just the second a refusal's alert gets. Out of descriptors (503), the
+    // socket is not held longer than that second.
+    if (answered && s.refusal == reason::over_capacity)
+      co_await linger_close(s);
+    else if (answered)
+      co_await close_lingering(s);
   }
   if (connected != connect_end::connected) co_return;
   if (cfg.proxy_protocol == config::proxy_protocol_mode::v2) {

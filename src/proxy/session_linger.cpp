@@ -2,11 +2,13 @@
 // discarded until it closes, so that closing the socket over its unread bytes does not turn into
 // a reset that destroys what mtlsd wrote last (an alert, a response, a GOAWAY). nginx's
 // lingering close.
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <optional>
@@ -65,6 +67,7 @@ asio::awaitable<void> linger_close(session& s, config::duration bound, config::d
       co_return;  // EOF, or the peer is gone: nothing left to linger for
     } else {
       s.clock.touch();  // with `quiet`: the client is not quiet yet
+      s.lingered_read = steady::now();
       if (!large && n == small.size()) large.emplace();
       if (reads % reads_per_turn == 0) co_await asio::post(s.peer.get_executor(), use_awaitable);
     }
@@ -80,22 +83,35 @@ int unacknowledged(stream_socket& peer) {
 }
 
 // While a drain is under way the lingering ends once the client's TCP has acknowledged every
-// byte mtlsd sent, FIN included: from then on a reset cannot take the answer away from a Linux
-// client any more (it reads what arrived before it sees the reset), and a pool that keeps the
-// connection parked does not hold the drain for the quiet period. Looked at every 20 ms; until
-// the drain begins (drain_started is cancelled then), not at all.
+// byte mtlsd sent, FIN included, and the client has sent nothing for drain_quiet: from then on a
+// reset cannot take the answer away from a Linux client any more (it reads what arrived before
+// it sees the reset), and a pool that keeps the connection parked does not hold the drain for
+// the 5 s quiet period. The quiet part is for a client still uploading, which reads the answer
+// only once its body is out (http.client, requests): ended while it sends, it would meet the
+// reset before it reads. Looked at every 20 ms; until the drain begins (drain_started is
+// cancelled then), not at all.
+constexpr auto drain_quiet = std::chrono::milliseconds(200);
+
 asio::awaitable<void> acknowledged_during_drain(session& s, asio::steady_timer& drain_started) {
   co_await asio::this_coro::throw_if_cancelled(false);
+  const auto state = co_await asio::this_coro::cancellation_state;
+  const auto cancelled = [&state] { return state.cancelled() != asio::cancellation_type::none; };
   if (!s.control.draining()) {
     // Ends only by cancellation: the drain's hook, or the lingering ending first.
     co_await drain_started.async_wait(as_tuple(use_awaitable));
-    if (!s.control.draining()) co_return;
+    if (!s.control.draining() || cancelled()) co_return;
   }
+  const auto began = steady::now();
   asio::steady_timer look(s.peer.get_executor());
-  while (unacknowledged(s.peer) > 0) {
+  for (;;) {
+    const auto now = steady::now();
+    const auto last_read = std::max(began, s.lingered_read);
+    if (now - last_read >= drain_quiet && unacknowledged(s.peer) == 0) co_return;
     look.expires_after(std::chrono::milliseconds(20));
     auto [ec] = co_await look.async_wait(as_tuple(use_awaitable));
-    if (ec) co_return;
+    // A cancellation can come while the tick's completion is already queued: it then arrives
+    // as a success, and only the state says so.
+    if (ec || cancelled()) co_return;
   }
 }
 
@@ -111,8 +127,8 @@ asio::awaitable<void> acknowledged_during_drain(session& s, asio::steady_timer& 
 // gives one side to finish after the other did (nginx's lingering_time is 30 s too; with
 // half_close 0s, "no limit", the 30 s default still bounds it) — and no longer than 5 s without
 // a byte from it (nginx's lingering_timeout). The upstream has no part in this: its connection
-// closes first. A drain ends it early once everything sent was acknowledged (above), and its
-// timeout's kill at the latest.
+// closes first. A drain ends it early once everything sent was acknowledged and the client is
+// quiet (above), and its timeout's kill at the latest.
 asio::awaitable<void> close_lingering(session& s) {
   using namespace asio::experimental::awaitable_operators;
   constexpr config::duration quiet = std::chrono::seconds(5);

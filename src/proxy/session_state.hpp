@@ -103,7 +103,10 @@ struct session {
   sockaddr_storage proxied_destination{};
   // timeouts.max_connection_age: when the relay is to be closed gracefully; max = never.
   steady::time_point age_limit = steady::time_point::max();
-  bool aged = false;  // it was: both sides got EOF from us
+  bool aged = false;  // it was: closed gracefully (close_for_age)
+  // When linger_close last read a byte from the client (the drain's end on acknowledgement
+  // waits for the client to be quiet too).
+  steady::time_point lingered_read{};
 
   std::string connect_step;  // what connect_upstream was doing when cancelled ("DNS lookup of X")
   // The socket's peer, read once at accept (getpeername is a system call per use).

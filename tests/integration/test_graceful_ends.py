@@ -124,10 +124,14 @@ def https11(daemon, pki) -> ssl.SSLSocket:
                            server_hostname="localhost")
 
 
-def upload_then_read(sock: ssl.SSLSocket, pieces: int, *, pace: float) -> tuple[bytes, str]:
+def upload_then_read(sock: ssl.SSLSocket, pieces: int, *, pace: float,
+                     head: bool = True) -> tuple[bytes, str]:
     """POSTs `pieces` pieces of 1,000 bytes, one per `pace` seconds (a client that writes its
-    whole body before it reads, as http.client does), then reads to EOF."""
-    sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (pieces * 1000))
+    whole body before it reads, as http.client does), then reads to EOF. Without `head`, the
+    request head was sent already."""
+    if head:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % (pieces * 1000))
     error = ""
     try:
         for _ in range(pieces):
@@ -175,3 +179,61 @@ def test_an_unreachable_upstream_answer_survives_an_upload_longer_than_a_second(
         got, error = upload_then_read(sock, 60, pace=0.05)
     assert got.startswith(b"HTTP/1.1 502"), (got[:80], error)
     assert error == "", error
+
+
+def test_max_connection_age_ends_an_upgraded_connection_as_a_byte_relay(serve, pki):
+    """After a 101 the connection is a byte relay with no boundary to end at: the age gives both
+    sides EOF, as in layer 4, and the access line says it closed gracefully (not cut at the
+    half-close bound after the age, as the drain-like end alone left it)."""
+    def upgrade_then_wait(conn):
+        if read_request(Reader(conn)) is None:
+            return
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        try:
+            conn.recv_until_eof()
+        except OSError:
+            pass
+
+    daemon, _ = serve(upgrade_then_wait, http={"protocols": ["http/1.1"]},
+                      timeouts={"max_connection_age": "1s", "half_close": "5s"})
+    with https11(daemon, pki) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        got = b""
+        while chunk := sock.recv(65536):  # until the end the age brings
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 101"), got[:80]
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "max_age", line
+    assert line["detail"].endswith("reached, closed gracefully"), line
+
+
+def test_a_drain_lets_an_uploading_client_read_its_early_answer(serve, pki):
+    """The upstream answered 413 after the request head; the client goes on uploading (it reads
+    only once its body is out, as http.client does) while SIGTERM comes. The lingering close
+    waits for the client to be quiet, not only for its acknowledgement of the 413: ended while
+    the client sent, its next piece met a closed socket and it never read the answer."""
+    def answer_early(conn):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n"
+                     b"Connection: close\r\n\r\nbig")
+
+    daemon, _ = serve(answer_early, http={"protocols": ["http/1.1"]},
+                      top={"shutdown": {"drain_timeout": "30s"}})
+    pieces = 40
+    with https11(daemon, pki) as sock:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % (pieces * 1000))
+        daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("status") == 413)
+        daemon.send_signal(signal.SIGTERM)
+        got, error = upload_then_read(sock, pieces, pace=0.02, head=False)
+    assert got.startswith(b"HTTP/1.1 413") and got.endswith(b"big"), (got[:80], error)
+    assert error == "", error
+    assert daemon.wait_exit() == 0

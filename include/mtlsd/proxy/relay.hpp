@@ -92,6 +92,9 @@ struct relay_result {
   // HTTP/1.1: the relay ended with a request body not read to its end (answered early, or
   // failed): the TLS peer may still be sending, so the session closes by lingering.
   bool tls_peer_sending = false;
+  // HTTP/1.1: the connection became a byte relay after a 101 (an upgrade): no boundary left
+  // at which to end it, so timeouts.max_connection_age ends it as in layer 4.
+  bool tunnel = false;
   // HTTP/2: mtlsd closed the connection for its client's rapid reset (h2_connection_impl.hpp):
   // termination rate_limited, counted in mtlsd_connections_closed_total{reason="rate_limited"}.
   bool rate_limited = false;

@@ -39,7 +39,8 @@ class session_control {
   const std::string& kill_detail() const { return kill_detail_; }
   void attach(asio::steady_timer* watchdog) { watchdog_ = watchdog; }
 
-  // Shutdown began: a session that can end at a boundary of its own (HTTP/2: GOAWAY, then the
+  // Shutdown began (or, for this one session, timeouts.max_connection_age passed in HTTP mode):
+  // a session that can end at a boundary of its own (HTTP/2: GOAWAY, then the
   // last stream's end; HTTP/1.1: after the response in progress) is asked to, through the
   // handler its serving side set. A byte relay has no such boundary and waits for kill().
   void drain_gracefully();
