@@ -233,11 +233,11 @@ asio::awaitable<void> connection::run() {
     co_await env_.tls->shutdown_send();  // close_notify, then FIN, as at the end of any relay
     error_code ignored;
     env_.client_socket->shutdown(stream_socket::shutdown_send, ignored);
-    // mtlsd ended it (GOAWAY: drain, an upstream gone, a stream error): the client may still
-    // be sending (WINDOW_UPDATEs for the last DATA, an upload, PINGs). Closing with its bytes
-    // unread would make the kernel send RST and drop what of ours it had not sent yet, the end
-    // of the last response included (seen in CI). The session lingers, as nginx does for
-    // HTTP/2 (ngx_http_v2_lingering_close).
+    // Ended after a GOAWAY (mtlsd's: a drain, the age, an upstream gone; or the client's)
+    // with the client's end not yet read: it may still be sending (WINDOW_UPDATEs for the last
+    // DATA, an upload, PINGs). Closing with its bytes unread would make the kernel send RST and
+    // drop what of ours it had not sent yet, the end of the last response included (seen in CI).
+    // The session lingers, as nginx does for HTTP/2 (ngx_http_v2_lingering_close).
     env_.result->tls_peer_sending = !client_done_;
   }
   // Streams still open end with the connection; each is reported once.

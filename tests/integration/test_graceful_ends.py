@@ -176,9 +176,15 @@ def test_an_unreachable_upstream_answer_survives_an_upload_longer_than_a_second(
     alert gets, after which the client's next piece was reset."""
     daemon, _ = serve(upstream=refused_address, http={"protocols": ["http/1.1"]})
     with https11(daemon, pki) as sock:
+        local = fmt_addr(sock.getsockname())
         got, error = upload_then_read(sock, 60, pace=0.05)
     assert got.startswith(b"HTTP/1.1 502"), (got[:80], error)
     assert error == "", error
+    line = daemon.wait_for_access(client=local)  # the longer lingering keeps the refusal's name
+    assert line["result"] == "rejected" and line["reason"] == "upstream_unavailable", line
+    assert line["termination"] == "refused", line
+    assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason="upstream_unavailable") == 1
 
 
 def test_max_connection_age_ends_an_upgraded_connection_as_a_byte_relay(serve, pki):

@@ -15,6 +15,7 @@ import h2.events
 from h2_client import H2Client
 from helpers import read_head, wait_request_line
 import test_http_mode
+from test_http2_limits import get_once
 
 http_serve = test_http_mode.http_serve  # the fixture: (daemon, upstream, recorder)
 
@@ -83,11 +84,7 @@ def test_a_last_chunk_arriving_byte_by_byte_from_the_upstream_is_relayed(http_se
             conn.sendall(byte)
 
     daemon, _, _ = http_serve(handler=handler, http={"protocols": ["h2"]})
-    client = H2Client(daemon, pki)
-    try:
-        sid = client.request("/empty")
-        assert client.response(sid, TIMEOUT) == (200, b"")
-    finally:
-        client.close()
+    _, _, status, body = get_once(daemon, pki, "/empty")
+    assert (status, body) == (200, b"")
     assert daemon.running()
     assert wait_request_line(daemon, path="/empty")["status"] == 200
