@@ -15,7 +15,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-struct fixture {
+struct selection_fixture {
   test::pki_dir dir;
   test::credential root = test::make_root_ca({.cn = "Root"});
 
@@ -38,7 +38,7 @@ std::vector<std::size_t> pick(const certificate_selector& s, std::string_view sn
 }
 
 TEST(CertificateSelection, ExactThenWildcardThenDefault) {
-  fixture f;
+  selection_fixture f;
   config::tls_options t;
   t.certificates = {f.entry("rsa-default", {}, "RSA-2048"), f.entry("ec-default", {}),
                     f.entry("api", {"api.example.org"}), f.entry("apps", {"*.example.org"}),
@@ -61,7 +61,7 @@ TEST(CertificateSelection, ExactThenWildcardThenDefault) {
 }
 
 TEST(CertificateSelection, WithoutDefaultEntriesTheFirstNameStandsIn) {
-  fixture f;
+  selection_fixture f;
   config::tls_options t;
   t.certificates = {f.entry("a", {"a.example.org"}), f.entry("b", {"b.example.org"}),
                     f.entry("a-rsa", {"a.example.org"}, "RSA-2048")};
@@ -72,7 +72,7 @@ TEST(CertificateSelection, WithoutDefaultEntriesTheFirstNameStandsIn) {
 }
 
 TEST(CertificateSelection, TwoCertificatesOfOneKeyTypeForOneNameAreRefused) {
-  fixture f;
+  selection_fixture f;
   config::tls_options t;
   t.certificates = {f.entry("a", {"a.example.org"}), f.entry("b", {})};
   t.certificates[1].server_names = {"a.example.org", "b.org"};  // as the loader lower-cases

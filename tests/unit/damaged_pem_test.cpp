@@ -16,7 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 using namespace mtlsd;
 
-struct fixture {
+struct damaged_pem_fixture {
   test::pki_dir dir;
   test::credential ca = test::make_root_ca({.cn = "Damaged PEM CA"});
   test::credential other = test::make_root_ca({.cn = "Other CA"});
@@ -43,12 +43,13 @@ struct fixture {
 };
 
 TEST(DamagedPem, ACaBundleWithABadBlockIsRefusedNotCutShort) {
-  fixture f;
+  damaged_pem_fixture f;
   const std::string good = test::to_pem(f.other) + test::to_pem(f.ca);
   EXPECT_EQ(tls::load_cert_chain({f.dir.write("good.crt", good), {}}).size(), 2u);
-  EXPECT_THAT(f.error_of(tls::load_cert_chain, "bad.crt",
-                         test::to_pem(f.other) + fixture::damaged_block() + test::to_pem(f.ca)),
-              HasSubstr("damaged PEM block after 1 certificate(s)"));
+  EXPECT_THAT(
+      f.error_of(tls::load_cert_chain, "bad.crt",
+                 test::to_pem(f.other) + damaged_pem_fixture::damaged_block() + test::to_pem(f.ca)),
+      HasSubstr("damaged PEM block after 1 certificate(s)"));
   // Cut in the middle of its last block (a writer not done yet): refused too.
   EXPECT_THAT(f.error_of(tls::load_cert_chain, "cut.crt", good.substr(0, good.size() - 300)),
               HasSubstr("damaged PEM block after 1 certificate(s)"));
@@ -59,7 +60,7 @@ TEST(DamagedPem, ACaBundleWithABadBlockIsRefusedNotCutShort) {
 }
 
 TEST(DamagedPem, ACrlFileWithABadBlockIsRefusedNotCutShort) {
-  fixture f;
+  damaged_pem_fixture f;
   EXPECT_EQ(
       tls::load_crls({f.dir.write("good.pem", f.crl_pem(f.other) + f.crl_pem(f.ca)), {}}).size(),
       2u);
@@ -73,7 +74,7 @@ TEST(DamagedPem, ACrlFileWithABadBlockIsRefusedNotCutShort) {
 // Review: each listener naming a CRL file decoded it (~0.1 s and ~60 MB per 300,000 entries),
 // at start and on every reload. One decode is shared while someone holds it and the bytes stay.
 TEST(CrlFile, OneDecodeIsSharedWhileItsBytesStay) {
-  fixture f;
+  damaged_pem_fixture f;
   const config::file_ref ref{f.dir.write("ca.crl", f.crl_pem(f.ca)), {}};
   auto first = tls::load_crl_file(ref);
   auto again = tls::load_crl_file(ref);

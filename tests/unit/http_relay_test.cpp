@@ -27,6 +27,7 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
 #include "test_pki.hpp"
+#include "test_sockets.hpp"
 
 namespace {
 
@@ -41,22 +42,9 @@ using mtlsd::proxy::stream_socket;
 using mtlsd::proxy::tls_stream;
 using steady = std::chrono::steady_clock;
 
-struct ssl_ctx_deleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-using ssl_ctx_ptr = std::unique_ptr<SSL_CTX, ssl_ctx_deleter>;
-
-stream_endpoint loopback() {
-  return stream_endpoint(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-}
-
-// Closes with SO_LINGER 0: the kernel sends RST instead of FIN.
-void reset_close(stream_socket& s) {
-  ::linger l{1, 0};
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  error_code ignored;
-  s.close(ignored);
-}
+using mtlsd::test::loopback;
+using mtlsd::test::reset_close;
+using mtlsd::test::ssl_ctx_ptr;
 
 // client --TLS--> [proxy_tls | http_relay | proxy_plain] --plain--> upstream
 class http_pipeline {

@@ -15,27 +15,28 @@ using mtlsd::test::credential;
 using mtlsd::test::days;
 namespace rev = mtlsd::tls::revocation;
 
-struct fixture {
+struct freshness_fixture {
   credential ca = mtlsd::test::make_root_ca({.cn = "OCSP freshness CA"});
   credential leaf = mtlsd::test::make_leaf(ca, {.cn = "leaf"});
 };
 
 // A response about f.leaf, signed by f.ca (test_ocsp.hpp).
-std::string response(const fixture& f, int status, std::time_t this_update,
+std::string response(const freshness_fixture& f, int status, std::time_t this_update,
                      std::time_t next_update) {
   return mtlsd::test::ocsp_response(f.ca, f.leaf, status, this_update, next_update);
 }
 
-std::string good_response(const fixture& f, std::time_t this_update, std::time_t next_update) {
+std::string good_response(const freshness_fixture& f, std::time_t this_update,
+                          std::time_t next_update) {
   return response(f, V_OCSP_CERTSTATUS_GOOD, this_update, next_update);
 }
 
-rev::ocsp_answer check(const fixture& f, const std::string& der, std::time_t now) {
+rev::ocsp_answer check(const freshness_fixture& f, const std::string& der, std::time_t now) {
   return rev::check_ocsp_response(der, f.leaf.cert(), f.ca.cert(), nullptr, now);
 }
 
 TEST(OcspFreshness, WithoutNextUpdateAResponseIsTakenOnlyWhileRecent) {
-  fixture f;
+  freshness_fixture f;
   const std::time_t now = mtlsd::test::now();
   EXPECT_EQ(check(f, good_response(f, now - 60, 0), now).result, rev::status::good);
   EXPECT_EQ(
@@ -49,7 +50,7 @@ TEST(OcspFreshness, WithoutNextUpdateAResponseIsTakenOnlyWhileRecent) {
 }
 
 TEST(OcspFreshness, WithNextUpdateItsWindowDecides) {
-  fixture f;
+  freshness_fixture f;
   const std::time_t now = mtlsd::test::now();
   EXPECT_EQ(check(f, good_response(f, now - days(2), now + days(1)), now).result,
             rev::status::good);
@@ -66,7 +67,7 @@ namespace {
 // Review: a signed "revoked" past its nextUpdate (or old, without one) was taken as no answer,
 // and under on_unavailable: allow a known-revoked certificate was admitted.
 TEST(OcspFreshness, ARevocationIsTakenWhateverItsAge) {
-  fixture f;
+  freshness_fixture f;
   const std::time_t now = mtlsd::test::now();
   const auto stale =
       check(f, response(f, V_OCSP_CERTSTATUS_REVOKED, now - days(2), now - days(1)), now);

@@ -66,7 +66,7 @@ struct responder {
   }
 };
 
-struct fixture {
+struct kept_fixture {
   asio::io_context ioc;
   responder ocsp{ioc};
   rev::service svc{ioc.get_executor(), {}, rev::service_limits{.ocsp_entries = 1}, false};
@@ -74,8 +74,8 @@ struct fixture {
   credential revoked = mtlsd::test::make_leaf(ca, {.cn = "revoked"});
   credential other = mtlsd::test::make_leaf(ca, {.cn = "other"});
 
-  fixture() { asio::co_spawn(ioc, ocsp.serve(), asio::detached); }
-  ~fixture() { svc.stop(); }
+  kept_fixture() { asio::co_spawn(ioc, ocsp.serve(), asio::detached); }
+  ~kept_fixture() { svc.stop(); }
 
   // The service's verdict on `leaf` under `ocsp: leaf` and on_unavailable: allow (where a lost
   // revocation would admit), after the responder is set to answer `status` about it.
@@ -106,7 +106,7 @@ struct fixture {
 // Review: a revocation lived in the same LRU as every other answer; once pushed out, the
 // responder's later "unknown" (or no answer, under on_unavailable: allow) admitted the peer.
 TEST(OcspRevocationKept, AnswersAboutOtherCertificatesDoNotPushItOut) {
-  fixture f;
+  kept_fixture f;
   EXPECT_EQ(f.check(f.revoked, V_OCSP_CERTSTATUS_REVOKED).refusal, mtlsd::reason::revoked);
   EXPECT_EQ(f.check(f.other, V_OCSP_CERTSTATUS_GOOD).refusal, std::nullopt);
   ASSERT_EQ(f.ocsp.requests, 2);

@@ -32,6 +32,7 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "test_pki.hpp"
+#include "test_sockets.hpp"
 
 namespace {
 
@@ -62,19 +63,15 @@ long ms(steady::duration d) {
   return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
 }
 
-stream_endpoint loopback(unsigned short port = 0) {
-  return stream_endpoint(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-}
+using mtlsd::test::loopback;
+using mtlsd::test::reset_close;
+using mtlsd::test::ssl_ctx_ptr;
 
 unsigned short port_of(const stream_acceptor& a) {
   const stream_endpoint ep = a.local_endpoint();  // data() points into it
   const auto* sin = reinterpret_cast<const sockaddr_in*>(ep.data());
   return ntohs(sin->sin_port);
 }
-
-struct ssl_ctx_deleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
 
 // One listener in server mode in front of an upstream socket the test controls.
 class pipeline {
@@ -180,7 +177,7 @@ class pipeline {
   std::shared_ptr<const mtlsd::runtime::listener_runtime> listener;
   mtlsd::metrics::listener_metrics* m = nullptr;
   mtlsd::proxy::session_registry sessions;
-  std::unique_ptr<SSL_CTX, ssl_ctx_deleter> client_ctx;
+  ssl_ctx_ptr client_ctx;
   std::optional<stream_socket> client_sock;
   std::optional<stream_socket> upstream_sock;
   std::optional<tls_stream> tls;  // declared after client_sock: destroyed first
@@ -220,13 +217,6 @@ struct never_accepts {
     ::close(fd);
   }
 };
-
-void reset_close(stream_socket& s) {
-  ::linger l{1, 0};
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  error_code ignored;
-  s.close(ignored);
-}
 
 // --- deadlines ------------------------------------------------------------------------------
 
@@ -510,7 +500,7 @@ TEST(TlsStream, AProtocolFailureIsNamedAsSuchWithOpenSslsDetail) {
   stream_socket raw = acc.accept();
   // Not a ServerHello: an application-data record before any handshake.
   asio::write(raw, asio::buffer(std::string_view("\x17\x03\x03\x00\x05hello", 10)));
-  std::unique_ptr<SSL_CTX, ssl_ctx_deleter> ctx(SSL_CTX_new(TLS_client_method()));
+  ssl_ctx_ptr ctx(SSL_CTX_new(TLS_client_method()));
   tls_stream tls(client, ctx.get(), false);
   std::optional<error_code> result;
   asio::co_spawn(

@@ -29,7 +29,7 @@ std::string pkcs8_der(EVP_PKEY* key) {
   return out;
 }
 
-struct fixture {
+struct x509_context_fixture {
   credential root = make_root_ca({.cn = "example.org root"});
   credential other_root = make_root_ca({.cn = "other.org root"});
   credential leaf = make_leaf(root, {.cn = "mtlsd", .uri_sans = {kId}, .usage = key_usage::both});
@@ -54,7 +54,7 @@ std::string refusal(const raw_x509_svid& r) {
 }
 
 TEST(SpiffeX509Context, ParsesSvidKeyAndBundles) {
-  fixture f;
+  x509_context_fixture f;
   auto raw = f.raw();
   raw.x509_svid += to_der(f.root.cert());  // leaf first, then whatever follows
   auto ctx = parse(raw);
@@ -67,7 +67,7 @@ TEST(SpiffeX509Context, ParsesSvidKeyAndBundles) {
 }
 
 TEST(SpiffeX509Context, TrustDomainsSelectFederatedBundles) {
-  fixture f;
+  x509_context_fixture f;
   auto ctx = parse(f.raw());
   EXPECT_EQ(trusted_cas(*ctx, {}).size(), 1u);  // our own bundle only
   std::vector<std::string> missing;
@@ -78,7 +78,7 @@ TEST(SpiffeX509Context, TrustDomainsSelectFederatedBundles) {
 }
 
 TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
-  fixture f;
+  x509_context_fixture f;
   auto r = f.raw();
   r.x509_svid_key = pkcs8_der(make_leaf(f.root, {.cn = "x", .uri_sans = {kId}}).key());
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid_key does not match the X.509-SVID"));
@@ -115,7 +115,7 @@ TEST(SpiffeX509Context, RefusesWhatCannotBeServed) {
 // it, even for a trust domain no listener trusts. It is set aside with why; svid_sources
 // refuses the update only when a listener of the socket trusts that domain.
 TEST(SpiffeX509Context, AnUnusableFederatedBundleIsSetAsideWithWhy) {
-  fixture f;
+  x509_context_fixture f;
   auto r = f.raw();
   r.federated_bundles["spiffe://bad.org"] = "junk";
   r.federated_bundles["spiffe://leaf.org"] = to_der(f.leaf.cert());
@@ -136,7 +136,7 @@ TEST(SpiffeX509Context, AnUnusableFederatedBundleIsSetAsideWithWhy) {
 // looked at again. It parses, with its notBefore, for svid_sources to hold until then; a chain
 // that has expired by then is still refused, said as a time fault.
 TEST(SpiffeX509Context, AnSvidNotValidYetParsesWithItsNotBefore) {
-  fixture f;
+  x509_context_fixture f;
   const std::time_t later = now() + 30;
   const credential early = make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .not_before = later});
   auto r = f.raw();
@@ -158,7 +158,7 @@ TEST(SpiffeX509Context, AnSvidNotValidYetParsesWithItsNotBefore) {
 // refused it). Both are refused; the previous SVID keeps serving. (A federated bundle holding a
 // non-CA: AnUnusableFederatedBundleIsSetAsideWithWhy.)
 TEST(SpiffeX509Context, RefusesWhatPeersCouldNotVerify) {
-  fixture f;
+  x509_context_fixture f;
   auto r = f.raw();
   r.bundle = to_der(f.leaf.cert());
   EXPECT_THAT(refusal(r), HasSubstr("bundle: CN=mtlsd,O=mtlsd tests is not a CA certificate"));
@@ -175,7 +175,7 @@ TEST(SpiffeX509Context, RefusesWhatPeersCouldNotVerify) {
 }
 
 TEST(SpiffeX509Context, RefusesACaAsTheSvid) {
-  fixture f;
+  x509_context_fixture f;
   auto r = f.raw();
   r.x509_svid = to_der(f.root.cert());
   r.x509_svid_key = pkcs8_der(f.root.key());
@@ -185,7 +185,7 @@ TEST(SpiffeX509Context, RefusesACaAsTheSvid) {
 // When a quiet Workload API stream is given up (spiffe/workload_client): 3/4 into the SVID's
 // lifetime, never sooner than 30 s after its message nor later than a day.
 TEST(WorkloadClient, NextUpdateIsDueAtThreeQuartersOfTheSvidsLifetime) {
-  fixture f;
+  x509_context_fixture f;
   const auto due_in = [&](std::time_t from, std::time_t to) {
     const credential c =
         make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .not_before = from, .not_after = to});
