@@ -38,7 +38,8 @@ void record_tls_details(session& s, SSL* ssl) {
 // A handshake that failed: what was negotiated and the refused leaf, for the access line.
 void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
   record_tls_details(s, ssl);
-  if (vo.refused_peer) s.refused_peer = std::move(vo.refused_peer);
+  if (vo.refused_peer)
+    s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*vo.refused_peer));
   trace_handshake_failed(s, vo.refusal.has_value());
 }
 
@@ -192,7 +193,8 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     if (refused) {
       observe_handshake(s);
       // Refused: the log names it as the refused peer, not as a verified identity.
-      s.refused_peer = std::move(s.peer_identity);
+      if (s.peer_identity)
+        s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*s.peer_identity));
       s.peer_identity.reset();
       co_await refuse_after_handshake(s, tls, refused->first,
                                       std::move(refused->second) + " (resumed session)");
@@ -286,9 +288,7 @@ asio::awaitable<bool> accept_proxy_header(session& s) {
   }
   auto source = s.source;
   if (h.has_addresses) {  // else (LOCAL, UNKNOWN) the balancer's own connection stands
-    s.proxied = true;
-    s.proxied_source = h.source;
-    s.proxied_destination = h.destination;
+    s.proxied = std::make_unique<session::proxied_addresses>(h.source, h.destination);
     source = ip_of(reinterpret_cast<const sockaddr*>(&h.source));
     s.source = source;  // what allow rules (source_cidrs) and re-judging see
     s.client = format_endpoint(stream_endpoint(&h.source, sizeof h.source));

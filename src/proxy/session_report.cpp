@@ -150,7 +150,7 @@ void write_access_line(session& s, log::access_record& rec) {
   rec.client = std::move(s.client);
   // The verified peer, else the leaf a refused peer presented.
   const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
-                                   : s.refused_peer ? &*s.refused_peer
+                                   : s.refused_peer ? s.refused_peer.get()
                                                     : nullptr;
   char not_after[32];
   if (cert) {

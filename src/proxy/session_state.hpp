@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -97,10 +98,14 @@ struct session {
       if (n > 0) connection_fds().give_back(n);
     }
   } held_fds;
-  // accept_proxy_protocol: the client and our address as the PROXY header named them.
-  bool proxied = false;
-  sockaddr_storage proxied_source{};
-  sockaddr_storage proxied_destination{};
+  // accept_proxy_protocol: the client and our address as the PROXY header named them; null
+  // without such a header (off the heap: most connections have none, and every connection's
+  // frame would otherwise hold these 256 bytes for its whole life).
+  struct proxied_addresses {
+    sockaddr_storage source{};
+    sockaddr_storage destination{};
+  };
+  std::unique_ptr<proxied_addresses> proxied;
   // timeouts.max_connection_age: when the relay is to be closed gracefully; max = never.
   steady::time_point age_limit = steady::time_point::max();
   bool aged = false;  // it was: closed gracefully (close_for_age)
@@ -117,9 +122,11 @@ struct session {
   std::optional<reason> refusal;
   std::string detail;
   std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
-  std::optional<tls::peer_identity> refused_peer;   // the leaf of a peer refused in the handshake
-  std::string upstream_address;                     // the address connected to (resolved)
-  std::int64_t upstream_connect_ms = -1;            // -1: no connect attempted
+  // The leaf of a refused peer, for its access line; on the heap for the same reason as
+  // `proxied` (a refused connection ends at once, an admitted one may live for days).
+  std::unique_ptr<tls::peer_identity> refused_peer;
+  std::string upstream_address;           // the address connected to (resolved)
+  std::int64_t upstream_connect_ms = -1;  // -1: no connect attempted
   // Set by whatever ends the session for a reason of its own (rate_limited...); otherwise
   // finish() names the termination from the outcome.
   std::optional<termination> ended_by;

@@ -23,7 +23,7 @@ std::string_view reason_of(const session& s) {
   return s.refusal ? to_string(*s.refusal) : std::string_view();
 }
 
-std::string_view subject_of(const std::optional<tls::peer_identity>& id) {
+std::string_view subject_of(const tls::peer_identity* id) {
   return id ? std::string_view(id->subject) : std::string_view();
 }
 
@@ -54,18 +54,19 @@ void trace_handshake_failed(const session& s, bool judged_by_verify_callback) {
   if (judged_by_verify_callback)  // a certificate was judged (and refused) in the handshake
     log::debug("peer judged", {{"conn_id", s.conn_id},
                                {"verdict", "deny"},
-                               {"peer_subject", subject_of(s.refused_peer)},
+                               {"peer_subject", subject_of(s.refused_peer.get())},
                                {"reason", reason_of(s)},
                                {"detail", s.detail}});
 }
 
 void trace_handshake_done(const session& s) {
   if (!debugging()) return;
-  log::debug("TLS handshake done", {{"conn_id", s.conn_id},
-                                    {"tls_version", s.tls_version},
-                                    {"cipher", s.cipher},
-                                    {"resumed", s.resumed},
-                                    {"peer_subject", subject_of(s.peer_identity)}});
+  log::debug("TLS handshake done",
+             {{"conn_id", s.conn_id},
+              {"tls_version", s.tls_version},
+              {"cipher", s.cipher},
+              {"resumed", s.resumed},
+              {"peer_subject", subject_of(s.peer_identity ? &*s.peer_identity : nullptr)}});
 }
 
 void trace_judged(const session& s, bool admitted) {

@@ -82,8 +82,8 @@ sockaddr_storage sockaddr_of(const stream_endpoint& ep) {
 proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   proxy_v2_info info;
   error_code ec;
-  info.source = s.proxied ? s.proxied_source : sockaddr_of(s.remote);
-  info.destination = s.proxied ? s.proxied_destination : sockaddr_of(s.peer.local_endpoint(ec));
+  info.source = s.proxied ? s.proxied->source : sockaddr_of(s.remote);
+  info.destination = s.proxied ? s.proxied->destination : sockaddr_of(s.peer.local_endpoint(ec));
   const unsigned char* alpn = nullptr;
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);

@@ -1,0 +1,76 @@
+#pragma once
+// Private to relay.cpp and relay_write.cpp: the state both pumps of one layer-4 relay share, and
+// the writes a pump makes, which wait when the other side cannot take more (relay_write.cpp).
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_state.hpp>
+#include <cstddef>
+#include <string>
+
+#include "mtlsd/proxy/relay.hpp"
+#include "mtlsd/proxy/tls_stream.hpp"
+
+namespace mtlsd::proxy::detail {
+
+// One relay: both pumps see it. A pump that meets an error records it and stops the other by
+// cancelling its waits — errors are values, never exceptions.
+//
+// The session ends the relay by cancellation (its watchdog: deadlines, drain, kill), which
+// reaches the operation a pump is waiting on. One that comes while a pump's last operation has
+// completed but the pump has not resumed reaches none; it is only recorded in the pump's
+// cancellation state, which the pumps therefore look at before every wait (stop_if_cancelled).
+struct relay_state {
+  tls_stream& tls;
+  stream_socket& tls_socket;
+  stream_socket& plain;
+  idle_deadline& clock;
+  relay_result& r;
+  bool stopping = false;
+
+  // `side`: whose end this error is (relay_result::first_end).
+  void fail(const char* where, const error_code& ec, relay_end side) {
+    if (!stopping && ec != asio::error::operation_aborted) r.ended_by(side);
+    if (!stopping && ec != asio::error::operation_aborted && !r.aborted) {
+      r.aborted = true;
+      r.error = std::string(where) + ": " + describe(ec, tls);
+    }
+    stop();
+  }
+  // Records that `side` reached its end; true when the other side's end came first.
+  bool ended_before(relay_end side) {
+    const bool other_first = r.first_end != relay_end::none;
+    r.ended_by(side);
+    return other_first;
+  }
+  void stop() {
+    if (stopping) return;
+    stopping = true;
+    error_code ignored;
+    tls_socket.cancel(ignored);
+    plain.cancel(ignored);
+  }
+};
+
+// True (and the relay stopped) when the session cancelled the relay; `cs`: the pump's
+// this_coro::cancellation_state.
+inline bool stop_if_cancelled(relay_state& st, const asio::cancellation_state& cs) {
+  if (cs.cancelled() != asio::cancellation_type::none) st.stop();
+  return st.stopping;
+}
+
+// Writes everything to a non-blocking plain socket, waiting only when the kernel buffer is full;
+// meanwhile the TLS side is watched for its peer leaving. On an error the relay is stopped and
+// the error recorded; returns false then.
+asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t n);
+
+// The same towards the TLS peer, watching the plaintext side meanwhile: an upstream that resets
+// or finishes while the TLS client is not reading is noticed now, not at the idle timeout.
+asio::awaitable<bool> write_tls(relay_state& st, const char* data, std::size_t n);
+
+// The common cases without a coroutine frame (one per call otherwise): a chunk the kernel or
+// OpenSSL takes whole at once. `wait`: the coroutine above carries on — write_plain from where
+// this stopped, write_tls with the same buffer (OpenSSL requires it). Errors are recorded here.
+enum class written_now { all, failed, wait };
+written_now write_plain_now(relay_state& st, const char*& data, std::size_t& n);
+written_now write_tls_now(relay_state& st, const char* data, std::size_t n);
+
+}  // namespace mtlsd::proxy::detail
