@@ -51,12 +51,16 @@ install_missing() {
 
 # MTLSD_UNITY=ON (set by .ci/run): the dev and release presets too compile in batches of files,
 # as the one-shot presets always do (CMakeLists.txt): a from-scratch build in about half the
-# time, at the cost of an edit recompiling its whole batch.
+# time, at the cost of an edit recompiling its whole batch. Unset, dev and release go back to
+# one file at a time, even in a build directory a CI run left batched.
 build() {
-  local preset=$1
+  local preset=$1 unity=()
   shift
+  case $preset in
+    dev | release) unity=("-DMTLSD_UNITY=${MTLSD_UNITY:-OFF}") ;;
+  esac
   say "building ($preset)"
-  cmake --preset "$preset" ${MTLSD_UNITY:+"-DMTLSD_UNITY=$MTLSD_UNITY"} >/dev/null
+  cmake --preset "$preset" "${unity[@]}" >/dev/null
   cmake --build --preset "$preset" -j"$(nproc)" "$@"
 }
 

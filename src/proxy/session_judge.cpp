@@ -288,7 +288,8 @@ asio::awaitable<bool> accept_proxy_header(session& s) {
   }
   auto source = s.source;
   if (h.has_addresses) {  // else (LOCAL, UNKNOWN) the balancer's own connection stands
-    s.proxied = std::make_unique<session::proxied_addresses>(h.source, h.destination);
+    s.proxied = std::make_unique<session::proxied_addresses>(
+        session::proxied_addresses{h.source, h.destination});
     source = ip_of(reinterpret_cast<const sockaddr*>(&h.source));
     s.source = source;  // what allow rules (source_cidrs) and re-judging see
     s.client = format_endpoint(stream_endpoint(&h.source, sizeof h.source));
