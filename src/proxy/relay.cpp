@@ -46,10 +46,10 @@ constexpr int reads_per_turn = tls_stream::reads_per_turn;
 // a socket wait would re-arm epoll (Asio's async_wait: one epoll_ctl) to be told so again. One
 // post through the scheduler instead (bench/run.sh --syscalls bulk: epoll_ctl 8.2 -> ~0 per MiB).
 // A session cancellation sent meanwhile reaches no socket operation: the pump's loop sees it
-// (stop_if_cancelled).
-asio::awaitable<void> yield_turn() {
-  const auto ex = co_await asio::this_coro::executor;
-  co_await asio::post(ex, asio::deferred);
+// (stop_if_cancelled). An operation awaited in the pump's frame, not a coroutine of its own (a
+// frame allocated per turn). `sock`: the socket the pump reads, whose executor runs the relay.
+auto yield_turn(stream_socket& sock) {
+  return asio::post(sock.get_executor(), asio::deferred);
 }
 
 asio::awaitable<void> tls_to_plain(relay_state& st) {
@@ -123,7 +123,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       }
     }
     if (turn_used) {
-      co_await yield_turn();
+      co_await yield_turn(st.tls_socket);
       wait_for_socket = false;  // read on: what stays unread raises no new event
     }
   }
@@ -140,7 +140,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
   for (;;) {
     if (stop_if_cancelled(st, cs)) co_return;
     if (turn_used) {
-      co_await yield_turn();
+      co_await yield_turn(st.plain);
       if (stop_if_cancelled(st, cs)) co_return;
     } else {
       auto [wait_ec] =

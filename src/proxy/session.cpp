@@ -72,7 +72,7 @@ asio::awaitable<outcome> watchdog(session& s) {
     }
     if (now >= s.clock.deadline) co_return outcome{outcome::kind::deadline, {}};
     s.watchdog_timer.expires_at(std::min(s.clock.deadline, s.age_limit));
-    // aborted: look again. `deferred`: no coroutine frame for the wait (use_awaitable's).
+    // Aborted: look again. `deferred` waits in this frame (use_awaitable would start one more).
     co_await s.watchdog_timer.async_wait(as_tuple(asio::deferred));
     auto state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) co_return outcome{};
