@@ -1,11 +1,14 @@
 #include "mtlsd/proxy/listener.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <memory>
 
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
@@ -106,7 +109,11 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   // The session's frame is allocated here, while the guards above still give its place and
   // descriptors back should that fail (bad_alloc, caught by the accept loop): nothing that
   // only the session's end undoes is counted before it exists.
-  auto task = run_session(std::move(sock), listener, registry, std::move(ticket), remote);
+  // The session's watchdog cancels its serving side through this signal; the completion
+  // handler owns it, so it outlives the coroutine bound to it.
+  auto stop_serving = std::make_unique<asio::cancellation_signal>();
+  auto task =
+      run_session(std::move(sock), listener, registry, *stop_serving, std::move(ticket), remote);
   place.s = nullptr;
   held.n = 0;
   open_sessions* counted = registry.counted();
@@ -119,7 +126,9 @@ void admit(stream_socket sock, const stream_endpoint& remote,
     if (m) m->active->Decrement();
   };
   try {
-    asio::co_spawn(ex, std::move(task), [give_back, m, name = slot->name](std::exception_ptr e) {
+    const asio::cancellation_slot stop_slot = stop_serving->slot();
+    auto on_end = [give_back, m, name = slot->name,
+                   stop = std::move(stop_serving)](std::exception_ptr e) {
       give_back();
       // Sessions catch their own errors; anything reaching here is a bug to see.
       if (e) {
@@ -130,7 +139,8 @@ void admit(stream_socket sock, const stream_endpoint& remote,
         } catch (...) {
         }
       }
-    });
+    };
+    asio::co_spawn(ex, std::move(task), asio::bind_cancellation_slot(stop_slot, std::move(on_end)));
   } catch (...) {
     give_back();  // never started: its end will not come to give the place back
     throw;

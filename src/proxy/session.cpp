@@ -1,17 +1,14 @@
 #include "mtlsd/proxy/session.hpp"
 
 #include <openssl/ssl.h>
-#include <sys/socket.h>
 
-#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <exception>
+#include <memory>
 #include <utility>
 
 #include "mtlsd/log/log.hpp"
@@ -33,51 +30,9 @@ using detail::drain_handshake_grace;
 using detail::outcome;
 using detail::phase;
 using detail::session;
+using detail::start_watchdog;
 using detail::steady;
-
-// timeouts.max_connection_age passed: a graceful close. In HTTP mode, as a drain of this one
-// connection: an HTTP/2 client gets GOAWAY and the streams under way finish, an HTTP/1.1 one the
-// end of the exchange under way (Connection: close), then the lingering close; bounded by
-// timeouts.half_close, or its 30 s default when that is 0s (a stream that keeps moving would
-// otherwise keep the connection for good). Layer 4, and an HTTP/1.1 connection upgraded to a
-// byte relay, have no boundary to wait for: shutting down our receiving side of both sockets
-// makes each pump read EOF once what already arrived is relayed, so each passes the end on as at
-// any EOF (close_notify + FIN to the client, FIN to the upstream), with no write cut in the
-// middle, and timeouts.half_close bounds the rest. (HTTP mode did that too: an HTTP/2 stream
-// under way was cut off with no GOAWAY, an HTTP/1.1 upload read as the client's end.)
-void close_for_age(session& s) {
-  s.aged = true;
-  s.age_limit = steady::time_point::max();
-  if (s.listener->cfg.http.enabled && !s.relayed.tunnel) {
-    if (s.clock.half_close.count() == 0) s.clock.half_close = config::timeout_options{}.half_close;
-    s.clock.start_half_close();
-    s.control.drain_gracefully();
-    return;
-  }
-  ::shutdown(s.peer.native_handle(), SHUT_RD);
-  if (s.upstream.is_open()) ::shutdown(s.upstream.native_handle(), SHUT_RD);
-  s.clock.start_half_close();
-}
-
-// Ends when the current phase's deadline passes or when the session is killed, and says which.
-// enter() and kill() cancel its timer to make it look again (a new phase may have a shorter
-// deadline); the serving side finishing first cancels it for good.
-asio::awaitable<outcome> watchdog(session& s) {
-  for (;;) {
-    if (s.control.killed()) co_return outcome{outcome::kind::killed, {}};
-    const auto now = steady::now();
-    if (now >= s.age_limit) {
-      close_for_age(s);
-      continue;
-    }
-    if (now >= s.clock.deadline) co_return outcome{outcome::kind::deadline, {}};
-    s.watchdog_timer.expires_at(std::min(s.clock.deadline, s.age_limit));
-    // Aborted: look again. `deferred` waits in this frame (use_awaitable would start one more).
-    co_await s.watchdog_timer.async_wait(as_tuple(asio::deferred));
-    auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) co_return outcome{};
-  }
-}
+using detail::stop_watchdog;
 
 // mode: server, up to the relay: the handshake, the judging, the upstream's connection (and its
 // PROXY header). True: the peer is admitted and the upstream connected. A coroutine of its own
@@ -284,23 +239,13 @@ asio::awaitable<void> close_notify(session& s) {
   co_await (s.tls->shutdown_send() || deadline.async_wait(as_tuple(use_awaitable)));
 }
 
-}  // namespace
-
-asio::awaitable<void> run_session(stream_socket peer,
-                                  std::shared_ptr<const runtime::listener_runtime> listener,
-                                  session_registry& registry, admission_ticket ticket,
-                                  std::optional<stream_endpoint> remote) {
-  session s(std::move(peer), std::move(listener));
-  s.ticket = std::move(ticket);
-  error_code peer_ec;
-  if (remote)
-    s.remote = *remote;
-  else
-    s.remote = s.peer.remote_endpoint(peer_ec);
-  if (!peer_ec) {
-    s.client = format_endpoint(s.remote);
-    s.source = ip_of(s.remote.data());
-  }
+// The connection's life once its session exists: the serving side runs in this coroutine
+// itself, the watchdog beside it as a timer callback (session_watchdog.cpp) that cancels it
+// through the caller's signal. The first to finish decides the outcome, as the parallel group
+// that used to join them did: the watchdog's verdict, or else how the serving side ended (an
+// exception from it: an internal error).
+asio::awaitable<void> run(std::unique_ptr<session> owned, session_registry& registry) {
+  session& s = *owned;
   trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);
@@ -310,23 +255,22 @@ asio::awaitable<void> run_session(stream_socket peer,
     ~unregister() { r.remove(c); }
   } guard{registry, &s.control};
 
-  if (!peer_ec) set_nodelay(s.peer, s.remote);
   error_code mode_ec;
   net::make_non_blocking(s.peer, mode_ec);  // before any wait: see make_non_blocking
   if (mode_ec) throw boost::system::system_error(mode_ec, "making the client socket non-blocking");
-  // The serving side and the watchdog race; the first to finish — returning, throwing, or
-  // timing out — cancels the other at once (wait_for_one; awaitable_operators' || would wait
-  // for the watchdog when the serving side throws, and drop the exception). `deferred`: the
-  // group's wait runs in this frame (use_awaitable would add one, ~0.4 KiB for the
-  // connection's life). Named operands: GCC 12 mishandles temporaries inside a co_await.
-  auto ex = s.peer.get_executor();
-  auto serving = asio::co_spawn(ex, serve(s), asio::deferred);
-  auto watching = asio::co_spawn(ex, watchdog(s), asio::deferred);
-  auto group = asio::experimental::make_parallel_group(std::move(serving), std::move(watching));
-  auto [order, serve_error, watch_error, watch_result] =
-      co_await std::move(group).async_wait(asio::experimental::wait_for_one(), asio::deferred);
-  outcome o = order[0] == 0 ? outcome{} : watch_result;
-  if (std::exception_ptr e = order[0] == 0 ? serve_error : watch_error) o = failure(e);
+  start_watchdog(s);
+  std::exception_ptr serve_error;
+  try {
+    co_await serve(s);
+  } catch (...) {
+    serve_error = std::current_exception();
+  }
+  // Whatever the watchdog cancelled is over: what follows must not be cut short by it.
+  co_await asio::this_coro::reset_cancellation_state();
+  co_await stop_watchdog(s);
+  outcome o = s.watchdog_verdict ? std::move(*s.watchdog_verdict)
+              : serve_error      ? failure(serve_error)
+                                 : outcome{};
   if (o.how == outcome::kind::killed && s.control.kill_reason() && s.tls && s.admitted) {
     try {
       co_await close_notify(s);
@@ -335,6 +279,32 @@ asio::awaitable<void> run_session(stream_socket peer,
     }
   }
   finish(s, o);
+}
+
+}  // namespace
+
+// Not a coroutine: the session is built here, on the heap, so that the coroutine's frame does
+// not keep a second copy of these parameters for the connection's life (GCC copies every
+// by-value parameter of a coroutine into its frame; 0.4 KiB here).
+asio::awaitable<void> run_session(stream_socket peer,
+                                  std::shared_ptr<const runtime::listener_runtime> listener,
+                                  session_registry& registry,
+                                  asio::cancellation_signal& stop_serving, admission_ticket ticket,
+                                  std::optional<stream_endpoint> remote) {
+  auto s = std::make_unique<session>(std::move(peer), std::move(listener));
+  s->stop_serving = &stop_serving;
+  s->ticket = std::move(ticket);
+  error_code peer_ec;
+  if (remote)
+    s->remote = *remote;
+  else
+    s->remote = s->peer.remote_endpoint(peer_ec);
+  if (!peer_ec) {
+    s->client = format_endpoint(s->remote);
+    s->source = ip_of(s->remote.data());
+    set_nodelay(s->peer, s->remote);
+  }
+  return run(std::move(s), registry);
 }
 
 }  // namespace mtlsd::proxy

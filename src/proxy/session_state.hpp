@@ -5,6 +5,7 @@
 // session_report.cpp turns the end into one access-log line and the metric updates;
 // session_trace.cpp writes the debug lines.
 #include <atomic>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
@@ -80,6 +81,15 @@ struct session {
   // than in serve_*() so that a session killed from outside can still send close_notify.
   std::optional<tls_stream> tls;
   asio::steady_timer watchdog_timer;
+  // The watchdog (session_watchdog.cpp), a callback on watchdog_timer: `stop_serving` is bound
+  // to the serving coroutine's cancellation slot (run_session's caller owns it);
+  // `watchdog_verdict` is how the watchdog ended the session, when it did; `watchdog_waits` the
+  // timer wait in flight (0 or 1: its completion reads the session, which waits for it);
+  // `serving_over`: the serving side ended, the watchdog stops.
+  asio::cancellation_signal* stop_serving = nullptr;
+  std::optional<outcome> watchdog_verdict;
+  int watchdog_waits = 0;
+  bool serving_over = false;
   session_control control;
   steady::time_point start;
   std::chrono::system_clock::time_point started_at;  // the access line's `start`
@@ -194,6 +204,13 @@ void trace_connect(const session& s, steady::time_point begin, steady::time_poin
 void trace_relay_start(const session& s);
 void trace_closed(const session& s, termination ended, std::uint64_t rx, std::uint64_t tx,
                   std::int64_t duration_ms);
+
+// session_watchdog.cpp. start_watchdog: from now the phases' deadlines, max_connection_age and
+// kill() end the serving side (cancelled through stop_serving, the verdict in
+// watchdog_verdict). stop_watchdog: the serving side ended; returns once no completion of the
+// watchdog's is left to run (the session may then go).
+void start_watchdog(session& s);
+asio::awaitable<void> stop_watchdog(session& s);
 
 // session_linger.cpp: FIN, then what the client still sends is read and discarded until it
 // closes, `bound` passes (the closing phase's deadline) or, with `quiet`, it sends nothing for

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -18,6 +20,7 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <functional>
+#include <list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -119,11 +122,13 @@ class pipeline {
     client_sock->connect(proxy_acc.local_endpoint());
     stream_socket accepted = proxy_acc.accept();
     started = steady::now();
-    asio::co_spawn(ioc, mtlsd::proxy::run_session(std::move(accepted), std::move(lr), sessions),
-                   [this](std::exception_ptr e) {
+    auto& stop = stops.emplace_back();
+    asio::co_spawn(ioc,
+                   mtlsd::proxy::run_session(std::move(accepted), std::move(lr), sessions, stop),
+                   asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr e) {
                      escaped = static_cast<bool>(e);
                      ended = steady::now();
-                   });
+                   }));
   }
 
   // Runs the loop until the session ended (or `limit` passed); true when it ended.
@@ -170,6 +175,9 @@ class pipeline {
   mtlsd::test::pki_dir dir;
   mtlsd::test::credential root, server, client;
   mtlsd::metrics::registry registry;
+  // One per session started, each bound to its session's serving side; declared before `ioc`
+  // so that they outlive the frames it may still hold when it goes.
+  std::list<asio::cancellation_signal> stops;
   asio::io_context ioc;
   stream_acceptor upstream_acc;
   stream_acceptor proxy_acc;

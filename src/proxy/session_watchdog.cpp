@@ -1,0 +1,103 @@
+// The session's watchdog: enforces the current phase's deadline, timeouts.max_connection_age
+// and kill(). A timer callback on the session's own timer rather than a coroutine racing the
+// serving side in a parallel group: an idle connection then holds no coroutine frame, no
+// co_spawn entry frame and no group state for it (~1 KiB each connection, measured with
+// heaptrack). It ends the serving side the way the group did, by emitting cancellation on the
+// serving coroutine's slot (session::stop_serving).
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/post.hpp>
+#include <exception>
+#include <utility>
+
+#include "mtlsd/util/exception.hpp"
+#include "session_state.hpp"
+
+namespace mtlsd::proxy::detail {
+namespace {
+
+// timeouts.max_connection_age passed: a graceful close. In HTTP mode, as a drain of this one
+// connection: an HTTP/2 client gets GOAWAY and the streams under way finish, an HTTP/1.1 one the
+// end of the exchange under way (Connection: close), then the lingering close; bounded by
+// timeouts.half_close, or its 30 s default when that is 0s (a stream that keeps moving would
+// otherwise keep the connection for good). Layer 4, and an HTTP/1.1 connection upgraded to a
+// byte relay, have no boundary to wait for: shutting down our receiving side of both sockets
+// makes each pump read EOF once what already arrived is relayed, so each passes the end on as at
+// any EOF (close_notify + FIN to the client, FIN to the upstream), with no write cut in the
+// middle, and timeouts.half_close bounds the rest. (HTTP mode did that too: an HTTP/2 stream
+// under way was cut off with no GOAWAY, an HTTP/1.1 upload read as the client's end.)
+void close_for_age(session& s) {
+  s.aged = true;
+  s.age_limit = steady::time_point::max();
+  if (s.listener->cfg.http.enabled && !s.relayed.tunnel) {
+    if (s.clock.half_close.count() == 0) s.clock.half_close = config::timeout_options{}.half_close;
+    s.clock.start_half_close();
+    s.control.drain_gracefully();
+    return;
+  }
+  ::shutdown(s.peer.native_handle(), SHUT_RD);
+  if (s.upstream.is_open()) ::shutdown(s.upstream.native_handle(), SHUT_RD);
+  s.clock.start_half_close();
+}
+
+// The watchdog's verdict, then the serving side's cancellation. Nothing may touch `s` after the
+// emit: the serving side can run to its end inside it, and the session with it.
+void stop_serving(session& s, outcome verdict) {
+  s.watchdog_verdict = std::move(verdict);
+  s.stop_serving->emit(asio::cancellation_type::all);
+}
+
+void look(session& s);
+
+// The timer's completion. Aborted or not, it looks again: enter(), kill() and an earlier
+// deadline cancel the wait precisely to be looked at.
+struct wake {
+  session* s;
+  void operator()(const error_code&) const {
+    --s->watchdog_waits;
+    if (!s->serving_over) look(*s);
+  }
+};
+
+// Decides, or waits for the next deadline. A throw must not reach the worker's event loop: an
+// internal error ends the session as `result=error`, as any other.
+void look(session& s) {
+  try {
+    for (;;) {
+      if (s.control.killed()) return stop_serving(s, outcome{outcome::kind::killed, {}});
+      const auto now = steady::now();
+      if (now >= s.age_limit) {
+        close_for_age(s);
+        continue;
+      }
+      if (now >= s.clock.deadline) return stop_serving(s, outcome{outcome::kind::deadline, {}});
+      s.watchdog_timer.expires_at(std::min(s.clock.deadline, s.age_limit));
+      s.watchdog_timer.async_wait(wake{&s});
+      ++s.watchdog_waits;
+      return;
+    }
+  } catch (...) {
+    stop_serving(s, outcome{outcome::kind::failed, util::message_of(std::current_exception())});
+  }
+}
+
+}  // namespace
+
+void start_watchdog(session& s) {
+  // No deadline until the serving side enters its first phase (enter() wakes the watchdog).
+  s.clock.deadline = steady::time_point::max();
+  look(s);
+}
+
+asio::awaitable<void> stop_watchdog(session& s) {
+  s.serving_over = true;
+  s.watchdog_timer.cancel();
+  // Its completion is queued now (aborted, or expired just before): wait for it to run, since
+  // it reads the session. One turn of the loop is normally enough.
+  while (s.watchdog_waits > 0)
+    co_await asio::post(s.watchdog_timer.get_executor(), asio::deferred);
+}
+
+}  // namespace mtlsd::proxy::detail
