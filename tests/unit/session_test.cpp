@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -301,6 +302,51 @@ TEST(SessionHalfClose, TheOtherSideHasHalfCloseToFinish) {
   EXPECT_LE(p.ended.value() - half_closed, 300ms + slack) << ms(*p.ended - half_closed);
   EXPECT_EQ(p.counter(p.m->accepted), 1);
   EXPECT_EQ(p.counter(p.m->errors), 0);
+}
+
+// The upstream finishes first: the relay's own coroutine (the upstream side's pump) is done and
+// waits for the client side's, which the session's deadline, and a kill, must still reach.
+// `kill`: kill the session once the client heard the end, instead of waiting for half_close.
+void upstream_ends_first_then(pipeline& p, bool kill) {
+  p.connect();
+  p.handshake();
+  p.accept_upstream();
+  error_code ignored;
+  p.upstream_sock->shutdown(stream_socket::shutdown_send, ignored);
+  const auto half_closed = steady::now();
+  // The client hears the end (close_notify), and stays silent.
+  std::optional<error_code> heard;
+  asio::co_spawn(
+      p.ioc,
+      [&]() -> asio::awaitable<void> {
+        std::array<char, 16> buf{};
+        heard = (co_await p.tls->read_some(asio::buffer(buf))).first;
+      },
+      asio::detached);
+  ASSERT_TRUE(p.run_until([&] { return heard.has_value(); }));
+  EXPECT_EQ(*heard, asio::error::eof) << heard->message();
+  ASSERT_FALSE(p.ended) << "the session ended with the upstream's end; the client may still send";
+  const auto killed = steady::now();
+  if (kill) p.sessions.kill_all();
+  ASSERT_TRUE(p.run_until_ended(3s)) << "a half-closed connection stayed open";
+  if (kill) {
+    EXPECT_LE(p.ended.value() - killed, 50ms + slack) << ms(*p.ended - killed);
+  } else {
+    EXPECT_GE(p.ended.value() - half_closed, 300ms);
+    EXPECT_LE(p.ended.value() - half_closed, 300ms + slack) << ms(*p.ended - half_closed);
+  }
+  EXPECT_EQ(p.counter(p.m->accepted), 1);
+  EXPECT_EQ(p.counter(p.m->errors), 0);
+}
+
+TEST(SessionHalfClose, TheClientHasHalfCloseToFinishAfterTheUpstreamEnded) {
+  pipeline p("{idle: 0s, half_close: 300ms}");  // idle 0s: nothing else would end it
+  upstream_ends_first_then(p, false);
+}
+
+TEST(SessionKill, KillEndsARelayWhoseUpstreamSideIsOver) {
+  pipeline p("{idle: 0s, half_close: 0s}");  // no limit: only the kill ends it
+  upstream_ends_first_then(p, true);
 }
 
 // --- kill, errors ---------------------------------------------------------------------------
