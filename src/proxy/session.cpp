@@ -9,6 +9,7 @@
 #include <chrono>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 #include <utility>
 
 #include "mtlsd/log/log.hpp"
@@ -246,6 +247,21 @@ asio::awaitable<void> close_notify(session& s) {
 // exception from it: an internal error).
 asio::awaitable<void> run(std::unique_ptr<session> owned, session_registry& registry) {
   session& s = *owned;
+  // However this coroutine ends, a watchdog completion still queued reads the session: should
+  // it end with one pending (only an exception between start_watchdog and stop_watchdog can do
+  // that), the session is left to that completion, which deletes it.
+  struct keep_for_watchdog {
+    std::unique_ptr<session>& owned;
+    ~keep_for_watchdog() {
+      if (owned->watchdog_waits == 0) return;
+      owned->serving_over = owned->orphaned = true;
+      owned->watchdog_timer.cancel();
+      (void)owned.release();
+    }
+  } keep{owned};
+  // Without its spawner's slot, the watchdog's verdicts would reach nothing (session.hpp).
+  if (!(co_await asio::this_coro::cancellation_state).slot().is_connected())
+    throw std::logic_error("run_session was not spawned with its stop_serving signal's slot");
   trace_accepted(s);
   s.control.attach(&s.watchdog_timer);
   registry.add(&s.control);

@@ -1,6 +1,6 @@
 #pragma once
-// Private to session*.cpp: what one connection knows, in its coroutine frame, and how it ended.
-// session.cpp runs the phases in order (and the watchdog beside them); session_judge.cpp holds
+// Private to session*.cpp: what one connection knows and how it ended. session.cpp runs the
+// phases in order, session_watchdog.cpp the watchdog beside them; session_judge.cpp holds
 // the steps between handshake and upstream, session_upstream.cpp the upstream side;
 // session_report.cpp turns the end into one access-log line and the metric updates;
 // session_trace.cpp writes the debug lines.
@@ -45,8 +45,8 @@ inline std::uint64_t new_conn_id() {
 
 enum class phase { proxy_header, handshake, revocation, connect, relay, closing };
 
-// How a session ended: returned by whichever of the serving side and the watchdog finished
-// first (the other is cancelled at once), never inferred from flags set on the way.
+// How a session ended: the watchdog's verdict when it ended the session (the serving side is
+// then cancelled at once), else how the serving side returned or threw.
 struct outcome {
   enum class kind {
     completed,  // the serving side returned: admitted and relayed to the end, or refused
@@ -58,9 +58,11 @@ struct outcome {
   std::string error;  // failed: what went wrong
 };
 
-// Everything one connection knows, owned by the session's coroutine frame (no shared_from_this):
-// whoever must reach it from outside goes through `control`, registered with the worker. Some
-// members own heap memory of their own (strings, the peer's identity, the TLS object).
+// Everything one connection knows, on the heap, owned by the session's coroutine (no
+// shared_from_this; session.cpp's `run`, or the watchdog's last completion when that coroutine
+// ended with one pending: `orphaned`): whoever must reach it from outside goes through
+// `control`, registered with the worker. Some members own heap memory of their own (strings, the
+// peer's identity, the TLS object).
 struct session {
   session(stream_socket p, std::shared_ptr<const runtime::listener_runtime> l)
       : listener(std::move(l)),
@@ -90,6 +92,9 @@ struct session {
   std::optional<outcome> watchdog_verdict;
   int watchdog_waits = 0;
   bool serving_over = false;
+  // The coroutine ended (an exception after start_watchdog) with a watchdog completion still to
+  // run: that completion deletes the session (session.cpp's keep_for_watchdog).
+  bool orphaned = false;
   session_control control;
   steady::time_point start;
   std::chrono::system_clock::time_point started_at;  // the access line's `start`

@@ -57,6 +57,10 @@ struct wake {
   session* s;
   void operator()(const error_code&) const {
     --s->watchdog_waits;
+    if (s->orphaned) {
+      if (s->watchdog_waits == 0) delete s;
+      return;
+    }
     if (!s->serving_over) look(*s);
   }
 };

@@ -35,6 +35,7 @@
 #include "mtlsd/proxy/session.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/runtime/runtime.hpp"
+#include "mtlsd/util/exception.hpp"
 #include "test_pki.hpp"
 #include "test_sockets.hpp"
 
@@ -382,6 +383,22 @@ TEST(SessionError, AnInternalErrorEndsTheSessionAtOnceAsAnError) {
   EXPECT_EQ(p.counter(p.m->errors), 1);
   EXPECT_EQ(p.counter(p.m->rejected), 0);
   EXPECT_EQ(p.failures(mtlsd::reason::handshake_timeout), 0);
+}
+
+// The watchdog ends a session through the signal its spawner binds: a session spawned without
+// that binding could never be ended by a deadline, and refuses to start.
+TEST(SessionError, ASessionSpawnedWithoutItsStopSignalsSlotFailsAtOnce) {
+  pipeline p("{handshake: 5s}");
+  p.client_sock.emplace(p.ioc);
+  p.client_sock->connect(p.proxy_acc.local_endpoint());
+  asio::cancellation_signal unbound;
+  std::optional<std::string> escaped;
+  asio::co_spawn(
+      p.ioc, mtlsd::proxy::run_session(p.proxy_acc.accept(), p.listener, p.sessions, unbound),
+      [&](std::exception_ptr e) { escaped = e ? mtlsd::util::message_of(e) : std::string(); });
+  ASSERT_TRUE(p.run_until([&] { return escaped.has_value(); }, 1s));
+  EXPECT_NE(escaped->find("stop_serving"), std::string::npos) << *escaped;
+  EXPECT_EQ(p.sessions.size(), 0u);
 }
 
 TEST(SessionCapacity, OutOfDescriptorsConnectingUpstreamIsOverCapacity) {
