@@ -25,7 +25,6 @@ namespace mtlsd::proxy {
 namespace {
 
 using detail::relay_state;
-using detail::stop_if_cancelled;
 using detail::write_plain;
 using detail::write_plain_now;
 using detail::write_tls;
@@ -47,15 +46,15 @@ constexpr int reads_per_turn = tls_stream::reads_per_turn;
 // a socket wait would re-arm epoll (Asio's async_wait: one epoll_ctl) to be told so again. One
 // post through the scheduler instead (bench/run.sh --syscalls bulk: epoll_ctl 8.2 -> ~0 per MiB).
 // A session cancellation sent meanwhile reaches no socket operation: the pump's loop sees it
-// (stop_if_cancelled). An operation awaited in the pump's frame, not a coroutine of its own (a
-// frame allocated per turn). `sock`: the socket the pump reads, whose executor runs the relay.
+// (relay_state::stop_requested). An operation awaited in the pump's frame, not a coroutine of its
+// own (a frame allocated per turn). `sock`: the socket the pump reads, whose executor runs the
+// relay.
 auto yield_turn(stream_socket& sock) {
   return asio::post(sock.get_executor(), asio::deferred);
 }
 
 asio::awaitable<void> tls_to_plain(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
-  const auto cs = co_await asio::this_coro::cancellation_state;
   // Whether to wait for the socket before reading. Not when OpenSSL already holds bytes it has
   // not tried to decrypt (read-ahead). But once a read would block, whatever it holds is an
   // incomplete record: its rest must be waited for, or this loop would spin without yielding
@@ -67,13 +66,14 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   bool blocked_once = false;  // a read would block before: the next such starts tracking (below)
   bool track_tried = false;
   for (;;) {
-    if (stop_if_cancelled(st, cs)) co_return;
+    if (st.stop_requested()) co_return;
     // Wait without a buffer: an idle connection holds none.
     if (wait_for_socket) {
       auto [ec] = drained ? co_await net::async_wait_drained(st.tls_socket,
                                                              stream_socket::wait_read, idle_wait)
                           : co_await st.tls_socket.async_wait(stream_socket::wait_read, idle_wait);
-      if (ec || st.stopping) co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
+      if (ec || st.stop_requested())
+        co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
     wait_for_socket = true;
     drained = false;
@@ -83,7 +83,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       auto [ec, n, wants] = st.tls.read_now(buf.buffer());
       if (wants == tls_stream::want::write)
         std::tie(ec, n) = co_await st.tls.try_read_some(buf.buffer());
-      if (st.stopping) co_return;
+      if (st.stop_requested()) co_return;
       if (ec == asio::error::would_block) {
         wait_for_socket = true;
         drained = wants == tls_stream::want::read;
@@ -131,23 +131,21 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
 }
 
 asio::awaitable<void> plain_to_tls(relay_state& st) {
-  co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
-  const auto cs = co_await asio::this_coro::cancellation_state;
   // The cheaper wait applies (net/edge_wait): the last read would block, or the socket is known
   // drained (net/read_drain).
   bool drained = false;
   bool turn_used = false;  // the last turn read reads_per_turn times: read on after a yield
   bool blocked_once = false, track_tried = false;  // as in tls_to_plain
   for (;;) {
-    if (stop_if_cancelled(st, cs)) co_return;
+    if (st.stop_requested()) co_return;
     if (turn_used) {
       co_await yield_turn(st.plain);
-      if (stop_if_cancelled(st, cs)) co_return;
+      if (st.stop_requested()) co_return;
     } else {
       auto [wait_ec] =
           drained ? co_await net::async_wait_drained(st.plain, stream_socket::wait_read, idle_wait)
                   : co_await st.plain.async_wait(stream_socket::wait_read, idle_wait);
-      if (wait_ec || st.stopping)
+      if (wait_ec || st.stop_requested())
         co_return st.fail("waiting for plaintext peer", wait_ec, relay_end::plain_peer);
     }
     drained = false;
@@ -207,13 +205,14 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   // the session cancels the relay (watchdog). The TLS peer's pump runs in a coroutine of its
   // own; the plaintext side's in this one, so that an idle connection holds one co_spawn entry
   // frame and no parallel group state instead of two and one (~0.7 KiB). The session's
-  // cancellation reaches the operation this coroutine waits on; whichever pump sees it stops
-  // the relay (relay_state::stop), which cancels the other's waits.
+  // cancellation reaches the operation this coroutine waits on, or else is seen in its state by
+  // whichever pump resumes next (relay_state::stop_requested); either stops the relay, which
+  // cancels the other's waits.
   // Cancellation arrives as values here; the caller's setting is given back at the end (this
   // coroutine shares the caller's, where the pumps each had one of their own).
   const bool caller_throws = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
-  const auto cs = co_await asio::this_coro::cancellation_state;
+  st.session_cancel = co_await asio::this_coro::cancellation_state;
   const auto ex = co_await asio::this_coro::executor;
   // Made only once this side is over (a timer the handler below cancels): an idle connection
   // does not hold it.
@@ -237,7 +236,7 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   // Until the other pump ends. The session's cancellation may have come before this wait (after
   // this side's last operation): it is looked at before each wait, not only met by one.
   while (!tls_side_over) {
-    stop_if_cancelled(st, cs);
+    st.stop_requested();
     if (!tls_side_ended) tls_side_ended.emplace(ex, asio::steady_timer::time_point::max());
     co_await tls_side_ended->async_wait(idle_wait);
   }

@@ -15,15 +15,18 @@ namespace mtlsd::proxy::detail {
 // cancelling its waits — errors are values, never exceptions.
 //
 // The session ends the relay by cancellation (its watchdog: deadlines, drain, kill), which
-// reaches the operation a pump is waiting on. One that comes while a pump's last operation has
-// completed but the pump has not resumed reaches none; it is only recorded in the pump's
-// cancellation state, which the pumps therefore look at before every wait (stop_if_cancelled).
+// reaches the operation the relay's own coroutine — the upstream side's pump — is waiting on
+// (the TLS side's pump, spawned, has no cancellation of its own). One that comes while that
+// operation has completed but the pump has not resumed reaches none; it is only recorded in the
+// session's cancellation state (`session_cancel`). So both pumps look at that state every time
+// they resume, and before every wait (stop_requested): whichever resumes next stops the relay.
 struct relay_state {
   tls_stream& tls;
   stream_socket& tls_socket;
   stream_socket& plain;
   idle_deadline& clock;
   relay_result& r;
+  asio::cancellation_state session_cancel{};  // the relay's caller's: the session's
   bool stopping = false;
 
   // `side`: whose end this error is (relay_result::first_end).
@@ -48,14 +51,13 @@ struct relay_state {
     tls_socket.cancel(ignored);
     plain.cancel(ignored);
   }
+  // True when the relay is stopping: a pump stopped it, or the session cancelled it (then it
+  // is stopped now).
+  bool stop_requested() {
+    if (session_cancel.cancelled() != asio::cancellation_type::none) stop();
+    return stopping;
+  }
 };
-
-// True (and the relay stopped) when the session cancelled the relay; `cs`: the pump's
-// this_coro::cancellation_state.
-inline bool stop_if_cancelled(relay_state& st, const asio::cancellation_state& cs) {
-  if (cs.cancelled() != asio::cancellation_type::none) st.stop();
-  return st.stopping;
-}
 
 // Writes everything to a non-blocking plain socket, waiting only when the kernel buffer is full;
 // meanwhile the TLS side is watched for its peer leaving. On an error the relay is stopped and

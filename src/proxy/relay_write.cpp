@@ -45,19 +45,18 @@ asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, 
                                                                stream_socket& in, relay_end in_side,
                                                                bool& watching) {
   using namespace asio::experimental::awaitable_operators;
-  const auto cs = co_await asio::this_coro::cancellation_state;
   for (;;) {
-    if (stop_if_cancelled(st, cs))
+    if (st.stop_requested())
       co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
     if (!watching) {
       auto [wec] = co_await out.async_wait(stream_socket::wait_write, as_tuple(use_awaitable));
-      if (st.stopping)
+      if (st.stop_requested())
         co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
       co_return std::pair{wec ? wait_end::failed : wait_end::writable, wec};
     }
     auto w = co_await (out.async_wait(stream_socket::wait_write, as_tuple(use_awaitable)) ||
                        watch_peer(in));
-    if (st.stopping)
+    if (st.stop_requested())
       co_return std::pair{wait_end::failed, error_code(asio::error::operation_aborted)};
     if (w.index() == 0) {
       auto [wec] = std::get<0>(w);
@@ -109,7 +108,7 @@ asio::awaitable<bool> write_tls(relay_state& st, const char* data, std::size_t n
   for (;;) {
     // Retried with the same buffer after would_block, as OpenSSL requires.
     auto ec = co_await st.tls.try_write(asio::buffer(data, n));
-    if (st.stopping) co_return false;
+    if (st.stop_requested()) co_return false;
     if (!ec) co_return true;
     if (ec == asio::error::would_block) {
       auto [how, wec] =

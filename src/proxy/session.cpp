@@ -247,13 +247,15 @@ asio::awaitable<void> close_notify(session& s) {
 // exception from it: an internal error).
 asio::awaitable<void> run(std::unique_ptr<session> owned, session_registry& registry) {
   session& s = *owned;
-  // However this coroutine ends, a watchdog completion still queued reads the session: should
-  // it end with one pending (only an exception between start_watchdog and stop_watchdog can do
-  // that), the session is left to that completion, which deletes it.
+  // A watchdog completion still to run reads the session: should this coroutine end by an
+  // exception between start_watchdog and stop_watchdog, with one pending, the session is left to
+  // that completion, which deletes it. Not when the frame is destroyed unfinished (the worker's
+  // io_context going away): the pending completion is then destroyed without running, and the
+  // session goes with the frame.
   struct keep_for_watchdog {
     std::unique_ptr<session>& owned;
     ~keep_for_watchdog() {
-      if (owned->watchdog_waits == 0) return;
+      if (owned->watchdog_waits == 0 || std::uncaught_exceptions() == 0) return;
       owned->serving_over = owned->orphaned = true;
       owned->watchdog_timer.cancel();
       (void)owned.release();

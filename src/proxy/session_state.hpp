@@ -92,8 +92,8 @@ struct session {
   std::optional<outcome> watchdog_verdict;
   int watchdog_waits = 0;
   bool serving_over = false;
-  // The coroutine ended (an exception after start_watchdog) with a watchdog completion still to
-  // run: that completion deletes the session (session.cpp's keep_for_watchdog).
+  // The coroutine ended by an exception after start_watchdog with a watchdog completion still
+  // to run: that completion deletes the session (session.cpp's keep_for_watchdog).
   bool orphaned = false;
   session_control control;
   steady::time_point start;

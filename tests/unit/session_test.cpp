@@ -180,13 +180,14 @@ class pipeline {
   // One per session started, each bound to its session's serving side; declared before `ioc`
   // so that they outlive the frames it may still hold when it goes.
   std::list<asio::cancellation_signal> stops;
+  // Before `ioc` too: a session it still holds unregisters itself as it goes.
+  mtlsd::proxy::session_registry sessions;
   asio::io_context ioc;
   stream_acceptor upstream_acc;
   stream_acceptor proxy_acc;
   std::shared_ptr<const mtlsd::runtime::runtime> rt;
   std::shared_ptr<const mtlsd::runtime::listener_runtime> listener;
   mtlsd::metrics::listener_metrics* m = nullptr;
-  mtlsd::proxy::session_registry sessions;
   ssl_ctx_ptr client_ctx;
   std::optional<stream_socket> client_sock;
   std::optional<stream_socket> upstream_sock;
