@@ -94,7 +94,12 @@ proxy_v2_info proxy_info(const session& s, SSL* ssl) {
   info.resumed = s.resumed;
   if (X509* cert = SSL_get0_peer_certificate(ssl)) {
     info.client_cert = true;
-    info.verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    // Verified = judged: the session holds a verified identity only for a peer the verify
+    // callback accepted (or a resumed one judged again). Not SSL_get_verify_result: the callback
+    // accepts some errors on purpose (an issuing CA trusted alone, a CRL within crl_grace, a CRL
+    // gap left to another source), which OpenSSL still records as the result, and the upstream
+    // would read such an admitted peer as unverified (tls/revocation/stapling.cpp, likewise).
+    info.verified = s.peer_identity.has_value();
     info.signature_algorithm = OBJ_nid2sn(X509_get_signature_nid(cert));
     if (EVP_PKEY* key = X509_get0_pubkey(cert)) {
       // HAProxy's spelling: "RSA2048", "EC256", "ED25519".

@@ -91,6 +91,29 @@ def test_tlvs_for_a_client_behind_an_intermediate(serve, pki):
     assert hdr.ssl.sub[PP2_SUBTYPE_SSL_CN] == b"client-int"
 
 
+@pytest.mark.parametrize("revocation", [
+    # The issuing CA trusted alone, with its CRL: the anchor has no CRL of its own, an error
+    # the verify callback accepts on purpose (the anchor is trusted as configured).
+    {"crl_files": ["int-crl.pem"]},
+    # A CRL for another issuer only, on_unavailable: allow: admitted without a CRL for it.
+    {"crl_files": ["crl.pem"], "on_unavailable": "allow"},
+], ids=["issuing_ca_alone", "crl_missing_allowed"])
+def test_verify_is_0_for_a_client_admitted_despite_an_error_openssl_recorded(serve, pki,
+                                                                             revocation):
+    """`verify` says whether mtlsd verified the client, not what OpenSSL last recorded: the
+    verify callback accepts some errors on purpose, and OpenSSL keeps them as the result."""
+    headers = []
+    rev = {k: ([pki.path(f) for f in v] if k == "crl_files" else v) for k, v in revocation.items()}
+    daemon, _ = serve(recording_header(headers), proxy_protocol="v2",
+                      client_auth={"ca": [pki.path("int.crt")]}, revocation=rev)
+    ctx = client_context(pki, "client-int", certfile="client-int-chain.crt")
+    ex = tls_exchange(daemon.addr(), ctx, b"x", expect=1)
+    assert ex.error is None and ex.data == b"x"
+    (hdr,) = headers
+    assert hdr.ssl.client == PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS
+    assert hdr.ssl.verify == 0, "an admitted client is a verified one"
+
+
 def test_resumed_session_still_carries_the_identity(serve, pki):
     headers = []
     daemon, _ = serve(recording_header(headers), proxy_protocol="v2")
