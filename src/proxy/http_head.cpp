@@ -234,9 +234,44 @@ bool unfold_head(std::span<char> head) {
   return folded;
 }
 
+namespace {
+
+// Whether a field called `name` (as written) is one of `drop`. A short list is searched as it
+// is; a long one (a Connection field naming many fields: a client controls its length) is sorted
+// once and each name looked up by binary search, so that a head of L lines costs L log N, not
+// L x N (review: a 64 KiB head naming 16,000 fields in 8,000 lines held the worker 0.3 s).
+class drop_list {
+ public:
+  explicit drop_list(std::span<const std::string_view> drop) : drop_(drop) {
+    if (drop.size() <= linear_limit) return;
+    sorted_.assign(drop.begin(), drop.end());
+    std::sort(sorted_.begin(), sorted_.end());
+    sorted_.erase(std::unique(sorted_.begin(), sorted_.end()), sorted_.end());
+  }
+
+  bool has(std::string_view name) {
+    if (sorted_.empty())
+      return std::any_of(drop_.begin(), drop_.end(),
+                         [name](std::string_view d) { return same_field_name(name, d); });
+    spelled_.assign(name);  // as same_field_name reads a field's name
+    for (char& c : spelled_)
+      c = c == '_' ? '-' : static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    return std::binary_search(sorted_.begin(), sorted_.end(), std::string_view(spelled_));
+  }
+
+ private:
+  static constexpr std::size_t linear_limit = 16;
+  std::span<const std::string_view> drop_;
+  std::vector<std::string_view> sorted_;
+  std::string spelled_;
+};
+
+}  // namespace
+
 void copy_head_except(std::string_view head, std::span<const std::string_view> drop,
                       std::string& out) {
   out.clear();
+  drop_list dropped(drop);
   bool dropping = false;  // the line before was dropped: so are its continuations
   for (std::size_t at = 0; at < head.size();) {
     std::size_t eol = head.find("\r\n", at);
@@ -249,10 +284,7 @@ void copy_head_except(std::string_view head, std::span<const std::string_view> d
       if (!dropping) out.append(line);
       continue;
     }
-    const std::string_view name = line.substr(0, line.find(':'));
-    dropping = !start_line && std::any_of(drop.begin(), drop.end(), [name](std::string_view d) {
-      return same_field_name(name, d);
-    });
+    dropping = !start_line && dropped.has(line.substr(0, line.find(':')));
     if (!dropping) out.append(line);
   }
 }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <string>
@@ -314,6 +315,26 @@ TEST(ForwardingRequestHead, HopByHopFieldsAndTheFieldsConnectionNamesStopHere) {
             "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
   EXPECT_EQ(forwarded("GET / HTTP/1.0\r\n\r\n", plain),
             "GET / HTTP/1.0\r\nConnection: close\r\n\r\n");
+}
+
+// Past a few names the drop list is sorted and searched (http_head.cpp, drop_list): the same
+// fields must go, in every spelling, duplicates and all, and the others stay in order.
+TEST(ForwardingRequestHead, ALongConnectionListDropsExactlyTheFieldsItNames) {
+  std::string connection = "Connection: keep-alive";
+  std::string fields;
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "X-Named-" + std::to_string(i);
+    connection += ", " + name + (i % 3 == 0 ? ", " + name : "");  // some named twice
+    std::string spelled = name;
+    if (i % 2) std::replace(spelled.begin(), spelled.end(), '-', '_');
+    fields += spelled + ": v\r\n" + "X-Kept-" + std::to_string(i) + ": k\r\n";
+  }
+  const auto out = forwarded(get_with(connection + "\r\n" + fields + "Accept: */*\r\n"),
+                             forwarding(action::keep, false, false));
+  std::string kept;
+  for (int i = 0; i < 40; ++i)
+    kept += "X-Kept-" + std::to_string(i) + ": k\r\n";
+  EXPECT_EQ(out, "GET /a?b HTTP/1.1\r\nHost: x\r\n" + kept + "Accept: */*\r\n\r\n");
 }
 
 TEST(ForwardingRequestHead, AWebSocketUpgradeGoesUpAndAnH2cOneDoesNot) {
