@@ -201,9 +201,10 @@ void connection::client_reset(std::int32_t id) {
   // GOAWAY naming the last stream taken; nghttp2 takes no new stream from here on, and the
   // reader reads no more (a flood fills the socket: the GOAWAY would wait behind it).
   nghttp2_session_terminate_session(session_.get(), NGHTTP2_ENHANCE_YOUR_CALM);
-  local_failure("HTTP/2: the client reset " + std::to_string(premature_resets_) + " of its " +
+  local_failure("HTTP/2: " + std::to_string(premature_resets_) + " of the client's " +
                 std::to_string(streams_opened_) +
-                " streams before their responses began, the upstream answered " +
+                " streams were reset (by the client, or over its frames) before their "
+                "responses began, the upstream answered " +
                 std::to_string(upstream_answered_) + " (rapid reset): GOAWAY ENHANCE_YOUR_CALM");
   out_.signal();
 }
@@ -216,7 +217,12 @@ void connection::client_reset(std::int32_t id) {
 void connection::stop_upload_if_done(stream& s) {
   if (s.closed || s.request_end || !s.response_sent) return;
   if (!s.answered_here && !s.upload_unwanted) return;
-  nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
+  reset_here(s, NGHTTP2_NO_ERROR);
+}
+
+void connection::reset_here(stream& s, std::uint32_t code) {
+  s.reset_here = true;
+  nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, code);
   out_.signal();
 }
 
@@ -230,6 +236,12 @@ void connection::upload_unwanted(stream& s) {
 }
 
 void connection::frame_sent(const nghttp2_frame& f) {
+  // An RST_STREAM mtlsd did not ask for: nghttp2 reset the stream over the client's frames
+  // (called before nghttp2 closes the stream, so it is still there to judge).
+  if (f.hd.type == NGHTTP2_RST_STREAM) {
+    if (const stream* s = find(f.hd.stream_id); s && !s->reset_here) client_reset(s->id);
+    return;
+  }
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   if (!(f.hd.flags & NGHTTP2_FLAG_END_STREAM)) return;
   stream* s = find(f.hd.stream_id);
@@ -296,17 +308,13 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
     respond(s);
     return;
   }
-  nghttp2_submit_rst_stream(
-      session_.get(), NGHTTP2_FLAG_NONE, s.id,
-      code == NGHTTP2_NO_ERROR ? std::uint32_t{NGHTTP2_INTERNAL_ERROR} : code);
-  out_.signal();
+  reset_here(s, code == NGHTTP2_NO_ERROR ? std::uint32_t{NGHTTP2_INTERNAL_ERROR} : code);
 }
 
 void connection::refuse_stream(stream& s, std::string detail) {
   if (s.detail.empty()) s.detail = std::move(detail);
   s.answered_here = true;  // the upstream takes none of its body
-  nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, s.id, NGHTTP2_REFUSED_STREAM);
-  out_.signal();
+  reset_here(s, NGHTTP2_REFUSED_STREAM);
 }
 
 void connection::report(stream& s, std::uint32_t code) {

@@ -32,6 +32,10 @@ constexpr std::size_t held_fields_budget = 4 * std::size_t{http_head_limit};
 // the upstream's responses, not all streams, leaves no cheap way around it (streams mtlsd
 // answers itself, a 400 say, cost a client nothing); it spares a long-lived client that cancels
 // some of its requests (deadlines, hedging), and the floor a short burst of cancellations.
+// A reset nghttp2 sends itself counts the same (MadeYouReset, CVE-2025-8671): the client's own
+// frames broke the stream (DATA past its content-length, a bad header, its window overrun), so
+// the client chose that end as surely as with an RST_STREAM of its own, and Debian's nghttp2
+// (1.52) does not bound such resets.
 constexpr auto premature_reset_lifetime = std::chrono::seconds(1);
 
 class connection final : public downstream, session_handler {
@@ -116,9 +120,13 @@ class connection final : public downstream, session_handler {
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
   void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
-  // The client reset stream `id` (RST_STREAM received): counts premature resets and ends the
-  // connection past the rapid-reset bound.
+  // Stream `id` ended by a reset the client sent, or one nghttp2 sent because of the client's
+  // frames (frame_sent): counts premature resets and ends the connection past the rapid-reset
+  // bound.
   void client_reset(std::int32_t id);
+  // mtlsd's own RST_STREAM for `s` (refused, failed, idle, upload not wanted): no premature
+  // reset of the client's.
+  void reset_here(stream& s, std::uint32_t code);
   void frame_sent(const nghttp2_frame& f) override;
   // The response is out and the rest of the request is not wanted: RST_STREAM(NO_ERROR).
   void stop_upload_if_done(stream& s);

@@ -146,7 +146,7 @@ asio::awaitable<void> connection::sweeper() {
       if (now - s->last_activity >= timeout) {
         s->detail = "stream idle timeout (" + config::format_duration(timeout) + ")";
         s->last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // reset once
-        nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+        reset_here(*s, NGHTTP2_CANCEL);
       }
     out_.signal();
   }

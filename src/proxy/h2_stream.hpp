@@ -82,6 +82,7 @@ struct stream {
                                   // whole response: the rest of the request is not wanted
   bool response_sent = false;     // the client got the response's END_STREAM
   bool closed = false;            // the client's stream is closed: the upstream side stops
+  bool reset_here = false;        // mtlsd submitted its RST_STREAM (connection::reset_here)
   std::int32_t upstream_id = -1;  // h2c: the upstream's stream
   bool request_deferred = false;  // h2c: the upstream's data source waits for more body
   asio::steady_timer wake;        // HTTP/1.1 exchange: something above changed
