@@ -159,8 +159,12 @@ asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, boo
       if (chunked) framed += "\r\n";
       auto [ec, w] =
           co_await asio::async_write(sock, asio::buffer(framed), as_tuple(use_awaitable));
-      if (ec) co_return false;
+      // Acknowledged to the client whether the write went through or not: taken out of
+      // request_body, these bytes are in no buffer stream_closed or upload_unwanted would
+      // credit, and a connection's window that loses them for good stalls every later upload
+      // on it (review: after ~140 early answers to 60 KB uploads).
       down_.request_consumed(s, n);
+      if (ec) co_return false;
       continue;
     }
     if (s.request_end) {
