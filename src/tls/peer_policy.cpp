@@ -19,6 +19,47 @@ bool any(const List& list, Pred p) {
   return std::any_of(list.begin(), list.end(), p);
 }
 
+// A final dot marks a name as fully qualified: it names the same host without it.
+std::string_view without_final_dot(std::string_view name) {
+  if (name.size() > 1 && name.back() == '.') name.remove_suffix(1);
+  return name;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// A URI with its scheme and authority in lower case (they are case-insensitive, RFC 3986 6.2.2.1),
+// the rest as written.
+std::string normalized_uri(std::string_view uri) {
+  const auto scheme_end = uri.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(uri);
+  const auto path = uri.find('/', scheme_end + 3);
+  const auto head = path == std::string_view::npos ? uri.size() : path;
+  return lower(uri.substr(0, head)) + std::string(uri.substr(head));
+}
+
+// Whether the SAN `san`, a wildcard in its first label ("*.x", "a*.x", "*b.x"), stands for the
+// host `name`: the wildcard's label matches name's first label and the rest is the same.
+bool wildcard_covers(std::string_view san, std::string_view name) {
+  san = without_final_dot(san);
+  name = without_final_dot(name);
+  const auto san_dot = san.find('.'), name_dot = name.find('.');
+  if (san_dot == std::string_view::npos || name_dot == std::string_view::npos) return false;
+  const std::string_view label = san.substr(0, san_dot), first = name.substr(0, name_dot);
+  const auto star = label.find('*');
+  if (star == std::string_view::npos || label.find('*', star + 1) != std::string_view::npos)
+    return false;
+  const std::string_view before = label.substr(0, star), after = label.substr(star + 1);
+  return first.size() >= before.size() + after.size() && !first.empty() &&
+         iequals(first.substr(0, before.size()), before) &&
+         iequals(first.substr(first.size() - after.size()), after) &&
+         iequals(san.substr(san_dot), name.substr(name_dot));
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v)
@@ -32,7 +73,8 @@ bool match_email(std::string_view pattern, std::string_view email) {
   const auto pa = pattern.rfind('@'), ea = email.rfind('@');
   if (pa == std::string_view::npos || ea == std::string_view::npos) return false;
   return pattern.substr(0, pa) == email.substr(0, ea) &&
-         iequals(pattern.substr(pa + 1), email.substr(ea + 1));
+         iequals(without_final_dot(pattern.substr(pa + 1)),
+                 without_final_dot(email.substr(ea + 1)));
 }
 
 bool match_spiffe_id(std::string_view pattern, std::string_view id) {
@@ -44,6 +86,8 @@ bool match_spiffe_id(std::string_view pattern, std::string_view id) {
 }
 
 bool match_dns_name(std::string_view pattern, std::string_view name) {
+  pattern = without_final_dot(pattern);
+  name = without_final_dot(name);
   if (pattern.substr(0, 2) == "*.") {
     auto dot = name.find('.');
     if (dot == std::string_view::npos || dot == 0) return false;
@@ -123,19 +167,42 @@ bool present(matcher k, const config::rule_matchers& m) {
   return !strings_of(k, m)->empty();
 }
 
+// How a list is used: to admit a peer it must name the peer's identity strictly; in a rule's
+// `not:`, it excludes whatever a name of the peer's could stand for, so that a spelling the
+// strict match refuses cannot slip past an exclusion (review): a wildcard SAN covering an
+// excluded host, URIs differing only in the case of their scheme or host, and the spiffe://
+// URIs of a certificate that has no single SPIFFE ID (several of them).
+enum class use : std::uint8_t { admit, exclude };
+
+bool spiffe_excluded(const std::string& pattern, const peer_identity& peer) {
+  if (!peer.spiffe_id.empty() && match_spiffe_id(pattern, peer.spiffe_id)) return true;
+  return any(peer.uri_sans, [&](const std::string& u) {
+    const std::string uri = normalized_uri(u);
+    return uri.rfind("spiffe://", 0) == 0 && match_spiffe_id(pattern, uri);
+  });
+}
+
 // Whether the identity list `k` (entries `list`) matches the peer.
-bool identity_matches(matcher k, const std::vector<std::string>& list, const peer_identity& peer) {
+bool identity_matches(matcher k, const std::vector<std::string>& list, const peer_identity& peer,
+                      use how = use::admit) {
+  const bool excluding = how == use::exclude;
   switch (k) {
     case matcher::spiffe_ids:
+      if (excluding)
+        return any(list, [&](const std::string& p) { return spiffe_excluded(p, peer); });
       return !peer.spiffe_id.empty() &&
              any(list, [&](const std::string& p) { return match_spiffe_id(p, peer.spiffe_id); });
     case matcher::uri_sans:
       return any(list, [&](const std::string& p) {
-        return any(peer.uri_sans, [&](const std::string& u) { return u == p; });
+        return any(peer.uri_sans, [&](const std::string& u) {
+          return u == p || (excluding && normalized_uri(u) == normalized_uri(p));
+        });
       });
     case matcher::dns_sans:
       return any(list, [&](const std::string& p) {
-        return any(peer.dns_sans, [&](const std::string& d) { return match_dns_name(p, d); });
+        return any(peer.dns_sans, [&](const std::string& d) {
+          return match_dns_name(p, d) || (excluding && wildcard_covers(d, p));
+        });
       });
     case matcher::email_sans:
       return any(list, [&](const std::string& p) {
@@ -156,21 +223,21 @@ bool identity_matches(matcher k, const std::vector<std::string>& list, const pee
 }
 
 bool matches(matcher k, const config::rule_matchers& m, const peer_identity& peer,
-             const peer_context& ctx) {
+             const peer_context& ctx, use how) {
   if (k == matcher::source_cidrs)
     return ctx.source &&
            any(m.source_cidrs, [&](const config::cidr& c) { return c.contains(*ctx.source); });
   if (k == matcher::sni)
     return !ctx.sni.empty() &&
            any(m.sni, [&](const std::string& p) { return match_dns_name(p, ctx.sni); });
-  return identity_matches(k, *strings_of(k, m), peer);
+  return identity_matches(k, *strings_of(k, m), peer, how);
 }
 
 bool rule_matches(const config::allow_rule& r, const peer_identity& peer, const peer_context& ctx) {
   for (matcher k : kAll)
-    if (present(k, r.match) && !matches(k, r.match, peer, ctx)) return false;
+    if (present(k, r.match) && !matches(k, r.match, peer, ctx, use::admit)) return false;
   for (matcher k : kAll)
-    if (present(k, r.exclude) && matches(k, r.exclude, peer, ctx)) return false;
+    if (present(k, r.exclude) && matches(k, r.exclude, peer, ctx, use::exclude)) return false;
   return true;
 }
 
@@ -236,7 +303,7 @@ near_miss explain(const config::allow_rule& r, const peer_identity& peer, const 
   for (matcher k : kAll) {
     if (!present(k, r.match)) continue;
     ++n.total;
-    if (matches(k, r.match, peer, ctx))
+    if (matches(k, r.match, peer, ctx, use::admit))
       ++n.satisfied;
     else if (n.why.empty())
       n.why = std::string(name_of(k)) + " [" + entries(k, r.match) + "] does not match " +
@@ -245,7 +312,7 @@ near_miss explain(const config::allow_rule& r, const peer_identity& peer, const 
   for (matcher k : kAll) {
     if (!present(k, r.exclude)) continue;
     ++n.total;
-    if (!matches(k, r.exclude, peer, ctx))
+    if (!matches(k, r.exclude, peer, ctx, use::exclude))
       ++n.satisfied;
     else if (n.why.empty())
       n.why = "not." + std::string(name_of(k)) + " [" + entries(k, r.exclude) + "] matches " +

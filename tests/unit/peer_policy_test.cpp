@@ -75,6 +75,69 @@ TEST(MatchDnsName, WildcardMatchesExactlyOneLabel) {
   EXPECT_FALSE(match_dns_name("*.example.org", "a.other.org"));
 }
 
+TEST(MatchDnsName, AFinalDotNamesTheSameHost) {
+  EXPECT_TRUE(match_dns_name("api.example.org", "api.example.org."));
+  EXPECT_TRUE(match_dns_name("api.example.org.", "api.example.org"));
+  EXPECT_TRUE(match_dns_name("*.example.org", "a.example.org."));
+  EXPECT_FALSE(match_dns_name("*.example.org", "example.org."));
+  EXPECT_TRUE(match_email("ops@example.org", "ops@Example.org."));
+}
+
+// --- `not:` excludes every spelling of what it names (review) --------------------------------
+
+// A peer the rule's positive matcher (OU "ops") admits, named only as given.
+peer_identity ops_peer(std::vector<std::string> dns, std::vector<std::string> uris = {},
+                       std::string spiffe_id = {}) {
+  peer_identity p;
+  p.organizational_units = {"ops"};
+  p.dns_sans = std::move(dns);
+  p.uri_sans = std::move(uris);
+  p.spiffe_id = std::move(spiffe_id);
+  p.sha256 = "00";
+  return p;
+}
+
+config::allow_list ops_but_old_partner_and_prod() {
+  config::allow_list a;
+  config::allow_rule r;
+  r.match.organizational_units = {"ops"};
+  r.exclude.dns_sans = {"old.partner.org"};
+  r.exclude.spiffe_ids = {"spiffe://td/ns/prod/*"};
+  r.exclude.uri_sans = {"https://old.partner.org/app"};
+  a.rules.push_back(r);
+  return a;
+}
+
+TEST(EvaluateExclusion, ANameThatStandsForAnExcludedOneIsExcluded) {
+  const auto a = ops_but_old_partner_and_prod();
+  EXPECT_TRUE(evaluate(a, ops_peer({"new.partner.org"})).allowed);  // the control
+  EXPECT_TRUE(evaluate(a, ops_peer({"*.other.org"})).allowed);
+  EXPECT_FALSE(evaluate(a, ops_peer({"old.partner.org."})).allowed);  // its final dot
+  EXPECT_FALSE(evaluate(a, ops_peer({"*.partner.org"})).allowed);     // a wildcard over it
+  EXPECT_FALSE(evaluate(a, ops_peer({"o*.partner.org"})).allowed);
+  EXPECT_FALSE(evaluate(a, ops_peer({"*D.Partner.org."})).allowed);
+  EXPECT_TRUE(evaluate(a, ops_peer({"n*.partner.org"})).allowed);     // does not cover it
+  EXPECT_TRUE(evaluate(a, ops_peer({"*.old.partner.org"})).allowed);  // names below it only
+  EXPECT_FALSE(evaluate(a, ops_peer({}, {"HTTPS://Old.Partner.ORG/app"})).allowed);
+  EXPECT_TRUE(evaluate(a, ops_peer({}, {"https://old.partner.org/APP"})).allowed);  // path: as is
+}
+
+TEST(EvaluateExclusion, SpiffeUrisExcludeWithoutASingleSpiffeId) {
+  const auto a = ops_but_old_partner_and_prod();
+  EXPECT_TRUE(evaluate(a, ops_peer({}, {"spiffe://td/ns/dev/a"}, "spiffe://td/ns/dev/a")).allowed);
+  // Two spiffe:// URIs: no SPIFFE ID, but one of them is excluded.
+  EXPECT_FALSE(
+      evaluate(a, ops_peer({}, {"spiffe://td/ns/dev/a", "spiffe://td/ns/prod/b"})).allowed);
+  EXPECT_FALSE(evaluate(a, ops_peer({}, {"spiffe://td/ns/dev/a", "SPIFFE://TD/ns/prod/b"},
+                                    "spiffe://td/ns/dev/a"))
+                   .allowed);
+  // Admission stays strict: a wildcard SAN is not the host an exact entry names.
+  config::allow_list exact;
+  exact.dns_sans = {"old.partner.org"};
+  EXPECT_FALSE(evaluate(exact, ops_peer({"*.partner.org"})).allowed);
+  EXPECT_TRUE(evaluate(exact, ops_peer({"old.partner.org."})).allowed);
+}
+
 // --- evaluate() on real certificates --------------------------------------------------------
 
 class EvaluateTest : public ::testing::Test {
