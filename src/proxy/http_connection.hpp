@@ -169,7 +169,11 @@ class http_connection {
   plain_side upstream_;
   inbound<tls_side> from_client_;
   inbound<plain_side> from_upstream_;
-  std::string request_head_;   // the head going upstream, edited (its capacity is kept)
+  // A head buffer's memory goes back once it grew past what a usual head needs.
+  static void trim_head(std::string& head) {
+    if (head.capacity() > 4096) std::string().swap(head);
+  }
+  std::string request_head_;   // the head going upstream, edited (a usual head's capacity kept)
   std::string response_head_;  // a response head rewritten for the client (hop-by-hop fields)
 
   // The upstream watch (watch_upstream): what its completion handler holds, so that it can
@@ -188,6 +192,7 @@ class http_connection {
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely
+  bool answered_early_ = false;    // the final response head came before request_done_
   bool http10_client_ = false;     // the request in progress is HTTP/1.0: no 1xx goes to it
   bool response_started_ = false;  // the final response's head reached the client
   bool response_cut_ = false;      // the upstream failed after that: no close_notify at the end

@@ -98,9 +98,18 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       response_started_ = true;
       set_status(static_cast<int>(status));
     }
-    // Shutdown began: this response is the connection's last, and says so.
-    const bool last = draining_ && !interim && status != 101 && res.keep_alive();
-    if (last || (status != 101 && res.hop_by_hop())) {
+    const bool final_head = !interim && status != 101;
+    // Answered before the whole request body went up: the rest of that body could not be told
+    // apart from the next request, so the connection ends after this answer (nginx stops
+    // keeping such a connection alive too).
+    if (final_head && !request_done_) answered_early_ = true;
+    // Shutdown began, or answered early: this response is the connection's last, and says so
+    // (review: an early answer reached the client unchanged, then the connection closed).
+    const bool last = (draining_ || answered_early_) && final_head && res.keep_alive();
+    // An HTTP/1.0 client that asked to keep the connection must hear that it stays, even when
+    // the response has no hop-by-hop field to rewrite (review: it was not told, and kept alive).
+    const bool tell_http10 = final_head && http10_client_ && verdict.keep_alive && res.keep_alive();
+    if (last || tell_http10 || (status != 101 && res.hop_by_hop())) {
       // The head is written anew: the upstream connection's hop-by-hop fields stay on its side
       // (RFC 9110 7.6.1; review: Keep-Alive, Upgrade and the fields Connection named reached
       // the client), and the client hears what mtlsd does with its own connection.
@@ -143,9 +152,9 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
            " bytes after the end of its response; the connection closes");
       co_return stop_exchange();
     }
-    if (!request_done_) {
-      // Answered before the whole request body arrived: the rest of that body can no longer be
-      // told apart from the next request, so this connection ends after the answer.
+    if (answered_early_) {
+      // Answered before the whole request body arrived (said in the head, above): the
+      // connection ends after the answer.
       if (current_) current_->detail = "answered before the request body ended";
       result_.ended_by(relay_end::plain_peer);
       co_return stop_exchange();

@@ -181,6 +181,42 @@ def test_an_http10_response_rewritten_still_keeps_the_connection(http_serve, pki
             assert "keep-alive" not in [n for n, _ in fields], fields
 
 
+def test_an_http10_client_that_asked_to_keep_alive_is_told_it_stays(http_serve, pki):
+    """Review: a plain HTTP/1.1 response (no hop-by-hop field, so no rewrite) reached an
+    HTTP/1.0 client unchanged; without "Connection: keep-alive" that client must assume a close,
+    while mtlsd kept the connection open. It is said; the second request goes on the same
+    connection."""
+    daemon, _, _ = http_serve(handler=answering_each(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        reader = Reader(SockConn(sock))
+        for _ in range(2):
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            status_line, fields, body = read_head_and_body(reader)
+            assert (status_line, body) == (b"HTTP/1.1 200 OK", b"ok"), (status_line, body)
+            assert ("connection", "keep-alive") in fields, fields
+
+
+def test_an_answer_before_the_request_body_ended_says_the_connection_closes(http_serve, pki):
+    """Review: an upstream answering a POST while its body is still coming (413 here) had its
+    answer reach the client unchanged, then mtlsd closed the connection (the rest of the body
+    could not be told from a next request): a client pooling connections took it for reusable.
+    The answer says "Connection: close", and the connection ends after it."""
+    def answer_at_once(conn) -> None:
+        Reader(conn).until(b"\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\nno")
+        while conn.recv():
+            pass
+    daemon, _, _ = http_serve(handler=answer_at_once)
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+        reader = Reader(SockConn(sock))
+        status_line, fields, body = read_head_and_body(reader)
+        assert (status_line, body) == (b"HTTP/1.1 413 Too Large", b"no"), (status_line, body)
+        assert ("connection", "close") in fields, fields
+        assert reader.until(b"\r\n") is None, "the connection stayed open after its last answer"
+
+
 # --- an HTTP/2 client, an HTTP/1.1 upstream's length fields ---------------------------------
 
 LENGTHS = {
