@@ -27,8 +27,16 @@ void parse_revocation(reader& r, const YAML::Node& n, const std::string& path,
              rv.ocsp);
   });
   with(n, "ocsp_responder", [&](auto v) {
-    if (r.str(v, path + ".ocsp_responder", rv.ocsp_responder) && !rv.ocsp_responder.empty() &&
-        rv.ocsp_responder.rfind("http://", 0) != 0)
+    rv.ocsp_responder_where = r.at(v);
+    // The scheme here; the rest of the URL where it is parsed for use (tls/revocation/policy.cpp:
+    // the URL parser lives in net/, a layer above this one).
+    std::string scheme;
+    if (r.str(v, path + ".ocsp_responder", rv.ocsp_responder) && !rv.ocsp_responder.empty()) {
+      scheme = rv.ocsp_responder.substr(0, 7);
+      for (char& c : scheme)
+        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    if (!scheme.empty() && scheme != "http://")
       r.error(v, path +
                      ".ocsp_responder: only http:// responder URLs are supported (OCSP is signed, "
                      "so TLS adds nothing)");

@@ -364,6 +364,35 @@ def test_top_level_help_lists_every_command(mtlsd_bin):
             assert word in proc.stdout, (args, word, proc.stdout)
 
 
+# --- check: an OCSP responder URL no lookup could use ---------------------------
+
+@pytest.mark.parametrize("url", [
+    "http://ocsp-user:hunter2@127.0.0.1:19994/", "http://h:99999/", "http://h:0/", "http://",
+    "http://a b/", "http://h/%zz"])
+def test_check_refuses_an_ocsp_responder_url_no_lookup_could_use(mtlsd_bin, pki, tmp_path, url):
+    """Review: only the scheme was checked, so `check` passed these, and every lookup then failed
+    (every client refused, or admitted unchecked under on_unavailable: allow), with the
+    password in each access line. Refused at the value's position, the URL not repeated."""
+    text = BASE_YAML.format(pki=pki.root) + (
+        "    revocation:\n"
+        "      ocsp: leaf\n"
+        f"      ocsp_responder: \"{url}\"\n")
+    cfg = write_config(tmp_path / "c.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 1, output(proc)
+    line = text.splitlines().index(f"      ocsp_responder: \"{url}\"") + 1
+    assert [(n, m.split(":")[0]) for n, m in located_lines(output(proc), str(cfg))] == \
+        [(line, "revocation.ocsp_responder is not a usable URL")], output(proc)
+    assert "hunter2" not in output(proc)
+
+
+def test_check_accepts_an_ocsp_responder_url_in_any_case(mtlsd_bin, pki, tmp_path):
+    text = BASE_YAML.format(pki=pki.root) + (
+        "    revocation:\n      ocsp: leaf\n      ocsp_responder: HTTP://127.0.0.1:9/\n")
+    proc = run_cli(mtlsd_bin, "check", "--config", str(write_config(tmp_path / "c.yaml", text)))
+    assert proc.returncode == 0, output(proc)
+
+
 # --- check --print ------------------------------------------------------------
 
 def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
@@ -372,8 +401,12 @@ def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
                      "    max_connections: 100\n"
                      "    revocation:\n"
                      "      ocsp: leaf\n"
-                     "      ocsp_responder: http://ocsp-user:hunter2@127.0.0.1:9/\n"
-                     "      on_unavailable: allow\n"))
+                     "      ocsp_responder: http://127.0.0.1:9/ocsp\n"
+                     "      on_unavailable: allow\n")
+            .replace("      mode: require\n",
+                     "      mode: require\n"
+                     "      allow:\n"
+                     "        uri_sans: [\"https://svc:hunter2@example.org/\"]\n"))
     # Relative paths: the printed copy lives elsewhere and must still find the files.
     text = text.replace(f"{pki.root}/ca.crt", os.path.relpath(pki.path("ca.crt"), tmp_path))
     cfg = write_config(tmp_path / "orig.yaml", text)
@@ -402,9 +435,10 @@ def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
     assert inbound["client_auth"]["ca"] == [pki.path("ca.crt")]  # resolved to absolute
     assert inbound["revocation"]["crl_scope"] == "chain"
     assert inbound["proxy_protocol"] == "off"
-    # The password in the responder URL is not shown.
+    # A password in a URL is not shown.
     assert "hunter2" not in proc.stdout
-    assert inbound["revocation"]["ocsp_responder"] == "http://ocsp-user:REDACTED@127.0.0.1:9/"
+    assert inbound["client_auth"]["allow"]["uri_sans"] == ["https://svc:REDACTED@example.org/"]
+    assert inbound["revocation"]["ocsp_responder"] == "http://127.0.0.1:9/ocsp"
 
     other = tmp_path / "elsewhere"
     other.mkdir()

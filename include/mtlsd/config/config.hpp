@@ -164,6 +164,7 @@ struct revocation_options {
   crl_scope scope = crl_scope::chain;
   ocsp_mode ocsp = ocsp_mode::off;
   std::string ocsp_responder;
+  source_location ocsp_responder_where;  // checked as a URL where it is used (net/url.hpp)
   duration ocsp_timeout = 2s;
   unavailable_policy on_unavailable = unavailable_policy::fail;
   duration crl_grace = 0s;

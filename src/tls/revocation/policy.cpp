@@ -1,11 +1,20 @@
 #include "mtlsd/tls/revocation/policy.hpp"
 
+#include "mtlsd/net/url.hpp"
+
 namespace mtlsd::tls::revocation {
 
 policy policy::from(const config::revocation_options& rv) {
   policy p;
   p.ocsp = rv.ocsp;
   p.ocsp_responder = rv.ocsp_responder;
+  // Parsed as every lookup will parse it, so that a URL no lookup could use is refused at load
+  // (review: `check` passed credentials, port 0 and a bad %-escape, and each lookup then failed:
+  // every client refused, or admitted unchecked under on_unavailable: allow). The URL itself is
+  // not repeated: it may hold a password.
+  if (std::string why; !p.ocsp_responder.empty() && !net::parse_http_url(p.ocsp_responder, &why))
+    throw config::config_error(
+        {{rv.ocsp_responder_where, "revocation.ocsp_responder is not a usable URL: " + why}});
   p.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(rv.ocsp_timeout);
   if (p.timeout.count() <= 0) p.timeout = std::chrono::milliseconds(1);
   p.crl_files = !rv.crl_files.empty();
