@@ -38,9 +38,12 @@ struct relay_state {
     }
     stop();
   }
-  // Records that `side` reached its end; true when the other side's end came first.
+  // Records that `side` reached its end; true when the other side's end came first. Not this
+  // side's own end seen earlier by the watch of a waiting write (relay_write.cpp): that end is
+  // still to be passed on (review: the upstream never saw a client's FIN noticed that way, and
+  // waited for it until timeouts.half_close, its reply lost).
   bool ended_before(relay_end side) {
-    const bool other_first = r.first_end != relay_end::none;
+    const bool other_first = r.first_end != relay_end::none && r.first_end != side;
     r.ended_by(side);
     return other_first;
   }

@@ -7,6 +7,7 @@ import hashlib
 import random
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -60,6 +61,36 @@ def test_client_half_close_still_gets_reply(serve, pki, how):
     assert conn.eof.is_set() and bytes(conn.received) == payload
     line = daemon.wait_for_access(client=local)
     assert line["result"] == "accepted"
+    assert line["rx_bytes"] == len(payload) and line["tx_bytes"] == len(reply)
+
+
+def slow_reader_replying_after_eof(conn) -> None:
+    """Reads 16 KiB every 2 ms through a small receive buffer, so that mtlsd's writes to it
+    keep waiting (and watching the client meanwhile); after EOF, replies with a digest."""
+    conn.sock.settimeout(30)
+    time.sleep(1.0)  # not reading yet: mtlsd's writes to it fill the buffers and wait
+    while conn.recv(16384):
+        time.sleep(0.002)
+    conn.sendall(digest_reply(bytes(conn.received)))
+    conn.shutdown_write()
+
+
+def test_a_client_fin_seen_while_a_write_waits_still_reaches_the_upstream(serve, pki):
+    """Review: a client FIN noticed by the watch that runs while a write to a slow upstream
+    waits was taken for "the other side ended first", so the pump that later read it did not
+    pass it on: the upstream never saw EOF, waited for it until timeouts.half_close, and its
+    reply was lost (half_close_timeout after 8 s, an empty reply)."""
+    daemon, up = serve(slow_reader_replying_after_eof, timeouts={"half_close": "10s"})
+    payload = b"y" * (4 * 1024 * 1024)
+    with open_tls(daemon.addr(), strict_eof(client_context(pki, "client")), timeout=30) as sock:
+        local = "%s:%d" % sock.getsockname()[:2]
+        sock.sendall(payload)
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # a bare FIN after the last record
+        reply, how = read_to_end(sock)
+    assert reply == digest_reply(payload), (reply, how)
+    assert how == "close_notify", how
+    line = daemon.wait_for_access(client=local)
+    assert line["termination"] == "client_close", line
     assert line["rx_bytes"] == len(payload) and line["tx_bytes"] == len(reply)
 
 
