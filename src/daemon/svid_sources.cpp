@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <ctime>
+#include <memory>
 #include <set>
+#include <utility>
 
+#include "mtlsd/daemon/latest_mailbox.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/tls/credentials.hpp"
 
@@ -55,8 +58,32 @@ void svid_sources::reconcile(const config::configuration& cfg) {
     if (clients_.count(socket)) continue;
     spiffe::workload_client::callbacks cb;
     // On the client's thread: parse there (OpenSSL only), then hand the result to the control
-    // thread, which alone touches the maps and the runtime.
-    cb.on_update = [this, socket](tls::spiffe::raw_x509_svid raw) {
+    // thread, which alone touches the maps and the runtime. Through a mailbox that keeps the
+    // newest only (daemon/latest_mailbox.hpp): one delivery queued at a time, however fast the
+    // agent streams.
+    using parsed = std::pair<svid_ptr, std::string>;  // the SVID, or why it is unusable
+    using failed = std::pair<std::string, bool>;      // why, denied
+    auto box = std::make_shared<latest_mailbox<parsed, failed>>();
+    auto deliver = [this, socket, box] {
+      auto news = box->take();
+      auto apply_update = [&] {
+        if (!news.update) return;
+        if (news.update->first)
+          on_update(socket, news.update->first);
+        else
+          on_error(socket, "the X.509-SVID update is unusable: " + news.update->second,
+                   failure::refused);
+      };
+      auto apply_error = [&] {
+        if (news.error)
+          on_error(socket, news.error->first,
+                   news.error->second ? failure::denied : failure::unavailable);
+      };
+      if (news.error_first) apply_error();
+      apply_update();
+      if (!news.error_first) apply_error();
+    };
+    cb.on_update = [this, box, deliver](tls::spiffe::raw_x509_svid raw) {
       svid_ptr svid;
       std::string why;
       try {
@@ -64,17 +91,10 @@ void svid_sources::reconcile(const config::configuration& cfg) {
       } catch (const std::exception& e) {
         why = e.what();
       }
-      boost::asio::post(control_, [this, socket, svid, why] {
-        if (svid)
-          on_update(socket, svid);
-        else
-          on_error(socket, "the X.509-SVID update is unusable: " + why, failure::refused);
-      });
+      if (box->put_update({std::move(svid), std::move(why)})) boost::asio::post(control_, deliver);
     };
-    cb.on_error = [this, socket](const std::string& why, bool denied) {
-      boost::asio::post(control_, [this, socket, why, denied] {
-        on_error(socket, why, denied ? failure::denied : failure::unavailable);
-      });
+    cb.on_error = [this, box, deliver](const std::string& why, bool denied) {
+      if (box->put_error({why, denied})) boost::asio::post(control_, deliver);
     };
     auto client = std::make_unique<spiffe::workload_client>(socket, std::move(cb));
     client->start();
