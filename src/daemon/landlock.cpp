@@ -3,8 +3,10 @@
 // access rights are spelled out here (they are stable kernel ABI).
 #include <fcntl.h>
 #include <linux/landlock.h>
+#include <linux/magic.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -79,6 +81,13 @@ void add_rule(int ruleset, const std::string& path, std::uint64_t rights, std::u
   if (::syscall(SYS_landlock_add_rule, ruleset, kRulePathBeneath, &attr, 0) != 0)
     throw std::runtime_error("landlock: cannot add a rule for " + path + ": " +
                              std::strerror(errno));
+  // A rule names an inode. procfs and sysfs make a new one for a path whose dentry was evicted
+  // (memory pressure, a cache drop), and the rule would no longer apply: every open below it
+  // then failed (review: /proc/self/stat and /proc/self/fd, so the process metrics, vanished for
+  // good). Their descriptor stays open for the life of the process, which pins the dentry.
+  struct statfs fs {};
+  if (::fstatfs(fd.fd, &fs) == 0 && (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC))
+    fd.fd = -1;
 }
 
 }  // namespace

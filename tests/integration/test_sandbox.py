@@ -122,6 +122,30 @@ def test_on_by_default_in_every_thread(mtlsd_bin, pki, make_upstream, tmp_path, 
     admitted(daemon, pki)
 
 
+def process_series(daemon: Mtlsd) -> list[str]:
+    metrics = daemon.scrape()
+    return [k for k in ("process_resident_memory_bytes", "process_open_fds") if metrics.series(k)]
+
+
+def test_process_metrics_survive_the_kernel_dropping_its_proc_cache(mtlsd_bin, pki,
+                                                                    make_upstream, tmp_path,
+                                                                    started):
+    """Review: Landlock's rule for /proc/PID names an inode, and procfs makes a new one once
+    the dentry is evicted (memory pressure; here a cache drop): every read of /proc/self then
+    failed, and the process metrics vanished until a restart. mtlsd keeps the dentry pinned."""
+    try:
+        drop = open("/proc/sys/vm/drop_caches", "w")
+    except OSError as e:
+        pytest.skip(f"cannot drop the kernel's caches here: {e}")
+    daemon = start(mtlsd_bin, daemon_config([server_listener(pki, make_upstream().address)]),
+                   tmp_path / "run", started)
+    sandbox_line(daemon)
+    assert process_series(daemon) == ["process_resident_memory_bytes", "process_open_fds"]
+    with drop:
+        drop.write("2\n")
+    assert process_series(daemon) == ["process_resident_memory_bytes", "process_open_fds"]
+
+
 def test_sandbox_false_turns_it_off_and_says_so(mtlsd_bin, pki, make_upstream, tmp_path,
                                                 started):
     ours = status(os.getpid())
