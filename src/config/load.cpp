@@ -75,8 +75,16 @@ load_result load_text(const std::string& text, const std::string& file) {
     problems.push_back({{file, e.mark.line + 1, e.mark.column + 1}, "YAML syntax error: " + e.msg});
     return finish({}, std::move(problems));
   }
-  configuration c = parse_root(r, root, file);
-  return finish(std::move(c), std::move(problems));
+  try {
+    configuration c = parse_root(r, root, file);
+    return finish(std::move(c), std::move(problems));
+  } catch (const YAML::Exception& e) {
+    // A check that looked into a node of another shape than it expected (yaml-cpp throws on
+    // subscripting a scalar): reported where yaml-cpp says, not thrown past `check` (review).
+    problems.push_back(
+        {{file, e.mark.line + 1, e.mark.column + 1}, "unexpected YAML structure here: " + e.msg});
+    return finish({}, std::move(problems));
+  }
 }
 
 load_result load_file(const std::string& path) {

@@ -267,7 +267,8 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
 void check_http_protocols(reader& r, const YAML::Node& v, const std::string& path, listener& l) {
   const std::string p = path + ".http";
   if (!l.tls.alpn.empty()) {
-    if (!v["protocols"]) l.http.protocols = l.tls.alpn;
+    // `http:` as a scalar has been reported already; subscripting it would throw (review).
+    if (!v.IsMap() || !v["protocols"]) l.http.protocols = l.tls.alpn;
     if (l.tls.alpn != l.http.protocols)
       r.error(v, p + ".protocols and " + path + ".tls.alpn differ: on an http listener the ALPN " +
                      "offered is " + p + ".protocols; drop tls.alpn");

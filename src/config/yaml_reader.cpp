@@ -211,7 +211,14 @@ bool reader::files(const YAML::Node& n, const std::string& path, std::vector<fil
   }
   for (std::size_t i = 0; i < n.size(); ++i) {
     file_ref f;
-    if (file(n[i], path + "[" + std::to_string(i) + "]", f) && !f.empty()) out.push_back(f);
+    const std::string at = path + "[" + std::to_string(i) + "]";
+    if (!file(n[i], at, f)) continue;
+    // An entry that names nothing is a mistake, most often a templated value that rendered
+    // empty (["${CRL}"]): dropped silently, it turned a listener's CRL checks off (review).
+    if (f.empty())
+      error(n[i], at + ": an empty file path");
+    else
+      out.push_back(f);
   }
   return true;
 }

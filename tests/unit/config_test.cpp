@@ -2210,3 +2210,31 @@ TEST(ConfigAdmission, UnixListenerPeersHaveNoAddress) {
 
 }  // namespace
 }  // namespace mtlsd::config
+
+// --- review: shapes and values that were not reported --------------------------------------
+
+namespace mtlsd::config {
+namespace {
+
+TEST(ConfigErrors, HttpAsAScalarBesideTlsAlpnIsReportedNotThrown) {
+  // yaml-cpp throws when a check subscripts a scalar: `check` used to abort (terminate) here.
+  const auto problems = problems_of(kMinimalTlsLast + "      alpn: [h2]\n    http: yes\n");
+  ASSERT_FALSE(problems.empty());
+  for (const auto& p : problems)
+    EXPECT_EQ(p.rfind(kFile + ":11:11: ", 0), 0u) << p;
+}
+
+TEST(ConfigErrors, AnEmptyEntryInAFileListIsAnError) {
+  // Dropped silently, an entry that rendered empty (["${CRL}"]) turned CRL checks off.
+  EXPECT_EQ(problems_of(kMinimal + "    revocation:\n      crl_files: [\"\"]\n"),
+            std::vector<std::string>{
+                at(11, 19, "listeners[0].revocation.crl_files[0]: an empty file path")});
+  std::string two_cas = kMinimal;
+  two_cas.replace(two_cas.find("[ca.crt]"), 8, "[ca.crt, ~]");
+  EXPECT_EQ(
+      problems_of(two_cas),
+      std::vector<std::string>{at(9, 20, "listeners[0].client_auth.ca[1]: an empty file path")});
+}
+
+}  // namespace
+}  // namespace mtlsd::config
