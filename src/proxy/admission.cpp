@@ -47,6 +47,14 @@ bool admission_state::take_token(const config::limit_options& l,
       std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
   std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
   for (;;) {
+    // Emptied under other settings (a reload raised the rate or lowered the burst), the bucket
+    // is empty under these, not overdrawn: it refills at the new rate from now. Left overdrawn,
+    // a raised limit refused every connection for up to the old burst / rate (review: 29 s).
+    if (tat - t > tolerance) {
+      if (tat_ns_.compare_exchange_weak(tat, t + tolerance, std::memory_order_relaxed))
+        tat = t + tolerance;
+      continue;
+    }
     const std::int64_t next = std::max(tat, t) + interval;
     if (next - t > tolerance) return false;  // the bucket is empty
     if (tat_ns_.compare_exchange_weak(tat, next, std::memory_order_relaxed)) return true;

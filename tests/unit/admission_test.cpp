@@ -78,6 +78,29 @@ TEST(TokenBucket, BurstThenRate) {
   EXPECT_EQ(taken, 5);
 }
 
+TEST(TokenBucket, ARaisedRateAppliesAtOnceToABucketEmptiedBefore) {
+  admission_state st;
+  config::limit_options slow;
+  slow.connections_per_second = 1;
+  slow.burst = 30;
+  const auto t0 = std::chrono::steady_clock::time_point(1000s);
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE(st.take_token(slow, t0));
+  EXPECT_FALSE(st.take_token(slow, t0));
+  // A reload raises the limit (the bucket carries over): empty now, one token per 1 ms from now,
+  // not refused until the old settings' 30 s were over.
+  config::limit_options fast;
+  fast.connections_per_second = 1000;
+  fast.burst = 1000;
+  EXPECT_FALSE(st.take_token(fast, t0 + 2ms));
+  EXPECT_TRUE(st.take_token(fast, t0 + 3ms));
+  EXPECT_FALSE(st.take_token(fast, t0 + 3ms));
+  int taken = 0;
+  for (int i = 0; i < 2000; ++i)
+    taken += st.take_token(fast, t0 + 2s) ? 1 : 0;
+  EXPECT_EQ(taken, 1000);  // refilled to the new burst
+}
+
 TEST(TokenBucket, BurstDefaultsToTheRateAndZeroIsUnlimited) {
   admission_state st;
   config::limit_options l;
