@@ -328,8 +328,9 @@ std::string redact_pins(std::string text) {
 }  // namespace
 
 std::string redact(const std::string& text) {
-  // scheme://user:PASSWORD@host -> scheme://user:REDACTED@host
-  static const std::regex userinfo(R"(([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@)");
+  // scheme://user:PASSWORD@host -> scheme://user:REDACTED@host. The password runs to the last
+  // '@' before a space: it may hold '/' or '@' as people write them (review: "pa/ss" was shown).
+  static const std::regex userinfo(R"(([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)\S*@)");
   return redact_pins(std::regex_replace(text, userinfo, "$1REDACTED@"));
 }
 

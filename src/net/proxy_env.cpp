@@ -36,15 +36,19 @@ std::pair<std::string, std::string> first_set(const std::function<const char*(co
 }
 
 // "http://user:secret@host" -> "http://user:REDACTED@host": a refused value is quoted in
-// the error, and the error goes to the log.
+// the error, and the error goes to the log. The credentials run to the last '@': a password may
+// hold '/' or '@' as people write them, unescaped (review: "pa/ss" was shown whole, "p@ss" in
+// part). A '@' in a path makes this hide more than the password; never less.
 std::string redacted(std::string value) {
   const auto start = value.find("://");
   const auto from = start == std::string::npos ? 0 : start + 3;
-  const auto at = value.find('@', from);
-  if (at == std::string::npos || value.find('/', from) < at) return value;
+  const auto at = value.rfind('@');
+  if (at == std::string::npos || at < from) return value;
   const auto colon = value.find(':', from);
-  if (colon != std::string::npos && colon < at)
+  if (colon != std::string::npos && colon < at && value.find('/', from) > colon)
     value.replace(colon + 1, at - colon - 1, "REDACTED");
+  else
+    value.replace(from, at - from, "REDACTED");  // a token without a user name
   return value;
 }
 

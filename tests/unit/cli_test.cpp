@@ -451,6 +451,8 @@ TEST(PrintYaml, DisabledAdminPrintsEmptyAddress) {
 TEST(PrintYaml, InlineSecretsAreRedacted) {
   EXPECT_EQ(redact("http://user:s3cret@ocsp.example.org/x"),
             "http://user:REDACTED@ocsp.example.org/x");
+  EXPECT_EQ(redact("http://user:pa/ss@proxy:3128"), "http://user:REDACTED@proxy:3128");
+  EXPECT_EQ(redact("http://user:p@ss@proxy:3128"), "http://user:REDACTED@proxy:3128");
   EXPECT_EQ(redact("pkcs11:token=T;object=O;pin-value=1234"),
             "pkcs11:token=T;object=O;pin-value=REDACTED");
   EXPECT_EQ(redact("pkcs11:token=T?pin-value=1234&module-name=p11"),
