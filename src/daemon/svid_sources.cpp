@@ -1,5 +1,7 @@
 #include "mtlsd/daemon/svid_sources.hpp"
 
+#include <openssl/crypto.h>
+
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -91,6 +93,8 @@ void svid_sources::reconcile(const config::configuration& cfg) {
       } catch (const std::exception& e) {
         why = e.what();
       }
+      // The key's DER, decoded now: wiped, as a key file's buffer is (tls/credentials.cpp).
+      OPENSSL_cleanse(raw.x509_svid_key.data(), raw.x509_svid_key.size());
       if (box->put_update({std::move(svid), std::move(why)})) boost::asio::post(control_, deliver);
     };
     cb.on_error = [this, box, deliver](const std::string& why, bool denied) {

@@ -7,6 +7,7 @@
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
@@ -215,6 +216,12 @@ struct workload_client::impl {
                         "the Workload API sent no new X.509-SVID by 3/4 of the last one's "
                         "lifetime (the stream may be stuck)");
       cb.on_update(to_raw(response));
+      // The keys' bytes in the message, copied out above: wiped before the next read reuses
+      // or frees them (gRPC's own receive buffers are beyond mtlsd's reach; README, Secrets).
+      for (auto& svid : *response.mutable_svids()) {
+        std::string& key = *svid.mutable_x509_svid_key();
+        OPENSSL_cleanse(key.data(), key.size());
+      }
     }
     const grpc::Status status = reader->Finish();
     std::string watchdog_why;
