@@ -191,6 +191,7 @@ std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_
     return errors_of(e);
   }
   auto next = std::make_shared<runtime::runtime>(*runtime_);
+  next->generation = built->generation;
   std::vector<std::string> updated;
   for (auto& lr : next->listeners)
     if (auto fresh = built->find(lr->cfg.name)) {

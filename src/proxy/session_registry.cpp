@@ -43,6 +43,10 @@ std::size_t session_registry::rejudge(std::shared_ptr<const runtime::runtime> ne
 
 const runtime::listener_runtime* session_registry::catch_up_with(const session_control& s) const {
   if (!rejudged_with_ || !s.current_listener()) return nullptr;
+  // A session accepted under a runtime newer than the last re-judged one (published to the
+  // listener before its re-judging reached this worker) already runs by a newer policy: judged
+  // by the older one, it could be refused by what the reload changed (review).
+  if (rejudged_with_->generation < s.current_listener()->generation) return nullptr;
   return successor(*rejudged_with_, *s.current_listener());
 }
 

@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <ctime>
 #include <string_view>
 #include <utility>
@@ -150,13 +151,16 @@ std::shared_ptr<const listener_runtime> runtime::find(std::string_view name) con
 
 std::shared_ptr<const runtime> build(const config::configuration& cfg, const build_options& opts) {
   const std::time_t now = opts.now ? opts.now : std::time(nullptr);
+  static std::atomic<std::uint64_t> builds{0};
   auto rt = std::make_shared<runtime>();
   rt->cfg = cfg;
+  rt->generation = ++builds;
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
     try {
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;
+      lr->generation = rt->generation;
       if (l.tls.spiffe.enabled)
         if (auto it = opts.svids.find(l.tls.spiffe.socket_path); it != opts.svids.end())
           lr->svid = it->second;

@@ -4,6 +4,7 @@
 // a reload builds a whole new one off the connection path and publishes it; each connection
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
 // connections, and a reload never changes the rules under a connection mid-way.
+#include <cstdint>
 #include <ctime>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@ namespace mtlsd::runtime {
 
 struct listener_runtime {
   config::listener cfg;
+  std::uint64_t generation = 0;  // the build that made it (runtime::generation)
   // revocation.stapling: the response served to clients, kept fresh by the revocation service
   // (which holds it weakly). Declared before `tls` so that it outlives the context's callback.
   std::shared_ptr<tls::revocation::staple_slot> staple;
@@ -47,6 +49,9 @@ struct listener_runtime {
 
 struct runtime {
   config::configuration cfg;
+  // Larger for every build (0: not built by build()); a copy that swaps in some listeners of a
+  // later build takes that build's. Tells an older runtime from a newer one across workers.
+  std::uint64_t generation = 0;
   std::vector<std::shared_ptr<const listener_runtime>> listeners;
 
   std::shared_ptr<const listener_runtime> find(std::string_view name) const;
