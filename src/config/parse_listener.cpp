@@ -75,11 +75,13 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
   with(n, "upstream_check", [&](auto v) {
     parse_upstream_check(r, v, path + ".upstream_check", server, l.upstream_check);
     // The probe speaks HTTP/1.1: an h2c-only upstream (a gRPC server) could never answer it,
-    // and the listener would read down for good (review).
+    // and the listener would read down for good (review). A warning, not an error: some
+    // upstreams serve both on one port (Go's h2c handler, Envoy), and such configurations work.
     if (l.upstream_check.enabled && l.upstream_check.type == upstream_check_type::http &&
         l.http.enabled && l.http.upstream_protocol == http_upstream_protocol::h2c)
-      r.error(v, path + ".upstream_check: type: http probes with HTTP/1.1, which an h2c upstream " +
-                     "(http.upstream_protocol: h2c) does not speak; use type: tcp");
+      r.warning(v, path + ".upstream_check: type: http probes with HTTP/1.1, which an h2c-only " +
+                       "upstream (http.upstream_protocol: h2c) does not answer: it would read " +
+                       "down; use type: tcp unless the upstream also speaks HTTP/1.1");
   });
   // Last: client_auth's rules judge the source, http and proxy_protocol tell the upstream of it.
   check_proxy_header_senders(r, n, path, l);

@@ -329,8 +329,9 @@ std::string redact_pins(std::string text) {
 
 std::string redact(const std::string& text) {
   // scheme://user:PASSWORD@host -> scheme://user:REDACTED@host. The password runs to the last
-  // '@' before a space: it may hold '/' or '@' as people write them (review: "pa/ss" was shown).
-  static const std::regex userinfo(R"(([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)\S*@)");
+  // '@' before a space, and the user name to the first ':': either may hold '/' or '@' as people
+  // write them (review: "pa/ss" was shown, and a user "me@corp.com" hid nothing).
+  static const std::regex userinfo(R"(([A-Za-z][A-Za-z0-9+.-]*://[^/:\s]*:)\S*@)");
   return redact_pins(std::regex_replace(text, userinfo, "$1REDACTED@"));
 }
 

@@ -192,7 +192,6 @@ class http_connection {
 
   // The exchange in progress.
   bool request_done_ = false;      // the request body went upstream completely
-  bool answered_early_ = false;    // the final response head came before request_done_
   bool http10_client_ = false;     // the request in progress is HTTP/1.0: no 1xx goes to it
   bool response_started_ = false;  // the final response's head reached the client
   bool response_cut_ = false;      // the upstream failed after that: no close_notify at the end

@@ -99,13 +99,11 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       set_status(static_cast<int>(status));
     }
     const bool final_head = !interim && status != 101;
-    // Answered before the whole request body went up: the rest of that body could not be told
-    // apart from the next request, so the connection ends after this answer (nginx stops
-    // keeping such a connection alive too).
-    if (final_head && !request_done_) answered_early_ = true;
-    // Shutdown began, or answered early: this response is the connection's last, and says so
-    // (review: an early answer reached the client unchanged, then the connection closed).
-    const bool last = (draining_ || answered_early_) && final_head && res.keep_alive();
+    // Shutdown began: this response is the connection's last, and says so. (An answer that
+    // comes before the request body went up is not known to be the last here: an upstream may
+    // answer while it reads the body, which then ends before the response; it is told at the
+    // response's end, below, as nginx tells it.)
+    const bool last = draining_ && final_head && res.keep_alive();
     // An HTTP/1.0 client that asked to keep the connection must hear that it stays, even when
     // the response has no hop-by-hop field to rewrite (review: it was not told, and kept alive).
     const bool tell_http10 = final_head && http10_client_ && verdict.keep_alive && res.keep_alive();
@@ -152,9 +150,9 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
            " bytes after the end of its response; the connection closes");
       co_return stop_exchange();
     }
-    if (answered_early_) {
-      // Answered before the whole request body arrived (said in the head, above): the
-      // connection ends after the answer.
+    if (!request_done_) {
+      // Answered before the whole request body arrived: the rest of that body can no longer be
+      // told apart from the next request, so this connection ends after the answer.
       if (current_) current_->detail = "answered before the request body ended";
       result_.ended_by(relay_end::plain_peer);
       co_return stop_exchange();

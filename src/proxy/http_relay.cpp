@@ -174,7 +174,6 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
                                                                           bool request_done,
                                                                           bool send_continue) {
   request_done_ = request_done;
-  answered_early_ = false;
   stopped_ = false;
   response_started_ = false;
   body_malformed_ = false;

@@ -73,8 +73,7 @@ bool match_email(std::string_view pattern, std::string_view email) {
   const auto pa = pattern.rfind('@'), ea = email.rfind('@');
   if (pa == std::string_view::npos || ea == std::string_view::npos) return false;
   return pattern.substr(0, pa) == email.substr(0, ea) &&
-         iequals(without_final_dot(pattern.substr(pa + 1)),
-                 without_final_dot(email.substr(ea + 1)));
+         iequals(pattern.substr(pa + 1), email.substr(ea + 1));
 }
 
 bool match_spiffe_id(std::string_view pattern, std::string_view id) {
@@ -86,8 +85,6 @@ bool match_spiffe_id(std::string_view pattern, std::string_view id) {
 }
 
 bool match_dns_name(std::string_view pattern, std::string_view name) {
-  pattern = without_final_dot(pattern);
-  name = without_final_dot(name);
   if (pattern.substr(0, 2) == "*.") {
     auto dot = name.find('.');
     if (dot == std::string_view::npos || dot == 0) return false;
@@ -168,10 +165,12 @@ bool present(matcher k, const config::rule_matchers& m) {
 }
 
 // How a list is used: to admit a peer it must name the peer's identity strictly; in a rule's
-// `not:`, it excludes whatever a name of the peer's could stand for, so that a spelling the
-// strict match refuses cannot slip past an exclusion (review): a wildcard SAN covering an
-// excluded host, URIs differing only in the case of their scheme or host, and the spiffe://
-// URIs of a certificate that has no single SPIFFE ID (several of them).
+// `not:`, it also excludes these spellings of an excluded name, which the strict match refuses
+// and which would otherwise slip past it (review): a final dot (a DNS name's, an email domain's),
+// a wildcard SAN covering an excluded host, URIs differing only in the case of their scheme or
+// host, and the spiffe:// URIs of a certificate that has no single SPIFFE ID (several of them).
+// Admission keeps the final dot strict: OpenSSL's name constraints compare suffixes, so a CA
+// excluded from "api.example.com" can still issue "api.example.com." (second review).
 enum class use : std::uint8_t { admit, exclude };
 
 bool spiffe_excluded(const std::string& pattern, const peer_identity& peer) {
@@ -201,12 +200,17 @@ bool identity_matches(matcher k, const std::vector<std::string>& list, const pee
     case matcher::dns_sans:
       return any(list, [&](const std::string& p) {
         return any(peer.dns_sans, [&](const std::string& d) {
-          return match_dns_name(p, d) || (excluding && wildcard_covers(d, p));
+          return match_dns_name(p, d) ||
+                 (excluding && (match_dns_name(without_final_dot(p), without_final_dot(d)) ||
+                                wildcard_covers(d, p)));
         });
       });
     case matcher::email_sans:
       return any(list, [&](const std::string& p) {
-        return any(peer.email_sans, [&](const std::string& e) { return match_email(p, e); });
+        return any(peer.email_sans, [&](const std::string& e) {
+          return match_email(p, e) ||
+                 (excluding && match_email(without_final_dot(p), without_final_dot(e)));
+        });
       });
     case matcher::common_names:
       return !peer.common_name.empty() &&

@@ -453,6 +453,7 @@ TEST(PrintYaml, InlineSecretsAreRedacted) {
             "http://user:REDACTED@ocsp.example.org/x");
   EXPECT_EQ(redact("http://user:pa/ss@proxy:3128"), "http://user:REDACTED@proxy:3128");
   EXPECT_EQ(redact("http://user:p@ss@proxy:3128"), "http://user:REDACTED@proxy:3128");
+  EXPECT_EQ(redact("http://me@corp.com:s3cr/et@host"), "http://me@corp.com:REDACTED@host");
   EXPECT_EQ(redact("pkcs11:token=T;object=O;pin-value=1234"),
             "pkcs11:token=T;object=O;pin-value=REDACTED");
   EXPECT_EQ(redact("pkcs11:token=T?pin-value=1234&module-name=p11"),

@@ -2242,14 +2242,14 @@ TEST(ConfigErrors, AnEmptyEntryInAFileListIsAnError) {
 namespace mtlsd::config {
 namespace {
 
-TEST(ConfigErrors, AnHttpUpstreamCheckOfAnH2cUpstreamIsRefused) {
+TEST(ConfigWarnings, AnHttpUpstreamCheckOfAnH2cUpstreamIsWarnedAbout) {
   const std::string h2c = kMinimal + "    http: {protocols: [h2], upstream_protocol: h2c}\n";
   EXPECT_EQ(problems_of(h2c + "    upstream_check: {type: http}\n"),
-            std::vector<std::string>{
-                at(11, 21,
-                   "listeners[0].upstream_check: type: http probes with HTTP/1.1, which an "
-                   "h2c upstream (http.upstream_protocol: h2c) does not speak; use type: "
-                   "tcp")});
+            std::vector<std::string>{at(
+                11, 21,
+                "warning: listeners[0].upstream_check: type: http probes with HTTP/1.1, which an "
+                "h2c-only upstream (http.upstream_protocol: h2c) does not answer: it would read "
+                "down; use type: tcp unless the upstream also speaks HTTP/1.1")});
   load_ok(h2c + "    upstream_check: {type: tcp}\n");
 }
 

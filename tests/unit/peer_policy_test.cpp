@@ -75,12 +75,12 @@ TEST(MatchDnsName, WildcardMatchesExactlyOneLabel) {
   EXPECT_FALSE(match_dns_name("*.example.org", "a.other.org"));
 }
 
-TEST(MatchDnsName, AFinalDotNamesTheSameHost) {
-  EXPECT_TRUE(match_dns_name("api.example.org", "api.example.org."));
-  EXPECT_TRUE(match_dns_name("api.example.org.", "api.example.org"));
-  EXPECT_TRUE(match_dns_name("*.example.org", "a.example.org."));
-  EXPECT_FALSE(match_dns_name("*.example.org", "example.org."));
-  EXPECT_TRUE(match_email("ops@example.org", "ops@Example.org."));
+TEST(MatchDnsName, AFinalDotIsNotTheSameName) {
+  // Admission is exact: OpenSSL's name constraints compare suffixes, so a CA excluded from
+  // api.example.org can issue api.example.org. (with the dot); admitting that as the excluded
+  // host would get around the constraint (second review).
+  EXPECT_FALSE(match_dns_name("api.example.org", "api.example.org."));
+  EXPECT_FALSE(match_email("ops@example.org", "ops@example.org."));
 }
 
 // --- `not:` excludes every spelling of what it names (review) --------------------------------
@@ -135,7 +135,16 @@ TEST(EvaluateExclusion, SpiffeUrisExcludeWithoutASingleSpiffeId) {
   config::allow_list exact;
   exact.dns_sans = {"old.partner.org"};
   EXPECT_FALSE(evaluate(exact, ops_peer({"*.partner.org"})).allowed);
-  EXPECT_TRUE(evaluate(exact, ops_peer({"old.partner.org."})).allowed);
+  EXPECT_FALSE(evaluate(exact, ops_peer({"old.partner.org."})).allowed);
+  // An excluded email domain with its final dot is excluded too.
+  config::allow_list no_old_mail;
+  config::allow_rule r;
+  r.match.organizational_units = {"ops"};
+  r.exclude.email_sans = {"ops@old.partner.org"};
+  no_old_mail.rules.push_back(r);
+  peer_identity mailer = ops_peer({});
+  mailer.email_sans = {"ops@Old.Partner.org."};
+  EXPECT_FALSE(evaluate(no_old_mail, mailer).allowed);
 }
 
 // --- evaluate() on real certificates --------------------------------------------------------
