@@ -84,8 +84,9 @@ struct stream {
   bool closed = false;            // the client's stream is closed: the upstream side stops
   bool reset_here = false;        // mtlsd submitted its RST_STREAM (connection::reset_here)
   std::int32_t upstream_id = -1;  // h2c: the upstream's stream
-  bool request_deferred = false;  // h2c: the upstream's data source waits for more body
-  asio::steady_timer wake;        // HTTP/1.1 exchange: something above changed
+  std::size_t upstream_queued_bytes = 0;  // h2c: its request head, held by nghttp2 until sent
+  bool request_deferred = false;          // h2c: the upstream's data source waits for more body
+  asio::steady_timer wake;                // HTTP/1.1 exchange: something above changed
 
   std::uint64_t req_bytes = 0, resp_bytes = 0;
   steady::time_point started = steady::now();

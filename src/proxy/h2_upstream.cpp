@@ -2,6 +2,7 @@
 // carrying every stream of one client connection. Headers, DATA, trailers and RST_STREAM pass
 // through per stream; each side's flow control is acknowledged only as the other side takes the
 // bytes (h2_stream.hpp).
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -19,6 +20,17 @@ namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
+
+// Request heads submitted to the upstream's session and not yet sent: nghttp2 holds them (a copy
+// of every field) until the upstream's SETTINGS_MAX_CONCURRENT_STREAMS lets each go, and one the
+// client resets meanwhile stays there, marked cancelled, until a slot frees. Without a bound, a
+// client could open streams behind a saturated upstream and reset them, freeing its own side,
+// for ever (review: +6 MB a batch). Past this, a new stream is refused (REFUSED_STREAM: the
+// client may retry it). Each head is charged at least queued_head_charge, so many small ones
+// are bounded too. Sixteen largest heads: a burst of streams whose fields HPACK compresses well
+// (gRPC metadata) still goes through in one read.
+constexpr std::size_t queued_heads_budget = 16 * std::size_t{http_head_limit};
+constexpr std::size_t queued_head_charge = 1024;
 
 // gRPC status codes are 0-16; anything else (a malformed or future value) is kept if it is a
 // small number, else read as none: the access line never carries the upstream's raw text.
@@ -85,12 +97,22 @@ class h2c_upstream final : public upstream, session_handler {
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
   void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
+  // A request's HEADERS went out: nghttp2 no longer holds its head for it.
+  void frame_sent(const nghttp2_frame& f) override {
+    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
+      if (stream* s = find(f.hd.stream_id)) release_queued(*s);
+  }
+  void release_queued(stream& s) {
+    queued_bytes_ -= s.upstream_queued_bytes;
+    s.upstream_queued_bytes = 0;
+  }
 
   downstream& down_;
   stream_socket& sock_;
   const http_forwarding& forwarding_;
   session_ptr session_;
   std::unordered_map<std::int32_t, stream_ptr> streams_;  // by the upstream's stream id
+  std::size_t queued_bytes_ = 0;  // request heads nghttp2 holds unsent (queued_heads_budget)
   write_signal out_;
   std::array<std::uint8_t, 16 * 1024> read_buffer_;
   std::string staging_;
@@ -125,6 +147,16 @@ void h2c_upstream::start(stream_ptr s) {
   for (auto& h : fields)
     head.push_back(std::move(h));
   const auto nv = to_nv(head);
+  std::size_t charge = 0;
+  for (const auto& [name, value] : head)
+    charge += name.size() + value.size() + 32;
+  charge = std::max(charge, queued_head_charge);
+  if (queued_bytes_ + charge > queued_heads_budget) {
+    down_.fail(*s, NGHTTP2_REFUSED_STREAM,
+               "upstream: the requests waiting for a stream of the h2c upstream (its concurrency "
+               "limit) hold too much; refused, the client may retry");
+    return;
+  }
   const bool no_body = s->request_end && s->request_body.empty() && s->request_trailers.empty();
   const nghttp2_data_provider body = body_provider(*s);
   const std::int32_t id = nghttp2_submit_request(session_.get(), nullptr, nv.data(), nv.size(),
@@ -135,6 +167,8 @@ void h2c_upstream::start(stream_ptr s) {
     return;
   }
   s->upstream_id = id;
+  s->upstream_queued_bytes = charge;
+  queued_bytes_ += charge;
   streams_.emplace(id, std::move(s));
   out_.signal();
 }
@@ -242,6 +276,7 @@ void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_
   if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);
   streams_.erase(it);
+  release_queued(*s);
   if (s->closed) return;
   if (code != NGHTTP2_NO_ERROR || !s->response_end)
     down_.fail(*s, code, std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
@@ -253,6 +288,7 @@ void h2c_upstream::lose_connection(const std::string& why) {
   broken_ = true;
   auto streams = std::move(streams_);
   streams_.clear();
+  queued_bytes_ = 0;
   // Whether the upstream processed these is unknown (unlike streams above a GOAWAY's last
   // one): a 502, not a refusal a client would retry.
   for (auto& [id, s] : streams)

@@ -1,0 +1,92 @@
+"""HTTP/2 clients in front of an h2c upstream that takes few streams at a time.
+
+mtlsd submits each client stream's request to the upstream's nghttp2 session, which holds the
+heads it cannot send yet (the upstream's SETTINGS_MAX_CONCURRENT_STREAMS) until a stream slot
+frees; a request the client resets meanwhile stays there, marked cancelled. A review found that a
+client could open large-headed streams behind a saturated upstream and reset them, batch after
+batch, each batch adding ~6 MB to mtlsd for good. The heads held unsent are now bounded per
+connection (1 MiB): past that a new stream is refused (REFUSED_STREAM, which a client may retry),
+and the bound still holds after the client reset the streams queued behind it."""
+
+from __future__ import annotations
+
+import threading
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+
+from h2_client import H2Client
+
+TIMEOUT = 10.0
+H2C = {"upstream_protocol": "h2c", "protocols": ["h2"]}
+PAD = tuple((f"x-pad{i}", "a" * 3900) for i in range(15))  # a ~59 KB head
+BATCH = 60
+
+
+class SaturatedUpstream:
+    """An h2c upstream that takes 2 streams at a time and never answers; counts the requests."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.requests = 0
+
+    def __call__(self, conn) -> None:
+        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                 header_encoding="utf-8"))
+        h.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
+        h.initiate_connection()
+        conn.sendall(h.data_to_send())
+        conn.sock.settimeout(60)
+        try:
+            while data := conn.recv():
+                for ev in h.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        with self.changed:
+                            self.requests += 1
+                            self.changed.notify_all()
+                if out := h.data_to_send():
+                    conn.sendall(out)
+        except OSError:
+            pass
+
+    def wait_for_requests(self, n: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.requests >= n, TIMEOUT), self.requests
+
+
+def refused(client: H2Client, sids: list[int]) -> set[int]:
+    return {ev.stream_id for ev in client.events if isinstance(ev, h2.events.StreamReset)
+            and ev.stream_id in sids and ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM}
+
+
+def test_heads_queued_behind_a_saturated_h2c_upstream_are_bounded(serve, pki):
+    upstream = SaturatedUpstream()
+    daemon, _ = serve(upstream, http=H2C)
+    client = H2Client(daemon, pki)
+    try:
+        for i in range(2):  # the upstream's two slots, held
+            client.request(f"/held{i}", method="POST", end_stream=False)
+        upstream.wait_for_requests(2)
+        # ~17 heads of 59 KB fit the 1 MiB; the rest are refused at once.
+        first = [client.request(f"/a{i}", extra=PAD, flush=False) for i in range(BATCH)]
+        client.flush()
+        client.wait_for(lambda ev: len(refused(client, first)) >= BATCH - 20, TIMEOUT)
+        queued = [sid for sid in first if sid not in refused(client, first)]
+        assert 10 <= len(queued) <= 20, len(queued)
+        # Reset by the client, the queued ones stay held by nghttp2 (no slot frees): they still
+        # count, so the next batch is refused whole rather than queued on top of them.
+        for sid in queued:
+            client.conn.reset_stream(sid)
+        second = [client.request(f"/b{i}", extra=PAD, flush=False) for i in range(BATCH)]
+        client.flush()
+        client.wait_for(lambda ev: len(refused(client, second)) == BATCH, TIMEOUT)
+    finally:
+        client.close()
+    assert upstream.requests == 2, upstream.requests  # nothing queued ever reached it
+    assert daemon.running()
+
