@@ -297,6 +297,10 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
   SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
   const crl_policy crl = install_crls(ctx, l.revocation, out);
   out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
+  // A fully qualified name's final dot names the same host, but OpenSSL's host check compares it
+  // as written and RFC 6066 has SNI without it: "example.org." refused every remote as
+  // hostname_mismatch (review). Dropped, as Go and curl drop it; the operator wrote this name.
+  if (out.server_name.size() > 1 && out.server_name.back() == '.') out.server_name.pop_back();
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
   // tls.spiffe authenticates the remote by its SPIFFE ID (server_auth.allow, required then):
   // an X.509-SVID names no host, so the host name is checked only when server_name is set.

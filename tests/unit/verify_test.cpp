@@ -478,6 +478,17 @@ TEST_F(VerifyServerTest, ServerNameOverridesUpstreamHost) {
   EXPECT_EQ(refusal(verify(t, server_cert({}, {"10.0.0.5"}))), "hostname_mismatch");
 }
 
+TEST_F(VerifyServerTest, AConfiguredNamesFinalDotIsDropped) {
+  for (const auto& [upstream, extra] :
+       {std::pair<std::string, std::string>{"api.example.org.:443", ""},
+        {"10.0.0.5:443", "      server_name: api.example.org.\n"}}) {
+    auto t = context(upstream, extra);
+    EXPECT_EQ(t.server_name, "api.example.org");  // also the SNI sent
+    EXPECT_EQ(refusal(verify(t, server_cert({"api.example.org"}))), "accepted");
+    EXPECT_EQ(refusal(verify(t, server_cert({"web.example.org"}))), "hostname_mismatch");
+  }
+}
+
 TEST_F(VerifyServerTest, IpUpstreamChecksIpSans) {
   auto t = context("10.0.0.5:443");
   EXPECT_EQ(refusal(verify(t, server_cert({}, {"10.0.0.5"}))), "accepted");
