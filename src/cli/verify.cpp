@@ -262,6 +262,16 @@ tls::verify_outcome judge(const verify_request& r, const runtime::listener_runti
     std::cerr << "mtlsd verify: --source is ignored on a client-mode listener (server_auth has "
                  "no source_cidrs)\n";
   const config::ip_address* src = r.source && !client_mode ? &*r.source : nullptr;
+  // A connection from there would be refused before its handshake (proxy/admission.cpp), as
+  // `verify` says now (review: it accepted a source allowed_sources does not hold).
+  if (src && !lr.cfg.allowed_sources.empty() &&
+      !config::any_contains(lr.cfg.allowed_sources, *src)) {
+    sk_X509_free(untrusted);
+    tls::verify_outcome refused;
+    refused.refusal = reason::source_not_allowed;
+    refused.detail = src->str() + " is not in allowed_sources";
+    return refused;
+  }
   auto outcome = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), presented.front().get(),
                                                       untrusted, r.at, {src, sni});
   sk_X509_free(untrusted);

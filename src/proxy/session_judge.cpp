@@ -29,6 +29,9 @@ namespace mtlsd::proxy::detail {
 // (the access line of a refusal says what was negotiated).
 void record_tls_details(session& s, SSL* ssl) {
   const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
+  // A TLS 1.2 handshake that failed after its ServerHello has chosen a cipher it never
+  // switched to (review: such refusals were logged with no version and no cipher).
+  if (!c) c = SSL_get_pending_cipher(ssl);
   if (!c) return;
   s.tls_version = SSL_get_version(ssl);
   s.cipher = SSL_CIPHER_get_name(c);

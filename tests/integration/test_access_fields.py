@@ -17,6 +17,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from clients import open_tls, tls_exchange
 from http_upstream import HttpRecorder
 from mtlsd_harness import (banner_then_read, client_context, daemon_config, echo_roundtrip,
@@ -196,6 +198,20 @@ def test_refused_unknown_ca_names_the_presented_certificate(serve, pki):
     assert line["tls_version"] == ex.version and line["cipher"] == ex.cipher, (line, ex)
     assert line["sni"] == "localhost"
     assert line["upstream"] == "" and line["upstream_connect_ms"] is None, line
+    up.assert_untouched()
+
+
+@pytest.mark.parametrize("cert", ["client-other", None])
+def test_a_refused_tls12_handshake_says_what_it_negotiated(serve, pki, cert):
+    """Review: a TLS 1.2 handshake refused after its ServerHello (the cipher chosen, not yet
+    switched to) was logged with no version and no cipher; TLS 1.3 ones had both."""
+    daemon, up = serve()
+    ctx = client_context(pki, cert)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ex = tls_exchange(daemon.addr(), ctx)
+    line = daemon.wait_for_access(client=ex.local)
+    assert line["result"] == "rejected", line
+    assert line["tls_version"] == "TLSv1.2" and line["cipher"].startswith("ECDHE-"), line
     up.assert_untouched()
 
 

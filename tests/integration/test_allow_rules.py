@@ -183,6 +183,18 @@ def test_verify_explains_a_refusal(mtlsd_bin, pki, tmp_path):
     assert proc.returncode == 2 and "--source 'nonsense'" in proc.stderr, proc
 
 
+def test_verify_refuses_a_source_allowed_sources_does_not_hold(mtlsd_bin, pki, tmp_path):
+    """Review: verify accepted a --source that allowed_sources refuses before any handshake."""
+    config = write_config(tmp_path / "mtlsd.yaml", daemon_config(
+        [server_listener(pki, "127.0.0.1:9", allowed_sources=["10.0.0.0/8"])]))
+    proc = verify(mtlsd_bin, config, pki, "client", "--source", "127.0.0.1")
+    assert proc.returncode == 1, proc
+    assert proc.stdout.strip() == \
+        "rejected: source_not_allowed: 127.0.0.1 is not in allowed_sources", proc.stdout
+    proc = verify(mtlsd_bin, config, pki, "client", "--source", "10.1.2.3")
+    assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), proc
+
+
 # --- server_auth.allow.rules (mode: client) ------------------------------------------------
 
 def client_listener(pki, upstream: str, rules: list) -> dict:
