@@ -43,6 +43,8 @@ void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
   record_tls_details(s, ssl);
   if (vo.refused_peer)
     s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*vo.refused_peer));
+  else if (vo.identity)  // verified, then the handshake failed (a TLS 1.2 remote refusing us)
+    s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*vo.identity));
   trace_handshake_failed(s, vo.refusal.has_value());
 }
 

@@ -344,6 +344,20 @@ def test_client_mode_refused_remote_names_its_certificate(chain, pki):
     up.assert_untouched()
 
 
+def test_client_mode_tls12_remote_refusing_us_is_named(chain, pki):
+    """Review: a TLS 1.2 remote refuses mtlsd's certificate inside the handshake, after mtlsd
+    verified the remote's: the line named no remote certificate, although one was sent."""
+    outbound, _, up = chain(server={"tls": {"max_version": "1.2"},
+                                    "client_auth": {"ca": [pki.path("other-ca.crt")]}})
+    data, local, _ = plain_exchange(outbound.addr("outbound"), b"secret\n")
+    assert data == b""
+    line = outbound.wait_for_access(client=local)
+    assert line["result"] == "rejected" and line["tls_version"] == "TLSv1.2", line
+    assert line["identity"] == "", line
+    assert_peer(line, pki, "server")
+    up.assert_untouched()
+
+
 # --- text format ---------------------------------------------------------------------------------
 
 TEXT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
