@@ -184,7 +184,10 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
     try {
       admit(std::move(sock), remote, slot, registry, ex);
     } catch (const std::exception& e) {
+      // An internal error ends its connection and is counted as one, as any other (review: it
+      // was only an accept error); it had no session yet, so no access line.
       count_accept_error(*slot);
+      if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
       log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
     }
   }
