@@ -21,8 +21,8 @@ namespace {
 using asio::as_tuple;
 using asio::use_awaitable;
 
-// Request heads submitted to the upstream's session and not yet sent: nghttp2 holds them (a copy
-// of every field) until the upstream's SETTINGS_MAX_CONCURRENT_STREAMS lets each go, and one the
+// Request heads submitted to the upstream's session beyond its SETTINGS_MAX_CONCURRENT_STREAMS:
+// nghttp2 holds them (a copy of every field) until a stream slot lets each go, and one the
 // client resets meanwhile stays there, marked cancelled, until a slot frees. Without a bound, a
 // client could open streams behind a saturated upstream and reset them, freeing its own side,
 // for ever (review: +6 MB a batch). Past this, a new stream is refused (REFUSED_STREAM: the
@@ -147,11 +147,19 @@ void h2c_upstream::start(stream_ptr s) {
   for (auto& h : fields)
     head.push_back(std::move(h));
   const auto nv = to_nv(head);
+  // Charged only when nghttp2 will hold it back: the upstream's concurrency limit is reached by
+  // the streams it has, open or waiting (cancelled ones included, until nghttp2 closes them).
+  // Below it, the head leaves on the writer's next turn, and a burst of streams in one read is
+  // bounded by http.max_concurrent_streams (review of this bound: charging every head refused
+  // bursts of gRPC streams to an upstream with room for them).
   std::size_t charge = 0;
-  for (const auto& [name, value] : head)
-    charge += name.size() + value.size() + 32;
-  charge = std::max(charge, queued_head_charge);
-  if (queued_bytes_ + charge > queued_heads_budget) {
+  if (streams_.size() >= nghttp2_session_get_remote_settings(
+                             session_.get(), NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)) {
+    for (const auto& [name, value] : head)
+      charge += name.size() + value.size() + 32;
+    charge = std::max(charge, queued_head_charge);
+  }
+  if (charge > 0 && queued_bytes_ + charge > queued_heads_budget) {
     down_.fail(*s, NGHTTP2_REFUSED_STREAM,
                "upstream: the requests waiting for a stream of the h2c upstream (its concurrency "
                "limit) hold too much; refused, the client may retry");

@@ -4,9 +4,10 @@ mtlsd submits each client stream's request to the upstream's nghttp2 session, wh
 heads it cannot send yet (the upstream's SETTINGS_MAX_CONCURRENT_STREAMS) until a stream slot
 frees; a request the client resets meanwhile stays there, marked cancelled. A review found that a
 client could open large-headed streams behind a saturated upstream and reset them, batch after
-batch, each batch adding ~6 MB to mtlsd for good. The heads held unsent are now bounded per
-connection (1 MiB): past that a new stream is refused (REFUSED_STREAM, which a client may retry),
-and the bound still holds after the client reset the streams queued behind it."""
+batch, each batch adding ~6 MB to mtlsd for good. The heads held back by the upstream's limit are
+now bounded per connection (1 MiB): past that a new stream is refused (REFUSED_STREAM, which a
+client may retry), and the bound still holds after the client reset the streams queued behind it.
+Heads below the limit are not charged: a burst to an upstream with room goes through whole."""
 
 from __future__ import annotations
 
@@ -89,4 +90,49 @@ def test_heads_queued_behind_a_saturated_h2c_upstream_are_bounded(serve, pki):
         client.close()
     assert upstream.requests == 2, upstream.requests  # nothing queued ever reached it
     assert daemon.running()
+
+
+class AnsweringUpstream:
+    """An h2c upstream with room for 100,000 streams that answers each request at once."""
+
+    def __call__(self, conn) -> None:
+        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                 header_encoding="utf-8"))
+        h.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100_000,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
+        h.initiate_connection()
+        conn.sendall(h.data_to_send())
+        conn.sock.settimeout(60)
+        try:
+            while data := conn.recv():
+                for ev in h.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        h.send_headers(ev.stream_id, [(":status", "200")], end_stream=True)
+                if out := h.data_to_send():
+                    conn.sendall(out)
+        except OSError:
+            pass
+
+
+def test_a_burst_of_streams_to_an_h2c_upstream_with_room_is_not_refused(serve, pki):
+    """Review of the bound: charging every head submitted, not only those the upstream's limit
+    holds back, refused some of 300 gRPC-style streams (a 3.8 KB token HPACK sends as one
+    index) opened in one write to an upstream with room for all of them."""
+    daemon, _ = serve(AnsweringUpstream(), http={**H2C, "max_concurrent_streams": 1000})
+    client = H2Client(daemon, pki)
+    token = (("x-token", "Bearer " + "t" * 3800),)
+    try:
+        client.response(client.request("/warm", extra=token), TIMEOUT)  # HPACK indexes it
+        sids = [client.request(f"/r{i}", extra=token, flush=False) for i in range(300)]
+        client.flush()
+
+        def ended() -> list:
+            return [ev for ev in client.events if getattr(ev, "stream_id", None) in sids
+                    and isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))]
+        client.wait_for(lambda ev: len(ended()) >= len(sids), 20)
+        resets = [ev for ev in ended() if isinstance(ev, h2.events.StreamReset)]
+        assert resets == [], f"{len(resets)} of {len(sids)} refused"
+    finally:
+        client.close()
 
