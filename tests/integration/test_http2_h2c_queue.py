@@ -27,10 +27,12 @@ PAD = tuple((f"x-pad{i}", "a" * 3900) for i in range(15))  # a ~59 KB head
 BATCH = 60
 
 
-class SaturatedUpstream:
-    """An h2c upstream that takes 2 streams at a time and never answers; counts the requests."""
+class H2cUpstream:
+    """An h2c upstream taking `streams` streams at a time, answering each request at once
+    (`answer`) or never; counts the requests it received."""
 
-    def __init__(self) -> None:
+    def __init__(self, streams: int, answer: bool) -> None:
+        self.streams, self.answer = streams, answer
         self.changed = threading.Condition()
         self.requests = 0
 
@@ -38,7 +40,7 @@ class SaturatedUpstream:
         h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
                                                                  header_encoding="utf-8"))
         h.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
         h.initiate_connection()
         conn.sendall(h.data_to_send())
@@ -50,6 +52,8 @@ class SaturatedUpstream:
                         with self.changed:
                             self.requests += 1
                             self.changed.notify_all()
+                        if self.answer:
+                            h.send_headers(ev.stream_id, [(":status", "200")], end_stream=True)
                 if out := h.data_to_send():
                     conn.sendall(out)
         except OSError:
@@ -66,7 +70,7 @@ def refused(client: H2Client, sids: list[int]) -> set[int]:
 
 
 def test_heads_queued_behind_a_saturated_h2c_upstream_are_bounded(serve, pki):
-    upstream = SaturatedUpstream()
+    upstream = H2cUpstream(streams=2, answer=False)
     daemon, _ = serve(upstream, http=H2C)
     client = H2Client(daemon, pki)
     try:
@@ -92,34 +96,12 @@ def test_heads_queued_behind_a_saturated_h2c_upstream_are_bounded(serve, pki):
     assert daemon.running()
 
 
-class AnsweringUpstream:
-    """An h2c upstream with room for 100,000 streams that answers each request at once."""
-
-    def __call__(self, conn) -> None:
-        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
-                                                                 header_encoding="utf-8"))
-        h.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100_000,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
-        h.initiate_connection()
-        conn.sendall(h.data_to_send())
-        conn.sock.settimeout(60)
-        try:
-            while data := conn.recv():
-                for ev in h.receive_data(data):
-                    if isinstance(ev, h2.events.RequestReceived):
-                        h.send_headers(ev.stream_id, [(":status", "200")], end_stream=True)
-                if out := h.data_to_send():
-                    conn.sendall(out)
-        except OSError:
-            pass
-
-
 def test_a_burst_of_streams_to_an_h2c_upstream_with_room_is_not_refused(serve, pki):
     """Review of the bound: charging every head submitted, not only those the upstream's limit
     holds back, refused some of 300 gRPC-style streams (a 3.8 KB token HPACK sends as one
     index) opened in one write to an upstream with room for all of them."""
-    daemon, _ = serve(AnsweringUpstream(), http={**H2C, "max_concurrent_streams": 1000})
+    daemon, _ = serve(H2cUpstream(streams=100_000, answer=True),
+                      http={**H2C, "max_concurrent_streams": 1000})
     client = H2Client(daemon, pki)
     token = (("x-token", "Bearer " + "t" * 3800),)
     try:
