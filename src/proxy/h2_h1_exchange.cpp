@@ -29,10 +29,10 @@
 #include "h2_h1_request.hpp"
 #include "h2_h1_response.hpp"
 #include "h2_stream.hpp"
+#include "mtlsd/net/http_body_reader.hpp"
 #include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/h2_connection.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
-#include "mtlsd/proxy/response_body_reader.hpp"
 #include "mtlsd/proxy/upstream.hpp"
 
 namespace mtlsd::proxy::h2 {
@@ -221,7 +221,7 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   if (p->is_done()) s.response_end = true;
   down_.respond(s);
   std::vector<std::uint8_t> piece(http_body_chunk);
-  response_body_reader body(*p, buf);
+  net::http_body_reader body(*p, buf);
   while (!p->is_done()) {
     while (s.response_body.size() >= response_buffer_limit)
       if (!co_await wait(s)) co_return false;

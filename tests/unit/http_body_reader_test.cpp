@@ -1,13 +1,15 @@
-// response_body_reader (proxy/response_body_reader.hpp): an upstream's response body parsed step
-// by step from a socket, whole or a byte at a time, and the byte-at-a-time last chunk that
-// Boost 1.81's own http::async_read_some asserts on (boostorg/beast#2861).
-#include "mtlsd/proxy/response_body_reader.hpp"
+// http_body_reader (net/http_body_reader.hpp): a response body parsed step by step from a socket,
+// whole or a byte at a time, and the byte-at-a-time last chunk that Boost 1.81's own
+// http::async_read_some asserts on (boostorg/beast#2861).
+#include "mtlsd/net/http_body_reader.hpp"
 
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,7 +21,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using mtlsd::proxy::response_body_reader;
+using mtlsd::net::http_body_reader;
 
 // What reading one response body came to.
 struct body_read {
@@ -29,8 +31,8 @@ struct body_read {
   std::string trailer;  // the "Trailer-Field" trailer's value, when there is one
 };
 
-struct ResponseBodyReader : mtlsd::test::SocketPairTest {
-  response_body_reader::parser p;
+struct HttpBodyReader : mtlsd::test::SocketPairTest {
+  http::response_parser<http::buffer_body> p;
   boost::beast::flat_buffer buf{64 * 1024};
   std::vector<char> piece = std::vector<char>(4);  // small: several steps per chunk
   std::optional<body_read> result;
@@ -45,7 +47,7 @@ struct ResponseBodyReader : mtlsd::test::SocketPairTest {
     asio::co_spawn(ioc, read_all(), asio::detached);
   }
   asio::awaitable<void> read_all() {
-    response_body_reader reader(p, buf);
+    http_body_reader reader(p, buf);
     body_read r;
     while (!p.is_done()) {
       p.get().body().data = piece.data();
@@ -80,7 +82,7 @@ struct ResponseBodyReader : mtlsd::test::SocketPairTest {
 constexpr std::string_view chunked_head =
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Trailer-Field\r\n\r\n";
 
-TEST_F(ResponseBodyReader, AFirstChunkThatIsTheLastArrivingAByteAtATimeEndsTheBody) {
+TEST_F(HttpBodyReader, AFirstChunkThatIsTheLastArrivingAByteAtATimeEndsTheBody) {
   start(chunked_head);
   send("0\r\n", false);
   EXPECT_FALSE(result);
@@ -91,7 +93,7 @@ TEST_F(ResponseBodyReader, AFirstChunkThatIsTheLastArrivingAByteAtATimeEndsTheBo
   EXPECT_EQ(result->body, "");
 }
 
-TEST_F(ResponseBodyReader, TheSameLastChunkWithTrailersAByteAtATime) {
+TEST_F(HttpBodyReader, TheSameLastChunkWithTrailersAByteAtATime) {
   start(chunked_head);
   send("0\r\nTrailer-Field: yes\r\n\r\n", true);
   ASSERT_TRUE(result);
@@ -99,7 +101,7 @@ TEST_F(ResponseBodyReader, TheSameLastChunkWithTrailersAByteAtATime) {
   EXPECT_EQ(result->trailer, "yes");
 }
 
-class WholeOrByteByByte : public ResponseBodyReader, public ::testing::WithParamInterface<bool> {};
+class WholeOrByteByByte : public HttpBodyReader, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(WholeOrByteByByte, AChunkedBodyWithTrailers) {
   start(chunked_head);
