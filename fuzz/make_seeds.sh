@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -207,4 +207,26 @@ open(f"{out}/valid", "wb").write(fields(sid, leaf, key, ca))
 open(f"{out}/federated", "wb").write(fields(sid, leaf + ca, key, ca, b"spiffe://other.org", ca, b"example.org", ca))
 open(f"{out}/wrong-id", "wb").write(fields(b"spiffe://example.org/other", leaf, key, ca))
 PY
+# http_response_fuzz: byte 0 = mode (bit 0: the HTTP/2 front's upstream side), headers only or
+# HEAD (bit 1), POST (bit 2), bytes per write (bits 3-7, 0 = all); byte 1 = max_body; a response.
+python3 - "$C/http_response_fuzz" <<'PY'
+import sys
+out = sys.argv[1]
+responses = {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 5\r\n\r\nhello",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n"
+               b"5;ext=1\r\nhello\r\n0\r\ngrpc-status: 0\r\nX-Hop: 2\r\n\r\n",
+    "last-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+    "interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+               b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "close-delimited": b"HTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\n\r\nuntil the end",
+    "not-found": b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+}
+for i, (name, resp) in enumerate(responses.items()):
+    for mode in (0, 1):
+        for piece in (0, 1, 7):
+            flags = mode | ((i % 3) << 1 & 6) | (piece << 3)
+            open(f"{out}/{name}-{mode}-{piece}", "wb").write(bytes([flags, 8]) + resp)
+PY
+
 echo "seeds written under $(pwd)/$C"
