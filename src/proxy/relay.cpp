@@ -166,6 +166,12 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
         break;
       }
       if (ec == asio::error::eof) {
+        // Everything the plaintext peer sent before it went away is out: the relay ends, and
+        // without close_notify, which would tell the TLS peer that the stream ended cleanly.
+        if (st.plain_write_failed) {
+          st.stop();
+          co_return;
+        }
         // close_notify, then FIN: clients that only watch TCP see the end too. The TLS peer
         // may still send; the other pump keeps reading.
         const bool other_ended = st.ended_before(relay_end::plain_peer);

@@ -28,6 +28,7 @@ struct relay_state {
   relay_result& r;
   asio::cancellation_state session_cancel{};  // the relay's caller's: the session's
   bool stopping = false;
+  bool plain_write_failed = false;  // plain_gone(): the plaintext peer is gone
 
   // `side`: whose end this error is (relay_result::first_end).
   void fail(const char* where, const error_code& ec, relay_end side) {
@@ -37,6 +38,24 @@ struct relay_state {
       r.error = std::string(where) + ": " + describe(ec, tls);
     }
     stop();
+  }
+  // Writing to the plaintext peer failed because it is gone (it reset, or closed with our bytes
+  // unread: an upstream that answers an upload early, 413, and closes). What it sent before it
+  // left still goes to the TLS peer, as it would reach a direct client before the reset: the
+  // other pump runs on until it has read that, and then ends the relay without close_notify
+  // (the stream was cut, not finished). This pump stops reading from the TLS peer, which may
+  // still be sending: the session closes by lingering.
+  void plain_gone(const char* where, const error_code& ec) {
+    if (!stopping) {
+      r.ended_by(relay_end::plain_peer);
+      if (!r.aborted) {
+        r.aborted = true;
+        r.error = std::string(where) + ": " + describe(ec, tls);
+      }
+    }
+    plain_write_failed = true;
+    r.tls_peer_sending = true;
+    clock.start_half_close();
   }
   // Records that `side` reached its end; true when the other side's end came first. Not this
   // side's own end seen earlier by the watch of a waiting write (relay_write.cpp): that end is

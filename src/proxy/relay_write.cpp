@@ -76,6 +76,15 @@ asio::awaitable<std::pair<wait_end, error_code>> wait_writable(relay_state& st, 
   }
 }
 
+// A write to the plaintext peer failed: it is gone (reset, or closed with bytes unread), or
+// something else went wrong.
+void fail_plain_write(relay_state& st, const error_code& ec) {
+  if (ec == asio::error::broken_pipe || ec == asio::error::connection_reset)
+    st.plain_gone("writing to plaintext peer", ec);
+  else
+    st.fail("writing to plaintext peer", ec, relay_end::plain_peer);
+}
+
 }  // namespace
 
 asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t n) {
@@ -94,7 +103,7 @@ asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t
       co_return false;
     }
     if (ec) {
-      st.fail("writing to plaintext peer", ec, relay_end::plain_peer);
+      fail_plain_write(st, ec);
       co_return false;
     }
     data += written;
@@ -131,7 +140,7 @@ written_now write_plain_now(relay_state& st, const char*& data, std::size_t& n) 
   const std::size_t written = st.plain.write_some(asio::buffer(data, n), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) return written_now::wait;
   if (ec) {
-    st.fail("writing to plaintext peer", ec, relay_end::plain_peer);
+    fail_plain_write(st, ec);
     return written_now::failed;
   }
   data += written;

@@ -130,6 +130,7 @@ asio::awaitable<void> serve_server_mode(session& s) {
     co_await serve_http(s, *s.tls);
   } else {
     co_await relay(*s.tls, s.peer, s.upstream, s.clock, s.relayed);
+    if (s.relayed.tls_peer_sending) co_await close_lingering(s);
   }
 }
 

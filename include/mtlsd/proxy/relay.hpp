@@ -89,8 +89,9 @@ struct relay_result {
   bool aborted = false;          // a direction ended with an error (reset), not with EOF
   relay_end first_end = relay_end::none;
   std::string error;  // what that error was
-  // HTTP/1.1: the relay ended with a request body not read to its end (answered early, or
-  // failed): the TLS peer may still be sending, so the session closes by lingering.
+  // The relay ended with what the TLS peer sends not read to its end (HTTP/1.1: a request body
+  // answered early, or failed; layer 4: the plaintext peer went away while we wrote to it): the
+  // TLS peer may still be sending, so the session closes by lingering.
   bool tls_peer_sending = false;
   // HTTP/1.1: the connection became a byte relay after a 101 (an upgrade): no boundary left
   // at which to end it, so timeouts.max_connection_age ends it as in layer 4.
