@@ -1,6 +1,7 @@
 // The command line, parsed by CLI11: subcommands, `--opt value` / `--opt=value`, generated help
-// per command, and the messages and exit codes people expect (0 ok, 1 rejected or problems found,
-// 2 usage or configuration error). The commands themselves (check.cpp, verify.cpp, health.cpp)
+// per command, and the messages and exit codes people expect (0 ok; 1 rejected, problems found,
+// or a daemon that cannot start; 2 a usage error, or a configuration verify or health cannot
+// load). The commands themselves (check.cpp, verify.cpp, health.cpp)
 // read their values from `options`, so they do not depend on the parser.
 #include "mtlsd/cli/cli.hpp"
 
@@ -20,12 +21,15 @@ namespace {
 
 constexpr const char* signals_text =
     "Signals: SIGHUP reloads; SIGTERM/SIGINT drain open connections, then exit 0.\n"
-    "Exit status: 0 ok, 1 rejected or problems found, 2 usage or configuration error.";
+    "Exit status: 0 ok; 1 rejected (verify), problems found (check: its configuration errors too;\n"
+    "health) or a daemon that cannot start (run); 2 a usage error, or a configuration that\n"
+    "verify or health cannot load.";
 
 constexpr const char* check_text =
     R"(Parses and type-checks FILE, loads every certificate, key, CA bundle and CRL it names and
 checks each key matches its certificate. Prints one line per problem as FILE:LINE:COL: message.
-Warnings (expiry within 30 days, private keys readable by others or by a group mtlsd is not in)
+Warnings (expiry within 30 days, a trusted CA strict validation refuses as an issuer, private
+keys readable by others or by a group mtlsd is not in)
 do not fail the check. Exit status: 0 when the configuration is usable, 1 otherwise.
 With --print, a usable configuration is printed on stdout as YAML with every default filled in
 and secrets redacted (like nginx -T); `mtlsd check` accepts that output again.)";

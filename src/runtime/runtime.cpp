@@ -229,6 +229,19 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                          true});
       }
     for (const auto& c : l->tls.trust) {
+      // A configuration that loads but can admit no one through this CA (review: the README's
+      // own example CA had no keyUsage; `check` said valid, every client was refused).
+      if (auto why = tls::strict_ca_problem(c.get()); !why.empty())
+        out.push_back(
+            {l->cfg.mode == config::listener_mode::client && !l->cfg.server_auth.ca.empty()
+                 ? l->cfg.server_auth.ca.front().where
+                 : l->cfg.client_auth.where,
+             "trusted CA " + tls::subject_of(c.get()) +
+                 " cannot issue a certificate mtlsd accepts: " + why +
+                 " (strict path validation refuses every chain through it; reissue "
+                 "it, e.g. openssl's -addext "
+                 "\"keyUsage=critical,keyCertSign,cRLSign\")",
+             true});
       auto na = tls::not_after_of(c.get());
       if (na < now)
         out.push_back({l->cfg.client_auth.where,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -330,6 +331,18 @@ std::time_t not_after_of(const X509* cert) {
 }
 std::time_t not_before_of(const X509* cert) {
   return asn1_time_to_unix(X509_get0_notBefore(cert));
+}
+
+std::string strict_ca_problem(const X509* ca) {
+  // X509_get_extension_flags caches the extensions; it takes a non-const pointer for that only.
+  X509* x = const_cast<X509*>(ca);
+  const std::uint32_t flags = X509_get_extension_flags(x);
+  if (!(flags & EXFLAG_CA)) return "";
+  if (!(flags & EXFLAG_KUSAGE)) return "it has no keyUsage extension";
+  if (!(X509_get_key_usage(x) & KU_KEY_CERT_SIGN))
+    return "its keyUsage does not include keyCertSign";
+  if (!(flags & EXFLAG_BCONS_CRITICAL)) return "its basicConstraints is not marked critical";
+  return "";
 }
 
 }  // namespace mtlsd::tls

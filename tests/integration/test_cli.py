@@ -189,6 +189,37 @@ def test_check_reports_expired_certificate(mtlsd_bin, pki, tmp_path):
     assert "expire" in output(proc).lower() and "client-expired.crt" in output(proc), output(proc)
 
 
+@pytest.mark.parametrize("extensions, why", [
+    (["basicConstraints=critical,CA:TRUE"], "it has no keyUsage extension"),
+    (["basicConstraints=critical,CA:TRUE", "keyUsage=critical,digitalSignature"],
+     "its keyUsage does not include keyCertSign"),
+    (["basicConstraints=CA:TRUE", "keyUsage=critical,keyCertSign"],
+     "its basicConstraints is not marked critical"),
+    (["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"], None),
+])
+def test_check_warns_about_a_ca_strict_validation_refuses(mtlsd_bin, pki, tmp_path, extensions,
+                                                          why):
+    """Review: the README's example CA (`openssl req -x509` without keyUsage) loaded, `check`
+    said valid, and every client was then refused (bad_key_usage)."""
+    ca = tmp_path / "ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "ca.key"),
+                    "-out", str(ca), "-days", "365", "-subj", "/CN=Made By Hand CA",
+                    "-config", "/dev/null"]
+                   + [arg for e in extensions for arg in ("-addext", e)],
+                   check=True, capture_output=True)
+    text = BASE_YAML.format(pki=pki.root).replace(f"{pki.root}/ca.crt", str(ca))
+    assert str(ca) in text
+    cfg = write_config(tmp_path / "ca.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 0, output(proc)  # a warning: the bundle may hold other CAs
+    warned = [line for line in output(proc).splitlines() if "Made By Hand CA" in line]
+    if why is None:
+        assert not warned, output(proc)
+    else:
+        assert len(warned) == 1 and why in warned[0] and warned[0].startswith(str(cfg)), warned
+
+
 # --- verify -------------------------------------------------------------------
 
 @pytest.fixture
