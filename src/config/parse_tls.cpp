@@ -92,31 +92,45 @@ bool trust_domain_name(std::string& td) {
          td.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-_") == std::string::npos;
 }
 
+// `value` ("env" or a unix: address) into s.socket_path, or an error at `at`. `given`: false
+// when the key is absent and `value` is the contract's default, env.
+void resolve_workload_api(reader& r, const YAML::Node& at, const std::string& path,
+                          std::string value, bool given, spiffe_options& s) {
+  std::string source;
+  if (value == "env") {
+    const char* env = std::getenv("SPIFFE_ENDPOINT_SOCKET");
+    if (!env || !*env) {
+      r.error(at, given ? path + ".workload_api: env, but SPIFFE_ENDPOINT_SOCKET is not set"
+                        : path +
+                              ".workload_api: not given, so env (the default), but "
+                              "SPIFFE_ENDPOINT_SOCKET is not set: give "
+                              "unix:/path/to/agent.sock, or set the variable");
+      return;
+    }
+    value = env;
+    source = " (from SPIFFE_ENDPOINT_SOCKET)";
+  }
+  std::string why;
+  if (auto socket = workload_api_socket(value, why))
+    s.socket_path = *socket;
+  else
+    r.error(at, path + ".workload_api: '" + value + "'" + source + ": " + why);
+}
+
 void parse_spiffe(reader& r, const YAML::Node& n, const std::string& path, spiffe_options& s) {
   s.enabled = true;
   s.where = r.at(n);
+  // `spiffe:` alone, or without workload_api: the agent named by $SPIFFE_ENDPOINT_SOCKET, as the
+  // contract's default (`workload_api: env`) and as go-spiffe and ghostunnel find it.
+  if (!n.IsDefined() || n.IsNull() || (n.IsMap() && !n["workload_api"].IsDefined())) {
+    s.workload_api = "env";
+    resolve_workload_api(r, n, path, s.workload_api, false, s);
+    if (!n.IsMap()) return;
+  }
   if (!r.map(n, path, {"workload_api", "trust_domains"})) return;
-  if (!n.IsMap() || !n["workload_api"].IsDefined())
-    r.error(n, path +
-                   ".workload_api is required: unix:/path/to/agent.sock, or env for "
-                   "$SPIFFE_ENDPOINT_SOCKET");
   with(n, "workload_api", [&](auto v) {
-    if (!r.str(v, path + ".workload_api", s.workload_api)) return;
-    std::string value = s.workload_api, source = "";
-    if (value == "env") {
-      const char* env = std::getenv("SPIFFE_ENDPOINT_SOCKET");
-      if (!env || !*env) {
-        r.error(v, path + ".workload_api: env, but SPIFFE_ENDPOINT_SOCKET is not set");
-        return;
-      }
-      value = env;
-      source = " (from SPIFFE_ENDPOINT_SOCKET)";
-    }
-    std::string why;
-    if (auto socket = workload_api_socket(value, why))
-      s.socket_path = *socket;
-    else
-      r.error(v, path + ".workload_api: '" + value + "'" + source + ": " + why);
+    if (r.str(v, path + ".workload_api", s.workload_api))
+      resolve_workload_api(r, v, path, s.workload_api, true, s);
   });
   with(n, "trust_domains", [&](auto v) {
     if (!r.strings(v, path + ".trust_domains", s.trust_domains)) return;

@@ -2019,12 +2019,25 @@ TEST(ConfigSpiffe, Errors) {
               ElementsAre(at(6, 30,
                              "listeners[0].tls.spiffe.workload_api: 'unix:relative.sock': the "
                              "socket path must be absolute")));
-  EXPECT_THAT(problems_of(kSpiffeListener + R"(    tls:
-      spiffe:
-)"),
-              ElementsAre(at(6, 7,
-                             "listeners[0].tls.spiffe.workload_api is required: "
-                             "unix:/path/to/agent.sock, or env for $SPIFFE_ENDPOINT_SOCKET")));
+}
+
+// The contract's default (interface.md: `workload_api: env`): `spiffe:` alone, or without the
+// key, finds the agent as go-spiffe and ghostunnel do.
+TEST(ConfigSpiffe, WorkloadApiDefaultsToEnv) {
+  for (const std::string spiffe : {"      spiffe:\n", "      spiffe: {trust_domains: [a.org]}\n"}) {
+    const std::string yaml = kSpiffeListener + "    tls:\n" + spiffe;
+    ::setenv("SPIFFE_ENDPOINT_SOCKET", "unix:/tmp/agent.sock", 1);
+    const auto& s = load_ok(yaml).listeners.at(0).tls.spiffe;
+    EXPECT_EQ(s.workload_api, "env") << spiffe;
+    EXPECT_EQ(s.socket_path, "/tmp/agent.sock") << spiffe;
+    ::unsetenv("SPIFFE_ENDPOINT_SOCKET");
+    EXPECT_THAT(problems_of(yaml),
+                ElementsAre(at(6, spiffe.find('{') == std::string::npos ? 7 : 15,
+                               "listeners[0].tls.spiffe.workload_api: not given, so env (the "
+                               "default), but SPIFFE_ENDPOINT_SOCKET is not set: give "
+                               "unix:/path/to/agent.sock, or set the variable")))
+        << spiffe;
+  }
 }
 
 TEST(ConfigSpiffe, ExcludesCertificateFiles) {

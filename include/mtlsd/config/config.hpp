@@ -256,7 +256,7 @@ enum class upstream_check_type { tcp, http };
 struct upstream_check_options {
   bool enabled = false;  // true when the `upstream_check:` block is present
   upstream_check_type type = upstream_check_type::tcp;
-  std::string path = "/";  // type http: the GET target; 2xx and 3xx mean up
+  std::string path = "/healthz";  // type http: the GET target; 2xx and 3xx mean up
   duration interval = 5s;
   duration timeout = 1s;
   bool operator==(const upstream_check_options&) const = default;
