@@ -182,8 +182,9 @@ void h2c_upstream::start(stream_ptr s) {
 }
 
 void h2c_upstream::cancel(stream& s, std::uint32_t code) {
-  // Response bytes the client will never take still count against the connection's window.
-  if (s.upstream_id >= 0 && !s.response_body.empty())
+  // Response bytes the client will never take still count against the connection's window;
+  // not mtlsd's own answer's (a 502: the upstream sent none of it), as in response_consumed.
+  if (s.upstream_id >= 0 && !s.answered_here && !s.response_body.empty())
     nghttp2_session_consume(session_.get(), s.upstream_id, s.response_body.size());
   s.response_body = {};
   if (s.upstream_id < 0 || !streams_.count(s.upstream_id)) return;
@@ -203,6 +204,13 @@ bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
   // is reset and the client's gets a 502 (or, its response begun, a reset).
   if (name == ":status") {  // the first field of every head
     s->upstream_head_bytes = 0;
+    // nghttp2 checks three digits and holds back 1xx; 000-099 it takes for a final head, which
+    // this side would take for an interim one and never pass on (the client's stream then had
+    // no answer until stream_idle_timeout: h2_upstream_fuzz). No status at all (RFC 9110 15).
+    if (value_in.empty() || value_in[0] == '0') {
+      s->detail = "upstream: response status " + std::string(value_in) + " is not a status";
+      return false;  // reset, as a head over the limit
+    }
     if (!value_in.empty() && value_in[0] == '1' &&
         ++s->upstream_interim_heads > http_interim_limit) {
       s->detail =
