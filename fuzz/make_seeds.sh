@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -227,6 +227,127 @@ for i, (name, resp) in enumerate(responses.items()):
         for piece in (0, 1, 7):
             flags = mode | ((i % 3) << 1 & 6) | (piece << 3)
             open(f"{out}/{name}-{mode}-{piece}", "wb").write(bytes([flags, 8]) + resp)
+PY
+# h2_upstream_fuzz: byte 0 = the peer's write size (bits 0-2), the client takes response bytes
+# (bit 3), stream 3's request has trailers (bit 4), an event (bits 5-7); byte 1 = when the event
+# happens; then an HTTP/2 server's bytes (hyper-h2) answering streams 1 (GET), 3 (POST, ended)
+# and 5 (POST, body open).
+PY=python3
+"$PY" -c 'import h2' 2>/dev/null || PY=/usr/bin/python3
+"$PY" - "$C/h2_upstream_fuzz" <<'PY'
+import sys
+import h2.config, h2.connection, h2.errors
+from hyperframe.frame import DataFrame, SettingsFrame
+out = sys.argv[1]
+req = [(":scheme", "http"), (":authority", "api.example.org"), (":path", "/")]
+
+def server():
+    # A client makes the streams exist on the server's side; its frames are not kept.
+    cli = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    srv = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False))
+    cli.initiate_connection()
+    cli.send_headers(1, [(":method", "GET")] + req, end_stream=True)
+    cli.send_headers(3, [(":method", "POST")] + req)
+    cli.send_data(3, b"\0\0\0\0\5hello", end_stream=True)
+    cli.send_headers(5, [(":method", "POST")] + req)
+    cli.send_data(5, b"u" * 1000)
+    srv.initiate_connection()
+    srv.receive_data(cli.data_to_send())
+    # Values as plain literals (no Huffman code), which a mutation changes a byte at a time.
+    encode = srv.encoder.encode
+    srv.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)
+    return srv
+
+def ok_200(srv, sid, body=b"hello", end=True):
+    srv.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
+    srv.send_data(sid, body, end_stream=end)
+
+scenarios = {}
+s = server()
+ok_200(s, 1)
+ok_200(s, 3, b"x" * 3000)
+s.send_headers(5, [(":status", "201")], end_stream=True)
+s.reset_stream(5, 0)  # answered in full before the upload ended
+scenarios["ok"] = s.data_to_send()
+
+s = server()
+s.send_headers(3, [(":status", "200"), ("content-type", "application/grpc")])
+s.send_data(3, b"\0\0\0\0\2ok")
+s.send_headers(3, [("grpc-status", "0"), ("grpc-message", " ")], end_stream=True)
+s.send_headers(1, [(":status", "200"), ("content-type", "application/grpc"),
+                   ("grpc-status", "abc")], end_stream=True)  # Trailers-Only, not a number
+s.send_headers(5, [(":status", "200"), ("grpc-status", "14")], end_stream=True)
+scenarios["grpc"] = s.data_to_send()
+
+s = server()
+s.send_headers(1, [(":status", "100")])
+s.send_headers(1, [(":status", "103"), ("link", "</a.css>; rel=preload")])
+ok_200(s, 1)
+s.send_headers(3, [(":status", "100")])
+s.send_headers(3, [(":status", "204")], end_stream=True)
+scenarios["interim"] = s.data_to_send()
+
+s = server()
+ok_200(s, 1, end=False)
+s.reset_stream(3, h2.errors.ErrorCodes.REFUSED_STREAM)
+s.reset_stream(1, h2.errors.ErrorCodes.INTERNAL_ERROR)
+scenarios["rst"] = s.data_to_send()
+
+s = server()
+ok_200(s, 1, end=False)
+s.close_connection(last_stream_id=1)  # streams 3 and 5 refused; 1 goes on
+scenarios["goaway"] = s.data_to_send() + DataFrame(1, data=b"more", flags=["END_STREAM"]).serialize()
+
+s = server()
+s.ping(b"12345678")
+s.increment_flow_control_window(65536)
+s.increment_flow_control_window(65536, stream_id=5)
+ok_200(s, 3, b"y" * 16000)
+s.send_headers(5, [(":status", "200")])
+s.acknowledge_received_data(1000, 5)
+s.send_data(5, b"z" * 100, end_stream=True)
+scenarios["ping-window"] = s.data_to_send()
+
+s = server()
+s.send_headers(1, [(":status", "200"), ("connection", "close"), ("keep-alive", "1")],
+               end_stream=True)
+s.send_headers(3, [(":status", "200"), ("te", "trailers"), ("X-Upper", "1")], end_stream=True)
+s.send_headers(5, [(":status", "200"), ("transfer-encoding", "chunked")], end_stream=True)
+scenarios["connection-fields"] = s.data_to_send()
+
+s = server()
+s.push_stream(1, 2, [(":method", "GET")] + req)
+ok_200(s, 1)
+scenarios["push-promise"] = s.data_to_send()
+
+s = server()
+ok_200(s, 1)
+ok_200(s, 3)
+scenarios["max-concurrent"] = SettingsFrame(0, settings={3: 1}).serialize() + s.data_to_send()
+
+s = server()
+s.send_headers(1, [(":status", "200"), ("x-big", "v" * 4000)])
+s.send_data(1, b"d" * 16000)
+s.send_data(1, b"d" * 16000)
+s.send_data(1, b"d" * 16000)
+s.send_data(1, b"d" * 16000, end_stream=True)
+scenarios["window-full"] = s.data_to_send()
+
+s = server()
+s.send_headers(1, [(":status", "099")])  # no status: nghttp2 takes it for a final head
+s.send_data(1, b"hello", end_stream=True)
+scenarios["status-099"] = s.data_to_send()
+
+# byte 0: piece size index | 8 (client takes bytes) | 16 (request trailers) | event << 5
+variants = [(8, 0), (8 | 4, 0), (1, 0), (8 | 1 << 5, 1), (8 | 5 << 5, 0), (8 | 16 | 6 << 5, 2),
+            (7 << 5, 3), (8 | 4 << 5, 0), (8 | 2 | 3 << 5, 1), (8 | 16 | 2 << 5, 2)]
+for name, frames in scenarios.items():
+    for i, (b0, b1) in enumerate(variants):
+        if i > 2 and name not in ("ok", "grpc", "interim", "max-concurrent"):
+            continue
+        open(f"{out}/{name}-{i}", "wb").write(bytes([b0, b1]) + frames)
 PY
 
 echo "seeds written under $(pwd)/$C"
