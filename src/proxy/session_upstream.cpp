@@ -27,7 +27,9 @@ asio::awaitable<error_code> connect_and_record(session& s, std::string& why) {
                                       &connected_to);
   s.upstream_connect_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - begin).count();
-  if (!ec) s.upstream_address = format_endpoint(connected_to);
+  // The address connected to; after a failed connect, the one configured (what was tried: an
+  // IP literal, a unix socket, or the name whose addresses were).
+  s.upstream_address = ec ? s.listener->cfg.upstream.str() : format_endpoint(connected_to);
   trace_connect(s, begin, resolved, ec, why);
   co_return ec;
 }
