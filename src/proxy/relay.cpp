@@ -183,7 +183,13 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
         }
         co_return;
       }
-      if (ec) co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
+      if (ec) {
+        // A reset: what it sent before is out (written to the TLS socket), but maybe not yet
+        // sent by our kernel, and closing over the TLS peer's unread bytes would reset that
+        // connection too, destroying it: the session closes by lingering (as after plain_gone).
+        if (ec == asio::error::connection_reset) st.r.tls_peer_sending = true;
+        co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
+      }
       st.clock.touch();
       const auto now = write_tls_now(st, buf.data(), n);
       if (now == written_now::failed) co_return;
