@@ -238,8 +238,9 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                  : l->cfg.client_auth.where,
              "trusted CA " + tls::subject_of(c.get()) +
                  " cannot issue a certificate mtlsd accepts: " + why +
-                 " (strict path validation refuses every chain through it; reissue "
-                 "it, e.g. openssl's -addext "
+                 " (strict path validation refuses every chain through it; a peer presenting "
+                 "this very certificate is still accepted); to issue with it, reissue it as a "
+                 "CA (openssl: -addext \"basicConstraints=critical,CA:TRUE\" -addext "
                  "\"keyUsage=critical,keyCertSign,cRLSign\")",
              true});
       auto na = tls::not_after_of(c.get());

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <openssl/x509v3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -337,11 +338,17 @@ std::string strict_ca_problem(const X509* ca) {
   // X509_get_extension_flags caches the extensions; it takes a non-const pointer for that only.
   X509* x = const_cast<X509*>(ca);
   const std::uint32_t flags = X509_get_extension_flags(x);
+  // A certificate with names is an end entity pinned as its own anchor (`openssl req -x509`
+  // marks even those CA:TRUE): the peer presents it, no chain goes through it, strict checks
+  // do not apply. A CA certificate names no host, address or SPIFFE ID.
+  if (X509_get_ext_by_NID(x, NID_subject_alt_name, -1) >= 0) return "";
+  if (flags & EXFLAG_V1) return "it is a version 1 certificate, without extensions";
   if (!(flags & EXFLAG_CA)) return "";
   if (!(flags & EXFLAG_KUSAGE)) return "it has no keyUsage extension";
   if (!(X509_get_key_usage(x) & KU_KEY_CERT_SIGN))
     return "its keyUsage does not include keyCertSign";
   if (!(flags & EXFLAG_BCONS_CRITICAL)) return "its basicConstraints is not marked critical";
+  if (!X509_get0_subject_key_id(x)) return "it has no subjectKeyIdentifier extension";
   return "";
 }
 

@@ -195,19 +195,33 @@ def test_check_reports_expired_certificate(mtlsd_bin, pki, tmp_path):
      "its keyUsage does not include keyCertSign"),
     (["basicConstraints=CA:TRUE", "keyUsage=critical,keyCertSign"],
      "its basicConstraints is not marked critical"),
+    (["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign",
+      "subjectKeyIdentifier=none"], "it has no subjectKeyIdentifier extension"),
+    (None, "it is a version 1 certificate"),
     (["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"], None),
+    # An end entity pinned as its own anchor (`openssl req -x509` marks it CA:TRUE): no chain
+    # goes through it, so nothing to warn about (review of the first version, which did).
+    (["basicConstraints=critical,CA:TRUE", "subjectAltName=DNS:pinned.example.org"], None),
 ])
 def test_check_warns_about_a_ca_strict_validation_refuses(mtlsd_bin, pki, tmp_path, extensions,
                                                           why):
     """Review: the README's example CA (`openssl req -x509` without keyUsage) loaded, `check`
     said valid, and every client was then refused (bad_key_usage)."""
-    ca = tmp_path / "ca.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "ca.key"),
-                    "-out", str(ca), "-days", "365", "-subj", "/CN=Made By Hand CA",
-                    "-config", "/dev/null"]
-                   + [arg for e in extensions for arg in ("-addext", e)],
-                   check=True, capture_output=True)
+    ca, key = tmp_path / "ca.crt", tmp_path / "ca.key"
+    subject = ["-subj", "/CN=Made By Hand CA"]
+    if extensions is None:  # version 1: a request signed by its own key, no extension at all
+        csr = tmp_path / "ca.csr"
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
+                        str(csr)] + subject, check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-signkey", str(key),
+                        "-days", "365", "-out", str(ca)], check=True, capture_output=True)
+    else:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
+                        str(ca), "-days", "365", "-config", "/dev/null"] + subject
+                       + [arg for e in extensions for arg in ("-addext", e)],
+                       check=True, capture_output=True)
     text = BASE_YAML.format(pki=pki.root).replace(f"{pki.root}/ca.crt", str(ca))
     assert str(ca) in text
     cfg = write_config(tmp_path / "ca.yaml", text)

@@ -47,10 +47,11 @@ struct crl_file {
 std::shared_ptr<const crl_file> load_crl_file(const config::file_ref& f);
 
 // Why strict path validation (apply_validation_policy, verify.hpp: X509_V_FLAG_X509_STRICT)
-// refuses every chain that `ca`, a CA certificate, issues; "" when it does not, or when `ca` is
-// no CA (an end-entity certificate pinned as its own anchor: no chain goes through it). RFC
-// 5280 asks a CA certificate for a critical basicConstraints and a keyUsage with keyCertSign;
-// `openssl req -x509` makes one without keyUsage unless told (-addext).
+// refuses every chain that `ca`, a trusted CA certificate, issues; "" when it does not, or when
+// `ca` looks like an end entity pinned as its own anchor (no CA:TRUE, or subjectAltNames: no
+// chain goes through it). RFC 5280 asks a CA certificate for version 3, a critical
+// basicConstraints, a keyUsage with keyCertSign and a subjectKeyIdentifier; `openssl req -x509`
+// makes one without keyUsage unless told (-addext).
 std::string strict_ca_problem(const X509* ca);
 
 // For messages and metrics. Names are RFC 2253 ("CN=x,O=y").
