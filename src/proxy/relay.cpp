@@ -185,9 +185,11 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       }
       if (ec) {
         // A reset: what it sent before is out (written to the TLS socket), but maybe not yet
-        // sent by our kernel, and closing over the TLS peer's unread bytes would reset that
-        // connection too, destroying it: the session closes by lingering (as after plain_gone).
-        if (ec == asio::error::connection_reset) st.r.tls_peer_sending = true;
+        // sent by our kernel, and closing over bytes of the TLS peer's we have not read would
+        // reset that connection too, destroying it: with such bytes there, the session closes by
+        // lingering (as after plain_gone). Without, a close sends FIN after the last of it.
+        if (ec == asio::error::connection_reset && !net::nothing_to_read(st.tls_socket))
+          st.r.tls_peer_sending = true;
         co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
       }
       st.clock.touch();
