@@ -186,9 +186,11 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       if (ec) {
         // A reset: what it sent before is out (written to the TLS socket), but maybe not yet
         // sent by our kernel, and closing over bytes of the TLS peer's we have not read would
-        // reset that connection too, destroying it: with such bytes there, the session closes by
-        // lingering (as after plain_gone). Without, a close sends FIN after the last of it.
-        if (ec == asio::error::connection_reset && !net::nothing_to_read(st.tls_socket))
+        // reset that connection too, destroying it. So the session closes by lingering (as
+        // after plain_gone) when such bytes are there, or the other pump is waiting to write
+        // the TLS peer's upload (more of it is coming); else a close sends FIN after the last.
+        if (ec == asio::error::connection_reset &&
+            (st.plain_write_waiting || !net::nothing_to_read(st.tls_socket)))
           st.r.tls_peer_sending = true;
         co_return st.fail("reading from plaintext peer", ec, relay_end::plain_peer);
       }

@@ -28,7 +28,8 @@ struct relay_state {
   relay_result& r;
   asio::cancellation_state session_cancel{};  // the relay's caller's: the session's
   bool stopping = false;
-  bool plain_write_failed = false;  // plain_gone(): the plaintext peer is gone
+  bool plain_write_failed = false;   // plain_gone(): the plaintext peer is gone
+  bool plain_write_waiting = false;  // write_plain waits for the plaintext peer to take more
 
   // `side`: whose end this error is (relay_result::first_end).
   void fail(const char* where, const error_code& ec, relay_end side) {

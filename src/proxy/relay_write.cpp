@@ -93,8 +93,10 @@ asio::awaitable<bool> write_plain(relay_state& st, const char* data, std::size_t
     error_code ec;
     std::size_t written = st.plain.write_some(asio::buffer(data, n), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      st.plain_write_waiting = true;
       auto [how, wec] =
           co_await wait_writable(st, st.plain, st.tls_socket, relay_end::tls_peer, watching);
+      st.plain_write_waiting = false;
       if (how == wait_end::writable) continue;
       if (how == wait_end::in_peer_reset)
         st.fail("TLS peer left while the plaintext peer was not reading", wec, relay_end::tls_peer);
