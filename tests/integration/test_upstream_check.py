@@ -242,9 +242,11 @@ def test_http_check_2xx_and_3xx_are_up_5xx_down_and_it_flaps(start_mtlsd, pki, s
 
 def test_http_check_asks_for_healthz_by_default(start_mtlsd, pki, status_server):
     """The contract's default path (interface.md: `path: /healthz`; it was `/`)."""
-    daemon = start_mtlsd(daemon_config([checked(pki, status_server.address, type="http")]))
-    wait_ready_state(daemon, lambda r: r.status == 200, "never up")
-    assert set(status_server.paths) == {"/healthz"}, status_server.paths
+    s = status_server
+    daemon = start_mtlsd(daemon_config([checked(pki, s.address, type="http")]))
+    wait_ready_state(daemon, lambda r: up_line("inbound", s.address, ": HTTP 200") in r.text,
+                     "never up on 200")
+    assert set(s.paths) == {"/healthz"}, s.paths
 
 
 def test_http_check_that_hangs_is_bounded_by_the_timeout(start_mtlsd, pki, status_server):
