@@ -2027,7 +2027,8 @@ TEST(ConfigSpiffe, WorkloadApiDefaultsToEnv) {
   for (const std::string spiffe : {"      spiffe:\n", "      spiffe: {trust_domains: [a.org]}\n"}) {
     const std::string yaml = kSpiffeListener + "    tls:\n" + spiffe;
     ::setenv("SPIFFE_ENDPOINT_SOCKET", "unix:/tmp/agent.sock", 1);
-    const auto& s = load_ok(yaml).listeners.at(0).tls.spiffe;
+    const auto cfg = load_ok(yaml);
+    const auto& s = cfg.listeners.at(0).tls.spiffe;
     EXPECT_EQ(s.workload_api, "env") << spiffe;
     EXPECT_EQ(s.socket_path, "/tmp/agent.sock") << spiffe;
     ::unsetenv("SPIFFE_ENDPOINT_SOCKET");
