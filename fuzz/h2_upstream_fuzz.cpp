@@ -29,14 +29,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <charconv>
 #include <csignal>
 #include <cstddef>
@@ -52,6 +50,7 @@
 #include "fuzz_support.hpp"
 #include "h2_stream.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
+#include "piecewise_peer.hpp"
 
 using namespace mtlsd;
 namespace asio = boost::asio;
@@ -325,34 +324,6 @@ class fake_downstream final : public h2::downstream {
   bool take_pending_ = false;
 };
 
-// The upstream server: writes the input as told, then ends its side.
-asio::awaitable<void> serve(proxy::stream_socket& sock, const input& in) {
-  std::string_view rest = in.bytes;
-  while (!rest.empty()) {
-    const std::size_t n = in.piece == 0 ? rest.size() : std::min(in.piece, rest.size());
-    auto [ec, written] =
-        co_await asio::async_write(sock, asio::buffer(rest.data(), n), as_tuple(use_awaitable));
-    if (ec) co_return;  // mtlsd closed: the rest cannot matter
-    rest.remove_prefix(n);
-    co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
-  }
-  boost::system::error_code ignored;
-  sock.shutdown(proxy::stream_socket::shutdown_send, ignored);
-}
-
-// ... and reads what mtlsd sends (its preface, SETTINGS, requests), until mtlsd closes.
-asio::awaitable<void> discard(proxy::stream_socket& sock) {
-  std::array<char, 16 * 1024> sink;
-  for (;;) {
-    auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), as_tuple(use_awaitable));
-    if (ec) co_return;
-  }
-}
-
-}  // namespace
-
-namespace {
-
 void run_one(const input& in) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;
@@ -413,8 +384,8 @@ void run_one(const input& in) {
     boost::system::error_code ignored;
     ours.close(ignored);  // a peer still writing gets an error, as from a closed connection
   });
-  asio::co_spawn(io, serve(theirs, in), asio::detached);
-  asio::co_spawn(io, discard(theirs), asio::detached);
+  asio::co_spawn(io, fuzz::write_in_pieces(theirs, in.bytes, in.piece), asio::detached);
+  asio::co_spawn(io, fuzz::drain_until_closed(theirs), asio::detached);
   io.run();
   fuzz::check(run_returned, "run() returns once the peer closed");
   if (!stopped) down.check_all_answered();

@@ -16,15 +16,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -44,6 +41,7 @@
 #include "mtlsd/net/http_client.hpp"
 #include "mtlsd/net/socket.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
+#include "piecewise_peer.hpp"
 
 using namespace mtlsd;
 namespace asio = boost::asio;
@@ -62,26 +60,11 @@ struct input {
   std::string_view response;
 };
 
-// Writes the response as the input says, yielding to the reader between pieces, then ends the
-// sending side and waits for the reader to close.
+// Writes the response as the input says, then waits for the reader to close.
 template <class Socket>
 asio::awaitable<void> send_response(Socket& sock, const input& in) {
-  std::string_view rest = in.response;
-  while (!rest.empty()) {
-    const std::size_t n = in.piece == 0 ? rest.size() : std::min(in.piece, rest.size());
-    auto [ec, written] =
-        co_await asio::async_write(sock, asio::buffer(rest.data(), n), as_tuple(use_awaitable));
-    if (ec) co_return;  // the reader gave up: the rest cannot matter
-    rest.remove_prefix(n);
-    co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
-  }
-  boost::system::error_code ignored;
-  sock.shutdown(Socket::shutdown_send, ignored);
-  char sink[4096];
-  for (;;) {
-    auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), as_tuple(use_awaitable));
-    if (ec) co_return;
-  }
+  co_await fuzz::write_in_pieces(sock, in.response, in.piece);
+  co_await fuzz::drain_until_closed(sock);
 }
 
 // --- net::http_fetch ---------------------------------------------------------------------------
