@@ -3,6 +3,8 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+
 #include "mtlsd/tls/asn1_time.hpp"
 
 namespace mtlsd::tls::revocation {
@@ -160,6 +162,12 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   }
   drain_errors();
   return a;
+}
+
+std::optional<std::time_t> ocsp_refresh_due(const ocsp_refresh_facts& f, std::time_t now) {
+  if (!f.watched || f.lasting_revocation) return std::nullopt;
+  if (now - f.last_used > ocsp_refresh_idle_lifetime || f.not_after <= now) return std::nullopt;
+  return std::max(f.fresh_until, f.retry_at);
 }
 
 }  // namespace mtlsd::tls::revocation

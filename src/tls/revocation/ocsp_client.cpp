@@ -36,11 +36,14 @@ asio::awaitable<ocsp_exchange> ask_responder(net::http_url url, ocsp_query query
   co_return out;
 }
 
+bool ocsp_client::cached::lasting_revocation() const {
+  return answer.result == status::revoked && answer.detail != "certificateHold";
+}
+
 bool ocsp_client::cached::fresh(std::time_t now) const {
   // A revocation does not expire (ocsp.cpp), but for a certificateHold: asked again, the
   // responder would only say it again, one request per handshake of the revoked peer.
-  if (answer.result == status::revoked && answer.detail != "certificateHold") return true;
-  return now < fresh_until();
+  return lasting_revocation() || now < fresh_until();
 }
 
 std::time_t ocsp_client::cached::fresh_until() const {
@@ -116,27 +119,24 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
     if (self->state_->stopping) break;
     const std::time_t now = std::time(nullptr);
     wait = ocsp_refresh_period.count();
-    struct due {
+    struct ask {
       x509_ptr cert, issuer;
       std::string url;
       std::chrono::milliseconds timeout;
     };
-    std::vector<due> asks;
+    std::vector<ask> asks;
     self->cache_.for_each([&](const std::string&, cached& c) {
-      // Only what a listener watches (recheck_established), seen lately, and still valid: an
-      // expired certificate no longer connects (review: every answer cached was asked for
-      // again). Its connections already open stay, as in nginx and Envoy, bounded by
-      // timeouts.max_connection_age; CAs stop listing a certificate once it expired anyway.
-      if (!c.watched || !c.cert || now - c.last_used > ocsp_refresh_idle_lifetime ||
-          not_after_of(c.cert.get()) <= now)
-        return;
-      if (c.fresh(now)) {
-        if (c.answer.result != status::revoked || c.answer.detail == "certificateHold")
-          wait = std::min(wait, c.fresh_until() - now);
-        return;
-      }
-      if (now < c.retry_at) {
-        wait = std::min(wait, c.retry_at - now);
+      const std::optional<std::time_t> due =
+          ocsp_refresh_due({.watched = c.watched && c.cert,
+                            .last_used = c.last_used,
+                            .not_after = c.cert ? not_after_of(c.cert.get()) : 0,
+                            .lasting_revocation = c.lasting_revocation(),
+                            .fresh_until = c.fresh_until(),
+                            .retry_at = c.retry_at},
+                           now);
+      if (!due) return;
+      if (*due > now) {
+        wait = std::min(wait, *due - now);
         return;
       }
       // A few at a time: answers signed in one batch lapse together, and each request takes a

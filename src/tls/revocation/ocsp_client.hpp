@@ -45,6 +45,7 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
     ocsp_answer answer;
     std::string url;
     std::time_t fetched = 0;
+    bool lasting_revocation() const;  // revoked, not certificateHold
     bool fresh(std::time_t now) const;
     std::time_t fresh_until() const;  // for an answer that is not a lasting revocation
     // For the background refresh (refresh_loop): what to ask again, when it was last needed,
@@ -77,9 +78,9 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
             const x509_ptr& issuer, const std::string& url, std::chrono::milliseconds timeout);
   // A failed request for a cached certificate: its refresh backs off.
   void refresh_failed(const std::string& cert_id);
-  // Background (the daemon's service): asks again for the cached answers past their nextUpdate
-  // whose certificate was seen within ocsp_refresh_idle_lifetime, looking when the first is due
-  // (every ocsp_refresh_period at most, a second at least).
+  // Background (the daemon's service): asks again for the cached answers that are due
+  // (ocsp_refresh_due), looking when the first is due (every ocsp_refresh_period at most, a
+  // second at least).
   // Without it a long-lived connection's peer was never asked about again, and a revocation
   // reached it only through another handshake of the same certificate (review).
   static boost::asio::awaitable<void> refresh_loop(std::shared_ptr<ocsp_client> self);

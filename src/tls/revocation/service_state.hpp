@@ -31,10 +31,8 @@ inline constexpr std::time_t ocsp_default_lifetime = 300;
 // background refresh waits longer than this.
 inline constexpr std::time_t crl_idle_lifetime = 3600;
 
-// A peer's OCSP answer past its nextUpdate is asked for again in the background while its
-// certificate was seen in a handshake within this long (a connection open longer learns of a
-// revocation: recheck_established), looked for that often.
-inline constexpr std::time_t ocsp_refresh_idle_lifetime = 24 * 3600;
+// The background OCSP refresh (ocsp_refresh_due, tls/revocation/ocsp.hpp) looks at least this
+// often, and asks at most this many responders at a time.
 inline constexpr auto ocsp_refresh_period = std::chrono::seconds(30);
 inline constexpr std::size_t ocsp_refreshes_per_pass = 8;
 

@@ -6,6 +6,7 @@
 
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,5 +58,26 @@ struct ocsp_answer {
 // `unavailable` with the reason in `detail`. `request` may be null (stapled responses).
 ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
                                 OCSP_REQUEST* request, std::time_t now);
+
+// A peer's answer past its nextUpdate is asked for again in the background while its
+// certificate was seen in a handshake within this long, so that a connection open longer learns
+// of a revocation (recheck_established).
+inline constexpr std::time_t ocsp_refresh_idle_lifetime = 24 * 3600;
+
+// What the background refresh knows of one cached answer.
+struct ocsp_refresh_facts {
+  bool watched = false;             // a listener with recheck_established asked for it
+  std::time_t last_used = 0;        // the last handshake that looked it up
+  std::time_t not_after = 0;        // the certificate's
+  bool lasting_revocation = false;  // revoked, not certificateHold: known for good
+  std::time_t fresh_until = 0;      // the answer holds until then
+  std::time_t retry_at = 0;         // after a failed refresh, not before then (backoff)
+};
+
+// When the background refresh asks the responder about it again (a time at or before `now`: at
+// once), or nullopt for never: not watched, not seen within ocsp_refresh_idle_lifetime, its
+// certificate expired (it no longer connects; its open connections end with
+// timeouts.max_connection_age, as in nginx and Envoy), or a lasting revocation.
+std::optional<std::time_t> ocsp_refresh_due(const ocsp_refresh_facts& f, std::time_t now);
 
 }  // namespace mtlsd::tls::revocation
