@@ -444,3 +444,68 @@ def test_a_reload_that_trusts_a_set_aside_bundle_says_why_it_is_unusable(
         assert not any("sent no bundle" in m for m in warned), warned
     finally:
         api.stop()
+
+
+# --- 5. crafted bundles -----------------------------------------------------------------------
+
+def crafted_cas(count: int) -> bytes:
+    """`count` DER CA certificates of one name and key whose key identifiers point at each other
+    (odd ones name the even ones' SKI as their issuer's, and back): each is "issued" by half of
+    the others, a cycle with no root. Sorting such a bundle into anchors and intermediates
+    followed the cycle from every entry, with a search of the bundle at every step."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crafted")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    ids = (b"\x01" * 20, b"\x02" * 20)
+    out = []
+    for i in range(count):
+        ski, aki = ids[i % 2], ids[1 - i % 2]
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(1000 + i)
+                .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                             False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier(ski), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
+                .sign(key, hashes.SHA256()))
+        out.append(cert.public_bytes(serialization.Encoding.DER))
+    return b"".join(out)
+
+
+def test_a_crafted_federated_bundle_neither_stalls_mtlsd_nor_locks_the_partner_out(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path):
+    """Review: a partner's bundle of 700 such CAs took the control thread 30 s (1,000: over a
+    minute), with /healthz waiting as long, at every update. Now each entry's issuer is looked
+    up once, with at most four signature checks: the update is applied within the usual wait,
+    and the partner's real CA among the crafted ones still admits its workloads. A bundle of
+    more than 1,000 certificates is set aside with why."""
+    partner_ca = der_of(pki, "other-ca")
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path,
+                                         federated={"spiffe://other.org": partner_ca})
+    partner = issue_svid(pki, tmp_path, OTHER_ORG_CLIENT, ca="other-ca")
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path,
+                                                  trust_domains=["other.org"]))
+        wait_reloaded(daemon, first.serial)
+        second = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(second, federated={"spiffe://other.org": partner_ca + crafted_cas(999)})
+        wait_reloaded(daemon, second.serial, since=mark)  # 10 s at most
+        assert svid_client(pki, daemon.addr(), cert=partner)() == second.serial
+
+        third = issue_svid(pki, tmp_path, SERVER_ID)
+        mark = daemon.log_mark()
+        api.publish(third, federated={"spiffe://other.org": partner_ca,
+                                      "spiffe://junk.example": crafted_cas(1001)})
+        line = svid_outcome(daemon, mark)
+        assert line["msg"] == IGNORED, line
+        assert "1001 certificates, more than the 1000 a bundle may hold" in line["error"], line
+        wait_reloaded(daemon, third.serial, since=mark)
+        assert svid_client(pki, daemon.addr(), cert=partner)() == third.serial
+    finally:
+        api.stop()

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <ctime>
 #include <stdexcept>
+#include <string>
 
 #include "mtlsd/config/spiffe_id.hpp"
 #include "mtlsd/log/log.hpp"
@@ -49,9 +50,18 @@ std::string bare(std::string td) {
   return td;
 }
 
+// A trust domain's bundle holds its CAs: a few, with rollovers. Ten thousand (what gRPC's 4 MB
+// message allows) would cost the control thread seconds to sort into anchors and intermediates
+// (split_trust_bundle) at every update.
+constexpr std::size_t max_bundle_certificates = 1000;
+
 // A bundle is trust anchors: a certificate that is no CA (the SVID itself, sent by mistake)
-// would become the trust store and refuse every real peer.
+// would become the trust store and refuse every real peer. And there are not too many.
 void only_cas(const cert_chain& bundle, const char* what) {
+  if (bundle.size() > max_bundle_certificates)
+    throw std::runtime_error(std::string(what) + ": " + std::to_string(bundle.size()) +
+                             " certificates, more than the " +
+                             std::to_string(max_bundle_certificates) + " a bundle may hold");
   for (const auto& c : bundle)
     if (X509_check_ca(c.get()) == 0)
       throw std::runtime_error(std::string(what) + ": " + subject_of(c.get()) +
