@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -161,6 +162,17 @@ peer_identity extract_identity(X509* cert) {
   slot.der.assign(der);
   slot.id = id;
   return id;
+}
+
+std::string svid_key_usage_problem(X509* leaf) {
+  if (!(X509_get_extension_flags(leaf) & EXFLAG_KUSAGE))
+    return "it has no keyUsage (an X.509-SVID's has digitalSignature)";
+  const std::uint32_t ku = X509_get_key_usage(leaf);
+  if (!(ku & KU_DIGITAL_SIGNATURE))
+    return "its keyUsage lacks digitalSignature (an X.509-SVID's has it)";
+  if (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN))
+    return "its keyUsage has keyCertSign or cRLSign (an X.509-SVID leaf's has neither)";
+  return {};
 }
 
 }  // namespace mtlsd::tls

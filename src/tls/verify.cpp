@@ -61,33 +61,6 @@ bool is_partial_chain_anchor(X509_STORE_CTX* store_ctx, int depth, X509* cert) {
          X509_check_issued(cert, cert) != X509_V_OK;
 }
 
-bool self_issued(X509* c) {
-  return X509_check_issued(c, c) == X509_V_OK;
-}
-
-// At most this many signature checks per certificate while looking for its issuer. A real bundle
-// holds one or two candidates for a certificate (a CA rollover, a cross-signature); one crafted
-// with many CAs of one name and key identifiers, which a federated partner or the Workload API
-// could send, made a check for every pair on the control thread (review: 700 CAs took 30 s, and
-// /healthz waited that long).
-constexpr int max_issuer_signature_checks = 4;
-
-// The entry of `bundle` that issued `c` (name, AKI/SKI, key usage, and the signature itself), or
-// -1.
-int issuer_in(const cert_chain& bundle, X509* c) {
-  int checks = 0;
-  for (std::size_t i = 0; i < bundle.size(); ++i) {
-    X509* cand = bundle[i].get();
-    if (cand == c || X509_cmp(cand, c) == 0) continue;
-    if (X509_check_issued(cand, c) != X509_V_OK) continue;
-    if (++checks > max_issuer_signature_checks) break;
-    EVP_PKEY* key = X509_get0_pubkey(cand);
-    if (key && X509_verify(c, key) == 1) return static_cast<int>(i);
-  }
-  drain_errors();
-  return -1;
-}
-
 // The untrusted certificates chain building may use: the peer's (first) then the pool. A new
 // stack without references of its own (free it with sk_X509_free).
 STACK_OF(X509) * with_pool(STACK_OF(X509) * peer, STACK_OF(X509) * pool) {
@@ -119,35 +92,6 @@ int verify_with_pool(X509_STORE_CTX* store_ctx, void* arg) {
 }
 
 }  // namespace
-
-trust_split split_trust_bundle(const cert_chain& bundle) {
-  // Each entry's issuer in the bundle, looked up once: the walks below only follow these.
-  const std::size_t n = bundle.size();
-  std::vector<bool> self(n);
-  std::vector<int> issuer(n, -1);
-  for (std::size_t i = 0; i < n; ++i) {
-    self[i] = self_issued(bundle[i].get());
-    if (!self[i]) issuer[i] = issuer_in(bundle, bundle[i].get());
-  }
-  trust_split out;
-  for (std::size_t i = 0; i < n; ++i) {
-    bool demote = false;
-    // Walk up through the bundle: demote only if the walk ends at an entry that stays an anchor
-    // (a self-issued root, or one whose issuer is not in the bundle). A cycle of cross-signed
-    // CAs with no way out keeps this entry an anchor rather than trust nothing.
-    int at = self[i] ? -1 : issuer[i];
-    for (std::size_t steps = 0; at >= 0 && steps <= n; ++steps) {
-      const auto up = static_cast<std::size_t>(at);
-      if (self[up] || issuer[up] < 0) {
-        demote = true;
-        break;
-      }
-      at = issuer[up];
-    }
-    (demote ? out.intermediates : out.anchors).push_back(up_ref(bundle[i].get()));
-  }
-  return out;
-}
 
 void offer_intermediates(SSL_CTX* ctx, const cert_chain& pool) {
   if (pool.empty()) return;
@@ -332,6 +276,17 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
     // The alert a CA that is not trusted for this peer gets: unknown_ca.
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_CA);
     return 0;
+  }
+  // A SPIFFE bundle vouches for X.509-SVIDs: a leaf whose key usage is a CA's, or does not
+  // sign, is none (go-spiffe refuses it too).
+  if (!anchors_.empty()) {
+    if (std::string why = svid_key_usage_problem(cert); !why.empty()) {
+      out.refusal = reason::bad_key_usage;
+      out.detail = "not an X.509-SVID: " + why;
+      out.refused_peer = std::move(id);
+      X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE);
+      return 0;
+    }
   }
   policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});
   if (!d.allowed) {

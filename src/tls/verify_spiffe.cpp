@@ -33,6 +33,12 @@ std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
     return "no SPIFFE ID" +
            (id.spiffe_id_problem.empty() ? std::string() : " (" + id.spiffe_id_problem + ")") +
            ": a SPIFFE bundle vouches only for the SPIFFE IDs of its trust domain";
+  // An X.509-SVID carries exactly one URI SAN, its SPIFFE ID (X509-SVID section 4.1; go-spiffe
+  // refuses others): what a bundle vouches for is that ID, not another URI an allow list or an
+  // upstream reading XFCC could match.
+  if (id.uri_sans.size() != 1)
+    return "not an X.509-SVID: the certificate has " + std::to_string(id.uri_sans.size()) +
+           " URI SANs; a SPIFFE bundle vouches only for X.509-SVIDs, which have exactly one";
   // "spiffe://" then the trust domain, up to the path (a workload's ID always has one).
   const std::string_view rest = std::string_view(id.spiffe_id).substr(9);
   const std::string_view td = rest.substr(0, rest.find('/'));

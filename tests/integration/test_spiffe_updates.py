@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import ssl
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -507,5 +508,69 @@ def test_a_crafted_federated_bundle_neither_stalls_mtlsd_nor_locks_the_partner_o
         assert "1001 certificates, more than the 1000 a bundle may hold" in line["error"], line
         wait_reloaded(daemon, third.serial, since=mark)
         assert svid_client(pki, daemon.addr(), cert=partner)() == third.serial
+    finally:
+        api.stop()
+
+
+# --- 6. what is no X.509-SVID -------------------------------------------------------------------
+
+NOT_AN_SVID_KEY_USAGE = {
+    "no digitalSignature": ("critical, keyAgreement", "lacks digitalSignature"),
+    "cRLSign": ("critical, digitalSignature, cRLSign", "has keyCertSign or cRLSign"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_AN_SVID_KEY_USAGE))
+def test_an_svid_peers_would_refuse_for_its_key_usage_is_refused(start_mtlsd, make_upstream, pki,
+                                                                 short_tmp, tmp_path, case):
+    """Review: an update whose SVID could not sign (keyAgreement only), or claimed a CA's
+    cRLSign, was applied and served, and peers refused it. It is refused now (X509-SVID section
+    4.3); the previous SVID keeps serving."""
+    key_usage, said = NOT_AN_SVID_KEY_USAGE[case]
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        mark = daemon.log_mark()
+        api.publish(issue_svid(pki, tmp_path, SERVER_ID, key_usage=key_usage))
+        line = svid_outcome(daemon, mark)
+        assert line["msg"] == REFUSED, line
+        assert f"x509_svid: its keyUsage {said}" in line["error"], line
+        assert svid_client(pki, daemon.addr())() == first.serial
+    finally:
+        api.stop()
+
+
+PEERS_THAT_ARE_NO_SVID = {
+    # name: (issue_svid options, reason, what the log's detail says)
+    "two URI SANs": ({"uris": ("https://admin.example/",)}, "unknown_ca",
+                     "not an X.509-SVID: the certificate has 2 URI SANs"),
+    "no digitalSignature": ({"key_usage": "critical, keyAgreement"}, "bad_key_usage",
+                            "not an X.509-SVID: its keyUsage lacks digitalSignature"),
+    "cRLSign": ({"key_usage": "critical, digitalSignature, cRLSign"}, "bad_key_usage",
+                "not an X.509-SVID: its keyUsage has keyCertSign or cRLSign"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PEERS_THAT_ARE_NO_SVID))
+def test_a_bundle_vouches_only_for_x509_svids(start_mtlsd, make_upstream, pki, short_tmp,
+                                              tmp_path, case):
+    """Review: with the trust from SPIFFE bundles, a peer with another URI SAN beside its SPIFFE
+    ID, or a CA's cRLSign, or no digitalSignature, was admitted, though it is no X.509-SVID
+    (sections 4.1 and 4.3) and go-spiffe refuses it. It is refused in the handshake now; the
+    same peer as an X.509-SVID is admitted."""
+    options, reason, detail = PEERS_THAT_ARE_NO_SVID[case]
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
+    peer_id = "spiffe://example.org/ns/default/sa/peer"
+    try:
+        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        wait_reloaded(daemon, first.serial)
+        assert svid_client(pki, daemon.addr(), cert=issue_svid(pki, tmp_path, peer_id))() == \
+            first.serial
+        with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+            svid_client(pki, daemon.addr(), cert=issue_svid(pki, tmp_path, peer_id, **options))()
+        refused = daemon.wait_for_access(result="rejected")
+        assert refused["reason"] == reason, refused
+        assert detail in refused["detail"], refused
     finally:
         api.stop()

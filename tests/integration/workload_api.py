@@ -62,12 +62,18 @@ class Svid:
 _serial = [0x5F1D0000]
 
 
+SVID_KEY_USAGE = "critical, digitalSignature, keyAgreement"
+
+
 def issue_svid(pki: Pki, workdir: Path, spiffe_id: str | None, *, ca: str = "ca", days: int = 1,
-               dns: str | None = None) -> Svid:
+               dns: str | None = None, key_usage: str = SVID_KEY_USAGE,
+               uris: tuple[str, ...] = ()) -> Svid:
     """A leaf X.509-SVID signed by the PKI's `ca` (ca.crt/ca.key, or other-ca): exactly one URI
     SAN (the SPIFFE ID), CA:FALSE, serverAuth+clientAuth, an EC P-256 key. `dns` adds a DNS SAN
     (SPIRE can put DNS names in an SVID too), so that curl can check the host name. With no
-    `spiffe_id`, the DNS SAN alone: a leaf shaped like an SVID that names no SPIFFE ID."""
+    `spiffe_id`, the DNS SAN alone: a leaf shaped like an SVID that names no SPIFFE ID.
+    `key_usage` (openssl's keyUsage line) and `uris` (more URI SANs) make one that is no
+    X.509-SVID."""
     _serial[0] += 1
     serial = _serial[0]
     workdir = Path(workdir)
@@ -75,12 +81,13 @@ def issue_svid(pki: Pki, workdir: Path, spiffe_id: str | None, *, ca: str = "ca"
     base = workdir / f"svid-{serial:X}"
     ext = base.with_suffix(".ext")
     ext.write_text("basicConstraints = critical, CA:FALSE\n"
-                   "keyUsage = critical, digitalSignature, keyAgreement\n"
+                   f"keyUsage = {key_usage}\n"
                    "extendedKeyUsage = serverAuth, clientAuth\n"
                    "subjectKeyIdentifier = hash\n"
                    "authorityKeyIdentifier = keyid\n"
                    "subjectAltName = critical, "
                    + ", ".join(([f"URI:{spiffe_id}"] if spiffe_id else [])
+                               + [f"URI:{u}" for u in uris]
                                + ([f"DNS:{dns}"] if dns else [])) + "\n")
     key, csr, crt = (str(base) + s for s in (".key", ".csr", ".crt"))
 

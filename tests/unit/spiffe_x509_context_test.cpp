@@ -138,15 +138,18 @@ TEST(SpiffeX509Context, AnUnusableFederatedBundleIsSetAsideWithWhy) {
 TEST(SpiffeX509Context, AnSvidNotValidYetParsesWithItsNotBefore) {
   x509_context_fixture f;
   const std::time_t later = now() + 30;
-  const credential early = make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .not_before = later});
+  const credential early = make_leaf(
+      f.root, {.cn = "m", .uri_sans = {kId}, .usage = key_usage::both, .not_before = later});
   auto r = f.raw();
   r.x509_svid = to_der(early.cert());
   r.x509_svid_key = pkcs8_der(early.key());
   auto ctx = parse(r);
   EXPECT_EQ(ctx->not_before, later);
-  const credential expired = make_leaf(
-      f.root,
-      {.cn = "m", .uri_sans = {kId}, .not_before = now() - days(2), .not_after = now() - days(1)});
+  const credential expired = make_leaf(f.root, {.cn = "m",
+                                                .uri_sans = {kId},
+                                                .usage = key_usage::both,
+                                                .not_before = now() - days(2),
+                                                .not_after = now() - days(1)});
   r.x509_svid = to_der(expired.cert());
   r.x509_svid_key = pkcs8_der(expired.key());
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid's chain is not valid on "));
@@ -167,11 +170,31 @@ TEST(SpiffeX509Context, RefusesWhatPeersCouldNotVerify) {
   EXPECT_THAT(refusal(r), HasSubstr("x509_svid does not chain to the trust domain's bundle"));
   // Through an intermediate the SVID carries: accepted.
   const credential issuing = make_intermediate(f.root, {.cn = "example.org issuing"});
-  const credential via = make_leaf(issuing, {.cn = "m", .uri_sans = {kId}});
+  const credential via =
+      make_leaf(issuing, {.cn = "m", .uri_sans = {kId}, .usage = key_usage::both});
   r = f.raw();
   r.x509_svid = to_der(via.cert()) + to_der(issuing.cert());
   r.x509_svid_key = pkcs8_der(via.key());
   EXPECT_EQ(refusal(r), "accepted");
+}
+
+// Review: an SVID whose extendedKeyUsage lacked serverAuth (or clientAuth) was applied, and
+// every peer then refused it; the previous one is kept instead (X509-SVID section 4.4: when
+// present, both). Without the extension, any purpose: accepted. (Key usage: the integration
+// test test_spiffe_updates.py::test_an_svid_peers_would_refuse_for_its_key_usage_is_refused.)
+TEST(SpiffeX509Context, RefusesAnSvidWithoutServerAndClientAuth) {
+  x509_context_fixture f;
+  for (const key_usage usage : {key_usage::client, key_usage::server, key_usage::none}) {
+    const credential leaf = make_leaf(f.root, {.cn = "m", .uri_sans = {kId}, .usage = usage});
+    auto r = f.raw();
+    r.x509_svid = to_der(leaf.cert());
+    r.x509_svid_key = pkcs8_der(leaf.key());
+    if (usage == key_usage::none)
+      EXPECT_EQ(refusal(r), "accepted");
+    else
+      EXPECT_THAT(refusal(r), HasSubstr("x509_svid: its extendedKeyUsage lacks serverAuth or "
+                                        "clientAuth"));
+  }
 }
 
 TEST(SpiffeX509Context, RefusesACaAsTheSvid) {

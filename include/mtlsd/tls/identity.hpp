@@ -42,4 +42,9 @@ peer_identity extract_identity(X509* cert);
 // Lower-case hex SHA-256 of the DER encoding.
 std::string sha256_fingerprint(X509* cert);
 
+// Why `leaf`'s key usage is not an X.509-SVID leaf's (X509-SVID section 4.3, as go-spiffe checks
+// it): a keyUsage extension with digitalSignature and neither keyCertSign nor cRLSign. "" when
+// it is.
+std::string svid_key_usage_problem(X509* leaf);
+
 }  // namespace mtlsd::tls

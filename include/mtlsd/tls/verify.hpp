@@ -138,8 +138,8 @@ class verifier {
   // decide() for a certificate OpenSSL found fault with: 1 to accept the error after all.
   int decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const;
   bool within_grace(X509_STORE_CTX* store_ctx) const;
-  // With bind_trust_domains: why the verified chain of `id` does not end in its trust domain's
-  // bundle, or "" when it does.
+  // With bind_trust_domains: why `id` is no X.509-SVID (its URI SANs) or its verified chain
+  // does not end in its trust domain's bundle, or "" when neither.
   std::string outside_trust_domain(X509_STORE_CTX* store_ctx, const peer_identity& id) const;
 
   peer_role role_;

@@ -144,6 +144,14 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   if (X509_check_private_key(leaf, ctx->svid.key.get()) != 1)
     throw std::runtime_error("x509_svid_key does not match the X.509-SVID: " + drain_errors());
   if (X509_check_ca(leaf) != 0) throw std::runtime_error("x509_svid: the leaf is a CA certificate");
+  // Peers refuse an SVID that cannot sign, or may not serve or log in: keep the one serving.
+  if (std::string why = svid_key_usage_problem(leaf); !why.empty())
+    throw std::runtime_error("x509_svid: " + why);
+  if (const std::uint32_t eku = X509_get_extended_key_usage(leaf);
+      (eku & (XKU_SSL_SERVER | XKU_SSL_CLIENT)) != (XKU_SSL_SERVER | XKU_SSL_CLIENT))
+    throw std::runtime_error(
+        "x509_svid: its extendedKeyUsage lacks serverAuth or clientAuth (an X.509-SVID's, when "
+        "present, has both)");
   const auto uris = extract_identity(leaf).uri_sans;
   if (uris.size() != 1 || uris.front() != raw.spiffe_id)
     throw std::runtime_error("x509_svid: the leaf's URI SAN is not " + raw.spiffe_id +
