@@ -205,8 +205,20 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
       }
     }
   } catch (const boost::system::system_error& e) {
-    throw std::runtime_error("listener '" + lr->cfg.name + "': cannot listen on " +
-                             lr->cfg.listen.str() + ": " + e.code().message());
+    // A reload binds anew for a listener it adds, renames or moves, or whose address is spelt
+    // differently; a port below the host's ip_unprivileged_port_start then needs a capability
+    // that mtlsd gave up after start (sandbox).
+    const bool privileged_port = e.code() == boost::system::errc::permission_denied &&
+                                 !lr->cfg.listen.is_unix() && lr->cfg.listen.port > 0 &&
+                                 lr->cfg.listen.port < 1024;
+    throw std::runtime_error(
+        "listener '" + lr->cfg.name + "': cannot listen on " + lr->cfg.listen.str() + ": " +
+        e.code().message() +
+        (privileged_port ? std::string(" (a port below 1024 needs CAP_NET_BIND_SERVICE, which "
+                                       "mtlsd gives up once started when `sandbox` is on: a "
+                                       "reload that adds, renames or re-spells a listener on "
+                                       "such a port needs a restart)")
+                         : std::string()));
   }
   b.slot->bound = b.takeover.path.empty()
                       ? proxy::format_endpoint(b.acceptors.front().local_endpoint())

@@ -76,8 +76,8 @@ def served_serial(daemon: Mtlsd, pki) -> int:
         return int(s.getpeercert()["serialNumber"], 16)
 
 
-def admitted(daemon: Mtlsd, pki) -> None:
-    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
+def admitted(daemon: Mtlsd, pki, listener: str = "inbound") -> None:
+    ex = echo_roundtrip(daemon.addr(listener), client_context(pki, "client"))
     assert ex.error is None and ex.data == b"ping\n", f"not served: {ex!r}"
 
 
@@ -278,3 +278,38 @@ def test_landlock_denies_reading_outside_the_allowed_dirs(mtlsd_bin, pki, make_u
 
     control = run(False, "unsandboxed")
     assert outcome(control, 0)["msg"] == RELOADED
+
+
+def free_privileged_port() -> int:
+    import socket
+    for port in range(600, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 takes root here")
+def test_a_reload_that_binds_a_privileged_port_anew_says_it_needs_a_restart(
+        mtlsd_bin, pki, make_upstream, tmp_path, started):
+    """Review: renaming a listener on a port below 1024 (or writing its address differently)
+    binds anew, which needs the CAP_NET_BIND_SERVICE mtlsd gave up after start: the reload
+    failed with a bare "Permission denied". The error says what to do now; the old listener
+    keeps serving."""
+    upstream = make_upstream().address
+    listen = f"127.0.0.1:{free_privileged_port()}"
+    daemon = start(mtlsd_bin, daemon_config([server_listener(pki, upstream, name="a",
+                                                             listen=listen)]),
+                   tmp_path / "run", started)
+    sandbox_line(daemon)
+    admitted(daemon, pki, "a")
+    reload_with(daemon, daemon_config([server_listener(pki, upstream, name="b", listen=listen)]),
+                wait=False)  # it fails: outcome() reads why
+    line = outcome(daemon, 0)
+    assert line["msg"] == FAILED, line
+    assert "Permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE" in line["error"], line
+    assert "needs a restart" in line["error"], line
+    admitted(daemon, pki, "a")
