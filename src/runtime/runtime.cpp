@@ -167,7 +167,6 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       if (lr->svid) {
         tls::svid_material svid{
             lr->svid->spiffe_id, &lr->svid->svid,
-            tls::spiffe::trusted_cas(*lr->svid, l.tls.spiffe.trust_domains),
             tls::spiffe::trusted_anchors(*lr->svid, l.tls.spiffe.trust_domains)};
         lr->tls = tls::build_context(l, &svid);
       } else {

@@ -11,6 +11,7 @@
 #include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/ticket_keys.hpp"
+#include "mtlsd/tls/trust_store.hpp"
 
 namespace mtlsd::tls {
 namespace {
@@ -117,20 +118,6 @@ void use_certificates(SSL_CTX* ctx, const config::tls_options& t, tls_context& o
   out.own_uri_sans = extract_identity(out.own_chain.front().get()).uri_sans;
 }
 
-// Builds the trust store from CA bundles. Returns the certificates for metrics. Only anchors go
-// into the store: an intermediate whose issuer is in the bundle too only helps build chains
-// (see split_trust_bundle), so its issuer's restrictions and CRLs still apply to it.
-cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas) {
-  const trust_split split = split_trust_bundle(cas);
-  X509_STORE* store = X509_STORE_new();
-  for (const auto& ca : split.anchors) {
-    if (X509_STORE_add_cert(store, ca.get()) != 1) drain_errors();  // duplicates are harmless
-  }
-  SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
-  offer_intermediates(ctx, split.intermediates);
-  return cas;
-}
-
 // Tells clients (curl, browsers) which CAs we accept, so they pick the right certificate: each
 // distinct subject once. The names travel in one list with a 2-byte length, and OpenSSL fails
 // every handshake (internal_error) when they do not fit; then none is sent, and each client
@@ -156,18 +143,18 @@ std::size_t advertise_ca_names(SSL_CTX* ctx, const cert_chain& cas) {
   return bytes;
 }
 
-// CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
-// during chain verification, so revocation is decided inside the handshake.
-// The CA files the configuration names or, with tls.spiffe and no files, the trust bundles (an
-// empty store until the first X.509-SVID arrives: nothing verifies, never the system store).
-cert_chain trusted_cas(const config::listener& l, const std::vector<config::file_ref>& files,
-                       const svid_material* svid) {
-  if (!l.tls.spiffe.enabled || !files.empty()) return load_ca_bundles(files);
-  if (!svid) return {};
-  return copy_chain(svid->trusted);
+// Installs on `ctx` the CA files the configuration names or, with tls.spiffe and no files, the
+// trust bundles (an empty store until the first X.509-SVID arrives: nothing verifies, never the
+// system store). Returns the certificates trusted (for metrics).
+cert_chain install_trust(SSL_CTX* ctx, const config::listener& l,
+                         const std::vector<config::file_ref>& files, const svid_material* svid) {
+  if (!l.tls.spiffe.enabled || !files.empty())
+    return install_trust_store(ctx, load_ca_bundles(files));
+  if (!svid) return install_trust_store(ctx, {});
+  return install_bundle_trust(ctx, svid->anchors);
 }
 
-// When trusted_cas gave the bundles: each vouches for its own trust domain only.
+// When install_trust gave the bundles: each vouches for its own trust domain only.
 void bind_to_bundles(verifier& v, const config::listener& l,
                      const std::vector<config::file_ref>& files, const svid_material* svid) {
   if (!l.tls.spiffe.enabled || !files.empty() || !svid) return;
@@ -177,6 +164,8 @@ void bind_to_bundles(verifier& v, const config::listener& l,
   v.bind_trust_domains(std::move(anchors));
 }
 
+// CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
+// during chain verification, so revocation is decided inside the handshake.
 crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
   crl_policy policy;
   if (rv.crl_files.empty()) return policy;
@@ -233,7 +222,7 @@ void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material
     mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
   crl_policy crl;
   if (ca.mode != config::client_auth_mode::none) {
-    out.trust = install_trust_store(ctx, trusted_cas(l, ca.ca, svid));
+    out.trust = install_trust(ctx, l, ca.ca, svid);
     out.ca_names_bytes = advertise_ca_names(ctx, out.trust);
     SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
     crl = install_crls(ctx, l.revocation, out);
@@ -291,7 +280,7 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
     if (SSL_CTX_set_default_verify_paths(ctx) != 1)
       fail(l.where, "cannot load the system trust store: " + drain_errors());
   } else {
-    out.trust = install_trust_store(ctx, trusted_cas(l, sa.ca, svid));
+    out.trust = install_trust(ctx, l, sa.ca, svid);
   }
   SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_verify_depth(ctx, sa.verify_depth);

@@ -164,6 +164,12 @@ peer_identity extract_identity(X509* cert) {
   return id;
 }
 
+std::string_view spiffe_trust_domain(std::string_view spiffe_id) {
+  if (spiffe_id.substr(0, 9) != "spiffe://") return {};
+  const std::string_view rest = spiffe_id.substr(9);
+  return rest.substr(0, rest.find('/'));
+}
+
 std::string svid_key_usage_problem(X509* leaf) {
   if (!(X509_get_extension_flags(leaf) & EXFLAG_KUSAGE))
     return "it has no keyUsage (an X.509-SVID's has digitalSignature)";

@@ -1,4 +1,4 @@
-// split_trust_bundle (tls/verify.hpp): which entries of a trust bundle are anchors.
+// split_trust_bundle (tls/trust_store.hpp): which entries of a trust bundle are anchors.
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "mtlsd/tls/openssl.hpp"
-#include "mtlsd/tls/verify.hpp"
+#include "mtlsd/tls/trust_store.hpp"
 
 namespace mtlsd::tls {
 namespace {

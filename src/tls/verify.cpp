@@ -10,19 +10,15 @@
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/peer_policy.hpp"
+#include "mtlsd/tls/trust_store.hpp"
 
 namespace mtlsd::tls {
 namespace {
 
-void free_pool(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
-  if (ptr) sk_X509_pop_free(static_cast<STACK_OF(X509)*>(ptr), X509_free);
-}
-
-// ex_data slots: SSL_CTX -> verifier and intermediates pool (owned), SSL -> outcome, and for
-// offline checks (no SSL) the same two on the X509_STORE_CTX.
+// ex_data slots: SSL_CTX -> verifier, SSL -> outcome, and for offline checks (no SSL) the same
+// two on the X509_STORE_CTX.
 struct indexes {
   int ctx_verifier = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
-  int ctx_pool = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, &free_pool);
   int ssl_outcome = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   int store_verifier = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   int store_outcome = X509_STORE_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -61,49 +57,7 @@ bool is_partial_chain_anchor(X509_STORE_CTX* store_ctx, int depth, X509* cert) {
          X509_check_issued(cert, cert) != X509_V_OK;
 }
 
-// The untrusted certificates chain building may use: the peer's (first) then the pool. A new
-// stack without references of its own (free it with sk_X509_free).
-STACK_OF(X509) * with_pool(STACK_OF(X509) * peer, STACK_OF(X509) * pool) {
-  STACK_OF(X509)* both = peer ? sk_X509_dup(peer) : sk_X509_new_null();
-  if (!both) return nullptr;
-  for (int i = 0; pool && i < sk_X509_num(pool); ++i) {
-    if (!sk_X509_push(both, sk_X509_value(pool, i))) {
-      sk_X509_free(both);
-      return nullptr;
-    }
-  }
-  return both;
-}
-
-// Handshakes: X509_verify_cert with the pool added to what the peer sent, then the peer's stack
-// put back (libssl frees its own).
-int verify_with_pool(X509_STORE_CTX* store_ctx, void* arg) {
-  STACK_OF(X509)* peer = X509_STORE_CTX_get0_untrusted(store_ctx);
-  STACK_OF(X509)* both = with_pool(peer, static_cast<STACK_OF(X509)*>(arg));
-  if (!both) {
-    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_OUT_OF_MEM);
-    return 0;
-  }
-  X509_STORE_CTX_set0_untrusted(store_ctx, both);
-  const int rc = X509_verify_cert(store_ctx);
-  X509_STORE_CTX_set0_untrusted(store_ctx, peer);
-  sk_X509_free(both);
-  return rc;
-}
-
 }  // namespace
-
-void offer_intermediates(SSL_CTX* ctx, const cert_chain& pool) {
-  if (pool.empty()) return;
-  STACK_OF(X509)* sk = sk_X509_new_null();
-  if (!sk) return;
-  for (const auto& c : pool) {
-    if (sk_X509_push(sk, c.get())) X509_up_ref(c.get());
-  }
-  free_pool(nullptr, SSL_CTX_get_ex_data(ctx, idx().ctx_pool), nullptr, 0, 0, nullptr);
-  SSL_CTX_set_ex_data(ctx, idx().ctx_pool, sk);
-  SSL_CTX_set_cert_verify_callback(ctx, &verify_with_pool, sk);
-}
 
 void apply_validation_policy(SSL_CTX* ctx) {
   // Strict RFC 5280 path validation (what `openssl verify -x509_strict` does), and every
@@ -243,6 +197,8 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
     if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx)) out.refused_peer = extract_identity(leaf);
     out.refusal = reason_from_x509_error(err);
     out.detail = describe(err, depth, cert);
+    if (std::string why = unreached_bundle(store_ctx, err); !why.empty())
+      out.detail = std::move(why);
     // CRLs in the store come from revocation.crl_files: say which source answered.
     if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
       out.detail += " (crl file)";
@@ -308,10 +264,10 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
   verify_outcome out;
   out.source = peer.source;
   out.sni = std::string(peer.sni);
-  // What the handshake's verify_with_pool does: the trust bundle's intermediates help too.
-  auto* pool = static_cast<STACK_OF(X509)*>(SSL_CTX_get_ex_data(ctx, idx().ctx_pool));
+  // What a handshake's chain building does (trust_store.hpp): the trust bundles' intermediates
+  // help too, and with SPIFFE bundles the anchors are the leaf's trust domain's.
   std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> both(
-      with_pool(untrusted, pool), [](STACK_OF(X509) * sk) { sk_X509_free(sk); });
+      with_intermediates(ctx, untrusted), [](STACK_OF(X509) * sk) { sk_X509_free(sk); });
   x509_store_ctx_ptr sctx(X509_STORE_CTX_new());
   if (!both || !sctx ||
       X509_STORE_CTX_init(sctx.get(), SSL_CTX_get_cert_store(ctx), leaf, both.get()) != 1) {
@@ -319,6 +275,7 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
     out.detail = "cannot set up verification: " + drain_errors();
     return out;
   }
+  confine_to_trust_domain(ctx, sctx.get());
   // What ssl_verify_cert_chain() does for a handshake: purpose by peer role, then the context's
   // parameters (depth, flags, host names).
   X509_STORE_CTX_set_default(sctx.get(), role_ == peer_role::client ? "ssl_client" : "ssl_server");

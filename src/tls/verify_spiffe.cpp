@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -39,12 +40,11 @@ std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
   if (id.uri_sans.size() != 1)
     return "not an X.509-SVID: the certificate has " + std::to_string(id.uri_sans.size()) +
            " URI SANs; a SPIFFE bundle vouches only for X.509-SVIDs, which have exactly one";
-  // "spiffe://" then the trust domain, up to the path (a workload's ID always has one).
-  const std::string_view rest = std::string_view(id.spiffe_id).substr(9);
-  const std::string_view td = rest.substr(0, rest.find('/'));
-  // Any CA of the chain above the leaf will do, not only its top: go-spiffe's roots are the
-  // bundle's certificates, each an anchor wherever it stands, and one store holding every
-  // bundle may build the chain past it (a bundle's CA issued by another bundle's).
+  const std::string_view td = spiffe_trust_domain(id.spiffe_id);
+  // A chain is built to the anchors of the leaf's trust domain (trust_store.hpp), which holds
+  // when that domain has a bundle here; otherwise it was built against every bundle, and this
+  // says which ones it reached. Any CA of the chain above the leaf counts, not only its top
+  // (go-spiffe's roots are the bundle's certificates, each an anchor wherever it stands).
   STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
   std::string holders;  // the trust domains whose bundles hold a CA of the chain
   for (int i = 1; chain && i < sk_X509_num(chain); ++i) {
@@ -59,6 +59,23 @@ std::string verifier::outside_trust_domain(X509_STORE_CTX* store_ctx,
   return "the chain reaches CAs of the bundle of " +
          (holders.empty() ? std::string("no trust domain") : holders) + " only, not of " +
          std::string(td) + ", the trust domain of " + id.spiffe_id;
+}
+
+std::string verifier::unreached_bundle(X509_STORE_CTX* store_ctx, int err) const {
+  if (anchors_.empty() || (err != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY &&
+                           err != X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT))
+    return {};
+  const peer_identity id = extract_identity(X509_STORE_CTX_get0_cert(store_ctx));
+  const std::string_view td = spiffe_trust_domain(id.spiffe_id);
+  if (td.empty() || std::none_of(anchors_.begin(), anchors_.end(),
+                                 [&](const spiffe_anchor& a) { return a.trust_domain == td; }))
+    return {};
+  // Chains are built to the anchors of the leaf's trust domain only (trust_store.hpp).
+  X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
+  return "the chain reaches no CA of the bundle of " + std::string(td) + ", the trust domain of " +
+         id.spiffe_id + " (a bundle vouches for its own trust " +
+         "domain's IDs only): its issuer " + (cert ? issuer_of(cert) : std::string("?")) +
+         " is none of them";
 }
 
 }  // namespace mtlsd::tls

@@ -100,7 +100,7 @@ def test_a_federated_ca_cannot_issue_our_trust_domains_ids(start_mtlsd, make_ups
                           expect=5)
         assert ex.data == b"", f"partner.example's CA admitted for {ALLOWED_OWN_ID}: {ex.data!r}"
         line = assert_refused(daemon, up, ex, "unknown_ca")
-        assert OWN_TD in line["detail"], line
+        assert f"the chain reaches no CA of the bundle of {OWN_TD}" in line["detail"], line
         assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
                                    reason="unknown_ca") == 1
 
@@ -201,7 +201,62 @@ def test_client_mode_refuses_a_federated_remote_claiming_our_id(start_mtlsd, pki
             wait_reloaded(daemon, svid.serial)
             line = local_refused(daemon, "forged")
             assert line["reason"] == "unknown_ca", line
-            assert OWN_TD in line["detail"], line
+            assert f"the chain reaches no CA of the bundle of {OWN_TD}" in line["detail"], line
             local_admitted(daemon, "genuine")
+    finally:
+        api.stop()
+
+
+def impostor_of(pki, name: str) -> bytes:
+    """A self-signed CA with `name`'s subject and subjectKeyIdentifier but a key of its own (DER):
+    what OpenSSL looks an issuer up by, without its signature."""
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    real = x509.load_pem_x509_certificate(Path(pki.path(f"{name}.crt")).read_bytes())
+    ski = real.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(real.subject).issuer_name(real.subject)
+            .public_key(key.public_key()).serial_number(4242)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.parametrize("impostor_of_ca", ["other-ca", "ca"], ids=["partners", "ours"])
+def test_one_partners_bundle_cannot_lock_out_another_trust_domains_peers(
+        start_mtlsd, make_upstream, pki, short_tmp, tmp_path, impostor_of_ca):
+    """Review: every bundle went into one store, and OpenSSL takes the first CA whose name and
+    key identifier fit as a chain's issuer, signature unseen. A partner (b.org, listed first)
+    publishing a CA with the subject and key identifier of another partner's (c.org) CA, or of
+    ours, made every peer of that trust domain fail with bad_signature. A chain is now built to
+    the anchors of its leaf's own trust domain only, as go-spiffe verifies: both are admitted."""
+    c_td, c_id = "c.org", "spiffe://c.org/ns/default/sa/client"
+    api = WorkloadApi(str(short_tmp / "agent.sock"))
+    svid = issue_svid(pki, tmp_path / "svids", SERVER_ID)
+    api.publish(svid, bundle=der_of(pki, "ca"),
+                federated={"spiffe://b.org": impostor_of(pki, impostor_of_ca),
+                           f"spiffe://{c_td}": der_of(pki, "other-ca")})
+    try:
+        up = make_upstream()
+        listener = server_listener(pki, up.address, client_auth={"ca": None}, tls={
+            "cert": None, "key": None, "spiffe": {
+                "workload_api": f"unix:{api.socket_path}", "trust_domains": ["b.org", c_td]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        svids = tmp_path / "svids"
+        for peer_id, ca in ((c_id, "other-ca"), (ALLOWED_OWN_ID, "ca")):
+            peer = issue_svid(pki, svids, peer_id, ca=ca)
+            ex = tls_exchange(daemon.addr(), svid_client_context(pki, peer.cert_pem,
+                                                                 peer.key_pem), expect=5)
+            assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
     finally:
         api.stop()

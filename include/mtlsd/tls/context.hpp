@@ -51,9 +51,8 @@ struct tls_context {
 // Workload API's update (tls/spiffe), so this folder does not depend on that one.
 struct svid_material {
   std::string spiffe_id;
-  const key_pair* svid = nullptr;  // leaf first, then intermediates
-  cert_chain trusted;
-  std::vector<spiffe_anchor> anchors;  // the same CAs, each with its bundle's trust domain
+  const key_pair* svid = nullptr;      // leaf first, then intermediates
+  std::vector<spiffe_anchor> anchors;  // the trusted bundles' CAs, each with its trust domain
 };
 
 // The CA names a CertificateRequest may carry: its list has a 2-byte length, and the request's

@@ -4,6 +4,7 @@
 
 #include <ctime>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mtlsd::tls {
@@ -41,6 +42,10 @@ peer_identity extract_identity(X509* cert);
 
 // Lower-case hex SHA-256 of the DER encoding.
 std::string sha256_fingerprint(X509* cert);
+
+// The trust domain of a SPIFFE ID ("example.org" of "spiffe://example.org/ns/x"), or "" when it
+// is none. A view into `spiffe_id`.
+std::string_view spiffe_trust_domain(std::string_view spiffe_id);
 
 // Why `leaf`'s key usage is not an X.509-SVID leaf's (X509-SVID section 4.3, as go-spiffe checks
 // it): a keyUsage extension with digitalSignature and neither keyCertSign nor cRLSign. "" when

@@ -81,23 +81,6 @@ std::optional<reason> reason_from_ssl_failure(int ssl_reason);
 // checks, every trust-bundle certificate an anchor, security level 2 or above.
 void apply_validation_policy(SSL_CTX* ctx);
 
-// A trust bundle split into anchors and intermediates. An entry that is not self-issued and
-// whose issuer is also in the bundle (name, AKI/SKI and signature checked) is NOT an anchor:
-// were it one, X509_V_FLAG_PARTIAL_CHAIN would stop chain building there and drop every
-// restriction of the CA above it (name constraints, its CRL revoking the intermediate, EKU,
-// pathLen). Such entries only help build chains. An entry whose issuer is not in the bundle
-// stays an anchor ("trust exactly this issuing CA").
-struct trust_split {
-  cert_chain anchors;
-  cert_chain intermediates;
-};
-trust_split split_trust_bundle(const cert_chain& bundle);
-
-// Offers `pool` (the intermediates of a trust bundle) to chain building on `ctx`, in handshakes
-// (through the certificate verification callback) and in verifier::verify_offline. The context
-// keeps its own references.
-void offer_intermediates(SSL_CTX* ctx, const cert_chain& pool);
-
 enum class peer_role { client, server };  // which side the verified peer is
 
 class verifier {
@@ -141,6 +124,9 @@ class verifier {
   // With bind_trust_domains: why `id` is no X.509-SVID (its URI SANs) or its verified chain
   // does not end in its trust domain's bundle, or "" when neither.
   std::string outside_trust_domain(X509_STORE_CTX* store_ctx, const peer_identity& id) const;
+  // With bind_trust_domains, for a chain that found no issuer (`err`): that the leaf's trust
+  // domain's bundle holds none of it, or "" when that is not the case.
+  std::string unreached_bundle(X509_STORE_CTX* store_ctx, int err) const;
 
   peer_role role_;
   config::allow_list allow_;
