@@ -16,7 +16,7 @@ const tls::revocation::rebuilt_chain& resumed_chain::get() {
   if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl_))
     for (int i = 0; i < sk_X509_num(sent); ++i)
       pool.push_back(sk_X509_value(sent, i));
-  return chain_.emplace(tls::revocation::chain_to_anchor(leaf_, pool, l_.tls.trust));
+  return chain_.emplace(tls::revocation::chain_to_anchor(leaf_, pool, l_.tls.trust_for(leaf_)));
 }
 
 unusable_crls unusable_crls_of_resumed(const runtime::listener_runtime& l, SSL* ssl,

@@ -145,13 +145,18 @@ std::size_t advertise_ca_names(SSL_CTX* ctx, const cert_chain& cas) {
 
 // Installs on `ctx` the CA files the configuration names or, with tls.spiffe and no files, the
 // trust bundles (an empty store until the first X.509-SVID arrives: nothing verifies, never the
-// system store). Returns the certificates trusted (for metrics).
-cert_chain install_trust(SSL_CTX* ctx, const config::listener& l,
-                         const std::vector<config::file_ref>& files, const svid_material* svid) {
-  if (!l.tls.spiffe.enabled || !files.empty())
-    return install_trust_store(ctx, load_ca_bundles(files));
-  if (!svid) return install_trust_store(ctx, {});
-  return install_bundle_trust(ctx, svid->anchors);
+// system store), and says what it trusts in `out`.
+void install_trust(SSL_CTX* ctx, const config::listener& l,
+                   const std::vector<config::file_ref>& files, const svid_material* svid,
+                   tls_context& out) {
+  if (!l.tls.spiffe.enabled || !files.empty()) {
+    out.trust = install_trust_store(ctx, load_ca_bundles(files));
+  } else if (!svid) {
+    out.trust = install_trust_store(ctx, {});
+  } else {
+    out.trust_by_domain = group_by_domain(svid->anchors);
+    out.trust = install_bundle_trust(ctx, out.trust_by_domain);
+  }
 }
 
 // When install_trust gave the bundles: each vouches for its own trust domain only.
@@ -222,7 +227,7 @@ void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material
     mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
   crl_policy crl;
   if (ca.mode != config::client_auth_mode::none) {
-    out.trust = install_trust(ctx, l, ca.ca, svid);
+    install_trust(ctx, l, ca.ca, svid, out);
     out.ca_names_bytes = advertise_ca_names(ctx, out.trust);
     SSL_CTX_set_verify_depth(ctx, ca.verify_depth);
     crl = install_crls(ctx, l.revocation, out);
@@ -280,7 +285,7 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
     if (SSL_CTX_set_default_verify_paths(ctx) != 1)
       fail(l.where, "cannot load the system trust store: " + drain_errors());
   } else {
-    out.trust = install_trust(ctx, l, sa.ca, svid);
+    install_trust(ctx, l, sa.ca, svid, out);
   }
   SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
@@ -348,6 +353,12 @@ bool is_ip_literal(const std::string& host) {
 
 std::string_view version_name(const SSL* ssl) {
   return SSL_get_version(ssl);
+}
+
+const cert_chain& tls_context::trust_for(X509* leaf) const {
+  if (trust_by_domain.empty() || !leaf) return trust;
+  const auto it = trust_by_domain.find(spiffe_trust_domain(extract_identity(leaf).spiffe_id));
+  return it == trust_by_domain.end() ? trust : it->second;
 }
 
 tls_context build_context(const config::listener& l, const svid_material* svid) {

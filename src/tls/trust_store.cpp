@@ -5,7 +5,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "mtlsd/tls/identity.hpp"
 
@@ -27,18 +26,22 @@ owned_stack stack_of(const cert_chain& certs) {
   return sk;
 }
 
+// A trust domain's share of a context's SPIFFE bundles.
+struct domain_sources {
+  owned_stack anchors;  // the X509_STORE's anchors of this domain's bundle
+  owned_stack pool;     // its bundle's intermediates
+};
+
 // What chain building on a context uses beyond its store; the context owns it (ex_data).
 struct chain_sources {
-  owned_stack pool;                                         // intermediates, never anchors
-  std::map<std::string, owned_stack, std::less<>> domains;  // SPIFFE: anchors per trust domain
+  owned_stack pool;  // every bundle's intermediates (CA files; a leaf of no domain here)
+  std::map<std::string, domain_sources, std::less<>> domains;  // SPIFFE bundles, by trust domain
 
-  // The anchors of `leaf`'s trust domain, or null (no SPIFFE ID, or no bundle of its domain).
-  STACK_OF(X509) * anchors_for(X509* leaf) const {
+  // `leaf`'s trust domain's share, or null (no SPIFFE ID, or no bundle of its domain here).
+  const domain_sources* domain_of(X509* leaf) const {
     if (domains.empty() || !leaf) return nullptr;
-    const std::string id = extract_identity(leaf).spiffe_id;
-    if (id.empty()) return nullptr;
-    const auto it = domains.find(spiffe_trust_domain(id));
-    return it == domains.end() ? nullptr : it->second.get();
+    const auto it = domains.find(spiffe_trust_domain(extract_identity(leaf).spiffe_id));
+    return it == domains.end() ? nullptr : &it->second;
   }
 };
 
@@ -67,19 +70,29 @@ STACK_OF(X509) * with_pool(STACK_OF(X509) * peer, STACK_OF(X509) * pool) {
   return both;
 }
 
-// Handshakes: X509_verify_cert with the pool added to what the peer sent and the anchors
-// confined to the leaf's trust domain, then the peer's stack put back (libssl frees its own).
+// The untrusted certificates for `leaf`'s chain: `peer`'s, then the intermediates of its trust
+// domain's bundle (every bundle's when it has none here: it is refused afterwards anyway). A
+// partner's look-alike of another domain's intermediate is then never a candidate either.
+STACK_OF(X509) * untrusted_for(const chain_sources& src, X509* leaf, STACK_OF(X509) * peer) {
+  const domain_sources* own = src.domain_of(leaf);
+  return with_pool(peer, own ? own->pool.get() : src.pool.get());
+}
+
+// Handshakes: X509_verify_cert with the intermediates added to what the peer sent and the
+// anchors confined to the leaf's trust domain, then the peer's stack put back (libssl frees its
+// own).
 int verify_with_sources(X509_STORE_CTX* store_ctx, void* arg) {
   const auto* src = static_cast<const chain_sources*>(arg);
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
   STACK_OF(X509)* peer = X509_STORE_CTX_get0_untrusted(store_ctx);
-  STACK_OF(X509)* both = with_pool(peer, src->pool.get());
+  STACK_OF(X509)* both = untrusted_for(*src, leaf, peer);
   if (!both) {
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_OUT_OF_MEM);
     return 0;
   }
   X509_STORE_CTX_set0_untrusted(store_ctx, both);
-  if (STACK_OF(X509)* own = src->anchors_for(X509_STORE_CTX_get0_cert(store_ctx)))
-    X509_STORE_CTX_set0_trusted_stack(store_ctx, own);
+  if (const domain_sources* own = src->domain_of(leaf))
+    X509_STORE_CTX_set0_trusted_stack(store_ctx, own->anchors.get());
   const int rc = X509_verify_cert(store_ctx);
   X509_STORE_CTX_set0_untrusted(store_ctx, peer);
   sk_X509_free(both);
@@ -114,38 +127,42 @@ cert_chain install_trust_store(SSL_CTX* ctx, cert_chain cas) {
   return cas;
 }
 
-cert_chain install_bundle_trust(SSL_CTX* ctx, const std::vector<spiffe_anchor>& bundles) {
-  std::map<std::string, cert_chain, std::less<>> by_domain;
-  cert_chain all;
-  for (const auto& a : bundles) {
-    by_domain[a.trust_domain].push_back(up_ref(a.cert.get()));
-    all.push_back(up_ref(a.cert.get()));
-  }
+bundles_by_domain group_by_domain(const std::vector<spiffe_anchor>& anchors) {
+  bundles_by_domain out;
+  for (const auto& a : anchors)
+    out[a.trust_domain].push_back(up_ref(a.cert.get()));
+  return out;
+}
+
+cert_chain install_bundle_trust(SSL_CTX* ctx, const bundles_by_domain& bundles) {
   auto src = std::make_unique<chain_sources>();
-  cert_chain anchors, intermediates;
-  for (const auto& [domain, certs] : by_domain) {
-    trust_split split = split_trust_bundle(certs);
-    src->domains.emplace(domain, stack_of(split.anchors));
-    for (auto& c : split.anchors)
-      anchors.push_back(std::move(c));
-    for (auto& c : split.intermediates)
-      intermediates.push_back(std::move(c));
+  cert_chain all, anchors, intermediates;
+  for (const auto& [domain, certs] : bundles) {
+    const trust_split split = split_trust_bundle(certs);
+    src->domains.emplace(domain,
+                         domain_sources{stack_of(split.anchors), stack_of(split.intermediates)});
+    for (const auto& c : certs)
+      all.push_back(up_ref(c.get()));
+    for (const auto& c : split.anchors)
+      anchors.push_back(up_ref(c.get()));
+    for (const auto& c : split.intermediates)
+      intermediates.push_back(up_ref(c.get()));
   }
   src->pool = stack_of(intermediates);
   install(ctx, anchors, std::move(src));
   return all;
 }
 
-STACK_OF(X509) * with_intermediates(SSL_CTX* ctx, STACK_OF(X509) * peer) {
+STACK_OF(X509) * with_intermediates(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * peer) {
   const chain_sources* src = sources_of(ctx);
-  return with_pool(peer, src ? src->pool.get() : nullptr);
+  return src ? untrusted_for(*src, leaf, peer) : with_pool(peer, nullptr);
 }
 
 void confine_to_trust_domain(SSL_CTX* ctx, X509_STORE_CTX* store_ctx) {
   const chain_sources* src = sources_of(ctx);
   if (!src) return;
-  if (STACK_OF(X509)* own = src->anchors_for(X509_STORE_CTX_get0_cert(store_ctx)))
-    X509_STORE_CTX_set0_trusted_stack(store_ctx, own);
+  if (const domain_sources* own = src->domain_of(X509_STORE_CTX_get0_cert(store_ctx)))
+    X509_STORE_CTX_set0_trusted_stack(store_ctx, own->anchors.get());
 }
 
 }  // namespace mtlsd::tls

@@ -267,7 +267,7 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
   // What a handshake's chain building does (trust_store.hpp): the trust bundles' intermediates
   // help too, and with SPIFFE bundles the anchors are the leaf's trust domain's.
   std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> both(
-      with_intermediates(ctx, untrusted), [](STACK_OF(X509) * sk) { sk_X509_free(sk); });
+      with_intermediates(ctx, leaf, untrusted), [](STACK_OF(X509) * sk) { sk_X509_free(sk); });
   x509_store_ctx_ptr sctx(X509_STORE_CTX_new());
   if (!both || !sctx ||
       X509_STORE_CTX_init(sctx.get(), SSL_CTX_get_cert_store(ctx), leaf, both.get()) != 1) {

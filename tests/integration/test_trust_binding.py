@@ -260,3 +260,75 @@ def test_one_partners_bundle_cannot_lock_out_another_trust_domains_peers(
             assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
     finally:
         api.stop()
+
+
+def test_nor_through_a_look_alike_of_its_intermediate(start_mtlsd, make_upstream, pki, short_tmp,
+                                                      tmp_path):
+    """Second review: the bundles' intermediates were still one pool for every trust domain. A
+    c.org bundle of a root and its issuing CA, and b.org's bundle holding a CA of its own with
+    the name and key identifier of c.org's issuing CA: a c.org peer that sends only its leaf was
+    refused (unknown_ca), the look-alike taken for its issuer. Each domain's chain now draws on
+    its own bundle's intermediates only."""
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from pki import write_cert_and_key
+    now = datetime.now(timezone.utc)
+
+    def issue(cn, key, issuer=None, issuer_key=None, *, ca=True, ski=None, uri=None):
+        """A certificate for `key` named CN=`cn` (self-signed without an issuer)."""
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        ski = ski or x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        b = (x509.CertificateBuilder().subject_name(subject)
+             .issuer_name(issuer.subject if issuer else subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(not ca, False, False, False, not ca, ca, ca, False,
+                                          False), critical=True)
+             .add_extension(ski, critical=False))
+        if issuer:
+            issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            b = b.add_extension(x509.AuthorityKeyIdentifier(issuer_ski.value.digest, None, None),
+                                critical=False)
+        if uri:
+            b = (b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                 critical=False)
+                 .add_extension(x509.SubjectAlternativeName(
+                     [x509.UniformResourceIdentifier(uri)]), critical=True))
+        return b.sign(issuer_key or key, hashes.SHA256())
+
+    def der(*certs):
+        return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    c_root = issue("C Root", keys[0])
+    c_issuing = issue("C Issuing", keys[1], c_root, keys[0])
+    b_root = issue("B Root", keys[2])
+    look_alike = issue("C Issuing", keys[3], b_root, keys[2],
+                       ski=c_issuing.extensions.get_extension_for_class(
+                           x509.SubjectKeyIdentifier).value)
+    peer_id = "spiffe://c.org/ns/default/sa/client"
+    leaf = issue("leaf", keys[4], c_issuing, keys[1], ca=False, uri=peer_id)
+    crt, key = write_cert_and_key(leaf, keys[4], tmp_path / "leaf.crt", tmp_path / "leaf.key")
+
+    api = WorkloadApi(str(short_tmp / "agent.sock"))
+    svid = issue_svid(pki, tmp_path / "svids", SERVER_ID)
+    api.publish(svid, bundle=der_of(pki, "ca"),
+                federated={"spiffe://b.org": der(b_root, look_alike),
+                           "spiffe://c.org": der(c_root, c_issuing)})
+    try:
+        up = make_upstream()
+        listener = server_listener(pki, up.address, client_auth={"ca": None}, tls={
+            "cert": None, "key": None, "spiffe": {
+                "workload_api": f"unix:{api.socket_path}", "trust_domains": ["b.org", "c.org"]}})
+        daemon = start_mtlsd(daemon_config([listener]))
+        wait_reloaded(daemon, svid.serial)
+        ex = tls_exchange(daemon.addr(), svid_client_context(pki, crt, key), expect=5)
+        assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
+    finally:
+        api.stop()

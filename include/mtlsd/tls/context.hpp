@@ -10,6 +10,7 @@
 #include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/session_cache.hpp"
+#include "mtlsd/tls/trust_store.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -38,6 +39,10 @@ struct tls_context {
   std::vector<cert_chain> own_chains;
   std::vector<std::string> own_uri_sans;  // URI SANs of our leaf (X-Forwarded-Client-Cert's By=)
   cert_chain trust;  // CA certificates of the trust store (empty = system store)
+  // With SPIFFE bundles, `trust` by trust domain: a peer's chain is built to its own domain's.
+  bundles_by_domain trust_by_domain;
+  // What a chain of `leaf` is built to: its trust domain's bundle, or else `trust`.
+  const cert_chain& trust_for(X509* leaf) const;
   // Server mode: what the distinct names of `trust` take in a CertificateRequest; past
   // max_ca_names_bytes none is sent (tls/context.cpp, advertise_ca_names).
   std::size_t ca_names_bytes = 0;

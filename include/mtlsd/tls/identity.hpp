@@ -47,9 +47,8 @@ std::string sha256_fingerprint(X509* cert);
 // is none. A view into `spiffe_id`.
 std::string_view spiffe_trust_domain(std::string_view spiffe_id);
 
-// Why `leaf`'s key usage is not an X.509-SVID leaf's (X509-SVID section 4.3, as go-spiffe checks
-// it): a keyUsage extension with digitalSignature and neither keyCertSign nor cRLSign. "" when
-// it is.
+// Why `leaf`'s key usage is not an X.509-SVID leaf's (X509-SVID section 4.3): a keyUsage
+// extension with digitalSignature and neither keyCertSign nor cRLSign. "" when it is.
 std::string svid_key_usage_problem(X509* leaf);
 
 }  // namespace mtlsd::tls
