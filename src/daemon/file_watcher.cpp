@@ -207,8 +207,12 @@ void file_watcher::on_event(int wd, std::string_view name, unsigned mask) {
     schedule_check(true);
     return;
   }
-  if (mask & IN_IGNORED) {
-    // The directory went away (or was unmounted); re-arm on the next check.
+  // The directory went away (or was unmounted), or was renamed: a watch follows the directory,
+  // not its path, so after `mv certs certs.old && mv certs.new certs` it would watch certs.old
+  // and never see a change in the new certs again (review). Drop it and re-arm on the next check,
+  // which watches what the path names now.
+  if (mask & (IN_IGNORED | IN_MOVE_SELF)) {
+    if (mask & IN_MOVE_SELF) ::inotify_rm_watch(fd_->native_handle(), wd);
     for (auto it = wd_by_dir_.begin(); it != wd_by_dir_.end();) {
       if (it->second == wd)
         it = wd_by_dir_.erase(it);

@@ -279,6 +279,28 @@ TEST(FileWatcher, KubeletSwapIsAChangeOfTheLinkedFile) {
     EXPECT_TRUE(fs::exists(dir)) << dir;
 }
 
+// Review: `mv certs certs.old && mv certs.new certs` was seen, but the watch then followed
+// certs.old, and no later change in the new certs was (nor after a SIGHUP).
+TEST(FileWatcher, ADirectorySwappedByRenameIsWatchedAtItsPathAfterwards) {
+  test::pki_dir d;
+  fs::create_directory(d.path() / "certs");
+  const auto crt = (d.path() / "certs" / "tls.crt").string();
+  put(crt, "cert 1");
+  harness h;
+  h.watcher.watch({crt}, h.fast());
+  fs::create_directory(d.path() / "certs.new");
+  put((d.path() / "certs.new" / "tls.crt").string(), "cert 2");
+  fs::rename(d.path() / "certs", d.path() / "certs.old");
+  fs::rename(d.path() / "certs.new", d.path() / "certs");
+  ASSERT_TRUE(h.run_until_check()) << "the swap";
+  EXPECT_EQ(h.changes().back(), std::vector<std::string>{crt});
+  put(crt, "cert 3");  // in place, in the directory now at the path
+  ASSERT_TRUE(h.run_until_check()) << "a write after the swap";
+  EXPECT_EQ(h.changes().size(), 2u);
+  put((d.path() / "certs.old" / "tls.crt").string(), "elsewhere");  // not ours any more
+  EXPECT_FALSE(h.run_until_check(false, 300ms));
+}
+
 TEST(FileWatcher, FileInADirectoryCreatedLater) {
   test::pki_dir d;
   const auto crt = (d.path() / "later" / "tls.crt").string();
