@@ -3,8 +3,10 @@
 #include "mtlsd/daemon/sandbox.hpp"
 
 #include <openssl/x509.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <system_error>
@@ -74,6 +76,27 @@ bool beneath(const fs::path& p, const fs::path& root) {
 
 bool under_any(const fs::path& p, const std::vector<fs::path>& roots) {
   return std::any_of(roots.begin(), roots.end(), [&](const fs::path& r) { return beneath(p, r); });
+}
+
+// A path's device and inode, {0, 0} when it does not exist (what Landlock holds a rule by).
+std::pair<std::uint64_t, std::uint64_t> id_of(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return {0, 0};
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+// With Landlock: "" when a read root above `real` is still the directory it was at start-up;
+// otherwise one that was replaced since (renamed over, or removed and created again), whose
+// files Landlock no longer lets mtlsd read, though the path is the same.
+std::string replaced_root(const state& s, const fs::path& real) {
+  if (s.landlock_abi <= 0) return {};
+  std::string replaced;
+  for (std::size_t i = 0; i < s.read_roots.size() && i < s.read_root_ids.size(); ++i) {
+    if (!beneath(real, s.read_roots[i])) continue;
+    if (id_of(s.read_roots[i]) == s.read_root_ids[i]) return {};
+    replaced = s.read_roots[i].string();
+  }
+  return replaced;
 }
 
 std::vector<fs::path> canonical_all(const std::vector<std::string>& v) {
@@ -199,6 +222,8 @@ state enter(const config::configuration& cfg) {
   std::string why;
   s.landlock_abi = landlock_abi(&why);
   s.read_roots = canonical_all(p.read);
+  for (const auto& r : s.read_roots)
+    s.read_root_ids.push_back(id_of(r));
   s.socket_roots = canonical_all(p.sockets);
 
   const std::string note = drop_privileges();
@@ -237,6 +262,11 @@ std::string check_reload(const state& s, const config::configuration& next) {
              (real != f ? " (-> " + real.string() + ")" : std::string()) +
              " is outside the directories the sandbox lets mtlsd read (those the configuration "
              "named at start-up); this change needs a restart";
+    if (const auto dir = replaced_root(s, real); !dir.empty())
+      return "sandbox: " + f.string() + " is in " + dir +
+             ", which is not the directory it was when mtlsd started (it was replaced: renamed "
+             "over, or removed and created again), and the sandbox lets mtlsd read only that "
+             "one; this change needs a restart";
   }
   for (const auto& f : pkcs11_paths(next)) {
     const auto real = canonical_or_self(f);

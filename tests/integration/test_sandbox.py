@@ -280,6 +280,34 @@ def test_landlock_denies_reading_outside_the_allowed_dirs(mtlsd_bin, pki, make_u
     assert outcome(control, 0)["msg"] == RELOADED
 
 
+def test_a_certificate_directory_replaced_after_start_needs_a_restart_and_says_so(
+        mtlsd_bin, pki, make_upstream, tmp_path, started):
+    """Review: Landlock holds the directory it was given at start, not its path. After
+    `mv certs certs.old && mv certs.new certs` (or `rm -rf certs` and a new one) a reload failed
+    with "cannot read certificate: Permission denied" on a readable file, and never recovered.
+    The reload now says the directory was replaced and the change needs a restart; the old
+    certificate keeps serving."""
+    certs = install(tmp_path / "certs", pki, server_crt="server.crt", server_key="server.key",
+                    ca_crt="ca.crt")
+    config = daemon_config([listener_for(pki, make_upstream().address, certs["server_crt"],
+                                         certs["server_key"], certs["ca_crt"])])
+    daemon = start(mtlsd_bin, config, tmp_path / "run", started)
+    if sandbox_line(daemon)["landlock_abi"] == 0:
+        pytest.skip("this kernel has no Landlock: a replaced directory stays readable here")
+    admitted(daemon, pki)
+    install(tmp_path / "certs.new", pki, server_crt="server.crt", server_key="server.key",
+            ca_crt="ca.crt")
+    (tmp_path / "certs").rename(tmp_path / "certs.old")
+    (tmp_path / "certs.new").rename(tmp_path / "certs")
+    daemon.send_signal(signal.SIGHUP)
+    line = outcome(daemon, 0)
+    assert line["msg"] == FAILED, line
+    assert f"is in {tmp_path / 'certs'}, which is not the directory it was when mtlsd started" \
+        in line["error"], line
+    assert "needs a restart" in line["error"], line
+    admitted(daemon, pki)
+
+
 def free_privileged_port() -> int:
     import socket
     for port in range(600, 1000):

@@ -5,9 +5,11 @@
 // Landlock limiting file access to the directories the configuration names (read-only) plus the
 // few system files the resolver and OpenSSL read. Threads created afterwards inherit all of it.
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
@@ -38,9 +40,12 @@ paths paths_for(const config::configuration& cfg);
 paths system_paths();
 
 struct state {
-  bool active = false;                              // false: `sandbox: false`
-  int landlock_abi = 0;                             // 0: Landlock not enforced (kernel without it)
-  std::vector<std::filesystem::path> read_roots;    // canonical, from paths_for() at start-up
+  bool active = false;                            // false: `sandbox: false`
+  int landlock_abi = 0;                           // 0: Landlock not enforced (kernel without it)
+  std::vector<std::filesystem::path> read_roots;  // canonical, from paths_for() at start-up
+  // Each read root's device and inode at start-up ({0, 0}: it did not exist): Landlock's rules
+  // hold those directories, not their paths.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> read_root_ids;
   std::vector<std::filesystem::path> socket_roots;  // canonical
 };
 
