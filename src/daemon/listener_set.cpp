@@ -212,8 +212,8 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
                                  !lr->cfg.listen.is_unix() && lr->cfg.listen.port > 0 &&
                                  lr->cfg.listen.port < 1024;
     throw std::runtime_error(
-        "listener '" + lr->cfg.name + "': cannot listen on " + lr->cfg.listen.str() + ": " +
-        e.code().message() +
+        (lr->cfg.where.file.empty() ? std::string() : lr->cfg.where.str() + ": ") + "listener '" +
+        lr->cfg.name + "': cannot listen on " + lr->cfg.listen.str() + ": " + e.code().message() +
         (privileged_port ? std::string(" (a port below 1024 needs CAP_NET_BIND_SERVICE, which "
                                        "mtlsd gives up once started when `sandbox` is on: a "
                                        "reload that adds, renames or re-spells a listener on "

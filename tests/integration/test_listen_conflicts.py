@@ -10,6 +10,7 @@ the process having reached main() (SIGPIPE ignored, in /proc/PID/status).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -173,6 +174,8 @@ def test_a_freed_address_goes_to_one_new_listener_only(start_mtlsd, make_upstrea
         server_listener(pki, up.address, name="b", listen=f"127.0.0.1:{port}"),
         server_listener(pki, up.address, name="c", listen=f"localhost:{port}")])
     assert line["msg"] == FAILED and "in use" in line.get("error", str(line)), line
+    # Named at its entry in the file (review: a reload error without FILE:LINE:COL).
+    assert re.search(r"mtlsd\.yaml:\d+:\d+: listener 'c': cannot listen on", line["error"]), line
     ex = echo_roundtrip(("127.0.0.1", port), client_context(pki, "client"))
     assert ex.error is None
     assert daemon.wait_for_access(client=ex.local)["listener"] == "a"
