@@ -264,9 +264,9 @@ std::string check_reload(const state& s, const config::configuration& next) {
              "named at start-up); this change needs a restart";
     if (const auto dir = replaced_root(s, real); !dir.empty())
       return "sandbox: " + f.string() + " is in " + dir +
-             ", which is not the directory it was when mtlsd started (it was replaced: renamed "
-             "over, or removed and created again), and the sandbox lets mtlsd read only that "
-             "one; this change needs a restart";
+             ", which is not the directory it was when mtlsd started (replaced since: renamed "
+             "over, or removed and created again; or created since), and the sandbox lets "
+             "mtlsd read only what was there then; this change needs a restart";
   }
   for (const auto& f : pkcs11_paths(next)) {
     const auto real = canonical_or_self(f);
