@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import ssl
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
 
+from clients import tls_exchange
 from helpers import wait_until
 from mtlsd_harness import daemon_config, server_listener, write_config
+from refusal import assert_admitted, assert_refused
 from test_spiffe import (OTHER_ORG_CLIENT, SERVER_ID, Traffic, readyz, spiffe_server_config,
                          svid_client, wait_reloaded)
+from test_trust_binding import svid_client_context
 from workload_api import WorkloadApi, der_of, issue_svid, issue_svid_valid
 
 RELOADED = "reloaded"
@@ -557,20 +559,26 @@ def test_a_bundle_vouches_only_for_x509_svids(start_mtlsd, make_upstream, pki, s
                                               tmp_path, case):
     """Review: with the trust from SPIFFE bundles, a peer with another URI SAN beside its SPIFFE
     ID, or a CA's cRLSign, or no digitalSignature, was admitted, though it is no X.509-SVID
-    (sections 4.1 and 4.3) and go-spiffe refuses it. It is refused in the handshake now; the
-    same peer as an X.509-SVID is admitted."""
+    (sections 4.1 and 4.3). It is refused in the handshake now, with an alert, the reason in
+    the access line and the metric, and nothing upstream; the same peer as an X.509-SVID is
+    admitted."""
     options, reason, detail = PEERS_THAT_ARE_NO_SVID[case]
     socket_path, api, first = agent_with(pki, short_tmp, tmp_path)
     peer_id = "spiffe://example.org/ns/default/sa/peer"
     try:
-        daemon = start_mtlsd(spiffe_server_config(pki, make_upstream().address, socket_path))
+        upstream = make_upstream()
+        daemon = start_mtlsd(spiffe_server_config(pki, upstream.address, socket_path))
         wait_reloaded(daemon, first.serial)
-        assert svid_client(pki, daemon.addr(), cert=issue_svid(pki, tmp_path, peer_id))() == \
-            first.serial
-        with pytest.raises((ssl.SSLError, OSError, AssertionError)):
-            svid_client(pki, daemon.addr(), cert=issue_svid(pki, tmp_path, peer_id, **options))()
-        refused = daemon.wait_for_access(result="rejected")
-        assert refused["reason"] == reason, refused
+        not_an_svid = issue_svid(pki, tmp_path, peer_id, **options)
+        ex = tls_exchange(daemon.addr(), svid_client_context(pki, not_an_svid.cert_pem,
+                                                             not_an_svid.key_pem), expect=5)
+        refused = assert_refused(daemon, upstream, ex, reason)
         assert detail in refused["detail"], refused
+        assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                                   reason=reason) == 1
+        svid = issue_svid(pki, tmp_path, peer_id)
+        ex = tls_exchange(daemon.addr(), svid_client_context(pki, svid.cert_pem, svid.key_pem),
+                          expect=5)
+        assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
     finally:
         api.stop()
