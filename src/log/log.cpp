@@ -372,10 +372,8 @@ void write(spdlog::level::level_enum level, std::string_view msg, fields f) {
 }
 
 void write_access_line(std::string_view msg, fields f) {
-  // In its own output, the access log is not subject to log.level (that filters events).
-  if (!access_out.load(std::memory_order_acquire) &&
-      !spdlog::default_logger_raw()->should_log(spdlog::level::info))
-    return;
+  // log.level filters events only; access_log: true means one line per connection at any
+  // level, on stderr as in a file of its own (as nginx's access_log is apart from error_log).
   emit(make_line(spdlog::level::info, msg, f), line_kind::access);
 }
 

@@ -7,7 +7,10 @@ import json
 import signal
 import subprocess
 
-from mtlsd_harness import client_context, echo_roundtrip, tls_exchange
+import yaml
+
+from mtlsd_harness import client_context, echo_roundtrip, tls_exchange, write_config
+from test_health import wait_scrape
 from pki import write_cert_and_key
 
 ACCESS_FIELDS = {
@@ -136,3 +139,27 @@ def test_an_ipv4_client_of_a_dual_stack_listener_is_logged_as_ipv4(serve, pki):
     assert ex.error is None and ex.local.startswith("127.0.0.1:"), ex
     line = daemon.wait_for_access()
     assert line["client"] == ex.local, line
+
+
+def test_access_lines_are_written_whatever_the_log_level(serve, pki):
+    """log.level filters event lines only: access_log: true is one line per connection at
+    `error` too, on stderr (review: they were info lines there, so `level: warn` or `error`
+    silently dropped the access log, unlike nginx's access_log beside its error_log level)."""
+    daemon, _ = serve(top={"reload": {"watch": False}})
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["log"]["level"] = "error"
+    write_config(daemon.config_path, config)
+    daemon.send_signal(signal.SIGHUP)
+    wait_scrape(daemon, lambda m: m.get("mtlsd_config_reloads_total", result="success") == 1,
+                "the reload to log.level: error")
+    ok = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
+    bad = tls_exchange(daemon.addr(), client_context(pki, "client-other"))
+    assert ok.error is None and bad.data == b""
+    assert daemon.wait_for_access(client=ok.local)["result"] == "accepted"
+    assert daemon.wait_for_access(client=bad.local)["reason"] == "unknown_ca"
+    mark = daemon.log_mark()
+    daemon.send_signal(signal.SIGHUP)  # the same file: a reload, logged at info only
+    wait_scrape(daemon, lambda m: m.get("mtlsd_config_reloads_total", result="success") == 2,
+                "the second reload")
+    assert not [l for l in daemon.logs()[mark:] if l.get("msg") == "reloaded"], \
+        "event lines below log.level must stay filtered"
