@@ -16,8 +16,8 @@ std::variant<address, std::string> parse_address(std::string_view text) {
     std::string path(text.substr(unix_prefix.size()));
     if (path.empty())
       return std::string("unix socket address needs a path, e.g. unix:/run/app.sock");
-    // sun_path is 108 bytes including the terminating NUL.
-    if (path.size() > 107) return std::string("unix socket path is longer than 107 bytes");
+    if (path.size() > max_unix_path)
+      return "unix socket path is longer than " + std::to_string(max_unix_path) + " bytes";
     return address{address::kind::unix_socket, {}, 0, path};
   }
   std::string_view host;

@@ -140,6 +140,17 @@ bool reader::addr(const YAML::Node& n, const std::string& path, address& out) {
     return false;
   }
   out = std::get<address>(parsed);
+  // A relative socket path is relative to the configuration file's directory, as every other
+  // path here (under systemd the current directory is /, so it would land there).
+  if (out.is_unix() && fs::path(out.path).is_relative()) {
+    out.path = resolve(out.path, n).path;
+    if (out.path.size() > max_unix_path) {
+      error(n, path + ": invalid address '" + text + "': the socket path " + out.path +
+                   " (relative to the configuration file's directory) is longer than " +
+                   std::to_string(max_unix_path) + " bytes");
+      return false;
+    }
+  }
   return true;
 }
 

@@ -898,6 +898,27 @@ TEST(ConfigBadValue, AddressEmptyUnixPath) {
                              "address needs a path, e.g. unix:/run/app.sock")));
 }
 
+// Review: "unix:rel.sock" was bound in the current directory (/ under systemd), and
+// `check --print` showed it unresolved, unlike every other path in the file.
+TEST(ConfigParse, ARelativeUnixSocketPathIsRelativeToTheConfigurationFile) {
+  configuration c = load_ok(with_addresses("unix:run/in.sock", "unix:../app/app.sock"));
+  ASSERT_EQ(c.listeners.size(), 1U);
+  EXPECT_EQ(c.listeners[0].listen.path, "/etc/mtlsd/run/in.sock");
+  EXPECT_EQ(c.listeners[0].upstream.path, "/etc/app/app.sock");
+  EXPECT_EQ(load_ok(with_addresses("unix:/run/in.sock", "unix:app.sock")).listeners[0].listen.path,
+            "/run/in.sock");
+}
+
+TEST(ConfigBadValue, ARelativeUnixSocketPathTooLongOnceResolved) {
+  const std::string name(100, 's');
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:8443", "unix:" + name)),
+              ElementsAre(at(4, 15,
+                             "listeners[0].upstream: invalid address 'unix:" + name +
+                                 "': the socket path /etc/mtlsd/" + name +
+                                 " (relative to the configuration file's directory) is longer "
+                                 "than 107 bytes")));
+}
+
 TEST(ConfigBadValue, UpstreamPortZero) {
   EXPECT_THAT(problems_of(with_addresses("0.0.0.0:8443", "127.0.0.1:0")),
               ElementsAre(at(4, 15, "listeners[0].upstream: port 0 is not a valid destination")));

@@ -1,4 +1,5 @@
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -12,13 +13,16 @@ struct address {
   kind type = kind::tcp;
   std::string host;  // tcp: hostname or IP literal (no brackets)
   std::uint16_t port = 0;
-  std::string path;  // unix_socket
+  std::string path;  // unix_socket (made absolute by the configuration reader)
 
   bool is_unix() const { return type == kind::unix_socket; }
   // Back to the configuration syntax: "127.0.0.1:8443", "[::1]:8443", "unix:/run/app.sock".
   std::string str() const;
   friend bool operator==(const address&, const address&) = default;
 };
+
+// sun_path is 108 bytes including the terminating NUL.
+inline constexpr std::size_t max_unix_path = 107;
 
 // Returns the address, or an error message explaining what is wrong with `text`.
 std::variant<address, std::string> parse_address(std::string_view text);
