@@ -115,7 +115,9 @@ void check_proxy_header_senders(reader& r, const YAML::Node& n, const std::strin
 
 void check_upstream_check_path(reader& r, const YAML::Node& v, const std::string& path,
                                const upstream_check_options& c) {
-  if (c.type != upstream_check_type::http) r.error(v, path + ".path applies to type: http only");
+  // A warning, not an error: the contract's own example gives type: tcp beside path.
+  if (c.type != upstream_check_type::http)
+    r.warning(v, path + ".path is not used with type: tcp (it applies to type: http only)");
 }
 
 void check_upstream_check_timeout(reader& r, const YAML::Node& v, const std::string& path,

@@ -1947,7 +1947,16 @@ TEST(ConfigUpstreamCheck, ErrorsNameTheKey) {
                              "hold no spaces, control characters or '#'")));
   EXPECT_THAT(
       problems_of(kMinimal + "    upstream_check:\n      path: /x\n"),
-      ElementsAre(at(11, 13, "listeners[0].upstream_check.path applies to type: http only")));
+      ElementsAre(at(11, 13,
+                     "warning: listeners[0].upstream_check.path is not used with type: tcp (it "
+                     "applies to type: http only)")));
+  // The contract's example (interface.md) as written: usable, with that warning.
+  const load_result contract = load_text(kMinimal +
+                                             "    upstream_check:\n      type: tcp\n      path: "
+                                             "/healthz\n      interval: 5s\n      timeout: 1s\n",
+                                         kFile);
+  EXPECT_TRUE(contract.config.has_value());
+  EXPECT_EQ(contract.problems.size(), 1u);
   EXPECT_THAT(
       problems_of(kMinimal + "    upstream_check:\n      interval: 0s\n"),
       ElementsAre(at(11, 17, "listeners[0].upstream_check.interval must be greater than 0")));
