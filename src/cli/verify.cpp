@@ -245,6 +245,12 @@ std::optional<int> read_presented(const verify_request& r, tls::cert_chain& pres
   return std::nullopt;
 }
 
+// A server-mode listener with client_auth.mode: none: its handshake asks for no certificate.
+bool asks_no_certificate(const runtime::listener_runtime& lr) {
+  return lr.cfg.mode == config::listener_mode::server &&
+         lr.cfg.client_auth.mode == config::client_auth_mode::none;
+}
+
 // The handshake's verifier on `presented`, with the connection's side taken from the request.
 tls::verify_outcome judge(const verify_request& r, const runtime::listener_runtime& lr,
                           const tls::cert_chain& presented) {
@@ -271,6 +277,10 @@ tls::verify_outcome judge(const verify_request& r, const runtime::listener_runti
     refused.refusal = reason::source_not_allowed;
     refused.detail = src->str() + " is not in allowed_sources";
     return refused;
+  }
+  if (asks_no_certificate(lr)) {  // its handshake judges none: every such client is admitted
+    sk_X509_free(untrusted);
+    return {};
   }
   auto outcome = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), presented.front().get(),
                                                       untrusted, r.at, {src, sni});
@@ -312,8 +322,14 @@ int print_verdict(const runtime::listener_runtime& lr, tls::verify_outcome& outc
             << (outcome.identity ? printable(outcome.identity->display())
                                  : std::string("(no identity)"))
             << "\n";
-  std::cout << "matched: " << tls::describe_match(lr.tls.peer_verifier->allow(), outcome.match)
-            << "\n";
+  // Review: a listener that asks for no certificate was said to refuse one it cannot trust,
+  // while every live client was admitted.
+  if (asks_no_certificate(lr))
+    std::cout << "matched: nothing: client_auth.mode is none, so listener " << lr.cfg.name
+              << " asks for no client certificate and admits every client without judging one\n";
+  else
+    std::cout << "matched: " << tls::describe_match(lr.tls.peer_verifier->allow(), outcome.match)
+              << "\n";
   if (!revocation_line.empty()) std::cout << printable(revocation_line) << "\n";
   return 0;
 }

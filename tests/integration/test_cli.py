@@ -308,6 +308,26 @@ def test_verify_unknown_listener_fails(mtlsd_bin, pki, verify_config):
     assert "accepted" not in proc.stdout
 
 
+def test_verify_on_a_listener_that_asks_for_no_certificate_admits_as_its_handshake_does(
+        mtlsd_bin, pki, tmp_path):
+    """Review: with client_auth.mode: none, verify said `rejected: unknown_ca` of a certificate
+    from another CA while every live client of that listener is admitted (none is asked for)."""
+    cfg = write_config(tmp_path / "none.yaml", daemon_config([
+        server_listener(pki, "127.0.0.1:9", name="open", client_auth={"mode": "none"},
+                        allowed_sources=["10.0.0.0/8"])]))
+    proc = verify(mtlsd_bin, cfg, pki, "open", "client-other.crt")
+    assert proc.returncode == 0, output(proc)
+    assert proc.stdout.splitlines() == [
+        "accepted: (no identity)",
+        "matched: nothing: client_auth.mode is none, so listener open asks for no client "
+        "certificate and admits every client without judging one"], output(proc)
+    # What is checked before a handshake still is.
+    proc = run_cli(mtlsd_bin, "verify", "--config", str(cfg), "--listener", "open",
+                   "--cert", pki.path("client.crt"), "--source", "192.0.2.7")
+    assert proc.returncode == 1 and proc.stdout.startswith("rejected: source_not_allowed: "), \
+        output(proc)
+
+
 # --- the command line ---------------------------------------------------------
 
 def test_version_flag_prints_what_version_prints(mtlsd_bin):
