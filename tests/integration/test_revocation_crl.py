@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import h2.errors
 
 from h2_client import H2Client
-from helpers import stamp
+from helpers import stamp, wait_until
 from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, fmt_addr, run_cli,
                            server_listener, write_config)
 from refusal import assert_admitted, assert_refused
@@ -139,6 +140,32 @@ def test_an_http2_client_refused_after_its_handshake_hears_why(serve_rv, rpki, r
     line = daemon.wait_for_access(client=local)
     assert line["reason"] == "revoked" and line["result"] == "rejected", line
     up.assert_untouched()
+
+
+def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_taken(
+        serve_rv, rpki, rv, tmp_path):
+    """Review: a CRL whose thisUpdate is 15 minutes ahead (the CA's clock fast) was kept: every
+    peer was refused until this clock caught up, it was not downloaded again meanwhile, and once
+    it was, the CA's corrected CRL was refused as older than it (a rollback). Now such a CRL is a
+    failed download: refused for now, and the corrected one is taken at the next attempt."""
+    mine = rpki.copy_to(tmp_path / "pki")
+    now = time.time()
+    rv.crls[ROOT_CRL] = Path(root_crl(mine, "ahead.pem", "-crl_lastupdate", stamp(now + 900),
+                                      "-crl_nextupdate", stamp(now + 4 * 3600))).read_bytes()
+    daemon, up = serve_rv(CDP)
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp")),
+                          "revocation_unavailable", alert=False)
+    assert "not valid before" in line["detail"], line
+    rv.crls[ROOT_CRL] = rpki.read("crl-all.pem")  # the CA fixed its clock
+
+    def admitted():
+        ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp"))
+        return ex.data == b"ping\n" and daemon.wait_for_access(client=ex.local)
+
+    # The failed download holds further attempts off for 1 s, then the next handshake fetches.
+    assert wait_until(admitted, timeout=10, interval=0.3)["result"] == "accepted"
+    assert rv.crl_requests(ROOT_CRL) >= 2
 
 
 def test_distribution_point_down_under_fail_refuses(serve_rv, rpki, rv):

@@ -148,6 +148,15 @@ x509_crl_ptr crl_fetcher::accept(const net::http_result& res, X509* issuer, cons
     return nullptr;
   }
   if (error = check_crl_issuer(crl.get(), issuer); !error.empty()) return nullptr;
+  // Not current yet (the CA's clock ahead of ours): a failed download, retried with backoff.
+  // Kept, it refused every peer until this clock caught up, and it became the floor below which
+  // the corrected CRL was refused as a rollback (review).
+  if (const std::time_t this_update = crl_this_update(crl.get());
+      this_update > std::time(nullptr) + ocsp_skew_seconds) {
+    error = "the distribution point serves a CRL not valid before " + utc(this_update) +
+            " (its thisUpdate is ahead of this machine's clock)";
+    return nullptr;
+  }
   // A stale mirror or cache in front of the distribution point must not roll us back.
   if (old && crl_this_update(crl.get()) < old->this_update) {
     error = "the distribution point serves a CRL older than the one already held (" +
