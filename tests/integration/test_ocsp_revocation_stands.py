@@ -110,3 +110,19 @@ def test_a_check_does_not_wait_on_another_listeners_request(start_mtlsd, make_up
     finally:
         slow.stop()
         fast.stop()
+
+
+def test_an_answer_taken_just_past_its_next_update_is_not_asked_for_at_every_handshake(
+        serve_rv, rpki, rv):
+    """Review: a "good" answer whose nextUpdate passed a minute ago is still taken (5 minutes of
+    clock skew) but was never cached, so every handshake sent its own request (a responder late
+    with pre-signed answers got one per handshake, and each handshake paid for it)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rv.ocsp_body = signed_answer(rpki, "client-ocsp.crt", now - datetime.timedelta(hours=1),
+                                 now - datetime.timedelta(minutes=1))
+    daemon, up = serve_rv({"ocsp": "leaf", "ocsp_timeout": "1s"})
+    for _ in range(5):
+        ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp"))
+        assert ex.error is None and ex.data == b"ping\n", ex
+        assert daemon.wait_for_access(client=ex.local)["result"] == "accepted"
+    assert rv.ocsp_requests() == 1

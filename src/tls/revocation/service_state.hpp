@@ -27,6 +27,9 @@ using steady = std::chrono::steady_clock;
 
 // An OCSP answer without nextUpdate says "ask again whenever": keep it this long.
 inline constexpr std::time_t ocsp_default_lifetime = 300;
+// An answer already past its nextUpdate when it came (within ocsp_skew_seconds) is kept this
+// long before the responder is asked again.
+inline constexpr std::time_t ocsp_lapsed_answer_hold = 30;
 // A distribution point nobody used for this long is no longer refreshed (and is forgotten); no
 // background refresh waits longer than this.
 inline constexpr std::time_t crl_idle_lifetime = 3600;
