@@ -15,6 +15,8 @@
 #include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/pkcs11.hpp"
+#include "mtlsd/tls/revocation/crl.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
 #include "mtlsd/tls/signing_probe.hpp"
 
 namespace mtlsd::runtime {
@@ -195,6 +197,41 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   return rt;
 }
 
+namespace {
+
+// A CRL file past its nextUpdate + crl_grace, or ahead of this clock, answers for nobody: with
+// on_unavailable: fail every peer it covers is refused (review: `check` said valid, start-up
+// said ready, and every client got revocation_unavailable).
+void crl_file_warnings(const listener_runtime& l, std::time_t now, config::diagnostics& out) {
+  const auto& rv = l.cfg.revocation;
+  const std::time_t grace = std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count();
+  std::string outcome =
+      "every peer whose chain it covers is refused as revocation_unavailable (on_unavailable: "
+      "fail)";
+  if (rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points)
+    outcome = "the peers it covers are judged by OCSP or distribution points alone";
+  else if (rv.on_unavailable == config::unavailable_policy::allow)
+    outcome = "the peers it covers are admitted unless it lists them (on_unavailable: allow)";
+  for (std::size_t i = 0; i < l.tls.crl_files.size() && i < rv.crl_files.size(); ++i)
+    for (const auto& crl : l.tls.crl_files[i]->crls) {
+      const std::time_t next = tls::revocation::crl_next_update(crl.get());
+      const std::time_t issued = tls::revocation::crl_this_update(crl.get());
+      std::string why;
+      if (next && now > next + grace)
+        why = "is past its nextUpdate (" + utc(next) + (grace ? ") and crl_grace" : ")");
+      else if (issued > now + tls::revocation::ocsp_skew_seconds)
+        why = "is not valid before " + utc(issued) + " (its thisUpdate is ahead of this clock)";
+      if (!why.empty())
+        out.push_back({rv.crl_files[i].where,
+                       rv.crl_files[i].path + ": the CRL of " +
+                           tls::revocation::crl_issuer_text(crl.get()) + " " + why + ": " +
+                           outcome + " until a current one is written",
+                       true});
+    }
+}
+
+}  // namespace
+
 config::diagnostics warnings(const runtime& rt, std::time_t now) {
   if (!now) now = std::time(nullptr);
   config::diagnostics out;
@@ -252,6 +289,7 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
                        true});
     }
+    crl_file_warnings(*l, now, out);
     if (l->tls.ca_names_bytes > tls::max_ca_names_bytes)
       out.push_back({l->cfg.client_auth.where,
                      "client_auth.ca: the names of its CAs take " +

@@ -87,6 +87,30 @@ def test_stale_crl_past_grace_is_unavailable(serve_rv, rpki, tmp_path):
     assert metric(daemon, NEXT_UPDATE, issuer=ROOT_ISSUER) < time.time()
 
 
+def test_check_and_start_up_warn_of_a_crl_file_that_answers_for_nobody(serve_rv, rpki, tmp_path,
+                                                                      mtlsd_bin):
+    """Review: a CRL file past nextUpdate + crl_grace passed `check` silently and start-up said
+    ready, while every client was refused as revocation_unavailable. Within crl_grace it is
+    enforced, and nothing is said."""
+    stale = stale_crl(rpki, tmp_path)
+    listener = server_listener(rpki, "127.0.0.1:9", revocation={"crl_files": [stale],
+                                                                "crl_grace": "30m"})
+    cfg = write_config(tmp_path / "stale.yaml", daemon_config([listener]))
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    warned = [l for l in (proc.stdout + proc.stderr).splitlines() if stale in l]
+    assert proc.returncode == 0 and len(warned) == 1, proc.stdout + proc.stderr
+    assert warned[0].startswith(f"{cfg}:") and "warning: " in warned[0], warned
+    assert ("is past its nextUpdate" in warned[0] and "and crl_grace" in warned[0]
+            and "refused as revocation_unavailable" in warned[0]), warned
+    daemon, _ = serve_rv({"crl_files": [stale], "crl_grace": "30m"})
+    assert [l for l in daemon.logs() if l.get("level") == "warn" and stale in l.get("msg", "")]
+    within = write_config(tmp_path / "within.yaml", daemon_config([server_listener(
+        rpki, "127.0.0.1:9", revocation={"crl_files": [stale], "crl_grace": "2h"})]))
+    proc = run_cli(mtlsd_bin, "check", "--config", str(within))
+    assert proc.returncode == 0 and stale not in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+
+
 def test_stale_crl_under_allow_admits_but_still_revokes(serve_rv, rpki, tmp_path):
     daemon, up = serve_rv({"crl_files": [stale_crl(rpki, tmp_path)],
                            "on_unavailable": "allow"})
