@@ -26,10 +26,18 @@ using asio::use_awaitable;
 using unix_socket = asio::local::stream_protocol;
 
 std::string http_result::describe_unless(int wanted) const {
-  if (!ok()) return error;
-  if (status == wanted) return {};
-  std::string out = "HTTP " + std::to_string(status);
-  if (!reason.empty()) out += " " + reason;
+  std::string out;
+  if (!ok()) {
+    out = error;
+  } else if (status == wanted) {
+    return {};
+  } else {
+    out = "HTTP " + std::to_string(status);
+    if (!reason.empty()) out += " " + reason;
+  }
+  // Through a forward proxy the answer may be the proxy's own (407, 502, its header limit): say
+  // whose, or the operator looks at the wrong host (review). Some errors name it already.
+  if (!proxy.empty() && out.find(proxy) == std::string::npos) out += " via proxy " + proxy;
   return out;
 }
 

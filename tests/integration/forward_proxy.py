@@ -23,6 +23,7 @@ class ProxiedRequest:
 class ForwardProxy:
     def __init__(self) -> None:
         self.requests: list[ProxiedRequest] = []
+        self.refuse_with: int | None = None  # answer every request with this status itself
         self._lock = threading.Lock()
         owner = self
 
@@ -36,6 +37,9 @@ class ForwardProxy:
                 with owner._lock:
                     owner.requests.append(ProxiedRequest(self.command, self.path,
                                                          self.headers.get("Host", "")))
+                if owner.refuse_with:
+                    self._answer(owner.refuse_with, b"the proxy's own answer\n", [])
+                    return
                 url = urllib.parse.urlsplit(self.path)
                 if url.scheme != "http" or not url.hostname:
                     self._answer(400, b"a proxy needs an absolute http:// URL\n", [])

@@ -109,6 +109,19 @@ def test_unreachable_proxy_is_the_reason(serve_env, rpki, rv, refused_address):
     assert rv.ocsp_requests() == 0
 
 
+def test_a_proxys_own_refusal_names_the_proxy(serve_env, rpki, rv, proxy):
+    """Review: a 407 from the proxy was logged as the responder's answer ("no answer from the
+    responder: HTTP 407 Proxy Authentication Required (ocsp http://...)"), so the operator
+    would look at the responder, not at the proxy."""
+    proxy.refuse_with = 407
+    daemon, up = serve_env({"http_proxy": proxy.url}, OCSP)
+    ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-ocsp"))
+    line = assert_refused(daemon, up, ex, "revocation_unavailable", alert=False)
+    assert f"HTTP 407 Proxy Authentication Required via proxy {proxy.address}" in line["detail"], \
+        line
+    assert rv.ocsp_requests() == 0
+
+
 def test_https_proxy_alone_is_reported_and_not_used(serve_env, rpki, rv, proxy):
     daemon, _ = serve_env({"HTTPS_PROXY": proxy.url}, OCSP)
     line = daemon.wait_for_log(lambda l: l.get("msg", "").startswith("HTTPS_PROXY is set, but"))
