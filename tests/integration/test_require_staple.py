@@ -4,6 +4,7 @@ and a remote whose verified chain is one certificate long is refused without a s
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mtlsd_harness import daemon_config
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import metric
 from test_client_revocation import outbound, refused
+from test_ocsp_revocation_stands import signed_answer
 from tls_remote import Remote, plain_exchange, s_server
 
 TIMEOUT = 10.0
@@ -80,3 +82,28 @@ def test_a_one_certificate_chain_needs_a_staple_too(start_mtlsd, rpki, tmp_path)
         assert "require_staple" in line["detail"], line
     finally:
         remote.close()
+
+
+def test_an_unusable_staple_ignored_without_require_staple_is_not_counted(start_mtlsd, rpki,
+                                                                          tmp_path):
+    """Review: without require_staple an unusable staple is ignored, as none is, but it was
+    counted as mtlsd_revocation_checks_total{method="ocsp",result="unavailable"}, which fires
+    MtlsdRevocationDataUnavailable ("peers are refused") while none was. Under require_staple
+    the same staple refuses the remote, and is counted."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stale = tmp_path / "stale.der"
+    stale.write_bytes(signed_answer(rpki, "server-ocsp.crt", now - datetime.timedelta(hours=2),
+                                    now - datetime.timedelta(hours=1)))
+    with s_server(rpki.path("server-ocsp.crt"), rpki.path("server-ocsp.key"),
+                  "-status_file", str(stale)) as address:
+        client = start_mtlsd(daemon_config([outbound(rpki, address),
+                                            outbound(rpki, address, "strict",
+                                                     require_staple=True)]))
+        data, local = plain_exchange(client.addr("outbound"))
+        assert client.wait_for_access(client=local)["result"] == "accepted"
+        refused(client, "strict", "revocation_unavailable")
+    for result in ("good", "revoked", "unknown", "unavailable"):
+        assert not metric(client, "mtlsd_revocation_checks_total", listener="outbound",
+                          method="ocsp", result=result), result
+    assert metric(client, "mtlsd_revocation_checks_total", listener="strict", method="ocsp",
+                  result="unavailable") == 1

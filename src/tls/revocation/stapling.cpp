@@ -79,7 +79,11 @@ int check_remote_staple(SSL* ssl, void* arg) {
   ocsp_answer a = check_ocsp_response(
       std::string_view(reinterpret_cast<const char*>(resp), static_cast<std::size_t>(len)), leaf,
       issuer, nullptr, std::time(nullptr));
-  if (out) {
+  // Counted (mtlsd_revocation_checks_total, method ocsp) when it decides something: good,
+  // revoked, or anything under require_staple. An unusable staple is otherwise as good as none
+  // and not counted: as `unavailable` it fired the alert on refused peers while none was, and
+  // only when no network source was configured (review).
+  if (out && (required || a.result == status::good || a.result == status::revoked)) {
     out->staple = a.result;
     out->staple_detail = a.detail;
   }
