@@ -73,7 +73,6 @@ x509_crl_ptr parse_crl(std::string_view data) {
   else
     crl = d2i_X509_CRL_bio(bio.get(), nullptr);
   drain_errors();
-  sort_revoked(crl);
   return x509_crl_ptr(crl);
 }
 

@@ -148,6 +148,9 @@ x509_crl_ptr crl_fetcher::accept(const net::http_result& res, X509* issuer, cons
     return nullptr;
   }
   if (error = check_crl_issuer(crl.get(), issuer); !error.empty()) return nullptr;
+  // Lookups from several threads read it once kept: sorted now, as a CRL file is (review: before,
+  // it was sorted before its signature was checked, a second of work for 10 MiB of junk).
+  sort_revoked(crl.get());
   // Not current yet (the CA's clock ahead of ours): a failed download, retried with backoff.
   // Kept, it refused every peer until this clock caught up, and it became the floor below which
   // the corrected CRL was refused as a rollback (review).

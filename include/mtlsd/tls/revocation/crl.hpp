@@ -18,7 +18,9 @@ namespace mtlsd::tls::revocation {
 // names are skipped).
 std::vector<std::string> crl_urls(X509* cert);
 
-// DER or PEM. Null when `data` holds no CRL.
+// DER or PEM. Null when `data` holds no CRL. Decoded only: sort_revoked (tls/openssl.hpp) before
+// it is shared between threads, and after its signature was checked (check_crl_issuer), so that
+// a large CRL nobody signed costs no sort.
 x509_crl_ptr parse_crl(std::string_view data);
 
 // "" when `crl` was issued by `issuer` (same name, valid signature, cRLSign usage when the
