@@ -8,6 +8,7 @@
 
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/name_constraints.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/peer_policy.hpp"
 #include "mtlsd/tls/trust_store.hpp"
@@ -243,6 +244,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
       X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE);
       return 0;
     }
+  }
+  // Before the allow list: OpenSSL's own name-constraint check comes after this call, and a
+  // peer both refuse would be logged as not_authorized (name_constraints.hpp).
+  if (int at = 0; const int nc = name_constraint_violation(store_ctx, at)) {
+    X509_STORE_CTX_set_error_depth(store_ctx, at);
+    X509_STORE_CTX_set_current_cert(store_ctx, sk_X509_value(chain, at));
+    X509_STORE_CTX_set_error(store_ctx, nc);
+    return decide_error(store_ctx, out);
   }
   policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});
   if (!d.allowed) {

@@ -155,6 +155,28 @@ def test_server_mode_handshakes(serve, pki, spki):
                  reason="bad_certificate") == 3
 
 
+def test_a_name_constraint_violation_is_named_where_the_allow_list_refuses_too(
+        serve, mtlsd_bin, pki, spki, tmp_path):
+    """Review: OpenSSL checks name constraints after the verify callback's last call, where the
+    allow list is judged, so a leaf its CA had no right to issue was refused as not_authorized
+    by a listener whose allow list refuses it too: the reason is name_constraints, in the
+    handshake and in `mtlsd verify`. Control: a sound leaf the allow list refuses is
+    not_authorized."""
+    client_auth = {"ca": anchors(spki), "allow": {"common_names": ["nobody"]}}
+    daemon, up = serve(client_auth=client_auth)
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "name_constraints-client"),
+                      expect=5)
+    assert_refused(daemon, up, ex, "name_constraints")
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "good-client"), expect=5)
+    assert_refused(daemon, up, ex, "not_authorized")
+    cfg = write_config(tmp_path / "nc.yaml", daemon_config([
+        server_listener(pki, "127.0.0.1:9", client_auth=client_auth)]))
+    proc = verify_cli(mtlsd_bin, cfg, "inbound", spki.path("name_constraints-client.crt"),
+                      spki.path("int_nc.crt"))
+    assert proc.returncode == 1 and proc.stdout.startswith("rejected: name_constraints: "), \
+        proc.stdout
+
+
 def outbound(name: str, remote: str, ca: list[str], **extra) -> dict:
     return {"name": name, "mode": "client", "listen": "127.0.0.1:0", "upstream": remote,
             "server_auth": {"ca": ca, "server_name": "localhost", **extra}}

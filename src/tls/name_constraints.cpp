@@ -1,0 +1,61 @@
+// The name-constraint check of a verified chain, as OpenSSL 3.0's check_name_constraints
+// (crypto/x509/x509_vfy.c) does it, for the verify callback (name_constraints.hpp says why).
+#include "mtlsd/tls/name_constraints.hpp"
+
+#include <openssl/x509v3.h>
+
+#include <cstdint>
+#include <memory>
+
+namespace mtlsd::tls {
+namespace {
+
+struct nc_free {
+  void operator()(NAME_CONSTRAINTS* nc) const { NAME_CONSTRAINTS_free(nc); }
+};
+using nc_ptr = std::unique_ptr<NAME_CONSTRAINTS, nc_free>;
+
+struct names_free {
+  void operator()(GENERAL_NAMES* g) const { GENERAL_NAMES_free(g); }
+};
+
+bool has_dns_san(X509* x) {
+  std::unique_ptr<GENERAL_NAMES, names_free> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr)));
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i)
+    if (sk_GENERAL_NAME_value(names.get(), i)->type == GEN_DNS) return true;
+  return false;
+}
+
+}  // namespace
+
+int name_constraint_violation(X509_STORE_CTX* ctx, int& depth) {
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx);
+  const int n = chain ? sk_X509_num(chain) : 0;
+  const unsigned int hostflags = X509_VERIFY_PARAM_get_hostflags(X509_STORE_CTX_get0_param(ctx));
+  for (int i = n - 1; i >= 0; --i) {
+    X509* x = sk_X509_value(chain, i);
+    const std::uint32_t flags = X509_get_extension_flags(x);
+    // As OpenSSL: self-issued CA certificates are not subject to the constraints above them.
+    // A proxy certificate has rules of its own there: left to OpenSSL's check.
+    if ((i != 0 && (flags & EXFLAG_SI)) || (flags & EXFLAG_PROXY)) continue;
+    for (int j = n - 1; j > i; --j) {
+      nc_ptr nc(static_cast<NAME_CONSTRAINTS*>(
+          X509_get_ext_d2i(sk_X509_value(chain, j), NID_name_constraints, nullptr, nullptr)));
+      if (!nc) continue;
+      int rv = NAME_CONSTRAINTS_check(x, nc.get());
+      // The end entity's common name too when it is used as a host name: when no DNS SAN is
+      // there, unless the verify parameters say never (OpenSSL's rule).
+      if (rv == X509_V_OK && i == 0 && !(hostflags & X509_CHECK_FLAG_NEVER_CHECK_SUBJECT) &&
+          ((hostflags & X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT) || !has_dns_san(x)))
+        rv = NAME_CONSTRAINTS_check_CN(x, nc.get());
+      if (rv != X509_V_OK) {
+        depth = i;
+        return rv;
+      }
+    }
+  }
+  return X509_V_OK;
+}
+
+}  // namespace mtlsd::tls
