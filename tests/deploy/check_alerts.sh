@@ -4,7 +4,11 @@
 #   promtool test rules  tests/deploy/alerts_test.yaml      (each alert fires, with the
 #       expected labels and rendered annotations, on synthetic mtlsd series;
 #       and stays quiet where it must)
-# Needs: promtool (Debian package `prometheus`).
+#   alerts_readme.py: deploy/README.md's Alert rules table names every alert
+#       of the rules file (and no other), with its severity, the metrics its
+#       expression reads and its `for`; the file table names every rule group.
+#       A README copy without the MtlsdUpstreamDown row must fail it.
+# Needs: promtool (Debian package `prometheus`), python3 + python3-yaml.
 set -uo pipefail
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT" || exit 1
@@ -22,4 +26,21 @@ else
     printf '%s\n' "$out"
     fail "promtool test rules tests/deploy/alerts_test.yaml"
 fi
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+if out=$("$PY" "$DEPLOY_TESTS/alerts_readme.py" 2>&1); then
+    say "$out"
+else
+    printf '%s\n' "$out"
+    fail "deploy/README.md's Alert rules table is out of step with deploy/prometheus/alerts.yaml (above)"
+fi
+neg=$(mktemp)
+grep -v '^| `MtlsdUpstreamDown`' deploy/README.md >"$neg"
+if ! out=$("$PY" "$DEPLOY_TESTS/alerts_readme.py" "$neg" 2>&1) && grep -q "alert MtlsdUpstreamDown (alerts.yaml) is not in the Alert rules table" <<<"$out"; then
+    ok "alerts_readme.py refuses a README whose table lacks an alert (MtlsdUpstreamDown)"
+else
+    printf '%s\n' "$out"
+    fail "alerts_readme.py did not refuse a README without the MtlsdUpstreamDown row"
+fi
+rm -f "$neg"
 finish check_alerts
