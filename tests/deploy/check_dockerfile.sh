@@ -11,8 +11,10 @@
 #      promised; a negative fixture must break it
 #   3. every package each stage's `apt-get install` names resolves on this
 #      Debian 12 machine: `apt-get install -s --no-install-recommends`
-#   4. the build stage installs everything scripts/dev.sh does for building
-#      (when dev.sh exists) — "same packages as the developer set-up"
+#   4. the build stage installs exactly scripts/dev.sh's BUILD_PKGS plus the
+#      image-only packages named below with their reasons (ca-certificates,
+#      python3): a package missing either way fails, and negative copies (one
+#      without libnghttp2-dev, one with curl added) must be refused
 #   5. with a built binary (argument, else build/release/mtlsd, if present):
 #      docker/rootfs.sh builds the image's file system from it (the runtime
 #      stage is `scratch` + that); it must hold every DT_NEEDED library and
@@ -118,18 +120,76 @@ for stage in "${!STAGE_PKGS[@]}"; do
     fi
 done
 
-# --- 4. same build packages as scripts/dev.sh --------------------------------------
-if [[ -f scripts/dev.sh ]]; then
-    missing=()
-    words=$(tr -s '[:space:]()"'\''=' '\n' <scripts/dev.sh)
-    for p in ${STAGE_PKGS[build]:-}; do
-        grep -qxF -- "$p" <<<"$words" || missing+=("$p")
+# --- 4. the build stage = scripts/dev.sh's BUILD_PKGS (+ the image-only ones) --------
+# Both directions: every package dev.sh installs for the C++ build must be in
+# the build stage (CMakeLists.txt needs each; one missing breaks `docker build`
+# and nothing else here would notice, as the image is never built), and the
+# build stage installs nothing else but the packages below, which it needs
+# too, each for its reason. Each of those must be one dev.sh installs too
+# (RUN_PKGS), so the image is built with what a developer has.
+declare -A IMAGE_ONLY=(
+    [ca-certificates]="the trust store docker/rootfs.sh copies into the image"
+    [python3]="ctest -L unit runs the lint.* and bench.* self-tests with /usr/bin/python3"
+)
+dev_array() { # NAME: the words of scripts/dev.sh's bash array NAME=( ... ), one a line
+    "$PY" - "$1" scripts/dev.sh <<'EOF'
+import re, shlex, sys
+m = re.search(rf"^{sys.argv[1]}=\((.*?)\)", open(sys.argv[2], encoding="utf-8").read(), re.S | re.M)
+print("\n".join(shlex.split(m.group(1), comments=True)) if m else "")
+EOF
+}
+compare_build_pkgs() { # DOCKERFILE: one FAIL line per difference; exit 1 if any
+    local df=$1 bad=0 p
+    local -a dev stage
+    mapfile -t dev < <(dev_array BUILD_PKGS | grep .)
+    ((${#dev[@]} > 0)) || { echo "FAIL: no BUILD_PKGS=( ... ) array found in scripts/dev.sh"; return 1; }
+    mapfile -t stage < <("$PY" "$DEPLOY_TESTS/dockerfile_facts.py" "$df" --packages | awk -F'\t' '$1 == "build" {print $2}')
+    local all_dev
+    all_dev=$(for a in BUILD_PKGS RUN_PKGS TEST_PKGS; do dev_array "$a"; done)
+    for p in "${dev[@]}"; do
+        printf '%s\n' "${stage[@]}" | grep -qxF -- "$p" ||
+            { echo "FAIL: $df: build stage lacks '$p' (scripts/dev.sh BUILD_PKGS installs it for the C++ build)"; bad=1; }
     done
-    if ((${#missing[@]})); then
-        fail "build-stage packages not in scripts/dev.sh: ${missing[*]}"
+    for p in "${stage[@]}"; do
+        printf '%s\n' "${dev[@]}" | grep -qxF -- "$p" && continue
+        if [[ -z ${IMAGE_ONLY[$p]:-} ]]; then
+            echo "FAIL: $df: build stage installs '$p', which is not in scripts/dev.sh BUILD_PKGS (add it there, or to IMAGE_ONLY in check_dockerfile.sh with its reason)"
+            bad=1
+        elif ! grep -qxF -- "$p" <<<"$all_dev"; then
+            echo "FAIL: $df: image-only package '$p' is not installed by scripts/dev.sh either"
+            bad=1
+        fi
+    done
+    for p in "${!IMAGE_ONLY[@]}"; do
+        printf '%s\n' "${stage[@]}" | grep -qxF -- "$p" ||
+            { echo "FAIL: $df: build stage lacks '$p', which the image build needs: ${IMAGE_ONLY[$p]}"; bad=1; }
+    done
+    ((bad == 0)) && echo "ok: $df: build stage = scripts/dev.sh BUILD_PKGS (${#dev[@]}) + $(printf '%s ' "${!IMAGE_ONLY[@]}")"
+    return "$bad"
+}
+if [[ -f scripts/dev.sh ]]; then
+    out=$(compare_build_pkgs "$DOCKERFILE")
+    rc=$?
+    printf '%s\n' "$out"
+    ((rc == 0)) || fail "the build stage's packages differ from scripts/dev.sh BUILD_PKGS (above)"
+    for p in "${!IMAGE_ONLY[@]}"; do say "   image-only $p: ${IMAGE_ONLY[$p]}"; done
+    # Negative copies: the comparison must bite in both directions.
+    neg=$(mktemp)
+    sed '/^ *libnghttp2-dev \\$/d' "$DOCKERFILE" >"$neg"
+    if ! out=$(compare_build_pkgs "$neg") && grep -q "build stage lacks 'libnghttp2-dev'" <<<"$out"; then
+        ok "a Dockerfile without libnghttp2-dev is refused (a BUILD_PKGS package missing from the build stage)"
     else
-        ok "every build-stage package is also installed by scripts/dev.sh"
+        printf '%s\n' "$out"
+        fail "a Dockerfile without libnghttp2-dev was not refused"
     fi
+    sed 's/^\( *\)python3 \\$/&\n\1curl \\/' "$DOCKERFILE" >"$neg"
+    if ! out=$(compare_build_pkgs "$neg") && grep -q "installs 'curl'" <<<"$out"; then
+        ok "a Dockerfile installing curl in the build stage is refused (a package not in BUILD_PKGS)"
+    else
+        printf '%s\n' "$out"
+        fail "a Dockerfile installing an extra package (curl) was not refused"
+    fi
+    rm -f "$neg"
 else
     say "skip: scripts/dev.sh not present: build-stage list not compared"
 fi
