@@ -4,6 +4,13 @@
 //   node check_kit.mjs same KUSTOMIZE HELM   both renderings hold the same objects
 //   node check_kit.mjs keeps APP RENDERED    the app's own containers, volumes,
 //                                            pod labels and securityContext survive
+//   node check_kit.mjs distinct FILE FILE... renderings of different apps, applied
+//                                            to one namespace, do not collide
+//   node check_kit.mjs config HAND FILE [PATH...]
+//                                            the sidecar's mtlsd.yaml in FILE is the
+//                                            one of the hand-written ConfigMap HAND,
+//                                            but for the PATHs (e.g.
+//                                            listeners/0/client_auth/allow)
 //
 // facts: exactly one Deployment, with mtlsd as a native sidecar (init
 // container, restartPolicy: Always) mounting a ConfigMap and the Secret of a
@@ -11,13 +18,25 @@
 // ClusterIssuer (the CA key is not in the workload namespace) and carries the
 // SPIFFE ID of the Deployment's namespace and service account, which exists;
 // a PodMonitor in that namespace selects the pod and scrapes a port mtlsd
-// declares. (Schema, hardening, probes and the grace period are check_k8s.mjs's.)
+// declares, and its selector holds the Deployment's selector labels (it
+// scrapes no other app's pods); the kit's ConfigMap, Certificate, Secret and
+// PodMonitor are named after the Deployment (DEPLOYMENT-...), so that two apps
+// in one namespace cannot share them. (Schema, hardening, probes and the
+// grace period are check_k8s.mjs's.)
 //
 // same: the kustomize rendering of deploy/kustomize/example and the Helm
-// rendering of the chart with ci/orders-values.yaml are the same objects once
-// the chart's release-derived names (orders-mtlsd, orders-mtlsd-tls) are
-// mapped to the component's (mtlsd, mtlsd-tls) and mtlsd configs are compared
-// as parsed YAML, not text. Exit 1 with one FAIL line per difference.
+// rendering of the chart with ci/orders-values.yaml are the same objects
+// (names included: both name the kit's objects after the Deployment), mtlsd
+// configs compared as parsed YAML, not text.
+//
+// distinct: no two renderings hold an object of the same kind, namespace and
+// name (applying the second would overwrite the first: its identity, its
+// allow list), nor Certificates writing the same Secret, and no PodMonitor
+// selects the pods of another rendering's Deployment (scraped twice).
+//
+// config: the kit's mtlsd.yaml against the hand-written one (parsed): every
+// key and value must agree, except under the PATHs given. Exit 1 with one
+// FAIL line per difference.
 
 import { readFileSync } from "node:fs";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
@@ -77,6 +96,20 @@ function facts(file) {
     for (const ep of pm.spec.podMetricsEndpoints ?? []) {
       if (!ports.includes(ep.port)) fail(`${file}: PodMonitor port ${ep.port} is not a port of the mtlsd container (${ports})`);
     }
+    // Only this app's pods: the Deployment's own selector labels are part of
+    // the PodMonitor's selector (with the sidecar label alone, every app of
+    // the namespace with the kit would be scraped by every PodMonitor).
+    const own = d.spec?.selector?.matchLabels ?? {};
+    const pmLabels = pm.spec.selector?.matchLabels ?? {};
+    if (!Object.keys(own).length) fail(`${file}: Deployment ${d.metadata.name} has no spec.selector.matchLabels`);
+    for (const [k, v] of Object.entries(own)) {
+      if (pmLabels[k] !== v) fail(`${file}: PodMonitor ${pm.metadata.name} does not select ${k}=${v} (the Deployment's selector): it scrapes other apps' pods too`);
+    }
+  }
+  // The kit's objects are the app's own: named after the Deployment.
+  const prefix = `${d.metadata.name}-`;
+  for (const [what, name] of [["ConfigMap", cmName], ["Certificate", cert?.metadata?.name], ["Secret", secretName], ["PodMonitor", pm?.metadata?.name]]) {
+    if (name && !name.startsWith(prefix)) fail(`${file}: ${what} ${name} is not named after the Deployment (${prefix}...): two apps in a namespace would share it`);
   }
   if (!problems.length) {
     console.log(`ok: ${file}: Deployment ${ns}/${d.metadata.name} with the mtlsd native sidecar, ConfigMap ${cmName}, ` +
@@ -114,7 +147,7 @@ function diff(a, b, path, out) {
 
 function same(kfile, hfile) {
   const k = canonical(load(kfile), {});
-  const h = canonical(load(hfile), { "orders-mtlsd": "mtlsd", "orders-mtlsd-tls": "mtlsd-tls" });
+  const h = canonical(load(hfile), {});
   for (const key of new Set([...k.keys(), ...h.keys()])) {
     if (!k.has(key)) fail(`only the Helm chart renders ${key}`);
     else if (!h.has(key)) fail(`only the kustomize component renders ${key}`);
@@ -155,12 +188,102 @@ function keeps(origFile, renderedFile) {
   }
 }
 
+// A Kubernetes label selector (matchLabels and matchExpressions) against labels.
+function selectorMatches(sel, labels) {
+  if (!sel) return false;
+  const okLabels = Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  const okExprs = (sel.matchExpressions ?? []).every((e) => {
+    const has = Object.hasOwn(labels, e.key);
+    switch (e.operator) {
+      case "In": return has && (e.values ?? []).includes(labels[e.key]);
+      case "NotIn": return !has || !(e.values ?? []).includes(labels[e.key]);
+      case "Exists": return has;
+      case "DoesNotExist": return !has;
+      default: return false;
+    }
+  });
+  return okLabels && okExprs;
+}
+
+function distinct(files) {
+  const owners = new Map(); // KIND/ns/name -> [file]
+  const add = (key, file) => owners.set(key, [...(owners.get(key) ?? []), file]);
+  const rendered = files.map((f) => ({ file: f, objs: load(f) }));
+  for (const { file, objs } of rendered) {
+    const keys = new Set();
+    for (const o of objs) {
+      keys.add(`${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`);
+      // cert-manager writes this Secret: two Certificates writing one Secret
+      // overwrite each other's key pair as surely as two of the same name.
+      if (o.kind === "Certificate" && o.spec?.secretName) keys.add(`Secret/${o.metadata?.namespace ?? ""}/${o.spec.secretName} (a Certificate's secretName)`);
+    }
+    for (const k of keys) add(k, file);
+  }
+  for (const [key, fs] of owners) {
+    if (fs.length > 1) fail(`${key} is in ${fs.length} renderings (${fs.join(", ")}): applied to one namespace, the later overwrites the earlier`);
+  }
+  // Every PodMonitor scrapes the pods of its own rendering's Deployment only.
+  for (const { file, objs } of rendered) {
+    for (const pm of objs.filter((o) => o.kind === "PodMonitor")) {
+      const nss = pm.spec?.namespaceSelector?.any ? null : (pm.spec?.namespaceSelector?.matchNames ?? [pm.metadata?.namespace]);
+      for (const other of rendered.filter((r) => r.file !== file)) {
+        for (const d of other.objs.filter((o) => o.kind === "Deployment")) {
+          const inNs = nss === null || nss.includes(d.metadata?.namespace);
+          if (inNs && selectorMatches(pm.spec?.selector, d.spec?.template?.metadata?.labels ?? {})) {
+            fail(`PodMonitor ${pm.metadata.namespace}/${pm.metadata.name} (${file}) selects the pods of Deployment ${d.metadata.namespace}/${d.metadata.name} (${other.file}): they are scraped twice`);
+          }
+        }
+      }
+    }
+  }
+  if (!problems.length) {
+    const count = rendered.reduce((n, r) => n + r.objs.length, 0);
+    console.log(`ok: ${files.length} renderings (${count} objects) share no object, no Certificate Secret, and each PodMonitor selects only its own app's pods`);
+  }
+}
+
+// The mtlsd.yaml of the ConfigMap the sidecar (init container mtlsd) mounts.
+function sidecarConfig(file) {
+  const objs = load(file);
+  const d = objs.find((o) => o.kind === "Deployment");
+  const sources = (d?.spec?.template?.spec?.volumes ?? []).find((v) => v.name === "mtlsd")?.projected?.sources ?? [];
+  const cmName = sources.find((x) => x.configMap)?.configMap?.name;
+  const cm = objs.find((o) => o.kind === "ConfigMap" && o.metadata?.name === cmName);
+  if (!cm?.data?.["mtlsd.yaml"]) return null;
+  return { name: `${cm.metadata.namespace ?? ""}/${cm.metadata.name}`, config: parseYaml(cm.data["mtlsd.yaml"]) };
+}
+
+function config(handFile, file, ignored) {
+  const hand = load(handFile).find((o) => o.kind === "ConfigMap" && o.data?.["mtlsd.yaml"]);
+  if (!hand) return fail(`${handFile}: no ConfigMap with mtlsd.yaml`);
+  const kit = sidecarConfig(file);
+  if (!kit) return fail(`${file}: the sidecar's ConfigMap with mtlsd.yaml is not rendered`);
+  const want = parseYaml(hand.data["mtlsd.yaml"]);
+  const walk = (a, b, path) => {
+    if (ignored.some((p) => path === `/${p}`)) return;
+    if (JSON.stringify(a) === JSON.stringify(b)) return;
+    if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
+      for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) walk(a[k], b[k], `${path}/${k}`);
+      return;
+    }
+    const show = (v) => (v === undefined ? "absent" : JSON.stringify(v));
+    fail(`${file} (ConfigMap ${kit.name}): ${path || "/"} is ${show(a)}, the hand-written ${handFile} has ${show(b)}`);
+  };
+  walk(kit.config, want, "");
+  if (!problems.length) {
+    const but = ignored.length ? `, except ${ignored.join(", ")}` : "";
+    console.log(`ok: ${file}: the sidecar's mtlsd.yaml (ConfigMap ${kit.name}) agrees with ${handFile} in every key${but}`);
+  }
+}
+
 const [mode, ...args] = process.argv.slice(2);
 if (mode === "keeps" && args.length === 2) keeps(args[0], args[1]);
 else if (mode === "facts" && args.length === 1) facts(args[0]);
 else if (mode === "same" && args.length === 2) same(args[0], args[1]);
+else if (mode === "distinct" && args.length >= 2) distinct(args);
+else if (mode === "config" && args.length >= 2) config(args[0], args[1], args.slice(2));
 else {
-  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | keeps APP_YAML RENDERED");
+  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | keeps APP_YAML RENDERED | distinct FILE FILE... | config HANDWRITTEN FILE [PATH...]");
   process.exit(2);
 }
 for (const p of problems) console.log(`FAIL: ${p}`);

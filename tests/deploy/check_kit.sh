@@ -24,6 +24,18 @@
 #      else build/release or build/dev) `mtlsd check` on each
 #   6. README.md's worked example: its upstream serves a directory of its
 #      own, not the one holding the PKI
+#   7. two apps in one namespace: the orders example and a second app
+#      (tests/deploy/fixtures/kit-second-app, payments in shop) rendered with
+#      the component, and the chart as releases orders and payments in shop:
+#      check_kit.mjs distinct — no object (ConfigMap, Certificate, its
+#      Secret, PodMonitor, ...) in both, no PodMonitor selecting the other
+#      app's pods; the renderings as the kit made them before its names were
+#      per app (fixed names, PodMonitor on the sidecar label) must fail it
+#   8. the kit's mtlsd.yaml against the hand-written
+#      deploy/kubernetes/configmap.yaml (check_kit.mjs config): the orders
+#      renderings agree in every key, the other apps in every key but their
+#      allow list (http:, alpn, revocation, timeouts, ... included); a
+#      rendering without http.forward_client_cert_details must fail it
 #
 # Needs: node + npm (first run installs the pinned npm packages into
 # build/npm), python3 + python3-yaml, openssl (gen-pki.sh). Exit 1 on failure.
@@ -101,6 +113,26 @@ if node "$NPM_DIR/render_kit.mjs" kustomize "$F" >"$TMP/kit-app.yaml" 2>"$TMP/er
 else
     cat "$TMP/err"
     fail "render_kit.mjs kustomize ${F#"$ROOT"/} failed (above)"
+fi
+
+# A second app in the orders example's namespace, with the component and with
+# the chart (tests/deploy/fixtures/kit-second-app): checked like the others
+# below, and against the orders renderings in 7.
+F2=$DEPLOY_TESTS/fixtures/kit-second-app
+if node "$NPM_DIR/render_kit.mjs" kustomize "$F2" >"$TMP/root/deploy/payments-kustomize.yaml" 2>"$TMP/err"; then
+    rendered+=("$TMP/root/deploy/payments-kustomize.yaml")
+    ok "rendered ${F2#"$ROOT"/}: $(grep -c '^kind:' "$TMP/root/deploy/payments-kustomize.yaml") object(s)"
+else
+    cat "$TMP/err"
+    fail "render_kit.mjs kustomize ${F2#"$ROOT"/} failed (above)"
+fi
+if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release payments --namespace shop -f "$F2/payments-values.yaml" \
+    >"$TMP/root/deploy/payments-helm.yaml" 2>"$TMP/err"; then
+    rendered+=("$TMP/root/deploy/payments-helm.yaml")
+    ok "rendered $CHART (release payments, namespace shop): $(grep -c '^kind:' "$TMP/root/deploy/payments-helm.yaml") object(s)"
+else
+    cat "$TMP/err"
+    fail "render_kit.mjs helm $CHART --release payments failed (above)"
 fi
 
 # --- 2. the manifest checks on each rendering ------------------------------------
@@ -195,6 +227,99 @@ EOF
 else
     say "$out"
     fail "README.md worked example (above)"
+fi
+
+# --- 7. two apps in one namespace --------------------------------------------------
+R=$TMP/root/deploy
+for pair in "orders-kustomize payments-kustomize" "orders-helm payments-helm"; do
+    read -r a b <<<"$pair"
+    if [[ -s $R/$a.yaml && -s $R/$b.yaml ]]; then
+        if out=$(node "$NPM_DIR/check_kit.mjs" distinct "$R/$a.yaml" "$R/$b.yaml" 2>&1); then
+            ok "$a + $b (one namespace): ${out#ok: }"
+        else
+            printf '%s\n' "$out"
+            fail "$a and $b collide in one namespace (above)"
+        fi
+    else
+        fail "$a or $b was not rendered: two apps in one namespace not checked"
+    fi
+done
+# What the kit rendered before its names were per app: every app's ConfigMap
+# mtlsd, Certificate mtlsd -> Secret mtlsd-tls, PodMonitor mtlsd selecting
+# only the sidecar label. The check must refuse that pair.
+fixed_names() { # IN OUT
+    "$PY" - "$1" "$2" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    name = d["metadata"]["name"]
+    if d["kind"] in ("ConfigMap", "Certificate", "PodMonitor") and name.endswith("-mtlsd"):
+        d["metadata"]["name"] = "mtlsd"
+    if d["kind"] == "Certificate":
+        d["spec"]["secretName"] = "mtlsd-tls"
+    if d["kind"] == "PodMonitor":
+        d["spec"]["selector"] = {"matchLabels": {"mtlsd/sidecar": "true"}}
+    if d["kind"] == "Deployment":
+        for v in d["spec"]["template"]["spec"]["volumes"]:
+            for s in v.get("projected", {}).get("sources", []):
+                if s.get("configMap", {}).get("name", "").endswith("-mtlsd"):
+                    s["configMap"]["name"] = "mtlsd"
+                if s.get("secret", {}).get("name", "").endswith("-mtlsd-tls"):
+                    s["secret"]["name"] = "mtlsd-tls"
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"), sort_keys=False)
+EOF
+}
+if [[ -s $R/orders-kustomize.yaml && -s $R/payments-kustomize.yaml ]] &&
+    fixed_names "$R/orders-kustomize.yaml" "$TMP/fixed-orders.yaml" &&
+    fixed_names "$R/payments-kustomize.yaml" "$TMP/fixed-payments.yaml"; then
+    out=$(node "$NPM_DIR/check_kit.mjs" distinct "$TMP/fixed-orders.yaml" "$TMP/fixed-payments.yaml" 2>&1)
+    rc=$?
+    missing=()
+    for want in "ConfigMap/shop/mtlsd is in 2" "Certificate/shop/mtlsd is in 2" "Secret/shop/mtlsd-tls" "PodMonitor/shop/mtlsd is in 2" \
+        "selects the pods of Deployment shop/payments" "selects the pods of Deployment shop/orders"; do
+        grep -qF -- "$want" <<<"$out" || missing+=("$want")
+    done
+    if ((rc == 1 && ${#missing[@]} == 0)); then
+        ok "check_kit.mjs distinct refuses two apps with the kit's former fixed names ($(grep -c '^FAIL' <<<"$out") problem(s))"
+    else
+        printf '%s\n' "$out"
+        fail "check_kit.mjs distinct did not refuse fixed names (exit $rc; not reported: ${missing[*]})"
+    fi
+    # And the facts of one such rendering: not named after its Deployment, PodMonitor too wide.
+    if ! out=$(node "$NPM_DIR/check_kit.mjs" facts "$TMP/fixed-payments.yaml" 2>&1) &&
+        grep -q "is not named after the Deployment" <<<"$out" && grep -q "scrapes other apps' pods" <<<"$out"; then
+        ok "check_kit.mjs facts refuses a rendering whose objects are not named after the Deployment"
+    else
+        printf '%s\n' "$out"
+        fail "check_kit.mjs facts accepted fixed names or a PodMonitor on the sidecar label alone"
+    fi
+else
+    fail "could not build the fixed-name renderings (needs python3-yaml)"
+fi
+
+# --- 8. the kit's mtlsd.yaml = the hand-written deploy/kubernetes/configmap.yaml ------
+HAND=deploy/kubernetes/configmap.yaml
+for r in "${rendered[@]}"; do
+    case ${r##*/} in
+        orders-*) except=() ;;                                 # the same app: every key
+        *) except=(listeners/0/client_auth/allow) ;;           # other apps: their own callers
+    esac
+    if out=$(node "$NPM_DIR/check_kit.mjs" config "$HAND" "$r" "${except[@]}" 2>&1); then
+        printf '%s\n' "$out"
+    else
+        printf '%s\n' "$out"
+        fail "${r##*/}: the kit's mtlsd.yaml differs from $HAND (above)"
+    fi
+done
+if [[ -s $R/orders-kustomize.yaml ]]; then
+    sed '/forward_client_cert_details/d' "$R/orders-kustomize.yaml" >"$TMP/no-xfcc.yaml"
+    if ! out=$(node "$NPM_DIR/check_kit.mjs" config "$HAND" "$TMP/no-xfcc.yaml" 2>&1) &&
+        grep -q "/listeners/0/http/forward_client_cert_details is absent" <<<"$out"; then
+        ok "check_kit.mjs config refuses a kit config without http.forward_client_cert_details"
+    else
+        printf '%s\n' "$out"
+        fail "check_kit.mjs config did not refuse a kit config without http.forward_client_cert_details"
+    fi
 fi
 
 finish check_kit

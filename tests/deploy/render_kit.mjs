@@ -16,7 +16,9 @@
 //     their Kubernetes merge key, other lists are replaced), selected by
 //     `target` {kind, name, labelSelector} or, without one, by the patch's own
 //     kind and name. Replacements: one source object, fieldPath with numeric
-//     list indexes, options {delimiter, index, create}.
+//     list indexes and [key=value] list selectors, options {delimiter, index,
+//     create}; a target's delimiter index below 0 prepends the value, one past
+//     the last part appends it (kustomize's prefix and suffix).
 //
 //   node render_kit.mjs helm CHART --release NAME --namespace NS [-f VALUES]...
 //     `helm template` semantics for the values (values.yaml, then each -f,
@@ -173,21 +175,55 @@ function applyPatches(acc, dir, patches, where) {
   }
 }
 
+// A fieldPath's parts: split at dots outside [...] (kustomize's
+// SmarterPathSplitter), so `volumes.[name=a.b].projected` is three parts.
+function splitPath(fieldPath) {
+  const parts = [];
+  let cur = "";
+  let depth = 0;
+  for (const ch of fieldPath) {
+    if (ch === "[") depth++;
+    if (ch === "]") depth--;
+    if (ch === "." && depth === 0) {
+      parts.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  parts.push(cur);
+  return parts;
+}
+
+// A part: a map key, a numeric list index, or [key=value]: the list item whose
+// key has that value (kustomize's list selector). Returns the list index for
+// the last two.
+function step(node, part, where) {
+  const sel = /^\[([^=\]]+)=([^\]]*)\]$/.exec(part);
+  if (sel) {
+    if (!Array.isArray(node)) die(`${where}: ${part} on something other than a list`);
+    const i = node.findIndex((x) => isMap(x) && String(x[sel[1]]) === sel[2]);
+    return i < 0 ? undefined : i;
+  }
+  return Array.isArray(node) ? Number(part) : part;
+}
+
 function walkPath(obj, fieldPath, create, where) {
-  const parts = fieldPath.split(".");
-  if (parts.some((x) => x === "" || /[[\]*]/.test(x))) die(`${where}: fieldPath ${fieldPath}: only dotted names and numeric indexes are supported`);
+  const parts = splitPath(fieldPath);
+  if (parts.some((x) => x === "" || /[*]/.test(x) || (/[[\]]/.test(x) && !/^\[[^=\]]+=[^\]]*\]$/.test(x)))) {
+    die(`${where}: fieldPath ${fieldPath}: only dotted names, numeric indexes and [key=value] are supported`);
+  }
   let node = obj;
   for (const [i, part] of parts.slice(0, -1).entries()) {
-    let next = Array.isArray(node) ? node[Number(part)] : node?.[part];
+    const key = step(node, part, where);
+    let next = key === undefined ? undefined : node?.[key];
     if (next === undefined) {
-      if (!create) return null;
-      next = /^\d+$/.test(parts[i + 1]) ? [] : {};
-      node[part] = next;
+      if (!create || key === undefined) return null;
+      next = /^\d+$/.test(parts[i + 1]) || parts[i + 1].startsWith("[") ? [] : {};
+      node[key] = next;
     }
     node = next;
   }
-  const last = parts.at(-1);
-  return { node, key: Array.isArray(node) ? Number(last) : last };
+  const key = step(node, parts.at(-1), where);
+  return key === undefined ? null : { node, key };
 }
 
 function applyReplacements(acc, list, where) {
@@ -201,10 +237,15 @@ function applyReplacements(acc, list, where) {
     const fp = r.source.fieldPath ?? "metadata.name";
     const loc = walkPath(sources[0], fp, false, at);
     let value = loc?.node?.[loc.key];
-    if (value === undefined) die(`${at}: source ${id(sources[0])} has no ${fp}`);
+    // kustomize refuses a missing or empty source field alike.
+    const empty = value === undefined || value === null || value === "" || (typeof value === "object" && !Object.keys(value).length);
+    if (empty) die(`${at}: source ${id(sources[0])} has no ${fp} (or it is empty)`);
     if (r.source.options) {
       onlyKeys(r.source.options, ["delimiter", "index"], `${at}.source.options`);
-      value = String(value).split(r.source.options.delimiter)[r.source.options.index ?? 0];
+      const parts = String(value).split(r.source.options.delimiter);
+      const idx = r.source.options.index ?? 0;
+      if (idx < 0 || idx >= parts.length) die(`${at}: source options.index ${idx} is out of bounds for ${value}`);
+      value = parts[idx];
     }
     for (const [j, t] of (r.targets ?? []).entries()) {
       const tat = `${at}.targets[${j}]`;
@@ -217,10 +258,13 @@ function applyReplacements(acc, list, where) {
           const tl = walkPath(o, f, t.options?.create === true, where2);
           if (!tl || (tl.node[tl.key] === undefined && t.options?.create !== true)) die(`${where2}: no such field (and options.create is not set)`);
           if (t.options?.delimiter !== undefined) {
+            if (isMap(value) || Array.isArray(value)) die(`${where2}: a delimiter works on scalars only`);
             const parts = String(tl.node[tl.key] ?? "").split(t.options.delimiter);
             const idx = t.options.index ?? 0;
-            if (idx < 0 || idx >= parts.length) die(`${where2}: index ${idx} outside the ${parts.length} parts`);
-            parts[idx] = String(value);
+            // As kustomize: below 0 prepends, past the last part appends.
+            if (idx < 0) parts.unshift(String(value));
+            else if (idx >= parts.length) parts.push(String(value));
+            else parts[idx] = String(value);
             tl.node[tl.key] = parts.join(t.options.delimiter);
           } else {
             tl.node[tl.key] = clone(value);
