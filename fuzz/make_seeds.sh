@@ -161,7 +161,10 @@ put("h2_frames_fuzz", "window-ping-goaway",
     settings + frame(8, 0, 0, b"\0\1\0\0") + frame(6, 0, 0, b"12345678") +
     frame(1, 5, 1, req()) + frame(7, 0, 0, b"\0\0\0\1\0\0\0\0"))
 
-# tls_stream_fuzz: what a client sends first (ClientHello), TLS 1.3 and 1.2.
+# tls_stream_fuzz: byte 0 is the mode (tls_stream_fuzz.cpp): bit 0 clear = the rest goes to the
+# server raw, as the client's first bytes. Raw: a ClientHello (TLS 1.3 and 1.2), and plaintext
+# HTTP on the TLS port; without the \0 the server would get the record from its second byte on
+# (or, for "G" = 0x47, bit 0 set, a real client would handshake instead).
 for name, ver in (("clienthello-13", ssl.TLSVersion.TLSv1_3), ("clienthello-12", ssl.TLSVersion.TLSv1_2)):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -173,8 +176,14 @@ for name, ver in (("clienthello-13", ssl.TLSVersion.TLSv1_3), ("clienthello-12",
         s.do_handshake()
     except ssl.SSLWantReadError:
         pass
-    put("tls_stream_fuzz", name, out.read())
-put("tls_stream_fuzz", "http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    put("tls_stream_fuzz", name, b"\0" + out.read())
+put("tls_stream_fuzz", "http", b"\0" + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+# Each raw seed reaches the server as meant: mode byte even, then a handshake record (0x16,
+# version 3.x) for the ClientHellos.
+for name in ("clienthello-12", "clienthello-13", "http"):
+    seed = open(f"{C}/tls_stream_fuzz/{name}", "rb").read()
+    assert seed[0] & 1 == 0, f"tls_stream_fuzz/{name}: mode byte {seed[0]:#x} is not raw"
+    assert name == "http" or seed[1:3] == b"\x16\x03", f"tls_stream_fuzz/{name}: no handshake record after the mode byte"
 # Bit 0 set: a real client handshakes first; then application data and raw records.
 put("tls_stream_fuzz", "client-app-data", b"\x01\x10" + b"GET / HTTP/1.1\r\n\r\n" + b"\x15\x03\x03\x00\x02\x01\x00")
 put("tls_stream_fuzz", "client-close-notify-then-garbage",
