@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -358,5 +358,26 @@ for name, frames in scenarios.items():
             continue
         open(f"{out}/{name}-{i}", "wb").write(bytes([b0, b1]) + frames)
 PY
+
+# h2_request_fuzz: byte 0 = flags (1 END_STREAM, 2 a body, 4 X-Forwarded-For, 8 X-Forwarded-Proto,
+# 16 XFCC set), then 0x01-separated records: method, path, authority, fields "name:value", "--",
+# trailers.
+h2req() { local name=$1 flags=$2; shift 2; { printf "\\$(printf '%03o' "$flags")"; local IFS=$'\001'; printf '%s' "$*"; } >"$C/h2_request_fuzz/$name"; }
+h2req get 1 GET /a example.org "accept:*/*" "cookie:a=1" "cookie:b=2" --
+h2req post-length 6 POST /upload example.org "content-length:0005" "x-forwarded-for:10.0.0.1" --
+h2req chunked-trailers 30 POST "/p?q=1" api.example.org:8443 "te:trailers" \
+  "x-forwarded-client-cert:By=spiffe://evil" "x-forwarded-proto:http" -- "grpc-status:0" \
+  "content-length:1" "host:other"
+h2req trailers-only 17 PUT / example.org -- "x-checksum:abc"
+
+# credentials_fuzz: byte 0 = the reader (0 chain, 1 CRL file, 2 private key, 3 password file).
+CR="$C/credentials_fuzz"
+{ printf '\0'; cat "$FX/leaf.crt" "$FX/ca.crt"; } >"$CR/chain.pem"
+{ printf '\0'; openssl x509 -in "$FX/ca.crt" -outform DER; } >"$CR/cert.der"
+{ printf '\1'; tail -c +2 "$C/revocation_fuzz/crl-revoked.pem"; tail -c +2 "$C/revocation_fuzz/crl-empty.pem"; } >"$CR/crls.pem"
+{ printf '\1'; tail -c +2 "$C/revocation_fuzz/crl-revoked.der"; } >"$CR/crl.der"
+{ printf '\2'; cat "$FX/leaf.key"; } >"$CR/key.pem"
+{ printf '\2'; openssl pkey -in "$FX/server.key" -outform DER; } >"$CR/key.der"
+{ printf '\3'; printf 'secret\r\n\n'; } >"$CR/password"
 
 echo "seeds written under $(pwd)/$C"
