@@ -11,6 +11,7 @@
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
+#include "mtlsd/runtime/missing_files.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -160,6 +161,10 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
     try {
+      if (auto missing = missing_files(l); !missing.empty()) {  // all of them, not the first
+        problems.insert(problems.end(), missing.begin(), missing.end());
+        continue;
+      }
       auto lr = std::make_shared<listener_runtime>();
       lr->cfg = l;
       lr->generation = rt->generation;
