@@ -168,10 +168,12 @@ def test_an_http2_client_refused_after_its_handshake_hears_why(serve_rv, rpki, r
 
 def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_taken(
         serve_rv, rpki, rv, tmp_path):
-    """Review: a CRL whose thisUpdate is 15 minutes ahead (the CA's clock fast) was kept: every
-    peer was refused until this clock caught up, it was not downloaded again meanwhile, and once
-    it was, the CA's corrected CRL was refused as older than it (a rollback). Now such a CRL is a
-    failed download: refused for now, and the corrected one is taken at the next attempt."""
+    """Review: a CRL whose thisUpdate is 15 minutes ahead (the CA's clock fast) was kept as any
+    other: every peer was refused until this clock caught up, it was not downloaded again
+    meanwhile, and once it was, the CA's corrected CRL was refused as older than it (a
+    rollback). Now its revocations stand (a second review: dropping it admitted what it revoked
+    under on_unavailable: allow), it says nothing current about anyone else, it is asked for again
+    with backoff, and the corrected CRL replaces it."""
     mine = rpki.copy_to(tmp_path / "pki")
     now = time.time()
     rv.crls[ROOT_CRL] = Path(root_crl(mine, "ahead.pem", "-crl_lastupdate", stamp(now + 900),
@@ -181,6 +183,9 @@ def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_
                                                      client_context(rpki, "client-cdp")),
                           "revocation_unavailable", alert=False)
     assert "not valid before" in line["detail"], line
+    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                                     client_context(rpki, "client-cdp-revoked")),
+                          "revoked", alert=False)
     rv.crls[ROOT_CRL] = rpki.read("crl-all.pem")  # the CA fixed its clock
 
     def admitted():

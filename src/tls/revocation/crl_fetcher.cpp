@@ -53,7 +53,7 @@ asio::awaitable<answer> crl_fetcher::lookup_at(std::string url_text, X509* cert,
   }
   const std::time_t now = std::time(nullptr);
   cached* c = cache_.find(url_text);
-  const bool expired = c && c->next_update && now >= c->next_update;
+  const bool expired = c && ((c->next_update && now >= c->next_update) || c->ahead(now));
   // Download when there is nothing yet, or when the copy expired and the last attempt is not
   // backing off; otherwise use what there is.
   if (!c || (expired && (c->failures == 0 || now >= c->refresh_at))) {
@@ -151,17 +151,10 @@ x509_crl_ptr crl_fetcher::accept(const net::http_result& res, X509* issuer, cons
   // Lookups from several threads read it once kept: sorted now, as a CRL file is (review: before,
   // it was sorted before its signature was checked, a second of work for 10 MiB of junk).
   sort_revoked(crl.get());
-  // Not current yet (the CA's clock ahead of ours): a failed download, retried with backoff.
-  // Kept, it refused every peer until this clock caught up, and it became the floor below which
-  // the corrected CRL was refused as a rollback (review).
-  if (const std::time_t this_update = crl_this_update(crl.get());
-      this_update > std::time(nullptr) + ocsp_skew_seconds) {
-    error = "the distribution point serves a CRL not valid before " + utc(this_update) +
-            " (its thisUpdate is ahead of this machine's clock)";
-    return nullptr;
-  }
-  // A stale mirror or cache in front of the distribution point must not roll us back.
-  if (old && crl_this_update(crl.get()) < old->this_update) {
+  // A stale mirror or cache in front of the distribution point must not roll us back; but a
+  // CRL held because it was dated ahead of this clock (keep) is no floor: the CA's corrected one
+  // replaces it (review).
+  if (old && !old->ahead(std::time(nullptr)) && crl_this_update(crl.get()) < old->this_update) {
     error = "the distribution point serves a CRL older than the one already held (" +
             utc(crl_this_update(crl.get())) + " < " + utc(old->this_update) + ")";
     return nullptr;
@@ -199,6 +192,14 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
     fresh.failures = old ? old->failures + 1 : 1;
     fresh.last_error =
         "the distribution point serves a CRL past its nextUpdate (" + utc(fresh.next_update) + ")";
+    fresh.refresh_at = now + backoff(fresh.failures);
+  } else if (fresh.ahead(now)) {
+    // Dated ahead of this clock (the CA's runs fast): kept, as its revocations stand, but it says
+    // nothing current about the rest (judge) and is asked for again with backoff (lookup_at),
+    // where the corrected CRL replaces it. Before, it stayed until this clock caught up.
+    fresh.failures = old ? old->failures + 1 : 1;
+    fresh.last_error = "the distribution point serves a CRL not valid before " +
+                       utc(fresh.this_update) + " (its thisUpdate is ahead of this clock)";
     fresh.refresh_at = now + backoff(fresh.failures);
   } else {
     fresh.refresh_at =
