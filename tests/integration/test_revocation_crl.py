@@ -101,6 +101,7 @@ def test_check_and_start_up_warn_of_a_crl_file_that_answers_for_nobody(serve_rv,
     assert proc.returncode == 0 and len(warned) == 1, proc.stdout + proc.stderr
     assert warned[0].startswith(f"{cfg}:") and "warning: " in warned[0], warned
     assert ("is past its nextUpdate" in warned[0] and "and crl_grace" in warned[0]
+            and "no current CRL of that issuer" in warned[0]
             and "refused as revocation_unavailable" in warned[0]), warned
     daemon, _ = serve_rv({"crl_files": [stale], "crl_grace": "30m"})
     assert [l for l in daemon.logs() if l.get("level") == "warn" and stale in l.get("msg", "")]
@@ -108,6 +109,15 @@ def test_check_and_start_up_warn_of_a_crl_file_that_answers_for_nobody(serve_rv,
         rpki, "127.0.0.1:9", revocation={"crl_files": [stale], "crl_grace": "2h"})]))
     proc = run_cli(mtlsd_bin, "check", "--config", str(within))
     assert proc.returncode == 0 and stale not in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+    # Judged per issuer, as OpenSSL picks among its CRLs (second review): a stale CRL beside a
+    # current one of the same issuer warns of nothing.
+    both = tmp_path / "both.pem"
+    both.write_bytes(Path(stale).read_bytes() + rpki.read("crl-all.pem"))
+    beside = write_config(tmp_path / "beside.yaml", daemon_config([server_listener(
+        rpki, "127.0.0.1:9", revocation={"crl_files": [str(both)]})]))
+    proc = run_cli(mtlsd_bin, "check", "--config", str(beside))
+    assert proc.returncode == 0 and str(both) not in proc.stdout + proc.stderr, \
         proc.stdout + proc.stderr
 
 
