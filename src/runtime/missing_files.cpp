@@ -26,25 +26,34 @@ void look(const config::file_ref& f, std::string_view kind, config::diagnostics&
                  false});
 }
 
+// The files load_key_pair reads, and only those: a leftover password file of the other kind is
+// never read, and must not stop a configuration that loads (review).
 void look_at_key_source(const config::key_source& k, config::diagnostics& out) {
+  if (!k.pkcs12.empty()) {
+    look(k.pkcs12, "PKCS#12 bundle", out);
+    look(k.pkcs12_password_file, "password file", out);
+    return;
+  }
   look(k.cert, "certificate", out);
+  // A pkcs11: key's PIN file is read only when its token asks for a login: left to the loader.
+  if (config::is_pkcs11_uri(k.key.path)) return;
   look(k.key, "private key", out);
   look(k.key_password_file, "password file", out);
-  look(k.pkcs12, "PKCS#12 bundle", out);
-  look(k.pkcs12_password_file, "password file", out);
 }
 
 }  // namespace
 
 config::diagnostics missing_files(const config::listener& l) {
   config::diagnostics out;
-  if (!l.tls.spiffe.enabled) {
+  const bool server = l.mode == config::listener_mode::server;
+  // A client-mode listener presents a certificate only when one is given (tls/context.cpp).
+  const bool own_key = server || !l.tls.cert.empty() || !l.tls.pkcs12.empty();
+  if (!l.tls.spiffe.enabled && own_key) {
     look_at_key_source(l.tls, out);
     for (const auto& e : l.tls.certificates)
       look_at_key_source(e, out);
   }
   // The files of the peer's side only where the build loads them.
-  const bool server = l.mode == config::listener_mode::server;
   if (server && l.client_auth.mode == config::client_auth_mode::none) return out;
   for (const auto& f : server ? l.client_auth.ca : l.server_auth.ca)
     look(f, "certificate", out);

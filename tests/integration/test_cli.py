@@ -188,6 +188,24 @@ def test_check_names_every_missing_file_at_once(mtlsd_bin, pki, tmp_path):
             located, output(proc)
 
 
+def test_check_does_not_ask_for_files_the_build_never_reads(mtlsd_bin, pki, tmp_path):
+    """Review of the above: a password file of the other key kind (pkcs12_password_file beside
+    cert + key) is never read, so its absence must not make a loading configuration unusable;
+    the one that is read is named when missing."""
+    text = BASE_YAML.format(pki=pki.root).replace(
+        f"      key: {pki.root}/server.key\n",
+        f"      key: {pki.root}/server.key\n      pkcs12_password_file: {tmp_path}/no-such-pass\n")
+    cfg = write_config(tmp_path / "unused.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 0 and "no-such-pass" not in output(proc), output(proc)
+    text = text.replace("pkcs12_password_file:", "key_password_file:")
+    cfg = write_config(tmp_path / "read.yaml", text)
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    assert proc.returncode == 1, output(proc)
+    assert (f"{tmp_path}/no-such-pass: cannot read password file: No such file or directory"
+            in output(proc)), output(proc)
+
+
 def test_check_warns_about_readable_private_key(mtlsd_bin, pki, tmp_path):
     key = tmp_path / "server.key"
     shutil.copy(pki.path("server.key"), key)
