@@ -15,6 +15,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <string_view>
 
 #include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/config/print.hpp"
@@ -74,7 +76,10 @@ std::string read_file(const config::file_ref& f, const char* kind) {
   }
   ::close(fd);
   s.resize(got);
-  if (s.empty()) fail(f, std::string(kind) + " file is empty");
+  if (s.empty()) {
+    const std::string_view what(kind);
+    fail(f, std::string(what) + (what.ends_with(" file") ? " is empty" : " file is empty"));
+  }
   return s;
 }
 
