@@ -4,11 +4,14 @@ name, decided after it."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import time
 from pathlib import Path
 
 import h2.errors
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from h2_client import H2Client
 from helpers import stamp, wait_until
@@ -176,6 +179,24 @@ def test_an_http2_client_refused_after_its_handshake_hears_why(serve_rv, rpki, r
     up.assert_untouched()
 
 
+def empty_root_crl(rpki, number: int) -> bytes:
+    """A current CRL of the root, signed by it, revoking nothing, with CRL number `number`: what
+    a stale mirror would serve (an older issue)."""
+    with open(rpki.path("ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(rpki.path("ca.key"), "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+           .last_update(now - datetime.timedelta(minutes=1))
+           .next_update(now + datetime.timedelta(hours=1))
+           .add_extension(x509.CRLNumber(number), critical=False)
+           .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),
+                          critical=False)
+           .sign(key, hashes.SHA256()))
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
 def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_taken(
         serve_rv, rpki, rv, tmp_path):
     """Review: a CRL whose thisUpdate is 15 minutes ahead (the CA's clock fast) was kept as any
@@ -183,7 +204,8 @@ def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_
     meanwhile, and once it was, the CA's corrected CRL was refused as older than it (a
     rollback). Now its revocations stand (a second review: dropping it admitted what it revoked
     under on_unavailable: allow), it says nothing current about anyone else, it is asked for again
-    with backoff, and the corrected CRL replaces it."""
+    with backoff, a stale copy with a lower CRL number does not replace it (a third review: that
+    took its revocations away), and the CA's corrected CRL, numbered after it, does."""
     mine = rpki.copy_to(tmp_path / "pki")
     now = time.time()
     rv.crls[ROOT_CRL] = Path(root_crl(mine, "ahead.pem", "-crl_lastupdate", stamp(now + 900),
@@ -193,18 +215,32 @@ def test_a_distribution_point_crl_dated_ahead_is_not_kept_and_its_correction_is_
                                                      client_context(rpki, "client-cdp")),
                           "revocation_unavailable", alert=False)
     assert "not valid before" in line["detail"], line
-    line = assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
-                                                     client_context(rpki, "client-cdp-revoked")),
-                          "revoked", alert=False)
-    rv.crls[ROOT_CRL] = rpki.read("crl-all.pem")  # the CA fixed its clock
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                              client_context(rpki, "client-cdp-revoked")),
+                   "revoked", alert=False)
+    # A stale mirror: a current CRL revoking nothing, numbered before it. Asked for again (the
+    # failed download's backoff, then the next handshake), it is refused as a rollback.
+    rv.crls[ROOT_CRL] = empty_root_crl(rpki, 0)
+    asked = rv.crl_requests(ROOT_CRL)
+
+    def refetched():
+        ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp-revoked"))
+        line = daemon.wait_for_access(client=ex.local)
+        assert line["reason"] == "revoked", line  # what the CRL dated ahead revokes still is
+        return rv.crl_requests(ROOT_CRL) > asked
+
+    wait_until(refetched, timeout=10, interval=0.3)
+    assert_refused(daemon, up, echo_roundtrip(daemon.addr(),
+                                              client_context(rpki, "client-cdp-revoked")),
+                   "revoked", alert=False)
+    # The CA fixed its clock and issued its next CRL.
+    rv.crls[ROOT_CRL] = Path(root_crl(mine, "fixed.pem")).read_bytes()
 
     def admitted():
         ex = echo_roundtrip(daemon.addr(), client_context(rpki, "client-cdp"))
         return ex.data == b"ping\n" and daemon.wait_for_access(client=ex.local)
 
-    # The failed download holds further attempts off for 1 s, then the next handshake fetches.
-    assert wait_until(admitted, timeout=10, interval=0.3)["result"] == "accepted"
-    assert rv.crl_requests(ROOT_CRL) >= 2
+    assert wait_until(admitted, timeout=15, interval=0.3)["result"] == "accepted"
 
 
 def test_distribution_point_down_under_fail_refuses(serve_rv, rpki, rv):

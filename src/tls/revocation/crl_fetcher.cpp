@@ -1,6 +1,9 @@
 #include "crl_fetcher.hpp"
 
+#include <openssl/x509v3.h>
+
 #include <algorithm>
+#include <memory>
 
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/proxy_env.hpp"
@@ -11,6 +14,40 @@ namespace mtlsd::tls::revocation {
 
 namespace asio = boost::asio;
 using log::utc;
+
+namespace {
+
+struct asn1_integer_free {
+  void operator()(ASN1_INTEGER* i) const { ASN1_INTEGER_free(i); }
+};
+
+// Why `fresh` is older than `held` (a rollback a stale mirror or cache would cause), or "": by
+// CRL number when both carry one (RFC 5280 5.2.3: a CA's numbers only grow, so its corrected CRL
+// after a clock dated ahead is newer though dated earlier, and a stale copy is older whatever its
+// dates), else by thisUpdate.
+std::string older_than(X509_CRL* fresh, X509_CRL* held) {
+  const auto number = [](X509_CRL* crl) {
+    return std::unique_ptr<ASN1_INTEGER, asn1_integer_free>(
+        static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl, NID_crl_number, nullptr, nullptr)));
+  };
+  const auto text = [](const ASN1_INTEGER* n) {
+    char* s = i2s_ASN1_INTEGER(nullptr, n);
+    std::string out = s ? s : "?";
+    OPENSSL_free(s);
+    return out;
+  };
+  const auto a = number(fresh), b = number(held);
+  if (a && b)
+    return ASN1_INTEGER_cmp(a.get(), b.get()) < 0
+               ? "CRL number " + text(a.get()) + " < " + text(b.get())
+               : std::string();
+  drain_errors();  // a CRL without the extension leaves nothing; a malformed one might
+  return crl_this_update(fresh) < crl_this_update(held)
+             ? "thisUpdate " + utc(crl_this_update(fresh)) + " < " + utc(crl_this_update(held))
+             : std::string();
+}
+
+}  // namespace
 
 crl_fetcher::crl_fetcher(std::shared_ptr<service_state> state)
     : state_(std::move(state)),
@@ -151,12 +188,12 @@ x509_crl_ptr crl_fetcher::accept(const net::http_result& res, X509* issuer, cons
   // Lookups from several threads read it once kept: sorted now, as a CRL file is (review: before,
   // it was sorted before its signature was checked, a second of work for 10 MiB of junk).
   sort_revoked(crl.get());
-  // A stale mirror or cache in front of the distribution point must not roll us back; but a
-  // CRL held because it was dated ahead of this clock (keep) is no floor: the CA's corrected one
-  // replaces it (review).
-  if (old && !old->ahead(std::time(nullptr)) && crl_this_update(crl.get()) < old->this_update) {
-    error = "the distribution point serves a CRL older than the one already held (" +
-            utc(crl_this_update(crl.get())) + " < " + utc(old->this_update) + ")";
+  // A stale mirror or cache in front of the distribution point must not roll us back, nor
+  // take away what a CRL dated ahead of this clock revokes; the CA's corrected CRL, numbered
+  // after it, replaces that one (review).
+  if (const std::string why = old ? older_than(crl.get(), old->crl.get()) : std::string();
+      !why.empty()) {
+    error = "the distribution point serves a CRL older than the one already held (" + why + ")";
     return nullptr;
   }
   return crl;
@@ -196,7 +233,8 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
   } else if (fresh.ahead(now)) {
     // Dated ahead of this clock (the CA's runs fast): kept, as its revocations stand, but it says
     // nothing current about the rest (judge) and is asked for again with backoff (lookup_at),
-    // where the corrected CRL replaces it. Before, it stayed until this clock caught up.
+    // where the CA's corrected CRL replaces it (accept). Before, it stayed until this clock
+    // caught up.
     fresh.failures = old ? old->failures + 1 : 1;
     fresh.last_error = "the distribution point serves a CRL not valid before " +
                        utc(fresh.this_update) + " (its thisUpdate is ahead of this clock)";
