@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace mtlsd::tls {
 namespace {
@@ -33,6 +34,12 @@ int name_constraint_violation(X509_STORE_CTX* ctx, int& depth) {
   STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx);
   const int n = chain ? sk_X509_num(chain) : 0;
   const unsigned int hostflags = X509_VERIFY_PARAM_get_hostflags(X509_STORE_CTX_get0_param(ctx));
+  // Each CA's constraints decoded once per handshake, not once per certificate below it; most
+  // chains have none, and then nothing is decoded at all.
+  std::vector<nc_ptr> constraints(static_cast<std::size_t>(n));
+  for (int j = 1; j < n; ++j)
+    constraints[static_cast<std::size_t>(j)].reset(static_cast<NAME_CONSTRAINTS*>(
+        X509_get_ext_d2i(sk_X509_value(chain, j), NID_name_constraints, nullptr, nullptr)));
   for (int i = n - 1; i >= 0; --i) {
     X509* x = sk_X509_value(chain, i);
     const std::uint32_t flags = X509_get_extension_flags(x);
@@ -40,8 +47,7 @@ int name_constraint_violation(X509_STORE_CTX* ctx, int& depth) {
     // A proxy certificate has rules of its own there: left to OpenSSL's check.
     if ((i != 0 && (flags & EXFLAG_SI)) || (flags & EXFLAG_PROXY)) continue;
     for (int j = n - 1; j > i; --j) {
-      nc_ptr nc(static_cast<NAME_CONSTRAINTS*>(
-          X509_get_ext_d2i(sk_X509_value(chain, j), NID_name_constraints, nullptr, nullptr)));
+      const nc_ptr& nc = constraints[static_cast<std::size_t>(j)];
       if (!nc) continue;
       int rv = NAME_CONSTRAINTS_check(x, nc.get());
       // The end entity's common name too when it is used as a host name: when no DNS SAN is

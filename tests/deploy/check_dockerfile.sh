@@ -175,20 +175,19 @@ if [[ -f scripts/dev.sh ]]; then
     for p in "${!IMAGE_ONLY[@]}"; do say "   image-only $p: ${IMAGE_ONLY[$p]}"; done
     # Negative copies: the comparison must bite in both directions.
     neg=$(mktemp)
-    sed '/^ *libnghttp2-dev \\$/d' "$DOCKERFILE" >"$neg"
-    if ! out=$(compare_build_pkgs "$neg") && grep -q "build stage lacks 'libnghttp2-dev'" <<<"$out"; then
-        ok "a Dockerfile without libnghttp2-dev is refused (a BUILD_PKGS package missing from the build stage)"
-    else
-        printf '%s\n' "$out"
-        fail "a Dockerfile without libnghttp2-dev was not refused"
-    fi
-    sed 's/^\( *\)python3 \\$/&\n\1curl \\/' "$DOCKERFILE" >"$neg"
-    if ! out=$(compare_build_pkgs "$neg") && grep -q "installs 'curl'" <<<"$out"; then
-        ok "a Dockerfile installing curl in the build stage is refused (a package not in BUILD_PKGS)"
-    else
-        printf '%s\n' "$out"
-        fail "a Dockerfile installing an extra package (curl) was not refused"
-    fi
+    refused() {  # refused SED-SCRIPT EXPECTED-MESSAGE WHAT: that copy of the Dockerfile must fail
+        sed "$1" "$DOCKERFILE" >"$neg"
+        if ! out=$(compare_build_pkgs "$neg") && grep -q "$2" <<<"$out"; then
+            ok "a Dockerfile $3 is refused"
+        else
+            printf '%s\n' "$out"
+            fail "a Dockerfile $3 was not refused"
+        fi
+    }
+    refused '/^ *libnghttp2-dev \\$/d' "build stage lacks 'libnghttp2-dev'" \
+        "without libnghttp2-dev (a BUILD_PKGS package missing from the build stage)"
+    refused 's/^\( *\)python3 \\$/&\n\1curl \\/' "installs 'curl'" \
+        "installing curl in the build stage (a package not in BUILD_PKGS)"
     rm -f "$neg"
 else
     say "skip: scripts/dev.sh not present: build-stage list not compared"
