@@ -96,17 +96,18 @@ std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
   return out;
 }
 
-// A peer refused after its handshake, where no alert can say why any more: an HTTP/2 client of
-// an http: listener first hears GOAWAY(INADEQUATE_SECURITY, the reason), which gRPC and other
-// clients report, then close_notify and a lingering close. The reason only, as an alert would
-// say it; the detail (responder URLs, subjects) stays in mtlsd's log. In client mode the
+// A peer refused after its handshake, where no alert can say why any more: the client of an
+// http: listener first gets a 403 naming the reason (for HTTP/2, then GOAWAY with
+// INADEQUATE_SECURITY), which gRPC reports as PERMISSION_DENIED, then close_notify and a
+// lingering close. The reason only, as an alert would say it; the detail (responder URLs,
+// subjects) stays in mtlsd's log. In client mode the
 // session is dropped from the cache, so it resumes nothing.
 asio::awaitable<void> refuse_after_handshake(session& s, tls_stream& tls, reason why,
                                              std::string detail) {
   s.refuse(why, std::move(detail));
   tls::client_session_cache::forget(tls.native());
   s.enter(phase::closing, std::chrono::seconds(1));
-  co_await goaway_if_h2(s, tls, NGHTTP2_INADEQUATE_SECURITY, to_string(why));
+  co_await answer_refused(s, tls, {403, "Forbidden", NGHTTP2_INADEQUATE_SECURITY, to_string(why)});
   co_await tls.shutdown_send();
   co_await linger_close(s);
 }
@@ -235,8 +236,8 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
 }
 
 // limits.max_connections_per_identity, once the handshake named the peer. The handshake is
-// over, so no alert can say why: close_notify (after a GOAWAY for an HTTP/2 client), then
-// close; the upstream hears nothing.
+// over, so no alert can say why: close_notify (after a 429 for the client of an http: listener,
+// and GOAWAY with ENHANCE_YOUR_CALM for an HTTP/2 one), then close; the upstream hears nothing.
 asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   // Checked here first: limit_key() copies the name, which a connection need not pay for when
   // nothing limits it.
@@ -245,8 +246,9 @@ asio::awaitable<bool> admit_identity(session& s, tls_stream& tls) {
   if (!no) co_return true;
   s.refuse(no->why, std::move(no->detail));
   s.enter(phase::closing, std::chrono::seconds(1));
-  co_await goaway_if_h2(s, tls, NGHTTP2_ENHANCE_YOUR_CALM,
-                        "too many connections for this identity");
+  co_await answer_refused(s, tls,
+                          {429, "Too Many Requests", NGHTTP2_ENHANCE_YOUR_CALM,
+                           "too many connections for this identity"});
   co_await tls.shutdown_send();
   if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
   co_return false;
@@ -266,7 +268,7 @@ asio::awaitable<bool> admit_upstream_fds(session& s, tls_stream& tls) {
            "HTTP/2 client (" +
                std::to_string(extra) + " more descriptors)");
   s.enter(phase::closing, std::chrono::seconds(1));
-  co_await goaway_if_h2(s, tls, NGHTTP2_NO_ERROR, "over capacity");  // retry elsewhere
+  co_await answer_refused(s, tls, over_capacity_answer);  // it may try again elsewhere
   co_await tls.shutdown_send();
   co_await linger_close(s);
   co_return false;

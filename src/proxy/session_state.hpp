@@ -255,21 +255,28 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls);
 // Whether the client of an http: listener speaks HTTP/2: it chose h2 by ALPN, or sent no ALPN
 // to a listener that speaks h2 only.
 bool speaks_h2(const config::listener& cfg, SSL* ssl);
-// http_refusal.cpp: what the client of an http: listener is told when it is refused after its
-// handshake, where any other client gets only close_notify.
-// An HTTP/2 client: the server preface (an empty SETTINGS frame, RFC 9113 3.4) and a GOAWAY
-// naming stream 0 as the last one processed, with `error_code` (RFC 9113 7, nghttp2's
-// NGHTTP2_*) and `why` as its debug data: it knows none of its requests was taken, where a bare
-// close_notify before the server's preface reads as a broken connection.
-std::string h2_refusal_frames(std::uint32_t error_code, std::string_view why);
-// Writes those frames when `s` is an http: listener whose client speaks h2; nothing otherwise.
-asio::awaitable<void> goaway_if_h2(session& s, tls_stream& tls, std::uint32_t error_code,
-                                   std::string_view why);
-// Its upstream could not be connected (connect_phase refused, the reason recorded): an HTTP/1.1
-// client gets a 502 as from nginx, or a 503 when mtlsd ran out of descriptors (over_capacity);
-// an HTTP/2 client the frames above (NO_ERROR: nothing was taken, it may try again). True when
+// http_refusal.cpp, h2_refusal.cpp: what the client of an http: listener refused after its
+// handshake is told, where any other client gets only close_notify: an HTTP answer.
+struct http_answer {
+  int status;
+  std::string_view status_text;  // HTTP/1.1's reason phrase
+  // The GOAWAY's error code (RFC 9113 7, nghttp2's NGHTTP2_*) for an HTTP/2 client.
+  std::uint32_t goaway_code;
+  std::string_view why;  // the body, and the GOAWAY's debug data
+};
+// mtlsd itself out of descriptors: 503, and NO_ERROR (it may try again elsewhere).
+inline constexpr http_answer over_capacity_answer{503, "Service Unavailable", 0, "over capacity"};
+// An HTTP/1.1 client gets the answer as a response with Connection: close, as from nginx. An
+// HTTP/2 client gets the server's SETTINGS, then each request that arrives within a second gets
+// the answer as its response, then GOAWAY names the last one (0 when none came). True when
 // something was written: the caller then closes by lingering, so that the request the client
 // may have sent meanwhile, unread, does not turn the close into a reset before it reads it.
+// False when `s` is not an http: listener (nothing written).
+asio::awaitable<bool> answer_refused(session& s, tls_stream& tls, const http_answer& a);
+asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a);
+// Its upstream could not be connected (connect_phase refused, the reason recorded): 502, as from
+// nginx, or over_capacity_answer when mtlsd ran out of descriptors; an HTTP/2 client gets
+// NO_ERROR (it may try again).
 asio::awaitable<bool> answer_connect_refused(session& s, tls_stream& tls);
 
 // session_report.cpp: counting and logging.

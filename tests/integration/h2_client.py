@@ -125,6 +125,17 @@ class H2Client:
         assert goaway.error_code == error_code, goaway
         assert goaway.additional_data == debug_data, goaway
 
+    def answered_then_goaway(self, sid: int, status: int, error_code, why: bytes,
+                             timeout: float = 10.0) -> None:
+        """Stream `sid` got `status` with `why` as its text, then the server's GOAWAY named it
+        as the last stream processed, with this error code and `why` as debug data (how mtlsd
+        answers a client it refused after the handshake); AssertionError otherwise."""
+        assert self.response(sid, timeout) == (status, why + b"\n")
+        goaway = self.wait_for(lambda ev: isinstance(ev, h2.events.ConnectionTerminated), timeout)
+        assert goaway.last_stream_id == sid, goaway
+        assert goaway.error_code == error_code, goaway
+        assert goaway.additional_data == why, goaway
+
     def response(self, sid: int, timeout: float = 10.0) -> tuple[int, bytes]:
         """(status, body) once the stream ended, or AssertionError (e.g. on a reset)."""
         self.wait_for(lambda ev: isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))

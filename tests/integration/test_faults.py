@@ -600,9 +600,9 @@ def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_s
         mark = daemon.log_mark()
         client = H2Client(daemon, pki)
         try:
-            client.request("/")
-            # A GOAWAY that names no stream as processed: the client may retry elsewhere.
-            client.refused_with(h2.errors.ErrorCodes.NO_ERROR, b"over capacity")
+            sid = client.request("/")
+            # A 503, then a GOAWAY with NO_ERROR: the client may try again elsewhere.
+            client.answered_then_goaway(sid, 503, h2.errors.ErrorCodes.NO_ERROR, b"over capacity")
         finally:
             client.close()
         line = daemon.wait_for_log(lambda l: l.get("msg") == "access" and

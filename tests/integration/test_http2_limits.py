@@ -721,10 +721,10 @@ def test_reload_that_refuses_the_peer_sends_goaway(start_mtlsd, make_upstream, p
     assert line["reason"] == "not_authorized" and line["client"].endswith(f":{local[1]}"), line
 
 
-def test_an_http2_client_over_its_identitys_connection_limit_gets_a_goaway(http_serve, pki):
+def test_an_http2_client_over_its_identitys_connection_limit_gets_a_429_then_a_goaway(http_serve, pki):
     """limits.max_connections_per_identity refuses after the handshake, when no alert can be
-    sent: an HTTP/2 client hears GOAWAY (no stream processed, ENHANCE_YOUR_CALM) before the
-    close, and its request never reaches the upstream."""
+    sent: an HTTP/2 client gets its request answered 429, then GOAWAY(ENHANCE_YOUR_CALM), before
+    the close, and its request never reaches the upstream."""
     daemon, _, recorder = http_serve(lambda req: response(200, b"ok"),
                                      limits={"max_connections_per_identity": 1})
     held = H2Client(daemon, pki)
@@ -733,9 +733,9 @@ def test_an_http2_client_over_its_identitys_connection_limit_gets_a_goaway(http_
         mark = daemon.log_mark()
         refused = H2Client(daemon, pki)
         try:
-            refused.request("/second")
-            refused.refused_with(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
-                                 b"too many connections for this identity", TIMEOUT)
+            sid = refused.request("/second")
+            refused.answered_then_goaway(sid, 429, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                         b"too many connections for this identity", TIMEOUT)
         finally:
             refused.close()
         line = daemon.wait_for_log(lambda l: l.get("msg") == "access" and

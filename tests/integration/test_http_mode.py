@@ -771,7 +771,7 @@ def test_a_malformed_response_head_gets_502_and_none_of_it(http_serve, pki, raw,
 def test_an_upstream_that_cannot_be_connected_gets_the_client_a_502(http_serve, pki):
     """As from nginx: a 502 rather than an empty close, then a lingering close, so the request
     the client sent meanwhile does not turn the close into a reset before it reads the 502. An
-    HTTP/2 client gets a GOAWAY that names no stream as processed."""
+    HTTP/2 client gets its request answered 502, then a GOAWAY naming it the last processed."""
     daemon, _, _ = http_serve(upstream=f"127.0.0.1:{free_port()}")
     out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
@@ -781,8 +781,8 @@ def test_an_upstream_that_cannot_be_connected_gets_the_client_a_502(http_serve, 
 
     h2 = H2Client(daemon, pki)
     try:
-        h2.request("/")
-        h2.refused_with(h2_errors.ErrorCodes.NO_ERROR, b"upstream unavailable")
+        sid = h2.request("/")
+        h2.answered_then_goaway(sid, 502, h2_errors.ErrorCodes.NO_ERROR, b"upstream unavailable")
     finally:
         h2.close()
     daemon.wait_for_access(result="rejected", reason="upstream_unavailable")  # the h2 client

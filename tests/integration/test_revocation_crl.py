@@ -9,10 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import h2.errors
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from grpc_probe import probe_stub, stubs, tls_channel
 from h2_client import H2Client
 from helpers import stamp, wait_until
 from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, fmt_addr, run_cli,
@@ -20,6 +23,8 @@ from mtlsd_harness import (client_context, daemon_config, echo_roundtrip, fmt_ad
 from refusal import assert_admitted, assert_refused
 from revocation_env import *  # noqa: F401,F403  (fixtures)
 from revocation_env import ROOT_CRL, assert_metric_delta, metric, metrics_text
+
+pb2, _ = stubs()
 
 CHECKS = "mtlsd_revocation_checks_total"
 NEXT_UPDATE = "mtlsd_crl_next_update_timestamp_seconds"
@@ -163,19 +168,34 @@ def test_distribution_point_crl_admits_and_revokes(serve_rv, rpki, rv):
 
 def test_an_http2_client_refused_after_its_handshake_hears_why(serve_rv, rpki, rv):
     """A revocation learnt after the handshake (here from a distribution point) can send no
-    alert. An HTTP/2 client of an http: listener hears GOAWAY(INADEQUATE_SECURITY, "revoked")
-    naming no stream before the close, as gRPC clients report it; before, only close_notify.
-    Its request never reaches the upstream."""
+    alert. An HTTP/2 client of an http: listener gets its request answered 403 "revoked", then
+    GOAWAY(INADEQUATE_SECURITY, "revoked") naming that request, before the close. Its request
+    never reaches the upstream."""
     daemon, up = serve_rv(CDP, http={})
     client = H2Client(daemon, rpki, cert="client-cdp-revoked")
     try:
         local = fmt_addr(client.sock.getsockname())
-        client.request("/refused")
-        client.refused_with(h2.errors.ErrorCodes.INADEQUATE_SECURITY, b"revoked")
+        sid = client.request("/refused")
+        client.answered_then_goaway(sid, 403, h2.errors.ErrorCodes.INADEQUATE_SECURITY, b"revoked")
     finally:
         client.close()
     line = daemon.wait_for_access(client=local)
     assert line["reason"] == "revoked" and line["result"] == "rejected", line
+    up.assert_untouched()
+
+
+def test_a_grpc_call_refused_after_its_handshake_fails_permission_denied_at_once(serve_rv, rpki,
+                                                                               rv):
+    """The same refusal to a real gRPC client: its call ends PERMISSION_DENIED (the 403), after
+    one connection. Before, SETTINGS and a GOAWAY naming no stream made grpcio send the call
+    again on a new connection at once, until its deadline: hundreds of handshakes a second."""
+    daemon, up = serve_rv(CDP, http={"protocols": ["h2"]})
+    with tls_channel(rpki, daemon.addr()[1], cert="client-cdp-revoked") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            probe_stub(channel).Unary(pb2.Msg(text="x"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, caught.value
+    assert "403" in caught.value.details(), caught.value.details()
+    assert daemon.scrape().total("mtlsd_tls_handshakes_total") <= 2
     up.assert_untouched()
 
 

@@ -1,0 +1,151 @@
+// How an HTTP/2 client of an http: listener refused after its handshake is answered
+// (session_state.hpp's answer_refused): its requests get the refusal as a response, then GOAWAY.
+//
+// A GOAWAY naming no stream as processed, alone after the server's SETTINGS, tells a client that
+// none of its requests was taken, so it may send them again at once, and gRPC does: the
+// connection was made (its backoff starts over) and the call was not processed (a transparent
+// retry). Each waiting call then made a new connection 150-185 times a second until its deadline,
+// for good without one (review). A response is an answer: the call ends with the status gRPC
+// reads from it (403 PERMISSION_DENIED, 429 and 50x UNAVAILABLE), as behind Envoy's local replies.
+#include <nghttp2/nghttp2.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "h2_session.hpp"
+#include "session_state.hpp"
+
+namespace mtlsd::proxy::detail {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+using asio::as_tuple;
+using asio::use_awaitable;
+
+// How long the client's requests are waited for once our SETTINGS went out. Clients send them
+// with their preface (curl, nghttp, browsers) or one round trip later, on our SETTINGS (gRPC).
+constexpr auto request_wait = std::chrono::seconds(1);
+// What is read from a refused client at most: its preface, settings and the requests' heads.
+constexpr std::size_t max_read = 256 * 1024;
+
+struct refusal {
+  std::string body;  // the reason, as text
+  std::string status;
+  std::string length;
+  std::map<std::int32_t, std::size_t> sent;  // of the body, by stream (a tiny window splits it)
+  bool answered = false;                     // a request got the answer
+};
+
+refusal& refusal_of(void* user_data) {
+  return *static_cast<refusal*>(user_data);
+}
+
+ssize_t read_body(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::size_t length,
+                  std::uint32_t* flags, nghttp2_data_source*, void* self) {
+  auto& r = refusal_of(self);
+  const std::string& body = r.body;
+  std::size_t& sent = r.sent[id];
+  const std::size_t n = std::min(length, body.size() - sent);
+  std::copy_n(body.data() + sent, n, buf);
+  sent += n;
+  if (sent == body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return static_cast<ssize_t>(n);
+}
+
+nghttp2_nv field(std::string_view name, std::string_view value) {
+  return {reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+          reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
+          value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+// A request's head is complete: it gets the answer, whatever its body still sends (the GOAWAY and
+// the close that follow end that).
+int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  auto& r = refusal_of(self);
+  const std::array<nghttp2_nv, 3> head = {field(":status", r.status),
+                                          field("content-type", "text/plain"),
+                                          field("content-length", r.length)};
+  nghttp2_data_provider provider{};
+  provider.read_callback = read_body;
+  if (nghttp2_submit_response(session, f->hd.stream_id, head.data(), head.size(), &provider) == 0)
+    r.answered = true;
+  return 0;
+}
+
+nghttp2_session* new_session(refusal& r) {
+  nghttp2_session_callbacks* cb = nullptr;
+  if (nghttp2_session_callbacks_new(&cb) != 0) return nullptr;
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+  nghttp2_session* session = nullptr;
+  const int rv = nghttp2_session_server_new(&session, cb, &r);
+  nghttp2_session_callbacks_del(cb);
+  return rv == 0 ? session : nullptr;
+}
+
+// Writes what the session has to send; false when the client can no longer be written to.
+asio::awaitable<bool> flush(session& s, tls_stream& tls, nghttp2_session* h2) {
+  std::string out;
+  if (h2::collect_output(h2, out, SIZE_MAX) != 0) co_return false;
+  if (out.empty()) co_return true;
+  if (co_await tls.write(asio::buffer(out))) co_return false;
+  s.relayed.from_plain += out.size();  // tx_bytes (http: listeners are server mode)
+  co_return true;
+}
+
+// Reads what the client sent into the session, waiting up to `until`; false once there is
+// nothing more to read (the time is up, the client closed or broke the protocol).
+asio::awaitable<bool> take_input(session& s, tls_stream& tls, nghttp2_session* h2,
+                                 steady::time_point until, std::size_t& read) {
+  std::array<std::uint8_t, 4096> buf;
+  for (;;) {
+    // Without waiting for the socket (the wait below has a deadline of its own), but with
+    // OpenSSL's wish to write first (a key update) taken care of.
+    const auto [ec, n] = co_await tls.try_read_some(asio::buffer(buf));
+    if (!ec) {
+      read += n;
+      co_return read <= max_read&& nghttp2_session_mem_recv(h2, buf.data(), n) >= 0;
+    }
+    if (ec != asio::error::would_block) co_return false;
+    if (steady::now() >= until) co_return false;
+    asio::steady_timer timer(s.peer.get_executor(), until);
+    auto ready = co_await (s.peer.async_wait(stream_socket::wait_read, as_tuple(use_awaitable)) ||
+                           timer.async_wait(as_tuple(use_awaitable)));
+    if (ready.index() != 0 || std::get<0>(std::get<0>(ready))) co_return false;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a) {
+  refusal r{std::string(a.why) + "\n", std::to_string(a.status), {}, {}};
+  r.length = std::to_string(r.body.size());
+  h2::session_ptr h2(new_session(r));
+  if (!h2) co_return;
+  // The server preface; no setting differs from the protocol's defaults.
+  nghttp2_submit_settings(h2.get(), NGHTTP2_FLAG_NONE, nullptr, 0);
+  s.enter(phase::closing, request_wait + std::chrono::seconds(1));
+  const auto until = steady::now() + request_wait;
+  std::size_t read = 0;
+  bool open = co_await flush(s, tls, h2.get());
+  while (open && !r.answered) {
+    open = co_await take_input(s, tls, h2.get(), until, read);
+    // What the input asked for (SETTINGS ACK, the answers) goes out as it comes.
+    if (open || r.answered) open = co_await flush(s, tls, h2.get());
+  }
+  // The last stream processed: the highest one answered, or none (0) when no request came.
+  nghttp2_submit_goaway(h2.get(), NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(h2.get()), a.goaway_code,
+                        reinterpret_cast<const std::uint8_t*>(a.why.data()), a.why.size());
+  co_await flush(s, tls, h2.get());
+}
+
+}  // namespace mtlsd::proxy::detail

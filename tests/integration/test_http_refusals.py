@@ -1,0 +1,122 @@
+"""What the client of an `http:` listener hears when mtlsd refuses it after the TLS handshake
+(its upstream cannot be connected, its identity is over its connection limit, a revocation
+answer came after the handshake): an HTTP answer in its own protocol, as from Envoy or nginx.
+
+The HTTP/2 answer used to be the server's SETTINGS and a GOAWAY naming no stream as processed.
+A real gRPC client (grpcio) reads that as "connected, nothing taken": it sent the call again on
+a new connection at once, with no backoff, until the call's deadline (for good without one),
+and mtlsd did a full handshake for each, 150 a second per waiting call (review). Here every
+call must end at once with the status gRPC reads from the answer, after one connection or two."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import h2.errors
+import pytest
+
+from grpc_probe import probe_stub, stubs, tls_channel
+from h2_client import H2Client
+from http_upstream import response
+from test_http_mode import http_serve, raw_exchange  # noqa: F401 (a fixture)
+
+pb2, _ = stubs()
+# A call's deadline: far longer than an answer takes, far shorter than the old loop lasted.
+DEADLINE = 5.0
+
+
+def handshakes(daemon) -> float:
+    return daemon.scrape().total("mtlsd_tls_handshakes_total")
+
+
+def call_once(port: int, pki) -> tuple[grpc.RpcError, float]:
+    """One unary call on a fresh channel; its error and how long it took."""
+    started = time.monotonic()
+    with tls_channel(pki, port) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            probe_stub(channel).Unary(pb2.Msg(text="x"), timeout=DEADLINE)
+    return caught.value, time.monotonic() - started
+
+
+def test_a_grpc_call_whose_upstream_is_down_fails_unavailable_at_once(serve, refused_address,
+                                                                      pki):
+    daemon, _ = serve(upstream=refused_address,
+                      http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+    error, took = call_once(daemon.addr()[1], pki)
+    # A 502 (gRPC: UNAVAILABLE), not DEADLINE_EXCEEDED after hundreds of connections.
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert "502" in error.details(), error.details()
+    assert took < DEADLINE / 2, took
+    assert handshakes(daemon) <= 2
+    line = daemon.wait_for_access(result="rejected", reason="upstream_unavailable")
+    assert line["upstream_connect_ms"] is not None, line
+
+
+def hold_identity(daemon, pki) -> H2Client:
+    """The identity's one connection, admitted (its request answered) and kept open."""
+    held = H2Client(daemon, pki)
+    assert held.response(held.request("/first")) == (200, b"ok")
+    return held
+
+
+def test_a_grpc_caller_over_its_identitys_limit_gets_unavailable_at_once(http_serve, pki):
+    """The second connection of the same identity gets 429 (gRPC: UNAVAILABLE, which clients
+    back off from), then GOAWAY(ENHANCE_YOUR_CALM)."""
+    daemon, _, recorder = http_serve(lambda req: response(200, b"ok"),
+                                     limits={"max_connections_per_identity": 1})
+    held = hold_identity(daemon, pki)
+    try:
+        error, took = call_once(daemon.addr()[1], pki)
+    finally:
+        held.close()
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert "429" in error.details(), error.details()
+    assert took < DEADLINE / 2, took
+    assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason="rate_limited") <= 2
+    assert [r.target for r in recorder.requests] == ["/first"]
+
+
+def test_an_http11_client_over_its_identitys_limit_gets_a_429(http_serve, pki):
+    daemon, _, recorder = http_serve(lambda req: response(200, b"ok"),
+                                     limits={"max_connections_per_identity": 1})
+    held = hold_identity(daemon, pki)
+    try:
+        out, local = raw_exchange(daemon, pki, b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        held.close()
+    assert out.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), out
+    assert out.endswith(b"\r\n\r\ntoo many connections for this identity\n"), out
+    line = daemon.wait_for_access(client=local)
+    assert line["reason"] == "rate_limited" and line["result"] == "rejected", line
+    assert [r.target for r in recorder.requests] == ["/first"]
+
+
+def test_an_http2_client_that_sends_no_request_hears_a_goaway_naming_none(serve,
+                                                                          refused_address, pki):
+    """Nothing to answer within a second: the GOAWAY names no stream as processed, with the
+    reason as its debug data, and the connection ends."""
+    daemon, _ = serve(upstream=refused_address, http={})
+    client = H2Client(daemon, pki)
+    try:
+        started = time.monotonic()
+        client.refused_with(h2.errors.ErrorCodes.NO_ERROR, b"upstream unavailable")
+        assert time.monotonic() - started < 3, "the wait for a request is bounded"
+    finally:
+        client.close()
+
+
+def test_each_request_of_the_first_flight_is_answered(serve, refused_address, pki):
+    """Requests sent together are all answered; the GOAWAY names the last of them."""
+    daemon, _ = serve(upstream=refused_address, http={})
+    client = H2Client(daemon, pki)
+    try:
+        first = client.request("/a", flush=False)
+        last = client.request("/b", flush=False)
+        client.flush()
+        assert client.response(first) == (502, b"upstream unavailable\n")
+        client.answered_then_goaway(last, 502, h2.errors.ErrorCodes.NO_ERROR,
+                                    b"upstream unavailable")
+    finally:
+        client.close()
