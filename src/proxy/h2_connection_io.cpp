@@ -213,9 +213,10 @@ asio::awaitable<void> connection::run() {
     local_failure("HTTP/2: could not create a session");
     co_return;
   }
-  upstream_ = env_.upstream_h2c ? make_h2c_upstream(*this, *env_.upstream_socket, env_.forwarding)
-                                : make_h1_upstream(*this, *env_.upstream_socket, *env_.cfg,
-                                                   env_.forwarding, env_.upstream_preamble);
+  upstream_ = env_.upstream_h2c
+                  ? make_h2c_upstream(*this, *env_.upstream_socket, env_.forwarding)
+                  : make_h1_upstream(*this, *env_.upstream_socket, *env_.cfg, env_.forwarding,
+                                     env_.upstream_preamble, env_.upstream_connect_failures);
   co_await asio::this_coro::throw_if_cancelled(false);
   struct drain_hook {
     session_control* control;

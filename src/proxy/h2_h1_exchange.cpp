@@ -48,11 +48,13 @@ constexpr std::size_t response_buffer_limit = 64 * 1024;  // per stream, not yet
 class h1_upstream final : public upstream {
  public:
   h1_upstream(downstream& down, stream_socket& first, const config::listener& cfg,
-              const http_forwarding& fwd, const std::string& preamble)
+              const http_forwarding& fwd, const std::string& preamble,
+              prometheus::Counter* connect_failures)
       : down_(down),
         cfg_(cfg),
         forwarding_(fwd),
         preamble_(preamble),
+        connect_failures_(connect_failures),
         ex_(first.get_executor()),
         done_(ex_) {
     idle_.push_back(std::make_unique<stream_socket>(std::move(first)));
@@ -129,7 +131,8 @@ class h1_upstream final : public upstream {
   downstream& down_;
   const config::listener& cfg_;
   const http_forwarding& forwarding_;
-  const std::string& preamble_;  // sent first on each connection opened here (PROXY v2)
+  const std::string& preamble_;            // sent first on each connection opened here (PROXY v2)
+  prometheus::Counter* connect_failures_;  // may be null
   asio::any_io_executor ex_;
   write_signal done_;  // an exchange ended
   std::vector<std::unique_ptr<stream_socket>> idle_;
@@ -338,6 +341,9 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
         ex_, connect_upstream_within(*sock, cfg_.upstream, cfg_.timeouts.connect, why),
         asio::bind_cancellation_slot(stop_connect.slot(), asio::use_awaitable));
     if (ec) {
+      // Counted as the session's first connect is (session_upstream.cpp's refuse_connect): an
+      // upstream that went away while HTTP/2 clients keep their connections fails only here.
+      if (connect_failures_ && !out_of_descriptors(ec)) connect_failures_->Increment();
       // `why` already holds the error's message, when there is one.
       down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + (why.empty() ? ec.message() : why));
       co_return;
@@ -376,8 +382,9 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
 std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
                                            const config::listener& cfg,
                                            const http_forwarding& forwarding,
-                                           const std::string& preamble) {
-  return std::make_unique<h1_upstream>(down, first, cfg, forwarding, preamble);
+                                           const std::string& preamble,
+                                           prometheus::Counter* connect_failures) {
+  return std::make_unique<h1_upstream>(down, first, cfg, forwarding, preamble, connect_failures);
 }
 
 }  // namespace mtlsd::proxy::h2

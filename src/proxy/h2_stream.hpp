@@ -10,12 +10,15 @@
 // sender through HTTP/2 flow control, and memory stays within the flow-control windows.
 #include <nghttp2/nghttp2.h>
 
+#include <prometheus/counter.h>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/proxy/endpoint.hpp"
@@ -149,10 +152,13 @@ std::unique_ptr<upstream> make_h2c_upstream(downstream& down, stream_socket& soc
                                             const http_forwarding& forwarding);
 // `preamble`: what every connection the HTTP/1.1 side opens itself sends before its first
 // request (the session's PROXY v2 header; `first` was sent it already), "" = nothing.
+// `connect_failures`: incremented for each of those connections that fails, as the session's
+// own (not when mtlsd is out of descriptors); may be null.
 std::unique_ptr<upstream> make_h1_upstream(downstream& down, stream_socket& first,
                                            const config::listener& cfg,
                                            const http_forwarding& forwarding,
-                                           const std::string& preamble);
+                                           const std::string& preamble,
+                                           prometheus::Counter* connect_failures);
 
 // Wakes a coroutine waiting for something to write: signal() before wait() is not lost.
 class write_signal {

@@ -91,17 +91,19 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   std::string preamble = cfg.proxy_protocol == config::proxy_protocol_mode::v2
                              ? build_proxy_v2_header(proxy_info(s, tls.native()))
                              : std::string();
-  h2_environment env{&tls,
-                     &s.peer,
-                     &s.upstream,
-                     &cfg,
-                     std::move(fwd),
-                     std::move(sink),
-                     &s.clock,
-                     &s.relayed,
-                     cfg.http.upstream_protocol != config::http_upstream_protocol::http1,
-                     &s.control,
-                     std::move(preamble)};
+  h2_environment env{
+      &tls,
+      &s.peer,
+      &s.upstream,
+      &cfg,
+      std::move(fwd),
+      std::move(sink),
+      &s.clock,
+      &s.relayed,
+      cfg.http.upstream_protocol != config::http_upstream_protocol::http1,
+      &s.control,
+      std::move(preamble),
+      s.listener->metrics ? s.listener->metrics->upstream_connect_failures : nullptr};
   co_await serve_h2(std::move(env));
   if (s.relayed.tls_peer_sending) co_await close_lingering(s);
 }

@@ -9,6 +9,7 @@ exactly what it sends, and when; the client is hyper-h2 (h2_client.py)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import h2.errors
@@ -243,3 +244,39 @@ def test_a_path_that_is_not_a_path_never_reaches_the_upstream(http_serve, pki):
     finally:
         client.close()
     assert [r.target for r in rec.requests] == ["/ok"]
+
+
+def test_connects_the_http11_side_opens_for_later_streams_are_counted(serve, pki):
+    """An HTTP/2 client of an HTTP/1.1 upstream: streams beyond the first open connections of
+    their own. When the upstream stops listening, those fail (502) and are counted in
+    mtlsd_upstream_connect_failures_total, which MtlsdUpstreamConnectFailures reads; they were
+    not, so an outage stayed silent while HTTP/2 clients kept their connections."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(8)
+    address = f"127.0.0.1:{listening.getsockname()[1]}"
+    held = []
+    accepted = threading.Event()
+
+    def accept_one():
+        conn, _ = listening.accept()
+        held.append(conn)  # never answered: the first stream keeps that connection busy
+        accepted.set()
+
+    threading.Thread(target=accept_one, daemon=True).start()
+    daemon, _ = serve(upstream=address, http={"upstream_protocol": "http/1.1"})
+    client = H2Client(daemon, pki)
+    try:
+        client.request("/busy")
+        assert accepted.wait(10)
+        listening.close()  # from now on connects are refused
+        before = daemon.scrape().get("mtlsd_upstream_connect_failures_total", listener="inbound")
+        streams = [client.request(f"/n{i}") for i in range(3)]
+        for sid in streams:
+            assert client.response(sid)[0] == 502
+        after = daemon.scrape().get("mtlsd_upstream_connect_failures_total", listener="inbound")
+        assert after - before == 3, (before, after)
+    finally:
+        client.close()
+        for conn in held:
+            conn.close()

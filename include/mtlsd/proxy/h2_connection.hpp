@@ -8,6 +8,7 @@
 // timeout, a reload that no longer admits the peer, revocation) the client gets GOAWAY first;
 // when shutdown begins (session_control::drain_gracefully) it gets GOAWAY at once, the streams
 // in flight finish, new ones are refused, and the connection closes after the last.
+#include <prometheus/counter.h>
 #include <algorithm>
 #include <boost/asio/awaitable.hpp>
 
@@ -48,6 +49,9 @@ struct h2_environment {
   // Sent first on each further upstream connection the HTTP/1.1 side opens: the PROXY v2
   // header `upstream_socket` began with (proxy_protocol: v2), "" = none.
   std::string upstream_preamble{};
+  // The listener's mtlsd_upstream_connect_failures_total, for the connections the HTTP/1.1 side
+  // opens itself (null: not counted).
+  prometheus::Counter* upstream_connect_failures = nullptr;
 };
 
 // Serves one HTTP/2 connection to its end. Never throws for network or protocol errors.
