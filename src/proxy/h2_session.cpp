@@ -49,9 +49,10 @@ int on_stream_close(nghttp2_session* session, std::int32_t id, std::uint32_t cod
 // stream would otherwise wait for them until stream_idle_timeout, its body possibly sent with
 // END_STREAM held back for the trailers. nghttp2 closes a stream whose request HEADERS failed
 // itself; any other HEADERS, a response's or trailers either way, is reset here.
-int on_frame_not_send(nghttp2_session* session, const nghttp2_frame* f, int, void*) {
+int on_frame_not_send(nghttp2_session* session, const nghttp2_frame* f, int lib_error, void* self) {
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST)
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
+  handler_of(self).frame_not_sent(*f, lib_error);
   return 0;
 }
 

@@ -53,6 +53,9 @@ class session_handler {
   virtual void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) = 0;
   // A frame went out (after nghttp2 wrote it to its output buffer).
   virtual void frame_sent(const nghttp2_frame&) {}
+  // A frame nghttp2 would not send (`lib_error`: why, an NGHTTP2_ERR_*), before it closes the
+  // stream when that was a request's HEADERS.
+  virtual void frame_not_sent(const nghttp2_frame&, int /*lib_error*/) {}
   // The body this side sends on `s`, and the accounting once `n` bytes of it went into a frame.
   virtual outgoing_body outgoing(stream& s) = 0;
   virtual void body_sent(stream& s, std::size_t n) = 0;

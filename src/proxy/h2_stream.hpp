@@ -48,6 +48,15 @@ struct byte_queue {
   }
 };
 
+// gRPC status codes are 0-16; anything else (a malformed or future value) is kept if it is a
+// small number, else read as none: the access line never carries the upstream's raw text.
+inline int parse_grpc_status(std::string_view value) {
+  int code = -1;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), code);
+  if (ec != std::errc{} || end != value.data() + value.size() || value.size() > 3) return -1;
+  return code;
+}
+
 struct stream {
   explicit stream(std::int32_t sid, const asio::any_io_executor& ex)
       : id(sid), wake(ex, steady::time_point::max()) {}

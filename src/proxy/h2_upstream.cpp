@@ -9,7 +9,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <charconv>
 #include <unordered_map>
 
 #include "h2_session.hpp"
@@ -31,15 +30,6 @@ using asio::use_awaitable;
 // (gRPC metadata) still goes through in one read.
 constexpr std::size_t queued_heads_budget = 16 * std::size_t{http_head_limit};
 constexpr std::size_t queued_head_charge = 1024;
-
-// gRPC status codes are 0-16; anything else (a malformed or future value) is kept if it is a
-// small number, else read as none: the access line never carries the upstream's raw text.
-int parse_grpc_status(std::string_view value) {
-  int code = -1;
-  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), code);
-  if (ec != std::errc{} || end != value.data() + value.size() || value.size() > 3) return -1;
-  return code;
-}
 
 class h2c_upstream final : public upstream, session_handler {
  public:
@@ -102,6 +92,11 @@ class h2c_upstream final : public upstream, session_handler {
     if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
       if (stream* s = find(f.hd.stream_id)) release_queued(*s);
   }
+  // A request's HEADERS nghttp2 would not send: the close that follows is ours, not a reset.
+  void frame_not_sent(const nghttp2_frame& f, int lib_error) override {
+    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
+      unsent_heads_[f.hd.stream_id] = nghttp2_strerror(lib_error);
+  }
   void release_queued(stream& s) {
     queued_bytes_ -= s.upstream_queued_bytes;
     s.upstream_queued_bytes = 0;
@@ -111,7 +106,8 @@ class h2c_upstream final : public upstream, session_handler {
   stream_socket& sock_;
   const http_forwarding& forwarding_;
   session_ptr session_;
-  std::unordered_map<std::int32_t, stream_ptr> streams_;  // by the upstream's stream id
+  std::unordered_map<std::int32_t, stream_ptr> streams_;        // by the upstream's stream id
+  std::unordered_map<std::int32_t, std::string> unsent_heads_;  // frame_not_sent's, until closed
   std::size_t queued_bytes_ = 0;  // request heads nghttp2 holds unsent (queued_heads_budget)
   write_signal out_;
   std::array<std::uint8_t, 16 * 1024> read_buffer_;
@@ -126,7 +122,8 @@ bool h2c_upstream::open_session() {
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, http_head_limit}};  // advisory: header() enforces
-  session_ = make_session(session_side::client, *this, settings);
+  // A client's head of up to http_head_limit, plus XFCC and X-Forwarded-* (64 KiB failed it).
+  session_ = make_session(session_side::client, *this, settings, 2 * http_head_limit);
   return session_ != nullptr;
 }
 
@@ -293,8 +290,12 @@ void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_
   stream_ptr s = std::move(it->second);
   streams_.erase(it);
   release_queued(*s);
+  const auto unsent = unsent_heads_.extract(id);
   if (s->closed) return;
-  if (code != NGHTTP2_NO_ERROR || !s->response_end)
+  if (!unsent.empty())  // never reached the upstream: a 502 of ours, not a retryable refusal
+    down_.fail(*s, NGHTTP2_INTERNAL_ERROR,
+               "upstream: the request head was not sent: " + unsent.mapped());
+  else if (code != NGHTTP2_NO_ERROR || !s->response_end)
     down_.fail(*s, code, std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
   else if (!s->request_end)  // answered in full before the upload ended (RFC 9113 8.1)
     down_.upload_unwanted(*s);

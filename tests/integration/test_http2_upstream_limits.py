@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+import h2.config
+import h2.connection
 import h2.events
 
 from h2_client import H2Client
@@ -88,3 +90,38 @@ def test_a_last_chunk_arriving_byte_by_byte_from_the_upstream_is_relayed(http_se
     assert (status, body) == (200, b"")
     assert daemon.running()
     assert wait_request_line(daemon, path="/empty")["status"] == 200
+
+
+def test_a_head_just_under_the_limit_reaches_an_h2c_upstream(serve, pki):
+    """A head the 431 check admits (64 KiB) plus the fields mtlsd adds (XFCC,
+    X-Forwarded-For/-Proto) passed nghttp2's 64 KiB default for a header block mtlsd sends: the
+    h2c side failed it, and the client was told REFUSED_STREAM (retry: it always failed) while
+    the log blamed the upstream (review). The h2c side now sends up to twice the limit."""
+    seen = []
+
+    def upstream(conn) -> None:
+        h = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        h.decoder.max_header_list_size = 1 << 20  # hpack's own default is 64 KiB
+        h.initiate_connection()
+        conn.sendall(h.data_to_send())
+        try:
+            while data := conn.recv():
+                for ev in h.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        seen.append(dict(ev.headers))
+                        h.send_headers(ev.stream_id, [(":status", "200")])
+                        h.send_data(ev.stream_id, b"took it", end_stream=True)
+                if out := h.data_to_send():
+                    conn.sendall(out)
+        except OSError:
+            pass
+
+    daemon, _ = serve(upstream, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/big", extra=(("x-big", "a" * 65_250),))
+        assert client.response(sid, TIMEOUT) == (200, b"took it")
+    finally:
+        client.close()
+    assert len(seen[0]["x-big"]) == 65_250 and "x-forwarded-client-cert" in seen[0], seen
