@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "mtlsd/config/cidr.hpp"
 #include "mtlsd/proxy/session_registry.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 
@@ -73,6 +74,13 @@ namespace {
 std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
                                                          SSL* ssl, const config::ip_address* source,
                                                          std::string_view sni) {
+  // allowed_sources, as the accept judged it (admission.cpp): a range dropped closes what
+  // came from it (review: only the certificate's judges were asked again).
+  const auto& sources = lr.cfg.allowed_sources;
+  if (!sources.empty() && (!source || !config::any_contains(sources, *source)))
+    return std::pair{reason::source_not_allowed,
+                     (source ? source->str() : std::string("a peer without an IP address")) +
+                         " is not in allowed_sources"};
   X509* leaf = SSL_get0_peer_certificate(ssl);
   if (lr.cfg.mode == config::listener_mode::server) {
     const auto& ca = lr.cfg.client_auth;

@@ -169,6 +169,24 @@ def test_removing_a_source_range_closes_connections_from_it(start_mtlsd, make_up
     near.close()
 
 
+def test_dropping_a_range_from_allowed_sources_closes_connections_from_it(start_mtlsd,
+                                                                         make_upstream, pki):
+    """allowed_sources is judged at accept; a reload that drops a range closes the connections
+    that came from it, as the README says (review: they went on relaying)."""
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(
+        pki, up.address, allowed_sources=["127.0.0.1/32", "127.0.0.2/32"])]))
+    near, near_addr = hold(daemon, client_context(pki, "client"))
+    far, far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+
+    reload_with(daemon, daemon_config([server_listener(pki, up.address,
+                                                       allowed_sources=["127.0.0.1/32"])]))
+    line = assert_rejudged(daemon, far, far_addr, "source_not_allowed")
+    assert line["detail"] == "reload_rejudged: 127.0.0.2 is not in allowed_sources", line
+    still_streaming(daemon, near, near_addr)
+    near.close()
+
+
 def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd, make_upstream,
                                                                      pki):
     """Review: a connection accepted before a reload runs its handshake with the runtime of its
