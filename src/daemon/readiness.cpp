@@ -55,14 +55,16 @@ admin::readiness daemon::readiness() const {
   return r;
 }
 
-// listeners[].upstream_check: not ready only when EVERY check fails (one healthy upstream
-// still serves traffic); a check that has not answered yet does not fail. Each listener's
-// state is listed in the body either way.
+// listeners[].upstream_check: not ready only when EVERY listener's check fails (one healthy
+// upstream still serves traffic, and a listener without a check is taken to serve: review, one
+// failing check beside an unchecked listener took the whole pod out of its Service); a check
+// that has not answered yet does not fail. Each checked listener's state is listed in the body
+// either way.
 admin::readiness daemon::upstream_readiness() const {
   admin::readiness r{true, {}, {}};
   if (!upstream_checks_) return r;
   const auto all = upstream_checks_->statuses();
-  bool every_one_down = !all.empty();
+  bool every_one_down = !all.empty() && runtime_ && all.size() >= runtime_->listeners.size();
   for (const auto& s : all) {
     every_one_down = every_one_down && s.state == upstream_checks::health::down;
     r.details += "upstream " + s.listener + " (" + s.upstream + "): " + to_string(s.state);

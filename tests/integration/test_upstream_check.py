@@ -167,6 +167,19 @@ def test_one_healthy_upstream_keeps_it_ready(start_mtlsd, make_upstream, pki, re
     assert (gauge(daemon, "good"), gauge(daemon, "bad")) == (1, 0)
 
 
+def test_a_listener_without_a_check_keeps_it_ready(start_mtlsd, make_upstream, pki,
+                                                   refused_address):
+    """A listener without a check is taken to serve: the one failing check beside it is
+    reported, and /readyz stays 200 (review: 503 took the whole pod out of its Service)."""
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, name="unchecked"),
+                                        checked(pki, refused_address, name="bad")]))
+    res = wait_ready_state(daemon, lambda r: ": down: " in r.text, "the failure never listed")
+    assert res.status == 200, res.text
+    assert res.text == ("ready\n" + down_line("bad", refused_address,
+                                              "connecting: Connection refused") + "\n"), res.text
+
+
 def test_tcp_check_follows_the_upstream_coming_and_going(start_mtlsd, make_upstream, pki):
     """A real listener appears on the checked port, then goes away: up, then down again."""
     holder = socket.socket()
