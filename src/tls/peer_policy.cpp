@@ -300,6 +300,7 @@ std::string shape(const config::allow_rule& r) {
 struct near_miss {
   std::size_t satisfied = 0, total = 0;
   std::string why;
+  bool excluded_only = false;  // every positive matcher matched: a not: refused the peer
 };
 
 near_miss explain(const config::allow_rule& r, const peer_identity& peer, const peer_context& ctx) {
@@ -322,7 +323,19 @@ near_miss explain(const config::allow_rule& r, const peer_identity& peer, const 
       n.why = "not." + std::string(name_of(k)) + " [" + entries(k, r.exclude) + "] matches " +
               peer_values(k, peer, ctx);
   }
+  // The first miss is a positive matcher's when there is one: a why of not. means none missed.
+  n.excluded_only = n.why.starts_with("not.");
   return n;
+}
+
+// Whether `n` explains a refusal better than `best`, a rule before it. A rule only a not: refused
+// names exactly what refused the peer (review: a rule that merely tied on matchers was named
+// instead); else the most matchers satisfied; on a tie, the larger share of its rule; then the
+// first.
+bool closer(const near_miss& n, const near_miss& best) {
+  if (n.excluded_only != best.excluded_only) return n.excluded_only;
+  return n.satisfied > best.satisfied ||
+         (n.satisfied == best.satisfied && n.satisfied * best.total > best.satisfied * n.total);
 }
 
 }  // namespace
@@ -340,7 +353,14 @@ policy_decision evaluate(const config::allow_list& allow, const peer_identity& p
 
   const bool rules = !allow.rules.empty();
   std::string detail = rules ? "peer matches no allow rule:" : "certificate matches no allow rule:";
-  if (!peer.spiffe_id.empty()) detail += " spiffe_id=" + peer.spiffe_id;
+  // A spiffe:// URI that is no SPIFFE ID says why, and URIs that are not the SPIFFE ID are named:
+  // the operator is told to add one of the printed names (review: neither was printed).
+  if (!peer.spiffe_id.empty() || !peer.spiffe_id_problem.empty())
+    detail += " " + peer_values(matcher::spiffe_ids, peer, ctx);
+  std::vector<std::string> other_uris;
+  for (const auto& uri : peer.uri_sans)
+    if (uri != peer.spiffe_id) other_uris.push_back(uri);
+  if (!other_uris.empty()) detail += " uri=" + join(other_uris);
   if (!peer.dns_sans.empty()) detail += " dns=" + join(peer.dns_sans);
   if (!peer.email_sans.empty()) detail += " email=" + join(peer.email_sans);
   if (!peer.common_name.empty()) detail += " cn=" + peer.common_name;
@@ -353,10 +373,7 @@ policy_decision evaluate(const config::allow_list& allow, const peer_identity& p
   near_miss closest = explain(allow.rules[0], peer, ctx);
   for (std::size_t i = 1; i < allow.rules.size(); ++i) {
     near_miss n = explain(allow.rules[i], peer, ctx);
-    // The most matchers satisfied; on a tie, the larger share of its rule, then the first.
-    if (n.satisfied > closest.satisfied ||
-        (n.satisfied == closest.satisfied &&
-         n.satisfied * closest.total > closest.satisfied * n.total)) {
+    if (closer(n, closest)) {
       best = i;
       closest = std::move(n);
     }

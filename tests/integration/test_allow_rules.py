@@ -175,10 +175,10 @@ def test_verify_explains_a_refusal(mtlsd_bin, pki, tmp_path):
     assert out.startswith("rejected: not_authorized: peer matches no allow rule: "
                           f"spiffe_id={CLIENT_ID}"), out
     assert "source=127.0.0.2 sni=localhost" in out, out
-    # rules[0]: 2 of 3 (source fails); rules[1]: 2 of 3 too (the excluded source) — the first
-    # wins the tie.
-    assert out.endswith("closest: rules[0] (spiffe_ids + source_cidrs + sni) matched 2 of 3: "
-                        "source_cidrs [127.0.0.1/32] does not match source=127.0.0.2"), out
+    # rules[0]: 2 of 3 (source fails); rules[1]: 2 of 3 too, but it admitted the peer save for
+    # its not: — it names exactly what refused the peer, so it is the closest.
+    assert out.endswith("closest: rules[1] (dns_sans, not common_names + source_cidrs) matched "
+                        "2 of 3: not.source_cidrs [127.0.0.2/32] matches source=127.0.0.2"), out
     proc = verify(mtlsd_bin, config, pki, "client", "--source", "nonsense")
     assert proc.returncode == 2 and "--source 'nonsense'" in proc.stderr, proc
 

@@ -286,10 +286,30 @@ TEST_F(EvaluateTest, RefusalDetailNamesThePeer) {
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.detail,
             "certificate matches no allow rule: spiffe_id=spiffe://example.org/ns/prod/sa/alice "
-            "dns=alice.svc.example.org,alice.example.org cn=alice ou=payments,eu sha256=" +
+            "uri=https://alice.example.org/id dns=alice.svc.example.org,alice.example.org cn=alice "
+            "ou=payments,eu sha256=" +
                 alice_->sha256);
   d = evaluate(a, *plain_);
   EXPECT_EQ(d.detail, "certificate matches no allow rule: cn=plain sha256=" + plain_->sha256);
+}
+
+// A spiffe:// URI that is no SPIFFE ID says why, and a URI that is not the SPIFFE ID is named,
+// so that the operator can add what the refusal printed (review: neither was printed).
+TEST_F(EvaluateTest, RefusalDetailNamesUrisAndWhyASpiffeUriIsNoId) {
+  config::allow_list a;
+  a.spiffe_ids = {"spiffe://example.org/ns/prod/*"};
+  peer_identity odd;
+  odd.uri_sans = {"spiffe://example.org/ns/prod/../../admin"};
+  odd.spiffe_id_problem = "a path segment is . or ..";
+  odd.sha256 = "ab";
+  EXPECT_EQ(evaluate(a, odd).detail,
+            "certificate matches no allow rule: spiffe_id=(none: a path segment is . or ..) "
+            "uri=spiffe://example.org/ns/prod/../../admin sha256=ab");
+  peer_identity urn;
+  urn.uri_sans = {"urn:example:svc:a"};
+  urn.sha256 = "cd";
+  EXPECT_EQ(evaluate(a, urn).detail,
+            "certificate matches no allow rule: uri=urn:example:svc:a sha256=cd");
 }
 
 // --- allow.rules ---------------------------------------------------------------------------
@@ -376,7 +396,8 @@ TEST_F(EvaluateTest, RefusalNamesTheClosestRuleAndItsFirstFailingMatcher) {
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.detail,
             "peer matches no allow rule: spiffe_id=spiffe://example.org/ns/prod/sa/alice "
-            "dns=alice.svc.example.org,alice.example.org cn=alice ou=payments,eu sha256=" +
+            "uri=https://alice.example.org/id dns=alice.svc.example.org,alice.example.org cn=alice "
+            "ou=payments,eu sha256=" +
                 alice_->sha256 +
                 " source=127.0.0.1 sni=admin.example.org; closest: rules[1] (spiffe_ids + "
                 "source_cidrs, not sni) matched 1 of 3: source_cidrs [10.0.0.0/8,192.0.2.0/24] "
@@ -385,6 +406,25 @@ TEST_F(EvaluateTest, RefusalNamesTheClosestRuleAndItsFirstFailingMatcher) {
   d = evaluate(a, *alice_, {&ten, "admin.example.org"});
   EXPECT_NE(d.detail.find("closest: rules[1] (spiffe_ids + source_cidrs, not sni) matched 2 of 3: "
                           "not.sni [admin.example.org] matches sni=admin.example.org"),
+            std::string::npos)
+      << d.detail;
+}
+
+// A rule that admitted the peer but for its not: is the one named, though another rule ties on
+// matchers satisfied and comes first: a not: that did not fire counts as satisfied (review: the
+// README's own example named a rule that never came near).
+TEST_F(EvaluateTest, TheRuleOnlyANotRefusedIsTheClosest) {
+  config::allow_list a;
+  config::allow_rule ops, excluded;
+  ops.match.organizational_units = {"ops"};
+  ops.exclude.source_cidrs = {cidr_of("10.0.0.0/8")};
+  excluded.match.dns_sans = {"alice.example.org"};
+  excluded.exclude.dns_sans = {"alice.svc.example.org"};
+  a.rules = {ops, excluded};
+  const auto lo = *config::parse_ip("127.0.0.1");
+  const policy_decision d = evaluate(a, *alice_, {&lo, ""});
+  EXPECT_NE(d.detail.find("closest: rules[1] (dns_sans, not dns_sans) matched 1 of 2: "
+                          "not.dns_sans [alice.svc.example.org] matches dns="),
             std::string::npos)
       << d.detail;
 }
