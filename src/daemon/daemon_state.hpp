@@ -121,7 +121,8 @@ std::string join(const std::vector<std::string>& v, const char* sep = ",");
 std::int64_t elapsed_ms(steady::time_point since);
 double unix_now();
 void warn_insecure(const runtime::runtime& rt);
-// "inbound:1002->1005" for every listener that kept its name but now serves another certificate.
+// "inbound:1002->1005" for every certificate a listener that kept its name now serves in place of
+// another (tls.certificates: entry by entry, in order).
 std::vector<std::string> rotated_certificates(const runtime::runtime& before,
                                               const runtime::runtime& after);
 // staples.cpp: a listener that serves the same certificate as before starts with the previous

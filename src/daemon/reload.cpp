@@ -27,15 +27,36 @@ file_watcher::options watch_options(const config::configuration& cfg) {
   return o;
 }
 
+namespace {
+
+// A listener's certificates in the order configured: each tls.certificates entry's, or the one
+// of tls.cert (own_chains is empty then).
+std::vector<const tls::cert_chain*> own_chains_of(const runtime::listener_runtime& l) {
+  std::vector<const tls::cert_chain*> out;
+  for (const auto& c : l.tls.own_chains)
+    out.push_back(&c);
+  if (out.empty()) out.push_back(&l.tls.own_chain);
+  return out;
+}
+
+}  // namespace
+
+// Every entry, position by position (review: only the first of tls.certificates was compared,
+// so rotating another entry's certificate logged none).
 std::vector<std::string> rotated_certificates(const runtime::runtime& before,
                                               const runtime::runtime& after) {
   std::vector<std::string> out;
   for (const auto& l : after.listeners) {
     auto old = before.find(l->cfg.name);
-    if (!old || old->tls.own_chain.empty() || l->tls.own_chain.empty()) continue;
-    const auto was = tls::serial_of(old->tls.own_chain.front().get());
-    const auto now = tls::serial_of(l->tls.own_chain.front().get());
-    if (was != now) out.push_back(l->cfg.name + ":" + was + "->" + now);
+    if (!old) continue;
+    const auto was_chains = own_chains_of(*old);
+    const auto now_chains = own_chains_of(*l);
+    for (std::size_t i = 0; i < was_chains.size() && i < now_chains.size(); ++i) {
+      if (was_chains[i]->empty() || now_chains[i]->empty()) continue;
+      const auto was = tls::serial_of(was_chains[i]->front().get());
+      const auto now = tls::serial_of(now_chains[i]->front().get());
+      if (was != now) out.push_back(l->cfg.name + ":" + was + "->" + now);
+    }
   }
   return out;
 }

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
 
@@ -181,6 +182,10 @@ def test_check_names_the_entry_whose_key_does_not_match(mtlsd_bin, pki, certs, t
     assert re.search(rf"{re.escape(str(cfg))}:{line}:\d+: .*does not match", out), out
 
 
+def serial_of(cert: Path) -> int:
+    return x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+
+
 def test_reload_swaps_one_entry(serve, pki, certs, tmp_path):
     # The api entry's files live in their own directory; replacing them reloads the listener
     # and the new certificate is served for that name, the others unchanged.
@@ -202,7 +207,12 @@ def test_reload_swaps_one_entry(serve, pki, certs, tmp_path):
         tmp.write_bytes((tmp_path / f"api-ec-2.{suffix}").read_bytes())
         tmp.chmod(0o600)
         tmp.replace(live / f"api.{suffix}")
-    daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
+    line = daemon.wait_for_log(lambda l: l.get("msg") == "reloaded", since=mark)
+    # The third entry's rotation is named (review: only the first entry was compared).
+    listener, _, serials = line["certificates_rotated"].partition(":")
+    assert listener == "inbound", line
+    assert [int(x, 16) for x in serials.split("->")] == [
+        serial_of(certs / "api-ec.crt"), serial_of(tmp_path / "api-ec-2.crt")], line
     assert python_served(daemon, pki, "api.example.org") == "api-ec-2"
     assert python_served(daemon, pki, "x.apps.example.org") == "apps-wildcard"
     subjects = [labels["subject"] for labels, _ in daemon.scrape().series(
