@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,15 @@ namespace mtlsd::daemon::detail {
 namespace asio = boost::asio;
 using steady = std::chrono::steady_clock;
 using runtime_ptr = std::shared_ptr<const runtime::runtime>;
+
+// The settings only a restart applies, as the process started with them: a reload that changes
+// one is warned of, and so is every later one until it is set back (review: a reload setting
+// workers back to the running count still warned).
+struct restart_only_settings {
+  unsigned workers = 0;
+  std::vector<config::address> dns_servers;
+  std::optional<config::address> admin;
+};
 
 class daemon {
  public:
@@ -96,6 +106,7 @@ class daemon {
   std::unique_ptr<watchdog> watchdog_;
   std::unique_ptr<memory_trimmer> trimmer_;
   sandbox::state sandbox_;
+  restart_only_settings started_with_;
   bool draining_ = false;
   bool killed_ = false;  // open sessions were told to close (drain timeout, a second signal)
   steady::time_point drain_deadline_{};

@@ -74,13 +74,13 @@ std::string errors_of(const config::config_error& e) {
   return join(problems, "; ");
 }
 
-// What a reload cannot change in a running process: said, and left as it was.
-void warn_restart_needed(const config::configuration& next, const config::configuration& now) {
-  if (next.workers != now.workers)
+// What a reload cannot change in a running process: said, and left as it runs.
+void warn_restart_needed(const config::configuration& next, const restart_only_settings& running) {
+  if (next.workers != running.workers)
     log::warn("'workers' changed; the new count takes effect after a restart");
-  if (next.dns.servers != now.dns.servers)
+  if (next.dns.servers != running.dns_servers)
     log::warn("'dns.servers' changed; the new servers take effect after a restart");
-  if (next.admin.listen != now.admin.listen)
+  if (next.admin.listen != running.admin)
     log::warn("'admin.address' changed; the new address takes effect after a restart");
 }
 
@@ -129,7 +129,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     return fail(e.what());
   }
   const auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
-  warn_restart_needed(next->cfg, runtime_->cfg);
+  warn_restart_needed(next->cfg, started_with_);
   const auto rotated = rotated_certificates(*runtime_, *next);
   publish(next);  // applies the new log settings first: the warnings follow them
   for (const auto& w : config_warnings)

@@ -228,6 +228,7 @@ void daemon::go_live(runtime_ptr rt) {
   // were written directly, while nothing served traffic.
   log::start_async();
   runtime_ = rt;
+  started_with_ = {rt->cfg.workers, rt->cfg.dns.servers, rt->cfg.admin.listen};
   metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
   metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
   metrics_.last_reload_success_time().Set(unix_now());

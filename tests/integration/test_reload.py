@@ -606,3 +606,24 @@ def test_a_reload_logs_the_new_configurations_warnings(start_mtlsd, make_upstrea
     assert len(warned) == 1, warned
     assert f"{daemon.config_path}:" in warned[0]["msg"], warned[0]  # FILE:LINE:COL
     assert "warning: " in warned[0]["msg"], warned[0]
+
+
+def test_a_setting_only_a_restart_applies_is_warned_of_until_it_is_set_back(start_mtlsd,
+                                                                            make_upstream, pki):
+    """`workers` changed by a reload is warned of (it takes effect after a restart), again at
+    each reload while it differs from what runs, and no longer once it is set back (review: a
+    reload setting it back to the running count still warned)."""
+    up = make_upstream()
+    listeners = [server_listener(pki, up.address)]
+    daemon = start_mtlsd(daemon_config(listeners, workers=1))
+
+    def reload_warns(workers: int) -> bool:
+        mark = daemon.log_mark()
+        write_config(daemon.config_path, daemon_config(listeners, workers=workers))
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for_log(lambda l: l.get("msg") == RELOADED, since=mark)
+        return any("'workers' changed" in l.get("msg", "") for l in daemon.logs()[mark:])
+
+    assert reload_warns(2)
+    assert reload_warns(2)  # still not what runs
+    assert not reload_warns(1)
