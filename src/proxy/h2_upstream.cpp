@@ -92,9 +92,11 @@ class h2c_upstream final : public upstream, session_handler {
     if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
       if (stream* s = find(f.hd.stream_id)) release_queued(*s);
   }
-  // A request's HEADERS nghttp2 would not send: the close that follows is ours, not a reset.
+  // A request head too large to send: the close that follows is ours, not a reset. (A head
+  // left queued when the upstream said GOAWAY is closed as refused: the upstream never saw it.)
   void frame_not_sent(const nghttp2_frame& f, int lib_error) override {
-    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
+    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST &&
+        (lib_error == NGHTTP2_ERR_FRAME_SIZE_ERROR || lib_error == NGHTTP2_ERR_HEADER_COMP))
       unsent_heads_[f.hd.stream_id] = nghttp2_strerror(lib_error);
   }
   void release_queued(stream& s) {

@@ -36,6 +36,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 
@@ -51,6 +52,7 @@ H2C = {"upstream_protocol": "h2c", "protocols": ["h2"]}
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 PADDED, PRIORITY = 0x8, 0x20
+PING, PING_ACK = 0x6, 0x1
 
 
 # --- the client: raw frames, decoded ------------------------------------------------------
@@ -68,6 +70,7 @@ class Conversation:
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
         self.goaways: list[tuple[int, int]] = []   # (last-stream-id, error code)
+        self.ping_acks: list[bytes] = []           # opaque data of each PING ACK
         self.eof = False
         self._block = b""
         self._block_flags = 0
@@ -126,6 +129,8 @@ class Conversation:
             self.resets[f.stream] = int.from_bytes(f.payload[:4], "big")
         elif f.type == GOAWAY:
             self.goaways.append(goaway_fields(f))
+        elif f.type == PING and f.flags & PING_ACK:
+            self.ping_acks.append(f.payload)
 
     # --- what happened to a stream ---
 
@@ -385,6 +390,67 @@ def test_a_response_under_way_when_the_upstream_says_goaway_completes(serve, pki
         conv.describe(1)
     assert 1 not in conv.resets, conv.describe(1)
     assert_a_new_connection_is_served(daemon, pki, up, 2)
+
+
+class OneStreamAtATime:
+    """An h2c upstream allowing one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1): mtlsd
+    holds a second request's head queued, unsent. Once `release` is set, it sends GOAWAY naming
+    the first stream, then answers that one (raw frames: hyper-h2 sends nothing after a
+    GOAWAY)."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.got_first = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn) -> None:
+        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                 header_encoding="utf-8"))
+        h.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+        h.initiate_connection()
+        conn.sendall(h.data_to_send())
+        first = None
+        try:
+            while first is None and (data := conn.recv()):
+                for ev in h.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        self.paths.append(dict(ev.headers)[":path"])
+                        first = ev.stream_id
+                conn.sendall(h.data_to_send())
+            self.got_first.set()
+            if first is None or not self.release.wait(TIMEOUT):
+                return
+            conn.sendall(goaway_frame(first) + raw_response(first, b"first"))
+            while conn.recv():
+                pass
+        except OSError:
+            pass
+
+
+def test_a_head_queued_behind_the_upstreams_stream_limit_is_refused_at_its_goaway(serve, pki):
+    """/second waits in mtlsd's queue for the upstream's one stream slot when the upstream says
+    GOAWAY naming /first: the upstream never saw /second, so the client gets it refused
+    (REFUSED_STREAM, or above mtlsd's GOAWAY), which it may retry, not a 502 of mtlsd's making
+    (review of a6319f8, which took nghttp2's unsent head for one too large to send)."""
+    upstream = OneStreamAtATime()
+    daemon, _ = serve(upstream, http=H2C)
+    conv = open_conversation(daemon, pki)
+    try:
+        conv.get(1, "/first")
+        assert upstream.got_first.wait(TIMEOUT)
+        conv.get(3, "/second")
+        # A PING after it: its ACK says mtlsd has read /second and queued it upstream.
+        conv.client.sock.sendall(frame(PING, 0, 0, b"queued!!"))
+        assert conv.read_until(lambda c: b"queued!!" in c.ping_acks, TIMEOUT)
+        upstream.release.set()
+        assert conv.read_until(lambda c: c.over(1) and c.over(3), TIMEOUT), conv.describe(3)
+        assert (conv.status(1), conv.bodies[1]) == (200, b"first"), conv.describe(1)
+        assert_refused_not_answered(conv, 3, "/second")
+    finally:
+        upstream.release.set()
+        conv.client.sock.close()
+    assert upstream.paths == ["/first"], upstream.paths
 
 
 # --- Expect: 100-continue from an HTTP/2 client -------------------------------------------
