@@ -343,7 +343,9 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
     if (ec) {
       // Counted as the session's first connect is (session_upstream.cpp's refuse_connect): an
       // upstream that went away while HTTP/2 clients keep their connections fails only here.
-      if (connect_failures_ && !out_of_descriptors(ec)) connect_failures_->Increment();
+      // A connect the client's reset or close cancelled failed nothing.
+      if (connect_failures_ && !out_of_descriptors(ec) && ec != asio::error::operation_aborted)
+        connect_failures_->Increment();
       // `why` already holds the error's message, when there is one.
       down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + (why.empty() ? ec.message() : why));
       co_return;

@@ -363,7 +363,9 @@ def test_further_upstream_connects_of_an_http2_client_are_bounded_by_the_connect
 def test_a_stream_reset_while_its_upstream_connect_hangs_ends_that_connect(
         start_mtlsd, pki, one_connection_upstream):
     """The client resets a stream whose new upstream connection hangs: the attempt is closed at
-    once (its SYN_SENT socket is gone), not left to timeouts.connect (30s)."""
+    once (its SYN_SENT socket is gone), not left to timeouts.connect (30s), and it is no failed
+    connect (review: a client resetting such streams drove mtlsd_upstream_connect_failures_total
+    and its alert at will)."""
     up = one_connection_upstream
     daemon = h2_daemon(start_mtlsd, pki, up, "30s")
     client = H2Client(daemon, pki)
@@ -382,3 +384,4 @@ def test_a_stream_reset_while_its_upstream_connect_hangs_ends_that_connect(
     finally:
         client.close()
     assert up.targets == ["/hold", "/three"]
+    assert daemon.scrape().get("mtlsd_upstream_connect_failures_total", listener="inbound") == 0
