@@ -12,6 +12,7 @@
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
@@ -33,8 +34,15 @@ using asio::use_awaitable;
 // How long the client's requests are waited for once our SETTINGS went out. Clients send them
 // with their preface (curl, nghttp, browsers) or one round trip later, on our SETTINGS (gRPC).
 constexpr auto request_wait = std::chrono::seconds(1);
-// What is read from a refused client at most: its preface, settings and the requests' heads.
+// What is read from a refused client at most: its preface, settings and the requests' heads, in
+// bytes and in reads (each a TLS record at most: one-byte records must not cost more; review).
 constexpr std::size_t max_read = 256 * 1024;
+constexpr int max_reads = 256;
+
+struct input_read {
+  std::size_t bytes = 0;
+  int reads = 0;
+};
 
 struct refusal {
   std::string body;  // the reason, as text
@@ -102,20 +110,26 @@ asio::awaitable<bool> flush(session& s, tls_stream& tls, nghttp2_session* h2) {
 }
 
 // Reads what the client sent into the session, waiting up to `until`; false once there is
-// nothing more to read (the time is up, the client closed or broke the protocol).
+// nothing more to read (the time or the bounds are up, the client closed or broke the protocol).
 asio::awaitable<bool> take_input(session& s, tls_stream& tls, nghttp2_session* h2,
-                                 steady::time_point until, std::size_t& read) {
+                                 steady::time_point until, input_read& in) {
   std::array<std::uint8_t, 4096> buf;
   for (;;) {
+    if (steady::now() >= until || in.reads >= max_reads) co_return false;
     // Without waiting for the socket (the wait below has a deadline of its own), but with
     // OpenSSL's wish to write first (a key update) taken care of.
     const auto [ec, n] = co_await tls.try_read_some(asio::buffer(buf));
     if (!ec) {
-      read += n;
-      co_return read <= max_read&& nghttp2_session_mem_recv(h2, buf.data(), n) >= 0;
+      ++in.reads;
+      in.bytes += n;
+      s.relayed.from_tls += n;  // rx_bytes, as the HTTP/2 relay counts what it reads
+      // The worker's other connections get their turn, as with every reader (review: a client
+      // sending one-byte records held its worker for half a second).
+      if (in.reads % tls_stream::reads_per_turn == 0)
+        co_await asio::post(s.peer.get_executor(), use_awaitable);
+      co_return in.bytes <= max_read&& nghttp2_session_mem_recv(h2, buf.data(), n) >= 0;
     }
     if (ec != asio::error::would_block) co_return false;
-    if (steady::now() >= until) co_return false;
     asio::steady_timer timer(s.peer.get_executor(), until);
     auto ready = co_await (s.peer.async_wait(stream_socket::wait_read, as_tuple(use_awaitable)) ||
                            timer.async_wait(as_tuple(use_awaitable)));
@@ -134,10 +148,10 @@ asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_
   nghttp2_submit_settings(h2.get(), NGHTTP2_FLAG_NONE, nullptr, 0);
   s.enter(phase::closing, request_wait + std::chrono::seconds(1));
   const auto until = steady::now() + request_wait;
-  std::size_t read = 0;
+  input_read in;
   bool open = co_await flush(s, tls, h2.get());
   while (open && !r.answered) {
-    open = co_await take_input(s, tls, h2.get(), until, read);
+    open = co_await take_input(s, tls, h2.get(), until, in);
     // What the input asked for (SETTINGS ACK, the answers) goes out as it comes.
     if (open || r.answered) open = co_await flush(s, tls, h2.get());
   }
