@@ -107,8 +107,10 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
       sk_X509_push(untrusted, c);
   for (const auto& c : from_ticket)
     sk_X509_push(untrusted, c.get());
+  // Allow rules judge a client's address; a client-mode listener's peer is a remote server.
+  const bool server = lr.cfg.mode == config::listener_mode::server;
   auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
-                                                  {source, sni});
+                                                  {server ? source : nullptr, sni});
   sk_X509_free(untrusted);
   if (!out.refusal) return std::nullopt;
   return std::pair{*out.refusal, std::move(out.detail)};

@@ -208,7 +208,9 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     }
   }
   trace_handshake_done(s);
-  auto rejudged = s.control.judged(tls.native(), source, &s.sni, s.listener.get());
+  // The accepted connection's address in either mode: allowed_sources applies to both.
+  auto rejudged =
+      s.control.judged(tls.native(), s.source ? &*s.source : nullptr, &s.sni, s.listener.get());
   observe_handshake(s);
   if (rejudged) {
     // A reload came during the handshake and its policy refuses this peer: refused here,

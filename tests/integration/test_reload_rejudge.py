@@ -16,6 +16,7 @@ import ssl
 
 from faults import wait_active
 from helpers import reload_with
+from test_client_mode import client_listener
 from mtlsd_harness import (client_context, daemon_config, fmt_addr, read_to_end, server_listener,
                            strict_eof)
 
@@ -185,6 +186,38 @@ def test_dropping_a_range_from_allowed_sources_closes_connections_from_it(start_
     assert line["detail"] == "reload_rejudged: 127.0.0.2 is not in allowed_sources", line
     still_streaming(daemon, near, near_addr)
     near.close()
+
+
+def test_a_client_mode_listener_judges_its_local_clients_sources_again_too(start_mtlsd,
+                                                                           make_upstream, pki):
+    """A client-mode listener's allowed_sources (the local apps that may use it) is judged again
+    by a reload as at accept: the connection from the dropped address closes, the other goes on
+    (review: no address was passed in client mode, so a reload adding a list closed every
+    connection, and one narrowing it closed none)."""
+    up = make_upstream()
+    inbound = start_mtlsd(daemon_config([server_listener(pki, up.address)]))
+    remote = "%s:%d" % inbound.addr()
+
+    def outbound_listener(cidrs):
+        return client_listener(pki, remote, allowed_sources=cidrs)
+    daemon = start_mtlsd(daemon_config([outbound_listener(["127.0.0.1/32", "127.0.0.2/32"])]))
+    kept = socket.create_connection(daemon.addr("outbound"), timeout=10)
+    dropped = socket.create_connection(daemon.addr("outbound"), timeout=10,
+                                       source_address=("127.0.0.2", 0))
+    dropped_addr = fmt_addr(dropped.getsockname())
+    for plain in (kept, dropped):
+        plain.sendall(b"before\n")
+        assert plain.recv(100) == b"before\n"
+    reload_with(daemon, daemon_config([outbound_listener(["127.0.0.1/32"])]))
+    line = daemon.wait_for_access(client=dropped_addr)
+    assert (line["reason"], line["termination"]) == ("source_not_allowed", "reload_rejudged"), line
+    assert line["detail"] == "reload_rejudged: 127.0.0.2 is not in allowed_sources", line
+    dropped.settimeout(10)
+    assert dropped.recv(100) == b""
+    kept.sendall(b"after\n")
+    assert kept.recv(100) == b"after\n"
+    kept.close()
+    dropped.close()
 
 
 def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd, make_upstream,

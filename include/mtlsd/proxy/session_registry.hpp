@@ -57,8 +57,8 @@ class session_control {
   bool revoke_if(const tls::revocation::revocation_event& e);
 
   // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates stay
-  // readable while the connection lives), `source` (the peer's address; null in client mode or
-  // on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
+  // readable while the connection lives), `source` (the accepted connection's address, in either
+  // mode: allowed_sources judges it; null on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
   // session runs with) belong to the session and outlive its registration. A reload that came
   // between the accept and now (the handshake ran under the old runtime) is caught up with at
   // once: the session is judged by the runtime its registry last re-judged with, and that
