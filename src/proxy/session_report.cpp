@@ -76,12 +76,7 @@ void name_deadline(session& s) {
       break;
     case phase::connect:
       if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
-      // connect_step names the step still running (e.g. "DNS lookup of X") when there was one.
-      s.refuse(reason::upstream_unavailable,
-               s.connect_step.empty()
-                   ? "connect to " + cfg.upstream.str() + " timed out after " + after
-                   : s.connect_step + " timed out after " + after + " (connect to " +
-                         cfg.upstream.str() + ")");
+      s.refuse(reason::upstream_unavailable, connect_timeout_detail(s));
       break;
     case phase::relay:
       if (s.clock.past_head_by())

@@ -246,6 +246,9 @@ asio::awaitable<bool> accept_proxy_header(session& s);
 // or cut by the watchdog (connect_step says how far it got, see finish()).
 enum class connect_end { connected, refused, cut };
 asio::awaitable<connect_end> connect_phase(session& s);
+// Why a connect that did not finish within timeouts.connect failed: the step still running
+// (connect_step, e.g. "DNS lookup of X") when there was one.
+std::string connect_timeout_detail(const session& s);
 proxy_v2_info proxy_info(const session& s, SSL* ssl);
 // The PROXY v2 header to the upstream; false when that failed (refused and counted).
 asio::awaitable<bool> send_proxy_header(session& s, SSL* ssl);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
@@ -45,14 +47,38 @@ void refuse_connect(session& s, const error_code& ec, const std::string& why) {
 
 }  // namespace
 
+std::string connect_timeout_detail(const session& s) {
+  const auto& cfg = s.listener->cfg;
+  const std::string after = config::format_duration(cfg.timeouts.connect);
+  if (s.connect_step.empty())
+    return "connect to " + cfg.upstream.str() + " timed out after " + after;
+  return s.connect_step + " timed out after " + after + " (connect to " + cfg.upstream.str() + ")";
+}
+
 asio::awaitable<connect_end> connect_phase(session& s) {
-  s.enter(phase::connect, s.listener->cfg.timeouts.connect);
+  using namespace asio::experimental::awaitable_operators;
+  // timeouts.connect bounds the connect here, so that a timeout is a refusal like any other:
+  // the client of an http: listener gets its 502 (review: the phase's deadline cut the session,
+  // and it got an empty reply). The phase's deadline, a second later, stays the backstop.
+  const auto limit = s.listener->cfg.timeouts.connect;
+  s.enter(phase::connect, limit + std::chrono::seconds(1));
   std::string why;
-  auto ec = co_await connect_and_record(s, why);
-  if (!ec) co_return connect_end::connected;
+  asio::steady_timer deadline(s.peer.get_executor(), limit);
+  auto first = co_await (connect_and_record(s, why) ||
+                         deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+  error_code ec = first.index() == 0 ? std::get<0>(first) : error_code{};
+  if (first.index() == 1 && std::get<0>(std::get<1>(first)))  // cancelled with the session
+    ec = asio::error::operation_aborted;
+  if (!ec && first.index() == 0) co_return connect_end::connected;
   if (ec == asio::error::operation_aborted) {  // the watchdog's verdict: see finish()
     s.connect_step = std::move(why);
     co_return connect_end::cut;
+  }
+  if (first.index() == 1) {  // timed out: the connect was cancelled and said which step ran
+    s.connect_step = std::move(why);
+    if (s.listener->metrics) s.listener->metrics->upstream_connect_failures->Increment();
+    s.refuse(reason::upstream_unavailable, connect_timeout_detail(s));
+    co_return connect_end::refused;
   }
   refuse_connect(s, ec, why);
   co_return connect_end::refused;

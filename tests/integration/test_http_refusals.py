@@ -10,6 +10,7 @@ call must end at once with the status gRPC reads from the answer, after one conn
 
 from __future__ import annotations
 
+import socket
 import time
 
 import grpc
@@ -20,6 +21,7 @@ from grpc_probe import probe_stub, stubs, tls_channel
 from h2_client import H2Client
 from http_upstream import response
 from test_http_mode import http_serve, raw_exchange  # noqa: F401 (a fixture)
+from test_upstream_addresses import fill_accept_queue
 
 pb2, _ = stubs()
 # A call's deadline: far longer than an answer takes, far shorter than the old loop lasted.
@@ -120,3 +122,35 @@ def test_each_request_of_the_first_flight_is_answered(serve, refused_address, pk
                                     b"upstream unavailable")
     finally:
         client.close()
+
+
+def test_an_upstream_connect_that_times_out_gets_the_client_a_502(serve, pki):
+    """timeouts.connect bounds the connect itself, so a timeout is answered as a refused connect
+    is: 502 (HTTP/1.1 and HTTP/2), reason upstream_unavailable, the step that timed out in the
+    detail (review: the phase's deadline cut the session and the client got an empty reply)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    keep: list[socket.socket] = []
+    try:
+        fill_accept_queue(listener, keep)  # from now on its SYNs are dropped
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        daemon, _ = serve(upstream=address, http={}, timeouts={"connect": "1s"})
+        out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+        line = daemon.wait_for_access(client=local)
+        assert line["reason"] == "upstream_unavailable", line
+        assert line["detail"] == f"connect to {address} timed out after 1s", line
+        client = H2Client(daemon, pki)
+        try:
+            sid = client.request("/")
+            client.answered_then_goaway(sid, 502, h2.errors.ErrorCodes.NO_ERROR,
+                                        b"upstream unavailable")
+        finally:
+            client.close()
+        assert daemon.scrape().get("mtlsd_upstream_connect_failures_total",
+                                   listener="inbound") == 2
+    finally:
+        for s in keep:
+            s.close()
+        listener.close()
