@@ -42,7 +42,8 @@ using runtime_ptr = std::shared_ptr<const runtime::runtime>;
 // one is warned of, and so is every later one until it is set back (review: a reload setting
 // workers back to the running count still warned).
 struct restart_only_settings {
-  unsigned workers = 0;
+  unsigned workers = 0;       // running
+  unsigned auto_workers = 0;  // what workers: 0 (the number of cores) came to at start
   std::vector<config::address> dns_servers;
   std::optional<config::address> admin;
 };

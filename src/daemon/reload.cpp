@@ -76,7 +76,7 @@ std::string errors_of(const config::config_error& e) {
 
 // What a reload cannot change in a running process: said, and left as it runs.
 void warn_restart_needed(const config::configuration& next, const restart_only_settings& running) {
-  if (next.workers != running.workers)
+  if ((next.workers ? next.workers : running.auto_workers) != running.workers)
     log::warn("'workers' changed; the new count takes effect after a restart");
   if (next.dns.servers != running.dns_servers)
     log::warn("'dns.servers' changed; the new servers take effect after a restart");

@@ -101,8 +101,10 @@ int daemon::run() {
   signals_.add(SIGUSR1);  // logrotate: reopen the access-log file
   auto rt = load_first();
   if (!rt) return 1;
-  unsigned n =
-      rt->cfg.workers ? rt->cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+  // Asked once, before the sandbox (which may hide what the count is read from).
+  started_with_.auto_workers = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned n = rt->cfg.workers ? rt->cfg.workers : started_with_.auto_workers;
+  started_with_.workers = n;
   // Two descriptors per connection: raise the soft limit before anything is accepted.
   raise_fd_limit(rt->cfg, n);
   // One worker: every thread allocates from malloc's main arena. A worker thread on an arena of
@@ -228,7 +230,8 @@ void daemon::go_live(runtime_ptr rt) {
   // were written directly, while nothing served traffic.
   log::start_async();
   runtime_ = rt;
-  started_with_ = {rt->cfg.workers, rt->cfg.dns.servers, rt->cfg.admin.listen};
+  started_with_.dns_servers = rt->cfg.dns.servers;
+  started_with_.admin = rt->cfg.admin.listen;
   metrics_.set_certificate_expiry(runtime::certificate_series(*rt));
   metrics_.set_crl_next_update(runtime::crl_next_updates(*rt));
   metrics_.last_reload_success_time().Set(unix_now());

@@ -627,3 +627,16 @@ def test_a_setting_only_a_restart_applies_is_warned_of_until_it_is_set_back(star
     assert reload_warns(2)
     assert reload_warns(2)  # still not what runs
     assert not reload_warns(1)
+
+
+def test_workers_set_to_the_count_auto_chose_is_no_change(start_mtlsd, make_upstream, pki):
+    """Started with workers: 0 (one per core), a reload naming that count changes nothing
+    (review: it was warned of, compared with the 0 as written)."""
+    up = make_upstream()
+    listeners = [server_listener(pki, up.address)]
+    daemon = start_mtlsd(daemon_config(listeners, workers=0))
+    mark = daemon.log_mark()
+    write_config(daemon.config_path, daemon_config(listeners, workers=os.cpu_count()))
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for_log(lambda l: l.get("msg") == RELOADED, since=mark)
+    assert not [l for l in daemon.logs()[mark:] if "'workers' changed" in l.get("msg", "")]
