@@ -191,7 +191,9 @@ credential make_end_entity(const credential* issuer, const cert_spec& spec) {
   X509_NAME_free(name);
   X509* signer = issuer ? issuer->cert() : x.get();
   add_conf_ext(x.get(), signer, NID_basic_constraints, "critical,CA:FALSE");
-  add_conf_ext(x.get(), signer, NID_key_usage, "critical,digitalSignature");
+  add_conf_ext(
+      x.get(), signer, NID_key_usage,
+      spec.key_usage_bits.empty() ? "critical,digitalSignature" : spec.key_usage_bits.c_str());
   switch (spec.usage) {
     case key_usage::client:
       add_conf_ext(x.get(), signer, NID_ext_key_usage, "clientAuth");

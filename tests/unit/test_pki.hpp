@@ -70,6 +70,7 @@ struct cert_spec {
   std::vector<std::string> email_sans{};    // rfc822Name
   std::string key_type{};                   // "" = EC P-256; "RSA-1024", "RSA-2048", "EC-P-192"
   std::string digest{};                     // issuer's signature digest; "" = sha256, or "sha1"
+  std::string key_usage_bits{};             // keyUsage; "" = "critical,digitalSignature"
 };
 
 struct ca_spec {

@@ -503,6 +503,24 @@ TEST_F(VerifyServerTest, ClientOnlyEkuIsBadKeyUsage) {
             "bad_key_usage");
 }
 
+// A remote server's keyUsage, when present, allows digitalSignature or keyAgreement, as a
+// client's must; OpenSSL's server purpose also takes keyEncipherment alone, which no cipher
+// mtlsd offers uses (found by verify_chain_fuzz).
+TEST_F(VerifyServerTest, AKeyUsageThatNeitherSignsNorAgreesIsBadKeyUsage) {
+  auto t = context("api.example.org:443");
+  auto leaf = [&](const char* bits) {
+    return test::make_leaf(pki->root, {.cn = "upstream",
+                                       .dns_sans = {"api.example.org"},
+                                       .usage = test::key_usage::server,
+                                       .key_usage_bits = bits});
+  };
+  const auto o = verify(t, leaf("critical,keyEncipherment"));
+  EXPECT_EQ(refusal(o), "bad_key_usage");
+  EXPECT_NE(o.detail.find("digital signature"), std::string::npos) << o.detail;
+  EXPECT_EQ(refusal(verify(t, leaf("critical,keyAgreement"))), "accepted");
+  EXPECT_EQ(refusal(verify(t, leaf("critical,digitalSignature,keyEncipherment"))), "accepted");
+}
+
 TEST_F(VerifyServerTest, AllowListAppliesToTheServer) {
   auto t = context("api.example.org:443",
                    "      allow:\n        spiffe_ids: [spiffe://example.org/ns/prod/sa/api]\n");
