@@ -75,6 +75,8 @@ void name_deadline(session& s) {
       }
       break;
     case phase::connect:
+      // connect_phase's own bound refused and counted it already; this is the backstop.
+      if (s.refusal) break;
       if (lr.metrics) lr.metrics->upstream_connect_failures->Increment();
       s.refuse(reason::upstream_unavailable, connect_timeout_detail(s));
       break;
