@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -379,5 +379,124 @@ CR="$C/credentials_fuzz"
 { printf '\2'; cat "$FX/leaf.key"; } >"$CR/key.pem"
 { printf '\2'; openssl pkey -in "$FX/server.key" -outform DER; } >"$CR/key.der"
 { printf '\3'; printf 'secret\r\n\n'; } >"$CR/password"
+
+# verify_chain_fuzz: byte 0 = the listener (bit 0 client mode, bits 1-2 the trust and allow
+# list, bit 3 an IP upstream, bit 4 re-sign: verify_chain_fuzz.cpp), then each certificate as a
+# 2-byte length and DER, leaf first. Issued by ca.crt; the intermediates' keys are server.key and
+# ocsp.key and the leaves' leaf.key, the fixture keys the target re-signs mutated inputs with.
+python3 - "$C/verify_chain_fuzz" "$FX" <<'PY'
+import datetime, ipaddress, struct, sys
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+out, fx = sys.argv[1], sys.argv[2]
+def key(n): return serialization.load_pem_private_key(open(f"{fx}/{n}.key", "rb").read(), None)
+def crt(n): return x509.load_pem_x509_certificate(open(f"{fx}/{n}.crt", "rb").read())
+ca_key, leaf_key, i1_key, i2_key = key("ca"), key("leaf"), key("server"), key("ocsp")
+ca, alice = crt("ca"), crt("leaf")
+now = datetime.datetime.now(datetime.timezone.utc)
+serials = iter(range(0x4001, 0x5000))
+KU = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+      "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+EKU = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
+
+def name(s):  # "DNS:x", "URI:x", "IP:x" or (name constraints) "NET:10.0.0.0/8"
+    kind, v = s.split(":", 1)
+    return {"DNS": lambda: x509.DNSName(v), "URI": lambda: x509.UniformResourceIdentifier(v),
+            "IP": lambda: x509.IPAddress(ipaddress.ip_address(v)),
+            "NET": lambda: x509.IPAddress(ipaddress.ip_network(v))}[kind]()
+
+def make(cn, issuer, issuer_key, k, ca_=False, pathlen=None, ku=(), eku=(), sans=(),
+         permitted=(), excluded=(), days=(-1, 36500), bc=None):
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mtlsd fuzz"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    b = (x509.CertificateBuilder().subject_name(subject)
+         .issuer_name(issuer.subject if issuer else subject)
+         .public_key(k.public_key()).serial_number(next(serials))
+         .not_valid_before(now + datetime.timedelta(days=days[0]))
+         .not_valid_after(now + datetime.timedelta(days=days[1]))
+         .add_extension(bc or x509.BasicConstraints(ca=ca_, path_length=pathlen),
+                        critical=ca_ or bc is not None)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                        critical=False))
+    if ku: b = b.add_extension(x509.KeyUsage(**{u: u in ku for u in KU}), critical=True)
+    if eku: b = b.add_extension(x509.ExtendedKeyUsage([EKU[e] for e in eku]), critical=False)
+    if sans: b = b.add_extension(x509.SubjectAlternativeName([name(s) for s in sans]), critical=False)
+    if permitted or excluded:
+        b = b.add_extension(x509.NameConstraints([name(s) for s in permitted] or None,
+                                                 [name(s) for s in excluded] or None), critical=True)
+    return b.sign(issuer_key, hashes.SHA256())
+
+def ca_cert(cn, issuer, issuer_key, k, **kw):
+    return make(cn, issuer, issuer_key, k, ca_=True, ku=("key_cert_sign", "crl_sign"), **kw)
+
+def leaf(cn, issuer, issuer_key, ku=("digital_signature",), eku=("client", "server"), **kw):
+    return make(cn, issuer, issuer_key, leaf_key, ku=ku, eku=eku, **kw)
+
+SID = "URI:spiffe://example.org/ns/prod/sa/"
+DEV = "URI:spiffe://example.org/ns/dev/sa/"
+NAMES = ("DNS:api.example.org", "IP:127.0.0.1")
+API = NAMES + (SID + "api",)
+i1 = ca_cert("Fuzz Issuing CA", ca, ca_key, i1_key)
+i1p0 = ca_cert("Fuzz Issuing CA", ca, ca_key, i1_key, pathlen=0)
+i2 = ca_cert("Fuzz Sub CA", i1, i1_key, i2_key)
+nc = ca_cert("Fuzz Constrained CA", ca, ca_key, i1_key,
+             permitted=("DNS:example.org", "URI:example.org", "NET:127.0.0.0/8"))
+ncx = ca_cert("Fuzz Excluding CA", ca, ca_key, i1_key, excluded=("DNS:evil.example.org",))
+chains = {
+    "alice": [alice],
+    "svid": [leaf("alice", ca, ca_key, sans=(SID + "alice",))],
+    "api": [leaf("api", ca, ca_key, eku=("server",), sans=API)],
+    "wildcard": [leaf("wild", ca, ca_key, eku=("server",), sans=("DNS:*.example.org",))],
+    "via-intermediate": [leaf("alice", i1, i1_key, sans=API + ("DNS:alice.example.org",)), i1],
+    "two-intermediates": [leaf("deep", i2, i2_key, sans=(SID + "deep",)), i2, i1],
+    "pathlen-0": [leaf("deep", i2, i2_key, sans=(SID + "deep",)), i2, i1p0],
+    "nc-permitted": [leaf("alice", nc, i1_key, sans=API + ("DNS:alice.example.org",)), nc],
+    "nc-dns": [leaf("alice", nc, i1_key, sans=(SID + "alice", "DNS:alice.evil.test")), nc],
+    "nc-ip": [leaf("api", nc, i1_key, sans=API + ("IP:10.0.0.1",)), nc],
+    "nc-cn": [leaf("alice.evil.test", nc, i1_key, sans=(SID + "alice",)), nc],
+    "nc-excluded": [leaf("evil", ncx, i1_key, sans=(DEV + "evil", "DNS:evil.example.org")), ncx],
+    "dev-dns": [leaf("dev", ca, ca_key, sans=(DEV + "dev", "DNS:dev.example.org"))],
+    "not-allowed": [leaf("bob", ca, ca_key, sans=(DEV + "bob", "DNS:bob.other.test"))],
+    # keyUsage with encipherOnly has no unused bits: one changed byte gives any usage
+    "ku-wide": [leaf("alice", ca, ca_key, ku=("digital_signature", "key_agreement",
+                                              "encipher_only"), sans=(SID + "alice",) + NAMES)],
+    # keyCertSign and a critical basicConstraints with CA:FALSE written out, refused as it is:
+    # one changed byte makes the leaf a CA
+    "near-ca-leaf": [leaf("alice", ca, ca_key, ku=("digital_signature", "key_cert_sign"),
+                          sans=(SID + "alice",) + NAMES, bc=x509.UnrecognizedExtension(
+                              ExtensionOID.BASIC_CONSTRAINTS, b"\x30\x03\x01\x01\x00"))],
+    "ca-leaf": [make("ca-leaf", ca, ca_key, leaf_key, ca_=True, eku=("client", "server"),
+                     ku=("digital_signature", "key_cert_sign"), sans=API)],
+    "two-uris": [leaf("alice", ca, ca_key, sans=(SID + "alice", "URI:https://alice.example.org"))],
+    "other-domain": [leaf("alice", ca, ca_key, sans=("URI:spiffe://other.org/ns/prod/sa/alice",))],
+    "expired": [leaf("old", ca, ca_key, sans=API, days=(-10, -1))],
+    "not-yet-valid": [leaf("new", ca, ca_key, sans=API, days=(36000, 36500))],
+    "with-root": [alice, ca],
+    "root-alone": [ca],
+    "self-signed": [make("self", None, leaf_key, leaf_key, ku=("digital_signature",),
+                         eku=("client",))],
+}
+def server(*trusts): return [t << 1 | 16 for t in trusts]  # 16: re-signed
+def client(*trusts, ip=(0,)): return [1 | t << 1 | i << 3 | 16 for t in trusts for i in ip]
+selectors = {
+    "alice": server(0, 1, 2, 3) + [0], "svid": server(0, 1, 2) + client(2),
+    "api": client(0, 1, 2, 3, ip=(0, 1)) + server(0) + [1], "wildcard": client(0, 1),
+    "via-intermediate": server(0, 3) + client(0), "two-intermediates": server(0, 3),
+    "pathlen-0": server(0), "nc-permitted": server(0, 1, 2) + client(0, ip=(0, 1)),
+    "nc-dns": server(0, 1), "nc-ip": client(0, ip=(1,)), "nc-cn": server(0, 1) + client(0),
+    "nc-excluded": server(0, 1, 3), "dev-dns": server(1, 3), "not-allowed": server(1, 3) + client(1),
+    "ku-wide": server(0, 2) + client(0), "near-ca-leaf": server(0, 1) + client(0),
+    "ca-leaf": server(0, 2) + client(0), "two-uris": server(0, 2), "other-domain": server(0, 2),
+    "expired": server(0), "not-yet-valid": client(0), "with-root": server(0),
+    "root-alone": server(0), "self-signed": server(0),
+}
+for chain, sels in selectors.items():
+    der = b"".join(struct.pack(">H", len(d)) + d for d in
+                   (c.public_bytes(serialization.Encoding.DER) for c in chains[chain]))
+    for s in sels:
+        open(f"{out}/{chain}-{s:02x}", "wb").write(bytes([s]) + der)
+PY
 
 echo "seeds written under $(pwd)/$C"
