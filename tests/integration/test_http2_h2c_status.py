@@ -19,19 +19,25 @@ TIMEOUT = 10.0
 H2C = {"upstream_protocol": "h2c", "protocols": ["h2"], "stream_idle_timeout": "60s"}
 
 
-def answering(status: str):
-    """An h2c upstream answering every request with `status` and a body."""
+def answering(status: str, body: bytes = b"hello", seen: list | None = None,
+              header_list_limit: int | None = None):
+    """An h2c upstream answering every request with `status` and `body`; each request's fields
+    go to `seen` when given; `header_list_limit` raises hpack's own 64 KiB."""
     def upstream(conn) -> None:
         h = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding="utf-8", validate_outbound_headers=False))
+        if header_list_limit:
+            h.decoder.max_header_list_size = header_list_limit
         h.initiate_connection()
         conn.sendall(h.data_to_send())
         try:
             while data := conn.recv():
                 for ev in h.receive_data(data):
                     if isinstance(ev, h2.events.RequestReceived):
+                        if seen is not None:
+                            seen.append(dict(ev.headers))
                         h.send_headers(ev.stream_id, [(":status", status)])
-                        h.send_data(ev.stream_id, b"hello", end_stream=True)
+                        h.send_data(ev.stream_id, body, end_stream=True)
                 if out := h.data_to_send():
                     conn.sendall(out)
         except OSError:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import threading
 import time
 
-import h2.config
-import h2.connection
 import h2.events
 
 from h2_client import H2Client
 from helpers import read_head, wait_request_line
+from test_http2_h2c_status import answering
 import test_http_mode
 from test_http2_limits import get_once
 
@@ -97,26 +96,8 @@ def test_a_head_just_under_the_limit_reaches_an_h2c_upstream(serve, pki):
     X-Forwarded-For/-Proto) passed nghttp2's 64 KiB default for a header block mtlsd sends: the
     h2c side failed it, and the client was told REFUSED_STREAM (retry: it always failed) while
     the log blamed the upstream (review). The h2c side now sends up to twice the limit."""
-    seen = []
-
-    def upstream(conn) -> None:
-        h = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding="utf-8"))
-        h.decoder.max_header_list_size = 1 << 20  # hpack's own default is 64 KiB
-        h.initiate_connection()
-        conn.sendall(h.data_to_send())
-        try:
-            while data := conn.recv():
-                for ev in h.receive_data(data):
-                    if isinstance(ev, h2.events.RequestReceived):
-                        seen.append(dict(ev.headers))
-                        h.send_headers(ev.stream_id, [(":status", "200")])
-                        h.send_data(ev.stream_id, b"took it", end_stream=True)
-                if out := h.data_to_send():
-                    conn.sendall(out)
-        except OSError:
-            pass
-
+    seen: list = []
+    upstream = answering("200", b"took it", seen, header_list_limit=1 << 20)
     daemon, _ = serve(upstream, http={"upstream_protocol": "h2c", "protocols": ["h2"]})
     client = H2Client(daemon, pki)
     try:

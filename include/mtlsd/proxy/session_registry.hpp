@@ -58,12 +58,12 @@ class session_control {
 
   // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates stay
   // readable while the connection lives), `source` (the accepted connection's address, in either
-  // mode: allowed_sources judges it; null on a unix socket), `sni` (the name judged: session::sni) and `current` (the runtime the
-  // session runs with) belong to the session and outlive its registration. A reload that came
-  // between the accept and now (the handshake ran under the old runtime) is caught up with at
-  // once: the session is judged by the runtime its registry last re-judged with, and that
-  // runtime's refusal returned (not killed: the caller refuses as after any handshake, with
-  // close_notify and an HTTP/2 client's GOAWAY).
+  // mode: allowed_sources judges it; null on a unix socket), `sni` (the name judged: session::sni)
+  // and `current` (the runtime the session runs with) belong to the session and outlive its
+  // registration. A reload that came between the accept and now (the handshake ran under the old
+  // runtime) is caught up with at once: the session is judged by the runtime its registry last
+  // re-judged with, and that runtime's refusal returned (not killed: the caller refuses as after
+  // any handshake, with close_notify after an http: listener's HTTP answer).
   std::optional<std::pair<reason, std::string>> judged(SSL* ssl, const config::ip_address* source,
                                                        const std::string* sni,
                                                        const runtime::listener_runtime* current);
