@@ -45,9 +45,8 @@ struct input_read {
 };
 
 struct refusal {
-  std::string body;  // the reason, as text
-  std::string status;
-  std::string length;
+  std::string body;                          // the reason, as text
+  header_list head;                          // the response's fields
   std::map<std::int32_t, std::size_t> sent;  // of the body, by stream (a tiny window splits it)
   bool answered = false;                     // a request got the answer
 };
@@ -68,20 +67,12 @@ ssize_t read_body(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::siz
   return static_cast<ssize_t>(n);
 }
 
-nghttp2_nv field(std::string_view name, std::string_view value) {
-  return {reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-          reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
-          value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
 // A request's head is complete: it gets the answer, whatever its body still sends (the GOAWAY and
 // the close that follow end that).
 int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   auto& r = refusal_of(self);
-  const std::array<nghttp2_nv, 3> head = {field(":status", r.status),
-                                          field("content-type", "text/plain"),
-                                          field("content-length", r.length)};
+  const auto head = h2::to_nv(r.head);
   nghttp2_data_provider provider{};
   provider.read_callback = read_body;
   if (nghttp2_submit_response(session, f->hd.stream_id, head.data(), head.size(), &provider) == 0)
@@ -140,8 +131,10 @@ asio::awaitable<bool> take_input(session& s, tls_stream& tls, nghttp2_session* h
 }  // namespace
 
 asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a) {
-  refusal r{std::string(a.why) + "\n", std::to_string(a.status), {}, {}};
-  r.length = std::to_string(r.body.size());
+  refusal r{std::string(a.why) + "\n", {}, {}};
+  r.head = {{":status", std::to_string(a.status)},
+            {"content-type", "text/plain"},
+            {"content-length", std::to_string(r.body.size())}};
   h2::session_ptr h2(new_session(r));
   if (!h2) co_return;
   // The server preface; no setting differs from the protocol's defaults.
