@@ -222,12 +222,20 @@ void check_client_mode(reader& r, const YAML::Node& n, const std::string& path, 
     r.error(ca, path + ".client_auth applies to mode: server only (use server_auth)");
   // The remote's SVID names no host: without a CA file or a server_name to check, its SPIFFE
   // ID is what authenticates it, so it must be named.
+  // A rule of `sni` (the name mtlsd sends itself) or `not:` alone names no remote: it would
+  // admit any SVID of the trust domain (review).
+  const auto& allow = l.server_auth.allow;
+  const bool names_remote =
+      !allow.empty() && std::all_of(allow.rules.begin(), allow.rules.end(), [](const auto& rule) {
+        return !static_cast<const identity_matchers&>(rule.match).empty();
+      });
   if (l.tls.spiffe.enabled && l.server_auth.ca.empty() && l.server_auth.server_name.empty() &&
-      l.server_auth.allow.empty())
+      !names_remote)
     r.error(l.tls.spiffe.where,
             path +
                 ".tls.spiffe in mode: client: name the remote's SPIFFE ID in "
-                "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check), "
+                "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check; "
+                "every rule needs an identity matcher, sni and not: alone name no remote), "
                 "or set server_auth.server_name");
   if (l.upstream.is_unix())
     r.error(n["upstream"],

@@ -2101,13 +2101,29 @@ TEST(ConfigSpiffe, ClientModeMustNameTheRemote) {
     tls:
       spiffe: {workload_api: "unix:/a.sock"}
 )";
-  EXPECT_THAT(problems_of(client),
-              ElementsAre(at(7, 15,
-                             "listeners[0].tls.spiffe in mode: client: name the remote's SPIFFE ID "
-                             "in server_auth.allow.spiffe_ids (an X.509-SVID carries no host name "
-                             "to check), or set server_auth.server_name")));
+  const auto names_no_remote = ElementsAre(
+      at(7, 15,
+         "listeners[0].tls.spiffe in mode: client: name the remote's SPIFFE ID in "
+         "server_auth.allow.spiffe_ids (an X.509-SVID carries no host name to check; every rule "
+         "needs an identity matcher, sni and not: alone name no remote), or set "
+         "server_auth.server_name"));
+  EXPECT_THAT(problems_of(client), names_no_remote);
   load_ok(client + "    server_auth: {allow: {spiffe_ids: [\"spiffe://td/remote\"]}}\n");
   load_ok(client + "    server_auth: {server_name: remote.example.org}\n");
+  // `sni` is the name mtlsd sends itself, and `not:` only excludes: such rules admit any SVID
+  // of the trust domain (review).
+  EXPECT_THAT(problems_of(client + "    server_auth: {allow: {rules: [{sni: [remote]}]}}\n"),
+              names_no_remote);
+  EXPECT_THAT(problems_of(client + "    server_auth:\n      allow:\n        rules:\n"
+                                   "          - not: {spiffe_ids: [\"spiffe://td/bad\"]}\n"),
+              names_no_remote);
+  // One rule naming the remote does not make up for another that names none.
+  EXPECT_THAT(problems_of(client + "    server_auth:\n      allow:\n        spiffe_ids: "
+                                   "[\"spiffe://td/remote\"]\n        rules: [{sni: [remote]}]\n"),
+              names_no_remote);
+  load_ok(client +
+          "    server_auth:\n      allow:\n        rules:\n"
+          "          - {sni: [remote], spiffe_ids: [\"spiffe://td/remote\"]}\n");
 }
 
 }  // namespace
