@@ -138,6 +138,13 @@ asio::awaitable<void> serve_server_mode(session& s) {
 asio::awaitable<void> serve_client_mode(session& s) {
   const auto& lr = *s.listener;
   const auto& cfg = lr.cfg;
+  // Before the first X.509-SVID the context holds no certificate: a remote that does not insist
+  // on one would take the app's bytes as from nobody (review: relayed, remote with optional
+  // client auth). Nothing is sent until mtlsd can present its identity.
+  if (cfg.tls.spiffe.enabled && !lr.svid) {
+    s.refuse(reason::upstream_unavailable, detail::no_svid_yet_detail);
+    co_return;
+  }
   if (co_await connect_phase(s) != connect_end::connected) co_return;
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;

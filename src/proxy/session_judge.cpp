@@ -54,6 +54,9 @@ void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const
   // Cancelled by the watchdog (deadline or kill): finish() names the reason from the phase.
   if (ec == asio::error::operation_aborted) return;
   if (vo.refusal) return s.refuse(*vo.refusal, vo.detail);
+  // OpenSSL's "no shared cipher" would blame the client for our missing certificate.
+  if (s.listener->cfg.tls.spiffe.enabled && !s.listener->svid)
+    return s.refuse(reason::protocol_error, no_svid_yet_detail);
   // Our key failed to sign (a token removed, its object gone): no refusal of the peer, whose
   // doing it is not. The connection counts as an internal error, and the listener reads not
   // ready until the key signs again (runtime/signing_health.hpp). OpenSSL's own error only

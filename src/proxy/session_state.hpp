@@ -231,6 +231,10 @@ asio::awaitable<void> close_lingering(session& s);
 // the peer must go no further (the refusal is recorded) or the watchdog cancelled the step.
 void record_tls_details(session& s, SSL* ssl);
 void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl);
+// A tls.spiffe listener before its first X.509-SVID: the refusal's detail in both modes.
+inline constexpr const char* no_svid_yet_detail =
+    "no X.509-SVID from the SPIFFE Workload API yet: no certificate of ours to present (see "
+    "/readyz)";
 void classify_handshake_failure(session& s, const tls::verify_outcome& vo, const tls_stream& tls,
                                 const error_code& ec);
 asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::verify_outcome& vo,
