@@ -2,6 +2,7 @@
 // landlock.cpp and seccomp_policy.cpp; this file decides what the file-system view is.
 #include "mtlsd/daemon/sandbox.hpp"
 
+#include <openssl/conf.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
@@ -166,10 +167,16 @@ paths system_paths() {
   // Local time for log timestamps.
   add_unique(p.read, "/etc/localtime");
   add_unique(p.read, "/usr/share/zoneinfo");
-  // OpenSSL: its configuration and default trust store (a client listener without server_auth.ca
-  // may rely on it), wherever this build of OpenSSL looks for them.
-  add_unique(p.read, "/etc/ssl");
-  add_unique(p.read, "/usr/lib/ssl");
+  // OpenSSL: its configuration file and default trust store (a client listener without
+  // server_auth.ca may rely on it), wherever this build of OpenSSL looks for them. Not all of
+  // OPENSSLDIR: /etc/ssl/private holds other services' keys (review: a reload could serve one).
+  if (char* cnf = CONF_get1_default_config_file()) {
+    add_unique(p.read, cnf);
+    OPENSSL_free(cnf);
+  }
+  // Debian's certificate directory holds links into these (ca-certificates), public CAs only.
+  add_unique(p.read, "/usr/share/ca-certificates");
+  add_unique(p.read, "/usr/local/share/ca-certificates");
   // A certificate directory setting is a ':'-separated list (review: "a:b" was one path, which
   // does not exist, so neither directory could be read inside the sandbox).
   const auto add_dirs = [&p](std::string_view list) {

@@ -6,6 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <openssl/conf.h>
+#include <openssl/x509.h>
+
 #include <cstdio>
 
 #include <fcntl.h>
@@ -161,6 +164,48 @@ TEST(SandboxLandlock, OnlyTheWriteDirectoryItselfTakesNewFilesAndNothingIsRemove
       "mkdir in the write directory");
   EXPECT_TRUE(fs::exists(logs / "access.log"));
   EXPECT_TRUE(fs::exists(d.path() / "var" / "logs" / "old.log"));
+}
+
+// Review: all of /etc/ssl was readable, /etc/ssl/private (other services' keys) included.
+TEST(SandboxLandlock, OpenSslsConfigurationAndTrustStoreAreReadableButNotItsPrivateKeys) {
+  std::string why;
+  const int abi = landlock_abi(&why);
+  if (abi <= 0) GTEST_SKIP() << "no Landlock: " << why;
+  if (!fs::is_directory("/etc/ssl/private")) GTEST_SKIP() << "no /etc/ssl/private here";
+  const paths p = system_paths();
+  const auto opens = [](const char* path, int flags) {
+    const int fd = ::open(path, flags | O_CLOEXEC);
+    if (fd < 0) return errno;
+    ::close(fd);
+    return 0;
+  };
+  auto expect = [&](int code, const std::function<int()>& step, const char* what) {
+    const int status = in_child([&] {
+      try {
+        landlock_restrict(abi, p);
+      } catch (...) {
+        return 99;
+      }
+      return step();
+    });
+    ASSERT_TRUE(WIFEXITED(status)) << what;
+    EXPECT_EQ(WEXITSTATUS(status), code) << what;
+  };
+  char* cnf = CONF_get1_default_config_file();
+  const std::string config_file = cnf ? cnf : "";
+  OPENSSL_free(cnf);
+  if (fs::exists(config_file))
+    expect(
+        0, [&] { return opens(config_file.c_str(), O_RDONLY); }, "OpenSSL's configuration");
+  if (fs::exists(X509_get_default_cert_file()))
+    expect(
+        0, [&] { return opens(X509_get_default_cert_file(), O_RDONLY); }, "the default CA file");
+  expect(
+      EACCES, [&] { return opens("/etc/ssl/private", O_RDONLY | O_DIRECTORY); },
+      "/etc/ssl/private");
+  expect(
+      EACCES, [&] { return opens("/usr/lib/ssl/private", O_RDONLY | O_DIRECTORY); },
+      "/usr/lib/ssl/private (a link to it)");
 }
 
 // Installs the seccomp policy in a forked child, then runs `step`: its exit code, or the signal
