@@ -33,15 +33,16 @@ fs::path canonical_or_self(const fs::path& p) {
   return ec ? p.lexically_normal() : c;
 }
 
-// What the PKCS#11 modules behind the configuration's pkcs11: keys read when a key is loaded (at
-// start and at a reload, inside the sandbox): module, its configuration, its token directory.
-std::vector<fs::path> pkcs11_paths(const config::configuration& cfg) {
+// What the PKCS#11 modules behind the configuration's pkcs11: keys read (or, with `writes`,
+// write) when a key is loaded (at start and at a reload, inside the sandbox): module, its
+// configuration, its token directory.
+std::vector<fs::path> pkcs11_paths(const config::configuration& cfg, bool writes = false) {
   std::vector<fs::path> out;
   auto add = [&](const config::file_ref& key) {
     config::pkcs11_uri uri;
     if (!config::is_pkcs11_uri(key.path) || !config::parse_pkcs11_uri(key.path, uri).empty())
       return;
-    for (auto& p : tls::pkcs11::paths_to_read(uri))
+    for (auto& p : writes ? tls::pkcs11::paths_to_write(uri) : tls::pkcs11::paths_to_read(uri))
       if (std::find(out.begin(), out.end(), fs::path(p)) == out.end()) out.emplace_back(p);
   };
   for (const auto& l : cfg.listeners) {
@@ -129,9 +130,14 @@ paths paths_for(const config::configuration& cfg) {
     add_unique(p.read, f.string());
     add_unique(p.read, canonical_or_self(f).string());
   }
-  // The one file mtlsd writes after start-up: the access log. Its directory (exactly that one,
-  // absolute, as written and where a symlinked log file leads) lets a rotated file be re-created
-  // on SIGUSR1.
+  // SoftHSM's token directory: a login writes the token's object file (see paths_to_write).
+  for (const auto& f : pkcs11_paths(cfg, true)) {
+    add_unique(p.write_dirs, f.string());
+    add_unique(p.write_dirs, canonical_or_self(f).string());
+  }
+  // The one file mtlsd itself writes after start-up: the access log. Its directory (exactly that
+  // one, absolute, as written and where a symlinked log file leads) lets a rotated file be
+  // re-created on SIGUSR1.
   if (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") {
     const fs::path log_file = fs::absolute(resolve(cfg, cfg.log.access_log_path));
     add_unique(p.write_dirs, log_file.parent_path().lexically_normal().string());
@@ -151,7 +157,8 @@ paths paths_for(const config::configuration& cfg) {
 
 seccomp_options seccomp_options_for(const config::configuration& cfg) {
   seccomp_options o;
-  o.write_files = !cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout";
+  o.write_files = (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") ||
+                  !pkcs11_paths(cfg, true).empty();
   o.remove_files = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
                                [](const config::listener& l) { return l.listen.is_unix(); });
   return o;
@@ -232,6 +239,8 @@ state enter(const config::configuration& cfg) {
   for (const auto& r : s.read_roots)
     s.read_root_ids.push_back(id_of(r));
   s.socket_roots = canonical_all(p.sockets);
+  s.write_roots = canonical_all(p.write_dirs);
+  s.write_files = seccomp_options_for(cfg).write_files;
 
   const std::string note = drop_privileges();
   if (s.landlock_abi > 0) {
@@ -281,6 +290,13 @@ std::string check_reload(const state& s, const config::configuration& next) {
       return "sandbox: the PKCS#11 module of a pkcs11: key needs " + f.string() +
              ", which the sandbox does not let mtlsd read (the keys at start-up did not need "
              "it); this change needs a restart";
+  }
+  for (const auto& f : pkcs11_paths(next, true)) {
+    const auto real = canonical_or_self(f);
+    if (!s.write_files || !under_any(real, s.write_roots))
+      return "sandbox: the PKCS#11 module of a pkcs11: key writes to " + f.string() +
+             ", which the sandbox does not let mtlsd write to (the keys at start-up did not "
+             "need it); this change needs a restart";
   }
   for (const auto& l : next.listeners)
     if (l.listen.is_unix()) {

@@ -253,6 +253,40 @@ std::string module_for(const config::pkcs11_uri& uri) {
   return default_module;
 }
 
+namespace {
+
+bool loads_softhsm(const std::string& module) {
+  return module.find("softhsm") != std::string::npos || module.find("p11-kit") != std::string::npos;
+}
+
+std::string softhsm_conf() {
+  const char* env = std::getenv("SOFTHSM2_CONF");
+  return env && *env ? env : "/etc/softhsm/softhsm2.conf";
+}
+
+// The directories.tokendir its configuration names; "" when none (or not absolute).
+std::string softhsm_token_dir(const std::string& conf) {
+  std::ifstream in(conf);
+  for (std::string line; std::getline(in, line);) {
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    auto trim = [](std::string v) {
+      const auto b = v.find_first_not_of(" \t\r");
+      const auto e = v.find_last_not_of(" \t\r");
+      return b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
+    };
+    if (trim(line.substr(0, eq)) == "directories.tokendir") {
+      std::string dir = trim(line.substr(eq + 1));
+      while (dir.size() > 1 && dir.back() == '/')
+        dir.pop_back();
+      if (!dir.empty() && dir.front() == '/') return dir;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri) {
   const std::string module = module_for(uri);
   std::vector<std::string> out;
@@ -264,28 +298,20 @@ std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri) {
   }
   // SoftHSM (directly, or through the proxy): its configuration file names the token directory,
   // whose object files it re-reads on each login and key search.
-  if (module.find("softhsm") != std::string::npos || module.find("p11-kit") != std::string::npos) {
-    const char* env = std::getenv("SOFTHSM2_CONF");
-    const std::string conf = env && *env ? env : "/etc/softhsm/softhsm2.conf";
+  if (loads_softhsm(module)) {
+    const std::string conf = softhsm_conf();
     out.push_back(conf);
-    std::ifstream in(conf);
-    for (std::string line; std::getline(in, line);) {
-      const auto eq = line.find('=');
-      if (eq == std::string::npos) continue;
-      auto trim = [](std::string v) {
-        const auto b = v.find_first_not_of(" \t\r");
-        const auto e = v.find_last_not_of(" \t\r");
-        return b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
-      };
-      if (trim(line.substr(0, eq)) == "directories.tokendir") {
-        std::string dir = trim(line.substr(eq + 1));
-        while (dir.size() > 1 && dir.back() == '/')
-          dir.pop_back();
-        if (!dir.empty() && dir.front() == '/') out.push_back(dir);
-      }
-    }
+    if (auto dir = softhsm_token_dir(conf); !dir.empty()) out.push_back(std::move(dir));
   }
   return out;
+}
+
+std::vector<std::string> paths_to_write(const config::pkcs11_uri& uri) {
+  // SoftHSM records each login (a wrong PIN included) in the token's object file; refused that
+  // write, it takes the token for broken and fails every later login until a restart.
+  if (!loads_softhsm(module_for(uri))) return {};
+  if (auto dir = softhsm_token_dir(softhsm_conf()); !dir.empty()) return {dir};
+  return {};
 }
 
 evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_ref& pin_file) {

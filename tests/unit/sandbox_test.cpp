@@ -35,7 +35,9 @@ namespace mtlsd::daemon::sandbox {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::Contains;
+using ::testing::ElementsAre;
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -59,6 +61,9 @@ state started_with(const config::configuration& c) {
     s.read_roots.push_back(fs::weakly_canonical(r));
   for (const auto& r : paths_for(c).sockets)
     s.socket_roots.push_back(fs::weakly_canonical(r));
+  for (const auto& r : paths_for(c).write_dirs)
+    s.write_roots.push_back(fs::weakly_canonical(r));
+  s.write_files = seccomp_options_for(c).write_files;
   return s;
 }
 
@@ -392,6 +397,10 @@ TEST(SandboxPaths, APkcs11KeyLetsItsModuleConfigurationAndTokenDirectoryBeRead) 
   EXPECT_THAT(p.read, Contains("/opt/hsm/libsofthsm2.so"));
   EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "softhsm2.conf").string()));
   EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "tokens").string()));
+  // SoftHSM records each login in the token's object file; refused that write after a wrong
+  // PIN, it failed every later login until a restart (review).
+  EXPECT_THAT(p.write_dirs, ElementsAre((d.path() / "hsm" / "tokens").string()));
+  EXPECT_TRUE(seccomp_options_for(c).write_files);
   // The URI itself is no file: nothing named after it.
   for (const auto& r : p.read)
     EXPECT_EQ(r.find("pkcs11:"), std::string::npos) << r;
@@ -412,6 +421,15 @@ TEST(SandboxReload, APkcs11ModuleNeedingOtherFilesNeedsARestart) {
   const std::string why = check_reload(s, next);
   EXPECT_THAT(why, HasSubstr("/opt/other/libvendor.so"));
   EXPECT_THAT(why, HasSubstr("needs a restart"));
+  // Started without a SoftHSM key, its token directory (readable here, beside the
+  // configuration) was never made writable.
+  auto files_only = config_in(d.path(), d.path() / "certs");
+  next = files_only;
+  next.listeners[0].tls.key.path =
+      "pkcs11:object=b?module-path=" + (d.path() / "lib" / "libsofthsm2.so").string();
+  EXPECT_THAT(
+      check_reload(started_with(files_only), next),
+      AllOf(HasSubstr("writes to " + (d.path() / "hsm").string()), HasSubstr("needs a restart")));
 }
 
 TEST(SandboxReload, SameDirectoriesAndKubernetesSwapsAreFine) {

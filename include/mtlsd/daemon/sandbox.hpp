@@ -22,7 +22,8 @@ struct paths {
   std::vector<std::string> read;  // read-only, files or directories
   // Directories (never their parents) in which files may be created, opened for writing and
   // truncated, but nothing removed or made other than regular files: the access log's
-  // directory, so that a rotated log can be re-created on SIGUSR1.
+  // directory, so that a rotated log can be re-created on SIGUSR1; SoftHSM's token directory,
+  // where a login is recorded.
   std::vector<std::string> write_dirs;
   std::vector<std::string> sockets;  // directories where unix listener sockets are (re)created
   // Directories of SPIFFE Workload API sockets mtlsd connects to (readable; tls.spiffe).
@@ -31,7 +32,8 @@ struct paths {
 
 // What a configuration names: the directory of the configuration file and of every file it
 // references (both as written and after following symlinks), unix listener directories. The
-// directory of the access log file, when one is configured, is in `write_dirs`.
+// directory of the access log file, when one is configured, and SoftHSM's token directory are
+// in `write_dirs`.
 paths paths_for(const config::configuration& cfg);
 
 // Files the process itself reads at run time whatever the configuration: resolver configuration,
@@ -47,6 +49,8 @@ struct state {
   // hold those directories, not their paths.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> read_root_ids;
   std::vector<std::filesystem::path> socket_roots;  // canonical
+  std::vector<std::filesystem::path> write_roots;   // canonical, paths_for().write_dirs
+  bool write_files = false;                         // seccomp_options::write_files at start-up
 };
 
 // Enters the sandbox for `cfg` (or logs that it is off). Must run while the calling thread is the
@@ -69,7 +73,8 @@ void landlock_restrict(int abi, const paths& p);
 // It matters most on kernels without Landlock, where seccomp is all that limits file writes.
 struct seccomp_options {
   // open()/openat() for writing (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC): only when an access log
-  // file is configured; otherwise such an open fails with EACCES (a visible error, not a kill).
+  // file or a SoftHSM key is configured; otherwise such an open fails with EACCES (a visible
+  // error, not a kill).
   bool write_files = false;
   // unlink()/unlinkat(): only when there are unix listeners (a listener re-bound on reload
   // removes its stale socket; reload cannot add one in a new directory without a restart).

@@ -25,6 +25,9 @@ std::string module_for(const config::pkcs11_uri& uri);
 // files or directories; some may not exist. Other modules' files must be under a directory the
 // configuration names, or the sandbox turned off (README, "Keys in an HSM").
 std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri);
+// What it writes: SoftHSM's token directory, where each login is recorded in the token's
+// object file (a wrong PIN too; refused that write, SoftHSM fails every later login).
+std::vector<std::string> paths_to_write(const config::pkcs11_uri& uri);
 
 // "" unless loading a module started threads (then which, for the sandbox's error: it must be
 // entered while mtlsd has one thread). p11-kit's proxy does when it loads OpenSC.
