@@ -214,6 +214,10 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     if (status >= 200) break;
   }
   auto& msg = p->get();
+  if (const char* why = unframable_for_http2(msg)) {
+    down_.fail(s, NGHTTP2_INTERNAL_ERROR, std::string("upstream: ") + why);
+    co_return false;
+  }
   s.status = static_cast<int>(msg.result_int());
   std::set<std::string> named_by_connection;
   const auto length = p->content_length();

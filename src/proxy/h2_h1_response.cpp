@@ -1,5 +1,6 @@
 #include "h2_h1_response.hpp"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <cctype>
 
@@ -20,6 +21,21 @@ std::string lower(std::string_view s) {
 }
 
 }  // namespace
+
+const char* unframable_for_http2(const http::fields& fields) {
+  bool coded = false, chunked_only = true;
+  for (const auto& f : fields)
+    if (f.name() == http::field::transfer_encoding) {
+      coded = true;
+      for (auto token : http::token_list(f.value()))
+        chunked_only = chunked_only && boost::beast::iequals(token, "chunked");
+    }
+  if (!coded) return nullptr;
+  if (fields.count(http::field::content_length) != 0)
+    return "a response with both Transfer-Encoding and Content-Length";
+  if (!chunked_only) return "a response with a transfer coding other than chunked";
+  return nullptr;
+}
 
 void take_response_head(const http::fields& fields, int status, std::optional<std::uint64_t> length,
                         std::set<std::string>& named_by_connection, header_list& out) {

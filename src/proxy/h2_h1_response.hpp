@@ -13,6 +13,12 @@
 
 namespace mtlsd::proxy::h2 {
 
+// Why a response head cannot go to an HTTP/2 client as it is, or nullptr: a Transfer-Encoding
+// beside a Content-Length (the HTTP/1.1 relay refuses the pair too: response_framing), or a
+// transfer coding other than chunked, which HTTP/2 has no field for (the coded bytes would
+// reach the client as the content). The caller answers 502.
+const char* unframable_for_http2(const boost::beast::http::fields& fields);
+
 // The response head's fields as the stream's response_headers (lower-case names): without the
 // hop-by-hop ones, those the response's Connection names (returned in `named_by_connection`
 // for its trailers), and its Content-Length, for which `length` (as Beast read it: "2, 2" is 2)

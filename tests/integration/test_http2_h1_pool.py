@@ -13,6 +13,7 @@ import socket
 import threading
 
 import h2.errors
+import pytest
 import h2.events
 
 from h2_client import H2Client, status_of
@@ -98,6 +99,35 @@ def test_an_upstream_101_is_a_502_and_the_connection_is_not_reused(http_serve, p
         client.close()
     line = wait_request_line(daemon, path="/one")
     assert line["status"] == 502 and "101" in line["detail"], line
+    assert rec.requests[0].conn_id != rec.requests[1].conn_id
+
+
+@pytest.mark.parametrize("head,why", [
+    (b"Transfer-Encoding: gzip\r\nContent-Length: 5\r\n", "both Transfer-Encoding and Content-"),
+    (b"Transfer-Encoding: gzip, chunked\r\n", "a transfer coding other than chunked"),
+], ids=["te-and-content-length", "gzip-then-chunked"])
+def test_a_response_http2_cannot_frame_is_a_502(http_serve, pki, head, why):
+    """As the HTTP/1.1 relay answers 502 for a length given two ways (review: an HTTP/2 client
+    got 200 with the Content-Length), and HTTP/2 has no field for a transfer coding other than
+    chunked: its coded bytes would reach the client as the content. The connection is not
+    reused."""
+    def app(req):
+        if req.target == "/one":
+            return b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + b"5\r\nhello\r\n0\r\n\r\n"
+        return response(200, b"reply-2")
+    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/one")
+        client.wait_for(lambda ev: getattr(ev, "stream_id", None) == sid
+                        and type(ev).__name__ in ("StreamEnded", "StreamReset"), TIMEOUT)
+        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+        assert status_of(mine) == 502, mine
+        assert client.response(client.request("/two"), TIMEOUT) == (200, b"reply-2")
+    finally:
+        client.close()
+    line = wait_request_line(daemon, path="/one")
+    assert line["status"] == 502 and why in line["detail"], line
     assert rec.requests[0].conn_id != rec.requests[1].conn_id
 
 
