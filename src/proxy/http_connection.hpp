@@ -150,6 +150,14 @@ class http_connection {
   void set_status(int status) {
     if (current_) current_->status = status;
   }
+  // mtlsd answers the exchange in progress itself after its failure (a 400 for a malformed body,
+  // a 502 for the upstream): its line gets the status and the failure's why, which report()
+  // leaves off a line with a status (review: such lines had an empty detail).
+  void set_failure_status(int status) {
+    if (!current_) return;
+    current_->status = status;
+    if (current_->detail.empty()) current_->detail = result_.error;
+  }
 
   tls_stream& tls_;
   stream_socket& tls_socket_;

@@ -52,7 +52,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
   // nginx closes after an upstream error: with it, a response that runs until the close would
   // look complete.
   if (!response_started_) {
-    set_status(502);
+    set_failure_status(502);
     const std::string response = simple_response(502, "Bad Gateway", "Bad Gateway");
     co_await client_.write(response);
   } else {

@@ -223,7 +223,7 @@ asio::awaitable<http_connection::then> http_connection::exchange(
     // read a bare close as a lost connection it may retry on (review). Written only now that
     // neither pump runs, and not after a write the stop cut short (a 1xx: the record would be
     // left half written).
-    set_status(400);
+    set_failure_status(400);
     if (auto ec = co_await client_.write(simple_response(400, "Bad Request", "Bad Request")))
       result_.ended_by(relay_end::tls_peer);
   }

@@ -82,6 +82,7 @@ def test_a_malformed_body_after_the_head_went_up_gets_400(http_serve, pki, body)
     assert line["detail"].startswith("malformed request body"), line
     request = wait_request_line(daemon, client=local)
     assert request["status"] == 400, request
+    assert request["detail"] == line["detail"], request  # review: it was empty
 
 
 def test_a_malformed_body_after_the_response_began_gets_no_400(http_serve, pki):

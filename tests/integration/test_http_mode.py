@@ -25,6 +25,7 @@ import h2.errors as h2_errors
 import pytest
 
 from h2_client import H2Client
+from helpers import wait_request_line
 from http_upstream import (HttpRecorder, Reader, parse_head, read_request, response,
                            websocket_echo, ws_accept, ws_frame, ws_read_frame)
 from mtlsd_harness import client_context, fmt_addr, free_port, open_tls
@@ -572,6 +573,8 @@ def test_upstream_dying_before_the_answer_gets_502(http_serve, pki):
     out, local = raw_exchange(daemon, pki, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     assert "upstream" in daemon.wait_for_access(client=local)["detail"]
+    request = wait_request_line(daemon, client=local)
+    assert request["status"] == 502 and request["detail"].startswith("upstream: "), request
 
 
 def upstream_answering(raw: bytes, then_close: bool = False):
