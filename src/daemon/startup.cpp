@@ -105,8 +105,19 @@ int daemon::run() {
   started_with_.auto_workers = std::max(1u, std::thread::hardware_concurrency());
   const unsigned n = rt->cfg.workers ? rt->cfg.workers : started_with_.auto_workers;
   started_with_.workers = n;
-  // Two descriptors per connection: raise the soft limit before anything is accepted.
-  raise_fd_limit(rt->cfg, n);
+  // Two descriptors per connection: raise the soft limit before anything is accepted. A limit
+  // that leaves none for connections would have mtlsd say it is ready and refuse every client
+  // (review): that is a start-up error.
+  if (const fd_budget fds = raise_fd_limit(rt->cfg, n); fds.soft != 0 && fds.for_connections < 2) {
+    log::error(
+        "the file descriptor limit leaves no room for a connection; raise it (ulimit -n, "
+        "systemd's LimitNOFILE=, the container runtime's nofile)",
+        {{"limit", fds.soft},
+         {"hard_limit", fds.hard},
+         {"overhead", fd_overhead(rt->cfg, n)},
+         {"needed", fds.needed}});
+    return 1;
+  }
   // One worker: every thread allocates from malloc's main arena. A worker thread on an arena of
   // its own pays glibc's non-main-arena steps on each of the ~4,000 malloc/free pairs of a full
   // handshake (~45k instructions, callgrind). The other threads (the access-log writer, admin,

@@ -583,6 +583,20 @@ def test_connections_past_the_descriptor_budget_are_refused_as_over_capacity(fau
     real_clients_served(daemon, pki, "inbound", rounds=1)
 
 
+def test_a_descriptor_limit_that_leaves_no_room_for_a_connection_stops_the_start(
+        start_mtlsd, make_upstream, pki):
+    # Review: under `ulimit -n 128` mtlsd said READY and /readyz 200, then refused every client
+    # as over_capacity (its overhead estimate is 138 descriptors).
+    config = daemon_config([server_listener(pki, make_upstream().address)])
+    daemon = start_mtlsd(config, wait_ready=False, preexec_fn=fd_limit(128))
+    rc = daemon.wait_exit(10)
+    out = daemon.output_tail(20)
+    assert rc != 0, out
+    line = daemon.wait_for_log(lambda l: "leaves no room for a connection" in l.get("msg", ""))
+    assert line["limit"] == 128 and line["overhead"] > 128, line
+    assert not [l for l in daemon.logs() if l.get("msg") == "ready"], out
+
+
 def test_an_http_listener_charges_http2_clients_their_upstreams_only_once_they_speak_h2(
         fault_daemon, healthy, pki):
     # Review of the budget: every connection of a default http: listener (h2 offered, HTTP/1.1
