@@ -52,7 +52,7 @@ void worker::stop() {
 void worker::serve(std::shared_ptr<proxy::listener_slot> slot, proxy::stream_acceptor acceptor) {
   auto acc = std::make_shared<proxy::stream_acceptor>(std::move(acceptor));
   asio::post(ioc_, [this, slot = std::move(slot), acc]() mutable {
-    acceptors_[slot->name] = acc;
+    acceptors_[slot->name] = {acc, slot};
     accept(std::move(slot), acc);
   });
 }
@@ -62,11 +62,11 @@ void worker::accept(std::shared_ptr<proxy::listener_slot> slot,
   asio::co_spawn(ioc_, proxy::accept_loop(acc, slot, sessions_),
                  [this, slot, acc](std::exception_ptr e) {
                    auto it = acceptors_.find(slot->name);
-                   const bool current = it != acceptors_.end() && it->second == acc;
+                   const bool current = it != acceptors_.end() && it->second.acceptor == acc;
                    if (!e) {
                      // Closed: forget the acceptor unless a new one for the same name replaced
-                     // it.
-                     if (current) acceptors_.erase(it);
+                     // it. Retired (a rename): rename_listener moves it to the new name.
+                     if (current && !slot->retired) acceptors_.erase(it);
                      return;
                    }
                    // accept_loop handles its own errors; this is a bug. The loop must not die
@@ -76,11 +76,11 @@ void worker::accept(std::shared_ptr<proxy::listener_slot> slot,
                      lr->metrics->accept_errors->Increment();
                    log::error("accept loop failed; restarting it",
                               {{"worker", index_}, {"listener", slot->name}, {"error", what}});
-                   if (!current || !acc->is_open()) return;
+                   if (!current || !acc->is_open() || slot->retired) return;
                    auto pause = std::make_shared<asio::steady_timer>(ioc_, restart_pause);
                    pause->async_wait([this, pause, slot, acc](boost::system::error_code) {
                      auto now = acceptors_.find(slot->name);
-                     if (now != acceptors_.end() && now->second == acc && acc->is_open())
+                     if (now != acceptors_.end() && now->second.acceptor == acc && acc->is_open())
                        accept(slot, acc);
                    });
                  });
@@ -90,9 +90,26 @@ void worker::close_listener(const std::string& name) {
   asio::post(ioc_, [this, name] {
     auto it = acceptors_.find(name);
     if (it == acceptors_.end()) return;
+    // Connections the kernel queued on it would be reset by the close: they are taken first.
+    proxy::admit_queued(*it->second.acceptor, it->second.slot, sessions_);
     boost::system::error_code ignored;
-    it->second->close(ignored);
+    it->second.acceptor->close(ignored);
     acceptors_.erase(it);
+  });
+}
+
+void worker::rename_listener(const std::string& from, std::shared_ptr<proxy::listener_slot> to) {
+  asio::post(ioc_, [this, from, to = std::move(to)]() mutable {
+    auto it = acceptors_.find(from);
+    if (it == acceptors_.end()) return;
+    auto acc = std::move(it->second.acceptor);
+    acceptors_.erase(it);
+    acceptors_[to->name] = {acc, to};
+    // The old name's loop, waiting in accept, ends (operation_aborted); what the kernel queued
+    // stays queued for the loop that takes over.
+    boost::system::error_code ignored;
+    acc->cancel(ignored);
+    accept(std::move(to), std::move(acc));
   });
 }
 
@@ -100,7 +117,7 @@ void worker::close_all_listeners() {
   asio::post(ioc_, [this] {
     for (auto& [name, acc] : acceptors_) {
       boost::system::error_code ignored;
-      acc->close(ignored);
+      acc.acceptor->close(ignored);
     }
     acceptors_.clear();
   });

@@ -164,7 +164,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
   asio::steady_timer backoff(ex);
   auto last_warning = std::chrono::steady_clock::time_point{};
   stream_endpoint remote;  // filled by accept itself
-  for (;;) {
+  while (!slot->retired.load(std::memory_order_acquire)) {
     auto [ec, sock] = co_await acceptor->async_accept(remote, as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
     if (ec) {
@@ -186,6 +186,27 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
     } catch (const std::exception& e) {
       // An internal error ends its connection and is counted as one, as any other (review: it
       // was only an accept error); it had no session yet, so no access line.
+      count_accept_error(*slot);
+      if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
+      log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
+    }
+  }
+}
+
+void admit_queued(stream_acceptor& acceptor, const std::shared_ptr<listener_slot>& slot,
+                  session_registry& registry) {
+  if (!acceptor.is_open()) return;
+  error_code ec;
+  acceptor.non_blocking(true, ec);
+  if (ec) return;
+  const auto ex = acceptor.get_executor();
+  for (;;) {
+    stream_endpoint remote;
+    stream_socket sock = acceptor.accept(remote, ec);
+    if (ec) return;  // EAGAIN: the queue is empty; anything else: the close resets the rest
+    try {
+      admit(std::move(sock), remote, slot, registry, ex);
+    } catch (const std::exception& e) {
       count_accept_error(*slot);
       if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
       log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});

@@ -323,21 +323,27 @@ def free_privileged_port() -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 takes root here")
 def test_a_reload_that_binds_a_privileged_port_anew_says_it_needs_a_restart(
         mtlsd_bin, pki, make_upstream, tmp_path, started):
-    """Review: renaming a listener on a port below 1024 (or writing its address differently)
-    binds anew, which needs the CAP_NET_BIND_SERVICE mtlsd gave up after start: the reload
-    failed with a bare "Permission denied". The error says what to do now; the old listener
-    keeps serving."""
+    """Review: writing a listener's address on a port below 1024 differently binds anew, which
+    needs the CAP_NET_BIND_SERVICE mtlsd gave up after start: the reload failed with a bare
+    "Permission denied". The error says what to do now; the old listener keeps serving. A rename
+    at the address as written keeps the listener's sockets, so it needs nothing."""
     upstream = make_upstream().address
-    listen = f"127.0.0.1:{free_privileged_port()}"
+    port = free_privileged_port()
+    listen = f"127.0.0.1:{port}"
     daemon = start(mtlsd_bin, daemon_config([server_listener(pki, upstream, name="a",
                                                              listen=listen)]),
                    tmp_path / "run", started)
     sandbox_line(daemon)
     admitted(daemon, pki, "a")
-    reload_with(daemon, daemon_config([server_listener(pki, upstream, name="b", listen=listen)]),
-                wait=False)  # it fails: outcome() reads why
-    line = outcome(daemon, 0)
-    assert line["msg"] == FAILED, line
+    reload_with(daemon, daemon_config([server_listener(pki, upstream, name="b", listen=listen)]))
+    ex = echo_roundtrip(daemon.addr("a"), client_context(pki, "client"))  # the same address
+    assert ex.error is None, ex
+    assert daemon.wait_for_access(client=ex.local)["listener"] == "b"
+    mark = daemon.log_mark()
+    reload_with(daemon, daemon_config([server_listener(pki, upstream, name="b",
+                                                       listen=f"localhost:{port}")]),
+                wait=False)  # it fails
+    line = daemon.wait_for_log(lambda l: l.get("msg") == FAILED, since=mark)
     assert "Permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE" in line["error"], line
     assert "needs a restart" in line["error"], line
-    admitted(daemon, pki, "a")
+    admitted(daemon, pki, "a")  # the address as listener "a" logged it: "b" serves it

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,8 @@ class listener_set {
     std::shared_ptr<proxy::listener_slot> slot;
     std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
     unix_takeover takeover;
+    // A rename: no acceptors of its own, it takes those of the listener of this name.
+    std::string renamed_from;
   };
   // Reload, first step: binds the listeners of `next` that are new or listen elsewhere than in
   // `current`. Throws (and the bound sockets close again, nothing else changed) when one
@@ -68,6 +71,12 @@ class listener_set {
   // `released`: the addresses (listener_slot::bound) of running listeners the reload stops or
   // moves; a new listener overlapping one takes it over (and removes it from the list).
   bound_listener bind(const listener_ptr& lr, std::vector<std::string>& released);
+  // A listener `next` adds where one it removes listened (same address as written): that one's
+  // acceptors, under the new name. None when there is no such listener (or `added` took it).
+  std::optional<bound_listener> rename(const listener_ptr& lr, const runtime::runtime& next,
+                                       const runtime::runtime& current,
+                                       const std::vector<bound_listener>& added,
+                                       std::vector<std::string>& released);
   void start_serving(bound_listener& b);
   proxy::stream_endpoint resolve_listen(const config::address& a);
 

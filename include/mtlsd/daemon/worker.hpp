@@ -31,6 +31,10 @@ class worker {
   // Thread-safe (they post to the worker).
   void serve(std::shared_ptr<proxy::listener_slot> slot, proxy::stream_acceptor acceptor);
   void close_listener(const std::string& name);
+  // A reload renamed listener `from`: its acceptors serve `to` from now on, neither closed nor
+  // bound again (a new socket in its place would have the kernel reset what the old one had
+  // queued). `from`'s slot must be retired first.
+  void rename_listener(const std::string& from, std::shared_ptr<proxy::listener_slot> to);
   void close_all_listeners();
   void kill_sessions();
   // Drain start: sessions that can end gracefully begin to (session_control::drain_gracefully).
@@ -49,7 +53,11 @@ class worker {
   // Touched only on this worker's thread. Declared before ioc_ so that sessions_ outlives it: the
   // io_context's destructor destroys pending session frames, which unregister themselves.
   // acceptors_ is cleared explicitly in ~worker, before ioc_ goes.
-  std::map<std::string, std::shared_ptr<proxy::stream_acceptor>> acceptors_;
+  struct accepting {
+    std::shared_ptr<proxy::stream_acceptor> acceptor;
+    std::shared_ptr<proxy::listener_slot> slot;
+  };
+  std::map<std::string, accepting> acceptors_;
   proxy::session_registry sessions_;
   boost::asio::io_context ioc_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;

@@ -22,11 +22,23 @@ struct listener_slot {
   std::atomic<int> active{0};
   // allowed_sources, rate limits and the pending-handshake cap (admission.hpp).
   std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
+  // A reload renamed the listener and handed its acceptors to a slot under the new name: the
+  // accept loops of this one end (after admitting a connection already accepted).
+  std::atomic<bool> retired{false};
 };
 
-// Accepts until the acceptor is closed. Keeps accepting through errors: EMFILE/ENFILE back off
-// briefly (the pending connection stays queued, so retrying at once would spin) and resume.
+// Accepts until the acceptor is closed, or its slot retired. Keeps accepting through errors:
+// EMFILE/ENFILE back off briefly (the pending connection stays queued, so retrying at once would
+// spin) and resume.
 asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
                                   std::shared_ptr<listener_slot> slot, session_registry& registry);
+
+// Admits the connections already waiting in `acceptor`'s queue, without waiting for more, as
+// accept_loop would: for an acceptor about to be closed (a reload moved, renamed or removed its
+// listener), whose queued connections the kernel would otherwise reset (review: a rename under
+// load reset about 1% of the connections made meanwhile). They are served by the listener
+// `slot` holds, as every connection accepted before the reload took effect.
+void admit_queued(stream_acceptor& acceptor, const std::shared_ptr<listener_slot>& slot,
+                  session_registry& registry);
 
 }  // namespace mtlsd::proxy
