@@ -135,6 +135,19 @@ int certificate_selector::on_client_hello(SSL* ssl, int* alert, void* arg) {
   debug_client_hello(ssl);
   const auto* self = static_cast<const certificate_selector*>(arg);
   const std::string sni = client_sni(ssl);
+  // RFC 8446 4.1.2: the ClientHello after a HelloRetryRequest is the first one with a few
+  // changes, none of them its server name. One naming another server would be served the
+  // certificates chosen for the first (review: a second falling to the default entries kept the
+  // first's on the SSL) while the allow rules judged the second name.
+  if (auto* vo = verifier::outcome_of(ssl)) {
+    if (vo->client_hellos++ > 0 && vo->sni != sni) {
+      vo->refusal = reason::protocol_error;
+      vo->detail = "the ClientHello after HelloRetryRequest names server '" + sni +
+                   "', the first named '" + vo->sni + "' (illegal_parameter alert sent)";
+      *alert = SSL_AD_ILLEGAL_PARAMETER;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+  }
   record_client_sni(ssl, sni);
   bool named = false;
   const auto& entries = self->select(sni, named);

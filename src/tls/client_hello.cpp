@@ -15,7 +15,10 @@ std::string normalize_server_name(std::string name) {
                u == '_'))
       c = '?';
   }
-  if (!name.empty() && name.back() == '.') name.pop_back();  // absolute form
+  // The absolute form names the same host. Every final dot goes: "a.b.." is no host name, and
+  // one left would keep the name from matching the rules' "a.b" (fuzzing found it).
+  while (!name.empty() && name.back() == '.')
+    name.pop_back();
   return name;
 }
 

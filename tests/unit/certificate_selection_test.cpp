@@ -3,6 +3,7 @@
 // of two certificates of one key type for the same names. Handshakes with real clients are in
 // tests/integration/test_certificates.py.
 #include "mtlsd/tls/certificate_selection.hpp"
+#include "mtlsd/tls/client_hello.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -86,6 +87,16 @@ TEST(CertificateSelection, TwoCertificatesOfOneKeyTypeForOneNameAreRefused) {
     EXPECT_THAT(e.problems()[0].message,
                 HasSubstr("entry 0 already serves 'a.example.org' with the same key type (ECDSA)"));
   }
+}
+
+// The name allow rules and the selection see. Fuzzing (client_hello_fuzz) found "a.b.." kept
+// a final dot, so that a rule on "a.b" did not match it.
+TEST(ServerName, NormalizedToLowerCaseWithoutFinalDots) {
+  EXPECT_EQ(normalize_server_name("API.Example.org"), "api.example.org");
+  EXPECT_EQ(normalize_server_name("api.example.org."), "api.example.org");
+  EXPECT_EQ(normalize_server_name("api.example.org.."), "api.example.org");
+  EXPECT_EQ(normalize_server_name("a b\n.org"), "a?b?.org");
+  EXPECT_EQ(normalize_server_name("..."), "");
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 namespace mtlsd::tls {
 
 // A server name as allow rules judge it: lower-cased, anything a host name cannot hold shown as
-// '?', without a final dot (the absolute form names the same host).
+// '?', without final dots (the absolute form names the same host).
 std::string normalize_server_name(std::string name);
 
 // The host_name of the server_name extension (RFC 6066 §3), normalize_server_name'd; "" when

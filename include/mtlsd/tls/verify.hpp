@@ -29,6 +29,9 @@ struct verify_outcome {
   // client's SNI as the ClientHello callback read it (client_sni: lower case, no final dot;
   // see record_client_sni). A client-side handshake reads the name it sends from its SSL.
   std::string sni;
+  // A server-side handshake with tls.certificates: how many ClientHellos the certificate
+  // selector has judged (a HelloRetryRequest brings a second, which must name the same server).
+  unsigned client_hellos = 0;
 
   std::optional<reason> refusal;
   std::string detail;
