@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz,client_hello_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -497,6 +497,38 @@ for chain, sels in selectors.items():
                    (c.public_bytes(serialization.Encoding.DER) for c in chains[chain]))
     for s in sels:
         open(f"{out}/{chain}-{s:02x}", "wb").write(bytes([s]) + der)
+PY
+
+# client_hello_fuzz: byte 0 listener | kind << 2 | flags, byte 1 SNI mode | ALPN mode << 2 |
+# patches << 4, then the SNI and ALPN fields (2-byte lengths), then 3-byte patches.
+python3 - "$C/client_hello_fuzz" <<'PY'
+import struct, sys
+out = sys.argv[1]
+def f(b): return struct.pack(">H", len(b)) + b
+def seed(name, a, b, sni=b"", alpn=b"", patches=b""):
+    open(f"{out}/{name}", "wb").write(bytes([a, b]) + f(sni) + f(alpn) + patches)
+seed("exact-13-h2", 0x00, 0x05, b"api.example.org", b"h2\nhttp/1.1")
+seed("wildcard-12", 0x04, 0x01, b"x.apps.example.org")
+seed("wildcard-two-labels-strict", 0x01, 0x01, b"a.b.apps.example.org")
+seed("absent-sni", 0x08, 0x04, b"", b"http/1.1")
+seed("absent-sni-strict", 0x09, 0x00)
+seed("unknown-strict", 0x01, 0x01, b"unknown.example.com")
+seed("upper-final-dot", 0x01, 0x05, b"API.Example.ORG.", b"h2")
+seed("bare-suffix-strict", 0x03, 0x01, b"apps.example.org")
+seed("hrr-named", 0x0D, 0x05, b"www.example.com", b"h2")
+seed("hrr-second-without-sni", 0x4C, 0x01, b"example.net")
+seed("rsa-13", 0x12, 0x05, b"api.example.org", b"http/1.1")
+seed("rsa-12", 0x17, 0x01, b"api.example.org")
+seed("tls10", 0x18, 0x01, b"a.apps.example.org")
+seed("hrr-rsa-sni-last", 0x9F, 0x05, b"API.example.org", b"h2")
+names = b"\0" + f(b"api.example.org") + b"\0" + f(b"b.example.net")
+seed("raw-two-names", 0x00, 0x02, f(names))
+seed("other-name-type-first", 0x02, 0x03, b"www.example.com")
+seed("nul-and-long", 0x00, 0x01, b"x\0y.example.net")
+seed("long-label", 0x02, 0x01, b"l" * 300 + b".apps.example.org")
+seed("alpn-commas-controls", 0x00, 0x0D, b"api.example.org", b"h2,x\x01\x7f")
+seed("alpn-raw", 0x00, 0x09, b"example.net", f(b"\x02h2\x00\x03abc"))
+seed("patched", 0x21, 0x25, b"www.example.com", b"h2", b"\x00\x07\x20\x00\x10\x00")
 PY
 
 echo "seeds written under $(pwd)/$C"
