@@ -417,10 +417,17 @@ TEST(SandboxReload, APkcs11ModuleNeedingOtherFilesNeedsARestart) {
   auto next = c;
   next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/hsm/libsofthsm2.so";
   EXPECT_EQ(check_reload(s, next), "");  // another object, same module and token directory
-  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/other/libvendor.so";
+  // A module that is there, outside what the sandbox reads.
+  test::pki_dir elsewhere;
+  elsewhere.write("libvendor.so", "");
+  const std::string vendor = (elsewhere.path() / "libvendor.so").string();
+  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=" + vendor;
   const std::string why = check_reload(s, next);
-  EXPECT_THAT(why, HasSubstr("/opt/other/libvendor.so"));
+  EXPECT_THAT(why, HasSubstr(vendor));
   EXPECT_THAT(why, HasSubstr("needs a restart"));
+  // One that is nowhere: loading the key says so, not the sandbox.
+  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/other/libvendor.so";
+  EXPECT_EQ(check_reload(s, next), "");
   // Started without a SoftHSM key, its token directory (readable here, beside the
   // configuration) was never made writable.
   auto files_only = config_in(d.path(), d.path() / "certs");
