@@ -42,6 +42,12 @@ std::vector<fs::path> pkcs11_paths(const config::configuration& cfg, bool writes
     config::pkcs11_uri uri;
     if (!config::is_pkcs11_uri(key.path) || !config::parse_pkcs11_uri(key.path, uri).empty())
       return;
+    // A module file that is not there: loading the key says so ("not found"); what it would
+    // read or write is no question for the sandbox (review: a reload was told it needed a
+    // restart, which would not mend it).
+    const std::string module = tls::pkcs11::module_for(uri);
+    std::error_code ec;
+    if (module.find('/') != std::string::npos && !fs::exists(module, ec)) return;
     for (auto& p : writes ? tls::pkcs11::paths_to_write(uri) : tls::pkcs11::paths_to_read(uri))
       if (std::find(out.begin(), out.end(), fs::path(p)) == out.end()) out.emplace_back(p);
   };

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -308,8 +309,17 @@ std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri) {
 
 std::vector<std::string> paths_to_write(const config::pkcs11_uri& uri) {
   // SoftHSM records each login (a wrong PIN included) in the token's object file; refused that
-  // write, it takes the token for broken and fails every later login until a restart.
-  if (!loads_softhsm(module_for(uri))) return {};
+  // write, it takes the token for broken and fails every later login until a restart. Through
+  // p11-kit's proxy only when SoftHSM is registered with it (review: any token behind the proxy
+  // made SoftHSM's directory writable on a host that merely had its configuration file).
+  const std::string module = module_for(uri);
+  if (!loads_softhsm(module)) return {};
+  if (module.find("softhsm") == std::string::npos) {
+    std::error_code ec;
+    if (!std::filesystem::exists("/usr/share/p11-kit/modules/softhsm2.module", ec) &&
+        !std::filesystem::exists("/etc/pkcs11/modules/softhsm2.module", ec))
+      return {};
+  }
   if (auto dir = softhsm_token_dir(softhsm_conf()); !dir.empty()) return {dir};
   return {};
 }

@@ -392,9 +392,10 @@ TEST(SandboxPaths, APkcs11KeyLetsItsModuleConfigurationAndTokenDirectoryBeRead) 
               "/\nobjectstore.backend = file\n");
   softhsm_conf_env env((d.path() / "hsm" / "softhsm2.conf").string());
   auto c = config_in(d.path() / "conf", d.path() / "certs");
-  c.listeners[0].tls.key.path = "pkcs11:token=t;object=o?module-path=/opt/hsm/libsofthsm2.so";
+  const std::string module = d.write("opt/hsm/libsofthsm2.so", "");
+  c.listeners[0].tls.key.path = "pkcs11:token=t;object=o?module-path=" + module;
   const paths p = paths_for(c);
-  EXPECT_THAT(p.read, Contains("/opt/hsm/libsofthsm2.so"));
+  EXPECT_THAT(p.read, Contains(module));
   EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "softhsm2.conf").string()));
   EXPECT_THAT(p.read, Contains((d.path() / "hsm" / "tokens").string()));
   // SoftHSM records each login in the token's object file; refused that write after a wrong
@@ -412,10 +413,11 @@ TEST(SandboxReload, APkcs11ModuleNeedingOtherFilesNeedsARestart) {
   d.write("hsm/softhsm2.conf", "directories.tokendir = " + (d.path() / "hsm").string() + "\n");
   softhsm_conf_env env((d.path() / "hsm" / "softhsm2.conf").string());
   auto c = config_in(d.path() / "conf", d.path() / "certs");
-  c.listeners[0].tls.key.path = "pkcs11:object=a?module-path=/opt/hsm/libsofthsm2.so";
+  const std::string module = d.write("opt/hsm/libsofthsm2.so", "");
+  c.listeners[0].tls.key.path = "pkcs11:object=a?module-path=" + module;
   const auto s = started_with(c);
   auto next = c;
-  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=/opt/hsm/libsofthsm2.so";
+  next.listeners[0].tls.key.path = "pkcs11:object=b?module-path=" + module;
   EXPECT_EQ(check_reload(s, next), "");  // another object, same module and token directory
   // A module that is there, outside what the sandbox reads.
   test::pki_dir elsewhere;
@@ -431,12 +433,17 @@ TEST(SandboxReload, APkcs11ModuleNeedingOtherFilesNeedsARestart) {
   // Started without a SoftHSM key, its token directory (readable here, beside the
   // configuration) was never made writable.
   auto files_only = config_in(d.path(), d.path() / "certs");
+  d.write("lib/libsofthsm2.so", "");
   next = files_only;
   next.listeners[0].tls.key.path =
       "pkcs11:object=b?module-path=" + (d.path() / "lib" / "libsofthsm2.so").string();
   EXPECT_THAT(
       check_reload(started_with(files_only), next),
       AllOf(HasSubstr("writes to " + (d.path() / "hsm").string()), HasSubstr("needs a restart")));
+  // A SoftHSM module that is not there: loading the key says so, not the sandbox (review).
+  next.listeners[0].tls.key.path =
+      "pkcs11:object=b?module-path=" + (d.path() / "lib" / "libsofthsm3.so").string();
+  EXPECT_EQ(check_reload(started_with(files_only), next), "");
 }
 
 TEST(SandboxReload, SameDirectoriesAndKubernetesSwapsAreFine) {
