@@ -51,7 +51,8 @@ fd_budget raise_fd_limit(const config::configuration& cfg, unsigned workers) {
   b.for_connections = b.soft > overhead ? b.soft - overhead : 0;
   if (rl.rlim_cur != RLIM_INFINITY)
     proxy::connection_fds().set_budget(static_cast<std::int64_t>(b.for_connections));
-  if (b.soft < b.needed)
+  // No room at all is start-up's error (startup.cpp), not this warning.
+  if (b.soft < b.needed && b.for_connections >= 2)
     log::warn(
         "the file descriptor limit is below what max_connections needs (2 per connection, 13 "
         "by default for an HTTP/2 client of an HTTP/1.1 upstream, plus overhead); connections "
