@@ -156,6 +156,22 @@ void count_accept_error(const listener_slot& slot) {
   if (auto lr = slot.current.load(); lr && lr->metrics) lr->metrics->accept_errors->Increment();
 }
 
+// admit(), which nothing is expected to make throw; if it does (a bug, bad_alloc), that
+// connection is dropped, the failure logged and counted, and accepting goes on.
+void admit_or_count(stream_socket sock, const stream_endpoint& remote,
+                    const std::shared_ptr<listener_slot>& slot, session_registry& registry,
+                    const asio::any_io_executor& ex) {
+  try {
+    admit(std::move(sock), remote, slot, registry, ex);
+  } catch (const std::exception& e) {
+    // An internal error ends its connection and is counted as one, as any other (review: it
+    // was only an accept error); it had no session yet, so no access line.
+    count_accept_error(*slot);
+    if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
+    log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
+  }
+}
+
 }  // namespace
 
 asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
@@ -179,17 +195,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<stream_acceptor> acceptor,
       co_await backoff.async_wait(as_tuple(use_awaitable));
       continue;
     }
-    // Nothing below is expected to throw; if it does (a bug, bad_alloc), that connection is
-    // dropped, the failure logged and counted, and accepting goes on.
-    try {
-      admit(std::move(sock), remote, slot, registry, ex);
-    } catch (const std::exception& e) {
-      // An internal error ends its connection and is counted as one, as any other (review: it
-      // was only an accept error); it had no session yet, so no access line.
-      count_accept_error(*slot);
-      if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
-      log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
-    }
+    admit_or_count(std::move(sock), remote, slot, registry, ex);
   }
 }
 
@@ -204,13 +210,7 @@ void admit_queued(stream_acceptor& acceptor, const std::shared_ptr<listener_slot
     stream_endpoint remote;
     stream_socket sock = acceptor.accept(remote, ec);
     if (ec) return;  // EAGAIN: the queue is empty; anything else: the close resets the rest
-    try {
-      admit(std::move(sock), remote, slot, registry, ex);
-    } catch (const std::exception& e) {
-      count_accept_error(*slot);
-      if (auto lr = slot->current.load(); lr && lr->metrics) lr->metrics->errors->Increment();
-      log::error("accept loop error; going on", {{"listener", slot->name}, {"error", e.what()}});
-    }
+    admit_or_count(std::move(sock), remote, slot, registry, ex);
   }
 }
 

@@ -79,14 +79,10 @@ def test_a_pooled_connection_that_spoke_unasked_is_not_reused(http_serve, pki):
     assert seen == ["/one", "/two"]
 
 
-def test_an_upstream_101_is_a_502_and_the_connection_is_not_reused(http_serve, pki):
-    """HTTP/2 has no 101 (RFC 9113 8.6) and the request asked for no upgrade: the client gets a
-    502, and the next stream a fresh upstream connection."""
-    def app(req):
-        if req.target == "/one":
-            return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
-        return response(200, b"reply-2")
-    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
+def first_502_then_a_fresh_connection(http_serve, pki, app):
+    """An HTTP/2 client asks for /one, which `app` answers with what gets it a 502, then /two,
+    which `app` answers 200 "reply-2": (the daemon, the upstream's recorder)."""
+    daemon, _, rec = http_serve(app, http={"protocols": ["h2"]})
     client = H2Client(daemon, pki)
     try:
         sid = client.request("/one")
@@ -97,6 +93,17 @@ def test_an_upstream_101_is_a_502_and_the_connection_is_not_reused(http_serve, p
         assert client.response(client.request("/two"), TIMEOUT) == (200, b"reply-2")
     finally:
         client.close()
+    return daemon, rec
+
+
+def test_an_upstream_101_is_a_502_and_the_connection_is_not_reused(http_serve, pki):
+    """HTTP/2 has no 101 (RFC 9113 8.6) and the request asked for no upgrade: the client gets a
+    502, and the next stream a fresh upstream connection."""
+    def app(req):
+        if req.target == "/one":
+            return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+        return response(200, b"reply-2")
+    daemon, rec = first_502_then_a_fresh_connection(http_serve, pki, app)
     line = wait_request_line(daemon, path="/one")
     assert line["status"] == 502 and "101" in line["detail"], line
     assert rec.requests[0].conn_id != rec.requests[1].conn_id
@@ -115,17 +122,7 @@ def test_a_response_http2_cannot_frame_is_a_502(http_serve, pki, head, why):
         if req.target == "/one":
             return b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + b"5\r\nhello\r\n0\r\n\r\n"
         return response(200, b"reply-2")
-    daemon, up, rec = http_serve(app, http={"protocols": ["h2"]})
-    client = H2Client(daemon, pki)
-    try:
-        sid = client.request("/one")
-        client.wait_for(lambda ev: getattr(ev, "stream_id", None) == sid
-                        and type(ev).__name__ in ("StreamEnded", "StreamReset"), TIMEOUT)
-        mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
-        assert status_of(mine) == 502, mine
-        assert client.response(client.request("/two"), TIMEOUT) == (200, b"reply-2")
-    finally:
-        client.close()
+    daemon, rec = first_502_then_a_fresh_connection(http_serve, pki, app)
     line = wait_request_line(daemon, path="/one")
     assert line["status"] == 502 and why in line["detail"], line
     assert rec.requests[0].conn_id != rec.requests[1].conn_id

@@ -130,6 +130,22 @@ int create_file(const fs::path& path) {
   return 0;
 }
 
+// Runs `step` in a forked child restricted by Landlock to `p`, and expects it to return `code`
+// (each step separately, so that a failure says which one).
+void expect_under_landlock(int abi, const paths& p, int code, const std::function<int()>& step,
+                           const char* what) {
+  const int status = in_child([&] {
+    try {
+      landlock_restrict(abi, p);
+    } catch (...) {
+      return 99;
+    }
+    return step();
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << what;
+  EXPECT_EQ(WEXITSTATUS(status), code) << what;
+}
+
 TEST(SandboxLandlock, OnlyTheWriteDirectoryItselfTakesNewFilesAndNothingIsRemoved) {
   std::string why;
   const int abi = landlock_abi(&why);
@@ -142,18 +158,8 @@ TEST(SandboxLandlock, OnlyTheWriteDirectoryItselfTakesNewFilesAndNothingIsRemove
   d.write("var/logs/old.log", "rotated");
   paths p;
   p.write_dirs.push_back(logs.string());
-  // Each result separately, so that a failure says which one.
   auto expect = [&](int code, const std::function<int()>& step, const char* what) {
-    const int status = in_child([&] {
-      try {
-        landlock_restrict(abi, p);
-      } catch (...) {
-        return 99;
-      }
-      return step();
-    });
-    ASSERT_TRUE(WIFEXITED(status)) << what;
-    EXPECT_EQ(WEXITSTATUS(status), code) << what;
+    expect_under_landlock(abi, p, code, step, what);
   };
   expect(
       0, [&] { return create_file(logs / "access.log"); }, "create in the write directory");
@@ -185,16 +191,7 @@ TEST(SandboxLandlock, OpenSslsConfigurationAndTrustStoreAreReadableButNotItsPriv
     return 0;
   };
   auto expect = [&](int code, const std::function<int()>& step, const char* what) {
-    const int status = in_child([&] {
-      try {
-        landlock_restrict(abi, p);
-      } catch (...) {
-        return 99;
-      }
-      return step();
-    });
-    ASSERT_TRUE(WIFEXITED(status)) << what;
-    EXPECT_EQ(WEXITSTATUS(status), code) << what;
+    expect_under_landlock(abi, p, code, step, what);
   };
   char* cnf = CONF_get1_default_config_file();
   const std::string config_file = cnf ? cnf : "";
