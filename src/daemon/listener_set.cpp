@@ -116,6 +116,7 @@ std::optional<listener_set::bound_listener> listener_set::rename(
     b.slot->name = lr->cfg.name;
     b.slot->current.store(lr);
     b.slot->bound = slot->bound;
+    b.slot->admission = slot->admission;  // its limits' counts go on (see bind)
     b.renamed_from = name;
     std::erase(released, slot->bound);
     return b;
@@ -201,6 +202,11 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
   b.slot = std::make_shared<proxy::listener_slot>();
   b.slot->name = lr->cfg.name;
   b.slot->current.store(lr);
+  // A listener moved to another address keeps its limits' counts (rate, per source, per
+  // identity, pending handshakes): its connections so far still hold their places, and give
+  // them back to the same counts when they end.
+  if (auto it = slots_.find(lr->cfg.name); it != slots_.end())
+    b.slot->admission = it->second->admission;
   try {
     auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
     const listen_spot spot = spot_of(proxy::format_endpoint(ep));

@@ -8,17 +8,18 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from mtlsd_harness import (client_context, connect, fmt_addr, open_tls, read_to_end, strict_eof,
-                           tls_exchange)
+from helpers import reload_with
+from mtlsd_harness import (client_context, connect, daemon_config, fmt_addr, free_port, open_tls,
+                           read_to_end, server_listener, strict_eof, tls_exchange)
 from refusal import assert_admitted
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 
 
-def refused_before_tls(daemon, up, reason: str, *, timeout: float = 5.0) -> dict:
-    """A raw TCP connection that mtlsd closes at once, before any TLS byte: no alert is
-    possible. Returns its access-log line."""
-    sock = connect(daemon.addr(), timeout)
+def refused_before_tls(daemon, up, reason: str, *, timeout: float = 5.0, addr=None) -> dict:
+    """A raw TCP connection (to `addr`, else the "inbound" listener's) that mtlsd closes at once,
+    before any TLS byte: no alert is possible. Returns its access-log line."""
+    sock = connect(addr or daemon.addr(), timeout)
     local = fmt_addr(sock.getsockname())
     try:
         start = time.monotonic()
@@ -97,6 +98,30 @@ def test_max_connections_per_source(serve, pki):
     ex = tls_exchange(daemon.addr(), ctx, expect=5)
     assert_admitted(daemon, ex, b"ping\n", CLIENT_ID)
     held[1].close()
+
+
+def test_per_source_counts_survive_a_rename_and_a_move(start_mtlsd, make_upstream, pki):
+    """A reload that renames a listener (same address) or moves it keeps its limits' counts: the
+    connections it had still hold their places. Before, the counts started from zero, and a
+    client over its limit had a fresh allowance after each such reload."""
+    up = make_upstream()
+    port, other_port = free_port(), free_port()
+
+    def listener(name, at):
+        return server_listener(pki, up.address, name=name, listen=f"127.0.0.1:{at}",
+                               limits={"max_connections_per_source": 1})
+    daemon = start_mtlsd(daemon_config([listener("inbound", port)], reload={"watch": False}))
+    held = open_tls(daemon.addr(), client_context(pki, "client"))
+    try:
+        held.sendall(b"hold\n")
+        assert held.recv(64) == b"hold\n"
+        reload_with(daemon, daemon_config([listener("renamed", port)], reload={"watch": False}))
+        refused_before_tls(daemon, up_after(up), "rate_limited")
+        reload_with(daemon, daemon_config([listener("renamed", other_port)],
+                                          reload={"watch": False}))
+        refused_before_tls(daemon, up_after(up), "rate_limited", addr=("127.0.0.1", other_port))
+    finally:
+        held.close()
 
 
 class up_after:
