@@ -1,6 +1,12 @@
 #include "mtlsd/config/address.hpp"
 
+#include <arpa/inet.h>
+#include <strings.h>
+
+#include <array>
 #include <charconv>
+#include <filesystem>
+#include <optional>
 
 namespace mtlsd::config {
 
@@ -45,6 +51,55 @@ std::variant<address, std::string> parse_address(std::string_view text) {
   if (port.empty() || ec != std::errc{} || ptr != port.data() + port.size() || value > 65535)
     return "invalid port '" + std::string(port) + "': expected a number from 0 to 65535";
   return address{address::kind::tcp, std::string(host), static_cast<std::uint16_t>(value), {}};
+}
+
+namespace {
+
+struct ip_literal {
+  bool v6 = false;
+  std::array<unsigned char, 16> bytes{};
+  bool unspecified() const {
+    for (const auto b : bytes)
+      if (b != 0) return false;
+    return true;
+  }
+  bool operator==(const ip_literal&) const = default;
+};
+
+std::optional<ip_literal> ip_of(const std::string& host) {
+  ip_literal ip;
+  if (::inet_pton(AF_INET, host.c_str(), ip.bytes.data()) == 1) return ip;
+  ip.v6 = true;
+  if (::inet_pton(AF_INET6, host.c_str(), ip.bytes.data()) == 1) return ip;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool may_overlap(const address& a, const address& b) {
+  namespace fs = std::filesystem;
+  if (a.is_unix() || b.is_unix())
+    return a.is_unix() && b.is_unix() &&
+           fs::path(a.path).lexically_normal() == fs::path(b.path).lexically_normal();
+  if (a.port == 0 || a.port != b.port) return false;
+  if (::strcasecmp(a.host.c_str(), b.host.c_str()) == 0) return true;
+  const auto x = ip_of(a.host), y = ip_of(b.host);
+  if (!x || !y) return false;
+  const auto covers = [](const ip_literal& wide, const ip_literal& other) {
+    return wide.unspecified() && (wide.v6 || !other.v6);
+  };
+  return *x == *y || covers(*x, *y) || covers(*y, *x);
+}
+
+std::string socket_directory_problem(const address& a) {
+  namespace fs = std::filesystem;
+  if (!a.is_unix()) return {};
+  const fs::path dir = fs::path(a.path).parent_path();
+  std::error_code ec;
+  const auto st = fs::status(dir, ec);
+  if (!fs::exists(st)) return "the directory " + dir.string() + " does not exist";
+  if (!fs::is_directory(st)) return dir.string() + " is not a directory";
+  return {};
 }
 
 }  // namespace mtlsd::config

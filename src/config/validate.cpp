@@ -267,10 +267,19 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
                            const listener& l, taken_by_listeners& taken) {
   if (!l.name.empty() && !taken.names.insert(l.name).second)
     r.error(n["name"], path + ".name: duplicate listener name '" + l.name + "'");
-  for (const auto& [a, other] : taken.addresses)
-    if (a == l.listen && !(a.type == address::kind::tcp && a.port == 0))
+  for (const auto& [a, other] : taken.addresses) {
+    if (!may_overlap(a, l.listen)) continue;
+    if (a == l.listen)
       r.error(n["listen"],
               path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
+    else  // what binding would refuse at start (review: check passed, run did not start)
+      r.error(n["listen"], path + ".listen: " + l.listen.str() + " overlaps " + a.str() +
+                               " of listener '" + other +
+                               "' (the same socket however spelt; 0.0.0.0 and [::] take every "
+                               "address on their port)");
+  }
+  if (const auto why = socket_directory_problem(l.listen); !why.empty())
+    r.error(n["listen"], path + ".listen: cannot create the socket " + l.listen.path + ": " + why);
   taken.addresses.emplace_back(l.listen, l.name);
 }
 

@@ -901,10 +901,17 @@ TEST(ConfigBadValue, AddressEmptyUnixPath) {
 // Review: "unix:rel.sock" was bound in the current directory (/ under systemd), and
 // `check --print` showed it unresolved, unlike every other path in the file.
 TEST(ConfigParse, ARelativeUnixSocketPathIsRelativeToTheConfigurationFile) {
-  configuration c = load_ok(with_addresses("unix:run/in.sock", "unix:../app/app.sock"));
+  test::pki_dir dir;
+  dir.write("conf/run/.keep", "");  // the listener's socket directory must exist
+  const std::string file =
+      dir.write("conf/mtlsd.yaml", with_addresses("unix:run/in.sock", "unix:../app/app.sock"));
+  const load_result r = load_file(file);
+  ASSERT_TRUE(r.problems.empty()) << r.problems.front().str();
+  ASSERT_TRUE(r.config.has_value());
+  const auto& c = *r.config;
   ASSERT_EQ(c.listeners.size(), 1U);
-  EXPECT_EQ(c.listeners[0].listen.path, "/etc/mtlsd/run/in.sock");
-  EXPECT_EQ(c.listeners[0].upstream.path, "/etc/app/app.sock");
+  EXPECT_EQ(c.listeners[0].listen.path, (dir.path() / "conf" / "run" / "in.sock").string());
+  EXPECT_EQ(c.listeners[0].upstream.path, (dir.path() / "app" / "app.sock").string());
   EXPECT_EQ(load_ok(with_addresses("unix:/run/in.sock", "unix:app.sock")).listeners[0].listen.path,
             "/run/in.sock");
 }
@@ -934,6 +941,59 @@ TEST(ConfigBadValue, ListenAddressUsedTwice) {
               ElementsAre(at(11, 13,
                              "listeners[1].listen: 0.0.0.0:8443 is already used by listener "
                              "'inbound'")));
+}
+
+// Review: `check` passed what binding refuses at start (the same socket spelt two ways, a
+// wildcard and an address on its port, the admin server's address), and a unix socket in a
+// directory that does not exist.
+TEST(ConfigBadValue, ListenAddressesThatOverlapAreRefused) {
+  const auto second = [](const std::string& listen) {
+    return R"(  - name: second
+    listen: )" +
+           listen + R"(
+    upstream: 127.0.0.1:9080
+    tls: {cert: tls.crt, key: tls.key}
+    client_auth: {ca: ca.crt}
+)";
+  };
+  EXPECT_THAT(problems_of(kMinimal + second("127.0.0.1:8443")),
+              ElementsAre(at(11, 13,
+                             "listeners[1].listen: 127.0.0.1:8443 overlaps 0.0.0.0:8443 of "
+                             "listener 'inbound' (the same socket however spelt; 0.0.0.0 and "
+                             "[::] take every address on their port)")));
+  EXPECT_EQ(problems_of(kMinimal + second("\"[::]:8443\"")).size(), 1U);
+  EXPECT_EQ(problems_of(with_addresses("127.0.0.1:8443", "127.0.0.1:80") +
+                        second("\"[::ffff:127.0.0.1]:8443\""))
+                .size(),
+            0U);  // another family's literal: not the same text, not a wildcard over it
+  EXPECT_EQ(
+      problems_of(with_addresses("unix:/run/a.sock", "127.0.0.1:80") + second("unix:/run/./a.sock"))
+          .size(),
+      1U);
+  load_ok(kMinimal + second("127.0.0.1:8444"));
+  load_ok(with_addresses("127.0.0.1:8443", "127.0.0.1:80") + second("127.0.0.2:8443"));
+  EXPECT_THAT(problems_of("admin: {address: 127.0.0.1:8443}\n" + kMinimal),
+              ElementsAre(at(1, 18,
+                             "admin.address: 127.0.0.1:8443 overlaps listener 'inbound' "
+                             "(0.0.0.0:8443); give one of them another port")));
+  EXPECT_THAT(problems_of(with_addresses("0.0.0.0:9901", "127.0.0.1:80")),
+              ElementsAre(at(1, 1,
+                             "admin.address: 127.0.0.1:9901 (the default) overlaps listener "
+                             "'inbound' (0.0.0.0:9901); give one of them another port")));
+}
+
+TEST(ConfigBadValue, AUnixSocketNeedsAnExistingDirectory) {
+  EXPECT_THAT(problems_of(with_addresses("unix:/nonexistent-mtlsd/l.sock", "127.0.0.1:80")),
+              ElementsAre(at(3, 13,
+                             "listeners[0].listen: cannot create the socket "
+                             "/nonexistent-mtlsd/l.sock: the directory /nonexistent-mtlsd does "
+                             "not exist")));
+  EXPECT_THAT(problems_of("admin: {address: \"unix:/nonexistent-mtlsd/a.sock\"}\n" + kMinimal),
+              ElementsAre(at(1, 18,
+                             "admin.address: cannot create the socket /nonexistent-mtlsd/a.sock: "
+                             "the directory /nonexistent-mtlsd does not exist")));
+  // An upstream's socket may come later: not judged.
+  load_ok(with_addresses("0.0.0.0:8443", "unix:/nonexistent-mtlsd/up.sock"));
 }
 
 TEST(ConfigBadValue, ListenPortZeroMayRepeat) {

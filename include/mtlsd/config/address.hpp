@@ -27,4 +27,15 @@ inline constexpr std::size_t max_unix_path = 107;
 // Returns the address, or an error message explaining what is wrong with `text`.
 std::variant<address, std::string> parse_address(std::string_view text);
 
+// Whether sockets bound at `a` and `b` would take the same connections, as far as the text
+// tells: the same unix path however spelt (lexically), or the same TCP port with the same host,
+// the same IP however written, or a wildcard covering the other (0.0.0.0 every IPv4 address,
+// :: every address: IPV6_V6ONLY is off). A host name matches only itself: it is resolved when
+// bound, which then says so. Port 0 picks a free port and overlaps nothing.
+bool may_overlap(const address& a, const address& b);
+
+// Why a unix socket cannot be created at `a`'s path: its directory is missing or no directory.
+// "" when it can (as far as that goes), and for a TCP address.
+std::string socket_directory_problem(const address& a);
+
 }  // namespace mtlsd::config
