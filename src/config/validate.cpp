@@ -273,10 +273,12 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
       r.error(n["listen"],
               path + ".listen: " + a.str() + " is already used by listener '" + other + "'");
     else  // what binding would refuse at start (review: check passed, run did not start)
-      r.error(n["listen"], path + ".listen: " + l.listen.str() + " overlaps " + a.str() +
-                               " of listener '" + other +
-                               "' (the same socket however spelt; 0.0.0.0 and [::] take every "
-                               "address on their port)");
+      r.error(n["listen"],
+              path + ".listen: " + l.listen.str() + " overlaps " + a.str() + " of listener '" +
+                  other + "' (" +
+                  (l.listen.is_unix() ? "the same socket, however spelt)"
+                                      : "the same socket; 0.0.0.0 and [::] take every address on "
+                                        "their port)"));
   }
   if (const auto why = socket_directory_problem(l.listen); !why.empty())
     r.error(n["listen"], path + ".listen: cannot create the socket " + l.listen.path + ": " + why);

@@ -15,6 +15,7 @@
 #include <utility>
 #include <variant>
 
+#include "mtlsd/config/address.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/socket.hpp"
 
@@ -24,41 +25,13 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Where a listener listens, from listener_slot::bound ("IP:PORT", "[IPV6]:PORT", "unix:PATH").
-struct listen_spot {
-  bool unix_socket = false;
-  std::string path;  // unix: absolute, normalised
-  asio::ip::address ip;
-  unsigned long port = 0;
-};
-
-listen_spot spot_of(const std::string& bound) {
-  listen_spot s;
-  if (bound.rfind("unix:", 0) == 0) {
-    s.unix_socket = true;
-    s.path = std::filesystem::absolute(bound.substr(5)).lexically_normal().string();
-    return s;
-  }
-  const auto colon = bound.rfind(':');
-  if (colon == std::string::npos) return s;
-  std::string host = bound.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  boost::system::error_code ec;
-  s.ip = asio::ip::make_address(host, ec);
-  s.port = std::strtoul(bound.c_str() + colon + 1, nullptr, 10);
-  return s;
-}
-
-// Whether sockets at `a` and `b` would take the same connections: the same unix path (however
-// spelt), or the same port with the same address or a wildcard covering the other ([::] covers
-// IPv4 too: IPV6_V6ONLY is off). Port 0 picks a free port: it overlaps nothing.
-bool overlaps(const listen_spot& a, const listen_spot& b) {
-  if (a.unix_socket || b.unix_socket) return a.unix_socket && b.unix_socket && a.path == b.path;
-  if (a.port == 0 || a.port != b.port) return false;
-  const auto covers = [](const asio::ip::address& wide, const asio::ip::address& other) {
-    return wide.is_unspecified() && (wide.is_v6() || other.is_v4());
-  };
-  return a.ip == b.ip || covers(a.ip, b.ip) || covers(b.ip, a.ip);
+// Whether sockets bound at `a` and `b` (listener_slot::bound: "IP:PORT", "[IPV6]:PORT",
+// "unix:PATH") take the same connections: config::may_overlap on what was bound.
+bool overlaps(const std::string& a, const std::string& b) {
+  const auto x = config::parse_address(a), y = config::parse_address(b);
+  const auto* p = std::get_if<config::address>(&x);
+  const auto* q = std::get_if<config::address>(&y);
+  return p && q && config::may_overlap(*p, *q);
 }
 
 }  // namespace
@@ -209,18 +182,17 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
     b.slot->admission = it->second->admission;
   try {
     auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
-    const listen_spot spot = spot_of(proxy::format_endpoint(ep));
+    const std::string spot = proxy::format_endpoint(ep);
     // A listener this reload stops or moves gives its address to one new listener, no more.
-    const auto freed = std::find_if(released.begin(), released.end(), [&](const std::string& r) {
-      return overlaps(spot_of(r), spot);
-    });
+    const auto freed = std::find_if(released.begin(), released.end(),
+                                    [&](const std::string& r) { return overlaps(r, spot); });
     const bool takes_over = freed != released.end();
     if (takes_over) {
       released.erase(freed);
     } else {
       // Ours first (no probe connection to our own socket), then anybody's.
       const bool ours = std::any_of(slots_.begin(), slots_.end(), [&](const auto& kv) {
-        return overlaps(spot_of(kv.second->bound), spot);
+        return overlaps(kv.second->bound, spot);
       });
       if (ours || net::address_in_use(ep))
         throw boost::system::system_error(

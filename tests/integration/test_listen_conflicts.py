@@ -64,7 +64,8 @@ def assert_refused_to_start(daemon: Mtlsd, names: tuple[str, str]) -> str:
     low = out.lower()
     errors = [l for l in daemon.logs() if l.get("level") == "error"]
     names_both = any(all(n in str(l) for n in names) for l in errors)
-    assert "in use" in low or "same address" in low or names_both, (
+    # `check`'s own words when the text shows it (the configuration is refused before binding).
+    assert "in use" in low or "same address" in low or "overlaps" in low or names_both, (
         f"exit {rc}, but no error says the address is in use / the same address:\n{out}")
     return out
 

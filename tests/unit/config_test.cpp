@@ -959,8 +959,8 @@ TEST(ConfigBadValue, ListenAddressesThatOverlapAreRefused) {
   EXPECT_THAT(problems_of(kMinimal + second("127.0.0.1:8443")),
               ElementsAre(at(11, 13,
                              "listeners[1].listen: 127.0.0.1:8443 overlaps 0.0.0.0:8443 of "
-                             "listener 'inbound' (the same socket however spelt; 0.0.0.0 and "
-                             "[::] take every address on their port)")));
+                             "listener 'inbound' (the same socket; 0.0.0.0 and [::] take every "
+                             "address on their port)")));
   EXPECT_EQ(problems_of(kMinimal + second("\"[::]:8443\"")).size(), 1U);
   EXPECT_EQ(problems_of(with_addresses("127.0.0.1:8443", "127.0.0.1:80") +
                         second("\"[::ffff:127.0.0.1]:8443\""))
