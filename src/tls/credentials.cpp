@@ -229,6 +229,18 @@ key_pair load_key_pair(const config::key_source& tls) {
   }
   if (X509_check_private_key(kp.chain.front().get(), kp.key.get()) != 1) {
     drain_errors();
+    // The key may be right and the file's order wrong (an intermediate first): say so, rather
+    // than send the operator after the key pair (review).
+    for (std::size_t i = 1; i < kp.chain.size(); ++i)
+      if (X509_check_private_key(kp.chain[i].get(), kp.key.get()) == 1)
+        throw config::config_error(
+            {{tls.cert.where,
+              shown(tls.cert.path) + ": chain is out of order: the private key in " +
+                  shown(tls.key.path) + " belongs to certificate " + std::to_string(i + 1) + " (" +
+                  subject_of(kp.chain[i].get()) + "), not to the first (" +
+                  subject_of(kp.chain.front().get()) + ") (put the leaf first, then each issuer)",
+              false}});
+    drain_errors();
     throw config::config_error(
         {{tls.key.where,
           shown(tls.key.path) + ": private key does not match the certificate in " +

@@ -20,6 +20,7 @@
 namespace mtlsd {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -599,6 +600,22 @@ TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
   EXPECT_EQ(problems[0].str(), at(9, 12) + ": " + files_.path("other.key") +
                                    ": private key does not match the certificate in " +
                                    files_.path("server.crt") + " (CN=server,O=mtlsd tests)");
+}
+
+// Review: an issuer first in the file was blamed on the key ("does not match"), which sent the
+// operator after the key pair; the order is what to fix.
+TEST_F(RuntimeBuildTest, AKeyOfALaterCertificateInTheFileIsAnOrderProblem) {
+  files_.dir().write("ooo.crt", test::to_pem(pki->root.cert()) + test::to_pem(pki->server.cert()),
+                     0644);
+  auto problems = build_problems(files_.server("", "      cert: ooo.crt\n      key: server.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].where.str(), at(8, 13));
+  EXPECT_THAT(problems[0].message,
+              AllOf(HasSubstr(files_.path("ooo.crt") +
+                              ": chain is out of order: the private key "
+                              "in " +
+                              files_.path("server.key") + " belongs to certificate 2 (CN=server"),
+                    HasSubstr("(put the leaf first, then each issuer)")));
 }
 
 TEST_F(RuntimeBuildTest, TraditionalKeyFormat) {
