@@ -274,8 +274,12 @@ std::vector<x509_crl_ptr> decode_crls(const config::file_ref& f, const std::stri
   } else if (X509_CRL* c = d2i_X509_CRL_bio(bio.get(), nullptr)) {
     out.emplace_back(c);
   }
-  if (out.empty())
-    fail(f, "no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER): " + drain_errors());
+  if (out.empty()) {
+    // A PEM file of other blocks (a certificate) leaves OpenSSL no error to add (review).
+    const std::string why = drain_errors();
+    fail(f, "no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER)" +
+                (why.empty() ? std::string() : ": " + why));
+  }
   for (const auto& crl : out)
     sort_revoked(crl.get());
   return out;

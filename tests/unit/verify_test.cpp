@@ -591,6 +591,18 @@ TEST_F(RuntimeBuildTest, NotPem) {
                          "DER)"));
 }
 
+// Review: a CRL file holding a certificate ended its message in a dangling ": ".
+TEST_F(RuntimeBuildTest, ACrlFileWithoutACrl) {
+  files_.dir().write("cert.crl", test::to_pem(pki->root.cert()), 0644);
+  auto problems = build_problems(files_.server("    revocation:\n      crl_files: [cert.crl]\n",
+                                               "      cert: server.crt\n"
+                                               "      key: server.key\n"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(
+      problems[0].message,
+      files_.path("cert.crl") + ": no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER)");
+}
+
 TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
   tls::evp_pkey_ptr other_key(test::make_key());
   files_.dir().write("other.key", test::key_to_pem(other_key.get()));
