@@ -1,8 +1,10 @@
 #include "mtlsd/config/address.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <strings.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <filesystem>
@@ -63,15 +65,36 @@ struct ip_literal {
       if (b != 0) return false;
     return true;
   }
+  unsigned scope = 0;  // an IPv6 zone's interface index (fe80::1%eth0 or %2)
   bool operator==(const ip_literal&) const = default;
 };
 
+// As the kernel takes the address when it is bound (and format_endpoint shows it): an
+// IPv4-mapped IPv6 address is the IPv4 one, and a zone names its interface by name or number
+// (review: both kinds passed check as host names, and the bind then failed).
 std::optional<ip_literal> ip_of(const std::string& host) {
   ip_literal ip;
   if (::inet_pton(AF_INET, host.c_str(), ip.bytes.data()) == 1) return ip;
+  const auto percent = host.find('%');
+  const std::string bare = host.substr(0, percent);
   ip.v6 = true;
-  if (::inet_pton(AF_INET6, host.c_str(), ip.bytes.data()) == 1) return ip;
-  return std::nullopt;
+  if (::inet_pton(AF_INET6, bare.c_str(), ip.bytes.data()) != 1) return std::nullopt;
+  if (percent != std::string::npos) {
+    const std::string zone = host.substr(percent + 1);
+    unsigned index = 0;
+    const auto [end, ec] = std::from_chars(zone.data(), zone.data() + zone.size(), index);
+    if (ec != std::errc{} || end != zone.data() + zone.size())
+      index = ::if_nametoindex(zone.c_str());
+    if (index == 0) return std::nullopt;  // no such interface: the bind will say so
+    ip.scope = index;
+  }
+  static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(mapped, mapped + 12, ip.bytes.begin())) {
+    ip_literal v4;
+    std::copy(ip.bytes.begin() + 12, ip.bytes.end(), v4.bytes.begin());
+    return v4;
+  }
+  return ip;
 }
 
 }  // namespace
@@ -86,7 +109,7 @@ bool may_overlap(const address& a, const address& b) {
   const auto x = ip_of(a.host), y = ip_of(b.host);
   if (!x || !y) return false;
   const auto covers = [](const ip_literal& wide, const ip_literal& other) {
-    return wide.unspecified() && (wide.v6 || !other.v6);
+    return wide.unspecified() && wide.scope == 0 && (wide.v6 || !other.v6);
   };
   return *x == *y || covers(*x, *y) || covers(*y, *x);
 }

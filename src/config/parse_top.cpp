@@ -92,10 +92,9 @@ void parse_admin(reader& r, const YAML::Node& v, admin_options& admin) {
                      "not a host name");
       return;
     }
-    if (const auto why = socket_directory_problem(parsed); !why.empty()) {
-      r.error(a, "admin.address: cannot create the socket " + parsed.path + ": " + why);
-      return;
-    }
+    if (const auto why = socket_directory_problem(parsed); !why.empty())
+      r.warning(a, "admin.address: " + why + ": mtlsd cannot create the socket " + parsed.path +
+                       " and start until it does");
     admin.listen = parsed;
   });
 }
@@ -167,7 +166,8 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
     with(v, "servers", [&](auto x) { parse_dns_servers(r, x, c.dns.servers); });
   });
   parse_listeners(r, root, c.listeners);
-  // The admin server binds before the listeners: one sharing an address would not start.
+  // The admin server binds after the listeners: one sharing a listener's address would not
+  // start.
   if (c.admin.listen)
     for (const auto& l : c.listeners)
       if (may_overlap(*c.admin.listen, l.listen)) {
@@ -176,7 +176,8 @@ configuration parse_root(reader& r, const YAML::Node& root, const std::string& f
         r.error(written ? admin["address"] : root,
                 "admin.address: " + c.admin.listen->str() + (written ? "" : " (the default)") +
                     " overlaps listener '" + l.name + "' (" + l.listen.str() +
-                    "); give one of them another port");
+                    "); give one of them " +
+                    (l.listen.is_unix() ? "another path" : "another port"));
         break;
       }
   return c;

@@ -280,8 +280,11 @@ void check_listener_unique(reader& r, const YAML::Node& n, const std::string& pa
                                       : "the same socket; 0.0.0.0 and [::] take every address on "
                                         "their port)"));
   }
+  // A warning: systemd's RuntimeDirectory= (/run/mtlsd) exists only while the service runs, so
+  // a check before the start, or `verify`, must not refuse it (review).
   if (const auto why = socket_directory_problem(l.listen); !why.empty())
-    r.error(n["listen"], path + ".listen: cannot create the socket " + l.listen.path + ": " + why);
+    r.warning(n["listen"], path + ".listen: " + why + ": mtlsd cannot create the socket " +
+                               l.listen.path + " and start until it does");
   taken.addresses.emplace_back(l.listen, l.name);
 }
 
