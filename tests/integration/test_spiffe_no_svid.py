@@ -113,4 +113,6 @@ def test_a_server_mode_listener_without_its_svid_names_it_as_the_reason(start_mt
     line = daemon.wait_for_access(client=local)
     assert (line["result"], line["reason"]) == ("rejected", "protocol_error"), line
     assert NO_SVID in line["detail"], line
+    assert daemon.scrape().get("mtlsd_handshake_failures_total", listener="inbound",
+                               reason="protocol_error") == 1
     assert upstream.connection_count() == 0
