@@ -90,6 +90,7 @@ std::optional<listener_set::bound_listener> listener_set::rename(
     b.slot->current.store(lr);
     b.slot->bound = slot->bound;
     b.slot->admission = slot->admission;  // its limits' counts go on (see bind)
+    b.slot->active = slot->active;
     b.renamed_from = name;
     std::erase(released, slot->bound);
     return b;
@@ -175,11 +176,13 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
   b.slot = std::make_shared<proxy::listener_slot>();
   b.slot->name = lr->cfg.name;
   b.slot->current.store(lr);
-  // A listener moved to another address keeps its limits' counts (rate, per source, per
-  // identity, pending handshakes): its connections so far still hold their places, and give
-  // them back to the same counts when they end.
-  if (auto it = slots_.find(lr->cfg.name); it != slots_.end())
+  // A listener moved to another address keeps its limits' counts (max_connections, rate, per
+  // source, per identity, pending handshakes): its connections so far still hold their places,
+  // and give them back to the same counts when they end.
+  if (auto it = slots_.find(lr->cfg.name); it != slots_.end()) {
     b.slot->admission = it->second->admission;
+    b.slot->active = it->second->active;
+  }
   try {
     auto ep = resolve_listen(lr->cfg.listen);  // inside: a resolver error is reported here too
     const std::string spot = proxy::format_endpoint(ep);

@@ -57,10 +57,10 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   auto listener = slot->current.load();
   auto* m = listener->metrics;
   const auto& cfg = listener->cfg;
-  if (slot->active.fetch_add(1) >= cfg.max_connections) {
+  if (slot->active->fetch_add(1) >= cfg.max_connections) {
     // Refuse at once rather than queue: a client that waits forever is worse than one that
     // retries elsewhere.
-    slot->active.fetch_sub(1);
+    slot->active->fetch_sub(1);
     if (m) m->over_limit->Increment();
     refuse_at_accept(sock, remote, *slot, *listener, reason::over_capacity,
                      "max_connections (" + std::to_string(cfg.max_connections) + ") reached");
@@ -69,7 +69,7 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   struct active_guard {  // given back unless a session takes the place over
     listener_slot* s;
     ~active_guard() {
-      if (s) s->active.fetch_sub(1);
+      if (s) s->active->fetch_sub(1);
     }
   } place{slot.get()};
   // Descriptors for what the connection will hold, before it holds them: past the budget
@@ -120,7 +120,7 @@ void admit(stream_socket sock, const stream_endpoint& remote,
   if (counted) counted->opened();
   if (m) m->active->Increment();
   auto give_back = [slot, m, counted] {
-    slot->active.fetch_sub(1);
+    slot->active->fetch_sub(1);
     connection_fds().give_back(fds_at_accept);
     if (counted) counted->closed();
     if (m) m->active->Decrement();

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from helpers import reload_with
 from mtlsd_harness import (client_context, connect, daemon_config, fmt_addr, free_port, open_tls,
                            read_to_end, server_listener, strict_eof, tls_exchange)
@@ -100,26 +102,30 @@ def test_max_connections_per_source(serve, pki):
     held[1].close()
 
 
-def test_per_source_counts_survive_a_rename_and_a_move(start_mtlsd, make_upstream, pki):
+@pytest.mark.parametrize("limit,reason", [
+    ({"limits": {"max_connections_per_source": 1}}, "rate_limited"),
+    ({"max_connections": 1}, "over_capacity"),
+], ids=["per_source", "max_connections"])
+def test_counts_survive_a_rename_and_a_move(start_mtlsd, make_upstream, pki, limit, reason):
     """A reload that renames a listener (same address) or moves it keeps its limits' counts: the
     connections it had still hold their places. Before, the counts started from zero, and a
-    client over its limit had a fresh allowance after each such reload."""
+    client over its limit had a fresh allowance after each such reload (max_connections kept
+    that longest)."""
     up = make_upstream()
     port, other_port = free_port(), free_port()
 
     def listener(name, at):
-        return server_listener(pki, up.address, name=name, listen=f"127.0.0.1:{at}",
-                               limits={"max_connections_per_source": 1})
+        return server_listener(pki, up.address, name=name, listen=f"127.0.0.1:{at}", **limit)
     daemon = start_mtlsd(daemon_config([listener("inbound", port)], reload={"watch": False}))
     held = open_tls(daemon.addr(), client_context(pki, "client"))
     try:
         held.sendall(b"hold\n")
         assert held.recv(64) == b"hold\n"
         reload_with(daemon, daemon_config([listener("renamed", port)], reload={"watch": False}))
-        refused_before_tls(daemon, up_after(up), "rate_limited")
+        refused_before_tls(daemon, up_after(up), reason)
         reload_with(daemon, daemon_config([listener("renamed", other_port)],
                                           reload={"watch": False}))
-        refused_before_tls(daemon, up_after(up), "rate_limited", addr=("127.0.0.1", other_port))
+        refused_before_tls(daemon, up_after(up), reason, addr=("127.0.0.1", other_port))
     finally:
         held.close()
 

@@ -2,7 +2,7 @@
 // Accepting connections. Each worker has its own acceptor per listener (SO_REUSEPORT: the kernel
 // spreads connections over workers, nothing is shared on the connection path). What workers do
 // share per listener is a listener_slot: the listener's current runtime (swapped on reload) and
-// its connection count (for max_connections).
+// its connection count (for max_connections) and admission counts.
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <memory>
@@ -19,7 +19,9 @@ struct listener_slot {
   std::string name;
   std::string bound;  // the address actually bound ("127.0.0.1:40123" for a configured port 0)
   std::atomic<std::shared_ptr<const runtime::listener_runtime>> current;
-  std::atomic<int> active{0};
+  // Connections held, for max_connections. Shared, as `admission` is, with the slot a reload
+  // makes when it renames or moves the listener: the connections it has still hold places.
+  std::shared_ptr<std::atomic<int>> active = std::make_shared<std::atomic<int>>(0);
   // allowed_sources, rate limits and the pending-handshake cap (admission.hpp).
   std::shared_ptr<admission_state> admission = std::make_shared<admission_state>();
   // A reload renamed the listener and handed its acceptors to a slot under the new name: the
