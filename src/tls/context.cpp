@@ -8,6 +8,7 @@
 #include <cstring>
 #include <set>
 
+#include "mtlsd/tls/cipher_fit.hpp"
 #include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/ticket_keys.hpp"
@@ -210,6 +211,12 @@ void use_server_certificate(SSL_CTX* ctx, const config::listener& l, const svid_
   } else {
     use_certificates(ctx, l.tls, out);
   }
+  // TLS 1.2 alone: a key no cipher can sign for would fail every handshake (cipher_fit.hpp).
+  if (l.tls.max_version != "1.2") return;
+  for (const auto& chain : out.own_chains)
+    if (auto gap = tls12_cipher_gap(ctx, chain.front().get()); !gap.empty())
+      fail(l.tls.where, "tls.ciphers: " + gap + ", and max_version \"1.2\" rules out TLS 1.3: " +
+                            "every handshake would fail (no shared cipher)");
 }
 
 // Server mode: how client certificates are asked for and judged (client_auth).

@@ -603,6 +603,34 @@ TEST_F(RuntimeBuildTest, ACrlFileWithoutACrl) {
       files_.path("cert.crl") + ": no CRL found (expected PEM '-----BEGIN X509 CRL-----' or DER)");
 }
 
+// A TLS 1.2-only listener whose ciphers cannot sign with its key loaded, and then failed every
+// handshake with "no shared cipher"; check passed it (review).
+TEST_F(RuntimeBuildTest, ATls12OnlyListenerNeedsACipherItsKeyCanSignFor) {
+  const std::string tls12 = "      max_version: \"1.2\"\n";
+  const std::string rsa_only = "      ciphers: ECDHE-RSA-AES128-GCM-SHA256\n";
+  const std::string ecdsa_only = "      ciphers: ECDHE-ECDSA-AES128-GCM-SHA256\n";
+  const std::string pair = "      cert: server.crt\n      key: server.key\n";
+  auto problems = build_problems(files_.server("", pair + tls12 + rsa_only));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].where.line, 8);  // the `tls:` block (its first key)
+  EXPECT_EQ(problems[0].message,
+            "tls.ciphers: no ECDHE-ECDSA cipher for the ECDSA key of CN=server,O=mtlsd tests, and "
+            "max_version \"1.2\" rules out TLS 1.3: every handshake would fail (no shared "
+            "cipher)");
+  files_.dir().write_pair("rsa", test::make_leaf(pki->root, {.cn = "rsa server",
+                                                             .usage = test::key_usage::server,
+                                                             .key_type = "RSA-2048"}));
+  const std::string rsa_pair = "      cert: rsa.crt\n      key: rsa.key\n";
+  problems = build_problems(files_.server("", rsa_pair + tls12 + ecdsa_only));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_THAT(problems[0].message,
+              StartsWith("tls.ciphers: no ECDHE-RSA cipher for the RSA key of CN=rsa server,"));
+  // A cipher for the key, or TLS 1.3 allowed, and it builds.
+  EXPECT_NO_THROW(runtime::build(files_.server("", pair + tls12 + ecdsa_only)));
+  EXPECT_NO_THROW(runtime::build(files_.server("", rsa_pair + tls12 + rsa_only)));
+  EXPECT_NO_THROW(runtime::build(files_.server("", pair + rsa_only)));
+}
+
 TEST_F(RuntimeBuildTest, KeyDoesNotMatchCertificate) {
   tls::evp_pkey_ptr other_key(test::make_key());
   files_.dir().write("other.key", test::key_to_pem(other_key.get()));
