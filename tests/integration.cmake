@@ -29,6 +29,14 @@ set_tests_properties(integration.pki_setup integration.pki_unchanged PROPERTIES
 # test_faults: 10,000 concurrent connections, 1 GiB pushes, RSS and CPU-time bounds; it would
 # starve a neighbour and its own measurements need a quiet machine.
 set(_integration_run_alone test_faults)
+# The files that take longest (seconds in the dev suite, most of it waiting on purpose: refresh
+# bounds, Workload API backoff, HTTP/2 limits), started first: ctest runs a higher COST first, and
+# a fresh clone has no timings of its own (CTestCostData.txt) to go by. Begun near the end of a
+# run, one of these alone would hold the machine's other places idle.
+set(_integration_costs test_ocsp_refresh_bounds=80 test_spiffe=60 test_http2_limits=50
+    test_admin=50 test_staple_without_next_update=40 test_spiffe_updates=40 test_log_sink=35
+    test_resumption_facts=30 test_resumption_stale_crl=27 test_http_mode=27 test_health=26
+    test_reload_expired_own_certificate=25)
 file(GLOB MTLSD_INTEGRATION_TESTS CONFIGURE_DEPENDS ${_integration_dir}/test_*.py)
 foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
   get_filename_component(test_name ${test_file} NAME_WE)
@@ -43,6 +51,11 @@ foreach(test_file IN LISTS MTLSD_INTEGRATION_TESTS)
     TIMEOUT 600
     FIXTURES_REQUIRED test_pki
     ENVIRONMENT "MTLSD_BIN=$<TARGET_FILE:mtlsd>;MTLSD_SOURCE_DIR=${PROJECT_SOURCE_DIR};PYTHONDONTWRITEBYTECODE=1;MTLSD_SANITIZED=${_mtlsd_sanitized};MTLSD_TEST_PKI=${_test_pki}")
+  foreach(cost IN LISTS _integration_costs)
+    if(cost MATCHES "^${test_name}=([0-9]+)$")
+      set_tests_properties(integration.${test_name} PROPERTIES COST ${CMAKE_MATCH_1})
+    endif()
+  endforeach()
   if(test_name IN_LIST _integration_run_alone)
     set_tests_properties(integration.${test_name} PROPERTIES RUN_SERIAL TRUE)
   endif()
