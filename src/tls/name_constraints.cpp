@@ -28,6 +28,48 @@ bool has_dns_san(X509* x) {
   return false;
 }
 
+struct x509_free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+
+// A certificate naming only `host` (a DNS SAN), for NAME_CONSTRAINTS_check; null if OpenSSL
+// cannot make one.
+std::unique_ptr<X509, x509_free> naming_only(const char* host) {
+  std::unique_ptr<X509, x509_free> x(X509_new());
+  std::unique_ptr<GENERAL_NAMES, names_free> names(GENERAL_NAMES_new());
+  GENERAL_NAME* dns = GENERAL_NAME_new();
+  ASN1_IA5STRING* value = ASN1_IA5STRING_new();
+  if (!x || !names || !dns || !value || ASN1_STRING_set(value, host, -1) != 1) {
+    GENERAL_NAME_free(dns);
+    ASN1_IA5STRING_free(value);
+    return nullptr;
+  }
+  GENERAL_NAME_set0_value(dns, GEN_DNS, value);
+  if (sk_GENERAL_NAME_push(names.get(), dns) <= 0) {
+    GENERAL_NAME_free(dns);
+    return nullptr;
+  }
+  if (X509_add1_ext_i2d(x.get(), NID_subject_alt_name, names.get(), 0, 0) != 1) return nullptr;
+  X509_get_extension_flags(x.get());  // decodes the SAN, which NAME_CONSTRAINTS_check reads
+  return x;
+}
+
+// Client mode: the host name mtlsd asked for, against each CA's constraints. The certificate's
+// own names passed them, but a wildcard among them covers names a CA may be forbidden:
+// `excluded DNS:secret.example.org` above `*.example.org` let that certificate stand for the
+// excluded host (review). BoringSSL's verifier checks what a wildcard covers the same way.
+int host_violation(X509_VERIFY_PARAM* param, const std::vector<nc_ptr>& constraints) {
+  const char* host = X509_VERIFY_PARAM_get0_host(param, 0);
+  if (!host || !*host) return X509_V_OK;
+  std::unique_ptr<X509, x509_free> named;
+  for (const nc_ptr& nc : constraints) {
+    if (!nc) continue;
+    if (!named && !(named = naming_only(host))) return X509_V_ERR_OUT_OF_MEM;
+    if (const int rv = NAME_CONSTRAINTS_check(named.get(), nc.get()); rv != X509_V_OK) return rv;
+  }
+  return X509_V_OK;
+}
+
 }  // namespace
 
 int name_constraint_violation(X509_STORE_CTX* ctx, int& depth) {
@@ -61,7 +103,8 @@ int name_constraint_violation(X509_STORE_CTX* ctx, int& depth) {
       }
     }
   }
-  return X509_V_OK;
+  depth = 0;
+  return host_violation(X509_STORE_CTX_get0_param(ctx), constraints);
 }
 
 }  // namespace mtlsd::tls

@@ -64,6 +64,10 @@ def spki(tmp_path_factory) -> StrictPki:
     p.ca("int_nc", GOOD_CA + "nameConstraints = critical, permitted;DNS:.example.org\n",
          issuer="sroot")
     p.ca("issuing", GOOD_CA, issuer="sroot")
+    p.ca("int_excluded", GOOD_CA + "nameConstraints = critical, excluded;DNS:secret.example.org\n",
+         issuer="sroot")
+    p.leaf("wildcard-server", "int_excluded", "server", intermediate="int_excluded",
+           ext=GOOD_LEAF + "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:*.example.org\n")
     for usage in ("client", "server"):
         ext = GOOD_LEAF + USAGE_EXT[usage]
         def leaf(case, issuer="sroot", **kw):
@@ -205,6 +209,33 @@ def test_client_mode_handshakes(start_mtlsd, spki):
     finally:
         for r in remotes.values():
             r.close()
+
+
+def test_client_mode_a_wildcard_does_not_stand_for_a_name_its_ca_may_not_issue(
+        start_mtlsd, spki, mtlsd_bin, tmp_path):
+    """Review: a CA with `excluded DNS:secret.example.org` issued `*.example.org`, and a
+    client-mode listener asking for secret.example.org took it (OpenSSL checks the constraints
+    against the names in the certificate only). The host asked for is checked too now, in the
+    handshake and in `mtlsd verify`; another name the wildcard covers is still accepted."""
+    remote = Remote(spki.path("wildcard-server.chain.crt"), spki.path("wildcard-server.key"))
+    ca = [spki.path("sroot.crt")]
+    listeners = [outbound(name, remote.address, ca, server_name=f"{name}.example.org")
+                 for name in ("secret", "other")]
+    try:
+        client = start_mtlsd(daemon_config(listeners))
+        data, local = plain_exchange(client.addr("secret"))
+        line = client.wait_for_access(client=local)
+        assert data == b"" and line["reason"] == "name_constraints", line
+        assert "excluded" in line["detail"], line
+        data, local = plain_exchange(client.addr("other"))
+        assert data == b"ping\n", client.wait_for_access(client=local)
+    finally:
+        remote.close()
+    cfg = write_config(tmp_path / "wild.yaml", daemon_config(listeners))
+    proc = verify_cli(mtlsd_bin, cfg, "secret", spki.path("wildcard-server.crt"),
+                      spki.path("int_excluded.crt"))
+    assert proc.returncode == 1 and proc.stdout.startswith("rejected: name_constraints: "), \
+        proc.stdout
 
 
 # --- trust anchors, names, depth, e-mail -------------------------------------------------------

@@ -10,8 +10,9 @@ namespace mtlsd::tls {
 // chain otherwise valid), where mtlsd judges the allow list. A peer the allow list refuses was
 // logged as not_authorized although its CA had no right to issue it at all (review): the real
 // reason is name_constraints. The same public functions OpenSSL uses (NAME_CONSTRAINTS_check and
-// _check_CN) on the same certificates, so this never refuses what OpenSSL would admit; OpenSSL's
-// own check still runs afterwards.
+// _check_CN) on the same certificates; OpenSSL's own check still runs afterwards. One check more
+// than OpenSSL's: in client mode the host name asked for must be within every CA's constraints
+// too, since a wildcard certificate covers names its own SANs do not spell out.
 int name_constraint_violation(X509_STORE_CTX* ctx, int& depth);
 
 }  // namespace mtlsd::tls
