@@ -24,7 +24,7 @@
 // CA, has at most verify_depth intermediates, every certificate within its validity; its CAs
 // have CA:TRUE and keyCertSign and their pathLen holds; its leaf is no CA (unless it is the
 // anchor itself), has EKU clientAuth (server mode) / serverAuth (client mode) when it has an
-// EKU, keyUsage (when present) with digitalSignature or keyAgreement, the host name in a SAN
+// EKU, keyUsage (when present) with digitalSignature, the host name in a SAN
 // (client mode), what the allow list asks for, and under tls.spiffe is an X.509-SVID of
 // example.org (one URI SAN, keyUsage digitalSignature without keyCertSign or cRLSign). Against
 // OpenSSL's own verdict on the same chain and store without mtlsd's callback: mtlsd never
@@ -204,10 +204,10 @@ int openssl_verdict(SSL_CTX* ctx, bool server, X509* leaf, STACK_OF(X509) * peer
   return rc == 1 ? X509_V_OK : err;
 }
 
-// Whether a leaf's keyUsage, if it has one, allows the handshake's signature (or key agreement).
+// Whether a leaf's keyUsage, if it has one, allows the handshake's signature.
 bool signs(X509* x) {
   return !(X509_get_extension_flags(x) & EXFLAG_KUSAGE) ||
-         (X509_get_key_usage(x) & (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT));
+         (X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE);
 }
 
 bool claims_ca(X509* x) {
@@ -297,7 +297,7 @@ void check_admitted(const tls::verify_outcome& o, X509* leaf, bool server, int t
   if (f & EXFLAG_XKUSAGE)
     fuzz::check(X509_get_extended_key_usage(leaf) & (server ? XKU_SSL_CLIENT : XKU_SSL_SERVER),
                 "the leaf's EKU names its side");
-  fuzz::check(signs(leaf), "the leaf's keyUsage has digitalSignature or keyAgreement");
+  fuzz::check(signs(leaf), "the leaf's keyUsage has digitalSignature");
   if (!server && trust != spiffe_bundle)
     fuzz::check(names_upstream(leaf, ip), "a SAN of the remote names the upstream");
   if (has_allow(server, trust))

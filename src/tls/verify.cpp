@@ -224,15 +224,29 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_NON_CA);
     return decide_error(store_ctx, out);
   }
-  // A remote server's key usage, when present, allows digitalSignature or keyAgreement, as a
-  // client's must: OpenSSL's server purpose also takes keyEncipherment alone, for RSA key
-  // transport, which no cipher mtlsd offers uses (every one signs: ECDHE). Found by
-  // verify_chain_fuzz; the README's table said so for both sides.
-  if (role_ == peer_role::server && (flags & EXFLAG_KUSAGE) &&
-      !(X509_get_key_usage(cert) & (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT))) {
+  // A peer's key usage, when present, allows digitalSignature: every handshake mtlsd allows
+  // (ECDHE, TLS 1.2 and 1.3) has the peer sign with its key (RFC 5280 4.2.1.3). OpenSSL's
+  // purposes also take keyAgreement alone (static ECDH) and, for a server, keyEncipherment
+  // alone (RSA key transport), which no cipher mtlsd offers uses (verify_chain_fuzz, then a
+  // review; the SVID rule, svid_key_usage_problem, was this strict already).
+  if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE)) {
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE);
     return decide_error(store_ctx, out);
   }
+  // A remote server's extended key usage, where present along the chain, names serverAuth:
+  // OpenSSL's server purpose also takes Netscape's and Microsoft's Server Gated Crypto alone,
+  // export-era purposes that webpki and Go refuse (review).
+  if (role_ == peer_role::server)
+    for (int i = 0; chain && i < sk_X509_num(chain); ++i) {
+      X509* c = sk_X509_value(chain, i);
+      if ((X509_get_extension_flags(c) & EXFLAG_XKUSAGE) &&
+          !(X509_get_extended_key_usage(c) & XKU_SSL_SERVER)) {
+        X509_STORE_CTX_set_error_depth(store_ctx, i);
+        X509_STORE_CTX_set_current_cert(store_ctx, c);
+        X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_PURPOSE);
+        return decide_error(store_ctx, out);
+      }
+    }
   // The chain is valid up to a trusted root; now: is this peer one we admit?
   peer_identity id = extract_identity(cert);
   if (std::string why = outside_trust_domain(store_ctx, id); !why.empty()) {

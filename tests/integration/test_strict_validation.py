@@ -44,6 +44,10 @@ CASES = [
     Case("rsa1024", "bad_signature", False),
     Case("sha1", "bad_signature", False),
     Case("p192", "bad_signature", False),
+    # Review: OpenSSL's purposes take these, and so did mtlsd: keyAgreement alone (every
+    # handshake has the peer sign), an EKU of Server Gated Crypto alone (client mode).
+    Case("key_agreement_only", "bad_key_usage", False),
+    Case("sgc_only", "bad_key_usage", False),
 ]
 
 
@@ -90,6 +94,10 @@ def spki(tmp_path_factory) -> StrictPki:
         leaf("cn_only", ext=no_line(ext, "subjectAltName").format(name="cn"),
              subject="/CN=localhost")
         leaf("email", ext=ext.format(name="email").rstrip("\n") + ", email:ops@example.org\n")
+        leaf("key_agreement_only",
+             ext=ext.replace("digitalSignature", "keyAgreement").format(name="ka"))
+        leaf("sgc_only", ext=ext.replace("clientAuth", "nsSGC, msSGC")
+             .replace("serverAuth", "nsSGC, msSGC").format(name="sgc"))
     return p
 
 
