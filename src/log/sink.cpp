@@ -19,7 +19,21 @@ namespace {
 
 int open_append(const std::string& path) {
   // 0640: access lines name clients and identities; the group can be a log shipper.
-  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  // O_NONBLOCK for the open alone: a FIFO that no process reads blocked it, and with it the
+  // start (or, on SIGUSR1, the writer thread) until a reader came (review). Now that fails at
+  // once, ENXIO; the writes stay blocking (write_all).
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640);
+  if (fd >= 0) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  return fd;
+}
+
+// Why open_append failed, for the operator.
+std::string open_failure(const std::string& path, int err) {
+  if (err == ENXIO) return path + ": a FIFO that no process reads (start its reader first)";
+  return path + ": " + std::strerror(err);
 }
 
 // Blocking write of all of `data`. Only the writer thread calls this, so a reader that stops
@@ -111,8 +125,7 @@ struct sink::state {
     if (path.empty()) return;
     const int fresh = open_append(path);
     if (fresh < 0) {
-      const std::string why = std::strerror(errno);
-      if (on_reopen) on_reopen(path + ": " + why);
+      if (on_reopen) on_reopen(open_failure(path, errno));
       return;  // keep writing to the old file rather than lose lines
     }
     if (owns_fd && fd >= 0) ::close(fd);
@@ -200,7 +213,12 @@ std::unique_ptr<sink> sink::for_fd(int fd, std::size_t max_bytes, drop_handler o
 std::unique_ptr<sink> sink::for_file(const std::string& path, std::size_t max_bytes,
                                      drop_handler on_drop, reopen_handler on_reopen) {
   const int fd = open_append(path);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), path);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENXIO)
+      throw std::system_error(err, std::generic_category(), open_failure(path, err));
+    throw std::system_error(err, std::generic_category(), path);
+  }
   return std::unique_ptr<sink>(new sink(std::make_shared<state>(
       fd, true, path, max_bytes, std::move(on_drop), std::move(on_reopen))));
 }

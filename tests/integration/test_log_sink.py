@@ -250,6 +250,20 @@ def test_access_log_file_and_sigusr1_reopen(serve, pki, tmp_path):
     assert "ready" in msgs and "stopped" in msgs
 
 
+def test_a_fifo_no_process_reads_does_not_stop_the_start(serve, pki, tmp_path):
+    """Review: an access_log_path naming a FIFO with no reader blocked the start in open():
+    never ready, nothing served. The open fails at once now: access lines go to stderr, and
+    the error says why."""
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    daemon, _ = serve(top={"log": {"access_log_path": str(fifo)}})
+    line = daemon.wait_for_log(
+        lambda l: l.get("msg") == "cannot open log.access_log_path; access lines go to stderr")
+    assert "a FIFO that no process reads" in line["error"], line
+    client = _requests(daemon, pki, 1)[0]
+    daemon.wait_for_access(client=client)
+
+
 def test_sigusr1_without_a_file_is_harmless(serve, pki):
     daemon, _ = serve()
     mark = daemon.log_mark()
