@@ -240,8 +240,14 @@ void file_watcher::on_event(int wd, std::string_view name, unsigned mask) {
     else if (mask & IN_MODIFY)
       writing_.emplace(wd, std::string(name));
   }
-  // Any event schedules a check (the content hash decides), but only events about our files
-  // push the check back, so a chatty neighbour (a log file) cannot postpone a reload forever.
+  // A neighbour's content changing (a log file written next to the config: mtlsd's own access
+  // log there cost a re-hash of every tracked file, CRLs included, several times a second; a
+  // review) says nothing about our files: every name on their paths is tracked, so only
+  // entries appearing, going or moving can matter.
+  constexpr unsigned entry_changes = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM;
+  if (!relevant && !(mask & entry_changes)) return;
+  // Any other event schedules a check (the content hash decides), but only events about our
+  // files push the check back, so a chatty neighbour cannot postpone a reload forever.
   schedule_check(relevant);
 }
 

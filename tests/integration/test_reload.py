@@ -498,6 +498,30 @@ def test_events_without_content_change_do_not_reload(start_reloadable, make_upst
     assert len(outcomes(daemon)) == 1
 
 
+def test_a_log_written_next_to_the_config_schedules_no_check(start_reloadable, make_upstream,
+                                                              rpki, tmp_path):
+    """Review: mtlsd's own access log next to the configuration made each batch of its lines an
+    event in a watched directory, and each such event a check that re-read and hashed every
+    watched file (CRLs up to 10 MiB): about 6 a second under light load. Writes to a file that
+    is not tracked schedule nothing now; a new entry in the directory still does."""
+    certs = install(tmp_path / "certs", rpki, server_crt="server.crt", server_key="server.key",
+                    ca_crt="ca.crt")
+    access_log = _mkdir(tmp_path / "conf") / "access.log"
+    access_log.touch()  # made by mtlsd, it would be a new entry: a check, rightly
+    daemon = start_reloadable(config_for(rpki, make_upstream().address, certs,
+                                         log={"access_log_path": "access.log"}),
+                              separate_config_dir=True)
+    assert daemon.config_path.parent == access_log.parent
+    checks = metric(daemon, "mtlsd_config_file_checks_total", result="unchanged")
+    for _ in range(5):
+        served_serial(daemon, rpki)
+    wait_until(lambda: access_log.read_text().count("\n") >= 5, what="five access lines")
+    time.sleep(QUIET)  # a check would follow its event by the 150 ms debounce
+    assert metric(daemon, "mtlsd_config_file_checks_total", result="unchanged") == checks
+    (daemon.config_path.parent / "notes.txt").write_text("unrelated")
+    wait_for_check(daemon, checks)
+
+
 def test_files_that_do_not_exist_yet(start_reloadable, make_upstream, rpki, tmp_path):
     certs = install(tmp_path / "certs", rpki, server_crt="server.crt", server_key="server.key",
                     ca_crt="ca.crt")

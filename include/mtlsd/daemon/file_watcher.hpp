@@ -11,12 +11,13 @@
 // so the watcher walks down as directories appear.
 //
 // An event only schedules a check; the check re-hashes the content of every tracked file and
-// reports only those whose content really changed. So events in a busy directory (/etc, a log
-// written next to the config) never cause a reload, and a `touch` or an identical rewrite does
-// not either. Checks are debounced: a burst (a certificate and its key landing milliseconds
-// apart, the kubelet's half-dozen renames) yields one check after it settles, and a tracked
-// file that was modified and not closed yet (written in place: truncated, then written) holds
-// the check until its close, up to max_delay, so it is not read half-written.
+// reports only those whose content really changed. So events in a busy directory (/etc) never
+// cause a reload, and a `touch` or an identical rewrite does not either. A file that is not
+// tracked being written (a log next to the config) schedules no check at all. Checks are debounced:
+// a burst (a certificate and its key landing milliseconds apart, the kubelet's half-dozen renames)
+// yields one check after it settles, and a tracked file that was modified and not closed yet
+// (written in place: truncated, then written) holds the check until its close, up to max_delay, so
+// it is not read half-written.
 //
 // `poll_interval > 0` adds a timer that runs the same check, for filesystems where inotify does
 // not report changes (NFS, some FUSE and overlay setups) or when inotify is unavailable.
