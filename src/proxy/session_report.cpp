@@ -202,7 +202,15 @@ void describe_end(session& s, const outcome& o) {
       name_deadline(s);
       break;
     case outcome::kind::killed:
-      if (s.control.kill_reason()) s.refuse(*s.control.kill_reason(), s.control.kill_detail());
+      if (s.control.kill_reason()) {
+        s.refuse(*s.control.kill_reason(), s.control.kill_detail());
+      } else if (!s.admitted && !s.refusal) {
+        // The drain timeout ended it while it waited to be admitted (a revocation answer, its
+        // upstream connect, a client-mode handshake): refused for the shutdown, not an internal
+        // error (result=error is a bug to see; review).
+        s.refuse(reason::shutting_down, "closed by mtlsd (drain timeout) before it was admitted");
+        s.ended_by = termination::drain;
+      }
       if (s.detail.empty()) s.detail = "closed by mtlsd (drain timeout)";
       break;
     case outcome::kind::failed:

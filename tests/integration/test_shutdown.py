@@ -4,12 +4,14 @@ shutdown.drain_timeout, then exit 0."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import time
 
 import pytest
 
 from faults import client_hello, wait_active
+from helpers import wait_until
 from mtlsd_harness import client_context, connect, open_tls
 
 
@@ -95,6 +97,43 @@ def test_drain_timeout_cuts_stuck_connection(serve, pki):
     except (ConnectionResetError, ssl.SSLError):
         pass
     sock.close()
+
+
+def test_a_connection_the_drain_timeout_cuts_before_admission_is_refused_not_an_error(serve,
+                                                                                      pki):
+    """Review: a connection still connecting to its upstream (or waiting on a revocation answer)
+    when the drain timeout cut it was logged result=error, counted as an internal failure. It
+    was refused for the shutdown: result=rejected, reason shutting_down, termination drain."""
+    backlog = socket.socket()
+    backlog.bind(("127.0.0.1", 0))
+    backlog.listen(0)
+    fillers = []
+    try:
+        for _ in range(2):  # the accept queue full: the kernel drops further SYNs, a connect hangs
+            f = socket.socket()
+            f.settimeout(0.5)
+            try:
+                f.connect(backlog.getsockname())
+            except TimeoutError:
+                pass
+            fillers.append(f)
+        daemon, _ = serve(upstream="127.0.0.1:%d" % backlog.getsockname()[1],
+                          top={"shutdown": {"drain_timeout": "1s"}}, timeouts={"connect": "20s"})
+        sock = open_tls(daemon.addr(), client_context(pki, "client"))
+        sock.sendall(b"waiting\n")
+        wait_until(lambda: daemon.scrape().total("mtlsd_tls_handshakes_total") >= 1,
+                   what="mtlsd's side of the handshake")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit(8) == 0
+        sock.close()
+        [line] = daemon.access_logs()
+        assert (line["result"], line["reason"], line["termination"]) == \
+            ("rejected", "shutting_down", "drain"), line
+        assert "before it was admitted" in line["detail"], line
+    finally:
+        for f in fillers:
+            f.close()
+        backlog.close()
 
 
 def test_drain_closes_connections_still_in_their_handshake_at_once(serve, pki):
