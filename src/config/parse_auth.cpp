@@ -1,5 +1,7 @@
 // client_auth and server_auth: the CA bundles, and the allow lists with their rules (identity
 // matchers, source_cidrs, sni, not:).
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -26,6 +28,40 @@ void parse_server_names(reader& r, const YAML::Node& v, const std::string& path,
 }
 
 namespace {
+
+// What is wrong with server_auth.server_name as the host name checked in the remote's SANs and
+// sent as SNI; "" when nothing is. Each of these passed, then failed every handshake as
+// hostname_mismatch (review).
+std::string server_name_problem(const std::string& name) {
+  unsigned char ip[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1)
+    return {};
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']')
+    return "write an IPv6 address without brackets: '" + name.substr(1, name.size() - 2) + "'";
+  if (name.find('%') != std::string::npos && name.find(':') != std::string::npos)
+    return "a zone (%...) is no part of the address a certificate names";
+  if (std::any_of(name.begin(), name.end(), [](unsigned char c) { return c >= 0x80; }))
+    return "a name outside ASCII goes in SNI and SANs as its A-label ('xn--...', e.g. from "
+           "`idn2`)";
+  if (name.find('*') != std::string::npos) return "a wildcard names no one host";
+  // One final dot names the same host (dropped: context.cpp); an empty label anywhere else,
+  // or a character no host name has, is a typo.
+  const std::string_view host = std::string_view(name).substr(
+      0, name.size() - (name.size() > 1 && name.back() == '.' ? 1 : 0));
+  std::size_t label = 0;
+  for (const char c : host) {
+    if (c == '.') {
+      if (label == 0) return "an empty label (two dots, or a dot first)";
+      label = 0;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') {
+      if (++label > 63) return "a label longer than 63 characters";
+    } else {
+      return std::string("'") + c + "' is in no host name";
+    }
+  }
+  if (label == 0) return "an empty label (two dots, or a dot first)";
+  return {};
+}
 
 // For a well-formed SPIFFE ID without a path where a workload's ID is matched: what to write.
 std::string trust_domain_only(const std::string& id) {
@@ -221,7 +257,11 @@ void parse_server_auth(reader& r, const YAML::Node& n, const std::string& path,
   with(n, "verify_depth",
        [&](auto v) { r.integer_into(v, path + ".verify_depth", 0, 32, sa.verify_depth); });
   with(n, "ca", [&](auto v) { r.files(v, path + ".ca", sa.ca); });
-  with(n, "server_name", [&](auto v) { r.str(v, path + ".server_name", sa.server_name); });
+  with(n, "server_name", [&](auto v) {
+    if (!r.str(v, path + ".server_name", sa.server_name) || sa.server_name.empty()) return;
+    if (std::string why = server_name_problem(sa.server_name); !why.empty())
+      r.error(v, path + ".server_name: '" + sa.server_name + "' is not a host name: " + why);
+  });
   with(n, "allow",
        [&](auto v) { parse_allow(r, v, path + ".allow", sa.allow, rule_side::server_auth); });
   with(n, "insecure_skip_verify",

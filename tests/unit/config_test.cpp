@@ -1273,6 +1273,29 @@ const std::string kClient = R"(listeners:
     upstream: backend.example.org:8443
 )";
 
+// Review: each of these passed check, then failed every handshake as hostname_mismatch.
+TEST(ConfigBadValue, ServerNameMustBeAHostName) {
+  using ::testing::HasSubstr;
+  const auto problem = [](const std::string& name) {
+    auto p = problems_of(kClient + "    server_auth:\n      server_name: \"" + name + "\"\n");
+    return p.size() == 1 ? p[0] : "(" + std::to_string(p.size()) + " problems)";
+  };
+  EXPECT_EQ(problem("[::1]"), at(7, 20,
+                                 "listeners[0].server_auth.server_name: '[::1]' is not a host "
+                                 "name: write an IPv6 address without brackets: '::1'"));
+  EXPECT_THAT(problem("b\u00fccher.example"), HasSubstr("its A-label ('xn--...'"));
+  EXPECT_THAT(problem("*.example.org"), HasSubstr("a wildcard names no one host"));
+  EXPECT_THAT(problem("exa mple.org"), HasSubstr("' ' is in no host name"));
+  EXPECT_THAT(problem("fe80::1%lo"), HasSubstr("a zone (%...)"));
+  EXPECT_THAT(problem("localhost.."), HasSubstr("an empty label"));
+  EXPECT_THAT(problem("api.example.org:443"), HasSubstr("':' is in no host name"));
+  for (const char* fine : {"api.example.org", "api.example.org.", "::1", "127.0.0.1",
+                           "svc_internal.local", "localhost"})
+    EXPECT_THAT(problems_of(kClient + "    server_auth:\n      server_name: \"" + fine + "\"\n"),
+                ElementsAre())
+        << fine;
+}
+
 TEST(ConfigCrossField, ClientAuthInClientMode) {
   EXPECT_THAT(problems_of(kClient + "    client_auth:\n      ca: [ca.crt]\n"),
               ElementsAre(at(7, 7,
