@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <system_error>
 
@@ -32,11 +33,14 @@ bool access_configured = false;
 std::string access_path;  // as configured
 bool access_is_file = false;
 
-// Drops of every kind not yet told about in the events (see report_drops).
+// Drops of every kind not yet told about in the events (see report_drops), and the last write
+// error among them (0: an output only did not keep up).
 std::atomic<std::uint64_t> unreported_drops{0};
+std::atomic<int> unreported_write_error{0};
 
-void count_drop(line_kind kind) {
+void count_drop(line_kind kind, int error) {
   unreported_drops.fetch_add(1, std::memory_order_relaxed);
+  if (error) unreported_write_error.store(error, std::memory_order_relaxed);
   if (kind != line_kind::access) return;
   access_dropped.fetch_add(1, std::memory_order_relaxed);
   if (const auto* hook = drop_hook.load(std::memory_order_acquire)) (*hook)();
@@ -62,7 +66,7 @@ void emit(std::string line, line_kind kind) {
         unreported_drops.load(std::memory_order_relaxed) != 0)
       report_drops(*events);
   } else if (abandoned.load(std::memory_order_relaxed)) {
-    count_drop(kind);
+    count_drop(kind, 0);
   } else {
     write_now(line);
   }
@@ -190,8 +194,13 @@ std::string make_line(spdlog::level::level_enum level, std::string_view msg, fie
 void report_drops(sink& events) {
   const std::uint64_t n = unreported_drops.exchange(0, std::memory_order_relaxed);
   if (n == 0 || !spdlog::default_logger_raw()->should_log(spdlog::level::warn)) return;
-  std::string notice = make_line(spdlog::level::warn,
-                                 "log lines dropped: an output did not keep up", {{"lines", n}});
+  // An output that fails (a full disk: ENOSPC) says why, not only that lines were lost (review).
+  const int error = unreported_write_error.exchange(0, std::memory_order_relaxed);
+  std::string notice =
+      error ? make_line(spdlog::level::warn, "log lines dropped: writing to an output failed",
+                        {{"lines", n}, {"error", std::strerror(error)}})
+            : make_line(spdlog::level::warn, "log lines dropped: an output did not keep up",
+                        {{"lines", n}});
   // Not taken either: keep the count for the next time (count_drop added one for the notice).
   if (!events.push(std::move(notice), line_kind::event))
     unreported_drops.fetch_add(n - 1, std::memory_order_relaxed);

@@ -38,8 +38,9 @@ std::string open_failure(const std::string& path, int err) {
 
 // Blocking write of all of `data`. Only the writer thread calls this, so a reader that stops
 // reading stalls this thread alone. An fd someone else made non-blocking is waited on.
-// How much of `data` reached `fd`: all of it, or what went before an error.
-std::size_t write_all(int fd, const std::string& data) {
+// How much of `data` reached `fd`: all of it, or what went before an error (then in `error`).
+std::size_t write_all(int fd, const std::string& data, int& error) {
+  error = 0;
   const char* p = data.data();
   std::size_t left = data.size();
   while (left > 0) {
@@ -55,6 +56,7 @@ std::size_t write_all(int fd, const std::string& data) {
       ::poll(&pfd, 1, 100);
       continue;
     }
+    error = errno;
     break;  // EPIPE, EBADF, ENOSPC, EFBIG...: the rest of the data is lost
   }
   return data.size() - left;
@@ -116,9 +118,9 @@ struct sink::state {
   std::size_t queued_events = 0;  // event lines and reopen markers queued: write now
   std::atomic<std::uint64_t> dropped{0};
 
-  void drop(line_kind kind) {
+  void drop(line_kind kind, int error = 0) {
     dropped.fetch_add(1, std::memory_order_relaxed);
-    if (on_drop) on_drop(kind);
+    if (on_drop) on_drop(kind, error);
   }
 
   void do_reopen() {
@@ -139,7 +141,8 @@ struct sink::state {
   // as written, the others as dropped, and one cut in the middle is remembered.
   void write_lines(const std::string& buf, std::size_t lead, const std::vector<entry>& batch,
                    std::size_t first, std::size_t end) {
-    const std::size_t wrote = write_all(fd, buf);
+    int error = 0;
+    const std::size_t wrote = write_all(fd, buf, error);
     if (wrote == buf.size()) {
       mid_line = false;
       return;
@@ -149,7 +152,7 @@ struct sink::state {
     for (std::size_t j = first; j < end; ++j) {
       if (wrote == line_end) at_boundary = true;
       line_end += batch[j].line.size();
-      if (line_end > wrote) drop(batch[j].kind);
+      if (line_end > wrote) drop(batch[j].kind, error);
     }
     mid_line = !at_boundary;
   }

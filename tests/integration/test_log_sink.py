@@ -4,6 +4,7 @@ log.access_log_path sends access lines to stdout or a file that logrotate can ro
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from helpers import wait_until
 from mtlsd_harness import (MtlsdError, client_context, daemon_config, echo_roundtrip,
                            parse_address, parse_metrics, server_listener, write_config)
 
@@ -262,6 +264,21 @@ def test_a_fifo_no_process_reads_does_not_stop_the_start(serve, pki, tmp_path):
     assert "a FIFO that no process reads" in line["error"], line
     client = _requests(daemon, pki, 1)[0]
     daemon.wait_for_access(client=client)
+
+
+def test_an_access_log_that_fails_says_why(serve, pki):
+    """Review: lines lost to a failing output (a full disk) were reported only as "an output
+    did not keep up"; the notice names the error now."""
+    daemon, _ = serve(top={"log": {"access_log_path": "/dev/full"}})
+    _requests(daemon, pki, 1)
+    wait_until(lambda: daemon.scrape().get("mtlsd_access_log_dropped_total") >= 1,
+               what="the lost access line counted")
+    mark = daemon.log_mark()
+    daemon.send_signal(signal.SIGUSR1)  # an event line: the notice goes out with it
+    line = daemon.wait_for_log(lambda l: l.get("msg", "").startswith("log lines dropped"),
+                               since=mark)
+    assert line["msg"] == "log lines dropped: writing to an output failed", line
+    assert line["error"] == os.strerror(errno.ENOSPC), line
 
 
 def test_sigusr1_without_a_file_is_harmless(serve, pki):

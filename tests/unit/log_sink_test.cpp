@@ -110,8 +110,9 @@ TEST_F(SinkTest, StuckReaderDropsAndCountsInsteadOfBlocking) {
   pipe_pair p;
   p.fill();
   std::atomic<int> access_drops{0}, event_drops{0};
-  auto s = sink::for_fd(
-      p.w, 2000, [&](line_kind k) { (k == line_kind::access ? access_drops : event_drops)++; });
+  auto s = sink::for_fd(p.w, 2000, [&](line_kind k, int) {
+    (k == line_kind::access ? access_drops : event_drops)++;
+  });
   const std::string line(99, 'x');
   int accepted = 0, refused = 0;
   const auto start = std::chrono::steady_clock::now();

@@ -22,8 +22,9 @@ enum class line_kind : std::uint8_t { event, access };
 
 class sink {
  public:
-  // Called (from any thread) for each line pushed into a full queue, or lost on a write error.
-  using drop_handler = std::function<void(line_kind)>;
+  // Called (from any thread) for each line pushed into a full queue (`error` 0), or lost on a
+  // write error (`error`: its errno, e.g. ENOSPC).
+  using drop_handler = std::function<void(line_kind, int error)>;
   // Called on the writer thread after a reopen: empty = done, else why it failed (the old file
   // is kept then).
   using reopen_handler = std::function<void(const std::string& error)>;
