@@ -201,19 +201,26 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   return rt;
 }
 
+expiry_windows expiry_warning_windows(const config::listener& l) {
+  // SVIDs and their bundles rotate on their own (a helper's test found the warning on each
+  // rotation); CA files named beside tls.spiffe are renewed by hand and keep theirs.
+  const bool spiffe = l.tls.spiffe.enabled;
+  const bool trust_from_bundles =
+      spiffe && (l.mode == config::listener_mode::server ? l.client_auth.ca.empty()
+                                                         : l.server_auth.ca.empty());
+  return {spiffe ? 0 : warn_window, trust_from_bundles ? 0 : warn_window};
+}
+
 config::diagnostics warnings(const runtime& rt, std::time_t now) {
   if (!now) now = std::time(nullptr);
   config::diagnostics out;
   for (const auto& l : rt.listeners) {
-    // SVIDs and their bundles rotate on their own, SVIDs within hours: an "expires in 0 days"
-    // on every rotation would be noise, not a warning (a helper's test found it on each one).
-    // CA files named beside tls.spiffe are renewed by hand and keep theirs.
-    const bool spiffe = l->cfg.tls.spiffe.enabled;
-    const bool trust_from_bundles =
-        spiffe && (l->cfg.mode == config::listener_mode::server ? l->cfg.client_auth.ca.empty()
-                                                                : l->cfg.server_auth.ca.empty());
-    const std::time_t window = spiffe ? 0 : warn_window;
-    const std::time_t trust_window = trust_from_bundles ? 0 : warn_window;
+    const auto [window, trust_window] = expiry_warning_windows(l->cfg);
+    // Where the trusted CAs are configured (a client-mode listener has no client_auth).
+    const config::source_location trust_where =
+        l->cfg.mode == config::listener_mode::client && !l->cfg.server_auth.ca.empty()
+            ? l->cfg.server_auth.ca.front().where
+            : l->cfg.client_auth.where;
     for (const auto& [ref, chain] : own_chains_of(l->cfg, l->tls, l->svid.get()))
       for (const auto& c : *chain) {
         auto na = tls::not_after_of(c.get());
@@ -238,9 +245,7 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
       // own example CA had no keyUsage; `check` said valid, every client was refused).
       if (auto why = tls::strict_ca_problem(c.get()); !why.empty())
         out.push_back(
-            {l->cfg.mode == config::listener_mode::client && !l->cfg.server_auth.ca.empty()
-                 ? l->cfg.server_auth.ca.front().where
-                 : l->cfg.client_auth.where,
+            {trust_where,
              "trusted CA " + tls::subject_of(c.get()) +
                  " cannot issue a certificate mtlsd accepts: " + why +
                  " (strict path validation refuses every chain through it; a peer presenting "
@@ -250,10 +255,10 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
              true});
       auto na = tls::not_after_of(c.get());
       if (na < now)
-        out.push_back({l->cfg.client_auth.where,
+        out.push_back({trust_where,
                        "trusted CA " + tls::subject_of(c.get()) + " expired at " + utc(na), true});
       else if (na - now < trust_window)
-        out.push_back({l->cfg.client_auth.where,
+        out.push_back({trust_where,
                        "trusted CA " + tls::subject_of(c.get()) + " expires in " +
                            std::to_string((na - now) / 86400) + " days (" + utc(na) + ")",
                        true});

@@ -1,6 +1,7 @@
 #pragma once
 // Early warning for certificates about to expire: a WARN line once a day per certificate that
-// expires within 30 days (served or trusted), checked hourly on the control thread. The
+// expires within 30 days (served or trusted; what the SPIFFE Workload API rotates, once
+// expired: runtime::expiry_warning_windows), checked hourly on the control thread. The
 // expiry gauges carry the same facts for alerting; this is for people reading logs.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>

@@ -3,7 +3,8 @@
 // allow lists, metric handles). Immutable once built and shared by std::shared_ptr<const ...>:
 // a reload builds a whole new one off the connection path and publishes it; each connection
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
-// connections, and a reload never changes the rules under a connection mid-way.
+// connections. A reload does not swap the rules under a connection: it judges each admitted
+// peer by the new ones and closes those they refuse (session_control::rejudge).
 #include <cstdint>
 #include <ctime>
 #include <map>
@@ -85,6 +86,16 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg,
 // private keys readable by others or by a group this process is not in (once per file and
 // mode in a process: see key_permissions.hpp).
 config::diagnostics warnings(const runtime& rt, std::time_t now = 0);
+
+// How far ahead of a certificate's notAfter to warn of it (logs and `check`): 30 days, except
+// for what the SPIFFE Workload API rotates by itself (a listener's SVID; its trusted CAs when
+// they come from bundles), which only warns once expired: an SVID lives hours, and "expires in
+// 0 days" on every rotation would be noise.
+struct expiry_windows {
+  std::time_t own;
+  std::time_t trust;
+};
+expiry_windows expiry_warning_windows(const config::listener& l);
 
 // nextUpdate of every CRL a runtime holds, by issuer (the latest when several), for the gauge.
 std::map<std::string, double> crl_next_updates(const runtime& rt);
