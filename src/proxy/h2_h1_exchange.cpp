@@ -110,6 +110,12 @@ class h1_upstream final : public upstream {
   asio::awaitable<bool> send_body(stream& s, stream_socket& sock, bool chunked);
   asio::awaitable<bool> read_response(stream& s, stream_socket& sock, bool& keep_alive);
   void stop_upload(stream& s, stream_socket& sock);
+  // The upstream failed: a 502, or RST_STREAM once answering. Not after stop(): its cancellation
+  // is no upstream failure, and the client's connection is ending (the client left, or the drain
+  // cut it): run()'s end reports the stream (status 0, as after the client's RST_STREAM).
+  void fail(stream& s, std::string why) {
+    if (!stopped_) down_.fail(s, NGHTTP2_INTERNAL_ERROR, std::move(why));
+  }
   std::size_t in_use_max() const {
     return static_cast<std::size_t>(cfg_.http.max_upstream_connections_per_client);
   }
@@ -191,9 +197,8 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   std::optional<http::response_parser<http::buffer_body>> p;
   for (int interim_heads = 0;; ++interim_heads) {  // 1xx heads are not passed on
     if (interim_heads > http_interim_limit) {
-      down_.fail(
-          s, NGHTTP2_INTERNAL_ERROR,
-          "upstream: more than " + std::to_string(http_interim_limit) + " interim (1xx) responses");
+      fail(s, "upstream: more than " + std::to_string(http_interim_limit) +
+                  " interim (1xx) responses");
       co_return false;
     }
     p.emplace();
@@ -202,20 +207,20 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     if (s.method == "HEAD") p->skip(true);
     auto [ec, n] = co_await http::async_read_header(sock, buf, *p, as_tuple(use_awaitable));
     if (ec) {
-      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: reading the response head: " + ec.message());
+      fail(s, "upstream: reading the response head: " + ec.message());
       co_return false;
     }
     const unsigned status = p->get().result_int();
     if (status == 101) {
       // HTTP/2 has no 101 (RFC 9113 8.6), and this request asked for no upgrade.
-      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: answered 101 Switching Protocols");
+      fail(s, "upstream: answered 101 Switching Protocols");
       co_return false;
     }
     if (status >= 200) break;
   }
   auto& msg = p->get();
   if (const char* why = unframable_for_http2(msg)) {
-    down_.fail(s, NGHTTP2_INTERNAL_ERROR, std::string("upstream: ") + why);
+    fail(s, std::string("upstream: ") + why);
     co_return false;
   }
   s.status = static_cast<int>(msg.result_int());
@@ -236,16 +241,15 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     msg.body().data = piece.data();
     msg.body().size = piece.size();
     if (const auto ec = co_await body.read_some(sock)) {
-      down_.fail(s, NGHTTP2_INTERNAL_ERROR, "upstream: reading the response body: " + ec.message());
+      fail(s, "upstream: reading the response body: " + ec.message());
       co_return false;
     }
     const std::size_t got = piece.size() - msg.body().size;
     if (got > 0) s.response_body.append(piece.data(), got);
     if (p->is_done()) {
       if (!take_trailers(msg, named_by_connection, s.response_trailers)) {
-        down_.fail(s, NGHTTP2_INTERNAL_ERROR,
-                   "upstream: response trailers larger than " + std::to_string(http_head_limit) +
-                       " bytes");
+        fail(s, "upstream: response trailers larger than " + std::to_string(http_head_limit) +
+                    " bytes");
         co_return false;
       }
       s.response_end = true;
@@ -351,7 +355,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
       if (connect_failures_ && !out_of_descriptors(ec) && ec != asio::error::operation_aborted)
         connect_failures_->Increment();
       // `why` already holds the error's message, when there is one.
-      down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: " + (why.empty() ? ec.message() : why));
+      fail(*s, "upstream: " + (why.empty() ? ec.message() : why));
       co_return;
     }
     opened_here = true;
@@ -369,7 +373,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
   bool keep_alive = false;
   bool sent = false, received = false;
   if (wec) {
-    down_.fail(*s, NGHTTP2_INTERNAL_ERROR, "upstream: writing the request: " + wec.message());
+    fail(*s, "upstream: writing the request: " + wec.message());
   } else {
     auto [a, b] = co_await (send_body(*s, *sock, chunked) && read_response(*s, *sock, keep_alive));
     sent = a;

@@ -91,6 +91,19 @@ class http_connection {
   // request. It stays queued into the exchange that follows (http_relay.cpp says why).
   bool watch_upstream();
   void upstream_spoke(std::uint64_t watch);
+  // While a whole request's response is awaited and relayed nobody reads the client: a watch on
+  // its socket (the same kind of handler) notices it leaving, and ends the exchange
+  // (http_relay.cpp). The exchange's end stops it, before anything reads the client again.
+  void watch_client();
+  void start_client_watch();
+  void client_readable(const error_code& ec);
+  void client_left(bool reset);
+  void stop_watching_client() {
+    ++watch_->client_watch;  // a completion already on its way finds the exchange over
+    if (!std::exchange(watching_client_, false)) return;
+    error_code ignored;
+    tls_socket_.cancel(ignored);  // the pumps ended: the watch is all that waits there
+  }
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_framing& req);
   asio::awaitable<void> relay_response(const request_head_verdict& verdict);
@@ -192,10 +205,12 @@ class http_connection {
   struct watch_cell {
     http_connection* owner;
     std::uint64_t watch = 0;
+    std::uint64_t client_watch = 0;  // the same for the client's watch (watch_client)
   };
   std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
-  bool watching_ = false;        // a watch is queued (until its completion, aborted or not, runs)
-  bool upstream_spoke_ = false;  // it completed: the upstream became readable while idle
+  bool watching_ = false;         // a watch is queued (until its completion, aborted or not, runs)
+  bool upstream_spoke_ = false;   // it completed: the upstream became readable while idle
+  bool watching_client_ = false;  // the client's watch is queued (watch_client)
   bool drain_track_tried_ = false;  // net::track_read_drain(plain_) called (once)
 
   // The exchange in progress.

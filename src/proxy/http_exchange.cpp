@@ -13,6 +13,7 @@ asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   if (stopped_) co_return;
   if (!out.ec) {
     request_done_ = true;
+    watch_client();  // the response may still be awaited, and nobody reads the client now
     co_return;
   }
   if (cancelled(out.ec)) co_return;  // by the other pump or the watchdog
