@@ -24,9 +24,4 @@ void notify_stopping() {
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
 
-void notify_status(const char* status) {
-  const std::string msg = std::string("STATUS=") + status;
-  sd_notify(0, msg.c_str());
-}
-
 }  // namespace mtlsd::daemon

@@ -356,19 +356,10 @@ void reopen() {
   access_out.load()->reopen();
 }
 
-std::string access_log_file() {
-  std::lock_guard lk(access_mu);
-  return access_is_file ? access_path : std::string();
-}
-
 void set_access_drop_hook(std::function<void()> hook) {
   // Leaked on purpose: a worker may be calling the previous one.
   drop_hook.store(hook ? new std::function<void()>(std::move(hook)) : nullptr,
                   std::memory_order_release);
-}
-
-std::uint64_t access_lines_dropped() {
-  return access_dropped.load(std::memory_order_relaxed);
 }
 
 bool enabled(spdlog::level::level_enum level) {

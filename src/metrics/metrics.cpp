@@ -125,10 +125,11 @@ registry::registry()
                             .Name("mtlsd_revocation_checks_total")
                             .Help("Revocation decisions by method and result.")
                             .Register(r);
-  crl_next_update_ = &prometheus::BuildGauge()
-                          .Name("mtlsd_crl_next_update_timestamp_seconds")
-                          .Help("nextUpdate of each loaded CRL, by issuer.")
-                          .Register(r);
+  crl_next_update_ =
+      &prometheus::BuildGauge()
+           .Name("mtlsd_crl_next_update_timestamp_seconds")
+           .Help("nextUpdate of the freshest CRL held for each issuer (files and downloaded).")
+           .Register(r);
   upstream_up_ = &prometheus::BuildGauge()
                       .Name("mtlsd_upstream_up")
                       .Help(
@@ -158,8 +159,9 @@ registry::registry()
       &prometheus::BuildGauge()
            .Name("mtlsd_config_last_reload_successful")
            .Help(
-               "1 if the last configuration load (start or reload) succeeded, 0 if the last "
-               "reload failed (the previous configuration is still being served).")
+               "1 after start and while the last reload of every source (configuration files, "
+               "each Workload API socket) succeeded; 0 while one's last reload failed (what it "
+               "loaded before is still served).")
            .Register(r)
            .Add({});
   last_reload_successful_->Set(1);  // the daemon only serves a configuration that loaded

@@ -197,10 +197,6 @@ asio::awaitable<resolve_result> resolver::resolve(std::string host) {
       asio::use_awaitable);
 }
 
-std::size_t resolver::cache_size() const {
-  return impl_->cache.size();
-}
-
 std::size_t resolver::queries_started() const {
   return impl_->started;
 }

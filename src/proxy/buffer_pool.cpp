@@ -29,8 +29,4 @@ pooled_buffer::~pooled_buffer() {
   if (block_ && list.size() < max_cached) list.push_back(std::move(block_));
 }
 
-std::size_t pooled_buffers_cached() {
-  return free_list().size();
-}
-
 }  // namespace mtlsd::proxy

@@ -15,7 +15,8 @@ namespace mtlsd::proxy::detail {
 // cancelling its waits — errors are values, never exceptions.
 //
 // The session ends the relay by cancellation (its watchdog: deadlines, drain, kill), which
-// reaches the operation the relay's own coroutine — the upstream side's pump — is waiting on
+// reaches the operation the relay's own coroutine — the plaintext side's pump (the upstream in
+// server mode, the local app in client mode) — is waiting on
 // (the TLS side's pump, spawned, has no cancellation of its own). One that comes while that
 // operation has completed but the pump has not resumed reaches none; it is only recorded in the
 // session's cancellation state (`session_cancel`). So both pumps look at that state every time

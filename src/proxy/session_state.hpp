@@ -1,9 +1,10 @@
 #pragma once
-// Private to session*.cpp: what one connection knows and how it ended. session.cpp runs the
-// phases in order, session_watchdog.cpp the watchdog beside them; session_judge.cpp holds
-// the steps between handshake and upstream, session_upstream.cpp the upstream side;
-// session_report.cpp turns the end into one access-log line and the metric updates;
-// session_trace.cpp writes the debug lines.
+// Private to the proxy's connection code (session*.cpp, and listener.cpp, http_serve.cpp and the
+// refusals that answer for a session): what one connection knows and how it ended. session.cpp runs
+// the phases in order, session_watchdog.cpp the watchdog beside them; session_judge.cpp holds the
+// steps between handshake and upstream, session_upstream.cpp the upstream side; session_report.cpp
+// turns the end into one access-log line and the metric updates; session_trace.cpp writes the debug
+// lines.
 #include <atomic>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>

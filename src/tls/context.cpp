@@ -358,10 +358,6 @@ bool is_ip_literal(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-std::string_view version_name(const SSL* ssl) {
-  return SSL_get_version(ssl);
-}
-
 const cert_chain& tls_context::trust_for(X509* leaf) const {
   if (trust_by_domain.empty() || !leaf) return trust;
   const auto it = trust_by_domain.find(spiffe_trust_domain(extract_identity(leaf).spiffe_id));

@@ -174,8 +174,4 @@ void bind_session_context(SSL_CTX* ctx, const std::string& listener_name,
   SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
 }
 
-void reset_ticket_keys_for_test() {
-  ring().reset();
-}
-
 }  // namespace mtlsd::tls

@@ -4,5 +4,4 @@ namespace mtlsd::daemon {
 void notify_ready();
 void notify_reloading();  // RELOADING=1 with MONOTONIC_USEC, then notify_ready() when done
 void notify_stopping();
-void notify_status(const char* status);
 }  // namespace mtlsd::daemon

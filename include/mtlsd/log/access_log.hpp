@@ -75,6 +75,5 @@ void write_request_access(const access_record& conn, const http_request_record& 
 // output was too slow (or lost on a write error), on the thread that saw it. Set it before
 // workers start; log stays a leaf, so the daemon passes the metric in.
 void set_access_drop_hook(std::function<void()> hook);
-std::uint64_t access_lines_dropped();
 
 }  // namespace mtlsd::log

@@ -66,10 +66,6 @@ void start_async();
 bool finish(std::chrono::milliseconds limit);
 // SIGUSR1 (logrotate): reopens the access-log file after the lines already queued.
 void reopen();
-// The access-log file (absolute path) when log.access_log_path names one, else "". It is
-// opened at start and opened again, possibly created, by reopen(): a sandbox must leave its
-// directory writable.
-std::string access_log_file();
 
 bool enabled(spdlog::level::level_enum level);
 void write(spdlog::level::level_enum level, std::string_view msg, fields f = {});

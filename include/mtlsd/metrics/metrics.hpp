@@ -92,8 +92,6 @@ class registry {
   registry(const registry&) = delete;
   registry& operator=(const registry&) = delete;
 
-  std::shared_ptr<prometheus::Registry> prometheus_registry() const { return registry_; }
-
   // A listener's series, shared by every runtime that has the listener (a reload that keeps it
   // keeps its counters). When the last holder goes (a reload removed the listener and its last
   // connection closed), its series are removed from /metrics. The registry must outlive every
@@ -109,11 +107,10 @@ class registry {
                        std::string_view cipher);
 
   // mtlsd_internal_errors_total{component}: exceptions that reached the top of a loop that must
-  // keep running (a worker's accept loop, the admin server). Created on first use.
+  // keep running (the admin server; a worker's accept loop counts its own in accept_errors and
+  // connections_total{result="error"}). Created on first use.
   prometheus::Counter& internal_errors(const std::string& component);
 
-  prometheus::Counter& reload_success() { return *reload_success_; }
-  prometheus::Counter& reload_failure() { return *reload_failure_; }
   prometheus::Gauge& last_reload_success_time() { return *last_reload_success_; }
   // A reload's outcome, for mtlsd_config_last_reload_successful: 1 after start and while the
   // last reload of every source succeeded, 0 while one's last reload failed (like Prometheus's
@@ -156,9 +153,6 @@ class registry {
   // failed. Only listeners with a check have a series (from their first result on); the
   // checker (daemon/upstream_checks.hpp) adds and removes them.
   prometheus::Family<prometheus::Gauge>& upstream_up() { return *upstream_up_; }
-
-  prometheus::Family<prometheus::Counter>& revocation_checks() { return *revocation_checks_; }
-  prometheus::Family<prometheus::Gauge>& crl_next_update() { return *crl_next_update_; }
 
  private:
   void remove_listener_series(const listener_metrics& m);

@@ -80,7 +80,6 @@ class resolver final : public boost::asio::execution_context::service {
   boost::asio::awaitable<resolve_result> resolve(std::string host);
 
   // For tests and diagnostics.
-  std::size_t cache_size() const;
   std::size_t queries_started() const;  // lookups that went to c-ares (cache misses)
 
  private:

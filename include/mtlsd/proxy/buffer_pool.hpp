@@ -30,7 +30,4 @@ class pooled_buffer {
   std::unique_ptr<block> block_;
 };
 
-// Blocks kept for reuse on this thread (for tests and metrics).
-std::size_t pooled_buffers_cached();
-
 }  // namespace mtlsd::proxy

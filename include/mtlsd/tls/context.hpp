@@ -72,7 +72,4 @@ tls_context build_context(const config::listener& l, const svid_material* svid =
 // True for "127.0.0.1" or "::1" (no brackets), false for host names.
 bool is_ip_literal(const std::string& host);
 
-// "TLSv1.3" etc. for an SSL's negotiated version (OpenSSL's own names).
-std::string_view version_name(const SSL* ssl);
-
 }  // namespace mtlsd::tls

@@ -7,8 +7,9 @@
 //
 // A reload may change what a session's verification rested on (CA files, CRLs, client_auth):
 // bind_session_context() makes the session id context a digest of those, so OpenSSL refuses to
-// resume a session made under other trust (a full handshake, verified anew) — the allow list is
-// judged again on every resumption anyway (session.cpp).
+// resume a session made under other trust (a full handshake, verified anew) — the allow list,
+// the validity and stale CRLs are judged again on every resumption anyway
+// (session_judge.cpp, judge_verified_peer).
 #include <openssl/ssl.h>
 
 #include <chrono>
@@ -28,8 +29,5 @@ void use_shared_ticket_keys(SSL_CTX* ctx);
 // each anchor, which the store's contents do not say).
 void bind_session_context(SSL_CTX* ctx, const std::string& listener_name,
                           const std::string& binding = {});
-
-// For tests: forget every key (tickets issued so far no longer resume).
-void reset_ticket_keys_for_test();
 
 }  // namespace mtlsd::tls
