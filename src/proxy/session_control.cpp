@@ -40,9 +40,11 @@ void session_control::kill(termination how, std::optional<reason> why, std::stri
 }
 
 void session_control::watch_revocation(const std::string* listener,
-                                       std::vector<tls::revocation::peer_cert_id> certs) {
+                                       std::vector<tls::revocation::peer_cert_id> certs,
+                                       bool checking) {
   listener_ = listener;
   peer_certs_ = std::move(certs);
+  checking_revocation_ = checking;
 }
 
 bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
@@ -50,9 +52,23 @@ bool session_control::revoke_if(const tls::revocation::revocation_event& e) {
   if (!e.listener.empty() && (!listener_ || *listener_ != e.listener)) return false;
   const int depth = tls::revocation::revoked_depth(e, peer_certs_);
   if (depth < 0) return false;
-  kill(reason::revoked, "certificate at depth " + std::to_string(depth) +
-                            " revoked while connected (" + e.source + ")");
+  const std::string at = "certificate at depth " + std::to_string(depth);
+  if (checking_revocation_) {
+    if (revoked_while_checking_.empty())
+      revoked_while_checking_ = at + " revoked while its revocation check ran (" + e.source + ")";
+    return false;
+  }
+  kill(reason::revoked, at + " revoked while connected (" + e.source + ")");
   return true;
+}
+
+std::optional<std::string> session_control::revocation_checked(bool admitted) {
+  checking_revocation_ = false;
+  std::string revoked = std::exchange(revoked_while_checking_, {});
+  if (admitted && revoked.empty()) return std::nullopt;
+  peer_certs_.clear();  // refused: nothing more to watch
+  if (!admitted) return std::nullopt;
+  return revoked;
 }
 
 std::optional<std::pair<reason, std::string>> session_control::judged(

@@ -116,15 +116,15 @@ asio::awaitable<void> refuse_after_handshake(session& s, tls_stream& tls, reason
 }
 
 // After the handshake and before the upstream hears of the peer: the revocation answers that
-// need the network (OCSP, distribution points), from the revocation service. The worker keeps
-// serving other connections meanwhile. False when the peer must go no further (refused, or the
-// session was ended meanwhile).
+// need the network (OCSP, distribution points), from the revocation service, for `chain` (see
+// check_request::ends_at_anchor). The worker keeps serving other connections meanwhile. False
+// when the peer must go no further (refused, or the session was ended meanwhile).
 asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::verify_outcome& vo,
-                                       const std::vector<X509*>& chain, bool verified) {
+                                       const std::vector<X509*>& chain, bool ends_at_anchor) {
   const auto& lr = *s.listener;
   tls::revocation::check_request req;
   req.pol = lr.revocation;
-  req.chain_verified = verified;
+  req.ends_at_anchor = ends_at_anchor;
   for (X509* c : chain)
     req.chain.push_back(tls::up_ref(c));
   req.crl_file_unavailable = vo.crl_deferred_depths;
@@ -135,8 +135,15 @@ asio::awaitable<bool> check_revocation(session& s, tls_stream& tls, const tls::v
   auto v = co_await tls::revocation::await_check(*lr.revocation_service, std::move(req));
   if (!v) co_return false;  // cancelled by the watchdog: finish() names the reason
   count_verdict(s, *v);
+  // With recheck_established, a revocation learnt while the check ran (a CRL refreshed, another
+  // listener's OCSP answer) refuses the peer the check admitted on what it had read before.
+  auto revoked_meanwhile = s.control.revocation_checked(!v->refusal);
   if (v->refusal) {
     co_await refuse_after_handshake(s, tls, *v->refusal, v->detail);
+    co_return false;
+  }
+  if (revoked_meanwhile) {
+    co_await refuse_after_handshake(s, tls, reason::revoked, std::move(*revoked_meanwhile));
     co_return false;
   }
   if (!v->soft_fail_note.empty())
@@ -227,17 +234,21 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   bool chain_verified = false;
   const std::vector<X509*> chain = peer_chain(tls.native(), chain_verified);
   if (chain.empty()) co_return true;
-  if (network_revocation && !co_await check_revocation(s, tls, vo, chain, chain_verified))
-    co_return false;
+  // A resumed session has only its leaf here: its chain is rebuilt up to the anchor, from the
+  // trust bundle and the intermediates its ticket carries, as its full handshake verified it.
+  if (!chain_verified && !resumed) resumed.emplace(*s.listener, tls.native(), chain.front());
   if (recheck) {
-    // A resumed session has only its leaf here: it watches the chain rebuilt up to the anchor,
-    // as a full handshake watches the chain it verified, so that a revocation of an
-    // intermediate (sent, or from the bundle) finds this session too.
-    if (!chain_verified && !resumed) resumed.emplace(*s.listener, tls.native(), chain.front());
+    // It watches that chain, as a full handshake watches the chain it verified, so that a
+    // revocation of an intermediate (sent, or from the bundle) finds this session too; from
+    // before its own check, so that one learnt while the check runs does as well.
     const std::vector<X509*> watched = chain_verified ? chain : resumed->get().with_anchor();
-    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched));
+    s.control.watch_revocation(&s.listener->cfg.name, tls::revocation::peer_cert_ids(watched),
+                               network_revocation);
   }
-  co_return true;
+  if (!network_revocation) co_return true;
+  bool ends_at_anchor = true;
+  const std::vector<X509*> checked = chain_verified ? chain : resumed->to_check(ends_at_anchor);
+  co_return co_await check_revocation(s, tls, vo, checked, ends_at_anchor);
 }
 
 // limits.max_connections_per_identity, once the handshake named the peer. The handshake is

@@ -19,6 +19,17 @@ const tls::revocation::rebuilt_chain& resumed_chain::get() {
   return chain_.emplace(tls::revocation::chain_to_anchor(leaf_, pool, l_.tls.trust_for(leaf_)));
 }
 
+std::vector<X509*> resumed_chain::to_check(bool& ends_at_anchor) {
+  const auto& chain = get();
+  ends_at_anchor = chain.anchor != nullptr;
+  if (ends_at_anchor) return chain.with_anchor();
+  // OpenSSL's last resort with partial chains: a leaf in the trust store is trusted as itself.
+  if (chain.below_anchor.size() == 1)
+    for (const auto& t : l_.tls.trust_for(leaf_))
+      if (X509_cmp(t.get(), leaf_) == 0) ends_at_anchor = true;
+  return chain.below_anchor;
+}
+
 unusable_crls unusable_crls_of_resumed(const runtime::listener_runtime& l, SSL* ssl,
                                        resumed_chain& chain) {
   unusable_crls out;

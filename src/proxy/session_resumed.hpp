@@ -26,6 +26,16 @@ class resumed_chain {
 
   const tls::revocation::rebuilt_chain& get();
 
+  // The chain the revocation service checks (network sources), as a full handshake's verified
+  // chain: up to and with its trust anchor (a partial-chain CA included), which is not checked,
+  // `ends_at_anchor` true; a leaf that is itself in the bundle stands alone, as its own anchor.
+  // Without an anchor (one in the system store, or a chain too long for the ticket), the
+  // certificates below it, `ends_at_anchor` false: the service completes them (review: it
+  // completed every resumed leaf from the issuers it remembered, one per name, so a resumed
+  // client of an issuing CA trusted alone, or of one key of a CA re-keyed under the same name,
+  // was refused 'issuer unknown').
+  std::vector<X509*> to_check(bool& ends_at_anchor);
+
  private:
   const runtime::listener_runtime& l_;
   SSL* ssl_;

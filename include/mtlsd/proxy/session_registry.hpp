@@ -49,12 +49,21 @@ class session_control {
   // once when the drain began before it was set. The handler runs on the session's executor.
   void on_drain(std::function<void()> handler);
 
-  // recheck_established: the admitted peer's certificates (leaf first), so that a revocation
-  // learnt later can find this session. `listener` must outlive the session.
+  // recheck_established: the peer's certificates (leaf first), so that a revocation learnt
+  // later can find this session. `listener` must outlive the session. `checking`: registered
+  // before the session's own revocation check (OCSP, distribution points) ends, which then
+  // calls revocation_checked (review: registered after it, a revocation learnt while it ran, a
+  // CRL refreshed say, was lost for the session, admitted on what the check had read before).
   void watch_revocation(const std::string* listener,
-                        std::vector<tls::revocation::peer_cert_id> certs);
-  // Kills the session when `e` revokes one of its peer's certificates.
+                        std::vector<tls::revocation::peer_cert_id> certs, bool checking = false);
+  // Kills the session when `e` revokes one of its peer's certificates. While its own check
+  // runs, the revocation is kept for revocation_checked instead (false: nothing closed yet):
+  // it may be the check's own answer, which its verdict names as a full refusal does.
   bool revoke_if(const tls::revocation::revocation_event& e);
+  // The session's own revocation check ended, admitting the peer (`admitted`) or refusing it
+  // (the watch ends). Admitted: why the peer stands revoked after all (a revocation learnt
+  // while the check ran, for the caller to refuse it with), or nothing: the watch goes on.
+  std::optional<std::string> revocation_checked(bool admitted);
 
   // After the handshake: what re-judging the peer needs. `ssl` (whose peer certificates stay
   // readable while the connection lives), `source` (the accepted connection's address, in either
@@ -82,6 +91,7 @@ class session_control {
   session_registry* registry_ = nullptr;  // set by session_registry::add
   bool killed_ = false;
   bool draining_ = false;
+  bool checking_revocation_ = false;  // watch_revocation(..., checking) until revocation_checked
   std::function<void()> on_drain_;
   std::optional<reason> kill_reason_;
   termination kill_termination_ = termination::drain;
@@ -89,6 +99,7 @@ class session_control {
   asio::steady_timer* watchdog_ = nullptr;
   const std::string* listener_ = nullptr;
   std::vector<tls::revocation::peer_cert_id> peer_certs_;
+  std::string revoked_while_checking_;  // the first such revocation's detail
   SSL* ssl_ = nullptr;
   const config::ip_address* source_ = nullptr;
   const std::string* sni_ = nullptr;

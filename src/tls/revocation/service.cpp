@@ -79,10 +79,11 @@ struct service::impl : std::enable_shared_from_this<impl> {
     X509* issuer = d + 1 < n ? req.chain[d + 1].get() : nullptr;
     if (!issuer) {
       // The top of the chain: a trust anchor, which nothing above can revoke — unless the
-      // chain is incomplete (a resumed session whose issuer the service never saw).
-      if (req.chain_verified || X509_check_issued(cert, cert) == X509_V_OK) return;
+      // chain stops short of it (a resumed session whose issuer the service cannot find).
+      if (req.ends_at_anchor || X509_check_issued(cert, cert) == X509_V_OK) return;
       const answer no_issuer{status::unavailable, "",
-                             "issuer unknown (session resumed after its issuer was forgotten)"};
+                             "issuer unknown (a resumed session whose chain could not be rebuilt "
+                             "to its trust anchor)"};
       if (pol.distribution_points && pol.crl_at(d)) l.distribution_point = no_issuer;
       if (pol.ocsp_at(d)) l.ocsp = no_issuer;
       return;
@@ -101,7 +102,7 @@ struct service::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<verdict> check(check_request req) {
     auto self = shared_from_this();  // outlives the lookups below even if the service stops
-    if (req.chain_verified)
+    if (req.ends_at_anchor)
       issuers.learn(req.chain);
     else
       issuers.complete(req.chain);

@@ -36,11 +36,16 @@
 namespace mtlsd::tls::revocation {
 
 struct check_request {
-  cert_chain chain;  // leaf first: a full handshake's verified chain, trust anchor last
-  // false for a resumed session: `chain` is just the leaf, and its issuers come from what the
-  // service learnt from verified chains (tickets never outlive the context that issued them, so
-  // a resumed peer's issuer was seen by a full handshake of this process).
-  bool chain_verified = true;
+  cert_chain chain;  // leaf first, then its issuers
+  // The top of `chain` is its trust anchor, which nothing above can revoke and which is not
+  // checked: a full handshake's verified chain, or a resumed session's rebuilt up to its anchor
+  // from its ticket's intermediates and the trust bundle (proxy/session_resumed.hpp), a
+  // partial-chain anchor (an issuing CA trusted alone) included. False when the chain stops short
+  // of its anchor (a resumed session whose anchor is not in the listener's bundle: the system
+  // store; a chain too long for its ticket): the service completes it from the CA certificates
+  // of the chains it saw verified, up to a self-issued root; a top it cannot complete has an
+  // unknown issuer.
+  bool ends_at_anchor = true;
   policy pol;
   std::uint32_t crl_file_unavailable = 0;  // bit d: the handshake had no usable CRL at depth d
   std::string crl_file_note;               // what OpenSSL said about it
