@@ -189,7 +189,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     // insecure_skip_verify let through unjudged.
     resumed.emplace(*s.listener, tls.native(), cert);
     if (!refused && SSL_session_reused(tls.native()) == 1 &&
-        !s.listener->cfg.server_auth.insecure_skip_verify)
+        !s.listener->cfg.server_auth.insecure_skip_verify) {
       if (auto crls = unusable_crls_of_resumed(*s.listener, tls.native(), *resumed); crls.depths) {
         if (network_revocation) {
           // As a full handshake defers them: OCSP or a distribution point may answer for
@@ -205,7 +205,14 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
           else
             refused.emplace(reason::revocation_unavailable, crls.note + " (crl file)");
         }
+      } else if (!network_revocation && s.listener->revocation.crl_files) {
+        // The CRL files judged the session's full handshake and have not changed since (the
+        // session id context is a digest of them), and are usable still: good, counted once
+        // per connection as after a full handshake (review: resumptions counted none).
+        if (auto* m = s.listener->metrics)
+          m->revocation_check(revocation_method::crl, revocation_status::good);
       }
+    }
     if (refused) {
       observe_handshake(s);
       // Refused: the log names it as the refused peer, not as a verified identity.

@@ -519,6 +519,25 @@ def test_a_resumption_without_a_crl_is_warned_about_under_allow(start_mtlsd, mak
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_a_resumption_with_usable_crl_files_is_counted_good(start_mtlsd, make_upstream, pki,
+                                                            version):
+    """Review: with crl_files alone, a full handshake counted a CRL check `good` and its
+    resumption none ("one per connection and method", the README says)."""
+    up = make_upstream()
+    daemon = start_mtlsd(missing_crl_config(pki, up.address, "fail"))
+    ctx = client_context(pki, "client", min_version=version, max_version=version)
+
+    def good() -> float:
+        return daemon.scrape().total(CHECKS, listener="inbound", method="crl", result="good")
+    first = attempt(daemon, ctx)
+    assert_relayed(first, resumed=False)
+    assert good() == 1
+    resumed = attempt(daemon, ctx, session=first.session)
+    assert_relayed(resumed, resumed=True)
+    assert good() == 2, "the resumption's CRL check not counted"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_a_ticket_admitted_without_a_crl_is_refused_after_a_reload_to_fail(
         start_mtlsd, make_upstream, pki, version):
     """Admitted under on_unavailable allow without a usable CRL (the soft-fail warning), session
