@@ -266,6 +266,13 @@ X509_CRL* make_crl(const credential& issuer, const crl_spec& spec) {
               X509_REVOKED_set_revocationDate(entry, t) == 1,
           "X509_REVOKED_set_*");
     ASN1_INTEGER_free(serial);
+    if (r.reason >= 0) {
+      ASN1_ENUMERATED* code = ASN1_ENUMERATED_new();
+      check(code != nullptr && ASN1_ENUMERATED_set(code, r.reason) == 1 &&
+                X509_REVOKED_add1_ext_i2d(entry, NID_crl_reason, code, 0, 0) == 1,
+            "CRL entry reason");
+      ASN1_ENUMERATED_free(code);
+    }
     check(X509_CRL_add0_revoked(crl, entry) == 1, "X509_CRL_add0_revoked");
   }
   ASN1_TIME_free(t);
@@ -274,6 +281,13 @@ X509_CRL* make_crl(const credential& issuer, const crl_spec& spec) {
   check(number != nullptr && ASN1_INTEGER_set_uint64(number, spec.crl_number) == 1, "crl number");
   check(X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) == 1, "crlNumber");
   ASN1_INTEGER_free(number);
+  if (spec.delta_of) {
+    ASN1_INTEGER* base = ASN1_INTEGER_new();
+    check(base != nullptr && ASN1_INTEGER_set_uint64(base, *spec.delta_of) == 1 &&
+              X509_CRL_add1_ext_i2d(crl, NID_delta_crl, base, 1, 0) == 1,
+          "deltaCRLIndicator");
+    ASN1_INTEGER_free(base);
+  }
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, issuer.cert(), nullptr, nullptr, crl, 0);
   X509_EXTENSION* akid =

@@ -100,6 +100,7 @@ credential make_self_signed(const cert_spec& spec);
 struct revoked_entry {
   std::uint64_t serial{};
   std::time_t revoked_at{};
+  int reason = -1;  // a CRLReason code (CRL_REASON_CERTIFICATE_HOLD, ...); -1 = none
 };
 
 struct crl_spec {
@@ -109,6 +110,8 @@ struct crl_spec {
   std::uint64_t crl_number = 1;
   // An Issuing Distribution Point naming this URI (a partitioned CRL's scope); "" = none.
   std::string issuing_distribution_point{};
+  // A delta CRL of the base CRL with this number (deltaCRLIndicator); none when unset.
+  std::optional<std::uint64_t> delta_of{};
 };
 
 // A CRL signed by `issuer`. Free with X509_CRL_free (or wrap in tls::x509_crl_ptr).

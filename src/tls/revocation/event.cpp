@@ -1,6 +1,7 @@
 #include "mtlsd/tls/revocation/event.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 
 #include "mtlsd/tls/revocation/crl.hpp"
@@ -23,17 +24,75 @@ int revoked_depth(const revocation_event& e, const std::vector<peer_cert_id>& ch
   return -1;
 }
 
+namespace {
+
+bool is_delta(X509_CRL* crl) {
+  return X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) >= 0;
+}
+
+// The entries a delta CRL lifts (reason removeFromCRL: a certificateHold released).
+std::vector<std::string> removed_serials(X509_CRL* crl) {
+  std::vector<std::string> out;
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl);
+  for (int i = 0; entries && i < sk_X509_REVOKED_num(entries); ++i) {
+    X509_REVOKED* entry = sk_X509_REVOKED_value(entries, i);
+    auto* code = static_cast<ASN1_ENUMERATED*>(
+        X509_REVOKED_get_ext_d2i(entry, NID_crl_reason, nullptr, nullptr));
+    if (code && ASN1_ENUMERATED_get(code) == CRL_REASON_REMOVE_FROM_CRL)
+      out.push_back(serial_der(X509_REVOKED_get0_serialNumber(entry)));
+    ASN1_ENUMERATED_free(code);
+  }
+  drain_errors();
+  return out;
+}
+
+// Whether `a`'s CRL number is above `b`'s (a CRL without one counts as the lowest).
+bool newer(X509_CRL* a, X509_CRL* b) {
+  auto* na = static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(a, NID_crl_number, nullptr, nullptr));
+  auto* nb = static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(b, NID_crl_number, nullptr, nullptr));
+  const bool above = na && (!nb || ASN1_INTEGER_cmp(na, nb) > 0);
+  ASN1_INTEGER_free(na);
+  ASN1_INTEGER_free(nb);
+  drain_errors();
+  return above;
+}
+
+}  // namespace
+
 std::vector<event_ptr> events_from_crl_files(const std::vector<x509_crl_ptr>& crls,
                                              const std::string& listener) {
+  // Per issuer: what its base CRLs revoke, then its newest delta (deltas are cumulative since
+  // their base): what that adds, less what it lifts. Without the lift, a hold a delta had
+  // released still closed the peer's connection on the next reload (review), which the
+  // handshake, judging with the delta, admitted.
   std::map<std::string, std::vector<std::string>> by_issuer;
+  std::map<std::string, X509_CRL*> newest_delta;
   for (const auto& crl : crls) {
+    const std::string issuer = name_der(X509_CRL_get_issuer(crl.get()));
+    if (is_delta(crl.get())) {
+      X509_CRL*& d = newest_delta[issuer];
+      if (!d || newer(crl.get(), d)) d = crl.get();
+      continue;
+    }
     auto serials = revoked_serials(crl.get());
-    if (serials.empty()) continue;
-    auto& all = by_issuer[name_der(X509_CRL_get_issuer(crl.get()))];
+    auto& all = by_issuer[issuer];
     all.insert(all.end(), serials.begin(), serials.end());
+  }
+  for (const auto& [issuer, delta] : newest_delta) {
+    auto& all = by_issuer[issuer];
+    const auto added = revoked_serials(delta);
+    all.insert(all.end(), added.begin(), added.end());
+    std::sort(all.begin(), all.end());
+    auto lifted = removed_serials(delta);
+    std::sort(lifted.begin(), lifted.end());
+    std::vector<std::string> kept;
+    std::set_difference(all.begin(), all.end(), lifted.begin(), lifted.end(),
+                        std::back_inserter(kept));
+    all = std::move(kept);
   }
   std::vector<event_ptr> out;
   for (auto& [issuer, serials] : by_issuer) {
+    if (serials.empty()) continue;
     std::sort(serials.begin(), serials.end());
     serials.erase(std::unique(serials.begin(), serials.end()), serials.end());
     auto e = std::make_shared<revocation_event>();
