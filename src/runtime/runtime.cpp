@@ -243,11 +243,18 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
     for (const auto& c : l->tls.trust) {
       // A configuration that loads but can admit no one through this CA (review: the README's
       // own example CA had no keyUsage; `check` said valid, every client was refused).
-      if (auto why = tls::strict_ca_problem(c.get()); !why.empty())
+      const bool judges_clients = l->cfg.mode == config::listener_mode::server;
+      if (auto why = tls::unusable_anchor_problem(c.get(), judges_clients); !why.empty())
+        out.push_back({trust_where,
+                       "trusted CA " + tls::subject_of(c.get()) + " admits no one: " + why +
+                           " (every chain through it is refused, and a peer presenting this "
+                           "very certificate too)",
+                       true});
+      else if (auto why2 = tls::strict_ca_problem(c.get()); !why2.empty())
         out.push_back(
             {trust_where,
              "trusted CA " + tls::subject_of(c.get()) +
-                 " cannot issue a certificate mtlsd accepts: " + why +
+                 " cannot issue a certificate mtlsd accepts: " + why2 +
                  " (strict path validation refuses every chain through it; a peer presenting "
                  "this very certificate is still accepted); to issue with it, reissue it as a "
                  "CA (openssl: -addext \"basicConstraints=critical,CA:TRUE\" -addext "

@@ -355,6 +355,20 @@ std::time_t not_before_of(const X509* cert) {
   return asn1_time_to_unix(X509_get0_notBefore(cert));
 }
 
+std::string unusable_anchor_problem(const X509* ca, bool judges_clients) {
+  X509* x = const_cast<X509*>(ca);  // as in strict_ca_problem: for the extension cache
+  const std::uint32_t flags = X509_get_extension_flags(x);
+  if (flags & EXFLAG_INVALID) return "one of its extensions does not decode";
+  if (EVP_PKEY* key = X509_get0_pubkey(x); key && EVP_PKEY_get_security_bits(key) < 112)
+    return "its key is too weak (" + std::to_string(EVP_PKEY_get_security_bits(key)) +
+           " bits of security; security level 2 asks for 112: RSA 2048, EC P-256)";
+  const std::uint32_t needed = judges_clients ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
+  if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(x) & needed))
+    return std::string("its extended key usage does not include ") +
+           (judges_clients ? "clientAuth" : "serverAuth");
+  return "";
+}
+
 std::string strict_ca_problem(const X509* ca) {
   // X509_get_extension_flags caches the extensions; it takes a non-const pointer for that only.
   X509* x = const_cast<X509*>(ca);

@@ -163,7 +163,7 @@ credential finish(owned_x509 x, EVP_PKEY* subject_key, EVP_PKEY* signing_key,
 }
 
 credential make_ca(const credential* issuer, const ca_spec& spec) {
-  EVP_PKEY* key = make_key();
+  EVP_PKEY* key = make_key(spec.key_type);
   X509_NAME* name = build_name(spec.org, {}, spec.cn);
   auto x = start_cert(name, key, issuer, spec.serial.value_or(random_serial()),
                       spec.not_before.value_or(now() - days(1)),
@@ -177,6 +177,9 @@ credential make_ca(const credential* issuer, const ca_spec& spec) {
   if (!spec.name_constraints.empty())
     add_conf_ext(x.get(), issuer ? issuer->cert() : x.get(), NID_name_constraints,
                  spec.name_constraints);
+  if (!spec.extended_key_usage.empty())
+    add_conf_ext(x.get(), issuer ? issuer->cert() : x.get(), NID_ext_key_usage,
+                 spec.extended_key_usage);
   if (issuer)
     add_revocation_pointers(x.get(), issuer->cert(), spec.crl_distribution_point, spec.ocsp_url);
   return finish(std::move(x), key, issuer ? issuer->key() : key);

@@ -83,6 +83,8 @@ struct ca_spec {
   std::string crl_distribution_point{};
   std::string ocsp_url{};
   std::string name_constraints{};  // openssl.cnf syntax, e.g. "critical,permitted;DNS:.example.org"
+  std::string key_type{};          // "" = EC P-256; as make_key
+  std::string extended_key_usage{};  // openssl.cnf syntax, e.g. "serverAuth"; "" = none
 };
 
 // A fresh EC P-256 key, or `type` ("RSA-1024", "RSA-2048", "EC-P-192", "EC-P-384").

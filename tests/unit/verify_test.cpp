@@ -956,6 +956,33 @@ TEST_F(RuntimeBuildTest, WarnsAboutACertificateExpiringWithin30Days) {
   EXPECT_THAT(runtime::warnings(*rt, not_after - test::days(31)), ElementsAre());
 }
 
+// Review: `check` said valid for trust stores through which no peer can be admitted.
+TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaThatAdmitsNoOne) {
+  const auto warning_for = [&](const test::credential& root) {
+    files_.dir().write("odd-root.crt", test::to_pem(root.cert()), 0644);
+    auto rt =
+        runtime::build(files_.load("listeners:\n"
+                                   "  - name: inbound\n"
+                                   "    listen: 127.0.0.1:0\n"
+                                   "    upstream: 127.0.0.1:8080\n"
+                                   "    client_auth:\n"
+                                   "      ca: [odd-root.crt]\n"
+                                   "    tls: {cert: server.crt, key: server.key}\n"));
+    auto w = runtime::warnings(*rt);
+    return w.size() == 1 ? w[0].message : std::to_string(w.size()) + " warnings";
+  };
+  EXPECT_EQ(warning_for(test::make_root_ca({.cn = "Weak Root", .key_type = "RSA-1024"})),
+            "trusted CA CN=Weak Root,O=mtlsd tests admits no one: its key is too weak (80 bits "
+            "of security; security level 2 asks for 112: RSA 2048, EC P-256) (every chain "
+            "through it is refused, and a peer presenting this very certificate too)");
+  EXPECT_THAT(
+      warning_for(test::make_root_ca({.cn = "Server Root", .extended_key_usage = "serverAuth"})),
+      HasSubstr("admits no one: its extended key usage does not include clientAuth"));
+  EXPECT_EQ(
+      warning_for(test::make_root_ca({.cn = "Client Root", .extended_key_usage = "clientAuth"})),
+      "0 warnings");
+}
+
 TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaExpiringSoon) {
   const std::time_t now = test::now();
   auto short_root = test::make_root_ca({.cn = "Short Root", .not_after = now + test::days(20)});

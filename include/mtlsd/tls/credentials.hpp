@@ -54,6 +54,12 @@ std::shared_ptr<const crl_file> load_crl_file(const config::file_ref& f);
 // makes one without keyUsage unless told (-addext).
 std::string strict_ca_problem(const X509* ca);
 
+// Why no peer at all is admitted through `ca`, a trusted certificate, in handshakes judging
+// clients (`judges_clients`) or servers: an extension that does not decode, a key below the
+// handshakes' security level, or an extended key usage without the side's purpose (OpenSSL
+// applies a trust anchor's own EKU); "" when none of these holds (review: `check` said valid).
+std::string unusable_anchor_problem(const X509* ca, bool judges_clients);
+
 // For messages and metrics. Names are RFC 2253 ("CN=x,O=y").
 std::string name_of(const X509_NAME* name);
 std::string subject_of(const X509* cert);
