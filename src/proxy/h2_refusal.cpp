@@ -20,8 +20,10 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "h2_session.hpp"
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "session_state.hpp"
 
 namespace mtlsd::proxy::detail {
@@ -44,11 +46,19 @@ struct input_read {
   int reads = 0;
 };
 
+// A request read, for its report once answered (method, path... as nghttp2 parsed its head).
+struct request_read {
+  http_request_report report;
+  std::string host;      // Host, the authority when there is no :authority
+  std::size_t sent = 0;  // of the body (a tiny window splits it)
+  bool answered = false;
+};
+
 struct refusal {
-  std::string body;                          // the reason, as text
-  header_list head;                          // the response's fields
-  std::map<std::int32_t, std::size_t> sent;  // of the body, by stream (a tiny window splits it)
-  bool answered = false;                     // a request got the answer
+  std::string body;                               // the reason, as text
+  header_list head;                               // the response's fields
+  std::map<std::int32_t, request_read> requests;  // by stream
+  bool answered = false;                          // a request got the answer
 };
 
 refusal& refusal_of(void* user_data) {
@@ -59,12 +69,47 @@ ssize_t read_body(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::siz
                   std::uint32_t* flags, nghttp2_data_source*, void* self) {
   auto& r = refusal_of(self);
   const std::string& body = r.body;
-  std::size_t& sent = r.sent[id];
+  std::size_t& sent = r.requests[id].sent;
   const std::size_t n = std::min(length, body.size() - sent);
   std::copy_n(body.data() + sent, n, buf);
   sent += n;
   if (sent == body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
   return static_cast<ssize_t>(n);
+}
+
+int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  auto& q = refusal_of(self).requests[f->hd.stream_id].report;
+  q.http2 = true;
+  q.stream_id = f->hd.stream_id;
+  q.started = steady::now();
+  q.started_at = std::chrono::system_clock::now();
+  return 0;
+}
+
+int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name_data,
+              std::size_t name_size, const std::uint8_t* value_data, std::size_t value_size,
+              std::uint8_t, void* self) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  auto& q = refusal_of(self).requests[f->hd.stream_id];
+  const std::string_view name(reinterpret_cast<const char*>(name_data), name_size);
+  const std::string_view value(reinterpret_cast<const char*>(value_data), value_size);
+  if (name == ":method")
+    q.report.method = value;
+  else if (name == ":path")
+    q.report.path = value;
+  else if (name == ":authority")
+    q.report.authority = value;
+  else if (name == "host")
+    q.host = value;
+  return 0;
+}
+
+int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id, const std::uint8_t*,
+                  std::size_t len, void* self) {
+  auto& requests = refusal_of(self).requests;
+  if (auto it = requests.find(id); it != requests.end()) it->second.report.req_bytes += len;
+  return 0;
 }
 
 // A request's head is complete: it gets the answer, whatever its body still sends (the GOAWAY and
@@ -76,7 +121,7 @@ int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) 
   nghttp2_data_provider provider{};
   provider.read_callback = read_body;
   if (nghttp2_submit_response(session, f->hd.stream_id, head.data(), head.size(), &provider) == 0)
-    r.answered = true;
+    r.answered = r.requests[f->hd.stream_id].answered = true;
   return 0;
 }
 
@@ -84,6 +129,9 @@ nghttp2_session* new_session(refusal& r) {
   nghttp2_session_callbacks* cb = nullptr;
   if (nghttp2_session_callbacks_new(&cb) != 0) return nullptr;
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session* session = nullptr;
   const int rv = nghttp2_session_server_new(&session, cb, &r);
   nghttp2_session_callbacks_del(cb);
@@ -130,7 +178,8 @@ asio::awaitable<bool> take_input(session& s, tls_stream& tls, nghttp2_session* h
 
 }  // namespace
 
-asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a) {
+asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a,
+                                        std::vector<http_request_report>& answered) {
   refusal r{std::string(a.why) + "\n", {}, {}};
   r.head = {{":status", std::to_string(a.status)},
             {"content-type", "text/plain"},
@@ -152,7 +201,15 @@ asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_
   nghttp2_submit_goaway(h2.get(), NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(h2.get()), a.goaway_code,
                         reinterpret_cast<const std::uint8_t*>(a.why.data()), a.why.size());
-  co_await flush(s, tls, h2.get());
+  const bool sent = co_await flush(s, tls, h2.get()) && open;
+  for (auto& [id, q] : r.requests) {
+    if (!q.answered) continue;
+    auto& report = answered.emplace_back(std::move(q.report));
+    if (report.authority.empty()) report.authority = std::move(q.host);
+    // A write that failed leaves the answer's arrival unknown: no response, as anywhere.
+    report.status = sent ? a.status : 0;
+    report.resp_bytes = sent ? q.sent : 0;
+  }
 }
 
 }  // namespace mtlsd::proxy::detail

@@ -49,6 +49,13 @@ void write_request_line(const session& s, const http_request_report& r) {
 
 }  // namespace
 
+void report_http_request(const session& s, const http_request_report& r) {
+  write_request_line(s, r);
+  if (auto* m = s.listener->metrics)
+    m->count_http_request(r.http2, r.status,
+                          std::chrono::duration<double>(steady::now() - r.started).count());
+}
+
 bool speaks_h2(const config::listener& cfg, SSL* ssl) {
   // No ALPN (a client that sent none) means HTTP/1.1, unless the listener speaks h2 only.
   const std::string_view alpn = alpn_of(ssl);
@@ -72,12 +79,7 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
         return d.allowed ? std::string() : std::move(d.detail);
       };
   }
-  http_request_sink sink = [&s](const http_request_report& r) {
-    write_request_line(s, r);
-    if (auto* m = s.listener->metrics)
-      m->count_http_request(r.http2, r.status,
-                            std::chrono::duration<double>(steady::now() - r.started).count());
-  };
+  http_request_sink sink = [&s](const http_request_report& r) { report_http_request(s, r); };
   const bool h2 = speaks_h2(cfg, tls.native());
   s.clock.head_limit = cfg.http.request_headers_timeout;
   if (!h2) {

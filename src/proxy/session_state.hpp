@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/fd_gate.hpp"
@@ -28,6 +29,9 @@
 
 namespace mtlsd::log {
 struct access_record;
+}
+namespace mtlsd::proxy {
+struct http_request_report;
 }
 
 namespace mtlsd::proxy::detail {
@@ -260,6 +264,9 @@ asio::awaitable<bool> send_proxy_header(session& s, SSL* ssl);
 
 // http_serve.cpp: HTTP mode once the peer is admitted and the upstream connected.
 asio::awaitable<void> serve_http(session& s, tls_stream& tls);
+// A request's "request" access line and its mtlsd_http_* metrics, with the connection's fields:
+// what serve_http's sink does, and what a refusal after the handshake reports of its answers.
+void report_http_request(const session& s, const http_request_report& r);
 // Whether the client of an http: listener speaks HTTP/2: it chose h2 by ALPN, or sent no ALPN
 // to a listener that speaks h2 only.
 bool speaks_h2(const config::listener& cfg, SSL* ssl);
@@ -282,7 +289,9 @@ inline constexpr http_answer over_capacity_answer{503, "Service Unavailable", 0,
 // may have sent meanwhile, unread, does not turn the close into a reset before it reads it.
 // False when `s` is not an http: listener (nothing written).
 asio::awaitable<bool> answer_refused(session& s, tls_stream& tls, const http_answer& a);
-asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a);
+// `answered`: the requests that got the answer (head, body bytes, start), for their report.
+asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a,
+                                        std::vector<http_request_report>& answered);
 // Its upstream could not be connected (connect_phase refused, the reason recorded): 502, as from
 // nginx, or over_capacity_answer when mtlsd ran out of descriptors; an HTTP/2 client gets
 // NO_ERROR (it may try again).

@@ -17,6 +17,7 @@ import grpc
 import h2.errors
 import pytest
 
+from clients import fmt_addr
 from grpc_probe import probe_stub, stubs, tls_channel
 from h2_client import H2Client
 from http_upstream import response
@@ -154,3 +155,87 @@ def test_an_upstream_connect_that_times_out_gets_the_client_a_502(serve, pki):
         for s in keep:
             s.close()
         listener.close()
+
+
+def request_lines(daemon, since: int = 0, **match) -> list[dict]:
+    """The "request" access lines from log index `since` on that carry these fields."""
+    return [line for line in daemon.logs()[since:]
+            if line.get("msg") == "request" and all(line.get(k) == v for k, v in match.items())]
+
+
+def test_refused_requests_get_request_lines_and_count_as_requests(serve, refused_address, pki):
+    """An answered refusal is a request like any other (review: an outage showed no 5xx): its
+    "request" line, with the answer's status and the refusal's reason, and its count in
+    mtlsd_http_requests_total and mtlsd_http_request_duration_seconds. HTTP/1.1's request is
+    not read (no method or path); HTTP/2's answered streams keep the heads that were read."""
+    daemon, _ = serve(upstream=refused_address, http={})
+    out, local = raw_exchange(daemon, pki, b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+    daemon.wait_for_access(client=local, reason="upstream_unavailable")  # after its requests
+    [h1] = request_lines(daemon, client=local)
+    assert (h1["protocol"], h1["status"], h1["method"], h1["path"], h1["stream_id"]) == \
+        ("HTTP/1.1", 502, "", "", 1), h1
+    assert h1["resp_bytes"] == len(b"upstream unavailable\n"), h1
+    assert h1["detail"].startswith("upstream_unavailable: connect to "), h1
+
+    client = H2Client(daemon, pki)
+    try:
+        first = client.request("/a", flush=False)
+        last = client.request("/b", method="POST", extra=(("content-length", "3"),),
+                              end_stream=False, flush=False)
+        client.conn.send_data(last, b"abc", end_stream=True)
+        client.flush()
+        assert client.response(first) == (502, b"upstream unavailable\n")
+        client.answered_then_goaway(last, 502, h2.errors.ErrorCodes.NO_ERROR,
+                                    b"upstream unavailable")
+        local = fmt_addr(client.sock.getsockname())
+    finally:
+        client.close()
+    daemon.wait_for_access(client=local, reason="upstream_unavailable")
+    lines = request_lines(daemon, client=local)
+    assert [(l["protocol"], l["status"], l["method"], l["authority"], l["path"], l["stream_id"])
+            for l in lines] == [("HTTP/2", 502, "GET", "localhost", "/a", first),
+                                ("HTTP/2", 502, "POST", "localhost", "/b", last)], lines
+    assert all(l["resp_bytes"] == len(b"upstream unavailable\n") for l in lines), lines
+    assert all(l["detail"].startswith("upstream_unavailable: ") for l in lines), lines
+
+    metrics = daemon.scrape()
+    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/1.1",
+                       code_class="5xx") == 1
+    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
+                       code_class="5xx") == 2
+    assert metrics.get("mtlsd_http_request_duration_seconds_count", listener="inbound") == 3
+
+
+def test_requests_over_an_identitys_limit_get_request_lines_and_count_as_4xx(http_serve, pki):
+    daemon, _, recorder = http_serve(lambda req: response(200, b"ok"),
+                                     limits={"max_connections_per_identity": 1})
+    held = hold_identity(daemon, pki)
+    try:
+        out, local = raw_exchange(daemon, pki, b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), out
+        h2_client = H2Client(daemon, pki)
+        try:
+            sid = h2_client.request("/third")
+            h2_client.answered_then_goaway(sid, 429, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                           b"too many connections for this identity")
+            h2_local = fmt_addr(h2_client.sock.getsockname())
+        finally:
+            h2_client.close()
+        daemon.wait_for_access(client=local, reason="rate_limited")
+        daemon.wait_for_access(client=h2_local, reason="rate_limited")
+    finally:
+        held.close()
+    [h1] = request_lines(daemon, client=local)
+    assert (h1["protocol"], h1["status"], h1["path"]) == ("HTTP/1.1", 429, ""), h1
+    assert h1["detail"].startswith("rate_limited"), h1
+    [h2_line] = request_lines(daemon, client=h2_local)
+    assert (h2_line["protocol"], h2_line["status"], h2_line["method"], h2_line["path"],
+            h2_line["stream_id"]) == ("HTTP/2", 429, "GET", "/third", sid), h2_line
+    assert h2_line["detail"].startswith("rate_limited"), h2_line
+    metrics = daemon.scrape()
+    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/1.1",
+                       code_class="4xx") == 1
+    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
+                       code_class="4xx") == 1
+    assert [r.target for r in recorder.requests] == ["/first"]
