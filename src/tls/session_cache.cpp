@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <ctime>
 
+#include "mtlsd/tls/staple_lapse.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 #include "mtlsd/tls/verify.hpp"
 
@@ -11,8 +12,9 @@ namespace mtlsd::tls {
 namespace {
 
 // ex_data slots: SSL_CTX -> cache, SSL -> the upstream key of that connection, SSL_SESSION ->
-// the earliest notAfter of the remote's verified chain (the value itself, not a pointer:
-// OpenSSL copies it into the session a resumption's new ticket makes).
+// the earliest notAfter of the remote's verified chain, or the lapse of the "good" OCSP
+// response it stapled when that comes first (the value itself, not a pointer: OpenSSL copies
+// it into the session a resumption's new ticket makes).
 struct indexes {
   int ctx_cache = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   int ssl_key = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -25,9 +27,11 @@ const indexes& idx() {
 }
 
 // Past its lifetime, or holding a remote certificate past its validity, or made by a
-// handshake whose verified chain holds one (an intermediate, the anchor: review): resuming it
-// would skip the check a full handshake makes of the remote's certificates (Go's client drops
-// such sessions too).
+// handshake whose verified chain holds one (an intermediate, the anchor: review), or whose
+// remote stapled a "good" OCSP response now past its nextUpdate (review: a remote that now
+// staples "revoked" was resumed for as long as the app kept connecting): resuming it would
+// skip the check a full handshake makes of the remote's certificates (Go's client drops
+// expired chains' sessions too).
 bool expired(const SSL_SESSION* s, std::time_t now) {
   if (SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now) return true;
   const auto chain_not_after =
@@ -100,10 +104,14 @@ int client_session_cache::on_new_session(SSL* ssl, SSL_SESSION* session) {
   if (const verify_outcome* vo = verifier::outcome_of(ssl); vo && vo->crl_unusable_depths) return 0;
   // A resumption's new session holds the value its own session had.
   if (!SSL_session_reused(ssl))
-    if (STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl))
-      SSL_SESSION_set_ex_data(session, idx().session_not_after,
-                              reinterpret_cast<void*>(static_cast<std::intptr_t>(
-                                  std::max<std::time_t>(1, earliest_not_after(chain)))));
+    if (STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl)) {
+      std::time_t until = earliest_not_after(chain);
+      if (const std::time_t staple = stapled_good_until(sk_X509_value(chain, 0)))
+        until = std::min(until, staple);
+      SSL_SESSION_set_ex_data(
+          session, idx().session_not_after,
+          reinterpret_cast<void*>(static_cast<std::intptr_t>(std::max<std::time_t>(1, until))));
+    }
   cache->store(*key, session);
   return 1;  // we keep the reference OpenSSL handed us
 }

@@ -5,8 +5,11 @@
 //
 // Bound to one runtime snapshot, never carried across a reload: a resumed session is not
 // re-verified, so a session established under the old trust store or allow list must not be
-// offered under a new one. Bounded: at most `max_entries` upstream addresses (a hostname
-// upstream that resolves to many addresses); the least recently stored one is dropped first.
+// offered under a new one. Nor past a certificate of the remote's chain, or the nextUpdate of
+// the "good" OCSP response its full handshake accepted stapled (a resumption carries no staple,
+// so the next full handshake must see the remote's current one). Bounded: at most `max_entries`
+// upstream addresses (a hostname upstream that resolves to many addresses); the least recently
+// stored one is dropped first.
 //
 // TLS 1.3 tickets arrive after the handshake, inside a later SSL_read: OpenSSL's new-session
 // callback stores them whenever they come, so the relay's reads are what fill the cache.

@@ -223,13 +223,40 @@ const ocsp_client::cached* ocsp_client::known_revocation(const std::string& id) 
   return c && c->answer.result == status::revoked ? c : nullptr;
 }
 
+namespace {
+
+// Where lookup() asks about `cert`: pol.ocsp_responder, else the certificate's first AIA URL.
+std::string responder_for(X509* cert, const policy& pol) {
+  if (!pol.ocsp_responder.empty()) return pol.ocsp_responder;
+  auto urls = ocsp_urls(cert);
+  return urls.empty() ? std::string() : urls.front();
+}
+
+}  // namespace
+
+void ocsp_client::watch_staple(const x509_ptr& cert, const x509_ptr& issuer, const policy& pol,
+                               std::time_t until) {
+  auto url = net::parse_http_url(responder_for(cert.get(), pol));
+  if (!url) return;
+  const std::string id = make_ocsp_query(cert.get(), issuer.get(), false).cert_id;
+  if (id.empty() || revoked_.count(id)) return;
+  const std::time_t now = std::time(nullptr);
+  if (const cached* c = cache_.find(id); !c || !c->fresh(now)) {
+    ocsp_answer a;
+    a.result = status::good;
+    a.this_update = now;
+    a.next_update = std::max<std::time_t>(1, until);
+    keep(id, a, cert, issuer, url->text, pol.timeout);  // starts the refresh loop
+  }
+  if (cached* c = cache_.peek(id)) {
+    c->watched = true;
+    c->last_used = now;
+  }
+}
+
 asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, policy pol) {
   answer out{status::unavailable, "ocsp", "internal error"};
-  std::string url_text = pol.ocsp_responder;
-  if (url_text.empty()) {
-    auto urls = ocsp_urls(cert.get());
-    if (!urls.empty()) url_text = urls.front();
-  }
+  const std::string url_text = responder_for(cert.get(), pol);
   if (url_text.empty()) {
     out.detail = "the certificate names no OCSP responder and ocsp_responder is not set";
     co_return out;

@@ -40,6 +40,15 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   // revocation stays known after the response that announced it expires.
   boost::asio::awaitable<answer> lookup(x509_ptr cert, x509_ptr issuer, policy pol);
 
+  // Client mode with recheck_established: the remote stapled a verified "good" answer for
+  // `cert`, holding until `until` (stapling.hpp), which the check took as its OCSP answer. It
+  // is cached and watched as an answer lookup() fetched would be, so the background refresh
+  // asks the responder about `cert` once it lapses, and a "revoked" then closes the
+  // connections to it (review: nothing was ever asked again, so none was closed). A fresher
+  // cached answer stays; no-op without an http:// responder (pol.ocsp_responder, else AIA).
+  void watch_staple(const x509_ptr& cert, const x509_ptr& issuer, const policy& pol,
+                    std::time_t until);
+
  private:
   struct cached {
     ocsp_answer answer;

@@ -12,6 +12,7 @@
 #include "crl_fetcher.hpp"
 #include "mtlsd/net/url.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/staple_lapse.hpp"
 #include "ocsp_client.hpp"
 #include "service_state.hpp"
 #include "stapler.hpp"
@@ -92,10 +93,15 @@ struct service::impl : std::enable_shared_from_this<impl> {
       lookups.push_back(answer_into(&l.distribution_point,
                                     crls->lookup(up_ref(cert), up_ref(issuer), pol, req.at)));
     if (pol.ocsp_at(d)) {
-      // Client mode: a verified staple saying "good" is the leaf's OCSP answer already.
-      if (d == 0 && req.leaf_stapled_good)
+      // Client mode: a verified staple saying "good" is the leaf's OCSP answer already; with
+      // recheck_established it is watched as a fetched answer is, and asked again once it
+      // lapses.
+      if (d == 0 && req.leaf_stapled_good) {
         l.ocsp = {status::good, "stapled ocsp", ""};
-      else
+        if (pol.recheck_established)
+          if (const std::time_t until = stapled_good_until(cert))
+            ocsp->watch_staple(up_ref(cert), up_ref(issuer), pol, until);
+      } else
         lookups.push_back(answer_into(&l.ocsp, ocsp->lookup(up_ref(cert), up_ref(issuer), pol)));
     }
   }

@@ -1,11 +1,15 @@
 #include "mtlsd/tls/revocation/stapling.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/ocsp.hpp"
+#include "mtlsd/tls/staple_lapse.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "service_state.hpp"
 
 namespace mtlsd::tls::revocation {
 namespace {
@@ -34,6 +38,14 @@ int staple_our_response(SSL* ssl, void* arg) {
     return SSL_TLSEXT_ERR_NOACK;
   }
   return SSL_TLSEXT_ERR_OK;
+}
+
+// A good staple holds until its nextUpdate; one without says newer information is always
+// available, so as a cached answer: ocsp_default_lifetime, no longer than its thisUpdate allows.
+std::time_t good_until(const ocsp_answer& a, std::time_t now) {
+  if (a.next_update) return a.next_update;
+  return std::min<std::time_t>(now + ocsp_default_lifetime,
+                               a.this_update + ocsp_max_age_without_next_update);
 }
 
 // The callback argument: whether a usable staple is required (revocation.require_staple).
@@ -87,6 +99,7 @@ int check_remote_staple(SSL* ssl, void* arg) {
     out->staple = a.result;
     out->staple_detail = a.detail;
   }
+  if (a.result == status::good) set_stapled_good_until(leaf, good_until(a, std::time(nullptr)));
   if (a.result != status::revoked) {
     // Without require_staple an unusable staple is as good as none.
     if (required && a.result != status::good)
