@@ -143,6 +143,23 @@ bool verifier::within_grace(X509_STORE_CTX* store_ctx) const {
   return verification_time(store_ctx) - next <= crl_.grace_seconds;
 }
 
+namespace {
+
+// A certificate the peer sent naming `child`'s issuer whose extensions do not decode, or null.
+X509* malformed_issuer_sent(X509_STORE_CTX* store_ctx, X509* child) {
+  STACK_OF(X509)* sent = X509_STORE_CTX_get0_untrusted(store_ctx);
+  const X509_NAME* issuer = X509_get_issuer_name(child);
+  for (int i = 0; sent && i < sk_X509_num(sent); ++i) {
+    X509* c = sk_X509_value(sent, i);
+    if (c != child && X509_NAME_cmp(X509_get_subject_name(c), issuer) == 0 &&
+        (X509_get_extension_flags(c) & EXFLAG_INVALID))
+      return c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const {
   const int depth = X509_STORE_CTX_get_error_depth(store_ctx);
   X509* cert = X509_STORE_CTX_get_current_cert(store_ctx);
@@ -155,6 +172,18 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
     err = X509_V_ERR_INVALID_EXTENSION;
     X509_STORE_CTX_set_error(store_ctx, err);
   }
+  // The same for an issuer the peer did send but OpenSSL skipped as malformed: it is no missing
+  // issuer either (review: "... was not sent by the peer" for one it sent).
+  if (cert && (err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
+               err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY))
+    if (X509* bad = malformed_issuer_sent(store_ctx, cert)) {
+      cert = bad;
+      err = X509_V_ERR_INVALID_EXTENSION;
+      X509_STORE_CTX_set_current_cert(store_ctx, cert);
+      X509_STORE_CTX_set_error_depth(store_ctx, depth + 1);
+      X509_STORE_CTX_set_error(store_ctx, err);
+      return decide_error(store_ctx, out);
+    }
   if (crl_.enabled && reason_from_x509_error(err) == reason::revocation_unavailable &&
       is_partial_chain_anchor(store_ctx, depth, cert)) {
     // An issuing CA listed in the trust bundle without its issuer is an anchor, trusted by

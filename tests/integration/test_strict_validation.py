@@ -48,6 +48,9 @@ CASES = [
     # handshake has the peer sign), an EKU of Server Gated Crypto alone (client mode).
     Case("key_agreement_only", "bad_key_usage", False),
     Case("sgc_only", "bad_key_usage", False),
+    # Review: an intermediate the peer sent whose keyUsage does not decode was reported as a
+    # missing issuer ("unknown_ca ... was not sent by the peer").
+    Case("under_malformed_int", "bad_certificate", False, "int_malformed_ku"),
 ]
 
 
@@ -68,6 +71,8 @@ def spki(tmp_path_factory) -> StrictPki:
     p.ca("int_nc", GOOD_CA + "nameConstraints = critical, permitted;DNS:.example.org\n",
          issuer="sroot")
     p.ca("issuing", GOOD_CA, issuer="sroot")
+    p.ca("int_malformed_ku", no_line(GOOD_CA, "keyUsage") + "2.5.29.15 = critical, DER:05:00\n",
+         issuer="sroot")
     p.ca("int_excluded", GOOD_CA + "nameConstraints = critical, excluded;DNS:secret.example.org\n",
          issuer="sroot")
     p.leaf("wildcard-server", "int_excluded", "server", intermediate="int_excluded",
@@ -94,6 +99,7 @@ def spki(tmp_path_factory) -> StrictPki:
         leaf("cn_only", ext=no_line(ext, "subjectAltName").format(name="cn"),
              subject="/CN=localhost")
         leaf("email", ext=ext.format(name="email").rstrip("\n") + ", email:ops@example.org\n")
+        leaf("under_malformed_int", "int_malformed_ku", intermediate="int_malformed_ku")
         leaf("key_agreement_only",
              ext=ext.replace("digitalSignature", "keyAgreement").format(name="ka"))
         leaf("sgc_only", ext=ext.replace("clientAuth", "nsSGC, msSGC")
@@ -164,7 +170,7 @@ def test_server_mode_handshakes(serve, pki, spki):
     assert m.get("mtlsd_handshake_failures_total", listener="inbound",
                  reason="name_constraints") == 1
     assert m.get("mtlsd_handshake_failures_total", listener="inbound",
-                 reason="bad_certificate") == 3
+                 reason="bad_certificate") == 4
 
 
 def test_a_name_constraint_violation_is_named_where_the_allow_list_refuses_too(
