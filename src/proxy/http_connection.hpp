@@ -97,7 +97,7 @@ class http_connection {
   void watch_client();
   void start_client_watch();
   void client_readable(const error_code& ec);
-  void client_left(bool reset);
+  void client_left();
   void stop_watching_client() {
     ++watch_->client_watch;  // a completion already on its way finds the exchange over
     if (!std::exchange(watching_client_, false)) return;

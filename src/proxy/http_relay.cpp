@@ -134,16 +134,17 @@ void http_connection::upstream_spoke(std::uint64_t watch) {
 
 // A client that leaves while its response is awaited is noticed at once, not when the upstream
 // answers or gives up (review: a reset client held its upstream connection for 20 s, and its
-// line said 502 upstream_close, or 200 for an answer nobody read). As nginx and Envoy do, the
-// exchange ends, the upstream's connection is closed, and the line says no response was given
-// (status 0, termination client_close). A wait for the socket to become readable, then a peek:
-// a FIN or an error means the client left. Bytes (a pipelined request, a TLS alert) cannot be
-// looked past without reading them: the watch ends there and the response goes on; so it never
-// starts with bytes already here. A FIN already here when the request is whole came with it: the
-// client ended its side after its last request, and reads the answer
-// (test_a_client_closing_with_its_last_request_gets_the_answer_then_the_close). Looked for only
-// when the socket is not known drained: otherwise the wait needs neither that peek nor an
-// epoll_ctl (net/read_drain.hpp), and a request without a body costs its wait and a cancel.
+// line said 502 upstream_close, or 200 for an answer nobody read). As Envoy resets its upstream
+// stream, the exchange ends, the upstream's connection is closed, and the line says no response
+// was given (status 0, termination client_close). A wait for the socket to become readable, then
+// a peek: an error (a reset) means the client left. A FIN is a half-close, as in TCP mode: the
+// client ended its side after its request and reads the answer, however TCP split the FIN from
+// the request (a review found the answer cut when the FIN came a moment later; a closed client
+// resets at the answer's first bytes anyway). Bytes (a pipelined request, a TLS alert) cannot be
+// looked past without reading them. Either ends the watch and the response goes on; so it never
+// starts with bytes already here. Looked for only when the socket is not known drained:
+// otherwise the wait needs neither that peek nor an epoll_ctl (net/read_drain.hpp), and a
+// request without a body costs its wait and a cancel.
 void http_connection::watch_client() {
   if (from_client_.buf.size() > 0 || tls_.has_pending()) return;
   if (!net::known_drained(tls_socket_)) {
@@ -151,7 +152,7 @@ void http_connection::watch_client() {
       case client_peek::nothing:
         break;
       case client_peek::reset:
-        return client_left(true);
+        return client_left();
       case client_peek::bytes:
       case client_peek::fin:
         return;
@@ -183,15 +184,15 @@ void http_connection::client_readable(const error_code& ec) {
     case client_peek::bytes:
       return;
     case client_peek::fin:
-      return client_left(false);
+      return;
     case client_peek::reset:
-      return client_left(true);
+      return client_left();
   }
 }
 
-void http_connection::client_left(bool reset) {
+void http_connection::client_left() {
   result_.ended_by(relay_end::tls_peer);
-  std::string why = reset ? "the client reset its connection" : "the client closed its connection";
+  std::string why = "the client reset its connection";
   why += response_started_ ? " during the response" : " before the response";
   if (current_ && current_->detail.empty()) current_->detail = why;
   fail(std::move(why));
