@@ -304,6 +304,12 @@ X509_CRL* make_crl(const credential& issuer, const crl_spec& spec) {
     check(idp != nullptr && X509_CRL_add_ext(crl, idp, -1) == 1, "CRL issuingDistributionPoint");
     X509_EXTENSION_free(idp);
   }
+  if (!spec.freshest_crl.empty()) {
+    const std::string value = "URI:" + spec.freshest_crl;
+    X509_EXTENSION* freshest = X509V3_EXT_conf_nid(nullptr, &ctx, NID_freshest_crl, value.c_str());
+    check(freshest != nullptr && X509_CRL_add_ext(crl, freshest, -1) == 1, "CRL freshestCRL");
+    X509_EXTENSION_free(freshest);
+  }
   check(X509_CRL_sign(crl, issuer.key(), EVP_sha256()) > 0, "X509_CRL_sign");
   return crl;
 }

@@ -114,6 +114,8 @@ struct crl_spec {
   std::string issuing_distribution_point{};
   // A delta CRL of the base CRL with this number (deltaCRLIndicator); none when unset.
   std::optional<std::uint64_t> delta_of{};
+  // A base CRL's Freshest CRL extension naming where its deltas are (this URI); "" = none.
+  std::string freshest_crl{};
 };
 
 // A CRL signed by `issuer`. Free with X509_CRL_free (or wrap in tls::x509_crl_ptr).

@@ -57,31 +57,47 @@ bool newer(X509_CRL* a, X509_CRL* b) {
   return above;
 }
 
+// Whether OpenSSL applies `delta` to `base` when it verifies against both (crl_files): the
+// base names where deltas are (Freshest CRL; a certificate naming them counts too, which an
+// issuer-wide event cannot see), and the delta follows that base (its base number at most the
+// base's CRL number, its own above it).
+bool applies_to(X509_CRL* delta, X509_CRL* base) {
+  if (X509_CRL_get_ext_by_NID(base, NID_freshest_crl, -1) < 0) return false;
+  auto* base_of =
+      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(delta, NID_delta_crl, nullptr, nullptr));
+  auto* base_number =
+      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(base, NID_crl_number, nullptr, nullptr));
+  const bool follows =
+      base_of && base_number && ASN1_INTEGER_cmp(base_of, base_number) <= 0 && newer(delta, base);
+  ASN1_INTEGER_free(base_of);
+  ASN1_INTEGER_free(base_number);
+  drain_errors();
+  return follows;
+}
+
 }  // namespace
 
 std::vector<event_ptr> events_from_crl_files(const std::vector<x509_crl_ptr>& crls,
                                              const std::string& listener) {
-  // Per issuer: what its base CRLs revoke, then its newest delta (deltas are cumulative since
-  // their base): what that adds, less what it lifts. Without the lift, a hold a delta had
-  // released still closed the peer's connection on the next reload (review), which the
-  // handshake, judging with the delta, admitted.
+  // Per issuer, what the handshake would refuse: what its base CRLs revoke, and what every delta
+  // revokes. Where OpenSSL applies the newest delta to a base (applies_to), that delta's
+  // removeFromCRL lifts the base's hold too (review: a released hold still closed the peer's
+  // connection on the next reload). Where it does not, a delta's entries still count: closing a
+  // connection the handshake would admit is the safe side of a disagreement.
   std::map<std::string, std::vector<std::string>> by_issuer;
-  std::map<std::string, X509_CRL*> newest_delta;
+  std::map<std::string, X509_CRL*> newest_delta, newest_base;
   for (const auto& crl : crls) {
     const std::string issuer = name_der(X509_CRL_get_issuer(crl.get()));
-    if (is_delta(crl.get())) {
-      X509_CRL*& d = newest_delta[issuer];
-      if (!d || newer(crl.get(), d)) d = crl.get();
-      continue;
-    }
+    auto& newest = is_delta(crl.get()) ? newest_delta : newest_base;
+    if (X509_CRL*& n = newest[issuer]; !n || newer(crl.get(), n)) n = crl.get();
     auto serials = revoked_serials(crl.get());
     auto& all = by_issuer[issuer];
     all.insert(all.end(), serials.begin(), serials.end());
   }
   for (const auto& [issuer, delta] : newest_delta) {
+    const auto base = newest_base.find(issuer);
+    if (base == newest_base.end() || !applies_to(delta, base->second)) continue;
     auto& all = by_issuer[issuer];
-    const auto added = revoked_serials(delta);
-    all.insert(all.end(), added.begin(), added.end());
     std::sort(all.begin(), all.end());
     auto lifted = removed_serials(delta);
     std::sort(lifted.begin(), lifted.end());
