@@ -19,6 +19,19 @@ from tls_remote import Remote, plain_exchange
 TIMEOUT = 10.0
 
 
+def assert_closed_as_revoked(client, sock, local: str) -> None:
+    """The app's connection `sock` (from `local`) through a client-mode listener ends (EOF or a
+    reset; within the socket's timeout), and its access line says its remote was revoked while
+    connected."""
+    try:
+        assert sock.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    line = client.wait_for_access(client=local)
+    assert line["reason"] == "revoked" and "revoked while connected" in line["detail"], line
+    sock.close()
+
+
 def outbound(pki, remote: str, name: str = "outbound", **revocation) -> dict:
     return {"name": name, "mode": "client", "listen": "127.0.0.1:0", "upstream": remote,
             "tls": {"cert": pki.path("client.crt"), "key": pki.path("client.key")},
@@ -161,13 +174,7 @@ def test_revoked_remote_is_disconnected(start_mtlsd, rpki, tmp_path):
         gencrl(mine)
         client.send_signal(signal.SIGHUP)
 
-        try:
-            assert sock.recv(100) == b""
-        except ConnectionResetError:
-            pass
-        line = client.wait_for_access(client=local)
-        assert line["reason"] == "revoked" and "revoked while connected" in line["detail"], line
-        sock.close()
+        assert_closed_as_revoked(client, sock, local)
         refused(client, "outbound", "revoked")  # and it cannot come back
     finally:
         remote.close()

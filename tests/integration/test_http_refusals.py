@@ -163,6 +163,13 @@ def request_lines(daemon, since: int = 0, **match) -> list[dict]:
             if line.get("msg") == "request" and all(line.get(k) == v for k, v in match.items())]
 
 
+def requests_counted(daemon, code_class: str) -> tuple[float, float]:
+    """mtlsd_http_requests_total of the "inbound" listener for `code_class`: (HTTP/1.1, HTTP/2)."""
+    metrics = daemon.scrape()
+    return tuple(metrics.get("mtlsd_http_requests_total", listener="inbound", protocol=p,
+                             code_class=code_class) for p in ("HTTP/1.1", "HTTP/2"))
+
+
 def test_refused_requests_get_request_lines_and_count_as_requests(serve, refused_address, pki):
     """An answered refusal is a request like any other (review: an outage showed no 5xx): its
     "request" line, with the answer's status and the refusal's reason, and its count in
@@ -199,12 +206,9 @@ def test_refused_requests_get_request_lines_and_count_as_requests(serve, refused
     assert all(l["resp_bytes"] == len(b"upstream unavailable\n") for l in lines), lines
     assert all(l["detail"].startswith("upstream_unavailable: ") for l in lines), lines
 
-    metrics = daemon.scrape()
-    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/1.1",
-                       code_class="5xx") == 1
-    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
-                       code_class="5xx") == 2
-    assert metrics.get("mtlsd_http_request_duration_seconds_count", listener="inbound") == 3
+    assert requests_counted(daemon, "5xx") == (1, 2)
+    assert daemon.scrape().get("mtlsd_http_request_duration_seconds_count",
+                               listener="inbound") == 3
 
 
 def test_requests_over_an_identitys_limit_get_request_lines_and_count_as_4xx(http_serve, pki):
@@ -233,9 +237,5 @@ def test_requests_over_an_identitys_limit_get_request_lines_and_count_as_4xx(htt
     assert (h2_line["protocol"], h2_line["status"], h2_line["method"], h2_line["path"],
             h2_line["stream_id"]) == ("HTTP/2", 429, "GET", "/third", sid), h2_line
     assert h2_line["detail"].startswith("rate_limited"), h2_line
-    metrics = daemon.scrape()
-    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/1.1",
-                       code_class="4xx") == 1
-    assert metrics.get("mtlsd_http_requests_total", listener="inbound", protocol="HTTP/2",
-                       code_class="4xx") == 1
+    assert requests_counted(daemon, "4xx") == (1, 1)
     assert [r.target for r in recorder.requests] == ["/first"]

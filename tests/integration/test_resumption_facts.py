@@ -44,10 +44,9 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from cryptography import x509
@@ -55,8 +54,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from clients import Exchange, fmt_addr
+from clients import fmt_addr
 from helpers import soft_fail_warnings, upstream_seen
+from resumption_attempt import Attempt, attempt
 from tls_remote import ThreadedServer
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, deep_merge, free_port,
                            server_listener, write_config)
@@ -78,48 +78,6 @@ CHECKS = "mtlsd_revocation_checks_total"
 
 
 # --- connections --------------------------------------------------------------------------------
-
-@dataclass
-class Attempt:
-    """One connection: what the client saw, whether the offered session resumed, the session to
-    offer next (kept even when the server refused after the handshake: a TLS 1.3 ticket comes
-    before the refusal), and the connection's access line."""
-    ex: Exchange = field(default_factory=Exchange)
-    reused: bool = False
-    session: Optional[ssl.SSLSession] = None
-    line: dict = field(default_factory=dict)
-
-
-def attempt(daemon: Mtlsd, ctx: ssl.SSLContext, session: Optional[ssl.SSLSession] = None,
-            listener: str = "inbound") -> Attempt:
-    """Connect (offering `session`), send ping, read its echo or EOF; never raises for TLS
-    failures (they land in .ex.error). Waits for the connection's access line."""
-    mark = daemon.log_mark()
-    at = Attempt()
-    tls = None
-    raw = socket.create_connection(daemon.addr(listener), timeout=TIMEOUT)
-    at.ex.local = fmt_addr(raw.getsockname())
-    try:
-        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-        at.ex.handshake_ok = True
-        at.reused = tls.session_reused
-        at.ex.version = tls.version()
-        tls.sendall(b"ping\n")
-        while len(at.ex.data) < 5:
-            chunk = tls.recv(100)
-            if not chunk:
-                break
-            at.ex.data += chunk
-    except (OSError, ssl.SSLError) as exc:
-        at.ex.error = exc
-    finally:
-        if tls is not None:
-            at.session = tls.session
-            tls.close()
-        raw.close()
-    at.line = daemon.wait_for_access(since=mark, client=at.ex.local, listener=listener)
-    return at
-
 
 def brief(line: dict) -> str:
     """The fields of an access line a failure message needs (pytest truncates whole dicts)."""

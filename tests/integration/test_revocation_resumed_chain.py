@@ -29,9 +29,8 @@ the resumed check looked at the anchor, it would be refused `revocation_unavaila
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -42,10 +41,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from clients import Exchange, fmt_addr
 from mtlsd_harness import Mtlsd, daemon_config
 from revocation_env import metric, revocation_server  # noqa: F401  (fixture)
 from revocation_servers import RevocationServer
+from resumption_attempt import Attempt, attempt
 
 TIMEOUT = 10.0
 CHECKS = "mtlsd_revocation_checks_total"
@@ -160,50 +159,6 @@ def client_ctx(chain: str, key: str) -> ssl.SSLContext:
 
 
 # --- connections ----------------------------------------------------------------------------------
-
-@dataclass
-class Attempt:
-    """One connection: what the client saw, whether the offered session resumed, the session to
-    offer next (also after a refusal: a TLS 1.3 ticket comes before it), the access line."""
-    ex: Exchange = field(default_factory=Exchange)
-    reused: bool = False
-    session: Optional[ssl.SSLSession] = None
-    line: dict = field(default_factory=dict)
-
-    def brief(self) -> str:
-        return " ".join(f"{k}={self.line.get(k)!r}" for k in
-                        ("result", "reason", "resumed", "identity", "detail"))
-
-
-def attempt(daemon: Mtlsd, ctx: ssl.SSLContext, session: Optional[ssl.SSLSession] = None,
-            source: str = "127.0.0.1", payload: bytes = b"ping\n") -> Attempt:
-    """Connect from `source` offering `session`, send `payload`, read its echo or the end;
-    never raises for TLS failures. Waits for the connection's access line."""
-    mark = daemon.log_mark()
-    at = Attempt()
-    raw = socket.create_connection(daemon.addr(), timeout=TIMEOUT, source_address=(source, 0))
-    at.ex.local = fmt_addr(raw.getsockname())
-    tls = None
-    try:
-        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-        at.ex.handshake_ok = True
-        at.reused = tls.session_reused
-        tls.sendall(payload)
-        while len(at.ex.data) < len(payload):
-            chunk = tls.recv(100)
-            if not chunk:
-                break
-            at.ex.data += chunk
-    except (OSError, ssl.SSLError) as exc:
-        at.ex.error = exc
-    finally:
-        if tls is not None:
-            at.session = tls.session
-            tls.close()
-        raw.close()
-    at.line = daemon.wait_for_access(since=mark, client=at.ex.local)
-    return at
-
 
 def assert_admitted(at: Attempt, resumed: bool, payload: bytes = b"ping\n") -> None:
     assert at.line.get("result") == "accepted", at.brief()

@@ -552,6 +552,19 @@ class RuntimeBuildTest : public ::testing::Test {
   std::string at(int line, int col) const {
     return files_.conf_path() + ":" + std::to_string(line) + ":" + std::to_string(col);
   }
+  // A server-mode listener trusting only `ca_file` for clients (its `ca:` at line 6, column 7).
+  config::configuration trusting(const std::string& ca_file) {
+    return files_.load(
+        "listeners:\n"
+        "  - name: inbound\n"
+        "    listen: 127.0.0.1:0\n"
+        "    upstream: 127.0.0.1:8080\n"
+        "    client_auth:\n"
+        "      ca: [" +
+        ca_file +
+        "]\n"
+        "    tls: {cert: server.crt, key: server.key}\n");
+  }
   ConfigDir files_;
 };
 
@@ -960,14 +973,7 @@ TEST_F(RuntimeBuildTest, WarnsAboutACertificateExpiringWithin30Days) {
 TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaThatAdmitsNoOne) {
   const auto warning_for = [&](const test::credential& root) {
     files_.dir().write("odd-root.crt", test::to_pem(root.cert()), 0644);
-    auto rt =
-        runtime::build(files_.load("listeners:\n"
-                                   "  - name: inbound\n"
-                                   "    listen: 127.0.0.1:0\n"
-                                   "    upstream: 127.0.0.1:8080\n"
-                                   "    client_auth:\n"
-                                   "      ca: [odd-root.crt]\n"
-                                   "    tls: {cert: server.crt, key: server.key}\n"));
+    auto rt = runtime::build(trusting("odd-root.crt"));
     auto w = runtime::warnings(*rt);
     return w.size() == 1 ? w[0].message : std::to_string(w.size()) + " warnings";
   };
@@ -987,14 +993,7 @@ TEST_F(RuntimeBuildTest, WarnsAboutATrustedCaExpiringSoon) {
   const std::time_t now = test::now();
   auto short_root = test::make_root_ca({.cn = "Short Root", .not_after = now + test::days(20)});
   files_.dir().write("short-root.crt", test::to_pem(short_root.cert()), 0644);
-  auto rt =
-      runtime::build(files_.load("listeners:\n"
-                                 "  - name: inbound\n"
-                                 "    listen: 127.0.0.1:0\n"
-                                 "    upstream: 127.0.0.1:8080\n"
-                                 "    client_auth:\n"
-                                 "      ca: [short-root.crt]\n"
-                                 "    tls: {cert: server.crt, key: server.key}\n"));
+  auto rt = runtime::build(trusting("short-root.crt"));
   auto w = runtime::warnings(*rt, now);
   ASSERT_EQ(w.size(), 1u);
   EXPECT_EQ(w[0].str(), at(6, 7) +
