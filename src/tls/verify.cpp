@@ -258,7 +258,9 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   // purposes also take keyAgreement alone (static ECDH) and, for a server, keyEncipherment
   // alone (RSA key transport), which no cipher mtlsd offers uses (verify_chain_fuzz, then a
   // review; the SVID rule, svid_key_usage_problem, was this strict already).
-  if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE)) {
+  // (Under a SPIFFE bundle the X.509-SVID rule below says it, with its own words.)
+  if (anchors_.empty() && (flags & EXFLAG_KUSAGE) &&
+      !(X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE)) {
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE);
     return decide_error(store_ctx, out);
   }
