@@ -29,7 +29,8 @@
 // example.org (one URI SAN, keyUsage digitalSignature without keyCertSign or cRLSign). Against
 // OpenSSL's own verdict on the same chain and store without mtlsd's callback: mtlsd never
 // admits what OpenSSL refuses; OpenSSL's first error decides mtlsd's reason (bad_certificate
-// when the certificate at fault has an extension OpenSSL cannot decode), except for name
+// when the certificate at fault, or an issuer of it that was sent, has an extension OpenSSL
+// cannot decode), except for name
 // constraints, where mtlsd's reason is name_constraints or an earlier leaf rule of its own,
 // never not_authorized; what OpenSSL admits mtlsd refuses only by its own rules.
 #include <openssl/err.h>
@@ -210,6 +211,27 @@ bool signs(X509* x) {
          (X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE);
 }
 
+// Whether a certificate of `chain` has an extended key usage without serverAuth (Server Gated
+// Crypto alone, say): OpenSSL's server purpose admits it, mtlsd refuses it in a remote's chain.
+bool eku_without_server_auth(const tls::cert_chain& chain) {
+  for (const auto& c : chain)
+    if ((X509_get_extension_flags(c.get()) & EXFLAG_XKUSAGE) &&
+        !(X509_get_extended_key_usage(c.get()) & XKU_SSL_SERVER))
+      return true;
+  return false;
+}
+
+// Whether `sent` holds a certificate naming `child`'s issuer whose extensions do not decode:
+// OpenSSL skips it and reports a missing issuer, mtlsd names it (bad_certificate).
+bool malformed_issuer_sent(const tls::cert_chain& sent, X509* child) {
+  for (const auto& c : sent)
+    if (c.get() != child &&
+        X509_NAME_cmp(X509_get_subject_name(c.get()), X509_get_issuer_name(child)) == 0 &&
+        (X509_get_extension_flags(c.get()) & EXFLAG_INVALID))
+      return true;
+  return false;
+}
+
 bool claims_ca(X509* x) {
   const std::uint32_t f = X509_get_extension_flags(x);
   return (f & EXFLAG_CA) || ((f & EXFLAG_KUSAGE) && (X509_get_key_usage(x) & KU_KEY_CERT_SIGN));
@@ -380,13 +402,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (err == X509_V_OK) {
     fuzz::check(own_rule, "what OpenSSL admits is refused only by mtlsd's own rules");
     if (r == reason::bad_key_usage)
-      fuzz::check(claims_ca(leaf) || trust == spiffe_bundle || (!server && !signs(leaf)),
-                  "bad_key_usage: a CA leaf, an SVID, or a remote whose keyUsage does not sign");
+      fuzz::check(claims_ca(leaf) || trust == spiffe_bundle || !signs(leaf) ||
+                      (!server && eku_without_server_auth(certs)),
+                  "bad_key_usage: a CA leaf, an SVID, a keyUsage that does not sign, or a "
+                  "remote's chain with an EKU without serverAuth");
   } else if (is_nc_error(err)) {
     fuzz::check(r == reason::name_constraints || (own_rule && r != reason::not_authorized),
                 "a name-constraint violation is never refused as not_authorized");
   } else {
-    const bool undecodable = fault && (X509_get_extension_flags(fault) & EXFLAG_INVALID);
+    const bool missing_issuer = err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
+                                err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+    const bool undecodable = fault && ((X509_get_extension_flags(fault) & EXFLAG_INVALID) ||
+                                       (missing_issuer && malformed_issuer_sent(certs, fault)));
     fuzz::check(r == (undecodable ? reason::bad_certificate : tls::reason_from_x509_error(err)),
                 "OpenSSL's first error decides the reason");
   }
