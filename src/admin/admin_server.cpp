@@ -39,22 +39,22 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::function<readiness()> ready;
   std::string bound;
   prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
-  // A connection's place among max_connections. `reading` while it waits for a request or reads
-  // one, `since` when that wait (or else the answer) began.
+  // A connection's place among max_connections (admin_server.hpp). `reading` while it waits for
+  // a request or reads one, `since` when that wait (or else the answer) began.
   struct slot {
     net::stream_socket* sock = nullptr;
     bool reading = true;
     std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
   };
   std::list<std::shared_ptr<slot>> slots;
-  static constexpr std::size_t max_connections = 64;  // scrapers and probes, not the public
 
-  // All places taken: one is closed for the new connection, so that no 64 connections, however
-  // they behave, keep a probe out. The one that has waited longest for (or in) a request gives
-  // way, a half-sent request too: a probe sends its request at once, so only a client that
-  // holds its place by sending slowly or nothing loses it (review: one byte of a next request
-  // made a connection unevictable, and 64 such held every place). With none reading, every
-  // place is writing an answer its client has not taken yet: the oldest answer gives way.
+  // All places taken: one is closed for the new connection, so that no max_connections
+  // connections, however they behave, keep a probe out. The one that has waited longest for (or
+  // in) a request gives way, a half-sent request too: a probe sends its request at once, so only
+  // a client that holds its place by sending slowly or nothing loses it (review: one byte of a
+  // next request made a connection unevictable, and max_connections such held every place).
+  // With none reading, every place is writing an answer its client has not taken yet: the
+  // oldest answer gives way.
   void evict_for_new_connection() {
     auto oldest = slots.end();
     const auto older = [](const slot& a, const slot& b) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <optional>
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
@@ -16,6 +17,7 @@
 #include "mtlsd/daemon/revocation_report.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/resolver.hpp"
+#include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -268,14 +270,13 @@ tls::verify_outcome judge(const verify_request& r, const runtime::listener_runti
     std::cerr << "mtlsd verify: --source is ignored on a client-mode listener (server_auth has "
                  "no source_cidrs)\n";
   const config::ip_address* src = r.source && !client_mode ? &*r.source : nullptr;
-  // A connection from there would be refused before its handshake (proxy/admission.cpp), as
-  // `verify` says now (review: it accepted a source allowed_sources does not hold).
-  if (src && !lr.cfg.allowed_sources.empty() &&
-      !config::any_contains(lr.cfg.allowed_sources, *src)) {
+  // A connection from there would be refused before its handshake, as `verify` says now
+  // (review: it accepted a source allowed_sources does not hold), in the accept's words.
+  if (const auto refusal = src ? proxy::source_refusal(lr.cfg, src) : std::nullopt) {
     sk_X509_free(untrusted);
     tls::verify_outcome refused;
-    refused.refusal = reason::source_not_allowed;
-    refused.detail = src->str() + " is not in allowed_sources";
+    refused.refusal = refusal->why;
+    refused.detail = refusal->detail;
     return refused;
   }
   if (asks_no_certificate(lr)) {  // its handshake judges none: every such client is admitted

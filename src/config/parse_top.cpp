@@ -117,7 +117,6 @@ void parse_log(reader& r, const YAML::Node& v, log_options& log) {
   with(v, "access_log_path", [&](auto x) {
     std::string raw;
     if (!r.str(x, "log.access_log_path", raw)) return;
-    log.access_log_path_where = r.at(x);
     // The streams, also by their /dev names: as a file path, /dev/stdout would make the
     // sandbox let mtlsd create files in /dev (the log file's directory) and open any file for
     // writing (seccomp), and SIGUSR1 would "reopen" a stream.

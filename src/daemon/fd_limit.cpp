@@ -5,15 +5,16 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/proxy/fd_gate.hpp"
 
 namespace mtlsd::daemon {
 
 std::uint64_t fd_overhead(const config::configuration& cfg, unsigned workers) {
-  constexpr std::uint64_t admin_connections = 64;  // admin_server's own cap
-  constexpr std::uint64_t per_worker = 4;          // epoll, eventfd, timerfd, spare
-  constexpr std::uint64_t process = 64;  // stdio, logs, inotify, revocation thread and fetches
+  constexpr std::uint64_t admin_connections = admin::max_connections;  // admin_server's own cap
+  constexpr std::uint64_t per_worker = 4;  // epoll, eventfd, timerfd, spare
+  constexpr std::uint64_t process = 64;    // stdio, logs, inotify, revocation thread and fetches
   return cfg.listeners.size() * workers + admin_connections + per_worker * workers + process;
 }
 

@@ -109,14 +109,19 @@ void admission_ticket::release() {
   identity_key_.reset();
 }
 
+std::optional<admission_refusal> source_refusal(const config::listener& cfg,
+                                                const config::ip_address* source) {
+  if (cfg.allowed_sources.empty() || (source && config::any_contains(cfg.allowed_sources, *source)))
+    return std::nullopt;
+  return admission_refusal{reason::source_not_allowed,
+                           (source ? source->str() : std::string("a peer without an IP address")) +
+                               " is not in allowed_sources"};
+}
+
 std::optional<admission_refusal> admission_ticket::admit_source(
     const config::listener& cfg, const std::optional<config::ip_address>& source) {
   if (!state_) return std::nullopt;
-  if (!cfg.allowed_sources.empty() &&
-      (!source || !config::any_contains(cfg.allowed_sources, *source)))
-    return admission_refusal{reason::source_not_allowed,
-                             source ? source->str() + " is not in allowed_sources"
-                                    : "a peer without an IP address is not in allowed_sources"};
+  if (auto refused = source_refusal(cfg, source ? &*source : nullptr)) return refused;
   const auto& lim = cfg.limits;
   if (!state_->take_token(lim, std::chrono::steady_clock::now()))
     return admission_refusal{reason::rate_limited,

@@ -5,8 +5,9 @@
 #include <string>
 #include <utility>
 
-#include "mtlsd/config/cidr.hpp"
+#include "mtlsd/proxy/admission.hpp"
 #include "mtlsd/proxy/session_registry.hpp"
+#include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/ticket_chain.hpp"
 
 namespace mtlsd::proxy {
@@ -90,21 +91,17 @@ namespace {
 std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
                                                          SSL* ssl, const config::ip_address* source,
                                                          std::string_view sni) {
-  // allowed_sources, as the accept judged it (admission.cpp): a range dropped closes what
-  // came from it (review: only the certificate's judges were asked again).
-  const auto& sources = lr.cfg.allowed_sources;
-  if (!sources.empty() && (!source || !config::any_contains(sources, *source)))
-    return std::pair{reason::source_not_allowed,
-                     (source ? source->str() : std::string("a peer without an IP address")) +
-                         " is not in allowed_sources"};
+  // allowed_sources, as the accept judged it: a range dropped closes what came from it
+  // (review: only the certificate's judges were asked again).
+  if (auto refused = source_refusal(lr.cfg, source))
+    return std::pair{refused->why, std::move(refused->detail)};
   X509* leaf = SSL_get0_peer_certificate(ssl);
   if (lr.cfg.mode == config::listener_mode::server) {
     const auto& ca = lr.cfg.client_auth;
     if (ca.mode == config::client_auth_mode::none) return std::nullopt;
-    // What the handshake's verify mode does (see tls/context.cpp): optional admits a client
-    // without a certificate unless there is an allow list.
+    // What the handshake's verify mode does (tls/context.hpp).
     if (!leaf) {
-      if (ca.mode == config::client_auth_mode::optional && ca.allow.empty()) return std::nullopt;
+      if (!tls::client_certificate_required(ca)) return std::nullopt;
       return std::pair{reason::no_client_cert, std::string("client sent no certificate")};
     }
   } else if (lr.cfg.server_auth.insecure_skip_verify || !leaf) {

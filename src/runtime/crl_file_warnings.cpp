@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "mtlsd/log/log.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/revocation/crl.hpp"
-#include "mtlsd/tls/revocation/ocsp.hpp"
 
 namespace mtlsd::runtime {
 namespace {
@@ -22,7 +22,7 @@ std::string not_current(X509_CRL* crl, std::time_t now, std::time_t grace) {
   const std::time_t issued = tls::revocation::crl_this_update(crl);
   if (next && now > next + grace)
     return "is past its nextUpdate (" + utc(next) + (grace ? ") and crl_grace" : ")");
-  if (issued > now + tls::revocation::ocsp_skew_seconds)
+  if (issued > now + tls::revocation_skew_seconds)
     return "is not valid before " + utc(issued) + " (its thisUpdate is ahead of this clock)";
   return {};
 }

@@ -26,10 +26,6 @@ using log::utc;
 
 constexpr std::time_t warn_window = 30 * 24 * 3600;
 
-const config::file_ref& own_cert_ref(const config::listener& l) {
-  return l.tls.pkcs12.empty() ? l.tls.cert : l.tls.pkcs12;
-}
-
 // Each chain we serve with the configuration line that named it: the single cert/pkcs12, the
 // X.509-SVID (named after the Workload API, pointing at the spiffe: block), or one per
 // tls.certificates entry.
@@ -45,7 +41,7 @@ std::vector<std::pair<config::file_ref, const tls::cert_chain*>> own_chains_of(
     return out;
   }
   if (l.tls.certificates.empty()) {
-    if (!t.own_chain.empty()) out.emplace_back(own_cert_ref(l), &t.own_chain);
+    if (!t.own_chain.empty()) out.emplace_back(l.tls.cert_ref(), &t.own_chain);
     return out;
   }
   for (std::size_t i = 0; i < t.own_chains.size() && i < l.tls.certificates.size(); ++i)

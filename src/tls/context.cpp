@@ -223,15 +223,12 @@ void use_server_certificate(SSL_CTX* ctx, const config::listener& l, const svid_
 void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material* svid,
                     tls_context& out) {
   const auto& ca = l.client_auth;
+  // optional: a certificate is verified when sent; a client without one is refused in the
+  // handshake (no_client_cert) where client_certificate_required says so.
   int mode = SSL_VERIFY_NONE;
-  if (ca.mode == config::client_auth_mode::require)
-    mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-  // optional: a certificate is verified when sent. With an allow list, though, a client is
-  // admitted only when an entry matches, and no entry can match a client without a
-  // certificate (the allow list is evaluated on the leaf, in the verify callback, which never
-  // runs then): such a client is refused in the handshake (no_client_cert), as under require.
-  if (ca.mode == config::client_auth_mode::optional)
-    mode = ca.allow.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  if (ca.mode != config::client_auth_mode::none)
+    mode = client_certificate_required(ca) ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                           : SSL_VERIFY_PEER;
   crl_policy crl;
   if (ca.mode != config::client_auth_mode::none) {
     install_trust(ctx, l, ca.ca, svid, out);

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -21,25 +20,6 @@ namespace {
 std::string asn1_string(const ASN1_STRING* s) {
   return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
                      static_cast<std::size_t>(ASN1_STRING_length(s)));
-}
-
-std::string ip_to_string(const ASN1_OCTET_STRING* ip) {
-  const unsigned char* p = ASN1_STRING_get0_data(ip);
-  int n = ASN1_STRING_length(ip);
-  char buf[64];
-  if (n == 4) {
-    std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", p[0], p[1], p[2], p[3]);
-    return buf;
-  }
-  if (n == 16) {
-    std::string out;
-    for (int i = 0; i < 16; i += 2) {
-      std::snprintf(buf, sizeof buf, "%s%x", i ? ":" : "", (p[i] << 8) | p[i + 1]);
-      out += buf;
-    }
-    return out;
-  }
-  return {};
 }
 
 std::vector<std::string> name_entries(X509_NAME* name, int nid) {
@@ -101,9 +81,6 @@ peer_identity compute_identity(X509* cert) {
         break;
       case GEN_EMAIL:
         id.email_sans.push_back(asn1_string(gn->d.rfc822Name));
-        break;
-      case GEN_IPADD:
-        id.ip_sans.push_back(ip_to_string(gn->d.iPAddress));
         break;
       default:
         break;

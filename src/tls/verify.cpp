@@ -115,11 +115,6 @@ int verifier::callback(int ok, X509_STORE_CTX* store_ctx) {
 
 namespace {
 
-// A CRL whose thisUpdate is this little ahead of our clock is taken: its CA's clock runs ahead
-// of ours (review: a fresh CRL file was unusable until then). Distribution points' CRLs and
-// OCSP answers get the same allowance (ocsp_skew_seconds).
-constexpr std::time_t crl_skew_seconds = 300;
-
 std::time_t verification_time(X509_STORE_CTX* store_ctx) {
   const X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
   return (X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME)
@@ -127,10 +122,13 @@ std::time_t verification_time(X509_STORE_CTX* store_ctx) {
              : std::time(nullptr);
 }
 
+// A CRL whose thisUpdate is a little ahead of our clock is taken: its CA's clock runs ahead of
+// ours (review: a fresh CRL file was unusable until then). Distribution points' CRLs and OCSP
+// answers get the same allowance (revocation_skew_seconds).
 bool within_skew(X509_STORE_CTX* store_ctx) {
   const X509_CRL* crl = X509_STORE_CTX_get0_current_crl(store_ctx);
   const std::time_t this_update = crl ? asn1_time_to_unix(X509_CRL_get0_lastUpdate(crl)) : 0;
-  return this_update && this_update - verification_time(store_ctx) <= crl_skew_seconds;
+  return this_update && this_update - verification_time(store_ctx) <= revocation_skew_seconds;
 }
 
 }  // namespace

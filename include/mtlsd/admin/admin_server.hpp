@@ -5,6 +5,7 @@
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <boost/asio/io_context.hpp>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -12,6 +13,11 @@
 #include "mtlsd/config/address.hpp"
 
 namespace mtlsd::admin {
+
+// Connections the admin listener holds at once: its clients are scrapers and probes, not the
+// public, so a few dozen is plenty; past it the longest-waiting one gives way (admin_server.cpp).
+// The daemon's file-descriptor budget counts these too (daemon/fd_limit.cpp).
+inline constexpr std::size_t max_connections = 64;
 
 struct readiness {
   bool ready = false;

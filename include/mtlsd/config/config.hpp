@@ -291,7 +291,6 @@ struct log_options {
   // "" = stderr (with the events), "stdout", or a file (absolute after loading): appended,
   // created 0640, reopened on SIGUSR1.
   std::string access_log_path;
-  source_location access_log_path_where;
 };
 
 struct admin_options {

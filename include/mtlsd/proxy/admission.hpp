@@ -94,4 +94,10 @@ class admission_ticket {
 // The IP address in a socket address (AF_INET / AF_INET6), else nullopt.
 std::optional<config::ip_address> ip_of(const sockaddr* sa);
 
+// allowed_sources of `cfg` for a peer at `source` (null: a unix-socket peer, which has no
+// address): nullopt when it may connect, else the refusal. The accept asks (admit_source), and
+// a reload asks again of every open connection (session_control::rejudge): the same words.
+std::optional<admission_refusal> source_refusal(const config::listener& cfg,
+                                                const config::ip_address* source);
+
 }  // namespace mtlsd::proxy

@@ -69,6 +69,16 @@ inline constexpr std::size_t max_ca_names_bytes = 60 * 1024;
 // then the context has no certificate and trusts nothing.
 tls_context build_context(const config::listener& l, const svid_material* svid = nullptr);
 
+// Whether client_auth `ca` refuses a client that sends no certificate (no_client_cert): under
+// require, and under optional with an allow list: a client is admitted then only when an entry
+// matches, and none can match a client without a certificate (the list is evaluated on the
+// leaf, in the verify callback, which never runs then). The handshake's verify mode says it
+// (build_context), and so does a reload judging an open connection (session_control).
+inline bool client_certificate_required(const config::client_auth_options& ca) {
+  return ca.mode == config::client_auth_mode::require ||
+         (ca.mode == config::client_auth_mode::optional && !ca.allow.empty());
+}
+
 // True for "127.0.0.1" or "::1" (no brackets), false for host names.
 bool is_ip_literal(const std::string& host);
 

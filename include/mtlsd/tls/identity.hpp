@@ -17,7 +17,6 @@ struct peer_identity {
   std::string spiffe_id_problem;
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
-  std::vector<std::string> ip_sans;
   std::vector<std::string> email_sans;  // rfc822Name
   std::string subject;                  // RFC 2253
   std::string common_name;

@@ -134,7 +134,7 @@ answer crl_fetcher::judge(const cached& c, X509* cert, const policy& pol, std::t
                  (c.last_error.empty() ? "" : "; refreshing it failed: " + c.last_error);
     return out;
   }
-  if (c.this_update > when + ocsp_skew_seconds) {
+  if (c.this_update > when + revocation_skew_seconds) {
     out.detail = "CRL is not valid before " + utc(c.this_update);
     return out;
   }

@@ -12,6 +12,7 @@
 
 #include "flight.hpp"
 #include "mtlsd/net/http_client.hpp"
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/revocation/cache.hpp"
 #include "mtlsd/tls/revocation/ocsp.hpp"
@@ -44,7 +45,7 @@ class crl_fetcher : public std::enable_shared_from_this<crl_fetcher> {
     std::string last_error;
     std::uint64_t generation = 0;  // identifies the refresh loop that owns this URL
     // Dated ahead of this clock beyond the skew: its revocations stand, nothing else is current.
-    bool ahead(std::time_t now) const { return this_update > now + ocsp_skew_seconds; }
+    bool ahead(std::time_t now) const { return this_update > now + revocation_skew_seconds; }
   };
   struct download_flight : flight {
     using flight::flight;

@@ -142,9 +142,9 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
       return a;
     }
   }
-  if (!this_update || a.this_update > now + ocsp_skew_seconds)
+  if (!this_update || a.this_update > now + revocation_skew_seconds)
     return unusable("response is not yet valid (thisUpdate in the future)");
-  if (a.next_update && a.next_update < now - ocsp_skew_seconds)
+  if (a.next_update && a.next_update < now - revocation_skew_seconds)
     return unusable("response is stale (nextUpdate has passed)");
   if (!a.next_update && a.this_update < now - ocsp_max_age_without_next_update)
     return unusable("response is stale (no nextUpdate, and thisUpdate is " +

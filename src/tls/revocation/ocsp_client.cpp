@@ -48,12 +48,12 @@ bool ocsp_client::cached::fresh(std::time_t now) const {
 
 std::time_t ocsp_client::cached::fresh_until() const {
   if (answer.next_update) {
-    // Already past its nextUpdate when it came (taken within ocsp_skew_seconds: a responder late
-    // with pre-signed answers, or a replay): kept a little while, not asked for again at every
+    // Already past its nextUpdate when it came (taken within revocation_skew_seconds: a responder
+    // late with pre-signed answers, or a replay): kept a little while, not asked for again at every
     // handshake (review), and never past what check_ocsp_response takes.
     if (fetched >= answer.next_update)
       return std::min<std::time_t>(fetched + ocsp_lapsed_answer_hold,
-                                   answer.next_update + ocsp_skew_seconds);
+                                   answer.next_update + revocation_skew_seconds);
     return answer.next_update;
   }
   // Without nextUpdate an answer is taken only while its thisUpdate is recent (ocsp.cpp), and

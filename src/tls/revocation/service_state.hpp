@@ -25,9 +25,7 @@ namespace mtlsd::tls::revocation {
 
 using steady = std::chrono::steady_clock;
 
-// An OCSP answer without nextUpdate says "ask again whenever": keep it this long.
-inline constexpr std::time_t ocsp_default_lifetime = 300;
-// An answer already past its nextUpdate when it came (within ocsp_skew_seconds) is kept this
+// An answer already past its nextUpdate when it came (within revocation_skew_seconds) is kept this
 // long before the responder is asked again.
 inline constexpr std::time_t ocsp_lapsed_answer_hold = 30;
 // A distribution point nobody used for this long is no longer refreshed (and is forgotten); no

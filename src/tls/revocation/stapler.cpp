@@ -38,7 +38,7 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   const std::time_t lapses =
       a.next_update ? a.next_update : a.this_update + ocsp_max_age_without_next_update;
   if (a.result == status::good && lapses <= now) {
-    // Usable for a peer's check, which allows ocsp_skew_seconds past nextUpdate, but a staple
+    // Usable for a peer's check, which allows revocation_skew_seconds past nextUpdate, but a staple
     // that lapsed is served to nobody: a responder that still hands it out has failed, and is
     // asked again with backoff, not after ocsp_default_lifetime.
     a.result = status::unavailable;

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/openssl.hpp"
 #include "mtlsd/tls/revocation/status.hpp"
 
@@ -18,14 +19,16 @@ namespace mtlsd::tls::revocation {
 
 using ocsp_request_ptr = std::unique_ptr<OCSP_REQUEST, openssl_deleter<OCSP_REQUEST_free>>;
 
-// Clock skew tolerated on thisUpdate/nextUpdate (responders' clocks drift; RFC 6960 leaves
-// the amount to the client, OpenSSL's own tools use 5 minutes).
-inline constexpr long ocsp_skew_seconds = 300;
+// An OCSP answer without nextUpdate says "ask again whenever": mtlsd (and its stapler) keep it
+// this long. Short, as such a responder asks to be asked often; long enough that a busy
+// listener does not ask at every handshake.
+inline constexpr std::time_t ocsp_default_lifetime = 300;
 // A response without nextUpdate says newer information is always available (RFC 6960
-// 4.2.2.1): it is taken while its thisUpdate is at most this old — the 5 minutes mtlsd (and its
-// stapler) keep such a response, plus the skew. Older, it proves nothing about now: a revoked
-// certificate's old "good" answer, replayed or stapled, would otherwise pass forever.
-inline constexpr long ocsp_max_age_without_next_update = 300 + ocsp_skew_seconds;
+// 4.2.2.1): it is taken while its thisUpdate is at most this old — the time mtlsd keeps such a
+// response, plus the clock skew (tls/asn1_time.hpp). Older, it proves nothing about now: a
+// revoked certificate's old "good" answer, replayed or stapled, would otherwise pass forever.
+inline constexpr std::time_t ocsp_max_age_without_next_update =
+    ocsp_default_lifetime + revocation_skew_seconds;
 
 // The http:// responder URLs named in `cert`'s Authority Information Access extension.
 std::vector<std::string> ocsp_urls(X509* cert);
@@ -53,7 +56,7 @@ struct ocsp_answer {
 // What a DER OCSPResponse proves about `cert` (issued by `issuer`): it must be a successful
 // response, signed by `issuer` itself or by a responder certificate `issuer` issued with the
 // OCSPSigning EKU, echo the nonce of `request` when it echoes one at all (a different nonce is a
-// replay), name `cert`, and be current at `now` within ocsp_skew_seconds (without nextUpdate:
+// replay), name `cert`, and be current at `now` within revocation_skew_seconds (without nextUpdate:
 // thisUpdate within ocsp_max_age_without_next_update). Anything less is
 // `unavailable` with the reason in `detail`. `request` may be null (stapled responses).
 ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
