@@ -389,6 +389,7 @@ import datetime, ipaddress, struct, sys
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 out, fx = sys.argv[1], sys.argv[2]
 def key(n): return serialization.load_pem_private_key(open(f"{fx}/{n}.key", "rb").read(), None)
 def crt(n): return x509.load_pem_x509_certificate(open(f"{fx}/{n}.crt", "rb").read())
@@ -457,6 +458,15 @@ chains = {
     "nc-ip": [leaf("api", nc, i1_key, sans=API + ("IP:10.0.0.1",)), nc],
     "nc-cn": [leaf("alice.evil.test", nc, i1_key, sans=(SID + "alice",)), nc],
     "nc-excluded": [leaf("evil", ncx, i1_key, sans=(DEV + "evil", "DNS:evil.example.org")), ncx],
+    # OpenSSL compares example.org, the URI's host is evil.org (mtlsd refuses it)
+    "nc-uri-userinfo": [leaf("alice", nc, i1_key, sans=("DNS:api.example.org",
+                                                        "URI:spiffe://example.org:1@evil.org/x")),
+                        nc],
+    # keys at security level 2 that no TLS signature scheme takes
+    "p224-key": [make("p224", ca, ca_key, ec.generate_private_key(ec.SECP224R1()),
+                      ku=("digital_signature",), eku=("client", "server"), sans=API)],
+    "secp256k1-key": [make("k256", ca, ca_key, ec.generate_private_key(ec.SECP256K1()),
+                           ku=("digital_signature",), eku=("client", "server"), sans=API)],
     "dev-dns": [leaf("dev", ca, ca_key, sans=(DEV + "dev", "DNS:dev.example.org"))],
     "not-allowed": [leaf("bob", ca, ca_key, sans=(DEV + "bob", "DNS:bob.other.test"))],
     # keyUsage with encipherOnly has no unused bits: one changed byte gives any usage
@@ -486,7 +496,9 @@ selectors = {
     "via-intermediate": server(0, 3) + client(0), "two-intermediates": server(0, 3),
     "pathlen-0": server(0), "nc-permitted": server(0, 1, 2) + client(0, ip=(0, 1)),
     "nc-dns": server(0, 1), "nc-ip": client(0, ip=(1,)), "nc-cn": server(0, 1) + client(0),
-    "nc-excluded": server(0, 1, 3), "dev-dns": server(1, 3), "not-allowed": server(1, 3) + client(1),
+    "nc-excluded": server(0, 1, 3), "nc-uri-userinfo": server(0, 1) + client(0),
+    "p224-key": server(0, 2) + client(0), "secp256k1-key": server(0) + client(0),
+    "dev-dns": server(1, 3), "not-allowed": server(1, 3) + client(1),
     "ku-wide": server(0, 2) + client(0), "near-ca-leaf": server(0, 1) + client(0),
     "ca-leaf": server(0, 2) + client(0), "two-uris": server(0, 2), "other-domain": server(0, 2),
     "expired": server(0), "not-yet-valid": client(0), "with-root": server(0),

@@ -24,16 +24,23 @@
 // CA, has at most verify_depth intermediates, every certificate within its validity; its CAs
 // have CA:TRUE and keyCertSign and their pathLen holds; its leaf is no CA (unless it is the
 // anchor itself), has EKU clientAuth (server mode) / serverAuth (client mode) when it has an
-// EKU, keyUsage (when present) with digitalSignature, the host name in a SAN
+// EKU, keyUsage (when present) with digitalSignature, a key some TLS signature scheme takes
+// (RSA, RSA-PSS, Ed25519, Ed448, ECDSA on P-256, P-384 or P-521), the host name in a SAN
 // (client mode), what the allow list asks for, and under tls.spiffe is an X.509-SVID of
-// example.org (one URI SAN, keyUsage digitalSignature without keyCertSign or cRLSign). Against
-// OpenSSL's own verdict on the same chain and store without mtlsd's callback: mtlsd never
-// admits what OpenSSL refuses; OpenSSL's first error decides mtlsd's reason (bad_certificate
-// when the certificate at fault, or an issuer of it that was sent, has an extension OpenSSL
-// cannot decode), except for name
+// example.org (one URI SAN, keyUsage digitalSignature without keyCertSign or cRLSign); below a
+// CA with URI name constraints, every URI SAN of the chain has a plain RFC 3986 host that is
+// what OpenSSL's check compares (no userinfo, IP literal, percent-encoding, odd port, nor a
+// ':', '?' or '#' that moves OpenSSL's idea of the host). Against OpenSSL's own verdict on the
+// same chain and store without mtlsd's callback: mtlsd never admits what OpenSSL refuses;
+// OpenSSL's first error decides mtlsd's reason (bad_certificate when the certificate at fault,
+// or an issuer of it that was sent, has an extension OpenSSL cannot decode), except for name
 // constraints, where mtlsd's reason is name_constraints or an earlier leaf rule of its own,
-// never not_authorized; what OpenSSL admits mtlsd refuses only by its own rules.
+// never not_authorized; what OpenSSL admits mtlsd refuses only by its own rules (among them
+// bad_certificate for a leaf key no TLS signature scheme takes, and name_constraints for such
+// a URI SAN or, in client mode, for a CA's DNS constraints the host name asked for breaks).
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -232,6 +239,96 @@ bool malformed_issuer_sent(const tls::cert_chain& sent, X509* child) {
   return false;
 }
 
+// Whether a TLS 1.2 or 1.3 signature scheme takes `x`'s key.
+bool tls_signs_with(X509* x) {
+  EVP_PKEY* k = X509_get0_pubkey(x);
+  if (!k) return false;
+  if (EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS") || EVP_PKEY_is_a(k, "ED25519") ||
+      EVP_PKEY_is_a(k, "ED448"))
+    return true;
+  char group[64] = "";
+  std::size_t n = 0;
+  if (!EVP_PKEY_is_a(k, "EC") ||
+      EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &n) != 1)
+    return false;
+  const std::string_view g(group, n);
+  return g == "prime256v1" || g == "secp384r1" || g == "secp521r1";
+}
+
+// Whether `x` has name constraints with a subtree of `type` (GEN_URI, GEN_DNS).
+bool constrains(X509* x, int type) {
+  auto* nc =
+      static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(x, NID_name_constraints, nullptr, nullptr));
+  bool found = false;
+  for (const auto* trees :
+       {nc ? nc->permittedSubtrees : nullptr, nc ? nc->excludedSubtrees : nullptr})
+    for (int i = 0; trees && i < sk_GENERAL_SUBTREE_num(trees); ++i)
+      found = found || sk_GENERAL_SUBTREE_value(trees, i)->base->type == type;
+  NAME_CONSTRAINTS_free(nc);
+  return found;
+}
+
+// Whether OpenSSL's URI name-constraint check sees `uri`'s real host: "scheme://", then a
+// host of letters, digits and -._~!$&'()*+,;= , then ":digits" and anything, or '/' and
+// anything without ':', or nothing.
+bool plain_uri_host(std::string_view uri) {
+  const auto sep = uri.find("://");
+  if (sep == std::string_view::npos || sep == 0 ||
+      !std::isalpha(static_cast<unsigned char>(uri[0])))
+    return false;
+  for (const char c : uri.substr(0, sep))
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.')
+      return false;
+  std::string_view rest = uri.substr(sep + 3);
+  std::size_t h = 0;
+  while (h < rest.size() &&
+         (std::isalnum(static_cast<unsigned char>(rest[h])) ||
+          std::string_view("-._~!$&'()*+,;=").find(rest[h]) != std::string_view::npos))
+    ++h;
+  if (h == 0) return false;
+  rest.remove_prefix(h);
+  if (rest.empty()) return true;
+  if (rest[0] == ':') {
+    std::size_t d = 1;
+    while (d < rest.size() && std::isdigit(static_cast<unsigned char>(rest[d])))
+      ++d;
+    return d == rest.size() || rest[d] == '/' || rest[d] == '?' || rest[d] == '#';
+  }
+  return rest[0] == '/' && rest.find(':') == std::string_view::npos;
+}
+
+// Whether a URI SAN of `x` is not plain_uri_host.
+bool odd_uri_san(X509* x) {
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+  bool odd = false;
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
+    if (gn->type == GEN_URI)
+      odd = odd ||
+            !plain_uri_host(
+                {reinterpret_cast<const char*>(
+                     ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier)),
+                 static_cast<std::size_t>(ASN1_STRING_length(gn->d.uniformResourceIdentifier))});
+  }
+  GENERAL_NAMES_free(sans);
+  return odd;
+}
+
+// Whether a certificate of the verified `chain` (leaf first) that is subject to the
+// constraints above it (the leaf, or a CA not self-issued) has an odd URI SAN below a CA with
+// URI constraints.
+bool odd_uri_below_uri_constraints(const tls::cert_chain& chain) {
+  bool constrained = false;  // by a CA above the current certificate
+  for (std::size_t i = chain.size(); i-- > 0;) {
+    X509* c = chain[i].get();
+    if (constrained && (i == 0 || !(X509_get_extension_flags(c) & EXFLAG_SI)) && odd_uri_san(c))
+      return true;
+    constrained = constrained || (i > 0 && constrains(c, GEN_URI));
+  }
+  return false;
+}
+
 bool claims_ca(X509* x) {
   const std::uint32_t f = X509_get_extension_flags(x);
   return (f & EXFLAG_CA) || ((f & EXFLAG_KUSAGE) && (X509_get_key_usage(x) & KU_KEY_CERT_SIGN));
@@ -320,6 +417,9 @@ void check_admitted(const tls::verify_outcome& o, X509* leaf, bool server, int t
     fuzz::check(X509_get_extended_key_usage(leaf) & (server ? XKU_SSL_CLIENT : XKU_SSL_SERVER),
                 "the leaf's EKU names its side");
   fuzz::check(signs(leaf), "the leaf's keyUsage has digitalSignature");
+  fuzz::check(tls_signs_with(leaf), "a TLS signature scheme takes the leaf's key");
+  fuzz::check(!odd_uri_below_uri_constraints(o.chain),
+              "below URI name constraints, every URI SAN's host is what OpenSSL compared");
   if (!server && trust != spiffe_bundle)
     fuzz::check(names_upstream(leaf, ip), "a SAN of the remote names the upstream");
   if (has_allow(server, trust))
@@ -398,9 +498,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
               "not_authorized only with an allow list");
   // mtlsd's own rules on a leaf OpenSSL admits.
   const bool own_rule = r == reason::not_authorized || r == reason::bad_key_usage ||
-                        (r == reason::unknown_ca && trust == spiffe_bundle);
+                        (r == reason::unknown_ca && trust == spiffe_bundle) ||
+                        (r == reason::bad_certificate && !tls_signs_with(leaf));
   if (err == X509_V_OK) {
-    fuzz::check(own_rule, "what OpenSSL admits is refused only by mtlsd's own rules");
+    // Its name-constraint rules: URI SANs (of what was sent) below a CA with URI constraints
+    // (sent, or the anchor), and the host name asked for against DNS constraints.
+    bool uri_nc = constrains(ca.get(), GEN_URI), dns_nc = constrains(ca.get(), GEN_DNS),
+         odd = false;
+    for (const auto& c : certs) {
+      uri_nc = uri_nc || constrains(c.get(), GEN_URI);
+      dns_nc = dns_nc || constrains(c.get(), GEN_DNS);
+      odd = odd || odd_uri_san(c.get());
+    }
+    const bool nc_rule =
+        r == reason::name_constraints && ((uri_nc && odd) || (!server && !ip && dns_nc));
+    fuzz::check(own_rule || nc_rule, "what OpenSSL admits is refused only by mtlsd's own rules");
     if (r == reason::bad_key_usage)
       fuzz::check(claims_ca(leaf) || trust == spiffe_bundle || !signs(leaf) ||
                       (!server && eku_without_server_auth(certs)),

@@ -373,6 +373,13 @@ tls_context build_context(const config::listener& l, const svid_material* svid) 
     build_server_side(ctx, l, svid, out);
   else
     build_client_side(ctx, l, svid, out);
+  // Our own key, as peers' keys are judged (tls_key_problem): one TLS has no signature scheme
+  // for fails handshakes, and mtlsd refuses it as a peer. An SVID is the Workload API's matter.
+  if (!l.tls.spiffe.enabled)
+    for (const auto& chain : out.own_chains)
+      if (auto why = tls_key_problem(chain.front().get()); !why.empty())
+        fail(l.tls.where,
+             "tls: the key of " + subject_of(chain.front().get()) + " is unusable in TLS: " + why);
   drain_errors();
   return out;
 }

@@ -251,6 +251,16 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_NON_CA);
     return decide_error(store_ctx, out);
   }
+  // A key TLS has no signature scheme for (ECDSA on P-224, secp256k1, brainpool) passed
+  // OpenSSL's checks and then failed the handshake for another reason (no_client_cert,
+  // protocol_error) or none at all (TLS 1.2 with the curve in tls.curves): say what it is.
+  if (std::string why = tls_key_problem(cert); !why.empty()) {
+    out.refusal = reason::bad_certificate;
+    out.detail = "key unusable in TLS: " + why + " (depth 0: " + subject_of(cert) + ")";
+    out.refused_peer = extract_identity(cert);
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_REJECTED);  // alert bad_certificate
+    return 0;
+  }
   // A peer's key usage, when present, allows digitalSignature: every handshake mtlsd allows
   // (ECDHE, TLS 1.2 and 1.3) has the peer sign with its key (RFC 5280 4.2.1.3). OpenSSL's
   // purposes also take keyAgreement alone (static ECDH) and, for a server, keyEncipherment
@@ -299,11 +309,14 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
   }
   // Before the allow list: OpenSSL's own name-constraint check comes after this call, and a
   // peer both refuse would be logged as not_authorized (name_constraints.hpp).
-  if (int at = 0; const int nc = name_constraint_violation(store_ctx, at)) {
+  std::string nc_why;  // a URI SAN whose host OpenSSL's check would not see
+  if (int at = 0; const int nc = name_constraint_violation(store_ctx, at, nc_why)) {
     X509_STORE_CTX_set_error_depth(store_ctx, at);
     X509_STORE_CTX_set_current_cert(store_ctx, sk_X509_value(chain, at));
     X509_STORE_CTX_set_error(store_ctx, nc);
-    return decide_error(store_ctx, out);
+    const int rc = decide_error(store_ctx, out);
+    if (!nc_why.empty() && out.refusal == reason::name_constraints) out.detail += ": " + nc_why;
+    return rc;
   }
   policy_decision d = evaluate(allow_, id, peer_context{out.source, sni});
   if (!d.allowed) {

@@ -1,5 +1,9 @@
 // OpenSSL's verdicts in mtlsd's rejection vocabulary (reason.hpp): what a certificate
-// verification error or a failed handshake means for the access log and the metrics.
+// verification error or a failed handshake means for the access log and the metrics; and a
+// verdict of mtlsd's own that OpenSSL's verification does not make (tls_key_problem).
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
@@ -114,6 +118,36 @@ std::optional<reason> reason_from_ssl_failure(int ssl_reason) {
     default:
       return std::nullopt;
   }
+}
+
+std::string tls_key_problem(X509* leaf) {
+  EVP_PKEY* key = X509_get0_pubkey(leaf);
+  if (!key) return "its public key does not decode";
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+      return {};
+    case EVP_PKEY_EC:
+      break;
+    default: {
+      const char* type = EVP_PKEY_get0_type_name(key);
+      return std::string("a ") + (type ? type : "unknown") +
+             " key; TLS signs with RSA, RSA-PSS, ECDSA, Ed25519 and Ed448 keys only";
+    }
+  }
+  // ECDSA: TLS 1.3 ties each scheme to a curve, and RFC 8422 leaves TLS 1.2 the same three.
+  char group[64] = "";
+  std::size_t len = 0;
+  if (EVP_PKEY_get_group_name(key, group, sizeof group, &len) != 1 || len == 0)
+    return "an EC key without a named curve";
+  int nid = OBJ_sn2nid(group);
+  if (nid == NID_undef) nid = EC_curve_nist2nid(group);
+  if (nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1) return {};
+  const char* nist = nid == NID_undef ? nullptr : EC_curve_nid2nist(nid);
+  return std::string("an EC key on ") + (nist ? std::string(nist) + " (" + group + ")" : group) +
+         "; TLS signature schemes take ECDSA keys on P-256, P-384 and P-521 only";
 }
 
 }  // namespace mtlsd::tls

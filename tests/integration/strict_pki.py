@@ -28,6 +28,11 @@ authorityKeyIdentifier = keyid
 KEYGEN = {
     "ec": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     "p192": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-192"],
+    # Curves at security level 2 or above that no TLS signature scheme takes (ECDSA signs TLS
+    # handshakes on P-256, P-384 and P-521 only).
+    "p224": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-224"],
+    "secp256k1": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1"],
+    "brainpool": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:brainpoolP256r1"],
     "rsa1024": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
     "rsa2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
 }

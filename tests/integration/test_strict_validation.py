@@ -16,7 +16,7 @@ import pytest
 
 from clients import client_context, tls_exchange
 from helpers import verify_cli
-from mtlsd_harness import daemon_config, server_listener, write_config
+from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
 from refusal import assert_admitted, assert_refused
 from tls_remote import Remote, plain_exchange
 from strict_pki import GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki, openssl_strict_verify
@@ -54,6 +54,37 @@ CASES = [
 ]
 
 
+@dataclass
+class UriCase:
+    name: str
+    ca: str
+    uri: str
+    problem: str | None  # what mtlsd's detail says; None: accepted
+
+
+# OpenSSL's URI name-constraint check takes a URI's host as what follows "scheme://" up to the
+# next ':', else the next '/' (RFC 3986 aside): every one of these passes OpenSSL's own check.
+URI_CASES = [
+    UriCase("uri_plain", "int_uri_nc", "spiffe://example.org/x", None),
+    UriCase("uri_port", "int_uri_nc", "spiffe://example.org:8443/x", None),
+    # The review's case: the real host is evil.org, OpenSSL compares example.org.
+    UriCase("uri_userinfo", "int_uri_nc", "spiffe://example.org:1@evil.org/x",
+            "has a userinfo ('@')"),
+    # Query after the host: OpenSSL compares "evil.org?.example.org", within .example.org.
+    UriCase("uri_query", "int_uri_nc", "spiffe://evil.org?.example.org",
+            "has the host 'evil.org', but OpenSSL's check compares 'evil.org?.example.org'"),
+    # Under excluded URI:evil.org, OpenSSL compares "example.org", and "[" for an IP literal.
+    UriCase("uri_userinfo_excluded", "int_uri_excluded", "spiffe://example.org:1@evil.org/x",
+            "has a userinfo ('@')"),
+    UriCase("uri_ip_literal", "int_uri_excluded", "spiffe://[::1]:8443/x",
+            "has an IP literal ('[...]') for a host"),
+]
+
+# Keys at security level 2 that no TLS signature scheme takes, and how mtlsd names their curve.
+CURVES = {"p224": "P-224 (secp224r1)", "secp256k1": "secp256k1",
+          "brainpool": "brainpoolP256r1"}
+
+
 def no_line(profile: str, key: str) -> str:
     """`profile` without extension `key` (`openssl x509 -req` adds key identifiers unless they
     are set to none)."""
@@ -77,6 +108,15 @@ def spki(tmp_path_factory) -> StrictPki:
          issuer="sroot")
     p.leaf("wildcard-server", "int_excluded", "server", intermediate="int_excluded",
            ext=GOOD_LEAF + "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:*.example.org\n")
+    p.ca("int_uri_nc", GOOD_CA + "nameConstraints = critical, permitted;URI:example.org, "
+         "permitted;URI:.example.org\n", issuer="sroot")
+    p.ca("int_uri_excluded", GOOD_CA + "nameConstraints = critical, excluded;URI:evil.org\n",
+         issuer="sroot")
+    for c in URI_CASES:
+        for usage, eku in (("client", "clientAuth"), ("server", "serverAuth")):
+            p.leaf(f"{c.name}-{usage}", c.ca, usage, intermediate=c.ca,
+                   ext=GOOD_LEAF + f"extendedKeyUsage = {eku}\n"
+                   f"subjectAltName = DNS:localhost, URI:{c.uri}\n")
     for usage in ("client", "server"):
         ext = GOOD_LEAF + USAGE_EXT[usage]
         def leaf(case, issuer="sroot", **kw):
@@ -95,6 +135,8 @@ def spki(tmp_path_factory) -> StrictPki:
         leaf("rsa1024", key="rsa1024")
         leaf("sha1", md="sha1")
         leaf("p192", key="p192")
+        for curve in CURVES:
+            leaf(curve, key=curve)
         leaf("issued", "issuing", intermediate="issuing")
         leaf("cn_only", ext=no_line(ext, "subjectAltName").format(name="cn"),
              subject="/CN=localhost")
@@ -152,7 +194,7 @@ def weak_client_ctx(pki, spki, name: str) -> ssl.SSLContext:
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.load_verify_locations(pki.path("ca.crt"))
     ctx.load_cert_chain(spki.path(f"{name}.chain.crt"), spki.path(f"{name}.key"))
-    if name.startswith("p192"):
+    if name.split("-")[0] in ("p192", *CURVES):
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no signature scheme for it
     return ctx
 
@@ -250,6 +292,100 @@ def test_client_mode_a_wildcard_does_not_stand_for_a_name_its_ca_may_not_issue(
                       spki.path("int_excluded.crt"))
     assert proc.returncode == 1 and proc.stdout.startswith("rejected: name_constraints: "), \
         proc.stdout
+
+
+# --- URI name constraints judge a URI's real host ---------------------------------------------
+
+def test_uri_name_constraints_judge_the_real_host(serve, mtlsd_bin, pki, spki, verify_cfg):
+    """Review: OpenSSL 3.0 takes a URI SAN's host as what follows "://" up to the next ':' (else
+    '/'), so `spiffe://example.org:1@evil.org/x` passed `permitted URI:example.org` though its
+    host is evil.org, and went up in XFCC. Below a CA with URI constraints, permitted or
+    excluded, mtlsd refuses a URI SAN whose host is not what OpenSSL compared (name_constraints,
+    the detail names the URI), in `mtlsd verify` in both modes and in a handshake; a plain URI,
+    with a port too, is accepted. OpenSSL alone admits every one of them."""
+    for c in URI_CASES:
+        for listener, usage in (("inbound", "client"), ("outbound", "server")):
+            cert, inter = spki.path(f"{c.name}-{usage}.crt"), spki.path(f"{c.ca}.crt")
+            strict = openssl_strict_verify(spki, anchors(spki), cert, inter)
+            assert strict.returncode == 0, (c.name, strict.stdout, strict.stderr)
+            proc = verify_cli(mtlsd_bin, verify_cfg, listener, cert, inter)
+            if c.problem is None:
+                assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), \
+                    (c.name, proc.stdout, proc.stderr)
+                continue
+            assert proc.returncode == 1, (c.name, proc.stdout, proc.stderr)
+            assert proc.stdout.startswith("rejected: name_constraints: "), proc.stdout
+            assert f"URI SAN '{c.uri}' {c.problem}: the URI name constraints of CN={c.ca}," \
+                in proc.stdout, proc.stdout
+    daemon, up = serve(client_auth={"ca": anchors(spki)})
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "uri_userinfo-client"), expect=5)
+    line = assert_refused(daemon, up, ex, "name_constraints")
+    assert "URI SAN 'spiffe://example.org:1@evil.org/x' has a userinfo ('@')" in line["detail"], \
+        line
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "uri_port-client"), expect=5)
+    assert_admitted(daemon, ex, b"ping\n")
+
+
+# --- keys no TLS signature scheme takes --------------------------------------------------------
+
+def test_verify_refuses_a_key_no_tls_signature_scheme_takes(mtlsd_bin, spki, verify_cfg):
+    """Review: EC leaves on P-224, secp256k1 or brainpoolP256r1 (security level 2 takes them)
+    passed `mtlsd verify`, then failed handshakes for unrelated reasons (no_client_cert,
+    protocol_error): ECDSA signs TLS handshakes on P-256, P-384 and P-521 only. Both modes
+    refuse such a leaf, bad_certificate with the curve named, in `verify` as in a handshake."""
+    for key, curve in CURVES.items():
+        for listener, usage in (("inbound", "client"), ("outbound", "server")):
+            proc = verify_cli(mtlsd_bin, verify_cfg, listener, spki.path(f"{key}-{usage}.crt"))
+            assert proc.returncode == 1, (key, usage, proc.stdout, proc.stderr)
+            assert proc.stdout.startswith("rejected: bad_certificate: key unusable in TLS: "
+                                          f"an EC key on {curve}; "), proc.stdout
+
+
+def test_a_client_key_no_tls_signature_scheme_takes_is_named_in_the_handshake(serve, pki, spki):
+    """A TLS 1.2 client presents such a certificate (TLS 1.2's ECDSA schemes name no curve):
+    mtlsd refused it only at its CertificateVerify, as protocol_error. The verify callback
+    refuses it now, in `verify`'s words. (A TLS 1.3 client has no scheme for the key and sends
+    no certificate at all: no_client_cert, which mtlsd cannot tell apart.)"""
+    daemon, up = serve(client_auth={"ca": anchors(spki)})
+    for key, curve in CURVES.items():
+        ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, f"{key}-client"), expect=5)
+        line = assert_refused(daemon, up, ex, "bad_certificate")
+        assert line["detail"].startswith(f"key unusable in TLS: an EC key on {curve}; "), line
+
+
+def test_a_remote_key_no_tls_signature_scheme_takes_is_refused(start_mtlsd, spki):
+    """Client mode: a TLS 1.2 remote on such a curve, with tls.curves offering it, was admitted
+    (TLS 1.2 lets ECDSA sign on any curve both sides list). It is refused now, as `verify`
+    refuses it."""
+    remotes = {k: Remote(spki.path(f"{k}-server.crt"), spki.path(f"{k}-server.key"), tls12=True)
+               for k in CURVES}
+    curves = {"tls": {"curves": "X25519:P-256:P-224:secp256k1:brainpoolP256r1"}}
+    try:
+        client = start_mtlsd(daemon_config([{**outbound(k, r.address, anchors(spki)), **curves}
+                                            for k, r in remotes.items()]))
+        for key, curve in CURVES.items():
+            data, local = plain_exchange(client.addr(key))
+            line = client.wait_for_access(client=local)
+            assert data == b"" and line["reason"] == "bad_certificate", line
+            assert line["detail"].startswith(f"key unusable in TLS: an EC key on {curve}; "), line
+    finally:
+        for r in remotes.values():
+            r.close()
+
+
+def test_check_refuses_an_own_key_no_tls_signature_scheme_takes(mtlsd_bin, pki, spki, tmp_path):
+    """`mtlsd check` took our own certificate on such a curve (TLS 1.3 handshakes then failed,
+    and mtlsd refuses such a peer now): it names the key, in both modes."""
+    for key, curve in CURVES.items():
+        own = {"cert": spki.path(f"{key}-server.crt"), "key": spki.path(f"{key}-server.key")}
+        for listener in (server_listener(pki, "127.0.0.1:9", tls=own),
+                         {**outbound("outbound", "127.0.0.1:9", anchors(spki)),
+                          "tls": {**own, "cert": spki.path(f"{key}-client.crt"),
+                                  "key": spki.path(f"{key}-client.key")}}):
+            cfg = write_config(tmp_path / f"{key}.yaml", daemon_config([listener]))
+            proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+            assert proc.returncode == 1, (key, proc.stdout, proc.stderr)
+            assert f"is unusable in TLS: an EC key on {curve}; " in proc.stderr, proc.stderr
 
 
 # --- trust anchors, names, depth, e-mail -------------------------------------------------------

@@ -15,6 +15,7 @@
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/load.hpp"
 #include "mtlsd/tls/context.hpp"
+#include "mtlsd/tls/name_constraints.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "test_pki.hpp"
 
@@ -219,12 +220,26 @@ std::vector<weak_case> cases(test::key_usage good_usage, test::key_usage wrong_u
        {.cn = "eku", .dns_sans = {"localhost"}, .usage = wrong_usage},
        "bad_key_usage"},
   };
-  if (with_p192)
+  if (with_p192) {
     out.push_back(
         {"p192",
          {.cn = "p192", .dns_sans = {"localhost"}, .usage = good_usage, .key_type = "EC-P-192"},
          "bad_signature"});
+    // Security level 2 takes these; no TLS signature scheme does (a TLS 1.2 client sends them).
+    out.push_back(
+        {"p224",
+         {.cn = "p224", .dns_sans = {"localhost"}, .usage = good_usage, .key_type = "EC-P-224"},
+         "bad_certificate"});
+    out.push_back(
+        {"secp256k1",
+         {.cn = "k256", .dns_sans = {"localhost"}, .usage = good_usage, .key_type = "EC-secp256k1"},
+         "bad_certificate"});
+  }
   return out;
+}
+
+bool tls12_only(const std::string& name) {
+  return name == "p192" || name == "p224" || name == "secp256k1";
 }
 
 TEST(OfflineMatchesHandshake, ClientCertificatesJudgedByAServerListener) {
@@ -234,7 +249,7 @@ TEST(OfflineMatchesHandshake, ClientCertificatesJudgedByAServerListener) {
     SCOPED_TRACE(c.name);
     auto leaf = test::make_leaf(pki().root, c.spec);
     auto off = offline(t, leaf);
-    auto live = client_presents(t, leaf, {}, nullptr, std::string(c.name) == "p192");
+    auto live = client_presents(t, leaf, {}, nullptr, tls12_only(c.name));
     EXPECT_EQ(verdict(off.refusal), c.expected) << off.detail;
     EXPECT_EQ(verdict(live.refusal), verdict(off.refusal)) << live.detail;
     EXPECT_EQ(live.detail, off.detail);
@@ -348,6 +363,53 @@ TEST(Validation, NameConstraintsViolationHasItsOwnReason) {
       constrained, {.cn = "y", .dns_sans = {"a.example.org"}, .usage = test::key_usage::server});
   auto t2 = files.build(client_listener("root.crt", "", "a.example.org:8443"));
   EXPECT_EQ(verdict(offline(t2, inside, {constrained}).refusal), "accepted");
+}
+
+// OpenSSL compares what follows "://" up to the next ':' (else '/') as a URI's host.
+TEST(Validation, UriNameConstraintsJudgeTheRealHost) {
+  auto constrained = test::make_intermediate(
+      pki().root, {.cn = "URI CA", .name_constraints = "critical,permitted;URI:example.org"});
+  listener_files files;
+  auto t = files.build(server_listener());
+  auto evil =
+      test::make_leaf(constrained, {.cn = "e", .uri_sans = {"spiffe://example.org:1@evil.org/x"}});
+  auto off = offline(t, evil, {constrained});
+  EXPECT_EQ(verdict(off.refusal), "name_constraints") << off.detail;
+  EXPECT_NE(off.detail.find("URI SAN 'spiffe://example.org:1@evil.org/x' has a userinfo ('@')"),
+            std::string::npos)
+      << off.detail;
+  auto live = client_presents(t, evil, {constrained});
+  EXPECT_EQ(verdict(live.refusal), "name_constraints");
+  EXPECT_EQ(live.detail, off.detail);
+  auto good =
+      test::make_leaf(constrained, {.cn = "g", .uri_sans = {"spiffe://example.org:8443/x"}});
+  EXPECT_EQ(verdict(offline(t, good, {constrained}).refusal), "accepted");
+}
+
+TEST(Validation, UriHostProblems) {
+  EXPECT_EQ(tls::uri_host_problem("spiffe://example.org/ns/a"), "");
+  EXPECT_EQ(tls::uri_host_problem("https://example.org:443/a?b#c"), "");
+  EXPECT_EQ(tls::uri_host_problem("https://example.org"), "");
+  EXPECT_EQ(tls::uri_host_problem("https://example.org:"), "");  // RFC 3986: port = *DIGIT
+  EXPECT_EQ(tls::uri_host_problem("spiffe://example.org:1@evil.org/x"), "has a userinfo ('@')");
+  EXPECT_EQ(tls::uri_host_problem("https://u@example.org/"), "has a userinfo ('@')");
+  EXPECT_EQ(tls::uri_host_problem("https://[::1]:443/"), "has an IP literal ('[...]') for a host");
+  EXPECT_EQ(tls::uri_host_problem("https://ex%61mple.org/"), "has a percent-encoded host");
+  EXPECT_EQ(tls::uri_host_problem("https://evil.org\\.example.org/"), "has a host with '\\' in it");
+  EXPECT_EQ(tls::uri_host_problem("https://example.org:8x/"), "has a port that is not a number");
+  EXPECT_EQ(tls::uri_host_problem("https:///x"), "has no host");
+  EXPECT_EQ(tls::uri_host_problem("urn:example:a"), "has no scheme://");
+  EXPECT_EQ(tls::uri_host_problem("1x://example.org/"), "has no valid scheme");
+  EXPECT_EQ(tls::uri_host_problem("a/b://example.org/"), "has no valid scheme");
+  // Where OpenSSL's host runs on past RFC 3986's.
+  EXPECT_EQ(tls::uri_host_problem("spiffe://evil.org?.example.org"),
+            "has the host 'evil.org', but OpenSSL's check compares 'evil.org?.example.org'");
+  EXPECT_EQ(tls::uri_host_problem("spiffe://evil.org#.example.org"),
+            "has the host 'evil.org', but OpenSSL's check compares 'evil.org#.example.org'");
+  EXPECT_EQ(tls::uri_host_problem("https://example.org/a:b"),
+            "has the host 'example.org', but OpenSSL's check compares 'example.org/a'");
+  EXPECT_EQ(tls::uri_host_problem(std::string_view("https://a\0b/", 12)),
+            "has a host with '\\x00' in it");
 }
 
 TEST(Validation, EmailSansAllowList) {

@@ -52,8 +52,8 @@ struct verify_outcome {
   // above, or admitted under on_unavailable: allow): a ticket carries it (ticket_chain.hpp).
   std::uint32_t crl_unusable_depths = 0;
   // Client mode: what a stapled OCSP response from the remote said (not_checked: none sent).
+  // Its details go into the refusal it causes (stapling.cpp); a good one is `stapled ocsp`.
   revocation_status staple = revocation_status::not_checked;
-  std::string staple_detail;
   cert_chain chain;  // verify_offline only: the verified chain, leaf first
 };
 
@@ -74,6 +74,12 @@ struct crl_policy {
 
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
 reason reason_from_x509_error(int err);
+
+// Why a peer's certificate `leaf` has a key no TLS 1.2 or 1.3 signature scheme signs with, or ""
+// when it has none of those: RSA, RSA-PSS, Ed25519, Ed448 and ECDSA on P-256, P-384 and P-521
+// sign; ECDSA on any other curve (P-224, secp256k1, brainpool) or another kind of key does not.
+// The verify callback refuses such a leaf (bad_certificate) in both modes.
+std::string tls_key_problem(X509* leaf);
 
 // Why a handshake failed when the verify callback recorded nothing, from the SSL_R_* reason of
 // the error that ended it (a forged CertificateVerify is bad_signature); nullopt when it is no

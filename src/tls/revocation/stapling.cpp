@@ -97,7 +97,6 @@ int check_remote_staple(SSL* ssl, void* arg) {
   // only when no network source was configured (review).
   if (out && (required || a.result == status::good || a.result == status::revoked)) {
     out->staple = a.result;
-    out->staple_detail = a.detail;
   }
   if (a.result == status::good) set_stapled_good_until(leaf, good_until(a, std::time(nullptr)));
   if (a.result != status::revoked) {
