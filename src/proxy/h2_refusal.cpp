@@ -7,8 +7,14 @@
 // retry). Each waiting call then made a new connection 150-185 times a second until its deadline,
 // for good without one (review). A response is an answer: the call ends with the status gRPC
 // reads from it (403 PERMISSION_DENIED, 429 and 50x UNAVAILABLE), as behind Envoy's local replies.
+//
+// As many requests are answered as the listener's http.max_concurrent_streams, which the SETTINGS
+// advertise as the normal HTTP/2 path's do; the others are reset with REFUSED_STREAM (not
+// processed: the client may send them again). Without that bound one write of 300 HEADERS got 300
+// answers, and 300 request lines and counts, from one refused connection (review).
 #include <nghttp2/nghttp2.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -33,9 +39,6 @@ using namespace asio::experimental::awaitable_operators;
 using asio::as_tuple;
 using asio::use_awaitable;
 
-// How long the client's requests are waited for once our SETTINGS went out. Clients send them
-// with their preface (curl, nghttp, browsers) or one round trip later, on our SETTINGS (gRPC).
-constexpr auto request_wait = std::chrono::seconds(1);
 // What is read from a refused client at most: its preface, settings and the requests' heads, in
 // bytes and in reads (each a TLS record at most: one-byte records must not cost more; review).
 constexpr std::size_t max_read = 256 * 1024;
@@ -57,8 +60,11 @@ struct request_read {
 struct refusal {
   std::string body;                               // the reason, as text
   header_list head;                               // the response's fields
-  std::map<std::int32_t, request_read> requests;  // by stream
-  bool answered = false;                          // a request got the answer
+  std::size_t max_answers = 0;                    // http.max_concurrent_streams
+  std::map<std::int32_t, request_read> requests;  // by stream: those that may still be answered
+  std::size_t answers = 0;                        // requests that got the answer
+  std::int32_t last_answered = 0;                 // the highest stream answered; 0: none
+  bool answered() const { return answers > 0; }
 };
 
 refusal& refusal_of(void* user_data) {
@@ -79,7 +85,9 @@ ssize_t read_body(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::siz
 
 int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  auto& q = refusal_of(self).requests[f->hd.stream_id].report;
+  auto& r = refusal_of(self);
+  if (r.answers >= r.max_answers) return 0;  // refused once its head ends: nothing kept
+  auto& q = r.requests[f->hd.stream_id].report;
   q.http2 = true;
   q.stream_id = f->hd.stream_id;
   q.started = steady::now();
@@ -91,7 +99,10 @@ int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name
               std::size_t name_size, const std::uint8_t* value_data, std::size_t value_size,
               std::uint8_t, void* self) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  auto& q = refusal_of(self).requests[f->hd.stream_id];
+  auto& requests = refusal_of(self).requests;
+  const auto it = requests.find(f->hd.stream_id);
+  if (it == requests.end()) return 0;
+  auto& q = it->second;
   const std::string_view name(reinterpret_cast<const char*>(name_data), name_size);
   const std::string_view value(reinterpret_cast<const char*>(value_data), value_size);
   if (name == ":method")
@@ -113,15 +124,28 @@ int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id, const std::ui
 }
 
 // A request's head is complete: it gets the answer, whatever its body still sends (the GOAWAY and
-// the close that follow end that).
+// the close that follow end that), while fewer than max_answers did; past that it is refused.
+// Counted as submitted, not as open: nghttp2 refuses streams over the advertised limit itself
+// (REFUSED_STREAM) while the answered ones are open, but a client resetting each stream it opens
+// would otherwise get every one of a long first flight answered.
 int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   auto& r = refusal_of(self);
+  const std::int32_t id = f->hd.stream_id;
+  const auto it = r.requests.find(id);
+  if (r.answers >= r.max_answers || it == r.requests.end()) {
+    if (it != r.requests.end()) r.requests.erase(it);
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
   const auto head = h2::to_nv(r.head);
   nghttp2_data_provider provider{};
   provider.read_callback = read_body;
-  if (nghttp2_submit_response(session, f->hd.stream_id, head.data(), head.size(), &provider) == 0)
-    r.answered = r.requests[f->hd.stream_id].answered = true;
+  if (nghttp2_submit_response(session, id, head.data(), head.size(), &provider) == 0) {
+    it->second.answered = true;
+    ++r.answers;
+    r.last_answered = std::max(r.last_answered, id);
+  }
   return 0;
 }
 
@@ -180,26 +204,32 @@ asio::awaitable<bool> take_input(session& s, tls_stream& tls, nghttp2_session* h
 
 asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_answer& a,
                                         std::vector<http_request_report>& answered) {
-  refusal r{std::string(a.why) + "\n", {}, {}};
+  refusal r;
+  r.body = std::string(a.why) + "\n";
+  r.max_answers =
+      static_cast<std::size_t>(std::max(1, s.listener->cfg.http.max_concurrent_streams));
   r.head = {{":status", std::to_string(a.status)},
             {"content-type", "text/plain"},
             {"content-length", std::to_string(r.body.size())}};
   h2::session_ptr h2(new_session(r));
   if (!h2) co_return;
-  // The server preface; no setting differs from the protocol's defaults.
-  nghttp2_submit_settings(h2.get(), NGHTTP2_FLAG_NONE, nullptr, 0);
-  s.enter(phase::closing, request_wait + std::chrono::seconds(1));
-  const auto until = steady::now() + request_wait;
+  // The server preface, with the stream limit the normal HTTP/2 path advertises
+  // (h2_connection.cpp): a client that read it before its requests sends no more than that at once.
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, static_cast<std::uint32_t>(r.max_answers)}};
+  nghttp2_submit_settings(h2.get(), NGHTTP2_FLAG_NONE, settings, 1);
+  s.enter(phase::closing, refused_request_wait + std::chrono::seconds(1));
+  const auto until = steady::now() + refused_request_wait;
   input_read in;
   bool open = co_await flush(s, tls, h2.get());
-  while (open && !r.answered) {
+  while (open && !r.answered()) {
     open = co_await take_input(s, tls, h2.get(), until, in);
     // What the input asked for (SETTINGS ACK, the answers) goes out as it comes.
-    if (open || r.answered) open = co_await flush(s, tls, h2.get());
+    if (open || r.answered()) open = co_await flush(s, tls, h2.get());
   }
-  // The last stream processed: the highest one answered, or none (0) when no request came.
-  nghttp2_submit_goaway(h2.get(), NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(h2.get()), a.goaway_code,
+  // The last stream processed: the highest one answered, or none (0) when no request came. Not
+  // nghttp2's last processed stream, which a stream refused here (past max_answers) would be.
+  nghttp2_submit_goaway(h2.get(), NGHTTP2_FLAG_NONE, r.last_answered, a.goaway_code,
                         reinterpret_cast<const std::uint8_t*>(a.why.data()), a.why.size());
   const bool sent = co_await flush(s, tls, h2.get()) && open;
   for (auto& [id, q] : r.requests) {

@@ -281,10 +281,15 @@ struct http_answer {
 };
 // mtlsd itself out of descriptors: 503, and NO_ERROR (it may try again elsewhere).
 inline constexpr http_answer over_capacity_answer{503, "Service Unavailable", 0, "over capacity"};
-// An HTTP/1.1 client gets the answer as a response with Connection: close, as from nginx. An
-// HTTP/2 client gets the server's SETTINGS, then the requests read with its first one (waited
-// for up to a second) get the answer as their response, then GOAWAY names the last of them (0
-// when none came). True when
+// How long a refused client's request is waited for before the answer goes (HTTP/1.1), or once
+// our SETTINGS went out (HTTP/2). Clients send it right after their Finished (curl), with their
+// preface (nghttp, browsers) or one round trip later, on our SETTINGS (gRPC).
+inline constexpr auto refused_request_wait = std::chrono::seconds(1);
+// An HTTP/1.1 client gets the answer as a response with Connection: close, as from nginx, once
+// its request came (waited for up to refused_request_wait; answered all the same, but no request
+// reported, when none came). An HTTP/2 client gets the server's SETTINGS, then the requests read
+// with its first one (waited for as long) get the answer as their response, then GOAWAY names
+// the last of them (0 when none came). True when
 // something was written: the caller then closes by lingering, so that the request the client
 // may have sent meanwhile, unread, does not turn the close into a reset before it reads it.
 // False when `s` is not an http: listener (nothing written).
