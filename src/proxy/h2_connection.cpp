@@ -3,6 +3,8 @@
 
 #include <boost/beast/core/string.hpp>
 
+#include "grpc_reply.hpp"
+
 #include "mtlsd/proxy/http_framing.hpp"
 #include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
@@ -31,6 +33,27 @@ void connection::begin_headers(const nghttp2_frame& f) {
 namespace {
 const std::string over_fields_budget = "request fields held by the connection's streams over " +
                                        std::to_string(held_fields_budget) + " bytes decoded";
+
+// mtlsd's own answer on `s` (then connection::respond): `status` with `body` (text/plain), or,
+// to a gRPC call, a Trailers-Only response (grpc_reply.hpp) with the status gRPC reads from
+// `status` and `reason` as its grpc-message. Its line and count keep `status` (a 502 is a 5xx
+// either way: an upstream outage shows in code_class for gRPC callers too) with that grpc_status.
+void answer_here(stream& s, int status, std::string_view body, std::string_view reason) {
+  s.answered_here = true;
+  s.response_body = {};
+  s.response_trailers.clear();
+  s.response_end = true;
+  s.status = status;
+  if (s.grpc) {
+    s.trailers_only_reply = true;
+    s.grpc_status = grpc_status_of_http(status);
+    s.response_headers = grpc_reply_fields(s.grpc_status, reason);
+    return;
+  }
+  s.grpc_status = -1;
+  s.response_headers = {{"content-type", "text/plain"}};
+  s.response_body.append(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
+}
 }  // namespace
 
 bool connection::header(const nghttp2_frame& f, std::string_view name_in,
@@ -59,6 +82,8 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
     return false;
   }
   if (counted > http_head_limit) s->head_too_large = true;
+  // Seen past the limit too: the 431 answers a gRPC call as one.
+  if (!trailers && name_in == "content-type") s->grpc = is_grpc_content_type(value_in);
   if (s->head_too_large || s->over_fields_budget) return true;
   if (held_fields_ + field_size > held_fields_budget) {
     s->detail = over_fields_budget + (trailers ? ": trailers reset" : ": refused");
@@ -105,14 +130,12 @@ void connection::frame_received(const nghttp2_frame& f) {
 }
 
 void connection::start(stream& s) {
+  // The reason, about the client's own request, is its gRPC message too; but a 421's, which may
+  // quote the listener's rules.
   auto refuse = [&](int status, std::string why) {
     s.detail = std::move(why);
-    s.answered_here = true;
-    s.status = status;
-    s.response_headers = {{"content-type", "text/plain"}};
-    const std::string text = std::to_string(status) + "\n";
-    s.response_body.append(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
-    s.response_end = true;
+    answer_here(s, status, std::to_string(status) + "\n",
+                status == 421 ? std::string_view("misdirected request") : s.detail);
     respond(s);
   };
   if (s.over_fields_budget) return refuse_stream(s, s.detail);
@@ -262,7 +285,8 @@ void connection::respond(stream& s) {
   if (!s.answered_here) ++upstream_answered_;
   header_list head;
   head.reserve(s.response_headers.size() + 1);
-  head.emplace_back(":status", std::to_string(s.status));
+  // A Trailers-Only answer to a gRPC call is a 200 on the wire; s.status is what it stands for.
+  head.emplace_back(":status", s.trailers_only_reply ? "200" : std::to_string(s.status));
   for (auto& h : s.response_headers)
     if (!is_hop_by_hop(h.first, h.second)) head.push_back(std::move(h));
   s.response_headers.clear();
@@ -298,13 +322,7 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
     return refuse_stream(s, std::move(detail));
   if (s.detail.empty()) s.detail = std::move(detail);
   if (!s.response_started) {
-    s.answered_here = true;
-    s.status = 502;
-    s.response_headers = {{"content-type", "text/plain"}};
-    s.response_body = {};
-    s.response_body.append(reinterpret_cast<const std::uint8_t*>("Bad Gateway\n"), 12);
-    s.response_trailers.clear();
-    s.response_end = true;
+    answer_here(s, 502, "Bad Gateway\n", upstream_failure_message(s.detail));
     respond(s);
     return;
   }

@@ -5,8 +5,10 @@
 // none of its requests was taken, so it may send them again at once, and gRPC does: the
 // connection was made (its backoff starts over) and the call was not processed (a transparent
 // retry). Each waiting call then made a new connection 150-185 times a second until its deadline,
-// for good without one (review). A response is an answer: the call ends with the status gRPC
-// reads from it (403 PERMISSION_DENIED, 429 and 50x UNAVAILABLE), as behind Envoy's local replies.
+// for good without one (review). A response is an answer: the call ends, as behind Envoy's local
+// replies. A gRPC call (its content-type says so) is answered Trailers-Only (grpc_reply.hpp): the
+// status gRPC reads from the HTTP one (403 PERMISSION_DENIED, 429 and 50x UNAVAILABLE) and the
+// reason as its message, where an HTTP answer left it "Received http2 header with status: 403".
 //
 // As many requests are answered as the listener's http.max_concurrent_streams, which the SETTINGS
 // advertise as the normal HTTP/2 path's do; the others are reset with REFUSED_STREAM (not
@@ -28,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "grpc_reply.hpp"
 #include "h2_session.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
 #include "session_state.hpp"
@@ -54,12 +57,15 @@ struct request_read {
   http_request_report report;
   std::string host;      // Host, the authority when there is no :authority
   std::size_t sent = 0;  // of the body (a tiny window splits it)
+  bool grpc = false;     // a gRPC call: answered Trailers-Only, with no body
   bool answered = false;
 };
 
 struct refusal {
   std::string body;                               // the reason, as text
   header_list head;                               // the response's fields
+  header_list grpc_head;                          // ... to a gRPC call (Trailers-Only)
+  int grpc_status = -1;                           // its grpc-status
   std::size_t max_answers = 0;                    // http.max_concurrent_streams
   std::map<std::int32_t, request_read> requests;  // by stream: those that may still be answered
   std::size_t answers = 0;                        // requests that got the answer
@@ -113,6 +119,8 @@ int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name
     q.report.authority = value;
   else if (name == "host")
     q.host = value;
+  else if (name == "content-type")
+    q.grpc = h2::is_grpc_content_type(value);
   return 0;
 }
 
@@ -138,10 +146,12 @@ int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) 
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
     return 0;
   }
-  const auto head = h2::to_nv(r.head);
+  const bool grpc = it->second.grpc;
+  const auto head = h2::to_nv(grpc ? r.grpc_head : r.head);
   nghttp2_data_provider provider{};
   provider.read_callback = read_body;
-  if (nghttp2_submit_response(session, id, head.data(), head.size(), &provider) == 0) {
+  if (nghttp2_submit_response(session, id, head.data(), head.size(), grpc ? nullptr : &provider) ==
+      0) {
     it->second.answered = true;
     ++r.answers;
     r.last_answered = std::max(r.last_answered, id);
@@ -211,6 +221,10 @@ asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_
   r.head = {{":status", std::to_string(a.status)},
             {"content-type", "text/plain"},
             {"content-length", std::to_string(r.body.size())}};
+  r.grpc_status = h2::grpc_status_of_http(a.status);
+  r.grpc_head = {{":status", "200"}};
+  for (auto& field : h2::grpc_reply_fields(r.grpc_status, a.why))
+    r.grpc_head.push_back(std::move(field));
   h2::session_ptr h2(new_session(r));
   if (!h2) co_return;
   // The server preface, with the stream limit the normal HTTP/2 path advertises
@@ -236,8 +250,10 @@ asio::awaitable<void> answer_h2_refused(session& s, tls_stream& tls, const http_
     if (!q.answered) continue;
     auto& report = answered.emplace_back(std::move(q.report));
     if (report.authority.empty()) report.authority = std::move(q.host);
-    // A write that failed leaves the answer's arrival unknown: no response, as anywhere.
+    // A write that failed leaves the answer's arrival unknown: no response, as anywhere. A gRPC
+    // call's line keeps the status its Trailers-Only 200 stands for, with its grpc-status.
     report.status = sent ? a.status : 0;
+    report.grpc_status = sent && q.grpc ? r.grpc_status : -1;
     report.resp_bytes = sent ? q.sent : 0;
   }
 }

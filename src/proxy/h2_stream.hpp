@@ -71,12 +71,18 @@ struct stream {
   std::size_t held_fields = 0;      // its share of the connection's held_fields_
   bool over_fields_budget = false;  // its head did not fit the connection's budget: refused
   header_list request_trailers;
+  // Its content-type names gRPC: mtlsd's own answers to it are Trailers-Only (grpc_reply.hpp).
+  bool grpc = false;
+  // mtlsd answered it so: `:status` 200 on the wire, `status` the HTTP status it stands for.
+  bool trailers_only_reply = false;
   byte_queue request_body;
   bool request_end = false;  // the client ended its side (END_STREAM)
 
   // The response, as the upstream sends it.
   int status = 0;
-  int grpc_status = -1;  // h2c: the upstream's grpc-status (trailers or Trailers-Only); -1: none
+  // The grpc-status sent: the h2c upstream's (trailers or Trailers-Only), or mtlsd's own answer's
+  // to a gRPC call; -1: none.
+  int grpc_status = -1;
   bool final_head_received = false;  // h2c: the final (non-1xx) head's HEADERS frame is in
   // h2c: decoded bytes of the upstream's current head and of its trailers (RFC 9113 6.5.2).
   std::size_t upstream_head_bytes = 0;

@@ -64,8 +64,10 @@ bool is_hop_by_hop(std::string_view lower_name, std::string_view value);
 struct http_request_report {
   std::string method, authority, path;
   bool http2 = false;
-  int status = 0;        // 0: no response was sent
-  int grpc_status = -1;  // HTTP/2: the upstream's grpc-status; -1: none came
+  // 0: no response was sent. mtlsd's Trailers-Only answer to a gRPC call: the HTTP status it
+  // stands for (502...), not the 200 on the wire.
+  int status = 0;
+  int grpc_status = -1;  // HTTP/2: the upstream's grpc-status, or mtlsd's own; -1: none came
   std::uint64_t req_bytes = 0, resp_bytes = 0;
   std::int64_t stream_id = 0;
   std::chrono::steady_clock::time_point started;
