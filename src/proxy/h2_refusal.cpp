@@ -92,7 +92,10 @@ ssize_t read_body(nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::siz
 int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   auto& r = refusal_of(self);
-  if (r.answers >= r.max_answers) return 0;  // refused once its head ends: nothing kept
+  // Refused once its head ends: nothing kept. Nor past max_answers entries: a stream nghttp2
+  // rejects (a head without :path...) never ends its head here, and is erased on its close, but
+  // the map stays bounded whatever the client sends (review: 25,000 entries from 256 KiB).
+  if (r.answers >= r.max_answers || r.requests.size() > r.max_answers) return 0;
   auto& q = r.requests[f->hd.stream_id].report;
   q.http2 = true;
   q.stream_id = f->hd.stream_id;
@@ -159,6 +162,14 @@ int on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, void* self) 
   return 0;
 }
 
+// A stream closed before its head ended (nghttp2 rejected it, or the client reset it): nothing of
+// it is kept. An answered stream keeps its entry for its report.
+int on_stream_close(nghttp2_session*, std::int32_t id, std::uint32_t, void* self) {
+  auto& requests = refusal_of(self).requests;
+  if (auto it = requests.find(id); it != requests.end() && !it->second.answered) requests.erase(it);
+  return 0;
+}
+
 nghttp2_session* new_session(refusal& r) {
   nghttp2_session_callbacks* cb = nullptr;
   if (nghttp2_session_callbacks_new(&cb) != 0) return nullptr;
@@ -166,6 +177,7 @@ nghttp2_session* new_session(refusal& r) {
   nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
   nghttp2_session* session = nullptr;
   const int rv = nghttp2_session_server_new(&session, cb, &r);
   nghttp2_session_callbacks_del(cb);

@@ -60,21 +60,30 @@ asio::awaitable<std::size_t> first_bytes(session& s, tls_stream& tls, asio::muta
 }
 
 // The HTTP/1.1 request the client sent, read before it is answered as nginx does, waiting up to
-// refused_request_wait for it: none when nothing came (a client that only made its handshake,
-// or empty lines), else one request, with its method, target and authority when its head is
-// whole in the first read and parses, as serve_http's line would have them. The rest of what it
-// sent is left for the lingering close to discard.
+// refused_request_wait for it (past empty lines too): none when nothing came (a client that only
+// made its handshake, or empty lines), else one request, with its method, target and authority
+// when its head is whole in what was read (up to 16 KiB) and parses, as serve_http's line would
+// have them. The rest of what it sent is left for the lingering close to discard. Out of
+// descriptors, nothing is waited for (session.cpp holds that socket no longer than a second).
 asio::awaitable<std::optional<http_request_report>> sent_request(session& s, tls_stream& tls) {
   std::array<char, 16 * 1024> buf;
-  s.enter(phase::closing, refused_request_wait + std::chrono::seconds(1));
-  const std::size_t n =
-      co_await first_bytes(s, tls, asio::buffer(buf), steady::now() + refused_request_wait);
-  if (n == 0) co_return std::nullopt;
-  s.relayed.from_tls += n;  // rx_bytes
-  std::size_t lead = 0;     // RFC 9112 2.2: empty lines before a request line are no request
-  while (n >= lead + 2 && buf[lead] == '\r' && buf[lead + 1] == '\n')
-    lead += 2;
-  if (lead == n) co_return std::nullopt;
+  const std::chrono::seconds wait =
+      s.refusal == reason::over_capacity ? std::chrono::seconds(0) : refused_request_wait;
+  s.enter(phase::closing, wait + std::chrono::seconds(1));
+  const auto until = steady::now() + wait;
+  std::size_t n = 0, lead = 0;  // RFC 9112 2.2: empty lines before a request line are no request
+  auto only_empty_lines = [&] { return lead == n || (n - lead == 1 && buf[lead] == '\r'); };
+  while (n < buf.size()) {
+    const std::size_t got =
+        co_await first_bytes(s, tls, asio::buffer(buf.data() + n, buf.size() - n), until);
+    if (got == 0) break;
+    s.relayed.from_tls += got;  // rx_bytes
+    n += got;
+    while (n >= lead + 2 && buf[lead] == '\r' && buf[lead + 1] == '\n')
+      lead += 2;
+    if (!only_empty_lines()) break;
+  }
+  if (only_empty_lines()) co_return std::nullopt;
   http_request_report r;
   r.stream_id = 1;
   r.started = steady::now();

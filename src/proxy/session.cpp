@@ -102,7 +102,8 @@ asio::awaitable<bool> establish_server_mode(session& s) {
     co_await tls.shutdown_send();
     // The client may still be sending its request body: as after any HTTP answer it did not
     // wait for, not just the second a refusal's alert gets. Out of descriptors (503), the
-    // socket is not held longer than that second.
+    // socket is not held longer than that second (an HTTP/1.1 request is not waited for then;
+    // an HTTP/2 client's SETTINGS and requests are, up to a second more).
     if (answered && s.refusal == reason::over_capacity)
       co_await linger_close(s);
     else if (answered)

@@ -144,6 +144,8 @@ std::string uri_host_problem(std::string_view uri) {
   const auto port_at = authority.find(':');
   const std::string_view host = authority.substr(0, port_at);
   if (host.empty()) return "has no host";
+  // The same DNS host as without the dot, which OpenSSL's comparison would not see as such.
+  if (host.back() == '.') return "has a host ending in '.'";
   for (const char c : host) {
     if (c == '%') return "has a percent-encoded host";
     if (!is_reg_name_char(c)) return "has a host with '" + printable({&c, 1}) + "' in it";

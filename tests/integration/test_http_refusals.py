@@ -370,6 +370,27 @@ def test_an_http11_request_sent_a_moment_after_the_handshake_is_read_and_counted
     assert requests_counted(daemon, "5xx") == (1, 0)
 
 
+def test_an_http11_request_after_an_empty_line_is_still_waited_for(serve, refused_address, pki):
+    """Empty lines before a request line are no request, and the wait goes on past them (review:
+    a CRLF in its own record ended the wait, and the request 200 ms later was not counted)."""
+    daemon, _ = serve(upstream=refused_address, http={})
+    with open_tls(daemon.addr(), client_context(pki)) as sock:
+        local = fmt_addr(sock.getsockname())
+        sock.sendall(b"\r\n")
+        time.sleep(0.2)  # the input under test: the request comes in a later record
+        sock.sendall(b"GET /after-crlf HTTP/1.1\r\nHost: api.example\r\n\r\n")
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+    daemon.wait_for_access(client=local, reason="upstream_unavailable")
+    [h1] = request_lines(daemon, client=local)
+    assert (h1["status"], h1["method"], h1["path"]) == (502, "GET", "/after-crlf"), h1
+
+
 # --- HTTP/2: at most http.max_concurrent_streams answers ---------------------------------------
 
 @pytest.mark.parametrize("limit, opened", [(None, 150), (3, 10)], ids=["default-100", "3"])

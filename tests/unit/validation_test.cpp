@@ -398,6 +398,9 @@ TEST(Validation, UriHostProblems) {
   EXPECT_EQ(tls::uri_host_problem("https://evil.org\\.example.org/"), "has a host with '\\' in it");
   EXPECT_EQ(tls::uri_host_problem("https://example.org:8x/"), "has a port that is not a number");
   EXPECT_EQ(tls::uri_host_problem("https:///x"), "has no host");
+  // The same host as evil.org, which `excluded URI:evil.org` did not see as such (review).
+  EXPECT_EQ(tls::uri_host_problem("spiffe://evil.org./x"), "has a host ending in '.'");
+  EXPECT_EQ(tls::uri_host_problem("https://evil.org.:443/"), "has a host ending in '.'");
   EXPECT_EQ(tls::uri_host_problem("urn:example:a"), "has no scheme://");
   EXPECT_EQ(tls::uri_host_problem("1x://example.org/"), "has no valid scheme");
   EXPECT_EQ(tls::uri_host_problem("a/b://example.org/"), "has no valid scheme");
