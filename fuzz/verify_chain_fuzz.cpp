@@ -24,8 +24,9 @@
 // CA, has at most verify_depth intermediates, every certificate within its validity; its CAs
 // have CA:TRUE and keyCertSign and their pathLen holds; its leaf is no CA (unless it is the
 // anchor itself), has EKU clientAuth (server mode) / serverAuth (client mode) when it has an
-// EKU, keyUsage (when present) with digitalSignature, a key some TLS signature scheme takes
-// (RSA, RSA-PSS, Ed25519, Ed448, ECDSA on P-256, P-384 or P-521), the host name in a SAN
+// EKU, keyUsage (when present) with digitalSignature, a key the fuzz listener's TLS (1.2 and
+// 1.3, default groups) signs with (RSA, RSA-PSS, Ed25519, Ed448, DSA for TLS 1.2, ECDSA on
+// P-256, P-384 or P-521: no other curve is among the default groups), the host name in a SAN
 // (client mode), what the allow list asks for, and under tls.spiffe is an X.509-SVID of
 // example.org (one URI SAN, keyUsage digitalSignature without keyCertSign or cRLSign); below a
 // CA with URI name constraints, every URI SAN of the chain has a plain RFC 3986 host that is
@@ -36,8 +37,8 @@
 // or an issuer of it that was sent, has an extension OpenSSL cannot decode), except for name
 // constraints, where mtlsd's reason is name_constraints or an earlier leaf rule of its own,
 // never not_authorized; what OpenSSL admits mtlsd refuses only by its own rules (among them
-// bad_certificate for a leaf key no TLS signature scheme takes, and name_constraints for such
-// a URI SAN or, in client mode, for a CA's DNS constraints the host name asked for breaks).
+// bad_certificate for a leaf key the listener's TLS cannot sign with, and name_constraints for
+// such a URI SAN or, in client mode, for a CA's DNS constraints the host name asked for breaks).
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -239,12 +240,14 @@ bool malformed_issuer_sent(const tls::cert_chain& sent, X509* child) {
   return false;
 }
 
-// Whether a TLS 1.2 or 1.3 signature scheme takes `x`'s key.
+// Whether the fuzz listener (TLS 1.2 and 1.3, default groups X25519:P-256:P-384) signs with
+// `x`'s key: TLS 1.3's schemes, and TLS 1.2's DSA (its ECDSA takes no curve TLS 1.3 does not
+// among those groups).
 bool tls_signs_with(X509* x) {
   EVP_PKEY* k = X509_get0_pubkey(x);
   if (!k) return false;
   if (EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS") || EVP_PKEY_is_a(k, "ED25519") ||
-      EVP_PKEY_is_a(k, "ED448"))
+      EVP_PKEY_is_a(k, "ED448") || EVP_PKEY_is_a(k, "DSA"))
     return true;
   char group[64] = "";
   std::size_t n = 0;
@@ -269,8 +272,8 @@ bool constrains(X509* x, int type) {
 }
 
 // Whether OpenSSL's URI name-constraint check sees `uri`'s real host: "scheme://", then a
-// host of letters, digits and -._~!$&'()*+,;= , then ":digits" and anything, or '/' and
-// anything without ':', or nothing.
+// host of letters, digits and -._~!$&'()*+,;= not ending in '.', then ":digits" and anything, or
+// '/' and anything without ':', or nothing.
 bool plain_uri_host(std::string_view uri) {
   const auto sep = uri.find("://");
   if (sep == std::string_view::npos || sep == 0 ||
@@ -285,7 +288,7 @@ bool plain_uri_host(std::string_view uri) {
          (std::isalnum(static_cast<unsigned char>(rest[h])) ||
           std::string_view("-._~!$&'()*+,;=").find(rest[h]) != std::string_view::npos))
     ++h;
-  if (h == 0) return false;
+  if (h == 0 || rest[h - 1] == '.') return false;  // a trailing dot: the same host without it
   rest.remove_prefix(h);
   if (rest.empty()) return true;
   if (rest[0] == ':') {

@@ -73,6 +73,12 @@ void apply_protocol_settings(SSL_CTX* ctx, const config::tls_options& t) {
     fail(t.where, "tls.curves: invalid groups '" + groups + "': " + drain_errors());
 }
 
+// What a context's TLS versions and groups can sign with (tls_key_problem), for its verifier.
+tls_signers signers_for(SSL_CTX* ctx, const config::tls_options& t) {
+  return signers_of(SSL_CTX_get_min_proto_version(ctx), SSL_CTX_get_max_proto_version(ctx),
+                    t.curves.empty() ? default_groups : t.curves);
+}
+
 cert_chain copy_chain(const cert_chain& c) {
   cert_chain out;
   for (const auto& x : c)
@@ -237,7 +243,8 @@ void verify_clients(SSL_CTX* ctx, const config::listener& l, const svid_material
     crl = install_crls(ctx, l.revocation, out);
   }
   SSL_CTX_set_verify(ctx, mode, nullptr);
-  out.peer_verifier = std::make_unique<verifier>(peer_role::client, ca.allow, crl);
+  out.peer_verifier =
+      std::make_unique<verifier>(peer_role::client, ca.allow, crl, signers_for(ctx, l.tls));
   bind_to_bundles(*out.peer_verifier, l, ca.ca, svid);
   out.peer_verifier->attach(ctx);
 }
@@ -312,7 +319,8 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
         param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     X509_VERIFY_PARAM_set1_host(param, out.server_name.c_str(), 0);
   }
-  out.peer_verifier = std::make_unique<verifier>(peer_role::server, sa.allow, crl);
+  out.peer_verifier =
+      std::make_unique<verifier>(peer_role::server, sa.allow, crl, signers_for(ctx, l.tls));
   bind_to_bundles(*out.peer_verifier, l, sa.ca, svid);
   out.peer_verifier->attach(ctx);
 }
@@ -373,11 +381,12 @@ tls_context build_context(const config::listener& l, const svid_material* svid) 
     build_server_side(ctx, l, svid, out);
   else
     build_client_side(ctx, l, svid, out);
-  // Our own key, as peers' keys are judged (tls_key_problem): one TLS has no signature scheme
-  // for fails handshakes, and mtlsd refuses it as a peer. An SVID is the Workload API's matter.
+  // Our own key, as peers' keys are judged (tls_key_problem, with this listener's versions and
+  // curves): one it cannot sign with fails handshakes. An SVID is the Workload API's matter.
   if (!l.tls.spiffe.enabled)
     for (const auto& chain : out.own_chains)
-      if (auto why = tls_key_problem(chain.front().get()); !why.empty())
+      if (auto why = tls_key_problem(chain.front().get(), out.peer_verifier->signers());
+          !why.empty())
         fail(l.tls.where,
              "tls: the key of " + subject_of(chain.front().get()) + " is unusable in TLS: " + why);
   drain_errors();

@@ -72,8 +72,8 @@ void apply_validation_policy(SSL_CTX* ctx) {
   if (SSL_CTX_get_security_level(ctx) < 2) SSL_CTX_set_security_level(ctx, 2);
 }
 
-verifier::verifier(peer_role role, config::allow_list allow, crl_policy crl)
-    : role_(role), allow_(std::move(allow)), crl_(crl) {}
+verifier::verifier(peer_role role, config::allow_list allow, crl_policy crl, tls_signers signers)
+    : role_(role), allow_(std::move(allow)), crl_(crl), signers_(std::move(signers)) {}
 
 void verifier::attach(SSL_CTX* ctx) const {
   SSL_CTX_set_ex_data(ctx, idx().ctx_verifier, const_cast<verifier*>(this));
@@ -251,10 +251,10 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_INVALID_NON_CA);
     return decide_error(store_ctx, out);
   }
-  // A key TLS has no signature scheme for (ECDSA on P-224, secp256k1, brainpool) passed
-  // OpenSSL's checks and then failed the handshake for another reason (no_client_cert,
-  // protocol_error) or none at all (TLS 1.2 with the curve in tls.curves): say what it is.
-  if (std::string why = tls_key_problem(cert); !why.empty()) {
+  // A key this listener's TLS versions and curves cannot sign with (ECDSA on P-224 outside
+  // tls.curves, DSA under TLS 1.3 only) passed OpenSSL's checks and then failed the handshake
+  // for another reason (no_client_cert, protocol_error): say what it is.
+  if (std::string why = tls_key_problem(cert, signers_); !why.empty()) {
     out.refusal = reason::bad_certificate;
     out.detail = "key unusable in TLS: " + why + " (depth 0: " + subject_of(cert) + ")";
     out.refused_peer = extract_identity(cert);

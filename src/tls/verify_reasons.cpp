@@ -7,6 +7,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include <algorithm>
+
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -120,7 +122,38 @@ std::optional<reason> reason_from_ssl_failure(int ssl_reason) {
   }
 }
 
-std::string tls_key_problem(X509* leaf) {
+namespace {
+
+// A TLS group name as SSL_CTX_set1_groups_list takes it ("P-256", "secp256r1", "prime256v1",
+// "brainpoolP256r1", "X25519"...) as a NID.
+int group_nid(const std::string& name) {
+  if (name == "secp256r1") return NID_X9_62_prime256v1;
+  const int nid = EC_curve_nist2nid(name.c_str());
+  return nid != NID_undef ? nid : OBJ_sn2nid(name.c_str());
+}
+
+bool tls13_curve(int nid) {
+  return nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1;
+}
+
+}  // namespace
+
+tls_signers signers_of(int min_version, int max_version, const std::string& groups) {
+  tls_signers s;
+  s.tls12 = min_version <= TLS1_2_VERSION;
+  s.tls13 = max_version == 0 || max_version >= TLS1_3_VERSION;
+  s.groups = groups;
+  for (std::size_t at = 0; at <= groups.size();) {
+    std::size_t end = groups.find(':', at);
+    if (end == std::string::npos) end = groups.size();
+    if (const int nid = group_nid(groups.substr(at, end - at)); nid != NID_undef)
+      s.group_nids.push_back(nid);
+    at = end + 1;
+  }
+  return s;
+}
+
+std::string tls_key_problem(X509* leaf, const tls_signers& s) {
   EVP_PKEY* key = X509_get0_pubkey(leaf);
   if (!key) return "its public key does not decode";
   switch (EVP_PKEY_get_base_id(key)) {
@@ -129,25 +162,39 @@ std::string tls_key_problem(X509* leaf) {
     case EVP_PKEY_ED25519:
     case EVP_PKEY_ED448:
       return {};
+    case EVP_PKEY_DSA:  // TLS 1.2's CertificateVerify takes DSA (OpenSSL 3.0 admits it)
+      if (s.tls12) return {};
+      return "a DSA key, which TLS 1.3 cannot sign with";
     case EVP_PKEY_EC:
       break;
     default: {
       const char* type = EVP_PKEY_get0_type_name(key);
       return std::string("a ") + (type ? type : "unknown") +
-             " key; TLS signs with RSA, RSA-PSS, ECDSA, Ed25519 and Ed448 keys only";
+             " key; TLS signs with RSA, RSA-PSS, ECDSA, Ed25519 and Ed448 keys, and TLS 1.2 with "
+             "DSA keys too";
     }
   }
-  // ECDSA: TLS 1.3 ties each scheme to a curve, and RFC 8422 leaves TLS 1.2 the same three.
   char group[64] = "";
   std::size_t len = 0;
   if (EVP_PKEY_get_group_name(key, group, sizeof group, &len) != 1 || len == 0)
     return "an EC key without a named curve";
   int nid = OBJ_sn2nid(group);
   if (nid == NID_undef) nid = EC_curve_nist2nid(group);
-  if (nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1) return {};
+  // TLS 1.3 ties each ECDSA scheme to a curve (P-256, P-384, P-521), whatever the groups; TLS
+  // 1.2's take any curve both sides list (RFC 8422, RFC 7027), and OpenSSL's
+  // tls1_check_group_id wants it among our groups, those three included.
+  if (s.tls13 && tls13_curve(nid)) return {};
+  if (s.tls12 && nid != NID_undef &&
+      std::find(s.group_nids.begin(), s.group_nids.end(), nid) != s.group_nids.end())
+    return {};
   const char* nist = nid == NID_undef ? nullptr : EC_curve_nid2nist(nid);
-  return std::string("an EC key on ") + (nist ? std::string(nist) + " (" + group + ")" : group) +
-         "; TLS signature schemes take ECDSA keys on P-256, P-384 and P-521 only";
+  std::string why = std::string("an EC key on ") +
+                    (nist ? std::string(nist) + " (" + group + ")" : group) +
+                    ", which this listener's TLS versions and curves cannot sign with (";
+  if (s.tls13) why += "TLS 1.3: P-256, P-384, P-521";
+  if (s.tls13 && s.tls12) why += "; ";
+  if (s.tls12) why += "TLS 1.2: the curves in tls.curves, " + s.groups;
+  return why + ")";
 }
 
 }  // namespace mtlsd::tls

@@ -19,7 +19,8 @@ from helpers import verify_cli
 from mtlsd_harness import daemon_config, run_cli, server_listener, write_config
 from refusal import assert_admitted, assert_refused
 from tls_remote import Remote, plain_exchange
-from strict_pki import GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki, openssl_strict_verify
+from strict_pki import (GOOD_CA, GOOD_LEAF, USAGE_EXT, StrictPki,
+                        openssl_strict_verify)
 
 TIMEOUT = 10.0
 
@@ -80,9 +81,17 @@ URI_CASES = [
             "has an IP literal ('[...]') for a host"),
 ]
 
-# Keys at security level 2 that no TLS signature scheme takes, and how mtlsd names their curve.
+# EC keys at security level 2 that TLS 1.3 cannot sign with, nor TLS 1.2 unless the curve is in
+# tls.curves (OpenSSL's default groups hold none of them), and how mtlsd names their curve.
 CURVES = {"p224": "P-224 (secp224r1)", "secp256k1": "secp256k1",
           "brainpool": "brainpoolP256r1"}
+# What a default listener (TLS 1.2 and 1.3, tls.curves unset) says of such a key.
+DEFAULT_SIGNERS = ("which this listener's TLS versions and curves cannot sign with (TLS 1.3: "
+                   "P-256, P-384, P-521; TLS 1.2: the curves in tls.curves, "
+                   "X25519:P-256:P-384)")
+# TLS 1.2 with brainpool (RFC 7027), as BSI/gematik deployments need, and TLS 1.3 alone.
+TLS12_BRAINPOOL = {"max_version": "1.2", "curves": "brainpoolP256r1:P-256"}
+TLS13_BRAINPOOL = {"min_version": "1.3", "curves": "brainpoolP256r1:P-256"}
 
 
 def no_line(profile: str, key: str) -> str:
@@ -95,6 +104,10 @@ def no_line(profile: str, key: str) -> str:
 @pytest.fixture(scope="module")
 def spki(tmp_path_factory) -> StrictPki:
     p = StrictPki(tmp_path_factory.mktemp("strict"))
+    # DSA-2048 (security level 2), which TLS 1.2 signs with: genpkey needs its parameters first.
+    subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt",
+                    "pbits:2048", "-pkeyopt", "qbits:256", "-out", p.path("dsa.param")],
+                   check=True, capture_output=True, timeout=60)
     p.ca("sroot")
     p.ca("bc_noncritical_root", GOOD_CA.replace("critical, CA:true", "CA:true"))
     p.ca("no_bc_root", no_line(GOOD_CA, "basicConstraints"))
@@ -135,7 +148,7 @@ def spki(tmp_path_factory) -> StrictPki:
         leaf("rsa1024", key="rsa1024")
         leaf("sha1", md="sha1")
         leaf("p192", key="p192")
-        for curve in CURVES:
+        for curve in (*CURVES, "dsa"):
             leaf(curve, key=curve)
         leaf("issued", "issuing", intermediate="issuing")
         leaf("cn_only", ext=no_line(ext, "subjectAltName").format(name="cn"),
@@ -194,7 +207,7 @@ def weak_client_ctx(pki, spki, name: str) -> ssl.SSLContext:
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.load_verify_locations(pki.path("ca.crt"))
     ctx.load_cert_chain(spki.path(f"{name}.chain.crt"), spki.path(f"{name}.key"))
-    if name.split("-")[0] in ("p192", *CURVES):
+    if name.split("-")[0] in ("p192", "dsa", *CURVES):
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no signature scheme for it
     return ctx
 
@@ -331,14 +344,16 @@ def test_uri_name_constraints_judge_the_real_host(serve, mtlsd_bin, pki, spki, v
 def test_verify_refuses_a_key_no_tls_signature_scheme_takes(mtlsd_bin, spki, verify_cfg):
     """Review: EC leaves on P-224, secp256k1 or brainpoolP256r1 (security level 2 takes them)
     passed `mtlsd verify`, then failed handshakes for unrelated reasons (no_client_cert,
-    protocol_error): ECDSA signs TLS handshakes on P-256, P-384 and P-521 only. Both modes
+    protocol_error): a default listener signs with ECDSA on P-256, P-384 and P-521 only (TLS
+    1.3), and TLS 1.2 on the curves of its groups too, which hold none of these. Both modes
     refuse such a leaf, bad_certificate with the curve named, in `verify` as in a handshake."""
     for key, curve in CURVES.items():
         for listener, usage in (("inbound", "client"), ("outbound", "server")):
             proc = verify_cli(mtlsd_bin, verify_cfg, listener, spki.path(f"{key}-{usage}.crt"))
             assert proc.returncode == 1, (key, usage, proc.stdout, proc.stderr)
             assert proc.stdout.startswith("rejected: bad_certificate: key unusable in TLS: "
-                                          f"an EC key on {curve}; "), proc.stdout
+                                          f"an EC key on {curve}, {DEFAULT_SIGNERS} (depth 0: "), \
+                proc.stdout
 
 
 def test_a_client_key_no_tls_signature_scheme_takes_is_named_in_the_handshake(serve, pki, spki):
@@ -350,32 +365,121 @@ def test_a_client_key_no_tls_signature_scheme_takes_is_named_in_the_handshake(se
     for key, curve in CURVES.items():
         ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, f"{key}-client"), expect=5)
         line = assert_refused(daemon, up, ex, "bad_certificate")
-        assert line["detail"].startswith(f"key unusable in TLS: an EC key on {curve}; "), line
+        assert line["detail"].startswith(f"key unusable in TLS: an EC key on {curve}, "
+                                         f"{DEFAULT_SIGNERS}"), line
 
 
-def test_a_remote_key_no_tls_signature_scheme_takes_is_refused(start_mtlsd, spki):
-    """Client mode: a TLS 1.2 remote on such a curve, with tls.curves offering it, was admitted
-    (TLS 1.2 lets ECDSA sign on any curve both sides list). It is refused now, as `verify`
-    refuses it."""
+def test_a_tls12_remote_on_a_curve_of_tls_curves_is_admitted(start_mtlsd, spki):
+    """Client mode: TLS 1.2 lets ECDSA sign on any curve both sides list (RFC 8422, RFC 7027
+    for brainpool). A remote on P-224, secp256k1 or brainpoolP256r1 with tls.curves offering it
+    was refused bad_certificate by 68cf61a, though the handshake works: admitted again."""
     remotes = {k: Remote(spki.path(f"{k}-server.crt"), spki.path(f"{k}-server.key"), tls12=True)
                for k in CURVES}
     curves = {"tls": {"curves": "X25519:P-256:P-224:secp256k1:brainpoolP256r1"}}
     try:
         client = start_mtlsd(daemon_config([{**outbound(k, r.address, anchors(spki)), **curves}
                                             for k, r in remotes.items()]))
-        for key, curve in CURVES.items():
+        for key in CURVES:
             data, local = plain_exchange(client.addr(key))
             line = client.wait_for_access(client=local)
-            assert data == b"" and line["reason"] == "bad_certificate", line
-            assert line["detail"].startswith(f"key unusable in TLS: an EC key on {curve}; "), line
+            assert data == b"ping\n" and line["result"] == "accepted", line
     finally:
         for r in remotes.values():
             r.close()
 
 
+def brainpool_cfg(pki, spki, tmp_path) -> Path:
+    """A server and a client listener each for TLS 1.2 and for TLS 1.3 alone, both with
+    brainpoolP256r1 in tls.curves."""
+    listeners = []
+    for v, tls in (("12", TLS12_BRAINPOOL), ("13", TLS13_BRAINPOOL)):
+        listeners.append(server_listener(pki, "127.0.0.1:9", name=f"inbound{v}", tls=tls,
+                                         client_auth={"ca": anchors(spki)}))
+        listeners.append({**outbound(f"outbound{v}", "localhost:9", anchors(spki)), "tls": tls})
+    return write_config(tmp_path / "brainpool.yaml", daemon_config(listeners))
+
+
+def test_brainpool_follows_the_listeners_tls_versions_and_curves(mtlsd_bin, pki, spki, tmp_path):
+    """Review of 68cf61a: TLS 1.2 signs with brainpool when both sides list the curve (RFC
+    7027; BSI/gematik deployments need it). `verify` admits a brainpoolP256r1 leaf on a TLS 1.2
+    listener listing the curve, in both modes, and still refuses it on a TLS 1.3-only one
+    listing it (TLS 1.3 has no scheme for it), saying what that listener signs with."""
+    cfg = brainpool_cfg(pki, spki, tmp_path)
+    for mode, usage in (("inbound", "client"), ("outbound", "server")):
+        proc = verify_cli(mtlsd_bin, cfg, f"{mode}12", spki.path(f"brainpool-{usage}.crt"))
+        assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), \
+            (mode, proc.stdout, proc.stderr)
+        proc = verify_cli(mtlsd_bin, cfg, f"{mode}13", spki.path(f"brainpool-{usage}.crt"))
+        assert proc.returncode == 1, (mode, proc.stdout, proc.stderr)
+        assert proc.stdout.startswith(
+            "rejected: bad_certificate: key unusable in TLS: an EC key on brainpoolP256r1, which "
+            "this listener's TLS versions and curves cannot sign with (TLS 1.3: P-256, P-384, "
+            "P-521) (depth 0: "), proc.stdout
+
+
+def test_a_tls12_listener_listing_brainpool_admits_a_brainpool_client(serve, pki, spki):
+    """The handshake `verify` stands for, brainpool end to end: a TLS 1.2 client on
+    brainpoolP256r1 (its only group) is admitted by a listener whose tls.curves lists it and
+    whose own certificate is on brainpoolP256r1 too (a client takes a server's ECDSA key only
+    on a curve it lists)."""
+    own = {**TLS12_BRAINPOOL, "cert": spki.path("brainpool-server.crt"),
+           "key": spki.path("brainpool-server.key")}
+    daemon, up = serve(client_auth={"ca": anchors(spki)}, tls=own)
+    ctx = weak_client_ctx(pki, spki, "brainpool-client")
+    ctx.load_verify_locations(spki.path("sroot.crt"))
+    ctx.set_ecdh_curve("brainpoolP256r1")
+    ex = tls_exchange(daemon.addr(), ctx, expect=5)
+    assert_admitted(daemon, ex, b"ping\n")
+    assert ex.version == "TLSv1.2", ex.version
+
+
+def test_a_dsa_client_over_tls12_is_admitted(serve, mtlsd_bin, pki, spki, verify_cfg, tmp_path):
+    """TLS 1.2 clients sign CertificateVerify with DSA keys (OpenSSL 3.0 admits them at
+    security level 2 from 2048 bits): 68cf61a refused them (bad_certificate) on every listener.
+    A default listener admits one, in a handshake and in `verify`; one allowing TLS 1.3 alone
+    refuses it in `verify`'s words."""
+    daemon, up = serve(client_auth={"ca": anchors(spki)})
+    ex = tls_exchange(daemon.addr(), weak_client_ctx(pki, spki, "dsa-client"), expect=5)
+    assert_admitted(daemon, ex, b"ping\n")
+    proc = verify_cli(mtlsd_bin, verify_cfg, "inbound", spki.path("dsa-client.crt"))
+    assert proc.returncode == 0 and proc.stdout.startswith("accepted: "), proc.stdout
+    cfg = brainpool_cfg(pki, spki, tmp_path)
+    for mode, usage in (("inbound", "client"), ("outbound", "server")):
+        proc = verify_cli(mtlsd_bin, cfg, f"{mode}13", spki.path(f"dsa-{usage}.crt"))
+        assert proc.returncode == 1, (mode, proc.stdout, proc.stderr)
+        assert proc.stdout.startswith("rejected: bad_certificate: key unusable in TLS: a DSA "
+                                      "key, which TLS 1.3 cannot sign with (depth 0: "), \
+            proc.stdout
+
+
+def test_check_takes_an_own_brainpool_key_on_a_tls12_listener_listing_it(
+        mtlsd_bin, pki, spki, tmp_path):
+    """`mtlsd check` judges our own key as a peer's, by the listener's TLS versions and curves:
+    a brainpoolP256r1 certificate of ours passes on a TLS 1.2 listener listing the curve, in
+    both modes, and is refused on a TLS 1.3-only one."""
+    for v, tls, ok in (("12", TLS12_BRAINPOOL, True), ("13", TLS13_BRAINPOOL, False)):
+        for listener, usage in (("inbound", "server"), ("outbound", "client")):
+            own = {**tls, "cert": spki.path(f"brainpool-{usage}.crt"),
+                   "key": spki.path(f"brainpool-{usage}.key")}
+            if listener == "inbound":
+                cfg_l = server_listener(pki, "127.0.0.1:9", tls=own)
+            else:
+                cfg_l = {**outbound(listener, "127.0.0.1:9", anchors(spki)), "tls": own}
+            cfg = write_config(tmp_path / f"own{v}{listener}.yaml", daemon_config([cfg_l]))
+            proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+            if ok:
+                assert proc.returncode == 0, (v, listener, proc.stdout, proc.stderr)
+            else:
+                assert proc.returncode == 1, (v, listener, proc.stdout, proc.stderr)
+                assert "is unusable in TLS: an EC key on brainpoolP256r1, which this listener's " \
+                    "TLS versions and curves cannot sign with (TLS 1.3: P-256, P-384, P-521)" \
+                    in proc.stderr, proc.stderr
+
+
 def test_check_refuses_an_own_key_no_tls_signature_scheme_takes(mtlsd_bin, pki, spki, tmp_path):
     """`mtlsd check` took our own certificate on such a curve (TLS 1.3 handshakes then failed,
-    and mtlsd refuses such a peer now): it names the key, in both modes."""
+    and mtlsd refuses such a peer now): on a default listener, whose groups hold none of these
+    curves, it names the key, in both modes."""
     for key, curve in CURVES.items():
         own = {"cert": spki.path(f"{key}-server.crt"), "key": spki.path(f"{key}-server.key")}
         for listener in (server_listener(pki, "127.0.0.1:9", tls=own),
@@ -385,7 +489,8 @@ def test_check_refuses_an_own_key_no_tls_signature_scheme_takes(mtlsd_bin, pki, 
             cfg = write_config(tmp_path / f"{key}.yaml", daemon_config([listener]))
             proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
             assert proc.returncode == 1, (key, proc.stdout, proc.stderr)
-            assert f"is unusable in TLS: an EC key on {curve}; " in proc.stderr, proc.stderr
+            assert f"is unusable in TLS: an EC key on {curve}, {DEFAULT_SIGNERS}" in proc.stderr, \
+                proc.stderr
 
 
 # --- trust anchors, names, depth, e-mail -------------------------------------------------------

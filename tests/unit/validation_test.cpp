@@ -271,6 +271,42 @@ TEST(OfflineMatchesHandshake, ServerCertificatesJudgedByAClientListener) {
   }
 }
 
+// TLS 1.2 signs with ECDSA on any curve in the listener's groups (brainpool: RFC 7027), TLS 1.3
+// on P-256, P-384 and P-521 only: a peer's key is judged by what the listener allows.
+TEST(Validation, PeerKeyFollowsTheListenersVersionsAndCurves) {
+  auto listener = [](const std::string& tls) {
+    return "  - name: inbound\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:8080\n"
+           "    tls: {cert: server.crt, key: server.key" +
+           tls + "}\n    client_auth:\n      ca: [root.crt]\n";
+  };
+  auto brainpool = test::make_leaf(pki().root, {.cn = "bp",
+                                                .dns_sans = {"localhost"},
+                                                .usage = test::key_usage::client,
+                                                .key_type = "EC-brainpoolP256r1"});
+  auto k256 = test::make_leaf(pki().root, {.cn = "k256",
+                                           .dns_sans = {"localhost"},
+                                           .usage = test::key_usage::client,
+                                           .key_type = "EC-secp256k1"});
+  listener_files files;
+  auto tls12 = files.build(listener(", max_version: \"1.2\", curves: \"brainpoolP256r1:P-256\""));
+  EXPECT_EQ(verdict(offline(tls12, brainpool).refusal), "accepted");
+  auto off = offline(tls12, k256);  // not among the curves
+  EXPECT_EQ(verdict(off.refusal), "bad_certificate");
+  EXPECT_NE(off.detail.find("an EC key on secp256k1, which this listener's TLS versions and "
+                            "curves cannot sign with (TLS 1.2: the curves in tls.curves, "
+                            "brainpoolP256r1:P-256)"),
+            std::string::npos)
+      << off.detail;
+  auto tls13 = files.build(listener(", min_version: \"1.3\", curves: \"brainpoolP256r1:P-256\""));
+  off = offline(tls13, brainpool);
+  EXPECT_EQ(verdict(off.refusal), "bad_certificate");
+  EXPECT_NE(off.detail.find("an EC key on brainpoolP256r1, which this listener's TLS versions "
+                            "and curves cannot sign with (TLS 1.3: P-256, P-384, P-521)"),
+            std::string::npos)
+      << off.detail;
+  EXPECT_EQ(verdict(offline(files.build(listener("")), brainpool).refusal), "bad_certificate");
+}
+
 TEST(Validation, SecurityLevelIsAtLeastTwo) {
   listener_files files;
   EXPECT_GE(SSL_CTX_get_security_level(files.build(server_listener()).ctx.get()), 2);

@@ -75,11 +75,23 @@ struct crl_policy {
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
 reason reason_from_x509_error(int err);
 
-// Why a peer's certificate `leaf` has a key no TLS 1.2 or 1.3 signature scheme signs with, or ""
-// when it has none of those: RSA, RSA-PSS, Ed25519, Ed448 and ECDSA on P-256, P-384 and P-521
-// sign; ECDSA on any other curve (P-224, secp256k1, brainpool) or another kind of key does not.
-// The verify callback refuses such a leaf (bad_certificate) in both modes.
-std::string tls_key_problem(X509* leaf);
+// What a listener's TLS can sign with, worked out once when its context is built: the TLS
+// versions it allows and, for TLS 1.2's ECDSA, the NIDs of its groups (tls.curves, or
+// default_groups), as written in `groups`.
+struct tls_signers {
+  bool tls12 = true;
+  bool tls13 = true;
+  std::vector<int> group_nids;
+  std::string groups;
+};
+// From the context's min/max protocol versions and its groups list.
+tls_signers signers_of(int min_version, int max_version, const std::string& groups);
+
+// Why `leaf`'s key signs with no TLS version `s` allows, or "" when one does. TLS 1.3: RSA,
+// RSA-PSS, Ed25519, Ed448, ECDSA on P-256, P-384, P-521. TLS 1.2: those, DSA, and ECDSA on any
+// curve among the groups (OpenSSL's check: the key's curve is among our groups). The verify
+// callback refuses such a leaf (bad_certificate) in both modes; check refuses such a key of ours.
+std::string tls_key_problem(X509* leaf, const tls_signers& s);
 
 // Why a handshake failed when the verify callback recorded nothing, from the SSL_R_* reason of
 // the error that ended it (a forged CertificateVerify is bad_signature); nullopt when it is no
@@ -94,7 +106,7 @@ enum class peer_role { client, server };  // which side the verified peer is
 
 class verifier {
  public:
-  verifier(peer_role role, config::allow_list allow, crl_policy crl = {});
+  verifier(peer_role role, config::allow_list allow, crl_policy crl = {}, tls_signers signers = {});
 
   // Installs the callback on `ctx` and points the context at this verifier, which must outlive
   // the context and every SSL made from it.
@@ -123,6 +135,7 @@ class verifier {
   std::string trust_binding() const;
 
   peer_role role() const { return role_; }
+  const tls_signers& signers() const { return signers_; }
 
  private:
   static int callback(int ok, X509_STORE_CTX* store_ctx);
@@ -140,6 +153,7 @@ class verifier {
   peer_role role_;
   config::allow_list allow_;
   crl_policy crl_;
+  tls_signers signers_;  // for tls_key_problem
   std::vector<spiffe_anchor> anchors_;
 };
 
