@@ -311,11 +311,16 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
   }
 }
 
-inline std::string simple_response(int status, std::string_view reason, std::string_view text) {
+// mtlsd's own answer: `text` and a newline as a text/plain body, then the close. To a HEAD
+// request (`method`) the head alone, with the Content-Length a GET would have had (RFC 9110
+// 9.3.2): a body there would be read as the start of the next response (http1_relay_fuzz).
+inline std::string simple_response(int status, std::string_view reason, std::string_view text,
+                                   std::string_view method = {}) {
   std::string out = "HTTP/1.1 " + std::to_string(status) + " ";
   out.append(reason);
   out += "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size() + 1) +
          "\r\nConnection: close\r\n\r\n";
+  if (method == "HEAD") return out;
   out.append(text);
   return out + "\n";
 }

@@ -54,7 +54,7 @@ asio::awaitable<void> http_connection::refuse(int status, std::string_view reaso
   current_->detail = why;
   fail(std::move(why));
   set_status(status);
-  const std::string response = simple_response(status, reason, reason);
+  const std::string response = simple_response(status, reason, reason, current_->method);
   if (!co_await client_.write(response)) co_await close_both();
 }
 
@@ -315,7 +315,8 @@ asio::awaitable<http_connection::then> http_connection::exchange(
     // neither pump runs, and not after a write the stop cut short (a 1xx: the record would be
     // left half written).
     set_failure_status(400);
-    if (auto ec = co_await client_.write(simple_response(400, "Bad Request", "Bad Request")))
+    if (auto ec = co_await client_.write(
+            simple_response(400, "Bad Request", "Bad Request", current_ ? current_->method : "")))
       result_.ended_by(relay_end::tls_peer);
   }
   if (end_) {
