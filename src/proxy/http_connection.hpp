@@ -160,6 +160,12 @@ class http_connection {
     if (sink_) sink_(*current_);
     current_.reset();
   }
+  // The method of the exchange in progress ("" before a parsed head), for mtlsd's own answers.
+  // A view, not a ?: of a std::string and a literal: that temporary inside a coroutine's co_await
+  // expression was freed twice by GCC 12 (free(): invalid pointer).
+  std::string_view current_method() const {
+    return current_ ? std::string_view(current_->method) : std::string_view();
+  }
   void set_status(int status) {
     if (current_) current_->status = status;
   }

@@ -55,7 +55,7 @@ asio::awaitable<void> http_connection::upstream_failed(const error_code& ec, std
   if (!response_started_) {
     set_failure_status(502);
     const std::string response =
-        simple_response(502, "Bad Gateway", "Bad Gateway", current_ ? current_->method : "");
+        simple_response(502, "Bad Gateway", "Bad Gateway", current_method());
     co_await client_.write(response);
   } else {
     response_cut_ = true;

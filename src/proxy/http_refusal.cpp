@@ -117,8 +117,8 @@ asio::awaitable<bool> answer_refused(session& s, tls_stream& tls, const http_ans
   // Answered whether or not a request came, as nginx answers a refused connection; reported as a
   // request only when one had come.
   std::optional<http_request_report> request = co_await sent_request(s, tls);
-  const std::string answer =
-      http1::simple_response(a.status, a.status_text, a.why, request ? request->method : "");
+  const std::string_view method = request ? std::string_view(request->method) : std::string_view();
+  const std::string answer = http1::simple_response(a.status, a.status_text, a.why, method);
   // A failure ends the connection all the same. What went is counted as sent to the client
   // (tx_bytes; http: listeners are server mode, where that is relayed.from_plain).
   const bool sent = !co_await tls.write(asio::buffer(answer));

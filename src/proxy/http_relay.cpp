@@ -316,7 +316,7 @@ asio::awaitable<http_connection::then> http_connection::exchange(
     // left half written).
     set_failure_status(400);
     if (auto ec = co_await client_.write(
-            simple_response(400, "Bad Request", "Bad Request", current_ ? current_->method : "")))
+            simple_response(400, "Bad Request", "Bad Request", current_method())))
       result_.ended_by(relay_end::tls_peer);
   }
   if (end_) {
