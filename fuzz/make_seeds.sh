@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz,client_hello_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz,client_hello_fuzz,http1_relay_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -357,6 +357,47 @@ for name, frames in scenarios.items():
         if i > 2 and name not in ("ok", "grpc", "interim", "max-concurrent"):
             continue
         open(f"{out}/{name}-{i}", "wb").write(bytes([b0, b1]) + frames)
+PY
+
+# http1_relay_fuzz: byte 0 = write sizes and how the peers close, byte 1 = the forwarding policy
+# (http1_relay_fuzz.cpp), then a script: the client's bytes, "~~u" the upstream's, "~~c" the
+# client's again, "~~U"/"~~C" a peer closes, "~~X" the client resets.
+python3 - "$C/http1_relay_fuzz" <<'PY'
+import sys
+out = sys.argv[1]
+seeds = {
+    "get": (0x00, 0x00, b"GET /a?x=1 HTTP/1.1\r\nHost: api.example.org\r\n"
+            b"X-Forwarded-For: 10.0.0.1,10.0.0.2\r\n\r\n"
+            b"~~uHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+    "post-length": (0x0b, 0x01, b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
+                    b"hello world~~uHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+    "chunked-trailers": (0x23, 0x02, b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                         b"TE: trailers\r\n\r\n5;ext=1\r\nhello\r\n006\r\n world\r\n0\r\n"
+                         b"X-Checksum: abc\r\n\r\n~~uHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: x-hop\r\nX-Hop: 1\r\n\r\n2\r\nok\r\n0\r\ngrpc-status: 0\r\n\r\n"),
+    "pipelined": (0x40, 0x00, b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nHEAD /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+                  b"~~uHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"
+                  b"~~uHTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"),
+    "upgrade": (0x00, 0x00, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n~~uHTTP/1.1 101 Switching Protocols"
+                b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nserver frame~~cclient frame"
+                b"~~ufrom upstream"),
+    "expect-continue": (0x00, 0x00, b"PUT /big HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: 4\r\n\r\n~~cbody~~uHTTP/1.1 100 Continue\r\n\r\n"
+                        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+    "bad-head": (0x80, 0x00, b"GET / HTTP/1.1\r\nHost: a\r\nBad Field: x\r\n\r\n"
+                 b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+                 b"~~uHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    "http10-close": (0x00, 0x0e, b"GET http://api.example.org/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                     b"~~uHTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\n\r\nuntil the end~~U"),
+    "early-answer": (0x05, 0x00, b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+                     b"first part~~uHTTP/1.1 413 Content Too Large\r\nConnection: close\r\n"
+                     b"Content-Length: 0\r\n\r\n~~cmore of the body"),
+    "client-reset": (0x00, 0x00, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n~~X"
+                     b"~~uHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+}
+for name, (b0, b1, script) in seeds.items():
+    open(f"{out}/{name}", "wb").write(bytes([b0, b1]) + script)
 PY
 
 # h2_request_fuzz: byte 0 = flags (1 END_STREAM, 2 a body, 4 X-Forwarded-For, 8 X-Forwarded-Proto,
