@@ -294,6 +294,17 @@ def test_requests_over_an_identitys_limit_get_request_lines_and_count_as_4xx(htt
     assert [r.target for r in recorder.requests] == ["/first"]
 
 
+def read_to_close(sock) -> bytes:
+    """What a TLS socket receives until mtlsd closes it (close_notify, a close or a reset)."""
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except (ssl.SSLError, ConnectionResetError):
+        pass
+    return out
+
+
 # --- HTTP/1.1: a request is counted only when one had come -------------------------------------
 
 @pytest.mark.parametrize("sent, method, path", [
@@ -335,12 +346,7 @@ def test_an_http11_client_that_sends_nothing_is_answered_and_not_counted(serve, 
     daemon, _ = serve(upstream=refused_address, http={})
     with open_tls(daemon.addr(), client_context(pki)) as sock:
         local = fmt_addr(sock.getsockname())
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-        except (ssl.SSLError, ConnectionResetError):
-            pass
+        out = read_to_close(sock)
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     daemon.wait_for_access(client=local, reason="upstream_unavailable")
     assert request_lines(daemon, client=local) == []
@@ -357,12 +363,7 @@ def test_an_http11_request_sent_a_moment_after_the_handshake_is_read_and_counted
         local = fmt_addr(sock.getsockname())
         time.sleep(0.3)  # the input under test: a request that comes late, not a wait for mtlsd
         sock.sendall(b"GET /late HTTP/1.1\r\nHost: api.example\r\n\r\n")
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-        except (ssl.SSLError, ConnectionResetError):
-            pass
+        out = read_to_close(sock)
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     daemon.wait_for_access(client=local, reason="upstream_unavailable")
     [h1] = request_lines(daemon, client=local)
@@ -379,12 +380,7 @@ def test_an_http11_request_after_an_empty_line_is_still_waited_for(serve, refuse
         sock.sendall(b"\r\n")
         time.sleep(0.2)  # the input under test: the request comes in a later record
         sock.sendall(b"GET /after-crlf HTTP/1.1\r\nHost: api.example\r\n\r\n")
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-        except (ssl.SSLError, ConnectionResetError):
-            pass
+        out = read_to_close(sock)
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
     daemon.wait_for_access(client=local, reason="upstream_unavailable")
     [h1] = request_lines(daemon, client=local)
