@@ -117,6 +117,22 @@ def connect(addr: Addr, timeout: float = TIMEOUT) -> socket.socket:
     return sock
 
 
+def handshake_over_bios(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                        outgoing: ssl.MemoryBIO) -> None:
+    """Runs `tls`'s client handshake over `sock` by hand, up to and not including its last flight
+    (the Finished), which stays in `outgoing`: the caller sends it, alone or with what it writes
+    next, so that the test chooses which bytes leave in which write."""
+    while True:
+        try:
+            tls.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            assert data, "closed during the handshake"
+            incoming.write(data)
+
+
 def open_tls(addr: Addr, ctx: ssl.SSLContext, timeout: float = TIMEOUT) -> ssl.SSLSocket:
     """A connected, handshaken TLS socket (for tests that hold connections)."""
     raw = connect(addr, timeout)

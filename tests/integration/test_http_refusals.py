@@ -21,7 +21,7 @@ import h2.events
 import h2.settings
 import pytest
 
-from clients import client_context, connect, fmt_addr, open_tls
+from clients import client_context, connect, fmt_addr, handshake_over_bios, open_tls
 from grpc_probe import probe_stub, stubs, tls_channel
 from h2_client import H2Client
 from http_upstream import response
@@ -173,15 +173,7 @@ def one_flight(daemon, ctx: ssl.SSLContext, request: bytes, *, sni: str = "local
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni, session=session)
     out = b""
     try:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                sock.sendall(outgoing.read())
-                data = sock.recv(65536)
-                assert data, "closed during the handshake"
-                incoming.write(data)
+        handshake_over_bios(sock, tls, incoming, outgoing)
         assert session is None or tls.session_reused, "the session did not resume"
         if request:
             tls.write(request)

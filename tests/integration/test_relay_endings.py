@@ -17,6 +17,7 @@ import ssl
 import struct
 import threading
 
+from clients import handshake_over_bios
 from helpers import wait_until
 from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener
 
@@ -61,15 +62,7 @@ def handshaken(daemon, pki):
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
     sock = socket.create_connection(daemon.addr(), timeout=10)
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            sock.sendall(outgoing.read())
-            data = sock.recv(65536)
-            assert data, "closed during the handshake"
-            incoming.write(data)
+    handshake_over_bios(sock, tls, incoming, outgoing)
     sock.sendall(outgoing.read())
     return sock, tls, incoming, outgoing
 
