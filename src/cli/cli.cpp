@@ -5,7 +5,9 @@
 // read their values from `options`, so they do not depend on the parser.
 #include "mtlsd/cli/cli.hpp"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/version.hpp>
@@ -239,6 +241,14 @@ std::optional<std::string> options::get(std::string_view name) const {
   for (const auto& [k, v] : flags)
     if (k == name) return v;
   return std::nullopt;
+}
+
+void hold_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) != -1) continue;
+    const int held = open("/dev/null", O_RDWR);
+    if (held != -1 && held != fd) close(held);  // fd was open after all; nothing to hold
+  }
 }
 
 int main(int argc, char** argv) {

@@ -327,3 +327,20 @@ def test_a_changed_access_log_path_waits_for_a_restart(serve, pki, tmp_path):
     # Sorted: each line is written when its session ends, and two workers may end them in either order.
     assert sorted(l["client"] for l in _wait_lines(log_file, 2)) == sorted(clients)  # still the file
     assert not daemon.stdout_path.read_text()
+
+
+def test_closed_standard_descriptors_are_held_by_dev_null(start_mtlsd, make_upstream, pki):
+    """Started with stdin, stdout and stderr closed, mtlsd holds descriptors 0-2 with /dev/null,
+    so that no event loop descriptor, listener or peer socket takes their numbers and receives
+    what is written to stdout or stderr (before, the event loop's eventfds took 1 and 2)."""
+    def close_standard_descriptors():
+        for fd in (0, 1, 2):
+            os.close(fd)
+    listener = server_listener(pki, make_upstream().address)
+    # Text format: readiness comes by NOTIFY_SOCKET alone, there being no log to read.
+    daemon = start_mtlsd(daemon_config([listener], log={"format": "text"}),
+                         preexec_fn=close_standard_descriptors)
+    held = {fd: os.readlink(f"/proc/{daemon.pid}/fd/{fd}") for fd in (0, 1, 2)}
+    assert held == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit(5) == 0

@@ -17,6 +17,13 @@ struct options {
 
 int main(int argc, char** argv);
 
+// Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed. A closed one would be taken by
+// the next descriptor opened (gRPC's initializer opens an eventfd, then the event loop's, the
+// listeners, peers' sockets), and what is meant for stdout or stderr would be written into it:
+// into a connection. Called from the executable's .preinit_array (main.cpp), before any
+// library's initializer runs; OpenSSH does the same (sanitise_stdfd).
+void hold_standard_descriptors();
+
 int check_command(const options& o);
 int verify_command(const options& o);
 int health_command(const options& o);
