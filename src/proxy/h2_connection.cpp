@@ -307,7 +307,7 @@ void connection::response_data(stream& s) {
 }
 
 void connection::fail(stream& s, std::uint32_t code, std::string detail) {
-  if (s.closed) return;
+  if (s.upstream_done()) return;  // closed, or answered here already (stream_idle)
   if (s.response_end && !s.answered_here) {
     // The whole response is in (the upstream reset its stream or lost its connection after
     // it, with the upload still open): the client gets all of it, then is asked to stop
@@ -327,6 +327,19 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
     return;
   }
   reset_here(s, code == NGHTTP2_NO_ERROR ? std::uint32_t{NGHTTP2_INTERNAL_ERROR} : code);
+}
+
+void connection::stream_idle(stream& s, std::string detail) {
+  s.detail = std::move(detail);
+  if (s.response_started) return reset_here(s, NGHTTP2_CANCEL);
+  // Not answered yet, answered here, as nginx's and Envoy's timeouts are: 408 while the client
+  // holds back the rest of its request, 504 while the upstream holds back its answer (or the
+  // body it was sent). The upstream side stops now (answered_here: upstream_done).
+  const bool client_waited_for = !s.request_end && s.request_body.empty();
+  const int status = client_waited_for ? 408 : 504;
+  upstream_->cancel(s, NGHTTP2_CANCEL);  // first: an h2c upstream's drops the response body
+  answer_here(s, status, std::to_string(status) + "\n", s.detail);
+  respond(s);
 }
 
 void connection::refuse_stream(stream& s, std::string detail) {

@@ -118,7 +118,8 @@ bool connection::client_took_bytes() {
   return took;
 }
 
-// http.stream_idle_timeout: a stream with no frames either way for that long is reset. While
+// http.stream_idle_timeout: a stream with no frames either way for that long is answered 408 or
+// 504, or reset once its response began (stream_idle). While
 // streams are open the connection is not idle (a quiet gRPC stream is not an idle connection),
 // unless a write to the client waits and the client takes nothing (writing_). Looks often
 // enough for both that and timeouts.idle.
@@ -144,9 +145,8 @@ asio::awaitable<void> connection::sweeper() {
     const auto now = steady::now();
     for (auto& [id, s] : streams_)
       if (now - s->last_activity >= timeout) {
-        s->detail = "stream idle timeout (" + config::format_duration(timeout) + ")";
-        s->last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // reset once
-        reset_here(*s, NGHTTP2_CANCEL);
+        s->last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // once
+        stream_idle(*s, "stream idle timeout (" + config::format_duration(timeout) + ")");
       }
     out_.signal();
   }

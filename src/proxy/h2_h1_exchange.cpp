@@ -127,11 +127,11 @@ class h1_upstream final : public upstream {
   // when that came first). Two waits of a stream may be pending (send_body, read_response): each
   // has its own entry, so the one that resumes first does not unregister the other.
   asio::awaitable<bool> wait(stream& s) {
-    if (s.closed || stopped_) co_return false;  // a wake now would come too late
+    if (s.upstream_done() || stopped_) co_return false;  // a wake now would come too late
     const auto entry = waiting_.insert(&s);
     co_await s.wake.async_wait(as_tuple(use_awaitable));
     waiting_.erase(entry);
-    co_return !s.closed && !stopped_;
+    co_return !s.upstream_done() && !stopped_;
   }
 
   downstream& down_;
@@ -155,7 +155,7 @@ class h1_upstream final : public upstream {
 asio::awaitable<bool> h1_upstream::send_body(stream& s, stream_socket& sock, bool chunked) {
   std::vector<std::uint8_t> piece(http_body_chunk);
   for (;;) {
-    if (s.closed || stopped_ || s.upload_unwanted) co_return false;
+    if (s.upstream_done() || stopped_ || s.upload_unwanted) co_return false;
     if (!s.request_body.empty()) {
       const std::size_t n = s.request_body.take(piece.data(), piece.size());
       std::string framed;
@@ -218,6 +218,8 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     }
     if (status >= 200) break;
   }
+  // Answered here meanwhile (http.stream_idle_timeout): the response goes nowhere.
+  if (s.upstream_done() || stopped_) co_return false;
   auto& msg = p->get();
   if (const char* why = unframable_for_http2(msg)) {
     fail(s, std::string("upstream: ") + why);
@@ -237,13 +239,14 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   while (!p->is_done()) {
     while (s.response_body.size() >= response_buffer_limit)
       if (!co_await wait(s)) co_return false;
-    if (s.closed || stopped_) co_return false;
+    if (s.upstream_done() || stopped_) co_return false;
     msg.body().data = piece.data();
     msg.body().size = piece.size();
     if (const auto ec = co_await body.read_some(sock)) {
       fail(s, "upstream: reading the response body: " + ec.message());
       co_return false;
     }
+    if (s.upstream_done() || stopped_) co_return false;
     const std::size_t got = piece.size() - msg.body().size;
     if (got > 0) s.response_body.append(piece.data(), got);
     if (p->is_done()) {
@@ -306,7 +309,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
   // a wake sent to a stream that was already leaving is never lost.
   queued_.push_back(s.get());
   for (;;) {
-    if (s->closed || stopped_) {
+    if (s->upstream_done() || stopped_) {
       std::erase(queued_, s.get());
       wake_next_queued();
       co_return;
@@ -360,7 +363,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
     }
     opened_here = true;
   }
-  if (s->closed || stopped_) co_return;
+  if (s->upstream_done() || stopped_) co_return;
   busy_[s.get()] = sock.get();
   bool chunked = false;
   // One write: the PROXY header (review: only the session's first connection had it, so an

@@ -95,7 +95,7 @@ struct stream {
   bool response_end = false;       // nothing more will be appended
   bool response_deferred = false;  // the client side's data source waits for more
 
-  bool answered_here = false;     // mtlsd answered (431, 405, 502): the upstream takes no body
+  bool answered_here = false;     // mtlsd answered (431, 405, 502, 408, 504): upstream_done
   bool upload_unwanted = false;   // h2c: the upstream reset its stream with NO_ERROR after the
                                   // whole response: the rest of the request is not wanted
   bool response_sent = false;     // the client got the response's END_STREAM
@@ -113,6 +113,10 @@ struct stream {
   std::string detail;  // why it failed, for the access line
 
   void touch() { last_activity = steady::now(); }
+  // Whether the upstream side is done with it: the client's stream closed, or mtlsd answered it
+  // itself (a refusal, a 502, a stream idle timeout's 408/504). Nothing more of the request goes
+  // up, nothing more of the upstream's response is taken.
+  bool upstream_done() const { return closed || answered_here; }
 };
 
 using stream_ptr = std::shared_ptr<stream>;

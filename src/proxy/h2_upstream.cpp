@@ -196,7 +196,7 @@ void h2c_upstream::cancel(stream& s, std::uint32_t code) {
 bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
                           std::string_view value_in) {
   stream* s = find(f.hd.stream_id);
-  if (!s || f.hd.type != NGHTTP2_HEADERS) return true;
+  if (!s || f.hd.type != NGHTTP2_HEADERS || s->upstream_done()) return true;
   // Counted before anything is copied, per header list (each head, 1xx or final, and the
   // trailers): HPACK lets one byte from the upstream name a field already in its table (a 4 KiB
   // one, say), so one 16 KiB frame could decode to 64 MB. Past the limit the upstream's stream
@@ -256,7 +256,7 @@ void h2c_upstream::frame_received(const nghttp2_frame& f) {
   }
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
-  if (!s || s->closed) return;
+  if (!s || s->upstream_done()) return;
   const bool end = (f.hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (f.hd.type == NGHTTP2_HEADERS && !s->final_head_received) {
     if (s->status < 200) {  // 100, 103: the final head follows; not passed on
@@ -278,7 +278,7 @@ void h2c_upstream::frame_received(const nghttp2_frame& f) {
 void h2c_upstream::data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                               std::size_t len) {
   stream* s = find(id);
-  if (!s || s->closed) {
+  if (!s || s->upstream_done()) {
     nghttp2_session_consume(session, id, len);
     return;
   }
@@ -293,7 +293,7 @@ void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_
   streams_.erase(it);
   release_queued(*s);
   const auto unsent = unsent_heads_.extract(id);
-  if (s->closed) return;
+  if (s->upstream_done()) return;
   if (!unsent.empty())  // never reached the upstream: a 502 of ours, not a retryable refusal
     down_.fail(*s, NGHTTP2_INTERNAL_ERROR,
                "upstream: the request head was not sent: " + unsent.mapped());
