@@ -331,14 +331,21 @@ void connection::fail(stream& s, std::uint32_t code, std::string detail) {
 
 void connection::stream_idle(stream& s, std::string detail) {
   s.detail = std::move(detail);
-  if (s.response_started) return reset_here(s, NGHTTP2_CANCEL);
+  if (s.response_started) {
+    s.last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // reset once
+    return reset_here(s, NGHTTP2_CANCEL);
+  }
   // Not answered yet, answered here, as nginx's and Envoy's timeouts are: 408 while the client
   // holds back the rest of its request, 504 while the upstream holds back its answer (or the
-  // body it was sent). The upstream side stops now (answered_here: upstream_done).
+  // body it was sent). The upstream side stops now (answered_here: upstream_done). A HEADERS
+  // frame alone, which flow control does not hold: a body could wait for good behind a client's
+  // zero window, its stream (and so the connection) never idle (review). Should even that not
+  // go out, the next timeout resets the stream.
   const bool client_waited_for = !s.request_end && s.request_body.empty();
   const int status = client_waited_for ? 408 : 504;
   upstream_->cancel(s, NGHTTP2_CANCEL);  // first: an h2c upstream's drops the response body
-  answer_here(s, status, std::to_string(status) + "\n", s.detail);
+  answer_here(s, status, {}, s.detail);
+  s.touch();
   respond(s);
 }
 

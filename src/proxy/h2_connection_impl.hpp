@@ -105,8 +105,8 @@ class connection final : public downstream, session_handler {
   // RST_STREAM(REFUSED_STREAM): the upstream never processed the request (RFC 9113 8.7), so
   // the client may send it again, on a new connection.
   void refuse_stream(stream& s, std::string detail);
-  // http.stream_idle_timeout passed on `s`: answered 408 or 504 (Trailers-Only to gRPC) if its
-  // response has not begun, else reset with CANCEL.
+  // http.stream_idle_timeout passed on `s`: answered 408 or 504 (a HEADERS frame alone;
+  // Trailers-Only to gRPC) if its response has not begun, else reset with CANCEL.
   void stream_idle(stream& s, std::string detail);
   void report(stream& s, std::uint32_t code);
   void local_failure(std::string why) {

@@ -145,7 +145,6 @@ asio::awaitable<void> connection::sweeper() {
     const auto now = steady::now();
     for (auto& [id, s] : streams_)
       if (now - s->last_activity >= timeout) {
-        s->last_activity = steady::time_point::max() - std::chrono::hours(24 * 365);  // once
         stream_idle(*s, "stream idle timeout (" + config::format_duration(timeout) + ")");
       }
     out_.signal();

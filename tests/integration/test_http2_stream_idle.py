@@ -1,6 +1,7 @@
 """http.stream_idle_timeout: an HTTP/2 stream with no frames either way for that long.
 
-A stream whose response has not begun is answered, as nginx's and Envoy's timeouts are: `504`
+A stream whose response has not begun is answered by a HEADERS frame alone (flow control cannot
+hold it back), as nginx's and Envoy's timeouts answer: `504`
 while the upstream holds back its answer (HTTP/1.1 and h2c upstreams alike, the upstream's
 stream reset with CANCEL), `408` while the client holds back the rest of its request (then
 RST_STREAM(NO_ERROR): the rest is not wanted), Trailers-Only with grpc-status 14 to a gRPC call.
@@ -16,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 
 from h2_client import H2Client, status_of
 from helpers import wait_request_line
@@ -54,7 +56,7 @@ def test_a_stream_whose_upstream_does_not_answer_gets_504(http_serve, pki):
     finally:
         release.set()
         client.close()
-    assert (status, body) == (504, b"504\n")
+    assert (status, body) == (504, b"")
     assert 0.9 <= waited < 5, waited
     assert [r.target for r in recorder.requests][:1] == ["/never"]
     line = wait_request_line(daemon, path="/never")
@@ -65,6 +67,31 @@ def reads_until_closed(conn) -> None:
     """An upstream that takes what comes and never answers."""
     while conn.recv():
         pass
+
+
+def test_the_answer_ends_the_stream_behind_a_zero_window(http_serve, pki):
+    """A client that lets no DATA through (SETTINGS_INITIAL_WINDOW_SIZE 0) still gets the 504 and
+    the end of its stream; its connection then meets timeouts.idle. A body would have waited
+    behind the window for good, and the open stream kept the connection from ever being idle."""
+    release = threading.Event()
+    daemon, _, _ = http_serve(never_answering(release), http=IDLE, timeouts={"idle": "2s"})
+    client = H2Client(daemon, pki, send_preface=False)
+    client.conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.conn.initiate_connection()
+    client.flush()
+    try:
+        sid = client.request("/never")
+        client.wait_for(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid,
+                        TIMEOUT)
+        status = status_of(stream_events(client, sid))
+        client.wait_for(lambda e: isinstance(e, h2.events.ConnectionTerminated), TIMEOUT)
+    finally:
+        release.set()
+        client.close()
+    assert status == 504
+    line = daemon.wait_for_log(lambda l: l.get("msg") == "access")
+    assert line["termination"] == "idle_timeout", line
 
 
 def test_a_stream_whose_client_holds_back_its_body_gets_408_then_no_error(serve, pki):
@@ -80,7 +107,7 @@ def test_a_stream_whose_client_holds_back_its_body_gets_408_then_no_error(serve,
     finally:
         client.close()
     assert status_of(events) == 408, events
-    assert bytes(client.bodies[sid]) == b"408\n"
+    assert bytes(client.bodies[sid]) == b""
     assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR, reset
     line = wait_request_line(daemon, path="/upload")
     assert (line["status"], line["detail"]) == (408, DETAIL), line
@@ -156,7 +183,7 @@ def test_an_h2c_upstream_that_does_not_answer_gets_cancel_and_the_client_504(ser
     client = H2Client(daemon, pki)
     try:
         sid = client.request("/never")
-        assert client.response(sid, TIMEOUT) == (504, b"504\n")
+        assert client.response(sid, TIMEOUT) == (504, b"")
         assert client.response(client.request("/next"), TIMEOUT) == (200, b"fine")
     finally:
         client.close()
