@@ -58,10 +58,25 @@ bool looks_like_a_name(std::string_view name) {
   return true;
 }
 
+// What `mtlsd check --print` writes in place of a pin-value (config/print.cpp).
+constexpr std::string_view redacted_pin = "REDACTED";
+
 // One decoded attribute into `out` (pin-source, still a URI, into `pin_source`); an error or "".
 std::string apply_attribute(const std::string& name, std::string value, bool in_query,
                             pkcs11_uri& out, std::string& pin_source) {
   if (name == "pin-value") {
+    // RFC 7512 makes it a query attribute (p11-kit and libp11 take it in the path too). Refused
+    // there: `check --print` could not tell where such a PIN ends, and printed the URI cut short
+    // after it (review).
+    if (!in_query)
+      return "pin-value belongs in the URI's query part, after '?' "
+             "(pkcs11:...?pin-value=...; RFC 7512), or give the PIN in key_pin_file";
+    // The placeholder of a printed configuration: logging in with it would spend one of the
+    // token's few tries before it locks (review).
+    if (value == redacted_pin)
+      return "pin-value is REDACTED, the placeholder that mtlsd check --print writes for the PIN: "
+             "the printed configuration's PIN was redacted and must be given again (or give it "
+             "in key_pin_file)";
     out.pin_value = std::move(value);
   } else if (name == "token") {
     out.token = value;

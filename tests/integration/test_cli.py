@@ -537,9 +537,9 @@ def test_check_print_round_trips(mtlsd_bin, pki, tmp_path):
     assert inbound["client_auth"]["ca"] == [pki.path("ca.crt")]  # resolved to absolute
     assert inbound["revocation"]["crl_scope"] == "chain"
     assert inbound["proxy_protocol"] == "off"
-    # A password in a URL is not shown.
-    assert "hunter2" not in proc.stdout
-    assert inbound["client_auth"]["allow"]["uri_sans"] == ["https://svc:REDACTED@example.org/"]
+    # A URI SAN that looks like a URL with a password is a value, not a secret: printed as loaded
+    # (printed as "svc:REDACTED@", it loaded again as another allow list; review).
+    assert inbound["client_auth"]["allow"]["uri_sans"] == ["https://svc:hunter2@example.org/"]
     assert inbound["revocation"]["ocsp_responder"] == "http://127.0.0.1:9/ocsp"
 
     other = tmp_path / "elsewhere"

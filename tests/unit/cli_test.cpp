@@ -489,5 +489,52 @@ TEST(PrintYaml, InlineSecretsAreRedacted) {
   EXPECT_NE(printed.find("key_password_file: \"/run/secrets/key.pass\""), std::string::npos);
 }
 
+// Review: only values that can carry a secret are redacted. A URI SAN or a health check's path
+// that looks like "scheme://user:x@" is a value: printed as "user:REDACTED@", the printed file
+// loaded without a word with another allow list. A key's PIN is redacted, and the printed
+// placeholder is refused at the key's line rather than tried on the token.
+TEST(PrintYaml, OnlySecretsAreRedactedAndARedactedPinIsRefused) {
+  const std::string uri = "pkcs11:token=t;object=k?module-path=/m.so&pin-value=Xq7-1234";
+  auto c = must_load(R"(listeners:
+  - name: in
+    listen: 127.0.0.1:1
+    upstream: 127.0.0.1:2
+    tls: {cert: /c, key: ")" +
+                         uri + R"("}
+    client_auth:
+      ca: [/ca]
+      allow:
+        uri_sans: ["https://user:x@svc.example/a"]
+        rules:
+          - spiffe_ids: ["spiffe://td/*"]
+            not: {uri_sans: ["https://old:y@svc.example/"]}
+    upstream_check: {type: http, path: "/health?from=http://u:z@here"}
+)",
+                     "/x.yaml");
+  const std::string printed = print_yaml(c);
+  EXPECT_EQ(printed.find("Xq7-1234"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("key: \"pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED\""),
+            std::string::npos)
+      << printed;
+  for (const char* value : {"https://user:x@svc.example/a", "https://old:y@svc.example/",
+                            "/health?from=http://u:z@here"})
+    EXPECT_NE(printed.find(value), std::string::npos) << value << "\n" << printed;
+
+  const auto again = load_text(printed, "/p.yaml");
+  ASSERT_EQ(again.problems.size(), 1u) << printed;
+  EXPECT_EQ(again.problems[0].message,
+            "listeners[0].tls.key: not a usable PKCS#11 URI: pin-value is REDACTED, the "
+            "placeholder that mtlsd check --print writes for the PIN: the printed "
+            "configuration's PIN was redacted and must be given again (or give it in "
+            "key_pin_file)");
+  // With the PIN given again, the printed file is the same configuration.
+  std::string fixed = printed;
+  fixed.replace(fixed.find("pin-value=REDACTED"), 18, "pin-value=Xq7-1234");
+  const auto restored = must_load(fixed, "/p.yaml");
+  ASSERT_EQ(restored.listeners.size(), 1u);
+  EXPECT_EQ(restored.listeners[0].tls.key.path, uri);
+  EXPECT_EQ(body(print_yaml(restored)), body(printed));
+}
+
 }  // namespace
 }  // namespace mtlsd::config

@@ -1833,6 +1833,45 @@ TEST(Pkcs11Uri, ErrorsDoNotQuoteWhatMayBeAPieceOfAPin) {
   }
 }
 
+// Review: RFC 7512 makes pin-value a query attribute. One in the path was printed by
+// `check --print` without the rest of the URI (its ?module-path=), and the printed placeholder
+// PIN was tried on the token, spending one of the tries before it locks.
+TEST(Pkcs11Uri, PinValueOnlyInTheQueryAndNeverThePrintedPlaceholder) {
+  const std::string in_path =
+      "pin-value belongs in the URI's query part, after '?' (pkcs11:...?pin-value=...; "
+      "RFC 7512), or give the PIN in key_pin_file";
+  const std::string placeholder =
+      "pin-value is REDACTED, the placeholder that mtlsd check --print writes for the PIN: the "
+      "printed configuration's PIN was redacted and must be given again (or give it in "
+      "key_pin_file)";
+  mtlsd::config::pkcs11_uri u;
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:object=k;pin-value=1234?module-path=/m.so", u),
+            in_path);
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:pin-value=REDACTED;object=k", u), in_path);
+  EXPECT_EQ(
+      mtlsd::config::parse_pkcs11_uri("pkcs11:object=k?module-path=/m.so&pin-value=REDACTED", u),
+      placeholder);
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:object=k?pin-value=RE%44ACTED", u),
+            placeholder);
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:object=k?pin-value=REDACTED1", u), "");
+  EXPECT_EQ(u.pin_value, "REDACTED1");
+  // module-path and pin-source, no secrets, stay accepted in the path (as libp11 and p11-kit).
+  EXPECT_EQ(mtlsd::config::parse_pkcs11_uri("pkcs11:object=k;module-path=/m.so;pin-source=/p", u),
+            "");
+  EXPECT_EQ(u.module_path, "/m.so");
+  EXPECT_EQ(u.pin_source, "/p");
+  EXPECT_THAT(
+      problems_of(kNoTls + R"(    tls:
+      certificates:
+        - {cert: a.crt, key: "pkcs11:token=t;object=a;pin-value=1234?module-path=/m.so"}
+        - {cert: b.crt, key: "pkcs11:token=t;object=b?module-path=/m.so&pin-value=REDACTED"}
+)"),
+      ElementsAre(
+          at(9, 30, "listeners[0].tls.certificates[0].key: not a usable PKCS#11 URI: " + in_path),
+          at(10, 30,
+             "listeners[0].tls.certificates[1].key: not a usable PKCS#11 URI: " + placeholder)));
+}
+
 }  // namespace
 }  // namespace mtlsd::config
 

@@ -16,10 +16,12 @@ struct pkcs11_uri {
   std::string object;
   std::string id;
   bool has_id = false;
-  // Query part (also accepted in the path part, as libp11 does).
+  // Query part (module-path and pin-source also accepted in the path part, as libp11 and p11-kit
+  // do; pin-value only in the query, where RFC 7512 puts it).
   std::string module_path;  // the PKCS#11 module (.so) to load; "" = the default
   std::string pin_source;   // an absolute file path holding the PIN ("" = none)
-  std::string pin_value;    // the PIN itself, discouraged (it sits in the configuration)
+  std::string pin_value;    // the PIN itself, discouraged (it sits in the configuration); never
+                            // "REDACTED", the placeholder of `check --print`'s output
 };
 
 // True when `s` starts with the (case-insensitive) scheme "pkcs11:".
