@@ -34,7 +34,8 @@ Warnings (expiry within 30 days, a trusted CA strict validation refuses as an is
 keys readable by others or by a group mtlsd is not in)
 do not fail the check. Exit status: 0 when the configuration is usable, 1 otherwise.
 With --print, a usable configuration is printed on stdout as YAML with every default filled in
-and secrets redacted (like nginx -T); `mtlsd check` accepts that output again.)";
+and secrets redacted (like nginx -T); `mtlsd check` accepts that output again, once a redacted
+PKCS#11 pin-value is given again.)";
 
 constexpr const char* verify_text =
     R"(Runs the same verification a live handshake on listener NAME would run (trust store, depth,

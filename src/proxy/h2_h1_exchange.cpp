@@ -1,10 +1,10 @@
-// HTTP/1.1 towards the upstream for HTTP/2 clients: each stream is one exchange on an
-// upstream connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle
-// after earlier exchanges of the same client connection, or newly connected; at most
-// http.max_upstream_connections_per_client at once, the other streams waiting their turn. The
-// request is translated from the HTTP/2 fields (chunked when its length is unknown); the response
-// is parsed by Beast and its body streamed back through a bounded buffer, a chunked body's trailers
-// becoming the stream's trailers.
+// HTTP/1.1 towards the upstream for HTTP/2 clients: each stream is one exchange on an upstream
+// connection of its own (HTTP/1.1 cannot multiplex), taken from the connections idle after
+// earlier exchanges of the same client connection, or newly connected; at most
+// http.max_upstream_connections_per_client at once, the others waiting their turn. The request is
+// translated from the HTTP/2 fields (chunked when its length is unknown); the response is parsed
+// by Beast, its body streamed back through a bounded buffer, a chunked body's trailers becoming
+// the stream's trailers.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -218,8 +218,7 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
     }
     if (status >= 200) break;
   }
-  // Answered here meanwhile (http.stream_idle_timeout): the response goes nowhere.
-  if (s.upstream_done() || stopped_) co_return false;
+  if (s.upstream_done() || stopped_) co_return false;  // answered here meanwhile (idle)
   auto& msg = p->get();
   if (const char* why = unframable_for_http2(msg)) {
     fail(s, std::string("upstream: ") + why);
@@ -288,9 +287,8 @@ asio::awaitable<void> h1_upstream::exchange(stream_ptr s) {
   try {
     co_await serve_stream(s);
   } catch (...) {
-    // Network errors are error codes: this is a bug. Caught here, while active_ still counts
-    // this exchange, so `this` is alive (a co_spawn completion handler would run after run()
-    // may have returned).
+    // Network errors are error codes: this is a bug. Caught while active_ counts this exchange,
+    // so `this` is alive (a co_spawn completion handler could run after run() returned).
     if (!failed_) failed_ = std::current_exception();
     stop();
   }
@@ -332,8 +330,7 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
     sock = std::move(idle_.back());
     idle_.pop_back();
     // Pooled connections are not watched: one that closed, or spoke unasked, since its last
-    // response is dropped here rather than handed this stream's request (a 502 or another
-    // stream's bytes).
+    // response is dropped here, not handed this request (a 502 or another stream's bytes).
     if (!net::nothing_to_read(*sock)) sock.reset();
   }
   if (!sock) {

@@ -4,7 +4,8 @@
 // a reload builds a whole new one off the connection path and publishes it; each connection
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
 // connections. A reload does not swap the rules under a connection: it judges each admitted
-// peer by the new ones and closes those they refuse (session_control::rejudge).
+// peer by the new ones and closes those they refuse (session_control::rejudge); only HTTP
+// mode's per-request Host check then reads the new rules (session_control::judging_listener).
 #include <cstdint>
 #include <ctime>
 #include <map>
