@@ -6,9 +6,15 @@
 #include <string>
 #include <vector>
 
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
+#include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/revocation/crl.hpp"
+#include "mtlsd/tls/revocation/ocsp.hpp"
+#include "mtlsd/tls/trust_store.hpp"
 
 namespace mtlsd::runtime {
 namespace {
@@ -25,6 +31,57 @@ std::string not_current(X509_CRL* crl, std::time_t now, std::time_t grace) {
   if (issued > now + tls::revocation_skew_seconds)
     return "is not valid before " + utc(issued) + " (its thisUpdate is ahead of this clock)";
   return {};
+}
+
+// Whether `crls` hold a complete CRL signed by an issuer of `ca` in `bundle` (its name); the
+// issuer's subject, for the warning, in `issuer_name`.
+bool issuer_crl_given(const tls::cert_chain& bundle, X509* ca,
+                      const std::vector<tls::x509_crl_ptr>& crls, std::string& issuer_name) {
+  for (const auto& cand : bundle) {
+    if (cand.get() == ca || X509_check_issued(cand.get(), ca) != X509_V_OK) continue;
+    if (issuer_name.empty()) issuer_name = tls::subject_of(cand.get());
+    for (const auto& crl : crls)
+      if (tls::revocation::check_crl_issuer(crl.get(), cand.get()).empty()) return true;
+  }
+  tls::drain_errors();
+  return false;
+}
+
+// crl_scope: chain checks every CA below the anchor, and a CA the trust bundle holds with its
+// issuer is no anchor (tls::split_trust_bundle): it needs a CRL of that issuer, unless OCSP
+// (ocsp: chain) or a distribution point it names may answer for it (review: the shipped
+// examples named one CRL, of the issuing CA, beside root and issuing CA in the bundle; `check`
+// said valid, and every client was refused: unable to get certificate CRL, depth 1).
+void chain_crl_warnings(const listener_runtime& l, config::diagnostics& out) {
+  const auto& rv = l.cfg.revocation;
+  if (rv.scope != config::crl_scope::chain || rv.crl_files.empty()) return;
+  const std::string peer = l.cfg.mode == config::listener_mode::server ? "client" : "server";
+  const std::string outcome =
+      rv.on_unavailable == config::unavailable_policy::fail
+          ? "every " + peer + " through it will be refused as revocation_unavailable (unable " +
+                "to get certificate CRL)"
+          : "every " + peer + " through it is admitted unchecked at that level, warned about " +
+                "and counted unavailable (on_unavailable: allow)";
+  std::vector<const tls::cert_chain*> bundles;
+  for (const auto& [domain, bundle] : l.tls.trust_by_domain)
+    bundles.push_back(&bundle);
+  if (bundles.empty()) bundles.push_back(&l.tls.trust);
+  for (const auto* bundle : bundles)
+    for (const auto& ca : tls::split_trust_bundle(*bundle).intermediates) {
+      X509* c = ca.get();
+      if (rv.crl_distribution_points && !tls::revocation::crl_urls(c).empty()) continue;
+      if (rv.ocsp == config::ocsp_mode::chain &&
+          (!rv.ocsp_responder.empty() || !tls::revocation::ocsp_urls(c).empty()))
+        continue;
+      std::string issuer;
+      if (issuer_crl_given(*bundle, c, l.tls.crls, issuer)) continue;
+      out.push_back({rv.crl_files.front().where,
+                     "revocation.crl_files: crl_scope: chain checks the trusted CA " +
+                         tls::subject_of(c) + " (listed with its issuer " + issuer +
+                         ", so no anchor), and no CRL of " + issuer + " is in crl_files: " +
+                         outcome + "; add the CRL of every CA level, or set crl_scope: leaf",
+                     true});
+    }
 }
 
 }  // namespace
@@ -70,6 +127,7 @@ void crl_file_warnings(const listener_runtime& l, std::time_t now, config::diagn
                      c.file->path + ": the CRL of " + c.issuer + " " + c.why + ", and no current " +
                          "CRL of that issuer is given: " + outcome + " until one is written",
                      true});
+  chain_crl_warnings(l, out);
 }
 
 }  // namespace mtlsd::runtime

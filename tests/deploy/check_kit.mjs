@@ -2,6 +2,8 @@
 //
 //   node check_kit.mjs facts FILE            the kit's promises, in one rendering
 //   node check_kit.mjs same KUSTOMIZE HELM   both renderings hold the same objects
+//   node check_kit.mjs identical OURS REAL   render_kit.mjs's kustomize rendering is
+//                                            `kubectl kustomize`'s of the same dir
 //   node check_kit.mjs keeps APP RENDERED    the app's own containers, volumes,
 //                                            pod labels and securityContext survive
 //   node check_kit.mjs distinct FILE FILE... renderings of different apps, applied
@@ -28,6 +30,10 @@
 // rendering of the chart with ci/orders-values.yaml are the same objects
 // (names included: both name the kit's objects after the Deployment), mtlsd
 // configs compared as parsed YAML, not text.
+//
+// identical: the same objects, key for key and value for value (a string is
+// not a boolean), lists in the same order (init containers run in it); only
+// the order of the objects in the stream and of keys in a map may differ.
 //
 // distinct: no two renderings hold an object of the same kind, namespace and
 // name (applying the second would overwrite the first: its identity, its
@@ -136,28 +142,44 @@ function canonical(objs, rename) {
   return out;
 }
 
-function diff(a, b, path, out) {
+function diff(a, b, path, out, names = ["kustomize", "helm"]) {
   if (JSON.stringify(a) === JSON.stringify(b)) return;
-  if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
-    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) diff(a[k], b[k], `${path}/${k}`, out);
+  // A list of named items (containers, volumes, ...) in another order: one line.
+  const named = (l) => Array.isArray(l) && l.every((x) => typeof x?.name === "string") && l.map((x) => x.name);
+  if (named(a) && named(b) && JSON.stringify(named(a)) !== JSON.stringify(named(b))) {
+    out.push(`${path}: ${names[0]} [${named(a)}] vs ${names[1]} [${named(b)}]`);
     return;
   }
-  out.push(`${path}: kustomize ${JSON.stringify(a)} vs helm ${JSON.stringify(b)}`);
+  if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) diff(a[k], b[k], `${path}/${k}`, out, names);
+    return;
+  }
+  out.push(`${path}: ${names[0]} ${JSON.stringify(a)} vs ${names[1]} ${JSON.stringify(b)}`);
 }
 
-function same(kfile, hfile) {
-  const k = canonical(load(kfile), {});
-  const h = canonical(load(hfile), {});
-  for (const key of new Set([...k.keys(), ...h.keys()])) {
-    if (!k.has(key)) fail(`only the Helm chart renders ${key}`);
-    else if (!h.has(key)) fail(`only the kustomize component renders ${key}`);
+function compare(afile, bfile, names) {
+  const a = canonical(load(afile), {});
+  const b = canonical(load(bfile), {});
+  for (const key of new Set([...a.keys(), ...b.keys()])) {
+    if (!a.has(key)) fail(`only ${names[1]} renders ${key}`);
+    else if (!b.has(key)) fail(`only ${names[0]} renders ${key}`);
     else {
       const out = [];
-      diff(k.get(key), h.get(key), key, out);
+      diff(a.get(key), b.get(key), key, out, names);
       out.forEach((m) => fail(m));
     }
   }
+  return a;
+}
+
+function same(kfile, hfile) {
+  const k = compare(kfile, hfile, ["kustomize", "helm"]);
   if (!problems.length) console.log(`ok: kustomize and Helm render the same ${k.size} objects: ${[...k.keys()].join(", ")}`);
+}
+
+function identical(ours, real) {
+  const o = compare(ours, real, ["render_kit.mjs", "kubectl kustomize"]);
+  if (!problems.length) console.log(`ok: render_kit.mjs and kubectl kustomize render the same ${o.size} objects, key for key`);
 }
 
 // keeps: every container, init container, volume and pod label of the
@@ -280,10 +302,11 @@ const [mode, ...args] = process.argv.slice(2);
 if (mode === "keeps" && args.length === 2) keeps(args[0], args[1]);
 else if (mode === "facts" && args.length === 1) facts(args[0]);
 else if (mode === "same" && args.length === 2) same(args[0], args[1]);
+else if (mode === "identical" && args.length === 2) identical(args[0], args[1]);
 else if (mode === "distinct" && args.length >= 2) distinct(args);
 else if (mode === "config" && args.length >= 2) config(args[0], args[1], args.slice(2));
 else {
-  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | keeps APP_YAML RENDERED | distinct FILE FILE... | config HANDWRITTEN FILE [PATH...]");
+  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | identical RENDER_KIT_OUTPUT KUBECTL_OUTPUT | keeps APP_YAML RENDERED | distinct FILE FILE... | config HANDWRITTEN FILE [PATH...]");
   process.exit(2);
 }
 for (const p of problems) console.log(`FAIL: ${p}`);

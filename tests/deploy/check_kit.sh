@@ -36,6 +36,10 @@
 #      renderings agree in every key, the other apps in every key but their
 #      allow list (http:, alpn, revocation, timeouts, ... included); a
 #      rendering without http.forward_client_cert_details must fail it
+#   9. with a kubectl whose built-in kustomize is v5 or later on PATH (or
+#      $KUBECTL): `kubectl kustomize` on each kustomize directory of 1, and
+#      check_kit.mjs identical against render_kit.mjs's rendering (values and
+#      their types, list order); without one, a message says it was skipped
 #
 # Needs: node + npm (first run installs the pinned npm packages into
 # build/npm), python3 + python3-yaml, openssl (gen-pki.sh). Exit 1 on failure.
@@ -110,6 +114,12 @@ if node "$NPM_DIR/render_kit.mjs" kustomize "$F" >"$TMP/kit-app.yaml" 2>"$TMP/er
     out=$(node "$NPM_DIR/check_kit.mjs" keeps "$F/app.yaml" "$TMP/kit-app.yaml" 2>&1) ||
         fail "the component changed the app's own parts (above)"
     printf '%s\n' "$out"
+    # kustomize's strategic merge puts the patch's items first (deploy/README.md).
+    if grep -qF 'initContainers [mtlsd, migrate]' <<<"$out"; then
+        ok "the mtlsd init container comes before the app's own (kustomize's list order)"
+    else
+        fail "the mtlsd init container is not the first, before the app's migrate (kustomize's order)"
+    fi
 else
     cat "$TMP/err"
     fail "render_kit.mjs kustomize ${F#"$ROOT"/} failed (above)"
@@ -258,7 +268,7 @@ for d in docs:
     if d["kind"] == "Certificate":
         d["spec"]["secretName"] = "mtlsd-tls"
     if d["kind"] == "PodMonitor":
-        d["spec"]["selector"] = {"matchLabels": {"mtlsd/sidecar": "true"}}
+        d["spec"]["selector"] = {"matchLabels": {"mtlsd/sidecar": "enabled"}}
     if d["kind"] == "Deployment":
         for v in d["spec"]["template"]["spec"]["volumes"]:
             for s in v.get("projected", {}).get("sources", []):
@@ -320,6 +330,30 @@ if [[ -s $R/orders-kustomize.yaml ]]; then
         printf '%s\n' "$out"
         fail "check_kit.mjs config did not refuse a kit config without http.forward_client_cert_details"
     fi
+fi
+
+# --- 9. render_kit.mjs = kubectl kustomize, where one is at hand ---------------------
+KUBECTL=${KUBECTL:-kubectl}
+kver=$("$KUBECTL" version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\)\..*/\1/p')
+if [[ -z $kver ]] || ((kver < 5)); then
+    say "skipped: render_kit.mjs vs kubectl kustomize (\"$KUBECTL\" with kustomize >= v5 not found; set KUBECTL to one)"
+else
+    for pair in "deploy/kustomize/example $R/orders-kustomize.yaml" \
+        "deploy/kustomize/example-trust-bundle $R/orders-trust-bundle-kustomize.yaml" \
+        "${F#"$ROOT"/} $TMP/kit-app.yaml" "${F2#"$ROOT"/} $R/payments-kustomize.yaml"; do
+        read -r kdir ours <<<"$pair"
+        if [[ ! -s $ours ]]; then
+            fail "$kdir: no render_kit.mjs rendering to compare with kubectl kustomize"
+        elif ! "$KUBECTL" kustomize "$kdir" >"$TMP/real.yaml" 2>"$TMP/err"; then
+            cat "$TMP/err"
+            fail "kubectl kustomize $kdir failed (above)"
+        elif out=$(node "$NPM_DIR/check_kit.mjs" identical "$ours" "$TMP/real.yaml" 2>&1); then
+            ok "$kdir (kustomize v$kver): ${out#ok: }"
+        else
+            printf '%s\n' "$out"
+            fail "$kdir: render_kit.mjs and kubectl kustomize (v$kver) render different objects (above)"
+        fi
+    done
 fi
 
 finish check_kit

@@ -13,12 +13,17 @@
 //     replacements run over all of them), then the kustomization's own
 //     patches, namespace, replacements. Patches are strategic-merge patches
 //     (maps merge, `null` deletes, lists of containers/volumes/env/... merge by
-//     their Kubernetes merge key, other lists are replaced), selected by
-//     `target` {kind, name, labelSelector} or, without one, by the patch's own
-//     kind and name. Replacements: one source object, fieldPath with numeric
-//     list indexes and [key=value] list selectors, options {delimiter, index,
-//     create}; a target's delimiter index below 0 prepends the value, one past
-//     the last part appends it (kustomize's prefix and suffix).
+//     their Kubernetes merge key, the patch's items first and then the
+//     target's others, as kustomize orders them; other lists are replaced),
+//     selected by `target` {kind, name, labelSelector} or, without one, by the
+//     patch's own kind and name. Replacements: one source object, fieldPath
+//     with numeric list indexes and [key=value] list selectors, options
+//     {delimiter, index, create}; a target's delimiter index below 0 prepends
+//     the value, one past the last part appends it (kustomize's prefix and
+//     suffix); a string copied into a field the replacement creates loses its
+//     quotes as in kustomize ("true" becomes a boolean, kustomize#5124).
+//     check_kit.sh compares this renderer with `kubectl kustomize` when a
+//     kubectl with kustomize v5 is on PATH.
 //
 //   node render_kit.mjs helm CHART --release NAME --namespace NS [-f VALUES]...
 //     `helm template` semantics for the values (values.yaml, then each -f,
@@ -113,13 +118,19 @@ function strategicMerge(target, patch, path) {
     } else if (isMap(v) && isMap(target[k])) {
       strategicMerge(target[k], v, `${path}/${k}`);
     } else if (Array.isArray(v) && Array.isArray(target[k]) && mergeKey(k, v)) {
+      // kustomize's order (kyaml merge2 with ListIncreaseDirection prepend):
+      // the patch's items first, in the patch's order (each merged into the
+      // target's item of the same key), then the target's other items in
+      // their order. So an added init container comes before the app's own.
       const key = mergeKey(k, v);
+      const merged = [];
       for (const item of v) {
         if (!isMap(item) || item[key] === undefined) die(`${path}/${k}: every item needs ${key}`);
         const existing = target[k].find((t) => isMap(t) && t[key] === item[key]);
         if (existing) strategicMerge(existing, item, `${path}/${k}[${item[key]}]`);
-        else target[k].push(clone(item));
+        merged.push(existing ?? clone(item));
       }
+      target[k] = [...merged, ...target[k].filter((t) => !merged.includes(t))];
     } else {
       target[k] = clone(v);
     }
@@ -259,6 +270,7 @@ function applyReplacements(acc, list, where) {
           if (!tl || (tl.node[tl.key] === undefined && t.options?.create !== true)) die(`${where2}: no such field (and options.create is not set)`);
           if (t.options?.delimiter !== undefined) {
             if (isMap(value) || Array.isArray(value)) die(`${where2}: a delimiter works on scalars only`);
+            if (tl.node[tl.key] === undefined) die(`${where2}: a delimiter on a field the replacement creates is not supported`);
             const parts = String(tl.node[tl.key] ?? "").split(t.options.delimiter);
             const idx = t.options.index ?? 0;
             // As kustomize: below 0 prepends, past the last part appends.
@@ -266,6 +278,13 @@ function applyReplacements(acc, list, where) {
             else if (idx >= parts.length) parts.push(String(value));
             else parts[idx] = String(value);
             tl.node[tl.key] = parts.join(t.options.delimiter);
+          } else if (tl.node[tl.key] === undefined && typeof value === "string") {
+            // A field the replacement creates gets the value as a plain
+            // scalar, read back with YAML 1.2's core schema: "true" becomes a
+            // boolean, "8080" a number (kustomize#5124). A field that exists
+            // keeps its string.
+            const plain = parseYaml(value);
+            tl.node[tl.key] = plain === null || ["boolean", "number"].includes(typeof plain) ? plain : value;
           } else {
             tl.node[tl.key] = clone(value);
           }
