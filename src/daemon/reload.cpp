@@ -4,6 +4,7 @@
 // the one atomic store per listener publishes the new one, and each connection keeps the
 // runtime it started with.
 #include <algorithm>
+#include <utility>
 
 #include "daemon_state.hpp"
 #include "mtlsd/config/load.hpp"
@@ -93,8 +94,31 @@ void daemon::on_files_checked(const std::vector<std::string>& changed, std::stri
   if (!changed.empty()) reload(std::string(trigger), changed);
 }
 
+namespace {
+
+// A reload asked for while draining: nothing new is served any more. Said, not counted as a
+// failure (review: dropped without a word).
+void log_ignored_while_draining(std::string_view trigger) {
+  log::info("reload ignored", {{"trigger", trigger}, {"why", "draining"}});
+}
+
+// Every worker re-judges its open connections by `next` once told `previous`, the runtime
+// served until now, by which it tells a listener the reload renamed from one it moved onto the
+// address of a listener it removed (session_registry.cpp). A registry told a runtime it knows
+// ignores it: only the first reload's costs a look at each session, which it admits as before.
+void rejudge_all(const std::vector<std::unique_ptr<worker>>& workers,
+                 const std::shared_ptr<const runtime::runtime>& previous,
+                 const std::shared_ptr<const runtime::runtime>& next) {
+  for (const auto& w : workers) {
+    w->rejudge(previous);
+    w->rejudge(next);
+  }
+}
+
+}  // namespace
+
 void daemon::reload(const std::string& trigger, std::vector<std::string> changed) {
-  if (draining_) return;
+  if (draining_) return log_ignored_while_draining(trigger);
   const auto started = steady::now();
   notify_reloading();
   // Baseline the fingerprints before reading anything: a write that lands while we read is
@@ -181,8 +205,7 @@ void daemon::publish(const runtime_ptr& next) {
   recheck_crl_files(*next, previous.get());
   // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
   // are closed; the others are untouched.
-  for (auto& w : workers_)
-    w->rejudge(next);
+  rejudge_all(workers_, previous, next);
   for (const auto& w : runtime::warnings(*next))
     log::warn(w.str());
   warn_insecure(*next);
@@ -199,7 +222,10 @@ void daemon::publish(const runtime_ptr& next) {
 // configuration again.
 // Called by svid_sources with the new SVID already in latest(); returns why not, or "".
 std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
-  if (draining_) return {};  // nothing new is served any more; not a failure
+  if (draining_) {
+    log_ignored_while_draining("spiffe");
+    return {};
+  }
   const auto started = steady::now();
   config::configuration affected = runtime_->cfg;
   std::erase_if(affected.listeners, [&](const config::listener& l) {
@@ -221,11 +247,10 @@ std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_
       updated.push_back(fresh->cfg.name);
     }
   const auto rotated = rotated_certificates(*runtime_, *next);
-  runtime_ = next;
+  const auto served = std::exchange(runtime_, next);
   // A bundle that no longer trusts a peer's CA (a federated trust domain withdrawn) closes its
   // open connections, as a file reload that removes a CA does.
-  for (auto& w : workers_)
-    w->rejudge(next);
+  rejudge_all(workers_, served, next);
   for (const auto& w : runtime::warnings(*built))
     log::warn(w.str());
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));

@@ -171,10 +171,11 @@ std::string misdirected(std::string_view authority, std::string_view server_name
 }
 
 std::string misdirected(const http_forwarding& f, std::string_view authority) {
-  if (!f.server_name.empty() || !f.judge_host) return misdirected(authority, f.server_name);
+  if (!f.rules || !f.rules->hold_host()) return {};
+  if (!f.server_name.empty()) return misdirected(authority, f.server_name);
   const auto host = authority_host(authority);
   if (host.empty()) return "the request names no host for the listener's rules to judge";
-  auto why = f.judge_host(host);
+  auto why = f.rules->judge_host(host);
   if (why.empty()) return {};
   return "the request is for '" + std::string(authority) +
          "', which the listener's rules do not admit without a TLS server name: " + why;

@@ -47,6 +47,52 @@ void write_request_line(const session& s, const http_request_report& r) {
   log::write_request_access(c, q);
 }
 
+// The rules each request's host is held to (http_forwarding::rules): the allow list of the
+// listener runtime the session is judged by now (session_control::judging_listener), so that a
+// reload that keeps the connection holds its next request to the new rules, as a new
+// connection's. Read again only once a reload re-judged the worker's sessions since: per
+// request, one comparison; no allocation, no reference count touched.
+class host_rules final : public request_host_rules {
+ public:
+  explicit host_rules(const session& s) : s_(s) {}
+
+  bool hold_host() override {
+    const auto* last = s_.control.rejudged_with();
+    if (!allow_ || (last && (*last)->generation != seen_)) read(last);
+    return holds_;
+  }
+  std::string judge_host(std::string_view host) override {
+    const tls::peer_context ctx{s_.source ? &*s_.source : nullptr, host};
+    auto d = tls::evaluate(*allow_, *s_.peer_identity, ctx);
+    return d.allowed ? std::string() : std::move(d.detail);
+  }
+
+ private:
+  void read(const std::shared_ptr<const runtime::runtime>* last) {
+    // A reload's successor is held here, as the session holds its own listener's runtime: the
+    // registry holds it only until the next reload. Only that listener: an idle connection must
+    // not keep a whole former runtime (every listener's CRLs) alive.
+    std::shared_ptr<const runtime::listener_runtime> successor;
+    const auto* lr = s_.control.judging_listener();
+    if (last) {
+      seen_ = (*last)->generation;  // unique to each published runtime
+      if (lr != s_.listener.get())
+        for (const auto& l : (*last)->listeners)
+          if (l.get() == lr) successor = l;
+    }
+    held_ = std::move(successor);
+    allow_ = &(held_ ? *held_ : *s_.listener).tls.peer_verifier->allow();
+    // Without an SNI the rules judge each host in its place, by the peer's certificate.
+    holds_ = allow_->judges_sni() && (!s_.sni.empty() || s_.peer_identity);
+  }
+
+  const session& s_;
+  std::shared_ptr<const runtime::listener_runtime> held_;  // null: the session's own
+  std::uint64_t seen_ = 0;  // the generation of the re-judging runtime read
+  const config::allow_list* allow_ = nullptr;
+  bool holds_ = false;
+};
+
 }  // namespace
 
 void report_http_request(const session& s, const http_request_report& r) {
@@ -70,15 +116,9 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   if (s.source) fwd.client_ip = s.source->str();
   fwd.x_forwarded_for = cfg.http.x_forwarded_for;
   fwd.x_forwarded_proto = cfg.http.x_forwarded_proto;
-  if (const auto& allow = s.listener->tls.peer_verifier->allow(); allow.judges_sni()) {
-    fwd.server_name = s.sni;
-    if (fwd.server_name.empty() && s.peer_identity)
-      fwd.judge_host = [&s, &allow](std::string_view host) {
-        const tls::peer_context ctx{s.source ? &*s.source : nullptr, host};
-        auto d = tls::evaluate(allow, *s.peer_identity, ctx);
-        return d.allowed ? std::string() : std::move(d.detail);
-      };
-  }
+  fwd.server_name = s.sni;
+  host_rules rules(s);  // outlives both relays: they end before serve_http does
+  fwd.rules = &rules;
   http_request_sink sink = [&s](const http_request_report& r) { report_http_request(s, r); };
   const bool h2 = speaks_h2(cfg, tls.native());
   s.clock.head_limit = cfg.http.request_headers_timeout;

@@ -81,7 +81,12 @@ std::optional<std::pair<reason, std::string>> session_control::judged(
   current_ = current;
   if (!registry_) return std::nullopt;
   const auto* next = registry_->catch_up_with(*this);
-  return next ? refusal_by(*next) : std::nullopt;
+  if (!next) return std::nullopt;
+  auto refused = refusal_by(*next);
+  // Admitted: judged by that listener from now on, as the sessions the reload re-judged are
+  // (session_registry::rejudge), which keeps it.
+  if (!refused && next->cfg.mode == current->cfg.mode) current_ = next;
+  return refused;
 }
 
 namespace {
@@ -120,10 +125,12 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
       sk_X509_push(untrusted, c);
   for (const auto& c : from_ticket)
     sk_X509_push(untrusted, c.get());
-  // Allow rules judge a client's address; a client-mode listener's peer is a remote server.
+  // Allow rules judge a client's address; a client-mode listener's peer is a remote server,
+  // whose name is the one its handshake checked (a reload's new server_name names another).
   const bool server = lr.cfg.mode == config::listener_mode::server;
   auto out = lr.tls.peer_verifier->verify_offline(lr.tls.ctx.get(), leaf, untrusted, std::nullopt,
-                                                  {server ? source : nullptr, sni});
+                                                  {server ? source : nullptr, sni},
+                                                  server ? nullptr : ssl);
   sk_X509_free(untrusted);
   if (!out.refusal) return std::nullopt;
   return std::pair{*out.refusal, std::move(out.detail)};
@@ -143,9 +150,14 @@ std::optional<std::pair<reason, std::string>> session_control::refusal_by(
   if ((now->first == reason::revoked || now->first == reason::revocation_unavailable) &&
       !next.cfg.revocation.recheck_established)
     return std::nullopt;
-  // Refused by the old runtime too (e.g. the certificate expired while connected): the reload
-  // did not change this peer's verdict, so it is not the reload's to act on.
-  if (verdict_of(*current_, ssl_, source_, sni)) return std::nullopt;
+  // Refused by the old runtime for the same reason (the certificate expired while connected; a
+  // CRL file past its nextUpdate under both): the reload did not change this peer's verdict,
+  // time did, and that is not the reload's to act on. Another reason is the reload's doing
+  // (review: while a CRL file was stale the old runtime refused everybody, so a reload that
+  // brought a fresh one and dropped a peer from `allow`, or removed its CA, closed nothing).
+  if (auto before = verdict_of(*current_, ssl_, source_, sni);
+      before && before->first == now->first)
+    return std::nullopt;
   now->second.insert(0, "reload_rejudged: ");
   return now;
 }

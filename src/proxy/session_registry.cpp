@@ -1,5 +1,7 @@
 #include "mtlsd/proxy/session_registry.hpp"
 
+#include <algorithm>
+
 namespace mtlsd::proxy {
 
 void session_registry::kill_all() {
@@ -30,12 +32,54 @@ const runtime::listener_runtime* session_registry::successor(
   return nullptr;
 }
 
+namespace {
+
+bool holds(const runtime::runtime& rt, const runtime::listener_runtime* lr) {
+  return std::any_of(rt.listeners.begin(), rt.listeners.end(),
+                     [lr](const auto& l) { return l.get() == lr; });
+}
+
+// The listener of `next` that judges a session `mine` judged until now: by name; else, when
+// `mine` was a listener of `previous` (the runtime served until this reload), the one listening
+// at its address under a name `previous` did not have: a rename, as listener_set's (review: a
+// listener that was already there and moved onto the address of one the reload removed judged
+// that one's connections). Null: the reload removed the listener; its connections run on.
+const runtime::listener_runtime* kept_or_renamed(const runtime::runtime& next,
+                                                 const runtime::runtime* previous,
+                                                 const runtime::listener_runtime& mine) {
+  for (const auto& lr : next.listeners)
+    if (lr.get() == &mine || lr->cfg.name == mine.cfg.name) return lr.get();
+  for (const auto& lr : next.listeners)
+    if (lr->cfg.listen == mine.cfg.listen && (!previous || !previous->find(lr->cfg.name)))
+      return lr.get();
+  return nullptr;
+}
+
+}  // namespace
+
 std::size_t session_registry::rejudge(std::shared_ptr<const runtime::runtime> next) {
+  // The daemon passes the runtime served until now before each reload's (reload.cpp), so that
+  // `previous` is known at the first reload too: a runtime known already changes nothing.
+  if (next == rejudged_with_) return 0;
+  const runtime::runtime* previous = rejudged_with_.get();
   std::size_t n = 0;
-  // kill() only cancels a timer: sessions unregister later, from their own frames.
+  // kill() only cancels a timer: sessions unregister later, from their own frames. Each judged
+  // session's current_ ends up in `next` (the listener that judged it: the next reload judges
+  // it by that one's successor), or null: judged by no reload again. Those of a runtime newer
+  // than `next` (accepted once a later reload published it) keep theirs: its re-judging comes.
   for (auto* s : live_) {
-    if (!s->current_listener()) continue;
-    if (auto lr = successor(*next, *s->current_listener()); lr && s->rejudge(*lr)) ++n;
+    const runtime::listener_runtime* mine = s->current_;
+    if (!mine || mine->generation > next->generation) continue;
+    // Killed; or its listener was removed by an earlier reload, under its own runtime since (its
+    // handshake spanned that reload, and the catch-up found no successor).
+    const bool orphan = s->killed() || (previous && !holds(*previous, mine) && !holds(*next, mine));
+    const auto* lr = orphan ? nullptr : kept_or_renamed(*next, previous, *mine);
+    if (!lr || lr->cfg.mode != mine->cfg.mode) {
+      s->current_ = nullptr;  // runs on under its own runtime until it ends
+      continue;
+    }
+    if (s->rejudge(*lr)) ++n;
+    s->current_ = s->killed() ? nullptr : lr;
   }
   rejudged_with_ = std::move(next);
   return n;
@@ -47,6 +91,9 @@ const runtime::listener_runtime* session_registry::catch_up_with(const session_c
   // listener before its re-judging reached this worker) already runs by a newer policy: judged
   // by the older one, it could be refused by what the reload changed (review).
   if (rejudged_with_->generation < s.current_listener()->generation) return nullptr;
+  // By name, else by address: a session whose handshake spanned the reload is judged as one
+  // accepted now would be, by the listener now on its address. One that a rejudge kept points
+  // into rejudged_with_ already: its own successor.
   return successor(*rejudged_with_, *s.current_listener());
 }
 

@@ -156,6 +156,20 @@ X509* malformed_issuer_sent(X509_STORE_CTX* store_ctx, X509* child) {
   return nullptr;
 }
 
+// The host names, IP address and host flags of `from` replace those of `to`: what a handshake
+// with `from` checked the peer's certificate against.
+void copy_peer_names(X509_VERIFY_PARAM* to, X509_VERIFY_PARAM* from) {
+  X509_VERIFY_PARAM_set1_host(to, nullptr, 0);
+  for (int i = 0; const char* host = X509_VERIFY_PARAM_get0_host(from, i); ++i)
+    X509_VERIFY_PARAM_add1_host(to, host, 0);
+  X509_VERIFY_PARAM_set_hostflags(to, X509_VERIFY_PARAM_get_hostflags(from));
+  X509_VERIFY_PARAM_set1_ip(to, nullptr, 0);
+  if (char* ip = X509_VERIFY_PARAM_get1_ip_asc(from)) {
+    X509_VERIFY_PARAM_set1_ip_asc(to, ip);
+    OPENSSL_free(ip);
+  }
+}
+
 }  // namespace
 
 int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const {
@@ -333,8 +347,8 @@ int verifier::decide(int ok, X509_STORE_CTX* store_ctx, verify_outcome& out,
 }
 
 verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
-                                        std::optional<std::time_t> at,
-                                        const peer_context& peer) const {
+                                        std::optional<std::time_t> at, const peer_context& peer,
+                                        SSL* names_of) const {
   verify_outcome out;
   out.source = peer.source;
   out.sni = std::string(peer.sni);
@@ -355,6 +369,7 @@ verify_outcome verifier::verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509)
   X509_STORE_CTX_set_default(sctx.get(), role_ == peer_role::client ? "ssl_client" : "ssl_server");
   X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(sctx.get());
   X509_VERIFY_PARAM_set1(param, SSL_CTX_get0_param(ctx));
+  if (names_of) copy_peer_names(param, SSL_get0_param(names_of));
   // ssl_verify_cert_chain() does this too: the peer's keys and signature digests must meet the
   // context's security level. Without it `verify` would accept RSA-1024 or SHA-1 chains that a
   // handshake refuses.

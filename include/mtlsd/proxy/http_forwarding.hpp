@@ -17,25 +17,39 @@
 
 namespace mtlsd::proxy {
 
+// The allow rules a connection's requests are held to (http_forwarding::rules): those it is
+// judged by now, which a reload that keeps the connection changes (its re-judging admitted the
+// peer by the new ones: session_control::judging_listener).
+class request_host_rules {
+ public:
+  // Whether they hold each request to a host: they judge the SNI (allow_list::judges_sni).
+  virtual bool hold_host() = 0;
+  // Their refusal of the client asking for `host` in the SNI's place; "" when they admit it.
+  virtual std::string judge_host(std::string_view host) = 0;
+
+ protected:
+  ~request_host_rules() = default;
+};
+
 struct http_forwarding {
   xfcc_policy xfcc;
   std::string client_ip;  // appended to X-Forwarded-For ("" = not known: unix socket, "unknown")
   bool x_forwarded_for = false;    // http.x_forwarded_for: append
   bool x_forwarded_proto = false;  // http.x_forwarded_proto: set
-  // The client's SNI when the listener's allow rules judge it (allow_list::judges_sni), else "":
-  // every request must then be for that host (authority_is_host), or it gets 421 Misdirected
-  // Request, as nginx answers a Host that differs from the SNI when it verifies client
-  // certificates. Otherwise a client admitted for one name could ask for another that the same
-  // upstream serves.
+  // The client's SNI ("" = none). When `rules` hold requests to a host, every request must be
+  // for that one (authority_is_host), or it gets 421 Misdirected Request, as nginx answers a
+  // Host that differs from the SNI when it verifies client certificates. Otherwise a client
+  // admitted for one name could ask for another that the same upstream serves. Without an SNI
+  // (a rule's `not: {sni: ...}` admitted it), each request's host is judged by `rules` in the
+  // SNI's place.
   std::string server_name;
-  // The rules judge the SNI but the client sent none (a rule's `not: {sni: ...}` admitted it):
-  // each request's host is judged by the rules in the SNI's place. Returns why it is refused,
-  // or "" when admitted. Empty otherwise.
-  std::function<std::string(std::string_view host)> judge_host;
+  // Asked per request (null: no check); outlives the relay.
+  request_host_rules* rules = nullptr;
 };
 
-// The 421's reason for a request for `authority` on a connection with policy `f`: not its
-// server_name, or, without one, refused by its judge_host; "" when the request may go up.
+// The 421's reason for a request for `authority` on a connection with policy `f` whose rules hold
+// requests to a host: not its server_name, or, without one, refused by its rules' judge_host;
+// "" when the request may go up.
 std::string misdirected(const http_forwarding& f, std::string_view authority);
 
 // Lower-case name, value: the HTTP/2 form of a header field.

@@ -85,6 +85,16 @@ class session_control {
   std::optional<std::pair<reason, std::string>> refusal_by(
       const runtime::listener_runtime& next) const;
   const runtime::listener_runtime* current_listener() const { return current_; }
+  // The listener runtime whose rules judge the session now (HTTP mode's per-request Host check
+  // asks): its own (`current`) until a reload's re-judging (rejudge, or judged's catch-up) kept
+  // it; then that reload's successor of its listener, whose rules admitted the peer. Its own
+  // too when the reload kept no listener of its address or changed the mode (then nothing
+  // judged it). Null before judged. rejudged_with() holds a successor only until the next
+  // reload: a caller that keeps the answer holds it (its entry in that runtime's listeners), and
+  // asks again once rejudged_with() changed.
+  const runtime::listener_runtime* judging_listener() const;
+  // The runtime its registry last re-judged sessions with (null: no registry, or no reload yet).
+  const std::shared_ptr<const runtime::runtime>* rejudged_with() const;
 
  private:
   friend class session_registry;
@@ -124,16 +134,20 @@ class session_registry {
   // Closes the sessions whose peers `e` revokes; returns how many.
   std::size_t revoke(const tls::revocation::revocation_event& e);
   // Closes the sessions whose peers the reloaded runtime `next` no longer admits (see
-  // session_control::rejudge); returns how many. A session of a listener `next` no longer
-  // names is judged by the one that now listens on the same address (a renamed listener);
-  // one whose address no listener keeps runs on under its own runtime, as nginx's old workers
-  // finish theirs. `next` is kept for sessions still in their handshake (catch_up).
+  // session_control::rejudge); returns how many. A session is judged by the listener of its
+  // name; else, when the runtime rejudged before (the daemon passes the one served until now
+  // first) did not name the listener now on its address, by that one (a rename); else it runs
+  // on under its own runtime, as nginx's old workers finish theirs (also when another listener
+  // moved onto the address of its removed one). A session kept points at the listener that
+  // judged it (session_control::current_). `next` is kept for sessions still in their
+  // handshake (catch_up) and for the Host checks (judging_listener).
   std::size_t rejudge(std::shared_ptr<const runtime::runtime> next);
   // `s` finished its handshake: the listener runtime to judge it by again when the last
   // rejudge's runtime is newer than the one it ran under (review: a connection accepted before
   // a reload and judged after it was admitted by the old policy for good); else null.
   const runtime::listener_runtime* catch_up_with(const session_control& s) const;
   std::size_t size() const { return live_.size(); }
+  const std::shared_ptr<const runtime::runtime>& rejudged_with() const { return rejudged_with_; }
 
  private:
   // The listener of `next` that serves `s`'s connection now: by name, else by address. A plain
@@ -146,5 +160,15 @@ class session_registry {
   std::shared_ptr<const runtime::runtime> rejudged_with_;
   open_sessions* counted_;
 };
+
+// Inline: what a request asks of the session's rules (session_control.cpp is the reload's side).
+inline const runtime::listener_runtime* session_control::judging_listener() const {
+  const auto* next = registry_ && current_ ? registry_->catch_up_with(*this) : nullptr;
+  return next && next->cfg.mode == current_->cfg.mode ? next : current_;
+}
+
+inline const std::shared_ptr<const runtime::runtime>* session_control::rejudged_with() const {
+  return registry_ && registry_->rejudged_with() ? &registry_->rejudged_with() : nullptr;
+}
 
 }  // namespace mtlsd::proxy

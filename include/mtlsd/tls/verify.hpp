@@ -119,9 +119,13 @@ class verifier {
   // `mtlsd verify` and the re-judging of live connections after a reload: verifies `leaf` (+
   // `untrusted` intermediates) exactly as a handshake on `ctx` would — same store, parameters,
   // purpose, depth, callback, allow rules — optionally at time `at`, for a peer connecting from
-  // `peer.source` with SNI `peer.sni`.
+  // `peer.source` with SNI `peer.sni`. `names_of`, when set (a client-mode connection re-judged):
+  // the remote's host name or IP address is checked against the one that connection's handshake
+  // checked (its SSL's), not the context's: a reload that changed server_name names another
+  // remote, not the one the connection reached.
   verify_outcome verify_offline(SSL_CTX* ctx, X509* leaf, STACK_OF(X509) * untrusted,
-                                std::optional<std::time_t> at, const peer_context& peer = {}) const;
+                                std::optional<std::time_t> at, const peer_context& peer = {},
+                                SSL* names_of = nullptr) const;
 
   const config::allow_list& allow() const { return allow_; }
 
