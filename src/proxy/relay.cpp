@@ -2,8 +2,10 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
@@ -14,6 +16,7 @@
 #include <optional>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
@@ -53,6 +56,31 @@ auto yield_turn(stream_socket& sock) {
   return asio::post(sock.get_executor(), asio::deferred);
 }
 
+// A wait for the TLS peer, started by `wait` with a handler, that relay_state::age can cut
+// (tls_wait_wake), in the pump's frame as idle_wait's.
+template <class Wait>
+auto wakeable(relay_state& st, Wait wait) {
+  return asio::async_initiate<decltype(idle_wait), void(error_code)>(
+      [&st, wait](auto handler) {
+        wait(asio::bind_cancellation_slot(st.tls_wait_wake.slot(), std::move(handler)));
+      },
+      idle_wait);
+}
+
+// The TLS peer's stream ended (EOF), or the age ended it (relay_state::age): passed on with a
+// FIN, unless the other side ended first: then the relay is over and the close that follows
+// sends it (one system call less per connection). After the age the TLS peer may still be
+// sending, and a close over its unread bytes would reset the connection, destroying what is
+// still queued for it: the session closes by lingering.
+void tls_side_over(relay_state& st, bool by_age) {
+  if (!st.ended_before(relay_end::tls_peer)) {
+    error_code ignored;
+    st.plain.shutdown(stream_socket::shutdown_send, ignored);
+  }
+  if (by_age) st.r.tls_peer_sending = true;
+  st.clock.start_half_close();
+}
+
 asio::awaitable<void> tls_to_plain(relay_state& st) {
   co_await asio::this_coro::throw_if_cancelled(false);  // cancellation arrives as values
   // Whether to wait for the socket before reading. Not when OpenSSL already holds bytes it has
@@ -67,12 +95,16 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
   bool track_tried = false;
   for (;;) {
     if (st.stop_requested()) co_return;
-    // Wait without a buffer: an idle connection holds none.
-    if (wait_for_socket) {
-      auto [ec] = drained ? co_await net::async_wait_drained(st.tls_socket,
-                                                             stream_socket::wait_read, idle_wait)
-                          : co_await st.tls_socket.async_wait(stream_socket::wait_read, idle_wait);
-      if (ec || st.stop_requested())
+    // Wait without a buffer: an idle connection holds none. After the age, no wait: what is
+    // there is read, then the end passed on (a read that would block is the end).
+    if (wait_for_socket && !st.aging) {
+      auto [ec] = co_await wakeable(st, [&st, drained](auto handler) {
+        if (drained)
+          net::async_wait_drained(st.tls_socket, stream_socket::wait_read, std::move(handler));
+        else
+          st.tls_socket.async_wait(stream_socket::wait_read, std::move(handler));
+      });
+      if ((ec || st.stop_requested()) && !st.age_woke(ec))
         co_return st.fail("waiting for TLS peer", ec, relay_end::tls_peer);
     }
     wait_for_socket = true;
@@ -84,6 +116,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       if (wants == tls_stream::want::write)
         std::tie(ec, n) = co_await st.tls.try_read_some(buf.buffer());
       if (st.stop_requested()) co_return;
+      if (ec == asio::error::would_block && st.aging) co_return tls_side_over(st, true);
       if (ec == asio::error::would_block) {
         wait_for_socket = true;
         drained = wants == tls_stream::want::read;
@@ -96,16 +129,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
         break;
       }
       wait_for_socket = !st.tls.has_pending();
-      if (ec == asio::error::eof) {
-        // Passed on with a FIN, unless the other side ended first: then the relay is over and
-        // the close that follows sends it (one system call less per connection).
-        if (!st.ended_before(relay_end::tls_peer)) {
-          error_code ignored;
-          st.plain.shutdown(stream_socket::shutdown_send, ignored);
-        }
-        st.clock.start_half_close();
-        co_return;
-      }
+      if (ec == asio::error::eof) co_return tls_side_over(st, false);
       if (ec) co_return st.fail("reading from TLS peer", ec, relay_end::tls_peer);
       st.clock.touch();
       const char* rest = buf.data();
@@ -141,11 +165,11 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
     if (turn_used) {
       co_await yield_turn(st.plain);
       if (st.stop_requested()) co_return;
-    } else {
+    } else if (!st.aging) {  // after the age: read what is there, as in tls_to_plain
       auto [wait_ec] =
           drained ? co_await net::async_wait_drained(st.plain, stream_socket::wait_read, idle_wait)
                   : co_await st.plain.async_wait(stream_socket::wait_read, idle_wait);
-      if (wait_ec || st.stop_requested())
+      if ((wait_ec || st.stop_requested()) && !st.age_woke(wait_ec))
         co_return st.fail("waiting for plaintext peer", wait_ec, relay_end::plain_peer);
     }
     drained = false;
@@ -158,14 +182,15 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
       net::note_read(st.plain, buf.buffer().size(),
                      ec ? (ec == asio::error::eof ? 0 : -1) : static_cast<ssize_t>(n),
                      would_block ? EAGAIN : 0);
-      if (would_block) {
+      if (would_block && !st.aging) {
         drained = true;
         turn_used = false;
         if (std::exchange(blocked_once, true) && !std::exchange(track_tried, true))
           net::track_read_drain(st.plain);
         break;
       }
-      if (ec == asio::error::eof) {
+      // After the age, a read that would block is the end: what had arrived is relayed.
+      if (ec == asio::error::eof || would_block) {
         // Everything the plaintext peer sent before it went away is out: the relay ends, and
         // without close_notify, which would tell the TLS peer that the stream ended cleanly.
         if (st.plain_write_failed) {
@@ -208,6 +233,23 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
   }
 }
 
+// relay_result::running for the relay's life, from its first wait on (an age asked before it
+// started is taken now, before any wait of the relay's: none to wake). The session outlives the
+// relay's frame, so clearing it at the end is safe wherever the frame is destroyed.
+class running_as {
+ public:
+  explicit running_as(relay_state& st) : r_(st.r) {
+    st.aging = r_.age_asked;
+    r_.running = &st;
+  }
+  running_as(const running_as&) = delete;
+  running_as& operator=(const running_as&) = delete;
+  ~running_as() { r_.running = nullptr; }
+
+ private:
+  relay_result& r_;
+};
+
 }  // namespace
 
 asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
@@ -217,6 +259,7 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   net::make_non_blocking(plain, ec);  // the pumps read and write it directly
   if (ec) throw boost::system::system_error(ec, "making the upstream socket non-blocking");
   relay_state st{tls, tls_socket, plain, clock, result};
+  const running_as published(st);
   // Neither pump throws: each ends on EOF, on an error (recorded, and the other stopped) or when
   // the session cancels the relay (watchdog). The TLS peer's pump runs in a coroutine of its
   // own; the plaintext side's in this one, so that an idle connection holds one co_spawn entry

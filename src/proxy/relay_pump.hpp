@@ -1,7 +1,9 @@
 #pragma once
 // Private to relay.cpp and relay_write.cpp: the state both pumps of one layer-4 relay share, and
 // the writes a pump makes, which wait when the other side cannot take more (relay_write.cpp).
+// The session's watchdog ends a relay for its age through age_relay (session_watchdog.cpp).
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/cancellation_state.hpp>
 #include <cstddef>
 #include <string>
@@ -29,6 +31,12 @@ struct relay_state {
   relay_result& r;
   asio::cancellation_state session_cancel{};  // the relay's caller's: the session's
   bool stopping = false;
+  // timeouts.max_connection_age passed (age()): each pump reads what has arrived, waiting for
+  // nothing more, and then ends as at EOF from its side.
+  bool aging = false;
+  // Wakes the TLS side's pump from its wait for the TLS peer (that pump has no cancellation of
+  // its own, and its socket's other waits must go on: a close_notify being written, above all).
+  asio::cancellation_signal tls_wait_wake{};
   bool plain_write_failed = false;   // plain_gone(): the plaintext peer is gone
   bool plain_write_waiting = false;  // write_plain waits for the plaintext peer to take more
 
@@ -81,7 +89,35 @@ struct relay_state {
     if (session_cancel.cancelled() != asio::cancellation_type::none) stop();
     return stopping;
   }
+  // The age: a graceful end, each side's as at its EOF, with nothing cut in the middle. Both
+  // pumps are woken from their waits for input: the TLS side's by its own signal, the plaintext
+  // side's by cancelling the waits on that socket (that wait carries the session's cancellation
+  // slot, so it cannot carry a signal of its own), which also cuts the wait of a write to it and
+  // the watch of a write from it (relay_write.cpp): those are made again. Not shut down for
+  // reading, as it was: data that arrives at a socket shut down that way once its FIN went makes
+  // Linux reset the connection, and what was still queued for the peer is lost (review: a client
+  // sending while it read its download slowly got 1.6 of 4 MiB).
+  void age() {
+    if (aging || stopping) return;
+    aging = true;
+    tls_wait_wake.emit(asio::cancellation_type::terminal);
+    error_code ignored;
+    plain.cancel(ignored);
+  }
+  // A wait that ended aborted, the relay not stopping, was cut by age(): no failure (a wait for
+  // input is over, a write's wait is made again).
+  bool age_woke(const error_code& ec) {
+    return ec == asio::error::operation_aborted && aging && !stop_requested();
+  }
 };
+
+// timeouts.max_connection_age passed (session_watchdog.cpp's close_for_age) for the session
+// whose relay reports to `result`: its relay ends gracefully (relay_state::age), now if it runs,
+// else as it starts (relay_result::age_asked).
+inline void age_relay(relay_result& result) {
+  result.age_asked = true;
+  if (result.running) result.running->age();
+}
 
 // Writes everything to a non-blocking plain socket, waiting only when the kernel buffer is full;
 // meanwhile the TLS side is watched for its peer leaving. On an error the relay is stopped and

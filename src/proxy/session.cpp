@@ -196,6 +196,9 @@ asio::awaitable<void> serve_client_mode(session& s) {
   s.enter_relay(cfg.timeouts.idle, cfg.timeouts.half_close, cfg.timeouts.max_connection_age);
   trace_relay_start(s);
   co_await relay(tls, s.upstream, s.peer, s.clock, s.relayed);
+  // Ended for its age (relay_state::age), the local app may still be sending: closed over its
+  // unread bytes, the socket would reset and lose what was still queued for it.
+  if (s.aged) co_await close_lingering(s);
 }
 
 asio::awaitable<void> serve(session& s) {

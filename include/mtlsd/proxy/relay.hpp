@@ -19,6 +19,10 @@
 
 namespace mtlsd::proxy {
 
+namespace detail {
+struct relay_state;  // relay_pump.hpp
+}  // namespace detail
+
 // The deadline the session's watchdog enforces (each phase sets its own; see session::enter),
 // and how the relay moves it: each pump pushes it forward on activity (by `idle`); the first
 // EOF caps it with the half-close deadline, and a request head (HTTP/1.1) or header block
@@ -99,6 +103,11 @@ struct relay_result {
   // HTTP/2: mtlsd closed the connection for its client's rapid reset (h2_connection_impl.hpp):
   // termination rate_limited, counted in mtlsd_connections_closed_total{reason="rate_limited"}.
   bool rate_limited = false;
+  // timeouts.max_connection_age passed (the session's watchdog: detail::age_relay): the layer-4
+  // relay ends gracefully, at once if it runs (`running`, set by relay() while it does), else
+  // as soon as it starts (an HTTP/1.1 tunnel writes what it buffered first).
+  bool age_asked = false;
+  detail::relay_state* running = nullptr;
 
   void ended_by(relay_end e) {
     if (first_end == relay_end::none) first_end = e;
