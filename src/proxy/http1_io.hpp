@@ -54,10 +54,16 @@ class tls_side {
   }
   // One TLS write per call (a response head and the body bytes behind it leave together).
   asio::awaitable<error_code> write(std::string_view s) {
+    cut_ = true;
     const error_code ec = co_await tls_.write(asio::buffer(s.data(), s.size()));
-    if (!ec) sent_ += s.size();
+    if (ec) co_return ec;
+    cut_ = false;
+    sent_ += s.size();
     co_return ec;
   }
+  // A write began and did not complete (failed, or cancelled midway, a record perhaps half
+  // written): nothing may follow it on the stream.
+  bool cut() const { return cut_; }
   // close_notify, then FIN.
   asio::awaitable<void> close() {
     co_await tls_.shutdown_send();
@@ -69,6 +75,7 @@ class tls_side {
   tls_stream& tls_;
   stream_socket& sock_;
   std::uint64_t& sent_;
+  bool cut_ = false;
 };
 
 // The upstream's side: a plain socket.
@@ -158,14 +165,19 @@ struct inbound {
   // large TLS records) instead of the 512 bytes beast::read_size settles at when every read is
   // consumed whole.
   std::size_t read_want = min_read;
+  // A read of this side waits, or did not complete (cancelled, failed): the connection waited
+  // for this side when the watchdog ended it (the answer to the idle timeout, http_exchange.cpp).
+  bool waiting = false;
 
   // One read into the buffer: counted, and the idle clock told. EOF is asio::error::eof.
   asio::awaitable<error_code> read_more() {
     const std::size_t size =
         std::min(buf.max_size() - buf.size(), std::max(buf.capacity() - buf.size(), read_want));
     if (size == 0) co_return http::error::buffer_overflow;
+    waiting = true;
     auto [ec, n] = co_await side.read_some(buf.prepare(size));
     if (ec) co_return ec;
+    waiting = false;
     buf.commit(n);
     if (n == size && read_want < max_read) read_want *= 2;
     counter += n;

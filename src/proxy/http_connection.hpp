@@ -2,8 +2,10 @@
 // Private to http_relay.cpp and http_exchange.cpp: one HTTP/1.1 connection as the relay sees
 // it. http_relay.cpp holds the loop over requests (read a head, send it upstream, run the
 // exchange, keep alive or close); http_exchange.cpp the exchange itself: the request body
-// and the response pumped at once (the response alone when there is no body), and the tunnel
-// after a 101.
+// and the response pumped at once (the response alone when there is no body), the answer when
+// the idle timeout ends it unanswered, and the tunnel after a 101.
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,12 +19,20 @@
 
 namespace mtlsd::proxy::http1 {
 
+// How long a drain waits for a request head begun, or for the connection's first request, as a
+// refused client's request is waited for (session_state.hpp's refused_request_wait).
+inline constexpr auto drain_head_wait = std::chrono::seconds(1);
+// How long mtlsd's answer to timeouts.idle (504, 408) and its close_notify may take: a client
+// that does not read holds the connection no longer.
+inline constexpr auto idle_answer_bound = std::chrono::seconds(1);
+
 class http_connection {
  public:
   http_connection(tls_stream& tls, stream_socket& tls_socket, stream_socket& plain,
                   http_forwarding forwarding, idle_deadline& clock, relay_result& result,
-                  http_request_sink sink)
-      : tls_(tls),
+                  http_request_sink sink, const session_control* control)
+      : control_(control),
+        tls_(tls),
         tls_socket_(tls_socket),
         plain_(plain),
         forwarding_(std::move(forwarding)),
@@ -50,13 +60,15 @@ class http_connection {
 
   asio::awaitable<void> run();
   // Shutdown began: no request after the one in progress (its response says Connection:
-  // close); a connection waiting for its next request closes now.
+  // close); a connection waiting for its next request closes now. A head begun (review: a POST
+  // half in was dropped with no answer: read, or here unread), or the connection's first request
+  // (it may come with the client's Finished, or a moment after it), is waited for up to
+  // drain_head_wait, then served.
   void drain() {
     draining_ = true;
-    error_code ignored;
     if (!idle_) return;
-    tls_socket_.cancel(ignored);
-    plain_.cancel(ignored);
+    if (requests_ == 0 || client_may_send()) return wait_for_head();
+    end_head_wait();
   }
 
  private:
@@ -84,6 +96,20 @@ class http_connection {
   }
   asio::awaitable<error_code> next_request_head(request_framing& req, std::size_t& head_size,
                                                 bool& folded);
+  // During a drain: the head awaited gets drain_head_wait to be whole (a timer, started once; a
+  // completion handler as the watches are), then end_head_wait ends the wait for it.
+  void wait_for_head();
+  void end_head_wait() {
+    error_code ignored;
+    tls_socket_.cancel(ignored);
+    plain_.cancel(ignored);
+  }
+  // The watchdog ended the connection (its coroutine cancelled): timeouts.idle while a request
+  // waited for its response is answered (504, 408), bounded by idle_answer_bound, once the
+  // caller reset its cancellation state (http_exchange.cpp).
+  bool idle_answer_due() const;
+  asio::awaitable<void> answer_idle_timeout();
+  asio::awaitable<void> answer_and_close(std::string_view answer);
   // While the connection waits for a request head, a watch on the upstream: when it becomes
   // readable (it closed, or misbehaves) the client's read is cancelled. Returns true once the
   // watch is queued, false without one when the upstream is readable already. A completion
@@ -178,6 +204,7 @@ class http_connection {
     if (current_->detail.empty()) current_->detail = result_.error;
   }
 
+  const session_control* control_;  // null: no session (tests, fuzzing)
   tls_stream& tls_;
   stream_socket& tls_socket_;
   stream_socket& plain_;
@@ -214,6 +241,7 @@ class http_connection {
     std::uint64_t client_watch = 0;  // the same for the client's watch (watch_client)
   };
   std::shared_ptr<watch_cell> watch_ = std::make_shared<watch_cell>(watch_cell{this});
+  std::unique_ptr<asio::steady_timer> head_wait_;  // wait_for_head's, once a drain began
   bool watching_ = false;         // a watch is queued (until its completion, aborted or not, runs)
   bool upstream_spoke_ = false;   // it completed: the upstream became readable while idle
   bool watching_client_ = false;  // the client's watch is queued (watch_client)
@@ -230,8 +258,10 @@ class http_connection {
   bool upgraded_ = false;
   bool end_ = false;       // close the connection after this exchange
   bool draining_ = false;  // drain(): this exchange is the last
-  bool idle_ = false;      // waiting for a request head with nothing of it read
-  bool stopped_ = false;   // a pump ended the exchange: the other returns at its next step
+  // Waiting for a request head (nothing of it read while from_client_.buf is empty): a drain,
+  // or the upstream speaking (upstream_spoke), ends the wait.
+  bool idle_ = false;
+  bool stopped_ = false;  // a pump ended the exchange: the other returns at its next step
 };
 
 }  // namespace mtlsd::proxy::http1

@@ -1,11 +1,78 @@
 // One HTTP/1.1 exchange (http_connection.hpp): the request body up and the response down,
-// each in its own pump (the request's only when it has a body), and the byte relay after a 101.
+// each in its own pump (the request's only when it has a body), mtlsd's answer when the idle
+// timeout ends it unanswered, and the byte relay after a 101.
 #include "http_connection.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include "mtlsd/config/duration.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
+#include "mtlsd/proxy/session_registry.hpp"
 
 namespace mtlsd::proxy::http1 {
+
+// The request body up and the response down, at once; the connection ends with the exchange
+// when it was cancelled, closed, upgraded to a tunnel, or either side said Connection: close.
+asio::awaitable<http_connection::then> http_connection::exchange(
+    request_framing& req, const request_head_verdict& verdict) {
+  using namespace asio::experimental::awaitable_operators;
+  // Neither pump throws for network or protocol errors: each records its cause and stops
+  // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
+  // arrives as an exception, from a pump that waited again after it.
+  try {
+    // A request without a body (the parser stops at the end of the head, so only then is it
+    // done here) needs no second pump, and no parallel group to run one.
+    if (request_done_) {
+      watch_client();
+      co_await relay_response(verdict);
+    } else {
+      co_await (send_request_body(req) && relay_response(verdict));
+    }
+  } catch (const boost::system::system_error& e) {
+    if (!cancelled(e.code())) throw;
+  }
+  stop_watching_client();
+  // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
+  const auto state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() != asio::cancellation_type::none) {
+    // But the answer to timeouts.idle, after a reset: a co_await of a coroutine throws too.
+    if (!idle_answer_due()) co_return then::stop;
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await answer_idle_timeout();
+    co_return then::stop;
+  }
+  if (body_malformed_ && !response_started_ && !client_write_cut_) {
+    // The head went up, the body then did not parse (a chunk's framing, say), and no final
+    // response reached the client: it is told, as nginx and Envoy tell it, rather than left to
+    // read a bare close as a lost connection it may retry on (review). Written only now that
+    // neither pump runs, and not after a write the stop cut short (a 1xx: the record would be
+    // left half written).
+    set_failure_status(400);
+    if (auto ec = co_await client_.write(
+            simple_response(400, "Bad Request", "Bad Request", current_method())))
+      result_.ended_by(relay_end::tls_peer);
+  }
+  if (end_) {
+    // Closed with the client's body bytes unread, the socket would send RST: the session
+    // lingers instead (http_serve.cpp).
+    result_.tls_peer_sending = !request_done_ || client_may_send();
+    co_return then::close_both;
+  }
+  if (upgraded_) {
+    co_await tunnel();
+    co_return then::stop;
+  }
+  // Whoever asked for "Connection: close" (or spoke HTTP/1.0 without keep-alive) ended it.
+  if (!verdict.keep_alive || !response_keep_alive_) {
+    result_.ended_by(verdict.keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
+    result_.tls_peer_sending = client_may_send();
+    co_return then::close_both;
+  }
+  co_return then::go_on;
+}
 
 asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   if (request_done_) co_return;
@@ -170,6 +237,51 @@ void http_connection::client_write_failed(const error_code& ec) {
   result_.ended_by(relay_end::tls_peer);
   fail("writing the response to the client: " + ec.message());
   stop_exchange();
+}
+
+// The watchdog ended the exchange under way (its verdict cancelled the relay's coroutine). When
+// that was timeouts.idle while the request waited for its response, nothing of which reached the
+// client (a 1xx whole, at most), the client is told, as nginx's proxy_read_timeout and Envoy's
+// timeouts tell it and as an HTTP/2 stream is (http.stream_idle_timeout): 504, or 408 when the
+// rest of its own body was awaited (review: it got a bare EOF, and the line status 0). Any other
+// end (a kill, a head's deadline, the half-close's) stays as it was: the session closes. The
+// relay reads the deadlines the watchdog enforces, as session_report.cpp's name_deadline names
+// the end, and owns none: a kill, which the watchdog looks at first, is no idle timeout.
+bool http_connection::idle_answer_due() const {
+  if (!current_ || response_started_ || client_.cut()) return false;
+  if (control_ && control_->killed()) return false;
+  return clock_.idle.count() > 0 && idle_deadline::clock::now() >= clock_.deadline &&
+         !clock_.past_head_by() && !clock_.past_close_by();
+}
+
+// The one thing done after the watchdog's verdict (the caller reset the cancellation state), with
+// a bound of its own: the answer and close_notify, then what the client still sends read and
+// dropped (closed over unread bytes, the socket would reset the answer away) until it closes.
+asio::awaitable<void> http_connection::answer_idle_timeout() {
+  using namespace asio::experimental::awaitable_operators;
+  const bool client_awaited = !request_done_ && from_client_.waiting;
+  const int status = client_awaited ? 408 : 504;
+  const std::string_view reason = client_awaited ? "Request Timeout" : "Gateway Timeout";
+  current_->status = status;
+  current_->detail =
+      "idle timeout (" +
+      config::format_duration(std::chrono::duration_cast<config::duration>(clock_.idle)) + ")";
+  result_.tls_peer_sending = false;  // no lingering close after this one (serve_http)
+  const std::string answer = simple_response(status, reason, reason, current_method());
+  asio::steady_timer bound(tls_socket_.get_executor(), idle_answer_bound);
+  co_await (answer_and_close(answer) || bound.async_wait(as_tuple(use_awaitable)));
+}
+
+asio::awaitable<void> http_connection::answer_and_close(std::string_view answer) {
+  upstream_.close();
+  if (co_await client_.write(answer)) co_return;
+  co_await client_.close();
+  if (!client_may_send()) co_return;
+  for (;;) {
+    from_client_.buf.consume(from_client_.buf.size());
+    const error_code ec = co_await from_client_.read_more();
+    if (ec) co_return;
+  }
 }
 
 // After a 101: bytes already buffered on either side go first, then the byte relay.

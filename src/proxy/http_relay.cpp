@@ -4,7 +4,7 @@
 
 #include <sys/socket.h>
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <cerrno>
 
@@ -200,11 +200,26 @@ void http_connection::client_left() {
   stop_exchange();  // exchange() then closes both sides: the upstream sees its connection end
 }
 
-// Waits for the next request head; the connection ends instead on drain, when the client
-// closes, when the upstream closes while idle, or with a head refused (431, 400) or unreadable.
+void http_connection::wait_for_head() {
+  if (head_wait_) return;
+  head_wait_ = std::make_unique<asio::steady_timer>(tls_socket_.get_executor(), drain_head_wait);
+  head_wait_->async_wait([cell = watch_](const error_code& ec) {
+    // Still waiting for a head (none came, or not whole): the drain ends the connection.
+    if (!ec && cell->owner && cell->owner->idle_) cell->owner->end_head_wait();
+  });
+}
+
+// Waits for the next request head; the connection ends instead on drain (after the first
+// request, and once a head begun is in: http_connection::drain), when the client closes, when
+// the upstream closes while idle, or with a head refused (431, 400) or unreadable.
 asio::awaitable<http_connection::then> http_connection::read_request_head(request_framing& req,
                                                                           std::size_t& head_size) {
-  if (draining_) {
+  // A drain that began before the connection's first request (the connection was admitted
+  // during it, as its client finished the handshake in the drain's grace) waits for that
+  // request as drain() does: it may have come with the client's Finished (review: the first
+  // request was never read, the client got an empty reply).
+  if (draining_ && requests_ == 0) wait_for_head();
+  if (draining_ && requests_ > 0) {
     result_.ended_by(relay_end::local);
     // What the client sent already decides whether the session lingers (session_linger.cpp):
     // closed over it, the socket would reset the response just sent.
@@ -269,7 +284,14 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
   response_keep_alive_ = true;
   upgraded_ = false;
   if (auto ec = co_await upstream_.write(head)) {
-    if (cancelled(ec)) co_return then::stop;
+    if (cancelled(ec)) {  // by the watchdog: answered when that was the idle timeout (exchange())
+      const auto state = co_await asio::this_coro::cancellation_state;
+      if (state.cancelled() == asio::cancellation_type::none || !idle_answer_due())
+        co_return then::stop;
+      co_await asio::this_coro::reset_cancellation_state();
+      co_await answer_idle_timeout();
+      co_return then::stop;
+    }
     result_.ended_by(relay_end::plain_peer);  // first: refuse() would name mtlsd
     co_await refuse(502, "Bad Gateway", "upstream: writing the request: " + ec.message());
     co_return then::stop;
@@ -280,60 +302,6 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
       fail("writing 100 Continue: " + ec.message());
       co_return then::stop;
     }
-  }
-  co_return then::go_on;
-}
-
-// The request body up and the response down, at once; the connection ends with the exchange
-// when it was cancelled, closed, upgraded to a tunnel, or either side said Connection: close.
-asio::awaitable<http_connection::then> http_connection::exchange(
-    request_framing& req, const request_head_verdict& verdict) {
-  using namespace asio::experimental::awaitable_operators;
-  // Neither pump throws for network or protocol errors: each records its cause and stops
-  // the other (stop_exchange). Only a cancellation by the watchdog (idle timeout, drain)
-  // arrives as an exception, from a pump that waited again after it.
-  try {
-    // A request without a body (the parser stops at the end of the head, so only then is it
-    // done here) needs no second pump, and no parallel group to run one.
-    if (request_done_) {
-      watch_client();
-      co_await relay_response(verdict);
-    } else {
-      co_await (send_request_body(req) && relay_response(verdict));
-    }
-  } catch (const boost::system::system_error& e) {
-    if (!cancelled(e.code())) throw;
-  }
-  stop_watching_client();
-  // The watchdog (idle timeout, drain) cancelled us: any further co_await would throw.
-  const auto state = co_await asio::this_coro::cancellation_state;
-  if (state.cancelled() != asio::cancellation_type::none) co_return then::stop;
-  if (body_malformed_ && !response_started_ && !client_write_cut_) {
-    // The head went up, the body then did not parse (a chunk's framing, say), and no final
-    // response reached the client: it is told, as nginx and Envoy tell it, rather than left to
-    // read a bare close as a lost connection it may retry on (review). Written only now that
-    // neither pump runs, and not after a write the stop cut short (a 1xx: the record would be
-    // left half written).
-    set_failure_status(400);
-    if (auto ec = co_await client_.write(
-            simple_response(400, "Bad Request", "Bad Request", current_method())))
-      result_.ended_by(relay_end::tls_peer);
-  }
-  if (end_) {
-    // Closed with the client's body bytes unread, the socket would send RST: the session
-    // lingers instead (http_serve.cpp).
-    result_.tls_peer_sending = !request_done_ || client_may_send();
-    co_return then::close_both;
-  }
-  if (upgraded_) {
-    co_await tunnel();
-    co_return then::stop;
-  }
-  // Whoever asked for "Connection: close" (or spoke HTTP/1.0 without keep-alive) ended it.
-  if (!verdict.keep_alive || !response_keep_alive_) {
-    result_.ended_by(verdict.keep_alive ? relay_end::plain_peer : relay_end::tls_peer);
-    result_.tls_peer_sending = client_may_send();
-    co_return then::close_both;
   }
   co_return then::go_on;
 }
@@ -383,7 +351,7 @@ asio::awaitable<void> http_relay(tls_stream& tls, stream_socket& tls_socket, str
                                  session_control* control) {
   clock.touch();
   http1::http_connection c(tls, tls_socket, plain, std::move(forwarding), clock, result,
-                           std::move(sink));
+                           std::move(sink), control);
   struct drain_hook {
     session_control* control;
     ~drain_hook() {
