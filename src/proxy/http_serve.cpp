@@ -54,11 +54,13 @@ void write_request_line(const session& s, const http_request_report& r) {
 // request, one comparison; no allocation, no reference count touched.
 class host_rules final : public request_host_rules {
  public:
-  explicit host_rules(const session& s) : s_(s) {}
+  // Read at once: a reload that removes the listener before the first request must find the
+  // rules that judged the session, not none.
+  explicit host_rules(const session& s) : s_(s) { read(s_.control.rejudged_with()); }
 
   bool hold_host() override {
     const auto* last = s_.control.rejudged_with();
-    if (!allow_ || (last && (*last)->generation != seen_)) read(last);
+    if (last && (*last)->generation != seen_) read(last);
     return holds_;
   }
   std::string judge_host(std::string_view host) override {
@@ -72,14 +74,16 @@ class host_rules final : public request_host_rules {
     // A reload's successor is held here, as the session holds its own listener's runtime: the
     // registry holds it only until the next reload. Only that listener: an idle connection must
     // not keep a whole former runtime (every listener's CRLs) alive.
-    std::shared_ptr<const runtime::listener_runtime> successor;
     const auto* lr = s_.control.judging_listener();
-    if (last) {
-      seen_ = (*last)->generation;  // unique to each published runtime
-      if (lr != s_.listener.get())
-        for (const auto& l : (*last)->listeners)
-          if (l.get() == lr) successor = l;
-    }
+    if (last) seen_ = (*last)->generation;  // unique to each published runtime
+    // No reload judges the session any more (its listener removed, or its mode changed): the
+    // rules that judged it last stay (review: they went back to those it started with, undoing
+    // the reload that had tightened them).
+    if (allow_ && !lr) return;
+    std::shared_ptr<const runtime::listener_runtime> successor;
+    if (last && lr && lr != s_.listener.get())
+      for (const auto& l : (*last)->listeners)
+        if (l.get() == lr) successor = l;
     held_ = std::move(successor);
     allow_ = &(held_ ? *held_ : *s_.listener).tls.peer_verifier->allow();
     // Without an SNI the rules judge each host in its place, by the peer's certificate.

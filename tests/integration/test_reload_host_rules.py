@@ -32,11 +32,11 @@ OTHER = "admin.example.org"  # a host the same upstream serves, which the SNI do
 class Http1:
     """A kept-alive HTTP/1.1 connection with SNI `sni` (None: none sent). A 421 ends it."""
 
-    def __init__(self, daemon, pki, sni, cert: str = "client"):
+    def __init__(self, daemon, pki, sni, cert: str = "client", listener: str = "inbound"):
         ctx = client_context(pki, cert)
         ctx.check_hostname = False  # our certificate names localhost; other SNIs are asked too
         ctx.set_alpn_protocols(["http/1.1"])
-        self.sock = ctx.wrap_socket(socket.create_connection(daemon.addr(), TIMEOUT),
+        self.sock = ctx.wrap_socket(socket.create_connection(daemon.addr(listener), TIMEOUT),
                                     server_hostname=sni)
         self.local = fmt_addr(self.sock.getsockname())
         self.reader = Reader(SockConn(self.sock))
@@ -180,3 +180,36 @@ def test_an_http2_connection_follows_each_reload_in_turn(reloadable, pki):
     assert kept.status(OTHER, "/loosened") == 200
     kept.close()
     assert forwarded(recorder) == ["/first", "/loosened"]
+
+
+def test_a_reload_removing_the_listener_keeps_the_rules_that_judged_it_last(
+        start_mtlsd, make_upstream, pki):
+    """A kept connection whose listener a later reload removes runs on under the rules that
+    judged it last (review: it went back to those it started with, undoing the reload that had
+    tightened them). The second reload's re-judging is seen by a victim on the other listener."""
+    recorder = HttpRecorder()
+    up = make_upstream(recorder.handler())
+
+    def config(inbound: dict | None, spare: dict) -> dict:
+        listeners = [server_listener(pki, up.address, http={}, client_auth={"allow": inbound})]
+        if inbound is None:
+            listeners = []
+        listeners.append(server_listener(pki, up.address, name="spare", http={},
+                                         client_auth={"allow": spare}))
+        return daemon_config(listeners, workers=1, reload={"watch": False})
+
+    both = {"common_names": ["client", "client2"]}
+    daemon = start_mtlsd(config(both, both))
+    kept = H2(daemon, pki, "localhost")
+    first = victim(daemon, pki)
+    second = Http1(daemon, pki, "localhost", cert="client2", listener="spare")
+    assert second.status("localhost", "/victim") == 200
+    assert kept.status(OTHER, "/before") == 200
+    tightened = {"rules": [{"common_names": ["client"], "sni": ["localhost"]}]}
+    reload_rejudged(daemon, config(tightened, both), first)
+    assert kept.status(OTHER, "/tightened") == 421
+    reload_rejudged(daemon, config(None, {"common_names": ["client"]}), second)
+    assert kept.status("localhost", "/same") == 200
+    assert kept.status(OTHER, "/after-removal") == 421
+    kept.close()
+    assert forwarded(recorder) == ["/before", "/same"]
