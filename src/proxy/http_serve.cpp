@@ -48,14 +48,13 @@ void write_request_line(const session& s, const http_request_report& r) {
 }
 
 // The rules each request's host is held to (http_forwarding::rules): the allow list of the
-// listener runtime the session is judged by now (session_control::judging_listener), so that a
-// reload that keeps the connection holds its next request to the new rules, as a new
-// connection's. Read again only once a reload re-judged the worker's sessions since: per
-// request, one comparison; no allocation, no reference count touched.
+// listener runtime the session is judged by now, its own or the one a reload's re-judging last
+// kept it by (session_control::judged_by), so that a reload that keeps the connection holds its
+// next request to the new rules, as a new connection's, and one that then removes its listener
+// leaves them. Read again only once a reload re-judged the worker's sessions since: per request,
+// one comparison; no allocation, no reference count touched.
 class host_rules final : public request_host_rules {
  public:
-  // Read at once: a reload that removes the listener before the first request must find the
-  // rules that judged the session, not none.
   explicit host_rules(const session& s) : s_(s) { read(s_.control.rejudged_with()); }
 
   bool hold_host() override {
@@ -71,20 +70,9 @@ class host_rules final : public request_host_rules {
 
  private:
   void read(const std::shared_ptr<const runtime::runtime>* last) {
-    // A reload's successor is held here, as the session holds its own listener's runtime: the
-    // registry holds it only until the next reload. Only that listener: an idle connection must
-    // not keep a whole former runtime (every listener's CRLs) alive.
-    const auto* lr = s_.control.judging_listener();
     if (last) seen_ = (*last)->generation;  // unique to each published runtime
-    // No reload judges the session any more (its listener removed, or its mode changed): the
-    // rules that judged it last stay (review: they went back to those it started with, undoing
-    // the reload that had tightened them).
-    if (allow_ && !lr) return;
-    std::shared_ptr<const runtime::listener_runtime> successor;
-    if (last && lr && lr != s_.listener.get())
-      for (const auto& l : (*last)->listeners)
-        if (l.get() == lr) successor = l;
-    held_ = std::move(successor);
+    // Held here too: the session may end its registration (and its judged_by) first.
+    held_ = s_.control.judged_by();
     allow_ = &(held_ ? *held_ : *s_.listener).tls.peer_verifier->allow();
     // Without an SNI the rules judge each host in its place, by the peer's certificate.
     holds_ = allow_->judges_sni() && (!s_.sni.empty() || s_.peer_identity);

@@ -85,7 +85,10 @@ std::optional<std::pair<reason, std::string>> session_control::judged(
   auto refused = refusal_by(*next);
   // Admitted: judged by that listener from now on, as the sessions the reload re-judged are
   // (session_registry::rejudge), which keeps it.
-  if (!refused && next->cfg.mode == current->cfg.mode) current_ = next;
+  if (!refused && next->cfg.mode == current->cfg.mode) {
+    current_ = next;
+    judged_by_ = registry_->held(next);
+  }
   return refused;
 }
 

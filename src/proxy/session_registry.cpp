@@ -80,9 +80,21 @@ std::size_t session_registry::rejudge(std::shared_ptr<const runtime::runtime> ne
     }
     if (s->rejudge(*lr)) ++n;
     s->current_ = s->killed() ? nullptr : lr;
+    if (s->current_) {
+      for (const auto& l : next->listeners)
+        if (l.get() == lr) s->judged_by_ = l;
+    }
   }
   rejudged_with_ = std::move(next);
   return n;
+}
+
+std::shared_ptr<const runtime::listener_runtime> session_registry::held(
+    const runtime::listener_runtime* lr) const {
+  if (rejudged_with_)
+    for (const auto& l : rejudged_with_->listeners)
+      if (l.get() == lr) return l;
+  return nullptr;
 }
 
 const runtime::listener_runtime* session_registry::catch_up_with(const session_control& s) const {

@@ -186,7 +186,8 @@ def test_a_reload_removing_the_listener_keeps_the_rules_that_judged_it_last(
         start_mtlsd, make_upstream, pki):
     """A kept connection whose listener a later reload removes runs on under the rules that
     judged it last (review: it went back to those it started with, undoing the reload that had
-    tightened them). The second reload's re-judging is seen by a victim on the other listener."""
+    tightened them), also one that asked nothing in between. The second reload's re-judging is
+    seen by a victim on the other listener."""
     recorder = HttpRecorder()
     up = make_upstream(recorder.handler())
 
@@ -201,6 +202,7 @@ def test_a_reload_removing_the_listener_keeps_the_rules_that_judged_it_last(
     both = {"common_names": ["client", "client2"]}
     daemon = start_mtlsd(config(both, both))
     kept = H2(daemon, pki, "localhost")
+    late = H2(daemon, pki, "localhost")  # asks nothing until its listener is gone
     first = victim(daemon, pki)
     second = Http1(daemon, pki, "localhost", cert="client2", listener="spare")
     assert second.status("localhost", "/victim") == 200
@@ -211,5 +213,7 @@ def test_a_reload_removing_the_listener_keeps_the_rules_that_judged_it_last(
     reload_rejudged(daemon, config(None, {"common_names": ["client"]}), second)
     assert kept.status("localhost", "/same") == 200
     assert kept.status(OTHER, "/after-removal") == 421
+    assert late.status(OTHER, "/late") == 421
     kept.close()
+    late.close()
     assert forwarded(recorder) == ["/before", "/same"]

@@ -19,7 +19,7 @@ namespace mtlsd::proxy {
 
 // The allow rules a connection's requests are held to (http_forwarding::rules): those it is
 // judged by now, which a reload that keeps the connection changes (its re-judging admitted the
-// peer by the new ones: session_control::judging_listener).
+// peer by the new ones: session_control::judged_by).
 class request_host_rules {
  public:
   // Whether they hold each request to a host: they judge the SNI (allow_list::judges_sni).

@@ -85,14 +85,11 @@ class session_control {
   std::optional<std::pair<reason, std::string>> refusal_by(
       const runtime::listener_runtime& next) const;
   const runtime::listener_runtime* current_listener() const { return current_; }
-  // The listener runtime whose rules judge the session now (HTTP mode's per-request Host check
-  // asks): its own (`current`) until a reload's re-judging (rejudge, or judged's catch-up) kept
-  // it; then that reload's successor of its listener, whose rules admitted the peer. Its own
-  // too when the reload kept no listener of its address or changed the mode (then nothing
-  // judged it). Null before judged. rejudged_with() holds a successor only until the next
-  // reload: a caller that keeps the answer holds it (its entry in that runtime's listeners), and
-  // asks again once rejudged_with() changed.
-  const runtime::listener_runtime* judging_listener() const;
+  // The listener runtime of a reload whose re-judging (rejudge, or judged's catch-up) last
+  // admitted and kept the session; null: none did, its own judges it. Kept when a later reload
+  // removes its listener (the session runs on under the rules that judged it last). HTTP mode's
+  // per-request Host check reads its rules (http_serve.cpp).
+  const std::shared_ptr<const runtime::listener_runtime>& judged_by() const { return judged_by_; }
   // The runtime its registry last re-judged sessions with (null: no registry, or no reload yet).
   const std::shared_ptr<const runtime::runtime>* rejudged_with() const;
 
@@ -114,6 +111,7 @@ class session_control {
   const config::ip_address* source_ = nullptr;
   const std::string* sni_ = nullptr;
   const runtime::listener_runtime* current_ = nullptr;
+  std::shared_ptr<const runtime::listener_runtime> judged_by_;
 };
 
 // Live sessions of one worker. Single-threaded: only touched from that worker's io_context.
@@ -140,7 +138,7 @@ class session_registry {
   // on under its own runtime, as nginx's old workers finish theirs (also when another listener
   // moved onto the address of its removed one). A session kept points at the listener that
   // judged it (session_control::current_). `next` is kept for sessions still in their
-  // handshake (catch_up) and for the Host checks (judging_listener).
+  // handshake (catch_up) and for the Host checks (session_control::judged_by).
   std::size_t rejudge(std::shared_ptr<const runtime::runtime> next);
   // `s` finished its handshake: the listener runtime to judge it by again when the last
   // rejudge's runtime is newer than the one it ran under (review: a connection accepted before
@@ -148,6 +146,8 @@ class session_registry {
   const runtime::listener_runtime* catch_up_with(const session_control& s) const;
   std::size_t size() const { return live_.size(); }
   const std::shared_ptr<const runtime::runtime>& rejudged_with() const { return rejudged_with_; }
+  // `lr`, a listener of the runtime last rejudged with, as that runtime holds it (null if not).
+  std::shared_ptr<const runtime::listener_runtime> held(const runtime::listener_runtime* lr) const;
 
  private:
   // The listener of `next` that serves `s`'s connection now: by name, else by address. A plain
@@ -160,12 +160,6 @@ class session_registry {
   std::shared_ptr<const runtime::runtime> rejudged_with_;
   open_sessions* counted_;
 };
-
-// Inline: what a request asks of the session's rules (session_control.cpp is the reload's side).
-inline const runtime::listener_runtime* session_control::judging_listener() const {
-  const auto* next = registry_ && current_ ? registry_->catch_up_with(*this) : nullptr;
-  return next && next->cfg.mode == current_->cfg.mode ? next : current_;
-}
 
 inline const std::shared_ptr<const runtime::runtime>* session_control::rejudged_with() const {
   return registry_ && registry_->rejudged_with() ? &registry_->rejudged_with() : nullptr;

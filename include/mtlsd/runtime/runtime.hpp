@@ -5,7 +5,7 @@
 // keeps the listener_runtime it started with, so old contexts live exactly as long as their
 // connections. A reload does not swap the rules under a connection: it judges each admitted
 // peer by the new ones and closes those they refuse (session_control::rejudge); only HTTP
-// mode's per-request Host check then reads the new rules (session_control::judging_listener).
+// mode's per-request Host check then reads the new rules (session_control::judged_by).
 #include <cstdint>
 #include <ctime>
 #include <map>
