@@ -82,10 +82,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
-  http::response<http::string_body> respond(const http::request<http::string_body>& req) {
+  // `keep_alive`: the parser's reading of every Connection field (the message's own reads only
+  // the first: `Connection: x, ` then `Connection: close` on another line answered, and read the
+  // next request, as if kept alive; admin_server_fuzz).
+  http::response<http::string_body> respond(const http::request<http::string_body>& req,
+                                            bool keep_alive) {
     http::response<http::string_body> res;
     res.version(req.version());
-    res.keep_alive(req.keep_alive());
+    res.keep_alive(keep_alive);
     res.set(http::field::server, "mtlsd");
     res.set(http::field::cache_control, "no-store");
     std::string_view target(req.target().data(), req.target().size());
@@ -174,8 +178,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (!status) co_return;
         res = error_response(*status, ec.message());
       } else {
+        const bool keep_alive = parser.keep_alive();
         req = parser.release();
-        res = respond(req);
+        res = respond(req, keep_alive);
       }
       auto written = co_await (http::async_write(sock, res, as_tuple(use_awaitable)) ||
                                timer.async_wait(as_tuple(use_awaitable)));

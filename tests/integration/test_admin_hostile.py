@@ -108,3 +108,24 @@ def test_connections_holding_a_byte_of_a_next_request_cannot_keep_a_probe_out(se
     finally:
         for s in held:
             s.close()
+
+
+@pytest.mark.parametrize("version,fields,closes", [
+    (b"1.1", b"Connection: x-trace\r\nConnection: close\r\n", True),
+    (b"1.0", b"Connection: x-trace\r\nConnection: keep-alive\r\n", False),
+], ids=["http11-close-on-a-second-line", "http10-keep-alive-on-a-second-line"])
+def test_every_connection_field_decides_keep_alive(serve, version, fields, closes):
+    """Connection fields on several lines are one list (RFC 9110 5.3): a `close` on the second
+    line ends the connection after the first answer, the next request unread (RFC 9112 9.6); a
+    `keep-alive` there keeps an HTTP/1.0 one. Found by admin_server_fuzz: only the first line
+    was read."""
+    daemon, _ = serve()
+    request = b"GET /healthz HTTP/" + version + b"\r\nHost: a\r\n" + fields + b"\r\n"
+    with connect(daemon) as s:
+        s.sendall(request + b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    answers = out.count(b"HTTP/1.")
+    assert answers == (1 if closes else 2), out
+    assert (b"Connection: close" in out.split(b"\r\n\r\n")[0]) == closes, out
