@@ -9,7 +9,7 @@ C=corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz,client_hello_fuzz,http1_relay_fuzz}
+mkdir -p "$FX" "$C"/{config_load_fuzz,identity_fuzz,revocation_fuzz,proxy_v2_fuzz,proxy_header_fuzz,xfcc_fuzz,http_head_fuzz,h2_frames_fuzz,tls_stream_fuzz,url_fuzz,svid_fuzz,http_response_fuzz,h2_upstream_fuzz,h2_request_fuzz,credentials_fuzz,verify_chain_fuzz,client_hello_fuzz,http1_relay_fuzz,admin_server_fuzz,verify_time_fuzz}
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$FX/ca.key"; key "$FX/leaf.key"; key "$FX/server.key"; key "$FX/ocsp.key"
@@ -583,5 +583,71 @@ seed("alpn-commas-controls", 0x00, 0x0D, b"api.example.org", b"h2,x\x01\x7f")
 seed("alpn-raw", 0x00, 0x09, b"example.net", f(b"\x02h2\x00\x03abc"))
 seed("patched", 0x21, 0x25, b"www.example.com", b"h2", b"\x00\x07\x20\x00\x10\x00")
 PY
+
+# admin_server_fuzz: byte 0 = bit 0 the unix socket, bit 1 ready, bits 3-5 the write size; byte 1 =
+# the counter (low 4 bits: histogram observations); then a script (admin_server_fuzz.cpp):
+# connection 0's bytes, "~~1".."~~7" another connection's, "~~C" a half-close, "~~X" a reset,
+# "~~p" and a digit a write size, "~~r"/"~~d"/"~~l"/"~~v" the readiness reason and details, the
+# histogram's label and observations, "~~E" a crowd of half requests first.
+python3 - "$C/admin_server_fuzz" <<'PY'
+import sys
+out = sys.argv[1]
+def get(target, extra=b"", method=b"GET", version=b"1.1"):
+    return (method + b" " + target + b" HTTP/" + version + b"\r\nHost: admin\r\n" + extra +
+            b"\r\n")
+HEAD, V10 = {"method": b"HEAD"}, {"version": b"1.0"}
+seeds = {
+    "get-metrics": (0x02, 0x35, get(b"/metrics")),
+    "head-readyz-not-ready": (0x00, 0x00, b"~~rlistener public is not bound~~dupstream public "
+                              b"(127.0.0.1:8080): down: refused\n~~0" + get(b"/readyz", **HEAD)),
+    "head-metrics-ready": (0x02, 0x23, get(b"/metrics", **HEAD) + get(b"/readyz")),
+    "pipelined-bytewise": (0x0a, 0x07, get(b"/healthz") + get(b"/metrics", **HEAD) +
+                           get(b"/readyz") + get(b"/nope") + get(b"/metrics") +
+                           get(b"/healthz", b"Connection: close\r\n") + get(b"/after-close")),
+    "chunked-post": (0x0a, 0x00, b"POST /metrics HTTP/1.1\r\nHost: admin\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+                     get(b"/healthz")),
+    "post-with-body": (0x12, 0x00, b"POST /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" +
+                       get(b"/healthz", method=b"DELETE")),
+    "oversize-header": (0x38, 0x00, get(b"/metrics", b"X-Big: " + b"a" * 9000 + b"\r\n")),
+    "oversize-body": (0x30, 0x00, get(b"/healthz", b"Content-Length: 5000\r\n") + b"b" * 5000),
+    "expect-continue": (0x02, 0x01, get(b"/metrics", b"Expect: 100-continue\r\n"
+                                                     b"Content-Length: 4\r\n") + b"body"),
+    "http10": (0x00, 0x00, get(b"/healthz", **V10) + get(b"/metrics", **V10)),
+    "http10-keep-alive": (0x22, 0x11, get(b"/readyz", b"Connection: keep-alive\r\n", **V10) +
+                          get(b"/healthz", **V10)),
+    "absolute-form": (0x02, 0x00, b"GET http://admin.example/metrics HTTP/1.1\r\n"
+                      b"Host: admin.example\r\n\r\n" + get(b"/metrics")),
+    "query-string": (0x02, 0x09, get(b"/metrics?name[]=x&y") + get(b"/readyz?verbose", **HEAD) +
+                     get(b"/healthz?")),
+    "two-connections": (0x02, 0x02, b"GET /metr~~1" + get(b"/healthz") +
+                        b"~~0ics HTTP/1.1\r\n\r\n~~1~~C~~0" + get(b"/readyz")),
+    "reset-mid-request": (0x08, 0x00, get(b"/metrics") + b"GET /met~~X"),
+    "unix-reset-after-request": (0x03, 0x04, get(b"/metrics") + b"~~X"),
+    "crowd-evicted": (0x02, 0x00, b"~~E~~0" + get(b"/healthz") + b"~~1" + get(b"/readyz")),
+    "malformed": (0x00, 0x00, b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n"),
+    "label-escapes": (0x02, 0x0f, b"~~lroute \"quoted\" \\ and\nnewline~~v\x00\x10\x64\xff~~0" +
+                      get(b"/metrics")),
+    "reopened": (0x02, 0x00, get(b"/healthz") + b"~~C" + get(b"/metrics") + b"~~X" +
+                 get(b"/readyz")),
+    "empty-connections": (0x00, 0x00, b"~~C~~1~~X~~2~~p1" + get(b"/healthz")),
+    "unix-pieces-of-7": (0x21, 0x05, get(b"/healthz") + get(b"/metrics") +
+                         get(b"/x", method=b"PUT")),
+    # It found Connection fields on two lines read as the first alone (test_admin_hostile.py).
+    "keepalive-close-in-second-field": (0x02, 0x00, b"GET /healthz HTTP/1.1\r\nConnection: "
+                                        b"x-trace\r\nConnection: close\r\n\r\n" +
+                                        b"GET /readyz HTTP/1.1\r\n\r\n"),
+}
+for name, (b0, b1, script) in seeds.items():
+    open(f"{out}/{name}", "wb").write(bytes([b0, b1]) + script)
+PY
+
+# verify_time_fuzz: the text of `mtlsd verify --at`.
+for t in 2026-01-02T03:04:05Z 2026-01-02t03:04:05.123456789+05:30 "2000-02-29 12:00:00z" \
+  0000-01-01T00:00:00+01:00 9999-12-31T23:59:60-23:59 2016-12-31T23:59:60Z 1969-12-31T23:59:59Z \
+  1900-02-29T00:00:00Z 2026-02-31T00:00:00Z @0 @1767323045 @9223372036854775807 \
+  @9223372036854775808; do
+  printf '%s' "$t" >"$C/verify_time_fuzz/$(printf '%s' "$t" | tr -c 'A-Za-z0-9@.+-' '_')"
+done
 
 echo "seeds written under $(pwd)/$C"

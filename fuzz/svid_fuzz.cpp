@@ -7,11 +7,17 @@
 // trust domain is the SPIFFE ID's, the key matches the leaf, the leaf carries exactly the
 // SPIFFE ID as its URI SAN and is not a CA, the bundle is not empty and holds CAs only (the
 // SVID chains to it), and trusted_cas() gives the bundle plus the named federated bundles,
-// reporting the names it has no bundle for.
+// reporting the names it has no bundle for. And the Workload API client's schedule for the SVID
+// DER (spiffe::next_update_due_in): 3/4 through the leaf's lifetime from now, within its clamps
+// (kQuietAtLeast 30 s, kQuietAtMost 24 h: src/spiffe/workload_client.cpp), 30 s when no leaf.
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -19,6 +25,8 @@
 
 #include "fuzz_support.hpp"
 #include "mtlsd/config/spiffe_id.hpp"
+#include "mtlsd/spiffe/workload_client.hpp"
+#include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/identity.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 
@@ -35,6 +43,29 @@ bool next_field(std::string_view& in, std::string& out) {
   out.assign(in.substr(0, n));
   in.remove_prefix(std::min(n, in.size()));
   return true;
+}
+
+// When the next Workload API message is due after this SVID: between the clamps, and what the
+// leaf's validity gives (the clock read before and after the call: a second may pass).
+void check_next_update_due_in(const std::string& der) {
+  using std::chrono::seconds;
+  constexpr seconds at_least{30}, at_most{24 * 3600};
+  const std::time_t before = std::time(nullptr);
+  const seconds due = spiffe::next_update_due_in(der);
+  const std::time_t after = std::time(nullptr);
+  fuzz::check(due >= at_least && due <= at_most, "the next update is due within the clamps");
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  tls::x509_ptr leaf(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  ERR_clear_error();
+  if (!leaf) {
+    fuzz::check(due == at_least, "no leaf: the next update is due in 30 s");
+    return;
+  }
+  const std::time_t from = tls::not_before_of(leaf.get());
+  const std::time_t due_at = from + (tls::not_after_of(leaf.get()) - from) / 4 * 3;
+  fuzz::check(due >= std::clamp(seconds(due_at - after), at_least, at_most) &&
+                  due <= std::clamp(seconds(due_at - before), at_least, at_most),
+              "the next update is due 3/4 through the leaf's lifetime");
 }
 
 }  // namespace
@@ -54,6 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string td, der;
   while (next_field(in, td) && next_field(in, der))
     raw.federated_bundles[td] = der;
+  check_next_update_due_in(raw.x509_svid);
 
   std::shared_ptr<const tls::spiffe::x509_context> ctx;
   try {
