@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import ssl
-import threading
 
 import pytest
 
@@ -17,6 +16,7 @@ from clients import (client_context, connect, fmt_addr, handshake_over_bios, ope
                      read_to_end, strict_eof)
 from helpers import wait_until
 from http_upstream import HttpRecorder, Reader, response
+from test_http_client_gone import HeldUpstream
 from test_http_mode import SockConn, read_response
 
 GET = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -149,28 +149,12 @@ def test_a_head_half_in_at_max_connection_age_is_served(serve, pki):
     assert daemon.wait_for_access(client=local)["termination"] == "max_age"
 
 
-class Silent:
-    """An HTTP/1.1 upstream that reads whatever comes and never answers; `closed` is set once
-    mtlsd closed its connection."""
-
-    def __init__(self):
-        self.closed = threading.Event()
-
-    def __call__(self, conn) -> None:
-        try:
-            while conn.sock.recv(65536):
-                pass
-        except OSError:
-            pass
-        self.closed.set()
-
-
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_a_silent_upstream_past_the_idle_timeout_is_a_504(serve, pki, method):
     """The upstream holds back its answer past timeouts.idle: the client gets 504 Gateway Timeout
     (Connection: close; no body after HEAD), then close_notify; the request line says 504 and why,
     as the connection's. It used to get a bare EOF, the line status 0 and no detail."""
-    up = Silent()
+    up = HeldUpstream()
     daemon, _ = serve(up, http={"protocols": ["http/1.1"]}, timeouts={"idle": "1s"})
     with https11(daemon, pki, strict=True) as sock:
         local = fmt_addr(sock.getsockname())
@@ -193,7 +177,7 @@ def test_a_silent_upstream_past_the_idle_timeout_is_a_504(serve, pki, method):
 def test_a_stalled_upload_past_the_idle_timeout_is_a_408(serve, pki):
     """The client stops halfway through its body: past timeouts.idle it gets 408 Request Timeout
     and close_notify (it used to get a bare EOF, and its line status 0)."""
-    up = Silent()
+    up = HeldUpstream()
     daemon, _ = serve(up, http={"protocols": ["http/1.1"]}, timeouts={"idle": "1s"})
     with https11(daemon, pki, strict=True) as sock:
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf.")

@@ -23,10 +23,10 @@ from mtlsd_harness import (client_context, daemon_config, fmt_addr, read_to_end,
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
 
 
-def hold(daemon, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
+def hold(addr, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
     """An admitted connection with traffic flowing: (socket, its address in the access log).
     Makes `ctx` strict_eof, so that assert_rejudged can tell close_notify from a bare close."""
-    sock = socket.create_connection(daemon.addr(), timeout=10, source_address=(source, 0))
+    sock = socket.create_connection(addr, timeout=10, source_address=(source, 0))
     local = fmt_addr(sock.getsockname())
     tls = strict_eof(ctx).wrap_socket(sock, server_hostname="localhost")
     echo(tls, b"before\n")
@@ -79,8 +79,8 @@ def trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path):
 
 def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki, tmp_path):
     daemon, bundle = trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path)
-    other, other_addr = hold(daemon, client_context(pki, "client-other"))
-    mine, mine_addr = hold(daemon, client_context(pki, "client"))
+    other, other_addr = hold(daemon.addr(), client_context(pki, "client-other"))
+    mine, mine_addr = hold(daemon.addr(), client_context(pki, "client"))
     assert closed_count(daemon, "unknown_ca") == 0
 
     shutil.copyfile(pki.path("ca.crt"), bundle)
@@ -103,7 +103,7 @@ def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, mak
     daemon, bundle = trusting_two_cas(start_mtlsd, make_upstream, pki, tmp_path)
     ctx = client_context(pki, "client-int")
     ctx.load_cert_chain(pki.path("client-int-chain.crt"), pki.path("client-int.key"))
-    full, full_addr = hold(daemon, ctx)  # its echo brought the ticket
+    full, full_addr = hold(daemon.addr(), ctx)  # its echo brought the ticket
     sock = socket.create_connection(daemon.addr(), timeout=10)
     resumed_addr = fmt_addr(sock.getsockname())
     resumed = ctx.wrap_socket(sock, server_hostname="localhost", session=full.session)
@@ -117,7 +117,7 @@ def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, mak
     renewed = ctx.wrap_socket(sock, server_hostname="localhost", session=resumed.session)
     echo(renewed, b"before\n")
     assert renewed.session_reused
-    bystander, bystander_addr = hold(daemon, client_context(pki, "client-other"))
+    bystander, bystander_addr = hold(daemon.addr(), client_context(pki, "client-other"))
 
     shutil.copyfile(pki.path("other-ca.crt"), bundle)
     daemon.send_signal(signal.SIGHUP)
@@ -132,9 +132,9 @@ def test_tightening_a_rule_closes_the_peers_it_now_refuses(start_mtlsd, make_ups
     up = make_upstream()
     loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, client_auth=loose)]))
-    victim, victim_addr = hold(daemon, client_context(pki, "client2"))
-    kept, kept_addr = hold(daemon, client_context(pki, "client"))
-    kept_far, kept_far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+    victim, victim_addr = hold(daemon.addr(), client_context(pki, "client2"))
+    kept, kept_addr = hold(daemon.addr(), client_context(pki, "client"))
+    kept_far, kept_far_addr = hold(daemon.addr(), client_context(pki, "client"), source="127.0.0.2")
 
     tight = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/ns/default/*"]}]}}
     reload_with(daemon, daemon_config([server_listener(pki, up.address, client_auth=tight)]))
@@ -159,8 +159,8 @@ def test_removing_a_source_range_closes_connections_from_it(start_mtlsd, make_up
         return {"allow": {"rules": [{"spiffe_ids": [CLIENT_ID], "source_cidrs": cidrs}]}}
     daemon = start_mtlsd(daemon_config([server_listener(
         pki, up.address, client_auth=allow(["127.0.0.1/32", "127.0.0.2/32"]))]))
-    near, near_addr = hold(daemon, client_context(pki, "client"))
-    far, far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+    near, near_addr = hold(daemon.addr(), client_context(pki, "client"))
+    far, far_addr = hold(daemon.addr(), client_context(pki, "client"), source="127.0.0.2")
 
     reload_with(daemon, daemon_config([server_listener(pki, up.address,
                                                        client_auth=allow(["127.0.0.1/32"]))]))
@@ -177,8 +177,8 @@ def test_dropping_a_range_from_allowed_sources_closes_connections_from_it(start_
     up = make_upstream()
     daemon = start_mtlsd(daemon_config([server_listener(
         pki, up.address, allowed_sources=["127.0.0.1/32", "127.0.0.2/32"])]))
-    near, near_addr = hold(daemon, client_context(pki, "client"))
-    far, far_addr = hold(daemon, client_context(pki, "client"), source="127.0.0.2")
+    near, near_addr = hold(daemon.addr(), client_context(pki, "client"))
+    far, far_addr = hold(daemon.addr(), client_context(pki, "client"), source="127.0.0.2")
 
     reload_with(daemon, daemon_config([server_listener(pki, up.address,
                                                        allowed_sources=["127.0.0.1/32"])]))

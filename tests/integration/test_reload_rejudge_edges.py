@@ -27,45 +27,15 @@ import time
 import pytest
 
 from helpers import reload_with, stamp
-from mtlsd_harness import (client_context, daemon_config, fmt_addr, read_to_end, server_listener,
-                           strict_eof, write_config)
+from mtlsd_harness import client_context, daemon_config, fmt_addr, server_listener, write_config
 from test_client_mode import client_listener
+from test_reload_rejudge import assert_rejudged, echo, hold
 from test_revocation_crl import root_crl
 from upstream import free_port
 
 
 def config(listeners: list[dict], **overrides) -> dict:
     return daemon_config(listeners, workers=1, reload={"watch": False}, **overrides)
-
-
-def hold(addr, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
-    """An admitted TLS connection to `addr` with traffic flowing: (socket, its local address)."""
-    sock = socket.create_connection(addr, timeout=10, source_address=(source, 0))
-    local = fmt_addr(sock.getsockname())
-    tls = strict_eof(ctx).wrap_socket(sock, server_hostname="localhost")
-    echo(tls, b"before\n")
-    return tls, local
-
-
-def echo(conn: socket.socket, data: bytes) -> None:
-    conn.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        chunk = conn.recv(100)
-        assert chunk, f"closed while echoing {data!r}"
-        got += chunk
-    assert got == data
-
-
-def assert_rejudged(daemon, tls: ssl.SSLSocket, local: str, reason: str) -> dict:
-    """mtlsd closed the connection (close_notify) for the new policy's `reason`."""
-    line = daemon.wait_for_access(client=local)
-    assert (line["reason"], line["termination"]) == (reason, "reload_rejudged"), line
-    assert line["detail"].startswith("reload_rejudged: "), line
-    tls.settimeout(10)
-    assert read_to_end(tls) == (b"", "close_notify")
-    tls.close()
-    return line
 
 
 def still_relaying(daemon, conn: socket.socket, local: str) -> None:
