@@ -106,6 +106,17 @@ class Exchange:
         return None
 
 
+def read_to_close(sock) -> bytes:
+    """What a TLS socket receives until mtlsd closes it (close_notify, a close or a reset)."""
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except (ssl.SSLError, ConnectionResetError):
+        pass
+    return out
+
+
 def connect(addr: Addr, timeout: float = TIMEOUT) -> socket.socket:
     if isinstance(addr, str):
         family = socket.AF_UNIX

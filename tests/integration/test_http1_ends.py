@@ -13,7 +13,7 @@ import ssl
 import pytest
 
 from clients import (client_context, connect, fmt_addr, handshake_over_bios, open_tls,
-                     read_to_end, strict_eof)
+                     read_to_close, read_to_end, strict_eof)
 from helpers import wait_until
 from http_upstream import HttpRecorder, Reader, response
 from test_http_client_gone import HeldUpstream
@@ -114,9 +114,7 @@ def test_a_head_half_in_when_a_drain_starts_is_served(serve, pki):
         daemon.send_signal(signal.SIGTERM)
         assert idle.recv(1) == b"", "the idle connection stayed open"
         sock.sendall(b"\r\nhello")
-        got = b""
-        while chunk := sock.recv(65536):
-            got += chunk
+        got = read_to_close(sock)
     assert_served_with_close(got, b"/order")
     assert rec.requests[-1].target == "/order" and rec.requests[-1].body == b"hello"
     assert daemon.wait_exit() == 0
@@ -140,9 +138,7 @@ def test_a_head_half_in_at_max_connection_age_is_served(serve, pki):
             later.settimeout(10)
             assert later.recv(1) == b"", "the idle connection outlived its age"
         sock.sendall(b"\r\nhello")
-        got = b""
-        while chunk := sock.recv(65536):
-            got += chunk
+        got = read_to_close(sock)
     assert_served_with_close(got, b"/order")
     line = daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("path") == "/order")
     assert line["status"] == 200, line

@@ -8,10 +8,10 @@ debug build on it); a client that ends its connection inside a request body is n
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 import time
 
+from clients import read_to_close
 from helpers import read_head, wait_request_line
 from http_upstream import Reader
 from mtlsd_harness import client_context, open_tls
@@ -132,12 +132,7 @@ def test_a_client_ending_inside_a_request_body_is_not_answered_400(http_serve, p
         raw = sock.unwrap()  # close_notify: the client's end, inside the body
         raw.shutdown(socket.SHUT_WR)
         raw.settimeout(TIMEOUT)
-        answer = b""
-        try:
-            while chunk := raw.recv(65536):
-                answer += chunk
-        except (ssl.SSLError, ConnectionResetError):
-            pass
+        read_to_close(raw)  # until mtlsd closes (TLS records: the line says what it answered)
         raw.close()
     line = wait_request_line(daemon, path="/gave-up")
     assert line["detail"] == "the client ended its connection inside the request body", line

@@ -21,7 +21,8 @@ import h2.events
 import h2.settings
 import pytest
 
-from clients import client_context, connect, fmt_addr, handshake_over_bios, open_tls
+from clients import (client_context, connect, fmt_addr, handshake_over_bios, open_tls,
+                     read_to_close)
 from grpc_probe import probe_stub, stubs, tls_channel
 from h2_client import H2Client
 from http_upstream import response
@@ -284,17 +285,6 @@ def test_requests_over_an_identitys_limit_get_request_lines_and_count_as_4xx(htt
     assert h2_line["detail"].startswith("rate_limited"), h2_line
     assert requests_counted(daemon, "4xx") == (1, 1)
     assert [r.target for r in recorder.requests] == ["/first"]
-
-
-def read_to_close(sock) -> bytes:
-    """What a TLS socket receives until mtlsd closes it (close_notify, a close or a reset)."""
-    out = b""
-    try:
-        while chunk := sock.recv(65536):
-            out += chunk
-    except (ssl.SSLError, ConnectionResetError):
-        pass
-    return out
 
 
 # --- HTTP/1.1: a request is counted only when one had come -------------------------------------
