@@ -2,6 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -184,10 +185,31 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       auto written = co_await (http::async_write(sock, res, as_tuple(use_awaitable)) ||
                                timer.async_wait(as_tuple(use_awaitable)));
-      if (written.index() != 0 || std::get<0>(std::get<0>(written)) || !res.keep_alive()) break;
+      if (written.index() != 0 || std::get<0>(std::get<0>(written))) co_return;
+      if (!res.keep_alive()) break;
     }
+    co_await linger(sock, timer, *me);
+  }
+
+  // The answer went out; the client may have sent more (a refused body, a pipelined request).
+  // Closing with those bytes unread would send a reset, which can make the client's stack drop
+  // the answer it has not read yet (RFC 9112 9.6; review). So: FIN first, then what arrives is
+  // read and dropped until the client closes too, for at most a second (nginx's lingering
+  // close). Evictable meanwhile, as a connection waiting for a request.
+  static asio::awaitable<void> linger(net::stream_socket& sock, asio::steady_timer& timer,
+                                      slot& me) {
+    using namespace asio::experimental::awaitable_operators;
     boost::system::error_code ignored;
     sock.shutdown(net::stream_socket::shutdown_send, ignored);
+    me.reading = true;
+    me.since = std::chrono::steady_clock::now();
+    timer.expires_after(std::chrono::seconds(1));
+    std::array<char, 4096> dropped;
+    for (;;) {
+      auto read = co_await (sock.async_read_some(asio::buffer(dropped), as_tuple(use_awaitable)) ||
+                            timer.async_wait(as_tuple(use_awaitable)));
+      if (read.index() != 0 || std::get<0>(std::get<0>(read))) co_return;
+    }
   }
 
   // Logs and counts an error that must not pass silently; the caller goes on.

@@ -6,6 +6,8 @@ nginx does, instead of a bare close."""
 from __future__ import annotations
 
 import socket
+import struct
+import time
 
 import pytest
 
@@ -129,3 +131,38 @@ def test_every_connection_field_decides_keep_alive(serve, version, fields, close
     answers = out.count(b"HTTP/1.")
     assert answers == (1 if closes else 2), out
     assert (b"Connection: close" in out.split(b"\r\n\r\n")[0]) == closes, out
+
+
+def answered_with_reset(s: socket.socket) -> bool:
+    """After the server's FIN: whether a byte sent now meets a reset (mtlsd closed with bytes
+    unread; Linux sends the reset right after the FIN, or in answer to this byte) or an
+    acknowledgement (mtlsd still reads). Waits for one or the other, read from TCP_INFO."""
+    try:
+        s.send(b"y")
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        state, unacked = info[0], struct.unpack_from("I", info, 24)[0]
+        if state == 7:  # TCP_CLOSE: the reset came
+            return True
+        if unacked == 0:
+            return False
+    raise AssertionError("neither an acknowledgement nor a reset within 5 s")
+
+
+def test_a_refused_request_ends_in_a_fin_not_a_reset(serve):
+    """Review: after a refusal the admin server closed with the client's body unread, which
+    makes TCP send a reset: over a network, an answer still in flight is lost with it (RFC 9112
+    9.6). It now sends its FIN and reads what is left, as nginx's lingering close."""
+    daemon, _ = serve()
+    with connect(daemon) as s:
+        s.sendall(b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+                  + b"x" * 65536)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        assert out.startswith(b"HTTP/1.1 413 "), out[:200]
+        assert not answered_with_reset(s)
+    assert daemon.admin_request("/healthz").status == 200
