@@ -195,9 +195,18 @@ def paced_flood(client, reader: FrameReader, first: int) -> int:
     return sent
 
 
-def flood_lines(daemon, local: str) -> list[dict]:
-    return [line for line in daemon.logs() if line.get("msg") == "request"
-            and line.get("client") == local and line.get("path") == "/flood"]
+def flood_lines(daemon, local: str, streams: list[int]) -> list[dict]:
+    """The flood's request lines, one per stream of `streams`. A burst of ~800-byte lines can
+    fill the log's 128 KiB queue when its writer thread is starved (a loaded machine): lines
+    dropped so are counted, never waited for, and a missing line must be one of those."""
+    lines = [line for line in daemon.logs() if line.get("msg") == "request"
+             and line.get("client") == local and line.get("path") == "/flood"]
+    ids = sorted(line["stream_id"] for line in lines)
+    assert set(ids) <= set(streams) and len(ids) == len(set(ids)), ids
+    if len(ids) < len(streams):
+        dropped = daemon.scrape().get("mtlsd_access_log_dropped_total")
+        assert len(ids) + dropped >= len(streams), f"{len(ids)} lines, {dropped} dropped"
+    return lines
 
 
 def check_goaway(reader: FrameReader, first: int) -> int:
@@ -265,8 +274,7 @@ def test_paced_rapid_reset_never_reaches_the_h2c_upstream_and_ends_in_goaway(ser
     assert tail == [], f"frames after the GOAWAY: {tail}"
 
     assert_closed_for_rapid_reset(daemon, daemon.wait_for_access(client=local))
-    lines = flood_lines(daemon, local)
-    assert sorted(line["stream_id"] for line in lines) == list(range(1, 2 * sent, 2)), len(lines)
+    lines = flood_lines(daemon, local, list(range(1, 2 * sent, 2)))
     assert {(line["status"], line["detail"]) for line in lines} == {(0, "stream reset: CANCEL")}
 
     upstream.wait("the flood's connection stays open", lambda: flood_up["closed"])
@@ -309,7 +317,7 @@ def test_a_connection_closed_for_rapid_reset_ends_its_open_streams(serve, pki):
     held = [x for x in daemon.logs() if x.get("msg") == "request" and x.get("path") == "/held"]
     assert [(x["status"], x["stream_id"], x["detail"]) for x in held] == \
         [(0, 1, "connection closed")], held
-    assert len(flood_lines(daemon, local)) == RAPID_RESET_FLOOR
+    flood_lines(daemon, local, list(range(3, 3 + 2 * RAPID_RESET_FLOOR, 2)))
     upstream.wait("the connection stays open", lambda: up["closed"])
     assert up["requests"] == [(1, "/held")], up
     assert daemon.running()
@@ -341,13 +349,12 @@ def test_an_unpaced_flood_in_one_write_is_cut_short_and_kept_from_the_upstream(s
 
     access = daemon.wait_for_access(client=local)
     assert_closed_for_rapid_reset(daemon, access)
-    taken = flood_lines(daemon, local)
-    assert sorted(line["stream_id"] for line in taken) == \
-        list(range(1, 2 * RAPID_RESET_FLOOR, 2)), len(taken)
+    taken = flood_lines(daemon, local, list(range(1, 2 * RAPID_RESET_FLOOR, 2)))
     assert access["rx_bytes"] < len(flood), access["rx_bytes"]
     upstream.wait("the flood's connection stays open", lambda: flood_up["closed"])
     leaked = flood_up["requests"]
-    assert len(leaked) <= len(taken) // 100, f"{len(leaked)} of {len(taken)} reached upstream"
+    assert len(leaked) <= RAPID_RESET_FLOOR // 100, \
+        f"{len(leaked)} of {RAPID_RESET_FLOOR} reached upstream"
     assert {sid for sid, _ in leaked} <= set(flood_up["resets"]), "a leaked stream not reset"
 
     assert_a_new_connection_is_served(daemon, pki, upstream)
