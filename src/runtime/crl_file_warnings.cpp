@@ -84,6 +84,43 @@ void chain_crl_warnings(const listener_runtime& l, config::diagnostics& out) {
     }
 }
 
+// A CA of the trust bundle that issues none of its other CAs most likely issues the peers'
+// certificates: without a CRL of its own in the files (nor OCSP or distribution points to
+// answer), each certificate it issues is unchecked and, under on_unavailable: fail, refused
+// (review: a bundle whose issuing CA's CRL was left out refused every client, `check` silent).
+// A CA above another in the bundle is chain_crl_warnings' concern.
+void issuing_ca_crl_warnings(const listener_runtime& l, config::diagnostics& out) {
+  const auto& rv = l.cfg.revocation;
+  if (rv.crl_files.empty() || rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points)
+    return;
+  const std::string peer = l.cfg.mode == config::listener_mode::server ? "client" : "server";
+  const std::string outcome =
+      rv.on_unavailable == config::unavailable_policy::fail
+          ? "will be refused as revocation_unavailable (unable to get certificate CRL)"
+          : "is admitted unchecked, warned about and counted unavailable (on_unavailable: allow)";
+  std::vector<const tls::cert_chain*> bundles;
+  for (const auto& [domain, bundle] : l.tls.trust_by_domain)
+    bundles.push_back(&bundle);
+  if (bundles.empty()) bundles.push_back(&l.tls.trust);
+  for (const auto* bundle : bundles)
+    for (const auto& ca : *bundle) {
+      bool issues_a_ca = false;
+      for (const auto& other : *bundle)
+        issues_a_ca = issues_a_ca || (other.get() != ca.get() &&
+                                      X509_check_issued(ca.get(), other.get()) == X509_V_OK);
+      bool has_crl = false;
+      for (const auto& crl : l.tls.crls)
+        has_crl = has_crl || tls::revocation::check_crl_issuer(crl.get(), ca.get()).empty();
+      tls::drain_errors();
+      if (issues_a_ca || has_crl) continue;
+      out.push_back({rv.crl_files.front().where,
+                     "revocation.crl_files: no CRL of the trusted CA " + tls::subject_of(ca.get()) +
+                         " is in crl_files: every " + peer + " certificate it issues " + outcome +
+                         "; add its CRL (unless it issues CA certificates only)",
+                     true});
+    }
+}
+
 }  // namespace
 
 // An issuer whose CRLs in the files are none of them current answers for nobody: with
@@ -128,6 +165,7 @@ void crl_file_warnings(const listener_runtime& l, std::time_t now, config::diagn
                          "CRL of that issuer is given: " + outcome + " until one is written",
                      true});
   chain_crl_warnings(l, out);
+  issuing_ca_crl_warnings(l, out);
 }
 
 }  // namespace mtlsd::runtime

@@ -82,3 +82,35 @@ def test_under_allow_the_warning_says_the_clients_are_admitted(mtlsd_bin, pki, t
     warned = check_warnings(mtlsd_bin, cfg)
     assert len(warned) == 1 and INTERMEDIATE in warned[0], warned
     assert "admitted unchecked at that level" in warned[0], warned
+
+
+def issuing_warnings(mtlsd_bin, cfg: Path) -> list[str]:
+    proc = run_cli(mtlsd_bin, "check", "--config", str(cfg))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "is valid" in text, text
+    return [l for l in text.splitlines() if "warning: " in l and "no CRL of the trusted CA" in l]
+
+
+def test_check_warns_of_an_issuing_ca_without_a_crl_of_its_own(mtlsd_bin, pki, tmp_path, bundle):
+    """Review: crl_files holding the root's CRL alone, beside a root -> issuing CA bundle, left
+    every client of the issuing CA refused (no CRL of its issuer), and `check` said nothing: the
+    chain warning covers the CAs above another, not the one at the bottom of the bundle."""
+    cfg = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")]})
+    warned = issuing_warnings(mtlsd_bin, cfg)
+    assert len(warned) == 1 and warned[0].startswith(f"{cfg}:"), warned
+    assert f"no CRL of the trusted CA {INTERMEDIATE} is in crl_files" in warned[0], warned
+    assert "every client certificate it issues will be refused as revocation_unavailable" \
+        in warned[0], warned
+    proc = verify_cli(mtlsd_bin, cfg, "inbound", pki.path("client-int.crt"))
+    assert proc.returncode == 1 and "revocation_unavailable" in proc.stdout, proc.stdout
+
+    # Its CRL given, or OCSP to answer, or on_unavailable: allow (said so): as it should be.
+    fine = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("int-crl.pem")]}, "f.yaml")
+    assert issuing_warnings(mtlsd_bin, fine) == []
+    ocsp = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")], "ocsp": "leaf",
+                                            "ocsp_responder": "http://127.0.0.1:9/"}, "o.yaml")
+    assert issuing_warnings(mtlsd_bin, ocsp) == []
+    allow = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")],
+                                             "on_unavailable": "allow"}, "a.yaml")
+    warned = issuing_warnings(mtlsd_bin, allow)
+    assert len(warned) == 1 and "admitted unchecked" in warned[0], warned
