@@ -39,7 +39,8 @@
 #   --h2             instead: HTTP/2 by h2load through mtlsd's http: mode and nginx (bench/h2.sh)
 #
 # Environment: MTLSD_BIN, LOADGEN_BIN, IDLE_FLOOR_BIN override the binaries (otherwise they are
-# built).
+# built). RESULTS.md names the commit and tree state mtlsd was built from, read when it is built;
+# for a given MTLSD_BIN they are unknown unless MTLSD_BIN_COMMIT says the commit.
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 

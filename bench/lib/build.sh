@@ -1,6 +1,39 @@
 # shellcheck shell=bash
 # bench/lib/build.sh — sourced by bench/run.sh: the mtlsd, mtlsd_loadgen and mtlsd_idle_floor
-# binaries it measures with (MTLSD_BIN / LOADGEN_BIN / IDLE_FLOOR_BIN, built here unless given).
+# binaries it measures with (MTLSD_BIN / LOADGEN_BIN / IDLE_FLOOR_BIN, built here unless given),
+# and what mtlsd was built from (MTLSD_COMMIT, MTLSD_TREE: RESULTS.md names them).
+
+# The commit and the state of the tracked files, as one line: HEAD, then a digest of their
+# uncommitted changes ("" when there are none).
+tree_fingerprint() {
+    local head changes
+    head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return 0; }
+    changes=$(git -C "$ROOT" diff --no-ext-diff HEAD -- 2>/dev/null || echo "cannot tell")
+    if [[ -z "$changes" ]]; then
+        echo "$head"
+    else
+        echo "$head $(printf '%s' "$changes" | sha256sum | cut -c1-12)"
+    fi
+}
+
+# MTLSD_COMMIT and MTLSD_TREE (clean, dirty) of the sources as the build about to run reads them:
+# read beside the build, not after the run (review: read at the end, they named edits made while
+# the bench ran, not what the binary measured was built from). A tree that changed while the
+# build ran is "changed during the build": which edits the binary has is then unknown.
+record_tree_before_build() {
+    TREE_BEFORE_BUILD=$(tree_fingerprint)
+    read -r MTLSD_COMMIT _ <<<"$TREE_BEFORE_BUILD"
+    MTLSD_TREE=clean
+    [[ "$TREE_BEFORE_BUILD" == *" "* ]] && MTLSD_TREE=dirty
+    [[ "$MTLSD_COMMIT" == unknown ]] && MTLSD_TREE=unknown
+    return 0
+}
+check_tree_after_build() {
+    [[ "$(tree_fingerprint)" == "$TREE_BEFORE_BUILD" ]] && return 0
+    MTLSD_TREE="changed during the build"
+    log "WARNING: the tree changed while mtlsd was built: RESULTS.md cannot say what it was built from"
+}
+
 find_binaries() {
     local build_log targets=()
     build_log=$(mktemp /tmp/mtlsd-bench-build.XXXXXX)
@@ -22,6 +55,7 @@ find_binaries() {
         # Always brought up to date (incremental: seconds when nothing changed). Built only when
         # missing, a binary left from an earlier commit was measured under this commit's name.
         log "building mtlsd (release preset)"
+        record_tree_before_build
         if (cd "$ROOT" && { [[ -f build/release/CMakeCache.txt ]] ||
                 cmake --preset release >"$build_log" 2>&1; } &&
                 cmake --build --preset release -j2 --target mtlsd >>"$build_log" 2>&1); then
@@ -39,6 +73,12 @@ find_binaries() {
                 { tail -30 "$build_log" >&2; die "cannot build mtlsd"; }
             MTLSD_BIN="$ROOT/build/bench-mtlsd/mtlsd"
         fi
+        check_tree_after_build
+    else
+        # Built elsewhere, from sources this script never saw: the commit only when the caller
+        # says it (MTLSD_BIN_COMMIT).
+        MTLSD_COMMIT=${MTLSD_BIN_COMMIT:-"unknown (given binary)"}
+        MTLSD_TREE="unknown (given binary)"
     fi
     rm -f "$build_log"
     [[ -x "$MTLSD_BIN" ]] || die "no mtlsd binary at $MTLSD_BIN"

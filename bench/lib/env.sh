@@ -119,17 +119,18 @@ EOF
 }
 
 # --- what RESULTS.md says about the machine and the versions (one JSON object) ----------------
+# The commit and tree are those mtlsd was built from (MTLSD_COMMIT, MTLSD_TREE: bench/lib/build.sh
+# records them beside the build), not those at the end of the run.
 write_machine_json() { # FILE
-    local cpu kernel mtlsd_v nginx_v haproxy_v openssl_v tree=clean
+    local cpu kernel mtlsd_v nginx_v haproxy_v openssl_v
     cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     kernel=$(uname -sr)
     mtlsd_v=$("$MTLSD_BIN" --version 2>&1 | awk 'NR == 1')
     nginx_v=$(nginx -v 2>&1 | awk 'NR == 1')
     haproxy_v=$(haproxy -v 2>&1 | awk 'NR == 1')
     openssl_v=$(openssl version)
-    [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]] && tree=dirty
     python3 - "$1" "$NPROC" "$cpu" "$kernel" "$mtlsd_v" "$nginx_v" "$haproxy_v" "$openssl_v" \
-        "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$tree" \
+        "${MTLSD_COMMIT:-unknown}" "${MTLSD_TREE:-unknown}" \
         "$MTLSD_BIN" "${MTLSD_BUILD_TYPE:-unknown}" <<'EOF2'
 import json, sys
 keys = ["nproc", "cpu", "kernel", "mtlsd", "nginx", "haproxy", "openssl", "commit", "tree",

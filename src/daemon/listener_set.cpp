@@ -1,5 +1,6 @@
 #include "mtlsd/daemon/listener_set.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +33,37 @@ bool overlaps(const std::string& a, const std::string& b) {
   const auto* p = std::get_if<config::address>(&x);
   const auto* q = std::get_if<config::address>(&y);
   return p && q && config::may_overlap(*p, *q);
+}
+
+// One listening unix socket served by every worker: each gets an acceptor of its own on a dup()
+// of it, so every worker's loop waits on the one socket and its one queue (a unix socket has no
+// SO_REUSEPORT group: review, worker 0 alone served a unix listener). A connection wakes every
+// waiting worker; the first accepts it and the others' accept() fails with EAGAIN, which Asio
+// takes as "wait again" (no error, no log line). Every acceptor is an assigned descriptor
+// (Asio's `possible_dup`), so closing one takes it out of its worker's epoll set explicitly: a
+// close alone would not while another descriptor keeps the socket open, and the epoll set
+// would go on reporting it for an acceptor that is gone.
+std::vector<proxy::stream_acceptor> share_unix_socket(
+    proxy::stream_acceptor bound, const std::vector<std::unique_ptr<worker>>& workers) {
+  const auto protocol = bound.local_endpoint().protocol();
+  const int fd = bound.release();  // out of the epoll set it was opened in; assigned below
+  std::vector<proxy::stream_acceptor> out;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    const int d = i == 0 ? fd : ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+      const int err = errno;
+      throw boost::system::system_error(err, boost::system::system_category(), "dup");
+    }
+    proxy::stream_acceptor acc(workers[i]->context());
+    boost::system::error_code ec;
+    acc.assign(protocol, d, ec);
+    if (ec) {
+      ::close(d);  // the others close with `out`
+      throw boost::system::system_error(ec, "assign");
+    }
+    out.push_back(std::move(acc));
+  }
+  return out;
 }
 
 }  // namespace
@@ -211,12 +243,15 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
           (std::filesystem::path(b.takeover.path).parent_path() /
            (".mtlsd-" + std::to_string(::getpid()) + "-" + std::to_string(++takeovers)))
               .string();
-      b.acceptors.push_back(proxy::open_acceptor(
-          workers_[0]->context(),
-          proxy::stream_endpoint(asio::local::stream_protocol::endpoint(b.takeover.bound_at)),
-          false));
+      b.acceptors = share_unix_socket(
+          proxy::open_acceptor(
+              workers_[0]->context(),
+              proxy::stream_endpoint(asio::local::stream_protocol::endpoint(b.takeover.bound_at)),
+              false),
+          workers_);
     } else if (lr->cfg.listen.is_unix()) {
-      b.acceptors.push_back(proxy::open_acceptor(workers_[0]->context(), ep, false));
+      b.acceptors =
+          share_unix_socket(proxy::open_acceptor(workers_[0]->context(), ep, false), workers_);
     } else {
       for (auto& w : workers_) {
         b.acceptors.push_back(proxy::open_acceptor(w->context(), ep, true));

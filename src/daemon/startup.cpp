@@ -2,14 +2,13 @@
 // the control loop until a drain stops it.
 #include <malloc.h>
 
-#include <algorithm>
 #include <csignal>
 #include <ctime>
 #include <filesystem>
-#include <thread>
 
 #include "daemon_state.hpp"
 #include "mtlsd/config/load.hpp"
+#include "mtlsd/daemon/cpu_count.hpp"
 #include "mtlsd/daemon/daemon.hpp"
 #include "mtlsd/daemon/fd_limit.hpp"
 #include "mtlsd/daemon/sd_notify.hpp"
@@ -101,10 +100,20 @@ int daemon::run() {
   signals_.add(SIGUSR1);  // logrotate: reopen the access-log file
   auto rt = load_first();
   if (!rt) return 1;
-  // Asked once, before the sandbox (which may hide what the count is read from).
-  started_with_.auto_workers = std::max(1u, std::thread::hardware_concurrency());
+  // Asked once, before the sandbox (which hides /sys): the CPUs this process may use, not those
+  // the host has (review: under `taskset -c 0` workers: 0 started 2 workers; in a container
+  // limited to one CPU on a 64-core node, 64).
+  const cpu_count cpus = count_cpus();
+  started_with_.auto_workers = cpus.usable;
   const unsigned n = rt->cfg.workers ? rt->cfg.workers : started_with_.auto_workers;
   started_with_.workers = n;
+  if (!rt->cfg.workers)
+    log::info("workers: 0 starts one per CPU this process may use",
+              {{"workers", static_cast<int>(n)},
+               {"cpus_online", static_cast<int>(cpus.online)},
+               {"cpus_allowed", static_cast<int>(cpus.allowed)},
+               cpus.quota ? log::field("cgroup_cpu_limit", static_cast<int>(*cpus.quota))
+                          : log::field("cgroup_cpu_limit", log::null_value{})});
   // Two descriptors per connection: raise the soft limit before anything is accepted. A limit
   // that leaves none for connections would have mtlsd say it is ready and refuse every client
   // (review): that is a start-up error.

@@ -42,7 +42,8 @@ class listener_set {
   // A listener bound on every worker but not served yet (see bind_changed).
   struct bound_listener {
     std::shared_ptr<proxy::listener_slot> slot;
-    std::vector<proxy::stream_acceptor> acceptors;  // one per worker (TCP) or one (unix)
+    // One per worker: TCP, a socket each (SO_REUSEPORT); unix, a dup() each of one socket.
+    std::vector<proxy::stream_acceptor> acceptors;
     unix_takeover takeover;
     // A rename: no acceptors of its own, it takes those of the listener of this name.
     std::string renamed_from;

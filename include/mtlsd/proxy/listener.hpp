@@ -1,6 +1,7 @@
 #pragma once
-// Accepting connections. Each worker has its own acceptor per listener (SO_REUSEPORT: the kernel
-// spreads connections over workers, nothing is shared on the connection path). What workers do
+// Accepting connections. Each worker has its own acceptor per listener (TCP: SO_REUSEPORT, the
+// kernel spreads connections over workers; unix: a dup() each of the one socket, the first
+// worker woken takes the connection), nothing is shared on the connection path. What workers do
 // share per listener is a listener_slot: the listener's current runtime (swapped on reload) and
 // its connection count (for max_connections) and admission counts.
 #include <atomic>
