@@ -1,3 +1,4 @@
+#include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <boost/asio/co_spawn.hpp>
@@ -9,11 +10,13 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "mtlsd/cli/cli.hpp"
 #include "mtlsd/config/config.hpp"
 #include "mtlsd/config/load.hpp"
+#include "mtlsd/config/pkcs11_uri.hpp"
 #include "mtlsd/daemon/revocation_report.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/net/resolver.hpp"
@@ -21,6 +24,7 @@
 #include "mtlsd/runtime/runtime.hpp"
 #include "mtlsd/tls/client_hello.hpp"
 #include "mtlsd/tls/credentials.hpp"
+#include "mtlsd/tls/pkcs11.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
 
 namespace mtlsd::cli {
@@ -182,6 +186,32 @@ bool trusts_only_spiffe_bundles(const config::listener& l) {
   return true;
 }
 
+// The public key of each certificate of ours whose key a PKCS#11 token holds, to stand in for
+// that key: verify judges the peer and signs nothing, so it opens no token and spends none of
+// its few PIN tries (review: each run logged in, a try lost per run to a wrong PIN). Skipped
+// (the key loaded as before) for a certificate that is no regular file, which a second read
+// would not find again (a pipe), and for one that does not load, whose error the build gives
+// before it needs the key.
+std::map<std::string, tls::evp_pkey_ptr> token_key_stand_ins(const config::listener& l) {
+  std::map<std::string, tls::evp_pkey_ptr> out;
+  std::vector<const config::key_source*> sources{&l.tls};
+  for (const auto& e : l.tls.certificates)
+    sources.push_back(&e);
+  for (const auto* s : sources) {
+    struct stat st {};
+    if (!config::is_pkcs11_uri(s->key.path) || !s->pkcs12.empty() || out.count(s->key.path) ||
+        ::stat(s->cert.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    try {
+      const auto chain = tls::load_cert_chain(s->cert);
+      if (EVP_PKEY* key = X509_get_pubkey(chain.front().get()))
+        out.emplace(s->key.path, tls::evp_pkey_ptr(key));
+    } catch (const config::config_error&) {  // the build reports it
+    }
+  }
+  return out;
+}
+
 // The named listener and its runtime, built alone; nullptr once stderr says why (exit status 2).
 std::shared_ptr<const runtime::runtime> build_listener(const verify_request& r) {
   auto loaded = config::load_file(r.config_path);
@@ -208,6 +238,7 @@ std::shared_ptr<const runtime::runtime> build_listener(const verify_request& r) 
   try {
     runtime::build_options opts;
     opts.check_own_validity = false;
+    tls::pkcs11::stand_in_public_keys(token_key_stand_ins(*l));
     return runtime::build(one, opts);
   } catch (const config::config_error& e) {
     for (const auto& p : e.problems())

@@ -3,6 +3,7 @@
 #include <libp11.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +51,12 @@ std::string& threads_note() {
 
 std::map<std::string, module>& modules() {
   static auto* m = new std::map<std::string, module>;  // lives as long as the keys do
+  return *m;
+}
+
+// Keys `mtlsd verify` uses in place of the token's, by URI (stand_in_public_keys).
+std::map<std::string, evp_pkey_ptr>& stand_ins() {
+  static auto* m = new std::map<std::string, evp_pkey_ptr>;
   return *m;
 }
 
@@ -163,8 +170,45 @@ void take_secret(std::string& pin, std::string secret) {
   OPENSSL_cleanse(secret.data(), secret.capacity());
 }
 
-void login(PKCS11_SLOT* slot, const config::pkcs11_uri& uri, const config::file_ref& key,
-           const config::file_ref& pin_file) {
+// PINs a token refused, by module, token and the PIN's SHA-256, each with the token's reason:
+// tried once per process, since many tokens lock after three wrong PINs (review: each listener
+// of a build, each later reload and each `verify` spent one more).
+std::map<std::string, unsigned long>& refused_pins() {
+  static auto* m = new std::map<std::string, unsigned long>;
+  return *m;
+}
+
+std::string refusal_key(const std::string& module, const PKCS11_TOKEN& t, const std::string& pin) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_Digest(pin.data(), pin.size(), md, &n, EVP_sha256(), nullptr) != 1) n = 0;
+  auto field = [](const char* v) { return std::string(v ? v : "") + '\n'; };
+  return module + '\n' + field(t.manufacturer) + field(t.model) + field(t.serialnr) +
+         field(t.label) + util::hex(md, n);
+}
+
+// What a PIN the token refused means; "" for a failure that is not about the PIN.
+std::string pin_refusal(unsigned long reason, const std::string& label, const std::string& from) {
+  switch (reason) {
+    case kPinIncorrect:
+      return "wrong PIN for PKCS#11 token '" + label + "' (CKR_PIN_INCORRECT; from " + from + ")";
+    case kPinInvalid:
+    case kPinLenRange:
+      return "the PIN for PKCS#11 token '" + label +
+             "' is not a valid PIN for it (wrong length or characters; from " + from + ")";
+    case kPinLocked:
+      return "the PIN of PKCS#11 token '" + label +
+             "' is locked (CKR_PIN_LOCKED): too many wrong PINs; unlock it with the security "
+             "officer's PIN";
+    case kPinExpired:
+      return "the PIN of PKCS#11 token '" + label + "' has expired (CKR_PIN_EXPIRED)";
+    default:
+      return {};
+  }
+}
+
+void login(const std::string& module, PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
+           const config::file_ref& key, const config::file_ref& pin_file) {
   const std::string label = slot->token->label ? slot->token->label : "";
   int logged_in = 0;
   if (!slot->token->loginRequired ||
@@ -189,29 +233,21 @@ void login(PKCS11_SLOT* slot, const config::pkcs11_uri& uri, const config::file_
     fail(key.where, "PKCS#11 token '" + label +
                         "' needs a PIN: set key_pin_file, or pin-source=file:/path in the URI");
   }
+  const std::string refusal = refusal_key(module, *slot->token, pin);
+  if (auto it = refused_pins().find(refusal); it != refused_pins().end())
+    fail(where, pin_refusal(it->second, label, from) +
+                    "; the token refused this PIN before, so it is not tried again until the "
+                    "PIN changes (tokens lock after a few wrong PINs)");
   ERR_clear_error();
   if (PKCS11_login(slot, 0, pin.c_str()) == 0) return;
   const unsigned long reason = static_cast<unsigned long>(ERR_GET_REASON(ERR_peek_last_error()));
   const std::string why = drain_errors();
-  switch (reason) {
-    case kPinIncorrect:
-      fail(where,
-           "wrong PIN for PKCS#11 token '" + label + "' (CKR_PIN_INCORRECT; from " + from + ")");
-    case kPinInvalid:
-    case kPinLenRange:
-      fail(where, "the PIN for PKCS#11 token '" + label +
-                      "' is not a valid PIN for it (wrong length or characters; from " + from +
-                      ")");
-    case kPinLocked:
-      fail(where, "the PIN of PKCS#11 token '" + label +
-                      "' is locked (CKR_PIN_LOCKED): too many wrong PINs; unlock it with the "
-                      "security officer's PIN");
-    case kPinExpired:
-      fail(where, "the PIN of PKCS#11 token '" + label + "' has expired (CKR_PIN_EXPIRED)");
-    default:
-      fail(where, "cannot log in to PKCS#11 token '" + label + "' (PIN from " + from +
-                      "): " + (why.empty() ? std::string("unknown error") : why));
+  if (auto refused = pin_refusal(reason, label, from); !refused.empty()) {
+    refused_pins().emplace(refusal, reason);
+    fail(where, refused);
   }
+  fail(where, "cannot log in to PKCS#11 token '" + label + "' (PIN from " + from +
+                  "): " + (why.empty() ? std::string("unknown error") : why));
 }
 
 PKCS11_KEY* find_key(PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
@@ -324,15 +360,24 @@ std::vector<std::string> paths_to_write(const config::pkcs11_uri& uri) {
   return {};
 }
 
+void stand_in_public_keys(std::map<std::string, evp_pkey_ptr> by_uri) {
+  std::lock_guard guard(lock());
+  stand_ins() = std::move(by_uri);
+}
+
 evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_ref& pin_file) {
   config::pkcs11_uri uri;
   if (auto why = config::parse_pkcs11_uri(key.path, uri); !why.empty())
     fail(key.where, "not a usable PKCS#11 URI: " + why);
   const std::string path = module_for(uri);
   std::lock_guard guard(lock());
+  if (auto it = stand_ins().find(key.path); it != stand_ins().end()) {
+    EVP_PKEY_up_ref(it->second.get());
+    return evp_pkey_ptr(it->second.get());
+  }
   module& m = open_module(path, key);
   PKCS11_SLOT* slot = find_token(m, path, uri, key);
-  login(slot, uri, key, pin_file);
+  login(path, slot, uri, key, pin_file);
   PKCS11_KEY* k = find_key(slot, uri, key);
   EVP_PKEY* pkey = PKCS11_get_private_key(k);
   if (!pkey)

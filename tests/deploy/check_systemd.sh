@@ -8,8 +8,12 @@
 #      given, because verify insists the binaries exist. A negative copy with
 #      a typo'd key and a bad value must be flagged (the grep really bites).
 #   2. `systemd-analyze security --offline=yes`: exposure score <= 2.0
-#   3. consistency with deploy/systemd/mtlsd.yaml: ExecStartPre/ExecStart use
-#      the same --config, TimeoutStopSec >= shutdown.drain_timeout + 10s
+#   3. consistency with deploy/systemd/mtlsd.yaml: ExecStart and ExecReload's
+#      check use the same --config, TimeoutStopSec >= shutdown.drain_timeout
+#      + 10s; a start that fails (exit 1) or a usage error (2) is not restarted
+#      (RestartPreventExitStatus=), and no ExecStartPre runs `mtlsd check`,
+#      whose failure would restart the unit anyway: each restart would spend a
+#      PKCS#11 token's PIN try on a wrong PIN
 #   4. mtlsd.sysusers.conf parses (`systemd-sysusers --dry-run` on an empty root)
 #
 # Needs: systemd (systemd-analyze, systemd-sysusers), python3 + python3-yaml.
@@ -108,17 +112,26 @@ def seconds(v):
     return int(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "min": 60, "m": 60, "h": 3600}[m.group(2)]
 
 configs = set()
-for k in ("ExecStartPre", "ExecStart"):
+for k in ("ExecStartPre", "ExecStart", "ExecReload"):
     for v in keys.get(k, []):
+        if "/mtlsd " not in v:
+            continue
         m = re.search(r"--config\s+(\S+)", v)
         if not m:
             problems.append(f"{k} has no --config")
         else:
             configs.add(m.group(1))
 if len(configs) != 1:
-    problems.append(f"ExecStartPre and ExecStart use different configs: {sorted(configs)}")
-if not any(" check " in v for v in keys.get("ExecStartPre", [])):
-    problems.append("ExecStartPre does not run `mtlsd check`")
+    problems.append(f"ExecStart and ExecReload use different configs: {sorted(configs)}")
+if any(" check " in v for v in keys.get("ExecStartPre", [])):
+    problems.append("ExecStartPre runs `mtlsd check`: its failure restarts the unit whatever "
+                    "RestartPreventExitStatus= says (a PIN try spent per restart)")
+if not any(" check " in v for v in keys.get("ExecReload", [])):
+    problems.append("ExecReload does not run `mtlsd check` before the SIGHUP")
+prevent = " ".join(keys.get("RestartPreventExitStatus", [])).split()
+if keys.get("Restart", ["no"])[-1] != "no" and not {"1", "2"} <= set(prevent):
+    problems.append(f"RestartPreventExitStatus= must hold 1 and 2 (a start that failed, a "
+                    f"usage error), got {prevent}")
 if keys.get("Type") != ["notify"]:
     problems.append(f"Type must be notify, got {keys.get('Type')}")
 if not any("kill -HUP $MAINPID" in v for v in keys.get("ExecReload", [])):
@@ -143,7 +156,8 @@ for p in problems:
     print(f"FAIL: {unit_path}: {p}")
 if problems:
     sys.exit(1)
-print(f"ok: {unit_path}: Type=notify, check before start, SIGHUP reload, no capabilities, "
+print(f"ok: {unit_path}: Type=notify, no restart after a failed start, check before reload, "
+      f"SIGHUP reload, no capabilities, "
       f"TimeoutStopSec {stop:g}s >= drain_timeout {drain:g}s + 10s, --config {path}")
 EOF
 ); then

@@ -3,6 +3,7 @@
 // `pkcs11:` URI where a key file's path would be. Loaded through libp11 (the library under the
 // libengine-pkcs11-openssl engine): the EVP_PKEY signs by calling the token; the key itself
 // never leaves it.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,16 @@ std::string threads_started();
 // URI's pin-source / pin-value) and returns a handle on the private key. Each module is loaded
 // once per process and stays loaded (keys in use by older configurations keep working across
 // reloads). Throws config_error naming the key's line (or the PIN file's) and precisely what is
-// wrong: no module, no such token, a PIN missing or wrong, no such key.
+// wrong: no module, no such token, a PIN missing or wrong, no such key. A PIN the token refused
+// (wrong, locked, expired, invalid) is remembered by module, token and the PIN's SHA-256, and
+// not tried again by this process: the same module, token and PIN fail at once, without a
+// login (many tokens lock after three wrong PINs). A changed PIN is tried.
 evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_ref& pin_file);
+
+// `mtlsd verify` judges a peer's certificate and signs nothing: from this call on,
+// load_private_key returns the key given here for its URI (the public key of the certificate
+// it goes with) and opens no module and no token. A URI not given is loaded as usual.
+void stand_in_public_keys(std::map<std::string, evp_pkey_ptr> by_uri);
 
 // The key a pkcs11: URI names, for messages and without its PIN: "the private key labelled 'k'
 // on PKCS#11 token token=t".
