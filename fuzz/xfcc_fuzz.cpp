@@ -4,14 +4,23 @@
 // element. Properties: the value is a legal header value (no CR, LF, NUL or other controls
 // but tab), it parses back (Envoy's grammar) into exactly one element with the configured keys
 // in Envoy's order, and the URI/DNS/By values come back as they were (control bytes
-// percent-encoded). Also url_encode_pem and rewrite_xfcc on arbitrary values.
+// percent-encoded). Subject= is the certificate's subject in RFC 2253 form (as xfcc.cpp writes
+// it), quoted whole: the quoted string holds exactly that text (no '"' ends it early, nothing
+// after it joins it), and a reader decoding it as RFC 2253 (`\X` and `\HH` escapes; ',' '+' '"'
+// '\' '<' '>' ';' never bare) gets the certificate's attributes back, last RDN first. Also
+// url_encode_pem and rewrite_xfcc on arbitrary values.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fuzz_support.hpp"
@@ -25,14 +34,17 @@ namespace {
 tls::evp_pkey_ptr ca_key;
 
 // Envoy's XFCC grammar: elements split on ',' and pairs on ';' outside double quotes, '\'
-// escapes inside them. Returns the elements as lists of (key, unquoted value).
+// escapes inside them. Returns the elements as lists of (key, unquoted value); `raw`, when given,
+// gets each pair's value as written (quotes and escapes included), for every element in turn.
 using pairs = std::vector<std::pair<std::string, std::string>>;
-std::vector<pairs> parse_xfcc(std::string_view v) {
+std::vector<pairs> parse_xfcc(std::string_view v, std::vector<std::string>* raw = nullptr) {
   std::vector<pairs> out(1);
   std::string key, value;
   bool in_key = true, quoted = false, was_quoted = false;
-  const auto end_pair = [&] {
+  std::size_t value_at = 0;  // where the current pair's value starts, once its '=' was read
+  const auto end_pair = [&](std::size_t at) {
     out.back().emplace_back(key, value);
+    if (raw) raw->emplace_back(in_key ? std::string_view() : v.substr(value_at, at - value_at));
     key.clear();
     value.clear();
     in_key = true;
@@ -51,18 +63,97 @@ std::vector<pairs> parse_xfcc(std::string_view v) {
     } else if (c == '"' && !in_key && value.empty() && !was_quoted) {
       quoted = was_quoted = true;
     } else if (c == ';') {
-      end_pair();
+      end_pair(i);
     } else if (c == ',') {
-      end_pair();
+      end_pair(i);
       out.emplace_back();
     } else if (c == '=' && in_key) {
       in_key = false;
+      value_at = i + 1;
     } else {
       (in_key ? key : value) += c;
     }
   }
   fuzz::check(!quoted, "every quoted value is closed");
-  end_pair();
+  end_pair(v.size());
+  return out;
+}
+
+// A quoted string's content as the grammar above reads it: each '\' takes the byte after it.
+std::string unquoted(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i)
+    out += s[i] == '\\' && i + 1 < s.size() ? s[++i] : s[i];
+  return out;
+}
+
+// A distinguished name as (attribute type, value) pairs, the values as bytes.
+using rdn_list = std::vector<std::pair<std::string, std::string>>;
+
+// An RFC 2253 name as a reader decodes it: RDNs split on ',' (each of these certificates' RDNs
+// has one attribute: no '+'), "type=value", '\' followed by two hex digits a byte, by anything
+// else that character. nullopt: not that form (a special character left bare).
+std::optional<rdn_list> decode_rfc2253(std::string_view name) {
+  rdn_list out;
+  if (name.empty()) return out;
+  std::string type, value;
+  bool in_type = true;
+  const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  for (std::size_t i = 0; i <= name.size(); ++i) {
+    if (i == name.size() || name[i] == ',') {
+      if (in_type || type.empty()) return std::nullopt;
+      out.emplace_back(std::move(type), std::move(value));
+      type.clear();
+      value.clear();
+      in_type = true;
+      continue;
+    }
+    const char c = name[i];
+    if (in_type) {
+      if (c == '=')
+        in_type = false;
+      else
+        type += c;
+    } else if (c == '\\') {
+      if (i + 1 == name.size()) return std::nullopt;
+      if (i + 2 < name.size() && hex(name[i + 1]) && hex(name[i + 2])) {
+        value += static_cast<char>(std::stoi(std::string(name.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        value += name[++i];
+      }
+    } else if (std::string_view("+\"<>;").find(c) != std::string_view::npos) {
+      return std::nullopt;
+    } else {
+      value += c;
+    }
+  }
+  return out;
+}
+
+// The certificate's subject, last RDN first as RFC 2253 writes it, each value under its short
+// name: a UTF8String's bytes as they are (the subject is written with ASN1_STRFLGS_ESC_MSB off:
+// bytes past 0x7f pass as they are, valid UTF-8 or not), another string type in UTF-8. nullopt
+// when one has no UTF-8 form.
+std::optional<rdn_list> subject_rdns(X509* cert) {
+  const X509_NAME* name = X509_get_subject_name(cert);
+  rdn_list out;
+  for (int i = X509_NAME_entry_count(name) - 1; i >= 0; --i) {
+    const X509_NAME_ENTRY* e = X509_NAME_get_entry(name, i);
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(e);
+    std::string value;
+    if (ASN1_STRING_type(data) == V_ASN1_UTF8STRING) {
+      value.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                   static_cast<std::size_t>(ASN1_STRING_length(data)));
+    } else {
+      unsigned char* utf8 = nullptr;
+      const int n = ASN1_STRING_to_UTF8(&utf8, data);
+      if (n < 0) return std::nullopt;
+      value.assign(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(n));
+      OPENSSL_free(utf8);
+    }
+    out.emplace_back(OBJ_nid2sn(OBJ_obj2nid(X509_NAME_ENTRY_get_object(e))), std::move(value));
+  }
   return out;
 }
 
@@ -162,7 +253,8 @@ void element_part(FuzzedDataProvider& in) {
     fuzz::check(!(u < 0x20 && c != '\t') && u != 0x7f, "no control byte in the header value");
   }
   if (element.empty()) return;
-  const auto parsed = parse_xfcc(element);
+  std::vector<std::string> raw;
+  const auto parsed = parse_xfcc(element, &raw);
   fuzz::check(parsed.size() == 1, "one element: no ',' escapes its quotes");
 
   // The keys, in Envoy's order.
@@ -175,7 +267,7 @@ void element_part(FuzzedDataProvider& in) {
   if (wants("hash") && !f.hash.empty()) expected.emplace_back("Hash", f.hash);
   if (wants("cert")) expected.emplace_back("Cert", f.cert);
   if (wants("chain")) expected.emplace_back("Chain", f.chain);
-  if (wants("subject")) expected.emplace_back("Subject", "");
+  if (wants("subject")) expected.emplace_back("Subject", unquoted(f.subject));
   if (wants("uri")) {
     if (f.uri.empty()) expected.emplace_back("URI", "");
     for (const auto& u : f.uri)
@@ -188,8 +280,15 @@ void element_part(FuzzedDataProvider& in) {
   fuzz::check(got.size() == expected.size(), "as many pairs as configured details");
   for (std::size_t i = 0; i < got.size(); ++i) {
     fuzz::check(got[i].first == expected[i].first, "keys in Envoy's order, none forged");
-    if (expected[i].first != "Subject")
-      fuzz::check(got[i].second == expected[i].second, "values come back unchanged");
+    fuzz::check(got[i].second == expected[i].second, "values come back unchanged");
+    if (got[i].first != "Subject") continue;
+    // RFC 2253 escapes with '\' too, so the grammar's unquoting is not the subject: a reader
+    // takes the quoted text as it is and decodes it as RFC 2253.
+    fuzz::check(raw[i] == '"' + id.subject + '"', "Subject: the RFC 2253 subject, quoted whole");
+    const auto rdns = decode_rfc2253(id.subject);
+    fuzz::check(rdns.has_value(), "the Subject reads as RFC 2253, every special escaped");
+    if (const auto want = subject_rdns(cert.get()))
+      fuzz::check(rdns == want, "the Subject decodes to the certificate's attributes");
   }
 }
 

@@ -1,5 +1,7 @@
 #include "h2_h1_request.hpp"
 
+#include "mtlsd/proxy/http_framing.hpp"
+
 namespace mtlsd::proxy::h2 {
 
 std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
@@ -40,10 +42,14 @@ bool kept_in_trailers(std::string_view lower_name, std::string_view value) {
          lower_name != "content-length" && lower_name != "host";
 }
 
+bool kept_in_request_trailers(std::string_view lower_name, std::string_view value) {
+  return kept_in_trailers(lower_name, value) && !is_forwarding_field(lower_name);
+}
+
 std::string last_chunk(const header_list& trailers) {
   std::string out = "0\r\n";
   for (const auto& [name, value] : trailers)
-    if (kept_in_trailers(name, value)) out += name + ": " + value + "\r\n";
+    if (kept_in_request_trailers(name, value)) out += name + ": " + value + "\r\n";
   return out + "\r\n";
 }
 
