@@ -98,19 +98,29 @@ put("proxy_v2_fuzz", "v6-crc", b"\0" + sig + b"\x21\x21" + struct.pack(">H", len
 bodyu = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
 put("proxy_v2_fuzz", "unix", b"\0" + sig + b"\x21\x31" + struct.pack(">H", len(bodyu)) + bodyu)
 put("proxy_v2_fuzz", "local", b"\0" + sig + b"\x20\x00\x00\x00")
-# proxy_header_fuzz: the first bytes of a connection on an accept_proxy_protocol listener.
-for name, data in [
-    ("v1-tcp4", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x16\x03\x01"),
-    ("v1-tcp6", b"PROXY TCP6 2001:db8::7 ::1 1 65535\r\n"),
-    ("v1-unknown", b"PROXY UNKNOWN\r\n"),
-    ("v1-unknown-long", b"PROXY UNKNOWN " + b"f" * 92 + b"\r\n"),
-    ("v1-partial", b"PROXY TCP4 192.0.2.7 198.5"),
-    ("v2-v4", sig + b"\x21\x11" + struct.pack(">H", len(body)) + body + b"\x16\x03\x01"),
-    ("v2-v6", sig + b"\x21\x21" + struct.pack(">H", len(body6)) + body6),
-    ("v2-local", sig + b"\x20\x00\x00\x00"),
-    ("tls", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+# proxy_header_fuzz: a byte choosing the segments (0: all at once; k: 1 to 2^(k mod 17) bytes
+# each), then the first bytes of a connection on an accept_proxy_protocol listener.
+big = socket.inet_aton("192.0.2.1") * 2 + struct.pack(">HH", 1, 2) + tlv(0xE3, b"c" * 3000)
+tlvs = (socket.inet_aton("192.0.2.1") * 2 + struct.pack(">HH", 1, 2) + tlv(0xEA, b"a")
+        + tlv(0xEA, b"b") + tlv(0x99, b"") + tlv(0x05, b"u" * 128) + tlv(0x01, b"h2"))
+for name, split, data in [
+    ("v1-tcp4", 0, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x16\x03\x01"),
+    ("v1-tcp4-bytes", 1, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x16\x03\x01"),
+    ("v1-tcp6", 3, b"PROXY TCP6 2001:db8::7 ::1 1 65535\r\n"),
+    ("v1-unknown", 0, b"PROXY UNKNOWN\r\n"),
+    ("v1-unknown-long", 5, b"PROXY UNKNOWN " + b"f" * 92 + b"\r\n"),
+    ("v1-partial", 2, b"PROXY TCP4 192.0.2.7 198.5"),
+    ("v1-cr-at-107", 5, b"PROXY UNKNOWN " + b"f" * 92 + b"\r "),
+    ("v1-lf-hello", 0, b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 443\n\x16\x03\x01\x02\x00\x01\x00"),
+    ("v2-v4", 4, sig + b"\x21\x11" + struct.pack(">H", len(body)) + body + b"\x16\x03\x01"),
+    ("v2-v6", 0, sig + b"\x21\x21" + struct.pack(">H", len(body6)) + body6),
+    ("v2-local", 1, sig + b"\x20\x00\x00\x00"),
+    ("v2-announced", 4, sig + b"\x21\x11\xff\xff" + b"\0" * 12),
+    ("v2-big-tlv", 9, sig + b"\x21\x11" + struct.pack(">H", len(big)) + big + b"after"),
+    ("v2-tlvs", 6, sig + b"\x21\x11" + struct.pack(">H", len(tlvs)) + tlvs),
+    ("tls", 0, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
 ]:
-    put("proxy_header_fuzz", name, data)
+    put("proxy_header_fuzz", name, bytes([split]) + data)
 put("proxy_v2_fuzz", "build-1", b"\1" + bytes(range(200)))
 put("proxy_v2_fuzz", "build-2", b"\1\x11" + b"spiffe://example.org/a,b" * 4)
 

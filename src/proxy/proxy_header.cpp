@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -62,25 +63,31 @@ bool parse_addr(std::string_view s, bool v6, std::uint16_t port, sockaddr_storag
 }
 
 inbound_proxy_header parse_v1(std::string_view bytes) {
-  const auto crlf = bytes.find("\r\n");
-  if (crlf == std::string_view::npos) {
+  // The line ends at its first CRLF. The first byte that can never be part of a line decides,
+  // before the length does: a bare LF (a line ended without its CR), any other byte outside
+  // printable ASCII. Only then is a line without its CRLF by 107 bytes too long.
+  const std::size_t end = std::min(bytes.find("\r\n"), bytes.size());
+  for (std::size_t i = v1_prefix.size(); i < std::min(end, proxy_v1_max_header); ++i) {
+    const char c = bytes[i];
+    if (c == '\n') return invalid(1, "PROXY v1 line ends in LF without CR");
+    // A CR whose next byte has not come, or would be past 107 bytes (then too long, whatever it
+    // is: the verdict never depends on a byte the reader does not take).
+    if (c == '\r' && (i + 1 == bytes.size() || i + 1 == proxy_v1_max_header)) break;
+    if (c < 0x20 || c > 0x7e) return invalid(1, "PROXY v1 line with a control character");
+  }
+  if (end == bytes.size()) {
     if (bytes.size() >= proxy_v1_max_header)
       return invalid(1, "PROXY v1 line longer than 107 bytes");
-    // A lone LF, or any byte outside printable ASCII, can never become a valid line.
-    for (char c : bytes.substr(0, bytes.size() - (bytes.back() == '\r' ? 1 : 0)))
-      if (c < 0x20 || c > 0x7e) return invalid(1, "PROXY v1 line with a control character");
     inbound_proxy_header h;
     h.version = 1;
     return h;
   }
-  if (crlf + 2 > proxy_v1_max_header) return invalid(1, "PROXY v1 line longer than 107 bytes");
-  std::string_view line = bytes.substr(v1_prefix.size(), crlf - v1_prefix.size());
-  for (char c : line)
-    if (c < 0x20 || c > 0x7e) return invalid(1, "PROXY v1 line with a control character");
+  if (end + 2 > proxy_v1_max_header) return invalid(1, "PROXY v1 line longer than 107 bytes");
+  std::string_view line = bytes.substr(v1_prefix.size(), end - v1_prefix.size());
   inbound_proxy_header h;
   h.version = 1;
   h.status = state::complete;
-  h.size = crlf + 2;
+  h.size = end + 2;
   const auto proto = field(line);
   if (proto == "UNKNOWN") return h;  // whatever follows is to be ignored
   if (proto != "TCP4" && proto != "TCP6")

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/read.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <string>
 
@@ -13,6 +12,11 @@ namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
+
+// The most one read appends. A v2 header announces up to 64 KiB in its first 16 bytes; what is
+// held grows with what arrives, a step at a time, never with what was announced (review: a
+// sender of those 16 bytes alone pinned ~70 KiB until timeouts.handshake).
+constexpr std::size_t read_step = 16 * 1024;
 
 inbound_proxy_header failed(const std::string& why) {
   inbound_proxy_header h;
@@ -26,38 +30,53 @@ std::string read_error(const error_code& ec) {
                                 : "reading the PROXY header: " + ec.message();
 }
 
-// Appends exactly `n` bytes.
-asio::awaitable<error_code> read_exact(stream_socket& sock, std::string& buf, std::size_t n) {
-  const std::size_t have = buf.size();
-  buf.resize(have + n);
-  auto [ec, got] =
-      co_await asio::async_read(sock, asio::buffer(buf.data() + have, n), as_tuple(use_awaitable));
-  buf.resize(have + got);
-  co_return ec;
+error_code recv_error() {
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return {};
+  return error_code(errno, asio::error::get_system_category());
 }
 
-// v1: the header ends at the first CRLF. Peek at what has arrived; take up to the CRLF when it
-// is there, else take everything peeked (all of it is header) and wait for more.
+// Appends what has arrived, at most `n` bytes and `read_step`, waiting until something has (or
+// the peer closed: eof). The buffer is sized after the bytes the kernel holds for us.
+asio::awaitable<error_code> read_arrived(stream_socket& sock, std::string& buf, std::size_t n) {
+  error_code ec;
+  std::size_t ready = sock.available(ec);
+  if (!ec && ready == 0) {
+    auto [wec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    if (wec) co_return wec;
+    ready = sock.available(ec);
+  }
+  if (ec) co_return ec;
+  // Readable with nothing queued: an end or an error, which a one-byte read tells.
+  const std::size_t want = std::min({std::max<std::size_t>(ready, 1), n, read_step});
+  const std::size_t have = buf.size();
+  buf.resize(have + want);
+  const ssize_t got = ::recv(sock.native_handle(), buf.data() + have, want, MSG_DONTWAIT);
+  buf.resize(have + static_cast<std::size_t>(std::max<ssize_t>(got, 0)));
+  if (got == 0) co_return asio::error::eof;
+  co_return got < 0 ? recv_error() : error_code{};
+}
+
+// v1: the line ends at its first LF (a CRLF, or a bare LF that refuses it). Peek at what has
+// arrived; take up to that LF when it is there, else take everything peeked (all of it is
+// header) and wait for more. Nothing after the first LF is taken: it is the ClientHello.
 asio::awaitable<error_code> read_v1_more(stream_socket& sock, std::string& buf) {
   auto [wec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
   if (wec) co_return wec;
   char peek[proxy_v1_max_header];
   const std::size_t room = proxy_v1_max_header - std::min(buf.size(), proxy_v1_max_header);
-  const ssize_t n = ::recv(sock.native_handle(), peek, std::max<std::size_t>(room, 1), MSG_PEEK);
+  const ssize_t n =
+      ::recv(sock.native_handle(), peek, std::max<std::size_t>(room, 1), MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) co_return asio::error::eof;
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) co_return error_code{};
-    co_return error_code(errno, asio::error::get_system_category());
-  }
-  std::string_view seen(peek, static_cast<std::size_t>(n));
-  std::size_t take = seen.size();
-  // The CRLF may straddle what we hold and what we peeked.
-  if (!buf.empty() && buf.back() == '\r' && seen.front() == '\n') {
-    take = 1;
-  } else if (auto lf = seen.find("\r\n"); lf != std::string_view::npos) {
-    take = lf + 2;
-  }
-  co_return co_await read_exact(sock, buf, take);
+  if (n < 0) co_return recv_error();
+  const std::string_view seen(peek, static_cast<std::size_t>(n));
+  const auto lf = seen.find('\n');
+  const std::size_t take = lf == std::string_view::npos ? seen.size() : lf + 1;
+  const std::size_t have = buf.size();
+  buf.resize(have + take);
+  const ssize_t got = ::recv(sock.native_handle(), buf.data() + have, take, MSG_DONTWAIT);
+  buf.resize(have + static_cast<std::size_t>(std::max<ssize_t>(got, 0)));
+  if (got == 0) co_return asio::error::eof;
+  co_return got < 0 ? recv_error() : error_code{};
 }
 
 }  // namespace
@@ -65,14 +84,15 @@ asio::awaitable<error_code> read_v1_more(stream_socket& sock, std::string& buf) 
 asio::awaitable<std::pair<error_code, inbound_proxy_header>> read_proxy_header(
     stream_socket& sock) {
   std::string buf;
-  if (auto ec = co_await read_exact(sock, buf, proxy_header_probe))
-    co_return std::pair{ec, failed(read_error(ec))};
   for (;;) {
+    // Judged after every read: a first byte that begins neither version is refused at once.
     auto h = parse_proxy_header(buf);
     if (h.status != inbound_proxy_header::state::incomplete) co_return std::pair{error_code{}, h};
     error_code ec;
-    if (h.version == 2)
-      ec = co_await read_exact(sock, buf, std::max<std::size_t>(h.size, 16) - buf.size());
+    if (buf.size() < proxy_header_probe)
+      ec = co_await read_arrived(sock, buf, proxy_header_probe - buf.size());
+    else if (h.version == 2)
+      ec = co_await read_arrived(sock, buf, std::max<std::size_t>(h.size, 16) - buf.size());
     else
       ec = co_await read_v1_more(sock, buf);
     if (ec) co_return std::pair{ec, failed(read_error(ec))};

@@ -117,6 +117,27 @@ void decode_addresses(std::uint8_t family, std::string_view a, proxy_v2_info& in
   }
 }
 
+// The specification's own types, whose value means one thing: one of them twice is ambiguous,
+// and refused. Any other type (mtlsd's and other applications' 0xE0-0xEF, 0xF0-0xFF, unassigned
+// ones) is skipped even when repeated (as HAProxy does; the specification forbids no repeat);
+// of mtlsd's own, the first counts. NOOP is skipped always.
+bool spec_type(std::uint8_t type) {
+  switch (type) {
+    case pp2::alpn:
+    case pp2::authority:
+    case pp2_crc32c:
+    case pp2_unique_id:
+    case pp2::ssl:
+    case pp2_netns:
+      return true;
+    default:
+      return false;
+  }
+}
+bool ssl_subtype(std::uint8_t type) {
+  return type >= pp2::ssl_version && type <= pp2::ssl_key_alg;
+}
+
 // Walks a TLV list; `on_tlv(type, value)` returns an error or "".
 template <class F>
 std::string walk_tlvs(std::string_view block, F&& on_tlv) {
@@ -143,7 +164,7 @@ std::string decode_ssl(std::string_view v, proxy_v2_info& info) {
   info.verified = info.client_cert && verify == 0;
   std::bitset<256> seen;
   return walk_tlvs(v.substr(5), [&](std::uint8_t type, std::string_view value) -> std::string {
-    if (seen[type]) return "SSL sub-TLV repeated";
+    if (seen[type]) return ssl_subtype(type) ? "SSL sub-TLV repeated" : std::string();
     seen[type] = true;
     switch (type) {
       case pp2::ssl_version:
@@ -223,8 +244,9 @@ std::string apply_tlv(std::uint8_t type, std::string_view v, proxy_v2_info& info
   return {};
 }
 
-// The TLVs after the addresses of `header`: each type at most once (NOOP aside). Sets `crc_at`
-// to the offset of the CRC32C value in `header` when there is one. Returns an error or "".
+// The TLVs after the addresses of `header`: each of the specification's types at most once
+// (spec_type). Sets `crc_at` to the offset of the CRC32C value in `header` when there is one.
+// Returns an error or "".
 std::string decode_tlvs(std::string_view header, std::size_t address_size, proxy_v2_info& info,
                         std::size_t& crc_at) {
   std::bitset<256> seen;
@@ -234,6 +256,7 @@ std::string decode_tlvs(std::string_view header, std::size_t address_size, proxy
                      const std::size_t value_at = offset + 3;
                      offset += 3 + v.size();
                      if (type == pp2_noop) return {};
+                     if (seen[type] && !spec_type(type)) return {};
                      if (seen[type]) return "TLV type " + std::to_string(type) + " repeated";
                      seen[type] = true;
                      if (type != pp2_crc32c) return apply_tlv(type, v, info);

@@ -184,6 +184,42 @@ TEST(ProxyV2Decode, SkipsUnknownAndNoopTlvs) {
   EXPECT_EQ(d.info.authority, "a.b");
 }
 
+// Review: every repeated type was refused, a balancer's custom TLV sent twice included; the
+// specification forbids no repeat and HAProxy refuses none. Only its own types stay single.
+TEST(ProxyV2Decode, SkipsRepeatedCustomAndUnknownTlvs) {
+  const auto d =
+      decode_proxy_v2_header(raw(std::string("\xEA\x00\x01"
+                                             "a\xEA\x00\x01"
+                                             "b\x99\x00\x00\x99\x00\x00"
+                                             "\xE0\x00\x01x\xE0\x00\x01y",
+                                             22)));
+  ASSERT_EQ(d.status, state::complete) << d.error;
+  EXPECT_EQ(d.info.spiffe_id, "x");  // of mtlsd's own, the first counts
+  // Inside the SSL TLV: an unknown sub-type twice is skipped, a known one twice refused.
+  const std::string ssl_unknown("\x20\x00\x0b\x01\x00\x00\x00\x00\x30\x00\x00\x30\x00\x00", 14);
+  EXPECT_EQ(decode_proxy_v2_header(raw(ssl_unknown)).status, state::complete);
+  const std::string ssl_known("\x20\x00\x0d\x01\x00\x00\x00\x00\x21\x00\x01v\x21\x00\x01v", 16);
+  EXPECT_EQ(decode_proxy_v2_header(raw(ssl_known)).error, "PROXY v2 SSL sub-TLV repeated");
+  for (const char type : {'\x02', '\x05', '\x20', '\x30'}) {
+    std::string twice = {type, '\x00', '\x00', type, '\x00', '\x00'};
+    if (type == '\x20')
+      twice = std::string("\x20\x00\x05\x00\x00\x00\x00\x00", 8) +
+              std::string("\x20\x00\x05\x00\x00\x00\x00\x00", 8);
+    EXPECT_EQ(decode_proxy_v2_header(raw(twice)).error,
+              "PROXY v2 TLV type " + std::to_string(static_cast<std::uint8_t>(type)) + " repeated");
+  }
+}
+
+// What HAProxy refuses, mtlsd refuses too: a UNIQUE_ID over 128 bytes.
+TEST(ProxyV2Decode, RefusesAUniqueIdOver128Bytes) {
+  const auto unique_id = [](std::size_t n) {
+    return std::string("\x05\x00", 2) + static_cast<char>(n) + std::string(n, 'u');
+  };
+  EXPECT_EQ(decode_proxy_v2_header(raw(unique_id(128))).status, state::complete);
+  EXPECT_EQ(decode_proxy_v2_header(raw(unique_id(129))).error,
+            "PROXY v2 UNIQUE_ID TLV longer than 128 bytes");
+}
+
 TEST(ProxyV2Decode, LocalCommandIgnoresAddresses) {
   const std::string addrs("\x01\x02\x03\x04\x05\x06\x07\x08\x00\x50\x01\xbb", 12);
   const auto d = decode_proxy_v2_header(raw(addrs, '\x11', '\x20'));

@@ -32,8 +32,11 @@ struct proxy_v2_decoded {
   proxy_v2_info info;
 };
 
-// Decodes the header at the start of `bytes`. A CRC32C TLV, when present, must match. Unknown
-// TLV types are skipped (as the specification asks); a known one that repeats is invalid.
+// Decodes the header at the start of `bytes`. The TLV problems that make it invalid: a TLV (or
+// an SSL sub-TLV) overrunning its block, a CRC32C TLV not 4 bytes long or not matching, a
+// UNIQUE_ID over 128 bytes, an SSL TLV under 5 bytes, and one of the specification's own types
+// twice (ALPN, AUTHORITY, CRC32C, UNIQUE_ID, SSL, NETNS; SSL sub-TLVs 0x21-0x25). Any other
+// type is skipped, repeated or not (custom 0xE0-0xEF included; of mtlsd's own, the first counts).
 // PP2_TYPE_SSL maps to client_cert (either client-certificate bit), resumed (the session bit),
 // verified (verify == 0 with a certificate); mtlsd's comma-separated SAN TLVs are split on ','.
 proxy_v2_decoded decode_proxy_v2_header(std::string_view bytes);
