@@ -1,15 +1,16 @@
 #pragma once
 // Private to the daemon's own files: the one object that owns everything the control thread
 // runs, and the helpers those files share. startup.cpp starts it and runs the control loop;
-// reload.cpp swaps in a new configuration or SVID; staples.cpp keeps stapling and CRL rechecks
-// in step with the runtime; readiness.cpp answers /readyz; drain.cpp handles the signals and
-// stops it. The sockets served live in listener_set, the threads in worker and
+// reload.cpp swaps in a new configuration, svid_reload.cpp a new SVID; staples.cpp keeps stapling
+// and CRL rechecks in step with the runtime; readiness.cpp answers /readyz; drain.cpp handles the
+// signals and stops it. The sockets served live in listener_set, the threads in worker and
 // revocation_thread.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,9 +44,15 @@ using runtime_ptr = std::shared_ptr<const runtime::runtime>;
 // workers back to the running count still warned).
 struct restart_only_settings {
   unsigned workers = 0;       // running
-  unsigned auto_workers = 0;  // what workers: 0 (the number of cores) came to at start
+  unsigned auto_workers = 0;  // what workers: 0 (the CPUs this process may use) came to at start
   std::vector<config::address> dns_servers;
   std::optional<config::address> admin;
+};
+
+// See daemon::waiting_.
+struct waiting_listener {
+  std::shared_ptr<const runtime::listener_runtime> built;
+  steady::time_point since;
 };
 
 class daemon {
@@ -65,7 +72,7 @@ class daemon {
   void apply_logging(const config::configuration& cfg);
   void start_admin(const config::address& a);
 
-  // reload.cpp
+  // reload.cpp (on_svid and what follows it: svid_reload.cpp)
   void on_files_checked(const std::vector<std::string>& changed, std::string_view trigger);
   void reload(const std::string& trigger, std::vector<std::string> changed = {});
   // The configuration's warnings (config::reader::warning) go to `warnings`, to be logged once
@@ -73,6 +80,12 @@ class daemon {
   runtime_ptr load_next(std::string& why, config::diagnostics& warnings);
   void publish(const runtime_ptr& next);
   std::string on_svid(const std::string& socket, const svid_sources::svid_ptr& previous);
+  // The listeners of `next` that would serve no certificate until their new Workload API socket
+  // answers: `next` gets back the ones serving now (configuration and runtime), and they are
+  // returned, by name, to wait in waiting_.
+  std::map<std::string, waiting_listener> hold_back_waiting(runtime::runtime& next) const;
+  // The Workload API clients: those the runtime's listeners and the waiting ones name.
+  void reconcile_svid_sources();
 
   // staples.cpp
   void start_stapling(const runtime::runtime& rt);
@@ -99,6 +112,11 @@ class daemon {
   // After workers_: joined (and so done posting to workers) before they are destroyed.
   std::unique_ptr<revocation_thread> revocation_;
   runtime_ptr runtime_;
+  // A listener a reload moved to another Workload API socket (or from files to tls.spiffe)
+  // while it served: built from that reload's configuration, without a certificate, it waits
+  // here for that socket's first X.509-SVID while runtime_ keeps the listener as it was (as
+  // Envoy warms a listener); on_svid swaps it in. By name; the next reload replaces them all.
+  std::map<std::string, waiting_listener> waiting_;
   listener_set listeners_{control_, workers_};
   std::unique_ptr<admin::server> admin_;
   std::unique_ptr<expiry_monitor> expiry_;
@@ -127,6 +145,15 @@ class daemon {
 // to watch them.
 std::vector<std::string> watched_files(const config::configuration& cfg);
 file_watcher::options watch_options(const config::configuration& cfg);
+// reload.cpp, for svid_reload.cpp too: the errors (not the warnings) of a configuration that
+// does not build, as one line; ...
+std::string errors_of(const config::config_error& e);
+// ... the line of a reload asked for while draining; ...
+void log_ignored_while_draining(std::string_view trigger);
+// ... every worker re-judges its open connections by `next`, once told `previous`.
+void rejudge_all(const std::vector<std::unique_ptr<worker>>& workers,
+                 const std::shared_ptr<const runtime::runtime>& previous,
+                 const std::shared_ptr<const runtime::runtime>& next);
 
 // startup.cpp
 std::string join(const std::vector<std::string>& v, const char* sep = ",");

@@ -1,8 +1,8 @@
-// Reloading: a new configuration (SIGHUP, or a watched file changed) or a new X.509-SVID is
-// built into a whole new runtime next to the running one, then published. Runs on the control
-// thread only. Workers never wait for it: they keep serving with the runtime they have until
-// the one atomic store per listener publishes the new one, and each connection keeps the
-// runtime it started with.
+// Reloading: a new configuration (SIGHUP, or a watched file changed) is built into a whole new
+// runtime next to the running one, then published (a new X.509-SVID: svid_reload.cpp). Runs on
+// the control thread only. Workers never wait for it: they keep serving with the runtime they
+// have until the one atomic store per listener publishes the new one, and each connection keeps
+// the runtime it started with.
 #include <algorithm>
 #include <utility>
 
@@ -67,14 +67,6 @@ namespace {
 // The configuration files' name among the sources of reloads (metrics::registry::reload_outcome).
 const std::string config_reload_source = "config";
 
-// The errors (not the warnings) of a configuration that does not build, as one line.
-std::string errors_of(const config::config_error& e) {
-  std::vector<std::string> problems;
-  for (const auto& p : e.problems())
-    if (!p.warning) problems.push_back(p.str());
-  return join(problems, "; ");
-}
-
 // What a reload cannot change in a running process: said, and left as it runs.
 void warn_restart_needed(const config::configuration& next, const restart_only_settings& running) {
   if ((next.workers ? next.workers : running.auto_workers) != running.workers)
@@ -87,6 +79,13 @@ void warn_restart_needed(const config::configuration& next, const restart_only_s
 
 }  // namespace
 
+std::string errors_of(const config::config_error& e) {
+  std::vector<std::string> problems;
+  for (const auto& p : e.problems())
+    if (!p.warning) problems.push_back(p.str());
+  return join(problems, "; ");
+}
+
 // After every debounced or polled look at the watched files. Most looks find nothing (an
 // unrelated file in the same directory, a touch, an identical rewrite): counted, not reloaded.
 void daemon::on_files_checked(const std::vector<std::string>& changed, std::string_view trigger) {
@@ -95,6 +94,17 @@ void daemon::on_files_checked(const std::vector<std::string>& changed, std::stri
 }
 
 namespace {
+
+// The listener runtimes of `rt` that `other` does not hold.
+runtime::runtime only_in(const runtime::runtime& rt, const runtime::runtime& other) {
+  runtime::runtime out;
+  for (const auto& l : rt.listeners)
+    if (std::find(other.listeners.begin(), other.listeners.end(), l) == other.listeners.end())
+      out.listeners.push_back(l);
+  return out;
+}
+
+}  // namespace
 
 // A reload asked for while draining: nothing new is served any more. Said, not counted as a
 // failure (review: dropped without a word).
@@ -114,8 +124,6 @@ void rejudge_all(const std::vector<std::unique_ptr<worker>>& workers,
     w->rejudge(next);
   }
 }
-
-}  // namespace
 
 void daemon::reload(const std::string& trigger, std::vector<std::string> changed) {
   if (draining_) return log_ignored_while_draining(trigger);
@@ -139,8 +147,10 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
   };
   std::string why;
   config::diagnostics config_warnings;
-  const runtime_ptr next = load_next(why, config_warnings);
-  if (!next) return fail(why);
+  const runtime_ptr built = load_next(why, config_warnings);
+  if (!built) return fail(why);
+  auto next = std::make_shared<runtime::runtime>(*built);
+  auto waiting = hold_back_waiting(*next);
 
   inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
 
@@ -152,18 +162,29 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
   } catch (const std::exception& e) {
     return fail(e.what());
   }
-  const auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
+  auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
   warn_restart_needed(next->cfg, started_with_);
   const auto rotated = rotated_certificates(*runtime_, *next);
-  publish(next);  // applies the new log settings first: the warnings follow them
+  waiting_ = std::move(waiting);  // latest configuration wins: an earlier reload's wait ends
+  publish(next);                  // applies the new log settings first: the warnings follow them
   for (const auto& w : config_warnings)
     log::warn(w.str());
+  std::vector<std::string> waits;
+  for (const auto& [name, w] : waiting_) {
+    std::erase(changes.kept, name);  // still as before the reload
+    waits.push_back(name);
+    log::warn(
+        "listener waits for the first X.509-SVID from its new SPIFFE Workload API socket; "
+        "until then it serves as before this reload",
+        {{"listener", name}, {"socket", "unix:" + w.built->cfg.tls.spiffe.socket_path}});
+  }
   log::info("reloaded", {{"trigger", trigger},
                          {"result", "success"},
                          {"files_changed", files},
                          {"listeners_updated", join(changes.kept)},
                          {"listeners_started", join(changes.started)},
                          {"listeners_stopped", join(changes.stopped)},
+                         {"listeners_waiting", join(waits)},
                          {"certificates_rotated", join(rotated)},
                          {"duration_ms", elapsed_ms(started)}});
   notify_ready();
@@ -200,8 +221,9 @@ void daemon::publish(const runtime_ptr& next) {
   const auto previous = runtime_;
   runtime_ = next;
   upstream_checks_->update(next->cfg);
-  retire_staples(*previous);
-  start_stapling(*next);
+  // A listener held back (hold_back_waiting) keeps its runtime, and its staple's refresh.
+  retire_staples(only_in(*previous, *next));
+  start_stapling(only_in(*next, *previous));
   recheck_crl_files(*next, previous.get());
   // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
   // are closed; the others are untouched.
@@ -209,68 +231,11 @@ void daemon::publish(const runtime_ptr& next) {
   for (const auto& w : runtime::warnings(*next))
     log::warn(w.str());
   warn_insecure(*next);
-  svids_->reconcile(next->cfg);
+  reconcile_svid_sources();
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));
   metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
   metrics_.reload_outcome(config_reload_source, true);
   metrics_.last_reload_success_time().Set(unix_now());
-}
-
-// A new X.509-SVID or bundle: rebuilt and swapped in like a file reload (connections keep the
-// runtime they started with, unless the new trust refuses their peer; new ones get the new
-// certificate), but only for the listeners that use this socket, and without reading the
-// configuration again.
-// Called by svid_sources with the new SVID already in latest(); returns why not, or "".
-std::string daemon::on_svid(const std::string& socket, const svid_sources::svid_ptr& previous) {
-  if (draining_) {
-    log_ignored_while_draining("spiffe");
-    return {};
-  }
-  const auto started = steady::now();
-  config::configuration affected = runtime_->cfg;
-  std::erase_if(affected.listeners, [&](const config::listener& l) {
-    return !l.tls.spiffe.enabled || l.tls.spiffe.socket_path != socket;
-  });
-  runtime_ptr built;
-  try {
-    built = runtime::build(affected, build_options());
-  } catch (const config::config_error& e) {
-    return errors_of(e);
-  }
-  auto next = std::make_shared<runtime::runtime>(*runtime_);
-  next->generation = built->generation;
-  std::vector<std::string> updated;
-  for (auto& lr : next->listeners)
-    if (auto fresh = built->find(lr->cfg.name)) {
-      lr = fresh;
-      listeners_.publish(fresh);  // new connections use it from now on
-      updated.push_back(fresh->cfg.name);
-    }
-  const auto rotated = rotated_certificates(*runtime_, *next);
-  const auto served = std::exchange(runtime_, next);
-  // A bundle that no longer trusts a peer's CA (a federated trust domain withdrawn) closes its
-  // open connections, as a file reload that removes a CA does.
-  rejudge_all(workers_, served, next);
-  for (const auto& w : runtime::warnings(*built))
-    log::warn(w.str());
-  metrics_.set_certificate_expiry(runtime::certificate_series(*next));
-  metrics_.reload_outcome(svid_sources::reload_source(socket), true);
-  metrics_.last_reload_success_time().Set(unix_now());
-  const auto& now = *svids_->latest().at(socket);
-  log::info("reloaded",
-            {{"trigger", "spiffe"},
-             {"result", "success"},
-             {"socket", socket},
-             {"spiffe_id", now.spiffe_id},
-             {"serial", tls::serial_of(now.svid.chain.front().get())},
-             {"previous_serial",
-              previous ? tls::serial_of(previous->svid.chain.front().get()) : std::string()},
-             {"bundle_cas", static_cast<std::int64_t>(now.bundle.size())},
-             {"federated_trust_domains", static_cast<std::int64_t>(now.federated.size())},
-             {"listeners_updated", join(updated)},
-             {"certificates_rotated", join(rotated)},
-             {"duration_ms", elapsed_ms(started)}});
-  return {};
 }
 
 }  // namespace mtlsd::daemon::detail

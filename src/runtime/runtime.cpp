@@ -13,6 +13,7 @@
 #include "mtlsd/runtime/crl_file_warnings.hpp"
 #include "mtlsd/runtime/key_permissions.hpp"
 #include "mtlsd/runtime/missing_files.hpp"
+#include "mtlsd/runtime/svid_graft.hpp"
 #include "mtlsd/tls/asn1_time.hpp"
 #include "mtlsd/tls/certificate_selection.hpp"
 #include "mtlsd/tls/credentials.hpp"
@@ -156,8 +157,9 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
   config::diagnostics problems;
   for (const auto& l : cfg.listeners) {
     try {
-      if (auto missing = missing_files(l); !missing.empty()) {  // all of them, not the first
-        problems.insert(problems.end(), missing.begin(), missing.end());
+      const auto base = opts.files_from ? opts.files_from->find(l.name) : nullptr;
+      if (auto missing = base ? config::diagnostics() : missing_files(l); !missing.empty()) {
+        problems.insert(problems.end(), missing.begin(), missing.end());  // all, not the first
         continue;
       }
       auto lr = std::make_shared<listener_runtime>();
@@ -170,7 +172,7 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
         tls::svid_material svid{
             lr->svid->spiffe_id, &lr->svid->svid,
             tls::spiffe::trusted_anchors(*lr->svid, l.tls.spiffe.trust_domains)};
-        lr->tls = tls::build_context(l, &svid);
+        lr->tls = base ? with_svid(l, base->tls, svid) : tls::build_context(l, &svid);
       } else {
         lr->tls = tls::build_context(l);
       }

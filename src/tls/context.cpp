@@ -4,7 +4,6 @@
 #include <openssl/err.h>
 #include <openssl/sha.h>
 
-#include <chrono>
 #include <cstring>
 #include <set>
 
@@ -179,8 +178,7 @@ void bind_to_bundles(verifier& v, const config::listener& l,
 // CRL files into the trust store; OpenSSL then checks signature, issuer, time and delta CRLs
 // during chain verification, so revocation is decided inside the handshake.
 crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_context& out) {
-  crl_policy policy;
-  if (rv.crl_files.empty()) return policy;
+  if (rv.crl_files.empty()) return {};
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   for (const auto& f : rv.crl_files) {
     auto file = load_crl_file(f);  // shared with other listeners naming it, and across reloads
@@ -197,12 +195,7 @@ crl_policy install_crls(SSL_CTX* ctx, const config::revocation_options& rv, tls_
   // chain: every CA level needs a CRL; a level without one follows on_unavailable.
   if (rv.scope == config::crl_scope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
   X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), flags);
-  policy.enabled = true;
-  policy.soft_fail = rv.on_unavailable == config::unavailable_policy::allow;
-  policy.grace_seconds =
-      static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count());
-  policy.defer_unavailable = rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points;
-  return policy;
+  return crl_policy_with_files(rv);
 }
 
 // Server mode: our certificate (SVID, one pair, or the per-handshake selector).

@@ -74,6 +74,10 @@ struct build_options {
   // refusing would change nothing about what peers see, but would keep every other change —
   // a new CRL, a removed CA, a tightened rule — from taking effect until it is renewed.
   const runtime* serving = nullptr;
+  // An X.509-SVID update: each listener is built from the one of its name here (serving, or
+  // built by a reload and waiting for its first SVID) with its socket's SVID swapped in, and
+  // its files are not read again (runtime/svid_graft.hpp).
+  const runtime* files_from = nullptr;
 };
 
 // Builds every listener. Throws config::config_error listing every problem of every listener

@@ -4,6 +4,7 @@
 // `mtlsd verify` cannot disagree with what a handshake would do.
 #include <openssl/ssl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <ctime>
 #include <optional>
@@ -71,6 +72,18 @@ struct crl_policy {
   long grace_seconds = 0;          // keep enforcing a CRL this long past its nextUpdate
   bool defer_unavailable = false;  // OCSP/CDP configured: see verify_outcome::crl_deferred_depths
 };
+
+// The policy once a listener's CRL files are in its store (tls::build_context, and an SVID
+// update grafted onto that build: runtime/svid_graft.cpp).
+inline crl_policy crl_policy_with_files(const config::revocation_options& rv) {
+  crl_policy p;
+  p.enabled = true;
+  p.soft_fail = rv.on_unavailable == config::unavailable_policy::allow;
+  p.grace_seconds =
+      static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count());
+  p.defer_unavailable = rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points;
+  return p;
+}
 
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
 reason reason_from_x509_error(int err);
