@@ -285,7 +285,10 @@ config::diagnostics warnings(const runtime& rt, std::time_t now) {
       for (const auto& td : missing) {
         auto unusable = l->svid->unusable_federated.find(td);
         out.push_back({l->cfg.tls.spiffe.where,
-                       unusable == l->svid->unusable_federated.end()
+                       l->svid->empty_federated.count(td)
+                           ? "tls.spiffe.trust_domains: the Workload API's bundle for " + td +
+                                 " holds no CA certificate; its peers are not trusted"
+                       : unusable == l->svid->unusable_federated.end()
                            ? "tls.spiffe.trust_domains: the Workload API sent no bundle for " + td +
                                  "; its peers are not trusted"
                            : "tls.spiffe.trust_domains: the Workload API's bundle for " + td +

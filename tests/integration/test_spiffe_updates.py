@@ -582,3 +582,27 @@ def test_a_bundle_vouches_only_for_x509_svids(start_mtlsd, make_upstream, pki, s
         assert_admitted(daemon, ex, b"ping\n", identity=peer_id)
     finally:
         api.stop()
+
+
+def test_an_empty_federated_bundle_is_said_to_trust_nobody(start_mtlsd, make_upstream, pki,
+                                                           short_tmp, tmp_path):
+    """Review: an empty bundle for a trusted domain counted as a bundle: no word, and the
+    domain's peers were refused unknown_ca with nothing to say why. It trusts nobody, as a bundle
+    not sent, and the warning says the bundle holds no CA."""
+    socket_path, api, first = agent_with(pki, short_tmp, tmp_path,
+                                         federated={"spiffe://partner.example": b""})
+    try:
+        config = spiffe_server_config(pki, make_upstream().address, socket_path)
+        config["reload"] = {"watch": False}
+        daemon = start_mtlsd(config)
+        wait_reloaded(daemon, first.serial)
+        written = yaml.safe_load(daemon.config_path.read_text())
+        written["listeners"][0]["tls"]["spiffe"]["trust_domains"] = ["partner.example"]
+        write_config(daemon.config_path, written)
+        mark = daemon.log_mark()
+        assert file_reload(daemon, mark)["msg"] == RELOADED
+        warned = [l["msg"] for l in daemon.logs()[mark:] if "partner.example" in l.get("msg", "")]
+        assert any("bundle for partner.example holds no CA certificate; its peers are not "
+                   "trusted" in m for m in warned), warned
+    finally:
+        api.stop()

@@ -131,6 +131,21 @@ TEST(SpiffeX509Context, AnUnusableFederatedBundleIsSetAsideWithWhy) {
   EXPECT_THAT(missing, ::testing::ElementsAre("bad.org"));
 }
 
+// Review: an empty federated bundle counted as a bundle (no warning while its domain's peers got
+// unknown_ca). It is kept apart, and its domain is as one with no bundle: missing.
+TEST(SpiffeX509Context, AnEmptyFederatedBundleTrustsNobodyAndIsNamed) {
+  x509_context_fixture f;
+  auto r = f.raw();
+  r.federated_bundles["spiffe://empty.org"] = "";
+  auto ctx = parse(r);
+  EXPECT_EQ(ctx->federated.count("empty.org"), 0u);
+  EXPECT_EQ(ctx->unusable_federated.count("empty.org"), 0u);
+  EXPECT_EQ(ctx->empty_federated.count("empty.org"), 1u);
+  std::vector<std::string> missing;
+  trusted_cas(*ctx, {"empty.org"}, &missing);
+  EXPECT_THAT(missing, ::testing::ElementsAre("empty.org"));
+}
+
 // Review: an SVID whose notBefore is still to come (the issuer's clock ahead of ours) was refused
 // as "does not chain to the trust domain's bundle: certificate is not yet valid", and never
 // looked at again. It parses, with its notBefore, for svid_sources to hold until then; a chain

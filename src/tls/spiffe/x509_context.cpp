@@ -170,6 +170,10 @@ std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw) {
   for (const auto& [td, der] : raw.federated_bundles) {
     const std::string what = "federated_bundles[" + td + "]";
     try {
+      if (der.empty()) {
+        ctx->empty_federated.insert(bare(td));
+        continue;
+      }
       cert_chain cas = parse_der_certificates(der, what.c_str());
       only_cas(cas, what.c_str());
       ctx->federated[bare(td)] = std::move(cas);

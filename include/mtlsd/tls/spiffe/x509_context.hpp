@@ -6,6 +6,7 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct x509_context {
   // Federated bundles that did not parse or hold a non-CA: bare trust domain name -> why. Absent
   // from `federated`.
   std::map<std::string, std::string> unusable_federated;
+  // Federated bundles sent empty: bare trust domain names. Absent from `federated`, as a bundle
+  // not sent is (nothing of that domain is trusted), but said so in the warning (review: an
+  // empty bundle counted as one and drew no word while its peers got unknown_ca).
+  std::set<std::string> empty_federated;
   std::time_t not_before = 0;  // the latest of the SVID chain's: an update may come before it
   // SHA-256 of the update as sent: equal for an agent's repeat of what is already served
   // (a stream that restarts resends it), which then changes nothing.
@@ -42,8 +47,8 @@ struct x509_context {
 // leaf is not a CA and carries exactly `spiffe_id` as its URI SAN, our bundle is not empty and
 // holds CAs only, and the SVID chains to it, valid now or when it becomes valid (an SVID whose
 // notBefore is still to come passes: the caller decides). Throws std::runtime_error saying what
-// is wrong (the agent sent something we cannot serve). A federated bundle that is empty-of-CAs
-// or undecodable lands in `unusable_federated` instead.
+// is wrong (the agent sent something we cannot serve). A federated bundle that is undecodable or
+// holds a non-CA lands in `unusable_federated` instead, an empty one in `empty_federated`.
 std::shared_ptr<const x509_context> parse(const raw_x509_svid& raw);
 
 // The CAs a listener trusts, each with the trust domain whose bundle holds it: our bundle plus
