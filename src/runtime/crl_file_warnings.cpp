@@ -84,24 +84,41 @@ void chain_crl_warnings(const listener_runtime& l, config::diagnostics& out) {
     }
 }
 
-// A CA of the trust bundle that issues none of its other CAs most likely issues the peers'
-// certificates: without a CRL of its own in the files (nor OCSP or distribution points to
-// answer), each certificate it issues is unchecked and, under on_unavailable: fail, refused
-// (review: a bundle whose issuing CA's CRL was left out refused every client, `check` silent).
-// A CA above another in the bundle is chain_crl_warnings' concern.
+// A CA at the bottom of the trust bundle (issuing none of its other CAs; those above another are
+// chain_crl_warnings' concern) needs a CRL of its own in the files, unless OCSP or distribution
+// points may answer: under crl_scope: chain for whatever it issues, peers' certificates or the
+// intermediates peers send; under leaf for the peers' certificates it issues directly, which it
+// may not do when a CRL in the files is of an issuer the bundle does not hold (the peers send
+// intermediates then: a root-only bundle with the intermediate's CRL, the usual layout; review).
+// Without it, each such peer is refused under on_unavailable: fail (review: a bundle whose
+// issuing CA's CRL was left out refused every client, `check` silent).
 void issuing_ca_crl_warnings(const listener_runtime& l, config::diagnostics& out) {
   const auto& rv = l.cfg.revocation;
   if (rv.crl_files.empty() || rv.ocsp != config::ocsp_mode::off || rv.crl_distribution_points)
     return;
-  const std::string peer = l.cfg.mode == config::listener_mode::server ? "client" : "server";
-  const std::string outcome =
-      rv.on_unavailable == config::unavailable_policy::fail
-          ? "will be refused as revocation_unavailable (unable to get certificate CRL)"
-          : "is admitted unchecked, warned about and counted unavailable (on_unavailable: allow)";
   std::vector<const tls::cert_chain*> bundles;
   for (const auto& [domain, bundle] : l.tls.trust_by_domain)
     bundles.push_back(&bundle);
   if (bundles.empty()) bundles.push_back(&l.tls.trust);
+  const bool chain = rv.scope == config::crl_scope::chain;
+  if (!chain)
+    for (const auto& crl : l.tls.crls) {
+      bool issuer_in_bundle = false;
+      for (const auto* bundle : bundles)
+        for (const auto& ca : *bundle)
+          issuer_in_bundle =
+              issuer_in_bundle ||
+              X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(ca.get())) == 0;
+      if (!issuer_in_bundle) return;
+    }
+  const std::string peer = l.cfg.mode == config::listener_mode::server ? "client" : "server";
+  const std::string outcome =
+      (chain ? "every " + peer + " through it (crl_scope: chain checks every level) "
+             : "every " + peer + " certificate it issues directly ") +
+      (rv.on_unavailable == config::unavailable_policy::fail
+           ? "will be refused as revocation_unavailable (unable to get certificate CRL)"
+           : "is admitted unchecked, warned about and counted unavailable (on_unavailable: "
+             "allow)");
   for (const auto* bundle : bundles)
     for (const auto& ca : *bundle) {
       bool issues_a_ca = false;
@@ -115,8 +132,7 @@ void issuing_ca_crl_warnings(const listener_runtime& l, config::diagnostics& out
       if (issues_a_ca || has_crl) continue;
       out.push_back({rv.crl_files.front().where,
                      "revocation.crl_files: no CRL of the trusted CA " + tls::subject_of(ca.get()) +
-                         " is in crl_files: every " + peer + " certificate it issues " + outcome +
-                         "; add its CRL (unless it issues CA certificates only)",
+                         " is in crl_files: " + outcome + "; add its CRL",
                      true});
     }
 }

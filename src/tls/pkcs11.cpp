@@ -243,7 +243,9 @@ void login(const std::string& module, PKCS11_SLOT* slot, const config::pkcs11_ur
   const unsigned long reason = static_cast<unsigned long>(ERR_GET_REASON(ERR_peek_last_error()));
   const std::string why = drain_errors();
   if (auto refused = pin_refusal(reason, label, from); !refused.empty()) {
-    refused_pins().emplace(refusal, reason);
+    // A locked token refuses the right PIN too, and spends no try doing so: after the security
+    // officer unlocks it, that PIN must be tried again (review).
+    if (reason != kPinLocked) refused_pins().emplace(refusal, reason);
     fail(where, refused);
   }
   fail(where, "cannot log in to PKCS#11 token '" + label + "' (PIN from " + from +

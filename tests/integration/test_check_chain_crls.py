@@ -95,17 +95,20 @@ def test_check_warns_of_an_issuing_ca_without_a_crl_of_its_own(mtlsd_bin, pki, t
     """Review: crl_files holding the root's CRL alone, beside a root -> issuing CA bundle, left
     every client of the issuing CA refused (no CRL of its issuer), and `check` said nothing: the
     chain warning covers the CAs above another, not the one at the bottom of the bundle."""
-    cfg = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")]})
-    warned = issuing_warnings(mtlsd_bin, cfg)
-    assert len(warned) == 1 and warned[0].startswith(f"{cfg}:"), warned
-    assert f"no CRL of the trusted CA {INTERMEDIATE} is in crl_files" in warned[0], warned
-    assert "every client certificate it issues will be refused as revocation_unavailable" \
-        in warned[0], warned
-    proc = verify_cli(mtlsd_bin, cfg, "inbound", pki.path("client-int.crt"))
-    assert proc.returncode == 1 and "revocation_unavailable" in proc.stdout, proc.stdout
+    for scope, says in (("leaf", "every client certificate it issues directly"),
+                        ("chain", "every client through it (crl_scope: chain checks every level)")):
+        cfg = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")],
+                                               "crl_scope": scope}, f"{scope}.yaml")
+        warned = issuing_warnings(mtlsd_bin, cfg)
+        assert len(warned) == 1 and warned[0].startswith(f"{cfg}:"), warned
+        assert f"no CRL of the trusted CA {INTERMEDIATE} is in crl_files" in warned[0], warned
+        assert f"{says} will be refused as revocation_unavailable" in warned[0], warned
+        proc = verify_cli(mtlsd_bin, cfg, "inbound", pki.path("client-int.crt"))
+        assert proc.returncode == 1 and "revocation_unavailable" in proc.stdout, proc.stdout
 
     # Its CRL given, or OCSP to answer, or on_unavailable: allow (said so): as it should be.
-    fine = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("int-crl.pem")]}, "f.yaml")
+    fine = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("int-crl.pem")],
+                                            "crl_scope": "leaf"}, "f.yaml")
     assert issuing_warnings(mtlsd_bin, fine) == []
     ocsp = config(pki, tmp_path, [bundle], {"crl_files": [pki.path("crl.pem")], "ocsp": "leaf",
                                             "ocsp_responder": "http://127.0.0.1:9/"}, "o.yaml")
@@ -114,3 +117,21 @@ def test_check_warns_of_an_issuing_ca_without_a_crl_of_its_own(mtlsd_bin, pki, t
                                              "on_unavailable": "allow"}, "a.yaml")
     warned = issuing_warnings(mtlsd_bin, allow)
     assert len(warned) == 1 and "admitted unchecked" in warned[0], warned
+
+
+def test_the_peers_issuing_ca_outside_the_bundle(mtlsd_bin, pki, tmp_path):
+    """Review of the warning above: the usual layout, the root alone in the bundle and the
+    intermediate (which clients send) with its CRL in crl_files, was warned of under crl_scope:
+    leaf, though every client is admitted: a CRL of an issuer the bundle does not hold says the
+    peers send it. Under chain (the default) the intermediate needs the root's CRL: warned of,
+    and so it is."""
+    ints = {"crl_files": [pki.path("int-crl.pem")]}
+    leaf = config(pki, tmp_path, [pki.path("ca.crt")], {**ints, "crl_scope": "leaf"}, "l.yaml")
+    assert issuing_warnings(mtlsd_bin, leaf) == []
+    proc = verify_cli(mtlsd_bin, leaf, "inbound", pki.path("client-int-chain.crt"))
+    assert proc.returncode == 0 and proc.stdout.startswith("accepted"), proc.stdout
+    chain = config(pki, tmp_path, [pki.path("ca.crt")], ints, "c.yaml")
+    warned = issuing_warnings(mtlsd_bin, chain)
+    assert len(warned) == 1 and f"no CRL of the trusted CA {ROOT}" in warned[0], warned
+    proc = verify_cli(mtlsd_bin, chain, "inbound", pki.path("client-int-chain.crt"))
+    assert proc.returncode == 1 and "revocation_unavailable" in proc.stdout, proc.stdout
