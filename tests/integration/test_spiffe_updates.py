@@ -429,22 +429,30 @@ def test_a_reload_that_trusts_a_set_aside_bundle_says_why_it_is_unusable(
     """Review: a bundle set aside because no listener trusted its domain was later reported as
     "the Workload API sent no bundle" when a file reload added the domain; the agent did send
     one, and what the operator must fix is why it does not decode."""
+    warned = warnings_once_trusted(start_mtlsd, make_upstream, pki, short_tmp, tmp_path,
+                                   "junk.example", b"junk")
+    assert any("bundle for junk.example is unusable (federated_bundles[" in m
+               for m in warned), warned
+    assert not any("sent no bundle" in m for m in warned), warned
+
+
+def warnings_once_trusted(start_mtlsd, make_upstream, pki, short_tmp, tmp_path, domain: str,
+                          bundle: bytes) -> list[str]:
+    """The messages naming `domain` when a file reload makes the listener trust it, its bundle
+    from the agent being `bundle`."""
     socket_path, api, first = agent_with(pki, short_tmp, tmp_path,
-                                         federated={"spiffe://junk.example": b"junk"})
+                                         federated={f"spiffe://{domain}": bundle})
     try:
         config = spiffe_server_config(pki, make_upstream().address, socket_path)
         config["reload"] = {"watch": False}
         daemon = start_mtlsd(config)
         wait_reloaded(daemon, first.serial)
         written = yaml.safe_load(daemon.config_path.read_text())
-        written["listeners"][0]["tls"]["spiffe"]["trust_domains"] = ["junk.example"]
+        written["listeners"][0]["tls"]["spiffe"]["trust_domains"] = [domain]
         write_config(daemon.config_path, written)
         mark = daemon.log_mark()
         assert file_reload(daemon, mark)["msg"] == RELOADED
-        warned = [l["msg"] for l in daemon.logs()[mark:] if "junk.example" in l.get("msg", "")]
-        assert any("bundle for junk.example is unusable (federated_bundles[" in m
-                   for m in warned), warned
-        assert not any("sent no bundle" in m for m in warned), warned
+        return [l["msg"] for l in daemon.logs()[mark:] if domain in l.get("msg", "")]
     finally:
         api.stop()
 
@@ -589,20 +597,7 @@ def test_an_empty_federated_bundle_is_said_to_trust_nobody(start_mtlsd, make_ups
     """Review: an empty bundle for a trusted domain counted as a bundle: no word, and the
     domain's peers were refused unknown_ca with nothing to say why. It trusts nobody, as a bundle
     not sent, and the warning says the bundle holds no CA."""
-    socket_path, api, first = agent_with(pki, short_tmp, tmp_path,
-                                         federated={"spiffe://partner.example": b""})
-    try:
-        config = spiffe_server_config(pki, make_upstream().address, socket_path)
-        config["reload"] = {"watch": False}
-        daemon = start_mtlsd(config)
-        wait_reloaded(daemon, first.serial)
-        written = yaml.safe_load(daemon.config_path.read_text())
-        written["listeners"][0]["tls"]["spiffe"]["trust_domains"] = ["partner.example"]
-        write_config(daemon.config_path, written)
-        mark = daemon.log_mark()
-        assert file_reload(daemon, mark)["msg"] == RELOADED
-        warned = [l["msg"] for l in daemon.logs()[mark:] if "partner.example" in l.get("msg", "")]
-        assert any("bundle for partner.example holds no CA certificate; its peers are not "
-                   "trusted" in m for m in warned), warned
-    finally:
-        api.stop()
+    warned = warnings_once_trusted(start_mtlsd, make_upstream, pki, short_tmp, tmp_path,
+                                   "partner.example", b"")
+    assert any("bundle for partner.example holds no CA certificate; its peers are not "
+               "trusted" in m for m in warned), warned
