@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "forwarding_fields.hpp"
 #include "fuzz_support.hpp"
 #include "h2_h1_request.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
@@ -34,6 +35,7 @@
 #include "mtlsd/proxy/xfcc.hpp"
 
 using namespace mtlsd;
+using fuzz::as_sent, fuzz::spelled, fuzz::trimmed, fuzz::wire_fields;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
@@ -91,64 +93,6 @@ std::size_t count(const http::fields& f, std::string_view name) {
   return n;
 }
 
-// A value as Beast reads it: without the whitespace around it.
-std::string trimmed(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-    v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-    v.remove_suffix(1);
-  return std::string(v);
-}
-
-// The values of the fields an application reads as `lower` (X-Forwarded-*), in order: named as
-// same_field_name reads a name, `_` as `-` too (CGI, WSGI, PHP and Rack make one variable of them).
-std::vector<std::string> spelled(const proxy::header_list& f, std::string_view lower) {
-  std::vector<std::string> out;
-  for (const auto& [name, value] : f)
-    if (proxy::same_field_name(name, lower)) out.push_back(value);
-  return out;
-}
-
-// The client's fields named `lower` in any spelling, as an upstream reads them once passed on.
-std::vector<std::string> as_sent(const proxy::header_list& client, std::string_view lower) {
-  std::vector<std::string> out;
-  for (const auto& v : spelled(client, lower))
-    out.push_back(trimmed(v));
-  return out;
-}
-
-// The fields of a whole head as written, in order (Beast's container puts a field after the
-// last one of the same name, so X_Forwarded_For, x-forwarded-for, X_Forwarded_For would not
-// come back in the order an application reads them): names as written, values without the
-// whitespace around them, as a parser reads them.
-proxy::header_list wire_fields(std::string_view head) {
-  proxy::header_list out;
-  for (std::size_t at = head.find("\r\n"); at != std::string_view::npos;) {
-    const std::size_t start = at + 2, eol = head.find("\r\n", start);
-    if (eol == std::string_view::npos || eol == start) break;
-    const std::string_view line = head.substr(start, eol - start);
-    at = eol;
-    const std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    out.emplace_back(std::string(line.substr(0, colon)), trimmed(line.substr(colon + 1)));
-  }
-  return out;
-}
-
-// X-Forwarded-For as an upstream must read it: the members of the client's values (split on ',',
-// trimmed, empty ones skipped) in order, then the hop mtlsd appends.
-std::string xff_list(const std::vector<std::string>& client, std::string_view hop) {
-  std::string out;
-  for (std::string_view v : client)
-    for (std::size_t at = 0; at <= v.size();) {
-      const std::size_t comma = std::min(v.find(',', at), v.size());
-      const std::string member = trimmed(v.substr(at, comma - at));
-      if (!member.empty()) out += (out.empty() ? "" : ", ") + member;
-      at = comma + 1;
-    }
-  return out + (out.empty() ? "" : ", ") + std::string(hop);
-}
-
 bool forwarding_named(std::string_view name) {
   return proxy::same_field_name(name, proxy::xfcc_header) ||
          proxy::same_field_name(name, proxy::xff_header) ||
@@ -160,47 +104,17 @@ bool forwarding_named(std::string_view name) {
 void check_forwarding(std::string_view head, const proxy::header_list& client,
                       const proxy::http_forwarding& fwd) {
   const proxy::header_list req = wire_fields(head);
-  using action = proxy::xfcc_policy::action;
   const auto xfcc = spelled(req, proxy::xfcc_header);
-  const auto theirs = spelled(client, proxy::xfcc_header);
-  switch (fwd.xfcc.what) {
-    case action::keep:
-      fuzz::check(xfcc == as_sent(client, proxy::xfcc_header),
-                  "keep passes the client's XFCC fields, every spelling, as sent");
-      break;
-    case action::remove:
-      fuzz::check(xfcc.empty(), "remove leaves no XFCC in any spelling");
-      break;
-    case action::set:
-      fuzz::check(xfcc.size() == 1 && xfcc[0] == fwd.xfcc.element,
-                  "set leaves our element alone, no XFCC in another spelling");
-      break;
-    case action::append: {
-      std::string want;  // the client's non-empty values, then ours, joined with ','
-      for (const auto& v : theirs)
-        if (!v.empty()) want += (want.empty() ? "" : ",") + v;
-      if (!fwd.xfcc.element.empty()) want += (want.empty() ? "" : ",") + fwd.xfcc.element;
-      fuzz::check(want.empty() ? xfcc.empty() : xfcc.size() == 1 && xfcc[0] == trimmed(want),
-                  "append leaves one XFCC, theirs then ours, none in another spelling");
-      break;
-    }
-  }
-  const auto xff = spelled(req, proxy::xff_header);
-  if (fwd.x_forwarded_for) {
-    const std::string hop = fwd.client_ip.empty() ? "unknown" : fwd.client_ip;
-    fuzz::check(xff.size() == 1 && xff[0] == xff_list(spelled(client, proxy::xff_header), hop),
-                "one X-Forwarded-For in any spelling: the client's list, then its address");
-  } else {
-    fuzz::check(xff == as_sent(client, proxy::xff_header),
-                "X-Forwarded-For passes as sent when not asked for");
-  }
-  const auto xfp = spelled(req, proxy::xfp_header);
-  if (fwd.x_forwarded_proto)
-    fuzz::check(xfp.size() == 1 && xfp[0] == "https",
-                "X-Forwarded-Proto: https, once in any spelling");
-  else
-    fuzz::check(xfp == as_sent(client, proxy::xfp_header),
-                "X-Forwarded-Proto passes as sent when not asked for");
+  fuzz::check_xfcc(
+      xfcc, fwd.xfcc, [&] { return xfcc == as_sent(client, proxy::xfcc_header); },
+      [&] {
+        std::string want;  // the client's non-empty values, then ours, joined with ','
+        for (const auto& v : spelled(client, proxy::xfcc_header))
+          if (!v.empty()) want += (want.empty() ? "" : ",") + v;
+        if (!fwd.xfcc.element.empty()) want += (want.empty() ? "" : ",") + fwd.xfcc.element;
+        return want.empty() ? xfcc.empty() : xfcc.size() == 1 && xfcc[0] == trimmed(want);
+      });
+  fuzz::check_xff_and_xfp(req, client, fwd, [](std::string_view) { return false; });
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "forwarding_fields.hpp"
 #include "fuzz_support.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/http_framing.hpp"
@@ -31,6 +32,7 @@
 #include "mtlsd/proxy/http_relay.hpp"
 
 using namespace mtlsd;
+using fuzz::wire_fields;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
@@ -49,42 +51,6 @@ struct reparsed {
   }
 };
 
-// A value as Beast reads it: without the whitespace around it.
-std::string trimmed(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-    v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-    v.remove_suffix(1);
-  return std::string(v);
-}
-
-// The values of the fields an application reads as `lower` (X-Forwarded-*), in order: named as
-// same_field_name reads a name, `_` as `-` too (CGI, WSGI, PHP and Rack make one variable of them).
-std::vector<std::string> spelled(const proxy::header_list& f, std::string_view lower) {
-  std::vector<std::string> out;
-  for (const auto& [name, value] : f)
-    if (proxy::same_field_name(name, lower)) out.push_back(value);
-  return out;
-}
-
-// The fields of a whole head as written, in order (Beast's container puts a field after the
-// last one of the same name, so X_Forwarded_For, x-forwarded-for, X_Forwarded_For would not
-// come back in the order an application reads them): names as written, values without the
-// whitespace around them, as a parser reads them.
-proxy::header_list wire_fields(std::string_view head) {
-  proxy::header_list out;
-  for (std::size_t at = head.find("\r\n"); at != std::string_view::npos;) {
-    const std::size_t start = at + 2, eol = head.find("\r\n", start);
-    if (eol == std::string_view::npos || eol == start) break;
-    const std::string_view line = head.substr(start, eol - start);
-    at = eol;
-    const std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    out.emplace_back(std::string(line.substr(0, colon)), trimmed(line.substr(colon + 1)));
-  }
-  return out;
-}
-
 // Whether a Connection field of the (whole, unfolded) request head names `lower`, in any
 // spelling: forward_request_head drops the fields it names.
 bool named_by_connection(std::string_view head, std::string_view lower) {
@@ -95,20 +61,6 @@ bool named_by_connection(std::string_view head, std::string_view lower) {
       for (const auto& token : http::token_list(field.value()))
         if (proxy::same_field_name({token.data(), token.size()}, lower)) return true;
   return false;
-}
-
-// X-Forwarded-For as an upstream must read it: the members of the client's values (split on ',',
-// trimmed, empty ones skipped) in order, then the hop mtlsd appends.
-std::string xff_list(const std::vector<std::string>& client, std::string_view hop) {
-  std::string out;
-  for (std::string_view v : client)
-    for (std::size_t at = 0; at <= v.size();) {
-      const std::size_t comma = std::min(v.find(',', at), v.size());
-      const std::string member = trimmed(v.substr(at, comma - at));
-      if (!member.empty()) out += (out.empty() ? "" : ", ") + member;
-      at = comma + 1;
-    }
-  return out + (out.empty() ? "" : ", ") + std::string(hop);
 }
 
 // The data of a whole chunked body, as Beast's own parser reads it (nullopt: not whole, or
@@ -254,47 +206,20 @@ void request_part(std::uint8_t policy_byte, std::string_view bytes) {
   for (const auto& field : m)
     if (proxy::same_field_name(field.name_string(), proxy::xfcc_header))
       got.emplace_back(field.value());
-  using action = proxy::xfcc_policy::action;
-  switch (f.xfcc.what) {
-    case action::keep:
-      // Unless the client's Connection names it: a hop-by-hop field then (RFC 9110 7.6.1).
-      fuzz::check(
-          got.size() == (named_by_connection(head, proxy::xfcc_header) ? 0 : seen.xfcc.size()),
-          "keep forwards the client's XFCC lines");
-      break;
-    case action::remove:
-      fuzz::check(got.empty(), "remove strips every XFCC line");
-      break;
-    case action::set:
-      fuzz::check(got.size() == 1 && got[0] == f.xfcc.element, "set leaves exactly our element");
-      break;
-    case action::append: {
-      const auto want = proxy::rewrite_xfcc(f.xfcc, seen.xfcc);
-      fuzz::check(want ? got.size() == 1 && got[0] == *want : got.empty(),
-                  "append leaves one line: theirs, then ours");
-      break;
-    }
-  }
+  fuzz::check_xfcc(
+      got, f.xfcc,
+      [&] {  // unless the client's Connection names it: a hop-by-hop field then (RFC 9110 7.6.1)
+        return got.size() == (named_by_connection(head, proxy::xfcc_header) ? 0 : seen.xfcc.size());
+      },
+      [&] {
+        const auto want = proxy::rewrite_xfcc(f.xfcc, seen.xfcc);
+        return want ? got.size() == 1 && got[0] == *want : got.empty();
+      });
   // X-Forwarded-For and -Proto counted the same way, in every spelling (X_Forwarded_For,
   // x-forwarded-PROTO): with the policy on, the client's must all be gone into ours; off, they
   // pass as sent, unless the client's Connection names them (hop-by-hop: dropped).
-  const proxy::header_list sent = wire_fields(head), upstream = wire_fields(out);
-  const auto as_sent = [&](std::string_view lower) {
-    return named_by_connection(head, lower) ? std::vector<std::string>{} : spelled(sent, lower);
-  };
-  const auto xff = spelled(upstream, proxy::xff_header);
-  if (f.x_forwarded_for) {
-    const std::string hop = f.client_ip.empty() ? "unknown" : f.client_ip;
-    fuzz::check(xff.size() == 1 && xff[0] == xff_list(spelled(sent, proxy::xff_header), hop),
-                "one X-Forwarded-For in any spelling: the client's list, then the client");
-  } else {
-    fuzz::check(xff == as_sent(proxy::xff_header), "X-Forwarded-For as sent when not set");
-  }
-  const auto xfp = spelled(upstream, proxy::xfp_header);
-  if (f.x_forwarded_proto)
-    fuzz::check(xfp.size() == 1 && xfp[0] == "https", "one X-Forwarded-Proto in any spelling");
-  else
-    fuzz::check(xfp == as_sent(proxy::xfp_header), "X-Forwarded-Proto as sent when not set");
+  fuzz::check_xff_and_xfp(wire_fields(out), wire_fields(head), f,
+                          [&](std::string_view lower) { return named_by_connection(head, lower); });
 
   // The body, as forward_body walks it: never more bytes than it was given; a chunked one
   // leaves rewritten, and the upstream reads the client's data from it.

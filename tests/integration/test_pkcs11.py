@@ -48,14 +48,24 @@ class Token:
         self.pin_file = root / "pin"
         self.pin_file.write_text(PIN + "\n")
 
-    def import_key(self, label: str, key: str, id_: int) -> None:
+    def import_key(self, label: str, key: str, id_: int, token: str = "mtlsd") -> None:
         p8 = self.root / f"{label}.p8"
         src = key if os.path.isabs(key) else self.pki.path(key)
         subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", src,
                         "-out", str(p8)], check=True, capture_output=True)
-        self.util("--import", str(p8), "--token", "mtlsd", "--label", label,
+        self.util("--import", str(p8), "--token", token, "--label", label,
                   "--id", f"{id_:02x}", "--pin", PIN)
         p8.unlink()  # only the token holds the key from here on
+
+    def add_other_token(self) -> Path:
+        """A second token, "other", holding server-int.key as "server2" (same PIN): not logged in
+        to until a configuration names it. Returns a file for its PIN, beside the first's (a
+        directory the sandbox reads), holding a wrong one."""
+        self.util("--init-token", "--free", "--label", "other", "--pin", PIN, "--so-pin", "123456")
+        self.import_key("server2", "server-int.key", 2, token="other")
+        pin_file = self.root / "other-pin"
+        pin_file.write_text("000000\n")
+        return pin_file
 
     def util(self, *args: str) -> None:
         proc = subprocess.run(["softhsm2-util", *args], env=self.env, capture_output=True,

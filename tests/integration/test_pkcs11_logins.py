@@ -124,17 +124,9 @@ def test_a_wrong_pin_costs_one_login_per_check_and_per_start(start_mtlsd, make_u
 
 def test_a_reload_tries_a_refused_pin_once_and_a_changed_one_again(start_mtlsd, make_upstream,
                                                                    pki, token_and_spy,
-                                                                   spy_module, tmp_path):
+                                                                   spy_module):
     token, spy = token_and_spy
-    # A second token, not logged in to until a reload names it.
-    token.util("--init-token", "--free", "--label", "other", "--pin", PIN, "--so-pin", "123456")
-    p8 = tmp_path / "other.p8"
-    subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", pki.path("server-int.key"),
-                    "-out", str(p8)], check=True, capture_output=True)
-    token.util("--import", str(p8), "--token", "other", "--label", "server2", "--id", "02",
-               "--pin", PIN)
-    other_pin = token.root / "other-pin"  # beside the first: a directory the sandbox reads
-    other_pin.write_text("000000\n")
+    other_pin = token.add_other_token()  # not logged in to until a reload names it
     ca_copy = token.root / "ca.crt"  # a file the configuration names, rewritten below
     ca_copy.write_bytes(Path(pki.path("ca.crt")).read_bytes())
 

@@ -9,7 +9,6 @@ every later login with "General Error" until mtlsd was restarted (review).
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
@@ -21,16 +20,8 @@ from test_pkcs11 import PIN, Token, serial, served_serial
 def test_a_wrong_pin_on_reload_can_be_corrected_without_a_restart(start_mtlsd, make_upstream,
                                                                   pki, tmp_path, monkeypatch):
     token = Token(tmp_path / "hsm", pki, objects={"server": "server.key"})
-    # A second token, not logged in to until the reload names it.
-    token.util("--init-token", "--free", "--label", "other", "--pin", PIN, "--so-pin", "123456")
-    p8 = tmp_path / "other.p8"
-    subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", pki.path("server-int.key"),
-                    "-out", str(p8)], check=True, capture_output=True)
-    token.util("--import", str(p8), "--token", "other", "--label", "server2", "--id", "02",
-               "--pin", PIN)
+    other_pin = token.add_other_token()  # not logged in to until the reload names it
     monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
-    other_pin = token.root / "other-pin"  # beside the first: a directory the sandbox reads
-    other_pin.write_text("000000\n")
 
     up = make_upstream()
     config = daemon_config([server_listener(pki, up.address, tls={

@@ -10,6 +10,7 @@
 #include "mtlsd/spiffe/workload_client.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 #include "test_pki.hpp"
+#include "test_svid.hpp"
 
 namespace mtlsd::tls::spiffe {
 namespace {
@@ -19,26 +20,12 @@ using ::testing::HasSubstr;
 
 const std::string kId = "spiffe://example.org/ns/prod/sa/mtlsd";
 
-std::string pkcs8_der(EVP_PKEY* key) {
-  PKCS8_PRIV_KEY_INFO* p8 = EVP_PKEY2PKCS8(key);
-  unsigned char* buf = nullptr;
-  const int n = i2d_PKCS8_PRIV_KEY_INFO(p8, &buf);
-  std::string out(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
-  OPENSSL_free(buf);
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  return out;
-}
-
 struct x509_context_fixture {
   credential root = make_root_ca({.cn = "example.org root"});
   credential other_root = make_root_ca({.cn = "other.org root"});
   credential leaf = make_leaf(root, {.cn = "mtlsd", .uri_sans = {kId}, .usage = key_usage::both});
   raw_x509_svid raw() const {
-    raw_x509_svid r;
-    r.spiffe_id = kId;
-    r.x509_svid = to_der(leaf.cert());
-    r.x509_svid_key = pkcs8_der(leaf.key());
-    r.bundle = to_der(root.cert());
+    raw_x509_svid r = raw_svid(kId, leaf, root);
     r.federated_bundles["spiffe://other.org"] = to_der(other_root.cert());
     return r;
   }

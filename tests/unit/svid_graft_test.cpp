@@ -17,21 +17,12 @@
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/spiffe/x509_context.hpp"
 #include "test_pki.hpp"
+#include "test_svid.hpp"
 
 namespace mtlsd::runtime {
 namespace {
 
 const std::string kId = "spiffe://example.org/ns/prod/sa/mtlsd";
-
-std::string pkcs8_der(EVP_PKEY* key) {
-  PKCS8_PRIV_KEY_INFO* p8 = EVP_PKEY2PKCS8(key);
-  unsigned char* buf = nullptr;
-  const int n = i2d_PKCS8_PRIV_KEY_INFO(p8, &buf);
-  std::string out(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
-  OPENSSL_free(buf);
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  return out;
-}
 
 // Every object of a context's store, by kind and SHA-256, sorted.
 std::vector<std::string> store_objects(SSL_CTX* ctx) {
@@ -99,12 +90,7 @@ class SvidGraftTest : public ::testing::Test {
     tls::x509_crl_ptr crl(test::make_crl(
         root_, {.revoked = {{test::serial_of(bob_.cert()), test::now() - test::hours(2)}}}));
     dir_.write("root.crl", test::to_pem(crl.get()), 0644);
-    tls::spiffe::raw_x509_svid raw;
-    raw.spiffe_id = kId;
-    raw.x509_svid = test::to_der(svid_leaf_.cert());
-    raw.x509_svid_key = pkcs8_der(svid_leaf_.key());
-    raw.bundle = test::to_der(root_.cert());
-    svid_ = tls::spiffe::parse(raw);
+    svid_ = tls::spiffe::parse(test::raw_svid(kId, svid_leaf_, root_));
   }
 
   config::listener load(const std::string& yaml) {
@@ -158,15 +144,19 @@ class SvidGraftTest : public ::testing::Test {
   }
 };
 
-const std::string kServer =
-    "listeners:\n"
-    "  - name: inbound\n"
+// A listener with an SVID from the Workload API and the root's CRL; a test adds its
+// client_auth or server_auth.
+const std::string kSvidAndCrl =
     "    listen: 127.0.0.1:0\n"
-    "    upstream: 127.0.0.1:8080\n"
     "    tls:\n"
     "      spiffe: {workload_api: unix:/tmp/agent.sock}\n"
     "    revocation:\n"
     "      crl_files: [root.crl]\n";
+const std::string kServer =
+    "listeners:\n  - name: inbound\n    upstream: 127.0.0.1:8080\n" + kSvidAndCrl;
+const std::string kClient =
+    "listeners:\n  - name: outbound\n    mode: client\n    upstream: localhost:8443\n" +
+    kSvidAndCrl;
 
 TEST_F(SvidGraftTest, ServerTrustingTheBundles) {
   expect_as_built(kServer + "    client_auth: {mode: require}\n");
@@ -177,33 +167,13 @@ TEST_F(SvidGraftTest, ServerTrustingItsCaFiles) {
 }
 
 TEST_F(SvidGraftTest, ClientTrustingItsCaFilesChecksTheHostName) {
-  expect_as_built(
-      "listeners:\n"
-      "  - name: outbound\n"
-      "    mode: client\n"
-      "    listen: 127.0.0.1:0\n"
-      "    upstream: localhost:8443\n"
-      "    tls:\n"
-      "      spiffe: {workload_api: unix:/tmp/agent.sock}\n"
-      "    server_auth: {ca: [root.crt]}\n"
-      "    revocation:\n"
-      "      crl_files: [root.crl]\n",
-      "localhost");
+  expect_as_built(kClient + "    server_auth: {ca: [root.crt]}\n", "localhost");
 }
 
 TEST_F(SvidGraftTest, ClientTrustingTheBundles) {
-  expect_as_built(
-      "listeners:\n"
-      "  - name: outbound\n"
-      "    mode: client\n"
-      "    listen: 127.0.0.1:0\n"
-      "    upstream: localhost:8443\n"
-      "    tls:\n"
-      "      spiffe: {workload_api: unix:/tmp/agent.sock}\n"
-      "    server_auth:\n"
-      "      allow: {spiffe_ids: ['spiffe://example.org/*']}\n"
-      "    revocation:\n"
-      "      crl_files: [root.crl]\n");
+  expect_as_built(kClient +
+                  "    server_auth:\n"
+                  "      allow: {spiffe_ids: ['spiffe://example.org/*']}\n");
 }
 
 }  // namespace
