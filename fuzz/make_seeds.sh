@@ -411,8 +411,9 @@ for name, (b0, b1, script) in seeds.items():
 PY
 
 # h2_request_fuzz: byte 0 = flags (1 END_STREAM, 2 a body, 4 X-Forwarded-For, 8 X-Forwarded-Proto,
-# 16 XFCC set), then 0x01-separated records: method, path, authority, fields "name:value", "--",
-# trailers.
+# 16 and 32 the XFCC policy: neither remove, 16 set, 32 keep, both append; 64 an empty element to
+# append, 128 no client address), then 0x01-separated records: method, path, authority, fields
+# "name:value", "--", trailers.
 h2req() { local name=$1 flags=$2; shift 2; { printf "\\$(printf '%03o' "$flags")"; local IFS=$'\001'; printf '%s' "$*"; } >"$C/h2_request_fuzz/$name"; }
 h2req get 1 GET /a example.org "accept:*/*" "cookie:a=1" "cookie:b=2" --
 h2req post-length 6 POST /upload example.org "content-length:0005" "x-forwarded-for:10.0.0.1" --
