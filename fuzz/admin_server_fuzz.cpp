@@ -66,6 +66,7 @@
 #include "fuzz_support.hpp"
 #include "mtlsd/admin/admin_server.hpp"
 #include "mtlsd/net/socket.hpp"
+#include "parser_feed.hpp"
 
 using namespace mtlsd;
 namespace asio = boost::asio;
@@ -111,25 +112,7 @@ class checker final : public http::basic_parser<isRequest> {
   // Parses what it can of `bytes` (the rest of a stream): how much was taken; ec an error other
   // than need_more.
   std::size_t feed(std::string_view bytes, beast::error_code& ec) {
-    std::size_t used = 0;
-    for (;;) {
-      const std::string_view rest = bytes.substr(used);
-      ec = {};
-      if (rest.empty() || this->is_done()) return used;
-      if (!chunk_seen_ && this->is_header_done() && this->chunked() && rest.size() < 5 &&
-          rest.starts_with("0\r\n"))
-        return used;
-      const bool header_was_done = this->is_header_done();
-      const std::size_t n = this->put(asio::buffer(rest.data(), rest.size()), ec);
-      used += n;
-      if (!header_was_done && this->is_header_done()) header_bytes = used;
-      if (ec == http::error::need_more) {
-        ec = {};
-        if (n == 0) return used;
-        continue;
-      }
-      if (ec || n == 0) return used;
-    }
+    return fuzz::feed_parser(*this, bytes, ec, chunk_seen_, &header_bytes);
   }
 
  private:

@@ -65,6 +65,7 @@
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/tls/context.hpp"
 #include "mtlsd/tls/verify.hpp"
+#include "parser_feed.hpp"
 
 using namespace mtlsd;
 namespace asio = boost::asio;
@@ -244,8 +245,7 @@ std::vector<step> parse_script(std::string_view s, std::size_t client_piece,
 }
 
 // A parser that keeps nothing, for what the peers received: what each message is, and where
-// it ends. Calls put again with fewer than five bytes after a first chunk "0\r\n" never (Beast
-// 1.81 asserts then, boostorg/beast#2861, as framing_base::put_body says).
+// it ends (fed by fuzz::feed_parser, which steers clear of boostorg/beast#2861).
 template <bool isRequest>
 class checker final : public http::basic_parser<isRequest> {
  public:
@@ -260,23 +260,7 @@ class checker final : public http::basic_parser<isRequest> {
   // Parses what it can of `bytes` (the rest of a stream): how much was taken, ec an error other
   // than need_more.
   std::size_t feed(std::string_view bytes, beast::error_code& ec) {
-    std::size_t used = 0;
-    for (;;) {
-      const std::string_view rest = bytes.substr(used);
-      ec = {};
-      if (rest.empty() || this->is_done()) return used;
-      if (!chunk_seen_ && this->is_header_done() && this->chunked() && rest.size() < 5 &&
-          rest.starts_with("0\r\n"))
-        return used;
-      const std::size_t n = this->put(asio::buffer(rest.data(), rest.size()), ec);
-      used += n;
-      if (ec == http::error::need_more) {
-        ec = {};
-        if (n == 0) return used;
-        continue;
-      }
-      if (ec || n == 0) return used;
-    }
+    return fuzz::feed_parser(*this, bytes, ec, chunk_seen_);
   }
 
  private:

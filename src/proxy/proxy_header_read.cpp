@@ -30,53 +30,57 @@ std::string read_error(const error_code& ec) {
                                 : "reading the PROXY header: " + ec.message();
 }
 
-error_code recv_error() {
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return {};
+// Appends what has arrived, at most `n` bytes (and `read_step`), without waiting. It reads
+// through a buffer on this ordinary function's stack, never in a coroutine frame that would hold
+// it across waits, so `buf` grows by what came and no more. would_block: nothing has arrived;
+// eof: the peer closed.
+error_code append_arrived(stream_socket& sock, std::string& buf, std::size_t n) {
+  char chunk[read_step];
+  ssize_t got = 0;
+  do {
+    got = ::recv(sock.native_handle(), chunk, std::min(n, read_step), MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  if (got > 0) {
+    buf.append(chunk, static_cast<std::size_t>(got));
+    return {};
+  }
+  if (got == 0) return asio::error::eof;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return asio::error::would_block;
   return error_code(errno, asio::error::get_system_category());
 }
 
-// Appends what has arrived, at most `n` bytes and `read_step`, waiting until something has (or
-// the peer closed: eof). The buffer is sized after the bytes the kernel holds for us.
+// append_arrived, waiting until something has arrived (or the peer closed).
 asio::awaitable<error_code> read_arrived(stream_socket& sock, std::string& buf, std::size_t n) {
-  error_code ec;
-  std::size_t ready = sock.available(ec);
-  if (!ec && ready == 0) {
+  for (;;) {
+    const error_code ec = append_arrived(sock, buf, n);
+    if (ec != asio::error::would_block) co_return ec;
     auto [wec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
     if (wec) co_return wec;
-    ready = sock.available(ec);
   }
-  if (ec) co_return ec;
-  // Readable with nothing queued: an end or an error, which a one-byte read tells.
-  const std::size_t want = std::min({std::max<std::size_t>(ready, 1), n, read_step});
-  const std::size_t have = buf.size();
-  buf.resize(have + want);
-  const ssize_t got = ::recv(sock.native_handle(), buf.data() + have, want, MSG_DONTWAIT);
-  buf.resize(have + static_cast<std::size_t>(std::max<ssize_t>(got, 0)));
-  if (got == 0) co_return asio::error::eof;
-  co_return got < 0 ? recv_error() : error_code{};
 }
 
 // v1: the line ends at its first LF (a CRLF, or a bare LF that refuses it). Peek at what has
 // arrived; take up to that LF when it is there, else take everything peeked (all of it is
 // header) and wait for more. Nothing after the first LF is taken: it is the ClientHello.
 asio::awaitable<error_code> read_v1_more(stream_socket& sock, std::string& buf) {
-  auto [wec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
-  if (wec) co_return wec;
   char peek[proxy_v1_max_header];
   const std::size_t room = proxy_v1_max_header - std::min(buf.size(), proxy_v1_max_header);
-  const ssize_t n =
-      ::recv(sock.native_handle(), peek, std::max<std::size_t>(room, 1), MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = 0;
+  for (;;) {
+    n = ::recv(sock.native_handle(), peek, std::max<std::size_t>(room, 1), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) break;
+    auto [wec] = co_await sock.async_wait(stream_socket::wait_read, as_tuple(use_awaitable));
+    if (wec) co_return wec;
+  }
   if (n == 0) co_return asio::error::eof;
-  if (n < 0) co_return recv_error();
+  if (n < 0) co_return error_code(errno, asio::error::get_system_category());
   const std::string_view seen(peek, static_cast<std::size_t>(n));
   const auto lf = seen.find('\n');
-  const std::size_t take = lf == std::string_view::npos ? seen.size() : lf + 1;
-  const std::size_t have = buf.size();
-  buf.resize(have + take);
-  const ssize_t got = ::recv(sock.native_handle(), buf.data() + have, take, MSG_DONTWAIT);
-  buf.resize(have + static_cast<std::size_t>(std::max<ssize_t>(got, 0)));
-  if (got == 0) co_return asio::error::eof;
-  co_return got < 0 ? recv_error() : error_code{};
+  // What was peeked is there: this read takes it (what it does not take, the next call does).
+  const error_code ec =
+      append_arrived(sock, buf, lf == std::string_view::npos ? seen.size() : lf + 1);
+  co_return ec == asio::error::would_block ? error_code{} : ec;
 }
 
 }  // namespace
