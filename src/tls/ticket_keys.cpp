@@ -1,7 +1,8 @@
 #include "mtlsd/tls/ticket_keys.hpp"
 
+#include "mtlsd/tls/ticket_key_ring.hpp"
+
 #include <openssl/core_names.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -11,90 +12,18 @@
 #include <array>
 #include <cstring>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace mtlsd::tls {
 namespace {
 
-using steady = std::chrono::steady_clock;
-
-struct ticket_key {
-  std::array<unsigned char, 16> name{};
-  std::array<unsigned char, 32> aes{};
-  std::array<unsigned char, 32> hmac{};
-  steady::time_point created;
-};
-
-// Key material leaves no copy behind: a retired key in a core dump or reused memory would
-// decrypt recorded tickets (a TLS 1.2 ticket holds the master secret). Passwords and PINs are
-// cleansed the same way (credentials.cpp, pkcs11.cpp).
-void wipe(ticket_key& k) {
-  OPENSSL_cleanse(&k, sizeof k);
-}
-void wipe(std::optional<ticket_key>& k) {
-  if (k) wipe(*k);
-  k.reset();
-}
-
-// A copy of a key for one callback, wiped when the callback returns.
-struct key_copy {
-  std::optional<ticket_key> key;
-  ~key_copy() { wipe(key); }
-};
-
-// Two keys: the one issuing, and the one before it (still decrypting). Rotation happens lazily,
-// when a ticket is issued after the current key's period: no timer, no thread. The mutex is
-// taken once per ticket issued or presented — a handshake costs three orders of magnitude more.
-class ticket_key_ring {
- public:
-  void for_issuing(key_copy& out) {
-    std::lock_guard lk(mu_);
-    const auto now = steady::now();
-    if (!current_ || now - current_->created >= ticket_key_period) {
-      wipe(previous_);
-      previous_ = current_;
-      fresh(current_, now);
-    }
-    out.key = *current_;
-  }
-  // Leaves `out` empty for an unknown or expired name.
-  void for_decrypting(const unsigned char* name, key_copy& out) {
-    std::lock_guard lk(mu_);
-    const auto now = steady::now();
-    for (const auto* k : {&current_, &previous_}) {
-      if (!*k || std::memcmp((*k)->name.data(), name, 16) != 0) continue;
-      if (now - (*k)->created < 2 * ticket_key_period) out.key = **k;
-      return;
-    }
-  }
-  void reset() {
-    std::lock_guard lk(mu_);
-    wipe(current_);
-    wipe(previous_);
-  }
-
- private:
-  // Made in place: no copy of the new key is left on the stack.
-  static void fresh(std::optional<ticket_key>& slot, steady::time_point now) {
-    ticket_key& k = slot.emplace();
-    if (RAND_bytes(k.name.data(), 16) != 1 || RAND_bytes(k.aes.data(), 32) != 1 ||
-        RAND_bytes(k.hmac.data(), 32) != 1) {
-      wipe(slot);
-      throw std::runtime_error("RAND_bytes failed for a session-ticket key");
-    }
-    k.created = now;
-  }
-
-  std::mutex mu_;
-  std::optional<ticket_key> current_;
-  std::optional<ticket_key> previous_;
-};
-
+// No destructor runs at exit (so none wipes the keys): a worker thread may still be in a
+// ticket callback while the process exits.
+static_assert(std::is_trivially_destructible_v<ticket_key_ring>);
 ticket_key_ring& ring() {
-  static ticket_key_ring r;
+  static ticket_key_ring r(ticket_key_period);
   return r;
 }
 
@@ -111,16 +40,17 @@ bool set_hmac_key(EVP_MAC_CTX* hctx, ticket_key& k) {
 int ticket_key_callback(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                         EVP_MAC_CTX* hctx, int enc) {
   try {
-    key_copy copy;
+    ticket_key_copy copy;
+    const auto now = std::chrono::steady_clock::now();
     if (enc) {
-      ring().for_issuing(copy);
+      ring().for_issuing(now, copy);
       ticket_key& k = *copy.key;
       std::memcpy(key_name, k.name.data(), k.name.size());
       if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
       if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv) != 1) return -1;
       return set_hmac_key(hctx, k) ? 1 : -1;
     }
-    ring().for_decrypting(key_name, copy);
+    ring().for_decrypting(key_name, now, copy);
     if (!copy.key) return 0;
     ticket_key& k = *copy.key;
     if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv) != 1) return -1;
