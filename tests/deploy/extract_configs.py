@@ -27,9 +27,9 @@ daemon rather than only check it.
 
 Prints one "OUT_FILE<TAB>SOURCE" line per config (also written to
 OUT_DIR/index.tsv). With --mtlsd BINARY, runs `BINARY check --config` on each
-and exits 1 if any is rejected (its FILE:LINE:COL lines are shown); a missing
-binary is an error (exit 2), not a pass. Exit 1 also when nothing is found or
-a config names a file the PKI does not provide.
+and exits 1 if any is rejected or draws a warning (its FILE:LINE:COL lines are
+shown); a missing binary is an error (exit 2), not a pass. Exit 1 also when
+nothing is found or a config names a file the PKI does not provide.
 """
 import argparse
 import os
@@ -262,11 +262,15 @@ def main():
         for target, source in index:
             proc = subprocess.run([args.mtlsd, "check", "--config", target],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
-            if proc.returncode == 0:
+            # A shipped config must also draw no warning: each one names something that
+            # refuses clients or does not do what the operator meant.
+            warnings = [line for line in proc.stdout.splitlines() if ": warning: " in line]
+            if proc.returncode == 0 and not warnings:
                 print(f"ok: mtlsd check: {source}")
             else:
                 failed += 1
-                print(f"FAIL: mtlsd check (exit {proc.returncode}): {source} [{target}]")
+                why = f"exit {proc.returncode}" if proc.returncode else f"{len(warnings)} warning(s)"
+                print(f"FAIL: mtlsd check ({why}): {source} [{target}]")
                 for line in proc.stdout.splitlines():
                     print(f"    {line}")
         print(f"mtlsd check: {len(index) - failed} passed, {failed} failed")
