@@ -2,123 +2,19 @@
 // carrying every stream of one client connection. Headers, DATA, trailers and RST_STREAM pass
 // through per stream; each side's flow control is acknowledged only as the other side takes the
 // bytes (h2_stream.hpp).
+#include "h2_upstream_impl.hpp"
+
 #include <algorithm>
-#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <unordered_map>
-
-#include "h2_session.hpp"
-#include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
-namespace {
 
 using asio::as_tuple;
 using asio::use_awaitable;
-
-// Request heads submitted to the upstream's session beyond its SETTINGS_MAX_CONCURRENT_STREAMS:
-// nghttp2 holds them (a copy of every field) until a stream slot lets each go, and one the
-// client resets meanwhile stays there, marked cancelled, until a slot frees. Without a bound, a
-// client could open streams behind a saturated upstream and reset them, freeing its own side,
-// for ever (review: +6 MB a batch). Past this, a new stream is refused (REFUSED_STREAM: the
-// client may retry it). Each head is charged at least queued_head_charge, so many small ones
-// are bounded too. Sixteen largest heads: a burst of streams whose fields HPACK compresses well
-// (gRPC metadata) still goes through in one read.
-constexpr std::size_t queued_heads_budget = 16 * std::size_t{http_head_limit};
-constexpr std::size_t queued_head_charge = 1024;
-
-class h2c_upstream final : public upstream, session_handler {
- public:
-  h2c_upstream(downstream& down, stream_socket& sock, const http_forwarding& fwd)
-      : down_(down), sock_(sock), forwarding_(fwd), out_(sock.get_executor()) {}
-
-  bool open_session();
-  void start(stream_ptr s) override;
-  void request_data(stream& s) override {
-    if (s.upstream_id >= 0 && s.request_deferred) {
-      s.request_deferred = false;
-      nghttp2_session_resume_data(session_.get(), s.upstream_id);
-    }
-    out_.signal();
-  }
-  void response_consumed(stream& s, std::size_t n) override {
-    // Also after the upstream's stream closed: the connection's window still counts it. Not for
-    // a response mtlsd made itself (400, 431, 502: the upstream sent none of it): nghttp2 would
-    // credit the connection's window with bytes the upstream never sent, and a WINDOW_UPDATE would
-    // let it send that much more than the client took.
-    if (s.upstream_id < 0 || s.answered_here) return;
-    nghttp2_session_consume(session_.get(), s.upstream_id, n);
-    out_.signal();
-  }
-  void cancel(stream& s, std::uint32_t code) override;
-  asio::awaitable<void> run() override;
-  void stop() override {
-    stopped_ = true;
-    out_.signal();
-    error_code ignored;
-    sock_.cancel(ignored);
-  }
-  bool broken() const override { return broken_ || goaway_received_; }
-
- private:
-  asio::awaitable<void> reader();
-  asio::awaitable<void> writer();
-  void lose_connection(const std::string& why);
-  stream* find(std::int32_t id) {
-    auto it = streams_.find(id);
-    return it == streams_.end() ? nullptr : it->second.get();
-  }
-
-  // session_handler, the nghttp2 client session's callbacks: request bodies out (the client
-  // may send as much again as went out), responses in.
-  outgoing_body outgoing(stream& s) override {
-    return {s.request_body, s.request_end, s.request_trailers, s.request_deferred};
-  }
-  void body_sent(stream& s, std::size_t n) override {
-    s.touch();
-    down_.request_consumed(s, n);
-  }
-  bool header(const nghttp2_frame& f, std::string_view name, std::string_view value) override;
-  void frame_received(const nghttp2_frame& f) override;
-  void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
-                  std::size_t len) override;
-  void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
-  // A request's HEADERS went out: nghttp2 no longer holds its head for it.
-  void frame_sent(const nghttp2_frame& f) override {
-    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
-      if (stream* s = find(f.hd.stream_id)) release_queued(*s);
-  }
-  // A request head too large to send: the close that follows is ours, not a reset. (A head
-  // left queued when the upstream said GOAWAY is closed as refused: the upstream never saw it.)
-  void frame_not_sent(const nghttp2_frame& f, int lib_error) override {
-    if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST &&
-        (lib_error == NGHTTP2_ERR_FRAME_SIZE_ERROR || lib_error == NGHTTP2_ERR_HEADER_COMP))
-      unsent_heads_[f.hd.stream_id] = nghttp2_strerror(lib_error);
-  }
-  void release_queued(stream& s) {
-    queued_bytes_ -= s.upstream_queued_bytes;
-    s.upstream_queued_bytes = 0;
-  }
-
-  downstream& down_;
-  stream_socket& sock_;
-  const http_forwarding& forwarding_;
-  session_ptr session_;
-  std::unordered_map<std::int32_t, stream_ptr> streams_;        // by the upstream's stream id
-  std::unordered_map<std::int32_t, std::string> unsent_heads_;  // frame_not_sent's, until closed
-  std::size_t queued_bytes_ = 0;  // request heads nghttp2 holds unsent (queued_heads_budget)
-  write_signal out_;
-  std::array<std::uint8_t, 16 * 1024> read_buffer_;
-  std::string staging_;
-  bool stopped_ = false;
-  bool broken_ = false;
-  bool goaway_received_ = false;
-  std::string write_failed_;  // why a write to the upstream failed ("" while none did)
-};
 
 bool h2c_upstream::open_session() {
   const nghttp2_settings_entry settings[] = {
@@ -297,14 +193,18 @@ void h2c_upstream::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_
   if (!unsent.empty())  // never reached the upstream: a 502 of ours, not a retryable refusal
     down_.fail(*s, NGHTTP2_INTERNAL_ERROR,
                "upstream: the request head was not sent: " + unsent.mapped());
-  else if (code != NGHTTP2_NO_ERROR || !s->response_end)
-    down_.fail(*s, code, std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
+  else if (code != NGHTTP2_NO_ERROR || !s->response_end)  // or nghttp2 ended it after its GOAWAY
+    down_.fail(*s, code,
+               !connection_error_.empty()
+                   ? "upstream: " + connection_error_
+                   : std::string("upstream reset the stream: ") + nghttp2_http2_strerror(code));
   else if (!s->request_end)  // answered in full before the upload ended (RFC 9113 8.1)
     down_.upload_unwanted(*s);
 }
 
 void h2c_upstream::lose_connection(const std::string& why) {
-  broken_ = true;
+  if (lost_) return;
+  lost_ = broken_ = true;
   auto streams = std::move(streams_);
   streams_.clear();
   queued_bytes_ = 0;
@@ -315,24 +215,46 @@ void h2c_upstream::lose_connection(const std::string& why) {
   down_.upstream_closing();
 }
 
+// mtlsd's side never says GOAWAY itself: nghttp2 does, to end the connection for the upstream's
+// error (a PUSH_PROMISE, push being off; a header block HPACK cannot decode; a window overrun).
+// It takes nothing more from the upstream, and once the GOAWAY is written out the connection is
+// lost (session_over), as a closed one is. Its debug data, when there is one, says what the
+// upstream did; it is nghttp2's own text (the error_callback2 of nghttp2 1.52 is not called for
+// these).
+void h2c_upstream::goaway_sent(const nghttp2_goaway& g) {
+  if (!connection_error_.empty()) return;
+  connection_error_ = std::string("HTTP/2 protocol error by the upstream (GOAWAY ") +
+                      nghttp2_http2_strerror(g.error_code) + " sent)";
+  if (g.opaque_data_len > 0)
+    connection_error_ +=
+        ": " + std::string(reinterpret_cast<const char*>(g.opaque_data), g.opaque_data_len);
+  else if (g.error_code == NGHTTP2_COMPRESSION_ERROR)
+    connection_error_ += ": a header block that does not decode (HPACK)";
+}
+
 asio::awaitable<void> h2c_upstream::reader() {
   co_await asio::this_coro::throw_if_cancelled(false);
   while (!stopped_) {
     auto [ec, n] =
         co_await sock_.async_read_some(asio::buffer(read_buffer_), as_tuple(use_awaitable));
-    if (stopped_) break;
+    if (stopped_ || lost_) break;
     if (ec) {
       // After a failed write, the end of what the upstream had sent (the writer's shutdown
       // below): the write's error is the reason.
-      lose_connection(!write_failed_.empty()   ? write_failed_
-                      : ec == asio::error::eof ? std::string("the h2c connection closed")
-                                               : "reading: " + ec.message());
+      lose_connection(loss_reason(ec == asio::error::eof ? std::string("the h2c connection closed")
+                                                         : "reading: " + ec.message()));
       break;
     }
     const auto rv = nghttp2_session_mem_recv(session_.get(), read_buffer_.data(), n);
     out_.signal();
     if (rv < 0) {
       lose_connection(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
+      break;
+    }
+    // The upstream's GOAWAY with no stream left open, or nghttp2's for a connection error, once
+    // the writer took it (until then the session still wants to write; the writer ends it).
+    if (session_over()) {
+      lose_connection(loss_reason("the h2c connection is over (GOAWAY)"));
       break;
     }
   }
@@ -349,6 +271,13 @@ asio::awaitable<void> h2c_upstream::writer() {
       break;
     }
     if (staging_.empty()) {
+      // nghttp2 wrote its GOAWAY for the upstream's connection error: before, nothing said so,
+      // and the streams under way waited for stream_idle_timeout (a 504), the client's new ones
+      // were refused with no GOAWAY to it, and the connection stayed open (review).
+      if (session_over()) {
+        lose_connection(loss_reason("the h2c connection is over (GOAWAY)"));
+        break;
+      }
       co_await out_.wait();
       continue;
     }
@@ -384,8 +313,6 @@ asio::awaitable<void> h2c_upstream::run() {
   error_code ignored;
   sock_.shutdown(stream_socket::shutdown_send, ignored);
 }
-
-}  // namespace
 
 std::unique_ptr<upstream> make_h2c_upstream(downstream& down, stream_socket& sock,
                                             const http_forwarding& forwarding) {
