@@ -12,7 +12,9 @@
 #include <CLI/CLI.hpp>
 #include <boost/version.hpp>
 #include <deque>
+#include <exception>
 #include <iostream>
+#include <string_view>
 
 #include "mtlsd/daemon/daemon.hpp"
 #include "mtlsd/util/regular_file.hpp"
@@ -252,9 +254,20 @@ void hold_standard_descriptors() {
   }
 }
 
+// No command ends on an uncaught exception (std::terminate, exit 134, a core): an unexpected one
+// is said, and exits as the command's own failure: 2 for verify (it could not judge), 1 for the
+// others (check: not usable; run: cannot start; health: not healthy).
 int main(int argc, char** argv) {
-  parser p;
-  return p.main(argc, argv);
+  const int failed = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
+  try {
+    parser p;
+    return p.main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "mtlsd: internal error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mtlsd: internal error: an unknown exception\n";
+  }
+  return failed;
 }
 
 }  // namespace mtlsd::cli

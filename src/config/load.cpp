@@ -3,11 +3,13 @@
 // `mtlsd check` prints one line per problem, each as FILE:LINE:COL.
 #include "mtlsd/config/load.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -88,23 +90,44 @@ load_result load_text(const std::string& text, const std::string& file) {
 }
 
 load_result load_file(const std::string& path) {
-  std::string absolute = fs::absolute(path).lexically_normal().string();
+  load_result out;
+  // A relative path is resolved against the working directory, which may be gone (removed under
+  // a running daemon): a problem to report, not an exception (review: it ended the process).
+  std::error_code ec;
+  const fs::path resolved = fs::absolute(path, ec);
+  if (ec) {
+    out.problems.push_back({{path, 0, 0},
+                            "cannot read configuration file: cannot resolve the relative path "
+                            "against the working directory: " +
+                                ec.message()});
+    return out;
+  }
+  const std::string absolute = resolved.lexically_normal().string();
   const util::opened_file f = util::open_regular_file(absolute);
   std::string text;
   std::string error = f.why;
+  bool too_large = false;
   if (f.fd >= 0) {
+    // At most max_config_bytes + 1 bytes: a larger file (or a stream that does not end, such as
+    // /dev/zero under `check`) is refused, not read until memory runs out (review).
+    struct stat st {};
+    too_large = ::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                static_cast<std::uintmax_t>(st.st_size) > max_config_bytes;  // not read, then
     char buf[16 * 1024];
-    for (;;) {
+    while (!too_large) {
       const ssize_t n = ::read(f.fd, buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) error = std::strerror(errno);
       if (n <= 0) break;
       text.append(buf, static_cast<std::size_t>(n));
+      too_large = text.size() > max_config_bytes;
     }
     ::close(f.fd);
   }
+  if (error.empty() && too_large)
+    error = "larger than " + std::to_string(max_config_bytes >> 20) +
+            " MiB, the most mtlsd reads of a configuration file";
   if (f.fd < 0 || !error.empty()) {
-    load_result out;
     out.problems.push_back({{absolute, 0, 0}, "cannot read configuration file: " + error});
     return out;
   }

@@ -125,16 +125,15 @@ void rejudge_all(const std::vector<std::unique_ptr<worker>>& workers,
   }
 }
 
+// Every trigger (SIGHUP, a file change, a poll) comes through here, and every way out of it is
+// counted, logged and followed by READY=1: an unexpected exception too (review: one from the
+// configuration's path ended the process on SIGHUP, and on a file change went uncounted, with
+// no READY=1 after RELOADING=1).
 void daemon::reload(const std::string& trigger, std::vector<std::string> changed) {
   if (draining_) return log_ignored_while_draining(trigger);
   const auto started = steady::now();
   notify_reloading();
-  // Baseline the fingerprints before reading anything: a write that lands while we read is
-  // then seen as a change and reloaded again, never lost. For SIGHUP this also says what
-  // changed.
-  for (auto& f : watcher_->rescan())
-    if (std::find(changed.begin(), changed.end(), f) == changed.end()) changed.push_back(f);
-  const std::string files = join(changed);
+  std::string files;
   auto fail = [&](const std::string& why) {
     metrics_.reload_outcome(config_reload_source, false);
     log::error("reload failed; still serving the previous configuration",
@@ -145,49 +144,66 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
                 {"duration_ms", elapsed_ms(started)}});
     notify_ready();
   };
-  std::string why;
-  config::diagnostics config_warnings;
-  const runtime_ptr built = load_next(why, config_warnings);
-  if (!built) return fail(why);
-  auto next = std::make_shared<runtime::runtime>(*built);
-  auto waiting = hold_back_waiting(*next);
-
-  inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
-
-  // Reconcile listeners: keep the sockets of those whose address did not change (only their
-  // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
-  std::vector<listener_set::bound_listener> added;
+  std::shared_ptr<runtime::runtime> next;
   try {
-    added = listeners_.bind_changed(*next, *runtime_);
+    // Baseline the fingerprints before reading anything: a write that lands while we read is
+    // then seen as a change and reloaded again, never lost. For SIGHUP this also says what
+    // changed.
+    for (auto& f : watcher_->rescan())
+      if (std::find(changed.begin(), changed.end(), f) == changed.end()) changed.push_back(f);
+    files = join(changed);
+    std::string why;
+    config::diagnostics config_warnings;
+    const runtime_ptr built = load_next(why, config_warnings);
+    if (!built) return fail(why);
+    next = std::make_shared<runtime::runtime>(*built);
+    auto waiting = hold_back_waiting(*next);
+
+    inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
+
+    // Reconcile listeners: keep the sockets of those whose address did not change (only their
+    // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
+    std::vector<listener_set::bound_listener> added;
+    try {
+      added = listeners_.bind_changed(*next, *runtime_);
+    } catch (const std::exception& e) {
+      return fail(e.what());
+    }
+    auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
+    warn_restart_needed(next->cfg, started_with_);
+    const auto rotated = rotated_certificates(*runtime_, *next);
+    waiting_ = std::move(waiting);  // latest configuration wins: an earlier reload's wait ends
+    publish(next);                  // applies the new log settings first: the warnings follow them
+    for (const auto& w : config_warnings)
+      log::warn(w.str());
+    std::vector<std::string> waits;
+    for (const auto& [name, w] : waiting_) {
+      std::erase(changes.kept, name);  // still as before the reload
+      waits.push_back(name);
+      log::warn(
+          "listener waits for the first X.509-SVID from its new SPIFFE Workload API socket; "
+          "until then it serves as before this reload",
+          {{"listener", name}, {"socket", "unix:" + w.built->cfg.tls.spiffe.socket_path}});
+    }
+    log::info("reloaded", {{"trigger", trigger},
+                           {"result", "success"},
+                           {"files_changed", files},
+                           {"listeners_updated", join(changes.kept)},
+                           {"listeners_started", join(changes.started)},
+                           {"listeners_stopped", join(changes.stopped)},
+                           {"listeners_waiting", join(waits)},
+                           {"certificates_rotated", join(rotated)},
+                           {"duration_ms", elapsed_ms(started)}});
+    notify_ready();
   } catch (const std::exception& e) {
-    return fail(e.what());
+    if (!next || runtime_ != next) return fail(std::string("unexpected error: ") + e.what());
+    // Published: the new configuration serves, what follows its publication did not finish.
+    log::error("reloaded, but an unexpected error followed", {{"trigger", trigger},
+                                                              {"result", "success"},
+                                                              {"files_changed", files},
+                                                              {"error", e.what()}});
+    notify_ready();
   }
-  auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
-  warn_restart_needed(next->cfg, started_with_);
-  const auto rotated = rotated_certificates(*runtime_, *next);
-  waiting_ = std::move(waiting);  // latest configuration wins: an earlier reload's wait ends
-  publish(next);                  // applies the new log settings first: the warnings follow them
-  for (const auto& w : config_warnings)
-    log::warn(w.str());
-  std::vector<std::string> waits;
-  for (const auto& [name, w] : waiting_) {
-    std::erase(changes.kept, name);  // still as before the reload
-    waits.push_back(name);
-    log::warn(
-        "listener waits for the first X.509-SVID from its new SPIFFE Workload API socket; "
-        "until then it serves as before this reload",
-        {{"listener", name}, {"socket", "unix:" + w.built->cfg.tls.spiffe.socket_path}});
-  }
-  log::info("reloaded", {{"trigger", trigger},
-                         {"result", "success"},
-                         {"files_changed", files},
-                         {"listeners_updated", join(changes.kept)},
-                         {"listeners_started", join(changes.started)},
-                         {"listeners_stopped", join(changes.stopped)},
-                         {"listeners_waiting", join(waits)},
-                         {"certificates_rotated", join(rotated)},
-                         {"duration_ms", elapsed_ms(started)}});
-  notify_ready();
 }
 
 // The configuration as the files now say, built; null with `why` when it is not usable.

@@ -179,14 +179,20 @@ runtime_ptr daemon::load_first() {
   std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished must be an EPIPE, not a dead process
   log::setup_default();
   log::set_access_drop_hook([c = &metrics_.access_log_dropped()] { c->Increment(); });
+  // Resolved once, now: a relative --config is kept as the absolute path it names at start, so
+  // that every reload reads the same file even once the working directory has changed or gone
+  // (review: a reload then threw out of the control loop and ended the process). Relative paths
+  // in the configuration are resolved against its directory as before (config::load_file).
+  std::error_code ec;
+  if (auto abs = std::filesystem::absolute(config_path_, ec); !ec)
+    config_path_ = abs.lexically_normal().string();  // else load_file says what is wrong
   // Fingerprint the configuration before reading it, so that a write racing with startup is
   // seen as a change rather than lost.
-  const std::string config_abs = std::filesystem::absolute(config_path_).lexically_normal();
   watcher_ = std::make_unique<file_watcher>(
       control_, [this](const std::vector<std::string>& changed, std::string_view trigger) {
         on_files_checked(changed, trigger);
       });
-  watcher_->watch({config_abs}, {.inotify = false});
+  watcher_->watch({config_path_}, {.inotify = false});
   auto loaded = config::load_file(config_path_);
   for (const auto& p : loaded.problems)
     log::write(p.warning ? spdlog::level::warn : spdlog::level::err, p.str());

@@ -12,8 +12,10 @@
 namespace mtlsd::runtime {
 namespace {
 
-// `kind` as the loaders in tls/credentials.cpp name what they read.
-void look(const config::file_ref& f, std::string_view kind, config::diagnostics& out) {
+// `kind` as the loaders in tls/credentials.cpp name what they read, and so is `secret_key`, the
+// key of a password file: its path is left out, as it may be the password pasted (review).
+void look(const config::file_ref& f, std::string_view kind, config::diagnostics& out,
+          std::string_view secret_key = {}) {
   // Left to the loader: a pkcs11: key, and text that is no path (a PEM block pasted in its
   // place), which the loader's error shows without its content.
   if (f.empty() || config::is_pkcs11_uri(f.path) ||
@@ -21,8 +23,12 @@ void look(const config::file_ref& f, std::string_view kind, config::diagnostics&
     return;
   struct stat st {};
   if (::stat(f.path.c_str(), &st) == 0 || (errno != ENOENT && errno != ENOTDIR)) return;
+  const std::string why = std::strerror(errno);
   out.push_back({f.where,
-                 f.path + ": cannot read " + std::string(kind) + ": " + std::strerror(errno),
+                 secret_key.empty()
+                     ? f.path + ": cannot read " + std::string(kind) + ": " + why
+                     : std::string(secret_key) + ": cannot read the " + std::string(kind) + " (" +
+                           why + "); its path is not shown, as it may be a pasted secret",
                  false});
 }
 
@@ -31,14 +37,14 @@ void look(const config::file_ref& f, std::string_view kind, config::diagnostics&
 void look_at_key_source(const config::key_source& k, config::diagnostics& out) {
   if (!k.pkcs12.empty()) {
     look(k.pkcs12, "PKCS#12 bundle", out);
-    look(k.pkcs12_password_file, "password file", out);
+    look(k.pkcs12_password_file, "password file", out, "pkcs12_password_file");
     return;
   }
   look(k.cert, "certificate", out);
   // A pkcs11: key's PIN file is read only when its token asks for a login: left to the loader.
   if (config::is_pkcs11_uri(k.key.path)) return;
   look(k.key, "private key", out);
-  look(k.key_password_file, "password file", out);
+  look(k.key_password_file, "password file", out, "key_password_file");
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ std::string shown(const std::string& path) {
 }
 
 [[noreturn]] void fail(const config::file_ref& f, const std::string& what) {
-  throw config::config_error({{f.where, shown(f.path) + ": " + what, false}});
+  throw config::config_error({{f.where, (f.empty() ? "" : shown(f.path) + ": ") + what, false}});
 }
 
 // Wipes a string holding key material or a password when it goes out of scope.
@@ -45,41 +45,51 @@ struct cleanse_on_exit {
   ~cleanse_on_exit() { OPENSSL_cleanse(s.data(), s.size()); }
 };
 
-// Reads a whole file straight into one buffer, with no stream buffer or reallocation leaving
-// copies of a key or password behind in freed memory (callers cleanse the one buffer).
-std::string read_file(const config::file_ref& f, const char* kind) {
+// Reads a whole file, at most `cap` bytes (README: file size caps), into one buffer: no stream
+// buffer or reallocation leaves copies of a key or password in freed memory (callers cleanse
+// it). `key`: the key naming a secret file (password, PIN: trailing newlines are dropped).
+std::string read_file(const config::file_ref& f, const char* kind, std::size_t cap = 16 << 20,
+                      const char* key = nullptr) {
   const util::opened_file file = util::open_regular_file(f.path);
-  if (file.fd < 0) fail(f, std::string("cannot read ") + kind + ": " + file.why);
-  const int fd = file.fd;
+  if (file.fd < 0)  // a secret's path may be the secret, pasted: its key is named instead
+    fail(key ? config::file_ref{"", f.where} : f,
+         key ? std::string(key) + ": cannot read the " + kind + " (" + file.why +
+                   "); its path is not shown, as it may be a pasted secret"
+             : std::string("cannot read ") + kind + ": " + file.why);
   struct stat st {};
   std::string s;
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) s.resize(static_cast<std::size_t>(st.st_size));
+  const bool too_large = ::fstat(file.fd, &st) == 0 && st.st_size > static_cast<off_t>(cap);
+  if (!too_large && st.st_size > 0) s.resize(static_cast<std::size_t>(st.st_size));  // else grown
   std::size_t got = 0;
+  auto give_up = [&](const std::string& why) {
+    ::close(file.fd);
+    OPENSSL_cleanse(s.data(), s.size());
+    fail(f, why);
+  };
   for (;;) {
+    if (too_large || got > cap)
+      give_up(std::string(kind) + " is larger than " + std::to_string(cap >> 20) +
+              " MiB, the most mtlsd reads of one; refused");
     if (got == s.size()) {
       // Larger than stat said (written to while read): grow, cleansing the old buffer.
-      std::string bigger(s.size() * 2 + 4096, '\0');
+      std::string bigger(std::min(s.size() * 2 + 4096, cap + 1), '\0');
       std::memcpy(bigger.data(), s.data(), got);
       OPENSSL_cleanse(s.data(), s.size());
       s.swap(bigger);
     }
-    const ssize_t n = ::read(fd, s.data() + got, s.size() - got);
+    const ssize_t n = ::read(file.fd, s.data() + got, s.size() - got);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      ::close(fd);
-      OPENSSL_cleanse(s.data(), s.size());
-      fail(f, std::string("cannot read ") + kind + ": " + std::strerror(e));
-    }
+    if (n < 0) give_up(std::string("cannot read ") + kind + ": " + std::strerror(errno));
     if (n == 0) break;
     got += static_cast<std::size_t>(n);
   }
-  ::close(fd);
+  ::close(file.fd);
   s.resize(got);
-  if (s.empty()) {
-    const std::string_view what(kind);
+  const std::string_view what(kind);
+  if (s.empty())
     fail(f, std::string(what) + (what.ends_with(" file") ? " is empty" : " file is empty"));
-  }
+  while (key && !s.empty() && (s.back() == '\n' || s.back() == '\r'))
+    s.pop_back();  // not part of a secret; shrinks in place, leaving no copy behind
   return s;
 }
 
@@ -123,13 +133,8 @@ bool stopped_at_end_of_pem() {
 
 }  // namespace
 
-std::string read_secret_file(const config::file_ref& f) {
-  std::string s = read_file(f, "password file");
-  std::size_t n = s.size();
-  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
-    --n;
-  s.resize(n);  // shrinks in place: no copy of the password is left behind
-  return s;
+std::string read_secret_file(const config::file_ref& f) {  // pkcs11.cpp's
+  return read_file(f, "PIN file", 16 << 20, "key_pin_file (or the key's pin-source)");
 }
 
 cert_chain load_cert_chain(const config::file_ref& f) {
@@ -190,7 +195,8 @@ key_pair load_key_pair(const config::key_source& tls) {
     // Initialised in place (no temporary left holding a short password), wiped on every exit.
     std::string password = tls.pkcs12_password_file.empty()
                                ? std::string()
-                               : read_secret_file(tls.pkcs12_password_file);
+                               : read_file(tls.pkcs12_password_file, "password file", 16 << 20,
+                                           "pkcs12_password_file");
     cleanse_on_exit wipe_password{password};
     auto bio = memory_bio(data);
     std::unique_ptr<PKCS12, openssl_deleter<PKCS12_free>> p12(d2i_PKCS12_bio(bio.get(), nullptr));
@@ -223,7 +229,9 @@ key_pair load_key_pair(const config::key_source& tls) {
     kp.key = pkcs11::load_private_key(tls.key, tls.key_pin_file);
   } else {
     std::string password =
-        tls.key_password_file.empty() ? std::string() : read_secret_file(tls.key_password_file);
+        tls.key_password_file.empty()
+            ? std::string()
+            : read_file(tls.key_password_file, "password file", 16 << 20, "key_password_file");
     cleanse_on_exit wipe_password{password};
     kp.key = load_private_key(tls.key, password);
   }
@@ -288,7 +296,7 @@ std::vector<x509_crl_ptr> decode_crls(const config::file_ref& f, const std::stri
 }  // namespace
 
 std::vector<x509_crl_ptr> load_crls(const config::file_ref& f) {
-  return decode_crls(f, read_file(f, "CRL"));
+  return decode_crls(f, read_file(f, "CRL", max_crl_file_bytes));
 }
 
 std::shared_ptr<const crl_file> load_crl_file(const config::file_ref& f) {
@@ -298,7 +306,7 @@ std::shared_ptr<const crl_file> load_crl_file(const config::file_ref& f) {
   };
   static std::mutex mu;
   static std::map<std::string, decoded> by_path;
-  const std::string data = read_file(f, "CRL");
+  const std::string data = read_file(f, "CRL", max_crl_file_bytes);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {

@@ -3,6 +3,7 @@
 // found (not just the first) as FILE:LINE:COL. Implemented in src/config/load.cpp, which hands
 // the document to the section parsers (src/config/parse_*.cpp); the rules between keys are in
 // src/config/validate.cpp.
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -15,6 +16,10 @@ struct load_result {
   std::optional<configuration> config;  // set when there is no error (warnings allowed)
   diagnostics problems;
 };
+
+// The most load_file reads: a larger configuration file is refused (it names the file and this
+// bound), and so is a stream (`check --config /dev/stdin`) that goes on past it.
+inline constexpr std::size_t max_config_bytes = 16 * 1024 * 1024;
 
 // Reads and validates the YAML file. Never throws for bad input: every problem is returned with
 // FILE:LINE:COL. Does not open the certificate files it names (the runtime build does that).

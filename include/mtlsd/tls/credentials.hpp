@@ -1,6 +1,7 @@
 #pragma once
 // Loading certificates, keys, PKCS#12 bundles, CA bundles and CRLs from files. Every failure is a
 // config_error naming the file and the line of the configuration that named it.
+#include <cstddef>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -31,6 +32,10 @@ key_pair load_key_pair(const config::key_source& k);  // `tls:` or one tls.certi
 
 // All certificates in one or more PEM bundles.
 cert_chain load_ca_bundles(const std::vector<config::file_ref>& files);
+
+// The most read of one CRL file, as of one CRL download (revocation::service_limits::crl_bytes,
+// which a static_assert in revocation/service.cpp keeps equal).
+inline constexpr std::size_t max_crl_file_bytes = 10 * 1024 * 1024;
 
 // PEM or DER CRLs (a file may hold several PEM CRLs).
 std::vector<x509_crl_ptr> load_crls(const config::file_ref& f);

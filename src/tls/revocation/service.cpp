@@ -19,6 +19,9 @@
 
 namespace mtlsd::tls::revocation {
 
+// A CRL file and a CRL download are read up to the same size.
+static_assert(service_limits{}.crl_bytes == max_crl_file_bytes);
+
 namespace asio = boost::asio;
 using asio::as_tuple;
 using asio::use_awaitable;
