@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -32,11 +33,12 @@ constexpr std::uint64_t kIoctlDev = 1ULL << 15;       // ABI 5
 // Rights that make sense on a file (not a directory) in a rule.
 constexpr std::uint64_t kFileRights = kExecute | kWriteFile | kReadFile | kTruncate | kIoctlDev;
 
-// Our own copies of the kernel structures: the build machine's header may lack fields. A larger
-// ruleset_attr with zero tail is accepted by every kernel version.
+// Our own copies of the kernel structures: the build machine's header may lack fields (Debian
+// 12's has no `scoped`). A larger ruleset_attr with zero tail is accepted by every kernel version.
 struct ruleset_attr {
   std::uint64_t handled_access_fs;
   std::uint64_t handled_access_net;  // not handled: upstreams and OCSP need the network
+  std::uint64_t scoped;              // ABI 6: kScope* (sandbox.hpp)
 };
 struct path_beneath_attr {
   std::uint64_t allowed_access;
@@ -105,9 +107,18 @@ int landlock_abi(std::string* why) {
   return static_cast<int>(abi);
 }
 
+std::uint64_t landlock_scopes(int abi, const char* notify_socket) {
+  if (abi < 6) return 0;
+  // sd_notify (readiness, reloads, the watchdog) sends a datagram to NOTIFY_SOCKET from a new
+  // socket each time, which this scope would refuse for an abstract address ("@..."; systemd
+  // gives a path).
+  if (notify_socket && notify_socket[0] == '@') return kScopeSignal;
+  return kScopeSignal | kScopeAbstractUnixSocket;
+}
+
 void landlock_restrict(int abi, const paths& p) {
   const std::uint64_t handled = handled_for(abi);
-  const ruleset_attr attr{handled, 0};
+  const ruleset_attr attr{handled, 0, landlock_scopes(abi, std::getenv("NOTIFY_SOCKET"))};
   const long rs = create_ruleset(&attr, sizeof attr, 0);
   if (rs < 0) throw std::runtime_error(std::string("landlock: ") + std::strerror(errno));
   fd_guard ruleset{static_cast<int>(rs)};

@@ -5,6 +5,7 @@
 #include <openssl/conf.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -121,6 +122,13 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+std::string scope_names(std::uint64_t scopes) {
+  std::vector<std::string> names;
+  if (scopes & kScopeSignal) names.emplace_back("signal");
+  if (scopes & kScopeAbstractUnixSocket) names.emplace_back("abstract_unix_socket");
+  return join(names);
+}
+
 }  // namespace
 
 paths paths_for(const config::configuration& cfg) {
@@ -152,12 +160,8 @@ paths paths_for(const config::configuration& cfg) {
   for (const auto& l : cfg.listeners)
     if (l.listen.is_unix())
       add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());
-  // tls.spiffe: the Workload API's socket directory. Connecting to a unix socket is not a
-  // Landlock file right (ABI 1-4), but an agent restarting re-creates its socket there, and a
-  // read rule keeps the client's view of it (stat, path walk) open whatever the ABI.
-  for (const auto& l : cfg.listeners)
-    if (l.tls.spiffe.enabled)
-      add_unique(p.spiffe_dirs, fs::path(l.tls.spiffe.socket_path).parent_path().string());
+  // (tls.spiffe: nothing. Connecting to the Workload API's socket is no Landlock right, and a
+  // read rule on its directory opened all beneath it: with unix:/run/agent.sock, all of /run.)
   return p;
 }
 
@@ -204,8 +208,11 @@ paths system_paths() {
   add_unique(p.read, X509_get_default_cert_file());
   if (const char* v = std::getenv(X509_get_default_cert_dir_env())) add_dirs(v);
   if (const char* v = std::getenv(X509_get_default_cert_file_env())) add_unique(p.read, v);
-  // Our own /proc entries (thread names, sanitizer runtimes' maps) and CPU topology.
+  // Our own /proc entries (thread names, sanitizer runtimes' maps) and CPU topology. The
+  // overcommit mode: glibc reads it when it first trims a thread's arena, and took it for
+  // non-strict when refused (review). (Rules below /proc are pinned: landlock.cpp.)
   add_unique(p.read, canonical_or_self("/proc/self").string());
+  add_unique(p.read, "/proc/sys/vm/overcommit_memory");
   add_unique(p.read, "/sys/devices/system/cpu");
   add_unique(p.read, "/dev/urandom");
   add_unique(p.read, "/dev/random");
@@ -235,8 +242,6 @@ state enter(const config::configuration& cfg) {
   }
   paths p = paths_for(cfg);
   const std::string config_dirs = join(p.read);
-  for (const auto& d : p.spiffe_dirs)
-    add_unique(p.read, d);
   for (const auto& r : system_paths().read)
     add_unique(p.read, r);
   std::string why;
@@ -249,6 +254,7 @@ state enter(const config::configuration& cfg) {
   s.write_files = seccomp_options_for(cfg).write_files;
 
   const std::string note = drop_privileges();
+  const std::uint64_t scopes = landlock_scopes(s.landlock_abi, std::getenv("NOTIFY_SOCKET"));
   if (s.landlock_abi > 0) {
     landlock_restrict(s.landlock_abi, p);
   } else {
@@ -264,11 +270,24 @@ state enter(const config::configuration& cfg) {
                            {"capabilities", "none"},
                            {"seccomp_syscalls", calls},
                            {"landlock_abi", s.landlock_abi},
+                           {"landlock_scopes", scope_names(scopes)},
                            {"readable_dirs", config_dirs},
                            {"writable_dirs", join(p.write_dirs)},
-                           {"socket_dirs", join(p.sockets)},
-                           {"workload_api_dirs", join(p.spiffe_dirs)}});
+                           {"socket_dirs", join(p.sockets)}});
   if (!note.empty()) log::info("sandbox: " + note);
+  if (s.landlock_abi >= 6 && !(scopes & kScopeAbstractUnixSocket))
+    log::info(
+        "sandbox: abstract unix sockets are not scoped (only signals are): NOTIFY_SOCKET is "
+        "an abstract address, to which sd_notify sends");
+  // Landlock (ABI <= 7) does not govern connect() to a path socket, and servers that trust
+  // their peer's uid 0 (systemd's private socket, D-Bus, docker.sock) would take such a
+  // connection as root's (review).
+  if (::geteuid() == 0)
+    log::warn(
+        "sandbox: mtlsd runs as root (uid 0), and the sandbox cannot keep it from connecting to "
+        "unix sockets that only root may use (systemd's, D-Bus, docker.sock), whose servers "
+        "trust uid 0; run mtlsd as an unprivileged user, as the shipped systemd unit and "
+        "container image do");
   return s;
 }
 

@@ -46,10 +46,10 @@ constexpr const char* kAllowed[] = {
     // Files: reload re-reads the configuration, certificates, keys, CAs and CRLs; the watcher
     // fingerprints them; getaddrinfo reads /etc/resolv.conf and /etc/hosts and dlopens NSS
     // modules; std::filesystem::absolute needs getcwd. Landlock says *which* files; open and
-    // openat are filtered by their flags below.
+    // openat are filtered by their flags below, and so is fcntl by its command.
     "close", "read", "pread64", "readv", "lseek", "fstat", "stat", "lstat",
     "newfstatat", "statx", "statfs", "fstatfs", "getdents64", "readlink", "readlinkat", "access",
-    "faccessat", "faccessat2", "fcntl", "dup", "dup3", "getcwd",
+    "faccessat", "faccessat2", "dup", "dup3", "getcwd",
     // Output: spdlog to stderr/stdout, the access log file. ftruncate: SoftHSM rewrites its token
     // file at each login, which a reload naming a token not logged in yet makes (review: the
     // daemon was killed); only a descriptor opened for writing can be truncated, and opens for
@@ -156,6 +156,29 @@ int allow_opens(scmp_filter_ctx ctx, bool write) {
   return n;
 }
 
+// fcntl() (fcntl64 on 32-bit architectures): only the commands used. Close-on-exec and status
+// flags (glibc's fdopen and opendir, gRPC, c-ares, OpenSSL, spdlog), F_DUPFD_CLOEXEC
+// (libsystemd's sd_notify), record locks (SoftHSM's token files; lockf, the sqlite-like
+// locking of other PKCS#11 modules; the OFD kind too). Not F_SETOWN, F_SETSIG, F_SETLEASE or
+// F_NOTIFY, nor F_SETFL with O_ASYNC: with those a descriptor's events send a signal to any
+// process of our user, a kill() the filter refuses (review: a SIGKILL through a pipe).
+int allow_fcntl(scmp_filter_ctx ctx) {
+  int n = 0;
+  for (const char* name : {"fcntl", "fcntl64"}) {
+    if (seccomp_syscall_resolve_name(name) < 0) continue;  // not on this architecture
+    n += allow_if(ctx, name, 1,
+                  {F_GETFD, F_SETFD, F_GETFL, F_DUPFD_CLOEXEC, F_GETLK, F_SETLK, F_SETLKW,
+                   F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW});
+#if F_GETLK64 != F_GETLK  // 32-bit architectures: the locks with 64-bit offsets too
+    allow_if(ctx, name, 1, {F_GETLK64, F_SETLK64, F_SETLKW64});
+#endif
+    allow_all_of(ctx, name,
+                 {scmp_arg_cmp{1, SCMP_CMP_EQ, F_SETFL, 0},
+                  scmp_arg_cmp{2, SCMP_CMP_MASKED_EQ, O_ASYNC, 0}});
+  }
+  return n;
+}
+
 }  // namespace
 
 int install_seccomp(const seccomp_options& opts) {
@@ -173,6 +196,7 @@ int install_seccomp(const seccomp_options& opts) {
     n += allow(ctx.get(), name);
 
   n += allow_opens(ctx.get(), opts.write_files);
+  n += allow_fcntl(ctx.get());
   // A unix listener bound on reload removes its stale socket file (net/socket.cpp), or binds
   // beside a path a running listener serves and is renamed over it (daemon/listener_set.cpp);
   // with no unix listener at start-up a reload cannot add one without a restart (check_reload),

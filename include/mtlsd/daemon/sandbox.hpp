@@ -25,9 +25,9 @@ struct paths {
   // directory, so that a rotated log can be re-created on SIGUSR1; SoftHSM's token directory,
   // where a login is recorded.
   std::vector<std::string> write_dirs;
-  std::vector<std::string> sockets;  // directories where unix listener sockets are (re)created
-  // Directories of SPIFFE Workload API sockets mtlsd connects to (readable; tls.spiffe).
-  std::vector<std::string> spiffe_dirs;
+  // Directories where unix listener sockets are (re)created. (Connecting to a unix socket, such as
+  // the SPIFFE Workload API's, needs no rule: it is no Landlock file right.)
+  std::vector<std::string> sockets;
 };
 
 // What a configuration names: the directory of the configuration file and of every file it
@@ -66,8 +66,16 @@ std::string check_reload(const state& s, const config::configuration& next);
 // Building blocks, one file each.
 // Landlock ABI version of the running kernel; 0 when absent or disabled (errno in `why`).
 int landlock_abi(std::string* why = nullptr);
-// Restricts the calling thread (and threads it creates later) to `p`. Paths that do not exist are
-// skipped. Throws std::runtime_error on failure.
+// Landlock scopes (ABI 6; the kernel's LANDLOCK_SCOPE_* values): what the process may not reach
+// outside its own Landlock domain.
+inline constexpr std::uint64_t kScopeAbstractUnixSocket = 1ULL << 0;  // connect/send to abstract
+inline constexpr std::uint64_t kScopeSignal = 1ULL << 1;  // signals, F_SETOWN's SIGIO included
+// The scopes for `abi` (none below 6): signals always; abstract unix sockets unless
+// `notify_socket` (NOTIFY_SOCKET, may be null) is an abstract address, which sd_notify sends to.
+std::uint64_t landlock_scopes(int abi, const char* notify_socket);
+// Restricts the calling thread (and threads it creates later) to `p`, and to
+// landlock_scopes(abi, $NOTIFY_SOCKET). Paths that do not exist are skipped. Throws
+// std::runtime_error on failure.
 void landlock_restrict(int abi, const paths& p);
 // What the seccomp policy lets through beyond the fixed list, from the configuration at start-up.
 // It matters most on kernels without Landlock, where seccomp is all that limits file writes.
