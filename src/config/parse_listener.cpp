@@ -48,16 +48,14 @@ void parse_sections(reader& r, const YAML::Node& n, const std::string& path, lis
   });
   with(n, "timeouts", [&](auto v) { parse_timeouts(r, v, path + ".timeouts", l.timeouts); });
   parse_admission(r, n, path, l);
-  if (const YAML::Node tls = n["tls"]; tls.IsDefined())
-    parse_tls(r, tls, path + ".tls", l.tls);
-  else
-    l.tls.where = l.where;
-  if (const YAML::Node ca = n["client_auth"]; ca.IsDefined())
-    parse_client_auth(r, ca, path + ".client_auth", l.client_auth);
-  else
-    l.client_auth.where = l.where;
-  if (const YAML::Node sa = n["server_auth"]; sa.IsDefined())
-    parse_server_auth(r, sa, path + ".server_auth", l.server_auth);
+  // Absent, a section's problems are the listener's (its position); given, even empty, its own.
+  l.tls.where = l.where;
+  with(n, "tls", [&](auto v) { parse_tls(r, v, path + ".tls", l.tls); });
+  l.client_auth.where = l.where;
+  with(n, "client_auth",
+       [&](auto v) { parse_client_auth(r, v, path + ".client_auth", l.client_auth); });
+  with(n, "server_auth",
+       [&](auto v) { parse_server_auth(r, v, path + ".server_auth", l.server_auth); });
   with(n, "revocation",
        [&](auto v) { parse_revocation(r, v, path + ".revocation", l.revocation); });
   with(n, "proxy_protocol", [&](auto v) {
@@ -97,18 +95,12 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
         {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
          "server_auth", "revocation", "proxy_protocol", "http", "upstream_check", "allowed_sources",
          "accept_proxy_protocol", "limits"});
-  // The required keys are not read through with(), so their scopes are opened here. They last
-  // until the whole listener is read: an empty value read later without a scope of its own is
-  // reported at the last empty required key, as it always has been.
-  empty_value_scope name_scope(n, "name");
   parse_name(r, n, path, l);
   with(n, "mode", [&](auto v) {
     r.choice(v, path + ".mode",
              {{"server", listener_mode::server}, {"client", listener_mode::client}}, l.mode);
   });
-  empty_value_scope listen_scope(n, "listen");
   parse_listen(r, n, path, l);
-  empty_value_scope upstream_scope(n, "upstream");
   parse_upstream(r, n, path, l);
   parse_sections(r, n, path, l);
   check_listener(r, n, path, l);

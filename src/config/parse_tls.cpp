@@ -168,7 +168,10 @@ void parse_tls(reader& r, const YAML::Node& n, const std::string& path, tls_opti
   version("max_version", t.max_version);
   check_tls_versions(r, path, t);
   with(n, "cipher_suites", [&](auto v) { r.str(v, path + ".cipher_suites", t.cipher_suites); });
-  with(n, "ciphers", [&](auto v) { r.str(v, path + ".ciphers", t.ciphers); });
+  with(n, "ciphers", [&](auto v) {
+    t.ciphers_where = r.at(v);
+    r.str(v, path + ".ciphers", t.ciphers);
+  });
   with(n, "curves", [&](auto v) { r.str(v, path + ".curves", t.curves); });
   with(n, "alpn", [&](auto v) {
     if (!r.strings(v, path + ".alpn", t.alpn)) return;

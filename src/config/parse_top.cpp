@@ -138,6 +138,7 @@ void parse_log(reader& r, const YAML::Node& v, log_options& log) {
 configuration parse_root(reader& r, const YAML::Node& root, const std::string& file) {
   configuration c;
   c.file = file;
+  r.note_empty_values(root);
   if (!root.IsMap()) {
     r.error(root, "expected a mapping at the top level (admin, log, listeners, ...), got " +
                       reader::kind(root));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <set>
 
 #include "mtlsd/config/pkcs11_uri.hpp"
@@ -30,8 +31,30 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
-// While with() runs the handler of a key whose value is empty, that key's position.
-thread_local const YAML::Mark* empty_value_key = nullptr;
+bool control(unsigned char c) {
+  return c < 0x20 || c == 0x7f;
+}
+
+bool space(unsigned char c) {
+  return std::isspace(c) != 0;
+}
+
+// What makes `text` no address although parse_address might take it ("" when nothing): a
+// space before the host or the port was passed by `check` and refused by `run` as "Host not
+// found" (review); a `|` block scalar ends in a newline.
+std::string whitespace_problem(const std::string& text) {
+  if (text.empty()) return {};
+  if (text.rfind("unix:", 0) != 0) {
+    if (std::any_of(text.begin(), text.end(), space))
+      return "whitespace is no part of HOST:PORT (a space or newline around the host or port?)";
+    return {};
+  }
+  if ((text.size() > 5 && space(text[5])) || space(text.back()) ||
+      std::any_of(text.begin(), text.end(), control))
+    return "a socket path that begins or ends with whitespace, or holds a control character (a "
+           "newline?), is surely a mistake";
+  return {};
+}
 
 }  // namespace
 
@@ -39,12 +62,62 @@ reader::reader(std::string file, diagnostics& out)
     : file_(std::move(file)), base_dir_(fs::path(file_).parent_path()), out_(out) {}
 
 source_location reader::at(const YAML::Node& n) const {
-  // yaml-cpp gives an empty value (`upstream:`) the position of the NEXT token, which is on
-  // the following line: point at the key instead (remembered by with()).
-  if (n.IsNull() && empty_value_key && !empty_value_key->is_null())
-    return {file_, empty_value_key->line + 1, empty_value_key->column + 1};
   if (!n.IsDefined() || n.Mark().is_null()) return {file_, 0, 0};
-  return {file_, n.Mark().line + 1, n.Mark().column + 1};
+  YAML::Mark m = n.Mark();
+  if (n.IsNull()) {
+    const auto [first, last] = empty_by_pos_.equal_range(m.pos);
+    for (auto it = first; it != last; ++it)
+      if (empty_values_[it->second].first.is(n)) {
+        m = empty_values_[it->second].second;
+        break;
+      }
+  }
+  return {file_, m.line + 1, m.column + 1};
+}
+
+void reader::note_empty_values(const YAML::Node& root) {
+  empty_values_.clear();
+  empty_by_pos_.clear();
+  const auto note = [&](const YAML::Node& v, const YAML::Mark& where) {
+    if (where.is_null() || v.Mark().is_null()) return;
+    // An alias of an empty value (`tls: &t` ... `client_auth: *t`) keeps the first key found.
+    const auto [first, last] = empty_by_pos_.equal_range(v.Mark().pos);
+    for (auto it = first; it != last; ++it)
+      if (empty_values_[it->second].first.is(v)) return;
+    empty_by_pos_.emplace(v.Mark().pos, empty_values_.size());
+    empty_values_.emplace_back(v, where);
+  };
+  // Each container once: an alias repeats one, and a chain of them would cost 2^depth.
+  std::set<std::pair<int, int>> seen;
+  // (node, the mark of the key it is the value of, or a null mark)
+  std::vector<std::pair<YAML::Node, YAML::Mark>> todo{{root, YAML::Mark::null_mark()}};
+  while (!todo.empty()) {
+    const auto [n, key] = todo.back();
+    todo.pop_back();
+    if (!n.IsMap() && !n.IsSequence()) continue;
+    if (!seen.emplace(n.Mark().pos, static_cast<int>(n.Type())).second) continue;
+    if (n.IsMap()) {
+      for (const auto& kv : n) {
+        if (kv.second.IsNull())
+          note(kv.second, kv.first.Mark());  // `key:` alone, or `key: ~`: at the key
+        else
+          todo.emplace_back(kv.second, kv.first.Mark());
+      }
+      continue;
+    }
+    // A block list's mark is its first `-`. An empty item (`-` alone) has the mark of the next
+    // token, which is at or left of the `-` column (the next `-`, or the key after the list); a
+    // `~` is right of it, where it is written. Flow lists have no empty items.
+    const bool block = n.Style() != YAML::EmitterStyle::Flow;
+    std::size_t i = 0;
+    for (const auto& item : n) {
+      if (!item.IsNull())
+        todo.emplace_back(item, YAML::Mark::null_mark());
+      else if (block && item.Mark().column <= n.Mark().column)
+        note(item, i == 0 || key.is_null() ? n.Mark() : key);
+      ++i;
+    }
+  }
 }
 
 bool reader::map(const YAML::Node& n, const std::string& path, keys known) {
@@ -55,6 +128,14 @@ bool reader::map(const YAML::Node& n, const std::string& path, keys known) {
   }
   std::set<std::string> seen;
   for (const auto& kv : n) {
+    if (kv.first.IsNull() || (kv.first.IsScalar() && kv.first.Scalar().empty())) {
+      error(kv.first, "an empty key in " + path + " (null, ~ and \"\" name no key)");
+      continue;
+    }
+    if (!kv.first.IsScalar()) {
+      error(kv.first, "a key that is not a string (" + kind(kv.first) + ") in " + path);
+      continue;
+    }
     const std::string key = kv.first.Scalar();
     if (!seen.insert(key).second) error(kv.first, "duplicate key '" + key + "' in " + path);
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
@@ -134,6 +215,10 @@ bool reader::dur(const YAML::Node& n, const std::string& path, duration& out) {
 bool reader::addr(const YAML::Node& n, const std::string& path, address& out) {
   std::string text;
   if (!str(n, path, text)) return false;
+  if (const std::string why = whitespace_problem(text); !why.empty()) {
+    error(n, path + ": invalid address '" + text + "': " + why);
+    return false;
+  }
   auto parsed = parse_address(text);
   if (auto* msg = std::get_if<std::string>(&parsed)) {
     error(n, path + ": invalid address '" + text + "': " + *msg);
@@ -210,9 +295,15 @@ bool reader::key_file(const YAML::Node& n, const std::string& path, file_ref& ou
 bool reader::files(const YAML::Node& n, const std::string& path, std::vector<file_ref>& out) {
   out.clear();
   if (n.IsScalar()) {
+    // `ca: ""` as `ca: [""]`: taken as no file, it trusted the system store in client mode and
+    // `crl_files: ""` turned CRL checks off (review).
+    if (n.Scalar().empty()) {
+      error(n, path + ": an empty file path (to name no file, write [] or leave the key out)");
+      return false;
+    }
     file_ref f;
     if (!file(n, path, f)) return false;
-    if (!f.empty()) out.push_back(f);
+    out.push_back(f);
     return true;
   }
   if (n.IsNull()) return true;
@@ -260,6 +351,27 @@ bool reader::cidrs(const YAML::Node& n, const std::string& path, std::vector<cid
   return ok;
 }
 
+std::string reader::one_line(std::string msg) {
+  if (std::none_of(msg.begin(), msg.end(), [](unsigned char c) { return control(c); })) return msg;
+  std::string out;
+  for (const unsigned char c : msg) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (control(c)) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 std::string reader::kind(const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Map:
@@ -273,19 +385,6 @@ std::string reader::kind(const YAML::Node& n) {
     default:
       return "an undefined value";
   }
-}
-
-empty_value_scope::empty_value_scope(const YAML::Node& m, const char* key)
-    : saved_(empty_value_key) {
-  const YAML::Node v = m.IsMap() ? m[key] : YAML::Node();
-  if (!v.IsDefined() || !v.IsNull()) return;
-  for (const auto& kv : m)
-    if (kv.first.Scalar() == key) mark_ = kv.first.Mark();
-  empty_value_key = &mark_;
-}
-
-empty_value_scope::~empty_value_scope() {
-  empty_value_key = saved_;
 }
 
 }  // namespace mtlsd::config

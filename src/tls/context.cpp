@@ -20,6 +20,10 @@ namespace {
   throw config::config_error({{where, what, false}});
 }
 
+const config::source_location& ciphers_where(const config::tls_options& t) {
+  return t.ciphers_where.line > 0 ? t.ciphers_where : t.where;
+}
+
 int protocol_version(const std::string& v) {
   return v == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
 }
@@ -214,8 +218,9 @@ void use_server_certificate(SSL_CTX* ctx, const config::listener& l, const svid_
   if (l.tls.max_version != "1.2") return;
   for (const auto& chain : out.own_chains)
     if (auto gap = tls12_cipher_gap(ctx, chain.front().get()); !gap.empty())
-      fail(l.tls.where, "tls.ciphers: " + gap + ", and max_version \"1.2\" rules out TLS 1.3: " +
-                            "every handshake would fail (no shared cipher)");
+      fail(ciphers_where(l.tls), "tls.ciphers: " + gap +
+                                     ", and max_version \"1.2\" rules out TLS 1.3: every "
+                                     "handshake would fail (no shared cipher)");
 }
 
 // Server mode: how client certificates are asked for and judged (client_auth).
@@ -347,6 +352,11 @@ void build_client_side(SSL_CTX* ctx, const config::listener& l, const svid_mater
   }
   verify_upstream(ctx, l, svid, out);
   set_client_sessions_and_alpn(ctx, l, out);
+  // TLS 1.2 alone and no cipher the security level allows: no remote could answer.
+  if (l.tls.max_version == "1.2" && tls12_ciphers_offered(ctx).empty())
+    fail(ciphers_where(l.tls), "tls.ciphers: " + tls12_cipher_gap(ctx, nullptr) +
+                                   ", and max_version \"1.2\" rules out TLS 1.3: every "
+                                   "handshake would fail");
 }
 
 }  // namespace

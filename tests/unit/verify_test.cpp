@@ -626,7 +626,7 @@ TEST_F(RuntimeBuildTest, ATls12OnlyListenerNeedsACipherItsKeyCanSignFor) {
   const std::string pair = "      cert: server.crt\n      key: server.key\n";
   auto problems = build_problems(files_.server("", pair + tls12 + rsa_only));
   ASSERT_EQ(problems.size(), 1u);
-  EXPECT_EQ(problems[0].where.line, 8);  // the `tls:` block (its first key)
+  EXPECT_EQ(problems[0].where.line, 11);  // the `ciphers` key
   EXPECT_EQ(problems[0].message,
             "tls.ciphers: no ECDHE-ECDSA cipher for the ECDSA key of CN=server,O=mtlsd tests, and "
             "max_version \"1.2\" rules out TLS 1.3: every handshake would fail (no shared "

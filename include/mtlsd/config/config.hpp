@@ -131,8 +131,9 @@ struct tls_options : key_source {
   source_location certificates_where;
   // Server mode: refuse an SNI that no certificates entry names (unrecognized_name alert).
   bool strict_sni = false;
-  spiffe_options spiffe;  // alternative to cert/key/pkcs12/certificates
-  source_location where;  // the `tls:` block itself
+  spiffe_options spiffe;          // alternative to cert/key/pkcs12/certificates
+  source_location where;          // the `tls:` block itself
+  source_location ciphers_where;  // tls.ciphers, when given
 };
 
 enum class client_auth_mode { require, optional, none };
