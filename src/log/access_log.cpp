@@ -22,17 +22,20 @@ std::string_view capped(std::string_view v, std::string& storage) {
 }
 
 // The connection's fields a peer controls (its certificate, the address a PROXY header names,
-// the detail that quotes them), as both kinds of line write them.
+// the detail that quotes them, the server name a client asked for: recorded before OpenSSL
+// refuses one longer than a host name can be, review: 15,000 bytes), as both kinds of line
+// write them.
 struct peer_fields {
-  std::string cut[6];
-  std::string_view client, identity, subject, issuer, serial, detail;
+  std::string cut[7];
+  std::string_view client, identity, subject, issuer, serial, detail, sni;
   peer_fields(const access_record& r, std::string_view raw_detail)
       : client(capped(r.client, cut[0])),
         identity(capped(r.identity, cut[1])),
         subject(capped(r.peer_subject, cut[2])),
         issuer(capped(r.peer_issuer, cut[3])),
         serial(capped(r.peer_serial, cut[4])),
-        detail(capped(raw_detail, cut[5])) {}
+        detail(capped(raw_detail, cut[5])),
+        sni(capped(r.sni, cut[6])) {}
 };
 }  // namespace
 
@@ -60,7 +63,7 @@ void write_access(const access_record& r) {
                                {"tls_version", r.tls_version},
                                {"cipher", r.cipher},
                                {"resumed", r.resumed},
-                               {"sni", r.sni},
+                               {"sni", p.sni},
                                {"alpn", r.alpn},
                                {"upstream", r.upstream},
                                connect_ms,
@@ -96,7 +99,7 @@ void write_request_access(const access_record& c, const http_request_record& q) 
                                 {"tls_version", c.tls_version},
                                 {"cipher", c.cipher},
                                 {"resumed", c.resumed},
-                                {"sni", c.sni},
+                                {"sni", p.sni},
                                 {"alpn", c.alpn},
                                 {"upstream", c.upstream},
                                 connect_ms,

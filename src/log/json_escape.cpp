@@ -1,5 +1,7 @@
-// append_json_escaped (log/log.hpp): strings peers partly choose, made safe for a JSON or text
-// log line.
+// append_json_escaped and append_field_value (log/log.hpp): values, strings peers partly choose
+// among them, made safe for a JSON or text log line.
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -100,6 +102,68 @@ void append_json_escaped(std::string& out, std::string_view s) {
         }
     }
   }
+}
+
+namespace {
+
+// A value needs quotes in text mode when it is empty or has spaces, quotes, '=', control
+// characters or anything not ASCII (then append_json_escaped checks its UTF-8).
+bool needs_quotes(std::string_view s) {
+  if (s.empty()) return true;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || u < 0x20 || u >= 0x7f) return true;
+  }
+  return false;
+}
+
+// `v`, or its first field_value_limit bytes (not splitting a UTF-8 sequence) and how many more
+// there were, kept in `storage`.
+std::string_view cut_to_limit(std::string_view v, std::string& storage) {
+  if (v.size() <= field_value_limit) return v;
+  // Back over at most 3 continuation bytes (a UTF-8 sequence has at most 4 bytes): invalid
+  // UTF-8, a run of them a peer may send, must not cut the value to nothing.
+  std::size_t keep = field_value_limit;
+  while (keep > field_value_limit - 3 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
+    --keep;
+  storage.assign(v.substr(0, keep));
+  storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";
+  return storage;
+}
+
+}  // namespace
+
+void append_field_value(std::string& out, const field& f, bool json) {
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string_view>) {
+          std::string storage;
+          const std::string_view text = cut_to_limit(v, storage);
+          if (json || needs_quotes(text)) {
+            out += '"';
+            append_json_escaped(out, text);
+            out += '"';
+          } else {
+            out += text;
+          }
+        } else if constexpr (std::is_same_v<T, null_value>) {
+          out += json ? "null" : "\"\"";
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out += v ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (!std::isfinite(v)) {  // JSON has no inf/nan; text keeps the line parseable too
+            out += json ? "null" : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
+            return;
+          }
+          char buf[32];
+          auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
+          out.append(buf, ec == std::errc{} ? p : buf);
+        } else {
+          out += std::to_string(v);
+        }
+      },
+      f.value);
 }
 
 }  // namespace mtlsd::log

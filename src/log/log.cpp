@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -33,17 +31,62 @@ bool access_configured = false;
 std::string access_path;  // as configured
 bool access_is_file = false;
 
-// Drops of every kind not yet told about in the events (see report_drops), and the last write
-// error among them (0: an output only did not keep up).
-std::atomic<std::uint64_t> unreported_drops{0};
-std::atomic<int> unreported_write_error{0};
+// The lines one output lost, and what the events still have to say of them (tell_losses): at
+// most one warning per output each kNoticeEvery, the first at once, with the lines lost since
+// the one before; and a line when the output writes again after a failed write.
+constexpr auto kNoticeEvery = std::chrono::seconds(10);
+using steady = std::chrono::steady_clock;
+struct losses {
+  std::string output;                       // as the lines name it; set before its sink exists
+  std::atomic<std::uint64_t> untold{0};     // lines lost since the last line about them
+  std::atomic<int> error{0};                // the last write error among those (0: none)
+  std::atomic<int> failed_with{0};          // the write error of the failure under way
+  std::atomic<bool> failing{false};         // its last write failed (its writer's)
+  std::atomic<bool> writes_again{false};    // it wrote after failing: a line is due
+  std::atomic<bool> asked{false};           // the events' writer is to look (sink::call_at)
+  std::atomic<steady::rep> warn_after{0};   // no warning before this (steady ticks)
+  std::atomic<steady::rep> again_after{0};  // no "writing again" line before this
+};
+losses events_losses{.output = "stderr"};
+losses access_losses;
+thread_local bool telling = false;  // tell_losses pushing: a notice not taken is not a loss
 
-void count_drop(line_kind kind, int error) {
-  unreported_drops.fetch_add(1, std::memory_order_relaxed);
-  if (error) unreported_write_error.store(error, std::memory_order_relaxed);
-  if (kind != line_kind::access) return;
-  access_dropped.fetch_add(1, std::memory_order_relaxed);
-  if (const auto* hook = drop_hook.load(std::memory_order_acquire)) (*hook)();
+// Has the events' writer look at `l` (tell_losses) when a line about it may go. Any thread;
+// never waits on an output.
+void ask_to_tell(losses& l) {
+  if (l.asked.load(std::memory_order_relaxed) || l.asked.exchange(true)) return;
+  sink* events = events_out.load(std::memory_order_acquire);
+  if (!events) {
+    l.asked = false;  // none (finish() retired it): nobody to tell
+    return;
+  }
+  const auto at = (l.writes_again ? l.again_after : l.warn_after).load();  // as tell() decides
+  events->call_at(steady::time_point(steady::duration(at)));
+}
+
+void count_drop(losses& l, line_kind kind, int error) {
+  if (telling) return;
+  l.untold.fetch_add(1, std::memory_order_relaxed);
+  if (error) {
+    l.error.store(error, std::memory_order_relaxed);
+    l.failed_with.store(error, std::memory_order_relaxed);
+  }
+  if (kind == line_kind::access) {
+    access_dropped.fetch_add(1, std::memory_order_relaxed);
+    if (const auto* hook = drop_hook.load(std::memory_order_acquire)) (*hook)();
+  }
+  ask_to_tell(l);
+}
+
+// On the output's writer thread, after each batch.
+void note_written(losses& l, sink::writer_event e) {
+  if (e == sink::writer_event::write_failed) {
+    l.failing = true;
+  } else if (e == sink::writer_event::wrote && l.failing.load(std::memory_order_relaxed)) {
+    l.failing = false;
+    l.writes_again = true;
+    ask_to_tell(l);
+  }
 }
 
 // Before start_async() and after a clean finish(): the CLI's way, one line at a time.
@@ -54,19 +97,13 @@ void write_now(const std::string& line) {
   std::fflush(stderr);
 }
 
-void report_drops(sink& events);
-
 void emit(std::string line, line_kind kind) {
   sink* out = kind == line_kind::access ? access_out.load(std::memory_order_acquire) : nullptr;
-  sink* events = events_out.load(std::memory_order_acquire);
-  if (!out) out = events;
+  if (!out) out = events_out.load(std::memory_order_acquire);
   if (out) {
-    // Once the events output takes lines again, it says how many were lost before.
-    if (out->push(std::move(line), kind) && out == events &&
-        unreported_drops.load(std::memory_order_relaxed) != 0)
-      report_drops(*events);
+    out->push(std::move(line), kind);
   } else if (abandoned.load(std::memory_order_relaxed)) {
-    count_drop(kind, 0);
+    count_drop(events_losses, kind, 0);
   } else {
     write_now(line);
   }
@@ -75,80 +112,10 @@ void emit(std::string line, line_kind kind) {
 std::atomic<line_format> current_format{line_format::text};
 
 std::string_view level_name(spdlog::level::level_enum l) {
-  switch (l) {
-    case spdlog::level::trace:
-      return "trace";
-    case spdlog::level::debug:
-      return "debug";
-    case spdlog::level::info:
-      return "info";
-    case spdlog::level::warn:
-      return "warn";
-    case spdlog::level::err:
-      return "error";
-    case spdlog::level::critical:
-      return "critical";
-    default:
-      return "off";
-  }
-}
-
-// A value needs quotes in text mode when it is empty or has spaces, quotes, '=', control
-// characters or anything not ASCII (then append_json_escaped checks its UTF-8).
-bool needs_quotes(std::string_view s) {
-  if (s.empty()) return true;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || u < 0x20 || u >= 0x7f) return true;
-  }
-  return false;
-}
-
-// `v`, or its first field_value_limit bytes (not splitting a UTF-8 sequence) and how many more
-// there were, kept in `storage`.
-std::string_view cut_to_limit(std::string_view v, std::string& storage) {
-  if (v.size() <= field_value_limit) return v;
-  // Back over at most 3 continuation bytes (a UTF-8 sequence has at most 4 bytes): invalid
-  // UTF-8, a run of them a peer may send, must not cut the value to nothing.
-  std::size_t keep = field_value_limit;
-  while (keep > field_value_limit - 3 && (static_cast<unsigned char>(v[keep]) & 0xC0) == 0x80)
-    --keep;
-  storage.assign(v.substr(0, keep));
-  storage += "...(" + std::to_string(v.size() - keep) + " more bytes)";
-  return storage;
-}
-
-void append_value(std::string& out, const field& f, bool json) {
-  std::visit(
-      [&](const auto& v) {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string_view>) {
-          std::string storage;
-          const std::string_view text = cut_to_limit(v, storage);
-          if (json || needs_quotes(text)) {
-            out += '"';
-            append_json_escaped(out, text);
-            out += '"';
-          } else {
-            out += text;
-          }
-        } else if constexpr (std::is_same_v<T, null_value>) {
-          out += json ? "null" : "\"\"";
-        } else if constexpr (std::is_same_v<T, bool>) {
-          out += v ? "true" : "false";
-        } else if constexpr (std::is_same_v<T, double>) {
-          if (!std::isfinite(v)) {  // JSON has no inf/nan; text keeps the line parseable too
-            out += json ? "null" : (std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
-            return;
-          }
-          char buf[32];
-          auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
-          out.append(buf, ec == std::errc{} ? p : buf);
-        } else {
-          out += std::to_string(v);
-        }
-      },
-      f.value);
+  static constexpr std::string_view names[] = {"trace", "debug", "info",
+                                               "warn",  "error", "critical"};
+  const auto i = static_cast<std::size_t>(l);  // spdlog's order, then off
+  return i < std::size(names) ? names[i] : "off";
 }
 
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
@@ -191,22 +158,51 @@ std::string make_line(spdlog::level::level_enum level, std::string_view msg, fie
   return line;
 }
 
-void report_drops(sink& events) {
-  const std::uint64_t n = unreported_drops.exchange(0, std::memory_order_relaxed);
-  if (n == 0 || !spdlog::default_logger_raw()->should_log(spdlog::level::warn)) return;
+// What `l` has to say, if its time came: on the events' writer thread (after each batch it wrote,
+// and when ask_to_tell's time comes), so a worker never formats or waits for it (review: lost
+// access lines went untold until some event was logged).
+void tell(losses& l, sink& events) {
+  l.asked = false;  // before looking: a loss counted from now asks again
+  const bool again = l.writes_again.load();
+  if (!again && l.untold.load(std::memory_order_relaxed) == 0) return;
+  const auto now = steady::now().time_since_epoch().count();
+  if (now < (again ? l.again_after : l.warn_after).load()) return ask_to_tell(l);
+  l.writes_again = false;
+  const std::uint64_t n = l.untold.exchange(0, std::memory_order_relaxed);
+  const int error = l.error.exchange(0, std::memory_order_relaxed);
+  if (!spdlog::default_logger_raw()->should_log(spdlog::level::warn)) return;
   // An output that fails (a full disk: ENOSPC) says why, not only that lines were lost (review).
-  const int error = unreported_write_error.exchange(0, std::memory_order_relaxed);
-  std::string notice =
-      error ? make_line(spdlog::level::warn, "log lines dropped: writing to an output failed",
-                        {{"lines", n}, {"error", std::strerror(error)}})
-            : make_line(spdlog::level::warn, "log lines dropped: an output did not keep up",
-                        {{"lines", n}});
-  // Not taken either: keep the count for the next time (count_drop added one for the notice).
-  if (!events.push(std::move(notice), line_kind::event))
-    unreported_drops.fetch_add(n - 1, std::memory_order_relaxed);
+  const int failed = l.failed_with.load(std::memory_order_relaxed);
+  std::string line =
+      again   ? make_line(spdlog::level::warn, "log output writing again",
+                          {{"output", l.output}, {"lines", n}, {"error", std::strerror(failed)}})
+      : error ? make_line(spdlog::level::warn, "log lines dropped: writing to an output failed",
+                          {{"output", l.output}, {"lines", n}, {"error", std::strerror(error)}})
+              : make_line(spdlog::level::warn, "log lines dropped: an output did not keep up",
+                          {{"output", l.output}, {"lines", n}});
+  telling = true;
+  const bool taken = events.push(std::move(line), line_kind::event);
+  telling = false;
+  if (!taken) {  // the queue is full: its next batch looks again
+    l.untold.fetch_add(n, std::memory_order_relaxed);
+    if (error) l.error.store(error, std::memory_order_relaxed);
+    if (again) l.writes_again = true;
+    return;
+  }
+  (again ? l.again_after : l.warn_after) =
+      (steady::now() + kNoticeEvery).time_since_epoch().count();
 }
 
-void open_access_output(std::unique_lock<std::mutex>& lk);
+// The events' writer thread's on_written: its own losses and the access output's.
+void tell_losses(sink::writer_event e) {
+  note_written(events_losses, e);
+  sink* events = events_out.load(std::memory_order_acquire);
+  if (!events) return;
+  tell(events_losses, *events);
+  if (access_out.load(std::memory_order_acquire)) tell(access_losses, *events);
+}
+
+void open_access_output(std::unique_lock<std::mutex>& lk, bool again = false);
 bool async_started = false;  // guarded by access_mu
 
 // Applies log.access_log_path the first time; a later, different value waits for a restart
@@ -229,12 +225,17 @@ void configure_access(const std::string& path) {
   open_access_output(lk);
 }
 
-// Opens log.access_log_path's output. `lk` holds access_mu.
-void open_access_output(std::unique_lock<std::mutex>& lk) {
+// Opens log.access_log_path's output. `lk` holds access_mu. `again`: SIGUSR1 after the open
+// at start failed (a FIFO whose reader was not running yet): access lines move there now.
+void open_access_output(std::unique_lock<std::mutex>& lk, bool again) {
   const std::string path = access_path;
   if (path.empty() || path == "stderr") return;
+  access_losses.output = path;  // before the sink: its lines about losses name it
+  auto dropped = [](line_kind kind, int error) { count_drop(access_losses, kind, error); };
+  auto written = [](sink::writer_event e) { note_written(access_losses, e); };
   if (path == "stdout") {
-    access_out.store(sink::for_fd(1, kQueueBytes, count_drop).release(), std::memory_order_release);
+    access_out.store(sink::for_fd(1, kQueueBytes, dropped, written).release(),
+                     std::memory_order_release);
     return;
   }
   try {
@@ -245,12 +246,19 @@ void open_access_output(std::unique_lock<std::mutex>& lk) {
         log::error("cannot reopen the access log; still writing to the previous file",
                    {{"error", error}});
     };
-    access_out.store(sink::for_file(path, kQueueBytes, count_drop, reopened).release(),
+    access_out.store(sink::for_file(path, kQueueBytes, dropped, reopened, written).release(),
                      std::memory_order_release);
     access_is_file = true;
+    lk.unlock();
+    if (again) info("SIGUSR1: access log opened; access lines go there from now", {{"path", path}});
   } catch (const std::system_error& e) {
     lk.unlock();
-    log::error("cannot open log.access_log_path; access lines go to stderr", {{"error", e.what()}});
+    if (again)
+      log::error("SIGUSR1: cannot open log.access_log_path; access lines still go to stderr",
+                 {{"error", e.what()}});
+    else
+      log::error("cannot open log.access_log_path; access lines go to stderr",
+                 {{"error", e.what()}});
   }
 }
 
@@ -278,7 +286,7 @@ void append_body(std::string& out, line_format format, spdlog::level::level_enum
       out += ",\"";
       append_json_escaped(out, x.key);
       out += "\":";
-      append_value(out, x, true);
+      append_field_value(out, x, true);
     }
     return;
   }
@@ -291,7 +299,7 @@ void append_body(std::string& out, line_format format, spdlog::level::level_enum
     out += ' ';
     out += x.key;
     out += '=';
-    append_value(out, x, false);
+    append_field_value(out, x, false);
   }
 }
 
@@ -314,7 +322,12 @@ void setup(const settings& options) {
 void start_async() {
   if (events_out.load()) return;
   // fd 2 stays open for the process lifetime; the sink never closes it.
-  events_out.store(sink::for_fd(2, kQueueBytes, count_drop).release(), std::memory_order_release);
+  events_out.store(
+      sink::for_fd(
+          2, kQueueBytes, [](line_kind kind, int error) { count_drop(events_losses, kind, error); },
+          tell_losses)
+          .release(),
+      std::memory_order_release);
   std::unique_lock lk(access_mu);
   async_started = true;
   if (access_configured) open_access_output(lk);
@@ -330,6 +343,10 @@ bool finish(std::chrono::milliseconds limit) {
   bool ok = true;
   if (auto* a = access_out.load()) ok = a->stop(left()) && ok;
   if (auto* e = events_out.load()) {
+    for (losses* l : {&events_losses, &access_losses}) {  // untold losses: told now, the last
+      l->warn_after = l->again_after = 0;
+      tell(*l, *e);
+    }
     if (e->stop(left())) {
       // stderr reads again: write directly from now on. The stopped sink stays reachable (a
       // thread may still hold the pointer it loaded), which also keeps LeakSanitizer quiet.
@@ -348,12 +365,13 @@ bool finish(std::chrono::milliseconds limit) {
 
 void reopen() {
   std::unique_lock lk(access_mu);
-  if (!access_is_file) {
-    lk.unlock();
-    info("SIGUSR1: log.access_log_path names no file; nothing to reopen");
-    return;
-  }
-  access_out.load()->reopen();
+  if (access_is_file) return access_out.load()->reopen();
+  // Not open: its open at start failed (review: SIGUSR1 said "names no file" and never tried).
+  if (async_started && access_configured && !access_path.empty() && access_path != "stderr" &&
+      access_path != "stdout")
+    return open_access_output(lk, true);
+  lk.unlock();
+  info("SIGUSR1: log.access_log_path names no file; nothing to reopen");
 }
 
 void set_access_drop_hook(std::function<void()> hook) {

@@ -79,13 +79,17 @@ struct sink::state {
     bool reopen = false;
   };
 
-  state(int output, bool owned, std::string file, std::size_t max, drop_handler d, reopen_handler r)
+  using steady = std::chrono::steady_clock;
+
+  state(int output, bool owned, std::string file, std::size_t max, drop_handler d, reopen_handler r,
+        written_handler w)
       : fd(output),
         owns_fd(owned),
         path(std::move(file)),
         max_bytes(max),
         on_drop(std::move(d)),
-        on_reopen(std::move(r)) {}
+        on_reopen(std::move(r)),
+        on_written(std::move(w)) {}
   state(const state&) = delete;
   state& operator=(const state&) = delete;
   ~state() {
@@ -104,6 +108,7 @@ struct sink::state {
   const std::size_t urgent_bytes = max_bytes / 4;
   const drop_handler on_drop;
   const reopen_handler on_reopen;
+  const written_handler on_written;
 
   std::mutex mu;
   std::condition_variable wake;     // the writer waits for lines
@@ -116,6 +121,7 @@ struct sink::state {
   bool stopping = false;          // the writer returns once the queue is empty
   int flushers = 0;               // flush() calls waiting: write now, do not gather
   std::size_t queued_events = 0;  // event lines and reopen markers queued: write now
+  steady::time_point due = steady::time_point::max();  // call_at(): on_written(timer) then
   std::atomic<std::uint64_t> dropped{0};
 
   void drop(line_kind kind, int error = 0) {
@@ -138,14 +144,15 @@ struct sink::state {
   }
 
   // Writes `buf` (`lead` bytes, then batch[first, end)'s lines): the lines written whole count
-  // as written, the others as dropped, and one cut in the middle is remembered.
-  void write_lines(const std::string& buf, std::size_t lead, const std::vector<entry>& batch,
+  // as written, the others as dropped, and one cut in the middle is remembered. False when a
+  // write failed.
+  bool write_lines(const std::string& buf, std::size_t lead, const std::vector<entry>& batch,
                    std::size_t first, std::size_t end) {
     int error = 0;
     const std::size_t wrote = write_all(fd, buf, error);
     if (wrote == buf.size()) {
       mid_line = false;
-      return;
+      return true;
     }
     std::size_t line_end = lead;
     bool at_boundary = lead == 0 ? wrote == 0 : false;
@@ -155,6 +162,7 @@ struct sink::state {
       if (line_end > wrote) drop(batch[j].kind, error);
     }
     mid_line = !at_boundary;
+    return false;
   }
 
   // Guarded by mu.
@@ -162,18 +170,45 @@ struct sink::state {
     return stopping || closed || flushers > 0 || queued_events > 0 || queued_bytes >= urgent_bytes;
   }
 
+  // Waits for lines (then gathers, see kGather) or for the time call_at() asked; true when that
+  // time came. Leaves the lines to write in `batch`. Guarded by mu (`lk`).
+  bool wait_for_work(std::unique_lock<std::mutex>& lk, std::vector<entry>& batch) {
+    bool timer = false;
+    while (queue.empty() && !stopping) {
+      if (due == steady::time_point::max()) {
+        wake.wait(lk);
+      } else if (steady::now() >= due) {
+        timer = true;
+        break;
+      } else {
+        wake.wait_until(lk, due);
+      }
+    }
+    if (!queue.empty()) {
+      wake.wait_for(lk, kGather, [&] { return must_write_now(); });
+      batch.swap(queue);
+      queued_events = 0;
+    }
+    if (due != steady::time_point::max() && (timer || steady::now() >= due)) {
+      due = steady::time_point::max();
+      timer = true;
+    }
+    return timer;
+  }
+
   static void run(const std::shared_ptr<state>& s) {
     std::vector<entry> batch;
     std::string buf;
     for (;;) {
+      bool timer = false;
       {
         std::unique_lock lk(s->mu);
-        s->wake.wait(lk, [&] { return !s->queue.empty() || s->stopping; });
-        if (s->queue.empty()) return;
-        s->wake.wait_for(lk, kGather, [&] { return s->must_write_now(); });
-        batch.swap(s->queue);
-        s->queued_events = 0;
+        timer = s->wait_for_work(lk, batch);
+        if (batch.empty() && !timer) return;  // stopping, and nothing left
       }
+      if (timer && s->on_written) s->on_written(writer_event::timer);
+      if (batch.empty()) continue;
+      bool wrote_any = false, failed = false;
       std::size_t bytes = 0;
       std::size_t i = 0;
       while (i < batch.size()) {
@@ -187,7 +222,10 @@ struct sink::state {
         while (i < batch.size() && !batch[i].reopen && buf.size() < 65536)
           buf += batch[i++].line;
         bytes += buf.size() - lead;
-        if (buf.size() > lead) s->write_lines(buf, lead, batch, first, i);
+        if (buf.size() > lead) {
+          wrote_any = true;
+          if (!s->write_lines(buf, lead, batch, first, i)) failed = true;
+        }
         if (i < batch.size() && batch[i].reopen) {
           s->do_reopen();
           ++i;
@@ -200,6 +238,8 @@ struct sink::state {
       }
       s->written.notify_all();
       batch.clear();
+      if (wrote_any && s->on_written)
+        s->on_written(failed ? writer_event::write_failed : writer_event::wrote);
     }
   }
 };
@@ -208,13 +248,15 @@ sink::sink(std::shared_ptr<state> s) : state_(std::move(s)) {
   writer_ = std::thread([s = state_] { state::run(s); });
 }
 
-std::unique_ptr<sink> sink::for_fd(int fd, std::size_t max_bytes, drop_handler on_drop) {
-  return std::unique_ptr<sink>(new sink(
-      std::make_shared<state>(fd, false, std::string(), max_bytes, std::move(on_drop), nullptr)));
+std::unique_ptr<sink> sink::for_fd(int fd, std::size_t max_bytes, drop_handler on_drop,
+                                   written_handler on_written) {
+  return std::unique_ptr<sink>(new sink(std::make_shared<state>(
+      fd, false, std::string(), max_bytes, std::move(on_drop), nullptr, std::move(on_written))));
 }
 
 std::unique_ptr<sink> sink::for_file(const std::string& path, std::size_t max_bytes,
-                                     drop_handler on_drop, reopen_handler on_reopen) {
+                                     drop_handler on_drop, reopen_handler on_reopen,
+                                     written_handler on_written) {
   const int fd = open_append(path);
   if (fd < 0) {
     const int err = errno;
@@ -223,7 +265,7 @@ std::unique_ptr<sink> sink::for_file(const std::string& path, std::size_t max_by
     throw std::system_error(err, std::generic_category(), path);
   }
   return std::unique_ptr<sink>(new sink(std::make_shared<state>(
-      fd, true, path, max_bytes, std::move(on_drop), std::move(on_reopen))));
+      fd, true, path, max_bytes, std::move(on_drop), std::move(on_reopen), std::move(on_written))));
 }
 
 sink::~sink() {
@@ -271,6 +313,15 @@ void sink::reopen() {
     state_->queue.push_back({std::string(), line_kind::event, true});
     ++state_->queued_events;
     ++state_->pushed;
+  }
+  state_->wake.notify_one();
+}
+
+void sink::call_at(std::chrono::steady_clock::time_point t) {
+  {
+    std::lock_guard lk(state_->mu);
+    if (state_->closed || t >= state_->due) return;
+    state_->due = t;
   }
   state_->wake.notify_one();
 }

@@ -71,7 +71,8 @@ registry::registry()
                 .Name("mtlsd_bytes_total")
                 .Help(
                     "Payload bytes relayed, as seen from the accepting side (rx = from the peer "
-                    "that connected to mtlsd).")
+                    "that connected to mtlsd); added while a connection is open, every 64 KiB "
+                    "a direction moves, and the rest when it closes.")
                 .Register(r);
   upstream_failures_ = &prometheus::BuildCounter()
                             .Name("mtlsd_upstream_connect_failures_total")
@@ -169,7 +170,8 @@ registry::registry()
                              .Name("mtlsd_access_log_dropped_total")
                              .Help(
                                  "Access-log lines dropped because their output (stderr, stdout "
-                                 "or the file) did not keep up; traffic was not held back.")
+                                 "or the file) did not keep up, or lost because a write to it "
+                                 "failed (ENOSPC, EPIPE); traffic was not held back.")
                              .Register(r)
                              .Add({});
 }

@@ -46,7 +46,7 @@ inline bool cancelled(const error_code& ec) {
 // log's tx_bytes): the upstream's bytes and mtlsd's own answers (a 400, a 100 Continue) alike.
 class tls_side {
  public:
-  tls_side(tls_stream& tls, stream_socket& sock, std::uint64_t& sent)
+  tls_side(tls_stream& tls, stream_socket& sock, byte_count& sent)
       : tls_(tls), sock_(sock), sent_(sent) {}
 
   asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer b) {
@@ -74,7 +74,7 @@ class tls_side {
  private:
   tls_stream& tls_;
   stream_socket& sock_;
-  std::uint64_t& sent_;
+  byte_count& sent_;
   bool cut_ = false;
 };
 
@@ -154,10 +154,10 @@ class plain_side {
 // One side's incoming bytes: a bounded read buffer and the parse step that fills it.
 template <class Side>
 struct inbound {
-  inbound(Side& s, std::uint64_t& c, idle_deadline& k) : side(s), counter(c), clock(k) {}
+  inbound(Side& s, byte_count& c, idle_deadline& k) : side(s), counter(c), clock(k) {}
 
   Side& side;
-  std::uint64_t& counter;  // bytes read from this side
+  byte_count& counter;  // bytes read from this side
   idle_deadline& clock;
   beast::flat_buffer buf{read_buffer_limit};
   // How much the next read asks for at least. It doubles while reads fill what they asked for,

@@ -214,7 +214,7 @@ class http_connection {
   std::uint64_t requests_ = 0;
   std::uint64_t ignored_bytes_ = 0;  // body bytes nobody reports (no request in progress)
   // Read from the upstream: reported as what reached the client instead (tls_side's count).
-  std::uint64_t upstream_bytes_ = 0;
+  byte_count upstream_bytes_;
   idle_deadline& clock_;
   relay_result& result_;
   tls_side client_;

@@ -1,5 +1,6 @@
 #include "mtlsd/proxy/relay.hpp"
 
+#include <prometheus/counter.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -23,6 +24,12 @@
 #include "relay_pump.hpp"
 
 namespace mtlsd::proxy {
+
+void byte_count::give() {
+  counter_->Increment(static_cast<double>(total_ - (next_ - meter_step)));
+  next_ = total_ + meter_step;
+}
+
 namespace {
 
 using detail::relay_state;

@@ -36,6 +36,12 @@ void count_verdict(session& s, const tls::revocation::verdict& v) {
 void observe_handshake(session& s) {
   const auto& lr = *s.listener;
   if (!lr.metrics) return;
+  // From the handshake on (nothing is relayed or answered before it), mtlsd_bytes_total moves
+  // as bytes do (relay.hpp's byte_count), not only when the connection closes; finish() adds
+  // the rest.
+  const bool server = lr.cfg.mode == config::listener_mode::server;
+  s.relayed.from_tls.meter(server ? lr.metrics->rx_bytes : lr.metrics->tx_bytes);
+  s.relayed.from_plain.meter(server ? lr.metrics->tx_bytes : lr.metrics->rx_bytes);
   lr.metrics->handshake_duration->observe(
       std::chrono::duration<double>(steady::now() - s.start).count());
   if (s.resumed) lr.metrics->resumed->Increment();
@@ -267,8 +273,11 @@ void finish(session& s, const outcome& o) {
       m->closed_for(*s.control.kill_reason()).Increment();
     else if (s.admitted && s.relayed.rate_limited)
       m->closed_for(reason::rate_limited).Increment();
-    if (rx) m->rx_bytes->Increment(static_cast<double>(rx));
-    if (tx) m->tx_bytes->Increment(static_cast<double>(tx));
+    // What the relay did not give its counters yet (observe_handshake): the sums are exact.
+    auto& rx_count = server ? s.relayed.from_tls : s.relayed.from_plain;
+    auto& tx_count = server ? s.relayed.from_plain : s.relayed.from_tls;
+    if (const auto rest = rx_count.give_rest()) m->rx_bytes->Increment(static_cast<double>(rest));
+    if (const auto rest = tx_count.give_rest()) m->tx_bytes->Increment(static_cast<double>(rest));
   }
   const termination ended = name_termination(s, o);
   const auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();

@@ -6,12 +6,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -333,6 +336,85 @@ TEST_F(SinkTest, ReopenAfterRename) {
     EXPECT_NE(reopens[1].find("access.log"), std::string::npos) << reopens[1];
   }
   EXPECT_EQ(s->dropped(), 0u);
+}
+
+// What the writer says after each batch (its owner tells of losses from it, log.cpp), and the
+// wake-up at a time asked for without a line. An fd whose file changes under the sink (dup2):
+// /dev/full fails every write (ENOSPC), a pipe takes them again.
+struct written_events {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<sink::writer_event> seen;
+  void add(sink::writer_event e) {
+    {
+      std::lock_guard lk(mu);
+      seen.push_back(e);
+    }
+    cv.notify_all();
+  }
+  // Waits until `n` events were seen; returns them.
+  std::vector<sink::writer_event> wait(std::size_t n) {
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, 5s, [&] { return seen.size() >= n; });
+    return seen;
+  }
+};
+
+TEST_F(SinkTest, SaysAfterEachBatchWhetherItsWritesFailed) {
+  using ev = sink::writer_event;
+  pipe_pair p;
+  const int full = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(full, 0);
+  const int out = ::dup(p.w);
+  ASSERT_GE(out, 0);
+  std::atomic<int> lost{0}, lost_error{0};
+  written_events events;
+  auto s = sink::for_fd(
+      out, 1 << 16,
+      [&](line_kind, int error) {
+        ++lost;
+        lost_error = error;
+      },
+      [&](ev e) { events.add(e); });
+  ASSERT_TRUE(s->push("one\n", line_kind::access));
+  EXPECT_EQ(events.wait(1), std::vector<ev>{ev::wrote});
+  ASSERT_EQ(::dup2(full, out), out);  // a full disk
+  ASSERT_TRUE(s->push("two\n", line_kind::access));
+  EXPECT_EQ(events.wait(2), (std::vector<ev>{ev::wrote, ev::write_failed}));
+  EXPECT_EQ(lost, 1);
+  EXPECT_EQ(lost_error, ENOSPC);
+  ASSERT_EQ(::dup2(p.w, out), out);  // room again
+  ASSERT_TRUE(s->push("three\n", line_kind::access));
+  EXPECT_EQ(events.wait(3), (std::vector<ev>{ev::wrote, ev::write_failed, ev::wrote}));
+  EXPECT_TRUE(s->stop(5s));
+  s.reset();
+  ::close(out);
+  ::close(full);
+  ::close(p.w);
+  p.w = -1;
+  EXPECT_EQ(p.read_all(), "one\nthree\n");
+}
+
+TEST_F(SinkTest, CallAtWakesTheWriterWithoutALine) {
+  using ev = sink::writer_event;
+  using steady = std::chrono::steady_clock;
+  pipe_pair p;
+  written_events events;
+  auto s = sink::for_fd(p.w, 1 << 16, {}, [&](ev e) { events.add(e); });
+  const auto start = steady::now();
+  s->call_at(start + 10min);  // the earliest time asked wins
+  s->call_at(start + 50ms);
+  EXPECT_EQ(events.wait(1), std::vector<ev>{ev::timer});
+  EXPECT_GE(steady::now() - start, 50ms);
+  s->call_at(steady::time_point{});  // a time past: at once, and once
+  EXPECT_EQ(events.wait(2), (std::vector<ev>{ev::timer, ev::timer}));
+  ASSERT_TRUE(s->push("line\n", line_kind::event));
+  EXPECT_EQ(events.wait(3), (std::vector<ev>{ev::timer, ev::timer, ev::wrote}));
+  EXPECT_TRUE(s->stop(5s));
+  s->call_at(steady::time_point{});  // stopped: ignored
+  s.reset();
+  std::lock_guard lk(events.mu);
+  EXPECT_EQ(events.seen.size(), 3u);
 }
 
 }  // namespace

@@ -9,9 +9,10 @@
 namespace mtlsd::log {
 
 // What a peer controls (its certificate's subject, issuer and serial, the detail that quotes
-// them, an HTTP request's method, authority and path) is cut at this many bytes, with how many
-// more there were: a line longer than the log's queue is dropped whole (log/sink.cpp), so one
-// large subject could otherwise keep its own refusal out of the log, and fill the disk fast.
+// them, the SNI it sent, an HTTP request's method, authority and path) is cut at this many bytes,
+// with how many more there were: a line longer than the log's queue is dropped whole
+// (log/sink.cpp), so one large subject could otherwise keep its own refusal out of the log, and
+// fill the disk fast.
 inline constexpr std::size_t access_field_limit = 1024;
 
 // Every field is written on every line (empty, or null in JSON for upstream_connect_ms, when

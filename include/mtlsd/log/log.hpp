@@ -57,14 +57,17 @@ void setup_default();
 // The daemon's outputs. Until start_async() lines are written to stderr by the thread that logs
 // (the CLI commands). After it, each output (stderr; the access-log file or stdout) has a
 // bounded queue drained by its own writer thread, so a worker never waits on a slow or stuck
-// reader: when a queue is full the line is dropped and counted (access_log.hpp). The access-log
-// output named by setup() is opened here, not before: the threads start after the sandbox.
+// reader: when a queue is full the line is dropped and counted (access_log.hpp), and stderr says
+// so without waiting for another line: at once, then at most every 10 s per output, and when an
+// output whose write failed writes again (stderr's own writer tells it). The access-log output
+// named by setup() is opened here, not before: the threads start after the sandbox.
 void start_async();
 // Bounded final flush before exit: waits up to `limit` in all for the queues to be written,
 // then stops the writers (one stuck in a write is left behind) and forgets the drop hook.
 // True when nothing was lost.
 bool finish(std::chrono::milliseconds limit);
-// SIGUSR1 (logrotate): reopens the access-log file after the lines already queued.
+// SIGUSR1 (logrotate): reopens the access-log file after the lines already queued; or opens it,
+// when its open at start failed (a FIFO whose reader came later): access lines go there then.
 void reopen();
 
 bool enabled(spdlog::level::level_enum level);
@@ -101,6 +104,9 @@ std::string utc(std::time_t t);
 
 // Escapes `s` as the body of a JSON string (no surrounding quotes).
 void append_json_escaped(std::string& out, std::string_view s);
+// Appends `f`'s value as a line of that format writes it (a string cut at field_value_limit,
+// escaped; quoted when JSON, or in text when it needs quotes).
+void append_field_value(std::string& out, const field& f, bool json);
 
 // A string field of any line longer than this is cut (not splitting a UTF-8 sequence), with how
 // many more bytes there were. Peers control some (a certificate's subject in a soft-fail

@@ -4,7 +4,9 @@
 // thread per output drains it with blocking writes, in batches: woken by a first line, it
 // gathers for up to 10 ms (less when the queue fills or someone flushes), so a steady trickle
 // of lines costs one wake-up and one write per batch. When the output is slower than the lines
-// come, push() drops the line and reports it, instead of waiting.
+// come, push() drops the line and reports it, instead of waiting. After each batch the writer
+// says how its writes went (on_written), so that the owner can tell of losses and of an output
+// that writes again; call_at() wakes the writer for that owner at a set time without a line.
 //
 // The FIFO is shared by every producer, so lines from one thread keep their order (and lines of
 // different threads keep the order in which they were pushed).
@@ -28,13 +30,20 @@ class sink {
   // Called on the writer thread after a reopen: empty = done, else why it failed (the old file
   // is kept then).
   using reopen_handler = std::function<void(const std::string& error)>;
+  // Called on the writer thread after each batch of lines: `wrote` (all went out) or
+  // `write_failed` (a write failed: on_drop was told of each line lost); and `timer` when a time
+  // asked with call_at() came (nothing written then).
+  enum class writer_event : std::uint8_t { wrote, write_failed, timer };
+  using written_handler = std::function<void(writer_event)>;
 
   // Writes to `fd`, which stays the caller's (stderr, stdout, a pipe in tests).
-  static std::unique_ptr<sink> for_fd(int fd, std::size_t max_bytes, drop_handler on_drop = {});
+  static std::unique_ptr<sink> for_fd(int fd, std::size_t max_bytes, drop_handler on_drop = {},
+                                      written_handler on_written = {});
   // Appends to the file `path` (created 0640). Throws std::system_error when it cannot be
   // opened.
   static std::unique_ptr<sink> for_file(const std::string& path, std::size_t max_bytes,
-                                        drop_handler on_drop = {}, reopen_handler on_reopen = {});
+                                        drop_handler on_drop = {}, reopen_handler on_reopen = {},
+                                        written_handler on_written = {});
 
   sink(const sink&) = delete;
   sink& operator=(const sink&) = delete;
@@ -48,6 +57,10 @@ class sink {
   // A file sink: closes and opens the path again once the lines pushed before this call are
   // written (logrotate renames the file, then signals). No effect on an fd sink.
   void reopen();
+
+  // Has the writer call on_written(timer) at `t` (at once if it passed), lines or not. Never
+  // waits on the output; the earliest time asked and not yet come wins. Ignored once stopping.
+  void call_at(std::chrono::steady_clock::time_point t);
 
   // Waits up to `limit` until every line pushed before the call is written (or lost).
   bool flush(std::chrono::milliseconds limit);

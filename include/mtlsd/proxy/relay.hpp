@@ -17,6 +17,10 @@
 #include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 
+namespace prometheus {
+class Counter;
+}  // namespace prometheus
+
 namespace mtlsd::proxy {
 
 namespace detail {
@@ -86,11 +90,50 @@ struct idle_deadline {
 // in HTTP mode).
 enum class relay_end : std::uint8_t { none, tls_peer, plain_peer, local };
 
+// A byte count that feeds a counter (mtlsd_bytes_total) as it grows, so that a connection that
+// stays open shows its bytes before it closes (review: long-lived streams moved the counter only
+// at their end): once the count is meter_step past what the counter was last given, it gives the
+// difference. Per addition that is an add and a compare; the counter, shared by the listener's
+// connections on every worker, gets one atomic add per 64 KiB moved at most. The session's end
+// gives the rest (give_rest), so the counter sums exactly what the access lines say. Without a
+// counter (until meter(), in tests) it is a plain count.
+class byte_count {
+ public:
+  static constexpr std::uint64_t meter_step = 64 * 1024;
+
+  byte_count& operator+=(std::uint64_t n) {
+    total_ += n;
+    if (total_ >= next_) give();
+    return *this;
+  }
+  operator std::uint64_t() const { return total_; }  // NOLINT: reads as the count it is
+  // From now on `c` gets the bytes as they come (what was counted before goes with the next).
+  void meter(prometheus::Counter* c) {
+    if (c == counter_) return;
+    counter_ = c;
+    next_ = c ? meter_step : never;
+    if (total_ >= next_) give();
+  }
+  // What the counter was not given yet, now counted as given: all of it without a counter.
+  std::uint64_t give_rest() {
+    const std::uint64_t given = counter_ ? next_ - meter_step : 0;
+    next_ = counter_ ? total_ + meter_step : never;
+    return total_ - given;
+  }
+
+ private:
+  static constexpr std::uint64_t never = ~std::uint64_t{0};
+  void give();  // relay.cpp: the counter gets what it was not given, next_ moves on
+  std::uint64_t total_ = 0;
+  std::uint64_t next_ = never;  // given: next_ - meter_step, with a counter
+  prometheus::Counter* counter_ = nullptr;
+};
+
 struct relay_result {
-  std::uint64_t from_tls = 0;    // bytes read from the TLS peer and written to the plain side
-  std::uint64_t from_plain = 0;  // bytes read from the plain side and written to the TLS peer
-                                 // (HTTP mode: written to the TLS peer, mtlsd's answers too)
-  bool aborted = false;          // a direction ended with an error (reset), not with EOF
+  byte_count from_tls;    // bytes read from the TLS peer and written to the plain side
+  byte_count from_plain;  // bytes read from the plain side and written to the TLS peer
+                          // (HTTP mode: written to the TLS peer, mtlsd's answers too)
+  bool aborted = false;   // a direction ended with an error (reset), not with EOF
   relay_end first_end = relay_end::none;
   std::string error;  // what that error was
   // The relay ended with what the TLS peer sends not read to its end (HTTP/1.1: a request body
