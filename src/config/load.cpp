@@ -62,9 +62,10 @@ load_result finish(configuration c, diagnostics problems) {
 
 }  // namespace
 
-load_result load_text(const std::string& text, const std::string& file) {
+load_result load_text(const std::string& text, const std::string& file,
+                      const load_options& options) {
   diagnostics problems;
-  reader r(file, problems);
+  reader r(file, problems, options);
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -89,7 +90,7 @@ load_result load_text(const std::string& text, const std::string& file) {
   }
 }
 
-load_result load_file(const std::string& path) {
+load_result load_file(const std::string& path, const load_options& options) {
   load_result out;
   // A relative path is resolved against the working directory, which may be gone (removed under
   // a running daemon): a problem to report, not an exception (review: it ended the process).
@@ -131,7 +132,7 @@ load_result load_file(const std::string& path) {
     out.problems.push_back({{absolute, 0, 0}, "cannot read configuration file: " + error});
     return out;
   }
-  return load_text(text, absolute);
+  return load_text(text, absolute, options);
 }
 
 }  // namespace mtlsd::config

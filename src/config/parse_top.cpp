@@ -17,7 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // Why mtlsd could not append to (or create) the file `path`, or nothing. Checked at load so
-// that `mtlsd check` and a reload refuse a path the daemon could not open.
+// that `mtlsd check` and start-up refuse a path the daemon could not open; a reload only warns
+// (parse_log).
 std::optional<std::string> unwritable_log_file(const std::string& path) {
   std::error_code ec;
   const auto st = fs::status(path, ec);
@@ -128,8 +129,18 @@ void parse_log(reader& r, const YAML::Node& v, log_options& log) {
     }
     const file_ref f = r.resolve(raw, x);
     log.access_log_path = f.path;
-    if (auto why = unwritable_log_file(f.path))
-      r.error(x, "log.access_log_path: cannot write '" + f.path + "': " + *why);
+    const auto why = unwritable_log_file(f.path);
+    if (!why) return;
+    const std::string msg = "log.access_log_path: cannot write '" + f.path + "': " + *why;
+    // A reload does not open the file (SIGUSR1 does, a new path waits for a restart): refused,
+    // it blocked certificate and CRL rotation after a logrotate `create` mtlsd cannot write, or
+    // a log directory removed (review). Said, and loaded.
+    if (r.options().reload)
+      r.warning(x, msg +
+                       "; the running process keeps writing access lines where it writes them now, "
+                       "but `mtlsd check` and a start with this configuration refuse it");
+    else
+      r.error(x, msg);
   });
 }
 

@@ -58,8 +58,11 @@ std::string whitespace_problem(const std::string& text) {
 
 }  // namespace
 
-reader::reader(std::string file, diagnostics& out)
-    : file_(std::move(file)), base_dir_(fs::path(file_).parent_path()), out_(out) {}
+reader::reader(std::string file, diagnostics& out, load_options options)
+    : file_(std::move(file)),
+      base_dir_(fs::path(file_).parent_path()),
+      out_(out),
+      options_(options) {}
 
 source_location reader::at(const YAML::Node& n) const {
   if (!n.IsDefined() || n.Mark().is_null()) return {file_, 0, 0};

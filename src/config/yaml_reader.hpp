@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mtlsd/config/config.hpp"
+#include "mtlsd/config/load.hpp"
 
 namespace mtlsd::config {
 
@@ -21,7 +22,10 @@ using keys = std::initializer_list<std::string_view>;
 
 class reader {
  public:
-  reader(std::string file, diagnostics& out);
+  reader(std::string file, diagnostics& out, load_options options = {});
+
+  // What the load is for (load_options): a reload reads the same, a few checks say less.
+  const load_options& options() const { return options_; }
 
   // Where `n` is written. yaml-cpp gives an empty value (`upstream:`, a `-` with nothing after
   // it) the position of the NEXT token, often lines further on: such a value is placed at its
@@ -97,6 +101,7 @@ class reader {
   std::string file_;
   std::filesystem::path base_dir_;
   diagnostics& out_;
+  load_options options_;
   // note_empty_values: each empty value with where it is written, found by the position yaml-cpp
   // gave it (Mark::pos) and then by identity.
   std::vector<std::pair<YAML::Node, YAML::Mark>> empty_values_;

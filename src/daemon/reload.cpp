@@ -208,7 +208,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
 
 // The configuration as the files now say, built; null with `why` when it is not usable.
 runtime_ptr daemon::load_next(std::string& why, config::diagnostics& warnings) {
-  auto loaded = config::load_file(config_path_);
+  auto loaded = config::load_file(config_path_, {.reload = true});
   for (const auto& p : loaded.problems)
     if (p.warning) warnings.push_back(p);
   if (!loaded.config) {
