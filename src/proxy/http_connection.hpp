@@ -116,7 +116,9 @@ class http_connection {
   // handler rather than a second coroutine beside the client's read: no parallel group per
   // request. It stays queued into the exchange that follows (http_relay.cpp says why).
   bool watch_upstream();
-  void upstream_spoke(std::uint64_t watch);
+  void start_upstream_watch();
+  // A watch completed (`ec` from it): the upstream spoke if it has something to read.
+  void upstream_spoke(std::uint64_t watch, const error_code& ec);
   // While a whole request's response is awaited and relayed nobody reads the client: a watch on
   // its socket (the same kind of handler) notices it leaving, and ends the exchange
   // (http_relay.cpp). The exchange's end stops it, before anything reads the client again.

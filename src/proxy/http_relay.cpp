@@ -114,19 +114,34 @@ bool http_connection::watch_upstream() {
   if (!std::exchange(drain_track_tried_, true)) net::track_read_drain(plain_);
   if (!net::known_drained(plain_) && !net::nothing_to_read(plain_))
     return false;  // bytes, EOF or an error
+  start_upstream_watch();
+  return true;
+}
+
+void http_connection::start_upstream_watch() {
   watching_ = true;
   upstream_watch_.start(plain_, [cell = watch_, watch = ++watch_->watch](const error_code& ec) {
     if (!cell->owner) return;  // the connection is gone
     if (cell->watch == watch) cell->owner->watching_ = false;
     // An error other than a cancellation (the socket failed) counts as the upstream speaking:
     // the connection cannot go on either.
-    if (ec != asio::error::operation_aborted) cell->owner->upstream_spoke(watch);
+    if (ec != asio::error::operation_aborted) cell->owner->upstream_spoke(watch, ec);
   });
-  return true;
 }
 
-void http_connection::upstream_spoke(std::uint64_t watch) {
+// The watch's completion is an event, not yet the upstream speaking: epoll's report of a
+// response's last bytes can run after them. The relay reads on while a report it took waits in
+// the worker's queue (a large body: reads_per_turn reads in a row, then a turn, in which epoll
+// reports the socket again), reads those bytes, finds the socket empty and starts the watch, and
+// then that stale report completes it (review: a response from about 700 KB on ended its
+// keep-alive connection, `upstream_close` with no detail). So a completion that finds nothing
+// to read (one peek: only when the watch completes while idle, never per request) watches
+// again; bytes, a FIN or an error there end the connection as before.
+void http_connection::upstream_spoke(std::uint64_t watch, const error_code& ec) {
   if (watch != watch_->watch || !idle_) return;  // an earlier watch, or the request came first
+  // The peek found the socket empty, and nothing yielded since: the next wait's precondition.
+  if (!ec && net::nothing_to_read(plain_) && net::known_drained(plain_))
+    return start_upstream_watch();
   upstream_spoke_ = true;
   error_code ignored;
   tls_socket_.cancel(ignored);
