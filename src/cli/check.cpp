@@ -15,7 +15,9 @@ namespace mtlsd::cli {
 int check_command(const options& o) {
   const std::string path = *o.get("config");
   const bool print = o.get("print").has_value();
-  auto loaded = config::load_file(path);
+  // --reload: as daemon::load_next reads it, so that ExecReload's check refuses exactly what
+  // the SIGHUP's reload would (review: it refused an unwritable log file the reload accepts).
+  auto loaded = config::load_file(path, {.reload = o.get("reload").has_value()});
   for (const auto& p : loaded.problems)
     std::cerr << p.str() << "\n";
   if (!loaded.config) {

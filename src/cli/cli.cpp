@@ -84,6 +84,9 @@ SIGHUP (or a change to any watched file) reloads; a bad reload keeps the old con
     flag(check, "--print",
          "print the effective configuration (defaults filled in, secrets "
          "redacted) as YAML on stdout");
+    flag(check, "--reload",
+         "judge it as a running daemon's reload would: what only start-up applies "
+         "(log.access_log_path's file) is a warning (systemd's ExecReload)");
 
     auto* verify =
         command("verify", "would this certificate be admitted by listener NAME?", verify_text);
@@ -254,20 +257,24 @@ void hold_standard_descriptors() {
   }
 }
 
-// No command ends on an uncaught exception (std::terminate, exit 134, a core): an unexpected one
-// is said, and exits as the command's own failure: 2 for verify (it could not judge), 1 for the
-// others (check: not usable; run: cannot start; health: not healthy).
+// No command but run ends on an uncaught exception (std::terminate, exit 134, a core): an
+// unexpected one is said, and exits as the command's own failure: 2 for verify (it could not
+// judge), 1 for check and health. `run` still aborts: past its start an exception escaping the
+// control loop is a crash, which a supervisor restarts (the systemd unit does not restart exit 1,
+// a start that failed; review).
 int main(int argc, char** argv) {
-  const int failed = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
+  const std::string_view command = argc > 1 ? argv[1] : "";
   try {
     parser p;
     return p.main(argc, argv);
   } catch (const std::exception& e) {
+    if (command == "run") throw;
     std::cerr << "mtlsd: internal error: " << e.what() << "\n";
   } catch (...) {
+    if (command == "run") throw;
     std::cerr << "mtlsd: internal error: an unknown exception\n";
   }
-  return failed;
+  return command == "verify" ? 2 : 1;
 }
 
 }  // namespace mtlsd::cli

@@ -145,6 +145,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     notify_ready();
   };
   std::shared_ptr<runtime::runtime> next;
+  bool swapped = false;  // listeners_.swap_in ran: the listeners serve `next`
   try {
     // Baseline the fingerprints before reading anything: a write that lands while we read is
     // then seen as a change and reloaded again, never lost. For SIGHUP this also says what
@@ -170,6 +171,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
       return fail(e.what());
     }
     auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
+    swapped = true;
     warn_restart_needed(next->cfg, started_with_);
     const auto rotated = rotated_certificates(*runtime_, *next);
     waiting_ = std::move(waiting);  // latest configuration wins: an earlier reload's wait ends
@@ -196,8 +198,16 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
                            {"duration_ms", elapsed_ms(started)}});
     notify_ready();
   } catch (const std::exception& e) {
-    if (!next || runtime_ != next) return fail(std::string("unexpected error: ") + e.what());
-    // Published: the new configuration serves, what follows its publication did not finish.
+    if (!swapped) return fail(std::string("unexpected error: ") + e.what());
+    // The listeners serve `next` since swap_in: make it the runtime if that did not happen yet
+    // (publish counts the outcome as soon as it is; review: counted nowhere, or said to be
+    // failed while the new configuration served).
+    if (runtime_ != next) {
+      try {
+        publish(next);
+      } catch (const std::exception&) {  // the error below says what went wrong first
+      }
+    }
     log::error("reloaded, but an unexpected error followed", {{"trigger", trigger},
                                                               {"result", "success"},
                                                               {"files_changed", files},
@@ -236,6 +246,9 @@ void daemon::publish(const runtime_ptr& next) {
   apply_logging(next->cfg);
   const auto previous = runtime_;
   runtime_ = next;
+  // Counted now: `next` serves, whatever of what follows fails (reload's catch).
+  metrics_.reload_outcome(config_reload_source, true);
+  metrics_.last_reload_success_time().Set(unix_now());
   upstream_checks_->update(next->cfg);
   // A listener held back (hold_back_waiting) keeps its runtime, and its staple's refresh.
   retire_staples(only_in(*previous, *next));
@@ -250,8 +263,6 @@ void daemon::publish(const runtime_ptr& next) {
   reconcile_svid_sources();
   metrics_.set_certificate_expiry(runtime::certificate_series(*next));
   metrics_.set_crl_next_update(runtime::crl_next_updates(*next));
-  metrics_.reload_outcome(config_reload_source, true);
-  metrics_.last_reload_success_time().Set(unix_now());
 }
 
 }  // namespace mtlsd::daemon::detail

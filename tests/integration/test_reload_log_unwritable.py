@@ -83,6 +83,12 @@ def _check_refuses(mtlsd_bin: str, config: Path, needle: str) -> None:
     assert res.returncode == 1, res
     assert "log.access_log_path: cannot write" in res.stderr and needle in res.stderr, res.stderr
     assert "warning:" not in next(l for l in res.stderr.splitlines() if "access_log_path" in l)
+    # `check --reload` (the systemd unit's ExecReload) judges as the reload does: a warning, so
+    # that `systemctl reload` goes ahead where the SIGHUP's reload would (review).
+    res = run_cli(mtlsd_bin, "check", "--reload", "--config", str(config))
+    assert res.returncode == 0, res
+    line = next(l for l in res.stderr.splitlines() if "access_log_path" in l)
+    assert "warning:" in line and needle in line, res.stderr
 
 
 def test_sighup_reloads_when_a_directory_replaced_the_log_file(start_mtlsd, make_upstream, pki,
