@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
@@ -27,6 +28,17 @@ class Frame:
 def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags,
                                                              stream) + payload
+
+
+def read_frame(exact: Callable[[int], Optional[bytes]]) -> Optional[Frame]:
+    """The next frame from `exact(n)` (n bytes, or None at EOF); None at EOF."""
+    head = exact(9)
+    if head is None:
+        return None
+    length = int.from_bytes(head[:3], "big")
+    ftype, flags, stream = struct.unpack(">BBI", head[3:])
+    payload = exact(length) if length else b""
+    return None if payload is None else Frame(ftype, flags, stream & 0x7FFFFFFF, payload)
 
 
 def _hpack_literal(name: str, value: str) -> bytes:
@@ -60,17 +72,10 @@ class H2Client:
 
     def next_frame(self) -> Frame | None:
         """The next frame, None at EOF. SETTINGS are acknowledged as they come."""
-        head = self._exact(9)
-        if head is None:
-            return None
-        length = int.from_bytes(head[:3], "big")
-        ftype, flags, stream = struct.unpack(">BBI", head[3:])
-        payload = self._exact(length) if length else b""
-        if payload is None:
-            return None
-        if ftype == SETTINGS and not flags & ACK:
+        f = read_frame(self._exact)
+        if f is not None and f.type == SETTINGS and not f.flags & ACK:
             self.sock.sendall(self._frame(SETTINGS, ACK, 0, b""))
-        return Frame(ftype, flags, stream & 0x7FFFFFFF, payload)
+        return f
 
 
 def goaway_fields(frame: Frame) -> tuple[int, int]:

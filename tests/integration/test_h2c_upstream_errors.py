@@ -19,7 +19,6 @@ hyper-h2, answering 200 with the request's path."""
 
 from __future__ import annotations
 
-import struct
 import threading
 
 import h2.config
@@ -31,7 +30,7 @@ import pytest
 
 from h2_client import H2Client
 from h2_frames import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PREFACE, SETTINGS,
-                       Frame, frame, goaway_fields)
+                       Frame, frame, goaway_fields, read_frame)
 from helpers import wait_request_line
 from test_http2_upstream_changes import (H2C, TIMEOUT, assert_a_new_connection_is_served,
                                          assert_refused_not_answered, assert_told_to_reconnect,
@@ -80,13 +79,7 @@ class FrameReader:
 
     def next_frame(self) -> Frame | None:
         """The next frame; None at EOF."""
-        head = self.exact(9)
-        if head is None:
-            return None
-        length = int.from_bytes(head[:3], "big")
-        ftype, flags, stream = struct.unpack(">BBI", head[3:])
-        payload = self.exact(length) if length else b""
-        return None if payload is None else Frame(ftype, flags, stream & 0x7FFFFFFF, payload)
+        return read_frame(self.exact)
 
 
 class ErringUpstream:

@@ -91,17 +91,34 @@ def _check_refuses(mtlsd_bin: str, config: Path, needle: str) -> None:
     assert "warning:" in line and needle in line, res.stderr
 
 
-def test_sighup_reloads_when_a_directory_replaced_the_log_file(start_mtlsd, make_upstream, pki,
-                                                               tmp_path, mtlsd_bin):
+def _logging_daemon(start_mtlsd, make_upstream, pki, tmp_path, **top):
+    """A daemon whose access lines go to tmp_path/logs/access.log, one line there already.
+    Returns (daemon, upstream, the log file)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     log_file = logs / "access.log"
     upstream = make_upstream()
-    config = daemon_config([server_listener(pki, upstream.address)],
-                           log={"access_log_path": str(log_file)},
-                           reload={"watch": False})  # SIGHUP only: one reload, the test's
-    daemon = start_mtlsd(config)
+    daemon = start_mtlsd(daemon_config([server_listener(pki, upstream.address)],
+                                       log={"access_log_path": str(log_file)}, **top))
     _wait_access(log_file, _admitted(daemon, pki))
+    return daemon, upstream, log_file
+
+
+def _expect_refused_into(daemon, pki, log_file: Path) -> None:
+    """A client the new allow list refuses: its access line lands in `log_file`, the file the
+    process still has open."""
+    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
+    assert ex.data == b"", ex
+    line = _wait_access(log_file, ex.local)
+    assert line.get("reason") == "not_authorized", line
+
+
+def test_sighup_reloads_when_a_directory_replaced_the_log_file(start_mtlsd, make_upstream, pki,
+                                                               tmp_path, mtlsd_bin):
+    # SIGHUP only: one reload, the test's.
+    daemon, upstream, log_file = _logging_daemon(start_mtlsd, make_upstream, pki, tmp_path,
+                                                 reload={"watch": False})
+    logs = log_file.parent
 
     # Rotated, and the path taken by something mtlsd cannot open for writing, even as root.
     rotated = logs / "access.log.1"
@@ -113,24 +130,14 @@ def test_sighup_reloads_when_a_directory_replaced_the_log_file(start_mtlsd, make
     daemon.send_signal(signal.SIGHUP)
     _expect_reloaded(daemon, mark, "SIGHUP")
 
-    # The new allow list serves; the access lines still go to the file the process has open.
-    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
-    assert ex.data == b"", ex
-    line = _wait_access(rotated, ex.local)
-    assert line.get("reason") == "not_authorized", line
+    _expect_refused_into(daemon, pki, rotated)
     _check_refuses(mtlsd_bin, daemon.config_path, "it is a directory")
 
 
 def test_file_change_reloads_when_the_log_directory_is_gone(start_mtlsd, make_upstream, pki,
                                                             tmp_path, mtlsd_bin):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log_file = logs / "access.log"
-    upstream = make_upstream()
-    config = daemon_config([server_listener(pki, upstream.address)],
-                           log={"access_log_path": str(log_file)})
-    daemon = start_mtlsd(config)
-    _wait_access(log_file, _admitted(daemon, pki))
+    daemon, upstream, log_file = _logging_daemon(start_mtlsd, make_upstream, pki, tmp_path)
+    logs = log_file.parent
 
     moved = tmp_path / "logs.old"
     logs.rename(moved)  # the directory is gone from where the configuration names it
@@ -138,8 +145,5 @@ def test_file_change_reloads_when_the_log_directory_is_gone(start_mtlsd, make_up
     _replace_config(daemon, _only_client2(pki, upstream, log={"access_log_path": str(log_file)}))
     _expect_reloaded(daemon, mark, "file_change")
 
-    ex = echo_roundtrip(daemon.addr(), client_context(pki, "client"))
-    assert ex.data == b"", ex
-    line = _wait_access(moved / "access.log", ex.local)
-    assert line.get("reason") == "not_authorized", line
+    _expect_refused_into(daemon, pki, moved / "access.log")
     _check_refuses(mtlsd_bin, daemon.config_path, "does not exist")
