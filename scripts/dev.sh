@@ -20,7 +20,7 @@ cd "$ROOT"
 BUILD_PKGS=(g++ cmake ninja-build pkg-config libboost1.81-dev libssl-dev libyaml-cpp-dev
             libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
             libc-ares-dev libseccomp-dev libcli11-dev libp11-dev libgrpc++-dev libprotobuf-dev
-            protobuf-compiler protobuf-compiler-grpc libnghttp2-dev)
+            protobuf-compiler protobuf-compiler-grpc libnghttp2-dev lld)
 RUN_PKGS=(openssl curl python3 ca-certificates libp11-3 p11-kit-modules libgrpc++1.51 libprotobuf32 libnghttp2-14)
 # python3-grpcio + python3-grpc-tools: the test suite's SPIFFE Workload API server.
 # libnginx-mod-stream: bench/run.sh (nginx stream, the layer-4 peer; --flood: limit_conn).
