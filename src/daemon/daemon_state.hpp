@@ -88,7 +88,8 @@ class daemon {
   void reconcile_svid_sources();
 
   // staples.cpp
-  void start_stapling(const runtime::runtime& rt);
+  std::vector<std::shared_ptr<const runtime::listener_runtime>> start_stapling(
+      const runtime::runtime& rt);
   void recheck_crl_files(const runtime::runtime& rt, const runtime::runtime* previous);
 
   // readiness.cpp
@@ -168,5 +169,10 @@ std::vector<std::string> rotated_certificates(const runtime::runtime& before,
 // runtime's staple; the previous runtime's staples are no longer refreshed.
 void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous);
 void retire_staples(const runtime::runtime& previous);
+// staples.cpp: the first fetch of each of `started` whose leaf `previous` did not staple is
+// waited for, bounded, before the runtime is published.
+void await_first_staples(
+    const std::vector<std::shared_ptr<const runtime::listener_runtime>>& started,
+    const runtime::runtime& previous);
 
 }  // namespace mtlsd::daemon::detail

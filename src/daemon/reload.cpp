@@ -134,7 +134,10 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
   const auto started = steady::now();
   notify_reloading();
   std::string files;
+  std::shared_ptr<runtime::runtime> next;
   auto fail = [&](const std::string& why) {
+    // The stapling started for `next`'s listeners ends: they will never serve.
+    if (next) retire_staples(only_in(*next, *runtime_));
     metrics_.reload_outcome(config_reload_source, false);
     log::error("reload failed; still serving the previous configuration",
                {{"trigger", trigger},
@@ -144,7 +147,6 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
                 {"duration_ms", elapsed_ms(started)}});
     notify_ready();
   };
-  std::shared_ptr<runtime::runtime> next;
   bool swapped = false;  // listeners_.swap_in ran: the listeners serve `next`
   try {
     // Baseline the fingerprints before reading anything: a write that lands while we read is
@@ -161,6 +163,9 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     auto waiting = hold_back_waiting(*next);
 
     inherit_staples(*next, *runtime_);  // before any listener can hand out `next`
+    // Before any listener can hand out `next` either: a certificate this reload rotates gets
+    // its first staple fetched meanwhile, and waited for below.
+    const auto stapling = start_stapling(only_in(*next, *runtime_));
 
     // Reconcile listeners: keep the sockets of those whose address did not change (only their
     // runtime is swapped), bind new or moved ones first — all or nothing — then retire the rest.
@@ -170,6 +175,7 @@ void daemon::reload(const std::string& trigger, std::vector<std::string> changed
     } catch (const std::exception& e) {
       return fail(e.what());
     }
+    await_first_staples(stapling, *runtime_);
     auto changes = listeners_.swap_in(std::move(added), *next, *runtime_);
     swapped = true;
     warn_restart_needed(next->cfg, started_with_);
@@ -251,8 +257,7 @@ void daemon::publish(const runtime_ptr& next) {
   metrics_.last_reload_success_time().Set(unix_now());
   upstream_checks_->update(next->cfg);
   // A listener held back (hold_back_waiting) keeps its runtime, and its staple's refresh.
-  retire_staples(only_in(*previous, *next));
-  start_stapling(only_in(*next, *previous));
+  retire_staples(only_in(*previous, *next));  // reload started `next`'s
   recheck_crl_files(*next, previous.get());
   // Open connections whose peers the new policy refuses (a CA removed, a rule tightened...)
   // are closed; the others are untouched.

@@ -33,12 +33,29 @@ struct reporter {
       log::warn("CRL download failed", {{"url", o.url}, {"error", o.error}});
       return;
     }
-    log::info("CRL downloaded",
-              {{"url", o.url},
-               {"issuer", o.issuer},
-               {"revoked", static_cast<std::int64_t>(o.revoked)},
-               {"next_update", o.next_update ? log::utc(o.next_update) : "none"}});
-    if (metrics && o.next_update)
+    const std::string next_update = o.next_update ? log::utc(o.next_update) : "none";
+    // Kept but not current (review: both were a plain info line while every peer the CRL does
+    // not revoke was refused as revocation_unavailable, or admitted unchecked under allow).
+    if (!o.not_current.empty())
+      log::warn("downloaded CRL is not current", {{"url", o.url},
+                                                  {"issuer", o.issuer},
+                                                  {"revoked", static_cast<std::int64_t>(o.revoked)},
+                                                  {"this_update", log::utc(o.this_update)},
+                                                  {"next_update", next_update},
+                                                  {"error", o.not_current}});
+    else
+      log::info("CRL downloaded", {{"url", o.url},
+                                   {"issuer", o.issuer},
+                                   {"revoked", static_cast<std::int64_t>(o.revoked)},
+                                   {"next_update", next_update}});
+    if (!metrics) return;
+    // The gauge is the nextUpdate of the freshest CRL held that is current or was: one dated
+    // ahead is neither (review: its nextUpdate a day on told an alert all was well while it
+    // refused every peer), so this point's series goes until a CRL in force replaces it. One past
+    // its nextUpdate stays in, dated in the past: what MtlsdCRLExpired looks for.
+    if (o.ahead)
+      metrics->set_crl_next_update(crl_source(o.url), {});
+    else if (o.next_update)
       metrics->set_crl_next_update(crl_source(o.url),
                                    {{o.issuer, static_cast<double>(o.next_update)}});
   }

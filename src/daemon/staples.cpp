@@ -3,6 +3,9 @@
 // files' verdicts on connected peers.
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "daemon_state.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/tls/revocation/event.hpp"
@@ -10,14 +13,58 @@
 
 namespace mtlsd::daemon::detail {
 
-// Called before the new runtime is published, so no handshake sees it without a staple.
+namespace {
+
+// How long a reload waits at most for the staples of certificates it rotates, whatever
+// ocsp_timeout says: it holds the control thread (the admin server, signals, the watchdog's
+// pings, which systemd wants every WatchdogSec/2: 15 s in the shipped unit) meanwhile.
+constexpr auto max_staple_wait = std::chrono::seconds(5);
+// The revocation thread's turn to start the fetch, beyond the fetch's own ocsp_timeout.
+constexpr auto staple_wait_margin = std::chrono::milliseconds(250);
+
+// The listener of `previous` that has `l`'s name and stapled `l`'s leaf, or null.
+std::shared_ptr<const runtime::listener_runtime> stapling_same_leaf(
+    const runtime::listener_runtime& l, const runtime::runtime& previous) {
+  auto old = previous.find(l.cfg.name);
+  if (old && old->staple && !old->tls.own_chain.empty() && !l.tls.own_chain.empty() &&
+      X509_cmp(old->tls.own_chain.front().get(), l.tls.own_chain.front().get()) == 0)
+    return old;
+  return nullptr;
+}
+
+}  // namespace
+
+// Called before the new runtime is published, so no handshake sees it without a staple. The
+// stapler schedules its refresh from the inherited response (stapler.cpp).
 void inherit_staples(const runtime::runtime& rt, const runtime::runtime& previous) {
   for (const auto& l : rt.listeners) {
     if (!l->staple || l->tls.own_chain.empty()) continue;
-    if (auto old = previous.find(l->cfg.name);
-        old && old->staple && !old->tls.own_chain.empty() &&
-        X509_cmp(old->tls.own_chain.front().get(), l->tls.own_chain.front().get()) == 0)
-      l->staple->set(old->staple->get());
+    if (auto old = stapling_same_leaf(*l, previous)) l->staple->set(old->staple->get());
+  }
+}
+
+// Called after start_stapling and before the new runtime is published: the first handshakes
+// with a new leaf (a rotated certificate, a listener the reload adds or that staples now) would
+// go unstapled until the responder answered (review: a rotated must-staple certificate,
+// indefinitely while the responder is down). Each such fetch is waited for, at most its
+// ocsp_timeout (the fetch's own bound, plus staple_wait_margin) and max_staple_wait; past that
+// the runtime is published without the staple, which comes when the fetch does.
+void await_first_staples(
+    const std::vector<std::shared_ptr<const runtime::listener_runtime>>& started,
+    const runtime::runtime& previous) {
+  const auto began = std::chrono::steady_clock::now();
+  for (const auto& l : started) {
+    // A leaf that stays starts with its staple; without one, its responder was failing already
+    // and its loop backing off: not worth holding every reload for.
+    if (stapling_same_leaf(*l, previous)) continue;
+    const auto wait = std::min<std::chrono::steady_clock::duration>(
+        l->revocation.timeout + staple_wait_margin, max_staple_wait);
+    if (!l->staple->wait_first_fetch(began + wait))
+      log::warn(
+          "reload: no OCSP response for the new certificate yet; handshakes go without a "
+          "staple until it comes",
+          {{"listener", l->cfg.name},
+           {"waited_ms", std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()}});
   }
 }
 
@@ -28,8 +75,11 @@ void retire_staples(const runtime::runtime& previous) {
     if (l->staple) l->staple->retire();
 }
 
-// revocation.stapling: the service keeps each listener's staple fresh.
-void daemon::start_stapling(const runtime::runtime& rt) {
+// revocation.stapling: the service keeps each listener's staple fresh. Returns the listeners
+// whose stapling it started.
+std::vector<std::shared_ptr<const runtime::listener_runtime>> daemon::start_stapling(
+    const runtime::runtime& rt) {
+  std::vector<std::shared_ptr<const runtime::listener_runtime>> started;
   for (const auto& l : rt.listeners) {
     if (!l->staple || l->tls.own_chain.empty()) continue;
     X509* leaf = l->tls.own_chain.front().get();
@@ -48,11 +98,14 @@ void daemon::start_stapling(const runtime::runtime& rt) {
                 {{"listener", l->cfg.name}});
       continue;
     }
-    if (!revocation_->service().staple(l->staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
-                                       l->revocation.timeout, l->cfg.name))
+    if (revocation_->service().staple(l->staple, tls::up_ref(leaf), tls::up_ref(issuer), url,
+                                      l->revocation.timeout, l->cfg.name))
+      started.push_back(l);
+    else
       log::warn("cannot staple: the OCSP responder is not an http:// URL",
                 {{"listener", l->cfg.name}, {"url", url}});
   }
+  return started;
 }
 
 // recheck_established: after a reload, the CRL files may revoke peers that are connected. Not

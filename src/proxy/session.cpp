@@ -16,6 +16,7 @@
 #include "mtlsd/proxy/relay.hpp"
 #include "mtlsd/proxy/tls_stream.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
+#include "mtlsd/tls/revocation/service.hpp"
 #include "mtlsd/tls/signing_probe.hpp"
 #include "mtlsd/tls/verify.hpp"
 #include "mtlsd/util/exception.hpp"
@@ -180,6 +181,15 @@ asio::awaitable<void> serve_client_mode(session& s) {
   if (handshake_error) {
     classify_handshake_failure(s, vo, tls, handshake_error);
     record_failed_handshake(s, vo, tls.native());
+    // A stapled "revoked" refused the remote: the revocation service keeps it for every later
+    // OCSP check of that certificate and closes other connections to it (recheck_established),
+    // as a responder's "revoked" does.
+    if (vo.staple == revocation_status::revoked && lr.revocation_service) {
+      auto staple = tls::revocation::stapled_by_remote(tls.native());
+      lr.revocation_service->learn_stapled_revocation(std::move(staple.leaf),
+                                                      std::move(staple.issuer),
+                                                      std::move(staple.response), lr.revocation);
+    }
     co_return;
   }
   record_tls_details(s, tls.native());

@@ -178,7 +178,10 @@ std::shared_ptr<const runtime> build(const config::configuration& cfg, const bui
       }
       lr->staple = tls::revocation::attach_stapling(lr->tls.ctx.get(), l);
       lr->revocation = tls::revocation::policy::from(l.revocation);
-      if (lr->revocation.network() || lr->revocation.stapling)
+      // Client mode checks every remote's staple, and a stapled "revoked" goes to the service
+      // (proxy/session.cpp), whatever sources are configured.
+      if (lr->revocation.network() || lr->revocation.stapling ||
+          l.mode == config::listener_mode::client)
         lr->revocation_service = opts.revocation;
       if (opts.check_own_validity) {
         for (const auto& [ref, chain] : own_chains_of(l, lr->tls, lr->svid.get()))

@@ -107,3 +107,15 @@ def test_an_unusable_staple_ignored_without_require_staple_is_not_counted(start_
                           method="ocsp", result=result), result
     assert metric(client, "mtlsd_revocation_checks_total", listener="strict", method="ocsp",
                   result="unavailable") == 1
+
+
+def test_a_missing_staple_under_require_staple_is_counted_unavailable(start_mtlsd, rpki):
+    """Review: every require_staple refusal counted
+    mtlsd_revocation_checks_total{method="ocsp",result="unavailable"} but that of a remote that
+    stapled nothing, so the alert on unavailable revocation data missed it."""
+    with s_server(rpki.path("server-ocsp.crt"), rpki.path("server-ocsp.key")) as address:
+        client = start_mtlsd(daemon_config([outbound(rpki, address, require_staple=True)]))
+        line = refused(client, "outbound", "revocation_unavailable")
+        assert "remote stapled no OCSP response" in line["detail"], line
+    assert metric(client, "mtlsd_revocation_checks_total", listener="outbound", method="ocsp",
+                  result="unavailable") == 1

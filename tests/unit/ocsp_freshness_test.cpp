@@ -78,3 +78,31 @@ TEST(OcspFreshness, ARevocationIsTakenWhateverItsAge) {
 }
 
 }  // namespace
+
+namespace {
+
+// Review: a window ending before it begins was taken while both ends were within the skew of
+// now; OpenSSL's OCSP_check_validity refuses it.
+TEST(OcspFreshness, ANextUpdateBeforeItsThisUpdateIsRefused) {
+  freshness_fixture f;
+  const std::time_t now = mtlsd::test::now();
+  const auto backwards = check(f, good_response(f, now, now - 60), now);
+  EXPECT_EQ(backwards.result, rev::status::unavailable);
+  EXPECT_EQ(backwards.detail, "response's nextUpdate is before its thisUpdate");
+  // One second of window is a window.
+  EXPECT_EQ(check(f, good_response(f, now - 1, now), now).result, rev::status::good);
+}
+
+// Review: d2i ignores what follows the DER, and the stapler served such a body as received,
+// which strict clients refuse.
+TEST(OcspFreshness, BytesAfterTheResponseMakeItNoResponse) {
+  freshness_fixture f;
+  const std::time_t now = mtlsd::test::now();
+  const std::string der = good_response(f, now - 60, now + 3600);
+  ASSERT_EQ(check(f, der, now).result, rev::status::good);
+  const auto trailing = check(f, der + "\r\n<!-- cached by proxy -->\r\n", now);
+  EXPECT_EQ(trailing.result, rev::status::unavailable);
+  EXPECT_EQ(trailing.detail, "not an OCSP response: 28 bytes follow its DER");
+}
+
+}  // namespace

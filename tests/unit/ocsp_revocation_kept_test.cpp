@@ -14,8 +14,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <ctime>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "mtlsd/reason.hpp"
 #include "mtlsd/tls/revocation/service.hpp"
@@ -79,7 +81,8 @@ struct kept_fixture {
 
   // The service's verdict on `leaf` under `ocsp: leaf` and on_unavailable: allow (where a lost
   // revocation would admit), after the responder is set to answer `status` about it.
-  rev::verdict check(const credential& leaf, int status) {
+  // `stapled_good`: client mode, the remote stapled a verified "good" for `leaf`.
+  rev::verdict check(const credential& leaf, int status, bool stapled_good = false) {
     const std::time_t now = mtlsd::test::now();
     ocsp.answer =
         mtlsd::test::ocsp_response(ca, leaf, status, now - 60, now + mtlsd::test::hours(1));
@@ -90,6 +93,7 @@ struct kept_fixture {
     req.pol.ocsp_responder = ocsp.url();
     req.pol.timeout = std::chrono::seconds(5);
     req.pol.soft_fail = true;
+    req.leaf_stapled_good = stapled_good;
     rev::verdict out;
     bool done = false;
     asio::co_spawn(ioc, svc.check(std::move(req)), [&](std::exception_ptr e, rev::verdict v) {
@@ -114,6 +118,53 @@ TEST(OcspRevocationKept, AnswersAboutOtherCertificatesDoNotPushItOut) {
   EXPECT_EQ(again.refusal, mtlsd::reason::revoked) << again.detail;
   EXPECT_EQ(again.ocsp, rev::status::revoked);
   EXPECT_EQ(f.ocsp.requests, 2);  // known for good: the responder is not asked again
+}
+
+// Review: a good staple was the leaf's OCSP answer without a look at what the OCSP client knew,
+// so a remote stapling an old "good" it kept was admitted though known revoked.
+TEST(OcspRevocationKept, AGoodStapleDoesNotLiftAKnownRevocation) {
+  kept_fixture f;
+  EXPECT_EQ(f.check(f.revoked, V_OCSP_CERTSTATUS_REVOKED).refusal, mtlsd::reason::revoked);
+  const rev::verdict stapled = f.check(f.revoked, V_OCSP_CERTSTATUS_GOOD, true);
+  EXPECT_EQ(stapled.refusal, mtlsd::reason::revoked) << stapled.detail;
+  EXPECT_EQ(stapled.source, "ocsp " + f.ocsp.url());
+  // Without a known revocation the staple is the answer, and the responder is not asked.
+  const rev::verdict other = f.check(f.other, V_OCSP_CERTSTATUS_REVOKED, true);
+  EXPECT_EQ(other.refusal, std::nullopt) << other.detail;
+  EXPECT_EQ(other.source, "stapled ocsp");
+  EXPECT_EQ(f.ocsp.requests, 1);
+}
+
+// Review: a stapled "revoked" refused its own handshake only; nothing else learnt of it.
+TEST(OcspRevocationKept, AStapledRevocationIsKeptAndPublished) {
+  kept_fixture f;
+  std::vector<rev::event_ptr> events;
+  f.svc.subscribe([&](rev::event_ptr e) { events.push_back(std::move(e)); });
+  const std::time_t now = mtlsd::test::now();
+  rev::policy pol;
+  pol.ocsp = mtlsd::config::ocsp_mode::leaf;
+  pol.ocsp_responder = f.ocsp.url();
+  f.svc.learn_stapled_revocation(
+      mtlsd::tls::up_ref(f.revoked.cert()), mtlsd::tls::up_ref(f.ca.cert()),
+      mtlsd::test::ocsp_response(f.ca, f.revoked, V_OCSP_CERTSTATUS_REVOKED, now - 60, now + 60),
+      pol);
+  f.ioc.poll();  // runs the subscription and the hand-over, both posted
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0]->source, "stapled ocsp");
+  EXPECT_EQ(events[0]->serials.size(), 1U);
+  // Known for good: a later good staple and the responder's "good" both give way to it, and
+  // the responder is never asked.
+  const rev::verdict stapled = f.check(f.revoked, V_OCSP_CERTSTATUS_GOOD, true);
+  EXPECT_EQ(stapled.refusal, mtlsd::reason::revoked) << stapled.detail;
+  EXPECT_EQ(stapled.source, "stapled ocsp");
+  EXPECT_EQ(f.check(f.revoked, V_OCSP_CERTSTATUS_GOOD).refusal, mtlsd::reason::revoked);
+  EXPECT_EQ(f.ocsp.requests, 0);
+  // A staple that is not a verified "revoked" teaches nothing.
+  f.svc.learn_stapled_revocation(
+      mtlsd::tls::up_ref(f.other.cert()), mtlsd::tls::up_ref(f.ca.cert()),
+      mtlsd::test::ocsp_response(f.ca, f.other, V_OCSP_CERTSTATUS_GOOD, now - 60, now + 60), pol);
+  f.ioc.poll();
+  EXPECT_EQ(events.size(), 1U);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <string>
@@ -95,6 +96,79 @@ TEST(StaplingService, ALiveSlotIsRetried) {
              responder.url(), std::chrono::milliseconds(500), "t");
   run_for(ioc, 4s, [&] { return responder.requests >= 2; });
   EXPECT_GE(responder.requests, 2);  // the test above can fail: retries do happen
+  svc.stop();
+  run_for(ioc, 100ms);
+}
+
+// A reload that keeps our certificate hands its new slot the staple of the runtime before
+// (daemon's inherit_staples).
+std::shared_ptr<mtlsd::tls::revocation::staple_slot> inherited_slot(std::time_t this_update,
+                                                                    std::time_t next_update) {
+  auto slot = std::make_shared<mtlsd::tls::revocation::staple_slot>();
+  auto r = std::make_shared<mtlsd::tls::revocation::staple_slot::response>();
+  r->der = "inherited";
+  r->this_update = this_update;
+  r->next_update = next_update;
+  slot->set(std::move(r));
+  return slot;
+}
+
+TEST(StaplingService, AnInheritedStapleDoesUntilHalfwayThroughItsValidity) {
+  asio::io_context ioc;
+  failing_responder responder(ioc);
+  auto root = mtlsd::test::make_root_ca({.cn = "Staple Root"});
+  auto leaf =
+      mtlsd::test::make_leaf(root, {.cn = "proxy", .usage = mtlsd::test::key_usage::server});
+  mtlsd::tls::revocation::service svc(ioc.get_executor(), nullptr);
+  const std::time_t now = std::time(nullptr);
+  auto slot = inherited_slot(now - 60, now + 3600);
+  svc.staple(slot, mtlsd::tls::up_ref(leaf.cert()), mtlsd::tls::up_ref(root.cert()),
+             responder.url(), std::chrono::milliseconds(500), "t");
+  // Its first fetch needs none: a reload would not wait.
+  run_for(ioc, 1500ms, [&] { return slot->wait_first_fetch(std::chrono::steady_clock::now()); });
+  EXPECT_TRUE(slot->wait_first_fetch(std::chrono::steady_clock::now()));
+  run_for(ioc, 1500ms, [&] { return responder.requests > 0; });
+  EXPECT_EQ(responder.requests, 0) << "a reload's staple was fetched again at once";
+  EXPECT_EQ(slot->get()->der, "inherited");
+  svc.stop();
+  run_for(ioc, 100ms);
+}
+
+TEST(StaplingService, AnInheritedStaplePastHalfwayIsRefreshedAtOnce) {
+  asio::io_context ioc;
+  failing_responder responder(ioc);
+  auto root = mtlsd::test::make_root_ca({.cn = "Staple Root"});
+  auto leaf =
+      mtlsd::test::make_leaf(root, {.cn = "proxy", .usage = mtlsd::test::key_usage::server});
+  mtlsd::tls::revocation::service svc(ioc.get_executor(), nullptr);
+  const std::time_t now = std::time(nullptr);
+  auto slot = inherited_slot(now - 3000, now + 600);
+  svc.staple(slot, mtlsd::tls::up_ref(leaf.cert()), mtlsd::tls::up_ref(root.cert()),
+             responder.url(), std::chrono::milliseconds(500), "t");
+  run_for(ioc, 3s, [&] { return responder.requests == 1; });
+  EXPECT_EQ(responder.requests, 1);
+  // The responder failed: the staple, still valid, stays.
+  run_for(ioc, 100ms);
+  EXPECT_EQ(slot->get()->der, "inherited");
+  svc.stop();
+  run_for(ioc, 100ms);
+}
+
+TEST(StaplingService, AFailedFirstFetchEndsTheWaitForIt) {
+  asio::io_context ioc;
+  failing_responder responder(ioc);
+  auto root = mtlsd::test::make_root_ca({.cn = "Staple Root"});
+  auto leaf =
+      mtlsd::test::make_leaf(root, {.cn = "proxy", .usage = mtlsd::test::key_usage::server});
+  mtlsd::tls::revocation::service svc(ioc.get_executor(), nullptr);
+  auto slot = std::make_shared<mtlsd::tls::revocation::staple_slot>();
+  EXPECT_FALSE(slot->wait_first_fetch(std::chrono::steady_clock::now()));
+  svc.staple(slot, mtlsd::tls::up_ref(leaf.cert()), mtlsd::tls::up_ref(root.cert()),
+             responder.url(), std::chrono::milliseconds(500), "t");
+  run_for(ioc, 3s, [&] { return slot->wait_first_fetch(std::chrono::steady_clock::now()); });
+  EXPECT_TRUE(slot->wait_first_fetch(std::chrono::steady_clock::now()));
+  EXPECT_EQ(responder.requests, 1);
+  EXPECT_EQ(slot->get(), nullptr);
   svc.stop();
   run_for(ioc, 100ms);
 }

@@ -39,8 +39,9 @@ struct listener_runtime {
   std::shared_ptr<metrics::listener_metrics> metrics_holder;
   metrics::registry* registry = nullptr;
   tls::revocation::policy revocation;
-  // Answers that need the network (OCSP, distribution points); process-wide, outlives every
-  // runtime. Null in `check`, and wherever the policy needs no network.
+  // Answers that need the network (OCSP, distribution points), and what client mode learns
+  // from a stapled "revoked"; process-wide, outlives every runtime. Null in `check`, and in
+  // server mode wherever the policy needs no network and no staple.
   tls::revocation::service* revocation_service = nullptr;
   // tls.spiffe: the X.509-SVID and bundles `tls` was built from; null before the first arrived.
   std::shared_ptr<const tls::spiffe::x509_context> svid;

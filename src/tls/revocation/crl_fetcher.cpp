@@ -206,7 +206,10 @@ void crl_fetcher::failed(const std::string& url, const std::string& error) {
     old->last_error = error;
     old->refresh_at = std::time(nullptr) + backoff(old->failures);
   }
-  state_->report(crl_fetched{url, error, "", 0, 0});
+  crl_fetched done;
+  done.url = url;
+  done.error = error;
+  state_->report(done);
 }
 
 std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const std::string& body,
@@ -243,7 +246,13 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
     fresh.refresh_at =
         crl_refresh_time(fresh.this_update, fresh.next_update, now, crl_idle_lifetime);
   }
-  crl_fetched done{url.text, "", crl_issuer_text(crl.get()), 0, fresh.next_update};
+  crl_fetched done;
+  done.url = url.text;
+  done.issuer = crl_issuer_text(crl.get());
+  done.this_update = fresh.this_update;
+  done.next_update = fresh.next_update;
+  done.not_current = fresh.last_error;  // set above only for a CRL stale or dated ahead
+  done.ahead = fresh.ahead(now);
   std::vector<std::string> serials =
       changed ? revoked_serials(crl.get()) : std::vector<std::string>{};
   done.revoked = serials.size();

@@ -92,6 +92,14 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
     drain_errors();
     return unusable("not an OCSP response");
   }
+  // d2i stops at the end of the DER and ignores what follows. A body with more (a proxy's or
+  // responder's appended text) is not an OCSPResponse: stapled as received, strict clients (Go's
+  // ocsp.ParseResponse, Python's cryptography) refuse it, so it is a bad answer here too.
+  if (const auto used =
+          static_cast<std::size_t>(p - reinterpret_cast<const unsigned char*>(der.data()));
+      used != der.size())
+    return unusable("not an OCSP response: " + std::to_string(der.size() - used) +
+                    " bytes follow its DER");
   const int rs = OCSP_response_status(response.get());
   if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
     ocsp_answer a =
@@ -144,6 +152,10 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
   }
   if (!this_update || a.this_update > now + revocation_skew_seconds)
     return unusable("response is not yet valid (thisUpdate in the future)");
+  // A window that ends before it begins says nothing about any time, also when both ends are
+  // within the skew of now (OpenSSL's OCSP_check_validity refuses it too).
+  if (a.next_update && a.next_update < a.this_update)
+    return unusable("response's nextUpdate is before its thisUpdate");
   if (a.next_update && a.next_update < now - revocation_skew_seconds)
     return unusable("response is stale (nextUpdate has passed)");
   if (!a.next_update && a.this_update < now - ocsp_max_age_without_next_update)

@@ -40,6 +40,10 @@ bool ocsp_client::cached::lasting_revocation() const {
   return answer.result == status::revoked && answer.detail != "certificateHold";
 }
 
+std::string ocsp_client::cached::source() const {
+  return stapled ? "stapled ocsp" : "ocsp " + url;
+}
+
 bool ocsp_client::cached::fresh(std::time_t now) const {
   // A revocation does not expire (ocsp.cpp), but for a certificateHold: asked again, the
   // responder would only say it again, one request per handshake of the revoked peer.
@@ -175,7 +179,7 @@ asio::awaitable<void> ocsp_client::refresh_loop(std::shared_ptr<ocsp_client> sel
 
 void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x509_ptr& cert,
                        const x509_ptr& issuer, const std::string& url,
-                       std::chrono::milliseconds timeout) {
+                       std::chrono::milliseconds timeout, bool stapled) {
   // Known for good: lookup() no longer asks about it, but a request already in flight may
   // still answer, and has nothing to add.
   if (revoked_.count(cert_id)) return;
@@ -191,6 +195,7 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x
   cached fresh;
   fresh.answer = a;
   fresh.url = url;
+  fresh.stapled = stapled;
   fresh.fetched = now;
   fresh.cert = up_ref(cert.get());
   fresh.issuer = up_ref(issuer.get());
@@ -203,6 +208,7 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x
     if (auto [it, added] = revoked_.try_emplace(cert_id); added) {
       it->second.answer = a;
       it->second.url = url;
+      it->second.stapled = stapled;
       it->second.fetched = now;
     }
   if (state_->background && !refreshing_) {
@@ -213,7 +219,7 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x
   auto e = std::make_shared<revocation_event>();
   e->issuer = name_der(X509_get_issuer_name(cert.get()));
   e->serials = {serial_der(X509_get0_serialNumber(cert.get()))};
-  e->source = "ocsp " + url;
+  e->source = stapled ? "stapled ocsp" : "ocsp " + url;
   state_->publish(std::move(e));
 }
 
@@ -234,24 +240,46 @@ std::string responder_for(X509* cert, const policy& pol) {
 
 }  // namespace
 
-void ocsp_client::watch_staple(const x509_ptr& cert, const x509_ptr& issuer, const policy& pol,
-                               std::time_t until) {
+void ocsp_client::watch_staple(const std::string& id, const x509_ptr& cert, const x509_ptr& issuer,
+                               const policy& pol, std::time_t until) {
   auto url = net::parse_http_url(responder_for(cert.get(), pol));
   if (!url) return;
-  const std::string id = make_ocsp_query(cert.get(), issuer.get(), false).cert_id;
-  if (id.empty() || revoked_.count(id)) return;
   const std::time_t now = std::time(nullptr);
   if (const cached* c = cache_.find(id); !c || !c->fresh(now)) {
     ocsp_answer a;
     a.result = status::good;
     a.this_update = now;
     a.next_update = std::max<std::time_t>(1, until);
-    keep(id, a, cert, issuer, url->text, pol.timeout);  // starts the refresh loop
+    keep(id, a, cert, issuer, url->text, pol.timeout, true);  // starts the refresh loop
   }
   if (cached* c = cache_.peek(id)) {
     c->watched = true;
     c->last_used = now;
   }
+}
+
+answer ocsp_client::take_stapled_good(const x509_ptr& cert, const x509_ptr& issuer,
+                                      const policy& pol, std::time_t until) {
+  const std::string id = make_ocsp_query(cert.get(), issuer.get(), false).cert_id;
+  if (id.empty()) return {status::good, "stapled ocsp", ""};
+  // As lookup() answers: a lasting revocation always, a certificateHold while it is fresh (a
+  // good answer newer than a lapsed hold lifts it there too).
+  if (const cached* c = known_revocation(id);
+      c && (c->lasting_revocation() || c->fresh(std::time(nullptr))))
+    return {status::revoked, c->source(), c->answer.detail};
+  if (pol.recheck_established && until) watch_staple(id, cert, issuer, pol, until);
+  return {status::good, "stapled ocsp", ""};
+}
+
+void ocsp_client::keep_stapled_revocation(const x509_ptr& cert, const x509_ptr& issuer,
+                                          const ocsp_answer& a, const policy& pol) {
+  if (a.result != status::revoked) return;
+  const std::string id = make_ocsp_query(cert.get(), issuer.get(), false).cert_id;
+  if (id.empty()) return;
+  // The responder a refresh would ask (a certificateHold is asked about again, as a fetched one
+  // is); none is needed to keep a lasting revocation.
+  const auto url = net::parse_http_url(responder_for(cert.get(), pol));
+  keep(id, a, cert, issuer, url ? url->text : std::string(), pol.timeout, true);
 }
 
 asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, policy pol) {
@@ -274,12 +302,11 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
   }
   const std::string id = q.cert_id;
   if (auto it = revoked_.find(id); it != revoked_.end())
-    co_return answer{status::revoked, "ocsp " + it->second.url, it->second.answer.detail};
+    co_return answer{status::revoked, it->second.source(), it->second.answer.detail};
   if (cached* c = cache_.find(id)) {
     c->last_used = std::time(nullptr);
     c->watched = c->watched || pol.recheck_established;
-    if (c->fresh(c->last_used))
-      co_return answer{c->answer.result, "ocsp " + c->url, c->answer.detail};
+    if (c->fresh(c->last_used)) co_return answer{c->answer.result, c->source(), c->answer.detail};
   }
   ocsp_answer a;
   const std::string* error = state_->recently_failed(url->text);
@@ -298,7 +325,7 @@ asio::awaitable<answer> ocsp_client::lookup(x509_ptr cert, x509_ptr issuer, poli
     // "unknown" (keep() does not store that over it); a certificateHold may be lifted.
     if (const cached* c = known_revocation(id);
         c && (a.result == status::unavailable || c->answer.detail != "certificateHold"))
-      co_return answer{status::revoked, "ocsp " + c->url, c->answer.detail};
+      co_return answer{status::revoked, c->source(), c->answer.detail};
   }
   out.result = a.result;
   out.detail = a.detail;

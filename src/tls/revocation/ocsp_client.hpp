@@ -40,20 +40,30 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   // revocation stays known after the response that announced it expires.
   boost::asio::awaitable<answer> lookup(x509_ptr cert, x509_ptr issuer, policy pol);
 
-  // Client mode with recheck_established: the remote stapled a verified "good" answer for
-  // `cert`, holding until `until` (stapling.hpp), which the check took as its OCSP answer. It
-  // is cached and watched as an answer lookup() fetched would be, so the background refresh
-  // asks the responder about `cert` once it lapses, and a "revoked" then closes the
-  // connections to it (review: nothing was ever asked again, so none was closed). A fresher
-  // cached answer stays; no-op without an http:// responder (pol.ocsp_responder, else AIA).
-  void watch_staple(const x509_ptr& cert, const x509_ptr& issuer, const policy& pol,
-                    std::time_t until);
+  // Client mode: the remote stapled a verified "good" answer for `cert`, holding until `until`
+  // (stapling.hpp). It is the leaf's OCSP answer (source `stapled ocsp`, no request of its own)
+  // unless this client knows `cert` revoked, which a good staple does not lift (a remote may
+  // staple an old answer it kept): a lasting revocation, or a certificateHold as long as
+  // lookup() would answer it without asking. With recheck_established the staple is then
+  // watched (watch_staple).
+  answer take_stapled_good(const x509_ptr& cert, const x509_ptr& issuer, const policy& pol,
+                           std::time_t until);
+
+  // Client mode: the remote stapled a verified "revoked" for `cert` (and was refused). Kept as
+  // the responder's own answer would be (keep): lasting but for a certificateHold, so later
+  // checks of `cert` (lookup, take_stapled_good) answer it, and published once, so that
+  // recheck_established closes the connections to other remotes with `cert` (review: a revoked
+  // staple only refused its own handshake).
+  void keep_stapled_revocation(const x509_ptr& cert, const x509_ptr& issuer, const ocsp_answer& a,
+                               const policy& pol);
 
  private:
   struct cached {
     ocsp_answer answer;
-    std::string url;
+    std::string url;       // the responder asked (a staple's: the one a refresh asks)
+    bool stapled = false;  // from a remote's staple, not from `url`
     std::time_t fetched = 0;
+    std::string source() const;       // for verdicts and events: "ocsp URL" or "stapled ocsp"
     bool lasting_revocation() const;  // revoked, not certificateHold
     bool fresh(std::time_t now) const;
     std::time_t fresh_until() const;  // for an answer that is not a lasting revocation
@@ -83,8 +93,17 @@ class ocsp_client : public std::enable_shared_from_this<ocsp_client> {
   static std::string flight_key(const std::string& cert_id, const net::http_url& url,
                                 std::chrono::milliseconds timeout);
   // Caches a usable answer; a newly learnt revocation becomes an event (recheck_established).
+  // `stapled`: the answer came from a remote's staple, not from `url`.
   void keep(const std::string& cert_id, const ocsp_answer& a, const x509_ptr& cert,
-            const x509_ptr& issuer, const std::string& url, std::chrono::milliseconds timeout);
+            const x509_ptr& issuer, const std::string& url, std::chrono::milliseconds timeout,
+            bool stapled = false);
+  // With recheck_established: a good staple for `cert` (CertID `id`), holding until `until`, is
+  // cached and watched as an answer lookup() fetched would be, so the background refresh asks
+  // the responder about `cert` once it lapses, and a "revoked" then closes the connections to
+  // it (review: nothing was ever asked again, so none was closed). A fresher cached answer
+  // stays; no-op without an http:// responder (pol.ocsp_responder, else AIA).
+  void watch_staple(const std::string& id, const x509_ptr& cert, const x509_ptr& issuer,
+                    const policy& pol, std::time_t until);
   // A failed request for a cached certificate: its refresh backs off.
   void refresh_failed(const std::string& cert_id);
   // Background (the daemon's service): asks again for the cached answers that are due

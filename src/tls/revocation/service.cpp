@@ -96,15 +96,13 @@ struct service::impl : std::enable_shared_from_this<impl> {
       lookups.push_back(answer_into(&l.distribution_point,
                                     crls->lookup(up_ref(cert), up_ref(issuer), pol, req.at)));
     if (pol.ocsp_at(d)) {
-      // Client mode: a verified staple saying "good" is the leaf's OCSP answer already; with
-      // recheck_established it is watched as a fetched answer is, and asked again once it
-      // lapses.
-      if (d == 0 && req.leaf_stapled_good) {
-        l.ocsp = {status::good, "stapled ocsp", ""};
-        if (pol.recheck_established)
-          if (const std::time_t until = stapled_good_until(cert))
-            ocsp->watch_staple(up_ref(cert), up_ref(issuer), pol, until);
-      } else
+      // Client mode: a verified staple saying "good" is the leaf's OCSP answer already, unless
+      // the OCSP client knows the leaf revoked; with recheck_established it is watched as a
+      // fetched answer is, and asked again once it lapses.
+      if (d == 0 && req.leaf_stapled_good)
+        l.ocsp =
+            ocsp->take_stapled_good(up_ref(cert), up_ref(issuer), pol, stapled_good_until(cert));
+      else
         lookups.push_back(answer_into(&l.ocsp, ocsp->lookup(up_ref(cert), up_ref(issuer), pol)));
     }
   }
@@ -157,6 +155,20 @@ bool service::staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr is
                st->spawn(keep_stapled(st, std::move(slot), std::move(src)), "stapling");
              });
   return true;
+}
+
+void service::learn_stapled_revocation(x509_ptr leaf, x509_ptr issuer, std::string response,
+                                       policy pol) {
+  if (!leaf || !issuer || response.empty()) return;
+  asio::post(
+      impl_->state->ex, [ocsp = impl_->ocsp, leaf = std::move(leaf), issuer = std::move(issuer),
+                         response = std::move(response), pol = std::move(pol)] {
+        // Judged here again rather than taken from the caller: what is kept for every listener
+        // rests on the signed response alone.
+        const ocsp_answer a =
+            check_ocsp_response(response, leaf.get(), issuer.get(), nullptr, std::time(nullptr));
+        ocsp->keep_stapled_revocation(leaf, issuer, a, pol);
+      });
 }
 
 void service::stop() {

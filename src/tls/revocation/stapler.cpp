@@ -59,6 +59,7 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
   auto r = std::make_shared<staple_slot::response>();
   r->der = std::move(x.response);
   r->next_update = lapses;
+  r->this_update = a.this_update;
   slot.set(std::move(r));
   done.failures = 0;
   done.stapled_once = true;
@@ -81,12 +82,25 @@ asio::awaitable<std::time_t> refresh(service_state& state, staple_slot& slot, st
 asio::awaitable<void> keep_stapled(std::shared_ptr<service_state> state,
                                    std::weak_ptr<staple_slot> weak, staple_source src) {
   progress done;
+  std::time_t next = 0;  // when to refresh
+  if (auto slot = weak.lock(); !abandoned(slot)) {
+    // A reload that kept our certificate handed the slot the response it stapled before
+    // (daemon's inherit_staples): that does until halfway through its validity, as for the
+    // loop that fetched it (review: each reload, a SIGHUP that changed nothing too, asked the
+    // responder at once and logged "stapling OCSP response" again). Past halfway, or without
+    // one, the first fetch is now.
+    if (const auto inherited = slot->get()) {
+      next = inherited->this_update + (inherited->next_update - inherited->this_update) / 2;
+      done.stapled_once = true;
+      slot->first_fetch_done();
+    }
+  }
   while (!state->stopping) {
-    std::time_t next = 0;
-    {
+    if (std::time(nullptr) >= next) {
       auto slot = weak.lock();  // not held while sleeping: the slot may go meanwhile
       if (abandoned(slot)) co_return;
       next = co_await refresh(*state, *slot, src, done);
+      slot->first_fetch_done();
     }
     while (!state->stopping && std::time(nullptr) < next) {
       if (abandoned(weak.lock())) co_return;

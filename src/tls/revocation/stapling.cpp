@@ -48,6 +48,21 @@ std::time_t good_until(const ocsp_answer& a, std::time_t now) {
                                a.this_update + ocsp_max_age_without_next_update);
 }
 
+// The certificate a staple for the leaf of verified `chain` (at least one) is checked against:
+// its issuer; a self-issued anchor answers for itself, and any other lone certificate's staple
+// cannot be checked, so it is unusable.
+X509* staple_issuer(STACK_OF(X509) * chain) {
+  return sk_X509_value(chain, sk_X509_num(chain) >= 2 ? 1 : 0);
+}
+
+// The stapled response of the remote of `ssl`, as OpenSSL holds it (empty when none came).
+std::string_view stapled_response(SSL* ssl) {
+  const unsigned char* resp = nullptr;
+  const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
+  if (!resp || len <= 0) return {};
+  return {reinterpret_cast<const char*>(resp), static_cast<std::size_t>(len)};
+}
+
 // The callback argument: whether a usable staple is required (revocation.require_staple).
 constexpr bool staple_optional = false;
 constexpr bool staple_required = true;
@@ -78,19 +93,18 @@ int check_remote_staple(SSL* ssl, void* arg) {
   // A one-certificate chain (the remote's own certificate is the anchor) has no issuer in it to
   // check a staple against; require_staple still demands one, whatever the chain's length.
   if (sk_X509_num(chain) < 2 && !required) return 1;
-  const unsigned char* resp = nullptr;
-  const long len = SSL_ctrl(ssl, SSL_CTRL_GET_TLSEXT_STATUS_REQ_OCSP_RESP, 0, &resp);
-  if (!resp || len <= 0) {  // no staple: nothing to check
-    if (required) return refuse_without_staple(ssl, out, "remote stapled no OCSP response");
-    return 1;
+  const std::string_view resp = stapled_response(ssl);
+  if (resp.empty()) {  // no staple: nothing to check
+    if (!required) return 1;
+    // Counted as every other require_staple refusal is (mtlsd_revocation_checks_total).
+    out->staple = status::unavailable;
+    return refuse_without_staple(ssl, out, "remote stapled no OCSP response");
   }
   X509* leaf = sk_X509_value(chain, 0);
-  // A self-issued anchor answers for itself; any other lone certificate's staple cannot be
-  // checked, so it is unusable (and required: refused below).
-  X509* issuer = sk_X509_num(chain) >= 2 ? sk_X509_value(chain, 1) : leaf;
-  ocsp_answer a = check_ocsp_response(
-      std::string_view(reinterpret_cast<const char*>(resp), static_cast<std::size_t>(len)), leaf,
-      issuer, nullptr, std::time(nullptr));
+  // Checked against staple_issuer: a lone certificate not self-issued makes any staple unusable
+  // (and, required, refused below).
+  ocsp_answer a =
+      check_ocsp_response(resp, leaf, staple_issuer(chain), nullptr, std::time(nullptr));
   // Counted (mtlsd_revocation_checks_total, method ocsp) when it decides something: good,
   // revoked, or anything under require_staple. An unusable staple is otherwise as good as none
   // and not counted: as `unavailable` it fired the alert on refused peers while none was, and
@@ -134,6 +148,17 @@ std::shared_ptr<staple_slot> attach_stapling(SSL_CTX* ctx, const config::listene
 void serve_staples(SSL_CTX* ctx, const staple_slot* slot) {
   set_status_cb(ctx, staple_our_response);
   SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB_ARG, 0, const_cast<staple_slot*>(slot));
+}
+
+remote_staple stapled_by_remote(SSL* ssl) {
+  remote_staple out;
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  const std::string_view resp = stapled_response(ssl);
+  if (!chain || sk_X509_num(chain) < 1 || resp.empty()) return out;
+  out.leaf = up_ref(sk_X509_value(chain, 0));
+  out.issuer = up_ref(staple_issuer(chain));
+  out.response = resp;
+  return out;
 }
 
 void check_staples(SSL_CTX* ctx, bool require) {

@@ -54,10 +54,11 @@ struct ocsp_answer {
 };
 
 // What a DER OCSPResponse proves about `cert` (issued by `issuer`): it must be a successful
-// response, signed by `issuer` itself or by a responder certificate `issuer` issued with the
-// OCSPSigning EKU, echo the nonce of `request` when it echoes one at all (a different nonce is a
-// replay), name `cert`, and be current at `now` within revocation_skew_seconds (without nextUpdate:
-// thisUpdate within ocsp_max_age_without_next_update). Anything less is
+// response and nothing more (no bytes after its DER), signed by `issuer` itself or by a
+// responder certificate `issuer` issued with the OCSPSigning EKU, echo the nonce of `request`
+// when it echoes one at all (a different nonce is a replay), name `cert`, and be current at
+// `now` within revocation_skew_seconds (without nextUpdate: thisUpdate within
+// ocsp_max_age_without_next_update; with one, not before its thisUpdate). Anything less is
 // `unavailable` with the reason in `detail`. `request` may be null (stapled responses).
 ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
                                 OCSP_REQUEST* request, std::time_t now);

@@ -26,7 +26,14 @@ struct crl_fetched {
   std::string error;
   std::string issuer;  // RFC 2253, when cached
   std::size_t revoked = 0;
+  std::time_t this_update = 0;  // when cached
   std::time_t next_update = 0;  // 0: the CRL gives none
+  // Cached, but not current: why (dated ahead of this clock, or past its nextUpdate already,
+  // with the date), else "". Its revocations stand; it is asked for again with backoff.
+  std::string not_current;
+  // Dated ahead of this clock beyond the skew: it answers for no certificate it does not revoke,
+  // so it is no current CRL of its issuer (mtlsd_crl_next_update_timestamp_seconds leaves it out).
+  bool ahead = false;
 };
 
 // A distribution point's CRL is no longer held (evicted by the cache bounds, or unused).

@@ -51,7 +51,8 @@ struct check_request {
   std::string crl_file_note;               // what OpenSSL said about it
   std::time_t at = 0;                      // validation time for CRLs (`verify --at`); 0 = now
   // Client mode: the remote stapled a verified, current "good" OCSP response for the leaf,
-  // which then needs no OCSP request of its own.
+  // which then needs no OCSP request of its own (a revocation the service knows of still
+  // refuses it).
   bool leaf_stapled_good = false;
 };
 
@@ -91,6 +92,14 @@ class service {
   // not an http:// URL.
   bool staple(std::weak_ptr<staple_slot> slot, x509_ptr cert, x509_ptr issuer,
               const std::string& url, std::chrono::milliseconds timeout, std::string listener);
+
+  // Thread-safe. Client mode: a remote stapled `response`, a "revoked" for its certificate
+  // `leaf` (issued by `issuer`; the leaf itself when self-issued), and was refused. Once
+  // verified again, it is kept as a revocation the responder answered is (lasting but for a
+  // certificateHold: every later OCSP check of `leaf`, a good staple's too, answers it) and
+  // published as an event, as a fresh OCSP "revoked" is. `pol`: the listener's (a
+  // certificateHold's refresh asks its responder).
+  void learn_stapled_revocation(x509_ptr leaf, x509_ptr issuer, std::string response, policy pol);
 
   // Thread-safe. Ends background refreshes; checks in flight complete with what they have.
   void stop();
