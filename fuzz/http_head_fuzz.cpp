@@ -277,7 +277,8 @@ void response_part(bool upgrade, std::string_view bytes) {
               "no obs-fold left in a head that parses");
   const auto status = first.res.status();
   if (!proxy::response_head_refusal(first.res, upgrade, upgrade ? "websocket" : "").empty()) {
-    fuzz::check(status == 101, "only a 101 is refused");
+    fuzz::check(status == 101 || status < 100 || status > 599,
+                "only a 101, or a status outside 100-599, is refused");
     return;
   }
   if (status == 101)

@@ -1,7 +1,5 @@
 #include "h2_h1_request.hpp"
 
-#include "mtlsd/proxy/http_framing.hpp"
-
 namespace mtlsd::proxy::h2 {
 
 std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
@@ -37,19 +35,10 @@ std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked) {
   return head + "\r\n";
 }
 
-bool kept_in_trailers(std::string_view lower_name, std::string_view value) {
-  return !is_hop_by_hop(lower_name, value) && lower_name != "te" &&
-         lower_name != "content-length" && lower_name != "host";
-}
-
-bool kept_in_request_trailers(std::string_view lower_name, std::string_view value) {
-  return kept_in_trailers(lower_name, value) && !is_forwarding_field(lower_name);
-}
-
 std::string last_chunk(const header_list& trailers) {
   std::string out = "0\r\n";
   for (const auto& [name, value] : trailers)
-    if (kept_in_request_trailers(name, value)) out += name + ": " + value + "\r\n";
+    if (kept_in_request_trailers(name)) out += name + ": " + value + "\r\n";
   return out + "\r\n";
 }
 

@@ -14,17 +14,11 @@ namespace mtlsd::proxy::h2 {
 // its body is framed.
 std::string request_head(stream& s, const http_forwarding& fwd, bool& chunked);
 
-// Whether a field may travel in HTTP/1.1 trailers (RFC 9110 6.5.1): not connection-specific,
-// framing or routing ones. `lower_name` is lower-case. Both directions (take_trailers too).
-bool kept_in_trailers(std::string_view lower_name, std::string_view value);
-// The same for a client's request trailers, which also never carry a field named like one mtlsd
-// tells the upstream (is_forwarding_field: X-Forwarded-Client-Cert, -For, -Proto, `_` as `-`).
-// connection::header drops those as they arrive already; this does not rely on it.
-bool kept_in_request_trailers(std::string_view lower_name, std::string_view value);
-
 // The end of a chunked request body: the last chunk, then the HTTP/2 client's trailers that
-// kept_in_request_trailers keeps, as its trailer section. A body with a Content-Length has
-// nowhere to carry them in HTTP/1.1: they are dropped then.
+// kept_in_request_trailers (http_forwarding.hpp, the HTTP/1.1 client's rule too) keeps, as its
+// trailer section. connection::header drops X-Forwarded-* trailers as they arrive already; this
+// does not rely on it. A body with a Content-Length has nowhere to carry them in HTTP/1.1: they
+// are dropped then.
 std::string last_chunk(const header_list& trailers);
 
 }  // namespace mtlsd::proxy::h2

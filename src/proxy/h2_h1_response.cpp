@@ -62,7 +62,7 @@ bool take_trailers(const http::fields& fields, const std::set<std::string>& name
     std::string value(f.value());
     size += name.size() + value.size() + 32;
     if (size > http_head_limit) return false;
-    if (kept_in_trailers(name, value) && !named_by_connection.count(name))
+    if (kept_in_trailers(name) && !named_by_connection.count(name))
       out.emplace_back(std::move(name), std::move(value));
   }
   return true;

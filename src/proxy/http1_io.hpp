@@ -304,7 +304,7 @@ asio::awaitable<body_outcome> forward_body(inbound<In>& in, Out& out,
         head->append(here);
         ec = co_await out.write(*head);
         head->clear();
-      } else {
+      } else if (!here.empty()) {  // a rewritten body may have no bytes yet (a chunk's header)
         ec = co_await out.write(here);
       }
       buf.consume(ready);

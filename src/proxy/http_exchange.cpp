@@ -163,6 +163,14 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       from_upstream_.buf.consume(ready);
       continue;
     }
+    // RFC 9112 6.1: an HTTP/1.0 client is sent no Transfer-Encoding. A chunked body goes as its
+    // data alone, ended by the close, as nginx sends it; another coding could not be said (as
+    // to an HTTP/2 client: a 502).
+    const bool unchunk = !interim && http10_client_ && res.transfer_encoded();
+    if (unchunk && (res.coding_besides_chunked() || !res.chunked()))
+      co_return co_await upstream_failed(
+          {}, "a transfer coding other than chunked, which an HTTP/1.0 client cannot be sent");
+    if (unchunk) res.unchunk();
     if (!interim) {
       response_started_ = true;
       set_status(static_cast<int>(status));
@@ -176,20 +184,20 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     // An HTTP/1.0 client that asked to keep the connection must hear that it stays, even when
     // the response has no hop-by-hop field to rewrite (review: it was not told, and kept alive).
     const bool tell_http10 = final_head && http10_client_ && verdict.keep_alive && res.keep_alive();
-    if (last || tell_http10 || (status != 101 && res.hop_by_hop())) {
+    if (last || tell_http10 || unchunk || (status != 101 && res.hop_by_hop())) {
       // The head is written anew: the upstream connection's hop-by-hop fields stay on its side
       // (RFC 9110 7.6.1; review: Keep-Alive, Upgrade and the fields Connection named reached
       // the client), and the client hears what mtlsd does with its own connection.
       auto& buf = from_upstream_.buf;
       // An HTTP/1.0 party (the client, or the response's start line, which stays) assumes a
       // close unless told: keep-alive is said when the connection stays open (review).
-      const bool stays = verdict.keep_alive && res.keep_alive() && !last;
+      const bool stays = verdict.keep_alive && res.keep_alive() && !last && !unchunk;
       const std::string_view connection = interim                                ? ""
                                           : !stays                               ? "close"
                                           : http10_client_ || res.version() < 11 ? "keep-alive"
                                                                                  : "";
       forward_response_head({static_cast<const char*>(buf.data().data()), ready}, connection,
-                            response_head_);
+                            response_head_, unchunk);
       buf.consume(ready);
       ready = 0;
     }
@@ -204,7 +212,8 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
       upgraded_ = true;
       co_return;
     }
-    response_keep_alive_ = res.keep_alive();
+    // The client finds an unchunked body's end only at the close.
+    response_keep_alive_ = res.keep_alive() && !unchunk;
     // An empty line or two after a response is a common slip, harmless: RFC 9112 2.2 has a
     // server ignore such lines before a request; so do we after a response.
     from_upstream_.drop_empty_lines(/*bare_lf_too=*/true);

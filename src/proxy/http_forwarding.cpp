@@ -92,10 +92,12 @@ std::vector<std::string> named_by_connection(std::string_view head) {
 
 }  // namespace
 
-void forward_response_head(std::string_view head, std::string_view connection, std::string& out) {
+void forward_response_head(std::string_view head, std::string_view connection, std::string& out,
+                           bool unchunked) {
   const std::vector<std::string> named = named_by_connection(head);
   std::vector<std::string_view> drop = {"connection", "keep-alive", "proxy-connection", "te",
                                         "upgrade"};
+  if (unchunked) drop.push_back("transfer-encoding");
   drop.insert(drop.end(), named.begin(), named.end());
   copy_head_except(head, drop, out);
   if (!connection.empty()) out.append("Connection: ").append(connection).append("\r\n");
@@ -178,13 +180,30 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
   out.append("\r\n");
 }
 
+namespace {
+
+// RFC 9113 8.2.2's connection-specific fields (TE aside): is_hop_by_hop's and kept_in_trailers'.
+constexpr std::string_view connection_specific[] = {"connection",       "keep-alive",
+                                                    "proxy-connection", "transfer-encoding",
+                                                    "upgrade",          "http2-settings"};
+
+}  // namespace
+
 bool is_hop_by_hop(std::string_view name, std::string_view value) {
   if (name == "te") return value != "trailers";
-  static constexpr std::string_view connection_specific[] = {
-      "connection",        "keep-alive", "proxy-connection",
-      "transfer-encoding", "upgrade",    "http2-settings"};
   return std::find(std::begin(connection_specific), std::end(connection_specific), name) !=
          std::end(connection_specific);
+}
+
+bool kept_in_trailers(std::string_view name) {
+  static constexpr std::string_view not_trailers[] = {"te", "content-length", "host", "expect"};
+  const auto named = [name](std::string_view lower) { return same_field_name(name, lower); };
+  return std::none_of(std::begin(connection_specific), std::end(connection_specific), named) &&
+         std::none_of(std::begin(not_trailers), std::end(not_trailers), named);
+}
+
+bool kept_in_request_trailers(std::string_view name) {
+  return kept_in_trailers(name) && !is_forwarding_field(name);
 }
 
 }  // namespace mtlsd::proxy

@@ -4,7 +4,9 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <cctype>
+#include <cstring>
 
+#include "mtlsd/proxy/http_forwarding.hpp"
 #include "mtlsd/proxy/http_list.hpp"
 #include "mtlsd/proxy/xfcc.hpp"
 
@@ -39,6 +41,94 @@ expectations read_expect(std::string_view value) {
   return out;
 }
 
+namespace {
+
+// RFC 9110 5.6.2: tchar.
+bool is_tchar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
+}
+
+// Takes the token at the front of `s` off it and returns it ("" when none is there).
+std::string_view take_token(std::string_view& s) {
+  std::size_t n = 0;
+  while (n < s.size() && is_tchar(s[n]))
+    ++n;
+  const auto token = s.substr(0, n);
+  s.remove_prefix(n);
+  return token;
+}
+
+void skip_whitespace(std::string_view& s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+}
+
+// Takes a quoted-string (RFC 9110 5.6.4) off the front of `s`; false when it does not end.
+// Beast let no control character into the field's value.
+bool take_quoted_string(std::string_view& s) {
+  for (std::size_t i = 1; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;  // a quoted-pair: the next character, whatever it is
+    } else if (s[i] == '"') {
+      s.remove_prefix(i + 1);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+// transfer-coding = token *( OWS ";" OWS token BWS "=" BWS ( token / quoted-string ) ), in a
+// list whose empty members are ignored (RFC 9110 5.6.1). Quoted strings may hold commas, so
+// the value is walked, not split.
+transfer_codings read_transfer_encoding(std::string_view value) {
+  transfer_codings out;
+  for (;;) {
+    skip_whitespace(value);
+    if (value.empty()) return out;
+    if (value.front() == ',') {
+      value.remove_prefix(1);
+      continue;
+    }
+    const auto coding = take_token(value);
+    bool parameters = false;
+    for (skip_whitespace(value); !value.empty() && value.front() == ';'; skip_whitespace(value)) {
+      value.remove_prefix(1);
+      skip_whitespace(value);
+      const bool named = !take_token(value).empty();
+      skip_whitespace(value);
+      if (!named || value.empty() || value.front() != '=') return {.parsed = false};
+      value.remove_prefix(1);
+      skip_whitespace(value);
+      const bool quoted = !value.empty() && value.front() == '"';
+      if (quoted ? !take_quoted_string(value) : take_token(value).empty()) return {.parsed = false};
+      parameters = true;
+    }
+    if (coding.empty() || (!value.empty() && value.front() != ',')) return {.parsed = false};
+    if (!beast::iequals(coding, "chunked"))
+      out.other = true;
+    else if (parameters)
+      out.chunked_parameters = true;
+  }
+}
+
+upgrade_protocols read_upgrade(std::string_view value) {
+  upgrade_protocols out;
+  for_each_list_member(value, [&](std::string_view member) {
+    auto rest = member;
+    const auto name = take_token(rest);
+    if (!rest.empty() && rest.front() == '/') {
+      rest.remove_prefix(1);
+      out.parsed = out.parsed && !take_token(rest).empty();
+    }
+    out.parsed = out.parsed && !name.empty() && rest.empty();
+    out.h2c = out.h2c || beast::iequals(name, "h2c");
+  });
+  return out;
+}
+
 namespace detail {
 
 bool clean_chunk_extension(std::string_view extension) {
@@ -64,7 +154,19 @@ void response_framing::on_field_impl(http::field f, string_view name, string_vie
       refuse(ec, http::error::bad_field, "a folded trailer");
     return;
   }
-  transfer_encoding_ = transfer_encoding_ || f == http::field::transfer_encoding;
+  if (f == http::field::transfer_encoding) {
+    transfer_encoding_ = true;
+    // Beast reads the list only up to its first character that is not a token's: a client
+    // that reads it all could frame the body otherwise.
+    const transfer_codings codings = read_transfer_encoding({value.data(), value.size()});
+    if (!codings.parsed || codings.chunked_parameters) {
+      refuse(ec, http::error::bad_transfer_encoding,
+             codings.parsed ? "parameters on the chunked transfer coding"
+                            : "a Transfer-Encoding list that does not parse");
+      return;
+    }
+    other_coding_ = other_coding_ || codings.other;
+  }
   content_length_ = content_length_ || f == http::field::content_length;
   if (status_ != 101) {
     if (f == http::field::keep_alive || f == http::field::proxy_connection ||
@@ -97,6 +199,8 @@ void response_framing::on_header_impl(error_code& ec) {
   // Transfer-Encoding: gzip before it; either way the client could frame the body otherwise.
   if (transfer_encoding_ && content_length_)
     refuse(ec, http::error::bad_transfer_encoding, "Transfer-Encoding with Content-Length");
+  else if (const auto length = content_length(); length && *length > largest_length)
+    refuse(ec, http::error::bad_content_length, "a Content-Length above 2^63-1");
 }
 
 // "scheme://authority[/path][?query]": the target's parts, when it is in absolute-form (a
@@ -140,13 +244,14 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
                                     error_code& ec) {
   const std::string_view n(name.data(), name.size());
   if (is_header_done()) {
-    // A trailer: forwarded as sent (or as rewrite_chunks writes it, its value trimmed), so none
-    // that could pass for what mtlsd tells the upstream.
+    // A trailer: forwarded as rewrite_chunks writes it (its value trimmed), so none that could
+    // pass for what mtlsd tells the upstream. Those that have no place in a trailer section are
+    // dropped by the rule an HTTP/2 client's trailers follow (kept_in_request_trailers).
     if (detail::folded_field(n))
       refuse(ec, http::error::bad_field, "a folded trailer");
     else if (is_forwarding_field(n))
       refuse(ec, http::error::bad_field, "an X-Forwarded-* trailer");
-    else
+    else if (kept_in_request_trailers(n))
       keep_trailer(name, value);
     return;
   }
@@ -161,19 +266,25 @@ void request_framing::on_field_impl(http::field f, string_view name, string_view
       head_.other_expectation = head_.other_expectation || e.other;
       return;
     }
-    case http::field::transfer_encoding:
+    case http::field::transfer_encoding: {
       head_.transfer_encoding = true;
-      for (const auto& coding : http::token_list{value})
-        head_.other_coding = head_.other_coding || !beast::iequals(coding, "chunked");
+      const transfer_codings codings = read_transfer_encoding(v);
+      head_.malformed_transfer_encoding = head_.malformed_transfer_encoding || !codings.parsed;
+      head_.chunked_parameters = head_.chunked_parameters || codings.chunked_parameters;
+      head_.other_coding = head_.other_coding || codings.other;
       return;
+    }
     case http::field::te:
       head_.te_trailers = head_.te_trailers || http::token_list{value}.exists("trailers");
       return;
-    case http::field::upgrade:
+    case http::field::upgrade: {
       upgrade_field_ = true;
       head_.upgrade_offers.push_back(v);
-      upgrade_h2c_ = upgrade_h2c_ || http::token_list{value}.exists("h2c");
+      const upgrade_protocols offered = read_upgrade(v);
+      head_.malformed_upgrade = head_.malformed_upgrade || !offered.parsed;
+      upgrade_h2c_ = upgrade_h2c_ || offered.h2c;
       return;
+    }
     case http::field::connection:
       for (const auto& token : http::token_list{value}) {
         if (beast::iequals(token, "upgrade"))

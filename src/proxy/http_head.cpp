@@ -85,6 +85,16 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = "CONNECT is not proxied";
     return v;
   }
+  // Beast reads these lists only up to the first character that is not a token's: it takes
+  // `chunked, "x"` and `chunked;q=1` for chunked, and misses h2c in `Upgrade: websocket/13, h2c`.
+  // An upstream reading them whole could frame the body, or take the upgrade, otherwise.
+  if (h.malformed_transfer_encoding || h.malformed_upgrade) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = h.malformed_upgrade ? "an Upgrade list that does not parse"
+                                : "a Transfer-Encoding list that does not parse";
+    return v;
+  }
   // With Content-Length too: Beast refuses the pair when chunked is last, and this the rest.
   if (h.transfer_encoding && !req.chunked()) {
     v.status = 400;
@@ -100,6 +110,13 @@ request_head_verdict judge_request(const request_framing& req) {
     v.why = "Transfer-Encoding in an HTTP/1.0 request";
     return v;
   }
+  // RFC 9112 7.1: the chunked coding has no parameters, and their presence is an error.
+  if (h.chunked_parameters) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = "parameters on the chunked transfer coding";
+    return v;
+  }
   // The upstream gets `Transfer-Encoding: chunked` written by mtlsd (forward_request_head), so
   // no coding it might read differently; a coding besides chunked (gzip, identity) would be
   // lost that way (RFC 9112 6.1: 501, as nginx and Envoy answer).
@@ -107,6 +124,14 @@ request_head_verdict judge_request(const request_framing& req) {
     v.status = 501;
     v.reason = "Not Implemented";
     v.why = "a transfer coding other than chunked";
+    return v;
+  }
+  // A length an upstream reading it as a signed 64-bit number would take for negative (nginx
+  // answers 400 too); a chunk size past it is refused as the body arrives (framing_base).
+  if (h.content_length && *h.content_length > largest_length) {
+    v.status = 400;
+    v.reason = "Bad Request";
+    v.why = "a Content-Length above 2^63-1";
     return v;
   }
   // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. Two could route the request
@@ -209,11 +234,19 @@ bool offered(std::string_view offers, std::string_view protocol) {
 
 std::string_view response_head_refusal(const response_framing& res, bool upgrade_requested,
                                        std::string_view upgrade_offer) {
+  // RFC 9110 15: a status is 1xx to 5xx. Envoy refuses any other (nginx relays it): a client may
+  // take 099 for an interim response and wait for another, and no status class holds either.
+  if (res.status() < 100 || res.status() > 599) return "a response status outside 100-599";
   if (res.status() != 101) return {};
   if (!upgrade_requested) return "101 Switching Protocols without an Upgrade request";
   const auto switching = protocols(res.switching_to());
   if (switching.empty() || !res.connection_upgrade())
     return "101 Switching Protocols without Upgrade and Connection: upgrade";
+  const upgrade_protocols to = read_upgrade(res.switching_to());
+  if (!to.parsed) return "101 Switching Protocols with an Upgrade list that does not parse";
+  // Whatever was offered (an h2c offer never goes up: request_head_view::upgrade): in that
+  // tunnel the client would speak HTTP/2 to the upstream itself, past every X-Forwarded-* field.
+  if (to.h2c) return "101 Switching Protocols to h2c";
   for (const auto protocol : switching)
     if (!offered(upgrade_offer, protocol))
       return "101 Switching Protocols to a protocol the request did not offer";

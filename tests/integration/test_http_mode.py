@@ -401,9 +401,11 @@ def test_upgrade_refused_by_upstream_stays_http(http_serve, pki):
     (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "without Upgrade and Connection: upgrade"),
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
      "without Upgrade and Connection: upgrade"),
-    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: ws2\r\n\r\n",
      "to a protocol the request did not offer"),
-], ids=["bare", "no-connection-upgrade", "not-offered"])
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+     "to h2c"),
+], ids=["bare", "no-connection-upgrade", "not-offered", "h2c"])
 def test_a_101_that_switches_to_nothing_offered_opens_no_tunnel(http_serve, pki, switching, why):
     """An upstream endpoint that can be made to answer 101 while it goes on speaking HTTP (a
     /status/101 route, an app setting its own status): a tunnel opened on that would carry the
@@ -469,8 +471,14 @@ def raw_exchange(daemon, pki, data: bytes) -> tuple[bytes, str]:
     b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\n\r\n",
     b"GET / HTTP/1.1\r\nUser-Agent: no-host\r\n\r\n",
+    # Beast reads these lists only up to a character that is no token's (review): to it the
+    # first two are chunked, and the third has no h2c in it.
+    b'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, "x"\r\n\r\n0\r\n\r\n',
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: @, h2c\r\n\r\n",
 ], ids=["garbage", "bad-header", "cl-and-te", "te-not-chunked", "two-lengths", "bare-lf",
-        "folded-te", "folded", "te-in-http10", "two-hosts", "no-host"])
+        "folded-te", "folded", "te-in-http10", "two-hosts", "no-host", "te-quoted-member",
+        "te-chunked-parameter", "upgrade-not-a-token"])
 def test_malformed_request_gets_400_and_nothing_upstream(http_serve, pki, request_bytes):
     daemon, up, rec = http_serve()
     out, local = raw_exchange(daemon, pki, request_bytes)
@@ -669,11 +677,14 @@ def test_the_upstream_hears_framing_and_connection_as_mtlsd_writes_them(http_ser
     assert req.xfcc == [client_element(pki)] and req.body == b"hello"
 
 
-def test_an_h2c_upgrade_is_not_passed_on(http_serve, pki):
+@pytest.mark.parametrize("offer", [b"h2c", b"websocket/13, h2c", b"x/1, H2C"])
+def test_an_h2c_upgrade_is_not_passed_on(http_serve, pki, offer):
     """An h2c upgrade would be a tunnel in which the client speaks HTTP/2 to the upstream itself,
     past every X-Forwarded-* field mtlsd sets. The upstream here switches to whatever it is asked
     to (as Go's h2c handler, Apache and Tomcat do for h2c): it must never be asked, and the
-    request after it still carries mtlsd's X-Forwarded-Client-Cert, not the client's."""
+    request after it still carries mtlsd's X-Forwarded-Client-Cert, not the client's. h2c is
+    seen in any member of the offer, in any case (review: behind `websocket/13`, which Beast's
+    list reader stops at, the offer went up and the tunnel opened)."""
     seen = []
 
     def switching_upstream(conn):
@@ -691,7 +702,7 @@ def test_an_h2c_upgrade_is_not_passed_on(http_serve, pki):
     with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
         reader = Reader(SockConn(sock))
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+                     b"Upgrade: " + offer + b"\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
         status, _, body = read_response(reader)
         assert (status, body) == (200, b"plain")
         sock.sendall(b"GET /admin HTTP/1.1\r\nHost: x\r\n"

@@ -370,5 +370,19 @@ TEST(HopByHop, EndToEndFieldsPass) {
     EXPECT_FALSE(is_hop_by_hop(name, "x")) << name;
 }
 
+// One rule for the trailers of HTTP/1.1 and HTTP/2 clients alike (review: an HTTP/1.1 client's
+// Host, Connection, TE... trailers went up).
+TEST(Trailers, KeepNoConnectionFramingRoutingOrExpectField) {
+  for (const char* name :
+       {"connection", "Keep-Alive", "proxy_connection", "TRANSFER-ENCODING", "upgrade",
+        "http2-settings", "te", "TE", "content-length", "Host", "expect"})
+    EXPECT_FALSE(kept_in_trailers(name)) << name;
+  for (const char* name : {"grpc-status", "X-Checksum", "x-forwarded-for", "server-timing"})
+    EXPECT_TRUE(kept_in_trailers(name)) << name;
+  for (const char* name : {"x-forwarded-for", "X_Forwarded_Client_Cert", "x-forwarded-proto"})
+    EXPECT_FALSE(kept_in_request_trailers(name)) << name;
+  EXPECT_TRUE(kept_in_request_trailers("grpc-timeout"));
+}
+
 }  // namespace
 }  // namespace mtlsd::proxy

@@ -59,6 +59,66 @@ TEST(HttpHead, AnswersACodingBesidesChunkedWith501) {
     EXPECT_EQ(judged_with_coding(te).status, 0) << te;
 }
 
+// Beast reads a Transfer-Encoding list only up to its first character that is not a token's;
+// mtlsd reads it whole (review: `chunked, "x"` and `chunked;q=1` were taken for chunked).
+TEST(HttpHead, ReadsTheWholeTransferEncodingList) {
+  for (const char* te : {"chunked, \"x\"", "chunked, @", "chunked;", "chunked;q",
+                         "chunked;q=", "chunked;q=\"1", "chunked x", "gzip;a=\"b, chunked"}) {
+    const auto v = judged_with_coding(te);
+    EXPECT_EQ(v.status, 400) << te;
+    EXPECT_EQ(v.why, "a Transfer-Encoding list that does not parse") << te;
+  }
+  for (const char* te : {"chunked;q=1", "chunked ; a=\"b,c\"", "gzip, chunked;x=y"}) {
+    const auto v = judged_with_coding(te);
+    EXPECT_EQ(v.status, 400) << te;
+    EXPECT_EQ(v.why, "parameters on the chunked transfer coding") << te;
+  }
+  for (const char* te : {"chunked,", ", chunked", " ,chunked , "})  // RFC 9110 5.6.1
+    EXPECT_EQ(judged_with_coding(te).status, 0) << te;
+  // A parameter on another coding parses: that coding is what gets refused.
+  const auto coded = read_transfer_encoding("gzip;level=\"9, x\", chunked");
+  EXPECT_TRUE(coded.parsed && coded.other && !coded.chunked_parameters);
+}
+
+TEST(HttpHead, ReadsTheWholeUpgradeListAndSeesH2cInAnyMember) {
+  const auto upgrade = [](std::string_view offer) {
+    return judged("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: " +
+                  std::string(offer) + "\r\n\r\n");
+  };
+  // h2c is never an upgrade: the request goes up as a plain one.
+  for (const char* offer : {"h2c", "websocket/13, h2c", "x/1, H2C", "h2c/1", "foo, h2C/x"}) {
+    const auto v = upgrade(offer);
+    EXPECT_EQ(v.status, 0) << offer;
+    EXPECT_FALSE(v.upgrade) << offer;
+  }
+  for (const char* offer : {"@, h2c", "websocket/, h2c", "/1", "a/b/c", "a b", "\"h2c\""}) {
+    const auto v = upgrade(offer);
+    EXPECT_EQ(v.status, 400) << offer;
+    EXPECT_EQ(v.why, "an Upgrade list that does not parse") << offer;
+  }
+  EXPECT_TRUE(upgrade("websocket/13, foo").upgrade);
+  EXPECT_TRUE(upgrade(" , websocket ,").upgrade);
+}
+
+TEST(HttpHead, RefusesAContentLengthAbove2To63Minus1) {
+  const auto with_length = [](std::string_view length) {
+    const std::string head =
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::string(length) + "\r\n\r\n";
+    request_framing req;
+    req.body_limit(boost::none);  // as the relay parses: bodies are streamed
+    boost::beast::error_code ec;
+    EXPECT_EQ(req.put(boost::asio::buffer(head), ec), head.size());
+    EXPECT_FALSE(ec) << ec.message();
+    return judge_request(req);
+  };
+  for (const char* length : {"9223372036854775808", "18446744073709551615"}) {
+    const auto v = with_length(length);
+    EXPECT_EQ(v.status, 400) << length;
+    EXPECT_EQ(v.why, "a Content-Length above 2^63-1");
+  }
+  EXPECT_EQ(with_length("9223372036854775807").status, 0);
+}
+
 TEST(HttpHead, WantsExactlyOneHostInHttp11AndAtMostOneBefore) {
   auto v = judged("GET / HTTP/1.1\r\n\r\n");
   EXPECT_EQ(v.status, 400);
@@ -218,6 +278,7 @@ TEST(HttpHead, FieldNamesMatchInAnyCaseWithUnderscoresAsDashes) {
 template <class Framing>
 boost::beast::error_code framing_error(std::string_view head, std::string_view body) {
   Framing f;
+  f.body_limit(boost::none);  // as the relay parses: bodies are streamed
   boost::beast::error_code ec;
   f.put(boost::asio::buffer(head.data(), head.size()), ec);
   if (ec || body.empty()) return ec;
@@ -251,6 +312,57 @@ TEST(Framing, RefusesFoldedTrailersAndForwardingTrailersInRequests) {
     EXPECT_FALSE(framing_error<response_framing>(res, trailer)) << name;
   }
   EXPECT_FALSE(framing_error<request_framing>(req, "0\r\nX-Checksum: 1\r\n\r\n"));
+}
+
+TEST(Framing, RefusesAChunkSizeAbove2To63Minus1BothWays) {
+  const auto req = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const auto res = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const char* size : {"8000000000000000\r\nabc", "ffffffffffffffff\r\nabc"}) {
+    EXPECT_EQ(framing_error<request_framing>(req, size), http::error::bad_chunk) << size;
+    EXPECT_EQ(framing_error<response_framing>(res, size), http::error::bad_chunk) << size;
+  }
+  EXPECT_FALSE(framing_error<request_framing>(req, "7fffffffffffffff\r\nabc"));
+}
+
+// Trailers that have no place in a trailer section are dropped, as an HTTP/2 client's are
+// (kept_in_request_trailers); the others go up as mtlsd writes them. (Beast itself refuses a
+// Transfer-Encoding or Content-Length trailer next to the head's chunked.)
+TEST(Framing, DropsConnectionFramingAndRoutingFieldsFromRequestTrailers) {
+  request_framing req;
+  req.rewrite_chunks();
+  boost::beast::error_code ec;
+  const std::string_view head = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  req.put(boost::asio::buffer(head.data(), head.size()), ec);
+  ASSERT_FALSE(ec);
+  req.eager(true);
+  const std::string_view body =
+      "1\r\nA\r\n0\r\nHost: evil.example\r\nConnection: close\r\nUpgrade: websocket\r\n"
+      "TE: trailers\r\nKeep-Alive: 1\r\nExpect: foo\r\nContent_Length: 3\r\n"
+      "X-Sum: 1\r\nproxy-connection: x\r\n\r\n";
+  std::string_view rest = body;
+  while (!rest.empty() && !ec && !req.is_done())  // as forward_body puts what is buffered
+    rest.remove_prefix(req.put_body(rest, ec));
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(req.is_done() && rest.empty());
+  EXPECT_EQ(req.rewritten(), "1\r\nA\r\n0\r\nX-Sum: 1\r\n\r\n");
+}
+
+// For an HTTP/1.0 client: the data alone, whatever the chunks and trailers.
+TEST(Framing, UnchunksAResponseBodyToItsDataAlone) {
+  response_framing res;
+  res.unchunk();
+  boost::beast::error_code ec;
+  const std::string_view head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  res.put(boost::asio::buffer(head.data(), head.size()), ec);
+  ASSERT_FALSE(ec);
+  res.eager(true);
+  const std::string_view body = "2;x=y\r\nok\r\n3\r\n!!!\r\n0\r\nX-Sum: 1\r\n\r\n";
+  std::string_view rest = body;
+  while (!rest.empty() && !ec && !res.is_done())
+    rest.remove_prefix(res.put_body(rest, ec));
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(res.is_done() && res.rewrites_body() && rest.empty());
+  EXPECT_EQ(res.rewritten(), "ok!!!");
 }
 
 TEST(Framing, RefusesAResponseWithTransferEncodingAndContentLength) {
@@ -296,13 +408,37 @@ TEST(HttpHead, TakesA101OnlyToAnUpgradeOfferedWithUpgradeAndConnection) {
            std::string(upgrade) + "\r\n\r\n";
   };
   const std::string not_offered = "101 Switching Protocols to a protocol the request did not offer";
-  EXPECT_EQ(refusal_of(to("h2c"), "websocket"), not_offered);
-  EXPECT_EQ(refusal_of(to("websocket, h2c"), "websocket"), not_offered);
+  EXPECT_EQ(refusal_of(to("ws2"), "websocket"), not_offered);
+  EXPECT_EQ(refusal_of(to("websocket, ws2"), "websocket"), not_offered);
   EXPECT_EQ(refusal_of(to("foo/2"), "foo/1"), not_offered);
   EXPECT_EQ(refusal_of(to("foo/2"), "foo"), "");
   EXPECT_EQ(refusal_of(to("foo/2"), "bar, \tfoo/2"), "");
   EXPECT_EQ(refusal_of(to("Foo"), "foo/2"), "");  // the offer's version, unnamed
   EXPECT_EQ(refusal_of(to("bar/2"), "foo/2"), not_offered);
+}
+
+// Never to h2c, whatever the request offered (an offer of h2c never goes up: the switch would be
+// a tunnel past every X-Forwarded-* field), and never on an Upgrade that does not parse.
+TEST(HttpHead, TakesNo101ToH2cWhateverWasOffered) {
+  const auto to = [](std::string_view upgrade) {
+    return "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: " +
+           std::string(upgrade) + "\r\n\r\n";
+  };
+  for (const char* upgrade : {"h2c", "H2C", "websocket, h2c", "h2c/2"})
+    for (const char* offer : {"h2c", "websocket, h2c", "websocket"})
+      EXPECT_EQ(refusal_of(to(upgrade), offer), "101 Switching Protocols to h2c")
+          << upgrade << " / " << offer;
+  EXPECT_EQ(refusal_of(to("websocket/\"13\""), "websocket"),
+            "101 Switching Protocols with an Upgrade list that does not parse");
+}
+
+TEST(HttpHead, RefusesAResponseStatusOutside100To599) {
+  for (const char* line : {"HTTP/1.1 099 X", "HTTP/1.1 000 X", "HTTP/1.1 600 X", "HTTP/1.1 999 X"})
+    EXPECT_EQ(refusal_of(std::string(line) + "\r\nContent-Length: 0\r\n\r\n", ""),
+              "a response status outside 100-599")
+        << line;
+  for (const char* line : {"HTTP/1.1 100 X", "HTTP/1.1 599 X", "HTTP/1.1 299 X"})
+    EXPECT_EQ(refusal_of(std::string(line) + "\r\nContent-Length: 0\r\n\r\n", ""), "") << line;
 }
 
 TEST(HttpHead, AnUpgradeVerdictCarriesEveryOfferedProtocol) {
@@ -478,7 +614,12 @@ TEST(ResponseFraming, RefusesSmugglingShapes) {
        {"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-        "HTTP/1.1 200 OK\nContent-Length: 3\n\n"}) {
+        "HTTP/1.1 200 OK\nContent-Length: 3\n\n",
+        // What Beast alone reads otherwise than a client might (review): the list up to a
+        // character that is no token's, a length a signed reader takes for negative.
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, \"x\"\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n"}) {
     response_framing res;
     boost::beast::error_code ec;
     res.put(boost::asio::buffer(std::string_view(head)), ec);

@@ -60,7 +60,10 @@ using header_list = std::vector<header_field>;
 // without the hop-by-hop fields of the upstream's connection (RFC 9110 7.6.1: Connection and
 // the fields it names, Keep-Alive, Proxy-Connection, TE, Upgrade; not for a 101, whose Upgrade
 // and Connection the client needs), then `Connection: <connection>` unless it is empty.
-void forward_response_head(std::string_view head, std::string_view connection, std::string& out);
+// `unchunked`: without Transfer-Encoding too, for a body that goes without its chunk framing
+// (framing_base::unchunk).
+void forward_response_head(std::string_view head, std::string_view connection, std::string& out,
+                           bool unchunked = false);
 
 // Rewrites `headers` (lower-case names, pseudo-headers excluded) as `f` says.
 void apply_forwarding(header_list& headers, const http_forwarding& f);
@@ -73,6 +76,16 @@ void forward_request_head(std::string_view head, const request_head_view& seen,
 // Connection-specific fields (RFC 9113 8.2.2, RFC 9110 7.6.1): never forwarded between
 // protocols. `te` is one of them except for the value "trailers" (gRPC sends it).
 bool is_hop_by_hop(std::string_view lower_name, std::string_view value);
+
+// Whether a field may travel in a trailer section (RFC 9110 6.5.1: none that a recipient needs
+// before the content): not a connection-specific one (is_hop_by_hop's, and TE whatever its
+// value), nor Content-Length, Host or Expect, which frame, route or condition the message. `name`
+// in any case, `_` read as `-` (same_field_name). One rule for every trailer mtlsd writes anew:
+// an HTTP/1.1 or HTTP/2 client's going up, an HTTP/1.1 upstream's going to an HTTP/2 client.
+bool kept_in_trailers(std::string_view name);
+// The same for a client's request trailers, which also never carry a field named like one mtlsd
+// tells the upstream (is_forwarding_field: X-Forwarded-Client-Cert, -For, -Proto).
+bool kept_in_request_trailers(std::string_view name);
 
 // One finished request, as the relay saw it.
 struct http_request_report {

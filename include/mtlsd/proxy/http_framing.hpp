@@ -8,13 +8,16 @@
 //
 // Forwarding raw bytes means every byte Beast lets through reaches a peer whose parser may be
 // laxer, so these parsers refuse what Beast allows but another parser could frame differently:
-// control characters in chunk extensions, folded trailers, and (requests) X-Forwarded-* trailers.
+// control characters in chunk extensions, folded trailers, chunk sizes (and a response's
+// Content-Length) above largest_length, a response's Transfer-Encoding list that does not parse,
+// and (requests) X-Forwarded-* trailers; a request head's lists are judged by judge_request.
 // A request's chunked body is the exception to "as they came": its framing is written anew
 // (rewrite_chunks), as nginx and Envoy do, so that an upstream reads the sizes Beast read.
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <charconv>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +44,29 @@ struct expectations {
 };
 expectations read_expect(std::string_view value);
 
+// What one Transfer-Encoding field value says, read by RFC 9112 7's grammar (a list of codings,
+// each a token with `;name=value` parameters). Beast reads the list only up to its first
+// character that is not a token's: `chunked, "x"` and `chunked;q=1` are plain chunked to it.
+struct transfer_codings {
+  bool parsed = true;               // the whole value follows the grammar
+  bool other = false;               // a coding besides chunked
+  bool chunked_parameters = false;  // chunked with parameters (RFC 9112 7.1: an error)
+};
+transfer_codings read_transfer_encoding(std::string_view value);
+
+// What one Upgrade field value offers (RFC 9110 7.8: protocol-name ["/" protocol-version], both
+// tokens): whether it parses, and whether a member names h2c, in any case and with any version.
+struct upgrade_protocols {
+  bool parsed = true;
+  bool h2c = false;
+};
+upgrade_protocols read_upgrade(std::string_view value);
+
+// The largest Content-Length or chunk size passed on either way: 2^63-1. Beast reads sizes up to
+// 2^64-1, but a peer that reads them as signed 64-bit numbers (nginx's off_t, Go's and Java's
+// lengths) would take a larger one for negative; nginx refuses them too.
+inline constexpr std::uint64_t largest_length = std::numeric_limits<std::int64_t>::max();
+
 namespace detail {
 
 // Beast accepts a quoted chunk extension holding a bare LF; a peer that ends chunk lines at LF
@@ -63,10 +89,15 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   // zeros, upper-case digits, whitespace or a quoted extension otherwise than Beast then cannot
   // be led to another end of the body (request smuggling); extensions carry nothing a proxy must
   // keep (RFC 9112 7.1.1 has unknown ones ignored).
-  void rewrite_chunks() { rewrite_ = true; }
+  void rewrite_chunks() { rewrite_ = rewrite::canonical; }
+  // From now on a chunked body leaves as its data alone (rewritten()), without the chunk framing
+  // and the trailers: for an HTTP/1.0 client, which may be sent no transfer coding (RFC 9112
+  // 6.1). The body's end is then the connection's close.
+  void unchunk() { rewrite_ = rewrite::data_only; }
   // Whether the body leaves as rewritten(): chunked, and rewriting asked for.
-  bool rewrites_body() const { return rewrite_ && this->chunked(); }
-  // The framing and data of what `put` consumed since the last clear, to write in its place.
+  bool rewrites_body() const { return rewrite_ != rewrite::none && this->chunked(); }
+  // The framing (none after unchunk()) and data of what `put` consumed since the last clear, to
+  // write in its place.
   std::string& rewritten() { return rewritten_; }
   // One step of a body's parse, as bytes arrive: parses what of `unparsed` it can and returns
   // how much it took; `ec` is set only for a malformed body (need_more is no error here).
@@ -97,7 +128,7 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   }
   // A trailer field the subclass let through: kept for rewritten() (Beast trimmed the value).
   void keep_trailer(string_view name, string_view value) {
-    if (!rewrite_) return;
+    if (rewrite_ != rewrite::canonical) return;
     last_.append(name.data(), name.size()).append(": ");
     last_.append(value.data(), value.size()).append("\r\n");
   }
@@ -110,12 +141,16 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   }
   void on_chunk_header_impl(std::uint64_t size, string_view extension, error_code& ec) override {
     chunk_seen_ = true;
+    if (size > largest_length) {
+      refuse(ec, boost::beast::http::error::bad_chunk, "a chunk size above 2^63-1");
+      return;
+    }
     if (!clean_chunk_extension({extension.data(), extension.size()})) {
       refuse(ec, boost::beast::http::error::bad_chunk_extension,
              "a control character in a chunk extension");
       return;
     }
-    if (!rewrite_) return;
+    if (rewrite_ != rewrite::canonical) return;
     // The last chunk and the trailers after it wait in last_ until the message is whole
     // (on_finish_impl): a trailer refused later in the same put must not let "0\r\n" reach the
     // upstream, which could take the body for complete.
@@ -129,18 +164,19 @@ class framing_base : public boost::beast::http::basic_parser<isRequest> {
   }
   std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
     *body_bytes_ += body.size();
-    if (rewrite_) rewritten_.append(body.data(), body.size());
+    if (rewrite_ != rewrite::none) rewritten_.append(body.data(), body.size());
     return body.size();
   }
   void on_finish_impl(error_code&) override {
-    if (rewrite_ && this->chunked()) rewritten_.append(last_).append("\r\n");  // trailers' end
+    if (rewrite_ == rewrite::canonical && this->chunked())
+      rewritten_.append(last_).append("\r\n");  // trailers' end
   }
 
   std::uint64_t uncounted_ = 0;
   std::uint64_t* body_bytes_ = &uncounted_;
   std::string_view refusal_;
   bool chunk_seen_ = false;  // a chunk header parsed (the last chunk's only once whole)
-  bool rewrite_ = false;
+  enum class rewrite { none, canonical, data_only } rewrite_ = rewrite::none;
   bool chunk_data_open_ = false;  // a chunk header went into rewritten_: its data's CRLF is due
   std::string rewritten_;
   std::string last_;  // the last chunk and the trailers, until the message is whole
@@ -161,6 +197,10 @@ class response_framing final : public detail::framing_base<false> {
   // "Connection: close" or "keep-alive" alone is not (they say what mtlsd does too): most heads
   // then go out as their bytes came.
   bool hop_by_hop() const { return hop_by_hop_; }
+  // Whether the head has Transfer-Encoding, and whether it names a coding besides chunked: an
+  // HTTP/1.0 client can be sent neither (RFC 9112 6.1), only the data of a chunked body.
+  bool transfer_encoded() const { return transfer_encoding_; }
+  bool coding_besides_chunked() const { return other_coding_; }
 
  private:
   void on_request_impl(boost::beast::http::verb, string_view, string_view, int,
@@ -177,6 +217,7 @@ class response_framing final : public detail::framing_base<false> {
   int version_ = 11;
   bool transfer_encoding_ = false, content_length_ = false, connection_upgrade_ = false;
   bool hop_by_hop_ = false;
+  bool other_coding_ = false;
   std::string switching_to_;
 };
 
@@ -190,9 +231,14 @@ struct request_head_view {
   int host_fields = 0;             // how many Host fields (RFC 9112 3.2 wants one)
   bool transfer_encoding = false;  // the field is present (chunked() says how it ends)
   bool other_coding = false;       // Transfer-Encoding names a coding besides chunked
-  // HTTP/1.1, an Upgrade field, and "upgrade" in Connection — unless Upgrade offers h2c: a
-  // tunnel in which the client would speak HTTP/2 to the upstream itself, past every
-  // X-Forwarded-* field mtlsd sets (RFC 9113 deprecates that upgrade).
+  // Transfer-Encoding or Upgrade does not follow its list's grammar (read_transfer_encoding,
+  // read_upgrade), or chunked has parameters: Beast reads such a list only up to its first
+  // character that is not a token's, where a peer reading it whole may find more.
+  bool malformed_transfer_encoding = false, chunked_parameters = false;
+  bool malformed_upgrade = false;
+  // HTTP/1.1, an Upgrade field, and "upgrade" in Connection — unless Upgrade offers h2c (in any
+  // member, any case: read_upgrade): a tunnel in which the client would speak HTTP/2 to the
+  // upstream itself, past every X-Forwarded-* field mtlsd sets (RFC 9113 deprecates that upgrade).
   bool upgrade = false;
   std::vector<std::string_view> upgrade_offers;  // each Upgrade field's value, as sent
   // Expect, every field and member: 100-continue (mtlsd answers it and drops the field), or

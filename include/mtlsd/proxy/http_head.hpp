@@ -23,13 +23,14 @@ struct request_head_verdict {
   bool send_continue = false;  // answer `Expect: 100-continue` here (a body follows)
 };
 
-// Judges a parsed request head (`req` is past it): refuses CONNECT (405), a Transfer-Encoding
-// whose last coding is not chunked (400: the body's end would be undefined, RFC 9112 6.3, the
-// classic request-smuggling shape) and one in an HTTP/1.0 request (400, RFC 9112 6.1), a coding
-// besides chunked (501), and a missing (HTTP/1.1) or repeated Host (400, RFC 9112 3.2). `Expect:
-// 100-continue` is answered by the relay, as Envoy does, and not forwarded (forward_request_head
-// drops it); in an HTTP/1.0 request it is ignored (RFC 9110 10.1.1). Any other expectation
-// gets 417.
+// Judges a parsed request head (`req` is past it): refuses CONNECT (405), a Transfer-Encoding or
+// Upgrade list that does not parse (400), a Transfer-Encoding whose last coding is not chunked
+// (400: the body's end would be undefined, RFC 9112 6.3, the classic request-smuggling shape),
+// one in an HTTP/1.0 request or with parameters on chunked (400, RFC 9112 6.1, 7.1), a coding
+// besides chunked (501), a Content-Length above largest_length (400), and a missing (HTTP/1.1) or
+// repeated Host (400, RFC 9112 3.2). `Expect: 100-continue` is answered by the relay, as Envoy
+// does, and not forwarded (forward_request_head drops it); in an HTTP/1.0 request it is ignored
+// (RFC 9110 10.1.1). Any other expectation gets 417, whatever the version.
 request_head_verdict judge_request(const request_framing& req);
 
 // An authority as a Host field, an absolute-form target or HTTP/2's :authority may carry it
@@ -49,13 +50,14 @@ bool authority_is_host(std::string_view authority, std::string_view host);
 // "" when it is, or when no server name binds the connection.
 std::string misdirected(std::string_view authority, std::string_view server_name);
 
-// Why the upstream failed, when a response must not be forwarded at all; "" to forward it. A 101
+// Why the upstream failed, when a response must not be forwarded at all; "" to forward it. A
+// status outside 100-599 is refused, as Envoy refuses it. A 101
 // opens a tunnel that mtlsd no longer parses, so it is taken only as RFC 9110 7.8 has a server
 // send it: to a request that asked for an upgrade (`upgrade_offer`: the protocols it offered),
 // with `Connection: upgrade` and an Upgrade field naming only offered protocols, as Envoy
-// checks. Without that check, an upstream endpoint that can be made to answer a bare 101 while
-// still speaking HTTP would let the client send it further requests past every X-Forwarded-*
-// field mtlsd sets. Transfer-Encoding next to Content-Length is refused by the parser
+// checks, and never h2c. Without that check, an upstream endpoint that can be made to answer a bare
+// 101 while still speaking HTTP would let the client send it further requests past every
+// X-Forwarded-* field mtlsd sets. Transfer-Encoding next to Content-Length is refused by the parser
 // (response_framing, RFC 9112 6.3).
 std::string_view response_head_refusal(const response_framing& res, bool upgrade_requested,
                                        std::string_view upgrade_offer);
