@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "daemon_state.hpp"
 #include "mtlsd/log/log.hpp"
@@ -112,9 +113,10 @@ std::vector<std::shared_ptr<const runtime::listener_runtime>> daemon::start_stap
 // when a listener's CRLs are the ones it had and rechecked already: a reload for anything else
 // (a certificate rotated) spent a tenth of a second per 300,000-entry CRL and listener listing
 // serials no connection could newly match, with the admin server waiting on this thread. (The
-// recheck matches serials by issuer name alone, so it also closed, on every reload, peers the
-// handshake's CRL check had let through: an intermediate listed under crl_scope: leaf, a CRL
-// OpenSSL could not use under on_unavailable: allow. Those now stay until the CRLs change.)
+// recheck matches serials by their issuer's name and key alone, so it also closed, on every
+// reload, peers the handshake's CRL check had let through: an intermediate listed under
+// crl_scope: leaf, a CRL OpenSSL could not use under on_unavailable: allow. Those now stay until
+// the CRLs change.)
 void daemon::recheck_crl_files(const runtime::runtime& rt, const runtime::runtime* previous) {
   for (const auto& l : rt.listeners) {
     if (!l->revocation.recheck_established || l->tls.crls.empty()) continue;
@@ -123,7 +125,15 @@ void daemon::recheck_crl_files(const runtime::runtime& rt, const runtime::runtim
     if (old && old->revocation.recheck_established && !old->tls.crl_files.empty() &&
         old->tls.crl_files == l->tls.crl_files)
       continue;
-    for (auto& e : tls::revocation::events_from_crl_files(l->tls.crls, l->cfg.name))
+    // The CAs a CRL's signature is checked against, for its key: what the handshake builds
+    // chains from (a SPIFFE listener's bundles; the system store is not searched).
+    std::vector<X509*> cas;
+    for (const auto& ca : l->tls.trust)
+      cas.push_back(ca.get());
+    for (const auto& [domain, bundle] : l->tls.trust_by_domain)
+      for (const auto& ca : bundle)
+        cas.push_back(ca.get());
+    for (auto& e : tls::revocation::events_from_crl_files(l->tls.crls, cas, l->cfg.name))
       for (auto& w : workers_)
         w->revoke(e);
   }

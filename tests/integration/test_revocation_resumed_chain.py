@@ -70,16 +70,17 @@ def now() -> dt.datetime:
 
 def make_cert(outdir: Path, fname: str, cn: str, issuer: Optional[Cert], *, ca: bool = False,
               server: bool = False, cdp: Optional[str] = None,
-              ocsp_url: Optional[str] = None) -> Cert:
+              ocsp_url: Optional[str] = None, serial: Optional[int] = None) -> Cert:
     """An EC certificate `cn` issued by `issuer` (self-signed without one): a CA, a server
     certificate for localhost / 127.0.0.1, or a client certificate; with a CRL distribution
-    point `cdp` and an OCSP responder `ocsp_url` when given. Key identifiers always."""
+    point `cdp`, an OCSP responder `ocsp_url` and a serial number (else a random one) when
+    given. Key identifiers always."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     signer = issuer.key if issuer else key
     b = (x509.CertificateBuilder().subject_name(subject)
          .issuer_name(issuer.cert.subject if issuer else subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .public_key(key.public_key()).serial_number(serial or x509.random_serial_number())
          .not_valid_before(now() - dt.timedelta(hours=1))
          .not_valid_after(now() + dt.timedelta(days=2))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)

@@ -298,7 +298,8 @@ X509_CRL* make_crl(const credential& issuer, const crl_spec& spec) {
   check(akid != nullptr && X509_CRL_add_ext(crl, akid, -1) == 1, "CRL authorityKeyIdentifier");
   X509_EXTENSION_free(akid);
   if (!spec.issuing_distribution_point.empty()) {
-    const std::string value = "critical,fullname:URI:" + spec.issuing_distribution_point;
+    const std::string value = "critical,fullname:URI:" + spec.issuing_distribution_point +
+                              (spec.indirect ? ",indirectCRL:TRUE" : "");
     X509_EXTENSION* idp =
         X509V3_EXT_conf_nid(nullptr, &ctx, NID_issuing_distribution_point, value.c_str());
     check(idp != nullptr && X509_CRL_add_ext(crl, idp, -1) == 1, "CRL issuingDistributionPoint");

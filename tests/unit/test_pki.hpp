@@ -112,6 +112,7 @@ struct crl_spec {
   std::uint64_t crl_number = 1;
   // An Issuing Distribution Point naming this URI (a partitioned CRL's scope); "" = none.
   std::string issuing_distribution_point{};
+  bool indirect = false;  // with issuing_distribution_point: an indirect CRL (indirectCRL TRUE)
   // A delta CRL of the base CRL with this number (deltaCRLIndicator); none when unset.
   std::optional<std::uint64_t> delta_of{};
   // A base CRL's Freshest CRL extension naming where its deltas are (this URI); "" = none.

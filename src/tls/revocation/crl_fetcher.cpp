@@ -256,15 +256,21 @@ std::string crl_fetcher::keep(const net::http_url& url, x509_crl_ptr crl, const 
   std::vector<std::string> serials =
       changed ? revoked_serials(crl.get()) : std::vector<std::string>{};
   done.revoked = serials.size();
+  // The event's issuer is the CA the CRL's signature was verified with (accept), by name and
+  // key. An indirect CRL makes none: its entries may be other CAs', whose keys it does not name,
+  // and judge never takes one (check_crl_scope).
+  const bool publishes = changed && !serials.empty() && !indirect_crl(crl.get());
   std::string issuer_name = name_der(X509_CRL_get_issuer(crl.get()));
+  const key_hash issuer_key = publishes ? key_hash_of(issuer.get()) : key_hash{};
   fresh.crl = std::move(crl);
   fresh.issuer = std::move(issuer);
   const std::uint64_t generation = fresh.generation;
   if (!cache_.put(url.text, std::move(fresh))) return "CRL larger than the cache allows";
   state_->report(done);
-  if (changed && !serials.empty()) {
+  if (publishes) {
     auto e = std::make_shared<revocation_event>();
     e->issuer = std::move(issuer_name);
+    e->issuer_key = issuer_key;
     e->serials = std::move(serials);
     e->source = "crl " + url.text;
     state_->publish(std::move(e));

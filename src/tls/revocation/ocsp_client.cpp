@@ -217,7 +217,10 @@ void ocsp_client::keep(const std::string& cert_id, const ocsp_answer& a, const x
   }
   if (!newly_revoked) return;
   auto e = std::make_shared<revocation_event>();
+  // The CertID named this issuer's key: another CA with the same name, whose certificates may
+  // have the same serials, is not revoked by it.
   e->issuer = name_der(X509_get_issuer_name(cert.get()));
+  e->issuer_key = key_hash_of(issuer.get());
   e->serials = {serial_der(X509_get0_serialNumber(cert.get()))};
   e->source = stapled ? "stapled ocsp" : "ocsp " + url;
   state_->publish(std::move(e));
