@@ -211,17 +211,16 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
       co_return false;
     }
     const unsigned status = p->get().result_int();
-    if (status == 101) {
-      // HTTP/2 has no 101 (RFC 9113 8.6), and this request asked for no upgrade.
-      fail(s, "upstream: answered 101 Switching Protocols");
+    if (const auto why = refused_status_for_http2(status); !why.empty()) {
+      fail(s, "upstream: " + std::string(why));
       co_return false;
     }
     if (status >= 200) break;
   }
   if (s.upstream_done() || stopped_) co_return false;  // answered here meanwhile (idle)
   auto& msg = p->get();
-  if (const char* why = unframable_for_http2(msg)) {
-    fail(s, std::string("upstream: ") + why);
+  if (const auto why = unframable_for_http2(msg); !why.empty()) {
+    fail(s, "upstream: " + std::string(why));
     co_return false;
   }
   s.status = static_cast<int>(msg.result_int());

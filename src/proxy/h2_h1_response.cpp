@@ -1,11 +1,12 @@
 #include "h2_h1_response.hpp"
 
-#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <cctype>
 
 #include "h2_h1_request.hpp"
 #include "mtlsd/proxy/http_forwarding.hpp"
+#include "mtlsd/proxy/http_framing.hpp"
+#include "mtlsd/proxy/http_head.hpp"
 #include "mtlsd/proxy/http_relay.hpp"
 
 namespace mtlsd::proxy::h2 {
@@ -22,19 +23,28 @@ std::string lower(std::string_view s) {
 
 }  // namespace
 
-const char* unframable_for_http2(const http::fields& fields) {
-  bool coded = false, chunked_only = true;
+std::string_view refused_status_for_http2(unsigned status) {
+  if (const auto why = response_status_refusal(status); !why.empty()) return why;
+  if (status == 101) return "answered 101 Switching Protocols";
+  return {};
+}
+
+std::string_view unframable_for_http2(const http::fields& fields) {
+  bool coded = false, other_coding = false;
+  std::string_view unreadable;  // the first Transfer-Encoding value's fault, if any
   for (const auto& f : fields)
     if (f.name() == http::field::transfer_encoding) {
       coded = true;
-      for (auto token : http::token_list(f.value()))
-        chunked_only = chunked_only && boost::beast::iequals(token, "chunked");
+      const transfer_codings codings = read_transfer_encoding({f.value().data(), f.value().size()});
+      if (unreadable.empty()) unreadable = unreadable_transfer_encoding(codings);
+      other_coding = other_coding || codings.other;
     }
-  if (!coded) return nullptr;
+  if (!coded) return {};
   if (fields.count(http::field::content_length) != 0)
     return "a response with both Transfer-Encoding and Content-Length";
-  if (!chunked_only) return "a response with a transfer coding other than chunked";
-  return nullptr;
+  if (!unreadable.empty()) return unreadable;
+  if (other_coding) return "a response with a transfer coding other than chunked";
+  return {};
 }
 
 void take_response_head(const http::fields& fields, int status, std::optional<std::uint64_t> length,

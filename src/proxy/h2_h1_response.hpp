@@ -8,16 +8,24 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "h2_stream.hpp"
 
 namespace mtlsd::proxy::h2 {
 
-// Why a response head cannot go to an HTTP/2 client as it is, or nullptr: a Transfer-Encoding
-// beside a Content-Length (the HTTP/1.1 relay refuses the pair too: response_framing), or a
+// Why a response head with `status`, interim or final, cannot go to an HTTP/2 client, or "": a
+// status outside 100-599 (response_status_refusal, the HTTP/1.1 relay's rule: below 100 it
+// would pass for an interim response here, to be waited past), or a 101 (HTTP/2 has none, RFC
+// 9113 8.6, and the request asked for no upgrade). The caller answers 502.
+std::string_view refused_status_for_http2(unsigned status);
+
+// Why a final response head cannot go to an HTTP/2 client as it is, or "": a Transfer-Encoding
+// beside a Content-Length, or one whose list does not parse or gives chunked parameters
+// (unreadable_transfer_encoding; the HTTP/1.1 relay refuses these too: response_framing), or a
 // transfer coding other than chunked, which HTTP/2 has no field for (the coded bytes would
 // reach the client as the content). The caller answers 502.
-const char* unframable_for_http2(const boost::beast::http::fields& fields);
+std::string_view unframable_for_http2(const boost::beast::http::fields& fields);
 
 // The response head's fields as the stream's response_headers (lower-case names): without the
 // hop-by-hop ones, those the response's Connection names (returned in `named_by_connection`

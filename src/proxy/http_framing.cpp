@@ -114,6 +114,12 @@ transfer_codings read_transfer_encoding(std::string_view value) {
   }
 }
 
+std::string_view unreadable_transfer_encoding(const transfer_codings& codings) {
+  if (!codings.parsed) return "a Transfer-Encoding list that does not parse";
+  if (codings.chunked_parameters) return "parameters on the chunked transfer coding";
+  return {};
+}
+
 upgrade_protocols read_upgrade(std::string_view value) {
   upgrade_protocols out;
   for_each_list_member(value, [&](std::string_view member) {
@@ -159,10 +165,8 @@ void response_framing::on_field_impl(http::field f, string_view name, string_vie
     // Beast reads the list only up to its first character that is not a token's: a client
     // that reads it all could frame the body otherwise.
     const transfer_codings codings = read_transfer_encoding({value.data(), value.size()});
-    if (!codings.parsed || codings.chunked_parameters) {
-      refuse(ec, http::error::bad_transfer_encoding,
-             codings.parsed ? "parameters on the chunked transfer coding"
-                            : "a Transfer-Encoding list that does not parse");
+    if (const auto why = unreadable_transfer_encoding(codings); !why.empty()) {
+      refuse(ec, http::error::bad_transfer_encoding, why);
       return;
     }
     other_coding_ = other_coding_ || codings.other;

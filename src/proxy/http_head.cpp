@@ -232,11 +232,14 @@ bool offered(std::string_view offers, std::string_view protocol) {
 
 }  // namespace
 
+std::string_view response_status_refusal(unsigned status) {
+  if (status < 100 || status > 599) return "a response status outside 100-599";
+  return {};
+}
+
 std::string_view response_head_refusal(const response_framing& res, bool upgrade_requested,
                                        std::string_view upgrade_offer) {
-  // RFC 9110 15: a status is 1xx to 5xx. Envoy refuses any other (nginx relays it): a client may
-  // take 099 for an interim response and wait for another, and no status class holds either.
-  if (res.status() < 100 || res.status() > 599) return "a response status outside 100-599";
+  if (const auto why = response_status_refusal(res.status()); !why.empty()) return why;
   if (res.status() != 101) return {};
   if (!upgrade_requested) return "101 Switching Protocols without an Upgrade request";
   const auto switching = protocols(res.switching_to());

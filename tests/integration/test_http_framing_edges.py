@@ -12,7 +12,14 @@
 - A response status outside 100-599 is a 502, as Envoy answers it; it was relayed, and counted
   as no response at all.
 The clients are raw TLS sockets (the exact bytes matter); the upstreams are written here, and
-what they received is checked byte by byte."""
+what they received is checked byte by byte.
+
+An HTTP/2 client of the same HTTP/1.1 upstream (h2_h1_exchange.cpp) follows the same rules for
+the response: a status outside 100-599, and a Transfer-Encoding list that does not parse or gives
+chunked parameters, are a 502 (a gRPC call: UNAVAILABLE, Trailers-Only) with the reason as its
+detail. That path had its own checks: a status below 100 passed for an interim response (waited
+past), 600 and up reached the client, and Beast's reading of the list (up to its first character
+that is not a token's) took `chunked, "x"` for plain chunked. The client is hyper-h2 (h2_client.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +27,14 @@ import socket
 import ssl
 import threading
 
+import h2.events
 import pytest
 
+from h2_client import H2Client
 from helpers import wait_request_line
-from http_upstream import Reader, read_request
+from http_upstream import Reader, read_request, response
 from mtlsd_harness import client_context, fmt_addr, open_tls
+from test_http2_h1_pool import first_502_then_a_fresh_connection
 from test_http_mode import SockConn
 import test_http_mode
 
@@ -211,3 +221,75 @@ def test_a_response_status_outside_100_to_599_gets_502(http_serve, pki, status_l
         samples = metrics.series("mtlsd_http_requests_total", listener="inbound",
                                  protocol="HTTP/1.1", code_class=code_class)
         assert sum(value for _, value in samples) == count, (code_class, samples)
+
+
+# --- an HTTP/2 client of the HTTP/1.1 upstream: the same rules ---------------------------------
+
+STATUS_REFUSED = "upstream: a response status outside 100-599"
+
+
+def answer_one(first: bytes):
+    """An upstream app that answers /one with `first` and anything else with 200 "reply-2"."""
+    return lambda req: first if req.target == "/one" else response(200, b"reply-2")
+
+
+def an_http2_clients_502(http_serve, pki, first: bytes, detail: str) -> None:
+    """/one, answered `first`, gets a 502 with `detail` (and /two, on a fresh upstream connection,
+    its 200), counted as a 5xx HTTP/2 request."""
+    daemon, rec = first_502_then_a_fresh_connection(http_serve, pki, answer_one(first))
+    line = wait_request_line(daemon, path="/one")
+    assert (line["status"], line["detail"]) == (502, detail), line
+    assert rec.requests[0].conn_id != rec.requests[1].conn_id
+    wait_request_line(daemon, path="/two")   # /one was counted right after its line, before
+    assert daemon.scrape().total("mtlsd_http_requests_total", listener="inbound",
+                                 protocol="HTTP/2", code_class="5xx") == 1
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 099 X", b"HTTP/1.1 000 X"])
+def test_an_http2_client_gets_502_for_a_status_below_100_not_the_response_after_it(
+        http_serve, pki, status_line):
+    """Review: a status below 100 was taken for an interim response and waited past, so the 200
+    behind it reached the client; to an HTTP/1.1 client it is a 502."""
+    an_http2_clients_502(http_serve, pki, status_line + b"\r\n\r\n" + response(200, b"after"),
+                         STATUS_REFUSED)
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 600 X", b"HTTP/1.1 999 X"])
+def test_an_http2_client_gets_502_for_a_status_above_599(http_serve, pki, status_line):
+    """Review: the status reached the client as :status 600."""
+    an_http2_clients_502(http_serve, pki, status_line + b"\r\nContent-Length: 2\r\n\r\nok",
+                         STATUS_REFUSED)
+
+
+@pytest.mark.parametrize("coding,detail", [
+    (b'chunked, "x"', "upstream: a Transfer-Encoding list that does not parse"),
+    (b"chunked;q=1", "upstream: parameters on the chunked transfer coding"),
+], ids=["list-does-not-parse", "chunked-parameters"])
+def test_an_http2_client_gets_502_for_a_transfer_encoding_beast_reads_in_part(http_serve, pki,
+                                                                           coding, detail):
+    """Review: Beast reads the list up to its first character that is not a token's, and both
+    passed for plain chunked: the client got 200 "hello", where an HTTP/1.1 client gets a 502."""
+    an_http2_clients_502(http_serve, pki, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding +
+                         b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", detail)
+
+
+def test_a_grpc_call_gets_unavailable_for_a_status_outside_100_to_599(http_serve, pki):
+    """A gRPC call's 502 is the Trailers-Only answer every 502 of this path is (grpc_reply.hpp):
+    UNAVAILABLE, with the reason as grpc-message; its line keeps 502 with grpc_status 14."""
+    daemon, _, _ = http_serve(answer_one(b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nok"),
+                              http={"protocols": ["h2"]})
+    client = H2Client(daemon, pki)
+    try:
+        sid = client.request("/one", method="POST", extra=(
+            ("content-type", "application/grpc"), ("te", "trailers")))
+        client.wait_for(lambda ev: isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))
+                        and ev.stream_id == sid, TIMEOUT)
+    finally:
+        client.close()
+    mine = [ev for ev in client.events if getattr(ev, "stream_id", None) == sid]
+    heads = [dict(ev.headers) for ev in mine if isinstance(ev, h2.events.ResponseReceived)]
+    assert heads == [{":status": "200", "content-type": "application/grpc", "grpc-status": "14",
+                      "grpc-message": STATUS_REFUSED}], mine
+    assert not any(isinstance(ev, h2.events.DataReceived) for ev in mine), mine
+    line = wait_request_line(daemon, path="/one")
+    assert (line["status"], line["grpc_status"], line["detail"]) == (502, 14, STATUS_REFUSED), line

@@ -439,6 +439,23 @@ TEST(HttpHead, RefusesAResponseStatusOutside100To599) {
         << line;
   for (const char* line : {"HTTP/1.1 100 X", "HTTP/1.1 599 X", "HTTP/1.1 299 X"})
     EXPECT_EQ(refusal_of(std::string(line) + "\r\nContent-Length: 0\r\n\r\n", ""), "") << line;
+  // The rule alone, as an HTTP/2 client's exchange with an HTTP/1.1 upstream applies it to every
+  // head, interim ones included: 99 is no interim response.
+  for (const unsigned status : {0u, 99u, 600u, 999u})
+    EXPECT_EQ(response_status_refusal(status), "a response status outside 100-599") << status;
+  for (const unsigned status : {100u, 101u, 199u, 200u, 599u})
+    EXPECT_EQ(response_status_refusal(status), "") << status;
+}
+
+// The rule response_framing and an HTTP/2 client's exchange share for a response's list.
+TEST(HttpHead, NamesWhyAResponsesTransferEncodingCannotBeRead) {
+  const auto why = [](std::string_view te) {
+    return std::string(unreadable_transfer_encoding(read_transfer_encoding(te)));
+  };
+  EXPECT_EQ(why("chunked, \"x\""), "a Transfer-Encoding list that does not parse");
+  EXPECT_EQ(why("chunked;q=1"), "parameters on the chunked transfer coding");
+  for (const char* te : {"chunked", " , Chunked", "gzip, chunked", "gzip;level=9, chunked"})
+    EXPECT_EQ(why(te), "") << te;  // a coding besides chunked is each path's own question
 }
 
 TEST(HttpHead, AnUpgradeVerdictCarriesEveryOfferedProtocol) {

@@ -53,6 +53,12 @@ struct transfer_codings {
   bool chunked_parameters = false;  // chunked with parameters (RFC 9112 7.1: an error)
 };
 transfer_codings read_transfer_encoding(std::string_view value);
+// Why a response whose Transfer-Encoding reads as `codings` is not relayed, or "": a list that
+// does not parse, or parameters on chunked (RFC 9112 7.1: an error). Beast may take either for
+// plain chunked (as above), where the upstream may have meant another framing or a coding of the
+// content. The rule of the HTTP/1.1 relay (response_framing) and, for an HTTP/2 client of an
+// HTTP/1.1 upstream, of h2_h1_response.cpp's unframable_for_http2.
+std::string_view unreadable_transfer_encoding(const transfer_codings& codings);
 
 // What one Upgrade field value offers (RFC 9110 7.8: protocol-name ["/" protocol-version], both
 // tokens): whether it parses, and whether a member names h2c, in any case and with any version.

@@ -50,8 +50,14 @@ bool authority_is_host(std::string_view authority, std::string_view host);
 // "" when it is, or when no server name binds the connection.
 std::string misdirected(std::string_view authority, std::string_view server_name);
 
+// Why a response head with `status` must not be forwarded, or "": RFC 9110 15 has statuses
+// 1xx to 5xx, and Envoy refuses any other (nginx relays it): a client may take 099 for an
+// interim response and wait for another, and no status class holds either. HTTP/1.1 clients
+// (response_head_refusal) and HTTP/2 clients of an HTTP/1.1 upstream (h2_h1_exchange.cpp) alike.
+std::string_view response_status_refusal(unsigned status);
+
 // Why the upstream failed, when a response must not be forwarded at all; "" to forward it. A
-// status outside 100-599 is refused, as Envoy refuses it. A 101
+// status outside 100-599 is refused (response_status_refusal). A 101
 // opens a tunnel that mtlsd no longer parses, so it is taken only as RFC 9110 7.8 has a server
 // send it: to a request that asked for an upgrade (`upgrade_offer`: the protocols it offered),
 // with `Connection: upgrade` and an Upgrade field naming only offered protocols, as Envoy
