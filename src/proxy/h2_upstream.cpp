@@ -101,8 +101,9 @@ bool h2c_upstream::header(const nghttp2_frame& f, std::string_view name,
     s->upstream_head_bytes = 0;
     // nghttp2 checks three digits and holds back 1xx; 000-099 it takes for a final head, which
     // this side would take for an interim one and never pass on (the client's stream then had
-    // no answer until stream_idle_timeout: h2_upstream_fuzz). No status at all (RFC 9110 15).
-    if (value_in.empty() || value_in[0] == '0') {
+    // no answer until stream_idle_timeout: h2_upstream_fuzz). No status at all (RFC 9110 15);
+    // nor is 600-999, which the HTTP/1.1 paths refuse too (response_status_refusal).
+    if (value_in.empty() || value_in[0] == '0' || value_in[0] > '5') {
       s->detail = "upstream: response status " + std::string(value_in) + " is not a status";
       return false;  // reset, as a head over the limit
     }

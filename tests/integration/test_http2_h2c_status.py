@@ -1,10 +1,11 @@
-"""An h2c upstream answering with a status below 100.
+"""An h2c upstream answering with a status below 100 or above 599.
 
 nghttp2 checks that `:status` has three digits and holds back 1xx heads; `000`-`099` it takes
 for a final head, which mtlsd's h2c side took for an interim one and never passed on: the
 client's stream stayed unanswered until `http.stream_idle_timeout` (found by h2_upstream_fuzz).
 Such a head is no response (RFC 9110 15): the upstream's stream is reset and the client gets a
-502 at once, as for a head over the limit."""
+502 at once, as for a head over the limit. `600`-`999` went through to the client: a 502 too,
+as from an HTTP/1.1 upstream."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def answering(status: str, body: bytes = b"hello", seen: list | None = None,
     return upstream
 
 
-@pytest.mark.parametrize("status", ["099", "000"])
-def test_a_status_below_100_from_an_h2c_upstream_is_a_502_at_once(serve, pki, status):
+@pytest.mark.parametrize("status", ["099", "000", "600", "999"])
+def test_a_status_outside_100_to_599_from_an_h2c_upstream_is_a_502_at_once(serve, pki, status):
     daemon, _ = serve(answering(status), http=H2C)
     client = H2Client(daemon, pki)
     try:
