@@ -31,10 +31,10 @@
 // answer its method and path call for (405 with Allow for other methods; the query ignored), with
 // `Cache-Control: no-store`, its keep-alive and the body a model gives: the registry's text, which
 // must parse as Prometheus text (every non-comment line `name{labels} value`), "ok", the readiness
-// reason and details. A request well within the limits and not chunked is never refused. The
-// server ends every connection once its client did (no hang, no deadline), counts no error (no
-// exception), never crashes (ASan, UBSan, LSan) and takes a new connection afterwards; the crowd
-// gets nothing.
+// reason and details. A request well within the limits, with no Transfer-Encoding and (HTTP/1.1)
+// one Host, is never refused. The server ends every connection once its client did (no hang, no
+// deadline), counts no error (no exception), never crashes (ASan, UBSan, LSan) and takes a new
+// connection afterwards; the crowd gets nothing.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -107,7 +107,7 @@ class checker final : public http::basic_parser<isRequest> {
   unsigned status = 0;
   int version = 0;
   std::string method, target, body, cache_control, allow;
-  std::size_t content_lengths = 0, header_bytes = 0;
+  std::size_t content_lengths = 0, header_bytes = 0, hosts = 0;
   bool transfer_encoding = false;
   // Parses what it can of `bytes` (the rest of a stream): how much was taken; ec an error other
   // than need_more.
@@ -131,6 +131,7 @@ class checker final : public http::basic_parser<isRequest> {
     const std::string v(value.data(), value.size());
     if (f == http::field::content_length) ++content_lengths;
     if (f == http::field::transfer_encoding) transfer_encoding = true;
+    if (f == http::field::host) ++hosts;
     if (f == http::field::cache_control) cache_control = v;
     if (f == http::field::allow) allow = v;
   }
@@ -220,6 +221,14 @@ struct answer {
 };
 answer model(const std::string& method, std::string_view target, const std::string& metrics) {
   if (method != "GET" && method != "HEAD") return {405, "method not allowed\n"};
+  // Absolute form (RFC 9112 3.2.2): the path after the scheme and authority.
+  for (std::string_view scheme : {"http://", "https://"})
+    if (target.size() >= scheme.size() && beast::iequals(target.substr(0, scheme.size()), scheme)) {
+      target.remove_prefix(scheme.size());
+      const auto path = target.find_first_of("/?");
+      target = path == target.npos || target[path] == '?' ? "/" : target.substr(path);
+      break;
+    }
   target = target.substr(0, target.find('?'));
   if (target == "/metrics") return {200, metrics};
   if (target == "/healthz") return {200, "ok\n"};
@@ -232,7 +241,8 @@ answer model(const std::string& method, std::string_view target, const std::stri
 }
 
 // A request as the client sent it: what the server answers it with, and whether it may be
-// refused (chunked, or near the server's header or body limit).
+// refused (any Transfer-Encoding, an HTTP/1.1 request without exactly one Host, or near the
+// server's header or body limit).
 struct sent_request {
   std::string method, target;
   bool keep_alive = true;
@@ -248,9 +258,9 @@ std::vector<sent_request> requests_in(std::string_view sent, bool& more) {
     const std::size_t n = p.feed(sent, ec);
     if (ec || !p.is_done()) break;
     sent.remove_prefix(n);
-    out.push_back(
-        {p.method, p.target, p.keep_alive(),
-         p.chunked() || p.header_bytes > 7 * 1024 || p.content_length().value_or(0) > 3 * 1024});
+    out.push_back({p.method, p.target, p.keep_alive(),
+                   p.chunked() || p.transfer_encoding || (p.version >= 11 && p.hosts != 1) ||
+                       p.header_bytes > 7 * 1024 || p.content_length().value_or(0) > 3 * 1024});
   }
   more = !sent.empty();
   return out;

@@ -2,6 +2,9 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <list>
 #include <memory>
 #include <optional>
@@ -39,6 +43,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::shared_ptr<prometheus::Collectable> registry;
   std::function<readiness()> ready;
   std::string bound;
+  // A unix socket's file, and which file it is (device, inode): removed on stop unless another
+  // process has bound the path since.
+  std::string socket_file;
+  struct stat socket_file_id {};
   prometheus::Counter* errors = nullptr;  // mtlsd_internal_errors_total{component="admin"}
   // A connection's place among max_connections (admin_server.hpp). `reading` while it waits for
   // a request or reads one, `since` when that wait (or else the answer) began.
@@ -77,6 +85,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     http::response<http::string_body> res{status, 11};
     res.set(http::field::server, "mtlsd");
     res.set(http::field::content_type, "text/plain; charset=utf-8");
+    res.set(http::field::cache_control, "no-store");  // as every other answer
     res.keep_alive(false);
     res.body() = std::string(http::obsolete_reason(status)) + ": " + why + "\n";
     res.prepare_payload();
@@ -93,11 +102,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
     res.keep_alive(keep_alive);
     res.set(http::field::server, "mtlsd");
     res.set(http::field::cache_control, "no-store");
-    std::string_view target(req.target().data(), req.target().size());
-    target = target.substr(0, target.find('?'));
+    const std::string_view target = path_of(req.target());
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       res.result(http::status::method_not_allowed);
       res.set(http::field::allow, "GET, HEAD");
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
       res.body() = "method not allowed\n";
     } else if (target == "/metrics") {
       res.result(http::status::ok);
@@ -122,6 +131,37 @@ struct server::impl : std::enable_shared_from_this<impl> {
     // said 0; review).
     if (req.method() == http::verb::head) res.body().clear();
     return res;
+  }
+
+  // The path a request target names: origin form ("/metrics?x") as it is, absolute form
+  // ("http://127.0.0.1:9901/metrics"), which RFC 9112 3.2.2 has a server accept, without its
+  // scheme and authority; the query dropped either way.
+  static std::string_view path_of(beast::string_view raw) {
+    std::string_view target(raw.data(), raw.size());
+    for (std::string_view scheme : {"http://", "https://"})
+      if (target.size() >= scheme.size() &&
+          beast::iequals(target.substr(0, scheme.size()), scheme)) {
+        target.remove_prefix(scheme.size());
+        const auto path = target.find_first_of("/?");
+        target = path == std::string_view::npos ? "/" : target.substr(path);
+        if (target.starts_with('?')) target = "/";
+        break;
+      }
+    return target.substr(0, target.find('?'));
+  }
+
+  // What makes a request head unanswerable though Beast parsed it, or "". Any Transfer-Encoding:
+  // no admin request has a body, and one that is not chunked leaves the body's end unknown (RFC
+  // 9112 6.3: 400, then close; Beast took `gzip` for no body and read the body as the next
+  // request). Host: HTTP/1.1 requires exactly one (RFC 9112 3.2).
+  static std::string head_problem(const http::request_parser<http::string_body>& parser) {
+    const auto& head = parser.get();
+    if (head.count(http::field::transfer_encoding) > 0)
+      return "Transfer-Encoding on a request to the admin server (none takes a body)";
+    if (head.version() >= 11 && head.count(http::field::host) != 1)
+      return head.count(http::field::host) == 0 ? "HTTP/1.1 request without Host"
+                                                : "more than one Host field";
+    return {};
   }
 
   // The answer to a request that could not be read: what was wrong with it, then the close.
@@ -161,11 +201,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
                     timer.async_wait(as_tuple(use_awaitable)));
       if (result.index() != 0) co_return;
       auto [ec, n] = std::get<0>(result);
-      // No admin request needs a body, least of all a chunked one: refused before it is read
-      // (Boost 1.81's Beast aborts a debug build on some chunked bodies sent a byte at a time,
-      // boostorg/beast#2861; the data path parses through framing_base::put_body instead).
-      if (!ec && parser.chunked()) ec = http::error::bad_transfer_encoding;
-      if (!ec && !parser.is_done()) {
+      // A head refused is refused before its body is read: no admin request needs one, and a
+      // chunked one must not reach Beast's body reading (Boost 1.81's aborts a debug build on
+      // some chunked bodies sent a byte at a time, boostorg/beast#2861; the data path parses
+      // through framing_base::put_body instead). The lingering close drops what was sent.
+      const std::string refused_head = ec ? std::string() : head_problem(parser);
+      if (!ec && refused_head.empty() && !parser.is_done()) {
         auto body = co_await (http::async_read(sock, buffer, parser, as_tuple(use_awaitable)) ||
                               timer.async_wait(as_tuple(use_awaitable)));
         if (body.index() != 0) co_return;
@@ -174,7 +215,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
       me->reading = false;
       me->since = std::chrono::steady_clock::now();
       http::response<http::string_body> res;
-      if (ec) {
+      if (!refused_head.empty()) {
+        res = error_response(http::status::bad_request, refused_head);
+      } else if (ec) {
         const auto status = refusal_of(ec, parser.is_header_done());
         if (!status) co_return;
         res = error_response(*status, ec.message());
@@ -226,8 +269,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
       auto [ec, sock] = co_await acceptor.async_accept(as_tuple(use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        // Out of descriptors, the connection stays queued: pause rather than spin.
-        if (errors) errors->Increment();
+        // Out of descriptors (EMFILE, ENFILE), the connection stays queued: pause rather than
+        // spin. A condition of the system, as on the proxy listeners (which count it in
+        // mtlsd_accept_errors_total): logged, but no internal error, which counts exceptions
+        // that should not happen. Any other accept error is one.
+        const bool out_of_fds = ec == asio::error::no_descriptors || ec.value() == ENFILE;
+        if (errors && !out_of_fds) errors->Increment();
         if (auto now = std::chrono::steady_clock::now(); now - last_warning > 1s) {
           log::warn("admin: accept failed", {{"error", ec.message()}});
           last_warning = now;
@@ -236,6 +283,15 @@ struct server::impl : std::enable_shared_from_this<impl> {
         co_await backoff.async_wait(as_tuple(use_awaitable));
         continue;
       }
+      // A small send buffer bounds what one connection can make mtlsd produce ahead of its
+      // client: a write completes once the kernel holds it, and loopback send buffers autotune
+      // to 4 MB, so clients that pipeline scrapes and never read had the control thread
+      // serialize /metrics over and over (review: 132 MB queued from 64 connections, 3.4 s of
+      // CPU, /healthz answered in 1.8 s). 64 KiB (the kernel doubles it for its bookkeeping)
+      // holds any answer but a large /metrics whole and sends a scrape in a few windows; once a
+      // client's receive window is full, the next answer waits in memory, one per connection.
+      boost::system::error_code ignored;
+      sock.set_option(asio::socket_base::send_buffer_size(64 * 1024), ignored);
       if (slots.size() >= max_connections) evict_for_new_connection();
       auto place = slots.emplace_back(std::make_shared<slot>());
       asio::co_spawn(ex, serve_connection(std::move(sock), place),
@@ -277,6 +333,8 @@ server::server(asio::io_context& ioc, const config::address& address,
                              e.code().message());
   }
   impl_->bound = net::format_endpoint(impl_->acceptor.local_endpoint());
+  if (address.is_unix() && ::lstat(address.path.c_str(), &impl_->socket_file_id) == 0)
+    impl_->socket_file = address.path;
 }
 
 server::~server() {
@@ -294,6 +352,14 @@ void server::count_errors_in(prometheus::Counter* errors) {
 void server::stop() {
   boost::system::error_code ignored;
   impl_->acceptor.close(ignored);
+  // The socket file goes with the socket (as a clean exit of nginx or Envoy leaves none): one
+  // left would look like a server to tools that test the path, until the next start removes it.
+  struct stat now {};
+  if (!impl_->socket_file.empty() && ::lstat(impl_->socket_file.c_str(), &now) == 0 &&
+      S_ISSOCK(now.st_mode) && now.st_dev == impl_->socket_file_id.st_dev &&
+      now.st_ino == impl_->socket_file_id.st_ino)
+    ::unlink(impl_->socket_file.c_str());
+  impl_->socket_file.clear();
 }
 
 const std::string& server::bound_address() const {

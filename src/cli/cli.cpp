@@ -103,9 +103,10 @@ SIGHUP (or a change to any watched file) reloads; a bad reload keeps the old con
 
     auto* health = command(
         "health", "probe an admin endpoint (exit 0 on HTTP 200)",
-        R"(GETs URL (http:// only, e.g. http://127.0.0.1:9901/readyz) and exits 0 on HTTP 200, 1
-otherwise. For container HEALTHCHECKs and exec probes: no shell or curl needed.)");
-    option(health, "--url", "URL", "http://HOST:PORT/PATH to GET", true);
+        R"(GETs URL (plain http://, e.g. http://127.0.0.1:9901/readyz) and exits 0 on HTTP 200, 1
+otherwise. An admin server on a unix socket: unix:/PATH (GETs /readyz) or unix:/PATH:/TARGET.
+For container HEALTHCHECKs and exec probes: no shell or curl needed.)");
+    option(health, "--url", "URL", "http://HOST:PORT/PATH or unix:/PATH[:/TARGET] to GET", true);
     option(health, "--timeout", "DURATION", "give up after this long (default 2s)", false);
 
     command("version", "print versions of mtlsd, OpenSSL and Boost",

@@ -8,6 +8,26 @@
 
 namespace mtlsd::daemon::detail {
 
+namespace {
+
+// "" when every certificate of `chain` (leaf first) is within its validity at `now`; else the
+// first one that is not, named as `mtlsd check` names it, with the leaf it serves.
+std::string served_chain_problem(const tls::cert_chain& chain, std::time_t now) {
+  for (std::size_t i = 0; i < chain.size(); ++i) {
+    X509* c = chain[i].get();
+    const char* problem = tls::not_after_of(c) < now    ? "has expired"
+                          : tls::not_before_of(c) > now ? "is not valid yet"
+                                                        : nullptr;
+    if (!problem) continue;
+    if (i == 0) return "certificate " + tls::subject_of(c) + " " + problem;
+    return "intermediate " + tls::subject_of(c) + " " + problem + " (in the chain of certificate " +
+           tls::subject_of(chain.front().get()) + ")";
+  }
+  return {};
+}
+
+}  // namespace
+
 admin::readiness daemon::readiness() const {
   if (draining_) return {false, "draining", {}};
   if (!runtime_) return {false, "starting", {}};
@@ -25,9 +45,11 @@ admin::readiness daemon::readiness() const {
                   sp.socket_path + (why.empty() ? std::string() : " (" + why + ")"),
               {}};
     }
-    // Every certificate served (tls.certificates has one per entry, the first of them in
-    // own_chain too): not ready when none is within its validity; one that is not is named in
-    // the body while another still serves.
+    // Every chain served (tls.certificates has one per entry, the first of them in own_chain
+    // too): not ready when none is usable; one that is not is named in the body while another
+    // still serves. A chain is usable only while every certificate in it is within its validity,
+    // its intermediates too: clients refuse a chain through an expired intermediate as they do
+    // an expired leaf (review: 200 while every client failed), and `mtlsd check` refuses it.
     std::vector<const tls::cert_chain*> served;
     for (const auto& c : l->tls.own_chains)
       if (!c.empty()) served.push_back(&c);
@@ -35,14 +57,10 @@ admin::readiness daemon::readiness() const {
     std::size_t invalid = 0;
     std::string why;
     for (const auto* c : served) {
-      X509* leaf = c->front().get();
-      const char* problem = tls::not_after_of(leaf) < now    ? "has expired"
-                            : tls::not_before_of(leaf) > now ? "is not valid yet"
-                                                             : nullptr;
-      if (!problem) continue;
+      std::string line = served_chain_problem(*c, now);
+      if (line.empty()) continue;
       ++invalid;
-      const std::string line =
-          "listener " + l->cfg.name + ": certificate " + tls::subject_of(leaf) + " " + problem;
+      line = "listener " + l->cfg.name + ": " + line;
       if (why.empty()) why = line;
       invalid_details += line + "\n";
     }

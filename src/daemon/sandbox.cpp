@@ -160,6 +160,10 @@ paths paths_for(const config::configuration& cfg) {
   for (const auto& l : cfg.listeners)
     if (l.listen.is_unix())
       add_unique(p.sockets, fs::absolute(l.listen.path).lexically_normal().parent_path().string());
+  // A unix admin.address: its socket file is removed when mtlsd exits (admin_server.cpp).
+  if (cfg.admin.listen && cfg.admin.listen->is_unix())
+    add_unique(p.sockets,
+               fs::absolute(cfg.admin.listen->path).lexically_normal().parent_path().string());
   // (tls.spiffe: nothing. Connecting to the Workload API's socket is no Landlock right, and a
   // read rule on its directory opened all beneath it: with unix:/run/agent.sock, all of /run.)
   return p;
@@ -170,7 +174,8 @@ seccomp_options seccomp_options_for(const config::configuration& cfg) {
   o.write_files = (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") ||
                   !pkcs11_paths(cfg, true).empty();
   o.remove_files = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
-                               [](const config::listener& l) { return l.listen.is_unix(); });
+                               [](const config::listener& l) { return l.listen.is_unix(); }) ||
+                   (cfg.admin.listen && cfg.admin.listen->is_unix());
   return o;
 }
 

@@ -200,7 +200,8 @@ int install_seccomp(const seccomp_options& opts) {
   // A unix listener bound on reload removes its stale socket file (net/socket.cpp), or binds
   // beside a path a running listener serves and is renamed over it (daemon/listener_set.cpp);
   // with no unix listener at start-up a reload cannot add one without a restart (check_reload),
-  // so nothing removes or renames files.
+  // so nothing removes or renames files. A unix admin.address's socket file is removed at
+  // exit (admin_server.cpp): that needs unlink too.
   if (opts.remove_files) {
     n += allow(ctx.get(), "unlink");
     n += allow(ctx.get(), "unlinkat");

@@ -140,6 +140,14 @@ asio::awaitable<void> exchange(Socket& sock, const http_url& url, const http_req
                   std::to_string(read_buffer_limit / 1024) + " KiB";
       co_return;
     }
+    if (ec == http::error::body_limit && req.body_prefix_only) {
+      // Beast says so only once the whole head is parsed (at its end, or in the body).
+      auto& cut = parser.get();
+      out.status = static_cast<int>(cut.result_int());
+      out.reason = std::string(cut.reason());
+      out.body = std::move(cut.body());
+      co_return;
+    }
     if (ec == http::error::body_limit) {
       out.error = "response larger than " + std::to_string(req.max_body) + " bytes";
       co_return;

@@ -187,6 +187,66 @@ def test_readyz_names_an_expired_certificate_while_another_still_serves(start_mt
     assert "short-lived" in res.text, res.text
 
 
+def short_lived_intermediate_chain(pki, tmp_path, seconds: int):
+    """Under the test root: an intermediate (CN=short-lived intermediate) that expires `seconds`
+    from now and a server leaf under it valid for a year. Returns (chain file leaf first, key
+    file, the intermediate's notAfter as Unix time)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    root = x509.load_pem_x509_certificate(pki.read("ca.crt"))
+    root_key = serialization.load_pem_private_key(pki.read("ca.key"), None)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    end = now + datetime.timedelta(seconds=seconds)
+
+    def issue(subject, key, issuer, issuer_key, not_after, ca):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(not_after)
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), True)
+             .add_extension(x509.KeyUsage(not ca, False, False, False, False, ca, ca, False,
+                                          False), True)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                 issuer_key.public_key()), False))
+        if not ca:
+            b = (b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+                 .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False))
+        return b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               False).sign(issuer_key, hashes.SHA256())
+
+    inter_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    inter_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "short-lived intermediate")])
+    inter = issue(inter_name, inter_key, root.subject, root_key, end, True)
+    leaf = issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "long-lived leaf")]),
+                 leaf_key, inter_name, inter_key, now + datetime.timedelta(days=365), False)
+    chain, key = tmp_path / "chain.crt", tmp_path / "leaf.key"
+    chain.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, inter)))
+    key.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(chain), str(key), end.timestamp()
+
+
+def test_readyz_503_once_an_intermediate_of_the_served_chain_expires(start_mtlsd,
+                                                                       make_upstream, pki,
+                                                                       tmp_path):
+    """Review: /readyz looked at the leaf alone and stayed 200 once the intermediate in our
+    chain had expired, while every client refused the chain (`mtlsd check` refuses it too).
+    Every certificate of a served chain counts; the one at fault is named."""
+    chain, key, not_after = short_lived_intermediate_chain(pki, tmp_path, seconds=8)
+    up = make_upstream()
+    daemon = start_mtlsd(daemon_config([server_listener(pki, up.address,
+                                                        tls={"cert": chain, "key": key})]))
+    assert time.time() < not_after - 1, "the test machine is too slow for an 8 s certificate"
+    assert daemon.admin_request("/readyz").status == 200
+    res = readyz_across(daemon, not_after, lambda r: r.status == 503, timeout=10)
+    assert res.text == ("not ready: listener inbound: intermediate CN=short-lived intermediate "
+                        "has expired (in the chain of certificate CN=long-lived leaf)\n"), res
+
+
 def test_warns_about_a_certificate_expiring_soon(start_mtlsd, make_upstream, pki, tmp_path):
     mine, _ = short_lived_server_cert(pki, tmp_path, seconds=3 * 86400)
     up = make_upstream()

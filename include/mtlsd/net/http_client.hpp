@@ -28,6 +28,10 @@ struct http_request {
   std::chrono::milliseconds timeout{2000};  // the whole exchange, DNS lookup included
   std::size_t max_body = 64 * 1024;
   bool headers_only = false;  // stop after the status line and headers (probes)
+  // A body over max_body is no error: the answer comes back with what was read of it (nothing
+  // when its Content-Length is over) and the rest left unread. For the health command, whose
+  // verdict is the status alone.
+  bool body_prefix_only = false;
   // Connect to this unix socket instead of the URL's host (like curl --unix-socket).
   std::string unix_socket;
   // Sent on the connection before the request: an upstream probe's PROXY v2 LOCAL header.
