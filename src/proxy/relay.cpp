@@ -48,11 +48,21 @@ constexpr auto idle_wait = as_tuple(asio::deferred);
 
 // How many reads one pump does back to back before it waits again (tls_stream.hpp).
 constexpr int reads_per_turn = tls_stream::reads_per_turn;
+// The TLS side's pump counts its turn in bytes read off the socket instead (records and their
+// headers): it gathers records into its buffer (detail::read_records), so a read returns from
+// one to thousands of them. As many bytes as reads_per_turn full records: bulk transfers take
+// the turns they took, and a peer sending records of a few bytes gets as many of its bytes
+// through per turn, ~5,700 records of 1 byte (where counting reads gave it 8 records, each
+// written on its own: review, 262,144 writes and 32,885 epoll_waits for 256 KiB), though not
+// for the same CPU time: each record is decrypted on its own. nginx reads until its 16 KiB
+// buffer is full, whatever the records cost.
+constexpr std::uint64_t turn_bytes = std::uint64_t{reads_per_turn} * pooled_buffer::size();
 
-// A pump that used its whole turn (reads_per_turn reads and data still coming) lets the worker's
-// other connections run, then reads on without waiting: the socket is known to be readable, and
-// a socket wait would re-arm epoll (Asio's async_wait: one epoll_ctl) to be told so again. One
-// post through the scheduler instead (bench/run.sh --syscalls bulk: epoll_ctl 8.2 -> ~0 per MiB).
+// A pump that used its whole turn (reads_per_turn reads, or turn_bytes, and data still coming)
+// lets the worker's other connections run, then reads on without waiting: the socket is known to
+// be readable, and a socket wait would re-arm epoll (Asio's async_wait: one epoll_ctl) to be told
+// so again. One post through the scheduler instead (bench/run.sh --syscalls bulk: epoll_ctl 8.2
+// -> ~0 per MiB).
 // A session cancellation sent meanwhile reaches no socket operation: the pump's loop sees it
 // (relay_state::stop_requested). An operation awaited in the pump's frame, not a coroutine of its
 // own (a frame allocated per turn). `sock`: the socket the pump reads, whose executor runs the
@@ -82,6 +92,7 @@ void tls_side_over(relay_state& st, bool by_age) {
     error_code ignored;
     st.plain.shutdown(stream_socket::shutdown_send, ignored);
   }
+  st.r.tls_stream_ended = true;
   if (by_age) st.r.tls_peer_sending = true;
   st.clock.start_half_close();
 }
@@ -116,15 +127,32 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
     drained = false;
     bool turn_used = true;  // no read would block, no EOF: the socket may hold more
     pooled_buffer buf;
-    for (int turn = 0; turn < reads_per_turn; ++turn) {
-      auto [ec, n, wants] = st.tls.read_now(buf.buffer());
-      if (wants == tls_stream::want::write)
-        std::tie(ec, n) = co_await st.tls.try_read_some(buf.buffer());
+    const std::uint64_t turn_end = st.tls.received() + turn_bytes;
+    for (;;) {
+      auto got = detail::read_records(st.tls, st.tls_socket, buf.buffer(), turn_end);
+      if (got.n == 0 && got.wants == tls_stream::want::write) {
+        std::tie(got.ec, got.n) = co_await st.tls.try_read_some(buf.buffer());
+        got.wants = tls_stream::want::nothing;  // would_block now: it waits for input
+      }
       if (st.stop_requested()) co_return;
+      // What came before an end or an error is passed on first: it came whole.
+      if (got.n > 0) {
+        st.clock.touch();
+        const char* rest = buf.data();
+        std::size_t left = got.n;
+        const auto now = write_plain_now(st, rest, left);
+        if (now == written_now::failed) co_return;
+        if (now == written_now::wait && !co_await write_plain(st, rest, left)) co_return;
+        st.r.from_tls += got.n;
+      }
+      const auto& ec = got.ec;
+      // OpenSSL must send before it reads on (a key update): try_read_some, once the records
+      // before are out.
+      if (ec == asio::error::would_block && got.wants == tls_stream::want::write) continue;
       if (ec == asio::error::would_block && st.aging) co_return tls_side_over(st, true);
       if (ec == asio::error::would_block) {
         wait_for_socket = true;
-        drained = wants == tls_stream::want::read;
+        drained = got.wants == tls_stream::want::read;
         turn_used = false;
         // A connection that comes back for more: from now on a read that empties the socket is
         // known to (net/read_drain.hpp; one epoll_ctl), and the read that would block is not
@@ -136,13 +164,6 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
       wait_for_socket = !st.tls.has_pending();
       if (ec == asio::error::eof) co_return tls_side_over(st, false);
       if (ec) co_return st.fail("reading from TLS peer", ec, relay_end::tls_peer);
-      st.clock.touch();
-      const char* rest = buf.data();
-      std::size_t left = n;
-      const auto now = write_plain_now(st, rest, left);
-      if (now == written_now::failed) co_return;
-      if (now == written_now::wait && !co_await write_plain(st, rest, left)) co_return;
-      st.r.from_tls += n;
       // Looked at again: the write may have yielded. A read since epoll's last report emptied
       // the socket: a wait queued now wakes for whatever came (net/read_drain.hpp).
       if (!st.tls.has_pending() && net::known_drained(st.tls_socket)) {
@@ -151,6 +172,7 @@ asio::awaitable<void> tls_to_plain(relay_state& st) {
         turn_used = false;
         break;
       }
+      if (st.tls.received() >= turn_end) break;
     }
     if (turn_used) {
       co_await yield_turn(st.tls_socket);
@@ -207,6 +229,7 @@ asio::awaitable<void> plain_to_tls(relay_state& st) {
         const bool other_ended = st.ended_before(relay_end::plain_peer);
         st.clock.start_half_close();
         co_await st.tls.shutdown_send();
+        st.r.plain_stream_ended = true;
         if (!other_ended) {  // as in tls_to_plain
           error_code ignored;
           st.tls_socket.shutdown(stream_socket::shutdown_send, ignored);
@@ -310,8 +333,9 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
   // The TLS side ended in an error (a reset, a record cut short, a protocol error): the plain
   // side is reset as it closes, not sent a FIN that reads as a clean end (review: an upstream
   // could not tell a cut stream from a finished one). A plain side without TLS has no other way
-  // to hear it.
-  if (result.aborted && result.first_end == relay_end::tls_peer) {
+  // to hear it. Also when the plain side's FIN came first (review: an upstream that half-closed
+  // before reading the upload read a cut upload as whole).
+  if (st.tls_side_failed) {
     const linger reset{1, 0};
     ::setsockopt(plain.native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
   }

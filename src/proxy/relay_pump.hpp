@@ -39,10 +39,15 @@ struct relay_state {
   asio::cancellation_signal tls_wait_wake{};
   bool plain_write_failed = false;   // plain_gone(): the plaintext peer is gone
   bool plain_write_waiting = false;  // write_plain waits for the plaintext peer to take more
+  // The TLS side failed (a reset, a record cut short, a protocol error), whichever side ended
+  // first: the plain side is reset as the relay ends (relay.cpp).
+  bool tls_side_failed = false;
 
   // `side`: whose end this error is (relay_result::first_end).
   void fail(const char* where, const error_code& ec, relay_end side) {
     if (!stopping && ec != asio::error::operation_aborted) r.ended_by(side);
+    if (!stopping && ec != asio::error::operation_aborted && side == relay_end::tls_peer)
+      tls_side_failed = true;
     if (!stopping && ec != asio::error::operation_aborted && !r.aborted) {
       r.aborted = true;
       r.error = std::string(where) + ": " + describe(ec, tls);

@@ -1,6 +1,7 @@
 #include "mtlsd/proxy/session.hpp"
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -255,6 +256,34 @@ outcome failure(const std::exception_ptr& e) {
   return outcome{outcome::kind::failed, util::message_of(e)};
 }
 
+// What mtlsd cut by ending a byte relay (layer 4, or an HTTP/1.1 connection upgraded to one)
+// itself — a deadline, the drain timeout, a revocation, a reload's verdict, an internal error —
+// with no other boundary to end it at: each direction whose end had not been passed on
+// (relay_result::tls_stream_ended, plain_stream_ended).
+struct cut_directions {
+  bool to_plain = false;  // the TLS peer's stream, to the plain side
+  bool to_tls = false;    // the plain peer's stream, to the TLS peer
+};
+cut_directions cut_by_mtlsd(const session& s, const outcome& o) {
+  const bool byte_relay = !s.listener->cfg.http.enabled || s.relayed.tunnel;
+  if (!byte_relay || !s.admitted || o.how == outcome::kind::completed) return {};
+  return {!s.relayed.tls_stream_ended, !s.relayed.plain_stream_ended};
+}
+
+// The plain side (the upstream; in mode: client the local app) of a stream cut on its way there
+// is reset as it closes, as after the TLS peer's reset (relay.cpp): a FIN would read as the
+// stream's end (review: an upload cut by the drain timeout or a reload reached the upstream as a
+// clean EOF). Not when only the other direction was cut: a FIN already followed the last byte,
+// and a reset would throw away what the kernel still holds of the stream (the last 3 MB of a
+// whole 12 MiB upload, cut at timeouts.half_close while the upstream read it slowly); should it
+// write more, the plain peer meets a reset from the closed socket anyway.
+void reset_plain_side(session& s) {
+  auto& plain = s.listener->cfg.mode == config::listener_mode::server ? s.upstream : s.peer;
+  if (!plain.is_open()) return;  // closed already, by a lingering close
+  const linger reset{1, 0};
+  ::setsockopt(plain.native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+}
+
 // A session killed for a reason the peer should hear of (revoked) gets close_notify, bounded.
 asio::awaitable<void> close_notify(session& s) {
   using namespace asio::experimental::awaitable_operators;
@@ -311,7 +340,13 @@ asio::awaitable<void> run(std::unique_ptr<session> owned, session_registry& regi
   outcome o = s.watchdog_verdict ? std::move(*s.watchdog_verdict)
               : serve_error      ? failure(serve_error)
                                  : outcome{};
-  if (o.how == outcome::kind::killed && s.control.kill_reason() && s.tls && s.admitted) {
+  // A stream cut on its way to the TLS peer ends without close_notify, which would tell it that
+  // nothing was cut, as a response cut in HTTP mode does (README: Choices made where the
+  // contract is silent).
+  const cut_directions cut = cut_by_mtlsd(s, o);
+  if (cut.to_plain) reset_plain_side(s);
+  if (o.how == outcome::kind::killed && s.control.kill_reason() && s.tls && s.admitted &&
+      !cut.to_tls) {
     try {
       co_await close_notify(s);
     } catch (const std::exception&) {

@@ -205,7 +205,10 @@ long tls_stream::on_socket_io(BIO* bio, int oper, const char* data, std::size_t 
   if (oper != (BIO_CB_READ | BIO_CB_RETURN)) return ret;
   const int err = errno;  // SSL_get_error reads it after us
   auto* self = reinterpret_cast<tls_stream*>(BIO_get_callback_arg(bio));
-  if (ret > 0) self->cursor_.feed(reinterpret_cast<const unsigned char*>(data), *processed);
+  if (ret > 0) {
+    self->cursor_.feed(reinterpret_cast<const unsigned char*>(data), *processed);
+    self->received_ += *processed;
+  }
   net::note_read(self->sock_, len, ret > 0 ? static_cast<ssize_t>(*processed) : (ret < 0 ? -1 : 0),
                  err);
   errno = err;

@@ -1,6 +1,7 @@
 """A reload re-judges open connections: those whose peers the new configuration refuses are
-closed (close_notify, access line with the new policy's reason and `reload_rejudged`, counted in
-mtlsd_connections_closed_total); the others keep streaming, untouched.
+closed (a layer-4 stream is cut: no close_notify, see test_relay_cut_by_mtlsd.py; access line
+with the new policy's reason and `reload_rejudged`, counted in mtlsd_connections_closed_total);
+the others keep streaming, untouched.
 
 Each test holds connections with live echo traffic, changes what the listener admits, sends
 SIGHUP and waits for the victims' access lines (the daemon's own signal), then proves the
@@ -13,6 +14,8 @@ import shutil
 import signal
 import socket
 import ssl
+
+import pytest
 
 from faults import wait_active
 from helpers import reload_with
@@ -44,9 +47,10 @@ def echo(tls: ssl.SSLSocket, data: bytes) -> None:
 
 
 def assert_rejudged(daemon, tls: ssl.SSLSocket, local: str, reason: str) -> dict:
-    """mtlsd closed the connection with close_notify and logged the new policy's reason."""
+    """mtlsd closed the connection, a layer-4 stream with no end of its own, without
+    close_notify (it was cut), and logged the new policy's reason."""
     tls.settimeout(10)
-    assert read_to_end(tls) == (b"", "close_notify")
+    assert read_to_end(tls) == (b"", "eof without close_notify")
     line = daemon.wait_for_access(client=local)
     assert line["reason"] == reason, line
     assert line["detail"].startswith("reload_rejudged: "), line
@@ -213,7 +217,8 @@ def test_a_client_mode_listener_judges_its_local_clients_sources_again_too(start
     assert (line["reason"], line["termination"]) == ("source_not_allowed", "reload_rejudged"), line
     assert line["detail"] == "reload_rejudged: 127.0.0.2 is not in allowed_sources", line
     dropped.settimeout(10)
-    assert dropped.recv(100) == b""
+    with pytest.raises(ConnectionResetError):  # its stream was cut: a reset, not a FIN
+        dropped.recv(100)
     kept.sendall(b"after\n")
     assert kept.recv(100) == b"after\n"
     kept.close()
@@ -227,8 +232,8 @@ def test_a_handshake_that_spans_a_reload_is_judged_by_the_new_policy(start_mtlsd
     among them (nothing to judge yet), and was admitted by the old allow list for good: a peer
     removed from the list kept access by holding TCP connections open across the reload. It is
     judged again as its handshake ends, and refused before the upstream hears of it — with
-    close_notify, as a connection the reload's re-judging closes (it was closed without: the
-    client could not tell the refusal from a cut connection)."""
+    close_notify, as any refusal after the handshake, where nothing was relayed to cut (it was
+    closed without: the client could not tell the refusal from a cut connection)."""
     up = make_upstream()
     loose = {"allow": {"rules": [{"spiffe_ids": ["spiffe://example.org/*"]}]}}
     daemon = start_mtlsd(daemon_config([server_listener(pki, up.address, client_auth=loose)]))

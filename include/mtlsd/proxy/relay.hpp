@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include "mtlsd/proxy/endpoint.hpp"
@@ -151,6 +152,14 @@ struct relay_result {
   // as soon as it starts (an HTTP/1.1 tunnel writes what it buffered first).
   bool age_asked = false;
   detail::relay_state* running = nullptr;
+  // Whether each direction's stream reached its end and the end was passed on: the TLS peer's
+  // (its EOF, or the age's end) as a FIN to the plain side, the plain peer's as close_notify. A
+  // direction whose end was not is mid-stream: layer 4 has no other boundary, so mtlsd ending
+  // the connection then (a deadline, the drain timeout, a revocation, a reload's verdict) cuts
+  // it, and the session tells that direction's receiver so (session.cpp: the plain side is
+  // reset; the TLS peer gets no close_notify).
+  bool tls_stream_ended = false;
+  bool plain_stream_ended = false;
 
   void ended_by(relay_end e) {
     if (first_end == relay_end::none) first_end = e;
@@ -162,6 +171,24 @@ asio::awaitable<void> relay(tls_stream& tls, stream_socket& tls_socket, stream_s
                             idle_deadline& clock, relay_result& result);
 
 namespace detail {
+// What read_records gathered: `n` bytes, and what stopped it with room left. `ec`: what the
+// read after those bytes met (would_block, with `wants`; eof; an error), the caller's to handle
+// once the bytes are passed on; none: the buffer is full, OpenSSL holds nothing more and the
+// socket is known drained, or the turn's bytes are read (see read_records).
+struct gathered {
+  error_code ec;
+  std::size_t n = 0;
+  tls_stream::want wants = tls_stream::want::nothing;
+};
+// Reads the TLS peer's records into `buf` while they come without waiting, so that many small
+// records reach the plain side in one write (review: a client sending 1-byte records cost one
+// write to the upstream per record). No read is made that the relay did not make before: one
+// that OpenSSL answers from the bytes it holds (read-ahead), or one of the socket that is not
+// known drained (net/read_drain.hpp); and none of the socket once `tls` has read
+// `received_until` bytes off it (tls_stream::received: the pump's turn).
+gathered read_records(tls_stream& tls, stream_socket& sock, asio::mutable_buffer buf,
+                      std::uint64_t received_until);
+
 // How the peer of a socket nobody reads stands, without reading (the watch above): reset, FIN,
 // or still there.
 enum class peer_end { none, reset, fin };

@@ -9,6 +9,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -46,6 +47,9 @@ class tls_stream {
   asio::awaitable<std::pair<error_code, std::size_t>> try_read_some(asio::mutable_buffer buf);
   // True when OpenSSL holds received bytes not yet returned (read-ahead): read before waiting.
   bool has_pending() const { return SSL_has_pending(ssl_.get()) == 1; }
+  // Bytes OpenSSL has read off the socket so far (records whole, with their headers): what the
+  // byte relay counts its turns in (detail::read_records).
+  std::uint64_t received() const { return received_; }
   // Writes all of `buf` (as one record when it fits).
   asio::awaitable<error_code> write(asio::const_buffer buf);
   // Like write, but returns asio::error::would_block instead of waiting for the socket to take
@@ -103,6 +107,7 @@ class tls_stream {
   std::string failure_detail_;
   bool drain_track_tried_ = false;  // net::track_read_drain was called (once per connection)
   int reads_in_a_row_ = 0;          // read_some calls that completed without waiting
+  std::uint64_t received_ = 0;      // received()
 };
 
 // What the operations above return when OpenSSL reports a TLS protocol failure (a malformed
