@@ -165,8 +165,11 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     }
     // RFC 9112 6.1: an HTTP/1.0 client is sent no Transfer-Encoding. A chunked body goes as its
     // data alone, ended by the close, as nginx sends it; another coding could not be said (as
-    // to an HTTP/2 client: a 502).
-    const bool unchunk = !interim && http10_client_ && res.transfer_encoded();
+    // to an HTTP/2 client: a 502). A response without a body (to HEAD, 204, 304: the parser is
+    // done with its head) only loses the field: nothing to unchunk, and its connection may stay
+    // (review: it was closed).
+    const bool drop_coding = !interim && http10_client_ && res.transfer_encoded();
+    const bool unchunk = drop_coding && !res.is_done();
     if (unchunk && (res.coding_besides_chunked() || !res.chunked()))
       co_return co_await upstream_failed(
           {}, "a transfer coding other than chunked, which an HTTP/1.0 client cannot be sent");
@@ -184,7 +187,7 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
     // An HTTP/1.0 client that asked to keep the connection must hear that it stays, even when
     // the response has no hop-by-hop field to rewrite (review: it was not told, and kept alive).
     const bool tell_http10 = final_head && http10_client_ && verdict.keep_alive && res.keep_alive();
-    if (last || tell_http10 || unchunk || (status != 101 && res.hop_by_hop())) {
+    if (last || tell_http10 || drop_coding || (status != 101 && res.hop_by_hop())) {
       // The head is written anew: the upstream connection's hop-by-hop fields stay on its side
       // (RFC 9110 7.6.1; review: Keep-Alive, Upgrade and the fields Connection named reached
       // the client), and the client hears what mtlsd does with its own connection.
@@ -197,7 +200,7 @@ asio::awaitable<void> http_connection::relay_response(const request_head_verdict
                                           : http10_client_ || res.version() < 11 ? "keep-alive"
                                                                                  : "";
       forward_response_head({static_cast<const char*>(buf.data().data()), ready}, connection,
-                            response_head_, unchunk);
+                            response_head_, drop_coding);
       buf.consume(ready);
       ready = 0;
     }

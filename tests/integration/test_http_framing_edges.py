@@ -114,6 +114,23 @@ def test_an_http10_client_gets_a_chunked_response_as_its_data_then_the_close(htt
     assert request["status"] == 200 and request["detail"] == "", request
 
 
+def test_an_http10_head_request_answered_chunked_keeps_its_connection(http_serve, pki):
+    """A response to HEAD has no body, so nothing to unchunk: its head loses Transfer-Encoding
+    and the kept connection serves the next request (review of the fix above: it closed)."""
+    head_answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    daemon, _, _ = http_serve(handler=answering_each(head_answer))
+    request = b"HEAD / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+    with open_tls(daemon.addr(), client_context(pki, "client")) as sock:
+        sock.settimeout(TIMEOUT)
+        reader = Reader(SockConn(sock))
+        for _ in range(2):
+            sock.sendall(request)
+            head = reader.until(b"\r\n\r\n")
+            assert head is not None and head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+            assert b"Connection: keep-alive" in head, head
+            assert b"Transfer-Encoding" not in head, head
+
+
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip"])
 def test_an_http10_client_gets_a_502_for_a_coding_it_cannot_be_sent(http_serve, pki, coding):
     """gzip could not be taken off, nor said without Transfer-Encoding: as for an HTTP/2

@@ -60,8 +60,8 @@ using header_list = std::vector<header_field>;
 // without the hop-by-hop fields of the upstream's connection (RFC 9110 7.6.1: Connection and
 // the fields it names, Keep-Alive, Proxy-Connection, TE, Upgrade; not for a 101, whose Upgrade
 // and Connection the client needs), then `Connection: <connection>` unless it is empty.
-// `unchunked`: without Transfer-Encoding too, for a body that goes without its chunk framing
-// (framing_base::unchunk).
+// `unchunked`: without Transfer-Encoding too, for an HTTP/1.0 client (a body that goes without
+// its chunk framing, framing_base::unchunk, or no body at all).
 void forward_response_head(std::string_view head, std::string_view connection, std::string& out,
                            bool unchunked = false);
 

@@ -92,14 +92,6 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
     drain_errors();
     return unusable("not an OCSP response");
   }
-  // d2i stops at the end of the DER and ignores what follows. A body with more (a proxy's or
-  // responder's appended text) is not an OCSPResponse: stapled as received, strict clients (Go's
-  // ocsp.ParseResponse, Python's cryptography) refuse it, so it is a bad answer here too.
-  if (const auto used =
-          static_cast<std::size_t>(p - reinterpret_cast<const unsigned char*>(der.data()));
-      used != der.size())
-    return unusable("not an OCSP response: " + std::to_string(der.size() - used) +
-                    " bytes follow its DER");
   const int rs = OCSP_response_status(response.get());
   if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
     ocsp_answer a =
@@ -109,6 +101,15 @@ ocsp_answer check_ocsp_response(std::string_view der, X509* cert, X509* issuer,
     a.declined = rs == OCSP_RESPONSE_STATUS_TRYLATER || rs == OCSP_RESPONSE_STATUS_INTERNALERROR;
     return a;
   }
+  // d2i stops at the end of the DER and ignores what follows (looked at after the status, so a
+  // responder declining with text appended is still one declining). A body with more (a proxy's or
+  // responder's appended text) is not an OCSPResponse: stapled as received, strict clients (Go's
+  // ocsp.ParseResponse, Python's cryptography) refuse it, so it is a bad answer here too.
+  if (const auto used =
+          static_cast<std::size_t>(p - reinterpret_cast<const unsigned char*>(der.data()));
+      used != der.size())
+    return unusable("not an OCSP response: " + std::to_string(der.size() - used) +
+                    " bytes follow its DER");
   ocsp_basic_ptr basic(OCSP_response_get1_basic(response.get()));
   if (!basic) {
     drain_errors();
