@@ -97,6 +97,12 @@ def test_every_answer_is_no_store_with_a_content_type(serve, request_bytes, stat
     assert b"\r\nContent-Type: text/plain; charset=utf-8" in head, head
 
 
+# UBSan's vptr check (in the sanitized builds) opens a pipe to learn whether memory is readable
+# each time it meets a type it has not checked at that place; with no descriptor left, every such
+# check fails and is reported as an invalid object (a daemon with a descriptor to spare has none
+# left for the accept this test needs refused). What is tested here is logic, run by the dev build.
+@pytest.mark.skipif(os.environ.get("MTLSD_SANITIZED") == "1",
+                    reason="UBSan's vptr check needs descriptors to run (a pipe per new check)")
 def test_out_of_descriptors_at_accept_is_no_internal_error(serve):
     """Review: an admin accept failing with EMFILE counted in mtlsd_internal_errors_total,
     whose meaning is an unexpected exception. It is logged, as a proxy listener's is."""
