@@ -17,9 +17,16 @@ from loadgen_ops import ops_of
 
 GROUPS = ("own", "libssl", "libcrypto", "libc", "libstdc++", "other")
 
+# Besides its executable, the objects that are a server's own code: nginx's dynamic modules
+# (ngx_stream_module.so is its whole layer-4 proxy, ngx_http_*.so its HTTP modules), which
+# were counted as "other" (review: 2,650 instructions per handshake against 7,220 in nginx).
+OWN_MODULES = {"nginx": ("ngx_",)}
+
 
 def group(obj, server):
     name = obj.rsplit("/", 1)[-1]
+    if name.startswith(OWN_MODULES.get(server, ())):
+        return "own"
     if name.startswith("libssl"):
         return "libssl"
     if name.startswith("libcrypto"):

@@ -123,6 +123,8 @@ class connection {
 
   bool resumed() const { return ssl_ != nullptr && SSL_session_reused(ssl_) == 1; }
 
+  int fd() const { return fd_; }
+
   // Idle mode holds thousands of connections: the 64 KiB read buffer is not needed any more.
   void drop_buffer() {
     buf_.clear();

@@ -2,6 +2,7 @@
 #include "loadgen_pending.hpp"
 
 #include <openssl/bio.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -47,6 +48,17 @@ bool still_open(int fd) {
   char b = 0;
   const ssize_t r = ::recv(fd, &b, 1, MSG_DONTWAIT);
   return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+bool still_open_peek(int fd) {
+  char b = 0;
+  const ssize_t r = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (r == 0) return false;                                   // the server closed it (FIN)
+  if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK;  // nothing waiting, or a reset
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLRDHUP;
+  return ::poll(&p, 1, 0) == 0;  // data waiting: closed when a FIN (or an error) follows it
 }
 
 }  // namespace loadgen

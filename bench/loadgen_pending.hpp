@@ -19,4 +19,9 @@ int open_pending(const sockaddr_in& addr, const std::string& prefix);
 // Whether the server still keeps fd open (it has neither closed nor reset it, nor sent a byte).
 bool still_open(int fd);
 
+// Whether the server still keeps the connection fd open, without taking a byte from it (an mTLS
+// connection held idle): a byte waiting is looked past, to the FIN or reset behind it (a server
+// closing an idle TLS connection may send its close_notify first).
+bool still_open_peek(int fd);
+
 }  // namespace loadgen

@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_flood import FLOOD_ROWS  # noqa: E402
-from report_rows import NOTES, ROWS  # noqa: E402
+from report_rows import NOTES, ROWS, unsound  # noqa: E402
 
 SERVERS = ["mtlsd", "nginx", "haproxy"]
 
@@ -63,7 +63,8 @@ def holds(op, value, bound):
 
 
 def verdict(target, stats, ratios, data):
-    """PASS / FAIL / n/a for a row's target."""
+    """PASS / FAIL / n/a for a row's target, or what its guard says instead (n/a, invalid or
+    ERROR, and why)."""
     if target is None:
         return ""
     kind, op, bound = target[:3]
@@ -79,6 +80,16 @@ def verdict(target, stats, ratios, data):
     return "PASS" if all(holds(op, v, bound) for v in values) else "FAIL"
 
 
+class Row(list):
+    """A table row (its cells) and `label`: what the Targets list calls it, a sub-row's title
+    after its own group's (report_rows.py, ROWS)."""
+    label = ""
+
+
+def text_of(title, data):
+    return title(data) if callable(title) else title
+
+
 def build(data, rows=ROWS):
     """The table: a header row, then one row per `rows` entry that has any value."""
     rounds = sorted({k[3] for k in data})
@@ -87,20 +98,26 @@ def build(data, rows=ROWS):
     header = (["metric", "better"] + servers + [f"mtlsd/{s}" for s in others]
               + ["target", "verdict"])
     table = [header]
-    for value, title, better, fmt, target in rows:
+    group = ""
+    for value, title, better, fmt, target, *rest in rows:
+        title = text_of(title, data)
+        if not title.startswith("  "):  # a top-level row: its sub-rows' group
+            group = text_of(rest[0], data) if rest else title
         stats = {s: summary(value(data, s, r) for r in rounds) for s in servers}
-        if not any(stats.values()):
-            continue
+        guard = target[4] if target and len(target) > 4 else None
+        if not any(stats.values()) and not (guard and guard(data)):
+            continue  # not measured (a row whose results were all unsound still says why)
         ratios = {}
         for s in others:
             a, b = stats.get("mtlsd"), stats.get(s)
             # A difference row's median can come out below zero in noise: no ratio of those.
             ratios[s] = (a[0] / b[0] if a and b and a[0] > 0 and b[0] > 0 and better != "info"
                          else None)
-        row = [title(data) if callable(title) else title, "" if better == "info" else better]
+        row = Row([title, "" if better == "info" else better])
         row += [cell(stats[s], fmt) for s in servers]
         row += ["" if ratios[s] is None else f"{ratios[s]:.2f}" for s in others]
         row += [target[3] if target else "", verdict(target, stats, ratios, data)]
+        row.label = f"{group}: {title.strip()}" if title.startswith("  ") else title
         table.append(row)
     return table
 
@@ -151,6 +168,8 @@ def errors_of(data, flood):
     for key, r in sorted(list(data.items()) + list(flood.items()), key=str):
         if r.get("errors"):
             out.append(f"{'/'.join(str(k) for k in key)}: {r['errors']}")
+        if unsound(r):
+            out.append(f"{'/'.join(str(k) for k in key)}: not used: {unsound(r)}")
     return out
 
 
@@ -187,7 +206,10 @@ def markdown(table, machine, args, errors, floor=""):
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {m.get('nproc', '?')} cores, {m.get('cpu', '?')}, {m.get('kernel', '?')}",
         f"- mtlsd: {m.get('mtlsd', '?')} (commit {m.get('commit', '?')}, tree {m.get('tree', '?')},"
-        f" build {m.get('mtlsd_build_type', '?')})",
+        f" build {m.get('mtlsd_build_type', '?')}, sha256 {m.get('mtlsd_sha256', '?')})",
+        f"- measured copies (SHA-256, first 12 hex digits): mtlsd {m.get('mtlsd_sha256', '?')},"
+        f" mtlsd_loadgen {m.get('loadgen_sha256', '?')},"
+        f" mtlsd_idle_floor {m.get('idle_floor_sha256', '?')}",
         f"- nginx: {m.get('nginx', '?')}; HAProxy: {m.get('haproxy', '?')}",
         f"- OpenSSL: {m.get('openssl', '?')}",
         f"- run: {args.note}", "",
@@ -195,14 +217,10 @@ def markdown(table, machine, args, errors, floor=""):
     ]
     lines += floor_section(floor)
     lines += ["## Targets (issue 13)", ""]
-    header, parent = table[0], ""
+    header = table[0]
     for row in table[1:]:
-        title = row[0].strip()
-        if not row[0].startswith("  "):
-            parent = title
-        elif parent:
-            title = f"{parent}: {title}"
-        if row[-1]:  # a verdict: PASS, FAIL or n/a (and why)
+        title = getattr(row, "label", "") or row[0].strip()
+        if row[-1]:  # a verdict: PASS, FAIL, n/a or an error (and why)
             values = [f"{h} {c}" for h, c in zip(header[2:-2], row[2:-2]) if c not in ("", "-")]
             lines.append(f"- **{row[-1]}** {title} — target {row[-2]} ({'; '.join(values)})")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]

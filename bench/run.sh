@@ -12,10 +12,11 @@
 #   bench/run.sh --instructions WORKLOAD [--quick] [--only LIST]
 #   bench/run.sh --flood [--quick] [--flood-rate N] [--tickets 0|1] [--access-log]
 #
-#   --quick          short windows, small scale, 1 round: ~2.5 minutes on a quiet machine (the
-#                    full run: 3 rounds, ~20-22 minutes; bench/README.md, "How long")
+#   --quick          short windows, small scale, 1 round: ~3 minutes on a quiet machine (the
+#                    full run: 3 rounds, ~24-26 minutes; bench/README.md, "How long")
 #   --rounds N       rounds (default 3; --quick: 1)
-#   --workloads LIST comma-separated subset of the workloads (default all; bench/README.md)
+#   --workloads LIST comma-separated subset of the workloads (default: a round's, bench/README.md;
+#                    http_accesslog is only run when named)
 #   --only LIST      comma-separated subset of mtlsd,nginx,haproxy
 #   --results FILE   where the report goes (default bench/RESULTS.md; "" = nowhere)
 #   --out FILE       also write the raw results (one JSON object per line) to FILE
@@ -30,7 +31,9 @@
 #   --switches WL    how often each server of --only slept and was woken per operation, and its
 #                    CPU per operation, untraced (perf stat) -> bench/profiles/WL-switches.md
 #   --instructions WL  user-space instructions per operation of workload WL on each server of
-#                    --only, by library (valgrind's callgrind) -> bench/profiles/WL-instructions.md
+#                    --only, by library (valgrind's callgrind) -> bench/profiles/WL-instructions.md;
+#                    WL http_accesslog is `http` with mtlsd's access log on (mtlsd only): beside
+#                    --instructions http, what one access line costs per request
 #   --flood          issue 17's measurement instead (bench/lib/flood.sh): one source floods
 #                    a per-source cap while three others keep their rate; mtlsd and nginx
 #   --flood-rate N   flood connections offered per second (default 3000; 0 = unpaced)
@@ -39,8 +42,9 @@
 #   --h2             instead: HTTP/2 by h2load through mtlsd's http: mode and nginx (bench/h2.sh)
 #
 # Environment: MTLSD_BIN, LOADGEN_BIN, IDLE_FLOOR_BIN override the binaries (otherwise they are
-# built). RESULTS.md names the commit and tree state mtlsd was built from, read when it is built;
-# for a given MTLSD_BIN they are unknown unless MTLSD_BIN_COMMIT says the commit.
+# built). The run copies them into its temporary directory and runs the copies; RESULTS.md names
+# the commit and tree state mtlsd was built from, read when it is built, and the SHA-256 of the
+# copies; for a given MTLSD_BIN the commit is unknown unless MTLSD_BIN_COMMIT says it.
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -108,6 +112,7 @@ RESULTS=$T/results.jsonl
 : >"$RESULTS"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+copy_binaries   # the run measures these copies (bench/lib/build.sh)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 log "machine: $NPROC cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(openssl version)"
@@ -125,7 +130,9 @@ if [[ -n "$WL_LIST" ]]; then
     for wl in "${WORKLOADS[@]}"; do declare -F "wl_$wl" >/dev/null || die "unknown workload $wl"; done
 fi
 
-variant_reset() { V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_IDENTITY=1 V_FLOOD=0; }
+variant_reset() {
+    V_WORKERS=1 V_PIN=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_IDENTITY=1 V_FLOOD=0 V_LOG_LEVEL=warn
+}
 
 # The servers of a workload that --only keeps, rotated by the round (round 1 starts with the
 # first, round 2 with the second, ...) so no server always runs first or last.
@@ -166,6 +173,9 @@ fi
 if [[ -n "$PROFILE" ]]; then
     # --profile alone profiles mtlsd; with --only, each server named
     [[ $ONLY_GIVEN == 1 ]] || SERVERS=(mtlsd)
+    declare -F "wl_$PROFILE" >/dev/null || die "--profile: no workload $PROFILE (one of: ${WORKLOADS[*]})"
+    read -r -a SERVERS <<<"$(servers_of "$PROFILE" "${SERVERS[@]}")"
+    ((${#SERVERS[@]} > 0)) || exit 1
     profiled=()
     for name in "${SERVERS[@]}"; do
         variant_reset

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # bench/lib/build.sh — sourced by bench/run.sh: the mtlsd, mtlsd_loadgen and mtlsd_idle_floor
-# binaries it measures with (MTLSD_BIN / LOADGEN_BIN / IDLE_FLOOR_BIN, built here unless given),
-# and what mtlsd was built from (MTLSD_COMMIT, MTLSD_TREE: RESULTS.md names them).
+# binaries it measures with (MTLSD_BIN / LOADGEN_BIN / IDLE_FLOOR_BIN, built here unless given,
+# then copied into the run's directory), and what mtlsd was built from (MTLSD_COMMIT, MTLSD_TREE,
+# MTLSD_SHA256: RESULTS.md names them).
 
 # The commit and the state of the tracked files, as one line: HEAD, then a digest of their
 # uncommitted changes ("" when there are none).
@@ -92,4 +93,24 @@ find_binaries() {
     [[ "$MTLSD_BUILD_TYPE" == Debug ]] &&
         log "WARNING: $MTLSD_BIN is a Debug build: its numbers say nothing about a release"
     return 0
+}
+
+# After find_binaries, with the run's directory T made: copies the three binaries into $T/bin
+# and points MTLSD_BIN, LOADGEN_BIN and IDLE_FLOOR_BIN at the copies, so every server start of
+# the run execs the same file (review: build/release/mtlsd was re-read at each start of a ~21-
+# minute run, and a concurrent run.sh --profile/--instructions or scripts/dev.sh could rebuild
+# it meanwhile). MTLSD_SHA256, LOADGEN_SHA256, IDLE_FLOOR_SHA256: the first 12 hex digits of
+# each copy's SHA-256. MTLSD_BIN_SOURCE: where mtlsd was copied from.
+copy_binaries() {
+    mkdir -p "$T/bin"
+    MTLSD_BIN_SOURCE=$MTLSD_BIN
+    cp -- "$MTLSD_BIN" "$T/bin/mtlsd"
+    cp -- "$LOADGEN_BIN" "$T/bin/mtlsd_loadgen"
+    cp -- "$IDLE_FLOOR_BIN" "$T/bin/mtlsd_idle_floor"
+    MTLSD_BIN=$T/bin/mtlsd LOADGEN_BIN=$T/bin/mtlsd_loadgen IDLE_FLOOR_BIN=$T/bin/mtlsd_idle_floor
+    MTLSD_SHA256=$(sha256sum "$MTLSD_BIN" | cut -c1-12)
+    LOADGEN_SHA256=$(sha256sum "$LOADGEN_BIN" | cut -c1-12)
+    IDLE_FLOOR_SHA256=$(sha256sum "$IDLE_FLOOR_BIN" | cut -c1-12)
+    log "measuring copies in $T/bin: mtlsd sha256 $MTLSD_SHA256 (from $MTLSD_BIN_SOURCE)," \
+        "mtlsd_loadgen $LOADGEN_SHA256, mtlsd_idle_floor $IDLE_FLOOR_SHA256"
 }

@@ -120,7 +120,8 @@ EOF
 
 # --- what RESULTS.md says about the machine and the versions (one JSON object) ----------------
 # The commit and tree are those mtlsd was built from (MTLSD_COMMIT, MTLSD_TREE: bench/lib/build.sh
-# records them beside the build), not those at the end of the run.
+# records them beside the build), not those at the end of the run; the SHA-256s are those of the
+# copies the run measured (copy_binaries), whose --version is read here.
 write_machine_json() { # FILE
     local cpu kernel mtlsd_v nginx_v haproxy_v openssl_v
     cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -131,10 +132,12 @@ write_machine_json() { # FILE
     openssl_v=$(openssl version)
     python3 - "$1" "$NPROC" "$cpu" "$kernel" "$mtlsd_v" "$nginx_v" "$haproxy_v" "$openssl_v" \
         "${MTLSD_COMMIT:-unknown}" "${MTLSD_TREE:-unknown}" \
-        "$MTLSD_BIN" "${MTLSD_BUILD_TYPE:-unknown}" <<'EOF2'
+        "${MTLSD_BIN_SOURCE:-$MTLSD_BIN}" "${MTLSD_BUILD_TYPE:-unknown}" \
+        "${MTLSD_SHA256:-unknown}" "${LOADGEN_SHA256:-unknown}" \
+        "${IDLE_FLOOR_SHA256:-unknown}" <<'EOF2'
 import json, sys
 keys = ["nproc", "cpu", "kernel", "mtlsd", "nginx", "haproxy", "openssl", "commit", "tree",
-        "mtlsd_bin", "mtlsd_build_type"]
+        "mtlsd_bin", "mtlsd_build_type", "mtlsd_sha256", "loadgen_sha256", "idle_floor_sha256"]
 with open(sys.argv[1], "w", encoding="utf-8") as f:
     json.dump(dict(zip(keys, sys.argv[2:])), f)
 EOF2

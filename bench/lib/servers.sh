@@ -4,7 +4,10 @@
 # (UP_PORT).
 #
 # Variant (set by server_up's caller; every workload says which it needs):
-#   V_WORKERS    1 (pinned to core 0 when there are >= 2 cores) or more (not pinned)
+#   V_WORKERS    1 (pinned to core 0 when there are >= 2 cores, unless V_PIN=0) or more (not
+#                pinned)
+#   V_PIN        1 = a single worker is pinned as above; 0 = not pinned (workers2's one-worker
+#                baseline, on the same cores as its two-worker windows)
 #   V_TICKETS    TLS 1.3 session tickets per handshake, 0 or 1, on every server
 #   V_ACCESS_LOG 1 = mtlsd writes its access log to a file (the others log nothing)
 #   V_HTTP       1 = the HTTP workload: mtlsd with an `http:` block, nginx's http module
@@ -17,7 +20,9 @@
 #                (nginx and HAProxy configured to add them: the same work for all three);
 #                0 = none of them adds a header (mtlsd with all three turned off)
 #   V_FLOOD      1 = --flood: PROXY v1 required, a per-source cap (bench/lib/flood.sh)
-V_WORKERS=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_HTTP_BLOCK="{}" V_IDENTITY=1 V_FLOOD=0
+#   V_LOG_LEVEL  mtlsd's log level: warn (quiet), info for reload (its "reloaded" line)
+V_WORKERS=1 V_PIN=1 V_TICKETS=0 V_ACCESS_LOG=0 V_HTTP=0 V_HTTP_BLOCK="{}" V_IDENTITY=1 V_FLOOD=0
+V_LOG_LEVEL=warn
 
 NGINX_STREAM_MODULE=""
 for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
@@ -33,7 +38,7 @@ nginx_stream_load() { # the load_module line this nginx needs for `stream {}` ("
     fi
 }
 server_cpus() { # "" = not pinned
-    ((V_WORKERS == 1)) && echo "$SERVER_CPUS"
+    ((V_WORKERS == 1 && ${V_PIN:-1} == 1)) && echo "$SERVER_CPUS"
     return 0
 }
 
@@ -56,7 +61,7 @@ start_mtlsd() {
     cat >"$d/mtlsd.yaml" <<EOF
 admin: {address: ""}
 sandbox: $MTLSD_SANDBOX
-log: {level: warn, format: text, access_log: $access, access_log_path: "$d/access.log"}
+log: {level: ${V_LOG_LEVEL:-warn}, format: text, access_log: $access, access_log_path: "$d/access.log"}
 workers: $V_WORKERS
 reload: {watch: false}
 shutdown: {drain_timeout: 1s}
@@ -183,11 +188,10 @@ start_haproxy() {
     local d=$T/haproxy
     mkdir -p "$d"
     cat "$PKI/server.crt" "$PKI/server.key" >"$d/server.pem"
-    local global_tls="" bind_tls="" mode=tcp http_lines="" frontend_lines=""
-    if [[ $V_TICKETS == 0 ]]; then
-        global_tls="tune.ssl.cachesize 0"
-        bind_tls="no-tls-tickets"
-    fi
+    # No session cache on any server: nginx has `ssl_session_cache off`, mtlsd none; with
+    # tickets on, HAProxy's cache cost it ~0.5% more instructions per resumed handshake (review).
+    local global_tls="tune.ssl.cachesize 0" bind_tls="" mode=tcp http_lines="" frontend_lines=""
+    [[ $V_TICKETS == 0 ]] && bind_tls="no-tls-tickets"
     if [[ $V_HTTP == 1 ]]; then
         mode=http
         http_lines="  option http-keep-alive
