@@ -23,12 +23,42 @@ void parse_name(reader& r, const YAML::Node& n, const std::string& path, listene
   }
 }
 
+// unix_socket_mode: "0660". A leading 0 is required: a YAML 1.1 tool (PyYAML) reads an unquoted
+// 0660 as the octal number 432 and writes it back as 432, which would otherwise be taken as
+// 0432 without a word.
+void parse_unix_socket_mode(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
+  with(n, "unix_socket_mode", [&](auto v) {
+    const std::string key = path + ".unix_socket_mode";
+    std::string text;
+    if (!r.str(v, key, text)) return;
+    const bool octal =
+        text.size() >= 2 && text.size() <= 8 && text.front() == '0' &&
+        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; });
+    if (!octal) {
+      r.error(v, key + ": expected permission bits in octal with a leading 0, in quotes (e.g. " +
+                     "\"0660\"), got '" + text + "'");
+      return;
+    }
+    const unsigned mode = static_cast<unsigned>(std::stoul(text, nullptr, 8));
+    if (mode > 0777) {
+      r.error(v, key + ": " + text + " is above 0777: only the read, write and execute bits of " +
+                     "owner, group and others can be set");
+      return;
+    }
+    if (!l.listen.is_unix()) {
+      r.error(v, key + ": applies to a unix: listen address only, and listen is " + l.listen.str());
+      return;
+    }
+    l.unix_socket_mode = mode;
+  });
+}
+
 void parse_listen(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
   const YAML::Node listen = n["listen"];
   if (!listen.IsDefined())
     r.error(n, path + ": missing required key 'listen'");
-  else
-    r.addr(listen, path + ".listen", l.listen);
+  else if (r.addr(listen, path + ".listen", l.listen))
+    parse_unix_socket_mode(r, n, path, l);  // judged by the address it is for
 }
 
 void parse_upstream(reader& r, const YAML::Node& n, const std::string& path, listener& l) {
@@ -92,9 +122,9 @@ void parse_listener(reader& r, const YAML::Node& n, const std::string& path, lis
     return;
   }
   r.map(n, path,
-        {"name", "mode", "listen", "upstream", "max_connections", "timeouts", "tls", "client_auth",
-         "server_auth", "revocation", "proxy_protocol", "http", "upstream_check", "allowed_sources",
-         "accept_proxy_protocol", "limits"});
+        {"name", "mode", "listen", "unix_socket_mode", "upstream", "max_connections", "timeouts",
+         "tls", "client_auth", "server_auth", "revocation", "proxy_protocol", "http",
+         "upstream_check", "allowed_sources", "accept_proxy_protocol", "limits"});
   parse_name(r, n, path, l);
   with(n, "mode", [&](auto v) {
     r.choice(v, path + ".mode",

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <cstdio>
 #include <regex>
 #include <string_view>
 
@@ -271,6 +272,11 @@ class printer {
     str("name", l.name);
     word("mode", to_text(l.mode));
     str("listen", l.listen.str());
+    if (l.unix_socket_mode) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", *l.unix_socket_mode);
+      str("unix_socket_mode", mode);
+    }
     str("upstream", l.upstream.str());
     number("max_connections", l.max_connections);
     ranges("allowed_sources", l.allowed_sources);

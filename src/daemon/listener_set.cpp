@@ -35,6 +35,14 @@ bool overlaps(const std::string& a, const std::string& b) {
   return p && q && config::may_overlap(*p, *q);
 }
 
+// Whether a listener configured as `next` keeps the socket bound for `now`: the same address, and
+// for a unix socket the same unix_socket_mode. A new mode takes a new socket, bound beside the
+// old and renamed over it as a moved listener's is, so that a reload that fails leaves the old
+// socket as it was, and one that drops the key leaves what the umask gives, as at a start.
+bool same_socket(const config::listener& now, const config::listener& next) {
+  return now.listen == next.listen && now.unix_socket_mode == next.unix_socket_mode;
+}
+
 // One listening unix socket served by every worker: each gets an acceptor of its own on a dup()
 // of it, so every worker's loop waits on the one socket and its one queue (a unix socket has no
 // SO_REUSEPORT group: review, worker 0 alone served a unix listener). A connection wakes every
@@ -86,13 +94,13 @@ std::vector<listener_set::bound_listener> listener_set::bind_changed(
   for (const auto& [name, slot] : slots_) {
     const auto* now_cfg = next.cfg.find_listener(name);
     const auto* old = current.find(name).get();
-    if (!now_cfg || !old || !(old->cfg.listen == now_cfg->listen)) released.push_back(slot->bound);
+    if (!now_cfg || !old || !same_socket(old->cfg, *now_cfg)) released.push_back(slot->bound);
   }
   std::vector<bound_listener> added;
   for (const auto& lr : next.listeners) {
     auto it = slots_.find(lr->cfg.name);
     const auto* old = current.find(lr->cfg.name).get();
-    if (it != slots_.end() && old && old->cfg.listen == lr->cfg.listen) continue;
+    if (it != slots_.end() && old && same_socket(old->cfg, lr->cfg)) continue;
     if (it == slots_.end())
       if (auto renamed = rename(lr, next, current, added, released)) {
         added.push_back(std::move(*renamed));
@@ -112,7 +120,7 @@ std::optional<listener_set::bound_listener> listener_set::rename(
     const std::vector<bound_listener>& added, std::vector<std::string>& released) {
   for (const auto& [name, slot] : slots_) {
     const auto* old = current.find(name).get();
-    if (next.cfg.find_listener(name) || !old || !(old->cfg.listen == lr->cfg.listen)) continue;
+    if (next.cfg.find_listener(name) || !old || !same_socket(old->cfg, lr->cfg)) continue;
     if (std::any_of(added.begin(), added.end(),
                     [&n = name](const bound_listener& b) { return b.renamed_from == n; }))
       continue;
@@ -158,7 +166,7 @@ listener_set::changes listener_set::swap_in(std::vector<bound_listener> added,
   for (const auto& lr : next.listeners) {
     auto it = slots_.find(lr->cfg.name);
     const auto* old = current.find(lr->cfg.name).get();
-    if (it != slots_.end() && old && old->cfg.listen == lr->cfg.listen) {
+    if (it != slots_.end() && old && same_socket(old->cfg, lr->cfg)) {
       it->second->current.store(lr);  // new connections use it from now on
       out.kept.push_back(lr->cfg.name);
     }
@@ -247,11 +255,12 @@ listener_set::bound_listener listener_set::bind(const listener_ptr& lr,
           proxy::open_acceptor(
               workers_[0]->context(),
               proxy::stream_endpoint(asio::local::stream_protocol::endpoint(b.takeover.bound_at)),
-              false),
+              false, lr->cfg.unix_socket_mode),
           workers_);
     } else if (lr->cfg.listen.is_unix()) {
-      b.acceptors =
-          share_unix_socket(proxy::open_acceptor(workers_[0]->context(), ep, false), workers_);
+      b.acceptors = share_unix_socket(
+          proxy::open_acceptor(workers_[0]->context(), ep, false, lr->cfg.unix_socket_mode),
+          workers_);
     } else {
       for (auto& w : workers_) {
         b.acceptors.push_back(proxy::open_acceptor(w->context(), ep, true));

@@ -173,9 +173,9 @@ seccomp_options seccomp_options_for(const config::configuration& cfg) {
   seccomp_options o;
   o.write_files = (!cfg.log.access_log_path.empty() && cfg.log.access_log_path != "stdout") ||
                   !pkcs11_paths(cfg, true).empty();
-  o.remove_files = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
-                               [](const config::listener& l) { return l.listen.is_unix(); }) ||
-                   (cfg.admin.listen && cfg.admin.listen->is_unix());
+  o.unix_socket_files = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
+                                    [](const config::listener& l) { return l.listen.is_unix(); }) ||
+                        (cfg.admin.listen && cfg.admin.listen->is_unix());
   return o;
 }
 

@@ -198,16 +198,19 @@ int install_seccomp(const seccomp_options& opts) {
   n += allow_opens(ctx.get(), opts.write_files);
   n += allow_fcntl(ctx.get());
   // A unix listener bound on reload removes its stale socket file (net/socket.cpp), or binds
-  // beside a path a running listener serves and is renamed over it (daemon/listener_set.cpp);
+  // beside a path a running listener serves and is renamed over it (daemon/listener_set.cpp),
+  // and is given its unix_socket_mode (chmod; glibc's chmod is fchmodat on some architectures);
   // with no unix listener at start-up a reload cannot add one without a restart (check_reload),
-  // so nothing removes or renames files. A unix admin.address's socket file is removed at
-  // exit (admin_server.cpp): that needs unlink too.
-  if (opts.remove_files) {
+  // so nothing removes, renames or chmods files. A unix admin.address's socket file is removed
+  // at exit (admin_server.cpp): that needs unlink too.
+  if (opts.unix_socket_files) {
     n += allow(ctx.get(), "unlink");
     n += allow(ctx.get(), "unlinkat");
     n += allow(ctx.get(), "rename");
     n += allow(ctx.get(), "renameat");
     n += allow(ctx.get(), "renameat2");
+    n += allow(ctx.get(), "chmod");
+    n += allow(ctx.get(), "fchmodat");
   }
 
   // socket(): the families mtlsd uses: TCP over IPv4/IPv6, unix (upstreams, sd_notify), and

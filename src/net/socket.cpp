@@ -115,7 +115,8 @@ bool address_in_use(const stream_endpoint& ep) {
   return rc != 0 && err == EADDRINUSE;
 }
 
-stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port) {
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port,
+                              std::optional<unsigned> unix_mode) {
   remove_stale_unix_socket(ep);
   stream_acceptor acc(ioc);
   acc.open(ep.protocol());
@@ -129,6 +130,13 @@ stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, 
     }
   }
   acc.bind(ep);
+  // On the path: the descriptor is the socket, not the file bind(2) made for it. Before
+  // listen(2), until which a connect is refused, so none comes in under the umask's bits.
+  if (family == AF_UNIX && unix_mode) {
+    const std::string path = format_endpoint(ep).substr(5);
+    if (::chmod(path.c_str(), static_cast<mode_t>(*unix_mode)) != 0)
+      throw boost::system::system_error(errno, boost::system::system_category(), "chmod " + path);
+  }
   acc.listen(asio::socket_base::max_listen_connections);
   return acc;
 }

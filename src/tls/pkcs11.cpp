@@ -1,12 +1,12 @@
 #include "mtlsd/tls/pkcs11.hpp"
 
 #include <libp11.h>
-#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,17 +17,10 @@
 #include "mtlsd/thread_count.hpp"
 #include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/util/hex.hpp"
+#include "pkcs11_login.hpp"
 
 namespace mtlsd::tls::pkcs11 {
 namespace {
-
-// PKCS#11 return values we explain (pkcs11.h, CKR_*); libp11 puts them in the OpenSSL error
-// queue as the reason of its errors.
-constexpr unsigned long kPinIncorrect = 0xA0;
-constexpr unsigned long kPinInvalid = 0xA1;
-constexpr unsigned long kPinLenRange = 0xA2;
-constexpr unsigned long kPinExpired = 0xA3;
-constexpr unsigned long kPinLocked = 0xA4;
 
 // One loaded module and the slots libp11 knows in it. Never unloaded: keys handed out hold
 // pointers into these structures, and an older runtime may still sign with them.
@@ -58,10 +51,6 @@ std::map<std::string, module>& modules() {
 std::map<std::string, evp_pkey_ptr>& stand_ins() {
   static auto* m = new std::map<std::string, evp_pkey_ptr>;
   return *m;
-}
-
-[[noreturn]] void fail(const config::source_location& where, const std::string& what) {
-  throw config::config_error({{where, what, false}});
 }
 
 // Sorted: modules list objects in no fixed order, and a message should not change between runs.
@@ -127,6 +116,44 @@ module& open_module(const std::string& path, const config::file_ref& key) {
   return all.emplace(path, m).first->second;
 }
 
+// The first of SoftHSM's token directory `dir`, its tokens' directories and their files that
+// this process cannot read; "" when it reads them all. A token whose files it cannot read is not
+// listed at all.
+std::string first_unreadable(const std::string& dir) {
+  namespace fs = std::filesystem;
+  // Refused (EACCES) only: a missing token directory is no permission problem.
+  auto refused = [](const fs::path& p, int mode) {
+    return ::access(p.c_str(), mode) != 0 && errno == EACCES;
+  };
+  if (refused(dir, R_OK | X_OK)) return dir;
+  std::error_code ec;
+  for (fs::directory_iterator token(dir, ec), end; !ec && token != end; token.increment(ec)) {
+    std::error_code kind;
+    if (!token->is_directory(kind)) continue;
+    if (refused(token->path(), R_OK | X_OK)) return token->path().string();
+    std::error_code inner;
+    for (fs::directory_iterator file(token->path(), inner); !inner && file != end;
+         file.increment(inner))
+      if (refused(file->path(), R_OK)) return file->path().string();
+  }
+  return {};
+}
+
+// Why a module may list no token that matches: it lists none whose files mtlsd's user cannot
+// read (review: SoftHSM's token files are root's, mode 0600, and under a systemd DynamicUser the
+// message said "initialised tokens there: none", not why).
+std::string unlisted_token_hint(const std::string& module) {
+  const std::string uid = std::to_string(::getuid());
+  const std::string dir = softhsm_tokens_of(module);
+  if (!dir.empty())
+    if (const std::string blocked = first_unreadable(dir); !blocked.empty())
+      return "; mtlsd's user (uid " + uid + ") cannot read " + blocked +
+             ", and SoftHSM lists no token whose files it cannot read: make its token directory "
+             "and files readable to that user (e.g. by a group it runs in)";
+  return "; a token whose files mtlsd's user (uid " + uid + ") cannot read is not listed" +
+         (dir.empty() ? std::string() : " (SoftHSM's token directory: " + dir + ")");
+}
+
 PKCS11_SLOT* find_token(module& m, const std::string& path, const config::pkcs11_uri& uri,
                         const config::file_ref& key) {
   // The slot list is read once per module. libp11 0.4.12's PKCS11_update_slots, which would
@@ -148,108 +175,13 @@ PKCS11_SLOT* find_token(module& m, const std::string& path, const config::pkcs11
                         " (initialised tokens there: " + quoted_list(seen) + ")" +
                         (listed_before ? "; the module's tokens were listed when it was first "
                                          "loaded: a token added since needs a restart"
-                                       : ""));
+                                       : "") +
+                        unlisted_token_hint(path));
   if (found.size() > 1)
     fail(key.where, std::to_string(found.size()) + " PKCS#11 tokens match " + describe_token(uri) +
                         " in module " + path + " (" + quoted_list(seen) +
                         "): name one with token= or serial=");
   return found.front();
-}
-
-// Wipes a string holding a PIN when it goes out of scope.
-struct cleanse_on_exit {
-  std::string& s;
-  ~cleanse_on_exit() { OPENSSL_cleanse(s.data(), s.capacity()); }
-};
-
-// Copies `secret` into `pin` and wipes the argument: moving a short string copies its
-// characters rather than stealing a buffer, and would leave them in the temporary (review: a
-// PIN of up to 15 characters stayed on the stack, against "one buffer, wiped").
-void take_secret(std::string& pin, std::string secret) {
-  pin.assign(secret);
-  OPENSSL_cleanse(secret.data(), secret.capacity());
-}
-
-// PINs a token refused, by module, token and the PIN's SHA-256, each with the token's reason:
-// tried once per process, since many tokens lock after three wrong PINs (review: each listener
-// of a build, each later reload and each `verify` spent one more).
-std::map<std::string, unsigned long>& refused_pins() {
-  static auto* m = new std::map<std::string, unsigned long>;
-  return *m;
-}
-
-std::string refusal_key(const std::string& module, const PKCS11_TOKEN& t, const std::string& pin) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(pin.data(), pin.size(), md, &n, EVP_sha256(), nullptr) != 1) n = 0;
-  auto field = [](const char* v) { return std::string(v ? v : "") + '\n'; };
-  return module + '\n' + field(t.manufacturer) + field(t.model) + field(t.serialnr) +
-         field(t.label) + util::hex(md, n);
-}
-
-// What a PIN the token refused means; "" for a failure that is not about the PIN.
-std::string pin_refusal(unsigned long reason, const std::string& label, const std::string& from) {
-  switch (reason) {
-    case kPinIncorrect:
-      return "wrong PIN for PKCS#11 token '" + label + "' (CKR_PIN_INCORRECT; from " + from + ")";
-    case kPinInvalid:
-    case kPinLenRange:
-      return "the PIN for PKCS#11 token '" + label +
-             "' is not a valid PIN for it (wrong length or characters; from " + from + ")";
-    case kPinLocked:
-      return "the PIN of PKCS#11 token '" + label +
-             "' is locked (CKR_PIN_LOCKED): too many wrong PINs; unlock it with the security "
-             "officer's PIN";
-    case kPinExpired:
-      return "the PIN of PKCS#11 token '" + label + "' has expired (CKR_PIN_EXPIRED)";
-    default:
-      return {};
-  }
-}
-
-void login(const std::string& module, PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
-           const config::file_ref& key, const config::file_ref& pin_file) {
-  const std::string label = slot->token->label ? slot->token->label : "";
-  int logged_in = 0;
-  if (!slot->token->loginRequired ||
-      (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in == 1))
-    return;
-  // Where the PIN came from, for the message that says it is wrong.
-  config::source_location where = key.where;
-  std::string from;
-  std::string pin;
-  cleanse_on_exit wipe{pin};
-  if (!pin_file.empty()) {
-    take_secret(pin, read_secret_file(pin_file));
-    where = pin_file.where;
-    from = "key_pin_file " + pin_file.path;
-  } else if (!uri.pin_source.empty()) {
-    take_secret(pin, read_secret_file({uri.pin_source, key.where}));
-    from = "pin-source " + uri.pin_source;
-  } else if (!uri.pin_value.empty()) {
-    pin.assign(uri.pin_value);
-    from = "the URI's pin-value";
-  } else {
-    fail(key.where, "PKCS#11 token '" + label +
-                        "' needs a PIN: set key_pin_file, or pin-source=file:/path in the URI");
-  }
-  const std::string refusal = refusal_key(module, *slot->token, pin);
-  if (auto it = refused_pins().find(refusal); it != refused_pins().end())
-    fail(where, pin_refusal(it->second, label, from) +
-                    "; the token refused this PIN before, so it is not tried again until the "
-                    "PIN changes (tokens lock after a few wrong PINs)");
-  ERR_clear_error();
-  if (PKCS11_login(slot, 0, pin.c_str()) == 0) return;
-  const unsigned long reason = static_cast<unsigned long>(ERR_GET_REASON(ERR_peek_last_error()));
-  const std::string why = drain_errors();
-  if (auto refused = pin_refusal(reason, label, from); !refused.empty()) {
-    // A locked token refuses the right PIN too, and spends no try doing so: after the security
-    // officer unlocks it, that PIN must be tried again (review).
-    if (reason != kPinLocked) refused_pins().emplace(refusal, reason);
-    fail(where, refused);
-  }
-  fail(where, "cannot log in to PKCS#11 token '" + label + "' (PIN from " + from +
-                  "): " + (why.empty() ? std::string("unknown error") : why));
 }
 
 PKCS11_KEY* find_key(PKCS11_SLOT* slot, const config::pkcs11_uri& uri,
@@ -326,6 +258,14 @@ std::string softhsm_token_dir(const std::string& conf) {
 
 }  // namespace
 
+void fail(const config::source_location& where, const std::string& what) {
+  throw config::config_error({{where, what, false}});
+}
+
+std::string softhsm_tokens_of(const std::string& module) {
+  return loads_softhsm(module) ? softhsm_token_dir(softhsm_conf()) : std::string();
+}
+
 std::vector<std::string> paths_to_read(const config::pkcs11_uri& uri) {
   const std::string module = module_for(uri);
   std::vector<std::string> out;
@@ -379,7 +319,7 @@ evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_re
   }
   module& m = open_module(path, key);
   PKCS11_SLOT* slot = find_token(m, path, uri, key);
-  login(path, slot, uri, key, pin_file);
+  log_in(path, slot, uri, key, pin_file);
   PKCS11_KEY* k = find_key(slot, uri, key);
   EVP_PKEY* pkey = PKCS11_get_private_key(k);
   if (!pkey)

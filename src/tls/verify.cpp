@@ -241,6 +241,8 @@ int verifier::decide_error(X509_STORE_CTX* store_ctx, verify_outcome& out) const
     out.detail = describe(err, depth, cert);
     if (std::string why = unreached_bundle(store_ctx, err); !why.empty())
       out.detail = std::move(why);
+    if (std::string why = name_mismatch_detail(store_ctx, err); !why.empty())
+      out.detail = std::move(why);
     // CRLs in the store come from revocation.crl_files: say which source answered.
     if (*out.refusal == reason::revoked || *out.refusal == reason::revocation_unavailable)
       out.detail += " (crl file)";

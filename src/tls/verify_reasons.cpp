@@ -1,14 +1,20 @@
 // OpenSSL's verdicts in mtlsd's rejection vocabulary (reason.hpp): what a certificate
 // verification error or a failed handshake means for the access log and the metrics; and a
 // verdict of mtlsd's own that OpenSSL's verification does not make (tls_key_problem).
+#include <arpa/inet.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 
+#include "mtlsd/tls/credentials.hpp"
 #include "mtlsd/tls/verify.hpp"
 
 namespace mtlsd::tls {
@@ -107,6 +113,88 @@ reason reason_from_x509_error(int err) {
       // we trust.
       return reason::unknown_ca;
   }
+}
+
+namespace {
+
+// How many of a certificate's names a mismatch's detail shows, and how much of each: enough to
+// see what it was issued for, bounded for a log line.
+constexpr std::size_t kNamesShown = 6;
+constexpr std::size_t kNameChars = 80;
+
+// One name as a log line may carry it: control and non-ASCII bytes as '?', a long one cut short.
+std::string shown_name(const char* data, std::size_t len) {
+  std::string s;
+  for (std::size_t i = 0; i < len && s.size() < kNameChars; ++i) {
+    const auto c = static_cast<unsigned char>(data[i]);
+    s += c < 0x20 || c > 0x7e ? '?' : static_cast<char>(c);
+  }
+  if (len > kNameChars) s.replace(kNameChars - 3, std::string::npos, "...");
+  return s;
+}
+
+// "DNS:x", "IP:x" or "URI:x"; "" for the other kinds (e-mail, directory names...), which no
+// host name check reads.
+std::string san_text(const GENERAL_NAME* n) {
+  auto ia5 = [](const ASN1_IA5STRING* v) {
+    return shown_name(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                      static_cast<std::size_t>(ASN1_STRING_length(v)));
+  };
+  switch (n->type) {
+    case GEN_DNS:
+      return "DNS:" + ia5(n->d.dNSName);
+    case GEN_URI:
+      return "URI:" + ia5(n->d.uniformResourceIdentifier);
+    case GEN_IPADD: {
+      const int len = ASN1_STRING_length(n->d.iPAddress);
+      char buf[INET6_ADDRSTRLEN] = "";
+      if ((len != 4 && len != 16) ||
+          !inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(n->d.iPAddress), buf,
+                     sizeof buf))
+        return "IP:(malformed)";
+      return std::string("IP:") + buf;
+    }
+    default:
+      return {};
+  }
+}
+
+}  // namespace
+
+std::string name_mismatch_detail(X509_STORE_CTX* store_ctx, int err) {
+  if (err != X509_V_ERR_HOSTNAME_MISMATCH && err != X509_V_ERR_IP_ADDRESS_MISMATCH) return {};
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(store_ctx);
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+  if (!param || !leaf) return {};
+  std::string expected;
+  if (err == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    if (char* ip = X509_VERIFY_PARAM_get1_ip_asc(param)) {
+      expected = ip;
+      OPENSSL_free(ip);
+    }
+  } else {
+    for (int i = 0; const char* host = X509_VERIFY_PARAM_get0_host(param, i); ++i)
+      expected += (i == 0 ? "" : " or ") + shown_name(host, std::strlen(host));
+  }
+  std::unique_ptr<GENERAL_NAMES, void (*)(GENERAL_NAMES*)> sans(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr)),
+      GENERAL_NAMES_free);
+  std::string names;
+  std::size_t count = 0;
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
+    const std::string name = san_text(sk_GENERAL_NAME_value(sans.get(), i));
+    if (name.empty()) continue;
+    if (++count <= kNamesShown) names += (names.empty() ? "" : ", ") + name;
+  }
+  if (count > kNamesShown) names += " and " + std::to_string(count - kNamesShown) + " more";
+  if (names.empty()) {
+    // The subject's CN is never read as a host name (context.cpp), but shows whose certificate
+    // this is.
+    const std::string subject = subject_of(leaf);
+    names = "no DNS, IP or URI names" + (subject.empty() ? "" : " (subject " + subject + ")");
+  }
+  return std::string(X509_verify_cert_error_string(err)) + ": expected " + expected +
+         "; certificate has " + names;
 }
 
 std::optional<reason> reason_from_ssl_failure(int ssl_reason) {

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from mtlsd_harness import Upstream, daemon_config, deep_merge, duplex, echo, free_port, server_listener
+from mtlsd_harness import (Upstream, daemon_config, deep_merge, duplex, echo, free_port,
+                           server_listener, write_config)
 from proxy_v2 import MTLSD_SPIFFE_ID, PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, header_then_echo
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
@@ -200,13 +201,47 @@ def test_alpn_and_sni_reach_the_remote(chain, make_upstream):
 def test_wrong_server_name_is_hostname_mismatch(chain):
     outbound, inbound, up = chain(client={"server_auth": {"server_name": "api.example.org"}})
     line = assert_remote_refused(outbound, up, "hostname_mismatch")
-    assert "api.example.org" in line["detail"] or "mismatch" in line["detail"], line
+    # The name expected and the names the remote's certificate has (review: the detail was
+    # "hostname mismatch (depth 0: SUBJECT)", and a cert-manager certificate has no subject).
+    assert line["detail"] == ("hostname mismatch: expected api.example.org; certificate has "
+                              "DNS:localhost, IP:127.0.0.1, IP:::1"), line
     assert not inbound.access_logs(result="accepted")
 
 
 def test_wrong_ip_is_hostname_mismatch(chain):
     outbound, _, up = chain(client={"server_auth": {"server_name": "10.9.8.7"}})
-    assert_remote_refused(outbound, up, "hostname_mismatch")
+    line = assert_remote_refused(outbound, up, "hostname_mismatch")
+    assert line["detail"] == ("IP address mismatch: expected 10.9.8.7; certificate has "
+                              "DNS:localhost, IP:127.0.0.1, IP:::1"), line
+
+
+def test_a_spiffe_certificate_without_the_name_says_what_it_has(pki, tmp_path, mtlsd_bin):
+    """A certificate as cert-manager issues it for a SPIFFE ID (empty subject, critical URI SAN,
+    no dnsNames) judged by a client that checks a host name: the detail names both (review, on
+    the kit's orders example: "hostname mismatch (depth 0: )")."""
+    spiffe_id = "spiffe://cluster.local/ns/shop/sa/orders"
+    ext = tmp_path / "san.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n"
+                   f"subjectAltName=critical,URI:{spiffe_id}\n")
+    key, csr, crt = (tmp_path / n for n in ("orders.key", "orders.csr", "orders.crt"))
+    for cmd in (["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-subj", "/",
+                 "-out", str(csr)],
+                ["openssl", "x509", "-req", "-in", str(csr), "-CA", pki.path("ca.crt"),
+                 "-CAkey", pki.path("ca.key"), "-set_serial", "4242", "-days", "2",
+                 "-extfile", str(ext), "-out", str(crt)]):
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    config = tmp_path / "checkout.yaml"
+    write_config(config, daemon_config([client_listener(
+        pki, "orders.shop.svc.cluster.local:8443", name="orders",
+        server_auth={"server_name": "orders.shop.svc.cluster.local"})]))
+    proc = subprocess.run([mtlsd_bin, "verify", "--config", str(config), "--listener", "orders",
+                           "--cert", str(crt)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        "rejected: hostname_mismatch: hostname mismatch: expected orders.shop.svc.cluster.local; "
+        f"certificate has URI:{spiffe_id}"), proc.stdout + proc.stderr
 
 
 def test_remote_from_another_ca_is_unknown_ca(chain, pki):

@@ -361,7 +361,9 @@ def test_check_says_what_is_wrong(mtlsd_bin, pki, token, tmp_path, case):
     at = f"{path}:{key_position(text)}: "
     expected = {
         "no_token": at + f"no PKCS#11 token matches token=nosuch in module {token.module} "
-                         "(initialised tokens there: 'mtlsd')",
+                         "(initialised tokens there: 'mtlsd'); a token whose files mtlsd's user "
+                         f"(uid {os.geteuid()}) cannot read is not listed (SoftHSM's token "
+                         f"directory: {token.root / 'tokens'})",
         "wrong_pin": lambda: f"{path}:{pin_position(text)}: wrong PIN for PKCS#11 token 'mtlsd' "
                      f"(CKR_PIN_INCORRECT; from key_pin_file {wrong_pin})",
         "no_object": at + "no private key labelled 'nosuch' on PKCS#11 token 'mtlsd' "

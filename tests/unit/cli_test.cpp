@@ -315,12 +315,11 @@ listeners:
       server_name: remote.example.org
       verify_depth: 2
       insecure_skip_verify: true
-    revocation:
-      require_staple: true
     upstream_check: {type: tcp}
   - name: out-2
     mode: client
-    listen: 127.0.0.1:7001
+    listen: unix:/tmp/out-2.sock
+    unix_socket_mode: "0660"
     upstream: remote.example.org:443
     server_auth:
       allow:
@@ -329,6 +328,8 @@ listeners:
           - sni: [remote.example.org]
             spiffe_ids: ["spiffe://remote/*"]
             not: {common_names: [old-remote]}
+    revocation:
+      require_staple: true
   - name: svid
     listen: 127.0.0.1:7002
     upstream: 127.0.0.1:8080
@@ -388,6 +389,8 @@ TEST(PrintYaml, RoundTripsEveryKey) {
   EXPECT_EQ(in.limits.max_pending_handshakes, 30);
   EXPECT_EQ(in.timeouts.max_connection_age, std::chrono::hours(1));
   EXPECT_FALSE(again.listeners[3].accept_proxy_protocol.enabled);
+  EXPECT_EQ(again.listeners[3].unix_socket_mode, 0660u);
+  EXPECT_NE(printed.find("unix_socket_mode: \"0660\"\n"), std::string::npos) << printed;
   EXPECT_EQ(again.admin.listen->str(), "[::1]:9902");
   EXPECT_EQ(again.reload.poll_interval, std::chrono::seconds(90));
   ASSERT_EQ(again.listeners[1].tls.certificates.size(), 2u);

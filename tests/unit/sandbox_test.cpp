@@ -15,6 +15,7 @@
 #include <linux/netlink.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -339,7 +340,7 @@ TEST(SandboxSeccomp, WithoutAnAccessLogFileOpeningForWritingFailsWithEacces) {
   EXPECT_EQ(under_seccomp(o, [&] { return create_file(target); }), 0);
 }
 
-TEST(SandboxSeccomp, UnlinkAndRenameOnlyWithUnixListeners) {
+TEST(SandboxSeccomp, UnlinkRenameAndChmodOnlyWithUnixListeners) {
   test::pki_dir d;
   d.write("a", "x");
   d.write("b", "y");
@@ -347,14 +348,19 @@ TEST(SandboxSeccomp, UnlinkAndRenameOnlyWithUnixListeners) {
   const auto b = (d.path() / "b").string();
   const auto c = (d.path() / "c").string();
   auto rename_b = [&] { return std::rename(b.c_str(), c.c_str()) == 0 ? 0 : errno; };
+  auto chmod_b = [&] { return ::chmod(b.c_str(), 0660) == 0 ? 0 : errno; };
   seccomp_options o;
   EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 1000 + SIGSYS);
   EXPECT_EQ(under_seccomp(o, rename_b), 1000 + SIGSYS);
+  EXPECT_EQ(under_seccomp(o, chmod_b), 1000 + SIGSYS);
   EXPECT_TRUE(fs::exists(a));
   EXPECT_TRUE(fs::exists(b));
-  o.remove_files = true;
+  o.unix_socket_files = true;
   EXPECT_EQ(under_seccomp(o, [&] { return ::unlink(a.c_str()) == 0 ? 0 : errno; }), 0);
   EXPECT_FALSE(fs::exists(a));
+  // A unix listener's socket gets its unix_socket_mode (before it is renamed into place).
+  EXPECT_EQ(under_seccomp(o, chmod_b), 0);
+  EXPECT_EQ(fs::status(b).permissions(), fs::perms(0660));
   // A unix listener's socket bound beside its path on reload is renamed over it.
   EXPECT_EQ(under_seccomp(o, rename_b), 0);
   EXPECT_TRUE(fs::exists(c));

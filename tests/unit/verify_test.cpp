@@ -469,7 +469,45 @@ TEST_F(VerifyServerTest, NameFromUpstreamHost) {
   EXPECT_EQ(refusal(o), "accepted") << o.detail;
   o = verify(t, server_cert({"web.example.org"}));
   EXPECT_EQ(refusal(o), "hostname_mismatch");
-  EXPECT_EQ(o.detail, "hostname mismatch (depth 0: CN=upstream,O=mtlsd tests)");
+  EXPECT_EQ(o.detail,
+            "hostname mismatch: expected api.example.org; certificate has "
+            "DNS:web.example.org");
+}
+
+// A mismatch names what was expected and what the certificate has (review: "hostname mismatch
+// (depth 0: )" for a cert-manager SPIFFE certificate, whose subject is empty).
+TEST_F(VerifyServerTest, HostnameMismatchNamesTheCertificatesNames) {
+  auto t = context("orders.shop.svc.cluster.local:8443");
+  auto o = verify(
+      t, test::make_leaf(pki->root, {.cn = "orders",
+                                     .uri_sans = {"spiffe://cluster.local/ns/shop/sa/orders"},
+                                     .dns_sans = {"orders.shop"},
+                                     .ip_sans = {"10.0.0.7", "fd00::7"},
+                                     .usage = test::key_usage::server,
+                                     .email_sans = {"ops@example.org"}}));
+  EXPECT_EQ(refusal(o), "hostname_mismatch");
+  EXPECT_EQ(o.detail,
+            "hostname mismatch: expected orders.shop.svc.cluster.local; certificate has "
+            "URI:spiffe://cluster.local/ns/shop/sa/orders, DNS:orders.shop, IP:10.0.0.7, "
+            "IP:fd00::7");
+
+  // None of those names: the subject says whose certificate it is.
+  o = verify(t, server_cert({}));
+  EXPECT_EQ(o.detail,
+            "hostname mismatch: expected orders.shop.svc.cluster.local; certificate has no DNS, "
+            "IP or URI names (subject CN=upstream,O=mtlsd tests)");
+
+  // Many names, a long one and one with a control character: bounded, on one line.
+  std::vector<std::string> many = {std::string(100, 'a') + ".example", "bad\nname.example"};
+  for (int i = 0; i < 7; ++i)
+    many.push_back("n" + std::to_string(i) + ".example");
+  o = verify(t, server_cert(many));
+  EXPECT_EQ(o.detail,
+            "hostname mismatch: expected orders.shop.svc.cluster.local; certificate has "
+            "DNS:" +
+                std::string(77, 'a') +
+                "..., DNS:bad?name.example, DNS:n0.example, "
+                "DNS:n1.example, DNS:n2.example, DNS:n3.example and 3 more");
 }
 
 TEST_F(VerifyServerTest, ServerNameOverridesUpstreamHost) {
@@ -495,7 +533,9 @@ TEST_F(VerifyServerTest, IpUpstreamChecksIpSans) {
   EXPECT_EQ(refusal(verify(t, server_cert({}, {"10.0.0.5"}))), "accepted");
   auto o = verify(t, server_cert({"10.0.0.5"}, {"10.0.0.6"}));
   EXPECT_EQ(refusal(o), "hostname_mismatch");
-  EXPECT_EQ(o.detail, "IP address mismatch (depth 0: CN=upstream,O=mtlsd tests)");
+  EXPECT_EQ(o.detail,
+            "IP address mismatch: expected 10.0.0.5; certificate has DNS:10.0.0.5, "
+            "IP:10.0.0.6");
 }
 
 TEST_F(VerifyServerTest, ClientOnlyEkuIsBadKeyUsage) {

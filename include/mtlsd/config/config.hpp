@@ -267,6 +267,9 @@ struct listener {
   std::string name;
   listener_mode mode = listener_mode::server;
   address listen;
+  // The permission bits a unix `listen` socket gets when bound (chmod before listen(2)), e.g.
+  // 0660; none: what the process umask leaves of 0777. Never set for a TCP listener.
+  std::optional<unsigned> unix_socket_mode;
   address upstream;
   int max_connections = 10000;
   std::vector<cidr> allowed_sources;  // [] = any; checked before any TLS work

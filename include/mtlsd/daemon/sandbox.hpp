@@ -84,9 +84,11 @@ struct seccomp_options {
   // file or a SoftHSM key is configured; otherwise such an open fails with EACCES (a visible
   // error, not a kill).
   bool write_files = false;
-  // unlink()/unlinkat(): only when there are unix listeners (a listener re-bound on reload
-  // removes its stale socket; reload cannot add one in a new directory without a restart).
-  bool remove_files = false;
+  // unlink(), rename() and chmod() (and their *at forms): only when there are unix listeners or
+  // a unix admin.address (a listener bound on reload removes its stale socket, or is renamed
+  // over the path of the one it replaces, and is given its unix_socket_mode; the admin socket is
+  // removed at exit). A reload cannot add a unix listener in a new directory without a restart.
+  bool unix_socket_files = false;
 };
 seccomp_options seccomp_options_for(const config::configuration& cfg);
 // Loads the seccomp policy for all threads; a system call outside it kills the process, after

@@ -6,6 +6,7 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/socket_base.hpp>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -49,8 +50,10 @@ std::variant<std::monostate, stream_endpoint> literal_endpoint(const config::add
 bool address_in_use(const stream_endpoint& ep);
 
 // A listening socket for `ep` on `ioc`. With `reuse_port`, several workers can bind the same
-// address. Removes a stale unix socket file first (one nothing listens on). Throws
-// boost::system::system_error.
-stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port);
+// address. Removes a stale unix socket file first (one nothing listens on). A unix socket's file
+// gets the permission bits `unix_mode` when given (else what the umask leaves) before the socket
+// listens, so no connection comes in under other bits. Throws boost::system::system_error.
+stream_acceptor open_acceptor(asio::io_context& ioc, const stream_endpoint& ep, bool reuse_port,
+                              std::optional<unsigned> unix_mode = std::nullopt);
 
 }  // namespace mtlsd::net

@@ -41,7 +41,10 @@ std::string threads_started();
 // wrong: no module, no such token, a PIN missing or wrong, no such key. A PIN the token refused
 // (wrong, locked, expired, invalid) is remembered by module, token and the PIN's SHA-256, and
 // not tried again by this process: the same module, token and PIN fail at once, without a
-// login (many tokens lock after three wrong PINs). A changed PIN is tried.
+// login (many tokens lock after three wrong PINs). A changed PIN is tried, unless the token is
+// logged in already: then the PIN must be the one it was logged in with (its SHA-256 is
+// remembered), or this fails saying a restart is needed to use it (logging in again would log
+// out every session signing with the token).
 evp_pkey_ptr load_private_key(const config::file_ref& key, const config::file_ref& pin_file);
 
 // `mtlsd verify` judges a peer's certificate and signs nothing: from this call on,

@@ -88,6 +88,15 @@ inline crl_policy crl_policy_with_files(const config::revocation_options& rv) {
 // Maps an X509_V_ERR_* code onto the rejection vocabulary.
 reason reason_from_x509_error(int err);
 
+// The detail of a host name or IP address mismatch (X509_V_ERR_HOSTNAME_MISMATCH,
+// X509_V_ERR_IP_ADDRESS_MISMATCH) of the leaf `store_ctx` verifies, in place of OpenSSL's
+// "hostname mismatch (depth 0: SUBJECT)", whose subject is empty in every certificate
+// cert-manager issues for a SPIFFE ID (review): the name expected and the DNS, IP and URI names
+// the certificate has, long ones abbreviated ("hostname mismatch: expected orders.shop.svc;
+// certificate has URI:spiffe://cluster.local/ns/shop/sa/orders, DNS:orders"). "" for any other
+// error.
+std::string name_mismatch_detail(X509_STORE_CTX* store_ctx, int err);
+
 // What a listener's TLS can sign with, worked out once when its context is built: the TLS
 // versions it allows and, for TLS 1.2's ECDSA, the NIDs of its groups (tls.curves, or
 // default_groups), as written in `groups`.
