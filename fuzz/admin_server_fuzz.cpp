@@ -28,13 +28,14 @@
 // Content-Length, no Transfer-Encoding, a body of that length (none after a HEAD, whose
 // Content-Length is the GET's); at most one response per request sent, nothing after a response
 // that closes the connection. A request read (parsed here by Beast without limits) gets the
-// answer its method and path call for (405 with Allow for other methods; the query ignored), with
-// `Cache-Control: no-store`, its keep-alive and the body a model gives: the registry's text, which
-// must parse as Prometheus text (every non-comment line `name{labels} value`), "ok", the readiness
-// reason and details. A request well within the limits, with no Transfer-Encoding and (HTTP/1.1)
-// one Host, is never refused. The server ends every connection once its client did (no hang, no
-// deadline), counts no error (no exception), never crashes (ASan, UBSan, LSan) and takes a new
-// connection afterwards; the crowd gets nothing.
+// answer its method and path call for (405 with Allow for other methods; the query ignored but
+// for /readyz's `exclude=upstream` parameter, whose readiness here is always ready with the same
+// details), with `Cache-Control: no-store`, its keep-alive and the body a model gives: the
+// registry's text, which must parse as Prometheus text (every non-comment line
+// `name{labels} value`), "ok", the readiness reason and details. A request well within the limits,
+// with no Transfer-Encoding and (HTTP/1.1) one Host, is never refused. The server ends every
+// connection once its client did (no hang, no deadline), counts no error (no exception), never
+// crashes (ASan, UBSan, LSan) and takes a new connection afterwards; the crowd gets nothing.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -214,6 +215,11 @@ bool prometheus_text_ok(std::string_view text) {
   return true;
 }
 
+// What the readiness function serves for /readyz?exclude=upstream: ready, with `r`'s details.
+admin::readiness without_upstream(const admin::readiness& r) {
+  return {true, {}, r.details};
+}
+
 // What the server answers a request it read: its status and body (admin_server.cpp's respond).
 struct answer {
   unsigned status;
@@ -229,11 +235,20 @@ answer model(const std::string& method, std::string_view target, const std::stri
       target = path == target.npos || target[path] == '?' ? "/" : target.substr(path);
       break;
     }
-  target = target.substr(0, target.find('?'));
+  const auto mark = target.find('?');
+  std::string_view query = mark == target.npos ? std::string_view() : target.substr(mark + 1);
+  target = target.substr(0, mark);
   if (target == "/metrics") return {200, metrics};
   if (target == "/healthz") return {200, "ok\n"};
   if (target == "/readyz") {
-    const auto& r = state->ready;
+    bool excluded = false;  // a parameter of the query is exactly exclude=upstream
+    while (!excluded) {
+      const auto end = query.find('&');
+      excluded = query.substr(0, end) == "exclude=upstream";
+      if (end == query.npos) break;
+      query.remove_prefix(end + 1);
+    }
+    const auto r = excluded ? without_upstream(state->ready) : state->ready;
     return {r.ready ? 200u : 503u,
             (r.ready ? "ready\n" : "not ready: " + r.why + "\n") + r.details};
   }
@@ -636,8 +651,11 @@ listening listen_at(const std::string& text) {
   auto parsed = config::parse_address(text);
   fuzz::check(std::holds_alternative<config::address>(parsed), "the fuzz admin address parses");
   listening l;
-  l.server = std::make_unique<admin::server>(*ioc, std::get<config::address>(parsed), state,
-                                             [] { return state->ready; });
+  l.server = std::make_unique<admin::server>(
+      *ioc, std::get<config::address>(parsed), state, [](admin::readiness_checks checks) {
+        return checks == admin::readiness_checks::all ? state->ready
+                                                      : without_upstream(state->ready);
+      });
   l.server->count_errors_in(errors);
   l.server->start();
   auto bound = config::parse_address(l.server->bound_address());

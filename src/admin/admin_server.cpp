@@ -36,12 +36,12 @@ using namespace std::chrono_literals;
 
 struct server::impl : std::enable_shared_from_this<impl> {
   impl(asio::io_context& ioc, std::shared_ptr<prometheus::Collectable> r,
-       std::function<readiness()> f)
+       std::function<readiness(readiness_checks)> f)
       : acceptor(ioc), registry(std::move(r)), ready(std::move(f)) {}
 
   net::stream_acceptor acceptor;
   std::shared_ptr<prometheus::Collectable> registry;
-  std::function<readiness()> ready;
+  std::function<readiness(readiness_checks)> ready;
   std::string bound;
   // A unix socket's file, and which file it is (device, inode): removed on stop unless another
   // process has bound the path since.
@@ -102,7 +102,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     res.keep_alive(keep_alive);
     res.set(http::field::server, "mtlsd");
     res.set(http::field::cache_control, "no-store");
-    const std::string_view target = path_of(req.target());
+    const auto [target, query] = parts_of(req.target());
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       res.result(http::status::method_not_allowed);
       res.set(http::field::allow, "GET, HEAD");
@@ -117,7 +117,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
       res.set(http::field::content_type, "text/plain; charset=utf-8");
       res.body() = "ok\n";
     } else if (target == "/readyz") {
-      readiness r = ready();
+      readiness r = ready(checks_asked(query));
       res.result(r.ready ? http::status::ok : http::status::service_unavailable);
       res.set(http::field::content_type, "text/plain; charset=utf-8");
       res.body() = (r.ready ? "ready\n" : "not ready: " + r.why + "\n") + r.details;
@@ -133,10 +133,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
     return res;
   }
 
-  // The path a request target names: origin form ("/metrics?x") as it is, absolute form
-  // ("http://127.0.0.1:9901/metrics"), which RFC 9112 3.2.2 has a server accept, without its
-  // scheme and authority; the query dropped either way.
-  static std::string_view path_of(beast::string_view raw) {
+  // The path and the query (after the `?`) a request target names: origin form ("/readyz?x") as
+  // it is, absolute form ("http://127.0.0.1:9901/readyz?x"), which RFC 9112 3.2.2 has a server
+  // accept, without its scheme and authority.
+  struct target_parts {
+    std::string_view path, query;
+  };
+  static target_parts parts_of(beast::string_view raw) {
     std::string_view target(raw.data(), raw.size());
     for (std::string_view scheme : {"http://", "https://"})
       if (target.size() >= scheme.size() &&
@@ -147,7 +150,21 @@ struct server::impl : std::enable_shared_from_this<impl> {
         if (target.starts_with('?')) target = "/";
         break;
       }
-    return target.substr(0, target.find('?'));
+    const auto mark = target.find('?');
+    if (mark == std::string_view::npos) return {target, {}};
+    return {target.substr(0, mark), target.substr(mark + 1)};
+  }
+
+  // /readyz leaves the upstream checks out when one of the query's `&`-separated parameters is
+  // exactly `exclude=upstream` (Kubernetes' apiserver also takes several `exclude=`). Any other
+  // query is ignored, as every query always was: a probe with one gets what plain /readyz says.
+  static readiness_checks checks_asked(std::string_view query) {
+    for (;;) {
+      const auto end = query.find('&');
+      if (query.substr(0, end) == "exclude=upstream") return readiness_checks::all_but_upstream;
+      if (end == std::string_view::npos) return readiness_checks::all;
+      query.remove_prefix(end + 1);
+    }
   }
 
   // What makes a request head unanswerable though Beast parsed it, or "". Any Transfer-Encoding:
@@ -318,7 +335,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 };
 
 server::server(asio::io_context& ioc, const config::address& address,
-               std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready)
+               std::shared_ptr<prometheus::Collectable> registry,
+               std::function<readiness(readiness_checks)> ready)
     : impl_(std::make_shared<impl>(ioc, std::move(registry), std::move(ready))) {
   auto literal = net::literal_endpoint(address);
   auto* ep = std::get_if<net::stream_endpoint>(&literal);

@@ -93,7 +93,7 @@ class daemon {
   void recheck_crl_files(const runtime::runtime& rt, const runtime::runtime* previous);
 
   // readiness.cpp
-  admin::readiness readiness() const;
+  admin::readiness readiness(admin::readiness_checks checks) const;
   admin::readiness upstream_readiness() const;
 
   // drain.cpp

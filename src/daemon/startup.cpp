@@ -288,8 +288,9 @@ void daemon::apply_logging(const config::configuration& cfg) {
 }
 
 void daemon::start_admin(const config::address& a) {
-  admin_ = std::make_unique<admin::server>(control_, a, metrics_.collectable(),
-                                           [this] { return readiness(); });
+  admin_ = std::make_unique<admin::server>(
+      control_, a, metrics_.collectable(),
+      [this](admin::readiness_checks checks) { return readiness(checks); });
   admin_->count_errors_in(&metrics_.internal_errors("admin"));
   admin_->start();
   log::info("admin listening", {{"address", admin_->bound_address()}});

@@ -12,7 +12,9 @@
 //      never reads is unknown to the schema: a typo such as `readinesProbe`;
 //   3. no CA Issuer in a namespace (the CA key would sit beside the workloads);
 //      mtlsd policy, for every pod template with a container named `mtlsd`:
-//      hardening, probes on the admin port, resources, termination budget vs
+//      hardening, probes on the admin port (startup: /readyz?exclude=upstream,
+//      which the app behind a sidecar need not be running to pass; readiness:
+//      /readyz; liveness: /healthz), resources, termination budget vs
 //      the config's shutdown.drain_timeout, native-sidecar restartPolicy,
 //      every file the mtlsd config names provided by a mounted volume, and
 //      readiness/liveness probes on the app containers beside a sidecar that
@@ -269,15 +271,19 @@ function checkMtlsdPod(o, tmpl) {
         problem(o, `${tag}: ${probe} missing`);
         continue;
       }
+      // The startup probe leaves the upstream checks out: the kubelet starts
+      // a sidecar's app only after it passed, and a failed one restarts mtlsd.
+      const want = { livenessProbe: "/healthz", readinessProbe: "/readyz", startupProbe: "/readyz?exclude=upstream" }[probe];
       if (p.httpGet) {
         const port = p.httpGet.port;
         const num = typeof port === "number" ? port : (c.ports ?? []).find((x) => x.name === port)?.containerPort;
         if (num === undefined) problem(o, `${tag}: ${probe} port ${port} is not a declared container port`);
         else if (!adminPort || num !== adminPort.containerPort) problem(o, `${tag}: ${probe} must probe the admin port`);
-        const want = probe === "livenessProbe" ? "/healthz" : "/readyz";
         if (p.httpGet.path !== want) problem(o, `${tag}: ${probe} should GET ${want}, not ${p.httpGet.path}`);
       } else if (!p.exec?.command?.includes("health")) {
         problem(o, `${tag}: ${probe} must be an httpGet on the admin port or exec \`mtlsd health\``);
+      } else if (probe === "startupProbe" && !p.exec.command.some((arg) => arg.endsWith(want))) {
+        problem(o, `${tag}: startupProbe's \`mtlsd health\` should ask for ${want} (--url ...${want})`);
       }
     }
     // Secret/projected files are owned by root with group fsGroup: when the

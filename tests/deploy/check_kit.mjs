@@ -13,6 +13,12 @@
 //                                            one of the hand-written ConfigMap HAND,
 //                                            but for the PATHs (e.g.
 //                                            listeners/0/client_auth/allow)
+//   node check_kit.mjs certificate HAND FILE the sidecar's Certificate in FILE has
+//                                            the hand-written one's spec (dnsNames,
+//                                            uris, ...; not its Secret's name)
+//   node check_kit.mjs values VALUES FILE    a Helm rendering with VALUES holds each
+//                                            value it copies as the string it
+//                                            stands for (numbers, booleans)
 //
 // facts: exactly one Deployment, with mtlsd as a native sidecar (init
 // container, restartPolicy: Always) mounting a ConfigMap and the Secret of a
@@ -298,6 +304,61 @@ function config(handFile, file, ignored) {
   }
 }
 
+// The Certificate writing the sidecar's Secret, and the hand-written one (the
+// only Certificate of HAND): every spec key of the hand-written one but its
+// secretName and secretTemplate (names and labels of its own) must agree.
+// dnsNames above all: without them the shipped outbound client (server_name
+// orders.shop.svc.cluster.local) refuses the kit's orders (hostname_mismatch).
+function certificate(handFile, file) {
+  const hand = load(handFile).filter((o) => o.kind === "Certificate");
+  if (hand.length !== 1) return fail(`${handFile}: ${hand.length} Certificates, expected 1`);
+  const objs = load(file);
+  const d = objs.find((o) => o.kind === "Deployment");
+  const sources = (d?.spec?.template?.spec?.volumes ?? []).find((v) => v.name === "mtlsd")?.projected?.sources ?? [];
+  const secretName = sources.find((x) => x.secret)?.secret?.name;
+  const kit = objs.find((o) => o.kind === "Certificate" && o.spec?.secretName === secretName);
+  if (!kit) return fail(`${file}: no Certificate writes the sidecar's Secret ${secretName}`);
+  const keys = Object.keys(hand[0].spec).filter((k) => !["secretName", "secretTemplate"].includes(k));
+  // Maps compare whatever their keys' order; lists in order.
+  const text = (v) => JSON.stringify(v, (_, x) => (x && typeof x === "object" && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort()) : x));
+  for (const k of keys) {
+    const [want, got] = [text(hand[0].spec[k]), text(kit.spec[k])];
+    if (want !== got) fail(`${file}: Certificate ${kit.metadata.name} spec.${k} is ${got ?? "absent"}, the hand-written ${handFile} has ${want}`);
+  }
+  if (!problems.length) {
+    console.log(`ok: ${file}: Certificate ${kit.metadata.name} agrees with ${handFile} in ${keys.join(", ")} (dnsNames ${JSON.stringify(kit.spec.dnsNames)})`);
+  }
+}
+
+// A Helm rendering with VALUES: each value the chart copies into the objects
+// (app.env[].value, the CPU limits, the PodMonitor's labels) is there as the
+// string it stands for, whatever its YAML type (8080, true, 0.5, 2), and no
+// string holds Go's fmt error (`%!q(float64=8080)`: printf "%q" on a value
+// that is not a string).
+function values(valuesFile, file) {
+  const v = parseYaml(readFileSync(valuesFile, "utf8")) ?? {};
+  const objs = load(file);
+  const spec = objs.find((o) => o.kind === "Deployment")?.spec?.template?.spec ?? {};
+  const app = (spec.containers ?? []).find((c) => c.name === "app");
+  const sidecar = (spec.initContainers ?? []).find((c) => c.name === "mtlsd");
+  const pm = objs.find((o) => o.kind === "PodMonitor");
+  const checks = [];
+  for (const e of v.app?.env ?? []) checks.push([`app env ${e.name}`, e.value, app?.env?.find((x) => x.name === e.name)?.value]);
+  if (v.app?.resources?.limits?.cpu !== undefined) checks.push(["app cpu limit", v.app.resources.limits.cpu, app?.resources?.limits?.cpu]);
+  if (v.mtlsd?.resources?.limits?.cpu !== undefined) checks.push(["mtlsd cpu limit", v.mtlsd.resources.limits.cpu, sidecar?.resources?.limits?.cpu]);
+  for (const [k, val] of Object.entries(v.podMonitor?.labels ?? {})) checks.push([`PodMonitor label ${k}`, val, pm?.metadata?.labels?.[k]]);
+  for (const [what, given, got] of checks) {
+    if (got !== String(given)) fail(`${file}: ${what} is ${JSON.stringify(got)}, expected the string ${JSON.stringify(String(given))} (${valuesFile} gives ${typeof given} ${JSON.stringify(given)})`);
+  }
+  const walk = (x, path) => {
+    if (typeof x === "string" && x.includes("%!")) fail(`${file}: ${path} is ${JSON.stringify(x)}: a Go fmt error in the rendering`);
+    else if (x && typeof x === "object") for (const [k, y] of Object.entries(x)) walk(y, `${path}/${k}`);
+  };
+  objs.forEach((o, i) => walk(o, `${o.kind}[${i}]`));
+  if (!checks.length) fail(`${valuesFile}: gives none of app.env, the CPU limits, podMonitor.labels: nothing checked`);
+  if (!problems.length) console.log(`ok: ${file}: ${checks.map(([w, given]) => `${w} ${JSON.stringify(given)} -> "${String(given)}"`).join(", ")}`);
+}
+
 const [mode, ...args] = process.argv.slice(2);
 if (mode === "keeps" && args.length === 2) keeps(args[0], args[1]);
 else if (mode === "facts" && args.length === 1) facts(args[0]);
@@ -305,8 +366,10 @@ else if (mode === "same" && args.length === 2) same(args[0], args[1]);
 else if (mode === "identical" && args.length === 2) identical(args[0], args[1]);
 else if (mode === "distinct" && args.length >= 2) distinct(args);
 else if (mode === "config" && args.length >= 2) config(args[0], args[1], args.slice(2));
+else if (mode === "certificate" && args.length === 2) certificate(args[0], args[1]);
+else if (mode === "values" && args.length === 2) values(args[0], args[1]);
 else {
-  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | identical RENDER_KIT_OUTPUT KUBECTL_OUTPUT | keeps APP_YAML RENDERED | distinct FILE FILE... | config HANDWRITTEN FILE [PATH...]");
+  console.error("usage: node check_kit.mjs facts FILE | same KUSTOMIZE_OUTPUT HELM_OUTPUT | identical RENDER_KIT_OUTPUT KUBECTL_OUTPUT | keeps APP_YAML RENDERED | distinct FILE FILE... | config HANDWRITTEN FILE [PATH...] | certificate HANDWRITTEN FILE | values VALUES FILE");
   process.exit(2);
 }
 for (const p of problems) console.log(`FAIL: ${p}`);

@@ -9,7 +9,9 @@
 #      kustomize nor helm installs here: see its header)
 #      and the component on tests/deploy/fixtures/kit-app (an app with its own
 #      init container, volumes, labels): check_kit.mjs keeps — all of the
-#      app's own parts survive unchanged
+#      app's own parts survive unchanged; and the chart with
+#      ci/typed-values.yaml (numbers and booleans where strings are copied):
+#      check_kit.mjs values — each renders as the string it stands for
 #   2. check_k8s.mjs on each rendering: schema, unknown keys, mtlsd pod policy
 #      (native sidecar, hardening/securityContext, probes of mtlsd and the
 #      app, resources, grace period vs drain_timeout, mounted files)
@@ -35,7 +37,10 @@
 #      deploy/kubernetes/configmap.yaml (check_kit.mjs config): the orders
 #      renderings agree in every key, the other apps in every key but their
 #      allow list (http:, alpn, revocation, timeouts, ... included); a
-#      rendering without http.forward_client_cert_details must fail it
+#      rendering without http.forward_client_cert_details must fail it. The
+#      orders renderings' Certificate against deploy/kubernetes/certificate.yaml
+#      (check_kit.mjs certificate: dnsNames, uris, ...); one without the
+#      dnsNames must fail it
 #   9. with a kubectl whose built-in kustomize is v5 or later on PATH (or
 #      $KUBECTL): `kubectl kustomize` on each kustomize directory of 1, and
 #      check_kit.mjs identical against render_kit.mjs's rendering (values and
@@ -143,6 +148,24 @@ if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release payments --namespace s
 else
     cat "$TMP/err"
     fail "render_kit.mjs helm $CHART --release payments failed (above)"
+fi
+
+# The chart with values of other YAML types than strings (ci/typed-values.yaml:
+# numbers, booleans): each lands as the string it stands for. A printf "%q" of
+# a number rendered %!q(float64=8080) (review); render_kit.mjs refuses a Go fmt
+# error, check_kit.mjs values compares each value.
+TYPED=$CHART/ci/typed-values.yaml
+if node "$NPM_DIR/render_kit.mjs" helm "$CHART" --release orders --namespace shop -f "$TYPED" >"$TMP/typed-helm.yaml" 2>"$TMP/err"; then
+    rendered+=("$TMP/typed-helm.yaml")
+    if out=$(node "$NPM_DIR/check_kit.mjs" values "$TYPED" "$TMP/typed-helm.yaml" 2>&1); then
+        printf '%s\n' "$out"
+    else
+        printf '%s\n' "$out"
+        fail "$TYPED: a value did not render as the string it stands for (above)"
+    fi
+else
+    cat "$TMP/err"
+    fail "render_kit.mjs helm $CHART -f $TYPED failed (above)"
 fi
 
 # --- 2. the manifest checks on each rendering ------------------------------------
@@ -329,6 +352,29 @@ if [[ -s $R/orders-kustomize.yaml ]]; then
     else
         printf '%s\n' "$out"
         fail "check_kit.mjs config did not refuse a kit config without http.forward_client_cert_details"
+    fi
+fi
+
+# The orders Certificate = the hand-written deploy/kubernetes/certificate.yaml
+# (its dnsNames above all: the shipped outbound client checks server_name
+# orders.shop.svc.cluster.local, and refused the kit's certificate without them).
+HANDCERT=deploy/kubernetes/certificate.yaml
+for r in "$R"/orders-*.yaml; do
+    if out=$(node "$NPM_DIR/check_kit.mjs" certificate "$HANDCERT" "$r" 2>&1); then
+        printf '%s\n' "$out"
+    else
+        printf '%s\n' "$out"
+        fail "${r##*/}: the kit's Certificate differs from $HANDCERT (above)"
+    fi
+done
+if [[ -s $R/orders-helm.yaml ]]; then
+    sed '/^  dnsNames:/,/^  [a-zA-Z]/{/^    - /d}' "$R/orders-helm.yaml" >"$TMP/no-dns.yaml"
+    if ! out=$(node "$NPM_DIR/check_kit.mjs" certificate "$HANDCERT" "$TMP/no-dns.yaml" 2>&1) &&
+        grep -q "spec.dnsNames is " <<<"$out"; then
+        ok "check_kit.mjs certificate refuses an orders Certificate without the dnsNames"
+    else
+        printf '%s\n' "$out"
+        fail "check_kit.mjs certificate did not refuse an orders Certificate without the dnsNames"
     fi
 fi
 

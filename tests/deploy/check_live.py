@@ -10,14 +10,21 @@ under a test NOTIFY_SOCKET, as systemd's Type=notify would, and:
   * READY=1 arrives, and by then every listener accepts TCP connections
     (mtlsd.service's Type=notify);
   * `mtlsd health --url http://ADMIN/readyz` and `.../healthz` exit 0
-    (the image's HEALTHCHECK, exec probes), and /readyz, /healthz answer 200
-    (the Kubernetes httpGet probes);
+    (the image's HEALTHCHECK, exec probes), and /readyz, /healthz and every
+    path an mtlsd probe of deploy/kubernetes/ asks for answer 200 (the
+    Kubernetes httpGet probes);
   * /metrics passes `promtool check metrics`, and every metric the alert rules
     (deploy/prometheus/alerts.yaml) use that this run can produce is exposed
     with the labels the rules aggregate and print;
   * SIGHUP gives RELOADING=1 then READY=1 and counts
     mtlsd_config_reloads_total{result="success"} (ExecReload);
   * SIGTERM gives STOPPING=1 and exit status 0 (KillSignal, drain).
+
+Then each Deployment of deploy/kubernetes/ runs its mtlsd config with an
+upstream_check whose upstream refuses connections, as a native sidecar's app
+does before the kubelet starts it: the path of its startupProbe must answer
+200 (else the app never starts and mtlsd is restarted every 30 s), that of its
+readinessProbe 503.
 
 Only loopback addresses are used; every process is stopped by this script.
 Exit 1 with FAIL lines on any problem.
@@ -35,6 +42,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -126,6 +135,27 @@ def parse_exposition(text):
     return samples
 
 
+def mtlsd_probes():
+    """[(manifest, namespace, its mtlsd config's ConfigMap, {probe: httpGet path})] of every
+    Deployment of deploy/kubernetes/ with an mtlsd container (native sidecar or not)."""
+    out = []
+    for path in sorted((ROOT / "deploy/kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not doc or doc.get("kind") != "Deployment":
+                continue
+            spec = doc["spec"]["template"]["spec"]
+            for c in spec.get("initContainers", []) + spec.get("containers", []):
+                if c["name"] != "mtlsd":
+                    continue
+                configmaps = [s["configMap"]["name"] for v in spec.get("volumes", [])
+                              for s in (v.get("projected") or {}).get("sources", []) if "configMap" in s]
+                configmaps += [v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v]
+                paths = {p: c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
+                         if "httpGet" in c.get(p, {})}
+                out.append((path.name, doc["metadata"]["namespace"], configmaps, paths))
+    return out
+
+
 def check_one(binary, config, source, workdir, problems):
     def bad(msg):
         problems.append(f"{source}: {msg}")
@@ -159,6 +189,7 @@ def check_one(binary, config, source, workdir, problems):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=15)
             if rc.returncode != 0:
                 bad(f"`mtlsd health --url http://{admin}{path}` exited {rc.returncode}: {rc.stdout.strip()}")
+        for path in sorted({"/readyz", "/healthz"} | {p for *_, paths in mtlsd_probes() for p in paths.values()}):
             status, body = http_get(f"http://{admin}{path}")
             if status != 200:
                 bad(f"GET {path} answered {status}: {body.strip()[:200]}")
@@ -222,6 +253,57 @@ def check_one(binary, config, source, workdir, problems):
         run.stop()
 
 
+def check_start_with_upstream_check(binary, config, source, paths, workdir, problems):
+    """`config` (of a manifest whose mtlsd probes ask `paths`) with an upstream_check on every
+    listener, and every upstream refusing connections."""
+    def bad(msg):
+        problems.append(f"{source} + upstream_check: {msg}")
+        print(f"FAIL: {source} + upstream_check: {msg}")
+
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    cfg = yaml.safe_load(open(config, encoding="utf-8"))
+    for listener in cfg["listeners"]:
+        listener["upstream"] = f"127.0.0.1:{refusing.getsockname()[1]}"
+        listener["upstream_check"] = {"interval": "500ms", "timeout": "500ms"}
+    checked = os.path.join(workdir, "upstream-check.yaml")
+    with open(checked, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    run = Run(binary, checked, workdir)
+    try:
+        if not run.wait_notify("READY=1", 15):
+            bad(f"no READY=1 within 15s; log: {run.lines[-5:]}")
+            return
+        deadline = time.monotonic() + 5
+        while not run.addresses("admin listening") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        admin = (run.addresses("admin listening") or [None])[0]
+        if not admin:
+            bad(f"no 'admin listening' line: {run.lines[:6]}")
+            return
+        # The checks' first results: /readyz turns 503 once every upstream check failed.
+        deadline = time.monotonic() + 10
+        while (got := http_get(f"http://{admin}/readyz"))[0] != 503:
+            if time.monotonic() > deadline:
+                bad(f"/readyz never said the upstream checks fail: {got}")
+                return
+            time.sleep(0.05)
+        answers = {}
+        for probe, want in (("startupProbe", 200), ("readinessProbe", 503)):
+            status, body = answers[probe] = http_get(f"http://{admin}{paths[probe]}")
+            if status != want:
+                bad(f"the {probe} (GET {paths[probe]}) answered {status}, not {want}: {body.strip()[:200]}"
+                    + (" (it waits for the upstream: the kubelet restarts mtlsd every 30 s, and"
+                       " never starts a native sidecar's app)" if probe == "startupProbe" else ""))
+        if not any(p.startswith(f"{source} + upstream_check:") for p in problems):
+            print(f"ok: {source} with an upstream_check failing: startupProbe {paths['startupProbe']} "
+                  f"{answers['startupProbe'][0]}, readinessProbe {paths['readinessProbe']} "
+                  f"{answers['readinessProbe'][0]}")
+    finally:
+        run.stop()
+        refusing.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mtlsd", required=True)
@@ -256,8 +338,16 @@ def main():
         if ran == 0:
             print("FAIL: no config could be started")
             return 1
-    print(f"live: {ran - len({p.split(': ')[0] for p in problems})} passed, "
-          f"{len({p.split(': ')[0] for p in problems})} failed")
+        index = [line.split("\t", 1) for line in ex.stdout.splitlines()]
+        for manifest, ns, configmaps, paths in mtlsd_probes():
+            found = [(c, s) for c, s in index if any(f"ConfigMap {ns}/{cm}," in s for cm in configmaps)]
+            if len(found) != 1 or not {"startupProbe", "readinessProbe"} <= paths.keys():
+                problems.append(f"{manifest}: no single mtlsd config ({found}) or no httpGet probes ({paths})")
+                print(f"FAIL: {problems[-1]}")
+                continue
+            check_start_with_upstream_check(binary, found[0][0], found[0][1], paths, tmp, problems)
+    print(f"live: {ran} config(s) run, {len(mtlsd_probes())} started with a failing upstream_check: "
+          f"{len(problems)} problem(s)")
     return 1 if problems else 0
 
 

@@ -3,7 +3,9 @@
 # loopback, test PKI) and check what the deployment files rely on: READY=1 /
 # RELOADING=1 / STOPPING=1 on NOTIFY_SOCKET (Type=notify unit), `mtlsd health`
 # and the probe paths (HEALTHCHECK, Kubernetes probes), metrics lint-clean and
-# carrying the labels the alert rules use, SIGTERM exit 0. See check_live.py.
+# carrying the labels the alert rules use, SIGTERM exit 0; each Deployment's
+# config with a failing upstream_check: its startup probe's path 200, its
+# readiness probe's 503. See check_live.py.
 # BINARY defaults to build/release/mtlsd, then build/dev/mtlsd; exit 2 without one.
 # Needs: openssl (gen-pki.sh), python3, promtool (optional, recommended).
 set -uo pipefail

@@ -15,6 +15,18 @@
 #      whose failure would restart the unit anyway: each restart would spend a
 #      PKCS#11 token's PIN try on a wrong PIN
 #   4. mtlsd.sysusers.conf parses (`systemd-sysusers --dry-run` on an empty root)
+#   5. the unit's lines for a file-backed PKCS#11 token (SoftHSM), which its
+#      comment lists: the unit with them verifies clean and scores <= 2.0, runs
+#      as a static User= (not DynamicUser) and has the tokendir the comment
+#      names in ReadWritePaths= (ProtectSystem=strict makes it read-only, and
+#      SoftHSM then fails logins with "General Error"); the sysusers snippet
+#      with the user line parses; README.md's HSM section says the same
+#   6. the comment above RuntimeDirectory= (for `listen: unix:` sockets) says
+#      what clients of other users need: the listener key it names for the
+#      socket file's mode, with its value, is one `mtlsd check` takes on a
+#      unix listener (with a binary), and RuntimeDirectoryMode= for the
+#      directory (a comment offered the directory for sockets only root could
+#      use, under the unit's UMask=0077 and 0750 directory)
 #
 # Needs: systemd (systemd-analyze, systemd-sysusers), python3 + python3-yaml.
 set -uo pipefail
@@ -178,6 +190,79 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
     fi
 else
     say "skip: systemd-sysusers not installed: $SYSUSERS not parsed"
+fi
+
+# --- 5. the SoftHSM variant the unit's comment gives ----------------------------------
+# The `#   Key=value` lines right after "# So, with `u mtlsd -` ...", and the
+# tokendir the comment names ("# /var/lib/softhsm/tokens on Debian) ...").
+mapfile -t SOFTHSM < <(awk '/^# So, with `u mtlsd -`/ { on = 1; next }
+    on && /^#   [A-Za-z]+=/ { print substr($0, 5); next } { on = 0 }' "$UNIT")
+tokendir=$(sed -n 's#^\# \(/[^ ]*\) on Debian).*#\1#p' "$UNIT" | head -1)
+if ((${#SOFTHSM[@]} == 0)) || [[ -z $tokendir ]]; then
+    fail "$UNIT: no SoftHSM lines (after '# So, with \`u mtlsd -\`...') or no tokendir in its comment"
+else
+    mkdir -p "$TMP/softhsm"
+    # The lines go after SupplementaryGroups=mtlsd-tls; DynamicUser=yes makes way for theirs.
+    awk -v lines="$(printf '%s\n' "${SOFTHSM[@]}")" '/^DynamicUser=/ { next } { print } /^SupplementaryGroups=/ { print lines }' \
+        "$TMP/good/mtlsd.service" >"$TMP/softhsm/mtlsd.service"
+    problems=()
+    grep -qx 'DynamicUser=no' "$TMP/softhsm/mtlsd.service" || problems+=("no DynamicUser=no")
+    grep -qE '^User=[a-z]' "$TMP/softhsm/mtlsd.service" || problems+=("no static User=")
+    grep -qx "ReadWritePaths=$tokendir" "$TMP/softhsm/mtlsd.service" || problems+=("no ReadWritePaths=$tokendir")
+    if ! out=$(verify "$TMP/softhsm/mtlsd.service"); then
+        printf '%s\n' "$out"
+        problems+=("systemd-analyze verify reported the problems above")
+    fi
+    sec=$(systemd-analyze security --offline=yes "$TMP/softhsm/mtlsd.service" 2>&1)
+    hsm_score=$(sed -nE 's/.*Overall exposure level for mtlsd\.service: ([0-9.]+).*/\1/p' <<<"$sec")
+    awk -v s="${hsm_score:-99}" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }' || problems+=("exposure ${hsm_score:-?} > $MAX_EXPOSURE")
+    if command -v systemd-sysusers >/dev/null 2>&1; then
+        { cat "$SYSUSERS"; printf 'u mtlsd -\n'; } >"$TMP/softhsm/sysusers.conf"
+        out=$(systemd-sysusers --root="$TMP/root" --dry-run "$TMP/softhsm/sysusers.conf" 2>&1)
+        grep -qi "creating user 'mtlsd'" <<<"$out" || problems+=("sysusers with 'u mtlsd -': $out")
+    fi
+    hsm=$("$PY" -c 'import re,sys; t=open(sys.argv[1]).read(); m=re.search(r"^### Keys in an HSM \(PKCS#11\)\n(.*?)^##", t, re.S | re.M); print(m.group(1) if m else "")' README.md)
+    for want in "ReadWritePaths=" "General Error" "User=" "deploy/systemd"; do
+        grep -qF -- "$want" <<<"$hsm" || problems+=("README.md's HSM section does not say $want")
+    done
+    if ((${#problems[@]} == 0)); then
+        ok "SoftHSM variant (${SOFTHSM[*]}): verify clean, exposure $hsm_score, README's HSM section agrees"
+    else
+        fail "SoftHSM variant of $UNIT: $(printf '%s; ' "${problems[@]}")"
+    fi
+fi
+
+# --- 6. unix sockets: what the comment above RuntimeDirectory= offers ------------------
+block=$(awk '/^# \/run\/mtlsd, for `listen: unix:/ { on = 1 } on { print } /^RuntimeDirectory=/ { exit }' "$UNIT")
+read -r mode_key mode_value < <(sed -n 's/.* \([a-z_]*_mode\): "\([0-7]*\)".*/\1 \2/p' <<<"$block" | head -1)
+if [[ -z $block || -z ${mode_key:-} ]]; then
+    fail "$UNIT: the comment above RuntimeDirectory= names no listener key for the socket file's mode (KEY: \"0666\")"
+elif ! grep -q "RuntimeDirectoryMode=07[0-7]5" <<<"$block"; then
+    fail "$UNIT: the comment above RuntimeDirectory= does not say how to make /run/mtlsd searchable (RuntimeDirectoryMode=0755)"
+elif [[ $BIN == /bin/true ]]; then
+    say "skip: no mtlsd binary: '$mode_key: \"$mode_value\"' (the unit's comment) not run through mtlsd check"
+else
+    mkdir -p "$TMP/unix"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=ca -days 2 \
+        -keyout "$TMP/unix/ca.key" -out "$TMP/unix/ca.crt" >/dev/null 2>&1
+    cat >"$TMP/unix/mtlsd.yaml" <<EOF
+admin:
+  address: ""
+listeners:
+  - name: local
+    mode: client
+    listen: unix:$TMP/unix/app.sock
+    $mode_key: "$mode_value"
+    upstream: 127.0.0.1:8443
+    server_auth:
+      ca: [$TMP/unix/ca.crt]
+EOF
+    if out=$("$BIN" check --config "$TMP/unix/mtlsd.yaml" 2>&1); then
+        ok "the unit's comment for unix sockets: '$mode_key: \"$mode_value\"' is a listener key mtlsd takes, and RuntimeDirectoryMode= for the directory"
+    else
+        printf '%s\n' "$out"
+        fail "$UNIT: the comment above RuntimeDirectory= offers '$mode_key: \"$mode_value\"', which mtlsd check refuses (above)"
+    fi
 fi
 
 finish check_systemd

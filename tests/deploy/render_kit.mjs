@@ -33,7 +33,9 @@
 //     chart's _*.tpl partials defined. That engine has text/template's
 //     built-in functions only, not Helm's or sprig's, so the chart is written
 //     with those alone (which Helm has too). A `<no value>` in the output
-//     (Helm would print nothing) is an error: a value the chart forgot.
+//     (Helm would print nothing) is an error: a value the chart forgot; so is
+//     Go fmt's `%!verb(type=value)` (a verb for another type, which Helm
+//     would print as it is).
 //
 // Prints the rendered objects as one YAML stream. Exit 1 with a message on
 // anything unsupported or wrong.
@@ -365,6 +367,11 @@ async function helmTemplate(chartDir, release, namespace, valueFiles) {
       const line = text.split("\n").findIndex((l) => l.includes("<no value>")) + 1;
       die(`${tdir}/${f}: output line ${line} has <no value>: a value the chart does not define`);
     }
+    // Go's fmt writes a verb it cannot apply to a value's type as
+    // %!verb(type=value) (printf "%q" on a number): Helm would print that
+    // text, a string that then passes every schema check.
+    const fmtError = text.split("\n").findIndex((l) => l.includes("%!"));
+    if (fmtError >= 0) die(`${tdir}/${f}: output line ${fmtError + 1} has a Go fmt error: ${text.split("\n")[fmtError].trim()}`);
     let docs;
     try {
       docs = parseAllDocuments(text, { uniqueKeys: true });

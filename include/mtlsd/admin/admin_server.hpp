@@ -25,11 +25,18 @@ struct readiness {
   std::string details;  // more lines for the body either way (the upstream checks' states)
 };
 
+// What a /readyz request asks to be judged. `GET /readyz?exclude=upstream` (Kubernetes' apiserver
+// convention, `/readyz?exclude=<check>`) leaves the listeners' upstream checks out: a native
+// sidecar's startupProbe asks that, since the kubelet starts the app those checks reach only once
+// the sidecar's startup probe has passed.
+enum class readiness_checks { all, all_but_upstream };
+
 class server {
  public:
   // Binds at once (throws boost::system::system_error when it cannot); serves after start().
   server(boost::asio::io_context& ioc, const config::address& address,
-         std::shared_ptr<prometheus::Collectable> registry, std::function<readiness()> ready);
+         std::shared_ptr<prometheus::Collectable> registry,
+         std::function<readiness(readiness_checks)> ready);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
