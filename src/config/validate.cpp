@@ -245,6 +245,13 @@ void check_client_mode(reader& r, const YAML::Node& n, const std::string& path, 
   if (l.http.enabled) r.error(n["http"], path + ".http applies to mode: server only");
   if (l.revocation.stapling)
     r.error(n["revocation"], path + ".revocation.stapling applies to mode: server only");
+  // As with client_auth.mode: none: nothing would be checked (review: a CRL revoking the remote
+  // admitted it all the same, while `check` said only "valid").
+  if (l.server_auth.insecure_skip_verify && (l.revocation.enabled() || l.revocation.require_staple))
+    r.warning(n["revocation"], path +
+                                   ".revocation is not used with server_auth.insecure_skip_verify: "
+                                   "true (the remote's certificate is not judged, revocation "
+                                   "included)");
 }
 
 }  // namespace

@@ -152,7 +152,11 @@ asio::awaitable<void> serve_client_mode(session& s) {
   tls_stream& tls = s.tls.emplace(s.upstream, lr.tls.ctx.get(), false);
   tls::verify_outcome vo;
   vo.conn_id = s.conn_id;
-  tls::verifier::bind(tls.native(), &vo);
+  // insecure_skip_verify: the remote's certificate is not judged at all. OpenSSL still runs its
+  // chain check (and with it the verify callback) and then ignores the result: without an
+  // outcome bound, the callback records nothing, so no verdict, identity or revocation answer
+  // of that check reaches the access line or the metrics.
+  if (!cfg.server_auth.insecure_skip_verify) tls::verifier::bind(tls.native(), &vo);
   // Resumption is per upstream address: a hostname may resolve to servers that do not share
   // ticket keys. Sessions arriving later on this connection (TLS 1.3 tickets) land there too.
   if (lr.tls.sessions) {
@@ -168,7 +172,8 @@ asio::awaitable<void> serve_client_mode(session& s) {
   }
 
   // The remote's chain gets the same revocation checks as a client's in mode: server (CRL files
-  // in the handshake, OCSP / distribution points after it, recheck of live connections).
+  // in the handshake, OCSP / distribution points after it, recheck of live connections); none
+  // with insecure_skip_verify.
   const bool network_revocation =
       lr.revocation_service && lr.revocation.network() && !cfg.server_auth.insecure_skip_verify;
 
@@ -344,7 +349,11 @@ asio::awaitable<void> run(std::unique_ptr<session> owned, session_registry& regi
   // nothing was cut, as a response cut in HTTP mode does (README: Choices made where the
   // contract is silent).
   const cut_directions cut = cut_by_mtlsd(s, o);
-  if (cut.to_plain) reset_plain_side(s);
+  // Mode client, not admitted (the remote refused in the handshake or after it, or never
+  // reached): the local app got nothing, and a FIN would read as a clean, empty answer. It is
+  // reset, whether or not its request was in yet (review: a FIN or a reset depended on that).
+  const bool server_mode = s.listener->cfg.mode == config::listener_mode::server;
+  if (cut.to_plain || (!server_mode && !s.admitted)) reset_plain_side(s);
   if (o.how == outcome::kind::killed && s.control.kill_reason() && s.tls && s.admitted &&
       !cut.to_tls) {
     try {

@@ -94,6 +94,13 @@ std::optional<std::pair<reason, std::string>> session_control::judged(
 
 namespace {
 
+// Whether `certs` holds `c` (the same certificate, not only the same object).
+bool holds(STACK_OF(X509) * certs, X509* c) {
+  for (int i = 0; certs && i < sk_X509_num(certs); ++i)
+    if (X509_cmp(sk_X509_value(certs, i), c) == 0) return true;
+  return false;
+}
+
 // Whether `lr` admits the peer of `ssl` (connecting from `source`, asking for `sni`): nothing,
 // or why not.
 std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener_runtime& lr,
@@ -117,15 +124,23 @@ std::optional<std::pair<reason, std::string>> verdict_of(const runtime::listener
   }
   // The chain as verified (after a full handshake), else what the peer sent, else (a resumed
   // session) what its ticket carried: everything but the leaf is offered as untrusted
-  // intermediates, so that a former anchor no longer in the trust store leads nowhere.
+  // intermediates, so that a former anchor no longer in the trust store leads nowhere. The
+  // verified chain's anchor itself is left out unless the peer sent it: offered, it ended the
+  // chain as "self-signed certificate in certificate chain", naming a certificate the peer never
+  // sent, where a fresh handshake says its issuer is not in the trust store (review).
+  STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl);
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
-  if (!chain) chain = SSL_get_peer_cert_chain(ssl);
+  const int anchor_at = chain ? sk_X509_num(chain) - 1 : -1;
+  if (!chain) chain = sent;
   const tls::cert_chain from_ticket = tls::ticket_intermediates(ssl);
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   if (!untrusted) return std::nullopt;
-  for (int i = 0; chain && i < sk_X509_num(chain); ++i)
-    if (X509* c = sk_X509_value(chain, i); c != leaf && X509_cmp(c, leaf) != 0)
-      sk_X509_push(untrusted, c);
+  for (int i = 0; chain && i < sk_X509_num(chain); ++i) {
+    X509* c = sk_X509_value(chain, i);
+    if (c == leaf || X509_cmp(c, leaf) == 0) continue;
+    if (i == anchor_at && !holds(sent, c)) continue;
+    sk_X509_push(untrusted, c);
+  }
   for (const auto& c : from_ticket)
     sk_X509_push(untrusted, c.get());
   // Allow rules judge a client's address; a client-mode listener's peer is a remote server,

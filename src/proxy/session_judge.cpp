@@ -42,9 +42,9 @@ void record_tls_details(session& s, SSL* ssl) {
 void record_failed_handshake(session& s, tls::verify_outcome& vo, SSL* ssl) {
   record_tls_details(s, ssl);
   if (vo.refused_peer)
-    s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*vo.refused_peer));
+    s.unverified_peer = std::make_unique<tls::peer_identity>(std::move(*vo.refused_peer));
   else if (vo.identity)  // verified, then the handshake failed (a TLS 1.2 remote refusing us)
-    s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*vo.identity));
+    s.unverified_peer = std::make_unique<tls::peer_identity>(std::move(*vo.identity));
   trace_handshake_failed(s, vo.refusal.has_value());
 }
 
@@ -103,16 +103,24 @@ std::vector<X509*> peer_chain(SSL* ssl, bool& verified) {
 // http: listener first gets a 403 naming the reason (for HTTP/2, then GOAWAY with
 // INADEQUATE_SECURITY), which gRPC reports as PERMISSION_DENIED, then close_notify and a
 // lingering close. The reason only, as an alert would say it; the detail (responder URLs,
-// subjects) stays in mtlsd's log. In client mode the
-// session is dropped from the cache, so it resumes nothing.
+// subjects) stays in mtlsd's log. The peer is named as a refused one from here on, its
+// certificate in the peer_* fields and no `identity`, as after a refusal in the handshake
+// (review: the access line carried the identity). In client mode the session is dropped from the
+// cache, so it resumes nothing, and the remote gets close_notify alone: the local app's socket is
+// reset as the session ends (session.cpp), not closed by lingering, whose FIN would read as a
+// clean end.
 asio::awaitable<void> refuse_after_handshake(session& s, tls_stream& tls, reason why,
                                              std::string detail) {
   s.refuse(why, std::move(detail));
+  if (s.peer_identity) {
+    s.unverified_peer = std::make_unique<tls::peer_identity>(std::move(*s.peer_identity));
+    s.peer_identity.reset();
+  }
   tls::client_session_cache::forget(tls.native());
   s.enter(phase::closing, std::chrono::seconds(1));
   co_await answer_refused(s, tls, {403, "Forbidden", NGHTTP2_INADEQUATE_SECURITY, to_string(why)});
   co_await tls.shutdown_send();
-  co_await linger_close(s);
+  if (s.listener->cfg.mode == config::listener_mode::server) co_await linger_close(s);
 }
 
 // After the handshake and before the upstream hears of the peer: the revocation answers that
@@ -165,9 +173,14 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
   const bool server = s.listener->cfg.mode == config::listener_mode::server;
   const config::ip_address* source = server && s.source ? &*s.source : nullptr;
   std::optional<resumed_chain> resumed;  // without a verified chain: rebuilt when first needed
+  X509* const cert = SSL_get0_peer_certificate(tls.native());
   if (vo.identity) {
     s.peer_identity = std::move(vo.identity);
-  } else if (X509* cert = SSL_get0_peer_certificate(tls.native())) {
+  } else if (cert && s.listener->cfg.server_auth.insecure_skip_verify) {
+    // Nothing of the remote's was judged (review: a subject never verified was logged as the
+    // identity): only the access line's peer_* fields name its certificate.
+    s.unverified_peer = std::make_unique<tls::peer_identity>(tls::extract_identity(cert));
+  } else if (cert) {
     // A resumed session skips verification (it was verified when first established, under the
     // same trust: the session id context digests it). Its certificate still names the peer.
     // But the allow list is not in that digest (a reload may have changed it), and rules may
@@ -175,7 +188,7 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     // pin: judge the allow list again, with this connection's address and SNI.
     s.peer_identity = tls::extract_identity(cert);
     std::optional<std::pair<reason, std::string>> refused;
-    if (!tls::valid_now(cert) && !s.listener->cfg.server_auth.insecure_skip_verify) {
+    if (!tls::valid_now(cert)) {
       // Server tickets carrying such a certificate resume nothing (tls/ticket_chain.hpp); a
       // client-mode session is dropped from its cache first: this is the backstop.
       const bool early = X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0;
@@ -185,11 +198,8 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
       if (auto d = tls::evaluate(allow, *s.peer_identity, {source, s.sni}); !d.allowed)
         refused.emplace(reason::not_authorized, std::move(d.detail));
     }
-    // Resumed only: this branch also sees a full handshake that server_auth's
-    // insecure_skip_verify let through unjudged.
     resumed.emplace(*s.listener, tls.native(), cert);
-    if (!refused && SSL_session_reused(tls.native()) == 1 &&
-        !s.listener->cfg.server_auth.insecure_skip_verify) {
+    if (!refused && SSL_session_reused(tls.native()) == 1) {
       if (auto crls = unusable_crls_of_resumed(*s.listener, tls.native(), *resumed); crls.depths) {
         if (network_revocation) {
           // As a full handshake defers them: OCSP or a distribution point may answer for
@@ -215,10 +225,6 @@ asio::awaitable<bool> judge_verified_peer(session& s, tls_stream& tls, tls::veri
     }
     if (refused) {
       observe_handshake(s);
-      // Refused: the log names it as the refused peer, not as a verified identity.
-      if (s.peer_identity)
-        s.refused_peer = std::make_unique<tls::peer_identity>(std::move(*s.peer_identity));
-      s.peer_identity.reset();
       co_await refuse_after_handshake(s, tls, refused->first,
                                       std::move(refused->second) + " (resumed session)");
       co_return false;

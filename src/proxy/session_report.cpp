@@ -151,10 +151,10 @@ void write_access_line(session& s, log::access_record& rec) {
   fill_connection(s, rec);
   rec.start = log::format_rfc3339(start, s.started_at, true);
   rec.client = std::move(s.client);
-  // The verified peer, else the leaf a refused peer presented.
-  const tls::peer_identity* cert = s.peer_identity  ? &*s.peer_identity
-                                   : s.refused_peer ? s.refused_peer.get()
-                                                    : nullptr;
+  // The verified peer, else the leaf an unverified one presented (refused, or insecure).
+  const tls::peer_identity* cert = s.peer_identity     ? &*s.peer_identity
+                                   : s.unverified_peer ? s.unverified_peer.get()
+                                                       : nullptr;
   char not_after[32];
   if (cert) {
     rec.peer_subject = cert->subject;

@@ -141,10 +141,14 @@ struct session {
   std::optional<config::ip_address> source;
   std::optional<reason> refusal;
   std::string detail;
-  std::optional<tls::peer_identity> peer_identity;  // the verified peer, when it had a cert
-  // The leaf of a refused peer, for its access line; on the heap for the same reason as
-  // `proxied` (a refused connection ends at once, an admitted one may live for days).
-  std::unique_ptr<tls::peer_identity> refused_peer;
+  // The verified peer, when it had a cert, unless it was refused after all (then it moves to
+  // unverified_peer): the access line's `identity`.
+  std::optional<tls::peer_identity> peer_identity;
+  // The leaf of a peer that is not, or no longer, a verified identity: refused (in the handshake
+  // or after it), or a remote let through unjudged by server_auth.insecure_skip_verify. Only the
+  // access line's peer_* fields name it. On the heap for the same reason as `proxied` (a refused
+  // connection ends at once, an admitted one may live for days; insecure_skip_verify is rare).
+  std::unique_ptr<tls::peer_identity> unverified_peer;
   std::string upstream_address;           // the address connected to (resolved)
   std::int64_t upstream_connect_ms = -1;  // -1: no connect attempted
   // Set by whatever ends the session for a reason of its own (rate_limited...); otherwise

@@ -54,7 +54,7 @@ void trace_handshake_failed(const session& s, bool judged_by_verify_callback) {
   if (judged_by_verify_callback)  // a certificate was judged (and refused) in the handshake
     log::debug("peer judged", {{"conn_id", s.conn_id},
                                {"verdict", "deny"},
-                               {"peer_subject", subject_of(s.refused_peer.get())},
+                               {"peer_subject", subject_of(s.unverified_peer.get())},
                                {"reason", reason_of(s)},
                                {"detail", s.detail}});
 }

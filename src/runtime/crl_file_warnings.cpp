@@ -144,6 +144,8 @@ void issuing_ca_crl_warnings(const listener_runtime& l, config::diagnostics& out
 // ready, and every client got revocation_unavailable). Judged per issuer, as OpenSSL picks among
 // them: an expired base with a current delta, or an old CRL beside a current one, is fine.
 void crl_file_warnings(const listener_runtime& l, std::time_t now, config::diagnostics& out) {
+  // Not loaded, and said to be unused (config/validate.cpp): no refusal of theirs to warn of.
+  if (l.cfg.server_auth.insecure_skip_verify) return;
   const auto& rv = l.cfg.revocation;
   const std::time_t grace = std::chrono::duration_cast<std::chrono::seconds>(rv.crl_grace).count();
   std::string outcome =

@@ -2,9 +2,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
-#include <openssl/sha.h>
 
-#include <cstring>
 #include <set>
 
 #include "mtlsd/tls/cipher_fit.hpp"
@@ -298,11 +296,14 @@ void verify_upstream(SSL_CTX* ctx, const config::listener& l, const svid_materia
   }
   SSL_CTX_set_verify(ctx, sa.insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_verify_depth(ctx, sa.verify_depth);
-  const crl_policy crl = install_crls(ctx, l.revocation, out);
-  out.server_name = sa.server_name.empty() ? l.upstream.host : sa.server_name;
-  // A fully qualified name's final dot names the same host, but OpenSSL's host check compares it
-  // as written and RFC 6066 has SNI without it: "example.org." refused every remote as
-  // hostname_mismatch (review). Dropped, as Go and curl drop it; the operator wrote this name.
+  // No CRL with insecure_skip_verify: nothing of the remote's is judged, revocation included.
+  const crl_policy crl =
+      sa.insecure_skip_verify ? crl_policy{} : install_crls(ctx, l.revocation, out);
+  // By default the upstream's host as certificates name it (config::host_as_named). A final dot
+  // names the same host, but OpenSSL's host check compares names as written and RFC 6066 has SNI
+  // without it ("example.org." refused every remote as hostname_mismatch): dropped, as Go does.
+  out.server_name =
+      sa.server_name.empty() ? config::host_as_named(l.upstream.host) : sa.server_name;
   if (out.server_name.size() > 1 && out.server_name.back() == '.') out.server_name.pop_back();
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
   // tls.spiffe authenticates the remote by its SPIFFE ID (server_auth.allow, required then):

@@ -20,10 +20,12 @@ import pytest
 from faults import wait_active
 from helpers import reload_with
 from test_client_mode import client_listener
+from tls_remote import Remote, plain_exchange
 from mtlsd_harness import (client_context, daemon_config, fmt_addr, read_to_end, server_listener,
                            strict_eof)
 
 CLIENT_ID = "spiffe://example.org/ns/default/sa/client"
+NO_ISSUER = "unable to get local issuer certificate"
 
 
 def hold(addr, ctx: ssl.SSLContext, source: str = "127.0.0.1"):
@@ -91,6 +93,9 @@ def test_removing_a_ca_closes_exactly_its_peers(start_mtlsd, make_upstream, pki,
     daemon.send_signal(signal.SIGHUP)
     line = assert_rejudged(daemon, other, other_addr, "unknown_ca")
     assert "client-other" in line["identity"] or "client-other" in line["detail"], line
+    # As a fresh handshake names it: its CA, which the client did not send, is not in the trust
+    # store (review: "self-signed certificate in certificate chain", naming that CA).
+    assert line["detail"].startswith(f"reload_rejudged: {NO_ISSUER} (depth 0: "), line
     still_streaming(daemon, mine, mine_addr)
     assert closed_count(daemon, "unknown_ca") == 1
     # Nothing else counted as a refusal: the closed peer was admitted once.
@@ -130,6 +135,33 @@ def test_a_resumed_client_of_an_intermediate_ca_is_rejudged_too(start_mtlsd, mak
     assert_rejudged(daemon, renewed, renewed_addr, "unknown_ca")
     still_streaming(daemon, bystander, bystander_addr)
     bystander.close()
+
+
+def test_a_remote_whose_ca_is_removed_is_told_as_a_fresh_handshake_would_be(start_mtlsd, pki):
+    """Client mode: the remote sends its leaf only. A reload that drops its CA closes the open
+    connection with the detail a new connection's handshake gets (review: "self-signed
+    certificate in certificate chain (depth 1: ...)", naming the CA the remote never sent, which
+    had been offered as an untrusted intermediate)."""
+    remote = Remote(pki.path("server.crt"), pki.path("server.key"))
+    try:
+        listener = client_listener(pki, remote.address)
+        daemon = start_mtlsd(daemon_config([listener], reload={"watch": False}))
+        plain = socket.create_connection(daemon.addr("outbound"), timeout=10)
+        local = fmt_addr(plain.getsockname())
+        plain.sendall(b"before\n")
+        assert plain.recv(100) == b"before\n"
+        listener["server_auth"]["ca"] = [pki.path("other-ca.crt")]
+        reload_with(daemon, daemon_config([listener], reload={"watch": False}))
+        line = daemon.wait_for_access(client=local)
+        assert (line["reason"], line["termination"]) == ("unknown_ca", "reload_rejudged"), line
+        assert line["detail"].startswith(f"reload_rejudged: {NO_ISSUER} (depth 0: "), line
+        plain.close()
+        data, fresh_local = plain_exchange(daemon.addr("outbound"))
+        fresh = daemon.wait_for_access(client=fresh_local)
+        assert data == b"" and fresh["reason"] == "unknown_ca", fresh
+        assert line["detail"] == "reload_rejudged: " + fresh["detail"], (line, fresh)
+    finally:
+        remote.close()
 
 
 def test_tightening_a_rule_closes_the_peers_it_now_refuses(start_mtlsd, make_upstream, pki):

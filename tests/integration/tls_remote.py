@@ -15,12 +15,16 @@ TIMEOUT = 10.0
 
 
 class ThreadedServer:
-    """A TCP server on 127.0.0.1 (bound at once: `address`), each connection served by
-    `_one(conn)` on a thread of its own once start() was called, until close()."""
+    """A TCP server on `host` (127.0.0.1 unless told; bound at once: `address`, with the port),
+    each connection served by `_one(conn)` on a thread of its own once start() was called,
+    until close()."""
 
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+    def __init__(self, host: str = "127.0.0.1"):
+        v6 = ":" in host
+        self.sock = socket.create_server((host, 0),
+                                         family=socket.AF_INET6 if v6 else socket.AF_INET)
+        self.port = self.sock.getsockname()[1]
+        self.address = ("[%s]:%d" if v6 else "%s:%d") % (host, self.port)
 
     def start(self) -> None:
         threading.Thread(target=self._serve, daemon=True).start()
@@ -44,8 +48,9 @@ class Remote(ThreadedServer):
     """A TLS server (Python ssl, security level 0) presenting `cert` (+ chain) with `key`;
     echoes what it reads."""
 
-    def __init__(self, certfile: str, keyfile: str, tls12: bool = False):
-        super().__init__()
+    def __init__(self, certfile: str, keyfile: str, tls12: bool = False,
+                 host: str = "127.0.0.1"):
+        super().__init__(host)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         self.ctx.load_cert_chain(certfile, keyfile)

@@ -222,5 +222,20 @@ TEST(AddressStr, BracketsIpv6HostsBuiltInCode) {
   EXPECT_EQ((address{address::kind::unix_socket, {}, 0, "/tmp/s"}).str(), "unix:/tmp/s");
 }
 
+// What a client-mode listener checks the remote's certificate against when server_name is
+// empty (review: the zone went out as SNI, the mapped form never matched an IPv4 SAN).
+TEST(HostAsNamed, DropsAZoneAndUnmapsIpv4) {
+  EXPECT_EQ(host_as_named("::1%lo"), "::1");
+  EXPECT_EQ(host_as_named("fe80::1%2"), "fe80::1");
+  EXPECT_EQ(host_as_named("::ffff:127.0.0.1"), "127.0.0.1");
+  EXPECT_EQ(host_as_named("::FFFF:10.0.0.1%eth0"), "10.0.0.1");
+}
+
+TEST(HostAsNamed, LeavesOtherHostsAsWritten) {
+  for (const char* host :
+       {"127.0.0.1", "::1", "2001:db8::10", "upstream.example.org", "example.org.", "host%zone"})
+    EXPECT_EQ(host_as_named(host), host);
+}
+
 }  // namespace
 }  // namespace mtlsd::config

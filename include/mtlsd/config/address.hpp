@@ -27,6 +27,12 @@ inline constexpr std::size_t max_unix_path = 107;
 // Returns the address, or an error message explaining what is wrong with `text`.
 std::variant<address, std::string> parse_address(std::string_view text);
 
+// `host` (a TCP address's) as a peer's certificate names it: an IPv6 zone, which names an
+// interface of this host and nothing of the peer's, dropped; an IPv4-mapped IPv6 address as the
+// IPv4 address the connection goes to; anything else (an IPv4 or IPv6 literal, a host name) as
+// written.
+std::string host_as_named(const std::string& host);
+
 // Whether sockets bound at `a` and `b` would take the same connections, as far as the text
 // tells: the same unix path however spelt (lexically), or the same TCP port with the same host,
 // the same IP however written, or a wildcard covering the other (0.0.0.0 every IPv4 address,

@@ -83,12 +83,12 @@ int check_remote_staple(SSL* ssl, void* arg) {
   const bool required = arg && *static_cast<const bool*>(arg);
   verify_outcome* out = verifier::outcome_of(ssl);
   STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
-  // Without a verified chain (insecure_skip_verify) there is no issuer to check against. The
-  // verify callback's verdict decides, not SSL_get_verify_result: the callback accepts some
-  // errors on purpose (an issuing CA trusted alone, a CRL within crl_grace, a CRL gap left to
-  // another source), which OpenSSL still records as the result; going by it, a remote with
-  // such a chain was never asked for its staple, not even under require_staple. A remote the
-  // callback refused fails the handshake anyway.
+  // Without a verified chain there is no issuer to check against. The verify callback's
+  // verdict decides, not SSL_get_verify_result: the callback accepts some errors on purpose (an
+  // issuing CA trusted alone, a CRL within crl_grace, a CRL gap left to another source), which
+  // OpenSSL still records as the result; going by it, a remote with such a chain was never asked
+  // for its staple, not even under require_staple. A remote the callback refused fails the
+  // handshake anyway.
   if (!chain || sk_X509_num(chain) < 1 || !out || out->refusal || !out->identity) return 1;
   // A one-certificate chain (the remote's own certificate is the anchor) has no issuer in it to
   // check a staple against; require_staple still demands one, whatever the chain's length.
@@ -135,8 +135,10 @@ int check_remote_staple(SSL* ssl, void* arg) {
 std::shared_ptr<staple_slot> attach_stapling(SSL_CTX* ctx, const config::listener& l) {
   if (l.mode == config::listener_mode::client) {
     // A remote stapling "revoked" is refused, and with require_staple so is one that staples
-    // nothing usable.
-    check_staples(ctx, l.revocation.require_staple);
+    // nothing usable. Not with insecure_skip_verify, which judges nothing of the remote's (a
+    // stapled "revoked" refused a remote whose CRL-revoked certificate was let through): no
+    // staple is asked for.
+    if (!l.server_auth.insecure_skip_verify) check_staples(ctx, l.revocation.require_staple);
     return nullptr;
   }
   if (!l.revocation.stapling) return nullptr;

@@ -65,7 +65,8 @@ class staple_slot {
 
 // The stapling of one listener's context (built by tls::build_context): in server mode with
 // revocation.stapling, a new slot whose response is served (null otherwise); in client mode,
-// asking the remote for its staple and checking it (revocation.require_staple).
+// asking the remote for its staple and checking it (revocation.require_staple), unless
+// server_auth.insecure_skip_verify judges nothing of the remote's.
 std::shared_ptr<staple_slot> attach_stapling(SSL_CTX* ctx, const config::listener& l);
 
 // Server contexts: staple `slot`'s response (it must outlive `ctx`). Without a fresh response
