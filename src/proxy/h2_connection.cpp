@@ -116,16 +116,21 @@ bool connection::header(const nghttp2_frame& f, std::string_view name_in,
 }
 
 void connection::frame_received(const nghttp2_frame& f) {
-  if (f.hd.type == NGHTTP2_RST_STREAM) return client_reset(f.hd.stream_id);
+  if (f.hd.type == NGHTTP2_GOAWAY) return client_goaway(f.goaway);
+  if (f.hd.type == NGHTTP2_RST_STREAM) {
+    ++resets_received_;
+    return client_reset(f.hd.stream_id);
+  }
   if (f.hd.type != NGHTTP2_HEADERS && f.hd.type != NGHTTP2_DATA) return;
   stream* s = find(f.hd.stream_id);
   if (!s) return;
   s->touch();
   const bool end = (f.hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (end) s->request_end = true;
-  if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
+  if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST) {
+    last_whole_head_ = s->id;  // new streams come in increasing order (RFC 9113 5.1.1)
     start(*s);
-  else if (end && upstream_)
+  } else if (end && upstream_)
     upstream_->request_data(*s);
 }
 
@@ -187,25 +192,26 @@ void connection::data_chunk(nghttp2_session* session, std::int32_t id, const std
                             std::size_t len) {
   stream* s = find(id);
   if (!s || s->closed || s->answered_here || s->upload_unwanted) {
-    nghttp2_session_consume(session, id, len);  // nobody will take it: acknowledge now
+    nghttp2_session_consume(session, id, len);  // nobody will take it: both windows, now
     return;
   }
   s->touch();
   s->request_body.append(data, len);
+  // Buffered: the connection's window has the bytes back at once, the stream's once the upstream
+  // takes them (h2_stream.hpp). A stream waiting for an upstream place then holds only its own.
+  nghttp2_session_consume_connection(session, len);
   s->req_bytes += len;
   upstream_->request_data(*s);
 }
 
-void connection::stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) {
+void connection::stream_closed(nghttp2_session*, std::int32_t id, std::uint32_t code) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream_ptr s = std::move(it->second);
   streams_.erase(it);
   held_fields_ -= s->held_fields;
   s->closed = true;
-  // Body the upstream never took still counts against the connection's window.
-  if (!s->request_body.empty()) nghttp2_session_consume(session, id, s->request_body.size());
-  s->request_body = {};
+  s->request_body = {};  // the connection's window had it back when it came (data_chunk)
   if (upstream_) upstream_->cancel(*s, code);
   report(*s, code);
   if (upstream_closing_ && streams_.empty()) goaway_for_upstream();
@@ -251,14 +257,16 @@ void connection::reset_here(stream& s, std::uint32_t code) {
 
 void connection::upload_unwanted(stream& s) {
   s.upload_unwanted = true;
-  // Nobody takes the body any more: what is buffered and what still comes (data_chunk) is
-  // acknowledged at once, so the connection's window is not held meanwhile.
-  if (!s.request_body.empty()) nghttp2_session_consume(session_.get(), s.id, s.request_body.size());
+  // Nobody takes the body any more: what is buffered (the connection's window has it back
+  // already) and what still comes (data_chunk) is acknowledged at once.
+  if (!s.request_body.empty())
+    nghttp2_session_consume_stream(session_.get(), s.id, s.request_body.size());
   s.request_body = {};
   stop_upload_if_done(s);
 }
 
 void connection::frame_sent(const nghttp2_frame& f) {
+  if (f.hd.type == NGHTTP2_GOAWAY) return goaway_sent(f.goaway);
   // An RST_STREAM mtlsd did not ask for: nghttp2 reset the stream over the client's frames
   // (called before nghttp2 closes the stream, so it is still there to judge).
   if (f.hd.type == NGHTTP2_RST_STREAM) {
@@ -342,6 +350,15 @@ void connection::stream_idle(stream& s, std::string detail) {
   // zero window, its stream (and so the connection) never idle (review). Should even that not
   // go out, the next timeout resets the stream.
   const bool client_waited_for = !s.request_end && s.request_body.empty();
+  if (!client_waited_for && !s.reached_upstream) {
+    // It waited for the upstream (a place among max_upstream_connections_per_client, a stream of
+    // the h2c upstream's), which never saw it: refused, so that the client may send it again,
+    // not a 504 it may not retry.
+    s.detail += ": the request never reached the upstream, refused";
+    refuse_stream(s, {});
+    upstream_->cancel(s, NGHTTP2_CANCEL);  // it leaves the queue (or nghttp2's, reset)
+    return;
+  }
   const int status = client_waited_for ? 408 : 504;
   upstream_->cancel(s, NGHTTP2_CANCEL);  // first: an h2c upstream's drops the response body
   answer_here(s, status, {}, s.detail);

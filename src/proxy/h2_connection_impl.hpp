@@ -37,6 +37,9 @@ constexpr std::size_t held_fields_budget = 4 * std::size_t{http_head_limit};
 // the client chose that end as surely as with an RST_STREAM of its own, and Debian's nghttp2
 // (1.52) does not bound such resets.
 constexpr auto premature_reset_lifetime = std::chrono::seconds(1);
+// nghttp2's own bound on the resets a client sends (NGHTTP2_DEFAULT_STREAM_RESET_BURST, not in
+// its headers): its GOAWAY comes after at least this many (goaway_sent).
+constexpr std::uint64_t nghttp2_reset_burst = 1000;
 
 class connection final : public downstream, session_handler {
  public:
@@ -53,7 +56,9 @@ class connection final : public downstream, session_handler {
   void respond(stream& s) override;
   void response_data(stream& s) override;
   void request_consumed(stream& s, std::size_t n) override {
-    nghttp2_session_consume(session_.get(), s.id, n);
+    // The stream's window only: the connection's was given back when data_chunk buffered the
+    // bytes (h2_stream.hpp).
+    nghttp2_session_consume_stream(session_.get(), s.id, n);
     out_.signal();
   }
   void request_fields_taken(stream& s) override {
@@ -89,6 +94,19 @@ class connection final : public downstream, session_handler {
   asio::awaitable<void> loops();
   asio::awaitable<void> goodbye();
   void drain();
+  // The last stream mtlsd took, for a GOAWAY that ends the connection now: nghttp2's last
+  // processed one, but not a stream whose header block is still open (nghttp2 counts it from the
+  // block's first byte; it was never taken, and the client may send it again elsewhere).
+  std::int32_t last_taken_stream() const {
+    return header_blocks_.in_header_block()
+               ? last_whole_head_
+               : nghttp2_session_get_last_proc_stream_id(session_.get());
+  }
+  // The client's GOAWAY: the connection ends as the client's doing (termination client_close).
+  void client_goaway(const nghttp2_goaway& g);
+  // A GOAWAY went out: one of nghttp2's for the client's connection error, or for its own bound
+  // on the client's resets, is recorded as the connection's failure.
+  void goaway_sent(const nghttp2_goaway& g);
   void stop() {
     stopping_ = true;
     out_.signal();
@@ -106,7 +124,8 @@ class connection final : public downstream, session_handler {
   // the client may send it again, on a new connection.
   void refuse_stream(stream& s, std::string detail);
   // http.stream_idle_timeout passed on `s`: answered 408 or 504 (a HEADERS frame alone;
-  // Trailers-Only to gRPC) if its response has not begun, else reset with CANCEL.
+  // Trailers-Only to gRPC) if its response has not begun, refused (REFUSED_STREAM) if it never
+  // reached the upstream and the client was not the one holding it back, else reset with CANCEL.
   void stream_idle(stream& s, std::string detail);
   void report(stream& s, std::uint32_t code);
   void local_failure(std::string why) {
@@ -170,6 +189,13 @@ class connection final : public downstream, session_handler {
   std::uint64_t upstream_answered_ = 0;  // of them, answered by the upstream (a final head)
   std::uint64_t premature_resets_ = 0;   // reset by the client prematurely
   bool rapid_reset_ = false;             // closed for it: the reader takes nothing more
+  std::uint64_t resets_received_ = 0;    // RST_STREAM frames the client sent (any stream)
+  std::int32_t last_whole_head_ = 0;     // the last request stream whose header block ended
+  // A GOAWAY with an error code went out (nghttp2's, for the client's connection error or a
+  // flood it stopped) or came in (the client's): the connection failed, but its close stays
+  // graceful (close_notify, FIN, the client's bytes read and discarded until it closes, within
+  // timeouts.half_close) so that the GOAWAY is read, not lost to a reset.
+  bool goaway_with_error_ = false;
 };
 
 }  // namespace mtlsd::proxy::h2

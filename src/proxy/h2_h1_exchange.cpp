@@ -196,6 +196,8 @@ asio::awaitable<bool> h1_upstream::read_response(stream& s, stream_socket& sock,
   buf.reserve(http_body_chunk);
   std::optional<http::response_parser<http::buffer_body>> p;
   for (int interim_heads = 0;; ++interim_heads) {  // 1xx heads are not passed on
+    // stop() or a reset cancelled only the operations under way: a read begun after would hang.
+    if (s.upstream_done() || stopped_) co_return false;
     if (interim_heads > http_interim_limit) {
       fail(s, "upstream: more than " + std::to_string(http_interim_limit) +
                   " interim (1xx) responses");
@@ -361,16 +363,15 @@ asio::awaitable<void> h1_upstream::serve_stream(const stream_ptr& s) {
   }
   if (s->upstream_done() || stopped_) co_return;
   busy_[s.get()] = sock.get();
+  s->reached_upstream = true;  // from its head's first byte on, the upstream may process it
   bool chunked = false;
-  // One write: the PROXY header (review: only the session's first connection had it, so an
-  // upstream that requires one refused the others, and one that does not saw mtlsd as the
-  // client) and the request head.
+  // One write: the PROXY header (review: only the session's first connection had one, so an
+  // upstream requiring it refused the others) and the request head.
   std::string head = request_head(*s, forwarding_, chunked);
   down_.request_fields_taken(*s);
   if (opened_here) head.insert(0, preamble_);
   auto [wec, w] = co_await asio::async_write(*sock, asio::buffer(head), as_tuple(use_awaitable));
-  bool keep_alive = false;
-  bool sent = false, received = false;
+  bool keep_alive = false, sent = false, received = false;
   if (wec) {
     fail(*s, "upstream: writing the request: " + wec.message());
   } else {

@@ -87,8 +87,8 @@ ssize_t read_body(nghttp2_session* session, std::int32_t id, std::uint8_t* buf, 
 nghttp2_option* session_options(std::size_t max_send_header_block) {
   nghttp2_option* opt = nullptr;
   if (nghttp2_option_new(&opt) != 0) return nullptr;
-  // WINDOW_UPDATE only for what the other side took (request_consumed, response_consumed):
-  // backpressure.
+  // WINDOW_UPDATE by hand: the connection's window for what a stream buffered, a stream's for
+  // what the other side took (h2_stream.hpp): backpressure per stream.
   nghttp2_option_set_no_auto_window_update(opt, 1);
   // gRPC sends grpc-message and metadata values with whitespace at an end (or empty) as
   // they are; RFC 9113 8.2.1 validation would reset those streams (curl and Apache's
@@ -144,6 +144,14 @@ std::vector<nghttp2_nv> to_nv(const header_list& headers) {
                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(),
                    value.size(), NGHTTP2_NV_FLAG_NONE});
   return out;
+}
+
+std::string goaway_debug(const nghttp2_goaway& g) {
+  if (g.opaque_data_len > 0)
+    return std::string(reinterpret_cast<const char*>(g.opaque_data), g.opaque_data_len);
+  if (g.error_code == NGHTTP2_COMPRESSION_ERROR)
+    return "a header block that does not decode (HPACK)";
+  return {};
 }
 
 int collect_output(nghttp2_session* session, std::string& out, std::size_t limit) {

@@ -19,6 +19,8 @@ namespace mtlsd::proxy::h2 {
 
 constexpr std::size_t write_batch = 64 * 1024;  // bytes of frames gathered per write
 // Connection-level receive window: what all streams together may have in flight towards us.
+// Given back as soon as a stream buffered the bytes (h2_stream.hpp), it holds nothing for long:
+// large, so that it limits no stream's throughput; memory is bounded by the stream windows.
 constexpr std::int32_t connection_window = 1 << 20;
 
 // nghttp2 sessions are freed by nghttp2_session_del.
@@ -76,6 +78,11 @@ nghttp2_data_provider body_provider(stream& s);
 
 // Header fields as nghttp2 takes them (pointing into `headers`, which must outlive the call).
 std::vector<nghttp2_nv> to_nv(const header_list& headers);
+
+// What a GOAWAY's debug data says, for a failure's detail: the text nghttp2 put there, or
+// for a COMPRESSION_ERROR without any (nghttp2 gives none), that a header block did not decode;
+// "" otherwise.
+std::string goaway_debug(const nghttp2_goaway& g);
 
 // Appends what `session` has to send to `out`, up to about `limit` bytes: 0, or nghttp2's
 // (fatal) error.

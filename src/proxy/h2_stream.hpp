@@ -4,10 +4,16 @@
 // what serves its streams upstream (h2_upstream.cpp: an h2c client session; h2_h1_exchange.cpp:
 // one HTTP/1.1 exchange per stream).
 //
-// Bodies pass through bounded buffers. A byte of request body is acknowledged to the client
-// (nghttp2_session_consume, hence WINDOW_UPDATE) only once the upstream side took it, and a
-// byte of response body once the client side took it: a slow reader on either end stops the
-// sender through HTTP/2 flow control, and memory stays within the flow-control windows.
+// Bodies pass through bounded buffers, flow control split as nginx splits it (its per-stream
+// preread): a DATA chunk gives its bytes back to the connection's window as soon as its stream
+// buffered it (nghttp2_session_consume_connection), and to its stream's window only once the
+// other side took them (nghttp2_session_consume_stream; the upstream side for request body, the
+// client side for response body). A slow reader on either end stops that stream's sender, and
+// a stream that cannot move (waiting for an HTTP/1.1 upstream place, or behind an h2c
+// upstream's concurrency limit) holds its own window, never the connection's: before, 16 such
+// streams held a 1 MiB connection window whole and every stream of the connection stalled
+// (review). Memory stays within the stream windows: 64 KiB (nghttp2's default initial window,
+// which both sessions keep) per open stream, at most http.max_concurrent_streams of them.
 #include <nghttp2/nghttp2.h>
 
 #include <prometheus/counter.h>
@@ -35,7 +41,10 @@ struct byte_queue {
   std::size_t size() const { return data.size() - offset; }
   bool empty() const { return size() == 0; }
   void append(const std::uint8_t* p, std::size_t n) {
-    if (offset > 0 && offset == data.size()) data.clear(), offset = 0;
+    // What was taken goes once it outweighs what is left (the bytes moved never outnumber those
+    // dropped), so the string holds about twice the flow-control window, not all of a long
+    // body whose reader never quite empties the queue.
+    if (offset > 0 && offset >= size()) data.erase(0, offset), offset = 0;
     data.append(reinterpret_cast<const char*>(p), n);
   }
   // Copies up to `n` bytes to `out`; returns how many.
@@ -104,7 +113,11 @@ struct stream {
   std::int32_t upstream_id = -1;  // h2c: the upstream's stream
   std::size_t upstream_queued_bytes = 0;  // h2c: its request head, held by nghttp2 until sent
   bool request_deferred = false;          // h2c: the upstream's data source waits for more body
-  asio::steady_timer wake;                // HTTP/1.1 exchange: something above changed
+  // Its request head went to the upstream (written to an HTTP/1.1 connection, or its HEADERS
+  // frame sent on the h2c one). Before, the upstream cannot have processed it: a stream idle
+  // timeout refuses it (REFUSED_STREAM, which a client may retry) rather than answer 504.
+  bool reached_upstream = false;
+  asio::steady_timer wake;  // HTTP/1.1 exchange: something above changed
 
   std::uint64_t req_bytes = 0, resp_bytes = 0;
   steady::time_point started = steady::now();

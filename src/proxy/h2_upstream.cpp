@@ -1,7 +1,7 @@
 // h2c towards the upstream: one nghttp2 client session over the plain upstream connection,
 // carrying every stream of one client connection. Headers, DATA, trailers and RST_STREAM pass
-// through per stream; each side's flow control is acknowledged only as the other side takes the
-// bytes (h2_stream.hpp).
+// through per stream; each stream's flow control is acknowledged only as the other side takes
+// the bytes, the connection's as soon as a stream buffered them (h2_stream.hpp).
 #include "h2_upstream_impl.hpp"
 
 #include <algorithm>
@@ -77,10 +77,8 @@ void h2c_upstream::start(stream_ptr s) {
 }
 
 void h2c_upstream::cancel(stream& s, std::uint32_t code) {
-  // Response bytes the client will never take still count against the connection's window;
-  // not mtlsd's own answer's (a 502: the upstream sent none of it), as in response_consumed.
-  if (s.upstream_id >= 0 && !s.answered_here && !s.response_body.empty())
-    nghttp2_session_consume(session_.get(), s.upstream_id, s.response_body.size());
+  // Response bytes the client will never take: the connection's window has them back already
+  // (data_chunk), and the upstream's stream, if still open, is reset below.
   s.response_body = {};
   if (s.upstream_id < 0 || !streams_.count(s.upstream_id)) return;
   // The client reset its stream, or its stream ended before the upstream's: pass it on.
@@ -176,10 +174,14 @@ void h2c_upstream::data_chunk(nghttp2_session* session, std::int32_t id, const s
                               std::size_t len) {
   stream* s = find(id);
   if (!s || s->upstream_done()) {
-    nghttp2_session_consume(session, id, len);
+    nghttp2_session_consume(session, id, len);  // nobody will take it: both windows, now
     return;
   }
   s->response_body.append(data, len);
+  // Buffered: the connection's window has the bytes back at once, so that a stream whose client
+  // does not read holds only its own window (review: 16 unread downloads held the whole 1 MiB
+  // and every other stream of the connection waited); the stream's when the client takes them.
+  nghttp2_session_consume_connection(session, len);
   down_.response_data(*s);
 }
 
@@ -226,11 +228,7 @@ void h2c_upstream::goaway_sent(const nghttp2_goaway& g) {
   if (!connection_error_.empty()) return;
   connection_error_ = std::string("HTTP/2 protocol error by the upstream (GOAWAY ") +
                       nghttp2_http2_strerror(g.error_code) + " sent)";
-  if (g.opaque_data_len > 0)
-    connection_error_ +=
-        ": " + std::string(reinterpret_cast<const char*>(g.opaque_data), g.opaque_data_len);
-  else if (g.error_code == NGHTTP2_COMPRESSION_ERROR)
-    connection_error_ += ": a header block that does not decode (HPACK)";
+  if (const auto debug = goaway_debug(g); !debug.empty()) connection_error_ += ": " + debug;
 }
 
 asio::awaitable<void> h2c_upstream::reader() {

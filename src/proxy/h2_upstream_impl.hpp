@@ -36,12 +36,11 @@ class h2c_upstream final : public upstream, session_handler {
     out_.signal();
   }
   void response_consumed(stream& s, std::size_t n) override {
-    // Also after the upstream's stream closed: the connection's window still counts it. Not for
-    // a response mtlsd made itself (400, 431, 502: the upstream sent none of it): nghttp2 would
-    // credit the connection's window with bytes the upstream never sent, and a WINDOW_UPDATE would
-    // let it send that much more than the client took.
+    // The stream's window only: the connection's was given back when data_chunk buffered the
+    // bytes (h2_stream.hpp). Not for a response mtlsd made itself (400, 431, 502: the upstream
+    // sent none of it): a WINDOW_UPDATE would let the upstream send more than the client took.
     if (s.upstream_id < 0 || s.answered_here) return;
-    nghttp2_session_consume(session_.get(), s.upstream_id, n);
+    nghttp2_session_consume_stream(session_.get(), s.upstream_id, n);
     out_.signal();
   }
   void cancel(stream& s, std::uint32_t code) override;
@@ -93,12 +92,16 @@ class h2c_upstream final : public upstream, session_handler {
   void data_chunk(nghttp2_session* session, std::int32_t id, const std::uint8_t* data,
                   std::size_t len) override;
   void stream_closed(nghttp2_session* session, std::int32_t id, std::uint32_t code) override;
-  // A request's HEADERS went out: nghttp2 no longer holds its head for it. A GOAWAY went out:
-  // nghttp2 ends the connection for the upstream's error (goaway_sent).
+  // A request's HEADERS went out: nghttp2 no longer holds its head for it, and the upstream
+  // may process it. A GOAWAY went out: nghttp2 ends the connection for the upstream's error
+  // (goaway_sent).
   void frame_sent(const nghttp2_frame& f) override {
     if (f.hd.type == NGHTTP2_GOAWAY) goaway_sent(f.goaway);
     if (f.hd.type == NGHTTP2_HEADERS && f.headers.cat == NGHTTP2_HCAT_REQUEST)
-      if (stream* s = find(f.hd.stream_id)) release_queued(*s);
+      if (stream* s = find(f.hd.stream_id)) {
+        release_queued(*s);
+        s->reached_upstream = true;
+      }
   }
   void goaway_sent(const nghttp2_goaway& g);
   // A request head too large to send: the close that follows is ours, not a reset. (A head

@@ -6,7 +6,9 @@ while the upstream holds back its answer (HTTP/1.1 and h2c upstreams alike, the 
 stream reset with CANCEL), `408` while the client holds back the rest of its request (then
 RST_STREAM(NO_ERROR): the rest is not wanted), Trailers-Only with grpc-status 14 to a gRPC call.
 A stream whose response began can only be reset (CANCEL). Before, every such stream was reset,
-and a gRPC caller saw CANCELLED with no reason. The connection goes on either way."""
+and a gRPC caller saw CANCELLED with no reason. A stream that waited for the upstream and never
+reached it is refused (REFUSED_STREAM: the client may send it again); it got a 504, which a
+client may not retry (a review). The connection goes on either way."""
 
 from __future__ import annotations
 
@@ -191,3 +193,48 @@ def test_an_h2c_upstream_that_does_not_answer_gets_cancel_and_the_client_504(ser
     assert resets == [h2.errors.ErrorCodes.CANCEL], resets
     line = wait_request_line(daemon, path="/never")
     assert (line["status"], line["detail"]) == (504, DETAIL), line
+
+
+def holds_every_request(heads: list):
+    """An HTTP/1.1 upstream that records the request line of each connection (one exchange each:
+    it never answers) and reads on until the connection closes."""
+    def handle(conn) -> None:
+        data = b""
+        while b"\r\n" not in data and (chunk := conn.recv()):
+            data += chunk
+        heads.append(data.split(b"\r\n", 1)[0].decode())
+        while conn.recv():
+            pass
+    return handle
+
+
+def test_a_stream_that_never_reached_the_upstream_is_refused(serve, pki):
+    """One upstream place (max_upstream_connections_per_client: 1), held by an upload the client
+    keeps going (a byte of DATA each turn, so that it is never idle); a GET behind it waits for
+    the place until its stream idle timeout: RST_STREAM(REFUSED_STREAM), and the upstream never
+    saw it."""
+    heads: list = []
+    daemon, _ = serve(holds_every_request(heads),
+                      http={**IDLE, "max_upstream_connections_per_client": 1})
+    client = H2Client(daemon, pki)
+    try:
+        held = client.request("/held", method="POST", end_stream=False)
+        queued = client.request("/queued")
+        deadline = time.monotonic() + TIMEOUT
+        while not any(isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded))
+                      for e in stream_events(client, queued)):
+            assert time.monotonic() < deadline and not client.closed, client.events
+            client.conn.send_data(held, b"x")
+            client.flush()
+            client.pump(0.2)
+        events = stream_events(client, queued)
+        held_events = stream_events(client, held)
+    finally:
+        client.close()
+    assert [type(e) for e in events] == [h2.events.StreamReset], events
+    assert events[0].error_code == h2.errors.ErrorCodes.REFUSED_STREAM, events
+    assert held_events == [], held_events
+    assert heads == ["POST /held HTTP/1.1"], heads
+    line = wait_request_line(daemon, path="/queued")
+    assert (line["status"], line["detail"]) == (
+        0, DETAIL + ": the request never reached the upstream, refused"), line
