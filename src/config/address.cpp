@@ -57,9 +57,6 @@ std::variant<address, std::string> parse_address(std::string_view text) {
 
 namespace {
 
-// The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
-constexpr unsigned char v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
 struct ip_literal {
   bool v6 = false;
   std::array<unsigned char, 16> bytes{};
@@ -91,7 +88,7 @@ std::optional<ip_literal> ip_of(const std::string& host) {
     if (index == 0) return std::nullopt;  // no such interface: the bind will say so
     ip.scope = index;
   }
-  if (std::equal(std::begin(v4_mapped_prefix), std::end(v4_mapped_prefix), ip.bytes.begin())) {
+  if (std::equal(ipv4_mapped_prefix.begin(), ipv4_mapped_prefix.end(), ip.bytes.begin())) {
     ip_literal v4;
     std::copy(ip.bytes.begin() + 12, ip.bytes.end(), v4.bytes.begin());
     return v4;
@@ -105,8 +102,7 @@ std::string host_as_named(const std::string& host) {
   const std::string bare = host.substr(0, host.find('%'));
   std::array<unsigned char, 16> bytes{};
   if (::inet_pton(AF_INET6, bare.c_str(), bytes.data()) != 1) return host;
-  if (!std::equal(std::begin(v4_mapped_prefix), std::end(v4_mapped_prefix), bytes.begin()))
-    return bare;
+  if (!std::equal(ipv4_mapped_prefix.begin(), ipv4_mapped_prefix.end(), bytes.begin())) return bare;
   char v4[INET_ADDRSTRLEN];
   return ::inet_ntop(AF_INET, bytes.data() + 12, v4, sizeof v4) ? std::string(v4) : bare;
 }

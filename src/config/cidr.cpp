@@ -1,17 +1,13 @@
 #include "mtlsd/config/cidr.hpp"
 
+#include "mtlsd/config/address.hpp"
+
 #include <arpa/inet.h>
 
 #include <charconv>
 #include <cstring>
 
 namespace mtlsd::config {
-namespace {
-
-constexpr std::array<std::uint8_t, 12> v4_mapped_prefix = {0, 0, 0, 0, 0,    0,
-                                                           0, 0, 0, 0, 0xff, 0xff};
-
-}  // namespace
 
 std::string ip_address::str() const {
   char buf[INET6_ADDRSTRLEN] = {};
@@ -44,7 +40,7 @@ std::optional<ip_address> parse_ip(std::string_view text) {
   if (::inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) return a;
   if (::inet_pton(AF_INET6, s.c_str(), a.bytes.data()) != 1) return std::nullopt;
   a.v6 = true;
-  if (std::memcmp(a.bytes.data(), v4_mapped_prefix.data(), v4_mapped_prefix.size()) == 0) {
+  if (std::memcmp(a.bytes.data(), ipv4_mapped_prefix.data(), ipv4_mapped_prefix.size()) == 0) {
     std::array<std::uint8_t, 16> v4{};
     std::memcpy(v4.data(), a.bytes.data() + 12, 4);
     a.bytes = v4;

@@ -1,4 +1,5 @@
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -20,6 +21,11 @@ struct address {
   std::string str() const;
   friend bool operator==(const address&, const address&) = default;
 };
+
+// The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d): such an address is the
+// IPv4 one wherever mtlsd compares addresses (CIDRs, IP literals, a certificate's IP SANs).
+inline constexpr std::array<std::uint8_t, 12> ipv4_mapped_prefix = {0, 0, 0, 0, 0,    0,
+                                                                    0, 0, 0, 0, 0xff, 0xff};
 
 // sun_path is 108 bytes including the terminating NUL.
 inline constexpr std::size_t max_unix_path = 107;
