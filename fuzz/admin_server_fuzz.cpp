@@ -25,10 +25,10 @@
 // Properties, on what each client gets: only whole HTTP/1.0 or 1.1 responses (a reset connection
 // aside, whose last one may be cut), with a status the server gives (200, 404, 405, 503; 400, 413
 // or 431 refusing a request it could not read, with Connection: close), exactly one
-// Content-Length, no Transfer-Encoding, a body of that length (none after a HEAD, whose
-// Content-Length is the GET's); at most one response per request sent, nothing after a response
-// that closes the connection. A request read (parsed here by Beast without limits) gets the
-// answer its method and path call for (405 with Allow for other methods; the query ignored but
+// Content-Length, no Transfer-Encoding, a body of that length (none after a HEAD, refused or not,
+// whose Content-Length is the GET's); at most one response per request sent, nothing after a
+// response that closes the connection. A request read (parsed here by Beast without limits) gets
+// the answer its method and path call for (405 with Allow for other methods; the query ignored but
 // for /readyz's `exclude=upstream` parameter, whose readiness here is always ready with the same
 // details), with `Cache-Control: no-store`, its keep-alive and the body a model gives: the
 // registry's text, which must parse as Prometheus text (every non-comment line
@@ -264,8 +264,9 @@ struct sent_request {
   bool may_be_refused = false;
 };
 
-// The requests in what a client sent, as far as they are whole; `more`: bytes after them.
-std::vector<sent_request> requests_in(std::string_view sent, bool& more) {
+// The requests in what a client sent, as far as they are whole; `more`: bytes after them,
+// `more_head`: those begin as a HEAD request (whose refusal has no body either).
+std::vector<sent_request> requests_in(std::string_view sent, bool& more, bool& more_head) {
   std::vector<sent_request> out;
   while (!sent.empty()) {
     checker<true> p;
@@ -278,6 +279,7 @@ std::vector<sent_request> requests_in(std::string_view sent, bool& more) {
                        p.header_bytes > 7 * 1024 || p.content_length().value_or(0) > 3 * 1024});
   }
   more = !sent.empty();
+  more_head = sent.starts_with("HEAD ");
   return out;
 }
 
@@ -568,8 +570,8 @@ class harness {
   }
 
   void check(const connection& c) {
-    bool more = false;
-    const auto requests = requests_in(c.sent, more);
+    bool more = false, more_head = false;
+    const auto requests = requests_in(c.sent, more, more_head);
     std::string_view rest = c.got;
     std::size_t answered = 0;
     while (!rest.empty()) {
@@ -577,7 +579,7 @@ class harness {
       fuzz::check(req || (more && answered == requests.size()),
                   "at most one response per request sent");
       checker<false> p;
-      const bool head = req && req->method == "HEAD";
+      const bool head = req ? req->method == "HEAD" : more_head;
       if (head) p.skip(true);
       beast::error_code ec;
       rest.remove_prefix(p.feed(rest, ec));

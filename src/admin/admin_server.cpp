@@ -80,8 +80,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   static constexpr std::size_t request_header_limit = 8 * 1024;
   static constexpr std::size_t request_body_limit = 4 * 1024;
 
+  // `head_request`: the length the body has, without the body.
   static http::response<http::string_body> error_response(http::status status,
-                                                          const std::string& why) {
+                                                          const std::string& why,
+                                                          bool head_request) {
     http::response<http::string_body> res{status, 11};
     res.set(http::field::server, "mtlsd");
     res.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -89,6 +91,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     res.keep_alive(false);
     res.body() = std::string(http::obsolete_reason(status)) + ": " + why + "\n";
     res.prepare_payload();
+    if (head_request) res.body().clear();
     return res;
   }
 
@@ -231,13 +234,22 @@ struct server::impl : std::enable_shared_from_this<impl> {
       }
       me->reading = false;
       me->since = std::chrono::steady_clock::now();
+      // A refusal of a HEAD has no body either (RFC 9110 9.3.2): the client would read its bytes
+      // as the start of the next response (admin_server_fuzz). Beast reads the request line
+      // before the fields (a 431 or 413 knows the method); one it could not read is still first
+      // in the buffer.
+      const bool head_request =
+          parser.get().method_string().empty()
+              ? std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size())
+                    .starts_with("HEAD ")
+              : parser.get().method() == http::verb::head;
       http::response<http::string_body> res;
       if (!refused_head.empty()) {
-        res = error_response(http::status::bad_request, refused_head);
+        res = error_response(http::status::bad_request, refused_head, head_request);
       } else if (ec) {
         const auto status = refusal_of(ec, parser.is_header_done());
         if (!status) co_return;
-        res = error_response(*status, ec.message());
+        res = error_response(*status, ec.message(), head_request);
       } else {
         const bool keep_alive = parser.keep_alive();
         req = parser.release();

@@ -1,7 +1,7 @@
 """The admin listener under hostile clients (a review's findings): a request that never ends
 cannot grow mtlsd's memory, 64 connections that each keep one byte of a next request cannot
 keep a probe out, and a request that cannot be read is answered with why (400, 413, 431), as
-nginx does, instead of a bare close."""
+nginx does, instead of a bare close (with no body after a HEAD)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,24 @@ def test_a_request_that_cannot_be_read_is_answered_with_why(serve, request_bytes
     answer = answer_to(daemon, request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
     assert b"\r\nConnection: close\r\n" in answer, answer[:300]
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"HEAD /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
+    (b"HEAD /healthz HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 16384 + b"\r\n\r\n", b"431"),
+    (b"HEAD /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n", b"413"),
+    (b"HEAD /health\x01z HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),
+], ids=["two-hosts", "header-too-large", "body-too-large", "control-in-target"])
+def test_a_refused_head_request_gets_no_body(serve, request_bytes, status):
+    """admin_server_fuzz (CI): a refusal sent its body to a HEAD, which a client reads as the
+    start of the next response (RFC 9110 9.3.2); the Content-Length stays the GET's."""
+    daemon, _ = serve()
+    answer = answer_to(daemon, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert body == b"", answer
+    length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert len(length) == 1 and int(length[0].split(b":")[1]) > 0, head
 
 
 def test_connections_holding_a_byte_of_a_next_request_cannot_keep_a_probe_out(serve):
