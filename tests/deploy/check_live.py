@@ -66,6 +66,7 @@ class Run:
     def __init__(self, binary, config, workdir):
         self.config = config
         self.lines = []
+        self.changed = threading.Condition()  # notified for every line read
         self.notes = []
         self.sock_path = os.path.join(workdir, "notify.sock")
         if os.path.exists(self.sock_path):
@@ -79,7 +80,9 @@ class Run:
 
     def _read(self):
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
 
     def wait_notify(self, want, timeout):
         """Wait for a datagram containing the line `want`; return all seen."""
@@ -106,6 +109,19 @@ class Run:
                 if m:
                     out.append(m.group(1))
         return out
+
+    def start_ready(self):
+        """Waits for READY=1, then for the admin listener's line: READY=1 can arrive before the
+        reader thread took the lines written just before it. Returns (the admin address, None),
+        or (None, what went wrong)."""
+        if not self.wait_notify("READY=1", 15):
+            return None, f"no READY=1 on NOTIFY_SOCKET within 15s (got {self.notes}); log: {self.lines[-5:]}"
+        with self.changed:
+            self.changed.wait_for(lambda: self.addresses("admin listening"), timeout=5)
+            admins = self.addresses("admin listening")
+        if not admins:
+            return None, f"no 'admin listening' line: {self.lines[:6]}"
+        return admins[0], None
 
     def stop(self):
         if self.proc.poll() is None:
@@ -163,19 +179,13 @@ def check_one(binary, config, source, workdir, problems):
 
     run = Run(binary, config, workdir)
     try:
-        if not run.wait_notify("READY=1", 15):
-            bad(f"no READY=1 on NOTIFY_SOCKET within 15s (got {run.notes}); log: {run.lines[-5:]}")
+        admin, why = run.start_ready()
+        if why:
+            bad(why)
             return
-        # READY=1 can arrive before our reader thread has consumed the log lines written just
-        # before it: wait (bounded) for the admin line rather than racing it.
-        deadline = time.monotonic() + 5
-        while not run.addresses("admin listening") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        listeners = run.addresses("listening")
-        admins = run.addresses("admin listening")
-        listeners = [a for a in listeners if a not in admins]
-        if not listeners or not admins:
-            bad(f"could not find the bound listener/admin addresses in the log: {run.lines[:6]}")
+        listeners = [a for a in run.addresses("listening") if a != admin]
+        if not listeners:
+            bad(f"could not find the bound listener addresses in the log: {run.lines[:6]}")
             return
         for addr in listeners:
             host, port = addr.rsplit(":", 1)
@@ -183,7 +193,6 @@ def check_one(binary, config, source, workdir, problems):
                 socket.create_connection((host, int(port)), timeout=2).close()
             except OSError as e:
                 bad(f"READY=1 was sent but listener {addr} refuses connections: {e}")
-        admin = admins[0]
         for path in ("/readyz", "/healthz"):
             rc = subprocess.run([binary, "health", "--url", f"http://{admin}{path}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=15)
@@ -271,15 +280,9 @@ def check_start_with_upstream_check(binary, config, source, paths, workdir, prob
         yaml.safe_dump(cfg, f, sort_keys=False)
     run = Run(binary, checked, workdir)
     try:
-        if not run.wait_notify("READY=1", 15):
-            bad(f"no READY=1 within 15s; log: {run.lines[-5:]}")
-            return
-        deadline = time.monotonic() + 5
-        while not run.addresses("admin listening") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        admin = (run.addresses("admin listening") or [None])[0]
-        if not admin:
-            bad(f"no 'admin listening' line: {run.lines[:6]}")
+        admin, why = run.start_ready()
+        if why:
+            bad(why)
             return
         # The checks' first results: /readyz turns 503 once every upstream check failed.
         deadline = time.monotonic() + 10
