@@ -1,11 +1,12 @@
-// append_json_escaped and append_field_value (log/log.hpp): values, strings peers partly choose
-// among them, made safe for a JSON or text log line.
+// append_json_escaped, append_field_value, append_fields and their parts (log/log.hpp): values,
+// strings peers partly choose among them, made safe for a JSON or text log line.
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <string_view>
 
+#include "byte_classes.hpp"
 #include "mtlsd/log/log.hpp"
 
 namespace mtlsd::log {
@@ -66,6 +67,15 @@ void append_u_escape(std::string& out, unsigned code) {
 // or a log pipeline raw.
 void append_json_escaped(std::string& out, std::string_view s) {
   for (std::size_t i = 0; i < s.size(); ++i) {
+    // Most of a value needs no escape: appended a run at a time, not a byte at a time.
+    std::size_t plain = i;
+    while (plain < s.size() && (detail::class_of(s[plain]) & detail::plain))
+      ++plain;
+    if (plain > i) {
+      out.append(s.data() + i, plain - i);
+      if (plain == s.size()) return;
+      i = plain;
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
       case '"':
@@ -110,10 +120,8 @@ namespace {
 // characters or anything not ASCII (then append_json_escaped checks its UTF-8).
 bool needs_quotes(std::string_view s) {
   if (s.empty()) return true;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || u < 0x20 || u >= 0x7f) return true;
-  }
+  for (char c : s)
+    if (!(detail::class_of(c) & detail::bare)) return true;
   return false;
 }
 
@@ -133,20 +141,36 @@ std::string_view cut_to_limit(std::string_view v, std::string& storage) {
 
 }  // namespace
 
+void append_string_value(std::string& out, std::string_view v, bool json) {
+  switch (detail::form_of(detail::classes_of(v), v.size(), json)) {
+    case detail::value_form::bare:  // most values: no byte to look at again
+      out += v;
+      return;
+    case detail::value_form::quoted:
+      out += '"';
+      out += v;
+      out += '"';
+      return;
+    case detail::value_form::escaped:
+      break;
+  }
+  std::string storage;
+  const std::string_view text = cut_to_limit(v, storage);
+  if (json || needs_quotes(text)) {
+    out += '"';
+    append_json_escaped(out, text);
+    out += '"';
+  } else {
+    out += text;
+  }
+}
+
 void append_field_value(std::string& out, const field& f, bool json) {
   std::visit(
       [&](const auto& v) {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, std::string_view>) {
-          std::string storage;
-          const std::string_view text = cut_to_limit(v, storage);
-          if (json || needs_quotes(text)) {
-            out += '"';
-            append_json_escaped(out, text);
-            out += '"';
-          } else {
-            out += text;
-          }
+          append_string_value(out, v, json);
         } else if constexpr (std::is_same_v<T, null_value>) {
           out += json ? "null" : "\"\"";
         } else if constexpr (std::is_same_v<T, bool>) {
@@ -160,10 +184,31 @@ void append_field_value(std::string& out, const field& f, bool json) {
           auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
           out.append(buf, ec == std::errc{} ? p : buf);
         } else {
-          out += std::to_string(v);
+          char buf[24];  // an int64 has at most 20 characters
+          const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+          out.append(buf, static_cast<std::size_t>((ec == std::errc{} ? end : buf) - buf));
         }
       },
       f.value);
+}
+
+void append_key(std::string& out, line_format format, std::string_view key) {
+  if (format == line_format::json) {
+    out += ",\"";
+    append_json_escaped(out, key);
+    out += "\":";
+  } else {
+    out += ' ';
+    out += key;
+    out += '=';
+  }
+}
+
+void append_fields(std::string& out, line_format format, fields f) {
+  for (const auto& x : f) {
+    append_key(out, format, x.key);
+    append_field_value(out, x, format == line_format::json);
+  }
 }
 
 }  // namespace mtlsd::log

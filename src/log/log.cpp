@@ -8,6 +8,7 @@
 #include <mutex>
 #include <system_error>
 
+#include "line.hpp"
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/sink.hpp"
 
@@ -97,11 +98,14 @@ void write_now(const std::string& line) {
   std::fflush(stderr);
 }
 
+// The string of a line this thread's output wrote, for its next line (sink::push).
+thread_local std::string spare_line;
+
 void emit(std::string line, line_kind kind) {
   sink* out = kind == line_kind::access ? access_out.load(std::memory_order_acquire) : nullptr;
   if (!out) out = events_out.load(std::memory_order_acquire);
   if (out) {
-    out->push(std::move(line), kind);
+    out->push(std::move(line), kind, &spare_line);
   } else if (abandoned.load(std::memory_order_relaxed)) {
     count_drop(events_losses, kind, 0);
   } else {
@@ -110,13 +114,6 @@ void emit(std::string line, line_kind kind) {
 }
 
 std::atomic<line_format> current_format{line_format::text};
-
-std::string_view level_name(spdlog::level::level_enum l) {
-  static constexpr std::string_view names[] = {"trace", "debug", "info",
-                                               "warn",  "error", "critical"};
-  const auto i = static_cast<std::size_t>(l);  // spdlog's order, then off
-  return i < std::size(names) ? names[i] : "off";
-}
 
 // Installs the process logger once and only adjusts its level afterwards. setup() runs again
 // on every reload while workers are logging through spdlog::default_logger_raw(); replacing the
@@ -129,32 +126,11 @@ void install(spdlog::level::level_enum level) {
   spdlog::default_logger_raw()->set_level(level);  // an atomic store
 }
 
-// The line's body (format_line) after the level; `out` already holds what goes before.
-void append_body(std::string& out, line_format format, spdlog::level::level_enum level,
-                 std::string_view msg, fields f);
-
-// One allocation per line: sized from the longest line this thread made so far (an access
-// line is ~600 bytes), so the appends below rarely reallocate.
-std::string make_line(spdlog::level::level_enum level, std::string_view msg, fields f) {
-  thread_local std::size_t longest = 256;
-  const auto format = current_format.load(std::memory_order_relaxed);
-  char ts_buf[32];
-  const std::string_view ts = format_rfc3339(ts_buf, std::chrono::system_clock::now(), true);
-  std::string line;
-  line.reserve(longest);
-  if (format == line_format::json) {
-    line += "{\"ts\":\"";
-    line += ts;
-    line += "\",";
-    append_body(line, format, level, msg, f);
-    line += "}\n";
-  } else {
-    line += ts;
-    line += ' ';
-    append_body(line, format, level, msg, f);
-    line += '\n';
-  }
-  longest = std::clamp(line.size(), longest, std::size_t{4096});
+std::string make_line(spdlog::level::level_enum level, std::string_view msg, fields f,
+                      line_format format = current_format.load(std::memory_order_relaxed)) {
+  std::string line = detail::begin_line(std::move(spare_line), format, level, msg);
+  append_fields(line, format, f);
+  detail::end_line(line, format);
   return line;
 }
 
@@ -264,47 +240,6 @@ void open_access_output(std::unique_lock<std::mutex>& lk, bool again) {
 
 }  // namespace
 
-std::string format_line(line_format format, spdlog::level::level_enum level, std::string_view msg,
-                        fields f) {
-  std::string out;
-  out.reserve(128);
-  append_body(out, format, level, msg, f);
-  return out;
-}
-
-namespace {
-
-void append_body(std::string& out, line_format format, spdlog::level::level_enum level,
-                 std::string_view msg, fields f) {
-  if (format == line_format::json) {
-    out += "\"level\":\"";
-    out += level_name(level);
-    out += "\",\"msg\":\"";
-    append_json_escaped(out, msg);
-    out += '"';
-    for (const auto& x : f) {
-      out += ",\"";
-      append_json_escaped(out, x.key);
-      out += "\":";
-      append_field_value(out, x, true);
-    }
-    return;
-  }
-  out += level_name(level);
-  out += ' ';
-  // One event, one line, and nothing a terminal would act on (CR, ESC...).
-  for (char c : msg)
-    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
-  for (const auto& x : f) {
-    out += ' ';
-    out += x.key;
-    out += '=';
-    append_field_value(out, x, false);
-  }
-}
-
-}  // namespace
-
 line_format current_line_format() {
   return current_format.load(std::memory_order_relaxed);
 }
@@ -393,6 +328,15 @@ void write_access_line(std::string_view msg, fields f) {
   // log.level filters events only; access_log: true means one line per connection at any
   // level, on stderr as in a file of its own (as nginx's access_log is apart from error_log).
   emit(make_line(spdlog::level::info, msg, f), line_kind::access);
+}
+
+std::string begin_access_line(line_format format, std::string_view msg) {
+  return detail::begin_line(std::move(spare_line), format, spdlog::level::info, msg);
+}
+
+void end_access_line(std::string line, line_format format) {
+  detail::end_line(line, format);
+  emit(std::move(line), line_kind::access);
 }
 
 }  // namespace mtlsd::log

@@ -3,6 +3,8 @@
 // "request" access line and the mtlsd_http_* metrics, with the connection's fields.
 #include <openssl/ssl.h>
 
+#include <memory>
+
 #include "mtlsd/log/access_log.hpp"
 #include "mtlsd/log/log.hpp"
 #include "mtlsd/metrics/metrics.hpp"
@@ -13,14 +15,12 @@
 namespace mtlsd::proxy::detail {
 namespace {
 
-// The request's line: its own fields and the connection's (as write_access_line fills them
-// when the connection ends, but without consuming anything of the session).
-void write_request_line(const session& s, const http_request_report& r) {
-  if (!log::access_log_enabled()) return;  // `access_log: false`: no record to build per request
-  log::access_record c;
+// The connection's fields of a request line, as write_access_line fills them when the
+// connection ends, but without consuming anything of the session. `not_after` holds the text of
+// the peer's notAfter.
+void fill_request_connection(const session& s, log::access_record& c, char (&not_after)[32]) {
   fill_connection(s, c);
   c.client = s.client;
-  char not_after[32];
   if (s.peer_identity) {
     c.peer_subject = s.peer_identity->subject;
     c.peer_serial = s.peer_identity->serial;
@@ -29,9 +29,21 @@ void write_request_line(const session& s, const http_request_report& r) {
     if (s.peer_identity->not_after != 0)
       c.peer_not_after = log::format_rfc3339(not_after, s.peer_identity->not_after);
   }
-  char start[32];
+}
+
+// The request's line: its own fields and the connection's. With a `cache` (serve_http's: made
+// at the first line, so that a connection that logs none holds none), the connection's fields
+// are rendered once (per log.format) rather than on every request. What it holds is settled
+// before serve_http and never changes after: the listener (a reload's re-judging changes the
+// runtime that judges the session, not the session's own), the client (accept, PROXY header),
+// the TLS fields, SNI and ALPN (the handshake) and the peer's identity (refuse_after_handshake,
+// the one step that takes it away, comes before). upstream and upstream_connect_ms, the
+// upstream connection's, are compared on every line and rendered again when they changed.
+void write_request_line(const session& s, const http_request_report& r,
+                        std::unique_ptr<log::request_line_cache>* cache) {
+  if (!log::access_log_enabled()) return;  // `access_log: false`: no record to build per request
   log::http_request_record q;
-  q.start = log::format_rfc3339(start, r.started_at, true);
+  q.start = r.started_at;
   q.method = r.method;
   q.authority = r.authority;
   q.path = r.path;
@@ -44,7 +56,26 @@ void write_request_line(const session& s, const http_request_report& r) {
   q.duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - r.started).count();
   q.detail = r.detail;
-  log::write_request_access(c, q);
+  char not_after[32];
+  if (!cache) {
+    log::access_record c;
+    fill_request_connection(s, c, not_after);
+    return log::write_request_access(c, q);
+  }
+  if (!*cache) *cache = std::make_unique<log::request_line_cache>();
+  log::request_line_cache& fields = **cache;
+  if (const auto format = log::current_line_format(); !fields.holds(format)) {
+    log::access_record c;
+    fill_request_connection(s, c, not_after);
+    fields.render(format, c);
+  }
+  log::write_request_access(fields, s.upstream_address, s.upstream_connect_ms, q);
+}
+
+void count_http_request(const session& s, const http_request_report& r) {
+  if (auto* m = s.listener->metrics)
+    m->count_http_request(r.http2, r.status,
+                          std::chrono::duration<double>(steady::now() - r.started).count());
 }
 
 // The rules each request's host is held to (http_forwarding::rules): the allow list of the
@@ -88,10 +119,8 @@ class host_rules final : public request_host_rules {
 }  // namespace
 
 void report_http_request(const session& s, const http_request_report& r) {
-  write_request_line(s, r);
-  if (auto* m = s.listener->metrics)
-    m->count_http_request(r.http2, r.status,
-                          std::chrono::duration<double>(steady::now() - r.started).count());
+  write_request_line(s, r, nullptr);  // a refusal's answers: a line or two, nothing to reuse
+  count_http_request(s, r);
 }
 
 bool speaks_h2(const config::listener& cfg, SSL* ssl) {
@@ -111,7 +140,12 @@ asio::awaitable<void> serve_http(session& s, tls_stream& tls) {
   fwd.server_name = s.sni;
   host_rules rules(s);  // outlives both relays: they end before serve_http does
   fwd.rules = &rules;
-  http_request_sink sink = [&s](const http_request_report& r) { report_http_request(s, r); };
+  // Like host_rules, outlives both relays, which report every request through `sink`.
+  std::unique_ptr<log::request_line_cache> line_cache;
+  http_request_sink sink = [&s, &line_cache](const http_request_report& r) {
+    write_request_line(s, r, &line_cache);
+    count_http_request(s, r);
+  };
   const bool h2 = speaks_h2(cfg, tls.native());
   s.clock.head_limit = cfg.http.request_headers_timeout;
   if (!h2) {

@@ -91,6 +91,12 @@ inline void error(std::string_view msg, fields f = {}) {
 
 // For access_log.cpp: like write(), but the line goes to the access-log output.
 void write_access_line(std::string_view msg, fields f);
+// The same for a caller that appends the fields itself (access_log.cpp's request lines, whose
+// connection's fields are rendered before): begin_access_line makes the line up to its fields,
+// in `format` whatever log.format is now (the format of what was rendered before: a reload may
+// change log.format meanwhile); end_access_line ends it and writes it.
+std::string begin_access_line(line_format format, std::string_view msg);
+void end_access_line(std::string line, line_format format);
 
 // RFC 3339 in UTC ("2026-12-02T06:21:14.123Z" with `millis`, else "...14Z") into `buf`;
 // returns the view of what was written. No allocation: for per-connection fields.
@@ -107,6 +113,14 @@ void append_json_escaped(std::string& out, std::string_view s);
 // Appends `f`'s value as a line of that format writes it (a string cut at field_value_limit,
 // escaped; quoted when JSON, or in text when it needs quotes).
 void append_field_value(std::string& out, const field& f, bool json);
+// Appends the fields as a line of `format` writes them after its message, each with the
+// separator before it (` key=value` in text, `,"key":value` in JSON).
+void append_fields(std::string& out, line_format format, fields f);
+// The parts append_fields writes a string field with, for a caller that writes its fields one
+// by one (access_log.cpp): the key with its separators (` key=`, `,"key":`), then the value as
+// append_field_value writes a string.
+void append_key(std::string& out, line_format format, std::string_view key);
+void append_string_value(std::string& out, std::string_view v, bool json);
 
 // A string field of any line longer than this is cut (not splitting a UTF-8 sequence), with how
 // many more bytes there were. Peers control some (a certificate's subject in a soft-fail

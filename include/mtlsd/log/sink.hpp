@@ -52,7 +52,9 @@ class sink {
   ~sink();
 
   // `line` must end with '\n'. Never waits on the output: false when the line was dropped.
-  bool push(std::string line, line_kind kind);
+  // With `spare`: the string of a line already written, if the sink kept one, is moved there
+  // (empty, its capacity kept) for the caller's next line, which then allocates nothing.
+  bool push(std::string line, line_kind kind, std::string* spare = nullptr);
 
   // A file sink: closes and opens the path again once the lines pushed before this call are
   // written (logrotate renames the file, then signals). No effect on an fd sink.
