@@ -708,6 +708,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  fuzz::restart_interrupted_calls();
   if (size < 2) return 0;
   constexpr std::size_t max_steps = 32;  // each costs a turn of the io_context or more
   const std::string_view script(reinterpret_cast<const char*>(data) + 2, size - 2);

@@ -3,6 +3,7 @@
 #include <openssl/pem.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,6 +45,20 @@ void check(bool ok, const char* what) {
   if (ok) return;
   std::fprintf(stderr, "fuzz: property violated: %s\n", what);
   std::abort();
+}
+
+void restart_interrupted_calls() {
+  static const bool done = [] {
+    struct sigaction alarm {};
+    if (::sigaction(SIGALRM, nullptr, &alarm) != 0) return false;
+    const bool handled = (alarm.sa_flags & SA_SIGINFO) != 0
+                             ? alarm.sa_sigaction != nullptr
+                             : alarm.sa_handler != SIG_DFL && alarm.sa_handler != SIG_IGN;
+    if (!handled) return false;  // no -timeout alarm: nothing to restart after
+    alarm.sa_flags |= SA_RESTART;
+    return ::sigaction(SIGALRM, &alarm, nullptr) == 0;
+  }();
+  (void)done;
 }
 
 }  // namespace mtlsd::fuzz

@@ -21,4 +21,12 @@ void quiet_logs();
 // Fails the run (libFuzzer reports it as a crash with the input) when `ok` is false.
 void check(bool ok, const char* what);
 
+// For a target whose harness makes blocking system calls (connect, accept, send, read): adds
+// SA_RESTART to the SIGALRM handler libFuzzer installs for -timeout (without it; it fires every
+// timeout/2 + 1 seconds, 6 s under dev.sh fuzz), so that such a call it lands in goes on rather
+// than failing with EINTR, which the harness took for a failing property (admin_server_fuzz:
+// "a client connects to the admin listener", after ~10 minutes of fuzzing). Call it at the top of
+// LLVMFuzzerTestOneInput: libFuzzer installs the handler after LLVMFuzzerInitialize.
+void restart_interrupted_calls();
+
 }  // namespace mtlsd::fuzz

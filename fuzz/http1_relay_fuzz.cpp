@@ -588,6 +588,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  fuzz::restart_interrupted_calls();
   if (size < 2) return 0;
   static constexpr std::size_t pieces[] = {0, 1, 2, 7, 64, 512, 4096, 16385};
   constexpr std::size_t max_steps = 128;  // each costs a turn of the io_context or more
