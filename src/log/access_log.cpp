@@ -88,48 +88,6 @@ void write_access(const access_record& r) {
 
 namespace {
 
-// A "request" line's fields, every one rendered now, given to `emit` as one list.
-template <class Emit>
-void with_request_fields(const access_record& c, const http_request_record& q, Emit&& emit) {
-  const peer_fields p(c, q.detail);  // capped: access_field_limit, and the request's own too
-  char start[32];
-  const field connect_ms = c.upstream_connect_ms < 0
-                               ? field("upstream_connect_ms", null)
-                               : field("upstream_connect_ms", c.upstream_connect_ms);
-  std::string cut[3];
-  const std::string_view method = capped(q.method, cut[0]);
-  const std::string_view authority = capped(q.authority, cut[1]);
-  const std::string_view path = capped(q.path, cut[2]);
-  emit({{"start", format_rfc3339(start, q.start, true)},
-        {"conn_id", c.conn_id},
-        {"listener", c.listener},
-        {"client", p.client},
-        {"identity", p.identity},
-        {"tls_version", c.tls_version},
-        {"cipher", c.cipher},
-        {"resumed", c.resumed},
-        {"sni", p.sni},
-        {"alpn", c.alpn},
-        {"upstream", c.upstream},
-        connect_ms,
-        {"peer_subject", p.subject},
-        {"peer_serial", p.serial},
-        {"peer_issuer", p.issuer},
-        {"peer_sha256", c.peer_sha256},
-        {"peer_not_after", c.peer_not_after},
-        {"method", method},
-        {"authority", authority},
-        {"path", path},
-        {"protocol", q.protocol},
-        {"status", q.status},
-        q.grpc_status < 0 ? field("grpc_status", null) : field("grpc_status", q.grpc_status),
-        {"req_bytes", q.req_bytes},
-        {"resp_bytes", q.resp_bytes},
-        {"stream_id", q.stream_id},
-        {"duration_ms", q.duration_ms},
-        {"detail", p.detail}});
-}
-
 // A key of a request's own fields as append_key writes it, in a slot of fixed size: copied
 // whole (a few moves, no call), its size then counted.
 struct key_text {
@@ -254,7 +212,7 @@ class field_buffer {
   char* end_ = buf_;
 };
 
-// The fields with_request_fields gives, with the connection's from `c`.
+// A request line's fields after its head: the request's own, with the connection's from `c`.
 void append_request_fields(std::string& out, const request_line_cache& c,
                            const http_request_record& q) {
   enum key : std::size_t {
@@ -333,7 +291,9 @@ void request_line_cache::set_upstream(std::string_view upstream, std::int64_t co
 
 void write_request_access(const access_record& c, const http_request_record& q) {
   if (!access_enabled.load(std::memory_order_relaxed)) return;
-  with_request_fields(c, q, [](fields f) { write_access_line("request", f); });
+  request_line_cache conn;  // for this line alone
+  conn.render(current_line_format(), c);
+  write_request_access(conn, c.upstream, c.upstream_connect_ms, q);
 }
 
 void write_request_access(request_line_cache& c, std::string_view upstream,
@@ -347,10 +307,9 @@ void write_request_access(request_line_cache& c, std::string_view upstream,
 
 std::string format_request_line(line_format format, const access_record& c,
                                 const http_request_record& q) {
-  std::string line;
-  with_request_fields(
-      c, q, [&](fields f) { line = format_line(format, spdlog::level::info, "request", f); });
-  return line;
+  request_line_cache conn;
+  conn.render(format, c);
+  return format_request_line(conn, c.upstream, c.upstream_connect_ms, q);
 }
 
 std::string format_request_line(request_line_cache& c, std::string_view upstream,

@@ -73,7 +73,9 @@ struct http_request_record {
 
 // One line with msg "request" per request: the request's fields and its connection's (`conn`:
 // who, TLS, upstream, peer certificate — the per-connection line's fields up to
-// peer_not_after). The connection's own "access" line still follows when it ends.
+// peer_not_after). The connection's own "access" line still follows when it ends. Renders the
+// connection's fields for this line alone (a request_line_cache of its own): for a connection
+// with a line or two (a refusal's answers).
 void write_request_access(const access_record& conn, const http_request_record& req);
 
 // The connection's fields of its "request" lines, conn_id .. peer_not_after, rendered once
@@ -86,8 +88,8 @@ class request_line_cache {
   // Whether it holds the fields as a line of `format` writes them (log.format: a reload may
   // change it during a connection).
   bool holds(line_format format) const { return rendered_ && format_ == format; }
-  // Renders `conn`'s fields as write_request_access(conn, ...) writes them, in `format`. The
-  // views of `conn` need to live only during the call.
+  // Renders `conn`'s fields, as its request lines and its own access line have them, in
+  // `format`. The views of `conn` need to live only during the call.
   void render(line_format format, const access_record& conn);
   // Renders upstream and upstream_connect_ms again, unless they are those it holds.
   void set_upstream(std::string_view upstream, std::int64_t upstream_connect_ms);
@@ -110,8 +112,9 @@ class request_line_cache {
 void write_request_access(request_line_cache& conn, std::string_view upstream,
                           std::int64_t upstream_connect_ms, const http_request_record& req);
 
-// The lines both write, without the timestamp (as format_line), for tests: the cached one must
-// be the other byte for byte.
+// The lines both write, without the timestamp (as format_line), for tests: a cache rendered
+// once and kept across requests and upstream changes must make the line a fresh rendering
+// makes.
 std::string format_request_line(line_format format, const access_record& conn,
                                 const http_request_record& req);
 std::string format_request_line(request_line_cache& conn, std::string_view upstream,
