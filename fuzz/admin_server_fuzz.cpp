@@ -404,8 +404,7 @@ class harness {
       if (pump()) continue;
       if (advance()) continue;
       if (all_done()) break;
-      // Nothing moves: only the server's timers are left (its 10 s deadline).
-      if (ioc->run_one_for(std::chrono::seconds(5)) > 0) continue;
+      if (wait_for_progress()) continue;
       print_trace();
       fuzz::check(false, "the server ends every connection once its client did (no hang)");
     }
@@ -419,6 +418,18 @@ class harness {
   // Runs everything ready until all waits on a socket again (one poll does: it goes on until the
   // reactor finds nothing new).
   void settle() { ioc->poll(); }
+
+  // Nothing moved: waits for the server (a handler run) or a client socket (pump) for up to 5 s
+  // in all, in short slices, since a client's socket is outside the io_context: a FIN or bytes
+  // the kernel delivers to it late wake no handler (review). False when neither moved: the
+  // server's only timer left is its 10 s deadline, a hang.
+  bool wait_for_progress() {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    do {
+      if (ioc->run_one_for(std::chrono::milliseconds(50)) > 0 || pump()) return true;
+    } while (std::chrono::steady_clock::now() < until);
+    return false;
+  }
 
   connection& open() {
     auto& c = *conns_.emplace_back(std::make_unique<connection>());
@@ -628,7 +639,7 @@ class harness {
     while (!c.done_reading) {
       settle();
       if (pump() || c.done_reading) continue;
-      if (ioc->run_one_for(std::chrono::seconds(5)) == 0) {
+      if (!wait_for_progress()) {
         print_trace();
         fuzz::check(false, "the admin listener takes a new connection afterwards");
       }
