@@ -73,8 +73,19 @@ class Remote(ThreadedServer):
 
 
 def plain_exchange(addr, payload: bytes = b"ping\n"):
-    with socket.create_connection(addr, timeout=TIMEOUT) as sock:
+    """Sends `payload` to a client-mode listener as the local app, half-closes, and returns what
+    came back and the app's address. mtlsd resets the app's socket on a refusal, which can come
+    before connect() returns (a refusal at accept: no SVID yet): that is an exchange with nothing
+    back too, so the socket is bound first for its address to be known (CI saw the reset)."""
+    host, port = addr
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((host, 0))
         local = fmt_addr(sock.getsockname())
+        try:
+            sock.connect((host, port))
+        except ConnectionResetError:
+            return b"", local
         data = b""
         try:
             sock.sendall(payload)
