@@ -41,10 +41,15 @@ struct epoll_fd_tag {
   using type = int ad::epoll_reactor::*;
   friend type member(epoll_fd_tag);
 };
+struct reactor_tag {
+  using type = ad::epoll_reactor* state::*;
+  friend type member(reactor_tag);
+};
 template struct expose<registered_events_tag, &state::registered_events_>;
 template struct expose<try_speculative_tag, &state::try_speculative_>;
 template struct expose<task_result_tag, &ad::scheduler_operation::task_result_>;
 template struct expose<epoll_fd_tag, &ad::epoll_reactor::epoll_fd_>;
+template struct expose<reactor_tag, &state::reactor_>;
 
 state* record_of(stream_socket& s) {
   return edge_wait_detail::internals<stream_socket>::of(s).reactor_data_;
@@ -73,9 +78,8 @@ bool track_read_drain(stream_socket& s) {
   if (!d) return false;
   uint32_t& registered = d->*member(registered_events_tag{});
   if (registered & EPOLLRDHUP) return true;
-  if (registered == 0) return false;  // not in epoll (the reactor could not register it)
-  auto& reactor = boost::asio::use_service<ad::epoll_reactor>(
-      boost::asio::query(s.get_executor(), boost::asio::execution::context));
+  if (registered == 0) return false;             // not in epoll (the reactor could not register it)
+  auto& reactor = *(d->*member(reactor_tag{}));  // no use_service (edge_wait.hpp's reactor_of)
   epoll_event ev{};
   ev.events = registered | EPOLLRDHUP;
   ev.data.ptr = d;
@@ -100,6 +104,12 @@ bool known_drained(stream_socket& s) {
   const state* d = record_of(s);
   return tracked(d) && !(d->*member(try_speculative_tag{}))[ad::epoll_reactor::read_op] &&
          !last_report_ends(d);
+}
+
+// Set with the registration record itself, before the socket can be waited on
+// (register_descriptor).
+ad::reactor* edge_wait_detail::registering_reactor(ad::reactor::per_descriptor_data data) noexcept {
+  return data ? data->*member(reactor_tag{}) : nullptr;
 }
 
 #else

@@ -193,4 +193,35 @@ TEST_F(EdgeWait, WaitsForWritableAfterAWriteWouldBlock) {
   EXPECT_FALSE(*done);
 }
 
+#if MTLSD_EDGE_WAIT
+// The reactor a wait starts on is read from the socket's registration record, not looked up: it
+// must be the one of the socket's own io_context, also with another io_context about.
+TEST_F(EdgeWait, StartsOnTheReactorOfTheSocketsOwnIoContext) {
+  namespace ad = asio::detail;
+  asio::io_context other{1};
+  socket_type elsewhere(other);
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  elsewhere.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+  ::close(fds[1]);
+  EXPECT_EQ(&mtlsd::net::edge_wait_detail::reactor_of(near), &asio::use_service<ad::reactor>(ioc));
+  EXPECT_EQ(&mtlsd::net::edge_wait_detail::reactor_of(elsewhere),
+            &asio::use_service<ad::reactor>(other));
+  EXPECT_NE(&asio::use_service<ad::reactor>(ioc), &asio::use_service<ad::reactor>(other));
+}
+
+// A closed socket has no registration record: the io_context's reactor is looked up, and the
+// wait ends with the error Asio's own would give.
+TEST_F(EdgeWait, AWaitOnAClosedSocketEndsWithAnError) {
+  near.close();
+  EXPECT_EQ(&mtlsd::net::edge_wait_detail::reactor_of(near),
+            &asio::use_service<asio::detail::reactor>(ioc));
+  std::optional<error_code> done;
+  mtlsd::net::async_wait_drained(near, socket_type::wait_read, [&](error_code ec) { done = ec; });
+  ioc.poll();
+  ASSERT_TRUE(done);
+  EXPECT_EQ(*done, asio::error::bad_descriptor);
+}
+#endif
+
 }  // namespace

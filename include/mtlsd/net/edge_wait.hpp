@@ -126,13 +126,28 @@ struct internals : Socket {
   static auto& of(Socket& s) { return (s.*(&internals::impl_)).get_implementation(); }
 };
 
+// The reactor that registered a socket, as its registration record names it (read_drain.cpp,
+// which reads the reactor's private members); null without a record (a closed socket).
+ad::reactor* registering_reactor(ad::reactor::per_descriptor_data data) noexcept;
+
+// The reactor serving `socket`: the one that registered it, else (a closed socket has no record)
+// the io_context's, looked up. Not looked up every time: use_service takes the service
+// registry's mutex and compares type names on each call, ~0.55k instructions of an HTTP-mode
+// request's ~39.8k over its waits (bench/run.sh --instructions http, 3 runs each way).
+template <typename Socket>
+ad::reactor& reactor_of(Socket& socket) {
+  if (auto* registered = registering_reactor(internals<Socket>::of(socket).reactor_data_))
+    return *registered;
+  return boost::asio::use_service<ad::reactor>(
+      boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+}
+
 template <typename Socket, typename Handler>
 void start(Socket& socket, boost::asio::socket_base::wait_type direction, Handler handler) {
   using executor_type = typename Socket::executor_type;
   using op = wait_op<Handler, executor_type>;
   auto& impl = internals<Socket>::of(socket);
-  auto& reactor = boost::asio::use_service<ad::reactor>(
-      boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+  auto& reactor = reactor_of(socket);
   const int op_type = direction == boost::asio::socket_base::wait_write ? ad::reactor::write_op
                                                                         : ad::reactor::read_op;
   const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);

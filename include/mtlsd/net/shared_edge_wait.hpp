@@ -95,8 +95,7 @@ class shared_edge_wait {
         std::is_same_v<typename Socket::executor_type, shared_edge_wait_detail::io_executor>);
     using op = shared_edge_wait_detail::op<First>;
     auto& impl = edge_wait_detail::internals<Socket>::of(socket);
-    reactor_ = &boost::asio::use_service<edge_wait_detail::ad::reactor>(
-        boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+    reactor_ = &edge_wait_detail::reactor_of(socket);
     data_ = &impl.reactor_data_;
     fd_ = impl.socket_;
     io_ex_ = socket.get_executor();
