@@ -30,11 +30,17 @@ REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 def app_is_reset(client, listener: str, request: bytes) -> dict:
     """An app connection that sends `request` (if any) and reads: mtlsd resets it, sending it
     nothing. Its access line."""
-    with socket.create_connection(client.addr(listener), timeout=10) as sock:
+    host, port = client.addr(listener)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(10)
+        sock.bind((host, 0))  # the address is known also when connect() meets the reset
         local = fmt_addr(sock.getsockname())
-        if request:
-            sock.sendall(request)
         try:
+            # A remote never reached is refused at once: the reset can land before connect()
+            # returned (tls_remote.plain_exchange says the same).
+            sock.connect((host, port))
+            if request:
+                sock.sendall(request)
             got = sock.recv(100)
         except ConnectionResetError:
             got = None

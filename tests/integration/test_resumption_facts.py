@@ -54,10 +54,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from clients import fmt_addr
 from helpers import soft_fail_warnings, upstream_seen
 from resumption_attempt import Attempt, attempt
-from tls_remote import ThreadedServer
+from tls_remote import ThreadedServer, plain_exchange
 from mtlsd_harness import (Mtlsd, client_context, daemon_config, deep_merge, free_port,
                            server_listener, write_config)
 import test_revocation_edges as E
@@ -360,16 +359,9 @@ def through(daemon: Mtlsd, listener: str, payload: bytes = b"ping\n") -> tuple[b
     """The local app's side: send `payload` in plaintext, half-close, read until EOF. Returns
     what came back and the connection's access line."""
     mark = daemon.log_mark()
-    data = b""
-    with socket.create_connection(daemon.addr(listener), timeout=TIMEOUT) as sock:
-        local = fmt_addr(sock.getsockname())
-        try:
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
-            while chunk := sock.recv(65536):
-                data += chunk
-        except OSError:
-            pass  # mtlsd may have closed first (a refused remote)
+    # A refused remote resets the app's socket, which can land before connect() returned (a
+    # loaded machine saw it): plain_exchange takes that as an exchange with nothing back.
+    data, local = plain_exchange(daemon.addr(listener), payload)
     return data, daemon.wait_for_access(since=mark, client=local, listener=listener)
 
 
