@@ -148,16 +148,38 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
   }
 }
 
+// OpenSSL's socket BIO with its read replaced by tls_stream::read_socket; everything else (its
+// write, its controls, its flags for retries) is the socket BIO's own. Not a callback on a plain
+// socket BIO, as before: OpenSSL calls a BIO's callback before and after each of its controls
+// too, ~13 of them a request (flush, kTLS and pending queries), which cost ~1.1k instructions of a
+// ~20k-instruction keep-alive request (bench/run.sh --instructions requests).
+BIO_METHOD* tls_stream::socket_method() {
+  static BIO_METHOD* const method = [] {
+    const BIO_METHOD* socket = BIO_s_socket();
+    BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOCKET, "mtlsd socket");
+    if (!m || !BIO_meth_set_write(m, BIO_meth_get_write(socket)) ||
+        !BIO_meth_set_read(m, &tls_stream::read_socket) ||
+        !BIO_meth_set_puts(m, BIO_meth_get_puts(socket)) ||
+        !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(socket)) ||
+        !BIO_meth_set_create(m, BIO_meth_get_create(socket)) ||
+        !BIO_meth_set_destroy(m, BIO_meth_get_destroy(socket)))
+      throw std::runtime_error("cannot build the socket BIO method: " + tls::drain_errors());
+    return m;
+  }();
+  return method;
+}
+
 tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
     : sock_(sock), ssl_(SSL_new(ctx)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed: " + tls::drain_errors());
   error_code ec;
   net::make_non_blocking(sock_, ec);
   if (ec) throw boost::system::system_error(ec, "making the socket non-blocking");
-  SSL_set_fd(ssl_.get(), static_cast<int>(sock_.native_handle()));
-  BIO* bio = SSL_get_rbio(ssl_.get());  // one socket BIO, both directions
-  BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));
-  BIO_set_callback_ex(bio, &tls_stream::on_socket_io);
+  BIO* bio = BIO_new(socket_method());  // one socket BIO, both directions, as SSL_set_fd
+  if (!bio) throw std::runtime_error("BIO_new failed: " + tls::drain_errors());
+  BIO_set_fd(bio, static_cast<int>(sock_.native_handle()), BIO_NOCLOSE);
+  BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));  // read_socket's, no callback
+  SSL_set_bio(ssl_.get(), bio, bio);
   if (server)
     SSL_set_accept_state(ssl_.get());
   else
@@ -200,19 +222,19 @@ tls_stream::attempt tls_stream::step(Op op) {
   }
 }
 
-long tls_stream::on_socket_io(BIO* bio, int oper, const char* data, std::size_t len, int, long,
-                              int ret, std::size_t* processed) {
-  if (oper != (BIO_CB_READ | BIO_CB_RETURN)) return ret;
+int tls_stream::read_socket(BIO* bio, char* out, int size) {
+  static const auto socket_read = BIO_meth_get_read(BIO_s_socket());
+  const int got = socket_read(bio, out, size);
   const int err = errno;  // SSL_get_error reads it after us
   auto* self = reinterpret_cast<tls_stream*>(BIO_get_callback_arg(bio));
-  if (ret > 0) {
-    self->cursor_.feed(reinterpret_cast<const unsigned char*>(data), *processed);
-    self->received_ += *processed;
+  if (got > 0) {
+    self->cursor_.feed(reinterpret_cast<const unsigned char*>(out), static_cast<std::size_t>(got));
+    self->received_ += static_cast<std::size_t>(got);
   }
-  net::note_read(self->sock_, len, ret > 0 ? static_cast<ssize_t>(*processed) : (ret < 0 ? -1 : 0),
+  net::note_read(self->sock_, static_cast<std::size_t>(size), got > 0 ? got : (got < 0 ? -1 : 0),
                  err);
   errno = err;
-  return ret;
+  return got;
 }
 
 void tls_stream::record_cursor::feed(const unsigned char* p, std::size_t n) {

@@ -83,12 +83,13 @@ class tls_stream {
   asio::awaitable<std::pair<error_code, std::size_t>> drive(Op op, bool wait_for_input = true,
                                                             bool wait_for_output = true,
                                                             bool wait_if_drained = false);
-  // The socket BIO's callback: tells net::note_read what each read of the socket got.
-  static long on_socket_io(BIO* bio, int oper, const char* data, std::size_t len, int argi,
-                           long argl, int ret, std::size_t* processed);
+  // The read of the connection's BIO (tls_stream.cpp): the socket BIO's own, then what it got
+  // goes to the record cursor, received() and net::note_read.
+  static int read_socket(BIO* bio, char* out, int size);
+  static BIO_METHOD* socket_method();  // the connection's BIO, built once
 
   // Where the peer's bytes stand in TLS records (a 5-byte header, then its body), fed by
-  // on_socket_io from everything OpenSSL reads (read-ahead included), to tell an EOF between
+  // read_socket from everything OpenSSL reads (read-ahead included), to tell an EOF between
   // records from one inside a record.
   struct record_cursor {
     unsigned header_seen = 0;  // bytes of the current record's header read (0-4)
