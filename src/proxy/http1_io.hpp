@@ -83,7 +83,8 @@ class plain_side {
  public:
   // `watch`: the connection's watch on the idle upstream (http_relay.cpp), which a wait here
   // joins while it is queued.
-  plain_side(stream_socket& sock, net::shared_edge_wait& watch) : sock_(sock), watch_(watch) {}
+  plain_side(stream_socket& sock, net::awaitable_shared_edge_wait& watch)
+      : sock_(sock), watch_(watch) {}
 
   // A recv of our own rather than Asio's read, so that net::note_read follows it at once (a
   // read's completion runs only after the reactor may have polled again). Known drained
@@ -147,7 +148,7 @@ class plain_side {
 
  private:
   stream_socket& sock_;
-  net::shared_edge_wait& watch_;
+  net::awaitable_shared_edge_wait& watch_;
   int reads_in_a_row_ = 0;  // reads since the last wait or turn
 };
 

@@ -221,7 +221,7 @@ class http_connection {
   relay_result& result_;
   tls_side client_;
   // The upstream watch's one wait (watch_upstream), which the response's read joins.
-  net::shared_edge_wait upstream_watch_;
+  net::awaitable_shared_edge_wait upstream_watch_;
   plain_side upstream_;
   inbound<tls_side> from_client_;
   inbound<plain_side> from_upstream_;

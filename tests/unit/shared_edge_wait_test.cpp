@@ -195,6 +195,50 @@ TEST_F(SharedEdgeWait, TheIoContextsEndDestroysTheJoinedHandler) {
   EXPECT_FALSE(w->queued()) << "the operation told its owner it is gone";
 }
 
+// HTTP mode's upstream watch holds its joining coroutine's handler as it is, not type-erased
+// (awaitable_shared_edge_wait): it must still resume in the wait's one completion, and still be
+// cancelled through the coroutine's cancellation slot.
+TEST_F(SharedEdgeWait, AnAwaitableWaitResumesItsCoroutineInTheSameCompletion) {
+  mtlsd::net::awaitable_shared_edge_wait w;
+  w.start(near, record_as("first"));
+  ioc.poll();
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        auto [ec] = co_await w.async_join(asio::as_tuple(asio::use_awaitable));
+        order.push_back(ec ? "joined:" + ec.message() : "joined");
+      },
+      asio::detached);
+  ioc.poll();
+  EXPECT_TRUE(order.empty()) << "nothing to read yet";
+  send_from_far();
+  ASSERT_EQ(ioc.run_one_for(std::chrono::seconds(5)), 1u);
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "joined"}));
+  EXPECT_FALSE(w.queued());
+}
+
+TEST_F(SharedEdgeWait, CancellingTheJoinedCoroutineEndsTheAwaitableWait) {
+  mtlsd::net::awaitable_shared_edge_wait w;
+  w.start(near, record_as("first"));
+  ioc.poll();
+  asio::cancellation_signal signal;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        auto [ec] = co_await w.async_join(asio::as_tuple(asio::use_awaitable));
+        order.push_back(ec ? "joined:" + ec.message() : "joined");
+      },
+      asio::bind_cancellation_slot(signal.slot(), asio::detached));
+  ioc.poll();
+  ASSERT_TRUE(order.empty());
+  signal.emit(asio::cancellation_type::terminal);
+  for (int i = 0; i < 3 && order.size() < 2; ++i)
+    ioc.run_one_for(std::chrono::seconds(5));
+  EXPECT_EQ(order,
+            (std::vector<std::string>{"first:Operation canceled", "joined:Operation canceled"}));
+  EXPECT_FALSE(w.queued());
+}
+
 #endif  // MTLSD_EDGE_WAIT
 
 }  // namespace
