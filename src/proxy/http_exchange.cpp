@@ -101,7 +101,7 @@ asio::awaitable<void> http_connection::send_request_body(request_framing& req) {
   body_malformed_ = is_http_error(out.ec);  // answered 400 once both pumps stopped (exchange())
   result_.ended_by(is_http_error(out.ec) ? relay_end::local : relay_end::tls_peer);
   fail((is_http_error(out.ec) ? "malformed request body: " : "reading the request body: ") +
-       (req.refusal().empty() ? out.ec.message() : std::string(req.refusal())));
+       (req.refusal().empty() ? describe(out.ec, tls_) : std::string(req.refusal())));
   stop_exchange();
 }
 
@@ -247,7 +247,7 @@ void http_connection::client_write_failed(const error_code& ec) {
   client_write_cut_ = true;  // no 400 may follow what was cut (exchange())
   if (cancelled(ec) || stopped_) return;
   result_.ended_by(relay_end::tls_peer);
-  fail("writing the response to the client: " + ec.message());
+  fail("writing the response to the client: " + describe(ec, tls_));
   stop_exchange();
 }
 
@@ -314,7 +314,7 @@ asio::awaitable<void> http_connection::tunnel() {
     if (auto ec = co_await client_.write(
             std::string_view(static_cast<const char*>(data.data()), data.size()))) {
       result_.ended_by(relay_end::tls_peer);
-      fail("writing to the client after the upgrade: " + ec.message());
+      fail("writing to the client after the upgrade: " + describe(ec, tls_));
       co_return;
     }
     from_upstream_.buf.consume(data.size());

@@ -281,7 +281,7 @@ asio::awaitable<http_connection::then> http_connection::read_request_head(reques
   }
   if (ec) {
     result_.ended_by(relay_end::tls_peer);
-    fail("reading the request: " + ec.message());
+    fail("reading the request: " + describe(ec, tls_));  // "truncated", a TLS failure's detail
     co_return then::stop;
   }
   co_return then::go_on;
@@ -314,7 +314,7 @@ asio::awaitable<http_connection::then> http_connection::send_request_head(std::s
   if (send_continue) {
     if (auto ec = co_await client_.write(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"))) {
       result_.ended_by(relay_end::tls_peer);
-      fail("writing 100 Continue: " + ec.message());
+      fail("writing 100 Continue: " + describe(ec, tls_));
       co_return then::stop;
     }
   }

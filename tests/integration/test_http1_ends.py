@@ -8,6 +8,7 @@ answered; a connection idle between requests still just closes."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 
 import pytest
@@ -201,3 +202,37 @@ def test_a_connection_idle_between_requests_just_closes_at_the_idle_timeout(serv
     assert conn["termination"] == "idle_timeout", conn
     lines = [l for l in daemon.logs() if l.get("msg") == "request"]
     assert [(l["path"], l["status"]) for l in lines] == [("/first", 200)], lines
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_a_client_stream_cut_inside_a_record_is_logged_as_truncated(serve, pki, where):
+    """Review: a client whose TCP stream ended inside a TLS record had its HTTP/1.1 lines say
+    "Software caused connection abort" (the errno text of the code tls_stream reports a
+    truncation with, as if mtlsd had aborted it); the layer-4 relay and HTTP/2 said "truncated",
+    as the README promises. One whole record, then 20 bytes of the next, then a FIN."""
+    daemon, _ = serve(recorder().handler(), http={"protocols": ["http/1.1"]})
+    ctx = client_context(pki, "client")
+    ctx.set_alpn_protocols(["http/1.1"])
+    sock = connect(daemon.addr())
+    local = fmt_addr(sock.getsockname())
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    handshake_over_bios(sock, tls, incoming, outgoing)
+    sock.sendall(outgoing.read())
+    if where == "head":  # the head never ends
+        first, second = b"GET /cut HTTP/1.1\r\n", b"Host: x\r\n\r\n"
+    else:  # 200 bytes of body promised, 100 in the record cut short
+        first, second = b"POST /cut HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n", b"B" * 100
+    tls.write(first)
+    whole = outgoing.read()
+    tls.write(second)
+    cut = outgoing.read()[:20]
+    sock.sendall(whole + cut)
+    sock.shutdown(socket.SHUT_WR)
+    line = daemon.wait_for_access(client=local)
+    assert "truncated" in line["detail"], line
+    assert "abort" not in line["detail"], line
+    if where == "body":
+        request = daemon.wait_for_log(lambda l: l.get("msg") == "request" and l.get("path") == "/cut")
+        assert "truncated" in request["detail"], request
+    sock.close()
