@@ -175,7 +175,9 @@ tls_stream::tls_stream(stream_socket& sock, SSL_CTX* ctx, bool server)
   error_code ec;
   net::make_non_blocking(sock_, ec);
   if (ec) throw boost::system::system_error(ec, "making the socket non-blocking");
-  BIO* bio = BIO_new(socket_method());  // one socket BIO, both directions, as SSL_set_fd
+  // One socket BIO, both directions, as SSL_set_fd builds it, less its ktls_enable (the TCP_ULP
+  // "tls" kernel TLS needs): Debian 12's OpenSSL has no kTLS, and mtlsd does not turn it on.
+  BIO* bio = BIO_new(socket_method());
   if (!bio) throw std::runtime_error("BIO_new failed: " + tls::drain_errors());
   BIO_set_fd(bio, static_cast<int>(sock_.native_handle()), BIO_NOCLOSE);
   BIO_set_callback_arg(bio, reinterpret_cast<char*>(this));  // read_socket's, no callback
