@@ -42,6 +42,19 @@ def answered_keep_alive(daemon, pki) -> ssl.SSLSocket:
     return sock
 
 
+def handshaken_by_hand(daemon, pki):
+    """An HTTP/1.1 client whose TLS runs over memory BIOs, so that the test chooses which record
+    bytes go out when: (socket, its address, TLS object, in BIO, out BIO), after the handshake,
+    the client's Finished still in the out BIO."""
+    ctx = client_context(pki, "client")
+    ctx.set_alpn_protocols(["http/1.1"])
+    sock = connect(daemon.addr())
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    handshake_over_bios(sock, tls, incoming, outgoing)
+    return sock, fmt_addr(sock.getsockname()), tls, incoming, outgoing
+
+
 def assert_served_with_close(got: bytes, target: bytes) -> None:
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:200]
     assert b"\r\nConnection: close\r\n" in got, got[:200]
@@ -61,13 +74,7 @@ def test_the_first_request_of_a_connection_is_served_during_a_drain(serve, pki, 
                        top={"workers": 1, "shutdown": {"drain_timeout": "30s"}},
                        timeouts={"handshake": "30s"})
     idle = answered_keep_alive(daemon, pki)
-    ctx = client_context(pki, "client")
-    ctx.set_alpn_protocols(["http/1.1"])
-    sock = connect(daemon.addr())
-    local = fmt_addr(sock.getsockname())
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    handshake_over_bios(sock, tls, incoming, outgoing)  # the Finished stays in `outgoing`
+    sock, local, tls, incoming, outgoing = handshaken_by_hand(daemon, pki)
     if when == "after-the-handshake":
         sock.sendall(outgoing.read())
         # Its upstream connected: the connection is admitted and waits for its request.
@@ -211,13 +218,7 @@ def test_a_client_stream_cut_inside_a_record_is_logged_as_truncated(serve, pki, 
     truncation with, as if mtlsd had aborted it); the layer-4 relay and HTTP/2 said "truncated",
     as the README promises. One whole record, then 20 bytes of the next, then a FIN."""
     daemon, _ = serve(recorder().handler(), http={"protocols": ["http/1.1"]})
-    ctx = client_context(pki, "client")
-    ctx.set_alpn_protocols(["http/1.1"])
-    sock = connect(daemon.addr())
-    local = fmt_addr(sock.getsockname())
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    handshake_over_bios(sock, tls, incoming, outgoing)
+    sock, local, tls, _, outgoing = handshaken_by_hand(daemon, pki)
     sock.sendall(outgoing.read())
     if where == "head":  # the head never ends
         first, second = b"GET /cut HTTP/1.1\r\n", b"Host: x\r\n\r\n"
