@@ -151,8 +151,8 @@ asio::awaitable<error_code> wait_for_first_record(stream_socket& sock) {
 // OpenSSL's socket BIO with its read replaced by tls_stream::read_socket; everything else (its
 // write, its controls, its flags for retries) is the socket BIO's own. Not a callback on a plain
 // socket BIO, as before: OpenSSL calls a BIO's callback before and after each of its controls
-// too, ~13 of them a request (flush, kTLS and pending queries), which cost ~1.1k instructions of a
-// ~20k-instruction keep-alive request (bench/run.sh --instructions requests).
+// too, ~13 of them a request (flush, kTLS and pending queries): 30 calls and ~1.4k instructions
+// of a ~19.8k-instruction keep-alive request (bench/run.sh --instructions requests).
 BIO_METHOD* tls_stream::socket_method() {
   static BIO_METHOD* const method = [] {
     const BIO_METHOD* socket = BIO_s_socket();
