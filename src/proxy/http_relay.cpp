@@ -158,8 +158,9 @@ void http_connection::upstream_spoke(std::uint64_t watch, const error_code& ec) 
 // resets at the answer's first bytes anyway). Bytes (a pipelined request, a TLS alert) cannot be
 // looked past without reading them. Either ends the watch and the response goes on; so it never
 // starts with bytes already here. Looked for only when the socket is not known drained:
-// otherwise the wait needs neither that peek nor an epoll_ctl (net/read_drain.hpp), and a
-// request without a body costs its wait and a cancel.
+// otherwise the wait needs neither that peek nor an epoll_ctl (net/read_drain.hpp). The wait is
+// left queued after the exchange, for the next read of the client to join (stop_watching_client):
+// a request without a body costs one wait.
 void http_connection::watch_client() {
   if (from_client_.buf.size() > 0 || tls_.has_pending()) return;
   if (!net::known_drained(tls_socket_)) {
@@ -176,19 +177,18 @@ void http_connection::watch_client() {
   start_client_watch();
 }
 
+// Called where the socket is known drained or a peek just found it empty, with no yield since:
+// the shared wait's precondition. A watch an earlier exchange left queued serves this one; a
+// completion of it that was already on its way is judged by a peek like any other.
 void http_connection::start_client_watch() {
-  watching_client_ = true;
-  auto seen = [cell = watch_, watch = ++watch_->client_watch](const error_code& ec) {
-    if (cell->owner && cell->client_watch == watch) cell->owner->client_readable(ec);
-  };
-  if (net::known_drained(tls_socket_))
-    net::async_wait_drained(tls_socket_, stream_socket::wait_read, std::move(seen));
-  else
-    tls_socket_.async_wait(stream_socket::wait_read, std::move(seen));
+  watch_->client_armed = true;
+  if (client_watch_.queued()) return;
+  client_watch_.start(tls_socket_, [cell = watch_](const error_code& ec) {
+    if (cell->owner && cell->client_armed) cell->owner->client_readable(ec);
+  });
 }
 
 void http_connection::client_readable(const error_code& ec) {
-  watching_client_ = false;
   if (cancelled(ec) || stopped_) return;  // the exchange is ending anyway
   switch (ec ? client_peek::reset : peek_client(tls_socket_)) {
     case client_peek::nothing:

@@ -12,6 +12,7 @@
 
 #include "mtlsd/net/edge_wait.hpp"
 #include "mtlsd/net/read_drain.hpp"
+#include "mtlsd/net/shared_edge_wait.hpp"
 
 namespace mtlsd::proxy {
 
@@ -284,8 +285,10 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
       net::track_read_drain(sock_);
     } else if (!has_pending() && net::known_drained(sock_)) {
       waited = true;
-      auto [ec] = co_await net::async_wait_drained(sock_, stream_socket::wait_read,
-                                                   as_tuple(use_awaitable));
+      auto [ec] = read_watch_ && read_watch_->queued()
+                      ? co_await read_watch_->async_join(as_tuple(use_awaitable))
+                      : co_await net::async_wait_drained(sock_, stream_socket::wait_read,
+                                                         as_tuple(use_awaitable));
       if (ec) co_return std::pair{ec, std::size_t{0}};
     }
   }
@@ -306,9 +309,13 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
       co_return std::pair{a.ec, std::size_t{0}};
     // OpenSSL asks to wait only after its read or write on the socket would block.
     waited = true;
-    auto [ec] = co_await net::async_wait_drained(
-        sock_, a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
-        as_tuple(use_awaitable));
+    const bool join = a.wants == want::read && read_watch_ && read_watch_->queued();
+    auto [ec] =
+        join ? co_await read_watch_->async_join(as_tuple(use_awaitable))
+             : co_await net::async_wait_drained(
+                   sock_,
+                   a.wants == want::read ? stream_socket::wait_read : stream_socket::wait_write,
+                   as_tuple(use_awaitable));
     if (ec) co_return std::pair{ec, std::size_t{0}};
   }
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "mtlsd/net/shared_edge_wait.hpp"
 #include "mtlsd/proxy/endpoint.hpp"
 #include "mtlsd/tls/openssl.hpp"
 
@@ -75,6 +76,12 @@ class tls_stream {
   bool truncated() const { return truncated_; }           // the peer's stream ended inside a record
   const std::string& failure_detail() const { return failure_detail_; }
 
+  // A read wait on this socket that someone else keeps queued (HTTP/1.1's watch on its client,
+  // http_relay.cpp): a read that must wait joins it while it is queued, rather than queueing a
+  // second wait behind it (net/shared_edge_wait.hpp says what that costs). Null: none. The
+  // setter clears it before `watch` goes.
+  void join_read_waits(net::awaitable_shared_edge_wait* watch) { read_watch_ = watch; }
+
  private:
   template <class Op>
   attempt step(Op op);
@@ -108,7 +115,8 @@ class tls_stream {
   std::string failure_detail_;
   bool drain_track_tried_ = false;  // net::track_read_drain was called (once per connection)
   int reads_in_a_row_ = 0;          // read_some calls that completed without waiting
-  std::uint64_t received_ = 0;      // received()
+  net::awaitable_shared_edge_wait* read_watch_ = nullptr;  // join_read_waits
+  std::uint64_t received_ = 0;                             // received()
 };
 
 // What the operations above return when OpenSSL reports a TLS protocol failure (a malformed
