@@ -183,8 +183,8 @@ void append_field_value(std::string& out, const field& f, bool json) {
           char buf[32];
           auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
           out.append(buf, ec == std::errc{} ? p : buf);
-        } else {
-          char buf[24];  // an int64 has at most 20 characters
+        } else {         // std::int64_t, std::uint64_t
+          char buf[24];  // either has at most 20 characters
           const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
           out.append(buf, static_cast<std::size_t>((ec == std::errc{} ? end : buf) - buf));
         }

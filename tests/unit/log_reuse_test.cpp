@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "mtlsd/log/access_log.hpp"
@@ -141,6 +143,49 @@ TEST(RequestLineCache, AnEmptyConnectionAsWell) {
     cache.render(format, c);
     EXPECT_EQ(cached_line(cache, c, q), format_request_line(format, c, q));
   }
+}
+
+// The request's integers are written by hand for up to three digits (access_log.cpp's
+// put_decimal): each side of each digit count, both signs, and the unsigned byte counts above
+// 2^63, which read negative when they went through a signed value.
+TEST(RequestLineIntegers, EachDigitCountAndUnsignedAbove2To63) {
+  const access_record c;
+  const auto fields_of = [&](int status, std::uint64_t bytes, std::int64_t stream,
+                             std::int64_t ms) {
+    http_request_record q;
+    q.status = status;
+    q.req_bytes = bytes;
+    q.resp_bytes = bytes;
+    q.stream_id = stream;
+    q.duration_ms = ms;
+    const std::string line = format_request_line(line_format::text, c, q);
+    const auto from = line.find(" status=");
+    return line.substr(from, line.find(" detail=") - from);
+  };
+  EXPECT_EQ(fields_of(0, 9, -1, 10),
+            " status=0 grpc_status=\"\" req_bytes=9 resp_bytes=9 stream_id=-1 duration_ms=10");
+  EXPECT_EQ(fields_of(99, 100, -999, 999),
+            " status=99 grpc_status=\"\" req_bytes=100 resp_bytes=100 stream_id=-999"
+            " duration_ms=999");
+  EXPECT_EQ(fields_of(1000, 1001, -1000, 123456789),
+            " status=1000 grpc_status=\"\" req_bytes=1001 resp_bytes=1001 stream_id=-1000"
+            " duration_ms=123456789");
+  EXPECT_EQ(
+      fields_of(200, std::numeric_limits<std::uint64_t>::max(),
+                std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()),
+      " status=200 grpc_status=\"\" req_bytes=18446744073709551615"
+      " resp_bytes=18446744073709551615 stream_id=-9223372036854775808"
+      " duration_ms=9223372036854775807");
+}
+
+// The connection's line: its unsigned counters (conn_id, rx_bytes, tx_bytes) above 2^63 too.
+TEST(AccessLineIntegers, UnsignedCountersAbove2To63) {
+  EXPECT_EQ(format_line(line_format::json, spdlog::level::info, "access",
+                        {{"conn_id", std::uint64_t{9223372036854775808u}},
+                         {"rx_bytes", std::numeric_limits<std::uint64_t>::max()},
+                         {"duration_ms", std::int64_t{-1}}}),
+            R"("level":"info","msg":"access","conn_id":9223372036854775808)"
+            R"(,"rx_bytes":18446744073709551615,"duration_ms":-1)");
 }
 
 // rfc3339.cpp reuses the text of the second it formatted last: the milliseconds are still each

@@ -23,14 +23,21 @@ inline constexpr null_value null{};
 
 struct field {
   std::string_view key;
-  std::variant<std::string_view, std::int64_t, double, bool, null_value> value;
+  // Unsigned integers apart: a counter above 2^63 (conn_id, byte counts) is printed as it is,
+  // not through a signed value, where it would read negative.
+  std::variant<std::string_view, std::int64_t, std::uint64_t, double, bool, null_value> value;
 
   field(std::string_view k, std::string_view v) : key(k), value(v) {}
   field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
   field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
   template <class I>
   requires std::is_integral_v<I> &&(!std::is_same_v<I, bool>)field(std::string_view k, I v)
-      : key(k), value(static_cast<std::int64_t>(v)) {}
+      : key(k) {
+    if constexpr (std::is_signed_v<I>)
+      value = static_cast<std::int64_t>(v);
+    else
+      value = static_cast<std::uint64_t>(v);
+  }
   field(std::string_view k, double v) : key(k), value(v) {}
   field(std::string_view k, bool v) : key(k), value(v) {}
   field(std::string_view k, null_value v) : key(k), value(v) {}
