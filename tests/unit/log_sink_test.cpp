@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -105,6 +106,37 @@ TEST_F(SinkTest, LinesArriveInOrder) {
   ASSERT_EQ(lines.size(), 1000u);
   for (int i = 0; i < 1000; ++i)
     EXPECT_EQ(lines[static_cast<std::size_t>(i)], "line " + std::to_string(i));
+}
+
+// An output someone made non-blocking (a shared stdout pipe) takes a writev of many lines in
+// pieces, cut anywhere, even inside a line: each writev goes on from the very byte where the
+// last stopped, so the reader gets every line whole and in order.
+TEST_F(SinkTest, ShortWritesOfANonBlockingOutputLoseAndRepeatNothing) {
+  pipe_pair p;  // one page: every writev of a batch is cut
+  ASSERT_EQ(::fcntl(p.w, F_SETFL, O_NONBLOCK), 0);
+  std::string got;
+  std::thread reader([&] { got = p.read_all(); });
+  std::string expected;
+  {
+    auto s = sink::for_fd(p.w, 1 << 20);
+    for (int i = 0; i < 400; ++i) {
+      // Lengths from 1 to ~1,000 bytes (one a prime apart), so the cuts fall all over the lines.
+      std::string line =
+          std::to_string(i) + ":" + std::string(static_cast<std::size_t>(i * 7 % 997), 'x') + "\n";
+      expected += line;
+      ASSERT_TRUE(s->push(std::move(line), line_kind::access));
+    }
+    EXPECT_TRUE(s->flush(10s));
+    EXPECT_EQ(s->dropped(), 0u);
+  }
+  ::close(p.w);
+  p.w = -1;
+  reader.join();
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected)
+      << "the lines differ from byte "
+      << std::mismatch(got.begin(), got.end(), expected.begin(), expected.end()).first -
+             got.begin();
 }
 
 // Nobody reads: push never waits, the queue stays within its bound, the excess is dropped and
