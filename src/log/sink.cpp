@@ -1,17 +1,14 @@
 #include "mtlsd/log/sink.hpp"
 
-#include <fcntl.h>
-#include <poll.h>
+#include "sink_output.hpp"
+
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
-#include <span>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -19,59 +16,6 @@
 namespace mtlsd::log {
 
 namespace {
-
-int open_append(const std::string& path) {
-  // 0640: access lines name clients and identities; the group can be a log shipper.
-  // O_NONBLOCK for the open alone: a FIFO that no process reads blocked it, and with it the
-  // start (or, on SIGUSR1, the writer thread) until a reader came (review). Now that fails at
-  // once, ENXIO; the writes stay blocking (write_all).
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640);
-  if (fd >= 0) {
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  }
-  return fd;
-}
-
-// Why open_append failed, for the operator.
-std::string open_failure(const std::string& path, int err) {
-  if (err == ENXIO) return path + ": a FIFO that no process reads (start its reader first)";
-  return path + ": " + std::strerror(err);
-}
-
-// Blocking write of all of `parts` (consumed as they are written). Only the writer thread calls
-// this, so a reader that stops reading stalls this thread alone. An fd someone else made
-// non-blocking is waited on. How much reached `fd`: all of it, or what went before an error
-// (then in `error`).
-std::size_t write_all(int fd, std::span<iovec> parts, int& error) {
-  error = 0;
-  std::size_t wrote = 0;
-  while (!parts.empty()) {
-    const ssize_t n = ::writev(fd, parts.data(), static_cast<int>(parts.size()));
-    if (n >= 0) {
-      wrote += static_cast<std::size_t>(n);
-      auto left = static_cast<std::size_t>(n);
-      while (!parts.empty() && left >= parts.front().iov_len) {  // the parts written whole
-        left -= parts.front().iov_len;
-        parts = parts.subspan(1);
-      }
-      if (!parts.empty()) {  // and of the next, what was
-        parts.front().iov_base = static_cast<char*>(parts.front().iov_base) + left;
-        parts.front().iov_len -= left;
-      }
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      pollfd pfd{fd, POLLOUT, 0};
-      ::poll(&pfd, 1, 100);
-      continue;
-    }
-    error = errno;
-    break;  // EPIPE, EBADF, ENOSPC, EFBIG...: the rest of the data is lost
-  }
-  return wrote;
-}
 
 // Under load a line rarely comes alone: once woken, the writer waits this long for more before
 // writing, so a line per connection costs one wake-up and one write() per batch instead of per
@@ -153,9 +97,9 @@ struct sink::state {
 
   void do_reopen() {
     if (path.empty()) return;
-    const int fresh = open_append(path);
+    const int fresh = detail::open_append(path);
     if (fresh < 0) {
-      if (on_reopen) on_reopen(open_failure(path, errno));
+      if (on_reopen) on_reopen(detail::open_failure(path, errno));
       return;  // keep writing to the old file rather than lose lines
     }
     if (owns_fd && fd >= 0) ::close(fd);
@@ -171,7 +115,7 @@ struct sink::state {
   bool write_lines(std::span<iovec> parts, std::size_t size, std::size_t lead,
                    const std::vector<entry>& batch, std::size_t first, std::size_t end) {
     int error = 0;
-    const std::size_t wrote = write_all(fd, parts, error);
+    const std::size_t wrote = detail::write_all(fd, parts, error);
     if (wrote == size) {
       mid_line = false;
       return true;
@@ -300,11 +244,11 @@ std::unique_ptr<sink> sink::for_fd(int fd, std::size_t max_bytes, drop_handler o
 std::unique_ptr<sink> sink::for_file(const std::string& path, std::size_t max_bytes,
                                      drop_handler on_drop, reopen_handler on_reopen,
                                      written_handler on_written) {
-  const int fd = open_append(path);
+  const int fd = detail::open_append(path);
   if (fd < 0) {
     const int err = errno;
     if (err == ENXIO)
-      throw std::system_error(err, std::generic_category(), open_failure(path, err));
+      throw std::system_error(err, std::generic_category(), detail::open_failure(path, err));
     throw std::system_error(err, std::generic_category(), path);
   }
   return std::unique_ptr<sink>(new sink(std::make_shared<state>(
