@@ -180,3 +180,38 @@ def test_an_http2_stream_cut_by_the_drain_timeout_is_no_upstream_failure(start_m
     line = wait_request_line(daemon, path="/drained")
     assert line["status"] == 0 and line["detail"] == "connection closed", line
     assert daemon.wait_for_access()["termination"] == "drain"
+
+
+def test_an_http1_client_resetting_between_requests_is_no_exchange_cut(serve, pki):
+    """The client's watch is left queued after an exchange, for its next read to join (HTTP mode,
+    `stop_watching_client`), but disarmed: a reset while no request is in flight ends an idle
+    connection, not an exchange, so the access line does not say a response was cut or never
+    came."""
+    answered = threading.Event()
+
+    def upstream(conn) -> None:
+        read_head(conn)
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        answered.set()
+        try:
+            while conn.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+    daemon, _ = serve(upstream, http={"protocols": ["http/1.1"]})
+    sock = open_tls(daemon.addr(), client_context(pki, "client"))
+    sock.sendall(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    sock.settimeout(TIMEOUT)
+    reply = b""
+    while not reply.endswith(b"ok"):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {reply!r}"
+        reply += chunk
+    assert wait_request_line(daemon, path="/once")["status"] == 200
+    rst_close(sock)
+    access = daemon.wait_for_access()
+    sock.close()
+    # Before the disarm was checked (a mutation of this stop): "the client reset its connection
+    # during the response", for a response that was whole and read.
+    assert access["detail"] == "reading the request: Connection reset by peer", access
+    assert access["termination"] == "client_close", access
