@@ -131,8 +131,9 @@ class http_connection {
   void client_left();
   // The watch is left queued, not cancelled: the next read of the client joins it
   // (tls_stream::join_read_waits), so the request's event completes both at once, where a cancel
-  // and its aborted completion, then a wait of the read's own, cost ~1.7k instructions a request
-  // (the bench's http workload, callgrind). A completion meanwhile finds no exchange to judge.
+  // and its aborted completion, then a wait of the read's own, cost ~0.5k instructions a request
+  // more (the bench's http workload, callgrind). A completion meanwhile finds no exchange to
+  // judge (test_http_client_gone.py: a reset between requests).
   void stop_watching_client() { watch_->client_armed = false; }
   asio::awaitable<void> refuse(int status, std::string_view reason, std::string why);
   asio::awaitable<void> send_request_body(request_framing& req);

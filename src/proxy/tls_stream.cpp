@@ -285,7 +285,7 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
       net::track_read_drain(sock_);
     } else if (!has_pending() && net::known_drained(sock_)) {
       waited = true;
-      auto [ec] = read_watch_ && read_watch_->queued()
+      auto [ec] = read_watch_ && read_watch_->joinable()
                       ? co_await read_watch_->async_join(as_tuple(use_awaitable))
                       : co_await net::async_wait_drained(sock_, stream_socket::wait_read,
                                                          as_tuple(use_awaitable));
@@ -309,7 +309,7 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_stream::drive(Op op, boo
       co_return std::pair{a.ec, std::size_t{0}};
     // OpenSSL asks to wait only after its read or write on the socket would block.
     waited = true;
-    const bool join = a.wants == want::read && read_watch_ && read_watch_->queued();
+    const bool join = a.wants == want::read && read_watch_ && read_watch_->joinable();
     auto [ec] =
         join ? co_await read_watch_->async_join(as_tuple(use_awaitable))
              : co_await net::async_wait_drained(

@@ -60,6 +60,23 @@ TEST_F(SharedEdgeWait, AJoinedWaiterCompletesRightAfterTheWaitInOneCompletion) {
   EXPECT_FALSE(w.queued());
 }
 
+// One join per wait: once joined, the wait is still queued but no longer joinable, so a second
+// reader (tls_stream's write, when OpenSSL asks it for input) waits on its own.
+TEST_F(SharedEdgeWait, JoinableUntilSomeoneJoins) {
+  shared_edge_wait w;
+  EXPECT_FALSE(w.joinable()) << "not started";
+  start(w);
+  ioc.poll();
+  EXPECT_TRUE(w.joinable());
+  w.async_join(record_as("joined"));
+  EXPECT_TRUE(w.queued());
+  EXPECT_FALSE(w.joinable());
+  send_from_far();
+  ASSERT_EQ(ioc.run_one_for(std::chrono::seconds(5)), 1u);
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "joined"}));
+  EXPECT_FALSE(w.joinable());
+}
+
 TEST_F(SharedEdgeWait, AnAsioWaitQueuedBehindItInsteadTakesACompletionOfItsOwn) {
   // The contrast that makes the test above mean something: the same event, a second operation.
   shared_edge_wait w;

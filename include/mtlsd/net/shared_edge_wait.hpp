@@ -134,6 +134,10 @@ class basic_shared_edge_wait {
   // way: it would end the joined waiter with operation_aborted from a cancellation that came
   // before it started, where a wait of its own would not have been reached.
   bool queued() const noexcept { return op_ != nullptr && !op_->ec_; }
+  // Queued, and nobody joined it yet: async_join may be called. For a wait two readers could
+  // reach (tls_stream's reads and writes both wait for input when OpenSSL asks), the second
+  // then waits on its own instead of breaking the one-join rule.
+  bool joinable() const noexcept { return queued() && !op_->second; }
 
   // Completes with the error code `first` gets, right after `first`, in the same completion.
   // Only while queued(), once per wait. A cancellation through the token's slot cancels the
@@ -209,6 +213,7 @@ class basic_shared_edge_wait {
     async_wait_drained(socket, boost::asio::socket_base::wait_read, std::move(first));
   }
   bool queued() const noexcept { return false; }
+  bool joinable() const noexcept { return false; }
   // Never called (nothing is ever queued); here so that callers compile.
   template <typename CompletionToken>
   auto async_join(CompletionToken&& token) {
