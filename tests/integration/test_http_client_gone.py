@@ -84,6 +84,17 @@ def test_an_http1_client_resetting_before_the_response_ends_the_exchange(serve, 
     assert access["termination"] == "client_close", access
 
 
+def read_ok_answer(sock) -> bytes:
+    """Reads until the upstream's 2-byte body "ok" has come; what came."""
+    sock.settimeout(TIMEOUT)
+    reply = b""
+    while not reply.endswith(b"ok"):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {reply!r}"
+        reply += chunk
+    return reply
+
+
 def request(body: int) -> bytes:
     if body:
         return (b"POST /held HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % body
@@ -114,12 +125,7 @@ def test_an_http1_client_half_closing_after_its_request_still_gets_the_answer(se
     # milliseconds of it.
     time.sleep(0.3)
     answer.set()
-    sock.settimeout(TIMEOUT)
-    reply = b""
-    while not reply.endswith(b"ok"):
-        chunk = sock.recv(4096)
-        assert chunk, f"closed after {reply!r}"
-        reply += chunk
+    reply = read_ok_answer(sock)
     assert reply.startswith(b"HTTP/1.1 200 OK"), reply
     sock.close()
     assert wait_request_line(daemon, path="/held")["status"] == 200
@@ -201,12 +207,7 @@ def test_an_http1_client_resetting_between_requests_is_no_exchange_cut(serve, pk
     daemon, _ = serve(upstream, http={"protocols": ["http/1.1"]})
     sock = open_tls(daemon.addr(), client_context(pki, "client"))
     sock.sendall(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    sock.settimeout(TIMEOUT)
-    reply = b""
-    while not reply.endswith(b"ok"):
-        chunk = sock.recv(4096)
-        assert chunk, f"closed after {reply!r}"
-        reply += chunk
+    read_ok_answer(sock)
     assert wait_request_line(daemon, path="/once")["status"] == 200
     rst_close(sock)
     access = daemon.wait_for_access()
