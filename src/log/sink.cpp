@@ -4,7 +4,6 @@
 
 #include <sys/uio.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -18,7 +17,7 @@ namespace mtlsd::log {
 namespace {
 
 // Under load a line rarely comes alone: once woken, the writer waits this long for more before
-// writing, so a line per connection costs one wake-up and one write() per batch instead of per
+// writing, so a line per connection costs one wake-up and one writev() per batch instead of per
 // line (measured on the bench VM: ~33 us of CPU per lone line, mostly the context switch and
 // the write). An access line reaches its output at most this much later; an event line (rare,
 // and what an operator or a test watching the log waits for), flush(), stop() and a queue
@@ -346,7 +345,7 @@ bool sink::stop(std::chrono::milliseconds limit) {
   if (all_written)
     writer_.join();
   else
-    writer_.detach();  // blocked in write(): it holds its own reference to the state
+    writer_.detach();  // blocked in writev(): it holds its own reference to the state
   return all_written;
 }
 
